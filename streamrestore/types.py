@@ -1,0 +1,59 @@
+"""The values that flow between stages (the seams of the pipeline).
+
+Every stage takes and returns these plain values; no stage reaches into another's state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from streamrestore.model.cache import ReferenceCache
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face in one frame (frame pixel coordinates)."""
+
+    box: np.ndarray  # (4,) x1, y1, x2, y2
+    kps: np.ndarray  # (5, 2) left eye, right eye, nose, left mouth corner, right mouth corner
+    score: float
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """A face with the id of the track it belongs to and its smoothed landmarks."""
+
+    face: Face
+    track_id: int
+    kps: np.ndarray  # (5, 2) smoothed landmarks used for alignment
+    interpolated: bool = False  # True when the detector missed it and the tracker filled the gap
+
+
+@dataclass
+class AlignedFace:
+    """A face cut out of a frame and warped onto the FFHQ template at the restorer's size."""
+
+    pixels: np.ndarray  # (R, R, 3) uint8 RGB
+    matrix: np.ndarray  # (2, 3) frame -> crop affine; its inverse pastes back
+    track_id: int
+    identity: str | None  # name of the matched reference set, None if unmatched
+
+
+@runtime_checkable
+class Restorer(Protocol):
+    """What the pipeline needs from a face restorer.
+
+    ``faces`` are float tensors in [0, 1], RGB, shape (B, 3, R, R) with R == ``resolution``.
+    ``caches[i]`` is the reference encoding of face i's identity, or None (no references).
+    """
+
+    resolution: int
+
+    def encode_references(self, faces: "torch.Tensor") -> "ReferenceCache": ...
+
+    def restore(self, faces: "torch.Tensor", caches: Sequence["ReferenceCache | None"]) -> "torch.Tensor": ...

@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def shared_root() -> Path:
+    """The shared media folder: $STREAMRESTORE_SHARED, else ../shared next to the repo."""
+    env = os.environ.get("STREAMRESTORE_SHARED")
+    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    root = shared_root()
+    if not (root / "data").is_dir():
+        pytest.skip(f"shared media not found at {root} (set STREAMRESTORE_SHARED)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_data(shared) -> Path:
+    return shared / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_models(shared) -> Path:
+    return shared / "models"
