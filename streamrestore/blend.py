@@ -1,0 +1,132 @@
+"""Paste-back: put a restored aligned crop back into its frame.
+
+The crop is warped back with the inverse of the alignment affine and blended through a soft
+mask, so no box or seam shows. Only the face's bounding region of the frame is touched, and a
+frame pixel whose mask weight is zero keeps its exact value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PasteConfig:
+    """How a restored crop is blended back.
+
+    Args:
+        feather: width of the soft border of the crop mask as a fraction of the crop side
+            (default 0.1: wide enough that hair and background fade in without a visible edge,
+            narrow enough that the whole face keeps full weight).
+        color_match: match the restored crop's per-channel mean (and, within ``max_std_ratio``,
+            its contrast) to the original crop under the mask, so a model's colour drift never
+            shows as a patch (default True).
+        max_std_ratio: bound on the contrast change colour matching may apply (default 1.25):
+            a degraded input is noisier than a restored face, and matching its std fully would
+            put the noise's contrast back.
+    """
+
+    feather: float = 0.1
+    color_match: bool = True
+    max_std_ratio: float = 1.25
+
+    def __post_init__(self):
+        if not 0.0 < self.feather <= 0.5:
+            raise ValueError(f"feather must be in (0, 0.5], got {self.feather}")
+        if self.max_std_ratio < 1.0:
+            raise ValueError(f"max_std_ratio must be >= 1, got {self.max_std_ratio}")
+
+
+def feather_mask(resolution: int, feather: float) -> np.ndarray:
+    """(R, R) float32 mask: 1 inside, falling smoothly (smoothstep) to 0 at the crop border."""
+    band = max(1.0, feather * resolution)
+    coords = np.arange(resolution, dtype=np.float32) + 0.5
+    edge = np.minimum(coords, resolution - coords)  # distance to the nearest border, 1-D
+    ramp = np.clip(edge / band, 0.0, 1.0)
+    ramp = ramp * ramp * (3.0 - 2.0 * ramp)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+def _invert(matrix: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(matrix.astype(np.float64))
+
+
+class PasteBack:
+    """Blends restored crops into frames. Build once per run (the mask is precomputed).
+
+    Args:
+        resolution: side of the aligned crops.
+        config: see :class:`PasteConfig`.
+    """
+
+    def __init__(self, resolution: int, config: PasteConfig = PasteConfig()):
+        if resolution <= 0:
+            raise ValueError(f"resolution must be positive, got {resolution}")
+        self.resolution = resolution
+        self.config = config
+        self._mask = feather_mask(resolution, config.feather)
+
+    def crop_mask(self, frame_shape: tuple[int, int], matrix: np.ndarray) -> np.ndarray:
+        """The blend weight of each crop pixel: the feathered mask, faded to zero where the crop
+        saw outside the frame (those pixels were padding, not picture)."""
+        h, w = frame_shape
+        r = self.resolution
+        inside = cv2.warpAffine(
+            np.ones((h, w), np.float32), matrix.astype(np.float64), (r, r),
+            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+        )
+        if inside.min() < 1.0:
+            # Fade over the same band as the crop border so a face cut by the frame edge has no seam.
+            k = int(self.config.feather * r) | 1
+            inside = cv2.erode(inside, np.ones((3, 3), np.uint8), iterations=2)
+            inside = cv2.GaussianBlur(inside, (k, k), 0) * inside
+        return self._mask * inside
+
+    def match_color(self, restored: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """Per-channel mean (and bounded std) of ``restored`` moved to those of ``original``,
+        both measured under ``weight``. Float32 result, not clipped."""
+        out = restored.astype(np.float32)
+        ref = original.astype(np.float32)
+        wsum = float(weight.sum())
+        if wsum <= 1e-6:
+            return out
+        w = weight[..., None] / wsum
+        mu_o, mu_r = (ref * w).sum((0, 1)), (out * w).sum((0, 1))
+        sd_o = np.sqrt(((ref - mu_o) ** 2 * w).sum((0, 1))) + 1e-3
+        sd_r = np.sqrt(((out - mu_r) ** 2 * w).sum((0, 1))) + 1e-3
+        bound = self.config.max_std_ratio
+        ratio = np.clip(sd_o / sd_r, 1.0 / bound, bound)
+        return (out - mu_r) * ratio + mu_o
+
+    def paste(self, frame: np.ndarray, restored: np.ndarray, original: np.ndarray, matrix: np.ndarray) -> None:
+        """Blend ``restored`` (R, R, 3 uint8 crop) into ``frame`` (H, W, 3 uint8) in place.
+
+        ``original`` is the crop the restorer was given (for colour matching); ``matrix`` is the
+        (2, 3) frame → crop affine that produced it.
+        """
+        h, w = frame.shape[:2]
+        r = self.resolution
+        inv = _invert(matrix)
+        corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ inv.T
+        x0, y0 = np.floor(corners.min(0)).astype(int)
+        x1, y1 = np.ceil(corners.max(0)).astype(int)
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1 + 1, w), min(y1 + 1, h)
+        if x1 <= x0 or y1 <= y0:
+            return  # the crop lies wholly outside the frame
+
+        weight = self.crop_mask((h, w), matrix)
+        crop = self.match_color(restored, original, weight) if self.config.color_match else restored.astype(np.float32)
+
+        to_roi = inv.copy()
+        to_roi[:, 2] -= (x0, y0)
+        size = (x1 - x0, y1 - y0)
+        warped = cv2.warpAffine(crop, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        alpha = cv2.warpAffine(weight, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+        roi = frame[y0:y1, x0:x1]
+        base = roi.astype(np.float32)
+        blended = base + alpha[..., None] * (warped - base)
+        # Where alpha is 0 the sum is the original integer, so rint gives it back exactly.
+        roi[...] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)

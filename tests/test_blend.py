@@ -1,0 +1,80 @@
+import cv2
+import numpy as np
+import pytest
+
+from streamrestore.blend import PasteBack, PasteConfig, feather_mask
+
+
+def _similarity(scale, angle, center_frame, resolution):
+    """frame -> crop affine putting ``center_frame`` at the crop centre."""
+    a = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * scale
+    t = np.array([resolution / 2, resolution / 2]) - a @ np.asarray(center_frame, float)
+    return np.hstack([a, t[:, None]])
+
+
+@pytest.fixture
+def frame():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(noise, (9, 9), 0)
+
+
+def test_feather_mask_is_one_inside_zero_at_border():
+    m = feather_mask(128, 0.1)
+    assert m.shape == (128, 128)
+    assert m[64, 64] == pytest.approx(1.0)
+    assert m[0, 64] < 0.01 and m[64, 0] < 0.01
+    assert np.all(np.diff(m[64, :64]) >= 0)  # monotone ramp, no ring
+
+
+@pytest.mark.parametrize("center,angle", [((320, 180), 0.2), ((20, 30), -0.3), ((630, 350), 0.0)])
+def test_identity_paste_round_trip(frame, center, angle):
+    r = 256
+    m = _similarity(r / 150, angle, center, r)
+    crop = cv2.warpAffine(frame, m, (r, r), flags=cv2.INTER_LINEAR)
+    paste = PasteBack(r)
+    out = frame.copy()
+    paste.paste(out, crop, crop, m)
+    weight = cv2.warpAffine(paste.crop_mask(frame.shape[:2], m), cv2.invertAffineTransform(m), (640, 360))
+    outside = weight == 0
+    assert outside.any()
+    assert np.array_equal(out[outside], frame[outside])
+    err = np.abs(out.astype(int) - frame.astype(int))
+    assert err.max() <= 4, err.max()
+
+
+def test_paste_replaces_face_and_feathers(frame):
+    r = 128
+    m = _similarity(r / 120, 0.0, (320, 180), r)
+    restored = np.full((r, r, 3), 200, np.uint8)
+    out = frame.copy()
+    PasteBack(r, PasteConfig(color_match=False)).paste(out, restored, restored, m)
+    assert np.all(out[180, 320] == 200)  # centre fully replaced
+    row = out[180, 250:330, 0].astype(int)
+    assert np.abs(np.diff(row)).max() < 40  # no hard edge between frame and crop
+    assert np.array_equal(out[:50], frame[:50])
+
+
+def test_crop_outside_frame_is_ignored(frame):
+    r = 64
+    m = _similarity(1.0, 0.0, (-500, -500), r)
+    out = frame.copy()
+    PasteBack(r).paste(out, np.zeros((r, r, 3), np.uint8), np.zeros((r, r, 3), np.uint8), m)
+    assert np.array_equal(out, frame)
+
+
+def test_color_match_moves_mean_to_original():
+    r = 64
+    rng = np.random.default_rng(1)
+    original = rng.integers(90, 110, (r, r, 3)).astype(np.uint8)
+    restored = (original.astype(int) + 40).clip(0, 255).astype(np.uint8)
+    pb = PasteBack(r)
+    matched = pb.match_color(restored, original, np.ones((r, r), np.float32))
+    assert np.abs(matched.mean((0, 1)) - original.mean((0, 1))).max() < 0.5
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="feather"):
+        PasteConfig(feather=0.0)
+    with pytest.raises(ValueError, match="max_std_ratio"):
+        PasteConfig(max_std_ratio=0.5)
