@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from streamrestore.train.degrade import (
+    PRESETS,
+    DegradationPreset,
+    anisotropic_gaussian_kernel,
+    apply_degradation,
+    degrade,
+    get_preset,
+    motion_blur_kernel,
+    sample_degradation,
+)
+
+
+@pytest.fixture(scope="module")
+def face(shared_data):
+    import cv2
+
+    bgr = cv2.imread(str(shared_data / "instantrestore" / "00001" / "gt.png"))
+    assert bgr is not None
+    return np.ascontiguousarray(cv2.resize(bgr, (96, 96), interpolation=cv2.INTER_AREA)[..., ::-1])
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_same_seed_same_bytes_different_seed_differs(face, preset):
+    a = degrade(face, preset, seed=7)
+    b = degrade(face.copy(), preset, seed=7)
+    c = degrade(face, preset, seed=8)
+    assert a.dtype == np.uint8 and a.shape == face.shape
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a, face)
+
+
+def test_severe_draws_stay_in_the_paper_ranges():
+    for seed in range(200):
+        d = sample_degradation("severe", seed, (512, 512))
+        assert 0.1 <= d.blur_sigma[0] <= 12 and 0.1 <= d.blur_sigma[1] <= 12
+        assert d.blur_kernel_size == 41
+        assert 1 <= d.downsample <= 12
+        assert 10 <= d.noise_sigma <= 20
+        assert 10 <= d.jpeg_quality <= 19
+        assert d.h264_crf is None
+
+
+def test_blur_scales_with_image_size():
+    big = sample_degradation("severe", 3, (512, 512))
+    small = sample_degradation("severe", 3, (128, 128))
+    assert small.blur_sigma[0] == pytest.approx(big.blur_sigma[0] / 4)
+    assert small.downsample == big.downsample and small.jpeg_quality == big.jpeg_quality
+    assert small.blur_kernel_size == 11
+
+
+def test_severity_orders_presets(face):
+    def err(preset):
+        return np.mean([np.abs(degrade(face, preset, s).astype(float) - face).mean() for s in range(12)])
+
+    assert err("mild") < err("moderate") < err("severe")
+
+
+def test_video_preset_uses_h264_and_motion_blur(face):
+    d = sample_degradation("video", 1, face.shape[:2])
+    assert d.h264_crf is not None and d.jpeg_quality is None
+    assert any(sample_degradation("video", s, (512, 512)).motion_length > 5 for s in range(10))
+    # one draw applied to two frames of a clip gives the same damage to the same content
+    assert np.array_equal(apply_degradation(face, d), apply_degradation(face.copy(), d))
+
+
+def test_kernels_are_normalised_and_oriented():
+    k = anisotropic_gaussian_kernel(21, 6.0, 1.0, 0.0)
+    assert k.sum() == pytest.approx(1.0, abs=1e-5)
+    assert k[10, :].sum() > k[:, 10].sum()  # wide along x when the angle is 0
+    k90 = anisotropic_gaussian_kernel(21, 6.0, 1.0, np.pi / 2)
+    assert np.allclose(k90, k.T, atol=1e-6)
+    m = motion_blur_kernel(9.0, 0.0)
+    assert m.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.count_nonzero(m.sum(axis=1) > 1e-6) == 1  # a horizontal streak lies on one row
+
+
+def test_bad_values_are_named():
+    with pytest.raises(ValueError, match="blur_kernel_size"):
+        DegradationPreset(blur_kernel_size=40)
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        DegradationPreset(jpeg_quality=(50, 10))
+    with pytest.raises(ValueError, match="unknown degradation preset"):
+        get_preset("awful")
+    with pytest.raises(ValueError, match="seed"):
+        sample_degradation("severe", -1, (64, 64))
