@@ -1,0 +1,238 @@
+"""Shared-image attention as pure diffusers attention processors.
+
+In the shared layers (``attn1`` of every up-block transformer block) the restoration UNet's
+queries attend to the keys/values its references produced in the reference network. Nothing is
+stored on modules: everything per call travels through ``cross_attention_kwargs``, which the
+UNet hands unchanged to every attention processor:
+
+``shared_kv``: :class:`ReferenceBatch` | None
+    the references of each face in the batch, per layer name.
+``record_kv``: dict | None
+    a caller-owned dict; each shared layer writes ``record_kv[name] = (keys, values)`` of its
+    own input, shape (B, tokens, channels) each. The reference pass uses it.
+``attention_maps``: dict | None
+    a caller-owned dict whose keys name the layers wanted (values ignored on input); those
+    layers compute attention with an explicit softmax (differentiable, slower) and store an
+    :class:`AttentionMap`. This is the training path of the landmark attention loss; at
+    inference leave it None and every layer uses ``scaled_dot_product_attention``.
+
+Key order inside a shared layer: ``[own tokens (only where used)] + ref0 tokens + ref1 tokens...``
+Faces whose references are fewer than the batch maximum are padded and masked (a padded key gets
+exactly zero weight). A face with no references attends to its own keys/values (plain
+self-attention, what the UNet does without the method); ``include_input_kv`` makes every face
+attend to its own tokens as well as its references.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LayerReferences:
+    """Reference keys/values of one shared layer for a batch of B faces, N reference slots.
+
+    ``keys``/``values``: (B, N, L, C) with L tokens of C channels (heads not split);
+    ``value_mean``/``value_std``: (B, N, 1, C) per-reference value statistics over tokens,
+    used by AdaIN (padded slots: mean 0, std 1).
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    value_mean: torch.Tensor
+    value_std: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ReferenceBatch:
+    """The references of a batch of faces for all shared layers.
+
+    ``ref_mask``: (B, N) bool, True for real references; None when every slot is real.
+    ``input_mask``: (B,) bool, faces that also attend to their own tokens; None when no face
+    does (then the own keys/values are not concatenated at all, the fast common case).
+    ``input_mask_all``: True when ``input_mask`` is all True (no mask needed for that part);
+    a plain bool so the choice of kernel never depends on tensor values (export, compile).
+    """
+
+    layers: Mapping[str, LayerReferences]
+    ref_mask: torch.Tensor | None = None
+    input_mask: torch.Tensor | None = None
+    input_mask_all: bool = False
+
+    def key_mask(self, input_tokens: int, ref_tokens: int) -> torch.Tensor | None:
+        """Boolean mask (B, 1, 1, keys) for SDPA over ``[own] + refs``; None when nothing is masked."""
+        needs_input_mask = self.input_mask is not None and not self.input_mask_all
+        if self.ref_mask is None and not needs_input_mask:
+            return None
+        parts = []
+        any_ref = self.ref_mask if self.ref_mask is not None else None
+        if self.input_mask is not None:
+            parts.append(self.input_mask[:, None].expand(-1, input_tokens))
+        if any_ref is None:
+            b = self.input_mask.shape[0]
+            n = next(iter(self.layers.values())).keys.shape[1]
+            any_ref = torch.ones(b, n, dtype=torch.bool, device=self.input_mask.device)
+        parts.append(any_ref[:, :, None].expand(-1, -1, ref_tokens).reshape(any_ref.shape[0], -1))
+        return torch.cat(parts, dim=1)[:, None, None, :]
+
+
+@dataclass(frozen=True)
+class AttentionMap:
+    """Attention probabilities of one shared layer (training path).
+
+    ``probs``: (B, heads, queries, keys); keys are ``[own tokens] * (input_tokens > 0)`` followed
+    by ``num_refs`` blocks of ``ref_tokens`` tokens each.
+    """
+
+    probs: torch.Tensor
+    input_tokens: int
+    ref_tokens: int
+    num_refs: int
+
+    def for_reference(self, index: int) -> torch.Tensor:
+        """(B, heads, queries, ref_tokens): the part of the map over reference ``index``."""
+        if not 0 <= index < self.num_refs:
+            raise ValueError(f"reference index {index} out of range [0, {self.num_refs})")
+        start = self.input_tokens + index * self.ref_tokens
+        return self.probs[..., start : start + self.ref_tokens]
+
+
+def adain_values(values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, input_values: torch.Tensor,
+                 eps: float) -> torch.Tensor:
+    """Renormalise reference values (B, N, L, C) to the input values' per-channel mean/std.
+
+    Statistics are over tokens, per channel; ``mean``/``std`` are the references' own (B, N, 1, C).
+    """
+    in_mean = input_values.mean(dim=1, keepdim=True)  # (B, 1, C)
+    in_std = (input_values.var(dim=1, keepdim=True, correction=1) + eps).sqrt()
+    scale = in_std[:, None] / std
+    return (values - mean) * scale + in_mean[:, None]
+
+
+def value_statistics(values: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std over tokens of (..., L, C) values, as AdaIN uses them."""
+    mean = values.mean(dim=-2, keepdim=True)
+    std = (values.var(dim=-2, keepdim=True, correction=1) + eps).sqrt()
+    return mean, std
+
+
+class SharedImageAttnProcessor:
+    """Attention processor for every attention module of the UNet.
+
+    ``name`` is the module's path in the UNet (e.g. ``up_blocks.1.attentions.0.transformer_blocks.0.attn1``)
+    and ``shared`` says whether it is a shared-image layer. Non-shared layers behave like
+    diffusers' ``AttnProcessor2_0`` and accept (and ignore) the shared-attention kwargs, so one
+    ``cross_attention_kwargs`` dict can go to the whole UNet without warnings.
+    """
+
+    def __init__(self, name: str, shared: bool, adain: bool = True, adain_eps: float = 1e-5):
+        if adain_eps <= 0:
+            raise ValueError(f"adain_eps must be > 0, got {adain_eps}")
+        self.name = name
+        self.shared = shared
+        self.adain = adain
+        self.adain_eps = adain_eps
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        shared_kv: ReferenceBatch | None = None,
+        record_kv: dict | None = None,
+        attention_maps: dict | None = None,
+    ) -> torch.Tensor:
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        key = attn.to_k(context)
+        value = attn.to_v(context)
+
+        refs = None
+        is_shared = self.shared and encoder_hidden_states is None
+        if is_shared and record_kv is not None:
+            record_kv[self.name] = (key, value)
+        if is_shared and shared_kv is not None:
+            refs = shared_kv.layers.get(self.name)
+
+        mask = None
+        input_tokens, ref_tokens, num_refs = key.shape[1], 0, 0
+        if refs is not None:
+            num_refs, ref_tokens = refs.keys.shape[1], refs.keys.shape[2]
+            ref_values = refs.values
+            if self.adain:
+                ref_values = adain_values(ref_values, refs.value_mean, refs.value_std, value, self.adain_eps)
+            ref_keys = refs.keys.reshape(batch, num_refs * ref_tokens, -1)
+            ref_values = ref_values.reshape(batch, num_refs * ref_tokens, -1)
+            if shared_kv.input_mask is not None:
+                key = torch.cat([key, ref_keys], dim=1)
+                value = torch.cat([value, ref_values], dim=1)
+            else:
+                key, value, input_tokens = ref_keys, ref_values, 0
+            mask = shared_kv.key_mask(input_tokens, ref_tokens)
+        elif attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, key.shape[1], batch)
+            mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
+
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.reshape(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        if is_shared and attention_maps is not None and self.name in attention_maps:
+            scores = (query @ key.transpose(-1, -2)) * attn.scale
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+            probs = scores.softmax(dim=-1)
+            attention_maps[self.name] = AttentionMap(probs, input_tokens, ref_tokens, num_refs)
+            out = probs.to(value.dtype) @ value
+        else:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attn.scale)
+
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def install_processors(unet, shared_prefix: str = "up_blocks.", adain: bool = True, adain_eps: float = 1e-5) -> list[str]:
+    """Give every attention module of ``unet`` a :class:`SharedImageAttnProcessor`.
+
+    Shared layers are the self-attention (``attn1``) modules under ``shared_prefix``. Returns
+    their names in forward order.
+    """
+    processors = {}
+    shared_names = []
+    for proc_name in unet.attn_processors:  # "<module path>.processor"
+        name = proc_name[: -len(".processor")]
+        shared = name.startswith(shared_prefix) and name.endswith("attn1")
+        if shared:
+            shared_names.append(name)
+        processors[proc_name] = SharedImageAttnProcessor(name, shared, adain=adain, adain_eps=adain_eps)
+    unet.set_attn_processor(processors)
+    return shared_names

@@ -1,0 +1,450 @@
+"""The InstantRestore network and the Restorer the pipeline calls.
+
+One step, as in the paper: the degraded aligned face is encoded (VAE latent *mean*, or a
+pixel-unshuffle latent for small models), noised to ``timestep`` with a fixed seeded noise,
+denoised once by the LoRA UNet whose up-block self-attention layers also see the references'
+keys/values, turned into an x0 estimate with the DDPM formula and decoded.
+
+References pass once through the *reference network* — the base UNet/VAE without LoRA (the
+released method), or the restoration UNet itself for models without LoRA — at
+``reference_timestep``; their up-block self-attention keys/values form a
+:class:`~streamrestore.model.cache.ReferenceCache`.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamrestore.model.attention import (
+    LayerReferences,
+    ReferenceBatch,
+    install_processors,
+    value_statistics,
+)
+from streamrestore.model.cache import ReferenceCache, reference_key
+from streamrestore.model.config import RestorerConfig
+
+log = logging.getLogger("streamrestore")
+
+
+def _inject_lora(module: nn.Module, settings) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    cfg = LoraConfig(r=settings.rank, lora_alpha=settings.lora_alpha, target_modules=list(settings.targets),
+                     init_lora_weights=True)
+    inject_adapter_in_model(cfg, module, adapter_name=settings.adapter)
+
+
+def _tie_to_base(shadow: nn.Module, wrapped: nn.Module, keep: tuple[str, ...] = ()) -> None:
+    """Make ``shadow`` (a plain copy of the architecture, on meta) use ``wrapped``'s base weights.
+
+    peft wraps targeted layers as ``<name>.base_layer``; stripping that gives the plain name.
+    Modules named in ``keep`` get their own copy instead (the trained ``conv_in``).
+    """
+    base = {n.replace(".base_layer", ""): p for n, p in wrapped.named_parameters() if "lora_" not in n}
+    for mod_name, mod in shadow.named_modules():
+        for p_name in list(mod._parameters):
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            if mod._parameters[p_name] is None or any(full.startswith(k + ".") for k in keep):
+                continue
+            mod._parameters[p_name] = base[full]
+    for k in keep:
+        parent_name, _, child = k.rpartition(".")
+        parent = shadow.get_submodule(parent_name) if parent_name else shadow
+        source = wrapped.get_submodule(k)
+        setattr(parent, child, copy.deepcopy(source))
+    left = [n for n, t in list(shadow.named_parameters()) + list(shadow.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"reference network tensors left untied: {left[:5]}")
+
+
+class InstantRestoreNet(nn.Module):
+    """All weights of one restorer: restoration UNet (+LoRA), VAE (+LoRA), reference network, prompt.
+
+    ``ref_unet``/``ref_vae`` share storage with the restoration networks' frozen base weights
+    (no extra memory); only the base ``conv_in`` is a separate tensor because the method trains
+    ``conv_in`` of the restoration UNet in full.
+    """
+
+    def __init__(self, config: RestorerConfig):
+        super().__init__()
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        self.config = config
+        self.unet = UNet2DConditionModel.from_config(config.unet)
+        if config.unet_lora is not None:
+            _inject_lora(self.unet, config.unet_lora)
+            with torch.device("meta"):
+                ref_unet = UNet2DConditionModel.from_config(config.unet)
+            _tie_to_base(ref_unet, self.unet, keep=("conv_in",))
+            self.ref_unet = ref_unet
+        else:
+            self.ref_unet = None
+
+        self.vae = None
+        self.ref_vae = None
+        if config.latent == "vae":
+            self.vae = AutoencoderKL.from_config(config.vae)
+            if config.vae_lora is not None:
+                _inject_lora(self.vae, config.vae_lora)
+                with torch.device("meta"):
+                    ref_vae = AutoencoderKL.from_config(config.vae)
+                _tie_to_base(ref_vae, self.vae)
+                self.ref_vae = ref_vae
+
+        self.shared_layers = tuple(install_processors(self.unet, adain=config.adain, adain_eps=config.adain_eps))
+        if self.ref_unet is not None:
+            install_processors(self.ref_unet, adain=config.adain, adain_eps=config.adain_eps)
+        if not self.shared_layers:
+            raise ValueError("the UNet config has no up block with attention: nothing to share")
+        if config.freeu is not None:
+            for net in (self.unet, self.ref_unet):
+                if net is not None:
+                    net.enable_freeu(config.freeu.s1, config.freeu.s2, config.freeu.b1, config.freeu.b2)
+
+        self.register_buffer("prompt_embeds", torch.zeros(1, config.prompt_tokens, config.prompt_dim))
+        a_t = config.alphas_cumprod(config.timestep)
+        a_r = config.alphas_cumprod(config.reference_timestep)
+        # python floats: constants in traced/exported graphs
+        self._sqrt_a, self._sqrt_1ma = a_t**0.5, (1 - a_t) ** 0.5
+        self._sqrt_a_ref, self._sqrt_1ma_ref = a_r**0.5, (1 - a_r) ** 0.5
+        self.scaling_factor = float(config.vae.get("scaling_factor", 0.18215)) if config.vae else 1.0
+
+    # -- networks seen from outside ------------------------------------------------------
+    @property
+    def reference_unet(self) -> nn.Module:
+        return self.ref_unet if self.ref_unet is not None else self.unet
+
+    @property
+    def reference_vae(self) -> nn.Module | None:
+        return self.ref_vae if self.ref_vae is not None else self.vae
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the method trains: LoRA weights and ``unet.conv_in`` (all UNet/VAE weights without LoRA)."""
+        params = []
+        if self.config.unet_lora is None:
+            params += list(self.unet.parameters())
+        else:
+            params += [p for n, p in self.unet.named_parameters() if "lora_" in n or n.startswith("conv_in.")]
+        if self.vae is not None and self.config.vae_lora is not None:
+            params += [p for n, p in self.vae.named_parameters() if "lora_" in n]
+        return params
+
+    def weights_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every tensor that defines the model once, without the tied reference-network copies."""
+        state = {f"unet.{k}": v for k, v in self.unet.state_dict().items()}
+        if self.vae is not None:
+            state.update({f"vae.{k}": v for k, v in self.vae.state_dict().items()})
+        if self.ref_unet is not None:
+            state.update({f"ref_unet.conv_in.{k}": v for k, v in self.ref_unet.conv_in.state_dict().items()})
+        state["prompt_embeds"] = self.prompt_embeds
+        return state
+
+    def load_base_weights(self, unet_state: dict | None = None, vae_state: dict | None = None) -> None:
+        """Load plain (diffusers-named) base weights into the reference network and the LoRA nets' base layers."""
+        if unet_state is not None:
+            target = self.reference_unet
+            target.load_state_dict(unet_state, strict=True)
+            if self.ref_unet is not None:  # the trained conv_in starts from the base one
+                self.unet.conv_in.load_state_dict(self.ref_unet.conv_in.state_dict())
+        if vae_state is not None:
+            if self.vae is None:
+                raise ValueError("this model has no VAE (latent='pixel')")
+            self.reference_vae.load_state_dict(vae_state, strict=True)
+
+    # -- latent space ---------------------------------------------------------------------
+    def encode(self, images: torch.Tensor, reference: bool = False) -> torch.Tensor:
+        """Images (B, 3, R, R) in [0, 1] -> scaled latents (deterministic: the VAE mean)."""
+        x = images * 2 - 1
+        if self.config.latent == "pixel":
+            return F.pixel_unshuffle(x, self.config.pixel_factor)
+        vae = self.reference_vae if reference else self.vae
+        return vae.encode(x).latent_dist.mean * self.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images in [0, 1]."""
+        if self.config.latent == "pixel":
+            x = F.pixel_shuffle(latents, self.config.pixel_factor)
+        else:
+            x = self.vae.decode(latents / self.scaling_factor).sample
+        return (x.clamp(-1, 1) + 1) / 2
+
+    # -- the two UNet passes --------------------------------------------------------------
+    def reference_kv(self, latents: torch.Tensor, noise: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Run references through the reference UNet at ``reference_timestep``; shared-layer K/V by name."""
+        noisy = self._sqrt_a_ref * latents + self._sqrt_1ma_ref * noise
+        record: dict = {}
+        t = torch.full((latents.shape[0],), self.config.reference_timestep, device=latents.device)
+        self.reference_unet(noisy, t, encoder_hidden_states=self.prompt_embeds.expand(latents.shape[0], -1, -1),
+                            cross_attention_kwargs={"record_kv": record})
+        return {name: record[name] for name in self.shared_layers}
+
+    def denoise(self, latents: torch.Tensor, noise: torch.Tensor, references: ReferenceBatch | None,
+                attention_maps: dict | None = None) -> torch.Tensor:
+        """One restoration step: clean latent (B, C, h, w) -> x0 estimate, same shape."""
+        cfg = self.config
+        x_t = self._sqrt_a * latents + self._sqrt_1ma * noise if cfg.add_noise else latents
+        t = torch.full((latents.shape[0],), cfg.timestep, device=latents.device)
+        kwargs = {"shared_kv": references}
+        if attention_maps is not None:
+            kwargs["attention_maps"] = attention_maps
+        pred = self.unet(x_t, t, encoder_hidden_states=self.prompt_embeds.expand(latents.shape[0], -1, -1),
+                         cross_attention_kwargs=kwargs).sample
+        if cfg.prediction_type == "epsilon":
+            return (x_t - self._sqrt_1ma * pred) / self._sqrt_a
+        if cfg.prediction_type == "v_prediction":
+            return self._sqrt_a * x_t - self._sqrt_1ma * pred
+        return pred
+
+
+class RestorerCore(nn.Module):
+    """The per-frame core for export: latent + noise + packed reference K/V -> x0 latent.
+
+    Inputs are plain tensors (lists per shared layer, in ``net.shared_layers`` order):
+    ``ref_keys[i]``/``ref_values[i]`` (B, N, L_i, C_i), ``ref_means[i]``/``ref_stds[i]``
+    (B, N, 1, C_i); ``ref_mask`` (B, N) bool or None; ``input_mask`` (B,) bool or None (see
+    :class:`~streamrestore.model.attention.ReferenceBatch`). Shapes are static per export.
+    """
+
+    def __init__(self, net: InstantRestoreNet, input_mask_all: bool = False):
+        super().__init__()
+        self.net = net
+        self.input_mask_all = input_mask_all
+
+    def forward(self, latents, noise, ref_keys: list[torch.Tensor], ref_values: list[torch.Tensor],
+                ref_means: list[torch.Tensor], ref_stds: list[torch.Tensor],
+                ref_mask: torch.Tensor | None = None, input_mask: torch.Tensor | None = None):
+        layers = {
+            name: LayerReferences(k, v, m, s)
+            for name, k, v, m, s in zip(self.net.shared_layers, ref_keys, ref_values, ref_means, ref_stds)
+        }
+        refs = ReferenceBatch(layers, ref_mask, input_mask, self.input_mask_all)
+        return self.net.denoise(latents, noise, refs)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class InstantRestorer:
+    """The restorer the pipeline calls (implements :class:`streamrestore.types.Restorer`).
+
+    Inputs are float tensors in [0, 1] on any device; computation runs on ``device`` in
+    ``dtype``; outputs are float32 on the input's device.
+    """
+
+    #: fixed-noise tensors kept per (seed, device, dtype); a handful of tracks at a time
+    noise_cache_size = 64
+
+    def __init__(self, net: InstantRestoreNet, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
+                 name: str = "custom"):
+        self.device = pick_device(device)
+        if dtype is None:
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating point type, got {dtype}")
+        self.dtype = dtype
+        self.net = net.to(device=self.device, dtype=dtype).eval().requires_grad_(False)
+        self.config = net.config
+        self.resolution = net.config.resolution
+        self.name = name
+        self._fingerprint: str | None = None
+        self._noise: OrderedDict = OrderedDict()
+
+    # -- identity of the weights ----------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the config and the reference-network weights + prompt (what a cache depends on).
+
+        Computed once, lazily (a second or two at paper scale). Training code that changes those
+        weights must call :meth:`refresh_fingerprint`.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256(self.config.to_json().encode())
+            tensors = dict(self.net.reference_unet.state_dict())
+            if self.net.reference_vae is not None:
+                tensors.update({f"vae.{k}": v for k, v in self.net.reference_vae.state_dict().items()})
+            tensors["prompt"] = self.net.prompt_embeds
+            for k in sorted(tensors):
+                t = tensors[k].detach().to("cpu").contiguous()
+                digest.update(k.encode())
+                digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def refresh_fingerprint(self) -> None:
+        self._fingerprint = None
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _check_faces(self, faces: torch.Tensor, what: str) -> None:
+        r = self.resolution
+        if faces.ndim != 4 or faces.shape[1] != 3 or faces.shape[2] != r or faces.shape[3] != r:
+            raise ValueError(f"{what} must have shape (N, 3, {r}, {r}), got {tuple(faces.shape)}")
+
+    def fixed_noise(self, seed: int, batch: int = 1) -> torch.Tensor:
+        """The noise tensor of ``seed`` (1, C, h, w), drawn on CPU in float32 so it is the same everywhere."""
+        cache_key = (int(seed), self.device, self.dtype)
+        noise = self._noise.get(cache_key)
+        if noise is None:
+            c, s = self.config.latent_channels, self.config.latent_size
+            gen = torch.Generator().manual_seed(int(seed))
+            noise = torch.randn(1, c, s, s, generator=gen).to(self.device, self.dtype)
+            self._noise[cache_key] = noise
+            if len(self._noise) > self.noise_cache_size:
+                self._noise.popitem(last=False)
+        else:
+            self._noise.move_to_end(cache_key)
+        return noise.expand(batch, -1, -1, -1)
+
+    # -- Restorer protocol ------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_references(self, faces: torch.Tensor) -> ReferenceCache:
+        """Encode N aligned reference faces (N, 3, R, R) in [0, 1] of one identity."""
+        self._check_faces(faces, "reference faces")
+        n = faces.shape[0]
+        if n == 0:
+            raise ValueError("encode_references needs at least one reference face")
+        if n > self.config.max_references:
+            log.warning("%d references given; the method was trained with up to %d", n, self.config.max_references)
+        x = faces.to(self.device, self.dtype)
+        latents = self.net.encode(x, reference=True)
+        noise = self.fixed_noise(self.config.reference_noise_seed, n)
+        kv = self.net.reference_kv(latents, noise)
+        keys, values, means, stds = [], [], [], []
+        for name in self.net.shared_layers:
+            k, v = kv[name]
+            mean, std = value_statistics(v.float(), self.config.adain_eps)
+            keys.append(k.contiguous())
+            values.append(v.contiguous())
+            means.append(mean.to(self.dtype))
+            stds.append(std.to(self.dtype))
+        return ReferenceCache(self.net.shared_layers, tuple(keys), tuple(values), tuple(means), tuple(stds),
+                              key=reference_key(faces, self.fingerprint), model=self.fingerprint)
+
+    def encode_references_cached(self, faces: torch.Tensor, cache_dir) -> ReferenceCache:
+        """Like :meth:`encode_references`, but reuse ``<cache_dir>/<key>.safetensors`` when present."""
+        from pathlib import Path
+
+        key = reference_key(faces, self.fingerprint)
+        path = Path(cache_dir) / f"{key}.safetensors"
+        if path.is_file():
+            cache = ReferenceCache.load(path, device="cpu")
+            if cache.model == self.fingerprint and cache.layer_names == self.net.shared_layers:
+                return cache.to(self.device, self.dtype)
+            log.warning("reference cache %s was built by another model; encoding again", path)
+        cache = self.encode_references(faces)
+        cache.save(path)
+        return cache
+
+    def pack_references(self, caches: Sequence[ReferenceCache | None]) -> ReferenceBatch | None:
+        """Batch the references of B faces into padded per-layer tensors with masks."""
+        b = len(caches)
+        counts = [0 if c is None else c.num_references for c in caches]
+        n_max = max(counts)
+        if n_max == 0:
+            return None  # every face restores with plain self-attention
+        moved = [None if c is None else self._fit(c) for c in caches]
+        include_input = self.config.include_input_kv
+        no_refs = [n == 0 for n in counts]
+        layers = {}
+        same = all(c is moved[0] for c in moved)
+        for i, name in enumerate(self.net.shared_layers):
+            if same:  # one identity for the whole batch: views, no copy
+                c = moved[0]
+                fields = [t[i].unsqueeze(0).expand(b, *t[i].shape) for t in (c.keys, c.values, c.value_mean, c.value_std)]
+            else:
+                fields = []
+                for attr, fill in (("keys", 0.0), ("values", 0.0), ("value_mean", 0.0), ("value_std", 1.0)):
+                    ref = next(getattr(c, attr)[i] for c in moved if c is not None)
+                    rows = []
+                    for c, n in zip(moved, counts):
+                        t = getattr(c, attr)[i] if c is not None else ref[:0]
+                        if n < n_max:
+                            pad = torch.full((n_max - n, *ref.shape[1:]), fill, device=self.device, dtype=self.dtype)
+                            t = torch.cat([t, pad])
+                        rows.append(t)
+                    fields.append(torch.stack(rows))
+            layers[name] = LayerReferences(*fields)
+        ref_mask = None
+        if any(n != n_max for n in counts):
+            idx = torch.arange(n_max)
+            ref_mask = (idx[None, :] < torch.tensor(counts)[:, None]).to(self.device)
+        input_mask = None
+        input_all = False
+        if include_input or any(no_refs):
+            flags = [include_input or flag for flag in no_refs]
+            input_mask = torch.tensor(flags, device=self.device)
+            input_all = all(flags)
+        return ReferenceBatch(layers, ref_mask, input_mask, input_all)
+
+    def _fit(self, cache: ReferenceCache) -> ReferenceCache:
+        if cache.layer_names != self.net.shared_layers:
+            raise ValueError("this ReferenceCache was built for a different model architecture; "
+                             "encode the references with this restorer")
+        return cache.to(self.device, self.dtype)
+
+    @torch.inference_mode()
+    def restore(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None],
+                noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Restore B aligned faces (B, 3, R, R) in [0, 1]; ``caches[i]`` is face i's identity or None.
+
+        ``noise_seeds[i]`` picks face i's fixed noise (pass the track id so each track keeps one
+        noise for its whole life); default: ``config.noise_seed`` for every face. The same face,
+        references and seed always give the same output (bitwise on CPU), whatever else is in
+        the batch up to float rounding.
+        """
+        self._check_faces(faces, "faces")
+        b = faces.shape[0]
+        if len(caches) != b:
+            raise ValueError(f"got {b} faces but {len(caches)} caches; pass one cache (or None) per face")
+        if noise_seeds is not None and len(noise_seeds) != b:
+            raise ValueError(f"got {b} faces but {len(noise_seeds)} noise seeds")
+        if b == 0:
+            return faces.new_zeros(faces.shape, dtype=torch.float32)
+        seeds = list(noise_seeds) if noise_seeds is not None else [self.config.noise_seed] * b
+        x = faces.to(self.device, self.dtype)
+        latents = self.net.encode(x)
+        if len(set(seeds)) == 1:
+            noise = self.fixed_noise(seeds[0], b)
+        else:
+            noise = torch.cat([self.fixed_noise(s) for s in seeds])
+        refs = self.pack_references(caches)
+        x0 = self.net.denoise(latents, noise, refs)
+        out = self.net.decode(x0)
+        return out.to(device=faces.device, dtype=torch.float32)
+
+    # -- export -----------------------------------------------------------------------------
+    def core_inputs(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None],
+                    noise_seeds: Sequence[int] | None = None) -> tuple[tuple, dict, bool]:
+        """Arguments of :class:`RestorerCore` for these faces (for export and benchmarks).
+
+        Returns ``(args, kwargs, input_mask_all)``.
+        """
+        b = faces.shape[0]
+        seeds = list(noise_seeds) if noise_seeds is not None else [self.config.noise_seed] * b
+        with torch.inference_mode():
+            latents = self.net.encode(faces.to(self.device, self.dtype))
+        noise = torch.cat([self.fixed_noise(s) for s in seeds])
+        refs = self.pack_references(caches)
+        if refs is None:
+            raise ValueError("the export core needs at least one face with references")
+        names = self.net.shared_layers
+        lists = [[getattr(refs.layers[n], f).contiguous() for n in names]
+                 for f in ("keys", "values", "value_mean", "value_std")]
+        args = (latents.clone(), noise.contiguous(), *lists)
+        return args, {"ref_mask": refs.ref_mask, "input_mask": refs.input_mask}, refs.input_mask_all
+
+    def export_core(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None]):
+        """``torch.export.export`` of the per-frame core for these (static) shapes."""
+        args, kwargs, input_all = self.core_inputs(faces, caches)
+        core = RestorerCore(self.net, input_mask_all=input_all).eval()
+        return torch.export.export(core, args, kwargs=kwargs), args, kwargs
