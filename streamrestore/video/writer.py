@@ -1,0 +1,535 @@
+"""Encoding restored frames with PyAV, keeping the source's timing, audio and metadata.
+
+:class:`VideoWriter` encodes every frame at the presentation time it arrives with (variable
+frame rate stays variable), copies the source's audio packets untouched (no re-encode: same
+bytes, same timestamps), keeps rotation, colour tags and pixel aspect, and writes to a hidden
+temporary file beside the destination that is renamed over it only when everything is
+written. A failed or interrupted run leaves neither a partial output nor a temporary file.
+
+Timing with ``start``: the output starts at 0. Video and audio are shifted by the same
+offset, the time of the first video frame written, so they stay in sync; audio packets that
+begin before that frame are left out (packets stay whole, so audio may start up to one
+packet, ~20 ms, after the video). With ``end``, audio packets that begin at or after it are
+left out. Without ``start`` nothing is shifted: the output has the source's timestamps
+exactly (MP4/MOV keep them to the tick; Matroska rounds to 1 ms and, like FFmpeg, moves
+everything later by the audio's priming delay when that starts before 0).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+
+from streamrestore.errors import OutputError
+from streamrestore.video.reader import VideoInfo, _open_input
+
+logger = logging.getLogger("streamrestore")
+
+# Short names users type -> FFmpeg encoder names.
+_CODEC_ALIASES = {
+    "h264": "libx264",
+    "x264": "libx264",
+    "avc": "libx264",
+    "hevc": "libx265",
+    "h265": "libx265",
+    "x265": "libx265",
+    "vp9": "libvpx-vp9",
+    "av1": ("libsvtav1", "libaom-av1"),  # first one this FFmpeg build has
+}
+
+# Default CRF per encoder: "visually lossless" on faces, i.e. skin texture, eyelashes and
+# teeth edges survive; a restored face must not be softened again by the encoder.
+# x264 17 is the usual visually-lossless point for 8-bit 4:2:0 (18 is often quoted; one step
+# lower costs ~12% bitrate and keeps fine skin texture). x265's scale sits ~2 higher for the
+# same quality (19). libvpx-vp9 and AV1 use a 0-63 scale; 20 (VP9) and 22 (SVT-AV1/aom)
+# are at the high-quality end of their recommended ranges for 480p-1080p.
+# benchmarks/bench_video_io.py --quality measures PSNR/SSIM of these on a real clip.
+_DEFAULT_CRF = {
+    "libx264": 17,
+    "libx265": 19,
+    "libvpx-vp9": 20,
+    "libsvtav1": 22,
+    "libaom-av1": 22,
+}
+# Default speed/quality trade-off: the encoder's own balanced setting.
+_DEFAULT_PRESET = {
+    "libx264": "medium",
+    "libx265": "medium",
+    "libvpx-vp9": "2",  # cpu-used (0 slowest .. 8 fastest); 2 is libvpx's "good" default area
+    "libsvtav1": "8",  # SVT-AV1 preset (0 slowest .. 13 fastest)
+    "libaom-av1": "6",  # cpu-used
+}
+# These encoders refuse odd widths/heights in 4:2:0 / 4:2:2 (chroma is subsampled in pairs
+# and H.264/HEVC crop in 2-pixel steps); VP9 and AV1 code odd sizes directly.
+_NEEDS_EVEN_SUBSAMPLED = {"libx264", "libx265"}
+# Output extensions that only take these video codecs.
+_WEBM_VIDEO = {"libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx"}
+_WEBM_AUDIO = {"opus", "vorbis"}
+# Containers that store each frame's own timestamp, so VFR timing survives. Others (AVI,
+# FLV, ASF, ...) assume a fixed rate and would move frames; outputs there are refused.
+TIMESTAMP_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".ts", ".mts", ".m2ts", ".nut")
+
+# AVColorSpace (what frames and VideoInfo carry) -> swscale's matrix id for RGB->YUV, so
+# pixels are converted with the matrix the output is tagged with.
+_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+
+
+def _encoder_available(name: str) -> bool:
+    try:
+        av.Codec(name, "w")
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def resolve_codec(codec: str) -> str:
+    """FFmpeg encoder name for ``codec`` (aliases: h264, hevc, vp9, av1); ValueError if absent."""
+    choice = _CODEC_ALIASES.get(codec.lower(), codec)
+    candidates = choice if isinstance(choice, tuple) else (choice,)
+    for name in candidates:
+        if _encoder_available(name):
+            return name
+    raise ValueError(
+        f"video encoder {codec!r} is not available in this FFmpeg build "
+        f"(tried {', '.join(candidates)}); use libx264, libx265, libvpx-vp9 or libsvtav1"
+    )
+
+
+@dataclass
+class EncoderSettings:
+    """How the restored video is encoded.
+
+    Args:
+        codec: FFmpeg encoder or alias ("h264", "hevc", "vp9", "av1"). None picks libx264,
+            or libvpx-vp9 when the output is .webm (WebM cannot hold H.264).
+        crf: constant-quality factor, lower is better. None uses a visually lossless value
+            for faces: x264 17, x265 19, vp9 20, av1 22.
+        preset: encoder speed preset. None uses the encoder's balanced default
+            (x264/x265 "medium", vp9 cpu-used 2, svt-av1 preset 8, aom cpu-used 6).
+        threads: encoder threads, 0 lets FFmpeg choose.
+    """
+
+    codec: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.codec is not None:
+            self.codec = resolve_codec(self.codec)
+        if self.crf is not None and not (0 <= self.crf <= 63):
+            raise ValueError(f"crf must be between 0 and 63, got {self.crf}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+
+    def codec_for(self, dst: Path) -> str:
+        if self.codec is not None:
+            return self.codec
+        return resolve_codec("vp9") if dst.suffix.lower() == ".webm" else "libx264"
+
+    def options_for(self, codec: str) -> dict[str, str]:
+        """Encoder options (FFmpeg AVOptions) for ``codec``."""
+        crf = self.crf if self.crf is not None else _DEFAULT_CRF.get(codec)
+        preset = self.preset if self.preset is not None else _DEFAULT_PRESET.get(codec)
+        options: dict[str, str] = {}
+        if crf is not None:
+            options["crf"] = str(crf)
+        if codec in ("libvpx-vp9", "libaom-av1"):
+            # Constant quality needs the bitrate cap off; row-mt lets libvpx use all cores.
+            options["b"] = "0"
+            if codec == "libvpx-vp9":
+                options["row-mt"] = "1"
+                options["deadline"] = "good"
+            if preset is not None:
+                options["cpu-used"] = str(preset)
+        elif preset is not None:
+            options["preset"] = str(preset)
+        return options
+
+
+def default_output_path(src: str | os.PathLike) -> Path:
+    """``<stem>.restored<ext>`` beside ``src``.
+
+    The extension is the source's when that container keeps per-frame timestamps (mp4, mov,
+    mkv, webm, ts, ...); otherwise (avi, flv, no extension) ``.mkv``, which holds any codec.
+    """
+    src = Path(src)
+    suffix = src.suffix if src.suffix.lower() in TIMESTAMP_CONTAINERS else ".mkv"
+    return src.with_name(f"{src.stem if src.suffix else src.name}.restored{suffix}")
+
+
+def _output_pix_fmt(codec: str, info: VideoInfo) -> str:
+    """Pixel format that keeps the source's depth and, for odd sizes, every pixel exact."""
+    supported = {f.name for f in (av.Codec(codec, "w").video_formats or ())}
+    # yuvj* are deprecated aliases for full-range yuv; the range goes in the colour tags.
+    source = info.pix_fmt.replace("yuvj", "yuv")
+    pix_fmt = source if source in supported and source.startswith("yuv") else "yuv420p"
+    if pix_fmt not in supported and supported:
+        pix_fmt = sorted(supported)[0]
+    odd = info.width % 2 or info.height % 2
+    if odd and codec in _NEEDS_EVEN_SUBSAMPLED and not pix_fmt.startswith("yuv444"):
+        # 4:4:4 codes odd sizes exactly; padding would shift nothing but could not be
+        # cropped back off in 4:2:0 (crop steps are 2 pixels), changing the size.
+        high = "yuv444p10le" if "10" in pix_fmt else "yuv444p"
+        logger.warning(
+            "%dx%d is odd-sized: encoding %s as %s (4:4:4), which some players and phones do "
+            "not decode; use an even size or --codec vp9/av1 for widest playback",
+            info.width, info.height, codec, high,
+        )
+        pix_fmt = high
+    return pix_fmt
+
+
+class VideoWriter:
+    """Encode frames to ``dst``, remuxing the audio of ``audio_from`` untouched.
+
+    Args:
+        dst: output file; its extension picks the container (mp4, mkv, mov, webm, ...).
+        info: the source's :class:`VideoInfo` (size, timing, rotation, colour tags).
+        settings: encoder choice and quality.
+        audio_from: file whose audio streams are copied packet for packet (normally the
+            source); None writes video only.
+        start, end: the same window given to the reader (seconds from ``info.origin``); see
+            the module docstring for how times are shifted.
+        force: replace an existing ``dst``.
+
+    ``write`` takes frames with ``pts`` and ``time_base`` set (decoded frames, or new frames
+    with those copied from the decoded ones; ``duration`` too where known), in presentation
+    order; do not modify a frame after writing it (the writer holds one frame back). Use
+    as a context manager: a normal exit calls :meth:`close`, any exception
+    (KeyboardInterrupt included) calls :meth:`abort`. One thread only.
+    """
+
+    def __init__(
+        self,
+        dst: str | os.PathLike,
+        info: VideoInfo,
+        settings: EncoderSettings | None = None,
+        *,
+        audio_from: str | os.PathLike | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        force: bool = False,
+    ) -> None:
+        if start is not None and end is not None and end <= start:
+            raise ValueError(f"end ({end}) must be after start ({start})")
+        self.dst = Path(dst)
+        self.info = info
+        self.settings = settings if settings is not None else EncoderSettings()
+        self.start = start
+        self.end = end
+        self.frames_written = 0
+        self._closed = False
+        self._output = None
+        self._audio_in = None
+        self._temp: Path | None = None
+        # One frame is held back so a frame without a duration can get it from the next.
+        self._pending: av.VideoFrame | None = None
+        self._last_interval: int | None = None
+        self._offset: int | None = None  # video pts subtracted when `start` shifts times
+        self._offset_s: Fraction = Fraction(0)
+        self._durations: dict[int, int] = {}  # output pts -> duration, until its packet is muxed
+        self._check_destination(force)
+        self._codec = self.settings.codec_for(self.dst)
+        if self.dst.suffix.lower() == ".webm" and self._codec not in _WEBM_VIDEO:
+            raise OutputError(
+                f"{self.dst.name}: WebM cannot hold {self._codec} video; "
+                "write .mp4/.mkv or choose --codec vp9/av1"
+            )
+        self._temp = self._make_temp()
+        try:
+            self._open(audio_from)
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _check_destination(self, force: bool) -> None:
+        dst = self.dst
+        if dst.is_dir():
+            raise OutputError(f"output {dst} is a folder; give a file name such as {dst}/out.mp4")
+        if dst.exists() and not force:
+            raise OutputError(f"output {dst} already exists; use --force to replace it")
+        if dst.suffix.lower() not in TIMESTAMP_CONTAINERS:
+            raise OutputError(
+                f"cannot write {dst.suffix or 'extension-less'} files keeping every frame's "
+                "timing; use .mp4, .mkv, .mov or .webm"
+            )
+        folder = dst.parent
+        if not folder.exists():
+            raise OutputError(f"output folder {folder} does not exist; create it first")
+
+    def _make_temp(self) -> Path:
+        """Hidden temp file beside dst (same filesystem, so the final rename is atomic)."""
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{self.dst.stem}.", suffix=f".partial{self.dst.suffix}",
+                dir=self.dst.parent,
+            )
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write to output folder {self.dst.parent} "
+                f"({exc.strerror or exc}); choose a folder you can write to"
+            ) from None
+        os.close(fd)
+        return Path(name)
+
+    def _open(self, audio_from) -> None:
+        info = self.info
+        try:
+            # The temp name ends with ".partial.<ext>", so FFmpeg picks the muxer from <ext>.
+            self._output = av.open(str(self._temp), mode="w")
+        except ValueError:
+            raise OutputError(
+                f"cannot write {self.dst.suffix} files; use .mp4, .mkv, .mov or .webm"
+            ) from None
+        out = self._output
+        options = self.settings.options_for(self._codec)
+        stream = out.add_stream(self._codec, options=options)
+        stream.width = info.width
+        stream.height = info.height
+        stream.pix_fmt = _output_pix_fmt(self._codec, info)
+        # Encoder and stream work in the source's time base so every pts maps 1:1.
+        stream.codec_context.time_base = info.time_base
+        stream.time_base = info.time_base
+        if info.frame_rate:
+            stream.codec_context.framerate = info.frame_rate
+        stream.thread_type = "AUTO"
+        stream.thread_count = self.settings.threads
+        if info.color_range is not None:
+            stream.codec_context.color_range = info.color_range
+        elif "yuvj" in info.pix_fmt:
+            stream.codec_context.color_range = 2
+        if info.color_space is not None:
+            stream.codec_context.colorspace = info.color_space
+        if info.color_primaries is not None:
+            stream.codec_context.color_primaries = info.color_primaries
+        if info.color_trc is not None:
+            stream.codec_context.color_trc = info.color_trc
+        if info.sample_aspect_ratio is not None:
+            stream.codec_context.sample_aspect_ratio = info.sample_aspect_ratio
+        if info.rotation:
+            stream.set_display_rotation(info.rotation)
+        self._video = stream
+        self._range = stream.codec_context.color_range or None
+        self._matrix = _SWS_MATRIX.get(info.color_space) if info.color_space else None
+
+        self._audio_map: dict[int, av.stream.Stream] = {}
+        self._audio_next = None
+        if audio_from is not None:
+            self._audio_in = _open_input(audio_from)
+            audio_streams = list(self._audio_in.streams.audio)
+            for in_stream in audio_streams:
+                name = in_stream.codec_context.name
+                if self.dst.suffix.lower() == ".webm" and name not in _WEBM_AUDIO:
+                    raise OutputError(
+                        f"WebM cannot hold the input's {name} audio without re-encoding it; "
+                        "write .mkv (holds any audio) or .mp4"
+                    )
+                self._audio_map[in_stream.index] = out.add_stream_from_template(in_stream)
+            if audio_streams:
+                if self.start:
+                    # Skip demuxing the part before the window (packets before it are dropped).
+                    when = int((self.info.origin + self.start) * av.time_base)
+                    try:
+                        self._audio_in.seek(when, backward=True)
+                    except av.error.FFmpegError:
+                        pass  # unseekable: demux from the start and drop packets instead
+                self._audio_packets = self._audio_in.demux(audio_streams)
+                self._audio_next = self._next_audio_packet()
+            else:
+                self._audio_in.close()
+                self._audio_in = None
+        try:
+            # Open the encoder and write the header now, so a codec the container cannot
+            # hold fails here rather than after the first frames were restored.
+            out.start_encoding()
+        except av.error.FFmpegError as exc:
+            what = f"{self._codec} video" + (" and the input's audio" if self._audio_map else "")
+            raise OutputError(
+                f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}); "
+                "try .mkv, which holds any codec"
+            ) from None
+
+    # -- audio ----------------------------------------------------------------------------
+
+    def _next_audio_packet(self):
+        for packet in self._audio_packets:
+            if packet.size == 0:  # demux's end-of-stream marker
+                continue
+            return packet
+        return None
+
+    @staticmethod
+    def _packet_time(packet) -> Fraction | None:
+        ts = packet.dts if packet.dts is not None else packet.pts
+        return None if ts is None else ts * packet.time_base
+
+    def _mux_audio_until(self, until: Fraction | None) -> None:
+        """Mux source audio packets up to source time ``until`` (None: all that are left)."""
+        while self._audio_next is not None:
+            packet = self._audio_next
+            t = self._packet_time(packet)
+            if until is not None and t is not None and t > until:
+                return
+            self._audio_next = self._next_audio_packet()
+            if t is not None:
+                start_t = packet.pts * packet.time_base if packet.pts is not None else t
+                if self.start is not None and start_t < self._offset_s:
+                    continue
+                if self.end is not None and start_t >= self.info.origin + self.end:
+                    continue
+                if self._offset_s:
+                    shift = round(self._offset_s / packet.time_base)
+                    if packet.pts is not None:
+                        packet.pts -= shift
+                    if packet.dts is not None:
+                        packet.dts -= shift
+            packet.stream = self._audio_map[packet.stream_index]
+            self._output.mux(packet)
+
+    # -- video ----------------------------------------------------------------------------
+
+    def write(self, frame: av.VideoFrame) -> None:
+        """Queue one frame (presentation order, ``pts`` and ``time_base`` set)."""
+        if self._closed:
+            raise RuntimeError("write() after close() or abort()")
+        if frame.pts is None:
+            raise ValueError("frame has no pts; copy pts and time_base from the decoded frame")
+        if (frame.width, frame.height) != (self.info.width, self.info.height):
+            raise ValueError(
+                f"frame is {frame.width}x{frame.height}, the writer encodes "
+                f"{self.info.width}x{self.info.height}"
+            )
+        tb = frame.time_base or self.info.time_base
+        if tb != self.info.time_base:
+            raise ValueError(
+                f"frame time_base {tb} differs from the stream's {self.info.time_base}"
+            )
+        if self._offset is None:
+            self._offset = frame.pts if self.start is not None else 0
+            self._offset_s = self._offset * self.info.time_base
+        pending = self._pending
+        if pending is not None:
+            interval = frame.pts - pending.pts
+            if interval <= 0:
+                raise ValueError(
+                    f"frame pts {frame.pts} is not after the previous {pending.pts}; "
+                    "write frames in presentation order"
+                )
+            self._last_interval = interval
+            self._encode(pending, None if pending.duration else interval)
+        self._pending = frame
+
+    def _encode(self, frame: av.VideoFrame, duration: int | None) -> None:
+        if frame.format.name != self._video.pix_fmt:
+            converted = frame.reformat(
+                format=self._video.pix_fmt,
+                dst_colorspace=self._matrix,
+                src_color_range=int(frame.color_range) or None,
+                dst_color_range=self._range,
+            )
+        else:
+            converted = frame
+        owned = converted is not frame
+        original = (frame.pts, frame.duration)
+        converted.pts = frame.pts - self._offset
+        converted.time_base = self.info.time_base
+        converted.duration = duration if duration is not None else frame.duration
+        # Encoders guess packet durations from the frame rate (wrong for VFR and for the
+        # last frame, which sets the file's duration); give each packet its frame's.
+        self._durations[converted.pts] = converted.duration
+        try:
+            packets = self._video.encode(converted)
+        finally:
+            if not owned:  # the caller's frame: leave it as it came
+                frame.pts, frame.duration = original
+        self._mux_video(packets)
+        self.frames_written += 1
+
+    def _mux_video(self, packets) -> None:
+        for packet in packets:
+            duration = self._durations.pop(packet.pts, None)
+            if duration:
+                packet.duration = duration
+            self._output.mux(packet)
+            t = self._packet_time(packet)
+            if t is not None:
+                # Audio follows the video already in the file (source time = t + offset).
+                self._mux_audio_until(t + self._offset_s)
+
+    # -- finishing ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush the encoder, copy the remaining audio, finish the file, rename it to dst."""
+        if self._closed:
+            return
+        try:
+            if self._pending is None and self.frames_written == 0:
+                raise OutputError(f"no frames were given to write, so {self.dst} was not created")
+            if self._pending is not None:
+                frame = self._pending
+                self._pending = None
+                duration = None
+                if not frame.duration:
+                    if self._last_interval is not None:
+                        duration = self._last_interval
+                    elif self.info.frame_rate:
+                        duration = max(1, round(1 / (self.info.frame_rate * self.info.time_base)))
+                self._encode(frame, duration)
+            self._mux_video(self._video.encode(None))
+            self._mux_audio_until(None)
+            self._output.close()
+            self._output = None
+            if self._audio_in is not None:
+                self._audio_in.close()
+                self._audio_in = None
+            os.replace(self._temp, self.dst)
+            self._temp = None
+        except OSError as exc:  # disk full, folder removed, ...
+            self.abort()
+            raise OutputError(f"writing {self.dst} failed: {exc.strerror or exc}") from None
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+
+    def abort(self) -> None:
+        """Stop without output: close everything, delete the temp file, leave dst untouched."""
+        self._closed = True
+        self._pending = None
+        for container in (self._output, self._audio_in):
+            if container is not None:
+                try:
+                    container.close()
+                except Exception:  # already failing; the temp file is removed below
+                    pass
+        self._output = None
+        self._audio_in = None
+        if self._temp is not None:
+            try:
+                self._temp.unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("could not remove temporary file %s: %s", self._temp, exc)
+            self._temp = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        # A writer dropped without close/abort (e.g. a crashed thread) must not leave a temp.
+        if getattr(self, "_temp", None) is not None:
+            self.abort()

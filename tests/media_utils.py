@@ -1,0 +1,149 @@
+"""Small synthetic clips for tests, written with PyAV into a test's tmp_path.
+
+Frames are textured (smooth gradients, sharp edges, fixed-seed noise, a moving square) so
+that compression keeps them recognisable and a one-pixel shift is measurable.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def pattern(width: int, height: int, index: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8 RGB test picture; differs per ``index``."""
+    y, x = np.mgrid[0:height, 0:width]
+    rng = np.random.default_rng(1234)
+    noise = rng.integers(0, 40, size=(height, width), dtype=np.int64)
+    r = (x * 255 // max(1, width - 1) + noise) % 256
+    g = (y * 255 // max(1, height - 1) + 3 * index) % 256
+    b = ((x // 8 + y // 8) % 2) * 180 + 40
+    img = np.stack([r, g, b], axis=-1).astype(np.uint8)
+    side = max(4, min(width, height) // 4)
+    x0 = (index * 5) % max(1, width - side)
+    y0 = (index * 3) % max(1, height - side)
+    img[y0 : y0 + side, x0 : x0 + side] = (250, 250, 20)
+    return img
+
+
+def make_clip(
+    path: Path,
+    *,
+    width: int = 96,
+    height: int = 64,
+    frames: int = 12,
+    fps: int = 25,
+    pts: list[int] | None = None,
+    time_base: Fraction | None = None,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    options: dict[str, str] | None = None,
+    rotation: int = 0,
+    color: dict[str, int] | None = None,
+    audio: str | None = None,
+    audio_seconds: float | None = None,
+) -> list[int]:
+    """Write a clip and return the pts (in ``time_base``) of its frames.
+
+    ``pts`` given: frames at exactly those timestamps (variable frame rate); else ``frames``
+    frames at ``fps``. ``audio``: an audio encoder name ("aac", "libopus") to add a tone.
+    ``color``: codec-context colour fields, e.g. {"color_range": 1, "colorspace": 1}.
+    """
+    time_base = time_base or Fraction(1, fps * 100)
+    if pts is None:
+        step = int(1 / (fps * time_base))
+        pts = [i * step for i in range(frames)]
+    if options is None:
+        options = {"preset": "ultrafast", "crf": "10"} if codec in ("libx264", "libx265") else {}
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=fps, options=options)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        video.codec_context.time_base = time_base
+        video.time_base = time_base
+        for key, value in (color or {}).items():
+            setattr(video.codec_context, key, value)
+        if rotation:
+            video.set_display_rotation(rotation)
+        astream = None
+        if audio:
+            astream = out.add_stream(audio, rate=48000)
+            astream.layout = "mono"
+        for i, p in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(pattern(width, height, i), format="rgb24")
+            frame.pts, frame.time_base = p, time_base
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if astream is not None:
+            last_step = pts[-1] - pts[-2] if len(pts) > 1 else 1
+            seconds = audio_seconds or float((pts[-1] + last_step) * time_base)
+            _write_tone(out, astream, seconds)
+    return pts
+
+
+def _write_tone(out, stream, seconds: float) -> None:
+    rate = 48000
+    if not stream.codec_context.is_open:
+        stream.codec_context.open()  # frame_size is known once the encoder is open
+    chunk = stream.codec_context.frame_size or 1024
+    total = int(seconds * rate)
+    t = np.arange(total) / rate
+    samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    fmt = stream.codec_context.format.name
+    for start in range(0, total, chunk):
+        part = samples[start : start + chunk]
+        if len(part) < chunk:
+            part = np.pad(part, (0, chunk - len(part)))
+        if fmt == "s16":
+            pcm = (part * 32767).astype(np.int16)[None, :]
+        else:
+            pcm = part[None, :]
+        frame = av.AudioFrame.from_ndarray(pcm, format=fmt, layout="mono")
+        frame.sample_rate = rate
+        frame.pts = start
+        frame.time_base = Fraction(1, rate)
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def make_audio_only(path: Path, seconds: float = 1.0, codec: str = "aac") -> None:
+    """An audio-only file (e.g. .m4a) with a tone."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=48000)
+        stream.layout = "mono"
+        _write_tone(out, stream, seconds)
+
+
+def read_video_timing(path: Path) -> tuple[list[Fraction], list[Fraction]]:
+    """(presentation times, durations) of every video packet, in presentation order, exact."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        rows = sorted(
+            (p.pts * p.time_base, (p.duration or 0) * p.time_base) for p in c.demux(v) if p.size
+        )
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
+def read_audio_packets(path: Path) -> dict[int, list[tuple[Fraction, Fraction, bytes]]]:
+    """Per audio stream (by order): (pts time, dts time, payload bytes) of every packet."""
+    with av.open(str(path)) as c:
+        streams = list(c.streams.audio)
+        order = {s.index: k for k, s in enumerate(streams)}
+        result: dict[int, list] = {k: [] for k in order.values()}
+        if streams:
+            for p in c.demux(streams):
+                if p.size:
+                    result[order[p.stream_index]].append(
+                        (p.pts * p.time_base, p.dts * p.time_base, bytes(p))
+                    )
+    return result
+
+
+def decode_rgb(path: Path, index: int = 0) -> np.ndarray:
+    """RGB of the ``index``-th decoded frame of ``path``."""
+    with av.open(str(path)) as c:
+        for i, frame in enumerate(c.decode(video=0)):
+            if i == index:
+                return frame.to_ndarray(format="rgb24")
+    raise IndexError(f"{path} has no frame {index}")

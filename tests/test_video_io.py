@@ -1,0 +1,544 @@
+"""Video I/O: every frame, timestamp and audio packet survives decode -> encode."""
+from __future__ import annotations
+
+import gc
+import queue
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from streamrestore.errors import InputError, OutputError
+from streamrestore.video import (
+    EncoderSettings,
+    VideoReader,
+    VideoWriter,
+    default_output_path,
+    frame_to_rgb,
+    probe,
+    resolve_codec,
+)
+from media_utils import (
+    decode_rgb,
+    make_audio_only,
+    make_clip,
+    pattern,
+    read_audio_packets,
+    read_video_timing,
+)
+
+FAST = EncoderSettings(preset="ultrafast")
+
+REAL_CLIPS = [
+    "face_recognition/short_hamilton_clip.mp4",  # 640x360, starts at 0.85 s, aac
+    "liveportrait/driving/d19.mp4",  # 480x480 30 fps, aac
+    "facenet_pytorch/video.mp4",  # 1920x1080, 105 frames, aac
+]
+
+
+def passthrough(src: Path, dst: Path, settings=FAST, **window) -> VideoReader:
+    with VideoReader(src, **window) as reader, VideoWriter(
+        dst, reader.info, settings, audio_from=src, **window
+    ) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    return reader
+
+
+def container_duration(path: Path) -> float:
+    with av.open(str(path)) as c:
+        return c.duration / av.time_base
+
+
+# -- real clips ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clip", REAL_CLIPS)
+def test_passthrough_keeps_frames_timestamps_audio_and_duration(shared_data, tmp_path, clip):
+    src = shared_data / clip
+    dst = tmp_path / "out.mp4"
+    reader = passthrough(src, dst)
+    assert reader.problems == []
+
+    src_times, src_durations = read_video_timing(src)
+    out_times, out_durations = read_video_timing(dst)
+    assert reader.frames_decoded == len(src_times)
+    assert out_times == src_times  # exact rational times, every frame
+    assert out_durations == src_durations
+
+    src_audio, out_audio = read_audio_packets(src), read_audio_packets(dst)
+    assert len(src_audio) == len(out_audio) >= 1
+    for k in src_audio:
+        assert len(out_audio[k]) == len(src_audio[k])
+        assert out_audio[k] == src_audio[k]  # same bytes, same pts and dts
+
+    # Tolerance: one millisecond (the container duration is in microseconds).
+    assert container_duration(dst) == pytest.approx(container_duration(src), abs=1e-3)
+    src_info, out_info = probe(src), probe(dst)
+    assert (out_info.width, out_info.height) == (src_info.width, src_info.height)
+    assert out_info.frame_count == src_info.frame_count
+    for tag in ("color_range", "color_space", "color_primaries", "color_trc", "rotation"):
+        assert getattr(out_info, tag) == getattr(src_info, tag), tag
+    assert not list(tmp_path.glob(".*"))  # no temp file left beside the output
+
+
+def test_probe_describes_hamilton_clip(shared_data):
+    info = probe(shared_data / "face_recognition/short_hamilton_clip.mp4")
+    assert (info.width, info.height) == (640, 360)
+    assert info.frame_rate == Fraction(2997, 100)
+    assert info.frame_count == 275
+    assert info.audio_streams == 1
+    assert info.codec == "h264" and info.pix_fmt == "yuv420p"
+    assert info.rotation == 0
+    assert 9.0 < info.duration < 10.1
+
+
+def test_rgb_frames_from_pipeline_keep_timing_and_picture(shared_data, tmp_path):
+    """New frames built from numpy (pts/time_base copied, no duration) encode like the source."""
+    src = shared_data / "liveportrait/driving/d19.mp4"
+    dst = tmp_path / "out.mp4"  # (Matroska would round times to milliseconds)
+    originals = []
+    with VideoReader(src, end=1.0) as reader, VideoWriter(
+        dst, reader.info, EncoderSettings(preset="ultrafast"), audio_from=src, end=1.0
+    ) as writer:
+        for frame in reader.frames():
+            rgb = frame_to_rgb(frame)
+            originals.append(rgb)
+            new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            new.pts, new.time_base = frame.pts, frame.time_base
+            writer.write(new)
+    times, durations = read_video_timing(dst)
+    assert len(times) == len(originals) == 30  # 1 s at 30 fps
+    assert times == [Fraction(i, 30) for i in range(30)]
+    assert all(d == Fraction(1, 30) for d in durations)  # inferred from the next frame
+    out = decode_rgb(dst, 10).astype(np.float64)
+    mse = np.mean((out - originals[10]) ** 2)
+    assert 10 * np.log10(255**2 / mse) > 38  # crf 17: visually lossless
+
+
+def test_unchanged_rgb_frames_come_back_with_the_same_colours(shared_data, tmp_path):
+    """frame_to_rgb + the writer's RGB -> YUV are inverse: no brightness or colour drift."""
+    src = shared_data / "face_recognition/short_hamilton_clip.mp4"  # BT.709, limited range
+    dst = tmp_path / "lossless.mp4"
+    sources = []
+    with VideoReader(src, end=1.5) as reader, VideoWriter(
+        dst, reader.info, EncoderSettings(crf=0, preset="ultrafast")  # x264 crf 0: lossless
+    ) as writer:
+        for frame in reader.frames():
+            sources.append(frame.to_ndarray())  # yuv420p planes as decoded
+            new = av.VideoFrame.from_ndarray(frame_to_rgb(frame), format="rgb24")
+            new.pts, new.time_base = frame.pts, frame.time_base
+            writer.write(new)
+    with av.open(str(dst)) as c:
+        outputs = [f.to_ndarray() for f in c.decode(video=0)]
+    assert len(outputs) == len(sources) > 10
+    h = reader.info.height
+    diff = np.stack(outputs).astype(np.float64) - np.stack(sources)
+    luma, chroma = diff[:, :h], diff[:, h:]
+    assert abs(luma.mean()) < 0.1 and np.abs(luma).mean() < 0.2
+    assert abs(chroma.mean()) < 0.1 and np.abs(chroma).mean() < 0.3
+
+
+def test_start_end_window_shifts_video_and_audio_together(shared_data, tmp_path):
+    src = shared_data / "face_recognition/short_hamilton_clip.mp4"
+    dst = tmp_path / "window.mp4"
+    reader = passthrough(src, dst, start=2.0, end=4.0)
+    origin = Fraction(reader.info.origin)  # the file's own start (8 ms here): the window's zero
+    start, end = origin + 2, origin + 4
+
+    src_times, _ = read_video_timing(src)
+    in_window = [t for t in src_times if start <= t < end]
+    out_times, _ = read_video_timing(dst)
+    assert reader.frames_decoded == len(out_times) == len(in_window)
+    offset = in_window[0]
+    assert out_times == [t - offset for t in in_window]  # output starts at 0
+
+    src_audio = read_audio_packets(src)[0]
+    out_audio = read_audio_packets(dst)[0]
+    kept = [p for p in src_audio if offset <= p[0] < end]
+    assert [p[2] for p in out_audio] == [p[2] for p in kept]  # untouched packets
+    # Same shift as the video. Tolerance 1 ms: MP4 stores the audio's leading gap as an
+    # edit list in the movie timescale (1/1000 s); sync is off by < 1 ms, far below the
+    # ~20 ms anyone can notice.
+    assert all(abs(o[0] - (p[0] - offset)) < Fraction(1, 1000) for o, p in zip(out_audio, kept))
+    audio_packet = src_audio[1][0] - src_audio[0][0]
+    assert 0 <= out_audio[0][0] < audio_packet
+
+
+# -- synthetic clips: VFR, odd sizes, rotation, colour, formats ----------------------------
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_variable_frame_rate_stays_variable(tmp_path, ext):
+    tb = Fraction(1, 1000)
+    gaps = [40, 40, 33, 100, 17, 40, 250, 40, 66, 20, 40]
+    pts = [0]
+    for gap in gaps:
+        pts.append(pts[-1] + gap)
+    src = tmp_path / f"vfr.{ext}"
+    make_clip(src, pts=pts, time_base=tb, audio="aac")
+    dst = tmp_path / f"out.{ext}"
+    passthrough(src, dst)
+    src_times, src_durations = read_video_timing(src)
+    out_times, out_durations = read_video_timing(dst)
+    assert src_times == [p * tb for p in pts]
+    assert out_times == src_times
+    assert out_durations == src_durations
+    if ext == "mp4":  # Matroska stores no per-frame durations (it reports the default one)
+        assert out_durations[:-1] == [g * tb for g in gaps]
+    assert read_audio_packets(dst) == read_audio_packets(src)
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libvpx-vp9"])
+def test_odd_size_is_kept_exactly_without_shift(tmp_path, codec):
+    w, h = 641, 361
+    src = tmp_path / "odd.mkv"
+    make_clip(src, width=w, height=h, frames=3, codec="ffv1", pix_fmt="yuv444p")
+    dst = tmp_path / "out.mkv"
+    # Low crf: this test is about geometry, so keep compression noise well below a 1 px shift.
+    fast = "ultrafast" if codec == "libx264" else "8"
+    passthrough(src, dst, settings=EncoderSettings(codec=codec, crf=8, preset=fast))
+    info = probe(dst)
+    assert (info.width, info.height) == (w, h)
+    ref = decode_rgb(src, 1).astype(np.float64)
+    out = decode_rgb(dst, 1).astype(np.float64)
+    assert out.shape == ref.shape
+
+    def mae(dx: int, dy: int) -> float:
+        a = out[2 + dy : h - 2 + dy, 2 + dx : w - 2 + dx]
+        b = ref[2 : h - 2, 2 : w - 2]
+        return float(np.abs(a - b).mean())
+
+    aligned = mae(0, 0)
+    assert aligned < 4.0
+    for dx, dy in [(1, 0), (-1, 0), (0, 1), (0, -1)]:
+        assert mae(dx, dy) > aligned * 2
+
+
+@pytest.mark.parametrize("rotation", [90, 180, -90])
+def test_rotation_is_kept(tmp_path, rotation):
+    src = tmp_path / "rot.mp4"
+    make_clip(src, rotation=rotation, frames=4)
+    assert probe(src).rotation == rotation
+    dst = tmp_path / "out.mp4"
+    passthrough(src, dst)
+    assert probe(dst).rotation == rotation
+
+
+@pytest.mark.parametrize(
+    "ext,color",
+    [
+        ("mkv", {"color_range": 1, "colorspace": 1, "color_primaries": 1, "color_trc": 1}),
+        ("mp4", {"color_range": 2, "colorspace": 6, "color_primaries": 6, "color_trc": 6}),
+    ],
+)
+def test_colour_tags_are_kept(tmp_path, ext, color):
+    src = tmp_path / f"tagged.{ext}"
+    make_clip(src, color=color, frames=4)
+    src_info = probe(src)
+    assert src_info.color_space == color["colorspace"]
+    dst = tmp_path / f"out.{ext}"
+    passthrough(src, dst)
+    out_info = probe(dst)
+    assert out_info.color_range == color["color_range"]
+    assert out_info.color_space == color["colorspace"]
+    assert out_info.color_primaries == color["color_primaries"]
+    assert out_info.color_trc == color["color_trc"]
+
+
+@pytest.mark.parametrize(
+    "ext,codec,pix_fmt,audio",
+    [
+        ("mkv", "libx265", "yuv420p", "aac"),
+        ("webm", "libvpx-vp9", "yuv420p", "libopus"),
+        ("mkv", "libsvtav1", "yuv420p", None),
+        ("mov", "mpeg4", "yuv420p", "aac"),
+        ("mp4", "libx264", "yuv420p10le", None),
+    ],
+)
+def test_decodes_formats_and_writes_same_container(tmp_path, ext, codec, pix_fmt, audio):
+    if not any(f.name == pix_fmt for f in av.Codec(codec, "w").video_formats):
+        pytest.skip(f"{codec} in this FFmpeg cannot write {pix_fmt}")
+    src = tmp_path / f"src.{ext}"
+    options = {"preset": "ultrafast"} if codec in ("libx264", "libx265") else {}
+    if codec == "libsvtav1":
+        options = {"preset": "12"}
+    pts = make_clip(src, frames=8, codec=codec, pix_fmt=pix_fmt, options=options, audio=audio,
+                    width=64, height=64)
+    info = probe(src)
+    assert info.pix_fmt == pix_fmt
+    dst = tmp_path / f"out.{ext}"
+    # .webm needs a WebM codec: the default (codec=None) picks VP9 there.
+    passthrough(src, dst, settings=EncoderSettings(preset=None if ext == "webm" else "ultrafast"))
+    out_times, _ = read_video_timing(dst)
+    assert out_times == read_video_timing(src)[0]
+    assert len(out_times) == len(pts)
+    assert read_audio_packets(dst) == read_audio_packets(src)
+    if pix_fmt.endswith("10le"):
+        assert probe(dst).pix_fmt == pix_fmt  # depth kept
+
+
+def test_mpeg4_real_clip_decodes(shared_data):
+    src = shared_data / "sadtalker/WDA_KatieHill_000.mp4"
+    with VideoReader(src, end=1.0) as reader:
+        frames = list(reader.frames())
+    assert reader.info.codec == "mpeg4"
+    assert len(frames) == 25
+    assert [f.pts for f in frames] == sorted(f.pts for f in frames)
+
+
+# -- output safety --------------------------------------------------------------------------
+
+
+def _small_source(tmp_path) -> Path:
+    src = tmp_path / "src.mp4"
+    make_clip(src, frames=6, audio="aac")
+    return src
+
+
+def test_existing_output_needs_force(tmp_path):
+    src = _small_source(tmp_path)
+    dst = tmp_path / "out.mp4"
+    dst.write_bytes(b"keep me")
+    with pytest.raises(OutputError, match="already exists"):
+        VideoWriter(dst, probe(src), FAST)
+    assert dst.read_bytes() == b"keep me"
+
+
+def test_force_replaces_existing_output(tmp_path):
+    src = _small_source(tmp_path)
+    dst = tmp_path / "out.mp4"
+    dst.write_bytes(b"old")
+    with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, force=True) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert len(read_video_timing(dst)[0]) == 6
+
+
+@pytest.mark.parametrize("interrupt", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_interrupted_run_leaves_nothing(tmp_path, interrupt):
+    src = _small_source(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    dst = out_dir / "out.mp4"
+    with pytest.raises(type(interrupt)):
+        with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, audio_from=src) as w:
+            for i, frame in enumerate(reader.frames()):
+                w.write(frame)
+                if i == 3:
+                    raise interrupt
+    assert list(out_dir.iterdir()) == []
+
+
+def test_dropped_writer_removes_its_temp_file(tmp_path):
+    src = _small_source(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    writer = VideoWriter(out_dir / "out.mp4", probe(src), FAST)
+    assert len(list(out_dir.iterdir())) == 1  # the hidden temp file
+    with VideoReader(src) as reader:
+        writer.write(next(iter(reader.frames())))
+    del writer  # e.g. a worker thread died without closing it
+    gc.collect()
+    assert list(out_dir.iterdir()) == []
+
+
+def test_reader_and_writer_on_separate_threads(shared_data, tmp_path):
+    src = shared_data / "liveportrait/driving/d19.mp4"
+    dst = tmp_path / "threaded.mp4"
+    frames: queue.Queue = queue.Queue(maxsize=4)
+    with VideoReader(src, end=2.0) as reader:
+
+        def produce():
+            for frame in reader.frames():
+                frames.put(frame)
+            frames.put(None)
+
+        thread = threading.Thread(target=produce)
+        thread.start()
+        with VideoWriter(dst, reader.info, FAST, audio_from=src, end=2.0) as writer:
+            while (frame := frames.get()) is not None:
+                writer.write(frame)
+        thread.join()
+    times, _ = read_video_timing(dst)
+    assert times == [Fraction(i, 30) for i in range(60)]
+    src_audio = read_audio_packets(src)[0]
+    assert [p[2] for p in read_audio_packets(dst)[0]] == [p[2] for p in src_audio if p[0] < 2]
+
+
+def test_interrupted_forced_run_keeps_old_output(tmp_path):
+    src = _small_source(tmp_path)
+    dst = tmp_path / "old.mp4"
+    dst.write_bytes(b"previous result")
+    with pytest.raises(RuntimeError):
+        with VideoWriter(dst, probe(src), FAST, force=True) as writer:
+            assert dst.read_bytes() == b"previous result"  # nothing written to dst yet
+            raise RuntimeError("stop")
+    assert dst.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.mp4", "src.mp4"]
+
+
+def test_unwritable_destinations_raise_output_error(tmp_path):
+    # Tests run as root, where chmod cannot deny writes: use paths no one can create files in.
+    info = probe(_small_source(tmp_path))
+    a_file = tmp_path / "plain_file"
+    a_file.write_text("x")
+    with pytest.raises(OutputError, match="cannot write to output folder .*Not a directory"):
+        VideoWriter(a_file / "out.mp4", info, FAST)  # a "folder" that is a regular file
+    with pytest.raises(OutputError, match="cannot write to output folder"):
+        VideoWriter(Path("/proc/out.mp4"), info, FAST)
+    with pytest.raises(OutputError, match="does not exist"):
+        VideoWriter(tmp_path / "missing" / "out.mp4", info, FAST)
+    with pytest.raises(OutputError, match="is a folder"):
+        VideoWriter(tmp_path, info, FAST)
+
+
+def test_output_container_must_fit_codec_and_audio(tmp_path):
+    src = _small_source(tmp_path)  # H.264 + AAC
+    info = probe(src)
+    with pytest.raises(OutputError, match="WebM cannot hold"):
+        VideoWriter(tmp_path / "a.webm", info, EncoderSettings(codec="h264"))
+    with pytest.raises(OutputError, match="aac audio"):
+        VideoWriter(tmp_path / "b.webm", info, EncoderSettings(codec="vp9"), audio_from=src)
+    with pytest.raises(OutputError, match="cannot write .xyz"):
+        VideoWriter(tmp_path / "c.xyz", info, FAST)
+    with pytest.raises(OutputError, match="cannot write .avi files keeping"):
+        VideoWriter(tmp_path / "d.avi", info, FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mp4"]
+
+
+def test_writer_rejects_wrong_frames(tmp_path):
+    src = _small_source(tmp_path)
+    info = probe(src)
+    writer = VideoWriter(tmp_path / "o.mp4", info, FAST)
+    bad = av.VideoFrame.from_ndarray(pattern(32, 32), format="rgb24")
+    bad.pts, bad.time_base = 0, info.time_base
+    with pytest.raises(ValueError, match="32x32"):
+        writer.write(bad)
+    nopts = av.VideoFrame.from_ndarray(pattern(info.width, info.height), format="rgb24")
+    with pytest.raises(ValueError, match="no pts"):
+        writer.write(nopts)
+    good = av.VideoFrame.from_ndarray(pattern(info.width, info.height), format="rgb24")
+    good.pts, good.time_base = 5, info.time_base
+    writer.write(good)
+    earlier = av.VideoFrame.from_ndarray(pattern(info.width, info.height), format="rgb24")
+    earlier.pts, earlier.time_base = 5, info.time_base
+    with pytest.raises(ValueError, match="presentation order"):
+        writer.write(earlier)
+    writer.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mp4"]
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def _one_line_input_error(path, match):
+    with pytest.raises(InputError, match=match) as err:
+        probe(path)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_inputs_raise_one_line_input_errors(shared_data, tmp_path):
+    _one_line_input_error(tmp_path / "nope.mp4", "not found")
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 20)
+    _one_line_input_error(text, "cannot read .* as a video")
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    _one_line_input_error(empty, "empty")
+    _one_line_input_error(tmp_path, "folder")
+    _one_line_input_error(shared_data / "face_recognition/knn_train/obama/obama.jpg", "still image")
+    audio = tmp_path / "voice.m4a"
+    make_audio_only(audio)
+    _one_line_input_error(audio, "audio but no video")
+
+
+def test_truncated_mkv_yields_what_decodes_and_reports_the_loss(tmp_path):
+    src = tmp_path / "full.mkv"
+    make_clip(src, width=128, height=96, frames=75, fps=25, audio="aac")  # 3 s
+    cut = tmp_path / "cut.mkv"
+    data = src.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with VideoReader(cut) as reader:
+        frames = list(reader.frames())
+    assert 5 < len(frames) < 75
+    assert reader.frames_decoded == len(frames)
+    assert reader.problems and reader.problems[0].startswith("input is truncated")
+    assert f"(frame {len(frames)})" in reader.problems[0]
+
+
+def test_truncated_mp4_without_index_is_an_input_error(tmp_path):
+    src = tmp_path / "full.mp4"
+    make_clip(src, frames=25)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size - 200])  # loses the moov index
+    _one_line_input_error(cut, "damaged")
+
+
+def test_window_without_frames_is_an_input_error(tmp_path):
+    src = tmp_path / "short.mp4"
+    make_clip(src, frames=10, fps=25)  # 0.4 s
+    with VideoReader(src, start=5.0) as reader:
+        with pytest.raises(InputError, match="no video frame .* between start=5.0"):
+            list(reader.frames())
+
+
+def test_writer_with_no_frames_creates_nothing(tmp_path):
+    src = _small_source(tmp_path)
+    dst = tmp_path / "out.mp4"
+    with pytest.raises(OutputError, match="no frames"):
+        with VideoWriter(dst, probe(src), FAST, audio_from=src):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mp4"]
+
+
+def test_clean_file_has_no_problems(tmp_path):
+    src = tmp_path / "ok.mkv"
+    make_clip(src, frames=10)
+    with VideoReader(src) as reader:
+        assert len(list(reader.frames())) == 10
+    assert reader.problems == []
+
+
+# -- small API pieces ----------------------------------------------------------------------
+
+
+def test_encoder_settings_defaults_and_validation():
+    assert resolve_codec("h264") == "libx264"
+    assert resolve_codec("vp9") == "libvpx-vp9"
+    assert resolve_codec("av1") in ("libsvtav1", "libaom-av1")
+    settings = EncoderSettings()
+    assert settings.codec_for(Path("a.mp4")) == "libx264"
+    assert settings.codec_for(Path("a.webm")) == "libvpx-vp9"
+    options = settings.options_for("libx264")
+    assert options == {"crf": "17", "preset": "medium"}
+    assert EncoderSettings(crf=23, preset="fast").options_for("libx264") == {
+        "crf": "23", "preset": "fast"}
+    assert EncoderSettings(codec="hevc").codec == "libx265"
+    with pytest.raises(ValueError, match="nosuchcodec"):
+        EncoderSettings(codec="nosuchcodec")
+    with pytest.raises(ValueError, match="99"):
+        EncoderSettings(crf=99)
+
+
+def test_default_output_path():
+    assert default_output_path("/v/clip.mov") == Path("/v/clip.restored.mov")
+    assert default_output_path("talk.final.mkv") == Path("talk.final.restored.mkv")
+    assert default_output_path("/v/noext") == Path("/v/noext.restored.mkv")
+    assert default_output_path("/v/old.avi") == Path("/v/old.restored.mkv")  # AVI: fixed rate only
+
+
+def test_reader_validates_window(tmp_path):
+    src = tmp_path / "ok.mp4"
+    make_clip(src, frames=4)
+    with pytest.raises(ValueError, match="-1"):
+        VideoReader(src, start=-1)
+    with pytest.raises(ValueError, match="after start"):
+        VideoReader(src, start=2, end=1)
+    with VideoReader(src) as reader:
+        list(reader.frames())
+        with pytest.raises(RuntimeError):
+            list(reader.frames())
