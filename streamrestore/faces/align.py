@@ -1,0 +1,134 @@
+"""Alignment of a face onto the FFHQ 5-point template.
+
+The restorer works on square crops in which the eyes, nose and mouth corners sit where they
+sit in FFHQ (the layout GFPGAN and CodeFormer also use). A crop is made with a similarity
+transform (rotation, uniform scale, translation; never a reflection or shear), so pasting back
+is the exact inverse and the face keeps its proportions.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "FFHQ_TEMPLATE_512",
+    "template",
+    "similarity_transform",
+    "alignment_matrix",
+    "invert_affine",
+    "warp_to_template",
+]
+
+#: Left eye, right eye, nose tip, left and right mouth corner of the FFHQ-aligned 512x512 face
+#: (image left/right, as the detector reports them).
+FFHQ_TEMPLATE_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
+    dtype=np.float64,
+)
+FFHQ_TEMPLATE_512.setflags(write=False)
+
+
+def _check_resolution(resolution: int) -> int:
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
+        raise ValueError(f"resolution must be an integer >= 8, got {resolution!r}")
+    return int(resolution)
+
+
+def template(resolution: int) -> np.ndarray:
+    """The FFHQ template for an ``resolution`` x ``resolution`` crop, as a (5, 2) float array."""
+    resolution = _check_resolution(resolution)
+    return FFHQ_TEMPLATE_512 * (resolution / 512.0)
+
+
+def _as_points(points, name: str) -> np.ndarray:
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 2 or array.shape[0] < 2:
+        raise ValueError(f"{name} must have shape (N, 2) with N >= 2, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains non-finite values: {array.tolist()}")
+    return array
+
+
+def similarity_transform(src, dst) -> np.ndarray:
+    """Least-squares similarity (Umeyama 1991, reflection excluded) mapping ``src`` onto ``dst``.
+
+    Returns the (2, 3) matrix ``M`` with ``dst ≈ M[:, :2] @ src + M[:, 2]``.
+    """
+    src = _as_points(src, "src")
+    dst = _as_points(dst, "dst")
+    if src.shape != dst.shape:
+        raise ValueError(f"src and dst must have the same shape, got {src.shape} and {dst.shape}")
+    src_mean = src.mean(axis=0)
+    dst_mean = dst.mean(axis=0)
+    src_centred = src - src_mean
+    dst_centred = dst - dst_mean
+    src_variance = float(np.mean(np.sum(src_centred**2, axis=1)))
+    if src_variance <= 1e-12:
+        raise ValueError(f"src points are all at the same place ({src_mean.tolist()}); no transform fits")
+    covariance = dst_centred.T @ src_centred / src.shape[0]
+    u, singular, vt = np.linalg.svd(covariance)
+    # Force a proper rotation: a reflected (mirrored) face would paste back mirrored.
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1.0
+    rotation = u @ np.diag(sign) @ vt
+    scale = float(np.sum(singular * sign)) / src_variance
+    translation = dst_mean - scale * rotation @ src_mean
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def alignment_matrix(kps, resolution: int) -> np.ndarray:
+    """The (2, 3) frame → crop similarity that puts the 5 landmarks ``kps`` on the template."""
+    kps = _as_points(kps, "kps")
+    if kps.shape != (5, 2):
+        raise ValueError(f"kps must have shape (5, 2), got {kps.shape}")
+    return similarity_transform(kps, template(resolution))
+
+
+def invert_affine(matrix) -> np.ndarray:
+    """The inverse of a (2, 3) affine matrix (crop → frame for an alignment matrix)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (2, 3):
+        raise ValueError(f"matrix must have shape (2, 3), got {matrix.shape}")
+    linear = matrix[:, :2]
+    determinant = float(np.linalg.det(linear))
+    if not np.isfinite(determinant) or abs(determinant) < 1e-12:
+        raise ValueError(f"matrix is not invertible (determinant {determinant})")
+    inverse_linear = np.linalg.inv(linear)
+    return np.hstack([inverse_linear, (-inverse_linear @ matrix[:, 2])[:, None]])
+
+
+def warp_to_template(image: np.ndarray, matrix, resolution: int, *, border_value: int = 0) -> np.ndarray:
+    """Cut the aligned (R, R, 3) uint8 crop out of ``image`` with the frame → crop ``matrix``.
+
+    Pixels outside the frame are filled with ``border_value`` (constant border): a reflected
+    border would mirror half a head into the crop for faces at the frame edge, and the restorer
+    would then "restore" that mirrored head.
+    """
+    resolution = _check_resolution(resolution)
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}")
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (2, 3):
+        raise ValueError(f"matrix must have shape (2, 3), got {matrix.shape}")
+    source = image
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    if scale < 0.5:
+        # Shrinking a large face by more than 2x: warpAffine has no area filter, so blur first
+        # (sigma = (factor - 1) / 2) to keep the crop from aliasing.
+        source = cv2.GaussianBlur(image, (0, 0), sigmaX=(1.0 / scale - 1.0) / 2.0)
+    return cv2.warpAffine(
+        source,
+        matrix,
+        (resolution, resolution),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(border_value,) * 3,
+    )

@@ -1,0 +1,361 @@
+"""Face detection: SCRFD (insightface model pack) or dlib (HOG + landmark predictor).
+
+Every detector takes an RGB uint8 frame and returns :class:`~streamrestore.types.Face` values
+with five landmarks in the SCRFD order: left eye, right eye, nose tip, left mouth corner, right
+mouth corner (left/right as seen in the image), sorted by score, best first.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import cv2
+import numpy as np
+
+from streamrestore.errors import ModelError
+from streamrestore.faces.align import FFHQ_TEMPLATE_512, similarity_transform
+from streamrestore.types import Face
+
+__all__ = [
+    "Detector",
+    "ScrfdDetector",
+    "DlibDetector",
+    "create_detector",
+    "detect_padded",
+    "find_model_pack",
+    "DEFAULT_PACK",
+]
+
+logger = logging.getLogger("streamrestore")
+
+#: The insightface pack fetched when SCRFD is asked for and no pack is on disk (insightface's
+#: own default; its weights are for non-commercial research and are never shipped with us).
+DEFAULT_PACK = "buffalo_l"
+
+_INSIGHTFACE_HOME = Path("~/.insightface")
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds faces in one RGB uint8 (H, W, 3) image; faces sorted by score, highest first."""
+
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[Face]: ...
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise ValueError(f"image must be an RGB uint8 array of shape (H, W, 3), got shape {shape} dtype {dtype}")
+    return image
+
+
+def _check_threshold(threshold: float) -> float:
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+    return float(threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# Model packs
+
+
+def _det_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("det_*.onnx") if p.is_file())
+
+
+def find_model_pack(models_dir: str | Path | None = None) -> Path | None:
+    """The insightface pack folder to use, or None when there is none.
+
+    ``models_dir`` may be an insightface root (``<root>/models/<pack>/det_*.onnx``), a pack
+    folder, or a ``det_*.onnx`` file (its folder is the pack). Without it, packs under
+    ``~/.insightface/models`` are searched, :data:`DEFAULT_PACK` first. When ``models_dir`` is
+    given but holds no detector, :class:`ModelError` is raised rather than silently falling
+    back to another detector.
+    """
+    if models_dir is not None:
+        path = Path(models_dir).expanduser()
+        if path.is_file():
+            if path.suffix == ".onnx" and path.name.startswith("det_"):
+                return path.parent
+            raise ModelError(f"--face-models {path}: expected an insightface det_*.onnx file or a model-pack folder")
+        if path.is_dir():
+            if _det_files(path):
+                return path
+            pack = _first_pack(path / "models") or _first_pack(path)
+            if pack is not None:
+                return pack
+        raise ModelError(
+            f"--face-models {path}: no insightface detector (det_*.onnx) found there; give a pack folder, "
+            "an insightface root with models/<pack>/, or use --detector dlib"
+        )
+    return _first_pack(_INSIGHTFACE_HOME.expanduser() / "models")
+
+
+def _first_pack(models_root: Path) -> Path | None:
+    if not models_root.is_dir():
+        return None
+    packs = sorted(p for p in models_root.iterdir() if p.is_dir() and _det_files(p))
+    packs.sort(key=lambda p: p.name != DEFAULT_PACK)  # stable: default pack first, then by name
+    return packs[0] if packs else None
+
+
+def onnx_providers() -> list[str]:
+    """CUDA when onnxruntime has it, else CPU (the CPU provider is always last as a fallback)."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
+
+
+def _download_default_pack(root: Path) -> Path:
+    """Let insightface fetch :data:`DEFAULT_PACK` into ``root`` as it does itself; returns the pack."""
+    from insightface.app import FaceAnalysis
+
+    analysis = FaceAnalysis(
+        name=DEFAULT_PACK, root=str(root), allowed_modules=["detection"], providers=["CPUExecutionProvider"]
+    )
+    return Path(analysis.model_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# SCRFD
+
+
+class ScrfdDetector:
+    """SCRFD through insightface: fast, accurate, five landmarks of its own.
+
+    ``det_size`` is the square network input (640 is what the packs were tuned for; smaller is
+    faster but misses small faces); ``threshold`` is the face probability to keep a box.
+    """
+
+    name = "scrfd"
+
+    def __init__(self, model_file: str | Path, *, det_size: int = 640, threshold: float = 0.5,
+                 providers: Sequence[str] | None = None):
+        if det_size < 32 or det_size % 32:
+            raise ValueError(f"det_size must be a positive multiple of 32, got {det_size!r}")
+        self.threshold = _check_threshold(threshold)
+        self.det_size = int(det_size)
+        self.model_file = Path(model_file)
+        if not self.model_file.is_file():
+            raise ModelError(f"SCRFD model {self.model_file} not found; check --face-models")
+        from insightface.model_zoo import get_model
+
+        providers = list(providers) if providers is not None else onnx_providers()
+        try:
+            self._model = get_model(str(self.model_file), providers=providers)
+        except Exception as error:  # onnxruntime raises many types for a bad file
+            raise ModelError(f"cannot load SCRFD model {self.model_file}: {error}") from error
+        if self._model is None or getattr(self._model, "taskname", None) != "detection":
+            raise ModelError(f"{self.model_file} is not an insightface detection model")
+        ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
+        self._model.prepare(ctx_id=ctx_id, input_size=(self.det_size, self.det_size), det_thresh=self.threshold)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        image = _check_image(image)
+        boxes, kpss = self._model.detect(np.ascontiguousarray(image[:, :, ::-1]))  # insightface wants BGR
+        faces = [
+            Face(box=boxes[i, :4].astype(np.float32), kps=kpss[i].astype(np.float32), score=float(boxes[i, 4]))
+            for i in range(boxes.shape[0])
+        ]
+        faces.sort(key=lambda face: -face.score)
+        return faces
+
+
+# --------------------------------------------------------------------------------------------
+# dlib
+
+
+def face_recognition_models_dir() -> Path:
+    """The ``models/`` folder of the face_recognition_models package (without importing it:
+    its ``__init__`` needs pkg_resources, which recent setuptools no longer provide)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the dlib detector needs the face_recognition_models package: pip install face_recognition_models "
+            "(or use --detector scrfd)"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+# Where dlib's 5-point nose landmark (the base of the nose, under the tip) sits on the FFHQ
+# 512 template. The eye corners give the eye centres directly; this point, together with them,
+# fixes the similarity that carries the template's nose tip and mouth corners into the frame.
+# Measured: the median, over 92 faces in the train-ok photos of face_recognition/ and deepface/,
+# of dlib's nose base mapped into the template frame through SCRFD-2.5G landmarks (std ~6 px).
+_DLIB_NOSE_BASE_512 = np.array([255.7, 337.6])
+
+
+@dataclass(frozen=True)
+class _Landmarker:
+    predictor: object
+    points: int  # 5 or 68
+
+
+class DlibDetector:
+    """dlib's HOG frontal-face detector with a landmark predictor (no GPU, no insightface).
+
+    ``landmarks``: ``"68"`` (default) reads eyes, nose tip and mouth corners straight off the
+    68-point predictor; ``"5"`` uses the 5-point predictor (eye corners + nose base) and places
+    the nose tip and mouth corners from the FFHQ layout. On shared photos the 68-point model is
+    measurably closer to SCRFD (see the report in tests/test_faces_detect.py); note that the
+    68-point model's training data (iBUG 300-W) is for non-commercial use.
+
+    ``upsample``: how many times dlib doubles the image before searching (HOG finds faces of
+    about 80 px and up). ``None`` picks it per image: enough doublings for the shorter side to
+    reach ``min_side`` pixels (at most 2), so 360p video is searched at 720p.
+
+    ``threshold`` is on the logistic of dlib's SVM margin, so the default 0.5 is dlib's own
+    decision boundary (margin 0) and scores are comparable in range with SCRFD's.
+    """
+
+    name = "dlib"
+
+    def __init__(self, *, landmarks: str = "68", upsample: int | None = None, min_side: int = 600,
+                 threshold: float = 0.5, models_dir: str | Path | None = None):
+        import dlib
+
+        if landmarks not in ("5", "68"):
+            raise ValueError(f"landmarks must be '5' or '68', got {landmarks!r}")
+        if upsample is not None and not 0 <= int(upsample) <= 3:
+            raise ValueError(f"upsample must be None or 0..3, got {upsample!r}")
+        if min_side < 1:
+            raise ValueError(f"min_side must be positive, got {min_side!r}")
+        self.threshold = _check_threshold(threshold)
+        self.upsample = upsample
+        self.min_side = int(min_side)
+        folder = Path(models_dir) if models_dir is not None else face_recognition_models_dir()
+        predictor_file = folder / f"shape_predictor_{landmarks}_face_landmarks.dat"
+        if not predictor_file.is_file():
+            raise ModelError(f"dlib landmark model {predictor_file} not found; reinstall face_recognition_models")
+        self._detector = dlib.get_frontal_face_detector()
+        self._landmarker = _Landmarker(dlib.shape_predictor(str(predictor_file)), int(landmarks))
+        self._rectangle = dlib.rectangle
+        self._margin = math.log(self.threshold / (1.0 - self.threshold))
+
+    def upsample_for(self, image: np.ndarray) -> int:
+        if self.upsample is not None:
+            return int(self.upsample)
+        short = min(image.shape[:2])
+        times = 0
+        while times < 2 and short * 2**times < self.min_side:
+            times += 1
+        return times
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        image = _check_image(image)
+        rects, margins, _ = self._detector.run(image, self.upsample_for(image), self._margin)
+        faces = []
+        for rect, margin in zip(rects, margins):
+            shape = self._landmarker.predictor(image, rect)
+            points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+            kps = _five_from_68(points) if self._landmarker.points == 68 else _five_from_dlib5(points)
+            box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float32)
+            faces.append(Face(box=box, kps=kps.astype(np.float32), score=float(1.0 / (1.0 + math.exp(-margin)))))
+        faces.sort(key=lambda face: -face.score)
+        return faces
+
+
+def _five_from_68(points: np.ndarray) -> np.ndarray:
+    # iBUG 68 layout: 36-41 and 42-47 are the eyes (image left, then right), 30 the nose tip,
+    # 48 and 54 the mouth corners.
+    return np.stack([
+        points[36:42].mean(axis=0),
+        points[42:48].mean(axis=0),
+        points[30],
+        points[48],
+        points[54],
+    ])
+
+
+def _five_from_dlib5(points: np.ndarray) -> np.ndarray:
+    # dlib's 5-point layout: 0-1 the image-right eye's corners, 2-3 the image-left eye's, 4 the
+    # base of the nose. Eye centres are the corner midpoints; the rest comes from the template.
+    left_eye = points[2:4].mean(axis=0)
+    right_eye = points[0:2].mean(axis=0)
+    known = np.stack([left_eye, right_eye, points[4]])
+    template_known = np.stack([FFHQ_TEMPLATE_512[0], FFHQ_TEMPLATE_512[1], _DLIB_NOSE_BASE_512])
+    to_frame = similarity_transform(template_known, known)
+    derived = FFHQ_TEMPLATE_512[2:] @ to_frame[:, :2].T + to_frame[:, 2]
+    return np.vstack([left_eye, right_eye, derived])
+
+
+# --------------------------------------------------------------------------------------------
+# Factory and helpers
+
+
+def create_detector(kind: str = "auto", *, models_dir: str | Path | None = None, det_size: int = 640,
+                    threshold: float = 0.5) -> Detector:
+    """Build a detector.
+
+    ``kind``: ``"scrfd"``, ``"dlib"`` or ``"auto"`` (SCRFD when an insightface pack is found in
+    ``models_dir`` or ``~/.insightface/models``, else dlib). ``"scrfd"`` without a pack on disk
+    lets insightface download :data:`DEFAULT_PACK`; offline that raises :class:`ModelError`.
+    """
+    if kind not in ("auto", "scrfd", "dlib"):
+        raise ValueError(f"kind must be 'auto', 'scrfd' or 'dlib', got {kind!r}")
+    _check_threshold(threshold)
+    if kind == "dlib":
+        return DlibDetector(threshold=threshold)
+    pack = find_model_pack(models_dir)
+    if pack is None and kind == "auto":
+        logger.info("no insightface model pack found; using the dlib face detector")
+        return DlibDetector(threshold=threshold)
+    if pack is None:
+        try:
+            pack = _download_default_pack(_INSIGHTFACE_HOME.expanduser())
+        except Exception as error:  # network errors come in many types
+            raise ModelError(
+                f"no insightface model pack found and downloading {DEFAULT_PACK} failed ({error}); "
+                "point --face-models at a pack folder or use --detector dlib"
+            ) from error
+        if not _det_files(pack):
+            raise ModelError(f"insightface pack {pack} has no det_*.onnx; use --face-models or --detector dlib")
+    if models_dir is not None and Path(models_dir).is_file():
+        det_file = Path(models_dir)
+    else:
+        det_file = _det_files(pack)[0]
+    return ScrfdDetector(det_file, det_size=det_size, threshold=threshold)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def detect_padded(detector: Detector, image: np.ndarray, *, pad_fraction: float = 0.5) -> list[Face]:
+    """Detect on ``image`` and on it padded with black by ``pad_fraction`` of its longer side.
+
+    Detectors are trained on faces with context around them; an aligned crop that the face
+    fills (FFHQ-style references, restorer outputs) is often missed or badly landmarked until
+    it is shrunk inside a border. Boxes and landmarks are mapped back to ``image``; of two
+    overlapping detections (IoU > 0.5) the higher score is kept.
+    """
+    image = _check_image(image)
+    if not pad_fraction > 0:
+        raise ValueError(f"pad_fraction must be positive, got {pad_fraction!r}")
+    pad = int(round(max(image.shape[:2]) * pad_fraction))
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    shift = np.array([pad, pad], dtype=np.float32)
+    candidates = list(detector.detect(image)) + [
+        Face(box=face.box - np.tile(shift, 2), kps=face.kps - shift, score=face.score)
+        for face in detector.detect(padded)
+    ]
+    candidates.sort(key=lambda face: -face.score)
+    kept: list[Face] = []
+    for face in candidates:
+        if all(_iou(face.box, other.box) <= 0.5 for other in kept):
+            kept.append(face)
+    return kept

@@ -1,0 +1,167 @@
+"""Reference photos: from folders named on the command line to aligned crops + embeddings.
+
+A reference set is one person's photos: whole photos or aligned crops that the face fills
+(FFHQ-style, like InstantRestore's conditioning images). Every photo must show that person's
+face; problems a user can fix raise :class:`~streamrestore.errors.ReferencesError` naming the
+file, doubtful cases (several faces, a face unlike the rest) only warn.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from streamrestore.errors import ReferencesError
+from streamrestore.faces.align import alignment_matrix, warp_to_template
+from streamrestore.faces.detect import Detector, detect_padded
+from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
+from streamrestore.types import Face
+
+__all__ = ["IMAGE_SUFFIXES", "parse_reference_specs", "load_reference_sets", "list_reference_images"]
+
+logger = logging.getLogger("streamrestore")
+
+#: File suffixes read as reference photos (case-insensitive); anything else is skipped.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def parse_reference_specs(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """Parse ``--ref`` values: ``"DIR"`` (the set is named after the folder) or ``"NAME=DIR"``.
+
+    DIR may also be a single photo (then the name defaults to the file's stem). A ``=`` only
+    separates a name when the part before it has no path separator, so paths containing
+    ``=`` still work as plain DIRs.
+    """
+    parsed: list[tuple[str, Path]] = []
+    for spec in specs:
+        spec = str(spec)
+        name, separator, rest = spec.partition("=")
+        if separator and name and "/" not in name and "\\" not in name:
+            path = Path(rest).expanduser()
+        else:
+            name, path = "", Path(spec).expanduser()
+        if not str(path) or str(path) == ".":
+            raise ReferencesError(f"reference {spec!r}: no folder given; use DIR or NAME=DIR")
+        if not name:
+            resolved = path.resolve()
+            name = resolved.stem if resolved.suffix.lower() in IMAGE_SUFFIXES else resolved.name
+        if not name.strip():
+            raise ReferencesError(f"reference {spec!r}: cannot take a name from it; use NAME=DIR")
+        parsed.append((name, path))
+    names = [name for name, _ in parsed]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ReferencesError(
+            f"reference set name(s) {', '.join(duplicates)} given more than once; name them apart with NAME=DIR"
+        )
+    return parsed
+
+
+def list_reference_images(path: Path) -> list[Path]:
+    """The photos of one reference folder (or the single photo ``path``), sorted by name.
+
+    Non-image files are skipped with a warning; hidden files silently.
+    """
+    if not path.exists():
+        raise ReferencesError(f"reference folder {path} does not exist")
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ReferencesError(
+                f"reference {path} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))}); give a folder of photos"
+            )
+        return [path]
+    images = []
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith(".") or entry.is_dir():
+            continue
+        if entry.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(entry)
+        else:
+            logger.warning("reference folder %s: skipping %s (not an image file)", path, entry.name)
+    if not images:
+        raise ReferencesError(
+            f"reference folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add photos of the person"
+        )
+    return images
+
+
+def _read_rgb(file: Path) -> np.ndarray:
+    # IMREAD_COLOR drops alpha, converts grey and 16-bit to 8-bit RGB-able BGR and applies the
+    # EXIF orientation, so phone photos come out upright.
+    data = np.fromfile(str(file), dtype=np.uint8)  # fromfile + imdecode copes with non-ASCII paths
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ReferencesError(f"cannot read reference photo {file}; is it a valid image? remove or replace it")
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def _area(face: Face) -> float:
+    return float((face.box[2] - face.box[0]) * (face.box[3] - face.box[1]))
+
+
+def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshold: float) -> None:
+    """Warn about photos whose face does not look like the rest of the set."""
+    if len(files) < 2:
+        return
+    similarities = embeddings @ embeddings.T
+    if len(files) == 2:
+        if similarities[0, 1] < threshold:
+            logger.warning(
+                "reference set %s: %s and %s do not look like the same person (similarity %.2f < %.2f)",
+                name, files[0], files[1], similarities[0, 1], threshold,
+            )
+        return
+    # Compare everyone with the medoid (the photo most like all others), so that one stranger
+    # cannot drag the set's centre towards himself.
+    medoid = int(np.argmax(similarities.sum(axis=1)))
+    for index, file in enumerate(files):
+        if index != medoid and similarities[index, medoid] < threshold:
+            logger.warning(
+                "reference set %s: %s does not look like the other photos (similarity %.2f < %.2f); "
+                "remove it if it shows someone else",
+                name, file, similarities[index, medoid], threshold,
+            )
+
+
+def load_reference_sets(specs: Sequence[str], detector: Detector, embedder: FaceEmbedder, resolution: int,
+                        *, max_images: int | None = None) -> list[ReferenceSet]:
+    """Load every reference set named by ``specs`` (see :func:`parse_reference_specs`).
+
+    Each photo's face is found (also in a padded copy, for crops the face fills), aligned to
+    the FFHQ template at ``resolution`` and embedded. ``max_images`` keeps only the first N
+    photos (by file name) of each set; the restorer's attention cost grows with N.
+    """
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be None or >= 1, got {max_images!r}")
+    threshold = getattr(embedder, "threshold", None)
+    if threshold is None:
+        threshold = default_threshold(embedder.name)
+    sets = []
+    for name, path in parse_reference_specs(specs):
+        images = list_reference_images(path)
+        if max_images is not None and len(images) > max_images:
+            logger.info("reference set %s: using the first %d of %d photos", name, max_images, len(images))
+            images = images[:max_images]
+        crops, embeddings, files = [], [], []
+        for file in images:
+            rgb = _read_rgb(file)
+            faces = detect_padded(detector, rgb)
+            if not faces:
+                raise ReferencesError(
+                    f"no face found in reference photo {file}; use a photo where the face is clearly visible, "
+                    "or remove it"
+                )
+            face = max(faces, key=_area)
+            if len(faces) > 1:
+                logger.warning("reference photo %s shows %d faces; using the largest", file, len(faces))
+            crops.append(warp_to_template(rgb, alignment_matrix(face.kps, resolution), resolution))
+            embeddings.append(embedder.embed(rgb, [face])[0])
+            files.append(str(file))
+        embedding_array = np.stack(embeddings).astype(np.float32)
+        _warn_outliers(name, files, embedding_array, threshold)
+        sets.append(ReferenceSet(name=name, crops=np.stack(crops), embeddings=embedding_array, files=files,
+                                 embedder=embedder.name))
+    return sets

@@ -1,0 +1,203 @@
+import collections
+import logging
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from streamrestore.errors import ReferencesError
+from streamrestore.faces.align import template
+from streamrestore.faces.detect import create_detector, detect_padded
+from streamrestore.faces.identity import IdentityMatcher, create_embedder
+from streamrestore.faces.references import load_reference_sets, parse_reference_specs
+from streamrestore.faces.track import FaceTracker, TrackerConfig
+
+R = 128  # small crops keep the tests fast; geometry is resolution independent
+
+
+@pytest.fixture(scope="module")
+def scrfd(shared_models):
+    return create_detector("scrfd", models_dir=shared_models / "insightface")
+
+
+@pytest.fixture(scope="module")
+def embedder(shared_models):
+    return create_embedder("insightface", models_dir=shared_models / "insightface")
+
+
+def _template_error(detector, crop):
+    """Largest distance of re-detected landmarks from the template, in crop sizes."""
+    faces = detect_padded(detector, crop)
+    assert faces
+    return np.abs(faces[0].kps - template(crop.shape[0])).max() / crop.shape[0]
+
+
+def _link_folder(tmp_path, name, files):
+    folder = tmp_path / name
+    folder.mkdir()
+    for file in files:
+        (folder / file.name).symlink_to(file)
+    return folder
+
+
+def test_parse_reference_specs():
+    assert parse_reference_specs(["refs/anna", "ben=/data/b"]) == [("anna", Path("refs/anna")), ("ben", Path("/data/b"))]
+    (name, path), = parse_reference_specs(["photos/a=b"])  # '=' inside a path is not a name
+    assert name == "a=b" and str(path) == "photos/a=b"
+    (name, _), = parse_reference_specs(["faces/lin.png"])
+    assert name == "lin"
+    (name, _), = parse_reference_specs(["refs/anna/"])
+    assert name == "anna"
+    with pytest.raises(ReferencesError, match="more than once"):
+        parse_reference_specs(["x/anna", "y/anna"])
+    with pytest.raises(ReferencesError, match="NAME=DIR"):
+        parse_reference_specs(["anna="])
+
+
+def test_loads_whole_photos(shared_data, scrfd, embedder):
+    folder = shared_data / "face_recognition/knn_train/obama"
+    (refs,) = load_reference_sets([str(folder)], scrfd, embedder, R)
+    assert refs.name == "obama" and refs.embedder == embedder.name
+    assert refs.crops.shape == (2, R, R, 3) and refs.crops.dtype == np.uint8
+    assert refs.embeddings.shape == (2, 128)
+    assert [f.split("/")[-1] for f in refs.files] == ["obama.jpg", "obama2.jpg"]
+    # The crop is an aligned face: detecting in it again lands on the template.
+    assert _template_error(scrfd, refs.crops[0]) < 0.06
+
+
+def test_loads_aligned_crops_and_caps_the_count(shared_data, scrfd, embedder, caplog):
+    folder = shared_data / "instantrestore/00082/conditioning"
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        (refs,) = load_reference_sets([f"p82={folder}"], scrfd, embedder, 512, max_images=3)
+    assert refs.name == "p82" and refs.crops.shape == (3, 512, 512, 3) and len(refs.files) == 3
+    assert not [r for r in caplog.records if "does not look like" in r.getMessage()]
+    assert all(_template_error(scrfd, crop) < 0.06 for crop in refs.crops)
+
+
+def test_missing_and_empty_folders(tmp_path, scrfd, embedder, caplog):
+    with pytest.raises(ReferencesError, match="does not exist"):
+        load_reference_sets([str(tmp_path / "nobody")], scrfd, embedder, R)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReferencesError, match="no images"):
+        load_reference_sets([str(tmp_path / "empty")], scrfd, embedder, R)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("hello")
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        with pytest.raises(ReferencesError, match="no images"):
+            load_reference_sets([str(notes)], scrfd, embedder, R)
+    assert any("readme.txt" in r.getMessage() for r in caplog.records)
+
+
+def test_non_image_files_are_skipped_with_a_warning(tmp_path, shared_data, scrfd, embedder, caplog):
+    folder = _link_folder(tmp_path, "obama", [shared_data / "face_recognition/knn_train/obama/obama.jpg"])
+    (folder / "Thumbs.db").write_bytes(b"\0\1")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        (refs,) = load_reference_sets([str(folder)], scrfd, embedder, R)
+    assert len(refs.files) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("Thumbs.db" in m for m in messages)
+    assert not any(".DS_Store" in m for m in messages)
+
+
+def test_photo_without_face_names_the_file(tmp_path, shared_data, scrfd, embedder):
+    folder = _link_folder(tmp_path, "anna", [shared_data / "face_recognition/knn_train/obama/obama.jpg"])
+    cv2.imwrite(str(folder / "wall.png"), np.full((200, 300, 3), 128, np.uint8))
+    with pytest.raises(ReferencesError, match="wall.png"):
+        load_reference_sets([str(folder)], scrfd, embedder, R)
+    (folder / "wall.png").unlink()
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ReferencesError, match="broken.jpg"):
+        load_reference_sets([str(folder)], scrfd, embedder, R)
+
+
+def test_several_faces_use_the_largest(tmp_path, shared_data, scrfd, embedder, caplog):
+    photo = shared_data / "face_recognition/two_people.jpg"
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        (refs,) = load_reference_sets([f"pair={photo}"], scrfd, embedder, R)
+    assert any("two_people.jpg" in r.getMessage() and "largest" in r.getMessage() for r in caplog.records)
+    rgb = np.ascontiguousarray(cv2.imread(str(photo))[:, :, ::-1])
+    faces = scrfd.detect(rgb)
+    areas = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces]
+    largest, smallest = faces[int(np.argmax(areas))], faces[int(np.argmin(areas))]
+    embedded = refs.embeddings[0]
+    # (the reference may come from the padded pass, so not bit-identical to the plain one)
+    assert embedded @ embedder.embed(rgb, [largest])[0] > 0.8
+    assert embedded @ embedder.embed(rgb, [smallest])[0] < 0.4
+
+
+def test_stranger_in_a_set_is_named(tmp_path, shared_data, scrfd, embedder, caplog):
+    root = shared_data / "face_recognition/knn_train"
+    folder = _link_folder(tmp_path, "obama", [root / "obama/obama.jpg", root / "obama/obama2.jpg",
+                                              root / "biden/biden2.jpg"])
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        load_reference_sets([str(folder)], scrfd, embedder, R)
+    flagged = [r.getMessage() for r in caplog.records if "does not look like" in r.getMessage()]
+    assert len(flagged) == 1 and "biden2.jpg" in flagged[0]
+    pair = _link_folder(tmp_path, "pair", [root / "obama/obama.jpg", root / "biden/biden2.jpg"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        load_reference_sets([str(pair)], scrfd, embedder, R)
+    assert any("same person" in r.getMessage() for r in caplog.records)
+
+
+def test_tracks_of_two_people_get_their_own_reference_sets(shared_data, scrfd, embedder):
+    """two_people.jpg shows Obama (left) and Biden (right); the knn_train folders hold other
+    photos of each."""
+    root = shared_data / "face_recognition"
+    sets = load_reference_sets([str(root / "knn_train/biden"), str(root / "knn_train/obama")], scrfd, embedder, R)
+    matcher = IdentityMatcher(sets)
+    image = np.ascontiguousarray(cv2.imread(str(root / "two_people.jpg"))[:, :, ::-1])
+    tracker = FaceTracker(TrackerConfig(), fps=30)
+    names = {}
+    for index in range(6):
+        shift = np.float32([[1, 0, 3 * index], [0, 1, -2 * index]])
+        frame = cv2.warpAffine(image, shift, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+        for _, tracked in tracker.push(index, scrfd.detect(frame), frame):
+            for face in tracked:
+                if matcher.needs_embedding(face.track_id):
+                    matcher.observe(face.track_id, embedder.embed(frame, [face.face])[0])
+                names[face.track_id] = (face.face.box[0] < image.shape[1] / 2, matcher.identity_of(face.track_id))
+    assert sorted(names.values()) == [(False, "biden"), (True, "obama")]
+    assert all(matcher.is_decided(track_id) for track_id in names)
+
+
+def test_hamilton_clip_tracks_match_the_right_reference(shared_data, scrfd, embedder):
+    """short_hamilton_clip.mp4, by looking at it: 0-19 wide stage shot (Lin-Manuel Miranda
+    singing on the right, Alex Lacamoire at the piano on the left), 20-81 Lacamoire in profile
+    close-up with the audience behind, 82-210 Miranda frontal, 211- the audience (neither)."""
+    root = shared_data / "face_recognition"
+    sets = load_reference_sets([f"lin={root / 'lin-manuel-miranda.png'}", f"alex={root / 'alex-lacamoire.png'}"],
+                               scrfd, embedder, R)
+    matcher = IdentityMatcher(sets)
+    tracker = FaceTracker(TrackerConfig(), fps=29.97)
+    seen = collections.defaultdict(list)
+    with av.open(str(root / "short_hamilton_clip.mp4")) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            rgb = frame.to_ndarray(format="rgb24")
+            for frame_index, tracked in tracker.push(index, scrfd.detect(rgb), rgb):
+                for face in tracked:
+                    seen[face.track_id].append((frame_index, face.face.box))
+                    if not face.interpolated and matcher.needs_embedding(face.track_id):
+                        matcher.observe(face.track_id, embedder.embed(rgb, [face.face])[0])
+
+    def truth(track_id):
+        first, box = seen[track_id][0]
+        width = box[2] - box[0]
+        if first < 20:
+            return "lin" if box[0] > 320 else "alex"
+        if first < 82:
+            return "alex" if width > 120 else None
+        return "lin" if first < 211 else None
+
+    decided = {track_id: matcher.identity_of(track_id) for track_id in seen}
+    # Every assignment made is right (a wrong identity is worse than none) ...
+    for track_id, name in decided.items():
+        assert name is None or name == truth(track_id), (track_id, seen[track_id][0], name)
+    # ... and Miranda's frontal shot, the longest track, is matched.
+    main = max((t for t in seen if 82 <= seen[t][0][0] < 211), key=lambda t: len(seen[t]))
+    assert decided[main] == "lin"
+    assert all(decided[t] is None for t in seen if seen[t][0][0] >= 211)

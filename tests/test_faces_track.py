@@ -1,0 +1,196 @@
+import collections
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from streamrestore.faces.align import template
+from streamrestore.faces.detect import create_detector
+from streamrestore.faces.track import FaceTracker, TrackerConfig, frame_signature, signature_distance
+from streamrestore.types import Face
+
+FACE_SIZE = 100.0
+BASE_KPS = template(512) * (FACE_SIZE / 512)  # a 100-pixel face layout at the origin
+
+
+def _face(x, y, score=0.9, kps_noise=None):
+    kps = BASE_KPS + np.array([x, y])
+    if kps_noise is not None:
+        kps = kps + kps_noise
+    return Face(box=np.array([x, y, x + FACE_SIZE, y + FACE_SIZE], np.float32), kps=kps.astype(np.float32),
+                score=score)
+
+
+def _run(tracker, per_frame, frames=None):
+    out = []
+    for index, faces in enumerate(per_frame):
+        out += tracker.push(index, faces, None if frames is None else frames[index])
+    return out + tracker.flush()
+
+
+def test_config_validates_and_documents_defaults():
+    config = TrackerConfig()
+    assert config.lookahead == 0 and config.max_gap >= 1
+    for bad in (dict(max_gap=0), dict(lookahead=-1), dict(distance_threshold=0), dict(min_cutoff=0),
+                dict(beta=-1), dict(scene_cut_threshold=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrackerConfig(**bad)
+    with pytest.raises(ValueError, match="fps"):
+        FaceTracker(fps=0)
+    tracker = FaceTracker()
+    tracker.push(3, [], None)
+    with pytest.raises(ValueError, match="increase"):
+        tracker.push(3, [], None)
+
+
+def test_static_noisy_landmarks_are_smoothed():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 2.0, (90, 5, 2))
+    out = _run(FaceTracker(TrackerConfig(), fps=30), [[_face(200, 100, kps_noise=n)] for n in noise])
+    assert [index for index, _ in out] == list(range(90))
+    raw = np.array([faces[0].face.kps for _, faces in out])[30:]
+    smooth = np.array([faces[0].kps for _, faces in out])[30:]
+    truth = BASE_KPS + [200, 100]
+    raw_jitter = np.sqrt(np.mean((raw - truth) ** 2))
+    smooth_jitter = np.sqrt(np.mean((smooth - truth) ** 2))
+    frame_to_frame = np.abs(np.diff(smooth, axis=0)).mean() / np.abs(np.diff(raw, axis=0)).mean()
+    assert smooth_jitter < 0.5 * raw_jitter
+    assert frame_to_frame < 0.25
+
+
+def test_moving_face_is_followed_with_small_lag():
+    speed = 3.0  # pixels per frame: ~0.9 face sizes per second at 30 fps
+    rng = np.random.default_rng(2)
+    frames = [[_face(100 + speed * i, 80, kps_noise=rng.normal(0, 0.5, (5, 2)))] for i in range(60)]
+    out = _run(FaceTracker(TrackerConfig(), fps=30), frames)
+    lag = [np.mean(BASE_KPS[:, 0] + 100 + speed * i - faces[0].kps[:, 0]) for i, (_, faces) in enumerate(out)]
+    assert abs(np.mean(lag[20:])) < speed  # less than one frame behind once moving
+    assert len({faces[0].track_id for _, faces in out}) == 1
+
+
+def test_lookahead_interpolates_short_gaps():
+    lookahead = 3
+    positions = [(100 + 4 * i, 50 + 2 * i) for i in range(20)]
+    per_frame = [[] if i in (8, 9, 10) else [_face(*positions[i])] for i in range(20)]
+    tracker = FaceTracker(TrackerConfig(lookahead=lookahead), fps=30)
+    out = []
+    for index, faces in enumerate(per_frame):
+        ready = tracker.push(index, faces, None)
+        # frame i becomes final when frame i + L was pushed, not before
+        assert [i for i, _ in ready] == ([index - lookahead] if index >= lookahead else [])
+        out += ready
+    out += tracker.flush()
+    assert [i for i, _ in out] == list(range(20))
+    assert len({f.track_id for _, faces in out for f in faces}) == 1
+    for index, faces in out:
+        assert len(faces) == 1
+        assert faces[0].interpolated == (index in (8, 9, 10))
+        np.testing.assert_allclose(faces[0].face.kps, BASE_KPS + positions[index], atol=1e-3)
+
+
+def test_gaps_longer_than_lookahead_are_left_empty_but_keep_the_id():
+    per_frame = [[] if 8 <= i < 14 else [_face(100, 100)] for i in range(20)]
+    out = _run(FaceTracker(TrackerConfig(lookahead=2, max_gap=8), fps=30), per_frame)
+    assert all(not faces for i, faces in out if 8 <= i < 14)
+    assert len({f.track_id for _, faces in out for f in faces}) == 1
+
+
+def test_live_mode_holds_last_landmarks_up_to_max_gap():
+    per_frame = [[_face(100, 100)] for _ in range(10)] + [[] for _ in range(6)] + [[_face(100, 100)]]
+    out = _run(FaceTracker(TrackerConfig(lookahead=0, max_gap=3), fps=30), per_frame)
+    last_smoothed = out[9][1][0].kps
+    for index in (10, 11, 12):
+        (held,) = out[index][1]
+        assert held.interpolated and held.track_id == out[9][1][0].track_id
+        np.testing.assert_array_equal(held.kps, last_smoothed)
+    assert all(not out[index][1] for index in (13, 14, 15))
+    # gone for longer than max_gap: a new person as far as the tracker knows
+    assert out[16][1][0].track_id != out[9][1][0].track_id
+
+
+def test_two_faces_keep_two_ids_and_far_jumps_start_new_tracks():
+    per_frame = [[_face(100 + i, 100), _face(400 - i, 120)] for i in range(15)]
+    out = _run(FaceTracker(TrackerConfig(), fps=30), per_frame)
+    ids = [[f.track_id for f in faces] for _, faces in out]
+    assert all(len(set(i)) == 2 for i in ids) and len({t for i in ids for t in i}) == 2
+    left = {f.track_id for _, faces in out for f in faces if f.face.box[0] < 250}
+    assert len(left) == 1
+
+
+def test_scene_cut_ends_all_tracks():
+    dark = np.full((90, 160, 3), (30, 20, 10), np.uint8)
+    bright = np.full((90, 160, 3), (20, 200, 240), np.uint8)
+    assert signature_distance(frame_signature(dark), frame_signature(dark.copy())) < 0.01
+    assert signature_distance(frame_signature(dark), frame_signature(bright)) > 0.9
+    frames = [dark] * 5 + [bright] * 5
+    tracker = FaceTracker(TrackerConfig(lookahead=2), fps=30)
+    out = _run(tracker, [[_face(50, 50)]] * 10, frames)
+    assert tracker.cuts == [5]
+    before = {f.track_id for i, faces in out if i < 5 for f in faces}
+    after = {f.track_id for i, faces in out if i >= 5 for f in faces}
+    assert len(before) == len(after) == 1 and before != after
+
+
+# ------------------------------------------------------------------------------------------
+# Real media
+
+
+@pytest.fixture(scope="module")
+def scrfd(shared_models):
+    return create_detector("scrfd", models_dir=shared_models / "insightface")
+
+
+def _track_clip(path, detector, config, max_frames=None, fps=30.0):
+    tracker = FaceTracker(config, fps=fps)
+    times, out = [], []
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if max_frames is not None and index >= max_frames:
+                break
+            rgb = frame.to_ndarray(format="rgb24")
+            times.append(frame.time)
+            out += tracker.push(index, detector.detect(rgb), rgb)
+    return tracker, times, out + tracker.flush()
+
+
+def test_talking_head_is_one_track(shared_data, scrfd):
+    tracker, _, out = _track_clip(shared_data / "liveportrait/driving/d19.mp4", scrfd,
+                                  TrackerConfig(lookahead=5), max_frames=60)
+    assert len(out) == 60 and tracker.cuts == []
+    ids = {f.track_id for _, faces in out for f in faces}
+    assert len(ids) == 1
+    assert sum(len(faces) == 1 for _, faces in out) >= 57
+
+
+def test_hamilton_clip_starts_new_tracks_at_its_cuts(shared_data, scrfd):
+    """The manifest lists cuts at ~3.59 s and ~7.89 s (there is a third, at 1.52 s)."""
+    tracker, times, out = _track_clip(shared_data / "face_recognition/short_hamilton_clip.mp4", scrfd,
+                                      TrackerConfig(lookahead=3), fps=29.97)
+    cut_times = [times[i] for i in tracker.cuts]
+    for expected in (3.59, 7.89):
+        assert min(abs(t - expected) for t in cut_times) < 0.05
+    assert len(tracker.cuts) <= 4
+    spans = collections.defaultdict(list)
+    for index, faces in out:
+        for face in faces:
+            spans[face.track_id].append(index)
+    for track_id, indices in spans.items():
+        assert not any(min(indices) < cut <= max(indices) for cut in tracker.cuts), track_id
+    for cut in tracker.cuts:
+        assert any(min(indices) == cut for indices in spans.values())  # the new shot's faces are new tracks
+
+
+def test_two_people_are_two_tracks(shared_data, scrfd):
+    image = cv2.imread(str(shared_data / "face_recognition/two_people.jpg"))[:, :, ::-1]
+    image = np.ascontiguousarray(cv2.resize(image, None, fx=0.5, fy=0.5))
+    tracker = FaceTracker(TrackerConfig(lookahead=2), fps=30)
+    out = []
+    for index in range(16):
+        shift = np.float32([[1, 0, 4 * np.sin(index / 3)], [0, 1, 3 * np.cos(index / 4)]])
+        frame = cv2.warpAffine(image, shift, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+        out += tracker.push(index, scrfd.detect(frame), frame)
+    out += tracker.flush()
+    assert len(out) == 16
+    assert all(len(faces) == 2 for _, faces in out)
+    assert len({f.track_id for _, faces in out for f in faces}) == 2
