@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -193,12 +192,6 @@ def face_recognition_models_dir() -> Path:
 _DLIB_NOSE_BASE_512 = np.array([255.7, 337.6])
 
 
-@dataclass(frozen=True)
-class _Landmarker:
-    predictor: object
-    points: int  # 5 or 68
-
-
 class DlibDetector:
     """dlib's HOG frontal-face detector with a landmark predictor (no GPU, no insightface).
 
@@ -236,8 +229,8 @@ class DlibDetector:
         if not predictor_file.is_file():
             raise ModelError(f"dlib landmark model {predictor_file} not found; reinstall face_recognition_models")
         self._detector = dlib.get_frontal_face_detector()
-        self._landmarker = _Landmarker(dlib.shape_predictor(str(predictor_file)), int(landmarks))
-        self._rectangle = dlib.rectangle
+        self._predictor = dlib.shape_predictor(str(predictor_file))
+        self.landmarks = landmarks
         self._margin = math.log(self.threshold / (1.0 - self.threshold))
 
     def upsample_for(self, image: np.ndarray) -> int:
@@ -254,9 +247,9 @@ class DlibDetector:
         rects, margins, _ = self._detector.run(image, self.upsample_for(image), self._margin)
         faces = []
         for rect, margin in zip(rects, margins):
-            shape = self._landmarker.predictor(image, rect)
+            shape = self._predictor(image, rect)
             points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-            kps = _five_from_68(points) if self._landmarker.points == 68 else _five_from_dlib5(points)
+            kps = _five_from_68(points) if self.landmarks == "68" else _five_from_dlib5(points)
             box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float32)
             faces.append(Face(box=box, kps=kps.astype(np.float32), score=float(1.0 / (1.0 + math.exp(-margin)))))
         faces.sort(key=lambda face: -face.score)

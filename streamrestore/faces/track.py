@@ -39,7 +39,8 @@ class TrackerConfig:
     lookahead: frames the tracker waits before a frame is final (file mode). With L > 0 a miss
         of at most L frames is filled with interpolated landmarks; 0 is for live streams
         (nothing is delayed; misses hold the last landmarks). 0 by default because it is the
-        only value that adds no latency; file processing should pass e.g. 5.
+        only value that adds no latency; file processing should pass e.g. 5. Gaps longer
+        than ``max_gap`` are never bridged, whatever the lookahead.
     scene_cut_threshold: Bhattacharyya distance between the hue/saturation histograms of
         consecutive (downscaled) frames above which a hard cut is declared and all tracks end.
         Measured on short_hamilton_clip.mp4: its three hard cuts (1.52 s, 3.59 s, 7.89 s) score
