@@ -122,7 +122,8 @@ class PasteBack:
         to_roi = inv.copy()
         to_roi[:, 2] -= (x0, y0)
         size = (x1 - x0, y1 - y0)
-        warped = cv2.warpAffine(crop, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        # Cubic: two bilinear resamplings (frame → crop → frame) blur fine detail visibly.
+        warped = cv2.warpAffine(crop, to_roi, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.warpAffine(weight, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
         roi = frame[y0:y1, x0:x1]

@@ -122,13 +122,26 @@ def warp_to_template(image: np.ndarray, matrix, resolution: int, *, border_value
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     if scale < 0.5:
         # Shrinking a large face by more than 2x: warpAffine has no area filter, so blur first
-        # (sigma = (factor - 1) / 2) to keep the crop from aliasing.
-        source = cv2.GaussianBlur(image, (0, 0), sigmaX=(1.0 / scale - 1.0) / 2.0)
+        # (sigma = (factor - 1) / 2) to keep the crop from aliasing. Only the region the crop
+        # reads is blurred (a whole 1080p frame per face would cost more than the warp).
+        sigma = (1.0 / scale - 1.0) / 2.0
+        inv = cv2.invertAffineTransform(matrix)
+        r = resolution
+        corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ inv.T
+        pad = int(np.ceil(3 * sigma)) + 2
+        h, w = image.shape[:2]
+        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - pad, 0)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + pad, (w, h))
+        if x1 > x0 and y1 > y0:
+            source = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), sigmaX=sigma)
+            matrix = matrix.copy()
+            matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
     return cv2.warpAffine(
         source,
         matrix,
         (resolution, resolution),
-        flags=cv2.INTER_LINEAR,
+        # Cubic: the pipeline resamples twice (frame → crop → frame); bilinear blurs fine detail.
+        flags=cv2.INTER_CUBIC,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(border_value,) * 3,
     )

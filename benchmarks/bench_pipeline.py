@@ -1,0 +1,106 @@
+"""Whole-pipeline benchmark on one clip: per-stage ms/frame, and the ratio of the pipeline
+(identity restorer by default) to a plain decode+encode of the same clip, measured in one run.
+
+    python benchmarks/bench_pipeline.py CLIP [--refs DIR] [--model identity] [--detector auto]
+        [--face-models DIR] [--frames N] [--repeat 2]
+
+Both runs use the same reader, writer, encoder settings and threads; only the face work differs.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def plain_transcode(clip, dst, frames, settings):
+    from streamrestore.pipeline import run_threaded
+    from streamrestore.video.reader import VideoReader
+    from streamrestore.video.writer import VideoWriter
+
+    t0 = time.perf_counter()
+    with VideoReader(clip) as reader, VideoWriter(dst, reader.info, settings, audio_from=clip, force=True) as writer:
+        def limited():
+            for i, f in enumerate(reader.frames()):
+                if frames and i >= frames:
+                    return
+                yield f
+        count = [0]
+
+        def sink(frame):
+            writer.write(frame)
+            count[0] += 1
+        run_threaded(limited(), lambda it: iter(it), sink)
+    return time.perf_counter() - t0, count[0]
+
+
+def pipeline(clip, dst, frames, settings, args):
+    from streamrestore.api import build_face_restorer
+    from streamrestore.pipeline import run_threaded
+    from streamrestore.video.reader import VideoReader
+    from streamrestore.video.writer import VideoWriter
+
+    fr = build_face_restorer(args.refs or (), model=args.model, detector=args.detector, face_models=args.face_models,
+                             device=args.device)
+    fr.stats.stage_seconds.clear()
+    t0 = time.perf_counter()
+    with VideoReader(clip) as reader, VideoWriter(dst, reader.info, settings, audio_from=clip, force=True) as writer:
+        def limited():
+            for i, f in enumerate(reader.frames()):
+                if frames and i >= frames:
+                    return
+                yield f
+        enc = [0.0]
+
+        def sink(frame):
+            t = time.perf_counter()
+            writer.write(frame)
+            enc[0] += time.perf_counter() - t
+        run_threaded(limited(), fr.stream, sink)
+    total = time.perf_counter() - t0
+    fr.stats.add_time("encode (writer thread)", enc[0])
+    return total, fr.stats
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("clip")
+    ap.add_argument("--refs", action="append")
+    ap.add_argument("--model", default="identity")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--detector", default="auto")
+    ap.add_argument("--face-models")
+    ap.add_argument("--frames", type=int, default=0, help="only the first N frames (0: all)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best is reported")
+    ap.add_argument("--preset", default=None)
+    args = ap.parse_args()
+    from streamrestore.video.writer import EncoderSettings
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    settings = EncoderSettings(preset=args.preset)
+    with tempfile.TemporaryDirectory() as tmp:
+        suffix = Path(args.clip).suffix
+        plain, stats_best, pipe = [], None, []
+        for _ in range(args.repeat):  # interleaved so drift of a shared machine hits both alike
+            secs, n = plain_transcode(args.clip, Path(tmp) / f"plain{suffix}", args.frames, settings)
+            plain.append(secs)
+            secs, stats = pipeline(args.clip, Path(tmp) / f"pipe{suffix}", args.frames, settings, args)
+            pipe.append(secs)
+            if stats_best is None or secs <= min(pipe):
+                stats_best = stats
+    n = stats_best.frames
+    print(f"clip: {args.clip}  frames: {n}  model: {args.model}  detector: {args.detector}  torch threads: {torch.get_num_threads()}")
+    print(f"{'stage':<26}{'ms/frame':>10}")
+    for stage, secs in sorted(stats_best.stage_seconds.items(), key=lambda kv: -kv[1]):
+        print(f"{stage:<26}{1000 * secs / max(n, 1):>10.2f}")
+    p, q = min(plain), min(pipe)
+    print(f"{'decode+encode alone':<26}{1000 * p / max(n, 1):>10.2f}   ({n / p:.1f} fps)")
+    print(f"{'whole pipeline':<26}{1000 * q / max(n, 1):>10.2f}   ({n / q:.1f} fps)")
+    print(f"ratio pipeline / decode+encode: {q / p:.2f}x  (best of {args.repeat} each, interleaved)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Library entry points: build a :class:`FaceRestorer` from options, restore a video file."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+from streamrestore.errors import OutputError
+from streamrestore.pipeline import FaceRestorer, PipelineConfig, RunStats, run_threaded
+
+log = logging.getLogger("streamrestore")
+
+
+def _as_specs(refs) -> list:
+    if refs is None:
+        return []
+    if isinstance(refs, (str, Path)):
+        return [str(refs)]
+    return list(refs)
+
+
+def build_face_restorer(
+    refs=(),
+    *,
+    model="lite",
+    device: str = "auto",
+    detector: str = "auto",
+    face_models: str | Path | None = None,
+    config: PipelineConfig = PipelineConfig(),
+    channel_order: str = "rgb",
+    fps: float = 30.0,
+) -> FaceRestorer:
+    """Loads the model, the face models and the reference photos, and encodes the references.
+
+    Args:
+        refs: a folder of photos of one person, or a list of folders / ``"NAME=DIR"`` specs for
+            several people, or already loaded ``ReferenceSet`` objects. Empty: restore without
+            references.
+        model: ``"lite"`` (shipped), ``"instantrestore"`` (official checkpoint, needs the base
+            models locally), a checkpoint path, ``"identity"`` (changes nothing; for testing), or
+            any object implementing the :class:`streamrestore.types.Restorer` protocol.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        detector: ``"auto"`` (SCRFD when an insightface pack is found, else dlib), ``"scrfd"``, ``"dlib"``.
+        face_models: folder holding an insightface model pack (SCRFD + recognition).
+        config: see :class:`PipelineConfig`.
+        channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames given to ``process``/``stream``.
+        fps: the stream's frame rate (the tracker's smoothing is tuned in seconds).
+    """
+    from streamrestore.faces.detect import create_detector
+    from streamrestore.faces.identity import ReferenceSet, create_embedder
+    from streamrestore.faces.references import load_reference_sets
+
+    restorer = load_restorer(model, device=device)
+    face_detector = create_detector(detector, models_dir=face_models)
+    specs = _as_specs(refs)
+    embedder = None
+    needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
+    if specs and not all(isinstance(s, ReferenceSet) for s in specs):
+        embedder = create_embedder("auto", models_dir=face_models)
+        sets = load_reference_sets(specs, face_detector, embedder, restorer.resolution)
+    else:
+        sets = specs
+        if needs_embedder:
+            embedder = create_embedder("auto", models_dir=face_models)
+    return FaceRestorer(
+        restorer, face_detector, sets, embedder=embedder, config=config, channel_order=channel_order, fps=fps
+    )
+
+
+def load_restorer(model="lite", *, device: str = "auto"):
+    """A restorer from a name, a path, or an object that already is one."""
+    if not isinstance(model, (str, Path)):
+        return model
+    if str(model) == "identity":
+        from streamrestore.model.identity import IdentityRestorer
+
+        return IdentityRestorer()
+    from streamrestore.model.registry import load_model
+
+    return load_model(str(model), device=device)
+
+
+def restore_video(
+    src: str | Path,
+    dst: str | Path | None = None,
+    refs=(),
+    *,
+    model="lite",
+    device: str = "auto",
+    detector: str = "auto",
+    face_models: str | Path | None = None,
+    codec: str | None = None,
+    crf: int | None = None,
+    preset: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    max_faces: int | None = None,
+    unmatched: str = "restore",
+    force: bool = False,
+    progress: bool = False,
+    face_restorer: FaceRestorer | None = None,
+) -> RunStats:
+    """Restores the faces of the video ``src`` into ``dst`` (default ``<stem>.restored.<ext>``).
+
+    Every frame, timestamp and audio packet of the input is kept; the output file appears only
+    when complete. Returns the run's :class:`RunStats`. ``face_restorer`` replaces the model and
+    face options with a ready-made :class:`FaceRestorer` (it must have been built with lookahead
+    and is used once).
+    """
+    from streamrestore.video.reader import VideoReader
+    from streamrestore.video.writer import EncoderSettings, VideoWriter, default_output_path
+
+    started = time.perf_counter()
+    dst = Path(dst) if dst is not None else default_output_path(src)
+    try:
+        settings = EncoderSettings(codec=codec, crf=crf, preset=preset)
+    except ValueError as exc:
+        raise OutputError(f"bad encoder option: {exc}") from None
+    with VideoReader(src, start=start, end=end) as reader:
+        info = reader.info
+        fps = float(info.frame_rate) if info.frame_rate else 30.0
+        if face_restorer is None:
+            config = PipelineConfig(max_faces=max_faces, unmatched=unmatched)
+            face_restorer = build_face_restorer(
+                refs, model=model, device=device, detector=detector, face_models=face_models, config=config, fps=fps
+            )
+        stats = face_restorer.stats
+        bar = _progress_bar(info.frame_count, progress)
+        with VideoWriter(dst, info, settings, audio_from=src, start=start, end=end, force=force) as writer:
+            t_write = [0.0]
+
+            def sink(frame):
+                t0 = time.perf_counter()
+                writer.write(frame)
+                t_write[0] += time.perf_counter() - t0
+
+            try:
+                run_threaded(reader.frames(), face_restorer.stream, sink, on_frame=bar.update if bar else None)
+            finally:
+                if bar is not None:
+                    bar.close()
+            stats.add_time("encode", t_write[0])
+        stats.problems.extend(reader.problems)
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _progress_bar(total: int | None, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1)

@@ -1,0 +1,116 @@
+"""Command line: argument parsing only; the work is done by the library.
+
+Exit codes: 0 success, 2 bad input or usage (one line, no traceback), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from streamrestore._version import __version__
+from streamrestore.errors import UserError
+
+log = logging.getLogger("streamrestore")
+
+SUBCOMMANDS = ("live", "train", "eval", "bench")
+
+
+def _time(text: str) -> float:
+    """Seconds from ``SS``, ``SS.s``, ``MM:SS`` or ``HH:MM:SS``."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or HH:MM:SS)") from None
+    if len(parts) > 3 or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or HH:MM:SS)")
+    seconds = 0.0
+    for p in parts:
+        seconds = seconds * 60 + p
+    return seconds
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--refs", action="append", default=[], metavar="DIR|NAME=DIR",
+                   help="folder of photos of the person to restore towards; repeat as NAME=DIR for several people")
+    p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
+                   help="auto: SCRFD when an insightface model pack is found, else dlib")
+    p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack (SCRFD detector + recognition)")
+    p.add_argument("--max-faces", type=int, metavar="N", help="restore at most N faces per frame (largest first)")
+    p.add_argument("--unmatched", default="restore", choices=["restore", "skip"],
+                   help="faces matching no reference set: restore without references (default) or leave them")
+    p.add_argument("-v", "--verbose", action="store_true", help="more messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streamrestore",
+        description="Restore the faces in a video using a few reference photos of the person.",
+        epilog="Other commands: streamrestore live|train|eval|bench --help",
+    )
+    p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
+    p.add_argument("input", help="video file to restore")
+    p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input)")
+    _add_model_options(p)
+    p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
+    p.add_argument("--preset", help="encoder speed preset (e.g. medium, slow)")
+    p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
+    p.add_argument("--start", type=_time, help="start time (seconds or HH:MM:SS)")
+    p.add_argument("--end", type=_time, help="end time (seconds or HH:MM:SS)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _restore_file(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise UserError(f"--end ({args.end}s) must be after --start ({args.start}s)")
+    if args.max_faces is not None and args.max_faces < 1:
+        raise UserError(f"--max-faces must be at least 1, got {args.max_faces}")
+    from streamrestore.api import restore_video
+    from streamrestore.video.writer import default_output_path
+
+    output = args.output or default_output_path(args.input)
+    stats = restore_video(
+        args.input, output, args.refs,
+        model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
+        codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
+        max_faces=args.max_faces, unmatched=args.unmatched, force=args.force,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    print(stats.summary(), file=sys.stderr)
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            import importlib
+
+            module = importlib.import_module(f"streamrestore.commands.{argv[0]}")
+            return module.main(argv[1:])
+        return _restore_file(argv)
+    except UserError as exc:
+        print(f"streamrestore: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("streamrestore: interrupted; the output was not written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

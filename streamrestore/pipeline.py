@@ -1,0 +1,419 @@
+"""The frame loop: frames in, frames out.
+
+:class:`FaceRestorer` is the one object the CLI, the live mode and library users drive. Per
+frame it detects, tracks, aligns, restores (batched over every face of the frame, each with its
+identity's cached references), smooths and pastes back. :func:`restore_video` wraps it in a
+reader thread → processing → writer thread loop with bounded queues, so decoding and encoding
+overlap the face work and memory stays flat on long videos.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from streamrestore.blend import PasteBack, PasteConfig
+from streamrestore.temporal import TemporalConfig, TemporalSmoother
+from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
+
+log = logging.getLogger("streamrestore")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Per-run choices of the frame loop.
+
+    Args:
+        max_faces: restore at most this many faces per frame, largest first (default None: all).
+        unmatched: what to do with a face whose track matches no reference set: ``"restore"``
+            (restore without references, the default: still better than the input) or ``"skip"``
+            (leave it untouched).
+        lookahead: frames the tracker may wait before a frame is final (default 5: a face the
+            detector misses for up to 5 frames is interpolated instead of flickering back to the
+            unrestored original). 0 for live sources, where no frame may wait.
+        min_face: faces whose box is smaller than this many pixels on its longer side are left
+            alone (default 16: too small for any restorer to help, and detectors misfire there).
+        paste: see :class:`streamrestore.blend.PasteConfig`.
+        temporal: see :class:`streamrestore.temporal.TemporalConfig`.
+    """
+
+    max_faces: int | None = None
+    unmatched: str = "restore"
+    lookahead: int = 5
+    min_face: int = 16
+    paste: PasteConfig = field(default_factory=PasteConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+
+    def __post_init__(self):
+        if self.max_faces is not None and self.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1 or None, got {self.max_faces}")
+        if self.unmatched not in ("restore", "skip"):
+            raise ValueError(f"unmatched must be 'restore' or 'skip', got {self.unmatched!r}")
+        if self.lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
+
+
+@dataclass
+class RunStats:
+    """What a run did; printed as the final summary."""
+
+    frames: int = 0
+    frames_with_faces: int = 0
+    faces_restored: int = 0
+    track_ids: set = field(default_factory=set)
+    identities: dict = field(default_factory=dict)  # track id -> matched set name or None
+    seconds: float = 0.0
+    problems: list = field(default_factory=list)
+    stage_seconds: dict = field(default_factory=dict)
+
+    @property
+    def tracks(self) -> int:
+        return len(self.track_ids)
+
+    @property
+    def identities_matched(self) -> list[str]:
+        return sorted({n for n in self.identities.values() if n is not None})
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+
+    def summary(self) -> str:
+        fps = self.frames / self.seconds if self.seconds > 0 else 0.0
+        ids = ", ".join(self.identities_matched) or "none"
+        text = (
+            f"{self.frames} frames ({fps:.1f} fps, {self.seconds:.1f} s), {self.faces_restored} faces restored "
+            f"in {self.frames_with_faces} frames, {self.tracks} tracks, identities matched: {ids}"
+        )
+        if self.frames and not self.frames_with_faces:
+            text += "\nno faces were found: the frames passed through unchanged"
+        for p in self.problems:
+            text += f"\nwarning: {p}"
+        return text
+
+
+class FaceRestorer:
+    """Restores the faces in a stream of frames.
+
+    Args:
+        restorer: any object implementing :class:`streamrestore.types.Restorer`.
+        detector: a face detector (``streamrestore.faces.detect``).
+        reference_sets: the people to restore towards (``streamrestore.faces.identity.ReferenceSet``);
+            their references are encoded once here and reused for every frame.
+        embedder: face embedder used to match tracks to reference sets; required when more than
+            one reference set is given or ``unmatched="skip"`` (with one set and ``"restore"``,
+            every face is that person and no embedding is computed).
+        config: see :class:`PipelineConfig`.
+        channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames (``av.VideoFrame`` needs none).
+    """
+
+    def __init__(
+        self,
+        restorer: Restorer,
+        detector,
+        reference_sets: Sequence[Any] = (),
+        *,
+        embedder=None,
+        config: PipelineConfig = PipelineConfig(),
+        channel_order: str = "rgb",
+        tracker_config=None,
+        fps: float = 30.0,
+    ):
+        from streamrestore.faces.identity import IdentityMatcher
+        from streamrestore.faces.track import FaceTracker, TrackerConfig
+
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        self.restorer = restorer
+        self.detector = detector
+        self.embedder = embedder
+        self.config = config
+        self.channel_order = channel_order
+        self.reference_sets = list(reference_sets)
+        self.resolution = int(restorer.resolution)
+        self.stats = RunStats()
+
+        needs_matching = len(self.reference_sets) > 1 or (self.reference_sets and config.unmatched == "skip")
+        if needs_matching and embedder is None:
+            raise ValueError("an embedder is needed to tell reference sets apart (several sets or unmatched='skip')")
+        self._matcher = IdentityMatcher(self.reference_sets) if needs_matching else None
+        self._single_identity = self.reference_sets[0].name if len(self.reference_sets) == 1 and not needs_matching else None
+
+        # Per-identity work happens once, here, never per frame.
+        self.caches: dict[str, Any] = {}
+        for ref in self.reference_sets:
+            t0 = time.perf_counter()
+            self.caches[ref.name] = restorer.encode_references(_to_tensor(ref.crops))
+            self.stats.add_time("references", time.perf_counter() - t0)
+
+        tcfg = tracker_config if tracker_config is not None else TrackerConfig(lookahead=config.lookahead)
+        self._tracker = FaceTracker(tcfg, fps=fps)
+        self._paste = PasteBack(self.resolution, config.paste)
+        self._smoother = TemporalSmoother(config.temporal)
+        self._pending: dict[int, tuple[Any, np.ndarray]] = {}
+        self._next_index = 0
+        #: the faces restored in the frame returned last (crops, frame → crop matrices, track
+        #: ids, identities): for previews, overlays and tests
+        self.last_faces: list[AlignedFace] = []
+
+    @classmethod
+    def from_options(cls, refs=(), *, lookahead: int = 5, **options) -> "FaceRestorer":
+        """Builds one from the same options as the CLI (see :func:`streamrestore.api.build_face_restorer`).
+        ``lookahead=0`` gives an object whose :meth:`process` returns each frame at once."""
+        from streamrestore.api import build_face_restorer
+
+        config = options.pop("config", None) or PipelineConfig(lookahead=lookahead)
+        return build_face_restorer(refs, config=config, **options)
+
+    # --- public entry points -------------------------------------------------------------
+
+    def process(self, frame):
+        """Restores one frame and returns it at once (no lookahead; for live use).
+
+        ``frame`` is an RGB/BGR uint8 numpy array (per ``channel_order``) or an ``av.VideoFrame``;
+        the result has the same type (a VideoFrame keeps its pts and time base).
+        """
+        if self._tracker.config.lookahead != 0:
+            raise ValueError("process() returns each frame at once and needs lookahead=0; use stream() for files")
+        out = list(self._push(frame))
+        if len(out) != 1:  # pragma: no cover - lookahead 0 always returns the frame pushed
+            raise RuntimeError(f"tracker returned {len(out)} frames for one input")
+        return out[0]
+
+    def stream(self, frames: Iterable) -> Iterator:
+        """Generator form: yields every input frame, restored, in order (with lookahead)."""
+        for frame in frames:
+            yield from self._push(frame)
+        yield from self.finish()
+
+    def finish(self) -> Iterator:
+        """Yields the frames still held back for lookahead (call at the end of a stream)."""
+        for index, tracked in self._tracker.flush():
+            yield self._emit(index, tracked)
+
+    # --- frame loop ----------------------------------------------------------------------
+
+    def _push(self, frame) -> Iterator:
+        index = self._next_index
+        self._next_index += 1
+        rgb = _frame_to_rgb(frame, self.channel_order)
+        t0 = time.perf_counter()
+        faces = self.detector.detect(rgb)
+        faces = [f for f in faces if _face_size(f) >= self.config.min_face]
+        t1 = time.perf_counter()
+        self.stats.add_time("detect", t1 - t0)
+        self._pending[index] = (frame, rgb)
+        ready = self._tracker.push(index, faces, rgb)
+        self.stats.add_time("track", time.perf_counter() - t1)
+        for done_index, tracked in ready:
+            yield self._emit(done_index, tracked)
+
+    def _emit(self, index: int, tracked: list[TrackedFace]):
+        frame, rgb = self._pending.pop(index)
+        self.stats.frames += 1
+        self.last_faces = []
+        tracked = self._select(tracked)
+        if not tracked:
+            return frame  # untouched: not even a colour-space round trip
+        self.stats.frames_with_faces += 1
+        from streamrestore.faces.align import alignment_matrix, warp_to_template
+
+        t0 = time.perf_counter()
+        matrices, crops, caches, ids = [], [], [], []
+        for t in tracked:
+            identity = self._identity(t, rgb)
+            self.stats.track_ids.add(t.track_id)
+            self.stats.identities[t.track_id] = identity
+            if identity is None and self._matcher is not None and self.config.unmatched == "skip":
+                continue
+            m = alignment_matrix(t.kps, self.resolution)
+            matrices.append(m)
+            crops.append(warp_to_template(rgb, m, self.resolution))
+            caches.append(self.caches.get(identity) if identity is not None else None)
+            ids.append(t.track_id)
+        t1 = time.perf_counter()
+        self.stats.add_time("align", t1 - t0)
+        if not crops:
+            return frame
+        with torch.inference_mode():
+            restored = self.restorer.restore(_to_tensor(np.stack(crops)), caches)
+        restored = _to_uint8(restored)
+        t2 = time.perf_counter()
+        self.stats.add_time("restore", t2 - t1)
+
+        out = rgb.copy()
+        for crop, face_out, m, tid in zip(crops, restored, matrices, ids):
+            face_out = self._smoother.smooth(tid, crop, face_out)
+            self._paste.paste(out, face_out, crop, m)
+        self._smoother.forget(t.track_id for t in tracked)
+        self.last_faces = [
+            AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
+            for c, m, tid in zip(crops, matrices, ids)
+        ]
+        self.stats.faces_restored += len(crops)
+        self.stats.add_time("paste", time.perf_counter() - t2)
+        return _rgb_to_frame(out, frame, self.channel_order)
+
+    def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
+        if self.config.max_faces is not None and len(tracked) > self.config.max_faces:
+            tracked = sorted(tracked, key=lambda t: -_face_size(t.face))[: self.config.max_faces]
+        return tracked
+
+    def _identity(self, t: TrackedFace, rgb: np.ndarray) -> str | None:
+        if self._matcher is None:
+            return self._single_identity
+        if not t.interpolated and self._matcher.needs_embedding(t.track_id):
+            t0 = time.perf_counter()
+            emb = self.embedder.embed(rgb, [t.face])
+            self.stats.add_time("identity", time.perf_counter() - t0)
+            self._matcher.observe(t.track_id, emb[0])
+        return self._matcher.identity_of(t.track_id)
+
+
+# --- conversions ---------------------------------------------------------------------------
+
+def _face_size(face: Face) -> float:
+    x1, y1, x2, y2 = face.box[:4]
+    return float(max(x2 - x1, y2 - y1))
+
+
+def _frame_to_rgb(frame, channel_order: str) -> np.ndarray:
+    if isinstance(frame, np.ndarray):
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"frames must be HxWx3 uint8 arrays, got shape {frame.shape} dtype {frame.dtype}")
+        return np.ascontiguousarray(frame[..., ::-1]) if channel_order == "bgr" else frame
+    import av
+
+    if isinstance(frame, av.VideoFrame):
+        from streamrestore.video.reader import frame_to_rgb
+
+        return frame_to_rgb(frame)
+    raise TypeError(f"frames must be numpy arrays or av.VideoFrame, got {type(frame).__name__}")
+
+
+def _rgb_to_frame(rgb: np.ndarray, like, channel_order: str):
+    if isinstance(like, np.ndarray):
+        return np.ascontiguousarray(rgb[..., ::-1]) if channel_order == "bgr" else rgb
+    import av
+
+    out = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    out.pts = like.pts
+    out.time_base = like.time_base
+    out.duration = like.duration
+    return out
+
+
+def _to_tensor(crops: np.ndarray) -> torch.Tensor:
+    """(N, R, R, 3) uint8 → (N, 3, R, R) float32 in [0, 1], contiguous (channels-last strides
+    from a numpy permute crash some CPU conv kernels)."""
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+
+def _to_uint8(faces: torch.Tensor) -> np.ndarray:
+    return faces.detach().float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+# --- threads -------------------------------------------------------------------------------
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def run_threaded(source: Iterable, process: "callable", sink: "callable", *, queue_size: int = 8, on_frame=None) -> None:
+    """Reader thread → ``process`` (this thread) → writer thread, with bounded queues.
+
+    ``source`` is iterated on the reader thread; ``process`` maps an iterable of inputs to an
+    iterator of outputs (it may hold some back, e.g. for tracker lookahead); ``sink`` is called
+    on the writer thread for each output, in order. An exception in any of the three stops all
+    of them and is re-raised here; so is KeyboardInterrupt. The queues bound memory to
+    ``queue_size`` frames on each side, whatever the video length.
+    """
+    inbox: queue.Queue = queue.Queue(maxsize=queue_size)
+    outbox: queue.Queue = queue.Queue(maxsize=queue_size)
+    stop = threading.Event()
+
+    def put(q: queue.Queue, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read():
+        try:
+            for item in source:
+                if not put(inbox, item):
+                    return
+            put(inbox, _END)
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            put(inbox, _Failure(exc))
+
+    writer_error: list[BaseException] = []
+
+    def write():
+        try:
+            while True:
+                item = outbox.get()
+                if item is _END:
+                    return
+                sink(item)
+        except BaseException as exc:
+            writer_error.append(exc)
+            stop.set()
+
+    def inputs():
+        while True:
+            try:
+                item = inbox.get(timeout=0.1)
+            except queue.Empty:
+                if writer_error:
+                    return
+                continue
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+
+    reader = threading.Thread(target=read, name="streamrestore-reader", daemon=True)
+    writer = threading.Thread(target=write, name="streamrestore-writer", daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        for out in process(inputs()):
+            if not put(outbox, out):
+                break
+            if on_frame is not None:
+                on_frame()
+        if not writer_error:
+            put(outbox, _END)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        if stop.is_set():
+            # Unblock the writer so it can exit; what it would have written is abandoned.
+            try:
+                while True:
+                    outbox.get_nowait()
+            except queue.Empty:
+                pass
+            outbox.put(_END)
+        writer.join()
+        stop.set()
+        reader.join(timeout=5)
+    if writer_error:
+        raise writer_error[0]
