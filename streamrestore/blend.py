@@ -73,6 +73,9 @@ class PasteBack:
         saw outside the frame (those pixels were padding, not picture)."""
         h, w = frame_shape
         r = self.resolution
+        corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ _invert(matrix).T
+        if corners.min() >= 0 and corners[:, 0].max() <= w - 1 and corners[:, 1].max() <= h - 1:
+            return self._mask  # the crop saw only picture: the common case, nothing to compute
         inside = cv2.warpAffine(
             np.ones((h, w), np.float32), matrix.astype(np.float64), (r, r),
             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
@@ -88,14 +91,18 @@ class PasteBack:
         """Per-channel mean (and bounded std) of ``restored`` moved to those of ``original``,
         both measured under ``weight``. Float32 result, not clipped."""
         out = restored.astype(np.float32)
-        ref = original.astype(np.float32)
-        wsum = float(weight.sum())
+        # Statistics on every 4th pixel: the same numbers to a fraction of a level, 16x cheaper.
+        step = 4 if out.shape[0] >= 128 else 1
+        ref = original[::step, ::step].astype(np.float32)
+        res = out[::step, ::step]
+        wsub = weight[::step, ::step]
+        wsum = float(wsub.sum())
         if wsum <= 1e-6:
             return out
-        w = weight[..., None] / wsum
-        mu_o, mu_r = (ref * w).sum((0, 1)), (out * w).sum((0, 1))
+        w = wsub[..., None] / wsum
+        mu_o, mu_r = (ref * w).sum((0, 1)), (res * w).sum((0, 1))
         sd_o = np.sqrt(((ref - mu_o) ** 2 * w).sum((0, 1))) + 1e-3
-        sd_r = np.sqrt(((out - mu_r) ** 2 * w).sum((0, 1))) + 1e-3
+        sd_r = np.sqrt(((res - mu_r) ** 2 * w).sum((0, 1))) + 1e-3
         bound = self.config.max_std_ratio
         ratio = np.clip(sd_o / sd_r, 1.0 / bound, bound)
         return (out - mu_r) * ratio + mu_o

@@ -64,10 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _CliHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests swap it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def _configure_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    log.addHandler(handler)
+    if not any(isinstance(h, _CliHandler) for h in log.handlers):
+        log.addHandler(_CliHandler())
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
 

@@ -1,0 +1,184 @@
+"""The command line on bad input: one clear line, exit code 2, nothing written; Ctrl-C → 130."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from media_utils import make_audio_only, make_clip
+from streamrestore import __version__
+from streamrestore.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def run(shared_models, capsys):
+    """Runs the CLI in-process with the identity model and the shared SCRFD pack."""
+
+    def _run(*args, model="identity"):
+        argv = [str(a) for a in args] + ["--model", model, "--face-models", str(shared_models / "insightface"),
+                                         "--no-progress"]
+        code = main(argv)
+        out = capsys.readouterr()
+        return code, out.err
+
+    return _run
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("streamrestore: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def refs(tmp_path, shared_data):
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for p in sorted((shared_data / "face_recognition/knn_train/obama").iterdir())[:2]:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.mp4"
+    make_clip(path, width=96, height=64, frames=6)
+    return path
+
+
+def test_version():
+    proc = subprocess.run([sys.executable, "-m", "streamrestore.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_missing_file(run, tmp_path):
+    code, err = run(tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4")
+    assert code == 2 and "nope.mp4" in _one_error_line(err)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_not_a_video(run, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello")
+    code, err = run(text, "-o", tmp_path / "o.mp4")
+    assert code == 2
+    _one_error_line(err)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_audio_only(run, tmp_path):
+    audio = tmp_path / "song.m4a"
+    make_audio_only(audio)
+    code, err = run(audio, "-o", tmp_path / "o.mp4")
+    assert code == 2 and "video" in _one_error_line(err).lower()
+
+
+def test_zero_length(run, tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    code, err = run(empty, "-o", tmp_path / "o.mp4")
+    assert code == 2
+    _one_error_line(err)
+
+
+def test_truncated_file_restores_what_decodes(run, tmp_path):
+    full = tmp_path / "full.mkv"
+    make_clip(full, width=96, height=64, frames=60, codec="libx264")
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "o.mkv"
+    code, err = run(cut, "-o", out)
+    assert code == 0, err
+    assert out.exists()
+    assert "truncated" in err
+
+
+def test_video_without_faces_says_so(run, clip, tmp_path):
+    code, err = run(clip, "-o", tmp_path / "o.mp4")
+    assert code == 0 and "no faces" in err
+    assert (tmp_path / "o.mp4").exists()
+
+
+def test_empty_refs_folder(run, clip, tmp_path):
+    empty = tmp_path / "empty_refs"
+    empty.mkdir()
+    code, err = run(clip, "--refs", empty, "-o", tmp_path / "o.mp4")
+    assert code == 2 and "empty_refs" in _one_error_line(err)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_refs_with_non_images_are_skipped(run, clip, refs, tmp_path):
+    (refs / "readme.txt").write_text("not a photo")
+    code, err = run(clip, "--refs", refs, "-o", tmp_path / "o.mp4")
+    assert code == 0, err
+    assert "readme.txt" in err  # the warning names the skipped file
+
+
+def test_refs_without_face(run, clip, tmp_path):
+    import numpy as np
+    import cv2
+
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
+    code, err = run(clip, "--refs", folder, "-o", tmp_path / "o.mp4")
+    assert code == 2 and "wall.png" in _one_error_line(err)
+
+
+def test_unwritable_output_folder(run, clip, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    code, err = run(clip, "-o", blocker / "out.mp4")
+    assert code == 2
+    _one_error_line(err)
+
+
+def test_existing_output_needs_force(run, clip, tmp_path):
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"precious")
+    code, err = run(clip, "-o", out)
+    assert code == 2 and "--force" in _one_error_line(err)
+    assert out.read_bytes() == b"precious"
+    code, err = run(clip, "-o", out, "--force")
+    assert code == 0 and out.read_bytes() != b"precious"
+
+
+def test_bad_options(run, clip, tmp_path):
+    code, err = run(clip, "--start", "5", "--end", "2", "-o", tmp_path / "o.mp4")
+    assert code == 2 and "--end" in _one_error_line(err)
+    code, err = run(clip, "--codec", "nonsense", "-o", tmp_path / "o.mp4")
+    assert code == 2
+    _one_error_line(err)
+
+
+def test_default_output_name(run, clip):
+    code, err = run(clip)
+    assert code == 0, err
+    assert (clip.parent / "clip.restored.mp4").exists()
+
+
+def test_ctrl_c_exits_130_and_leaves_no_output(shared_data, shared_models, tmp_path):
+    out = tmp_path / "o.mp4"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrestore.cli", str(shared_data / "liveportrait/driving/d6.mp4"), "-o", str(out),
+         "--model", "identity", "--face-models", str(shared_models / "insightface"), "--no-progress"],
+        stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name.endswith(".partial.mp4") for p in tmp_path.iterdir()):
+        time.sleep(0.2)
+    time.sleep(1.0)  # well into the frame loop
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
