@@ -1,0 +1,88 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from streamrestore.cli import main as cli_main
+from streamrestore.eval.report import format_table, json_rows, make_grid
+from streamrestore.eval.run import METHODS, EvalConfig, bicubic_baseline, load_cases
+from streamrestore.eval.metrics import psnr
+
+KEYS = ("psnr", "ssim", "id_mobilefacenet", "id_paddle", "id_dlib", "lmd")
+
+
+@pytest.fixture(scope="module")
+def eval_run(shared_data, shared_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    argv = ["eval", "--data", str(shared_data / "instantrestore"), "--limit", "2", "--model", "identity",
+            "--out", str(out / "report"), "--json", str(out / "table.json"), "--models", str(shared_models)]
+    assert cli_main(argv) == 0
+    return out
+
+
+def test_eval_writes_table_grid_and_json(eval_run):
+    table = json.loads((eval_run / "table.json").read_text())
+    rows = {r["method"]: r for r in table["rows"]}
+    assert list(rows) == list(METHODS)
+    for method, row in rows.items():
+        assert row["n"] == 2
+        for key in KEYS:
+            assert row[key] is not None and math.isfinite(row[key]), (method, key)
+        assert 5 < row["psnr"] < 60 and 0 < row["ssim"] < 1
+        assert -1 <= row["id_paddle"] <= 1
+    # the identity model changes nothing, whatever references it gets
+    for method in ("model_norefs", "model_refs1", "model_refs4", "model_refs4_other"):
+        assert rows[method]["psnr"] == pytest.approx(rows["input"]["psnr"])
+        assert rows[method]["id_paddle"] == pytest.approx(rows["input"]["id_paddle"])
+    assert rows["bicubic"]["psnr"] != pytest.approx(rows["input"]["psnr"], abs=1e-6)
+    report = (eval_run / "report" / "eval.md").read_text()
+    for method in METHODS:
+        assert f"| {method} |" in report
+    assert "00001 / model_refs4" in report  # per-image table
+    import cv2
+
+    grid = cv2.imread(str(eval_run / "report" / "grid.png"))
+    assert grid is not None and grid.shape[0] > 2 * 100 and grid.shape[1] >= 4 * 100  # 2 people x 4 columns
+
+
+def test_eval_without_models_is_a_user_error(shared_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STREAMRESTORE_SHARED", str(tmp_path / "nowhere"))
+    code = cli_main(["eval", "--data", str(shared_data / "instantrestore"), "--models", str(tmp_path / "none"),
+                     "--model", "identity", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "--models" in capsys.readouterr().err
+    assert cli_main(["eval", "--data", str(tmp_path / "missing"), "--model", "identity"]) == 2
+
+
+def test_cases_from_the_test_layout(shared_data):
+    cases = load_cases(shared_data / "instantrestore", EvalConfig(limit=3))
+    assert [c.name for c in cases] == sorted(c.name for c in cases) and len(cases) == 3
+    for case in cases:
+        assert case.degraded.shape == case.ground_truth.shape == (512, 512, 3)
+        assert len(case.references) >= 4
+        # the references are other photos, not the ground truth
+        assert all(psnr(ref, case.ground_truth) < 40 for ref in case.references)
+
+
+def test_bicubic_baseline_smooths_noise():
+    rng = np.random.default_rng(0)
+    clean = np.full((64, 64, 3), 120, np.uint8)
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    out = bicubic_baseline(noisy, 4)
+    assert out.shape == noisy.shape and out.dtype == np.uint8
+    assert psnr(out, clean) > psnr(noisy, clean) + 6
+
+
+def test_report_helpers():
+    rows = [{"method": "input", "psnr": 20.0, "ssim": 0.5, "id_mobilefacenet": 0.3, "id_paddle": float("nan"),
+             "id_dlib": 0.9, "lmd": float("nan"), "n": 1}]
+    assert json_rows(rows)[0]["id_paddle"] is None and json_rows(rows)[0]["psnr"] == 20.0
+    json.dumps(json_rows(rows), allow_nan=False)  # valid JSON
+    table = format_table(rows)
+    assert "| input | 20.00 | 0.5000 |" in table and "–" in table
+    tiles = {"a": {"x": np.zeros((32, 32, 3), np.uint8), "y": np.full((64, 64, 3), 255, np.uint8)},
+             "b": {"x": np.zeros((16, 16, 3), np.uint8), "y": np.zeros((16, 16, 3), np.uint8)}}
+    grid = make_grid(tiles, tile=40, label_height=10)
+    assert grid.shape == (10 + 2 * 50, 80, 3)
+    assert grid[20:60, 40:80].min() == 255 and grid[20:60, 0:40].max() == 0

@@ -1,0 +1,202 @@
+import numpy as np
+import pytest
+import torch
+
+from streamrestore.faces.align import template
+from streamrestore.train.data import (
+    EVAL_ONLY,
+    TRAIN_OK,
+    EvalOnlyDataError,
+    PackedFaces,
+    RestorationDataset,
+    discover_sources,
+    licence_class,
+    pack_dataset,
+    shared_sources,
+    split_identities,
+)
+
+TWO_PEOPLE = ("deepface:id02", "Joe Biden")
+CLIP = "Alexandria Ocasio-Cortez"  # sadtalker clip, 512x512, 8 s
+
+
+@pytest.fixture(scope="module")
+def detector(shared_models):
+    from streamrestore.faces.detect import ScrfdDetector
+
+    return ScrfdDetector(shared_models / "scrfd/det_500m.onnx")
+
+
+@pytest.fixture(scope="module")
+def two_people_pack(shared_data, detector, tmp_path_factory):
+    sources = shared_sources(shared_data, identities=TWO_PEOPLE)
+    path = tmp_path_factory.mktemp("pack") / "two.npz"
+    report = pack_dataset(sources, path, 128, detector=detector)
+    return sources, report, PackedFaces(path)
+
+
+@pytest.fixture(scope="module")
+def mixed_pack(shared_data, detector, tmp_path_factory):
+    """Photos of two people plus frames of one clip (frames reference each other)."""
+    sources = shared_sources(shared_data, identities=TWO_PEOPLE + (CLIP,))
+    path = tmp_path_factory.mktemp("pack") / "mixed.npz"
+    pack_dataset(sources, path, 64, detector=detector, frames_per_video=4, min_frame_gap_s=1.5)
+    return PackedFaces(path)
+
+
+def test_licence_classes_follow_the_readme():
+    assert licence_class("deepface/img1.jpg", "MIT") == TRAIN_OK
+    assert licence_class("pcavs/Input/00002.mp4", "CC BY 4.0") == TRAIN_OK
+    assert licence_class("instantrestore/00001/gt.png") == EVAL_ONLY
+    assert licence_class("keep/real_1.mp4", "S-Lab License 1.0 (non-commercial)") == EVAL_ONLY
+    assert licence_class("dmdnet/x.png", "CC BY-NC-SA 4.0 (README)") == EVAL_ONLY
+    # a train-ok folder does not launder a non-commercial file
+    assert licence_class("deepface/new.jpg", "CC BY-NC 4.0") == EVAL_ONLY
+
+
+def test_shared_train_ok_sources(shared_data):
+    sources = shared_sources(shared_data)
+    assert len(sources) > 100
+    assert {s.licence for s in sources} == {TRAIN_OK}
+    tops = {s.name.split("/")[0] for s in sources}
+    assert not tops & {"instantrestore", "keep", "dmdnet", "asffnet", "codeformer", "pgtformer", "gpen"}
+    names = {s.name for s in sources}
+    assert "face_recognition/two_people.jpg" not in names  # group photos: who is who is unknown
+    assert "face_recognition/short_hamilton_clip.mp4" not in names
+    by_id = {}
+    for s in sources:
+        by_id.setdefault(s.identity, []).append(s)
+    assert len(by_id["deepface:id02"]) >= 5
+    assert {s.kind for s in sources} == {"image", "video"}
+
+
+def test_pack_two_identities_and_load(two_people_pack):
+    sources, report, pack = two_people_pack
+    assert report.bytes == pack.path.stat().st_size < 40 * 2**20
+    assert sorted(pack.identities) == sorted(TWO_PEOPLE)
+    assert len(pack) == report.crops >= 6
+    assert pack.licence_classes == {TRAIN_OK}
+    pack.require_train_ok()
+    assert pack.resolution == 128
+    counts = pack.counts()
+    assert counts["deepface:id02"] >= 4 and counts["Joe Biden"] >= 1
+    assert set(pack.source_names) <= {s.name for s in sources}
+    for i in range(len(pack)):
+        crop = pack.image(i)
+        assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8
+        assert crop.std() > 10  # a face, not an empty border
+    # the detector's landmarks land near the template after alignment (fractions of the crop)
+    err = np.abs(pack.landmarks - template(128) / 128).max(axis=(1, 2))
+    assert (err < 0.06).all(), err
+
+
+def test_eval_only_sets_are_refused(shared_data, detector, tmp_path):
+    sources = discover_sources(shared_data / "instantrestore", licence=TRAIN_OK)
+    # files inside the shared folder keep the README's class whatever the caller claims
+    assert {s.licence for s in sources} == {EVAL_ONLY}
+    layout = [s for s in sources if s.identity == "00001"]
+    assert any(s.name.endswith("gt.png") for s in layout)
+    assert not any(s.name.endswith("degraded.png") for s in layout)
+    assert sum("conditioning" in s.name for s in layout) >= 6
+    with pytest.raises(EvalOnlyDataError, match="eval-only"):
+        pack_dataset(sources, tmp_path / "x.npz", 64, detector=detector)
+    assert not (tmp_path / "x.npz").exists()
+    # explicitly allowed for an evaluation pack, and the pack says what it holds
+    pack_dataset(layout[:3], tmp_path / "eval.npz", 64, detector=detector, allow_eval_only=True)
+    pack = PackedFaces(tmp_path / "eval.npz")
+    assert pack.licence_classes == {EVAL_ONLY}
+    with pytest.raises(EvalOnlyDataError):
+        pack.require_train_ok()
+
+
+def test_discover_identity_folder_layouts(tmp_path):
+    image = np.zeros((8, 8, 3), np.uint8)
+    import cv2
+
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "bob" / "cropped_images").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "ann" / "a.jpg"), image)
+    cv2.imwrite(str(tmp_path / "ann" / "b.png"), image)
+    (tmp_path / "ann" / "notes.txt").write_text("not a photo")
+    cv2.imwrite(str(tmp_path / "bob" / "cropped_images" / "1.png"), image)
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    sources = discover_sources(tmp_path)
+    got = sorted((s.identity, s.name, s.kind) for s in sources)
+    assert got == [("ann", "ann/a.jpg", "image"), ("ann", "ann/b.png", "image"),
+                   ("bob", "bob/cropped_images/1.png", "image"), ("clip", "clip.mp4", "video")]
+
+
+def test_dataset_never_uses_the_target_as_its_own_reference(mixed_pack):
+    pack = mixed_pack
+    assert CLIP in pack.identities
+    ds = RestorationDataset(pack, preset="severe", seed=3, min_refs=1, max_refs=4, min_time_gap_s=1.0)
+    seen_counts = set()
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            target = int(s["index"])
+            count = int(s["ref_count"])
+            refs = s["ref_indices"][:count].tolist()
+            seen_counts.add(count)
+            assert 1 <= count <= 4
+            assert target not in refs
+            assert (s["ref_indices"][count:] == -1).all()
+            assert s["ref_mask"].tolist() == [k < count for k in range(4)]
+            assert len(set(refs)) == count
+            for r in refs:
+                assert pack.identity[r] == pack.identity[target]
+                if pack.source[r] == pack.source[target]:  # frames of one clip: far apart only
+                    assert abs(pack.time_s[r] - pack.time_s[target]) >= 1.0
+            assert (s["references"][count:] == 0).all()
+            assert s["degraded"].shape == s["target"].shape == (3, 64, 64)
+            assert s["degraded"].is_contiguous() and s["target"].is_contiguous()
+            assert 0.0 <= float(s["degraded"].min()) and float(s["degraded"].max()) <= 1.0
+            assert s["landmarks"].shape == (5, 2) and s["ref_landmarks"].shape == (4, 5, 2)
+    assert len(seen_counts) > 1  # the number of references varies
+    # every target of the clip has only frames >= 1 s away as candidates
+    clip = pack.indices_of(CLIP)
+    assert len(clip) >= 3
+    for t in clip:
+        for r in ds.references_of(int(t)):
+            assert r != t
+
+
+def test_dataset_is_reproducible_per_seed_and_epoch(two_people_pack):
+    pack = two_people_pack[2]
+    a = RestorationDataset(pack, seed=1)
+    b = RestorationDataset(pack, seed=1)
+    s1, s2 = a[0], b[0]
+    for key in ("degraded", "target", "references", "ref_indices"):
+        assert torch.equal(s1[key], s2[key])
+    assert not torch.equal(s1["degraded"], s1["target"])  # it is degraded
+    a.set_epoch(1)
+    assert not torch.equal(a[0]["degraded"], s1["degraded"])
+
+
+def test_identity_split_is_disjoint_and_deterministic(mixed_pack):
+    train, val = mixed_pack.split(val_fraction=0.4, seed=0, min_crops=3)
+    assert set(train).isdisjoint(val) and set(train) | set(val) == set(mixed_pack.identities)
+    assert len(val) >= 1
+    counts = mixed_pack.counts()
+    assert all(counts[name] >= 3 for name in val)
+    assert (train, val) == mixed_pack.split(val_fraction=0.4, seed=0, min_crops=3)
+    names = [f"id{i}" for i in range(20)]
+    t1, v1 = split_identities(names, 0.25, seed=7)
+    t2, v2 = split_identities(list(reversed(names)), 0.25, seed=7)
+    assert (t1, v1) == (t2, v2) and len(v1) == 5
+    # a dataset over the train half never draws a held-out person
+    ds = RestorationDataset(mixed_pack, train)
+    held_out = {mixed_pack.identities.index(n) for n in val}
+    assert all(int(mixed_pack.identity[t]) not in held_out for t in ds.targets)
+
+
+def test_copies_of_one_photo_are_packed_once(shared_data, detector, tmp_path):
+    wanted = {"face_recognition/obama-240p.jpg", "face_recognition/obama-1080p.jpg",
+              "face_recognition/knn_train/obama/obama2.jpg"}
+    sources = [s for s in shared_sources(shared_data, identities=["Barack Obama"]) if s.name in wanted]
+    assert len(sources) == 3
+    report = pack_dataset(sources, tmp_path / "obama.npz", 64, detector=detector)
+    assert report.skipped.get("near-duplicate") == 1  # 240p and 1080p are the same photo
+    pack = PackedFaces(tmp_path / "obama.npz")
+    assert len(pack) == 2 and "face_recognition/knn_train/obama/obama2.jpg" in pack.source_names
