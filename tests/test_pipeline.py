@@ -163,3 +163,42 @@ def test_interrupt_leaves_no_output(tmp_path, shared_data, shared_models, scrfd)
     with pytest.raises(KeyboardInterrupt):
         restore_video(shared_data / "liveportrait/driving/d19.mp4", dst, face_restorer=fr)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd):
+    """two_people.jpg: Obama left, Biden right. With two reference sets, the restorer receives,
+    in one batch, each face with the cache of its own person (encoded once per identity)."""
+    from streamrestore.faces.identity import create_embedder
+    from streamrestore.faces.references import load_reference_sets
+
+    root = shared_data / "face_recognition"
+    embedder = create_embedder("auto", models_dir=shared_models / "insightface")
+
+    class Recording(IdentityRestorer):
+        encoded = 0
+        batches = []
+
+        def encode_references(self, faces):
+            Recording.encoded += 1
+            return super().encode_references(faces)
+
+        def restore(self, faces, caches):
+            Recording.batches.append(list(caches))
+            return faces
+
+    restorer = Recording(128)
+    sets = load_reference_sets([str(root / "knn_train/obama"), str(root / "knn_train/biden")], scrfd, embedder, 128)
+    fr = FaceRestorer(restorer, scrfd, sets, embedder=embedder, config=PipelineConfig(lookahead=0))
+    image = np.ascontiguousarray(cv2.imread(str(root / "two_people.jpg"))[:, :, ::-1])
+    for i in range(6):
+        shift = np.float32([[1, 0, 2 * i], [0, 1, -i]])
+        fr.process(cv2.warpAffine(image, shift, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE))
+    assert Recording.encoded == 2  # once per identity, not per frame
+    assert all(len(b) == 2 for b in Recording.batches)  # both faces in one call
+    by_side = {}
+    for f in fr.last_faces:
+        centre_x = cv2.invertAffineTransform(f.matrix) @ np.array([64, 64, 1.0])
+        by_side["left" if centre_x[0] < image.shape[1] / 2 else "right"] = f.identity
+    assert by_side == {"left": "obama", "right": "biden"}
+    last = Recording.batches[-1]
+    assert {id(c) for c in last} == {id(fr.caches["obama"]), id(fr.caches["biden"])}
