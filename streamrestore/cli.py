@@ -13,7 +13,7 @@ from streamrestore.errors import UserError
 
 log = logging.getLogger("streamrestore")
 
-SUBCOMMANDS = ("live", "train", "eval", "bench")
+SUBCOMMANDS = ("train", "eval")  # each is streamrestore.commands.<name>.main(argv) -> int
 
 
 def _time(text: str) -> float:
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="streamrestore",
         description="Restore the faces in a video using a few reference photos of the person.",
-        epilog="Other commands: streamrestore live|train|eval|bench --help",
+        epilog="Other commands: " + ", ".join(f"streamrestore {c} --help" for c in SUBCOMMANDS),
     )
     p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
     p.add_argument("input", help="video file to restore")
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in SUBCOMMANDS:
             import importlib
 
+            _configure_logging("-v" in argv or "--verbose" in argv)
             module = importlib.import_module(f"streamrestore.commands.{argv[0]}")
             return module.main(argv[1:])
         return _restore_file(argv)
