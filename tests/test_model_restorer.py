@@ -62,6 +62,13 @@ def recompute_restore(restorer, face, refs):
         return net.decode(x0)
 
 
+def test_implements_restorer_protocol(restorer):
+    from streamrestore.types import Restorer
+
+    assert isinstance(restorer, Restorer)
+    assert restorer.resolution == R
+
+
 def test_reference_network_shares_base_weights(restorer):
     net = restorer.net
     base = dict(net.unet.named_parameters())
@@ -200,3 +207,20 @@ def test_config_rejects_bad_values():
         tiny_config(timestep=1000)
     with pytest.raises(ValueError, match="channels"):
         tiny_config("pixel", pixel_factor=4)
+
+
+def test_training_path_pack_kv_matches_cache_and_has_gradients(restorer):
+    net = restorer.net
+    face, refs = images(2, 22), images(4, 23)  # two faces, two references each
+    caches = [restorer.encode_references(refs[:2]), restorer.encode_references(refs[2:])]
+    want = restorer.restore(face, caches)
+    lat = net.encode(refs, reference=True)
+    kv = net.reference_kv(lat, restorer.fixed_noise(restorer.config.reference_noise_seed, 4))
+    batch = net.pack_kv(kv, 2)
+    x = face.clone().requires_grad_(True)
+    maps = {net.shared_layers[-1]: None}
+    x0 = net.denoise(net.encode(x), restorer.fixed_noise(restorer.config.noise_seed, 2), batch, attention_maps=maps)
+    got = net.decode(x0)
+    torch.testing.assert_close(got.detach(), want, rtol=1e-4, atol=1e-5)
+    maps[net.shared_layers[-1]].for_reference(1).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -246,7 +246,7 @@ def paper_config(**changes) -> RestorerConfig:
 
 
 def tiny_config(latent: str = "vae", **changes) -> RestorerConfig:
-    """A few-thousand-parameter network with the paper's structure, for tests (32 px faces).
+    """A ~0.5 M-parameter network with the paper's structure, for tests (32 px faces).
 
     Two up blocks carry attention (shared layers at 8x8 and 16x16 tokens, two each).
     """

@@ -186,6 +186,23 @@ class InstantRestoreNet(nn.Module):
                             cross_attention_kwargs={"record_kv": record})
         return {name: record[name] for name in self.shared_layers}
 
+    def pack_kv(self, kv: dict[str, tuple[torch.Tensor, torch.Tensor]], batch: int) -> ReferenceBatch:
+        """K/V from :meth:`reference_kv` of ``batch * N`` references (face-major: face 0's N first)
+        as a :class:`ReferenceBatch` with N references per face; keeps gradients (training path)."""
+        layers = {}
+        for name in self.shared_layers:
+            k, v = kv[name]
+            if k.shape[0] % batch:
+                raise ValueError(f"{k.shape[0]} references do not split evenly over {batch} faces")
+            k = k.reshape(batch, -1, *k.shape[1:])
+            v = v.reshape(batch, -1, *v.shape[1:])
+            mean, std = value_statistics(v.float(), self.config.adain_eps)
+            layers[name] = LayerReferences(k, v, mean.to(v.dtype), std.to(v.dtype))
+        input_mask = None
+        if self.config.include_input_kv:
+            input_mask = torch.ones(batch, dtype=torch.bool, device=next(iter(layers.values())).keys.device)
+        return ReferenceBatch(layers, None, input_mask, input_mask is not None)
+
     def denoise(self, latents: torch.Tensor, noise: torch.Tensor, references: ReferenceBatch | None,
                 attention_maps: dict | None = None) -> torch.Tensor:
         """One restoration step: clean latent (B, C, h, w) -> x0 estimate, same shape."""

@@ -1,0 +1,119 @@
+"""Restorer speed: ms per face with cached references vs recomputing them every frame.
+
+Random weights (speed does not depend on their values). "cached": references were encoded once
+(ReferenceCache) and every frame only runs restore(). "recomputed": every frame each face's
+references go through the reference network again (each face its own identity), then restore().
+
+    python benchmarks/bench_restorer.py --scale tiny
+    python benchmarks/bench_restorer.py --scale paper --device cuda --dtype fp16 --batch 1,4 --refs 4 --compile
+    python benchmarks/bench_restorer.py --scale paper --device cpu --batch 1 --iters 1 --warmup 0
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from streamrestore.model import InstantRestoreNet, InstantRestorer, paper_config, tiny_config
+from streamrestore.model.cache import paper_cache_bytes_per_reference
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, iters: int, warmup: int) -> float:
+    """Median seconds of ``fn()`` over ``iters`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def compile_net(net: InstantRestoreNet, mode: str | None) -> None:
+    """torch.compile the UNets and the VAE encoder/decoder in place (benchmark only)."""
+    # static shapes: one graph per (batch, references) shape, like an engine per stream
+    opts = dict(mode=mode, dynamic=False)
+    net.unet = torch.compile(net.unet, **opts)
+    if net.ref_unet is not None:
+        net.ref_unet = torch.compile(net.ref_unet, **opts)
+    for vae in {id(v): v for v in (net.vae, net.ref_vae) if v is not None}.values():
+        vae.encoder = torch.compile(vae.encoder, **opts)
+        vae.decoder = torch.compile(vae.decoder, **opts)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", choices=["paper", "tiny"], default="tiny", help="paper: SD-Turbo UNet + SD VAE, 512 px")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on CUDA, fp32 on CPU")
+    ap.add_argument("--batch", default="1,4", help="comma-separated batch sizes (faces per call)")
+    ap.add_argument("--refs", type=int, default=4, help="references per identity")
+    ap.add_argument("--iters", type=int, default=5, help="timed runs per measurement (median)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (compile happens here)")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
+    ap.add_argument("--skip-recompute", action="store_true", help="only time the cached path")
+    args = ap.parse_args(argv)
+
+    cfg = paper_config() if args.scale == "paper" else tiny_config()
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    batches = [int(b) for b in args.batch.split(",")]
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    net = InstantRestoreNet(cfg)
+    restorer = InstantRestorer(net, device=args.device, dtype=dtype, name=args.scale)
+    device = restorer.device
+    n_params = sum(p.numel() for p in net.parameters())
+    print(f"# scale={args.scale} device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+          f"{torch.get_num_threads()} threads) dtype={restorer.dtype} resolution={cfg.resolution} "
+          f"params={n_params / 1e6:.1f}M build={time.perf_counter() - start:.1f}s")
+    per_ref = paper_cache_bytes_per_reference(cfg.unet, cfg.latent_size, torch.finfo(restorer.dtype).bits // 8)
+    print(f"# reference cache: {per_ref / 2**20:.2f} MiB per reference ({len(net.shared_layers)} layers, "
+          f"{restorer.dtype}), {args.refs * per_ref / 2**20:.1f} MiB per identity with {args.refs} references")
+
+    g = torch.Generator().manual_seed(0)
+    r = cfg.resolution
+    rows = []
+    modes = ["eager"] + (["compile"] if args.compile else [])
+    for mode in modes:
+        if mode == "compile":
+            compile_net(restorer.net, args.compile_mode)
+        for b in batches:
+            faces = torch.rand(b, 3, r, r, generator=g)
+            refs = [torch.rand(args.refs, 3, r, r, generator=g) for _ in range(b)]
+            caches = [restorer.encode_references(x) for x in refs]
+
+            def cached():
+                restorer.restore(faces, caches)
+
+            def recomputed():
+                restorer.restore(faces, [restorer.encode_references(x) for x in refs])
+
+            warmup = max(args.warmup, 2) if mode == "compile" else args.warmup  # compiles happen here
+            t_cached = timed(cached, device, args.iters, warmup)
+            t_recomp = float("nan") if args.skip_recompute else timed(recomputed, device, args.iters, warmup)
+            rows.append((mode, b, args.refs, 1e3 * t_cached / b, 1e3 * t_recomp / b, t_recomp / t_cached))
+            print(f"#  done {mode} batch={b}", flush=True)
+
+    print()
+    print("| mode | batch | refs | cached ms/face | recomputed ms/face | cache speed-up | faces/s cached |")
+    print("|---|---|---|---|---|---|---|")
+    for mode, b, n, tc, tr, sp in rows:
+        print(f"| {mode} | {b} | {n} | {tc:.1f} | {tr:.1f} | {sp:.2f}x | {1e3 / tc:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
