@@ -8,6 +8,7 @@ overlap the face work and memory stays flat on long videos.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import queue
 import threading
@@ -139,6 +140,9 @@ class FaceRestorer:
         self.reference_sets = list(reference_sets)
         self.resolution = int(restorer.resolution)
         self.stats = RunStats()
+        # A restorer that takes per-face noise seeds gets the track id: fixed noise per track
+        # makes an unchanged face restore identically frame after frame.
+        self._seeds_per_track = "noise_seeds" in inspect.signature(restorer.restore).parameters
 
         needs_matching = len(self.reference_sets) > 1 or (self.reference_sets and config.unmatched == "skip")
         if needs_matching and embedder is None:
@@ -242,8 +246,9 @@ class FaceRestorer:
         self.stats.add_time("align", t1 - t0)
         if not crops:
             return frame
+        seeds = {"noise_seeds": ids} if self._seeds_per_track else {}
         with torch.inference_mode():
-            restored = self.restorer.restore(_to_tensor(np.stack(crops)), caches)
+            restored = self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds)
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
