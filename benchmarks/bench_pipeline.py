@@ -43,7 +43,12 @@ def pipeline(clip, dst, frames, settings, args):
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import VideoWriter
 
-    fr = build_face_restorer(args.refs or (), model=args.model, detector=args.detector, face_models=args.face_models,
+    model = args.model
+    if model == "identity":
+        from streamrestore.model.identity import IdentityRestorer
+
+        model = IdentityRestorer(args.resolution)
+    fr = build_face_restorer(args.refs or (), model=model, detector=args.detector, face_models=args.face_models,
                              device=args.device)
     fr.stats.stage_seconds.clear()
     t0 = time.perf_counter()
@@ -71,6 +76,7 @@ def main():
     ap.add_argument("--refs", action="append")
     ap.add_argument("--model", default="identity")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--resolution", type=int, default=512, help="crop size of the identity restorer (lite: 128)")
     ap.add_argument("--detector", default="auto")
     ap.add_argument("--face-models")
     ap.add_argument("--frames", type=int, default=0, help="only the first N frames (0: all)")
@@ -92,7 +98,7 @@ def main():
             if stats_best is None or secs <= min(pipe):
                 stats_best = stats
     n = stats_best.frames
-    print(f"clip: {args.clip}  frames: {n}  model: {args.model}  detector: {args.detector}  torch threads: {torch.get_num_threads()}")
+    print(f"clip: {args.clip}  frames: {n}  model: {args.model} ({args.resolution} px)  detector: {args.detector}  torch threads: {torch.get_num_threads()}")
     print(f"{'stage':<26}{'ms/frame':>10}")
     for stage, secs in sorted(stats_best.stage_seconds.items(), key=lambda kv: -kv[1]):
         print(f"{stage:<26}{1000 * secs / max(n, 1):>10.2f}")

@@ -112,6 +112,16 @@ def _restore_file(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The CLI's log set-up is undone on return, so calling main() from Python (tests, scripts)
+    # leaves the "streamrestore" logger as it found it.
+    saved = (list(log.handlers), log.level, log.propagate)
+    try:
+        return _main(argv)
+    finally:
+        log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+def _main(argv: list[str]) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             import importlib

@@ -63,18 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(verbose: bool) -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
     from streamrestore.api import load_restorer
     from streamrestore.eval.judges import load_judges, load_landmark_detector
     from streamrestore.eval.report import format_table, markdown_report, write_grid, write_json
