@@ -97,6 +97,7 @@ def restore_video(
     end: float | None = None,
     max_faces: int | None = None,
     unmatched: str = "restore",
+    detect_every: int = 3,
     force: bool = False,
     progress: bool = False,
     face_restorer: FaceRestorer | None = None,
@@ -121,7 +122,7 @@ def restore_video(
         info = reader.info
         fps = float(info.frame_rate) if info.frame_rate else 30.0
         if face_restorer is None:
-            config = PipelineConfig(max_faces=max_faces, unmatched=unmatched)
+            config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every)
             face_restorer = build_face_restorer(
                 refs, model=model, device=device, detector=detector, face_models=face_models, config=config, fps=fps
             )

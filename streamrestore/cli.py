@@ -41,6 +41,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-faces", type=int, metavar="N", help="restore at most N faces per frame (largest first)")
     p.add_argument("--unmatched", default="restore", choices=["restore", "skip"],
                    help="faces matching no reference set: restore without references (default) or leave them")
+    p.add_argument("--detect-every", type=int, default=3, metavar="K",
+                   help="run the face detector on every K-th frame, optical flow in between (default 3; 1: every frame)")
     p.add_argument("-v", "--verbose", action="store_true", help="more messages")
 
 
@@ -94,6 +96,8 @@ def _restore_file(argv: list[str]) -> int:
         raise UserError(f"--end ({args.end}s) must be after --start ({args.start}s)")
     if args.max_faces is not None and args.max_faces < 1:
         raise UserError(f"--max-faces must be at least 1, got {args.max_faces}")
+    if args.detect_every < 1:
+        raise UserError(f"--detect-every must be at least 1, got {args.detect_every}")
     from streamrestore.api import restore_video
     from streamrestore.video.writer import default_output_path
 
@@ -102,7 +106,7 @@ def _restore_file(argv: list[str]) -> int:
         args.input, output, args.refs,
         model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
         codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
-        max_faces=args.max_faces, unmatched=args.unmatched, force=args.force,
+        max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, force=args.force,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     print(stats.summary(), file=sys.stderr)

