@@ -64,7 +64,9 @@ def pipeline(clip, dst, frames, settings, args):
             t = time.perf_counter()
             writer.write(frame)
             enc[0] += time.perf_counter() - t
-        run_threaded(limited(), fr.stream, sink)
+        from streamrestore.pipeline import DecodedFrame
+
+        run_threaded((DecodedFrame.of(f) for f in limited()), fr.stream, sink)
     total = time.perf_counter() - t0
     fr.stats.add_time("encode (writer thread)", enc[0])
     return total, fr.stats

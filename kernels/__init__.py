@@ -1,0 +1,43 @@
+"""GPU kernels of the frame path (Triton) and their plain PyTorch references.
+
+- :mod:`kernels.crop_warp`: batched affine warp of decoded frames into aligned face crops.
+- :mod:`kernels.paste_back`: inverse warp + feathered mask + colour gain/offset + blend of the
+  restored crops into their frame, in one pass per face.
+
+Each operation has a PyTorch reference implementation (``grid_sample``-based) with the same
+math; the CPU path runs the reference, CUDA tensors run the Triton kernel when the optional
+``triton`` package (``pip install 'streamrestore[gpu]'``) is importable. Tests compare the two
+on CPU under ``TRITON_INTERPRET=1``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """True when the ``triton`` package can be imported (it may still lack a GPU to run on)."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # a broken install (wrong CUDA/driver libs) counts as absent
+        return False
+    return True
+
+
+from kernels.crop_warp import crop_warp, crop_warp_reference, crop_warp_triton  # noqa: E402
+from kernels.paste_back import (  # noqa: E402
+    color_transform,
+    paste_back,
+    paste_back_reference,
+    paste_back_triton,
+    paste_weights,
+)
+
+__all__ = [
+    "color_transform", "crop_warp", "crop_warp_reference", "crop_warp_triton", "paste_back",
+    "paste_back_reference", "paste_back_triton", "paste_weights", "triton_available",
+]

@@ -221,6 +221,8 @@ class FaceRestorer:
         index = self._next_index
         self._next_index += 1
         rgb = _frame_to_rgb(frame, self.channel_order)
+        if isinstance(frame, DecodedFrame):
+            frame = frame.frame
         t0 = time.perf_counter()
         faces = self._find_faces(rgb)
         t1 = time.perf_counter()
@@ -315,7 +317,23 @@ def _face_size(face: Face) -> float:
     return float(max(x2 - x1, y2 - y1))
 
 
+@dataclass(frozen=True)
+class DecodedFrame:
+    """A decoded frame with its RGB pixels already computed (e.g. on the reader thread, so the
+    colour conversion overlaps the face work). :class:`FaceRestorer` accepts it wherever it
+    accepts a frame and returns ``frame`` (restored) for it."""
+
+    frame: Any
+    rgb: np.ndarray
+
+    @classmethod
+    def of(cls, frame, channel_order: str = "rgb") -> "DecodedFrame":
+        return cls(frame, _frame_to_rgb(frame, channel_order))
+
+
 def _frame_to_rgb(frame, channel_order: str) -> np.ndarray:
+    if isinstance(frame, DecodedFrame):
+        return frame.rgb
     if isinstance(frame, np.ndarray):
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"frames must be HxWx3 uint8 arrays, got shape {frame.shape} dtype {frame.dtype}")

@@ -34,4 +34,4 @@ class IdentityRestorer:
     def restore(self, faces: torch.Tensor, caches: Sequence[IdentityReferences | None]) -> torch.Tensor:
         if len(caches) != faces.shape[0]:
             raise ValueError(f"got {faces.shape[0]} faces but {len(caches)} caches")
-        return faces.clone()
+        return faces  # callers never write into the result (the pipeline copies out)
