@@ -1,0 +1,34 @@
+"""Live mode: restore a camera, a video file played in real time, or a network stream, with low
+latency, into a preview window and/or a file or network output.
+
+    from streamrestore import FaceRestorer
+    from streamrestore.live import LiveConfig, LiveSession, open_sink, open_source
+
+    source = open_source("0")                      # camera 0; or a file, or "udp://..." etc.
+    restorer = FaceRestorer.from_options("me/", lookahead=0, fps=source.fps)
+    sink = open_sink("udp://127.0.0.1:5000", source.width, source.height)
+    stats = LiveSession(restorer, source, [sink], config=LiveConfig(window=True)).run()
+    print(stats.summary())
+
+Modules: :mod:`~streamrestore.live.sources` (sources, reconnecting, newest-frame-wins capture),
+:mod:`~streamrestore.live.sinks` (file and network outputs), :mod:`~streamrestore.live.preview`
+(window), :mod:`~streamrestore.live.session` (the loop, latency statistics, clean shutdown).
+"""
+_LAZY = {
+    "CameraSource": "sources", "FileSource": "sources", "LatestFrame": "sources", "LiveFrame": "sources",
+    "LiveSource": "sources", "ReconnectPolicy": "sources", "StreamSource": "sources", "open_source": "sources",
+    "FileSink": "sinks", "StreamSink": "sinks", "check_output": "sinks", "open_sink": "sinks",
+    "PreviewWindow": "preview", "check_display": "preview",
+    "LiveConfig": "session", "LiveSession": "session", "LiveStats": "session", "warm_up": "session",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    # Lazy, so a process that only sends or receives a stream does not import torch.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"streamrestore.live.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'streamrestore.live' has no attribute {name!r}")

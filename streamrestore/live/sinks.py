@@ -1,0 +1,229 @@
+"""Live outputs: a video file or a network stream, timestamped from the capture clock.
+
+Frames arrive at an uneven rate (the input drops what processing cannot keep up with), so each
+output frame's timestamp is its capture time relative to the first frame: players then show
+the restored stream at the pace it was filmed, gaps included.
+"""
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from streamrestore.errors import OutputError
+
+log = logging.getLogger("streamrestore")
+
+#: 90 kHz: MPEG-TS's native clock, fine enough for any frame rate.
+TIME_BASE = Fraction(1, 90000)
+
+# Output muxer per URL scheme.
+_STREAM_FORMATS = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtp": "rtp_mpegts",
+                   "rtmp": "flv", "rtmps": "flv", "rtsp": "rtsp"}
+
+
+def is_url(spec: str) -> bool:
+    return "://" in str(spec) and not str(spec).lower().startswith("file://")
+
+
+class _Clock:
+    """Capture times → strictly increasing pts in :data:`TIME_BASE`."""
+
+    def __init__(self):
+        self.start: float | None = None
+        self.last: int | None = None
+
+    def pts(self, captured: float) -> int:
+        if self.start is None:
+            self.start = captured
+        pts = round((captured - self.start) / TIME_BASE)
+        if self.last is not None and pts <= self.last:
+            pts = self.last + 1  # two frames within one tick: keep order, nudge by one tick
+        self.last = pts
+        return pts
+
+
+class StreamSink:
+    """Encodes frames to a network URL with H.264 tuned for low latency.
+
+    Args:
+        url: ``udp://HOST:PORT`` (MPEG-TS), ``srt://...``, ``tcp://...``, ``rtmp://.../app/key``
+            (FLV), ``rtsp://...`` (publish to an RTSP server).
+        width, height: frame size (every frame must have it).
+        keyframe_interval: seconds between keyframes (default 1: a receiver that joins late,
+            or loses packets, shows a picture within about a second).
+        crf: x264 quality (default 23, x264's own default: a network stream favours size).
+        timeout: seconds a connection attempt may take (rtmp, srt, tcp, rtsp).
+
+    ``zerolatency`` turns off x264's lookahead and B-frames, so every frame leaves the encoder
+    as soon as it is given; ``ultrafast`` keeps encoding a 640x480 frame to a few ms.
+    """
+
+    def __init__(self, url: str, width: int, height: int, *, keyframe_interval: float = 1.0, crf: int = 23,
+                 timeout: float = 10.0):
+        import av
+
+        if width <= 0 or height <= 0:
+            raise ValueError(f"frame size must be positive, got {width}x{height}")
+        if not keyframe_interval > 0:
+            raise ValueError(f"keyframe_interval must be positive, got {keyframe_interval}")
+        self.url = url
+        self.name = url
+        self.width, self.height = width, height
+        self.keyframe_interval = keyframe_interval
+        self.frames_written = 0
+        scheme = url.split("://", 1)[0].lower()
+        fmt = _STREAM_FORMATS.get(scheme)
+        if fmt is None:
+            raise OutputError(f"cannot stream to {scheme}:// URLs; use udp://, srt://, tcp://, rtmp:// or rtsp://")
+        target = url
+        if scheme == "udp" and "pkt_size" not in url:
+            # 7 TS packets per datagram: fits a 1500-byte MTU without IP fragmentation.
+            target += ("&" if "?" in url else "?") + "pkt_size=1316"
+        try:
+            self._out = av.open(target, mode="w", format=fmt, timeout=timeout)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise OutputError(f"cannot open output {url}: {getattr(exc, 'strerror', None) or exc}; "
+                              "check the address and that the receiving server is running") from None
+        try:
+            stream = self._out.add_stream("libx264", options={
+                "preset": "ultrafast", "tune": "zerolatency", "crf": str(crf),
+                # Keyframes are forced by time below; this only caps the GOP if time stalls.
+                "g": "600", "forced-idr": "1",
+            })
+            stream.width, stream.height = width, height
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.time_base = TIME_BASE
+            stream.time_base = TIME_BASE
+            self._stream = stream
+            self._out.start_encoding()
+        except (av.error.FFmpegError, OSError) as exc:
+            self._close_quietly()
+            raise OutputError(f"cannot start streaming to {url}: {getattr(exc, 'strerror', None) or exc}") from None
+        self._clock = _Clock()
+        self._last_key: int | None = None
+
+    def write(self, rgb: np.ndarray, captured: float) -> None:
+        """Encodes and sends one RGB frame captured at ``captured`` (time.monotonic())."""
+        import av
+
+        if self._out is None:
+            raise RuntimeError("write() after close()")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = self._clock.pts(captured)
+        frame.time_base = TIME_BASE
+        every = round(self.keyframe_interval / TIME_BASE)
+        if self._last_key is None or frame.pts - self._last_key >= every:
+            frame.pict_type = av.video.frame.PictureType.I
+            self._last_key = frame.pts
+        try:
+            for packet in self._stream.encode(frame):
+                self._out.mux(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise OutputError(f"sending to {self.url} failed: {getattr(exc, 'strerror', None) or exc}") from None
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flushes the encoder and ends the stream (a receiver sees the end of the stream)."""
+        if self._out is None:
+            return
+        try:
+            for packet in self._stream.encode(None):
+                self._out.mux(packet)
+        except Exception as exc:  # the peer may already be gone; closing must still finish
+            log.debug("flushing %s: %s", self.url, exc)
+        self._close_quietly()
+
+    def abort(self) -> None:
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        if self._out is not None:
+            try:
+                self._out.close()
+            except Exception as exc:
+                log.debug("closing %s: %s", self.url, exc)
+            self._out = None
+
+
+class FileSink:
+    """Writes frames to a video file through :class:`streamrestore.video.writer.VideoWriter`
+    (atomic: the file appears complete, or not at all if the run fails).
+
+    Args:
+        path: output file (.mp4, .mkv, .mov, .webm, .ts).
+        width, height: frame size.
+        fps: nominal rate written in the header; the real timing is each frame's timestamp.
+        force: replace an existing file.
+        preset: x264 speed preset (default "veryfast": keeps up in real time at 720p on two
+            cores while staying far smaller than "ultrafast").
+    """
+
+    def __init__(self, path: str | Path, width: int, height: int, *, fps: float = 30.0, force: bool = False,
+                 preset: str = "veryfast"):
+        from streamrestore.video.reader import VideoInfo
+        from streamrestore.video.writer import EncoderSettings, VideoWriter
+
+        self.path = Path(path)
+        self.name = str(path)
+        info = VideoInfo(
+            path=str(path), width=width, height=height,
+            frame_rate=Fraction(fps).limit_denominator(1001) if fps > 0 else None,
+            time_base=TIME_BASE, frame_count=None, duration=None, codec="rawvideo", pix_fmt="yuv420p",
+        )
+        codec = None if self.path.suffix.lower() == ".webm" else "libx264"
+        settings = EncoderSettings(codec=codec, preset=preset if codec == "libx264" else None)
+        self._writer = VideoWriter(self.path, info, settings, force=force)
+        self._clock = _Clock()
+        self.frames_written = 0  # given to the writer (it holds the newest one back)
+
+    def write(self, rgb: np.ndarray, captured: float) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = self._clock.pts(captured)
+        frame.time_base = TIME_BASE
+        self._writer.write(frame)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finishes the file (moov index written, renamed into place): it plays from here on."""
+        if self.frames_written == 0:
+            # Nothing was captured: leave no file rather than raise at shutdown.
+            self._writer.abort()
+            log.warning("no frames reached %s, so it was not written", self.path)
+            return
+        self._writer.close()
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
+def check_output(spec: str, *, force: bool = False) -> None:
+    """Fails fast (before models load) on an output that cannot be written."""
+    from streamrestore.video.writer import TIMESTAMP_CONTAINERS
+
+    if is_url(spec):
+        scheme = spec.split("://", 1)[0].lower()
+        if scheme not in _STREAM_FORMATS:
+            raise OutputError(f"cannot stream to {scheme}:// URLs; use udp://, srt://, tcp://, rtmp:// or rtsp://")
+        return
+    path = Path(spec)
+    if path.is_dir():
+        raise OutputError(f"output {path} is a folder; give a file name such as {path}/live.mp4")
+    if path.exists() and not force:
+        raise OutputError(f"output {path} already exists; use --force to replace it")
+    if path.suffix.lower() not in TIMESTAMP_CONTAINERS:
+        raise OutputError(f"cannot write {path.suffix or 'extension-less'} files; use .mp4, .mkv, .mov, .webm or .ts")
+    if not path.parent.exists():
+        raise OutputError(f"output folder {path.parent} does not exist; create it first")
+
+
+def open_sink(spec: str, width: int, height: int, *, fps: float = 30.0, force: bool = False):
+    """A :class:`StreamSink` for a URL, else a :class:`FileSink`."""
+    if is_url(spec):
+        return StreamSink(spec, width, height)
+    return FileSink(spec[len("file://"):] if spec.lower().startswith("file://") else spec,
+                    width, height, fps=fps, force=force)

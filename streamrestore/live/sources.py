@@ -1,0 +1,457 @@
+"""Live sources: a camera, a video file played in real time, or a network stream.
+
+Every source yields :class:`LiveFrame` values stamped with the capture clock
+(``time.monotonic()`` when the frame became available here), which is what the latency figures
+and the output timestamps are measured from. :class:`LatestFrame` runs a source in a thread and
+keeps only the newest frame, so a consumer that falls behind skips frames instead of queueing
+them.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from streamrestore.errors import InputError
+
+log = logging.getLogger("streamrestore")
+
+#: URL schemes read through PyAV (FFmpeg protocols).
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp", "http", "https")
+
+
+@dataclass
+class LiveFrame:
+    """One captured frame.
+
+    ``payload`` is what the source produced (a BGR array from OpenCV, an ``av.VideoFrame`` from
+    PyAV); :meth:`rgb` converts it only when the frame is actually used, so frames dropped at
+    the input cost no colour conversion.
+    """
+
+    index: int  # position in the source, counting dropped frames
+    captured: float  # time.monotonic() when the frame became available
+    payload: Any
+    _to_rgb: Callable[[Any], np.ndarray] = field(repr=False, default=None)
+
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB."""
+        return self._to_rgb(self.payload) if self._to_rgb is not None else self.payload
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How a source that drops is reopened.
+
+    Args:
+        retries: reopen attempts in a row before giving up (default 5; the count starts again
+            after every frame that arrives, so a stream may drop any number of times).
+        backoff: seconds before the first attempt (default 0.5), doubled after each failure...
+        max_backoff: ...up to this many seconds (default 4): 5 attempts span about 10 s.
+        timeout: seconds a network open or read may block before the stream counts as dropped
+            (default 5: long enough for a keyframe interval and a slow server, short enough to
+            notice a dead sender quickly).
+    """
+
+    retries: int = 5
+    backoff: float = 0.5
+    max_backoff: float = 4.0
+    timeout: float = 5.0
+
+    def __post_init__(self):
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if not self.backoff >= 0 or not self.max_backoff >= self.backoff:
+            raise ValueError(f"need 0 <= backoff <= max_backoff, got {self.backoff} and {self.max_backoff}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before reopen attempt ``attempt`` (0-based)."""
+        return min(self.backoff * (2 ** attempt), self.max_backoff)
+
+
+class LiveSource:
+    """Base of the sources: ``width``, ``height``, ``fps`` (nominal) and ``name`` after
+    construction; :meth:`frames` yields until the source ends or ``stop`` is set."""
+
+    name: str = "source"
+    width: int = 0
+    height: int = 0
+    fps: float = 30.0
+    reconnects: int = 0  # how many times the source was reopened after a drop
+    problems: list
+
+    def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _wait(stop: threading.Event, seconds: float) -> bool:
+    """Sleeps up to ``seconds``; True if ``stop`` was set meanwhile."""
+    return stop.wait(seconds) if seconds > 0 else stop.is_set()
+
+
+# --- camera ------------------------------------------------------------------------------------
+
+def _bgr_to_rgb(bgr: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+class CameraSource(LiveSource):
+    """An OpenCV capture device (webcam, capture card) by index.
+
+    Args:
+        index: device number (0 is the first camera).
+        width, height, fps: requested capture mode; None keeps the driver's default. Drivers
+            pick the nearest mode they support, so the actual values are read back.
+        policy: reopening after the device disappears (unplugged, taken by another program).
+    """
+
+    def __init__(self, index: int, *, width: int | None = None, height: int | None = None,
+                 fps: float | None = None, policy: ReconnectPolicy = ReconnectPolicy()):
+        if index < 0:
+            raise ValueError(f"camera index must be >= 0, got {index}")
+        self.index = index
+        self.name = f"camera {index}"
+        self.policy = policy
+        self.problems = []
+        self.reconnects = 0
+        self._request = (width, height, fps)
+        self._cap = self._open()
+        if self._cap is None:
+            raise InputError(
+                f"cannot open camera {index}; check that it is connected and not used by another "
+                "program, or give a video file or URL with --source"
+            )
+        import cv2
+
+        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS)) or 30.0
+
+    def _open(self):
+        import cv2
+
+        cap = cv2.VideoCapture(self.index)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        width, height, fps = self._request
+        if width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        if fps:
+            cap.set(cv2.CAP_PROP_FPS, fps)
+        # Drivers queue a few frames by default; one keeps the newest frame the newest.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
+        index = 0
+        while not stop.is_set():
+            ok, bgr = self._cap.read() if self._cap is not None else (False, None)
+            if ok:
+                yield LiveFrame(index, time.monotonic(), bgr, _bgr_to_rgb)
+                index += 1
+                continue
+            if not self._reopen(stop):
+                return
+
+    def _reopen(self, stop: threading.Event) -> bool:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        for attempt in range(self.policy.retries):
+            log.warning("%s stopped delivering frames; reopening (attempt %d of %d)",
+                        self.name, attempt + 1, self.policy.retries)
+            if _wait(stop, self.policy.delay(attempt)):
+                return False
+            self._cap = self._open()
+            if self._cap is not None:
+                self.reconnects += 1
+                return True
+        self.problems.append(f"{self.name} was lost and could not be reopened")
+        return False
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+# --- video file as a camera -------------------------------------------------------------------
+
+class FileSource(LiveSource):
+    """A video file played at its own frame rate, standing in for a camera.
+
+    Args:
+        path: any video file the file mode reads.
+        realtime: release each frame at its timestamp (default True, like a camera: a slow
+            consumer then misses frames). False releases frames as fast as they decode.
+        loop: start again at the end (default False: the source ends with the file).
+    """
+
+    def __init__(self, path: str | Path, *, realtime: bool = True, loop: bool = False):
+        from streamrestore.video.reader import probe
+
+        self.path = Path(path)
+        self.name = str(path)
+        self.realtime = realtime
+        self.loop = loop
+        self.problems = []
+        self.reconnects = 0
+        info = probe(self.path)  # InputError for anything that is not a readable video
+        self.width, self.height = info.width, info.height
+        self.fps = float(info.frame_rate) if info.frame_rate else 30.0
+
+    def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
+        from streamrestore.video.reader import VideoReader, frame_to_rgb
+
+        index = 0
+        clock_start = time.monotonic()
+        offset = 0.0  # seconds of file already played in earlier loops
+        while not stop.is_set():
+            first_time = None
+            last_time = 0.0
+            with VideoReader(self.path) as reader:
+                for frame in reader.frames():
+                    if stop.is_set():
+                        return
+                    t = frame.time if frame.time is not None else index / self.fps
+                    if first_time is None:
+                        first_time = t
+                    last_time = t - first_time
+                    if self.realtime and _wait(stop, clock_start + offset + last_time - time.monotonic()):
+                        return
+                    yield LiveFrame(index, time.monotonic(), frame, frame_to_rgb)
+                    index += 1
+                self.problems.extend(reader.problems)
+            if not self.loop or first_time is None:
+                return
+            offset += last_time + 1.0 / self.fps
+
+
+# --- network stream ---------------------------------------------------------------------------
+
+def _input_options(url: str) -> dict[str, str]:
+    """FFmpeg options that trade buffering for latency, per protocol."""
+    scheme = url.split("://", 1)[0].lower()
+    options = {
+        # Hand each packet to the decoder at once instead of buffering for smooth playback.
+        "fflags": "nobuffer",
+        "flags": "low_delay",
+        # Probe less before the first frame (default 5 MB / 5 s); enough to find SPS/PPS.
+        "probesize": "1000000",
+        "analyzeduration": "2000000",
+    }
+    if scheme == "rtsp":
+        options["rtsp_transport"] = "tcp"  # UDP RTP loses packets on busy networks: grey smears
+    if scheme == "udp":
+        options["overrun_nonfatal"] = "1"  # a full receive buffer loses packets instead of the run
+    return options
+
+
+class StreamSource(LiveSource):
+    """A network stream read through PyAV: rtsp, rtmp, srt, udp (MPEG-TS), http(s), tcp.
+
+    A stream that stops (sender gone, network down, server closed it) is reopened following
+    ``policy``; frames before a drop and after the reconnect come out as one stream. The first
+    open follows the same policy, so the sender may start a little after the receiver.
+    """
+
+    def __init__(self, url: str, *, policy: ReconnectPolicy = ReconnectPolicy()):
+        self.url = url
+        self.name = url
+        self.policy = policy
+        self.problems = []
+        self.reconnects = 0
+        self._container = None
+        self._stream = None
+        error = self._open()
+        attempt = 0
+        while error is not None and attempt < policy.retries:
+            log.warning("cannot open %s yet (%s); retrying in %.1f s", url, error, policy.delay(attempt))
+            time.sleep(policy.delay(attempt))
+            error = self._open()
+            attempt += 1
+        if error is not None:
+            raise InputError(f"cannot open stream {url}: {error}; check that the sender is running and the URL is right")
+        cc = self._stream.codec_context
+        self.width, self.height = cc.width, cc.height
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.fps = float(rate) if rate and 1 <= float(rate) <= 240 else 30.0
+
+    def _open(self) -> str | None:
+        """Opens the URL; returns None or what went wrong."""
+        import av
+
+        self.close()
+        try:
+            container = av.open(self.url, options=_input_options(self.url),
+                                timeout=(self.policy.timeout, self.policy.timeout))
+        except (av.error.FFmpegError, OSError) as exc:
+            return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if not container.streams.video:
+            container.close()
+            return "no video stream in it"
+        self._container = container
+        self._stream = container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        return None
+
+    def _packets(self):
+        import av
+
+        try:
+            for packet in self._container.demux(self._stream):
+                yield packet
+        except (av.error.FFmpegError, OSError, EOFError) as exc:
+            log.debug("%s: reading stopped: %s", self.url, exc)
+
+    def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
+        import av
+
+        from streamrestore.video.reader import frame_to_rgb
+
+        index = 0
+        while not stop.is_set():
+            for packet in self._packets():
+                if stop.is_set():
+                    return
+                try:
+                    decoded = packet.decode()
+                except (av.error.InvalidDataError, av.error.PatchWelcomeError) as exc:
+                    # Lost packets (UDP) or a stream joined mid-GOP: wait for the next keyframe.
+                    log.debug("%s: undecodable packet skipped: %s", self.url, exc)
+                    continue
+                for frame in decoded:
+                    yield LiveFrame(index, time.monotonic(), frame, frame_to_rgb)
+                    index += 1
+            if stop.is_set() or not self._reopen(stop):
+                return
+
+    def _reopen(self, stop: threading.Event) -> bool:
+        for attempt in range(self.policy.retries):
+            delay = self.policy.delay(attempt)
+            log.warning("%s dropped; reconnecting in %.1f s (attempt %d of %d)",
+                        self.url, delay, attempt + 1, self.policy.retries)
+            if _wait(stop, delay):
+                return False
+            error = self._open()
+            if error is None:
+                self.reconnects += 1
+                log.info("%s reconnected", self.url)
+                return True
+            log.debug("%s: reopen failed: %s", self.url, error)
+        self.problems.append(f"{self.url} dropped and did not come back after {self.policy.retries} attempts")
+        return False
+
+    def close(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # a broken connection may fail to close; it is gone either way
+                pass
+            self._container = None
+
+
+def open_source(spec: str | int, *, realtime: bool = True, loop: bool = False,
+                policy: ReconnectPolicy = ReconnectPolicy()) -> LiveSource:
+    """A source from what the user typed: a camera index (``"0"``), a URL, or a file path."""
+    text = str(spec).strip()
+    if text.isdigit():
+        return CameraSource(int(text), policy=policy)
+    if "://" in text:
+        scheme = text.split("://", 1)[0].lower()
+        if scheme == "file":
+            return FileSource(text[len("file://"):], realtime=realtime, loop=loop)
+        if scheme not in NETWORK_SCHEMES:
+            raise InputError(f"unsupported source URL scheme {scheme}://; use one of "
+                             + ", ".join(f"{s}://" for s in NETWORK_SCHEMES))
+        return StreamSource(text, policy=policy)
+    return FileSource(text, realtime=realtime, loop=loop)
+
+
+# --- newest frame wins ------------------------------------------------------------------------
+
+class LatestFrame:
+    """Runs a source in a thread and keeps only its newest frame.
+
+    A consumer slower than the source gets the most recent frame each time it asks; the frames
+    in between are dropped (counted in :attr:`dropped`), so the wait between capture and
+    output never grows. Nothing is queued: memory is one frame.
+    """
+
+    def __init__(self, source: LiveSource):
+        self.source = source
+        self.captured = 0
+        self.dropped = 0
+        self._frame: LiveFrame | None = None
+        self._ended = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streamrestore-capture", daemon=True)
+
+    def start(self) -> "LatestFrame":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            for frame in self.source.frames(self._stop):
+                with self._cond:
+                    if self._frame is not None:
+                        self.dropped += 1
+                    self._frame = frame
+                    self.captured += 1
+                    self._cond.notify()
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self._error = exc
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify()
+
+    def get(self, timeout: float | None = None) -> LiveFrame | None:
+        """The newest frame not yet taken; waits up to ``timeout`` for one. None when none came
+        in time or the source has ended (see :attr:`ended`)."""
+        with self._cond:
+            if self._frame is None and not self._ended:
+                self._cond.wait(timeout)
+            frame, self._frame = self._frame, None
+            if frame is None and self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            return frame
+
+    def discard(self) -> None:
+        """Drops the waiting frame (e.g. while paused), so the next one taken is fresh."""
+        with self._cond:
+            if self._frame is not None:
+                self.dropped += 1
+                self._frame = None
+
+    @property
+    def ended(self) -> bool:
+        """True once the source has ended and its last frame was taken."""
+        with self._cond:
+            return self._ended and self._frame is None and self._error is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stops the capture thread (network reads end within the policy's timeout)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.source.close()

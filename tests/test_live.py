@@ -1,0 +1,386 @@
+"""Live mode: newest-frame-wins input, outputs, reconnecting, clean shutdown, the preview window.
+
+End-to-end runs use the identity restorer and the shared SCRFD pack; the window test runs the
+CLI under Xvfb (skipped where Xvfb, xdotool or xwd are missing).
+"""
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from streamrestore.cli import main
+from streamrestore.errors import InputError, OutputError
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = "face_recognition/short_hamilton_clip.mp4"  # 640x360, 29.97 fps, two people
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _model_args(shared_models):
+    return ["--model", "identity", "--face-models", str(shared_models / "insightface")]
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("streamrestore: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --- units ----------------------------------------------------------------------------------
+
+class _CountingSource:
+    """Yields frames 0..n-1 as fast as asked; the payload is the index."""
+
+    name, width, height, fps, reconnects = "fake", 8, 8, 30.0, 0
+
+    def __init__(self, n, interval=0.0):
+        self.n, self.interval, self.problems = n, interval, []
+
+    def frames(self, stop):
+        from streamrestore.live.sources import LiveFrame
+
+        for i in range(self.n):
+            if stop.is_set():
+                return
+            if self.interval:
+                time.sleep(self.interval)
+            yield LiveFrame(i, time.monotonic(), np.full((8, 8, 3), i % 256, np.uint8))
+
+    def close(self):
+        pass
+
+
+def test_latest_frame_drops_old_frames_and_keeps_order():
+    from streamrestore.live.sources import LatestFrame
+
+    grabber = LatestFrame(_CountingSource(200, interval=0.001)).start()
+    taken = []
+    while True:
+        frame = grabber.get(timeout=1.0)
+        if frame is None:
+            if grabber.ended:
+                break
+            continue
+        taken.append(frame.index)
+        time.sleep(0.01)  # a consumer ten times slower than the source
+    grabber.stop()
+    assert taken == sorted(taken) and len(set(taken)) == len(taken)
+    assert taken[-1] == 199  # the newest frame is never lost
+    assert grabber.dropped > 0 and grabber.captured == 200
+    assert len(taken) + grabber.dropped == grabber.captured
+
+
+def test_latest_frame_passes_source_errors_on():
+    from streamrestore.live.sources import LatestFrame
+
+    class Broken(_CountingSource):
+        def frames(self, stop):
+            raise RuntimeError("camera on fire")
+            yield  # pragma: no cover
+
+    grabber = LatestFrame(Broken(1)).start()
+    with pytest.raises(RuntimeError, match="on fire"):
+        for _ in range(50):
+            grabber.get(timeout=0.1)
+    grabber.stop()
+
+
+def test_reconnect_policy():
+    from streamrestore.live.sources import ReconnectPolicy
+
+    p = ReconnectPolicy(retries=4, backoff=0.5, max_backoff=1.5)
+    assert [p.delay(i) for i in range(4)] == [0.5, 1.0, 1.5, 1.5]
+    with pytest.raises(ValueError, match="retries"):
+        ReconnectPolicy(retries=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        ReconnectPolicy(timeout=0)
+
+
+def test_output_clock_is_strictly_increasing():
+    from streamrestore.live.sinks import TIME_BASE, _Clock
+
+    clock = _Clock()
+    times = [10.0, 10.04, 10.04, 10.0400001, 10.2]
+    pts = [clock.pts(t) for t in times]
+    assert pts[0] == 0 and all(b > a for a, b in zip(pts, pts[1:]))
+    assert abs(pts[-1] * TIME_BASE - 0.2) < 1e-4
+
+
+def test_latency_percentiles():
+    from streamrestore.live.session import LiveStats
+
+    rng = np.random.default_rng(0)
+    values = list(rng.uniform(0.01, 0.3, 101))
+    stats = LiveStats(frames_out=101, seconds=10.0, latencies=values)
+    assert stats.percentile(50) == pytest.approx(sorted(values)[50] * 1000)
+    assert stats.percentile(95) == pytest.approx(np.quantile(values, 0.95) * 1000)
+    assert "p50" in stats.summary() and "p95" in stats.summary()
+    assert LiveStats().percentile(50) is None
+
+
+def test_stop_on_signal_sets_flag_instead_of_exiting():
+    from streamrestore.live.session import _StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested.wait(2)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_bad_sources_and_outputs(tmp_path):
+    from streamrestore.live.sinks import check_output
+    from streamrestore.live.sources import open_source
+
+    with pytest.raises(InputError, match="not found"):
+        open_source(tmp_path / "nope.mp4")
+    with pytest.raises(InputError, match="scheme"):
+        open_source("gopher://example/x")
+    (tmp_path / "taken.mp4").write_bytes(b"x")
+    with pytest.raises(OutputError, match="--force"):
+        check_output(str(tmp_path / "taken.mp4"))
+    with pytest.raises(OutputError, match="does not exist"):
+        check_output(str(tmp_path / "missing" / "out.mp4"))
+    with pytest.raises(OutputError, match=".mp4"):
+        check_output(str(tmp_path / "out.avi"))
+    check_output("udp://127.0.0.1:5000")
+
+
+def test_no_display_exit_2_and_one_line(monkeypatch, capsys, shared_data, shared_models, tmp_path):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code = main(["live", "--source", str(shared_data / CLIP), *_model_args(shared_models)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--no-window" in _one_error_line(err)
+
+
+# --- network output -------------------------------------------------------------------------
+
+def test_udp_output_is_decodable_with_faces(shared_data, shared_models, capsys):
+    from streamrestore.faces.detect import create_detector
+
+    port = _free_udp_port()
+    url = f"udp://127.0.0.1:{port}"
+    received: list = []
+    errors: list = []
+
+    def receive():
+        try:
+            with av.open(url, options={"overrun_nonfatal": "1"}, timeout=(30, 10)) as container:
+                for frame in container.decode(video=0):
+                    received.append(frame.to_ndarray(format="rgb24"))
+                    if len(received) >= 8:
+                        return
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    reader = threading.Thread(target=receive, daemon=True)
+    reader.start()
+    time.sleep(0.3)  # the reader binds the port before anything is sent
+    code = main(["live", "--source", str(shared_data / CLIP), "--no-window", "--output", url,
+                 "--max-frames", "30", *_model_args(shared_models)])
+    err = capsys.readouterr().err
+    reader.join(15)
+    assert code == 0, err
+    assert "p50" in err and "p95" in err
+    assert len(received) >= 8, (errors, err)
+    assert all(f.shape == (360, 640, 3) for f in received)
+    detector = create_detector("scrfd", models_dir=shared_models / "insightface")
+    assert any(len(detector.detect(f)) >= 1 for f in received[-3:])
+
+
+# --- source drop ----------------------------------------------------------------------------
+
+_SENDER = """
+import sys, time
+import numpy as np
+from streamrestore.live.sinks import StreamSink
+url, colour = sys.argv[1], [int(c) for c in sys.argv[2].split(",")]
+rng = np.random.default_rng(0)
+frame = np.empty((120, 160, 3), np.uint8)
+frame[:] = colour
+frame[::8] = 255  # some texture; the colour says which sender this is
+sink = StreamSink(url, 160, 120)
+start = time.monotonic()
+for i in range(100000):
+    now = time.monotonic()
+    sink.write(frame, now)
+    time.sleep(max(0.0, start + (i + 1) / 25 - time.monotonic()))
+"""
+
+RED, BLUE = (200, 30, 30), (30, 30, 200)
+
+
+def _start_sender(url, colour, env):
+    return subprocess.Popen([sys.executable, "-c", _SENDER, url, ",".join(map(str, colour))], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_for(proc_err: list, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in line for line in proc_err):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_source_drop_is_reconnected_and_sigint_finishes_the_file(tmp_path, shared_models):
+    port = _free_udp_port()
+    url = f"udp://127.0.0.1:{port}"
+    out = tmp_path / "live.ts"
+    env = _env()
+    sender = _start_sender(url, RED, env)
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "streamrestore.cli", "live", "--source", url, "--no-window", "--output", str(out),
+         "--timeout", "1", "--retries", "8", *_model_args(shared_models)],
+        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    lines: list = []
+    pump = threading.Thread(target=lambda: lines.extend(receiver.stderr), daemon=True)
+    pump.start()
+    try:
+        assert _wait_for(lines, "INFO: live:", 60), "".join(lines)
+        time.sleep(1.5)  # red frames flow
+        sender.kill()  # the stream drops...
+        sender.wait()
+        assert _wait_for(lines, "dropped; reconnecting", 15), "".join(lines)
+        sender = _start_sender(url, BLUE, env)  # ...and comes back
+        assert _wait_for(lines, "reconnected", 20), "".join(lines)
+        time.sleep(1.5)  # blue frames flow
+        receiver.send_signal(signal.SIGINT)
+        code = receiver.wait(30)
+    finally:
+        sender.kill()
+        if receiver.poll() is None:
+            receiver.kill()
+    pump.join(5)
+    err = "".join(lines)
+    assert code == 0, err
+    assert "reconnected 1 time" in err
+    with av.open(str(out)) as container:  # finished: it plays
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert frames and frames[0].shape == (120, 160, 3)
+    means = [f[4:7].reshape(-1, 3).mean(0) for f in frames]  # rows between the texture lines
+    red = [m[0] > 150 and m[2] < 80 for m in means]
+    blue = [m[2] > 150 and m[0] < 80 for m in means]
+    assert any(red) and any(blue), "both senders must appear in the output"
+    assert max(i for i, r in enumerate(red) if r) < min(i for i, b in enumerate(blue) if b)  # in order
+
+
+# --- preview window -------------------------------------------------------------------------
+
+def _read_xwd(data: bytes) -> np.ndarray:
+    """RGB pixels of an ``xwd -root`` dump (ZPixmap, 24 or 32 bits per pixel, 8 bits per colour)."""
+    header = struct.unpack(">25I", data[:100])
+    header_size, width, height, byte_order, bits_per_pixel, bytes_per_line, ncolors = (
+        header[0], header[4], header[5], header[7], header[11], header[12], header[19])
+    step = bits_per_pixel // 8
+    assert step in (3, 4) and bytes_per_line >= step * width, header
+    start = header_size + 12 * ncolors  # after the window name and the colour map
+    rows = np.frombuffer(data, np.uint8, count=height * bytes_per_line, offset=start).reshape(height, bytes_per_line)
+    px = rows[:, : step * width].reshape(height, width, step)
+    if byte_order == 1:  # MSBFirst: [x] r g b
+        return np.ascontiguousarray(px[..., step - 3 :])
+    return np.ascontiguousarray(px[..., 2::-1])  # LSBFirst: b g r [x]
+
+
+@pytest.fixture
+def xvfb():
+    if not all(shutil.which(t) for t in ("Xvfb", "xdotool", "xwd")):
+        pytest.skip("needs Xvfb, xdotool and xwd (apt: xvfb xdotool x11-apps)")
+    read, write = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1600x900x24", "-nolisten", "tcp"],
+                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as f:
+        number = f.readline().strip()
+    if not number:
+        proc.kill()
+        pytest.skip("Xvfb did not start")
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _x(display, *args) -> str:
+    return subprocess.run(list(args), env=_env(DISPLAY=display), capture_output=True, text=True,
+                          timeout=30).stdout
+
+
+def _panes(display, wid):
+    geometry = dict(line.split("=") for line in _x(display, "xdotool", "getwindowgeometry", "--shell", wid).split())
+    x, y, w, h = (int(geometry[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+    shot = subprocess.run(["xwd", "-root", "-silent"], env=_env(DISPLAY=display), capture_output=True,
+                          timeout=30).stdout
+    window = _read_xwd(shot)[y : y + h, x : x + w]
+    return window[:, : w // 2], window[:, w // 2 :], (w, h)
+
+
+def _same_scene(left, right) -> bool:
+    """Both panes show a picture, and the same one: the identity restorer changes nothing
+    (the text overlays aside, hence the margins)."""
+    if left.shape != right.shape or left.std() < 20 or right.std() < 20:
+        return False
+    a, b = (p[40:-40].astype(float).ravel() for p in (left, right))
+    return np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def test_window_shows_both_panes_and_keys_work(xvfb, tmp_path, shared_data, shared_models):
+    snapshots = tmp_path / "shots"
+    snapshots.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrestore.cli", "live", "--source", str(shared_data / CLIP), "--loop",
+         "--snapshots", str(snapshots), *_model_args(shared_models)],
+        env=_env(DISPLAY=xvfb), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        wid = _x(xvfb, "timeout", "60", "xdotool", "search", "--sync", "--name", "streamrestore live").split()[0]
+        deadline = time.monotonic() + 30
+        while True:  # until the window has its size and frames are painted in it
+            left, right, size = _panes(xvfb, wid)
+            if size == (2 * 640, 360) and _same_scene(left, right) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        _x(xvfb, "xdotool", "key", "--window", wid, "s")
+        deadline = time.monotonic() + 15
+        while not list(snapshots.glob("*.png")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _x(xvfb, "xdotool", "key", "--window", wid, "q")
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert code == 0, err
+    assert size == (2 * 640, 360)  # original | restored at the clip's size
+    assert left.std() > 20 and right.std() > 20, "both panes show a picture"
+    assert _same_scene(left, right)
+    shots = list(snapshots.glob("*.png"))
+    assert len(shots) == 1
+    import cv2
+
+    assert cv2.imread(str(shots[0])).shape == (360, 1280, 3)
+    assert "frames out" in err and "p95" in err
