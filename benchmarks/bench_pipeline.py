@@ -16,32 +16,39 @@ from pathlib import Path
 import torch
 
 
-def plain_transcode(clip, dst, frames, settings):
-    from streamrestore.pipeline import run_threaded
+def first_frames(reader, frames):
+    for i, f in enumerate(reader.frames()):
+        if frames and i >= frames:
+            return
+        yield f
+
+
+def transcode(clip, dst, frames, settings, process, rgb=True):
+    """Decode → ``process`` → encode with the pipeline's threads; returns (seconds, encode seconds)."""
+    from streamrestore.pipeline import DecodedFrame, run_threaded
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import VideoWriter
 
+    encode = [0.0]
     t0 = time.perf_counter()
     with VideoReader(clip) as reader, VideoWriter(dst, reader.info, settings, audio_from=clip, force=True) as writer:
-        def limited():
-            for i, f in enumerate(reader.frames()):
-                if frames and i >= frames:
-                    return
-                yield f
-        count = [0]
-
         def sink(frame):
+            t = time.perf_counter()
             writer.write(frame)
-            count[0] += 1
-        run_threaded(limited(), lambda it: iter(it), sink)
-    return time.perf_counter() - t0, count[0]
+            encode[0] += time.perf_counter() - t
+
+        source = first_frames(reader, frames)
+        run_threaded((DecodedFrame.of(f) for f in source) if rgb else source, process, sink)
+    return time.perf_counter() - t0, encode[0]
+
+
+def plain_transcode(clip, dst, frames, settings):
+    """The baseline: the same loop with no face work (frames pass through as decoded)."""
+    return transcode(clip, dst, frames, settings, iter, rgb=False)[0]
 
 
 def pipeline(clip, dst, frames, settings, args):
     from streamrestore.api import build_face_restorer
-    from streamrestore.pipeline import run_threaded
-    from streamrestore.video.reader import VideoReader
-    from streamrestore.video.writer import VideoWriter
 
     model = args.model
     if model == "identity":
@@ -51,24 +58,8 @@ def pipeline(clip, dst, frames, settings, args):
     fr = build_face_restorer(args.refs or (), model=model, detector=args.detector, face_models=args.face_models,
                              device=args.device)
     fr.stats.stage_seconds.clear()
-    t0 = time.perf_counter()
-    with VideoReader(clip) as reader, VideoWriter(dst, reader.info, settings, audio_from=clip, force=True) as writer:
-        def limited():
-            for i, f in enumerate(reader.frames()):
-                if frames and i >= frames:
-                    return
-                yield f
-        enc = [0.0]
-
-        def sink(frame):
-            t = time.perf_counter()
-            writer.write(frame)
-            enc[0] += time.perf_counter() - t
-        from streamrestore.pipeline import DecodedFrame
-
-        run_threaded((DecodedFrame.of(f) for f in limited()), fr.stream, sink)
-    total = time.perf_counter() - t0
-    fr.stats.add_time("encode (writer thread)", enc[0])
+    total, encode = transcode(clip, dst, frames, settings, fr.stream)
+    fr.stats.add_time("encode (writer thread)", encode)
     return total, fr.stats
 
 
@@ -93,8 +84,7 @@ def main():
         suffix = Path(args.clip).suffix
         plain, stats_best, pipe = [], None, []
         for _ in range(args.repeat):  # interleaved so drift of a shared machine hits both alike
-            secs, n = plain_transcode(args.clip, Path(tmp) / f"plain{suffix}", args.frames, settings)
-            plain.append(secs)
+            plain.append(plain_transcode(args.clip, Path(tmp) / f"plain{suffix}", args.frames, settings))
             secs, stats = pipeline(args.clip, Path(tmp) / f"pipe{suffix}", args.frames, settings, args)
             pipe.append(secs)
             if stats_best is None or secs <= min(pipe):

@@ -13,7 +13,7 @@ from streamrestore.errors import UserError
 
 log = logging.getLogger("streamrestore")
 
-SUBCOMMANDS = ("train", "eval", "live")  # each is streamrestore.commands.<name>.main(argv) -> int
+SUBCOMMANDS = ("train", "eval", "live", "bench")  # each is streamrestore.commands.<name>.main(argv) -> int
 
 
 def _time(text: str) -> float:

@@ -57,6 +57,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--max-frames must be at least 1, got {args.max_frames}")
     if args.max_faces is not None and args.max_faces < 1:
         raise UserError(f"--max-faces must be at least 1, got {args.max_faces}")
+    if args.detect_every < 1:
+        raise UserError(f"--detect-every must be at least 1, got {args.detect_every}")
     if not args.timeout > 0:
         raise UserError(f"--timeout must be positive, got {args.timeout}")
     if args.retries < 0:
@@ -87,7 +89,8 @@ def main(argv: list[str]) -> int:
     try:
         face_restorer = build_face_restorer(
             args.refs, model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
-            config=PipelineConfig(lookahead=0, max_faces=args.max_faces, unmatched=args.unmatched),
+            config=PipelineConfig(lookahead=0, max_faces=args.max_faces, unmatched=args.unmatched,
+                                  detect_every=args.detect_every),
             channel_order="rgb", fps=min(source.fps, 60.0),
         )
         for spec in args.output:

@@ -160,11 +160,13 @@ class ScrfdDetector:
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input (width, height): the longer side ``det_size``, the other scaled to the
         frame's aspect ratio (multiple of 32). A square input would spend half its work on
-        letterbox padding for a 16:9 frame; the same faces come out at half the cost."""
+        letterbox padding for a 16:9 frame; the same faces come out at half the cost. A frame
+        smaller than ``det_size`` is not upscaled (the network would only see interpolation)."""
         longer = max(height, width)
-        shorter = int(np.ceil(self.det_size * min(height, width) / longer / 32.0)) * 32
-        shorter = max(32, min(shorter, self.det_size))
-        return (self.det_size, shorter) if width >= height else (shorter, self.det_size)
+        side = min(self.det_size, max(32, int(np.ceil(longer / 32.0)) * 32))
+        shorter = int(np.ceil(side * min(height, width) / longer / 32.0)) * 32
+        shorter = max(32, min(shorter, side))
+        return (side, shorter) if width >= height else (shorter, side)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         image = _check_image(image)

@@ -116,8 +116,8 @@ class _StopOnSignal:
     finalising hangs). Only the main thread may install handlers; elsewhere this does nothing.
     """
 
-    def __init__(self):
-        self.requested = threading.Event()
+    def __init__(self, requested: threading.Event | None = None):
+        self.requested = requested if requested is not None else threading.Event()
         self._saved: dict = {}
 
     def __enter__(self):
@@ -165,10 +165,15 @@ class LiveSession:
         self.restoring = True
         self.paused = False
         self._window = window
+        self._stop = threading.Event()
         if self._window is None and config.window:
             from streamrestore.live.preview import PreviewWindow
 
             self._window = PreviewWindow(max_width=config.max_width, snapshot_dir=config.snapshot_dir)
+
+    def request_stop(self) -> None:
+        """Ends :meth:`run` soon, from any thread (as SIGINT does): outputs are finished."""
+        self._stop.set()
 
     def run(self) -> LiveStats:
         """Runs until the source ends, ``max_frames``, ``q``, or SIGINT/SIGTERM; then closes the
@@ -178,7 +183,7 @@ class LiveSession:
         grabber = LatestFrame(self.source)
         meter = _Meter()
         ok = False
-        with _StopOnSignal() as signals:
+        with _StopOnSignal(self._stop) as signals:
             started = time.monotonic()
             grabber.start()
             try:
