@@ -56,8 +56,8 @@ class _CountingSource:
 
     name, width, height, fps, reconnects = "fake", 8, 8, 30.0, 0
 
-    def __init__(self, n, interval=0.0):
-        self.n, self.interval, self.problems = n, interval, []
+    def __init__(self, n, interval=0.0, can_wait=False):
+        self.n, self.interval, self.can_wait, self.problems = n, interval, can_wait, []
 
     def frames(self, stop):
         from streamrestore.live.sources import LiveFrame
@@ -91,6 +91,20 @@ def test_latest_frame_drops_old_frames_and_keeps_order():
     assert taken[-1] == 199  # the newest frame is never lost
     assert grabber.dropped > 0 and grabber.captured == 200
     assert len(taken) + grabber.dropped == grabber.captured
+
+
+def test_latest_frame_holds_back_a_source_that_can_wait():
+    from streamrestore.live.sources import LatestFrame
+
+    grabber = LatestFrame(_CountingSource(30, can_wait=True)).start()
+    taken = []
+    while not grabber.ended:
+        frame = grabber.get(timeout=1.0)
+        if frame is not None:
+            taken.append(frame.index)
+            time.sleep(0.005)
+    grabber.stop()
+    assert taken == list(range(30)) and grabber.dropped == 0
 
 
 def test_latest_frame_passes_source_errors_on():
@@ -176,6 +190,75 @@ def test_no_display_exit_2_and_one_line(monkeypatch, capsys, shared_data, shared
     err = capsys.readouterr().err
     assert code == 2
     assert "--no-window" in _one_error_line(err)
+
+
+def test_webcam_example_with_a_file_source(monkeypatch, shared_data, shared_models, tmp_path, capsys):
+    import runpy
+
+    import streamrestore.api as api
+
+    build = api.build_face_restorer
+    monkeypatch.setattr(api, "build_face_restorer", lambda *a, **kw: build(
+        *a, **{**kw, "model": "identity", "face_models": shared_models / "insightface"}))
+    out = tmp_path / "out.mp4"
+    monkeypatch.setattr(sys, "argv", ["webcam.py", str(shared_data / "face_recognition/knn_train/obama"),
+                                      str(shared_data / CLIP), "--no-window", "--max-frames", "5",
+                                      "--output", str(out)])
+    runpy.run_path(str(REPO / "examples/webcam.py"), run_name="__main__")
+    assert "5 frames out" in capsys.readouterr().out
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 5
+
+
+class _CountingRestorer:
+    """The identity restorer, counting calls and noting when restore first ran."""
+
+    def __init__(self):
+        from streamrestore.model.identity import IdentityRestorer
+
+        self.inner = IdentityRestorer()
+        self.resolution = self.inner.resolution
+        self.encodes = 0
+        self.restores: list = []
+
+    def encode_references(self, faces):
+        self.encodes += 1
+        return self.inner.encode_references(faces)
+
+    def restore(self, faces, caches):
+        self.restores.append(time.monotonic())
+        return self.inner.restore(faces, caches)
+
+
+def test_references_encoded_once_and_model_warm_before_first_frame(shared_data, shared_models):
+    from streamrestore.api import build_face_restorer
+    from streamrestore.live import FileSource, LiveConfig, LiveSession
+    from streamrestore.pipeline import PipelineConfig
+
+    restorer = _CountingRestorer()
+    fr = build_face_restorer(shared_data / "face_recognition/knn_train/obama", model=restorer,
+                             face_models=shared_models / "insightface", config=PipelineConfig(lookahead=0))
+    assert restorer.encodes == 1 and not restorer.restores
+
+    class Recorder:
+        name, frames_written = "recorder", 0
+        captured: list = []
+
+        def write(self, rgb, captured):
+            self.captured.append(captured)
+
+        def close(self):
+            pass
+
+    sink = Recorder()
+    source = FileSource(shared_data / CLIP, realtime=False)
+    stats = LiveSession(fr, source, [sink], config=LiveConfig(window=False, max_frames=6)).run()
+    assert stats.frames_out == 6 and len(sink.captured) == 6
+    assert stats.dropped == 0  # a file read as fast as possible waits for the consumer
+    assert sink.captured == sorted(sink.captured)  # output in capture order
+    assert restorer.encodes == 1  # never per frame
+    assert restorer.restores[0] < sink.captured[0]  # warm-up ran before the first frame was captured
+    assert len(restorer.restores) == 1 + fr.stats.frames_with_faces
 
 
 # --- network output -------------------------------------------------------------------------
@@ -364,7 +447,9 @@ def test_window_shows_both_panes_and_keys_work(xvfb, tmp_path, shared_data, shar
             if size == (2 * 640, 360) and _same_scene(left, right) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        _x(xvfb, "xdotool", "key", "--window", wid, "s")
+        for key in ("r", "space", "space", "r", "s"):  # restoration off, pause, resume, on, snapshot
+            _x(xvfb, "xdotool", "key", "--window", wid, key)
+            time.sleep(0.3)
         deadline = time.monotonic() + 15
         while not list(snapshots.glob("*.png")) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -384,3 +469,5 @@ def test_window_shows_both_panes_and_keys_work(xvfb, tmp_path, shared_data, shar
 
     assert cv2.imread(str(shots[0])).shape == (360, 1280, 3)
     assert "frames out" in err and "p95" in err
+    for message in ("restoration off", "paused", "resumed", "restoration on", "saved snapshot"):
+        assert message in err

@@ -258,6 +258,7 @@ class LiveSession:
             self._window.snapshot()
         if keys.toggle_pause:
             self.paused = not self.paused
+            log.info("paused" if self.paused else "resumed")
             if self.paused and last_pair is not None:
                 self._window.show(*last_pair, "paused (space to resume)")
         return False

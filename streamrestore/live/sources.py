@@ -86,6 +86,9 @@ class LiveSource:
     height: int = 0
     fps: float = 30.0
     reconnects: int = 0  # how many times the source was reopened after a drop
+    #: True when the source can wait for its consumer (a file read as fast as possible): then
+    #: :class:`LatestFrame` holds it back instead of dropping frames
+    can_wait: bool = False
     problems: list
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:  # pragma: no cover - abstract
@@ -207,6 +210,7 @@ class FileSource(LiveSource):
         self.path = Path(path)
         self.name = str(path)
         self.realtime = realtime
+        self.can_wait = not realtime
         self.loop = loop
         self.problems = []
         self.reconnects = 0
@@ -389,7 +393,9 @@ class LatestFrame:
 
     A consumer slower than the source gets the most recent frame each time it asks; the frames
     in between are dropped (counted in :attr:`dropped`), so the wait between capture and
-    output never grows. Nothing is queued: memory is one frame.
+    output never grows. Nothing is queued: memory is one frame. A source that can wait
+    (``source.can_wait``, e.g. a file read as fast as possible) is held back instead, and
+    every frame is used.
     """
 
     def __init__(self, source: LiveSource):
@@ -409,8 +415,13 @@ class LatestFrame:
 
     def _run(self) -> None:
         try:
+            hold_back = self.source.can_wait
             for frame in self.source.frames(self._stop):
                 with self._cond:
+                    while hold_back and self._frame is not None and not self._stop.is_set():
+                        self._cond.wait(0.1)
+                    if self._stop.is_set():
+                        return
                     if self._frame is not None:
                         self.dropped += 1
                     self._frame = frame
@@ -430,6 +441,7 @@ class LatestFrame:
             if self._frame is None and not self._ended:
                 self._cond.wait(timeout)
             frame, self._frame = self._frame, None
+            self._cond.notify()  # a held-back source may go on
             if frame is None and self._error is not None:
                 error, self._error = self._error, None
                 raise error
