@@ -308,6 +308,9 @@ class StreamSource(LiveSource):
         if not container.streams.video:
             container.close()
             return "no video stream in it"
+        if not container.streams.video[0].codec_context.width:
+            container.close()  # probing ended before a decodable picture (e.g. no keyframe yet)
+            return "no picture size found in the stream yet"
         self._container = container
         self._stream = container.streams.video[0]
         self._stream.thread_type = "AUTO"
