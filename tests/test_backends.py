@@ -1,0 +1,221 @@
+"""Backend selection and fallback, bucket/reference padding, LoRA merge, torch.export of the core."""
+import logging
+
+import pytest
+import torch
+
+from streamrestore import backends
+from streamrestore.backends import (
+    BackendConfig,
+    BackendRestorer,
+    FrameCore,
+    bucket_for,
+    build_backend,
+    merge_lora,
+    select_backend,
+)
+from streamrestore.errors import ModelError
+from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
+from streamrestore.model.identity import IdentityRestorer
+
+R = 32
+
+
+@pytest.fixture(scope="module")
+def restorer():
+    torch.manual_seed(0)
+    net = InstantRestoreNet(tiny_config())
+    with torch.no_grad():  # non-zero LoRA so merging matters
+        for name, p in net.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return InstantRestorer(net, device="cpu", dtype=torch.float32, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def caches(restorer):
+    g = torch.Generator().manual_seed(1)
+    return {n: restorer.encode_references(torch.rand(n, 3, R, R, generator=g)) for n in (1, 2, 4)}
+
+
+def _faces(b, seed=2):
+    return torch.rand(b, 3, R, R, generator=torch.Generator().manual_seed(seed))
+
+
+# -- selection ----------------------------------------------------------------------------------
+
+def test_auto_on_cpu_is_eager_with_one_log_line(caplog):
+    with caplog.at_level(logging.INFO, logger="streamrestore"):
+        assert select_backend("auto", "cpu") == "eager"
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamrestore"]
+    assert len(lines) == 1 and lines[0].startswith("backend: eager")
+
+
+def test_auto_on_cuda_falls_back_in_order(monkeypatch, caplog):
+    avail = {"eager": None, "compile": None, "tensorrt": "torch_tensorrt is not installed"}
+    monkeypatch.setattr(backends, "backend_availability", lambda device: dict(avail))
+    with caplog.at_level(logging.INFO, logger="streamrestore"):
+        assert select_backend("auto", "cuda") == "compile"
+    lines = [r.getMessage() for r in caplog.records if r.name == "streamrestore"]
+    assert len(lines) == 1 and "compile" in lines[0] and "torch_tensorrt is not installed" in lines[0]
+
+    avail["compile"] = "no triton"
+    assert select_backend("auto", "cuda") == "eager"
+    avail["tensorrt"] = None
+    assert select_backend("auto", "cuda") == "tensorrt"
+
+
+def test_unavailable_explicit_backend_is_a_user_error():
+    with pytest.raises(ModelError, match="tensorrt.*CUDA"):
+        select_backend("tensorrt", "cpu")
+    with pytest.raises(ValueError, match="backend"):
+        select_backend("onnx", "cpu")
+
+
+def test_availability_on_cpu():
+    avail = backends.backend_availability("cpu")
+    assert avail["eager"] is None
+    assert avail["tensorrt"] is not None
+    assert backends.available_backends("cpu")[0] == "eager"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="backend"):
+        BackendConfig(backend="fast")
+    with pytest.raises(ValueError, match="buckets"):
+        BackendConfig(buckets=(4, 2))
+    with pytest.raises(ValueError, match="buckets"):
+        BackendConfig(buckets=())
+    with pytest.raises(ValueError, match="reference_slots"):
+        BackendConfig(reference_slots=0)
+
+
+def test_bucket_for():
+    assert [bucket_for(b, (1, 2, 4, 8)) for b in (1, 2, 3, 4, 5, 8, 9)] == [1, 2, 4, 4, 8, 8, 8]
+    with pytest.raises(ValueError):
+        bucket_for(0, (1, 2))
+
+
+def test_restorers_without_a_network_pass_through():
+    ident = IdentityRestorer(64)
+    assert build_backend(ident, "auto") is ident
+
+
+# -- padding --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("counts", [(2, 1, 0), (4, 4, 4, 4, 2), (0, 0)])
+def test_padded_core_equals_unpadded_restore(restorer, caches, counts):
+    """Bucket + reference-slot padding (and the merged-LoRA copy) give the restorer's own output."""
+    b = len(counts)
+    faces = _faces(b)
+    cs = [caches[n] if n else None for n in counts]
+    seeds = list(range(10, 10 + b))
+    want = restorer.restore(faces, cs, seeds)
+    backend = BackendRestorer(restorer, "compile")  # nothing compiles: the core runs eagerly here
+    key, args = backend.padded_inputs(faces, cs, seeds)
+    bucket, slots, with_refs, with_input = key
+    assert bucket == bucket_for(b, (1, 2, 4, 8)) and slots == 4
+    assert with_refs == any(counts) and with_input == (any(counts) and not all(counts))
+    assert args[0].shape[0] == bucket
+    if with_refs:
+        assert args[2][0].shape[:2] == (bucket, 4)
+    with torch.inference_mode():
+        got = FrameCore(backend.net, with_refs, with_input)(*args)[:b]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
+
+
+def test_merge_lora_leaves_the_reference_network_alone(restorer, caches):
+    before = restorer.encode_references(_faces(2, seed=5))
+    merged = merge_lora(restorer.net)
+    after = restorer.encode_references(_faces(2, seed=5))
+    for a, b in zip(before.keys, after.keys):
+        assert torch.equal(a, b)
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in merged.unet.modules() if isinstance(m, LoraLayer)]
+    assert layers and all(m.merged for m in layers)
+    assert not any(m.merged for m in restorer.net.unet.modules() if isinstance(m, LoraLayer))
+    assert merged.ref_unet is None
+
+
+def test_compiled_backend_static_shapes_do_not_recompile(restorer, caches):
+    """torch.compile with dynamo only (no code generation, seconds): one graph per bucket and
+    structure, built by warmup; later frames with any face count/reference mix reuse them."""
+    from torch._dynamo.utils import counters
+
+    backend = BackendRestorer(restorer, "compile", BackendConfig(buckets=(2,), compiler="eager"))
+    backend.warmup(with_references=True, without_references=False, mixed=True)
+    graphs = counters["stats"]["unique_graphs"]
+    for counts in [(1, 2), (4,)]:
+        cs = [caches[n] for n in counts]
+        got = backend.restore(_faces(len(counts), seed=7), cs, [3] * len(counts))
+        want = restorer.restore(_faces(len(counts), seed=7), cs, [3] * len(counts))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
+    mixed = [caches[2], None]
+    torch.testing.assert_close(backend.restore(_faces(2), mixed), restorer.restore(_faces(2), mixed),
+                               rtol=1e-5, atol=2e-6)
+    assert counters["stats"]["unique_graphs"] == graphs, "a shape seen after warm-up recompiled"
+    # more faces than the largest bucket run in chunks of it
+    cs = [caches[1]] * 3
+    torch.testing.assert_close(backend.restore(_faces(3), cs), restorer.restore(_faces(3), cs), rtol=1e-5, atol=2e-6)
+
+
+def test_more_references_than_slots_grow_the_slots_at_encode_time(restorer):
+    backend = BackendRestorer(restorer, "compile", BackendConfig(reference_slots=2))
+    cache = backend.encode_references(_faces(3, seed=9))
+    assert backend.reference_slots == 3
+    key, _ = backend.padded_inputs(_faces(1), [cache], [0])
+    assert key[1] == 3
+    with pytest.raises(ValueError, match="slots"):
+        BackendRestorer(restorer, "compile", BackendConfig(reference_slots=2)).padded_inputs(_faces(1), [cache], [0])
+
+
+def test_eager_backend_is_the_restorer(restorer, caches):
+    backend = build_backend(restorer, "eager")
+    assert isinstance(backend, BackendRestorer) and backend.backend == "eager"
+    cs = [caches[2], None]
+    assert torch.equal(backend.restore(_faces(2), cs), restorer.restore(_faces(2), cs))
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+def test_torch_export_of_the_padded_core(restorer, caches):
+    """What the TensorRT path exports: the merged core at bucket/slot shapes, masks as inputs."""
+    cs = [caches[2], None]  # the richest structure: reference slots, masks and own tokens
+    backend = BackendRestorer(restorer, "compile")
+    key, args = backend.padded_inputs(_faces(2), cs, [0, 1])
+    _, _, with_refs, with_input = key
+    core = FrameCore(backend.net, with_refs, with_input).eval()
+    x, noise, keys, values, means, stds, ref_mask, input_mask = args
+    kwargs = {"input_mask": input_mask} if input_mask is not None else {}
+    with torch.no_grad():
+        exported = torch.export.export(core, (x, noise, keys, values, means, stds, ref_mask), kwargs=kwargs)
+        got = exported.module()(x, noise, keys, values, means, stds, ref_mask, **kwargs)
+    torch.testing.assert_close(got[:2], restorer.restore(_faces(2), cs, [0, 1]), rtol=1e-5, atol=2e-6)
+
+
+def test_engine_path_is_keyed_by_model_shapes_and_dtype(restorer, tmp_path, monkeypatch):
+    backend = BackendRestorer(restorer, "eager", BackendConfig(engine_dir=tmp_path))
+    a = backend.engine_path((1, 4, True, False))
+    assert a.parent == tmp_path and a == backend.engine_path((1, 4, True, False))
+    assert len({a, backend.engine_path((2, 4, True, False)), backend.engine_path((1, 4, True, True)),
+                backend.engine_path((1, 3, True, False))}) == 4
+    monkeypatch.setattr(restorer, "_fingerprint", "another model")
+    assert backend.engine_path((1, 4, True, False)) != a
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tensorrt_backend_matches_eager_on_gpu(tmp_path):
+    pytest.importorskip("torch_tensorrt")
+    torch.manual_seed(0)
+    net = InstantRestoreNet(tiny_config())
+    r = InstantRestorer(net, device="cuda", dtype=torch.float16, name="tiny")
+    g = torch.Generator().manual_seed(1)
+    cache = r.encode_references(torch.rand(2, 3, R, R, generator=g))
+    faces = torch.rand(1, 3, R, R, generator=g)
+    backend = BackendRestorer(r, "tensorrt", BackendConfig(engine_dir=tmp_path))
+    got = backend.restore(faces, [cache])
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, r.restore(faces, [cache]), rtol=0, atol=2e-2)
+    assert any(tmp_path.iterdir()), "the engine was not cached"
