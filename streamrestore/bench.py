@@ -1,0 +1,296 @@
+"""Benchmark: per-stage milliseconds per frame and end-to-end fps, backends side by side.
+
+:func:`run_bench` loads the model, the face models and the references once, then for each
+backend runs the whole pipeline (decode → detect → track → align → restore → smooth → paste →
+encode, with the reader and writer threads of a real run) over the clip, after an untimed
+warm-up on its first frames so compiling is not counted. It also times a plain decode+encode
+of the same frames, the floor any pipeline sits on. Stages overlap (decode and encode run on
+their own threads), so per-stage figures add up to more than the end-to-end time.
+
+The same call on a CPU-only machine is the CPU benchmark.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from streamrestore.errors import InputError, OutputError
+
+log = logging.getLogger("streamrestore")
+
+#: stage order in tables (others follow alphabetically)
+STAGE_ORDER = ("decode", "detect", "track", "identity", "align", "restore", "paste", "encode", "end to end")
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One stage of one backend: ``ms_per_frame`` averaged over the timed frames."""
+
+    stage: str
+    backend: str
+    ms_per_frame: float
+
+
+@dataclass
+class BenchResult:
+    """What :func:`run_bench` measured. ``fps`` is the best backend's end-to-end frame rate."""
+
+    fps: float
+    device: str
+    backend: str
+    rows: list[BenchRow]
+    clip: str = ""
+    model: str = ""
+    frames: int = 0
+    faces_per_frame: float = 0.0
+    #: per backend: seconds to build it (LoRA merge, compile during warm-up) and to encode references
+    startup_s: dict = field(default_factory=dict)
+    #: end-to-end fps per backend, and of decode+encode alone
+    fps_by_backend: dict = field(default_factory=dict)
+    decode_encode_fps: float = 0.0
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["rows"] = [asdict(r) for r in self.rows]
+        return data
+
+    def table(self) -> str:
+        """Stages down, backends across, ms/frame; then fps lines."""
+        backends = list(dict.fromkeys(r.backend for r in self.rows))
+        stages = list(dict.fromkeys(r.stage for r in self.rows))
+        stages.sort(key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), s))
+        values = {(r.stage, r.backend): r.ms_per_frame for r in self.rows}
+        width = max([len(s) for s in stages] + [10])
+        cols = [max(len(b), 9) for b in backends]
+        lines = [f"clip: {self.clip}  frames: {self.frames}  faces/frame: {self.faces_per_frame:.2f}  "
+                 f"model: {self.model}  device: {self.device}",
+                 "ms/frame".ljust(width) + "".join(f"  {b:>{c}}" for b, c in zip(backends, cols))]
+        for s in stages:
+            cells = [values.get((s, b)) for b in backends]
+            lines.append(s.ljust(width) + "".join(
+                f"  {'-' if v is None else f'{v:.2f}':>{c}}" for v, c in zip(cells, cols)))
+        lines.append("fps".ljust(width) + "".join(
+            f"  {self.fps_by_backend.get(b, 0.0):>{c}.1f}" for b, c in zip(backends, cols)))
+        if self.decode_encode_fps:
+            ratio = self.decode_encode_fps / self.fps if self.fps else float("inf")
+            lines.append(f"decode+encode alone: {self.decode_encode_fps:.1f} fps; best ({self.backend}): "
+                         f"{self.fps:.1f} fps, {ratio:.2f}x the decode+encode time")
+        return "\n".join(lines)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (cuda)"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _limited(frames, limit: int | None, timer: list[float] | None = None, convert=None):
+    """``frames`` cut to ``limit`` and mapped by ``convert``; with ``timer``, the seconds spent
+    decoding (and converting) go into timer[0]."""
+    it = iter(frames)
+    count = 0
+    while limit is None or count < limit:
+        t0 = time.perf_counter()
+        try:
+            frame = next(it)
+        except StopIteration:
+            return
+        if convert is not None:
+            frame = convert(frame)
+        if timer is not None:
+            timer[0] += time.perf_counter() - t0
+        count += 1
+        yield frame
+
+
+def _transcode(clip: Path, dst: Path, frames: int | None) -> tuple[float, int]:
+    """Seconds and frame count of decode+encode alone, on the same threads as a real run."""
+    from streamrestore.pipeline import run_threaded
+    from streamrestore.video.reader import VideoReader
+    from streamrestore.video.writer import EncoderSettings, VideoWriter
+
+    count = [0]
+    t0 = time.perf_counter()
+    with VideoReader(clip) as reader, VideoWriter(dst, reader.info, EncoderSettings(), force=True) as writer:
+        def sink(frame):
+            writer.write(frame)
+            count[0] += 1
+
+        run_threaded(_limited(reader.frames(), frames), lambda it: iter(it), sink)
+    return time.perf_counter() - t0, count[0]
+
+
+def _pipeline_run(clip: Path, dst: Path, frames: int | None, face_restorer, device) -> tuple[float, dict, int, int]:
+    """One timed run: (wall seconds, stage seconds, frames, faces restored)."""
+    from streamrestore.pipeline import DecodedFrame, run_threaded
+    from streamrestore.video.reader import VideoReader
+    from streamrestore.video.writer import EncoderSettings, VideoWriter
+
+    face_restorer.stats.stage_seconds.clear()
+    decode, encode = [0.0], [0.0]
+    start_frames, start_faces = face_restorer.stats.frames, face_restorer.stats.faces_restored
+    _sync(device)
+    t0 = time.perf_counter()
+    with VideoReader(clip) as reader, VideoWriter(dst, reader.info, EncoderSettings(), force=True) as writer:
+        def sink(frame):
+            t = time.perf_counter()
+            writer.write(frame)
+            encode[0] += time.perf_counter() - t
+
+        # RGB conversion on the reader thread, as restore_video does; it counts as decoding.
+        source = _limited(reader.frames(), frames, decode, DecodedFrame.of)
+        run_threaded(source, face_restorer.stream, sink)
+    _sync(device)
+    wall = time.perf_counter() - t0
+    stages = dict(face_restorer.stats.stage_seconds)
+    stages.pop("references", None)  # per identity, once: not a per-frame cost
+    stages["decode"] = decode[0]
+    stages["encode"] = encode[0]
+    return (wall, stages, face_restorer.stats.frames - start_frames,
+            face_restorer.stats.faces_restored - start_faces)
+
+
+def _fresh(face_restorer_template, restorer, lookahead_fps: float):
+    """A new FaceRestorer (fresh tracker and smoother) sharing the loaded face models and references."""
+    from streamrestore.pipeline import FaceRestorer
+
+    t = face_restorer_template
+    return FaceRestorer(restorer, t.detector, t.reference_sets, embedder=t.embedder, config=t.config,
+                        channel_order=t.channel_order, fps=lookahead_fps)
+
+
+def run_bench(
+    clip: str | Path,
+    refs: Sequence = (),
+    *,
+    model="lite",
+    device: str = "auto",
+    backends: Sequence[str] | None = None,
+    frames: int | None = None,
+    warmup_frames: int = 8,
+    detector: str = "auto",
+    face_models: str | Path | None = None,
+    dtype: torch.dtype | None = None,
+    resolution: int | None = None,
+) -> BenchResult:
+    """Benchmark ``model`` on ``clip`` with each backend in ``backends``.
+
+    Args:
+        clip: input video.
+        refs: reference folders/specs, as for ``restore_video``.
+        model: a model name/path (``lite``, ``instantrestore``, ``identity``, a file) or a
+            ready restorer object.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        backends: backends to compare (default None: every backend available on the device;
+            ``["auto"]`` runs the one ``auto`` picks). Restorers without a network (identity)
+            run once, as ``eager``.
+        frames: time only the first N frames (default None: the whole clip).
+        warmup_frames: untimed frames run first through each backend (default 8: compiles
+            the shapes of the clip's first faces and fills caches; 0 to skip).
+        detector, face_models: face detection, as for ``restore_video``.
+        dtype: compute dtype of a loaded model (default None: fp16 on CUDA, fp32 on CPU).
+        resolution: crop size of the ``identity`` model (default 512).
+    """
+    from streamrestore.api import build_face_restorer
+    from streamrestore.backends import BACKENDS, BackendConfig, BackendRestorer, available_backends, select_backend
+    from streamrestore.video.reader import probe
+
+    clip = Path(clip)
+    if not clip.is_file():
+        raise InputError(f"{clip} does not exist; give a video file to benchmark on")
+    if frames is not None and frames < 1:
+        raise ValueError(f"frames must be >= 1 or None, got {frames}")
+    if warmup_frames < 0:
+        raise ValueError(f"warmup_frames must be >= 0, got {warmup_frames}")
+    info = probe(clip)
+    fps_in = float(info.frame_rate) if info.frame_rate else 30.0
+
+    t0 = time.perf_counter()
+    restorer = _load(model, device, dtype, resolution)
+    load_s = time.perf_counter() - t0
+    run_device = getattr(restorer, "device", torch.device("cpu"))
+    if hasattr(restorer, "net"):
+        if backends is None:
+            names = available_backends(run_device)
+        else:
+            names = []
+            for b in backends:
+                if b not in BACKENDS:
+                    raise ValueError(f"backend must be one of {BACKENDS}, got {b!r}")
+                names.append(select_backend(b, run_device))
+            names = list(dict.fromkeys(names))
+    else:
+        names = ["eager"]  # nothing to compile
+
+    # Face models and references load once; every backend gets its own tracker and smoother.
+    template = build_face_restorer(refs, model=restorer, detector=detector, face_models=face_models, fps=fps_in)
+    rows: list[BenchRow] = []
+    startup: dict = {"load_model": round(load_s, 3)}
+    fps_by: dict = {}
+    faces_seen = 0.0
+    timed_frames = 0
+    with tempfile.TemporaryDirectory(prefix="streamrestore-bench-") as tmp:
+        out = Path(tmp) / f"out{clip.suffix or '.mp4'}"
+        plain_s, plain_n = _transcode(clip, out, frames)
+        for name in names:
+            t0 = time.perf_counter()
+            runner = restorer if not hasattr(restorer, "net") else BackendRestorer(restorer, name, BackendConfig(backend=name))
+            fr = _fresh(template, runner, fps_in)
+            build_s = time.perf_counter() - t0
+            references_s = fr.stats.stage_seconds.get("references", 0.0)
+            if warmup_frames:
+                t0 = time.perf_counter()
+                _pipeline_run(clip, out, warmup_frames, fr, run_device)
+                build_s += time.perf_counter() - t0
+            startup[name] = {"build_and_warmup_s": round(build_s, 3), "references_s": round(references_s, 3)}
+            fr = _fresh(template, runner, fps_in)
+            wall, stages, n, faces = _pipeline_run(clip, out, frames, fr, run_device)
+            n = max(n, 1)
+            for stage, secs in stages.items():
+                rows.append(BenchRow(stage, name, round(1000.0 * secs / n, 3)))
+            rows.append(BenchRow("end to end", name, round(1000.0 * wall / n, 3)))
+            fps_by[name] = round(n / wall, 3) if wall > 0 else 0.0
+            faces_seen, timed_frames = faces / n, n
+            log.info("bench: %s %.1f fps over %d frames", name, fps_by[name], n)
+    best = max(fps_by, key=fps_by.get)
+    return BenchResult(
+        fps=fps_by[best], device=describe_device(run_device), backend=best, rows=rows, clip=str(clip),
+        model=getattr(restorer, "name", str(model)), frames=timed_frames, faces_per_frame=round(faces_seen, 3),
+        startup_s=startup, fps_by_backend=fps_by,
+        decode_encode_fps=round(plain_n / plain_s, 3) if plain_s > 0 else 0.0,
+    )
+
+
+def _load(model, device: str, dtype, resolution):
+    if not isinstance(model, (str, Path)):
+        return model
+    if str(model) == "identity":
+        from streamrestore.model.identity import IdentityRestorer
+
+        return IdentityRestorer(resolution or 512)
+    from streamrestore.model.registry import load_model
+
+    return load_model(str(model), device=device, dtype=dtype)
+
+
+def write_json(result: BenchResult, path: str | Path) -> Path:
+    """Write ``result`` as JSON (top level ``fps``, ``device``, ``backend``, ``rows``, and the rest)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path} ({exc.strerror or exc}); pick another --json path") from None
+    return path

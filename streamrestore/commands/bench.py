@@ -1,0 +1,68 @@
+"""``streamrestore bench``: per-stage ms/frame and end-to-end fps on a clip, backends side by side.
+
+    streamrestore bench INPUT --refs DIR [--model M] [--device D] [--backend B] [--json PATH]
+
+Prints a table (stages down, backends across) and, with ``--json PATH``, writes
+``{"fps", "device", "backend", "rows": [{"stage", "backend", "ms_per_frame"}], ...}`` where
+``fps`` and ``backend`` are the best backend's end-to-end figures. Without ``--backend`` every
+backend available on the device runs, one after the other in this process.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from streamrestore.backends import BACKENDS
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streamrestore bench",
+        description="Time every stage of the pipeline and the end-to-end frame rate on a clip, "
+                    "for each execution backend of the restorer.",
+    )
+    p.add_argument("input", help="video file to run on")
+    p.add_argument("--refs", action="append", default=[], metavar="DIR|NAME=DIR",
+                   help="folder of photos of the person (repeat as NAME=DIR for several people)")
+    p.add_argument("--model", default="lite", help="lite (default), instantrestore, identity, or a model file")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="run only this backend (default: every backend available on the device)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="compute dtype (default fp16 on CUDA, fp32 on CPU)")
+    p.add_argument("--frames", type=int, metavar="N", help="time only the first N frames (default: all)")
+    p.add_argument("--warmup-frames", type=int, default=8, metavar="N",
+                   help="untimed frames per backend first, so compiling is not timed (default 8)")
+    p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"])
+    p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack")
+    p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="more messages")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    from streamrestore.bench import run_bench, write_json
+    from streamrestore.errors import UserError
+
+    args = build_parser().parse_args(argv)
+    if args.frames is not None and args.frames < 1:
+        raise UserError(f"--frames must be at least 1, got {args.frames}")
+    if args.warmup_frames < 0:
+        raise UserError(f"--warmup-frames must be 0 or more, got {args.warmup_frames}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    result = run_bench(
+        args.input, args.refs, model=args.model, device=args.device,
+        backends=None if args.backend is None else [args.backend], frames=args.frames,
+        warmup_frames=args.warmup_frames, detector=args.detector, face_models=args.face_models,
+        dtype=DTYPES[args.dtype] if args.dtype else None, resolution=args.resolution,
+    )
+    print(result.table())
+    if args.json:
+        path = write_json(result, args.json)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,79 @@
+"""``streamrestore bench`` on a short shared clip: identity model and a tiny network."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from streamrestore.bench import BenchResult, BenchRow, run_bench
+from streamrestore.cli import main
+
+CLIP = "pcavs/Input/00002.mp4"  # 224x224 talking head, one face
+
+
+@pytest.fixture
+def refs(tmp_path, shared_data):
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for p in sorted((shared_data / "face_recognition/knn_train/obama").iterdir())[:2]:
+        shutil.copy(p, folder / p.name)
+    return folder
+
+
+def test_bench_cli_identity_writes_table_and_json(tmp_path, shared_data, shared_models, refs, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", str(shared_data / CLIP), "--refs", str(refs), "--model", "identity", "--resolution", "128",
+                 "--face-models", str(shared_models / "insightface"), "--frames", "6", "--warmup-frames", "2",
+                 "--json", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "ms/frame" in table and "end to end" in table and "decode+encode alone" in table
+    data = json.loads(out.read_text())
+    assert data["fps"] > 0 and data["backend"] == "eager" and data["device"].startswith("cpu")
+    stages = {r["stage"] for r in data["rows"]}
+    assert {"decode", "detect", "align", "restore", "paste", "encode", "end to end"} <= stages
+    assert all(r["backend"] == "eager" and r["ms_per_frame"] >= 0 for r in data["rows"])
+    assert data["frames"] == 6 and data["faces_per_frame"] > 0.5  # the face was found and restored
+    end_to_end = next(r["ms_per_frame"] for r in data["rows"] if r["stage"] == "end to end")
+    assert data["fps"] == pytest.approx(1000.0 / end_to_end, rel=0.01)
+
+
+def test_bench_tiny_network_eager(shared_data, shared_models, refs):
+    from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
+
+    torch.manual_seed(0)
+    restorer = InstantRestorer(InstantRestoreNet(tiny_config()), device="cpu", dtype=torch.float32, name="tiny")
+    result = run_bench(shared_data / CLIP, [str(refs)], model=restorer, backends=["eager"], frames=4,
+                       warmup_frames=1, face_models=shared_models / "insightface")
+    assert result.backend == "eager" and result.model == "tiny" and result.frames == 4
+    restore = [r for r in result.rows if r.stage == "restore"]
+    assert len(restore) == 1 and restore[0].ms_per_frame > 0
+    assert result.startup_s["eager"]["references_s"] > 0  # references were encoded through the backend
+    assert result.faces_per_frame > 0.5
+
+
+def test_bench_rejects_unknown_backend_and_missing_clip(tmp_path, capsys):
+    code = main(["bench", str(tmp_path / "missing.mp4"), "--model", "identity"])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.mp4" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["bench", str(tmp_path / "missing.mp4"), "--backend", "onnx"])
+    code = main(["bench", str(tmp_path / "missing.mp4"), "--frames", "0"])
+    assert code == 2
+
+
+def test_table_lists_backends_side_by_side():
+    rows = [BenchRow("restore", "eager", 40.0), BenchRow("restore", "compile", 10.0),
+            BenchRow("end to end", "eager", 50.0), BenchRow("end to end", "compile", 20.0),
+            BenchRow("decode", "eager", 2.0)]
+    result = BenchResult(fps=50.0, device="cpu", backend="compile", rows=rows,
+                         fps_by_backend={"eager": 20.0, "compile": 50.0}, decode_encode_fps=100.0)
+    lines = result.table().splitlines()
+    header = next(line for line in lines if line.startswith("ms/frame"))
+    assert header.index("eager") < header.index("compile")
+    decode = next(line for line in lines if line.startswith("decode "))
+    assert decode.split()[1:] == ["2.00", "-"]
+    assert lines.index(decode) < lines.index(next(line for line in lines if line.startswith("restore")))
+    assert "2.00x" in lines[-1]
+    assert json.loads(json.dumps(result.to_json()))["rows"][0] == {"stage": "restore", "backend": "eager",
+                                                                   "ms_per_frame": 40.0}
