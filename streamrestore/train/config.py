@@ -1,0 +1,242 @@
+"""Training configuration: one dataclass, read from a TOML, YAML or JSON file.
+
+A file has top-level training keys and a ``[model]`` table that builds the
+:class:`~streamrestore.model.config.RestorerConfig`::
+
+    data = "runs/trainok_128.npz"      # a pack written by streamrestore.train.data
+    output_dir = "runs/lite"
+    steps = 2000
+    batch_size = 8
+
+    [model]
+    base = "none"                      # start from RestorerConfig defaults, "tiny" or "tiny-pixel"
+    latent = "pixel"
+    unet_lora = false                  # TOML has no null: false means None for optional fields
+    ...
+    [model.unet]
+    block_out_channels = [64, 128, 192]
+
+Relative paths in the file are resolved against the current directory (the repository root
+when the documented commands are used), not against the file: the shipped
+``configs/lite.toml`` points at ``runs/`` and ``../shared`` like every other tool here.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from streamrestore.errors import InputError
+from streamrestore.model.config import RestorerConfig, tiny_config
+
+__all__ = ["TrainConfig", "load_train_config", "build_model_config"]
+
+#: RestorerConfig fields that may be None; a file writes ``false`` (TOML has no null).
+_OPTIONAL_MODEL_FIELDS = ("vae", "unet_lora", "vae_lora", "freeu")
+
+
+def build_model_config(table: dict[str, Any]) -> RestorerConfig:
+    """A :class:`RestorerConfig` from a ``[model]`` table.
+
+    ``base`` picks the starting point: ``"none"`` (the dataclass defaults, i.e. the paper's
+    network), ``"tiny"`` / ``"tiny-pixel"`` (:func:`tiny_config`, for tests). Every other key
+    replaces that field; ``unet`` / ``vae`` tables are merged key by key into the base dicts;
+    ``false`` for an optional field (vae, unet_lora, vae_lora, freeu) means None.
+    """
+    table = dict(table)
+    base_name = table.pop("base", "none")
+    if base_name == "none":
+        base = RestorerConfig()
+    elif base_name in ("tiny", "tiny-pixel"):
+        base = tiny_config("pixel" if base_name == "tiny-pixel" else "vae")
+    else:
+        raise ValueError(f"model.base must be 'none', 'tiny' or 'tiny-pixel', got {base_name!r}")
+    known = {f.name for f in fields(RestorerConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"unknown model settings {unknown}; valid ones are the RestorerConfig fields")
+    data = json.loads(base.to_json())
+    for key, value in table.items():
+        if key in _OPTIONAL_MODEL_FIELDS and value is False:
+            data[key] = None
+        elif key in ("unet", "vae") and isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return RestorerConfig.from_json(json.dumps(data))
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the machine.
+
+    Loss weights follow the paper's balance (landmark attention 5000 next to weights ~1 for the
+    others) unless a config says otherwise. Steps count optimiser updates (of all processes
+    together: each step every process takes ``batch_size`` samples).
+    """
+
+    #: the model to build (see :func:`build_model_config`).
+    model: RestorerConfig = field(default_factory=RestorerConfig)
+    #: a packed dataset ``.npz`` (:func:`streamrestore.train.data.pack_dataset`).
+    data: str = "runs/trainok_128.npz"
+    #: checkpoints, ``losses.csv``, ``validation.csv`` and the exported model go here.
+    output_dir: str = "runs/train"
+    #: refuse packs holding anything but train-ok sources (a shipped model must pass this).
+    require_train_ok: bool = True
+    #: the shared folder (for the MobileFaceNet identity loss and the validation judges).
+    shared: str = "../shared"
+    seed: int = 0
+    #: optimiser updates in total.
+    steps: int = 1000
+    #: samples per process per step.
+    batch_size: int = 8
+    #: AdamW settings. 3e-4 suits a from-scratch 10 M-parameter UNet; LoRA at paper scale uses
+    #: about 1e-5 .. 5e-5.
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    #: linear warm-up steps, then cosine decay to ``lr * min_lr_ratio``.
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    #: gradient norm clip (None: off).
+    grad_clip: float | None = 1.0
+    #: accelerate mixed precision: "no", "fp16" or "bf16" (GPU only; CPU always trains fp32).
+    mixed_precision: str = "no"
+    #: DataLoader worker processes (0: load in the training process, best on 2-core machines).
+    num_workers: int = 0
+    #: degradation of the training samples: a preset name (severe, moderate, mild, video) or a
+    #: table of :class:`~streamrestore.train.degrade.DegradationPreset` fields.
+    preset: Any = "severe"
+    min_refs: int = 1
+    max_refs: int = 4
+    #: fraction of identities held out for validation (by :meth:`PackedFaces.split`).
+    val_fraction: float = 0.15
+    val_split_seed: int = 0
+    #: loss weights; a weight of 0 skips that loss (and its cost).
+    pixel_weight: float = 1.0
+    pixel_kind: str = "l1"
+    ssim_weight: float = 1.0
+    multiscale_ssim: bool = False
+    identity_weight: float = 1.0
+    landmark_weight: float = 5000.0
+    #: index into the model's shared layers of the layer the landmark attention loss watches
+    #: (negative counts from the end; -1 is the last, highest-resolution up-block layer).
+    landmark_layer: int = -1
+    #: let the loss gradients flow into the reference pass (the reference network learns to
+    #: produce useful keys/values); False runs references under no_grad (cheaper).
+    reference_grad: bool = True
+    #: curriculum: probability that a reference slot holds an augmented copy of the target
+    #: instead of another photo, falling linearly from ``self_ref_start`` at step 0 to 0 at
+    #: ``self_ref_until`` (a fraction of ``steps``). Copies are trivially useful, so the
+    #: reference attention learns to fetch detail before it must cope with other photos.
+    self_ref_start: float = 0.0
+    self_ref_until: float = 0.5
+    #: the copies' random similarity warp (degrees, relative scale, fraction of the side) and
+    #: colour jitter (relative gain), so copying pixels in place is not enough.
+    self_ref_rotate: float = 8.0
+    self_ref_scale: float = 0.08
+    self_ref_shift: float = 0.05
+    self_ref_color: float = 0.12
+    #: save a resumable checkpoint every N steps (and at the end); keep the newest K.
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    #: validate every N steps (0: only at the end) on at most ``val_cases`` held-out identities.
+    val_every: int = 500
+    val_cases: int = 8
+    #: append a row to ``losses.csv`` every N steps (running means since the last row).
+    log_every: int = 10
+    #: write ``model.safetensors`` (the shippable format) at the end in this dtype.
+    export_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if self.pixel_kind not in ("l1", "l2"):
+            raise ValueError(f"pixel_kind must be 'l1' or 'l2', got {self.pixel_kind!r}")
+        if not 1 <= self.min_refs <= self.max_refs:
+            raise ValueError(f"need 1 <= min_refs <= max_refs, got {self.min_refs}, {self.max_refs}")
+        if not 0.0 <= self.self_ref_start <= 1.0:
+            raise ValueError(f"self_ref_start must be in [0, 1], got {self.self_ref_start}")
+        if not 0.0 <= self.self_ref_until <= 1.0:
+            raise ValueError(f"self_ref_until must be in [0, 1], got {self.self_ref_until}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.val_every < 0:
+            raise ValueError("checkpoint_every and log_every must be >= 1 and val_every >= 0, got "
+                             f"{self.checkpoint_every}, {self.log_every}, {self.val_every}")
+        if self.export_dtype not in ("float16", "bfloat16", "float32"):
+            raise ValueError(f"export_dtype must be float16, bfloat16 or float32, got {self.export_dtype!r}")
+        for name in ("pixel_weight", "ssim_weight", "identity_weight", "landmark_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.betas = tuple(self.betas)
+        from streamrestore.train.degrade import DegradationPreset, get_preset  # noqa: PLC0415
+
+        if isinstance(self.preset, dict):
+            table = {k: tuple(v) if isinstance(v, list) else (None if v is False else v) for k, v in self.preset.items()}
+            self.preset = DegradationPreset(**table)
+        get_preset(self.preset)  # unknown names fail here, not mid-run
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model"] = json.loads(self.model.to_json())
+        return data
+
+    def self_ref_probability(self, step: int) -> float:
+        """Curriculum: chance that a reference slot is an augmented copy of the target at ``step``."""
+        end = self.self_ref_until * self.steps
+        if self.self_ref_start <= 0 or step >= end:
+            return 0.0
+        return self.self_ref_start * (1.0 - step / end)
+
+    def replace(self, **changes) -> "TrainConfig":
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(changes)
+        return TrainConfig(**data)
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".toml":
+        import tomllib  # noqa: PLC0415
+
+        return tomllib.loads(text)
+    if suffix == ".json":
+        return json.loads(text)
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml  # noqa: PLC0415
+        except ImportError as exc:
+            raise InputError(f"reading {path} needs PyYAML (pip install pyyaml); or write the config as .toml") from exc
+        return yaml.safe_load(text) or {}
+    raise InputError(f"{path}: unknown config format {suffix!r}; use .toml, .json or .yaml")
+
+
+def load_train_config(path: str | Path, **overrides) -> TrainConfig:
+    """Read a training config file; ``overrides`` replace top-level keys after reading."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"training config {path} not found")
+    try:
+        table = _read_table(path)
+    except (ValueError, OSError) as exc:  # tomllib/json decode errors are ValueErrors
+        raise InputError(f"cannot read training config {path}: {exc}") from exc
+    table.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise InputError(f"{path}: unknown training settings {unknown}; valid ones: {sorted(known)}")
+    try:
+        model = table.pop("model", {})
+        model_config = model if isinstance(model, RestorerConfig) else build_model_config(model)
+        return TrainConfig(model=model_config, **table)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: invalid training config: {exc}") from exc

@@ -1,0 +1,539 @@
+"""The training loop: InstantRestore restorers trained through ``accelerate``.
+
+One :class:`Trainer` runs on one CPU, one GPU or many processes (``accelerate launch``) with
+the same code: accelerate places the model, wraps it for data parallelism, shards the batches,
+scales fp16 losses and saves/loads the full training state.
+
+A step, per process:
+
+1. a batch of ``batch_size`` samples from :class:`~streamrestore.train.data.RestorationDataset`
+   (degraded target, clean target, 1-4 references of the same person, landmarks);
+2. the curriculum may swap reference slots for augmented copies of the target
+   (:meth:`TrainConfig.self_ref_probability`), and ``no_ref_probability`` of the faces get no
+   reference at all (the self-attention path the pipeline uses for unknown people);
+3. references pass through the reference network (with gradients unless
+   ``reference_grad=False``), their shared-layer keys/values are padded per face and masked;
+4. one restoration step; losses: pixel + (1 - (MS-)SSIM) + MobileFaceNet identity + the landmark
+   attention loss on one shared layer and the first reference;
+5. AdamW with gradient clipping; warm-up + cosine learning rate.
+
+Every ``log_every`` steps a row goes to ``losses.csv``; every ``checkpoint_every`` steps
+``accelerator.save_state`` writes a checkpoint that resumes *exactly* (weights, optimiser,
+scheduler, RNG; the data order is a pure function of the step); every ``val_every`` steps the
+model is measured on held-out identities (``validation.csv``): PSNR/SSIM and the judges'
+identity similarity with 4 references, without references and with another person's references
+(the signal that references are really used).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamrestore.errors import InputError
+from streamrestore.model.attention import LayerReferences, ReferenceBatch, value_statistics
+from streamrestore.model.restorer import InstantRestoreNet
+from streamrestore.train.config import TrainConfig
+
+logger = logging.getLogger("streamrestore")
+
+__all__ = ["Trainer", "TrainResult", "StepBatchSampler", "TrainingModel", "augment_copies", "train"]
+
+_LOSS_COLUMNS = ("loss", "pixel", "ssim", "identity", "landmark")
+_STATE_FILE = "trainer_state.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Data order
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Batches of dataset indices as a pure function of the batch number (exact resume).
+
+    The dataset is a :class:`RestorationDataset` whose length is ``targets * epochs``; batch
+    ``k`` holds global sample positions ``k*B .. k*B+B-1``; position ``p`` is epoch
+    ``p // targets`` and the ``p % targets``-th entry of that epoch's permutation (seeded by
+    ``(seed, epoch)``), so index ``epoch * targets + perm[j]`` selects target ``perm[j]`` with
+    fresh degradation and reference draws every epoch.
+    """
+
+    def __init__(self, targets: int, batch_size: int, num_batches: int, seed: int = 0, start_batch: int = 0):
+        if targets < 1 or batch_size < 1:
+            raise ValueError(f"targets and batch_size must be >= 1, got {targets}, {batch_size}")
+        if not 0 <= start_batch <= num_batches:
+            raise ValueError(f"start_batch must be in [0, {num_batches}], got {start_batch}")
+        self.targets, self.batch_size, self.num_batches = targets, batch_size, num_batches
+        self.seed, self.start_batch = seed, start_batch
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.targets)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        cache: dict[int, np.ndarray] = {}
+        for k in range(self.start_batch, self.num_batches):
+            batch = []
+            for p in range(k * self.batch_size, (k + 1) * self.batch_size):
+                epoch, j = divmod(p, self.targets)
+                if epoch not in cache:
+                    cache.clear()
+                    cache[epoch] = self._perm(epoch)
+                batch.append(int(epoch * self.targets + cache[epoch][j]))
+            yield batch
+
+    def __len__(self) -> int:
+        return self.num_batches - self.start_batch
+
+
+# --------------------------------------------------------------------------------------------
+# Curriculum: augmented copies of the target as references
+
+
+def augment_copies(images: torch.Tensor, landmarks: torch.Tensor, generator: torch.Generator, *,
+                   rotate_deg: float, scale: float, shift: float, color: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Randomly warped and colour-jittered copies of ``images`` (M, 3, R, R) with their landmarks.
+
+    A similarity warp (rotation ±``rotate_deg``, scale 1±``scale``, shift ±``shift`` of the side)
+    and a per-channel gain 1±``color``; ``landmarks`` (M, 5, 2) in [0, 1] (x = pixel / R) move
+    with the warp. Random numbers come from ``generator`` (CPU) so a step is reproducible.
+    """
+    m, _, r, _ = images.shape
+    u = lambda *shape: torch.rand(*shape, generator=generator) * 2 - 1  # noqa: E731  U(-1, 1)
+    angle = u(m) * math.radians(rotate_deg)
+    s = 1 + u(m) * scale
+    t = u(m, 2) * shift * 2  # normalised coordinates span 2
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    # theta maps output coordinates to input coordinates (affine_grid convention)
+    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    theta = theta.to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    gain = (1 + u(m, 3, 1, 1) * color).to(images.device, images.dtype)
+    warped = (warped * gain).clamp(0, 1)
+    # landmarks: input point q (normalised) came from output point p with q = A p + t
+    q = landmarks.to(theta.dtype) * 2 + 1.0 / r - 1  # x = i / R  ->  align_corners=False coordinates
+    a, b = theta[:, :, :2], theta[:, :, 2]
+    p = torch.linalg.solve(a, (q - b[:, None, :]).transpose(1, 2)).transpose(1, 2)
+    return warped.contiguous(), ((p + 1 - 1.0 / r) / 2).to(landmarks.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# The module accelerate wraps
+
+
+class TrainingModel(nn.Module):
+    """Forward pass of one training step, as one module (so data-parallel wrappers see it).
+
+    ``forward(degraded, references, ref_mask, noise, ref_noise, map_layer)`` returns the restored
+    images (B, 3, R, R) in [0, 1] and, when ``map_layer`` names a shared layer, that layer's
+    attention over the first reference (B, heads, queries, ref_tokens), else None.
+    """
+
+    def __init__(self, net: InstantRestoreNet, reference_grad: bool = True):
+        super().__init__()
+        self.net = net
+        self.reference_grad = reference_grad
+
+    def pack(self, kv: dict, ref_mask: torch.Tensor) -> ReferenceBatch:
+        """Per-face reference K/V from the K/V of all ``B * N`` slots (face-major), masked."""
+        b, n = ref_mask.shape
+        valid = ref_mask[:, :, None, None]
+        layers = {}
+        for name in self.net.shared_layers:
+            k, v = kv[name]
+            k, v = k.reshape(b, n, *k.shape[1:]), v.reshape(b, n, *v.shape[1:])
+            mean, std = value_statistics(v.float(), self.net.config.adain_eps)
+            # padded slots: mean 0, std 1 (the cache convention); they get zero attention anyway
+            mean = torch.where(valid, mean, torch.zeros_like(mean)).to(v.dtype)
+            std = torch.where(valid, std, torch.ones_like(std)).to(v.dtype)
+            layers[name] = LayerReferences(k, v, mean, std)
+        has_refs = ref_mask.any(dim=1)
+        include_input = self.net.config.include_input_kv
+        input_mask, input_all = None, False
+        if include_input or not bool(has_refs.all()):
+            input_mask = torch.ones_like(has_refs) if include_input else ~has_refs
+            input_all = bool(input_mask.all())
+        full = bool(ref_mask.all())
+        return ReferenceBatch(layers, None if full else ref_mask, input_mask, input_all)
+
+    def forward(self, degraded: torch.Tensor, references: torch.Tensor, ref_mask: torch.Tensor,
+                noise: torch.Tensor, ref_noise: torch.Tensor, map_layer: str | None = None):
+        net = self.net
+        latents = net.encode(degraded)
+        refs = None
+        if bool(ref_mask.any()):
+            # every slot, padding included: tensor shapes stay the same from step to step, which
+            # on CPU is far cheaper than skipping the padding (oneDNN builds kernels per shape)
+            flat = references.flatten(0, 1)
+            with nullcontext() if self.reference_grad else torch.no_grad():
+                ref_latents = net.encode(flat, reference=True)
+                kv = net.reference_kv(ref_latents, ref_noise.expand(flat.shape[0], -1, -1, -1))
+            refs = self.pack(kv, ref_mask)
+        maps = {map_layer: None} if (map_layer is not None and refs is not None) else None
+        x0 = net.denoise(latents, noise, refs, attention_maps=maps)
+        restored = net.decode(x0)
+        probs = None
+        if maps is not None and maps.get(map_layer) is not None:
+            probs = maps[map_layer].for_reference(0)
+        return restored, probs
+
+
+# --------------------------------------------------------------------------------------------
+# Trainer
+
+
+@dataclass
+class TrainResult:
+    """What a (possibly interrupted) run reached."""
+
+    step: int
+    losses: dict[str, float] = field(default_factory=dict)  # means over the last logged window
+    checkpoint: Path | None = None
+    exported: Path | None = None
+    validation: list[dict] = field(default_factory=list)
+
+
+def _lr_lambda(config: TrainConfig):
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        span = max(1, config.steps - config.warmup_steps)
+        progress = min(1.0, (step - config.warmup_steps) / span)
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class Trainer:
+    """Builds everything a run needs from a :class:`TrainConfig` and trains.
+
+    Args:
+        config: the run.
+        resume: a checkpoint folder, ``"latest"`` (the newest under ``output_dir/checkpoints``,
+            if any) or None (start fresh).
+        accelerator: an ``accelerate.Accelerator``; default one with ``config.mixed_precision``
+            on GPU (always fp32 on CPU).
+        no_ref_probability: share of faces trained without references (keeps the plain
+            self-attention path the pipeline uses for unknown people working).
+    """
+
+    def __init__(self, config: TrainConfig, resume: str | Path | None = None, accelerator=None,
+                 no_ref_probability: float = 0.1):
+        from accelerate import Accelerator  # noqa: PLC0415
+        from accelerate.utils import set_seed  # noqa: PLC0415
+
+        from streamrestore.train.data import PackedFaces, RestorationDataset  # noqa: PLC0415
+
+        if not 0.0 <= no_ref_probability < 1.0:
+            raise ValueError(f"no_ref_probability must be in [0, 1), got {no_ref_probability}")
+        self.config = config
+        self.no_ref_probability = no_ref_probability
+        if accelerator is None:
+            precision = config.mixed_precision if torch.cuda.is_available() else "no"
+            accelerator = Accelerator(mixed_precision=precision)
+        self.accelerator = accelerator
+        set_seed(config.seed)
+        self.output_dir = Path(config.output_dir)
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+
+        pack = PackedFaces(config.data)
+        if config.require_train_ok:
+            pack.require_train_ok()
+        if pack.resolution != config.model.resolution:
+            raise InputError(f"{config.data} holds {pack.resolution} px crops but the model works at "
+                             f"{config.model.resolution} px; pack the data at the model's resolution")
+        self.pack = pack
+        self.train_ids, self.val_ids = pack.split(config.val_fraction, config.val_split_seed)
+        common = dict(preset=config.preset, min_refs=config.min_refs, max_refs=config.max_refs, seed=config.seed)
+        probe = RestorationDataset(pack, self.train_ids, **common)
+        self.targets = len(probe.targets)
+        world = accelerator.num_processes
+        total_batches = config.steps * world
+        epochs = math.ceil(total_batches * config.batch_size / self.targets) + 1
+        self.dataset = RestorationDataset(pack, self.train_ids, samples_per_epoch=epochs * self.targets, **common)
+
+        net = InstantRestoreNet(config.model)
+        with torch.no_grad():  # a fixed, seeded "prompt": the lite model has no text encoder
+            gen = torch.Generator().manual_seed(config.seed + 7)
+            if not net.prompt_embeds.abs().sum():
+                net.prompt_embeds.copy_(torch.randn(net.prompt_embeds.shape, generator=gen))
+        self.net = net
+        self.model = TrainingModel(net, config.reference_grad)
+        params = net.trainable_parameters()
+        self.num_parameters = sum(p.numel() for p in net.parameters())
+        self.num_trainable = sum(p.numel() for p in params)
+        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(self.model, optimizer, scheduler)
+
+        self.identity_loss = None
+        if config.identity_weight > 0:
+            from streamrestore.train.losses import IdentityLoss  # noqa: PLC0415
+
+            weights = Path(config.shared) / "models/recog/mobilefacenet_foamliu.pt"
+            if not weights.is_file():
+                raise InputError(f"the identity loss needs {weights}; set shared= to the shared folder "
+                                 "or identity_weight = 0")
+            self.identity_loss = IdentityLoss(weights).to(accelerator.device).eval().requires_grad_(False)
+        layers = net.shared_layers
+        if not -len(layers) <= config.landmark_layer < len(layers):
+            raise ValueError(f"landmark_layer {config.landmark_layer} out of range for {len(layers)} shared layers")
+        self.map_layer = layers[config.landmark_layer] if config.landmark_weight > 0 else None
+        c, s = config.model.latent_channels, config.model.latent_size
+        # the same fixed reference noise InstantRestorer uses at inference
+        self.ref_noise = torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(
+            config.model.reference_noise_seed)).to(accelerator.device)
+
+        self.step = 0
+        if resume == "latest":
+            resume = self.latest_checkpoint()
+        if resume is not None:
+            self.load_checkpoint(resume)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder, or None."""
+        found = sorted(self.checkpoint_dir.glob("step_*/" + _STATE_FILE))
+        if not found:
+            return None
+        return max((p.parent for p in found), key=lambda p: int(p.name.split("_")[1]))
+
+    def save_checkpoint(self) -> Path:
+        """Everything needed to continue exactly: accelerate state + step (+ old ones pruned)."""
+        path = self.checkpoint_dir / f"step_{self.step:07d}"
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(path))
+        if self.accelerator.is_main_process:
+            # written last: a folder without it is an interrupted save and is never resumed from
+            (path / _STATE_FILE).write_text(json.dumps({"step": self.step, "config": self.config.to_dict()}, indent=1))
+            done = sorted(self.checkpoint_dir.glob("step_*/" + _STATE_FILE))
+            for old in [p.parent for p in done][: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        state_file = path / _STATE_FILE
+        if not state_file.is_file():
+            raise InputError(f"{path} is not a complete training checkpoint (no {_STATE_FILE})")
+        saved = json.loads(state_file.read_text())
+        if saved["config"]["model"] != self.config.to_dict()["model"]:
+            raise InputError(f"checkpoint {path} was trained with another model config; resume with the same config")
+        self.accelerator.load_state(str(path))
+        self.step = int(saved["step"])
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    # -- one step ---------------------------------------------------------------------------
+    def _curriculum(self, batch: dict, generator: torch.Generator) -> None:
+        """Swap reference slots for augmented copies of the target; drop all references of some faces."""
+        cfg = self.config
+        mask = batch["ref_mask"]
+        b, n = mask.shape
+        p = cfg.self_ref_probability(self.step)
+        if p > 0:
+            # copies for every slot, kept where drawn (fixed shapes; see TrainingModel.forward)
+            swap = (torch.rand(b, n, generator=generator) < p).to(mask.device) & mask
+            copies, points = augment_copies(
+                batch["target"].repeat_interleave(n, 0), batch["landmarks"].repeat_interleave(n, 0), generator,
+                rotate_deg=cfg.self_ref_rotate, scale=cfg.self_ref_scale, shift=cfg.self_ref_shift,
+                color=cfg.self_ref_color)
+            batch["references"] = torch.where(swap[:, :, None, None, None], copies.view_as(batch["references"]),
+                                              batch["references"])
+            batch["ref_landmarks"] = torch.where(swap[:, :, None, None], points.view_as(batch["ref_landmarks"]),
+                                                 batch["ref_landmarks"])
+        if self.no_ref_probability > 0:
+            drop = (torch.rand(b, generator=generator) < self.no_ref_probability).to(mask.device)
+            batch["ref_mask"] = mask & ~drop[:, None]
+
+    def _losses(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        from streamrestore.train.losses import landmark_attention_loss, pixel_loss, ssim_loss  # noqa: PLC0415
+
+        cfg = self.config
+        self._curriculum(batch, generator)
+        degraded, target = batch["degraded"], batch["target"]
+        b = degraded.shape[0]
+        if cfg.model.add_noise:
+            noise = torch.randn(b, *self.ref_noise.shape[1:], generator=generator).to(degraded.device)
+        else:
+            noise = torch.zeros(b, *self.ref_noise.shape[1:], device=degraded.device)
+        with self.accelerator.autocast():
+            restored, probs = self.model(degraded, batch["references"], batch["ref_mask"], noise, self.ref_noise,
+                                         self.map_layer)
+        restored = restored.float()
+        zero = restored.new_zeros(())
+        parts = {"pixel": zero, "ssim": zero, "identity": zero, "landmark": zero}
+        if cfg.pixel_weight > 0:
+            parts["pixel"] = pixel_loss(restored, target, cfg.pixel_kind)
+        if cfg.ssim_weight > 0:
+            parts["ssim"] = ssim_loss(restored, target, multiscale=cfg.multiscale_ssim)
+        if self.identity_loss is not None:
+            parts["identity"] = self.identity_loss(restored, target)
+        if probs is not None:
+            grid = int(round(probs.shape[-1] ** 0.5))
+            valid = batch["ref_mask"][:, 0:1].expand(-1, batch["landmarks"].shape[1])
+            parts["landmark"] = landmark_attention_loss(probs, batch["landmarks"], batch["ref_landmarks"][:, 0],
+                                                        grid, valid=valid)
+        parts["loss"] = (cfg.pixel_weight * parts["pixel"] + cfg.ssim_weight * parts["ssim"]
+                         + cfg.identity_weight * parts["identity"] + cfg.landmark_weight * parts["landmark"])
+        return parts
+
+    def _generator(self) -> torch.Generator:
+        # one stream per (seed, step, process): the same draws after a resume
+        seed = (self.config.seed * 1_000_003 + self.step * 101 + self.accelerator.process_index) % (2**63)
+        return torch.Generator().manual_seed(seed)
+
+    def _dataloader(self):
+        world = self.accelerator.num_processes
+        sampler = StepBatchSampler(self.targets, self.config.batch_size, self.config.steps * world,
+                                   seed=self.config.seed, start_batch=self.step * world)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.config.num_workers,
+                                             persistent_workers=False)
+        return self.accelerator.prepare_data_loader(loader, device_placement=True)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def train(self, stop_at: int | None = None, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
+        """Train until ``config.steps`` (or ``stop_at`` steps, or ``max_seconds`` of wall time),
+        then save a checkpoint; at ``config.steps`` also validate and export ``model.safetensors``."""
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        cfg, acc = self.config, self.accelerator
+        end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+        self.model.train()
+        log_path = self.output_dir / "losses.csv"
+        window: dict[str, list[float]] = {k: [] for k in _LOSS_COLUMNS}
+        last: dict[str, float] = {}
+        result = TrainResult(step=self.step)
+        started = time.monotonic()
+        window_start, window_samples = started, 0
+        bar = tqdm(total=end, initial=self.step, disable=not (progress and acc.is_main_process),
+                   desc="train", dynamic_ncols=True)
+        loader = self._dataloader() if self.step < end else []
+        for batch in loader:
+            if self.step >= end:
+                break
+            parts = self._losses(batch, self._generator())
+            acc.backward(parts["loss"])
+            if cfg.grad_clip is not None and acc.sync_gradients:
+                acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            window_samples += batch["degraded"].shape[0] * acc.num_processes
+            for k in _LOSS_COLUMNS:
+                window[k].append(float(parts[k].detach()))
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == end:
+                last = self._log(log_path, window, window_start, window_samples)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", refs_self=f"{cfg.self_ref_probability(self.step):.2f}")
+                window = {k: [] for k in _LOSS_COLUMNS}
+                window_start, window_samples = time.monotonic(), 0
+            if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
+                result.validation = self.validate()
+            out_of_time = max_seconds is not None and time.monotonic() - started > max_seconds
+            if self.step % cfg.checkpoint_every == 0 or self.step == end or out_of_time:
+                result.checkpoint = self.save_checkpoint()
+            if out_of_time:
+                logger.warning("time limit reached at step %d; resume with --resume latest", self.step)
+                break
+        bar.close()
+        result.step, result.losses = self.step, last
+        if self.step >= cfg.steps:
+            if result.checkpoint is None or not result.checkpoint.name.endswith(f"{self.step:07d}"):
+                result.checkpoint = self.save_checkpoint()
+            result.validation = self.validate()
+            result.exported = self.export(self.output_dir / "model.safetensors")
+        return result
+
+    def _log(self, path: Path, window: dict, since: float, samples: int) -> dict[str, float]:
+        means = {k: float(np.mean(v)) if v else float("nan") for k, v in window.items()}
+        if self.accelerator.is_main_process:
+            new = not path.is_file()
+            with path.open("a", newline="") as handle:
+                writer = csv.writer(handle)
+                if new:
+                    writer.writerow(["step", "lr", *_LOSS_COLUMNS, "self_ref_p", "samples_per_s", "time"])
+                rate = samples / max(1e-9, time.monotonic() - since)
+                writer.writerow([self.step, f"{self.scheduler.get_last_lr()[0]:.3e}",
+                                 *(f"{means[k]:.6f}" for k in _LOSS_COLUMNS),
+                                 f"{self.config.self_ref_probability(self.step):.3f}", f"{rate:.2f}",
+                                 time.strftime("%Y-%m-%dT%H:%M:%S")])
+        return means
+
+    # -- validation and export --------------------------------------------------------------
+    def restorer(self, device: str | torch.device | None = None):
+        """An :class:`InstantRestorer` on a copy of the current weights (training is untouched)."""
+        from streamrestore.model.restorer import InstantRestorer  # noqa: PLC0415
+
+        net = copy.deepcopy(self.accelerator.unwrap_model(self.model).net)
+        return InstantRestorer(net, device or self.accelerator.device, torch.float32, name="training")
+
+    def validate(self) -> list[dict]:
+        """Held-out identities: averaged rows of :func:`streamrestore.eval.run.evaluate`
+        (input, bicubic, model without / with 1 / with 4 / with another person's references),
+        judged by both MobileFaceNets (dlib off: too slow for a training loop). Main process only;
+        rows are appended to ``validation.csv``."""
+        if not self.accelerator.is_main_process or not self.val_ids:
+            return []
+        from streamrestore.eval.judges import load_judges  # noqa: PLC0415
+        from streamrestore.eval.run import EvalConfig, evaluate, load_cases  # noqa: PLC0415
+
+        eval_config = EvalConfig(preset=self.config.preset, limit=self.config.val_cases, grid_cases=0, with_dlib=False)
+        try:
+            cases = load_cases(self.config.data, eval_config, identities=self.val_ids)
+        except InputError as exc:
+            logger.warning("validation skipped: %s", exc)
+            return []
+        judges = {}
+        models = Path(self.config.shared) / "models"
+        if (models / "recog").is_dir():
+            judges = load_judges(models, with_dlib=False)
+        result = evaluate(cases, self.restorer(), judges, None, eval_config)
+        path = self.output_dir / "validation.csv"
+        new = not path.is_file()
+        keys = ("psnr", "ssim", "id_paddle", "id_mobilefacenet")
+        with path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["step", "method", "n", *keys])
+            for row in result.rows:
+                writer.writerow([self.step, row["method"], row["n"], *(f"{row[k]:.4f}" for k in keys)])
+        summary = {r["method"]: r for r in result.rows}
+        if "model_refs4" in summary:
+            logger.info("validation at step %d: refs4 %.2f dB / id %.3f, norefs id %.3f, other id %.3f", self.step,
+                        summary["model_refs4"]["psnr"], summary["model_refs4"]["id_paddle"],
+                        summary["model_norefs"]["id_paddle"], summary["model_refs4_other"]["id_paddle"])
+        self.model.train()
+        return result.rows
+
+    def export(self, path: str | Path, dtype: str | None = None) -> Path:
+        """Write the current weights in the shippable format (:func:`save_restorer`)."""
+        from streamrestore.model.checkpoint import save_restorer  # noqa: PLC0415
+
+        dtype = getattr(torch, dtype or self.config.export_dtype)
+        if not self.accelerator.is_main_process:
+            return Path(path)
+        return save_restorer(self.accelerator.unwrap_model(self.model).net, path, dtype=dtype)
+
+
+def train(config: TrainConfig, resume: str | Path | None = None, **options) -> TrainResult:
+    """Build a :class:`Trainer` and run it (``options`` go to :meth:`Trainer.train`)."""
+    return Trainer(config, resume=resume).train(**options)

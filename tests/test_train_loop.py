@@ -1,0 +1,238 @@
+"""Training loop, config files and the `streamrestore train` command (tiny configs, CPU)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from streamrestore.errors import InputError
+from streamrestore.model.config import tiny_config
+from streamrestore.train.config import TrainConfig, build_model_config, load_train_config
+from streamrestore.train.loop import StepBatchSampler, Trainer, _lr_lambda, augment_copies
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+IDENTITIES = ("deepface:id01", "deepface:id02", "deepface:id03")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest single-threaded, and far faster on a busy shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_pack(shared, tmp_path_factory):
+    """Photos of three train-ok people aligned at 32 px (the tiny model's resolution)."""
+    from streamrestore.faces.detect import ScrfdDetector
+    from streamrestore.train.data import pack_dataset, shared_sources
+
+    path = tmp_path_factory.mktemp("pack") / "tiny.npz"
+    sources = shared_sources(shared / "data", identities=IDENTITIES)
+    pack_dataset(sources, path, 32, detector=ScrfdDetector(shared / "models/scrfd/det_500m.onnx"))
+    return path
+
+
+def tiny_train_config(pack, shared, out, **changes) -> TrainConfig:
+    # x0 predicted directly from the clean latent: a from-scratch network learns it in a few steps
+    model = tiny_config("pixel", add_noise=False, prediction_type="sample")
+    base = dict(model=model, data=str(pack), output_dir=str(out), shared=str(shared), steps=6,
+                batch_size=4, lr=2e-3, warmup_steps=1, val_every=0, val_fraction=0.3, val_cases=2,
+                checkpoint_every=100, log_every=1, self_ref_start=0.8, self_ref_until=0.5, landmark_weight=10.0,
+                identity_weight=0.0)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def fixed_l1(trainer: Trainer, count: int = 8) -> float:
+    """Mean L1 of the current weights on fixed samples (each with its references)."""
+    restorer = trainer.restorer("cpu")
+    errors = []
+    for i in range(count):
+        sample = trainer.dataset[i]
+        refs = sample["references"][sample["ref_mask"]]
+        out = restorer.restore(sample["degraded"][None], [restorer.encode_references(refs)])
+        errors.append(float((out[0] - sample["target"]).abs().mean()))
+    return float(np.mean(errors))
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    net = trainer.accelerator.unwrap_model(trainer.model).net
+    return {k: v.detach().clone() for k, v in net.weights_state_dict().items()}
+
+
+def test_training_lowers_the_loss(tiny_pack, shared, tmp_path):
+    trainer = Trainer(tiny_train_config(tiny_pack, shared, tmp_path, steps=10, lr=3e-3, identity_weight=0.5))
+    before = fixed_l1(trainer)
+    result = trainer.train(progress=False)
+    after = fixed_l1(trainer)
+    assert result.step == 10
+    assert after < before, (before, after)
+    rows = list(csv.DictReader((tmp_path / "losses.csv").open()))
+    first, last = (np.mean([float(r["loss"]) for r in part]) for part in (rows[:3], rows[-3:]))
+    assert last < 0.75 * first, (first, last)
+    assert [int(r["step"]) for r in rows] == list(range(1, 11))
+    assert all(np.isfinite(float(r[k])) for r in rows for k in ("loss", "pixel", "ssim", "identity", "landmark"))
+    assert float(rows[0]["self_ref_p"]) > 0 and float(rows[-1]["self_ref_p"]) == 0  # the curriculum ran out
+    # the final step validates on the held-out person and exports the shippable file
+    methods = {r["method"] for r in result.validation}
+    assert {"input", "model_norefs", "model_refs4"} <= methods
+    from streamrestore.model.registry import load_model
+
+    restorer = load_model(result.exported, device="cpu")
+    face = trainer.dataset[0]["degraded"][None]
+    out = restorer.restore(face, [None])
+    assert out.shape == face.shape and torch.isfinite(out).all()
+
+
+def test_resume_continues_exactly(tiny_pack, shared, tmp_path):
+    straight = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "a"))
+    straight.train(progress=False)
+
+    interrupted = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "b", checkpoint_every=2))
+    first = interrupted.train(stop_at=3, progress=False)
+    assert first.step == 3 and first.checkpoint.name == "step_0000003" and first.exported is None
+    del interrupted
+    resumed = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "b", checkpoint_every=2), resume="latest")
+    assert resumed.step == 3
+    assert resumed.scheduler.get_last_lr() == pytest.approx(
+        [straight.config.lr * _lr_lambda(straight.config)(3)])
+    resumed.train(progress=False)
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    # the logged losses after the resume are the ones of the uninterrupted run
+    rows_a = list(csv.DictReader((tmp_path / "a/losses.csv").open()))
+    rows_b = list(csv.DictReader((tmp_path / "b/losses.csv").open()))
+    assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a]
+    for ra, rb in zip(rows_a, rows_b):
+        assert float(rb["loss"]) == pytest.approx(float(ra["loss"]), rel=1e-4, abs=1e-6)
+    # only keep_checkpoints complete checkpoints are kept
+    assert len(list((tmp_path / "b/checkpoints").glob("step_*"))) <= 2
+
+
+def test_step_sampler_is_a_function_of_the_batch_number():
+    full = list(StepBatchSampler(targets=7, batch_size=3, num_batches=10, seed=5))
+    tail = list(StepBatchSampler(targets=7, batch_size=3, num_batches=10, seed=5, start_batch=4))
+    assert tail == full[4:]
+    flat = [i for batch in full for i in batch]
+    # every epoch visits each target exactly once
+    for epoch in range(len(flat) // 7):
+        assert sorted(i % 7 for i in flat[epoch * 7:(epoch + 1) * 7]) == list(range(7))
+        assert all(i // 7 == epoch for i in flat[epoch * 7:(epoch + 1) * 7])
+    assert full != list(StepBatchSampler(targets=7, batch_size=3, num_batches=10, seed=6))
+
+
+def test_augmented_copies_carry_their_landmarks():
+    r = 64
+    points = torch.tensor([[[0.3, 0.4], [0.7, 0.4], [0.5, 0.55], [0.35, 0.75], [0.65, 0.7]]])
+    images = torch.zeros(5, 3, r, r)
+    for k in range(5):  # one bright blob per image, at landmark k
+        x, y = (points[0, k] * r).round().long()
+        images[k, :, y - 1:y + 2, x - 1:x + 2] = 1.0
+    gen = torch.Generator().manual_seed(3)
+    warped, moved = augment_copies(images, points.expand(5, 5, 2).clone(), gen, rotate_deg=15, scale=0.1,
+                                   shift=0.08, color=0.0)
+    assert not torch.allclose(moved, points.expand(5, 5, 2))  # it did move
+    for k in range(5):
+        grey = warped[k, 0]
+        ys, xs = torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij")
+        w = grey / grey.sum()
+        found = torch.stack([(w * xs).sum(), (w * ys).sum()]) / r
+        assert torch.allclose(found, moved[k, k], atol=1.0 / r), (k, found, moved[k, k])
+
+
+def test_lite_config_fits_the_size_budget():
+    config = load_train_config(REPO / "configs/lite.toml")
+    from streamrestore.model.restorer import InstantRestoreNet
+
+    net = InstantRestoreNet(config.model)
+    params = sum(p.numel() for p in net.parameters())
+    assert params <= 10_000_000
+    assert params * 2 <= 20 * 2**20  # fp16 weights
+    assert config.model.latent == "pixel" and config.model.unet_lora is None
+    assert config.require_train_ok
+    # attention is shared at every up-block resolution, 32x32 tokens included
+    assert any(n.startswith("up_blocks.2.") for n in net.shared_layers)
+
+
+def test_config_files(tmp_path):
+    table = {"steps": 5, "data": "x.npz", "preset": "moderate",
+             "model": {"base": "tiny-pixel", "unet_lora": False, "adain": False, "unet": {"cross_attention_dim": 8}}}
+    (tmp_path / "c.json").write_text(json.dumps(table))
+    config = load_train_config(tmp_path / "c.json", steps=9)
+    assert config.steps == 9 and config.model.adain is False and config.model.unet["cross_attention_dim"] == 8
+    assert config.model.unet["block_out_channels"] == tiny_config("pixel").unet["block_out_channels"]
+    (tmp_path / "bad.toml").write_text('steps = 5\nlearning_rate = 1.0\n')
+    with pytest.raises(InputError, match="learning_rate"):
+        load_train_config(tmp_path / "bad.toml")
+    (tmp_path / "neg.toml").write_text('steps = 0\n')
+    with pytest.raises(InputError, match="steps"):
+        load_train_config(tmp_path / "neg.toml")
+    with pytest.raises(InputError, match="not found"):
+        load_train_config(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match="base"):
+        build_model_config({"base": "huge"})
+    with pytest.raises(ValueError, match="preset"):
+        TrainConfig(preset="foggy")
+    assert TrainConfig(steps=100, self_ref_start=0.8, self_ref_until=0.5).self_ref_probability(25) == pytest.approx(0.4)
+
+
+def test_train_command(tiny_pack, shared, tmp_path):
+    from streamrestore.cli import main
+
+    table = {"data": str(tiny_pack), "output_dir": str(tmp_path / "run"), "shared": str(shared), "steps": 4,
+             "batch_size": 2, "val_fraction": 0.3, "val_every": 0, "identity_weight": 0.0,
+             "model": {"base": "tiny-pixel"}}
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(table))
+    assert main(["train", str(config), "--stop-at", "2", "--no-progress"]) == 0
+    assert (tmp_path / "run/checkpoints/step_0000002/trainer_state.json").is_file()
+    assert not (tmp_path / "run/model.safetensors").exists()
+    assert main(["train", str(config), "--resume", "latest", "--no-progress"]) == 0
+    assert (tmp_path / "run/model.safetensors").is_file()
+    assert main(["train", str(tmp_path / "nope.toml")]) == 2  # a user error, one line, exit code 2
+
+
+def test_eval_only_packs_are_refused(shared, tmp_path):
+    from streamrestore.faces.detect import ScrfdDetector
+    from streamrestore.train.data import discover_sources, pack_dataset
+
+    folder = shared / "data/instantrestore"
+    sources = [s for s in discover_sources(folder) if s.identity == sorted({s.identity for s in discover_sources(folder)})[0]][:3]
+    pack = tmp_path / "eval.npz"
+    pack_dataset(sources, pack, 32, detector=ScrfdDetector(shared / "models/scrfd/det_500m.onnx"), allow_eval_only=True,
+                 max_upscale=100.0)
+    with pytest.raises(InputError, match="train-ok"):
+        Trainer(TrainConfig(model=tiny_config("pixel"), data=str(pack), output_dir=str(tmp_path / "o"),
+                            identity_weight=0.0, steps=2))
+
+
+@pytest.mark.skipif(not (REPO / "streamrestore/weights/lite.safetensors").is_file(), reason="lite weights not built yet")
+def test_shipped_lite_loads_and_uses_references(shared):
+    import cv2
+
+    from streamrestore.model.registry import load_model
+
+    restorer = load_model("lite", device="cpu")
+    assert restorer.resolution == 128
+    case = shared / "data/instantrestore"
+    person = sorted(p for p in case.iterdir() if p.is_dir())[0]
+
+    def load(path):
+        image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        image = cv2.resize(image, (128, 128), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None] / 255
+
+    degraded = load(person / "degraded.png")
+    refs = torch.cat([load(p) for p in sorted((person / "conditioning").glob("*.png"))[:4]])
+    with_refs = restorer.restore(degraded, [restorer.encode_references(refs)])
+    without = restorer.restore(degraded, [None])
+    assert with_refs.shape == degraded.shape and torch.isfinite(with_refs).all()
+    assert 0 <= float(with_refs.min()) and float(with_refs.max()) <= 1
+    assert float((with_refs - degraded).abs().mean()) > 1e-3  # it changed the face
+    assert float((with_refs - without).abs().mean()) > 1e-4  # and the references matter
