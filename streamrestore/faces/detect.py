@@ -113,6 +113,24 @@ def onnx_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
 
 
+def onnx_session_options(threads: int = 1):
+    """Session options for models that run once per frame next to a video encoder.
+
+    onnxruntime's default thread pool spins between runs: measured on 2 cores, SCRFD-500M on a
+    720p frame cost 44 ms of CPU per call with spinning and 9 ms without, for the same wall
+    time, and the spinning threads starve the encoder. One thread without spinning is the
+    better citizen in a pipeline that already runs decode, encode and restore in parallel.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
 def _download_default_pack(root: Path) -> Path:
     """Let insightface fetch :data:`DEFAULT_PACK` into ``root`` as it does itself; returns the pack."""
     from insightface.app import FaceAnalysis
@@ -149,7 +167,7 @@ class ScrfdDetector:
 
         providers = list(providers) if providers is not None else onnx_providers()
         try:
-            self._model = get_model(str(self.model_file), providers=providers)
+            self._model = get_model(str(self.model_file), providers=providers, sess_options=onnx_session_options())
         except Exception as error:  # onnxruntime raises many types for a bad file
             raise ModelError(f"cannot load SCRFD model {self.model_file}: {error}") from error
         if self._model is None or getattr(self._model, "taskname", None) != "detection":

@@ -16,7 +16,7 @@ import numpy as np
 
 from streamrestore.errors import ModelError
 from streamrestore.faces.align import similarity_transform
-from streamrestore.faces.detect import face_recognition_models_dir, find_model_pack, onnx_providers
+from streamrestore.faces.detect import face_recognition_models_dir, find_model_pack, onnx_providers, onnx_session_options
 from streamrestore.types import Face
 
 __all__ = [
@@ -82,7 +82,8 @@ class InsightfaceEmbedder:
         self.model_file = Path(model_file)
         try:
             self._model = get_model(str(self.model_file),
-                                    providers=list(providers) if providers is not None else onnx_providers())
+                                    providers=list(providers) if providers is not None else onnx_providers(),
+                                    sess_options=onnx_session_options())
         except Exception as error:  # onnxruntime raises many types for a bad file
             raise ModelError(f"cannot load face recognition model {self.model_file}: {error}") from error
         if self._model is None or getattr(self._model, "taskname", None) != "recognition":
