@@ -30,6 +30,7 @@ def build_face_restorer(
     config: PipelineConfig = PipelineConfig(),
     channel_order: str = "rgb",
     fps: float = 30.0,
+    backend: str = "auto",
 ) -> FaceRestorer:
     """Loads the model, the face models and the reference photos, and encodes the references.
 
@@ -46,12 +47,14 @@ def build_face_restorer(
         config: see :class:`PipelineConfig`.
         channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames given to ``process``/``stream``.
         fps: the stream's frame rate (the tracker's smoothing is tuned in seconds).
+        backend: how the restorer network runs: ``"auto"`` (the fastest available, said in one
+            log line), ``"eager"``, ``"compile"`` or ``"tensorrt"`` (see ``streamrestore.backends``).
     """
     from streamrestore.faces.detect import create_detector
     from streamrestore.faces.identity import ReferenceSet, create_embedder
     from streamrestore.faces.references import load_reference_sets
 
-    restorer = load_restorer(model, device=device)
+    restorer = load_restorer(model, device=device, backend=backend)
     face_detector = create_detector(detector, models_dir=face_models)
     specs = _as_specs(refs)
     embedder = None
@@ -68,17 +71,18 @@ def build_face_restorer(
     )
 
 
-def load_restorer(model="lite", *, device: str = "auto"):
-    """A restorer from a name, a path, or an object that already is one."""
+def load_restorer(model="lite", *, device: str = "auto", backend: str = "auto"):
+    """A restorer from a name, a path, or an object that already is one (used as given)."""
     if not isinstance(model, (str, Path)):
         return model
     if str(model) == "identity":
         from streamrestore.model.identity import IdentityRestorer
 
         return IdentityRestorer()
+    from streamrestore.backends import build_backend
     from streamrestore.model.registry import load_model
 
-    return load_model(str(model), device=device)
+    return build_backend(load_model(str(model), device=device), backend)
 
 
 def restore_video(
@@ -98,6 +102,7 @@ def restore_video(
     max_faces: int | None = None,
     unmatched: str = "restore",
     detect_every: int = 3,
+    backend: str = "auto",
     force: bool = False,
     progress: bool = False,
     face_restorer: FaceRestorer | None = None,
@@ -124,7 +129,8 @@ def restore_video(
         if face_restorer is None:
             config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every)
             face_restorer = build_face_restorer(
-                refs, model=model, device=device, detector=detector, face_models=face_models, config=config, fps=fps
+                refs, model=model, device=device, detector=detector, face_models=face_models, config=config, fps=fps,
+                backend=backend,
             )
         stats = face_restorer.stats
         bar = _progress_bar(info.frame_count, progress)

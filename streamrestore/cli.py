@@ -35,6 +35,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="folder of photos of the person to restore towards; repeat as NAME=DIR for several people")
     p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt"],
+                   help="how the restorer runs; auto picks the fastest available and says which")
     p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
                    help="auto: SCRFD when an insightface model pack is found, else dlib")
     p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack (SCRFD detector + recognition)")
@@ -106,7 +108,8 @@ def _restore_file(argv: list[str]) -> int:
         args.input, output, args.refs,
         model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
         codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
-        max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, force=args.force,
+        max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, backend=args.backend,
+        force=args.force,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     print(stats.summary(), file=sys.stderr)

@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
             args.refs, model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
             config=PipelineConfig(lookahead=0, max_faces=args.max_faces, unmatched=args.unmatched,
                                   detect_every=args.detect_every),
-            channel_order="rgb", fps=min(source.fps, 60.0),
+            channel_order="rgb", fps=min(source.fps, 60.0), backend=args.backend,
         )
         for spec in args.output:
             sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force))
