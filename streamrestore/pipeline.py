@@ -281,7 +281,7 @@ class FaceRestorer:
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
 
-        out = rgb.copy()
+        result, out = _output_buffer(rgb, frame)
         for crop, face_out, m, tid in zip(crops, restored, matrices, ids):
             face_out = self._smoother.smooth(tid, crop, face_out)
             self._paste.paste(out, face_out, crop, m)
@@ -292,7 +292,9 @@ class FaceRestorer:
         ]
         self.stats.faces_restored += len(crops)
         self.stats.add_time("paste", time.perf_counter() - t2)
-        return _rgb_to_frame(out, frame, self.channel_order)
+        if isinstance(frame, np.ndarray) and self.channel_order == "bgr":
+            return np.ascontiguousarray(out[..., ::-1])
+        return result
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
         if self.config.max_faces is not None and len(tracked) > self.config.max_faces:
@@ -347,16 +349,27 @@ def _frame_to_rgb(frame, channel_order: str) -> np.ndarray:
     raise TypeError(f"frames must be numpy arrays or av.VideoFrame, got {type(frame).__name__}")
 
 
-def _rgb_to_frame(rgb: np.ndarray, like, channel_order: str):
+def _output_buffer(rgb: np.ndarray, like) -> tuple[Any, np.ndarray]:
+    """(result, pixels): a copy of ``rgb`` to paste into, and what to return for it.
+
+    For an ``av.VideoFrame`` the pixels are a view into a new frame's own buffer, so nothing is
+    copied again afterwards (``VideoFrame.from_ndarray`` costs ~2 ms per 720p frame); the new
+    frame keeps the input's timestamps.
+    """
     if isinstance(like, np.ndarray):
-        return np.ascontiguousarray(rgb[..., ::-1]) if channel_order == "bgr" else rgb
+        out = rgb.copy()
+        return out, out
     import av
 
-    out = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    out.pts = like.pts
-    out.time_base = like.time_base
-    out.duration = like.duration
-    return out
+    h, w = rgb.shape[:2]
+    result = av.VideoFrame(w, h, "rgb24")
+    plane = result.planes[0]
+    pixels = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : w * 3].reshape(h, w, 3)
+    pixels[...] = rgb
+    result.pts = like.pts
+    result.time_base = like.time_base
+    result.duration = like.duration
+    return result, pixels
 
 
 def _to_tensor(crops: np.ndarray) -> torch.Tensor:

@@ -212,7 +212,6 @@ def test_eval_only_packs_are_refused(shared, tmp_path):
                             identity_weight=0.0, steps=2))
 
 
-@pytest.mark.skipif(not (REPO / "streamrestore/weights/lite.safetensors").is_file(), reason="lite weights not built yet")
 def test_shipped_lite_loads_and_restores_a_shared_face(shared):
     import cv2
 
