@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from streamrestore.errors import OutputError
-from streamrestore.pipeline import DecodedFrame, FaceRestorer, PipelineConfig, RunStats, run_threaded
+from streamrestore.pipeline import FaceRestorer, PipelineConfig, RunStats, run_threaded
 
 log = logging.getLogger("streamrestore")
 
@@ -143,8 +143,9 @@ def restore_video(
                 t_write[0] += time.perf_counter() - t0
 
             try:
-                # RGB conversion on the reader thread: it overlaps the face work of the frame before.
-                decoded = (DecodedFrame.of(f) for f in reader.frames())
+                # Colour conversion and detection on the reader thread: they overlap the
+                # restoring of the frame before.
+                decoded = (face_restorer.prepare(f) for f in reader.frames())
                 run_threaded(decoded, face_restorer.stream, sink, on_frame=bar.update if bar else None)
             finally:
                 if bar is not None:

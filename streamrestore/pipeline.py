@@ -217,16 +217,27 @@ class FaceRestorer:
 
     # --- frame loop ----------------------------------------------------------------------
 
+    def prepare(self, frame) -> "DecodedFrame":
+        """Colour conversion and face detection of one frame, ahead of :meth:`stream`.
+
+        Call it from one thread, on the frames in order (detection between key frames follows
+        the faces of the frame before), e.g. on the reader thread: the detector then works on
+        frame i+1 while frame i is restored. ``stream``/``process`` accept what it returns.
+        """
+        if isinstance(frame, DecodedFrame) and frame.faces is not None:
+            return frame
+        rgb = _frame_to_rgb(frame, self.channel_order)
+        t0 = time.perf_counter()
+        faces = self._find_faces(rgb)
+        self.stats.add_time("detect", time.perf_counter() - t0)
+        return DecodedFrame(frame.frame if isinstance(frame, DecodedFrame) else frame, rgb, faces)
+
     def _push(self, frame) -> Iterator:
         index = self._next_index
         self._next_index += 1
-        rgb = _frame_to_rgb(frame, self.channel_order)
-        if isinstance(frame, DecodedFrame):
-            frame = frame.frame
-        t0 = time.perf_counter()
-        faces = self._find_faces(rgb)
+        prepared = self.prepare(frame)
+        frame, rgb, faces = prepared.frame, prepared.rgb, prepared.faces
         t1 = time.perf_counter()
-        self.stats.add_time("detect", t1 - t0)
         self._pending[index] = (frame, rgb)
         ready = self._tracker.push(index, faces, rgb)
         self.stats.add_time("track", time.perf_counter() - t1)
@@ -321,12 +332,14 @@ def _face_size(face: Face) -> float:
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """A decoded frame with its RGB pixels already computed (e.g. on the reader thread, so the
-    colour conversion overlaps the face work). :class:`FaceRestorer` accepts it wherever it
-    accepts a frame and returns ``frame`` (restored) for it."""
+    """A decoded frame with its RGB pixels (and, from :meth:`FaceRestorer.prepare`, its faces)
+    already computed, e.g. on the reader thread, so that work overlaps the restoring of the
+    frame before. :class:`FaceRestorer` accepts it wherever it accepts a frame and returns
+    ``frame`` (restored) for it."""
 
     frame: Any
     rgb: np.ndarray
+    faces: list | None = None  # None: not detected yet
 
     @classmethod
     def of(cls, frame, channel_order: str = "rgb") -> "DecodedFrame":
