@@ -133,6 +133,7 @@ def restore_video(
                 backend=backend,
             )
         stats = face_restorer.stats
+        stats.startup_seconds = time.perf_counter() - started
         bar = _progress_bar(info.frame_count, progress)
         with VideoWriter(dst, info, settings, audio_from=src, start=start, end=end, force=force) as writer:
             t_write = [0.0]

@@ -83,6 +83,7 @@ class RunStats:
     track_ids: set = field(default_factory=set)
     identities: dict = field(default_factory=dict)  # track id -> matched set name or None
     seconds: float = 0.0
+    startup_seconds: float = 0.0  # model, detector and reference loading, before the first frame
     problems: list = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
 
@@ -98,10 +99,12 @@ class RunStats:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     def summary(self) -> str:
-        fps = self.frames / self.seconds if self.seconds > 0 else 0.0
+        loop = self.seconds - self.startup_seconds
+        fps = self.frames / loop if loop > 0 else 0.0
         ids = ", ".join(self.identities_matched) or "none"
         text = (
-            f"{self.frames} frames ({fps:.1f} fps, {self.seconds:.1f} s), {self.faces_restored} faces restored "
+            f"{self.frames} frames ({fps:.1f} fps; {self.seconds:.1f} s with {self.startup_seconds:.1f} s start-up), "
+            f"{self.faces_restored} faces restored "
             f"in {self.frames_with_faces} frames, {self.tracks} tracks, identities matched: {ids}"
         )
         if self.frames and not self.frames_with_faces:
