@@ -107,8 +107,8 @@ def test_dlib_scores_and_upsampling(shared_data):
 
 
 def test_detect_padded_finds_faces_that_fill_the_image(scrfd, shared_data):
-    """Aligned 512 crops that the face fills (with a 640 input, upscaled, SCRFD alone missed 8 of
-    12 gt.png; since frames are no longer upscaled it finds these, and the padding keeps it safe)."""
+    """Aligned 512 crops that the face fills: SCRFD alone misses some (measured 8 of 12 gt.png
+    with a 640 input); the padded retry finds them all."""
     for file in sorted((shared_data / "instantrestore").glob("*/gt.png"))[:6]:
         rgb = _rgb(file)
         faces = detect_padded(scrfd, rgb)
@@ -173,6 +173,6 @@ def test_scrfd_input_follows_the_frame_aspect(shared_models):
     det = create_detector("scrfd", models_dir=shared_models / "insightface", det_size=640)
     assert det.input_size(720, 1280) == (640, 384)
     assert det.input_size(1280, 720) == (384, 640)
-    assert det.input_size(480, 480) == (480, 480)  # never upscaled
+    assert det.input_size(480, 480) == (640, 640)
     assert det.input_size(1080, 1920) == (640, 384)
     assert all(v % 32 == 0 for v in det.input_size(361, 641))

