@@ -57,8 +57,10 @@ def pipeline(clip, dst, frames, settings, args):
         from streamrestore.model.identity import IdentityRestorer
 
         model = IdentityRestorer(args.resolution)
+    from streamrestore.pipeline import PipelineConfig
+
     fr = build_face_restorer(args.refs or (), model=model, detector=args.detector, face_models=args.face_models,
-                             device=args.device)
+                             device=args.device, config=PipelineConfig(detect_every=args.detect_every))
     fr.stats.stage_seconds.clear()
     total, encode = transcode(clip, dst, frames, settings, fr.stream, prepare=fr.prepare)
     fr.stats.add_time("encode (writer thread)", encode)
@@ -75,13 +77,17 @@ def main():
     ap.add_argument("--resolution", type=int, default=512, help="crop size of the identity restorer (lite: 128)")
     ap.add_argument("--detector", default="auto")
     ap.add_argument("--face-models")
+    ap.add_argument("--detect-every", type=int, default=3)
+    ap.add_argument("--torch-threads", type=int, default=None, help="default: half the cores, as the CLI")
     ap.add_argument("--frames", type=int, default=0, help="only the first N frames (0: all)")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best is reported")
     ap.add_argument("--preset", default=None)
     args = ap.parse_args()
     from streamrestore.video.writer import EncoderSettings
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    import os
+
+    torch.set_num_threads(args.torch_threads or max(1, (os.cpu_count() or 2) // 2))
     settings = EncoderSettings(preset=args.preset)
     with tempfile.TemporaryDirectory() as tmp:
         suffix = Path(args.clip).suffix
