@@ -294,15 +294,10 @@ class BackendRestorer:
         """Restore B faces (B, 3, R, R) in [0, 1]; see ``InstantRestorer.restore``."""
         if self.backend == "eager":
             return self._restore_eager(faces, caches, noise_seeds)
-        self.restorer._check_faces(faces, "faces")
+        seeds = self.restorer.check_restore_args(faces, caches, noise_seeds)
         b = faces.shape[0]
-        if len(caches) != b:
-            raise ValueError(f"got {b} faces but {len(caches)} caches; pass one cache (or None) per face")
-        if noise_seeds is not None and len(noise_seeds) != b:
-            raise ValueError(f"got {b} faces but {len(noise_seeds)} noise seeds")
         if b == 0:
             return faces.new_zeros(faces.shape, dtype=torch.float32)
-        seeds = list(noise_seeds) if noise_seeds is not None else [self.restorer.config.noise_seed] * b
         chunk = self.config.buckets[-1]
         outs = [self._restore_padded(faces[i : i + chunk], list(caches[i : i + chunk]), seeds[i : i + chunk])
                 for i in range(0, b, chunk)]

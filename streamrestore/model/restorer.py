@@ -410,6 +410,16 @@ class InstantRestorer:
         return cache.to(self.device, self.dtype)
 
     @torch.inference_mode()
+    def check_restore_args(self, faces: torch.Tensor, caches: Sequence, noise_seeds: Sequence[int] | None) -> list[int]:
+        """Validates :meth:`restore`'s arguments; returns one noise seed per face."""
+        self._check_faces(faces, "faces")
+        b = faces.shape[0]
+        if len(caches) != b:
+            raise ValueError(f"got {b} faces but {len(caches)} caches; pass one cache (or None) per face")
+        if noise_seeds is not None and len(noise_seeds) != b:
+            raise ValueError(f"got {b} faces but {len(noise_seeds)} noise seeds")
+        return list(noise_seeds) if noise_seeds is not None else [self.config.noise_seed] * b
+
     def restore(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None],
                 noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
         """Restore B aligned faces (B, 3, R, R) in [0, 1]; ``caches[i]`` is face i's identity or None.
@@ -419,15 +429,10 @@ class InstantRestorer:
         references and seed always give the same output (bitwise on CPU), whatever else is in
         the batch up to float rounding.
         """
-        self._check_faces(faces, "faces")
+        seeds = self.check_restore_args(faces, caches, noise_seeds)
         b = faces.shape[0]
-        if len(caches) != b:
-            raise ValueError(f"got {b} faces but {len(caches)} caches; pass one cache (or None) per face")
-        if noise_seeds is not None and len(noise_seeds) != b:
-            raise ValueError(f"got {b} faces but {len(noise_seeds)} noise seeds")
         if b == 0:
             return faces.new_zeros(faces.shape, dtype=torch.float32)
-        seeds = list(noise_seeds) if noise_seeds is not None else [self.config.noise_seed] * b
         x = faces.to(self.device, self.dtype)
         latents = self.net.encode(x)
         if len(set(seeds)) == 1:
