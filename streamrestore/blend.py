@@ -26,11 +26,17 @@ class PasteConfig:
         max_std_ratio: bound on the contrast change colour matching may apply (default 1.25):
             a degraded input is noisier than a restored face, and matching its std fully would
             put the noise's contrast back.
+        detail_transfer: when the face is larger in the frame than the crop (a 300 px face
+            through a 128 px model), the crop cannot hold the frame's finest detail, and pasting
+            it back alone would soften the face. The frame's own detail above the crop's
+            resolution (frame minus the model's input warped back) is added to the restored face
+            (default True). Below that resolution the model's output is used as is.
     """
 
     feather: float = 0.1
     color_match: bool = True
     max_std_ratio: float = 1.25
+    detail_transfer: bool = True
 
     def __post_init__(self):
         if not 0.0 < self.feather <= 0.5:
@@ -143,5 +149,12 @@ class PasteBack:
         np.clip(alpha, 0.0, 1.0, out=alpha)
 
         roi = frame[y0:y1, x0:x1]
+        frame_pixels_per_crop_pixel = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
+        if self.config.detail_transfer and frame_pixels_per_crop_pixel > 1.05:
+            # What the model saw, back at frame size: the frame minus it is the detail it missed.
+            seen = cv2.warpAffine(np.ascontiguousarray(original), to_roi, size, flags=cv2.INTER_CUBIC,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            detail = roi.astype(np.int16) - seen
+            warped = np.clip(warped + detail, 0, 255).astype(np.uint8)
         # Where alpha is 0 the result is the original pixel exactly.
         roi[...] = cv2.blendLinear(warped, np.ascontiguousarray(roi), alpha, 1.0 - alpha)

@@ -78,3 +78,22 @@ def test_config_rejects_bad_values():
         PasteConfig(feather=0.0)
     with pytest.raises(ValueError, match="max_std_ratio"):
         PasteConfig(max_std_ratio=0.5)
+
+
+def test_detail_transfer_keeps_detail_a_small_crop_cannot_hold(frame):
+    """A face 3x larger in the frame than the crop: a model that brightens its 64 px crop by 20
+    levels must come back as the frame's face, 20 levels brighter, with the frame's own fine
+    detail (which no 64 px crop holds) rather than an upscaled, softened copy."""
+    r = 64
+    m = _similarity(r / 200, 0.1, (320, 180), r)
+    crop = cv2.warpAffine(frame, m, (r, r), flags=cv2.INTER_CUBIC)
+    restored = (crop.astype(int) + 20).clip(0, 255).astype(np.uint8)
+    region = (slice(150, 210), slice(290, 350))  # well inside the face, full mask weight
+    spread = {}
+    for transfer in (True, False):
+        out = frame.copy()
+        PasteBack(r, PasteConfig(color_match=False, detail_transfer=transfer)).paste(out, restored, crop, m)
+        change = out[region].astype(int) - frame[region].astype(int)
+        assert abs(change.mean() - 20) < 3  # the model's change arrives either way
+        spread[transfer] = change.std()
+    assert spread[True] < 2.0 < spread[False], spread  # only with transfer is the rest the frame's own
