@@ -143,18 +143,23 @@ class PasteBack:
         to_roi = inv.copy()
         to_roi[:, 2] -= (x0, y0)
         size = (x1 - x0, y1 - y0)
-        # Cubic: two bilinear resamplings (frame → crop → frame) blur fine detail visibly.
-        warped = cv2.warpAffine(crop, to_roi, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.warpAffine(weight, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         np.clip(alpha, 0.0, 1.0, out=alpha)
-
         roi = frame[y0:y1, x0:x1]
+
         frame_pixels_per_crop_pixel = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
         if self.config.detail_transfer and frame_pixels_per_crop_pixel > 1.05:
-            # What the model saw, back at frame size: the frame minus it is the detail it missed.
-            seen = cv2.warpAffine(np.ascontiguousarray(original), to_roi, size, flags=cv2.INTER_CUBIC,
-                                  borderMode=cv2.BORDER_REPLICATE)
-            detail = roi.astype(np.int16) - seen
-            warped = np.clip(warped + detail, 0, 255).astype(np.uint8)
+            # The face is larger in the frame than the crop could hold: paste only the model's
+            # *change* (restored - its input), so the frame keeps its own detail above the crop's
+            # resolution. warp(restored) + frame - warp(input) = frame + warp(restored - input),
+            # one warp instead of two.
+            change = cv2.subtract(crop, np.ascontiguousarray(original), dtype=cv2.CV_32F)
+            change = cv2.warpAffine(change, to_roi, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+            weighted = cv2.multiply(change, cv2.merge([alpha, alpha, alpha]))
+            # Saturating, rounding add; where alpha is 0 the frame's pixel comes back exactly.
+            roi[...] = cv2.add(roi, weighted, dtype=cv2.CV_8U)
+            return
+        # Cubic: two bilinear resamplings (frame → crop → frame) blur fine detail visibly.
+        warped = cv2.warpAffine(crop, to_roi, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         # Where alpha is 0 the result is the original pixel exactly.
         roi[...] = cv2.blendLinear(warped, np.ascontiguousarray(roi), alpha, 1.0 - alpha)
