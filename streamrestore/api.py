@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
 
 from streamrestore.errors import OutputError
 from streamrestore.pipeline import FaceRestorer, PipelineConfig, RunStats, run_threaded

@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,13 @@ def shared_data(shared) -> Path:
 @pytest.fixture(scope="session")
 def shared_models(shared) -> Path:
     return shared / "models"
+
+
+@pytest.fixture
+def refs(tmp_path, shared_data):
+    """A reference folder of one person (two photos of Obama), in a test's own tmp folder."""
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for p in sorted((shared_data / "face_recognition/knn_train/obama").iterdir())[:2]:
+        shutil.copy(p, folder / p.name)
+    return folder

@@ -147,3 +147,14 @@ def decode_rgb(path: Path, index: int = 0) -> np.ndarray:
             if i == index:
                 return frame.to_ndarray(format="rgb24")
     raise IndexError(f"{path} has no frame {index}")
+
+
+def read_rgb(path, size: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file, optionally resized to ``size`` x ``size``."""
+    import cv2
+
+    bgr = cv2.imread(str(path))
+    assert bgr is not None, path
+    if size:
+        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(bgr[..., ::-1])

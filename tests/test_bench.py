@@ -1,6 +1,5 @@
 """``streamrestore bench`` on a short shared clip: identity model and a tiny network."""
 import json
-import shutil
 
 import pytest
 import torch
@@ -9,15 +8,6 @@ from streamrestore.bench import BenchResult, BenchRow, run_bench
 from streamrestore.cli import main
 
 CLIP = "pcavs/Input/00002.mp4"  # 224x224 talking head, one face
-
-
-@pytest.fixture
-def refs(tmp_path, shared_data):
-    folder = tmp_path / "refs"
-    folder.mkdir()
-    for p in sorted((shared_data / "face_recognition/knn_train/obama").iterdir())[:2]:
-        shutil.copy(p, folder / p.name)
-    return folder
 
 
 def test_bench_cli_identity_writes_table_and_json(tmp_path, shared_data, shared_models, refs, capsys):

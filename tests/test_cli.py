@@ -1,6 +1,5 @@
 """The command line on bad input: one clear line, exit code 2, nothing written; Ctrl-C → 130."""
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,15 +34,6 @@ def _one_error_line(err: str) -> str:
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
-
-
-@pytest.fixture
-def refs(tmp_path, shared_data):
-    folder = tmp_path / "refs"
-    folder.mkdir()
-    for p in sorted((shared_data / "face_recognition/knn_train/obama").iterdir())[:2]:
-        shutil.copy(p, folder / p.name)
-    return folder
 
 
 @pytest.fixture

@@ -15,24 +15,16 @@ from streamrestore.eval.judges import (
 from streamrestore.eval.metrics import PSNR_CAP_DB, landmark_distance, lmd, psnr, ssim
 from streamrestore.train.degrade import degrade
 
+from media_utils import read_rgb
+
 IDS = ("00001", "00027", "00049", "00052", "00062")
-
-
-def _read(path, size=None):
-    import cv2
-
-    bgr = cv2.imread(str(path))
-    assert bgr is not None, path
-    if size:
-        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(bgr[..., ::-1])
 
 
 @pytest.fixture(scope="module")
 def demo(shared_data):
     root = shared_data / "instantrestore"
-    gts = [_read(root / i / "gt.png", 256) for i in IDS]
-    refs = [_read(sorted((root / i / "conditioning").glob("*.png"))[0], 256) for i in IDS]
+    gts = [read_rgb(root / i / "gt.png", 256) for i in IDS]
+    refs = [read_rgb(sorted((root / i / "conditioning").glob("*.png"))[0], 256) for i in IDS]
     return gts, refs
 
 

@@ -17,6 +17,8 @@ from streamrestore.model import (
 from streamrestore.model import registry
 from streamrestore.model.checkpoint import apply_official_checkpoint
 
+from model_utils import randomise_lora
+
 R = 32
 
 
@@ -24,13 +26,8 @@ def trained_net(seed=0):
     """A tiny net whose LoRA, conv_in and prompt are non-trivial, like a trained one."""
     torch.manual_seed(seed)
     net = InstantRestoreNet(tiny_config())
-    g = torch.Generator().manual_seed(seed + 100)
+    g = randomise_lora(net, seed + 100)
     with torch.no_grad():
-        for n, p in net.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-            if n.startswith("unet.conv_in."):
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
         net.prompt_embeds.normal_(generator=g)
     return net
 

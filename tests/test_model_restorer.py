@@ -15,18 +15,9 @@ from streamrestore.model.attention import value_statistics
 from streamrestore.model.cache import paper_cache_bytes_per_reference
 from streamrestore.model.config import paper_config
 
+from model_utils import randomise_lora
+
 R = 32
-
-
-def randomise_lora(net, seed=0):
-    """peft starts LoRA at zero (identity); give it weights so the LoRA path matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-            if n.startswith("unet.conv_in."):
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
 
 
 def make_restorer(latent="vae", seed=0, **changes):

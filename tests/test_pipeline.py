@@ -9,7 +9,7 @@ import pytest
 
 from media_utils import make_clip, read_audio_packets, read_video_timing
 from streamrestore.api import restore_video
-from streamrestore.blend import PasteBack, PasteConfig
+from streamrestore.blend import PasteBack
 from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
 from streamrestore.temporal import TemporalConfig

@@ -14,17 +14,9 @@ from streamrestore.train.losses import (
 )
 from streamrestore.train.mobilefacenet import MobileFaceNet, ffhq_to_arcface_matrix, load_mobilefacenet
 
+from media_utils import read_rgb
+
 IDS = ("00001", "00027", "00049", "00052")
-
-
-def _read(path, size=None):
-    import cv2
-
-    bgr = cv2.imread(str(path))
-    assert bgr is not None, path
-    if size:
-        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(bgr[..., ::-1])
 
 
 def _tensor(images):
@@ -40,8 +32,8 @@ def weights(shared_models):
 def faces(shared_data):
     """gt and first conditioning photo of a few demo identities, 256 px (FFHQ-aligned)."""
     root = shared_data / "instantrestore"
-    gts = [_read(root / i / "gt.png", 256) for i in IDS]
-    refs = [_read(sorted((root / i / "conditioning").glob("*.png"))[0], 256) for i in IDS]
+    gts = [read_rgb(root / i / "gt.png", 256) for i in IDS]
+    refs = [read_rgb(sorted((root / i / "conditioning").glob("*.png"))[0], 256) for i in IDS]
     return gts, refs
 
 

@@ -374,7 +374,7 @@ def test_interrupted_forced_run_keeps_old_output(tmp_path):
     dst = tmp_path / "old.mp4"
     dst.write_bytes(b"previous result")
     with pytest.raises(RuntimeError):
-        with VideoWriter(dst, probe(src), FAST, force=True) as writer:
+        with VideoWriter(dst, probe(src), FAST, force=True):
             assert dst.read_bytes() == b"previous result"  # nothing written to dst yet
             raise RuntimeError("stop")
     assert dst.read_bytes() == b"previous result"

@@ -29,7 +29,6 @@ import csv
 import json
 import logging
 import math
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
