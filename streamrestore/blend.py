@@ -118,12 +118,21 @@ class PasteBack:
         return restored.astype(np.float32) * gain + offset
 
     def paste(self, frame: np.ndarray, restored: np.ndarray, original: np.ndarray, matrix: np.ndarray) -> None:
-        """Blend ``restored`` (R, R, 3 uint8 crop) into ``frame`` (H, W, 3 uint8) in place.
+        """Blend ``restored`` (R, R, 3 uint8 crop) into ``frame`` (H, W, 3 uint8 RGB) in place.
 
         ``original`` is the crop the restorer was given (for colour matching); ``matrix`` is the
         (2, 3) frame → crop affine that produced it.
         """
-        h, w = frame.shape[:2]
+        plan = self.plan(frame.shape[:2], restored, original, matrix)
+        if plan is not None:
+            paste_rgb(frame, plan)
+
+    def plan(self, frame_shape: tuple[int, int], restored: np.ndarray, original: np.ndarray,
+             matrix: np.ndarray) -> "PastePlan | None":
+        """What pasting ``restored`` into a frame of ``frame_shape`` (H, W) takes, in crop space;
+        :func:`paste_rgb` and :func:`paste_yuv420` carry it out. None when the crop lies wholly
+        outside the frame."""
+        h, w = frame_shape
         r = self.resolution
         inv = _invert(matrix)
         corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ inv.T
@@ -131,7 +140,7 @@ class PasteBack:
         x1, y1 = np.ceil(corners.max(0)).astype(int)
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1 + 1, w), min(y1 + 1, h)
         if x1 <= x0 or y1 <= y0:
-            return  # the crop lies wholly outside the frame
+            return None
 
         weight = self.crop_mask((h, w), matrix)
         crop = np.ascontiguousarray(restored)
@@ -139,14 +148,6 @@ class PasteBack:
             gain, offset = self.color_transform(restored, original, weight)
             # One saturating per-channel affine in uint8 (cv2.transform): much cheaper than float math.
             crop = cv2.transform(crop, np.hstack([np.diag(gain), offset[:, None]]).astype(np.float32))
-
-        to_roi = inv.copy()
-        to_roi[:, 2] -= (x0, y0)
-        size = (x1 - x0, y1 - y0)
-        alpha = cv2.warpAffine(weight, to_roi, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        np.clip(alpha, 0.0, 1.0, out=alpha)
-        roi = frame[y0:y1, x0:x1]
-
         frame_pixels_per_crop_pixel = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
         if self.config.detail_transfer and frame_pixels_per_crop_pixel > 1.05:
             # The face is larger in the frame than the crop could hold: paste only the model's
@@ -154,12 +155,89 @@ class PasteBack:
             # resolution. warp(restored) + frame - warp(input) = frame + warp(restored - input),
             # one warp instead of two.
             change = cv2.subtract(crop, np.ascontiguousarray(original), dtype=cv2.CV_32F)
-            change = cv2.warpAffine(change, to_roi, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-            weighted = cv2.multiply(change, cv2.merge([alpha, alpha, alpha]))
-            # Saturating, rounding add; where alpha is 0 the frame's pixel comes back exactly.
-            roi[...] = cv2.add(roi, weighted, dtype=cv2.CV_8U)
-            return
-        # Cubic: two bilinear resamplings (frame → crop → frame) blur fine detail visibly.
-        warped = cv2.warpAffine(crop, to_roi, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-        # Where alpha is 0 the result is the original pixel exactly.
-        roi[...] = cv2.blendLinear(warped, np.ascontiguousarray(roi), alpha, 1.0 - alpha)
+            return PastePlan((int(x0), int(y0), int(x1), int(y1)), inv, weight, change, additive=True)
+        return PastePlan((int(x0), int(y0), int(x1), int(y1)), inv, weight, crop, additive=False)
+
+
+@dataclass(frozen=True)
+class PastePlan:
+    """One face's paste, in crop space: the frame box it touches, the crop → frame affine, the
+    blend weight of each crop pixel, and what to blend: the colour-matched crop (uint8, blended
+    over the frame) or, when ``additive``, the model's change (float32 RGB levels, added)."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the frame, end exclusive
+    to_frame: np.ndarray  # (2, 3) crop → frame
+    weight: np.ndarray  # (R, R) float32
+    content: np.ndarray  # (R, R, 3)
+    additive: bool
+
+    def to_box(self, scale: float = 1.0, origin: tuple[int, int] | None = None) -> np.ndarray:
+        """Crop → box affine; ``scale`` 0.5 maps to a half-resolution (chroma) grid, whose
+        samples sit at the centres of 2x2 frame-pixel blocks."""
+        x0, y0 = origin if origin is not None else self.box[:2]
+        m = self.to_frame.copy()
+        if scale != 1.0:
+            m = m * scale
+            m[:, 2] += 0.5 * scale - 0.5  # pixel-centre convention: (x + 0.5) * s - 0.5
+        m[:, 2] -= (x0, y0)
+        return m
+
+
+def _warp(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], *, cubic: bool) -> np.ndarray:
+    # Cubic for content: two bilinear resamplings (frame → crop → frame) blur fine detail
+    # visibly. Replicated border: the mask is 0 there anyway, and a constant would ring inwards.
+    if cubic:
+        return cv2.warpAffine(image, matrix, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return np.clip(alpha, 0.0, 1.0, out=alpha)
+
+
+def _blend_into(roi: np.ndarray, content: np.ndarray, alpha: np.ndarray, additive: bool) -> None:
+    """roi += alpha * content (additive) or roi = alpha * content + (1 - alpha) * roi, in place,
+    rounding and saturating; where alpha is 0 the pixel keeps its exact value."""
+    if additive:
+        if content.ndim == 3:
+            alpha = cv2.merge([alpha] * content.shape[2])
+        roi[...] = cv2.add(roi, cv2.multiply(content, alpha), dtype=cv2.CV_8U)
+    else:
+        roi[...] = cv2.blendLinear(content, np.ascontiguousarray(roi), alpha, 1.0 - alpha)
+
+
+def paste_rgb(frame: np.ndarray, plan: PastePlan) -> None:
+    """Carries out ``plan`` on an (H, W, 3) uint8 RGB frame, in place."""
+    x0, y0, x1, y1 = plan.box
+    size = (x1 - x0, y1 - y0)
+    to_box = plan.to_box()
+    alpha = _warp(plan.weight, to_box, size, cubic=False)
+    _blend_into(frame[y0:y1, x0:x1], _warp(plan.content, to_box, size, cubic=True), alpha, plan.additive)
+
+
+def paste_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: PastePlan, from_rgb: np.ndarray) -> None:
+    """Carries out ``plan`` on the planes of an 8-bit 4:2:0 frame, in place. ``from_rgb`` is the
+    frame's 3x4 RGB → YUV matrix (``streamrestore.pixels.yuv_matrices``).
+
+    The crop is converted to YUV at crop size (cheap), then luma is warped to the frame box and
+    chroma straight to the half-resolution chroma box: a third of the work of warping RGB at
+    frame size and converting there. The chroma blend weight of a sample is the mean of its
+    2x2 luma weights, so a chroma sample changes only where one of its pixels does.
+    """
+    x0, y0, x1, y1 = plan.box
+    if plan.additive:
+        ycc = cv2.transform(plan.content, np.ascontiguousarray(from_rgb[:, :3]))  # a change: linear part
+    else:
+        ycc = cv2.transform(plan.content, from_rgb)
+    alpha = _warp(plan.weight, plan.to_box(), (x1 - x0, y1 - y0), cubic=False)
+    luma = _warp(np.ascontiguousarray(ycc[..., 0]), plan.to_box(), (x1 - x0, y1 - y0), cubic=True)
+    _blend_into(y[y0:y1, x0:x1], luma, alpha, plan.additive)
+
+    # Chroma: the box grown to whole 2x2 blocks; weights averaged per block (zero padding).
+    cx0, cy0 = x0 // 2, y0 // 2
+    cx1, cy1 = min((x1 + 1) // 2, u.shape[1]), min((y1 + 1) // 2, u.shape[0])
+    blocks = np.zeros((2 * (cy1 - cy0), 2 * (cx1 - cx0)), np.float32)
+    ox, oy = x0 - 2 * cx0, y0 - 2 * cy0
+    rows, cols = min(alpha.shape[0], blocks.shape[0] - oy), min(alpha.shape[1], blocks.shape[1] - ox)
+    blocks[oy : oy + rows, ox : ox + cols] = alpha[:rows, :cols]
+    chroma_alpha = cv2.resize(blocks, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_AREA)
+    chroma = _warp(np.ascontiguousarray(ycc[..., 1:]), plan.to_box(0.5, (cx0, cy0)), (cx1 - cx0, cy1 - cy0), cubic=True)
+    for plane, k in ((u, 0), (v, 1)):
+        _blend_into(plane[cy0:cy1, cx0:cx1], np.ascontiguousarray(chroma[..., k]), chroma_alpha, plan.additive)

@@ -21,6 +21,7 @@ import torch
 
 from streamrestore.blend import PasteBack, PasteConfig
 from streamrestore.faces.propagate import FacePropagator
+from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
 
@@ -219,7 +220,7 @@ class FaceRestorer:
     # --- frame loop ----------------------------------------------------------------------
 
     def prepare(self, frame) -> "DecodedFrame":
-        """Colour conversion and face detection of one frame, ahead of :meth:`stream`.
+        """Pixel access and face detection of one frame, ahead of :meth:`stream`.
 
         Call it from one thread, on the frames in order (detection between key frames follows
         the faces of the frame before), e.g. on the reader thread: the detector then works on
@@ -227,59 +228,78 @@ class FaceRestorer:
         """
         if isinstance(frame, DecodedFrame) and frame.faces is not None:
             return frame
-        rgb = _frame_to_rgb(frame, self.channel_order)
+        pixels = frame.pixels if isinstance(frame, DecodedFrame) else _pixels(frame, self.channel_order)
         t0 = time.perf_counter()
-        faces = self._find_faces(rgb)
+        faces = self._find_faces(pixels)
         self.stats.add_time("detect", time.perf_counter() - t0)
-        return DecodedFrame(frame.frame if isinstance(frame, DecodedFrame) else frame, rgb, faces)
+        return DecodedFrame(frame.frame if isinstance(frame, DecodedFrame) else frame, pixels, faces)
 
     def _push(self, frame) -> Iterator:
         index = self._next_index
         self._next_index += 1
         prepared = self.prepare(frame)
-        frame, rgb, faces = prepared.frame, prepared.rgb, prepared.faces
+        frame, pixels, faces = prepared.frame, prepared.pixels, prepared.faces
         t1 = time.perf_counter()
-        self._pending[index] = (frame, rgb)
-        ready = self._tracker.push(index, faces, rgb)
+        self._pending[index] = (frame, pixels)
+        ready = self._tracker.push(index, faces, _thumbnail(pixels))
         self.stats.add_time("track", time.perf_counter() - t1)
         for done_index, tracked in ready:
             yield self._emit(done_index, tracked)
 
-    def _find_faces(self, rgb: np.ndarray) -> list[Face]:
+    def _find_faces(self, pixels) -> list[Face]:
         prop = self._propagator
         if prop is not None and self._since_detection % self.config.detect_every != 0:
             expected = prop.held
-            faces = prop.propagate(rgb)
+            faces = prop.propagate(pixels)
             if len(faces) == expected:
                 self._since_detection += 1
                 return faces
-        faces = [f for f in self.detector.detect(rgb) if _face_size(f) >= self.config.min_face]
+        faces = [f for f in self._detect(pixels) if _face_size(f) >= self.config.min_face]
         if prop is not None:
-            prop.observe(rgb, faces)
+            prop.observe(pixels, faces)
         self._since_detection = 1
         return faces
 
+    def _detect(self, pixels) -> list[Face]:
+        """Detections in frame coordinates. A detector that says what size it works at
+        (``input_size``, as SCRFD does) gets the frame already shrunk to it: for video frames
+        that is one scaled conversion instead of a full-size one."""
+        input_size = getattr(self.detector, "input_size", None)
+        if input_size is None:
+            return self.detector.detect(pixels.full())
+        h, w = pixels.shape[:2]
+        size_w, size_h = input_size(h, w)
+        scale = min(size_w / w, size_h / h, 1.0)
+        small_w, small_h = max(1, round(w * scale)), max(1, round(h * scale))
+        if (small_w, small_h) == (w, h):
+            return self.detector.detect(pixels.full())
+        to_frame = np.array([w / small_w, h / small_h], np.float32)
+        return [
+            Face(box=f.box * np.tile(to_frame, 2), kps=f.kps * to_frame, score=f.score)
+            for f in self.detector.detect(pixels.resized(small_w, small_h))
+        ]
+
     def _emit(self, index: int, tracked: list[TrackedFace]):
-        frame, rgb = self._pending.pop(index)
+        frame, pixels = self._pending.pop(index)
         self.stats.frames += 1
         self.last_faces = []
         tracked = self._select(tracked)
         if not tracked:
             return frame  # untouched: not even a colour-space round trip
         self.stats.frames_with_faces += 1
-        from streamrestore.faces.align import alignment_matrix, warp_to_template
+        from streamrestore.faces.align import alignment_matrix, crop_face
 
         t0 = time.perf_counter()
         matrices, crops, caches, ids = [], [], [], []
         for t in tracked:
-            identity = self._identity(t, rgb)
+            identity = self._identity(t, pixels)
             self.stats.track_ids.add(t.track_id)
             self.stats.identities[t.track_id] = identity
             if identity is None and self._matcher is not None and self.config.unmatched == "skip":
                 continue
             m = alignment_matrix(t.kps, self.resolution)
             matrices.append(m)
-            crops.append(warp_to_template(rgb, m, self.resolution))
+            crops.append(crop_face(pixels, m, self.resolution))
             caches.append(self.caches.get(identity) if identity is not None else None)
             ids.append(t.track_id)
         t1 = time.perf_counter()
@@ -293,10 +313,13 @@ class FaceRestorer:
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
 
-        result, out = _output_buffer(rgb, frame)
+        canvas, result = _canvas(pixels, frame)
+        shape = pixels.shape[:2]
         for crop, face_out, m, tid in zip(crops, restored, matrices, ids):
             face_out = self._smoother.smooth(tid, crop, face_out)
-            self._paste.paste(out, face_out, crop, m)
+            plan = self._paste.plan(shape, face_out, crop, m)
+            if plan is not None:
+                canvas.paste(plan)
         self._smoother.forget(t.track_id for t in tracked)
         self.last_faces = [
             AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
@@ -305,7 +328,7 @@ class FaceRestorer:
         self.stats.faces_restored += len(crops)
         self.stats.add_time("paste", time.perf_counter() - t2)
         if isinstance(frame, np.ndarray) and self.channel_order == "bgr":
-            return np.ascontiguousarray(out[..., ::-1])
+            return np.ascontiguousarray(result[..., ::-1])
         return result
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
@@ -313,12 +336,12 @@ class FaceRestorer:
             tracked = sorted(tracked, key=lambda t: -_face_size(t.face))[: self.config.max_faces]
         return tracked
 
-    def _identity(self, t: TrackedFace, rgb: np.ndarray) -> str | None:
+    def _identity(self, t: TrackedFace, pixels) -> str | None:
         if self._matcher is None:
             return self._single_identity
         if not t.interpolated and self._matcher.needs_embedding(t.track_id):
             t0 = time.perf_counter()
-            emb = self.embedder.embed(rgb, [t.face])
+            emb = self.embedder.embed(pixels.full(), [t.face])
             self.stats.add_time("identity", time.perf_counter() - t0)
             self._matcher.observe(t.track_id, emb[0])
         return self._matcher.identity_of(t.track_id)
@@ -333,57 +356,56 @@ def _face_size(face: Face) -> float:
 
 @dataclass(frozen=True)
 class DecodedFrame:
-    """A decoded frame with its RGB pixels (and, from :meth:`FaceRestorer.prepare`, its faces)
-    already computed, e.g. on the reader thread, so that work overlaps the restoring of the
+    """A decoded frame with access to its pixels (and, from :meth:`FaceRestorer.prepare`, its
+    faces) already set up, e.g. on the reader thread, so that work overlaps the restoring of the
     frame before. :class:`FaceRestorer` accepts it wherever it accepts a frame and returns
     ``frame`` (restored) for it."""
 
     frame: Any
-    rgb: np.ndarray
+    pixels: Any  # streamrestore.pixels.RgbPixels or Yuv420Pixels
     faces: list | None = None  # None: not detected yet
 
     @classmethod
     def of(cls, frame, channel_order: str = "rgb") -> "DecodedFrame":
-        return cls(frame, _frame_to_rgb(frame, channel_order))
+        return cls(frame, _pixels(frame, channel_order))
 
 
-def _frame_to_rgb(frame, channel_order: str) -> np.ndarray:
-    if isinstance(frame, DecodedFrame):
-        return frame.rgb
-    if isinstance(frame, np.ndarray):
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"frames must be HxWx3 uint8 arrays, got shape {frame.shape} dtype {frame.dtype}")
-        return np.ascontiguousarray(frame[..., ::-1]) if channel_order == "bgr" else frame
-    import av
-
-    if isinstance(frame, av.VideoFrame):
-        from streamrestore.video.reader import frame_to_rgb
-
-        return frame_to_rgb(frame)
-    raise TypeError(f"frames must be numpy arrays or av.VideoFrame, got {type(frame).__name__}")
+def _pixels(frame, channel_order: str):
+    if isinstance(frame, np.ndarray) and (frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8):
+        raise ValueError(f"frames must be HxWx3 uint8 arrays, got shape {frame.shape} dtype {frame.dtype}")
+    return pixels_of(frame, channel_order)
 
 
-def _output_buffer(rgb: np.ndarray, like) -> tuple[Any, np.ndarray]:
-    """(result, pixels): a copy of ``rgb`` to paste into, and what to return for it.
+def _thumbnail(pixels) -> np.ndarray:
+    """The 64-pixel-wide RGB picture scene-cut detection compares (see ``frame_signature``)."""
+    h, w = pixels.shape[:2]
+    return pixels.resized(64, max(1, round(64 * h / w)))
 
-    For an ``av.VideoFrame`` the pixels are a view into a new frame's own buffer, so nothing is
-    copied again afterwards (``VideoFrame.from_ndarray`` costs ~2 ms per 720p frame); the new
-    frame keeps the input's timestamps.
+
+def _canvas(pixels, frame) -> tuple[Any, Any]:
+    """(canvas, result): where the restored faces are pasted, and what to return for it.
+
+    4:2:0 video frames are changed in YUV (a new frame; the encoder takes it as it is). Other
+    video frames get a new RGB frame whose own buffer is the canvas, so nothing is copied again
+    afterwards (``VideoFrame.from_ndarray`` costs ~2 ms per 720p frame); it keeps the input's
+    timestamps.
     """
-    if isinstance(like, np.ndarray):
-        out = rgb.copy()
-        return out, out
+    if isinstance(pixels, Yuv420Pixels):
+        canvas = pixels.output()
+        return canvas, canvas.frame
+    if isinstance(frame, np.ndarray):
+        canvas = pixels.output()
+        return canvas, canvas.rgb
     import av
 
+    rgb = pixels.full()
     h, w = rgb.shape[:2]
     result = av.VideoFrame(w, h, "rgb24")
     plane = result.planes[0]
-    pixels = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : w * 3].reshape(h, w, 3)
-    pixels[...] = rgb
-    result.pts = like.pts
-    result.time_base = like.time_base
-    result.duration = like.duration
-    return result, pixels
+    buffer = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : w * 3].reshape(h, w, 3)
+    buffer[...] = rgb
+    result.pts, result.time_base, result.duration = frame.pts, frame.time_base, frame.duration
+    return RgbCanvas(buffer), result
 
 
 def _to_tensor(crops: np.ndarray) -> torch.Tensor:

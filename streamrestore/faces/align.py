@@ -145,3 +145,27 @@ def warp_to_template(image: np.ndarray, matrix, resolution: int, *, border_value
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(border_value,) * 3,
     )
+
+
+def crop_face(pixels, matrix, resolution: int, *, border_value: int = 0) -> np.ndarray:
+    """:func:`warp_to_template` reading only the frame region the crop needs from ``pixels``
+    (``streamrestore.pixels``: RGB frames, or 4:2:0 video frames converted there alone). The
+    crop is the same as from the whole frame."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (2, 3):
+        raise ValueError(f"matrix must have shape (2, 3), got {matrix.shape}")
+    h, w = pixels.shape[:2]
+    r = _check_resolution(resolution)
+    inv = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ inv.T
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    # The cubic kernel reads 2 pixels out; the anti-alias blur of a shrunk face 3 sigma more.
+    sigma = max(0.0, (1.0 / scale - 1.0) / 2.0) if scale > 0 else 0.0
+    pad = int(np.ceil(3 * sigma)) + 4
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - pad, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + pad, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return np.full((r, r, 3), border_value, np.uint8)
+    shifted = matrix.copy()
+    shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+    return warp_to_template(pixels.region(int(x0), int(y0), int(x1), int(y1)), shifted, r, border_value=border_value)

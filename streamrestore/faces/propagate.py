@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from streamrestore.pixels import RgbPixels
 from streamrestore.types import Face
 
 
@@ -58,11 +59,12 @@ class FacePropagator:
         """How many faces the next :meth:`propagate` will try to follow."""
         return len(self._faces)
 
-    def _prepare(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        h, w = rgb.shape[:2]
+    def _prepare(self, frame) -> tuple[np.ndarray, float]:
+        """(small grey frame, scale). ``frame``: RGB array or ``streamrestore.pixels`` pixels."""
+        pixels = RgbPixels(frame) if isinstance(frame, np.ndarray) else frame
+        h, w = pixels.shape[:2]
         scale = min(1.0, self.config.max_side / max(h, w))
-        small = rgb if scale == 1.0 else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), scale
+        return pixels.gray(round(w * scale), round(h * scale)), scale
 
     def observe(self, rgb: np.ndarray, faces: list[Face]) -> None:
         """Records a frame whose faces were detected."""

@@ -1,0 +1,194 @@
+"""Frame pixels in RGB and 4:2:0: conversions agree with swscale's, changes land only where made,
+and the frame loop gives the same faces whether it works on RGB or on YUV planes."""
+from fractions import Fraction
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from streamrestore.blend import PastePlan
+from streamrestore.model.identity import IdentityRestorer
+from streamrestore.pipeline import FaceRestorer, PipelineConfig
+from streamrestore.pixels import RgbPixels, Yuv420Pixels, pixels_of, yuv_matrices
+from streamrestore.temporal import TemporalConfig
+from streamrestore.video.reader import frame_to_rgb
+
+
+def _planes(frame):
+    w, h = frame.width, frame.height
+    sizes = [(h, w), ((h + 1) // 2, (w + 1) // 2), ((h + 1) // 2, (w + 1) // 2)]
+    return [
+        np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:rows, :cols].copy()
+        for p, (rows, cols) in zip(frame.planes, sizes)
+    ]
+
+
+def _video_frames(path, count, step=1):
+    out = []
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % step == 0:
+                out.append(f)
+            if len(out) == count:
+                break
+    return out
+
+
+def _random_yuv_frame(width, height, seed, colorspace=1, color_range=1):
+    rng = np.random.default_rng(seed)
+    # smooth content, as video has: noise blurred, so chroma upsampling differences stay small
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 3)
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+        format="yuv420p", dst_colorspace=colorspace, dst_color_range=color_range)
+    frame.colorspace, frame.color_range = colorspace, color_range
+    frame.pts, frame.time_base = 7, Fraction(1, 25)
+    return frame
+
+
+@pytest.mark.parametrize("space,rng", [(1, 1), (5, 1), (1, 2), (9, 1), (2, 0)])
+def test_matrices_are_inverse_and_map_black_and_white(space, rng):
+    to_rgb, from_rgb = yuv_matrices(space, rng)
+    full = np.vstack([from_rgb, [0, 0, 0, 1]]) @ np.vstack([to_rgb, [0, 0, 0, 1]])
+    assert np.allclose(full, np.eye(4), atol=1e-5)
+    low, high = (16, 235) if rng != 2 else (0, 255)
+    assert np.allclose(from_rgb @ [0, 0, 0, 1], [low, 128, 128], atol=1e-4)
+    assert np.allclose(from_rgb @ [255, 255, 255, 1], [high, 128, 128], atol=1e-3)
+
+
+@pytest.mark.parametrize("clip", ["liveportrait/source/s32.mp4", "face_recognition/short_hamilton_clip.mp4"])
+def test_yuv_region_matches_swscale_and_any_box(shared_data, clip):
+    frame = _video_frames(shared_data / clip, 1)[0]
+    pixels = Yuv420Pixels(frame)
+    ours = pixels.full().astype(int)
+    swscale = frame_to_rgb(frame).astype(int)
+    diff = np.abs(ours - swscale)
+    # Same matrix and range; only chroma upsampling at colour edges differs slightly.
+    assert diff.mean() < 0.3 and np.percentile(diff, 99) <= 4, (diff.mean(), np.percentile(diff, 99))
+    for x0, y0, x1, y1 in [(0, 0, 17, 9), (101, 55, 402, 333), (frame.width - 31, frame.height - 13, frame.width, frame.height)]:
+        assert np.array_equal(pixels.region(x0, y0, x1, y1), ours[y0:y1, x0:x1])
+    small = pixels.resized(frame.width // 4, frame.height // 4).astype(int)
+    expected = cv2.resize(swscale.astype(np.uint8), (frame.width // 4, frame.height // 4), interpolation=cv2.INTER_AREA)
+    assert np.abs(small - expected).mean() < 2.0
+    assert np.array_equal(pixels.gray(frame.width, frame.height), _planes(frame)[0])
+
+
+@pytest.mark.parametrize("size", [(64, 48), (33, 21)])
+@pytest.mark.parametrize("additive", [True, False], ids=["change", "blend"])
+def test_paste_touches_only_its_box(size, additive):
+    width, height = size
+    frame = _random_yuv_frame(width, height, seed=width)
+    before = _planes(frame)
+    rgb_before = Yuv420Pixels(frame).full().astype(int)
+    canvas = Yuv420Pixels(frame).output()
+    assert canvas.frame.pts == frame.pts and canvas.frame.time_base == frame.time_base
+    assert int(canvas.frame.colorspace) == 1 and int(canvas.frame.color_range) == 1
+    # A 10x10 crop pasted 1:1 touching the right and bottom edges (at odd and even offsets); its
+    # weight is 1 on a 6x6 square, 0 elsewhere.
+    r = 10
+    x0, y0 = width - 9, height - 9
+    weight = np.zeros((r, r), np.float32)
+    weight[2:8, 2:8] = 1.0
+    target = np.array([20.0, -10.0, 5.0], np.float32)
+    if additive:
+        content = np.broadcast_to(target, (r, r, 3)).astype(np.float32)
+    else:
+        content = np.full((r, r, 3), (200, 40, 90), np.uint8)
+    to_frame = np.array([[1.0, 0, x0], [0, 1.0, y0]])
+    plan = PastePlan((x0, y0, width, height), to_frame, weight, content, additive=additive)
+    canvas.paste(plan)
+    after = _planes(canvas.frame)
+    assert np.array_equal(_planes(frame)[0], before[0]), "the source frame must not change"
+    changed = np.argwhere(after[0] != before[0])
+    # bilinear weights reach one pixel beyond the square
+    assert len(changed) and changed.min(0).tolist() >= [y0 + 1, x0 + 1] and changed.max(0).tolist() <= [y0 + 8, x0 + 8]
+    for k in (1, 2):
+        changed = np.argwhere(after[k] != before[k])
+        assert len(changed)
+        assert changed.min(0).tolist() >= [(y0 + 1) // 2, (x0 + 1) // 2]
+        assert changed.max(0).tolist() <= [(y0 + 8) // 2, (x0 + 8) // 2]
+    # Inside the square the RGB picture shows what was pasted (within rounding and 4:2:0).
+    rgb_after = Yuv420Pixels(canvas.frame).full().astype(int)
+    got = rgb_after[y0 + 4 : y0 + 6, x0 + 4 : x0 + 6].reshape(-1, 3)
+    if additive:
+        got = got - rgb_before[y0 + 4 : y0 + 6, x0 + 4 : x0 + 6].reshape(-1, 3)
+        expected = target
+    else:
+        expected = np.array([200, 40, 90])
+    assert np.abs(got.mean(0) - expected).max() < 4, (got.mean(0), expected)
+
+
+def test_pixels_of_picks_the_representation():
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[..., 2] = 200
+    assert isinstance(pixels_of(rgb), RgbPixels)
+    assert pixels_of(rgb, "bgr").full()[0, 0, 0] == 200
+    yuv = _random_yuv_frame(16, 8, seed=1)
+    assert isinstance(pixels_of(yuv), Yuv420Pixels)
+    other = yuv.reformat(format="yuv444p")
+    assert isinstance(pixels_of(other), RgbPixels)
+    with pytest.raises(TypeError):
+        pixels_of("not a frame")
+
+
+@pytest.fixture(scope="module")
+def scrfd(shared_models):
+    from streamrestore.faces.detect import create_detector
+
+    return create_detector("scrfd", models_dir=shared_models / "insightface")
+
+
+class _Stripes(IdentityRestorer):
+    """Adds coloured stripes: a change colour matching cannot take back."""
+
+    def restore(self, faces, caches):
+        import torch
+
+        x = torch.arange(faces.shape[-1], dtype=faces.dtype)
+        stripes = 0.15 * torch.sin(x / 3.0)
+        return (faces + stripes * torch.tensor([1.0, -0.5, 0.3])[:, None, None]).clamp(0, 1)
+
+
+def _outside_blocks(union):
+    """Chroma samples whose whole 2x2 luma block has mask weight 0."""
+    h, w = union.shape
+    padded = np.zeros((h + h % 2, w + w % 2), np.float32)
+    padded[:h, :w] = union
+    return padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).max((1, 3)) == 0
+
+
+@pytest.mark.parametrize("restorer", [IdentityRestorer(128), _Stripes(128)], ids=["identity", "stripes"])
+def test_yuv_frames_restore_like_rgb_frames(shared_data, scrfd, restorer):
+    from test_pipeline import _mask_union
+
+    frames = _video_frames(shared_data / "liveportrait/driving/d19.mp4", 4, step=25)
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0))
+    on_yuv = FaceRestorer(restorer, scrfd, config=config)
+    on_rgb = FaceRestorer(restorer, scrfd, config=config)
+    worst = 0
+    for frame in frames:
+        assert frame.format.name == "yuv420p"
+        out = on_yuv.process(frame)
+        assert isinstance(out, av.VideoFrame) and out.format.name == "yuv420p"
+        assert out.pts == frame.pts and out.time_base == frame.time_base
+        assert on_yuv.last_faces
+        union = _mask_union((frame.height, frame.width), on_yuv.last_faces, 128)
+        before, after = _planes(frame), _planes(out)
+        outside = union == 0
+        assert outside.mean() > 0.05
+        assert np.array_equal(after[0][outside], before[0][outside])  # bit-exact outside the masks
+        blocks = _outside_blocks(union)
+        for k in (1, 2):
+            assert np.array_equal(after[k][blocks], before[k][blocks])
+        # Inside: the same picture as restoring the frame's RGB (the YUV path converts the face
+        # region itself, and adds chroma changes per 2x2 block).
+        rgb_in = Yuv420Pixels(frame).full()
+        reference = on_rgb.process(rgb_in.copy())
+        inside = union > 0.05
+        if isinstance(restorer, _Stripes):  # the comparison below must be about a real change
+            assert np.abs(reference[inside].astype(int) - rgb_in[inside]).mean() > 3
+        err = np.abs(Yuv420Pixels(out).full()[inside].astype(int) - reference[inside].astype(int))
+        assert err.mean() < 1.0 and np.percentile(err, 99) <= 3, (err.mean(), np.percentile(err, 99))
+        worst = max(worst, int(err.max()))
+    # measured: identity 0 everywhere; stripes mean 0.6, 99th percentile 2, max 4 levels
+    assert worst <= 8, worst
