@@ -184,6 +184,7 @@ def run_bench(
     face_models: str | Path | None = None,
     dtype: torch.dtype | None = None,
     resolution: int | None = None,
+    fast_vae: str | Path | None = None,
 ) -> BenchResult:
     """Benchmark ``model`` on ``clip`` with each backend in ``backends``.
 
@@ -202,6 +203,8 @@ def run_bench(
         detector, face_models: face detection, as for ``restore_video``.
         dtype: compute dtype of a loaded model (default None: fp16 on CUDA, fp32 on CPU).
         resolution: crop size of the ``identity`` model (default 512).
+        fast_vae: TAESD folder or decoder file to decode with instead of the model's VAE
+            (default None: the VAE); see :class:`~streamrestore.model.restorer.InstantRestorer`.
     """
     from streamrestore.api import build_face_restorer
     from streamrestore.backends import BACKENDS, BackendConfig, BackendRestorer, available_backends, select_backend
@@ -218,7 +221,7 @@ def run_bench(
     fps_in = float(info.frame_rate) if info.frame_rate else 30.0
 
     t0 = time.perf_counter()
-    restorer = _load(model, device, dtype, resolution)
+    restorer = _load(model, device, dtype, resolution, fast_vae)
     load_s = time.perf_counter() - t0
     run_device = getattr(restorer, "device", torch.device("cpu"))
     if hasattr(restorer, "net"):
@@ -273,16 +276,18 @@ def run_bench(
     )
 
 
-def _load(model, device: str, dtype, resolution):
+def _load(model, device: str, dtype, resolution, fast_vae=None):
     if not isinstance(model, (str, Path)):
         return model
     if str(model) == "identity":
         from streamrestore.model.identity import IdentityRestorer
 
+        if fast_vae is not None:
+            log.warning("--fast-vae ignored: the identity model has no decoder")
         return IdentityRestorer(resolution or 512)
     from streamrestore.model.registry import load_model
 
-    return load_model(str(model), device=device, dtype=dtype)
+    return load_model(str(model), device=device, dtype=dtype, fast_vae=fast_vae)
 
 
 def write_json(result: BenchResult, path: str | Path) -> Path:

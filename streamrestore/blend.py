@@ -82,10 +82,13 @@ class PasteBack:
         corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ _invert(matrix).T
         if corners.min() >= 0 and corners[:, 0].max() <= w - 1 and corners[:, 1].max() <= h - 1:
             return self._mask  # the crop saw only picture: the common case, nothing to compute
-        inside = cv2.warpAffine(
-            np.ones((h, w), np.float32), matrix.astype(np.float64), (r, r),
-            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
-        )
+        # How much of each crop pixel's bilinear footprint lies in the frame (what warping an
+        # all-ones frame with a zero border gives, without touching a frame-sized array).
+        grid = np.arange(r, dtype=np.float64)
+        inv = _invert(matrix)
+        xs = inv[0, 0] * grid[None, :] + inv[0, 1] * grid[:, None] + inv[0, 2]
+        ys = inv[1, 0] * grid[None, :] + inv[1, 1] * grid[:, None] + inv[1, 2]
+        inside = (np.clip(np.minimum(xs + 1.0, w - xs), 0.0, 1.0) * np.clip(np.minimum(ys + 1.0, h - ys), 0.0, 1.0)).astype(np.float32)
         if inside.min() < 1.0:
             # Fade over the same band as the crop border so a face cut by the frame edge has no seam.
             k = int(self.config.feather * r) | 1
@@ -171,6 +174,11 @@ class PastePlan:
     content: np.ndarray  # (R, R, 3)
     additive: bool
 
+    @property
+    def scale(self) -> float:
+        """Frame pixels per crop pixel."""
+        return float(np.sqrt(abs(np.linalg.det(self.to_frame[:, :2]))))
+
     def to_box(self, scale: float = 1.0, origin: tuple[int, int] | None = None) -> np.ndarray:
         """Crop → box affine; ``scale`` 0.5 maps to a half-resolution (chroma) grid, whose
         samples sit at the centres of 2x2 frame-pixel blocks."""
@@ -212,32 +220,60 @@ def paste_rgb(frame: np.ndarray, plan: PastePlan) -> None:
     _blend_into(frame[y0:y1, x0:x1], _warp(plan.content, to_box, size, cubic=True), alpha, plan.additive)
 
 
+# A 4:2:0 paste of a face at least this many times larger in the frame than its crop is computed
+# on the chroma grid, and luma is a 2x upsampling of it: that grid still samples the crop 1.25x
+# more finely than the crop's own pixels, and the paste costs about a third.
+_HALF_RESOLUTION_SCALE = 2.5
+
+
+def _half_resolution(plan: PastePlan) -> bool:
+    return plan.additive and plan.scale >= _HALF_RESOLUTION_SCALE
+
+
+def yuv420_weights(plan: PastePlan, frame_shape: tuple[int, int]):
+    """The blend weights :func:`paste_yuv420` uses for ``plan`` on a frame of ``frame_shape``
+    (H, W): ``((x0, y0), luma, (cx0, cy0), chroma)``, weight arrays with their top-left corners
+    on the luma and chroma grids. Samples outside them, or where they are 0, keep their values;
+    a chroma sample has weight only where a pixel of its 2x2 block has."""
+    h, w = frame_shape
+    x0, y0, x1, y1 = plan.box
+    cx0, cy0 = x0 // 2, y0 // 2
+    cx1, cy1 = min((x1 + 1) // 2, (w + 1) // 2), min((y1 + 1) // 2, (h + 1) // 2)
+    if _half_resolution(plan):
+        chroma = _warp(plan.weight, plan.to_box(0.5, (cx0, cy0)), (cx1 - cx0, cy1 - cy0), cubic=False)
+        # Luma pixel 2j sits a quarter sample from chroma sample j and takes 3/4 of its weight.
+        luma = cv2.resize(chroma, (2 * (cx1 - cx0), 2 * (cy1 - cy0)), interpolation=cv2.INTER_LINEAR)
+        return (2 * cx0, 2 * cy0), luma[: h - 2 * cy0, : w - 2 * cx0], (cx0, cy0), chroma
+    luma = _warp(plan.weight, plan.to_box(), (x1 - x0, y1 - y0), cubic=False)
+    # Chroma weight: the mean of the block's luma weights (the box grown to whole blocks).
+    blocks = np.zeros((2 * (cy1 - cy0), 2 * (cx1 - cx0)), np.float32)
+    ox, oy = x0 - 2 * cx0, y0 - 2 * cy0
+    rows, cols = min(luma.shape[0], blocks.shape[0] - oy), min(luma.shape[1], blocks.shape[1] - ox)
+    blocks[oy : oy + rows, ox : ox + cols] = luma[:rows, :cols]
+    chroma = cv2.resize(blocks, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_AREA)
+    return (x0, y0), luma, (cx0, cy0), chroma
+
+
 def paste_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: PastePlan, from_rgb: np.ndarray) -> None:
     """Carries out ``plan`` on the planes of an 8-bit 4:2:0 frame, in place. ``from_rgb`` is the
     frame's 3x4 RGB → YUV matrix (``streamrestore.pixels.yuv_matrices``).
 
-    The crop is converted to YUV at crop size (cheap), then luma is warped to the frame box and
-    chroma straight to the half-resolution chroma box: a third of the work of warping RGB at
-    frame size and converting there. The chroma blend weight of a sample is the mean of its
-    2x2 luma weights, so a chroma sample changes only where one of its pixels does.
+    The crop is converted to YUV at crop size (cheap); chroma is warped straight to the
+    half-resolution chroma grid, and luma to the frame, or, for a face much larger than its crop,
+    upsampled from the chroma grid too. Weights as :func:`yuv420_weights`.
     """
-    x0, y0, x1, y1 = plan.box
-    if plan.additive:
-        ycc = cv2.transform(plan.content, np.ascontiguousarray(from_rgb[:, :3]))  # a change: linear part
+    (lx0, ly0), luma_alpha, (cx0, cy0), chroma_alpha = yuv420_weights(plan, y.shape)
+    matrix = from_rgb[:, :3] if plan.additive else from_rgb  # a change maps through the linear part
+    ycc = cv2.transform(plan.content, np.ascontiguousarray(matrix))
+    lh, lw = luma_alpha.shape
+    ch, cw = chroma_alpha.shape
+    half = _half_resolution(plan)
+    chroma = _warp(ycc if half else np.ascontiguousarray(ycc[..., 1:]), plan.to_box(0.5, (cx0, cy0)), (cw, ch), cubic=True)
+    if half:
+        luma = cv2.resize(np.ascontiguousarray(chroma[..., 0]), (2 * cw, 2 * ch), interpolation=cv2.INTER_LINEAR)[:lh, :lw]
+        chroma = chroma[..., 1:]
     else:
-        ycc = cv2.transform(plan.content, from_rgb)
-    alpha = _warp(plan.weight, plan.to_box(), (x1 - x0, y1 - y0), cubic=False)
-    luma = _warp(np.ascontiguousarray(ycc[..., 0]), plan.to_box(), (x1 - x0, y1 - y0), cubic=True)
-    _blend_into(y[y0:y1, x0:x1], luma, alpha, plan.additive)
-
-    # Chroma: the box grown to whole 2x2 blocks; weights averaged per block (zero padding).
-    cx0, cy0 = x0 // 2, y0 // 2
-    cx1, cy1 = min((x1 + 1) // 2, u.shape[1]), min((y1 + 1) // 2, u.shape[0])
-    blocks = np.zeros((2 * (cy1 - cy0), 2 * (cx1 - cx0)), np.float32)
-    ox, oy = x0 - 2 * cx0, y0 - 2 * cy0
-    rows, cols = min(alpha.shape[0], blocks.shape[0] - oy), min(alpha.shape[1], blocks.shape[1] - ox)
-    blocks[oy : oy + rows, ox : ox + cols] = alpha[:rows, :cols]
-    chroma_alpha = cv2.resize(blocks, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_AREA)
-    chroma = _warp(np.ascontiguousarray(ycc[..., 1:]), plan.to_box(0.5, (cx0, cy0)), (cx1 - cx0, cy1 - cy0), cubic=True)
+        luma = _warp(np.ascontiguousarray(ycc[..., 0]), plan.to_box(), (lw, lh), cubic=True)
+    _blend_into(y[ly0 : ly0 + lh, lx0 : lx0 + lw], luma, luma_alpha, plan.additive)
     for plane, k in ((u, 0), (v, 1)):
-        _blend_into(plane[cy0:cy1, cx0:cx1], np.ascontiguousarray(chroma[..., k]), chroma_alpha, plan.additive)
+        _blend_into(plane[cy0 : cy0 + ch, cx0 : cx0 + cw], np.ascontiguousarray(chroma[..., k]), chroma_alpha, plan.additive)

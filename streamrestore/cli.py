@@ -30,13 +30,22 @@ def _time(text: str) -> float:
     return seconds
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+FAST_VAE_HELP = ("decode with TAESD instead of the model's VAE: the folder holding taesd_decoder.safetensors "
+                 "(madebyollin/taesd) or the file; faster, slightly softer (see README). "
+                 "Latent models only; ignored with a warning for lite")
+
+
+def _add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> None:
+    """The model and face options every restoring command shares. ``fast_vae`` adds
+    ``--fast-vae``, for commands that build the restorer with :func:`restorer_from_args`."""
     p.add_argument("--refs", action="append", default=[], metavar="DIR|NAME=DIR",
                    help="folder of photos of the person to restore towards; repeat as NAME=DIR for several people")
     p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt"],
                    help="how the restorer runs; auto picks the fastest available and says which")
+    if fast_vae:
+        p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
     p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
                    help="auto: SCRFD when an insightface model pack is found, else dlib")
     p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack (SCRFD detector + recognition)")
@@ -57,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
     p.add_argument("input", help="video file to restore")
     p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input)")
-    _add_model_options(p)
+    _add_model_options(p, fast_vae=True)
     p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
     p.add_argument("--preset", help="encoder speed preset (e.g. medium, slow)")
     p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
@@ -107,6 +116,22 @@ def _set_torch_threads(requested: int | None) -> None:
     torch.set_num_threads(requested or max(1, (os.cpu_count() or 2) // 2))
 
 
+def restorer_from_args(args: argparse.Namespace):
+    """What to pass as ``model=`` to the library: ``args.model`` as given, or, with ``--fast-vae``,
+    the restorer loaded here with TAESD and wrapped in ``--backend`` (the library's model
+    options take names only)."""
+    fast_vae = getattr(args, "fast_vae", None)
+    if not fast_vae:
+        return args.model
+    if args.model == "identity":
+        log.warning("--fast-vae ignored: the identity model has no decoder")
+        return args.model
+    from streamrestore.backends import build_backend
+    from streamrestore.model.registry import load_model
+
+    return build_backend(load_model(args.model, device=args.device, fast_vae=fast_vae), args.backend)
+
+
 def _restore_file(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
@@ -125,7 +150,7 @@ def _restore_file(argv: list[str]) -> int:
     output = args.output or default_output_path(args.input)
     stats = restore_video(
         args.input, output, args.refs,
-        model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
+        model=restorer_from_args(args), device=args.device, detector=args.detector, face_models=args.face_models,
         codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
         max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, backend=args.backend,
         force=args.force,

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamrestore.blend import PastePlan
+from streamrestore.blend import PasteBack, PastePlan, yuv420_weights
 from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
 from streamrestore.pixels import RgbPixels, Yuv420Pixels, pixels_of, yuv_matrices
@@ -149,19 +149,39 @@ class _Stripes(IdentityRestorer):
         return (faces + stripes * torch.tensor([1.0, -0.5, 0.3])[:, None, None]).clamp(0, 1)
 
 
-def _outside_blocks(union):
-    """Chroma samples whose whole 2x2 luma block has mask weight 0."""
-    h, w = union.shape
-    padded = np.zeros((h + h % 2, w + w % 2), np.float32)
-    padded[:h, :w] = union
-    return padded.reshape(padded.shape[0] // 2, 2, padded.shape[1] // 2, 2).max((1, 3)) == 0
+def _yuv_weights(shape, faces, resolution):
+    """Union of the luma and chroma weights the 4:2:0 paste used for ``faces``."""
+    paste = PasteBack(resolution)
+    h, w = shape
+    luma = np.zeros((h, w), np.float32)
+    chroma = np.zeros(((h + 1) // 2, (w + 1) // 2), np.float32)
+    crop = np.zeros((resolution, resolution, 3), np.uint8)
+    scales = []
+    for f in faces:
+        plan = paste.plan(shape, crop, crop, f.matrix)
+        scales.append(plan.scale)
+        (x0, y0), wl, (cx0, cy0), wc = yuv420_weights(plan, shape)
+        region = luma[y0 : y0 + wl.shape[0], x0 : x0 + wl.shape[1]]
+        np.maximum(region, wl, out=region)
+        region = chroma[cy0 : cy0 + wc.shape[0], cx0 : cx0 + wc.shape[1]]
+        np.maximum(region, wc, out=region)
+    return luma, chroma, scales
 
 
-@pytest.mark.parametrize("restorer", [IdentityRestorer(128), _Stripes(128)], ids=["identity", "stripes"])
-def test_yuv_frames_restore_like_rgb_frames(shared_data, scrfd, restorer):
-    from test_pipeline import _mask_union
+# Faces in d19 are ~1.7x a 256 px crop (change pasted at full resolution) and ~0.85x a 512 px
+# one (crop blended over the frame); in s18 ~3.4x a 128 px crop (paste on the chroma grid).
+PASTE_CASES = [
+    ("liveportrait/driving/d19.mp4", 256, (1.05, 2.5)),
+    ("liveportrait/driving/d19.mp4", 512, (0.0, 1.05)),
+    ("liveportrait/source/s18.mp4", 128, (2.5, 10.0)),
+]
 
-    frames = _video_frames(shared_data / "liveportrait/driving/d19.mp4", 4, step=25)
+
+@pytest.mark.parametrize("clip,resolution,scales_in", PASTE_CASES, ids=["change", "blend", "change-half-res"])
+@pytest.mark.parametrize("kind", [IdentityRestorer, _Stripes], ids=["identity", "stripes"])
+def test_yuv_frames_restore_like_rgb_frames(shared_data, scrfd, kind, clip, resolution, scales_in):
+    restorer = kind(resolution)
+    frames = _video_frames(shared_data / clip, 3, step=25)
     config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0))
     on_yuv = FaceRestorer(restorer, scrfd, config=config)
     on_rgb = FaceRestorer(restorer, scrfd, config=config)
@@ -172,23 +192,24 @@ def test_yuv_frames_restore_like_rgb_frames(shared_data, scrfd, restorer):
         assert isinstance(out, av.VideoFrame) and out.format.name == "yuv420p"
         assert out.pts == frame.pts and out.time_base == frame.time_base
         assert on_yuv.last_faces
-        union = _mask_union((frame.height, frame.width), on_yuv.last_faces, 128)
+        luma, chroma, scales = _yuv_weights((frame.height, frame.width), on_yuv.last_faces, resolution)
+        assert all(scales_in[0] < x < scales_in[1] for x in scales), scales
         before, after = _planes(frame), _planes(out)
-        outside = union == 0
+        outside = luma == 0
         assert outside.mean() > 0.05
-        assert np.array_equal(after[0][outside], before[0][outside])  # bit-exact outside the masks
-        blocks = _outside_blocks(union)
+        assert np.array_equal(after[0][outside], before[0][outside])  # bit-exact outside the weights
         for k in (1, 2):
-            assert np.array_equal(after[k][blocks], before[k][blocks])
+            assert np.array_equal(after[k][chroma == 0], before[k][chroma == 0])
         # Inside: the same picture as restoring the frame's RGB (the YUV path converts the face
-        # region itself, and adds chroma changes per 2x2 block).
+        # region itself, pastes chroma per 2x2 block and, for large faces, upsamples luma).
         rgb_in = Yuv420Pixels(frame).full()
         reference = on_rgb.process(rgb_in.copy())
-        inside = union > 0.05
-        if isinstance(restorer, _Stripes):  # the comparison below must be about a real change
+        inside = luma > 0.05
+        if kind is _Stripes:  # the comparison below must be about a real change
             assert np.abs(reference[inside].astype(int) - rgb_in[inside]).mean() > 3
         err = np.abs(Yuv420Pixels(out).full()[inside].astype(int) - reference[inside].astype(int))
-        assert err.mean() < 1.0 and np.percentile(err, 99) <= 3, (err.mean(), np.percentile(err, 99))
+        assert err.mean() < 1.2 and np.percentile(err, 99) <= 4, (err.mean(), np.percentile(err, 99))
         worst = max(worst, int(err.max()))
-    # measured: identity 0 everywhere; stripes mean 0.6, 99th percentile 2, max 4 levels
-    assert worst <= 8, worst
+    # Measured: identity 0 (blend path: mean 0.17, max 5, from 4:2:0 chroma); stripes mean
+    # 0.64-0.95, 99th percentile 2-3, max 4-10 (fine coloured stripes lose chroma detail in 4:2:0).
+    assert worst <= 12, worst

@@ -1,6 +1,6 @@
 """``streamrestore bench``: per-stage ms/frame and end-to-end fps on a clip, backends side by side.
 
-    streamrestore bench INPUT --refs DIR [--model M] [--device D] [--backend B] [--json PATH]
+    streamrestore bench INPUT --refs DIR [--model M] [--device D] [--backend B] [--json PATH] [--fast-vae PATH]
 
 Prints a table (stages down, backends across) and, with ``--json PATH``, writes
 ``{"fps", "device", "backend", "rows": [{"stage", "backend", "ms_per_frame"}], ...}`` where
@@ -15,6 +15,7 @@ import sys
 import torch
 
 from streamrestore.backends import BACKENDS
+from streamrestore.cli import FAST_VAE_HELP
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"])
     p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack")
     p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
+    p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="more messages")
     return p
@@ -59,7 +61,7 @@ def main(argv: list[str]) -> int:
         args.input, args.refs, model=args.model, device=args.device,
         backends=None if args.backend is None else [args.backend], frames=args.frames,
         warmup_frames=args.warmup_frames, detector=args.detector, face_models=args.face_models,
-        dtype=DTYPES[args.dtype] if args.dtype else None, resolution=args.resolution,
+        dtype=DTYPES[args.dtype] if args.dtype else None, resolution=args.resolution, fast_vae=args.fast_vae,
     )
     print(result.table())
     if args.json:

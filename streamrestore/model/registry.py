@@ -265,26 +265,36 @@ def load_instantrestore_net(
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-               **options) -> InstantRestorer:
+               fast_vae: str | Path | None = None, **options) -> InstantRestorer:
     """A ready restorer: ``"lite"``, ``"instantrestore"`` (options: see :func:`load_instantrestore_net`),
     a ``.safetensors`` file of ours, or an official ``.pt`` checkpoint (base weights resolved as for
     ``instantrestore``). ``device="auto"`` picks CUDA when present; ``dtype`` None: fp16 on CUDA, fp32 on CPU.
+    ``fast_vae``: a TAESD folder or decoder file to decode with instead of the VAE (see
+    :class:`~streamrestore.model.restorer.InstantRestorer`; ignored with a warning for ``lite``).
     """
     name = str(name_or_path)
+
+    def ready(net: InstantRestoreNet, label: str) -> InstantRestorer:
+        return InstantRestorer(net, device, dtype, name=label, fast_vae=fast_vae)
+
+    if fast_vae is not None and not Path(fast_vae).expanduser().exists():
+        # before the (slow) model load, so a typo fails at once
+        raise ModelError(f"--fast-vae {fast_vae} does not exist; give the folder holding taesd_decoder.safetensors "
+                         "or the file itself")
     if name == "lite":
         if not LITE_WEIGHTS.is_file():
             raise ModelError(f"the built-in 'lite' model weights are not installed (expected {LITE_WEIGHTS}); "
                              "reinstall streamrestore, or pass --model instantrestore or a model file")
-        return InstantRestorer(load_restorer(LITE_WEIGHTS), device, dtype, name="lite")
+        return ready(load_restorer(LITE_WEIGHTS), "lite")
     if name == "instantrestore":
-        return InstantRestorer(load_instantrestore_net(**options), device, dtype, name="instantrestore")
+        return ready(load_instantrestore_net(**options), "instantrestore")
     path = Path(name).expanduser()
     if path.suffix == ".safetensors":
-        return InstantRestorer(load_restorer(path), device, dtype, name=path.stem)
+        return ready(load_restorer(path), path.stem)
     if path.suffix in (".pt", ".pth", ".ckpt"):
-        return InstantRestorer(load_instantrestore_net(checkpoint=path, **options), device, dtype, name=path.stem)
+        return ready(load_instantrestore_net(checkpoint=path, **options), path.stem)
     if path.is_dir():
-        return InstantRestorer(load_instantrestore_net(root=path, **options), device, dtype, name=path.name)
+        return ready(load_instantrestore_net(root=path, **options), path.name)
     raise ModelError(f"unknown model {name!r}: use one of {', '.join(MODEL_NAMES)}, a .safetensors model file, "
                      "an InstantRestore .pt checkpoint, or a folder holding the official files")
 

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import logging
 from collections import OrderedDict
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -30,6 +31,7 @@ from streamrestore.model.attention import (
 )
 from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.model.config import RestorerConfig
+from streamrestore.model.freeu import install_freeu
 
 log = logging.getLogger("streamrestore")
 
@@ -90,6 +92,8 @@ class InstantRestoreNet(nn.Module):
 
         self.vae = None
         self.ref_vae = None
+        #: optional fast decoder (TAESD) replacing the VAE decoder at inference; see use_fast_decoder
+        self.fast_decoder: nn.Module | None = None
         if config.latent == "vae":
             self.vae = AutoencoderKL.from_config(config.vae)
             if config.vae_lora is not None:
@@ -105,9 +109,11 @@ class InstantRestoreNet(nn.Module):
         if not self.shared_layers:
             raise ValueError("the UNet config has no up block with attention: nothing to share")
         if config.freeu is not None:
+            # our FFT-free FreeU (model/freeu.py), not diffusers' enable_freeu: torch.fft splits
+            # compiled (inductor) and TensorRT graphs; the output is the same
             for net in (self.unet, self.ref_unet):
                 if net is not None:
-                    net.enable_freeu(config.freeu.s1, config.freeu.s2, config.freeu.b1, config.freeu.b2)
+                    install_freeu(net, config.freeu, config.latent_size)
 
         self.register_buffer("prompt_embeds", torch.zeros(1, config.prompt_tokens, config.prompt_dim))
         a_t = config.alphas_cumprod(config.timestep)
@@ -159,6 +165,23 @@ class InstantRestoreNet(nn.Module):
                 raise ValueError("this model has no VAE (latent='pixel')")
             self.reference_vae.load_state_dict(vae_state, strict=True)
 
+    def use_fast_decoder(self, decoder: nn.Module | None) -> None:
+        """Decode with ``decoder`` (scaled SD latents -> images in [-1, 1], e.g. TAESD's, see
+        :mod:`streamrestore.model.fast_vae`) instead of the VAE; None goes back to the VAE.
+
+        It is not part of the model's weights (``weights_state_dict``) nor of its fingerprint:
+        the reference path never decodes.
+        """
+        if decoder is not None and self.config.latent != "vae":
+            raise ValueError("a fast decoder replaces the VAE decoder; this model has latent='pixel' and no VAE")
+        if decoder is None:
+            if "fast_decoder" in self._modules:
+                del self._modules["fast_decoder"]
+            self.fast_decoder = None
+            return
+        param = next(self.parameters())
+        self.fast_decoder = decoder.to(device=param.device, dtype=param.dtype)
+
     # -- latent space ---------------------------------------------------------------------
     def encode(self, images: torch.Tensor, reference: bool = False) -> torch.Tensor:
         """Images (B, 3, R, R) in [0, 1] -> scaled latents (deterministic: the VAE mean)."""
@@ -172,6 +195,8 @@ class InstantRestoreNet(nn.Module):
         """Scaled latents -> images in [0, 1]."""
         if self.config.latent == "pixel":
             x = F.pixel_shuffle(latents, self.config.pixel_factor)
+        elif self.fast_decoder is not None:
+            x = self.fast_decoder(latents)  # TAESD works on the scaled latents the UNet sees
         else:
             x = self.vae.decode(latents / self.scaling_factor).sample
         return (x.clamp(-1, 1) + 1) / 2
@@ -263,7 +288,23 @@ class InstantRestorer:
     noise_cache_size = 64
 
     def __init__(self, net: InstantRestoreNet, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-                 name: str = "custom"):
+                 name: str = "custom", fast_vae: str | Path | None = None):
+        """``fast_vae``: a TAESD folder or decoder file (see :mod:`streamrestore.model.fast_vae`) to
+        decode with instead of the VAE (faster, some quality lost); default None: the model's VAE.
+        Pixel-latent models (``lite``) have no VAE to replace: a warning says it is ignored.
+        ``name`` gets a ``+taesd`` suffix when it is used (so engine caches keep them apart)."""
+        if fast_vae is not None:
+            if net.config.latent != "vae":
+                log.warning("--fast-vae ignored: the model %r decodes pixels directly (no VAE to replace)", name)
+            else:
+                from streamrestore.errors import ModelError
+                from streamrestore.model.fast_vae import TAESD_FACTOR, load_taesd_decoder
+
+                if net.config.latent_factor != TAESD_FACTOR or net.config.latent_channels != 4:
+                    raise ModelError(f"--fast-vae: TAESD decodes 4-channel latents of 1/{TAESD_FACTOR} the image size; "
+                                     f"this model's are {net.config.latent_channels}-channel at 1/{net.config.latent_factor}")
+                net.use_fast_decoder(load_taesd_decoder(fast_vae))
+                name = f"{name}+taesd"
         self.device = pick_device(device)
         if dtype is None:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
@@ -349,8 +390,6 @@ class InstantRestorer:
 
     def encode_references_cached(self, faces: torch.Tensor, cache_dir) -> ReferenceCache:
         """Like :meth:`encode_references`, but reuse ``<cache_dir>/<key>.safetensors`` when present."""
-        from pathlib import Path
-
         key = reference_key(faces, self.fingerprint)
         path = Path(cache_dir) / f"{key}.safetensors"
         if path.is_file():

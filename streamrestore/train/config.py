@@ -123,6 +123,9 @@ class TrainConfig:
     #: index into the model's shared layers of the layer the landmark attention loss watches
     #: (negative counts from the end; -1 is the last, highest-resolution up-block layer).
     landmark_layer: int = -1
+    #: how the landmark attention loss compares maps: "minmax" (the paper) or "kl" (see
+    #: :func:`~streamrestore.train.losses.landmark_attention_loss`; weights ~1 instead of ~5000).
+    landmark_kind: str = "minmax"
     #: let the loss gradients flow into the reference pass (the reference network learns to
     #: produce useful keys/values); False runs references under no_grad (cheaper).
     reference_grad: bool = True
@@ -158,6 +161,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if self.landmark_kind not in ("minmax", "kl"):
+            raise ValueError(f"landmark_kind must be 'minmax' or 'kl', got {self.landmark_kind!r}")
         if self.pixel_kind not in ("l1", "l2"):
             raise ValueError(f"pixel_kind must be 'l1' or 'l2', got {self.pixel_kind!r}")
         if not 1 <= self.min_refs <= self.max_refs:

@@ -390,7 +390,7 @@ class Trainer:
             grid = int(round(probs.shape[-1] ** 0.5))
             valid = batch["ref_mask"][:, 0:1].expand(-1, batch["landmarks"].shape[1])
             parts["landmark"] = landmark_attention_loss(probs, batch["landmarks"], batch["ref_landmarks"][:, 0],
-                                                        grid, valid=valid)
+                                                        grid, valid=valid, kind=cfg.landmark_kind)
         parts["loss"] = (cfg.pixel_weight * parts["pixel"] + cfg.ssim_weight * parts["ssim"]
                          + cfg.identity_weight * parts["identity"] + cfg.landmark_weight * parts["landmark"])
         return parts

@@ -159,6 +159,7 @@ def landmark_attention_loss(
     query_grid: int | None = None,
     valid: torch.Tensor | None = None,
     sigma: float | None = None,
+    kind: str = "minmax",
 ) -> torch.Tensor:
     """The landmark attention loss of InstantRestore, for one shared layer and one reference.
 
@@ -180,10 +181,18 @@ def landmark_attention_loss(
         valid: optional (B, L) bool mask of landmarks to use (e.g. detector misses). Landmarks
             outside [0, 1] in either image are skipped as well.
         sigma: Gaussian width in tokens; default ``grid / 32``.
+        kind: ``"minmax"`` (the paper: min-max normalised maps, MSE) or ``"kl"``: both rows
+            normalised to sum 1 over the reference's tokens, KL(target || attention). Min-max
+            normalisation is blind to how sharp the attention is (a near-uniform row with a
+            faint bump at the right token scores almost 0), so a from-scratch model can satisfy
+            it while its reference attention still averages everything; KL needs the
+            attention mass itself on the landmark.
 
     Returns:
         A scalar; 0 (with a graph) when no landmark row is valid.
     """
+    if kind not in ("minmax", "kl"):
+        raise ValueError(f"kind must be 'minmax' or 'kl', got {kind!r}")
     if attn_probs.ndim == 4:
         attn_probs = attn_probs.mean(dim=1)
     if attn_probs.ndim != 3:
@@ -210,7 +219,12 @@ def landmark_attention_loss(
     q_index = (row * query_grid + col).to(attn_probs.device)  # (B, L)
     rows = attn_probs.gather(1, q_index[..., None].expand(b, q_index.shape[1], nk)).float()  # (B, L, Nk)
     target = landmark_attention_targets(ref_landmarks.to(attn_probs.device), grid, sigma)
-    per_row = ((_min_max(rows) - _min_max(target)) ** 2).mean(dim=-1)  # (B, L)
+    if kind == "kl":
+        p = target / target.sum(dim=-1, keepdim=True)
+        q = rows / rows.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        per_row = (p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum(dim=-1)
+    else:
+        per_row = ((_min_max(rows) - _min_max(target)) ** 2).mean(dim=-1)  # (B, L)
     mask = inside.to(per_row.device, per_row.dtype)
     if mask.sum() == 0:
         return attn_probs.sum() * 0.0
