@@ -132,6 +132,21 @@ class Yuv420Pixels:
         self._to_rgb, self._from_rgb = yuv_matrices(int(frame.colorspace), color_range)
         self._full: np.ndarray | None = None
 
+    @property
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The Y, U and V planes (read-only views into the decoded frame)."""
+        return self._y, self._u, self._v
+
+    @property
+    def to_rgb(self) -> np.ndarray:
+        """3x4 matrix from [Y, U, V, 1] to [R, G, B] for this frame (see :func:`yuv_matrices`)."""
+        return self._to_rgb
+
+    @property
+    def from_rgb(self) -> np.ndarray:
+        """3x4 matrix from [R, G, B, 1] to [Y, U, V] for this frame."""
+        return self._from_rgb
+
     def full(self) -> np.ndarray:
         """The whole frame as RGB uint8 (converted once, on first use)."""
         if self._full is None:

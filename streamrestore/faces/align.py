@@ -149,8 +149,10 @@ def warp_to_template(image: np.ndarray, matrix, resolution: int, *, border_value
 
 def crop_face(pixels, matrix, resolution: int, *, border_value: int = 0) -> np.ndarray:
     """:func:`warp_to_template` reading only the frame region the crop needs from ``pixels``
-    (``streamrestore.pixels``: RGB frames, or 4:2:0 video frames converted there alone). The
-    crop is the same as from the whole frame."""
+    (``streamrestore.pixels``): the same crop as from the whole RGB frame. From a 4:2:0 frame a
+    face larger than the crop has its planes warped separately and only the crop converted."""
+    from streamrestore.pixels import Yuv420Pixels
+
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (2, 3):
         raise ValueError(f"matrix must have shape (2, 3), got {matrix.shape}")
@@ -160,12 +162,45 @@ def crop_face(pixels, matrix, resolution: int, *, border_value: int = 0) -> np.n
     corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ inv.T
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     # The cubic kernel reads 2 pixels out; the anti-alias blur of a shrunk face 3 sigma more.
-    sigma = max(0.0, (1.0 / scale - 1.0) / 2.0) if scale > 0 else 0.0
+    sigma = (1.0 / scale - 1.0) / 2.0 if 0 < scale < 0.5 else 0.0
     pad = int(np.ceil(3 * sigma)) + 4
     x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - pad, 0)
     x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + pad, (w, h))
     if x1 <= x0 or y1 <= y0:
         return np.full((r, r, 3), border_value, np.uint8)
+    if isinstance(pixels, Yuv420Pixels) and scale < 1.0:
+        # Shrinking: converting the crop costs less than converting the larger face region
+        # (measured 0.77 vs 1.88 ms for a 430 px face to 128 px; equal at scale ~1).
+        return _crop_yuv420(pixels, matrix, r, (int(x0), int(y0), int(x1), int(y1)), sigma, border_value)
     shifted = matrix.copy()
     shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
     return warp_to_template(pixels.region(int(x0), int(y0), int(x1), int(y1)), shifted, r, border_value=border_value)
+
+
+def _crop_yuv420(pixels, matrix: np.ndarray, r: int, box, sigma: float, border_value: int) -> np.ndarray:
+    """The aligned crop from the Y, U and V planes of a 4:2:0 frame: each warped to the crop (U
+    and V from their half-resolution grid, whose samples sit at the centres of 2x2 pixel
+    blocks), then the small crop converted to RGB. Cheaper than converting the face's region."""
+    y_plane, u_plane, v_plane = pixels.planes
+    x0, y0, x1, y1 = box
+    x0, y0 = x0 - x0 % 2, y0 - y0 % 2
+    cx0, cy0 = x0 // 2, y0 // 2
+    cx1, cy1 = min((x1 + 1) // 2, u_plane.shape[1]), min((y1 + 1) // 2, u_plane.shape[0])
+    luma = y_plane[y0:y1, x0:x1]
+    chroma = cv2.merge([u_plane[cy0:cy1, cx0:cx1], v_plane[cy0:cy1, cx0:cx1]])
+    if sigma > 0:
+        # Anti-aliasing before shrinking (as warp_to_template); chroma is already half size.
+        luma = cv2.GaussianBlur(luma, (0, 0), sigmaX=sigma)
+        if sigma > 0.5:
+            chroma = cv2.GaussianBlur(chroma, (0, 0), sigmaX=sigma / 2)
+    linear = matrix[:, :2]
+    to_crop_luma = np.hstack([linear, (matrix[:, 2] + linear @ np.array([x0, y0], np.float64))[:, None]])
+    # Chroma sample (j, i) of the box lies at frame pixel (2 (j + cx0) + 0.5, 2 (i + cy0) + 0.5).
+    origin = np.array([2 * cx0 + 0.5, 2 * cy0 + 0.5])
+    to_crop_chroma = np.hstack([2 * linear, (matrix[:, 2] + linear @ origin)[:, None]])
+    border = pixels.from_rgb @ np.array([border_value, border_value, border_value, 1.0], np.float32)
+    ys = cv2.warpAffine(luma, to_crop_luma, (r, r), flags=cv2.INTER_CUBIC,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=float(border[0]))
+    uvs = cv2.warpAffine(chroma, to_crop_chroma, (r, r), flags=cv2.INTER_CUBIC,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=(float(border[1]), float(border[2])))
+    return cv2.transform(cv2.merge([ys, uvs]), pixels.to_rgb)
