@@ -49,6 +49,12 @@ class PipelineConfig:
             480p talking heads with ``benchmarks/bench_detect_every.py``), less than the
             detector's own frame-to-frame jitter, at a third of the detection cost; a face
             entering the picture is picked up at most two frames late.
+        frame_path: where crops are cut and faces pasted: ``"host"`` (OpenCV on the CPU, 4:2:0
+            frames kept in YUV), ``"device"`` (on the restorer's device with the kernels of
+            ``kernels/``: the frame is copied there once and back once, see
+            ``streamrestore.device_frames``), or ``"auto"`` (default: ``"device"`` when the
+            restorer runs on CUDA, else ``"host"``; on a CPU the OpenCV path is 30-200x faster
+            than the kernels' PyTorch references).
         paste: see :class:`streamrestore.blend.PasteConfig`.
         temporal: see :class:`streamrestore.temporal.TemporalConfig`.
     """
@@ -58,6 +64,7 @@ class PipelineConfig:
     lookahead: int = 5
     min_face: int = 16
     detect_every: int = 3
+    frame_path: str = "auto"
     paste: PasteConfig = field(default_factory=PasteConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
 
@@ -70,6 +77,8 @@ class PipelineConfig:
             raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if self.frame_path not in ("auto", "host", "device"):
+            raise ValueError(f"frame_path must be 'auto', 'host' or 'device', got {self.frame_path!r}")
 
 
 @dataclass
@@ -173,6 +182,7 @@ class FaceRestorer:
         tcfg = tracker_config if tracker_config is not None else TrackerConfig(lookahead=config.lookahead)
         self._tracker = FaceTracker(tcfg, fps=fps)
         self._paste = PasteBack(self.resolution, config.paste)
+        self._device_path = _device_frame_path(restorer, self.resolution, config)
         self._propagator = FacePropagator() if config.detect_every > 1 else None
         self._since_detection = 0
         self._smoother = TemporalSmoother(config.temporal)
@@ -287,32 +297,49 @@ class FaceRestorer:
         if not tracked:
             return frame  # untouched: not even a colour-space round trip
         self.stats.frames_with_faces += 1
-        from streamrestore.faces.align import alignment_matrix, crop_face
+        from streamrestore.faces.align import alignment_matrix
 
         t0 = time.perf_counter()
-        matrices, crops, caches, ids = [], [], [], []
+        matrices, caches, ids = [], [], []
         for t in tracked:
             identity = self._identity(t, pixels)
             self.stats.track_ids.add(t.track_id)
             self.stats.identities[t.track_id] = identity
             if identity is None and self._matcher is not None and self.config.unmatched == "skip":
                 continue
-            m = alignment_matrix(t.kps, self.resolution)
-            matrices.append(m)
-            crops.append(crop_face(pixels, m, self.resolution))
+            matrices.append(alignment_matrix(t.kps, self.resolution))
             caches.append(self.caches.get(identity) if identity is not None else None)
             ids.append(t.track_id)
-        t1 = time.perf_counter()
-        self.stats.add_time("align", t1 - t0)
-        if not crops:
+        if not matrices:
+            self.stats.add_time("align", time.perf_counter() - t0)
             return frame
         seeds = {"noise_seeds": ids} if self._seeds_per_track else {}
+        self._smoother.forget(t.track_id for t in tracked)
+        self.stats.faces_restored += len(matrices)
+        if self._device_path is not None:
+            crops, result = self._restore_on_device(frame, pixels, np.stack(matrices), caches, ids, seeds, t0)
+        else:
+            crops, result = self._restore_on_host(frame, pixels, matrices, caches, ids, seeds, t0)
+        self.last_faces = [
+            AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
+            for c, m, tid in zip(crops, matrices, ids)
+        ]
+        if isinstance(frame, np.ndarray) and self.channel_order == "bgr":
+            return np.ascontiguousarray(result[..., ::-1])
+        return result
+
+    def _restore_on_host(self, frame, pixels, matrices, caches, ids, seeds, t0):
+        """Crops cut, and faces pasted, on the CPU (OpenCV; 4:2:0 frames stay in YUV)."""
+        from streamrestore.faces.align import crop_face
+
+        crops = [crop_face(pixels, m, self.resolution) for m in matrices]
+        t1 = time.perf_counter()
+        self.stats.add_time("align", t1 - t0)
         with torch.inference_mode():
             restored = self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds)
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
-
         canvas, result = _canvas(pixels, frame)
         shape = pixels.shape[:2]
         for crop, face_out, m, tid in zip(crops, restored, matrices, ids):
@@ -320,16 +347,27 @@ class FaceRestorer:
             plan = self._paste.plan(shape, face_out, crop, m)
             if plan is not None:
                 canvas.paste(plan)
-        self._smoother.forget(t.track_id for t in tracked)
-        self.last_faces = [
-            AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
-            for c, m, tid in zip(crops, matrices, ids)
-        ]
-        self.stats.faces_restored += len(crops)
         self.stats.add_time("paste", time.perf_counter() - t2)
-        if isinstance(frame, np.ndarray) and self.channel_order == "bgr":
-            return np.ascontiguousarray(result[..., ::-1])
-        return result
+        return crops, result
+
+    def _restore_on_device(self, frame, pixels, matrices, caches, ids, seeds, t0):
+        """The frame goes to the restorer's device once; crops are cut and faces pasted there
+        (``streamrestore.device_frames``); one copy comes back."""
+        path = self._device_path
+        with torch.inference_mode():
+            on_device = path.upload(pixels, frame)
+            crops = path.crops(on_device, matrices)
+            t1 = time.perf_counter()
+            self.stats.add_time("align", t1 - t0)
+            restored = self.restorer.restore(crops, caches, **seeds).float()
+            t2 = time.perf_counter()
+            self.stats.add_time("restore", t2 - t1)
+            restored = torch.stack([self._smoother.smooth_tensor(tid, c, r) for tid, c, r in zip(ids, crops, restored)])
+            path.paste(on_device, restored, crops, matrices)
+            result = path.download(on_device)
+            host_crops = _to_uint8(crops)  # for last_faces (previews, tests): B small crops
+        self.stats.add_time("paste", time.perf_counter() - t2)
+        return list(host_crops), result
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
         if self.config.max_faces is not None and len(tracked) > self.config.max_faces:
@@ -348,6 +386,17 @@ class FaceRestorer:
 
 
 # --- conversions ---------------------------------------------------------------------------
+
+def _device_frame_path(restorer, resolution: int, config: PipelineConfig):
+    """The device frame path the config asks for, or None for the host path."""
+    device = getattr(restorer, "device", None)
+    device = torch.device(device) if device is not None else None
+    if config.frame_path == "host" or (config.frame_path == "auto" and (device is None or device.type != "cuda")):
+        return None
+    from streamrestore.device_frames import DeviceFramePath
+
+    return DeviceFramePath(device if device is not None else "cpu", resolution, config.paste)
+
 
 def _face_size(face: Face) -> float:
     x1, y1, x2, y2 = face.box[:4]

@@ -9,9 +9,13 @@ wins. Works per pixel, so a talking mouth is not dragged while the forehead stay
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ class TemporalSmoother:
 
     def __init__(self, config: TemporalConfig = TemporalConfig()):
         self.config = config
-        self._last: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # track id -> (input, output) uint8
+        # track id -> (input, output): uint8 HWC arrays, or float CHW tensors (smooth_tensor)
+        self._last: dict[int, tuple] = {}
 
     def smooth(self, track_id: int, original: np.ndarray, restored: np.ndarray) -> np.ndarray:
         """Returns the smoothed restored crop (uint8) for ``track_id``; remembers this frame."""
@@ -67,6 +72,31 @@ class TemporalSmoother:
             keep = cfg.strength * np.exp(-change / cfg.tolerance)
             keep = cv2.resize(keep.astype(np.float32), (r, r), interpolation=cv2.INTER_LINEAR)
             out = cv2.blendLinear(prev_out, np.ascontiguousarray(restored), keep, 1.0 - keep)
+        self._last[track_id] = (original, out)
+        return out
+
+    def smooth_tensor(self, track_id: int, original: "torch.Tensor", restored: "torch.Tensor") -> "torch.Tensor":
+        """:meth:`smooth` for (3, R, R) float crops in [0, 1] on any torch device (the
+        device-resident frame path); same weights, computed with torch ops where the crops are."""
+        import torch
+        import torch.nn.functional as F
+
+        cfg = self.config
+        if cfg.strength == 0.0:
+            return restored
+        prev = self._last.get(track_id)
+        out = restored
+        if prev is not None and isinstance(prev[0], torch.Tensor) and prev[0].shape == original.shape:
+            prev_in, prev_out = prev
+            r = original.shape[-1]
+            small = max(8, r // 4)
+            diff = (original - prev_in).abs().mean(dim=0, keepdim=True)[None] * 255.0
+            change = F.adaptive_avg_pool2d(diff, small)
+            k = max(1, round(cfg.window * small / 512)) | 1
+            change = F.avg_pool2d(F.pad(change, (k // 2,) * 4, mode="reflect"), k, stride=1) if k > 1 else change
+            keep = cfg.strength * torch.exp(-change / cfg.tolerance)
+            keep = F.interpolate(keep, size=(r, r), mode="bilinear", align_corners=False)[0]
+            out = keep * prev_out + (1.0 - keep) * restored
         self._last[track_id] = (original, out)
         return out
 

@@ -1,0 +1,101 @@
+"""The device-resident frame path, run on the CPU (the kernels' PyTorch references): the same
+restored frames as the host path, samples the paste did not touch kept exactly."""
+import av
+import numpy as np
+import pytest
+import torch
+
+from streamrestore.device_frames import DeviceFramePath, rgb_to_yuv420, yuv420_to_rgb
+from streamrestore.model.identity import IdentityRestorer
+from streamrestore.pipeline import FaceRestorer, PipelineConfig
+from streamrestore.pixels import RgbPixels, Yuv420Pixels
+from streamrestore.temporal import TemporalConfig, TemporalSmoother
+from test_pipeline import _mask_union
+from test_pixels import _Stripes, _planes, _video_frames
+
+
+@pytest.fixture(scope="module")
+def scrfd(shared_models):
+    from streamrestore.faces.detect import create_detector
+
+    return create_detector("scrfd", models_dir=shared_models / "insightface")
+
+
+def test_colour_conversions_match_the_host_ones(shared_data):
+    frame = _video_frames(shared_data / "face_recognition/short_hamilton_clip.mp4", 1)[0]
+    pixels = Yuv420Pixels(frame)
+    path = DeviceFramePath("cpu", 128)
+    on_device = path.upload(pixels, frame)
+    diff = np.abs(on_device.rgb.numpy().astype(int) - pixels.full().astype(int))
+    assert diff.mean() < 0.2 and diff.max() <= 2  # float vs OpenCV fixed-point chroma upsampling
+    y, u, v = rgb_to_yuv420(on_device.rgb, on_device.from_rgb)
+    planes = _planes(frame)
+    assert np.abs(y.numpy().astype(int) - planes[0]).mean() < 0.6
+    assert np.abs(u.numpy().astype(int) - planes[1]).mean() < 1.5
+    # Nothing pasted: the frame comes back with every sample as decoded.
+    back = path.download(on_device)
+    assert back.format.name == "yuv420p" and back.pts == frame.pts
+    for a, b in zip(_planes(back), planes):
+        assert np.array_equal(a, b)
+
+
+def test_auto_picks_host_on_cpu_and_bad_values_fail():
+    assert FaceRestorer(IdentityRestorer(64), detector=None)._device_path is None
+    forced = FaceRestorer(IdentityRestorer(64), detector=None, config=PipelineConfig(frame_path="device"))
+    assert isinstance(forced._device_path, DeviceFramePath) and forced._device_path.device.type == "cpu"
+    with pytest.raises(ValueError, match="frame_path"):
+        PipelineConfig(frame_path="gpu")
+
+
+@pytest.mark.parametrize("kind", [IdentityRestorer, _Stripes], ids=["identity", "stripes"])
+def test_device_path_restores_like_the_host_path(shared_data, scrfd, kind):
+    # 512 px crops of ~430 px faces: both paths blend the whole crop (no detail transfer).
+    restorer = kind(512)
+    config = dict(lookahead=0, temporal=TemporalConfig(strength=0.0))
+    on_device = FaceRestorer(restorer, scrfd, config=PipelineConfig(frame_path="device", **config))
+    on_host = FaceRestorer(restorer, scrfd, config=PipelineConfig(frame_path="host", **config))
+    for frame in _video_frames(shared_data / "liveportrait/driving/d19.mp4", 2, step=40):
+        out = on_device.process(frame)
+        assert isinstance(out, av.VideoFrame) and out.format.name == "yuv420p" and out.pts == frame.pts
+        reference = on_host.process(frame)
+        assert len(on_device.last_faces) == len(on_host.last_faces) == 1
+        crop_diff = np.abs(on_device.last_faces[0].pixels.astype(int) - on_host.last_faces[0].pixels.astype(int))
+        assert crop_diff.mean() < 0.5  # grid_sample vs OpenCV cubic, same geometry (measured 0.18-0.20)
+        union = _mask_union((frame.height, frame.width), on_host.last_faces, 512)
+        before, after = _planes(frame), _planes(out)
+        assert np.array_equal(after[0][union == 0], before[0][union == 0])
+        rgb_out, rgb_ref = Yuv420Pixels(out).full().astype(int), Yuv420Pixels(reference).full().astype(int)
+        inside = union > 0.05
+        if kind is _Stripes:
+            assert np.abs(rgb_ref[inside] - Yuv420Pixels(frame).full()[inside]).mean() > 3
+        err = np.abs(rgb_out[inside] - rgb_ref[inside])
+        # measured: identity mean 0.15, stripes 0.71; 99th percentile 2-3, max 4-7 (grid_sample
+        # vs OpenCV resampling, analytic feather vs warped mask, 4:2:0 chroma)
+        assert err.mean() < 1.2 and np.percentile(err, 99) <= 5 and err.max() <= 12, (err.mean(), err.max())
+
+
+def test_rgb_frames_work_on_the_device_path(shared_data, scrfd):
+    rgb = Yuv420Pixels(_video_frames(shared_data / "liveportrait/driving/d19.mp4", 1)[0]).full().copy()
+    fr = FaceRestorer(IdentityRestorer(256), scrfd, config=PipelineConfig(lookahead=0, frame_path="device"))
+    out = fr.process(rgb.copy())
+    assert isinstance(out, np.ndarray) and out.shape == rgb.shape and fr.last_faces
+    assert np.abs(out.astype(int) - rgb).mean() < 1.0
+
+
+def test_tensor_smoothing_matches_the_array_one():
+    rng = np.random.default_rng(0)
+    smoother_np, smoother_t = TemporalSmoother(), TemporalSmoother()
+    base = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    outs = []
+    for step in range(3):
+        original = base.copy()
+        original[20:30, 20:40] = (step * 60) % 256  # a region that changes (a mouth)
+        restored = np.clip(original.astype(int) + rng.integers(-8, 9, original.shape), 0, 255).astype(np.uint8)
+        a = smoother_np.smooth(1, original, restored)
+        t = smoother_t.smooth_tensor(1, torch.from_numpy(original).permute(2, 0, 1).float() / 255,
+                                     torch.from_numpy(restored).permute(2, 0, 1).float() / 255)
+        b = (t.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+        outs.append((a, b, restored))
+    a, b, restored = outs[-1]
+    assert np.abs(a.astype(int) - restored).mean() > 1  # smoothing did something
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
