@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for the restorer (default: one per core). On a machine busy with other work, "
                         "1 avoids threads waiting on each other (measured: lite restore 80 ms/frame with 1 thread vs "
                         "seconds with 2 on two oversubscribed cores)")
-    _add_model_options(p)
+    _add_model_options(p, fast_vae=True)
     return p
 
 
@@ -84,6 +84,7 @@ def main(argv: list[str]) -> int:
         check_output(spec, force=args.force)
 
     from streamrestore.api import build_face_restorer
+    from streamrestore.cli import restorer_from_args
     from streamrestore.live.session import LiveConfig, LiveSession
     from streamrestore.live.sinks import is_url, open_sink
     from streamrestore.live.sources import ReconnectPolicy, open_source
@@ -98,8 +99,8 @@ def main(argv: list[str]) -> int:
     sinks = []
     try:
         face_restorer = build_face_restorer(
-            args.refs, model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
-            config=PipelineConfig(lookahead=0, max_faces=args.max_faces, unmatched=args.unmatched,
+            args.refs, model=restorer_from_args(args), device=args.device, detector=args.detector,
+            face_models=args.face_models, config=PipelineConfig(lookahead=0, max_faces=args.max_faces, unmatched=args.unmatched,
                                   detect_every=args.detect_every),
             channel_order="rgb", fps=min(source.fps, 60.0), backend=args.backend,
         )
