@@ -103,16 +103,20 @@ def main(argv=None) -> None:
                 restorer.restore(faces, [restorer.encode_references(x) for x in refs])
 
             warmup = max(args.warmup, 2) if mode == "compile" else args.warmup  # compiles happen here
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
             t_cached = timed(cached, device, args.iters, warmup)
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
             t_recomp = float("nan") if args.skip_recompute else timed(recomputed, device, args.iters, warmup)
-            rows.append((mode, b, args.refs, 1e3 * t_cached / b, 1e3 * t_recomp / b, t_recomp / t_cached))
+            rows.append((mode, b, args.refs, 1e3 * t_cached / b, 1e3 * t_recomp / b, t_recomp / t_cached, peak))
             print(f"#  done {mode} batch={b}", flush=True)
 
     print()
-    print("| mode | batch | refs | cached ms/face | recomputed ms/face | cache speed-up | faces/s cached |")
-    print("|---|---|---|---|---|---|---|")
-    for mode, b, n, tc, tr, sp in rows:
-        print(f"| {mode} | {b} | {n} | {tc:.1f} | {tr:.1f} | {sp:.2f}x | {1e3 / tc:.1f} |")
+    print("| mode | batch | refs | cached ms/face | recomputed ms/face | cache speed-up | faces/s cached | peak MiB (cached, GPU) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mode, b, n, tc, tr, sp, peak in rows:
+        print(f"| {mode} | {b} | {n} | {tc:.1f} | {tr:.1f} | {sp:.2f}x | {1e3 / tc:.1f} | {peak:.0f} |")
 
 
 if __name__ == "__main__":

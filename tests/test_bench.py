@@ -67,3 +67,17 @@ def test_table_lists_backends_side_by_side():
     assert "2.00x" in lines[-1]
     assert json.loads(json.dumps(result.to_json()))["rows"][0] == {"stage": "restore", "backend": "eager",
                                                                    "ms_per_frame": 40.0}
+
+
+def test_random_paper_model_is_the_paper_network_with_random_weights(monkeypatch, caplog):
+    """`--model random-paper` (timing without the official files) builds whatever paper_config
+    describes; a tiny stand-in keeps the test small."""
+    from streamrestore.model import registry, tiny_config
+
+    monkeypatch.setattr(registry, "paper_config", lambda: tiny_config())
+    with caplog.at_level("WARNING", logger="streamrestore"):
+        restorer = registry.load_model(registry.RANDOM_PAPER, device="cpu")
+    assert restorer.name == "random-paper" and "RANDOM weights" in caplog.text
+    assert restorer.net.config.to_json() == tiny_config().to_json()
+    faces = torch.rand(1, 3, restorer.resolution, restorer.resolution)
+    assert torch.isfinite(restorer.restore(faces, [None])).all()

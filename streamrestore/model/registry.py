@@ -43,6 +43,9 @@ CHECKPOINT_FILES = {
 UNET_REPO = "stabilityai/sd-turbo"
 VAE_REPO = "stabilityai/sd-vae-ft-mse"
 MODEL_NAMES = ("lite", "instantrestore")
+#: the paper-scale network with random weights: its speed and memory are the real model's, its
+#: output is noise. For benchmarks on machines without the official files (``bench --model``).
+RANDOM_PAPER = "random-paper"
 
 
 def prompt_cache_path() -> Path:
@@ -288,6 +291,10 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto", dt
         return ready(load_restorer(LITE_WEIGHTS), "lite")
     if name == "instantrestore":
         return ready(load_instantrestore_net(**options), "instantrestore")
+    if name == RANDOM_PAPER:
+        log.warning("model %s: the paper-scale network with RANDOM weights (for timing only; its faces are noise)", name)
+        torch.manual_seed(0)
+        return ready(InstantRestoreNet(paper_config()), RANDOM_PAPER)
     path = Path(name).expanduser()
     if path.suffix == ".safetensors":
         return ready(load_restorer(path), path.stem)
