@@ -16,6 +16,10 @@ UNet hands unchanged to every attention processor:
     :class:`AttentionMap`. This is the training path of the landmark attention loss; at
     inference leave it None and every layer uses ``scaled_dot_product_attention``.
 
+With ``position_sigma > 0`` the scores of reference keys get a Gaussian position prior
+(``RestorerConfig.reference_position_sigma``): aligned faces put the same feature at about the
+same place in every photo.
+
 Key order inside a shared layer: ``[own tokens (only where used)] + ref0 tokens + ref1 tokens...``
 Faces whose references are fewer than the batch maximum are padded and masked (a padded key gets
 exactly zero weight). A face with no references attends to its own keys/values (plain
@@ -100,6 +104,22 @@ class AttentionMap:
         return self.probs[..., start : start + self.ref_tokens]
 
 
+def position_bias(query_tokens: int, ref_tokens: int, sigma: float) -> torch.Tensor:
+    """(query_tokens, ref_tokens) score bias ``-d^2 / (2 (sigma/32)^2)``; d is the distance between
+    token centres of two square grids covering the same image, in image sides."""
+    centres = []
+    for tokens in (query_tokens, ref_tokens):
+        side = int(round(tokens**0.5))
+        if side * side != tokens:
+            raise ValueError(f"the position prior needs square token grids, got {tokens} tokens")
+        c = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+        yy, xx = torch.meshgrid(c, c, indexing="ij")
+        centres.append(torch.stack([yy.flatten(), xx.flatten()], 1))
+    d2 = torch.cdist(centres[0], centres[1]).square()
+    s = sigma / 32.0
+    return -d2 / (2 * s * s)
+
+
 def adain_values(values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, input_values: torch.Tensor,
                  eps: float) -> torch.Tensor:
     """Renormalise reference values (B, N, L, C) to the input values' per-channel mean/std.
@@ -128,13 +148,36 @@ class SharedImageAttnProcessor:
     ``cross_attention_kwargs`` dict can go to the whole UNet without warnings.
     """
 
-    def __init__(self, name: str, shared: bool, adain: bool = True, adain_eps: float = 1e-5):
+    def __init__(self, name: str, shared: bool, adain: bool = True, adain_eps: float = 1e-5,
+                 position_sigma: float = 0.0):
         if adain_eps <= 0:
             raise ValueError(f"adain_eps must be > 0, got {adain_eps}")
+        if position_sigma < 0:
+            raise ValueError(f"position_sigma must be >= 0, got {position_sigma}")
         self.name = name
         self.shared = shared
         self.adain = adain
         self.adain_eps = adain_eps
+        self.position_sigma = position_sigma
+        # (queries, ref tokens, device, dtype) -> bias; a few shapes per model, built once
+        self._bias_cache: dict = {}
+
+    def _reference_bias(self, query_tokens: int, ref_tokens: int, num_refs: int, input_tokens: int,
+                        mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """Float attention mask (1 or B, 1, queries, keys): the position prior on every reference
+        block, 0 on own tokens, -inf where ``mask`` (bool) is False."""
+        key = (query_tokens, ref_tokens, like.device, like.dtype)
+        bias = self._bias_cache.get(key)
+        if bias is None:
+            bias = position_bias(query_tokens, ref_tokens, self.position_sigma).to(like.device, like.dtype)
+            self._bias_cache[key] = bias
+        parts = [bias] * num_refs
+        if input_tokens:
+            parts.insert(0, bias.new_zeros(query_tokens, input_tokens))
+        full = torch.cat(parts, dim=1)[None, None]
+        if mask is not None:
+            full = full.masked_fill(~mask, float("-inf"))
+        return full
 
     def __call__(
         self,
@@ -187,6 +230,8 @@ class SharedImageAttnProcessor:
             else:
                 key, value, input_tokens = ref_keys, ref_values, 0
             mask = shared_kv.key_mask(input_tokens, ref_tokens)
+            if self.position_sigma > 0:
+                mask = self._reference_bias(query.shape[1], ref_tokens, num_refs, input_tokens, mask, query)
         elif attention_mask is not None:
             mask = attn.prepare_attention_mask(attention_mask, key.shape[1], batch)
             mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
@@ -220,11 +265,12 @@ class SharedImageAttnProcessor:
         return out / attn.rescale_output_factor
 
 
-def install_processors(unet, shared_prefix: str = "up_blocks.", adain: bool = True, adain_eps: float = 1e-5) -> list[str]:
+def install_processors(unet, shared_prefix: str = "up_blocks.", adain: bool = True, adain_eps: float = 1e-5,
+                       position_sigma: float = 0.0) -> list[str]:
     """Give every attention module of ``unet`` a :class:`SharedImageAttnProcessor`.
 
     Shared layers are the self-attention (``attn1``) modules under ``shared_prefix``. Returns
-    their names in forward order.
+    their names in forward order. ``position_sigma``: the reference position prior (0: off).
     """
     processors = {}
     shared_names = []
@@ -233,6 +279,7 @@ def install_processors(unet, shared_prefix: str = "up_blocks.", adain: bool = Tr
         shared = name.startswith(shared_prefix) and name.endswith("attn1")
         if shared:
             shared_names.append(name)
-        processors[proc_name] = SharedImageAttnProcessor(name, shared, adain=adain, adain_eps=adain_eps)
+        processors[proc_name] = SharedImageAttnProcessor(name, shared, adain=adain, adain_eps=adain_eps,
+                                                         position_sigma=position_sigma)
     unet.set_attn_processor(processors)
     return shared_names

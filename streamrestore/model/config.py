@@ -147,6 +147,15 @@ class RestorerConfig:
     adain_eps: float = 1e-5
     #: let the input also attend to its own keys/values (released configs: False).
     include_input_kv: bool = False
+    #: width of a Gaussian position prior on the shared attention to reference tokens, in
+    #: 1/32 of the image side (0: off, the paper's content-only attention). Faces are aligned
+    #: to one template, so the reference token at the query's own place is the likely match; a
+    #: UNet trained from scratch never learns that match from content alone (its reference
+    #: attention stays near uniform and the references change nothing), while with the prior
+    #: it copies from a reference within a few hundred steps. The score of reference key k
+    #: for query q gets ``-d(q, k)^2 / (2 s^2)``, d measured in image sides, s = this / 32;
+    #: the model's own tokens get no prior.
+    reference_position_sigma: float = 0.0
     #: references the method was trained with; more still work but log a warning.
     max_references: int = 4
     #: shape of the stored prompt embedding (tokens, width); width must equal the UNet's
@@ -176,6 +185,8 @@ class RestorerConfig:
             t = getattr(self, name)
             if not 0 <= t < self.num_train_timesteps:
                 raise ValueError(f"{name} must be in [0, {self.num_train_timesteps}), got {t}")
+        if self.reference_position_sigma < 0:
+            raise ValueError(f"reference_position_sigma must be >= 0, got {self.reference_position_sigma}")
         if self.max_references < 1:
             raise ValueError(f"max_references must be >= 1, got {self.max_references}")
         if self.prompt_tokens < 1:

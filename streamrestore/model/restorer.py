@@ -103,9 +103,11 @@ class InstantRestoreNet(nn.Module):
                 _tie_to_base(ref_vae, self.vae)
                 self.ref_vae = ref_vae
 
-        self.shared_layers = tuple(install_processors(self.unet, adain=config.adain, adain_eps=config.adain_eps))
+        self.shared_layers = tuple(install_processors(self.unet, adain=config.adain, adain_eps=config.adain_eps,
+                                                      position_sigma=config.reference_position_sigma))
         if self.ref_unet is not None:
-            install_processors(self.ref_unet, adain=config.adain, adain_eps=config.adain_eps)
+            install_processors(self.ref_unet, adain=config.adain, adain_eps=config.adain_eps,
+                               position_sigma=config.reference_position_sigma)
         if not self.shared_layers:
             raise ValueError("the UNet config has no up block with attention: nothing to share")
         if config.freeu is not None:
