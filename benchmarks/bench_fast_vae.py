@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -31,30 +29,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from streamrestore.bench import DTYPES, median_seconds  # noqa: E402
 from streamrestore.eval.metrics import psnr, ssim  # noqa: E402
 from streamrestore.model.config import PAPER_VAE_LORA_TARGETS, SD_VAE_FT_MSE, LoraSettings  # noqa: E402
 from streamrestore.model.fast_vae import load_taesd  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed_ms(fn, device, iters: int, warmup: int) -> float:
     """Median milliseconds of ``fn()`` over ``iters`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(1000.0 * (time.perf_counter() - t0))
-    return statistics.median(times)
+    return 1000.0 * median_seconds(fn, device, iters, warmup)
 
 
 def read_face(path: Path, size: int) -> torch.Tensor:

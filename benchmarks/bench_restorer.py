@@ -16,30 +16,8 @@ import time
 import torch
 
 from streamrestore.model import InstantRestoreNet, InstantRestorer, paper_config, tiny_config
+from streamrestore.bench import DTYPES, median_seconds as timed
 from streamrestore.model.cache import paper_cache_bytes_per_reference
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device, iters: int, warmup: int) -> float:
-    """Median seconds of ``fn()`` over ``iters`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
-
 
 def compile_net(net: InstantRestoreNet, mode: str | None) -> None:
     """torch.compile the UNets and the VAE encoder/decoder in place (benchmark only)."""

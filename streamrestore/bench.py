@@ -91,9 +91,29 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
+#: the compute dtypes benchmarks take by name
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    """Waits for the device's queued work (CUDA runs asynchronously; timings must not)."""
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def median_seconds(fn, device, iters: int, warmup: int) -> float:
+    """Median wall seconds of ``fn()`` over ``iters`` runs after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2]
 
 
 def _limited(frames, limit: int | None, timer: list[float] | None = None, convert=None):
@@ -141,7 +161,7 @@ def _pipeline_run(clip: Path, dst: Path, frames: int | None, face_restorer, devi
     face_restorer.stats.stage_seconds.clear()
     decode, encode = [0.0], [0.0]
     start_frames, start_faces = face_restorer.stats.frames, face_restorer.stats.faces_restored
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     with VideoReader(clip) as reader, VideoWriter(dst, reader.info, EncoderSettings(), force=True) as writer:
         def sink(frame):
@@ -152,7 +172,7 @@ def _pipeline_run(clip: Path, dst: Path, frames: int | None, face_restorer, devi
         # RGB conversion on the reader thread, as restore_video does; it counts as decoding.
         source = _limited(reader.frames(), frames, decode, DecodedFrame.of)
         run_threaded(source, face_restorer.stream, sink)
-    _sync(device)
+    sync(device)
     wall = time.perf_counter() - t0
     stages = dict(face_restorer.stats.stage_seconds)
     stages.pop("references", None)  # per identity, once: not a per-frame cost

@@ -15,9 +15,9 @@ import sys
 import torch
 
 from streamrestore.backends import BACKENDS
+from streamrestore.bench import DTYPES
 from streamrestore.cli import FAST_VAE_HELP
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def build_parser() -> argparse.ArgumentParser:
