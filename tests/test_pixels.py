@@ -234,3 +234,29 @@ def test_face_crops_from_yuv_match_rgb(shared_data, scale, resolution, where):
     assert diff.mean() < 0.6 and np.percentile(diff, 99) <= 3 and diff.max() <= 10, (diff.mean(), diff.max())
     if where == "corner":  # outside the frame both give the border colour
         assert (a[:5, :5] == 0).all() and (b[:5, :5] == 0).all()
+
+
+@pytest.mark.parametrize("resolution", [128, 512])
+def test_odd_sized_frames_with_faces_cut_by_the_border(shared_data, scrfd, resolution):
+    """4:2:0 frames of odd width and height, the face's crop cut by the right and bottom edges."""
+    image = cv2.cvtColor(cv2.imread(str(shared_data / "face_recognition/two_people.jpg")), cv2.COLOR_BGR2RGB)
+    faces = scrfd.detect(image)
+    x1, y1, x2, y2 = faces[0].box.astype(int)
+    # just past the face box, at odd coordinates: the crop (about twice the box) leaves the frame
+    right, bottom = (x2 + 6) | 1, (y2 + 6) | 1
+    rgb = np.ascontiguousarray(image[: bottom, : right])
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    frame.pts, frame.time_base = 0, Fraction(1, 25)
+    assert frame.width % 2 and frame.height % 2
+    fr = FaceRestorer(_Stripes(resolution), scrfd, config=PipelineConfig(lookahead=0, min_face=8))
+    out = fr.process(frame)
+    assert (out.width, out.height, out.format.name) == (frame.width, frame.height, "yuv420p")
+    assert fr.last_faces, "the face at the border should be restored"
+    luma, chroma, _ = _yuv_weights((frame.height, frame.width), fr.last_faces, resolution)
+    before, after = _planes(frame), _planes(out)
+    assert np.array_equal(after[0][luma == 0], before[0][luma == 0])
+    for k in (1, 2):
+        assert np.array_equal(after[k][chroma == 0], before[k][chroma == 0])
+    assert not np.array_equal(after[0], before[0])  # the stripes were pasted
+    # the last row and column (odd edge, half a chroma block) are reached without error
+    assert (luma[-1].max() > 0) or (luma[:, -1].max() > 0)
