@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack")
     p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
     p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
+    p.add_argument("--torch-threads", type=int, metavar="N",
+                   help="CPU threads for the restorer (default: half the cores, as the main command: the encoder "
+                        "needs the rest)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="more messages")
     return p
@@ -58,6 +61,11 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--warmup-frames must be 0 or more, got {args.warmup_frames}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    from streamrestore.cli import _set_torch_threads
+
+    _set_torch_threads(args.torch_threads)
     result = run_bench(
         args.input, args.refs, model=args.model, device=args.device,
         backends=None if args.backend is None else [args.backend], frames=args.frames,
