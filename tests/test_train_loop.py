@@ -160,6 +160,17 @@ def test_lite_config_fits_the_size_budget():
     assert any(n.startswith("up_blocks.2.") for n in net.shared_layers)
 
 
+def test_position_prior_config_loads_within_budget():
+    # the second lite attempt (not shipped; see MODEL_CARD.md): same network, position prior on
+    config = load_train_config(REPO / "configs/lite_posprior.toml")
+    from streamrestore.model.restorer import InstantRestoreNet
+
+    assert config.model.reference_position_sigma > 0 and config.model.adain is False
+    assert config.landmark_kind == "kl"
+    net = InstantRestoreNet(config.model)
+    assert sum(p.numel() for p in net.parameters()) <= 10_000_000
+
+
 def test_config_files(tmp_path):
     table = {"steps": 5, "data": "x.npz", "preset": "moderate",
              "model": {"base": "tiny-pixel", "unet_lora": False, "adain": False, "unet": {"cross_attention_dim": 8}}}
@@ -179,6 +190,8 @@ def test_config_files(tmp_path):
         build_model_config({"base": "huge"})
     with pytest.raises(ValueError, match="preset"):
         TrainConfig(preset="foggy")
+    with pytest.raises(ValueError, match="landmark_kind"):
+        TrainConfig(landmark_kind="l2")
     assert TrainConfig(steps=100, self_ref_start=0.8, self_ref_until=0.5).self_ref_probability(25) == pytest.approx(0.4)
 
 

@@ -172,3 +172,21 @@ def test_pixel_and_ssim_losses(faces):
     assert ssim_loss(small, small, multiscale=True).item() < 1e-5  # 128 px works with a smaller window
     with pytest.raises(ValueError, match="l1"):
         pixel_loss(gt, gt, "huber")
+
+
+def test_kl_landmark_loss_needs_the_mass_on_the_landmark():
+    grid = 16
+    q = ffhq_landmarks(2)
+    r = q + torch.tensor([0.02, 0.03])
+    exact = _target_attention(q, r, grid)
+    losses = [landmark_attention_loss(_target_attention(q, r, grid, (s, 0.0)), q, r, grid, kind="kl").item()
+              for s in (0, 1, 2, 4)]
+    assert losses[0] < 1e-6
+    assert all(a < b for a, b in zip(losses, losses[1:])), losses
+    # a flat row with a faint bump on the landmark: min-max MSE calls it perfect, KL does not
+    faint = torch.full_like(exact, 1.0 / grid**2) + 1e-4 * exact
+    faint = faint / faint.sum(-1, keepdim=True)
+    assert landmark_attention_loss(faint, q, r, grid).item() < 1e-3
+    assert landmark_attention_loss(faint, q, r, grid, kind="kl").item() > 1.0
+    with pytest.raises(ValueError, match="kind"):
+        landmark_attention_loss(exact, q, r, grid, kind="mse")

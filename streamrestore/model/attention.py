@@ -115,7 +115,7 @@ def position_bias(query_tokens: int, ref_tokens: int, sigma: float) -> torch.Ten
         c = (torch.arange(side, dtype=torch.float32) + 0.5) / side
         yy, xx = torch.meshgrid(c, c, indexing="ij")
         centres.append(torch.stack([yy.flatten(), xx.flatten()], 1))
-    d2 = torch.cdist(centres[0], centres[1]).square()
+    d2 = (centres[0][:, None] - centres[1][None]).square().sum(-1)
     s = sigma / 32.0
     return -d2 / (2 * s * s)
 
@@ -159,22 +159,24 @@ class SharedImageAttnProcessor:
         self.adain = adain
         self.adain_eps = adain_eps
         self.position_sigma = position_sigma
-        # (queries, ref tokens, device, dtype) -> bias; a few shapes per model, built once
+        # (queries, ref tokens, refs, own tokens, device, dtype) -> bias; a few shapes per model
         self._bias_cache: dict = {}
 
     def _reference_bias(self, query_tokens: int, ref_tokens: int, num_refs: int, input_tokens: int,
                         mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """Float attention mask (1 or B, 1, queries, keys): the position prior on every reference
         block, 0 on own tokens, -inf where ``mask`` (bool) is False."""
-        key = (query_tokens, ref_tokens, like.device, like.dtype)
-        bias = self._bias_cache.get(key)
-        if bias is None:
+        key = (query_tokens, ref_tokens, num_refs, input_tokens, like.device, like.dtype)
+        full = self._bias_cache.get(key)
+        if full is None:
             bias = position_bias(query_tokens, ref_tokens, self.position_sigma).to(like.device, like.dtype)
-            self._bias_cache[key] = bias
-        parts = [bias] * num_refs
-        if input_tokens:
-            parts.insert(0, bias.new_zeros(query_tokens, input_tokens))
-        full = torch.cat(parts, dim=1)[None, None]
+            parts = [bias] * num_refs
+            if input_tokens:
+                parts.insert(0, bias.new_zeros(query_tokens, input_tokens))
+            full = torch.cat(parts, dim=1)[None, None]
+            if len(self._bias_cache) >= 16:  # shapes are few; never grow without bound
+                self._bias_cache.pop(next(iter(self._bias_cache)))
+            self._bias_cache[key] = full
         if mask is not None:
             full = full.masked_fill(~mask, float("-inf"))
         return full
