@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from streamrestore.blend import PasteConfig
-from streamrestore.pixels import Yuv420Pixels, yuv_matrices
+from streamrestore.pixels import Yuv420Pixels, yuv420_frame, yuv_matrices
 
 __all__ = ["DeviceFrame", "DeviceFramePath", "yuv420_to_rgb", "rgb_to_yuv420"]
 
@@ -89,7 +89,7 @@ class DeviceFramePath:
         key = (int(pixels.frame.colorspace), int(pixels.frame.color_range))
         if key not in self._matrices:
             to_rgb, from_rgb = yuv_matrices(*key)
-            self._matrices[key] = (torch.from_numpy(to_rgb).to(self.device), torch.from_numpy(from_rgb).to(self.device))
+            self._matrices[key] = (torch.tensor(to_rgb, device=self.device), torch.tensor(from_rgb, device=self.device))
         return self._matrices[key]
 
     def upload(self, pixels, source) -> DeviceFrame:
@@ -142,18 +142,4 @@ class DeviceFramePath:
         y = torch.where(changed, y1, y0)
         u = torch.where(block_changed, u1, u0)
         v = torch.where(block_changed, v1, v0)
-        return _yuv420_frame(frame.source, y.cpu().numpy(), u.cpu().numpy(), v.cpu().numpy())
-
-
-def _yuv420_frame(like, y: np.ndarray, u: np.ndarray, v: np.ndarray):
-    """A new frame of ``like``'s format, timestamps and colour tags holding these planes."""
-    import av
-
-    frame = av.VideoFrame(like.width, like.height, like.format.name)
-    for plane, data in zip(frame.planes, (y, u, v)):
-        rows, cols = data.shape
-        np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :cols] = data
-    frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
-    frame.colorspace, frame.color_range = like.colorspace, like.color_range
-    frame.color_primaries, frame.color_trc = like.color_primaries, like.color_trc
-    return frame
+        return yuv420_frame(frame.source, (y.cpu().numpy(), u.cpu().numpy(), v.cpu().numpy()))[0]

@@ -21,7 +21,7 @@ import torch
 
 from streamrestore.blend import PasteBack, PasteConfig
 from streamrestore.faces.propagate import FacePropagator
-from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of
+from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
 
@@ -414,10 +414,6 @@ class DecodedFrame:
     pixels: Any  # streamrestore.pixels.RgbPixels or Yuv420Pixels
     faces: list | None = None  # None: not detected yet
 
-    @classmethod
-    def of(cls, frame, channel_order: str = "rgb") -> "DecodedFrame":
-        return cls(frame, _pixels(frame, channel_order))
-
 
 def _pixels(frame, channel_order: str):
     if isinstance(frame, np.ndarray) and (frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8):
@@ -450,8 +446,7 @@ def _canvas(pixels, frame) -> tuple[Any, Any]:
     rgb = pixels.full()
     h, w = rgb.shape[:2]
     result = av.VideoFrame(w, h, "rgb24")
-    plane = result.planes[0]
-    buffer = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)[:, : w * 3].reshape(h, w, 3)
+    buffer = plane_view(result.planes[0], h, w * 3).reshape(h, w, 3)
     buffer[...] = rgb
     result.pts, result.time_base, result.duration = frame.pts, frame.time_base, frame.duration
     return RgbCanvas(buffer), result

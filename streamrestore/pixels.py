@@ -13,12 +13,13 @@ encodes with; pixels a paste does not touch keep their exact values.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import cv2
 import numpy as np
 
-__all__ = ["RgbPixels", "Yuv420Pixels", "pixels_of", "yuv_matrices"]
+__all__ = ["RgbPixels", "Yuv420Pixels", "pixels_of", "plane_view", "yuv420_frame", "yuv_matrices"]
 
 # FFmpeg AVColorSpace values -> (Kr, Kb). Unspecified and unknown tags read as BT.601, as
 # swscale (and so the writer, for untagged files) does.
@@ -36,10 +37,16 @@ _FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 
 def yuv_matrices(color_space: int | None, color_range: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(to_rgb, from_rgb): 3x4 matrices mapping [Y, U, V, 1] to [R, G, B] and [R, G, B, 1] to
-    [Y, U, V] (8-bit code values) for a frame's colour space and range tags."""
-    kr, kb = _KR_KB.get(int(color_space or 0), (0.299, 0.114))
+    [Y, U, V] (8-bit code values) for a frame's colour space and range tags (read-only arrays,
+    computed once per tag pair)."""
+    return _yuv_matrices(int(color_space or 0), int(color_range or 0))
+
+
+@functools.lru_cache(maxsize=16)
+def _yuv_matrices(color_space: int, color_range: int) -> tuple[np.ndarray, np.ndarray]:
+    kr, kb = _KR_KB.get(color_space, (0.299, 0.114))
     kg = 1.0 - kr - kb
-    if int(color_range or 0) == _FULL_RANGE:
+    if color_range == _FULL_RANGE:
         luma_scale, chroma_scale, luma_offset = 1.0, 1.0, 0.0
     else:
         luma_scale, chroma_scale, luma_offset = 219.0 / 255.0, 224.0 / 255.0, 16.0
@@ -55,9 +62,10 @@ def yuv_matrices(color_space: int | None, color_range: int | None) -> tuple[np.n
     offset = np.array([luma_offset, 128.0, 128.0])
     forward = scale @ rgb_to_ycc
     inverse = np.linalg.inv(forward)
-    to_rgb = np.hstack([inverse, (-inverse @ offset)[:, None]])
-    from_rgb = np.hstack([forward, offset[:, None]])
-    return to_rgb.astype(np.float32), from_rgb.astype(np.float32)
+    to_rgb = np.hstack([inverse, (-inverse @ offset)[:, None]]).astype(np.float32)
+    from_rgb = np.hstack([forward, offset[:, None]]).astype(np.float32)
+    to_rgb.flags.writeable = from_rgb.flags.writeable = False
+    return to_rgb, from_rgb
 
 
 class RgbPixels:
@@ -105,7 +113,7 @@ class RgbCanvas:
         paste_rgb(self.rgb, plan)
 
 
-def _plane(plane, height: int, width: int) -> np.ndarray:
+def plane_view(plane, height: int, width: int) -> np.ndarray:
     """A writable (height, width) view of an av frame plane (rows padded to ``line_size``)."""
     return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
 
@@ -124,9 +132,9 @@ class Yuv420Pixels:
         w, h = frame.width, frame.height
         self.shape = (h, w, 3)
         cw, ch = (w + 1) // 2, (h + 1) // 2
-        self._y = _plane(frame.planes[0], h, w)
-        self._u = _plane(frame.planes[1], ch, cw)
-        self._v = _plane(frame.planes[2], ch, cw)
+        self._y = plane_view(frame.planes[0], h, w)
+        self._u = plane_view(frame.planes[1], ch, cw)
+        self._v = plane_view(frame.planes[2], ch, cw)
         color_range = int(frame.color_range) or (_FULL_RANGE if frame.format.name == "yuvj420p" else 0)
         self._color_range = color_range
         self._to_rgb, self._from_rgb = yuv_matrices(int(frame.colorspace), color_range)
@@ -195,31 +203,28 @@ class Yuv420Pixels:
         return Yuv420Canvas(self)
 
 
+def yuv420_frame(like, planes) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A new frame with ``like``'s size, format, timestamps and colour tags holding ``planes``
+    (Y, U, V arrays), and writable views of its planes."""
+    import av
+
+    frame = av.VideoFrame(like.width, like.height, like.format.name)
+    views = tuple(plane_view(plane, *data.shape) for plane, data in zip(frame.planes, planes))
+    for view, data in zip(views, planes):
+        view[...] = data
+    frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
+    frame.colorspace, frame.color_range = like.colorspace, like.color_range
+    frame.color_primaries, frame.color_trc = like.color_primaries, like.color_trc
+    return frame, views
+
+
 class Yuv420Canvas:
     """A copy of a 4:2:0 frame being restored; :attr:`frame` is what goes to the encoder."""
 
     def __init__(self, source: Yuv420Pixels):
-        import av
-
-        src = source.frame
-        frame = av.VideoFrame(src.width, src.height, src.format.name)
-        for dst_plane, src_plane in zip(frame.planes, src.planes):
-            if dst_plane.line_size == src_plane.line_size:
-                np.frombuffer(dst_plane, np.uint8)[...] = np.frombuffer(src_plane, np.uint8)[: dst_plane.buffer_size]
-            else:
-                rows = dst_plane.height
-                width = min(dst_plane.line_size, src_plane.line_size)
-                _plane(dst_plane, rows, width)[...] = _plane(src_plane, rows, width)
-        frame.pts, frame.time_base, frame.duration = src.pts, src.time_base, src.duration
-        frame.colorspace, frame.color_range = src.colorspace, src.color_range
-        frame.color_primaries, frame.color_trc = src.color_primaries, src.color_trc
-        self.frame = frame
-        h, w = source.shape[:2]
-        cw, ch = (w + 1) // 2, (h + 1) // 2
-        self._y = _plane(frame.planes[0], h, w)
-        self._u = _plane(frame.planes[1], ch, cw)
-        self._v = _plane(frame.planes[2], ch, cw)
-        self._from_rgb = source._from_rgb
+        # The decoder's own buffers are never written: they may be reference frames.
+        self.frame, (self._y, self._u, self._v) = yuv420_frame(source.frame, source.planes)
+        self._from_rgb = source.from_rgb
 
     def paste(self, plan) -> None:
         """Carries out a :class:`streamrestore.blend.PastePlan` on the Y/U/V planes."""

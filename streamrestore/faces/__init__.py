@@ -1,7 +1,7 @@
 """Faces: detection, alignment, tracking, identity and reference photos.
 
 Per frame the pipeline calls ``detector.detect(rgb)``, ``tracker.push(...)``,
-``alignment_matrix(kps, R)`` and ``warp_to_template(rgb, matrix, R)``; per track
+``alignment_matrix(kps, R)`` and ``crop_face(pixels, matrix, R)``; per track
 ``matcher.observe(...)`` / ``matcher.identity_of(...)``; once per run ``load_reference_sets``.
 Heavy dependencies (insightface, dlib, norfair) are imported only when a detector, embedder or
 tracker is built.
@@ -9,6 +9,7 @@ tracker is built.
 from streamrestore.faces.align import (
     FFHQ_TEMPLATE_512,
     alignment_matrix,
+    crop_face,
     invert_affine,
     similarity_transform,
     template,
@@ -41,6 +42,7 @@ __all__ = [
     "alignment_matrix",
     "invert_affine",
     "warp_to_template",
+    "crop_face",
     "Detector",
     "ScrfdDetector",
     "DlibDetector",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from streamrestore.pixels import RgbPixels, Yuv420Pixels
+
 __all__ = [
     "FFHQ_TEMPLATE_512",
     "template",
@@ -17,6 +19,7 @@ __all__ = [
     "alignment_matrix",
     "invert_affine",
     "warp_to_template",
+    "crop_face",
 ]
 
 #: Left eye, right eye, nose tip, left and right mouth corner of the FFHQ-aligned 512x512 face
@@ -111,48 +114,16 @@ def warp_to_template(image: np.ndarray, matrix, resolution: int, *, border_value
     border would mirror half a head into the crop for faces at the frame edge, and the restorer
     would then "restore" that mirrored head.
     """
-    resolution = _check_resolution(resolution)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be an HxWx3 uint8 array, got shape {image.shape} dtype {image.dtype}")
-    matrix = np.asarray(matrix, dtype=np.float64)
-    if matrix.shape != (2, 3):
-        raise ValueError(f"matrix must have shape (2, 3), got {matrix.shape}")
-    source = image
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    if scale < 0.5:
-        # Shrinking a large face by more than 2x: warpAffine has no area filter, so blur first
-        # (sigma = (factor - 1) / 2) to keep the crop from aliasing. Only the region the crop
-        # reads is blurred (a whole 1080p frame per face would cost more than the warp).
-        sigma = (1.0 / scale - 1.0) / 2.0
-        inv = cv2.invertAffineTransform(matrix)
-        r = resolution
-        corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ inv.T
-        pad = int(np.ceil(3 * sigma)) + 2
-        h, w = image.shape[:2]
-        x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - pad, 0)
-        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + pad, (w, h))
-        if x1 > x0 and y1 > y0:
-            source = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), sigmaX=sigma)
-            matrix = matrix.copy()
-            matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
-    return cv2.warpAffine(
-        source,
-        matrix,
-        (resolution, resolution),
-        # Cubic: the pipeline resamples twice (frame → crop → frame); bilinear blurs fine detail.
-        flags=cv2.INTER_CUBIC,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(border_value,) * 3,
-    )
+    return crop_face(RgbPixels(image), matrix, resolution, border_value=border_value)
 
 
 def crop_face(pixels, matrix, resolution: int, *, border_value: int = 0) -> np.ndarray:
-    """:func:`warp_to_template` reading only the frame region the crop needs from ``pixels``
-    (``streamrestore.pixels``): the same crop as from the whole RGB frame. From a 4:2:0 frame a
-    face larger than the crop has its planes warped separately and only the crop converted."""
-    from streamrestore.pixels import Yuv420Pixels
-
+    """:func:`warp_to_template` for any ``streamrestore.pixels`` frame, reading only the region
+    the crop needs. From a 4:2:0 frame, a face larger than the crop has its planes warped
+    separately and only the crop converted to RGB."""
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (2, 3):
         raise ValueError(f"matrix must have shape (2, 3), got {matrix.shape}")
@@ -161,20 +132,34 @@ def crop_face(pixels, matrix, resolution: int, *, border_value: int = 0) -> np.n
     inv = cv2.invertAffineTransform(matrix)
     corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ inv.T
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    # The cubic kernel reads 2 pixels out; the anti-alias blur of a shrunk face 3 sigma more.
+    # Shrinking a large face by more than 2x: warpAffine has no area filter, so the region is
+    # blurred first (sigma = (factor - 1) / 2) to keep the crop from aliasing.
     sigma = (1.0 / scale - 1.0) / 2.0 if 0 < scale < 0.5 else 0.0
+    # The cubic kernel reads 2 pixels out, the blur 3 sigma more: the region covers both.
     pad = int(np.ceil(3 * sigma)) + 4
     x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - pad, 0)
     x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + pad, (w, h))
     if x1 <= x0 or y1 <= y0:
         return np.full((r, r, 3), border_value, np.uint8)
+    box = (int(x0), int(y0), int(x1), int(y1))
     if isinstance(pixels, Yuv420Pixels) and scale < 1.0:
         # Shrinking: converting the crop costs less than converting the larger face region
         # (measured 0.77 vs 1.88 ms for a 430 px face to 128 px; equal at scale ~1).
-        return _crop_yuv420(pixels, matrix, r, (int(x0), int(y0), int(x1), int(y1)), sigma, border_value)
+        return _crop_yuv420(pixels, matrix, r, box, sigma, border_value)
+    region = pixels.region(*box)
+    if sigma > 0:
+        region = cv2.GaussianBlur(region, (0, 0), sigmaX=sigma)
     shifted = matrix.copy()
-    shifted[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
-    return warp_to_template(pixels.region(int(x0), int(y0), int(x1), int(y1)), shifted, r, border_value=border_value)
+    shifted[:, 2] += matrix[:, :2] @ np.array(box[:2], np.float64)
+    return cv2.warpAffine(
+        region,
+        shifted,
+        (r, r),
+        # Cubic: the pipeline resamples twice (frame → crop → frame); bilinear blurs fine detail.
+        flags=cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(border_value,) * 3,
+    )
 
 
 def _crop_yuv420(pixels, matrix: np.ndarray, r: int, box, sigma: float, border_value: int) -> np.ndarray:
@@ -189,7 +174,7 @@ def _crop_yuv420(pixels, matrix: np.ndarray, r: int, box, sigma: float, border_v
     luma = y_plane[y0:y1, x0:x1]
     chroma = cv2.merge([u_plane[cy0:cy1, cx0:cx1], v_plane[cy0:cy1, cx0:cx1]])
     if sigma > 0:
-        # Anti-aliasing before shrinking (as warp_to_template); chroma is already half size.
+        # Anti-aliasing before shrinking (as crop_face); chroma is already half size.
         luma = cv2.GaussianBlur(luma, (0, 0), sigmaX=sigma)
         if sigma > 0.5:
             chroma = cv2.GaussianBlur(chroma, (0, 0), sigmaX=sigma / 2)

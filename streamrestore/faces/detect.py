@@ -194,7 +194,11 @@ class ScrfdDetector:
         # Resize first, then swap to BGR (insightface wants BGR): swapping the channels of a
         # whole 1080p frame costs more than the shrink itself.
         scale = min(size[0] / w, size[1] / h)
-        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_LINEAR)
+        small_size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if small_size == (w, h):  # the pipeline hands over frames already shrunk to this size
+            small, scale = image, 1.0
+        else:
+            small = cv2.resize(image, small_size, interpolation=cv2.INTER_LINEAR)
         boxes, kpss = self._model.detect(np.ascontiguousarray(small[:, :, ::-1]), input_size=size)
         boxes = boxes.copy()
         boxes[:, :4] /= scale
