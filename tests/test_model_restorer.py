@@ -215,3 +215,25 @@ def test_training_path_pack_kv_matches_cache_and_has_gradients(restorer):
     torch.testing.assert_close(got.detach(), want, rtol=1e-4, atol=1e-5)
     maps[net.shared_layers[-1]].for_reference(1).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_residual_prediction_starts_as_the_identity_and_keeps_trained_weights(tmp_path):
+    from streamrestore.model.checkpoint import load_restorer, save_restorer
+
+    torch.manual_seed(0)
+    net = InstantRestoreNet(tiny_config("pixel", prediction_type="residual", add_noise=False))
+    fresh = InstantRestorer(net, device="cpu", dtype=torch.float32)
+    face, refs = images(2, 30), images(2, 31)
+    cache = fresh.encode_references(refs)
+    for caches in ([None, None], [cache, cache]):
+        assert torch.allclose(fresh.restore(face, caches), face, atol=1e-6)
+    # a trained residual net is input + its output, and loading keeps the trained conv_out
+    with torch.no_grad():
+        net.unet.conv_out.weight.normal_(std=0.05)
+    trained = fresh.restore(face, [cache, cache])
+    assert (trained - face).abs().mean() > 1e-3
+    loaded = InstantRestorer(load_restorer(save_restorer(net, tmp_path / "r.safetensors")), device="cpu",
+                             dtype=torch.float32)
+    assert torch.allclose(loaded.restore(face, [cache, cache]), trained, atol=1e-6)
+    with pytest.raises(ValueError, match="prediction_type"):
+        tiny_config("pixel", prediction_type="x0")

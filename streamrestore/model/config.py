@@ -134,7 +134,9 @@ class RestorerConfig:
     #: add the (fixed, seeded) noise at ``timestep`` before the UNet; False feeds the clean
     #: latent (an option for small models trained from scratch).
     add_noise: bool = True
-    #: what the UNet predicts: "epsilon" (SD-Turbo), "v_prediction" or "sample" (x0 directly).
+    #: what the UNet predicts: "epsilon" (SD-Turbo), "v_prediction", "sample" (x0 directly) or
+    #: "residual" (x0 = UNet input + output; a new residual net starts as the identity because its
+    #: ``conv_out`` is zeroed, so a small model trained from scratch begins at the input's quality).
     prediction_type: str = "epsilon"
     #: DDPM noise schedule of SD-Turbo (scaled_linear 0.00085 -> 0.012 over 1000 steps).
     beta_start: float = 0.00085
@@ -177,8 +179,9 @@ class RestorerConfig:
             raise ValueError(f"pixel_factor must be >= 1, got {self.pixel_factor}")
         if self.resolution % self.latent_factor:
             raise ValueError(f"resolution {self.resolution} is not divisible by the latent factor {self.latent_factor}")
-        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, got {self.prediction_type!r}")
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample", "residual"):
+            raise ValueError("prediction_type must be epsilon, v_prediction, sample or residual, "
+                             f"got {self.prediction_type!r}")
         if self.beta_schedule not in ("scaled_linear", "linear"):
             raise ValueError(f"beta_schedule must be scaled_linear or linear, got {self.beta_schedule!r}")
         for name in ("timestep", "reference_timestep"):

@@ -117,6 +117,10 @@ class InstantRestoreNet(nn.Module):
                 if net is not None:
                     install_freeu(net, config.freeu, config.latent_size)
 
+        if config.prediction_type == "residual":
+            # a fresh residual net is the identity; loaded weights replace these zeros
+            nn.init.zeros_(self.unet.conv_out.weight)
+            nn.init.zeros_(self.unet.conv_out.bias)
         self.register_buffer("prompt_embeds", torch.zeros(1, config.prompt_tokens, config.prompt_dim))
         a_t = config.alphas_cumprod(config.timestep)
         a_r = config.alphas_cumprod(config.reference_timestep)
@@ -245,6 +249,8 @@ class InstantRestoreNet(nn.Module):
             return (x_t - self._sqrt_1ma * pred) / self._sqrt_a
         if cfg.prediction_type == "v_prediction":
             return self._sqrt_a * x_t - self._sqrt_1ma * pred
+        if cfg.prediction_type == "residual":
+            return x_t + pred
         return pred
 
 
