@@ -195,6 +195,20 @@ def test_config_files(tmp_path):
     assert TrainConfig(steps=100, self_ref_start=0.8, self_ref_until=0.5).self_ref_probability(25) == pytest.approx(0.4)
 
 
+def test_set_overrides_reach_the_config(tmp_path):
+    from streamrestore.train.config import parse_overrides
+
+    sets = parse_overrides(["identity_weight=0.2", "max_refs = 4", "output_dir=runs/phase2", 'landmark_kind="kl"'])
+    assert sets == {"identity_weight": 0.2, "max_refs": 4, "output_dir": "runs/phase2", "landmark_kind": "kl"}
+    (tmp_path / "c.toml").write_text('steps = 5\nidentity_weight = 1.0\n')
+    config = load_train_config(tmp_path / "c.toml", **sets)
+    assert (config.identity_weight, config.max_refs, config.output_dir) == (0.2, 4, "runs/phase2")
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        parse_overrides(["identity_weight"])
+    with pytest.raises(InputError, match="identity_wieght"):
+        load_train_config(tmp_path / "c.toml", **parse_overrides(["identity_wieght=0"]))
+
+
 def test_train_command(tiny_pack, shared, tmp_path):
     from streamrestore.cli import main
 

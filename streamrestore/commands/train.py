@@ -2,6 +2,7 @@
 
     streamrestore train configs/lite.toml                  # fresh run (or continue: --resume latest)
     streamrestore train configs/lite.toml --resume latest --max-minutes 40
+    streamrestore train configs/lite.toml --set identity_weight=0 --stop-at 1100   # one phase of a recipe
     accelerate launch -m streamrestore.cli train configs/lite.toml   # several GPUs / machines
 
 Writes into the config's ``output_dir``: ``checkpoints/step_*`` (resumable), ``losses.csv``,
@@ -26,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--data", help="override the config's data pack")
     p.add_argument("--steps", type=int, help="override the config's total steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a top-level setting of the config (VALUE in TOML syntax: 0.2, true, \"text\"); "
+                        "repeatable. Recipes with phases resume one config with different settings this way")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="checkpoint and stop at this step (resume later)")
     p.add_argument("--max-minutes", type=float, help="checkpoint and stop after this much wall time")
     p.add_argument("--threads", type=int, metavar="N",
@@ -42,7 +46,7 @@ def main(argv: list[str]) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     from streamrestore.errors import InputError
-    from streamrestore.train.config import load_train_config
+    from streamrestore.train.config import load_train_config, parse_overrides
     from streamrestore.train.loop import Trainer
 
     if args.max_minutes is not None and args.max_minutes <= 0:
@@ -53,7 +57,8 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    config = load_train_config(args.config, output_dir=args.output_dir, data=args.data, steps=args.steps)
+    config = load_train_config(args.config, **parse_overrides(args.set), output_dir=args.output_dir, data=args.data,
+                               steps=args.steps)
     trainer = Trainer(config, resume=args.resume)
     log.info("model: %.2f M parameters (%.2f M trained); %d training targets of %d identities, %d held out",
              trainer.num_parameters / 1e6, trainer.num_trainable / 1e6, trainer.targets, len(trainer.train_ids),

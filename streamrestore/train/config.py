@@ -30,7 +30,7 @@ from typing import Any
 from streamrestore.errors import InputError
 from streamrestore.model.config import RestorerConfig, tiny_config
 
-__all__ = ["TrainConfig", "load_train_config", "build_model_config"]
+__all__ = ["TrainConfig", "load_train_config", "build_model_config", "parse_overrides"]
 
 #: RestorerConfig fields that may be None; a file writes ``false`` (TOML has no null).
 _OPTIONAL_MODEL_FIELDS = ("vae", "unet_lora", "vae_lora", "freeu")
@@ -223,6 +223,26 @@ def _read_table(path: Path) -> dict[str, Any]:
             raise InputError(f"reading {path} needs PyYAML (pip install pyyaml); or write the config as .toml") from exc
         return yaml.safe_load(text) or {}
     raise InputError(f"{path}: unknown config format {suffix!r}; use .toml, .json or .yaml")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["identity_weight=0.2", "output_dir=\"runs/x\""]`` -> ``{"identity_weight": 0.2, ...}``.
+
+    Values are TOML literals; a bare word that is not one (``runs/x``) is taken as a string.
+    """
+    import tomllib  # noqa: PLC0415
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value.strip()
+    return out
 
 
 def load_train_config(path: str | Path, **overrides) -> TrainConfig:
