@@ -217,9 +217,12 @@ def test_train_command(tiny_pack, shared, tmp_path):
              "model": {"base": "tiny-pixel"}}
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(table))
-    assert main(["train", str(config), "--stop-at", "2", "--no-progress"]) == 0
+    assert main(["train", str(config), "--stop-at", "2", "--no-progress", "--export", str(tmp_path / "at2.safetensors")]) == 0
     assert (tmp_path / "run/checkpoints/step_0000002/trainer_state.json").is_file()
     assert not (tmp_path / "run/model.safetensors").exists()
+    from streamrestore.model.registry import load_model
+
+    assert load_model(str(tmp_path / "at2.safetensors"), device="cpu").resolution == 32  # the weights at step 2
     assert main(["train", str(config), "--resume", "latest", "--no-progress"]) == 0
     assert (tmp_path / "run/model.safetensors").is_file()
     assert main(["train", str(tmp_path / "nope.toml")]) == 2  # a user error, one line, exit code 2

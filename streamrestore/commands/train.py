@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable. Recipes with phases resume one config with different settings this way")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="checkpoint and stop at this step (resume later)")
     p.add_argument("--max-minutes", type=float, help="checkpoint and stop after this much wall time")
+    p.add_argument("--export", metavar="PATH",
+                   help="also write the weights in the shippable format to PATH when the run stops (e.g. at --stop-at); "
+                        "the last step always writes <output_dir>/model.safetensors")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice). On a machine shared with other jobs, 1 "
                         "is often several times faster than oversubscribed cores (OpenMP threads wait on each other)")
@@ -71,4 +74,6 @@ def main(argv: list[str]) -> int:
         print(f"checkpoint: {result.checkpoint}", file=sys.stderr)
     if result.exported is not None:
         print(f"model: {result.exported}", file=sys.stderr)
+    if args.export:
+        print(f"model: {trainer.export(args.export)}", file=sys.stderr)
     return 0
