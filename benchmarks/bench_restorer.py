@@ -7,6 +7,7 @@ references go through the reference network again (each face its own identity), 
     python benchmarks/bench_restorer.py --scale tiny
     python benchmarks/bench_restorer.py --scale paper --device cuda --dtype fp16 --batch 1,4 --refs 4 --compile
     python benchmarks/bench_restorer.py --scale paper --device cpu --batch 1 --iters 1 --warmup 0
+    python benchmarks/bench_restorer.py --model lite --batch 1,8 --skip-recompute   # a trained model file or name
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def compile_net(net: InstantRestoreNet, mode: str | None) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=["paper", "tiny"], default="tiny", help="paper: SD-Turbo UNet + SD VAE, 512 px")
+    ap.add_argument("--model", help="time this model (a name such as lite, or a file) instead of random --scale weights")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     ap.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on CUDA, fp32 on CPU")
     ap.add_argument("--batch", default="1,4", help="comma-separated batch sizes (faces per call)")
@@ -45,14 +47,20 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-recompute", action="store_true", help="only time the cached path")
     args = ap.parse_args(argv)
 
-    cfg = paper_config() if args.scale == "paper" else tiny_config()
     dtype = DTYPES[args.dtype] if args.dtype else None
     batches = [int(b) for b in args.batch.split(",")]
 
     start = time.perf_counter()
-    torch.manual_seed(0)
-    net = InstantRestoreNet(cfg)
-    restorer = InstantRestorer(net, device=args.device, dtype=dtype, name=args.scale)
+    if args.model:
+        from streamrestore.model.registry import load_model
+
+        restorer = load_model(args.model, device=args.device, dtype=dtype)
+        net, cfg, args.scale = restorer.net, restorer.net.config, args.model
+    else:
+        cfg = paper_config() if args.scale == "paper" else tiny_config()
+        torch.manual_seed(0)
+        net = InstantRestoreNet(cfg)
+        restorer = InstantRestorer(net, device=args.device, dtype=dtype, name=args.scale)
     device = restorer.device
     n_params = sum(p.numel() for p in net.parameters())
     print(f"# scale={args.scale} device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
