@@ -55,7 +55,7 @@ def main(argv=None) -> None:
         from streamrestore.model.registry import load_model
 
         restorer = load_model(args.model, device=args.device, dtype=dtype)
-        net, cfg, args.scale = restorer.net, restorer.net.config, args.model
+        net, cfg = restorer.net, restorer.net.config
     else:
         cfg = paper_config() if args.scale == "paper" else tiny_config()
         torch.manual_seed(0)
@@ -63,7 +63,7 @@ def main(argv=None) -> None:
         restorer = InstantRestorer(net, device=args.device, dtype=dtype, name=args.scale)
     device = restorer.device
     n_params = sum(p.numel() for p in net.parameters())
-    print(f"# scale={args.scale} device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+    print(f"# model={args.model or args.scale} device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
           f"{torch.get_num_threads()} threads) dtype={restorer.dtype} resolution={cfg.resolution} "
           f"params={n_params / 1e6:.1f}M build={time.perf_counter() - start:.1f}s")
     per_ref = paper_cache_bytes_per_reference(cfg.unet, cfg.latent_size, torch.finfo(restorer.dtype).bits // 8)
