@@ -22,6 +22,7 @@ import torch
 from streamrestore.blend import PasteBack, PasteConfig
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
+from streamrestore.quality import QualityGate, QualityGateConfig
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
 
@@ -57,6 +58,9 @@ class PipelineConfig:
             than the kernels' PyTorch references).
         paste: see :class:`streamrestore.blend.PasteConfig`.
         temporal: see :class:`streamrestore.temporal.TemporalConfig`.
+        gate: how much of the restorer's change each face gets, from an estimate of how
+            degraded it is (clean faces pass through unchanged); see
+            :class:`streamrestore.quality.QualityGateConfig`.
     """
 
     max_faces: int | None = None
@@ -67,6 +71,7 @@ class PipelineConfig:
     frame_path: str = "auto"
     paste: PasteConfig = field(default_factory=PasteConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    gate: QualityGateConfig = field(default_factory=QualityGateConfig)
 
     def __post_init__(self):
         if self.max_faces is not None and self.max_faces < 1:
@@ -186,6 +191,7 @@ class FaceRestorer:
         self._propagator = FacePropagator() if config.detect_every > 1 else None
         self._since_detection = 0
         self._smoother = TemporalSmoother(config.temporal)
+        self._gate = QualityGate(config.gate)
         self._pending: dict[int, tuple[Any, np.ndarray]] = {}
         self._next_index = 0
         #: the faces restored in the frame returned last (crops, frame → crop matrices, track
@@ -315,6 +321,7 @@ class FaceRestorer:
             return frame
         seeds = {"noise_seeds": ids} if self._seeds_per_track else {}
         self._smoother.forget(t.track_id for t in tracked)
+        self._gate.forget(t.track_id for t in tracked)
         self.stats.faces_restored += len(matrices)
         if self._device_path is not None:
             crops, result = self._restore_on_device(frame, pixels, np.stack(matrices), caches, ids, seeds, t0)
@@ -343,6 +350,7 @@ class FaceRestorer:
         canvas, result = _canvas(pixels, frame)
         shape = pixels.shape[:2]
         for crop, face_out, m, tid in zip(crops, restored, matrices, ids):
+            face_out = self._gate.blend(crop, face_out, self._gate.weight(tid, pixels, m, self.resolution))
             face_out = self._smoother.smooth(tid, crop, face_out)
             plan = self._paste.plan(shape, face_out, crop, m)
             if plan is not None:
@@ -362,6 +370,9 @@ class FaceRestorer:
             restored = self.restorer.restore(crops, caches, **seeds).float()
             t2 = time.perf_counter()
             self.stats.add_time("restore", t2 - t1)
+            weights = torch.tensor([self._gate.weight(tid, pixels, m, self.resolution) for tid, m in zip(ids, matrices)],
+                                   device=restored.device, dtype=restored.dtype)
+            restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
             restored = torch.stack([self._smoother.smooth_tensor(tid, c, r) for tid, c, r in zip(ids, crops, restored)])
             path.paste(on_device, restored, crops, matrices)
             result = path.download(on_device)

@@ -12,6 +12,7 @@ from streamrestore.api import restore_video
 from streamrestore.blend import PasteBack
 from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
+from streamrestore.quality import QualityGateConfig
 from streamrestore.temporal import TemporalConfig
 
 
@@ -69,7 +70,7 @@ def test_identity_restorer_round_trip(shared_data, scrfd, resolution):
 
 def test_process_keeps_type_and_channel_order(shared_data, scrfd):
     bgr = cv2.imread(str(shared_data / "face_recognition/obama_small.jpg"))
-    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0))
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0), gate=QualityGateConfig(enabled=False))
 
     class Brighten(IdentityRestorer):
         def restore(self, faces, caches):

@@ -10,6 +10,7 @@ import pytest
 from streamrestore.blend import PasteBack, PastePlan, yuv420_weights
 from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
+from streamrestore.quality import QualityGateConfig
 from streamrestore.pixels import RgbPixels, Yuv420Pixels, pixels_of, yuv_matrices
 from streamrestore.temporal import TemporalConfig
 from streamrestore.video.reader import frame_to_rgb
@@ -182,7 +183,7 @@ PASTE_CASES = [
 def test_yuv_frames_restore_like_rgb_frames(shared_data, scrfd, kind, clip, resolution, scales_in):
     restorer = kind(resolution)
     frames = _video_frames(shared_data / clip, 3, step=25)
-    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0))
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0), gate=QualityGateConfig(enabled=False))
     on_yuv = FaceRestorer(restorer, scrfd, config=config)
     on_rgb = FaceRestorer(restorer, scrfd, config=config)
     worst = 0
@@ -248,7 +249,8 @@ def test_odd_sized_frames_with_faces_cut_by_the_border(shared_data, scrfd, resol
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
     frame.pts, frame.time_base = 0, Fraction(1, 25)
     assert frame.width % 2 and frame.height % 2
-    fr = FaceRestorer(_Stripes(resolution), scrfd, config=PipelineConfig(lookahead=0, min_face=8))
+    fr = FaceRestorer(_Stripes(resolution), scrfd, config=PipelineConfig(lookahead=0, min_face=8,
+                                                                           gate=QualityGateConfig(enabled=False)))
     out = fr.process(frame)
     assert (out.width, out.height, out.format.name) == (frame.width, frame.height, "yuv420p")
     assert fr.last_faces, "the face at the border should be restored"

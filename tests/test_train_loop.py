@@ -282,3 +282,31 @@ def test_shipped_lite_loads_and_restores_a_shared_face(shared):
     l1 = {name: float((out - gt).abs().mean()) for name, out in
           (("refs", with_refs), ("other", with_other), ("input", degraded))}
     assert l1["refs"] < l1["other"] and l1["refs"] < l1["input"], l1
+
+
+def test_mix_holdout_and_init_weights(tiny_pack, shared, tmp_path):
+    """A degradation mix, held-out people and a warm start from an exported model file."""
+    from streamrestore.model.checkpoint import save_restorer
+    from streamrestore.train.degrade import DegradationMix
+    from streamrestore.train.data import PackedFaces
+
+    first = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "a", steps=2))
+    first.train(progress=False)
+    start = tmp_path / "start.safetensors"
+    save_restorer(first.accelerator.unwrap_model(first.model).net, start)
+    held = PackedFaces(tiny_pack).identities[0]
+    config = tiny_train_config(tiny_pack, shared, tmp_path / "b", steps=2, init_weights=str(start),
+                               holdout_identities=[held], val_fraction=0.0,
+                               extra_presets=[{"name": "clean", "weight": 1.0}], preset_weight=1.0)
+    assert isinstance(config.degradation, DegradationMix)
+    trainer = Trainer(config)
+    assert held in trainer.val_ids and held not in trainer.train_ids
+    for k, v in weights(trainer).items():  # the warm start copied every weight
+        torch.testing.assert_close(v, weights(first)[k], msg=k)
+    # about half the samples are clean copies of their target
+    clean = [bool(torch.equal(s["degraded"], s["target"])) for s in (trainer.dataset[i] for i in range(20))]
+    assert 4 <= sum(clean) <= 16
+    with pytest.raises(ValueError, match="weight"):
+        TrainConfig(extra_presets=[{"name": "clean"}])
+    with pytest.raises(InputError, match="holdout"):
+        Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "c", holdout_identities=["Nobody"]))

@@ -108,11 +108,22 @@ class TrainConfig:
     #: degradation of the training samples: a preset name (severe, moderate, mild, video) or a
     #: table of :class:`~streamrestore.train.degrade.DegradationPreset` fields.
     preset: Any = "severe"
+    #: more presets to mix with ``preset``: a list of tables, each ``weight`` plus a preset
+    #: ``name`` or preset fields (e.g. ``{name = "clean", weight = 0.15}``); ``preset`` itself
+    #: has weight ``preset_weight``. Empty: every sample uses ``preset``.
+    extra_presets: list = field(default_factory=list)
+    preset_weight: float = 1.0
     min_refs: int = 1
     max_refs: int = 4
     #: fraction of identities held out for validation (by :meth:`PackedFaces.split`).
     val_fraction: float = 0.15
     val_split_seed: int = 0
+    #: identity names (the pack's labels) never trained on, whatever the split draws: they join
+    #: the validation identities. Benchmarks measure on these people.
+    holdout_identities: list = field(default_factory=list)
+    #: a model file (``save_restorer`` format, e.g. the shipped lite) whose weights start a run
+    #: that is not resumed; its config must build the same network as ``model``.
+    init_weights: str | None = None
     #: loss weights; a weight of 0 skips that loss (and its cost).
     pixel_weight: float = 1.0
     pixel_kind: str = "l1"
@@ -184,10 +195,27 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         from streamrestore.train.degrade import DegradationPreset, get_preset  # noqa: PLC0415
 
-        if isinstance(self.preset, dict):
-            table = {k: tuple(v) if isinstance(v, list) else (None if v is False else v) for k, v in self.preset.items()}
-            self.preset = DegradationPreset(**table)
+        self.preset = _preset_from_table(self.preset)
         get_preset(self.preset)  # unknown names fail here, not mid-run
+        if self.preset_weight < 0:
+            raise ValueError(f"preset_weight must be >= 0, got {self.preset_weight}")
+        for table in self.extra_presets:
+            if not isinstance(table, dict) or "weight" not in table:
+                raise ValueError(f"each extra_presets entry needs a weight, got {table!r}")
+            _preset_from_table(table)
+        self.holdout_identities = [str(n) for n in self.holdout_identities]
+
+    @property
+    def degradation(self):
+        """What the training samples are degraded with: ``preset``, or a
+        :class:`~streamrestore.train.degrade.DegradationMix` when ``extra_presets`` are given."""
+        from streamrestore.train.degrade import DegradationMix, get_preset  # noqa: PLC0415
+
+        if not self.extra_presets:
+            return get_preset(self.preset)
+        presets = [get_preset(self.preset)] + [get_preset(_preset_from_table(t)) for t in self.extra_presets]
+        weights = [self.preset_weight] + [float(t["weight"]) for t in self.extra_presets]
+        return DegradationMix(tuple(presets), tuple(weights))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -205,6 +233,20 @@ class TrainConfig:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data.update(changes)
         return TrainConfig(**data)
+
+
+def _preset_from_table(value: Any) -> Any:
+    """A preset name as is; a table: ``name`` alone picks a named preset, other keys build a
+    :class:`~streamrestore.train.degrade.DegradationPreset` (``false`` turns a step off)."""
+    from streamrestore.train.degrade import DegradationPreset  # noqa: PLC0415
+
+    if not isinstance(value, dict):
+        return value
+    table = {k: v for k, v in value.items() if k != "weight"}
+    if set(table) == {"name"}:
+        return table["name"]
+    table = {k: tuple(v) if isinstance(v, list) else (None if v is False else v) for k, v in table.items()}
+    return DegradationPreset(**table)
 
 
 def _read_table(path: Path) -> dict[str, Any]:

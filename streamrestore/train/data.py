@@ -70,6 +70,9 @@ UNKNOWN = "unknown"  # the user's own data: we cannot tell; the user answers for
 TRAIN_OK_FOLDERS = frozenset({
     "deepface", "face_recognition", "facenet_pytorch", "gfpgan", "liveportrait",
     "sadtalker", "video_retalking", "pcavs", "tpsmm", "dlib",
+    # added to the shared folder on 2026-12-01 (MIT / Apache-2.0 repositories)
+    "latentsync", "styletalk", "paddlegan", "mimictalk", "real3dportrait", "dpe", "xportrait",
+    "photomaker", "compreface", "pulid", "ghost", "hallo", "3ddfa_v2", "joyvasa", "memo", "consisid",
 })
 
 #: Licence texts (MANIFEST ``license`` column, prefix match) that count as permissive. A row of
@@ -673,7 +676,8 @@ class RestorationDataset:
         faces: the pack.
         identities: names to draw from (e.g. the train half of :meth:`PackedFaces.split`);
             default all.
-        preset: degradation preset name or object (:mod:`streamrestore.train.degrade`).
+        preset: degradation preset name or object (:mod:`streamrestore.train.degrade`), or a
+            :class:`~streamrestore.train.degrade.DegradationMix` (one preset drawn per sample).
         min_refs, max_refs: the number of references is drawn uniformly in this range (capped
             by what the identity has); the paper uses 1-4.
         seed: base seed of all draws.
@@ -687,14 +691,14 @@ class RestorationDataset:
     def __init__(self, faces: PackedFaces, identities: Sequence[str] | None = None, *, preset="severe",
                  min_refs: int = 1, max_refs: int = 4, seed: int = 0, samples_per_epoch: int | None = None,
                  min_time_gap_s: float = 1.0, flip: bool = True, max_border: float = 1.0):
-        from streamrestore.train.degrade import get_preset  # noqa: PLC0415
+        from streamrestore.train.degrade import DegradationMix, get_preset  # noqa: PLC0415
 
         if not 1 <= min_refs <= max_refs:
             raise ValueError(f"need 1 <= min_refs <= max_refs, got {min_refs}, {max_refs}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.faces = faces
-        self.preset = get_preset(preset)
+        self.preset = preset if isinstance(preset, DegradationMix) else get_preset(preset)
         self.min_refs, self.max_refs = int(min_refs), int(max_refs)
         self.seed = int(seed)
         self.epoch = 0
@@ -738,7 +742,7 @@ class RestorationDataset:
     def __getitem__(self, i: int) -> dict:
         import torch  # noqa: PLC0415
 
-        from streamrestore.train.degrade import degrade  # noqa: PLC0415
+        from streamrestore.train.degrade import DegradationMix, degrade  # noqa: PLC0415
 
         if not 0 <= i < len(self):
             raise IndexError(i)
@@ -752,7 +756,9 @@ class RestorationDataset:
         landmarks = self.faces.landmarks[target]
         if self.flip and rng.random() < 0.5:
             clean, landmarks = _flip(clean, landmarks)
-        degraded = degrade(clean, self.preset, int(rng.integers(0, 2**31 - 1)))
+        # a single preset draws nothing here, so its samples stay what they always were
+        preset = self.preset.choose(rng) if isinstance(self.preset, DegradationMix) else self.preset
+        degraded = degrade(clean, preset, int(rng.integers(0, 2**31 - 1)))
         r = self.faces.resolution
         refs = np.zeros((self.max_refs, r, r, 3), np.uint8)
         ref_landmarks = np.zeros((self.max_refs, 5, 2), np.float32)

@@ -94,7 +94,24 @@ VIDEO = DegradationPreset(
     h264_crf=(30, 45),
 )
 
-PRESETS: dict[str, DegradationPreset] = {p.name: p for p in (SEVERE, MODERATE, MILD, VIDEO)}
+#: No damage at all: the sample's input is its clean target (teaches the restorer to leave good
+#: faces alone).
+CLEAN = DegradationPreset(name="clean", blur_sigma=None, downsample=None, noise_sigma=None, jpeg_quality=None)
+#: A small face in a low-bitrate video, as seen in a 128 px crop of a clip degraded the way
+#: ``degrade_video``-style benchmarks do it (blur ~1.2 px, 2-4x smaller, H.264 at crf ~32, scaled
+#: back up). Widths are crop pixels (no ``reference_size`` scaling).
+VIDEO_SMALL = DegradationPreset(
+    name="video_small",
+    blur_sigma=(0.3, 2.0),
+    blur_kernel_size=11,
+    downsample=(2, 4),
+    noise_sigma=(0.0, 3.0),
+    jpeg_quality=None,
+    h264_crf=(22, 38),
+    reference_size=None,
+)
+
+PRESETS: dict[str, DegradationPreset] = {p.name: p for p in (SEVERE, MODERATE, MILD, VIDEO, CLEAN, VIDEO_SMALL)}
 
 
 def get_preset(preset: str | DegradationPreset) -> DegradationPreset:
@@ -105,6 +122,34 @@ def get_preset(preset: str | DegradationPreset) -> DegradationPreset:
         return PRESETS[preset]
     except KeyError:
         raise ValueError(f"unknown degradation preset {preset!r}; choose one of {sorted(PRESETS)}") from None
+
+
+@dataclass(frozen=True)
+class DegradationMix:
+    """Several presets, one drawn per sample with probability proportional to its weight.
+
+    A training mix of severe, video-like, mild and ``clean`` samples teaches a restorer how much
+    to change a face, not only how to repair a badly damaged one.
+    """
+
+    presets: tuple[DegradationPreset, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.presets or len(self.presets) != len(self.weights):
+            raise ValueError(f"a mix needs one weight per preset, got {len(self.presets)} presets "
+                             f"and {len(self.weights)} weights")
+        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            raise ValueError(f"mix weights must be >= 0 with a positive sum, got {self.weights}")
+
+    @property
+    def name(self) -> str:
+        return "+".join(f"{p.name}:{w:g}" for p, w in zip(self.presets, self.weights))
+
+    def choose(self, rng: np.random.Generator) -> DegradationPreset:
+        """One preset, drawn with ``rng``."""
+        p = np.asarray(self.weights, np.float64)
+        return self.presets[int(rng.choice(len(self.presets), p=p / p.sum()))]
 
 
 @dataclass(frozen=True)
@@ -275,7 +320,10 @@ def degrade(image: np.ndarray, preset: str | DegradationPreset = "severe", seed:
 
 __all__ = [
     "DegradationPreset",
+    "DegradationMix",
     "Degradation",
+    "CLEAN",
+    "VIDEO_SMALL",
     "SEVERE",
     "MODERATE",
     "MILD",

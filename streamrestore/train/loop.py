@@ -129,6 +129,20 @@ def augment_copies(images: torch.Tensor, landmarks: torch.Tensor, generator: tor
     return warped.contiguous(), ((p + 1 - 1.0 / r) / 2).to(landmarks.dtype)
 
 
+def _init_from_file(net: InstantRestoreNet, path: str | Path) -> None:
+    """Copy the weights of a shipped model file into ``net`` (same network config required)."""
+    from streamrestore.model.checkpoint import load_restorer  # noqa: PLC0415
+
+    source = load_restorer(path)
+    if source.config.unet != net.config.unet or source.config.latent != net.config.latent:
+        raise InputError(f"init_weights {path} was built with another network than this config's [model]")
+    with torch.no_grad():
+        state = net.weights_state_dict()
+        for k, v in source.weights_state_dict().items():
+            state[k].copy_(v.to(state[k].dtype))
+    logger.info("weights initialised from %s", path)
+
+
 # --------------------------------------------------------------------------------------------
 # The module accelerate wraps
 
@@ -249,6 +263,8 @@ class Trainer:
         if accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
 
+        if resume == "latest":
+            resume = self.latest_checkpoint()
         pack = PackedFaces(config.data)
         if config.require_train_ok:
             pack.require_train_ok()
@@ -257,7 +273,12 @@ class Trainer:
                              f"{config.model.resolution} px; pack the data at the model's resolution")
         self.pack = pack
         self.train_ids, self.val_ids = pack.split(config.val_fraction, config.val_split_seed)
-        common = dict(preset=config.preset, min_refs=config.min_refs, max_refs=config.max_refs, seed=config.seed)
+        held = set(config.holdout_identities) & set(pack.identities)
+        if config.holdout_identities and not held:
+            raise InputError(f"none of holdout_identities {config.holdout_identities[:3]} is in {config.data}")
+        self.train_ids = [n for n in self.train_ids if n not in held]
+        self.val_ids = sorted(set(self.val_ids) | {n for n in held if len(pack.indices_of(n)) >= 3})
+        common = dict(preset=config.degradation, min_refs=config.min_refs, max_refs=config.max_refs, seed=config.seed)
         probe = RestorationDataset(pack, self.train_ids, **common)
         self.targets = len(probe.targets)
         world = accelerator.num_processes
@@ -266,6 +287,8 @@ class Trainer:
         self.dataset = RestorationDataset(pack, self.train_ids, samples_per_epoch=epochs * self.targets, **common)
 
         net = InstantRestoreNet(config.model)
+        if config.init_weights and resume is None:
+            _init_from_file(net, config.init_weights)
         with torch.no_grad():  # a fixed, seeded "prompt": the lite model has no text encoder
             gen = torch.Generator().manual_seed(config.seed + 7)
             if not net.prompt_embeds.abs().sum():
@@ -298,8 +321,6 @@ class Trainer:
             config.model.reference_noise_seed)).to(accelerator.device)
 
         self.step = 0
-        if resume == "latest":
-            resume = self.latest_checkpoint()
         if resume is not None:
             self.load_checkpoint(resume)
 

@@ -1,0 +1,143 @@
+"""How much of the restorer's change a face gets: a degradation estimate per face track.
+
+A restorer trained on damaged faces also changes faces that need nothing (waxy skin, lost moles,
+halos at the hair line): a clean face should pass through unchanged. The gate measures how much
+fine detail the face holds *in the frame, at its own resolution* and blends
+
+    output = input + weight * (restored - input)
+
+with ``weight`` 0 for a face as detailed as clean video faces are and 1 for one as soft as a
+degraded face, linear in between, smoothed per track so the weight does not flicker.
+
+The measure, :func:`detail_ratio`, is the mean absolute difference between the grey inner face
+(eyes to mouth) and a Gaussian blur of it at sigma 1 px, divided by the same at sigma 3 px: the
+share of the face's texture that lives in the finest scale. It does not depend on contrast or
+brightness. It is taken from the frame, not from the aligned crop: a large face shrunk into a
+128 px crop hides the blur of a 4x-upscaled video, a small face enlarged into the crop looks
+soft when it is not. Faces larger than ``measure_side`` are shrunk to it first, so the figure
+means the same for a 150 px and a 400 px face.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ["QualityGateConfig", "QualityGate", "detail_ratio", "inner_face"]
+
+
+@dataclass(frozen=True)
+class QualityGateConfig:
+    """Args:
+        enabled: False gives every face the restorer's whole change (the gate's weight is 1).
+        clean_at: detail ratio at or above which a face counts as clean (weight 0). Default
+            0.27, from six train-ok talking-head clips (224-720 px, none in the video
+            benchmark), ten frames each: their clean faces measure 0.26-0.38 (clip means
+            0.27-0.38), the same frames degraded as the video benchmark does it (blur 1.2,
+            4x smaller, H.264 crf 32, back up) 0.20-0.26 (clip means 0.21-0.25).
+        degraded_at: detail ratio at or below which the whole change is used (weight 1).
+            Default 0.235.
+        measure_side: faces are measured at their size in the frame, shrunk to at most this
+            many pixels on the longer side of the inner face (default 160).
+        smoothing: weight of a track's previous gate value in its running mean (default 0.8:
+            about five frames to follow a real change in quality, while per-frame noise of
+            the measure, ~0.005-0.04, moves the weight by at most a few per cent).
+    """
+
+    enabled: bool = True
+    clean_at: float = 0.27
+    degraded_at: float = 0.235
+    measure_side: int = 160
+    smoothing: float = 0.8
+
+    def __post_init__(self):
+        if not 0.0 < self.degraded_at < self.clean_at:
+            raise ValueError(f"need 0 < degraded_at < clean_at, got degraded_at={self.degraded_at}, "
+                             f"clean_at={self.clean_at}")
+        if self.measure_side < 32:
+            raise ValueError(f"measure_side must be >= 32, got {self.measure_side}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+
+
+def inner_face(pixels, matrix: np.ndarray, resolution: int) -> np.ndarray:
+    """RGB of the frame box around the inner face (the crop's central 60 %: eyes to mouth).
+
+    Args:
+        pixels: the frame's pixels (:mod:`streamrestore.pixels`: anything with ``shape`` and
+            ``region(x0, y0, x1, y1)``).
+        matrix: the face's alignment matrix (frame -> crop, 2x3).
+        resolution: the crop side the matrix maps to.
+    """
+    m = np.asarray(matrix, np.float64)
+    inv = cv2.invertAffineTransform(m)
+    r = float(resolution)
+    corners = np.array([[0.2, 0.2], [0.8, 0.2], [0.2, 0.8], [0.8, 0.8]]) * r
+    pts = corners @ inv[:, :2].T + inv[:, 2]
+    h, w = pixels.shape[:2]
+    x0, y0 = np.maximum(np.floor(pts.min(axis=0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(pts.max(axis=0)).astype(int), (w, h))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return np.zeros((0, 0, 3), np.uint8)
+    return pixels.region(int(x0), int(y0), int(x1), int(y1))
+
+
+def detail_ratio(face: np.ndarray, measure_side: int | None = 160) -> float:
+    """The share of the face's texture at the finest scale (see the module docstring).
+
+    Args:
+        face: (H, W, 3) uint8 RGB of the inner face at the frame's resolution.
+        measure_side: a face whose longer side is larger is shrunk to it first (None: never).
+    """
+    face = np.asarray(face)
+    if face.ndim != 3 or face.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {face.shape}")
+    if min(face.shape[:2]) < 4:
+        return 1.0  # nothing to measure: leave the face alone
+    grey = cv2.cvtColor(np.ascontiguousarray(face), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    side = max(grey.shape)
+    if measure_side is not None and side > measure_side:
+        f = measure_side / side
+        size = (max(8, round(grey.shape[1] * f)), max(8, round(grey.shape[0] * f)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    fine = np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.0)).mean()
+    coarse = np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 3.0)).mean()
+    return float(fine / coarse) if coarse > 1e-3 else 1.0  # a flat patch has nothing to restore
+
+
+class QualityGate:
+    """Per-track gate weights (see the module docstring); one per :class:`FaceRestorer`."""
+
+    def __init__(self, config: QualityGateConfig = QualityGateConfig()):
+        self.config = config
+        self._weights: dict[int, float] = {}
+
+    def weight(self, track_id: int, pixels, matrix: np.ndarray, resolution: int) -> float:
+        """This frame's weight for ``track_id`` in [0, 1] (smoothed over the track's frames);
+        arguments as :func:`inner_face`."""
+        cfg = self.config
+        if not cfg.enabled:
+            return 1.0
+        ratio = detail_ratio(inner_face(pixels, matrix, resolution), cfg.measure_side)
+        w = float(np.clip((cfg.clean_at - ratio) / (cfg.clean_at - cfg.degraded_at), 0.0, 1.0))
+        prev = self._weights.get(track_id)
+        if prev is not None:
+            w = cfg.smoothing * prev + (1.0 - cfg.smoothing) * w
+        self._weights[track_id] = w
+        return w
+
+    @staticmethod
+    def blend(original: np.ndarray, restored: np.ndarray, weight: float) -> np.ndarray:
+        """``original + weight * (restored - original)`` for uint8 crops (exact at 0 and 1)."""
+        if weight >= 1.0:
+            return restored
+        if weight <= 0.0:
+            return original
+        return cv2.addWeighted(restored, weight, original, 1.0 - weight, 0.0)
+
+    def forget(self, live_track_ids) -> None:
+        """Drops the state of tracks not in ``live_track_ids`` (ended tracks)."""
+        live = set(live_track_ids)
+        for tid in [t for t in self._weights if t not in live]:
+            del self._weights[tid]
