@@ -481,9 +481,11 @@ def test_truncated_mp4_without_index_is_an_input_error(tmp_path):
 def test_window_without_frames_is_an_input_error(tmp_path):
     src = tmp_path / "short.mp4"
     make_clip(src, frames=10, fps=25)  # 0.4 s
-    with VideoReader(src, start=5.0) as reader:
-        with pytest.raises(InputError, match="no video frame .* between start=5.0"):
-            list(reader.frames())
+    # A start past the end fails when the reader opens (before a caller loads any model).
+    with pytest.raises(InputError, match="no video frame .* between start=5.0"):
+        VideoReader(src, start=5.0)
+    with pytest.raises(InputError, match="between start=0.21 and end=0.23"):
+        VideoReader(src, start=0.21, end=0.23)  # frames at 0.20 and 0.24, none between
 
 
 def test_writer_with_no_frames_creates_nothing(tmp_path):
