@@ -170,15 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     torch = sys.modules.get("torch")  # only a caller that already loaded torch has threads to keep
     saved = (list(log.handlers), log.level, log.propagate, torch.get_num_threads() if torch else None)
     try:
-        with stop_signals_interrupt():
-            return _main(argv)
+        with stop_signals_interrupt() as stop:
+            return _main(argv, stop)
     finally:
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
         if saved[3] is not None:
             torch.set_num_threads(saved[3])
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], stop=None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             import importlib
@@ -191,9 +191,17 @@ def _main(argv: list[str]) -> int:
         print(f"streamrestore: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (stop_signals.Interrupted)
-        how = f" by {exc.signal_name}" if getattr(exc, "signal_name", None) else ""
-        print(f"streamrestore: interrupted{how}; the output was not written", file=sys.stderr)
-        return getattr(exc, "exit_code", 130)
+        return _interrupted(exc)
+    except Exception:
+        if stop is None or stop.signum is None:
+            raise
+        return _interrupted(stop.interrupted())  # the stop signal surfaced as another error
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    how = f" by {exc.signal_name}" if getattr(exc, "signal_name", None) else ""
+    print(f"streamrestore: interrupted{how}; the output was not written", file=sys.stderr)
+    return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -25,28 +25,54 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(self.signal_name)
 
 
+class StopState:
+    """What :func:`stop_signals_interrupt` saw: ``signum`` of the stop signal, None if none came.
+
+    Code that catches everything (some imports do, e.g. a native library initialising) can turn
+    the :class:`Interrupted` raised inside it into another exception; :meth:`interrupted` gives
+    it back as it was meant.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def interrupted(self) -> KeyboardInterrupt | None:
+        if self.signum is None:
+            return None
+        return KeyboardInterrupt() if self.signum == signal.SIGINT else Interrupted(self.signum)
+
+
 @contextmanager
-def stop_signals_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread.
+def stop_signals_interrupt() -> Iterator[StopState]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread;
+    Ctrl-C raises KeyboardInterrupt as always, and is noted in the state like them.
 
     After the first one, further stop signals are ignored until the block ends, so a second
     ``kill`` cannot cut the clean-up short (SIGKILL still ends the process). Handlers are
     installed only from the main thread (Python allows no other) and restored on exit.
     """
+    state = StopState()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
     saved = {}
 
     def handler(signum, _frame):
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+        state.signum = signum
         raise Interrupted(signum)
+
+    def on_ctrl_c(signum, frame):
+        state.signum = signum  # noted, then Python's own behaviour (a second Ctrl-C works too)
+        signal.default_int_handler(signum, frame)
 
     try:
         for sig in STOP_SIGNALS:
             saved[sig] = signal.signal(sig, handler)
-        yield
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            saved[signal.SIGINT] = signal.signal(signal.SIGINT, on_ctrl_c)
+        yield state
     finally:
         for sig, previous in saved.items():
             signal.signal(sig, previous)
