@@ -1,5 +1,6 @@
 """The command line on bad input: one clear line, exit code 2, nothing written; Ctrl-C → 130."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -360,9 +361,11 @@ def test_sigterm_while_models_load_leaves_nothing(shared_data, shared_models, tm
     assert out.read_bytes() == b"previous result"
 
 
-def test_file_size_limit_is_one_line_and_leaves_nothing(shared_models, tmp_path):
+@pytest.mark.parametrize("when", ["mid_run", "at_close"])
+def test_file_size_limit_is_one_line_and_leaves_nothing(run, shared_models, tmp_path, when):
     """A write that fails (file-size limit here; disk full takes the same path) ends the run
-    with exit 2 and one line; no partial file, and the existing output is kept."""
+    with exit 2 and one line; no partial file, and the existing output is kept. The limit
+    hits while frames are muxed, or only when the file is finished (its last bytes)."""
     import resource
 
     import av
@@ -378,9 +381,17 @@ def test_file_size_limit_is_one_line_and_leaves_nothing(shared_models, tmp_path)
             frame.pts = i
             c.mux(s.encode(frame))
         c.mux(s.encode(None))
+    options = ["--crf", "0", "--preset", "ultrafast"]
+    if when == "mid_run":
+        limit = 128 * 1024  # far below the output's size (~700 KB), far above anything else the run writes
+    else:
+        full = tmp_path / "full" / "out.mkv"
+        full.parent.mkdir()
+        assert run(src, "-o", full, *options)[0] == 0
+        limit = full.stat().st_size - 50
+        shutil.rmtree(full.parent)
     out = tmp_path / "out.mkv"
     out.write_bytes(b"previous result")
-    limit = 128 * 1024  # far below the output's size, far above anything else the run writes
 
     def limited():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
@@ -389,8 +400,7 @@ def test_file_size_limit_is_one_line_and_leaves_nothing(shared_models, tmp_path)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
-        [sys.executable, "-m", "streamrestore.cli", str(src), "-o", str(out), "--force", "--crf", "0",
-         "--preset", "ultrafast", "--model", "identity", "--face-models", str(shared_models / "insightface"),
+        [sys.executable, "-m", "streamrestore.cli", str(src), "-o", str(out), "--force", *options, "--model", "identity", "--face-models", str(shared_models / "insightface"),
          "--no-progress"],
         capture_output=True, text=True, cwd=REPO, env=env, preexec_fn=limited, timeout=300,
     )
