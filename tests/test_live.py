@@ -193,6 +193,19 @@ def test_no_display_exit_2_and_one_line(monkeypatch, capsys, shared_data, shared
     assert "--no-window" in _one_error_line(err)
 
 
+def test_output_that_is_the_source_is_refused(capsys, shared_models, tmp_path):
+    from media_utils import make_clip
+
+    src = tmp_path / "talk.mp4"
+    make_clip(src, frames=4)
+    original = src.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(src)
+    code = main(["live", "--source", str(src), "--no-window", "--output", str(tmp_path / "link.mp4"), "--force",
+                 *_model_args(shared_models)])
+    assert code == 2 and "is the input file" in _one_error_line(capsys.readouterr().err)
+    assert src.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ["link.mp4", "talk.mp4"]
+
+
 def test_webcam_example_with_a_file_source(monkeypatch, shared_data, shared_models, tmp_path, capsys):
     import runpy
 

@@ -76,7 +76,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--snapshots folder {args.snapshots} does not exist; create it first")
 
     from streamrestore.live.preview import check_display
-    from streamrestore.live.sinks import check_output
+    from streamrestore.live.sinks import check_output, is_url
+    from streamrestore.video.writer import check_not_input
 
     from streamrestore.api import check_model_options, check_references
 
@@ -86,13 +87,15 @@ def main(argv: list[str]) -> int:
         check_display()
     for spec in args.output:
         check_output(spec, force=args.force)
+        if not is_url(spec) and not is_url(args.source):
+            check_not_input(args.source, spec)  # even with --force: never overwrite the source
     check_model_options(args.model, device=args.device, fast_vae=args.fast_vae)
     check_references(args.refs)
 
     from streamrestore.api import build_face_restorer
     from streamrestore.cli import restorer_from_args
     from streamrestore.live.session import LiveConfig, LiveSession
-    from streamrestore.live.sinks import is_url, open_sink
+    from streamrestore.live.sinks import open_sink
     from streamrestore.live.sources import ReconnectPolicy, open_source
     from streamrestore.pipeline import PipelineConfig
 
