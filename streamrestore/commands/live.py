@@ -75,11 +75,10 @@ def main(argv: list[str]) -> int:
     if not Path(args.snapshots).is_dir():
         raise UserError(f"--snapshots folder {args.snapshots} does not exist; create it first")
 
+    from streamrestore.api import check_model_options, check_references
     from streamrestore.live.preview import check_display
     from streamrestore.live.sinks import check_output, is_url
     from streamrestore.video.writer import check_not_input
-
-    from streamrestore.api import check_model_options, check_references
 
     # Cheap checks first: a missing display, an unwritable output, a device that is not there or
     # an unusable reference folder fails before the source opens and models load.

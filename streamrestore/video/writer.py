@@ -185,7 +185,7 @@ def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 
 # What a failed write says when the disk or a limit is the cause (not the codec or container).
-_SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO}
+_SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
 
 
 def _write_failed(dst: Path, exc: BaseException) -> OutputError:
