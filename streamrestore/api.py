@@ -5,7 +5,7 @@ import logging
 import time
 from pathlib import Path
 
-from streamrestore.errors import OutputError
+from streamrestore.errors import ModelError, OutputError
 from streamrestore.pipeline import FaceRestorer, PipelineConfig, RunStats, run_threaded
 
 log = logging.getLogger("streamrestore")
@@ -30,6 +30,7 @@ def build_face_restorer(
     channel_order: str = "rgb",
     fps: float = 30.0,
     backend: str = "auto",
+    fast_vae: str | Path | None = None,
 ) -> FaceRestorer:
     """Loads the model, the face models and the reference photos, and encodes the references.
 
@@ -48,14 +49,20 @@ def build_face_restorer(
         fps: the stream's frame rate (the tracker's smoothing is tuned in seconds).
         backend: how the restorer network runs: ``"auto"`` (the fastest available, said in one
             log line), ``"eager"``, ``"compile"`` or ``"tensorrt"`` (see ``streamrestore.backends``).
+        fast_vae: a TAESD folder or decoder file to decode with instead of the model's VAE
+            (latent models given by name; see ``streamrestore.model.fast_vae``).
+
+    The options are checked (device, reference folders) before anything is loaded.
     """
     from streamrestore.faces.detect import create_detector
     from streamrestore.faces.identity import ReferenceSet, create_embedder
     from streamrestore.faces.references import load_reference_sets
 
-    restorer = load_restorer(model, device=device, backend=backend)
-    face_detector = create_detector(detector, models_dir=face_models)
     specs = _as_specs(refs)
+    check_model_options(model, device=device, fast_vae=fast_vae)
+    check_references(specs)
+    restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
+    face_detector = create_detector(detector, models_dir=face_models)
     embedder = None
     needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
     if specs and not all(isinstance(s, ReferenceSet) for s in specs):
@@ -70,18 +77,46 @@ def build_face_restorer(
     )
 
 
-def load_restorer(model="lite", *, device: str = "auto", backend: str = "auto"):
-    """A restorer from a name, a path, or an object that already is one (used as given)."""
+def load_restorer(model="lite", *, device: str = "auto", backend: str = "auto", fast_vae: str | Path | None = None):
+    """A restorer from a name, a path, or an object that already is one (used as given).
+    ``fast_vae``: decode with TAESD (see :func:`build_face_restorer`)."""
     if not isinstance(model, (str, Path)):
         return model
     if str(model) == "identity":
         from streamrestore.model.identity import IdentityRestorer
 
+        if fast_vae:
+            log.warning("--fast-vae ignored: the identity model has no decoder")
         return IdentityRestorer()
     from streamrestore.backends import build_backend
     from streamrestore.model.registry import load_model
 
-    return build_backend(load_model(str(model), device=device), backend)
+    return build_backend(load_model(str(model), device=device, fast_vae=fast_vae or None), backend)
+
+
+def check_model_options(model="lite", *, device: str = "auto", fast_vae: str | Path | None = None) -> None:
+    """Fails at once, before any model loads, on a device that is not there (``cuda`` without
+    CUDA: :class:`~streamrestore.errors.DeviceError`) or a ``fast_vae`` path that does not exist.
+    A restorer object given as ``model`` has its own device: nothing to check."""
+    if not isinstance(model, (str, Path)):
+        return
+    from streamrestore.model.restorer import pick_device
+
+    pick_device(device)
+    if fast_vae and str(model) != "identity" and not Path(fast_vae).expanduser().exists():
+        raise ModelError(f"--fast-vae {fast_vae} does not exist; give the folder holding taesd_decoder.safetensors "
+                         "or the file itself")
+
+
+def check_references(refs) -> None:
+    """Fails at once on reference specs that cannot work: a folder that is missing or holds no
+    photos, or a set name given twice (``NAME=DIR``). Reads no photo (see
+    :func:`streamrestore.faces.references.check_reference_specs`)."""
+    from streamrestore.faces.references import check_reference_specs
+
+    specs = [s for s in _as_specs(refs) if isinstance(s, (str, Path))]
+    if specs:
+        check_reference_specs(specs)
 
 
 def restore_video(
@@ -102,6 +137,7 @@ def restore_video(
     unmatched: str = "restore",
     detect_every: int = 3,
     backend: str = "auto",
+    fast_vae: str | Path | None = None,
     force: bool = False,
     progress: bool = False,
     face_restorer: FaceRestorer | None = None,
@@ -112,29 +148,40 @@ def restore_video(
     when complete. Returns the run's :class:`RunStats`. ``face_restorer`` replaces the model and
     face options with a ready-made :class:`FaceRestorer` (it must have been built with lookahead
     and is used once).
+
+    Mistakes in the options, paths and media raise a :class:`~streamrestore.errors.UserError`
+    subclass before any model is loaded; ``dst`` may not be ``src`` (under any spelling), not
+    even with ``force``.
     """
     from streamrestore.video.reader import VideoReader
-    from streamrestore.video.writer import EncoderSettings, VideoWriter, default_output_path
+    from streamrestore.video.writer import EncoderSettings, VideoWriter, check_not_input, default_output_path
 
     started = time.perf_counter()
     dst = Path(dst) if dst is not None else default_output_path(src)
+    # Everything a user can get wrong is checked first, in well under a second: the options,
+    # the reference folders, the input and its window, and the output (path, container, codec,
+    # audio; the writer opens its encoder and writes the header). Models load only after.
     try:
         settings = EncoderSettings(codec=codec, crf=crf, preset=preset)
     except ValueError as exc:
         raise OutputError(f"bad encoder option: {exc}") from None
+    if face_restorer is None:
+        check_model_options(model, device=device, fast_vae=fast_vae)
+        check_references(refs)
+    check_not_input(src, dst)
     with VideoReader(src, start=start, end=end) as reader:
         info = reader.info
         fps = float(info.frame_rate) if info.frame_rate else 30.0
-        if face_restorer is None:
-            config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every)
-            face_restorer = build_face_restorer(
-                refs, model=model, device=device, detector=detector, face_models=face_models, config=config, fps=fps,
-                backend=backend,
-            )
-        stats = face_restorer.stats
-        stats.startup_seconds = time.perf_counter() - started
-        bar = _progress_bar(info.frame_count, progress)
         with VideoWriter(dst, info, settings, audio_from=src, start=start, end=end, force=force) as writer:
+            if face_restorer is None:
+                config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every)
+                face_restorer = build_face_restorer(
+                    refs, model=model, device=device, detector=detector, face_models=face_models, config=config,
+                    fps=fps, backend=backend, fast_vae=fast_vae,
+                )
+            stats = face_restorer.stats
+            stats.startup_seconds = time.perf_counter() - started
+            bar = _progress_bar(info.frame_count, progress)
             t_write = [0.0]
 
             def sink(frame):

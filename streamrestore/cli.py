@@ -1,6 +1,7 @@
 """Command line: argument parsing only; the work is done by the library.
 
-Exit codes: 0 success, 2 bad input or usage (one line, no traceback), 130 interrupted.
+Exit codes: 0 success, 2 bad input or usage (one line, no traceback), 130 interrupted (Ctrl-C),
+143 / 129 stopped by SIGTERM / SIGHUP (cleaned up as after Ctrl-C).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 from streamrestore._version import __version__
 from streamrestore.errors import UserError
+from streamrestore.stop_signals import stop_signals_interrupt
 
 log = logging.getLogger("streamrestore")
 
@@ -150,7 +152,7 @@ def _restore_file(argv: list[str]) -> int:
     output = args.output or default_output_path(args.input)
     stats = restore_video(
         args.input, output, args.refs,
-        model=restorer_from_args(args), device=args.device, detector=args.detector, face_models=args.face_models,
+        model=args.model, fast_vae=args.fast_vae, device=args.device, detector=args.detector, face_models=args.face_models,
         codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
         max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, backend=args.backend,
         force=args.force,
@@ -168,14 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     torch = sys.modules.get("torch")  # only a caller that already loaded torch has threads to keep
     saved = (list(log.handlers), log.level, log.propagate, torch.get_num_threads() if torch else None)
     try:
-        return _main(argv)
+        with stop_signals_interrupt() as stop:
+            return _main(argv, stop)
     finally:
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
         if saved[3] is not None:
             torch.set_num_threads(saved[3])
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], stop=None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             import importlib
@@ -187,9 +190,18 @@ def _main(argv: list[str]) -> int:
     except UserError as exc:
         print(f"streamrestore: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("streamrestore: interrupted; the output was not written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (stop_signals.Interrupted)
+        return _interrupted(exc)
+    except Exception:
+        if stop is None or stop.signum is None:
+            raise
+        return _interrupted(stop.interrupted())  # the stop signal surfaced as another error
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    how = f" by {exc.signal_name}" if getattr(exc, "signal_name", None) else ""
+    print(f"streamrestore: interrupted{how}; the output was not written", file=sys.stderr)
+    return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,7 @@ class OutputError(UserError):
 
 class ModelError(UserError):
     """A model or checkpoint cannot be found or does not fit."""
+
+
+class DeviceError(UserError):
+    """The requested device (e.g. ``cuda``) is not available on this machine."""

@@ -1,5 +1,6 @@
 """The command line on bad input: one clear line, exit code 2, nothing written; Ctrl-C → 130."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,3 +200,229 @@ def test_default_model_restores_a_real_clip(run, shared_data, refs, tmp_path):
     original = first_frame(src)[face]
     # encoding alone moves the identity run ~0.9 levels; the model changes the face well beyond
     assert np.abs(first_frame(out)[face] - original).mean() > 2 * np.abs(first_frame(untouched)[face] - original).mean()
+
+
+# -- issue 13: what a new user hits ------------------------------------------------------------
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Fails the test if the restorer, a face detector or an embedder starts loading."""
+    import streamrestore.api as api
+    import streamrestore.faces.detect as detect
+    import streamrestore.faces.identity as identity
+    import streamrestore.model.registry as registry
+
+    def loaded(*_args, **_kwargs):
+        raise AssertionError("a model was loaded before the cheap checks ran")
+
+    monkeypatch.setattr(api, "load_restorer", loaded)
+    monkeypatch.setattr(registry, "load_model", loaded)
+    monkeypatch.setattr(detect, "create_detector", loaded)
+    monkeypatch.setattr(identity, "create_embedder", loaded)
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _refs_folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "a.jpg").write_bytes(b"not read by the cheap checks")
+    return path
+
+
+@pytest.mark.parametrize("case", ["output_exists", "refs_missing", "refs_empty", "refs_name_twice", "webm_with_aac",
+                                  "codec_container", "unknown_extension", "start_past_end", "device_cuda"])
+def test_cheap_checks_fail_before_any_model_loads(run, tmp_path, no_model_loading, no_cuda, case):
+    src = tmp_path / "clip.mp4"
+    make_clip(src, frames=6, audio="aac")  # 0.24 s, H.264 + AAC
+    out = tmp_path / "out.mp4"
+    args, expect = {
+        "output_exists": (["-o", out], "--force"),
+        "refs_missing": (["--refs", tmp_path / "nobody", "-o", out], "nobody"),
+        "refs_empty": (["--refs", (tmp_path / "empty").mkdir() or tmp_path / "empty", "-o", out], "empty"),
+        "refs_name_twice": (["--refs", f"ann={_refs_folder(tmp_path / 'a')}", "--refs",
+                             f"ann={_refs_folder(tmp_path / 'b')}", "-o", out], "more than once"),
+        "webm_with_aac": (["-o", tmp_path / "out.webm"], "aac audio"),
+        "codec_container": (["--codec", "vp9", "-o", tmp_path / "out.mov"], "vp9"),
+        "unknown_extension": (["-o", tmp_path / "out.xyz"], ".xyz"),
+        "start_past_end": (["--start", "10", "-o", out], "start=10"),
+        "device_cuda": (["--device", "cuda", "-o", out], "CUDA"),
+    }[case]
+    if case == "output_exists":
+        out.write_bytes(b"keep")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, err = run(src, *args, model="lite")
+    assert code == 2, err
+    assert expect in _one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temp file
+    if case == "output_exists":
+        assert out.read_bytes() == b"keep"
+
+
+def test_live_device_cuda_without_cuda_is_one_line(shared_models, tmp_path, capsys, no_model_loading, no_cuda, clip):
+    code = main(["live", "--source", str(clip), "--no-window", "--max-frames", "1", "--device", "cuda",
+                 "--face-models", str(shared_models / "insightface")])
+    err = capsys.readouterr().err
+    assert code == 2 and "CUDA" in _one_error_line(err)
+
+
+def test_device_cuda_without_cuda_library_error(no_cuda):
+    from streamrestore.errors import DeviceError
+    from streamrestore.model.restorer import pick_device
+
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        pick_device("cuda")
+    assert pick_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("spelling", ["relative", "symlink", "hardlink"])
+def test_output_that_is_the_input_is_refused(run, clip, tmp_path, monkeypatch, no_model_loading, spelling):
+    original = clip.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    if spelling == "relative":
+        out = Path("./sub/../clip.mp4")
+        (tmp_path / "sub").mkdir()
+    elif spelling == "symlink":
+        out = tmp_path / "link.mp4"
+        out.symlink_to(clip)
+    else:
+        out = tmp_path / "hard.mp4"
+        os.link(clip, out)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, err = run(clip, "-o", out, "--force", model="lite")
+    assert code == 2 and "is the input file" in _one_error_line(err)
+    assert clip.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _stop_mid_run(tmp_path, shared_data, shared_models, signum, *, existing: bytes | None = None,
+                  written: int = 32 * 1024):
+    """Starts a restore in a subprocess, sends ``signum`` once its temp file holds ``written``
+    bytes: 32 KB, the first flush of encoded frames, is mid-run; 0 is while models load (the
+    output is opened, and checked, before)."""
+    out = tmp_path / "o.mp4"
+    if existing is not None:
+        out.write_bytes(existing)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrestore.cli", str(shared_data / "liveportrait/driving/d6.mp4"), "-o", str(out),
+         "--model", "identity", "--face-models", str(shared_models / "insightface"), "--no-progress", "--force"],
+        stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+    )
+
+    def partial_size():
+        sizes = [p.stat().st_size for p in tmp_path.iterdir() if p.name.endswith(".partial.mp4")]
+        return max(sizes) if sizes else -1
+
+    deadline = time.time() + 180
+    # The temp file holds just the header until the first 32 KB of encoded frames: then mid-run.
+    while time.time() < deadline and partial_size() < written and proc.poll() is None:
+        time.sleep(0.05)
+    assert partial_size() >= written, "the run never got there"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err, out
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_stop_signal_mid_run_cleans_up_like_ctrl_c(shared_data, shared_models, tmp_path, signum, code):
+    returncode, err, out = _stop_mid_run(tmp_path, shared_data, shared_models, signum, existing=b"previous result")
+    assert returncode == code, err
+    assert "Traceback" not in err
+    assert f"interrupted by {signal.Signals(signum).name}" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]  # no hidden .partial file
+    assert out.read_bytes() == b"previous result"  # the existing output is untouched
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_stop_signals_raise_keyboard_interrupt_with_the_exit_code(signum, code):
+    from streamrestore.stop_signals import stop_signals_interrupt
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    with pytest.raises(KeyboardInterrupt) as caught:
+        with stop_signals_interrupt() as stop:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler raises before this ends
+    assert getattr(caught.value, "exit_code", 130) == code and stop.signum == signum
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_sigterm_while_models_load_leaves_nothing(shared_data, shared_models, tmp_path):
+    returncode, err, out = _stop_mid_run(tmp_path, shared_data, shared_models, signal.SIGTERM, written=0,
+                                         existing=b"previous result")
+    assert returncode == 143, err
+    assert "Traceback" not in err and "interrupted by SIGTERM" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]
+    assert out.read_bytes() == b"previous result"
+
+
+@pytest.mark.parametrize("when", ["mid_run", "at_close"])
+def test_file_size_limit_is_one_line_and_leaves_nothing(run, shared_models, tmp_path, when):
+    """A write that fails (file-size limit here; disk full takes the same path) ends the run
+    with exit 2 and one line; no partial file, and the existing output is kept. The limit
+    hits while frames are muxed, or only when the file is finished (its last bytes)."""
+    import resource
+
+    import av
+    import numpy as np
+
+    src = tmp_path / "noise.mkv"
+    rng = np.random.default_rng(0)
+    with av.open(str(src), "w") as c:  # random pictures do not compress: ~1 MB of output
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 160, 120, "yuv420p"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (120, 160, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    options = ["--crf", "0", "--preset", "ultrafast"]
+    if when == "mid_run":
+        limit = 128 * 1024  # far below the output's size (~700 KB), far above anything else the run writes
+    else:
+        full = tmp_path / "full" / "out.mkv"
+        full.parent.mkdir()
+        assert run(src, "-o", full, *options)[0] == 0
+        limit = full.stat().st_size - 50
+        shutil.rmtree(full.parent)
+    out = tmp_path / "out.mkv"
+    out.write_bytes(b"previous result")
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamrestore.cli", str(src), "-o", str(out), "--force", *options, "--model", "identity", "--face-models", str(shared_models / "insightface"),
+         "--no-progress"],
+        capture_output=True, text=True, cwd=REPO, env=env, preexec_fn=limited, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    line = _one_error_line(proc.stderr)
+    assert "File too large" in line and "out.mkv" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.mkv", "out.mkv"]
+    assert out.read_bytes() == b"previous result"
+
+
+def test_damaged_input_is_restored_with_every_frame_and_one_warning(run, tmp_path):
+    from media_utils import read_video_timing
+
+    from test_video_io import _damage_packets
+
+    clean = tmp_path / "clean.mp4"
+    make_clip(clean, width=160, height=120, frames=40, options={"preset": "ultrafast", "g": "10"})
+    bad = tmp_path / "bad.mp4"
+    _damage_packets(clean, bad, [15, 26])
+    out = tmp_path / "out.mp4"
+    code, err = run(bad, "-o", out)
+    assert code == 0, err
+    assert read_video_timing(out)[0] == read_video_timing(clean)[0]
+    warnings = [line for line in err.splitlines() if "damaged data" in line]
+    assert len(warnings) == 1 and "2 frame(s)" in warnings[0], err

@@ -155,14 +155,15 @@ def test_latency_percentiles():
     assert LiveStats().percentile(50) is None
 
 
-def test_stop_on_signal_sets_flag_instead_of_exiting():
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_stop_on_signal_sets_flag_instead_of_exiting(signum):
     from streamrestore.live.session import _StopOnSignal
 
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(signum)
     with _StopOnSignal() as stop:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         assert stop.requested.wait(2)
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signum) is before
 
 
 def test_bad_sources_and_outputs(tmp_path):
@@ -190,6 +191,19 @@ def test_no_display_exit_2_and_one_line(monkeypatch, capsys, shared_data, shared
     err = capsys.readouterr().err
     assert code == 2
     assert "--no-window" in _one_error_line(err)
+
+
+def test_output_that_is_the_source_is_refused(capsys, shared_models, tmp_path):
+    from media_utils import make_clip
+
+    src = tmp_path / "talk.mp4"
+    make_clip(src, frames=4)
+    original = src.read_bytes()
+    (tmp_path / "link.mp4").symlink_to(src)
+    code = main(["live", "--source", str(src), "--no-window", "--output", str(tmp_path / "link.mp4"), "--force",
+                 *_model_args(shared_models)])
+    assert code == 2 and "is the input file" in _one_error_line(capsys.readouterr().err)
+    assert src.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ["link.mp4", "talk.mp4"]
 
 
 def test_webcam_example_with_a_file_source(monkeypatch, shared_data, shared_models, tmp_path, capsys):
@@ -372,6 +386,38 @@ def test_source_drop_is_reconnected_and_sigint_finishes_the_file(tmp_path, share
     blue = [m[2] > 150 and m[0] < 80 for m in means]
     assert any(red) and any(blue), "both senders must appear in the output"
     assert max(i for i, r in enumerate(red) if r) < min(i for i, b in enumerate(blue) if b)  # in order
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_stop_signal_finishes_the_live_output_file(tmp_path, shared_data, shared_models, signum):
+    """`timeout`, `docker stop`, systemd (SIGTERM) or a closed terminal (SIGHUP) end a live run
+    like q or Ctrl-C: the output file is finished and plays, exit code 0."""
+    out = tmp_path / "live.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrestore.cli", "live", "--source", str(shared_data / CLIP), "--loop",
+         "--no-window", "--output", str(out), *_model_args(shared_models)],
+        env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    lines: list = []
+    pump = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    pump.start()
+    try:
+        assert _wait_for(lines, "INFO: live:", 120), "".join(lines)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(  # frames flow: the first 32 KB reached the file
+                p.name.endswith(".partial.mp4") and p.stat().st_size >= 32 * 1024 for p in tmp_path.iterdir()):
+            time.sleep(0.1)
+        proc.send_signal(signum)
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    pump.join(5)
+    err = "".join(lines)
+    assert code == 0, err
+    assert f"{signal.Signals(signum).name} received" in err
+    with av.open(str(out)) as container:  # finished: it plays
+        assert sum(1 for _ in container.decode(video=0)) > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["live.mp4"]
 
 
 # --- preview window -------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import gc
+import os
 import queue
+import stat
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from streamrestore.errors import InputError, OutputError
+from streamrestore.video.writer import check_not_input
 from streamrestore.video import (
     EncoderSettings,
     VideoReader,
@@ -481,9 +484,11 @@ def test_truncated_mp4_without_index_is_an_input_error(tmp_path):
 def test_window_without_frames_is_an_input_error(tmp_path):
     src = tmp_path / "short.mp4"
     make_clip(src, frames=10, fps=25)  # 0.4 s
-    with VideoReader(src, start=5.0) as reader:
-        with pytest.raises(InputError, match="no video frame .* between start=5.0"):
-            list(reader.frames())
+    # A start past the end fails when the reader opens (before a caller loads any model).
+    with pytest.raises(InputError, match="no video frame .* between start=5.0"):
+        VideoReader(src, start=5.0)
+    with pytest.raises(InputError, match="between start=0.21 and end=0.23"):
+        VideoReader(src, start=0.21, end=0.23)  # frames at 0.20 and 0.24, none between
 
 
 def test_writer_with_no_frames_creates_nothing(tmp_path):
@@ -542,3 +547,103 @@ def test_reader_validates_window(tmp_path):
         list(reader.frames())
         with pytest.raises(RuntimeError):
             list(reader.frames())
+
+
+# -- issue 13: damaged data, output that is the input, file mode ---------------------------------
+
+
+def _damage_packets(src: Path, dst: Path, indices) -> list[int]:
+    """Copy ``src`` to ``dst`` with the payload of the video packets at ``indices`` (decode
+    order) overwritten by 0xFF bytes: the container still lists every packet, the decoder
+    cannot rebuild those frames. Returns the presentation times (pts) of all packets."""
+    with av.open(str(src)) as c:
+        packets = [(p.pts, p.pos, p.size) for p in c.demux(video=0) if p.size]
+    data = bytearray(src.read_bytes())
+    for i in indices:
+        _, pos, size = packets[i]
+        assert pos > 0 and size > 8
+        data[pos : pos + size] = b"\xff" * size  # H.264 in MP4: NAL length 0xFFFFFFFF, invalid
+    dst.write_bytes(bytes(data))
+    return sorted(p[0] for p in packets)
+
+
+def test_damaged_packets_mid_file_keep_every_frame_and_timestamp(tmp_path):
+    clean = tmp_path / "clean.mp4"
+    make_clip(clean, width=160, height=120, frames=60, audio="aac",
+              options={"preset": "ultrafast", "crf": "20", "g": "10"})
+    bad = tmp_path / "bad.mp4"
+    pts = _damage_packets(clean, bad, [25, 37])  # two P-frames in the middle (keyframes 0, 10, 20, ...)
+    with VideoReader(clean) as reader:
+        clean_pts = [f.pts for f in reader.frames()]
+    assert clean_pts == pts
+
+    with VideoReader(bad) as reader:
+        frames = list(reader.frames())
+    assert [f.pts for f in frames] == clean_pts  # same count, same timestamps
+    assert reader.frames_decoded == 60
+    assert len(reader.problems) == 1  # one warning, with the count
+    assert reader.problems[0].startswith("damaged data in the file: 2 frame(s) affected")
+    # The lost frames repeat the frame before them (pixels), at their own time.
+    by_pts = {f.pts: i for i, f in enumerate(frames)}
+    for lost in (pts[25], pts[37]):
+        i = by_pts[lost]
+        assert np.array_equal(frames[i].to_ndarray(), frames[i - 1].to_ndarray())
+        assert frames[i].duration == frames[i - 1].duration
+
+    # Through the writer, the output has the clean file's timing and all of its audio.
+    dst = tmp_path / "out.mp4"
+    passthrough(bad, dst)
+    assert read_video_timing(dst) == read_video_timing(clean)
+    assert read_audio_packets(dst) == read_audio_packets(clean)
+
+
+def test_damaged_packets_with_a_window(tmp_path):
+    clean = tmp_path / "clean.mp4"
+    make_clip(clean, frames=50, options={"preset": "ultrafast", "g": "10"})
+    bad = tmp_path / "bad.mp4"
+    pts = _damage_packets(clean, bad, [24])
+    with VideoReader(bad, start=0.6, end=1.6) as reader:  # frames 15 .. 39 at 25 fps
+        got = [f.pts for f in reader.frames()]
+    assert got == pts[15:40]
+    assert reader.problems == ["damaged data in the file: 1 frame(s) affected "
+                               "(1 could not be decoded and repeat the frame before); timestamps are kept"]
+
+
+@pytest.mark.parametrize("spelling", ["same", "relative", "dotdot", "symlink", "hardlink"])
+def test_output_that_is_the_input_is_refused_even_with_force(tmp_path, monkeypatch, spelling):
+    src = _small_source(tmp_path)
+    original = src.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    dst = {
+        "same": src,
+        "relative": Path("src.mp4"),
+        "dotdot": Path("sub/../src.mp4"),
+        "symlink": tmp_path / "link.mp4",
+        "hardlink": tmp_path / "hard.mp4",
+    }[spelling]
+    if spelling == "symlink":
+        dst.symlink_to(src)
+    if spelling == "hardlink":
+        os.link(src, dst)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(OutputError, match="is the input file") as err:
+        VideoWriter(dst, probe(src), FAST, audio_from=src, force=True)
+    assert "\n" not in str(err.value)
+    with pytest.raises(OutputError, match="is the input file"):
+        check_not_input(src, dst)
+    assert src.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temp file either
+    check_not_input(src, tmp_path / "other.mp4")  # a new file is fine
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_output_file_mode_follows_the_umask(tmp_path, umask, mode):
+    src = _small_source(tmp_path)
+    dst = tmp_path / "out.mp4"
+    previous = os.umask(umask)
+    try:
+        passthrough(src, dst)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(dst.stat().st_mode) == mode

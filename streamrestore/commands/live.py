@@ -5,8 +5,9 @@ stream with low latency; watch it in a window and/or send it to a file or URL.
     streamrestore live --refs me/ --source talk.mp4 --output out.mp4
     streamrestore live --refs me/ --source rtsp://cam.local/stream --no-window --output udp://127.0.0.1:5000
 
-Window keys: q quit, r toggle restoration, s save a snapshot PNG, space pause. SIGINT (Ctrl-C) and
-SIGTERM stop the run cleanly: outputs are finished (files play) and the exit code is 0.
+Window keys: q quit, r toggle restoration, s save a snapshot PNG, space pause. SIGINT (Ctrl-C),
+SIGTERM and SIGHUP stop the run cleanly: outputs are finished (files play) and the exit code is 0.
+(Before the first frame, while models load, they stop it as they stop the main command.)
 """
 from __future__ import annotations
 
@@ -74,19 +75,26 @@ def main(argv: list[str]) -> int:
     if not Path(args.snapshots).is_dir():
         raise UserError(f"--snapshots folder {args.snapshots} does not exist; create it first")
 
+    from streamrestore.api import check_model_options, check_references
     from streamrestore.live.preview import check_display
-    from streamrestore.live.sinks import check_output
+    from streamrestore.live.sinks import check_output, is_url
+    from streamrestore.video.writer import check_not_input
 
-    # Cheap checks first: a missing display or an unwritable output fails before models load.
+    # Cheap checks first: a missing display, an unwritable output, a device that is not there or
+    # an unusable reference folder fails before the source opens and models load.
     if not args.no_window:
         check_display()
     for spec in args.output:
         check_output(spec, force=args.force)
+        if not is_url(spec) and not is_url(args.source):
+            check_not_input(args.source, spec)  # even with --force: never overwrite the source
+    check_model_options(args.model, device=args.device, fast_vae=args.fast_vae)
+    check_references(args.refs)
 
     from streamrestore.api import build_face_restorer
     from streamrestore.cli import restorer_from_args
     from streamrestore.live.session import LiveConfig, LiveSession
-    from streamrestore.live.sinks import is_url, open_sink
+    from streamrestore.live.sinks import open_sink
     from streamrestore.live.sources import ReconnectPolicy, open_source
     from streamrestore.pipeline import PipelineConfig
 

@@ -20,7 +20,8 @@ from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
 from streamrestore.types import Face
 
-__all__ = ["IMAGE_SUFFIXES", "parse_reference_specs", "load_reference_sets", "list_reference_images"]
+__all__ = ["IMAGE_SUFFIXES", "parse_reference_specs", "check_reference_specs", "load_reference_sets",
+           "list_reference_images"]
 
 logger = logging.getLogger("streamrestore")
 
@@ -60,10 +61,18 @@ def parse_reference_specs(specs: Sequence[str]) -> list[tuple[str, Path]]:
     return parsed
 
 
-def list_reference_images(path: Path) -> list[Path]:
+def check_reference_specs(specs: Sequence[str]) -> None:
+    """Raises :class:`ReferencesError` for specs that cannot work, without reading any photo:
+    a name given twice, a folder that is missing or has no image files. Cheap enough to run
+    before any model is loaded."""
+    for _name, path in parse_reference_specs(specs):
+        list_reference_images(path, warn=False)
+
+
+def list_reference_images(path: Path, *, warn: bool = True) -> list[Path]:
     """The photos of one reference folder (or the single photo ``path``), sorted by name.
 
-    Non-image files are skipped with a warning; hidden files silently.
+    Non-image files are skipped with a warning (``warn=False``: silently); hidden files silently.
     """
     if not path.exists():
         raise ReferencesError(f"reference folder {path} does not exist")
@@ -79,7 +88,7 @@ def list_reference_images(path: Path) -> list[Path]:
             continue
         if entry.suffix.lower() in IMAGE_SUFFIXES:
             images.append(entry)
-        else:
+        elif warn:
             logger.warning("reference folder %s: skipping %s (not an image file)", path, entry.name)
     if not images:
         raise ReferencesError(

@@ -30,7 +30,7 @@ class LiveConfig:
     Args:
         window: show the preview window (default True).
         max_frames: stop after this many frames were output (default None: until the source
-            ends, ``q``, or SIGINT/SIGTERM).
+            ends, ``q``, or SIGINT/SIGTERM/SIGHUP).
         max_width: preview width limit for both panes together (default 1600 pixels).
         snapshot_dir: where the ``s`` key saves PNGs (default: the current folder).
         warm_up: run the detector and restorer once on blank input before the first frame
@@ -110,7 +110,7 @@ class _Meter:
 
 
 class _StopOnSignal:
-    """SIGINT/SIGTERM set a flag instead of killing the run, so outputs are finalised.
+    """SIGINT/SIGTERM/SIGHUP set a flag instead of killing the run, so outputs are finalised.
 
     A second SIGINT while stopping raises KeyboardInterrupt as usual (an escape hatch if
     finalising hangs). Only the main thread may install handlers; elsewhere this does nothing.
@@ -122,8 +122,9 @@ class _StopOnSignal:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._saved[sig] = signal.signal(sig, self._handle)
+            for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+                if sig is not None:
+                    self._saved[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, _frame):
@@ -176,10 +177,14 @@ class LiveSession:
         self._stop.set()
 
     def run(self) -> LiveStats:
-        """Runs until the source ends, ``max_frames``, ``q``, or SIGINT/SIGTERM; then closes the
+        """Runs until the source ends, ``max_frames``, ``q``, or SIGINT/SIGTERM/SIGHUP; then closes the
         outputs (files are finalised and playable) and returns the statistics."""
         if self.config.warm_up:
-            warm_up(self.face_restorer, self.source.width, self.source.height)
+            try:
+                warm_up(self.face_restorer, self.source.width, self.source.height)
+            except BaseException:  # e.g. stopped while warming up: no output is left half-made
+                self._close_outputs(False)
+                raise
         grabber = LatestFrame(self.source)
         meter = _Meter()
         ok = False

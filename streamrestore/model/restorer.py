@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamrestore.errors import DeviceError
 from streamrestore.model.attention import (
     LayerReferences,
     ReferenceBatch,
@@ -280,9 +281,20 @@ class RestorerCore(nn.Module):
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU. A CUDA device that is not there raises
+    :class:`~streamrestore.errors.DeviceError` (one line) instead of failing deep in torch."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device}: no CUDA device is visible; use cpu or auto")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return chosen
 
 
 class InstantRestorer:

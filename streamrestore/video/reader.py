@@ -6,10 +6,14 @@ never pass through numpy. :func:`probe` describes a file without reading it thro
 
 Inputs that cannot be used raise :class:`~streamrestore.errors.InputError` with one line saying
 what is wrong; a file that stops early (truncated download, interrupted recording) is read as
-far as it decodes and the loss is described in :attr:`VideoReader.problems`.
+far as it decodes and the loss is described in :attr:`VideoReader.problems`. Damaged data in
+the middle of a file does not stop decoding: a frame the decoder cannot rebuild is replaced by
+the frame before it, at its own timestamp, so the frames and their timing stay those of the
+file's packets; how many frames were affected is one line in ``problems``.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import os
@@ -214,6 +218,21 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     )
 
 
+def _repeat_frame(frame: av.VideoFrame, pts: int, duration: int) -> av.VideoFrame:
+    """A copy of ``frame`` (pixels, colour tags) shown at ``pts`` for ``duration``."""
+    copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    for src, dst in zip(frame.planes, copy.planes):
+        a = np.frombuffer(src, np.uint8).reshape(-1, src.line_size)
+        b = np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)
+        rows, width = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+        b[:rows, :width] = a[:rows, :width]
+    copy.pts, copy.time_base = pts, frame.time_base
+    copy.duration = duration or frame.duration
+    copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
+    copy.color_primaries, copy.color_trc = frame.color_primaries, frame.color_trc
+    return copy
+
+
 class VideoReader:
     """Decode one video stream of a file, in presentation order.
 
@@ -252,6 +271,7 @@ class VideoReader:
         self.end = end
         self.frames_decoded = 0
         self.problems: list[str] = []
+        self._damaged_packets = 0
         self._last_time: float | None = None
         self._iterated = False
         self._container = _open_input(self.path)
@@ -265,13 +285,17 @@ class VideoReader:
                 self._seek(self._origin + start)
             self._decoded = self._decode()
             # The first frame carries rotation and colour tags; keep it to yield later.
-            self._first = next(self._decoded, None)
+            self._first = next(self._decoded, None)  # (frame, repeated)
             if self._first is None:
                 raise InputError(
                     f"no video frame in {self.path} could be decoded; the file is damaged "
                     "or the video stream is empty"
                 )
-            self.info = _describe(self.path, self._container, self._stream, self._first)
+            self.info = _describe(self.path, self._container, self._stream, self._first[0])
+            if start:
+                # Decode up to the window now (from the keyframe before it, as frames() would),
+                # so a start past the end fails here, before the caller loads anything.
+                self._skip_to_window()
         except BaseException:
             self._container.close()
             raise
@@ -285,19 +309,45 @@ class VideoReader:
             # Unseekable input (pipes, some ts): decode from the start and skip instead.
             logger.warning("cannot seek in %s (%s); decoding from the start", self.path, exc)
 
-    def _decode(self) -> Iterator[av.VideoFrame]:
-        """Every frame the decoder gives, including the ones it holds until flushed."""
+    def _skip_to_window(self) -> None:
+        """Make ``_first`` the first frame at or after ``start``; InputError if there is none."""
+        eps = float(self._stream.time_base) / 2
+        first = self._origin + self.start - eps
+        item = self._first
+        while item is not None and item[0].time is not None and item[0].time < first:
+            item = next(self._decoded, None)
+        if item is None or (
+            self.end is not None and item[0].time is not None and item[0].time >= self._origin + self.end - eps
+        ):
+            raise InputError(self._empty_window_message())
+        self._first = item
+
+    def _empty_window_message(self) -> str:
+        length = f"{self.info.duration:.2f} s" if self.info.duration else "unknown length"
+        return (
+            f"no video frame of {self.path} lies between start={self.start} and "
+            f"end={self.end} s (the video is {length}); choose a window inside it"
+        )
+
+    def _packets(self) -> Iterator[av.Packet]:
+        """The video packets, ending with the empty packet that drains the decoder."""
+        return self._container.demux(self._stream)
+
+    def _decode_packets(self, expected: list) -> Iterator[av.VideoFrame]:
+        """Every frame the decoder gives, including the ones it holds until flushed. The pts of
+        each packet that should become a frame is pushed onto the heap ``expected``."""
         stream = self._stream
-        corrupt = 0
         try:
-            for packet in self._container.demux(stream):
+            for packet in self._packets():
+                if packet.size and packet.pts is not None and not packet.is_discard:
+                    heapq.heappush(expected, (packet.pts, packet.duration or 0))
                 if packet.is_corrupt:
-                    corrupt += 1
+                    self._damaged_packets += 1
                 try:
                     # PyAV ends demuxing with an empty packet, which drains the decoder.
                     yield from packet.decode()
                 except (av.error.InvalidDataError, av.error.PatchWelcomeError) as exc:
-                    corrupt += 1
+                    self._damaged_packets += 1
                     logger.debug("skipping undecodable packet in %s: %s", self.path, exc)
         except (av.error.FFmpegError, OSError) as exc:
             # Demuxing broke off (cut file, read error): keep what decoded, report it.
@@ -306,11 +356,54 @@ class VideoReader:
                 yield from stream.decode(None)
             except (av.error.FFmpegError, EOFError):
                 pass
-        if corrupt:
-            self.problems.append(f"{corrupt} damaged packet(s) skipped")
+
+    def _decode(self) -> Iterator[tuple[av.VideoFrame, bool]]:
+        """(frame, repeated) for each decoded frame, and for each frame the decoder lost to
+        damaged data a copy of the frame before it at the lost packet's timestamp (repeated).
+
+        A packet whose pts lies before the frame the decoder outputs now will never become a
+        frame (frames come out in presentation order), so its place is filled there. Frames
+        lost before the first decoded one are not made up (there is no frame to repeat).
+        """
+        expected: list = []  # heap of (pts, duration) of packets not yet matched by a frame
+        last = None
+        for frame in self._decode_packets(expected):
+            pts = frame.pts
+            if pts is not None:
+                while expected and expected[0][0] < pts:
+                    lost, duration = heapq.heappop(expected)
+                    if last is not None and last.pts is not None and lost > last.pts:
+                        last = _repeat_frame(last, lost, duration)
+                        yield last, True
+                if expected and expected[0][0] == pts:
+                    heapq.heappop(expected)
+            last = frame
+            yield frame, False
+        # Packets after the last frame that never decoded (damaged data at the very end).
+        while expected and last is not None and last.pts is not None:
+            lost, duration = heapq.heappop(expected)
+            if lost > last.pts:
+                last = _repeat_frame(last, lost, duration)
+                yield last, True
+
+    def _report_damage(self, repeated: int, corrupt: int) -> None:
+        """One line in ``problems`` for all the damaged data met in the window read."""
+        if repeated or corrupt:
+            parts = []
+            if repeated:
+                parts.append(f"{repeated} could not be decoded and repeat the frame before")
+            if corrupt:
+                parts.append(f"{corrupt} decoded with errors and pass through as they are")
+            self.problems.append(
+                f"damaged data in the file: {repeated + corrupt} frame(s) affected "
+                f"({'; '.join(parts)}); timestamps are kept"
+            )
+        elif self._damaged_packets:
+            self.problems.append(f"damaged data in the file: {self._damaged_packets} packet(s) could not be decoded")
 
     def frames(self) -> Iterator[av.VideoFrame]:
-        """Decoded frames in presentation order, within [start, end)."""
+        """Decoded frames in presentation order, within [start, end). A frame lost to damaged
+        data comes as a copy of the frame before it, at its own timestamp (see the module)."""
         if self._iterated:
             raise RuntimeError("VideoReader.frames() can only be iterated once")
         self._iterated = True
@@ -321,12 +414,13 @@ class VideoReader:
         reached_end = True
         pending = [self._first] if self._first is not None else []
         self._first = None
+        repeated = corrupt = 0
 
         def all_frames():
             yield from pending
             yield from self._decoded
 
-        for frame in all_frames():
+        for frame, is_repeat in all_frames():
             t = frame.time
             if t is not None:
                 if first is not None and t < first:
@@ -336,15 +430,14 @@ class VideoReader:
                     break
                 self._last_time = t + float((frame.duration or 0) * frame.time_base)
             self.frames_decoded += 1
+            repeated += is_repeat
+            corrupt += frame.is_corrupt and not is_repeat
             yield frame
+        self._report_damage(repeated, corrupt)
         if reached_end:
             self._check_complete()
         if self.frames_decoded == 0 and (self.start is not None or self.end is not None):
-            length = f"{self.info.duration:.2f} s" if self.info.duration else "unknown length"
-            raise InputError(
-                f"no video frame of {self.path} lies between start={self.start} and "
-                f"end={self.end} s (the video is {length}); choose a window inside it"
-            )
+            raise InputError(self._empty_window_message())
 
     def _check_complete(self) -> None:
         """Note in ``problems`` if the stream ended well before its declared duration."""
@@ -364,8 +457,7 @@ class VideoReader:
                 f"input is truncated: decoding stopped at {self._last_time:.1f} s "
                 f"(frame {self.frames_decoded}) of {expected:.1f} s",
             )
-        for problem in self.problems:
-            logger.warning("%s: %s", self.path, problem)
+        # Not logged here: the callers report ``problems`` once (the run summary, live's exit).
 
     def close(self) -> None:
         self._container.close()

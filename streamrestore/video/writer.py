@@ -16,9 +16,10 @@ everything later by the audio's priming delay when that starts before 0).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -164,6 +165,38 @@ def default_output_path(src: str | os.PathLike) -> Path:
     return src.with_name(f"{src.stem if src.suffix else src.name}.restored{suffix}")
 
 
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` are one file on disk, however spelled (relative path, ``..``,
+    symlink, hard link: same device and inode). False when either does not exist."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """OutputError when the output ``dst`` is the input ``src`` itself: replacing it would
+    destroy the original video, so this is refused even with ``force``."""
+    if _same_file(src, dst):
+        raise OutputError(
+            f"output {dst} is the input file {src}; writing it would destroy the original, "
+            "so choose another output name"
+        )
+
+
+# What a failed write says when the disk or a limit is the cause (not the codec or container).
+_SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
+
+
+def _write_failed(dst: Path, exc: BaseException) -> OutputError:
+    """One-line OutputError for an encoder/muxer/file-system failure while writing ``dst``."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    hint = ""
+    if getattr(exc, "errno", None) in _SPACE_ERRNOS:
+        hint = "; free some space (or raise the file-size limit) or write to another disk"
+    return OutputError(f"writing {dst} failed: {reason}{hint}; nothing was written")
+
+
 def _output_pix_fmt(codec: str, info: VideoInfo) -> str:
     """Pixel format that keeps the source's depth and, for odd sizes, every pixel exact."""
     supported = {f.name for f in (av.Codec(codec, "w").video_formats or ())}
@@ -236,6 +269,8 @@ class VideoWriter:
         self._offset_s: Fraction = Fraction(0)
         self._durations: dict[int, int] = {}  # output pts -> duration, until its packet is muxed
         self._check_destination(force)
+        if audio_from is not None:
+            check_not_input(audio_from, self.dst)
         self._codec = self.settings.codec_for(self.dst)
         if self.dst.suffix.lower() == ".webm" and self._codec not in _WEBM_VIDEO:
             raise OutputError(
@@ -267,19 +302,26 @@ class VideoWriter:
             raise OutputError(f"output folder {folder} does not exist; create it first")
 
     def _make_temp(self) -> Path:
-        """Hidden temp file beside dst (same filesystem, so the final rename is atomic)."""
-        try:
-            fd, name = tempfile.mkstemp(
-                prefix=f".{self.dst.stem}.", suffix=f".partial{self.dst.suffix}",
-                dir=self.dst.parent,
-            )
-        except OSError as exc:
-            raise OutputError(
-                f"cannot write to output folder {self.dst.parent} "
-                f"({exc.strerror or exc}); choose a folder you can write to"
-            ) from None
-        os.close(fd)
-        return Path(name)
+        """Hidden temp file beside dst (same filesystem, so the final rename is atomic).
+
+        Created with mode 0666 less the umask, as any file a tool writes (mkstemp's 0600
+        would survive the rename and hide the result from other users and services).
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        for _ in range(100):
+            name = self.dst.parent / f".{self.dst.stem}.{secrets.token_hex(4)}.partial{self.dst.suffix}"
+            try:
+                fd = os.open(name, flags, 0o666)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot write to output folder {self.dst.parent} "
+                    f"({exc.strerror or exc}); choose a folder you can write to"
+                ) from None
+            os.close(fd)
+            return name
+        raise OutputError(f"cannot create a temporary file in {self.dst.parent}")  # pragma: no cover
 
     def _open(self, audio_from) -> None:
         info = self.info
@@ -352,6 +394,8 @@ class VideoWriter:
             # hold fails here rather than after the first frames were restored.
             out.start_encoding()
         except av.error.FFmpegError as exc:
+            if getattr(exc, "errno", None) in _SPACE_ERRNOS:
+                raise _write_failed(self.dst, exc) from None
             what = f"{self._codec} video" + (" and the input's audio" if self._audio_map else "")
             raise OutputError(
                 f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}); "
@@ -425,7 +469,11 @@ class VideoWriter:
                     "write frames in presentation order"
                 )
             self._last_interval = interval
-            self._encode(pending, None if pending.duration else interval)
+            try:
+                self._encode(pending, None if pending.duration else interval)
+            except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, ...
+                self.abort()
+                raise _write_failed(self.dst, exc) from None
         self._pending = frame
 
     def _encode(self, frame: av.VideoFrame, duration: int | None) -> None:
@@ -493,9 +541,9 @@ class VideoWriter:
                 self._audio_in = None
             os.replace(self._temp, self.dst)
             self._temp = None
-        except OSError as exc:  # disk full, folder removed, ...
+        except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, folder removed, ...
             self.abort()
-            raise OutputError(f"writing {self.dst} failed: {exc.strerror or exc}") from None
+            raise _write_failed(self.dst, exc) from None
         except BaseException:
             self.abort()
             raise

@@ -1,0 +1,78 @@
+"""Stop signals (SIGTERM from ``timeout``, ``docker stop`` and systemd; SIGHUP when the terminal
+goes away) handled like Ctrl-C: they raise :class:`Interrupted`, a ``KeyboardInterrupt``, so
+every clean-up that runs after Ctrl-C runs after them too (the output's temporary file is
+removed, an existing output is left as it was). The exit code is the shell's convention,
+128 + the signal number: 143 for SIGTERM, 129 for SIGHUP (Ctrl-C stays 130).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+#: The signals turned into :class:`Interrupted` (SIGINT already is a KeyboardInterrupt).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived; ``exit_code`` is 128 + its number."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + self.signum
+        super().__init__(self.signal_name)
+
+
+class StopState:
+    """What :func:`stop_signals_interrupt` saw: ``signum`` of the stop signal, None if none came.
+
+    Code that catches everything (some imports do, e.g. a native library initialising) can turn
+    the :class:`Interrupted` raised inside it into another exception; :meth:`interrupted` gives
+    it back as it was meant.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def interrupted(self) -> KeyboardInterrupt | None:
+        if self.signum is None:
+            return None
+        return KeyboardInterrupt() if self.signum == signal.SIGINT else Interrupted(self.signum)
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[StopState]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread;
+    Ctrl-C raises KeyboardInterrupt as always, and is noted in the state like them.
+
+    After the first one, further stop signals are ignored until the block ends, so a second
+    ``kill`` cannot cut the clean-up short (SIGKILL still ends the process). Handlers are
+    installed only from the main thread (Python allows no other) and restored on exit.
+    """
+    state = StopState()
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    saved = {}
+
+    def handler(signum, _frame):
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        state.signum = signum
+        raise Interrupted(signum)
+
+    def on_ctrl_c(signum, frame):
+        state.signum = signum  # noted, then Python's own behaviour (a second Ctrl-C works too)
+        signal.default_int_handler(signum, frame)
+
+    try:
+        for sig in STOP_SIGNALS:
+            saved[sig] = signal.signal(sig, handler)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            saved[signal.SIGINT] = signal.signal(signal.SIGINT, on_ctrl_c)
+        yield state
+    finally:
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
