@@ -304,8 +304,23 @@ class GroundTruthFaces:
     def scrfd(cls, models_dir: str | Path, judge: FaceJudge, **kwargs) -> "GroundTruthFaces":
         from streamrestore.faces.detect import ScrfdDetector  # noqa: PLC0415
 
-        detector = ScrfdDetector(Path(models_dir) / "scrfd/det_2.5g.onnx", det_size=640, threshold=0.4,
-                                 providers=["CPUExecutionProvider"])
+        class SquareInputScrfd(ScrfdDetector):
+            """The measuring definition: insightface's own resize into a square 640x640
+            letterboxed input. The pipeline's detector fits its input to the frame's aspect and
+            rounds the size differently: landmarks of a 1200x626 photo moved by 1.3-1.6 px and
+            its identity by 0.006-0.008, enough to blur a comparison with the shared tools."""
+
+            def detect(self, image: np.ndarray) -> list:
+                from streamrestore.types import Face  # noqa: PLC0415
+
+                boxes, kpss = self._model.detect(np.ascontiguousarray(image[:, :, ::-1]),
+                                                 input_size=(self.det_size, self.det_size))
+                faces = [Face(box=boxes[i, :4].astype(np.float32), kps=kpss[i].astype(np.float32),
+                              score=float(boxes[i, 4])) for i in range(boxes.shape[0])]
+                return sorted(faces, key=lambda face: -face.score)
+
+        detector = SquareInputScrfd(Path(models_dir) / "scrfd/det_2.5g.onnx", det_size=640, threshold=0.4,
+                                    providers=["CPUExecutionProvider"])
         return cls(detector, judge, **kwargs)
 
     def largest(self, rgb: np.ndarray):
