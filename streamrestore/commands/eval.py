@@ -1,6 +1,17 @@
-"""``streamrestore eval``: measure a restorer the way the InstantRestore paper does.
+"""``streamrestore eval``: measure a restorer the way the InstantRestore paper does, or on a video
+against its clean original.
 
     streamrestore eval --data ../shared/data/instantrestore --model lite --json eval.json
+    streamrestore eval --video CLEAN.mp4 [--degrade PRESET | --degraded FILE] [--refs DIR] [--model M]
+                       [--json PATH] [--max-frames N] [--every K]
+
+With ``--video`` the clean clip is degraded (``--degrade``, default ``default``) or an already
+degraded copy is taken (``--degraded``), restored by the whole pipeline with and without the
+references and measured against the clean clip: face-region PSNR/SSIM, paddle identity to the
+ground truth and to the references, E_warp flicker; the clean clip restored as is is measured
+too. The table goes to stdout; ``--json PATH`` writes ``{"rows": [{"method", "psnr", "ssim",
+"id_gt", "id_refs", "id_std", "ewarp", "ewarp_face", "frames", "pairs"}], ...}``. What each value
+means: :mod:`streamrestore.eval.video`.
 
 Writes ``<out>/eval.md`` (averaged and per-image tables) and ``<out>/grid.png`` (degraded |
 no refs | refs | ground truth), prints the averaged table, and with ``--json PATH`` writes
@@ -36,12 +47,17 @@ def default_models_dir() -> Path | None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="streamrestore eval",
-        description="Evaluate a face restorer on aligned test cases: PSNR, SSIM, identity similarity "
-                    "(MobileFaceNet, paddle MobileFaceNet = the judge, dlib) and landmark distance.",
+        description="Evaluate a face restorer on aligned test cases (--data): PSNR, SSIM, identity similarity "
+                    "(MobileFaceNet, paddle MobileFaceNet = the judge, dlib) and landmark distance; or on a "
+                    "video against its clean original (--video): face PSNR/SSIM, identity to the ground truth "
+                    "and the references, E_warp flicker.",
     )
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="InstantRestore test layout (<id>/degraded.png, gt.png, conditioning/), clean identity "
-                        "folders (<id>/*.jpg), or a packed .npz dataset")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--data", metavar="DIR",
+                      help="InstantRestore test layout (<id>/degraded.png, gt.png, conditioning/), clean identity "
+                           "folders (<id>/*.jpg), or a packed .npz dataset")
+    what.add_argument("--video", metavar="CLEAN",
+                      help="a clean clip: the ground truth of a video evaluation (see the video options below)")
     p.add_argument("--model", default="lite", help="lite (default), identity, instantrestore, or a model file")
     p.add_argument("--json", metavar="PATH", help="also write the averaged table as JSON")
     p.add_argument("--out", metavar="DIR", help="folder for eval.md and grid.png (default ./eval_<data>_<model>)")
@@ -60,11 +76,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split (as in training)")
     p.add_argument("--no-dlib", action="store_true", help="skip the dlib judge (slowest)")
     p.add_argument("-v", "--verbose", action="store_true")
+    v = p.add_argument_group("video evaluation (--video)")
+    degraded = v.add_mutually_exclusive_group()
+    degraded.add_argument("--degrade", metavar="PRESET",
+                          help="degrade the clean clip with this preset: default (blur 1.2, x4 down, crf 32, "
+                               "bicubic up, crf 16), mild, severe")
+    degraded.add_argument("--degraded", metavar="FILE", help="an already degraded copy of the clean clip, frame for frame")
+    v.add_argument("--refs", metavar="DIR",
+                   help="reference photos of the person (without: only model_norefs is run, no identity to refs)")
+    v.add_argument("--max-frames", type=int, metavar="N", help="measure only the first N frames")
+    v.add_argument("--every", type=int, default=1, metavar="K",
+                   help="face metrics on every K-th frame (default 1; E_warp always uses every frame pair)")
+    v.add_argument("--save", metavar="DIR",
+                   help="keep the degraded copy and every measured stream (lossless <row>.mkv) in DIR")
+    v.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt"])
+    v.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
+                   help="the pipeline's face detector (the measured faces always come from SCRFD-2.5G on the "
+                        "clean frames)")
+    v.add_argument("--face-models", metavar="DIR",
+                   help="the pipeline's insightface model pack (default: MODELS/insightface when it exists)")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.video:
+        return video_main(args)
+    for name in ("degrade", "degraded", "refs", "max_frames", "save", "face_models"):
+        if getattr(args, name) is not None:
+            raise InputError(f"--{name.replace('_', '-')} is a --video option; use it with --video CLEAN.mp4")
     from streamrestore.api import load_restorer
     from streamrestore.eval.judges import load_judges, load_landmark_detector
     from streamrestore.eval.report import format_table, markdown_report, write_grid, write_json
@@ -130,4 +170,94 @@ def main(argv: list[str]) -> int:
     print(format_table(result.rows, extra=("n", "lmd_missed")))
     print(f"wrote {out / 'eval.md'}" + (f", {out / grid_name}" if grid_name else "")
           + (f", {args.json}" if args.json else ""), file=sys.stderr)
+    return 0
+
+
+def video_main(args: argparse.Namespace) -> int:
+    """``eval --video``: degrade (or take the degraded copy), restore every way, measure, report."""
+    import json
+    import tempfile
+
+    from streamrestore.api import build_face_restorer, load_restorer
+    from streamrestore.eval.video import (
+        CLEAN_METHODS,
+        DEFAULT_METHODS,
+        VIDEO_PRESETS,
+        FaceJudge,
+        GroundTruthFaces,
+        degrade_video,
+        evaluate_video,
+        format_video_table,
+        json_ready,
+        read_reference_photos,
+        reference_embedding,
+    )
+
+    clean = Path(args.video)
+    if not clean.is_file():
+        raise InputError(f"clean video {clean} does not exist")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.every < 1:
+        raise InputError(f"--every must be at least 1, got {args.every}")
+    preset = args.degrade or ("default" if args.degraded is None else None)
+    if preset is not None and preset not in VIDEO_PRESETS:
+        raise InputError(f"unknown --degrade {preset!r}; choose one of {', '.join(VIDEO_PRESETS)}")
+    if args.degraded is not None and not Path(args.degraded).is_file():
+        raise InputError(f"degraded video {args.degraded} does not exist")
+    models_dir = Path(args.models) if args.models else default_models_dir()
+    if models_dir is None or not (models_dir / "recog").is_dir() or not (models_dir / "scrfd").is_dir():
+        where = models_dir or "$STREAMRESTORE_SHARED/models or ../shared/models"
+        raise ModelError(f"evaluation models not found in {where}; pass --models DIR (the folder with recog/ and scrfd/)")
+    face_models = args.face_models
+    if face_models is None and (models_dir / "insightface").is_dir():
+        face_models = str(models_dir / "insightface")
+    methods = list(DEFAULT_METHODS + CLEAN_METHODS)
+    if args.refs is None:
+        log.warning("no --refs: only model_norefs is run and identity to the references is not measured")
+        methods = [m for m in methods if not m.refs]
+
+    started = time.perf_counter()
+    judge = FaceJudge.paddle(models_dir)
+    faces = GroundTruthFaces.scrfd(models_dir, judge)
+    ref_embedding = None
+    if args.refs is not None:
+        ref_embedding = reference_embedding(read_reference_photos(args.refs), faces)
+        if ref_embedding is None:
+            log.warning("no face found in the photos of %s: identity to the references is not measured", args.refs)
+    restorer = load_restorer(args.model, device=args.device, backend=args.backend)
+
+    def make_face_restorer(method, fps):
+        options = dict(refs=[args.refs] if method.refs else [], model=restorer, device=args.device,
+                       detector=args.detector, face_models=face_models, fps=fps, backend=args.backend)
+        options.update(method.options)
+        return build_face_restorer(**options)
+
+    with tempfile.TemporaryDirectory(prefix="streamrestore-eval-") as tmp:
+        save = Path(args.save) if args.save else None
+        if args.degraded is not None:
+            degraded = Path(args.degraded)
+        else:
+            degraded = (save or Path(tmp)) / "degraded.mp4"
+            count = degrade_video(clean, degraded, preset, max_frames=args.max_frames)
+            log.info("degraded %d frames of %s with preset %s", count, clean, preset)
+        rows = evaluate_video(clean, degraded, make_face_restorer=make_face_restorer, faces=faces,
+                              ref_embedding=ref_embedding, methods=methods, max_frames=args.max_frames,
+                              every=args.every, save_dir=save)
+    seconds = time.perf_counter() - started
+    if faces.padded:
+        log.info("%d clean frame(s) had their face found only in the padded frame (face fills the frame)",
+                 faces.padded)
+    print(format_video_table(rows))
+    if args.json:
+        facts = {
+            "video": str(clean), "degraded": None if args.degraded is None else str(args.degraded),
+            "degrade": preset, "refs": args.refs, "model": str(args.model), "max_frames": args.max_frames,
+            "every": args.every, "face_models": face_models, "detector": args.detector,
+            "gt_missed": faces.missed, "gt_padded": faces.padded, "seconds": round(seconds, 1),
+        }
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"rows": json_ready(rows), **facts}, indent=2, allow_nan=False) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
     return 0

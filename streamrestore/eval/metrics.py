@@ -67,26 +67,37 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     a, b = _pair(a, b)
     if min(a.shape[:2]) < _SSIM_WINDOW:
         raise ValueError(f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW}, got {a.shape[:2]}")
+    return float(np.mean([_ssim_plane(a[..., c], b[..., c]) for c in range(3)]))
+
+
+def _ssim_plane(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean SSIM over the valid windows of two float64 planes on the 0..255 scale."""
     c1 = (0.01 * 255) ** 2
     c2 = (0.03 * 255) ** 2
     g = cv2.getGaussianKernel(_SSIM_WINDOW, _SSIM_SIGMA)
     window = g @ g.T
     half = _SSIM_WINDOW // 2
 
-    def filt(x: np.ndarray) -> np.ndarray:
+    def filt(z: np.ndarray) -> np.ndarray:
         # filter the whole image, then keep only windows that lie inside it ("valid")
-        return cv2.filter2D(x, -1, window, borderType=cv2.BORDER_REFLECT)[half:-half, half:-half]
+        return cv2.filter2D(z, -1, window, borderType=cv2.BORDER_REFLECT)[half:-half, half:-half]
 
-    scores = []
-    for c in range(3):
-        x, y = a[..., c], b[..., c]
-        mx, my = filt(x), filt(y)
-        vx = filt(x * x) - mx * mx
-        vy = filt(y * y) - my * my
-        cov = filt(x * y) - mx * my
-        s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-        scores.append(s.mean())
-    return float(np.mean(scores))
+    mx, my = filt(x), filt(y)
+    vx = filt(x * x) - mx * mx
+    vy = filt(y * y) - my * my
+    cov = filt(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def ssim_luma(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM (same window and constants as :func:`ssim`) of the BT.601 luma of two RGB images
+    (OpenCV's RGB -> grey, kept in float): the usual single-channel score of video restoration."""
+    a, b = _pair(a, b)
+    if min(a.shape[:2]) < _SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW}, got {a.shape[:2]}")
+    weights = np.array([0.299, 0.587, 0.114])
+    return _ssim_plane(a @ weights, b @ weights)
 
 
 def landmark_distance(kps_a: np.ndarray, kps_b: np.ndarray) -> float:

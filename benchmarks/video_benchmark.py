@@ -1,0 +1,116 @@
+"""Run ``streamrestore eval --video`` over the clips of ``video_benchmark.toml`` and write one table.
+
+    python benchmarks/video_benchmark.py [--config benchmarks/video_benchmark.toml] [--shared DIR]
+        [--model lite] [--max-frames N] [--degrade default,mild] [--out runs/video_benchmark]
+
+For each clip and each degradation preset: one eval run (rows input, model_norefs, model_refs,
+clean, clean_refs). References are a folder / photo of the shared set, or ``refs_frames`` frames
+evenly spaced over another clip of the same person, extracted once into ``<out>/refs/<clip>/``.
+Writes ``<out>/<model>/<clip>_<preset>.json`` per run and ``<out>/<model>/table.md`` +
+``table.json`` with every row, and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def shared_root(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    env = os.environ.get("STREAMRESTORE_SHARED")
+    return Path(env) if env else REPO.parent / "shared"
+
+
+def frames_of_other_clip(video: Path, count: int, folder: Path) -> Path:
+    """``count`` frames evenly spaced over ``video`` as PNGs in ``folder`` (made once)."""
+    import av
+    import cv2
+
+    done = folder / ".done"
+    if done.is_file() and done.read_text() == f"{video}:{count}":
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    with av.open(str(video)) as container:
+        frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    picks = sorted({int((k + 0.5) * len(frames) / count) for k in range(count)})
+    for index in picks:
+        cv2.imwrite(str(folder / f"frame_{index:05d}.png"), frames[index])
+    done.write_text(f"{video}:{count}")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(REPO / "benchmarks" / "video_benchmark.toml"))
+    p.add_argument("--shared", help="shared media folder (default $STREAMRESTORE_SHARED or ../shared)")
+    p.add_argument("--model", default="lite")
+    p.add_argument("--max-frames", type=int, help="override the config's max_frames")
+    p.add_argument("--every", type=int, help="override the config's every")
+    p.add_argument("--degrade", help="comma-separated presets, overriding the config's")
+    p.add_argument("--clips", help="comma-separated clip names (default: all)")
+    p.add_argument("--out", default=str(REPO / "runs" / "video_benchmark"))
+    args = p.parse_args(argv)
+
+    from streamrestore.cli import main as cli_main
+    from streamrestore.eval.video import format_video_table
+
+    config = tomllib.loads(Path(args.config).read_text())
+    bench = config.get("benchmark", {})
+    shared = shared_root(args.shared)
+    if not (shared / "data").is_dir():
+        print(f"shared media not found at {shared}; pass --shared DIR", file=sys.stderr)
+        return 2
+    presets = args.degrade.split(",") if args.degrade else list(bench.get("degrade", ["default"]))
+    max_frames = args.max_frames or bench.get("max_frames")
+    every = args.every or bench.get("every", 1)
+    wanted = set(args.clips.split(",")) if args.clips else None
+    out = Path(args.out)
+    model_name = Path(str(args.model)).stem
+    rows = []
+    started = time.perf_counter()
+    for clip in config["clip"]:
+        if wanted and clip["name"] not in wanted:
+            continue
+        if "refs" in clip:
+            refs = shared / clip["refs"]
+        else:
+            refs = frames_of_other_clip(shared / clip["refs_from"], int(clip.get("refs_frames", 4)),
+                                        out / "refs" / clip["name"])
+        for preset in presets:
+            table = out / model_name / f"{clip['name']}_{preset}.json"
+            argv = ["eval", "--video", str(shared / clip["video"]), "--degrade", preset, "--refs", str(refs),
+                    "--model", str(args.model), "--models", str(shared / "models"), "--json", str(table),
+                    "--every", str(every)]
+            if max_frames:
+                argv += ["--max-frames", str(max_frames)]
+            print(f"== {clip['name']} / {preset}: streamrestore {' '.join(argv)}", file=sys.stderr, flush=True)
+            code = cli_main(argv)
+            if code != 0:
+                return code
+            for row in json.loads(table.read_text())["rows"]:
+                rows.append({"clip": clip["name"], "degradation": preset, **row})
+    text = format_video_table(rows, first=("clip", "degradation", "method"))
+    (out / model_name).mkdir(parents=True, exist_ok=True)
+    header = (f"# Video benchmark: model {args.model}\n\n{len(presets)} preset(s) {', '.join(presets)}, "
+              f"first {max_frames or 'all'} frames, face metrics every {every} frame(s), "
+              f"{time.perf_counter() - started:.0f} s\n\n")
+    (out / model_name / "table.md").write_text(header + text + "\n")
+    (out / model_name / "table.json").write_text(json.dumps({"model": str(args.model), "rows": rows}, indent=2) + "\n")
+    print(text)
+    print(f"wrote {out / model_name / 'table.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
