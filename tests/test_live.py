@@ -183,6 +183,21 @@ def test_bad_sources_and_outputs(tmp_path):
     check_output("udp://127.0.0.1:5000")
 
 
+def test_missing_camera_is_one_error_without_opencv_noise(capfd):
+    """OpenCV logs a WARN/ERROR line per capture backend for a camera that is not there."""
+    import cv2
+
+    from streamrestore.live.sources import CameraSource
+
+    level = cv2.utils.logging.getLogLevel()
+    index = 63  # no machine running the tests has 64 cameras
+    with pytest.raises(InputError, match="cannot open camera 63"):
+        CameraSource(index)
+    err = capfd.readouterr().err
+    assert "WARN" not in err and "ERROR" not in err and "OpenCV" not in err, err
+    assert cv2.utils.logging.getLogLevel() == level  # the caller's OpenCV log level is back
+
+
 def test_no_display_exit_2_and_one_line(monkeypatch, capsys, shared_data, shared_models, tmp_path):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -143,7 +143,14 @@ class CameraSource(LiveSource):
     def _open(self):
         import cv2
 
-        cap = cv2.VideoCapture(self.index)
+        # OpenCV logs a WARN/ERROR line per backend it tries when there is no such camera;
+        # our own error (or the reconnect warning) says it once, plainly.
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            cap = cv2.VideoCapture(self.index)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not cap.isOpened():
             cap.release()
             return None

@@ -364,8 +364,6 @@ class VideoReader:
                 f"input is truncated: decoding stopped at {self._last_time:.1f} s "
                 f"(frame {self.frames_decoded}) of {expected:.1f} s",
             )
-        for problem in self.problems:
-            logger.warning("%s: %s", self.path, problem)
 
     def close(self) -> None:
         self._container.close()
