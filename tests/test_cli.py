@@ -120,7 +120,18 @@ def test_refs_without_face(run, clip, tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
     code, err = run(clip, "--refs", folder, "-o", tmp_path / "o.mp4")
-    assert code == 2 and "wall.png" in _one_error_line(err)
+    assert code == 2 and "wall.png" in _one_error_line(err)  # no usable photo left: stop
+
+
+def test_one_ref_without_face_is_skipped(run, clip, refs, tmp_path):
+    import numpy as np
+    import cv2
+
+    cv2.imwrite(str(refs / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
+    code, err = run(clip, "--refs", refs, "-o", tmp_path / "o.mp4")
+    assert code == 0, err
+    assert any("wall.png" in line and line.startswith("WARNING") for line in err.splitlines()), err
+    assert (tmp_path / "o.mp4").exists()
 
 
 def test_unwritable_output_folder(run, clip, tmp_path):
