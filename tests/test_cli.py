@@ -134,6 +134,36 @@ def test_one_ref_without_face_is_skipped(run, clip, refs, tmp_path):
     assert (tmp_path / "o.mp4").exists()
 
 
+def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(run, shared_data, tmp_path):
+    """two_people.jpg (Obama left, Biden right) as a 6-frame video, two reference sets."""
+    import av
+    import cv2
+    import numpy as np
+
+    root = shared_data / "face_recognition"
+    image = cv2.imread(str(root / "two_people.jpg"))[:660, :1126, ::-1]
+    src = tmp_path / "two.mp4"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+        for i in range(6):
+            shift = np.float32([[1, 0, 2 * i], [0, 1, -i]])
+            frame = cv2.warpAffine(np.ascontiguousarray(image), shift, image.shape[1::-1],
+                                   borderMode=cv2.BORDER_REPLICATE)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    refs = ["--refs", f"obama={root / 'knn_train/obama'}", "--refs", f"biden={root / 'knn_train/biden'}"]
+    code, err = run(src, *refs, "-o", tmp_path / "o.mp4", "-v")
+    assert code == 0, err
+    assert "2 tracks, identities matched: biden, obama" in err
+    track_lines = [line for line in err.splitlines() if line.startswith("  track ")]
+    assert len(track_lines) == 2, err
+    for name in ("obama", "biden"):
+        (line,) = [line for line in track_lines if f": {name}, " in line]
+        assert "frames 0-5, 6 faces; similarity " + name in line, line
+    assert "unmatched faces: 0 (similarity below" in err and "skipped faces: 0" in err
+
+
 def test_unwritable_output_folder(run, clip, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")

@@ -17,6 +17,7 @@ import torch
 from streamrestore.backends import BACKENDS
 from streamrestore.bench import DTYPES
 from streamrestore.cli import FAST_VAE_HELP
+from streamrestore.threads import TORCH_THREADS_HELP
 
 
 
@@ -42,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack")
     p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
     p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
-    p.add_argument("--torch-threads", type=int, metavar="N",
-                   help="CPU threads for the restorer (default: half the cores, as the main command: the encoder "
-                        "needs the rest)")
+    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="more messages")
     return p
@@ -71,6 +70,7 @@ def main(argv: list[str]) -> int:
         backends=None if args.backend is None else [args.backend], frames=args.frames,
         warmup_frames=args.warmup_frames, detector=args.detector, face_models=args.face_models,
         dtype=DTYPES[args.dtype] if args.dtype else None, resolution=args.resolution, fast_vae=args.fast_vae,
+        torch_threads=args.torch_threads,
     )
     print(result.table())
     if args.json:
