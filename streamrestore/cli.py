@@ -40,7 +40,8 @@ def _add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> No
     """The model and face options every restoring command shares. ``fast_vae`` adds
     ``--fast-vae``, for commands that build the restorer with :func:`restorer_from_args`."""
     p.add_argument("--refs", action="append", default=[], metavar="DIR|NAME=DIR",
-                   help="folder of photos of the person to restore towards; repeat as NAME=DIR for several people")
+                   help="folder of photos of the person to restore towards; repeat as NAME=DIR for several people "
+                        "(optional: without it faces are restored without references)")
     p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
@@ -56,7 +57,8 @@ def _add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> No
                    help="faces matching no reference set: restore without references (default) or leave them")
     p.add_argument("--detect-every", type=int, default=3, metavar="K",
                    help="run the face detector on every K-th frame, optical flow in between (default 3; 1: every frame)")
-    p.add_argument("-v", "--verbose", action="store_true", help="more messages")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="more messages; the run summary adds each track's similarity to every reference set")
 
 
 def build_parser() -> argparse.ArgumentParser:

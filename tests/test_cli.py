@@ -1,5 +1,6 @@
 """The command line on bad input: one clear line, exit code 2, nothing written; Ctrl-C → 130."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -240,3 +241,35 @@ def test_default_model_restores_a_real_clip(run, shared_data, refs, tmp_path):
     original = first_frame(src)[face]
     # encoding alone moves the identity run ~0.9 levels; the model changes the face well beyond
     assert np.abs(first_frame(out)[face] - original).mean() > 2 * np.abs(first_frame(untouched)[face] - original).mean()
+
+
+def _synopsis(readme: str, heading: str) -> str:
+    section = readme.split(heading, 1)[1]
+    return section.split("```", 2)[1]
+
+
+@pytest.mark.parametrize("heading,command", [("## Command line", None), ("## Live: webcam", "live")])
+def test_readme_synopsis_lists_every_option(heading, command):
+    """Every option of the parser appears in the README's synopsis; none is shown as required
+    that is optional (--refs was)."""
+    from streamrestore.cli import build_parser
+    from streamrestore.commands import live
+
+    parser = build_parser() if command is None else live.build_parser()
+    synopsis = _synopsis((REPO / "README.md").read_text(), heading)
+    for action in parser._actions:
+        if not action.option_strings or "--help" in action.option_strings:
+            continue
+        assert any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", synopsis) for o in action.option_strings), \
+            action.option_strings
+    assert "[--refs" in synopsis and " --refs DIR [" not in synopsis
+
+
+def test_every_option_has_help():
+    from streamrestore.cli import build_parser
+    from streamrestore.commands import bench, live
+
+    for parser in (build_parser(), live.build_parser(), bench.build_parser()):
+        for action in parser._actions:
+            assert action.help, (parser.prog, action.option_strings or action.dest)
+

@@ -132,3 +132,9 @@ def test_install_commands_pin_the_same_torch():
     assert "-c constraints.txt" in ci
     assert "download.pytorch.org/whl/cpu" in readme  # how a CPU-only machine gets a CPU torch
 
+
+
+def test_gitignore_keeps_a_virtualenv_out():
+    """`python -m venv .venv` in the checkout, as the README's install invites, adds no files to git."""
+    lines = (REPO / ".gitignore").read_text().splitlines()
+    assert ".venv/" in lines

@@ -198,6 +198,24 @@ def test_missing_camera_is_one_error_without_opencv_noise(capfd):
     assert cv2.utils.logging.getLogLevel() == level  # the caller's OpenCV log level is back
 
 
+def test_as_fast_as_possible_keeps_the_files_timestamps(shared_models, tmp_path, capsys):
+    """Read faster than real time, the output still plays at the file's pace (issue 13)."""
+    from media_utils import make_clip, read_video_timing
+
+    src = tmp_path / "src.mp4"
+    make_clip(src, width=96, height=64, frames=12, fps=5)  # 2.4 s; decoding takes far less
+    out = tmp_path / "out.mp4"
+    code = main(["live", "--source", str(src), "--as-fast-as-possible", "--no-window", "--output", str(out),
+                 *_model_args(shared_models)])
+    assert code == 0, capsys.readouterr().err
+    source_times = read_video_timing(src)[0]
+    out_times = read_video_timing(out)[0]
+    assert len(out_times) == 12
+    relative = [t - out_times[0] for t in out_times]
+    expected = [t - source_times[0] for t in source_times]
+    assert max(abs(a - b) for a, b in zip(relative, expected)) < 0.002, (relative, expected)
+
+
 def test_no_display_exit_2_and_one_line(monkeypatch, capsys, shared_data, shared_models, tmp_path):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -32,14 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of photos of the person (repeat as NAME=DIR for several people)")
     p.add_argument("--model", default="lite", help="lite (default), instantrestore, identity, random-paper (the paper-scale "
                    "network with random weights: real speed, noise output), or a model file")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="run only this backend (default: every backend available on the device)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="compute dtype (default fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--frames", type=int, metavar="N", help="time only the first N frames (default: all)")
     p.add_argument("--warmup-frames", type=int, default=8, metavar="N",
                    help="untimed frames per backend first, so compiling is not timed (default 8)")
-    p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"])
+    p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
+                   help="auto: SCRFD when an insightface model pack is found, else dlib")
     p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack")
     p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
     p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
