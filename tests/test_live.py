@@ -275,22 +275,31 @@ def test_references_encoded_once_and_model_warm_before_first_frame(shared_data, 
 
     class Recorder:
         name, frames_written = "recorder", 0
-        captured: list = []
+        times: list = []
 
-        def write(self, rgb, captured):
-            self.captured.append(captured)
+        def write(self, rgb, timestamp):
+            self.times.append(timestamp)
 
         def close(self):
             pass
 
+    class RecordingFileSource(FileSource):
+        captured: list = []
+
+        def frames(self, stop):
+            for live in super().frames(stop):
+                self.captured.append(live.captured)
+                yield live
+
     sink = Recorder()
-    source = FileSource(shared_data / CLIP, realtime=False)
+    source = RecordingFileSource(shared_data / CLIP, realtime=False)
     stats = LiveSession(fr, source, [sink], config=LiveConfig(window=False, max_frames=6)).run()
-    assert stats.frames_out == 6 and len(sink.captured) == 6
+    assert stats.frames_out == 6 and len(sink.times) == 6
     assert stats.dropped == 0  # a file read as fast as possible waits for the consumer
-    assert sink.captured == sorted(sink.captured)  # output in capture order
+    # outputs are timed by the file's own clock, in order, from 0
+    assert sink.times[0] == 0.0 and sink.times == sorted(sink.times)
     assert restorer.encodes == 1  # never per frame
-    assert restorer.restores[0] < sink.captured[0]  # warm-up ran before the first frame was captured
+    assert restorer.restores[0] < source.captured[0]  # warm-up ran before the first frame was captured
     assert len(restorer.restores) == 1 + fr.stats.frames_with_faces
 
 
