@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
 from streamrestore.errors import ModelError, OutputError
 from streamrestore.pipeline import FaceRestorer, PipelineConfig, RunStats, run_threaded
+from streamrestore.threads import resolve_torch_threads, torch_threads as _torch_threads
 
 log = logging.getLogger("streamrestore")
+
+#: seconds between plain progress lines (when stderr is not a terminal); ``progress_interval=``
+PROGRESS_INTERVAL = 5.0
 
 
 def _as_specs(refs) -> list:
@@ -31,6 +36,7 @@ def build_face_restorer(
     fps: float = 30.0,
     backend: str = "auto",
     fast_vae: str | Path | None = None,
+    torch_threads: int | None = None,
 ) -> FaceRestorer:
     """Loads the model, the face models and the reference photos, and encodes the references.
 
@@ -51,6 +57,9 @@ def build_face_restorer(
             log line), ``"eager"``, ``"compile"`` or ``"tensorrt"`` (see ``streamrestore.backends``).
         fast_vae: a TAESD folder or decoder file to decode with instead of the model's VAE
             (latent models given by name; see ``streamrestore.model.fast_vae``).
+        torch_threads: CPU threads torch uses for the restorer's work; None: half the cores (the
+            CLI's default, :func:`streamrestore.threads.default_torch_threads`). Applied only
+            while streamrestore works; your ``torch.get_num_threads()`` is left as it was.
 
     The options are checked (device, reference folders) before anything is loaded.
     """
@@ -61,19 +70,22 @@ def build_face_restorer(
     specs = _as_specs(refs)
     check_model_options(model, device=device, fast_vae=fast_vae)
     check_references(specs)
-    restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
-    face_detector = create_detector(detector, models_dir=face_models)
-    embedder = None
-    needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
-    if specs and not all(isinstance(s, ReferenceSet) for s in specs):
-        embedder = create_embedder("auto", models_dir=face_models)
-        sets = load_reference_sets(specs, face_detector, embedder, restorer.resolution)
-    else:
-        sets = specs
-        if needs_embedder:
+    threads = resolve_torch_threads(torch_threads)
+    with _torch_threads(threads):
+        restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
+        face_detector = create_detector(detector, models_dir=face_models)
+        embedder = None
+        needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
+        if specs and not all(isinstance(s, ReferenceSet) for s in specs):
             embedder = create_embedder("auto", models_dir=face_models)
+            sets = load_reference_sets(specs, face_detector, embedder, restorer.resolution)
+        else:
+            sets = specs
+            if needs_embedder:
+                embedder = create_embedder("auto", models_dir=face_models)
     return FaceRestorer(
-        restorer, face_detector, sets, embedder=embedder, config=config, channel_order=channel_order, fps=fps
+        restorer, face_detector, sets, embedder=embedder, config=config, channel_order=channel_order, fps=fps,
+        torch_threads=threads,
     )
 
 
@@ -139,19 +151,30 @@ def restore_video(
     backend: str = "auto",
     fast_vae: str | Path | None = None,
     force: bool = False,
-    progress: bool = False,
+    progress: bool | str = False,
+    progress_interval: float | None = None,
+    torch_threads: int | None = None,
     face_restorer: FaceRestorer | None = None,
 ) -> RunStats:
     """Restores the faces of the video ``src`` into ``dst`` (default ``<stem>.restored.<ext>``).
 
     Every frame, timestamp and audio packet of the input is kept; the output file appears only
-    when complete. Returns the run's :class:`RunStats`. ``face_restorer`` replaces the model and
-    face options with a ready-made :class:`FaceRestorer` (it must have been built with lookahead
-    and is used once).
+    when complete (an existing ``dst`` is replaced only with ``force=True``). Returns the run's
+    :class:`RunStats`; what went wrong while reading (a truncated input, damaged packets) is in
+    its ``problems`` and its ``summary()``. ``face_restorer`` replaces the model and face options
+    with a ready-made :class:`FaceRestorer` (it must have been built with lookahead and is used
+    once).
 
     Mistakes in the options, paths and media raise a :class:`~streamrestore.errors.UserError`
     subclass before any model is loaded; ``dst`` may not be ``src`` (under any spelling), not
     even with ``force``.
+
+    ``progress``: False (default) prints nothing; True shows a progress bar when stderr is a
+    terminal and otherwise a plain line every ``progress_interval`` seconds (default
+    :data:`PROGRESS_INTERVAL`, 5 s; frames, percent, fps, ETA: for the logs of nohup, CI or
+    ``> log 2>&1``); ``"bar"`` or ``"lines"`` force one.
+    ``torch_threads``: see :func:`build_face_restorer` (default half the cores, set only for
+    this run's work).
     """
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import EncoderSettings, VideoWriter, check_not_input, default_output_path
@@ -177,11 +200,12 @@ def restore_video(
                 config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every)
                 face_restorer = build_face_restorer(
                     refs, model=model, device=device, detector=detector, face_models=face_models, config=config,
-                    fps=fps, backend=backend, fast_vae=fast_vae,
+                    fps=fps, backend=backend, fast_vae=fast_vae, torch_threads=torch_threads,
                 )
             stats = face_restorer.stats
             stats.startup_seconds = time.perf_counter() - started
-            bar = _progress_bar(info.frame_count, progress)
+            bar = _progress(_expected_frames(info, start, end), progress,
+                            PROGRESS_INTERVAL if progress_interval is None else progress_interval)
             t_write = [0.0]
 
             def sink(frame):
@@ -203,9 +227,79 @@ def restore_video(
     return stats
 
 
-def _progress_bar(total: int | None, enabled: bool):
-    if not enabled:
+def _expected_frames(info, start: float | None, end: float | None) -> int | None:
+    """About how many frames the [start, end) window holds (None when unknown)."""
+    if start is None and end is None:
+        return info.frame_count
+    if not info.frame_rate:
         return None
-    from tqdm import tqdm
+    last = end if end is not None else info.duration
+    if last is None:
+        return None
+    if info.duration is not None:
+        last = min(last, info.duration)
+    return max(0, round((last - (start or 0.0)) * float(info.frame_rate)))
 
-    return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1)
+
+def _progress(total: int | None, progress: bool | str, interval: float):
+    """A progress display with ``update()`` and ``close()``, or None (see :func:`restore_video`)."""
+    if progress not in (False, True, "bar", "lines"):
+        raise ValueError(f"progress must be True, False, 'bar' or 'lines', got {progress!r}")
+    if not progress:
+        return None
+    if progress == "bar" or (progress is True and sys.stderr.isatty()):
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1)
+    return ProgressLines(total, interval)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class ProgressLines:
+    """Progress as a plain line every ``interval`` seconds, for stderr that is not a terminal
+    (a bar's carriage returns do not work in a log file, and a silent five-minute run looks hung):
+
+        progress: 1200/9000 frames (13%), 11.8 fps, ETA 11:01
+
+    ``clock`` (seconds, monotonic) and ``stream`` (default: ``sys.stderr`` at the time of each
+    line) are there for tests.
+    """
+
+    def __init__(self, total: int | None, interval: float = PROGRESS_INTERVAL, *, clock=time.monotonic,
+                 stream=None):
+        if not interval >= 0:
+            raise ValueError(f"progress interval must be >= 0 seconds, got {interval!r}")
+        self.total = total if total else None
+        self.interval = float(interval)
+        self.done = 0
+        self._clock = clock
+        self._stream = stream
+        self._start = clock()
+        self._next = self._start + self.interval
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + self.interval
+            stream = self._stream if self._stream is not None else sys.stderr
+            print(self.line(now), file=stream, flush=True)
+
+    def line(self, now: float) -> str:
+        elapsed = now - self._start
+        fps = self.done / elapsed if elapsed > 0 else 0.0
+        if self.total is None:
+            return f"progress: {self.done} frames, {fps:.1f} fps"
+        percent = min(100.0, 100.0 * self.done / self.total)
+        text = f"progress: {self.done}/{self.total} frames ({percent:.0f}%), {fps:.1f} fps"
+        if fps > 0:
+            text += f", ETA {_clock(max(0, self.total - self.done) / fps)}"
+        return text
+
+    def close(self) -> None:
+        pass  # the run's summary follows

@@ -47,9 +47,11 @@ log = logging.getLogger("streamrestore")
 BACKENDS = ("auto", "eager", "compile", "tensorrt")
 #: batch sizes compiled backends are built for
 DEFAULT_BUCKETS = (1, 2, 4, 8)
-#: why ``auto`` stays eager on CPU
-CPU_AUTO_NOTE = ("torch.compile on CPU costs tens of seconds of start-up per batch bucket for a measured "
-                 "1.3x on the tiny model (18.0 -> 13.5 ms/face); name --backend compile for long runs")
+#: why ``auto`` stays eager on CPU (documentation only: nothing is printed, since no advice holds
+#: there). ``streamrestore bench`` on 2 busy CPU cores, lite, 720p: compile 7.4 fps end to end,
+#: eager 11.7; compiling also costs tens of seconds of start-up per batch bucket.
+CPU_AUTO_NOTE = ("torch.compile on CPU was slower end to end than eager (bench, 2 cores: 7.4 vs 11.7 fps) "
+                 "and costs tens of seconds of start-up")
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def select_backend(requested: str, device: torch.device | str) -> str:
             chosen = "eager"
         note = f" ({'; '.join(skipped)})" if skipped else ""
     else:
-        chosen, note = "eager", f" ({CPU_AUTO_NOTE})"
+        chosen, note = "eager", ""  # see CPU_AUTO_NOTE: no backend advice holds on CPU
     log.info("backend: %s on %s%s", chosen, device.type, note)
     return chosen
 

@@ -85,10 +85,10 @@ class BenchResult:
         return "\n".join(lines)
 
 
-def describe_device(device: torch.device) -> str:
+def describe_device(device: torch.device, threads: int | None = None) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (cuda)"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu ({threads or torch.get_num_threads()} threads)"
 
 
 #: the compute dtypes benchmarks take by name
@@ -188,7 +188,7 @@ def _fresh(face_restorer_template, restorer, lookahead_fps: float):
 
     t = face_restorer_template
     return FaceRestorer(restorer, t.detector, t.reference_sets, embedder=t.embedder, config=t.config,
-                        channel_order=t.channel_order, fps=lookahead_fps)
+                        channel_order=t.channel_order, fps=lookahead_fps, torch_threads=t.torch_threads)
 
 
 def run_bench(
@@ -205,6 +205,7 @@ def run_bench(
     dtype: torch.dtype | None = None,
     resolution: int | None = None,
     fast_vae: str | Path | None = None,
+    torch_threads: int | None = None,
 ) -> BenchResult:
     """Benchmark ``model`` on ``clip`` with each backend in ``backends``.
 
@@ -225,6 +226,8 @@ def run_bench(
         resolution: crop size of the ``identity`` model (default 512).
         fast_vae: TAESD folder or decoder file to decode with instead of the model's VAE
             (default None: the VAE); see :class:`~streamrestore.model.restorer.InstantRestorer`.
+        torch_threads: CPU threads for the restorer (default None: half the cores, as every
+            command; see :mod:`streamrestore.threads`).
     """
     from streamrestore.api import build_face_restorer
     from streamrestore.backends import BACKENDS, BackendConfig, BackendRestorer, available_backends, select_backend
@@ -258,7 +261,8 @@ def run_bench(
         names = ["eager"]  # nothing to compile
 
     # Face models and references load once; every backend gets its own tracker and smoother.
-    template = build_face_restorer(refs, model=restorer, detector=detector, face_models=face_models, fps=fps_in)
+    template = build_face_restorer(refs, model=restorer, detector=detector, face_models=face_models, fps=fps_in,
+                                   torch_threads=torch_threads)
     rows: list[BenchRow] = []
     startup: dict = {"load_model": round(load_s, 3)}
     fps_by: dict = {}
@@ -289,7 +293,7 @@ def run_bench(
             log.info("bench: %s %.1f fps over %d frames", name, fps_by[name], n)
     best = max(fps_by, key=fps_by.get)
     return BenchResult(
-        fps=fps_by[best], device=describe_device(run_device), backend=best, rows=rows, clip=str(clip),
+        fps=fps_by[best], device=describe_device(run_device, template.torch_threads), backend=best, rows=rows, clip=str(clip),
         model=getattr(restorer, "name", str(model)), frames=timed_frames, faces_per_frame=round(faces_seen, 3),
         startup_s=startup, fps_by_backend=fps_by,
         decode_encode_fps=round(plain_n / plain_s, 3) if plain_s > 0 else 0.0,

@@ -12,6 +12,7 @@ import sys
 from streamrestore._version import __version__
 from streamrestore.errors import UserError
 from streamrestore.stop_signals import stop_signals_interrupt
+from streamrestore.threads import TORCH_THREADS_HELP
 
 log = logging.getLogger("streamrestore")
 
@@ -41,9 +42,11 @@ def _add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> No
     """The model and face options every restoring command shares. ``fast_vae`` adds
     ``--fast-vae``, for commands that build the restorer with :func:`restorer_from_args`."""
     p.add_argument("--refs", action="append", default=[], metavar="DIR|NAME=DIR",
-                   help="folder of photos of the person to restore towards; repeat as NAME=DIR for several people")
+                   help="folder of photos of the person to restore towards; repeat as NAME=DIR for several people "
+                        "(optional: without it faces are restored without references)")
     p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
     p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt"],
                    help="how the restorer runs; auto picks the fastest available and says which")
     if fast_vae:
@@ -56,7 +59,8 @@ def _add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> No
                    help="faces matching no reference set: restore without references (default) or leave them")
     p.add_argument("--detect-every", type=int, default=3, metavar="K",
                    help="run the face detector on every K-th frame, optical flow in between (default 3; 1: every frame)")
-    p.add_argument("-v", "--verbose", action="store_true", help="more messages")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="more messages; the run summary adds each track's similarity to every reference set")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,10 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=_time, help="start time (seconds or HH:MM:SS)")
     p.add_argument("--end", type=_time, help="end time (seconds or HH:MM:SS)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.add_argument("--torch-threads", type=int, metavar="N",
-                   help="threads for the restorer on CPU (default: half the cores; decoding, detection and "
-                        "encoding run beside it, and more threads then only contend)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress display (by default a bar on a terminal, else a plain line every few seconds)")
     return p
 
 
@@ -106,16 +109,13 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _set_torch_threads(requested: int | None) -> None:
-    """The CLI owns its process, so it may size torch's thread pool (the library never does).
-
-    Measured on 2 cores, 720p, lite: 1 restorer thread gave 15.1 fps and 104 ms of CPU per frame,
-    2 threads 13.5 fps and 144 ms: the encoder's threads and the restorer's contend.
-    """
-    import os
-
+    """The CLI owns its process, so it sizes torch's thread pool for all of it (the library
+    only around its own work); the default is :func:`streamrestore.threads.default_torch_threads`."""
     import torch
 
-    torch.set_num_threads(requested or max(1, (os.cpu_count() or 2) // 2))
+    from streamrestore.threads import resolve_torch_threads
+
+    torch.set_num_threads(resolve_torch_threads(requested))
 
 
 def restorer_from_args(args: argparse.Namespace):
@@ -155,10 +155,10 @@ def _restore_file(argv: list[str]) -> int:
         model=args.model, fast_vae=args.fast_vae, device=args.device, detector=args.detector, face_models=args.face_models,
         codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
         max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, backend=args.backend,
-        force=args.force,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        force=args.force, torch_threads=args.torch_threads,
+        progress=not args.no_progress,
     )
-    print(stats.summary(), file=sys.stderr)
+    print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(f"wrote {output}", file=sys.stderr)
     return 0
 

@@ -24,6 +24,7 @@ from streamrestore.faces.propagate import FacePropagator
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import QualityGate, QualityGateConfig
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
+from streamrestore.threads import resolve_torch_threads, torch_threads as _torch_threads
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
 
 log = logging.getLogger("streamrestore")
@@ -87,16 +88,44 @@ class PipelineConfig:
 
 
 @dataclass
+class TrackStats:
+    """One face track of a run: whom it matched and where it was."""
+
+    identity: str | None = None  # the reference set it matched (its last decision), or None
+    first_frame: int = 0  # frame indices, counted from 0 in the order frames were given
+    last_frame: int = 0
+    faces: int = 0  # frames in which the track had a face (restored or left alone)
+    left_alone: int = 0  # of those, faces not restored (--unmatched skip, beyond --max-faces)
+    scores: dict = field(default_factory=dict)  # reference set -> similarity, when matched by embedding
+
+
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (plural or word + 's')}"
+
+
+#: tracks listed one per line in the summary; the rest are counted on one line
+SUMMARY_TRACKS = 20
+
+
+@dataclass
 class RunStats:
     """What a run did; printed as the final summary."""
 
     frames: int = 0
     frames_with_faces: int = 0
+    frames_restored: int = 0  # frames in which at least one face was restored
     faces_restored: int = 0
     track_ids: set = field(default_factory=set)
     identities: dict = field(default_factory=dict)  # track id -> matched set name or None
-    seconds: float = 0.0
+    per_track: dict = field(default_factory=dict)  # track id -> TrackStats
+    unmatched_faces: int = 0  # faces whose track matched no reference set (restored or skipped)
+    skipped_faces: int = 0  # faces left untouched: unmatched with unmatched="skip", or beyond max_faces
+    matching: bool = False  # tracks were matched to reference sets by embedding
+    references: bool = False  # there were reference sets at all
+    match_threshold: float | None = None
+    seconds: float = 0.0  # wall time of a whole run (restore_video, live); 0 in frame-by-frame use
     startup_seconds: float = 0.0  # model, detector and reference loading, before the first frame
+    busy_seconds: float = 0.0  # time spent inside process()/stream() handling frames
     problems: list = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
 
@@ -111,15 +140,69 @@ class RunStats:
     def add_time(self, stage: str, seconds: float) -> None:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
-    def summary(self) -> str:
-        loop = self.seconds - self.startup_seconds
-        fps = self.frames / loop if loop > 0 else 0.0
+    def add_face(self, track_id, frame: int, identity: str | None, restored: bool) -> None:
+        track = self.per_track.get(track_id)
+        if track is None:
+            track = self.per_track[track_id] = TrackStats(first_frame=frame)
+        track.identity = identity
+        track.last_frame = frame
+        track.faces += 1
+        if not restored:
+            track.left_alone += 1
+            self.skipped_faces += 1
+        self.track_ids.add(track_id)
+        self.identities[track_id] = identity
+
+    def _timing(self) -> str:
+        if self.seconds > 0:
+            loop = self.seconds - self.startup_seconds
+            fps = self.frames / loop if loop > 0 else 0.0
+            return f"{fps:.1f} fps; {self.seconds:.1f} s with {self.startup_seconds:.1f} s start-up"
+        if self.busy_seconds > 0:  # frame by frame: nobody timed the run as a whole
+            return f"{self.frames / self.busy_seconds:.1f} fps over {self.busy_seconds:.1f} s of processing"
+        return "not timed"
+
+    def _track_line(self, track_id, track: TrackStats, verbose: bool) -> str:
+        if track.identity is not None:
+            who = track.identity
+        elif self.matching:
+            who = "no match"
+        else:
+            who = "no references"
+        span = f"frame {track.first_frame}" if track.first_frame == track.last_frame else \
+            f"frames {track.first_frame}-{track.last_frame}"
+        text = f"  track {track_id}: {who}, {span}, {_n(track.faces, 'face')}"
+        if track.left_alone:
+            text += f" ({track.left_alone} left alone)"
+        if verbose and track.scores:
+            ranked = sorted(track.scores.items(), key=lambda item: -item[1])
+            text += "; similarity " + ", ".join(f"{name} {score:.2f}" for name, score in ranked)
+        return text
+
+    def summary(self, verbose: bool = False) -> str:
+        """The run in a few lines: totals, then one line per track (whom it matched, its frame
+        span and face count), then unmatched and skipped faces. ``verbose`` adds each track's
+        similarity to every reference set."""
         ids = ", ".join(self.identities_matched) or "none"
         text = (
-            f"{self.frames} frames ({fps:.1f} fps; {self.seconds:.1f} s with {self.startup_seconds:.1f} s start-up), "
-            f"{self.faces_restored} faces restored "
-            f"in {self.frames_with_faces} frames, {self.tracks} tracks, identities matched: {ids}"
+            f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')} restored "
+            f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, identities matched: {ids}"
         )
+        tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
+        shown = sorted(tracks, key=lambda item: -item[1].faces)[:SUMMARY_TRACKS]
+        shown_ids = {id(track) for _, track in shown}
+        for track_id, track in tracks:
+            if id(track) in shown_ids:
+                text += "\n" + self._track_line(track_id, track, verbose)
+        if len(tracks) > len(shown):
+            rest = [track for _, track in tracks if id(track) not in shown_ids]
+            text += (f"\n  ... {_n(len(rest), 'more track')} with {_n(sum(t.faces for t in rest), 'face')} "
+                     "(the shortest ones)")
+        if self.per_track and (self.references or self.skipped_faces):
+            text += f"\nunmatched faces: {self.unmatched_faces}"
+            if verbose and self.match_threshold is not None:
+                text += f" (similarity below {self.match_threshold:.2f} to every set)"
+            text += f", skipped faces: {self.skipped_faces}"
         if self.frames and not self.frames_with_faces:
             text += "\nno faces were found: the frames passed through unchanged"
         for p in self.problems:
@@ -140,6 +223,10 @@ class FaceRestorer:
             every face is that person and no embedding is computed).
         config: see :class:`PipelineConfig`.
         channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames (``av.VideoFrame`` needs none).
+        torch_threads: CPU threads torch uses for this object's work (None: half the cores, the
+            CLI's default; see :mod:`streamrestore.threads`). Set only while it works (encoding
+            references, restoring a frame); the caller's ``torch.get_num_threads()`` is put back
+            after each call.
     """
 
     def __init__(
@@ -153,6 +240,7 @@ class FaceRestorer:
         channel_order: str = "rgb",
         tracker_config=None,
         fps: float = 30.0,
+        torch_threads: int | None = None,
     ):
         from streamrestore.faces.identity import IdentityMatcher
         from streamrestore.faces.track import FaceTracker, TrackerConfig
@@ -166,6 +254,7 @@ class FaceRestorer:
         self.channel_order = channel_order
         self.reference_sets = list(reference_sets)
         self.resolution = int(restorer.resolution)
+        self.torch_threads = resolve_torch_threads(torch_threads)
         self.stats = RunStats()
         # A restorer that takes per-face noise seeds gets the track id: fixed noise per track
         # makes an unchanged face restore identically frame after frame.
@@ -176,13 +265,17 @@ class FaceRestorer:
             raise ValueError("an embedder is needed to tell reference sets apart (several sets or unmatched='skip')")
         self._matcher = IdentityMatcher(self.reference_sets) if needs_matching else None
         self._single_identity = self.reference_sets[0].name if len(self.reference_sets) == 1 and not needs_matching else None
+        self.stats.references = bool(self.reference_sets)
+        self.stats.matching = self._matcher is not None
+        self.stats.match_threshold = self._matcher.threshold if self._matcher is not None else None
 
         # Per-identity work happens once, here, never per frame.
         self.caches: dict[str, Any] = {}
-        for ref in self.reference_sets:
-            t0 = time.perf_counter()
-            self.caches[ref.name] = restorer.encode_references(_to_tensor(ref.crops))
-            self.stats.add_time("references", time.perf_counter() - t0)
+        with _torch_threads(self.torch_threads):
+            for ref in self.reference_sets:
+                t0 = time.perf_counter()
+                self.caches[ref.name] = restorer.encode_references(_to_tensor(ref.crops))
+                self.stats.add_time("references", time.perf_counter() - t0)
 
         tcfg = tracker_config if tracker_config is not None else TrackerConfig(lookahead=config.lookahead)
         self._tracker = FaceTracker(tcfg, fps=fps)
@@ -251,6 +344,7 @@ class FaceRestorer:
         return DecodedFrame(frame.frame if isinstance(frame, DecodedFrame) else frame, pixels, faces)
 
     def _push(self, frame) -> Iterator:
+        t0 = time.perf_counter()
         index = self._next_index
         self._next_index += 1
         prepared = self.prepare(frame)
@@ -258,7 +352,9 @@ class FaceRestorer:
         t1 = time.perf_counter()
         self._pending[index] = (frame, pixels)
         ready = self._tracker.push(index, faces, _thumbnail(pixels))
-        self.stats.add_time("track", time.perf_counter() - t1)
+        t2 = time.perf_counter()
+        self.stats.add_time("track", t2 - t1)
+        self.stats.busy_seconds += t2 - t0
         for done_index, tracked in ready:
             yield self._emit(done_index, tracked)
 
@@ -296,22 +392,44 @@ class FaceRestorer:
         ]
 
     def _emit(self, index: int, tracked: list[TrackedFace]):
+        """The frame ``index``, restored, with torch on this object's threads (the caller's after)."""
+        t0 = time.perf_counter()
+        try:
+            with _torch_threads(self.torch_threads):
+                return self._emit_frame(index, tracked)
+        finally:
+            self.stats.busy_seconds += time.perf_counter() - t0
+
+    def _emit_frame(self, index: int, tracked: list[TrackedFace]):
         frame, pixels = self._pending.pop(index)
-        self.stats.frames += 1
+        stats = self.stats
+        stats.frames += 1
         self.last_faces = []
-        tracked = self._select(tracked)
+        selected = self._select(tracked)
+        if len(selected) < len(tracked):  # beyond max_faces: left alone
+            kept = {id(t) for t in selected}
+            for t in tracked:
+                if id(t) not in kept:
+                    stats.add_face(t.track_id, index, stats.identities.get(t.track_id), restored=False)
+        tracked = selected
         if not tracked:
             return frame  # untouched: not even a colour-space round trip
-        self.stats.frames_with_faces += 1
+        stats.frames_with_faces += 1
         from streamrestore.faces.align import alignment_matrix
 
         t0 = time.perf_counter()
         matrices, caches, ids = [], [], []
         for t in tracked:
             identity = self._identity(t, pixels)
-            self.stats.track_ids.add(t.track_id)
-            self.stats.identities[t.track_id] = identity
-            if identity is None and self._matcher is not None and self.config.unmatched == "skip":
+            unmatched = identity is None and self._matcher is not None
+            stats.unmatched_faces += unmatched
+            skip = unmatched and self.config.unmatched == "skip"
+            stats.add_face(t.track_id, index, identity, restored=not skip)
+            if self._matcher is not None:
+                track = stats.per_track[t.track_id]
+                if not track.scores or not self._matcher.is_decided(t.track_id):  # frozen once decided
+                    track.scores = self._matcher.scores_of(t.track_id)
+            if skip:
                 continue
             matrices.append(alignment_matrix(t.kps, self.resolution))
             caches.append(self.caches.get(identity) if identity is not None else None)
@@ -323,6 +441,7 @@ class FaceRestorer:
         self._smoother.forget(t.track_id for t in tracked)
         self._gate.forget(t.track_id for t in tracked)
         self.stats.faces_restored += len(matrices)
+        self.stats.frames_restored += 1
         if self._device_path is not None:
             crops, result = self._restore_on_device(frame, pixels, np.stack(matrices), caches, ids, seeds, t0)
         else:

@@ -48,7 +48,7 @@ def test_auto_on_cpu_is_eager_with_one_log_line(caplog):
     with caplog.at_level(logging.INFO, logger="streamrestore"):
         assert select_backend("auto", "cpu") == "eager"
     lines = [r.getMessage() for r in caplog.records if r.name == "streamrestore"]
-    assert len(lines) == 1 and lines[0].startswith("backend: eager")
+    assert lines == ["backend: eager on cpu"]  # no advice: compile measured slower on CPU (issue 13)
 
 
 def test_auto_on_cuda_falls_back_in_order(monkeypatch, caplog):

@@ -1,6 +1,7 @@
 """The command line on bad input: one clear line, exit code 2, nothing written; Ctrl-C → 130."""
 import os
 import shutil
+import re
 import signal
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def test_truncated_file_restores_what_decodes(run, tmp_path):
     code, err = run(cut, "-o", out)
     assert code == 0, err
     assert out.exists()
-    assert "truncated" in err
+    assert err.count("input is truncated") == 1, err  # said once, in the summary
 
 
 def test_video_without_faces_says_so(run, clip, tmp_path):
@@ -121,7 +122,48 @@ def test_refs_without_face(run, clip, tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
     code, err = run(clip, "--refs", folder, "-o", tmp_path / "o.mp4")
-    assert code == 2 and "wall.png" in _one_error_line(err)
+    assert code == 2 and "wall.png" in _one_error_line(err)  # no usable photo left: stop
+
+
+def test_one_ref_without_face_is_skipped(run, clip, refs, tmp_path):
+    import numpy as np
+    import cv2
+
+    cv2.imwrite(str(refs / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
+    code, err = run(clip, "--refs", refs, "-o", tmp_path / "o.mp4")
+    assert code == 0, err
+    assert any("wall.png" in line and line.startswith("WARNING") for line in err.splitlines()), err
+    assert (tmp_path / "o.mp4").exists()
+
+
+def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(run, shared_data, tmp_path):
+    """two_people.jpg (Obama left, Biden right) as a 6-frame video, two reference sets."""
+    import av
+    import cv2
+    import numpy as np
+
+    root = shared_data / "face_recognition"
+    image = cv2.imread(str(root / "two_people.jpg"))[:660, :1126, ::-1]
+    src = tmp_path / "two.mp4"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+        for i in range(6):
+            shift = np.float32([[1, 0, 2 * i], [0, 1, -i]])
+            frame = cv2.warpAffine(np.ascontiguousarray(image), shift, image.shape[1::-1],
+                                   borderMode=cv2.BORDER_REPLICATE)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    refs = ["--refs", f"obama={root / 'knn_train/obama'}", "--refs", f"biden={root / 'knn_train/biden'}"]
+    code, err = run(src, *refs, "-o", tmp_path / "o.mp4", "-v")
+    assert code == 0, err
+    assert "2 tracks, identities matched: biden, obama" in err
+    track_lines = [line for line in err.splitlines() if line.startswith("  track ")]
+    assert len(track_lines) == 2, err
+    for name in ("obama", "biden"):
+        (line,) = [line for line in track_lines if f": {name}, " in line]
+        assert "frames 0-5, 6 faces; similarity " + name in line, line
+    assert "unmatched faces: 0 (similarity below" in err and "skipped faces: 0" in err
 
 
 def test_unwritable_output_folder(run, clip, tmp_path):
@@ -426,3 +468,33 @@ def test_damaged_input_is_restored_with_every_frame_and_one_warning(run, tmp_pat
     assert read_video_timing(out)[0] == read_video_timing(clean)[0]
     warnings = [line for line in err.splitlines() if "damaged data" in line]
     assert len(warnings) == 1 and "2 frame(s)" in warnings[0], err
+def _synopsis(readme: str, heading: str) -> str:
+    section = readme.split(heading, 1)[1]
+    return section.split("```", 2)[1]
+
+
+@pytest.mark.parametrize("heading,command", [("## Command line", None), ("## Live: webcam", "live")])
+def test_readme_synopsis_lists_every_option(heading, command):
+    """Every option of the parser appears in the README's synopsis; none is shown as required
+    that is optional (--refs was)."""
+    from streamrestore.cli import build_parser
+    from streamrestore.commands import live
+
+    parser = build_parser() if command is None else live.build_parser()
+    synopsis = _synopsis((REPO / "README.md").read_text(), heading)
+    for action in parser._actions:
+        if not action.option_strings or "--help" in action.option_strings:
+            continue
+        assert any(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", synopsis) for o in action.option_strings), \
+            action.option_strings
+    assert "[--refs" in synopsis and " --refs DIR [" not in synopsis
+
+
+def test_every_option_has_help():
+    from streamrestore.cli import build_parser
+    from streamrestore.commands import bench, live
+
+    for parser in (build_parser(), live.build_parser(), bench.build_parser()):
+        for action in parser._actions:
+            assert action.help, (parser.prog, action.option_strings or action.dest)
+

@@ -147,16 +147,25 @@ def test_auto_without_pack_uses_dlib(tmp_path, monkeypatch):
     assert isinstance(create_detector("auto"), DlibDetector)
 
 
-def test_scrfd_without_pack_offline_names_the_fixes(tmp_path, monkeypatch):
+def test_scrfd_without_pack_names_the_pack_and_stays_offline(tmp_path, monkeypatch, capfd):
+    """No download attempt, no insightface chatter: one error saying which pack to get."""
+    import socket
+
     monkeypatch.setattr(detect_module, "_INSIGHTFACE_HOME", tmp_path)
 
-    def offline(root):
-        raise OSError("network unreachable")
+    def no_network(*args, **kwargs):
+        raise AssertionError("create_detector tried to reach the network")
 
-    monkeypatch.setattr(detect_module, "_download_default_pack", offline)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
     with pytest.raises(ModelError) as error:
         create_detector("scrfd")
-    assert "--face-models" in str(error.value) and "--detector dlib" in str(error.value)
+    message = str(error.value)
+    assert detect_module.DEFAULT_PACK in message and str(tmp_path / "models" / "buffalo_l") in message
+    assert "--face-models" in message and "--detector dlib" in message
+    assert list(tmp_path.iterdir()) == []  # nothing created either
+    out = capfd.readouterr()
+    assert out.out == "" and out.err == ""
 
 
 def test_scrfd_uses_a_pack_in_the_insightface_home(shared_models, tmp_path, monkeypatch):

@@ -103,15 +103,27 @@ def test_non_image_files_are_skipped_with_a_warning(tmp_path, shared_data, scrfd
     assert not any(".DS_Store" in m for m in messages)
 
 
-def test_photo_without_face_names_the_file(tmp_path, shared_data, scrfd, embedder):
+def test_photo_without_face_is_skipped_with_a_warning_naming_it(tmp_path, shared_data, scrfd, embedder, caplog):
     folder = _link_folder(tmp_path, "anna", [shared_data / "face_recognition/knn_train/obama/obama.jpg"])
     cv2.imwrite(str(folder / "wall.png"), np.full((200, 300, 3), 128, np.uint8))
-    with pytest.raises(ReferencesError, match="wall.png"):
-        load_reference_sets([str(folder)], scrfd, embedder, R)
-    (folder / "wall.png").unlink()
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(ReferencesError, match="broken.jpg"):
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        (refs,) = load_reference_sets([str(folder)], scrfd, embedder, R)
+    assert [Path(f).name for f in refs.files] == ["obama.jpg"]
+    assert len(refs.crops) == len(refs.embeddings) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("wall.png" in m and "no face" in m for m in messages), messages
+    assert any("broken.jpg" in m for m in messages), messages
+
+
+def test_set_without_any_usable_photo_stops(tmp_path, scrfd, embedder):
+    folder = tmp_path / "anna"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "wall.png"), np.full((200, 300, 3), 128, np.uint8))
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ReferencesError, match="no usable photo") as error:
         load_reference_sets([str(folder)], scrfd, embedder, R)
+    assert "wall.png (no face)" in str(error.value) and "broken.jpg (not readable)" in str(error.value)
 
 
 def test_several_faces_use_the_largest(tmp_path, shared_data, scrfd, embedder, caplog):

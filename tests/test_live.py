@@ -184,6 +184,39 @@ def test_bad_sources_and_outputs(tmp_path):
     check_output("udp://127.0.0.1:5000")
 
 
+def test_missing_camera_is_one_error_without_opencv_noise(capfd):
+    """OpenCV logs a WARN/ERROR line per capture backend for a camera that is not there."""
+    import cv2
+
+    from streamrestore.live.sources import CameraSource
+
+    level = cv2.utils.logging.getLogLevel()
+    index = 63  # no machine running the tests has 64 cameras
+    with pytest.raises(InputError, match="cannot open camera 63"):
+        CameraSource(index)
+    err = capfd.readouterr().err
+    assert "WARN" not in err and "ERROR" not in err and "OpenCV" not in err, err
+    assert cv2.utils.logging.getLogLevel() == level  # the caller's OpenCV log level is back
+
+
+def test_as_fast_as_possible_keeps_the_files_timestamps(shared_models, tmp_path, capsys):
+    """Read faster than real time, the output still plays at the file's pace (issue 13)."""
+    from media_utils import make_clip, read_video_timing
+
+    src = tmp_path / "src.mp4"
+    make_clip(src, width=96, height=64, frames=12, fps=5)  # 2.4 s; decoding takes far less
+    out = tmp_path / "out.mp4"
+    code = main(["live", "--source", str(src), "--as-fast-as-possible", "--no-window", "--output", str(out),
+                 *_model_args(shared_models)])
+    assert code == 0, capsys.readouterr().err
+    source_times = read_video_timing(src)[0]
+    out_times = read_video_timing(out)[0]
+    assert len(out_times) == 12
+    relative = [t - out_times[0] for t in out_times]
+    expected = [t - source_times[0] for t in source_times]
+    assert max(abs(a - b) for a, b in zip(relative, expected)) < 0.002, (relative, expected)
+
+
 def test_no_display_exit_2_and_one_line(monkeypatch, capsys, shared_data, shared_models, tmp_path):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -256,22 +289,31 @@ def test_references_encoded_once_and_model_warm_before_first_frame(shared_data, 
 
     class Recorder:
         name, frames_written = "recorder", 0
-        captured: list = []
+        times: list = []
 
-        def write(self, rgb, captured):
-            self.captured.append(captured)
+        def write(self, rgb, timestamp):
+            self.times.append(timestamp)
 
         def close(self):
             pass
 
+    class RecordingFileSource(FileSource):
+        captured: list = []
+
+        def frames(self, stop):
+            for live in super().frames(stop):
+                self.captured.append(live.captured)
+                yield live
+
     sink = Recorder()
-    source = FileSource(shared_data / CLIP, realtime=False)
+    source = RecordingFileSource(shared_data / CLIP, realtime=False)
     stats = LiveSession(fr, source, [sink], config=LiveConfig(window=False, max_frames=6)).run()
-    assert stats.frames_out == 6 and len(sink.captured) == 6
+    assert stats.frames_out == 6 and len(sink.times) == 6
     assert stats.dropped == 0  # a file read as fast as possible waits for the consumer
-    assert sink.captured == sorted(sink.captured)  # output in capture order
+    # outputs are timed by the file's own clock, in order, from 0
+    assert sink.times[0] == 0.0 and sink.times == sorted(sink.times)
     assert restorer.encodes == 1  # never per frame
-    assert restorer.restores[0] < sink.captured[0]  # warm-up ran before the first frame was captured
+    assert restorer.restores[0] < source.captured[0]  # warm-up ran before the first frame was captured
     assert len(restorer.restores) == 1 + fr.stats.frames_with_faces
 
 

@@ -205,3 +205,64 @@ def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd
     assert by_side == {"left": "obama", "right": "biden"}
     last = Recording.batches[-1]
     assert {id(c) for c in last} == {id(fr.caches["obama"]), id(fr.caches["biden"])}
+
+    # The run summary, frame by frame: per track whom it matched, its span and face count.
+    stats = fr.stats
+    assert {t.identity for t in stats.per_track.values()} == {"obama", "biden"}
+    assert all((t.first_frame, t.last_frame, t.faces) == (0, 5, 6) for t in stats.per_track.values())
+    text = stats.summary()
+    assert "6 frames (" in text and "0.0 fps" not in text and "fps over" in text  # timed by its own calls
+    assert "12 faces restored in 6 frames, 2 tracks, identities matched: biden, obama" in text
+    assert ": obama, frames 0-5, 6 faces" in text and ": biden, frames 0-5, 6 faces" in text
+    assert "unmatched faces: 0, skipped faces: 0" in text
+    assert "similarity" not in text
+    verbose = stats.summary(verbose=True)
+    (obama_line,) = [line for line in verbose.splitlines() if ": obama," in line]
+    assert "; similarity obama 0." in obama_line and ", biden " in obama_line  # best first
+    assert "(similarity below" in verbose  # the threshold, said once
+
+
+def _summary_of(stats_calls, **fields):
+    from streamrestore.pipeline import RunStats
+
+    stats = RunStats(**fields)
+    for track_id, frame, identity, restored in stats_calls:
+        stats.add_face(track_id, frame, identity, restored)
+    return stats
+
+
+def test_summary_counts_unmatched_and_skipped_faces_per_track():
+    calls = [(1, f, "anna", True) for f in range(3, 10)] + [(2, f, None, False) for f in range(5, 7)]
+    stats = _summary_of(calls, frames=10, frames_with_faces=7, frames_restored=7, faces_restored=7,
+                        unmatched_faces=2, matching=True, references=True, match_threshold=0.4, seconds=2.0,
+                        startup_seconds=1.0)
+    stats.per_track[1].scores = {"anna": 0.61, "ben": 0.12}
+    stats.per_track[2].scores = {"anna": 0.2, "ben": 0.31}
+    lines = stats.summary().splitlines()
+    assert lines[0] == ("10 frames (10.0 fps; 2.0 s with 1.0 s start-up), 7 faces restored in 7 frames, "
+                        "2 tracks, identities matched: anna")
+    assert lines[1:] == [
+        "  track 1: anna, frames 3-9, 7 faces",
+        "  track 2: no match, frames 5-6, 2 faces (2 left alone)",
+        "unmatched faces: 2, skipped faces: 2",
+    ]
+    verbose = stats.summary(verbose=True).splitlines()
+    assert verbose[1] == "  track 1: anna, frames 3-9, 7 faces; similarity anna 0.61, ben 0.12"
+    assert verbose[2].endswith("; similarity ben 0.31, anna 0.20")
+    assert verbose[3] == "unmatched faces: 2 (similarity below 0.40 to every set), skipped faces: 2"
+
+
+def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
+    from streamrestore.pipeline import SUMMARY_TRACKS
+
+    one = _summary_of([(7, 0, None, True)], frames=1, frames_with_faces=1, frames_restored=1, faces_restored=1)
+    assert one.summary().splitlines() == [
+        "1 frame (not timed), 1 face restored in 1 frame, 1 track, identities matched: none",
+        "  track 7: no references, frame 0, 1 face",
+    ]
+    calls = [(t, f, None, True) for t in range(30) for f in range(t + 1)]  # track t has t+1 faces
+    many = _summary_of(calls, frames=30, frames_with_faces=30).summary().splitlines()
+    assert sum(line.startswith("  track ") for line in many) == SUMMARY_TRACKS == 20
+    assert many[-1] == "  ... 10 more tracks with 55 faces (the shortest ones)"
+    assert "  track 29: no references, frames 0-29, 30 faces" in many
+

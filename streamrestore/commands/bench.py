@@ -17,6 +17,7 @@ import torch
 from streamrestore.backends import BACKENDS
 from streamrestore.bench import DTYPES
 from streamrestore.cli import FAST_VAE_HELP
+from streamrestore.threads import TORCH_THREADS_HELP
 
 
 
@@ -31,20 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of photos of the person (repeat as NAME=DIR for several people)")
     p.add_argument("--model", default="lite", help="lite (default), instantrestore, identity, random-paper (the paper-scale "
                    "network with random weights: real speed, noise output), or a model file")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="run only this backend (default: every backend available on the device)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="compute dtype (default fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--frames", type=int, metavar="N", help="time only the first N frames (default: all)")
     p.add_argument("--warmup-frames", type=int, default=8, metavar="N",
                    help="untimed frames per backend first, so compiling is not timed (default 8)")
-    p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"])
+    p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
+                   help="auto: SCRFD when an insightface model pack is found, else dlib")
     p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack")
     p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
     p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
-    p.add_argument("--torch-threads", type=int, metavar="N",
-                   help="CPU threads for the restorer (default: half the cores, as the main command: the encoder "
-                        "needs the rest)")
+    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="more messages")
     return p
@@ -71,6 +72,7 @@ def main(argv: list[str]) -> int:
         backends=None if args.backend is None else [args.backend], frames=args.frames,
         warmup_frames=args.warmup_frames, detector=args.detector, face_models=args.face_models,
         dtype=DTYPES[args.dtype] if args.dtype else None, resolution=args.resolution, fast_vae=args.fast_vae,
+        torch_threads=args.torch_threads,
     )
     print(result.table())
     if args.json:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from streamrestore.errors import UserError
+from streamrestore.threads import TORCH_THREADS_HELP
 
 log = logging.getLogger("streamrestore")
 
@@ -41,17 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames were output")
     p.add_argument("--loop", action="store_true", help="a file source starts again at its end")
     p.add_argument("--as-fast-as-possible", dest="realtime", action="store_false",
-                   help="a file source is read as fast as it decodes instead of at its frame rate (no drops)")
+                   help="a file source is read as fast as it decodes instead of at its frame rate (no drops); "
+                        "an --output file keeps the source's timestamps either way")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="a network source that delivers nothing for this long counts as dropped (default 5)")
     p.add_argument("--retries", type=int, default=5, metavar="N",
                    help="reconnect attempts (with backoff 0.5, 1, 2, 4 s ...) before giving up (default 5)")
     p.add_argument("--snapshots", default=".", metavar="DIR", help="folder for snapshots taken with s (default .)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.add_argument("--torch-threads", type=int, metavar="N",
-                   help="CPU threads for the restorer (default: one per core). On a machine busy with other work, "
-                        "1 avoids threads waiting on each other (measured: lite restore 80 ms/frame with 1 thread vs "
-                        "seconds with 2 on two oversubscribed cores)")
+    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     _add_model_options(p, fast_vae=True)
     return p
 
@@ -92,16 +91,13 @@ def main(argv: list[str]) -> int:
     check_references(args.refs)
 
     from streamrestore.api import build_face_restorer
-    from streamrestore.cli import restorer_from_args
+    from streamrestore.cli import _set_torch_threads, restorer_from_args
     from streamrestore.live.session import LiveConfig, LiveSession
     from streamrestore.live.sinks import open_sink
     from streamrestore.live.sources import ReconnectPolicy, open_source
     from streamrestore.pipeline import PipelineConfig
 
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
+    _set_torch_threads(args.torch_threads)  # the same default as every command: half the cores
     policy = ReconnectPolicy(retries=args.retries, timeout=args.timeout)
     source = open_source(args.source, realtime=args.realtime, loop=args.loop, policy=policy)
     sinks = []
@@ -110,7 +106,7 @@ def main(argv: list[str]) -> int:
             args.refs, model=restorer_from_args(args), device=args.device, detector=args.detector,
             face_models=args.face_models, config=PipelineConfig(lookahead=0, max_faces=args.max_faces, unmatched=args.unmatched,
                                   detect_every=args.detect_every),
-            channel_order="rgb", fps=min(source.fps, 60.0), backend=args.backend,
+            channel_order="rgb", fps=min(source.fps, 60.0), backend=args.backend, torch_threads=args.torch_threads,
         )
         for spec in args.output:
             sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force))
@@ -126,7 +122,7 @@ def main(argv: list[str]) -> int:
             sink.abort()
         source.close()
     face_restorer.stats.seconds = stats.seconds
-    print(face_restorer.stats.summary(), file=sys.stderr)
+    print(face_restorer.stats.summary(verbose=args.verbose), file=sys.stderr)
     print(stats.summary(), file=sys.stderr)
     for sink in session.sinks:
         if sink.frames_written:

@@ -31,8 +31,9 @@ __all__ = [
 
 logger = logging.getLogger("streamrestore")
 
-#: The insightface pack fetched when SCRFD is asked for and no pack is on disk (insightface's
-#: own default; its weights are for non-commercial research and are never shipped with us).
+#: The insightface pack to get when SCRFD is asked for and no pack is on disk (insightface's own
+#: default; its weights are for non-commercial research and are never shipped with us, nor
+#: downloaded: the user fetches it, see :func:`missing_pack_message`).
 DEFAULT_PACK = "buffalo_l"
 
 _INSIGHTFACE_HOME = Path("~/.insightface")
@@ -129,16 +130,6 @@ def onnx_session_options(threads: int = 1):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
-
-
-def _download_default_pack(root: Path) -> Path:
-    """Let insightface fetch :data:`DEFAULT_PACK` into ``root`` as it does itself; returns the pack."""
-    from insightface.app import FaceAnalysis
-
-    analysis = FaceAnalysis(
-        name=DEFAULT_PACK, root=str(root), allowed_modules=["detection"], providers=["CPUExecutionProvider"]
-    )
-    return Path(analysis.model_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,7 +324,7 @@ def create_detector(kind: str = "auto", *, models_dir: str | Path | None = None,
 
     ``kind``: ``"scrfd"``, ``"dlib"`` or ``"auto"`` (SCRFD when an insightface pack is found in
     ``models_dir`` or ``~/.insightface/models``, else dlib). ``"scrfd"`` without a pack on disk
-    lets insightface download :data:`DEFAULT_PACK`; offline that raises :class:`ModelError`.
+    raises :class:`ModelError` saying which pack to get (nothing is downloaded).
     """
     if kind not in ("auto", "scrfd", "dlib"):
         raise ValueError(f"kind must be 'auto', 'scrfd' or 'dlib', got {kind!r}")
@@ -345,20 +336,22 @@ def create_detector(kind: str = "auto", *, models_dir: str | Path | None = None,
         logger.info("no insightface model pack found; using the dlib face detector")
         return DlibDetector(threshold=threshold)
     if pack is None:
-        try:
-            pack = _download_default_pack(_INSIGHTFACE_HOME.expanduser())
-        except Exception as error:  # network errors come in many types
-            raise ModelError(
-                f"no insightface model pack found and downloading {DEFAULT_PACK} failed ({error}); "
-                "point --face-models at a pack folder or use --detector dlib"
-            ) from error
-        if not _det_files(pack):
-            raise ModelError(f"insightface pack {pack} has no det_*.onnx; use --face-models or --detector dlib")
+        raise ModelError(missing_pack_message())
     if models_dir is not None and Path(models_dir).is_file():
         det_file = Path(models_dir)
     else:
         det_file = _det_files(pack)[0]
     return ScrfdDetector(det_file, det_size=det_size, threshold=threshold)
+
+
+def missing_pack_message() -> str:
+    """What to do when ``--detector scrfd`` finds no insightface pack (we never download one)."""
+    home = _INSIGHTFACE_HOME / "models"
+    return (
+        f"--detector scrfd: no insightface model pack found in {home}; get insightface's {DEFAULT_PACK} pack "
+        f"({DEFAULT_PACK}.zip from insightface's model zoo; non-commercial research licence) and unzip it to "
+        f"{home / DEFAULT_PACK}, or point --face-models at a pack folder, or use --detector dlib"
+    )
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -204,6 +204,7 @@ class _TrackSamples:
     embeddings: list[np.ndarray] = field(default_factory=list)
     decided: bool = False
     identity: str | None = None
+    scores: dict = field(default_factory=dict)  # each set's score for the samples so far
 
 
 class IdentityMatcher:
@@ -259,7 +260,8 @@ class IdentityMatcher:
         if not np.all(np.isfinite(vector)):
             raise ValueError(f"embedding of track {track_id!r} has non-finite values")
         samples.embeddings.append(vector)
-        samples.identity = self._best(samples.embeddings)
+        samples.scores = self.scores(samples.embeddings) if self._sets else {}
+        samples.identity = self._pick(samples.scores)
         if len(samples.embeddings) >= self.samples_per_track:
             samples.decided = True
             samples.embeddings = []  # no longer needed
@@ -273,12 +275,16 @@ class IdentityMatcher:
             result[name] = float(np.mean(similarities[: self.top_k]))
         return result
 
-    def _best(self, embeddings: list[np.ndarray]) -> str | None:
-        if not self._sets:
+    def _pick(self, scores: dict[str, float]) -> str | None:
+        if not scores:
             return None
-        scores = self.scores(embeddings)
         name = max(scores, key=scores.get)
         return name if scores[name] >= self.threshold else None
+
+    def scores_of(self, track_id: Hashable) -> dict[str, float]:
+        """Each set's similarity score for the track (as when its identity was decided); {} if unseen."""
+        samples = self._tracks.get(track_id)
+        return dict(samples.scores) if samples is not None else {}
 
     def identity_of(self, track_id: Hashable) -> str | None:
         """The reference set the track shows, or None (unknown track, no sample, no match)."""

@@ -1,9 +1,10 @@
 """Reference photos: from folders named on the command line to aligned crops + embeddings.
 
 A reference set is one person's photos: whole photos or aligned crops that the face fills
-(FFHQ-style, like InstantRestore's conditioning images). Every photo must show that person's
-face; problems a user can fix raise :class:`~streamrestore.errors.ReferencesError` naming the
-file, doubtful cases (several faces, a face unlike the rest) only warn.
+(FFHQ-style, like InstantRestore's conditioning images). A photo that cannot be used (no face
+found, not readable) is skipped with a warning naming it; a set left without any usable photo
+raises :class:`~streamrestore.errors.ReferencesError` listing them, as do missing folders.
+Doubtful cases (several faces, a face unlike the rest) only warn.
 """
 from __future__ import annotations
 
@@ -140,7 +141,8 @@ def load_reference_sets(specs: Sequence[str], detector: Detector, embedder: Face
     """Load every reference set named by ``specs`` (see :func:`parse_reference_specs`).
 
     Each photo's face is found (also in a padded copy, for crops the face fills), aligned to
-    the FFHQ template at ``resolution`` and embedded. ``max_images`` keeps only the first N
+    the FFHQ template at ``resolution`` and embedded. Photos without a face, or unreadable, are
+    skipped with a warning; a set with no usable photo left raises :class:`ReferencesError`. ``max_images`` keeps only the first N
     photos (by file name) of each set; the restorer's attention cost grows with N.
     """
     if max_images is not None and max_images < 1:
@@ -154,21 +156,31 @@ def load_reference_sets(specs: Sequence[str], detector: Detector, embedder: Face
         if max_images is not None and len(images) > max_images:
             logger.info("reference set %s: using the first %d of %d photos", name, max_images, len(images))
             images = images[:max_images]
-        crops, embeddings, files = [], [], []
+        crops, embeddings, files, unusable = [], [], [], []
         for file in images:
-            rgb = _read_rgb(file)
+            try:
+                rgb = _read_rgb(file)
+            except ReferencesError:
+                logger.warning("reference photo %s cannot be read as an image; skipping it", file)
+                unusable.append(f"{file.name} (not readable)")
+                continue
             faces = detect_padded(detector, rgb)
             if not faces:
-                raise ReferencesError(
-                    f"no face found in reference photo {file}; use a photo where the face is clearly visible, "
-                    "or remove it"
-                )
+                logger.warning("no face found in reference photo %s; skipping it (use a photo where the face "
+                               "is clearly visible)", file)
+                unusable.append(f"{file.name} (no face)")
+                continue
             face = max(faces, key=_area)
             if len(faces) > 1:
                 logger.warning("reference photo %s shows %d faces; using the largest", file, len(faces))
             crops.append(warp_to_template(rgb, alignment_matrix(face.kps, resolution), resolution))
             embeddings.append(embedder.embed(rgb, [face])[0])
             files.append(str(file))
+        if not crops:
+            raise ReferencesError(
+                f"reference set {name} ({path}) has no usable photo: {', '.join(unusable)}; "
+                "add photos where the face is clearly visible"
+            )
         embedding_array = np.stack(embeddings).astype(np.float32)
         _warn_outliers(name, files, embedding_array, threshold)
         sets.append(ReferenceSet(name=name, crops=np.stack(crops), embeddings=embedding_array, files=files,

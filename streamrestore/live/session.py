@@ -236,7 +236,7 @@ class LiveSession:
                 rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
             out = self.face_restorer.process(rgb) if self.restoring else rgb
             for sink in self.sinks:
-                sink.write(out, live.captured)
+                sink.write(out, live.timestamp)  # a file's own timestamps, else capture times
             keys = None
             if self._window is not None:
                 now = time.monotonic()

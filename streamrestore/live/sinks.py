@@ -1,8 +1,10 @@
-"""Live outputs: a video file or a network stream, timestamped from the capture clock.
+"""Live outputs: a video file or a network stream, timestamped from the source's clock.
 
 Frames arrive at an uneven rate (the input drops what processing cannot keep up with), so each
-output frame's timestamp is its capture time relative to the first frame: players then show
-the restored stream at the pace it was filmed, gaps included.
+output frame's timestamp is its time relative to the first frame: for cameras and network
+streams the capture time, for a video file source its own timestamp (so with
+``--as-fast-as-possible`` the output plays at the file's pace, not at the processing speed).
+Players then show the restored stream at the pace it was filmed, gaps included.
 """
 from __future__ import annotations
 
@@ -106,7 +108,7 @@ class StreamSink:
         self._last_key: int | None = None
 
     def write(self, rgb: np.ndarray, captured: float) -> None:
-        """Encodes and sends one RGB frame captured at ``captured`` (time.monotonic())."""
+        """Encodes and sends one RGB frame timed at ``captured`` (seconds; see the module docstring)."""
         import av
 
         if self._out is None:
@@ -214,7 +216,7 @@ def check_output(spec: str, *, force: bool = False) -> None:
     if path.is_dir():
         raise OutputError(f"output {path} is a folder; give a file name such as {path}/live.mp4")
     if path.exists() and not force:
-        raise OutputError(f"output {path} already exists; use --force to replace it")
+        raise OutputError(f"output {path} already exists; replace it with force=True (CLI: --force)")
     if path.suffix.lower() not in TIMESTAMP_CONTAINERS:
         raise OutputError(f"cannot write {path.suffix or 'extension-less'} files; use .mp4, .mkv, .mov, .webm or .ts")
     if not path.parent.exists():

@@ -38,6 +38,15 @@ class LiveFrame:
     captured: float  # time.monotonic() when the frame became available
     payload: Any
     _to_rgb: Callable[[Any], np.ndarray] = field(repr=False, default=None)
+    #: seconds on the source's own timeline (a file's timestamps, continued across loops); None
+    #: for cameras and network streams, whose frames are timed by when they were captured
+    media_time: float | None = None
+
+    @property
+    def timestamp(self) -> float:
+        """Seconds to time the frame by in outputs: the source's own time when it has one,
+        else the capture time (only differences between frames matter)."""
+        return self.media_time if self.media_time is not None else self.captured
 
     def rgb(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB."""
@@ -143,7 +152,14 @@ class CameraSource(LiveSource):
     def _open(self):
         import cv2
 
-        cap = cv2.VideoCapture(self.index)
+        # OpenCV logs a WARN/ERROR line per backend it tries when there is no such camera;
+        # our own error (or the reconnect warning) says it once, plainly.
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            cap = cv2.VideoCapture(self.index)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not cap.isOpened():
             cap.release()
             return None
@@ -236,7 +252,7 @@ class FileSource(LiveSource):
                     last_time = t - first_time
                     if self.realtime and _wait(stop, clock_start + offset + last_time - time.monotonic()):
                         return
-                    yield LiveFrame(index, time.monotonic(), frame, frame_to_rgb)
+                    yield LiveFrame(index, time.monotonic(), frame, frame_to_rgb, media_time=offset + last_time)
                     index += 1
                 self.problems.extend(reader.problems)
             if not self.loop or first_time is None:

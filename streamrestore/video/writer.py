@@ -151,6 +151,9 @@ class EncoderSettings:
                 options["cpu-used"] = str(preset)
         elif preset is not None:
             options["preset"] = str(preset)
+        if codec == "libx265":
+            # x265 writes its own [info]/[warning] banner straight to stderr, past FFmpeg's log level.
+            options["x265-params"] = "log-level=error"
         return options
 
 
@@ -291,7 +294,7 @@ class VideoWriter:
         if dst.is_dir():
             raise OutputError(f"output {dst} is a folder; give a file name such as {dst}/out.mp4")
         if dst.exists() and not force:
-            raise OutputError(f"output {dst} already exists; use --force to replace it")
+            raise OutputError(f"output {dst} already exists; replace it with force=True (CLI: --force)")
         if dst.suffix.lower() not in TIMESTAMP_CONTAINERS:
             raise OutputError(
                 f"cannot write {dst.suffix or 'extension-less'} files keeping every frame's "

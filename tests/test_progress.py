@@ -1,0 +1,95 @@
+"""Progress when stderr is not a terminal (nohup, CI, `> log 2>&1`): a plain line every few
+seconds with frames, percent, fps and ETA; `--no-progress` silences it (issue 13).
+Time is a fake clock here: nothing waits."""
+import io
+
+import pytest
+
+import streamrestore.api as api
+from media_utils import make_clip
+from streamrestore.api import ProgressLines, restore_video
+from streamrestore.cli import main
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_lines_every_interval_with_percent_fps_and_eta():
+    clock, out = FakeClock(), io.StringIO()
+    progress = ProgressLines(total=400, interval=5.0, clock=clock, stream=out)
+    for _ in range(80):  # 8 fps for 10 s (steps exact in binary)
+        clock.now += 0.125
+        progress.update()
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert lines == [  # at 5 s and at 10 s
+        "progress: 40/400 frames (10%), 8.0 fps, ETA 0:45",
+        "progress: 80/400 frames (20%), 8.0 fps, ETA 0:40",
+    ]
+
+
+def test_unknown_total_and_long_eta():
+    clock, out = FakeClock(), io.StringIO()
+    progress = ProgressLines(total=None, interval=0, clock=clock, stream=out)
+    clock.now += 2
+    progress.update(4)
+    assert out.getvalue() == "progress: 4 frames, 2.0 fps\n"
+    progress = ProgressLines(total=100_000, interval=0, clock=clock, stream=out)
+    clock.now += 1
+    progress.update(10)
+    assert out.getvalue().splitlines()[-1].endswith("10.0 fps, ETA 2:46:39")
+
+
+def test_bad_interval_and_mode():
+    with pytest.raises(ValueError):
+        ProgressLines(10, interval=-1)
+    with pytest.raises(ValueError):
+        api._progress(10, "sparkles", 1.0)
+
+
+def test_progress_mode_follows_the_terminal(monkeypatch):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert isinstance(api._progress(10, True, 1.0), ProgressLines)
+    assert api._progress(10, False, 1.0) is None
+    assert isinstance(api._progress(10, "lines", 1.0), ProgressLines)
+
+
+def test_expected_frames_of_a_window():
+    from types import SimpleNamespace
+
+    info = SimpleNamespace(frame_count=250, frame_rate=25, duration=10.0)
+    assert api._expected_frames(info, None, None) == 250
+    assert api._expected_frames(info, 2.0, 4.0) == 50
+    assert api._expected_frames(info, 8.0, None) == 50
+    assert api._expected_frames(info, None, 99.0) == 250
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.mp4"
+    make_clip(path, width=96, height=64, frames=6)
+    return path
+
+
+def test_restore_video_prints_lines_to_a_log(clip, tmp_path, capsys):
+    restore_video(clip, tmp_path / "o.mp4", model="identity", detector="dlib", progress=True, progress_interval=0)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress:")]
+    assert len(lines) == 6
+    assert lines[-1].startswith("progress: 6/6 frames (100%), ") and "fps" in lines[-1]
+
+
+def test_cli_prints_progress_lines_unless_no_progress(clip, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(api, "PROGRESS_INTERVAL", 0.0)  # every frame, instead of every 5 s
+    args = [str(clip), "--model", "identity", "--detector", "dlib", "--force", "-o", str(tmp_path / "o.mp4")]
+    assert main(args) == 0
+    err = capsys.readouterr().err  # pytest's capture is not a terminal
+    assert sum(line.startswith("progress: ") for line in err.splitlines()) == 6, err
+    assert main(args + ["--no-progress"]) == 0
+    assert "progress:" not in capsys.readouterr().err
