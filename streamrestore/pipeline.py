@@ -375,21 +375,25 @@ class FaceRestorer:
     def _detect(self, pixels) -> list[Face]:
         """Detections in frame coordinates. A detector that says what size it works at
         (``input_size``, as SCRFD does) gets the frame already shrunk to it: for video frames
-        that is one scaled conversion instead of a full-size one."""
+        that is one scaled conversion instead of a full-size one. A frame where nothing is found
+        is looked at again with a black border: a face that fills the frame (a 256 px talking
+        head, a close-up) is larger than the detector's anchors, and on soft or degraded video
+        it is then missed on most frames."""
+        from streamrestore.faces.detect import detect_padded
+
         input_size = getattr(self.detector, "input_size", None)
-        if input_size is None:
-            return self.detector.detect(pixels.full())
         h, w = pixels.shape[:2]
-        size_w, size_h = input_size(h, w)
-        scale = min(size_w / w, size_h / h, 1.0)
+        scale = 1.0
+        if input_size is not None:
+            size_w, size_h = input_size(h, w)
+            scale = min(size_w / w, size_h / h, 1.0)
         small_w, small_h = max(1, round(w * scale)), max(1, round(h * scale))
-        if (small_w, small_h) == (w, h):
-            return self.detector.detect(pixels.full())
+        image = pixels.full() if (small_w, small_h) == (w, h) else pixels.resized(small_w, small_h)
+        found = self.detector.detect(image) or detect_padded(self.detector, image)
+        if image.shape[:2] == (h, w):
+            return found
         to_frame = np.array([w / small_w, h / small_h], np.float32)
-        return [
-            Face(box=f.box * np.tile(to_frame, 2), kps=f.kps * to_frame, score=f.score)
-            for f in self.detector.detect(pixels.resized(small_w, small_h))
-        ]
+        return [Face(box=f.box * np.tile(to_frame, 2), kps=f.kps * to_frame, score=f.score) for f in found]
 
     def _emit(self, index: int, tracked: list[TrackedFace]):
         """The frame ``index``, restored, with torch on this object's threads (the caller's after)."""
