@@ -5,10 +5,14 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamrestore.errors import ModelError, OutputError
 from streamrestore.pipeline import FaceRestorer, PipelineConfig, RunStats, run_threaded
 from streamrestore.threads import resolve_torch_threads, torch_threads as _torch_threads
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.model.adapt import AdaptConfig
 
 log = logging.getLogger("streamrestore")
 
@@ -37,6 +41,7 @@ def build_face_restorer(
     backend: str = "auto",
     fast_vae: str | Path | None = None,
     torch_threads: int | None = None,
+    adapt: "AdaptConfig | None" = None,
 ) -> FaceRestorer:
     """Loads the model, the face models and the reference photos, and encodes the references.
 
@@ -60,6 +65,9 @@ def build_face_restorer(
         torch_threads: CPU threads torch uses for the restorer's work; None: half the cores (the
             CLI's default, :func:`streamrestore.threads.default_torch_threads`). Applied only
             while streamrestore works; your ``torch.get_num_threads()`` is left as it was.
+        adapt: fine-tune the model on each person's reference photos before restoring (see
+            :mod:`streamrestore.model.adapt`; minutes per person on a CPU, once: the result is
+            cached on disk). None (default): no adaptation. Runs the eager backend.
 
     The options are checked (device, reference folders) before anything is loaded.
     """
@@ -72,7 +80,12 @@ def build_face_restorer(
     check_references(specs)
     threads = resolve_torch_threads(torch_threads)
     with _torch_threads(threads):
-        restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
+        if adapt is not None:
+            from streamrestore.model.adapt import AdaptedRestorer
+
+            restorer = AdaptedRestorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae), adapt)
+        else:
+            restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
         face_detector = create_detector(detector, models_dir=face_models)
         embedder = None
         needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
@@ -89,9 +102,11 @@ def build_face_restorer(
     )
 
 
-def load_restorer(model="lite", *, device: str = "auto", backend: str = "auto", fast_vae: str | Path | None = None):
+def load_restorer(model="lite", *, device: str = "auto", backend: str | None = "auto",
+                  fast_vae: str | Path | None = None):
     """A restorer from a name, a path, or an object that already is one (used as given).
-    ``fast_vae``: decode with TAESD (see :func:`build_face_restorer`)."""
+    ``fast_vae``: decode with TAESD (see :func:`build_face_restorer`); ``backend=None``: the
+    plain eager restorer, not wrapped by :func:`streamrestore.backends.build_backend`."""
     if not isinstance(model, (str, Path)):
         return model
     if str(model) == "identity":
@@ -103,7 +118,8 @@ def load_restorer(model="lite", *, device: str = "auto", backend: str = "auto", 
     from streamrestore.backends import build_backend
     from streamrestore.model.registry import load_model
 
-    return build_backend(load_model(str(model), device=device, fast_vae=fast_vae or None), backend)
+    loaded = load_model(str(model), device=device, fast_vae=fast_vae or None)
+    return loaded if backend is None else build_backend(loaded, backend)
 
 
 def check_model_options(model="lite", *, device: str = "auto", fast_vae: str | Path | None = None) -> None:
@@ -154,6 +170,7 @@ def restore_video(
     progress: bool | str = False,
     progress_interval: float | None = None,
     torch_threads: int | None = None,
+    adapt: "AdaptConfig | None" = None,
     face_restorer: FaceRestorer | None = None,
 ) -> RunStats:
     """Restores the faces of the video ``src`` into ``dst`` (default ``<stem>.restored.<ext>``).
@@ -173,8 +190,8 @@ def restore_video(
     terminal and otherwise a plain line every ``progress_interval`` seconds (default
     :data:`PROGRESS_INTERVAL`, 5 s; frames, percent, fps, ETA: for the logs of nohup, CI or
     ``> log 2>&1``); ``"bar"`` or ``"lines"`` force one.
-    ``torch_threads``: see :func:`build_face_restorer` (default half the cores, set only for
-    this run's work).
+    ``torch_threads``, ``adapt``: see :func:`build_face_restorer` (threads: default half the
+    cores, set only for this run's work).
     """
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import EncoderSettings, VideoWriter, check_not_input, default_output_path
@@ -200,7 +217,7 @@ def restore_video(
                 config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every)
                 face_restorer = build_face_restorer(
                     refs, model=model, device=device, detector=detector, face_models=face_models, config=config,
-                    fps=fps, backend=backend, fast_vae=fast_vae, torch_threads=torch_threads,
+                    fps=fps, backend=backend, fast_vae=fast_vae, torch_threads=torch_threads, adapt=adapt,
                 )
             stats = face_restorer.stats
             stats.startup_seconds = time.perf_counter() - started

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=_time, help="end time (seconds or HH:MM:SS)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
+    p.add_argument("--adapt", action="store_true",
+                   help="fine-tune the model on each person's reference photos first (lite; a few minutes per "
+                        "person on a CPU, once: cached in ~/.cache/streamrestore/adapted); stronger identity")
+    p.add_argument("--adapt-steps", type=int, default=100, metavar="N",
+                   help="fine-tuning steps per person with --adapt (default 100)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress display (by default a bar on a terminal, else a plain line every few seconds)")
     return p
@@ -134,6 +139,17 @@ def restorer_from_args(args: argparse.Namespace):
     return build_backend(load_model(args.model, device=args.device, fast_vae=fast_vae), args.backend)
 
 
+def _adapt_config(args: argparse.Namespace):
+    """The per-identity adaptation asked for (``--adapt``), or None."""
+    if args.adapt_steps < 1:
+        raise UserError(f"--adapt-steps must be at least 1, got {args.adapt_steps}")
+    if not args.adapt:
+        return None
+    from streamrestore.model.adapt import AdaptConfig
+
+    return AdaptConfig(steps=args.adapt_steps)
+
+
 def _restore_file(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
@@ -155,7 +171,7 @@ def _restore_file(argv: list[str]) -> int:
         model=args.model, fast_vae=args.fast_vae, device=args.device, detector=args.detector, face_models=args.face_models,
         codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
         max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, backend=args.backend,
-        force=args.force, torch_threads=args.torch_threads,
+        force=args.force, torch_threads=args.torch_threads, adapt=_adapt_config(args),
         progress=not args.no_progress,
     )
     print(stats.summary(verbose=args.verbose), file=sys.stderr)

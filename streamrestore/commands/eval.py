@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.15, help="hold-out fraction of --split (as in training)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split (as in training)")
     p.add_argument("--no-dlib", action="store_true", help="skip the dlib judge (slowest)")
+    p.add_argument("--adapt", action="store_true",
+                   help="fine-tune the model on each person's references before restoring with them "
+                        "(streamrestore.model.adapt; minutes per person, cached on disk)")
+    p.add_argument("--adapt-steps", type=int, default=100, metavar="N", help="steps per person with --adapt (100)")
     p.add_argument("-v", "--verbose", action="store_true")
     v = p.add_argument_group("video evaluation (--video)")
     degraded = v.add_mutually_exclusive_group()
@@ -96,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--face-models", metavar="DIR",
                    help="the pipeline's insightface model pack (default: MODELS/insightface when it exists)")
     return p
+
+
+def _restorer(args: argparse.Namespace, load_restorer):
+    """The restorer to evaluate; with ``--adapt`` wrapped to adapt per person (eager)."""
+    if args.adapt_steps < 1:
+        raise InputError(f"--adapt-steps must be at least 1, got {args.adapt_steps}")
+    if not args.adapt:
+        return load_restorer(args.model, device=args.device, backend=getattr(args, "backend", "auto"))
+    from streamrestore.model.adapt import AdaptConfig, AdaptedRestorer
+
+    return AdaptedRestorer(load_restorer(args.model, device=args.device, backend=None), AdaptConfig(steps=args.adapt_steps))
 
 
 def main(argv: list[str]) -> int:
@@ -132,7 +147,7 @@ def main(argv: list[str]) -> int:
 
     started = time.perf_counter()
     cases = load_cases(data, config, models_dir=models_dir, identities=identities)
-    restorer = load_restorer(args.model, device=args.device)
+    restorer = _restorer(args, load_restorer)
     judges = load_judges(models_dir, with_dlib=config.with_dlib)
     landmarks = load_landmark_detector(models_dir)
     log.info("evaluating %s on %d people from %s", args.model, len(cases), data)
@@ -225,7 +240,7 @@ def video_main(args: argparse.Namespace) -> int:
         ref_embedding = reference_embedding(read_reference_photos(args.refs), faces)
         if ref_embedding is None:
             log.warning("no face found in the photos of %s: identity to the references is not measured", args.refs)
-    restorer = load_restorer(args.model, device=args.device, backend=args.backend)
+    restorer = _restorer(args, load_restorer)
 
     def make_face_restorer(method, fps):
         options = dict(refs=[args.refs] if method.refs else [], model=restorer, device=args.device,

@@ -111,7 +111,16 @@ VIDEO_SMALL = DegradationPreset(
     reference_size=None,
 )
 
-PRESETS: dict[str, DegradationPreset] = {p.name: p for p in (SEVERE, MODERATE, MILD, VIDEO, CLEAN, VIDEO_SMALL)}
+#: The paper's severe range as it looks after shrinking a 512 px crop to 128 px (what lite trains
+#: on; ``configs/lite.toml`` spells the same table out).
+SEVERE_AT_128 = DegradationPreset(
+    name="severe_at_128", blur_sigma=(0.1, 12.0), blur_kernel_size=41, downsample=(1, 3), noise_sigma=(2.0, 6.0),
+    jpeg_quality=(25, 60), reference_size=512,
+)
+
+PRESETS: dict[str, DegradationPreset] = {
+    p.name: p for p in (SEVERE, MODERATE, MILD, VIDEO, CLEAN, VIDEO_SMALL, SEVERE_AT_128)
+}
 
 
 def get_preset(preset: str | DegradationPreset) -> DegradationPreset:
@@ -324,6 +333,7 @@ __all__ = [
     "Degradation",
     "CLEAN",
     "VIDEO_SMALL",
+    "SEVERE_AT_128",
     "SEVERE",
     "MODERATE",
     "MILD",
