@@ -220,5 +220,23 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     return getattr(exc, "exit_code", 130)
 
 
+def entry() -> None:
+    """The console script: runs :func:`main` and exits with its code.
+
+    After a stop signal (SIGTERM 143, SIGHUP 129), once the clean-up is done, the process ends
+    at once (``os._exit``): a signal that lands while a native library is being imported (torch,
+    onnxruntime) can leave it half set up, and the interpreter's own shutdown then crashed with
+    SIGSEGV now and then instead of exiting with the signal's code.
+    """
+    import os
+
+    code = main()
+    if code in (128 + 1, 128 + 15):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
