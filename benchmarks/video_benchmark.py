@@ -1,7 +1,7 @@
 """Run ``streamrestore eval --video`` over the clips of ``video_benchmark.toml`` and write one table.
 
     python benchmarks/video_benchmark.py [--config benchmarks/video_benchmark.toml] [--shared DIR]
-        [--model lite] [--max-frames N] [--degrade default,mild] [--out runs/video_benchmark]
+        [--model lite] [--max-frames N] [--degrade default,mild] [--out runs/video_benchmark] [--adapt]
 
 For each clip and each degradation preset: one eval run (rows input, model_norefs, model_refs,
 clean, clean_refs). References are a folder / photo of the shared set, or ``refs_frames`` frames
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--degrade", help="comma-separated presets, overriding the config's")
     p.add_argument("--clips", help="comma-separated clip names (default: all)")
     p.add_argument("--out", default=str(REPO / "runs" / "video_benchmark"))
+    p.add_argument("--adapt", action="store_true", help="per-identity adaptation (eval --adapt); results in <model>+adapt")
     args = p.parse_args(argv)
 
     from streamrestore.cli import main as cli_main
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     every = args.every or bench.get("every", 1)
     wanted = set(args.clips.split(",")) if args.clips else None
     out = Path(args.out)
-    model_name = Path(str(args.model)).stem
+    model_name = Path(str(args.model)).stem + ("+adapt" if args.adapt else "")
     rows = []
     started = time.perf_counter()
     for clip in config["clip"]:
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                     "--every", str(every)]
             if max_frames:
                 argv += ["--max-frames", str(max_frames)]
+            if args.adapt:
+                argv += ["--adapt"]
             print(f"== {clip['name']} / {preset}: streamrestore {' '.join(argv)}", file=sys.stderr, flush=True)
             code = cli_main(argv)
             if code != 0:
