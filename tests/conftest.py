@@ -41,3 +41,13 @@ def refs(tmp_path, shared_data):
     for p in sorted((shared_data / "face_recognition/knn_train/obama").iterdir())[:2]:
         shutil.copy(p, folder / p.name)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (tiny networks run fastest so on a busy machine);
+    the caller's thread count comes back afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,11 +10,8 @@ from streamrestore.model.restorer import InstantRestoreNet, InstantRestorer
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(one_torch_thread):
+    """Fine-tuning a tiny network runs fastest on one thread."""
 
 
 @pytest.fixture(scope="module")

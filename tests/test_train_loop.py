@@ -16,12 +16,8 @@ IDENTITIES = ("deepface:id01", "deepface:id02", "deepface:id03")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def _single_thread(one_torch_thread):
     """Tiny networks run fastest single-threaded, and far faster on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
