@@ -162,6 +162,11 @@ def test_lite_config_fits_the_size_budget():
     from streamrestore.model.checkpoint import load_restorer
 
     assert load_restorer(LITE_WEIGHTS).config == config.model
+    # ... through phase 4, which holds the benchmark people out and mixes in clean faces
+    phase4 = load_train_config(REPO / "configs/lite_v2.toml")
+    assert phase4.model == config.model and phase4.init_weights
+    assert {"Barack Obama", "Andrew Ng", "unknown-styletalk_happyenglish"} <= set(phase4.holdout_identities)
+    assert "clean" in [t["name"] for t in phase4.extra_presets]
 
 
 def test_position_prior_config_loads_within_budget():
