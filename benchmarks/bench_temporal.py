@@ -2,7 +2,7 @@
 truth and per-track identity spread, for several fusion settings side by side.
 
     python benchmarks/bench_temporal.py INPUT[:GT] [INPUT[:GT] ...] [--refs DIR] [--frames 90]
-        [--strengths 0,0.7] [--tolerance 6] [--json PATH]
+        [--settings 0,default,0.8/10] [--json PATH]
 
 ``INPUT`` is what the restorer gets (e.g. a clip degraded with ``shared/tools/degrade_video.py``);
 ``GT``, when given, is the clean clip it was made from: face PSNR is then taken on the largest
@@ -105,10 +105,10 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
     rate = frames[0][1]
     frames = [f for f, _ in frames]
     gts = [f for f, _ in decoded(Path(gt), args.frames)] if gt else None
-    names = [f"s={s:g}" for s in args.strengths]
-    variants, outs_all = [], []
-    for s in args.strengths:
-        config = PipelineConfig(lookahead=5, temporal=TemporalConfig(strength=s, tolerance=args.tolerance))
+    names = [f"s={s:g}/t={t:g}" for s, t in args.settings]
+    variants = []
+    for s, t in args.settings:
+        config = PipelineConfig(lookahead=5, temporal=TemporalConfig(strength=s, tolerance=t))
         variants.append(FaceRestorer(restorer, detector, ref_sets, config=config, fps=rate))
     meter = WarpError(candidates=1 + len(variants))
     spreads = [IdentitySpread(ref_emb) for _ in variants]
@@ -161,13 +161,19 @@ def main() -> int:
     p.add_argument("--model", default="lite")
     p.add_argument("--face-models", default=str(shared / "models/insightface"))
     p.add_argument("--frames", type=int, default=90, help="first N frames of each clip (default 90)")
-    p.add_argument("--strengths", default="0,0.7", help="comma-separated fusion strengths (default 0,0.7)")
-    p.add_argument("--tolerance", type=float, default=6.0)
+    p.add_argument("--settings", default="0,default",
+                   help="comma-separated fusion settings STRENGTH[/TOLERANCE] ('default': TemporalConfig's; "
+                        "default '0,default': off and the defaults)")
     p.add_argument("--no-identity", action="store_true", help="skip the paddle identity spread")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="also write the rows as JSON")
     args = p.parse_args()
-    args.strengths = [float(s) for s in args.strengths.split(",")]
+    from streamrestore.temporal import TemporalConfig
+
+    d = TemporalConfig()
+    args.settings = [(d.strength, d.tolerance) if x == "default" else
+                     (float(x.split("/")[0]), float(x.split("/")[1]) if "/" in x else d.tolerance)
+                     for x in args.settings.split(",")]
 
     import torch
 

@@ -89,6 +89,7 @@ class _State(NamedTuple):
     original: object  # float32 (R, R, 3) array in 0-255, or (3, R, R) tensor in 0-255
     change: object  # the fused change, same layout
     grey: np.ndarray  # uint8 (s, s): what the next flow is measured against
+    zero: bool  # the change is zero everywhere (a clean face the quality gate passed through)
 
 
 class TemporalSmoother:
@@ -157,6 +158,10 @@ class TemporalSmoother:
         small = x if s == r else cv2.resize(x, (s, s), interpolation=cv2.INTER_AREA)
         grey = self._grey(small)
         prev = self._last.get(track_id)
+        zero = not change.any()
+        if zero and (prev is None or prev.zero):  # nothing to carry, nothing to fuse: no flow needed
+            self._last[track_id] = _State(x, change, grey, True)
+            return restored
         if prev is not None and isinstance(prev.original, np.ndarray) and prev.original.shape == x.shape:
             flow = self._flow(grey, prev.grey, r)
             grid = np.arange(r, dtype=np.float32)
@@ -168,11 +173,12 @@ class TemporalSmoother:
             k = self._window(r)
             if k > 1:
                 err = cv2.blur(err, (k, k))
-            keep = np.float32(cfg.strength) * np.exp(err * np.float32(-1.0 / cfg.tolerance))
+            err *= np.float32(1.0 / cfg.tolerance)
+            keep = np.float32(cfg.strength) * np.exp(-err * err)
             inside = (map_x >= 0) & (map_x <= r - 1) & (map_y >= 0) & (map_y <= r - 1)
             keep *= inside
             change += keep[..., None] * (warped_change - change)
-        self._last[track_id] = _State(x, change, grey)
+        self._last[track_id] = _State(x, change, grey, False)
         out = x + change
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -197,6 +203,10 @@ class TemporalSmoother:
         small = x if s == r else F.interpolate(x[None], size=(s, s), mode="area")[0]
         grey = self._grey(small.permute(1, 2, 0).to("cpu", torch.float32).numpy())
         prev = self._last.get(track_id)
+        zero = not bool(change.any())
+        if zero and (prev is None or prev.zero):
+            self._last[track_id] = _State(x, change, grey, True)
+            return restored
         if prev is not None and isinstance(prev.original, torch.Tensor) and prev.original.shape == x.shape:
             flow = torch.from_numpy(self._flow(grey, prev.grey, r)).to(x.device)
             grid = torch.arange(r, device=x.device, dtype=torch.float32)
@@ -212,9 +222,10 @@ class TemporalSmoother:
             k = self._window(r)
             if k > 1:
                 err = F.avg_pool2d(F.pad(err, (k // 2,) * 4, mode="reflect"), k, stride=1)
-            keep = cfg.strength * torch.exp(err[0] * (-1.0 / cfg.tolerance))
+            err = err[0] * (1.0 / cfg.tolerance)
+            keep = cfg.strength * torch.exp(-err * err)
             inside = (map_x >= 0) & (map_x <= r - 1) & (map_y >= 0) & (map_y <= r - 1)
             keep = keep * inside
             change = change + keep * (warped_change - change)
-        self._last[track_id] = _State(x, change, grey)
+        self._last[track_id] = _State(x, change, grey, False)
         return ((x + change) * (1.0 / 255.0)).clamp(0.0, 1.0).to(restored.dtype)

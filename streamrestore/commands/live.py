@@ -22,7 +22,7 @@ log = logging.getLogger("streamrestore")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamrestore.cli import _add_model_options
+    from streamrestore.cli import _add_model_options, _add_temporal_options
 
     p = argparse.ArgumentParser(
         prog="streamrestore live",
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "1 avoids threads waiting on each other (measured: lite restore 80 ms/frame with 1 thread vs "
                         "seconds with 2 on two oversubscribed cores)")
     _add_model_options(p, fast_vae=True)
+    _add_temporal_options(p)
     return p
 
 
@@ -72,6 +73,9 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--retries must be 0 or more, got {args.retries}")
     if args.no_window and not args.output and args.max_frames is None:
         log.warning("--no-window without --output: frames are restored but go nowhere (use for timing only)")
+    from streamrestore.cli import temporal_from_args
+
+    temporal = temporal_from_args(args)
     if not Path(args.snapshots).is_dir():
         raise UserError(f"--snapshots folder {args.snapshots} does not exist; create it first")
 
@@ -109,7 +113,7 @@ def main(argv: list[str]) -> int:
         face_restorer = build_face_restorer(
             args.refs, model=restorer_from_args(args), device=args.device, detector=args.detector,
             face_models=args.face_models, config=PipelineConfig(lookahead=0, max_faces=args.max_faces, unmatched=args.unmatched,
-                                  detect_every=args.detect_every),
+                                  detect_every=args.detect_every, temporal=temporal),
             channel_order="rgb", fps=min(source.fps, 60.0), backend=args.backend,
         )
         for spec in args.output:
