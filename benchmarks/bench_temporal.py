@@ -6,7 +6,8 @@ truth and per-track identity spread, for several fusion settings side by side.
 
 ``INPUT`` is what the restorer gets (e.g. a clip degraded with ``shared/tools/degrade_video.py``);
 ``GT``, when given, is the clean clip it was made from: face PSNR is then taken on the largest
-ground-truth face (its detector box, enlarged 1.2x). E_warp (x 1e3) of the input and of each
+ground-truth face (its detector box, enlarged 1.2x), with ``detail``: the region's fine detail
+(mean |grey - blur|) relative to the first setting's (does the fusion soften the restoration?). E_warp (x 1e3) of the input and of each
 output uses the input's flow (``streamrestore.eval.flicker_metric``). Identity spread: per
 track, the std over frames of the paddle MobileFaceNet similarity of the restored crop to the
 mean reference embedding (needs ``<shared>/models/recog/mobilefacenet_paddle_128d.onnx``).
@@ -92,6 +93,14 @@ def psnr(a, b):
     return 99.0 if mse < 1e-10 else 10 * math.log10(255.0 ** 2 / mse)
 
 
+def detail(rgb):
+    """Fine detail of a face region: mean |grey - Gaussian blur (sigma 1)| (0-255 levels)."""
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(grey - cv2.GaussianBlur(grey, (0, 0), 1.0)).mean())
+
+
 def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> list[dict]:
     from streamrestore.eval.flicker_metric import IdentitySpread, WarpError
     from streamrestore.eval.judges import arcface_crop
@@ -113,6 +122,7 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
     meter = WarpError(candidates=1 + len(variants))
     spreads = [IdentitySpread(ref_emb) for _ in variants]
     psnrs = [[] for _ in variants]
+    details = [[] for _ in variants]
     seconds = [0.0] * len(variants)
     gens = [iter(v.stream(iter(frames))) for v in variants]
     for i in range(len(frames)):
@@ -136,6 +146,7 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
                 x0, y0, x1, y1 = region(big.box, gts[i].shape)
                 for j, out in enumerate(outs):
                     psnrs[j].append(psnr(out[y0:y1, x0:x1], gts[i][y0:y1, x0:x1]))
+                    details[j].append(detail(out[y0:y1, x0:x1]))
     rows = []
     e_in = meter.value(0)
     for j, name in enumerate(names):
@@ -144,6 +155,7 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
             "clip": Path(inp).name, "setting": name, "frames": len(frames), "pairs": meter.pairs,
             "ewarp_in": round(e_in, 4), "ewarp_out": round(e_out, 4), "ratio": round(e_out / e_in, 4),
             "face_psnr": round(float(np.mean(psnrs[j])), 3) if psnrs[j] else None,
+            "detail": round(float(np.mean(details[j]) / np.mean(details[0])), 4) if details[0] else None,
             "id_spread": round(spreads[j].spread(), 4) if judge is not None else None,
             "id_mean": round(float(np.mean([r["mean"] for r in spreads[j].per_track().values()])), 4)
             if judge is not None and spreads[j].per_track() else None,

@@ -63,10 +63,10 @@ def _add_temporal_options(p: argparse.ArgumentParser) -> None:
     """The temporal fusion's settings (``streamrestore.temporal.TemporalConfig``)."""
     p.add_argument("--temporal-strength", type=float, default=None, metavar="F",
                    help="temporal fusion: the most weight the previous frame's motion-compensated restoration "
-                        "keeps, in [0, 1); 0 turns it off (default 0.7: flicker within ~1.15x the input's)")
+                        "keeps, in [0, 1); 0 turns it off (default 0.97; docs/temporal.md)")
     p.add_argument("--temporal-tolerance", type=float, default=None, metavar="LEVELS",
                    help="warp error (0-255 levels) at which the previous frame's weight has fallen to 1/e; "
-                        "lower follows fast motion sooner (default 6)")
+                        "lower follows fast motion sooner (default 30)")
 
 
 def temporal_from_args(args: argparse.Namespace):

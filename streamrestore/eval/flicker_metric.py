@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["WarpError", "e_warp", "e_warp_files", "IdentitySpread", "identity_spread"]
+__all__ = ["WarpError", "e_warp", "e_warp_files", "IdentitySpread", "identity_spread", "track_crops"]
 
 
 def _as_unit(rgb: np.ndarray) -> np.ndarray:
@@ -209,3 +209,15 @@ def identity_spread(similarities: Mapping[Hashable, Sequence[float]], *, min_fra
         if len(v) >= min_frames:
             out[tid] = {"mean": float(v.mean()), "std": float(v.std()), "frames": int(len(v))}
     return out
+
+
+def track_crops(frame: np.ndarray, faces, resolution: int) -> dict:
+    """``{track_id: (R, R, 3) uint8 FFHQ-aligned crop}`` of a restored RGB ``frame``, for the
+    faces a :class:`~streamrestore.pipeline.FaceRestorer` restored in it (its ``last_faces``):
+    what to embed for :class:`IdentitySpread` (e.g. ``streamrestore.eval.judges.OnnxEmbedder``
+    with the paddle model, via ``arcface_crop``)."""
+    from streamrestore.faces.align import crop_face
+    from streamrestore.pixels import pixels_of
+
+    px = pixels_of(np.ascontiguousarray(frame), "rgb")
+    return {f.track_id: crop_face(px, f.matrix, resolution) for f in faces}
