@@ -14,7 +14,8 @@ mean reference embedding (needs ``<shared>/models/recog/mobilefacenet_paddle_128
 
 The restorer runs once per distinct crop: the settings share its outputs through a cache (the
 detection, tracking and crops do not depend on the fusion), so a sweep costs little more than
-one run. Frames are processed in file mode (lookahead 5), as ``streamrestore INPUT`` does.
+one run. Frames are processed in file mode (lookahead 5), as ``streamrestore INPUT`` does
+(``--lookahead 0``: as ``streamrestore live`` and ``FaceRestorer.process`` do).
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
     names = [f"s={s:g}/t={t:g}" for s, t in args.settings]
     variants = []
     for s, t in args.settings:
-        config = PipelineConfig(lookahead=5, temporal=TemporalConfig(strength=s, tolerance=t))
+        config = PipelineConfig(lookahead=args.lookahead, temporal=TemporalConfig(strength=s, tolerance=t))
         variants.append(FaceRestorer(restorer, detector, ref_sets, config=config, fps=rate))
     meter = WarpError(candidates=1 + len(variants))
     spreads = [IdentitySpread(ref_emb) for _ in variants]
@@ -160,6 +161,7 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
             "id_mean": round(float(np.mean([r["mean"] for r in spreads[j].per_track().values()])), 4)
             if judge is not None and spreads[j].per_track() else None,
             "tracks": variants[j].stats.tracks,
+            "frames_with_faces": variants[j].stats.frames_with_faces,
             "temporal_ms": round(1000 * variants[j].stats.stage_seconds.get("temporal", 0.0) / len(frames), 3),
         })
     return rows
@@ -176,6 +178,7 @@ def main() -> int:
     p.add_argument("--settings", default="0,default",
                    help="comma-separated fusion settings STRENGTH[/TOLERANCE] ('default': TemporalConfig's; "
                         "default '0,default': off and the defaults)")
+    p.add_argument("--lookahead", type=int, default=5, help="tracker lookahead (default 5, as files; 0: live)")
     p.add_argument("--no-identity", action="store_true", help="skip the paddle identity spread")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", help="also write the rows as JSON")

@@ -64,7 +64,7 @@ class TemporalConfig:
             followed): measured with ``benchmarks/bench_temporal.py`` on the first 90 frames of
             five degraded clips (``docs/temporal.md``), the output's flicker (E_warp, flow from
             the input) is 1.00-1.14x the input's where the face stays detected (1.11-2.11x with
-            the fusion off), and face PSNR to the ground truth is 0.05-0.35 dB *higher* than
+            the fusion off), and face PSNR to the ground truth is 0.08-0.35 dB *higher* than
             with the fusion off, also on fast head turns (12 fps) and across hard cuts. 0.9
             and 0.95 flicker more (Obama: 1.18x, 1.16x) with no measured gain elsewhere.
         tolerance: warp error of the input, in 0-255 levels averaged over ``window``, at which
