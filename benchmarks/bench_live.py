@@ -80,6 +80,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="how long to run the live loop (default 20)")
     p.add_argument("--output", help="also send/write the restored stream (e.g. udp://127.0.0.1:5000)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
+    p.add_argument("--temporal-strength", type=float, default=None,
+                   help="temporal fusion strength (default: TemporalConfig's; 0: off)")
     args = p.parse_args()
 
     import torch
@@ -90,6 +92,9 @@ def main() -> int:
     from streamrestore.errors import ModelError
     from streamrestore.live import FileSource, LiveConfig, LiveSession, open_sink
     from streamrestore.pipeline import PipelineConfig
+    from streamrestore.temporal import TemporalConfig
+
+    temporal = TemporalConfig() if args.temporal_strength is None else TemporalConfig(strength=args.temporal_strength)
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "lite-untrained":
@@ -101,7 +106,7 @@ def main() -> int:
         try:
             fr = build_face_restorer(
                 args.refs, model=args.model, device=args.device, face_models=args.face_models,
-                config=PipelineConfig(lookahead=0, detect_every=args.detect_every), channel_order="rgb",
+                config=PipelineConfig(lookahead=0, detect_every=args.detect_every, temporal=temporal), channel_order="rgb",
                 fps=source.fps,
             )
         except ModelError as exc:
@@ -121,7 +126,7 @@ def main() -> int:
     device = "cuda" if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())) else "cpu"
     where = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"model {args.model} on {where}; 640x480 @ {source.fps:.0f} fps source, one face, "
-          f"detect every {args.detect_every}; start-up (models + references) {startup:.1f} s")
+          f"detect every {args.detect_every}, temporal strength {temporal.strength:g}; start-up (models + references) {startup:.1f} s")
     print(stats.summary())
     per = {k: 1000 * v / max(1, fr.stats.frames) for k, v in fr.stats.stage_seconds.items() if k != "references"}
     print("per frame out: " + ", ".join(f"{k} {v:.1f} ms" for k, v in per.items()))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from streamrestore.errors import ModelError, OutputError
 from streamrestore.pipeline import FaceRestorer, PipelineConfig, RunStats, run_threaded
+from streamrestore.temporal import TemporalConfig
 from streamrestore.threads import resolve_torch_threads, torch_threads as _torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -164,6 +165,7 @@ def restore_video(
     max_faces: int | None = None,
     unmatched: str = "restore",
     detect_every: int = 3,
+    temporal: TemporalConfig | None = None,
     backend: str = "auto",
     fast_vae: str | Path | None = None,
     force: bool = False,
@@ -181,6 +183,8 @@ def restore_video(
     its ``problems`` and its ``summary()``. ``face_restorer`` replaces the model and face options
     with a ready-made :class:`FaceRestorer` (it must have been built with lookahead and is used
     once).
+    ``temporal`` sets the temporal fusion (default None:
+    :class:`~streamrestore.temporal.TemporalConfig` defaults; ``TemporalConfig(strength=0)`` off).
 
     Mistakes in the options, paths and media raise a :class:`~streamrestore.errors.UserError`
     subclass before any model is loaded; ``dst`` may not be ``src`` (under any spelling), not
@@ -214,7 +218,8 @@ def restore_video(
         fps = float(info.frame_rate) if info.frame_rate else 30.0
         with VideoWriter(dst, info, settings, audio_from=src, start=start, end=end, force=force) as writer:
             if face_restorer is None:
-                config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every)
+                config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every,
+                                        **({"temporal": temporal} if temporal is not None else {}))
                 face_restorer = build_face_restorer(
                     refs, model=model, device=device, detector=detector, face_models=face_models, config=config,
                     fps=fps, backend=backend, fast_vae=fast_vae, torch_threads=torch_threads, adapt=adapt,

@@ -26,7 +26,7 @@ from streamrestore.errors import InputError, OutputError
 log = logging.getLogger("streamrestore")
 
 #: stage order in tables (others follow alphabetically)
-STAGE_ORDER = ("decode", "detect", "track", "identity", "align", "restore", "paste", "encode", "end to end")
+STAGE_ORDER = ("decode", "detect", "track", "identity", "align", "restore", "temporal", "paste", "encode", "end to end")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,12 @@ class BenchResult:
     #: end-to-end fps per backend, and of decode+encode alone
     fps_by_backend: dict = field(default_factory=dict)
     decode_encode_fps: float = 0.0
+    #: flicker: E_warp x 1e3 (``streamrestore.eval.flicker_metric``) of each backend's output,
+    #: with the flow of the input, over the timed frames; and the input's own
+    flicker_by_backend: dict = field(default_factory=dict)
+    input_flicker: float | None = None
+    #: the temporal fusion's settings of the run (``TemporalConfig`` as a dict)
+    temporal: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -78,6 +84,15 @@ class BenchResult:
                 f"  {'-' if v is None else f'{v:.2f}':>{c}}" for v, c in zip(cells, cols)))
         lines.append("fps".ljust(width) + "".join(
             f"  {self.fps_by_backend.get(b, 0.0):>{c}.1f}" for b, c in zip(backends, cols)))
+        if self.flicker_by_backend:
+            lines.append("flicker".ljust(width) + "".join(
+                f"  {'-' if b not in self.flicker_by_backend else f'{self.flicker_by_backend[b]:.3f}':>{c}}"
+                for b, c in zip(backends, cols)))
+            ratios = ", ".join(f"{b} {v / self.input_flicker:.2f}x" for b, v in self.flicker_by_backend.items()
+                               if self.input_flicker)
+            lines.append(f"flicker: E_warp x1e3 of the output, flow from the input; the input's own "
+                         f"{self.input_flicker:.3f} (output/input: {ratios}); temporal strength "
+                         f"{self.temporal.get('strength', '?')}")
         if self.decode_encode_fps:
             ratio = self.decode_encode_fps / self.fps if self.fps else float("inf")
             lines.append(f"decode+encode alone: {self.decode_encode_fps:.1f} fps; best ({self.backend}): "
@@ -206,6 +221,8 @@ def run_bench(
     resolution: int | None = None,
     fast_vae: str | Path | None = None,
     torch_threads: int | None = None,
+    temporal=None,
+    flicker: bool = True,
 ) -> BenchResult:
     """Benchmark ``model`` on ``clip`` with each backend in ``backends``.
 
@@ -228,6 +245,11 @@ def run_bench(
             (default None: the VAE); see :class:`~streamrestore.model.restorer.InstantRestorer`.
         torch_threads: CPU threads for the restorer (default None: half the cores, as every
             command; see :mod:`streamrestore.threads`).
+        temporal: the temporal fusion's :class:`~streamrestore.temporal.TemporalConfig`
+            (default None: its defaults; ``TemporalConfig(strength=0)`` times the run without it).
+            Its cost is the ``temporal`` stage.
+        flicker: also measure each backend's output flicker (E_warp x 1e3 with the input's flow,
+            over the timed frames of the encoded output; untimed, after each run). Default True.
     """
     from streamrestore.api import build_face_restorer
     from streamrestore.backends import BACKENDS, BackendConfig, BackendRestorer, available_backends, select_backend
@@ -261,11 +283,17 @@ def run_bench(
         names = ["eager"]  # nothing to compile
 
     # Face models and references load once; every backend gets its own tracker and smoother.
+    from streamrestore.pipeline import PipelineConfig
+    from streamrestore.temporal import TemporalConfig
+
+    temporal = temporal if temporal is not None else TemporalConfig()
     template = build_face_restorer(refs, model=restorer, detector=detector, face_models=face_models, fps=fps_in,
-                                   torch_threads=torch_threads)
+                                   config=PipelineConfig(temporal=temporal), torch_threads=torch_threads)
     rows: list[BenchRow] = []
     startup: dict = {"load_model": round(load_s, 3)}
     fps_by: dict = {}
+    flicker_by: dict = {}
+    input_flicker = None
     faces_seen = 0.0
     timed_frames = 0
     with tempfile.TemporaryDirectory(prefix="streamrestore-bench-") as tmp:
@@ -291,12 +319,18 @@ def run_bench(
             fps_by[name] = round(n / wall, 3) if wall > 0 else 0.0
             faces_seen, timed_frames = faces / n, n
             log.info("bench: %s %.1f fps over %d frames", name, fps_by[name], n)
+            if flicker:
+                from streamrestore.eval.flicker_metric import e_warp_files
+
+                input_flicker, flicker_by[name], _ = e_warp_files(clip, out, max_frames=n)
+                input_flicker, flicker_by[name] = round(input_flicker, 4), round(flicker_by[name], 4)
     best = max(fps_by, key=fps_by.get)
     return BenchResult(
         fps=fps_by[best], device=describe_device(run_device, template.torch_threads), backend=best, rows=rows, clip=str(clip),
         model=getattr(restorer, "name", str(model)), frames=timed_frames, faces_per_frame=round(faces_seen, 3),
         startup_s=startup, fps_by_backend=fps_by,
         decode_encode_fps=round(plain_n / plain_s, 3) if plain_s > 0 else 0.0,
+        flicker_by_backend=flicker_by, input_flicker=input_flicker, temporal=asdict(temporal),
     )
 
 

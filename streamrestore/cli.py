@@ -63,6 +63,29 @@ def _add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> No
                    help="more messages; the run summary adds each track's similarity to every reference set")
 
 
+def _add_temporal_options(p: argparse.ArgumentParser) -> None:
+    """The temporal fusion's settings (``streamrestore.temporal.TemporalConfig``)."""
+    p.add_argument("--temporal-strength", type=float, default=None, metavar="F",
+                   help="temporal fusion: the most weight the previous frame's motion-compensated restoration "
+                        "keeps, in [0, 1); 0 turns it off (default 0.97; docs/temporal.md)")
+    p.add_argument("--temporal-tolerance", type=float, default=None, metavar="LEVELS",
+                   help="warp error (0-255 levels) at which the previous frame's weight has fallen to 1/e; "
+                        "lower follows fast motion sooner (default 30)")
+
+
+def temporal_from_args(args: argparse.Namespace):
+    """The ``TemporalConfig`` of ``--temporal-strength`` / ``--temporal-tolerance`` (defaults for
+    what is not given); raises UserError for values out of range."""
+    from streamrestore.temporal import TemporalConfig
+
+    values = {k: v for k, v in (("strength", getattr(args, "temporal_strength", None)),
+                                ("tolerance", getattr(args, "temporal_tolerance", None))) if v is not None}
+    try:
+        return TemporalConfig(**values)
+    except ValueError as exc:
+        raise UserError(f"--temporal-{str(exc).split()[0]}: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="streamrestore",
@@ -73,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="video file to restore")
     p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input)")
     _add_model_options(p, fast_vae=True)
+    _add_temporal_options(p)
     p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
     p.add_argument("--preset", help="encoder speed preset (e.g. medium, slow)")
     p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
@@ -161,6 +185,7 @@ def _restore_file(argv: list[str]) -> int:
         raise UserError(f"--detect-every must be at least 1, got {args.detect_every}")
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    temporal = temporal_from_args(args)
     _set_torch_threads(args.torch_threads)
     from streamrestore.api import restore_video
     from streamrestore.video.writer import default_output_path
@@ -170,8 +195,8 @@ def _restore_file(argv: list[str]) -> int:
         args.input, output, args.refs,
         model=args.model, fast_vae=args.fast_vae, device=args.device, detector=args.detector, face_models=args.face_models,
         codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
-        max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, backend=args.backend,
-        force=args.force, torch_threads=args.torch_threads, adapt=_adapt_config(args),
+        max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, temporal=temporal,
+        backend=args.backend, force=args.force, torch_threads=args.torch_threads, adapt=_adapt_config(args),
         progress=not args.no_progress,
     )
     print(stats.summary(verbose=args.verbose), file=sys.stderr)

@@ -58,7 +58,9 @@ class PipelineConfig:
             restorer runs on CUDA, else ``"host"``; on a CPU the OpenCV path is 30-200x faster
             than the kernels' PyTorch references).
         paste: see :class:`streamrestore.blend.PasteConfig`.
-        temporal: see :class:`streamrestore.temporal.TemporalConfig`.
+        temporal: motion-compensated temporal fusion of each track's restored change (causal:
+            live mode gets it too); ``TemporalConfig(strength=0)`` turns it off. See
+            :class:`streamrestore.temporal.TemporalConfig`.
         gate: how much of the restorer's change each face gets, from an estimate of how
             degraded it is (clean faces pass through unchanged); see
             :class:`streamrestore.quality.QualityGateConfig`.
@@ -472,13 +474,17 @@ class FaceRestorer:
         self.stats.add_time("restore", t2 - t1)
         canvas, result = _canvas(pixels, frame)
         shape = pixels.shape[:2]
+        smoothing = 0.0
         for crop, face_out, m, tid in zip(crops, restored, matrices, ids):
             face_out = self._gate.blend(crop, face_out, self._gate.weight(tid, pixels, m, self.resolution))
+            ts = time.perf_counter()
             face_out = self._smoother.smooth(tid, crop, face_out)
+            smoothing += time.perf_counter() - ts
             plan = self._paste.plan(shape, face_out, crop, m)
             if plan is not None:
                 canvas.paste(plan)
-        self.stats.add_time("paste", time.perf_counter() - t2)
+        self.stats.add_time("temporal", smoothing)
+        self.stats.add_time("paste", time.perf_counter() - t2 - smoothing)
         return crops, result
 
     def _restore_on_device(self, frame, pixels, matrices, caches, ids, seeds, t0):
@@ -496,11 +502,14 @@ class FaceRestorer:
             weights = torch.tensor([self._gate.weight(tid, pixels, m, self.resolution) for tid, m in zip(ids, matrices)],
                                    device=restored.device, dtype=restored.dtype)
             restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
+            t3 = time.perf_counter()
             restored = torch.stack([self._smoother.smooth_tensor(tid, c, r) for tid, c, r in zip(ids, crops, restored)])
+            t4 = time.perf_counter()  # the fusion's flow needs the crops on the host: this waits for the device
+            self.stats.add_time("temporal", t4 - t3)
             path.paste(on_device, restored, crops, matrices)
             result = path.download(on_device)
             host_crops = _to_uint8(crops)  # for last_faces (previews, tests): B small crops
-        self.stats.add_time("paste", time.perf_counter() - t2)
+        self.stats.add_time("paste", time.perf_counter() - t2 - (t4 - t3))
         return list(host_crops), result
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:

@@ -26,6 +26,22 @@ def test_bench_cli_identity_writes_table_and_json(tmp_path, shared_data, shared_
     assert data["frames"] == 6 and data["faces_per_frame"] > 0.5  # the face was found and restored
     end_to_end = next(r["ms_per_frame"] for r in data["rows"] if r["stage"] == "end to end")
     assert data["fps"] == pytest.approx(1000.0 / end_to_end, rel=0.01)
+    # flicker of the output (E_warp with the input's flow) next to the input's own
+    assert "flicker" in table and data["input_flicker"] > 0 and data["flicker_by_backend"]["eager"] > 0
+    assert "temporal" in stages and data["temporal"]["strength"] == 0.97
+
+
+def test_bench_temporal_strength_option(tmp_path, shared_data, shared_models, refs, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", str(shared_data / CLIP), "--refs", str(refs), "--model", "identity", "--resolution", "128",
+                 "--face-models", str(shared_models / "insightface"), "--frames", "3", "--warmup-frames", "0",
+                 "--temporal-strength", "0", "--no-flicker", "--json", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["temporal"]["strength"] == 0 and data["input_flicker"] is None and not data["flicker_by_backend"]
+    code = main(["bench", str(shared_data / CLIP), "--model", "identity", "--temporal-strength", "1.5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--temporal-strength" in err and "Traceback" not in err
 
 
 def test_bench_tiny_network_eager(shared_data, shared_models, refs):

@@ -46,3 +46,160 @@ def test_strength_zero_is_off_and_bad_values_raise():
         TemporalConfig(strength=1.0)
     with pytest.raises(ValueError, match="tolerance"):
         TemporalConfig(tolerance=0)
+
+
+# --- motion-compensated fusion -------------------------------------------------------------
+
+def _texture(size: int, seed: int = 0) -> np.ndarray:
+    """A smooth, well-textured picture (what optical flow follows: skin, hair, features)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (size, size, 3)).astype(np.float32), (0, 0), size / 48)
+    return np.clip(128 + 40 * noise / noise.std(), 0, 255)
+
+
+def _moving_clip(frames: int, size: int = 128, speed: float = 1.5, seed: int = 0):
+    """(inputs, true changes): a texture sliding right by ``speed`` px per frame, and a detail
+    pattern (the restorer's "true" change) that moves with it."""
+    import cv2
+
+    big = 2 * size
+    scene = _texture(big, seed)
+    detail = (_texture(big, seed + 1) - 128) * 0.25
+    inputs, changes = [], []
+    for t in range(frames):
+        m = np.float32([[1, 0, -(big // 4) - speed * t], [0, 1, -(big // 4)]])
+        inputs.append(np.clip(cv2.warpAffine(scene, m, (size, size), flags=cv2.INTER_LINEAR) + 0.5, 0, 255).astype(np.uint8))
+        changes.append(cv2.warpAffine(detail, m, (size, size), flags=cv2.INTER_LINEAR))
+    return inputs, changes
+
+
+def _run(sm, inputs, changes, jitter, seed=3):
+    """Feeds input + true change + a still per-frame jitter of the restorer; returns outputs
+    and the ideal outputs (input + true change)."""
+    rng = np.random.default_rng(seed)
+    outs, ideal = [], []
+    for x, d in zip(inputs, changes):
+        noise = rng.normal(0, jitter, x.shape).astype(np.float32)
+        restored = np.clip(x + d + noise + 0.5, 0, 255).astype(np.uint8)
+        outs.append(sm.smooth(1, x, restored).astype(np.float32))
+        ideal.append(np.clip(x + d + 0.5, 0, 255).astype(np.float32))
+    return outs, ideal
+
+
+def test_moving_face_jitter_removed_and_motion_followed():
+    inputs, changes = _moving_clip(24)
+    inner = (slice(16, 112), slice(16, 112))  # away from the border the motion brings in
+    off, ideal = _run(TemporalSmoother(TemporalConfig(strength=0.0)), inputs, changes, jitter=4.0)
+    on, _ = _run(TemporalSmoother(TemporalConfig(strength=0.7)), inputs, changes, jitter=4.0)
+
+    def jitter(outs):  # error against the ideal output, after the fusion has settled
+        return np.mean([np.abs(o - i)[inner].mean() for o, i in zip(outs[8:], ideal[8:])])
+
+    assert jitter(on) < 0.6 * jitter(off), (jitter(on), jitter(off))
+    # no ghost: with no jitter, the fused output follows the moving detail (the true change is
+    # carried along the motion, not left behind where it was)
+    clean, ideal = _run(TemporalSmoother(TemporalConfig(strength=0.7)), inputs, changes, jitter=0.0)
+    assert max(np.abs(o - i)[inner].mean() for o, i in zip(clean, ideal)) < 1.0
+    # the old still-only smoother would have dragged the detail: keeping the previous output
+    # unwarped is far off on this motion
+    stale = np.mean([np.abs(p - i)[inner].mean() for p, i in zip(ideal[:-1], ideal[1:])])
+    assert stale > 5.0
+
+
+def test_occlusion_falls_back_to_the_new_frame():
+    inputs, changes = _moving_clip(10, speed=1.0)
+    sm = TemporalSmoother(TemporalConfig(strength=0.9))
+    rng = np.random.default_rng(1)
+    for x, d in zip(inputs[:-1], changes[:-1]):
+        sm.smooth(1, x, np.clip(x + d + rng.normal(0, 3, x.shape) + 0.5, 0, 255).astype(np.uint8))
+    x = inputs[-1].copy()
+    x[40:90, 40:90] = (30, 200, 60)  # a hand comes in front of the face
+    restored = x.copy()
+    restored[40:90, 40:90] = (40, 190, 70)  # what the restorer makes of it this frame
+    out = sm.smooth(1, x, restored)
+    inside = (slice(44, 86), slice(44, 86))
+    diff = np.abs(out[inside].astype(int) - restored[inside])
+    assert diff.mean() < 0.3 and diff.max() <= 3, (diff.mean(), diff.max())  # nothing of the old face
+
+
+def test_new_track_and_reset_start_without_state():
+    inputs, _ = _moving_clip(3)
+    sm = TemporalSmoother(TemporalConfig(strength=0.9))
+    bright = np.clip(inputs[0].astype(int) + 40, 0, 255).astype(np.uint8)
+    sm.smooth(1, inputs[0], bright)
+    # same picture, new track (the tracker's answer to a cut): the new change is used as is
+    assert np.array_equal(sm.smooth(2, inputs[0], inputs[0]), inputs[0])
+    sm.reset(1)
+    assert np.array_equal(sm.smooth(1, inputs[0], inputs[0]), inputs[0])
+
+
+def test_cut_in_the_pipeline_gives_a_fresh_track_and_no_carry_over():
+    import torch
+
+    from streamrestore.pipeline import FaceRestorer, PipelineConfig
+    from streamrestore.quality import QualityGateConfig
+    from streamrestore.types import Face
+
+    class OneFace:
+        def detect(self, image):
+            kps = np.array([[100, 110], [156, 110], [128, 140], [106, 170], [150, 170]], np.float32)
+            return [Face(box=np.array([70, 60, 186, 200], np.float32), kps=kps, score=0.9)]
+
+    class Jittery:
+        resolution = 128
+
+        def __init__(self):
+            self.rng = torch.Generator().manual_seed(0)
+
+        def encode_references(self, faces):
+            return None
+
+        def restore(self, faces, caches):
+            return (faces + 0.03 * torch.randn(faces.shape, generator=self.rng)).clamp(0, 1)
+
+    scene_a = np.clip(_texture(256, 5) * [1.2, 0.8, 0.5], 0, 255).astype(np.uint8)
+    scene_b = np.clip(_texture(256, 6) * [0.4, 0.9, 1.3], 0, 255).astype(np.uint8)
+    frames = [scene_a] * 4 + [scene_b] * 2
+    results = {}
+    for strength in (0.0, 0.8):
+        config = PipelineConfig(lookahead=0, detect_every=1, temporal=TemporalConfig(strength=strength),
+                                gate=QualityGateConfig(enabled=False))
+        fr = FaceRestorer(Jittery(), OneFace(), config=config)
+        outs, ids = [], []
+        for f in frames:
+            outs.append(fr.process(f.copy()))
+            ids.append(fr.last_faces[0].track_id)
+        results[strength] = (outs, ids, fr)
+    outs_off, ids, _ = results[0.0]
+    outs_on, ids_on, fr = results[0.8]
+    assert ids == ids_on and ids[3] != ids[4]  # the cut gave the face a new track
+    assert set(fr._smoother._last) == {ids[4]}  # the old track's state is gone
+    assert np.array_equal(outs_on[4], outs_off[4])  # first frame after the cut: nothing carried over
+    assert not np.array_equal(outs_on[5], outs_off[5])  # and the fusion runs again from there
+    assert not np.array_equal(outs_on[3], outs_off[3])
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_host_and_device_paths_agree(size):
+    import torch
+
+    inputs, changes = _moving_clip(6, size=size, speed=2.0)
+    cfg = TemporalConfig(strength=0.8, flow_side=128)
+    host, dev = TemporalSmoother(cfg), TemporalSmoother(cfg)
+    rng = np.random.default_rng(2)
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255  # noqa: E731
+    for x, d in zip(inputs, changes):
+        restored = np.clip(x + d + rng.normal(0, 4, x.shape) + 0.5, 0, 255).astype(np.uint8)
+        a = host.smooth(1, x, restored)
+        t = dev.smooth_tensor(1, to_t(x), to_t(restored))
+        b = (t.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+        diff = np.abs(a.astype(int) - b.astype(int))
+        assert diff.mean() < 0.3 and diff.max() <= 3, (diff.mean(), diff.max())
+    assert np.abs(a.astype(int) - restored).mean() > 1  # the fusion did something
+
+
+def test_flow_side_must_be_sane():
+    with pytest.raises(ValueError, match="flow_side"):
+        TemporalConfig(flow_side=8)

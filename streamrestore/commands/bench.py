@@ -1,10 +1,13 @@
 """``streamrestore bench``: per-stage ms/frame and end-to-end fps on a clip, backends side by side.
 
     streamrestore bench INPUT --refs DIR [--model M] [--device D] [--backend B] [--json PATH] [--fast-vae PATH]
+        [--temporal-strength F] [--no-flicker]
 
 Prints a table (stages down, backends across) and, with ``--json PATH``, writes
 ``{"fps", "device", "backend", "rows": [{"stage", "backend", "ms_per_frame"}], ...}`` where
-``fps`` and ``backend`` are the best backend's end-to-end figures. Without ``--backend`` every
+``fps`` and ``backend`` are the best backend's end-to-end figures. A ``flicker`` row gives each
+backend's output E_warp (x 1e3, flow from the input; ``flicker_by_backend`` and ``input_flicker``
+in the JSON); the temporal fusion's cost is the ``temporal`` stage. Without ``--backend`` every
 backend available on the device runs, one after the other in this process.
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 
 from streamrestore.backends import BACKENDS
 from streamrestore.bench import DTYPES
-from streamrestore.cli import FAST_VAE_HELP
+from streamrestore.cli import FAST_VAE_HELP, _add_temporal_options
 from streamrestore.threads import TORCH_THREADS_HELP
 
 
@@ -46,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
     p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
+    _add_temporal_options(p)
+    p.add_argument("--no-flicker", dest="flicker", action="store_false",
+                   help="skip the flicker measure (E_warp of the output with the input's flow, after each run)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="more messages")
     return p
@@ -64,15 +70,16 @@ def main(argv: list[str]) -> int:
         raise UserError("--device cuda: no CUDA device is visible; use --device cpu or auto")
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
-    from streamrestore.cli import _set_torch_threads
+    from streamrestore.cli import _set_torch_threads, temporal_from_args
 
+    temporal = temporal_from_args(args)
     _set_torch_threads(args.torch_threads)
     result = run_bench(
         args.input, args.refs, model=args.model, device=args.device,
         backends=None if args.backend is None else [args.backend], frames=args.frames,
         warmup_frames=args.warmup_frames, detector=args.detector, face_models=args.face_models,
         dtype=DTYPES[args.dtype] if args.dtype else None, resolution=args.resolution, fast_vae=args.fast_vae,
-        torch_threads=args.torch_threads,
+        torch_threads=args.torch_threads, temporal=temporal, flicker=args.flicker,
     )
     print(result.table())
     if args.json:

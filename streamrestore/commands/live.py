@@ -23,7 +23,7 @@ log = logging.getLogger("streamrestore")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamrestore.cli import _add_model_options
+    from streamrestore.cli import _add_model_options, _add_temporal_options
 
     p = argparse.ArgumentParser(
         prog="streamrestore live",
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     _add_model_options(p, fast_vae=True)
+    _add_temporal_options(p)
     return p
 
 
@@ -71,6 +72,9 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--retries must be 0 or more, got {args.retries}")
     if args.no_window and not args.output and args.max_frames is None:
         log.warning("--no-window without --output: frames are restored but go nowhere (use for timing only)")
+    from streamrestore.cli import temporal_from_args
+
+    temporal = temporal_from_args(args)
     if not Path(args.snapshots).is_dir():
         raise UserError(f"--snapshots folder {args.snapshots} does not exist; create it first")
 
@@ -105,7 +109,7 @@ def main(argv: list[str]) -> int:
         face_restorer = build_face_restorer(
             args.refs, model=restorer_from_args(args), device=args.device, detector=args.detector,
             face_models=args.face_models, config=PipelineConfig(lookahead=0, max_faces=args.max_faces, unmatched=args.unmatched,
-                                  detect_every=args.detect_every),
+                                  detect_every=args.detect_every, temporal=temporal),
             channel_order="rgb", fps=min(source.fps, 60.0), backend=args.backend, torch_threads=args.torch_threads,
         )
         for spec in args.output:
