@@ -25,7 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["WarpError", "e_warp", "e_warp_files", "IdentitySpread", "identity_spread", "track_crops"]
+__all__ = ["WarpError", "e_warp", "e_warp_files", "IdentitySpread", "identity_spread", "track_crops",
+           "flow_with_occlusion", "warp_by_flow", "pixel_grid"]
 
 
 def _as_unit(rgb: np.ndarray) -> np.ndarray:
@@ -41,6 +42,35 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     if rgb.dtype != np.uint8:
         rgb = np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def pixel_grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) float32 coordinate grids of an (H, W) picture, for ``cv2.remap`` with a flow."""
+    h, w = shape
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return gx, gy
+
+
+def warp_by_flow(image: np.ndarray, flow: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``image`` sampled at ``grid + flow`` (bilinear, edges replicated)."""
+    gx, gy = grid
+    return cv2.remap(image, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def flow_with_occlusion(dis, prev_grey: np.ndarray, grey: np.ndarray,
+                        grid: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The flow from ``grey`` (t) back to ``prev_grey`` (t-1) and the mask of pixels it follows.
+
+    A pixel counts as followed (not occluded) when the flow and the backward flow carried along
+    it cancel to within 0.5 + 0.01 (|f|^2 + |b|^2) px (the usual forward-backward check, as in
+    the shared ``flicker.py``). ``dis``: a ``cv2.DISOpticalFlow`` (the medium preset here).
+    """
+    forward = dis.calc(grey, prev_grey, None)  # t -> t-1
+    backward = dis.calc(prev_grey, grey, None)  # t-1 -> t
+    back = warp_by_flow(backward, forward, grid)
+    sq = lambda f: (f * f).sum(axis=2)  # noqa: E731
+    mask = np.sqrt(sq(forward + back)) < 0.5 + 0.01 * (sq(forward) + sq(back))
+    return forward, mask
 
 
 class WarpError:
@@ -70,11 +100,6 @@ class WarpError:
         """Forget the previous frame (e.g. at a scene cut: the next frame starts a new pair chain)."""
         self._prev_grey, self._prev = None, None
 
-    def _warp(self, image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-        gx, gy = self._grid
-        return cv2.remap(image, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
-
     def add(self, reference: np.ndarray, candidate: np.ndarray | Sequence[np.ndarray] | None = None) -> list[float]:
         """Adds one frame; returns this pair's E_warp per candidate (empty for the first frame
         or a pair with no followed pixel). ``candidate`` None measures the reference itself."""
@@ -90,14 +115,9 @@ class WarpError:
                 raise ValueError(f"candidate {c.shape[:2]} and reference {grey.shape} differ in size")
         result: list[float] = []
         if self._prev_grey is not None and self._prev_grey.shape == grey.shape:
-            h, w = grey.shape
             if self._grid is None or self._grid[0].shape != grey.shape:
-                self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-            forward = self._dis.calc(grey, self._prev_grey, None)  # t -> t-1
-            backward = self._dis.calc(self._prev_grey, grey, None)  # t-1 -> t
-            back = self._warp(backward, forward)
-            sq = lambda f: (f * f).sum(axis=2)  # noqa: E731
-            mask = np.sqrt(sq(forward + back)) < 0.5 + 0.01 * (sq(forward) + sq(back))
+                self._grid = pixel_grid(grey.shape)
+            forward, mask = flow_with_occlusion(self._dis, self._prev_grey, grey, self._grid)
             if self.region is not None:
                 x0, y0, x1, y1 = self.region
                 box = np.zeros_like(mask)
@@ -105,7 +125,7 @@ class WarpError:
                 mask &= box
             if mask.any():
                 for i, (cur, prev) in enumerate(zip(cands, self._prev)):
-                    diff = ((cur - self._warp(prev, forward)) ** 2).sum(axis=2)
+                    diff = ((cur - warp_by_flow(prev, forward, self._grid)) ** 2).sum(axis=2)
                     value = float(diff[mask].mean())
                     self.errors[i].append(value)
                     result.append(value)

@@ -58,6 +58,7 @@ import cv2
 import numpy as np
 
 from streamrestore.errors import InputError
+from streamrestore.eval.flicker_metric import flow_with_occlusion, pixel_grid, warp_by_flow
 
 logger = logging.getLogger("streamrestore")
 
@@ -375,13 +376,11 @@ def read_reference_photos(path: str | Path) -> list[np.ndarray]:
 # Flicker
 
 
-def _warp(image: np.ndarray, flow: np.ndarray, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    gx, gy = grid
-    return cv2.remap(image, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
 class WarpError:
-    """E_warp between consecutive frames with the flow of a reference (clean) clip.
+    """E_warp between consecutive frames with the flow of a reference (clean) clip, for several
+    streams at once with a face region each (the flow and mask come from
+    :func:`streamrestore.eval.flicker_metric.flow_with_occlusion`, which the streaming meter there
+    uses too).
 
     :meth:`next_pair` takes the next reference frame and prepares the flow from it to the one
     before (DIS, medium preset) and the occlusion mask (forward-backward check: the flow and the
@@ -403,15 +402,9 @@ class WarpError:
         if prev is None or prev.shape != gray.shape:
             self.flow = self.mask = None
             return False
-        h, w = gray.shape
-        if self._grid is None or self._grid[0].shape != (h, w):
-            self._grid = tuple(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)))
-        forward = self._dis.calc(gray, prev, None)  # t -> t-1
-        backward = self._dis.calc(prev, gray, None)  # t-1 -> t
-        back = _warp(backward, forward, self._grid)
-        tolerance = 0.5 + 0.01 * ((forward**2).sum(axis=2) + (back**2).sum(axis=2))
-        self.mask = np.linalg.norm(forward + back, axis=2) < tolerance
-        self.flow = forward
+        if self._grid is None or self._grid[0].shape != gray.shape:
+            self._grid = pixel_grid(gray.shape)
+        self.flow, self.mask = flow_with_occlusion(self._dis, prev, gray, self._grid)
         return True
 
     def error(self, prev_rgb: np.ndarray, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None) -> float:
@@ -428,7 +421,7 @@ class WarpError:
         if not mask.any():
             return float("nan")
         cur = rgb.astype(np.float32) / 255.0
-        warped = _warp(prev_rgb.astype(np.float32) / 255.0, self.flow, self._grid)
+        warped = warp_by_flow(prev_rgb.astype(np.float32) / 255.0, self.flow, self._grid)
         diff = ((cur - warped) ** 2).sum(axis=2)
         return float(diff[mask].mean())
 
