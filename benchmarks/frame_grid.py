@@ -6,7 +6,7 @@ the same region of the output on the right, so artefacts, seams, flicker and ide
 be checked by eye.
 
     python benchmarks/frame_grid.py CLIP -o grid.png [--refs DIR] [--model lite] [--rows 6]
-        [--face-models DIR] [--size 256]
+        [--face-models DIR] [--size 256] [--clean CLEAN_CLIP] [--adapt]
 
 Clips under a non-commercial licence (e.g. KEEP's ``real_*.mp4`` in ../shared/data/keep) are for
 looking at, not for shipping: write their grids outside the repository.
@@ -51,12 +51,23 @@ def main() -> None:
     ap.add_argument("--face-models")
     ap.add_argument("--rows", type=int, default=6, help="frames to show, evenly spaced")
     ap.add_argument("--size", type=int, default=256, help="side of each tile in pixels")
+    ap.add_argument("--clean", help="the clean clip the input was degraded from: a third column")
+    ap.add_argument("--adapt", action="store_true", help="per-identity adaptation (uses the adapted-weights cache)")
     args = ap.parse_args()
 
     with av.open(args.clip) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    clean = None
+    if args.clean:
+        with av.open(args.clean) as container:
+            clean = [f.to_ndarray(format="rgb24") for _, f in zip(frames, container.decode(video=0))]
+    adapt = None
+    if args.adapt:
+        from streamrestore.model.adapt import AdaptConfig
+
+        adapt = AdaptConfig()
     fr = build_face_restorer(args.refs, model=args.model, face_models=args.face_models,
-                             config=PipelineConfig(lookahead=0))
+                             config=PipelineConfig(lookahead=0), adapt=adapt)
     picks = set(np.linspace(0, len(frames) - 1, args.rows).round().astype(int).tolist())
     rows = []
     for i, frame in enumerate(frames):
@@ -68,7 +79,8 @@ def main() -> None:
             continue
         x0, y0, x1, y1 = box
         tiles = [cv2.resize(np.ascontiguousarray(img[y0:y1, x0:x1]), (args.size, args.size),
-                            interpolation=cv2.INTER_AREA) for img in (frame, out)]
+                            interpolation=cv2.INTER_AREA)
+                 for img in (frame, out) + ((clean[i],) if clean is not None else ())]
         rows.append(np.hstack(tiles))
     if not rows:
         raise SystemExit("no face was restored in the sampled frames")
