@@ -16,7 +16,7 @@ from streamrestore.threads import TORCH_THREADS_HELP
 
 log = logging.getLogger("streamrestore")
 
-SUBCOMMANDS = ("train", "eval", "live", "bench")  # each is streamrestore.commands.<name>.main(argv) -> int
+SUBCOMMANDS = ("train", "eval", "live", "bench", "batch")  # each is streamrestore.commands.<name>.main(argv) -> int
 
 
 def _time(text: str) -> float:
