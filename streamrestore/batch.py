@@ -220,6 +220,11 @@ class Manifest:
         return rec
 
 
+def _types_path(part: Path) -> Path:
+    """The sidecar of a chunk's part file: its frames' picture types (JSON list)."""
+    return part.with_suffix(".types.json")
+
+
 # --- the worker -----------------------------------------------------------------------------
 
 
@@ -282,6 +287,9 @@ class BatchWorker:
         part = Path(part)
         tmp = part.with_name(f".{part.name}.partial.mkv")
         kept = 0
+        # Each frame's picture type (I/P/B) as decoded: libx264 follows it (an I frame becomes a
+        # keyframe), so the join hands it on as the main command's writer does.
+        types: list[int] = []
         with VideoReader(plan.src, start=start, end=end) as reader:
             info = reader.info
             face_restorer = self.template.fresh(plan.fps)
@@ -295,6 +303,7 @@ class BatchWorker:
                     nonlocal kept
                     if frame.pts < keep_lo or (keep_hi is not None and frame.pts >= keep_hi):
                         return  # overlap: restored for warm-up only
+                    types.append(int(frame.pict_type))
                     # (the frame is not used after this: its pts may change)
                     converted = to_encoder_format(frame, pix_fmt, matrix, color_range)
                     converted.pts, converted.time_base = kept, Fraction(1, 25)
@@ -307,6 +316,7 @@ class BatchWorker:
         if kept != b - a:
             tmp.unlink(missing_ok=True)
             raise RuntimeError(f"chunk {index} of {plan.src}: restored {kept} frames, expected {b - a}")
+        _types_path(part).write_text(json.dumps(types))
         os.replace(tmp, part)
         return {"frames": kept, "sha256": sha256_of(part), "seconds": time.perf_counter() - t0,
                 "faces": face_restorer.stats.faces_restored}
@@ -324,12 +334,14 @@ class BatchWorker:
         i = 0
         with VideoWriter(dst, info, self._settings(), audio_from=plan.src, force=True) as writer:
             for part in parts:
+                types = json.loads(_types_path(Path(part)).read_text())
                 with av.open(str(part)) as c:
-                    for frame in c.decode(video=0):
+                    for k, frame in enumerate(c.decode(video=0)):
                         if i >= plan.frames:
                             raise RuntimeError(f"{part}: more frames than the input has")
                         frame.pts, frame.time_base = plan.pts[i], info.time_base
                         frame.duration = plan.durations[i]
+                        frame.pict_type = types[k]
                         writer.write(frame)
                         i += 1
             if i != plan.frames:
@@ -377,6 +389,9 @@ class _Progress:
     def line(self, text: str, frames: int = 0) -> None:
         self.done += frames
         if not self.enabled:
+            return
+        if not self.total:
+            print(f"batch: {text}", file=sys.stderr, flush=True)
             return
         now = time.monotonic()
         elapsed = now - self.start
@@ -573,7 +588,8 @@ class _Batch:
             for i, (a, b) in enumerate(plan.chunks):
                 key = self.chunk_key(src, i)
                 crec, part = self.manifest.get(key), self.parts[src][i]
-                if (crec.get("state") == "done" and part.exists() and crec.get("sha256") == sha256_of(part)
+                if (crec.get("state") == "done" and part.exists() and _types_path(part).exists()
+                        and crec.get("sha256") == sha256_of(part)
                         and count_frames(part) == b - a):
                     self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: already done", b - a)
                     continue
