@@ -604,8 +604,8 @@ class _Batch:
     # one piece
     def call(self, worker, piece, remote: bool):
         kind, src = piece[0], piece[1]
-        tries = self.attempts.get(piece, 0)
-        fail = tries == 0 and _injected(self.hooks, src, piece[2] if kind == "chunk" else "*" if kind == "whole" else "join")
+        first_attempt = self.attempts.get(piece, 0) <= 1  # (started() counted this one)
+        fail = first_attempt and _injected(self.hooks, src, piece[2] if kind == "chunk" else "*" if kind == "whole" else "join")
         method = {"whole": "restore_whole", "chunk": "restore_chunk", "join": "join"}[kind]
         fn = getattr(worker, method)
         fn = fn.remote if remote else fn
