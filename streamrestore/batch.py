@@ -59,6 +59,8 @@ log = logging.getLogger("streamrestore")
 OVERLAP_FRAMES = 8
 DEFAULT_CHUNK_SECONDS = 60.0
 MANIFEST_NAME = "batch-manifest.jsonl"
+#: object store of a Ray started by ``ray="local"`` (MiB; ``ray_init={"object_store_memory": ...}`` overrides)
+LOCAL_OBJECT_STORE_MB = 200
 PARTS_DIR = ".streamrestore-parts"
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
                     ".mpg", ".mpeg", ".nut", ".3gp"}
@@ -447,8 +449,9 @@ def run(
 ) -> BatchResult:
     """Restores every file of ``inputs`` (paths) into ``out_dir`` (``<stem>.restored.<ext>``).
 
-    ``ray``: ``"local"`` starts Ray on this machine (all its CPUs unless ``ray_init`` says
-    otherwise; an already initialised Ray is used as it is), ``"auto"`` or an address
+    ``ray``: ``"local"`` starts Ray on this machine (all its CPUs and GPUs, a
+    :data:`LOCAL_OBJECT_STORE_MB` object store, unless ``ray_init`` says otherwise; an already
+    initialised Ray is used as it is), ``"auto"`` or an address
     (``HOST:6379``, ``ray://...``) joins a running cluster, None runs in this process without
     Ray (as when Ray is not installed). ``workers``: actors in the pool (default: the GPUs with
     ``gpus_per_worker`` on CUDA, else CPUs / ``torch_threads``). ``gpus_per_worker``: GPUs each
@@ -694,7 +697,9 @@ class _Batch:
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": True}
             if address in (None, "local"):
-                kwargs.update(address="local")
+                # Only paths and small plans go through Ray's object store (frames go through
+                # files), so a small one suffices; Ray's default takes 30 % of the memory.
+                kwargs.update(address="local", object_store_memory=LOCAL_OBJECT_STORE_MB * 2**20)
             else:
                 kwargs.update(address=address)
             kwargs.update(ray_init or {})
