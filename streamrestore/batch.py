@@ -483,7 +483,8 @@ def run(
         EncoderSettings(**encoder)
     except ValueError as exc:
         raise UserError(f"bad encoder option: {exc}") from None
-    check_model_options(model, device=device)
+    if ray in (None, "local"):  # on a cluster the driver may have no GPU; the workers check theirs
+        check_model_options(model, device=device)
     check_references(refs)
     out_dir = Path(out_dir)
     try:
