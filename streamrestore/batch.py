@@ -235,14 +235,14 @@ class BatchWorker:
     joins chunks. Used as a Ray actor (``ray.remote(BatchWorker)``) or in-process."""
 
     def __init__(self, refs=(), options: dict | None = None, encoder: dict | None = None,
-                 torch_threads: int | None = 1):
+                 torch_threads: int | None = 1, own_process: bool = False):
         import torch
 
         from streamrestore.api import build_face_restorer
         from streamrestore.pipeline import PipelineConfig
 
         options = dict(options or {})
-        if torch_threads:
+        if torch_threads and own_process:  # a Ray actor owns its process (in-process: only around our work)
             torch.set_num_threads(torch_threads)
         config = PipelineConfig(**options.pop("config", {}))
         self.encoder = dict(encoder or {})
@@ -729,7 +729,7 @@ class _Batch:
                  f", {gpus_per_worker:g} GPU" if gpus_per_worker else "", pieces)
 
         def new_actor():
-            return actor_cls.remote(*worker_args)
+            return actor_cls.remote(*worker_args, own_process=True)
 
         idle = [new_actor() for _ in range(workers)]
         running: dict = {}
