@@ -186,3 +186,22 @@ def test_retries_exhausted_is_a_failure(local_ray, clips, tmp_path, monkeypatch,
     rec = _records(out)[f"input:{src}"]
     assert rec["state"] == "failed" and rec["attempts"] == 1 and "injected failure" in rec["error"]
     assert not (out / "a.restored.mp4").exists()
+
+
+def test_rerun_after_a_failed_chunk_redoes_only_that_chunk(local_ray, clips, tmp_path, monkeypatch, shared_models):
+    out = tmp_path / "out"
+    options = dict(out_dir=out, model="identity", face_models=shared_models / "insightface", chunk_seconds=0.8,
+                   retries=0, workers=2, progress=False)
+    monkeypatch.setenv(FAIL_ENV, "long.mp4:2")
+    first = run([clips / "long.mp4"], **options)
+    assert first.exit_code == 1 and "chunk 2" in next(iter(first.failed.values()))
+    assert len(list((out / PARTS_DIR).glob("*/*.mkv"))) == 2  # the two good chunks are kept
+    done = {k: r["time"] for k, r in _records(out).items() if k.startswith("chunk:") and r["state"] == "done"}
+    assert len(done) == 2
+
+    monkeypatch.delenv(FAIL_ENV)
+    second = run([clips / "long.mp4"], **options)
+    assert second.exit_code == 0 and second.frames == 20  # only the failed chunk was restored
+    records = _records(out)
+    assert all(records[k]["time"] == t for k, t in done.items())  # untouched
+    _same_media(clips / "long.mp4", out / "long.restored.mp4")
