@@ -1,6 +1,6 @@
 """Command line: argument parsing only; the work is done by the library.
 
-Exit codes: 0 success, 2 bad input or usage (one line, no traceback), 130 interrupted (Ctrl-C),
+Exit codes: 0 success, 1 some inputs failed (`batch`), 2 bad input or usage (one line, no traceback), 130 interrupted (Ctrl-C),
 143 / 129 stopped by SIGTERM / SIGHUP (cleaned up as after Ctrl-C).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from streamrestore.threads import TORCH_THREADS_HELP
 
 log = logging.getLogger("streamrestore")
 
-SUBCOMMANDS = ("train", "eval", "live", "bench")  # each is streamrestore.commands.<name>.main(argv) -> int
+SUBCOMMANDS = ("train", "eval", "live", "bench", "batch")  # each is streamrestore.commands.<name>.main(argv) -> int
 
 
 def _time(text: str) -> float:

@@ -243,6 +243,7 @@ class FaceRestorer:
         tracker_config=None,
         fps: float = 30.0,
         torch_threads: int | None = None,
+        reference_caches: dict | None = None,
     ):
         from streamrestore.faces.identity import IdentityMatcher
         from streamrestore.faces.track import FaceTracker, TrackerConfig
@@ -272,15 +273,18 @@ class FaceRestorer:
         self.stats.match_threshold = self._matcher.threshold if self._matcher is not None else None
 
         # Per-identity work happens once, here, never per frame.
-        self.caches: dict[str, Any] = {}
+        self.caches: dict[str, Any] = dict(reference_caches or {})
         with _torch_threads(self.torch_threads):
             for ref in self.reference_sets:
+                if ref.name in self.caches:  # encoded already (see fresh())
+                    continue
                 t0 = time.perf_counter()
                 self.caches[ref.name] = restorer.encode_references(_to_tensor(ref.crops))
                 self.stats.add_time("references", time.perf_counter() - t0)
 
         tcfg = tracker_config if tracker_config is not None else TrackerConfig(lookahead=config.lookahead)
         self._tracker = FaceTracker(tcfg, fps=fps)
+        self._fps = fps
         self._paste = PasteBack(self.resolution, config.paste)
         self._device_path = _device_frame_path(restorer, self.resolution, config)
         self._propagator = FacePropagator() if config.detect_every > 1 else None
@@ -301,6 +305,17 @@ class FaceRestorer:
 
         config = options.pop("config", None) or PipelineConfig(lookahead=lookahead)
         return build_face_restorer(refs, config=config, **options)
+
+    def fresh(self, fps: float | None = None) -> "FaceRestorer":
+        """A new object for another stream (tracker, temporal state and stats start empty) that
+        shares this one's restorer, face models, reference sets and encoded references: what a
+        worker restoring many files or chunks keeps loaded. ``fps``: the new stream's rate
+        (default this one's)."""
+        return FaceRestorer(
+            self.restorer, self.detector, self.reference_sets, embedder=self.embedder, config=self.config,
+            channel_order=self.channel_order, tracker_config=self._tracker.config,
+            fps=self._fps if fps is None else fps, torch_threads=self.torch_threads, reference_caches=self.caches,
+        )
 
     # --- public entry points -------------------------------------------------------------
 

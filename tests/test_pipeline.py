@@ -221,6 +221,14 @@ def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd
     assert "; similarity obama 0." in obama_line and ", biden " in obama_line  # best first
     assert "(similarity below" in verbose  # the threshold, said once
 
+    # fresh(): a new stream (empty tracker and stats) sharing the models and encoded references.
+    again = fr.fresh(fps=25.0)
+    assert again.restorer is fr.restorer and again.detector is fr.detector and again.embedder is fr.embedder
+    assert {k: id(v) for k, v in again.caches.items()} == {k: id(v) for k, v in fr.caches.items()}
+    assert again.stats.frames == 0 and Recording.encoded == 2  # nothing encoded again
+    again.process(image)
+    assert {f.identity for f in again.last_faces} == {"obama", "biden"}
+
 
 def _summary_of(stats_calls, **fields):
     from streamrestore.pipeline import RunStats

@@ -222,6 +222,35 @@ def _output_pix_fmt(codec: str, info: VideoInfo) -> str:
     return pix_fmt
 
 
+def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSettings | None = None
+                   ) -> tuple[str, int | None, int | None]:
+    """(pixel format, swscale matrix, colour range) a :class:`VideoWriter` for ``dst`` converts
+    frames to before encoding: with :func:`to_encoder_format` a frame can be converted ahead,
+    elsewhere (e.g. by a batch worker), exactly as the writer would."""
+    settings = settings if settings is not None else EncoderSettings()
+    codec = settings.codec_for(Path(dst))
+    pix_fmt = _output_pix_fmt(codec, info)
+    if info.color_range is not None:
+        color_range = info.color_range or None
+    else:
+        color_range = 2 if "yuvj" in info.pix_fmt else None
+    matrix = _SWS_MATRIX.get(info.color_space) if info.color_space else None
+    return pix_fmt, matrix, color_range
+
+
+def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, color_range: int | None
+                      ) -> av.VideoFrame:
+    """``frame`` converted to what the encoder takes (itself when it already is that format)."""
+    if frame.format.name == pix_fmt:
+        return frame
+    return frame.reformat(
+        format=pix_fmt,
+        dst_colorspace=matrix,
+        src_color_range=int(frame.color_range) or None,
+        dst_color_range=color_range,
+    )
+
+
 class VideoWriter:
     """Encode frames to ``dst``, remuxing the audio of ``audio_from`` untouched.
 
@@ -480,15 +509,7 @@ class VideoWriter:
         self._pending = frame
 
     def _encode(self, frame: av.VideoFrame, duration: int | None) -> None:
-        if frame.format.name != self._video.pix_fmt:
-            converted = frame.reformat(
-                format=self._video.pix_fmt,
-                dst_colorspace=self._matrix,
-                src_color_range=int(frame.color_range) or None,
-                dst_color_range=self._range,
-            )
-        else:
-            converted = frame
+        converted = to_encoder_format(frame, self._video.pix_fmt, self._matrix, self._range)
         owned = converted is not frame
         original = (frame.pts, frame.duration)
         converted.pts = frame.pts - self._offset

@@ -1,0 +1,759 @@
+"""``streamrestore batch``: many videos (and long videos in chunks) on a pool of Ray workers.
+
+    streamrestore.batch.run(inputs, refs=..., out_dir=..., ray="local", workers=2, ...)
+
+What happens:
+
+* Every input is *planned* on the driver: its video packets are demuxed (not decoded) to get
+  each frame's pts and duration and the keyframes. A video longer than ``chunk_seconds`` is
+  split at keyframes into chunks of about that length; a shorter one is one piece.
+* A pool of Ray actors (:class:`BatchWorker`) each load the model and the reference photos
+  once (:func:`streamrestore.api.build_face_restorer`) and keep them, and the encoded
+  references, for every file and chunk they get; each new stream gets a fresh tracker
+  (:meth:`FaceRestorer.fresh`).
+* A one-piece input is restored by :func:`streamrestore.api.restore_video` itself: the output
+  is exactly what the main command writes.
+* A chunk is decoded from the keyframe before it, with :data:`OVERLAP_FRAMES` frames of
+  warm-up before and after (tracking, lookahead and temporal fusion settle; those frames are
+  restored and dropped). Its kept frames are converted to the encoder's pixel format exactly
+  as :class:`~streamrestore.video.writer.VideoWriter` would, and stored losslessly (FFV1).
+  When all chunks of an input are done, one *join* pass reads them in order, gives every
+  frame the pts and duration of the input's frame at that position (from the plan, so no
+  intermediate container's timestamp rounding can move a frame), and encodes them with one
+  ``VideoWriter``, which remuxes the input's audio once. The encoder therefore sees the same
+  pixels, in the same format, at the same timestamps as in the main command: frame count,
+  pts, durations and audio packets are those of the input.
+* Identity matching is by reference set *name*, so a person maps to the same references in
+  every chunk; track ids restart in each chunk (only the noise seed of a track depends on
+  them).
+
+Resume/retry: ``OUTDIR/batch-manifest.jsonl`` gets one JSON line per state change of an input
+or chunk (state, attempts, error, output, frames, sha256); the last line per key wins. A rerun
+skips inputs whose output exists with the recorded frame count (and chunks whose part file is
+there with its checksum and frame count). A failed chunk or input is tried again up to
+``retries`` times; an input that cannot be read (not a video) is recorded as failed and the
+batch goes on.
+
+Without Ray installed the inputs are restored one after the other in this process (no
+chunks), with one line saying how to install it (``pip install "streamrestore[batch]"``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from streamrestore.errors import InputError, UserError
+
+log = logging.getLogger("streamrestore")
+
+#: frames restored and dropped on each side of a chunk (tracker warm-up and lookahead, temporal fusion)
+OVERLAP_FRAMES = 8
+DEFAULT_CHUNK_SECONDS = 60.0
+MANIFEST_NAME = "batch-manifest.jsonl"
+#: object store of a Ray started by ``ray="local"`` (MiB; ``ray_init={"object_store_memory": ...}`` overrides)
+LOCAL_OBJECT_STORE_MB = 200
+PARTS_DIR = ".streamrestore-parts"
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
+                    ".mpg", ".mpeg", ".nut", ".3gp"}
+#: test/ops hook: "NAME:CHUNK[,NAME:CHUNK...]" (file name, chunk index or "*"): that piece's first attempt raises
+FAIL_ENV = "STREAMRESTORE_BATCH_FAIL_ONCE"
+INSTALL_HINT = 'ray is not installed: restoring the inputs one after another in this process; for parallel ' \
+               'workers and chunks install the extra: pip install "streamrestore[batch]"'
+
+
+# --- inputs and plans -------------------------------------------------------------------------
+
+
+def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[Path]:
+    """The input files: each path as given, a folder's video files (by extension, sorted, not
+    recursive), and the lines of ``list_file`` (blank lines and ``#`` comments skipped)."""
+    items: list[Path] = []
+    if list_file is not None:
+        lf = Path(list_file)
+        if not lf.is_file():
+            raise UserError(f"--list {lf}: no such file")
+        for line in lf.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                p = Path(line)
+                items.append(p if p.is_absolute() else lf.parent / p)
+    for p in map(Path, paths):
+        if p.is_dir():
+            items.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS))
+        else:
+            items.append(p)
+    seen, unique = set(), []
+    for p in items:
+        key = str(p.resolve())
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+@dataclass
+class Plan:
+    """Where an input's frames are and how it is cut (see the module docstring)."""
+
+    src: str
+    pts: list[int]  # every frame's pts, presentation order
+    durations: list[int]  # each frame's packet duration (0: unknown)
+    time_base: Fraction
+    origin: float  # seconds of the container's first timestamp (VideoReader windows count from it)
+    fps: float
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # [first, end) frame indices
+
+    @property
+    def frames(self) -> int:
+        return len(self.pts)
+
+    def seconds(self, index: int) -> float:
+        """Seconds of frame ``index`` from the file's start as VideoReader counts (``origin``)."""
+        return float(self.pts[index] * self.time_base) - self.origin
+
+
+def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Plan:
+    """Demuxes the video packets of ``src`` (no decoding) and cuts it at keyframes into chunks of
+    about ``chunk_seconds`` (a last piece shorter than half of it joins the one before).
+    InputError when ``src`` is not a readable video."""
+    import av
+
+    from streamrestore.video.reader import _open_input, _pick_video_stream
+
+    container = _open_input(src)
+    try:
+        stream = _pick_video_stream(container, src)
+        tb = Fraction(stream.time_base)
+        origin = container.start_time / av.time_base if container.start_time else 0.0
+        rows, keys = [], set()
+        try:
+            for packet in container.demux(stream):
+                if packet.size and packet.pts is not None and not packet.is_discard:
+                    rows.append((packet.pts, packet.duration or 0))
+                    if packet.is_keyframe:
+                        keys.add(packet.pts)
+        except av.error.FFmpegError as exc:
+            if not rows:
+                raise InputError(f"cannot read {src} as a video ({exc}); it may be damaged or not a video") from None
+        rate = stream.average_rate or stream.guessed_rate
+    finally:
+        container.close()
+    if not rows:
+        raise InputError(f"{src} has no video frames")
+    rows.sort()
+    plan = Plan(str(src), [r[0] for r in rows], [r[1] for r in rows], tb, origin, float(rate) if rate else 30.0)
+    plan.chunks = _cut(plan, {i for i, p in enumerate(plan.pts) if p in keys}, chunk_seconds)
+    return plan
+
+
+def _cut(plan: Plan, keyframes: set[int], chunk_seconds: float) -> list[tuple[int, int]]:
+    n = plan.frames
+    end_time = plan.seconds(n - 1)
+    starts = [0]
+    for k in sorted(keyframes):
+        if k == 0:
+            continue
+        if plan.seconds(k) - plan.seconds(starts[-1]) >= chunk_seconds and end_time - plan.seconds(k) >= chunk_seconds / 2:
+            starts.append(k)
+    return [(a, b) for a, b in zip(starts, starts[1:] + [n])]
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Video packets in ``path`` (demuxed, not decoded); -1 when it cannot be read."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
+    except (av.error.FFmpegError, IndexError, OSError):
+        return -1
+
+
+def output_path(out_dir: Path, src: Path) -> Path:
+    from streamrestore.video.writer import default_output_path
+
+    return out_dir / default_output_path(src).name
+
+
+class Manifest:
+    """``OUTDIR/batch-manifest.jsonl``: one JSON object a line, appended on every change; the
+    last line per ``key`` is the record's state."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash
+                if isinstance(rec, dict) and "key" in rec:
+                    self.records[rec["key"]] = rec
+
+    def get(self, key: str) -> dict:
+        return self.records.get(key, {})
+
+    def update(self, key: str, **fields) -> dict:
+        rec = dict(self.records.get(key, {}), key=key, **fields, time=round(time.time(), 3))
+        self.records[key] = rec
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+        return rec
+
+
+def _types_path(part: Path) -> Path:
+    """The sidecar of a chunk's part file: its frames' picture types (JSON list)."""
+    return part.with_suffix(".types.json")
+
+
+# --- the worker -----------------------------------------------------------------------------
+
+
+class BatchWorker:
+    """Loads the model, face models and references once; restores whole files, chunks, and
+    joins chunks. Used as a Ray actor (``ray.remote(BatchWorker)``) or in-process."""
+
+    def __init__(self, refs=(), options: dict | None = None, encoder: dict | None = None,
+                 torch_threads: int | None = 1, own_process: bool = False):
+        import torch
+
+        from streamrestore.api import build_face_restorer
+        from streamrestore.pipeline import PipelineConfig
+
+        options = dict(options or {})
+        if torch_threads and own_process:  # a Ray actor owns its process (in-process: only around our work)
+            torch.set_num_threads(torch_threads)
+        config = PipelineConfig(**options.pop("config", {}))
+        self.encoder = dict(encoder or {})
+        self.template = build_face_restorer(refs, config=config, torch_threads=torch_threads, **options)
+
+    def _settings(self):
+        from streamrestore.video.writer import EncoderSettings
+
+        return EncoderSettings(**self.encoder)
+
+    def restore_whole(self, src: str, dst: str, fail: bool = False) -> dict:
+        """``src`` into ``dst`` with :func:`restore_video` (the main command's own path)."""
+        from streamrestore.api import restore_video
+        from streamrestore.video.reader import probe
+
+        t0 = time.perf_counter()
+        if fail:
+            raise RuntimeError(f"injected failure ({FAIL_ENV})")
+        info = probe(src)
+        fps = float(info.frame_rate) if info.frame_rate else 30.0
+        stats = restore_video(src, dst, face_restorer=self.template.fresh(fps), force=True, **self.encoder)
+        return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "problems": list(stats.problems),
+                "faces": stats.faces_restored}
+
+    def restore_chunk(self, plan: Plan, index: int, part: str, dst: str, fail: bool = False) -> dict:
+        """Frames [a, b) of chunk ``index`` of ``plan``, restored (with overlap, dropped), in the
+        encoder's pixel format for ``dst`` (the final output), losslessly into ``part`` (FFV1 in
+        Matroska)."""
+        import av
+
+        from streamrestore.pipeline import run_threaded
+        from streamrestore.video.reader import VideoReader
+        from streamrestore.video.writer import encoder_format, to_encoder_format
+
+        t0 = time.perf_counter()
+        if fail:
+            raise RuntimeError(f"injected failure ({FAIL_ENV})")
+        a, b = plan.chunks[index]
+        n = plan.frames
+        lo, hi = max(0, a - OVERLAP_FRAMES), min(n, b + OVERLAP_FRAMES)
+        start = None if lo == 0 else max(0.0, plan.seconds(lo))
+        end = None if hi >= n else plan.seconds(hi)
+        keep_lo, keep_hi = plan.pts[a], plan.pts[b] if b < n else None
+        part = Path(part)
+        tmp = part.with_name(f".{part.name}.partial.mkv")
+        kept = 0
+        # Each frame's picture type (I/P/B) as decoded: libx264 follows it (an I frame becomes a
+        # keyframe), so the join hands it on as the main command's writer does.
+        types: list[int] = []
+        with VideoReader(plan.src, start=start, end=end) as reader:
+            info = reader.info
+            face_restorer = self.template.fresh(plan.fps)
+            pix_fmt, matrix, color_range = encoder_format(dst, info, self._settings())
+            with av.open(str(tmp), "w") as out:
+                stream = out.add_stream("ffv1", rate=25)
+                stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
+                stream.time_base = stream.codec_context.time_base = Fraction(1, 25)
+
+                def sink(frame):
+                    nonlocal kept
+                    if frame.pts < keep_lo or (keep_hi is not None and frame.pts >= keep_hi):
+                        return  # overlap: restored for warm-up only
+                    types.append(int(frame.pict_type))
+                    # (the frame is not used after this: its pts may change)
+                    converted = to_encoder_format(frame, pix_fmt, matrix, color_range)
+                    converted.pts, converted.time_base = kept, Fraction(1, 25)
+                    out.mux(stream.encode(converted))
+                    kept += 1
+
+                decoded = (face_restorer.prepare(f) for f in reader.frames())
+                run_threaded(decoded, face_restorer.stream, sink)
+                out.mux(stream.encode(None))
+        if kept != b - a:
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"chunk {index} of {plan.src}: restored {kept} frames, expected {b - a}")
+        _types_path(part).write_text(json.dumps(types))
+        os.replace(tmp, part)
+        return {"frames": kept, "sha256": sha256_of(part), "seconds": time.perf_counter() - t0,
+                "faces": face_restorer.stats.faces_restored}
+
+    def join(self, plan: Plan, parts: list[str], dst: str) -> dict:
+        """Encodes the chunks' frames in order at the input's timestamps into ``dst`` and remuxes
+        the input's audio once (one :class:`VideoWriter`)."""
+        import av
+
+        from streamrestore.video.reader import probe
+        from streamrestore.video.writer import VideoWriter
+
+        t0 = time.perf_counter()
+        info = probe(plan.src)
+        i = 0
+        with VideoWriter(dst, info, self._settings(), audio_from=plan.src, force=True) as writer:
+            for part in parts:
+                types = json.loads(_types_path(Path(part)).read_text())
+                with av.open(str(part)) as c:
+                    for k, frame in enumerate(c.decode(video=0)):
+                        if i >= plan.frames:
+                            raise RuntimeError(f"{part}: more frames than the input has")
+                        frame.pts, frame.time_base = plan.pts[i], info.time_base
+                        frame.duration = plan.durations[i]
+                        frame.pict_type = types[k]
+                        writer.write(frame)
+                        i += 1
+            if i != plan.frames:
+                raise RuntimeError(f"joining {plan.src}: {i} frames in the chunks, the input has {plan.frames}")
+        return {"frames": i, "seconds": time.perf_counter() - t0}
+
+
+# --- the driver -----------------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: output per input that succeeded, error per input that failed."""
+
+    succeeded: dict[str, str] = field(default_factory=dict)  # input -> output
+    failed: dict[str, str] = field(default_factory=dict)  # input -> error
+    skipped: list[str] = field(default_factory=list)  # done before (resume)
+    frames: int = 0  # frames restored in this run
+    seconds: float = 0.0
+    engine: str = "ray"
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def summary(self) -> str:
+        done = len(self.succeeded)
+        lines = [f"batch: {done + len(self.failed)} input(s): {done} succeeded "
+                 f"({len(self.skipped)} already done), {len(self.failed)} failed; "
+                 f"{self.frames} frames restored in {self.seconds:.1f} s ({self.engine})"]
+        for src, err in self.failed.items():
+            lines.append(f"  failed: {src}: {err}")
+        return "\n".join(lines)
+
+
+class _Progress:
+    def __init__(self, enabled: bool, interval: float = 0.0):
+        self.enabled = enabled
+        self.total = 0
+        self.done = 0
+        self.start = time.monotonic()
+        self.interval = interval
+        self._last = 0.0
+
+    def line(self, text: str, frames: int = 0) -> None:
+        self.done += frames
+        if not self.enabled:
+            return
+        if not self.total:
+            print(f"batch: {text}", file=sys.stderr, flush=True)
+            return
+        now = time.monotonic()
+        elapsed = now - self.start
+        fps = self.done / elapsed if elapsed > 0 else 0.0
+        where = f"{self.done}/{self.total} frames ({100.0 * self.done / max(1, self.total):.0f}%), {fps:.1f} fps"
+        if fps > 0 and self.total > self.done:
+            left = int((self.total - self.done) / fps)
+            where += f", ETA {left // 60}:{left % 60:02d}"
+        print(f"batch: {where}: {text}", file=sys.stderr, flush=True)
+
+
+def _fail_hooks() -> set[str]:
+    return {s.strip() for s in os.environ.get(FAIL_ENV, "").split(",") if s.strip()}
+
+
+def _injected(hooks: set[str], src: str, chunk) -> bool:
+    name = Path(src).name
+    return f"{name}:{chunk}" in hooks or f"{name}:*" in hooks
+
+
+def _error_text(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError wraps the worker's exception
+    exc = cause if isinstance(cause, BaseException) else exc
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
+
+
+def run(
+    inputs,
+    *,
+    refs=(),
+    out_dir,
+    ray: str | None = "local",
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    retries: int = 2,
+    model: str = "lite",
+    device: str = "auto",
+    detector: str = "auto",
+    face_models: str | os.PathLike | None = None,
+    backend: str = "auto",
+    max_faces: int | None = None,
+    unmatched: str = "restore",
+    detect_every: int = 3,
+    temporal=None,
+    codec: str | None = None,
+    crf: int | None = None,
+    preset: str | None = None,
+    torch_threads: int = 1,
+    progress: bool = True,
+    ray_init: dict | None = None,
+) -> BatchResult:
+    """Restores every file of ``inputs`` (paths) into ``out_dir`` (``<stem>.restored.<ext>``).
+
+    ``ray``: ``"local"`` starts Ray on this machine (all its CPUs and GPUs, a
+    :data:`LOCAL_OBJECT_STORE_MB` object store, unless ``ray_init`` says otherwise; an already
+    initialised Ray is used as it is), ``"auto"`` or an address
+    (``HOST:6379``, ``ray://...``) joins a running cluster, None runs in this process without
+    Ray (as when Ray is not installed). ``workers``: actors in the pool (default: the GPUs with
+    ``gpus_per_worker`` on CUDA, else CPUs / ``torch_threads``). ``gpus_per_worker``: GPUs each
+    actor reserves (default 1 on CUDA, 0 on CPU; fractions share a GPU). ``ray_init``: extra
+    ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``).
+
+    Returns a :class:`BatchResult` (``exit_code`` 0 when all succeeded, else 1). Usage mistakes
+    raise :class:`~streamrestore.errors.UserError` before anything runs.
+    """
+    from streamrestore.api import check_model_options, check_references
+    from streamrestore.video.writer import EncoderSettings
+
+    started = time.perf_counter()
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise UserError("no input files given (INPUT..., --list FILE or a folder of videos)")
+    if not chunk_seconds > 0:
+        raise UserError(f"--chunk-seconds must be > 0, got {chunk_seconds}")
+    if retries < 0:
+        raise UserError(f"--retries must be 0 or more, got {retries}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if gpus_per_worker is not None and gpus_per_worker < 0:
+        raise UserError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
+    if torch_threads is not None and torch_threads < 1:
+        raise UserError(f"--torch-threads must be at least 1, got {torch_threads}")
+    encoder = {"codec": codec, "crf": crf, "preset": preset}
+    try:
+        EncoderSettings(**encoder)
+    except ValueError as exc:
+        raise UserError(f"bad encoder option: {exc}") from None
+    if ray in (None, "local"):  # on a cluster the driver may have no GPU; the workers check theirs
+        check_model_options(model, device=device)
+    check_references(refs)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    outputs: dict[Path, Path] = {}
+    for src in inputs:
+        dst = output_path(out_dir, src)
+        if dst in outputs.values():
+            other = next(s for s, d in outputs.items() if d == dst)
+            raise UserError(f"{src} and {other} would both be written to {dst}; rename one or batch them separately")
+        outputs[src] = dst
+
+    config = {"max_faces": max_faces, "unmatched": unmatched, "detect_every": detect_every}
+    if temporal is not None:
+        config["temporal"] = temporal
+    options = {"model": model, "device": device, "detector": detector, "face_models": face_models,
+               "backend": backend, "config": config}
+    worker_args = (list(map(str, refs)) if not isinstance(refs, (str, Path)) else [str(refs)], options, encoder,
+                   torch_threads)
+    ray_module = None
+    if ray is not None:
+        try:
+            import ray as ray_module  # noqa: F811
+        except ImportError:
+            log.warning(INSTALL_HINT)
+    result = BatchResult(engine="ray" if ray_module is not None else "in-process")
+    manifest = Manifest(out_dir / MANIFEST_NAME)
+    bar = _Progress(progress)
+    state = _Batch(inputs, outputs, out_dir, manifest, result, bar, chunk_seconds if ray_module else None, retries)
+    state.plan_all()
+    if state.queue:
+        if ray_module is not None:
+            state.run_ray(ray_module, ray, worker_args, workers, gpus_per_worker, device, torch_threads, ray_init)
+        else:
+            state.run_here(worker_args)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _Batch:
+    """One batch run's bookkeeping: plans, queue of pieces, manifest, results."""
+
+    def __init__(self, inputs, outputs, out_dir, manifest, result, bar, chunk_seconds, retries):
+        self.inputs, self.outputs, self.out_dir = inputs, outputs, out_dir
+        self.manifest, self.result, self.bar = manifest, result, bar
+        self.chunk_seconds, self.retries = chunk_seconds, retries
+        self.plans: dict[str, Plan] = {}
+        self.parts: dict[str, list[Path]] = {}
+        self.remaining: dict[str, int] = {}  # chunks left per chunked input
+        self.queue: deque = deque()  # ("whole", src) | ("chunk", src, i) | ("join", src)
+        self.attempts: dict[tuple, int] = {}
+        self.hooks = _fail_hooks()
+
+    # keys and paths
+    @staticmethod
+    def input_key(src: str) -> str:
+        return f"input:{src}"
+
+    def chunk_key(self, src: str, i: int) -> str:
+        a, b = self.plans[src].chunks[i]
+        return f"chunk:{src}#{i}:{a}-{b}"
+
+    def part_path(self, src: str, i: int) -> Path:
+        folder = self.out_dir / PARTS_DIR / f"{Path(src).stem}-{hashlib.sha1(src.encode()).hexdigest()[:8]}"
+        a, b = self.plans[src].chunks[i]
+        return folder / f"chunk-{i:04d}-{a}-{b}.mkv"
+
+    # planning
+    def plan_all(self) -> None:
+        for src_path in self.inputs:
+            src = str(src_path.resolve())
+            dst = self.outputs[src_path]
+            rec = self.manifest.get(self.input_key(src))
+            stat = src_path.stat() if src_path.is_file() else None
+            ident = {"size": stat.st_size, "mtime": stat.st_mtime} if stat else {}
+            if (rec.get("state") == "done" and rec.get("input_size") == ident.get("size")
+                    and rec.get("input_mtime") == ident.get("mtime") and dst.exists()
+                    and count_frames(dst) == rec.get("frames")):
+                self.result.succeeded[src] = str(dst)
+                self.result.skipped.append(src)
+                self.bar.line(f"{src_path.name}: already done ({dst})")
+                continue
+            try:
+                plan = plan_input(src_path, self.chunk_seconds or float("inf"))
+            except UserError as exc:
+                self.manifest.update(self.input_key(src), state="failed", error=str(exc), output=str(dst),
+                                     attempts=rec.get("attempts", 0) + 1)
+                self.result.failed[src] = str(exc)
+                self.bar.line(f"{src_path.name}: failed: {exc}")
+                continue
+            plan.src = src
+            self.plans[src] = plan
+            self.manifest.update(self.input_key(src), state="pending", output=str(dst), frames=plan.frames,
+                                 chunks=len(plan.chunks), input_size=ident.get("size"),
+                                 input_mtime=ident.get("mtime"), error=None)
+            self.bar.total += plan.frames
+            if len(plan.chunks) == 1:
+                self.queue.append(("whole", src))
+                continue
+            self.parts[src] = [self.part_path(src, i) for i in range(len(plan.chunks))]
+            self.parts[src][0].parent.mkdir(parents=True, exist_ok=True)
+            left = 0
+            for i, (a, b) in enumerate(plan.chunks):
+                key = self.chunk_key(src, i)
+                crec, part = self.manifest.get(key), self.parts[src][i]
+                if (crec.get("state") == "done" and part.exists() and _types_path(part).exists()
+                        and crec.get("sha256") == sha256_of(part)
+                        and count_frames(part) == b - a):
+                    self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: already done", b - a)
+                    continue
+                self.manifest.update(key, state="pending", input=src, chunk=i, first=a, end=b, output=str(part),
+                                     error=None)
+                self.queue.append(("chunk", src, i))
+                left += 1
+            self.remaining[src] = left
+            if not left:
+                self.queue.appendleft(("join", src))
+
+    # one piece
+    def call(self, worker, piece, remote: bool):
+        kind, src = piece[0], piece[1]
+        first_attempt = self.attempts.get(piece, 0) <= 1  # (started() counted this one)
+        fail = first_attempt and _injected(self.hooks, src, piece[2] if kind == "chunk" else "*" if kind == "whole" else "join")
+        method = {"whole": "restore_whole", "chunk": "restore_chunk", "join": "join"}[kind]
+        fn = getattr(worker, method)
+        fn = fn.remote if remote else fn
+        plan = self.plans[src]
+        if kind == "whole":
+            return fn(src, str(self.outputs_by_src(src)), fail)
+        if kind == "chunk":
+            return fn(plan, piece[2], str(self.parts[src][piece[2]]), str(self.outputs_by_src(src)), fail)
+        return fn(plan, [str(p) for p in self.parts[src]], str(self.outputs_by_src(src)))
+
+    def outputs_by_src(self, src: str) -> Path:
+        return Path(self.manifest.get(self.input_key(src))["output"])
+
+    def key_of(self, piece) -> str:
+        return self.chunk_key(piece[1], piece[2]) if piece[0] == "chunk" else self.input_key(piece[1])
+
+    def started(self, piece) -> None:
+        self.attempts[piece] = self.attempts.get(piece, 0) + 1
+        self.manifest.update(self.key_of(piece), state="running", attempts=self.attempts[piece])
+
+    def finished(self, piece, info: dict) -> None:
+        kind, src = piece[0], piece[1]
+        name, plan = Path(src).name, self.plans[src]
+        if kind == "chunk":
+            i = piece[2]
+            self.manifest.update(self.key_of(piece), state="done", sha256=info["sha256"], frames=info["frames"],
+                                 error=None, seconds=round(info["seconds"], 3))
+            self.result.frames += info["frames"]
+            self.bar.line(f"{name} chunk {i + 1}/{len(plan.chunks)} done ({info['frames']} frames, "
+                          f"{info['seconds']:.1f} s)", info["frames"])
+            self.remaining[src] -= 1
+            if self.remaining[src] == 0:
+                self.queue.appendleft(("join", src))
+            return
+        dst = self.outputs_by_src(src)
+        frames = count_frames(dst)
+        if frames != plan.frames:
+            self.failed_piece(piece, RuntimeError(f"{dst} has {frames} frames, the input {plan.frames}"))
+            return
+        self.manifest.update(self.input_key(src), state="done", sha256=sha256_of(dst), frames=frames, error=None,
+                             seconds=round(info["seconds"], 3))
+        self.result.succeeded[src] = str(dst)
+        if kind == "whole":
+            self.result.frames += frames
+            self.bar.line(f"{name} done ({frames} frames, {info['seconds']:.1f} s) -> {dst}", frames)
+        else:
+            self.bar.line(f"{name} joined ({len(plan.chunks)} chunks) -> {dst}")
+            shutil.rmtree(self.parts[src][0].parent, ignore_errors=True)
+
+    def failed_piece(self, piece, exc: BaseException) -> None:
+        kind, src = piece[0], piece[1]
+        error = _error_text(exc)
+        tries = self.attempts.get(piece, 1)
+        what = Path(src).name + (f" chunk {piece[2] + 1}" if kind == "chunk" else " (join)" if kind == "join" else "")
+        if tries <= self.retries:
+            self.manifest.update(self.key_of(piece), state="retrying", error=error)
+            self.bar.line(f"{what} failed (attempt {tries} of {self.retries + 1}), trying again: {error}")
+            self.queue.append(piece)
+            return
+        self.manifest.update(self.key_of(piece), state="failed", error=error)
+        if kind == "chunk":
+            self.manifest.update(self.input_key(src), state="failed", error=f"chunk {piece[2]}: {error}")
+            # the input's other chunks are of no use now
+            self.queue = deque(p for p in self.queue if p[1] != src)
+        self.result.failed[src] = error if kind != "chunk" else f"chunk {piece[2]}: {error}"
+        self.bar.line(f"{what} failed after {tries} attempt(s): {error}")
+
+    # engines
+    def run_here(self, worker_args) -> None:
+        """No Ray: one worker in this process, the inputs one after the other (no chunks)."""
+        worker = BatchWorker(*worker_args)
+        while self.queue:
+            piece = self.queue.popleft()
+            self.started(piece)
+            try:
+                info = self.call(worker, piece, remote=False)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                self.failed_piece(piece, exc)
+                continue
+            self.finished(piece, info)
+
+    def run_ray(self, ray, address, worker_args, workers, gpus_per_worker, device, torch_threads, ray_init) -> None:
+        started_here = False
+        if not ray.is_initialized():
+            kwargs = {"include_dashboard": False, "log_to_driver": True}
+            if address in (None, "local"):
+                # Only paths and small plans go through Ray's object store (frames go through
+                # files), so a small one suffices; Ray's default takes 30 % of the memory.
+                kwargs.update(address="local", object_store_memory=LOCAL_OBJECT_STORE_MB * 2**20)
+            else:
+                kwargs.update(address=address)
+            kwargs.update(ray_init or {})
+            ray.init(**kwargs)
+            started_here = True
+        try:
+            self._ray_loop(ray, worker_args, workers, gpus_per_worker, device, torch_threads)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _ray_loop(self, ray, worker_args, workers, gpus_per_worker, device, torch_threads) -> None:
+        resources = ray.cluster_resources()
+        gpus = float(resources.get("GPU", 0))
+        if gpus_per_worker is None:
+            gpus_per_worker = 1.0 if gpus and device != "cpu" else 0.0
+        if workers is None:
+            if gpus_per_worker:
+                workers = max(1, int(gpus // gpus_per_worker))
+            else:
+                workers = max(1, int(resources.get("CPU", 1) // (torch_threads or 1)))
+        pieces = len(self.queue)
+        workers = max(1, min(workers, pieces))
+        actor_cls = ray.remote(BatchWorker).options(num_cpus=torch_threads or 1, num_gpus=gpus_per_worker)
+        log.info("batch: %d worker(s) (%s CPU%s each), %d piece(s) of work on Ray", workers, torch_threads or 1,
+                 f", {gpus_per_worker:g} GPU" if gpus_per_worker else "", pieces)
+
+        def new_actor():
+            return actor_cls.remote(*worker_args, own_process=True)
+
+        idle = [new_actor() for _ in range(workers)]
+        running: dict = {}
+        while self.queue or running:
+            while idle and self.queue:
+                piece = self.queue.popleft()
+                actor = idle.pop()
+                self.started(piece)
+                running[self.call(actor, piece, remote=True)] = (piece, actor)
+            done, _ = ray.wait(list(running), num_returns=1)
+            ref = done[0]
+            piece, actor = running.pop(ref)
+            try:
+                info = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # the worker died (crash, OOM, node lost)
+                ray.kill(actor, no_restart=True)
+                idle.append(new_actor())
+                self.failed_piece(piece, exc)
+                continue
+            except ray.exceptions.RayError as exc:
+                idle.append(actor)
+                self.failed_piece(piece, exc)
+                continue
+            idle.append(actor)
+            self.finished(piece, info)
+        for actor in idle:
+            ray.kill(actor)

@@ -1,0 +1,76 @@
+"""``streamrestore batch``: restore many videos (long ones in keyframe-aligned chunks) on Ray workers.
+
+    streamrestore batch INPUT... | --list FILE | DIR  --refs ... -o OUTDIR
+                        [--ray local|auto|ADDRESS] [--workers N] [--gpus-per-worker F]
+                        [--chunk-seconds S] [--retries K] [model/face/encoder options as the main command]
+
+Writes ``OUTDIR/<stem>.restored.<ext>`` per input and ``OUTDIR/batch-manifest.jsonl`` (state of
+every input and chunk; a rerun skips what is done). Exit code 0: all succeeded; 1: some failed
+(named in the summary); 2: usage errors. Without Ray installed the inputs run one after the
+other in this process. See :mod:`streamrestore.batch`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from streamrestore.batch import DEFAULT_CHUNK_SECONDS
+from streamrestore.cli import _add_model_options, _add_temporal_options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streamrestore batch",
+        description="Restore the faces in many videos on a pool of Ray workers (this machine or a cluster); "
+                    "long videos are split into keyframe-aligned chunks restored in parallel and joined.",
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, or folders of videos")
+    p.add_argument("--list", metavar="FILE", help="a file naming one input per line (# comments)")
+    p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
+                   help="folder for the outputs (<stem>.restored.<ext>) and batch-manifest.jsonl")
+    p.add_argument("--ray", default="local", metavar="local|auto|ADDRESS",
+                   help="local (default): start Ray on this machine; auto: join the running cluster; "
+                        "or a cluster address (HOST:6379, ray://HOST:10001)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker actors (default: one per GPU on CUDA, else CPUs / --torch-threads)")
+    p.add_argument("--gpus-per-worker", type=float, metavar="F",
+                   help="GPUs each worker reserves (default 1 when the cluster has GPUs and --device is not cpu, "
+                        "else 0; 0.5 puts two workers on a GPU)")
+    p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS, metavar="S",
+                   help=f"split videos longer than this into keyframe-aligned chunks of about S seconds "
+                        f"(default {DEFAULT_CHUNK_SECONDS:g})")
+    p.add_argument("--retries", type=int, default=2, metavar="K",
+                   help="tries again a failed chunk or file up to K times (default 2)")
+    p.add_argument("--torch-threads", type=int, default=1, metavar="N",
+                   help="CPU threads torch uses in each worker (default 1; also the CPUs Ray reserves per worker)")
+    _add_model_options(p)
+    _add_temporal_options(p)
+    p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
+    p.add_argument("--preset", help="encoder speed preset (e.g. medium, slow)")
+    p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    from streamrestore.batch import expand_inputs, run
+    from streamrestore.cli import temporal_from_args
+    from streamrestore.errors import UserError
+
+    args = build_parser().parse_args(argv)
+    if args.max_faces is not None and args.max_faces < 1:
+        raise UserError(f"--max-faces must be at least 1, got {args.max_faces}")
+    if args.detect_every < 1:
+        raise UserError(f"--detect-every must be at least 1, got {args.detect_every}")
+    temporal = temporal_from_args(args)
+    inputs = expand_inputs(args.inputs, args.list)
+    result = run(
+        inputs, refs=args.refs, out_dir=args.output_dir, ray=args.ray, workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker, chunk_seconds=args.chunk_seconds, retries=args.retries,
+        model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
+        backend=args.backend, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
+        temporal=temporal, codec=args.codec, crf=args.crf, preset=args.preset, torch_threads=args.torch_threads,
+        progress=not args.no_progress,
+    )
+    print(result.summary(), file=sys.stderr)
+    return result.exit_code

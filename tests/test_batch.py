@@ -1,0 +1,207 @@
+"""``streamrestore batch`` on a real local Ray (2 CPUs): every frame, timestamp and audio packet of
+each input in its output, chunks joined, resume, retry, failed inputs, the in-process fallback."""
+import json
+import sys
+
+import av
+import pytest
+
+from media_utils import make_clip, read_audio_packets, read_video_timing
+from streamrestore.batch import FAIL_ENV, MANIFEST_NAME, PARTS_DIR, plan_input, run
+from streamrestore.cli import main
+
+ray = pytest.importorskip("ray")
+
+# keyframe every 10 frames, B-frames (frames reordered): 60 frames at 25 fps = 2.4 s
+LONG_OPTIONS = {"preset": "medium", "crf": "18", "g": "10", "bf": "2"}
+CHUNK_SECONDS = "0.8"  # -> chunks [0, 20), [20, 40), [40, 60)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    make_clip(folder / "a.mp4", frames=8, audio="aac")
+    make_clip(folder / "b.mkv", frames=7, fps=30, audio="libopus")
+    make_clip(folder / "c.mp4", pts=[0, 300, 900, 1000, 1700, 2000], time_base=__import__("fractions").Fraction(1, 1000),
+              fps=10)  # variable frame rate, no audio
+    make_clip(folder / "long.mp4", frames=60, audio="aac", options=LONG_OPTIONS)
+    return folder
+
+
+@pytest.fixture
+def batch(shared_models, capsys):
+    """Runs ``streamrestore batch`` in-process with the identity model and the shared SCRFD pack."""
+
+    def _batch(*args):
+        argv = ["batch", *map(str, args), "--model", "identity", "--face-models", str(shared_models / "insightface"),
+                "--workers", "2"]
+        code = main(argv)
+        return code, capsys.readouterr().err
+
+    return _batch
+
+
+def _records(out_dir):
+    last = {}
+    for line in (out_dir / MANIFEST_NAME).read_text().splitlines():
+        rec = json.loads(line)
+        last[rec["key"]] = rec
+    return last
+
+
+def _video_packets(path):
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+def _same_media(src, out):
+    """Same frames at the same pts, same durations (but for the last frame of a variable-rate
+    input: its packet durations are a muxer's guess, which the main command does not copy either),
+    same audio packets."""
+    (pts_out, dur_out), (pts_in, dur_in) = read_video_timing(out), read_video_timing(src)
+    assert pts_out == pts_in, out
+    if src.name != "c.mp4":
+        assert dur_out == dur_in, out
+    assert read_audio_packets(out) == read_audio_packets(src), out
+
+
+def test_plan_cuts_at_keyframes(clips):
+    plan = plan_input(clips / "long.mp4", 0.8)
+    assert plan.chunks == [(0, 20), (20, 40), (40, 60)]
+    with av.open(str(clips / "long.mp4")) as c:
+        keys = {p.pts for p in c.demux(c.streams.video[0]) if p.size and p.is_keyframe}
+    assert all(plan.pts[a] in keys for a, _ in plan.chunks)
+    assert len(plan_input(clips / "long.mp4", 60).chunks) == 1
+
+
+def test_batch_outputs_match_inputs_and_rerun_does_no_work(local_ray, clips, tmp_path, batch, shared_models):
+    out = tmp_path / "out"
+    code, err = batch(clips, "-o", out, "--chunk-seconds", CHUNK_SECONDS)
+    assert code == 0, err
+    names = {"a.mp4": "a.restored.mp4", "b.mkv": "b.restored.mkv", "c.mp4": "c.restored.mp4",
+             "long.mp4": "long.restored.mp4"}
+    for src, dst in names.items():
+        _same_media(clips / src, out / dst)
+    assert "long.mp4 chunk 3/3 done" in err and "long.mp4 joined (3 chunks)" in err
+    records = _records(out)
+    chunks = [r for r in records.values() if r["key"].startswith("chunk:")]
+    assert len(chunks) == 3 and all(r["state"] == "done" and r["sha256"] for r in chunks)
+    inputs = [r for r in records.values() if r["key"].startswith("input:")]
+    assert len(inputs) == 4 and all(r["state"] == "done" and r["attempts"] == 1 for r in inputs)
+    assert not list((out / PARTS_DIR).glob("*/*.mkv"))  # parts removed once joined
+
+    # The chunks, joined, are what the main command writes (same encoder input, pts, frame types).
+    main_out = tmp_path / "main.mp4"
+    assert main([str(clips / "long.mp4"), "-o", str(main_out), "--model", "identity", "--face-models",
+                 str(shared_models / "insightface"), "--no-progress"]) == 0
+    assert _video_packets(out / "long.restored.mp4") == _video_packets(main_out)
+
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*.restored.*")}
+    lines = len((out / MANIFEST_NAME).read_text().splitlines())
+    code, err = batch(clips, "-o", out, "--chunk-seconds", CHUNK_SECONDS)
+    assert code == 0, err
+    assert err.count(": already done (") == 4 and "(4 already done)" in err and "0 frames restored" in err
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.restored.*")} == before
+    assert len((out / MANIFEST_NAME).read_text().splitlines()) == lines
+
+
+def test_failed_chunk_is_retried(local_ray, clips, tmp_path, monkeypatch, shared_models):
+    monkeypatch.setenv(FAIL_ENV, "long.mp4:1")  # the second chunk's first attempt raises
+    out = tmp_path / "out"
+    result = run([clips / "long.mp4", clips / "a.mp4"], out_dir=out, model="identity",
+                 face_models=shared_models / "insightface", chunk_seconds=0.8, retries=1, workers=2)
+    assert result.exit_code == 0 and not result.failed
+    _same_media(clips / "long.mp4", out / "long.restored.mp4")
+    _same_media(clips / "a.mp4", out / "a.restored.mp4")
+    chunk = next(r for r in _records(out).values() if r["key"].startswith("chunk:") and r["chunk"] == 1)
+    assert chunk["state"] == "done" and chunk["attempts"] == 2
+    states = [json.loads(line)["state"] for line in (out / MANIFEST_NAME).read_text().splitlines()
+              if '"chunk": 1' in line]
+    assert "retrying" in states
+
+
+def test_not_a_video_fails_others_succeed(local_ray, clips, tmp_path, batch):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"# inputs\n{clips / 'a.mp4'}\n\nnotes.mp4\n")
+    out = tmp_path / "out"
+    code, err = batch("--list", listing, "-o", out)
+    assert code == 1, err
+    assert "1 succeeded" in err and "1 failed" in err and f"failed: {bad.resolve()}" in err
+    _same_media(clips / "a.mp4", out / "a.restored.mp4")
+    rec = _records(out)[f"input:{bad.resolve()}"]
+    assert rec["state"] == "failed" and "video" in rec["error"]
+    assert not (out / "notes.restored.mp4").exists()
+
+
+def test_without_ray_runs_in_process(clips, tmp_path, batch, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    out = tmp_path / "out"
+    code, err = batch(clips / "a.mp4", clips / "long.mp4", "-o", out, "--chunk-seconds", CHUNK_SECONDS)
+    assert code == 0, err
+    assert 'pip install "streamrestore[batch]"' in err and "(in-process)" in err
+    for name in ("a", "long"):
+        _same_media(clips / f"{name}.mp4", out / f"{name}.restored.mp4")
+    assert not any(r["key"].startswith("chunk:") for r in _records(out).values())
+
+
+@pytest.mark.parametrize("args, words", [
+    ((), "no input"),
+    (("{clip}", "--chunk-seconds", "0"), "--chunk-seconds"),
+    (("{clip}", "--retries", "-1"), "--retries"),
+    (("{clip}", "--list", "{missing}"), "--list"),
+])
+def test_usage_errors_exit_2(clips, tmp_path, batch, args, words):
+    args = [a.format(clip=clips / "a.mp4", missing=tmp_path / "nope.txt") for a in args]
+    code, err = batch(*args, "-o", tmp_path / "out")
+    assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_same_output_name_twice_is_a_usage_error(clips, tmp_path, batch):
+    other = tmp_path / "x"
+    other.mkdir()
+    make_clip(other / "a.mp4", frames=3)
+    code, err = batch(clips / "a.mp4", other / "a.mp4", "-o", tmp_path / "out")
+    assert code == 2 and "both be written" in err
+
+
+def test_retries_exhausted_is_a_failure(local_ray, clips, tmp_path, monkeypatch, shared_models):
+    monkeypatch.setenv(FAIL_ENV, "a.mp4:*")
+    out = tmp_path / "out"
+    result = run([clips / "a.mp4"], out_dir=out, model="identity", face_models=shared_models / "insightface",
+                 retries=0, workers=1, progress=False)
+    src = str((clips / "a.mp4").resolve())
+    assert result.exit_code == 1 and "injected failure" in result.failed[src]
+    rec = _records(out)[f"input:{src}"]
+    assert rec["state"] == "failed" and rec["attempts"] == 1 and "injected failure" in rec["error"]
+    assert not (out / "a.restored.mp4").exists()
+
+
+def test_rerun_after_a_failed_chunk_redoes_only_that_chunk(local_ray, clips, tmp_path, monkeypatch, shared_models):
+    out = tmp_path / "out"
+    options = dict(out_dir=out, model="identity", face_models=shared_models / "insightface", chunk_seconds=0.8,
+                   retries=0, workers=2, progress=False)
+    monkeypatch.setenv(FAIL_ENV, "long.mp4:2")
+    first = run([clips / "long.mp4"], **options)
+    assert first.exit_code == 1 and "chunk 2" in next(iter(first.failed.values()))
+    assert len(list((out / PARTS_DIR).glob("*/*.mkv"))) == 2  # the two good chunks are kept
+    done = {k: r["time"] for k, r in _records(out).items() if k.startswith("chunk:") and r["state"] == "done"}
+    assert len(done) == 2
+
+    monkeypatch.delenv(FAIL_ENV)
+    second = run([clips / "long.mp4"], **options)
+    assert second.exit_code == 0 and second.frames == 20  # only the failed chunk was restored
+    records = _records(out)
+    assert all(records[k]["time"] == t for k, t in done.items())  # untouched
+    _same_media(clips / "long.mp4", out / "long.restored.mp4")
