@@ -198,13 +198,19 @@ def test_default_output_name(run, clip):
     assert (clip.parent / "clip.restored.mp4").exists()
 
 
+def _ctrl_c_as_in_a_terminal():
+    """A job started in the background by a script (``cmd &``) inherits SIGINT ignored, and then
+    Python, rightly, leaves it ignored: give the child Ctrl-C as a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_and_leaves_no_output(shared_data, shared_models, tmp_path):
     out = tmp_path / "o.mp4"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamrestore.cli", str(shared_data / "liveportrait/driving/d6.mp4"), "-o", str(out),
          "--model", "identity", "--face-models", str(shared_models / "insightface"), "--no-progress"],
-        stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+        stderr=subprocess.PIPE, text=True, cwd=REPO, env=env, preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.name.endswith(".partial.mp4") for p in tmp_path.iterdir()):
@@ -398,6 +404,9 @@ def test_stop_signal_mid_run_cleans_up_like_ctrl_c(shared_data, shared_models, t
 def test_stop_signals_raise_keyboard_interrupt_with_the_exit_code(signum, code):
     from streamrestore.stop_signals import stop_signals_interrupt
 
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # a background job: see _ctrl_c_as_in_a_terminal
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     with pytest.raises(KeyboardInterrupt) as caught:
         with stop_signals_interrupt() as stop:
@@ -405,6 +414,8 @@ def test_stop_signals_raise_keyboard_interrupt_with_the_exit_code(signum, code):
             time.sleep(5)  # the handler raises before this ends
     assert getattr(caught.value, "exit_code", 130) == code and stop.signum == signum
     assert {s: signal.getsignal(s) for s in before} == before
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def test_sigterm_while_models_load_leaves_nothing(shared_data, shared_models, tmp_path):
