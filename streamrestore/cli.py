@@ -63,6 +63,13 @@ def _add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> No
                    help="more messages; the run summary adds each track's similarity to every reference set")
 
 
+def _add_encoder_options(p: argparse.ArgumentParser) -> None:
+    """The output encoder's options (``streamrestore.video.writer.EncoderSettings``)."""
+    p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
+    p.add_argument("--preset", help="encoder speed preset (e.g. medium, slow)")
+    p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
+
+
 def _add_temporal_options(p: argparse.ArgumentParser) -> None:
     """The temporal fusion's settings (``streamrestore.temporal.TemporalConfig``)."""
     p.add_argument("--temporal-strength", type=float, default=None, metavar="F",
@@ -97,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input)")
     _add_model_options(p, fast_vae=True)
     _add_temporal_options(p)
-    p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
-    p.add_argument("--preset", help="encoder speed preset (e.g. medium, slow)")
-    p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
+    _add_encoder_options(p)
     p.add_argument("--start", type=_time, help="start time (seconds or HH:MM:SS)")
     p.add_argument("--end", type=_time, help="end time (seconds or HH:MM:SS)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")

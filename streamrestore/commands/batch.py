@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from streamrestore.batch import DEFAULT_CHUNK_SECONDS
-from streamrestore.cli import _add_model_options, _add_temporal_options
+from streamrestore.cli import _add_encoder_options, _add_model_options, _add_temporal_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads torch uses in each worker (default 1; also the CPUs Ray reserves per worker)")
     _add_model_options(p)
     _add_temporal_options(p)
-    p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
-    p.add_argument("--preset", help="encoder speed preset (e.g. medium, slow)")
-    p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
+    _add_encoder_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     return p
 
