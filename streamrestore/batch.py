@@ -28,10 +28,12 @@ What happens:
   them).
 
 Resume/retry: ``OUTDIR/batch-manifest.jsonl`` gets one JSON line per state change of an input
-or chunk (state, attempts, error, output, frames, sha256); the last line per key wins. A rerun
+or chunk (state, attempts, error, output, frames, sha256, the reference sets matched); the last
+line per key wins. A rerun
 skips inputs whose output exists with the recorded frame count (and chunks whose part file is
 there with its checksum and frame count). A failed chunk or input is tried again up to
-``retries`` times; an input that cannot be read (not a video) is recorded as failed and the
+``retries`` times, also when its worker actor died (a new actor with the same arguments takes its
+place); an input that cannot be read (not a video) is recorded as failed and the
 batch goes on.
 
 Without Ray installed the inputs are restored one after the other in this process (no
@@ -269,7 +271,7 @@ class BatchWorker:
         fps = float(info.frame_rate) if info.frame_rate else 30.0
         stats = restore_video(src, dst, face_restorer=self.template.fresh(fps), force=True, **self.encoder)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "problems": list(stats.problems),
-                "faces": stats.faces_restored}
+                "faces": stats.faces_restored, "identities": stats.identities_matched}
 
     def restore_chunk(self, plan: Plan, index: int, part: str, dst: str, fail: bool = False,
                       die: str | None = None) -> dict:
@@ -327,7 +329,7 @@ class BatchWorker:
         _types_path(part).write_text(json.dumps(types))
         os.replace(tmp, part)
         return {"frames": kept, "sha256": sha256_of(part), "seconds": time.perf_counter() - t0,
-                "faces": face_restorer.stats.faces_restored}
+                "faces": face_restorer.stats.faces_restored, "identities": face_restorer.stats.identities_matched}
 
     def join(self, plan: Plan, parts: list[str], dst: str) -> dict:
         """Encodes the chunks' frames in order at the input's timestamps into ``dst`` and remuxes
@@ -666,7 +668,7 @@ class _Batch:
         if kind == "chunk":
             i = piece[2]
             self.manifest.update(self.key_of(piece), state="done", sha256=info["sha256"], frames=info["frames"],
-                                 error=None, seconds=round(info["seconds"], 3))
+                                 error=None, seconds=round(info["seconds"], 3), identities=info.get("identities"))
             self.result.frames += info["frames"]
             self.bar.line(f"{name} chunk {i + 1}/{len(plan.chunks)} done ({info['frames']} frames, "
                           f"{info['seconds']:.1f} s)", info["frames"])
@@ -679,8 +681,9 @@ class _Batch:
         if frames != plan.frames:
             self.failed_piece(piece, RuntimeError(f"{dst} has {frames} frames, the input {plan.frames}"))
             return
+        extra = {"identities": info["identities"]} if "identities" in info else {}
         self.manifest.update(self.input_key(src), state="done", sha256=sha256_of(dst), frames=frames, error=None,
-                             seconds=round(info["seconds"], 3))
+                             seconds=round(info["seconds"], 3), **extra)
         self.result.succeeded[src] = str(dst)
         if kind == "whole":
             self.result.frames += frames
