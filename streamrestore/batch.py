@@ -29,12 +29,11 @@ What happens:
 
 Resume/retry: ``OUTDIR/batch-manifest.jsonl`` gets one JSON line per state change of an input
 or chunk (state, attempts, error, output, frames, sha256, the reference sets matched); the last
-line per key wins. A rerun
-skips inputs whose output exists with the recorded frame count (and chunks whose part file is
-there with its checksum and frame count). A failed chunk or input is tried again up to
-``retries`` times, also when its worker actor died (a new actor with the same arguments takes its
-place); an input that cannot be read (not a video) is recorded as failed and the
-batch goes on.
+line per key wins. A rerun skips inputs whose output exists with the recorded frame count (and
+chunks whose part file is there with its checksum and frame count). A failed chunk or input is
+tried again up to ``retries`` times, also when its worker actor died (a new actor with the same
+arguments takes its place); an input that cannot be read (not a video) is recorded as failed and
+the batch goes on.
 
 Without Ray installed the inputs are restored one after the other in this process (no
 chunks), with one line saying how to install it (``pip install "streamrestore[batch]"``).
