@@ -28,11 +28,12 @@ What happens:
   them).
 
 Resume/retry: ``OUTDIR/batch-manifest.jsonl`` gets one JSON line per state change of an input
-or chunk (state, attempts, error, output, frames, sha256); the last line per key wins. A rerun
-skips inputs whose output exists with the recorded frame count (and chunks whose part file is
-there with its checksum and frame count). A failed chunk or input is tried again up to
-``retries`` times; an input that cannot be read (not a video) is recorded as failed and the
-batch goes on.
+or chunk (state, attempts, error, output, frames, sha256, the reference sets matched); the last
+line per key wins. A rerun skips inputs whose output exists with the recorded frame count (and
+chunks whose part file is there with its checksum and frame count). A failed chunk or input is
+tried again up to ``retries`` times, also when its worker actor died (a new actor with the same
+arguments takes its place); an input that cannot be read (not a video) is recorded as failed and
+the batch goes on.
 
 Without Ray installed the inputs are restored one after the other in this process (no
 chunks), with one line saying how to install it (``pip install "streamrestore[batch]"``).
@@ -66,6 +67,9 @@ VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mt
                     ".mpg", ".mpeg", ".nut", ".3gp"}
 #: test/ops hook: "NAME:CHUNK[,NAME:CHUNK...]" (file name, chunk index or "*"): that piece's first attempt raises
 FAIL_ENV = "STREAMRESTORE_BATCH_FAIL_ONCE"
+#: test/ops hook, same syntax: that piece's worker process exits (``os._exit(1)``) after its first
+#: kept frame, once per output folder (a marker file in it makes "once" hold across the new actor)
+DIE_ENV = "STREAMRESTORE_BATCH_DIE_ONCE"
 INSTALL_HINT = 'ray is not installed: restoring the inputs one after another in this process; for parallel ' \
                'workers and chunks install the extra: pip install "streamrestore[batch]"'
 
@@ -253,7 +257,7 @@ class BatchWorker:
 
         return EncoderSettings(**self.encoder)
 
-    def restore_whole(self, src: str, dst: str, fail: bool = False) -> dict:
+    def restore_whole(self, src: str, dst: str, fail: bool = False, die: str | None = None) -> dict:
         """``src`` into ``dst`` with :func:`restore_video` (the main command's own path)."""
         from streamrestore.api import restore_video
         from streamrestore.video.reader import probe
@@ -261,13 +265,15 @@ class BatchWorker:
         t0 = time.perf_counter()
         if fail:
             raise RuntimeError(f"injected failure ({FAIL_ENV})")
+        _die_once(die)
         info = probe(src)
         fps = float(info.frame_rate) if info.frame_rate else 30.0
         stats = restore_video(src, dst, face_restorer=self.template.fresh(fps), force=True, **self.encoder)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "problems": list(stats.problems),
-                "faces": stats.faces_restored}
+                "faces": stats.faces_restored, "identities": stats.identities_matched}
 
-    def restore_chunk(self, plan: Plan, index: int, part: str, dst: str, fail: bool = False) -> dict:
+    def restore_chunk(self, plan: Plan, index: int, part: str, dst: str, fail: bool = False,
+                      die: str | None = None) -> dict:
         """Frames [a, b) of chunk ``index`` of ``plan``, restored (with overlap, dropped), in the
         encoder's pixel format for ``dst`` (the final output), losslessly into ``part`` (FFV1 in
         Matroska)."""
@@ -311,6 +317,7 @@ class BatchWorker:
                     converted.pts, converted.time_base = kept, Fraction(1, 25)
                     out.mux(stream.encode(converted))
                     kept += 1
+                    _die_once(die)  # (test hook: mid-task, a partial part file written)
 
                 decoded = (face_restorer.prepare(f) for f in reader.frames())
                 run_threaded(decoded, face_restorer.stream, sink)
@@ -321,7 +328,7 @@ class BatchWorker:
         _types_path(part).write_text(json.dumps(types))
         os.replace(tmp, part)
         return {"frames": kept, "sha256": sha256_of(part), "seconds": time.perf_counter() - t0,
-                "faces": face_restorer.stats.faces_restored}
+                "faces": face_restorer.stats.faces_restored, "identities": face_restorer.stats.identities_matched}
 
     def join(self, plan: Plan, parts: list[str], dst: str) -> dict:
         """Encodes the chunks' frames in order at the input's timestamps into ``dst`` and remuxes
@@ -405,8 +412,22 @@ class _Progress:
         print(f"batch: {where}: {text}", file=sys.stderr, flush=True)
 
 
-def _fail_hooks() -> set[str]:
-    return {s.strip() for s in os.environ.get(FAIL_ENV, "").split(",") if s.strip()}
+def _fail_hooks(env: str = FAIL_ENV) -> set[str]:
+    return {s.strip() for s in os.environ.get(env, "").split(",") if s.strip()}
+
+
+def _die_once(marker: str | None) -> None:
+    """Test hook (:data:`DIE_ENV`): the first call with ``marker`` (a path) creates it and ends
+    this process at once, as a crash or an OOM kill would; later calls (another actor) go on."""
+    if marker is None:
+        return
+    try:
+        Path(marker).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os._exit(1)
 
 
 def _injected(hooks: set[str], src: str, chunk) -> bool:
@@ -539,6 +560,7 @@ class _Batch:
         self.queue: deque = deque()  # ("whole", src) | ("chunk", src, i) | ("join", src)
         self.attempts: dict[tuple, int] = {}
         self.hooks = _fail_hooks()
+        self.die_hooks = _fail_hooks(DIE_ENV)
 
     # keys and paths
     @staticmethod
@@ -609,16 +631,25 @@ class _Batch:
     def call(self, worker, piece, remote: bool):
         kind, src = piece[0], piece[1]
         first_attempt = self.attempts.get(piece, 0) <= 1  # (started() counted this one)
-        fail = first_attempt and _injected(self.hooks, src, piece[2] if kind == "chunk" else "*" if kind == "whole" else "join")
+        where = piece[2] if kind == "chunk" else "*" if kind == "whole" else "join"
+        fail = first_attempt and _injected(self.hooks, src, where)
+        # (only in a Ray actor: in this process it would end the driver)
+        die = str(self.die_marker(piece)) if remote and kind != "join" and _injected(self.die_hooks, src, where) \
+            else None
         method = {"whole": "restore_whole", "chunk": "restore_chunk", "join": "join"}[kind]
         fn = getattr(worker, method)
         fn = fn.remote if remote else fn
         plan = self.plans[src]
         if kind == "whole":
-            return fn(src, str(self.outputs_by_src(src)), fail)
+            return fn(src, str(self.outputs_by_src(src)), fail, die)
         if kind == "chunk":
-            return fn(plan, piece[2], str(self.parts[src][piece[2]]), str(self.outputs_by_src(src)), fail)
+            return fn(plan, piece[2], str(self.parts[src][piece[2]]), str(self.outputs_by_src(src)), fail, die)
         return fn(plan, [str(p) for p in self.parts[src]], str(self.outputs_by_src(src)))
+
+    def die_marker(self, piece) -> Path:
+        """The file whose existence says the :data:`DIE_ENV` hook has fired for ``piece``."""
+        digest = hashlib.sha1(self.key_of(piece).encode()).hexdigest()[:12]
+        return self.out_dir / PARTS_DIR / f"died-{digest}"
 
     def outputs_by_src(self, src: str) -> Path:
         return Path(self.manifest.get(self.input_key(src))["output"])
@@ -636,7 +667,7 @@ class _Batch:
         if kind == "chunk":
             i = piece[2]
             self.manifest.update(self.key_of(piece), state="done", sha256=info["sha256"], frames=info["frames"],
-                                 error=None, seconds=round(info["seconds"], 3))
+                                 error=None, seconds=round(info["seconds"], 3), identities=info.get("identities"))
             self.result.frames += info["frames"]
             self.bar.line(f"{name} chunk {i + 1}/{len(plan.chunks)} done ({info['frames']} frames, "
                           f"{info['seconds']:.1f} s)", info["frames"])
@@ -649,8 +680,9 @@ class _Batch:
         if frames != plan.frames:
             self.failed_piece(piece, RuntimeError(f"{dst} has {frames} frames, the input {plan.frames}"))
             return
+        extra = {"identities": info["identities"]} if "identities" in info else {}
         self.manifest.update(self.input_key(src), state="done", sha256=sha256_of(dst), frames=frames, error=None,
-                             seconds=round(info["seconds"], 3))
+                             seconds=round(info["seconds"], 3), **extra)
         self.result.succeeded[src] = str(dst)
         if kind == "whole":
             self.result.frames += frames
@@ -745,8 +777,12 @@ class _Batch:
             try:
                 info = ray.get(ref)
             except ray.exceptions.RayActorError as exc:  # the worker died (crash, OOM, node lost)
+                # (ActorDiedError and ActorUnavailableError are subclasses.) The attempt counts
+                # against --retries; a new actor with the same arguments takes the dead one's place.
                 ray.kill(actor, no_restart=True)
                 idle.append(new_actor())
+                self.bar.line(f"a worker died while on {Path(piece[1]).name}"
+                              f"{f' chunk {piece[2] + 1}' if piece[0] == 'chunk' else ''}; started a new one")
                 self.failed_piece(piece, exc)
                 continue
             except ray.exceptions.RayError as exc:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from media_utils import make_clip, read_audio_packets, read_video_timing
-from streamrestore.batch import FAIL_ENV, MANIFEST_NAME, PARTS_DIR, plan_input, run
+from streamrestore.batch import DIE_ENV, FAIL_ENV, MANIFEST_NAME, PARTS_DIR, count_frames, plan_input, run
 from streamrestore.cli import main
 
 ray = pytest.importorskip("ray")
@@ -134,6 +134,26 @@ def test_failed_chunk_is_retried(local_ray, clips, tmp_path, monkeypatch, shared
     states = [json.loads(line)["state"] for line in (out / MANIFEST_NAME).read_text().splitlines()
               if '"chunk": 1' in line]
     assert "retrying" in states
+
+
+def test_worker_killed_mid_chunk_is_replaced_and_retried(local_ray, clips, tmp_path, monkeypatch, shared_models,
+                                                          capsys):
+    monkeypatch.setenv(DIE_ENV, "long.mp4:1")  # the worker on the second chunk exits mid-chunk, once
+    out = tmp_path / "out"
+    result = run([clips / "long.mp4"], out_dir=out, model="identity", face_models=shared_models / "insightface",
+                 chunk_seconds=0.8, retries=1, workers=2)
+    err = capsys.readouterr().err
+    assert result.exit_code == 0 and not result.failed, err
+    assert "a worker died while on long.mp4 chunk 2; started a new one" in err
+    _same_media(clips / "long.mp4", out / "long.restored.mp4")
+    records = _records(out)
+    chunks = sorted((r for r in records.values() if r["key"].startswith("chunk:")), key=lambda r: r["chunk"])
+    assert [r["chunk"] for r in chunks] == [0, 1, 2] and all(r["state"] == "done" for r in chunks)
+    assert [r["attempts"] for r in chunks] == [1, 2, 1]
+    lines = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines() if '"chunk": 1' in line]
+    retry = next(r for r in lines if r["state"] == "retrying")
+    assert "Actor" in retry["error"]  # ray's ActorDiedError
+    assert count_frames(out / "long.restored.mp4") == 60
 
 
 def test_not_a_video_fails_others_succeed(local_ray, clips, tmp_path, batch):
