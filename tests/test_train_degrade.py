@@ -105,3 +105,28 @@ def test_mix_draws_each_preset_by_weight():
         DegradationMix((SEVERE,), (1.0, 2.0))
     with pytest.raises(ValueError):
         DegradationMix((SEVERE, CLEAN), (0.0, 0.0))
+
+
+def test_video_upload_draws_one_blur_width_and_a_float_scale():
+    for seed in range(20):
+        d = sample_degradation("video_upload", seed, (128, 128))
+        assert d.blur_sigma[0] == d.blur_sigma[1] and 0.3 <= d.blur_sigma[0] <= 1.2
+        assert d.downsample == 1 and 1.5 <= d.scale <= 3.5
+        assert 26 <= d.h264_crf <= 38 and 14 <= d.final_h264_crf <= 20
+    # presets without the new steps keep them off
+    d = sample_degradation("severe", 3, (128, 128))
+    assert d.scale == 1.0 and d.final_h264_crf is None
+    with pytest.raises(ValueError, match="downsample or by scale"):
+        DegradationPreset(downsample=(1, 2), scale=(1.5, 2.0))
+
+
+def test_video_upload_is_the_players_chain(face):
+    """Area downscale, H.264, bicubic upscale, H.264 again: what the shared degrade_video.py does to a frame."""
+    import cv2
+
+    from streamrestore.train.degrade import Degradation, h264_roundtrip
+
+    d = Degradation(size=face.shape[:2], scale=2.4, h264_crf=32, final_h264_crf=16)
+    small = cv2.resize(face, (40, 40), interpolation=cv2.INTER_AREA)
+    expected = h264_roundtrip(cv2.resize(h264_roundtrip(small, 32), (96, 96), interpolation=cv2.INTER_CUBIC), 16)
+    assert np.array_equal(apply_degradation(face, d), expected)

@@ -59,6 +59,13 @@ class DegradationPreset:
     h264_crf: tuple[int, int] | None = None
     #: image side at which the blur parameters above are meant; None = use them as pixels.
     reference_size: int | None = 512
+    #: non-integer downscale factor with area averaging and a bicubic upscale back, as a video
+    #: player shows a low-resolution upload (used instead of ``downsample``, not with it).
+    scale: tuple[float, float] | None = None
+    #: libx264 crf of a second coding at full size after the upscale (a re-encoded upload).
+    final_h264_crf: tuple[int, int] | None = None
+    #: one blur width for both axes (a defocused or resized frame) instead of two independent ones.
+    isotropic_blur: bool = False
 
     def __post_init__(self) -> None:
         _check_range("blur_sigma", self.blur_sigma, 1e-3, 100.0)
@@ -67,6 +74,10 @@ class DegradationPreset:
         _check_range("noise_sigma", self.noise_sigma, 0.0, 255.0)
         _check_range("jpeg_quality", self.jpeg_quality, 1, 100)
         _check_range("h264_crf", self.h264_crf, 0, 51)
+        _check_range("scale", self.scale, 1.0, 64.0)
+        _check_range("final_h264_crf", self.final_h264_crf, 0, 51)
+        if self.scale is not None and self.downsample is not None:
+            raise ValueError("a preset shrinks by downsample or by scale, not both: set one of them to None")
         if self.blur_kernel_size < 3 or self.blur_kernel_size % 2 == 0:
             raise ValueError(f"blur_kernel_size must be odd and >= 3, got {self.blur_kernel_size}")
         if self.reference_size is not None and self.reference_size <= 0:
@@ -111,6 +122,25 @@ VIDEO_SMALL = DegradationPreset(
     reference_size=None,
 )
 
+#: A face in a low-resolution, low-bitrate upload as a player shows it: the chain of the shared
+#: ``tools/degrade_video.py`` (Gaussian blur, area downscale, H.264, bicubic upscale, H.264 again)
+#: at crop scale. Its defaults (blur 1.2 px, x4, crf 32) on 256 px talking-head clips, whose 128 px
+#: face crops cover ~245 frame pixels (crop scale ~0.52), are blur ~0.6 and x2.1 here; the ranges
+#: reach faces twice as large or small in the frame.
+VIDEO_UPLOAD = DegradationPreset(
+    name="video_upload",
+    blur_sigma=(0.3, 1.2),
+    blur_kernel_size=9,
+    isotropic_blur=True,
+    downsample=None,
+    scale=(1.5, 3.5),
+    noise_sigma=None,
+    jpeg_quality=None,
+    h264_crf=(26, 38),
+    final_h264_crf=(14, 20),
+    reference_size=None,
+)
+
 #: The paper's severe range as it looks after shrinking a 512 px crop to 128 px (what lite trains
 #: on; ``configs/lite.toml`` spells the same table out).
 SEVERE_AT_128 = DegradationPreset(
@@ -119,7 +149,7 @@ SEVERE_AT_128 = DegradationPreset(
 )
 
 PRESETS: dict[str, DegradationPreset] = {
-    p.name: p for p in (SEVERE, MODERATE, MILD, VIDEO, CLEAN, VIDEO_SMALL, SEVERE_AT_128)
+    p.name: p for p in (SEVERE, MODERATE, MILD, VIDEO, CLEAN, VIDEO_SMALL, SEVERE_AT_128, VIDEO_UPLOAD)
 }
 
 
@@ -176,6 +206,8 @@ class Degradation:
     noise_seed: int = 0
     jpeg_quality: int | None = None
     h264_crf: int | None = None
+    scale: float = 1.0  # area downscale + bicubic upscale when > 1 (``downsample`` is then 1)
+    final_h264_crf: int | None = None
 
 
 def sample_degradation(preset: str | DegradationPreset, seed: int, size: tuple[int, int]) -> Degradation:
@@ -199,6 +231,11 @@ def sample_degradation(preset: str | DegradationPreset, seed: int, size: tuple[i
     noise_seed = int(rng.integers(0, 2**31 - 1))
     quality = int(rng.integers(preset.jpeg_quality[0], preset.jpeg_quality[1] + 1)) if preset.jpeg_quality else None
     crf = int(rng.integers(preset.h264_crf[0], preset.h264_crf[1] + 1)) if preset.h264_crf else None
+    # drawn after the fields above, so that presets without them keep their draws
+    resize = float(rng.uniform(*preset.scale)) if preset.scale else 1.0
+    final_crf = int(rng.integers(preset.final_h264_crf[0], preset.final_h264_crf[1] + 1)) if preset.final_h264_crf else None
+    if preset.isotropic_blur:
+        sy = sx
     kernel = max(3, int(round(preset.blur_kernel_size * scale)) | 1)
     return Degradation(
         size=(h, w),
@@ -212,6 +249,8 @@ def sample_degradation(preset: str | DegradationPreset, seed: int, size: tuple[i
         noise_seed=noise_seed,
         jpeg_quality=quality,
         h264_crf=crf,
+        scale=resize,
+        final_h264_crf=final_crf,
     )
 
 
@@ -303,6 +342,8 @@ def apply_degradation(image: np.ndarray, d: Degradation) -> np.ndarray:
         x = cv2.filter2D(x, -1, k, borderType=cv2.BORDER_REFLECT)
     if d.downsample > 1:
         x = cv2.resize(x, (max(1, round(w / d.downsample)), max(1, round(h / d.downsample))), interpolation=cv2.INTER_LINEAR)
+    if d.scale > 1:
+        x = cv2.resize(x, (max(1, round(w / d.scale)), max(1, round(h / d.scale))), interpolation=cv2.INTER_AREA)
     if d.noise_sigma > 0:
         x = x + np.random.default_rng(d.noise_seed).normal(0.0, d.noise_sigma, x.shape).astype(np.float32)
     low = np.clip(np.rint(x), 0, 255).astype(np.uint8)
@@ -312,7 +353,9 @@ def apply_degradation(image: np.ndarray, d: Degradation) -> np.ndarray:
         # without libx264, JPEG at a quality of similar damage stands in (8x8 DCT blocking)
         low = h264_roundtrip(low, d.h264_crf) if _has_libx264() else _jpeg(low, max(5, 100 - 2 * d.h264_crf))
     if low.shape[:2] != (h, w):
-        low = cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
+        low = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC if d.scale > 1 else cv2.INTER_LINEAR)
+    if d.final_h264_crf is not None:
+        low = h264_roundtrip(low, d.final_h264_crf) if _has_libx264() else _jpeg(low, max(5, 100 - 2 * d.final_h264_crf))
     return np.ascontiguousarray(low)
 
 
@@ -333,6 +376,7 @@ __all__ = [
     "Degradation",
     "CLEAN",
     "VIDEO_SMALL",
+    "VIDEO_UPLOAD",
     "SEVERE_AT_128",
     "SEVERE",
     "MODERATE",
