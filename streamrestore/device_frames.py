@@ -7,10 +7,10 @@ warps while the GPU waits. Here instead, per frame:
 
 1. upload: the decoded frame's Y/U/V planes (1.5 bytes a pixel; RGB frames as they are) go to
    the device, where they become an RGB frame;
-2. crop: :func:`kernels.crop_warp.crop_warp` cuts every face of the frame in one batched warp;
+2. crop: :func:`streamrestore.kernels.crop_warp.crop_warp` cuts every face of the frame in one batched warp;
 3. restore: the crops go to the restorer without leaving the device;
-4. paste: colour gain/offset per face (:func:`kernels.paste_back.color_transform`) and the fused
-   inverse warp + feathered blend (:func:`kernels.paste_back.paste_back`);
+4. paste: colour gain/offset per face (:func:`streamrestore.kernels.paste_back.color_transform`) and the fused
+   inverse warp + feathered blend (:func:`streamrestore.kernels.paste_back.paste_back`);
 5. download: the frame is converted back to Y/U/V on the device, keeping the original sample
    wherever the paste changed nothing, and copied back once.
 
@@ -105,14 +105,14 @@ class DeviceFramePath:
 
     def crops(self, frame: DeviceFrame, matrices: np.ndarray) -> torch.Tensor:
         """(B, 3, R, R) float32 crops in [0, 1] of every face (``matrices``: (B, 2, 3))."""
-        from kernels.crop_warp import crop_warp
+        from streamrestore.kernels.crop_warp import crop_warp
 
         return crop_warp(frame.rgb[None], matrices, self.resolution)
 
     def paste(self, frame: DeviceFrame, restored: torch.Tensor, crops: torch.Tensor, matrices: np.ndarray) -> None:
         """Blends ``restored`` (B, 3, R, R) in [0, 1] into the frame; ``crops`` are what the
         restorer was given (for colour matching)."""
-        from kernels.paste_back import color_transform, paste_back, paste_weights
+        from streamrestore.kernels.paste_back import color_transform, paste_back, paste_weights
 
         cfg = self.paste_config
         restored = restored.float()

@@ -53,7 +53,7 @@ class PipelineConfig:
             entering the picture is picked up at most two frames late.
         frame_path: where crops are cut and faces pasted: ``"host"`` (OpenCV on the CPU, 4:2:0
             frames kept in YUV), ``"device"`` (on the restorer's device with the kernels of
-            ``kernels/``: the frame is copied there once and back once, see
+            ``streamrestore/kernels/``: the frame is copied there once and back once, see
             ``streamrestore.device_frames``), or ``"auto"`` (default: ``"device"`` when the
             restorer runs on CUDA, else ``"host"``; on a CPU the OpenCV path is 30-200x faster
             than the kernels' PyTorch references).

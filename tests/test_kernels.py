@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels import (
+from streamrestore.kernels import (
     color_transform,
     crop_warp,
     crop_warp_reference,
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _kernel_outputs(path: str) -> None:
     """Run every Triton case and save the outputs (called in a subprocess, see ``interpreted``)."""
-    from kernels import crop_warp_triton, paste_back_triton
+    from streamrestore.kernels import crop_warp_triton, paste_back_triton
 
     out = {}
     mats, index = _all_faces()
@@ -287,7 +287,7 @@ def test_paste_back_rejects_bad_arguments():
 @needs_cuda
 @needs_triton
 def test_kernels_on_cuda_match_references():
-    from kernels import crop_warp_triton, paste_back_triton
+    from streamrestore.kernels import crop_warp_triton, paste_back_triton
 
     frames, restored, mats, index, gain, offset = _paste_inputs()
     dev = torch.device("cuda")

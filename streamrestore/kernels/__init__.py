@@ -1,7 +1,7 @@
 """GPU kernels of the frame path (Triton) and their plain PyTorch references.
 
-- :mod:`kernels.crop_warp`: batched affine warp of decoded frames into aligned face crops.
-- :mod:`kernels.paste_back`: inverse warp + feathered mask + colour gain/offset + blend of the
+- :mod:`streamrestore.kernels.crop_warp`: batched affine warp of decoded frames into aligned face crops.
+- :mod:`streamrestore.kernels.paste_back`: inverse warp + feathered mask + colour gain/offset + blend of the
   restored crops into their frame, in one pass per face.
 
 Each operation has a PyTorch reference implementation (``grid_sample``-based) with the same
@@ -28,8 +28,8 @@ def triton_available() -> bool:
     return True
 
 
-from kernels.crop_warp import crop_warp, crop_warp_reference, crop_warp_triton  # noqa: E402
-from kernels.paste_back import (  # noqa: E402
+from streamrestore.kernels.crop_warp import crop_warp, crop_warp_reference, crop_warp_triton  # noqa: E402
+from streamrestore.kernels.paste_back import (  # noqa: E402
     color_transform,
     paste_back,
     paste_back_reference,

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kernels import triton_available
-from kernels.crop_warp import invert_matrices
+from streamrestore.kernels import triton_available
+from streamrestore.kernels.crop_warp import invert_matrices
 
 __all__ = ["color_transform", "paste_back", "paste_back_reference", "paste_back_triton", "paste_weights"]
 
