@@ -171,7 +171,7 @@ def test_lite_config_fits_the_size_budget():
 
 def test_position_prior_config_loads_within_budget():
     # the second lite attempt (not shipped; see docs/lite_history.md): same network, position prior on
-    config = load_train_config(REPO / "configs/lite_posprior.toml")
+    config = load_train_config(REPO / "configs/experiments/lite_posprior.toml")
     from streamrestore.model.restorer import InstantRestoreNet
 
     assert config.model.reference_position_sigma > 0 and config.model.adain is False
