@@ -16,7 +16,6 @@ from streamrestore.eval.video import (
     FaceJudge,
     GroundTruthFaces,
     VideoMethod,
-    WarpError,
     degrade_video,
     evaluate_video,
     face_region,
@@ -178,8 +177,10 @@ def test_static_clip_has_no_flicker(tmp_path):
         assert row["id_std"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_warp_error_counts_a_changed_frame():
-    warp = WarpError()
+def test_reference_flow_counts_a_changed_frame():
+    from streamrestore.eval.flicker_metric import ReferenceFlow
+
+    warp = ReferenceFlow()
     a = pattern(96, 64, 3)
     assert warp.next_pair(a) is False
     assert warp.next_pair(a) is True

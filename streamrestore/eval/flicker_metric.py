@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["WarpError", "e_warp", "e_warp_files", "IdentitySpread", "identity_spread", "track_crops",
+__all__ = ["ReferenceFlow", "WarpError", "e_warp", "e_warp_files", "IdentitySpread", "identity_spread", "track_crops",
            "flow_with_occlusion", "warp_by_flow", "pixel_grid"]
 
 
@@ -73,6 +73,60 @@ def flow_with_occlusion(dis, prev_grey: np.ndarray, grey: np.ndarray,
     return forward, mask
 
 
+class ReferenceFlow:
+    """The flow of a reference clip between consecutive frames, and the warp error of any
+    stream's frame pair under it (one pair at a time; several streams may share it).
+
+    :meth:`next_pair` takes the next reference frame and prepares the flow from it back to the
+    one before and the mask of the pixels it follows (:func:`flow_with_occlusion`);
+    :meth:`error` then measures a candidate's (previous, current) frames with them.
+    """
+
+    def __init__(self):
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._prev_grey: np.ndarray | None = None
+        self._grid: tuple[np.ndarray, np.ndarray] | None = None
+        self.flow: np.ndarray | None = None
+        self.mask: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the previous frame (a scene cut: the next frame starts a new chain of pairs)."""
+        self._prev_grey = self.flow = self.mask = None
+
+    def next_pair(self, reference: np.ndarray) -> bool:
+        """Move on to the pair (previous, this) of the reference; False when there is no pair
+        (the first frame, or a change of size)."""
+        grey = _grey(np.asarray(reference))
+        prev, self._prev_grey = self._prev_grey, grey
+        if prev is None or prev.shape != grey.shape:
+            self.flow = self.mask = None
+            return False
+        if self._grid is None or self._grid[0].shape != grey.shape:
+            self._grid = pixel_grid(grey.shape)
+        self.flow, self.mask = flow_with_occlusion(self._dis, prev, grey, self._grid)
+        return True
+
+    def error(self, prev: np.ndarray, current: np.ndarray, region: tuple[int, int, int, int] | None = None) -> float:
+        """Mean over followed pixels (inside the box ``region`` = (x0, y0, x1, y1) if given) of the
+        squared RGB error in [0, 1] units, summed over channels; NaN when no pixel is left.
+        Frames are (H, W, 3) uint8, or float in [0, 1], of the reference's size."""
+        if self.flow is None:
+            raise RuntimeError("error() needs a pair: call next_pair() with two frames first")
+        prev, current = _as_unit(prev), _as_unit(current)
+        if current.shape[:2] != self.mask.shape or prev.shape[:2] != self.mask.shape:
+            raise ValueError(f"candidate {current.shape[:2]} and reference {self.mask.shape} differ in size")
+        mask = self.mask
+        if region is not None:
+            x0, y0, x1, y1 = region
+            inside = np.zeros_like(mask)
+            inside[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
+            mask = mask & inside
+        if not mask.any():
+            return math.nan
+        diff = ((current - warp_by_flow(prev, self.flow, self._grid)) ** 2).sum(axis=2)
+        return float(diff[mask].mean())
+
+
 class WarpError:
     """Streaming E_warp: feed (reference, candidate) frame pairs in order with :meth:`add`.
 
@@ -88,17 +142,16 @@ class WarpError:
     def __init__(self, candidates: int = 1, region: tuple[int, int, int, int] | None = None):
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         self.region = region
-        self._prev_grey: np.ndarray | None = None
+        self._flow = ReferenceFlow()
         self._prev: list[np.ndarray] | None = None
-        self._grid: tuple[np.ndarray, np.ndarray] | None = None
         #: per candidate, the E_warp of every pair measured so far (not x 1e3)
         self.errors: list[list[float]] = [[] for _ in range(candidates)]
 
     def reset(self) -> None:
         """Forget the previous frame (e.g. at a scene cut: the next frame starts a new pair chain)."""
-        self._prev_grey, self._prev = None, None
+        self._flow.reset()
+        self._prev = None
 
     def add(self, reference: np.ndarray, candidate: np.ndarray | Sequence[np.ndarray] | None = None) -> list[float]:
         """Adds one frame; returns this pair's E_warp per candidate (empty for the first frame
@@ -108,28 +161,19 @@ class WarpError:
         cands = [candidate] if isinstance(candidate, np.ndarray) else list(candidate)
         if len(cands) != len(self.errors):
             raise ValueError(f"expected {len(self.errors)} candidates, got {len(cands)}")
-        grey = _grey(np.asarray(reference))
         cands = [_as_unit(c) for c in cands]
+        size = np.asarray(reference).shape[:2]
         for c in cands:
-            if c.shape[:2] != grey.shape:
-                raise ValueError(f"candidate {c.shape[:2]} and reference {grey.shape} differ in size")
+            if c.shape[:2] != size:
+                raise ValueError(f"candidate {c.shape[:2]} and reference {size} differ in size")
         result: list[float] = []
-        if self._prev_grey is not None and self._prev_grey.shape == grey.shape:
-            if self._grid is None or self._grid[0].shape != grey.shape:
-                self._grid = pixel_grid(grey.shape)
-            forward, mask = flow_with_occlusion(self._dis, self._prev_grey, grey, self._grid)
-            if self.region is not None:
-                x0, y0, x1, y1 = self.region
-                box = np.zeros_like(mask)
-                box[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = True
-                mask &= box
-            if mask.any():
-                for i, (cur, prev) in enumerate(zip(cands, self._prev)):
-                    diff = ((cur - warp_by_flow(prev, forward, self._grid)) ** 2).sum(axis=2)
-                    value = float(diff[mask].mean())
-                    self.errors[i].append(value)
-                    result.append(value)
-        self._prev_grey, self._prev = grey, cands
+        if self._flow.next_pair(reference):
+            values = [self._flow.error(prev, cur, self.region) for cur, prev in zip(cands, self._prev)]
+            if not math.isnan(values[0]):
+                for errors, value in zip(self.errors, values):
+                    errors.append(value)
+                result = values
+        self._prev = cands
         return result
 
     def value(self, candidate: int = 0) -> float:

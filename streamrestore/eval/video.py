@@ -58,7 +58,7 @@ import cv2
 import numpy as np
 
 from streamrestore.errors import InputError
-from streamrestore.eval.flicker_metric import flow_with_occlusion, pixel_grid, warp_by_flow
+from streamrestore.eval.flicker_metric import ReferenceFlow
 
 logger = logging.getLogger("streamrestore")
 
@@ -73,7 +73,6 @@ __all__ = [
     "face_region",
     "FaceJudge",
     "GroundTruthFaces",
-    "WarpError",
     "reference_embedding",
     "evaluate_video",
     "format_video_table",
@@ -373,60 +372,6 @@ def read_reference_photos(path: str | Path) -> list[np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
-# Flicker
-
-
-class WarpError:
-    """E_warp between consecutive frames with the flow of a reference (clean) clip, for several
-    streams at once with a face region each (the flow and mask come from
-    :func:`streamrestore.eval.flicker_metric.flow_with_occlusion`, which the streaming meter there
-    uses too).
-
-    :meth:`next_pair` takes the next reference frame and prepares the flow from it to the one
-    before (DIS, medium preset) and the occlusion mask (forward-backward check: the flow and the
-    backward flow carried along it must cancel to within 0.5 + 0.01 (|f|^2 + |b|^2) px);
-    :meth:`error` then measures any stream's frame pair with them.
-    """
-
-    def __init__(self):
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        self._prev_gray: np.ndarray | None = None
-        self._grid: tuple[np.ndarray, np.ndarray] | None = None
-        self.flow: np.ndarray | None = None
-        self.mask: np.ndarray | None = None
-
-    def next_pair(self, clean_rgb: np.ndarray) -> bool:
-        """Move on to the pair (previous, this) of the reference; False for the first frame."""
-        gray = cv2.cvtColor(clean_rgb, cv2.COLOR_RGB2GRAY)
-        prev, self._prev_gray = self._prev_gray, gray
-        if prev is None or prev.shape != gray.shape:
-            self.flow = self.mask = None
-            return False
-        if self._grid is None or self._grid[0].shape != gray.shape:
-            self._grid = pixel_grid(gray.shape)
-        self.flow, self.mask = flow_with_occlusion(self._dis, prev, gray, self._grid)
-        return True
-
-    def error(self, prev_rgb: np.ndarray, rgb: np.ndarray, region: tuple[int, int, int, int] | None = None) -> float:
-        """Mean over unoccluded pixels (inside ``region`` if given) of the squared RGB error,
-        [0, 1] units, summed over channels; NaN when no pixel is left."""
-        if self.flow is None:
-            raise RuntimeError("error() needs a pair: call next_pair() with two frames first")
-        mask = self.mask
-        if region is not None:
-            x0, y0, x1, y1 = region
-            inside = np.zeros_like(mask)
-            inside[y0:y1, x0:x1] = True
-            mask = mask & inside
-        if not mask.any():
-            return float("nan")
-        cur = rgb.astype(np.float32) / 255.0
-        warped = warp_by_flow(prev_rgb.astype(np.float32) / 255.0, self.flow, self._grid)
-        diff = ((cur - warped) ** 2).sum(axis=2)
-        return float(diff[mask].mean())
-
-
-# --------------------------------------------------------------------------------------------
 # Measuring
 
 
@@ -577,7 +522,7 @@ def evaluate_video(
         raise ValueError(f"row names must differ, got {names}")
     meters = {name: _Meter(name) for name in names}
     judge = faces.judge
-    warp = WarpError()
+    warp = ReferenceFlow()
     writers: dict[str, _LosslessWriter] = {}
     count = 0
     last_region: tuple[int, int, int, int] | None = None
