@@ -15,7 +15,7 @@ from streamrestore.threads import resolve_torch_threads, torch_threads as _torch
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.model.adapt import AdaptConfig
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 #: seconds between plain progress lines (when stderr is not a terminal); ``progress_interval=``
 PROGRESS_INTERVAL = 5.0

@@ -41,7 +41,7 @@ from torch import nn
 
 from streamrestore.errors import ModelError
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 #: values of ``--backend``
 BACKENDS = ("auto", "eager", "compile", "tensorrt")

@@ -54,7 +54,7 @@ from pathlib import Path
 
 from streamrestore.errors import InputError, UserError
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 #: frames restored and dropped on each side of a chunk (tracker warm-up and lookahead, temporal fusion)
 OVERLAP_FRAMES = 8

@@ -23,7 +23,7 @@ import torch
 
 from streamrestore.errors import InputError, OutputError
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 #: stage order in tables (others follow alphabetically)
 STAGE_ORDER = ("decode", "detect", "track", "identity", "align", "restore", "temporal", "paste", "encode", "end to end")

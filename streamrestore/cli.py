@@ -14,7 +14,7 @@ from streamrestore.errors import UserError
 from streamrestore.stop_signals import stop_signals_interrupt
 from streamrestore.threads import TORCH_THREADS_HELP
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger("streamrestore")  # the package's root logger: the CLI gives it its handler; modules log to children
 
 SUBCOMMANDS = ("train", "eval", "live", "bench", "batch")  # each is streamrestore.commands.<name>.main(argv) -> int
 

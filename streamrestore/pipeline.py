@@ -27,7 +27,7 @@ from streamrestore.temporal import TemporalConfig, TemporalSmoother
 from streamrestore.threads import resolve_torch_threads, torch_threads as _torch_threads
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from streamrestore.errors import InputError, ModelError
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 
 def default_models_dir() -> Path | None:

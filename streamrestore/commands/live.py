@@ -19,7 +19,7 @@ from pathlib import Path
 from streamrestore.errors import UserError
 from streamrestore.threads import TORCH_THREADS_HELP
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger("streamrestore")  # the package's root logger: the CLI gives it its handler; modules log to children
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ import numpy as np
 
 from streamrestore.errors import InputError
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "METHODS",

@@ -60,7 +60,7 @@ import numpy as np
 from streamrestore.errors import InputError
 from streamrestore.eval.flicker_metric import ReferenceFlow
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "VideoDegradation",

@@ -29,7 +29,7 @@ __all__ = [
     "DEFAULT_PACK",
 ]
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 #: The insightface pack to get when SCRFD is asked for and no pack is on disk (insightface's own
 #: default; its weights are for non-commercial research and are never shipped with us, nor

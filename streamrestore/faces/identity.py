@@ -29,7 +29,7 @@ __all__ = [
     "IdentityMatcher",
 ]
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 # Cosine-similarity thresholds above which two faces count as the same person, per embedder.
 # Measured on 81 shared photos of 22 people (deepface identity groups, face_recognition knn

@@ -24,7 +24,7 @@ from streamrestore.types import Face
 __all__ = ["IMAGE_SUFFIXES", "parse_reference_specs", "check_reference_specs", "load_reference_sets",
            "list_reference_images"]
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 #: File suffixes read as reference photos (case-insensitive); anything else is skipped.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff"})

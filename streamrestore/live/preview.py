@@ -20,7 +20,7 @@ import numpy as np
 
 from streamrestore.errors import UserError
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 WINDOW_TITLE = "streamrestore live"
 

@@ -20,7 +20,7 @@ import torch
 
 from streamrestore.live.sources import LatestFrame, LiveSource
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

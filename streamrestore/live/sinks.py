@@ -16,7 +16,7 @@ import numpy as np
 
 from streamrestore.errors import OutputError
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 #: 90 kHz: MPEG-TS's native clock, fine enough for any frame rate.
 TIME_BASE = Fraction(1, 90000)

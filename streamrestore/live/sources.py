@@ -19,7 +19,7 @@ import numpy as np
 
 from streamrestore.errors import InputError
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 #: URL schemes read through PyAV (FFmpeg protocols).
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp", "http", "https")

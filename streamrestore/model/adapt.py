@@ -32,7 +32,7 @@ import torch
 from streamrestore.errors import ModelError
 from streamrestore.model.cache import ReferenceCache, reference_key
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 __all__ = ["AdaptConfig", "AdaptedRestorer", "adapt_weights", "default_cache_dir"]
 

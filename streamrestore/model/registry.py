@@ -30,7 +30,7 @@ from streamrestore.model.checkpoint import apply_official_checkpoint, load_resto
 from streamrestore.model.config import PROMPT, RestorerConfig, paper_config
 from streamrestore.model.restorer import InstantRestoreNet, InstantRestorer
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 LITE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "lite.safetensors"
 CHECKPOINT_REPO = "hwdz15508/InstantRestore"

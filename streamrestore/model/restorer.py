@@ -34,7 +34,7 @@ from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.model.config import RestorerConfig
 from streamrestore.model.freeu import install_freeu
 
-log = logging.getLogger("streamrestore")
+log = logging.getLogger(__name__)
 
 
 def _inject_lora(module: nn.Module, settings) -> None:

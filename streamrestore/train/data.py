@@ -39,7 +39,7 @@ import numpy as np
 from streamrestore.errors import InputError
 from streamrestore.faces.align import alignment_matrix, template, warp_to_template
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "TRAIN_OK",

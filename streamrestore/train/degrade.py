@@ -24,7 +24,7 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 
 def _check_range(name: str, value: tuple | None, low: float, high: float) -> None:

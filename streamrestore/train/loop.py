@@ -48,7 +48,7 @@ from streamrestore.model.attention import LayerReferences, ReferenceBatch, value
 from streamrestore.model.restorer import InstantRestoreNet
 from streamrestore.train.config import TrainConfig
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 __all__ = ["Trainer", "TrainResult", "StepBatchSampler", "TrainingModel", "augment_copies", "train"]
 

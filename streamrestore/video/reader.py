@@ -28,7 +28,7 @@ import numpy as np
 
 from streamrestore.errors import InputError
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 # FFmpeg's "unspecified" values (AVColorRange / AVColorSpace / AVColorPrimaries /
 # AVColorTransferCharacteristic); VideoInfo reports them as None.

@@ -30,7 +30,7 @@ import av.error
 from streamrestore.errors import OutputError
 from streamrestore.video.reader import VideoInfo, _open_input
 
-logger = logging.getLogger("streamrestore")
+logger = logging.getLogger(__name__)
 
 # Short names users type -> FFmpeg encoder names.
 _CODEC_ALIASES = {
