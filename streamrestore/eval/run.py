@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from streamrestore.errors import InputError
+from streamrestore.images import is_image, read_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -123,14 +124,6 @@ class EvalResult:
 # Cases
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise InputError(f"cannot read image {path}")
-    return np.ascontiguousarray(image[:, :, ::-1])
-
-
 def _resize(image: np.ndarray, size: int, *, bicubic_up: bool = True) -> np.ndarray:
     if image.shape[0] == size and image.shape[1] == size:
         return image
@@ -154,12 +147,12 @@ def _test_layout_cases(folder: Path) -> list[EvalCase]:
         if not all((case_dir / f).is_file() for f in _TEST_LAYOUT_FILES):
             logger.warning("eval: %s lacks degraded.png or gt.png; skipped", case_dir)
             continue
-        gt = _read_rgb(case_dir / "gt.png")
-        degraded = _read_rgb(case_dir / "degraded.png")
+        gt = read_rgb(case_dir / "gt.png")
+        degraded = read_rgb(case_dir / "degraded.png")
         if degraded.shape != gt.shape:
             degraded = _resize(degraded, gt.shape[0])
         cond = case_dir / "conditioning"
-        refs = [_read_rgb(p) for p in sorted(cond.iterdir()) if p.suffix.lower() in (".png", ".jpg", ".jpeg")] \
+        refs = [read_rgb(p) for p in sorted(cond.iterdir()) if is_image(p)] \
             if cond.is_dir() else []
         cases.append(EvalCase(case_dir.name, degraded, gt, refs))
     return cases

@@ -366,9 +366,10 @@ def reference_embedding(images: Sequence[np.ndarray], faces: GroundTruthFaces) -
 
 def read_reference_photos(path: str | Path) -> list[np.ndarray]:
     """RGB images of a reference folder (or one photo), as the pipeline lists them."""
-    from streamrestore.faces.references import _read_rgb, list_reference_images  # noqa: PLC0415
+    from streamrestore.faces.references import list_reference_images  # noqa: PLC0415
+    from streamrestore.images import read_rgb  # noqa: PLC0415
 
-    return [_read_rgb(p) for p in list_reference_images(Path(path))]
+    return [read_rgb(p) for p in list_reference_images(Path(path))]
 
 
 # --------------------------------------------------------------------------------------------

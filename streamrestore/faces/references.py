@@ -15,19 +15,17 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from streamrestore.errors import ReferencesError
+from streamrestore.errors import InputError, ReferencesError
 from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
+from streamrestore.images import IMAGE_SUFFIXES, read_rgb
 from streamrestore.types import Face
 
-__all__ = ["IMAGE_SUFFIXES", "parse_reference_specs", "check_reference_specs", "load_reference_sets",
+__all__ = ["parse_reference_specs", "check_reference_specs", "load_reference_sets",
            "list_reference_images"]
 
 logger = logging.getLogger(__name__)
-
-#: File suffixes read as reference photos (case-insensitive); anything else is skipped.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 def parse_reference_specs(specs: Sequence[str]) -> list[tuple[str, Path]]:
@@ -98,14 +96,11 @@ def list_reference_images(path: Path, *, warn: bool = True) -> list[Path]:
     return images
 
 
-def _read_rgb(file: Path) -> np.ndarray:
-    # IMREAD_COLOR drops alpha, converts grey and 16-bit to 8-bit RGB-able BGR and applies the
-    # EXIF orientation, so phone photos come out upright.
-    data = np.fromfile(str(file), dtype=np.uint8)  # fromfile + imdecode copes with non-ASCII paths
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ReferencesError(f"cannot read reference photo {file}; is it a valid image? remove or replace it")
-    return np.ascontiguousarray(image[:, :, ::-1])
+def _read_reference(file: Path) -> np.ndarray:
+    try:
+        return read_rgb(file)
+    except InputError:
+        raise ReferencesError(f"cannot read reference photo {file}; is it a valid image? remove or replace it") from None
 
 
 def _area(face: Face) -> float:
@@ -159,7 +154,7 @@ def load_reference_sets(specs: Sequence[str], detector: Detector, embedder: Face
         crops, embeddings, files, unusable = [], [], [], []
         for file in images:
             try:
-                rgb = _read_rgb(file)
+                rgb = _read_reference(file)
             except ReferencesError:
                 logger.warning("reference photo %s cannot be read as an image; skipping it", file)
                 unusable.append(f"{file.name} (not readable)")

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from streamrestore.errors import InputError
+from streamrestore.images import IMAGE_SUFFIXES, read_rgb
 from streamrestore.faces.align import alignment_matrix, template, warp_to_template
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ TRAIN_OK_FOLDERS = frozenset({
 #: later under a stricter licence is not trained on by accident.
 _PERMISSIVE_PREFIXES = ("MIT", "Apache-2.0", "CC BY 4.0", "Boost Software License")
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi"})
 
 #: Left/right partner of each of the 5 landmarks (for horizontal flips): eyes and mouth corners swap.
@@ -187,7 +187,7 @@ def shared_sources(data_root: str | Path, classes: Sequence[str] = (TRAIN_OK,), 
         local = row["local_path"]
         kind = row.get("kind", "")
         suffix = Path(local).suffix.lower()
-        if kind not in ("image", "video") or (kind == "image" and suffix not in IMAGE_SUFFIXES | {".jfif"}):
+        if kind not in ("image", "video") or (kind == "image" and suffix not in IMAGE_SUFFIXES):
             continue
         label = row.get("identity", "-").strip() or "-"
         if label == "multi":
@@ -263,12 +263,6 @@ def discover_sources(root: str | Path, *, licence: str = UNKNOWN, include_degrad
 
 # --------------------------------------------------------------------------------------------
 # Reading photos and sampling clips
-
-
-def _read_rgb(path: Path) -> np.ndarray | None:
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None  # applies EXIF orientation
-    return None if image is None else np.ascontiguousarray(image[:, :, ::-1])
 
 
 def sample_video_frames(path: Path, count: int, min_gap_s: float) -> Iterator[tuple[float, np.ndarray]]:
@@ -456,7 +450,10 @@ def pack_dataset(
         if source.kind == "video":
             frames = sample_video_frames(source.path, frames_per_video, min_frame_gap_s)
         else:
-            image = _read_rgb(source.path)
+            try:
+                image = read_rgb(source.path)
+            except InputError:
+                image = None
             if image is None:
                 logger.warning("cannot read %s; skipped", source.path)
                 report.skip("unreadable")

@@ -1,0 +1,43 @@
+"""Reading photos: the one image loader and the one list of image file suffixes.
+
+References, training data and evaluation sets all read photos through :func:`read_rgb`, so a
+photo that works as a reference also works as training data, and the other way round.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamrestore.errors import InputError
+
+__all__ = ["IMAGE_SUFFIXES", "is_image", "read_rgb"]
+
+#: File suffixes (lower case) read as photos; OpenCV decodes all of them.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def is_image(path: str | Path) -> bool:
+    """Whether ``path`` has one of :data:`IMAGE_SUFFIXES` (any case)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """The photo at ``path`` as (H, W, 3) uint8 RGB.
+
+    IMREAD_COLOR drops alpha, converts grey and 16-bit pictures to 8-bit colour and applies the
+    EXIF orientation, so phone photos come out upright. ``np.fromfile`` + ``imdecode`` copes with
+    non-ASCII paths, which ``cv2.imread`` does not on every platform.
+
+    Raises:
+        InputError: the file is missing, empty or not a picture OpenCV can decode.
+    """
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise InputError(f"cannot read image {path}; is it a valid image?")
+    return np.ascontiguousarray(image[:, :, ::-1])
