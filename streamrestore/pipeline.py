@@ -42,8 +42,9 @@ class PipelineConfig:
         lookahead: frames the tracker may wait before a frame is final (default 5: a face the
             detector misses for up to 5 frames is interpolated instead of flickering back to the
             unrestored original). 0 for live sources, where no frame may wait.
-        min_face: faces whose box is smaller than this many pixels on its longer side are left
-            alone (default 16: too small for any restorer to help, and detectors misfire there).
+        min_face: faces smaller than this many pixels (:attr:`Face.size`: the side of the square
+            of the box's area) are left alone (default 16: too small for any restorer to help, and
+            detectors misfire there).
         detect_every: run the detector on every k-th frame and follow the landmarks with optical
             flow in between (``streamrestore.faces.propagate``); a face the flow loses triggers
             a detection on the next frame. Default 3: the carried landmarks differ from a fresh
@@ -383,7 +384,7 @@ class FaceRestorer:
             if len(faces) == expected:
                 self._since_detection += 1
                 return faces
-        faces = [f for f in self._detect(pixels) if _face_size(f) >= self.config.min_face]
+        faces = [f for f in self._detect(pixels) if f.size >= self.config.min_face]
         if prop is not None:
             prop.observe(pixels, faces)
         self._since_detection = 1
@@ -529,7 +530,7 @@ class FaceRestorer:
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
         if self.config.max_faces is not None and len(tracked) > self.config.max_faces:
-            tracked = sorted(tracked, key=lambda t: -_face_size(t.face))[: self.config.max_faces]
+            tracked = sorted(tracked, key=lambda t: -t.face.size)[: self.config.max_faces]
         return tracked
 
     def _identity(self, t: TrackedFace, pixels) -> str | None:
@@ -554,11 +555,6 @@ def _device_frame_path(restorer, resolution: int, config: PipelineConfig):
     from streamrestore.device_frames import DeviceFramePath
 
     return DeviceFramePath(device if device is not None else "cpu", resolution, config.paste)
-
-
-def _face_size(face: Face) -> float:
-    x1, y1, x2, y2 = face.box[:4]
-    return float(max(x2 - x1, y2 - y1))
 
 
 @dataclass(frozen=True)

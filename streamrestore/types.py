@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
+import math
+
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,6 +24,13 @@ class Face:
     box: np.ndarray  # (4,) x1, y1, x2, y2
     kps: np.ndarray  # (5, 2) left eye, right eye, nose, left mouth corner, right mouth corner
     score: float
+
+    @property
+    def size(self) -> float:
+        """How big the face is, in pixels: the side of the square with the box's area (one number
+        whatever the box's aspect; the largest face of a frame is the one of largest size)."""
+        width, height = float(self.box[2] - self.box[0]), float(self.box[3] - self.box[1])
+        return math.sqrt(max(width, 0.0) * max(height, 0.0))
 
 
 @dataclass(frozen=True)

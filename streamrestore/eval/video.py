@@ -339,7 +339,7 @@ class GroundTruthFaces:
                 self.padded += 1
         if not faces:
             return None
-        return max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+        return max(faces, key=lambda f: f.size)
 
     def __call__(self, rgb: np.ndarray) -> GroundTruthFace | None:
         face = self.largest(rgb)

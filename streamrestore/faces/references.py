@@ -103,10 +103,6 @@ def _read_reference(file: Path) -> np.ndarray:
         raise ReferencesError(f"cannot read reference photo {file}; is it a valid image? remove or replace it") from None
 
 
-def _area(face: Face) -> float:
-    return float((face.box[2] - face.box[0]) * (face.box[3] - face.box[1]))
-
-
 def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshold: float) -> None:
     """Warn about photos whose face does not look like the rest of the set."""
     if len(files) < 2:
@@ -165,7 +161,7 @@ def load_reference_sets(specs: Sequence[str], detector: Detector, embedder: Face
                                "is clearly visible)", file)
                 unusable.append(f"{file.name} (no face)")
                 continue
-            face = max(faces, key=_area)
+            face = max(faces, key=lambda f: f.size)
             if len(faces) > 1:
                 logger.warning("reference photo %s shows %d faces; using the largest", file, len(faces))
             crops.append(warp_to_template(rgb, alignment_matrix(face.kps, resolution), resolution))

@@ -129,11 +129,6 @@ def signature_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
 
 
-def _face_size(face: Face) -> float:
-    width, height = float(face.box[2] - face.box[0]), float(face.box[3] - face.box[1])
-    return math.sqrt(max(width * height, 1.0))
-
-
 class _Track:
     """What the tracker keeps about one person between frames."""
 
@@ -248,7 +243,7 @@ class FaceTracker:
     def _observe(self, track: _Track, face: Face, frame_index: int, dt: float) -> TrackedFace:
         if track.last_frame is not None:
             dt = (frame_index - track.last_frame) / self.fps
-        track.smoothed = track.filter(face.kps, dt, _face_size(face))
+        track.smoothed = track.filter(face.kps, dt, max(face.size, 1.0))
         track.last_frame = frame_index
         track.last_push = self._push_count
         track.last_face = face
@@ -281,5 +276,5 @@ class FaceTracker:
 
 def _landmark_distance(detection, tracked_object) -> float:
     """Mean landmark distance between a detection and a track's prediction, in face sizes."""
-    size = _face_size(detection.data)
+    size = max(detection.data.size, 1.0)
     return float(np.mean(np.linalg.norm(detection.points - tracked_object.estimate, axis=1)) / size)

@@ -330,7 +330,7 @@ def _pick_face(faces, min_ratio: float):
     """The largest face, or None when another face is nearly as large (who is who is unclear)."""
     if not faces:
         return None, "no face"
-    areas = [float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])) for f in faces]
+    areas = [f.size ** 2 for f in faces]
     order = np.argsort(areas)[::-1]
     if len(faces) > 1 and areas[order[1]] > min_ratio * areas[order[0]]:
         return None, "several faces"
