@@ -1,5 +1,4 @@
 """Per-identity adaptation: adapted once, cached on disk, reloaded, redone when the photos change."""
-import numpy as np
 import pytest
 import torch
 

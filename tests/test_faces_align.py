@@ -151,3 +151,18 @@ def test_ffhq_aligned_photos_align_to_nearly_identity(shared_data, shared_models
         shift.append(np.abs(matrix[:, 2]).max())
     assert max(linear) < 0.15 and max(shift) < 0.1 * 512
     assert np.median(linear) < 0.06 and np.median(shift) < 20
+
+
+def test_arcface_matrix_puts_landmarks_on_the_arcface_template():
+    from streamrestore.faces.align import ARCFACE_TEMPLATE_112, arcface_matrix
+
+    # insightface's norm_crop layout (float32 there)
+    insightface = pytest.importorskip("insightface.utils.face_align")
+    np.testing.assert_allclose(ARCFACE_TEMPLATE_112, insightface.arcface_dst, atol=1e-5)
+    # any similarity of the template is undone: a face rotated, scaled and moved maps back exactly
+    angle, scale, shift = 0.3, 2.5, np.array([40.0, -7.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    kps = ARCFACE_TEMPLATE_112 @ rotation.T + shift
+    m = arcface_matrix(kps)
+    np.testing.assert_allclose(kps @ m[:, :2].T + m[:, 2], ARCFACE_TEMPLATE_112, atol=1e-9)
+    np.testing.assert_allclose(arcface_matrix(ARCFACE_TEMPLATE_112), [[1, 0, 0], [0, 1, 0]], atol=1e-9)

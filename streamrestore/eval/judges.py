@@ -31,7 +31,6 @@ from streamrestore.errors import ModelError
 from streamrestore.train.mobilefacenet import (
     INPUT_SIZE,
     arcface_prescale_size,
-    ffhq_template,
     ffhq_to_arcface_matrix,
 )
 
@@ -255,11 +254,6 @@ class LandmarkDetector:
         if kps is None or len(boxes) == 0:
             return np.full((5, 2), np.nan)
         return np.asarray(kps[0], dtype=np.float64)
-
-
-def template_landmarks(working_size: int = 512) -> np.ndarray:
-    """Where the 5 landmarks of a perfectly aligned crop are, in pixels of ``working_size``."""
-    return ffhq_template(working_size)
 
 
 def load_judges(models_dir: str | Path, with_dlib: bool = True) -> dict[str, Embedder]:

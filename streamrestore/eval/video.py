@@ -252,12 +252,6 @@ def face_region(box: Sequence[float], shape: tuple[int, ...], scale: float = REG
             int(round(min(float(w), cx + half))), int(round(min(float(h), cy + half))))
 
 
-def _arcface_template() -> np.ndarray:
-    from insightface.utils.face_align import arcface_dst  # noqa: PLC0415
-
-    return np.asarray(arcface_dst, dtype=np.float64)
-
-
 class FaceJudge:
     """Identity vectors of faces in whole frames, by the landmarks given: the 112-px ArcFace crop
     (same geometry as insightface's ``norm_crop``) through an embedder with ``embed_crops``
@@ -266,7 +260,6 @@ class FaceJudge:
     def __init__(self, embedder):
         self.embedder = embedder
         self.name = getattr(embedder, "name", "judge")
-        self._template = _arcface_template()
 
     @classmethod
     def paddle(cls, models_dir: str | Path) -> "FaceJudge":
@@ -275,9 +268,9 @@ class FaceJudge:
         return cls(OnnxEmbedder(Path(models_dir) / PADDLE_ONNX, "bgr", "paddle"))
 
     def crop(self, rgb: np.ndarray, kps: np.ndarray) -> np.ndarray:
-        from streamrestore.faces.align import similarity_transform  # noqa: PLC0415
+        from streamrestore.faces.align import arcface_matrix  # noqa: PLC0415
 
-        matrix = similarity_transform(np.asarray(kps, np.float64), self._template)
+        matrix = arcface_matrix(kps)
         return cv2.warpAffine(rgb, matrix, (112, 112), borderValue=0.0)
 
     def embed(self, rgb: np.ndarray, kps: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Alignment of a face onto the FFHQ 5-point template.
+"""Alignment of a face onto the FFHQ 5-point template (and onto the ArcFace one, for embedders).
 
 The restorer works on square crops in which the eyes, nose and mouth corners sit where they
 sit in FFHQ (the layout GFPGAN and CodeFormer also use). A crop is made with a similarity
@@ -14,6 +14,8 @@ from streamrestore.pixels import RgbPixels, Yuv420Pixels
 
 __all__ = [
     "FFHQ_TEMPLATE_512",
+    "ARCFACE_TEMPLATE_112",
+    "arcface_matrix",
     "template",
     "similarity_transform",
     "alignment_matrix",
@@ -35,6 +37,15 @@ FFHQ_TEMPLATE_512 = np.array(
     dtype=np.float64,
 )
 FFHQ_TEMPLATE_512.setflags(write=False)
+
+
+#: The same 5 landmarks on the 112x112 crop ArcFace-style recognition models take (insightface's
+#: ``norm_crop`` layout: the identity judges, the MobileFaceNet identity loss).
+ARCFACE_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+ARCFACE_TEMPLATE_112.setflags(write=False)
 
 
 def _check_resolution(resolution: int) -> int:
@@ -92,6 +103,12 @@ def alignment_matrix(kps, resolution: int) -> np.ndarray:
     if kps.shape != (5, 2):
         raise ValueError(f"kps must have shape (5, 2), got {kps.shape}")
     return similarity_transform(kps, template(resolution))
+
+
+def arcface_matrix(kps) -> np.ndarray:
+    """The (2, 3) similarity from an image with landmarks ``kps`` (5, 2) to the 112-px ArcFace crop
+    (``cv2.warpAffine(image, M, (112, 112))``)."""
+    return similarity_transform(kps, ARCFACE_TEMPLATE_112)
 
 
 def invert_affine(matrix) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Hashable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from streamrestore.errors import ModelError
-from streamrestore.faces.align import similarity_transform
+from streamrestore.faces.align import arcface_matrix
 from streamrestore.faces.detect import face_recognition_models_dir, find_model_pack, onnx_providers, onnx_session_options
 from streamrestore.types import Face
 
@@ -91,15 +91,12 @@ class InsightfaceEmbedder:
         self.name = f"insightface:{self.model_file.stem}"
         self.threshold = default_threshold(self.name)
         self._batch = self._model.session.get_inputs()[0].shape[0]
-        from insightface.utils.face_align import arcface_dst
-
-        self._template = np.asarray(arcface_dst, dtype=np.float64)  # the 112x112 ArcFace layout
 
     def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The 112x112 RGB crop the model sees (same geometry as insightface's norm_crop)."""
         import cv2
 
-        matrix = similarity_transform(face.kps, self._template)
+        matrix = arcface_matrix(face.kps)
         return cv2.warpAffine(image, matrix, (112, 112), borderValue=0.0)
 
     def embed(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:

@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from streamrestore.errors import InputError, ReferencesError
@@ -20,7 +19,6 @@ from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
 from streamrestore.images import IMAGE_SUFFIXES, read_rgb
-from streamrestore.types import Face
 
 __all__ = ["parse_reference_specs", "check_reference_specs", "load_reference_sets",
            "list_reference_images"]

@@ -193,7 +193,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         self.betas = tuple(self.betas)
-        from streamrestore.train.degrade import DegradationPreset, get_preset  # noqa: PLC0415
+        from streamrestore.train.degrade import get_preset  # noqa: PLC0415
 
         self.preset = _preset_from_table(self.preset)
         get_preset(self.preset)  # unknown names fail here, not mid-run

@@ -38,7 +38,7 @@ import numpy as np
 
 from streamrestore.errors import InputError
 from streamrestore.images import IMAGE_SUFFIXES, read_rgb
-from streamrestore.faces.align import alignment_matrix, template, warp_to_template
+from streamrestore.faces.align import alignment_matrix, warp_to_template
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ __all__ = [
     "RestorationDataset",
     "split_identities",
     "sample_video_frames",
-    "template_landmarks",
 ]
 
 #: Licence classes recorded for every source and every packed crop.
@@ -778,11 +777,6 @@ class RestorationDataset:
             "identity": torch.tensor(int(self.faces.identity[target]), dtype=torch.int64),
             "index": torch.tensor(target, dtype=torch.int64),
         }
-
-
-def template_landmarks(resolution: int) -> np.ndarray:
-    """(5, 2) FFHQ template landmarks in [0, 1] crop coordinates."""
-    return (template(resolution) / resolution).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamrestore.faces.align import template
 from streamrestore.train.mobilefacenet import (
     INPUT_SIZE,
     arcface_prescale_size,
-    ffhq_template,
     ffhq_to_arcface_theta,
     load_mobilefacenet,
 )
@@ -121,7 +121,7 @@ def ffhq_landmarks(batch: int = 1, device: torch.device | str | None = None) -> 
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    pts = ffhq_template(512) / 512.0
+    pts = template(512) / 512.0
     return torch.tensor(pts, dtype=torch.float32, device=device).expand(batch, 5, 2).clone()
 
 

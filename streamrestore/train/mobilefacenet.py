@@ -17,9 +17,9 @@ was read off that state dict and the equivalent ONNX export (``recog/mobilefacen
 Input: (B, 3, 112, 112) RGB face aligned on the ArcFace 5-point template, scaled as
 (x - 127.5) / 127.5 for x in 0..255 (i.e. ``2 * x01 - 1``).
 
-This module also holds the geometry of that input (the ArcFace template and the similarity
-transform from an FFHQ-aligned crop), because both the training identity loss and the
-evaluation judges need exactly the same 112-px crop.
+This module also holds the warp from an FFHQ-aligned crop to that input (templates and the
+similarity fit are :mod:`streamrestore.faces.align`'s), because both the training identity loss
+and the evaluation judges need exactly the same 112-px crop.
 """
 from __future__ import annotations
 
@@ -30,57 +30,10 @@ import torch
 from torch import nn
 
 from streamrestore.errors import ModelError
-
-#: 5 landmarks (left eye, right eye, nose tip, left and right mouth corner) of the ArcFace
-#: 112x112 crop, as used by insightface's ``norm_crop``.
-ARCFACE_TEMPLATE_112 = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float64,
-)
-
-#: The same 5 landmarks on a 512x512 FFHQ-aligned crop (the restorer's crop layout).
-FFHQ_TEMPLATE_512 = np.array(
-    [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043], [313.08905, 371.15118]],
-    dtype=np.float64,
-)
+from streamrestore.faces.align import ARCFACE_TEMPLATE_112, similarity_transform, template
 
 EMBEDDING_SIZE = 128
 INPUT_SIZE = 112
-
-
-def ffhq_template(resolution: int) -> np.ndarray:
-    """The FFHQ 5-point template in pixels of an aligned ``resolution`` x ``resolution`` crop.
-
-    Delegates to ``streamrestore.faces.align.template`` when that module is present, so the
-    whole package agrees on one crop layout; otherwise scales the 512-px values above the same
-    way (``template_512 * resolution / 512``).
-    """
-    if resolution <= 0:
-        raise ValueError(f"resolution must be positive, got {resolution}")
-    try:  # the alignment module owns the crop layout
-        from streamrestore.faces.align import template  # noqa: PLC0415
-    except ImportError:
-        return FFHQ_TEMPLATE_512 * (resolution / 512.0)
-    return np.asarray(template(resolution), dtype=np.float64)
-
-
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` to ``dst``.
-
-    Both are (N, 2) point arrays in pixels; returns the (2, 3) matrix ``M`` with
-    ``dst ~ M @ [x, y, 1]``. Reflections are excluded by construction (``[[a, -b], [b, a]]``).
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 2:
-        raise ValueError(f"need two (N>=2, 2) point sets of equal shape, got {src.shape} and {dst.shape}")
-    n = src.shape[0]
-    # unknowns (a, b, tx, ty): x' = a x - b y + tx, y' = b x + a y + ty
-    rows = np.zeros((2 * n, 4))
-    rows[0::2] = np.stack([src[:, 0], -src[:, 1], np.ones(n), np.zeros(n)], axis=1)
-    rows[1::2] = np.stack([src[:, 1], src[:, 0], np.zeros(n), np.ones(n)], axis=1)
-    (a, b, tx, ty), *_ = np.linalg.lstsq(rows, dst.reshape(-1), rcond=None)
-    return np.array([[a, -b, tx], [b, a, ty]])
 
 
 def ffhq_to_arcface_matrix(resolution: int) -> np.ndarray:
@@ -88,7 +41,7 @@ def ffhq_to_arcface_matrix(resolution: int) -> np.ndarray:
 
     Use with ``cv2.warpAffine(img, M, (112, 112))``.
     """
-    return similarity_transform(ffhq_template(resolution), ARCFACE_TEMPLATE_112)
+    return similarity_transform(template(resolution), ARCFACE_TEMPLATE_112)
 
 
 def ffhq_to_arcface_theta(dtype: torch.dtype = torch.float32) -> torch.Tensor:
