@@ -3,7 +3,7 @@ import pytest
 
 from streamrestore.errors import ModelError
 from streamrestore.eval.judges import (
-    DlibEmbedder,
+    DlibCropEmbedder,
     LandmarkDetector,
     OnnxEmbedder,
     arcface_crop,
@@ -91,8 +91,8 @@ def test_dlib_distance_threshold(judges, demo):
     gts, refs = demo
     d = judges["dlib"]
     g, r = d.embed(gts[:2]), d.embed(refs[:2])
-    assert np.all(DlibEmbedder.distance(g, r) < 0.6)  # dlib's own "same person" rule
-    assert DlibEmbedder.distance(g[0], r[1]) > DlibEmbedder.distance(g[0], r[0])
+    assert np.all(DlibCropEmbedder.distance(g, r) < 0.6)  # dlib's own "same person" rule
+    assert DlibCropEmbedder.distance(g[0], r[1]) > DlibCropEmbedder.distance(g[0], r[0])
 
 
 def test_landmark_distance_measures_a_known_shift(shared_models, demo):

@@ -11,16 +11,15 @@ Embedders (cosine similarity of their vectors is the identity score, higher is b
   training identity loss may use, so it is reported but never the judge.
 - :class:`OnnxEmbedder` with ``recog/mobilefacenet_paddle_128d.onnx`` (**BGR** input): an
   independently trained MobileFaceNet that no loss has seen: **the judge**.
-- :class:`DlibEmbedder`: dlib's ResNet descriptor (``dlib_face_recognition_resnet_model_v1.dat``
+- :class:`DlibCropEmbedder`: dlib's ResNet descriptor (``dlib_face_recognition_resnet_model_v1.dat``
   from ``face_recognition_models``). dlib's own rule is "same person if L2 distance < 0.6";
-  :meth:`DlibEmbedder.distance` gives that, the reports use the cosine like the others.
+  :meth:`DlibCropEmbedder.distance` gives that, the reports use the cosine like the others.
 
 Model files are passed as paths: the shared folder is not part of the package (insightface
 weights are not redistributable), ``streamrestore eval --models DIR`` points at them.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Protocol
 
@@ -140,21 +139,9 @@ class OnnxEmbedder:
         return self.embed_crops(np.stack([arcface_crop(im) for im in images]))
 
 
-def dlib_models_dir() -> Path | None:
-    """The ``models/`` folder of the installed ``face_recognition_models`` package, or None.
-
-    Located with ``find_spec`` rather than imported: its ``__init__`` needs ``pkg_resources``,
-    which recent setuptools no longer provide.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        return None
-    folder = Path(spec.origin).parent / "models"
-    return folder if folder.is_dir() else None
-
-
-class DlibEmbedder:
-    """dlib's ResNet face descriptor on FFHQ-aligned crops.
+class DlibCropEmbedder:
+    """dlib's ResNet face descriptor on FFHQ-aligned crops (the pipeline's
+    :class:`streamrestore.faces.identity.DlibEmbedder` takes whole frames and detected faces).
 
     The 5-point shape is predicted by dlib's 5-landmark model inside the fixed box
     :data:`DLIB_FACE_BOX` (no detector), then dlib aligns its own 150-px chip from it.
@@ -169,10 +156,10 @@ class DlibEmbedder:
     def __init__(self, recognition_model: str | Path | None = None, shape_predictor: str | Path | None = None, name: str = "dlib"):
         import dlib  # noqa: PLC0415
 
-        folder = dlib_models_dir()
         if recognition_model is None or shape_predictor is None:
-            if folder is None:
-                raise ModelError("dlib models not found: install face_recognition_models or pass the .dat paths")
+            from streamrestore.faces.detect import face_recognition_models_dir  # noqa: PLC0415
+
+            folder = face_recognition_models_dir()
             recognition_model = recognition_model or folder / "dlib_face_recognition_resnet_model_v1.dat"
             shape_predictor = shape_predictor or folder / "shape_predictor_5_face_landmarks.dat"
         self._recognizer = dlib.face_recognition_model_v1(str(_require_file(recognition_model, "dlib recognition model")))
@@ -269,7 +256,7 @@ def load_judges(models_dir: str | Path, with_dlib: bool = True) -> dict[str, Emb
         "paddle": OnnxEmbedder(models_dir / PADDLE_ONNX, "bgr", "paddle"),
     }
     if with_dlib:
-        judges["dlib"] = DlibEmbedder()
+        judges["dlib"] = DlibCropEmbedder()
     return judges
 
 
