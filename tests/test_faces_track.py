@@ -1,4 +1,5 @@
 import collections
+import math
 
 import av
 import cv2
@@ -7,7 +8,7 @@ import pytest
 
 from streamrestore.faces.align import template
 from streamrestore.faces.detect import create_detector
-from streamrestore.faces.track import FaceTracker, TrackerConfig, frame_signature, signature_distance
+from streamrestore.faces.track import FaceTracker, OneEuroFilter, TrackerConfig, frame_signature, signature_distance
 from streamrestore.types import Face
 
 FACE_SIZE = 100.0
@@ -194,3 +195,53 @@ def test_two_people_are_two_tracks(shared_data, scrfd):
     assert len(out) == 16
     assert all(len(faces) == 2 for _, faces in out)
     assert len({f.track_id for _, faces in out for f in faces}) == 2
+
+
+# -- the One-Euro filter itself -------------------------------------------------------------
+
+def _alpha(cutoff: float, dt: float) -> float:
+    return 1.0 / (1.0 + 1.0 / (2.0 * math.pi * cutoff * dt))
+
+
+def test_one_euro_starts_at_the_first_sample_and_keeps_a_constant():
+    f = OneEuroFilter(min_cutoff=1.0, beta=0.5, d_cutoff=1.0)
+    first = np.array([[10.0, 20.0], [30.0, 40.0]])
+    np.testing.assert_array_equal(f(first, 1 / 30, 100.0), first)
+    for _ in range(20):
+        np.testing.assert_allclose(f(first, 1 / 30, 100.0), first, atol=1e-12)
+
+
+def test_one_euro_without_beta_is_a_first_order_low_pass():
+    dt, cutoff = 1 / 25, 2.0
+    f = OneEuroFilter(min_cutoff=cutoff, beta=0.0, d_cutoff=1.0)
+    f(np.zeros((1, 2)), dt, 1.0)
+    out = f(np.ones((1, 2)), dt, 1.0)
+    np.testing.assert_allclose(out, _alpha(cutoff, dt))  # one step of the exponential smoother
+    out = f(np.ones((1, 2)), dt, 1.0)
+    a = _alpha(cutoff, dt)
+    np.testing.assert_allclose(out, 1 - (1 - a) ** 2)
+
+
+def test_one_euro_beta_trades_lag_for_smoothing_and_is_scale_free():
+    dt = 1 / 30
+    ramp = [np.array([[4.0 * k, 0.0]]) for k in range(30)]  # 120 px/s
+
+    def lag(beta, scale=50.0, factor=1.0):
+        f = OneEuroFilter(min_cutoff=1.0, beta=beta, d_cutoff=1.0)
+        out = [f(p * factor, dt, scale * factor) for p in ramp]
+        return float(ramp[-1][0, 0] * factor - out[-1][0, 0])
+
+    assert lag(0.0) > lag(0.5) > lag(5.0) > 0  # a faster cutoff follows motion sooner
+    # the speed is measured in face sizes: the same motion of a twice larger face gives twice the lag in pixels
+    assert lag(0.5, factor=2.0) == pytest.approx(2 * lag(0.5), rel=1e-9)
+
+
+def test_one_euro_reduces_jitter_more_at_higher_frame_rates():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 2.0, (300, 5, 2))
+
+    def residual_std(dt):
+        f = OneEuroFilter(min_cutoff=1.0, beta=0.0, d_cutoff=1.0)
+        return float(np.std([f(p, dt, 100.0) for p in noise][50:]))
+
+    assert residual_std(1 / 60) < residual_std(1 / 15) < 2.0

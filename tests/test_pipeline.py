@@ -69,19 +69,30 @@ def test_identity_restorer_round_trip(shared_data, scrfd, resolution):
 
 
 def test_process_keeps_type_and_channel_order(shared_data, scrfd):
+    from streamrestore.blend import PasteConfig
+
     bgr = cv2.imread(str(shared_data / "face_recognition/obama_small.jpg"))
-    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0), gate=QualityGateConfig(enabled=False))
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0), gate=QualityGateConfig(enabled=False),
+                            paste=PasteConfig(color_match=False))
 
-    class Brighten(IdentityRestorer):
+    class Redden(IdentityRestorer):
+        """Raises the RED channel of the (RGB) crops the pipeline hands over."""
+
         def restore(self, faces, caches):
-            return (faces + 0.2).clamp(0, 1)
+            out = faces.clone()
+            out[:, 0] = (out[:, 0] + 0.3).clamp(0, 1)
+            return out
 
-    fr = FaceRestorer(Brighten(128), scrfd, config=config, channel_order="bgr")
+    fr = FaceRestorer(Redden(128), scrfd, config=config, channel_order="bgr")
     out = fr.process(bgr.copy())
     assert isinstance(out, np.ndarray) and out.shape == bgr.shape and out.dtype == np.uint8
-    # colour matching takes the mean back, but contrast within the face is unchanged: mostly equal
     face = fr.last_faces[0]
     assert face.track_id >= 0 and face.identity is None
+    # in BGR order red is the LAST channel: only it went up (by ~0.3 * 255 inside the face)
+    gain = (out.astype(float) - bgr.astype(float)).reshape(-1, 3)
+    changed = np.abs(gain).max(axis=1) > 2
+    blue, green, red = gain[changed].mean(axis=0)
+    assert red > 20 and abs(blue) < 3 and abs(green) < 3
     with pytest.raises(ValueError, match="lookahead"):
         FaceRestorer(IdentityRestorer(64), scrfd).process(bgr)
 
