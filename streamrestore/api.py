@@ -184,7 +184,7 @@ def restore_video(
     with a ready-made :class:`FaceRestorer` (it must have been built with lookahead and is used
     once).
     ``temporal`` sets the temporal fusion (default None:
-    :class:`~streamrestore.temporal.TemporalConfig` defaults; ``TemporalConfig(strength=0)`` off).
+    :class:`~streamrestore.temporal.TemporalConfig` defaults; ``TemporalConfig.off()`` off).
 
     Mistakes in the options, paths and media raise a :class:`~streamrestore.errors.UserError`
     subclass before any model is loaded; ``dst`` may not be ``src`` (under any spelling), not

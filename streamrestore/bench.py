@@ -246,7 +246,7 @@ def run_bench(
         torch_threads: CPU threads for the restorer (default None: half the cores, as every
             command; see :mod:`streamrestore.threads`).
         temporal: the temporal fusion's :class:`~streamrestore.temporal.TemporalConfig`
-            (default None: its defaults; ``TemporalConfig(strength=0)`` times the run without it).
+            (default None: its defaults; ``TemporalConfig.off()`` times the run without it).
             Its cost is the ``temporal`` stage.
         flicker: also measure each backend's output flicker (E_warp x 1e3 with the input's flow,
             over the timed frames of the encoded output; untimed, after each run). Default True.

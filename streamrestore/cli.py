@@ -74,19 +74,28 @@ def _add_temporal_options(p: argparse.ArgumentParser) -> None:
     """The temporal fusion's settings (``streamrestore.temporal.TemporalConfig``)."""
     p.add_argument("--temporal-strength", type=float, default=None, metavar="F",
                    help="temporal fusion: the most weight the previous frame's motion-compensated restoration "
-                        "keeps, in [0, 1); 0 turns it off (default 0.97; docs/temporal.md)")
+                        "keeps, in [0, 1); 0 turns that part off (default 0.97; docs/temporal.md)")
     p.add_argument("--temporal-tolerance", type=float, default=None, metavar="LEVELS",
                    help="warp error (0-255 levels) at which the previous frame's weight has fallen to 1/e; "
                         "lower follows fast motion sooner (default 30)")
+    p.add_argument("--temporal-denoise", type=float, default=None, metavar="F",
+                   help="the most weight the previous frame's motion-compensated input keeps in the average "
+                        "that removes compression flicker from degraded faces, in [0, 1); 0 turns it off "
+                        "(default 0.9; clean faces are never averaged)")
+    p.add_argument("--no-temporal", action="store_true",
+                   help="no temporal fusion at all: every frame restored on its own")
 
 
 def temporal_from_args(args: argparse.Namespace):
-    """The ``TemporalConfig`` of ``--temporal-strength`` / ``--temporal-tolerance`` (defaults for
-    what is not given); raises UserError for values out of range."""
+    """The ``TemporalConfig`` of the ``--temporal-*`` options (defaults for what is not given;
+    ``--no-temporal``: off); raises UserError for values out of range."""
     from streamrestore.temporal import TemporalConfig
 
+    if getattr(args, "no_temporal", False):
+        return TemporalConfig.off()
     values = {k: v for k, v in (("strength", getattr(args, "temporal_strength", None)),
-                                ("tolerance", getattr(args, "temporal_tolerance", None))) if v is not None}
+                                ("tolerance", getattr(args, "temporal_tolerance", None)),
+                                ("denoise", getattr(args, "temporal_denoise", None))) if v is not None}
     try:
         return TemporalConfig(**values)
     except ValueError as exc:

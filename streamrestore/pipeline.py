@@ -60,7 +60,7 @@ class PipelineConfig:
             than the kernels' PyTorch references).
         paste: see :class:`streamrestore.blend.PasteConfig`.
         temporal: motion-compensated temporal fusion of each track's restored change (causal:
-            live mode gets it too); ``TemporalConfig(strength=0)`` turns it off. See
+            live mode gets it too); ``TemporalConfig.off()`` turns it off. See
             :class:`streamrestore.temporal.TemporalConfig`.
         gate: how much of the restorer's change each face gets, from an estimate of how
             degraded it is (clean faces pass through unchanged); see
@@ -492,9 +492,10 @@ class FaceRestorer:
         shape = pixels.shape[:2]
         smoothing = 0.0
         for crop, face_out, m, tid in zip(crops, restored, matrices, ids):
-            face_out = self._gate.blend(crop, face_out, self._gate.weight(tid, pixels, m, self.resolution))
+            weight = self._gate.weight(tid, pixels, m, self.resolution)
+            face_out = self._gate.blend(crop, face_out, weight)
             ts = time.perf_counter()
-            face_out = self._smoother.smooth(tid, crop, face_out)
+            face_out = self._smoother.smooth(tid, crop, face_out, denoise_weight=weight)
             smoothing += time.perf_counter() - ts
             plan = self._paste.plan(shape, face_out, crop, m)
             if plan is not None:
@@ -515,11 +516,12 @@ class FaceRestorer:
             restored = self.restorer.restore(crops, caches, **seeds).float()
             t2 = time.perf_counter()
             self.stats.add_time("restore", t2 - t1)
-            weights = torch.tensor([self._gate.weight(tid, pixels, m, self.resolution) for tid, m in zip(ids, matrices)],
-                                   device=restored.device, dtype=restored.dtype)
+            gate = [self._gate.weight(tid, pixels, m, self.resolution) for tid, m in zip(ids, matrices)]
+            weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
             restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
             t3 = time.perf_counter()
-            restored = torch.stack([self._smoother.smooth_tensor(tid, c, r) for tid, c, r in zip(ids, crops, restored)])
+            restored = torch.stack([self._smoother.smooth_tensor(tid, c, r, denoise_weight=w)
+                                    for tid, c, r, w in zip(ids, crops, restored, gate)])
             t4 = time.perf_counter()  # the fusion's flow needs the crops on the host: this waits for the device
             self.stats.add_time("temporal", t4 - t3)
             path.paste(on_device, restored, crops, matrices)

@@ -16,8 +16,11 @@ the restorer adds is steadied. For each track, at frame t:
    ``keep = strength * exp(-(e / tolerance)^2)``, ``e`` the warped previous input's difference
    to the new input (mean over colours, box-averaged over ``window``); pixels the flow brings
    from outside the crop get ``keep = 0``;
-4. ``d_fused = keep * warp(d_fused[t-1]) + (1 - keep) * d_t`` and the output is
-   ``input_t + d_fused``.
+4. ``d_fused = keep * warp(d_fused[t-1]) + (1 - keep) * d_t``;
+5. the input itself is averaged the same way, with a tighter tolerance and scaled by the quality
+   gate's weight (compression noise of a degraded face; a clean face is left as it is):
+   ``x_avg = keep_x * warp(x_avg[t-1]) + (1 - keep_x) * input_t``, and the output is
+   ``x_avg + d_fused``.
 
 A still face is the special case of zero flow. Where the warp fails (an occlusion, a blink, a
 mouth opening, a head turn the flow cannot follow) the warped input does not match, ``keep``
@@ -78,12 +81,24 @@ class TemporalConfig:
         flow_side: the optical flow is measured on the crop shrunk to at most this many pixels
             (default 128: the crop size of the default ``lite`` model; a 512-px crop is
             measured at 128 and the flow scaled up).
+        denoise: the most weight the previous frame's motion-compensated *input* keeps in a
+            recursive average of the input crops (temporal denoising of compression noise and
+            flicker), scaled per face by the quality gate's weight: a clean face, which the gate
+            passes through, is not averaged at all. 0 turns it off. Default 0.9: on the first
+            24 frames of two degraded benchmark clips (lite v2) it took the output's E_warp from
+            1.10-1.15x to 0.92-0.97x the input's, and the identity spread of Andrew Ng's track
+            from 0.025 to 0.019 (input 0.026), with face PSNR unchanged (+0.03 / -0.04 dB).
+        denoise_tolerance: like ``tolerance``, for the input average (default 12 levels: only
+            where the warp explains the new input to within compression noise; a moving mouth
+            or eye, off by tens of levels, takes the new frame).
     """
 
     strength: float = 0.97
     tolerance: float = 30.0
     window: int = 9
     flow_side: int = 128
+    denoise: float = 0.9
+    denoise_tolerance: float = 12.0
 
     def __post_init__(self):
         if not 0.0 <= self.strength < 1.0:
@@ -94,11 +109,26 @@ class TemporalConfig:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.flow_side < 16:
             raise ValueError(f"flow_side must be >= 16, got {self.flow_side}")
+        if not 0.0 <= self.denoise < 1.0:
+            raise ValueError(f"denoise must be in [0, 1), got {self.denoise}")
+        if self.denoise_tolerance <= 0:
+            raise ValueError(f"denoise_tolerance must be positive, got {self.denoise_tolerance}")
+
+    @classmethod
+    def off(cls) -> "TemporalConfig":
+        """No fusion at all: every frame's restoration as it is."""
+        return cls(strength=0.0, denoise=0.0)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is fused at all (the change, or the input)."""
+        return self.strength > 0.0 or self.denoise > 0.0
 
 
 class _State(NamedTuple):
     original: object  # float32 (R, R, 3) array in 0-255, or (3, R, R) tensor in 0-255
     change: object  # the fused change, same layout
+    denoised: object  # the recursive average of the input, same layout
     grey: np.ndarray  # uint8 (s, s): what the next flow is measured against
     zero: bool  # the change is zero everywhere (a clean face the quality gate passed through)
 
@@ -152,13 +182,15 @@ class TemporalSmoother:
 
     # --- host path ----------------------------------------------------------------------
 
-    def smooth(self, track_id: int, original: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    def smooth(self, track_id: int, original: np.ndarray, restored: np.ndarray, denoise_weight: float = 1.0
+               ) -> np.ndarray:
         """The fused restored crop (uint8 (R, R, 3)) for ``track_id``; remembers this frame.
 
         ``original`` is the aligned input crop, ``restored`` the restorer's output for it (both
-        uint8, same shape)."""
+        uint8, same shape); ``denoise_weight`` in [0, 1] scales the input averaging for this face
+        (the pipeline passes the quality gate's weight)."""
         cfg = self.config
-        if cfg.strength == 0.0:
+        if not cfg.enabled:
             return restored
         if original.shape != restored.shape:
             raise ValueError(f"original {original.shape} and restored {restored.shape} differ in shape")
@@ -169,33 +201,40 @@ class TemporalSmoother:
         small = x if s == r else cv2.resize(x, (s, s), interpolation=cv2.INTER_AREA)
         grey = self._grey(small)
         prev = self._last.get(track_id)
-        zero = not change.any()
+        denoise = cfg.denoise * min(max(float(denoise_weight), 0.0), 1.0)
+        zero = not change.any() and denoise == 0.0
         if zero and (prev is None or prev.zero):  # nothing to carry, nothing to fuse: no flow needed
-            self._last[track_id] = _State(x, change, grey, True)
+            self._last[track_id] = _State(x, change, x, grey, True)
             return restored
+        denoised = x
         if prev is not None and isinstance(prev.original, np.ndarray) and prev.original.shape == x.shape:
             flow = self._flow(grey, prev.grey, r)
             grid = np.arange(r, dtype=np.float32)
             map_x = flow[..., 0] + grid[None, :]
             map_y = flow[..., 1] + grid[:, None]
-            warped_in = cv2.remap(prev.original, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            warped_change = cv2.remap(prev.change, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            err = np.abs(x - warped_in).mean(axis=2)
+            warp = lambda image: cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR,  # noqa: E731
+                                           borderMode=cv2.BORDER_REPLICATE)
+            err = np.abs(x - warp(prev.original)).mean(axis=2)
             k = self._window(r)
             if k > 1:
                 err = cv2.blur(err, (k, k))
-            err *= np.float32(1.0 / cfg.tolerance)
-            keep = np.float32(cfg.strength) * np.exp(-err * err)
-            inside = (map_x >= 0) & (map_x <= r - 1) & (map_y >= 0) & (map_y <= r - 1)
-            keep *= inside
-            change += keep[..., None] * (warped_change - change)
-        self._last[track_id] = _State(x, change, grey, False)
-        out = x + change
+            inside = ((map_x >= 0) & (map_x <= r - 1) & (map_y >= 0) & (map_y <= r - 1)).astype(np.float32)
+            if cfg.strength > 0:
+                e = err * np.float32(1.0 / cfg.tolerance)
+                keep = np.float32(cfg.strength) * np.exp(-e * e) * inside
+                change += keep[..., None] * (warp(prev.change) - change)
+            if denoise > 0:
+                e = err * np.float32(1.0 / cfg.denoise_tolerance)
+                keep = np.float32(denoise) * np.exp(-e * e) * inside
+                denoised = x + keep[..., None] * (warp(prev.denoised) - x)
+        self._last[track_id] = _State(x, change, denoised, grey, False)
+        out = denoised + change
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
     # --- device path --------------------------------------------------------------------
 
-    def smooth_tensor(self, track_id: int, original: "torch.Tensor", restored: "torch.Tensor") -> "torch.Tensor":
+    def smooth_tensor(self, track_id: int, original: "torch.Tensor", restored: "torch.Tensor",
+                      denoise_weight: float = 1.0) -> "torch.Tensor":
         """:meth:`smooth` for (3, R, R) float crops in [0, 1] on any torch device (the
         device-resident frame path): the flow is measured on the CPU from the same small grey
         picture, the warp, weights and blend run with torch ops where the crops are."""
@@ -203,7 +242,7 @@ class TemporalSmoother:
         import torch.nn.functional as F
 
         cfg = self.config
-        if cfg.strength == 0.0:
+        if not cfg.enabled:
             return restored
         if original.shape != restored.shape:
             raise ValueError(f"original {tuple(original.shape)} and restored {tuple(restored.shape)} differ in shape")
@@ -214,10 +253,12 @@ class TemporalSmoother:
         small = x if s == r else F.interpolate(x[None], size=(s, s), mode="area")[0]
         grey = self._grey(small.permute(1, 2, 0).to("cpu", torch.float32).numpy())
         prev = self._last.get(track_id)
-        zero = not bool(change.any())
+        denoise = cfg.denoise * min(max(float(denoise_weight), 0.0), 1.0)
+        zero = not bool(change.any()) and denoise == 0.0
         if zero and (prev is None or prev.zero):
-            self._last[track_id] = _State(x, change, grey, True)
+            self._last[track_id] = _State(x, change, x, grey, True)
             return restored
+        denoised = x
         if prev is not None and isinstance(prev.original, torch.Tensor) and prev.original.shape == x.shape:
             flow = torch.from_numpy(self._flow(grey, prev.grey, r)).to(x.device)
             grid = torch.arange(r, device=x.device, dtype=torch.float32)
@@ -226,17 +267,22 @@ class TemporalSmoother:
             # grid_sample's align_corners=True puts -1 and 1 on the first and last pixel centres,
             # as cv2.remap's pixel coordinates do; "border" is BORDER_REPLICATE
             norm = torch.stack([map_x, map_y], dim=-1) * (2.0 / (r - 1)) - 1.0
-            both = torch.cat([prev.original, prev.change])[None]
+            both = torch.cat([prev.original, prev.change, prev.denoised])[None]
             warped = F.grid_sample(both, norm[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
-            warped_in, warped_change = warped[:3], warped[3:]
+            warped_in, warped_change, warped_denoised = warped[:3], warped[3:6], warped[6:]
             err = (x - warped_in).abs().mean(dim=0, keepdim=True)[None]
             k = self._window(r)
             if k > 1:
                 err = F.avg_pool2d(F.pad(err, (k // 2,) * 4, mode="reflect"), k, stride=1)
-            err = err[0] * (1.0 / cfg.tolerance)
-            keep = cfg.strength * torch.exp(-err * err)
-            inside = (map_x >= 0) & (map_x <= r - 1) & (map_y >= 0) & (map_y <= r - 1)
-            keep = keep * inside
-            change = change + keep * (warped_change - change)
-        self._last[track_id] = _State(x, change, grey, False)
-        return ((x + change) * (1.0 / 255.0)).clamp(0.0, 1.0).to(restored.dtype)
+            err = err[0]
+            inside = ((map_x >= 0) & (map_x <= r - 1) & (map_y >= 0) & (map_y <= r - 1)).float()
+            if cfg.strength > 0:
+                e = err * (1.0 / cfg.tolerance)
+                keep = cfg.strength * torch.exp(-e * e) * inside
+                change = change + keep * (warped_change - change)
+            if denoise > 0:
+                e = err * (1.0 / cfg.denoise_tolerance)
+                keep = denoise * torch.exp(-e * e) * inside
+                denoised = x + keep * (warped_denoised - x)
+        self._last[track_id] = _State(x, change, denoised, grey, False)
+        return ((denoised + change) * (1.0 / 255.0)).clamp(0.0, 1.0).to(restored.dtype)

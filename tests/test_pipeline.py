@@ -47,7 +47,7 @@ def _mask_union(shape, faces, resolution):
 def test_identity_restorer_round_trip(shared_data, scrfd, resolution):
     frames = _frames(shared_data / "liveportrait/driving/d19.mp4", 6, step=20)
     frames.append(cv2.cvtColor(cv2.imread(str(shared_data / "face_recognition/two_people.jpg")), cv2.COLOR_BGR2RGB))
-    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0))
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off())
     fr = FaceRestorer(IdentityRestorer(resolution), scrfd, config=config)
     worst_inside = 0
     for rgb in frames:
@@ -72,7 +72,7 @@ def test_process_keeps_type_and_channel_order(shared_data, scrfd):
     from streamrestore.blend import PasteConfig
 
     bgr = cv2.imread(str(shared_data / "face_recognition/obama_small.jpg"))
-    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0), gate=QualityGateConfig(enabled=False),
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False),
                             paste=PasteConfig(color_match=False))
 
     class Redden(IdentityRestorer):

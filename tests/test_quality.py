@@ -98,7 +98,7 @@ def scrfd(shared_models):
 
 
 def test_a_clean_face_passes_through_and_a_degraded_one_is_restored(frame, scrfd):
-    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0))
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off())
     # a clean 720p talking head: the restorer's (large) change is not applied at all
     fr = FaceRestorer(_Stripes(128), scrfd, config=config)
     out = fr.process(frame.copy())

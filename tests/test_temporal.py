@@ -7,7 +7,7 @@ from streamrestore.temporal import TemporalConfig, TemporalSmoother
 def test_still_input_reduces_output_flicker():
     rng = np.random.default_rng(0)
     still = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    sm = TemporalSmoother(TemporalConfig(strength=0.6))
+    sm = TemporalSmoother(TemporalConfig(strength=0.6, denoise=0.0))
     outs = []
     for _ in range(20):
         flicker = (still.astype(int) + rng.integers(-6, 7, still.shape)).clip(0, 255).astype(np.uint8)
@@ -18,7 +18,7 @@ def test_still_input_reduces_output_flicker():
 
 
 def test_changed_input_is_followed():
-    sm = TemporalSmoother(TemporalConfig(strength=0.6, tolerance=6))
+    sm = TemporalSmoother(TemporalConfig(strength=0.6, tolerance=6, denoise=0.0))
     a = np.zeros((32, 32, 3), np.uint8)
     b = np.full((32, 32, 3), 200, np.uint8)
     sm.smooth(7, a, a)
@@ -38,7 +38,7 @@ def test_tracks_are_independent_and_forgotten():
 
 def test_strength_zero_is_off_and_bad_values_raise():
     a = np.zeros((8, 8, 3), np.uint8)
-    sm = TemporalSmoother(TemporalConfig(strength=0.0))
+    sm = TemporalSmoother(TemporalConfig.off())
     sm.smooth(1, a, a)
     b = np.full_like(a, 9)
     assert np.array_equal(sm.smooth(1, a, b), b)
@@ -46,6 +46,50 @@ def test_strength_zero_is_off_and_bad_values_raise():
         TemporalConfig(strength=1.0)
     with pytest.raises(ValueError, match="tolerance"):
         TemporalConfig(tolerance=0)
+    with pytest.raises(ValueError, match="denoise"):
+        TemporalConfig(denoise=1.0)
+    with pytest.raises(ValueError, match="denoise_tolerance"):
+        TemporalConfig(denoise_tolerance=0)
+    assert not TemporalConfig.off().enabled and TemporalConfig(strength=0.0).enabled  # the input average stays on
+
+
+# --- the input average ---------------------------------------------------------------------
+
+def _noisy_still(frames: int, sigma: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    scene = _texture(96, seed)
+    return scene, [np.clip(scene + rng.normal(0, sigma, scene.shape) + 0.5, 0, 255).astype(np.uint8)
+                   for _ in range(frames)]
+
+
+def test_input_average_removes_compression_like_noise_of_a_degraded_face():
+    scene, frames = _noisy_still(20, sigma=4.0)
+    sm = TemporalSmoother(TemporalConfig(strength=0.0, denoise=0.9))
+    outs = [sm.smooth(1, f, f).astype(np.float32) for f in frames]  # no restorer change at all
+    noise_in = np.mean([np.abs(f - scene).mean() for f in frames[8:]])
+    noise_out = np.mean([np.abs(o - scene).mean() for o in outs[8:]])
+    assert noise_out < 0.6 * noise_in, (noise_out, noise_in)
+
+
+def test_input_average_leaves_clean_faces_alone():
+    """The gate's weight 0 (a clean face): not one level of the input is averaged."""
+    _, frames = _noisy_still(6, sigma=4.0)
+    sm = TemporalSmoother(TemporalConfig(denoise=0.9))
+    for f in frames:
+        assert np.array_equal(sm.smooth(1, f, f, denoise_weight=0.0), f)
+
+
+def test_input_average_follows_motion_without_ghosts():
+    inputs, _ = _moving_clip(16, speed=2.0)
+    sm = TemporalSmoother(TemporalConfig(strength=0.0, denoise=0.9))
+    inner = (slice(16, 112), slice(16, 112))
+    for x in inputs:
+        out = sm.smooth(1, x, x)
+        assert np.abs(out.astype(np.float32) - x)[inner].mean() < 1.0  # the moving texture, not a smear
+    x = inputs[-1].copy()
+    x[40:90, 40:90] = (30, 200, 60)  # an occluder: taken as it is
+    out = sm.smooth(1, x, x)
+    assert np.abs(out[44:86, 44:86].astype(int) - x[44:86, 44:86]).max() <= 2
 
 
 # --- motion-compensated fusion -------------------------------------------------------------
@@ -91,8 +135,8 @@ def _run(sm, inputs, changes, jitter, seed=3):
 def test_moving_face_jitter_removed_and_motion_followed():
     inputs, changes = _moving_clip(24)
     inner = (slice(16, 112), slice(16, 112))  # away from the border the motion brings in
-    off, ideal = _run(TemporalSmoother(TemporalConfig(strength=0.0)), inputs, changes, jitter=4.0)
-    on, _ = _run(TemporalSmoother(TemporalConfig(strength=0.7)), inputs, changes, jitter=4.0)
+    off, ideal = _run(TemporalSmoother(TemporalConfig.off()), inputs, changes, jitter=4.0)
+    on, _ = _run(TemporalSmoother(TemporalConfig(strength=0.7, denoise=0.0)), inputs, changes, jitter=4.0)
 
     def jitter(outs):  # error against the ideal output, after the fusion has settled
         return np.mean([np.abs(o - i)[inner].mean() for o, i in zip(outs[8:], ideal[8:])])
@@ -100,7 +144,7 @@ def test_moving_face_jitter_removed_and_motion_followed():
     assert jitter(on) < 0.6 * jitter(off), (jitter(on), jitter(off))
     # no ghost: with no jitter, the fused output follows the moving detail (the true change is
     # carried along the motion, not left behind where it was)
-    clean, ideal = _run(TemporalSmoother(TemporalConfig(strength=0.7)), inputs, changes, jitter=0.0)
+    clean, ideal = _run(TemporalSmoother(TemporalConfig(strength=0.7, denoise=0.0)), inputs, changes, jitter=0.0)
     assert max(np.abs(o - i)[inner].mean() for o, i in zip(clean, ideal)) < 1.0
     # the old still-only smoother would have dragged the detail: keeping the previous output
     # unwarped is far off on this motion
@@ -110,7 +154,7 @@ def test_moving_face_jitter_removed_and_motion_followed():
 
 def test_occlusion_falls_back_to_the_new_frame():
     inputs, changes = _moving_clip(10, speed=1.0)
-    sm = TemporalSmoother(TemporalConfig(strength=0.9))
+    sm = TemporalSmoother(TemporalConfig(strength=0.9, denoise=0.0))
     rng = np.random.default_rng(1)
     for x, d in zip(inputs[:-1], changes[:-1]):
         sm.smooth(1, x, np.clip(x + d + rng.normal(0, 3, x.shape) + 0.5, 0, 255).astype(np.uint8))
@@ -126,7 +170,7 @@ def test_occlusion_falls_back_to_the_new_frame():
 
 def test_new_track_and_reset_start_without_state():
     inputs, _ = _moving_clip(3)
-    sm = TemporalSmoother(TemporalConfig(strength=0.9))
+    sm = TemporalSmoother(TemporalConfig(strength=0.9, denoise=0.0))
     bright = np.clip(inputs[0].astype(int) + 40, 0, 255).astype(np.uint8)
     sm.smooth(1, inputs[0], bright)
     # same picture, new track (the tracker's answer to a cut): the new change is used as is
@@ -164,7 +208,8 @@ def test_cut_in_the_pipeline_gives_a_fresh_track_and_no_carry_over():
     frames = [scene_a] * 4 + [scene_b] * 2
     results = {}
     for strength in (0.0, 0.8):
-        config = PipelineConfig(lookahead=0, detect_every=1, temporal=TemporalConfig(strength=strength),
+        temporal = TemporalConfig(strength=strength) if strength else TemporalConfig.off()
+        config = PipelineConfig(lookahead=0, detect_every=1, temporal=temporal,
                                 gate=QualityGateConfig(enabled=False))
         fr = FaceRestorer(Jittery(), OneFace(), config=config)
         outs, ids = [], []
@@ -203,3 +248,15 @@ def test_host_and_device_paths_agree(size):
 def test_flow_side_must_be_sane():
     with pytest.raises(ValueError, match="flow_side"):
         TemporalConfig(flow_side=8)
+
+
+def test_cli_options_build_the_config():
+    from streamrestore.cli import build_parser, temporal_from_args
+    from streamrestore.errors import UserError
+
+    parse = lambda *extra: temporal_from_args(build_parser().parse_args(["in.mp4", *extra]))  # noqa: E731
+    assert parse() == TemporalConfig()
+    assert parse("--temporal-denoise", "0.5", "--temporal-strength", "0.8") == TemporalConfig(strength=0.8, denoise=0.5)
+    assert parse("--no-temporal") == TemporalConfig.off()
+    with pytest.raises(UserError, match="--temporal-denoise"):
+        parse("--temporal-denoise", "1.2")
