@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from streamrestore.faces.align import template
-from streamrestore.train.data import (
+from streamrestore.data.pack import (
     EVAL_ONLY,
     TRAIN_OK,
     EvalOnlyDataError,

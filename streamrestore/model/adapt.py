@@ -92,7 +92,7 @@ _MIX = (("severe_at_128", 0.45), ("video_small", 0.35), ("mild", 0.2))
 
 
 def _pairs(photos: np.ndarray, rng: np.random.Generator, count: int, refs_per_sample: int):
-    from streamrestore.train.degrade import degrade, get_preset  # noqa: PLC0415
+    from streamrestore.data.degrade import degrade, get_preset  # noqa: PLC0415
 
     names, weights = zip(*_MIX)
     p = np.asarray(weights) / sum(weights)

@@ -15,12 +15,12 @@ Three steps, each usable on its own:
    :class:`PackedFaces` loads it back.
 3. **Samples** (:class:`RestorationDataset`): a torch ``Dataset`` of (degraded target, clean
    target, 1-4 references of the same person, never the target itself, reference mask,
-   landmarks) with seeded degradations from :mod:`streamrestore.train.degrade`; hold-out
+   landmarks) with seeded degradations from :mod:`streamrestore.data.degrade`; hold-out
    splits are by identity (:meth:`PackedFaces.split`).
 
 Pack the train-ok shared set (prints the figures)::
 
-    python -m streamrestore.train.data --shared ../shared --resolution 128 --out runs/trainok_128.npz
+    python -m streamrestore.data.pack --shared ../shared --resolution 128 --out runs/trainok_128.npz
 """
 from __future__ import annotations
 
@@ -672,8 +672,8 @@ class RestorationDataset:
         faces: the pack.
         identities: names to draw from (e.g. the train half of :meth:`PackedFaces.split`);
             default all.
-        preset: degradation preset name or object (:mod:`streamrestore.train.degrade`), or a
-            :class:`~streamrestore.train.degrade.DegradationMix` (one preset drawn per sample).
+        preset: degradation preset name or object (:mod:`streamrestore.data.degrade`), or a
+            :class:`~streamrestore.data.degrade.DegradationMix` (one preset drawn per sample).
         min_refs, max_refs: the number of references is drawn uniformly in this range (capped
             by what the identity has); the paper uses 1-4.
         seed: base seed of all draws.
@@ -687,7 +687,7 @@ class RestorationDataset:
     def __init__(self, faces: PackedFaces, identities: Sequence[str] | None = None, *, preset="severe",
                  min_refs: int = 1, max_refs: int = 4, seed: int = 0, samples_per_epoch: int | None = None,
                  min_time_gap_s: float = 1.0, flip: bool = True, max_border: float = 1.0):
-        from streamrestore.train.degrade import DegradationMix, get_preset  # noqa: PLC0415
+        from streamrestore.data.degrade import DegradationMix, get_preset  # noqa: PLC0415
 
         if not 1 <= min_refs <= max_refs:
             raise ValueError(f"need 1 <= min_refs <= max_refs, got {min_refs}, {max_refs}")
@@ -738,7 +738,7 @@ class RestorationDataset:
     def __getitem__(self, i: int) -> dict:
         import torch  # noqa: PLC0415
 
-        from streamrestore.train.degrade import DegradationMix, degrade  # noqa: PLC0415
+        from streamrestore.data.degrade import DegradationMix, degrade  # noqa: PLC0415
 
         if not 0 <= i < len(self):
             raise IndexError(i)
@@ -791,7 +791,7 @@ def _default_shared() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamrestore.train.data",
+    parser = argparse.ArgumentParser(prog="python -m streamrestore.data.pack",
                                      description="Pack the train-ok faces of the shared data folder into one .npz.")
     parser.add_argument("--shared", type=Path, default=_default_shared(), help="the shared folder (data/ and models/)")
     parser.add_argument("--resolution", type=int, default=128)

@@ -1,0 +1,1 @@
+"""Training and evaluation data: sources and their licences, packing, degradations, samples."""
