@@ -3,17 +3,15 @@ import pytest
 import torch
 
 from streamrestore.faces.align import template
-from streamrestore.data.pack import (
+from streamrestore.data.pack import PackedFaces, pack_dataset, split_identities
+from streamrestore.data.samples import RestorationDataset
+from streamrestore.data.sources import (
     EVAL_ONLY,
     TRAIN_OK,
     EvalOnlyDataError,
-    PackedFaces,
-    RestorationDataset,
     discover_sources,
     licence_class,
-    pack_dataset,
     shared_sources,
-    split_identities,
 )
 
 TWO_PEOPLE = ("deepface:id02", "Joe Biden")

@@ -24,7 +24,8 @@ def _single_thread(one_torch_thread):
 def tiny_pack(shared, tmp_path_factory):
     """Photos of three train-ok people aligned at 32 px (the tiny model's resolution)."""
     from streamrestore.faces.detect import ScrfdDetector
-    from streamrestore.data.pack import pack_dataset, shared_sources
+    from streamrestore.data.pack import pack_dataset
+    from streamrestore.data.sources import shared_sources
 
     path = tmp_path_factory.mktemp("pack") / "tiny.npz"
     sources = shared_sources(shared / "data", identities=IDENTITIES)
@@ -239,7 +240,8 @@ def test_train_command(tiny_pack, shared, tmp_path):
 
 def test_eval_only_packs_are_refused(shared, tmp_path):
     from streamrestore.faces.detect import ScrfdDetector
-    from streamrestore.data.pack import discover_sources, pack_dataset
+    from streamrestore.data.pack import pack_dataset
+    from streamrestore.data.sources import discover_sources
 
     folder = shared / "data/instantrestore"
     sources = [s for s in discover_sources(folder) if s.identity == sorted({s.identity for s in discover_sources(folder)})[0]][:3]

@@ -190,7 +190,8 @@ def load_cases(data: str | Path, config: EvalConfig = EvalConfig(), *, models_di
     of :meth:`streamrestore.data.pack.PackedFaces.split`). ``models_dir`` (the shared models
     folder) gives the SCRFD detector used to align identity folders.
     """
-    from streamrestore.data.pack import PackedFaces, discover_sources, pack_dataset  # noqa: PLC0415
+    from streamrestore.data.pack import PackedFaces, pack_dataset  # noqa: PLC0415
+    from streamrestore.data.sources import discover_sources  # noqa: PLC0415
 
     data = Path(data)
     if not data.exists():

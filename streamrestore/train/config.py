@@ -3,7 +3,7 @@
 A file has top-level training keys and a ``[model]`` table that builds the
 :class:`~streamrestore.model.config.RestorerConfig`::
 
-    data = "runs/trainok_128.npz"      # a pack written by streamrestore.data.pack
+    data = "runs/trainok_128.npz"      # a pack written by python -m streamrestore.data
     output_dir = "runs/lite"
     steps = 2000
     batch_size = 8
