@@ -21,14 +21,14 @@ def _single_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def tiny_pack(shared, tmp_path_factory):
+def tiny_pack(shared, train_ok_folders, tmp_path_factory):
     """Photos of three train-ok people aligned at 32 px (the tiny model's resolution)."""
     from streamrestore.faces.detect import ScrfdDetector
     from streamrestore.data.pack import pack_dataset
     from streamrestore.data.sources import shared_sources
 
     path = tmp_path_factory.mktemp("pack") / "tiny.npz"
-    sources = shared_sources(shared / "data", identities=IDENTITIES)
+    sources = shared_sources(shared / "data", train_ok_folders=train_ok_folders, identities=IDENTITIES)
     pack_dataset(sources, path, 32, detector=ScrfdDetector(shared / "models/scrfd/det_500m.onnx"))
     return path
 

@@ -3,17 +3,22 @@
 A :class:`FaceSource` is one photo or one video clip and the identity it shows.
 :func:`discover_sources` reads identity folders (``<root>/<id>/*.jpg|png``, the InstantRestore
 layouts ``<root>/<id>/cropped_images/`` and ``<root>/<id>/gt.png + conditioning/``) and
-single-person videos (one identity per clip); :func:`shared_sources` lists the shared media of
-``../shared/data`` by its MANIFEST, with the licence class its README gives (only **train-ok**
-may train a shipped model). Next step: :func:`streamrestore.data.pack.pack_dataset`.
+single-person videos (one identity per clip); :func:`shared_sources` lists a curated data
+folder (one with a ``MANIFEST.tsv``, like ``shared/data``) with the licence class of each file
+(only **train-ok** may train a shipped model). Next step: :func:`streamrestore.data.pack.pack_dataset`.
+
+Which folders of a curated data folder are train-ok is not known here: callers pass it
+(``train_ok_folders``, e.g. read by :func:`read_train_ok_folders` from ``configs/shared_data.toml``).
+Without it every file of such a folder is eval-only, so a set cannot become train-ok by accident.
 """
 from __future__ import annotations
 
 import csv
 import logging
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Collection, Iterable, Sequence
 
 from streamrestore.errors import InputError
 from streamrestore.images import IMAGE_SUFFIXES
@@ -24,11 +29,11 @@ __all__ = [
     "TRAIN_OK",
     "EVAL_ONLY",
     "UNKNOWN",
-    "TRAIN_OK_FOLDERS",
     "VIDEO_SUFFIXES",
     "EvalOnlyDataError",
     "FaceSource",
     "licence_class",
+    "read_train_ok_folders",
     "shared_sources",
     "discover_sources",
 ]
@@ -38,23 +43,12 @@ TRAIN_OK = "train-ok"  # permissive licence: may train weights that ship
 EVAL_ONLY = "eval-only"  # non-commercial or unlicensed: evaluation only
 UNKNOWN = "unknown"  # the user's own data: we cannot tell; the user answers for it
 
-#: Top-level folders of ``shared/data`` that its README lists as train-ok. Everything else in
-#: that folder (instantrestore, dmdnet, asffnet, codeformer, keep, pgtformer, gpen) is eval-only.
-TRAIN_OK_FOLDERS = frozenset({
-    "deepface", "face_recognition", "facenet_pytorch", "gfpgan", "liveportrait",
-    "sadtalker", "video_retalking", "pcavs", "tpsmm", "dlib",
-    # added to the shared folder on 2026-12-01 (MIT / Apache-2.0 repositories)
-    "latentsync", "styletalk", "paddlegan", "mimictalk", "real3dportrait", "dpe", "xportrait",
-    "photomaker", "compreface", "pulid", "ghost", "hallo", "3ddfa_v2", "joyvasa", "memo", "consisid",
-})
-
 #: Licence texts (MANIFEST ``license`` column, prefix match) that count as permissive. A row of
 #: a train-ok folder whose licence is not one of these is treated as eval-only, so a file added
 #: later under a stricter licence is not trained on by accident.
 _PERMISSIVE_PREFIXES = ("MIT", "Apache-2.0", "CC BY 4.0", "Boost Software License")
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi"})
-
 
 
 class EvalOnlyDataError(InputError):
@@ -95,14 +89,30 @@ class FaceSource:
             object.__setattr__(self, "name", str(self.path))
 
 
-def licence_class(local_path: str, licence_text: str | None = None) -> str:
-    """The class of a file of ``shared/data`` given its path there (``"deepface/img1.jpg"``).
+def read_train_ok_folders(path: str | Path) -> frozenset[str]:
+    """The ``train_ok_folders`` list of a TOML file (such as ``configs/shared_data.toml``): the
+    top-level folders of a curated data folder that its README lists as train-ok."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"licence list {path} not found; pass the TOML file with train_ok_folders "
+                         "(configs/shared_data.toml in the repository)")
+    try:
+        folders = tomllib.loads(path.read_text(encoding="utf-8")).get("train_ok_folders")
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path} is not valid TOML: {exc}") from None
+    if not isinstance(folders, list) or not all(isinstance(f, str) and f for f in folders):
+        raise InputError(f"{path} must set train_ok_folders to a list of folder names, got {folders!r}")
+    return frozenset(folders)
 
-    Train-ok needs both: a folder the README lists as train-ok and (when given) a permissive
-    licence in the MANIFEST row.
+
+def licence_class(local_path: str, licence_text: str | None = None, train_ok_folders: Collection[str] = ()) -> str:
+    """The class of a file of a curated data folder given its path there (``"deepface/img1.jpg"``).
+
+    Train-ok needs both: a top-level folder in ``train_ok_folders`` (the folders its README lists
+    as train-ok; none by default) and (when given) a permissive licence in the MANIFEST row.
     """
     top = Path(local_path).parts[0] if Path(local_path).parts else ""
-    if top not in TRAIN_OK_FOLDERS:
+    if top not in train_ok_folders:
         return EVAL_ONLY
     if licence_text is not None and not licence_text.strip().startswith(_PERMISSIVE_PREFIXES):
         return EVAL_ONLY
@@ -110,7 +120,7 @@ def licence_class(local_path: str, licence_text: str | None = None) -> str:
 
 
 def _shared_data_root(path: Path) -> Path | None:
-    """The ``shared/data`` folder that contains ``path`` (found by its MANIFEST.tsv), if any."""
+    """The curated data folder that contains ``path`` (found by its MANIFEST.tsv), if any."""
     path = path.resolve()
     for folder in (path, *path.parents):
         if (folder / "MANIFEST.tsv").is_file():
@@ -118,13 +128,13 @@ def _shared_data_root(path: Path) -> Path | None:
     return None
 
 
-def _classify_path(path: Path, default: str) -> str:
-    # Files inside the shared data folder always get the class its README gives, whatever the
+def _classify_path(path: Path, default: str, train_ok_folders: Collection[str]) -> str:
+    # Files inside a curated data folder always get the class its README gives, whatever the
     # caller says: an eval-only set cannot be relabelled train-ok by accident.
     root = _shared_data_root(path)
     if root is None:
         return default
-    return licence_class(str(path.resolve().relative_to(root)))
+    return licence_class(str(path.resolve().relative_to(root)), None, train_ok_folders)
 
 
 def _read_manifest(data_root: Path) -> list[dict[str, str]]:
@@ -136,8 +146,9 @@ def _read_manifest(data_root: Path) -> list[dict[str, str]]:
 
 
 def shared_sources(data_root: str | Path, classes: Sequence[str] = (TRAIN_OK,), *,
-                   identities: Iterable[str] | None = None) -> list[FaceSource]:
-    """Single-person photos and clips of ``shared/data`` in the given licence classes.
+                   train_ok_folders: Collection[str], identities: Iterable[str] | None = None) -> list[FaceSource]:
+    """Single-person photos and clips of a curated data folder (``shared/data``) in the given
+    licence classes.
 
     Identities come from the MANIFEST ``identity`` column: named people and ``deepface:idNN`` /
     ``anon:...`` groups keep their label across files; files marked ``-`` (unknown person) are
@@ -146,8 +157,10 @@ def shared_sources(data_root: str | Path, classes: Sequence[str] = (TRAIN_OK,), 
     stage clips) are left out because nothing says who is who.
 
     Args:
-        data_root: the ``shared/data`` folder.
+        data_root: the folder with ``MANIFEST.tsv`` (e.g. ``shared/data``).
         classes: licence classes to keep; the default is what a shipped model may see.
+        train_ok_folders: its top-level folders that its README lists as train-ok
+            (:func:`read_train_ok_folders`); required, so that nobody trains on a folder by default.
         identities: keep only these identity labels (as returned in ``FaceSource.identity``).
     """
     data_root = Path(data_root)
@@ -163,7 +176,7 @@ def shared_sources(data_root: str | Path, classes: Sequence[str] = (TRAIN_OK,), 
         if label == "multi":
             continue
         identity = label if label != "-" else f"{kind}:{local}"
-        licence = licence_class(local, row.get("license"))
+        licence = licence_class(local, row.get("license"), train_ok_folders)
         if licence not in classes or (wanted is not None and identity not in wanted):
             continue
         path = data_root / local
@@ -179,7 +192,8 @@ def _images_in(folder: Path) -> list[Path]:
                   and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def discover_sources(root: str | Path, *, licence: str = UNKNOWN, include_degraded: bool = False) -> list[FaceSource]:
+def discover_sources(root: str | Path, *, licence: str = UNKNOWN, include_degraded: bool = False,
+                     train_ok_folders: Collection[str] = ()) -> list[FaceSource]:
     """Sources under a folder of identities or videos.
 
     Recognised layouts (one identity per sub-folder, named after it):
@@ -191,8 +205,9 @@ def discover_sources(root: str | Path, *, licence: str = UNKNOWN, include_degrad
     - ``<root>/<id>/*.mp4`` and ``<root>/*.mp4`` — single-person clips; a clip directly in
       ``root`` is its own identity (named after the file), clips inside ``<id>/`` share it.
 
-    ``licence`` is recorded for every source, except that files inside the shared data folder
-    always get the class its README gives them.
+    ``licence`` is recorded for every source, except that files inside a curated data folder
+    (one with a ``MANIFEST.tsv`` above them, like ``shared/data``) always get the class its README
+    gives them: train-ok only in one of ``train_ok_folders``, eval-only otherwise.
     """
     root = Path(root)
     if not root.is_dir():
@@ -200,7 +215,7 @@ def discover_sources(root: str | Path, *, licence: str = UNKNOWN, include_degrad
     out: list[FaceSource] = []
 
     def add(path: Path, identity: str, kind: str) -> None:
-        out.append(FaceSource(path=path, identity=identity, licence=_classify_path(path, licence), kind=kind,
+        out.append(FaceSource(path=path, identity=identity, licence=_classify_path(path, licence, train_ok_folders), kind=kind,
                               name=str(path.relative_to(root))))
 
     for entry in sorted(root.iterdir()):
