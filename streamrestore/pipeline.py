@@ -22,7 +22,11 @@ import torch
 
 from streamrestore.blend import PasteBack, PasteConfig
 from streamrestore.errors import ModelError
+from streamrestore.faces.align import alignment_matrix, crop_face
+from streamrestore.faces.detect import detect_padded
+from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
+from streamrestore.faces.track import FaceTracker, TrackerConfig
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import QualityGate, QualityGateConfig
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
@@ -251,9 +255,6 @@ class FaceRestorer:
         torch_threads: int | None = None,
         reference_caches: dict | None = None,
     ):
-        from streamrestore.faces.identity import IdentityMatcher
-        from streamrestore.faces.track import FaceTracker, TrackerConfig
-
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         self.restorer = restorer
@@ -400,8 +401,6 @@ class FaceRestorer:
         is looked at again with a black border: a face that fills the frame (a 256 px talking
         head, a close-up) is larger than the detector's anchors, and on soft or degraded video
         it is then missed on most frames."""
-        from streamrestore.faces.detect import detect_padded
-
         input_size = getattr(self.detector, "input_size", None)
         h, w = pixels.shape[:2]
         scale = 1.0
@@ -440,8 +439,6 @@ class FaceRestorer:
         if not tracked:
             return frame  # untouched: not even a colour-space round trip
         stats.frames_with_faces += 1
-        from streamrestore.faces.align import alignment_matrix
-
         t0 = time.perf_counter()
         matrices, caches, ids = [], [], []
         for t in tracked:
@@ -481,8 +478,6 @@ class FaceRestorer:
 
     def _restore_on_host(self, frame, pixels, matrices, caches, ids, seeds, t0):
         """Crops cut, and faces pasted, on the CPU (OpenCV; 4:2:0 frames stay in YUV)."""
-        from streamrestore.faces.align import crop_face
-
         crops = [crop_face(pixels, m, self.resolution) for m in matrices]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
