@@ -1,4 +1,9 @@
-"""Library entry points: build a :class:`FaceRestorer` from options, restore a video file."""
+"""Library entry points: build a :class:`FaceRestorer` from options, restore a video file.
+
+:func:`restore_video` is defined here; :func:`build_face_restorer`, :func:`load_restorer` and the
+cheap option checks belong to :mod:`streamrestore.pipeline` (next to :class:`FaceRestorer`, whose
+``from_options`` uses them) and are re-exported.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,145 +12,36 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamrestore.errors import ModelError, OutputError
-from streamrestore.pipeline import FaceRestorer, PipelineConfig, RunStats, run_threaded
+from streamrestore.errors import OutputError
+from streamrestore.pipeline import (
+    FaceRestorer,
+    PipelineConfig,
+    RunStats,
+    build_face_restorer,
+    check_model_options,
+    check_references,
+    load_restorer,
+    run_threaded,
+)
 from streamrestore.temporal import TemporalConfig
-from streamrestore.threads import resolve_torch_threads, torch_threads as _torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.model.adapt import AdaptConfig
+
+__all__ = [
+    "PROGRESS_INTERVAL",
+    "ProgressLines",
+    "build_face_restorer",
+    "check_model_options",
+    "check_references",
+    "load_restorer",
+    "restore_video",
+]
 
 log = logging.getLogger(__name__)
 
 #: seconds between plain progress lines (when stderr is not a terminal); ``progress_interval=``
 PROGRESS_INTERVAL = 5.0
-
-
-def _as_specs(refs) -> list:
-    if refs is None:
-        return []
-    if isinstance(refs, (str, Path)):
-        return [str(refs)]
-    return list(refs)
-
-
-def build_face_restorer(
-    refs=(),
-    *,
-    model="lite",
-    device: str = "auto",
-    detector: str = "auto",
-    face_models: str | Path | None = None,
-    config: PipelineConfig = PipelineConfig(),
-    channel_order: str = "rgb",
-    fps: float = 30.0,
-    backend: str = "auto",
-    fast_vae: str | Path | None = None,
-    torch_threads: int | None = None,
-    adapt: "AdaptConfig | None" = None,
-) -> FaceRestorer:
-    """Loads the model, the face models and the reference photos, and encodes the references.
-
-    Args:
-        refs: a folder of photos of one person, or a list of folders / ``"NAME=DIR"`` specs for
-            several people, or already loaded ``ReferenceSet`` objects. Empty: restore without
-            references.
-        model: ``"lite"`` (shipped), ``"instantrestore"`` (official checkpoint, needs the base
-            models locally), a checkpoint path, ``"identity"`` (changes nothing; for testing), or
-            any object implementing the :class:`streamrestore.types.Restorer` protocol.
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        detector: ``"auto"`` (SCRFD when an insightface pack is found, else dlib), ``"scrfd"``, ``"dlib"``.
-        face_models: folder holding an insightface model pack (SCRFD + recognition).
-        config: see :class:`PipelineConfig`.
-        channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames given to ``process``/``stream``.
-        fps: the stream's frame rate (the tracker's smoothing is tuned in seconds).
-        backend: how the restorer network runs: ``"auto"`` (the fastest available, said in one
-            log line), ``"eager"``, ``"compile"`` or ``"tensorrt"`` (see ``streamrestore.backends``).
-        fast_vae: a TAESD folder or decoder file to decode with instead of the model's VAE
-            (latent models given by name; see ``streamrestore.model.fast_vae``).
-        torch_threads: CPU threads torch uses for the restorer's work; None: half the cores (the
-            CLI's default, :func:`streamrestore.threads.default_torch_threads`). Applied only
-            while streamrestore works; your ``torch.get_num_threads()`` is left as it was.
-        adapt: fine-tune the model on each person's reference photos before restoring (see
-            :mod:`streamrestore.model.adapt`; minutes per person on a CPU, once: the result is
-            cached on disk). None (default): no adaptation. Runs the eager backend.
-
-    The options are checked (device, reference folders) before anything is loaded.
-    """
-    from streamrestore.faces.detect import create_detector
-    from streamrestore.faces.identity import ReferenceSet, create_embedder
-    from streamrestore.faces.references import load_reference_sets
-
-    specs = _as_specs(refs)
-    check_model_options(model, device=device, fast_vae=fast_vae)
-    check_references(specs)
-    threads = resolve_torch_threads(torch_threads)
-    with _torch_threads(threads):
-        if adapt is not None:
-            from streamrestore.model.adapt import AdaptedRestorer
-
-            restorer = AdaptedRestorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae), adapt)
-        else:
-            restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
-        face_detector = create_detector(detector, models_dir=face_models)
-        embedder = None
-        needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
-        if specs and not all(isinstance(s, ReferenceSet) for s in specs):
-            embedder = create_embedder("auto", models_dir=face_models)
-            sets = load_reference_sets(specs, face_detector, embedder, restorer.resolution)
-        else:
-            sets = specs
-            if needs_embedder:
-                embedder = create_embedder("auto", models_dir=face_models)
-    return FaceRestorer(
-        restorer, face_detector, sets, embedder=embedder, config=config, channel_order=channel_order, fps=fps,
-        torch_threads=threads,
-    )
-
-
-def load_restorer(model="lite", *, device: str = "auto", backend: str | None = "auto",
-                  fast_vae: str | Path | None = None):
-    """A restorer from a name, a path, or an object that already is one (used as given).
-    ``fast_vae``: decode with TAESD (see :func:`build_face_restorer`); ``backend=None``: the
-    plain eager restorer, not wrapped by :func:`streamrestore.backends.build_backend`."""
-    if not isinstance(model, (str, Path)):
-        return model
-    if str(model) == "identity":
-        from streamrestore.model.identity import IdentityRestorer
-
-        if fast_vae:
-            log.warning("--fast-vae ignored: the identity model has no decoder")
-        return IdentityRestorer()
-    from streamrestore.backends import build_backend
-    from streamrestore.model.registry import load_model
-
-    loaded = load_model(str(model), device=device, fast_vae=fast_vae or None)
-    return loaded if backend is None else build_backend(loaded, backend)
-
-
-def check_model_options(model="lite", *, device: str = "auto", fast_vae: str | Path | None = None) -> None:
-    """Fails at once, before any model loads, on a device that is not there (``cuda`` without
-    CUDA: :class:`~streamrestore.errors.DeviceError`) or a ``fast_vae`` path that does not exist.
-    A restorer object given as ``model`` has its own device: nothing to check."""
-    if not isinstance(model, (str, Path)):
-        return
-    from streamrestore.model.restorer import pick_device
-
-    pick_device(device)
-    if fast_vae and str(model) != "identity" and not Path(fast_vae).expanduser().exists():
-        raise ModelError(f"--fast-vae {fast_vae} does not exist; give the folder holding taesd_decoder.safetensors "
-                         "or the file itself")
-
-
-def check_references(refs) -> None:
-    """Fails at once on reference specs that cannot work: a folder that is missing or holds no
-    photos, or a set name given twice (``NAME=DIR``). Reads no photo (see
-    :func:`streamrestore.faces.references.check_reference_specs`)."""
-    from streamrestore.faces.references import check_reference_specs
-
-    specs = [s for s in _as_specs(refs) if isinstance(s, (str, Path))]
-    if specs:
-        check_reference_specs(specs)
 
 
 def restore_video(
@@ -220,7 +116,7 @@ def restore_video(
             if face_restorer is None:
                 config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every,
                                         **({"temporal": temporal} if temporal is not None else {}))
-                face_restorer = build_face_restorer(
+                face_restorer = FaceRestorer.from_options(
                     refs, model=model, device=device, detector=detector, face_models=face_models, config=config,
                     fps=fps, backend=backend, fast_vae=fast_vae, torch_threads=torch_threads, adapt=adapt,
                 )

@@ -131,11 +131,11 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
     InputError when ``src`` is not a readable video."""
     import av
 
-    from streamrestore.video.reader import _open_input, _pick_video_stream
+    from streamrestore.video.reader import open_input, pick_video_stream
 
-    container = _open_input(src)
+    container = open_input(src)
     try:
-        stream = _pick_video_stream(container, src)
+        stream = pick_video_stream(container, src)
         tb = Fraction(stream.time_base)
         origin = container.start_time / av.time_base if container.start_time else 0.0
         rows, keys = [], set()

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from streamrestore.blend import PasteConfig
+from streamrestore.kernels.crop_warp import crop_warp
+from streamrestore.kernels.paste_back import color_transform, paste_back, paste_weights
 from streamrestore.pixels import Yuv420Pixels, yuv420_frame, yuv_matrices
 
 __all__ = ["DeviceFrame", "DeviceFramePath", "yuv420_to_rgb", "rgb_to_yuv420"]
@@ -105,15 +107,11 @@ class DeviceFramePath:
 
     def crops(self, frame: DeviceFrame, matrices: np.ndarray) -> torch.Tensor:
         """(B, 3, R, R) float32 crops in [0, 1] of every face (``matrices``: (B, 2, 3))."""
-        from streamrestore.kernels.crop_warp import crop_warp
-
         return crop_warp(frame.rgb[None], matrices, self.resolution)
 
     def paste(self, frame: DeviceFrame, restored: torch.Tensor, crops: torch.Tensor, matrices: np.ndarray) -> None:
         """Blends ``restored`` (B, 3, R, R) in [0, 1] into the frame; ``crops`` are what the
         restorer was given (for colour matching)."""
-        from streamrestore.kernels.paste_back import color_transform, paste_back, paste_weights
-
         cfg = self.paste_config
         restored = restored.float()
         gain = offset = None

@@ -14,18 +14,27 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from streamrestore.blend import PasteBack, PasteConfig
+from streamrestore.errors import ModelError
+from streamrestore.faces.align import alignment_matrix, crop_face
+from streamrestore.faces.detect import detect_padded
+from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
+from streamrestore.faces.track import FaceTracker, TrackerConfig
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import QualityGate, QualityGateConfig
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
 from streamrestore.threads import resolve_torch_threads, torch_threads as _torch_threads
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.model.adapt import AdaptConfig
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +255,6 @@ class FaceRestorer:
         torch_threads: int | None = None,
         reference_caches: dict | None = None,
     ):
-        from streamrestore.faces.identity import IdentityMatcher
-        from streamrestore.faces.track import FaceTracker, TrackerConfig
-
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         self.restorer = restorer
@@ -300,10 +306,8 @@ class FaceRestorer:
 
     @classmethod
     def from_options(cls, refs=(), *, lookahead: int = 5, **options) -> "FaceRestorer":
-        """Builds one from the same options as the CLI (see :func:`streamrestore.api.build_face_restorer`).
+        """Builds one from the same options as the CLI (see :func:`build_face_restorer`).
         ``lookahead=0`` gives an object whose :meth:`process` returns each frame at once."""
-        from streamrestore.api import build_face_restorer
-
         config = options.pop("config", None) or PipelineConfig(lookahead=lookahead)
         return build_face_restorer(refs, config=config, **options)
 
@@ -397,8 +401,6 @@ class FaceRestorer:
         is looked at again with a black border: a face that fills the frame (a 256 px talking
         head, a close-up) is larger than the detector's anchors, and on soft or degraded video
         it is then missed on most frames."""
-        from streamrestore.faces.detect import detect_padded
-
         input_size = getattr(self.detector, "input_size", None)
         h, w = pixels.shape[:2]
         scale = 1.0
@@ -437,8 +439,6 @@ class FaceRestorer:
         if not tracked:
             return frame  # untouched: not even a colour-space round trip
         stats.frames_with_faces += 1
-        from streamrestore.faces.align import alignment_matrix
-
         t0 = time.perf_counter()
         matrices, caches, ids = [], [], []
         for t in tracked:
@@ -478,8 +478,6 @@ class FaceRestorer:
 
     def _restore_on_host(self, frame, pixels, matrices, caches, ids, seeds, t0):
         """Crops cut, and faces pasted, on the CPU (OpenCV; 4:2:0 frames stay in YUV)."""
-        from streamrestore.faces.align import crop_face
-
         crops = [crop_face(pixels, m, self.resolution) for m in matrices]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
@@ -544,6 +542,136 @@ class FaceRestorer:
             self.stats.add_time("identity", time.perf_counter() - t0)
             self._matcher.observe(t.track_id, emb[0])
         return self._matcher.identity_of(t.track_id)
+
+
+# --- building a FaceRestorer from options (the CLI, the api and from_options) -----------------
+
+def _as_specs(refs) -> list:
+    if refs is None:
+        return []
+    if isinstance(refs, (str, Path)):
+        return [str(refs)]
+    return list(refs)
+
+
+def build_face_restorer(
+    refs=(),
+    *,
+    model="lite",
+    device: str = "auto",
+    detector: str = "auto",
+    face_models: str | Path | None = None,
+    config: PipelineConfig = PipelineConfig(),
+    channel_order: str = "rgb",
+    fps: float = 30.0,
+    backend: str = "auto",
+    fast_vae: str | Path | None = None,
+    torch_threads: int | None = None,
+    adapt: "AdaptConfig | None" = None,
+) -> FaceRestorer:
+    """Loads the model, the face models and the reference photos, and encodes the references.
+
+    Args:
+        refs: a folder of photos of one person, or a list of folders / ``"NAME=DIR"`` specs for
+            several people, or already loaded ``ReferenceSet`` objects. Empty: restore without
+            references.
+        model: ``"lite"`` (shipped), ``"instantrestore"`` (official checkpoint, needs the base
+            models locally), a checkpoint path, ``"identity"`` (changes nothing; for testing), or
+            any object implementing the :class:`streamrestore.types.Restorer` protocol.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        detector: ``"auto"`` (SCRFD when an insightface pack is found, else dlib), ``"scrfd"``, ``"dlib"``.
+        face_models: folder holding an insightface model pack (SCRFD + recognition).
+        config: see :class:`PipelineConfig`.
+        channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames given to ``process``/``stream``.
+        fps: the stream's frame rate (the tracker's smoothing is tuned in seconds).
+        backend: how the restorer network runs: ``"auto"`` (the fastest available, said in one
+            log line), ``"eager"``, ``"compile"`` or ``"tensorrt"`` (see ``streamrestore.backends``).
+        fast_vae: a TAESD folder or decoder file to decode with instead of the model's VAE
+            (latent models given by name; see ``streamrestore.model.fast_vae``).
+        torch_threads: CPU threads torch uses for the restorer's work; None: half the cores (the
+            CLI's default, :func:`streamrestore.threads.default_torch_threads`). Applied only
+            while streamrestore works; your ``torch.get_num_threads()`` is left as it was.
+        adapt: fine-tune the model on each person's reference photos before restoring (see
+            :mod:`streamrestore.model.adapt`; minutes per person on a CPU, once: the result is
+            cached on disk). None (default): no adaptation. Runs the eager backend.
+
+    The options are checked (device, reference folders) before anything is loaded.
+    """
+    # looked up at call time: tests swap the detector and embedder factories
+    from streamrestore.faces.detect import create_detector
+    from streamrestore.faces.identity import ReferenceSet, create_embedder
+    from streamrestore.faces.references import load_reference_sets
+
+    specs = _as_specs(refs)
+    check_model_options(model, device=device, fast_vae=fast_vae)
+    check_references(specs)
+    threads = resolve_torch_threads(torch_threads)
+    with _torch_threads(threads):
+        if adapt is not None:
+            from streamrestore.model.adapt import AdaptedRestorer
+
+            restorer = AdaptedRestorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae), adapt)
+        else:
+            restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
+        face_detector = create_detector(detector, models_dir=face_models)
+        embedder = None
+        needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
+        if specs and not all(isinstance(s, ReferenceSet) for s in specs):
+            embedder = create_embedder("auto", models_dir=face_models)
+            sets = load_reference_sets(specs, face_detector, embedder, restorer.resolution)
+        else:
+            sets = specs
+            if needs_embedder:
+                embedder = create_embedder("auto", models_dir=face_models)
+    return FaceRestorer(
+        restorer, face_detector, sets, embedder=embedder, config=config, channel_order=channel_order, fps=fps,
+        torch_threads=threads,
+    )
+
+
+def load_restorer(model="lite", *, device: str = "auto", backend: str | None = "auto",
+                  fast_vae: str | Path | None = None):
+    """A restorer from a name, a path, or an object that already is one (used as given).
+    ``fast_vae``: decode with TAESD (see :func:`build_face_restorer`); ``backend=None``: the
+    plain eager restorer, not wrapped by :func:`streamrestore.backends.build_backend`."""
+    if not isinstance(model, (str, Path)):
+        return model
+    if str(model) == "identity":
+        from streamrestore.model.identity import IdentityRestorer
+
+        if fast_vae:
+            log.warning("--fast-vae ignored: the identity model has no decoder")
+        return IdentityRestorer()
+    from streamrestore.backends import build_backend
+    from streamrestore.model.registry import load_model
+
+    loaded = load_model(str(model), device=device, fast_vae=fast_vae or None)
+    return loaded if backend is None else build_backend(loaded, backend)
+
+
+def check_model_options(model="lite", *, device: str = "auto", fast_vae: str | Path | None = None) -> None:
+    """Fails at once, before any model loads, on a device that is not there (``cuda`` without
+    CUDA: :class:`~streamrestore.errors.DeviceError`) or a ``fast_vae`` path that does not exist.
+    A restorer object given as ``model`` has its own device: nothing to check."""
+    if not isinstance(model, (str, Path)):
+        return
+    from streamrestore.model.restorer import pick_device
+
+    pick_device(device)
+    if fast_vae and str(model) != "identity" and not Path(fast_vae).expanduser().exists():
+        raise ModelError(f"--fast-vae {fast_vae} does not exist; give the folder holding taesd_decoder.safetensors "
+                         "or the file itself")
+
+
+def check_references(refs) -> None:
+    """Fails at once on reference specs that cannot work: a folder that is missing or holds no
+    photos, or a set name given twice (``NAME=DIR``). Reads no photo (see
+    :func:`streamrestore.faces.references.check_reference_specs`)."""
+    from streamrestore.faces.references import check_reference_specs
+
+    specs = [s for s in _as_specs(refs) if isinstance(s, (str, Path))]
+    if specs:
+        check_reference_specs(specs)
 
 
 # --- conversions ---------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from streamrestore.blend import paste_rgb, paste_yuv420
+
 __all__ = ["RgbPixels", "Yuv420Pixels", "pixels_of", "plane_view", "yuv420_frame", "yuv_matrices"]
 
 # FFmpeg AVColorSpace values -> (Kr, Kb). Unspecified and unknown tags read as BT.601, as
@@ -108,8 +110,6 @@ class RgbCanvas:
 
     def paste(self, plan) -> None:
         """Carries out a :class:`streamrestore.blend.PastePlan`."""
-        from streamrestore.blend import paste_rgb
-
         paste_rgb(self.rgb, plan)
 
 
@@ -228,8 +228,6 @@ class Yuv420Canvas:
 
     def paste(self, plan) -> None:
         """Carries out a :class:`streamrestore.blend.PastePlan` on the Y/U/V planes."""
-        from streamrestore.blend import paste_yuv420
-
         paste_yuv420(self._y, self._u, self._v, plan, self._from_rgb)
 
 

@@ -29,6 +29,14 @@ def shared_data(shared) -> Path:
 
 
 @pytest.fixture(scope="session")
+def train_ok_folders() -> frozenset:
+    """The folders of shared/data that may train a shipped model (configs/shared_data.toml)."""
+    from streamrestore.data.sources import read_train_ok_folders
+
+    return read_train_ok_folders(Path(__file__).resolve().parents[1] / "configs" / "shared_data.toml")
+
+
+@pytest.fixture(scope="session")
 def shared_models(shared) -> Path:
     return shared / "models"
 

@@ -269,15 +269,15 @@ def test_default_model_restores_a_real_clip(run, shared_data, refs, tmp_path):
 @pytest.fixture
 def no_model_loading(monkeypatch):
     """Fails the test if the restorer, a face detector or an embedder starts loading."""
-    import streamrestore.api as api
     import streamrestore.faces.detect as detect
     import streamrestore.faces.identity as identity
     import streamrestore.model.registry as registry
+    import streamrestore.pipeline as pipeline
 
     def loaded(*_args, **_kwargs):
         raise AssertionError("a model was loaded before the cheap checks ran")
 
-    monkeypatch.setattr(api, "load_restorer", loaded)
+    monkeypatch.setattr(pipeline, "load_restorer", loaded)
     monkeypatch.setattr(registry, "load_model", loaded)
     monkeypatch.setattr(detect, "create_detector", loaded)
     monkeypatch.setattr(identity, "create_embedder", loaded)

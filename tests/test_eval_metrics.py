@@ -13,7 +13,7 @@ from streamrestore.eval.judges import (
     load_landmark_detector,
 )
 from streamrestore.eval.metrics import PSNR_CAP_DB, landmark_distance, lmd, psnr, ssim
-from streamrestore.train.degrade import degrade
+from streamrestore.data.degrade import degrade
 
 from media_utils import read_rgb
 

@@ -15,16 +15,16 @@ def _run(monkeypatch, script, *args):
 def identity_default(monkeypatch, shared_models):
     """Examples use the defaults (lite model, auto detector); tests swap in the identity restorer
     and the shared SCRFD pack so they run fast and offline."""
-    import streamrestore.api as api
+    import streamrestore.pipeline as pipeline
 
-    original = api.build_face_restorer
+    original = pipeline.build_face_restorer
 
     def build(*a, **kw):
         kw["model"] = "identity"
         kw["face_models"] = shared_models / "insightface"
         return original(*a, **kw)
 
-    monkeypatch.setattr(api, "build_face_restorer", build)
+    monkeypatch.setattr(pipeline, "build_face_restorer", build)
     monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
 
 

@@ -242,10 +242,10 @@ def test_output_that_is_the_source_is_refused(capsys, shared_models, tmp_path):
 def test_webcam_example_with_a_file_source(monkeypatch, shared_data, shared_models, tmp_path, capsys):
     import runpy
 
-    import streamrestore.api as api
+    import streamrestore.pipeline as pipeline
 
-    build = api.build_face_restorer
-    monkeypatch.setattr(api, "build_face_restorer", lambda *a, **kw: build(
+    build = pipeline.build_face_restorer
+    monkeypatch.setattr(pipeline, "build_face_restorer", lambda *a, **kw: build(
         *a, **{**kw, "model": "identity", "face_models": shared_models / "insightface"}))
     out = tmp_path / "out.mp4"
     monkeypatch.setattr(sys, "argv", ["webcam.py", str(shared_data / "face_recognition/knn_train/obama"),

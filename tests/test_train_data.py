@@ -2,18 +2,19 @@ import numpy as np
 import pytest
 import torch
 
+from streamrestore.errors import InputError
+
 from streamrestore.faces.align import template
-from streamrestore.train.data import (
+from streamrestore.data.pack import PackedFaces, pack_dataset, split_identities
+from streamrestore.data.samples import RestorationDataset
+from streamrestore.data.sources import (
     EVAL_ONLY,
     TRAIN_OK,
     EvalOnlyDataError,
-    PackedFaces,
-    RestorationDataset,
     discover_sources,
     licence_class,
-    pack_dataset,
+    read_train_ok_folders,
     shared_sources,
-    split_identities,
 )
 
 TWO_PEOPLE = ("deepface:id02", "Joe Biden")
@@ -28,34 +29,48 @@ def detector(shared_models):
 
 
 @pytest.fixture(scope="module")
-def two_people_pack(shared_data, detector, tmp_path_factory):
-    sources = shared_sources(shared_data, identities=TWO_PEOPLE)
+def two_people_pack(shared_data, train_ok_folders, detector, tmp_path_factory):
+    sources = shared_sources(shared_data, train_ok_folders=train_ok_folders, identities=TWO_PEOPLE)
     path = tmp_path_factory.mktemp("pack") / "two.npz"
     report = pack_dataset(sources, path, 128, detector=detector)
     return sources, report, PackedFaces(path)
 
 
 @pytest.fixture(scope="module")
-def mixed_pack(shared_data, detector, tmp_path_factory):
+def mixed_pack(shared_data, train_ok_folders, detector, tmp_path_factory):
     """Photos of two people plus frames of one clip (frames reference each other)."""
-    sources = shared_sources(shared_data, identities=TWO_PEOPLE + (CLIP,))
+    sources = shared_sources(shared_data, train_ok_folders=train_ok_folders, identities=TWO_PEOPLE + (CLIP,))
     path = tmp_path_factory.mktemp("pack") / "mixed.npz"
     pack_dataset(sources, path, 64, detector=detector, frames_per_video=4, min_frame_gap_s=1.5)
     return PackedFaces(path)
 
 
-def test_licence_classes_follow_the_readme():
-    assert licence_class("deepface/img1.jpg", "MIT") == TRAIN_OK
-    assert licence_class("pcavs/Input/00002.mp4", "CC BY 4.0") == TRAIN_OK
-    assert licence_class("instantrestore/00001/gt.png") == EVAL_ONLY
-    assert licence_class("keep/real_1.mp4", "S-Lab License 1.0 (non-commercial)") == EVAL_ONLY
-    assert licence_class("dmdnet/x.png", "CC BY-NC-SA 4.0 (README)") == EVAL_ONLY
+def test_licence_classes_follow_the_readme(train_ok_folders):
+    ok = train_ok_folders
+    assert licence_class("deepface/img1.jpg", "MIT", ok) == TRAIN_OK
+    assert licence_class("pcavs/Input/00002.mp4", "CC BY 4.0", ok) == TRAIN_OK
+    assert licence_class("instantrestore/00001/gt.png", None, ok) == EVAL_ONLY
+    assert licence_class("keep/real_1.mp4", "S-Lab License 1.0 (non-commercial)", ok) == EVAL_ONLY
+    assert licence_class("dmdnet/x.png", "CC BY-NC-SA 4.0 (README)", ok) == EVAL_ONLY
     # a train-ok folder does not launder a non-commercial file
-    assert licence_class("deepface/new.jpg", "CC BY-NC 4.0") == EVAL_ONLY
+    assert licence_class("deepface/new.jpg", "CC BY-NC 4.0", ok) == EVAL_ONLY
+    # no folder is train-ok unless the caller says so
+    assert licence_class("deepface/img1.jpg", "MIT") == EVAL_ONLY
 
 
-def test_shared_train_ok_sources(shared_data):
-    sources = shared_sources(shared_data)
+def test_train_ok_folder_list_is_read_and_checked(train_ok_folders, tmp_path):
+    assert {"deepface", "face_recognition", "liveportrait"} <= train_ok_folders
+    assert not train_ok_folders & {"instantrestore", "keep", "dmdnet", "asffnet", "codeformer", "pgtformer", "gpen"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('train_ok_folders = "deepface"\n')
+    with pytest.raises(InputError, match="train_ok_folders"):
+        read_train_ok_folders(bad)
+    with pytest.raises(InputError, match="not found"):
+        read_train_ok_folders(tmp_path / "missing.toml")
+
+
+def test_shared_train_ok_sources(shared_data, train_ok_folders):
+    sources = shared_sources(shared_data, train_ok_folders=train_ok_folders)
     assert len(sources) > 100
     assert {s.licence for s in sources} == {TRAIN_OK}
     tops = {s.name.split("/")[0] for s in sources}
@@ -90,10 +105,14 @@ def test_pack_two_identities_and_load(two_people_pack):
     assert (err < 0.06).all(), err
 
 
-def test_eval_only_sets_are_refused(shared_data, detector, tmp_path):
-    sources = discover_sources(shared_data / "instantrestore", licence=TRAIN_OK)
+def test_eval_only_sets_are_refused(shared_data, train_ok_folders, detector, tmp_path):
+    sources = discover_sources(shared_data / "instantrestore", licence=TRAIN_OK, train_ok_folders=train_ok_folders)
     # files inside the shared folder keep the README's class whatever the caller claims
     assert {s.licence for s in sources} == {EVAL_ONLY}
+    # and a train-ok folder found without the folder list is eval-only too: nothing trains by default
+    knn = shared_data / "face_recognition/knn_train"
+    assert {s.licence for s in discover_sources(knn, licence=TRAIN_OK)} == {EVAL_ONLY}
+    assert {s.licence for s in discover_sources(knn, train_ok_folders=train_ok_folders)} == {TRAIN_OK}
     layout = [s for s in sources if s.identity == "00001"]
     assert any(s.name.endswith("gt.png") for s in layout)
     assert not any(s.name.endswith("degraded.png") for s in layout)
@@ -191,10 +210,10 @@ def test_identity_split_is_disjoint_and_deterministic(mixed_pack):
     assert all(int(mixed_pack.identity[t]) not in held_out for t in ds.targets)
 
 
-def test_copies_of_one_photo_are_packed_once(shared_data, detector, tmp_path):
+def test_copies_of_one_photo_are_packed_once(shared_data, train_ok_folders, detector, tmp_path):
     wanted = {"face_recognition/obama-240p.jpg", "face_recognition/obama-1080p.jpg",
               "face_recognition/knn_train/obama/obama2.jpg"}
-    sources = [s for s in shared_sources(shared_data, identities=["Barack Obama"]) if s.name in wanted]
+    sources = [s for s in shared_sources(shared_data, train_ok_folders=train_ok_folders, identities=["Barack Obama"]) if s.name in wanted]
     assert len(sources) == 3
     report = pack_dataset(sources, tmp_path / "obama.npz", 64, detector=detector)
     assert report.skipped.get("near-duplicate") == 1  # 240p and 1080p are the same photo

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from streamrestore.train.degrade import (
+from streamrestore.data.degrade import (
     PRESETS,
     DegradationPreset,
     anisotropic_gaussian_kernel,
@@ -94,7 +94,7 @@ def test_clean_preset_is_the_identity(face):
 
 
 def test_mix_draws_each_preset_by_weight():
-    from streamrestore.train.degrade import CLEAN, SEVERE, DegradationMix
+    from streamrestore.data.degrade import CLEAN, SEVERE, DegradationMix
 
     mix = DegradationMix((SEVERE, CLEAN), (3.0, 1.0))
     rng = np.random.default_rng(0)
@@ -124,7 +124,7 @@ def test_video_upload_is_the_players_chain(face):
     """Area downscale, H.264, bicubic upscale, H.264 again: what the shared degrade_video.py does to a frame."""
     import cv2
 
-    from streamrestore.train.degrade import Degradation, h264_roundtrip
+    from streamrestore.data.degrade import Degradation, h264_roundtrip
 
     d = Degradation(size=face.shape[:2], scale=2.4, h264_crf=32, final_h264_crf=16)
     small = cv2.resize(face, (40, 40), interpolation=cv2.INTER_AREA)

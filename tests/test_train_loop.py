@@ -21,13 +21,14 @@ def _single_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def tiny_pack(shared, tmp_path_factory):
+def tiny_pack(shared, train_ok_folders, tmp_path_factory):
     """Photos of three train-ok people aligned at 32 px (the tiny model's resolution)."""
     from streamrestore.faces.detect import ScrfdDetector
-    from streamrestore.train.data import pack_dataset, shared_sources
+    from streamrestore.data.pack import pack_dataset
+    from streamrestore.data.sources import shared_sources
 
     path = tmp_path_factory.mktemp("pack") / "tiny.npz"
-    sources = shared_sources(shared / "data", identities=IDENTITIES)
+    sources = shared_sources(shared / "data", train_ok_folders=train_ok_folders, identities=IDENTITIES)
     pack_dataset(sources, path, 32, detector=ScrfdDetector(shared / "models/scrfd/det_500m.onnx"))
     return path
 
@@ -239,7 +240,8 @@ def test_train_command(tiny_pack, shared, tmp_path):
 
 def test_eval_only_packs_are_refused(shared, tmp_path):
     from streamrestore.faces.detect import ScrfdDetector
-    from streamrestore.train.data import discover_sources, pack_dataset
+    from streamrestore.data.pack import pack_dataset
+    from streamrestore.data.sources import discover_sources
 
     folder = shared / "data/instantrestore"
     sources = [s for s in discover_sources(folder) if s.identity == sorted({s.identity for s in discover_sources(folder)})[0]][:3]
@@ -288,8 +290,8 @@ def test_shipped_lite_loads_and_restores_a_shared_face(shared):
 def test_mix_holdout_and_init_weights(tiny_pack, shared, tmp_path):
     """A degradation mix, held-out people and a warm start from an exported model file."""
     from streamrestore.model.checkpoint import save_restorer
-    from streamrestore.train.degrade import DegradationMix
-    from streamrestore.train.data import PackedFaces
+    from streamrestore.data.degrade import DegradationMix
+    from streamrestore.data.pack import PackedFaces
 
     first = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "a", steps=2))
     first.train(progress=False)

@@ -12,7 +12,7 @@ from streamrestore.train.losses import (
     pixel_loss,
     ssim_loss,
 )
-from streamrestore.train.mobilefacenet import MobileFaceNet, ffhq_to_arcface_matrix, load_mobilefacenet
+from streamrestore.faces.mobilefacenet import MobileFaceNet, ffhq_to_arcface_matrix, load_mobilefacenet
 
 from media_utils import read_rgb
 

@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
     from streamrestore.eval.judges import load_judges, load_landmark_detector
     from streamrestore.eval.report import format_table, markdown_report, write_grid, write_json
     from streamrestore.eval.run import EvalConfig, evaluate, load_cases
-    from streamrestore.train.degrade import PRESETS
+    from streamrestore.data.degrade import PRESETS
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
@@ -139,7 +139,7 @@ def main(argv: list[str]) -> int:
     if args.split != "all":
         if not (data.is_file() and data.suffix == ".npz"):
             raise InputError("--split works on a packed .npz dataset; drop it for folders")
-        from streamrestore.train.data import PackedFaces
+        from streamrestore.data.pack import PackedFaces
 
         train, val = PackedFaces(data).split(args.val_fraction, args.split_seed)
         identities = val if args.split == "val" else train

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from streamrestore.errors import ModelError
-from streamrestore.train.mobilefacenet import (
+from streamrestore.faces.mobilefacenet import (
     INPUT_SIZE,
     arcface_prescale_size,
     ffhq_to_arcface_matrix,

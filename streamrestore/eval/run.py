@@ -4,7 +4,7 @@ A case is one person: a degraded aligned crop, its ground truth, and reference c
 same person. Three kinds of data give cases (:func:`load_cases`):
 
 - the InstantRestore test layout ``<id>/degraded.png, gt.png, conditioning/*`` (used as is);
-- a packed dataset ``.npz`` (:mod:`streamrestore.train.data`): per identity, the first crop
+- a packed dataset ``.npz`` (:mod:`streamrestore.data.pack`): per identity, the first crop
   is the ground truth and the others (other photos, or frames of a clip >= 1 s away) are its
   references; degraded with a fixed seed per identity;
 - clean identity folders ``<id>/*.jpg|png`` (aligned in memory at 512 px like a pack) with the
@@ -159,7 +159,7 @@ def _test_layout_cases(folder: Path) -> list[EvalCase]:
 
 
 def _pack_cases(pack, config: EvalConfig, identities: Sequence[str] | None) -> list[EvalCase]:
-    from streamrestore.train.degrade import degrade  # noqa: PLC0415
+    from streamrestore.data.degrade import degrade  # noqa: PLC0415
 
     cases = []
     names = sorted(identities if identities is not None else pack.identities)
@@ -187,10 +187,11 @@ def load_cases(data: str | Path, config: EvalConfig = EvalConfig(), *, models_di
     """The evaluation cases in ``data`` (a test-layout folder, identity folders, or a ``.npz`` pack).
 
     ``identities`` restricts a pack or identity folders to these names (e.g. the held-out half
-    of :meth:`streamrestore.train.data.PackedFaces.split`). ``models_dir`` (the shared models
+    of :meth:`streamrestore.data.pack.PackedFaces.split`). ``models_dir`` (the shared models
     folder) gives the SCRFD detector used to align identity folders.
     """
-    from streamrestore.train.data import PackedFaces, discover_sources, pack_dataset  # noqa: PLC0415
+    from streamrestore.data.pack import PackedFaces, pack_dataset  # noqa: PLC0415
+    from streamrestore.data.sources import discover_sources  # noqa: PLC0415
 
     data = Path(data)
     if not data.exists():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Hashable, Protocol, Sequence, runtime_checkable
 
+import cv2
 import numpy as np
 
 from streamrestore.errors import ModelError
@@ -94,8 +95,6 @@ class InsightfaceEmbedder:
 
     def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The 112x112 RGB crop the model sees (same geometry as insightface's norm_crop)."""
-        import cv2
-
         matrix = arcface_matrix(face.kps)
         return cv2.warpAffine(image, matrix, (112, 112), borderValue=0.0)
 

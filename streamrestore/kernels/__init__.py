@@ -11,25 +11,9 @@ on CPU under ``TRITON_INTERPRET=1``.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
-
-
-@functools.lru_cache(maxsize=1)
-def triton_available() -> bool:
-    """True when the ``triton`` package can be imported (it may still lack a GPU to run on)."""
-    if importlib.util.find_spec("triton") is None:
-        return False
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception:  # a broken install (wrong CUDA/driver libs) counts as absent
-        return False
-    return True
-
-
-from streamrestore.kernels.crop_warp import crop_warp, crop_warp_reference, crop_warp_triton  # noqa: E402
-from streamrestore.kernels.paste_back import (  # noqa: E402
+from streamrestore.kernels.available import triton_available
+from streamrestore.kernels.crop_warp import crop_warp, crop_warp_reference, crop_warp_triton
+from streamrestore.kernels.paste_back import (
     color_transform,
     paste_back,
     paste_back_reference,

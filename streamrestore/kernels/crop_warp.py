@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamrestore.kernels import triton_available
+from streamrestore.kernels.available import triton_available
 
 __all__ = ["MODES", "crop_warp", "crop_warp_reference", "crop_warp_triton", "invert_matrices"]
 

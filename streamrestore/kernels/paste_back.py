@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamrestore.kernels import triton_available
+from streamrestore.kernels.available import triton_available
 from streamrestore.kernels.crop_warp import invert_matrices
 
 __all__ = ["color_transform", "paste_back", "paste_back_reference", "paste_back_triton", "paste_weights"]

@@ -86,13 +86,13 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "streamrestore" / "adapted"
 
 
-#: the training mix of lite v2 (streamrestore/train/degrade.py presets) without its clean share:
+#: the training mix of lite v2 (streamrestore/data/degrade.py presets) without its clean share:
 #: a clean pair teaches nothing about this person that the photo does not already show
 _MIX = (("severe_at_128", 0.45), ("video_small", 0.35), ("mild", 0.2))
 
 
 def _pairs(photos: np.ndarray, rng: np.random.Generator, count: int, refs_per_sample: int):
-    from streamrestore.train.degrade import degrade, get_preset  # noqa: PLC0415
+    from streamrestore.data.degrade import degrade, get_preset  # noqa: PLC0415
 
     names, weights = zip(*_MIX)
     p = np.asarray(weights) / sum(weights)

@@ -3,7 +3,7 @@
 A file has top-level training keys and a ``[model]`` table that builds the
 :class:`~streamrestore.model.config.RestorerConfig`::
 
-    data = "runs/trainok_128.npz"      # a pack written by streamrestore.train.data
+    data = "runs/trainok_128.npz"      # a pack written by python -m streamrestore.data
     output_dir = "runs/lite"
     steps = 2000
     batch_size = 8
@@ -78,7 +78,7 @@ class TrainConfig:
 
     #: the model to build (see :func:`build_model_config`).
     model: RestorerConfig = field(default_factory=RestorerConfig)
-    #: a packed dataset ``.npz`` (:func:`streamrestore.train.data.pack_dataset`).
+    #: a packed dataset ``.npz`` (:func:`streamrestore.data.pack.pack_dataset`).
     data: str = "runs/trainok_128.npz"
     #: checkpoints, ``losses.csv``, ``validation.csv`` and the exported model go here.
     output_dir: str = "runs/train"
@@ -106,7 +106,7 @@ class TrainConfig:
     #: DataLoader worker processes (0: load in the training process, best on 2-core machines).
     num_workers: int = 0
     #: degradation of the training samples: a preset name (severe, moderate, mild, video) or a
-    #: table of :class:`~streamrestore.train.degrade.DegradationPreset` fields.
+    #: table of :class:`~streamrestore.data.degrade.DegradationPreset` fields.
     preset: Any = "severe"
     #: more presets to mix with ``preset``: a list of tables, each ``weight`` plus a preset
     #: ``name`` or preset fields (e.g. ``{name = "clean", weight = 0.15}``); ``preset`` itself
@@ -193,7 +193,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         self.betas = tuple(self.betas)
-        from streamrestore.train.degrade import get_preset  # noqa: PLC0415
+        from streamrestore.data.degrade import get_preset  # noqa: PLC0415
 
         self.preset = _preset_from_table(self.preset)
         get_preset(self.preset)  # unknown names fail here, not mid-run
@@ -208,8 +208,8 @@ class TrainConfig:
     @property
     def degradation(self):
         """What the training samples are degraded with: ``preset``, or a
-        :class:`~streamrestore.train.degrade.DegradationMix` when ``extra_presets`` are given."""
-        from streamrestore.train.degrade import DegradationMix, get_preset  # noqa: PLC0415
+        :class:`~streamrestore.data.degrade.DegradationMix` when ``extra_presets`` are given."""
+        from streamrestore.data.degrade import DegradationMix, get_preset  # noqa: PLC0415
 
         if not self.extra_presets:
             return get_preset(self.preset)
@@ -237,8 +237,8 @@ class TrainConfig:
 
 def _preset_from_table(value: Any) -> Any:
     """A preset name as is; a table: ``name`` alone picks a named preset, other keys build a
-    :class:`~streamrestore.train.degrade.DegradationPreset` (``false`` turns a step off)."""
-    from streamrestore.train.degrade import DegradationPreset  # noqa: PLC0415
+    :class:`~streamrestore.data.degrade.DegradationPreset` (``false`` turns a step off)."""
+    from streamrestore.data.degrade import DegradationPreset  # noqa: PLC0415
 
     if not isinstance(value, dict):
         return value

@@ -6,7 +6,7 @@ scales fp16 losses and saves/loads the full training state.
 
 A step, per process:
 
-1. a batch of ``batch_size`` samples from :class:`~streamrestore.train.data.RestorationDataset`
+1. a batch of ``batch_size`` samples from :class:`~streamrestore.data.samples.RestorationDataset`
    (degraded target, clean target, 1-4 references of the same person, landmarks);
 2. the curriculum may swap reference slots for augmented copies of the target
    (:meth:`TrainConfig.self_ref_probability`), and ``no_ref_probability`` of the faces get no
@@ -248,7 +248,8 @@ class Trainer:
         from accelerate import Accelerator  # noqa: PLC0415
         from accelerate.utils import set_seed  # noqa: PLC0415
 
-        from streamrestore.train.data import PackedFaces, RestorationDataset  # noqa: PLC0415
+        from streamrestore.data.pack import PackedFaces  # noqa: PLC0415
+        from streamrestore.data.samples import RestorationDataset  # noqa: PLC0415
 
         if not 0.0 <= no_ref_probability < 1.0:
             raise ValueError(f"no_ref_probability must be in [0, 1), got {no_ref_probability}")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamrestore.faces.align import template
-from streamrestore.train.mobilefacenet import (
+from streamrestore.faces.mobilefacenet import (
     INPUT_SIZE,
     arcface_prescale_size,
     ffhq_to_arcface_theta,

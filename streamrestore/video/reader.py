@@ -84,8 +84,9 @@ class VideoInfo:
     origin: float = 0.0
 
 
-def _open_input(path: str | os.PathLike) -> av.container.InputContainer:
-    """Open ``path`` for demuxing or raise InputError saying what is wrong with it."""
+def open_input(path: str | os.PathLike) -> av.container.InputContainer:
+    """Open ``path`` for demuxing or raise InputError saying what is wrong with it (the reader's
+    video and the writer's audio source are opened this way)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"input not found: {p}")
@@ -110,7 +111,7 @@ def _open_input(path: str | os.PathLike) -> av.container.InputContainer:
     return container
 
 
-def _pick_video_stream(container, path) -> av.video.stream.VideoStream:
+def pick_video_stream(container, path) -> av.video.stream.VideoStream:
     """The main video stream, ignoring cover art; InputError if there is none or a photo."""
     if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
         container.close()
@@ -274,9 +275,9 @@ class VideoReader:
         self._damaged_packets = 0
         self._last_time: float | None = None
         self._iterated = False
-        self._container = _open_input(self.path)
+        self._container = open_input(self.path)
         try:
-            self._stream = _pick_video_stream(self._container, self.path)
+            self._stream = pick_video_stream(self._container, self.path)
             self._stream.thread_type = "AUTO"
             self._stream.thread_count = threads
             origin = self._container.start_time

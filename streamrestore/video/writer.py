@@ -28,7 +28,7 @@ import av
 import av.error
 
 from streamrestore.errors import OutputError
-from streamrestore.video.reader import VideoInfo, _open_input
+from streamrestore.video.reader import VideoInfo, open_input
 
 logger = logging.getLogger(__name__)
 
@@ -398,7 +398,7 @@ class VideoWriter:
         self._audio_map: dict[int, av.stream.Stream] = {}
         self._audio_next = None
         if audio_from is not None:
-            self._audio_in = _open_input(audio_from)
+            self._audio_in = open_input(audio_from)
             audio_streams = list(self._audio_in.streams.audio)
             for in_stream in audio_streams:
                 name = in_stream.codec_context.name

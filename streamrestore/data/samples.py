@@ -1,0 +1,151 @@
+"""Training samples: a torch ``Dataset`` of (degraded target, clean target, references).
+
+:class:`RestorationDataset` serves, from a :class:`~streamrestore.data.pack.PackedFaces`,
+1-4 references of the same person (never the target itself), a reference mask and landmarks,
+with seeded degradations from :mod:`streamrestore.data.degrade`.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from streamrestore.data.degrade import DegradationMix, degrade, get_preset
+from streamrestore.data.pack import PackedFaces
+
+__all__ = ["RestorationDataset"]
+
+#: Left/right partner of each of the 5 landmarks (for horizontal flips): eyes and mouth corners swap.
+_FLIP_ORDER = np.array([1, 0, 2, 4, 3])
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    # contiguous CHW float: torch CPU conv backward crashes on channels-last strided views
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def _flip(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flipped = landmarks[_FLIP_ORDER].copy()
+    flipped[:, 0] = 1.0 - flipped[:, 0] - 1.0 / image.shape[1]  # pixel centres mirror about (R-1)/2
+    return np.ascontiguousarray(image[:, ::-1]), flipped
+
+
+class RestorationDataset:
+    """Training samples from a :class:`PackedFaces`: a torch ``Dataset`` (map-style).
+
+    Sample ``i`` is deterministic given ``(seed, epoch, i)`` (:meth:`set_epoch` changes the
+    draws between epochs). Each sample is a dict of tensors:
+
+    - ``degraded``, ``target``: (3, R, R) float in [0, 1];
+    - ``references``: (max_refs, 3, R, R), zero beyond ``ref_count``; ``ref_mask``: (max_refs,)
+      bool; ``ref_count``: int64; ``ref_indices``: (max_refs,) crop indices, -1 when padding;
+    - ``landmarks``: (5, 2) of the target, ``ref_landmarks``: (max_refs, 5, 2), x/y in [0, 1];
+    - ``identity``, ``index``: int64.
+
+    References are other crops of the target's identity, never the target itself, and from the
+    same clip only when at least ``min_time_gap_s`` apart from the target frame.
+
+    Args:
+        faces: the pack.
+        identities: names to draw from (e.g. the train half of :meth:`PackedFaces.split`);
+            default all.
+        preset: degradation preset name or object (:mod:`streamrestore.data.degrade`), or a
+            :class:`~streamrestore.data.degrade.DegradationMix` (one preset drawn per sample).
+        min_refs, max_refs: the number of references is drawn uniformly in this range (capped
+            by what the identity has); the paper uses 1-4.
+        seed: base seed of all draws.
+        samples_per_epoch: dataset length; default one sample per usable target crop.
+        min_time_gap_s: least time between a target frame and a reference from the same clip.
+        flip: mirror the target (with its degraded copy) and each reference independently
+            with probability 1/2 (landmarks follow).
+        max_border: leave out crops with more than this fraction of black border.
+    """
+
+    def __init__(self, faces: PackedFaces, identities: Sequence[str] | None = None, *, preset="severe",
+                 min_refs: int = 1, max_refs: int = 4, seed: int = 0, samples_per_epoch: int | None = None,
+                 min_time_gap_s: float = 1.0, flip: bool = True, max_border: float = 1.0):
+        if not 1 <= min_refs <= max_refs:
+            raise ValueError(f"need 1 <= min_refs <= max_refs, got {min_refs}, {max_refs}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.faces = faces
+        self.preset = preset if isinstance(preset, DegradationMix) else get_preset(preset)
+        self.min_refs, self.max_refs = int(min_refs), int(max_refs)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.flip = flip
+        wanted = set(faces.identities if identities is None else identities)
+        unknown = wanted - set(faces.identities)
+        if unknown:
+            raise ValueError(f"identities not in the pack: {sorted(unknown)[:5]}")
+        usable = faces.border <= max_border
+        self._candidates: dict[int, np.ndarray] = {}
+        for name in sorted(wanted):
+            members = faces.indices_of(name)
+            members = members[usable[members]]
+            for t in members:
+                refs = [int(r) for r in members if r != t and self._far_enough(int(t), int(r), min_time_gap_s)]
+                if refs:
+                    self._candidates[int(t)] = np.asarray(refs)
+        self.targets = np.asarray(sorted(self._candidates), dtype=np.int64)
+        if len(self.targets) == 0:
+            raise ValueError("no target crop has a reference of the same identity; pack more photos per person")
+        self.samples_per_epoch = int(samples_per_epoch or len(self.targets))
+
+    def _far_enough(self, target: int, ref: int, gap: float) -> bool:
+        f = self.faces
+        if f.source[target] != f.source[ref]:
+            return True
+        # the same photo cannot be its own reference; frames of one clip only if far apart
+        return bool(np.isfinite(f.time_s[target]) and abs(float(f.time_s[target] - f.time_s[ref])) >= gap)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new degradations and references for this epoch (still reproducible)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def references_of(self, target: int) -> np.ndarray:
+        """Every crop index that may serve as a reference of crop ``target``."""
+        return self._candidates[int(target)]
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        target = int(self.targets[i % len(self.targets)])
+        candidates = self._candidates[target]
+        high = min(self.max_refs, len(candidates))
+        count = int(rng.integers(min(self.min_refs, high), high + 1))
+        chosen = rng.choice(candidates, size=count, replace=False)
+        clean = self.faces.image(target)
+        landmarks = self.faces.landmarks[target]
+        if self.flip and rng.random() < 0.5:
+            clean, landmarks = _flip(clean, landmarks)
+        # a single preset draws nothing here, so its samples stay what they always were
+        preset = self.preset.choose(rng) if isinstance(self.preset, DegradationMix) else self.preset
+        degraded = degrade(clean, preset, int(rng.integers(0, 2**31 - 1)))
+        r = self.faces.resolution
+        refs = np.zeros((self.max_refs, r, r, 3), np.uint8)
+        ref_landmarks = np.zeros((self.max_refs, 5, 2), np.float32)
+        for k, index in enumerate(chosen):
+            image, points = self.faces.image(int(index)), self.faces.landmarks[int(index)]
+            if self.flip and rng.random() < 0.5:
+                image, points = _flip(image, points)
+            refs[k], ref_landmarks[k] = image, points
+        indices = np.full(self.max_refs, -1, np.int64)
+        indices[:count] = chosen
+        return {
+            "degraded": _to_tensor(degraded),
+            "target": _to_tensor(clean),
+            "references": torch.from_numpy(np.ascontiguousarray(refs.transpose(0, 3, 1, 2))).float().div_(255.0),
+            "ref_mask": torch.arange(self.max_refs) < count,
+            "ref_count": torch.tensor(count, dtype=torch.int64),
+            "ref_indices": torch.from_numpy(indices),
+            "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
+            "ref_landmarks": torch.from_numpy(ref_landmarks),
+            "identity": torch.tensor(int(self.faces.identity[target]), dtype=torch.int64),
+            "index": torch.tensor(target, dtype=torch.int64),
+        }
