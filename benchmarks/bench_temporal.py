@@ -2,7 +2,7 @@
 truth and per-track identity spread, for several fusion settings side by side.
 
     python benchmarks/bench_temporal.py INPUT[:GT] [INPUT[:GT] ...] [--refs DIR] [--frames 90]
-        [--settings 0,default,0.8/10] [--json PATH]
+        [--settings off,default,0.8/10/0] [--json PATH]
 
 ``INPUT`` is what the restorer gets (e.g. a clip degraded with ``shared/tools/degrade_video.py``);
 ``GT``, when given, is the clean clip it was made from: face PSNR is then taken on the largest
@@ -115,10 +115,10 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
     rate = frames[0][1]
     frames = [f for f, _ in frames]
     gts = [f for f, _ in decoded(Path(gt), args.frames)] if gt else None
-    names = [f"s={s:g}/t={t:g}" for s, t in args.settings]
+    names = [f"s={c.strength:g}/t={c.tolerance:g}/d={c.denoise:g}" for c in args.settings]
     variants = []
-    for s, t in args.settings:
-        config = PipelineConfig(lookahead=args.lookahead, temporal=TemporalConfig(strength=s, tolerance=t))
+    for temporal in args.settings:
+        config = PipelineConfig(lookahead=args.lookahead, temporal=temporal)
         variants.append(FaceRestorer(restorer, detector, ref_sets, config=config, fps=rate))
     meter = WarpError(candidates=1 + len(variants))
     spreads = [IdentitySpread(ref_emb) for _ in variants]
@@ -175,9 +175,9 @@ def main() -> int:
     p.add_argument("--model", default="lite")
     p.add_argument("--face-models", default=str(shared / "models/insightface"))
     p.add_argument("--frames", type=int, default=90, help="first N frames of each clip (default 90)")
-    p.add_argument("--settings", default="0,default",
-                   help="comma-separated fusion settings STRENGTH[/TOLERANCE] ('default': TemporalConfig's; "
-                        "default '0,default': off and the defaults)")
+    p.add_argument("--settings", default="off,default",
+                   help="comma-separated fusion settings STRENGTH[/TOLERANCE[/DENOISE]] ('default': "
+                        "TemporalConfig's; 'off' or '0': no fusion at all; default 'off,default')")
     p.add_argument("--lookahead", type=int, default=5, help="tracker lookahead (default 5, as files; 0: live)")
     p.add_argument("--no-identity", action="store_true", help="skip the paddle identity spread")
     p.add_argument("--threads", type=int, default=1)
@@ -185,10 +185,15 @@ def main() -> int:
     args = p.parse_args()
     from streamrestore.temporal import TemporalConfig
 
-    d = TemporalConfig()
-    args.settings = [(d.strength, d.tolerance) if x == "default" else
-                     (float(x.split("/")[0]), float(x.split("/")[1]) if "/" in x else d.tolerance)
-                     for x in args.settings.split(",")]
+    def setting(text: str) -> TemporalConfig:
+        if text == "default":
+            return TemporalConfig()
+        if text in ("off", "0"):
+            return TemporalConfig.off()
+        values = [float(v) for v in text.split("/")]
+        return TemporalConfig(**dict(zip(("strength", "tolerance", "denoise"), values)))
+
+    args.settings = [setting(x) for x in args.settings.split(",")]
 
     import torch
 
