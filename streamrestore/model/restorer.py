@@ -348,6 +348,10 @@ class InstantRestorer:
         """
         if self._fingerprint is None:
             digest = hashlib.sha256(self.config.to_json().encode())
+            if self.config.adain:
+                # caches hold AdaIN std; since parity with the official code it is std + eps, not
+                # sqrt(var + eps): older caches of AdaIN models must not be reused
+                digest.update(b"adain-std:std+eps")
             tensors = dict(self.net.reference_unet.state_dict())
             if self.net.reference_vae is not None:
                 tensors.update({f"vae.{k}": v for k, v in self.net.reference_vae.state_dict().items()})
