@@ -8,6 +8,10 @@ references go through the reference network again (each face its own identity), 
     python benchmarks/bench_restorer.py --scale paper --device cuda --dtype fp16 --batch 1,4 --refs 4 --compile
     python benchmarks/bench_restorer.py --scale paper --device cpu --batch 1 --iters 1 --warmup 0
     python benchmarks/bench_restorer.py --model lite --batch 1,8 --skip-recompute   # a trained model file or name
+    OMP_NUM_THREADS=1 python benchmarks/bench_restorer.py --model random-paper --device cpu --batch 1 --iters 1 --warmup 0
+
+Peak memory: torch's allocator peak on CUDA; on the CPU the process's resident set (weights
+included), sampled while each measurement runs.
 """
 from __future__ import annotations
 
@@ -19,6 +23,40 @@ import torch
 from streamrestore.model import InstantRestoreNet, InstantRestorer, paper_config, tiny_config
 from streamrestore.bench import DTYPES, median_seconds as timed
 from streamrestore.model.cache import paper_cache_bytes_per_reference
+
+class PeakRSS:
+    """Peak resident memory (MiB) of this process while the block runs, sampled every 20 ms
+    from /proc (CPU runs; torch's CUDA counters cover the GPU). Linux only: NaN elsewhere."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            return float("nan")
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
 
 def compile_net(net: InstantRestoreNet, mode: str | None) -> None:
     """torch.compile the UNets and the VAE encoder/decoder in place (benchmark only)."""
@@ -92,17 +130,26 @@ def main(argv=None) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
-            t_cached = timed(cached, device, args.iters, warmup)
-            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-            t_recomp = float("nan") if args.skip_recompute else timed(recomputed, device, args.iters, warmup)
-            rows.append((mode, b, args.refs, 1e3 * t_cached / b, 1e3 * t_recomp / b, t_recomp / t_cached, peak))
+            with PeakRSS() as rss:
+                t_cached = timed(cached, device, args.iters, warmup)
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss.peak
+            t_recomp, peak_re = float("nan"), float("nan")
+            if not args.skip_recompute:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                with PeakRSS() as rss:
+                    t_recomp = timed(recomputed, device, args.iters, warmup)
+                peak_re = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss.peak
+            rows.append((mode, b, args.refs, 1e3 * t_cached / b, 1e3 * t_recomp / b, t_recomp / t_cached, peak, peak_re))
             print(f"#  done {mode} batch={b}", flush=True)
 
     print()
-    print("| mode | batch | refs | cached ms/face | recomputed ms/face | cache speed-up | faces/s cached | peak MiB (cached, GPU) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for mode, b, n, tc, tr, sp, peak in rows:
-        print(f"| {mode} | {b} | {n} | {tc:.1f} | {tr:.1f} | {sp:.2f}x | {1e3 / tc:.1f} | {peak:.0f} |")
+    where = "GPU allocated" if device.type == "cuda" else "process RSS"
+    print(f"| mode | batch | refs | cached ms/face | recomputed ms/face | cache speed-up | faces/s cached "
+          f"| peak MiB cached ({where}) | peak MiB recomputed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mode, b, n, tc, tr, sp, peak, peak_re in rows:
+        print(f"| {mode} | {b} | {n} | {tc:.1f} | {tr:.1f} | {sp:.2f}x | {1e3 / tc:.2f} | {peak:.0f} | {peak_re:.0f} |")
 
 
 if __name__ == "__main__":

@@ -278,7 +278,7 @@ def generate(args) -> None:
         out[f"{variant}/eps"] = seen["eps"].numpy()
         out[f"{variant}/x0"] = seen["x0s"][-1].numpy()
         out[f"{variant}/image"] = img.numpy()  # [-1, 1]
-        if variant == args.variants[0]:
+        if variant == args.variants[0] and not args.skip_layouts:
             # the official save path (Pix2Pix_Turbo.save_model: LoRA + conv_in, official keys); the
             # fixture keeps its layout and the test rebuilds the same file from it (random_weights)
             ckpt_path = Path(args.checkpoint_out or ROOT / "runs" / "oracle" / f"{Path(args.out).stem}.save_model.pt")
@@ -294,6 +294,7 @@ def generate(args) -> None:
             coach_layout = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in coach["state_dict"].items()}
             _check_rebuild(rebuild_coach(coach_layout, meta["coach_cfg"], variant, WEIGHT_SEED), coach, "coach")
             meta["save_model_layout"], meta["coach_layout"], meta["layout_variant"] = layout, coach_layout, variant
+        if variant == args.variants[0]:
             # two real references in four slots: the release zeroes the other two's K/V
             out[f"{variant}/image_valid2"] = run(2).numpy()
         del net
@@ -462,6 +463,8 @@ def main(argv=None) -> None:
     g.add_argument("--variants", nargs="+", default=list(VARIANT_ADAIN), choices=list(VARIANT_ADAIN))
     g.add_argument("--checkpoint-out", default=None, help="where the first variant's official save_model file goes "
                    "(default runs/oracle/<out>.save_model.pt; never into the repository)")
+    g.add_argument("--skip-layouts", action="store_true",
+                   help="do not record the checkpoint layouts (saves a full copy of the weights at paper scale)")
     g.add_argument("--out", required=True)
     c = sub.add_parser("compare", help="rebuild with our code and print max abs differences")
     c.add_argument("fixture")
