@@ -64,13 +64,19 @@ def test_every_compared_tensor_matches_the_official_code(fixture, variant):
     ({"reference_timestep": 249}, "ref_k3"),
     ({"timestep": 499}, "x_t"),
     ({"include_input_kv": True}, "eps"),
-    ({"adain_eps": 1e-2}, "eps"),
-], ids=["adain", "freeu-s1", "freeu-b2", "freeu-off", "ref-timestep", "timestep", "own-kv", "adain-eps"])
+    ({"adain_eps": 0.1}, "eps"),
+    ({"reference_noise": "shared"}, None),
+], ids=["adain", "freeu-s1", "freeu-b2", "freeu-off", "ref-timestep", "timestep", "own-kv", "adain-eps", "ref-noise"])
 def test_a_known_difference_breaks_parity(fixture, change, where):
     """Each setting the official forward depends on, changed in our model, is caught by the fixture."""
     variant = "final"
     if change.get("adain") == "flip":
         change = {"adain": not parity.VARIANT_ADAIN[variant]}
+    if where is None:  # a restorer-level setting: the public API's output must move
+        arrays, meta = fixture
+        got = _restore(parity.build_ours(meta, variant, **change), arrays)
+        assert (got - (torch.from_numpy(arrays["final/image"]) + 1) / 2).abs().max() > 10 * TOL
+        return
     diffs = diffs_for(fixture, variant, **change)
     assert diffs[where] > 10 * TOL, diffs
     assert diffs["image"] > TOL or where.startswith("ref_"), diffs
@@ -87,6 +93,13 @@ def test_the_ablations_differ_from_each_other(fixture):
 
 def _faces(a):
     return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255
+
+
+def _restore(net, arrays):
+    with torch.no_grad():
+        net.prompt_embeds.copy_(torch.from_numpy(arrays["prompt"]))
+    r = InstantRestorer(net, device="cpu", dtype=torch.float32)
+    return r.restore(_faces(arrays["degraded"][None]), [r.encode_references(_faces(arrays["references"]))])
 
 
 def test_restorer_api_with_cached_references_matches(fixture, tmp_path):
@@ -119,8 +132,8 @@ def test_zero_padded_references_are_the_only_padding_difference(fixture):
         refs, degraded = _faces(arrays["references"]), _faces(arrays["degraded"][None])
         c, s = net.config.latent_channels, net.config.latent_size
         noise = torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(meta["noise_seed"]))
-        ref_noise = torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(meta["reference_noise_seed"]))
-        kv = net.reference_kv(net.encode(refs, reference=True), ref_noise.expand(4, -1, -1, -1))
+        ref_noise = parity.reference_noises(c, s, meta["reference_noise_seed"], 4)
+        kv = net.reference_kv(net.encode(refs, reference=True), ref_noise)
         zeroed = {n: (k.clone().index_fill_(0, torch.tensor([2, 3]), 0.0), v.clone().index_fill_(0, torch.tensor([2, 3]), 0.0))
                   for n, (k, v) in kv.items()}
         latent = net.encode(degraded)

@@ -89,6 +89,13 @@ def _load_by_path(name: str, path: Path):
     return mod
 
 
+def reference_noises(c: int, s: int, seed: int, n: int):
+    """Reference i's fixed noise: seed + i (``RestorerConfig.reference_noise = "per_reference"``)."""
+    import torch
+
+    return torch.cat([torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)])
+
+
 def role_of(variant: str):
     """Which random-weight set each tensor of a restoration network (LoRA-wrapped) gets."""
     def pick(name: str):
@@ -208,8 +215,7 @@ def generate(args) -> None:
     s = resolution // 2 ** (len(vae_cfg["block_out_channels"]) - 1)
     c = vae_cfg["latent_channels"]
     noise = torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(NOISE_SEED))
-    ref_noise = torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(REFERENCE_NOISE_SEED))
-    ref_noise = ref_noise.expand(NUM_REFERENCES, -1, -1, -1).contiguous()
+    ref_noise = reference_noises(c, s, REFERENCE_NOISE_SEED, NUM_REFERENCES)
 
     out: dict[str, np.ndarray] = {}
     meta = {"size": args.size, "resolution": resolution, "unet": unet_cfg, "vae": vae_cfg, "rank": rank,
@@ -376,7 +382,8 @@ def build_ours(meta: dict, variant: str, **changes):
     settings = dict(unet=meta["unet"], vae=meta["vae"], resolution=meta["resolution"],
                     unet_lora=LoraSettings(rank=rank), adain=VARIANT_ADAIN[variant],
                     vae_lora=LoraSettings(rank=rank, targets=PAPER_VAE_LORA_TARGETS, adapter="vae_skip"),
-                    noise_seed=meta["noise_seed"], reference_noise_seed=meta["reference_noise_seed"])
+                    noise_seed=meta["noise_seed"], reference_noise_seed=meta["reference_noise_seed"],
+                    reference_noise="per_reference")
     settings.update(changes)
     net = InstantRestoreNet(RestorerConfig(**settings))
     seed = meta["weight_seed"]
@@ -396,8 +403,7 @@ def ours(net, arrays: dict) -> dict:
         degraded, refs = faces(arrays["degraded"][None]), faces(arrays["references"])
         c, s = net.config.latent_channels, net.config.latent_size
         noise = torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(net.config.noise_seed))
-        ref_noise = torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(net.config.reference_noise_seed))
-        ref_noise = ref_noise.expand(refs.shape[0], -1, -1, -1)
+        ref_noise = reference_noises(c, s, net.config.reference_noise_seed, refs.shape[0])
         res: dict = {}
         res["latent_refs"] = net.encode(refs, reference=True)
         res["ref_x_t"] = net._sqrt_a_ref * res["latent_refs"] + net._sqrt_1ma_ref * ref_noise
@@ -451,6 +457,37 @@ def compare(args) -> None:
         del net
 
 
+def effects(args) -> None:
+    """Measured size of the randomness the release has and we fix, on the oracle's network."""
+    import torch
+
+    arrays, meta = read_fixture(args.fixture)
+    net = build_ours(meta, "final")
+    base = ours(net, arrays)["image"]
+    faces = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255
+    degraded, refs = faces(arrays["degraded"][None]), faces(arrays["references"])
+    c, s = net.config.latent_channels, net.config.latent_size
+    draw = lambda seed, n=1: torch.randn(n, c, s, s, generator=torch.Generator().manual_seed(seed))
+
+    def image(noise, ref_noise):
+        with torch.inference_mode():
+            kv = net.reference_kv(net.encode(refs, reference=True), ref_noise)
+            return net.decode(net.denoise(net.encode(degraded), noise, net.pack_kv(kv, 1))) * 2 - 1
+
+    ref_fixed = reference_noises(c, s, meta["reference_noise_seed"], refs.shape[0])
+    noise = draw(meta["noise_seed"])
+    shared = image(noise, draw(meta["reference_noise_seed"]).expand(refs.shape[0], -1, -1, -1))
+    redrawn = image(noise, draw(99, refs.shape[0]))  # other independent reference noises
+    other = image(draw(7), ref_fixed)  # another draw of the input noise, as each released call makes
+    print(f"check: our image vs the oracle's {(base - torch.from_numpy(arrays['final/image'])).abs().max():.2e}")
+    for what, img in (("one noise shared by all references (reference_noise='shared')", shared),
+                      ("another draw of the independent reference noises", redrawn)):
+        print(f"{what}: image max abs {(img - base).abs().max():.2e}, mean abs {(img - base).abs().mean():.2e}"
+              "  (range [-1, 1])")
+    print(f"another input-noise draw: image max abs {(other - base).abs().max():.2e}, "
+          f"mean abs {(other - base).abs().mean():.2e}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -468,8 +505,10 @@ def main(argv=None) -> None:
     g.add_argument("--out", required=True)
     c = sub.add_parser("compare", help="rebuild with our code and print max abs differences")
     c.add_argument("fixture")
+    e = sub.add_parser("effects", help="measure the release's randomness that we fix (noise per reference, noise draw)")
+    e.add_argument("fixture")
     args = ap.parse_args(argv)
-    generate(args) if args.cmd == "generate" else compare(args)
+    {"generate": generate, "compare": compare, "effects": effects}[args.cmd](args)
 
 
 if __name__ == "__main__":
