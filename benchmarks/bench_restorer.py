@@ -8,6 +8,10 @@ references go through the reference network again (each face its own identity), 
     python benchmarks/bench_restorer.py --scale paper --device cuda --dtype fp16 --batch 1,4 --refs 4 --compile
     python benchmarks/bench_restorer.py --scale paper --device cpu --batch 1 --iters 1 --warmup 0
     python benchmarks/bench_restorer.py --model lite --batch 1,8 --skip-recompute   # a trained model file or name
+    OMP_NUM_THREADS=1 python benchmarks/bench_restorer.py --model random-paper --device cpu --batch 1 --iters 1 --warmup 0
+
+Peak memory: torch's allocator peak on CUDA; on the CPU the process's resident set (weights
+included), sampled while each measurement runs.
 """
 from __future__ import annotations
 
@@ -19,6 +23,40 @@ import torch
 from streamrestore.model import InstantRestoreNet, InstantRestorer, paper_config, tiny_config
 from streamrestore.bench import DTYPES, median_seconds as timed
 from streamrestore.model.cache import paper_cache_bytes_per_reference
+
+class PeakRSS:
+    """Peak resident memory (MiB) of this process while the block runs, sampled every 20 ms
+    from /proc (CPU runs; torch's CUDA counters cover the GPU). Linux only: NaN elsewhere."""
+
+    def __enter__(self):
+        import threading
+
+        self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            return float("nan")
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
 
 def compile_net(net: InstantRestoreNet, mode: str | None) -> None:
     """torch.compile the UNets and the VAE encoder/decoder in place (benchmark only)."""
@@ -45,6 +83,9 @@ def main(argv=None) -> None:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
     ap.add_argument("--skip-recompute", action="store_true", help="only time the cached path")
+    ap.add_argument("--one-identity", action="store_true",
+                    help="every face of a batch uses the same person's cache (encodes one reference set, "
+                         "not one per face: the cached path costs the same, setting up is batch times cheaper)")
     args = ap.parse_args(argv)
 
     dtype = DTYPES[args.dtype] if args.dtype else None
@@ -79,8 +120,10 @@ def main(argv=None) -> None:
             compile_net(restorer.net, args.compile_mode)
         for b in batches:
             faces = torch.rand(b, 3, r, r, generator=g)
-            refs = [torch.rand(args.refs, 3, r, r, generator=g) for _ in range(b)]
+            refs = [torch.rand(args.refs, 3, r, r, generator=g) for _ in range(1 if args.one_identity else b)]
             caches = [restorer.encode_references(x) for x in refs]
+            if args.one_identity:
+                refs, caches = refs * b, caches * b
 
             def cached():
                 restorer.restore(faces, caches)
@@ -92,17 +135,33 @@ def main(argv=None) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
-            t_cached = timed(cached, device, args.iters, warmup)
-            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-            t_recomp = float("nan") if args.skip_recompute else timed(recomputed, device, args.iters, warmup)
-            rows.append((mode, b, args.refs, 1e3 * t_cached / b, 1e3 * t_recomp / b, t_recomp / t_cached, peak))
+            calls = args.iters + warmup
+            cpu0 = time.process_time()  # CPU seconds of this process: what a busy shared machine does not inflate
+            with PeakRSS() as rss:
+                t_cached = timed(cached, device, args.iters, warmup)
+            cpu_cached = (time.process_time() - cpu0) / calls
+            peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss.peak
+            t_recomp, peak_re, cpu_recomp = float("nan"), float("nan"), float("nan")
+            if not args.skip_recompute:
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                cpu0 = time.process_time()
+                with PeakRSS() as rss:
+                    t_recomp = timed(recomputed, device, args.iters, warmup)
+                cpu_recomp = (time.process_time() - cpu0) / calls
+                peak_re = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss.peak
+            rows.append((mode, b, args.refs, 1e3 * t_cached / b, 1e3 * t_recomp / b, t_recomp / t_cached, peak, peak_re))
+            print(f"#  {mode} batch={b}: CPU time per face cached {1e3 * cpu_cached / b:.0f} ms, "
+                  f"recomputed {1e3 * cpu_recomp / b:.0f} ms", flush=True)
             print(f"#  done {mode} batch={b}", flush=True)
 
     print()
-    print("| mode | batch | refs | cached ms/face | recomputed ms/face | cache speed-up | faces/s cached | peak MiB (cached, GPU) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for mode, b, n, tc, tr, sp, peak in rows:
-        print(f"| {mode} | {b} | {n} | {tc:.1f} | {tr:.1f} | {sp:.2f}x | {1e3 / tc:.1f} | {peak:.0f} |")
+    where = "GPU allocated" if device.type == "cuda" else "process RSS"
+    print(f"| mode | batch | refs | cached ms/face | recomputed ms/face | cache speed-up | faces/s cached "
+          f"| peak MiB cached ({where}) | peak MiB recomputed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mode, b, n, tc, tr, sp, peak, peak_re in rows:
+        print(f"| {mode} | {b} | {n} | {tc:.1f} | {tr:.1f} | {sp:.2f}x | {1e3 / tc:.2f} | {peak:.0f} | {peak_re:.0f} |")
 
 
 if __name__ == "__main__":

@@ -237,3 +237,27 @@ def test_residual_prediction_starts_as_the_identity_and_keeps_trained_weights(tm
     assert torch.allclose(loaded.restore(face, [cache, cache]), trained, atol=1e-6)
     with pytest.raises(ValueError, match="prediction_type"):
         tiny_config("pixel", prediction_type="x0")
+
+
+def test_reference_noise_shared_or_one_per_reference():
+    """``per_reference`` (the paper config; the release draws one noise per reference) gives
+    reference i the noise of seed + i; ``shared`` (lite, older model files) one noise for all."""
+    import json
+
+    from streamrestore.model.config import RestorerConfig
+
+    shared = make_restorer()
+    per_ref = make_restorer(reference_noise="per_reference")
+    a, b = shared.reference_noise(3), per_ref.reference_noise(3)
+    seed = shared.config.reference_noise_seed
+    assert torch.equal(a[0], a[2]) and torch.equal(a[0], shared.fixed_noise(seed)[0])
+    assert all(torch.equal(b[i], per_ref.fixed_noise(seed + i)[0]) for i in range(3))
+    assert not torch.equal(b[0], b[1])
+    faces = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(shared.encode_references(faces).keys[0], per_ref.encode_references(faces).keys[0])
+    assert paper_config().reference_noise == "per_reference"
+    old = json.loads(tiny_config().to_json())
+    del old["reference_noise"]  # a model file written before the field existed keeps its behaviour
+    assert RestorerConfig.from_json(json.dumps(old)).reference_noise == "shared"
+    with pytest.raises(ValueError, match="reference_noise"):
+        tiny_config(reference_noise="fresh")

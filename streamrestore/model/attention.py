@@ -125,17 +125,19 @@ def adain_values(values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, in
     """Renormalise reference values (B, N, L, C) to the input values' per-channel mean/std.
 
     Statistics are over tokens, per channel; ``mean``/``std`` are the references' own (B, N, 1, C).
+    Standard deviations are unbiased plus ``eps`` (not ``sqrt(var + eps)``), as in the official
+    release: the two differ by up to 3x on near-constant channels (see docs/parity.md).
     """
     in_mean = input_values.mean(dim=1, keepdim=True)  # (B, 1, C)
-    in_std = (input_values.var(dim=1, keepdim=True, correction=1) + eps).sqrt()
+    in_std = input_values.std(dim=1, keepdim=True, correction=1) + eps
     scale = in_std[:, None] / std
     return (values - mean) * scale + in_mean[:, None]
 
 
 def value_statistics(values: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std over tokens of (..., L, C) values, as AdaIN uses them."""
+    """Per-channel mean and std (unbiased, + ``eps``) over tokens of (..., L, C) values, as AdaIN uses them."""
     mean = values.mean(dim=-2, keepdim=True)
-    std = (values.var(dim=-2, keepdim=True, correction=1) + eps).sqrt()
+    std = values.std(dim=-2, keepdim=True, correction=1) + eps
     return mean, std
 
 

@@ -7,6 +7,12 @@ Official (``final_model_ckpt.pt`` and the ablations): a torch-saved dict with
 diffusers models (UNet adapter ``default``, VAE adapter ``vae_skip``). The base weights come
 from SD-Turbo / sd-vae-ft-mse separately.
 
+The official code also writes (and its ``test.py``/``gradio_demo.py`` load) a *training*
+checkpoint: ``{"state_dict": FaceReplaceModel.state_dict(), "cfg": TrainConfig, "optimizer"?}``
+with keys ``net.unet.*``, ``net.vae.*``, ``net.original_unet.*``... and no target lists (the
+release hard-codes them). :func:`read_official_checkpoint` reads both layouts; from the second
+it also takes the AdaIN and own-token settings (``cfg.model.use_adain``/``train_input``).
+
 Ours (``*.safetensors``): every weight of the model (:meth:`InstantRestoreNet.weights_state_dict`)
 with the :class:`RestorerConfig` that built it as JSON in the header, so one file rebuilds the
 model with no other download (the ``lite`` model ships this way).
@@ -19,7 +25,12 @@ from pathlib import Path
 import torch
 
 from streamrestore.errors import ModelError
-from streamrestore.model.config import RestorerConfig, LoraSettings
+from streamrestore.model.config import (
+    PAPER_UNET_LORA_TARGETS,
+    PAPER_VAE_LORA_TARGETS,
+    LoraSettings,
+    RestorerConfig,
+)
 
 FORMAT = "streamrestore.restorer"
 FORMAT_VERSION = "1"
@@ -34,19 +45,62 @@ class OfficialCheckpoint:
     rank_vae: int
     state_dict_unet: dict[str, torch.Tensor]
     state_dict_vae: dict[str, torch.Tensor]
+    #: AdaIN on reference values, when the file says (training layout); None: not recorded
+    adain: bool | None = None
+    #: input attends to its own tokens too (``train_input``), when recorded
+    include_input_kv: bool | None = None
 
     def apply_to_config(self, config: RestorerConfig) -> RestorerConfig:
-        """``config`` with the checkpoint's LoRA ranks and targets (alpha = rank // 2)."""
+        """``config`` with the checkpoint's LoRA ranks and targets (alpha = rank // 2) and, when the
+        file records them, its AdaIN and own-token settings."""
         if config.latent != "vae":
             raise ModelError("the official checkpoint needs a VAE model config (latent='vae')")
+        changes = {}
+        if self.adain is not None:
+            changes["adain"] = self.adain
+        if self.include_input_kv is not None:
+            changes["include_input_kv"] = self.include_input_kv
         return config.replace(
             unet_lora=LoraSettings(rank=self.rank_unet, targets=self.unet_targets, adapter="default"),
             vae_lora=LoraSettings(rank=self.rank_vae, targets=self.vae_targets, adapter="vae_skip"),
+            **changes,
         )
 
 
+def _from_training_checkpoint(raw: dict, path: Path) -> OfficialCheckpoint:
+    """The training layout (``coach.get_save_dict``): pick the restoration UNet/VAE entries that
+    ``save_model`` would have kept, and the settings from ``cfg.model``."""
+    state, cfg = raw["state_dict"], raw["cfg"]
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    if not isinstance(state, dict) or not isinstance(model, dict):
+        raise ModelError(f"{path}: malformed InstantRestore training checkpoint (state_dict/cfg.model missing)")
+    # accelerate/DDP may leave ".module." in the names; the official test.py strips it the same way
+    state = {k.replace(".module.", "."): v for k, v in state.items()}
+    unet = {k[len("net.unet."):]: v for k, v in state.items() if k.startswith("net.unet.")}
+    vae = {k[len("net.vae."):]: v for k, v in state.items() if k.startswith("net.vae.")}
+    if not unet or not vae:
+        raise ModelError(f"{path}: no net.unet.* / net.vae.* entries; not an InstantRestore Pix2Pix_Turbo checkpoint")
+    if model.get("use_shortcuts") or model.get("condition_on_face_embeds"):
+        raise ModelError(f"{path}: trained with use_shortcuts/condition_on_face_embeds, which the released "
+                         "models do not use and streamrestore does not implement")
+    try:
+        return OfficialCheckpoint(
+            PAPER_UNET_LORA_TARGETS,  # hard-coded in the release (pix2pix_turbo.py), not stored
+            PAPER_VAE_LORA_TARGETS,
+            int(model["lora_rank_unet"]),
+            int(model["lora_rank_vae"]),
+            {k: v for k, v in unet.items() if "lora" in k or "conv_in" in k},
+            {k: v for k, v in vae.items() if "lora" in k or "skip" in k},
+            adain=bool(model.get("use_adain", False)),
+            include_input_kv=bool(model.get("train_input", True)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: malformed InstantRestore training checkpoint cfg ({exc})") from exc
+
+
 def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
-    """Read an official ``.pt`` with ``torch.load(weights_only=True)``; damage -> ModelError."""
+    """Read an official ``.pt`` (either layout, see the module docstring) with
+    ``torch.load(weights_only=True)``; damage -> ModelError."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist")
@@ -55,6 +109,8 @@ def read_official_checkpoint(path: str | Path) -> OfficialCheckpoint:
     except Exception as exc:  # unpickling errors come in many types
         raise ModelError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); "
                          "download it again (InstantRestore final_model_ckpt.pt)") from exc
+    if isinstance(raw, dict) and "state_dict" in raw and "cfg" in raw:
+        return _from_training_checkpoint(raw, path)
     need = ("unet_lora_target_modules", "vae_lora_target_modules", "rank_unet", "rank_vae",
             "state_dict_unet", "state_dict_vae")
     if not isinstance(raw, dict) or any(k not in raw for k in need):

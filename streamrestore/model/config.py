@@ -165,6 +165,11 @@ class RestorerConfig:
     prompt_tokens: int = 77
     #: seed of the fixed noise added to references at ``reference_timestep``.
     reference_noise_seed: int = 1234
+    #: ``"shared"``: every reference gets the noise of ``reference_noise_seed`` (what our training
+    #: loop does; ``lite``); ``"per_reference"``: reference i gets seed ``reference_noise_seed + i``,
+    #: independent draws like the official release's (which draws them afresh on every call).
+    #: :func:`paper_config` uses ``"per_reference"``: the released weights were trained that way.
+    reference_noise: str = "shared"
     #: default seed of the per-face noise when ``restore`` gets no ``noise_seeds``.
     noise_seed: int = 0
 
@@ -188,6 +193,8 @@ class RestorerConfig:
             t = getattr(self, name)
             if not 0 <= t < self.num_train_timesteps:
                 raise ValueError(f"{name} must be in [0, {self.num_train_timesteps}), got {t}")
+        if self.reference_noise not in ("shared", "per_reference"):
+            raise ValueError(f"reference_noise must be 'shared' or 'per_reference', got {self.reference_noise!r}")
         if self.reference_position_sigma < 0:
             raise ValueError(f"reference_position_sigma must be >= 0, got {self.reference_position_sigma}")
         if self.max_references < 1:
@@ -255,8 +262,9 @@ class RestorerConfig:
 
 
 def paper_config(**changes) -> RestorerConfig:
-    """The paper's network: SD-Turbo UNet + sd-vae-ft-mse, LoRA rank 32, FreeU, 512 px."""
-    return RestorerConfig(**changes)
+    """The paper's network: SD-Turbo UNet + sd-vae-ft-mse, LoRA rank 32, FreeU, 512 px, an
+    independent fixed noise per reference (as the official release draws them)."""
+    return RestorerConfig(**{"reference_noise": "per_reference", **changes})
 
 
 def tiny_config(latent: str = "vae", **changes) -> RestorerConfig:

@@ -40,6 +40,9 @@ CHECKPOINT_FILES = {
     "adain": "adain_ablation_ckpt.pt",
     "lmattn": "lmattn_ablation_ckpt.pt",
 }
+#: AdaIN in each released variant (configs: train_base.yaml has use_adain false, the final model's
+#: train_landmarkloss_adain.yaml true); the landmark loss changes training only, not the forward
+VARIANT_ADAIN = {"final": True, "base": False, "adain": True, "lmattn": False}
 UNET_REPO = "stabilityai/sd-turbo"
 VAE_REPO = "stabilityai/sd-vae-ft-mse"
 MODEL_NAMES = ("lite", "instantrestore")
@@ -163,7 +166,8 @@ def load_instantrestore_net(
     """Build the official model: SD-Turbo + sd-vae-ft-mse base weights + an official checkpoint.
 
     ``sd_turbo``/``vae`` are local folders in the Hugging Face repo layout; ``variant`` picks the
-    released checkpoint (final, base, adain, lmattn). ``config`` supplies everything the files do
+    released checkpoint (final, base, adain, lmattn) and, unless the file records it or ``config``
+    is given, whether AdaIN is on (:data:`VARIANT_ADAIN`). ``config`` supplies everything the files do
     not (paper defaults); the UNet/VAE architecture always comes from their ``config.json``.
     """
     if variant not in CHECKPOINT_FILES:
@@ -232,6 +236,11 @@ def load_instantrestore_net(
                          " the model name), or into the Hugging Face cache:\n" + "\n".join(lines))
 
     ckpt = read_official_checkpoint(needs["checkpoint"].found)
+    if ckpt.adain is None and config is None:
+        # the compact layout does not record AdaIN: take it from the released file's name, else
+        # from ``variant`` (a base/lmattn ablation run with AdaIN is not the model that was trained)
+        by_name = {f: v for v, f in CHECKPOINT_FILES.items()}.get(needs["checkpoint"].found.name, variant)
+        config = paper_config(adain=VARIANT_ADAIN[by_name])
     cfg = (config or paper_config()).replace(
         unet=_plain_config(needs["unet_config"].found), vae=_plain_config(needs["vae_config"].found)
     )

@@ -348,6 +348,10 @@ class InstantRestorer:
         """
         if self._fingerprint is None:
             digest = hashlib.sha256(self.config.to_json().encode())
+            if self.config.adain:
+                # caches hold AdaIN std; since parity with the official code it is std + eps, not
+                # sqrt(var + eps): older caches of AdaIN models must not be reused
+                digest.update(b"adain-std:std+eps")
             tensors = dict(self.net.reference_unet.state_dict())
             if self.net.reference_vae is not None:
                 tensors.update({f"vae.{k}": v for k, v in self.net.reference_vae.state_dict().items()})
@@ -383,6 +387,13 @@ class InstantRestorer:
             self._noise.move_to_end(cache_key)
         return noise.expand(batch, -1, -1, -1)
 
+    def reference_noise(self, n: int) -> torch.Tensor:
+        """The fixed noise of N references (N, C, h, w), per ``config.reference_noise``."""
+        seed = self.config.reference_noise_seed
+        if self.config.reference_noise == "shared":
+            return self.fixed_noise(seed, n)
+        return torch.cat([self.fixed_noise(seed + i) for i in range(n)])
+
     # -- Restorer protocol ------------------------------------------------------------------
     @torch.inference_mode()
     def encode_references(self, faces: torch.Tensor) -> ReferenceCache:
@@ -395,8 +406,7 @@ class InstantRestorer:
             log.warning("%d references given; the method was trained with up to %d", n, self.config.max_references)
         x = faces.to(self.device, self.dtype)
         latents = self.net.encode(x, reference=True)
-        noise = self.fixed_noise(self.config.reference_noise_seed, n)
-        kv = self.net.reference_kv(latents, noise)
+        kv = self.net.reference_kv(latents, self.reference_noise(n))
         keys, values, means, stds = [], [], [], []
         for name in self.net.shared_layers:
             k, v = kv[name]

@@ -193,7 +193,10 @@ class TrainingModel(nn.Module):
             flat = references.flatten(0, 1)
             with nullcontext() if self.reference_grad else torch.no_grad():
                 ref_latents = net.encode(flat, reference=True)
-                kv = net.reference_kv(ref_latents, ref_noise.expand(flat.shape[0], -1, -1, -1))
+                # ref_noise: (1, ...) one noise for all, or (>= N, ...) one per reference slot
+                n = references.shape[1]
+                per_slot = ref_noise if ref_noise.shape[0] == 1 else ref_noise[:n]
+                kv = net.reference_kv(ref_latents, per_slot.expand(n, -1, -1, -1).repeat(references.shape[0], 1, 1, 1))
             refs = self.pack(kv, ref_mask)
         maps = {map_layer: None} if (map_layer is not None and refs is not None) else None
         x0 = net.denoise(latents, noise, refs, attention_maps=maps)
@@ -317,9 +320,11 @@ class Trainer:
             raise ValueError(f"landmark_layer {config.landmark_layer} out of range for {len(layers)} shared layers")
         self.map_layer = layers[config.landmark_layer] if config.landmark_weight > 0 else None
         c, s = config.model.latent_channels, config.model.latent_size
-        # the same fixed reference noise InstantRestorer uses at inference
-        self.ref_noise = torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(
-            config.model.reference_noise_seed)).to(accelerator.device)
+        # the same fixed reference noise InstantRestorer uses at inference (config.reference_noise)
+        seed = config.model.reference_noise_seed
+        slots = 1 if config.model.reference_noise == "shared" else max(config.model.max_references, 16)
+        self.ref_noise = torch.cat([torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(seed + i))
+                                    for i in range(slots)]).to(accelerator.device)
 
         self.step = 0
         if resume is not None:
