@@ -84,10 +84,11 @@ class TemporalConfig:
         denoise: the most weight the previous frame's motion-compensated *input* keeps in a
             recursive average of the input crops (temporal denoising of compression noise and
             flicker), scaled per face by the quality gate's weight: a clean face, which the gate
-            passes through, is not averaged at all. 0 turns it off. Default 0.9: on the first
-            24 frames of two degraded benchmark clips (lite v2) it took the output's E_warp from
-            1.10-1.15x to 0.92-0.97x the input's, and the identity spread of Andrew Ng's track
-            from 0.025 to 0.019 (input 0.026), with face PSNR unchanged (+0.03 / -0.04 dB).
+            passes through, is not averaged at all. 0 turns it off. Default 0.6: on the first 48
+            frames of two degraded benchmark clips (lite v3, ``benchmarks/bench_temporal.py``,
+            docs/temporal.md) it took the output's E_warp from 1.04x / 1.08x the input's (change
+            fusion alone) to 0.78x / 0.81x with face PSNR +0.02 / +0.01 dB; 0.9 flickered as
+            little (0.74x / 0.80x) but softened the fast-moving happyenglish face (-0.08 dB).
         denoise_tolerance: like ``tolerance``, for the input average (default 12 levels: only
             where the warp explains the new input to within compression noise; a moving mouth
             or eye, off by tens of levels, takes the new frame).
@@ -97,7 +98,7 @@ class TemporalConfig:
     tolerance: float = 30.0
     window: int = 9
     flow_side: int = 128
-    denoise: float = 0.9
+    denoise: float = 0.6
     denoise_tolerance: float = 12.0
 
     def __post_init__(self):
