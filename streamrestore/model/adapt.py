@@ -86,9 +86,10 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "streamrestore" / "adapted"
 
 
-#: the training mix of lite v2 (streamrestore/data/degrade.py presets) without its clean share:
-#: a clean pair teaches nothing about this person that the photo does not already show
-_MIX = (("severe_at_128", 0.45), ("video_small", 0.35), ("mild", 0.2))
+#: lite's training mix (streamrestore/data/degrade.py presets) without its clean share: a clean
+#: pair teaches nothing about this person that the photo does not already show. Part of the
+#: cache key: another mix adapts again.
+_MIX = (("severe_at_128", 0.2), ("video_upload", 0.45), ("video_small", 0.2), ("mild", 0.15))
 
 
 def _pairs(photos: np.ndarray, rng: np.random.Generator, count: int, refs_per_sample: int):
@@ -177,7 +178,7 @@ class AdaptedRestorer:
     def key(self, faces: torch.Tensor) -> str:
         """The adapted weights' key: the photos, the base model and the settings."""
         digest = hashlib.sha256(reference_key(faces, self.base.fingerprint).encode())
-        digest.update(json.dumps(self.config.key_fields(), sort_keys=True).encode())
+        digest.update(json.dumps({**self.config.key_fields(), "mix": _MIX}, sort_keys=True).encode())
         return digest.hexdigest()[:32]
 
     def _restorer_for(self, faces: torch.Tensor, key: str):
