@@ -102,9 +102,9 @@ class _Engine:
 class BackendRestorer:
     """An :class:`~streamrestore.model.restorer.InstantRestorer` run by one backend.
 
-    Implements :class:`~streamrestore.types.Restorer` (plus ``noise_seeds`` as the restorer
-    does). Outputs match the wrapped restorer's ``restore`` up to float rounding, whatever the
-    padding (tests check it). Build with :func:`build_backend`.
+    Implements :class:`~streamrestore.types.Restorer` (``noise_seeds`` included). Outputs
+    match the wrapped restorer's ``restore`` up to float rounding, whatever the padding (tests
+    check it). Build with :func:`build_backend`.
     """
 
     def __init__(self, restorer, backend: str, config: BackendConfig = BackendConfig()):
