@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from streamrestore import backends
-from streamrestore.backends import selection
 from streamrestore.backends import (
     BackendConfig,
     BackendRestorer,
@@ -14,6 +13,7 @@ from streamrestore.backends import (
     build_backend,
     merge_lora,
     select_backend,
+    selection,
 )
 from streamrestore.errors import ModelError
 from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
