@@ -16,6 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from streamrestore.model import InstantRestoreNet, paper_config
+from streamrestore.model.packing import pack_kv
 
 
 def count(fn) -> float:
@@ -37,7 +38,7 @@ def stage_flops(resolution: int = 512, refs: int = 4) -> dict[str, float]:
         out["vae_encode"] = count(lambda: net.encode(face))
         out["reference_unet"] = count(lambda: net.reference_kv(latent, noise))
         kv = net.reference_kv(latent.expand(refs, -1, -1, -1), noise.expand(refs, -1, -1, -1))
-        packed = net.pack_kv(kv, 1)
+        packed = pack_kv(net, kv, torch.ones(1, refs, dtype=torch.bool))
         out["unet"] = count(lambda: net.denoise(latent, noise, packed))
         out["vae_decode"] = count(lambda: net.decode(latent))
     out["face_cached"] = out["vae_encode"] + out["unet"] + out["vae_decode"]

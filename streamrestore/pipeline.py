@@ -8,7 +8,6 @@ overlap the face work and memory stays flat on long videos.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 import threading
@@ -266,9 +265,6 @@ class FaceRestorer:
         self.resolution = int(restorer.resolution)
         self.torch_threads = resolve_torch_threads(torch_threads)
         self.stats = RunStats()
-        # A restorer that takes per-face noise seeds gets the track id: fixed noise per track
-        # makes an unchanged face restore identically frame after frame.
-        self._seeds_per_track = "noise_seeds" in inspect.signature(restorer.restore).parameters
 
         needs_matching = len(self.reference_sets) > 1 or (self.reference_sets and config.unmatched == "skip")
         if needs_matching and embedder is None:
@@ -459,7 +455,9 @@ class FaceRestorer:
         if not matrices:
             self.stats.add_time("align", time.perf_counter() - t0)
             return frame
-        seeds = {"noise_seeds": ids} if self._seeds_per_track else {}
+        # the track id seeds each face's noise: fixed noise per track makes an unchanged face
+        # restore identically frame after frame (see streamrestore.types.Restorer)
+        seeds = {"noise_seeds": ids}
         self._smoother.forget(t.track_id for t in tracked)
         self._gate.forget(t.track_id for t in tracked)
         self.stats.faces_restored += len(matrices)

@@ -59,10 +59,14 @@ class Restorer(Protocol):
 
     ``faces`` are float tensors in [0, 1], RGB, shape (B, 3, R, R) with R == ``resolution``.
     ``caches[i]`` is the reference encoding of face i's identity, or None (no references).
+    ``noise_seeds[i]`` is the seed of face i's fixed noise (the pipeline passes the track id, so
+    an unchanged face restores identically frame after frame); None: the restorer's default
+    seed for every face. Restorers without noise accept it and ignore it.
     """
 
     resolution: int
 
     def encode_references(self, faces: "torch.Tensor") -> "ReferenceCache": ...
 
-    def restore(self, faces: "torch.Tensor", caches: Sequence["ReferenceCache | None"]) -> "torch.Tensor": ...
+    def restore(self, faces: "torch.Tensor", caches: Sequence["ReferenceCache | None"],
+                noise_seeds: Sequence[int] | None = None) -> "torch.Tensor": ...

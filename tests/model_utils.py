@@ -13,3 +13,19 @@ def randomise_lora(net, seed=0) -> torch.Generator:
             if n.startswith("unet.conv_in."):
                 p.add_(torch.randn(p.shape, generator=g) * 0.05)
     return g
+
+
+def export_frame_core(restorer, faces, caches, slots: int = 4):
+    """The exported per-frame core for these faces (what the TensorRT backend compiles), its
+    eager twin, and its inputs (args, kwargs)."""
+    from streamrestore.backends import BackendConfig, BackendRestorer, FrameCore
+
+    backend = BackendRestorer(restorer, "compile", BackendConfig(reference_slots=slots))  # nothing compiles here
+    key, args = backend.padded_inputs(faces, caches, [restorer.config.noise_seed] * faces.shape[0])
+    _, _, with_refs, with_input = key
+    core = FrameCore(backend.net, with_refs, with_input).eval()
+    *inputs, input_mask = args
+    kwargs = {"input_mask": input_mask} if input_mask is not None else {}
+    with torch.no_grad():
+        exported = torch.export.export(core, tuple(inputs), kwargs=kwargs)
+    return exported, core, inputs, kwargs

@@ -13,6 +13,7 @@ from streamrestore.backends import (
     build_backend,
     merge_lora,
     select_backend,
+    selection,
 )
 from streamrestore.errors import ModelError
 from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
@@ -53,7 +54,7 @@ def test_auto_on_cpu_is_eager_with_one_log_line(caplog):
 
 def test_auto_on_cuda_falls_back_in_order(monkeypatch, caplog):
     avail = {"eager": None, "compile": None, "tensorrt": "torch_tensorrt is not installed"}
-    monkeypatch.setattr(backends, "backend_availability", lambda device: dict(avail))
+    monkeypatch.setattr(selection, "backend_availability", lambda device: dict(avail))
     with caplog.at_level(logging.INFO, logger="streamrestore"):
         assert select_backend("auto", "cuda") == "compile"
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("streamrestore")]

@@ -272,7 +272,7 @@ class _CountingRestorer:
         self.encodes += 1
         return self.inner.encode_references(faces)
 
-    def restore(self, faces, caches):
+    def restore(self, faces, caches, noise_seeds=None):
         self.restores.append(time.monotonic())
         return self.inner.restore(faces, caches)
 

@@ -8,7 +8,7 @@ from streamrestore.model import (
     InstantRestoreNet,
     InstantRestorer,
     load_model,
-    load_restorer,
+    read_model_file,
     read_official_checkpoint,
     save_restorer,
     tiny_config,
@@ -100,17 +100,17 @@ def test_mismatched_checkpoint_lists_first_unmatched_keys(source, tmp_path):
 def test_our_format_round_trip_and_errors(source, tmp_path):
     net, want = source
     path = save_restorer(net, tmp_path / "model.safetensors")
-    assert torch.equal(outputs(load_restorer(path)), want)
+    assert torch.equal(outputs(read_model_file(path)), want)
     restorer = load_model(path, device="cpu")
     assert restorer.resolution == R and restorer.name == "model"
 
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"junk")
     with pytest.raises(ModelError, match="cannot read"):
-        load_restorer(bad)
+        read_model_file(bad)
     save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(ModelError, match="not a streamrestore model"):
-        load_restorer(tmp_path / "plain.safetensors")
+        read_model_file(tmp_path / "plain.safetensors")
 
 
 def test_lite_missing_is_a_clear_error(tmp_path, monkeypatch):

@@ -1,8 +1,11 @@
-"""torch.export of the per-frame core (latent + reference K/V in, latent out) on a tiny config."""
+"""torch.export of the per-frame core (:class:`streamrestore.backends.FrameCore`: faces + noise +
+packed reference K/V in, restored faces out) on a tiny config."""
 import pytest
 import torch
 
-from streamrestore.model import InstantRestoreNet, InstantRestorer, RestorerCore, tiny_config
+from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
+
+from model_utils import export_frame_core
 
 R = 32
 
@@ -21,14 +24,14 @@ def test_export_core_matches_eager(padded):
     c2 = restorer.encode_references(torch.rand(2, 3, R, R, generator=g))
     caches = [c2, restorer.encode_references(torch.rand(1, 3, R, R, generator=g))] if padded else [c2, c2]
 
-    exported, args, kwargs = restorer.export_core(faces, caches)
-    assert (kwargs["ref_mask"] is not None) == padded
-    _, _, input_all = restorer.core_inputs(faces, caches)
+    exported, core, inputs, kwargs = export_frame_core(restorer, faces, caches, slots=2)
+    ref_mask = inputs[6]
+    assert bool(ref_mask.all()) != padded
     with torch.no_grad():
-        eager = RestorerCore(restorer.net, input_mask_all=input_all)(*args, **kwargs)
-        got = exported.module()(*args, **kwargs)
+        eager = core(*inputs, **kwargs)
+        got = exported.module()(*inputs, **kwargs)
     torch.testing.assert_close(got, eager, rtol=1e-5, atol=1e-5)
-    # the core is the restore path: decoding it gives what restore() returns
+    # the core is the restore path: it gives what restore() returns
     with torch.no_grad():
         full = restorer.restore(faces, caches)
-    torch.testing.assert_close(restorer.net.decode(got), full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[:2], full, rtol=1e-5, atol=1e-5)

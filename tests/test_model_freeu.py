@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers.utils.torch_utils import fourier_filter
 
-from model_utils import randomise_lora
+from model_utils import export_frame_core, randomise_lora
 from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
 from streamrestore.model.config import FreeU
 from streamrestore.model.freeu import FreeUSkipFilter, axis_filter, fourier_filter_matmul, install_freeu
@@ -140,12 +140,11 @@ def test_exported_core_has_no_fft(twins_vae):
     faces = torch.rand(1, 3, R, R, generator=g)
     refs = torch.rand(2, 3, R, R, generator=g)
     r = InstantRestorer(ours, device="cpu", dtype=torch.float32)
-    exported, args, kwargs = r.export_core(faces, [r.encode_references(refs)])
+    exported, core, inputs, kwargs = export_frame_core(r, faces, [r.encode_references(refs)])
     assert _fft_nodes(exported) == []
     with torch.no_grad():
-        eager = ours.denoise(args[0], args[1], r.pack_references([r.encode_references(refs)]))
-        torch.testing.assert_close(exported.module()(*args, **kwargs), eager, rtol=0, atol=TOL)
+        torch.testing.assert_close(exported.module()(*inputs, **kwargs), core(*inputs, **kwargs), rtol=0, atol=TOL)
     # control: the same export with diffusers' FreeU does contain FFTs (so the check can fail)
     rt = InstantRestorer(theirs, device="cpu", dtype=torch.float32)
-    exported_fft, _, _ = rt.export_core(faces, [rt.encode_references(refs)])
+    exported_fft, _, _, _ = export_frame_core(rt, faces, [rt.encode_references(refs)])
     assert _fft_nodes(exported_fft)

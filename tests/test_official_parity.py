@@ -17,7 +17,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from streamrestore.model.cache import ReferenceCache
 from streamrestore.model.config import FreeU, paper_config
+from streamrestore.model.packing import pack_kv
 from streamrestore.model.restorer import InstantRestorer
 
 TOL = 1e-4  # max abs difference, fp32
@@ -103,7 +105,7 @@ def _restore(net, arrays):
 
 
 def test_restorer_api_with_cached_references_matches(fixture, tmp_path):
-    """The public path: encode_references once (cached on disk), restore the face; the release
+    """The public path: encode_references once (kept on disk), restore the face; the release
     recomputes the references' K/V on every call, we reuse them: the output is the same."""
     arrays, meta = fixture
     net = parity.build_ours(meta, "final")
@@ -112,12 +114,17 @@ def test_restorer_api_with_cached_references_matches(fixture, tmp_path):
     r = InstantRestorer(net, device="cpu", dtype=torch.float32)
     want = (torch.from_numpy(arrays["final/image"]) + 1) / 2
     refs, degraded = _faces(arrays["references"]), _faces(arrays["degraded"][None])
-    first = r.encode_references_cached(refs, tmp_path)
-    again = r.encode_references_cached(refs, tmp_path)  # read back from disk
-    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    first = r.encode_references(refs)
+    first.save(tmp_path / "refs.safetensors")
+    again = ReferenceCache.load(tmp_path / "refs.safetensors")  # read back from disk
     for cache in (first, again):
         got = r.restore(degraded, [cache])
         assert (got - want).abs().max() <= TOL
+
+
+def _all_real(n: int) -> torch.Tensor:
+    """The reference mask of one face with n real references."""
+    return torch.ones(1, n, dtype=torch.bool)
 
 
 def test_zero_padded_references_are_the_only_padding_difference(fixture):
@@ -137,8 +144,9 @@ def test_zero_padded_references_are_the_only_padding_difference(fixture):
         zeroed = {n: (k.clone().index_fill_(0, torch.tensor([2, 3]), 0.0), v.clone().index_fill_(0, torch.tensor([2, 3]), 0.0))
                   for n, (k, v) in kv.items()}
         latent = net.encode(degraded)
-        as_release = net.decode(net.denoise(latent, noise, net.pack_kv(zeroed, 1))) * 2 - 1
-        masked = net.decode(net.denoise(latent, noise, net.pack_kv({n: (k[:2], v[:2]) for n, (k, v) in kv.items()}, 1))) * 2 - 1
+        first_two = {n: (k[:2], v[:2]) for n, (k, v) in kv.items()}
+        as_release = net.decode(net.denoise(latent, noise, pack_kv(net, zeroed, _all_real(4)))) * 2 - 1
+        masked = net.decode(net.denoise(latent, noise, pack_kv(net, first_two, _all_real(2)))) * 2 - 1
     assert (as_release - want).abs().max() <= TOL
     assert (masked - want).abs().max() > 1e-2
 

@@ -78,7 +78,7 @@ def test_process_keeps_type_and_channel_order(shared_data, scrfd):
     class Redden(IdentityRestorer):
         """Raises the RED channel of the (RGB) crops the pipeline hands over."""
 
-        def restore(self, faces, caches):
+        def restore(self, faces, caches, noise_seeds=None):
             out = faces.clone()
             out[:, 0] = (out[:, 0] + 0.3).clamp(0, 1)
             return out
@@ -166,7 +166,7 @@ def test_interrupt_leaves_no_output(tmp_path, shared_data, shared_models, scrfd)
     class Interrupting(IdentityRestorer):
         calls = 0
 
-        def restore(self, faces, caches):
+        def restore(self, faces, caches, noise_seeds=None):
             Interrupting.calls += 1
             if Interrupting.calls == 3:
                 raise KeyboardInterrupt
@@ -196,7 +196,7 @@ def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd
             Recording.encoded += 1
             return super().encode_references(faces)
 
-        def restore(self, faces, caches):
+        def restore(self, faces, caches, noise_seeds=None):
             Recording.batches.append(list(caches))
             return faces
 

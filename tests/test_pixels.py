@@ -142,7 +142,7 @@ def scrfd(shared_models):
 class _Stripes(IdentityRestorer):
     """Adds coloured stripes: a change colour matching cannot take back."""
 
-    def restore(self, faces, caches):
+    def restore(self, faces, caches, noise_seeds=None):
         import torch
 
         x = torch.arange(faces.shape[-1], dtype=faces.dtype)

@@ -77,7 +77,7 @@ def test_config_rejects_bad_values(bad):
 class _Stripes(IdentityRestorer):
     """A large change that the paste's colour matching cannot take back."""
 
-    def restore(self, faces, caches):
+    def restore(self, faces, caches, noise_seeds=None):
         import torch
 
         stripes = 0.2 * torch.sin(torch.arange(faces.shape[-1], dtype=faces.dtype) / 3.0)

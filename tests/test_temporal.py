@@ -200,7 +200,7 @@ def test_cut_in_the_pipeline_gives_a_fresh_track_and_no_carry_over():
         def encode_references(self, faces):
             return None
 
-        def restore(self, faces, caches):
+        def restore(self, faces, caches, noise_seeds=None):
             return (faces + 0.03 * torch.randn(faces.shape, generator=self.rng)).clamp(0, 1)
 
     scene_a = np.clip(_texture(256, 5) * [1.2, 0.8, 0.5], 0, 255).astype(np.uint8)

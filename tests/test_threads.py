@@ -34,7 +34,7 @@ class ThreadRecorder(IdentityRestorer):
         self.seen.append(("encode", torch.get_num_threads()))
         return super().encode_references(faces)
 
-    def restore(self, faces, caches):
+    def restore(self, faces, caches, noise_seeds=None):
         self.seen.append(("restore", torch.get_num_threads()))
         return super().restore(faces, caches)
 

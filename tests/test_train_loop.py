@@ -160,9 +160,9 @@ def test_lite_config_fits_the_size_budget():
     assert config.model.prediction_type == "residual" and config.landmark_kind == "kl"
     # the shipped file was built from this config (same network, same settings)
     from streamrestore.model.registry import LITE_WEIGHTS
-    from streamrestore.model.checkpoint import load_restorer
+    from streamrestore.model.checkpoint import read_model_file
 
-    assert load_restorer(LITE_WEIGHTS).config == config.model
+    assert read_model_file(LITE_WEIGHTS).config == config.model
     # ... through phase 4, which holds the benchmark people out and mixes in clean faces
     phase4 = load_train_config(REPO / "configs/lite_v2.toml")
     assert phase4.model == config.model and phase4.init_weights

@@ -397,6 +397,8 @@ def ours(net, arrays: dict) -> dict:
     """Every compared tensor, computed by our code (shared-attention path, net-level calls)."""
     import torch
 
+    from streamrestore.model.packing import pack_kv
+
     with torch.inference_mode():
         net.prompt_embeds.copy_(torch.from_numpy(arrays["prompt"]))
         faces = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255
@@ -410,7 +412,7 @@ def ours(net, arrays: dict) -> dict:
         kv = net.reference_kv(res["latent_refs"], ref_noise)
         for i, name in enumerate(net.shared_layers):
             res[f"ref_k{i}"], res[f"ref_v{i}"] = kv[name]
-        packed = net.pack_kv(kv, 1)
+        packed = pack_kv(net, kv, torch.ones(1, refs.shape[0], dtype=torch.bool))
         latent = net.encode(degraded)
         res["latent"] = latent
         res["x_t"] = net._sqrt_a * latent + net._sqrt_1ma * noise
@@ -461,6 +463,8 @@ def effects(args) -> None:
     """Measured size of the randomness the release has and we fix, on the oracle's network."""
     import torch
 
+    from streamrestore.model.packing import pack_kv
+
     arrays, meta = read_fixture(args.fixture)
     net = build_ours(meta, "final")
     base = ours(net, arrays)["image"]
@@ -472,7 +476,8 @@ def effects(args) -> None:
     def image(noise, ref_noise):
         with torch.inference_mode():
             kv = net.reference_kv(net.encode(refs, reference=True), ref_noise)
-            return net.decode(net.denoise(net.encode(degraded), noise, net.pack_kv(kv, 1))) * 2 - 1
+            packed = pack_kv(net, kv, torch.ones(1, refs.shape[0], dtype=torch.bool))
+            return net.decode(net.denoise(net.encode(degraded), noise, packed)) * 2 - 1
 
     ref_fixed = reference_noises(c, s, meta["reference_noise_seed"], refs.shape[0])
     noise = draw(meta["noise_seed"])

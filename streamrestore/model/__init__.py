@@ -9,18 +9,19 @@ Public entry points::
 from streamrestore.model.attention import AttentionMap, LayerReferences, ReferenceBatch, SharedImageAttnProcessor
 from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.model.checkpoint import (
-    load_restorer,
+    read_model_file,
     read_official_checkpoint,
     save_restorer,
     write_official_checkpoint,
 )
 from streamrestore.model.config import PROMPT, FreeU, LoraSettings, RestorerConfig, paper_config, tiny_config
-from streamrestore.model.registry import from_pretrained, load_instantrestore_net, load_model
-from streamrestore.model.restorer import InstantRestoreNet, InstantRestorer, RestorerCore
+from streamrestore.model.packing import fit_cache, pack_caches, pack_kv
+from streamrestore.model.registry import load_instantrestore_net, load_model
+from streamrestore.model.restorer import InstantRestoreNet, InstantRestorer
 
 __all__ = [
     "AttentionMap", "FreeU", "InstantRestoreNet", "InstantRestorer", "LayerReferences", "LoraSettings", "PROMPT",
-    "ReferenceBatch", "ReferenceCache", "RestorerConfig", "RestorerCore", "SharedImageAttnProcessor",
-    "from_pretrained", "load_instantrestore_net", "load_model", "load_restorer", "paper_config",
+    "ReferenceBatch", "ReferenceCache", "RestorerConfig", "SharedImageAttnProcessor", "fit_cache",
+    "load_instantrestore_net", "load_model", "pack_caches", "pack_kv", "paper_config", "read_model_file",
     "read_official_checkpoint", "reference_key", "save_restorer", "tiny_config", "write_official_checkpoint",
 ]

@@ -126,8 +126,8 @@ def adapt_weights(net, photos: np.ndarray, config: AdaptConfig = AdaptConfig()) 
     Returns:
         The adapted UNet's state dict (float32, CPU).
     """
-    from streamrestore.train.losses import pixel_loss, ssim_loss  # noqa: PLC0415
-    from streamrestore.train.loop import TrainingModel  # noqa: PLC0415
+    from streamrestore.model.losses import pixel_loss, ssim_loss  # noqa: PLC0415
+    from streamrestore.model.training import TrainingModel  # noqa: PLC0415
 
     if net.config.unet_lora is not None or net.config.latent != "pixel":
         raise ModelError("per-identity adaptation is for models trained in full in pixel space (lite); "

@@ -201,8 +201,14 @@ def save_restorer(net, path: str | Path, dtype: torch.dtype | None = None) -> Pa
     return path
 
 
-def load_restorer(path: str | Path):
-    """Rebuild an :class:`InstantRestoreNet` from a file written by :func:`save_restorer`."""
+def read_model_file(path: str | Path):
+    """Rebuild an :class:`InstantRestoreNet` (the network, on the CPU) from a file written by
+    :func:`save_restorer`.
+
+    Not to be confused with :func:`streamrestore.api.load_restorer`, which builds a ready
+    restorer (device, backend) from a model name; :func:`streamrestore.model.registry.load_model`
+    makes an ``InstantRestorer`` of this network.
+    """
     from safetensors import safe_open
 
     from streamrestore.model.restorer import InstantRestoreNet

@@ -31,7 +31,9 @@ class IdentityRestorer:
     def encode_references(self, faces: torch.Tensor) -> IdentityReferences:
         return IdentityReferences(count=int(faces.shape[0]))
 
-    def restore(self, faces: torch.Tensor, caches: Sequence[IdentityReferences | None]) -> torch.Tensor:
+    def restore(self, faces: torch.Tensor, caches: Sequence[IdentityReferences | None],
+                noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """``faces`` as given; ``noise_seeds`` is ignored (there is no noise)."""
         if len(caches) != faces.shape[0]:
             raise ValueError(f"got {faces.shape[0]} faces but {len(caches)} caches")
         return faces  # callers never write into the result (the pipeline copies out)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from streamrestore.errors import ModelError
-from streamrestore.model.checkpoint import apply_official_checkpoint, load_restorer, read_official_checkpoint
+from streamrestore.model.checkpoint import apply_official_checkpoint, read_model_file, read_official_checkpoint
 from streamrestore.model.config import PROMPT, RestorerConfig, paper_config
 from streamrestore.model.restorer import InstantRestoreNet, InstantRestorer
 
@@ -297,7 +297,7 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto", dt
         if not LITE_WEIGHTS.is_file():
             raise ModelError(f"the built-in 'lite' model weights are not installed (expected {LITE_WEIGHTS}); "
                              "reinstall streamrestore, or pass --model instantrestore or a model file")
-        return ready(load_restorer(LITE_WEIGHTS), "lite")
+        return ready(read_model_file(LITE_WEIGHTS), "lite")
     if name == "instantrestore":
         return ready(load_instantrestore_net(**options), "instantrestore")
     if name == RANDOM_PAPER:
@@ -306,15 +306,10 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto", dt
         return ready(InstantRestoreNet(paper_config()), RANDOM_PAPER)
     path = Path(name).expanduser()
     if path.suffix == ".safetensors":
-        return ready(load_restorer(path), path.stem)
+        return ready(read_model_file(path), path.stem)
     if path.suffix in (".pt", ".pth", ".ckpt"):
         return ready(load_instantrestore_net(checkpoint=path, **options), path.stem)
     if path.is_dir():
         return ready(load_instantrestore_net(root=path, **options), path.name)
     raise ModelError(f"unknown model {name!r}: use one of {', '.join(MODEL_NAMES)}, a .safetensors model file, "
                      "an InstantRestore .pt checkpoint, or a folder holding the official files")
-
-
-def from_pretrained(name_or_path: str | Path = "instantrestore", **kwargs) -> InstantRestorer:
-    """Alias of :func:`load_model` (diffusers-style name)."""
-    return load_model(name_or_path, **kwargs)

@@ -24,15 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamrestore.errors import DeviceError
-from streamrestore.model.attention import (
-    LayerReferences,
-    ReferenceBatch,
-    install_processors,
-    value_statistics,
-)
+from streamrestore.model.attention import ReferenceBatch, install_processors, value_statistics
 from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.model.config import RestorerConfig
 from streamrestore.model.freeu import install_freeu
+from streamrestore.model.packing import pack_caches
 
 log = logging.getLogger(__name__)
 
@@ -218,23 +214,6 @@ class InstantRestoreNet(nn.Module):
                             cross_attention_kwargs={"record_kv": record})
         return {name: record[name] for name in self.shared_layers}
 
-    def pack_kv(self, kv: dict[str, tuple[torch.Tensor, torch.Tensor]], batch: int) -> ReferenceBatch:
-        """K/V from :meth:`reference_kv` of ``batch * N`` references (face-major: face 0's N first)
-        as a :class:`ReferenceBatch` with N references per face; keeps gradients (training path)."""
-        layers = {}
-        for name in self.shared_layers:
-            k, v = kv[name]
-            if k.shape[0] % batch:
-                raise ValueError(f"{k.shape[0]} references do not split evenly over {batch} faces")
-            k = k.reshape(batch, -1, *k.shape[1:])
-            v = v.reshape(batch, -1, *v.shape[1:])
-            mean, std = value_statistics(v.float(), self.config.adain_eps)
-            layers[name] = LayerReferences(k, v, mean.to(v.dtype), std.to(v.dtype))
-        input_mask = None
-        if self.config.include_input_kv:
-            input_mask = torch.ones(batch, dtype=torch.bool, device=next(iter(layers.values())).keys.device)
-        return ReferenceBatch(layers, None, input_mask, input_mask is not None)
-
     def denoise(self, latents: torch.Tensor, noise: torch.Tensor, references: ReferenceBatch | None,
                 attention_maps: dict | None = None) -> torch.Tensor:
         """One restoration step: clean latent (B, C, h, w) -> x0 estimate, same shape."""
@@ -253,31 +232,6 @@ class InstantRestoreNet(nn.Module):
         if cfg.prediction_type == "residual":
             return x_t + pred
         return pred
-
-
-class RestorerCore(nn.Module):
-    """The per-frame core for export: latent + noise + packed reference K/V -> x0 latent.
-
-    Inputs are plain tensors (lists per shared layer, in ``net.shared_layers`` order):
-    ``ref_keys[i]``/``ref_values[i]`` (B, N, L_i, C_i), ``ref_means[i]``/``ref_stds[i]``
-    (B, N, 1, C_i); ``ref_mask`` (B, N) bool or None; ``input_mask`` (B,) bool or None (see
-    :class:`~streamrestore.model.attention.ReferenceBatch`). Shapes are static per export.
-    """
-
-    def __init__(self, net: InstantRestoreNet, input_mask_all: bool = False):
-        super().__init__()
-        self.net = net
-        self.input_mask_all = input_mask_all
-
-    def forward(self, latents, noise, ref_keys: list[torch.Tensor], ref_values: list[torch.Tensor],
-                ref_means: list[torch.Tensor], ref_stds: list[torch.Tensor],
-                ref_mask: torch.Tensor | None = None, input_mask: torch.Tensor | None = None):
-        layers = {
-            name: LayerReferences(k, v, m, s)
-            for name, k, v, m, s in zip(self.net.shared_layers, ref_keys, ref_values, ref_means, ref_stds)
-        }
-        refs = ReferenceBatch(layers, ref_mask, input_mask, self.input_mask_all)
-        return self.net.denoise(latents, noise, refs)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -343,8 +297,8 @@ class InstantRestorer:
     def fingerprint(self) -> str:
         """sha256 of the config and the reference-network weights + prompt (what a cache depends on).
 
-        Computed once, lazily (a second or two at paper scale). Training code that changes those
-        weights must call :meth:`refresh_fingerprint`.
+        Computed once, lazily (a second or two at paper scale): weights changed afterwards are
+        not seen (training builds a new restorer on a copy, see ``Trainer.restorer``).
         """
         if self._fingerprint is None:
             digest = hashlib.sha256(self.config.to_json().encode())
@@ -362,9 +316,6 @@ class InstantRestorer:
                 digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
-
-    def refresh_fingerprint(self) -> None:
-        self._fingerprint = None
 
     # -- helpers ----------------------------------------------------------------------------
     def _check_faces(self, faces: torch.Tensor, what: str) -> None:
@@ -418,66 +369,6 @@ class InstantRestorer:
         return ReferenceCache(self.net.shared_layers, tuple(keys), tuple(values), tuple(means), tuple(stds),
                               key=reference_key(faces, self.fingerprint), model=self.fingerprint)
 
-    def encode_references_cached(self, faces: torch.Tensor, cache_dir) -> ReferenceCache:
-        """Like :meth:`encode_references`, but reuse ``<cache_dir>/<key>.safetensors`` when present."""
-        key = reference_key(faces, self.fingerprint)
-        path = Path(cache_dir) / f"{key}.safetensors"
-        if path.is_file():
-            cache = ReferenceCache.load(path, device="cpu")
-            if cache.model == self.fingerprint and cache.layer_names == self.net.shared_layers:
-                return cache.to(self.device, self.dtype)
-            log.warning("reference cache %s was built by another model; encoding again", path)
-        cache = self.encode_references(faces)
-        cache.save(path)
-        return cache
-
-    def pack_references(self, caches: Sequence[ReferenceCache | None]) -> ReferenceBatch | None:
-        """Batch the references of B faces into padded per-layer tensors with masks."""
-        b = len(caches)
-        counts = [0 if c is None else c.num_references for c in caches]
-        n_max = max(counts)
-        if n_max == 0:
-            return None  # every face restores with plain self-attention
-        moved = [None if c is None else self._fit(c) for c in caches]
-        include_input = self.config.include_input_kv
-        no_refs = [n == 0 for n in counts]
-        layers = {}
-        same = all(c is moved[0] for c in moved)
-        for i, name in enumerate(self.net.shared_layers):
-            if same:  # one identity for the whole batch: views, no copy
-                c = moved[0]
-                fields = [t[i].unsqueeze(0).expand(b, *t[i].shape) for t in (c.keys, c.values, c.value_mean, c.value_std)]
-            else:
-                fields = []
-                for attr, fill in (("keys", 0.0), ("values", 0.0), ("value_mean", 0.0), ("value_std", 1.0)):
-                    ref = next(getattr(c, attr)[i] for c in moved if c is not None)
-                    rows = []
-                    for c, n in zip(moved, counts):
-                        t = getattr(c, attr)[i] if c is not None else ref[:0]
-                        if n < n_max:
-                            pad = torch.full((n_max - n, *ref.shape[1:]), fill, device=self.device, dtype=self.dtype)
-                            t = torch.cat([t, pad])
-                        rows.append(t)
-                    fields.append(torch.stack(rows))
-            layers[name] = LayerReferences(*fields)
-        ref_mask = None
-        if any(n != n_max for n in counts):
-            idx = torch.arange(n_max)
-            ref_mask = (idx[None, :] < torch.tensor(counts)[:, None]).to(self.device)
-        input_mask = None
-        input_all = False
-        if include_input or any(no_refs):
-            flags = [include_input or flag for flag in no_refs]
-            input_mask = torch.tensor(flags, device=self.device)
-            input_all = all(flags)
-        return ReferenceBatch(layers, ref_mask, input_mask, input_all)
-
-    def _fit(self, cache: ReferenceCache) -> ReferenceCache:
-        if cache.layer_names != self.net.shared_layers:
-            raise ValueError("this ReferenceCache was built for a different model architecture; "
-                             "encode the references with this restorer")
-        return cache.to(self.device, self.dtype)
-
     @torch.inference_mode()
     def check_restore_args(self, faces: torch.Tensor, caches: Sequence, noise_seeds: Sequence[int] | None) -> list[int]:
         """Validates :meth:`restore`'s arguments; returns one noise seed per face."""
@@ -508,34 +399,7 @@ class InstantRestorer:
             noise = self.fixed_noise(seeds[0], b)
         else:
             noise = torch.cat([self.fixed_noise(s) for s in seeds])
-        refs = self.pack_references(caches)
+        refs = pack_caches(self.net, caches, self.device, self.dtype)
         x0 = self.net.denoise(latents, noise, refs)
         out = self.net.decode(x0)
         return out.to(device=faces.device, dtype=torch.float32)
-
-    # -- export -----------------------------------------------------------------------------
-    def core_inputs(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None],
-                    noise_seeds: Sequence[int] | None = None) -> tuple[tuple, dict, bool]:
-        """Arguments of :class:`RestorerCore` for these faces (for export and benchmarks).
-
-        Returns ``(args, kwargs, input_mask_all)``.
-        """
-        b = faces.shape[0]
-        seeds = list(noise_seeds) if noise_seeds is not None else [self.config.noise_seed] * b
-        with torch.inference_mode():
-            latents = self.net.encode(faces.to(self.device, self.dtype))
-        noise = torch.cat([self.fixed_noise(s) for s in seeds])
-        refs = self.pack_references(caches)
-        if refs is None:
-            raise ValueError("the export core needs at least one face with references")
-        names = self.net.shared_layers
-        lists = [[getattr(refs.layers[n], f).contiguous() for n in names]
-                 for f in ("keys", "values", "value_mean", "value_std")]
-        args = (latents.clone(), noise.contiguous(), *lists)
-        return args, {"ref_mask": refs.ref_mask, "input_mask": refs.input_mask}, refs.input_mask_all
-
-    def export_core(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None]):
-        """``torch.export.export`` of the per-frame core for these (static) shapes."""
-        args, kwargs, input_all = self.core_inputs(faces, caches)
-        core = RestorerCore(self.net, input_mask_all=input_all).eval()
-        return torch.export.export(core, args, kwargs=kwargs), args, kwargs

@@ -33,7 +33,6 @@ import logging
 import math
 import shutil
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -41,16 +40,15 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from streamrestore.errors import InputError
-from streamrestore.model.attention import LayerReferences, ReferenceBatch, value_statistics
 from streamrestore.model.restorer import InstantRestoreNet
+from streamrestore.model.training import TrainingModel
 from streamrestore.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "TrainResult", "StepBatchSampler", "TrainingModel", "augment_copies", "train"]
+__all__ = ["Trainer", "TrainResult", "StepBatchSampler", "augment_copies", "train"]
 
 _LOSS_COLUMNS = ("loss", "pixel", "ssim", "identity", "landmark")
 _STATE_FILE = "trainer_state.json"
@@ -131,9 +129,9 @@ def augment_copies(images: torch.Tensor, landmarks: torch.Tensor, generator: tor
 
 def _init_from_file(net: InstantRestoreNet, path: str | Path) -> None:
     """Copy the weights of a shipped model file into ``net`` (same network config required)."""
-    from streamrestore.model.checkpoint import load_restorer  # noqa: PLC0415
+    from streamrestore.model.checkpoint import read_model_file  # noqa: PLC0415
 
-    source = load_restorer(path)
+    source = read_model_file(path)
     if source.config.unet != net.config.unet or source.config.latent != net.config.latent:
         raise InputError(f"init_weights {path} was built with another network than this config's [model]")
     with torch.no_grad():
@@ -141,70 +139,6 @@ def _init_from_file(net: InstantRestoreNet, path: str | Path) -> None:
         for k, v in source.weights_state_dict().items():
             state[k].copy_(v.to(state[k].dtype))
     logger.info("weights initialised from %s", path)
-
-
-# --------------------------------------------------------------------------------------------
-# The module accelerate wraps
-
-
-class TrainingModel(nn.Module):
-    """Forward pass of one training step, as one module (so data-parallel wrappers see it).
-
-    ``forward(degraded, references, ref_mask, noise, ref_noise, map_layer)`` returns the restored
-    images (B, 3, R, R) in [0, 1] and, when ``map_layer`` names a shared layer, that layer's
-    attention over the first reference (B, heads, queries, ref_tokens), else None.
-    """
-
-    def __init__(self, net: InstantRestoreNet, reference_grad: bool = True):
-        super().__init__()
-        self.net = net
-        self.reference_grad = reference_grad
-
-    def pack(self, kv: dict, ref_mask: torch.Tensor) -> ReferenceBatch:
-        """Per-face reference K/V from the K/V of all ``B * N`` slots (face-major), masked."""
-        b, n = ref_mask.shape
-        valid = ref_mask[:, :, None, None]
-        layers = {}
-        for name in self.net.shared_layers:
-            k, v = kv[name]
-            k, v = k.reshape(b, n, *k.shape[1:]), v.reshape(b, n, *v.shape[1:])
-            mean, std = value_statistics(v.float(), self.net.config.adain_eps)
-            # padded slots: mean 0, std 1 (the cache convention); they get zero attention anyway
-            mean = torch.where(valid, mean, torch.zeros_like(mean)).to(v.dtype)
-            std = torch.where(valid, std, torch.ones_like(std)).to(v.dtype)
-            layers[name] = LayerReferences(k, v, mean, std)
-        has_refs = ref_mask.any(dim=1)
-        include_input = self.net.config.include_input_kv
-        input_mask, input_all = None, False
-        if include_input or not bool(has_refs.all()):
-            input_mask = torch.ones_like(has_refs) if include_input else ~has_refs
-            input_all = bool(input_mask.all())
-        full = bool(ref_mask.all())
-        return ReferenceBatch(layers, None if full else ref_mask, input_mask, input_all)
-
-    def forward(self, degraded: torch.Tensor, references: torch.Tensor, ref_mask: torch.Tensor,
-                noise: torch.Tensor, ref_noise: torch.Tensor, map_layer: str | None = None):
-        net = self.net
-        latents = net.encode(degraded)
-        refs = None
-        if bool(ref_mask.any()):
-            # every slot, padding included: tensor shapes stay the same from step to step, which
-            # on CPU is far cheaper than skipping the padding (oneDNN builds kernels per shape)
-            flat = references.flatten(0, 1)
-            with nullcontext() if self.reference_grad else torch.no_grad():
-                ref_latents = net.encode(flat, reference=True)
-                # ref_noise: (1, ...) one noise for all, or (>= N, ...) one per reference slot
-                n = references.shape[1]
-                per_slot = ref_noise if ref_noise.shape[0] == 1 else ref_noise[:n]
-                kv = net.reference_kv(ref_latents, per_slot.expand(n, -1, -1, -1).repeat(references.shape[0], 1, 1, 1))
-            refs = self.pack(kv, ref_mask)
-        maps = {map_layer: None} if (map_layer is not None and refs is not None) else None
-        x0 = net.denoise(latents, noise, refs, attention_maps=maps)
-        restored = net.decode(x0)
-        probs = None
-        if maps is not None and maps.get(map_layer) is not None:
-            probs = maps[map_layer].for_reference(0)
-        return restored, probs
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,142 @@
+"""Which backend runs: what each needs, what is available on a device, what ``auto`` picks.
+
+See :mod:`streamrestore.backends` for what each backend does.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from streamrestore.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+#: values of ``--backend``
+BACKENDS = ("auto", "eager", "compile", "tensorrt")
+#: batch sizes compiled backends are built for
+DEFAULT_BUCKETS = (1, 2, 4, 8)
+#: why ``auto`` stays eager on CPU (documentation only: nothing is printed, since no advice holds
+#: there). ``streamrestore bench`` on 2 busy CPU cores, lite, 720p: compile 7.4 fps end to end,
+#: eager 11.7; compiling also costs tens of seconds of start-up per batch bucket.
+CPU_AUTO_NOTE = ("torch.compile on CPU was slower end to end than eager (bench, 2 cores: 7.4 vs 11.7 fps) "
+                 "and costs tens of seconds of start-up")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How the restorer runs.
+
+    Args:
+        backend: ``auto`` (default: the fastest available, see :mod:`streamrestore.backends`), ``eager``,
+            ``compile`` or ``tensorrt``.
+        buckets: batch sizes compiled backends are built for (default 1, 2, 4, 8: one engine per
+            size; a frame's faces are padded up to the next size, more than the largest are
+            split). Eager ignores them.
+        reference_slots: references per face the compiled core takes (default 4, the number the
+            method was trained with); fewer are padded and masked out. An identity with more
+            references raises the slot count at ``encode_references`` time (before any frame).
+        channels_last: channels-last memory for the networks (default None: on CUDA only).
+        cuda_graphs: capture the compiled core in CUDA graphs (default True; CUDA only). Cuts the
+            launch overhead of ~1000 kernels per face, which dominates at batch 1.
+        compile_mode: ``torch.compile`` mode (default None: ``reduce-overhead`` with CUDA graphs,
+            else inductor's default).
+        compiler: ``torch.compile`` backend (default ``inductor``; ``eager`` captures the same
+            static graphs with dynamo but generates no code: tests use it to check shapes,
+            padding and recompiles in seconds).
+        engine_dir: where built TensorRT engines are kept (default
+            ``$STREAMRESTORE_HOME/engines`` or ``~/.cache/streamrestore/engines``).
+    """
+
+    backend: str = "auto"
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    reference_slots: int = 4
+    channels_last: bool | None = None
+    cuda_graphs: bool = True
+    compile_mode: str | None = None
+    compiler: str = "inductor"
+    engine_dir: str | Path | None = None
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        buckets = tuple(int(b) for b in self.buckets)
+        if not buckets or any(b < 1 for b in buckets) or list(buckets) != sorted(set(buckets)):
+            raise ValueError(f"buckets must be increasing positive batch sizes, got {self.buckets!r}")
+        object.__setattr__(self, "buckets", buckets)
+        if self.reference_slots < 1:
+            raise ValueError(f"reference_slots must be >= 1, got {self.reference_slots}")
+
+
+# -- what is available ------------------------------------------------------------------------
+
+def _has_compiler() -> bool:
+    """Inductor's CPU code needs a C++ compiler."""
+    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
+
+
+def backend_availability(device: torch.device | str) -> dict[str, str | None]:
+    """For each backend: None when it can run on ``device``, else the reason it cannot."""
+    device = torch.device(device)
+    out: dict[str, str | None] = {"eager": None}
+    if device.type == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            out["compile"] = "torch.compile on CUDA needs the 'triton' package"
+        else:
+            out["compile"] = None
+        if importlib.util.find_spec("torch_tensorrt") is None:
+            out["tensorrt"] = "torch_tensorrt is not installed (pip install 'streamrestore[trt]' plus NVIDIA's TensorRT)"
+        else:
+            try:
+                import torch_tensorrt  # noqa: F401
+                out["tensorrt"] = None
+            except Exception as exc:  # missing TensorRT libraries surface here
+                out["tensorrt"] = f"torch_tensorrt cannot be imported ({type(exc).__name__}: {exc})"
+    else:
+        out["compile"] = None if _has_compiler() else "torch.compile on CPU needs a C++ compiler (g++ or clang++)"
+        out["tensorrt"] = "TensorRT needs a CUDA device"
+    return out
+
+
+def available_backends(device: torch.device | str) -> list[str]:
+    """The backends that can run on ``device``, fastest first for that device."""
+    avail = backend_availability(device)
+    order = ("tensorrt", "compile", "eager") if torch.device(device).type == "cuda" else ("eager", "compile")
+    return [b for b in order if avail.get(b) is None]
+
+
+def select_backend(requested: str, device: torch.device | str) -> str:
+    """The backend that will run: ``requested`` itself, or for ``auto`` the best available.
+
+    ``auto`` logs one line naming the backend and why faster ones were skipped; an explicitly
+    requested backend that cannot run raises :class:`ModelError` saying what to install.
+    """
+    if requested not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r}")
+    device = torch.device(device)
+    avail = backend_availability(device)
+    if requested != "auto":
+        reason = avail.get(requested)
+        if reason is not None:
+            raise ModelError(f"backend {requested!r} cannot run on {device.type}: {reason}; "
+                             "use --backend auto or eager")
+        return requested
+    if device.type == "cuda":
+        skipped = []
+        for name in ("tensorrt", "compile"):
+            if avail[name] is None:
+                chosen = name
+                break
+            skipped.append(f"{name}: {avail[name]}")
+        else:
+            chosen = "eager"
+        note = f" ({'; '.join(skipped)})" if skipped else ""
+    else:
+        chosen, note = "eager", ""  # see CPU_AUTO_NOTE: no backend advice holds on CPU
+    log.info("backend: %s on %s%s", chosen, device.type, note)
+    return chosen

@@ -1,0 +1,90 @@
+"""TensorRT engines: exported from the per-frame core, built by Torch-TensorRT, cached on disk.
+
+An engine is kept under a hash of everything it depends on (model fingerprint, shapes, dtype,
+GPU, versions), so a second run with the same model and shapes loads it instead of building it
+(minutes). A stale or damaged file is rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def engine_dir(override: str | Path | None = None) -> Path:
+    """Folder of cached TensorRT engines (see :class:`BackendConfig`)."""
+    if override is not None:
+        return Path(override)
+    home = os.environ.get("STREAMRESTORE_HOME")
+    return (Path(home) if home else Path.home() / ".cache" / "streamrestore") / "engines"
+
+
+def engine_path(restorer, key, folder: str | Path | None = None) -> Path:
+    """Where the TensorRT engine for ``key`` of ``restorer`` is cached: a hash of everything it depends on.
+
+    Args:
+        restorer: the :class:`~streamrestore.model.restorer.InstantRestorer` compiled (its
+            ``name``, ``fingerprint``, ``resolution``, ``device`` and ``dtype``).
+        key: the engine's (bucket, slots, with_refs, with_input).
+        folder: the cache folder (default: :func:`engine_dir`).
+    """
+    bucket, slots, with_refs, with_input = key
+    device = restorer.device
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    try:
+        from importlib.metadata import version
+
+        trt_version = version("torch_tensorrt")
+    except Exception:
+        trt_version = "none"
+    ident = {
+        # the name carries "+taesd" when --fast-vae swapped the decoder (not in the fingerprint)
+        "name": getattr(restorer, "name", "model"),
+        "model": restorer.fingerprint, "lora_merged": True, "resolution": restorer.resolution,
+        "batch": bucket, "slots": slots, "refs": with_refs, "input": with_input, "dtype": str(restorer.dtype),
+        "gpu": gpu, "torch": torch.__version__, "torch_tensorrt": trt_version,
+    }
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+    return engine_dir(folder) / f"{getattr(restorer, 'name', 'model')}-{digest}.ep"
+
+
+def tensorrt_engine(core: nn.Module, args, dtype: torch.dtype, path: Path):
+    """The TensorRT program of ``core`` for ``args`` (the core's inputs): loaded from ``path``
+    when a good engine is there, else exported, built in ``dtype`` and saved there."""
+    import torch_tensorrt
+
+    if path.is_file():
+        try:
+            program = torch_tensorrt.load(str(path)).module()
+            log.info("TensorRT engine loaded from %s", path)
+            return program
+        except Exception as exc:  # a stale or damaged engine is rebuilt
+            log.warning("cannot load TensorRT engine %s (%s); building it again", path, exc)
+    x, noise, keys, values, means, stds, ref_mask, input_mask = args
+    kwargs = {"input_mask": input_mask} if input_mask is not None else {}
+    exported = torch.export.export(core, (x, noise, keys, values, means, stds, ref_mask), kwargs=kwargs)
+    inputs = [x, noise, *keys, *values, *means, *stds, ref_mask] + ([input_mask] if input_mask is not None else [])
+    options = dict(enabled_precisions={dtype}, use_explicit_typing=False,
+                   # our attention is not causal; Torch-TensorRT's default would make it so
+                   attn_bias_is_causal=False)
+    try:
+        program = torch_tensorrt.dynamo.compile(exported, inputs=inputs, **options)
+    except TypeError:  # an older torch_tensorrt without one of the options
+        options.pop("attn_bias_is_causal")
+        options.pop("use_explicit_typing")
+        program = torch_tensorrt.dynamo.compile(exported, inputs=inputs, **options)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        torch_tensorrt.save(program, str(tmp), inputs=inputs)
+        tmp.replace(path)
+    except Exception as exc:
+        log.warning("could not cache the TensorRT engine at %s: %s", path, exc)
+    return program
