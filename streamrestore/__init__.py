@@ -11,7 +11,7 @@ _LAZY = {
     "build_face_restorer": "streamrestore.api",
     "FaceRestorer": "streamrestore.pipeline",
     "PipelineConfig": "streamrestore.pipeline",
-    "RunStats": "streamrestore.pipeline",
+    "RunStats": "streamrestore.run",
     "load_model": "streamrestore.model.registry",
 }
 

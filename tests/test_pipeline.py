@@ -242,7 +242,7 @@ def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd
 
 
 def _summary_of(stats_calls, **fields):
-    from streamrestore.pipeline import RunStats
+    from streamrestore.run import RunStats
 
     stats = RunStats(**fields)
     for track_id, frame, identity, restored in stats_calls:
@@ -272,7 +272,7 @@ def test_summary_counts_unmatched_and_skipped_faces_per_track():
 
 
 def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
-    from streamrestore.pipeline import SUMMARY_TRACKS
+    from streamrestore.run import SUMMARY_TRACKS
 
     one = _summary_of([(7, 0, None, True)], frames=1, frames_with_faces=1, frames_restored=1, faces_restored=1)
     assert one.summary().splitlines() == [
