@@ -2,31 +2,30 @@
 
 :func:`restore_video` is defined here; :func:`build_face_restorer`, :func:`load_restorer` and the
 cheap option checks belong to :mod:`streamrestore.pipeline` (next to :class:`FaceRestorer`, whose
-``from_options`` uses them) and are re-exported.
+``from_options`` uses them) and are re-exported. The loop it runs is :mod:`streamrestore.run`'s.
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Union
 
-from streamrestore.errors import OutputError
 from streamrestore.pipeline import (
     FaceRestorer,
-    PipelineConfig,
     build_face_restorer,
     check_model_options,
     check_references,
     load_restorer,
 )
-from streamrestore.run import RunStats, expected_frames, make_progress, restore_frames
-from streamrestore.temporal import TemporalConfig
+from streamrestore.run import ProgressMode, RunStats, expected_frames, make_progress, restore_frames
 
 if TYPE_CHECKING:  # pragma: no cover
-    from streamrestore.model.adapt import AdaptConfig
+    from streamrestore.video.writer import EncoderSettings
 
 __all__ = [
+    "RestorerSpec",
     "build_face_restorer",
     "check_model_options",
     "check_references",
@@ -36,92 +35,103 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: ``restorer=`` of :func:`restore_video`: a ready :class:`FaceRestorer`, or a function of the
+#: video's frame rate that builds one (called once the cheap checks have passed)
+RestorerSpec = Union[FaceRestorer, Callable[[float], FaceRestorer]]
+
 
 def restore_video(
-    src: str | Path,
-    dst: str | Path | None = None,
-    refs=(),
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str] | None = None,
+    restorer: RestorerSpec | None = None,
     *,
-    model="lite",
-    device: str = "auto",
-    detector: str = "auto",
-    face_models: str | Path | None = None,
-    codec: str | None = None,
-    crf: int | None = None,
-    preset: str | None = None,
+    encoder: EncoderSettings | None = None,
     start: float | None = None,
     end: float | None = None,
-    max_faces: int | None = None,
-    unmatched: str = "restore",
-    detect_every: int = 3,
-    temporal: TemporalConfig | None = None,
-    backend: str = "auto",
-    fast_vae: str | Path | None = None,
     force: bool = False,
-    progress: bool | str = False,
-    progress_interval: float | None = None,
-    torch_threads: int | None = None,
-    adapt: "AdaptConfig | None" = None,
-    face_restorer: FaceRestorer | None = None,
+    progress: ProgressMode = False,
 ) -> RunStats:
-    """Restores the faces of the video ``src`` into ``dst`` (default ``<stem>.restored.<ext>``).
+    """Restores the faces of the video ``src`` into ``dst``.
 
     Every frame, timestamp and audio packet of the input is kept; the output file appears only
-    when complete (an existing ``dst`` is replaced only with ``force=True``). Returns the run's
-    :class:`RunStats`; what went wrong while reading (a truncated input, damaged packets) is in
-    its ``problems`` and its ``summary()``. ``face_restorer`` replaces the model and face options
-    with a ready-made :class:`FaceRestorer` (it must have been built with lookahead and is used
-    once).
-    ``temporal`` sets the temporal fusion (default None:
-    :class:`~streamrestore.temporal.TemporalConfig` defaults; ``TemporalConfig.off()`` off).
+    when complete. What went wrong while reading (a truncated input, damaged packets) is in the
+    returned stats' ``problems`` and ``summary()``.
 
-    Mistakes in the options, paths and media raise a :class:`~streamrestore.errors.UserError`
-    subclass before any model is loaded; ``dst`` may not be ``src`` (under any spelling), not
-    even with ``force``.
+    Args:
+        src: the input video file.
+        dst: the output file (default None: ``<stem>.restored.<ext>`` next to ``src``). It may
+            not be ``src`` (under any spelling), not even with ``force``.
+        restorer: who restores the faces: a :class:`FaceRestorer` (e.g.
+            ``FaceRestorer.from_options(refs="anna/", model="lite")``, built with lookahead: the
+            default ``PipelineConfig``), or a function ``fps -> FaceRestorer`` called once the
+            checks below have passed (so a bad output path fails before any model loads; the
+            CLI passes one), or None (default: ``FaceRestorer.from_options()``, the lite model
+            without references). A FaceRestorer that has already restored frames, or was built
+            for another frame rate, is left as it is: the run uses its :meth:`~FaceRestorer.fresh`
+            copy (same models and encoded references, new tracker and stats).
+        encoder: how the output is encoded (default None: ``EncoderSettings()``, visually
+            lossless for faces; see :class:`~streamrestore.video.writer.EncoderSettings`).
+        start, end: restore only this window of the input, in seconds (default: all of it).
+        force: replace an existing ``dst`` (default False: a :class:`~streamrestore.errors.OutputError`).
+        progress: False (default) prints nothing; True shows a progress bar when stderr is a
+            terminal and otherwise a plain line every :data:`streamrestore.run.PROGRESS_INTERVAL`
+            seconds (5 s; frames, percent, fps, ETA: for the logs of nohup, CI or ``> log
+            2>&1``); ``"bar"`` or ``"lines"`` force one.
 
-    ``progress``: False (default) prints nothing; True shows a progress bar when stderr is a
-    terminal and otherwise a plain line every ``progress_interval`` seconds (default
-    :data:`PROGRESS_INTERVAL`, 5 s; frames, percent, fps, ETA: for the logs of nohup, CI or
-    ``> log 2>&1``); ``"bar"`` or ``"lines"`` force one.
-    ``torch_threads``, ``adapt``: see :func:`build_face_restorer` (threads: default half the
-    cores, set only for this run's work).
+    Returns the run's :class:`~streamrestore.run.RunStats`.
+
+    Mistakes in the paths, the window and the output (container, codec, audio) raise a
+    :class:`~streamrestore.errors.UserError` subclass before ``restorer`` is built.
     """
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import EncoderSettings, VideoWriter, check_not_input, default_output_path
 
     started = time.perf_counter()
+    if progress not in (False, True, "bar", "lines"):
+        raise ValueError(f"progress must be True, False, 'bar' or 'lines', got {progress!r}")
+    if encoder is None:
+        encoder = EncoderSettings()
+    elif not isinstance(encoder, EncoderSettings):
+        raise ValueError(f"encoder must be an EncoderSettings or None, got {type(encoder).__name__}")
+    if restorer is not None and not (isinstance(restorer, FaceRestorer) or callable(restorer)):
+        raise ValueError(f"restorer must be a FaceRestorer, a function of the frame rate or None, got "
+                         f"{type(restorer).__name__}")
     dst = Path(dst) if dst is not None else default_output_path(src)
-    # Everything a user can get wrong is checked first, in well under a second: the options,
-    # the reference folders, the input and its window, and the output (path, container, codec,
-    # audio; the writer opens its encoder and writes the header). Models load only after.
-    try:
-        settings = EncoderSettings(codec=codec, crf=crf, preset=preset)
-    except ValueError as exc:
-        raise OutputError(f"bad encoder option: {exc}") from None
-    if face_restorer is None:
-        check_model_options(model, device=device, fast_vae=fast_vae)
-        check_references(refs)
+    # Everything a user can get wrong is checked first, in well under a second: the input and
+    # its window, and the output (path, container, codec, audio; the writer opens its encoder
+    # and writes the header). Models load only after.
     check_not_input(src, dst)
     with VideoReader(src, start=start, end=end) as reader:
         info = reader.info
         fps = float(info.frame_rate) if info.frame_rate else 30.0
-        with VideoWriter(dst, info, settings, audio_from=src, start=start, end=end, force=force) as writer:
-            if face_restorer is None:
-                config = PipelineConfig(max_faces=max_faces, unmatched=unmatched, detect_every=detect_every,
-                                        **({"temporal": temporal} if temporal is not None else {}))
-                face_restorer = FaceRestorer.from_options(
-                    refs, model=model, device=device, detector=detector, face_models=face_models, config=config,
-                    fps=fps, backend=backend, fast_vae=fast_vae, torch_threads=torch_threads, adapt=adapt,
-                )
+        with VideoWriter(dst, info, encoder, audio_from=src, start=start, end=end, force=force) as writer:
+            face_restorer = _face_restorer(restorer, fps)
             stats = face_restorer.stats
             stats.startup_seconds = time.perf_counter() - started
-            bar = make_progress(expected_frames(info, start, end), progress, progress_interval)
+            bar = make_progress(expected_frames(info, start, end), progress)
             try:
                 stats.add_time("encode", restore_frames(reader.frames(), writer, face_restorer,
                                                         on_frame=bar.update if bar else None))
             finally:
                 if bar is not None:
                     bar.close()
-        stats.problems.extend(reader.problems)
+    stats.problems.extend(reader.problems)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _face_restorer(restorer: RestorerSpec | None, fps: float) -> FaceRestorer:
+    """The FaceRestorer a run at ``fps`` uses (see ``restorer`` of :func:`restore_video`)."""
+    if restorer is None:
+        return FaceRestorer.from_options(fps=fps)
+    if not isinstance(restorer, FaceRestorer):
+        built = restorer(fps)
+        if not isinstance(built, FaceRestorer):
+            raise ValueError(f"the restorer function must return a FaceRestorer, got {type(built).__name__}")
+        return built
+    if restorer.stats.frames or restorer.fps != fps:
+        # Its tracker and temporal state belong to another stream, or its smoothing is tuned
+        # for another frame rate: a fresh copy shares everything loaded and starts clean.
+        return restorer.fresh(fps)
+    return restorer
+

@@ -326,7 +326,7 @@ class BatchWorker:
         _die_once(die)
         info = probe(src)
         fps = float(info.frame_rate) if info.frame_rate else 30.0
-        stats = restore_video(src, dst, face_restorer=self.template.fresh(fps), force=True, **self.encoder)
+        stats = restore_video(src, dst, self.template.fresh(fps), encoder=self._settings(), force=True)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "problems": list(stats.problems),
                 "faces": stats.faces_restored, "identities": stats.identities_matched}
 

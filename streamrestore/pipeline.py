@@ -180,11 +180,17 @@ class FaceRestorer:
         self.last_faces: list[AlignedFace] = []
 
     @classmethod
-    def from_options(cls, refs=(), *, lookahead: int = 5, **options) -> "FaceRestorer":
-        """Builds one from the same options as the CLI (see :func:`build_face_restorer`).
-        ``lookahead=0`` gives an object whose :meth:`process` returns each frame at once."""
-        config = options.pop("config", None) or PipelineConfig(lookahead=lookahead)
-        return build_face_restorer(refs, config=config, **options)
+    def from_options(cls, refs: Any = (), **options: Any) -> "FaceRestorer":
+        """Builds one from the same options as the CLI: loads the model, the face models and
+        the reference photos (see :func:`build_face_restorer` for every option).
+        ``config=PipelineConfig(lookahead=0)`` gives an object whose :meth:`process` returns
+        each frame at once (live sources)."""
+        return build_face_restorer(refs, **options)
+
+    @property
+    def fps(self) -> float:
+        """The frame rate the tracker's smoothing is tuned for (see :meth:`fresh`)."""
+        return self._fps
 
     def fresh(self, fps: float | None = None) -> "FaceRestorer":
         """A new object for another stream (tracker, temporal state and stats start empty) that

@@ -79,8 +79,12 @@ def clip(tmp_path):
     return path
 
 
-def test_restore_video_prints_lines_to_a_log(clip, tmp_path, capsys):
-    restore_video(clip, tmp_path / "o.mp4", model="identity", detector="dlib", progress=True, progress_interval=0)
+def test_restore_video_prints_lines_to_a_log(clip, tmp_path, capsys, monkeypatch):
+    from streamrestore.pipeline import FaceRestorer
+
+    monkeypatch.setattr(run, "PROGRESS_INTERVAL", 0.0)  # every frame, instead of every 5 s
+    restore_video(clip, tmp_path / "o.mp4", FaceRestorer.from_options(model="identity", detector="dlib"),
+                  progress=True)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress:")]
     assert len(lines) == 6
     assert lines[-1].startswith("progress: 6/6 frames (100%), ") and "fps" in lines[-1]

@@ -102,7 +102,7 @@ def test_restore_video_uses_the_cli_default(monkeypatch, caller_threads, tmp_pat
     src = tmp_path / "in.mp4"
     make_clip(src, width=128, height=128, frames=4)
     recorder = ThreadRecorder()
-    stats = restore_video(src, tmp_path / "out.mp4", model=recorder)
+    stats = restore_video(src, tmp_path / "out.mp4", FaceRestorer.from_options(model=recorder))
     assert stats.faces_restored == 4
     assert {n for _, n in recorder.seen} == {2}
     assert torch.get_num_threads() == caller_threads

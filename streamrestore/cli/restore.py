@@ -14,10 +14,13 @@ from streamrestore.cli.options import (
     add_encoder_options,
     add_model_options,
     add_temporal_options,
+    check_face_options,
     configure_logging,
+    encoder_from_args,
     parse_time,
+    pipeline_config,
+    restorer_options,
     set_torch_threads,
-    temporal_from_args,
 )
 from streamrestore.errors import UserError
 from streamrestore.threads import TORCH_THREADS_HELP
@@ -68,26 +71,29 @@ def main(argv: list[str]) -> int:
     configure_logging(args.verbose)
     if args.start is not None and args.end is not None and args.end <= args.start:
         raise UserError(f"--end ({args.end}s) must be after --start ({args.start}s)")
-    if args.max_faces is not None and args.max_faces < 1:
-        raise UserError(f"--max-faces must be at least 1, got {args.max_faces}")
-    if args.detect_every < 1:
-        raise UserError(f"--detect-every must be at least 1, got {args.detect_every}")
+    check_face_options(args)
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
-    temporal = temporal_from_args(args)
+    config = pipeline_config(args)
+    adapt = adapt_config(args)
     set_torch_threads(args.torch_threads)
     from streamrestore.api import restore_video
+    from streamrestore.pipeline import FaceRestorer, check_model_options, check_references
     from streamrestore.video.writer import default_output_path
 
+    # The cheap checks first (encoder options, device, reference folders here; the input, its
+    # window and the output in restore_video), so a mistake costs no model loading.
+    encoder = encoder_from_args(args)
+    check_model_options(args.model, device=args.device, fast_vae=args.fast_vae)
+    check_references(args.refs)
+
+    def build(fps: float) -> FaceRestorer:
+        return FaceRestorer.from_options(args.refs, config=config, fps=fps, torch_threads=args.torch_threads,
+                                         adapt=adapt, **restorer_options(args))
+
     output = args.output or default_output_path(args.input)
-    stats = restore_video(
-        args.input, output, args.refs,
-        model=args.model, fast_vae=args.fast_vae, device=args.device, detector=args.detector, face_models=args.face_models,
-        codec=args.codec, crf=args.crf, preset=args.preset, start=args.start, end=args.end,
-        max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every, temporal=temporal,
-        backend=args.backend, force=args.force, torch_threads=args.torch_threads, adapt=adapt_config(args),
-        progress=not args.no_progress,
-    )
+    stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
+                          force=args.force, progress=not args.no_progress)
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(f"wrote {output}", file=sys.stderr)
     return 0
