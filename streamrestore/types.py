@@ -98,3 +98,20 @@ class FrameSink(Protocol):
 
     def close(self) -> None: ...
 
+
+@runtime_checkable
+class LiveSink(Protocol):
+    """An output of a live session (:mod:`streamrestore.live.sinks`: a file or a network
+    stream): ``write`` takes each restored RGB frame with the time it was captured (the
+    output's clock), ``close`` finishes the output, ``abort`` drops it after a failure.
+    ``name`` is what it writes to, ``frames_written`` how many frames it took."""
+
+    name: str
+    frames_written: int
+
+    def write(self, rgb: np.ndarray, captured: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
