@@ -222,7 +222,7 @@ def run_bench(
 
     Args:
         clip: input video.
-        refs: reference folders/specs, as for ``restore_video``.
+        refs: reference folders/specs, as for :func:`~streamrestore.pipeline.build_face_restorer`.
         model: a model name/path (``lite``, ``instantrestore``, ``identity``, a file) or a
             ready restorer object.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -232,7 +232,7 @@ def run_bench(
         frames: time only the first N frames (default None: the whole clip).
         warmup_frames: untimed frames run first through each backend (default 8: compiles
             the shapes of the clip's first faces and fills caches; 0 to skip).
-        detector, face_models: face detection, as for ``restore_video``.
+        detector, face_models: face detection, as for :func:`~streamrestore.pipeline.build_face_restorer`.
         dtype: compute dtype of a loaded model (default None: fp16 on CUDA, fp32 on CPU).
         resolution: crop size of the ``identity`` model (default 512).
         fast_vae: TAESD folder or decoder file to decode with instead of the model's VAE
