@@ -25,7 +25,7 @@ def first_frames(reader, frames):
 
 def transcode(clip, dst, frames, settings, process, prepare=None):
     """Decode → ``process`` → encode with the pipeline's threads; returns (seconds, encode seconds)."""
-    from streamrestore.pipeline import run_threaded
+    from streamrestore.run import run_threaded
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import VideoWriter
 

@@ -14,7 +14,9 @@ import streamrestore
 
 def main():
     src, refs, dst = sys.argv[1:4]
-    restorer = streamrestore.FaceRestorer.from_options(refs=refs, lookahead=0, channel_order="bgr")
+    # lookahead=0: the tracker holds no frame back, so process() returns each one at once
+    config = streamrestore.PipelineConfig(lookahead=0)
+    restorer = streamrestore.FaceRestorer.from_options(refs=refs, config=config, channel_order="bgr")
     image = cv2.imread(src)
     if image is None:
         sys.exit(f"cannot read {src}")

@@ -10,7 +10,9 @@ import streamrestore
 def main():
     src, refs = sys.argv[1], sys.argv[2]
     dst = sys.argv[3] if len(sys.argv) > 3 else None
-    stats = streamrestore.restore_video(src, dst, refs=refs, progress=True)
+    # Models load and references are encoded here, once; the restorer can serve many files.
+    restorer = streamrestore.FaceRestorer.from_options(refs=refs)
+    stats = streamrestore.restore_video(src, dst, restorer, progress=True)
     print(stats.summary())
 
 

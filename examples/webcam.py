@@ -25,7 +25,8 @@ def main():
 
     source = open_source(args.source)
     # Reference photos are loaded and encoded here, once, before the first frame.
-    restorer = streamrestore.FaceRestorer.from_options(args.refs, lookahead=0, fps=source.fps)
+    config = streamrestore.PipelineConfig(lookahead=0)  # live: no frame may wait
+    restorer = streamrestore.FaceRestorer.from_options(args.refs, config=config, fps=source.fps)
     sinks = [open_sink(args.output, source.width, source.height, fps=source.fps)] if args.output else []
     session = LiveSession(restorer, source, sinks,
                           config=LiveConfig(window=not args.no_window, max_frames=args.max_frames))

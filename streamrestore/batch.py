@@ -234,6 +234,64 @@ def _types_path(part: Path) -> Path:
 # --- the worker -----------------------------------------------------------------------------
 
 
+class _PartSink:
+    """A chunk's part file (a :class:`~streamrestore.types.FrameSink`): the kept frames of a
+    chunk, converted to the encoder's pixel format exactly as
+    :class:`~streamrestore.video.writer.VideoWriter` would, stored losslessly (FFV1 in Matroska)
+    at pts 0, 1, 2, ... (the join gives them the input's timestamps back).
+
+    Args:
+        path: the file to write.
+        width, height, pix_fmt, matrix, color_range: the final encoder's picture format
+            (:func:`~streamrestore.video.writer.encoder_format`).
+        keep: ``(first, end)`` pts of the frames to keep (``end`` None: to the last); the
+            overlap outside is restored for warm-up only and dropped here.
+        die: the :data:`DIE_ENV` test hook's marker, or None.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, pix_fmt: str, matrix: int | None,
+                 color_range: int | None, *, keep: tuple[int, int | None], die: str | None = None):
+        import av
+
+        self.pix_fmt, self.matrix, self.color_range = pix_fmt, matrix, color_range
+        self.keep, self.die = keep, die
+        self.kept = 0
+        # Each frame's picture type (I/P/B) as decoded: libx264 follows it (an I frame becomes a
+        # keyframe), so the join hands it on as the main command's writer does.
+        self.types: list[int] = []
+        self._out = av.open(str(path), "w")
+        self._stream = self._out.add_stream("ffv1", rate=25)
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
+        self._stream.time_base = self._stream.codec_context.time_base = Fraction(1, 25)
+
+    def write(self, frame) -> None:
+        from streamrestore.video.writer import to_encoder_format
+
+        first, end = self.keep
+        if frame.pts < first or (end is not None and frame.pts >= end):
+            return  # overlap: restored for warm-up only
+        self.types.append(int(frame.pict_type))
+        # (the frame is not used after this: its pts may change)
+        converted = to_encoder_format(frame, self.pix_fmt, self.matrix, self.color_range)
+        converted.pts, converted.time_base = self.kept, Fraction(1, 25)
+        self._out.mux(self._stream.encode(converted))
+        self.kept += 1
+        _die_once(self.die)  # (test hook: mid-task, a partial part file written)
+
+    def close(self) -> None:
+        """Flushes the encoder and closes the file: the part is complete."""
+        try:
+            self._out.mux(self._stream.encode(None))
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Closes the file without flushing the encoder (a failed run; the caller drops it)."""
+        if self._out is not None:
+            out, self._out = self._out, None
+            out.close()
+
+
 class BatchWorker:
     """Loads the model, face models and references once; restores whole files, chunks, and
     joins chunks. Used as a Ray actor (``ray.remote(BatchWorker)``) or in-process."""
@@ -268,7 +326,7 @@ class BatchWorker:
         _die_once(die)
         info = probe(src)
         fps = float(info.frame_rate) if info.frame_rate else 30.0
-        stats = restore_video(src, dst, face_restorer=self.template.fresh(fps), force=True, **self.encoder)
+        stats = restore_video(src, dst, self.template.fresh(fps), encoder=self._settings(), force=True)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "problems": list(stats.problems),
                 "faces": stats.faces_restored, "identities": stats.identities_matched}
 
@@ -277,11 +335,9 @@ class BatchWorker:
         """Frames [a, b) of chunk ``index`` of ``plan``, restored (with overlap, dropped), in the
         encoder's pixel format for ``dst`` (the final output), losslessly into ``part`` (FFV1 in
         Matroska)."""
-        import av
-
-        from streamrestore.pipeline import run_threaded
+        from streamrestore.run import restore_frames
         from streamrestore.video.reader import VideoReader
-        from streamrestore.video.writer import encoder_format, to_encoder_format
+        from streamrestore.video.writer import encoder_format
 
         t0 = time.perf_counter()
         if fail:
@@ -291,37 +347,21 @@ class BatchWorker:
         lo, hi = max(0, a - OVERLAP_FRAMES), min(n, b + OVERLAP_FRAMES)
         start = None if lo == 0 else max(0.0, plan.seconds(lo))
         end = None if hi >= n else plan.seconds(hi)
-        keep_lo, keep_hi = plan.pts[a], plan.pts[b] if b < n else None
         part = Path(part)
         tmp = part.with_name(f".{part.name}.partial.mkv")
-        kept = 0
-        # Each frame's picture type (I/P/B) as decoded: libx264 follows it (an I frame becomes a
-        # keyframe), so the join hands it on as the main command's writer does.
-        types: list[int] = []
         with VideoReader(plan.src, start=start, end=end) as reader:
             info = reader.info
             face_restorer = self.template.fresh(plan.fps)
             pix_fmt, matrix, color_range = encoder_format(dst, info, self._settings())
-            with av.open(str(tmp), "w") as out:
-                stream = out.add_stream("ffv1", rate=25)
-                stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
-                stream.time_base = stream.codec_context.time_base = Fraction(1, 25)
-
-                def sink(frame):
-                    nonlocal kept
-                    if frame.pts < keep_lo or (keep_hi is not None and frame.pts >= keep_hi):
-                        return  # overlap: restored for warm-up only
-                    types.append(int(frame.pict_type))
-                    # (the frame is not used after this: its pts may change)
-                    converted = to_encoder_format(frame, pix_fmt, matrix, color_range)
-                    converted.pts, converted.time_base = kept, Fraction(1, 25)
-                    out.mux(stream.encode(converted))
-                    kept += 1
-                    _die_once(die)  # (test hook: mid-task, a partial part file written)
-
-                decoded = (face_restorer.prepare(f) for f in reader.frames())
-                run_threaded(decoded, face_restorer.stream, sink)
-                out.mux(stream.encode(None))
+            sink = _PartSink(tmp, info.width, info.height, pix_fmt, matrix, color_range,
+                             keep=(plan.pts[a], plan.pts[b] if b < n else None), die=die)
+            try:
+                restore_frames(reader.frames(), sink, face_restorer)
+            except BaseException:
+                sink.abort()
+                raise
+            sink.close()
+        kept, types = sink.kept, sink.types
         if kept != b - a:
             tmp.unlink(missing_ok=True)
             raise RuntimeError(f"chunk {index} of {plan.src}: restored {kept} frames, expected {b - a}")

@@ -152,58 +152,52 @@ def _limited(frames, limit: int | None, timer: list[float] | None = None, conver
 
 def _transcode(clip: Path, dst: Path, frames: int | None) -> tuple[float, int]:
     """Seconds and frame count of decode+encode alone, on the same threads as a real run."""
-    from streamrestore.pipeline import run_threaded
+    from streamrestore.run import restore_frames
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import EncoderSettings, VideoWriter
 
     count = [0]
+
+    def counted() -> None:
+        count[0] += 1
+
     t0 = time.perf_counter()
     with VideoReader(clip) as reader, VideoWriter(dst, reader.info, EncoderSettings(), force=True) as writer:
-        def sink(frame):
-            writer.write(frame)
-            count[0] += 1
-
-        run_threaded(_limited(reader.frames(), frames), lambda it: iter(it), sink)
+        restore_frames(_limited(reader.frames(), frames), writer, on_frame=counted)
     return time.perf_counter() - t0, count[0]
 
 
 def _pipeline_run(clip: Path, dst: Path, frames: int | None, face_restorer, device) -> tuple[float, dict, int, int]:
     """One timed run: (wall seconds, stage seconds, frames, faces restored)."""
-    from streamrestore.pipeline import run_threaded
+    from streamrestore.run import restore_frames
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import EncoderSettings, VideoWriter
 
     face_restorer.stats.stage_seconds.clear()
-    decode, encode = [0.0], [0.0]
+    decode = [0.0]
     start_frames, start_faces = face_restorer.stats.frames, face_restorer.stats.faces_restored
     sync(device)
     t0 = time.perf_counter()
     with VideoReader(clip) as reader, VideoWriter(dst, reader.info, EncoderSettings(), force=True) as writer:
-        def sink(frame):
-            t = time.perf_counter()
-            writer.write(frame)
-            encode[0] += time.perf_counter() - t
-
-        # Detection on the reader thread, as restore_video does (its time is the "detect" row).
-        source = (face_restorer.prepare(f) for f in _limited(reader.frames(), frames, decode))
-        run_threaded(source, face_restorer.stream, sink)
+        # The loop of restore_video: detection on the reader thread (its time is the "detect" row).
+        encode = restore_frames(_limited(reader.frames(), frames, decode), writer, face_restorer)
     sync(device)
     wall = time.perf_counter() - t0
     stages = dict(face_restorer.stats.stage_seconds)
     stages.pop("references", None)  # per identity, once: not a per-frame cost
     stages["decode"] = decode[0]
-    stages["encode"] = encode[0]
+    stages["encode"] = encode
     return (wall, stages, face_restorer.stats.frames - start_frames,
             face_restorer.stats.faces_restored - start_faces)
 
 
-def _fresh(face_restorer_template, restorer, lookahead_fps: float):
+def _fresh(face_restorer_template, restorer, fps: float):
     """A new FaceRestorer (fresh tracker and smoother) sharing the loaded face models and references."""
     from streamrestore.pipeline import FaceRestorer
 
     t = face_restorer_template
     return FaceRestorer(restorer, t.detector, t.reference_sets, embedder=t.embedder, config=t.config,
-                        channel_order=t.channel_order, fps=lookahead_fps, torch_threads=t.torch_threads)
+                        channel_order=t.channel_order, fps=fps, torch_threads=t.torch_threads)
 
 
 def run_bench(
@@ -228,7 +222,7 @@ def run_bench(
 
     Args:
         clip: input video.
-        refs: reference folders/specs, as for ``restore_video``.
+        refs: reference folders/specs, as for :func:`~streamrestore.pipeline.build_face_restorer`.
         model: a model name/path (``lite``, ``instantrestore``, ``identity``, a file) or a
             ready restorer object.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -238,7 +232,7 @@ def run_bench(
         frames: time only the first N frames (default None: the whole clip).
         warmup_frames: untimed frames run first through each backend (default 8: compiles
             the shapes of the clip's first faces and fills caches; 0 to skip).
-        detector, face_models: face detection, as for ``restore_video``.
+        detector, face_models: face detection, as for :func:`~streamrestore.pipeline.build_face_restorer`.
         dtype: compute dtype of a loaded model (default None: fp16 on CUDA, fp32 on CPU).
         resolution: crop size of the ``identity`` model (default 512).
         fast_vae: TAESD folder or decoder file to decode with instead of the model's VAE

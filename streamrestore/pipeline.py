@@ -2,15 +2,12 @@
 
 :class:`FaceRestorer` is the one object the CLI, the live mode and library users drive. Per
 frame it detects, tracks, aligns, restores (batched over every face of the frame, each with its
-identity's cached references), smooths and pastes back. :func:`restore_video` wraps it in a
-reader thread → processing → writer thread loop with bounded queues, so decoding and encoding
-overlap the face work and memory stays flat on long videos.
+identity's cached references), smooths and pastes back. The threaded file loop around it and
+the run's statistics (:class:`~streamrestore.run.RunStats`) are :mod:`streamrestore.run`'s.
 """
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +25,7 @@ from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import QualityGate, QualityGateConfig
+from streamrestore.run import RunStats
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
 from streamrestore.threads import resolve_torch_threads, torch_threads as _torch_threads
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
@@ -96,129 +94,6 @@ class PipelineConfig:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
         if self.frame_path not in ("auto", "host", "device"):
             raise ValueError(f"frame_path must be 'auto', 'host' or 'device', got {self.frame_path!r}")
-
-
-@dataclass
-class TrackStats:
-    """One face track of a run: whom it matched and where it was."""
-
-    identity: str | None = None  # the reference set it matched (its last decision), or None
-    first_frame: int = 0  # frame indices, counted from 0 in the order frames were given
-    last_frame: int = 0
-    faces: int = 0  # frames in which the track had a face (restored or left alone)
-    left_alone: int = 0  # of those, faces not restored (--unmatched skip, beyond --max-faces)
-    scores: dict = field(default_factory=dict)  # reference set -> similarity, when matched by embedding
-
-
-def _n(count: int, word: str, plural: str | None = None) -> str:
-    return f"{count} {word if count == 1 else (plural or word + 's')}"
-
-
-#: tracks listed one per line in the summary; the rest are counted on one line
-SUMMARY_TRACKS = 20
-
-
-@dataclass
-class RunStats:
-    """What a run did; printed as the final summary."""
-
-    frames: int = 0
-    frames_with_faces: int = 0
-    frames_restored: int = 0  # frames in which at least one face was restored
-    faces_restored: int = 0
-    track_ids: set = field(default_factory=set)
-    identities: dict = field(default_factory=dict)  # track id -> matched set name or None
-    per_track: dict = field(default_factory=dict)  # track id -> TrackStats
-    unmatched_faces: int = 0  # faces whose track matched no reference set (restored or skipped)
-    skipped_faces: int = 0  # faces left untouched: unmatched with unmatched="skip", or beyond max_faces
-    matching: bool = False  # tracks were matched to reference sets by embedding
-    references: bool = False  # there were reference sets at all
-    match_threshold: float | None = None
-    seconds: float = 0.0  # wall time of a whole run (restore_video, live); 0 in frame-by-frame use
-    startup_seconds: float = 0.0  # model, detector and reference loading, before the first frame
-    busy_seconds: float = 0.0  # time spent inside process()/stream() handling frames
-    problems: list = field(default_factory=list)
-    stage_seconds: dict = field(default_factory=dict)
-
-    @property
-    def tracks(self) -> int:
-        return len(self.track_ids)
-
-    @property
-    def identities_matched(self) -> list[str]:
-        return sorted({n for n in self.identities.values() if n is not None})
-
-    def add_time(self, stage: str, seconds: float) -> None:
-        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
-
-    def add_face(self, track_id, frame: int, identity: str | None, restored: bool) -> None:
-        track = self.per_track.get(track_id)
-        if track is None:
-            track = self.per_track[track_id] = TrackStats(first_frame=frame)
-        track.identity = identity
-        track.last_frame = frame
-        track.faces += 1
-        if not restored:
-            track.left_alone += 1
-            self.skipped_faces += 1
-        self.track_ids.add(track_id)
-        self.identities[track_id] = identity
-
-    def _timing(self) -> str:
-        if self.seconds > 0:
-            loop = self.seconds - self.startup_seconds
-            fps = self.frames / loop if loop > 0 else 0.0
-            return f"{fps:.1f} fps; {self.seconds:.1f} s with {self.startup_seconds:.1f} s start-up"
-        if self.busy_seconds > 0:  # frame by frame: nobody timed the run as a whole
-            return f"{self.frames / self.busy_seconds:.1f} fps over {self.busy_seconds:.1f} s of processing"
-        return "not timed"
-
-    def _track_line(self, track_id, track: TrackStats, verbose: bool) -> str:
-        if track.identity is not None:
-            who = track.identity
-        elif self.matching:
-            who = "no match"
-        else:
-            who = "no references"
-        span = f"frame {track.first_frame}" if track.first_frame == track.last_frame else \
-            f"frames {track.first_frame}-{track.last_frame}"
-        text = f"  track {track_id}: {who}, {span}, {_n(track.faces, 'face')}"
-        if track.left_alone:
-            text += f" ({track.left_alone} left alone)"
-        if verbose and track.scores:
-            ranked = sorted(track.scores.items(), key=lambda item: -item[1])
-            text += "; similarity " + ", ".join(f"{name} {score:.2f}" for name, score in ranked)
-        return text
-
-    def summary(self, verbose: bool = False) -> str:
-        """The run in a few lines: totals, then one line per track (whom it matched, its frame
-        span and face count), then unmatched and skipped faces. ``verbose`` adds each track's
-        similarity to every reference set."""
-        ids = ", ".join(self.identities_matched) or "none"
-        text = (
-            f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')} restored "
-            f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, identities matched: {ids}"
-        )
-        tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
-        shown = sorted(tracks, key=lambda item: -item[1].faces)[:SUMMARY_TRACKS]
-        shown_ids = {id(track) for _, track in shown}
-        for track_id, track in tracks:
-            if id(track) in shown_ids:
-                text += "\n" + self._track_line(track_id, track, verbose)
-        if len(tracks) > len(shown):
-            rest = [track for _, track in tracks if id(track) not in shown_ids]
-            text += (f"\n  ... {_n(len(rest), 'more track')} with {_n(sum(t.faces for t in rest), 'face')} "
-                     "(the shortest ones)")
-        if self.per_track and (self.references or self.skipped_faces):
-            text += f"\nunmatched faces: {self.unmatched_faces}"
-            if verbose and self.match_threshold is not None:
-                text += f" (similarity below {self.match_threshold:.2f} to every set)"
-            text += f", skipped faces: {self.skipped_faces}"
-        if self.frames and not self.frames_with_faces:
-            text += "\nno faces were found: the frames passed through unchanged"
-        for p in self.problems:
-            text += f"\nwarning: {p}"
-        return text
 
 
 class FaceRestorer:
@@ -301,11 +176,17 @@ class FaceRestorer:
         self.last_faces: list[AlignedFace] = []
 
     @classmethod
-    def from_options(cls, refs=(), *, lookahead: int = 5, **options) -> "FaceRestorer":
-        """Builds one from the same options as the CLI (see :func:`build_face_restorer`).
-        ``lookahead=0`` gives an object whose :meth:`process` returns each frame at once."""
-        config = options.pop("config", None) or PipelineConfig(lookahead=lookahead)
-        return build_face_restorer(refs, config=config, **options)
+    def from_options(cls, refs: Any = (), **options: Any) -> "FaceRestorer":
+        """Builds one from the same options as the CLI: loads the model, the face models and
+        the reference photos (see :func:`build_face_restorer` for every option).
+        ``config=PipelineConfig(lookahead=0)`` gives an object whose :meth:`process` returns
+        each frame at once (live sources)."""
+        return build_face_restorer(refs, **options)
+
+    @property
+    def fps(self) -> float:
+        """The frame rate the tracker's smoothing is tuned for (see :meth:`fresh`)."""
+        return self._fps
 
     def fresh(self, fps: float | None = None) -> "FaceRestorer":
         """A new object for another stream (tracker, temporal state and stats start empty) that
@@ -746,102 +627,3 @@ def _to_tensor(crops: np.ndarray) -> torch.Tensor:
 def _to_uint8(faces: torch.Tensor) -> np.ndarray:
     hwc = faces.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
     return np.clip(hwc * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-# --- threads -------------------------------------------------------------------------------
-
-_END = object()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def run_threaded(source: Iterable, process: "callable", sink: "callable", *, queue_size: int = 8, on_frame=None) -> None:
-    """Reader thread → ``process`` (this thread) → writer thread, with bounded queues.
-
-    ``source`` is iterated on the reader thread; ``process`` maps an iterable of inputs to an
-    iterator of outputs (it may hold some back, e.g. for tracker lookahead); ``sink`` is called
-    on the writer thread for each output, in order. An exception in any of the three stops all
-    of them and is re-raised here; so is KeyboardInterrupt. The queues bound memory to
-    ``queue_size`` frames on each side, whatever the video length.
-    """
-    inbox: queue.Queue = queue.Queue(maxsize=queue_size)
-    outbox: queue.Queue = queue.Queue(maxsize=queue_size)
-    stop = threading.Event()
-
-    def put(q: queue.Queue, item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read():
-        try:
-            for item in source:
-                if not put(inbox, item):
-                    return
-            put(inbox, _END)
-        except BaseException as exc:  # handed to the main thread, which re-raises it
-            put(inbox, _Failure(exc))
-
-    writer_error: list[BaseException] = []
-
-    def write():
-        try:
-            while True:
-                item = outbox.get()
-                if item is _END:
-                    return
-                sink(item)
-        except BaseException as exc:
-            writer_error.append(exc)
-            stop.set()
-
-    def inputs():
-        while True:
-            try:
-                item = inbox.get(timeout=0.1)
-            except queue.Empty:
-                if writer_error:
-                    return
-                continue
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
-
-    reader = threading.Thread(target=read, name="streamrestore-reader", daemon=True)
-    writer = threading.Thread(target=write, name="streamrestore-writer", daemon=True)
-    reader.start()
-    writer.start()
-    try:
-        for out in process(inputs()):
-            if not put(outbox, out):
-                break
-            if on_frame is not None:
-                on_frame()
-        if not writer_error:
-            put(outbox, _END)
-    except BaseException:
-        stop.set()
-        raise
-    finally:
-        if stop.is_set():
-            # Unblock the writer so it can exit; what it would have written is abandoned.
-            try:
-                while True:
-                    outbox.get_nowait()
-            except queue.Empty:
-                pass
-            outbox.put(_END)
-        writer.join()
-        stop.set()
-        reader.join(timeout=5)
-    if writer_error:
-        raise writer_error[0]

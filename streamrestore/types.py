@@ -5,7 +5,7 @@ Every stage takes and returns these plain values; no stage reaches into another'
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import math
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from streamrestore.model.cache import ReferenceCache
+    from streamrestore.video.reader import VideoInfo
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,51 @@ class Restorer(Protocol):
 
     def restore(self, faces: "torch.Tensor", caches: Sequence["ReferenceCache | None"],
                 noise_seeds: Sequence[int] | None = None) -> "torch.Tensor": ...
+
+
+# --- where frames come from and go to ------------------------------------------------------
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """A video to restore (:class:`streamrestore.video.reader.VideoReader`): what
+    :func:`streamrestore.run.restore_frames` and :func:`streamrestore.restore_video` read.
+
+    ``frames()`` yields the decoded frames in presentation order (``av.VideoFrame`` with their
+    timestamps, or HxWx3 uint8 arrays); ``info`` describes the stream; ``problems`` collects what
+    went wrong while reading (damaged packets, a truncated end), for the run's summary.
+    """
+
+    info: "VideoInfo"
+    problems: list[str]
+
+    def frames(self) -> Iterator[Any]: ...
+
+
+@runtime_checkable
+class FrameSink(Protocol):
+    """Where restored frames go, in order (:class:`streamrestore.video.writer.VideoWriter`, a
+    ``batch`` chunk's part file): ``write`` one frame at a time on the loop's writer thread,
+    ``close`` once after the last (it finishes the output)."""
+
+    def write(self, frame: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class LiveSink(Protocol):
+    """An output of a live session (:mod:`streamrestore.live.sinks`: a file or a network
+    stream): ``write`` takes each restored RGB frame with the time it was captured (the
+    output's clock), ``close`` finishes the output, ``abort`` drops it after a failure.
+    ``name`` is what it writes to, ``frames_written`` how many frames it took."""
+
+    name: str
+    frames_written: int
+
+    def write(self, rgb: np.ndarray, captured: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+

@@ -502,7 +502,7 @@ def test_readme_synopsis_lists_every_option(heading, command):
     """Every option of the parser appears in the README's synopsis; none is shown as required
     that is optional (--refs was)."""
     from streamrestore.cli import build_parser
-    from streamrestore.commands import live
+    from streamrestore.cli import live
 
     parser = build_parser() if command is None else live.build_parser()
     synopsis = _synopsis((REPO / "README.md").read_text(), heading)
@@ -516,7 +516,7 @@ def test_readme_synopsis_lists_every_option(heading, command):
 
 def test_every_option_has_help():
     from streamrestore.cli import build_parser
-    from streamrestore.commands import bench, live
+    from streamrestore.cli import bench, live
 
     for parser in (build_parser(), live.build_parser(), bench.build_parser()):
         for action in parser._actions:

@@ -1,5 +1,4 @@
 """--fast-vae: TAESD (shared/models/taesd) as the decoder of latent-space restorers."""
-import argparse
 import logging
 
 import pytest
@@ -8,11 +7,13 @@ from safetensors.torch import load_file, save_file
 
 from model_utils import randomise_lora
 from streamrestore.bench import _load as bench_load
-from streamrestore.cli import build_parser, main, restorer_from_args
-from streamrestore.commands.bench import build_parser as bench_parser
+from streamrestore.cli import build_parser, main
+from streamrestore.cli.bench import build_parser as bench_parser
+from streamrestore.cli.options import restorer_options
 from streamrestore.errors import ModelError
 from streamrestore.model import InstantRestoreNet, InstantRestorer, save_restorer, tiny_config
 from streamrestore.model.fast_vae import load_taesd, load_taesd_decoder
+from streamrestore.pipeline import load_restorer
 
 R = 64  # TAESD decodes 8x latents: a 4-level tiny VAE at 64 px gives 8x8 latents
 
@@ -136,17 +137,19 @@ def test_cli_and_bench_wiring(taesd, vae8_net, tmp_path):
     model_file = save_restorer(vae8_net, tmp_path / "tiny8.safetensors")
     args = build_parser().parse_args(["in.mp4", "--model", str(model_file), "--fast-vae", str(taesd),
                                       "--device", "cpu", "--backend", "eager"])
-    runner = restorer_from_args(args)
+    options = restorer_options(args)  # what the command hands FaceRestorer.from_options
+    runner = load_restorer(options["model"], device=options["device"], backend=options["backend"],
+                           fast_vae=options["fast_vae"])
     assert runner.backend == "eager" and runner.restorer.net.fast_decoder is not None
     assert runner.restorer.name == "tiny8+taesd"
     plain_args = build_parser().parse_args(["in.mp4", "--model", "lite"])
-    assert plain_args.fast_vae is None and restorer_from_args(plain_args) == "lite"
+    assert plain_args.fast_vae is None and restorer_options(plain_args)["model"] == "lite"
     bench_args = bench_parser().parse_args(["in.mp4", "--fast-vae", str(taesd)])
     assert bench_args.fast_vae == str(taesd)
     loaded = bench_load(str(model_file), "cpu", None, None, str(taesd / "taesd_decoder.safetensors"))
     assert loaded.net.fast_decoder is not None
-    ns = argparse.Namespace(model="identity", fast_vae=str(taesd), device="cpu", backend="eager")
-    assert restorer_from_args(ns) == "identity"
+    identity = load_restorer("identity", device="cpu", backend="eager", fast_vae=str(taesd))  # warns, ignores it
+    assert identity.name == "identity"
 
 
 def test_cli_missing_fast_vae_is_one_line_error(tmp_path, capsys):

@@ -14,6 +14,7 @@ from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
 from streamrestore.quality import QualityGateConfig
 from streamrestore.temporal import TemporalConfig
+from streamrestore.video.writer import EncoderSettings
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,8 @@ CLIPS = [
 def test_real_clip_keeps_frames_timestamps_audio(shared_data, shared_models, tmp_path, clip):
     src = shared_data / clip
     dst = tmp_path / f"out{src.suffix}"
-    stats = restore_video(src, dst, model="identity", face_models=shared_models / "insightface", preset="ultrafast")
+    fr = FaceRestorer.from_options(model="identity", face_models=shared_models / "insightface")
+    stats = restore_video(src, dst, fr, encoder=EncoderSettings(preset="ultrafast"))
     pts_in, dur_in = read_video_timing(src)
     pts_out, dur_out = read_video_timing(dst)
     assert len(pts_out) == len(pts_in) == stats.frames
@@ -156,7 +158,7 @@ def test_video_without_faces_passes_through(tmp_path, shared_models):
     src = tmp_path / "pattern.mp4"
     make_clip(src, width=96, height=64, frames=10)
     dst = tmp_path / "out.mp4"
-    stats = restore_video(src, dst, model="identity", face_models=shared_models / "insightface")
+    stats = restore_video(src, dst, FaceRestorer.from_options(model="identity", face_models=shared_models / "insightface"))
     assert stats.frames == 10 and stats.frames_with_faces == 0
     assert "no faces" in stats.summary()
     assert read_video_timing(dst)[0] == read_video_timing(src)[0]
@@ -175,7 +177,7 @@ def test_interrupt_leaves_no_output(tmp_path, shared_data, shared_models, scrfd)
     fr = FaceRestorer(Interrupting(64), scrfd)
     dst = tmp_path / "out.mp4"
     with pytest.raises(KeyboardInterrupt):
-        restore_video(shared_data / "liveportrait/driving/d19.mp4", dst, face_restorer=fr)
+        restore_video(shared_data / "liveportrait/driving/d19.mp4", dst, fr)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -242,7 +244,7 @@ def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd
 
 
 def _summary_of(stats_calls, **fields):
-    from streamrestore.pipeline import RunStats
+    from streamrestore.run import RunStats
 
     stats = RunStats(**fields)
     for track_id, frame, identity, restored in stats_calls:
@@ -272,7 +274,7 @@ def test_summary_counts_unmatched_and_skipped_faces_per_track():
 
 
 def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
-    from streamrestore.pipeline import SUMMARY_TRACKS
+    from streamrestore.run import SUMMARY_TRACKS
 
     one = _summary_of([(7, 0, None, True)], frames=1, frames_with_faces=1, frames_restored=1, faces_restored=1)
     assert one.summary().splitlines() == [

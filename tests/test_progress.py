@@ -5,9 +5,10 @@ import io
 
 import pytest
 
-import streamrestore.api as api
+import streamrestore.run as run
 from media_utils import make_clip
-from streamrestore.api import ProgressLines, restore_video
+from streamrestore.api import restore_video
+from streamrestore.run import ProgressLines
 from streamrestore.cli import main
 
 
@@ -49,26 +50,26 @@ def test_bad_interval_and_mode():
     with pytest.raises(ValueError):
         ProgressLines(10, interval=-1)
     with pytest.raises(ValueError):
-        api._progress(10, "sparkles", 1.0)
+        run.make_progress(10, "sparkles", 1.0)
 
 
 def test_progress_mode_follows_the_terminal(monkeypatch):
     import sys
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    assert isinstance(api._progress(10, True, 1.0), ProgressLines)
-    assert api._progress(10, False, 1.0) is None
-    assert isinstance(api._progress(10, "lines", 1.0), ProgressLines)
+    assert isinstance(run.make_progress(10, True, 1.0), ProgressLines)
+    assert run.make_progress(10, False, 1.0) is None
+    assert isinstance(run.make_progress(10, "lines", 1.0), ProgressLines)
 
 
 def test_expected_frames_of_a_window():
     from types import SimpleNamespace
 
     info = SimpleNamespace(frame_count=250, frame_rate=25, duration=10.0)
-    assert api._expected_frames(info, None, None) == 250
-    assert api._expected_frames(info, 2.0, 4.0) == 50
-    assert api._expected_frames(info, 8.0, None) == 50
-    assert api._expected_frames(info, None, 99.0) == 250
+    assert run.expected_frames(info, None, None) == 250
+    assert run.expected_frames(info, 2.0, 4.0) == 50
+    assert run.expected_frames(info, 8.0, None) == 50
+    assert run.expected_frames(info, None, 99.0) == 250
 
 
 @pytest.fixture
@@ -78,15 +79,19 @@ def clip(tmp_path):
     return path
 
 
-def test_restore_video_prints_lines_to_a_log(clip, tmp_path, capsys):
-    restore_video(clip, tmp_path / "o.mp4", model="identity", detector="dlib", progress=True, progress_interval=0)
+def test_restore_video_prints_lines_to_a_log(clip, tmp_path, capsys, monkeypatch):
+    from streamrestore.pipeline import FaceRestorer
+
+    monkeypatch.setattr(run, "PROGRESS_INTERVAL", 0.0)  # every frame, instead of every 5 s
+    restore_video(clip, tmp_path / "o.mp4", FaceRestorer.from_options(model="identity", detector="dlib"),
+                  progress=True)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress:")]
     assert len(lines) == 6
     assert lines[-1].startswith("progress: 6/6 frames (100%), ") and "fps" in lines[-1]
 
 
 def test_cli_prints_progress_lines_unless_no_progress(clip, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(api, "PROGRESS_INTERVAL", 0.0)  # every frame, instead of every 5 s
+    monkeypatch.setattr(run, "PROGRESS_INTERVAL", 0.0)  # every frame, instead of every 5 s
     args = [str(clip), "--model", "identity", "--detector", "dlib", "--force", "-o", str(tmp_path / "o.mp4")]
     assert main(args) == 0
     err = capsys.readouterr().err  # pytest's capture is not a terminal

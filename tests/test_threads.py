@@ -95,24 +95,24 @@ def test_restore_video_uses_the_cli_default(monkeypatch, caller_threads, tmp_pat
     """The library's default is the CLI's (half the cores), not torch's one-per-core."""
     import streamrestore.faces.detect as detect
     from streamrestore.api import restore_video
-    from streamrestore.cli import _set_torch_threads
+    from streamrestore.cli.options import set_torch_threads
 
     monkeypatch.setattr(threads, "_usable_cores", lambda: 4)  # default: 2 threads
     monkeypatch.setattr(detect, "create_detector", lambda *a, **k: FixedFaceDetector())
     src = tmp_path / "in.mp4"
     make_clip(src, width=128, height=128, frames=4)
     recorder = ThreadRecorder()
-    stats = restore_video(src, tmp_path / "out.mp4", model=recorder)
+    stats = restore_video(src, tmp_path / "out.mp4", FaceRestorer.from_options(model=recorder))
     assert stats.faces_restored == 4
     assert {n for _, n in recorder.seen} == {2}
     assert torch.get_num_threads() == caller_threads
-    _set_torch_threads(None)  # what the CLI sets for its process
+    set_torch_threads(None)  # what the CLI sets for its process
     assert torch.get_num_threads() == 2
 
 
 def test_every_command_documents_the_same_default():
     from streamrestore.cli import build_parser
-    from streamrestore.commands import bench, live
+    from streamrestore.cli import bench, live
 
     def option(parser):
         (action,) = [a for a in parser._actions if "--torch-threads" in a.option_strings]

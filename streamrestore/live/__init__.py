@@ -1,11 +1,11 @@
 """Live mode: restore a camera, a video file played in real time, or a network stream, with low
 latency, into a preview window and/or a file or network output.
 
-    from streamrestore import FaceRestorer
+    from streamrestore import FaceRestorer, PipelineConfig
     from streamrestore.live import LiveConfig, LiveSession, open_sink, open_source
 
     source = open_source("0")                      # camera 0; or a file, or "udp://..." etc.
-    restorer = FaceRestorer.from_options("me/", lookahead=0, fps=source.fps)
+    restorer = FaceRestorer.from_options("me/", config=PipelineConfig(lookahead=0), fps=source.fps)
     sink = open_sink("udp://127.0.0.1:5000", source.width, source.height)
     stats = LiveSession(restorer, source, [sink], config=LiveConfig(window=True)).run()
     print(stats.summary())

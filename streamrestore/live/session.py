@@ -13,12 +13,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from streamrestore.live.sources import LatestFrame, LiveSource
+from streamrestore.types import LiveSink
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.pipeline import FaceRestorer
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +151,12 @@ class LiveSession:
         face_restorer: a :class:`streamrestore.pipeline.FaceRestorer` built with ``lookahead=0``
             and ``channel_order="rgb"`` (its references are already encoded).
         source: a :class:`streamrestore.live.sources.LiveSource` (already open).
-        sinks: outputs with ``write(rgb, captured)`` and ``close()`` (``open_sink``).
+        sinks: outputs (:class:`~streamrestore.types.LiveSink`: ``open_sink``).
         config: see :class:`LiveConfig`.
         window: a ready :class:`PreviewWindow` (default: one is opened when ``config.window``).
     """
 
-    def __init__(self, face_restorer, source: LiveSource, sinks: Sequence = (), *,
+    def __init__(self, face_restorer: FaceRestorer, source: LiveSource, sinks: Sequence[LiveSink] = (), *,
                  config: LiveConfig = LiveConfig(), window=None):
         if face_restorer.config.lookahead != 0:
             raise ValueError("live mode needs a FaceRestorer built with lookahead=0")

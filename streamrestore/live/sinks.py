@@ -223,8 +223,9 @@ def check_output(spec: str, *, force: bool = False) -> None:
         raise OutputError(f"output folder {path.parent} does not exist; create it first")
 
 
-def open_sink(spec: str, width: int, height: int, *, fps: float = 30.0, force: bool = False):
-    """A :class:`StreamSink` for a URL, else a :class:`FileSink`."""
+def open_sink(spec: str, width: int, height: int, *, fps: float = 30.0, force: bool = False) -> StreamSink | FileSink:
+    """A :class:`StreamSink` for a URL, else a :class:`FileSink` (both are a
+    :class:`~streamrestore.types.LiveSink`)."""
     if is_url(spec):
         return StreamSink(spec, width, height)
     return FileSink(spec[len("file://"):] if spec.lower().startswith("file://") else spec,

@@ -15,7 +15,13 @@ import argparse
 import sys
 
 from streamrestore.batch import DEFAULT_CHUNK_SECONDS
-from streamrestore.cli import _add_encoder_options, _add_model_options, _add_temporal_options
+from streamrestore.cli.options import (
+    add_encoder_options,
+    add_model_options,
+    add_temporal_options,
+    check_face_options,
+    temporal_from_args,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,23 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tries again a failed chunk or file up to K times (default 2)")
     p.add_argument("--torch-threads", type=int, default=1, metavar="N",
                    help="CPU threads torch uses in each worker (default 1; also the CPUs Ray reserves per worker)")
-    _add_model_options(p)
-    _add_temporal_options(p)
-    _add_encoder_options(p)
+    add_model_options(p)
+    add_temporal_options(p)
+    add_encoder_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     return p
 
 
 def main(argv: list[str]) -> int:
     from streamrestore.batch import expand_inputs, run
-    from streamrestore.cli import temporal_from_args
-    from streamrestore.errors import UserError
 
     args = build_parser().parse_args(argv)
-    if args.max_faces is not None and args.max_faces < 1:
-        raise UserError(f"--max-faces must be at least 1, got {args.max_faces}")
-    if args.detect_every < 1:
-        raise UserError(f"--detect-every must be at least 1, got {args.detect_every}")
+    check_face_options(args)
     temporal = temporal_from_args(args)
     inputs = expand_inputs(args.inputs, args.list)
     result = run(

@@ -19,9 +19,8 @@ import torch
 
 from streamrestore.backends import BACKENDS
 from streamrestore.bench import DTYPES
-from streamrestore.cli import FAST_VAE_HELP, _add_temporal_options
+from streamrestore.cli.options import FAST_VAE_HELP, add_temporal_options, set_torch_threads, temporal_from_args
 from streamrestore.threads import TORCH_THREADS_HELP
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
     p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
-    _add_temporal_options(p)
+    add_temporal_options(p)
     p.add_argument("--no-flicker", dest="flicker", action="store_false",
                    help="skip the flicker measure (E_warp of the output with the input's flow, after each run)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -70,10 +69,8 @@ def main(argv: list[str]) -> int:
         raise UserError("--device cuda: no CUDA device is visible; use --device cpu or auto")
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
-    from streamrestore.cli import _set_torch_threads, temporal_from_args
-
     temporal = temporal_from_args(args)
-    _set_torch_threads(args.torch_threads)
+    set_torch_threads(args.torch_threads)
     result = run_bench(
         args.input, args.refs, model=args.model, device=args.device,
         backends=None if args.backend is None else [args.backend], frames=args.frames,

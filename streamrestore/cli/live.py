@@ -16,6 +16,14 @@ import logging
 import sys
 from pathlib import Path
 
+from streamrestore.cli.options import (
+    add_model_options,
+    add_temporal_options,
+    check_face_options,
+    pipeline_config,
+    restorer_options,
+    set_torch_threads,
+)
 from streamrestore.errors import UserError
 from streamrestore.threads import TORCH_THREADS_HELP
 
@@ -23,8 +31,6 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamrestore.cli import _add_model_options, _add_temporal_options
-
     p = argparse.ArgumentParser(
         prog="streamrestore live",
         description="Restore faces in a live source with low latency: preview window (original | restored) "
@@ -51,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshots", default=".", metavar="DIR", help="folder for snapshots taken with s (default .)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
-    _add_model_options(p, fast_vae=True)
-    _add_temporal_options(p)
+    add_model_options(p, fast_vae=True)
+    add_temporal_options(p)
     return p
 
 
@@ -60,10 +66,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be at least 1, got {args.max_frames}")
-    if args.max_faces is not None and args.max_faces < 1:
-        raise UserError(f"--max-faces must be at least 1, got {args.max_faces}")
-    if args.detect_every < 1:
-        raise UserError(f"--detect-every must be at least 1, got {args.detect_every}")
+    check_face_options(args)
     if not args.timeout > 0:
         raise UserError(f"--timeout must be positive, got {args.timeout}")
     if args.torch_threads is not None and args.torch_threads < 1:
@@ -72,9 +75,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--retries must be 0 or more, got {args.retries}")
     if args.no_window and not args.output and args.max_frames is None:
         log.warning("--no-window without --output: frames are restored but go nowhere (use for timing only)")
-    from streamrestore.cli import temporal_from_args
-
-    temporal = temporal_from_args(args)
+    config = pipeline_config(args, lookahead=0)  # live: no frame may wait
     if not Path(args.snapshots).is_dir():
         raise UserError(f"--snapshots folder {args.snapshots} does not exist; create it first")
 
@@ -94,23 +95,19 @@ def main(argv: list[str]) -> int:
     check_model_options(args.model, device=args.device, fast_vae=args.fast_vae)
     check_references(args.refs)
 
-    from streamrestore.api import build_face_restorer
-    from streamrestore.cli import _set_torch_threads, restorer_from_args
     from streamrestore.live.session import LiveConfig, LiveSession
     from streamrestore.live.sinks import open_sink
     from streamrestore.live.sources import ReconnectPolicy, open_source
-    from streamrestore.pipeline import PipelineConfig
+    from streamrestore.pipeline import FaceRestorer
 
-    _set_torch_threads(args.torch_threads)  # the same default as every command: half the cores
+    set_torch_threads(args.torch_threads)  # the same default as every command: half the cores
     policy = ReconnectPolicy(retries=args.retries, timeout=args.timeout)
     source = open_source(args.source, realtime=args.realtime, loop=args.loop, policy=policy)
     sinks = []
     try:
-        face_restorer = build_face_restorer(
-            args.refs, model=restorer_from_args(args), device=args.device, detector=args.detector,
-            face_models=args.face_models, config=PipelineConfig(lookahead=0, max_faces=args.max_faces, unmatched=args.unmatched,
-                                  detect_every=args.detect_every, temporal=temporal),
-            channel_order="rgb", fps=min(source.fps, 60.0), backend=args.backend, torch_threads=args.torch_threads,
+        face_restorer = FaceRestorer.from_options(
+            args.refs, config=config, channel_order="rgb", fps=min(source.fps, 60.0),
+            torch_threads=args.torch_threads, **restorer_options(args),
         )
         for spec in args.output:
             sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force))

@@ -1,0 +1,193 @@
+"""What the commands share: option groups, their conversion into library values, logging set-up.
+
+Every command module (:mod:`streamrestore.cli.restore`, ``batch``, ``bench``, ``live``, ...)
+builds its parser from these helpers, so an option means the same everywhere. Nothing here
+imports torch at module level: ``streamrestore --version`` must stay fast.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+from streamrestore.errors import OutputError, UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.pipeline import PipelineConfig
+    from streamrestore.temporal import TemporalConfig
+    from streamrestore.video.writer import EncoderSettings
+
+__all__ = [
+    "FAST_VAE_HELP",
+    "add_encoder_options",
+    "add_model_options",
+    "add_temporal_options",
+    "check_face_options",
+    "configure_logging",
+    "encoder_from_args",
+    "log",
+    "parse_time",
+    "pipeline_config",
+    "restorer_options",
+    "set_torch_threads",
+    "temporal_from_args",
+]
+
+log = logging.getLogger("streamrestore")  # the package's root logger: the CLI gives it its handler; modules log to children
+
+
+def parse_time(text: str) -> float:
+    """Seconds from ``SS``, ``SS.s``, ``MM:SS`` or ``HH:MM:SS`` (an argparse ``type``)."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or HH:MM:SS)") from None
+    if len(parts) > 3 or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or HH:MM:SS)")
+    seconds = 0.0
+    for p in parts:
+        seconds = seconds * 60 + p
+    return seconds
+
+
+FAST_VAE_HELP = ("decode with TAESD instead of the model's VAE: the folder holding taesd_decoder.safetensors "
+                 "(madebyollin/taesd) or the file; ~12x faster decoding, some quality lost (see README). "
+                 "Latent models only; ignored with a warning for lite")
+
+
+def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> None:
+    """The model and face options every restoring command shares. ``fast_vae`` adds
+    ``--fast-vae``, for commands that build the restorer with :func:`restorer_options`."""
+    p.add_argument("--refs", action="append", default=[], metavar="DIR|NAME=DIR",
+                   help="folder of photos of the person to restore towards; repeat as NAME=DIR for several people "
+                        "(optional: without it faces are restored without references)")
+    p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
+    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt"],
+                   help="how the restorer runs; auto picks the fastest available and says which")
+    if fast_vae:
+        p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
+    p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
+                   help="auto: SCRFD when an insightface model pack is found, else dlib")
+    p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack (SCRFD detector + recognition)")
+    p.add_argument("--max-faces", type=int, metavar="N", help="restore at most N faces per frame (largest first)")
+    p.add_argument("--unmatched", default="restore", choices=["restore", "skip"],
+                   help="faces matching no reference set: restore without references (default) or leave them")
+    p.add_argument("--detect-every", type=int, default=3, metavar="K",
+                   help="run the face detector on every K-th frame, optical flow in between (default 3; 1: every frame)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="more messages; the run summary adds each track's similarity to every reference set")
+
+
+def add_encoder_options(p: argparse.ArgumentParser) -> None:
+    """The output encoder's options (``streamrestore.video.writer.EncoderSettings``)."""
+    p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
+    p.add_argument("--preset", help="encoder speed preset (e.g. medium, slow)")
+    p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
+
+
+def add_temporal_options(p: argparse.ArgumentParser) -> None:
+    """The temporal fusion's settings (``streamrestore.temporal.TemporalConfig``)."""
+    p.add_argument("--temporal-strength", type=float, default=None, metavar="F",
+                   help="temporal fusion: the most weight the previous frame's motion-compensated restoration "
+                        "keeps, in [0, 1); 0 turns that part off (default 0.97; docs/temporal.md)")
+    p.add_argument("--temporal-tolerance", type=float, default=None, metavar="LEVELS",
+                   help="warp error (0-255 levels) at which the previous frame's weight has fallen to 1/e; "
+                        "lower follows fast motion sooner (default 30)")
+    p.add_argument("--temporal-denoise", type=float, default=None, metavar="F",
+                   help="the most weight the previous frame's motion-compensated input keeps in the average "
+                        "that removes compression flicker from degraded faces, in [0, 1); 0 turns it off "
+                        "(default 0.6; clean faces are never averaged)")
+    p.add_argument("--no-temporal", action="store_true",
+                   help="no temporal fusion at all: every frame restored on its own")
+
+
+def temporal_from_args(args: argparse.Namespace) -> TemporalConfig:
+    """The ``TemporalConfig`` of the ``--temporal-*`` options (defaults for what is not given;
+    ``--no-temporal``: off); raises UserError for values out of range."""
+    from streamrestore.temporal import TemporalConfig
+
+    if getattr(args, "no_temporal", False):
+        return TemporalConfig.off()
+    values = {k: v for k, v in (("strength", getattr(args, "temporal_strength", None)),
+                                ("tolerance", getattr(args, "temporal_tolerance", None)),
+                                ("denoise", getattr(args, "temporal_denoise", None))) if v is not None}
+    try:
+        return TemporalConfig(**values)
+    except ValueError as exc:
+        raise UserError(f"--temporal-{str(exc).split()[0]}: {exc}") from None
+
+
+def check_face_options(args: argparse.Namespace) -> None:
+    """UserError naming ``--max-faces`` or ``--detect-every`` when out of range (before any
+    :class:`~streamrestore.pipeline.PipelineConfig` would raise a plain ValueError)."""
+    if args.max_faces is not None and args.max_faces < 1:
+        raise UserError(f"--max-faces must be at least 1, got {args.max_faces}")
+    if args.detect_every < 1:
+        raise UserError(f"--detect-every must be at least 1, got {args.detect_every}")
+
+
+def pipeline_config(args: argparse.Namespace, **changes: Any) -> PipelineConfig:
+    """The :class:`~streamrestore.pipeline.PipelineConfig` of the face options and the
+    ``--temporal-*`` options; ``changes`` sets more fields (``lookahead=0`` for live sources)."""
+    from streamrestore.pipeline import PipelineConfig
+
+    check_face_options(args)
+    return PipelineConfig(max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
+                          temporal=temporal_from_args(args), **changes)
+
+
+def restorer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :meth:`FaceRestorer.from_options
+    <streamrestore.pipeline.FaceRestorer.from_options>` that the model options give (the
+    library loads the model, TAESD with ``--fast-vae`` included: no command loads one itself)."""
+    return {"model": args.model, "device": args.device, "detector": args.detector,
+            "face_models": args.face_models, "backend": args.backend,
+            "fast_vae": getattr(args, "fast_vae", None)}
+
+
+def encoder_from_args(args: argparse.Namespace) -> EncoderSettings:
+    """The :class:`~streamrestore.video.writer.EncoderSettings` of ``--codec/--crf/--preset``;
+    OutputError for a value the encoder cannot take."""
+    from streamrestore.video.writer import EncoderSettings
+
+    try:
+        return EncoderSettings(codec=args.codec, crf=args.crf, preset=args.preset)
+    except ValueError as exc:
+        raise OutputError(f"bad encoder option: {exc}") from None
+
+
+class CliHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def configure_logging(verbose: bool) -> None:
+    """Gives the package's logger the CLI's handler (once) and its level (``-v``: debug)."""
+    if not any(isinstance(h, CliHandler) for h in log.handlers):
+        log.addHandler(CliHandler())
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def set_torch_threads(requested: int | None) -> None:
+    """The CLI owns its process, so it sizes torch's thread pool for all of it (the library
+    only around its own work); the default is :func:`streamrestore.threads.default_torch_threads`."""
+    import torch
+
+    from streamrestore.threads import resolve_torch_threads
+
+    torch.set_num_threads(resolve_torch_threads(requested))

@@ -1,0 +1,99 @@
+"""``streamrestore INPUT``: the main command, one video file restored into another.
+
+    streamrestore talk.mp4 --refs anna/ [-o OUT] [--start T] [--end T] [model, face, temporal and encoder options]
+
+Parses and checks the options, then hands the work to :func:`streamrestore.restore_video`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from streamrestore._version import __version__
+from streamrestore.cli.options import (
+    add_encoder_options,
+    add_model_options,
+    add_temporal_options,
+    check_face_options,
+    configure_logging,
+    encoder_from_args,
+    parse_time,
+    pipeline_config,
+    restorer_options,
+    set_torch_threads,
+)
+from streamrestore.errors import UserError
+from streamrestore.threads import TORCH_THREADS_HELP
+
+#: the other commands, ``streamrestore <name> ...``: each is ``streamrestore.cli.<name>.main(argv) -> int``
+SUBCOMMANDS = ("train", "eval", "live", "bench", "batch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streamrestore",
+        description="Restore the faces in a video using a few reference photos of the person.",
+        epilog="Other commands: " + ", ".join(f"streamrestore {c} --help" for c in SUBCOMMANDS),
+    )
+    p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
+    p.add_argument("input", help="video file to restore")
+    p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input)")
+    add_model_options(p, fast_vae=True)
+    add_temporal_options(p)
+    add_encoder_options(p)
+    p.add_argument("--start", type=parse_time, help="start time (seconds or HH:MM:SS)")
+    p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
+    p.add_argument("--adapt", action="store_true",
+                   help="fine-tune the model on each person's reference photos first (lite; a few minutes per "
+                        "person on a CPU, once: cached in ~/.cache/streamrestore/adapted); stronger identity")
+    p.add_argument("--adapt-steps", type=int, default=100, metavar="N",
+                   help="fine-tuning steps per person with --adapt (default 100)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress display (by default a bar on a terminal, else a plain line every few seconds)")
+    return p
+
+
+def adapt_config(args: argparse.Namespace):
+    """The per-identity adaptation asked for (``--adapt``), or None."""
+    if args.adapt_steps < 1:
+        raise UserError(f"--adapt-steps must be at least 1, got {args.adapt_steps}")
+    if not args.adapt:
+        return None
+    from streamrestore.model.adapt import AdaptConfig
+
+    return AdaptConfig(steps=args.adapt_steps)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise UserError(f"--end ({args.end}s) must be after --start ({args.start}s)")
+    check_face_options(args)
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    config = pipeline_config(args)
+    adapt = adapt_config(args)
+    set_torch_threads(args.torch_threads)
+    from streamrestore.api import restore_video
+    from streamrestore.pipeline import FaceRestorer, check_model_options, check_references
+    from streamrestore.video.writer import default_output_path
+
+    # The cheap checks first (encoder options, device, reference folders here; the input, its
+    # window and the output in restore_video), so a mistake costs no model loading.
+    encoder = encoder_from_args(args)
+    check_model_options(args.model, device=args.device, fast_vae=args.fast_vae)
+    check_references(args.refs)
+
+    def build(fps: float) -> FaceRestorer:
+        return FaceRestorer.from_options(args.refs, config=config, fps=fps, torch_threads=args.torch_threads,
+                                         adapt=adapt, **restorer_options(args))
+
+    output = args.output or default_output_path(args.input)
+    stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
+                          force=args.force, progress=not args.no_progress)
+    print(stats.summary(verbose=args.verbose), file=sys.stderr)
+    print(f"wrote {output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,399 @@
+"""One run over a video: the threaded file loop, its progress display and its statistics.
+
+:func:`run_threaded` is the reader thread → processing → writer thread loop with bounded
+queues, so decoding and encoding overlap the face work and memory stays flat on long videos;
+:func:`restore_frames` runs a :class:`~streamrestore.pipeline.FaceRestorer` in it from a
+source of decoded frames into a :class:`~streamrestore.types.FrameSink`. Every file-restoring
+path uses it: :func:`streamrestore.restore_video`, ``streamrestore bench``
+(:mod:`streamrestore.bench`) and the chunks of ``streamrestore batch`` (:mod:`streamrestore.batch`).
+:class:`RunStats` is what a run did (a :class:`FaceRestorer` keeps one; the summary is its
+``summary()``); :class:`ProgressLines` and :func:`make_progress` the progress display.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Protocol, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.pipeline import FaceRestorer
+    from streamrestore.types import FrameSink
+    from streamrestore.video.reader import VideoInfo
+
+__all__ = [
+    "PROGRESS_INTERVAL",
+    "Progress",
+    "ProgressLines",
+    "ProgressMode",
+    "RunStats",
+    "TrackStats",
+    "expected_frames",
+    "make_progress",
+    "restore_frames",
+    "run_threaded",
+]
+
+#: seconds between plain progress lines (when stderr is not a terminal)
+PROGRESS_INTERVAL = 5.0
+
+#: ``progress=`` of :func:`streamrestore.restore_video`: False (nothing), True (a bar on a
+#: terminal, else plain lines), ``"bar"`` or ``"lines"`` (forced)
+ProgressMode = Union[bool, Literal["bar", "lines"]]
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+@dataclass
+class TrackStats:
+    """One face track of a run: whom it matched and where it was."""
+
+    identity: str | None = None  # the reference set it matched (its last decision), or None
+    first_frame: int = 0  # frame indices, counted from 0 in the order frames were given
+    last_frame: int = 0
+    faces: int = 0  # frames in which the track had a face (restored or left alone)
+    left_alone: int = 0  # of those, faces not restored (--unmatched skip, beyond --max-faces)
+    scores: dict = field(default_factory=dict)  # reference set -> similarity, when matched by embedding
+
+
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (plural or word + 's')}"
+
+
+#: tracks listed one per line in the summary; the rest are counted on one line
+SUMMARY_TRACKS = 20
+
+
+@dataclass
+class RunStats:
+    """What a run did; printed as the final summary."""
+
+    frames: int = 0
+    frames_with_faces: int = 0
+    frames_restored: int = 0  # frames in which at least one face was restored
+    faces_restored: int = 0
+    track_ids: set = field(default_factory=set)
+    identities: dict = field(default_factory=dict)  # track id -> matched set name or None
+    per_track: dict = field(default_factory=dict)  # track id -> TrackStats
+    unmatched_faces: int = 0  # faces whose track matched no reference set (restored or skipped)
+    skipped_faces: int = 0  # faces left untouched: unmatched with unmatched="skip", or beyond max_faces
+    matching: bool = False  # tracks were matched to reference sets by embedding
+    references: bool = False  # there were reference sets at all
+    match_threshold: float | None = None
+    seconds: float = 0.0  # wall time of a whole run (restore_video, live); 0 in frame-by-frame use
+    startup_seconds: float = 0.0  # model, detector and reference loading, before the first frame
+    busy_seconds: float = 0.0  # time spent inside process()/stream() handling frames
+    problems: list = field(default_factory=list)
+    stage_seconds: dict = field(default_factory=dict)
+
+    @property
+    def tracks(self) -> int:
+        return len(self.track_ids)
+
+    @property
+    def identities_matched(self) -> list[str]:
+        return sorted({n for n in self.identities.values() if n is not None})
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+
+    def add_face(self, track_id, frame: int, identity: str | None, restored: bool) -> None:
+        track = self.per_track.get(track_id)
+        if track is None:
+            track = self.per_track[track_id] = TrackStats(first_frame=frame)
+        track.identity = identity
+        track.last_frame = frame
+        track.faces += 1
+        if not restored:
+            track.left_alone += 1
+            self.skipped_faces += 1
+        self.track_ids.add(track_id)
+        self.identities[track_id] = identity
+
+    def _timing(self) -> str:
+        if self.seconds > 0:
+            loop = self.seconds - self.startup_seconds
+            fps = self.frames / loop if loop > 0 else 0.0
+            return f"{fps:.1f} fps; {self.seconds:.1f} s with {self.startup_seconds:.1f} s start-up"
+        if self.busy_seconds > 0:  # frame by frame: nobody timed the run as a whole
+            return f"{self.frames / self.busy_seconds:.1f} fps over {self.busy_seconds:.1f} s of processing"
+        return "not timed"
+
+    def _track_line(self, track_id, track: TrackStats, verbose: bool) -> str:
+        if track.identity is not None:
+            who = track.identity
+        elif self.matching:
+            who = "no match"
+        else:
+            who = "no references"
+        span = f"frame {track.first_frame}" if track.first_frame == track.last_frame else \
+            f"frames {track.first_frame}-{track.last_frame}"
+        text = f"  track {track_id}: {who}, {span}, {_n(track.faces, 'face')}"
+        if track.left_alone:
+            text += f" ({track.left_alone} left alone)"
+        if verbose and track.scores:
+            ranked = sorted(track.scores.items(), key=lambda item: -item[1])
+            text += "; similarity " + ", ".join(f"{name} {score:.2f}" for name, score in ranked)
+        return text
+
+    def summary(self, verbose: bool = False) -> str:
+        """The run in a few lines: totals, then one line per track (whom it matched, its frame
+        span and face count), then unmatched and skipped faces. ``verbose`` adds each track's
+        similarity to every reference set."""
+        ids = ", ".join(self.identities_matched) or "none"
+        text = (
+            f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')} restored "
+            f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, identities matched: {ids}"
+        )
+        tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
+        shown = sorted(tracks, key=lambda item: -item[1].faces)[:SUMMARY_TRACKS]
+        shown_ids = {id(track) for _, track in shown}
+        for track_id, track in tracks:
+            if id(track) in shown_ids:
+                text += "\n" + self._track_line(track_id, track, verbose)
+        if len(tracks) > len(shown):
+            rest = [track for _, track in tracks if id(track) not in shown_ids]
+            text += (f"\n  ... {_n(len(rest), 'more track')} with {_n(sum(t.faces for t in rest), 'face')} "
+                     "(the shortest ones)")
+        if self.per_track and (self.references or self.skipped_faces):
+            text += f"\nunmatched faces: {self.unmatched_faces}"
+            if verbose and self.match_threshold is not None:
+                text += f" (similarity below {self.match_threshold:.2f} to every set)"
+            text += f", skipped faces: {self.skipped_faces}"
+        if self.frames and not self.frames_with_faces:
+            text += "\nno faces were found: the frames passed through unchanged"
+        for p in self.problems:
+            text += f"\nwarning: {p}"
+        return text
+
+
+# --- the threaded loop ---------------------------------------------------------------------
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def run_threaded(source: Iterable[Any], process: Callable[[Iterable[Any]], Iterable[Any]], sink: Callable[[Any], None], *,
+                 queue_size: int = 8, on_frame: Callable[[], object] | None = None) -> None:
+    """Reader thread → ``process`` (this thread) → writer thread, with bounded queues.
+
+    ``source`` is iterated on the reader thread; ``process`` maps an iterable of inputs to an
+    iterator of outputs (it may hold some back, e.g. for tracker lookahead); ``sink`` is called
+    on the writer thread for each output, in order. An exception in any of the three stops all
+    of them and is re-raised here; so is KeyboardInterrupt. The queues bound memory to
+    ``queue_size`` frames on each side, whatever the video length.
+    """
+    inbox: queue.Queue = queue.Queue(maxsize=queue_size)
+    outbox: queue.Queue = queue.Queue(maxsize=queue_size)
+    stop = threading.Event()
+
+    def put(q: queue.Queue, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read():
+        try:
+            for item in source:
+                if not put(inbox, item):
+                    return
+            put(inbox, _END)
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            put(inbox, _Failure(exc))
+
+    writer_error: list[BaseException] = []
+
+    def write():
+        try:
+            while True:
+                item = outbox.get()
+                if item is _END:
+                    return
+                sink(item)
+        except BaseException as exc:
+            writer_error.append(exc)
+            stop.set()
+
+    def inputs():
+        while True:
+            try:
+                item = inbox.get(timeout=0.1)
+            except queue.Empty:
+                if writer_error:
+                    return
+                continue
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+
+    reader = threading.Thread(target=read, name="streamrestore-reader", daemon=True)
+    writer = threading.Thread(target=write, name="streamrestore-writer", daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        for out in process(inputs()):
+            if not put(outbox, out):
+                break
+            if on_frame is not None:
+                on_frame()
+        if not writer_error:
+            put(outbox, _END)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        if stop.is_set():
+            # Unblock the writer so it can exit; what it would have written is abandoned.
+            try:
+                while True:
+                    outbox.get_nowait()
+            except queue.Empty:
+                pass
+            outbox.put(_END)
+        writer.join()
+        stop.set()
+        reader.join(timeout=5)
+    if writer_error:
+        raise writer_error[0]
+
+
+def restore_frames(frames: Iterable[Any], sink: FrameSink, face_restorer: FaceRestorer | None = None, *,
+                   on_frame: Callable[[], object] | None = None, queue_size: int = 8) -> float:
+    """Decoded ``frames`` → ``face_restorer`` → ``sink.write``, in :func:`run_threaded`.
+
+    Args:
+        frames: decoded frames in order (e.g. :meth:`VideoReader.frames
+            <streamrestore.video.reader.VideoReader.frames>`), iterated on the reader thread.
+        sink: where the restored frames go, in order, on the writer thread (its ``write``;
+            closing it is the caller's: a :class:`~streamrestore.video.writer.VideoWriter` is
+            finished by its ``with`` block, once the whole run succeeded).
+        face_restorer: restores the frames (None: they pass through, the decode+encode floor
+            ``bench`` measures). Its colour conversion and detection (:meth:`FaceRestorer.prepare
+            <streamrestore.pipeline.FaceRestorer.prepare>`) run on the reader thread: they
+            overlap the restoring of the frame before.
+        on_frame: called once per frame handed to the writer (a progress display's ``update``).
+        queue_size: frames each queue holds (see :func:`run_threaded`).
+
+    Returns the seconds spent in ``sink.write`` (the run's ``encode`` time).
+    """
+    spent = [0.0]
+
+    def write(frame: Any) -> None:
+        t0 = time.perf_counter()
+        sink.write(frame)
+        spent[0] += time.perf_counter() - t0
+
+    if face_restorer is None:
+        run_threaded(frames, iter, write, queue_size=queue_size, on_frame=on_frame)
+    else:
+        prepared = (face_restorer.prepare(f) for f in frames)
+        run_threaded(prepared, face_restorer.stream, write, queue_size=queue_size, on_frame=on_frame)
+    return spent[0]
+
+
+# --- progress ------------------------------------------------------------------------------
+
+
+class Progress(Protocol):
+    """A progress display (``tqdm`` has this shape too)."""
+
+    def update(self, n: int = 1) -> object: ...
+
+    def close(self) -> None: ...
+
+
+def expected_frames(info: VideoInfo, start: float | None, end: float | None) -> int | None:
+    """About how many frames the [start, end) window of a video holds (None when unknown)."""
+    if start is None and end is None:
+        return info.frame_count
+    if not info.frame_rate:
+        return None
+    last = end if end is not None else info.duration
+    if last is None:
+        return None
+    if info.duration is not None:
+        last = min(last, info.duration)
+    return max(0, round((last - (start or 0.0)) * float(info.frame_rate)))
+
+
+def make_progress(total: int | None, progress: ProgressMode, interval: float | None = None) -> Progress | None:
+    """The progress display ``progress`` asks for (see :data:`ProgressMode`), or None.
+
+    Args:
+        total: frames expected (None: unknown).
+        progress: False, True, ``"bar"`` or ``"lines"``; anything else is a ValueError.
+        interval: seconds between plain lines (default :data:`PROGRESS_INTERVAL`, read at the
+            time of the call).
+    """
+    if progress not in (False, True, "bar", "lines"):
+        raise ValueError(f"progress must be True, False, 'bar' or 'lines', got {progress!r}")
+    if not progress:
+        return None
+    if progress == "bar" or (progress is True and sys.stderr.isatty()):
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1)
+    return ProgressLines(total, PROGRESS_INTERVAL if interval is None else interval)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class ProgressLines:
+    """Progress as a plain line every ``interval`` seconds, for stderr that is not a terminal
+    (a bar's carriage returns do not work in a log file, and a silent five-minute run looks hung):
+
+        progress: 1200/9000 frames (13%), 11.8 fps, ETA 11:01
+
+    ``clock`` (seconds, monotonic) and ``stream`` (default: ``sys.stderr`` at the time of each
+    line) are there for tests.
+    """
+
+    def __init__(self, total: int | None, interval: float = PROGRESS_INTERVAL, *,
+                 clock: Callable[[], float] = time.monotonic, stream=None):
+        if not interval >= 0:
+            raise ValueError(f"progress interval must be >= 0 seconds, got {interval!r}")
+        self.total = total if total else None
+        self.interval = float(interval)
+        self.done = 0
+        self._clock = clock
+        self._stream = stream
+        self._start = clock()
+        self._next = self._start + self.interval
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = self._clock()
+        if now >= self._next:
+            self._next = now + self.interval
+            stream = self._stream if self._stream is not None else sys.stderr
+            print(self.line(now), file=stream, flush=True)
+
+    def line(self, now: float) -> str:
+        elapsed = now - self._start
+        fps = self.done / elapsed if elapsed > 0 else 0.0
+        if self.total is None:
+            return f"progress: {self.done} frames, {fps:.1f} fps"
+        percent = min(100.0, 100.0 * self.done / self.total)
+        text = f"progress: {self.done}/{self.total} frames ({percent:.0f}%), {fps:.1f} fps"
+        if fps > 0:
+            text += f", ETA {_clock(max(0, self.total - self.done) / fps)}"
+        return text
+
+    def close(self) -> None:
+        pass  # the run's summary follows

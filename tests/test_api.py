@@ -1,0 +1,85 @@
+"""The public surface (issue 16): a small, typed restore_video, lazy names that type checkers see,
+a py.typed marker, and an import that stays cheap."""
+import ast
+import inspect
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import streamrestore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_restore_video_has_few_parameters_all_typed():
+    signature = inspect.signature(streamrestore.restore_video)
+    assert list(signature.parameters) == ["src", "dst", "restorer", "encoder", "start", "end", "force", "progress"]
+    assert all(p.annotation is not inspect.Parameter.empty for p in signature.parameters.values())
+    assert signature.return_annotation is not inspect.Signature.empty
+    assert [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY] == \
+        ["encoder", "start", "end", "force", "progress"]
+
+
+def test_lazy_names_resolve_and_are_visible_to_type_checkers():
+    tree = ast.parse((REPO / "streamrestore" / "__init__.py").read_text())
+    checked = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for imp in node.body:
+                checked.update((imp.module, a.name) for a in imp.names)
+    assert checked == {(module, name) for name, module in streamrestore._LAZY.items()}
+    for name in streamrestore._LAZY:
+        assert getattr(streamrestore, name) is not None
+    with pytest.raises(AttributeError):
+        streamrestore.no_such_name  # noqa: B018
+
+
+def test_py_typed_ships_with_the_package():
+    assert (REPO / "streamrestore" / "py.typed").is_file()
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "py.typed" in data["tool"]["setuptools"]["package-data"]["streamrestore"]
+    assert data["project"]["scripts"]["streamrestore"] == "streamrestore.cli:entry"
+    from streamrestore.cli import entry
+
+    assert callable(entry)
+
+
+def test_import_and_cli_import_load_no_torch():
+    code = "import sys, streamrestore, streamrestore.cli; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
+
+
+def test_bad_arguments_are_named_before_anything_is_read(tmp_path):
+    src = tmp_path / "missing.mp4"
+    with pytest.raises(ValueError, match="progress"):
+        streamrestore.restore_video(src, tmp_path / "o.mp4", progress="sparkles")
+    with pytest.raises(ValueError, match="encoder"):
+        streamrestore.restore_video(src, tmp_path / "o.mp4", encoder={"crf": 18})
+    with pytest.raises(ValueError, match="restorer"):
+        streamrestore.restore_video(src, tmp_path / "o.mp4", "lite")
+
+
+def test_readers_writers_and_live_sinks_are_the_protocols(tmp_path):
+    from media_utils import make_clip
+    from streamrestore.live.sinks import FileSink
+    from streamrestore.types import FrameSink, FrameSource, LiveSink
+    from streamrestore.video.reader import VideoReader
+    from streamrestore.video.writer import EncoderSettings, VideoWriter
+
+    src = tmp_path / "in.mp4"
+    make_clip(src, width=64, height=64, frames=2)
+    with VideoReader(src) as reader:
+        assert isinstance(reader, FrameSource)
+        with VideoWriter(tmp_path / "out.mp4", reader.info, EncoderSettings()) as writer:
+            assert isinstance(writer, FrameSink)
+            for frame in reader.frames():
+                writer.write(frame)
+    sink = FileSink(tmp_path / "live.mp4", 64, 64)
+    try:
+        assert isinstance(sink, LiveSink)
+    finally:
+        sink.abort()
