@@ -251,7 +251,8 @@ def test_flow_side_must_be_sane():
 
 
 def test_cli_options_build_the_config():
-    from streamrestore.cli import build_parser, temporal_from_args
+    from streamrestore.cli import build_parser
+    from streamrestore.cli.options import temporal_from_args
     from streamrestore.errors import UserError
 
     parse = lambda *extra: temporal_from_args(build_parser().parse_args(["in.mp4", *extra]))  # noqa: E731
