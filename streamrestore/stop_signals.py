@@ -76,3 +76,48 @@ def stop_signals_interrupt() -> Iterator[StopState]:
     finally:
         for sig, previous in saved.items():
             signal.signal(sig, previous)
+
+
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and the stop signals back while the block runs (model and native-library
+    loading); one that arrives meanwhile takes effect as the block ends.
+
+    A signal handled in the middle of a native library's import (torch, onnxruntime,
+    insightface) can leave that library half set up, and the interpreter then crashed with
+    SIGSEGV now and then instead of cleaning up. Inside the block the signals only are noted;
+    the first one is raised again, to the handlers of before, when the block ends. Outside the
+    main thread (where handlers cannot be set) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    held = (signal.SIGINT, *STOP_SIGNALS)
+    previous = {s: signal.getsignal(s) for s in held}
+    for s in held:
+        if previous[s] is not signal.SIG_IGN:  # an ignored signal stays ignored
+            signal.signal(s, lambda signum, _frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+#: Native libraries the face models load (imported by :func:`preload_native_libraries`).
+NATIVE_LIBRARIES = ("torch", "cv2", "av", "onnxruntime", "insightface", "norfair", "dlib")
+
+
+def preload_native_libraries() -> None:
+    """Import the native libraries the pipeline may load, those that are installed (call it
+    inside :func:`stop_signals_held`, so that no signal lands mid-import)."""
+    import importlib
+
+    for name in NATIVE_LIBRARIES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass

@@ -522,3 +522,17 @@ def test_every_option_has_help():
         for action in parser._actions:
             assert action.help, (parser.prog, action.option_strings or action.dest)
 
+
+
+def test_stop_signals_are_held_while_loading_and_delivered_after():
+    from streamrestore.stop_signals import Interrupted, stop_signals_held, stop_signals_interrupt
+
+    reached_end_of_block = False
+    with pytest.raises(Interrupted) as caught:
+        with stop_signals_interrupt():
+            with stop_signals_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)  # held: no exception inside the block
+                reached_end_of_block = True
+            time.sleep(5)  # delivered as the block ends
+    assert reached_end_of_block and caught.value.exit_code == 143

@@ -99,16 +99,18 @@ def main(argv: list[str]) -> int:
     from streamrestore.live.sinks import open_sink
     from streamrestore.live.sources import ReconnectPolicy, open_source
     from streamrestore.pipeline import FaceRestorer
+    from streamrestore.stop_signals import stop_signals_held
 
     set_torch_threads(args.torch_threads)  # the same default as every command: half the cores
     policy = ReconnectPolicy(retries=args.retries, timeout=args.timeout)
     source = open_source(args.source, realtime=args.realtime, loop=args.loop, policy=policy)
     sinks = []
     try:
-        face_restorer = FaceRestorer.from_options(
-            args.refs, config=config, channel_order="rgb", fps=min(source.fps, 60.0),
-            torch_threads=args.torch_threads, **restorer_options(args),
-        )
+        with stop_signals_held():  # a stop signal mid-import of a native library could crash it
+            face_restorer = FaceRestorer.from_options(
+                args.refs, config=config, channel_order="rgb", fps=min(source.fps, 60.0),
+                torch_threads=args.torch_threads, **restorer_options(args),
+            )
         for spec in args.output:
             sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force))
         config = LiveConfig(window=not args.no_window, max_frames=args.max_frames,

@@ -23,6 +23,7 @@ from streamrestore.cli.options import (
     set_torch_threads,
 )
 from streamrestore.errors import UserError
+from streamrestore.stop_signals import preload_native_libraries, stop_signals_held
 from streamrestore.threads import TORCH_THREADS_HELP
 
 #: the other commands, ``streamrestore <name> ...``: each is ``streamrestore.cli.<name>.main(argv) -> int``
@@ -88,6 +89,14 @@ def main(argv: list[str]) -> int:
     check_references(args.refs)
 
     def build(fps: float) -> FaceRestorer:
+        # A stop signal in the middle of a native library's import could crash the interpreter:
+        # loading (seconds) holds the signals back; adapting (minutes) must stay interruptible, so
+        # with --adapt only the imports are held.
+        with stop_signals_held():
+            if adapt is None:
+                return FaceRestorer.from_options(args.refs, config=config, fps=fps,
+                                                 torch_threads=args.torch_threads, **restorer_options(args))
+            preload_native_libraries()
         return FaceRestorer.from_options(args.refs, config=config, fps=fps, torch_threads=args.torch_threads,
                                          adapt=adapt, **restorer_options(args))
 
