@@ -168,6 +168,16 @@ def test_lite_config_fits_the_size_budget():
     assert phase4.model == config.model and phase4.init_weights
     assert {"Barack Obama", "Andrew Ng", "unknown-styletalk_happyenglish"} <= set(phase4.holdout_identities)
     assert "clean" in [t["name"] for t in phase4.extra_presets]
+    # ... and phases 5-6 (lite v3, v4: the shipped file), each starting from the one before and
+    # mostly trained on video uploads, with the same people held out
+    previous = "lite_v2"
+    for name in ("lite_v3", "lite_v4"):
+        phase = load_train_config(REPO / f"configs/{name}.toml")
+        assert phase.model == config.model and phase.init_weights == f"runs/{previous}.safetensors"
+        assert set(phase4.holdout_identities) <= set(phase.holdout_identities)
+        mix = {t["name"]: t["weight"] for t in phase.extra_presets}
+        assert mix["video_upload"] >= 0.45 and mix["clean"] > 0
+        previous = name
 
 
 def test_position_prior_config_loads_within_budget():
