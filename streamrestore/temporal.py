@@ -84,11 +84,11 @@ class TemporalConfig:
         denoise: the most weight the previous frame's motion-compensated *input* keeps in a
             recursive average of the input crops (temporal denoising of compression noise and
             flicker), scaled per face by the quality gate's weight: a clean face, which the gate
-            passes through, is not averaged at all. 0 turns it off. Default 0.6: on the first 48
-            frames of two degraded benchmark clips (lite v3, ``benchmarks/bench_temporal.py``,
-            docs/temporal.md) it took the output's E_warp from 1.04x / 1.08x the input's (change
-            fusion alone) to 0.78x / 0.81x with face PSNR +0.02 / +0.01 dB; 0.9 flickered as
-            little (0.74x / 0.80x) but softened the fast-moving happyenglish face (-0.08 dB).
+            passes through, is not averaged at all. 0 turns it off. Default 0.9: on the video
+            benchmark's four degraded clips (lite v4, 48 frames; docs/temporal.md) it kept each
+            track's identity spread at or below the input's on three clips (0.6: one clip) and
+            raised identity to the ground truth on three, for 0.05-0.08 dB of face PSNR against
+            0.6; E_warp 0.76-0.96x the input's.
         denoise_tolerance: like ``tolerance``, for the input average (default 12 levels: only
             where the warp explains the new input to within compression noise; a moving mouth
             or eye, off by tens of levels, takes the new frame).
@@ -98,7 +98,7 @@ class TemporalConfig:
     tolerance: float = 30.0
     window: int = 9
     flow_side: int = 128
-    denoise: float = 0.6
+    denoise: float = 0.9
     denoise_tolerance: float = 12.0
 
     def __post_init__(self):

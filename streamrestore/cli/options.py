@@ -99,7 +99,7 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temporal-denoise", type=float, default=None, metavar="F",
                    help="the most weight the previous frame's motion-compensated input keeps in the average "
                         "that removes compression flicker from degraded faces, in [0, 1); 0 turns it off "
-                        "(default 0.6; clean faces are never averaged)")
+                        "(default 0.9; clean faces are never averaged)")
     p.add_argument("--no-temporal", action="store_true",
                    help="no temporal fusion at all: every frame restored on its own")
 
