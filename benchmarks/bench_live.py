@@ -94,7 +94,12 @@ def main() -> int:
     from streamrestore.pipeline import PipelineConfig
     from streamrestore.temporal import TemporalConfig
 
-    temporal = TemporalConfig() if args.temporal_strength is None else TemporalConfig(strength=args.temporal_strength)
+    if args.temporal_strength is None:
+        temporal = TemporalConfig()
+    elif args.temporal_strength == 0:
+        temporal = TemporalConfig.off()  # 0: no fusion at all (the input average too)
+    else:
+        temporal = TemporalConfig(strength=args.temporal_strength)
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "lite-untrained":

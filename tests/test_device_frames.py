@@ -53,7 +53,7 @@ def test_device_path_restores_like_the_host_path(shared_data, scrfd, kind):
     # 512 px crops of ~430 px faces: both paths blend the whole crop (no detail transfer).
     restorer = kind(512)
     # the gate off: a synthetic change must reach the frame whatever the face looks like
-    config = dict(lookahead=0, temporal=TemporalConfig(strength=0.0), gate=QualityGateConfig(enabled=False))
+    config = dict(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
     on_device = FaceRestorer(restorer, scrfd, config=PipelineConfig(frame_path="device", **config))
     on_host = FaceRestorer(restorer, scrfd, config=PipelineConfig(frame_path="host", **config))
     for frame in _video_frames(shared_data / "liveportrait/driving/d19.mp4", 2, step=40):

@@ -183,7 +183,7 @@ PASTE_CASES = [
 def test_yuv_frames_restore_like_rgb_frames(shared_data, scrfd, kind, clip, resolution, scales_in):
     restorer = kind(resolution)
     frames = _video_frames(shared_data / clip, 3, step=25)
-    config = PipelineConfig(lookahead=0, temporal=TemporalConfig(strength=0.0), gate=QualityGateConfig(enabled=False))
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
     on_yuv = FaceRestorer(restorer, scrfd, config=config)
     on_rgb = FaceRestorer(restorer, scrfd, config=config)
     worst = 0
