@@ -35,7 +35,6 @@ from streamrestore.model.config import PAPER_VAE_LORA_TARGETS, SD_VAE_FT_MSE, Lo
 from streamrestore.model.fast_vae import load_taesd  # noqa: E402
 
 
-
 def timed_ms(fn, device, iters: int, warmup: int) -> float:
     """Median milliseconds of ``fn()`` over ``iters`` runs after ``warmup`` runs."""
     return 1000.0 * median_seconds(fn, device, iters, warmup)

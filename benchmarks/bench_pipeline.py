@@ -83,9 +83,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best is reported")
     ap.add_argument("--preset", default=None)
     args = ap.parse_args()
-    from streamrestore.video.writer import EncoderSettings
-
     import os
+
+    from streamrestore.video.writer import EncoderSettings
 
     torch.set_num_threads(args.torch_threads or max(1, (os.cpu_count() or 2) // 2))
     settings = EncoderSettings(preset=args.preset)

@@ -20,9 +20,11 @@ import time
 
 import torch
 
+from streamrestore.bench import DTYPES
+from streamrestore.bench import median_seconds as timed
 from streamrestore.model import InstantRestoreNet, InstantRestorer, paper_config, tiny_config
-from streamrestore.bench import DTYPES, median_seconds as timed
 from streamrestore.model.cache import paper_cache_bytes_per_reference
+
 
 class PeakRSS:
     """Peak resident memory (MiB) of this process while the block runs, sampled every 20 ms

@@ -108,7 +108,6 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
     from streamrestore.faces.align import crop_face
     from streamrestore.pipeline import FaceRestorer, PipelineConfig
     from streamrestore.pixels import pixels_of
-    from streamrestore.temporal import TemporalConfig
 
     inp, _, gt = spec.partition(":")
     frames = list(itertools.islice(decoded(Path(inp), args.frames), args.frames))

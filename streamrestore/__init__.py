@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING
 from streamrestore._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - never runs: what the lazy names below are
-    from streamrestore.api import build_face_restorer, restore_video
-    from streamrestore.model.registry import load_model
-    from streamrestore.pipeline import FaceRestorer, PipelineConfig
-    from streamrestore.run import RunStats
-    from streamrestore.video.writer import EncoderSettings
+    # "as" re-exports: the names are the package's, not unused imports
+    from streamrestore.api import build_face_restorer as build_face_restorer
+    from streamrestore.api import restore_video as restore_video
+    from streamrestore.model.registry import load_model as load_model
+    from streamrestore.pipeline import FaceRestorer as FaceRestorer
+    from streamrestore.pipeline import PipelineConfig as PipelineConfig
+    from streamrestore.run import RunStats as RunStats
+    from streamrestore.video.writer import EncoderSettings as EncoderSettings
 
 _LAZY = {
     "restore_video": "streamrestore.api",

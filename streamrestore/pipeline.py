@@ -27,7 +27,8 @@ from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import QualityGate, QualityGateConfig
 from streamrestore.run import RunStats
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
-from streamrestore.threads import resolve_torch_threads, torch_threads as _torch_threads
+from streamrestore.threads import resolve_torch_threads
+from streamrestore.threads import torch_threads as _torch_threads
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -4,10 +4,9 @@ Every stage takes and returns these plain values; no stage reaches into another'
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_checkable
-
-import math
 
 import numpy as np
 

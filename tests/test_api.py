@@ -4,10 +4,10 @@ import ast
 import inspect
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import streamrestore
 
@@ -65,6 +65,7 @@ def test_bad_arguments_are_named_before_anything_is_read(tmp_path):
 
 def test_readers_writers_and_live_sinks_are_the_protocols(tmp_path):
     from media_utils import make_clip
+
     from streamrestore.live.sinks import FileSink
     from streamrestore.types import FrameSink, FrameSource, LiveSink
     from streamrestore.video.reader import VideoReader

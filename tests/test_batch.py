@@ -6,8 +6,8 @@ import sys
 import av
 import numpy as np
 import pytest
-
 from media_utils import make_clip, read_audio_packets, read_video_timing
+
 from streamrestore.batch import DIE_ENV, FAIL_ENV, MANIFEST_NAME, PARTS_DIR, count_frames, plan_input, run
 from streamrestore.cli import main
 

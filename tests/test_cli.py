@@ -1,7 +1,7 @@
 """The command line on bad input: one clear line, exit code 2, nothing written; Ctrl-C → 130."""
 import os
-import shutil
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from media_utils import make_audio_only, make_clip
+
 from streamrestore import __version__
 from streamrestore.cli import main
 
@@ -115,8 +115,8 @@ def test_refs_with_non_images_are_skipped(run, clip, refs, tmp_path):
 
 
 def test_refs_without_face(run, clip, tmp_path):
-    import numpy as np
     import cv2
+    import numpy as np
 
     folder = tmp_path / "refs"
     folder.mkdir()
@@ -126,8 +126,8 @@ def test_refs_without_face(run, clip, tmp_path):
 
 
 def test_one_ref_without_face_is_skipped(run, clip, refs, tmp_path):
-    import numpy as np
     import cv2
+    import numpy as np
 
     cv2.imwrite(str(refs / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
     code, err = run(clip, "--refs", refs, "-o", tmp_path / "o.mp4")
@@ -227,7 +227,6 @@ def test_default_model_restores_a_real_clip(run, shared_data, refs, tmp_path):
     """The main job with the shipped default model (lite): `streamrestore input --refs DIR`."""
     import av
     import numpy as np
-
     from media_utils import read_audio_packets, read_video_timing
 
     from streamrestore.eval.video import VideoDegradation, degrade_video
@@ -479,7 +478,6 @@ def test_file_size_limit_is_one_line_and_leaves_nothing(run, shared_models, tmp_
 
 def test_damaged_input_is_restored_with_every_frame_and_one_warning(run, tmp_path):
     from media_utils import read_video_timing
-
     from test_video_io import _damage_packets
 
     clean = tmp_path / "clean.mp4"
@@ -501,8 +499,7 @@ def _synopsis(readme: str, heading: str) -> str:
 def test_readme_synopsis_lists_every_option(heading, command):
     """Every option of the parser appears in the README's synopsis; none is shown as required
     that is optional (--refs was)."""
-    from streamrestore.cli import build_parser
-    from streamrestore.cli import live
+    from streamrestore.cli import build_parser, live
 
     parser = build_parser() if command is None else live.build_parser()
     synopsis = _synopsis((REPO / "README.md").read_text(), heading)
@@ -515,8 +512,7 @@ def test_readme_synopsis_lists_every_option(heading, command):
 
 
 def test_every_option_has_help():
-    from streamrestore.cli import build_parser
-    from streamrestore.cli import bench, live
+    from streamrestore.cli import bench, build_parser, live
 
     for parser in (build_parser(), live.build_parser(), bench.build_parser()):
         for action in parser._actions:

@@ -4,15 +4,15 @@ import av
 import numpy as np
 import pytest
 import torch
+from test_pipeline import _mask_union
+from test_pixels import _planes, _Stripes, _video_frames
 
 from streamrestore.device_frames import DeviceFramePath, rgb_to_yuv420
 from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
-from streamrestore.quality import QualityGateConfig
 from streamrestore.pixels import Yuv420Pixels
+from streamrestore.quality import QualityGateConfig
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
-from test_pipeline import _mask_union
-from test_pixels import _Stripes, _planes, _video_frames
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
+from media_utils import read_rgb
 
+from streamrestore.data.degrade import degrade
 from streamrestore.errors import ModelError
 from streamrestore.eval.judges import (
     DlibCropEmbedder,
@@ -13,9 +15,6 @@ from streamrestore.eval.judges import (
     load_landmark_detector,
 )
 from streamrestore.eval.metrics import PSNR_CAP_DB, landmark_distance, lmd, psnr, ssim
-from streamrestore.data.degrade import degrade
-
-from media_utils import read_rgb
 
 IDS = ("00001", "00027", "00049", "00052", "00062")
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from streamrestore.cli import main as cli_main
+from streamrestore.eval.metrics import psnr
 from streamrestore.eval.report import format_table, json_rows, make_grid
 from streamrestore.eval.run import METHODS, EvalConfig, bicubic_baseline, load_cases
-from streamrestore.eval.metrics import psnr
 
 KEYS = ("psnr", "ssim", "id_mobilefacenet", "id_paddle", "id_dlib", "lmd")
 

@@ -7,8 +7,8 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
 from media_utils import make_clip, pattern
+
 from streamrestore.cli import main as cli_main
 from streamrestore.eval.metrics import PSNR_CAP_DB
 from streamrestore.eval.video import (

@@ -3,9 +3,9 @@ import logging
 
 import pytest
 import torch
+from model_utils import randomise_lora
 from safetensors.torch import load_file, save_file
 
-from model_utils import randomise_lora
 from streamrestore.bench import _load as bench_load
 from streamrestore.cli import build_parser, main
 from streamrestore.cli.bench import build_parser as bench_parser

@@ -37,8 +37,8 @@ def test_unreadable_files_raise_input_error_naming_them(tmp_path):
 
 
 def test_references_and_training_take_the_same_files(tmp_path):
-    from streamrestore.faces.references import list_reference_images
     from streamrestore.data.sources import discover_sources
+    from streamrestore.faces.references import list_reference_images
 
     person = tmp_path / "person"
     person.mkdir()

@@ -19,17 +19,15 @@ import numpy as np
 import pytest
 import torch
 
+from streamrestore.blend import PasteBack, PasteConfig, feather_mask
+from streamrestore.faces.align import alignment_matrix, template, warp_to_template
 from streamrestore.kernels import (
     color_transform,
-    crop_warp,
     crop_warp_reference,
-    paste_back,
     paste_back_reference,
     paste_weights,
     triton_available,
 )
-from streamrestore.blend import PasteBack, PasteConfig, feather_mask
-from streamrestore.faces.align import alignment_matrix, template, warp_to_template
 
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -1,6 +1,7 @@
 """Official checkpoint format, our safetensors format, and the model registry (tiny models)."""
 import pytest
 import torch
+from model_utils import randomise_lora
 from safetensors.torch import save_file
 
 from streamrestore.errors import ModelError
@@ -10,14 +11,12 @@ from streamrestore.model import (
     load_model,
     read_model_file,
     read_official_checkpoint,
+    registry,
     save_restorer,
     tiny_config,
     write_official_checkpoint,
 )
-from streamrestore.model import registry
 from streamrestore.model.checkpoint import apply_official_checkpoint
-
-from model_utils import randomise_lora
 
 R = 32
 

@@ -2,10 +2,9 @@
 packed reference K/V in, restored faces out) on a tiny config."""
 import pytest
 import torch
+from model_utils import export_frame_core
 
 from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
-
-from model_utils import export_frame_core
 
 R = 32
 

@@ -4,8 +4,8 @@ import copy
 import pytest
 import torch
 from diffusers.utils.torch_utils import fourier_filter
-
 from model_utils import export_frame_core, randomise_lora
+
 from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
 from streamrestore.model.config import FreeU
 from streamrestore.model.freeu import FreeUSkipFilter, axis_filter, fourier_filter_matmul, install_freeu

@@ -1,6 +1,7 @@
 """The restorer on tiny configs: cache vs recompute, batching, determinism, cache persistence."""
 import pytest
 import torch
+from model_utils import randomise_lora
 
 from streamrestore.errors import ReferencesError
 from streamrestore.model import (
@@ -15,8 +16,6 @@ from streamrestore.model.attention import value_statistics
 from streamrestore.model.cache import paper_cache_bytes_per_reference
 from streamrestore.model.config import paper_config
 from streamrestore.model.packing import pack_kv
-
-from model_utils import randomise_lora
 
 R = 32
 

@@ -6,8 +6,8 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from media_utils import make_clip, read_audio_packets, read_video_timing
+
 from streamrestore.api import restore_video
 from streamrestore.blend import PasteBack
 from streamrestore.model.identity import IdentityRestorer

@@ -10,8 +10,8 @@ import pytest
 from streamrestore.blend import PasteBack, PastePlan, yuv420_weights
 from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
-from streamrestore.quality import QualityGateConfig
 from streamrestore.pixels import RgbPixels, Yuv420Pixels, pixels_of, yuv_matrices
+from streamrestore.quality import QualityGateConfig
 from streamrestore.temporal import TemporalConfig
 from streamrestore.video.reader import frame_to_rgb
 

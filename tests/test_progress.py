@@ -4,12 +4,12 @@ Time is a fake clock here: nothing waits."""
 import io
 
 import pytest
+from media_utils import make_clip
 
 import streamrestore.run as run
-from media_utils import make_clip
 from streamrestore.api import restore_video
-from streamrestore.run import ProgressLines
 from streamrestore.cli import main
+from streamrestore.run import ProgressLines
 
 
 class FakeClock:

@@ -3,9 +3,9 @@ half the cores; the library sets it only around its own work and gives the calle
 import numpy as np
 import pytest
 import torch
+from media_utils import make_clip
 
 import streamrestore.threads as threads
-from media_utils import make_clip
 from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
 from streamrestore.types import Face
@@ -111,8 +111,7 @@ def test_restore_video_uses_the_cli_default(monkeypatch, caller_threads, tmp_pat
 
 
 def test_every_command_documents_the_same_default():
-    from streamrestore.cli import build_parser
-    from streamrestore.cli import bench, live
+    from streamrestore.cli import bench, build_parser, live
 
     def option(parser):
         (action,) = [a for a in parser._actions if "--torch-threads" in a.option_strings]

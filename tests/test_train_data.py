@@ -2,9 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from streamrestore.errors import InputError
-
-from streamrestore.faces.align import template
 from streamrestore.data.pack import PackedFaces, pack_dataset, split_identities
 from streamrestore.data.samples import RestorationDataset
 from streamrestore.data.sources import (
@@ -16,6 +13,8 @@ from streamrestore.data.sources import (
     read_train_ok_folders,
     shared_sources,
 )
+from streamrestore.errors import InputError
+from streamrestore.faces.align import template
 
 TWO_PEOPLE = ("deepface:id02", "Joe Biden")
 CLIP = "Alexandria Ocasio-Cortez"  # sadtalker clip, 512x512, 8 s

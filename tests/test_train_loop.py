@@ -23,9 +23,9 @@ def _single_thread(one_torch_thread):
 @pytest.fixture(scope="module")
 def tiny_pack(shared, train_ok_folders, tmp_path_factory):
     """Photos of three train-ok people aligned at 32 px (the tiny model's resolution)."""
-    from streamrestore.faces.detect import ScrfdDetector
     from streamrestore.data.pack import pack_dataset
     from streamrestore.data.sources import shared_sources
+    from streamrestore.faces.detect import ScrfdDetector
 
     path = tmp_path_factory.mktemp("pack") / "tiny.npz"
     sources = shared_sources(shared / "data", train_ok_folders=train_ok_folders, identities=IDENTITIES)
@@ -159,8 +159,8 @@ def test_lite_config_fits_the_size_budget():
     assert config.model.reference_position_sigma > 0 and config.model.adain is False
     assert config.model.prediction_type == "residual" and config.landmark_kind == "kl"
     # the shipped file was built from this config (same network, same settings)
-    from streamrestore.model.registry import LITE_WEIGHTS
     from streamrestore.model.checkpoint import read_model_file
+    from streamrestore.model.registry import LITE_WEIGHTS
 
     assert read_model_file(LITE_WEIGHTS).config == config.model
     # ... through phase 4, which holds the benchmark people out and mixes in clean faces
@@ -249,9 +249,9 @@ def test_train_command(tiny_pack, shared, tmp_path):
 
 
 def test_eval_only_packs_are_refused(shared, tmp_path):
-    from streamrestore.faces.detect import ScrfdDetector
     from streamrestore.data.pack import pack_dataset
     from streamrestore.data.sources import discover_sources
+    from streamrestore.faces.detect import ScrfdDetector
 
     folder = shared / "data/instantrestore"
     sources = [s for s in discover_sources(folder) if s.identity == sorted({s.identity for s in discover_sources(folder)})[0]][:3]
@@ -299,9 +299,9 @@ def test_shipped_lite_loads_and_restores_a_shared_face(shared):
 
 def test_mix_holdout_and_init_weights(tiny_pack, shared, tmp_path):
     """A degradation mix, held-out people and a warm start from an exported model file."""
-    from streamrestore.model.checkpoint import save_restorer
     from streamrestore.data.degrade import DegradationMix
     from streamrestore.data.pack import PackedFaces
+    from streamrestore.model.checkpoint import save_restorer
 
     first = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "a", steps=2))
     first.train(progress=False)

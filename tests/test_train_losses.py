@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from media_utils import read_rgb
 
 from streamrestore.errors import ModelError
+from streamrestore.faces.mobilefacenet import MobileFaceNet, ffhq_to_arcface_matrix, load_mobilefacenet
 from streamrestore.train.losses import (
     IdentityLoss,
     arcface_crop_tensor,
@@ -12,9 +14,6 @@ from streamrestore.train.losses import (
     pixel_loss,
     ssim_loss,
 )
-from streamrestore.faces.mobilefacenet import MobileFaceNet, ffhq_to_arcface_matrix, load_mobilefacenet
-
-from media_utils import read_rgb
 
 IDS = ("00001", "00027", "00049", "00052")
 

@@ -12,9 +12,16 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from media_utils import (
+    decode_rgb,
+    make_audio_only,
+    make_clip,
+    pattern,
+    read_audio_packets,
+    read_video_timing,
+)
 
 from streamrestore.errors import InputError, OutputError
-from streamrestore.video.writer import check_not_input
 from streamrestore.video import (
     EncoderSettings,
     VideoReader,
@@ -24,14 +31,7 @@ from streamrestore.video import (
     probe,
     resolve_codec,
 )
-from media_utils import (
-    decode_rgb,
-    make_audio_only,
-    make_clip,
-    pattern,
-    read_audio_packets,
-    read_video_timing,
-)
+from streamrestore.video.writer import check_not_input
 
 FAST = EncoderSettings(preset="ultrafast")
 

@@ -172,9 +172,9 @@ def generate(args) -> None:
     p2p = _patched_module("face_replace.models.pix2pix_turbo", models / "pix2pix_turbo.py",
                           [(".cuda()", ""), ('"cuda"', '"cpu"'),
                            ("reshape(-1, 3, 512, 512)", "reshape(-1, *conditioning_images.shape[-3:])")])
+    import pyrallis
     from face_replace.configs.train_config import ModelConfig, TrainConfig
     from face_replace.models.unet_2d_condition.unet import UNet2DConditionModel as OfficialUNet
-    import pyrallis
 
     def unet_from_pretrained(cls, *a, **k):
         m = OfficialUNet.from_config(unet_cfg)
@@ -264,7 +264,7 @@ def generate(args) -> None:
             latents_seen.clear()
             seen.clear()
             try:
-                img, _, _ = net(c_t, conditioning_images=conds, valid_indices=torch.tensor([valid]))
+                img, _, _ = net(c_t, conditioning_images=conds, valid_indices=torch.tensor([valid]))  # noqa: F821 (the loop's net; deleted after use)
             finally:
                 torch.randn_like = real_randn_like
             return img
@@ -312,7 +312,6 @@ def generate(args) -> None:
 
 # -- the two official checkpoint layouts, rebuilt from their recorded key lists ----------------------
 def _random(name: str, shape, seed: int, role: str):
-    import torch
 
     from_path = sys.modules.get("_sr_random_weights")
     if from_path is None:
@@ -372,7 +371,6 @@ def read_fixture(path) -> tuple[dict, dict]:
 
 def build_ours(meta: dict, variant: str, **changes):
     """Our InstantRestoreNet with the oracle's configuration and random weights (fp32, CPU, eval)."""
-    import torch
 
     from streamrestore.model.config import PAPER_VAE_LORA_TARGETS, LoraSettings, RestorerConfig
     from streamrestore.model.random_weights import fill_module

@@ -121,10 +121,10 @@ def main(argv: list[str]) -> int:
         if getattr(args, name) is not None:
             raise InputError(f"--{name.replace('_', '-')} is a --video option; use it with --video CLEAN.mp4")
     from streamrestore.api import load_restorer
+    from streamrestore.data.degrade import PRESETS
     from streamrestore.eval.judges import load_judges, load_landmark_detector
     from streamrestore.eval.report import format_table, markdown_report, write_grid, write_json
     from streamrestore.eval.run import EvalConfig, evaluate, load_cases
-    from streamrestore.data.degrade import PRESETS
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")

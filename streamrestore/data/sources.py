@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import csv
 import logging
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Iterable, Sequence
+
+import tomllib
 
 from streamrestore.errors import InputError
 from streamrestore.images import IMAGE_SUFFIXES

@@ -17,7 +17,12 @@ import numpy as np
 
 from streamrestore.errors import ModelError
 from streamrestore.faces.align import arcface_matrix
-from streamrestore.faces.detect import face_recognition_models_dir, find_model_pack, onnx_providers, onnx_session_options
+from streamrestore.faces.detect import (
+    face_recognition_models_dir,
+    find_model_pack,
+    onnx_providers,
+    onnx_session_options,
+)
 from streamrestore.types import Face
 
 __all__ = [
