@@ -268,9 +268,11 @@ class TemporalSmoother:
             # grid_sample's align_corners=True puts -1 and 1 on the first and last pixel centres,
             # as cv2.remap's pixel coordinates do; "border" is BORDER_REPLICATE
             norm = torch.stack([map_x, map_y], dim=-1) * (2.0 / (r - 1)) - 1.0
-            both = torch.cat([prev.original, prev.change, prev.denoised])[None]
-            warped = F.grid_sample(both, norm[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
-            warped_in, warped_change, warped_denoised = warped[:3], warped[3:6], warped[6:]
+            # one grid_sample for every picture this face needs warped (the input always)
+            carried = [prev.original] + [prev.change] * (cfg.strength > 0) + [prev.denoised] * (denoise > 0)
+            warped = F.grid_sample(torch.cat(carried)[None], norm[None], mode="bilinear", padding_mode="border",
+                                   align_corners=True)[0]
+            warped_in, rest = warped[:3], warped[3:]
             err = (x - warped_in).abs().mean(dim=0, keepdim=True)[None]
             k = self._window(r)
             if k > 1:
@@ -278,12 +280,13 @@ class TemporalSmoother:
             err = err[0]
             inside = ((map_x >= 0) & (map_x <= r - 1) & (map_y >= 0) & (map_y <= r - 1)).float()
             if cfg.strength > 0:
+                warped_change, rest = rest[:3], rest[3:]
                 e = err * (1.0 / cfg.tolerance)
                 keep = cfg.strength * torch.exp(-e * e) * inside
                 change = change + keep * (warped_change - change)
             if denoise > 0:
                 e = err * (1.0 / cfg.denoise_tolerance)
                 keep = denoise * torch.exp(-e * e) * inside
-                denoised = x + keep * (warped_denoised - x)
+                denoised = x + keep * (rest - x)
         self._last[track_id] = _State(x, change, denoised, grey, False)
         return ((denoised + change) * (1.0 / 255.0)).clamp(0.0, 1.0).to(restored.dtype)

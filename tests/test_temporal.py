@@ -227,15 +227,18 @@ def test_cut_in_the_pipeline_gives_a_fresh_track_and_no_carry_over():
 
 
 @pytest.mark.parametrize("size", [128, 256])
-def test_host_and_device_paths_agree(size):
+@pytest.mark.parametrize("strength,denoise", [(0.8, 0.9), (0.8, 0.0), (0.0, 0.9)], ids=["both", "change", "average"])
+def test_host_and_device_paths_agree(size, strength, denoise):
     import torch
 
     inputs, changes = _moving_clip(6, size=size, speed=2.0)
-    cfg = TemporalConfig(strength=0.8, flow_side=128)
+    cfg = TemporalConfig(strength=strength, denoise=denoise, flow_side=128)
     host, dev = TemporalSmoother(cfg), TemporalSmoother(cfg)
     rng = np.random.default_rng(2)
     to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255  # noqa: E731
     for x, d in zip(inputs, changes):
+        # compression-like noise on the input (what the input average acts on) and a jittery change
+        x = np.clip(x + rng.normal(0, 3, x.shape) + 0.5, 0, 255).astype(np.uint8)
         restored = np.clip(x + d + rng.normal(0, 4, x.shape) + 0.5, 0, 255).astype(np.uint8)
         a = host.smooth(1, x, restored)
         t = dev.smooth_tensor(1, to_t(x), to_t(restored))
