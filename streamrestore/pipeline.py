@@ -161,8 +161,8 @@ class FaceRestorer:
                 self.caches[ref.name] = restorer.encode_references(_to_tensor(ref.crops))
                 self.stats.add_time("references", time.perf_counter() - t0)
 
-        tcfg = tracker_config if tracker_config is not None else TrackerConfig(lookahead=config.lookahead)
-        self._tracker = FaceTracker(tcfg, fps=fps)
+        tcfg = tracker_config if tracker_config is not None else TrackerConfig()
+        self._tracker = FaceTracker(tcfg, fps=fps, lookahead=config.lookahead)
         self._fps = fps
         self._paste = PasteBack(self.resolution, config.paste)
         self._device_path = _device_frame_path(restorer, self.resolution, config)
@@ -208,7 +208,7 @@ class FaceRestorer:
         ``frame`` is an RGB/BGR uint8 numpy array (per ``channel_order``) or an ``av.VideoFrame``;
         the result has the same type (a VideoFrame keeps its pts and time base).
         """
-        if self._tracker.config.lookahead != 0:
+        if self.config.lookahead != 0:
             raise ValueError("process() returns each frame at once and needs lookahead=0; use stream() for files")
         out = list(self._push(frame))
         if len(out) != 1:  # pragma: no cover - lookahead 0 always returns the frame pushed

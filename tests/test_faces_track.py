@@ -32,14 +32,18 @@ def _run(tracker, per_frame, frames=None):
 
 def test_config_validates_and_documents_defaults():
     config = TrackerConfig()
-    assert config.lookahead == 0 and config.max_gap >= 1
-    for bad in (dict(max_gap=0), dict(lookahead=-1), dict(distance_threshold=0), dict(min_cutoff=0),
+    assert config.max_gap >= 1
+    for bad in (dict(max_gap=0), dict(distance_threshold=0), dict(min_cutoff=0),
                 dict(beta=-1), dict(scene_cut_threshold=0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             TrackerConfig(**bad)
     with pytest.raises(ValueError, match="fps"):
         FaceTracker(fps=0)
+    for bad_lookahead in (-1, 1.5):
+        with pytest.raises(ValueError, match="lookahead"):
+            FaceTracker(lookahead=bad_lookahead)
     tracker = FaceTracker()
+    assert tracker.lookahead == 0
     tracker.push(3, [], None)
     with pytest.raises(ValueError, match="increase"):
         tracker.push(3, [], None)
@@ -74,7 +78,7 @@ def test_lookahead_interpolates_short_gaps():
     lookahead = 3
     positions = [(100 + 4 * i, 50 + 2 * i) for i in range(20)]
     per_frame = [[] if i in (8, 9, 10) else [_face(*positions[i])] for i in range(20)]
-    tracker = FaceTracker(TrackerConfig(lookahead=lookahead), fps=30)
+    tracker = FaceTracker(TrackerConfig(), fps=30, lookahead=lookahead)
     out = []
     for index, faces in enumerate(per_frame):
         ready = tracker.push(index, faces, None)
@@ -92,14 +96,14 @@ def test_lookahead_interpolates_short_gaps():
 
 def test_gaps_longer_than_lookahead_are_left_empty_but_keep_the_id():
     per_frame = [[] if 8 <= i < 14 else [_face(100, 100)] for i in range(20)]
-    out = _run(FaceTracker(TrackerConfig(lookahead=2, max_gap=8), fps=30), per_frame)
+    out = _run(FaceTracker(TrackerConfig(max_gap=8), fps=30, lookahead=2), per_frame)
     assert all(not faces for i, faces in out if 8 <= i < 14)
     assert len({f.track_id for _, faces in out for f in faces}) == 1
 
 
 def test_live_mode_holds_last_landmarks_up_to_max_gap():
     per_frame = [[_face(100, 100)] for _ in range(10)] + [[] for _ in range(6)] + [[_face(100, 100)]]
-    out = _run(FaceTracker(TrackerConfig(lookahead=0, max_gap=3), fps=30), per_frame)
+    out = _run(FaceTracker(TrackerConfig(max_gap=3), fps=30, lookahead=0), per_frame)
     last_smoothed = out[9][1][0].kps
     for index in (10, 11, 12):
         (held,) = out[index][1]
@@ -125,7 +129,7 @@ def test_scene_cut_ends_all_tracks():
     assert signature_distance(frame_signature(dark), frame_signature(dark.copy())) < 0.01
     assert signature_distance(frame_signature(dark), frame_signature(bright)) > 0.9
     frames = [dark] * 5 + [bright] * 5
-    tracker = FaceTracker(TrackerConfig(lookahead=2), fps=30)
+    tracker = FaceTracker(TrackerConfig(), fps=30, lookahead=2)
     out = _run(tracker, [[_face(50, 50)]] * 10, frames)
     assert tracker.cuts == [5]
     before = {f.track_id for i, faces in out if i < 5 for f in faces}
@@ -142,8 +146,8 @@ def scrfd(shared_models):
     return create_detector("scrfd", models_dir=shared_models / "insightface")
 
 
-def _track_clip(path, detector, config, max_frames=None, fps=30.0):
-    tracker = FaceTracker(config, fps=fps)
+def _track_clip(path, detector, lookahead, max_frames=None, fps=30.0):
+    tracker = FaceTracker(TrackerConfig(), fps=fps, lookahead=lookahead)
     times, out = [], []
     with av.open(str(path)) as container:
         for index, frame in enumerate(container.decode(video=0)):
@@ -157,7 +161,7 @@ def _track_clip(path, detector, config, max_frames=None, fps=30.0):
 
 def test_talking_head_is_one_track(shared_data, scrfd):
     tracker, _, out = _track_clip(shared_data / "liveportrait/driving/d19.mp4", scrfd,
-                                  TrackerConfig(lookahead=5), max_frames=60)
+                                  lookahead=5, max_frames=60)
     assert len(out) == 60 and tracker.cuts == []
     ids = {f.track_id for _, faces in out for f in faces}
     assert len(ids) == 1
@@ -167,7 +171,7 @@ def test_talking_head_is_one_track(shared_data, scrfd):
 def test_hamilton_clip_starts_new_tracks_at_its_cuts(shared_data, scrfd):
     """The manifest lists cuts at ~3.59 s and ~7.89 s (there is a third, at 1.52 s)."""
     tracker, times, out = _track_clip(shared_data / "face_recognition/short_hamilton_clip.mp4", scrfd,
-                                      TrackerConfig(lookahead=3), fps=29.97)
+                                      lookahead=3, fps=29.97)
     cut_times = [times[i] for i in tracker.cuts]
     for expected in (3.59, 7.89):
         assert min(abs(t - expected) for t in cut_times) < 0.05
@@ -185,7 +189,7 @@ def test_hamilton_clip_starts_new_tracks_at_its_cuts(shared_data, scrfd):
 def test_two_people_are_two_tracks(shared_data, scrfd):
     image = cv2.imread(str(shared_data / "face_recognition/two_people.jpg"))[:, :, ::-1]
     image = np.ascontiguousarray(cv2.resize(image, None, fx=0.5, fy=0.5))
-    tracker = FaceTracker(TrackerConfig(lookahead=2), fps=30)
+    tracker = FaceTracker(TrackerConfig(), fps=30, lookahead=2)
     out = []
     for index in range(16):
         shift = np.float32([[1, 0, 4 * np.sin(index / 3)], [0, 1, 3 * np.cos(index / 4)]])

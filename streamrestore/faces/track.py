@@ -36,11 +36,6 @@ class TrackerConfig:
         more apart) are never merged.
     max_gap: frames a track survives without a detection and keeps its id. 10 frames (1/3 s
         at 30 fps) covers blinks of the detector on blur, profile turns and hands passing.
-    lookahead: frames the tracker waits before a frame is final (file mode). With L > 0 a miss
-        of at most L frames is filled with interpolated landmarks; 0 is for live streams
-        (nothing is delayed; misses hold the last landmarks). 0 by default because it is the
-        only value that adds no latency; file processing should pass e.g. 5. Gaps longer
-        than ``max_gap`` are never bridged, whatever the lookahead.
     scene_cut_threshold: Bhattacharyya distance between the hue/saturation histograms of
         consecutive (downscaled) frames above which a hard cut is declared and all tracks end.
         Measured on short_hamilton_clip.mp4: its three hard cuts (1.52 s, 3.59 s, 7.89 s) score
@@ -59,7 +54,6 @@ class TrackerConfig:
 
     distance_threshold: float = 0.5
     max_gap: int = 10
-    lookahead: int = 0
     scene_cut_threshold: float = 0.3
     min_cutoff: float = 0.5
     beta: float = 5.0
@@ -70,8 +64,6 @@ class TrackerConfig:
             raise ValueError(f"distance_threshold must be positive, got {self.distance_threshold!r}")
         if int(self.max_gap) != self.max_gap or self.max_gap < 1:
             raise ValueError(f"max_gap must be an integer >= 1, got {self.max_gap!r}")
-        if int(self.lookahead) != self.lookahead or self.lookahead < 0:
-            raise ValueError(f"lookahead must be an integer >= 0, got {self.lookahead!r}")
         if not self.scene_cut_threshold > 0:
             raise ValueError(f"scene_cut_threshold must be positive, got {self.scene_cut_threshold!r}")
         for name in ("min_cutoff", "d_cutoff"):
@@ -146,12 +138,22 @@ class FaceTracker:
 
     Frame indices must increase from push to push; ``fps`` converts index steps to seconds for
     the landmark filter.
+
+    ``lookahead``: frames the tracker waits before a frame is final (file mode). With L > 0 a
+    miss of at most L frames is filled with interpolated landmarks; 0 is for live streams
+    (nothing is delayed; misses hold the last landmarks). 0 by default because it is the only
+    value that adds no latency; the frame loop passes
+    :attr:`streamrestore.pipeline.PipelineConfig.lookahead` (5 for files). Gaps longer than
+    ``config.max_gap`` are never bridged, whatever the lookahead.
     """
 
-    def __init__(self, config: TrackerConfig | None = None, fps: float = 30.0):
+    def __init__(self, config: TrackerConfig | None = None, fps: float = 30.0, *, lookahead: int = 0):
         self.config = config if config is not None else TrackerConfig()
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps!r}")
+        if int(lookahead) != lookahead or lookahead < 0:
+            raise ValueError(f"lookahead must be an integer >= 0, got {lookahead!r}")
+        self.lookahead = int(lookahead)
         self.fps = float(fps)
         self._norfair = self._new_norfair()
         self._tracks: dict[int, _Track] = {}  # norfair id -> track
@@ -214,7 +216,7 @@ class FaceTracker:
             if any(obj.last_detection is detection for detection in detections):
                 self._fill_gap(track, obj.last_detection.data, frame_index)
                 current[track.track_id] = self._observe(track, obj.last_detection.data, frame_index, dt)
-            elif (self.config.lookahead == 0 and track.smoothed is not None
+            elif (self.lookahead == 0 and track.smoothed is not None
                     and frame_index - track.last_frame <= self.config.max_gap):
                 # Live: nothing to interpolate towards yet, so hold the last smoothed landmarks.
                 current[track.track_id] = TrackedFace(face=track.last_face, track_id=track.track_id,
@@ -225,7 +227,7 @@ class FaceTracker:
 
         self._pending.append((frame_index, current))
         ready = []
-        while len(self._pending) > self.config.lookahead:
+        while len(self._pending) > self.lookahead:
             ready.append(self._emit(self._pending.popleft()))
         return ready
 
@@ -251,10 +253,10 @@ class FaceTracker:
 
     def _fill_gap(self, track: _Track, face: Face, frame_index: int) -> None:
         """Interpolate the frames a track missed, when all of them are still pending."""
-        if track.last_face is None or self.config.lookahead == 0:
+        if track.last_face is None or self.lookahead == 0:
             return
         missed = self._push_count - track.last_push - 1
-        if missed < 1 or missed > self.config.lookahead:
+        if missed < 1 or missed > self.lookahead:
             return
         start, end, previous = track.last_frame, frame_index, track.last_face
         for pending_index, faces in list(self._pending_between(start, end)):
