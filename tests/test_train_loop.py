@@ -36,7 +36,8 @@ def tiny_pack(shared, train_ok_folders, tmp_path_factory):
 def tiny_train_config(pack, shared, out, **changes) -> TrainConfig:
     # x0 predicted directly from the clean latent: a from-scratch network learns it in a few steps
     model = tiny_config("pixel", add_noise=False, prediction_type="sample")
-    base = dict(model=model, data=str(pack), output_dir=str(out), shared=str(shared), steps=6,
+    base = dict(model=model, data=str(pack), output_dir=str(out), judge_models=str(shared / "models"),
+                identity_weights=str(shared / "models/recog/mobilefacenet_foamliu.pt"), steps=6,
                 batch_size=4, lr=2e-3, warmup_steps=1, val_every=0, val_fraction=0.3, val_cases=2,
                 checkpoint_every=100, log_every=1, self_ref_start=0.8, self_ref_until=0.5, landmark_weight=10.0,
                 identity_weight=0.0)
@@ -180,6 +181,26 @@ def test_lite_config_fits_the_size_budget():
         previous = name
 
 
+def test_every_shipped_training_config_loads():
+    paths = sorted((REPO / "configs").rglob("*.toml"))
+    configs = [load_train_config(p) for p in paths if p.name != "shared_data.toml"]
+    assert len(configs) >= 6
+    for config in configs:  # the files the package does not know of are named by each config
+        assert config.identity_weights.endswith("mobilefacenet_foamliu.pt") and config.judge_models
+
+
+def test_missing_model_files_are_named(tiny_pack, shared, tmp_path):
+    with pytest.raises(InputError, match="identity_weights.*none is set"):
+        Trainer(tiny_train_config(tiny_pack, shared, tmp_path, identity_weight=0.5, identity_weights=None))
+    with pytest.raises(InputError, match="nowhere.pt not found"):
+        Trainer(tiny_train_config(tiny_pack, shared, tmp_path, identity_weight=0.5,
+                                  identity_weights=str(tmp_path / "nowhere.pt")))
+    with pytest.raises(InputError, match="judge_models"):
+        Trainer(tiny_train_config(tiny_pack, shared, tmp_path, judge_models=str(tmp_path)))
+    # neither is needed without the identity loss and the judges
+    Trainer(tiny_train_config(tiny_pack, shared, tmp_path, identity_weights=None, judge_models=None))
+
+
 def test_position_prior_config_loads_within_budget():
     # the second lite attempt (not shipped; see docs/lite_history.md): same network, position prior on
     config = load_train_config(REPO / "configs/experiments/lite_posprior.toml")
@@ -232,7 +253,7 @@ def test_set_overrides_reach_the_config(tmp_path):
 def test_train_command(tiny_pack, shared, tmp_path):
     from streamrestore.cli import main
 
-    table = {"data": str(tiny_pack), "output_dir": str(tmp_path / "run"), "shared": str(shared), "steps": 4,
+    table = {"data": str(tiny_pack), "output_dir": str(tmp_path / "run"), "judge_models": str(shared / "models"), "steps": 4,
              "batch_size": 2, "val_fraction": 0.3, "val_every": 0, "identity_weight": 0.0,
              "model": {"base": "tiny-pixel"}}
     config = tmp_path / "tiny.json"

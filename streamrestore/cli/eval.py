@@ -32,16 +32,38 @@ from streamrestore.errors import InputError, ModelError
 log = logging.getLogger(__name__)
 
 
+_MODELS_HELP = "the evaluation models folder: face judges and detectors, laid out as streamrestore.model_files says"
+
+
 def default_models_dir() -> Path | None:
     """``$STREAMRESTORE_SHARED/models``, else ``../shared/models`` (from the current folder, then
-    next to the source checkout), if it exists."""
+    next to the source checkout): the first that holds the identity judge."""
+    from streamrestore.model_files import EvalModelFiles
+
     env = os.environ.get("STREAMRESTORE_SHARED")
     candidates = [Path(env) / "models"] if env else []
     candidates += [Path("../shared/models"), Path(__file__).resolve().parents[3] / "shared" / "models"]
     for folder in candidates:
-        if (folder / "recog").is_dir():
+        if not EvalModelFiles.from_dir(folder).missing("paddle"):
             return folder
     return None
+
+
+def _model_files(args: argparse.Namespace, *needed: str):
+    """The :class:`~streamrestore.model_files.EvalModelFiles` of ``--models`` (or of
+    :func:`default_models_dir`), with the files ``needed`` on disk, else a one-line error."""
+    from streamrestore.model_files import EvalModelFiles
+
+    folder = Path(args.models) if args.models else default_models_dir()
+    if folder is None:
+        raise ModelError("evaluation models not found in $STREAMRESTORE_SHARED/models or ../shared/models; "
+                         f"pass --models DIR ({_MODELS_HELP})")
+    files = EvalModelFiles.from_dir(folder)
+    missing = files.missing(*needed)
+    if missing:
+        raise ModelError(f"evaluation models not found in {folder} (no {', '.join(map(str, missing))}); "
+                         f"pass --models DIR ({_MODELS_HELP})")
+    return files
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the averaged table as JSON")
     p.add_argument("--out", metavar="DIR", help="folder for eval.md and grid.png (default ./eval_<data>_<model>)")
     p.add_argument("--models", metavar="DIR",
-                   help="folder with recog/ and insightface/ (default $STREAMRESTORE_SHARED/models or ../shared/models)")
+                   help=f"{_MODELS_HELP} (default $STREAMRESTORE_SHARED/models or ../shared/models)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N people (sorted by name)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--preset", default="severe",
@@ -98,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the pipeline's face detector (the measured faces always come from SCRFD-2.5G on the "
                         "clean frames)")
     v.add_argument("--face-models", metavar="DIR",
-                   help="the pipeline's insightface model pack (default: MODELS/insightface when it exists)")
+                   help="the pipeline's insightface model pack (default: the one in the --models folder, if any)")
     return p
 
 
@@ -130,10 +152,7 @@ def main(argv: list[str]) -> int:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     if args.preset not in PRESETS:
         raise InputError(f"unknown --preset {args.preset!r}; choose one of {', '.join(sorted(PRESETS))}")
-    models_dir = Path(args.models) if args.models else default_models_dir()
-    if models_dir is None or not (models_dir / "recog").is_dir():
-        where = models_dir or "$STREAMRESTORE_SHARED/models or ../shared/models"
-        raise ModelError(f"evaluation models not found in {where}; pass --models DIR (the folder with recog/ and insightface/)")
+    models_dir = _model_files(args, "mobilefacenet", "paddle", "landmark_detector").root
     data = Path(args.data)
     identities = None
     if args.split != "all":
@@ -220,13 +239,11 @@ def video_main(args: argparse.Namespace) -> int:
         raise InputError(f"unknown --degrade {preset!r}; choose one of {', '.join(VIDEO_PRESETS)}")
     if args.degraded is not None and not Path(args.degraded).is_file():
         raise InputError(f"degraded video {args.degraded} does not exist")
-    models_dir = Path(args.models) if args.models else default_models_dir()
-    if models_dir is None or not (models_dir / "recog").is_dir() or not (models_dir / "scrfd").is_dir():
-        where = models_dir or "$STREAMRESTORE_SHARED/models or ../shared/models"
-        raise ModelError(f"evaluation models not found in {where}; pass --models DIR (the folder with recog/ and scrfd/)")
+    files = _model_files(args, "paddle", "detector")
+    models_dir = files.root
     face_models = args.face_models
-    if face_models is None and (models_dir / "insightface").is_dir():
-        face_models = str(models_dir / "insightface")
+    if face_models is None and files.face_models.is_dir():
+        face_models = str(files.face_models)
     methods = list(DEFAULT_METHODS + CLEAN_METHODS)
     if args.refs is None:
         log.warning("no --refs: only model_norefs is run and identity to the references is not measured")

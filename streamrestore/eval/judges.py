@@ -7,16 +7,17 @@ geometry.
 
 Embedders (cosine similarity of their vectors is the identity score, higher is better):
 
-- :class:`OnnxEmbedder` with ``recog/mobilefacenet_128d.onnx`` (RGB input): the same weights a
-  training identity loss may use, so it is reported but never the judge.
-- :class:`OnnxEmbedder` with ``recog/mobilefacenet_paddle_128d.onnx`` (**BGR** input): an
-  independently trained MobileFaceNet that no loss has seen: **the judge**.
+- :class:`OnnxEmbedder` with the MobileFaceNet of the models folder (RGB input): the same
+  weights a training identity loss may use, so it is reported but never the judge.
+- :class:`OnnxEmbedder` with the paddle MobileFaceNet (**BGR** input): an independently trained
+  MobileFaceNet that no loss has seen: **the judge**.
 - :class:`DlibCropEmbedder`: dlib's ResNet descriptor (``dlib_face_recognition_resnet_model_v1.dat``
   from ``face_recognition_models``). dlib's own rule is "same person if L2 distance < 0.6";
   :meth:`DlibCropEmbedder.distance` gives that, the reports use the cosine like the others.
 
 Model files are passed as paths: the shared folder is not part of the package (insightface
-weights are not redistributable), ``streamrestore eval --models DIR`` points at them.
+weights are not redistributable), ``streamrestore eval --models DIR`` points at them; where each
+file lies in that folder is :class:`streamrestore.model_files.EvalModelFiles`'s to say.
 """
 from __future__ import annotations
 
@@ -32,11 +33,7 @@ from streamrestore.faces.mobilefacenet import (
     arcface_prescale_size,
     ffhq_to_arcface_matrix,
 )
-
-#: Relative locations, inside ``--models DIR``, of the files :func:`load_judges` uses.
-MOBILEFACENET_ONNX = "recog/mobilefacenet_128d.onnx"
-PADDLE_ONNX = "recog/mobilefacenet_paddle_128d.onnx"
-SCRFD_ONNX = "insightface/models/mini_sc/det_500m.onnx"  # same bytes as scrfd/det_500m.onnx
+from streamrestore.model_files import EvalModelFiles
 
 #: Face box (x1, y1, x2, y2) as a fraction of an FFHQ-aligned crop, given to dlib's shape
 #: predictor instead of running its detector. Measured: mean dlib HOG box on the 24 frontal
@@ -199,8 +196,7 @@ class LandmarkDetector:
     paper's and FFHQ's size).
 
     Args:
-        path: an SCRFD ``.onnx`` (e.g. ``scrfd/det_500m.onnx`` or the insightface pack's
-            ``det_500m.onnx``).
+        path: an SCRFD ``.onnx`` (e.g. :attr:`EvalModelFiles.landmark_detector`, SCRFD-500M).
         working_size: side of the crop the detector sees and the unit of the returned pixels.
         threshold: detection score below which a crop counts as "no face" (landmarks NaN).
         det_size: the detector's input side. An aligned crop is nearly all face, larger than
@@ -246,14 +242,14 @@ class LandmarkDetector:
 def load_judges(models_dir: str | Path, with_dlib: bool = True) -> dict[str, Embedder]:
     """The evaluation embedders keyed as the report columns: ``mobilefacenet``, ``paddle``, ``dlib``.
 
-    ``models_dir`` is the folder holding ``recog/`` (the shared ``models`` folder).
+    ``models_dir`` is the evaluation models folder (:class:`~streamrestore.model_files.EvalModelFiles`).
     """
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        raise ModelError(f"models folder {models_dir} does not exist; pass --models DIR (the folder with recog/)")
+    files = EvalModelFiles.from_dir(models_dir)
+    if not files.root.is_dir():
+        raise ModelError(f"models folder {files.root} does not exist; pass --models DIR (the evaluation models folder)")
     judges: dict[str, Embedder] = {
-        "mobilefacenet": OnnxEmbedder(models_dir / MOBILEFACENET_ONNX, "rgb", "mobilefacenet"),
-        "paddle": OnnxEmbedder(models_dir / PADDLE_ONNX, "bgr", "paddle"),
+        "mobilefacenet": OnnxEmbedder(files.mobilefacenet, "rgb", "mobilefacenet"),
+        "paddle": OnnxEmbedder(files.paddle, "bgr", "paddle"),
     }
     if with_dlib:
         judges["dlib"] = DlibCropEmbedder()
@@ -261,9 +257,5 @@ def load_judges(models_dir: str | Path, with_dlib: bool = True) -> dict[str, Emb
 
 
 def load_landmark_detector(models_dir: str | Path, working_size: int = 512) -> LandmarkDetector:
-    """The LMD detector from ``models_dir`` (SCRFD-500M of the insightface ``mini_sc`` pack)."""
-    models_dir = Path(models_dir)
-    path = models_dir / SCRFD_ONNX
-    if not path.is_file() and (models_dir / "scrfd/det_500m.onnx").is_file():
-        path = models_dir / "scrfd/det_500m.onnx"
-    return LandmarkDetector(path, working_size=working_size)
+    """The LMD detector (SCRFD-500M) of the evaluation models folder ``models_dir``."""
+    return LandmarkDetector(EvalModelFiles.from_dir(models_dir).landmark_detector, working_size=working_size)

@@ -187,8 +187,9 @@ def load_cases(data: str | Path, config: EvalConfig = EvalConfig(), *, models_di
     """The evaluation cases in ``data`` (a test-layout folder, identity folders, or a ``.npz`` pack).
 
     ``identities`` restricts a pack or identity folders to these names (e.g. the held-out half
-    of :meth:`streamrestore.data.pack.PackedFaces.split`). ``models_dir`` (the shared models
-    folder) gives the SCRFD detector used to align identity folders.
+    of :meth:`streamrestore.data.pack.PackedFaces.split`). ``models_dir`` (the evaluation models
+    folder, :class:`~streamrestore.model_files.EvalModelFiles`) gives the SCRFD detector used to
+    align identity folders.
     """
     from streamrestore.data.pack import PackedFaces, pack_dataset  # noqa: PLC0415
     from streamrestore.data.sources import discover_sources  # noqa: PLC0415
@@ -209,13 +210,13 @@ def load_cases(data: str | Path, config: EvalConfig = EvalConfig(), *, models_di
         import tempfile  # noqa: PLC0415
 
         from streamrestore.faces.detect import ScrfdDetector  # noqa: PLC0415
+        from streamrestore.model_files import EvalModelFiles  # noqa: PLC0415
 
         sources = [s for s in discover_sources(data) if s.kind == "image"]
         if identities is not None:
             sources = [s for s in sources if s.identity in set(identities)]
-        detector = None
-        if models_dir is not None and (Path(models_dir) / "scrfd/det_2.5g.onnx").is_file():
-            detector = ScrfdDetector(Path(models_dir) / "scrfd/det_2.5g.onnx")
+        files = EvalModelFiles.from_dir(models_dir) if models_dir is not None else None
+        detector = ScrfdDetector(files.detector) if files is not None and not files.missing("detector") else None
         with tempfile.TemporaryDirectory() as tmp:
             # evaluation only: the licence gate of the packer is for training packs
             pack_dataset(sources, Path(tmp) / "eval.npz", 512, detector=detector, models_dir=models_dir,

@@ -263,9 +263,11 @@ class FaceJudge:
 
     @classmethod
     def paddle(cls, models_dir: str | Path) -> "FaceJudge":
-        from streamrestore.eval.judges import PADDLE_ONNX, OnnxEmbedder  # noqa: PLC0415
+        """The paddle MobileFaceNet of the evaluation models folder ``models_dir``."""
+        from streamrestore.eval.judges import OnnxEmbedder  # noqa: PLC0415
+        from streamrestore.model_files import EvalModelFiles  # noqa: PLC0415
 
-        return cls(OnnxEmbedder(Path(models_dir) / PADDLE_ONNX, "bgr", "paddle"))
+        return cls(OnnxEmbedder(EvalModelFiles.from_dir(models_dir).paddle, "bgr", "paddle"))
 
     def crop(self, rgb: np.ndarray, kps: np.ndarray) -> np.ndarray:
         from streamrestore.faces.align import arcface_matrix  # noqa: PLC0415
@@ -300,7 +302,9 @@ class GroundTruthFaces:
 
     @classmethod
     def scrfd(cls, models_dir: str | Path, judge: FaceJudge, **kwargs) -> "GroundTruthFaces":
+        """With the SCRFD-2.5G of the evaluation models folder ``models_dir``."""
         from streamrestore.faces.detect import ScrfdDetector  # noqa: PLC0415
+        from streamrestore.model_files import EvalModelFiles  # noqa: PLC0415
 
         class SquareInputScrfd(ScrfdDetector):
             """The measuring definition: insightface's own resize into a square 640x640
@@ -317,7 +321,7 @@ class GroundTruthFaces:
                               score=float(boxes[i, 4])) for i in range(boxes.shape[0])]
                 return sorted(faces, key=lambda face: -face.score)
 
-        detector = SquareInputScrfd(Path(models_dir) / "scrfd/det_2.5g.onnx", det_size=640, threshold=0.4,
+        detector = SquareInputScrfd(EvalModelFiles.from_dir(models_dir).detector, det_size=640, threshold=0.4,
                                     providers=["CPUExecutionProvider"])
         return cls(detector, judge, **kwargs)
 

@@ -1,8 +1,8 @@
 """MobileFaceNet (Chen et al., 2018) as a differentiable face-embedding network.
 
-The layer names follow the "foamliu" state-dict layout so that
-``models/recog/mobilefacenet_foamliu.pt`` loads without renaming (307 keys). The architecture
-was read off that state dict and the equivalent ONNX export (``recog/mobilefacenet_128d.onnx``):
+The layer names follow the "foamliu" state-dict layout so that ``mobilefacenet_foamliu.pt``
+loads without renaming (307 keys). The architecture was read off that state dict and the
+equivalent ONNX export (``mobilefacenet_128d.onnx``, the evaluation's reported MobileFaceNet):
 
     conv1     3x3/2, 3->64, BN, ReLU6                            112 -> 56
     dw_conv   depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU  (64)

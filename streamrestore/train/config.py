@@ -18,7 +18,9 @@ A file has top-level training keys and a ``[model]`` table that builds the
 
 Relative paths in the file are resolved against the current directory (the repository root
 when the documented commands are used), not against the file: the shipped
-``configs/lite.toml`` points at ``runs/`` and ``../shared`` like every other tool here.
+``configs/lite.toml`` points at ``runs/`` and ``../shared`` like every other tool here. The
+package knows nothing of that folder: a config names the files it needs (``identity_weights``,
+``judge_models``).
 """
 from __future__ import annotations
 
@@ -84,8 +86,12 @@ class TrainConfig:
     output_dir: str = "runs/train"
     #: refuse packs holding anything but train-ok sources (a shipped model must pass this).
     require_train_ok: bool = True
-    #: the shared folder (for the MobileFaceNet identity loss and the validation judges).
-    shared: str = "../shared"
+    #: the MobileFaceNet state dict (``mobilefacenet_foamliu.pt``) the identity loss runs;
+    #: required when ``identity_weight > 0``.
+    identity_weights: str | None = None
+    #: the evaluation models folder (:class:`~streamrestore.model_files.EvalModelFiles`) whose
+    #: identity judges score validation; None: validation without identity scores.
+    judge_models: str | None = None
     seed: int = 0
     #: optimiser updates in total.
     steps: int = 1000

@@ -244,11 +244,20 @@ class Trainer:
         if config.identity_weight > 0:
             from streamrestore.train.losses import IdentityLoss  # noqa: PLC0415
 
-            weights = Path(config.shared) / "models/recog/mobilefacenet_foamliu.pt"
-            if not weights.is_file():
-                raise InputError(f"the identity loss needs {weights}; set shared= to the shared folder "
-                                 "or identity_weight = 0")
+            weights = config.identity_weights
+            if weights is None or not Path(weights).is_file():
+                raise InputError(f"the identity loss needs identity_weights, the MobileFaceNet state dict "
+                                 f"(mobilefacenet_foamliu.pt); {'none is set' if weights is None else f'{weights} not found'}"
+                                 "; set identity_weights or identity_weight = 0")
             self.identity_loss = IdentityLoss(weights).to(accelerator.device).eval().requires_grad_(False)
+        if config.judge_models is not None:  # checked now, not at the first validation
+            from streamrestore.model_files import EvalModelFiles  # noqa: PLC0415
+
+            missing = EvalModelFiles.from_dir(config.judge_models).missing("mobilefacenet", "paddle")
+            if missing:
+                raise InputError(f"judge_models {config.judge_models}: no {', '.join(map(str, missing))}; set "
+                                 "judge_models to the evaluation models folder, or leave it out to validate "
+                                 "without identity scores")
         layers = net.shared_layers
         if not -len(layers) <= config.landmark_layer < len(layers):
             raise ValueError(f"landmark_layer {config.landmark_layer} out of range for {len(layers)} shared layers")
@@ -450,8 +459,9 @@ class Trainer:
     def validate(self) -> list[dict]:
         """Held-out identities: averaged rows of :func:`streamrestore.eval.run.evaluate`
         (input, bicubic, model without / with 1 / with 4 / with another person's references),
-        judged by both MobileFaceNets (dlib off: too slow for a training loop). Main process only;
-        rows are appended to ``validation.csv``."""
+        judged by both MobileFaceNets of ``judge_models`` (dlib off: too slow for a training loop;
+        no identity scores without ``judge_models``). Main process only; rows are appended to
+        ``validation.csv``."""
         if not self.accelerator.is_main_process or not self.val_ids:
             return []
         from streamrestore.eval.judges import load_judges  # noqa: PLC0415
@@ -463,10 +473,7 @@ class Trainer:
         except InputError as exc:
             logger.warning("validation skipped: %s", exc)
             return []
-        judges = {}
-        models = Path(self.config.shared) / "models"
-        if (models / "recog").is_dir():
-            judges = load_judges(models, with_dlib=False)
+        judges = load_judges(self.config.judge_models, with_dlib=False) if self.config.judge_models else {}
         result = evaluate(cases, self.restorer(), judges, None, eval_config)
         path = self.output_dir / "validation.csv"
         new = not path.is_file()
