@@ -113,6 +113,53 @@ def test_resume_continues_exactly(tiny_pack, shared, tmp_path):
     assert len(list((tmp_path / "b/checkpoints").glob("step_*"))) <= 2
 
 
+def test_phases_run_in_order_and_resume_exactly(tiny_pack, shared, tmp_path):
+    # phase 1: landmark loss, no identity loss; phase 2: the other way round. The run ends with
+    # the last phase (step 4), before the schedule's 6 steps.
+    phases = [{"until": 2, "identity_weight": 0.0}, {"until": 4, "identity_weight": 0.5, "landmark_weight": 0.0}]
+    straight = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "a", steps=6, phases=phases))
+    assert straight.identity_loss is None and straight.map_layer is not None
+    result = straight.train(progress=False)
+    assert result.step == 4 and result.exported is not None
+    assert straight.identity_loss is not None and straight.map_layer is None
+    rows = list(csv.DictReader((tmp_path / "a/losses.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["identity"]) > 0 for r in rows] == [False, False, True, True]
+    assert [float(r["landmark"]) > 0 for r in rows] == [True, True, False, False]
+    boundary = json.loads((tmp_path / "a/checkpoints/step_0000002/trainer_state.json").read_text())
+    assert boundary["config"]["identity_weight"] == 0.0  # each phase ends with a checkpoint
+
+    # stopped inside phase 1 or at its end, a resumed run goes on through the phases as if never stopped
+    for stop in (1, 2):
+        out = tmp_path / f"stop{stop}"
+        first = Trainer(tiny_train_config(tiny_pack, shared, out, steps=6, phases=phases)).train(stop_at=stop, progress=False)
+        assert first.step == stop and first.exported is None
+        resumed = Trainer(tiny_train_config(tiny_pack, shared, out, steps=6, phases=phases), resume="latest")
+        assert resumed.config.identity_weight == (0.0 if stop < 2 else 0.5)
+        assert resumed.train(progress=False).step == 4
+        a, b = weights(straight), weights(resumed)
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+        resumed_losses = [float(r["loss"]) for r in csv.DictReader((out / "losses.csv").open())]
+        assert resumed_losses == pytest.approx([float(r["loss"]) for r in rows], rel=1e-4, abs=1e-6)
+
+
+def test_phases_are_checked(tmp_path):
+    base = 'steps = 10\nidentity_weight = 0.0\n'
+    for phases, message in (
+        ('[[phases]]\nidentity_weight = 0.0\n', "until"),
+        ('[[phases]]\nuntil = 11\n', "at most steps"),
+        ('[[phases]]\nuntil = 5\n[[phases]]\nuntil = 5\n', "after 5"),
+        ('[[phases]]\nuntil = 5\nlr = 1e-3\n', "cannot change"),
+        ('[[phases]]\nuntil = 5\nidentity_wieght = 1.0\n', "identity_wieght"),
+        ('[[phases]]\nuntil = 5\nlandmark_kind = "l2"\n', "landmark_kind"),
+    ):
+        (tmp_path / "c.toml").write_text(base + phases)
+        with pytest.raises(InputError, match=message):
+            load_train_config(tmp_path / "c.toml")
+    assert TrainConfig(steps=10).final_step == 10 and TrainConfig(steps=10).phase(3) == (TrainConfig(steps=10), 10)
+
+
 def test_step_sampler_is_a_function_of_the_batch_number():
     full = list(StepBatchSampler(targets=7, batch_size=3, num_batches=10, seed=5))
     tail = list(StepBatchSampler(targets=7, batch_size=3, num_batches=10, seed=5, start_batch=4))
@@ -164,6 +211,11 @@ def test_lite_config_fits_the_size_budget():
     from streamrestore.model.registry import LITE_WEIGHTS
 
     assert read_model_file(LITE_WEIGHTS).config == config.model
+    # phases 1-3 are data: identity loss off until step 1600, the first curriculum until 1100
+    assert [p["until"] for p in config.phases] == [1100, 1600, 2100] and config.final_step == 2100 < config.steps
+    settings = {start: config.phase(start)[0] for start in (0, 1100, 1600)}
+    assert [(c.identity_weight, c.self_ref_until) for c in settings.values()] == [(0.0, 0.5), (0.0, 1.0), (0.2, 1.0)]
+    assert [config.phase(start)[1] for start in settings] == [1100, 1600, 2100]
     # ... through phase 4, which holds the benchmark people out and mixes in clean faces
     phase4 = load_train_config(REPO / "configs/lite_v2.toml")
     assert phase4.model == config.model and phase4.init_weights

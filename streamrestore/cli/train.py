@@ -2,12 +2,14 @@
 
     streamrestore train configs/lite.toml                  # fresh run (or continue: --resume latest)
     streamrestore train configs/lite.toml --resume latest --max-minutes 40
-    streamrestore train configs/lite.toml --set identity_weight=0 --stop-at 1100   # one phase of a recipe
+    streamrestore train configs/lite.toml --set max_refs=4 --stop-at 1100   # other settings, stop early
     accelerate launch -m streamrestore.cli train configs/lite.toml   # several GPUs / machines
 
-Writes into the config's ``output_dir``: ``checkpoints/step_*`` (resumable), ``losses.csv``,
-``validation.csv`` and, when the last step is reached, ``model.safetensors`` (the shippable
-format; ``--model runs/<name>/model.safetensors`` loads it everywhere a model name is taken).
+A config with ``[[phases]]`` runs them in order (``streamrestore.train.config.TrainConfig.phases``);
+a resumed run continues in the phase of its checkpoint. Writes into the config's ``output_dir``:
+``checkpoints/step_*`` (resumable; one at each phase's end), ``losses.csv``, ``validation.csv``
+and, when the last step is reached, ``model.safetensors`` (the shippable format;
+``--model runs/<name>/model.safetensors`` loads it everywhere a model name is taken).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="override the config's total steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a top-level setting of the config (VALUE in TOML syntax: 0.2, true, \"text\"); "
-                        "repeatable. Recipes with phases resume one config with different settings this way")
+                        "repeatable. A phase's own settings ([[phases]]) still win over it")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="checkpoint and stop at this step (resume later)")
     p.add_argument("--max-minutes", type=float, help="checkpoint and stop after this much wall time")
     p.add_argument("--export", metavar="PATH",
@@ -69,7 +71,7 @@ def main(argv: list[str]) -> int:
     result = trainer.train(stop_at=args.stop_at, max_seconds=None if args.max_minutes is None else args.max_minutes * 60,
                            progress=not args.no_progress and sys.stderr.isatty())
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.losses.items())
-    print(f"step {result.step}/{config.steps}: {losses}", file=sys.stderr)
+    print(f"step {result.step}/{config.final_step}: {losses}", file=sys.stderr)
     if result.checkpoint is not None:
         print(f"checkpoint: {result.checkpoint}", file=sys.stderr)
     if result.exported is not None:

@@ -16,6 +16,12 @@ A file has top-level training keys and a ``[model]`` table that builds the
     [model.unet]
     block_out_channels = [64, 128, 192]
 
+    [[phases]]                         # optional: phases run in order by one `streamrestore train`
+    until = 500                        # steps 0-500 without the identity loss
+    identity_weight = 0
+    [[phases]]
+    until = 2000                       # then the settings above, to step 2000 (the run ends there)
+
 Relative paths in the file are resolved against the current directory (the repository root
 when the documented commands are used), not against the file: the shipped
 ``configs/lite.toml`` points at ``runs/`` and ``../shared`` like every other tool here. The
@@ -36,6 +42,16 @@ __all__ = ["TrainConfig", "load_train_config", "build_model_config", "parse_over
 
 #: RestorerConfig fields that may be None; a file writes ``false`` (TOML has no null).
 _OPTIONAL_MODEL_FIELDS = ("vae", "unet_lora", "vae_lora", "freeu")
+
+#: Settings a phase cannot change, being built once per run: the network and its start, the
+#: data and who is held out, the optimiser and its schedule (a resumed optimiser keeps the
+#: state it saved), the data order (a function of the step, the batch size and the seed) and
+#: where the checkpoints go.
+RUN_SETTINGS = frozenset({
+    "model", "init_weights", "data", "require_train_ok", "val_fraction", "val_split_seed", "holdout_identities",
+    "lr", "weight_decay", "betas", "warmup_steps", "min_lr_ratio", "steps", "mixed_precision", "batch_size",
+    "seed", "output_dir", "phases",
+})
 
 
 def build_model_config(table: dict[str, Any]) -> RestorerConfig:
@@ -168,6 +184,13 @@ class TrainConfig:
     log_every: int = 10
     #: write ``model.safetensors`` (the shippable format) at the end in this dtype.
     export_dtype: str = "float16"
+    #: training phases, run in order by one run (``[[phases]]`` tables in a TOML file): each
+    #: ``until = STEP``, where it ends, plus the top-level settings it trains with instead of
+    #: the file's (any but :data:`RUN_SETTINGS`). A phase ends with a checkpoint; a resumed run
+    #: continues in the phase of its step. The run ends, validates and exports at the last
+    #: phase's ``until`` (:attr:`final_step`), which may come before ``steps``, the length of the
+    #: learning-rate schedule. Empty: one phase, to ``steps``.
+    phases: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -210,6 +233,46 @@ class TrainConfig:
                 raise ValueError(f"each extra_presets entry needs a weight, got {table!r}")
             _preset_from_table(table)
         self.holdout_identities = [str(n) for n in self.holdout_identities]
+        self._check_phases()
+
+    def _check_phases(self) -> None:
+        self.phases = [dict(p) if isinstance(p, dict) else p for p in self.phases]
+        known = {f.name for f in fields(self)}
+        start = 0
+        for number, phase in enumerate(self.phases, 1):
+            if not isinstance(phase, dict) or "until" not in phase:
+                raise ValueError(f"phase {number} needs until = STEP (where it ends), got {phase!r}")
+            until = phase["until"]
+            if isinstance(until, bool) or not isinstance(until, int) or not start < until <= self.steps:
+                raise ValueError(f"phase {number}: until must be a step after {start} and at most steps = "
+                                 f"{self.steps}, got {until!r}")
+            unknown = sorted(set(phase) - known - {"until"})
+            if unknown:
+                raise ValueError(f"phase {number}: unknown settings {unknown}")
+            fixed = sorted(set(phase) & RUN_SETTINGS)
+            if fixed:
+                raise ValueError(f"phase {number}: {fixed} cannot change within a run (they are built once)")
+            start = until
+        for number in range(len(self.phases)):  # each phase's settings must be valid too
+            self.phase(self.phases[number - 1]["until"] if number else 0)
+
+    @property
+    def final_step(self) -> int:
+        """The step where the run ends: the last phase's ``until``, or ``steps``."""
+        return int(self.phases[-1]["until"]) if self.phases else self.steps
+
+    def phase(self, step: int) -> tuple["TrainConfig", int]:
+        """The settings that train from ``step`` on, and the step where they stop.
+
+        Without phases: this config and :attr:`final_step`. With phases: this config with the
+        changes of the phase that holds ``step`` (the last one from its ``until`` on), and without
+        ``phases`` (a phase's settings never hold another phase); the step is that ``until``.
+        """
+        if not self.phases:
+            return self, self.final_step
+        current = next((p for p in self.phases if step < p["until"]), self.phases[-1])
+        changes = {k: v for k, v in current.items() if k != "until"}
+        return self.replace(phases=[], **changes), int(current["until"])
 
     @property
     def degradation(self):

@@ -141,6 +141,31 @@ def _init_from_file(net: InstantRestoreNet, path: str | Path) -> None:
     logger.info("weights initialised from %s", path)
 
 
+def _check_model_files(config: TrainConfig) -> None:
+    """The files a config names for its losses and judges exist (before any step is taken)."""
+    weights = config.identity_weights
+    if config.identity_weight > 0 and (weights is None or not Path(weights).is_file()):
+        raise InputError(f"the identity loss needs identity_weights, the MobileFaceNet state dict "
+                         f"(mobilefacenet_foamliu.pt); {'none is set' if weights is None else f'{weights} not found'}"
+                         "; set identity_weights or identity_weight = 0")
+    if config.judge_models is not None:
+        from streamrestore.model_files import EvalModelFiles  # noqa: PLC0415
+
+        missing = EvalModelFiles.from_dir(config.judge_models).missing("mobilefacenet", "paddle")
+        if missing:
+            raise InputError(f"judge_models {config.judge_models}: no {', '.join(map(str, missing))}; set "
+                             "judge_models to the evaluation models folder, or leave it out to validate "
+                             "without identity scores")
+
+
+def _checkpoint_step(path: str | Path) -> int:
+    """The step a complete checkpoint folder was saved at."""
+    state_file = Path(path) / _STATE_FILE
+    if not state_file.is_file():
+        raise InputError(f"{path} is not a complete training checkpoint (no {_STATE_FILE})")
+    return int(json.loads(state_file.read_text())["step"])
+
+
 # --------------------------------------------------------------------------------------------
 # Trainer
 
@@ -170,6 +195,11 @@ def _lr_lambda(config: TrainConfig):
 class Trainer:
     """Builds everything a run needs from a :class:`TrainConfig` and trains.
 
+    With ``config.phases`` the run goes through them in order: :attr:`plan` is the whole run,
+    :attr:`config` the settings of the phase being trained (:meth:`TrainConfig.phase`); at a
+    phase's end the trainer checkpoints and rebuilds what depends on the phase's settings (the
+    degraded samples, the losses), keeping the network, the optimiser and the schedule.
+
     Args:
         config: the run.
         resume: a checkpoint folder, ``"latest"`` (the newest under ``output_dir/checkpoints``,
@@ -186,11 +216,11 @@ class Trainer:
         from accelerate.utils import set_seed  # noqa: PLC0415
 
         from streamrestore.data.pack import PackedFaces  # noqa: PLC0415
-        from streamrestore.data.samples import RestorationDataset  # noqa: PLC0415
 
         if not 0.0 <= no_ref_probability < 1.0:
             raise ValueError(f"no_ref_probability must be in [0, 1), got {no_ref_probability}")
-        self.config = config
+        #: the whole run (with its phases); :attr:`config` is the phase being trained
+        self.plan = config
         self.no_ref_probability = no_ref_probability
         if accelerator is None:
             precision = config.mixed_precision if torch.cuda.is_available() else "no"
@@ -203,6 +233,10 @@ class Trainer:
 
         if resume == "latest":
             resume = self.latest_checkpoint()
+        phases = [config.phase(start)[0] for start in [0] + [p["until"] for p in config.phases[:-1]]]
+        for phase in phases:  # every phase's files, before any step
+            _check_model_files(phase)
+        config = self.config = config.phase(_checkpoint_step(resume) if resume is not None else 0)[0]
         pack = PackedFaces(config.data)
         if config.require_train_ok:
             pack.require_train_ok()
@@ -216,13 +250,7 @@ class Trainer:
             raise InputError(f"none of holdout_identities {config.holdout_identities[:3]} is in {config.data}")
         self.train_ids = [n for n in self.train_ids if n not in held]
         self.val_ids = sorted(set(self.val_ids) | {n for n in held if len(pack.indices_of(n)) >= 3})
-        common = dict(preset=config.degradation, min_refs=config.min_refs, max_refs=config.max_refs, seed=config.seed)
-        probe = RestorationDataset(pack, self.train_ids, **common)
-        self.targets = len(probe.targets)
-        world = accelerator.num_processes
-        total_batches = config.steps * world
-        epochs = math.ceil(total_batches * config.batch_size / self.targets) + 1
-        self.dataset = RestorationDataset(pack, self.train_ids, samples_per_epoch=epochs * self.targets, **common)
+        self._build_dataset()
 
         net = InstantRestoreNet(config.model)
         if config.init_weights and resume is None:
@@ -232,6 +260,10 @@ class Trainer:
             if not net.prompt_embeds.abs().sum():
                 net.prompt_embeds.copy_(torch.randn(net.prompt_embeds.shape, generator=gen))
         self.net = net
+        for phase in phases:
+            if not -len(net.shared_layers) <= phase.landmark_layer < len(net.shared_layers):
+                raise ValueError(f"landmark_layer {phase.landmark_layer} out of range for {len(net.shared_layers)} "
+                                 "shared layers")
         self.model = TrainingModel(net, config.reference_grad)
         params = net.trainable_parameters()
         self.num_parameters = sum(p.numel() for p in net.parameters())
@@ -240,28 +272,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
         self.model, self.optimizer, self.scheduler = accelerator.prepare(self.model, optimizer, scheduler)
 
-        self.identity_loss = None
-        if config.identity_weight > 0:
-            from streamrestore.train.losses import IdentityLoss  # noqa: PLC0415
-
-            weights = config.identity_weights
-            if weights is None or not Path(weights).is_file():
-                raise InputError(f"the identity loss needs identity_weights, the MobileFaceNet state dict "
-                                 f"(mobilefacenet_foamliu.pt); {'none is set' if weights is None else f'{weights} not found'}"
-                                 "; set identity_weights or identity_weight = 0")
-            self.identity_loss = IdentityLoss(weights).to(accelerator.device).eval().requires_grad_(False)
-        if config.judge_models is not None:  # checked now, not at the first validation
-            from streamrestore.model_files import EvalModelFiles  # noqa: PLC0415
-
-            missing = EvalModelFiles.from_dir(config.judge_models).missing("mobilefacenet", "paddle")
-            if missing:
-                raise InputError(f"judge_models {config.judge_models}: no {', '.join(map(str, missing))}; set "
-                                 "judge_models to the evaluation models folder, or leave it out to validate "
-                                 "without identity scores")
-        layers = net.shared_layers
-        if not -len(layers) <= config.landmark_layer < len(layers):
-            raise ValueError(f"landmark_layer {config.landmark_layer} out of range for {len(layers)} shared layers")
-        self.map_layer = layers[config.landmark_layer] if config.landmark_weight > 0 else None
+        self._build_losses()
         c, s = config.model.latent_channels, config.model.latent_size
         # the same fixed reference noise InstantRestorer uses at inference (config.reference_noise)
         seed = config.model.reference_noise_seed
@@ -272,6 +283,44 @@ class Trainer:
         self.step = 0
         if resume is not None:
             self.load_checkpoint(resume)
+        self._config_phase = self.phase_number  # the phase self.config holds
+
+    def _build_dataset(self) -> None:
+        """The training samples of the phase (degradation, references per sample)."""
+        from streamrestore.data.samples import RestorationDataset  # noqa: PLC0415
+
+        config = self.config
+        common = dict(preset=config.degradation, min_refs=config.min_refs, max_refs=config.max_refs, seed=config.seed)
+        probe = RestorationDataset(self.pack, self.train_ids, **common)
+        self.targets = len(probe.targets)
+        total_batches = config.steps * self.accelerator.num_processes
+        epochs = math.ceil(total_batches * config.batch_size / self.targets) + 1
+        self.dataset = RestorationDataset(self.pack, self.train_ids, samples_per_epoch=epochs * self.targets, **common)
+
+    def _build_losses(self) -> None:
+        """The identity loss and the watched attention layer of the phase."""
+        config = self.config
+        self.identity_loss = None
+        if config.identity_weight > 0:
+            from streamrestore.train.losses import IdentityLoss  # noqa: PLC0415
+
+            self.identity_loss = (IdentityLoss(config.identity_weights).to(self.accelerator.device).eval()
+                                  .requires_grad_(False))
+        self.map_layer = self.net.shared_layers[config.landmark_layer] if config.landmark_weight > 0 else None
+        self.accelerator.unwrap_model(self.model).reference_grad = config.reference_grad
+
+    def _enter_phase(self) -> None:
+        """Switch to the settings of the phase that trains from the current step on."""
+        self.config = self.plan.phase(self.step)[0]
+        self._config_phase = self.phase_number
+        self._build_dataset()
+        self._build_losses()
+        logger.info("step %d: phase %d of %d", self.step, self.phase_number, len(self.plan.phases))
+
+    @property
+    def phase_number(self) -> int:
+        """1-based number of the phase the next step belongs to (1 without phases)."""
+        return 1 + sum(1 for p in self.plan.phases[:-1] if self.step >= p["until"])
 
     # -- checkpoints ------------------------------------------------------------------------
     @property
@@ -380,12 +429,13 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self, stop_at: int | None = None, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
-        """Train until ``config.steps`` (or ``stop_at`` steps, or ``max_seconds`` of wall time),
-        then save a checkpoint; at ``config.steps`` also validate and export ``model.safetensors``."""
+        """Train to the run's last step (:attr:`TrainConfig.final_step`), or to ``stop_at``, or for
+        ``max_seconds`` of wall time, then save a checkpoint; at the last step also validate and
+        export ``model.safetensors``. Phases are entered in order, each ending with a checkpoint."""
         from tqdm.auto import tqdm  # noqa: PLC0415
 
-        cfg, acc = self.config, self.accelerator
-        end = min(cfg.steps, stop_at) if stop_at is not None else cfg.steps
+        acc, final = self.accelerator, self.plan.final_step
+        end = min(final, stop_at) if stop_at is not None else final
         self.model.train()
         log_path = self.output_dir / "losses.csv"
         window: dict[str, list[float]] = {k: [] for k in _LOSS_COLUMNS}
@@ -395,38 +445,44 @@ class Trainer:
         window_start, window_samples = started, 0
         bar = tqdm(total=end, initial=self.step, disable=not (progress and acc.is_main_process),
                    desc="train", dynamic_ncols=True)
-        loader = self._dataloader() if self.step < end else []
-        for batch in loader:
-            if self.step >= end:
-                break
-            parts = self._losses(batch, self._generator())
-            acc.backward(parts["loss"])
-            if cfg.grad_clip is not None and acc.sync_gradients:
-                acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            window_samples += batch["degraded"].shape[0] * acc.num_processes
-            for k in _LOSS_COLUMNS:
-                window[k].append(float(parts[k].detach()))
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == end:
-                last = self._log(log_path, window, window_start, window_samples)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", refs_self=f"{cfg.self_ref_probability(self.step):.2f}")
-                window = {k: [] for k in _LOSS_COLUMNS}
-                window_start, window_samples = time.monotonic(), 0
-            if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
-                result.validation = self.validate()
-            out_of_time = max_seconds is not None and time.monotonic() - started > max_seconds
-            if self.step % cfg.checkpoint_every == 0 or self.step == end or out_of_time:
-                result.checkpoint = self.save_checkpoint()
-            if out_of_time:
-                logger.warning("time limit reached at step %d; resume with --resume latest", self.step)
+        out_of_time = False
+        while self.step < end and not out_of_time:
+            if self.phase_number != self._config_phase:
+                self._enter_phase()
+            cfg = self.config
+            stop = min(end, self.plan.phase(self.step)[1])
+            for batch in self._dataloader():
+                parts = self._losses(batch, self._generator())
+                acc.backward(parts["loss"])
+                if cfg.grad_clip is not None and acc.sync_gradients:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                window_samples += batch["degraded"].shape[0] * acc.num_processes
+                for k in _LOSS_COLUMNS:
+                    window[k].append(float(parts[k].detach()))
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == stop:
+                    last = self._log(log_path, window, window_start, window_samples)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", refs_self=f"{cfg.self_ref_probability(self.step):.2f}")
+                    window = {k: [] for k in _LOSS_COLUMNS}
+                    window_start, window_samples = time.monotonic(), 0
+                if cfg.val_every and self.step % cfg.val_every == 0 and self.step < final:
+                    result.validation = self.validate()
+                out_of_time = max_seconds is not None and time.monotonic() - started > max_seconds
+                if self.step % cfg.checkpoint_every == 0 or self.step == stop or out_of_time:
+                    result.checkpoint = self.save_checkpoint()
+                if out_of_time:
+                    logger.warning("time limit reached at step %d; resume with --resume latest", self.step)
+                if out_of_time or self.step >= stop:
+                    break
+            else:  # pragma: no cover - the sampler holds batches up to config.steps >= stop
                 break
         bar.close()
         result.step, result.losses = self.step, last
-        if self.step >= cfg.steps:
+        if self.step >= final:
             if result.checkpoint is None or not result.checkpoint.name.endswith(f"{self.step:07d}"):
                 result.checkpoint = self.save_checkpoint()
             result.validation = self.validate()
