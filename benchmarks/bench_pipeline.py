@@ -4,7 +4,9 @@
     python benchmarks/bench_pipeline.py CLIP [--refs DIR] [--model identity] [--detector auto]
         [--face-models DIR] [--frames N] [--repeat 2]
 
-Both runs use the same reader, writer, encoder settings and threads; only the face work differs.
+Both runs go through the library's threaded file loop (:func:`streamrestore.run.restore_frames`,
+as ``streamrestore INPUT`` does) with the same reader, writer, encoder settings and threads; only
+the face work differs.
 """
 from __future__ import annotations
 
@@ -23,30 +25,24 @@ def first_frames(reader, frames):
         yield f
 
 
-def transcode(clip, dst, frames, settings, process, prepare=None):
-    """Decode → ``process`` → encode with the pipeline's threads; returns (seconds, encode seconds)."""
-    from streamrestore.run import run_threaded
+def transcode(clip, dst, frames, settings, face_restorer=None):
+    """Decode → ``face_restorer`` (None: nothing) → encode in :func:`streamrestore.run.restore_frames`;
+    returns (seconds, encode seconds)."""
+    from streamrestore.run import restore_frames
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import VideoWriter
 
-    encode = [0.0]
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     with VideoReader(clip) as reader, VideoWriter(dst, reader.info, settings, audio_from=clip, force=True) as writer:
-        def sink(frame):
-            t = time.perf_counter()
-            writer.write(frame)
-            encode[0] += time.perf_counter() - t
-
-        source = first_frames(reader, frames)
-        run_threaded((prepare(f) for f in source) if prepare else source, process, sink)
+        encode = restore_frames(first_frames(reader, frames), writer, face_restorer)
     transcode.cpu_seconds = time.process_time() - cpu0  # all threads of this process
-    return time.perf_counter() - t0, encode[0]
+    return time.perf_counter() - t0, encode
 
 
 def plain_transcode(clip, dst, frames, settings):
     """The baseline: the same loop with no face work (frames pass through as decoded)."""
-    return transcode(clip, dst, frames, settings, iter)[0]
+    return transcode(clip, dst, frames, settings)[0]
 
 
 def pipeline(clip, dst, frames, settings, args):
@@ -62,7 +58,7 @@ def pipeline(clip, dst, frames, settings, args):
     fr = build_face_restorer(args.refs or (), model=model, detector=args.detector, face_models=args.face_models,
                              device=args.device, config=PipelineConfig(detect_every=args.detect_every))
     fr.stats.stage_seconds.clear()
-    total, encode = transcode(clip, dst, frames, settings, fr.stream, prepare=fr.prepare)
+    total, encode = transcode(clip, dst, frames, settings, fr)
     fr.stats.add_time("encode (writer thread)", encode)
     fr.stats.stage_seconds["detect (reader thread)"] = fr.stats.stage_seconds.pop("detect", 0.0)
     return total, fr.stats
