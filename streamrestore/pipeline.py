@@ -465,7 +465,7 @@ def build_face_restorer(
         channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames given to ``process``/``stream``.
         fps: the stream's frame rate (the tracker's smoothing is tuned in seconds).
         backend: how the restorer network runs: ``"auto"`` (the fastest available, said in one
-            log line), ``"eager"``, ``"compile"`` or ``"tensorrt"`` (see ``streamrestore.backends``).
+            log line), ``"eager"``, ``"compile"``, ``"tensorrt"`` or ``"onnxruntime"`` (see ``streamrestore.backends``).
         fast_vae: a TAESD folder or decoder file to decode with instead of the model's VAE
             (latent models given by name; see ``streamrestore.model.fast_vae``).
         torch_threads: CPU threads torch uses for the restorer's work; None: half the cores (the

@@ -45,11 +45,21 @@ def _faces(b, seed=2):
 
 # -- selection ----------------------------------------------------------------------------------
 
-def test_auto_on_cpu_is_eager_with_one_log_line(caplog):
+def test_auto_on_cpu_is_onnxruntime_with_one_log_line(caplog):
     with caplog.at_level(logging.INFO, logger="streamrestore"):
-        assert select_backend("auto", "cpu") == "eager"
+        assert select_backend("auto", "cpu") == "onnxruntime"
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("streamrestore")]
-    assert lines == ["backend: eager on cpu"]  # no advice: compile measured slower on CPU (issue 13)
+    assert lines == ["backend: onnxruntime on cpu"]
+
+
+def test_auto_on_cpu_without_onnxruntime_is_eager_and_says_why(monkeypatch, caplog):
+    avail = {"eager": None, "compile": None, "tensorrt": "TensorRT needs a CUDA device",
+             "onnxruntime": "onnxruntime is not installed (pip install onnxruntime)"}
+    monkeypatch.setattr(selection, "backend_availability", lambda device: dict(avail))
+    with caplog.at_level(logging.INFO, logger="streamrestore"):
+        assert select_backend("auto", "cpu") == "eager"  # never compile: slower on CPU
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("streamrestore")]
+    assert lines == ["backend: eager on cpu (onnxruntime is not installed (pip install onnxruntime))"]
 
 
 def test_auto_on_cuda_falls_back_in_order(monkeypatch, caplog):
@@ -71,13 +81,16 @@ def test_unavailable_explicit_backend_is_a_user_error():
         select_backend("tensorrt", "cpu")
     with pytest.raises(ValueError, match="backend"):
         select_backend("onnx", "cpu")
+    with pytest.raises(ModelError, match="onnxruntime.*CPU only"):
+        select_backend("onnxruntime", "cuda")
 
 
 def test_availability_on_cpu():
     avail = backends.backend_availability("cpu")
     assert avail["eager"] is None
     assert avail["tensorrt"] is not None
-    assert backends.available_backends("cpu")[0] == "eager"
+    assert avail["onnxruntime"] is None
+    assert backends.available_backends("cpu")[:2] == ["onnxruntime", "eager"]
 
 
 def test_config_validation():
@@ -200,6 +213,42 @@ def test_engine_path_is_keyed_by_model_shapes_and_dtype(restorer, tmp_path, monk
     assert backend.engine_path((1, 4, True, False)) != a
 
 
+def test_engine_paths_of_onnxruntime_and_tensorrt_differ(restorer, tmp_path):
+    from streamrestore.backends.tensorrt import engine_path
+
+    key = (1, 4, True, False)
+    ort = BackendRestorer(restorer, "onnxruntime", BackendConfig(engine_dir=tmp_path)).engine_path(key)
+    trt = engine_path(restorer, key, tmp_path, "tensorrt")
+    assert (ort.suffix, trt.suffix) == (".onnx", ".ep")
+    assert ort.with_suffix("") != trt.with_suffix("")  # keyed by the runtime's version too
+
+
+@pytest.mark.parametrize("counts", [(2, 1, 0), (4, 2), (0, 0), (1,)])
+def test_onnxruntime_backend_matches_the_restorer(restorer, caches, counts, tmp_path):
+    """Every engine structure (references or not, own tokens for faces without) and bucket padding."""
+    cs = [caches[n] if n else None for n in counts]
+    seeds = list(range(3, 3 + len(counts)))
+    faces = _faces(len(counts), seed=7)
+    backend = build_backend(restorer, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path))
+    got = backend.restore(faces, cs, seeds)
+    torch.testing.assert_close(got, restorer.restore(faces, cs, seeds), rtol=1e-4, atol=2e-5)
+    assert [p.suffix for p in tmp_path.iterdir()] == [".onnx"]  # one exported program, cached
+
+
+def test_onnxruntime_programs_are_cached_and_a_damaged_one_is_exported_again(restorer, caches, tmp_path):
+    config = BackendConfig(backend="onnxruntime", engine_dir=tmp_path)
+    faces, cs = _faces(1, seed=8), [caches[2]]
+    first = BackendRestorer(restorer, "onnxruntime", config)
+    want = first.restore(faces, cs, [1])
+    (path,) = tmp_path.iterdir()
+    stamp = path.stat().st_mtime_ns
+    again = BackendRestorer(restorer, "onnxruntime", config).restore(faces, cs, [1])
+    assert torch.equal(again, want) and path.stat().st_mtime_ns == stamp  # loaded, not exported
+    path.write_bytes(b"not an onnx file")
+    repaired = BackendRestorer(restorer, "onnxruntime", config).restore(faces, cs, [1])
+    assert torch.equal(repaired, want) and path.stat().st_size > 1000
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_tensorrt_backend_matches_eager_on_gpu(tmp_path):
@@ -215,3 +264,16 @@ def test_tensorrt_backend_matches_eager_on_gpu(tmp_path):
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, r.restore(faces, [cache]), rtol=0, atol=2e-2)
     assert any(tmp_path.iterdir()), "the engine was not cached"
+
+
+def test_onnxruntime_runs_the_shipped_model_as_eager_does(tmp_path):
+    """lite itself (position prior on reference keys, 128 px, 4 references) through the ONNX export."""
+    from streamrestore.pipeline import load_restorer
+
+    lite = load_restorer("lite", device="cpu", backend=None)
+    g = torch.Generator().manual_seed(3)
+    cache = lite.encode_references(torch.rand(4, 3, 128, 128, generator=g))
+    faces = torch.rand(2, 3, 128, 128, generator=g)
+    backend = build_backend(lite, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path))
+    got = backend.restore(faces, [cache, None], [5, 6])
+    torch.testing.assert_close(got, lite.restore(faces, [cache, None], [5, 6]), rtol=1e-4, atol=2e-5)

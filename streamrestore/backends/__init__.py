@@ -1,4 +1,4 @@
-"""Execution backends of the restorer: ``eager``, ``compile`` (torch.compile), ``tensorrt``.
+"""Execution backends of the restorer: ``eager``, ``compile`` (torch.compile), ``tensorrt``, ``onnxruntime``.
 
 :func:`build_backend` wraps an :class:`~streamrestore.model.restorer.InstantRestorer` in a
 :class:`BackendRestorer` that implements the same :class:`~streamrestore.types.Restorer`
@@ -12,6 +12,8 @@ protocol, so the pipeline does not know which backend runs.
   reference K/V → decode) with static shapes; on CUDA with CUDA graphs (``reduce-overhead``).
 - ``tensorrt``: the same core through ``torch.export`` and Torch-TensorRT (fp16), the built
   engine cached on disk under a key of model fingerprint, shapes, dtype, GPU and versions.
+- ``onnxruntime`` (CPU): the same core exported to ONNX and run by ONNX Runtime's CPU provider,
+  the exported program cached on disk the same way (:mod:`~streamrestore.backends.onnx_runtime`).
 
 Compiled backends see a fixed set of shapes per run: faces are padded up to a batch bucket
 (1, 2, 4, 8; larger frames are split into chunks of 8) and every face's references are padded
@@ -20,12 +22,14 @@ builds every shape up front. LoRA adapters are merged into a private copy of the
 networks before compiling (the reference network shares the base weights and must keep them).
 
 ``auto`` picks the fastest available backend for the device (CUDA: tensorrt, then compile,
-then eager; CPU: eager, see :data:`CPU_AUTO_NOTE`) and says in one log line which one runs.
+then eager; CPU: onnxruntime, then eager, see :data:`CPU_AUTO_NOTE`) and says in one log line
+which one runs.
 
 The package, by concern: :mod:`~streamrestore.backends.selection` (which backend can and will
 run, :class:`BackendConfig`), :mod:`~streamrestore.backends.core` (:class:`FrameCore`, the one
 per-frame core every compiled backend and export runs, and :class:`BackendRestorer`),
-:mod:`~streamrestore.backends.tensorrt` (building and caching TensorRT engines on disk).
+:mod:`~streamrestore.backends.tensorrt` (building and caching TensorRT engines on disk),
+:mod:`~streamrestore.backends.onnx_runtime` (exporting and running ONNX programs on the CPU).
 """
 from streamrestore.backends.core import BackendRestorer, FrameCore, bucket_for, build_backend, merge_lora
 from streamrestore.backends.selection import (

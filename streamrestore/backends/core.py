@@ -3,7 +3,8 @@
 :class:`FrameCore` is the one export core: faces, noise and packed reference K/V in (plain
 tensors of fixed shapes), restored faces out. :class:`BackendRestorer` pads a frame's faces to
 a batch bucket and its references to fixed slots (:func:`~streamrestore.model.packing.pack_caches`)
-and runs one engine per shape: the eager module, a ``torch.compile`` of it, or a TensorRT program.
+and runs one engine per shape: the eager module, a ``torch.compile`` of it, a TensorRT program
+or an ONNX Runtime program.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from streamrestore.backends.onnx_runtime import onnxruntime_engine
 from streamrestore.backends.selection import BackendConfig, select_backend
 from streamrestore.backends.tensorrt import engine_path, tensorrt_engine
 from streamrestore.model.packing import pack_caches
@@ -92,7 +94,7 @@ def bucket_for(batch: int, buckets: Sequence[int]) -> int:
 
 
 class _Engine:
-    """One callable per (bucket, structure): eager module, compiled module or TensorRT program."""
+    """One callable per (bucket, structure): eager module, compiled module, TensorRT or ONNX Runtime program."""
 
     def __init__(self, fn, name: str):
         self.fn = fn
@@ -108,8 +110,8 @@ class BackendRestorer:
     """
 
     def __init__(self, restorer, backend: str, config: BackendConfig = BackendConfig()):
-        if backend not in ("eager", "compile", "tensorrt"):
-            raise ValueError(f"backend must be eager, compile or tensorrt, got {backend!r}")
+        if backend not in ("eager", "compile", "tensorrt", "onnxruntime"):
+            raise ValueError(f"backend must be eager, compile, tensorrt or onnxruntime, got {backend!r}")
         self.restorer = restorer
         self.backend = backend
         self.config = config
@@ -228,6 +230,10 @@ class BackendRestorer:
                 core = FrameCore(self._net, with_refs=with_refs, with_input=with_input).eval()
                 if self.backend == "compile":
                     engine = _Engine(self._compiled(core), "compile")
+                elif self.backend == "onnxruntime":
+                    # the session's threads are fixed when it opens: the caller's torch thread count
+                    path = self.engine_path(key)
+                    engine = _Engine(onnxruntime_engine(core, args, path, torch.get_num_threads()), "onnxruntime")
                 else:
                     engine = _Engine(self._tensorrt(core, key, args), "tensorrt")
                 self._engines[key] = engine
@@ -255,8 +261,9 @@ class BackendRestorer:
         return tensorrt_engine(core, args, self.dtype, self.engine_path(key))
 
     def engine_path(self, key) -> Path:
-        """Where the TensorRT engine for ``key`` is cached (see :func:`~streamrestore.backends.tensorrt.engine_path`)."""
-        return engine_path(self.restorer, key, self.config.engine_dir)
+        """Where the TensorRT or ONNX engine for ``key`` is cached (see
+        :func:`~streamrestore.backends.tensorrt.engine_path`)."""
+        return engine_path(self.restorer, key, self.config.engine_dir, self.backend)
 
     def warmup(self, batches: Sequence[int] | None = None, with_references: bool = True,
                without_references: bool = False, mixed: bool = False) -> None:

@@ -18,12 +18,14 @@ from streamrestore.errors import ModelError
 log = logging.getLogger(__name__)
 
 #: values of ``--backend``
-BACKENDS = ("auto", "eager", "compile", "tensorrt")
+BACKENDS = ("auto", "eager", "compile", "tensorrt", "onnxruntime")
 #: batch sizes compiled backends are built for
 DEFAULT_BUCKETS = (1, 2, 4, 8)
-#: why ``auto`` stays eager on CPU (documentation only: nothing is printed, since no advice holds
-#: there). ``streamrestore bench`` on 2 busy CPU cores, lite, 720p: compile 7.4 fps end to end,
-#: eager 11.7; compiling also costs tens of seconds of start-up per batch bucket.
+#: why ``auto`` does not pick ``compile`` on CPU (documentation only: nothing is printed, since no
+#: advice holds there). ``streamrestore bench`` on 2 busy CPU cores, lite, 720p: compile 7.4 fps end
+#: to end, eager 11.7; compiling also costs tens of seconds of start-up per batch bucket.
+#: ``onnxruntime`` (a dependency anyway: face detection) runs lite's core 1.3-1.4x faster than eager
+#: and exports in ~2 s per shape, once (cached on disk): ``auto`` takes it on CPU.
 CPU_AUTO_NOTE = ("torch.compile on CPU was slower end to end than eager (bench, 2 cores: 7.4 vs 11.7 fps) "
                  "and costs tens of seconds of start-up")
 
@@ -34,9 +36,9 @@ class BackendConfig:
 
     Args:
         backend: ``auto`` (default: the fastest available, see :mod:`streamrestore.backends`), ``eager``,
-            ``compile`` or ``tensorrt``.
-        buckets: batch sizes compiled backends are built for (default 1, 2, 4, 8: one engine per
-            size; a frame's faces are padded up to the next size, more than the largest are
+            ``compile``, ``tensorrt`` or ``onnxruntime``.
+        buckets: batch sizes compiled and exported backends are built for (default 1, 2, 4, 8: one
+            engine per size; a frame's faces are padded up to the next size, more than the largest are
             split). Eager ignores them.
         reference_slots: references per face the compiled core takes (default 4, the number the
             method was trained with); fewer are padded and masked out. An identity with more
@@ -84,6 +86,10 @@ def backend_availability(device: torch.device | str) -> dict[str, str | None]:
     """For each backend: None when it can run on ``device``, else the reason it cannot."""
     device = torch.device(device)
     out: dict[str, str | None] = {"eager": None}
+    if importlib.util.find_spec("onnxruntime") is None:
+        out["onnxruntime"] = "onnxruntime is not installed (pip install onnxruntime)"
+    else:
+        out["onnxruntime"] = None if device.type == "cpu" else "the onnxruntime backend runs on the CPU only"
     if device.type == "cuda":
         if importlib.util.find_spec("triton") is None:
             out["compile"] = "torch.compile on CUDA needs the 'triton' package"
@@ -106,7 +112,7 @@ def backend_availability(device: torch.device | str) -> dict[str, str | None]:
 def available_backends(device: torch.device | str) -> list[str]:
     """The backends that can run on ``device``, fastest first for that device."""
     avail = backend_availability(device)
-    order = ("tensorrt", "compile", "eager") if torch.device(device).type == "cuda" else ("eager", "compile")
+    order = ("tensorrt", "compile", "eager") if torch.device(device).type == "cuda" else ("onnxruntime", "eager", "compile")
     return [b for b in order if avail.get(b) is None]
 
 
@@ -136,7 +142,9 @@ def select_backend(requested: str, device: torch.device | str) -> str:
         else:
             chosen = "eager"
         note = f" ({'; '.join(skipped)})" if skipped else ""
+    elif avail["onnxruntime"] is None:
+        chosen, note = "onnxruntime", ""
     else:
-        chosen, note = "eager", ""  # see CPU_AUTO_NOTE: no backend advice holds on CPU
+        chosen, note = "eager", f" ({avail['onnxruntime']})"  # see CPU_AUTO_NOTE: compile is slower on CPU
     log.info("backend: %s on %s%s", chosen, device.type, note)
     return chosen

@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "network with random weights: real speed, noise output), or a model file")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
-    p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="run only this backend (default: every backend available on the device)")
+    p.add_argument("--backend", choices=BACKENDS, action="append", default=None,
+                   help="run only this backend; repeat to compare several in one run, one after the other "
+                        "(default: every backend available on the device)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="compute dtype (default fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--frames", type=int, metavar="N", help="time only the first N frames (default: all)")
     p.add_argument("--warmup-frames", type=int, default=8, metavar="N",
@@ -73,7 +74,7 @@ def main(argv: list[str]) -> int:
     set_torch_threads(args.torch_threads)
     result = run_bench(
         args.input, args.refs, model=args.model, device=args.device,
-        backends=None if args.backend is None else [args.backend], frames=args.frames,
+        backends=args.backend, frames=args.frames,
         warmup_frames=args.warmup_frames, detector=args.detector, face_models=args.face_models,
         dtype=DTYPES[args.dtype] if args.dtype else None, resolution=args.resolution, fast_vae=args.fast_vae,
         torch_threads=args.torch_threads, temporal=temporal, flicker=args.flicker,

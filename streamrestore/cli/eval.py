@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face metrics on every K-th frame (default 1; E_warp always uses every frame pair)")
     v.add_argument("--save", metavar="DIR",
                    help="keep the degraded copy and every measured stream (lossless <row>.mkv) in DIR")
-    v.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt"])
+    v.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt", "onnxruntime"])
     v.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
                    help="the pipeline's face detector (the measured faces always come from SCRFD-2.5G on the "
                         "clean frames)")

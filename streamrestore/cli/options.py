@@ -65,7 +65,7 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
     p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
-    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt"],
+    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt", "onnxruntime"],
                    help="how the restorer runs; auto picks the fastest available and says which")
     if fast_vae:
         p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)

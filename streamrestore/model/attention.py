@@ -28,6 +28,7 @@ attend to its own tokens as well as its references.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -108,8 +109,8 @@ def position_bias(query_tokens: int, ref_tokens: int, sigma: float) -> torch.Ten
     """(query_tokens, ref_tokens) score bias ``-d^2 / (2 (sigma/32)^2)``; d is the distance between
     token centres of two square grids covering the same image, in image sides."""
     centres = []
-    for tokens in (query_tokens, ref_tokens):
-        side = int(round(tokens**0.5))
+    for tokens in (int(query_tokens), int(ref_tokens)):  # int(): a traced shape (ONNX export) is a tensor
+        side = math.isqrt(tokens)
         if side * side != tokens:
             raise ValueError(f"the position prior needs square token grids, got {tokens} tokens")
         c = (torch.arange(side, dtype=torch.float32) + 0.5) / side
