@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import av.error
@@ -111,7 +112,7 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
     return container
 
 
-def pick_video_stream(container, path) -> av.video.stream.VideoStream:
+def pick_video_stream(container: av.container.InputContainer, path: str | os.PathLike) -> av.video.stream.VideoStream:
     """The main video stream, ignoring cover art; InputError if there is none or a photo."""
     if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
         container.close()
@@ -132,6 +133,12 @@ def pick_video_stream(container, path) -> av.video.stream.VideoStream:
         if s.disposition & av.stream.Disposition.default:
             return s
     return videos[0]
+
+
+def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
+    """The time base of a demuxed stream (FFmpeg sets one on every stream it reads; PyAV's type
+    allows None)."""
+    return cast(Fraction, stream.time_base)
 
 
 def _stream_duration(container, stream) -> float | None:
@@ -223,8 +230,9 @@ def _repeat_frame(frame: av.VideoFrame, pts: int, duration: int) -> av.VideoFram
     """A copy of ``frame`` (pixels, colour tags) shown at ``pts`` for ``duration``."""
     copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
     for src, dst in zip(frame.planes, copy.planes):
-        a = np.frombuffer(src, np.uint8).reshape(-1, src.line_size)
-        b = np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)
+        # memoryview: the planes have the buffer protocol, which numpy's types only know from 3.12
+        a = np.frombuffer(memoryview(src), np.uint8).reshape(-1, src.line_size)
+        b = np.frombuffer(memoryview(dst), np.uint8).reshape(-1, dst.line_size)
         rows, width = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
         b[:rows, :width] = a[:rows, :width]
     copy.pts, copy.time_base = pts, frame.time_base
@@ -296,24 +304,24 @@ class VideoReader:
             if start:
                 # Decode up to the window now (from the keyframe before it, as frames() would),
                 # so a start past the end fails here, before the caller loads anything.
-                self._skip_to_window()
+                self._skip_to_window(start)
         except BaseException:
             self._container.close()
             raise
 
     def _seek(self, when: float) -> None:
         stream = self._stream
-        offset = int(when / stream.time_base)
+        offset = int(when / _time_base(stream))
         try:
             self._container.seek(offset, stream=stream, backward=True)
         except av.error.FFmpegError as exc:
             # Unseekable input (pipes, some ts): decode from the start and skip instead.
             logger.warning("cannot seek in %s (%s); decoding from the start", self.path, exc)
 
-    def _skip_to_window(self) -> None:
+    def _skip_to_window(self, start: float) -> None:
         """Make ``_first`` the first frame at or after ``start``; InputError if there is none."""
-        eps = float(self._stream.time_base) / 2
-        first = self._origin + self.start - eps
+        eps = float(_time_base(self._stream)) / 2
+        first = self._origin + start - eps
         item = self._first
         while item is not None and item[0].time is not None and item[0].time < first:
             item = next(self._decoded, None)
@@ -409,7 +417,7 @@ class VideoReader:
             raise RuntimeError("VideoReader.frames() can only be iterated once")
         self._iterated = True
         # Half a tick of slack so a frame exactly at `start` or `end` is not lost to rounding.
-        eps = float(self._stream.time_base) / 2
+        eps = float(_time_base(self._stream)) / 2
         first = None if self.start is None else self._origin + self.start - eps
         last = None if self.end is None else self._origin + self.end - eps
         reached_end = True
@@ -466,5 +474,5 @@ class VideoReader:
     def __enter__(self) -> VideoReader:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -23,6 +23,8 @@ import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import TracebackType
+from typing import Iterator, cast
 
 import av
 import av.error
@@ -191,6 +193,11 @@ def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 _SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
 
 
+def _pts(frame: av.VideoFrame) -> int:
+    """The pts of a frame :meth:`VideoWriter.write` took (it refuses frames without one)."""
+    return cast(int, frame.pts)
+
+
 def _write_failed(dst: Path, exc: BaseException) -> OutputError:
     """One-line OutputError for an encoder/muxer/file-system failure while writing ``dst``."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -291,9 +298,9 @@ class VideoWriter:
         self.end = end
         self.frames_written = 0
         self._closed = False
-        self._output = None
-        self._audio_in = None
-        self._temp: Path | None = None
+        self._output: av.container.OutputContainer | None = None  # None once closed or aborted
+        self._audio_in: av.container.InputContainer | None = None
+        self._temp: Path | None = None  # None once renamed to dst or removed
         # One frame is held back so a frame without a duration can get it from the next.
         self._pending: av.VideoFrame | None = None
         self._last_interval: int | None = None
@@ -366,7 +373,9 @@ class VideoWriter:
             ) from None
         out = self._output
         options = self.settings.options_for(self._codec)
-        stream = out.add_stream(self._codec, options=options)
+        # add_stream's type covers audio and subtitle encoders too; self._codec names a video
+        # encoder (an audio encoder given as the codec fails at the first video setting below)
+        stream = cast(av.video.stream.VideoStream, out.add_stream(self._codec, options=options))
         stream.width = info.width
         stream.height = info.height
         stream.pix_fmt = _output_pix_fmt(self._codec, info)
@@ -396,7 +405,8 @@ class VideoWriter:
         self._matrix = _SWS_MATRIX.get(info.color_space) if info.color_space else None
 
         self._audio_map: dict[int, av.stream.Stream] = {}
-        self._audio_next = None
+        self._audio_packets: Iterator[av.Packet]  # set below when there is audio
+        self._audio_next: av.Packet | None = None
         if audio_from is not None:
             self._audio_in = open_input(audio_from)
             audio_streams = list(self._audio_in.streams.audio)
@@ -434,6 +444,12 @@ class VideoWriter:
                 "try .mkv, which holds any codec"
             ) from None
 
+    @property
+    def _muxer(self) -> av.container.OutputContainer:
+        """The output container: set by ``_open``, None only once closed or aborted, after
+        which nothing is muxed."""
+        return cast(av.container.OutputContainer, self._output)
+
     # -- audio ----------------------------------------------------------------------------
 
     def _next_audio_packet(self):
@@ -469,7 +485,7 @@ class VideoWriter:
                     if packet.dts is not None:
                         packet.dts -= shift
             packet.stream = self._audio_map[packet.stream_index]
-            self._output.mux(packet)
+            self._muxer.mux(packet)
 
     # -- video ----------------------------------------------------------------------------
 
@@ -494,7 +510,7 @@ class VideoWriter:
             self._offset_s = self._offset * self.info.time_base
         pending = self._pending
         if pending is not None:
-            interval = frame.pts - pending.pts
+            interval = frame.pts - _pts(pending)
             if interval <= 0:
                 raise ValueError(
                     f"frame pts {frame.pts} is not after the previous {pending.pts}; "
@@ -509,10 +525,11 @@ class VideoWriter:
         self._pending = frame
 
     def _encode(self, frame: av.VideoFrame, duration: int | None) -> None:
-        converted = to_encoder_format(frame, self._video.pix_fmt, self._matrix, self._range)
+        pix_fmt = cast(str, self._video.pix_fmt)  # set in _open
+        converted = to_encoder_format(frame, pix_fmt, self._matrix, self._range)
         owned = converted is not frame
         original = (frame.pts, frame.duration)
-        converted.pts = frame.pts - self._offset
+        converted.pts = _pts(frame) - cast(int, self._offset)  # write() sets the offset first
         converted.time_base = self.info.time_base
         converted.duration = duration if duration is not None else frame.duration
         # Encoders guess packet durations from the frame rate (wrong for VFR and for the
@@ -531,7 +548,7 @@ class VideoWriter:
             duration = self._durations.pop(packet.pts, None)
             if duration:
                 packet.duration = duration
-            self._output.mux(packet)
+            self._muxer.mux(packet)
             t = self._packet_time(packet)
             if t is not None:
                 # Audio follows the video already in the file (source time = t + offset).
@@ -558,12 +575,12 @@ class VideoWriter:
                 self._encode(frame, duration)
             self._mux_video(self._video.encode(None))
             self._mux_audio_until(None)
-            self._output.close()
+            self._muxer.close()
             self._output = None
             if self._audio_in is not None:
                 self._audio_in.close()
                 self._audio_in = None
-            os.replace(self._temp, self.dst)
+            os.replace(cast(Path, self._temp), self.dst)  # set until renamed or removed
             self._temp = None
         except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, folder removed, ...
             self.abort()
@@ -595,7 +612,8 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close()
         else:
