@@ -80,7 +80,7 @@ def _resolve(need: _Need, download: bool) -> bool:
         if p.is_file():
             need.found = p
             return True
-    if need.repo is None:
+    if need.repo is None or need.filename is None:  # only local candidates
         return True
     from huggingface_hub import try_to_load_from_cache
 
@@ -213,7 +213,7 @@ def load_instantrestore_net(
     for need in list(needs.values()) + [prompt_need]:
         if need.found is None:
             online = _resolve(need, download and online) and online
-    text_needs = {}
+    text_needs: dict[str, _Need] = {}
     if prompt_need.found is None:
         for key, fname in (("te_config", "text_encoder/config.json"), ("te_weights", "text_encoder/model.safetensors"),
                            ("tok_vocab", "tokenizer/vocab.json"), ("tok_merges", "tokenizer/merges.txt"),
@@ -234,21 +234,23 @@ def load_instantrestore_net(
         raise ModelError("the InstantRestore model files are missing" + ("" if download else " (offline)")
                          + "; put them in a folder with this layout and pass it (root=<folder>, or the folder as"
                          " the model name), or into the Hugging Face cache:\n" + "\n".join(lines))
+    # every file was found (else the error above)
+    found = {key: need.found for key, need in (needs | text_needs).items() if need.found is not None}
 
-    ckpt = read_official_checkpoint(needs["checkpoint"].found)
+    ckpt = read_official_checkpoint(found["checkpoint"])
     if ckpt.adain is None and config is None:
         # the compact layout does not record AdaIN: take it from the released file's name, else
         # from ``variant`` (a base/lmattn ablation run with AdaIN is not the model that was trained)
-        by_name = {f: v for v, f in CHECKPOINT_FILES.items()}.get(needs["checkpoint"].found.name, variant)
+        by_name = {f: v for v, f in CHECKPOINT_FILES.items()}.get(found["checkpoint"].name, variant)
         config = paper_config(adain=VARIANT_ADAIN[by_name])
     cfg = (config or paper_config()).replace(
-        unet=_plain_config(needs["unet_config"].found), vae=_plain_config(needs["vae_config"].found)
+        unet=_plain_config(found["unet_config"]), vae=_plain_config(found["vae_config"])
     )
     if prompt_need.found is not None:
         embeds = _read_prompt(prompt_need.found)
     else:
-        te_dir = text_needs["te_config"].found.parent
-        tok_dir = text_needs["tok_vocab"].found.parent
+        te_dir = found["te_config"].parent
+        tok_dir = found["tok_vocab"].parent
         embeds = compute_prompt_embedding(te_dir, tok_dir)
         try:  # keep it so later runs skip the text encoder
             from safetensors.torch import save_file
@@ -265,10 +267,10 @@ def load_instantrestore_net(
         raise ModelError(f"the model files do not fit together: {exc}") from exc
     net = InstantRestoreNet(cfg)
     try:
-        net.load_base_weights(_load_weights(needs["unet_weights"].found), _load_weights(needs["vae_weights"].found))
+        net.load_base_weights(_load_weights(found["unet_weights"]), _load_weights(found["vae_weights"]))
     except RuntimeError as exc:
         raise ModelError(f"base weights do not fit their config: {str(exc)[:600]}") from exc
-    apply_official_checkpoint(net, ckpt, needs["checkpoint"].found)
+    apply_official_checkpoint(net, ckpt, found["checkpoint"])
     if embeds.shape[-1] != net.prompt_embeds.shape[-1]:
         raise ModelError(f"prompt embedding width {embeds.shape[-1]} != UNet cross_attention_dim {net.prompt_embeds.shape[-1]}")
     with torch.no_grad():

@@ -72,6 +72,8 @@ class InstantRestoreNet(nn.Module):
     ``conv_in`` of the restoration UNet in full.
     """
 
+    prompt_embeds: torch.Tensor  # (1, tokens, width) buffer, registered in __init__
+
     def __init__(self, config: RestorerConfig):
         super().__init__()
         from diffusers import AutoencoderKL, UNet2DConditionModel
