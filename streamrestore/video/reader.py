@@ -86,8 +86,16 @@ class VideoInfo:
 
 
 def open_input(path: str | os.PathLike) -> av.container.InputContainer:
-    """Open ``path`` for demuxing or raise InputError saying what is wrong with it (the reader's
-    video and the writer's audio source are opened this way)."""
+    """Open ``path`` for demuxing (the reader's video and the writer's audio source are opened
+    this way).
+
+    Args:
+        path: the media file.
+
+    Raises:
+        InputError: saying what is wrong with it (missing, a folder, empty, unreadable, not
+            media FFmpeg can read).
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"input not found: {p}")
@@ -113,7 +121,15 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
 
 
 def pick_video_stream(container: av.container.InputContainer, path: str | os.PathLike) -> av.video.stream.VideoStream:
-    """The main video stream, ignoring cover art; InputError if there is none or a photo."""
+    """The main video stream, ignoring cover art: the one marked default, else the first.
+
+    Args:
+        container: the opened input.
+        path: its path, for messages.
+
+    Raises:
+        InputError: there is no video stream, or the file is a photo (the container is closed).
+    """
     if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
         container.close()
         raise InputError(f"{path} is a still image, not a video; give a video file")
@@ -205,7 +221,11 @@ def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Describe the video in ``path`` (decodes only its first frame)."""
+    """Describe the video in ``path`` (decodes only its first frame).
+
+    Raises:
+        InputError: as :class:`VideoReader` does.
+    """
     with VideoReader(path) as reader:
         return reader.info
 
@@ -257,6 +277,11 @@ class VideoReader:
 
     Use as a context manager, from one thread. ``info`` is available right after
     construction; :meth:`frames` can be iterated once.
+
+    Raises:
+        InputError: the file cannot be read as a video, no frame decodes, or no frame lies in
+            the window.
+        ValueError: a bad ``start``, ``end`` or ``threads``.
     """
 
     def __init__(
@@ -412,7 +437,12 @@ class VideoReader:
 
     def frames(self) -> Iterator[av.VideoFrame]:
         """Decoded frames in presentation order, within [start, end). A frame lost to damaged
-        data comes as a copy of the frame before it, at its own timestamp (see the module)."""
+        data comes as a copy of the frame before it, at its own timestamp (see the module).
+
+        Raises:
+            RuntimeError: when iterated a second time.
+            InputError: no frame lies in the window.
+        """
         if self._iterated:
             raise RuntimeError("VideoReader.frames() can only be iterated once")
         self._iterated = True
@@ -469,6 +499,7 @@ class VideoReader:
         # Not logged here: the callers report ``problems`` once (the run summary, live's exit).
 
     def close(self) -> None:
+        """Closes the file."""
         self._container.close()
 
     def __enter__(self) -> VideoReader:

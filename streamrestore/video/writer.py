@@ -92,7 +92,14 @@ def _encoder_available(name: str) -> bool:
 
 
 def resolve_codec(codec: str) -> str:
-    """FFmpeg encoder name for ``codec`` (aliases: h264, hevc, vp9, av1); ValueError if absent."""
+    """The FFmpeg encoder name for ``codec``.
+
+    Args:
+        codec: an encoder name or alias (h264, hevc, vp9, av1).
+
+    Raises:
+        ValueError: this FFmpeg build has no such encoder.
+    """
     choice = _CODEC_ALIASES.get(codec.lower(), codec)
     candidates = choice if isinstance(choice, tuple) else (choice,)
     for name in candidates:
@@ -116,6 +123,10 @@ class EncoderSettings:
         preset: encoder speed preset. None uses the encoder's balanced default
             (x264/x265 "medium", vp9 cpu-used 2, svt-av1 preset 8, aom cpu-used 6).
         threads: encoder threads, 0 lets FFmpeg choose.
+
+    Raises:
+        ValueError: an encoder this FFmpeg build lacks, a ``crf`` outside 0-63, or negative
+            ``threads``.
     """
 
     codec: str | None = None
@@ -132,12 +143,13 @@ class EncoderSettings:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
 
     def codec_for(self, dst: Path) -> str:
+        """The encoder for an output at ``dst`` (the default depends on its extension)."""
         if self.codec is not None:
             return self.codec
         return resolve_codec("vp9") if dst.suffix.lower() == ".webm" else "libx264"
 
     def options_for(self, codec: str) -> dict[str, str]:
-        """Encoder options (FFmpeg AVOptions) for ``codec``."""
+        """Encoder options (FFmpeg AVOptions) for the encoder ``codec``."""
         crf = self.crf if self.crf is not None else _DEFAULT_CRF.get(codec)
         preset = self.preset if self.preset is not None else _DEFAULT_PRESET.get(codec)
         options: dict[str, str] = {}
@@ -180,8 +192,16 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """OutputError when the output ``dst`` is the input ``src`` itself: replacing it would
-    destroy the original video, so this is refused even with ``force``."""
+    """Refuses an output that is the input itself: replacing it would destroy the original
+    video, so this is refused even with ``force``.
+
+    Args:
+        src: the input.
+        dst: the output.
+
+    Raises:
+        OutputError: ``dst`` is ``src`` (however spelled: relative, symlink, hard link).
+    """
     if _same_file(src, dst):
         raise OutputError(
             f"output {dst} is the input file {src}; writing it would destroy the original, "
@@ -231,9 +251,18 @@ def _output_pix_fmt(codec: str, info: VideoInfo) -> str:
 
 def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSettings | None = None
                    ) -> tuple[str, int | None, int | None]:
-    """(pixel format, swscale matrix, colour range) a :class:`VideoWriter` for ``dst`` converts
-    frames to before encoding: with :func:`to_encoder_format` a frame can be converted ahead,
-    elsewhere (e.g. by a batch worker), exactly as the writer would."""
+    """What a :class:`VideoWriter` converts frames to before encoding: with
+    :func:`to_encoder_format` a frame can be converted ahead, elsewhere (e.g. by a batch
+    worker), exactly as the writer would.
+
+    Args:
+        dst: the output file.
+        info: the source's description.
+        settings: the writer's (default None: ``EncoderSettings()``).
+
+    Returns:
+        (pixel format, swscale matrix, colour range).
+    """
     settings = settings if settings is not None else EncoderSettings()
     codec = settings.codec_for(Path(dst))
     pix_fmt = _output_pix_fmt(codec, info)
@@ -247,7 +276,14 @@ def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSet
 
 def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, color_range: int | None
                       ) -> av.VideoFrame:
-    """``frame`` converted to what the encoder takes (itself when it already is that format)."""
+    """``frame`` converted to what the encoder takes (itself when it already is that format).
+
+    Args:
+        frame: the frame.
+        pix_fmt: as :func:`encoder_format` returns them.
+        matrix: as :func:`encoder_format` returns them.
+        color_range: as :func:`encoder_format` returns them.
+    """
     if frame.format.name == pix_fmt:
         return frame
     return frame.reformat(
@@ -267,8 +303,9 @@ class VideoWriter:
         settings: encoder choice and quality.
         audio_from: file whose audio streams are copied packet for packet (normally the
             source); None writes video only.
-        start, end: the same window given to the reader (seconds from ``info.origin``); see
-            the module docstring for how times are shifted.
+        start: the start of the window given to the reader (seconds from ``info.origin``);
+            see the module docstring for how times are shifted.
+        end: the end of that window.
         force: replace an existing ``dst``.
 
     ``write`` takes frames with ``pts`` and ``time_base`` set (decoded frames, or new frames
@@ -276,6 +313,12 @@ class VideoWriter:
     order; do not modify a frame after writing it (the writer holds one frame back). Use
     as a context manager: a normal exit calls :meth:`close`, any exception
     (KeyboardInterrupt included) calls :meth:`abort`. One thread only.
+
+    Raises:
+        OutputError: ``dst`` cannot be written (exists without ``force``, is the input, a
+            container that cannot keep every frame's timing or hold the codec or audio, a
+            folder that is missing or not writable).
+        ValueError: ``end`` not after ``start``.
     """
 
     def __init__(
@@ -490,7 +533,14 @@ class VideoWriter:
     # -- video ----------------------------------------------------------------------------
 
     def write(self, frame: av.VideoFrame) -> None:
-        """Queue one frame (presentation order, ``pts`` and ``time_base`` set)."""
+        """Queue one frame (presentation order, ``pts`` and ``time_base`` set).
+
+        Raises:
+            ValueError: a frame without pts, of another size or time base, or not after the
+                one before.
+            OutputError: encoding failed (e.g. the disk is full); nothing is left behind.
+            RuntimeError: after :meth:`close` or :meth:`abort`.
+        """
         if self._closed:
             raise RuntimeError("write() after close() or abort()")
         if frame.pts is None:
@@ -557,7 +607,12 @@ class VideoWriter:
     # -- finishing ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush the encoder, copy the remaining audio, finish the file, rename it to dst."""
+        """Flush the encoder, copy the remaining audio, finish the file, rename it to dst.
+
+        Raises:
+            OutputError: no frame was written, or finishing the file failed; nothing is left
+                behind.
+        """
         if self._closed:
             return
         try:
