@@ -22,6 +22,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -130,7 +131,15 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def compute_prompt_embedding(text_encoder_dir: Path, tokenizer_dir: Path) -> torch.Tensor:
-    """Embed :data:`PROMPT` with SD-Turbo's CLIP text encoder (transformers), (1, 77, 1024)."""
+    """Embed :data:`PROMPT` with SD-Turbo's CLIP text encoder (transformers), (1, 77, 1024).
+
+    Args:
+        text_encoder_dir: SD-Turbo's ``text_encoder/`` folder.
+        tokenizer_dir: its ``tokenizer/`` folder.
+
+    Raises:
+        ModelError: the ``transformers`` package is not installed.
+    """
     try:
         from transformers import CLIPTextModel, CLIPTokenizer
     except ImportError as exc:
@@ -165,10 +174,27 @@ def load_instantrestore_net(
 ) -> InstantRestoreNet:
     """Build the official model: SD-Turbo + sd-vae-ft-mse base weights + an official checkpoint.
 
-    ``sd_turbo``/``vae`` are local folders in the Hugging Face repo layout; ``variant`` picks the
-    released checkpoint (final, base, adain, lmattn) and, unless the file records it or ``config``
-    is given, whether AdaIN is on (:data:`VARIANT_ADAIN`). ``config`` supplies everything the files do
-    not (paper defaults); the UNet/VAE architecture always comes from their ``config.json``.
+    Each file is looked up as the module docstring says: explicit arguments, ``root``, the
+    Hugging Face cache, then a download.
+
+    Args:
+        checkpoint: the official checkpoint file.
+        sd_turbo: a local SD-Turbo folder in the Hugging Face repo layout.
+        vae: a local sd-vae-ft-mse folder in the Hugging Face repo layout.
+        prompt_embeds: a ``prompt_embeds.safetensors`` file (else computed once from
+            SD-Turbo's text encoder, and kept at :func:`prompt_cache_path`).
+        root: a local folder with the layout of the module docstring.
+        variant: the released checkpoint (final, base, adain, lmattn); unless the file records
+            it or ``config`` is given, it also says whether AdaIN is on (:data:`VARIANT_ADAIN`).
+        download: fetch missing files from the Hub (default None: unless ``HF_HUB_OFFLINE`` is
+            1, true or yes).
+        config: supplies everything the files do not (default None: paper defaults); the
+            UNet/VAE architecture always comes from their ``config.json``.
+
+    Raises:
+        ModelError: files missing (one message naming every one and where to put it), or
+            files that cannot be read or do not fit together.
+        ValueError: an unknown ``variant``.
     """
     if variant not in CHECKPOINT_FILES:
         raise ValueError(f"variant must be one of {sorted(CHECKPOINT_FILES)}, got {variant!r}")
@@ -279,12 +305,25 @@ def load_instantrestore_net(
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-               fast_vae: str | Path | None = None, **options) -> InstantRestorer:
-    """A ready restorer: ``"lite"``, ``"instantrestore"`` (options: see :func:`load_instantrestore_net`),
-    a ``.safetensors`` file of ours, or an official ``.pt`` checkpoint (base weights resolved as for
-    ``instantrestore``). ``device="auto"`` picks CUDA when present; ``dtype`` None: fp16 on CUDA, fp32 on CPU.
-    ``fast_vae``: a TAESD folder or decoder file to decode with instead of the VAE (see
-    :class:`~streamrestore.model.restorer.InstantRestorer`; ignored with a warning for ``lite``).
+               fast_vae: str | Path | None = None, **options: Any) -> InstantRestorer:
+    """A ready restorer.
+
+    Args:
+        name_or_path: ``"lite"``, ``"instantrestore"``, a ``.safetensors`` file of ours, an
+            official ``.pt`` checkpoint (base weights resolved as for ``instantrestore``), a
+            folder holding the official files, or :data:`RANDOM_PAPER` (random weights, for
+            timing).
+        device: ``"auto"`` picks CUDA when present.
+        dtype: None: fp16 on CUDA, fp32 on CPU.
+        fast_vae: a TAESD folder or decoder file to decode with instead of the VAE (see
+            :class:`~streamrestore.model.restorer.InstantRestorer`; ignored with a warning for
+            ``lite``).
+        **options: for ``instantrestore``, a checkpoint or a folder: see
+            :func:`load_instantrestore_net`.
+
+    Raises:
+        ModelError: an unknown model, a ``fast_vae`` that does not exist, or model files that
+            are missing or do not fit.
     """
     name = str(name_or_path)
 
