@@ -114,7 +114,7 @@ class FaceRestorer:
         config: see :class:`PipelineConfig`.
         channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames (``av.VideoFrame`` needs none).
         tracker_config: the face tracker's settings (default None: the defaults of
-            :class:`~streamrestore.faces.track.TrackerConfig` with ``config.lookahead``).
+            :class:`~streamrestore.faces.track.TrackerConfig`, with the lookahead of ``config``).
         fps: the stream's frame rate (the tracker's smoothing is tuned in seconds).
         torch_threads: CPU threads torch uses for this object's work (None: half the cores, the
             CLI's default; see :mod:`streamrestore.threads`). Set only while it works (encoding
