@@ -32,7 +32,8 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
+    """The lazily imported name ``name`` (see the module docstring)."""
     if name in _LAZY:
         import importlib
 

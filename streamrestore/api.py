@@ -71,17 +71,22 @@ def restore_video(
             copy (same models and encoded references, new tracker and stats).
         encoder: how the output is encoded (default None: ``EncoderSettings()``, visually
             lossless for faces; see :class:`~streamrestore.video.writer.EncoderSettings`).
-        start, end: restore only this window of the input, in seconds (default: all of it).
+        start: restore only the input from this second on (default None: from the beginning).
+        end: restore only the input before this second (default None: to the end).
         force: replace an existing ``dst`` (default False: a :class:`~streamrestore.errors.OutputError`).
         progress: False (default) prints nothing; True shows a progress bar when stderr is a
             terminal and otherwise a plain line every :data:`streamrestore.run.PROGRESS_INTERVAL`
             seconds (5 s; frames, percent, fps, ETA: for the logs of nohup, CI or ``> log
             2>&1``); ``"bar"`` or ``"lines"`` force one.
 
-    Returns the run's :class:`~streamrestore.run.RunStats`.
+    Returns:
+        The run's :class:`~streamrestore.run.RunStats`.
 
-    Mistakes in the paths, the window and the output (container, codec, audio) raise a
-    :class:`~streamrestore.errors.UserError` subclass before ``restorer`` is built.
+    Raises:
+        UserError: a :class:`~streamrestore.errors.UserError` subclass for mistakes in the
+            paths, the window and the output (container, codec, audio), raised before
+            ``restorer`` is built.
+        ValueError: a ``progress``, ``encoder`` or ``restorer`` of the wrong kind.
     """
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import EncoderSettings, VideoWriter, check_not_input, default_output_path

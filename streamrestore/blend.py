@@ -42,7 +42,7 @@ class PasteConfig:
     max_std_ratio: float = 1.25
     detail_transfer: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0.0 < self.feather <= 0.5:
             raise ValueError(f"feather must be in (0, 0.5], got {self.feather}")
         if self.max_std_ratio < 1.0:
@@ -50,7 +50,12 @@ class PasteConfig:
 
 
 def feather_mask(resolution: int, feather: float) -> np.ndarray:
-    """(R, R) float32 mask: 1 inside, falling smoothly (smoothstep) to 0 at the crop border."""
+    """(R, R) float32 mask: 1 inside, falling smoothly (smoothstep) to 0 at the crop border.
+
+    Args:
+        resolution: the crop side R.
+        feather: width of the falling border as a fraction of R (at least one pixel).
+    """
     band = max(1.0, feather * resolution)
     coords = np.arange(resolution, dtype=np.float32) + 0.5
     edge = np.minimum(coords, resolution - coords)  # distance to the nearest border, 1-D
@@ -69,9 +74,12 @@ class PasteBack:
     Args:
         resolution: side of the aligned crops.
         config: see :class:`PasteConfig`.
+
+    Raises:
+        ValueError: ``resolution`` is not positive.
     """
 
-    def __init__(self, resolution: int, config: PasteConfig = PasteConfig()):
+    def __init__(self, resolution: int, config: PasteConfig = PasteConfig()) -> None:
         if resolution <= 0:
             raise ValueError(f"resolution must be positive, got {resolution}")
         self.resolution = resolution
@@ -80,7 +88,15 @@ class PasteBack:
 
     def crop_mask(self, frame_shape: tuple[int, int], matrix: np.ndarray) -> np.ndarray:
         """The blend weight of each crop pixel: the feathered mask, faded to zero where the crop
-        saw outside the frame (those pixels were padding, not picture)."""
+        saw outside the frame (those pixels were padding, not picture).
+
+        Args:
+            frame_shape: (H, W) of the frame.
+            matrix: the (2, 3) frame → crop affine.
+
+        Returns:
+            (R, R) float32 weights in [0, 1].
+        """
         h, w = frame_shape
         r = self.resolution
         corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ _invert(matrix).T
@@ -102,7 +118,16 @@ class PasteBack:
 
     def color_transform(self, restored: np.ndarray, original: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel (gain, offset) moving the mean (and, within ``max_std_ratio``, the std)
-        of ``restored`` to those of ``original``, both measured under ``weight``."""
+        of ``restored`` to those of ``original``, both measured under ``weight``.
+
+        Args:
+            restored: the restored (R, R, 3) crop.
+            original: the crop the restorer was given.
+            weight: (R, R) weights the statistics are taken under (:meth:`crop_mask`).
+
+        Returns:
+            (gain, offset), each (3,) float32, to apply as ``restored * gain + offset``.
+        """
         # Statistics on every 4th pixel: the same numbers to a fraction of a level, 16x cheaper.
         step = 4 if restored.shape[0] >= 128 else 1
         ref = original[::step, ::step].astype(np.float32)
@@ -120,15 +145,24 @@ class PasteBack:
         return gain.astype(np.float32), (mu_o - gain * mu_r).astype(np.float32)
 
     def match_color(self, restored: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        """``restored`` with :meth:`color_transform` applied, float32, not clipped."""
+        """``restored`` with :meth:`color_transform` applied, float32, not clipped.
+
+        Args:
+            restored: as for :meth:`color_transform`.
+            original: as for :meth:`color_transform`.
+            weight: as for :meth:`color_transform`.
+        """
         gain, offset = self.color_transform(restored, original, weight)
         return restored.astype(np.float32) * gain + offset
 
     def paste(self, frame: np.ndarray, restored: np.ndarray, original: np.ndarray, matrix: np.ndarray) -> None:
-        """Blend ``restored`` (R, R, 3 uint8 crop) into ``frame`` (H, W, 3 uint8 RGB) in place.
+        """Blend a restored crop into its frame, in place.
 
-        ``original`` is the crop the restorer was given (for colour matching); ``matrix`` is the
-        (2, 3) frame → crop affine that produced it.
+        Args:
+            frame: the (H, W, 3) uint8 RGB frame.
+            restored: the restored (R, R, 3) uint8 crop.
+            original: the crop the restorer was given (for colour matching and detail transfer).
+            matrix: the (2, 3) frame → crop affine that produced it.
         """
         plan = self.plan(frame.shape[:2], restored, original, matrix)
         if plan is not None:
@@ -136,9 +170,18 @@ class PasteBack:
 
     def plan(self, frame_shape: tuple[int, int], restored: np.ndarray, original: np.ndarray,
              matrix: np.ndarray) -> "PastePlan | None":
-        """What pasting ``restored`` into a frame of ``frame_shape`` (H, W) takes, in crop space;
-        :func:`paste_rgb` and :func:`paste_yuv420` carry it out. None when the crop lies wholly
-        outside the frame."""
+        """What pasting ``restored`` into a frame takes, in crop space; :func:`paste_rgb` and
+        :func:`paste_yuv420` carry it out.
+
+        Args:
+            frame_shape: (H, W) of the frame.
+            restored: the restored (R, R, 3) uint8 crop.
+            original: the crop the restorer was given.
+            matrix: the (2, 3) frame → crop affine that produced it.
+
+        Returns:
+            The plan, or None when the crop lies wholly outside the frame.
+        """
         h, w = frame_shape
         r = self.resolution
         inv = _invert(matrix)
@@ -184,8 +227,14 @@ class PastePlan:
         return float(np.sqrt(abs(np.linalg.det(self.to_frame[:, :2]))))
 
     def to_box(self, scale: float = 1.0, origin: tuple[int, int] | None = None) -> np.ndarray:
-        """Crop → box affine; ``scale`` 0.5 maps to a half-resolution (chroma) grid, whose
-        samples sit at the centres of 2x2 frame-pixel blocks."""
+        """The (2, 3) crop → box affine.
+
+        Args:
+            scale: 1 for the frame's grid; 0.5 maps to a half-resolution (chroma) grid, whose
+                samples sit at the centres of 2x2 frame-pixel blocks.
+            origin: the box's top-left corner on that grid (default None: the plan's box's
+                corner, on the frame's grid).
+        """
         x0, y0 = origin if origin is not None else self.box[:2]
         m = self.to_frame.copy()
         if scale != 1.0:
@@ -216,7 +265,12 @@ def _blend_into(roi: np.ndarray, content: np.ndarray, alpha: np.ndarray, additiv
 
 
 def paste_rgb(frame: np.ndarray, plan: PastePlan) -> None:
-    """Carries out ``plan`` on an (H, W, 3) uint8 RGB frame, in place."""
+    """Carries out ``plan`` on an RGB frame, in place.
+
+    Args:
+        frame: the (H, W, 3) uint8 RGB frame.
+        plan: from :meth:`PasteBack.plan`.
+    """
     x0, y0, x1, y1 = plan.box
     size = (x1 - x0, y1 - y0)
     to_box = plan.to_box()
@@ -234,11 +288,20 @@ def _half_resolution(plan: PastePlan) -> bool:
     return plan.additive and plan.scale >= _HALF_RESOLUTION_SCALE
 
 
-def yuv420_weights(plan: PastePlan, frame_shape: tuple[int, int]):
-    """The blend weights :func:`paste_yuv420` uses for ``plan`` on a frame of ``frame_shape``
-    (H, W): ``((x0, y0), luma, (cx0, cy0), chroma)``, weight arrays with their top-left corners
-    on the luma and chroma grids. Samples outside them, or where they are 0, keep their values;
-    a chroma sample has weight only where a pixel of its 2x2 block has."""
+def yuv420_weights(plan: PastePlan, frame_shape: tuple[int, int]
+                   ) -> tuple[tuple[int, int], np.ndarray, tuple[int, int], np.ndarray]:
+    """The blend weights :func:`paste_yuv420` uses for ``plan``. Samples outside them, or where
+    they are 0, keep their values; a chroma sample has weight only where a pixel of its 2x2
+    block has.
+
+    Args:
+        plan: from :meth:`PasteBack.plan`.
+        frame_shape: (H, W) of the frame.
+
+    Returns:
+        ``((x0, y0), luma, (cx0, cy0), chroma)``: weight arrays with their top-left corners on
+        the luma and chroma grids.
+    """
     h, w = frame_shape
     x0, y0, x1, y1 = plan.box
     cx0, cy0 = x0 // 2, y0 // 2
@@ -259,12 +322,18 @@ def yuv420_weights(plan: PastePlan, frame_shape: tuple[int, int]):
 
 
 def paste_yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray, plan: PastePlan, from_rgb: np.ndarray) -> None:
-    """Carries out ``plan`` on the planes of an 8-bit 4:2:0 frame, in place. ``from_rgb`` is the
-    frame's 3x4 RGB → YUV matrix (``streamrestore.pixels.yuv_matrices``).
+    """Carries out ``plan`` on the planes of an 8-bit 4:2:0 frame, in place.
 
     The crop is converted to YUV at crop size (cheap); chroma is warped straight to the
     half-resolution chroma grid, and luma to the frame, or, for a face much larger than its crop,
     upsampled from the chroma grid too. Weights as :func:`yuv420_weights`.
+
+    Args:
+        y: the (H, W) luma plane.
+        u: the half-resolution U plane.
+        v: the half-resolution V plane.
+        plan: from :meth:`PasteBack.plan`.
+        from_rgb: the frame's 3x4 RGB → YUV matrix (``streamrestore.pixels.yuv_matrices``).
     """
     (lx0, ly0), luma_alpha, (cx0, cy0), chroma_alpha = yuv420_weights(plan, y.shape)
     matrix = from_rgb[:, :3] if plan.additive else from_rgb  # a change maps through the linear part

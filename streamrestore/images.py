@@ -30,6 +30,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
     EXIF orientation, so phone photos come out upright. ``np.fromfile`` + ``imdecode`` copes with
     non-ASCII paths, which ``cv2.imread`` does not on every platform.
 
+    Args:
+        path: the photo file.
+
     Raises:
         InputError: the file is missing, empty or not a picture OpenCV can decode.
     """

@@ -32,7 +32,10 @@ from streamrestore.threads import torch_threads as _torch_threads
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
 
 if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.faces.detect import Detector
+    from streamrestore.faces.identity import FaceEmbedder, ReferenceSet
     from streamrestore.model.adapt import AdaptConfig
+    from streamrestore.pixels import RgbPixels, Yuv420Canvas
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class PipelineConfig:
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     gate: QualityGateConfig = field(default_factory=QualityGateConfig)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.max_faces is not None and self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1 or None, got {self.max_faces}")
         if self.unmatched not in ("restore", "skip"):
@@ -110,26 +113,35 @@ class FaceRestorer:
             every face is that person and no embedding is computed).
         config: see :class:`PipelineConfig`.
         channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames (``av.VideoFrame`` needs none).
+        tracker_config: the face tracker's settings (default None: the defaults of
+            :class:`~streamrestore.faces.track.TrackerConfig`, with the lookahead of ``config``).
+        fps: the stream's frame rate (the tracker's smoothing is tuned in seconds).
         torch_threads: CPU threads torch uses for this object's work (None: half the cores, the
             CLI's default; see :mod:`streamrestore.threads`). Set only while it works (encoding
             references, restoring a frame); the caller's ``torch.get_num_threads()`` is put back
             after each call.
+        reference_caches: references already encoded by this restorer, by set name (these sets
+            are not encoded again; see :meth:`fresh`).
+
+    Raises:
+        ValueError: a bad ``channel_order``, or several reference sets (or ``unmatched="skip"``)
+            without an ``embedder``.
     """
 
     def __init__(
         self,
         restorer: Restorer,
-        detector,
-        reference_sets: Sequence[Any] = (),
+        detector: Detector,
+        reference_sets: Sequence[ReferenceSet] = (),
         *,
-        embedder=None,
+        embedder: FaceEmbedder | None = None,
         config: PipelineConfig = PipelineConfig(),
         channel_order: str = "rgb",
-        tracker_config=None,
+        tracker_config: TrackerConfig | None = None,
         fps: float = 30.0,
         torch_threads: int | None = None,
-        reference_caches: dict | None = None,
-    ):
+        reference_caches: dict[str, Any] | None = None,
+    ) -> None:
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         self.restorer = restorer
@@ -177,11 +189,17 @@ class FaceRestorer:
         self.last_faces: list[AlignedFace] = []
 
     @classmethod
-    def from_options(cls, refs: Any = (), **options: Any) -> "FaceRestorer":
+    def from_options(cls, refs: str | Path | Iterable[str | Path | ReferenceSet] | None = (),
+                     **options: Any) -> "FaceRestorer":
         """Builds one from the same options as the CLI: loads the model, the face models and
-        the reference photos (see :func:`build_face_restorer` for every option).
-        ``config=PipelineConfig(lookahead=0)`` gives an object whose :meth:`process` returns
-        each frame at once (live sources)."""
+        the reference photos.
+
+        Args:
+            refs: the reference photos, as for :func:`build_face_restorer`.
+            **options: the other options of :func:`build_face_restorer`.
+                ``config=PipelineConfig(lookahead=0)`` gives an object whose :meth:`process`
+                returns each frame at once (live sources).
+        """
         return build_face_restorer(refs, **options)
 
     @property
@@ -192,8 +210,11 @@ class FaceRestorer:
     def fresh(self, fps: float | None = None) -> "FaceRestorer":
         """A new object for another stream (tracker, temporal state and stats start empty) that
         shares this one's restorer, face models, reference sets and encoded references: what a
-        worker restoring many files or chunks keeps loaded. ``fps``: the new stream's rate
-        (default this one's)."""
+        worker restoring many files or chunks keeps loaded.
+
+        Args:
+            fps: the new stream's rate (default None: this one's).
+        """
         return FaceRestorer(
             self.restorer, self.detector, self.reference_sets, embedder=self.embedder, config=self.config,
             channel_order=self.channel_order, tracker_config=self._tracker.config,
@@ -202,11 +223,18 @@ class FaceRestorer:
 
     # --- public entry points -------------------------------------------------------------
 
-    def process(self, frame):
+    def process(self, frame: Any) -> Any:
         """Restores one frame and returns it at once (no lookahead; for live use).
 
-        ``frame`` is an RGB/BGR uint8 numpy array (per ``channel_order``) or an ``av.VideoFrame``;
-        the result has the same type (a VideoFrame keeps its pts and time base).
+        Args:
+            frame: an RGB/BGR uint8 numpy array (per ``channel_order``) or an ``av.VideoFrame``
+                (or what :meth:`prepare` returned for one).
+
+        Returns:
+            The restored frame, of the same type (a VideoFrame keeps its pts and time base).
+
+        Raises:
+            ValueError: this object was built with lookahead (use :meth:`stream`).
         """
         if self.config.lookahead != 0:
             raise ValueError("process() returns each frame at once and needs lookahead=0; use stream() for files")
@@ -215,25 +243,32 @@ class FaceRestorer:
             raise RuntimeError(f"tracker returned {len(out)} frames for one input")
         return out[0]
 
-    def stream(self, frames: Iterable) -> Iterator:
-        """Generator form: yields every input frame, restored, in order (with lookahead)."""
+    def stream(self, frames: Iterable[Any]) -> Iterator[Any]:
+        """Generator form: yields every input frame, restored, in order (with lookahead).
+
+        Args:
+            frames: frames as :meth:`process` takes them.
+        """
         for frame in frames:
             yield from self._push(frame)
         yield from self.finish()
 
-    def finish(self) -> Iterator:
+    def finish(self) -> Iterator[Any]:
         """Yields the frames still held back for lookahead (call at the end of a stream)."""
         for index, tracked in self._tracker.flush():
             yield self._emit(index, tracked)
 
     # --- frame loop ----------------------------------------------------------------------
 
-    def prepare(self, frame) -> "DecodedFrame":
+    def prepare(self, frame: Any) -> "DecodedFrame":
         """Pixel access and face detection of one frame, ahead of :meth:`stream`.
 
         Call it from one thread, on the frames in order (detection between key frames follows
         the faces of the frame before), e.g. on the reader thread: the detector then works on
         frame i+1 while frame i is restored. ``stream``/``process`` accept what it returns.
+
+        Args:
+            frame: a frame as :meth:`process` takes it (one already prepared comes back as it is).
         """
         if isinstance(frame, DecodedFrame) and frame.faces is not None:
             return frame
@@ -251,7 +286,7 @@ class FaceRestorer:
         frame, pixels, faces = prepared.frame, prepared.pixels, prepared.faces
         t1 = time.perf_counter()
         self._pending[index] = (frame, pixels)
-        ready = self._tracker.push(index, faces, _thumbnail(pixels))
+        ready = self._tracker.push(index, faces, _thumbnail(pixels))  # type: ignore[arg-type]  # prepare() set the faces
         t2 = time.perf_counter()
         self.stats.add_time("track", t2 - t1)
         self.stats.busy_seconds += t2 - t0
@@ -361,6 +396,7 @@ class FaceRestorer:
         crops = [crop_face(pixels, m, self.resolution) for m in matrices]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
+        restored: torch.Tensor | np.ndarray  # the restorer's tensor, then its uint8 crops
         with torch.inference_mode():
             restored = self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds)
         restored = _to_uint8(restored)
@@ -418,7 +454,7 @@ class FaceRestorer:
             return self._single_identity
         if not t.interpolated and self._matcher.needs_embedding(t.track_id):
             t0 = time.perf_counter()
-            emb = self.embedder.embed(pixels.full(), [t.face])
+            emb = self.embedder.embed(pixels.full(), [t.face])  # type: ignore[union-attr]  # matching needs one (__init__)
             self.stats.add_time("identity", time.perf_counter() - t0)
             self._matcher.observe(t.track_id, emb[0])
         return self._matcher.identity_of(t.track_id)
@@ -435,9 +471,9 @@ def _as_specs(refs) -> list:
 
 
 def build_face_restorer(
-    refs=(),
+    refs: str | Path | Iterable[str | Path | ReferenceSet] | None = (),
     *,
-    model="lite",
+    model: str | Path | Restorer = "lite",
     device: str = "auto",
     detector: str = "auto",
     face_models: str | Path | None = None,
@@ -476,6 +512,11 @@ def build_face_restorer(
             cached on disk). None (default): no adaptation. Runs the eager backend.
 
     The options are checked (device, reference folders) before anything is loaded.
+
+    Raises:
+        UserError: a :class:`~streamrestore.errors.UserError` subclass for a device that is not
+            there, a missing ``fast_vae``, reference folders that cannot work, or a model or
+            face model that cannot be loaded.
     """
     # looked up at call time: tests swap the detector and embedder factories
     from streamrestore.faces.detect import create_detector
@@ -486,6 +527,7 @@ def build_face_restorer(
     check_model_options(model, device=device, fast_vae=fast_vae)
     check_references(specs)
     threads = resolve_torch_threads(torch_threads)
+    restorer: Restorer
     with _torch_threads(threads):
         if adapt is not None:
             from streamrestore.model.adapt import AdaptedRestorer
@@ -509,11 +551,17 @@ def build_face_restorer(
     )
 
 
-def load_restorer(model="lite", *, device: str = "auto", backend: str | None = "auto",
-                  fast_vae: str | Path | None = None):
+def load_restorer(model: str | Path | Restorer = "lite", *, device: str = "auto", backend: str | None = "auto",
+                  fast_vae: str | Path | None = None) -> Restorer:
     """A restorer from a name, a path, or an object that already is one (used as given).
-    ``fast_vae``: decode with TAESD (see :func:`build_face_restorer`); ``backend=None``: the
-    plain eager restorer, not wrapped by :func:`streamrestore.backends.build_backend`."""
+
+    Args:
+        model: as for :func:`build_face_restorer`.
+        device: as for :func:`build_face_restorer`.
+        backend: as for :func:`build_face_restorer`; None: the plain eager restorer, not
+            wrapped by :func:`streamrestore.backends.build_backend`.
+        fast_vae: decode with TAESD (see :func:`build_face_restorer`).
+    """
     if not isinstance(model, (str, Path)):
         return model
     if str(model) == "identity":
@@ -529,10 +577,20 @@ def load_restorer(model="lite", *, device: str = "auto", backend: str | None = "
     return loaded if backend is None else build_backend(loaded, backend)
 
 
-def check_model_options(model="lite", *, device: str = "auto", fast_vae: str | Path | None = None) -> None:
-    """Fails at once, before any model loads, on a device that is not there (``cuda`` without
-    CUDA: :class:`~streamrestore.errors.DeviceError`) or a ``fast_vae`` path that does not exist.
-    A restorer object given as ``model`` has its own device: nothing to check."""
+def check_model_options(model: str | Path | Restorer = "lite", *, device: str = "auto",
+                        fast_vae: str | Path | None = None) -> None:
+    """Fails at once, before any model loads, on options that cannot work. A restorer object
+    given as ``model`` has its own device: nothing to check.
+
+    Args:
+        model: as for :func:`build_face_restorer`.
+        device: as for :func:`build_face_restorer`.
+        fast_vae: as for :func:`build_face_restorer`.
+
+    Raises:
+        DeviceError: a device that is not there (``cuda`` without CUDA).
+        ModelError: a ``fast_vae`` path that does not exist.
+    """
     if not isinstance(model, (str, Path)):
         return
     from streamrestore.model.restorer import pick_device
@@ -543,10 +601,17 @@ def check_model_options(model="lite", *, device: str = "auto", fast_vae: str | P
                          "or the file itself")
 
 
-def check_references(refs) -> None:
-    """Fails at once on reference specs that cannot work: a folder that is missing or holds no
-    photos, or a set name given twice (``NAME=DIR``). Reads no photo (see
-    :func:`streamrestore.faces.references.check_reference_specs`)."""
+def check_references(refs: str | Path | Iterable[str | Path | ReferenceSet] | None) -> None:
+    """Fails at once on reference specs that cannot work. Reads no photo (see
+    :func:`streamrestore.faces.references.check_reference_specs`).
+
+    Args:
+        refs: as for :func:`build_face_restorer` (loaded sets are not checked).
+
+    Raises:
+        ReferencesError: a folder that is missing or holds no photos, or a set name given twice
+            (``NAME=DIR``).
+    """
     from streamrestore.faces.references import check_reference_specs
 
     specs = [s for s in _as_specs(refs) if isinstance(s, (str, Path))]
@@ -591,7 +656,7 @@ def _thumbnail(pixels) -> np.ndarray:
     return pixels.resized(64, max(1, round(64 * h / w)))
 
 
-def _canvas(pixels, frame) -> tuple[Any, Any]:
+def _canvas(pixels: RgbPixels | Yuv420Pixels, frame: Any) -> tuple[RgbCanvas | Yuv420Canvas, Any]:
     """(canvas, result): where the restored faces are pasted, and what to return for it.
 
     4:2:0 video frames are changed in YUV (a new frame; the encoder takes it as it is). Other
@@ -599,6 +664,7 @@ def _canvas(pixels, frame) -> tuple[Any, Any]:
     afterwards (``VideoFrame.from_ndarray`` costs ~2 ms per 720p frame); it keeps the input's
     timestamps.
     """
+    canvas: RgbCanvas | Yuv420Canvas
     if isinstance(pixels, Yuv420Pixels):
         canvas = pixels.output()
         return canvas, canvas.frame

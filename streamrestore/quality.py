@@ -20,16 +20,22 @@ means the same for a 150 px and a 400 px face.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.pixels import RgbPixels, Yuv420Pixels
 
 __all__ = ["QualityGateConfig", "QualityGate", "detail_ratio", "inner_face"]
 
 
 @dataclass(frozen=True)
 class QualityGateConfig:
-    """Args:
+    """Settings of the quality gate (:class:`QualityGate`).
+
+    Args:
         enabled: False gives every face the restorer's whole change (the gate's weight is 1).
         clean_at: detail ratio at or above which a face counts as clean (weight 0). Default
             0.27, from six train-ok talking-head clips (224-720 px, none in the video
@@ -52,7 +58,7 @@ class QualityGateConfig:
     measure_side: int = 160
     smoothing: float = 0.8
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0.0 < self.degraded_at < self.clean_at:
             raise ValueError(f"need 0 < degraded_at < clean_at, got degraded_at={self.degraded_at}, "
                              f"clean_at={self.clean_at}")
@@ -62,7 +68,7 @@ class QualityGateConfig:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
 
 
-def inner_face(pixels, matrix: np.ndarray, resolution: int) -> np.ndarray:
+def inner_face(pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> np.ndarray:
     """RGB of the frame box around the inner face (the crop's central 60 %: eyes to mouth).
 
     Args:
@@ -70,6 +76,10 @@ def inner_face(pixels, matrix: np.ndarray, resolution: int) -> np.ndarray:
             ``region(x0, y0, x1, y1)``).
         matrix: the face's alignment matrix (frame -> crop, 2x3).
         resolution: the crop side the matrix maps to.
+
+    Returns:
+        (H, W, 3) uint8 RGB at the frame's resolution; an empty (0, 0, 3) array when the box
+        inside the frame is under 4 pixels wide or high.
     """
     m = np.asarray(matrix, np.float64)
     inv = cv2.invertAffineTransform(m)
@@ -90,13 +100,20 @@ def detail_ratio(face: np.ndarray, measure_side: int | None = 160) -> float:
     Args:
         face: (H, W, 3) uint8 RGB of the inner face at the frame's resolution.
         measure_side: a face whose longer side is larger is shrunk to it first (None: never).
+
+    Returns:
+        The fine-scale share; 1.0 for a face under 4 pixels wide or high, or a flat patch
+        (nothing to restore).
+
+    Raises:
+        ValueError: ``face`` is not an (H, W, 3) image.
     """
     face = np.asarray(face)
     if face.ndim != 3 or face.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {face.shape}")
     if min(face.shape[:2]) < 4:
         return 1.0  # nothing to measure: leave the face alone
-    grey = cv2.cvtColor(np.ascontiguousarray(face), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey: np.ndarray = cv2.cvtColor(np.ascontiguousarray(face), cv2.COLOR_RGB2GRAY).astype(np.float32)
     side = max(grey.shape)
     if measure_side is not None and side > measure_side:
         f = measure_side / side
@@ -108,15 +125,30 @@ def detail_ratio(face: np.ndarray, measure_side: int | None = 160) -> float:
 
 
 class QualityGate:
-    """Per-track gate weights (see the module docstring); one per :class:`FaceRestorer`."""
+    """Per-track gate weights (see the module docstring); one per
+    :class:`~streamrestore.pipeline.FaceRestorer`.
 
-    def __init__(self, config: QualityGateConfig = QualityGateConfig()):
+    Args:
+        config: see :class:`QualityGateConfig`.
+    """
+
+    def __init__(self, config: QualityGateConfig = QualityGateConfig()) -> None:
         self.config = config
         self._weights: dict[int, float] = {}
 
-    def weight(self, track_id: int, pixels, matrix: np.ndarray, resolution: int) -> float:
-        """This frame's weight for ``track_id`` in [0, 1] (smoothed over the track's frames);
-        arguments as :func:`inner_face`."""
+    def weight(self, track_id: int, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> float:
+        """This frame's weight for a face in [0, 1] (smoothed over the track's frames).
+
+        Args:
+            track_id: the face's track.
+            pixels: the frame's pixels, as for :func:`inner_face`.
+            matrix: the face's alignment matrix, as for :func:`inner_face`.
+            resolution: the crop side the matrix maps to.
+
+        Returns:
+            0 for a clean face (it passes through unchanged) up to 1 for a degraded one (the
+            restorer's whole change); 1 when the gate is off.
+        """
         cfg = self.config
         if not cfg.enabled:
             return 1.0
@@ -130,15 +162,25 @@ class QualityGate:
 
     @staticmethod
     def blend(original: np.ndarray, restored: np.ndarray, weight: float) -> np.ndarray:
-        """``original + weight * (restored - original)`` for uint8 crops (exact at 0 and 1)."""
+        """``original + weight * (restored - original)`` for uint8 crops (exact at 0 and 1).
+
+        Args:
+            original: the aligned input crop.
+            restored: the restorer's output for it (same shape).
+            weight: the gate's weight (:meth:`weight`).
+        """
         if weight >= 1.0:
             return restored
         if weight <= 0.0:
             return original
         return cv2.addWeighted(restored, weight, original, 1.0 - weight, 0.0)
 
-    def forget(self, live_track_ids) -> None:
-        """Drops the state of tracks not in ``live_track_ids`` (ended tracks)."""
+    def forget(self, live_track_ids: Iterable[int]) -> None:
+        """Drops the state of the tracks not in ``live_track_ids`` (ended tracks).
+
+        Args:
+            live_track_ids: the tracks still going.
+        """
         live = set(live_track_ids)
         for tid in [t for t in self._weights if t not in live]:
             del self._weights[tid]

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Protocol, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Protocol, TextIO, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.pipeline import FaceRestorer
@@ -90,16 +90,27 @@ class RunStats:
 
     @property
     def tracks(self) -> int:
+        """How many face tracks the run saw."""
         return len(self.track_ids)
 
     @property
     def identities_matched(self) -> list[str]:
+        """The reference sets some track matched, sorted."""
         return sorted({n for n in self.identities.values() if n is not None})
 
     def add_time(self, stage: str, seconds: float) -> None:
+        """Adds ``seconds`` to the time spent in ``stage`` (``"detect"``, ``"restore"``, ...)."""
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
-    def add_face(self, track_id, frame: int, identity: str | None, restored: bool) -> None:
+    def add_face(self, track_id: int, frame: int, identity: str | None, restored: bool) -> None:
+        """Counts one face of one frame.
+
+        Args:
+            track_id: the face's track.
+            frame: the frame's index (from 0, in the order frames were given).
+            identity: the reference set the track matched, or None.
+            restored: whether the face was restored (False: left alone).
+        """
         track = self.per_track.get(track_id)
         if track is None:
             track = self.per_track[track_id] = TrackStats(first_frame=frame)
@@ -140,8 +151,11 @@ class RunStats:
 
     def summary(self, verbose: bool = False) -> str:
         """The run in a few lines: totals, then one line per track (whom it matched, its frame
-        span and face count), then unmatched and skipped faces. ``verbose`` adds each track's
-        similarity to every reference set."""
+        span and face count), then unmatched and skipped faces.
+
+        Args:
+            verbose: add each track's similarity to every reference set.
+        """
         ids = ", ".join(self.identities_matched) or "none"
         text = (
             f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')} restored "
@@ -183,11 +197,17 @@ def run_threaded(source: Iterable[Any], process: Callable[[Iterable[Any]], Itera
                  queue_size: int = 8, on_frame: Callable[[], object] | None = None) -> None:
     """Reader thread → ``process`` (this thread) → writer thread, with bounded queues.
 
-    ``source`` is iterated on the reader thread; ``process`` maps an iterable of inputs to an
-    iterator of outputs (it may hold some back, e.g. for tracker lookahead); ``sink`` is called
-    on the writer thread for each output, in order. An exception in any of the three stops all
-    of them and is re-raised here; so is KeyboardInterrupt. The queues bound memory to
-    ``queue_size`` frames on each side, whatever the video length.
+    An exception in any of the three stops all of them and is re-raised here; so is
+    KeyboardInterrupt.
+
+    Args:
+        source: iterated on the reader thread.
+        process: maps an iterable of inputs to an iterator of outputs (it may hold some back,
+            e.g. for tracker lookahead).
+        sink: called on the writer thread for each output, in order.
+        queue_size: frames each queue holds: they bound memory on each side, whatever the
+            video length.
+        on_frame: called once per output handed to the writer.
     """
     inbox: queue.Queue = queue.Queue(maxsize=queue_size)
     outbox: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -286,7 +306,8 @@ def restore_frames(frames: Iterable[Any], sink: FrameSink, face_restorer: FaceRe
         on_frame: called once per frame handed to the writer (a progress display's ``update``).
         queue_size: frames each queue holds (see :func:`run_threaded`).
 
-    Returns the seconds spent in ``sink.write`` (the run's ``encode`` time).
+    Returns:
+        The seconds spent in ``sink.write`` (the run's ``encode`` time).
     """
     spent = [0.0]
 
@@ -309,13 +330,26 @@ def restore_frames(frames: Iterable[Any], sink: FrameSink, face_restorer: FaceRe
 class Progress(Protocol):
     """A progress display (``tqdm`` has this shape too)."""
 
-    def update(self, n: int = 1) -> object: ...
+    def update(self, n: int = 1) -> object:
+        """Counts ``n`` more frames done."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Ends the display."""
+        ...
 
 
 def expected_frames(info: VideoInfo, start: float | None, end: float | None) -> int | None:
-    """About how many frames the [start, end) window of a video holds (None when unknown)."""
+    """About how many frames the [start, end) window of a video holds.
+
+    Args:
+        info: the video's description.
+        start: the window's start in seconds (None: the beginning).
+        end: the window's end in seconds (None: the end).
+
+    Returns:
+        The frame count, or None when unknown.
+    """
     if start is None and end is None:
         return info.frame_count
     if not info.frame_rate:
@@ -333,9 +367,12 @@ def make_progress(total: int | None, progress: ProgressMode, interval: float | N
 
     Args:
         total: frames expected (None: unknown).
-        progress: False, True, ``"bar"`` or ``"lines"``; anything else is a ValueError.
+        progress: False, True, ``"bar"`` or ``"lines"``.
         interval: seconds between plain lines (default :data:`PROGRESS_INTERVAL`, read at the
             time of the call).
+
+    Raises:
+        ValueError: ``progress`` is none of those.
     """
     if progress not in (False, True, "bar", "lines"):
         raise ValueError(f"progress must be True, False, 'bar' or 'lines', got {progress!r}")
@@ -360,12 +397,19 @@ class ProgressLines:
 
         progress: 1200/9000 frames (13%), 11.8 fps, ETA 11:01
 
-    ``clock`` (seconds, monotonic) and ``stream`` (default: ``sys.stderr`` at the time of each
-    line) are there for tests.
+    Args:
+        total: frames expected (None or 0: unknown; the line then has no percent or ETA).
+        interval: seconds between lines.
+        clock: seconds, monotonic; there for tests.
+        stream: where lines go (default None: ``sys.stderr`` at the time of each line); there
+            for tests.
+
+    Raises:
+        ValueError: ``interval`` is not a number of seconds >= 0.
     """
 
     def __init__(self, total: int | None, interval: float = PROGRESS_INTERVAL, *,
-                 clock: Callable[[], float] = time.monotonic, stream=None):
+                 clock: Callable[[], float] = time.monotonic, stream: TextIO | None = None) -> None:
         if not interval >= 0:
             raise ValueError(f"progress interval must be >= 0 seconds, got {interval!r}")
         self.total = total if total else None
@@ -377,6 +421,7 @@ class ProgressLines:
         self._next = self._start + self.interval
 
     def update(self, n: int = 1) -> None:
+        """Counts ``n`` more frames done; prints a line when ``interval`` has passed."""
         self.done += n
         now = self._clock()
         if now >= self._next:
@@ -385,6 +430,7 @@ class ProgressLines:
             print(self.line(now), file=stream, flush=True)
 
     def line(self, now: float) -> str:
+        """The progress line at time ``now`` (on ``clock``)."""
         elapsed = now - self._start
         fps = self.done / elapsed if elapsed > 0 else 0.0
         if self.total is None:
@@ -396,4 +442,4 @@ class ProgressLines:
         return text
 
     def close(self) -> None:
-        pass  # the run's summary follows
+        """Prints nothing more (the run's summary follows)."""

@@ -43,7 +43,7 @@ side: host and device agree to rounding (``tests/test_temporal.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 import cv2
 import numpy as np
@@ -101,7 +101,7 @@ class TemporalConfig:
     denoise: float = 0.9
     denoise_tolerance: float = 12.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
             raise ValueError(f"strength must be in [0, 1), got {self.strength}")
         if self.tolerance <= 0:
@@ -127,21 +127,26 @@ class TemporalConfig:
 
 
 class _State(NamedTuple):
-    original: object  # float32 (R, R, 3) array in 0-255, or (3, R, R) tensor in 0-255
-    change: object  # the fused change, same layout
-    denoised: object  # the recursive average of the input, same layout
+    # Any: a numpy array on the host path, a tensor on the device path
+    original: Any  # float32 (R, R, 3) array in 0-255, or (3, R, R) tensor in 0-255
+    change: Any  # the fused change, same layout
+    denoised: Any  # the recursive average of the input, same layout
     grey: np.ndarray  # uint8 (s, s): what the next flow is measured against
     zero: bool  # the change is zero everywhere (a clean face the quality gate passed through)
 
 
 class TemporalSmoother:
     """Per-track state of the temporal fusion (see the module docstring); one per
-    :class:`~streamrestore.pipeline.FaceRestorer`. Not thread-safe."""
+    :class:`~streamrestore.pipeline.FaceRestorer`. Not thread-safe.
 
-    def __init__(self, config: TemporalConfig = TemporalConfig()):
+    Args:
+        config: see :class:`TemporalConfig`.
+    """
+
+    def __init__(self, config: TemporalConfig = TemporalConfig()) -> None:
         self.config = config
         self._last: dict[int, _State] = {}
-        self._dis = None
+        self._dis: cv2.DISOpticalFlow | None = None
 
     # --- shared by both paths -----------------------------------------------------------
 
@@ -154,9 +159,11 @@ class TemporalSmoother:
     def _flow(self, grey: np.ndarray, prev_grey: np.ndarray, r: int) -> np.ndarray:
         """(R, R, 2) float32 flow from the current crop to the previous one, in crop pixels:
         the current pixel (x, y) was at (x + fx, y + fy) in the previous crop."""
+        # ignores: OpenCV's type stubs lack DISOpticalFlow_create (in cv2 at runtime) and a calc
+        # without an initial flow (None: a new array)
         if self._dis is None:
-            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        flow = self._dis.calc(grey, prev_grey, None)
+            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]
+        flow = self._dis.calc(grey, prev_grey, None)  # type: ignore[call-overload]
         s = grey.shape[0]
         if s != r:
             flow = cv2.resize(flow, (r, r), interpolation=cv2.INTER_LINEAR) * np.float32(r / s)
@@ -169,14 +176,22 @@ class TemporalSmoother:
         return np.clip(g + 0.5, 0, 255).astype(np.uint8)
 
     def reset(self, track_id: int | None = None) -> None:
-        """Drops the state of ``track_id`` (None: of every track); its next frame starts afresh."""
+        """Drops the state of one track, or of all; its next frame starts afresh.
+
+        Args:
+            track_id: the track (None: every track).
+        """
         if track_id is None:
             self._last.clear()
         else:
             self._last.pop(track_id, None)
 
-    def forget(self, live_track_ids) -> None:
-        """Drops the state of tracks not in ``live_track_ids`` (ended tracks)."""
+    def forget(self, live_track_ids: Iterable[int]) -> None:
+        """Drops the state of the tracks not in ``live_track_ids`` (ended tracks).
+
+        Args:
+            live_track_ids: the tracks still going.
+        """
         live = set(live_track_ids)
         for tid in [t for t in self._last if t not in live]:
             del self._last[tid]
@@ -185,11 +200,22 @@ class TemporalSmoother:
 
     def smooth(self, track_id: int, original: np.ndarray, restored: np.ndarray, denoise_weight: float = 1.0
                ) -> np.ndarray:
-        """The fused restored crop (uint8 (R, R, 3)) for ``track_id``; remembers this frame.
+        """The fused restored crop of one face; remembers this frame for the track's next.
 
-        ``original`` is the aligned input crop, ``restored`` the restorer's output for it (both
-        uint8, same shape); ``denoise_weight`` in [0, 1] scales the input averaging for this face
-        (the pipeline passes the quality gate's weight)."""
+        Args:
+            track_id: the face's track (its state is kept per track).
+            original: the aligned input crop, uint8 (R, R, 3).
+            restored: the restorer's output for it (uint8, same shape).
+            denoise_weight: in [0, 1], scales the input averaging for this face (the pipeline
+                passes the quality gate's weight).
+
+        Returns:
+            The fused crop, uint8 (R, R, 3); ``restored`` itself when the fusion is off or
+            there is nothing to fuse.
+
+        Raises:
+            ValueError: ``original`` and ``restored`` differ in shape.
+        """
         cfg = self.config
         if not cfg.enabled:
             return restored
@@ -238,7 +264,21 @@ class TemporalSmoother:
                       denoise_weight: float = 1.0) -> "torch.Tensor":
         """:meth:`smooth` for (3, R, R) float crops in [0, 1] on any torch device (the
         device-resident frame path): the flow is measured on the CPU from the same small grey
-        picture, the warp, weights and blend run with torch ops where the crops are."""
+        picture, the warp, weights and blend run with torch ops where the crops are.
+
+        Args:
+            track_id: the face's track (its state is kept per track).
+            original: the aligned input crop, (3, R, R) in [0, 1].
+            restored: the restorer's output for it (same shape).
+            denoise_weight: as for :meth:`smooth`.
+
+        Returns:
+            The fused crop, (3, R, R) in [0, 1] with ``restored``'s dtype; ``restored`` itself
+            when the fusion is off or there is nothing to fuse.
+
+        Raises:
+            ValueError: ``original`` and ``restored`` differ in shape.
+        """
         import torch
         import torch.nn.functional as F
 

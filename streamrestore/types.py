@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from streamrestore.model.cache import ReferenceCache
     from streamrestore.video.reader import VideoInfo
+
+#: what a restorer's ``encode_references`` returns and its ``restore`` takes back (the lite and
+#: InstantRestore models: :class:`streamrestore.model.cache.ReferenceCache`)
+CacheT = TypeVar("CacheT")
 
 
 @dataclass(frozen=True)
@@ -54,22 +57,41 @@ class AlignedFace:
 
 
 @runtime_checkable
-class Restorer(Protocol):
-    """What the pipeline needs from a face restorer.
+class Restorer(Protocol[CacheT]):
+    """What the pipeline needs from a face restorer: aligned faces of side ``resolution`` in,
+    restored faces out, each restored towards its identity's encoded references.
 
-    ``faces`` are float tensors in [0, 1], RGB, shape (B, 3, R, R) with R == ``resolution``.
-    ``caches[i]`` is the reference encoding of face i's identity, or None (no references).
-    ``noise_seeds[i]`` is the seed of face i's fixed noise (the pipeline passes the track id, so
-    an unchanged face restores identically frame after frame); None: the restorer's default
-    seed for every face. Restorers without noise accept it and ignore it.
+    Generic in the type of the encoded references (``Restorer`` alone: any).
     """
 
     resolution: int
 
-    def encode_references(self, faces: "torch.Tensor") -> "ReferenceCache": ...
+    def encode_references(self, faces: "torch.Tensor") -> CacheT:
+        """Encodes one identity's reference photos, once, for every frame after.
 
-    def restore(self, faces: "torch.Tensor", caches: Sequence["ReferenceCache | None"],
-                noise_seeds: Sequence[int] | None = None) -> "torch.Tensor": ...
+        Args:
+            faces: the aligned reference crops, float in [0, 1], RGB, (N, 3, R, R) with
+                R == ``resolution``.
+        """
+        ...
+
+    def restore(self, faces: "torch.Tensor", caches: Sequence[CacheT | None],
+                noise_seeds: Sequence[int] | None = None) -> "torch.Tensor":
+        """Restores a batch of faces.
+
+        Args:
+            faces: float tensors in [0, 1], RGB, shape (B, 3, R, R) with R == ``resolution``.
+            caches: ``caches[i]`` is the reference encoding of face i's identity (what
+                :meth:`encode_references` returned), or None (no references).
+            noise_seeds: ``noise_seeds[i]`` is the seed of face i's fixed noise (the pipeline
+                passes the track id, so an unchanged face restores identically frame after
+                frame); None: the restorer's default seed for every face. Restorers without
+                noise accept it and ignore it.
+
+        Returns:
+            The restored faces, (B, 3, R, R) in [0, 1].
+        """
+        ...
 
 
 # --- where frames come from and go to ------------------------------------------------------
@@ -88,7 +110,9 @@ class FrameSource(Protocol):
     info: "VideoInfo"
     problems: list[str]
 
-    def frames(self) -> Iterator[Any]: ...
+    def frames(self) -> Iterator[Any]:
+        """The decoded frames, in presentation order."""
+        ...
 
 
 @runtime_checkable
@@ -97,9 +121,13 @@ class FrameSink(Protocol):
     ``batch`` chunk's part file): ``write`` one frame at a time on the loop's writer thread,
     ``close`` once after the last (it finishes the output)."""
 
-    def write(self, frame: Any) -> None: ...
+    def write(self, frame: Any) -> None:
+        """Takes the next restored frame."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Finishes the output, after the last frame."""
+        ...
 
 
 @runtime_checkable
@@ -112,9 +140,20 @@ class LiveSink(Protocol):
     name: str
     frames_written: int
 
-    def write(self, rgb: np.ndarray, captured: float) -> None: ...
+    def write(self, rgb: np.ndarray, captured: float) -> None:
+        """Takes the next restored frame.
 
-    def close(self) -> None: ...
+        Args:
+            rgb: the frame, (H, W, 3) uint8 RGB.
+            captured: when it was captured, in seconds (the output's clock).
+        """
+        ...
 
-    def abort(self) -> None: ...
+    def close(self) -> None:
+        """Finishes the output."""
+        ...
+
+    def abort(self) -> None:
+        """Drops the output after a failure."""
+        ...
 

@@ -7,10 +7,15 @@ is the exact inverse and the face keeps its proportions.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
 from streamrestore.pixels import RgbPixels, Yuv420Pixels
+
+if TYPE_CHECKING:  # pragma: no cover
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "FFHQ_TEMPLATE_512",
@@ -55,7 +60,11 @@ def _check_resolution(resolution: int) -> int:
 
 
 def template(resolution: int) -> np.ndarray:
-    """The FFHQ template for an ``resolution`` x ``resolution`` crop, as a (5, 2) float array."""
+    """The FFHQ template for an ``resolution`` x ``resolution`` crop, as a (5, 2) float array.
+
+    Raises:
+        ValueError: ``resolution`` is not an integer >= 8.
+    """
     resolution = _check_resolution(resolution)
     return FFHQ_TEMPLATE_512 * (resolution / 512.0)
 
@@ -69,10 +78,18 @@ def _as_points(points, name: str) -> np.ndarray:
     return array
 
 
-def similarity_transform(src, dst) -> np.ndarray:
+def similarity_transform(src: ArrayLike, dst: ArrayLike) -> np.ndarray:
     """Least-squares similarity (Umeyama 1991, reflection excluded) mapping ``src`` onto ``dst``.
 
-    Returns the (2, 3) matrix ``M`` with ``dst ≈ M[:, :2] @ src + M[:, 2]``.
+    Args:
+        src: (N, 2) points, N >= 2, finite and not all at one place.
+        dst: (N, 2) points they should map to.
+
+    Returns:
+        The (2, 3) matrix ``M`` with ``dst ≈ M[:, :2] @ src + M[:, 2]``.
+
+    Raises:
+        ValueError: points of the wrong shape, non-finite, or ``src`` all at one place.
     """
     src = _as_points(src, "src")
     dst = _as_points(dst, "dst")
@@ -97,22 +114,35 @@ def similarity_transform(src, dst) -> np.ndarray:
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def alignment_matrix(kps, resolution: int) -> np.ndarray:
-    """The (2, 3) frame → crop similarity that puts the 5 landmarks ``kps`` on the template."""
+def alignment_matrix(kps: ArrayLike, resolution: int) -> np.ndarray:
+    """The (2, 3) frame → crop similarity that puts a face's landmarks on the template.
+
+    Args:
+        kps: the 5 landmarks, (5, 2), in frame pixels (left eye, right eye, nose, left and
+            right mouth corner).
+        resolution: side of the crop.
+
+    Raises:
+        ValueError: ``kps`` not (5, 2) or not finite, or ``resolution`` not an integer >= 8.
+    """
     kps = _as_points(kps, "kps")
     if kps.shape != (5, 2):
         raise ValueError(f"kps must have shape (5, 2), got {kps.shape}")
     return similarity_transform(kps, template(resolution))
 
 
-def arcface_matrix(kps) -> np.ndarray:
+def arcface_matrix(kps: ArrayLike) -> np.ndarray:
     """The (2, 3) similarity from an image with landmarks ``kps`` (5, 2) to the 112-px ArcFace crop
     (``cv2.warpAffine(image, M, (112, 112))``)."""
     return similarity_transform(kps, ARCFACE_TEMPLATE_112)
 
 
-def invert_affine(matrix) -> np.ndarray:
-    """The inverse of a (2, 3) affine matrix (crop → frame for an alignment matrix)."""
+def invert_affine(matrix: ArrayLike) -> np.ndarray:
+    """The inverse of a (2, 3) affine matrix (crop → frame for an alignment matrix).
+
+    Raises:
+        ValueError: ``matrix`` is not (2, 3) or not invertible.
+    """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (2, 3):
         raise ValueError(f"matrix must have shape (2, 3), got {matrix.shape}")
@@ -124,12 +154,21 @@ def invert_affine(matrix) -> np.ndarray:
     return np.hstack([inverse_linear, (-inverse_linear @ matrix[:, 2])[:, None]])
 
 
-def warp_to_template(image: np.ndarray, matrix, resolution: int, *, border_value: int = 0) -> np.ndarray:
+def warp_to_template(image: np.ndarray, matrix: ArrayLike, resolution: int, *, border_value: int = 0
+                     ) -> np.ndarray:
     """Cut the aligned (R, R, 3) uint8 crop out of ``image`` with the frame → crop ``matrix``.
 
-    Pixels outside the frame are filled with ``border_value`` (constant border): a reflected
-    border would mirror half a head into the crop for faces at the frame edge, and the restorer
-    would then "restore" that mirrored head.
+    Args:
+        image: the (H, W, 3) uint8 frame.
+        matrix: the (2, 3) frame → crop affine (:func:`alignment_matrix`).
+        resolution: side R of the crop.
+        border_value: fills the pixels outside the frame (constant border): a reflected border
+            would mirror half a head into the crop for faces at the frame edge, and the restorer
+            would then "restore" that mirrored head.
+
+    Raises:
+        ValueError: ``image`` is not an HxWx3 uint8 array, ``matrix`` not (2, 3), or
+            ``resolution`` not an integer >= 8.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -137,10 +176,18 @@ def warp_to_template(image: np.ndarray, matrix, resolution: int, *, border_value
     return crop_face(RgbPixels(image), matrix, resolution, border_value=border_value)
 
 
-def crop_face(pixels, matrix, resolution: int, *, border_value: int = 0) -> np.ndarray:
+def crop_face(pixels: RgbPixels | Yuv420Pixels, matrix: ArrayLike, resolution: int, *,
+              border_value: int = 0) -> np.ndarray:
     """:func:`warp_to_template` for any ``streamrestore.pixels`` frame, reading only the region
     the crop needs. From a 4:2:0 frame, a face larger than the crop has its planes warped
-    separately and only the crop converted to RGB."""
+    separately and only the crop converted to RGB.
+
+    Args:
+        pixels: the frame's pixels.
+        matrix: as for :func:`warp_to_template`.
+        resolution: as for :func:`warp_to_template`.
+        border_value: as for :func:`warp_to_template`.
+    """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (2, 3):
         raise ValueError(f"matrix must have shape (2, 3), got {matrix.shape}")

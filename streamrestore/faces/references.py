@@ -26,12 +26,21 @@ __all__ = ["parse_reference_specs", "check_reference_specs", "load_reference_set
 logger = logging.getLogger(__name__)
 
 
-def parse_reference_specs(specs: Sequence[str]) -> list[tuple[str, Path]]:
+def parse_reference_specs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]:
     """Parse ``--ref`` values: ``"DIR"`` (the set is named after the folder) or ``"NAME=DIR"``.
 
     DIR may also be a single photo (then the name defaults to the file's stem). A ``=`` only
     separates a name when the part before it has no path separator, so paths containing
     ``=`` still work as plain DIRs.
+
+    Args:
+        specs: the values; paths count as plain DIRs.
+
+    Returns:
+        (name, path) of each set, in the order given.
+
+    Raises:
+        ReferencesError: a spec without a folder or a usable name, or a name given twice.
     """
     parsed: list[tuple[str, Path]] = []
     for spec in specs:
@@ -58,10 +67,17 @@ def parse_reference_specs(specs: Sequence[str]) -> list[tuple[str, Path]]:
     return parsed
 
 
-def check_reference_specs(specs: Sequence[str]) -> None:
-    """Raises :class:`ReferencesError` for specs that cannot work, without reading any photo:
-    a name given twice, a folder that is missing or has no image files. Cheap enough to run
-    before any model is loaded."""
+def check_reference_specs(specs: Sequence[str | Path]) -> None:
+    """Checks reference specs without reading any photo; cheap enough to run before any model
+    is loaded.
+
+    Args:
+        specs: as for :func:`parse_reference_specs`.
+
+    Raises:
+        ReferencesError: a spec that cannot work: a name given twice, a folder that is missing
+            or has no image files.
+    """
     for _name, path in parse_reference_specs(specs):
         list_reference_images(path, warn=False)
 
@@ -69,7 +85,14 @@ def check_reference_specs(specs: Sequence[str]) -> None:
 def list_reference_images(path: Path, *, warn: bool = True) -> list[Path]:
     """The photos of one reference folder (or the single photo ``path``), sorted by name.
 
-    Non-image files are skipped with a warning (``warn=False``: silently); hidden files silently.
+    Args:
+        path: the folder, or a single photo.
+        warn: non-image files are skipped with a warning (False: silently); hidden files are
+            always skipped silently.
+
+    Raises:
+        ReferencesError: ``path`` is missing, is a file that is not a photo, or a folder
+            without photos.
     """
     if not path.exists():
         raise ReferencesError(f"reference folder {path} does not exist")
@@ -125,14 +148,26 @@ def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshol
             )
 
 
-def load_reference_sets(specs: Sequence[str], detector: Detector, embedder: FaceEmbedder, resolution: int,
+def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedder: FaceEmbedder, resolution: int,
                         *, max_images: int | None = None) -> list[ReferenceSet]:
-    """Load every reference set named by ``specs`` (see :func:`parse_reference_specs`).
+    """Load every reference set named by ``specs``.
 
     Each photo's face is found (also in a padded copy, for crops the face fills), aligned to
     the FFHQ template at ``resolution`` and embedded. Photos without a face, or unreadable, are
-    skipped with a warning; a set with no usable photo left raises :class:`ReferencesError`. ``max_images`` keeps only the first N
-    photos (by file name) of each set; the restorer's attention cost grows with N.
+    skipped with a warning.
+
+    Args:
+        specs: as for :func:`parse_reference_specs`.
+        detector: finds the face in each photo (the largest is used).
+        embedder: embeds each face (for matching tracks to sets, and the outlier warnings).
+        resolution: side of the aligned crops.
+        max_images: keep only the first N photos (by file name) of each set; the restorer's
+            attention cost grows with N (default None: all).
+
+    Raises:
+        ReferencesError: a spec or folder that cannot work (see :func:`check_reference_specs`),
+            or a set with no usable photo left.
+        ValueError: ``max_images`` is below 1.
     """
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be None or >= 1, got {max_images!r}")

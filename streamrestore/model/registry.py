@@ -22,6 +22,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -80,7 +81,7 @@ def _resolve(need: _Need, download: bool) -> bool:
         if p.is_file():
             need.found = p
             return True
-    if need.repo is None:
+    if need.repo is None or need.filename is None:  # only local candidates
         return True
     from huggingface_hub import try_to_load_from_cache
 
@@ -130,7 +131,15 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def compute_prompt_embedding(text_encoder_dir: Path, tokenizer_dir: Path) -> torch.Tensor:
-    """Embed :data:`PROMPT` with SD-Turbo's CLIP text encoder (transformers), (1, 77, 1024)."""
+    """Embed :data:`PROMPT` with SD-Turbo's CLIP text encoder (transformers), (1, 77, 1024).
+
+    Args:
+        text_encoder_dir: SD-Turbo's ``text_encoder/`` folder.
+        tokenizer_dir: its ``tokenizer/`` folder.
+
+    Raises:
+        ModelError: the ``transformers`` package is not installed.
+    """
     try:
         from transformers import CLIPTextModel, CLIPTokenizer
     except ImportError as exc:
@@ -165,10 +174,27 @@ def load_instantrestore_net(
 ) -> InstantRestoreNet:
     """Build the official model: SD-Turbo + sd-vae-ft-mse base weights + an official checkpoint.
 
-    ``sd_turbo``/``vae`` are local folders in the Hugging Face repo layout; ``variant`` picks the
-    released checkpoint (final, base, adain, lmattn) and, unless the file records it or ``config``
-    is given, whether AdaIN is on (:data:`VARIANT_ADAIN`). ``config`` supplies everything the files do
-    not (paper defaults); the UNet/VAE architecture always comes from their ``config.json``.
+    Each file is looked up as the module docstring says: explicit arguments, ``root``, the
+    Hugging Face cache, then a download.
+
+    Args:
+        checkpoint: the official checkpoint file.
+        sd_turbo: a local SD-Turbo folder in the Hugging Face repo layout.
+        vae: a local sd-vae-ft-mse folder in the Hugging Face repo layout.
+        prompt_embeds: a ``prompt_embeds.safetensors`` file (else computed once from
+            SD-Turbo's text encoder, and kept at :func:`prompt_cache_path`).
+        root: a local folder with the layout of the module docstring.
+        variant: the released checkpoint (final, base, adain, lmattn); unless the file records
+            it or ``config`` is given, it also says whether AdaIN is on (:data:`VARIANT_ADAIN`).
+        download: fetch missing files from the Hub (default None: unless ``HF_HUB_OFFLINE`` is
+            1, true or yes).
+        config: supplies everything the files do not (default None: paper defaults); the
+            UNet/VAE architecture always comes from their ``config.json``.
+
+    Raises:
+        ModelError: files missing (one message naming every one and where to put it), or
+            files that cannot be read or do not fit together.
+        ValueError: an unknown ``variant``.
     """
     if variant not in CHECKPOINT_FILES:
         raise ValueError(f"variant must be one of {sorted(CHECKPOINT_FILES)}, got {variant!r}")
@@ -213,7 +239,7 @@ def load_instantrestore_net(
     for need in list(needs.values()) + [prompt_need]:
         if need.found is None:
             online = _resolve(need, download and online) and online
-    text_needs = {}
+    text_needs: dict[str, _Need] = {}
     if prompt_need.found is None:
         for key, fname in (("te_config", "text_encoder/config.json"), ("te_weights", "text_encoder/model.safetensors"),
                            ("tok_vocab", "tokenizer/vocab.json"), ("tok_merges", "tokenizer/merges.txt"),
@@ -234,21 +260,23 @@ def load_instantrestore_net(
         raise ModelError("the InstantRestore model files are missing" + ("" if download else " (offline)")
                          + "; put them in a folder with this layout and pass it (root=<folder>, or the folder as"
                          " the model name), or into the Hugging Face cache:\n" + "\n".join(lines))
+    # every file was found (else the error above)
+    found = {key: need.found for key, need in (needs | text_needs).items() if need.found is not None}
 
-    ckpt = read_official_checkpoint(needs["checkpoint"].found)
+    ckpt = read_official_checkpoint(found["checkpoint"])
     if ckpt.adain is None and config is None:
         # the compact layout does not record AdaIN: take it from the released file's name, else
         # from ``variant`` (a base/lmattn ablation run with AdaIN is not the model that was trained)
-        by_name = {f: v for v, f in CHECKPOINT_FILES.items()}.get(needs["checkpoint"].found.name, variant)
+        by_name = {f: v for v, f in CHECKPOINT_FILES.items()}.get(found["checkpoint"].name, variant)
         config = paper_config(adain=VARIANT_ADAIN[by_name])
     cfg = (config or paper_config()).replace(
-        unet=_plain_config(needs["unet_config"].found), vae=_plain_config(needs["vae_config"].found)
+        unet=_plain_config(found["unet_config"]), vae=_plain_config(found["vae_config"])
     )
     if prompt_need.found is not None:
         embeds = _read_prompt(prompt_need.found)
     else:
-        te_dir = text_needs["te_config"].found.parent
-        tok_dir = text_needs["tok_vocab"].found.parent
+        te_dir = found["te_config"].parent
+        tok_dir = found["tok_vocab"].parent
         embeds = compute_prompt_embedding(te_dir, tok_dir)
         try:  # keep it so later runs skip the text encoder
             from safetensors.torch import save_file
@@ -265,10 +293,10 @@ def load_instantrestore_net(
         raise ModelError(f"the model files do not fit together: {exc}") from exc
     net = InstantRestoreNet(cfg)
     try:
-        net.load_base_weights(_load_weights(needs["unet_weights"].found), _load_weights(needs["vae_weights"].found))
+        net.load_base_weights(_load_weights(found["unet_weights"]), _load_weights(found["vae_weights"]))
     except RuntimeError as exc:
         raise ModelError(f"base weights do not fit their config: {str(exc)[:600]}") from exc
-    apply_official_checkpoint(net, ckpt, needs["checkpoint"].found)
+    apply_official_checkpoint(net, ckpt, found["checkpoint"])
     if embeds.shape[-1] != net.prompt_embeds.shape[-1]:
         raise ModelError(f"prompt embedding width {embeds.shape[-1]} != UNet cross_attention_dim {net.prompt_embeds.shape[-1]}")
     with torch.no_grad():
@@ -277,12 +305,25 @@ def load_instantrestore_net(
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-               fast_vae: str | Path | None = None, **options) -> InstantRestorer:
-    """A ready restorer: ``"lite"``, ``"instantrestore"`` (options: see :func:`load_instantrestore_net`),
-    a ``.safetensors`` file of ours, or an official ``.pt`` checkpoint (base weights resolved as for
-    ``instantrestore``). ``device="auto"`` picks CUDA when present; ``dtype`` None: fp16 on CUDA, fp32 on CPU.
-    ``fast_vae``: a TAESD folder or decoder file to decode with instead of the VAE (see
-    :class:`~streamrestore.model.restorer.InstantRestorer`; ignored with a warning for ``lite``).
+               fast_vae: str | Path | None = None, **options: Any) -> InstantRestorer:
+    """A ready restorer.
+
+    Args:
+        name_or_path: ``"lite"``, ``"instantrestore"``, a ``.safetensors`` file of ours, an
+            official ``.pt`` checkpoint (base weights resolved as for ``instantrestore``), a
+            folder holding the official files, or :data:`RANDOM_PAPER` (random weights, for
+            timing).
+        device: ``"auto"`` picks CUDA when present.
+        dtype: None: fp16 on CUDA, fp32 on CPU.
+        fast_vae: a TAESD folder or decoder file to decode with instead of the VAE (see
+            :class:`~streamrestore.model.restorer.InstantRestorer`; ignored with a warning for
+            ``lite``).
+        **options: for ``instantrestore``, a checkpoint or a folder: see
+            :func:`load_instantrestore_net`.
+
+    Raises:
+        ModelError: an unknown model, a ``fast_vae`` that does not exist, or model files that
+            are missing or do not fit.
     """
     name = str(name_or_path)
 

@@ -70,9 +70,17 @@ class InstantRestoreNet(nn.Module):
     ``ref_unet``/``ref_vae`` share storage with the restoration networks' frozen base weights
     (no extra memory); only the base ``conv_in`` is a separate tensor because the method trains
     ``conv_in`` of the restoration UNet in full.
+
+    Args:
+        config: the architecture and the method's settings.
+
+    Raises:
+        ValueError: the UNet config has no up block with attention (nothing to share).
     """
 
-    def __init__(self, config: RestorerConfig):
+    prompt_embeds: torch.Tensor  # (1, tokens, width) buffer, registered in __init__
+
+    def __init__(self, config: RestorerConfig) -> None:
         super().__init__()
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -129,10 +137,12 @@ class InstantRestoreNet(nn.Module):
     # -- networks seen from outside ------------------------------------------------------
     @property
     def reference_unet(self) -> nn.Module:
+        """The UNet references pass through: the base one without LoRA, else the restoration UNet."""
         return self.ref_unet if self.ref_unet is not None else self.unet
 
     @property
     def reference_vae(self) -> nn.Module | None:
+        """The VAE references are encoded with (as :attr:`reference_unet`); None without a VAE."""
         return self.ref_vae if self.ref_vae is not None else self.vae
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -157,7 +167,15 @@ class InstantRestoreNet(nn.Module):
         return state
 
     def load_base_weights(self, unet_state: dict | None = None, vae_state: dict | None = None) -> None:
-        """Load plain (diffusers-named) base weights into the reference network and the LoRA nets' base layers."""
+        """Load plain (diffusers-named) base weights into the reference network and the LoRA nets' base layers.
+
+        Args:
+            unet_state: the base UNet's state dict (None: left as it is).
+            vae_state: the base VAE's state dict (None: left as it is).
+
+        Raises:
+            ValueError: ``vae_state`` for a model without a VAE.
+        """
         if unet_state is not None:
             target = self.reference_unet
             target.load_state_dict(unet_state, strict=True)
@@ -169,11 +187,17 @@ class InstantRestoreNet(nn.Module):
             self.reference_vae.load_state_dict(vae_state, strict=True)
 
     def use_fast_decoder(self, decoder: nn.Module | None) -> None:
-        """Decode with ``decoder`` (scaled SD latents -> images in [-1, 1], e.g. TAESD's, see
-        :mod:`streamrestore.model.fast_vae`) instead of the VAE; None goes back to the VAE.
+        """Decode with another decoder instead of the VAE.
 
         It is not part of the model's weights (``weights_state_dict``) nor of its fingerprint:
         the reference path never decodes.
+
+        Args:
+            decoder: scaled SD latents -> images in [-1, 1] (e.g. TAESD's, see
+                :mod:`streamrestore.model.fast_vae`); None goes back to the VAE.
+
+        Raises:
+            ValueError: a decoder for a model without a VAE (``latent="pixel"``).
         """
         if decoder is not None and self.config.latent != "vae":
             raise ValueError("a fast decoder replaces the VAE decoder; this model has latent='pixel' and no VAE")
@@ -187,7 +211,12 @@ class InstantRestoreNet(nn.Module):
 
     # -- latent space ---------------------------------------------------------------------
     def encode(self, images: torch.Tensor, reference: bool = False) -> torch.Tensor:
-        """Images (B, 3, R, R) in [0, 1] -> scaled latents (deterministic: the VAE mean)."""
+        """Images (B, 3, R, R) in [0, 1] -> scaled latents (deterministic: the VAE mean).
+
+        Args:
+            images: the images.
+            reference: encode with the reference network's VAE (:attr:`reference_vae`).
+        """
         x = images * 2 - 1
         if self.config.latent == "pixel":
             return F.pixel_unshuffle(x, self.config.pixel_factor)
@@ -206,7 +235,15 @@ class InstantRestoreNet(nn.Module):
 
     # -- the two UNet passes --------------------------------------------------------------
     def reference_kv(self, latents: torch.Tensor, noise: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Run references through the reference UNet at ``reference_timestep``; shared-layer K/V by name."""
+        """Run references through the reference UNet at ``reference_timestep``.
+
+        Args:
+            latents: the references' scaled latents (N, C, h, w).
+            noise: their fixed noise, same shape.
+
+        Returns:
+            The shared layers' (keys, values), by layer name.
+        """
         noisy = self._sqrt_a_ref * latents + self._sqrt_1ma_ref * noise
         record: dict = {}
         t = torch.full((latents.shape[0],), self.config.reference_timestep, device=latents.device)
@@ -216,7 +253,15 @@ class InstantRestoreNet(nn.Module):
 
     def denoise(self, latents: torch.Tensor, noise: torch.Tensor, references: ReferenceBatch | None,
                 attention_maps: dict | None = None) -> torch.Tensor:
-        """One restoration step: clean latent (B, C, h, w) -> x0 estimate, same shape."""
+        """One restoration step: clean latent (B, C, h, w) -> x0 estimate, same shape.
+
+        Args:
+            latents: the faces' scaled latents.
+            noise: their fixed noise, same shape.
+            references: each face's references (None: plain self-attention).
+            attention_maps: a caller-owned dict naming the layers whose attention maps are
+                wanted (the training path; see :mod:`streamrestore.model.attention`).
+        """
         cfg = self.config
         x_t = self._sqrt_a * latents + self._sqrt_1ma * noise if cfg.add_noise else latents
         t = torch.full((latents.shape[0],), cfg.timestep, device=latents.device)
@@ -235,8 +280,15 @@ class InstantRestoreNet(nn.Module):
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU. A CUDA device that is not there raises
-    :class:`~streamrestore.errors.DeviceError` (one line) instead of failing deep in torch."""
+    """The torch device a device option names.
+
+    Args:
+        device: ``"auto"``: CUDA when available, else the CPU; or any torch device.
+
+    Raises:
+        DeviceError: an unknown device, or a CUDA device that is not there (one line, instead
+            of failing deep in torch).
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -256,17 +308,29 @@ class InstantRestorer:
 
     Inputs are float tensors in [0, 1] on any device; computation runs on ``device`` in
     ``dtype``; outputs are float32 on the input's device.
+
+    Args:
+        net: the network (moved to ``device`` and ``dtype``, in eval mode, without gradients).
+        device: as for :func:`pick_device`.
+        dtype: None: fp16 on CUDA, fp32 on the CPU.
+        name: the model's name; it gets a ``+taesd`` suffix when ``fast_vae`` is used (so
+            engine caches keep them apart).
+        fast_vae: a TAESD folder or decoder file (see :mod:`streamrestore.model.fast_vae`) to
+            decode with instead of the VAE (faster, some quality lost); default None: the model's
+            VAE. Pixel-latent models (``lite``) have no VAE to replace: a warning says it is
+            ignored.
+
+    Raises:
+        DeviceError: see :func:`pick_device`.
+        ModelError: a ``fast_vae`` whose latents do not fit the model's.
+        ValueError: a ``dtype`` that is not floating point.
     """
 
     #: fixed-noise tensors kept per (seed, device, dtype); a handful of tracks at a time
     noise_cache_size = 64
 
     def __init__(self, net: InstantRestoreNet, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-                 name: str = "custom", fast_vae: str | Path | None = None):
-        """``fast_vae``: a TAESD folder or decoder file (see :mod:`streamrestore.model.fast_vae`) to
-        decode with instead of the VAE (faster, some quality lost); default None: the model's VAE.
-        Pixel-latent models (``lite``) have no VAE to replace: a warning says it is ignored.
-        ``name`` gets a ``+taesd`` suffix when it is used (so engine caches keep them apart)."""
+                 name: str = "custom", fast_vae: str | Path | None = None) -> None:
         if fast_vae is not None:
             if net.config.latent != "vae":
                 log.warning("--fast-vae ignored: the model %r decodes pixels directly (no VAE to replace)", name)
@@ -324,7 +388,15 @@ class InstantRestorer:
             raise ValueError(f"{what} must have shape (N, 3, {r}, {r}), got {tuple(faces.shape)}")
 
     def fixed_noise(self, seed: int, batch: int = 1) -> torch.Tensor:
-        """The noise tensor of ``seed`` (1, C, h, w), drawn on CPU in float32 so it is the same everywhere."""
+        """The noise tensor of ``seed``, drawn on CPU in float32 so it is the same everywhere.
+
+        Args:
+            seed: the noise's seed.
+            batch: how many faces it is for.
+
+        Returns:
+            (batch, C, h, w): the one (1, C, h, w) noise, expanded.
+        """
         cache_key = (int(seed), self.device, self.dtype)
         noise = self._noise.get(cache_key)
         if noise is None:
@@ -348,7 +420,14 @@ class InstantRestorer:
     # -- Restorer protocol ------------------------------------------------------------------
     @torch.inference_mode()
     def encode_references(self, faces: torch.Tensor) -> ReferenceCache:
-        """Encode N aligned reference faces (N, 3, R, R) in [0, 1] of one identity."""
+        """Encode the aligned reference faces of one identity.
+
+        Args:
+            faces: N aligned faces (N, 3, R, R) in [0, 1].
+
+        Raises:
+            ValueError: faces of the wrong shape, or none.
+        """
         self._check_faces(faces, "reference faces")
         n = faces.shape[0]
         if n == 0:
@@ -371,7 +450,15 @@ class InstantRestorer:
 
     @torch.inference_mode()
     def check_restore_args(self, faces: torch.Tensor, caches: Sequence, noise_seeds: Sequence[int] | None) -> list[int]:
-        """Validates :meth:`restore`'s arguments; returns one noise seed per face."""
+        """Validates :meth:`restore`'s arguments.
+
+        Returns:
+            One noise seed per face.
+
+        Raises:
+            ValueError: faces of the wrong shape, or a count of caches or seeds that is not
+                the faces'.
+        """
         self._check_faces(faces, "faces")
         b = faces.shape[0]
         if len(caches) != b:
@@ -382,12 +469,18 @@ class InstantRestorer:
 
     def restore(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None],
                 noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
-        """Restore B aligned faces (B, 3, R, R) in [0, 1]; ``caches[i]`` is face i's identity or None.
+        """Restore B aligned faces. The same face, references and seed always give the same
+        output (bitwise on CPU), whatever else is in the batch up to float rounding.
 
-        ``noise_seeds[i]`` picks face i's fixed noise (pass the track id so each track keeps one
-        noise for its whole life); default: ``config.noise_seed`` for every face. The same face,
-        references and seed always give the same output (bitwise on CPU), whatever else is in
-        the batch up to float rounding.
+        Args:
+            faces: (B, 3, R, R) in [0, 1].
+            caches: ``caches[i]`` is face i's identity (:meth:`encode_references`) or None.
+            noise_seeds: ``noise_seeds[i]`` picks face i's fixed noise (pass the track id so
+                each track keeps one noise for its whole life); default: ``config.noise_seed``
+                for every face.
+
+        Returns:
+            The restored faces, float32 (B, 3, R, R) in [0, 1] on ``faces``' device.
         """
         seeds = self.check_restore_args(faces, caches, noise_seeds)
         b = faces.shape[0]

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import av.error
@@ -85,8 +86,16 @@ class VideoInfo:
 
 
 def open_input(path: str | os.PathLike) -> av.container.InputContainer:
-    """Open ``path`` for demuxing or raise InputError saying what is wrong with it (the reader's
-    video and the writer's audio source are opened this way)."""
+    """Open ``path`` for demuxing (the reader's video and the writer's audio source are opened
+    this way).
+
+    Args:
+        path: the media file.
+
+    Raises:
+        InputError: saying what is wrong with it (missing, a folder, empty, unreadable, not
+            media FFmpeg can read).
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"input not found: {p}")
@@ -111,8 +120,16 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
     return container
 
 
-def pick_video_stream(container, path) -> av.video.stream.VideoStream:
-    """The main video stream, ignoring cover art; InputError if there is none or a photo."""
+def pick_video_stream(container: av.container.InputContainer, path: str | os.PathLike) -> av.video.stream.VideoStream:
+    """The main video stream, ignoring cover art: the one marked default, else the first.
+
+    Args:
+        container: the opened input.
+        path: its path, for messages.
+
+    Raises:
+        InputError: there is no video stream, or the file is a photo (the container is closed).
+    """
     if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
         container.close()
         raise InputError(f"{path} is a still image, not a video; give a video file")
@@ -132,6 +149,12 @@ def pick_video_stream(container, path) -> av.video.stream.VideoStream:
         if s.disposition & av.stream.Disposition.default:
             return s
     return videos[0]
+
+
+def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
+    """The time base of a demuxed stream (FFmpeg sets one on every stream it reads; PyAV's type
+    allows None)."""
+    return cast(Fraction, stream.time_base)
 
 
 def _stream_duration(container, stream) -> float | None:
@@ -198,7 +221,11 @@ def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo
 
 
 def probe(path: str | os.PathLike) -> VideoInfo:
-    """Describe the video in ``path`` (decodes only its first frame)."""
+    """Describe the video in ``path`` (decodes only its first frame).
+
+    Raises:
+        InputError: as :class:`VideoReader` does.
+    """
     with VideoReader(path) as reader:
         return reader.info
 
@@ -223,8 +250,9 @@ def _repeat_frame(frame: av.VideoFrame, pts: int, duration: int) -> av.VideoFram
     """A copy of ``frame`` (pixels, colour tags) shown at ``pts`` for ``duration``."""
     copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
     for src, dst in zip(frame.planes, copy.planes):
-        a = np.frombuffer(src, np.uint8).reshape(-1, src.line_size)
-        b = np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)
+        # memoryview: the planes have the buffer protocol, which numpy's types only know from 3.12
+        a = np.frombuffer(memoryview(src), np.uint8).reshape(-1, src.line_size)
+        b = np.frombuffer(memoryview(dst), np.uint8).reshape(-1, dst.line_size)
         rows, width = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
         b[:rows, :width] = a[:rows, :width]
     copy.pts, copy.time_base = pts, frame.time_base
@@ -249,6 +277,11 @@ class VideoReader:
 
     Use as a context manager, from one thread. ``info`` is available right after
     construction; :meth:`frames` can be iterated once.
+
+    Raises:
+        InputError: the file cannot be read as a video, no frame decodes, or no frame lies in
+            the window.
+        ValueError: a bad ``start``, ``end`` or ``threads``.
     """
 
     def __init__(
@@ -296,24 +329,24 @@ class VideoReader:
             if start:
                 # Decode up to the window now (from the keyframe before it, as frames() would),
                 # so a start past the end fails here, before the caller loads anything.
-                self._skip_to_window()
+                self._skip_to_window(start)
         except BaseException:
             self._container.close()
             raise
 
     def _seek(self, when: float) -> None:
         stream = self._stream
-        offset = int(when / stream.time_base)
+        offset = int(when / _time_base(stream))
         try:
             self._container.seek(offset, stream=stream, backward=True)
         except av.error.FFmpegError as exc:
             # Unseekable input (pipes, some ts): decode from the start and skip instead.
             logger.warning("cannot seek in %s (%s); decoding from the start", self.path, exc)
 
-    def _skip_to_window(self) -> None:
+    def _skip_to_window(self, start: float) -> None:
         """Make ``_first`` the first frame at or after ``start``; InputError if there is none."""
-        eps = float(self._stream.time_base) / 2
-        first = self._origin + self.start - eps
+        eps = float(_time_base(self._stream)) / 2
+        first = self._origin + start - eps
         item = self._first
         while item is not None and item[0].time is not None and item[0].time < first:
             item = next(self._decoded, None)
@@ -404,12 +437,17 @@ class VideoReader:
 
     def frames(self) -> Iterator[av.VideoFrame]:
         """Decoded frames in presentation order, within [start, end). A frame lost to damaged
-        data comes as a copy of the frame before it, at its own timestamp (see the module)."""
+        data comes as a copy of the frame before it, at its own timestamp (see the module).
+
+        Raises:
+            RuntimeError: when iterated a second time.
+            InputError: no frame lies in the window.
+        """
         if self._iterated:
             raise RuntimeError("VideoReader.frames() can only be iterated once")
         self._iterated = True
         # Half a tick of slack so a frame exactly at `start` or `end` is not lost to rounding.
-        eps = float(self._stream.time_base) / 2
+        eps = float(_time_base(self._stream)) / 2
         first = None if self.start is None else self._origin + self.start - eps
         last = None if self.end is None else self._origin + self.end - eps
         reached_end = True
@@ -461,10 +499,11 @@ class VideoReader:
         # Not logged here: the callers report ``problems`` once (the run summary, live's exit).
 
     def close(self) -> None:
+        """Closes the file."""
         self._container.close()
 
     def __enter__(self) -> VideoReader:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -23,6 +23,8 @@ import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import TracebackType
+from typing import Iterator, cast
 
 import av
 import av.error
@@ -90,7 +92,14 @@ def _encoder_available(name: str) -> bool:
 
 
 def resolve_codec(codec: str) -> str:
-    """FFmpeg encoder name for ``codec`` (aliases: h264, hevc, vp9, av1); ValueError if absent."""
+    """The FFmpeg encoder name for ``codec``.
+
+    Args:
+        codec: an encoder name or alias (h264, hevc, vp9, av1).
+
+    Raises:
+        ValueError: this FFmpeg build has no such encoder.
+    """
     choice = _CODEC_ALIASES.get(codec.lower(), codec)
     candidates = choice if isinstance(choice, tuple) else (choice,)
     for name in candidates:
@@ -114,6 +123,10 @@ class EncoderSettings:
         preset: encoder speed preset. None uses the encoder's balanced default
             (x264/x265 "medium", vp9 cpu-used 2, svt-av1 preset 8, aom cpu-used 6).
         threads: encoder threads, 0 lets FFmpeg choose.
+
+    Raises:
+        ValueError: an encoder this FFmpeg build lacks, a ``crf`` outside 0-63, or negative
+            ``threads``.
     """
 
     codec: str | None = None
@@ -130,12 +143,13 @@ class EncoderSettings:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
 
     def codec_for(self, dst: Path) -> str:
+        """The encoder for an output at ``dst`` (the default depends on its extension)."""
         if self.codec is not None:
             return self.codec
         return resolve_codec("vp9") if dst.suffix.lower() == ".webm" else "libx264"
 
     def options_for(self, codec: str) -> dict[str, str]:
-        """Encoder options (FFmpeg AVOptions) for ``codec``."""
+        """Encoder options (FFmpeg AVOptions) for the encoder ``codec``."""
         crf = self.crf if self.crf is not None else _DEFAULT_CRF.get(codec)
         preset = self.preset if self.preset is not None else _DEFAULT_PRESET.get(codec)
         options: dict[str, str] = {}
@@ -178,8 +192,16 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """OutputError when the output ``dst`` is the input ``src`` itself: replacing it would
-    destroy the original video, so this is refused even with ``force``."""
+    """Refuses an output that is the input itself: replacing it would destroy the original
+    video, so this is refused even with ``force``.
+
+    Args:
+        src: the input.
+        dst: the output.
+
+    Raises:
+        OutputError: ``dst`` is ``src`` (however spelled: relative, symlink, hard link).
+    """
     if _same_file(src, dst):
         raise OutputError(
             f"output {dst} is the input file {src}; writing it would destroy the original, "
@@ -189,6 +211,11 @@ def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 # What a failed write says when the disk or a limit is the cause (not the codec or container).
 _SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
+
+
+def _pts(frame: av.VideoFrame) -> int:
+    """The pts of a frame :meth:`VideoWriter.write` took (it refuses frames without one)."""
+    return cast(int, frame.pts)
 
 
 def _write_failed(dst: Path, exc: BaseException) -> OutputError:
@@ -224,9 +251,18 @@ def _output_pix_fmt(codec: str, info: VideoInfo) -> str:
 
 def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSettings | None = None
                    ) -> tuple[str, int | None, int | None]:
-    """(pixel format, swscale matrix, colour range) a :class:`VideoWriter` for ``dst`` converts
-    frames to before encoding: with :func:`to_encoder_format` a frame can be converted ahead,
-    elsewhere (e.g. by a batch worker), exactly as the writer would."""
+    """What a :class:`VideoWriter` converts frames to before encoding: with
+    :func:`to_encoder_format` a frame can be converted ahead, elsewhere (e.g. by a batch
+    worker), exactly as the writer would.
+
+    Args:
+        dst: the output file.
+        info: the source's description.
+        settings: the writer's (default None: ``EncoderSettings()``).
+
+    Returns:
+        (pixel format, swscale matrix, colour range).
+    """
     settings = settings if settings is not None else EncoderSettings()
     codec = settings.codec_for(Path(dst))
     pix_fmt = _output_pix_fmt(codec, info)
@@ -240,7 +276,14 @@ def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSet
 
 def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, color_range: int | None
                       ) -> av.VideoFrame:
-    """``frame`` converted to what the encoder takes (itself when it already is that format)."""
+    """``frame`` converted to what the encoder takes (itself when it already is that format).
+
+    Args:
+        frame: the frame.
+        pix_fmt: as :func:`encoder_format` returns them.
+        matrix: as :func:`encoder_format` returns them.
+        color_range: as :func:`encoder_format` returns them.
+    """
     if frame.format.name == pix_fmt:
         return frame
     return frame.reformat(
@@ -260,8 +303,9 @@ class VideoWriter:
         settings: encoder choice and quality.
         audio_from: file whose audio streams are copied packet for packet (normally the
             source); None writes video only.
-        start, end: the same window given to the reader (seconds from ``info.origin``); see
-            the module docstring for how times are shifted.
+        start: the start of the window given to the reader (seconds from ``info.origin``);
+            see the module docstring for how times are shifted.
+        end: the end of that window.
         force: replace an existing ``dst``.
 
     ``write`` takes frames with ``pts`` and ``time_base`` set (decoded frames, or new frames
@@ -269,6 +313,12 @@ class VideoWriter:
     order; do not modify a frame after writing it (the writer holds one frame back). Use
     as a context manager: a normal exit calls :meth:`close`, any exception
     (KeyboardInterrupt included) calls :meth:`abort`. One thread only.
+
+    Raises:
+        OutputError: ``dst`` cannot be written (exists without ``force``, is the input, a
+            container that cannot keep every frame's timing or hold the codec or audio, a
+            folder that is missing or not writable).
+        ValueError: ``end`` not after ``start``.
     """
 
     def __init__(
@@ -291,9 +341,9 @@ class VideoWriter:
         self.end = end
         self.frames_written = 0
         self._closed = False
-        self._output = None
-        self._audio_in = None
-        self._temp: Path | None = None
+        self._output: av.container.OutputContainer | None = None  # None once closed or aborted
+        self._audio_in: av.container.InputContainer | None = None
+        self._temp: Path | None = None  # None once renamed to dst or removed
         # One frame is held back so a frame without a duration can get it from the next.
         self._pending: av.VideoFrame | None = None
         self._last_interval: int | None = None
@@ -366,7 +416,9 @@ class VideoWriter:
             ) from None
         out = self._output
         options = self.settings.options_for(self._codec)
-        stream = out.add_stream(self._codec, options=options)
+        # add_stream's type covers audio and subtitle encoders too; self._codec names a video
+        # encoder (an audio encoder given as the codec fails at the first video setting below)
+        stream = cast(av.video.stream.VideoStream, out.add_stream(self._codec, options=options))
         stream.width = info.width
         stream.height = info.height
         stream.pix_fmt = _output_pix_fmt(self._codec, info)
@@ -396,7 +448,8 @@ class VideoWriter:
         self._matrix = _SWS_MATRIX.get(info.color_space) if info.color_space else None
 
         self._audio_map: dict[int, av.stream.Stream] = {}
-        self._audio_next = None
+        self._audio_packets: Iterator[av.Packet]  # set below when there is audio
+        self._audio_next: av.Packet | None = None
         if audio_from is not None:
             self._audio_in = open_input(audio_from)
             audio_streams = list(self._audio_in.streams.audio)
@@ -434,6 +487,12 @@ class VideoWriter:
                 "try .mkv, which holds any codec"
             ) from None
 
+    @property
+    def _muxer(self) -> av.container.OutputContainer:
+        """The output container: set by ``_open``, None only once closed or aborted, after
+        which nothing is muxed."""
+        return cast(av.container.OutputContainer, self._output)
+
     # -- audio ----------------------------------------------------------------------------
 
     def _next_audio_packet(self):
@@ -469,12 +528,19 @@ class VideoWriter:
                     if packet.dts is not None:
                         packet.dts -= shift
             packet.stream = self._audio_map[packet.stream_index]
-            self._output.mux(packet)
+            self._muxer.mux(packet)
 
     # -- video ----------------------------------------------------------------------------
 
     def write(self, frame: av.VideoFrame) -> None:
-        """Queue one frame (presentation order, ``pts`` and ``time_base`` set)."""
+        """Queue one frame (presentation order, ``pts`` and ``time_base`` set).
+
+        Raises:
+            ValueError: a frame without pts, of another size or time base, or not after the
+                one before.
+            OutputError: encoding failed (e.g. the disk is full); nothing is left behind.
+            RuntimeError: after :meth:`close` or :meth:`abort`.
+        """
         if self._closed:
             raise RuntimeError("write() after close() or abort()")
         if frame.pts is None:
@@ -494,7 +560,7 @@ class VideoWriter:
             self._offset_s = self._offset * self.info.time_base
         pending = self._pending
         if pending is not None:
-            interval = frame.pts - pending.pts
+            interval = frame.pts - _pts(pending)
             if interval <= 0:
                 raise ValueError(
                     f"frame pts {frame.pts} is not after the previous {pending.pts}; "
@@ -509,10 +575,11 @@ class VideoWriter:
         self._pending = frame
 
     def _encode(self, frame: av.VideoFrame, duration: int | None) -> None:
-        converted = to_encoder_format(frame, self._video.pix_fmt, self._matrix, self._range)
+        pix_fmt = cast(str, self._video.pix_fmt)  # set in _open
+        converted = to_encoder_format(frame, pix_fmt, self._matrix, self._range)
         owned = converted is not frame
         original = (frame.pts, frame.duration)
-        converted.pts = frame.pts - self._offset
+        converted.pts = _pts(frame) - cast(int, self._offset)  # write() sets the offset first
         converted.time_base = self.info.time_base
         converted.duration = duration if duration is not None else frame.duration
         # Encoders guess packet durations from the frame rate (wrong for VFR and for the
@@ -531,7 +598,7 @@ class VideoWriter:
             duration = self._durations.pop(packet.pts, None)
             if duration:
                 packet.duration = duration
-            self._output.mux(packet)
+            self._muxer.mux(packet)
             t = self._packet_time(packet)
             if t is not None:
                 # Audio follows the video already in the file (source time = t + offset).
@@ -540,7 +607,12 @@ class VideoWriter:
     # -- finishing ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush the encoder, copy the remaining audio, finish the file, rename it to dst."""
+        """Flush the encoder, copy the remaining audio, finish the file, rename it to dst.
+
+        Raises:
+            OutputError: no frame was written, or finishing the file failed; nothing is left
+                behind.
+        """
         if self._closed:
             return
         try:
@@ -558,12 +630,12 @@ class VideoWriter:
                 self._encode(frame, duration)
             self._mux_video(self._video.encode(None))
             self._mux_audio_until(None)
-            self._output.close()
+            self._muxer.close()
             self._output = None
             if self._audio_in is not None:
                 self._audio_in.close()
                 self._audio_in = None
-            os.replace(self._temp, self.dst)
+            os.replace(cast(Path, self._temp), self.dst)  # set until renamed or removed
             self._temp = None
         except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, folder removed, ...
             self.abort()
@@ -595,7 +667,8 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close()
         else:
