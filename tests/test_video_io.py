@@ -529,6 +529,8 @@ def test_encoder_settings_defaults_and_validation():
     assert resolve_codec("h264") == "libx264"
     assert resolve_codec("vp9") == "libvpx-vp9"
     assert resolve_codec("av1") in ("libsvtav1", "libaom-av1")
+    with pytest.raises(ValueError, match="video encoder 'aac'"):  # an audio encoder is refused up front
+        resolve_codec("aac")
     settings = EncoderSettings()
     assert settings.codec_for(Path("a.mp4")) == "libx264"
     assert settings.codec_for(Path("a.webm")) == "libvpx-vp9"

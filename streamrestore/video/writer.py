@@ -84,11 +84,12 @@ _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 
 
 def _encoder_available(name: str) -> bool:
+    """Whether this FFmpeg build has a *video* encoder of that name (an audio encoder such as aac
+    would pass a plain lookup and fail later, when the stream is given a frame size)."""
     try:
-        av.Codec(name, "w")
+        return av.Codec(name, "w").type == "video"
     except (av.error.FFmpegError, ValueError):
         return False
-    return True
 
 
 def resolve_codec(codec: str) -> str:
@@ -416,8 +417,8 @@ class VideoWriter:
             ) from None
         out = self._output
         options = self.settings.options_for(self._codec)
-        # add_stream's type covers audio and subtitle encoders too; self._codec names a video
-        # encoder (an audio encoder given as the codec fails at the first video setting below)
+        # add_stream's type covers audio and subtitle encoders too; self._codec is a video encoder
+        # (resolve_codec refuses others)
         stream = cast(av.video.stream.VideoStream, out.add_stream(self._codec, options=options))
         stream.width = info.width
         stream.height = info.height
