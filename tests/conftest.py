@@ -1,5 +1,6 @@
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,50 @@ def refs(tmp_path, shared_data):
     for p in sorted((shared_data / "face_recognition/knn_train/obama").iterdir())[:2]:
         shutil.copy(p, folder / p.name)
     return folder
+
+
+@dataclass(frozen=True)
+class FaceClip:
+    """A clip of one drawn face (tests/synthetic_faces.py) and where its landmarks are."""
+
+    path: Path
+    landmarks: list  # (5, 2) float array per frame
+    width: int
+    height: int
+    fps: int
+
+    @property
+    def frames(self) -> int:
+        return len(self.landmarks)
+
+
+@pytest.fixture(scope="session")
+def face_clip(tmp_path_factory) -> FaceClip:
+    """16 frames (0.64 s) of a drawn face moving over a textured backdrop, 160x120 H.264 with an
+    AAC tone: a face video that needs no shared media. Read-only: copy it to change it."""
+    from media_utils import make_face_clip
+
+    path = tmp_path_factory.mktemp("face_clip") / "face.mp4"
+    truth = make_face_clip(path, width=160, height=120, frames=16, fps=25, audio="aac")
+    return FaceClip(path, truth, 160, 120, 25)
+
+
+@pytest.fixture
+def synthetic_faces(monkeypatch):
+    """``create_detector`` and ``create_embedder`` give the drawn-face detector and embedder (what
+    ``build_face_restorer``, the command line and the examples load), for this test."""
+    import synthetic_faces
+
+    synthetic_faces.install(monkeypatch)
+    return synthetic_faces
+
+
+@pytest.fixture
+def synthetic_refs(tmp_path):
+    """A reference folder of one drawn person (two photos of Ann), in a test's own tmp folder."""
+    from synthetic_faces import write_portraits
+
+    return write_portraits(tmp_path / "refs", "ann")
 
 
 @pytest.fixture(scope="module")
