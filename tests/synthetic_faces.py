@@ -168,7 +168,7 @@ def two_people(width: int = 320, height: int = 160, shift: tuple[float, float] =
                ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Ann on the left and Ben on the right: (RGB picture, [ann's landmarks, ben's])."""
     dx, dy = shift
-    eye = 0.3 * min(width, height)
+    eye = 0.2 * min(width, height)
     faces = [("ann", face_matrix((width * 0.27 + dx, height * 0.5 + dy), eye, -4.0)),
              ("ben", face_matrix((width * 0.73 + dx, height * 0.5 + dy), eye * 1.1, 5.0))]
     return scene(width, height, faces)
