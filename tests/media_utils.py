@@ -87,13 +87,13 @@ def make_clip(
 
 
 def make_face_clip(path: Path, *, width: int = 160, height: int = 120, frames: int = 16, person: str = "ann",
-                   **options) -> list[np.ndarray]:
+                   grain: bool = False, **options) -> list[np.ndarray]:
     """A clip of one drawn face moving over a textured backdrop (:mod:`synthetic_faces`); returns
-    the face's (5, 2) landmarks in each frame. ``options``: as for :func:`make_clip` (fps, audio,
-    codec...)."""
+    the face's (5, 2) landmarks in each frame. ``grain``: the backdrop's noise changes every frame
+    (large encoded frames). ``options``: as for :func:`make_clip` (fps, audio, codec...)."""
     from synthetic_faces import face_frames
 
-    pictures, truth = face_frames(frames, width, height, person)
+    pictures, truth = face_frames(frames, width, height, person, grain)
     make_clip(path, width=width, height=height, frames=frames, picture=pictures.__getitem__, **options)
     return truth
 

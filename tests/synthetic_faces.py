@@ -110,11 +110,12 @@ def landmarks(matrix: np.ndarray) -> np.ndarray:
     return T @ matrix[:, :2].T + matrix[:, 2]
 
 
-def background(width: int, height: int, index: int = 0) -> np.ndarray:
+def background(width: int, height: int, index: int = 0, grain: bool = False) -> np.ndarray:
     """A grey-green textured backdrop (gradients, fixed noise, stripes drifting with ``index``):
-    no skin, blue or red in it, and enough texture that a codec keeps it recognisable."""
+    no skin, blue or red in it, and enough texture that a codec keeps it recognisable.
+    ``grain``: the noise changes from frame to frame (a clip that does not compress)."""
     y, x = np.mgrid[0:height, 0:width]
-    noise = np.random.default_rng(7).integers(0, 24, size=(height, width))
+    noise = np.random.default_rng(7 + index * grain).integers(0, 24, size=(height, width))
     base = 70 + (x * 60) // max(1, width - 1) + (y * 40) // max(1, height - 1) + noise
     stripes = (((x + 2 * index) // 6) % 2) * 18
     grey = np.clip(base + stripes, 0, 255)
@@ -137,10 +138,10 @@ def draw_faces(canvas: np.ndarray, faces: Sequence[tuple[str, np.ndarray]]) -> l
     return kps
 
 
-def scene(width: int, height: int, faces: Sequence[tuple[str, np.ndarray]], index: int = 0
+def scene(width: int, height: int, faces: Sequence[tuple[str, np.ndarray]], index: int = 0, grain: bool = False
           ) -> tuple[np.ndarray, list[np.ndarray]]:
     """A backdrop with faces drawn on it: (RGB picture, landmarks of each face)."""
-    canvas = background(width, height, index)
+    canvas = background(width, height, index, grain)
     return canvas, draw_faces(canvas, faces)
 
 
@@ -153,12 +154,13 @@ def moving_face(index: int, frames: int, width: int, height: int, person: str = 
     return person, face_matrix(centre, eye, 6.0 * math.sin(2 * math.pi * t))
 
 
-def face_frames(frames: int = 16, width: int = 160, height: int = 120, person: str = "ann"
+def face_frames(frames: int = 16, width: int = 160, height: int = 120, person: str = "ann", grain: bool = False
                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``frames`` RGB pictures of one moving face and its (5, 2) landmarks in each."""
+    """``frames`` RGB pictures of one moving face and its (5, 2) landmarks in each (``grain``:
+    see :func:`background`)."""
     pictures, truth = [], []
     for i in range(frames):
-        rgb, (kps,) = scene(width, height, [moving_face(i, frames, width, height, person)], i)
+        rgb, (kps,) = scene(width, height, [moving_face(i, frames, width, height, person)], i, grain)
         pictures.append(rgb)
         truth.append(kps)
     return pictures, truth
