@@ -25,6 +25,14 @@ def shared() -> Path:
 
 
 @pytest.fixture(scope="session")
+def maybe_shared() -> Path | None:
+    """The shared folder, or None without it (for a test that uses it when it is there and runs
+    without it too)."""
+    root = shared_root()
+    return root if (root / "data").is_dir() else None
+
+
+@pytest.fixture(scope="session")
 def shared_data(shared) -> Path:
     return shared / "data"
 
