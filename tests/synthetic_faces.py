@@ -32,9 +32,8 @@ MOUTH_CENTRE_512 = (T[3] + T[4]) / 2
 FACE_CENTRE_512 = np.array([256.0, 300.0])
 FACE_AXES_512 = (112, 150)  # the skin ellipse's half width and half height
 HAIR_CENTRE_512, HAIR_AXES_512 = np.array([256.0, 262.0]), (132, 168)
-# the face's box on the template: the skin ellipse
-BOX_512 = np.array([FACE_CENTRE_512[0] - FACE_AXES_512[0], FACE_CENTRE_512[1] - FACE_AXES_512[1],
-                    FACE_CENTRE_512[0] + FACE_AXES_512[0], FACE_CENTRE_512[1] + FACE_AXES_512[1]])
+# the face's box on the template: where SCRFD puts it on FFHQ-aligned faces (median over photos)
+BOX_512 = np.array([129.0, 92.0, 403.0, 472.0])
 # where the embedder reads the hair colour (template pixels between the hair's top and the forehead)
 HAIR_PATCH_512 = (slice(104, 140), slice(226, 288))
 
@@ -145,22 +144,23 @@ def scene(width: int, height: int, faces: Sequence[tuple[str, np.ndarray]], inde
     return canvas, draw_faces(canvas, faces)
 
 
-def moving_face(index: int, frames: int, width: int, height: int, person: str = "ann") -> tuple[str, np.ndarray]:
+def moving_face(index: int, frames: int, width: int, height: int, person: str = "ann", size: float = 0.26
+                ) -> tuple[str, np.ndarray]:
     """The face of frame ``index`` of a clip: drifts left to right, grows and shrinks by 10 %,
-    rolls up to 6 degrees; its eye distance is about a quarter of the picture's smaller side."""
+    rolls up to 6 degrees; its eye distance is ``size`` times the picture's smaller side."""
     t = index / max(1, frames - 1)
-    eye = 0.26 * min(width, height) * (1.0 + 0.1 * math.sin(2 * math.pi * t))
+    eye = size * min(width, height) * (1.0 + 0.1 * math.sin(2 * math.pi * t))
     centre = (width * (0.42 + 0.16 * t), height * (0.5 + 0.04 * math.sin(3 * math.pi * t)))
     return person, face_matrix(centre, eye, 6.0 * math.sin(2 * math.pi * t))
 
 
-def face_frames(frames: int = 16, width: int = 160, height: int = 120, person: str = "ann", grain: bool = False
-                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def face_frames(frames: int = 16, width: int = 160, height: int = 120, person: str = "ann", grain: bool = False,
+                size: float = 0.26) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``frames`` RGB pictures of one moving face and its (5, 2) landmarks in each (``grain``:
-    see :func:`background`)."""
+    see :func:`background`; ``size``: see :func:`moving_face`)."""
     pictures, truth = [], []
     for i in range(frames):
-        rgb, (kps,) = scene(width, height, [moving_face(i, frames, width, height, person)], i, grain)
+        rgb, (kps,) = scene(width, height, [moving_face(i, frames, width, height, person, size)], i, grain)
         pictures.append(rgb)
         truth.append(kps)
     return pictures, truth
