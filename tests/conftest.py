@@ -86,6 +86,31 @@ def face_clip(tmp_path_factory) -> FaceClip:
     return FaceClip(path, truth, 160, 120, 25)
 
 
+@pytest.fixture(scope="session")
+def soft_face_clips(tmp_path_factory):
+    """``soft_face_clips(width, height, size=0.23)``: a 60-frame (25 fps) drawn-face clip of that
+    size (eye distance ``size`` times the smaller side, +-10 %), softened like camera footage (Gaussian blur, sigma 1.5; the
+    drawing's hard saturated edges would cost 4:2:0 chroma far more than real faces do), H.264
+    4:2:0, made once per size."""
+    import cv2
+    from media_utils import make_clip
+    from synthetic_faces import face_frames
+
+    folder = tmp_path_factory.mktemp("soft_faces")
+    made = {}
+
+    def clip(width: int, height: int, size: float = 0.23) -> Path:
+        if (width, height, size) not in made:
+            pictures, _ = face_frames(60, width, height, size=size)
+            path = folder / f"drawn{width}x{height}_{size}.mp4"
+            make_clip(path, width=width, height=height, frames=60,
+                      picture=lambda i: cv2.GaussianBlur(pictures[i], (0, 0), 1.5))
+            made[width, height, size] = path
+        return made[width, height, size]
+
+    return clip
+
+
 @pytest.fixture
 def synthetic_faces(monkeypatch):
     """``create_detector`` and ``create_embedder`` give the drawn-face detector and embedder (what

@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 import synthetic_faces as sf
-from media_utils import make_clip
 
 from streamrestore.blend import PasteBack, PastePlan, yuv420_weights
 from streamrestore.model.identity import IdentityRestorer
@@ -59,31 +58,13 @@ def test_matrices_are_inverse_and_map_black_and_white(space, rng):
     assert np.allclose(from_rgb @ [255, 255, 255, 1], [high, 128, 128], atol=1e-3)
 
 
-@pytest.fixture(scope="module")
-def drawn(tmp_path_factory):
-    """``drawn(width, height)``: a 60-frame drawn-face clip of that size (eye distance 0.23 of the
-    side), softened like camera footage (Gaussian blur, sigma 1.5; the drawing's hard saturated edges
-    would cost 4:2:0 chroma far more than real faces do), H.264 4:2:0, made once per size."""
-    folder = tmp_path_factory.mktemp("drawn")
-    made = {}
-
-    def clip(width, height):
-        if (width, height) not in made:
-            pictures, _ = sf.face_frames(60, width, height, size=0.23)
-            path = folder / f"drawn{width}x{height}.mp4"
-            make_clip(path, width=width, height=height, frames=60,
-                      picture=lambda i: cv2.GaussianBlur(pictures[i], (0, 0), 1.5))
-            made[width, height] = path
-        return made[width, height]
-
-    return clip
-
-
 def _clip_path(request, clip):
-    """A shared clip, or ``"drawn WxH"``: the drawn-face clip of that size."""
+    """A shared clip, or ``"drawn WxH"`` / ``"drawn WxH SIZE"``: the drawn-face clip of that
+    size (and eye distance, see the ``soft_face_clips`` fixture)."""
     if clip.startswith("drawn "):
-        width, height = map(int, clip.split()[1].split("x"))
-        return request.getfixturevalue("drawn")(width, height)
+        _, dims, *size = clip.split()
+        width, height = map(int, dims.split("x"))
+        return request.getfixturevalue("soft_face_clips")(width, height, *map(float, size))
     return request.getfixturevalue("shared_data") / clip
 
 
