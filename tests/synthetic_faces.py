@@ -176,13 +176,25 @@ def two_people(width: int = 320, height: int = 160, shift: tuple[float, float] =
     return scene(width, height, faces)
 
 
+def _portrait_matrix(size: int, variant: int) -> np.ndarray:
+    eye = size * (0.3 + 0.02 * variant)
+    centre = (size * (0.5 + 0.03 * variant), size * (0.52 - 0.02 * variant))
+    return face_matrix(centre, eye, 4.0 * variant - 3.0)
+
+
 def portrait(person: str, size: int = 192, variant: int = 0) -> np.ndarray:
     """A reference photo: ``person``'s face filling about half of a ``size`` square picture;
     ``variant`` changes the pose a little."""
-    eye = size * (0.3 + 0.02 * variant)
-    centre = (size * (0.5 + 0.03 * variant), size * (0.52 - 0.02 * variant))
-    rgb, _ = scene(size, size, [(person, face_matrix(centre, eye, 4.0 * variant - 3.0))], variant)
+    rgb, _ = scene(size, size, [(person, _portrait_matrix(size, variant))], variant)
     return rgb
+
+
+def aligned_face(person: str, size: int = 512, variant: int = 0) -> np.ndarray:
+    """``person``'s face aligned on the FFHQ template at ``size`` px, as an aligned photo is:
+    :func:`portrait` cut out through its known landmarks (border: its backdrop)."""
+    to_crop = alignment_matrix(landmarks(_portrait_matrix(256, variant)), size)
+    return cv2.warpAffine(portrait(person, 256, variant), to_crop, (size, size), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def write_portraits(folder: Path, person: str, count: int = 2) -> Path:

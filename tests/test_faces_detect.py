@@ -122,14 +122,7 @@ def test_dlib_scores_and_upsampling(request, media):
 def _aligned_drawn_faces():
     import synthetic_faces as sf
 
-    from streamrestore.faces.align import alignment_matrix
-
-    crops = []
-    for person in sf.PEOPLE:
-        rgb = sf.portrait(person, size=256)
-        (face,) = sf.SyntheticFaceDetector().detect(rgb)
-        crops.append(cv2.warpAffine(rgb, alignment_matrix(face.kps, 512), (512, 512), flags=cv2.INTER_CUBIC))
-    return crops
+    return [sf.aligned_face(person, 512) for person in sf.PEOPLE]
 
 
 @pytest.mark.parametrize("media", ["synthetic", "real"])

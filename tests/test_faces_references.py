@@ -39,18 +39,13 @@ class Kit:
 def _drawn_kit(folder: Path) -> Kit:
     import synthetic_faces as sf
 
-    from streamrestore.faces.align import alignment_matrix
-
     photos = {name: sorted(sf.write_portraits(folder / name, name).iterdir()) for name in ("ann", "ben")}
     two = folder / "two_people.png"
     cv2.imwrite(str(two), sf.two_people(640, 360)[0][:, :, ::-1])
     aligned = folder / "aligned"
     aligned.mkdir()
     for i in range(4):
-        rgb = sf.portrait("cal", size=256, variant=i % 2)
-        (face,) = sf.SyntheticFaceDetector().detect(rgb)
-        crop = cv2.warpAffine(rgb, alignment_matrix(face.kps, 512), (512, 512), flags=cv2.INTER_CUBIC)
-        cv2.imwrite(str(aligned / f"{i}.png"), crop[:, :, ::-1])
+        cv2.imwrite(str(aligned / f"{i}.png"), sf.aligned_face("cal", 512, variant=i % 2)[:, :, ::-1])
     return Kit(sf.SyntheticFaceDetector(), sf.SyntheticFaceEmbedder(), 3, photos, two, aligned)
 
 

@@ -19,14 +19,9 @@ def face(request):
     import cv2
 
     if request.param == "synthetic":
-        import synthetic_faces as sf
+        from synthetic_faces import aligned_face
 
-        from streamrestore.faces.align import alignment_matrix
-
-        rgb = sf.portrait("ann", size=256)
-        (found,) = sf.SyntheticFaceDetector().detect(rgb)
-        return np.ascontiguousarray(cv2.warpAffine(rgb, alignment_matrix(found.kps, 96), (96, 96),
-                                                   flags=cv2.INTER_LINEAR))
+        return aligned_face("ann", 96)
     bgr = cv2.imread(str(request.getfixturevalue("shared_data") / "instantrestore" / "00001" / "gt.png"))
     assert bgr is not None
     return np.ascontiguousarray(cv2.resize(bgr, (96, 96), interpolation=cv2.INTER_AREA)[..., ::-1])
