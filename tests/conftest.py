@@ -20,7 +20,8 @@ def shared_root() -> Path:
 def shared() -> Path:
     root = shared_root()
     if not (root / "data").is_dir():
-        pytest.skip(f"shared media not found at {root} (set STREAMRESTORE_SHARED)")
+        pytest.skip(f"needs the shared folder's real media or models, not found at {root} "
+                    "(set STREAMRESTORE_SHARED)")
     return root
 
 

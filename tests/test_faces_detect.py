@@ -38,7 +38,9 @@ def scrfd(shared_models):
 @pytest.fixture(scope="module")
 def photos(shared_data):
     folder = shared_data / "face_recognition" / "knn_train"
-    return [_rgb(p) for p in sorted(folder.glob("*/*.jp*g"))]
+    found = [_rgb(p) for p in sorted(folder.glob("*/*.jp*g"))]
+    assert len(found) >= 4, folder
+    return found
 
 
 def _check_face_layout(face: Face):
