@@ -1,5 +1,6 @@
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,17 @@ def shared_root() -> Path:
 def shared() -> Path:
     root = shared_root()
     if not (root / "data").is_dir():
-        pytest.skip(f"shared media not found at {root} (set STREAMRESTORE_SHARED)")
+        pytest.skip(f"needs the shared folder's real media or models, not found at {root} "
+                    "(set STREAMRESTORE_SHARED)")
     return root
+
+
+@pytest.fixture(scope="session")
+def maybe_shared() -> Path | None:
+    """The shared folder, or None without it (for a test that uses it when it is there and runs
+    without it too)."""
+    root = shared_root()
+    return root if (root / "data").is_dir() else None
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +59,75 @@ def refs(tmp_path, shared_data):
     for p in sorted((shared_data / "face_recognition/knn_train/obama").iterdir())[:2]:
         shutil.copy(p, folder / p.name)
     return folder
+
+
+@dataclass(frozen=True)
+class FaceClip:
+    """A clip of one drawn face (tests/synthetic_faces.py) and where its landmarks are."""
+
+    path: Path
+    landmarks: list  # (5, 2) float array per frame
+    width: int
+    height: int
+    fps: int
+
+    @property
+    def frames(self) -> int:
+        return len(self.landmarks)
+
+
+@pytest.fixture(scope="session")
+def face_clip(tmp_path_factory) -> FaceClip:
+    """16 frames (0.64 s) of a drawn face moving over a textured backdrop, 160x120 H.264 with an
+    AAC tone: a face video that needs no shared media. Read-only: copy it to change it."""
+    from media_utils import make_face_clip
+
+    path = tmp_path_factory.mktemp("face_clip") / "face.mp4"
+    truth = make_face_clip(path, width=160, height=120, frames=16, fps=25, audio="aac")
+    return FaceClip(path, truth, 160, 120, 25)
+
+
+@pytest.fixture(scope="session")
+def soft_face_clips(tmp_path_factory):
+    """``soft_face_clips(width, height, size=0.23)``: a 60-frame (25 fps) drawn-face clip of that
+    size (eye distance ``size`` times the smaller side, +-10 %), softened like camera footage (Gaussian blur, sigma 1.5; the
+    drawing's hard saturated edges would cost 4:2:0 chroma far more than real faces do), H.264
+    4:2:0, made once per size."""
+    import cv2
+    from media_utils import make_clip
+    from synthetic_faces import face_frames
+
+    folder = tmp_path_factory.mktemp("soft_faces")
+    made = {}
+
+    def clip(width: int, height: int, size: float = 0.23) -> Path:
+        if (width, height, size) not in made:
+            pictures, _ = face_frames(60, width, height, size=size)
+            path = folder / f"drawn{width}x{height}_{size}.mp4"
+            make_clip(path, width=width, height=height, frames=60,
+                      picture=lambda i: cv2.GaussianBlur(pictures[i], (0, 0), 1.5))
+            made[width, height, size] = path
+        return made[width, height, size]
+
+    return clip
+
+
+@pytest.fixture
+def synthetic_faces(monkeypatch):
+    """``create_detector`` and ``create_embedder`` give the drawn-face detector and embedder (what
+    ``build_face_restorer``, the command line and the examples load), for this test."""
+    import synthetic_faces
+
+    synthetic_faces.install(monkeypatch)
+    return synthetic_faces
+
+
+@pytest.fixture
+def synthetic_refs(tmp_path):
+    """A reference folder of one drawn person (two photos of Ann), in a test's own tmp folder."""
+    from synthetic_faces import write_portraits
+
+    return write_portraits(tmp_path / "refs", "ann")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -44,12 +45,14 @@ def make_clip(
     color: dict[str, int] | None = None,
     audio: str | None = None,
     audio_seconds: float | None = None,
+    picture: Callable[[int], np.ndarray] | None = None,
 ) -> list[int]:
     """Write a clip and return the pts (in ``time_base``) of its frames.
 
     ``pts`` given: frames at exactly those timestamps (variable frame rate); else ``frames``
     frames at ``fps``. ``audio``: an audio encoder name ("aac", "libopus") to add a tone.
     ``color``: codec-context colour fields, e.g. {"color_range": 1, "colorspace": 1}.
+    ``picture``: the (height, width, 3) uint8 RGB of frame i (default: :func:`pattern`).
     """
     time_base = time_base or Fraction(1, fps * 100)
     if pts is None:
@@ -71,7 +74,8 @@ def make_clip(
             astream = out.add_stream(audio, rate=48000)
             astream.layout = "mono"
         for i, p in enumerate(pts):
-            frame = av.VideoFrame.from_ndarray(pattern(width, height, i), format="rgb24")
+            rgb = picture(i) if picture is not None else pattern(width, height, i)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = p, time_base
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
@@ -80,6 +84,18 @@ def make_clip(
             seconds = audio_seconds or float((pts[-1] + last_step) * time_base)
             _write_tone(out, astream, seconds)
     return pts
+
+
+def make_face_clip(path: Path, *, width: int = 160, height: int = 120, frames: int = 16, person: str = "ann",
+                   grain: bool = False, **options) -> list[np.ndarray]:
+    """A clip of one drawn face moving over a textured backdrop (:mod:`synthetic_faces`); returns
+    the face's (5, 2) landmarks in each frame. ``grain``: the backdrop's noise changes every frame
+    (large encoded frames). ``options``: as for :func:`make_clip` (fps, audio, codec...)."""
+    from synthetic_faces import face_frames
+
+    pictures, truth = face_frames(frames, width, height, person, grain)
+    make_clip(path, width=width, height=height, frames=frames, picture=pictures.__getitem__, **options)
+    return truth
 
 
 def _write_tone(out, stream, seconds: float) -> None:

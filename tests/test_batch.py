@@ -39,13 +39,26 @@ def clips(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def faces(maybe_shared):
+    """How the workers find faces: the shared SCRFD pack when the shared folder is there, else
+    dlib (installed with the package; these clips have no faces, and Ray's worker processes would
+    not see a detector swapped in this one)."""
+    if maybe_shared is not None:
+        return {"face_models": maybe_shared / "models" / "insightface"}
+    return {"detector": "dlib"}
+
+
+def _face_args(faces) -> list[str]:
+    return [arg for key, value in faces.items() for arg in (f"--{key.replace('_', '-')}", str(value))]
+
+
 @pytest.fixture
-def batch(shared_models, capsys):
-    """Runs ``streamrestore batch`` in-process with the identity model and the shared SCRFD pack."""
+def batch(faces, capsys):
+    """Runs ``streamrestore batch`` in-process with the identity model (and ``faces``)."""
 
     def _batch(*args):
-        argv = ["batch", *map(str, args), "--model", "identity", "--face-models", str(shared_models / "insightface"),
-                "--workers", "2"]
+        argv = ["batch", *map(str, args), "--model", "identity", *_face_args(faces), "--workers", "2"]
         code = main(argv)
         return code, capsys.readouterr().err
 
@@ -86,7 +99,7 @@ def test_plan_cuts_at_keyframes(clips):
     assert len(plan_input(clips / "long.mp4", 60).chunks) == 1
 
 
-def test_batch_outputs_match_inputs_and_rerun_does_no_work(local_ray, clips, tmp_path, batch, shared_models):
+def test_batch_outputs_match_inputs_and_rerun_does_no_work(local_ray, clips, tmp_path, batch, faces):
     out = tmp_path / "out"
     code, err = batch(clips, "-o", out, "--chunk-seconds", CHUNK_SECONDS)
     assert code == 0, err
@@ -104,8 +117,8 @@ def test_batch_outputs_match_inputs_and_rerun_does_no_work(local_ray, clips, tmp
 
     # The chunks, joined, are what the main command writes (same encoder input, pts, frame types).
     main_out = tmp_path / "main.mp4"
-    assert main([str(clips / "long.mp4"), "-o", str(main_out), "--model", "identity", "--face-models",
-                 str(shared_models / "insightface"), "--no-progress"]) == 0
+    assert main([str(clips / "long.mp4"), "-o", str(main_out), "--model", "identity", *_face_args(faces),
+                 "--no-progress"]) == 0
     # x264 with its default threads is not bit-exact from run to run on a busy machine (frames can
     # differ by a level): same frame count and types, decoded pictures within 1 level on average
     joined, single = _decoded(out / "long.restored.mp4"), _decoded(main_out)
@@ -121,11 +134,11 @@ def test_batch_outputs_match_inputs_and_rerun_does_no_work(local_ray, clips, tmp
     assert len((out / MANIFEST_NAME).read_text().splitlines()) == lines
 
 
-def test_failed_chunk_is_retried(local_ray, clips, tmp_path, monkeypatch, shared_models):
+def test_failed_chunk_is_retried(local_ray, clips, tmp_path, monkeypatch, faces):
     monkeypatch.setenv(FAIL_ENV, "long.mp4:1")  # the second chunk's first attempt raises
     out = tmp_path / "out"
-    result = run([clips / "long.mp4", clips / "a.mp4"], out_dir=out, model="identity",
-                 face_models=shared_models / "insightface", chunk_seconds=0.8, retries=1, workers=2)
+    result = run([clips / "long.mp4", clips / "a.mp4"], out_dir=out, model="identity", **faces,
+                 chunk_seconds=0.8, retries=1, workers=2)
     assert result.exit_code == 0 and not result.failed
     _same_media(clips / "long.mp4", out / "long.restored.mp4")
     _same_media(clips / "a.mp4", out / "a.restored.mp4")
@@ -136,12 +149,11 @@ def test_failed_chunk_is_retried(local_ray, clips, tmp_path, monkeypatch, shared
     assert "retrying" in states
 
 
-def test_worker_killed_mid_chunk_is_replaced_and_retried(local_ray, clips, tmp_path, monkeypatch, shared_models,
-                                                          capsys):
+def test_worker_killed_mid_chunk_is_replaced_and_retried(local_ray, clips, tmp_path, monkeypatch, faces, capsys):
     monkeypatch.setenv(DIE_ENV, "long.mp4:1")  # the worker on the second chunk exits mid-chunk, once
     out = tmp_path / "out"
-    result = run([clips / "long.mp4"], out_dir=out, model="identity", face_models=shared_models / "insightface",
-                 chunk_seconds=0.8, retries=1, workers=2)
+    result = run([clips / "long.mp4"], out_dir=out, model="identity", **faces, chunk_seconds=0.8, retries=1,
+                 workers=2)
     err = capsys.readouterr().err
     assert result.exit_code == 0 and not result.failed, err
     assert "a worker died while on long.mp4 chunk 2; started a new one" in err
@@ -202,11 +214,10 @@ def test_same_output_name_twice_is_a_usage_error(clips, tmp_path, batch):
     assert code == 2 and "both be written" in err
 
 
-def test_retries_exhausted_is_a_failure(local_ray, clips, tmp_path, monkeypatch, shared_models):
+def test_retries_exhausted_is_a_failure(local_ray, clips, tmp_path, monkeypatch, faces):
     monkeypatch.setenv(FAIL_ENV, "a.mp4:*")
     out = tmp_path / "out"
-    result = run([clips / "a.mp4"], out_dir=out, model="identity", face_models=shared_models / "insightface",
-                 retries=0, workers=1, progress=False)
+    result = run([clips / "a.mp4"], out_dir=out, model="identity", **faces, retries=0, workers=1, progress=False)
     src = str((clips / "a.mp4").resolve())
     assert result.exit_code == 1 and "injected failure" in result.failed[src]
     rec = _records(out)[f"input:{src}"]
@@ -214,10 +225,9 @@ def test_retries_exhausted_is_a_failure(local_ray, clips, tmp_path, monkeypatch,
     assert not (out / "a.restored.mp4").exists()
 
 
-def test_rerun_after_a_failed_chunk_redoes_only_that_chunk(local_ray, clips, tmp_path, monkeypatch, shared_models):
+def test_rerun_after_a_failed_chunk_redoes_only_that_chunk(local_ray, clips, tmp_path, monkeypatch, faces):
     out = tmp_path / "out"
-    options = dict(out_dir=out, model="identity", face_models=shared_models / "insightface", chunk_seconds=0.8,
-                   retries=0, workers=2, progress=False)
+    options = dict(out_dir=out, model="identity", **faces, chunk_seconds=0.8, retries=0, workers=2, progress=False)
     monkeypatch.setenv(FAIL_ENV, "long.mp4:2")
     first = run([clips / "long.mp4"], **options)
     assert first.exit_code == 1 and "chunk 2" in next(iter(first.failed.values()))

@@ -1,5 +1,8 @@
-"""``streamrestore bench`` on a short shared clip: identity model and a tiny network."""
+"""``streamrestore bench`` on a short clip (drawn face, and a shared one): identity model and a
+tiny network."""
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,11 +13,36 @@ from streamrestore.cli import main
 CLIP = "pcavs/Input/00002.mp4"  # 224x224 talking head, one face
 
 
-def test_bench_cli_identity_writes_table_and_json(tmp_path, shared_data, shared_models, refs, capsys):
+@dataclass
+class BenchMedia:
+    clip: Path
+    refs: Path
+    face_models: Path | None  # None: the drawn-face detector (synthetic_faces fixture)
+
+    def face_args(self) -> list[str]:
+        return [] if self.face_models is None else ["--face-models", str(self.face_models)]
+
+
+@pytest.fixture(params=["synthetic", "real"])
+def media(request, tmp_path):
+    """A 224x224 clip of one face with reference photos of that person: drawn (drawn-face
+    detector) or shared (SCRFD pack)."""
+    if request.param == "synthetic":
+        from media_utils import make_face_clip
+
+        request.getfixturevalue("synthetic_faces")
+        clip = tmp_path / "drawn.mp4"
+        make_face_clip(clip, width=224, height=224, frames=16)
+        return BenchMedia(clip, request.getfixturevalue("synthetic_refs"), None)
+    shared_data = request.getfixturevalue("shared_data")
+    return BenchMedia(shared_data / CLIP, request.getfixturevalue("refs"),
+                      request.getfixturevalue("shared_models") / "insightface")
+
+
+def test_bench_cli_identity_writes_table_and_json(tmp_path, media, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", str(shared_data / CLIP), "--refs", str(refs), "--model", "identity", "--resolution", "128",
-                 "--face-models", str(shared_models / "insightface"), "--frames", "6", "--warmup-frames", "2",
-                 "--json", str(out)])
+    code = main(["bench", str(media.clip), "--refs", str(media.refs), "--model", "identity", "--resolution", "128",
+                 *media.face_args(), "--frames", "6", "--warmup-frames", "2", "--json", str(out)])
     assert code == 0
     table = capsys.readouterr().out
     assert "ms/frame" in table and "end to end" in table and "decode+encode alone" in table
@@ -31,26 +59,26 @@ def test_bench_cli_identity_writes_table_and_json(tmp_path, shared_data, shared_
     assert "temporal" in stages and data["temporal"]["strength"] == 0.97
 
 
-def test_bench_temporal_strength_option(tmp_path, shared_data, shared_models, refs, capsys):
+def test_bench_temporal_strength_option(tmp_path, media, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", str(shared_data / CLIP), "--refs", str(refs), "--model", "identity", "--resolution", "128",
-                 "--face-models", str(shared_models / "insightface"), "--frames", "3", "--warmup-frames", "0",
+    code = main(["bench", str(media.clip), "--refs", str(media.refs), "--model", "identity", "--resolution", "128",
+                 *media.face_args(), "--frames", "3", "--warmup-frames", "0",
                  "--temporal-strength", "0", "--no-flicker", "--json", str(out)])
     assert code == 0
     data = json.loads(out.read_text())
     assert data["temporal"]["strength"] == 0 and data["input_flicker"] is None and not data["flicker_by_backend"]
-    code = main(["bench", str(shared_data / CLIP), "--model", "identity", "--temporal-strength", "1.5"])
+    code = main(["bench", str(media.clip), "--model", "identity", "--temporal-strength", "1.5"])
     err = capsys.readouterr().err
     assert code == 2 and "--temporal-strength" in err and "Traceback" not in err
 
 
-def test_bench_tiny_network_eager(shared_data, shared_models, refs):
+def test_bench_tiny_network_eager(media):
     from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
 
     torch.manual_seed(0)
     restorer = InstantRestorer(InstantRestoreNet(tiny_config()), device="cpu", dtype=torch.float32, name="tiny")
-    result = run_bench(shared_data / CLIP, [str(refs)], model=restorer, backends=["eager"], frames=4,
-                       warmup_frames=1, face_models=shared_models / "insightface")
+    result = run_bench(media.clip, [str(media.refs)], model=restorer, backends=["eager"], frames=4,
+                       warmup_frames=1, face_models=media.face_models)
     assert result.backend == "eager" and result.model == "tiny" and result.frames == 4
     restore = [r for r in result.rows if r.stage == "restore"]
     assert len(restore) == 1 and restore[0].ms_per_frame > 0

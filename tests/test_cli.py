@@ -15,20 +15,47 @@ from streamrestore import __version__
 from streamrestore.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+# the program with the drawn-face detector and embedder (tests/synthetic_faces.py), for subprocesses
+SYNTHETIC_CLI = [sys.executable, str(REPO / "tests" / "synthetic_cli.py")]
 
 
-@pytest.fixture
-def run(shared_models, capsys):
-    """Runs the CLI in-process with the identity model and the shared SCRFD pack."""
-
+def _runner(capsys, face_args):
     def _run(*args, model="identity"):
-        argv = [str(a) for a in args] + ["--model", model, "--face-models", str(shared_models / "insightface"),
-                                         "--no-progress"]
+        argv = [str(a) for a in args] + ["--model", model, *face_args, "--no-progress"]
         code = main(argv)
         out = capsys.readouterr()
         return code, out.err
 
     return _run
+
+
+@pytest.fixture
+def run(synthetic_faces, capsys):
+    """Runs the CLI in-process with the identity model and the drawn-face detector."""
+    return _runner(capsys, [])
+
+
+@pytest.fixture
+def run_scrfd(shared_models, capsys):
+    """Runs the CLI in-process with the identity model and the shared SCRFD pack."""
+    return _runner(capsys, ["--face-models", str(shared_models / "insightface")])
+
+
+@pytest.fixture(scope="module")
+def long_face_clip(tmp_path_factory):
+    """300 frames (12 s) of a drawn face on a grainy backdrop (a few KB a frame once encoded): a
+    run long enough to stop half way, with a temp file that grows as it goes."""
+    from media_utils import make_face_clip
+
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    make_face_clip(path, frames=300, grain=True, options={"preset": "ultrafast", "crf": "18"})
+    return path
+
+
+def _slow_synthetic_env(**extra):
+    """A subprocess environment in which each drawn-face detection takes 0.1 s (300 frames,
+    detected every 3rd: ~10 s of frame loop, however fast the machine)."""
+    return dict(os.environ, SYNTHETIC_DETECT_SECONDS="0.1", **extra)
 
 
 def _one_error_line(err: str) -> str:
@@ -107,7 +134,8 @@ def test_empty_refs_folder(run, clip, tmp_path):
     assert not (tmp_path / "o.mp4").exists()
 
 
-def test_refs_with_non_images_are_skipped(run, clip, refs, tmp_path):
+def test_refs_with_non_images_are_skipped(run, clip, synthetic_refs, tmp_path):
+    refs = synthetic_refs
     (refs / "readme.txt").write_text("not a photo")
     code, err = run(clip, "--refs", refs, "-o", tmp_path / "o.mp4")
     assert code == 0, err
@@ -125,10 +153,11 @@ def test_refs_without_face(run, clip, tmp_path):
     assert code == 2 and "wall.png" in _one_error_line(err)  # no usable photo left: stop
 
 
-def test_one_ref_without_face_is_skipped(run, clip, refs, tmp_path):
+def test_one_ref_without_face_is_skipped(run, clip, synthetic_refs, tmp_path):
     import cv2
     import numpy as np
 
+    refs = synthetic_refs
     cv2.imwrite(str(refs / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
     code, err = run(clip, "--refs", refs, "-o", tmp_path / "o.mp4")
     assert code == 0, err
@@ -136,14 +165,25 @@ def test_one_ref_without_face_is_skipped(run, clip, refs, tmp_path):
     assert (tmp_path / "o.mp4").exists()
 
 
-def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(run, shared_data, tmp_path):
-    """two_people.jpg (Obama left, Biden right) as a 6-frame video, two reference sets."""
+@pytest.mark.parametrize("media", ["synthetic", "real"])
+def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(request, tmp_path, media):
+    """Two people as a 6-frame video, two reference sets: drawn (Ann left, Ben right, the drawn-face
+    detector) or two_people.jpg (Obama left, Biden right, the shared SCRFD pack)."""
     import av
     import cv2
     import numpy as np
 
-    root = shared_data / "face_recognition"
-    image = cv2.imread(str(root / "two_people.jpg"))[:660, :1126, ::-1]
+    if media == "synthetic":
+        import synthetic_faces as sf
+
+        run = request.getfixturevalue("run")
+        image = sf.two_people(640, 360)[0]
+        names = {name: sf.write_portraits(tmp_path / name, name) for name in ("ann", "ben")}
+    else:
+        run = request.getfixturevalue("run_scrfd")
+        root = request.getfixturevalue("shared_data") / "face_recognition"
+        image = cv2.imread(str(root / "two_people.jpg"))[:660, :1126, ::-1]
+        names = {name: root / "knn_train" / name for name in ("obama", "biden")}
     src = tmp_path / "two.mp4"
     with av.open(str(src), "w") as out:
         stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "crf": "10"})
@@ -154,13 +194,13 @@ def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(run, s
                                    borderMode=cv2.BORDER_REPLICATE)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode())
-    refs = ["--refs", f"obama={root / 'knn_train/obama'}", "--refs", f"biden={root / 'knn_train/biden'}"]
+    refs = [arg for name, folder in names.items() for arg in ("--refs", f"{name}={folder}")]
     code, err = run(src, *refs, "-o", tmp_path / "o.mp4", "-v")
     assert code == 0, err
-    assert "2 tracks, identities matched: biden, obama" in err
+    assert f"2 tracks, identities matched: {', '.join(sorted(names))}" in err
     track_lines = [line for line in err.splitlines() if line.startswith("  track ")]
     assert len(track_lines) == 2, err
-    for name in ("obama", "biden"):
+    for name in names:
         (line,) = [line for line in track_lines if f": {name}, " in line]
         assert "frames 0-5, 6 faces; similarity " + name in line, line
     assert "unmatched faces: 0 (similarity below" in err and "skipped faces: 0" in err
@@ -204,12 +244,11 @@ def _ctrl_c_as_in_a_terminal():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_exits_130_and_leaves_no_output(shared_data, shared_models, tmp_path):
+def test_ctrl_c_exits_130_and_leaves_no_output(long_face_clip, tmp_path):
     out = tmp_path / "o.mp4"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = _slow_synthetic_env(PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamrestore.cli", str(shared_data / "liveportrait/driving/d6.mp4"), "-o", str(out),
-         "--model", "identity", "--face-models", str(shared_models / "insightface"), "--no-progress"],
+        [*SYNTHETIC_CLI, str(long_face_clip), "-o", str(out), "--model", "identity", "--no-progress"],
         stderr=subprocess.PIPE, text=True, cwd=REPO, env=env, preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     deadline = time.time() + 120
@@ -223,23 +262,40 @@ def test_ctrl_c_exits_130_and_leaves_no_output(shared_data, shared_models, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_default_model_restores_a_real_clip(run, shared_data, refs, tmp_path):
-    """The main job with the shipped default model (lite): `streamrestore input --refs DIR`."""
+@pytest.mark.parametrize("media", ["synthetic", "real"])
+def test_default_model_restores_a_clip(request, tmp_path, media):
+    """The main job with the shipped default model (lite): `streamrestore input --refs DIR`, on a
+    drawn-face clip (drawn-face detector) and on a real interview clip (shared SCRFD pack)."""
     import av
     import numpy as np
     from media_utils import read_audio_packets, read_video_timing
 
     from streamrestore.eval.video import VideoDegradation, degrade_video
 
-    # a soft copy (blurred, 3x smaller, back up: the face is still found on every frame); a clean
+    # a soft copy (blurred, smaller, back up: the face is still found on every frame); a clean
     # face would pass the quality gate unchanged
-    clean = shared_data / "pcavs/Input/00010.mp4"
+    if media == "synthetic":
+        from media_utils import make_face_clip
+
+        run, refs = request.getfixturevalue("run"), request.getfixturevalue("synthetic_refs")
+        clean = tmp_path / "clean.mp4"
+        kps = make_face_clip(clean, width=224, height=224, frames=16, audio="aac")[0]
+        (x0, y0), (x1, y1) = kps.min(axis=0).astype(int) - 10, kps.max(axis=0).astype(int) + 10
+        face = (slice(y0, y1), slice(x0, x1))  # eyes to mouth of the first frame
+        degradation = VideoDegradation("soft", scale=2.0, blur=1.0, crf=24)  # the irises stay visible
+    else:
+        run, refs = request.getfixturevalue("run_scrfd"), request.getfixturevalue("refs")
+        clean = request.getfixturevalue("shared_data") / "pcavs/Input/00010.mp4"
+        face = (slice(60, 160), slice(60, 160))  # the face of this 224x224 interview clip
+        degradation = VideoDegradation("soft", scale=3.0, blur=1.5, crf=24)
     src = tmp_path / "degraded.mp4"
-    degrade_video(clean, src, VideoDegradation("soft", scale=3.0, blur=1.5, crf=24))
+    degrade_video(clean, src, degradation)
     out = tmp_path / "out.mp4"
     code, err = run(src, "--refs", refs, "-o", out, model="lite")
     assert code == 0, err
     assert "faces restored" in err and "identities matched: refs" in err
+    if media == "synthetic":
+        assert "16 faces restored in 16 frames, 1 track" in err, err
     assert read_video_timing(out)[0] == read_video_timing(src)[0]
     assert read_audio_packets(out) == read_audio_packets(src)
     lossy = tmp_path / "clean_out.mp4"
@@ -252,10 +308,10 @@ def test_default_model_restores_a_real_clip(run, shared_data, refs, tmp_path):
         with av.open(str(path)) as c:
             return next(c.decode(video=0)).to_ndarray(format="rgb24").astype(int)
 
-    face = (slice(60, 160), slice(60, 160))  # the face of this 224x224 interview clip
     original = first_frame(src)[face]
-    # encoding alone moves the identity run ~0.9 levels; the model changes the degraded face well
-    # beyond that, and leaves the clean one as the identity run does (the quality gate)
+    # encoding alone moves the identity run ~0.9 levels (drawn: ~0.8); the model changes the
+    # degraded face well beyond that (drawn: ~4.3), and leaves the clean one as the identity run
+    # does (the quality gate; drawn: ~1.0)
     encoding = np.abs(first_frame(untouched)[face] - original).mean()
     assert np.abs(first_frame(out)[face] - original).mean() > 2 * encoding
     clean_original = first_frame(clean)[face]
@@ -324,9 +380,8 @@ def test_cheap_checks_fail_before_any_model_loads(run, tmp_path, no_model_loadin
         assert out.read_bytes() == b"keep"
 
 
-def test_live_device_cuda_without_cuda_is_one_line(shared_models, tmp_path, capsys, no_model_loading, no_cuda, clip):
-    code = main(["live", "--source", str(clip), "--no-window", "--max-frames", "1", "--device", "cuda",
-                 "--face-models", str(shared_models / "insightface")])
+def test_live_device_cuda_without_cuda_is_one_line(tmp_path, capsys, no_model_loading, no_cuda, clip):
+    code = main(["live", "--source", str(clip), "--no-window", "--max-frames", "1", "--device", "cuda"])
     err = capsys.readouterr().err
     assert code == 2 and "CUDA" in _one_error_line(err)
 
@@ -360,18 +415,16 @@ def test_output_that_is_the_input_is_refused(run, clip, tmp_path, monkeypatch, n
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def _stop_mid_run(tmp_path, shared_data, shared_models, signum, *, existing: bytes | None = None,
-                  written: int = 32 * 1024):
+def _stop_mid_run(tmp_path, clip, signum, *, existing: bytes | None = None, written: int = 32 * 1024):
     """Starts a restore in a subprocess, sends ``signum`` once its temp file holds ``written``
     bytes: 32 KB, the first flush of encoded frames, is mid-run; 0 is while models load (the
     output is opened, and checked, before)."""
     out = tmp_path / "o.mp4"
     if existing is not None:
         out.write_bytes(existing)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = _slow_synthetic_env(PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamrestore.cli", str(shared_data / "liveportrait/driving/d6.mp4"), "-o", str(out),
-         "--model", "identity", "--face-models", str(shared_models / "insightface"), "--no-progress", "--force"],
+        [*SYNTHETIC_CLI, str(clip), "-o", str(out), "--model", "identity", "--no-progress", "--force"],
         stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
     )
 
@@ -390,8 +443,8 @@ def _stop_mid_run(tmp_path, shared_data, shared_models, signum, *, existing: byt
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_stop_signal_mid_run_cleans_up_like_ctrl_c(shared_data, shared_models, tmp_path, signum, code):
-    returncode, err, out = _stop_mid_run(tmp_path, shared_data, shared_models, signum, existing=b"previous result")
+def test_stop_signal_mid_run_cleans_up_like_ctrl_c(long_face_clip, tmp_path, signum, code):
+    returncode, err, out = _stop_mid_run(tmp_path, long_face_clip, signum, existing=b"previous result")
     assert returncode == code, err
     assert "Traceback" not in err
     assert f"interrupted by {signal.Signals(signum).name}" in err
@@ -417,8 +470,8 @@ def test_stop_signals_raise_keyboard_interrupt_with_the_exit_code(signum, code):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def test_sigterm_while_models_load_leaves_nothing(shared_data, shared_models, tmp_path):
-    returncode, err, out = _stop_mid_run(tmp_path, shared_data, shared_models, signal.SIGTERM, written=0,
+def test_sigterm_while_models_load_leaves_nothing(long_face_clip, tmp_path):
+    returncode, err, out = _stop_mid_run(tmp_path, long_face_clip, signal.SIGTERM, written=0,
                                          existing=b"previous result")
     assert returncode == 143, err
     assert "Traceback" not in err and "interrupted by SIGTERM" in err
@@ -427,7 +480,7 @@ def test_sigterm_while_models_load_leaves_nothing(shared_data, shared_models, tm
 
 
 @pytest.mark.parametrize("when", ["mid_run", "at_close"])
-def test_file_size_limit_is_one_line_and_leaves_nothing(run, shared_models, tmp_path, when):
+def test_file_size_limit_is_one_line_and_leaves_nothing(run, tmp_path, when):
     """A write that fails (file-size limit here; disk full takes the same path) ends the run
     with exit 2 and one line; no partial file, and the existing output is kept. The limit
     hits while frames are muxed, or only when the file is finished (its last bytes)."""
@@ -462,11 +515,9 @@ def test_file_size_limit_is_one_line_and_leaves_nothing(run, shared_models, tmp_
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "streamrestore.cli", str(src), "-o", str(out), "--force", *options, "--model", "identity", "--face-models", str(shared_models / "insightface"),
-         "--no-progress"],
+        [*SYNTHETIC_CLI, str(src), "-o", str(out), "--force", *options, "--model", "identity", "--no-progress"],
         capture_output=True, text=True, cwd=REPO, env=env, preexec_fn=limited, timeout=300,
     )
     assert proc.returncode == 2, proc.stderr

@@ -3,9 +3,10 @@ restored frames as the host path, samples the paste did not touch kept exactly."
 import av
 import numpy as np
 import pytest
+import synthetic_faces as sf
 import torch
 from test_pipeline import _mask_union
-from test_pixels import _planes, _Stripes, _video_frames
+from test_pixels import _clip_path, _planes, _Stripes, _video_frames
 
 from streamrestore.device_frames import DeviceFramePath, rgb_to_yuv420
 from streamrestore.model.identity import IdentityRestorer
@@ -22,8 +23,13 @@ def scrfd(shared_models):
     return create_detector("scrfd", models_dir=shared_models / "insightface")
 
 
-def test_colour_conversions_match_the_host_ones(shared_data):
-    frame = _video_frames(shared_data / "face_recognition/short_hamilton_clip.mp4", 1)[0]
+def _detector(request, clip):
+    return sf.SyntheticFaceDetector() if clip.startswith("drawn ") else request.getfixturevalue("scrfd")
+
+
+@pytest.mark.parametrize("clip", ["drawn 640x360", "face_recognition/short_hamilton_clip.mp4"])
+def test_colour_conversions_match_the_host_ones(request, clip):
+    frame = _video_frames(_clip_path(request, clip), 1)[0]
     pixels = Yuv420Pixels(frame)
     path = DeviceFramePath("cpu", 128)
     on_device = path.upload(pixels, frame)
@@ -48,15 +54,20 @@ def test_auto_picks_host_on_cpu_and_bad_values_fail():
         PipelineConfig(frame_path="gpu")
 
 
+@pytest.mark.parametrize("clip", ["drawn 640x640 0.17", "liveportrait/driving/d19.mp4"])
 @pytest.mark.parametrize("kind", [IdentityRestorer, _Stripes], ids=["identity", "stripes"])
-def test_device_path_restores_like_the_host_path(shared_data, scrfd, kind):
-    # 512 px crops of ~430 px faces: both paths blend the whole crop (no detail transfer).
+def test_device_path_restores_like_the_host_path(request, kind, clip):
+    # 512 px crops of ~430 px faces (drawn: 400-490 px, the crop inside the frame): both paths blend the whole crop (no
+    # detail transfer).
+    scrfd = _detector(request, clip)
     restorer = kind(512)
     # the gate off: a synthetic change must reach the frame whatever the face looks like
     config = dict(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
     on_device = FaceRestorer(restorer, scrfd, config=PipelineConfig(frame_path="device", **config))
     on_host = FaceRestorer(restorer, scrfd, config=PipelineConfig(frame_path="host", **config))
-    for frame in _video_frames(shared_data / "liveportrait/driving/d19.mp4", 2, step=40):
+    frames = _video_frames(_clip_path(request, clip), 2, step=40)
+    assert len(frames) == 2
+    for frame in frames:
         out = on_device.process(frame)
         assert isinstance(out, av.VideoFrame) and out.format.name == "yuv420p" and out.pts == frame.pts
         reference = on_host.process(frame)
@@ -76,8 +87,10 @@ def test_device_path_restores_like_the_host_path(shared_data, scrfd, kind):
         assert err.mean() < 1.2 and np.percentile(err, 99) <= 5 and err.max() <= 12, (err.mean(), err.max())
 
 
-def test_rgb_frames_work_on_the_device_path(shared_data, scrfd):
-    rgb = Yuv420Pixels(_video_frames(shared_data / "liveportrait/driving/d19.mp4", 1)[0]).full().copy()
+@pytest.mark.parametrize("clip", ["drawn 480x480", "liveportrait/driving/d19.mp4"])
+def test_rgb_frames_work_on_the_device_path(request, clip):
+    scrfd = _detector(request, clip)
+    rgb = Yuv420Pixels(_video_frames(_clip_path(request, clip), 1)[0]).full().copy()
     fr = FaceRestorer(IdentityRestorer(256), scrfd, config=PipelineConfig(lookahead=0, frame_path="device"))
     out = fr.process(rgb.copy())
     assert isinstance(out, np.ndarray) and out.shape == rgb.shape and fr.last_faces

@@ -27,7 +27,20 @@ def demo(shared_data):
     return gts, refs
 
 
-def test_psnr_and_ssim_sanity(demo):
+@pytest.fixture(scope="module", params=["synthetic", "real"])
+def any_demo(request):
+    """(gts, refs) like ``demo``, for tests that need aligned faces, not particular people: drawn
+    faces (always) or the shared demo photos."""
+    if request.param == "real":
+        return request.getfixturevalue("demo")
+    from synthetic_faces import aligned_face
+
+    people = ("ann", "ben", "cal", "ann", "ben")
+    return ([aligned_face(p, 256, variant=0) for p in people], [aligned_face(p, 256, variant=1) for p in people])
+
+
+def test_psnr_and_ssim_sanity(any_demo):
+    demo = any_demo
     gt = demo[0][0]
     assert psnr(gt, gt) == PSNR_CAP_DB
     assert ssim(gt, gt) == pytest.approx(1.0)
@@ -44,7 +57,8 @@ def test_psnr_and_ssim_sanity(demo):
         psnr(gt, gt[:-1])
 
 
-def test_ssim_agrees_with_pytorch_msssim(demo):
+def test_ssim_agrees_with_pytorch_msssim(any_demo):
+    demo = any_demo
     import torch
     from pytorch_msssim import ssim as torch_ssim
 
@@ -118,7 +132,8 @@ def test_missing_models_say_what_to_do(tmp_path):
         OnnxEmbedder(tmp_path / "x.onnx", channel_order="yuv")
 
 
-def test_arcface_crop_shape_and_input_checks(demo):
+def test_arcface_crop_shape_and_input_checks(any_demo):
+    demo = any_demo
     crop = arcface_crop(demo[0][0])
     assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
     with pytest.raises(ValueError, match="square"):

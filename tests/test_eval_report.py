@@ -46,17 +46,44 @@ def test_eval_writes_table_grid_and_json(eval_run):
     assert grid is not None and grid.shape[0] > 2 * 100 and grid.shape[1] >= 4 * 100  # 2 people x 4 columns
 
 
-def test_eval_without_models_is_a_user_error(shared_data, tmp_path, capsys, monkeypatch):
+def _drawn_test_layout(folder):
+    """Three cases in the InstantRestore test layout (``<id>/gt.png``, ``degraded.png``,
+    ``conditioning/*.png``) of drawn people: FFHQ-aligned 512 px faces."""
+    import cv2
+    from synthetic_faces import aligned_face
+
+    from streamrestore.data.degrade import degrade
+
+    for index, person in enumerate(("ann", "ben", "cal")):
+        case = folder / f"{index + 1:05d}"
+        (case / "conditioning").mkdir(parents=True)
+        gt = aligned_face(person, 512)
+        cv2.imwrite(str(case / "gt.png"), gt[:, :, ::-1])
+        cv2.imwrite(str(case / "degraded.png"), degrade(gt, "moderate", seed=index)[:, :, ::-1])
+        for variant in range(1, 5):
+            cv2.imwrite(str(case / "conditioning" / f"{variant}.png"), aligned_face(person, 512, variant)[:, :, ::-1])
+    return folder
+
+
+@pytest.fixture(params=["synthetic", "real"])
+def layout_folder(request, tmp_path):
+    """A folder in the test layout: drawn cases (always) or the shared demo set."""
+    if request.param == "synthetic":
+        return _drawn_test_layout(tmp_path / "drawn")
+    return request.getfixturevalue("shared_data") / "instantrestore"
+
+
+def test_eval_without_models_is_a_user_error(layout_folder, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("STREAMRESTORE_SHARED", str(tmp_path / "nowhere"))
-    code = cli_main(["eval", "--data", str(shared_data / "instantrestore"), "--models", str(tmp_path / "none"),
+    code = cli_main(["eval", "--data", str(layout_folder), "--models", str(tmp_path / "none"),
                      "--model", "identity", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "--models" in capsys.readouterr().err
     assert cli_main(["eval", "--data", str(tmp_path / "missing"), "--model", "identity"]) == 2
 
 
-def test_cases_from_the_test_layout(shared_data):
-    cases = load_cases(shared_data / "instantrestore", EvalConfig(limit=3))
+def test_cases_from_the_test_layout(layout_folder):
+    cases = load_cases(layout_folder, EvalConfig(limit=3))
     assert [c.name for c in cases] == sorted(c.name for c in cases) and len(cases) == 3
     for case in cases:
         assert case.degraded.shape == case.ground_truth.shape == (512, 512, 3)

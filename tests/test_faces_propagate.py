@@ -5,10 +5,17 @@ import pytest
 from streamrestore.faces.propagate import FacePropagator, PropagationConfig
 
 
-@pytest.fixture(scope="module")
-def photo_and_faces(shared_data, shared_models):
+@pytest.fixture(scope="module", params=["synthetic", "real"])
+def photo_and_faces(request):
+    """Two faces in a picture: two drawn people (the drawn-face detector) or two_people.jpg (SCRFD)."""
+    if request.param == "synthetic":
+        import synthetic_faces as sf
+
+        rgb = sf.two_people(640, 360)[0]
+        return rgb, sf.SyntheticFaceDetector().detect(rgb)
     from streamrestore.faces.detect import create_detector
 
+    shared_data, shared_models = request.getfixturevalue("shared_data"), request.getfixturevalue("shared_models")
     detector = create_detector("scrfd", models_dir=shared_models / "insightface")
     rgb = np.ascontiguousarray(cv2.imread(str(shared_data / "face_recognition/two_people.jpg"))[:, :, ::-1])
     return rgb, detector.detect(rgb)

@@ -1,6 +1,8 @@
 import collections
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -17,14 +19,47 @@ from streamrestore.faces.track import FaceTracker, TrackerConfig
 R = 128  # small crops keep the tests fast; geometry is resolution independent
 
 
-@pytest.fixture(scope="module")
-def scrfd(shared_models):
-    return create_detector("scrfd", models_dir=shared_models / "insightface")
+@dataclass
+class Kit:
+    """A detector and an embedder, and photos they know: drawn people (Ann, Ben; the drawn-face
+    detector and embedder) or shared photos (Obama, Biden; SCRFD and the pack's embedder)."""
+
+    detector: Any
+    embedder: Any
+    dim: int  # embedding size
+    photos: dict  # person -> list of photo paths (at least two of the first, one of the second)
+    two_people: Path  # a photo of both: the first person left, the second right and larger
+    aligned: Path  # a folder of four FFHQ-aligned 512 px crops of one person
+
+    @property
+    def people(self) -> list:
+        return list(self.photos)
 
 
-@pytest.fixture(scope="module")
-def embedder(shared_models):
-    return create_embedder("insightface", models_dir=shared_models / "insightface")
+def _drawn_kit(folder: Path) -> Kit:
+    import synthetic_faces as sf
+
+    photos = {name: sorted(sf.write_portraits(folder / name, name).iterdir()) for name in ("ann", "ben")}
+    two = folder / "two_people.png"
+    cv2.imwrite(str(two), sf.two_people(640, 360)[0][:, :, ::-1])
+    aligned = folder / "aligned"
+    aligned.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(aligned / f"{i}.png"), sf.aligned_face("cal", 512, variant=i % 2)[:, :, ::-1])
+    return Kit(sf.SyntheticFaceDetector(), sf.SyntheticFaceEmbedder(), 3, photos, two, aligned)
+
+
+@pytest.fixture(scope="module", params=["synthetic", "real"])
+def kit(request, tmp_path_factory):
+    if request.param == "synthetic":
+        return _drawn_kit(tmp_path_factory.mktemp("drawn_people"))
+    shared_data, shared_models = request.getfixturevalue("shared_data"), request.getfixturevalue("shared_models")
+    root = shared_data / "face_recognition"
+    return Kit(create_detector("scrfd", models_dir=shared_models / "insightface"),
+               create_embedder("insightface", models_dir=shared_models / "insightface"), 128,
+               {"obama": [root / "knn_train/obama/obama.jpg", root / "knn_train/obama/obama2.jpg"],
+                "biden": [root / "knn_train/biden/biden2.jpg"]},
+               root / "two_people.jpg", shared_data / "instantrestore/00082/conditioning")
 
 
 def _template_error(detector, crop):
@@ -56,19 +91,20 @@ def test_parse_reference_specs():
         parse_reference_specs(["anna="])
 
 
-def test_loads_whole_photos(shared_data, scrfd, embedder):
-    folder = shared_data / "face_recognition/knn_train/obama"
-    (refs,) = load_reference_sets([str(folder)], scrfd, embedder, R)
-    assert refs.name == "obama" and refs.embedder == embedder.name
+def test_loads_whole_photos(kit, tmp_path):
+    person = kit.people[0]
+    folder = _link_folder(tmp_path, person, kit.photos[person])
+    (refs,) = load_reference_sets([str(folder)], kit.detector, kit.embedder, R)
+    assert refs.name == person and refs.embedder == kit.embedder.name
     assert refs.crops.shape == (2, R, R, 3) and refs.crops.dtype == np.uint8
-    assert refs.embeddings.shape == (2, 128)
-    assert [f.split("/")[-1] for f in refs.files] == ["obama.jpg", "obama2.jpg"]
+    assert refs.embeddings.shape == (2, kit.dim)
+    assert [f.split("/")[-1] for f in refs.files] == [p.name for p in kit.photos[person]]
     # The crop is an aligned face: detecting in it again lands on the template.
-    assert _template_error(scrfd, refs.crops[0]) < 0.06
+    assert _template_error(kit.detector, refs.crops[0]) < 0.06
 
 
-def test_loads_aligned_crops_and_caps_the_count(shared_data, scrfd, embedder, caplog):
-    folder = shared_data / "instantrestore/00082/conditioning"
+def test_loads_aligned_crops_and_caps_the_count(kit, caplog):
+    scrfd, embedder, folder = kit.detector, kit.embedder, kit.aligned
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         (refs,) = load_reference_sets([f"p82={folder}"], scrfd, embedder, 512, max_images=3)
     assert refs.name == "p82" and refs.crops.shape == (3, 512, 512, 3) and len(refs.files) == 3
@@ -76,7 +112,8 @@ def test_loads_aligned_crops_and_caps_the_count(shared_data, scrfd, embedder, ca
     assert all(_template_error(scrfd, crop) < 0.06 for crop in refs.crops)
 
 
-def test_missing_and_empty_folders(tmp_path, scrfd, embedder, caplog):
+def test_missing_and_empty_folders(tmp_path, kit, caplog):
+    scrfd, embedder = kit.detector, kit.embedder
     with pytest.raises(ReferencesError, match="does not exist"):
         load_reference_sets([str(tmp_path / "nobody")], scrfd, embedder, R)
     (tmp_path / "empty").mkdir()
@@ -91,8 +128,9 @@ def test_missing_and_empty_folders(tmp_path, scrfd, embedder, caplog):
     assert any("readme.txt" in r.getMessage() for r in caplog.records)
 
 
-def test_non_image_files_are_skipped_with_a_warning(tmp_path, shared_data, scrfd, embedder, caplog):
-    folder = _link_folder(tmp_path, "obama", [shared_data / "face_recognition/knn_train/obama/obama.jpg"])
+def test_non_image_files_are_skipped_with_a_warning(tmp_path, kit, caplog):
+    scrfd, embedder = kit.detector, kit.embedder
+    folder = _link_folder(tmp_path, kit.people[0], kit.photos[kit.people[0]][:1])
     (folder / "Thumbs.db").write_bytes(b"\0\1")
     (folder / ".DS_Store").write_bytes(b"\0")
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
@@ -103,20 +141,23 @@ def test_non_image_files_are_skipped_with_a_warning(tmp_path, shared_data, scrfd
     assert not any(".DS_Store" in m for m in messages)
 
 
-def test_photo_without_face_is_skipped_with_a_warning_naming_it(tmp_path, shared_data, scrfd, embedder, caplog):
-    folder = _link_folder(tmp_path, "anna", [shared_data / "face_recognition/knn_train/obama/obama.jpg"])
+def test_photo_without_face_is_skipped_with_a_warning_naming_it(tmp_path, kit, caplog):
+    scrfd, embedder = kit.detector, kit.embedder
+    photo = kit.photos[kit.people[0]][0]
+    folder = _link_folder(tmp_path, "anna", [photo])
     cv2.imwrite(str(folder / "wall.png"), np.full((200, 300, 3), 128, np.uint8))
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         (refs,) = load_reference_sets([str(folder)], scrfd, embedder, R)
-    assert [Path(f).name for f in refs.files] == ["obama.jpg"]
+    assert [Path(f).name for f in refs.files] == [photo.name]
     assert len(refs.crops) == len(refs.embeddings) == 1
     messages = [r.getMessage() for r in caplog.records]
     assert any("wall.png" in m and "no face" in m for m in messages), messages
     assert any("broken.jpg" in m for m in messages), messages
 
 
-def test_set_without_any_usable_photo_stops(tmp_path, scrfd, embedder):
+def test_set_without_any_usable_photo_stops(tmp_path, kit):
+    scrfd, embedder = kit.detector, kit.embedder
     folder = tmp_path / "anna"
     folder.mkdir()
     cv2.imwrite(str(folder / "wall.png"), np.full((200, 300, 3), 128, np.uint8))
@@ -126,11 +167,11 @@ def test_set_without_any_usable_photo_stops(tmp_path, scrfd, embedder):
     assert "wall.png (no face)" in str(error.value) and "broken.jpg (not readable)" in str(error.value)
 
 
-def test_several_faces_use_the_largest(tmp_path, shared_data, scrfd, embedder, caplog):
-    photo = shared_data / "face_recognition/two_people.jpg"
+def test_several_faces_use_the_largest(tmp_path, kit, caplog):
+    scrfd, embedder, photo = kit.detector, kit.embedder, kit.two_people
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         (refs,) = load_reference_sets([f"pair={photo}"], scrfd, embedder, R)
-    assert any("two_people.jpg" in r.getMessage() and "largest" in r.getMessage() for r in caplog.records)
+    assert any(photo.name in r.getMessage() and "largest" in r.getMessage() for r in caplog.records)
     rgb = np.ascontiguousarray(cv2.imread(str(photo))[:, :, ::-1])
     faces = scrfd.detect(rgb)
     areas = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces]
@@ -141,28 +182,31 @@ def test_several_faces_use_the_largest(tmp_path, shared_data, scrfd, embedder, c
     assert embedded @ embedder.embed(rgb, [smallest])[0] < 0.4
 
 
-def test_stranger_in_a_set_is_named(tmp_path, shared_data, scrfd, embedder, caplog):
-    root = shared_data / "face_recognition/knn_train"
-    folder = _link_folder(tmp_path, "obama", [root / "obama/obama.jpg", root / "obama/obama2.jpg",
-                                              root / "biden/biden2.jpg"])
+def test_stranger_in_a_set_is_named(tmp_path, kit, caplog):
+    scrfd, embedder = kit.detector, kit.embedder
+    first, second = kit.people
+    stranger = kit.photos[second][0]
+    folder = _link_folder(tmp_path, first, [*kit.photos[first][:2], stranger])
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         load_reference_sets([str(folder)], scrfd, embedder, R)
     flagged = [r.getMessage() for r in caplog.records if "does not look like" in r.getMessage()]
-    assert len(flagged) == 1 and "biden2.jpg" in flagged[0]
-    pair = _link_folder(tmp_path, "pair", [root / "obama/obama.jpg", root / "biden/biden2.jpg"])
+    assert len(flagged) == 1 and stranger.name in flagged[0]
+    pair = _link_folder(tmp_path, "pair", [kit.photos[first][0], stranger])
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         load_reference_sets([str(pair)], scrfd, embedder, R)
     assert any("same person" in r.getMessage() for r in caplog.records)
 
 
-def test_tracks_of_two_people_get_their_own_reference_sets(shared_data, scrfd, embedder):
-    """two_people.jpg shows Obama (left) and Biden (right); the knn_train folders hold other
-    photos of each."""
-    root = shared_data / "face_recognition"
-    sets = load_reference_sets([str(root / "knn_train/biden"), str(root / "knn_train/obama")], scrfd, embedder, R)
+def test_tracks_of_two_people_get_their_own_reference_sets(tmp_path, kit):
+    """The two-person photo shows the first person (left) and the second (right); their reference
+    folders hold other photos of each."""
+    scrfd, embedder = kit.detector, kit.embedder
+    left, right = kit.people
+    folders = [_link_folder(tmp_path, name, kit.photos[name]) for name in (right, left)]
+    sets = load_reference_sets([str(f) for f in folders], scrfd, embedder, R)
     matcher = IdentityMatcher(sets)
-    image = np.ascontiguousarray(cv2.imread(str(root / "two_people.jpg"))[:, :, ::-1])
+    image = np.ascontiguousarray(cv2.imread(str(kit.two_people))[:, :, ::-1])
     tracker = FaceTracker(TrackerConfig(), fps=30)
     names = {}
     for index in range(6):
@@ -173,14 +217,16 @@ def test_tracks_of_two_people_get_their_own_reference_sets(shared_data, scrfd, e
                 if matcher.needs_embedding(face.track_id):
                     matcher.observe(face.track_id, embedder.embed(frame, [face.face])[0])
                 names[face.track_id] = (face.face.box[0] < image.shape[1] / 2, matcher.identity_of(face.track_id))
-    assert sorted(names.values()) == [(False, "biden"), (True, "obama")]
+    assert sorted(names.values()) == [(False, right), (True, left)]
     assert all(matcher.is_decided(track_id) for track_id in names)
 
 
-def test_hamilton_clip_tracks_match_the_right_reference(shared_data, scrfd, embedder):
+def test_hamilton_clip_tracks_match_the_right_reference(shared_data, shared_models):
     """short_hamilton_clip.mp4, by looking at it: 0-19 wide stage shot (Lin-Manuel Miranda
     singing on the right, Alex Lacamoire at the piano on the left), 20-81 Lacamoire in profile
     close-up with the audience behind, 82-210 Miranda frontal, 211- the audience (neither)."""
+    scrfd = create_detector("scrfd", models_dir=shared_models / "insightface")
+    embedder = create_embedder("insightface", models_dir=shared_models / "insightface")
     root = shared_data / "face_recognition"
     sets = load_reference_sets([f"lin={root / 'lin-manuel-miranda.png'}", f"alex={root / 'alex-lacamoire.png'}"],
                                scrfd, embedder, R)

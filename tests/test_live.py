@@ -1,7 +1,9 @@
 """Live mode: newest-frame-wins input, outputs, reconnecting, clean shutdown, the preview window.
 
-End-to-end runs use the identity restorer and the shared SCRFD pack; the window test runs the
-CLI under Xvfb (skipped where Xvfb, xdotool or xwd are missing).
+End-to-end runs use the identity restorer on a drawn-face clip with the drawn-face detector
+(tests/synthetic_faces.py; subprocesses through tests/synthetic_cli.py), and the UDP test also on a
+real clip with the shared SCRFD pack; the window test runs the CLI under Xvfb (skipped where
+Xvfb, xdotool or xwd are missing).
 """
 import os
 import shutil
@@ -23,6 +25,8 @@ from streamrestore.errors import InputError, OutputError
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = "face_recognition/short_hamilton_clip.mp4"  # 640x360, 29.97 fps, two people
+# the program with the drawn-face detector and embedder, for subprocesses
+SYNTHETIC_CLI = [sys.executable, str(REPO / "tests" / "synthetic_cli.py")]
 
 
 def _free_udp_port() -> int:
@@ -31,8 +35,22 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def _model_args(shared_models):
+def _model_args(shared_models=None):
+    """The identity model; the shared SCRFD pack when given its folder (else the detector that
+    ``create_detector`` gives: the drawn-face one in these tests)."""
+    if shared_models is None:
+        return ["--model", "identity"]
     return ["--model", "identity", "--face-models", str(shared_models / "insightface")]
+
+
+@pytest.fixture(scope="module")
+def live_clip(tmp_path_factory):
+    """48 frames (1.9 s) of a drawn face at 640x360, 25 fps, with an AAC tone."""
+    from media_utils import make_face_clip
+
+    path = tmp_path_factory.mktemp("live") / "talk.mp4"
+    make_face_clip(path, width=640, height=360, frames=48, audio="aac")
+    return path
 
 
 def _env(**extra):
@@ -199,7 +217,7 @@ def test_missing_camera_is_one_error_without_opencv_noise(capfd):
     assert cv2.utils.logging.getLogLevel() == level  # the caller's OpenCV log level is back
 
 
-def test_as_fast_as_possible_keeps_the_files_timestamps(shared_models, tmp_path, capsys):
+def test_as_fast_as_possible_keeps_the_files_timestamps(synthetic_faces, tmp_path, capsys):
     """Read faster than real time, the output still plays at the file's pace (issue 13)."""
     from media_utils import make_clip, read_video_timing
 
@@ -207,7 +225,7 @@ def test_as_fast_as_possible_keeps_the_files_timestamps(shared_models, tmp_path,
     make_clip(src, width=96, height=64, frames=12, fps=5)  # 2.4 s; decoding takes far less
     out = tmp_path / "out.mp4"
     code = main(["live", "--source", str(src), "--as-fast-as-possible", "--no-window", "--output", str(out),
-                 *_model_args(shared_models)])
+                 *_model_args()])
     assert code == 0, capsys.readouterr().err
     source_times = read_video_timing(src)[0]
     out_times = read_video_timing(out)[0]
@@ -217,16 +235,16 @@ def test_as_fast_as_possible_keeps_the_files_timestamps(shared_models, tmp_path,
     assert max(abs(a - b) for a, b in zip(relative, expected)) < 0.002, (relative, expected)
 
 
-def test_no_display_exit_2_and_one_line(monkeypatch, capsys, shared_data, shared_models, tmp_path):
+def test_no_display_exit_2_and_one_line(monkeypatch, capsys, synthetic_faces, live_clip, tmp_path):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    code = main(["live", "--source", str(shared_data / CLIP), *_model_args(shared_models)])
+    code = main(["live", "--source", str(live_clip), *_model_args()])
     err = capsys.readouterr().err
     assert code == 2
     assert "--no-window" in _one_error_line(err)
 
 
-def test_output_that_is_the_source_is_refused(capsys, shared_models, tmp_path):
+def test_output_that_is_the_source_is_refused(capsys, synthetic_faces, tmp_path):
     from media_utils import make_clip
 
     src = tmp_path / "talk.mp4"
@@ -234,25 +252,28 @@ def test_output_that_is_the_source_is_refused(capsys, shared_models, tmp_path):
     original = src.read_bytes()
     (tmp_path / "link.mp4").symlink_to(src)
     code = main(["live", "--source", str(src), "--no-window", "--output", str(tmp_path / "link.mp4"), "--force",
-                 *_model_args(shared_models)])
+                 *_model_args()])
     assert code == 2 and "is the input file" in _one_error_line(capsys.readouterr().err)
     assert src.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ["link.mp4", "talk.mp4"]
 
 
-def test_webcam_example_with_a_file_source(monkeypatch, shared_data, shared_models, tmp_path, capsys):
+def test_webcam_example_with_a_file_source(monkeypatch, synthetic_faces, synthetic_refs, live_clip, tmp_path,
+                                           capsys):
     import runpy
 
     import streamrestore.pipeline as pipeline
 
     build = pipeline.build_face_restorer
-    monkeypatch.setattr(pipeline, "build_face_restorer", lambda *a, **kw: build(
-        *a, **{**kw, "model": "identity", "face_models": shared_models / "insightface"}))
+    built = []
+    monkeypatch.setattr(pipeline, "build_face_restorer", lambda *a, **kw: built.append(build(
+        *a, **{**kw, "model": "identity"})) or built[-1])
     out = tmp_path / "out.mp4"
-    monkeypatch.setattr(sys, "argv", ["webcam.py", str(shared_data / "face_recognition/knn_train/obama"),
-                                      str(shared_data / CLIP), "--no-window", "--max-frames", "5",
-                                      "--output", str(out)])
+    monkeypatch.setattr(sys, "argv", ["webcam.py", str(synthetic_refs), str(live_clip), "--no-window",
+                                      "--max-frames", "5", "--output", str(out)])
     runpy.run_path(str(REPO / "examples/webcam.py"), run_name="__main__")
     assert "5 frames out" in capsys.readouterr().out
+    (fr,) = built
+    assert [s.name for s in fr.reference_sets] == ["refs"] and fr.detector.calls > 0
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 5
 
@@ -277,14 +298,13 @@ class _CountingRestorer:
         return self.inner.restore(faces, caches)
 
 
-def test_references_encoded_once_and_model_warm_before_first_frame(shared_data, shared_models):
+def test_references_encoded_once_and_model_warm_before_first_frame(synthetic_faces, synthetic_refs, live_clip):
     from streamrestore.api import build_face_restorer
     from streamrestore.live import FileSource, LiveConfig, LiveSession
     from streamrestore.pipeline import PipelineConfig
 
     restorer = _CountingRestorer()
-    fr = build_face_restorer(shared_data / "face_recognition/knn_train/obama", model=restorer,
-                             face_models=shared_models / "insightface", config=PipelineConfig(lookahead=0))
+    fr = build_face_restorer(synthetic_refs, model=restorer, config=PipelineConfig(lookahead=0))
     assert restorer.encodes == 1 and not restorer.restores
 
     class Recorder:
@@ -306,7 +326,7 @@ def test_references_encoded_once_and_model_warm_before_first_frame(shared_data, 
                 yield live
 
     sink = Recorder()
-    source = RecordingFileSource(shared_data / CLIP, realtime=False)
+    source = RecordingFileSource(live_clip, realtime=False)
     stats = LiveSession(fr, source, [sink], config=LiveConfig(window=False, max_frames=6)).run()
     assert stats.frames_out == 6 and len(sink.times) == 6
     assert stats.dropped == 0  # a file read as fast as possible waits for the consumer
@@ -315,12 +335,26 @@ def test_references_encoded_once_and_model_warm_before_first_frame(shared_data, 
     assert restorer.encodes == 1  # never per frame
     assert restorer.restores[0] < source.captured[0]  # warm-up ran before the first frame was captured
     assert len(restorer.restores) == 1 + fr.stats.frames_with_faces
+    assert fr.stats.frames_with_faces == 6  # the drawn face is in every frame
 
 
 # --- network output -------------------------------------------------------------------------
 
-def test_udp_output_is_decodable_with_faces(shared_data, shared_models, capsys):
-    from streamrestore.faces.detect import create_detector
+@pytest.mark.parametrize("media", ["synthetic", "real"])
+def test_udp_output_is_decodable_with_faces(request, capsys, media):
+    """A drawn-face clip (drawn-face detector) or a real one (shared SCRFD pack) streamed out."""
+    if media == "synthetic":
+        import synthetic_faces
+
+        request.getfixturevalue("synthetic_faces")
+        source, model_args = request.getfixturevalue("live_clip"), _model_args()
+        detector = synthetic_faces.SyntheticFaceDetector()
+    else:
+        from streamrestore.faces.detect import create_detector
+
+        shared_models = request.getfixturevalue("shared_models")
+        source, model_args = request.getfixturevalue("shared_data") / CLIP, _model_args(shared_models)
+        detector = create_detector("scrfd", models_dir=shared_models / "insightface")
 
     port = _free_udp_port()
     url = f"udp://127.0.0.1:{port}"
@@ -340,15 +374,14 @@ def test_udp_output_is_decodable_with_faces(shared_data, shared_models, capsys):
     reader = threading.Thread(target=receive, daemon=True)
     reader.start()
     time.sleep(0.3)  # the reader binds the port before anything is sent
-    code = main(["live", "--source", str(shared_data / CLIP), "--no-window", "--output", url,
-                 "--max-frames", "30", *_model_args(shared_models)])
+    code = main(["live", "--source", str(source), "--no-window", "--output", url,
+                 "--max-frames", "30", *model_args])
     err = capsys.readouterr().err
     reader.join(15)
     assert code == 0, err
     assert "p50" in err and "p95" in err
     assert len(received) >= 8, (errors, err)
     assert all(f.shape == (360, 640, 3) for f in received)
-    detector = create_detector("scrfd", models_dir=shared_models / "insightface")
     assert any(len(detector.detect(f)) >= 1 for f in received[-3:])
 
 
@@ -388,15 +421,15 @@ def _wait_for(proc_err: list, text: str, timeout: float) -> bool:
     return False
 
 
-def test_source_drop_is_reconnected_and_sigint_finishes_the_file(tmp_path, shared_models):
+def test_source_drop_is_reconnected_and_sigint_finishes_the_file(tmp_path):
     port = _free_udp_port()
     url = f"udp://127.0.0.1:{port}"
     out = tmp_path / "live.ts"
     env = _env()
     sender = _start_sender(url, RED, env)
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "streamrestore.cli", "live", "--source", url, "--no-window", "--output", str(out),
-         "--timeout", "1", "--retries", "8", *_model_args(shared_models)],
+        [*SYNTHETIC_CLI, "live", "--source", url, "--no-window", "--output", str(out),
+         "--timeout", "1", "--retries", "8", *_model_args()],
         env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path)
     lines: list = []
     pump = threading.Thread(target=lambda: lines.extend(receiver.stderr), daemon=True)
@@ -431,13 +464,13 @@ def test_source_drop_is_reconnected_and_sigint_finishes_the_file(tmp_path, share
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
-def test_stop_signal_finishes_the_live_output_file(tmp_path, shared_data, shared_models, signum):
+def test_stop_signal_finishes_the_live_output_file(tmp_path, live_clip, signum):
     """`timeout`, `docker stop`, systemd (SIGTERM) or a closed terminal (SIGHUP) end a live run
     like q or Ctrl-C: the output file is finished and plays, exit code 0."""
     out = tmp_path / "live.mp4"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamrestore.cli", "live", "--source", str(shared_data / CLIP), "--loop",
-         "--no-window", "--output", str(out), *_model_args(shared_models)],
+        [*SYNTHETIC_CLI, "live", "--source", str(live_clip), "--loop", "--no-window", "--output", str(out),
+         *_model_args()],
         env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path)
     lines: list = []
     pump = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
@@ -520,12 +553,12 @@ def _same_scene(left, right) -> bool:
     return np.corrcoef(a, b)[0, 1] > 0.9
 
 
-def test_window_shows_both_panes_and_keys_work(xvfb, tmp_path, shared_data, shared_models):
+def test_window_shows_both_panes_and_keys_work(xvfb, tmp_path, live_clip):
     snapshots = tmp_path / "shots"
     snapshots.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamrestore.cli", "live", "--source", str(shared_data / CLIP), "--loop",
-         "--snapshots", str(snapshots), *_model_args(shared_models)],
+        [*SYNTHETIC_CLI, "live", "--source", str(live_clip), "--loop", "--snapshots", str(snapshots),
+         *_model_args()],
         env=_env(DISPLAY=xvfb), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         wid = _x(xvfb, "timeout", "60", "xdotool", "search", "--sync", "--name", "streamrestore live").split()[0]

@@ -1,11 +1,16 @@
-"""The frame loop end to end on real media, with the identity restorer (proves geometry,
-timing and audio without a model)."""
+"""The frame loop end to end, with the identity restorer (proves geometry, timing and audio
+without a model): on drawn faces (tests/synthetic_faces.py, always) and on real media with SCRFD
+(the shared folder)."""
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import av
 import cv2
 import numpy as np
 import pytest
+import synthetic_faces as sf
 from media_utils import make_clip, read_audio_packets, read_video_timing
 
 from streamrestore.api import restore_video
@@ -35,6 +40,59 @@ def _frames(path: Path, count: int, step: int = 1):
     return out
 
 
+@dataclass
+class Media:
+    """Pictures with faces, and a detector that finds them."""
+
+    detector: Any
+    talking: Callable[..., list]  # (count, step=1) -> RGB frames of one face, in order
+    portrait_bgr: Callable[[], np.ndarray]  # one face, BGR
+    two_people: Callable[[], np.ndarray]  # two faces, RGB: left, right
+    two_sets: Callable[[], tuple]  # (reference folders of the left and the right person, their names)
+    embedder: Callable[[], Any]  # tells the two people apart
+
+
+@pytest.fixture(scope="module")
+def drawn_talking(tmp_path_factory):
+    """A 120-frame drawn-face clip at 320x240 (encoded and decoded, like a real one)."""
+    from media_utils import make_face_clip
+
+    path = tmp_path_factory.mktemp("drawn") / "talking.mp4"
+    make_face_clip(path, width=320, height=240, frames=120, options={"preset": "ultrafast", "crf": "18"})
+    return path
+
+
+@pytest.fixture(params=["synthetic", "real"])
+def media(request, tmp_path):
+    if request.param == "synthetic":
+        clip = request.getfixturevalue("drawn_talking")
+        folders = (sf.write_portraits(tmp_path / "ann", "ann"), sf.write_portraits(tmp_path / "ben", "ben"))
+        return Media(
+            sf.SyntheticFaceDetector(),
+            lambda count, step=1: _frames(clip, count, step),
+            lambda: np.ascontiguousarray(sf.portrait("ann", size=240)[:, :, ::-1]),
+            lambda: sf.two_people(640, 360)[0],
+            lambda: (folders, ("ann", "ben")),
+            sf.SyntheticFaceEmbedder,
+        )
+    data = request.getfixturevalue("shared_data")
+    root = data / "face_recognition"
+    return Media(
+        request.getfixturevalue("scrfd"),
+        lambda count, step=1: _frames(data / "liveportrait/driving/d19.mp4", count, step),
+        lambda: cv2.imread(str(root / "obama_small.jpg")),
+        lambda: np.ascontiguousarray(cv2.imread(str(root / "two_people.jpg"))[:, :, ::-1]),  # Obama left, Biden right
+        lambda: ((root / "knn_train/obama", root / "knn_train/biden"), ("obama", "biden")),
+        lambda: _shared_embedder(request.getfixturevalue("shared_models")),
+    )
+
+
+def _shared_embedder(models):
+    from streamrestore.faces.identity import create_embedder
+
+    return create_embedder("auto", models_dir=models / "insightface")
+
+
 def _mask_union(shape, faces, resolution):
     paste = PasteBack(resolution)
     union = np.zeros(shape[:2], np.float32)
@@ -45,11 +103,12 @@ def _mask_union(shape, faces, resolution):
 
 
 @pytest.mark.parametrize("resolution", [512, 128])
-def test_identity_restorer_round_trip(shared_data, scrfd, resolution):
-    frames = _frames(shared_data / "liveportrait/driving/d19.mp4", 6, step=20)
-    frames.append(cv2.cvtColor(cv2.imread(str(shared_data / "face_recognition/two_people.jpg")), cv2.COLOR_BGR2RGB))
+def test_identity_restorer_round_trip(media, resolution):
+    frames = media.talking(6, step=20)
+    frames.append(media.two_people())
+    assert len(frames) == 7
     config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off())
-    fr = FaceRestorer(IdentityRestorer(resolution), scrfd, config=config)
+    fr = FaceRestorer(IdentityRestorer(resolution), media.detector, config=config)
     worst_inside = 0
     for rgb in frames:
         out = fr.process(rgb.copy())
@@ -69,10 +128,10 @@ def test_identity_restorer_round_trip(shared_data, scrfd, resolution):
     assert worst_inside <= (32 if resolution == 512 else 1), worst_inside
 
 
-def test_process_keeps_type_and_channel_order(shared_data, scrfd):
+def test_process_keeps_type_and_channel_order(media):
     from streamrestore.blend import PasteConfig
 
-    bgr = cv2.imread(str(shared_data / "face_recognition/obama_small.jpg"))
+    bgr = media.portrait_bgr()
     config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False),
                             paste=PasteConfig(color_match=False))
 
@@ -84,7 +143,7 @@ def test_process_keeps_type_and_channel_order(shared_data, scrfd):
             out[:, 0] = (out[:, 0] + 0.3).clamp(0, 1)
             return out
 
-    fr = FaceRestorer(Redden(128), scrfd, config=config, channel_order="bgr")
+    fr = FaceRestorer(Redden(128), media.detector, config=config, channel_order="bgr")
     out = fr.process(bgr.copy())
     assert isinstance(out, np.ndarray) and out.shape == bgr.shape and out.dtype == np.uint8
     face = fr.last_faces[0]
@@ -95,12 +154,13 @@ def test_process_keeps_type_and_channel_order(shared_data, scrfd):
     blue, green, red = gain[changed].mean(axis=0)
     assert red > 20 and abs(blue) < 3 and abs(green) < 3
     with pytest.raises(ValueError, match="lookahead"):
-        FaceRestorer(IdentityRestorer(64), scrfd).process(bgr)
+        FaceRestorer(IdentityRestorer(64), media.detector).process(bgr)
 
 
-def test_stream_yields_every_frame_in_order(shared_data, scrfd):
-    frames = _frames(shared_data / "liveportrait/driving/d19.mp4", 12)
-    fr = FaceRestorer(IdentityRestorer(128), scrfd, config=PipelineConfig(lookahead=3))
+def test_stream_yields_every_frame_in_order(media):
+    frames = media.talking(12)
+    assert len(frames) == 12
+    fr = FaceRestorer(IdentityRestorer(128), media.detector, config=PipelineConfig(lookahead=3))
     out = list(fr.stream(f.copy() for f in frames))
     assert len(out) == len(frames)
     for a, b in zip(out, frames):
@@ -117,12 +177,17 @@ CLIPS = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("clip", CLIPS)
-def test_real_clip_keeps_frames_timestamps_audio(shared_data, shared_models, tmp_path, clip):
-    src = shared_data / clip
+@pytest.mark.parametrize("clip", ["synthetic", *(pytest.param(c, marks=pytest.mark.slow) for c in CLIPS)])
+def test_clip_keeps_frames_timestamps_audio(request, tmp_path, clip):
+    """The drawn-face clip (synthetic detector) and real clips (SCRFD) restored whole."""
+    if clip == "synthetic":
+        request.getfixturevalue("synthetic_faces")
+        src, face_models = request.getfixturevalue("face_clip").path, None
+    else:
+        src = request.getfixturevalue("shared_data") / clip
+        face_models = request.getfixturevalue("shared_models") / "insightface"
     dst = tmp_path / f"out{src.suffix}"
-    fr = FaceRestorer.from_options(model="identity", face_models=shared_models / "insightface")
+    fr = FaceRestorer.from_options(model="identity", face_models=face_models)
     stats = restore_video(src, dst, fr, encoder=EncoderSettings(preset="ultrafast"))
     pts_in, dur_in = read_video_timing(src)
     pts_out, dur_out = read_video_timing(dst)
@@ -134,6 +199,8 @@ def test_real_clip_keeps_frames_timestamps_audio(shared_data, shared_models, tmp
     with av.open(str(src)) as a, av.open(str(dst)) as b:
         assert abs(a.duration - b.duration) <= 1000  # microseconds
     assert stats.faces_restored > 0
+    if clip == "synthetic":
+        assert stats.faces_restored == stats.frames == 16 and len(stats.per_track) == 1, stats.summary()
 
 
 @pytest.mark.slow
@@ -154,17 +221,19 @@ def test_hamilton_tracks_restart_at_cuts(shared_data, scrfd):
     assert {next(iter(s)) for s in seen.values()} >= {0, 2, 3}
 
 
-def test_video_without_faces_passes_through(tmp_path, shared_models):
+def test_video_without_faces_passes_through(tmp_path, synthetic_faces):
     src = tmp_path / "pattern.mp4"
     make_clip(src, width=96, height=64, frames=10)
     dst = tmp_path / "out.mp4"
-    stats = restore_video(src, dst, FaceRestorer.from_options(model="identity", face_models=shared_models / "insightface"))
+    fr = FaceRestorer.from_options(model="identity")
+    stats = restore_video(src, dst, fr)
+    assert fr.detector.calls > 0  # looked, found nothing
     assert stats.frames == 10 and stats.frames_with_faces == 0
     assert "no faces" in stats.summary()
     assert read_video_timing(dst)[0] == read_video_timing(src)[0]
 
 
-def test_interrupt_leaves_no_output(tmp_path, shared_data, shared_models, scrfd):
+def test_interrupt_leaves_no_output(tmp_path, media):
     class Interrupting(IdentityRestorer):
         calls = 0
 
@@ -174,21 +243,33 @@ def test_interrupt_leaves_no_output(tmp_path, shared_data, shared_models, scrfd)
                 raise KeyboardInterrupt
             return faces
 
-    fr = FaceRestorer(Interrupting(64), scrfd)
-    dst = tmp_path / "out.mp4"
+    fr = FaceRestorer(Interrupting(64), media.detector)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    src = tmp_path / "in.mp4"
+    with av.open(str(src), "w") as c:  # the first 12 frames of the media's clip
+        stream = c.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        frames = media.talking(12)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for rgb in frames:
+            c.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        c.mux(stream.encode(None))
     with pytest.raises(KeyboardInterrupt):
-        restore_video(shared_data / "liveportrait/driving/d19.mp4", dst, fr)
-    assert list(tmp_path.iterdir()) == []
+        restore_video(src, out_dir / "out.mp4", fr)
+    assert Interrupting.calls == 3
+    assert list(out_dir.iterdir()) == []
 
 
-def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd):
-    """two_people.jpg: Obama left, Biden right. With two reference sets, the restorer receives,
-    in one batch, each face with the cache of its own person (encoded once per identity)."""
-    from streamrestore.faces.identity import create_embedder
+def test_each_face_gets_its_own_identity_cache(media):
+    """Two people (drawn: Ann left, Ben right; two_people.jpg: Obama left, Biden right). With two
+    reference sets, the restorer receives, in one batch, each face with the cache of its own
+    person (encoded once per identity)."""
     from streamrestore.faces.references import load_reference_sets
 
-    root = shared_data / "face_recognition"
-    embedder = create_embedder("auto", models_dir=shared_models / "insightface")
+    (left_refs, right_refs), (left, right) = media.two_sets()
+    embedder = media.embedder()
+    detector = media.detector
 
     class Recording(IdentityRestorer):
         encoded = 0
@@ -203,9 +284,9 @@ def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd
             return faces
 
     restorer = Recording(128)
-    sets = load_reference_sets([str(root / "knn_train/obama"), str(root / "knn_train/biden")], scrfd, embedder, 128)
-    fr = FaceRestorer(restorer, scrfd, sets, embedder=embedder, config=PipelineConfig(lookahead=0))
-    image = np.ascontiguousarray(cv2.imread(str(root / "two_people.jpg"))[:, :, ::-1])
+    sets = load_reference_sets([str(left_refs), str(right_refs)], detector, embedder, 128)
+    fr = FaceRestorer(restorer, detector, sets, embedder=embedder, config=PipelineConfig(lookahead=0))
+    image = media.two_people()
     for i in range(6):
         shift = np.float32([[1, 0, 2 * i], [0, 1, -i]])
         fr.process(cv2.warpAffine(image, shift, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE))
@@ -215,23 +296,26 @@ def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd
     for f in fr.last_faces:
         centre_x = cv2.invertAffineTransform(f.matrix) @ np.array([64, 64, 1.0])
         by_side["left" if centre_x[0] < image.shape[1] / 2 else "right"] = f.identity
-    assert by_side == {"left": "obama", "right": "biden"}
+    assert by_side == {"left": left, "right": right}
     last = Recording.batches[-1]
-    assert {id(c) for c in last} == {id(fr.caches["obama"]), id(fr.caches["biden"])}
+    assert {id(c) for c in last} == {id(fr.caches[left]), id(fr.caches[right])}
 
     # The run summary, frame by frame: per track whom it matched, its span and face count.
     stats = fr.stats
-    assert {t.identity for t in stats.per_track.values()} == {"obama", "biden"}
+    assert {t.identity for t in stats.per_track.values()} == {left, right}
     assert all((t.first_frame, t.last_frame, t.faces) == (0, 5, 6) for t in stats.per_track.values())
     text = stats.summary()
     assert "6 frames (" in text and "0.0 fps" not in text and "fps over" in text  # timed by its own calls
-    assert "12 faces restored in 6 frames, 2 tracks, identities matched: biden, obama" in text
-    assert ": obama, frames 0-5, 6 faces" in text and ": biden, frames 0-5, 6 faces" in text
+    matched = ", ".join(sorted((left, right)))
+    assert f"12 faces restored in 6 frames, 2 tracks, identities matched: {matched}" in text
+    assert f": {left}, frames 0-5, 6 faces" in text and f": {right}, frames 0-5, 6 faces" in text
     assert "unmatched faces: 0, skipped faces: 0" in text
     assert "similarity" not in text
     verbose = stats.summary(verbose=True)
-    (obama_line,) = [line for line in verbose.splitlines() if ": obama," in line]
-    assert "; similarity obama 0." in obama_line and ", biden " in obama_line  # best first
+    (left_line,) = [line for line in verbose.splitlines() if line.startswith("  track") and f": {left}," in line]
+    assert re.search(rf"; similarity {left} [01]\.\d\d, {right} -?[01]\.\d\d$", left_line), left_line  # best first
+    if left == "obama":
+        assert "; similarity obama 0." in left_line
     assert "(similarity below" in verbose  # the threshold, said once
 
     # fresh(): a new stream (empty tracker and stats) sharing the models and encoded references.
@@ -240,7 +324,7 @@ def test_each_face_gets_its_own_identity_cache(shared_data, shared_models, scrfd
     assert {k: id(v) for k, v in again.caches.items()} == {k: id(v) for k, v in fr.caches.items()}
     assert again.stats.frames == 0 and Recording.encoded == 2  # nothing encoded again
     again.process(image)
-    assert {f.identity for f in again.last_faces} == {"obama", "biden"}
+    assert {f.identity for f in again.last_faces} == {left, right}
 
 
 def _summary_of(stats_calls, **fields):

@@ -6,6 +6,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import synthetic_faces as sf
 
 from streamrestore.blend import PasteBack, PastePlan, yuv420_weights
 from streamrestore.model.identity import IdentityRestorer
@@ -57,9 +58,20 @@ def test_matrices_are_inverse_and_map_black_and_white(space, rng):
     assert np.allclose(from_rgb @ [255, 255, 255, 1], [high, 128, 128], atol=1e-3)
 
 
-@pytest.mark.parametrize("clip", ["liveportrait/source/s32.mp4", "face_recognition/short_hamilton_clip.mp4"])
-def test_yuv_region_matches_swscale_and_any_box(shared_data, clip):
-    frame = _video_frames(shared_data / clip, 1)[0]
+def _clip_path(request, clip):
+    """A shared clip, or ``"drawn WxH"`` / ``"drawn WxH SIZE"``: the drawn-face clip of that
+    size (and eye distance, see the ``soft_face_clips`` fixture)."""
+    if clip.startswith("drawn "):
+        _, dims, *size = clip.split()
+        width, height = map(int, dims.split("x"))
+        return request.getfixturevalue("soft_face_clips")(width, height, *map(float, size))
+    return request.getfixturevalue("shared_data") / clip
+
+
+@pytest.mark.parametrize("clip", ["drawn 640x360", "liveportrait/source/s32.mp4",
+                                  "face_recognition/short_hamilton_clip.mp4"])
+def test_yuv_region_matches_swscale_and_any_box(request, clip):
+    frame = _video_frames(_clip_path(request, clip), 1)[0]
     pixels = Yuv420Pixels(frame)
     ours = pixels.full().astype(int)
     swscale = frame_to_rgb(frame).astype(int)
@@ -170,19 +182,30 @@ def _yuv_weights(shape, faces, resolution):
 
 
 # Faces in d19 are ~1.7x a 256 px crop (change pasted at full resolution) and ~0.85x a 512 px
-# one (crop blended over the frame); in s18 ~3.4x a 128 px crop (paste on the chroma grid).
+# one (crop blended over the frame); in s18 ~3.4x a 128 px crop (paste on the chroma grid). The
+# drawn faces at 480x480 (eye distance 110 px +-10 %): 1.6-1.9x a 256 px crop, 0.8-0.95x a 512 px
+# one, 3.1-3.8x a 128 px one.
 PASTE_CASES = [
     ("liveportrait/driving/d19.mp4", 256, (1.05, 2.5)),
     ("liveportrait/driving/d19.mp4", 512, (0.0, 1.05)),
     ("liveportrait/source/s18.mp4", 128, (2.5, 10.0)),
 ]
+DRAWN_PASTE_CASES = [
+    ("drawn 480x480", 256, (1.05, 2.5)),
+    ("drawn 480x480", 512, (0.0, 1.05)),
+    ("drawn 480x480", 128, (2.5, 10.0)),
+]
 
 
-@pytest.mark.parametrize("clip,resolution,scales_in", PASTE_CASES, ids=["change", "blend", "change-half-res"])
+@pytest.mark.parametrize("clip,resolution,scales_in", DRAWN_PASTE_CASES + PASTE_CASES,
+                         ids=["drawn-change", "drawn-blend", "drawn-change-half-res",
+                              "change", "blend", "change-half-res"])
 @pytest.mark.parametrize("kind", [IdentityRestorer, _Stripes], ids=["identity", "stripes"])
-def test_yuv_frames_restore_like_rgb_frames(shared_data, scrfd, kind, clip, resolution, scales_in):
+def test_yuv_frames_restore_like_rgb_frames(request, kind, clip, resolution, scales_in):
     restorer = kind(resolution)
-    frames = _video_frames(shared_data / clip, 3, step=25)
+    frames = _video_frames(_clip_path(request, clip), 3, step=25)
+    assert len(frames) == 3
+    scrfd = sf.SyntheticFaceDetector() if clip.startswith("drawn ") else request.getfixturevalue("scrfd")
     config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
     on_yuv = FaceRestorer(restorer, scrfd, config=config)
     on_rgb = FaceRestorer(restorer, scrfd, config=config)
@@ -216,12 +239,13 @@ def test_yuv_frames_restore_like_rgb_frames(shared_data, scrfd, kind, clip, reso
     assert worst <= 12, worst
 
 
+@pytest.mark.parametrize("clip", ["drawn 1280x720", "liveportrait/source/s18.mp4"])
 @pytest.mark.parametrize("scale,resolution", [(0.295, 128), (0.6, 256), (1.2, 512)])
 @pytest.mark.parametrize("where", ["centre", "corner"])
-def test_face_crops_from_yuv_match_rgb(shared_data, scale, resolution, where):
+def test_face_crops_from_yuv_match_rgb(request, clip, scale, resolution, where):
     from streamrestore.faces.align import crop_face
 
-    frame = _video_frames(shared_data / "liveportrait/source/s18.mp4", 1)[0]
+    frame = _video_frames(_clip_path(request, clip), 1)[0]
     yuv = Yuv420Pixels(frame)
     rgb = RgbPixels(yuv.full())
     angle = 0.2
@@ -237,14 +261,24 @@ def test_face_crops_from_yuv_match_rgb(shared_data, scale, resolution, where):
         assert (a[:5, :5] == 0).all() and (b[:5, :5] == 0).all()
 
 
-@pytest.mark.parametrize("resolution", [128, 512])
-def test_odd_sized_frames_with_faces_cut_by_the_border(shared_data, scrfd, resolution):
-    """4:2:0 frames of odd width and height, the face's crop cut by the right and bottom edges."""
-    image = cv2.cvtColor(cv2.imread(str(shared_data / "face_recognition/two_people.jpg")), cv2.COLOR_BGR2RGB)
+# (drawn faces at 128: the paste's weights fade to exactly 0 a few pixels before a frame edge
+# that cuts the crop, so the last row and column are never reached; two_people.jpg's face reaches
+# the last row with a weight of 5e-4)
+@pytest.mark.parametrize("media,resolution", [("synthetic", 512), ("real", 128), ("real", 512)])
+def test_odd_sized_frames_with_faces_cut_by_the_border(request, media, resolution):
+    """4:2:0 frames of odd width and height, the face's crop cut by the right and bottom edges
+    (two drawn people, or two_people.jpg)."""
+    if media == "synthetic":
+        image, scrfd = sf.two_people(640, 360)[0], sf.SyntheticFaceDetector()
+        margin = -10  # its box is SCRFD's on FFHQ faces, wider than the drawing: cut inside it
+    else:
+        margin = 6
+        shared_data, scrfd = request.getfixturevalue("shared_data"), request.getfixturevalue("scrfd")
+        image = cv2.cvtColor(cv2.imread(str(shared_data / "face_recognition/two_people.jpg")), cv2.COLOR_BGR2RGB)
     faces = scrfd.detect(image)
     x1, y1, x2, y2 = faces[0].box.astype(int)
     # just past the face box, at odd coordinates: the crop (about twice the box) leaves the frame
-    right, bottom = (x2 + 6) | 1, (y2 + 6) | 1
+    right, bottom = (x2 + margin) | 1, (y2 + margin) | 1
     rgb = np.ascontiguousarray(image[: bottom, : right])
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
     frame.pts, frame.time_base = 0, Fraction(1, 25)

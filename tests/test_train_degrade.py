@@ -13,11 +13,16 @@ from streamrestore.data.degrade import (
 )
 
 
-@pytest.fixture(scope="module")
-def face(shared_data):
+@pytest.fixture(scope="module", params=["synthetic", "real"])
+def face(request):
+    """A 96x96 RGB aligned face: a drawn one, or a shared FFHQ-aligned photo (gt.png)."""
     import cv2
 
-    bgr = cv2.imread(str(shared_data / "instantrestore" / "00001" / "gt.png"))
+    if request.param == "synthetic":
+        from synthetic_faces import aligned_face
+
+        return aligned_face("ann", 96)
+    bgr = cv2.imread(str(request.getfixturevalue("shared_data") / "instantrestore" / "00001" / "gt.png"))
     assert bgr is not None
     return np.ascontiguousarray(cv2.resize(bgr, (96, 96), interpolation=cv2.INTER_AREA)[..., ::-1])
 

@@ -36,6 +36,18 @@ def faces(shared_data):
     return gts, refs
 
 
+@pytest.fixture(scope="module", params=["synthetic", "real"])
+def any_faces(request):
+    """(gts, refs) like ``faces``, for tests that need aligned faces, not particular people: drawn
+    faces (always) or the shared demo photos."""
+    if request.param == "real":
+        return request.getfixturevalue("faces")
+    from synthetic_faces import aligned_face
+
+    people = ("ann", "ben", "cal", "ann")
+    return ([aligned_face(p, 256, variant=0) for p in people], [aligned_face(p, 256, variant=1) for p in people])
+
+
 # -- landmark attention loss ---------------------------------------------------------------
 
 
@@ -146,18 +158,18 @@ def test_identity_loss_is_differentiable_and_stays_frozen(weights, faces):
     assert loss(stepped, gt).item() < value.item()
 
 
-def test_differentiable_crop_matches_the_judges_crop(faces):
+def test_differentiable_crop_matches_the_judges_crop(any_faces):
     from streamrestore.eval.judges import arcface_crop
 
-    gts, _ = faces
+    gts, _ = any_faces
     torch_crop = arcface_crop_tensor(_tensor(gts[:1]))[0].permute(1, 2, 0).numpy() * 255
     cv_crop = arcface_crop(gts[0]).astype(np.float32)
     assert torch_crop.shape == (112, 112, 3)
     assert np.abs(torch_crop - cv_crop)[8:-8, 8:-8].mean() < 4.0
 
 
-def test_pixel_and_ssim_losses(faces):
-    gts, _ = faces
+def test_pixel_and_ssim_losses(any_faces):
+    gts, _ = any_faces
     gt = _tensor(gts[:2])
     noisy = (gt + 0.05 * torch.randn_like(gt)).clamp(0, 1)
     noisier = (gt + 0.2 * torch.randn_like(gt)).clamp(0, 1)

@@ -56,12 +56,41 @@ def container_duration(path: Path) -> float:
         return c.duration / av.time_base
 
 
-# -- real clips ---------------------------------------------------------------------------
+# -- real clips (and drawn-face stand-ins) --------------------------------------------------
 
 
-@pytest.mark.parametrize("clip", REAL_CLIPS)
-def test_passthrough_keeps_frames_timestamps_audio_and_duration(shared_data, tmp_path, clip):
-    src = shared_data / clip
+def _clip(request, name: str) -> Path:
+    """``"synthetic"``: the drawn-face clip (16 frames, 25 fps, AAC); else a shared clip."""
+    if name == "synthetic":
+        return request.getfixturevalue("face_clip").path
+    return request.getfixturevalue("shared_data") / name
+
+
+@pytest.fixture(params=["synthetic", "real"])
+def clip30(request, tmp_path_factory):
+    """A clip of at least 2 s at 30 fps with AAC audio: drawn (75 frames, 320x240) or d19.mp4."""
+    if request.param == "real":
+        return request.getfixturevalue("shared_data") / "liveportrait/driving/d19.mp4"
+    path = tmp_path_factory.mktemp("clip30") / "drawn30.mp4"
+    _soft_face_clip(path, frames=75, fps=30, audio="aac")
+    return path
+
+
+def _soft_face_clip(path: Path, frames: int, **options) -> None:
+    """A drawn-face clip (320x240) softened like camera footage (Gaussian blur, sigma 1): its
+    hard-edged, saturated drawing would otherwise cost a codec, and chroma subsampling, far more
+    than real faces do."""
+    import cv2
+    from synthetic_faces import face_frames
+
+    pictures, _ = face_frames(frames, 320, 240)
+    make_clip(path, width=320, height=240, frames=frames,
+              picture=lambda i: cv2.GaussianBlur(pictures[i], (0, 0), 1.0), **options)
+
+
+@pytest.mark.parametrize("clip", ["synthetic", *REAL_CLIPS])
+def test_passthrough_keeps_frames_timestamps_audio_and_duration(request, tmp_path, clip):
+    src = _clip(request, clip)
     dst = tmp_path / "out.mp4"
     reader = passthrough(src, dst)
     assert reader.problems == []
@@ -99,9 +128,9 @@ def test_probe_describes_hamilton_clip(shared_data):
     assert 9.0 < info.duration < 10.1
 
 
-def test_rgb_frames_from_pipeline_keep_timing_and_picture(shared_data, tmp_path):
+def test_rgb_frames_from_pipeline_keep_timing_and_picture(clip30, tmp_path):
     """New frames built from numpy (pts/time_base copied, no duration) encode like the source."""
-    src = shared_data / "liveportrait/driving/d19.mp4"
+    src = clip30
     dst = tmp_path / "out.mp4"  # (Matroska would round times to milliseconds)
     originals = []
     with VideoReader(src, end=1.0) as reader, VideoWriter(
@@ -122,9 +151,15 @@ def test_rgb_frames_from_pipeline_keep_timing_and_picture(shared_data, tmp_path)
     assert 10 * np.log10(255**2 / mse) > 38  # crf 17: visually lossless
 
 
-def test_unchanged_rgb_frames_come_back_with_the_same_colours(shared_data, tmp_path):
+@pytest.mark.parametrize("clip", ["synthetic", "real"])
+def test_unchanged_rgb_frames_come_back_with_the_same_colours(request, tmp_path, clip):
     """frame_to_rgb + the writer's RGB -> YUV are inverse: no brightness or colour drift."""
-    src = shared_data / "face_recognition/short_hamilton_clip.mp4"  # BT.709, limited range
+    if clip == "synthetic":  # a drawn face tagged BT.709, limited range
+        src = tmp_path / "bt709.mp4"
+        _soft_face_clip(src, frames=30, color={"color_range": 1, "colorspace": 1, "color_primaries": 1,
+                                              "color_trc": 1})
+    else:
+        src = request.getfixturevalue("shared_data") / "face_recognition/short_hamilton_clip.mp4"  # BT.709, limited
     dst = tmp_path / "lossless.mp4"
     sources = []
     with VideoReader(src, end=1.5) as reader, VideoWriter(
@@ -145,11 +180,19 @@ def test_unchanged_rgb_frames_come_back_with_the_same_colours(shared_data, tmp_p
     assert abs(chroma.mean()) < 0.1 and np.abs(chroma).mean() < 0.3
 
 
-def test_start_end_window_shifts_video_and_audio_together(shared_data, tmp_path):
-    src = shared_data / "face_recognition/short_hamilton_clip.mp4"
+@pytest.mark.parametrize("clip", ["synthetic", "real"])
+def test_start_end_window_shifts_video_and_audio_together(request, tmp_path, clip):
+    if clip == "synthetic":  # 5 s of a drawn face whose first frame is at 10 ms, audio from 0
+        from media_utils import make_face_clip
+
+        src = tmp_path / "late.mp4"
+        make_face_clip(src, frames=125, fps=25, audio="aac", audio_seconds=5.2,
+                       pts=[10 + 40 * i for i in range(125)], time_base=Fraction(1, 1000))
+    else:
+        src = request.getfixturevalue("shared_data") / "face_recognition/short_hamilton_clip.mp4"
     dst = tmp_path / "window.mp4"
     reader = passthrough(src, dst, start=2.0, end=4.0)
-    origin = Fraction(reader.info.origin)  # the file's own start (8 ms here): the window's zero
+    origin = Fraction(reader.info.origin)  # the file's own start (hamilton: 8 ms): the window's zero
     start, end = origin + 2, origin + 4
 
     src_times, _ = read_video_timing(src)
@@ -361,8 +404,8 @@ def test_dropped_writer_removes_its_temp_file(tmp_path):
     assert list(out_dir.iterdir()) == []
 
 
-def test_reader_and_writer_on_separate_threads(shared_data, tmp_path):
-    src = shared_data / "liveportrait/driving/d19.mp4"
+def test_reader_and_writer_on_separate_threads(clip30, tmp_path):
+    src = clip30
     dst = tmp_path / "threaded.mp4"
     frames: queue.Queue = queue.Queue(maxsize=4)
     with VideoReader(src, end=2.0) as reader:
@@ -456,7 +499,9 @@ def _one_line_input_error(path, match):
     assert "\n" not in str(err.value)
 
 
-def test_bad_inputs_raise_one_line_input_errors(shared_data, tmp_path):
+def test_bad_inputs_raise_one_line_input_errors(tmp_path):
+    import cv2
+
     _one_line_input_error(tmp_path / "nope.mp4", "not found")
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n" * 20)
@@ -465,7 +510,9 @@ def test_bad_inputs_raise_one_line_input_errors(shared_data, tmp_path):
     empty.touch()
     _one_line_input_error(empty, "empty")
     _one_line_input_error(tmp_path, "folder")
-    _one_line_input_error(shared_data / "face_recognition/knn_train/obama/obama.jpg", "still image")
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), pattern(160, 120))
+    _one_line_input_error(photo, "still image")
     audio = tmp_path / "voice.m4a"
     make_audio_only(audio)
     _one_line_input_error(audio, "audio but no video")
