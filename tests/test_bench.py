@@ -86,6 +86,27 @@ def test_bench_tiny_network_eager(media):
     assert result.faces_per_frame > 0.5
 
 
+def test_bench_compares_two_backends_in_one_run(tmp_path, media, monkeypatch):
+    """``--backend`` repeated: both run on the same clip, side by side (the tiny network keeps the
+    ONNX export quick)."""
+    from streamrestore import bench
+    from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
+
+    torch.manual_seed(0)
+    tiny = InstantRestorer(InstantRestoreNet(tiny_config()), device="cpu", dtype=torch.float32, name="tiny")
+    monkeypatch.setattr(bench, "_load", lambda *args: tiny)
+    monkeypatch.setenv("STREAMRESTORE_HOME", str(tmp_path / "home"))  # the ONNX program's cache
+    out = tmp_path / "bench.json"
+    code = main(["bench", str(media.clip), "--refs", str(media.refs), *media.face_args(), "--frames", "3",
+                 "--warmup-frames", "1", "--no-flicker", "--backend", "eager", "--backend", "onnxruntime",
+                 "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    restore = {r["backend"]: r["ms_per_frame"] for r in rows if r["stage"] == "restore"}
+    assert set(restore) == {"eager", "onnxruntime"} and min(restore.values()) > 0
+    assert list((tmp_path / "home" / "engines").glob("tiny-*.onnx"))
+
+
 def test_bench_rejects_unknown_backend_and_missing_clip(tmp_path, capsys):
     code = main(["bench", str(tmp_path / "missing.mp4"), "--model", "identity"])
     err = capsys.readouterr().err

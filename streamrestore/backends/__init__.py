@@ -22,8 +22,7 @@ builds every shape up front. LoRA adapters are merged into a private copy of the
 networks before compiling (the reference network shares the base weights and must keep them).
 
 ``auto`` picks the fastest available backend for the device (CUDA: tensorrt, then compile,
-then eager; CPU: onnxruntime, then eager, see :data:`CPU_AUTO_NOTE`) and says in one log line
-which one runs.
+then eager; CPU: eager, see :data:`CPU_AUTO_NOTE`) and says in one log line which one runs.
 
 The package, by concern: :mod:`~streamrestore.backends.selection` (which backend can and will
 run, :class:`BackendConfig`), :mod:`~streamrestore.backends.core` (:class:`FrameCore`, the one

@@ -2,10 +2,10 @@
 
 The core (:class:`~streamrestore.backends.core.FrameCore`, fixed shapes) is exported with
 torch's TorchScript-based ONNX exporter (it needs no extra package) and run by onnxruntime's
-CPU provider, which is already a dependency (face detection). ONNX Runtime fuses the small
-convolution / normalisation / attention graph of ``lite`` better than eager PyTorch on a CPU:
-measured on the 2-core machine with one thread, lite's core per face 105-113 ms against
-146-150 ms eager (1.31-1.44x), outputs equal to 1.2e-7.
+CPU provider, which is already a dependency (face detection). Measured on the 2-core machine,
+one thread, lite with 2 references: the restore step 54 ms per face against 64 ms eager (1.18x;
+CPU time 71-78 vs 82-92 ms with 4 references), outputs equal to 1.2e-7; end to end (720p, one
+face, ``streamrestore bench --backend eager --backend onnxruntime``) 11.9 against 11.7 fps.
 
 The exported file is cached under a hash of everything it depends on (model fingerprint,
 shapes, versions), next to TensorRT engines: a second run only opens a session (~0.1 s).

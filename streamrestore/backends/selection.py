@@ -24,8 +24,10 @@ DEFAULT_BUCKETS = (1, 2, 4, 8)
 #: why ``auto`` does not pick ``compile`` on CPU (documentation only: nothing is printed, since no
 #: advice holds there). ``streamrestore bench`` on 2 busy CPU cores, lite, 720p: compile 7.4 fps end
 #: to end, eager 11.7; compiling also costs tens of seconds of start-up per batch bucket.
-#: ``onnxruntime`` (a dependency anyway: face detection) runs lite's core 1.3-1.4x faster than eager
-#: and exports in ~2 s per shape, once (cached on disk): ``auto`` takes it on CPU.
+#: ``onnxruntime`` runs lite's restore step alone 1.18x faster than eager (54 vs 64 ms per face, one
+#: thread, 2 references), but end to end only 11.9 vs 11.7 fps (720p, one face: the other stages
+#: slowed beside it), within the machine's noise, for a ~2 s export per new shape: not worth
+#: changing ``auto``'s bit-exact eager output for. Ask for it with ``--backend onnxruntime``.
 CPU_AUTO_NOTE = ("torch.compile on CPU was slower end to end than eager (bench, 2 cores: 7.4 vs 11.7 fps) "
                  "and costs tens of seconds of start-up")
 
@@ -112,7 +114,7 @@ def backend_availability(device: torch.device | str) -> dict[str, str | None]:
 def available_backends(device: torch.device | str) -> list[str]:
     """The backends that can run on ``device``, fastest first for that device."""
     avail = backend_availability(device)
-    order = ("tensorrt", "compile", "eager") if torch.device(device).type == "cuda" else ("onnxruntime", "eager", "compile")
+    order = ("tensorrt", "compile", "eager") if torch.device(device).type == "cuda" else ("eager", "onnxruntime", "compile")
     return [b for b in order if avail.get(b) is None]
 
 
@@ -142,9 +144,7 @@ def select_backend(requested: str, device: torch.device | str) -> str:
         else:
             chosen = "eager"
         note = f" ({'; '.join(skipped)})" if skipped else ""
-    elif avail["onnxruntime"] is None:
-        chosen, note = "onnxruntime", ""
     else:
-        chosen, note = "eager", f" ({avail['onnxruntime']})"  # see CPU_AUTO_NOTE: compile is slower on CPU
+        chosen, note = "eager", ""  # see CPU_AUTO_NOTE: no other backend measured faster end to end on CPU
     log.info("backend: %s on %s%s", chosen, device.type, note)
     return chosen
