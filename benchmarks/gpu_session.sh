@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's GPU checks and timings in one run, for a machine with one NVIDIA GPU.
+# The GPU checks and timings in one run, for a machine with one NVIDIA GPU.
 #
 # On the development machine (where ../shared and the package registries are), fill the
 # git-ignored folder .device/ (about 52 MB: wheels the GPU image lacks, a 1080p clip, reference

@@ -1,4 +1,4 @@
-"""The public surface (issue 16): a small, typed restore_video, lazy names that type checkers see,
+"""The public surface: a small, typed restore_video, lazy names that type checkers see,
 a py.typed marker, and an import that stays cheap."""
 import ast
 import inspect

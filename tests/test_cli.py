@@ -318,7 +318,7 @@ def test_default_model_restores_a_clip(request, tmp_path, media):
     assert np.abs(first_frame(lossy)[face] - clean_original).mean() < 2.5
 
 
-# -- issue 13: what a new user hits ------------------------------------------------------------
+# -- what a new user hits ---------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -186,19 +186,39 @@ def test_hamilton_clip_starts_new_tracks_at_its_cuts(shared_data, scrfd):
         assert any(min(indices) == cut for indices in spans.values())  # the new shot's faces are new tracks
 
 
-def test_two_people_are_two_tracks(shared_data, scrfd):
-    image = cv2.imread(str(shared_data / "face_recognition/two_people.jpg"))[:, :, ::-1]
-    image = np.ascontiguousarray(cv2.resize(image, None, fx=0.5, fy=0.5))
+def _two_people_tracks(image, detector):
     tracker = FaceTracker(TrackerConfig(), fps=30, lookahead=2)
     out = []
     for index in range(16):
         shift = np.float32([[1, 0, 4 * np.sin(index / 3)], [0, 1, 3 * np.cos(index / 4)]])
         frame = cv2.warpAffine(image, shift, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
-        out += tracker.push(index, scrfd.detect(frame), frame)
+        out += tracker.push(index, detector.detect(frame), frame)
     out += tracker.flush()
     assert len(out) == 16
     assert all(len(faces) == 2 for _, faces in out)
     assert len({f.track_id for _, faces in out for f in faces}) == 2
+
+
+def test_two_people_are_two_tracks(shared_data, scrfd):
+    image = cv2.imread(str(shared_data / "face_recognition/two_people.jpg"))[:, :, ::-1]
+    _two_people_tracks(np.ascontiguousarray(cv2.resize(image, None, fx=0.5, fy=0.5)), scrfd)
+
+
+# -- drawn faces (no shared media) ----------------------------------------------------------
+
+def test_drawn_talking_head_is_one_track(face_clip):
+    import synthetic_faces as sf
+
+    tracker, _, out = _track_clip(face_clip.path, sf.SyntheticFaceDetector(), lookahead=5, fps=25.0)
+    assert len(out) == 16 and tracker.cuts == []
+    assert all(len(faces) == 1 for _, faces in out)
+    assert len({f.track_id for _, faces in out for f in faces}) == 1
+
+
+def test_drawn_two_people_are_two_tracks():
+    import synthetic_faces as sf
+
+    _two_people_tracks(sf.two_people(640, 360)[0], sf.SyntheticFaceDetector())
 
 
 # -- the One-Euro filter itself -------------------------------------------------------------

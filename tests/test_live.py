@@ -218,7 +218,7 @@ def test_missing_camera_is_one_error_without_opencv_noise(capfd):
 
 
 def test_as_fast_as_possible_keeps_the_files_timestamps(synthetic_faces, tmp_path, capsys):
-    """Read faster than real time, the output still plays at the file's pace (issue 13)."""
+    """Read faster than real time, the output still plays at the file's pace."""
     from media_utils import make_clip, read_video_timing
 
     src = tmp_path / "src.mp4"

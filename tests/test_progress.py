@@ -1,5 +1,5 @@
 """Progress when stderr is not a terminal (nohup, CI, `> log 2>&1`): a plain line every few
-seconds with frames, percent, fps and ETA; `--no-progress` silences it (issue 13).
+seconds with frames, percent, fps and ETA; `--no-progress` silences it.
 Time is a fake clock here: nothing waits."""
 import io
 

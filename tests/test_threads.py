@@ -1,4 +1,4 @@
-"""One default for torch's CPU threads in the CLI, `live`, `bench` and the library (issue 13):
+"""One default for torch's CPU threads in the CLI, `live`, `bench` and the library:
 half the cores; the library sets it only around its own work and gives the caller's back."""
 import numpy as np
 import pytest

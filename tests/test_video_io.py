@@ -612,7 +612,7 @@ def test_reader_validates_window(tmp_path):
             list(reader.frames())
 
 
-# -- issue 13: damaged data, output that is the input, file mode ---------------------------------
+# -- damaged data, output that is the input, file mode ------------------------------------------
 
 
 def _damage_packets(src: Path, dst: Path, indices) -> list[int]:
