@@ -342,7 +342,7 @@ def _load(model, device: str, dtype, resolution, fast_vae=None):
     return load_model(str(model), device=device, dtype=dtype, fast_vae=fast_vae)
 
 
-def write_json(result: BenchResult, path: str | Path) -> Path:
+def write_bench_json(result: BenchResult, path: str | Path) -> Path:
     """Write ``result`` as JSON (top level ``fps``, ``device``, ``backend``, ``rows``, and the rest)."""
     path = Path(path)
     try:

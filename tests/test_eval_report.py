@@ -74,11 +74,18 @@ def layout_folder(request, tmp_path):
 
 
 def test_eval_without_models_is_a_user_error(layout_folder, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("STREAMRESTORE_SHARED", str(tmp_path / "nowhere"))
     code = cli_main(["eval", "--data", str(layout_folder), "--models", str(tmp_path / "none"),
                      "--model", "identity", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "--models" in capsys.readouterr().err
+    # no --models and no STREAMRESTORE_MODELS: the shared folder is not guessed
+    monkeypatch.delenv("STREAMRESTORE_MODELS", raising=False)
+    code = cli_main(["eval", "--data", str(layout_folder), "--model", "identity", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--models DIR" in err and "STREAMRESTORE_MODELS" in err and "Traceback" not in err
+    monkeypatch.setenv("STREAMRESTORE_MODELS", str(tmp_path / "none"))
+    code = cli_main(["eval", "--data", str(layout_folder), "--model", "identity", "--out", str(tmp_path / "o")])
+    assert code == 2 and str(tmp_path / "none") in capsys.readouterr().err
     assert cli_main(["eval", "--data", str(tmp_path / "missing"), "--model", "identity"]) == 2
 
 

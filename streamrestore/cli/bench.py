@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from streamrestore.bench import run_bench, write_json
+    from streamrestore.bench import run_bench, write_bench_json
     from streamrestore.errors import UserError
 
     args = build_parser().parse_args(argv)
@@ -81,6 +81,6 @@ def main(argv: list[str]) -> int:
     )
     print(result.table())
     if args.json:
-        path = write_json(result, args.json)
+        path = write_bench_json(result, args.json)
         print(f"wrote {path}", file=sys.stderr)
     return 0

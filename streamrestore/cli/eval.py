@@ -1,7 +1,7 @@
 """``streamrestore eval``: measure a restorer the way the InstantRestore paper does, or on a video
 against its clean original.
 
-    streamrestore eval --data ../shared/data/instantrestore --model lite --json eval.json
+    streamrestore eval --data ../shared/data/instantrestore --models ../shared/models --model lite --json eval.json
     streamrestore eval --video CLEAN.mp4 [--degrade PRESET | --degraded FILE] [--refs DIR] [--model M]
                        [--json PATH] [--max-frames N] [--every K]
 
@@ -36,17 +36,9 @@ _MODELS_HELP = "the evaluation models folder: face judges and detectors, laid ou
 
 
 def default_models_dir() -> Path | None:
-    """``$STREAMRESTORE_SHARED/models``, else ``../shared/models`` (from the current folder, then
-    next to the source checkout): the first that holds the identity judge."""
-    from streamrestore.model_files import EvalModelFiles
-
-    env = os.environ.get("STREAMRESTORE_SHARED")
-    candidates = [Path(env) / "models"] if env else []
-    candidates += [Path("../shared/models"), Path(__file__).resolve().parents[3] / "shared" / "models"]
-    for folder in candidates:
-        if not EvalModelFiles.from_dir(folder).missing("paddle"):
-            return folder
-    return None
+    """``$STREAMRESTORE_MODELS``: where ``--models`` points when it is not given (None: unset)."""
+    env = os.environ.get("STREAMRESTORE_MODELS")
+    return Path(env) if env else None
 
 
 def _model_files(args: argparse.Namespace, *needed: str):
@@ -56,8 +48,8 @@ def _model_files(args: argparse.Namespace, *needed: str):
 
     folder = Path(args.models) if args.models else default_models_dir()
     if folder is None:
-        raise ModelError("evaluation models not found in $STREAMRESTORE_SHARED/models or ../shared/models; "
-                         f"pass --models DIR ({_MODELS_HELP})")
+        raise ModelError(f"no evaluation models folder given; pass --models DIR ({_MODELS_HELP}) "
+                         "or set STREAMRESTORE_MODELS")
     files = EvalModelFiles.from_dir(folder)
     missing = files.missing(*needed)
     if missing:
@@ -84,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the averaged table as JSON")
     p.add_argument("--out", metavar="DIR", help="folder for eval.md and grid.png (default ./eval_<data>_<model>)")
     p.add_argument("--models", metavar="DIR",
-                   help=f"{_MODELS_HELP} (default $STREAMRESTORE_SHARED/models or ../shared/models)")
+                   help=f"{_MODELS_HELP} (default $STREAMRESTORE_MODELS)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N people (sorted by name)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--preset", default="severe",
