@@ -54,11 +54,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import av
 import cv2
 import numpy as np
 
 from streamrestore.errors import InputError
 from streamrestore.eval.flicker_metric import ReferenceFlow
+from streamrestore.eval.judges import OnnxEmbedder
+from streamrestore.eval.metrics import psnr, ssim_luma
+from streamrestore.faces.align import arcface_matrix
+from streamrestore.faces.detect import ScrfdDetector, detect_padded
+from streamrestore.faces.references import list_reference_images
+from streamrestore.images import read_rgb
+from streamrestore.model_files import EvalModelFiles
+from streamrestore.types import Face
+from streamrestore.video.reader import VideoReader, frame_to_rgb, probe
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +146,6 @@ VIDEO_PRESETS: dict[str, VideoDegradation] = {
 
 
 def _encode_h264(path: Path, frames: Iterable[np.ndarray], rate, size: tuple[int, int], crf: int, preset: str) -> int:
-    import av  # noqa: PLC0415
 
     count = 0
     with av.open(str(path), "w") as out:
@@ -155,7 +164,6 @@ def _encode_h264(path: Path, frames: Iterable[np.ndarray], rate, size: tuple[int
 
 def _decoded_rgb(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """RGB frames as PyAV's default conversion gives them (what the shared tools read)."""
-    import av  # noqa: PLC0415
 
     with av.open(str(path)) as container:
         for frame in itertools.islice(container.decode(video=0), max_frames):
@@ -166,7 +174,6 @@ def degrade_video(src: str | Path, dst: str | Path, preset: str | VideoDegradati
                   max_frames: int | None = None) -> int:
     """Write the degraded copy of the first ``max_frames`` frames (None: all) of ``src`` to
     ``dst`` (an .mp4); returns the frame count. Frames are streamed: memory stays flat."""
-    import av  # noqa: PLC0415
 
     degradation = VIDEO_PRESETS[preset] if isinstance(preset, str) else preset
     src, dst = Path(src), Path(dst)
@@ -264,13 +271,10 @@ class FaceJudge:
     @classmethod
     def paddle(cls, models_dir: str | Path) -> "FaceJudge":
         """The paddle MobileFaceNet of the evaluation models folder ``models_dir``."""
-        from streamrestore.eval.judges import OnnxEmbedder  # noqa: PLC0415
-        from streamrestore.model_files import EvalModelFiles  # noqa: PLC0415
 
         return cls(OnnxEmbedder(EvalModelFiles.from_dir(models_dir).paddle, "bgr", "paddle"))
 
     def crop(self, rgb: np.ndarray, kps: np.ndarray) -> np.ndarray:
-        from streamrestore.faces.align import arcface_matrix  # noqa: PLC0415
 
         matrix = arcface_matrix(kps)
         return cv2.warpAffine(rgb, matrix, (112, 112), borderValue=0.0)
@@ -303,8 +307,6 @@ class GroundTruthFaces:
     @classmethod
     def scrfd(cls, models_dir: str | Path, judge: FaceJudge, **kwargs) -> "GroundTruthFaces":
         """With the SCRFD-2.5G of the evaluation models folder ``models_dir``."""
-        from streamrestore.faces.detect import ScrfdDetector  # noqa: PLC0415
-        from streamrestore.model_files import EvalModelFiles  # noqa: PLC0415
 
         class SquareInputScrfd(ScrfdDetector):
             """The measuring definition: insightface's own resize into a square 640x640
@@ -313,7 +315,6 @@ class GroundTruthFaces:
             its identity by 0.006-0.008, enough to blur a comparison with the shared tools."""
 
             def detect(self, image: np.ndarray) -> list:
-                from streamrestore.types import Face  # noqa: PLC0415
 
                 boxes, kpss = self._model.detect(np.ascontiguousarray(image[:, :, ::-1]),
                                                  input_size=(self.det_size, self.det_size))
@@ -327,7 +328,6 @@ class GroundTruthFaces:
 
     def largest(self, rgb: np.ndarray):
         """The largest face (``streamrestore.types.Face``) in ``rgb``, or None."""
-        from streamrestore.faces.detect import detect_padded  # noqa: PLC0415
 
         faces = self.detector.detect(rgb)
         if not faces and self.padded_retry:
@@ -363,8 +363,6 @@ def reference_embedding(images: Sequence[np.ndarray], faces: GroundTruthFaces) -
 
 def read_reference_photos(path: str | Path) -> list[np.ndarray]:
     """RGB images of a reference folder (or one photo), as the pipeline lists them."""
-    from streamrestore.faces.references import list_reference_images  # noqa: PLC0415
-    from streamrestore.images import read_rgb  # noqa: PLC0415
 
     return [read_rgb(p) for p in list_reference_images(Path(path))]
 
@@ -407,7 +405,6 @@ class _Meter:
 
 def _measure_face(meter: _Meter, clean: np.ndarray, out: np.ndarray, gt: GroundTruthFace, judge: FaceJudge,
                   refs: np.ndarray | None) -> None:
-    from streamrestore.eval.metrics import psnr, ssim_luma  # noqa: PLC0415
 
     x0, y0, x1, y1 = gt.region
     a, b = clean[y0:y1, x0:x1], out[y0:y1, x0:x1]
@@ -425,7 +422,6 @@ def _as_rgb(frame, shape: tuple[int, ...]) -> np.ndarray:
     if isinstance(frame, np.ndarray):
         rgb = frame
     else:
-        from streamrestore.video.reader import frame_to_rgb  # noqa: PLC0415
 
         rgb = frame_to_rgb(frame)
     if rgb.shape[:2] != tuple(shape[:2]):
@@ -438,10 +434,8 @@ class _LosslessWriter:
     tools: decoding it gives back exactly the frames measured."""
 
     def __init__(self, path: Path, rate):
-        import av  # noqa: PLC0415
 
         self.path = path
-        self._av = av
         self._out = av.open(str(path), "w")
         self._stream = self._out.add_stream("ffv1", rate=rate)
         self._stream.pix_fmt = "bgr0"
@@ -451,7 +445,7 @@ class _LosslessWriter:
         if not self._started:
             self._stream.height, self._stream.width = rgb.shape[:2]
             self._started = True
-        for packet in self._stream.encode(self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
             self._out.mux(packet)
 
     def close(self) -> None:
@@ -464,7 +458,6 @@ class _LosslessWriter:
 
 
 def _frames(stack: contextlib.ExitStack, path: Path, max_frames: int | None) -> Iterator:
-    from streamrestore.video.reader import VideoReader  # noqa: PLC0415
 
     reader = stack.enter_context(VideoReader(path))
     return itertools.islice(reader.frames(), max_frames)
@@ -504,7 +497,6 @@ def evaluate_video(
     are decoded, restored and measured in lockstep, one frame at a time: memory does not grow
     with the clip.
     """
-    from streamrestore.video.reader import frame_to_rgb, probe  # noqa: PLC0415
 
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
