@@ -282,3 +282,15 @@ def test_onnxruntime_takes_exactly_the_references_there_are(restorer, caches, tm
     assert key[1] == 4 and backend.reference_slots == 4
     torch.testing.assert_close(backend.restore(_faces(1), [caches[4]], [2]),
                                restorer.restore(_faces(1), [caches[4]], [2]), rtol=1e-4, atol=2e-5)
+
+
+def test_onnxruntime_export_failure_is_a_model_error_naming_the_way_out(restorer, caches, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter gone")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    backend = BackendRestorer(restorer, "onnxruntime", BackendConfig(engine_dir=tmp_path))
+    with pytest.raises(ModelError, match="exporter gone.*--backend eager"):
+        backend.restore(_faces(1), [caches[1]], [0])
+    assert not list(tmp_path.iterdir())  # no half-written program left to load next time
+

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamrestore.errors import ModelError
+
 log = logging.getLogger(__name__)
 
 
@@ -58,11 +60,16 @@ def export_onnx(core: nn.Module, args, path: Path) -> None:
     names = _input_names(layers, input_mask is not None)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
-        # the TorchScript exporter warns about every Python-level shape read; the shapes are fixed here
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_FlatCore(core, layers, input_mask is not None), tuple(flat), str(tmp),
-                          input_names=names, output_names=["restored"], opset_version=17, dynamo=False)
+    try:
+        with warnings.catch_warnings():
+            # the TorchScript exporter warns about every Python-level shape read; the shapes are fixed here
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_FlatCore(core, layers, input_mask is not None), tuple(flat), str(tmp),
+                              input_names=names, output_names=["restored"], opset_version=17, dynamo=False)
+    except Exception as exc:  # an exporter that changed or went away in another torch version
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"cannot export the restorer to ONNX with torch {torch.__version__} "
+                         f"({type(exc).__name__}: {exc}); use --backend eager") from exc
     tmp.replace(path)
 
 
