@@ -204,7 +204,7 @@ def test_engine_path_is_keyed_by_model_shapes_and_dtype(restorer, tmp_path, monk
 
 
 def test_engine_paths_of_onnxruntime_and_tensorrt_differ(restorer, tmp_path):
-    from streamrestore.backends.tensorrt import engine_path
+    from streamrestore.backends.engine_files import engine_path
 
     key = (1, 4, True, False)
     ort = BackendRestorer(restorer, "onnxruntime", BackendConfig(engine_dir=tmp_path)).engine_path(key)
@@ -294,3 +294,14 @@ def test_onnxruntime_export_failure_is_a_model_error_naming_the_way_out(restorer
         backend.restore(_faces(1), [caches[1]], [0])
     assert not list(tmp_path.iterdir())  # no half-written program left to load next time
 
+
+
+@pytest.mark.parametrize("command", ["restore", "live", "eval", "bench"])
+def test_every_command_offers_every_backend(command):
+    """The commands list the backends literally (their parsers must not import torch); they stay
+    in step with BACKENDS."""
+    import importlib
+
+    parser = importlib.import_module(f"streamrestore.cli.{command}").build_parser()
+    (action,) = [a for a in parser._actions if a.dest == "backend"]
+    assert tuple(action.choices) == backends.BACKENDS

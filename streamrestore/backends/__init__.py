@@ -27,10 +27,12 @@ then eager; CPU: eager, see :data:`CPU_AUTO_NOTE`) and says in one log line whic
 The package, by concern: :mod:`~streamrestore.backends.selection` (which backend can and will
 run, :class:`BackendConfig`), :mod:`~streamrestore.backends.core` (:class:`FrameCore`, the one
 per-frame core every compiled backend and export runs, and :class:`BackendRestorer`),
-:mod:`~streamrestore.backends.tensorrt` (building and caching TensorRT engines on disk),
+:mod:`~streamrestore.backends.engine_files` (where built engines are cached),
+:mod:`~streamrestore.backends.tensorrt` (building TensorRT engines),
 :mod:`~streamrestore.backends.onnx_runtime` (exporting and running ONNX programs on the CPU).
 """
 from streamrestore.backends.core import BackendRestorer, FrameCore, bucket_for, build_backend, merge_lora
+from streamrestore.backends.engine_files import engine_dir
 from streamrestore.backends.selection import (
     BACKENDS,
     CPU_AUTO_NOTE,
@@ -40,7 +42,6 @@ from streamrestore.backends.selection import (
     backend_availability,
     select_backend,
 )
-from streamrestore.backends.tensorrt import engine_dir
 
 __all__ = [
     "BACKENDS", "CPU_AUTO_NOTE", "DEFAULT_BUCKETS", "BackendConfig", "BackendRestorer", "FrameCore",

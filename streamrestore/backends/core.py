@@ -17,9 +17,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from streamrestore.backends.engine_files import engine_path
 from streamrestore.backends.onnx_runtime import onnxruntime_engine
 from streamrestore.backends.selection import BackendConfig, select_backend
-from streamrestore.backends.tensorrt import engine_path, tensorrt_engine
+from streamrestore.backends.tensorrt import tensorrt_engine
 from streamrestore.model.packing import pack_caches
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ class BackendRestorer:
 
     def engine_path(self, key) -> Path:
         """Where the TensorRT or ONNX engine for ``key`` is cached (see
-        :func:`~streamrestore.backends.tensorrt.engine_path`)."""
+        :func:`~streamrestore.backends.engine_files.engine_path`)."""
         return engine_path(self.restorer, key, self.config.engine_dir, self.backend)
 
     def warmup(self, batches: Sequence[int] | None = None, with_references: bool = True,

@@ -92,14 +92,14 @@ def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> Calla
         log.warning("cannot open ONNX program %s (%s); exporting it again", path, exc)
         export_onnx(core, args, path)
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    # the exporter drops inputs the graph does not use (lite: the noise, the AdaIN statistics)
-    wanted = [i.name for i in session.get_inputs()]
+    # the exporter drops inputs the graph does not use (lite: the noise, the AdaIN statistics);
+    # an engine's inputs have one structure, so their names are known once
+    wanted = {i.name for i in session.get_inputs()}
+    names = _input_names(len(args[2]), args[7] is not None)
 
     def run(x, noise, keys, values, means, stds, ref_mask, input_mask=None) -> torch.Tensor:
-        layers = len(keys)
         flat = [x, noise, *keys, *values, *means, *stds, ref_mask] + ([input_mask] if input_mask is not None else [])
-        by_name = dict(zip(_input_names(layers, input_mask is not None), flat))
-        feed = {name: np.ascontiguousarray(by_name[name].detach().cpu().numpy()) for name in wanted}
+        feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(names, flat) if name in wanted}
         return torch.from_numpy(session.run(None, feed)[0])
 
     return run

@@ -53,7 +53,7 @@ class BackendConfig:
         compiler: ``torch.compile`` backend (default ``inductor``; ``eager`` captures the same
             static graphs with dynamo but generates no code: tests use it to check shapes,
             padding and recompiles in seconds).
-        engine_dir: where built TensorRT engines are kept (default
+        engine_dir: where built TensorRT engines and ONNX programs are kept (default
             ``$STREAMRESTORE_HOME/engines`` or ``~/.cache/streamrestore/engines``).
     """
 

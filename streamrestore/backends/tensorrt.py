@@ -1,62 +1,18 @@
 """TensorRT engines: exported from the per-frame core, built by Torch-TensorRT, cached on disk.
 
-An engine is kept under a hash of everything it depends on (model fingerprint, shapes, dtype,
-GPU, versions), so a second run with the same model and shapes loads it instead of building it
-(minutes). A stale or damaged file is rebuilt.
+An engine is kept under a hash of everything it depends on
+(:func:`~streamrestore.backends.engine_files.engine_path`), so a second run with the same model
+and shapes loads it instead of building it (minutes). A stale or damaged file is rebuilt.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
-
-
-def engine_dir(override: str | Path | None = None) -> Path:
-    """Folder of cached TensorRT engines (see :class:`BackendConfig`)."""
-    if override is not None:
-        return Path(override)
-    home = os.environ.get("STREAMRESTORE_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "streamrestore") / "engines"
-
-
-def engine_path(restorer, key, folder: str | Path | None = None, backend: str = "tensorrt") -> Path:
-    """Where the engine for ``key`` of ``restorer`` is cached: a hash of everything it depends on.
-
-    Args:
-        restorer: the :class:`~streamrestore.model.restorer.InstantRestorer` compiled (its
-            ``name``, ``fingerprint``, ``resolution``, ``device`` and ``dtype``).
-        key: the engine's (bucket, slots, with_refs, with_input).
-        folder: the cache folder (default: :func:`engine_dir`).
-        backend: ``tensorrt`` (a Torch-TensorRT program, ``.ep``) or ``onnxruntime`` (an ONNX
-            program, ``.onnx``).
-    """
-    bucket, slots, with_refs, with_input = key
-    device = restorer.device
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    runtime = "onnxruntime" if backend == "onnxruntime" else "torch_tensorrt"
-    try:
-        from importlib.metadata import version
-
-        runtime_version = version(runtime)
-    except Exception:
-        runtime_version = "none"
-    ident = {
-        # the name carries "+taesd" when --fast-vae swapped the decoder (not in the fingerprint)
-        "name": getattr(restorer, "name", "model"),
-        "model": restorer.fingerprint, "lora_merged": True, "resolution": restorer.resolution,
-        "batch": bucket, "slots": slots, "refs": with_refs, "input": with_input, "dtype": str(restorer.dtype),
-        "gpu": gpu, "torch": torch.__version__, runtime: runtime_version,
-    }
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
-    suffix = ".onnx" if backend == "onnxruntime" else ".ep"
-    return engine_dir(folder) / f"{getattr(restorer, 'name', 'model')}-{digest}{suffix}"
 
 
 def tensorrt_engine(core: nn.Module, args, dtype: torch.dtype, path: Path):

@@ -1,0 +1,55 @@
+"""Where built engines are kept on disk: one file per model, shape and runtime version.
+
+The TensorRT and ONNX Runtime backends both build a program per engine shape that costs time
+to make (minutes, or seconds) and keep it under a hash of everything it depends on, so a second
+run with the same model and shapes loads it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+def engine_dir(override: str | Path | None = None) -> Path:
+    """Folder of cached engines, TensorRT and ONNX (see :class:`BackendConfig`)."""
+    if override is not None:
+        return Path(override)
+    home = os.environ.get("STREAMRESTORE_HOME")
+    return (Path(home) if home else Path.home() / ".cache" / "streamrestore") / "engines"
+
+
+def engine_path(restorer, key, folder: str | Path | None = None, backend: str = "tensorrt") -> Path:
+    """Where the engine for ``key`` of ``restorer`` is cached: a hash of everything it depends on.
+
+    Args:
+        restorer: the :class:`~streamrestore.model.restorer.InstantRestorer` compiled (its
+            ``name``, ``fingerprint``, ``resolution``, ``device`` and ``dtype``).
+        key: the engine's (bucket, slots, with_refs, with_input).
+        folder: the cache folder (default: :func:`engine_dir`).
+        backend: ``tensorrt`` (a Torch-TensorRT program, ``.ep``) or ``onnxruntime`` (an ONNX
+            program, ``.onnx``).
+    """
+    bucket, slots, with_refs, with_input = key
+    device = restorer.device
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    runtime = "onnxruntime" if backend == "onnxruntime" else "torch_tensorrt"
+    try:
+        from importlib.metadata import version
+
+        runtime_version = version(runtime)
+    except Exception:
+        runtime_version = "none"
+    ident = {
+        # the name carries "+taesd" when --fast-vae swapped the decoder (not in the fingerprint)
+        "name": getattr(restorer, "name", "model"),
+        "model": restorer.fingerprint, "lora_merged": True, "resolution": restorer.resolution,
+        "batch": bucket, "slots": slots, "refs": with_refs, "input": with_input, "dtype": str(restorer.dtype),
+        "gpu": gpu, "torch": torch.__version__, runtime: runtime_version,
+    }
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+    suffix = ".onnx" if backend == "onnxruntime" else ".ep"
+    return engine_dir(folder) / f"{getattr(restorer, 'name', 'model')}-{digest}{suffix}"
