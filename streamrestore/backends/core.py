@@ -55,7 +55,7 @@ class FrameCore(nn.Module):
             layers = {name: LayerReferences(k, v, m, s)
                       for name, k, v, m, s in zip(self.net.shared_layers, keys, values, means, stds)}
             refs = ReferenceBatch(layers, ref_mask, input_mask if self.with_input else None, False)
-        return self.net.decode(self.net.denoise(latents, noise, refs))
+        return self.net.refine(faces, self.net.decode(self.net.denoise(latents, noise, refs)))
 
 
 def merge_lora(net: nn.Module) -> nn.Module:

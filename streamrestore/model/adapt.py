@@ -176,8 +176,12 @@ class AdaptedRestorer:
         self.adapt_seconds: dict[str, float] = {}
 
     def key(self, faces: torch.Tensor) -> str:
-        """The adapted weights' key: the photos, the base model and the settings."""
+        """The adapted weights' key: the photos, the base model (detail head included: the UNet
+        adapts through it) and the settings."""
         digest = hashlib.sha256(reference_key(faces, self.base.fingerprint).encode())
+        head = getattr(self.base, "detail_head_fingerprint", "none")
+        if head != "none":  # models without a head keep the keys they always had
+            digest.update(head.encode())
         digest.update(json.dumps({**self.config.key_fields(), "mix": _MIX}, sort_keys=True).encode())
         return digest.hexdigest()[:32]
 

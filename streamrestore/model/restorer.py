@@ -27,6 +27,7 @@ from streamrestore.errors import DeviceError
 from streamrestore.model.attention import ReferenceBatch, install_processors, value_statistics
 from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.model.config import RestorerConfig
+from streamrestore.model.detail_head import DetailHead
 from streamrestore.model.freeu import install_freeu
 from streamrestore.model.packing import pack_caches
 
@@ -127,6 +128,7 @@ class InstantRestoreNet(nn.Module):
             nn.init.zeros_(self.unet.conv_out.weight)
             nn.init.zeros_(self.unet.conv_out.bias)
         self.register_buffer("prompt_embeds", torch.zeros(1, config.prompt_tokens, config.prompt_dim))
+        self.detail_head = DetailHead(config.detail_head) if config.detail_head is not None else None
         a_t = config.alphas_cumprod(config.timestep)
         a_r = config.alphas_cumprod(config.reference_timestep)
         # python floats: constants in traced/exported graphs
@@ -164,6 +166,8 @@ class InstantRestoreNet(nn.Module):
         if self.ref_unet is not None:
             state.update({f"ref_unet.conv_in.{k}": v for k, v in self.ref_unet.conv_in.state_dict().items()})
         state["prompt_embeds"] = self.prompt_embeds
+        if self.detail_head is not None:
+            state.update({f"detail_head.{k}": v for k, v in self.detail_head.state_dict().items()})
         return state
 
     def load_base_weights(self, unet_state: dict | None = None, vae_state: dict | None = None) -> None:
@@ -232,6 +236,15 @@ class InstantRestoreNet(nn.Module):
         else:
             x = self.vae.decode(latents / self.scaling_factor).sample
         return (x.clamp(-1, 1) + 1) / 2
+
+    def refine(self, faces: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        """The detail head's pass over the decoded faces (unchanged without a head).
+
+        Args:
+            faces: the degraded input faces (B, 3, R, R) in [0, 1].
+            restored: :meth:`decode`'s output for them.
+        """
+        return restored if self.detail_head is None else self.detail_head(faces, restored)
 
     # -- the two UNet passes --------------------------------------------------------------
     def reference_kv(self, latents: torch.Tensor, noise: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -381,6 +394,19 @@ class InstantRestorer:
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
+    @property
+    def detail_head_fingerprint(self) -> str:
+        """sha256 of the detail head's weights ("none" without a head): what a compiled engine
+        depends on beyond :attr:`fingerprint` (reference caches do not)."""
+        head = self.net.detail_head
+        if head is None:
+            return "none"
+        digest = hashlib.sha256()
+        for k, v in sorted(head.state_dict().items()):
+            digest.update(k.encode())
+            digest.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
     # -- helpers ----------------------------------------------------------------------------
     def _check_faces(self, faces: torch.Tensor, what: str) -> None:
         r = self.resolution
@@ -494,5 +520,5 @@ class InstantRestorer:
             noise = torch.cat([self.fixed_noise(s) for s in seeds])
         refs = pack_caches(self.net, caches, self.device, self.dtype)
         x0 = self.net.denoise(latents, noise, refs)
-        out = self.net.decode(x0)
+        out = self.net.refine(x, self.net.decode(x0))
         return out.to(device=faces.device, dtype=torch.float32)

@@ -49,7 +49,7 @@ class TrainingModel(nn.Module):
             refs = pack_kv(net, kv, ref_mask)
         maps = {map_layer: None} if (map_layer is not None and refs is not None) else None
         x0 = net.denoise(latents, noise, refs, attention_maps=maps)
-        restored = net.decode(x0)
+        restored = net.refine(degraded, net.decode(x0))
         probs = None
         if maps is not None and maps.get(map_layer) is not None:
             probs = maps[map_layer].for_reference(0)

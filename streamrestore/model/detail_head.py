@@ -1,0 +1,47 @@
+"""The detail head: a small convolutional net at half the face's resolution that refines the
+restorer's output.
+
+The ``lite`` UNet works on 128 px faces pixel-unshuffled ×4, so its finest layer is 32×32: it
+can move colour and shape but draws edges only through one linear channel-to-space step. The
+head sees the degraded face and the UNet's output, both unshuffled ×2 (64×64), and adds a
+residual: the sharper eyes, lips and contours that the 32×32 grid cannot place. Its output
+layer starts at zero, so a fresh head changes nothing. It is trained after the UNet, on the
+UNet's frozen outputs (:mod:`streamrestore.train.detail_head`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamrestore.model.config import DetailHeadSettings
+
+__all__ = ["DetailHead"]
+
+
+class DetailHead(nn.Module):
+    """``forward(degraded, restored)`` -> refined faces, all (B, 3, R, R) in [0, 1].
+
+    Args:
+        settings: width, depth and the unshuffle factor.
+    """
+
+    def __init__(self, settings: DetailHeadSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        f, ch = settings.factor, settings.channels
+        self.conv_in = nn.Conv2d(2 * 3 * f * f, ch, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1))
+            for _ in range(settings.blocks)
+        )
+        self.conv_out = nn.Conv2d(ch, 3 * f * f, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # a fresh head is the identity
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, degraded: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        f = self.settings.factor
+        h = F.relu(self.conv_in(torch.cat([F.pixel_unshuffle(degraded, f), F.pixel_unshuffle(restored, f)], 1)))
+        for block in self.blocks:
+            h = h + block(h)
+        return (restored + F.pixel_shuffle(self.conv_out(h), f)).clamp(0, 1)

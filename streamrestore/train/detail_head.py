@@ -1,0 +1,276 @@
+"""Train a detail head (:mod:`streamrestore.model.detail_head`) on a trained, frozen restorer.
+
+The head is a second stage: the UNet's weights stay as they are, so its outputs are computed once
+per sample and kept (``output_dir/triples.npz``: degraded, UNet output, clean), and the head then
+trains on random patches of them, many steps a minute on a CPU thread. The samples come from the
+UNet's own training config (``unet_config``): the same pack, train/validation split and held-out
+people, so the head never sees a face the UNet was validated on.
+
+    python -m streamrestore.train.detail_head configs/lite_v5_head.toml --export runs/lite_v5_head.safetensors
+
+Checkpoints (``output_dir/head.pt``, every ``checkpoint_every`` steps) let a stopped run go on
+with ``--resume``; the export is the base model file with the head's weights and settings added.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamrestore.errors import InputError
+from streamrestore.model.config import DetailHeadSettings
+
+__all__ = ["DetailHeadTrainConfig", "load_detail_head_config", "make_triples", "train_detail_head", "main"]
+
+
+@dataclass
+class DetailHeadTrainConfig:
+    """Settings of one detail-head run (a TOML file; paths relative to the working folder).
+
+    Args:
+        base_weights: the trained restorer the head refines (a model file).
+        unet_config: that restorer's training config: pack, split and held-out people.
+        output_dir: triples, checkpoints and the log.
+        presets: degradation mix of the samples, ``{name, weight}`` tables (names of
+            :mod:`streamrestore.data.degrade`); mostly the damage the head is for.
+        samples_per_crop: degraded copies of each training crop (each with its own draw).
+        min_refs, max_refs: references per sample, as the UNet was trained.
+        steps, batch_size, patch: optimiser steps, patches per step, patch side in pixels
+            (even, at most the crop's side).
+        lr, min_lr_ratio: Adam's learning rate, cosine-decayed to ``lr * min_lr_ratio``.
+        identity_weight: weight of the identity loss (MobileFaceNet, the UNet config's
+            ``identity_weights``) next to L1; it needs whole faces, so ``patch`` must then be
+            the crops' side. An L1-only head smooths compression blocks away, which raises
+            PSNR and lowers identity.
+        channels, blocks, factor: the head (:class:`DetailHeadSettings`).
+        seed: all draws.
+        checkpoint_every, log_every: in steps.
+    """
+
+    base_weights: str
+    unet_config: str
+    output_dir: str
+    presets: list = field(default_factory=lambda: [{"name": "video_upload", "weight": 1.0}])
+    samples_per_crop: int = 4
+    min_refs: int = 1
+    max_refs: int = 2
+    steps: int = 6000
+    batch_size: int = 32
+    patch: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    identity_weight: float = 0.0
+    channels: int = 32
+    blocks: int = 3
+    factor: int = 2
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 100
+
+    def __post_init__(self):
+        for name in ("samples_per_crop", "steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patch < 2 or self.patch % (2 * self.factor):
+            raise ValueError(f"patch must be a positive multiple of 2 x factor, got {self.patch}")
+        if self.identity_weight < 0:
+            raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
+        if not self.presets:
+            raise ValueError("presets must name at least one degradation")
+
+    @property
+    def head(self) -> DetailHeadSettings:
+        return DetailHeadSettings(channels=self.channels, blocks=self.blocks, factor=self.factor)
+
+
+def load_detail_head_config(path: str | Path) -> DetailHeadTrainConfig:
+    """Read a detail-head config (TOML); unknown keys are refused by name."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"detail head config {path} not found")
+    try:
+        table = tomllib.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    known = {f.name for f in fields(DetailHeadTrainConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise InputError(f"{path}: unknown detail head settings {unknown}; valid ones: {sorted(known)}")
+    try:
+        return DetailHeadTrainConfig(**table)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: invalid detail head config: {exc}") from exc
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
+    """(degraded, base output, clean) uint8 crops (N, R, R, 3) of the base's training people."""
+    from streamrestore.data.degrade import DegradationMix, get_preset
+    from streamrestore.data.pack import PackedFaces
+    from streamrestore.data.samples import RestorationDataset
+    from streamrestore.model.registry import load_model
+    from streamrestore.train.config import load_train_config
+
+    unet = load_train_config(config.unet_config)
+    pack = PackedFaces(unet.data)
+    train_ids, _ = pack.split(unet.val_fraction, unet.val_split_seed)
+    held = set(unet.holdout_identities)
+    train_ids = [n for n in train_ids if n not in held]
+    mix = DegradationMix(tuple(get_preset(p["name"]) for p in config.presets),
+                         tuple(float(p["weight"]) for p in config.presets))
+    restorer = load_model(config.base_weights, device="cpu")
+    out: dict[str, list] = {"degraded": [], "base": [], "clean": []}
+    start = time.time()
+    for copy in range(config.samples_per_crop):
+        data = RestorationDataset(pack, train_ids, preset=mix, min_refs=config.min_refs, max_refs=config.max_refs,
+                                  seed=config.seed)
+        data.set_epoch(copy)
+        for i in range(len(data)):
+            s = data[i]
+            refs = s["references"][: int(s["ref_count"])]
+            with torch.no_grad():
+                restored = restorer.restore(s["degraded"][None], [restorer.encode_references(refs)])
+            out["degraded"].append(_uint8(s["degraded"][None])[0])
+            out["base"].append(_uint8(restored)[0])
+            out["clean"].append(_uint8(s["target"][None])[0])
+        log(f"samples: copy {copy + 1}/{config.samples_per_crop}, {len(out['clean'])} crops, "
+            f"{time.time() - start:.0f} s")
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray], resume: bool = False,
+                      log=print, stop_after: int | None = None):
+    """Train the head on random patches of ``triples``; returns it (checkpointed on the way).
+
+    Args:
+        config: the run.
+        triples: :func:`make_triples`' crops.
+        resume: go on from ``output_dir/head.pt`` when there is one.
+        log: where progress lines go.
+        stop_after: stop (with a checkpoint) after this many steps of this call, as an
+            interrupted run would; the schedule stays that of ``config.steps``.
+    """
+    from streamrestore.model.detail_head import DetailHead
+
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / "head.pt"
+    torch.manual_seed(config.seed)
+    head = DetailHead(config.head)
+    opt = torch.optim.Adam(head.parameters(), lr=config.lr)
+    step = 0
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        head.load_state_dict(ckpt["head"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["step"])
+        log(f"resumed at step {step}")
+    degraded, base, clean = triples["degraded"], triples["base"], triples["clean"]
+    n, side = len(clean), clean.shape[1]
+    p, f = config.patch, config.factor
+    if p > side:
+        raise InputError(f"patch {p} is larger than the crops ({side} px)")
+    identity = None
+    if config.identity_weight > 0:
+        if p != side:
+            raise InputError(f"the identity loss needs whole faces: set patch = {side} (got {p})")
+        from streamrestore.train.config import load_train_config
+        from streamrestore.train.losses import IdentityLoss
+
+        weights = load_train_config(config.unet_config).identity_weights
+        if not weights:
+            raise InputError(f"{config.unet_config} names no identity_weights for the identity loss")
+        identity = IdentityLoss(weights).eval()
+    running = None
+    start = time.time()
+    last = config.steps if stop_after is None else min(config.steps, step + stop_after)
+    while step < last:
+        # every step's draw depends on (seed, step) alone: a resumed run sees the same patches
+        rng = np.random.default_rng([config.seed, step])
+        idx = rng.integers(0, n, config.batch_size)
+        ys, xs = (rng.integers(0, (side - p) // f + 1, (2, config.batch_size)) * f)
+        cut = lambda a: np.stack([a[i, y:y + p, x:x + p] for i, y, x in zip(idx, ys, xs)])  # noqa: E731
+        d, b, c = cut(degraded), cut(base), cut(clean)
+        if rng.random() < 0.5:
+            d, b, c = d[:, :, ::-1], b[:, :, ::-1], c[:, :, ::-1]
+        lr = config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        target = _to_tensor(c)
+        refined = head(_to_tensor(d), _to_tensor(b))
+        loss = (refined - target).abs().mean()
+        if identity is not None:
+            loss = loss + config.identity_weight * identity(refined, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % config.log_every == 0 or step == config.steps:
+            log(f"step {step}/{config.steps}: loss {running:.5f}, lr {lr:.2e}, {time.time() - start:.0f} s")
+        if step % config.checkpoint_every == 0 or step == last:
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"head": head.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
+            tmp.replace(ckpt_path)
+    return head
+
+
+def export_with_head(config: DetailHeadTrainConfig, head, path: str | Path) -> Path:
+    """The base model file with ``head`` added (float16, as lite ships)."""
+    from streamrestore.model.checkpoint import read_model_file, save_restorer
+    from streamrestore.model.restorer import InstantRestoreNet
+
+    base = read_model_file(config.base_weights)
+    net = InstantRestoreNet(base.config.replace(detail_head=config.head))
+    state = base.weights_state_dict()
+    with torch.no_grad():
+        for k, v in net.weights_state_dict().items():
+            v.copy_(state[k] if k in state else head.state_dict()[k.removeprefix("detail_head.")])
+    return save_restorer(net, path, dtype=torch.float16)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m streamrestore.train.detail_head",
+                                description="Train a detail head on a frozen restorer and export the pair.")
+    p.add_argument("config", help="the head's TOML config")
+    p.add_argument("--export", metavar="FILE", help="write the base model + head here when done")
+    p.add_argument("--resume", action="store_true", help="go on from output_dir/head.pt")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = p.parse_args(argv)
+    try:
+        config = load_detail_head_config(args.config)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    out_dir = Path(config.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    triples_path = out_dir / "triples.npz"
+    if args.resume and triples_path.is_file():
+        triples = dict(np.load(triples_path))
+    else:
+        triples = make_triples(config)
+        np.savez(triples_path, **triples)
+    head = train_detail_head(config, triples, resume=args.resume)
+    if args.export:
+        print(f"exported {export_with_head(config, head, args.export)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The detail head: identity when fresh, stored with the model, run by every backend path, and its
+training recipe (learns, resumes exactly, exports the base model unchanged plus the head)."""
+import numpy as np
+import pytest
+import torch
+
+from streamrestore.backends import BackendConfig, BackendRestorer, FrameCore, build_backend
+from streamrestore.errors import InputError
+from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
+from streamrestore.model.checkpoint import read_model_file, save_restorer
+from streamrestore.model.config import DetailHeadSettings, RestorerConfig
+from streamrestore.model.detail_head import DetailHead
+from streamrestore.train.detail_head import (
+    DetailHeadTrainConfig,
+    export_with_head,
+    load_detail_head_config,
+    train_detail_head,
+)
+
+R = 32
+HEAD = DetailHeadSettings(channels=8, blocks=1, factor=2)
+
+
+def _faces(b, seed=2):
+    return torch.rand(b, 3, R, R, generator=torch.Generator().manual_seed(seed))
+
+
+def _randomise(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+@pytest.fixture(scope="module")
+def headed():
+    torch.manual_seed(0)
+    net = InstantRestoreNet(tiny_config("pixel", detail_head=HEAD))
+    _randomise(net.detail_head)
+    with torch.no_grad():  # a UNet that changes the face, so the head sees something to refine
+        net.unet.conv_out.weight.normal_(0, 0.02)
+    return InstantRestorer(net, device="cpu", dtype=torch.float32, name="headed")
+
+
+def test_a_fresh_head_changes_nothing():
+    head = DetailHead(HEAD)
+    faces, restored = _faces(2, 1), _faces(2, 3)
+    assert torch.equal(head(faces, restored), restored)
+
+
+def test_settings_round_trip_and_are_checked():
+    config = tiny_config("pixel", detail_head=HEAD)
+    again = RestorerConfig.from_json(config.to_json())
+    assert again.detail_head == HEAD and again == config
+    assert RestorerConfig.from_json(tiny_config("pixel").to_json()).detail_head is None
+    with pytest.raises(ValueError, match="channels"):
+        DetailHeadSettings(channels=0)
+    with pytest.raises(ValueError, match="factor 3"):
+        tiny_config("pixel", detail_head=DetailHeadSettings(factor=3))
+
+
+def test_the_head_refines_the_restorers_output(headed):
+    faces = _faces(3)
+    out = headed.restore(faces, [None] * 3)
+    net = headed.net
+    with torch.no_grad():
+        plain = net.decode(net.denoise(net.encode(faces), headed.fixed_noise(net.config.noise_seed, 3), None))
+        refined = net.detail_head(faces, plain)
+    assert (out - plain).abs().max() > 1e-3  # the head is on the path
+    torch.testing.assert_close(out, refined)
+
+
+def test_model_file_keeps_the_head(headed, tmp_path):
+    path = save_restorer(headed.net, tmp_path / "m.safetensors")
+    net = read_model_file(path)
+    assert net.config.detail_head == HEAD
+    again = InstantRestorer(net, device="cpu", dtype=torch.float32)
+    faces = _faces(2)
+    torch.testing.assert_close(again.restore(faces, [None] * 2), headed.restore(faces, [None] * 2))
+
+
+@pytest.mark.parametrize("counts", [(2, 0), (0,)])
+def test_frame_core_runs_the_head(headed, counts):
+    """The compiled backends' core gives the eager restorer's output, head included."""
+    g = torch.Generator().manual_seed(5)
+    caches = [headed.encode_references(torch.rand(n, 3, R, R, generator=g)) if n else None for n in counts]
+    faces = _faces(len(counts))
+    want = headed.restore(faces, caches, [3] * len(counts))
+    backend = BackendRestorer(headed, "compile")  # nothing compiles: the core runs eagerly here
+    key, args = backend.padded_inputs(faces, caches, [3] * len(counts))
+    with torch.inference_mode():
+        got = FrameCore(backend.net, key[2], key[3])(*args)[: len(counts)]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
+
+
+def test_onnxruntime_runs_the_head(headed, tmp_path):
+    g = torch.Generator().manual_seed(6)
+    caches = [headed.encode_references(torch.rand(2, 3, R, R, generator=g)), None]
+    faces = _faces(2, seed=8)
+    backend = build_backend(headed, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path))
+    torch.testing.assert_close(backend.restore(faces, caches, [1, 2]), headed.restore(faces, caches, [1, 2]),
+                               rtol=1e-4, atol=2e-5)
+
+
+def test_engine_files_are_keyed_by_the_heads_weights(tmp_path):
+    torch.manual_seed(0)
+    net = InstantRestoreNet(tiny_config("pixel", detail_head=HEAD))
+    restorer = InstantRestorer(net, device="cpu", dtype=torch.float32, name="headed")
+    backend = BackendRestorer(restorer, "eager", BackendConfig(engine_dir=tmp_path))
+    before = backend.engine_path((1, 4, True, False))
+    fingerprint = restorer.fingerprint
+    _randomise(net.detail_head, seed=7)
+    # reference caches do not depend on the head; compiled programs do
+    assert restorer.fingerprint == fingerprint
+    assert backend.engine_path((1, 4, True, False)) != before
+
+
+# -- training ---------------------------------------------------------------------------------
+
+def _triples(n=24, side=32, seed=0):
+    """Clean faces with fine stripes; degraded = a blurred copy; base = the degraded face itself."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(side)
+    clean = []
+    for _ in range(n):
+        freq, phase = rng.uniform(0.6, 1.2), rng.uniform(0, 6.3)
+        stripes = 0.5 + 0.35 * np.sin(freq * x[None, :] + phase) * np.ones((side, 1))
+        clean.append(np.repeat(stripes[..., None], 3, 2) * rng.uniform(0.7, 1.0, 3))
+    clean = (np.stack(clean) * 255).astype(np.uint8)
+    blurred = clean.astype(np.float32)
+    blurred = (blurred + np.roll(blurred, 1, 2) + np.roll(blurred, -1, 2)) / 3
+    degraded = blurred.round().astype(np.uint8)
+    return {"degraded": degraded, "base": degraded.copy(), "clean": clean}
+
+
+def _config(tmp_path, **changes):
+    base = dict(base_weights=str(tmp_path / "base.safetensors"), unet_config="unused.toml",
+                output_dir=str(tmp_path / "run"), steps=60, batch_size=8, patch=16, lr=3e-3,
+                channels=8, blocks=1, seed=3, checkpoint_every=20, log_every=20)
+    base.update(changes)
+    return DetailHeadTrainConfig(**base)
+
+
+def _l1(head, triples):
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    with torch.no_grad():
+        return float((head(t(triples["degraded"]), t(triples["base"])) - t(triples["clean"])).abs().mean())
+
+
+def test_training_learns_and_a_resumed_run_is_the_same_run(tmp_path):
+    triples = _triples()
+    config = _config(tmp_path)
+    head = train_detail_head(config, triples, log=lambda _: None)
+    assert _l1(head, triples) < 0.8 * _l1(DetailHead(config.head), triples)
+    # a run stopped after 20 steps and resumed ends with the uninterrupted run's weights
+    cut = _config(tmp_path, output_dir=str(tmp_path / "cut"))
+    train_detail_head(cut, triples, log=lambda _: None, stop_after=20)
+    resumed = train_detail_head(cut, triples, resume=True, log=lambda _: None)
+    for (k, a), b in zip(head.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_export_is_the_base_model_plus_the_head(tmp_path):
+    torch.manual_seed(0)
+    base = InstantRestoreNet(tiny_config("pixel"))
+    with torch.no_grad():
+        base.unet.conv_out.weight.normal_(0, 0.02)
+    save_restorer(base, tmp_path / "base.safetensors")
+    config = _config(tmp_path)
+    head = DetailHead(config.head)
+    _randomise(head, seed=4)
+    net = read_model_file(export_with_head(config, head, tmp_path / "out.safetensors"))
+    assert net.config.detail_head == config.head
+    assert net.config.replace(detail_head=None) == base.config
+    for k, v in base.weights_state_dict().items():
+        torch.testing.assert_close(net.weights_state_dict()[k], v.to(torch.float16).float(), msg=k)
+    for k, v in head.state_dict().items():
+        torch.testing.assert_close(net.detail_head.state_dict()[k], v.to(torch.float16).float(), msg=k)
+
+
+def test_config_file_errors_name_the_setting(tmp_path):
+    path = tmp_path / "head.toml"
+    path.write_text('base_weights = "a"\nunet_config = "b"\noutput_dir = "c"\nchanels = 8\n')
+    with pytest.raises(InputError, match="chanels"):
+        load_detail_head_config(path)
+    path.write_text('base_weights = "a"\nunet_config = "b"\noutput_dir = "c"\npatch = 30\n')
+    with pytest.raises(InputError, match="patch"):
+        load_detail_head_config(path)
+    with pytest.raises(InputError, match="not found"):
+        load_detail_head_config(tmp_path / "missing.toml")
