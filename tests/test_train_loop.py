@@ -210,7 +210,13 @@ def test_lite_config_fits_the_size_budget():
     from streamrestore.model.checkpoint import read_model_file
     from streamrestore.model.registry import LITE_WEIGHTS
 
-    assert read_model_file(LITE_WEIGHTS).config == config.model
+    # ... plus the detail head of configs/lite_v5_head.toml, trained on that network's frozen outputs
+    from streamrestore.train.detail_head import load_detail_head_config
+
+    head = load_detail_head_config(REPO / "configs/lite_v5_head.toml")
+    shipped = read_model_file(LITE_WEIGHTS)
+    assert shipped.config == config.model.replace(detail_head=head.head)
+    assert sum(p.numel() for p in shipped.parameters()) * 2 <= 20 * 2**20
     # phases 1-3 are data: identity loss off until step 1600, the first curriculum until 1100
     assert [p["until"] for p in config.phases] == [1100, 1600, 2100] and config.final_step == 2100 < config.steps
     settings = {start: config.phase(start)[0] for start in (0, 1100, 1600)}
@@ -234,11 +240,16 @@ def test_lite_config_fits_the_size_budget():
 
 
 def test_every_shipped_training_config_loads():
+    from streamrestore.train.detail_head import load_detail_head_config
+
     paths = sorted((REPO / "configs").rglob("*.toml"))
-    configs = [load_train_config(p) for p in paths if p.name != "shared_data.toml"]
-    assert len(configs) >= 6
+    heads = [load_detail_head_config(p) for p in paths if p.name.endswith("_head.toml")]
+    configs = [load_train_config(p) for p in paths if p.name != "shared_data.toml" and not p.name.endswith("_head.toml")]
+    assert len(configs) >= 6 and heads
     for config in configs:  # the files the package does not know of are named by each config
         assert config.identity_weights.endswith("mobilefacenet_foamliu.pt") and config.judge_models
+    for head in heads:  # a head's samples come from its base model's training config
+        assert load_train_config(REPO / head.unet_config).data
 
 
 def test_missing_model_files_are_named(tiny_pack, shared, tmp_path):
