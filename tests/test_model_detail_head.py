@@ -188,3 +188,13 @@ def test_config_file_errors_name_the_setting(tmp_path):
         load_detail_head_config(path)
     with pytest.raises(InputError, match="not found"):
         load_detail_head_config(tmp_path / "missing.toml")
+
+
+def test_the_command_reports_a_bad_config_in_one_line(tmp_path, capsys):
+    from streamrestore.train.detail_head import main
+
+    assert main([str(tmp_path / "missing.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not found" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="min_refs"):
+        _config(tmp_path, min_refs=3, max_refs=2)

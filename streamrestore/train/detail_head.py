@@ -79,6 +79,10 @@ class DetailHeadTrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.patch < 2 or self.patch % (2 * self.factor):
             raise ValueError(f"patch must be a positive multiple of 2 x factor, got {self.patch}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 1 <= self.min_refs <= self.max_refs:
+            raise ValueError(f"need 1 <= min_refs <= max_refs, got {self.min_refs}, {self.max_refs}")
         if self.identity_weight < 0:
             raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
         if not self.presets:
