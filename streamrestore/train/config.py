@@ -38,7 +38,7 @@ from typing import Any
 from streamrestore.errors import InputError
 from streamrestore.model.config import RestorerConfig, tiny_config
 
-__all__ = ["TrainConfig", "load_train_config", "build_model_config", "parse_overrides"]
+__all__ = ["TrainConfig", "load_train_config", "build_model_config", "parse_overrides", "open_training_pack"]
 
 #: RestorerConfig fields that may be None; a file writes ``false`` (TOML has no null).
 _OPTIONAL_MODEL_FIELDS = ("vae", "unet_lora", "vae_lora", "freeu")
@@ -376,3 +376,36 @@ def load_train_config(path: str | Path, **overrides) -> TrainConfig:
         return TrainConfig(model=model_config, **table)
     except (ValueError, TypeError) as exc:
         raise InputError(f"{path}: invalid training config: {exc}") from exc
+
+
+def open_training_pack(config: TrainConfig):
+    """The pack ``config`` trains on, checked, with its (train, validation) identities.
+
+    The pack must be train-ok when ``config.require_train_ok`` and hold crops at the model's
+    resolution. The identities are the pack's seeded split with the held-out people taken out of
+    the training half and added to validation (those with at least 3 crops). Every stage trained
+    from ``config`` (the UNet, a detail head after it) draws from the same people.
+
+    Returns:
+        ``(pack, train_ids, val_ids)``: a :class:`~streamrestore.data.pack.PackedFaces` and two
+        lists of identity names.
+
+    Raises:
+        InputError: a pack that is not train-ok, at another resolution, or holding none of the
+            configured held-out people.
+    """
+    from streamrestore.data.pack import PackedFaces  # noqa: PLC0415
+
+    pack = PackedFaces(config.data)
+    if config.require_train_ok:
+        pack.require_train_ok()
+    if pack.resolution != config.model.resolution:
+        raise InputError(f"{config.data} holds {pack.resolution} px crops but the model works at "
+                         f"{config.model.resolution} px; pack the data at the model's resolution")
+    train_ids, val_ids = pack.split(config.val_fraction, config.val_split_seed)
+    held = set(config.holdout_identities) & set(pack.identities)
+    if config.holdout_identities and not held:
+        raise InputError(f"none of holdout_identities {config.holdout_identities[:3]} is in {config.data}")
+    train_ids = [n for n in train_ids if n not in held]
+    val_ids = sorted(set(val_ids) | {n for n in held if len(pack.indices_of(n)) >= 3})
+    return pack, train_ids, val_ids

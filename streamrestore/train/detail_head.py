@@ -121,16 +121,11 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
 def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
     """(degraded, base output, clean) uint8 crops (N, R, R, 3) of the base's training people."""
     from streamrestore.data.degrade import DegradationMix, get_preset
-    from streamrestore.data.pack import PackedFaces
     from streamrestore.data.samples import RestorationDataset
     from streamrestore.model.registry import load_model
-    from streamrestore.train.config import load_train_config
+    from streamrestore.train.config import load_train_config, open_training_pack
 
-    unet = load_train_config(config.unet_config)
-    pack = PackedFaces(unet.data)
-    train_ids, _ = pack.split(unet.val_fraction, unet.val_split_seed)
-    held = set(unet.holdout_identities)
-    train_ids = [n for n in train_ids if n not in held]
+    pack, train_ids, _ = open_training_pack(load_train_config(config.unet_config))
     mix = DegradationMix(tuple(get_preset(p["name"]) for p in config.presets),
                          tuple(float(p["weight"]) for p in config.presets))
     restorer = load_model(config.base_weights, device="cpu")
@@ -241,10 +236,12 @@ def export_with_head(config: DetailHeadTrainConfig, head, path: str | Path) -> P
 
     base = read_model_file(config.base_weights)
     net = InstantRestoreNet(base.config.replace(detail_head=config.head))
-    state = base.weights_state_dict()
+    base_state = base.weights_state_dict()
     with torch.no_grad():
         for k, v in net.weights_state_dict().items():
-            v.copy_(state[k] if k in state else head.state_dict()[k.removeprefix("detail_head.")])
+            if not k.startswith("detail_head."):
+                v.copy_(base_state[k])
+    net.detail_head.load_state_dict(head.state_dict())
     return save_restorer(net, path, dtype=torch.float16)
 
 

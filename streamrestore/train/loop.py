@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from streamrestore.errors import InputError
 from streamrestore.model.restorer import InstantRestoreNet
 from streamrestore.model.training import TrainingModel
-from streamrestore.train.config import TrainConfig
+from streamrestore.train.config import TrainConfig, open_training_pack
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +215,6 @@ class Trainer:
         from accelerate import Accelerator  # noqa: PLC0415
         from accelerate.utils import set_seed  # noqa: PLC0415
 
-        from streamrestore.data.pack import PackedFaces  # noqa: PLC0415
-
         if not 0.0 <= no_ref_probability < 1.0:
             raise ValueError(f"no_ref_probability must be in [0, 1), got {no_ref_probability}")
         #: the whole run (with its phases); :attr:`config` is the phase being trained
@@ -237,19 +235,7 @@ class Trainer:
         for phase in phases:  # every phase's files, before any step
             _check_model_files(phase)
         config = self.config = config.phase(_checkpoint_step(resume) if resume is not None else 0)[0]
-        pack = PackedFaces(config.data)
-        if config.require_train_ok:
-            pack.require_train_ok()
-        if pack.resolution != config.model.resolution:
-            raise InputError(f"{config.data} holds {pack.resolution} px crops but the model works at "
-                             f"{config.model.resolution} px; pack the data at the model's resolution")
-        self.pack = pack
-        self.train_ids, self.val_ids = pack.split(config.val_fraction, config.val_split_seed)
-        held = set(config.holdout_identities) & set(pack.identities)
-        if config.holdout_identities and not held:
-            raise InputError(f"none of holdout_identities {config.holdout_identities[:3]} is in {config.data}")
-        self.train_ids = [n for n in self.train_ids if n not in held]
-        self.val_ids = sorted(set(self.val_ids) | {n for n in held if len(pack.indices_of(n)) >= 3})
+        self.pack, self.train_ids, self.val_ids = open_training_pack(config)
         self._build_dataset()
 
         net = InstantRestoreNet(config.model)
