@@ -24,8 +24,9 @@ def export_frame_core(restorer, faces, caches, slots: int = 4):
     key, args = backend.padded_inputs(faces, caches, [restorer.config.noise_seed] * faces.shape[0])
     _, _, with_refs, with_input = key
     core = FrameCore(backend.net, with_refs, with_input).eval()
-    *inputs, input_mask = args
-    kwargs = {"input_mask": input_mask} if input_mask is not None else {}
+    *inputs, input_mask, reference_faces = args
+    kwargs = {name: t for name, t in (("input_mask", input_mask), ("reference_faces", reference_faces))
+              if t is not None}
     with torch.no_grad():
         exported = torch.export.export(core, tuple(inputs), kwargs=kwargs)
     return exported, core, inputs, kwargs

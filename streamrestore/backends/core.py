@@ -21,7 +21,7 @@ from streamrestore.backends.engine_files import engine_path
 from streamrestore.backends.onnx_runtime import onnxruntime_engine
 from streamrestore.backends.selection import BackendConfig, select_backend
 from streamrestore.backends.tensorrt import tensorrt_engine
-from streamrestore.model.packing import pack_caches
+from streamrestore.model.packing import pack_caches, pack_face_means
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,13 @@ log = logging.getLogger(__name__)
 class FrameCore(nn.Module):
     """Faces in, restored faces out, with every reference input a plain tensor of fixed shape.
 
-    ``forward(faces, noise, keys, values, means, stds, ref_mask, input_mask)``: faces (B, 3, R, R)
+    ``forward(faces, noise, keys, values, means, stds, ref_mask, input_mask, reference_faces)``: faces (B, 3, R, R)
     in [0, 1] and the compute dtype; noise (B, C, h, w); per shared layer (in
     ``net.shared_layers`` order) keys/values (B, S, L, C) and means/stds (B, S, 1, C) for S
     reference slots; ``ref_mask`` (B, S) bool, True for real references; ``input_mask`` (B,)
-    bool, faces that also attend to their own tokens (given only when ``with_input``).
+    bool, faces that also attend to their own tokens (given only when ``with_input``);
+    ``reference_faces`` (B, 3, R, R), each face's mean reference face (given only when the
+    detail head sees references, see :func:`~streamrestore.model.packing.pack_face_means`).
     ``with_refs=False`` builds the variant for batches where no face has references (plain
     self-attention; the reference arguments are then ignored and may be empty lists).
     """
@@ -46,7 +48,7 @@ class FrameCore(nn.Module):
 
     def forward(self, faces, noise, keys: list[torch.Tensor], values: list[torch.Tensor],
                 means: list[torch.Tensor], stds: list[torch.Tensor], ref_mask: torch.Tensor,
-                input_mask: torch.Tensor | None = None) -> torch.Tensor:
+                input_mask: torch.Tensor | None = None, reference_faces: torch.Tensor | None = None) -> torch.Tensor:
         from streamrestore.model.attention import LayerReferences, ReferenceBatch
 
         latents = self.net.encode(faces)
@@ -55,7 +57,7 @@ class FrameCore(nn.Module):
             layers = {name: LayerReferences(k, v, m, s)
                       for name, k, v, m, s in zip(self.net.shared_layers, keys, values, means, stds)}
             refs = ReferenceBatch(layers, ref_mask, input_mask if self.with_input else None, False)
-        return self.net.refine(faces, self.net.decode(self.net.denoise(latents, noise, refs)))
+        return self.net.refine(faces, self.net.decode(self.net.denoise(latents, noise, refs)), reference_faces)
 
 
 def merge_lora(net: nn.Module) -> nn.Module:
@@ -177,7 +179,9 @@ class BackendRestorer:
 
         Returns ``(key, args)``: key (bucket, slots, with_refs, with_input) names the engine.
         Padding faces repeat the last real face (its output is dropped), so no padded row
-        attends to nothing (an all-masked row would be NaN).
+        attends to nothing (an all-masked row would be NaN). ``args`` are :class:`FrameCore`'s
+        positional inputs; ``input_mask`` and ``reference_faces`` are None when the engine
+        takes no such input.
         """
         r = self.restorer
         b = faces.shape[0]
@@ -216,7 +220,10 @@ class BackendRestorer:
                 stds.append(layer.value_std)
             ref_mask, input_mask = refs.ref_mask, refs.input_mask
         key = (bucket, slots, with_refs, with_input)
-        return key, (x, noise, keys, values, means, stds, ref_mask, input_mask)
+        reference_faces = None
+        if r.net.head_sees_references:
+            reference_faces = pack_face_means(caches, x).contiguous(memory_format=self._memory_format)
+        return key, (x, noise, keys, values, means, stds, ref_mask, input_mask, reference_faces)
 
     def _restore_padded(self, faces, caches, seeds):
         b = faces.shape[0]

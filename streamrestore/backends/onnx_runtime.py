@@ -26,45 +26,53 @@ from streamrestore.errors import ModelError
 log = logging.getLogger(__name__)
 
 
-def _input_names(layers: int, with_input: bool) -> list[str]:
-    names = ["faces", "noise"]
-    for kind in ("keys", "values", "means", "stds"):
-        names += [f"{kind}_{i}" for i in range(layers)]
+def _flat_inputs(args) -> tuple[list[str], list[torch.Tensor]]:
+    """The core's inputs (``padded_inputs``' args) as one named tensor each, the optional ones
+    only when given."""
+    x, noise, keys, values, means, stds, ref_mask, input_mask, reference_faces = args
+    names, flat = ["faces", "noise"], [x, noise]
+    for kind, tensors in (("keys", keys), ("values", values), ("means", means), ("stds", stds)):
+        names += [f"{kind}_{i}" for i in range(len(tensors))]
+        flat += list(tensors)
     names.append("ref_mask")
-    if with_input:
-        names.append("input_mask")
-    return names
+    flat.append(ref_mask)
+    for name, tensor in (("input_mask", input_mask), ("reference_faces", reference_faces)):
+        if tensor is not None:
+            names.append(name)
+            flat.append(tensor)
+    return names, flat
 
 
 class _FlatCore(nn.Module):
     """The core with one tensor per input (ONNX inputs cannot be lists)."""
 
-    def __init__(self, core: nn.Module, layers: int, with_input: bool):
+    def __init__(self, core: nn.Module, layers: int, with_input: bool, with_reference_faces: bool):
         super().__init__()
         self.core = core
         self.layers = layers
         self.with_input = with_input
+        self.with_reference_faces = with_reference_faces
 
     def forward(self, faces, noise, *rest):
         n = self.layers
         keys, values, means, stds = (list(rest[i * n:(i + 1) * n]) for i in range(4))
-        input_mask = rest[4 * n + 1] if self.with_input else None
-        return self.core(faces, noise, keys, values, means, stds, rest[4 * n], input_mask)
+        optional = list(rest[4 * n + 1:])
+        input_mask = optional.pop(0) if self.with_input else None
+        reference_faces = optional.pop(0) if self.with_reference_faces else None
+        return self.core(faces, noise, keys, values, means, stds, rest[4 * n], input_mask, reference_faces)
 
 
 def export_onnx(core: nn.Module, args, path: Path) -> None:
     """Writes the ONNX program of ``core`` for ``args`` (the core's inputs, fixed shapes) to ``path``."""
-    x, noise, keys, values, means, stds, ref_mask, input_mask = args
-    layers = len(keys)
-    flat = [x, noise, *keys, *values, *means, *stds, ref_mask] + ([input_mask] if input_mask is not None else [])
-    names = _input_names(layers, input_mask is not None)
+    names, flat = _flat_inputs(args)
+    flat_core = _FlatCore(core, len(args[2]), args[7] is not None, args[8] is not None)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with warnings.catch_warnings():
             # the TorchScript exporter warns about every Python-level shape read; the shapes are fixed here
             warnings.simplefilter("ignore")
-            torch.onnx.export(_FlatCore(core, layers, input_mask is not None), tuple(flat), str(tmp),
+            torch.onnx.export(flat_core, tuple(flat), str(tmp),
                               input_names=names, output_names=["restored"], opset_version=17, dynamo=False)
     except Exception as exc:  # an exporter that changed or went away in another torch version
         tmp.unlink(missing_ok=True)
@@ -92,13 +100,11 @@ def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> Calla
         log.warning("cannot open ONNX program %s (%s); exporting it again", path, exc)
         export_onnx(core, args, path)
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    # the exporter drops inputs the graph does not use (lite: the noise, the AdaIN statistics);
-    # an engine's inputs have one structure, so their names are known once
+    # the exporter drops inputs the graph does not use (lite: the noise, the AdaIN statistics)
     wanted = {i.name for i in session.get_inputs()}
-    names = _input_names(len(args[2]), args[7] is not None)
 
-    def run(x, noise, keys, values, means, stds, ref_mask, input_mask=None) -> torch.Tensor:
-        flat = [x, noise, *keys, *values, *means, *stds, ref_mask] + ([input_mask] if input_mask is not None else [])
+    def run(*core_args) -> torch.Tensor:
+        names, flat = _flat_inputs(core_args)
         feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(names, flat) if name in wanted}
         return torch.from_numpy(session.run(None, feed)[0])
 

@@ -27,10 +27,11 @@ def tensorrt_engine(core: nn.Module, args, dtype: torch.dtype, path: Path):
             return program
         except Exception as exc:  # a stale or damaged engine is rebuilt
             log.warning("cannot load TensorRT engine %s (%s); building it again", path, exc)
-    x, noise, keys, values, means, stds, ref_mask, input_mask = args
-    kwargs = {"input_mask": input_mask} if input_mask is not None else {}
+    x, noise, keys, values, means, stds, ref_mask, input_mask, reference_faces = args
+    kwargs = {name: t for name, t in (("input_mask", input_mask), ("reference_faces", reference_faces))
+              if t is not None}
     exported = torch.export.export(core, (x, noise, keys, values, means, stds, ref_mask), kwargs=kwargs)
-    inputs = [x, noise, *keys, *values, *means, *stds, ref_mask] + ([input_mask] if input_mask is not None else [])
+    inputs = [x, noise, *keys, *values, *means, *stds, ref_mask, *kwargs.values()]
     options = dict(enabled_precisions={dtype}, use_explicit_typing=False,
                    # our attention is not causal; Torch-TensorRT's default would make it so
                    attn_bias_is_causal=False)

@@ -41,7 +41,7 @@ class RestorationDataset:
     - ``references``: (max_refs, 3, R, R), zero beyond ``ref_count``; ``ref_mask``: (max_refs,)
       bool; ``ref_count``: int64; ``ref_indices``: (max_refs,) crop indices, -1 when padding;
     - ``landmarks``: (5, 2) of the target, ``ref_landmarks``: (max_refs, 5, 2), x/y in [0, 1];
-    - ``identity``, ``index``: int64.
+    - ``identity``, ``index``: int64; ``flipped``: bool, whether the target was mirrored.
 
     References are other crops of the target's identity, never the target itself, and from the
     same clip only when at least ``min_time_gap_s`` apart from the target frame.
@@ -122,7 +122,8 @@ class RestorationDataset:
         chosen = rng.choice(candidates, size=count, replace=False)
         clean = self.faces.image(target)
         landmarks = self.faces.landmarks[target]
-        if self.flip and rng.random() < 0.5:
+        flipped = bool(self.flip and rng.random() < 0.5)
+        if flipped:
             clean, landmarks = _flip(clean, landmarks)
         # a single preset draws nothing here, so its samples stay what they always were
         preset = self.preset.choose(rng) if isinstance(self.preset, DegradationMix) else self.preset
@@ -148,4 +149,5 @@ class RestorationDataset:
             "ref_landmarks": torch.from_numpy(ref_landmarks),
             "identity": torch.tensor(int(self.faces.identity[target]), dtype=torch.int64),
             "index": torch.tensor(target, dtype=torch.int64),
+            "flipped": torch.tensor(flipped),
         }

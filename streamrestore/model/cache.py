@@ -32,7 +32,8 @@ class ReferenceCache:
     ``value_mean[i]``/``value_std[i]``: (N, 1, C_i), the per-reference value statistics AdaIN
     needs (stored so no frame recomputes them). ``key`` is :func:`reference_key` of the images
     that built it and ``model`` the fingerprint of the model that did; a cache only fits the
-    model whose fingerprint it carries.
+    model whose fingerprint it carries. ``face_mean``: (3, R, R), the mean of the aligned
+    reference faces, for a detail head that sees references (None for models whose head does not).
     """
 
     layer_names: tuple[str, ...]
@@ -43,6 +44,7 @@ class ReferenceCache:
     key: str = ""
     model: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+    face_mean: torch.Tensor | None = field(default=None, compare=False)
 
     def __post_init__(self):
         n = len(self.layer_names)
@@ -71,6 +73,8 @@ class ReferenceCache:
     def nbytes(self) -> int:
         """Bytes held by all tensors."""
         tensors = self.keys + self.values + self.value_mean + self.value_std
+        if self.face_mean is not None:
+            tensors += (self.face_mean,)
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "ReferenceCache":
@@ -83,8 +87,9 @@ class ReferenceCache:
         def move(ts):
             return tuple(t.to(device=device, dtype=dtype) for t in ts)
 
+        face_mean = None if self.face_mean is None else self.face_mean.to(device=device, dtype=dtype)
         return ReferenceCache(self.layer_names, move(self.keys), move(self.values), move(self.value_mean),
-                              move(self.value_std), self.key, self.model, dict(self.extra))
+                              move(self.value_std), self.key, self.model, dict(self.extra), face_mean)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -99,6 +104,8 @@ class ReferenceCache:
             tensors[f"v.{i}"] = self.values[i].detach().contiguous().cpu()
             tensors[f"vmean.{i}"] = self.value_mean[i].detach().contiguous().cpu()
             tensors[f"vstd.{i}"] = self.value_std[i].detach().contiguous().cpu()
+        if self.face_mean is not None:
+            tensors["face_mean"] = self.face_mean.detach().contiguous().cpu()
         meta = {
             "format": _FORMAT,
             "version": _VERSION,
@@ -126,8 +133,9 @@ class ReferenceCache:
                     raise ValueError(f"not a reference cache (format {meta.get('format')!r})")
                 names = tuple(json.loads(meta["layer_names"]))
                 get = lambda prefix: tuple(f.get_tensor(f"{prefix}.{i}") for i in range(len(names)))  # noqa: E731
+                face_mean = f.get_tensor("face_mean") if "face_mean" in f.keys() else None
                 return cls(names, get("k"), get("v"), get("vmean"), get("vstd"), meta.get("key", ""),
-                           meta.get("model", ""))
+                           meta.get("model", ""), face_mean=face_mean)
         except ReferencesError:
             raise
         except Exception as exc:  # safetensors raises several types for damaged files

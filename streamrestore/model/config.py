@@ -105,11 +105,17 @@ class DetailHeadSettings:
     """The detail head (:mod:`streamrestore.model.detail_head`): ``blocks`` residual blocks of
     ``channels`` 3×3 convolutions on the face pixel-unshuffled by ``factor``. The defaults are
     lite's: 32 channels and 3 blocks at 64×64 cost about 0.3 GMAC per 128 px face.
+
+    ``references``: the head also sees the mean of the identity's aligned reference faces (kept
+    in its :class:`~streamrestore.model.cache.ReferenceCache`), a direct path for the person's
+    own eyes, brows and skin that does not go through the attention's content matching. A face
+    without references shows the head its own degraded face there instead (as in training).
     """
 
     channels: int = 32
     blocks: int = 3
     factor: int = 2
+    references: bool = False
 
     def __post_init__(self):
         for name in ("channels", "factor"):

@@ -7,6 +7,11 @@ head sees the degraded face and the UNet's output, both unshuffled ×2 (64×64),
 residual: the sharper eyes, lips and contours that the 32×32 grid cannot place. Its output
 layer starts at zero, so a fresh head changes nothing. It is trained after the UNet, on the
 UNet's frozen outputs (:mod:`streamrestore.train.detail_head`).
+
+With ``references`` set, the head also sees the mean of the identity's aligned reference faces,
+unshuffled the same way: the person's own detail, placed by the face alignment rather than found
+by attention. Trained with references that differ in light, pose and position from the face
+(and sometimes none), it learns to take from them only what fits.
 """
 from __future__ import annotations
 
@@ -20,17 +25,22 @@ __all__ = ["DetailHead"]
 
 
 class DetailHead(nn.Module):
-    """``forward(degraded, restored)`` -> refined faces, all (B, 3, R, R) in [0, 1].
+    """``forward(degraded, restored, reference=None)`` -> refined faces, all (B, 3, R, R) in [0, 1].
+
+    ``reference``: the mean aligned reference face of each face's identity (B, 3, R, R); used only
+    when ``settings.references``, and then None stands for "no references" (the degraded face
+    takes its place, as in training).
 
     Args:
-        settings: width, depth and the unshuffle factor.
+        settings: width, depth, the unshuffle factor and whether references are seen.
     """
 
     def __init__(self, settings: DetailHeadSettings) -> None:
         super().__init__()
         self.settings = settings
         f, ch = settings.factor, settings.channels
-        self.conv_in = nn.Conv2d(2 * 3 * f * f, ch, 3, padding=1)
+        inputs = 3 if settings.references else 2
+        self.conv_in = nn.Conv2d(inputs * 3 * f * f, ch, 3, padding=1)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1))
             for _ in range(settings.blocks)
@@ -39,9 +49,13 @@ class DetailHead(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # a fresh head is the identity
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, degraded: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+    def forward(self, degraded: torch.Tensor, restored: torch.Tensor,
+                reference: torch.Tensor | None = None) -> torch.Tensor:
         f = self.settings.factor
-        h = F.relu(self.conv_in(torch.cat([F.pixel_unshuffle(degraded, f), F.pixel_unshuffle(restored, f)], 1)))
+        parts = [degraded, restored]
+        if self.settings.references:
+            parts.append(degraded if reference is None else reference)
+        h = F.relu(self.conv_in(torch.cat([F.pixel_unshuffle(p, f) for p in parts], 1)))
         for block in self.blocks:
             h = h + block(h)
         return (restored + F.pixel_shuffle(self.conv_out(h), f)).clamp(0, 1)

@@ -5,6 +5,8 @@ and masking live in one place:
 
 - :func:`pack_caches`: per-face :class:`~streamrestore.model.cache.ReferenceCache` objects
   (inference: ``InstantRestorer.restore``; the compiled backends with a fixed slot count);
+- :func:`pack_face_means`: each face's mean reference face, for a detail head that sees
+  references (every inference path);
 - :func:`pack_kv`: the raw keys/values of one reference pass over every slot of the batch
   (training, per-identity adaptation, the parity tools), with gradients.
 
@@ -21,7 +23,7 @@ import torch
 from streamrestore.model.attention import LayerReferences, ReferenceBatch, value_statistics
 from streamrestore.model.cache import ReferenceCache
 
-__all__ = ["fit_cache", "pack_caches", "pack_kv"]
+__all__ = ["fit_cache", "pack_caches", "pack_face_means", "pack_kv"]
 
 #: what a padded reference slot holds, per field (the cache convention: AdaIN std 1, not 0)
 _FILL = (("keys", 0.0), ("values", 0.0), ("value_mean", 0.0), ("value_std", 1.0))
@@ -95,6 +97,27 @@ def pack_caches(net, caches: Sequence[ReferenceCache | None], device: torch.devi
     # built on the CPU from the counts: deciding the masks reads no device tensor (no sync)
     ref_mask = torch.arange(width)[None, :] < torch.tensor(counts)[:, None]
     return _batch(layers, ref_mask, net.config.include_input_kv, keep_ref_mask=slots is not None, device=device)
+
+
+def pack_face_means(caches: Sequence[ReferenceCache | None], faces: torch.Tensor) -> torch.Tensor:
+    """Each face's mean aligned reference face (B, 3, R, R), on ``faces``' device and dtype.
+
+    A face without references, or whose cache holds no ``face_mean``, gets itself: the stand-in
+    the detail head was trained with for "no references".
+
+    Raises:
+        ValueError: a count of caches that is not the faces', or a mean of another size.
+    """
+    if len(caches) != faces.shape[0]:
+        raise ValueError(f"got {faces.shape[0]} faces but {len(caches)} caches")
+    means = [None if c is None else c.face_mean for c in caches]
+    for m in means:
+        if m is not None and tuple(m.shape) != tuple(faces.shape[1:]):
+            raise ValueError(f"a reference cache's face mean has shape {tuple(m.shape)}, "
+                             f"the faces {tuple(faces.shape[1:])}")
+    if means and means[0] is not None and all(m is means[0] for m in means):
+        return means[0].to(faces.device, faces.dtype).unsqueeze(0).expand_as(faces)  # one identity: a view
+    return torch.stack([face if m is None else m.to(faces.device, faces.dtype) for face, m in zip(faces, means)])
 
 
 def pack_kv(net, kv: dict[str, tuple[torch.Tensor, torch.Tensor]], ref_mask: torch.Tensor) -> ReferenceBatch:

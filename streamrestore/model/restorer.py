@@ -29,7 +29,7 @@ from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.model.config import RestorerConfig
 from streamrestore.model.detail_head import DetailHead
 from streamrestore.model.freeu import install_freeu
-from streamrestore.model.packing import pack_caches
+from streamrestore.model.packing import pack_caches, pack_face_means
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +237,23 @@ class InstantRestoreNet(nn.Module):
             x = self.vae.decode(latents / self.scaling_factor).sample
         return (x.clamp(-1, 1) + 1) / 2
 
-    def refine(self, faces: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+    @property
+    def head_sees_references(self) -> bool:
+        """Whether the detail head takes each face's mean reference face (:meth:`refine`)."""
+        return self.detail_head is not None and self.detail_head.settings.references
+
+    def refine(self, faces: torch.Tensor, restored: torch.Tensor,
+               reference_faces: torch.Tensor | None = None) -> torch.Tensor:
         """The detail head's pass over the decoded faces (unchanged without a head).
 
         Args:
             faces: the degraded input faces (B, 3, R, R) in [0, 1].
             restored: :meth:`decode`'s output for them.
+            reference_faces: each face's mean aligned reference face (B, 3, R, R)
+                (:func:`~streamrestore.model.packing.pack_face_means`); read only when
+                :attr:`head_sees_references`, and None there means no references.
         """
-        return restored if self.detail_head is None else self.detail_head(faces, restored)
+        return restored if self.detail_head is None else self.detail_head(faces, restored, reference_faces)
 
     # -- the two UNet passes --------------------------------------------------------------
     def reference_kv(self, latents: torch.Tensor, noise: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -471,8 +480,10 @@ class InstantRestorer:
             values.append(v.contiguous())
             means.append(mean.to(self.dtype))
             stds.append(std.to(self.dtype))
+        face_mean = x.float().mean(0).to(self.dtype) if self.net.head_sees_references else None
         return ReferenceCache(self.net.shared_layers, tuple(keys), tuple(values), tuple(means), tuple(stds),
-                              key=reference_key(faces, self.fingerprint), model=self.fingerprint)
+                              key=reference_key(faces, self.fingerprint), model=self.fingerprint,
+                              face_mean=face_mean)
 
     @torch.inference_mode()
     def check_restore_args(self, faces: torch.Tensor, caches: Sequence, noise_seeds: Sequence[int] | None) -> list[int]:
@@ -520,5 +531,6 @@ class InstantRestorer:
             noise = torch.cat([self.fixed_noise(s) for s in seeds])
         refs = pack_caches(self.net, caches, self.device, self.dtype)
         x0 = self.net.denoise(latents, noise, refs)
-        out = self.net.refine(x, self.net.decode(x0))
+        reference_faces = pack_face_means(caches, x) if self.net.head_sees_references else None
+        out = self.net.refine(x, self.net.decode(x0), reference_faces)
         return out.to(device=faces.device, dtype=torch.float32)

@@ -49,7 +49,14 @@ class TrainingModel(nn.Module):
             refs = pack_kv(net, kv, ref_mask)
         maps = {map_layer: None} if (map_layer is not None and refs is not None) else None
         x0 = net.denoise(latents, noise, refs, attention_maps=maps)
-        restored = net.refine(degraded, net.decode(x0))
+        reference_faces = None
+        if net.head_sees_references and bool(ref_mask.any()):
+            # the mean of each face's real references; a face without any gets itself (None per face)
+            weights = ref_mask.to(references.dtype)[:, :, None, None, None]
+            mean = (references * weights).sum(1) / weights.sum(1).clamp(min=1)
+            has = ref_mask.any(1)[:, None, None, None]
+            reference_faces = torch.where(has, mean, degraded)
+        restored = net.refine(degraded, net.decode(x0), reference_faces)
         probs = None
         if maps is not None and maps.get(map_layer) is not None:
             probs = maps[map_layer].for_reference(0)

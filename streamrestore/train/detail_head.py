@@ -48,7 +48,15 @@ class DetailHeadTrainConfig:
             ``identity_weights``) next to L1; it needs whole faces, so ``patch`` must then be
             the crops' side. An L1-only head smooths compression blocks away, which raises
             PSNR and lowers identity.
-        channels, blocks, factor: the head (:class:`DetailHeadSettings`).
+        channels, blocks, factor, references: the head (:class:`DetailHeadSettings`).
+        reference_count: with ``references``: how many references of the person (never the
+            face itself) each sample's mean reference face averages, as a user gives about 4.
+        reference_jitter: move each of them by a few pixels, degrees and percent of scale and
+            change its light, and prefer references from another clip or photo: the pack's
+            references are mostly frames of the same clip (same light, same camera), which
+            would teach the head to trust references more than a user's photos deserve.
+        reference_dropout: the fraction of samples that see no references (their degraded
+            face stands in, as at inference for a face without references).
         seed: all draws.
         checkpoint_every, log_every: in steps.
     """
@@ -69,6 +77,10 @@ class DetailHeadTrainConfig:
     channels: int = 32
     blocks: int = 3
     factor: int = 2
+    references: bool = False
+    reference_count: int = 4
+    reference_jitter: bool = True
+    reference_dropout: float = 0.2
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 100
@@ -87,10 +99,15 @@ class DetailHeadTrainConfig:
             raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
         if not self.presets:
             raise ValueError("presets must name at least one degradation")
+        if self.reference_count < 1:
+            raise ValueError(f"reference_count must be >= 1, got {self.reference_count}")
+        if not 0 <= self.reference_dropout < 1:
+            raise ValueError(f"reference_dropout must be in [0, 1), got {self.reference_dropout}")
 
     @property
     def head(self) -> DetailHeadSettings:
-        return DetailHeadSettings(channels=self.channels, blocks=self.blocks, factor=self.factor)
+        return DetailHeadSettings(channels=self.channels, blocks=self.blocks, factor=self.factor,
+                                  references=self.references)
 
 
 def load_detail_head_config(path: str | Path) -> DetailHeadTrainConfig:
@@ -118,8 +135,39 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
     return (images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
+def _jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A reference as another photo of the person might be: slightly moved, turned, scaled and lit."""
+    import cv2
+
+    side = image.shape[0]
+    matrix = cv2.getRotationMatrix2D((side / 2, side / 2), rng.uniform(-4, 4), 1 + rng.uniform(-0.04, 0.04))
+    matrix[:, 2] += rng.uniform(-3, 3, 2) * side / 128
+    moved = cv2.warpAffine(image.astype(np.float32), matrix, (side, side), borderMode=cv2.BORDER_REFLECT)
+    gain = rng.uniform(0.8, 1.2) * rng.uniform(0.93, 1.07, 3)
+    return np.clip(moved * gain + rng.uniform(-20, 20), 0, 255)
+
+
+def _mean_reference(config: DetailHeadTrainConfig, data, sample: dict, rng: np.random.Generator) -> np.ndarray:
+    """The mean of ``reference_count`` references of the sample's face (uint8, R×R×3), mirrored
+    with the face."""
+    pack, target = data.faces, int(sample["index"])
+    candidates = data.references_of(target)
+    if config.reference_jitter:
+        elsewhere = candidates[pack.source[candidates] != pack.source[target]]
+        candidates = elsewhere if len(elsewhere) else candidates
+    chosen = rng.choice(candidates, size=min(config.reference_count, len(candidates)), replace=False)
+    images = [pack.image(int(c)).astype(np.float32) for c in chosen]
+    if config.reference_jitter:
+        images = [_jitter(image, rng) for image in images]
+    mean = np.mean(images, axis=0)
+    if bool(sample["flipped"]):
+        mean = mean[:, ::-1]
+    return (mean + 0.5).astype(np.uint8)
+
+
 def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
-    """(degraded, base output, clean) uint8 crops (N, R, R, 3) of the base's training people."""
+    """(degraded, base output, clean) uint8 crops (N, R, R, 3) of the base's training people,
+    and with ``config.references`` each one's mean reference face (``reference``)."""
     from streamrestore.data.degrade import DegradationMix, get_preset
     from streamrestore.data.samples import RestorationDataset
     from streamrestore.model.registry import load_model
@@ -130,6 +178,8 @@ def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarr
                          tuple(float(p["weight"]) for p in config.presets))
     restorer = load_model(config.base_weights, device="cpu")
     out: dict[str, list] = {"degraded": [], "base": [], "clean": []}
+    if config.references:
+        out["reference"] = []
     start = time.time()
     for copy in range(config.samples_per_crop):
         data = RestorationDataset(pack, train_ids, preset=mix, min_refs=config.min_refs, max_refs=config.max_refs,
@@ -143,6 +193,9 @@ def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarr
             out["degraded"].append(_uint8(s["degraded"][None])[0])
             out["base"].append(_uint8(restored)[0])
             out["clean"].append(_uint8(s["target"][None])[0])
+            if config.references:
+                rng = np.random.default_rng([config.seed, copy, i, 1])  # apart from the sample's own draws
+                out["reference"].append(_mean_reference(config, data, s, rng))
         log(f"samples: copy {copy + 1}/{config.samples_per_crop}, {len(out['clean'])} crops, "
             f"{time.time() - start:.0f} s")
     return {k: np.stack(v) for k, v in out.items()}
@@ -180,6 +233,9 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
         step = int(ckpt["step"])
         log(f"resumed at step {step}")
     degraded, base, clean = triples["degraded"], triples["base"], triples["clean"]
+    reference = triples.get("reference")
+    if config.references and reference is None:
+        raise InputError("the samples hold no reference faces; make them again with references = true")
     n, side = len(clean), clean.shape[1]
     p, f = config.patch, config.factor
     if p > side:
@@ -205,13 +261,20 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
         ys, xs = (rng.integers(0, (side - p) // f + 1, (2, config.batch_size)) * f)
         cut = lambda a: np.stack([a[i, y:y + p, x:x + p] for i, y, x in zip(idx, ys, xs)])  # noqa: E731
         d, b, c = cut(degraded), cut(base), cut(clean)
+        r = cut(reference) if config.references else None
         if rng.random() < 0.5:
             d, b, c = d[:, :, ::-1], b[:, :, ::-1], c[:, :, ::-1]
+            r = None if r is None else r[:, :, ::-1]
         lr = config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
-        target = _to_tensor(c)
-        refined = head(_to_tensor(d), _to_tensor(b))
+        target, faces = _to_tensor(c), _to_tensor(d)
+        refs = None
+        if r is not None:
+            # a face without references sees itself there (as DetailHead does for None)
+            seen = torch.from_numpy(rng.random(config.batch_size) >= config.reference_dropout)
+            refs = torch.where(seen[:, None, None, None], _to_tensor(r), faces)
+        refined = head(faces, _to_tensor(b), refs)
         loss = (refined - target).abs().mean()
         if identity is not None:
             loss = loss + config.identity_weight * identity(refined, target)

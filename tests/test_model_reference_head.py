@@ -1,0 +1,230 @@
+"""A detail head that sees references: each identity's mean aligned reference face is kept in its
+cache, fed to the head on every inference path (eager, the compiled core, ONNX Runtime, training),
+a face without references sees itself there, and the recipe trains it to use them."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from streamrestore.backends import BackendConfig, BackendRestorer, FrameCore, build_backend
+from streamrestore.errors import InputError
+from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
+from streamrestore.model.cache import ReferenceCache
+from streamrestore.model.config import DetailHeadSettings, RestorerConfig
+from streamrestore.model.detail_head import DetailHead
+from streamrestore.model.packing import pack_face_means
+from streamrestore.model.training import TrainingModel
+from streamrestore.train.detail_head import DetailHeadTrainConfig, _mean_reference, train_detail_head
+
+R = 32
+HEAD = DetailHeadSettings(channels=8, blocks=1, factor=2, references=True)
+
+
+def _faces(b, seed=2):
+    return torch.rand(b, 3, R, R, generator=torch.Generator().manual_seed(seed))
+
+
+def _randomise(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+@pytest.fixture(scope="module")
+def headed():
+    torch.manual_seed(0)
+    net = InstantRestoreNet(tiny_config("pixel", detail_head=HEAD))
+    _randomise(net.detail_head)
+    with torch.no_grad():
+        net.unet.conv_out.weight.normal_(0, 0.02)
+    return InstantRestorer(net, device="cpu", dtype=torch.float32, name="refhead")
+
+
+def _plain(restorer, faces, caches):
+    """The UNet's decoded output, before the head."""
+    from streamrestore.model.packing import pack_caches
+
+    net = restorer.net
+    with torch.no_grad():
+        refs = pack_caches(net, caches, restorer.device, restorer.dtype)
+        noise = restorer.fixed_noise(net.config.noise_seed, faces.shape[0])
+        return net.decode(net.denoise(net.encode(faces), noise, refs))
+
+
+def test_settings_round_trip_and_a_fresh_head_changes_nothing():
+    config = tiny_config("pixel", detail_head=HEAD)
+    assert RestorerConfig.from_json(config.to_json()).detail_head.references is True
+    # a model file written before the setting existed reads as a head without references
+    old = config.to_json().replace(', "references": true', "")
+    assert '"references"' not in old and RestorerConfig.from_json(old).detail_head.references is False
+    head = DetailHead(HEAD)
+    faces, restored, refs = _faces(2, 1), _faces(2, 3), _faces(2, 4)
+    assert torch.equal(head(faces, restored, refs), restored)
+
+
+def test_no_references_means_the_face_itself():
+    head = DetailHead(HEAD)
+    _randomise(head, seed=1)
+    faces, restored = _faces(2, 1), _faces(2, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(head(faces, restored, None), head(faces, restored, faces), rtol=0, atol=0)
+        assert (head(faces, restored, _faces(2, 4)) - head(faces, restored, None)).abs().max() > 1e-3
+
+
+def test_caches_keep_the_mean_reference_face(headed, tmp_path):
+    refs = _faces(3, 5)
+    cache = headed.encode_references(refs)
+    torch.testing.assert_close(cache.face_mean, refs.mean(0))
+    again = ReferenceCache.load(cache.save(tmp_path / "c.safetensors"))
+    torch.testing.assert_close(again.face_mean, cache.face_mean, rtol=0, atol=0)
+    assert again.nbytes == cache.nbytes
+    # a model whose head takes no references keeps no face in its caches
+    plain = InstantRestorer(InstantRestoreNet(tiny_config("pixel")), device="cpu", dtype=torch.float32)
+    assert plain.encode_references(refs).face_mean is None
+
+
+def test_pack_face_means_gives_each_face_its_identity_or_itself(headed):
+    a, b = headed.encode_references(_faces(2, 6)), headed.encode_references(_faces(4, 7))
+    faces = _faces(3)
+    packed = pack_face_means([a, None, b], faces)
+    torch.testing.assert_close(packed, torch.stack([a.face_mean, faces[1], b.face_mean]), rtol=0, atol=0)
+    torch.testing.assert_close(pack_face_means([a, a, a], faces), a.face_mean.expand(3, -1, -1, -1))
+    with pytest.raises(ValueError, match="caches"):
+        pack_face_means([a], faces)
+
+
+def test_restore_feeds_each_face_its_references_mean(headed):
+    a, b = headed.encode_references(_faces(2, 6)), headed.encode_references(_faces(4, 7))
+    faces = _faces(3)
+    caches = [a, None, b]
+    out = headed.restore(faces, caches)
+    plain = _plain(headed, faces, caches)
+    with torch.no_grad():
+        want = headed.net.detail_head(faces, plain, torch.stack([a.face_mean, faces[1], b.face_mean]))
+        without = headed.net.detail_head(faces, plain, faces)
+    torch.testing.assert_close(out, want)
+    assert (out[0] - without[0]).abs().max() > 1e-3  # the references' faces are on the path
+    # a face's output does not depend on the others in the batch
+    torch.testing.assert_close(out[2:], headed.restore(faces[2:], [b]), rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("counts", [(2, 0, 3), (0,)])
+def test_the_compiled_core_gets_the_same_faces(headed, counts):
+    g = torch.Generator().manual_seed(5)
+    caches = [headed.encode_references(torch.rand(n, 3, R, R, generator=g)) if n else None for n in counts]
+    faces = _faces(len(counts))
+    want = headed.restore(faces, caches, [3] * len(counts))
+    backend = BackendRestorer(headed, "compile", BackendConfig(reference_slots=4))  # runs eagerly here
+    key, args = backend.padded_inputs(faces, caches, [3] * len(counts))
+    assert args[-1] is not None and args[-1].shape[0] == key[0]
+    with torch.inference_mode():
+        got = FrameCore(backend.net, key[2], key[3])(*args)[: len(counts)]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
+
+
+def test_onnxruntime_runs_the_reference_head(headed, tmp_path):
+    g = torch.Generator().manual_seed(6)
+    caches = [headed.encode_references(torch.rand(2, 3, R, R, generator=g)), None]
+    faces = _faces(2, seed=8)
+    backend = build_backend(headed, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path))
+    torch.testing.assert_close(backend.restore(faces, caches, [1, 2]), headed.restore(faces, caches, [1, 2]),
+                               rtol=1e-4, atol=2e-5)
+
+
+def test_training_passes_the_mean_of_the_real_references(headed):
+    net = headed.net
+    model = TrainingModel(net, reference_grad=False)
+    degraded = _faces(2, 9)
+    references = torch.stack([_faces(3, 10), _faces(3, 11)])
+    ref_mask = torch.tensor([[True, True, False], [False, False, False]])
+    noise = headed.fixed_noise(0, 2)
+    ref_noise = headed.fixed_noise(1, 1)
+    with torch.no_grad():
+        got, _ = model(degraded, references, ref_mask, noise, ref_noise)
+        # the same pass without the head, then the head with face 0's two references and face 1 itself
+        head, net.detail_head = net.detail_head, None
+        try:
+            plain, _ = model(degraded, references, ref_mask, noise, ref_noise)
+        finally:
+            net.detail_head = head
+        want = head(degraded, plain, torch.stack([references[0, :2].mean(0), degraded[1]]))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
+
+
+# -- the recipe -------------------------------------------------------------------------------
+
+def _triples(n=24, side=32, seed=0):
+    """Clean faces with fine stripes; the face is blurred away in the degraded copy and only the
+    references (the clean face, a little darker) show them."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(side)
+    clean = []
+    for _ in range(n):
+        freq, phase = rng.uniform(0.9, 1.3), rng.uniform(0, 6.3)
+        stripes = 0.5 + 0.35 * np.sin(freq * x[None, :] + phase) * np.ones((side, 1))
+        clean.append(np.repeat(stripes[..., None], 3, 2) * rng.uniform(0.7, 1.0, 3))
+    clean = (np.stack(clean) * 255).astype(np.uint8)
+    blurred = clean.astype(np.float32)
+    for _ in range(3):
+        blurred = (blurred + np.roll(blurred, 1, 2) + np.roll(blurred, -1, 2)) / 3
+    degraded = blurred.round().astype(np.uint8)
+    reference = (clean * 0.9).astype(np.uint8)
+    return {"degraded": degraded, "base": degraded.copy(), "clean": clean, "reference": reference}
+
+
+def _config(tmp_path, **changes):
+    base = dict(base_weights="unused", unet_config="unused.toml", output_dir=str(tmp_path / "run"), steps=150,
+                batch_size=8, patch=16, lr=3e-3, channels=8, blocks=1, seed=3, checkpoint_every=50,
+                log_every=50, references=True, reference_dropout=0.2)
+    base.update(changes)
+    return DetailHeadTrainConfig(**base)
+
+
+def _l1(head, triples, with_refs=True):
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    with torch.no_grad():
+        refs = t(triples["reference"]) if with_refs else None
+        return float((head(t(triples["degraded"]), t(triples["base"]), refs) - t(triples["clean"])).abs().mean())
+
+
+def test_the_recipe_teaches_the_head_to_use_references(tmp_path):
+    triples = _triples()
+    with_refs = train_detail_head(_config(tmp_path), triples, log=lambda _: None)
+    without = train_detail_head(_config(tmp_path, output_dir=str(tmp_path / "plain"), references=False),
+                                triples, log=lambda _: None)
+    assert _l1(with_refs, triples) < 0.7 * _l1(without, triples, with_refs=False)
+    # a stopped and resumed run is the same run (the dropout's draws included)
+    cut = _config(tmp_path, output_dir=str(tmp_path / "cut"))
+    train_detail_head(cut, triples, log=lambda _: None, stop_after=50)
+    resumed = train_detail_head(cut, triples, resume=True, log=lambda _: None)
+    for (k, a), b in zip(with_refs.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    # samples made without references cannot train a head that needs them
+    with pytest.raises(InputError, match="references"):
+        train_detail_head(_config(tmp_path, output_dir=str(tmp_path / "x")),
+                          {k: v for k, v in triples.items() if k != "reference"}, log=lambda _: None)
+    with pytest.raises(ValueError, match="reference_dropout"):
+        _config(tmp_path, reference_dropout=1.0)
+
+
+def test_mean_reference_prefers_other_sources_and_follows_the_mirror(tmp_path):
+    side = 16
+    images = [np.full((side, side, 3), 10 * (i + 1), np.uint8) for i in range(5)]
+    images[3][:, : side // 2] = 200  # a reference with a bright left half
+    pack = SimpleNamespace(source=np.array([0, 0, 0, 1, 0]), image=lambda i: images[i])
+    data = SimpleNamespace(faces=pack, references_of=lambda t: np.array([1, 2, 3, 4]))
+    config = _config(tmp_path, reference_count=2, reference_jitter=False)
+    mean = _mean_reference(config, data, {"index": 0, "flipped": False}, np.random.default_rng(0))
+    assert mean.shape == (side, side, 3) and mean.dtype == np.uint8
+    # jitter off: two of the four references, as drawn, averaged
+    chosen = np.random.default_rng(0).choice([1, 2, 3, 4], size=2, replace=False)
+    want = (np.mean([images[i].astype(np.float32) for i in chosen], 0) + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(mean, want)
+    jittered = _config(tmp_path, reference_count=2, reference_jitter=True)
+    # jitter on: the one reference from another source only (source 1), mirrored with the face
+    plain = _mean_reference(jittered, data, {"index": 0, "flipped": False}, np.random.default_rng(1))
+    mirrored = _mean_reference(jittered, data, {"index": 0, "flipped": True}, np.random.default_rng(1))
+    assert plain[:, : side // 2].mean() > plain[:, side // 2:].mean() + 60
+    np.testing.assert_array_equal(mirrored, plain[:, ::-1])
