@@ -63,13 +63,15 @@ class TemporalConfig:
 
     Args:
         strength: the most weight the previous frame's motion-compensated change keeps; 0 turns
-            the fusion off. Default 0.97 (a time constant of ~1 s at 30 fps where the motion is
-            followed): measured with ``benchmarks/bench_temporal.py`` on the first 90 frames of
-            five degraded clips (``docs/temporal.md``), the output's flicker (E_warp, flow from
-            the input) is 1.00-1.14x the input's where the face stays detected (1.11-2.11x with
-            the fusion off), and face PSNR to the ground truth is 0.08-0.35 dB *higher* than
-            with the fusion off, also on fast head turns (12 fps) and across hard cuts. 0.9
-            and 0.95 flicker more (Obama: 1.18x, 1.16x) with no measured gain elsewhere.
+            the fusion off. Default 0.9 (a time constant of ~0.3 s at 30 fps where the motion is
+            followed): with lite v5 and the input average on (``denoise``), measured with
+            ``benchmarks/bench_temporal.py`` on the first 90 frames of six degraded clips
+            (``docs/temporal.md``), the output's flicker (E_warp, flow from the input) is
+            0.70-1.01x the input's (1.03-1.82x with the fusion off), and face PSNR is 0.01-0.18 dB
+            higher than with 0.97 on every clip, −0.12 to +0.20 dB against the fusion off (fast
+            head turns and cuts included). 0.97, the default with lite v2-v4 (whose outputs were
+            noisier), averages away more of lite v5's detail; 0.8 keeps a little more PSNR and
+            spreads each track's identity more.
         tolerance: warp error of the input, in 0-255 levels averaged over ``window``, at which
             the carried change's weight has fallen to ``strength / e`` (Gaussian fall-off: full
             weight for the small error of a good warp, ~0 from twice this on). Default 30:
@@ -94,7 +96,7 @@ class TemporalConfig:
             or eye, off by tens of levels, takes the new frame).
     """
 
-    strength: float = 0.97
+    strength: float = 0.9
     tolerance: float = 30.0
     window: int = 9
     flow_side: int = 128

@@ -211,20 +211,37 @@ def test_the_recipe_teaches_the_head_to_use_references(tmp_path):
 
 def test_mean_reference_prefers_other_sources_and_follows_the_mirror(tmp_path):
     side = 16
-    images = [np.full((side, side, 3), 10 * (i + 1), np.uint8) for i in range(5)]
+    images = [np.full((side, side, 3), 10 * (i + 1), np.uint8) for i in range(6)]
     images[3][:, : side // 2] = 200  # a reference with a bright left half
-    pack = SimpleNamespace(source=np.array([0, 0, 0, 1, 0]), image=lambda i: images[i])
-    data = SimpleNamespace(faces=pack, references_of=lambda t: np.array([1, 2, 3, 4]))
-    config = _config(tmp_path, reference_count=2, reference_jitter=False)
+    pack = SimpleNamespace(source=np.array([0, 0, 0, 1, 0, 2]), image=lambda i: images[i])
+    data = SimpleNamespace(faces=pack, references_of=lambda t: np.array([1, 2, 3, 4, 5]))
+    config = _config(tmp_path, reference_count=2, reference_jitter=0.0)
     mean = _mean_reference(config, data, {"index": 0, "flipped": False}, np.random.default_rng(0))
-    assert mean.shape == (side, side, 3) and mean.dtype == np.uint8
-    # jitter off: two of the four references, as drawn, averaged
-    chosen = np.random.default_rng(0).choice([1, 2, 3, 4], size=2, replace=False)
-    want = (np.mean([images[i].astype(np.float32) for i in chosen], 0) + 0.5).astype(np.uint8)
+    # the two references from other sources (3 and 5), not frames of the face's own clip
+    want = (np.mean([images[3].astype(np.float32), images[5]], 0) + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(mean, want)
-    jittered = _config(tmp_path, reference_count=2, reference_jitter=True)
-    # jitter on: the one reference from another source only (source 1), mirrored with the face
-    plain = _mean_reference(jittered, data, {"index": 0, "flipped": False}, np.random.default_rng(1))
-    mirrored = _mean_reference(jittered, data, {"index": 0, "flipped": True}, np.random.default_rng(1))
-    assert plain[:, : side // 2].mean() > plain[:, side // 2:].mean() + 60
-    np.testing.assert_array_equal(mirrored, plain[:, ::-1])
+    mirrored = _mean_reference(config, data, {"index": 0, "flipped": True}, np.random.default_rng(0))
+    np.testing.assert_array_equal(mirrored, want[:, ::-1])
+    # jitter moves and relights them, but the bright half stays where it was
+    jittered = _mean_reference(_config(tmp_path, reference_count=2), data, {"index": 0, "flipped": False},
+                               np.random.default_rng(1))
+    assert not np.array_equal(jittered, want)
+    assert jittered[:, : side // 2 - 2].mean() > jittered[:, side // 2 + 2:].mean() + 40
+    # a face whose references all come from its own clip still gets them
+    only_own = SimpleNamespace(faces=pack, references_of=lambda t: np.array([1, 2]))
+    own = _mean_reference(config, only_own, {"index": 0, "flipped": False}, np.random.default_rng(0))
+    np.testing.assert_array_equal(own, np.full((side, side, 3), 25, np.uint8))
+
+
+def test_reference_detail_ignores_the_references_light():
+    """With ``reference_detail_sigma`` the head sees only the references' detail: a brighter
+    copy of the same references gives the same output; without it, it does not."""
+    faces, restored, refs = _faces(2, 1), _faces(2, 3), _faces(2, 4)
+    for sigma, same in ((2.0, True), (0.0, False)):
+        head = DetailHead(DetailHeadSettings(channels=8, blocks=1, references=True, reference_detail_sigma=sigma))
+        _randomise(head, seed=2)
+        with torch.no_grad():
+            a, b = head(faces, restored, refs * 0.5), head(faces, restored, refs * 0.5 + 0.3)
+        assert torch.allclose(a, b, atol=1e-5) is same
+    with pytest.raises(ValueError, match="reference_detail_sigma"):
+        DetailHeadSettings(references=True, reference_detail_sigma=-1.0)

@@ -92,7 +92,7 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
     """The temporal fusion's settings (``streamrestore.temporal.TemporalConfig``)."""
     p.add_argument("--temporal-strength", type=float, default=None, metavar="F",
                    help="temporal fusion: the most weight the previous frame's motion-compensated restoration "
-                        "keeps, in [0, 1); 0 turns that part off (default 0.97; docs/temporal.md)")
+                        "keeps, in [0, 1); 0 turns that part off (default 0.9; docs/temporal.md)")
     p.add_argument("--temporal-tolerance", type=float, default=None, metavar="LEVELS",
                    help="warp error (0-255 levels) at which the previous frame's weight has fallen to 1/e; "
                         "lower follows fast motion sooner (default 30)")

@@ -110,12 +110,16 @@ class DetailHeadSettings:
     in its :class:`~streamrestore.model.cache.ReferenceCache`), a direct path for the person's
     own eyes, brows and skin that does not go through the attention's content matching. A face
     without references shows the head its own degraded face there instead (as in training).
+    ``reference_detail_sigma`` > 0 shows it only the mean face's detail: the face minus its
+    Gaussian blur of this sigma (pixels), so the references' light and colour, which differ from
+    photo to photo, do not reach the output; 0 shows the mean face as it is.
     """
 
     channels: int = 32
     blocks: int = 3
     factor: int = 2
     references: bool = False
+    reference_detail_sigma: float = 0.0
 
     def __post_init__(self):
         for name in ("channels", "factor"):
@@ -123,6 +127,8 @@ class DetailHeadSettings:
                 raise ValueError(f"detail head {name} must be >= 1, got {getattr(self, name)}")
         if self.blocks < 0:
             raise ValueError(f"detail head blocks must be >= 0, got {self.blocks}")
+        if self.reference_detail_sigma < 0:
+            raise ValueError(f"detail head reference_detail_sigma must be >= 0, got {self.reference_detail_sigma}")
 
 
 @dataclass(frozen=True)

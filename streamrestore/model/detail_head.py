@@ -15,6 +15,8 @@ by attention. Trained with references that differ in light, pose and position fr
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +37,8 @@ class DetailHead(nn.Module):
         settings: width, depth, the unshuffle factor and whether references are seen.
     """
 
+    blur: torch.Tensor | None  # the Gaussian of reference_detail_sigma (depthwise), or None
+
     def __init__(self, settings: DetailHeadSettings) -> None:
         super().__init__()
         self.settings = settings
@@ -48,13 +52,30 @@ class DetailHead(nn.Module):
         self.conv_out = nn.Conv2d(ch, 3 * f * f, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # a fresh head is the identity
         nn.init.zeros_(self.conv_out.bias)
+        sigma = settings.reference_detail_sigma
+        blur = None
+        if settings.references and sigma > 0:
+            radius = max(1, math.ceil(2 * sigma))
+            taps = torch.exp(-((torch.arange(2 * radius + 1, dtype=torch.float32) - radius) ** 2) / (2 * sigma**2))
+            taps = taps / taps.sum()
+            blur = (taps[:, None] * taps[None, :]).expand(3, 1, -1, -1).clone()
+        # fixed by the settings, not a weight: the model file keeps the sigma, not this kernel
+        self.register_buffer("blur", blur, persistent=False)
+
+    def reference_detail(self, reference: torch.Tensor) -> torch.Tensor:
+        """What the head sees of the mean reference face: all of it, or its detail (see
+        :class:`DetailHeadSettings`)."""
+        if self.blur is None:
+            return reference
+        r = self.blur.shape[-1] // 2
+        return reference - F.conv2d(F.pad(reference, (r, r, r, r), mode="replicate"), self.blur, groups=3)
 
     def forward(self, degraded: torch.Tensor, restored: torch.Tensor,
                 reference: torch.Tensor | None = None) -> torch.Tensor:
         f = self.settings.factor
         parts = [degraded, restored]
         if self.settings.references:
-            parts.append(degraded if reference is None else reference)
+            parts.append(self.reference_detail(degraded if reference is None else reference))
         h = F.relu(self.conv_in(torch.cat([F.pixel_unshuffle(p, f) for p in parts], 1)))
         for block in self.blocks:
             h = h + block(h)

@@ -48,13 +48,16 @@ class DetailHeadTrainConfig:
             ``identity_weights``) next to L1; it needs whole faces, so ``patch`` must then be
             the crops' side. An L1-only head smooths compression blocks away, which raises
             PSNR and lowers identity.
-        channels, blocks, factor, references: the head (:class:`DetailHeadSettings`).
+        channels, blocks, factor, references, reference_detail_sigma: the head
+            (:class:`DetailHeadSettings`).
         reference_count: with ``references``: how many references of the person (never the
             face itself) each sample's mean reference face averages, as a user gives about 4.
-        reference_jitter: move each of them by a few pixels, degrees and percent of scale and
-            change its light, and prefer references from another clip or photo: the pack's
-            references are mostly frames of the same clip (same light, same camera), which
-            would teach the head to trust references more than a user's photos deserve.
+        reference_jitter: how far each reference is moved, turned, scaled and relit, as another
+            photo of the person would differ: 1 is up to 3 px (at 128 px), 4 degrees, 4 % of
+            scale and ±20 % of light; 0 leaves them as they are. References from another clip or
+            photo are preferred in any case: the pack's are mostly frames of the same clip (same
+            light, same camera), which would teach the head to trust references more than a
+            user's photos deserve.
         reference_dropout: the fraction of samples that see no references (their degraded
             face stands in, as at inference for a face without references).
         seed: all draws.
@@ -78,8 +81,9 @@ class DetailHeadTrainConfig:
     blocks: int = 3
     factor: int = 2
     references: bool = False
+    reference_detail_sigma: float = 0.0
     reference_count: int = 4
-    reference_jitter: bool = True
+    reference_jitter: float = 1.0
     reference_dropout: float = 0.2
     seed: int = 0
     checkpoint_every: int = 500
@@ -101,13 +105,15 @@ class DetailHeadTrainConfig:
             raise ValueError("presets must name at least one degradation")
         if self.reference_count < 1:
             raise ValueError(f"reference_count must be >= 1, got {self.reference_count}")
+        if self.reference_jitter < 0:
+            raise ValueError(f"reference_jitter must be >= 0, got {self.reference_jitter}")
         if not 0 <= self.reference_dropout < 1:
             raise ValueError(f"reference_dropout must be in [0, 1), got {self.reference_dropout}")
 
     @property
     def head(self) -> DetailHeadSettings:
         return DetailHeadSettings(channels=self.channels, blocks=self.blocks, factor=self.factor,
-                                  references=self.references)
+                                  references=self.references, reference_detail_sigma=self.reference_detail_sigma)
 
 
 def load_detail_head_config(path: str | Path) -> DetailHeadTrainConfig:
@@ -135,13 +141,14 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
     return (images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def _jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _jitter(image: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
     """A reference as another photo of the person might be: slightly moved, turned, scaled and lit."""
     import cv2
 
     side = image.shape[0]
-    matrix = cv2.getRotationMatrix2D((side / 2, side / 2), rng.uniform(-4, 4), 1 + rng.uniform(-0.04, 0.04))
-    matrix[:, 2] += rng.uniform(-3, 3, 2) * side / 128
+    matrix = cv2.getRotationMatrix2D((side / 2, side / 2), rng.uniform(-4, 4) * amount,
+                                     1 + rng.uniform(-0.04, 0.04) * amount)
+    matrix[:, 2] += rng.uniform(-3, 3, 2) * amount * side / 128
     moved = cv2.warpAffine(image.astype(np.float32), matrix, (side, side), borderMode=cv2.BORDER_REFLECT)
     gain = rng.uniform(0.8, 1.2) * rng.uniform(0.93, 1.07, 3)
     return np.clip(moved * gain + rng.uniform(-20, 20), 0, 255)
@@ -152,13 +159,12 @@ def _mean_reference(config: DetailHeadTrainConfig, data, sample: dict, rng: np.r
     with the face."""
     pack, target = data.faces, int(sample["index"])
     candidates = data.references_of(target)
-    if config.reference_jitter:
-        elsewhere = candidates[pack.source[candidates] != pack.source[target]]
-        candidates = elsewhere if len(elsewhere) else candidates
+    elsewhere = candidates[pack.source[candidates] != pack.source[target]]
+    candidates = elsewhere if len(elsewhere) else candidates
     chosen = rng.choice(candidates, size=min(config.reference_count, len(candidates)), replace=False)
     images = [pack.image(int(c)).astype(np.float32) for c in chosen]
-    if config.reference_jitter:
-        images = [_jitter(image, rng) for image in images]
+    if config.reference_jitter > 0:
+        images = [_jitter(image, rng, config.reference_jitter) for image in images]
     mean = np.mean(images, axis=0)
     if bool(sample["flipped"]):
         mean = mean[:, ::-1]
