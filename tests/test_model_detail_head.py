@@ -1,8 +1,11 @@
 """The detail head: identity when fresh, stored with the model, run by every backend path, and its
 training recipe (learns, resumes exactly, exports the base model unchanged plus the head)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from model_utils import headed_restorer, random_faces, randomise
 
 from streamrestore.backends import BackendConfig, BackendRestorer, FrameCore, build_backend
 from streamrestore.errors import InputError
@@ -22,24 +25,18 @@ HEAD = DetailHeadSettings(channels=8, blocks=1, factor=2)
 
 
 def _faces(b, seed=2):
-    return torch.rand(b, 3, R, R, generator=torch.Generator().manual_seed(seed))
+    return random_faces(b, R, seed)
 
 
-def _randomise(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+_randomise = randomise
 
 
-@pytest.fixture(scope="module")
-def headed():
-    torch.manual_seed(0)
-    net = InstantRestoreNet(tiny_config("pixel", detail_head=HEAD))
-    _randomise(net.detail_head)
-    with torch.no_grad():  # a UNet that changes the face, so the head sees something to refine
-        net.unet.conv_out.weight.normal_(0, 0.02)
-    return InstantRestorer(net, device="cpu", dtype=torch.float32, name="headed")
+@pytest.fixture(scope="module", params=[HEAD, replace(HEAD, references=True, reference_detail_sigma=1.0)],
+                ids=["plain", "references"])
+def headed(request):
+    """Every test below runs with a head without and with references (their faces come from the
+    caches: tests/test_model_reference_head.py)."""
+    return headed_restorer(request.param, "headed")
 
 
 def test_a_fresh_head_changes_nothing():
@@ -73,7 +70,7 @@ def test_the_head_refines_the_restorers_output(headed):
 def test_model_file_keeps_the_head(headed, tmp_path):
     path = save_restorer(headed.net, tmp_path / "m.safetensors")
     net = read_model_file(path)
-    assert net.config.detail_head == HEAD
+    assert net.config.detail_head == headed.config.detail_head
     again = InstantRestorer(net, device="cpu", dtype=torch.float32)
     faces = _faces(2)
     torch.testing.assert_close(again.restore(faces, [None] * 2), headed.restore(faces, [None] * 2))
@@ -88,6 +85,7 @@ def test_frame_core_runs_the_head(headed, counts):
     want = headed.restore(faces, caches, [3] * len(counts))
     backend = BackendRestorer(headed, "compile")  # nothing compiles: the core runs eagerly here
     key, args = backend.padded_inputs(faces, caches, [3] * len(counts))
+    assert (args[-1] is not None) == headed.net.head_sees_references
     with torch.inference_mode():
         got = FrameCore(backend.net, key[2], key[3])(*args)[: len(counts)]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)

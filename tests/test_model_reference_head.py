@@ -1,13 +1,14 @@
 """A detail head that sees references: each identity's mean aligned reference face is kept in its
-cache, fed to the head on every inference path (eager, the compiled core, ONNX Runtime, training),
-a face without references sees itself there, and the recipe trains it to use them."""
+cache, fed to the head on the eager and training paths (the compiled core and ONNX Runtime: the
+detail head's tests run with such a head too), a face without references sees itself there, and
+the recipe trains it to use them."""
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from model_utils import headed_restorer, random_faces, randomise
 
-from streamrestore.backends import BackendConfig, BackendRestorer, FrameCore, build_backend
 from streamrestore.errors import InputError
 from streamrestore.model import InstantRestoreNet, InstantRestorer, tiny_config
 from streamrestore.model.cache import ReferenceCache
@@ -22,24 +23,15 @@ HEAD = DetailHeadSettings(channels=8, blocks=1, factor=2, references=True)
 
 
 def _faces(b, seed=2):
-    return torch.rand(b, 3, R, R, generator=torch.Generator().manual_seed(seed))
+    return random_faces(b, R, seed)
 
 
-def _randomise(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+_randomise = randomise
 
 
 @pytest.fixture(scope="module")
 def headed():
-    torch.manual_seed(0)
-    net = InstantRestoreNet(tiny_config("pixel", detail_head=HEAD))
-    _randomise(net.detail_head)
-    with torch.no_grad():
-        net.unet.conv_out.weight.normal_(0, 0.02)
-    return InstantRestorer(net, device="cpu", dtype=torch.float32, name="refhead")
+    return headed_restorer(HEAD, "refhead")
 
 
 def _plain(restorer, faces, caches):
@@ -108,29 +100,6 @@ def test_restore_feeds_each_face_its_references_mean(headed):
     assert (out[0] - without[0]).abs().max() > 1e-3  # the references' faces are on the path
     # a face's output does not depend on the others in the batch
     torch.testing.assert_close(out[2:], headed.restore(faces[2:], [b]), rtol=1e-5, atol=2e-6)
-
-
-@pytest.mark.parametrize("counts", [(2, 0, 3), (0,)])
-def test_the_compiled_core_gets_the_same_faces(headed, counts):
-    g = torch.Generator().manual_seed(5)
-    caches = [headed.encode_references(torch.rand(n, 3, R, R, generator=g)) if n else None for n in counts]
-    faces = _faces(len(counts))
-    want = headed.restore(faces, caches, [3] * len(counts))
-    backend = BackendRestorer(headed, "compile", BackendConfig(reference_slots=4))  # runs eagerly here
-    key, args = backend.padded_inputs(faces, caches, [3] * len(counts))
-    assert args[-1] is not None and args[-1].shape[0] == key[0]
-    with torch.inference_mode():
-        got = FrameCore(backend.net, key[2], key[3])(*args)[: len(counts)]
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6)
-
-
-def test_onnxruntime_runs_the_reference_head(headed, tmp_path):
-    g = torch.Generator().manual_seed(6)
-    caches = [headed.encode_references(torch.rand(2, 3, R, R, generator=g)), None]
-    faces = _faces(2, seed=8)
-    backend = build_backend(headed, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path))
-    torch.testing.assert_close(backend.restore(faces, caches, [1, 2]), headed.restore(faces, caches, [1, 2]),
-                               rtol=1e-4, atol=2e-5)
 
 
 def test_training_passes_the_mean_of_the_real_references(headed):
