@@ -6,7 +6,7 @@ trains on random patches of them, many steps a minute on a CPU thread. The sampl
 UNet's own training config (``unet_config``): the same pack, train/validation split and held-out
 people, so the head never sees a face the UNet was validated on.
 
-    python -m streamrestore.train.detail_head configs/lite_v5_head.toml --export runs/lite_v5_head.safetensors
+    python -m streamrestore.train.detail_head configs/lite_v6_head.toml --export runs/lite_v6_head.safetensors
 
 Checkpoints (``output_dir/head.pt``, every ``checkpoint_every`` steps) let a stopped run go on
 with ``--resume``; the export is the base model file with the head's weights and settings added.
