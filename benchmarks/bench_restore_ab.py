@@ -2,9 +2,12 @@
 machine whose speed drifts slows both alike; prints each one's median and the ratio B/A.
 
     python benchmarks/bench_restore_ab.py runs/lite_v4.safetensors lite [--rounds 6] [--faces 20]
-        [--refs 2] [--threads 1]
+        [--refs 2] [--threads 1] [--full-attention a|b]
+    python benchmarks/bench_restore_ab.py lite lite --full-attention a --refs 4
 
-What it answered: the detail head of lite v5 against lite v4, the same UNet without it.
+What it answered: the detail head of lite v5 against lite v4, the same UNet without it; the
+windowed reference attention against full attention over every reference token (``--full-attention a``
+runs model A with the windowed path off, ``SharedImageAttnProcessor.windowed``).
 """
 from __future__ import annotations
 
@@ -25,9 +28,19 @@ def main() -> None:
     p.add_argument("--faces", type=int, default=20, help="faces restored one by one per round (default 20)")
     p.add_argument("--refs", type=int, default=2, help="reference faces of the one identity (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the pipeline)")
+    p.add_argument("--full-attention", choices=["a", "b"], default=None,
+                   help="run model A or B with full reference attention (the windowed path off)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    models = {name: load_restorer(name, device="cpu") for name in (args.model_a, args.model_b)}
+    models = {}
+    for which, name in (("a", args.model_a), ("b", args.model_b)):
+        restorer = load_restorer(name, device="cpu")
+        label = f"{which.upper()} {name}"
+        if args.full_attention == which:
+            label += " (full attention)"
+            for processor in restorer.net.unet.attn_processors.values():
+                processor.windowed = False
+        models[label] = restorer
     side = next(iter(models.values())).resolution
     g = torch.Generator().manual_seed(0)
     face = torch.rand(1, 3, side, side, generator=g)
@@ -48,7 +61,8 @@ def main() -> None:
         print(f"{name}: median {statistics.median(values):.1f} ms per face "
               f"(min {min(values):.1f}, max {max(values):.1f}, {args.rounds} rounds)")
     a, b = (statistics.median(times[n]) for n in models)
-    print(f"ratio {args.model_b} / {args.model_a}: {b / a:.3f}")
+    label_a, label_b = models
+    print(f"ratio {label_b} / {label_a}: {b / a:.3f}")
 
 
 if __name__ == "__main__":

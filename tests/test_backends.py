@@ -257,17 +257,22 @@ def test_tensorrt_backend_matches_eager_on_gpu(tmp_path):
     assert any(tmp_path.iterdir()), "the engine was not cached"
 
 
-def test_onnxruntime_runs_the_shipped_model_as_eager_does(tmp_path):
-    """lite itself (position prior on reference keys, 128 px, 4 references) through the ONNX export."""
+@pytest.mark.parametrize("second", ["none", "two"])
+def test_onnxruntime_runs_the_shipped_model_as_eager_does(tmp_path, second):
+    """lite itself (position prior on reference keys, 128 px, 4 references) through the ONNX export:
+    a face without references beside one with (full attention), and faces with 4 and 2 references
+    (the windowed reference attention, a padded slot masked)."""
     from streamrestore.pipeline import load_restorer
 
     lite = load_restorer("lite", device="cpu", backend=None)
     g = torch.Generator().manual_seed(3)
-    cache = lite.encode_references(torch.rand(4, 3, 128, 128, generator=g))
+    photos = torch.rand(4, 3, 128, 128, generator=g)
+    cache = lite.encode_references(photos)
+    other = lite.encode_references(photos[:2]) if second == "two" else None
     faces = torch.rand(2, 3, 128, 128, generator=g)
     backend = build_backend(lite, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path))
-    got = backend.restore(faces, [cache, None], [5, 6])
-    torch.testing.assert_close(got, lite.restore(faces, [cache, None], [5, 6]), rtol=1e-4, atol=2e-5)
+    got = backend.restore(faces, [cache, other], [5, 6])
+    torch.testing.assert_close(got, lite.restore(faces, [cache, other], [5, 6]), rtol=1e-4, atol=2e-5)
 
 
 def test_onnxruntime_takes_exactly_the_references_there_are(restorer, caches, tmp_path):
