@@ -45,11 +45,44 @@ def _faces(b, seed=2):
 
 # -- selection ----------------------------------------------------------------------------------
 
-def test_auto_on_cpu_is_eager_with_one_log_line(caplog):
+def test_auto_on_cpu_is_onnxruntime_else_eager_with_one_log_line(monkeypatch, caplog):
+    with caplog.at_level(logging.INFO, logger="streamrestore"):
+        assert select_backend("auto", "cpu") == "onnxruntime"
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("streamrestore")]
+    assert lines == ["backend: onnxruntime on cpu"]
+    caplog.clear()
+    missing = {"eager": None, "onnxruntime": "onnxruntime is not installed", "compile": None}
+    monkeypatch.setattr(selection, "backend_availability", lambda device: dict(missing))
     with caplog.at_level(logging.INFO, logger="streamrestore"):
         assert select_backend("auto", "cpu") == "eager"
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("streamrestore")]
-    assert lines == ["backend: eager on cpu"]  # no advice: nothing measured faster end to end on CPU
+    assert lines == ["backend: eager on cpu (onnxruntime: onnxruntime is not installed)"]
+
+
+def test_auto_falls_back_to_eager_when_the_export_fails(restorer, caches, monkeypatch, caplog, tmp_path):
+    """A model the exporter cannot take still restores under ``auto``: eagerly, said once; asked
+    for by name, the backend's error reaches the caller."""
+    from streamrestore.backends import core
+
+    def cannot_export(*args, **kwargs):
+        raise ModelError("cannot export the restorer to ONNX (test)")
+
+    monkeypatch.setattr(core, "onnxruntime_engine", cannot_export)
+    faces = _faces(2)
+    cs = [caches[2], caches[1]]
+    auto = build_backend(restorer, "auto", BackendConfig(engine_dir=tmp_path))
+    assert auto.backend == "onnxruntime"
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        got = auto.restore(faces, cs, [1, 2])
+        again = auto.restore(faces, cs, [1, 2])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "running eager from now on" in warnings[0]
+    assert auto.backend == "eager" and auto.name.endswith("[eager]")
+    expected = restorer.restore(faces, cs, [1, 2])
+    assert torch.equal(got, expected) and torch.equal(again, expected)
+    named = build_backend(restorer, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path))
+    with pytest.raises(ModelError, match="cannot export"):
+        named.restore(faces, cs, [1, 2])
 
 
 def test_auto_on_cuda_falls_back_in_order(monkeypatch, caplog):

@@ -22,7 +22,8 @@ builds every shape up front. LoRA adapters are merged into a private copy of the
 networks before compiling (the reference network shares the base weights and must keep them).
 
 ``auto`` picks the fastest available backend for the device (CUDA: tensorrt, then compile,
-then eager; CPU: eager, see :data:`CPU_AUTO_NOTE`) and says in one log line which one runs.
+then eager; CPU: onnxruntime, else eager, see :data:`CPU_AUTO_NOTE`) and says in one log line
+which one runs; a model its engine cannot be built for then runs eagerly, with a warning.
 
 The package, by concern: :mod:`~streamrestore.backends.selection` (which backend can and will
 run, :class:`BackendConfig`), :mod:`~streamrestore.backends.core` (:class:`FrameCore`, the one

@@ -21,6 +21,7 @@ from streamrestore.backends.engine_files import engine_path
 from streamrestore.backends.onnx_runtime import onnxruntime_engine
 from streamrestore.backends.selection import BackendConfig, select_backend
 from streamrestore.backends.tensorrt import tensorrt_engine
+from streamrestore.errors import ModelError
 from streamrestore.model.packing import pack_caches, pack_face_means
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,17 @@ class BackendRestorer:
     check it). Build with :func:`build_backend`.
     """
 
-    def __init__(self, restorer, backend: str, config: BackendConfig = BackendConfig()):
+    def __init__(self, restorer, backend: str, config: BackendConfig = BackendConfig(),
+                 fallback: str | None = None):
+        """``fallback``: ``"eager"`` to run eagerly from then on when building an engine fails
+        (what ``auto`` asks for: a model the exporter cannot take still restores); None raises."""
         if backend not in ("eager", "compile", "tensorrt", "onnxruntime"):
             raise ValueError(f"backend must be eager, compile, tensorrt or onnxruntime, got {backend!r}")
+        if fallback not in (None, "eager"):
+            raise ValueError(f"fallback must be None or 'eager', got {fallback!r}")
         self.restorer = restorer
         self.backend = backend
+        self.fallback = fallback
         self.config = config
         self.resolution = restorer.resolution
         self.name = f"{getattr(restorer, 'name', 'restorer')}[{backend}]"
@@ -163,8 +170,17 @@ class BackendRestorer:
         if b == 0:
             return faces.new_zeros(faces.shape, dtype=torch.float32)
         chunk = self.config.buckets[-1]
-        outs = [self._restore_padded(faces[i : i + chunk], list(caches[i : i + chunk]), seeds[i : i + chunk])
-                for i in range(0, b, chunk)]
+        try:
+            outs = [self._restore_padded(faces[i : i + chunk], list(caches[i : i + chunk]), seeds[i : i + chunk])
+                    for i in range(0, b, chunk)]
+        except ModelError as exc:
+            if self.fallback is None:
+                raise
+            log.warning("%s backend unavailable for this model (%s); running %s from now on",
+                        self.backend, exc, self.fallback)
+            self.backend, self.fallback = self.fallback, None
+            self.name = f"{getattr(self.restorer, 'name', 'restorer')}[{self.backend}]"
+            return self._restore_eager(faces, caches, noise_seeds)
         return torch.cat(outs).to(device=faces.device, dtype=torch.float32)
 
     def _restore_eager(self, faces, caches, noise_seeds):
@@ -316,4 +332,5 @@ def build_backend(restorer, backend: str = "auto", config: BackendConfig | None 
     if not hasattr(restorer, "net"):
         return restorer
     chosen = select_backend(backend, restorer.device)
-    return BackendRestorer(restorer, chosen, config)
+    fallback = "eager" if backend == "auto" and chosen != "eager" else None
+    return BackendRestorer(restorer, chosen, config, fallback=fallback)

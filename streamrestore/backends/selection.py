@@ -21,15 +21,17 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "eager", "compile", "tensorrt", "onnxruntime")
 #: batch sizes compiled backends are built for
 DEFAULT_BUCKETS = (1, 2, 4, 8)
-#: why ``auto`` does not pick ``compile`` on CPU (documentation only: nothing is printed, since no
-#: advice holds there). ``streamrestore bench`` on 2 busy CPU cores, lite, 720p: compile 7.4 fps end
-#: to end, eager 11.7; compiling also costs tens of seconds of start-up per batch bucket.
-#: ``onnxruntime`` runs lite's restore step alone 1.18x faster than eager (54 vs 64 ms per face, one
-#: thread, 2 references), but end to end only 11.9 vs 11.7 fps (720p, one face: the other stages
-#: slowed beside it), within the machine's noise, for a ~2 s export per new shape: not worth
-#: changing ``auto``'s bit-exact eager output for. Ask for it with ``--backend onnxruntime``.
-CPU_AUTO_NOTE = ("torch.compile on CPU was slower end to end than eager (bench, 2 cores: 7.4 vs 11.7 fps) "
-                 "and costs tens of seconds of start-up")
+#: what ``auto`` picks on CPU, and why (documentation only: nothing is printed). ``onnxruntime``
+#: when it is installed (it is a dependency): ``streamrestore bench`` on 2 busy CPU cores, lite
+#: with 2 references, 720p, one face, in interleaved runs: 14.8 and 13.9 fps end to end against
+#: eager's 10.6 and 11.7 (restore 50-53 ms per face against 69-76: one ONNX Runtime call per frame
+#: where eager runs hundreds of small operations, each taking the interpreter's lock the reader
+#: thread also needs). Its output matches eager's to ~3e-7; the first frame of each new shape
+#: (faces per batch bucket, reference count) exports the program once, ~2 s, cached on disk after
+#: that. A model the exporter cannot take falls back to eager with a warning. ``compile`` on CPU:
+#: 7.4 fps against eager's 11.7 and tens of seconds of start-up per batch bucket.
+CPU_AUTO_NOTE = ("onnxruntime when installed (2 cores, 720p, one face: 14.8/13.9 fps against eager's 10.6/11.7), "
+                 "else eager; torch.compile on CPU was slower than eager (7.4 vs 11.7 fps)")
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ def select_backend(requested: str, device: torch.device | str) -> str:
         else:
             chosen = "eager"
         note = f" ({'; '.join(skipped)})" if skipped else ""
-    else:
-        chosen, note = "eager", ""  # see CPU_AUTO_NOTE: no other backend measured faster end to end on CPU
+    else:  # see CPU_AUTO_NOTE
+        chosen = "onnxruntime" if avail.get("onnxruntime") is None else "eager"
+        note = f" (onnxruntime: {avail['onnxruntime']})" if chosen == "eager" else ""
     log.info("backend: %s on %s%s", chosen, device.type, note)
     return chosen
