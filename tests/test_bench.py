@@ -56,6 +56,8 @@ def test_bench_cli_identity_writes_table_and_json(tmp_path, media, capsys):
     assert data["fps"] == pytest.approx(1000.0 / end_to_end, rel=0.01)
     # flicker of the output (E_warp with the input's flow) next to the input's own
     assert "flicker" in table and data["input_flicker"] > 0 and data["flicker_by_backend"]["eager"] > 0
+    # and of the clip only decoded and encoded again: what the encoder alone adds
+    assert data["reencoded_flicker"] > 0 and f"without restoring {data['reencoded_flicker']:.3f}" in table
     assert "temporal" in stages and data["temporal"]["strength"] == 0.9
 
 
@@ -67,6 +69,7 @@ def test_bench_temporal_strength_option(tmp_path, media, capsys):
     assert code == 0
     data = json.loads(out.read_text())
     assert data["temporal"]["strength"] == 0 and data["input_flicker"] is None and not data["flicker_by_backend"]
+    assert data["reencoded_flicker"] is None
     code = main(["bench", str(media.clip), "--model", "identity", "--temporal-strength", "1.5"])
     err = capsys.readouterr().err
     assert code == 2 and "--temporal-strength" in err and "Traceback" not in err
