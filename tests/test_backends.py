@@ -1,5 +1,6 @@
 """Backend selection and fallback, bucket/reference padding, LoRA merge, torch.export of the core."""
 import logging
+import os
 
 import pytest
 import torch
@@ -265,9 +266,9 @@ def test_onnxruntime_programs_are_cached_and_a_damaged_one_is_exported_again(res
     first = BackendRestorer(restorer, "onnxruntime", config)
     want = first.restore(faces, cs, [1])
     (path,) = tmp_path.iterdir()
-    stamp = path.stat().st_mtime_ns
+    inode = path.stat().st_ino  # an export writes a new file and renames it over the old one
     again = BackendRestorer(restorer, "onnxruntime", config).restore(faces, cs, [1])
-    assert torch.equal(again, want) and path.stat().st_mtime_ns == stamp  # loaded, not exported
+    assert torch.equal(again, want) and path.stat().st_ino == inode  # loaded, not exported
     path.write_bytes(b"not an onnx file")
     repaired = BackendRestorer(restorer, "onnxruntime", config).restore(faces, cs, [1])
     assert torch.equal(repaired, want) and path.stat().st_size > 1000
@@ -344,3 +345,35 @@ def test_every_command_offers_every_backend(command):
     parser = importlib.import_module(f"streamrestore.cli.{command}").build_parser()
     (action,) = [a for a in parser._actions if a.dest == "backend"]
     assert tuple(action.choices) == backends.BACKENDS
+
+
+def test_prune_engines_deletes_the_least_recently_used_programs_only(tmp_path):
+    from streamrestore.backends.engine_files import mark_used, prune_engines
+
+    files = {}
+    for age, name in enumerate(["new.onnx", "mid.ep", "old.onnx", "oldest.onnx"]):
+        files[name] = tmp_path / name
+        files[name].write_bytes(b"x" * 100)
+        os.utime(files[name], (1000 - age * 10, 1000 - age * 10))
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"y" * 1000)  # not an engine: never deleted, never counted
+    mark_used(files["oldest.onnx"])  # loaded just now: the most recent
+    deleted = prune_engines(tmp_path, budget_bytes=250, keep=files["old.onnx"])
+    assert sorted(p.name for p in deleted) == ["mid.ep", "new.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "old.onnx", "oldest.onnx"]
+    assert prune_engines(tmp_path, budget_bytes=250) == []
+
+
+def test_engine_cache_stays_under_its_limit_and_a_pruned_program_is_exported_again(restorer, caches, tmp_path):
+    with pytest.raises(ValueError, match="engine_cache_mb"):
+        BackendConfig(engine_cache_mb=0)
+    config = BackendConfig(backend="onnxruntime", engine_dir=tmp_path, engine_cache_mb=1e-6)  # room for none
+    backend = build_backend(restorer, "onnxruntime", config)
+    one = backend.restore(_faces(1), [caches[2]], [1])
+    first = sorted(tmp_path.iterdir())
+    two = backend.restore(_faces(2), [caches[2], caches[2]], [1, 2])  # a second shape: a second program
+    second = sorted(tmp_path.iterdir())
+    assert len(first) == 1 and len(second) == 1 and first != second  # the older one went
+    again = build_backend(restorer, "onnxruntime", config).restore(_faces(1), [caches[2]], [1])
+    torch.testing.assert_close(again, one, rtol=0, atol=1e-6)
+    assert len(two) == 2 and len(list(tmp_path.iterdir())) == 1

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from streamrestore.backends.engine_files import engine_path
+from streamrestore.backends.engine_files import engine_path, mark_used, prune_engines
 from streamrestore.backends.onnx_runtime import onnxruntime_engine
 from streamrestore.backends.selection import BackendConfig, select_backend
 from streamrestore.backends.tensorrt import tensorrt_engine
@@ -265,7 +265,12 @@ class BackendRestorer:
                     path = self.engine_path(key)
                     engine = _Engine(onnxruntime_engine(core, args, path, torch.get_num_threads()), "onnxruntime")
                 else:
+                    path = self.engine_path(key)
                     engine = _Engine(self._tensorrt(core, key, args), "tensorrt")
+                if self.backend != "compile":
+                    mark_used(path)
+                    if self.config.engine_cache_mb is not None:
+                        prune_engines(path.parent, self.config.engine_cache_mb * 2**20, keep=path)
                 self._engines[key] = engine
             return engine
 

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
+
+#: the kinds of file the engine folder holds (nothing else there is ever deleted)
+ENGINE_SUFFIXES = (".onnx", ".ep")
 
 
 def engine_dir(override: str | Path | None = None) -> Path:
@@ -55,3 +61,44 @@ def engine_path(restorer, key, folder: str | Path | None = None, backend: str = 
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
     suffix = ".onnx" if backend == "onnxruntime" else ".ep"
     return engine_dir(folder) / f"{getattr(restorer, 'name', 'model')}-{digest}{suffix}"
+
+
+def mark_used(path: Path) -> None:
+    """Record that the engine at ``path`` was just loaded (its modification time: what
+    :func:`prune_engines` orders by; access times are often not kept)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def prune_engines(folder: Path, budget_bytes: float, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used engine files in ``folder`` until the rest fit in
+    ``budget_bytes``; ``keep`` (the engine just built) and files that are not engines stay.
+    Returns what was deleted."""
+    files = []
+    for p in folder.glob("*"):
+        if p.suffix not in ENGINE_SUFFIXES or not p.is_file():
+            continue
+        try:
+            st = p.stat()
+        except OSError:  # deleted meanwhile by another process
+            continue
+        files.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in files)
+    deleted = []
+    for _, size, p in sorted(files, key=lambda f: f[0]):
+        if total <= budget_bytes:
+            break
+        if keep is not None and p.resolve() == keep.resolve():
+            continue
+        try:
+            p.unlink()
+        except OSError:
+            continue
+        total -= size
+        deleted.append(p)
+    if deleted:
+        log.info("engine cache over %.0f MiB: deleted the %d least recently used program(s) in %s",
+                 budget_bytes / 2**20, len(deleted), folder)
+    return deleted

@@ -57,6 +57,11 @@ class BackendConfig:
             padding and recompiles in seconds).
         engine_dir: where built TensorRT engines and ONNX programs are kept (default
             ``$STREAMRESTORE_HOME/engines`` or ``~/.cache/streamrestore/engines``).
+        engine_cache_mb: the most that folder may hold (default 2048 MiB; None: no limit). One
+            program per model and shape (lite: ~26 MB each, a new one for every new face count
+            bucket or reference count), so a machine that restores many kinds of video would
+            otherwise fill its disk; past the limit the least recently used programs are deleted
+            after a new one is written (a deleted one is exported again when next needed).
     """
 
     backend: str = "auto"
@@ -67,6 +72,7 @@ class BackendConfig:
     compile_mode: str | None = None
     compiler: str = "inductor"
     engine_dir: str | Path | None = None
+    engine_cache_mb: float | None = 2048
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -77,6 +83,8 @@ class BackendConfig:
         object.__setattr__(self, "buckets", buckets)
         if self.reference_slots < 1:
             raise ValueError(f"reference_slots must be >= 1, got {self.reference_slots}")
+        if self.engine_cache_mb is not None and not self.engine_cache_mb > 0:
+            raise ValueError(f"engine_cache_mb must be > 0 or None, got {self.engine_cache_mb!r}")
 
 
 # -- what is available ------------------------------------------------------------------------
