@@ -254,6 +254,12 @@ class SharedImageAttnProcessor:
     and ``shared`` says whether it is a shared-image layer. Non-shared layers behave like
     diffusers' ``AttnProcessor2_0`` and accept (and ignore) the shared-attention kwargs, so one
     ``cross_attention_kwargs`` dict can go to the whole UNet without warnings.
+
+    ``windowed`` (default True) lets a shared layer with a position prior take
+    :func:`local_reference_attention` where it saves work (queries and references on the same
+    square grid, no own tokens, no attention map asked for); False always attends to every
+    reference token (benchmarks compare the two). ``window_tile``: its tile side (default
+    :data:`WINDOW_TILE`).
     """
 
     def __init__(self, name: str, shared: bool, adain: bool = True, adain_eps: float = 1e-5,
