@@ -377,3 +377,14 @@ def test_engine_cache_stays_under_its_limit_and_a_pruned_program_is_exported_aga
     again = build_backend(restorer, "onnxruntime", config).restore(_faces(1), [caches[2]], [1])
     torch.testing.assert_close(again, one, rtol=0, atol=1e-6)
     assert len(two) == 2 and len(list(tmp_path.iterdir())) == 1
+
+
+def test_programs_of_an_older_core_are_not_loaded(restorer, tmp_path, monkeypatch):
+    """The core's version is part of every engine's key: a program exported by older code (an
+    older graph for the same model) is exported again, not loaded."""
+    from streamrestore.backends import engine_files
+
+    key = (1, 2, True, False)
+    now = engine_files.engine_path(restorer, key, tmp_path, "onnxruntime")
+    monkeypatch.setattr(engine_files, "CORE_VERSION", engine_files.CORE_VERSION - 1)
+    assert engine_files.engine_path(restorer, key, tmp_path, "onnxruntime") != now

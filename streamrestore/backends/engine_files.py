@@ -16,6 +16,10 @@ import torch
 
 log = logging.getLogger(__name__)
 
+#: the exported per-frame core's own version, part of every engine's key: bumped when the graph
+#: an export produces changes for the same model (2: windowed reference attention), so programs
+#: built by older code are exported again instead of loaded
+CORE_VERSION = 2
 #: the kinds of file the engine folder holds (nothing else there is ever deleted)
 ENGINE_SUFFIXES = (".onnx", ".ep")
 
@@ -56,7 +60,7 @@ def engine_path(restorer, key, folder: str | Path | None = None, backend: str = 
         "model": restorer.fingerprint, "detail_head": getattr(restorer, "detail_head_fingerprint", "none"),
         "lora_merged": True, "resolution": restorer.resolution,
         "batch": bucket, "slots": slots, "refs": with_refs, "input": with_input, "dtype": str(restorer.dtype),
-        "gpu": gpu, "torch": torch.__version__, runtime: runtime_version,
+        "gpu": gpu, "torch": torch.__version__, runtime: runtime_version, "core": CORE_VERSION,
     }
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
     suffix = ".onnx" if backend == "onnxruntime" else ".ep"
