@@ -258,6 +258,9 @@ def test_onnxruntime_backend_matches_the_restorer(restorer, caches, counts, tmp_
     got = backend.restore(faces, cs, seeds)
     torch.testing.assert_close(got, restorer.restore(faces, cs, seeds), rtol=1e-4, atol=2e-5)
     assert [p.suffix for p in tmp_path.iterdir()] == [".onnx"]  # one exported program, cached
+    # exactly the faces there are: three faces are not padded to a bucket of four
+    (bucket, *_), args = backend.padded_inputs(faces, cs, seeds)
+    assert bucket == len(counts) and args[0].shape[0] == len(counts)
 
 
 def test_onnxruntime_programs_are_cached_and_a_damaged_one_is_exported_again(restorer, caches, tmp_path):

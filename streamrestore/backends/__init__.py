@@ -18,7 +18,8 @@ protocol, so the pipeline does not know which backend runs.
 Compiled backends see a fixed set of shapes per run: faces are padded up to a batch bucket
 (1, 2, 4, 8; larger frames are split into chunks of 8) and every face's references are padded
 to ``reference_slots`` (4) with a mask, so nothing recompiles mid-video; :meth:`BackendRestorer.warmup`
-builds every shape up front. LoRA adapters are merged into a private copy of the restoration
+builds every shape up front. ONNX Runtime programs export in ~2 s, so they take exactly the
+faces and references there are (a new count exports once, then the program is cached on disk). LoRA adapters are merged into a private copy of the restoration
 networks before compiling (the reference network shares the base weights and must keep them).
 
 ``auto`` picks the fastest available backend for the device (CUDA: tensorrt, then compile,
