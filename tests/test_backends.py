@@ -60,6 +60,14 @@ def test_auto_on_cpu_is_onnxruntime_else_eager_with_one_log_line(monkeypatch, ca
     assert lines == ["backend: eager on cpu (onnxruntime: onnxruntime is not installed)"]
 
 
+def test_auto_on_cpu_runs_a_model_too_large_for_one_onnx_file_eagerly(caplog):
+    with caplog.at_level(logging.INFO, logger="streamrestore"):
+        assert select_backend("auto", "cpu", model_bytes=3 << 30) == "eager"
+        assert select_backend("auto", "cpu", model_bytes=30 << 20) == "onnxruntime"
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("streamrestore")]
+    assert lines[0] == "backend: eager on cpu (onnxruntime: a 3.0 GiB model is too large to export)"
+
+
 def test_auto_falls_back_to_eager_when_the_export_fails(restorer, caches, monkeypatch, caplog, tmp_path):
     """A model the exporter cannot take still restores under ``auto``: eagerly, said once; asked
     for by name, the backend's error reaches the caller."""

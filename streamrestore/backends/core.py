@@ -338,6 +338,7 @@ def build_backend(restorer, backend: str = "auto", config: BackendConfig | None 
     config = config or BackendConfig(backend=backend)
     if not hasattr(restorer, "net"):
         return restorer
-    chosen = select_backend(backend, restorer.device)
+    model_bytes = sum(p.numel() * p.element_size() for p in restorer.net.parameters())
+    chosen = select_backend(backend, restorer.device, model_bytes)
     fallback = "eager" if backend == "auto" and chosen != "eager" else None
     return BackendRestorer(restorer, chosen, config, fallback=fallback)

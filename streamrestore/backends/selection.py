@@ -30,6 +30,9 @@ DEFAULT_BUCKETS = (1, 2, 4, 8)
 #: (faces per batch bucket, reference count) exports the program once, ~2 s, cached on disk after
 #: that. A model the exporter cannot take falls back to eager with a warning. ``compile`` on CPU:
 #: 7.4 fps against eager's 11.7 and tens of seconds of start-up per batch bucket.
+#: the largest model ``auto`` exports to ONNX on CPU: one ONNX file holds at most 2 GB (protobuf),
+#: and a paper-scale model (~3.5 GB in fp32) would spend minutes tracing before failing
+ONNX_AUTO_MAX_BYTES = 1 << 30
 CPU_AUTO_NOTE = ("onnxruntime when installed (2 cores, 720p, one face: 14.8/13.9 fps against eager's 10.6/11.7), "
                  "else eager; torch.compile on CPU was slower than eager (7.4 vs 11.7 fps)")
 
@@ -128,11 +131,13 @@ def available_backends(device: torch.device | str) -> list[str]:
     return [b for b in order if avail.get(b) is None]
 
 
-def select_backend(requested: str, device: torch.device | str) -> str:
+def select_backend(requested: str, device: torch.device | str, model_bytes: int | None = None) -> str:
     """The backend that will run: ``requested`` itself, or for ``auto`` the best available.
 
     ``auto`` logs one line naming the backend and why faster ones were skipped; an explicitly
     requested backend that cannot run raises :class:`ModelError` saying what to install.
+    ``model_bytes``: the size of the network's weights, when known; on CPU ``auto`` runs a model
+    over :data:`ONNX_AUTO_MAX_BYTES` eagerly.
     """
     if requested not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r}")
@@ -155,7 +160,10 @@ def select_backend(requested: str, device: torch.device | str) -> str:
             chosen = "eager"
         note = f" ({'; '.join(skipped)})" if skipped else ""
     else:  # see CPU_AUTO_NOTE
-        chosen = "onnxruntime" if avail.get("onnxruntime") is None else "eager"
-        note = f" (onnxruntime: {avail['onnxruntime']})" if chosen == "eager" else ""
+        chosen, note = "onnxruntime", ""
+        if avail.get("onnxruntime") is not None:
+            chosen, note = "eager", f" (onnxruntime: {avail['onnxruntime']})"
+        elif model_bytes is not None and model_bytes > ONNX_AUTO_MAX_BYTES:
+            chosen, note = "eager", f" (onnxruntime: a {model_bytes / 2**30:.1f} GiB model is too large to export)"
     log.info("backend: %s on %s%s", chosen, device.type, note)
     return chosen
