@@ -363,6 +363,7 @@ class SharedImageAttnProcessor:
                 ref_values = adain_values(ref_values, refs.value_mean, refs.value_std, value, self.adain_eps)
             windows = None
             if (self.windowed and self.position_sigma > 0 and shared_kv.input_mask is None
+                    and attn.norm_q is None and attn.norm_k is None  # the window path has no q/k norms
                     and ref_tokens == query.shape[1] and not (attention_maps and self.name in attention_maps)):
                 windows = self._windows(ref_tokens, num_refs, query)
             if windows is not None:
