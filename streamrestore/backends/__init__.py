@@ -19,8 +19,9 @@ Compiled backends see a fixed set of shapes per run: faces are padded up to a ba
 (1, 2, 4, 8; larger frames are split into chunks of 8) and every face's references are padded
 to ``reference_slots`` (4) with a mask, so nothing recompiles mid-video; :meth:`BackendRestorer.warmup`
 builds every shape up front. ONNX Runtime programs export in ~2 s, so they take exactly the
-faces and references there are (a new count exports once, then the program is cached on disk). LoRA adapters are merged into a private copy of the restoration
-networks before compiling (the reference network shares the base weights and must keep them).
+faces and references there are (a new count exports once, then the program is cached on disk).
+LoRA adapters are merged into a private copy of the restoration networks before compiling (the
+reference network shares the base weights and must keep them).
 
 ``auto`` picks the fastest available backend for the device (CUDA: tensorrt, then compile,
 then eager; CPU: onnxruntime, else eager, see :data:`CPU_AUTO_NOTE`) and says in one log line

@@ -262,14 +262,13 @@ class BackendRestorer:
                 core = FrameCore(self._net, with_refs=with_refs, with_input=with_input).eval()
                 if self.backend == "compile":
                     engine = _Engine(self._compiled(core), "compile")
-                elif self.backend == "onnxruntime":
-                    # the session's threads are fixed when it opens: the caller's torch thread count
+                else:  # a program file on disk: built or loaded, then kept within the cache's limit
                     path = self.engine_path(key)
-                    engine = _Engine(onnxruntime_engine(core, args, path, torch.get_num_threads()), "onnxruntime")
-                else:
-                    path = self.engine_path(key)
-                    engine = _Engine(self._tensorrt(core, key, args), "tensorrt")
-                if self.backend != "compile":
+                    if self.backend == "onnxruntime":
+                        # the session's threads are fixed when it opens: the caller's torch thread count
+                        engine = _Engine(onnxruntime_engine(core, args, path, torch.get_num_threads()), "onnxruntime")
+                    else:
+                        engine = _Engine(tensorrt_engine(core, args, self.dtype, path), "tensorrt")
                     mark_used(path)
                     if self.config.engine_cache_mb is not None:
                         prune_engines(path.parent, self.config.engine_cache_mb * 2**20, keep=path)
@@ -293,9 +292,6 @@ class BackendRestorer:
                 return compiled(*args)
 
         return run
-
-    def _tensorrt(self, core: FrameCore, key, args):
-        return tensorrt_engine(core, args, self.dtype, self.engine_path(key))
 
     def engine_path(self, key) -> Path:
         """Where the TensorRT or ONNX engine for ``key`` is cached (see

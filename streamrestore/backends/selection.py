@@ -21,18 +21,19 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "eager", "compile", "tensorrt", "onnxruntime")
 #: batch sizes compiled backends are built for
 DEFAULT_BUCKETS = (1, 2, 4, 8)
-#: what ``auto`` picks on CPU, and why (documentation only: nothing is printed). ``onnxruntime``
-#: when it is installed (it is a dependency): ``streamrestore bench`` on 2 busy CPU cores, lite
-#: with 2 references, 720p, one face, in interleaved runs: 14.8 and 13.9 fps end to end against
-#: eager's 10.6 and 11.7 (restore 50-53 ms per face against 69-76: one ONNX Runtime call per frame
-#: where eager runs hundreds of small operations, each taking the interpreter's lock the reader
-#: thread also needs). Its output matches eager's to ~3e-7; the first frame of each new shape
-#: (faces per batch bucket, reference count) exports the program once, ~2 s, cached on disk after
-#: that. A model the exporter cannot take falls back to eager with a warning. ``compile`` on CPU:
-#: 7.4 fps against eager's 11.7 and tens of seconds of start-up per batch bucket.
 #: the largest model ``auto`` exports to ONNX on CPU: one ONNX file holds at most 2 GB (protobuf),
 #: and a paper-scale model (~3.5 GB in fp32) would spend minutes tracing before failing
 ONNX_AUTO_MAX_BYTES = 1 << 30
+#: what ``auto`` picks on CPU, and why (documentation only: nothing is printed). ``onnxruntime``
+#: when it is installed (it is a dependency) and the model is under :data:`ONNX_AUTO_MAX_BYTES`:
+#: ``streamrestore bench`` on 2 busy CPU cores, lite with 2 references, 720p, one face, in
+#: interleaved runs: 14.8 and 13.9 fps end to end against eager's 10.6 and 11.7 (restore 50-53 ms
+#: per face against 69-76: one ONNX Runtime call per frame where eager runs hundreds of small
+#: operations, each taking the interpreter's lock the reader thread also needs). Its output matches
+#: eager's to ~3e-7; the first frame with a new face or reference count exports the program once,
+#: ~2 s, cached on disk after that. A model the exporter cannot take falls back to eager with a
+#: warning. ``compile`` on CPU: 7.4 fps against eager's 11.7 and tens of seconds of start-up per
+#: batch bucket.
 CPU_AUTO_NOTE = ("onnxruntime when installed (2 cores, 720p, one face: 14.8/13.9 fps against eager's 10.6/11.7), "
                  "else eager; torch.compile on CPU was slower than eager (7.4 vs 11.7 fps)")
 
