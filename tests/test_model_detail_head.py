@@ -196,3 +196,77 @@ def test_the_command_reports_a_bad_config_in_one_line(tmp_path, capsys):
     assert err.startswith("error:") and "not found" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ValueError, match="min_refs"):
         _config(tmp_path, min_refs=3, max_refs=2)
+
+
+# -- video samples (whole-frame damage) --------------------------------------------------------
+
+class _ClipPack:
+    """What make_video_triples reads of a training pack: two clips (Ann's, Ben's) and a photo of
+    Ann; crops of R px."""
+
+    resolution = R
+
+    def __init__(self):
+        from synthetic_faces import aligned_face
+
+        self.source_names = ["clips/ann.mp4", "clips/ben.mp4", "photos/ann.jpg"]
+        self.source_kinds = ["video", "video", "image"]
+        self.identities = ["Ann", "Ben"]
+        self.source = np.array([0, 0, 1, 2])
+        self.identity = np.array([0, 0, 1, 0])
+        self._images = [aligned_face("ann", R, v) for v in (0, 1)] + [aligned_face("ben", R)] + [aligned_face("ann", R, 2)]
+
+    def indices_of(self, identity):
+        return np.flatnonzero(self.identity == self.identities.index(identity) if isinstance(identity, str)
+                              else self.identity == identity)
+
+    def image(self, index):
+        return self._images[int(index)]
+
+
+def test_video_samples_are_whole_frame_damage_cut_with_the_clean_alignment(tmp_path, monkeypatch, synthetic_faces):
+    import cv2
+    from media_utils import make_clip
+
+    import streamrestore.train.config as train_config
+    from streamrestore.faces.align import alignment_matrix
+    from streamrestore.model.registry import load_model
+    from streamrestore.train.detail_head import make_video_triples
+
+    pictures, truth = synthetic_faces.face_frames(12, 192, 160)
+    (tmp_path / "data" / "clips").mkdir(parents=True)
+    make_clip(tmp_path / "data" / "clips" / "ann.mp4", width=192, height=160, frames=12,
+              picture=lambda i: pictures[i], options={"crf": "10"})
+    pack = _ClipPack()
+    # Ben is a validation person: his clip must not be read (it does not exist on disk)
+    monkeypatch.setattr(train_config, "load_train_config", lambda path: None)
+    monkeypatch.setattr(train_config, "open_training_pack", lambda config: (pack, ["Ann"], ["Ben"]))
+    torch.manual_seed(0)
+    base = InstantRestoreNet(tiny_config("pixel"))
+    with torch.no_grad():
+        base.unet.conv_out.weight.normal_(0, 0.02)
+    save_restorer(base, tmp_path / "base.safetensors")
+    config = _config(tmp_path, video_frames=3, video_draws=2, video_max_frames=10, shared=str(tmp_path),
+                     video_scale=[3.0, 3.0], video_blur=[1.0, 1.0], video_crf=[36, 36])
+    triples = make_video_triples(config, log=lambda _: None)
+    assert {k: v.shape for k, v in triples.items()} == {k: (6, R, R, 3) for k in ("degraded", "base", "clean")}
+    # each clean crop is a frame of the clip cut through the face's true landmarks
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    crops = {}
+    for i in range(10):
+        crop = cv2.warpAffine(pictures[i], alignment_matrix(truth[i], R), (R, R), flags=cv2.INTER_LINEAR)
+        crops[i] = crop.astype(np.float32)
+    for clean, degraded, out in zip(triples["clean"], triples["degraded"], triples["base"]):
+        distances = sorted(float(np.abs(c - clean).mean()) for c in crops.values())
+        assert distances[0] < 8 and distances[0] < 0.75 * distances[1]  # H.264 and the detector's landmarks
+        # the degraded crop is the same face, softened by the whole-frame damage
+        assert 2.0 < np.abs(degraded.astype(np.float32) - clean).mean() < 20
+        # the base is the restorer's output for the degraded crop (here with Ann's crops as references)
+        restorer = load_model(tmp_path / "base.safetensors", device="cpu")
+        with torch.no_grad():
+            plain = restorer.restore(t(degraded), [None])[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(out - plain).mean() < 2 < np.abs(out.astype(np.float32) - degraded).mean()
+    with pytest.raises(ValueError, match="video_scale"):
+        _config(tmp_path, video_scale=[0.5, 2.0])
+    with pytest.raises(ValueError, match="video_frames"):
+        _config(tmp_path, references=True, video_frames=4)

@@ -26,7 +26,8 @@ import torch
 from streamrestore.errors import InputError
 from streamrestore.model.config import DetailHeadSettings
 
-__all__ = ["DetailHeadTrainConfig", "load_detail_head_config", "make_triples", "train_detail_head", "main"]
+__all__ = ["DetailHeadTrainConfig", "load_detail_head_config", "make_triples", "make_video_triples",
+           "train_detail_head", "main"]
 
 
 @dataclass
@@ -60,6 +61,19 @@ class DetailHeadTrainConfig:
             user's photos deserve.
         reference_dropout: the fraction of samples that see no references (their degraded
             face stands in, as at inference for a face without references).
+        video_frames: frames per clip and draw of the *video samples* (0: none). The presets
+            above degrade each crop on its own; a video is degraded whole (blur, downscale and
+            H.264 of the frame, :func:`streamrestore.eval.video.degrade_video`), and its faces are
+            then cut with the clean frame's alignment, as the pipeline cuts them. A head fitted
+            only to crop-level damage overshoots on frame-level damage (measured: its change
+            scaled by 0.7 was 0.07-0.13 dB better on held-out clips). The clips are the train-ok
+            videos of the UNet's training people (the pack's video sources).
+        video_draws: degraded copies of each clip (each with its own settings).
+        video_max_frames: the first frames of a clip that are degraded and sampled from.
+        video_scale, video_blur, video_crf: ranges ``[low, high]`` of the whole-frame damage
+            (uniform; the crf an integer): around ``degrade_video.py``'s defaults (4, 1.2, 32).
+        shared: the shared media folder the pack's sources are relative to (``data/`` inside).
+        face_models: the insightface folder (SCRFD) that finds the faces in the clean frames.
         seed: all draws.
         checkpoint_every, log_every: in steps.
     """
@@ -85,6 +99,14 @@ class DetailHeadTrainConfig:
     reference_count: int = 4
     reference_jitter: float = 1.0
     reference_dropout: float = 0.2
+    video_frames: int = 0
+    video_draws: int = 1
+    video_max_frames: int = 90
+    video_scale: list = field(default_factory=lambda: [3.0, 5.0])
+    video_blur: list = field(default_factory=lambda: [0.8, 1.6])
+    video_crf: list = field(default_factory=lambda: [28, 36])
+    shared: str = "../shared"
+    face_models: str = "../shared/models/insightface"
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 100
@@ -109,6 +131,17 @@ class DetailHeadTrainConfig:
             raise ValueError(f"reference_jitter must be >= 0, got {self.reference_jitter}")
         if not 0 <= self.reference_dropout < 1:
             raise ValueError(f"reference_dropout must be in [0, 1), got {self.reference_dropout}")
+        if self.video_frames < 0 or self.video_draws < 1 or self.video_max_frames < 1:
+            raise ValueError(f"need video_frames >= 0, video_draws >= 1 and video_max_frames >= 1, got "
+                             f"{self.video_frames}, {self.video_draws}, {self.video_max_frames}")
+        for name, low_limit in (("video_scale", 1.0), ("video_blur", 0.0), ("video_crf", 0)):
+            span = getattr(self, name)
+            if len(span) != 2 or not low_limit <= span[0] <= span[1]:
+                raise ValueError(f"{name} must be [low, high] with {low_limit} <= low <= high, got {span}")
+        if self.video_crf[1] > 51:
+            raise ValueError(f"video_crf must be within 0..51, got {self.video_crf}")
+        if self.references and self.video_frames:
+            raise ValueError("video samples have no reference faces yet: set video_frames = 0 with references")
 
     @property
     def head(self) -> DetailHeadSettings:
@@ -204,6 +237,86 @@ def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarr
                 rng = np.random.default_rng([config.seed, copy, i, 1])  # apart from the sample's own draws
                 out["reference"].append(_mean_reference(config, data, s, rng))
         log(f"samples: copy {copy + 1}/{config.samples_per_crop}, {len(out['clean'])} crops, "
+            f"{time.time() - start:.0f} s")
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def _video_sources(pack, train_ids: list[str]) -> list[tuple[str, int]]:
+    """(source name, identity index) of the pack's clips whose crops are all of training people."""
+    allowed = {pack.identities.index(name) for name in train_ids}
+    sources = []
+    for i, (name, kind) in enumerate(zip(pack.source_names, pack.source_kinds)):
+        people = set(np.unique(pack.identity[np.asarray(pack.source) == i]).tolist())
+        if kind == "video" and people and people <= allowed and len(people) == 1:
+            sources.append((name, people.pop()))
+    return sources
+
+
+def _frames_at(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
+    """The decoded RGB frames ``indices`` (0-based, decode order) of the clip ``path``."""
+    import av
+
+    frames = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in indices:
+                frames[i] = frame.to_ndarray(format="rgb24")
+            if i >= max(indices):
+                break
+    return frames
+
+
+def make_video_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
+    """(degraded, base output, clean) crops of whole-frame degraded clips (``video_frames``)."""
+    import tempfile
+
+    from streamrestore.eval.video import VideoDegradation, degrade_video
+    from streamrestore.faces.align import alignment_matrix, crop_face
+    from streamrestore.faces.detect import create_detector, detect_padded
+    from streamrestore.model.registry import load_model
+    from streamrestore.pixels import RgbPixels
+    from streamrestore.train.config import load_train_config, open_training_pack
+
+    pack, train_ids, _ = open_training_pack(load_train_config(config.unet_config))
+    sources = _video_sources(pack, train_ids)
+    if not sources:
+        raise InputError(f"{config.unet_config}'s pack has no clip of a training person for video samples")
+    root = Path(config.shared) / "data"
+    restorer = load_model(config.base_weights, device="cpu")
+    detector = create_detector("scrfd", models_dir=config.face_models)
+    side = pack.resolution
+    out: dict[str, list] = {"degraded": [], "base": [], "clean": []}
+    start = time.time()
+    for draw in range(config.video_draws):
+        for k, (name, person) in enumerate(sources):
+            rng = np.random.default_rng([config.seed, 3, draw, k])
+            damage = VideoDegradation(name="sample", scale=float(rng.uniform(*config.video_scale)),
+                                      blur=float(rng.uniform(*config.video_blur)),
+                                      crf=int(rng.integers(config.video_crf[0], config.video_crf[1] + 1)))
+            clip = root / name
+            with tempfile.TemporaryDirectory(prefix="streamrestore-head-") as tmp:
+                degraded_path = Path(tmp) / "degraded.mp4"
+                count = degrade_video(clip, degraded_path, damage, max_frames=config.video_max_frames)
+                picks = set(rng.choice(count, size=min(config.video_frames, count), replace=False).tolist())
+                clean = _frames_at(clip, picks)
+                degraded = _frames_at(degraded_path, picks)
+            candidates = pack.indices_of(person)
+            for index in sorted(picks):
+                faces = detect_padded(detector, clean[index])
+                if not faces:
+                    continue
+                face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+                matrix = alignment_matrix(face.kps, side)
+                target = crop_face(RgbPixels(clean[index]), matrix, side)
+                damaged = crop_face(RgbPixels(degraded[index]), matrix, side)
+                chosen = rng.choice(candidates, size=int(rng.integers(config.min_refs, config.max_refs + 1)))
+                refs = _to_tensor(np.stack([pack.image(int(c)) for c in chosen]))
+                with torch.no_grad():
+                    restored = restorer.restore(_to_tensor(damaged[None]), [restorer.encode_references(refs)])
+                out["degraded"].append(damaged)
+                out["base"].append(_uint8(restored)[0])
+                out["clean"].append(target)
+        log(f"video samples: draw {draw + 1}/{config.video_draws}, {len(out['clean'])} crops of {len(sources)} clips, "
             f"{time.time() - start:.0f} s")
     return {k: np.stack(v) for k, v in out.items()}
 
@@ -336,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         triples = dict(np.load(triples_path))
     else:
         triples = make_triples(config)
+        if config.video_frames:
+            video = make_video_triples(config)
+            triples = {k: np.concatenate([v, video[k]]) for k, v in triples.items()}
         np.savez(triples_path, **triples)
     head = train_detail_head(config, triples, resume=args.resume)
     if args.export:
