@@ -63,15 +63,15 @@ class TemporalConfig:
 
     Args:
         strength: the most weight the previous frame's motion-compensated change keeps; 0 turns
-            the fusion off. Default 0.9 (a time constant of ~0.3 s at 30 fps where the motion is
-            followed): with lite v5 and the input average on (``denoise``), measured with
-            ``benchmarks/bench_temporal.py`` on the first 90 frames of six degraded clips
-            (``docs/temporal.md``), the output's flicker (E_warp, flow from the input) is
-            0.70-1.01x the input's (1.03-1.82x with the fusion off), and face PSNR is 0.01-0.18 dB
-            higher than with 0.97 on every clip, −0.12 to +0.20 dB against the fusion off (fast
-            head turns and cuts included). 0.97, the default with lite v2-v4 (whose outputs were
-            noisier), averages away more of lite v5's detail; 0.8 keeps a little more PSNR and
-            spreads each track's identity more.
+            the fusion off. Default 0.8 (a time constant of ~0.15 s at 30 fps where the motion
+            is followed), with ``denoise`` 0.7: with lite v7, measured with
+            ``benchmarks/bench_temporal.py`` on six degraded clips (first 90 frames; fast head
+            turns and two hard cuts among them; ``docs/temporal.md``), the output's flicker
+            (E_warp, flow from the input) is 0.73-0.99x the input's (1.04-1.73x with the fusion
+            off) and face PSNR within 0.03 dB of the fusion off or above it on every clip. The
+            earlier default 0.9 / 0.9 (lite v5, v6) averaged away up to 0.21 dB of lite v7's
+            detail (the fast head turns of the xportrait clip); 0.7 / 0.7 let Andrew Ng's
+            flicker reach the input's (1.00x).
         tolerance: warp error of the input, in 0-255 levels averaged over ``window``, at which
             the carried change's weight has fallen to ``strength / e`` (Gaussian fall-off: full
             weight for the small error of a good warp, ~0 from twice this on). Default 30:
@@ -86,21 +86,18 @@ class TemporalConfig:
         denoise: the most weight the previous frame's motion-compensated *input* keeps in a
             recursive average of the input crops (temporal denoising of compression noise and
             flicker), scaled per face by the quality gate's weight: a clean face, which the gate
-            passes through, is not averaged at all. 0 turns it off. Default 0.9: on the video
-            benchmark's four degraded clips (lite v4, 48 frames; docs/temporal.md) it kept each
-            track's identity spread at or below the input's on three clips (0.6: one clip) and
-            raised identity to the ground truth on three, for 0.05-0.08 dB of face PSNR against
-            0.6; E_warp 0.76-0.96x the input's.
+            passes through, is not averaged at all. 0 turns it off. Default 0.7 (see
+            ``strength``; 0.9 until lite v7: lite v4's noisier output needed more of it).
         denoise_tolerance: like ``tolerance``, for the input average (default 12 levels: only
             where the warp explains the new input to within compression noise; a moving mouth
             or eye, off by tens of levels, takes the new frame).
     """
 
-    strength: float = 0.9
+    strength: float = 0.8
     tolerance: float = 30.0
     window: int = 9
     flow_side: int = 128
-    denoise: float = 0.9
+    denoise: float = 0.7
     denoise_tolerance: float = 12.0
 
     def __post_init__(self) -> None:

@@ -268,5 +268,7 @@ def test_video_samples_are_whole_frame_damage_cut_with_the_clean_alignment(tmp_p
         assert np.abs(out - plain).mean() < 2 < np.abs(out.astype(np.float32) - degraded).mean()
     with pytest.raises(ValueError, match="video_scale"):
         _config(tmp_path, video_scale=[0.5, 2.0])
+    with pytest.raises(ValueError, match="video_repeat"):
+        _config(tmp_path, video_repeat=0)
     with pytest.raises(ValueError, match="video_frames"):
         _config(tmp_path, references=True, video_frames=4)

@@ -92,14 +92,14 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
     """The temporal fusion's settings (``streamrestore.temporal.TemporalConfig``)."""
     p.add_argument("--temporal-strength", type=float, default=None, metavar="F",
                    help="temporal fusion: the most weight the previous frame's motion-compensated restoration "
-                        "keeps, in [0, 1); 0 turns that part off (default 0.9; docs/temporal.md)")
+                        "keeps, in [0, 1); 0 turns that part off (default 0.8; docs/temporal.md)")
     p.add_argument("--temporal-tolerance", type=float, default=None, metavar="LEVELS",
                    help="warp error (0-255 levels) at which the previous frame's weight has fallen to 1/e; "
                         "lower follows fast motion sooner (default 30)")
     p.add_argument("--temporal-denoise", type=float, default=None, metavar="F",
                    help="the most weight the previous frame's motion-compensated input keeps in the average "
                         "that removes compression flicker from degraded faces, in [0, 1); 0 turns it off "
-                        "(default 0.9; clean faces are never averaged)")
+                        "(default 0.7; clean faces are never averaged)")
     p.add_argument("--no-temporal", action="store_true",
                    help="no temporal fusion at all: every frame restored on its own")
 

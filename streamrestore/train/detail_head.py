@@ -69,6 +69,8 @@ class DetailHeadTrainConfig:
             scaled by 0.7 was 0.07-0.13 dB better on held-out clips). The clips are the train-ok
             videos of the UNet's training people (the pack's video sources).
         video_draws: degraded copies of each clip (each with its own settings).
+        video_repeat: how many times the video samples are put among the samples, i.e. their
+            share of the patches (default 1; 2 gave lite v7's head: 45 % of the patches).
         video_max_frames: the first frames of a clip that are degraded and sampled from.
         video_scale, video_blur, video_crf: ranges ``[low, high]`` of the whole-frame damage
             (uniform; the crf an integer): around ``degrade_video.py``'s defaults (4, 1.2, 32).
@@ -101,6 +103,7 @@ class DetailHeadTrainConfig:
     reference_dropout: float = 0.2
     video_frames: int = 0
     video_draws: int = 1
+    video_repeat: int = 1
     video_max_frames: int = 90
     video_scale: list = field(default_factory=lambda: [3.0, 5.0])
     video_blur: list = field(default_factory=lambda: [0.8, 1.6])
@@ -131,9 +134,9 @@ class DetailHeadTrainConfig:
             raise ValueError(f"reference_jitter must be >= 0, got {self.reference_jitter}")
         if not 0 <= self.reference_dropout < 1:
             raise ValueError(f"reference_dropout must be in [0, 1), got {self.reference_dropout}")
-        if self.video_frames < 0 or self.video_draws < 1 or self.video_max_frames < 1:
-            raise ValueError(f"need video_frames >= 0, video_draws >= 1 and video_max_frames >= 1, got "
-                             f"{self.video_frames}, {self.video_draws}, {self.video_max_frames}")
+        if self.video_frames < 0 or min(self.video_draws, self.video_repeat, self.video_max_frames) < 1:
+            raise ValueError(f"need video_frames >= 0 and video_draws, video_repeat, video_max_frames >= 1, got "
+                             f"{self.video_frames}, {self.video_draws}, {self.video_repeat}, {self.video_max_frames}")
         for name, low_limit in (("video_scale", 1.0), ("video_blur", 0.0), ("video_crf", 0)):
             span = getattr(self, name)
             if len(span) != 2 or not low_limit <= span[0] <= span[1]:
@@ -451,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         triples = make_triples(config)
         if config.video_frames:
             video = make_video_triples(config)
-            triples = {k: np.concatenate([v, video[k]]) for k, v in triples.items()}
+            triples = {k: np.concatenate([v] + [video[k]] * config.video_repeat) for k, v in triples.items()}
         np.savez(triples_path, **triples)
     head = train_detail_head(config, triples, resume=args.resume)
     if args.export:
