@@ -321,6 +321,8 @@ def make_video_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np
                 out["clean"].append(target)
         log(f"video samples: draw {draw + 1}/{config.video_draws}, {len(out['clean'])} crops of {len(sources)} clips, "
             f"{time.time() - start:.0f} s")
+    if not out["clean"]:
+        raise InputError(f"no face was found in the sampled frames of {len(sources)} clips under {root}")
     return {k: np.stack(v) for k, v in out.items()}
 
 
