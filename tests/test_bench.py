@@ -9,6 +9,7 @@ import torch
 
 from streamrestore.bench import BenchResult, BenchRow, run_bench
 from streamrestore.cli import main
+from streamrestore.temporal import TemporalConfig
 
 CLIP = "pcavs/Input/00002.mp4"  # 224x224 talking head, one face
 
@@ -58,7 +59,7 @@ def test_bench_cli_identity_writes_table_and_json(tmp_path, media, capsys):
     assert "flicker" in table and data["input_flicker"] > 0 and data["flicker_by_backend"]["eager"] > 0
     # and of the clip only decoded and encoded again: what the encoder alone adds
     assert data["reencoded_flicker"] > 0 and f"without restoring {data['reencoded_flicker']:.3f}" in table
-    assert "temporal" in stages and data["temporal"]["strength"] == 0.9
+    assert "temporal" in stages and data["temporal"]["strength"] == TemporalConfig().strength  # the default
 
 
 def test_bench_temporal_strength_option(tmp_path, media, capsys):
