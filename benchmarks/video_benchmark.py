@@ -2,10 +2,14 @@
 
     python benchmarks/video_benchmark.py [--config benchmarks/video_benchmark.toml] [--shared DIR]
         [--model lite] [--max-frames N] [--degrade default,mild] [--out runs/video_benchmark] [--adapt]
+        [--degraded-dir DIR]
 
 For each clip and each degradation preset: one eval run (rows input, model_norefs, model_refs,
 clean, clean_refs). References are a folder / photo of the shared set, or ``refs_frames`` frames
 evenly spaced over another clip of the same person, extracted once into ``<out>/refs/<clip>/``.
+With ``--degraded-dir`` each degraded copy is made once, kept there as ``<clip>_<preset>_<frames>.mp4``
+and given to every later run (``eval --degraded``): x264 codes the same clip a little differently
+from run to run (its threads), so two models compare exactly only on the same bytes.
 Writes ``<out>/<model>/<clip>_<preset>.json`` per run and ``<out>/<model>/table.md`` +
 ``table.json`` with every row, and prints the table.
 """
@@ -51,6 +55,20 @@ def frames_of_other_clip(video: Path, count: int, folder: Path) -> Path:
     return folder
 
 
+def kept_copy(video: Path, name: str, preset: str, max_frames: int | None, folder: Path) -> Path:
+    """``video`` degraded with ``preset`` (first ``max_frames`` frames) as ``folder/<name>_<preset>_<frames>.mp4``,
+    made on the first call and reused after."""
+    from streamrestore.eval.video import degrade_video
+
+    path = folder / f"{name}_{preset}_{max_frames or 'all'}.mp4"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + ".partial.mp4")  # never reuse a copy cut short by a crash
+        degrade_video(video, partial, preset, max_frames=max_frames)
+        partial.replace(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(REPO / "benchmarks" / "video_benchmark.toml"))
@@ -62,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", help="comma-separated clip names (default: all)")
     p.add_argument("--out", default=str(REPO / "runs" / "video_benchmark"))
     p.add_argument("--adapt", action="store_true", help="per-identity adaptation (eval --adapt); results in <model>+adapt")
+    p.add_argument("--degraded-dir", help="make each degraded copy once, keep it here and reuse it in later runs")
     args = p.parse_args(argv)
 
     from streamrestore.cli import main as cli_main
@@ -91,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
                                         out / "refs" / clip["name"])
         for preset in presets:
             table = out / model_name / f"{clip['name']}_{preset}.json"
-            argv = ["eval", "--video", str(shared / clip["video"]), "--degrade", preset, "--refs", str(refs),
+            if args.degraded_dir:
+                source = ["--degraded", str(kept_copy(shared / clip["video"], clip["name"], preset, max_frames,
+                                                      Path(args.degraded_dir)))]
+            else:
+                source = ["--degrade", preset]
+            argv = ["eval", "--video", str(shared / clip["video"]), *source, "--refs", str(refs),
                     "--model", str(args.model), "--models", str(shared / "models"), "--json", str(table),
                     "--every", str(every)]
             if max_frames:

@@ -1,0 +1,67 @@
+"""benchmarks/video_benchmark.py: the degraded copies it keeps (--degraded-dir) are made once and reused."""
+import importlib.util
+import json
+from pathlib import Path
+
+from media_utils import make_clip
+
+import streamrestore.cli
+import streamrestore.eval.video as video_eval
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location("video_benchmark", REPO / "benchmarks" / "video_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_degraded_copies_are_made_once_and_reused(tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    (shared / "data" / "refs").mkdir(parents=True)
+    (shared / "models").mkdir()
+    make_clip(shared / "data" / "clip.mp4", width=96, height=64, frames=8, fps=25)
+    config = tmp_path / "bench.toml"
+    config.write_text('[benchmark]\ndegrade = ["default"]\nmax_frames = 6\n\n'
+                      '[[clip]]\nname = "one"\nvideo = "data/clip.mp4"\nrefs = "data/refs"\n')
+    calls = []
+
+    def fake_eval(argv):  # records what the benchmark asked for, answers with a one-row table
+        calls.append(list(argv))
+        table = Path(argv[argv.index("--json") + 1])
+        table.parent.mkdir(parents=True, exist_ok=True)
+        table.write_text(json.dumps({"rows": [{"method": "input", "psnr": 30.0}]}))
+        return 0
+
+    degrades = []
+    real_degrade = video_eval.degrade_video
+
+    def counted_degrade(*args, **kwargs):
+        degrades.append(args)
+        return real_degrade(*args, **kwargs)
+
+    monkeypatch.setattr(streamrestore.cli, "main", fake_eval)
+    monkeypatch.setattr(video_eval, "degrade_video", counted_degrade)
+    bench = _benchmark_module()
+    kept = tmp_path / "kept"
+    common = ["--config", str(config), "--shared", str(shared), "--degraded-dir", str(kept)]
+
+    assert bench.main(common + ["--out", str(tmp_path / "a")]) == 0
+    copy = kept / "one_default_6.mp4"
+    assert copy.is_file() and len(degrades) == 1
+    first = calls[-1]
+    assert first[first.index("--degraded") + 1] == str(copy) and "--degrade" not in first
+    assert first[first.index("--max-frames") + 1] == "6"
+    made = copy.stat().st_mtime_ns
+
+    assert bench.main(common + ["--out", str(tmp_path / "b"), "--model", "other"]) == 0
+    assert len(degrades) == 1  # not degraded again
+    assert copy.stat().st_mtime_ns == made
+    assert calls[-1][calls[-1].index("--degraded") + 1] == str(copy)
+    assert list(kept.iterdir()) == [copy]  # no partial file left behind
+
+    # without --degraded-dir every run degrades for itself, as before
+    assert bench.main(["--config", str(config), "--shared", str(shared), "--out", str(tmp_path / "c")]) == 0
+    assert "--degraded" not in calls[-1] and calls[-1][calls[-1].index("--degrade") + 1] == "default"
