@@ -25,6 +25,7 @@ from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import QualityGate, QualityGateConfig
+from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
 from streamrestore.run import RunStats
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
 from streamrestore.threads import resolve_torch_threads
@@ -75,6 +76,10 @@ class PipelineConfig:
         gate: how much of the restorer's change each face gets, from an estimate of how
             degraded it is (clean faces pass through unchanged); see
             :class:`streamrestore.quality.QualityGateConfig`.
+        reference_detail: the person's fine detail from the reference photos, registered onto
+            each face by optical flow and added where it matches (before the gate and the
+            fusion); ``ReferenceDetailConfig.off()`` turns it off. See
+            :class:`streamrestore.reference_detail.ReferenceDetailConfig`.
     """
 
     max_faces: int | None = None
@@ -86,6 +91,7 @@ class PipelineConfig:
     paste: PasteConfig = field(default_factory=PasteConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     gate: QualityGateConfig = field(default_factory=QualityGateConfig)
+    reference_detail: ReferenceDetailConfig = field(default_factory=ReferenceDetailConfig)
 
     def __post_init__(self) -> None:
         if self.max_faces is not None and self.max_faces < 1:
@@ -182,6 +188,13 @@ class FaceRestorer:
         self._since_detection = 0
         self._smoother = TemporalSmoother(config.temporal)
         self._gate = QualityGate(config.gate)
+        # each identity's references, prepared once for the reference detail stage
+        self._reference_detail = ReferenceDetail(config.reference_detail)
+        self._prepared: dict[str, PreparedReferences] = {}
+        if config.reference_detail.enabled:
+            for ref in self.reference_sets:
+                if ref.crops.shape[1] == self.resolution:
+                    self._prepared[ref.name] = self._reference_detail.prepare(ref.crops)
         self._pending: dict[int, tuple[Any, np.ndarray]] = {}
         self._next_index = 0
         #: the faces restored in the frame returned last (crops, frame → crop matrices, track
@@ -353,7 +366,7 @@ class FaceRestorer:
             return frame  # untouched: not even a colour-space round trip
         stats.frames_with_faces += 1
         t0 = time.perf_counter()
-        matrices, caches, ids = [], [], []
+        matrices, caches, ids, prepared = [], [], [], []
         for t in tracked:
             identity = self._identity(t, pixels)
             unmatched = identity is None and self._matcher is not None
@@ -369,6 +382,7 @@ class FaceRestorer:
             matrices.append(alignment_matrix(t.kps, self.resolution))
             caches.append(self.caches.get(identity) if identity is not None else None)
             ids.append(t.track_id)
+            prepared.append(self._prepared.get(identity) if identity is not None else None)
         if not matrices:
             self.stats.add_time("align", time.perf_counter() - t0)
             return frame
@@ -380,9 +394,9 @@ class FaceRestorer:
         self.stats.faces_restored += len(matrices)
         self.stats.frames_restored += 1
         if self._device_path is not None:
-            crops, result = self._restore_on_device(frame, pixels, np.stack(matrices), caches, ids, seeds, t0)
+            crops, result = self._restore_on_device(frame, pixels, np.stack(matrices), caches, ids, seeds, prepared, t0)
         else:
-            crops, result = self._restore_on_host(frame, pixels, matrices, caches, ids, seeds, t0)
+            crops, result = self._restore_on_host(frame, pixels, matrices, caches, ids, seeds, prepared, t0)
         self.last_faces = [
             AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
             for c, m, tid in zip(crops, matrices, ids)
@@ -391,7 +405,7 @@ class FaceRestorer:
             return np.ascontiguousarray(result[..., ::-1])
         return result
 
-    def _restore_on_host(self, frame, pixels, matrices, caches, ids, seeds, t0):
+    def _restore_on_host(self, frame, pixels, matrices, caches, ids, seeds, prepared, t0):
         """Crops cut, and faces pasted, on the CPU (OpenCV; 4:2:0 frames stay in YUV)."""
         crops = [crop_face(pixels, m, self.resolution) for m in matrices]
         t1 = time.perf_counter()
@@ -402,6 +416,10 @@ class FaceRestorer:
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
+        restored = [self._reference_detail.apply(c, r, p) for c, r, p in zip(crops, restored, prepared)]
+        t3 = time.perf_counter()
+        self.stats.add_time("reference_detail", t3 - t2)
+        t2 = t3
         canvas, result = _canvas(pixels, frame)
         shape = pixels.shape[:2]
         smoothing = 0.0
@@ -418,7 +436,7 @@ class FaceRestorer:
         self.stats.add_time("paste", time.perf_counter() - t2 - smoothing)
         return crops, result
 
-    def _restore_on_device(self, frame, pixels, matrices, caches, ids, seeds, t0):
+    def _restore_on_device(self, frame, pixels, matrices, caches, ids, seeds, prepared, t0):
         """The frame goes to the restorer's device once; crops are cut and faces pasted there
         (``streamrestore.device_frames``); one copy comes back."""
         path = self._device_path
@@ -428,8 +446,18 @@ class FaceRestorer:
             t1 = time.perf_counter()
             self.stats.add_time("align", t1 - t0)
             restored = self.restorer.restore(crops, caches, **seeds).float()
+            host_crops = _to_uint8(crops)  # B small crops: the reference detail's flow and last_faces
             t2 = time.perf_counter()
             self.stats.add_time("restore", t2 - t1)
+            if any(p is not None for p in prepared) and self._reference_detail.config.enabled:
+                strength = self._reference_detail.config.strength
+                added = [np.zeros_like(c, dtype=np.float32) if p is None else self._reference_detail.detail(c, p)[0]
+                         for c, p in zip(host_crops, prepared)]
+                detail = torch.from_numpy(np.stack(added)).permute(0, 3, 1, 2).to(restored.device, restored.dtype)
+                restored = (restored + (strength / 255.0) * detail).clamp(0.0, 1.0)
+                t3 = time.perf_counter()
+                self.stats.add_time("reference_detail", t3 - t2)
+                t2 = t3
             gate = [self._gate.weight(tid, pixels, m, self.resolution) for tid, m in zip(ids, matrices)]
             weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
             restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
@@ -440,7 +468,6 @@ class FaceRestorer:
             self.stats.add_time("temporal", t4 - t3)
             path.paste(on_device, restored, crops, matrices)
             result = path.download(on_device)
-            host_crops = _to_uint8(crops)  # for last_faces (previews, tests): B small crops
         self.stats.add_time("paste", time.perf_counter() - t2 - (t4 - t3))
         return list(host_crops), result
 

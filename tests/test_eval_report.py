@@ -16,7 +16,8 @@ KEYS = ("psnr", "ssim", "id_mobilefacenet", "id_paddle", "id_dlib", "lmd")
 def eval_run(shared_data, shared_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     argv = ["eval", "--data", str(shared_data / "instantrestore"), "--limit", "2", "--model", "identity",
-            "--out", str(out / "report"), "--json", str(out / "table.json"), "--models", str(shared_models)]
+            "--out", str(out / "report"), "--json", str(out / "table.json"), "--models", str(shared_models),
+            "--reference-detail", "0"]  # the model alone
     assert cli_main(argv) == 0
     return out
 
@@ -44,6 +45,17 @@ def test_eval_writes_table_grid_and_json(eval_run):
 
     grid = cv2.imread(str(eval_run / "report" / "grid.png"))
     assert grid is not None and grid.shape[0] > 2 * 100 and grid.shape[1] >= 4 * 100  # 2 people x 4 columns
+
+
+def test_eval_adds_the_reference_detail_to_the_rows_with_references(shared_data, shared_models, tmp_path):
+    table = tmp_path / "table.json"
+    argv = ["eval", "--data", str(shared_data / "instantrestore"), "--limit", "2", "--model", "identity",
+            "--out", str(tmp_path / "report"), "--json", str(table), "--models", str(shared_models), "--no-dlib"]
+    assert cli_main(argv) == 0
+    rows = {r["method"]: r for r in json.loads(table.read_text())["rows"]}
+    assert rows["model_norefs"]["psnr"] == pytest.approx(rows["input"]["psnr"])  # nothing to register
+    for method in ("model_refs1", "model_refs4", "model_refs4_other"):
+        assert rows[method]["psnr"] != pytest.approx(rows["input"]["psnr"], abs=1e-3), method
 
 
 def _drawn_test_layout(folder):

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from streamrestore.cli.options import add_reference_detail_option, reference_detail_from_args
 from streamrestore.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune the model on each person's references before restoring with them "
                         "(streamrestore.model.adapt; minutes per person, cached on disk)")
     p.add_argument("--adapt-steps", type=int, default=100, metavar="N", help="steps per person with --adapt (100)")
+    add_reference_detail_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
     v = p.add_argument_group("video evaluation (--video)")
     degraded = v.add_mutually_exclusive_group()
@@ -154,7 +156,8 @@ def main(argv: list[str]) -> int:
 
         train, val = PackedFaces(data).split(args.val_fraction, args.split_seed)
         identities = val if args.split == "val" else train
-    config = EvalConfig(preset=args.preset, seed=args.seed, limit=args.limit, with_dlib=not args.no_dlib)
+    config = EvalConfig(preset=args.preset, seed=args.seed, limit=args.limit, with_dlib=not args.no_dlib,
+                        reference_detail=reference_detail_from_args(args))
 
     started = time.perf_counter()
     cases = load_cases(data, config, models_dir=models_dir, identities=identities)
@@ -218,6 +221,7 @@ def video_main(args: argparse.Namespace) -> int:
         read_reference_photos,
         reference_embedding,
     )
+    from streamrestore.pipeline import PipelineConfig
 
     clean = Path(args.video)
     if not clean.is_file():
@@ -250,10 +254,12 @@ def video_main(args: argparse.Namespace) -> int:
         if ref_embedding is None:
             log.warning("no face found in the photos of %s: identity to the references is not measured", args.refs)
     restorer = _restorer(args, load_restorer)
+    reference_detail = reference_detail_from_args(args)
 
     def make_face_restorer(method, fps):
         options = dict(refs=[args.refs] if method.refs else [], model=restorer, device=args.device,
-                       detector=args.detector, face_models=face_models, fps=fps, backend=args.backend)
+                       detector=args.detector, face_models=face_models, fps=fps, backend=args.backend,
+                       config=PipelineConfig(reference_detail=reference_detail))
         options.update(method.options)
         return build_face_restorer(**options)
 

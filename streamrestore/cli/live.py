@@ -18,6 +18,7 @@ from pathlib import Path
 
 from streamrestore.cli.options import (
     add_model_options,
+    add_reference_detail_option,
     add_temporal_options,
     check_face_options,
     pipeline_config,
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_model_options(p, fast_vae=True)
     add_temporal_options(p)
+    add_reference_detail_option(p)
     return p
 
 

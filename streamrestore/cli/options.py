@@ -15,6 +15,7 @@ from streamrestore.errors import OutputError, UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.pipeline import PipelineConfig
+    from streamrestore.reference_detail import ReferenceDetailConfig
     from streamrestore.temporal import TemporalConfig
     from streamrestore.video.writer import EncoderSettings
 
@@ -22,6 +23,7 @@ __all__ = [
     "FAST_VAE_HELP",
     "add_encoder_options",
     "add_model_options",
+    "add_reference_detail_option",
     "add_temporal_options",
     "check_face_options",
     "configure_logging",
@@ -104,6 +106,27 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
                    help="no temporal fusion at all: every frame restored on its own")
 
 
+def add_reference_detail_option(p: argparse.ArgumentParser) -> None:
+    """The reference detail stage's strength (``streamrestore.reference_detail.ReferenceDetailConfig``)."""
+    p.add_argument("--reference-detail", type=float, default=None, metavar="F",
+                   help="how much of the reference photos' fine detail, registered onto each face by optical "
+                        "flow, is added where it matches the face, in [0, 2]; 0 turns it off (default 0.5; "
+                        "docs/video_eval.md)")
+
+
+def reference_detail_from_args(args: argparse.Namespace) -> ReferenceDetailConfig:
+    """The ``ReferenceDetailConfig`` of ``--reference-detail``; raises UserError out of range."""
+    from streamrestore.reference_detail import ReferenceDetailConfig
+
+    strength = getattr(args, "reference_detail", None)
+    if strength is None:
+        return ReferenceDetailConfig()
+    try:
+        return ReferenceDetailConfig(strength=strength)
+    except ValueError as exc:
+        raise UserError(f"--reference-detail: {exc}") from None
+
+
 def temporal_from_args(args: argparse.Namespace) -> TemporalConfig:
     """The ``TemporalConfig`` of the ``--temporal-*`` options (defaults for what is not given;
     ``--no-temporal``: off); raises UserError for values out of range."""
@@ -136,7 +159,8 @@ def pipeline_config(args: argparse.Namespace, **changes: Any) -> PipelineConfig:
 
     check_face_options(args)
     return PipelineConfig(max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
-                          temporal=temporal_from_args(args), **changes)
+                          temporal=temporal_from_args(args), reference_detail=reference_detail_from_args(args),
+                          **changes)
 
 
 def restorer_options(args: argparse.Namespace) -> dict[str, Any]:

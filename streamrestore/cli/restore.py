@@ -13,6 +13,7 @@ from streamrestore._version import __version__
 from streamrestore.cli.options import (
     add_encoder_options,
     add_model_options,
+    add_reference_detail_option,
     add_temporal_options,
     check_face_options,
     configure_logging,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input)")
     add_model_options(p, fast_vae=True)
     add_temporal_options(p)
+    add_reference_detail_option(p)
     add_encoder_options(p)
     p.add_argument("--start", type=parse_time, help="start time (seconds or HH:MM:SS)")
     p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS)")

@@ -40,6 +40,7 @@ import numpy as np
 
 from streamrestore.errors import InputError
 from streamrestore.images import is_image, read_rgb
+from streamrestore.reference_detail import ReferenceDetail, ReferenceDetailConfig
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,9 @@ class EvalConfig:
         bicubic_factor: downscale factor of the ``bicubic`` baseline.
         grid_cases: how many cases keep their images for the side-by-side grid.
         with_dlib: also judge with dlib's ResNet (~80 ms per image on a CPU core).
+        reference_detail: the pipeline's reference detail stage on the rows with references
+            (:class:`~streamrestore.reference_detail.ReferenceDetailConfig`; its default, as the
+            pipeline; ``ReferenceDetailConfig.off()``: the model alone).
     """
 
     preset: str = "severe"
@@ -98,6 +102,7 @@ class EvalConfig:
     bicubic_factor: int = 4
     grid_cases: int = 8
     with_dlib: bool = True
+    reference_detail: ReferenceDetailConfig = field(default_factory=ReferenceDetailConfig)
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -249,13 +254,22 @@ def _to_batch(images: Sequence[np.ndarray], resolution: int):
     return torch.from_numpy(np.ascontiguousarray(stack)).float().div_(255.0)
 
 
-def _restore(restorer, image: np.ndarray, cache) -> np.ndarray:
+def _restore(restorer, image: np.ndarray, cache, detail: ReferenceDetail | None = None,
+             refs: Sequence[np.ndarray] = ()) -> np.ndarray:
+    """The restorer's output for ``image`` at its size; with ``detail`` and ``refs``, the
+    references' registered detail added as the pipeline adds it (at the restorer's resolution)."""
     import torch  # noqa: PLC0415
 
+    batch = _to_batch([image], restorer.resolution)
     with torch.no_grad():
-        out = restorer.restore(_to_batch([image], restorer.resolution), [cache])
+        out = restorer.restore(batch, [cache])
     out = out[0].detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy().transpose(1, 2, 0)
-    return _resize(np.ascontiguousarray(out), image.shape[0])
+    out = np.ascontiguousarray(out)
+    if detail is not None and refs and detail.config.enabled:
+        face = np.ascontiguousarray(batch[0].mul(255).round().byte().numpy().transpose(1, 2, 0))
+        prepared = detail.prepare(np.stack([_resize(r, restorer.resolution) for r in refs]))
+        out = detail.apply(face, out, prepared)
+    return _resize(out, image.shape[0])
 
 
 def _encode(restorer, refs: Sequence[np.ndarray]):
@@ -303,6 +317,7 @@ def evaluate(cases: Sequence[EvalCase], restorer, judges: dict, landmarks, confi
     from streamrestore.eval.metrics import landmark_distance, psnr, ssim  # noqa: PLC0415
 
     result = EvalResult()
+    detail = ReferenceDetail(config.reference_detail)
     if len(cases) < 2:
         result.notes.append("model_refs4_other needs two cases; it is NaN here")
     for index, case in enumerate(cases):
@@ -314,12 +329,12 @@ def evaluate(cases: Sequence[EvalCase], restorer, judges: dict, landmarks, confi
             raise InputError(f"case {case.name} has no reference photo")
         outputs = {"input": case.degraded, "bicubic": bicubic_baseline(case.degraded, config.bicubic_factor)}
         outputs["model_norefs"] = _restore(restorer, case.degraded, None)
-        outputs["model_refs1"] = _restore(restorer, case.degraded, _encode(restorer, refs[:1]))
-        outputs["model_refs4"] = _restore(restorer, case.degraded, _encode(restorer, refs[: config.many_refs]))
+        outputs["model_refs1"] = _restore(restorer, case.degraded, _encode(restorer, refs[:1]), detail, refs[:1])
+        many = refs[: config.many_refs]
+        outputs["model_refs4"] = _restore(restorer, case.degraded, _encode(restorer, many), detail, many)
         if len(cases) > 1:
-            other = cases[(index + 1) % len(cases)]
-            outputs["model_refs4_other"] = _restore(restorer, case.degraded,
-                                                    _encode(restorer, other.references[: config.many_refs]))
+            other = cases[(index + 1) % len(cases)].references[: config.many_refs]
+            outputs["model_refs4_other"] = _restore(restorer, case.degraded, _encode(restorer, other), detail, other)
         for method in METHODS:
             row = {"case": case.name, "method": method, **{k: float("nan") for k in METRICS}}
             out = outputs.get(method)
