@@ -26,7 +26,7 @@ from streamrestore.errors import InputError, OutputError
 log = logging.getLogger(__name__)
 
 #: stage order in tables (others follow alphabetically)
-STAGE_ORDER = ("decode", "detect", "track", "identity", "align", "restore", "temporal", "paste", "encode", "end to end")
+STAGE_ORDER = ("decode", "detect", "track", "identity", "align", "restore", "reference_detail", "temporal", "paste", "encode", "end to end")
 
 
 @dataclass(frozen=True)
