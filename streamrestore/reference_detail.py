@@ -76,6 +76,10 @@ class ReferenceDetailConfig:
             thread, 4 references on a 128-px crop: 6.4 ms and 3.0 ms; ``"fast"`` registered less
             well (half the identity gain on the benchmark). Smoothing the flow (a Gaussian of
             2-6 px) took identity away and little flicker.
+        flow_side: the face and the references are matched (flow and weights) on pictures shrunk
+            to at most this many pixels, and the flow is scaled up to warp the detail at the
+            crop's size (default 128: lite's crop, matched as it is; a 512-px crop costs the same
+            as a 128-px one but for the warps).
     """
 
     strength: float = 0.4
@@ -84,6 +88,7 @@ class ReferenceDetailConfig:
     match_blur: float = 1.2
     window: int = 9
     flow_preset: str = "medium"
+    flow_side: int = 128
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 2.0:
@@ -98,6 +103,8 @@ class ReferenceDetailConfig:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.flow_preset not in ("fast", "medium"):
             raise ValueError(f"flow_preset must be 'fast' or 'medium', got {self.flow_preset!r}")
+        if self.flow_side < 32:
+            raise ValueError(f"flow_side must be >= 32, got {self.flow_side}")
 
     @property
     def enabled(self) -> bool:
@@ -113,7 +120,7 @@ class ReferenceDetailConfig:
 class PreparedReferences(NamedTuple):
     """One identity's references, ready for :meth:`ReferenceDetail.detail`."""
 
-    grey: list[np.ndarray]  # float32 (R, R): each reference's blurred grey picture
+    grey: list[np.ndarray]  # float32 (s, s): each reference's blurred grey picture, at the matching size
     detail: list[np.ndarray]  # float32 (R, R, 3): each reference minus its blur, in 0-255 levels
 
 
@@ -135,6 +142,12 @@ class ReferenceDetail:
     def _blur(self, image: np.ndarray, sigma: float) -> np.ndarray:
         return cv2.GaussianBlur(image, (0, 0), sigma) if sigma > 0 else image
 
+    def _match_side(self, side: int) -> int:
+        return min(side, self.config.flow_side)
+
+    def _small(self, image: np.ndarray, s: int) -> np.ndarray:
+        return image if image.shape[0] == s else cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA)
+
     def prepare(self, crops: np.ndarray) -> PreparedReferences:
         """An identity's aligned reference crops, prepared once.
 
@@ -148,12 +161,13 @@ class ReferenceDetail:
         if crops.ndim != 4 or crops.shape[3] != 3 or crops.shape[1] != crops.shape[2]:
             raise ValueError(f"expected (N, R, R, 3) reference crops, got shape {crops.shape}")
         side = crops.shape[1]
+        s = self._match_side(side)
         sigma = self._scaled(self.config.sigma, side)
-        blur = self._scaled(self.config.match_blur, side)
+        blur = self._scaled(self.config.match_blur, s)
         greys, details = [], []
         for crop in crops:
             image = crop.astype(np.float32)
-            greys.append(self._blur(image @ _LUMA, blur))
+            greys.append(self._blur(self._small(image @ _LUMA, s), blur))
             details.append(image - self._blur(image, sigma))
         return PreparedReferences(greys, details)
 
@@ -172,9 +186,10 @@ class ReferenceDetail:
             ValueError: ``face`` is not the references' size.
         """
         side = face.shape[0]
-        if face.shape != (side, side, 3) or (references.grey and references.grey[0].shape != (side, side)):
+        s = self._match_side(side)
+        if face.shape != (side, side, 3) or (references.detail and references.detail[0].shape != face.shape):
             raise ValueError(f"face {face.shape} does not match the references "
-                             f"{references.grey[0].shape if references.grey else None}")
+                             f"{references.detail[0].shape if references.detail else None}")
         out = np.zeros((side, side, 3), np.float32)
         if not references.grey:
             return out, 0.0
@@ -182,12 +197,14 @@ class ReferenceDetail:
         if self._dis is None:
             preset = cv2.DISOPTICAL_FLOW_PRESET_FAST if cfg.flow_preset == "fast" else cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
             self._dis = cv2.DISOpticalFlow_create(preset)  # type: ignore[attr-defined]  # missing from OpenCV's stubs
-        grey = face.astype(np.float32) @ _LUMA
+        grey = self._small(face.astype(np.float32) @ _LUMA, s)
         grey_u8 = np.clip(grey + 0.5, 0, 255).astype(np.uint8)
-        soft = self._blur(grey, self._scaled(cfg.match_blur, side))
+        soft = self._blur(grey, self._scaled(cfg.match_blur, s))
         mean, std = float(grey.mean()), float(grey.std())
-        k = max(1, round(self._scaled(cfg.window, side))) | 1
-        grid = np.arange(side, dtype=np.float32)
+        k = max(1, round(self._scaled(cfg.window, s))) | 1
+        grid = np.arange(s, dtype=np.float32)
+        full_grid = np.arange(side, dtype=np.float32)
+        inner = slice(s // 8, s - s // 8)
         weight_sum = 0.0
         for ref_grey, ref_detail in zip(references.grey, references.detail):
             # one gain and offset bring the reference to the face's brightness and contrast
@@ -199,9 +216,13 @@ class ReferenceDetail:
             err = cv2.blur(np.abs(soft - warped), (k, k))
             e = err * np.float32(1.0 / cfg.tolerance)
             w = np.exp(-e * e)
-            out += w[..., None] * cv2.remap(ref_detail, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            inner = slice(side // 8, side - side // 8)
             weight_sum += float(w[inner, inner].mean())
+            if s != side:  # the flow and the weights at the crop's size
+                flow = cv2.resize(flow, (side, side), interpolation=cv2.INTER_LINEAR) * np.float32(side / s)
+                w = cv2.resize(w, (side, side), interpolation=cv2.INTER_LINEAR)
+                map_x = flow[..., 0] + full_grid[None, :]
+                map_y = flow[..., 1] + full_grid[:, None]
+            out += w[..., None] * cv2.remap(ref_detail, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         n = len(references.grey)
         return out / np.float32(n), weight_sum / n
 

@@ -111,6 +111,16 @@ def test_settings_scale_with_the_crop():
     out_256 = stage.apply(deg_256, deg_256, stage.prepare(_u8(big(photo))[None]))
     small = cv2.resize(out_256.astype(np.float32), (128, 128), interpolation=cv2.INTER_AREA)
     assert _psnr(small, clean) - _psnr(degraded, clean) > 0.5 * gain_128
+    # a 512-px crop is matched at flow_side (128) and warped at 512: the same weight as at 128
+    huge = lambda im: cv2.resize(im, (512, 512), interpolation=cv2.INTER_CUBIC)  # noqa: E731
+    deg_512 = _u8(huge(degraded.astype(np.float32)))
+    refs_512 = stage.prepare(_u8(huge(photo))[None])
+    assert refs_512.grey[0].shape == (128, 128) and refs_512.detail[0].shape == (512, 512, 3)
+    detail_512, weight_512 = stage.detail(deg_512, refs_512)
+    _, weight_128 = stage.detail(degraded, stage.prepare(_u8(photo)[None]))
+    assert detail_512.shape == (512, 512, 3) and abs(weight_512 - weight_128) < 0.1
+    small = cv2.resize(stage.apply(deg_512, deg_512, refs_512).astype(np.float32), (128, 128), interpolation=cv2.INTER_AREA)
+    assert _psnr(small, clean) - _psnr(degraded, clean) > 0.5 * gain_128
 
 
 def test_bad_inputs_and_settings_raise():
@@ -121,7 +131,7 @@ def test_bad_inputs_and_settings_raise():
     with pytest.raises(ValueError, match="does not match"):
         stage.detail(np.zeros((64, 64, 3), np.uint8), refs)
     for bad in (dict(strength=-0.1), dict(strength=3.0), dict(tolerance=0), dict(sigma=0), dict(match_blur=-1),
-                dict(window=0), dict(flow_preset="slow")):
+                dict(window=0), dict(flow_preset="slow"), dict(flow_side=16)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ReferenceDetailConfig(**bad)
 
