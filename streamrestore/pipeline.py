@@ -416,14 +416,14 @@ class FaceRestorer:
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
-        restored = [self._reference_detail.apply(c, r, p) for c, r, p in zip(crops, restored, prepared)]
+        with_detail = [self._reference_detail.apply(c, r, p) for c, r, p in zip(crops, restored, prepared)]
         t3 = time.perf_counter()
         self.stats.add_time("reference_detail", t3 - t2)
         t2 = t3
         canvas, result = _canvas(pixels, frame)
         shape = pixels.shape[:2]
         smoothing = 0.0
-        for crop, face_out, m, tid in zip(crops, restored, matrices, ids):
+        for crop, face_out, m, tid in zip(crops, with_detail, matrices, ids):
             weight = self._gate.weight(tid, pixels, m, self.resolution)
             face_out = self._gate.blend(crop, face_out, weight)
             ts = time.perf_counter()
