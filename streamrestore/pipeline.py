@@ -416,10 +416,12 @@ class FaceRestorer:
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
-        with_detail = [self._reference_detail.apply(c, r, p) for c, r, p in zip(crops, restored, prepared)]
-        t3 = time.perf_counter()
-        self.stats.add_time("reference_detail", t3 - t2)
-        t2 = t3
+        with_detail = list(restored)
+        if self._reference_detail.config.enabled and any(p is not None for p in prepared):
+            with_detail = [self._reference_detail.apply(c, r, p) for c, r, p in zip(crops, restored, prepared)]
+            t3 = time.perf_counter()
+            self.stats.add_time("reference_detail", t3 - t2)
+            t2 = t3
         canvas, result = _canvas(pixels, frame)
         shape = pixels.shape[:2]
         smoothing = 0.0
@@ -445,11 +447,13 @@ class FaceRestorer:
             crops = path.crops(on_device, matrices)
             t1 = time.perf_counter()
             self.stats.add_time("align", t1 - t0)
+            # B small crops to the host (they wait only for the crop kernels): for last_faces and
+            # the reference detail's flow, which then runs on the CPU while the device restores
+            host_crops = _to_uint8(crops)
             restored = self.restorer.restore(crops, caches, **seeds).float()
-            host_crops = _to_uint8(crops)  # B small crops: the reference detail's flow and last_faces
             t2 = time.perf_counter()
             self.stats.add_time("restore", t2 - t1)
-            if any(p is not None for p in prepared) and self._reference_detail.config.enabled:
+            if self._reference_detail.config.enabled and any(p is not None for p in prepared):
                 strength = self._reference_detail.config.strength
                 added = [np.zeros_like(c, dtype=np.float32) if p is None else self._reference_detail.detail(c, p)[0]
                          for c, p in zip(host_crops, prepared)]

@@ -15,7 +15,9 @@ skin texture). This stage works at the pixel level instead:
 2. the reference's detail, ``reference - blur_sigma(reference)``, is warped along that flow onto
    the face;
 3. its weight per pixel is how well the warped, blurred reference explains the face there:
-   ``w = exp(-(e / tolerance)^2)``, ``e`` their grey difference, box-averaged over ``window``.
+   ``w = exp(-(e / tolerance)^2)``, ``e`` the grey difference between it and the face blurred
+   the same way (both at a coarse scale, where compression noise and the face's own softness
+   matter little), box-averaged over ``window``.
    A reference in another light, with another expression, or of another person leaves large
    differences, and its detail is left out there;
 4. the face gets ``strength * mean over references of (w * warped detail)``, added to the
@@ -66,10 +68,11 @@ class ReferenceDetailConfig:
             identity gain out, 16 added flicker.
         sigma: the detail is the reference minus its Gaussian blur of this sigma, in pixels of a
             128-px crop (scaled with the crop). Default 1.5: the scales the degraded face has lost.
-        match_blur: the reference is blurred with this sigma (pixels of a 128-px crop) before it is
-            matched to the face, so that a sharp reference and a soft face compare at the same
-            softness. Default 1.2 (the video benchmark's damage: blur 1.2 and 4x smaller, about
-            this at the crop's scale).
+        match_blur: the reference is blurred with this sigma (pixels of a 128-px crop) before the
+            flow is measured from the face to it, so that a sharp reference and a soft face look
+            alike to the flow; for the weights both the warped reference and the face are blurred
+            by it. Default 1.2 (the video benchmark's damage: blur 1.2 and 4x smaller, about this
+            at the crop's scale).
         window: side of the box filter over the difference, in pixels of a 128-px crop (default
             9: a feature's width, so a weight does not switch per pixel).
         flow_preset: OpenCV DIS preset, ``"medium"`` (default) or ``"fast"``. Measured on one CPU

@@ -167,8 +167,8 @@ def test_the_pipeline_adds_it_to_faces_with_references_only_and_both_frame_paths
                           config=PipelineConfig(reference_detail=detail, frame_path=path, **base))
         with torch.inference_mode():
             outs[name] = fr.process(degraded.copy())
-        if name == "host":
-            assert fr.stats.stage_seconds.get("reference_detail", 0) > 0
+        # the stage is timed (a row of `streamrestore bench`) only where it runs
+        assert ("reference_detail" in fr.stats.stage_seconds) == (name in ("host", "device"))
     inner = slice(24, 104)
     assert np.abs(outs["off"][inner, inner].astype(int) - degraded[inner, inner]).mean() < 1.0  # identity restorer
     assert np.array_equal(outs["norefs"], outs["off"])
