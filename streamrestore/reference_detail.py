@@ -123,7 +123,8 @@ class ReferenceDetailConfig:
 class PreparedReferences(NamedTuple):
     """One identity's references, ready for :meth:`ReferenceDetail.detail`."""
 
-    grey: list[np.ndarray]  # float32 (s, s): each reference's blurred grey picture, at the matching size
+    grey: list[np.ndarray]  # float32 (s, s): each reference's blurred grey picture at the matching size,
+    # standardised (zero mean, unit std) so a face's brightness and contrast are one multiply-add away
     detail: list[np.ndarray]  # float32 (R, R, 3): each reference minus its blur, in 0-255 levels
 
 
@@ -170,7 +171,8 @@ class ReferenceDetail:
         greys, details = [], []
         for crop in crops:
             image = crop.astype(np.float32)
-            greys.append(self._blur(self._small(image @ _LUMA, s), blur))
+            grey = self._blur(self._small(image @ _LUMA, s), blur)
+            greys.append((grey - grey.mean()) / np.float32(grey.std() + 1e-6))
             details.append(image - self._blur(image, sigma))
         return PreparedReferences(greys, details)
 
@@ -211,7 +213,7 @@ class ReferenceDetail:
         weight_sum = 0.0
         for ref_grey, ref_detail in zip(references.grey, references.detail):
             # one gain and offset bring the reference to the face's brightness and contrast
-            matched = (ref_grey - ref_grey.mean()) * (std / (float(ref_grey.std()) + 1e-6)) + mean
+            matched = ref_grey * np.float32(std) + np.float32(mean)
             flow = self._dis.calc(grey_u8, np.clip(matched + 0.5, 0, 255).astype(np.uint8), None)  # type: ignore[call-overload]
             map_x = flow[..., 0] + grid[None, :]
             map_y = flow[..., 1] + grid[:, None]
