@@ -82,6 +82,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
     p.add_argument("--temporal-strength", type=float, default=None,
                    help="temporal fusion strength (default: TemporalConfig's; 0: off)")
+    p.add_argument("--temporal-memory", type=int, default=None,
+                   help="remembered frames per face (default: TemporalConfig's; 0: no track memory)")
     args = p.parse_args()
 
     import torch
@@ -94,12 +96,11 @@ def main() -> int:
     from streamrestore.pipeline import PipelineConfig
     from streamrestore.temporal import TemporalConfig
 
-    if args.temporal_strength is None:
-        temporal = TemporalConfig()
-    elif args.temporal_strength == 0:
-        temporal = TemporalConfig.off()  # 0: no fusion at all (the input average too)
+    if args.temporal_strength == 0:
+        temporal = TemporalConfig.off()  # 0: no fusion at all (the input average and memory too)
     else:
-        temporal = TemporalConfig(strength=args.temporal_strength)
+        temporal = TemporalConfig(**{k: v for k, v in (("strength", args.temporal_strength),
+                                                       ("memory", args.temporal_memory)) if v is not None})
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "lite-untrained":
@@ -131,7 +132,7 @@ def main() -> int:
     device = "cuda" if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())) else "cpu"
     where = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"model {args.model} on {where}; 640x480 @ {source.fps:.0f} fps source, one face, "
-          f"detect every {args.detect_every}, temporal strength {temporal.strength:g}; start-up (models + references) {startup:.1f} s")
+          f"detect every {args.detect_every}, temporal strength {temporal.strength:g}, memory {temporal.memory}; start-up (models + references) {startup:.1f} s")
     print(stats.summary())
     per = {k: 1000 * v / max(1, fr.stats.frames) for k, v in fr.stats.stage_seconds.items() if k != "references"}
     print("per frame out: " + ", ".join(f"{k} {v:.1f} ms" for k, v in per.items()))

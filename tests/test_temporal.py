@@ -221,6 +221,7 @@ def test_cut_in_the_pipeline_gives_a_fresh_track_and_no_carry_over():
     outs_on, ids_on, fr = results[0.8]
     assert ids == ids_on and ids[3] != ids[4]  # the cut gave the face a new track
     assert set(fr._smoother._last) == {ids[4]}  # the old track's state is gone
+    assert set(fr._smoother._memory) <= {ids[4]}  # and its remembered frames
     assert np.array_equal(outs_on[4], outs_off[4])  # first frame after the cut: nothing carried over
     assert not np.array_equal(outs_on[5], outs_off[5])  # and the fusion runs again from there
     assert not np.array_equal(outs_on[3], outs_off[3])
@@ -264,3 +265,67 @@ def test_cli_options_build_the_config():
     assert parse("--no-temporal") == TemporalConfig.off()
     with pytest.raises(UserError, match="--temporal-denoise"):
         parse("--temporal-denoise", "1.2")
+    assert parse("--temporal-memory", "0") == TemporalConfig(memory=0)
+    with pytest.raises(UserError, match="--temporal-memory"):
+        parse("--temporal-memory", "-1")
+
+
+# --- track memory --------------------------------------------------------------------------
+
+def test_memory_settings_are_checked_and_off_turns_it_off():
+    for bad in (dict(memory=-1), dict(memory_every=0), dict(memory_tolerance=0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TemporalConfig(**bad)
+    assert TemporalConfig.off().memory == 0 and TemporalConfig(strength=0.0, denoise=0.0).enabled
+
+
+def _still_with_jitter(sm, frames=40, jitter=4.0, seed=5):
+    """A still face whose restorer adds a true change plus a per-frame jitter; the mean error of
+    the last 10 outputs against input + true change."""
+    rng = np.random.default_rng(seed)
+    x = np.clip(_texture(96, seed) + 0.5, 0, 255).astype(np.uint8)
+    d = (_texture(96, seed + 1) - 128) * 0.2
+    ideal = np.clip(x + d, 0, 255)
+    errors = []
+    for t in range(frames):
+        restored = np.clip(x + d + rng.normal(0, jitter, x.shape) + 0.5, 0, 255).astype(np.uint8)
+        out = sm.smooth(1, x, restored).astype(np.float32)
+        if t >= frames - 10:
+            errors.append(np.abs(out - ideal).mean())
+    return float(np.mean(errors))
+
+
+def test_memory_steadies_a_still_face_beyond_the_one_frame_fusion():
+    """The one-frame fusion leaves part of a per-frame jitter; averaging remembered frames
+    removes more of it."""
+    raw = _still_with_jitter(TemporalSmoother(TemporalConfig.off()))
+    one_frame = _still_with_jitter(TemporalSmoother(TemporalConfig(strength=0.8, denoise=0.0, memory=0)))
+    with_memory = _still_with_jitter(TemporalSmoother(TemporalConfig(strength=0.8, denoise=0.0, memory=8,
+                                                                     memory_tolerance=8.0)))
+    assert one_frame < raw
+    assert with_memory < 0.8 * one_frame, (raw, one_frame, with_memory)
+
+
+def test_memory_follows_motion_without_smearing():
+    """Remembered frames are carried along the motion: a sliding face stays sharp."""
+    inputs, changes = _moving_clip(24, speed=2.0)
+    inner = (slice(24, 104), slice(24, 104))
+    cfg = TemporalConfig(strength=0.0, denoise=0.0, memory=8, memory_every=2)
+    off, ideal = _run(TemporalSmoother(TemporalConfig.off()), inputs, changes, jitter=3.0)
+    sm = TemporalSmoother(cfg)
+    on, _ = _run(sm, inputs, changes, jitter=3.0)
+    assert len(sm._memory[1].items) == 8  # the memory was full while the face moved
+    err_off = np.mean([np.abs(o - i)[inner].mean() for o, i in zip(off[12:], ideal[12:])])
+    err_on = np.mean([np.abs(o - i)[inner].mean() for o, i in zip(on[12:], ideal[12:])])
+    assert err_on < 0.8 * err_off, (err_on, err_off)  # less jitter, and no smear of the moving texture
+
+
+def test_memory_keeps_nothing_of_a_changed_face():
+    """A face that changed (here: another picture altogether) takes nothing from the memory."""
+    inputs, changes = _moving_clip(12, speed=1.0)
+    sm = TemporalSmoother(TemporalConfig(strength=0.0, denoise=0.0, memory=4, memory_every=1))
+    for x, d in zip(inputs, changes):
+        sm.smooth(1, x, np.clip(x + d + 0.5, 0, 255).astype(np.uint8))
+    other = np.clip(_texture(128, 9) + 0.5, 0, 255).astype(np.uint8)
+    out = sm.smooth(1, other, other)
+    assert np.abs(out.astype(int) - other)[8:-8, 8:-8].mean() < 0.5

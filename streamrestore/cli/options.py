@@ -102,6 +102,9 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
                    help="the most weight the previous frame's motion-compensated input keeps in the average "
                         "that removes compression flicker from degraded faces, in [0, 1); 0 turns it off "
                         "(default 0.7; clean faces are never averaged)")
+    p.add_argument("--temporal-memory", type=int, default=None, metavar="N",
+                   help="how many earlier restored frames (one every 4) each face keeps and averages in where "
+                        "they match it, which steadies its look over about a second; 0 turns it off (default 8)")
     p.add_argument("--no-temporal", action="store_true",
                    help="no temporal fusion at all: every frame restored on its own")
 
@@ -110,7 +113,7 @@ def add_reference_detail_option(p: argparse.ArgumentParser) -> None:
     """The reference detail stage's strength (``streamrestore.reference_detail.ReferenceDetailConfig``)."""
     p.add_argument("--reference-detail", type=float, default=None, metavar="F",
                    help="how much of the reference photos' fine detail, registered onto each face by optical "
-                        "flow, is added where it matches the face, in [0, 2]; 0 turns it off (default 0.5; "
+                        "flow, is added where it matches the face, in [0, 2]; 0 turns it off (default 0.4; "
                         "docs/video_eval.md)")
 
 
@@ -136,7 +139,8 @@ def temporal_from_args(args: argparse.Namespace) -> TemporalConfig:
         return TemporalConfig.off()
     values = {k: v for k, v in (("strength", getattr(args, "temporal_strength", None)),
                                 ("tolerance", getattr(args, "temporal_tolerance", None)),
-                                ("denoise", getattr(args, "temporal_denoise", None))) if v is not None}
+                                ("denoise", getattr(args, "temporal_denoise", None)),
+                                ("memory", getattr(args, "temporal_memory", None))) if v is not None}
     try:
         return TemporalConfig(**values)
     except ValueError as exc:
