@@ -128,6 +128,8 @@ class FaceRestorer:
             after each call.
         reference_caches: references already encoded by this restorer, by set name (these sets
             are not encoded again; see :meth:`fresh`).
+        prepared_references: the reference detail stage's prepared references, by set name, made
+            with the same ``config.reference_detail`` (not prepared again; see :meth:`fresh`).
 
     Raises:
         ValueError: a bad ``channel_order``, or several reference sets (or ``unmatched="skip"``)
@@ -147,6 +149,7 @@ class FaceRestorer:
         fps: float = 30.0,
         torch_threads: int | None = None,
         reference_caches: dict[str, Any] | None = None,
+        prepared_references: dict[str, PreparedReferences] | None = None,
     ) -> None:
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
@@ -190,10 +193,10 @@ class FaceRestorer:
         self._gate = QualityGate(config.gate)
         # each identity's references, prepared once for the reference detail stage
         self._reference_detail = ReferenceDetail(config.reference_detail)
-        self._prepared: dict[str, PreparedReferences] = {}
+        self._prepared: dict[str, PreparedReferences] = dict(prepared_references or {})
         if config.reference_detail.enabled:
             for ref in self.reference_sets:
-                if ref.crops.shape[1] == self.resolution:
+                if ref.name not in self._prepared and ref.crops.shape[1] == self.resolution:
                     self._prepared[ref.name] = self._reference_detail.prepare(ref.crops)
         self._pending: dict[int, tuple[Any, np.ndarray]] = {}
         self._next_index = 0
@@ -222,8 +225,9 @@ class FaceRestorer:
 
     def fresh(self, fps: float | None = None) -> "FaceRestorer":
         """A new object for another stream (tracker, temporal state and stats start empty) that
-        shares this one's restorer, face models, reference sets and encoded references: what a
-        worker restoring many files or chunks keeps loaded.
+        shares this one's restorer, face models, reference sets, encoded references and the
+        reference detail's prepared references: what a worker restoring many files or chunks
+        keeps loaded.
 
         Args:
             fps: the new stream's rate (default None: this one's).
@@ -232,6 +236,7 @@ class FaceRestorer:
             self.restorer, self.detector, self.reference_sets, embedder=self.embedder, config=self.config,
             channel_order=self.channel_order, tracker_config=self._tracker.config,
             fps=self._fps if fps is None else fps, torch_threads=self.torch_threads, reference_caches=self.caches,
+            prepared_references=self._prepared,
         )
 
     # --- public entry points -------------------------------------------------------------

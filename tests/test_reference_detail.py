@@ -176,6 +176,22 @@ def test_the_pipeline_adds_it_to_faces_with_references_only_and_both_frame_paths
     assert np.abs(outs["device"][inner, inner].astype(int) - outs["host"][inner, inner]).mean() < 1.0
 
 
+def test_fresh_restorers_share_the_prepared_references(monkeypatch):
+    """A worker's next chunk (``fresh()``) does not prepare its identities' references again."""
+    from streamrestore.faces.identity import ReferenceSet
+    from streamrestore.model.identity import IdentityRestorer
+    from streamrestore.pipeline import FaceRestorer
+
+    photo, _, _ = _degraded_pair(seed=7)
+    sets = [ReferenceSet(name="ann", crops=_u8(photo)[None], embeddings=np.ones((1, 4), np.float32) / 2, files=["a"])]
+    calls = []
+    original = ReferenceDetail.prepare
+    monkeypatch.setattr(ReferenceDetail, "prepare", lambda self, crops: calls.append(1) or original(self, crops))
+    fr = FaceRestorer(IdentityRestorer(128), object(), sets)
+    again = fr.fresh()
+    assert len(calls) == 1 and again._prepared["ann"] is fr._prepared["ann"]
+
+
 def test_cli_option_builds_the_config():
     from streamrestore.cli import build_parser
     from streamrestore.cli.options import pipeline_config
