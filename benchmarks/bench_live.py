@@ -96,8 +96,8 @@ def main() -> int:
     from streamrestore.pipeline import PipelineConfig
     from streamrestore.temporal import TemporalConfig
 
-    if args.temporal_strength == 0:
-        temporal = TemporalConfig.off()  # 0: no fusion at all (the input average and memory too)
+    if args.temporal_strength == 0 and not args.temporal_memory:
+        temporal = TemporalConfig.off()  # 0: no fusion at all (the input average too)
     else:
         temporal = TemporalConfig(**{k: v for k, v in (("strength", args.temporal_strength),
                                                        ("memory", args.temporal_memory)) if v is not None})

@@ -189,9 +189,8 @@ def main() -> int:
             return TemporalConfig()
         if text in ("off", "0"):
             return TemporalConfig.off()
-        values: list[float | int] = [float(v) for v in text.split("/")]
-        if len(values) > 3:
-            values[3] = int(values[3])
+        parts = text.split("/")
+        values: list[float | int] = [float(v) for v in parts[:3]] + [int(v) for v in parts[3:4]]
         return TemporalConfig(**dict(zip(("strength", "tolerance", "denoise", "memory"), values)))
 
     args.settings = [setting(x) for x in args.settings.split(",")]

@@ -38,10 +38,12 @@ current crop, moved along every frame's flow as it comes (composed, so no flow i
 remembered frame); every frame, each remembered output is warped along its map onto the face and
 averaged in, weighted per pixel by how well it explains the current output at a coarse scale
 (blurred colour difference, ``exp(-(e / memory_tolerance)^2)``, tight: a few levels), scaled by the
-quality gate's weight (clean faces keep nothing), with the current frame's weight 1. A blink, an
-opening mouth or a head turn that the remembered frame does not show differs by tens of levels
-there and keeps the current frame. Only restorations of frames that came before are used:
-still causal.
+square of the quality gate's weight (clean faces keep nothing), with the current frame's weight
+1. A blink, an opening mouth or a head turn that the remembered frame does not show differs by
+tens of levels there and keeps the current frame. Only restorations of frames that came before
+are used: still causal. Off by default (``memory=0``): it steadies small, heavily damaged faces,
+whose crop holds little of its own, and softens large ones, whose crop holds real detail (see
+``TemporalConfig.memory``).
 
 The warps are bilinear: repeated every frame they soften the carried detail a little (measured:
 the fine detail of the face region is ~7 % below fusion off on a degraded talking head); a
@@ -106,15 +108,20 @@ class TemporalConfig:
             where the warp explains the new input to within compression noise; a moving mouth
             or eye, off by tens of levels, takes the new frame).
         memory: how many earlier restored frames each track keeps for the track memory (module
-            docstring); 0 turns it off. Default 4: on the video benchmark (lite v7 with the
-            reference detail) it brought Andrew Ng's identity spread under the degraded input's
-            (0.039 against 0.042; 0.043 without it), raised identity to the ground truth on
-            happyenglish (+0.037 to +0.053 over the input) and Obama (-0.006 to -0.001), and
-            Obama's face PSNR by 0.03 dB, for 0.08 dB of Andrew's (his sharpest, best-registered
-            reference detail is averaged a little); flicker 0.84-1.14x the input's. 8 every 4
-            frames gave the same for twice the cost (``docs/temporal.md``, "Track memory").
+            docstring); 0 (the default) turns it off. 4 (with ``memory_every`` 8) on the video
+            benchmark (lite v7 with the reference detail; faces of ~200 px, 4x degraded): Andrew
+            Ng's identity spread under the degraded input's (0.039 against 0.042; 0.043 without
+            it), identity to the ground truth +0.053 over the input on happyenglish (+0.037
+            without) and -0.001 on Obama (-0.006), Obama's face PSNR +0.03 dB, Andrew's -0.08 dB,
+            flicker 0.84-1.14x the input's. But on two held-out clips with large faces (~600 px,
+            the same damage, so the 128-px crop is still sharp) it cost 0.09 and 0.17 dB face
+            PSNR (d14's gain over the input went from +0.14 to -0.03 dB), so it is not on by
+            default. Averaging only the restorer's change instead of the output kept those
+            clips as they were but made Andrew's spread worse (0.049) (``docs/temporal.md``,
+            "Track memory").
         memory_every: a track's restored output is remembered every this many frames (default
-            8: with ``memory`` 4, the last ~32 frames, about a second at 30 fps).
+            8: with ``memory=4``, the last ~32 frames, about a second at 30 fps; 8 every 4 gave
+            the same for twice the cost).
         memory_tolerance: blurred colour difference (0-255 levels, mean over the colours and a
             9-px box at a 128-px crop) between the current output and a remembered one warped
             onto it, at which the remembered one's weight has fallen to 1/e. Default 5: the same
@@ -128,7 +135,7 @@ class TemporalConfig:
     flow_side: int = 128
     denoise: float = 0.7
     denoise_tolerance: float = 12.0
-    memory: int = 4
+    memory: int = 0
     memory_every: int = 8
     memory_tolerance: float = 5.0
 
@@ -182,14 +189,18 @@ _MEMORY_WINDOW = 9
 class _Remembered:
     """One restored frame in a track's memory."""
 
-    __slots__ = ("output", "soft", "map")
+    __slots__ = ("output", "soft", "map", "valid")
 
     def __init__(self, output: Any, soft: np.ndarray) -> None:
         self.output = output  # float32 (R, R, 3) array in 0-255, or (3, R, R) tensor in 0-255
         self.soft = soft  # float32 (s, s, 3): its blurred picture at the flow size
         # float32 (s, s, 2): where each pixel of the current crop lies in this frame's, (x, y) at
-        # the flow size (< 0: outside); one array, so that one remap moves both coordinates
+        # the flow size; one array, so that one remap moves both coordinates
         self.map = _identity_map(soft.shape[0])
+        # float32 (s, s): 1 where that position is inside this frame's crop, falling to 0 where
+        # the motion brought in what it never showed (a separate channel: a marker value mixed
+        # bilinearly with a position next to it would give a wrong position, not "outside")
+        self.valid = np.ones(soft.shape[:2], np.float32)
 
 
 def _identity_map(s: int) -> np.ndarray:
@@ -197,12 +208,11 @@ def _identity_map(s: int) -> np.ndarray:
     return np.stack(np.meshgrid(grid, grid), axis=-1)
 
 
-def _remap(image: np.ndarray, xy: np.ndarray, border: int = cv2.BORDER_REPLICATE,
-           value: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def _remap(image: np.ndarray, xy: np.ndarray, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
     """Bilinear ``cv2.remap`` along an (H, W, 2) float32 map of (x, y) source positions."""
     # OpenCV's stubs want a second map; remap takes None when the first holds (x, y) pairs
     remap: Any = cv2.remap
-    return remap(image, xy, None, cv2.INTER_LINEAR, borderMode=border, borderValue=value)
+    return remap(image, xy, None, cv2.INTER_LINEAR, borderMode=border, borderValue=0.0)
 
 
 class _Memory:
@@ -270,7 +280,8 @@ class TemporalSmoother:
             soft: :meth:`_soft` of this frame's output (before the memory).
             flow: this frame's flow to the previous one at the flow size (None: there is no
                 previous frame, and the memory starts again).
-            gate: the quality gate's weight, scaling every remembered frame's.
+            gate: the scale of every remembered frame's weight (:meth:`_memory_gate` of the quality
+                gate's weight).
 
         Returns:
             The track's memory and, per remembered frame, its float32 (s, s) weight (none when
@@ -280,17 +291,19 @@ class TemporalSmoother:
         s = soft.shape[0]
         if flow is None:
             memory.items.clear()
+            memory.frames = 0
         elif memory.items:
             # compose: the current pixel was at p + flow(p) in the previous crop, whose own map
-            # says where that is in the remembered one; outside the crop stays < 0
+            # says where that is in the remembered one
             moved = flow + _identity_map(s)
             for item in memory.items:
-                item.map = _remap(item.map, moved, cv2.BORDER_CONSTANT, (-1.0, -1.0))
+                item.map = _remap(item.map, moved)
+                item.valid = _remap(item.valid, moved, cv2.BORDER_CONSTANT)
         weights: list[np.ndarray] = []
         if gate <= 0.0:
             return memory, weights
         k = max(1, round(_MEMORY_WINDOW * s / 128)) | 1
-        # the colours' mean absolute difference, and the box filter, folded into one scale
+        # the mean over colours and the tolerance folded into one linear transform
         mean_of_colours = np.full((1, 3), 1.0 / (3.0 * self.config.memory_tolerance), np.float32)
         for item in memory.items:
             warped = _remap(item.soft, item.map)
@@ -298,9 +311,7 @@ class TemporalSmoother:
             e = cv2.transform(cv2.absdiff(soft, warped), mean_of_colours)
             if k > 1:
                 e = cv2.blur(e, (k, k))
-            inside = cv2.inRange(item.map, (0.0, 0.0), (s - 1.0, s - 1.0))
-            w = np.exp(-e * e)
-            w[inside == 0] = 0.0
+            w = np.exp(-e * e) * item.valid
             weights.append(w * np.float32(gate) if gate < 1.0 else w)
         return memory, weights
 
@@ -442,8 +453,7 @@ class TemporalSmoother:
             for item, w in zip(memory.items, weights):
                 if s != r:
                     w = cv2.resize(w, (r, r), interpolation=cv2.INTER_LINEAR)
-                warped = _remap(item.output, self._crop_map(item, r))
-                fused += w[..., None] * warped
+                fused += w[..., None] * _remap(item.output, self._crop_map(item, r))
                 total += w
             fused /= total[..., None]
         self._remember(memory, out, soft, gate)
@@ -531,7 +541,7 @@ class TemporalSmoother:
     def _fuse_memory_tensor(self, track_id: int, out: "torch.Tensor", flow: np.ndarray | None, gate: float
                             ) -> "torch.Tensor":
         """:meth:`_fuse_memory` for a (3, R, R) tensor in 0-255: the weights come from the same
-        small grey pictures on the CPU, the warps are one ``grid_sample`` where the crops are."""
+        small blurred pictures on the CPU, the warps are one ``grid_sample`` where the crops are."""
         import torch
         import torch.nn.functional as F
 
@@ -542,8 +552,8 @@ class TemporalSmoother:
         memory, weights = self._recall(track_id, soft, flow, gate)
         fused = out
         if weights:
-            maps = [self._crop_map(item, r) for item in memory.items]
-            grid = torch.from_numpy(np.stack(maps)).to(out.device) * (2.0 / (r - 1)) - 1.0
+            maps = np.stack([self._crop_map(item, r) for item in memory.items])
+            grid = torch.from_numpy(maps).to(out.device) * (2.0 / (r - 1)) - 1.0
             w = torch.from_numpy(np.stack(weights))[:, None].to(out.device)
             if s != r:
                 w = F.interpolate(w, size=(r, r), mode="bilinear", align_corners=False)

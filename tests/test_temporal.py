@@ -228,12 +228,14 @@ def test_cut_in_the_pipeline_gives_a_fresh_track_and_no_carry_over():
 
 
 @pytest.mark.parametrize("size", [128, 256])
-@pytest.mark.parametrize("strength,denoise", [(0.8, 0.9), (0.8, 0.0), (0.0, 0.9)], ids=["both", "change", "average"])
-def test_host_and_device_paths_agree(size, strength, denoise):
+@pytest.mark.parametrize("strength,denoise,memory", [(0.8, 0.9, 0), (0.8, 0.0, 0), (0.0, 0.9, 0), (0.8, 0.7, 4)],
+                         ids=["both", "change", "average", "memory"])
+def test_host_and_device_paths_agree(size, strength, denoise, memory):
     import torch
 
     inputs, changes = _moving_clip(6, size=size, speed=2.0)
-    cfg = TemporalConfig(strength=strength, denoise=denoise, flow_side=128)
+    # the memory: a frame remembered every frame, so that all four are compared
+    cfg = TemporalConfig(strength=strength, denoise=denoise, flow_side=128, memory=memory, memory_every=1)
     host, dev = TemporalSmoother(cfg), TemporalSmoother(cfg)
     rng = np.random.default_rng(2)
     to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255  # noqa: E731
@@ -241,8 +243,8 @@ def test_host_and_device_paths_agree(size, strength, denoise):
         # compression-like noise on the input (what the input average acts on) and a jittery change
         x = np.clip(x + rng.normal(0, 3, x.shape) + 0.5, 0, 255).astype(np.uint8)
         restored = np.clip(x + d + rng.normal(0, 4, x.shape) + 0.5, 0, 255).astype(np.uint8)
-        a = host.smooth(1, x, restored)
-        t = dev.smooth_tensor(1, to_t(x), to_t(restored))
+        a = host.smooth(1, x, restored, denoise_weight=0.9)
+        t = dev.smooth_tensor(1, to_t(x), to_t(restored), denoise_weight=0.9)
         b = (t.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
         diff = np.abs(a.astype(int) - b.astype(int))
         assert diff.mean() < 0.3 and diff.max() <= 3, (diff.mean(), diff.max())
@@ -265,7 +267,7 @@ def test_cli_options_build_the_config():
     assert parse("--no-temporal") == TemporalConfig.off()
     with pytest.raises(UserError, match="--temporal-denoise"):
         parse("--temporal-denoise", "1.2")
-    assert parse("--temporal-memory", "0") == TemporalConfig(memory=0)
+    assert parse("--temporal-memory", "4") == TemporalConfig(memory=4)
     with pytest.raises(UserError, match="--temporal-memory"):
         parse("--temporal-memory", "-1")
 
@@ -276,7 +278,9 @@ def test_memory_settings_are_checked_and_off_turns_it_off():
     for bad in (dict(memory=-1), dict(memory_every=0), dict(memory_tolerance=0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             TemporalConfig(**bad)
-    assert TemporalConfig.off().memory == 0 and TemporalConfig(strength=0.0, denoise=0.0).enabled
+    assert TemporalConfig().memory == 0  # off by default: it softens large faces (docs/temporal.md)
+    assert TemporalConfig(strength=0.0, denoise=0.0, memory=4).enabled
+    assert not TemporalConfig.off().enabled and TemporalConfig.off().memory == 0
 
 
 def _still_with_jitter(sm, frames=40, jitter=4.0, seed=5):
@@ -329,3 +333,19 @@ def test_memory_keeps_nothing_of_a_changed_face():
     other = np.clip(_texture(128, 9) + 0.5, 0, 255).astype(np.uint8)
     out = sm.smooth(1, other, other)
     assert np.abs(out.astype(int) - other)[8:-8, 8:-8].mean() < 0.5
+
+
+def test_memory_takes_nothing_from_outside_the_crop():
+    """Where the motion brings in what a remembered frame never showed (here past its right and
+    bottom edge), that frame gets (almost) no weight, and the rest of the face its full weight."""
+    s = 32
+    sm = TemporalSmoother(TemporalConfig(strength=0.0, denoise=0.0, memory=2, memory_every=1))
+    flat = np.full((s, s, 3), 100.0, np.float32)  # a perfect match everywhere
+    memory, weights = sm._recall(1, flat, None, 1.0)
+    assert weights == []
+    sm._remember(memory, flat, flat, 1.0)
+    for step in range(3):  # each frame: the current pixel was 0.3 px further right and down
+        memory, weights = sm._recall(1, flat, np.full((s, s, 2), 0.3, np.float32), 1.0)
+    (w,) = weights
+    assert np.all(w[:, -1] < 0.5) and np.all(w[-1, :] < 0.5)  # 0.9 px past the last pixel: mostly outside
+    assert np.all(w[:-3, :-3] > 0.99)  # inside: the same picture, full weight

@@ -103,8 +103,9 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
                         "that removes compression flicker from degraded faces, in [0, 1); 0 turns it off "
                         "(default 0.7; clean faces are never averaged)")
     p.add_argument("--temporal-memory", type=int, default=None, metavar="N",
-                   help="how many earlier restored frames (one every 4) each face keeps and averages in where "
-                        "they match it, which steadies its look over about a second; 0 turns it off (default 8)")
+                   help="how many earlier restored frames (one every 8) each face keeps and averages in where "
+                        "they match it, which steadies small, heavily damaged faces over about a second; it "
+                        "softens large faces (default 0: off; 4 is the measured setting, docs/temporal.md)")
     p.add_argument("--no-temporal", action="store_true",
                    help="no temporal fusion at all: every frame restored on its own")
 
