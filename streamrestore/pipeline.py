@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -198,6 +199,9 @@ class FaceRestorer:
             for ref in self.reference_sets:
                 if ref.name not in self._prepared and ref.crops.shape[1] == self.resolution:
                     self._prepared[ref.name] = self._reference_detail.prepare(ref.crops)
+        # one worker registers the references onto the faces while the restorer runs (host path):
+        # both release the GIL, and on 2 cores the detail's ~6 ms per face then costs no frame time
+        self._detail_worker: ThreadPoolExecutor | None = None
         self._pending: dict[int, tuple[Any, np.ndarray]] = {}
         self._next_index = 0
         #: the faces restored in the frame returned last (crops, frame → crop matrices, track
@@ -415,17 +419,22 @@ class FaceRestorer:
         crops = [crop_face(pixels, m, self.resolution) for m in matrices]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
+        details = self._start_detail(crops, prepared)
         restored: torch.Tensor | np.ndarray  # the restorer's tensor, then its uint8 crops
-        with torch.inference_mode():
-            restored = self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds)
+        try:
+            with torch.inference_mode():
+                restored = self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds)
+        finally:  # never leave the worker's result behind (a failed restore raises after it)
+            added, seconds = details.result() if details is not None else (None, 0.0)
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
         with_detail = list(restored)
-        if self._reference_detail.config.enabled and any(p is not None for p in prepared):
-            with_detail = [self._reference_detail.apply(c, r, p) for c, r, p in zip(crops, restored, prepared)]
+        if added is not None:
+            with_detail = [self._reference_detail.add(r, d) for r, d in zip(restored, added)]
             t3 = time.perf_counter()
-            self.stats.add_time("reference_detail", t3 - t2)
+            # the worker's own time (it overlapped the restore) plus the adding
+            self.stats.add_time("reference_detail", seconds + t3 - t2)
             t2 = t3
         canvas, result = _canvas(pixels, frame)
         shape = pixels.shape[:2]
@@ -442,6 +451,23 @@ class FaceRestorer:
         self.stats.add_time("temporal", smoothing)
         self.stats.add_time("paste", time.perf_counter() - t2 - smoothing)
         return crops, result
+
+    def _start_detail(self, crops: list[np.ndarray], prepared: list[PreparedReferences | None]
+                      ) -> Future | None:
+        """The reference detail of each face (None where it has no references), computed by the
+        worker thread; its result is ``(details, seconds)``. None when the stage has nothing to do."""
+        if not self._reference_detail.config.enabled or all(p is None for p in prepared):
+            return None
+        if self._detail_worker is None:
+            self._detail_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrestore-detail")
+        stage = self._reference_detail
+
+        def work() -> tuple[list[np.ndarray | None], float]:
+            t0 = time.perf_counter()
+            out = [None if p is None else stage.detail(c, p)[0] for c, p in zip(crops, prepared)]
+            return out, time.perf_counter() - t0
+
+        return self._detail_worker.submit(work)
 
     def _restore_on_device(self, frame, pixels, matrices, caches, ids, seeds, prepared, t0):
         """The frame goes to the restorer's device once; crops are cut and faces pasted there

@@ -242,6 +242,13 @@ class ReferenceDetail:
         """
         if references is None or not self.config.enabled or not references.grey:
             return restored
-        detail, _ = self.detail(face, references)
+        return self.add(restored, self.detail(face, references)[0])
+
+    def add(self, restored: np.ndarray, detail: np.ndarray | None) -> np.ndarray:
+        """``restored`` (uint8) plus ``strength`` times ``detail`` (what :meth:`detail` gave for
+        its face; None: nothing to add), uint8. The split from :meth:`detail` lets the pipeline
+        register the references while the restorer runs: the detail needs only the input face."""
+        if detail is None or not self.config.enabled:
+            return restored
         out = restored.astype(np.float32) + np.float32(self.config.strength) * detail
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -155,12 +155,13 @@ def test_windowed_attention_gives_what_full_attention_gives(monkeypatch, grid, t
 
 
 def test_windowed_attention_is_used_only_where_it_saves_work(monkeypatch):
-    """Not on a grid the window nearly covers (16x16 with tiles of 8: the window is 12 of 16
+    """Not on a grid the window nearly covers (16x16 with tiles of 8: the window is 10 of 16
     tokens wide), not when the explicit attention map is asked for (training), not when faces
     also attend to their own tokens."""
     calls = _count_windowed(monkeypatch)
     with torch.no_grad():
-        attn, _, h, layer = _shared_attention(3, batch=1, refs=2, grid=16)
+        attn, proc, h, layer = _shared_attention(3, batch=1, refs=2, grid=16)
+        proc.window_tile = 8
         attn(h, shared_kv=ReferenceBatch({"x.attn1": layer}))
         attn, _, h, layer = _shared_attention(3, batch=1, refs=2, grid=32)
         maps = {"x.attn1": None}
@@ -174,8 +175,8 @@ def test_windowed_attention_is_used_only_where_it_saves_work(monkeypatch):
 
 
 def test_the_shipped_model_restores_the_same_with_windowed_attention():
-    """lite's 32x32 shared layers take the windowed path; its output stays that of full attention
-    to within fp32 rounding."""
+    """lite's shared layers take the windowed path; its output stays within a quarter of an 8-bit
+    level of full attention's (the keys left out weigh under e^-18 of the nearest one's)."""
     from streamrestore.pipeline import load_restorer
 
     lite = load_restorer("lite", device="cpu", backend=None)
@@ -187,5 +188,5 @@ def test_the_shipped_model_restores_the_same_with_windowed_attention():
     for p in processors:
         p.windowed = False
     full = lite.restore(faces, [cache, cache])
-    torch.testing.assert_close(windowed, full, rtol=0, atol=1e-5)
+    torch.testing.assert_close(windowed, full, rtol=0, atol=1e-3)
     assert (windowed - faces).abs().mean() > 1e-3

@@ -22,7 +22,7 @@ same place in every photo. The prior falls so fast (lite: e^-2 one token away, e
 away on the 32x32 grid) that a query only ever weighs the reference tokens near its own place:
 :func:`local_reference_attention` attends in tiles of queries to the reference window around
 each tile only, leaving out keys whose prior is below ``e^-WINDOW_CUTOFF`` (lite's 32x32 grid:
-a quarter of the keys; the same output to within fp32 rounding).
+64 of its 1024 keys per reference; the output within a quarter of an 8-bit level of full attention's).
 
 Key order inside a shared layer: ``[own tokens (only where used)] + ref0 tokens + ref1 tokens...``
 Faces whose references are fewer than the batch maximum are padded and masked (a padded key gets
@@ -126,15 +126,17 @@ def position_bias(query_tokens: int, ref_tokens: int, sigma: float) -> torch.Ten
 
 
 #: keys whose position prior is below ``-WINDOW_CUTOFF`` for every query of a tile are left out
-#: of the windowed path: e^-40 is ~4e-18 of the nearest key's weight, far under fp32's rounding
-#: even when content scores differ by 20.
-WINDOW_CUTOFF = 40.0
-#: queries per tile side in the windowed path. lite's restore step on one CPU thread, full
-#: attention / tiles of 8 / tiles of 4 (ms per face): 56 / 49 / 49 with 1 reference, 67 / 56 / 54
-#: with 2, 88 / 64 / 86 with 4. Small tiles need fewer keys per query, but every reference token is
-#: copied into (window / tile)^2 windows (9x for 4, 4x for 8), and with 4 references that copy
-#: outgrows the CPU's caches.
-WINDOW_TILE = 8
+#: of the windowed path. e^-18 is 1.5e-8 of the nearest key's weight: content scores would have to
+#: differ by ~10 for a left-out key to reach 1e-4. Measured on lite with 4 references (the demo
+#: set's 12 faces): outputs within 0.13 of 255 levels of full attention (0.0 at a cutoff of 40),
+#: restore 50 against 63 ms per face (ONNX Runtime, one thread, tiles of 4 against 8 at 40).
+WINDOW_CUTOFF = 18.0
+#: queries per tile side in the windowed path. Every reference token is copied into
+#: (window / tile)^2 windows, so small tiles pay in copies what they save in keys per query; with
+#: the cutoff above the window is tile + 4 on lite's 32x32 grid (8 for tiles of 4: 4x copies, 64
+#: keys per reference per query against 256 for tiles of 8 at a cutoff of 40). ONNX Runtime, one
+#: thread, 4 / 2 / 1 references: 50 / 43 / 40 ms per face against 63 / 50 / 43 before.
+WINDOW_TILE = 4
 
 
 def window_margin(side: int, sigma: float, cutoff: float = WINDOW_CUTOFF) -> int:
