@@ -176,6 +176,71 @@ def test_the_pipeline_adds_it_to_faces_with_references_only_and_both_frame_paths
     assert np.abs(outs["device"][inner, inner].astype(int) - outs["host"][inner, inner]).mean() < 1.0
 
 
+def test_the_host_path_registers_the_references_while_the_restorer_runs(monkeypatch):
+    """The detail needs only the input face: a worker thread computes it during the restore (the
+    restorer here waits until it has started; run one after the other, it would time out), and
+    the result is the restored face plus exactly that detail. A restorer that fails still raises."""
+    import threading
+
+    import torch
+
+    from streamrestore.faces.align import template
+    from streamrestore.faces.identity import ReferenceSet
+    from streamrestore.model.identity import IdentityRestorer
+    from streamrestore.pipeline import FaceRestorer, PipelineConfig
+    from streamrestore.quality import QualityGateConfig
+    from streamrestore.temporal import TemporalConfig
+    from streamrestore.types import Face
+
+    photo, clean, degraded = _degraded_pair(seed=8)
+    kps = template(128).astype(np.float32)
+
+    class Here:
+        def detect(self, image):
+            return [Face(box=np.array([0, 0, 128, 128], np.float32), kps=kps, score=0.9)]
+
+    started, threads, seen = threading.Event(), [], {}
+    original = ReferenceDetail.detail
+
+    def detail(self, face, references):
+        threads.append(threading.current_thread())
+        started.set()
+        out = original(self, face, references)
+        seen["face"], seen["detail"] = face.copy(), out[0]
+        return out
+
+    monkeypatch.setattr(ReferenceDetail, "detail", detail)
+
+    class Waiting(IdentityRestorer):
+        fail = False
+
+        def restore(self, faces, caches, noise_seeds=None):
+            assert started.wait(timeout=20), "the reference detail did not start during the restore"
+            if self.fail:
+                raise RuntimeError("restorer broke")
+            return super().restore(faces, caches, noise_seeds)
+
+    sets = [ReferenceSet(name="ann", crops=_u8(photo)[None], embeddings=np.ones((1, 4), np.float32) / 2, files=["a"])]
+    config = PipelineConfig(lookahead=0, detect_every=1, temporal=TemporalConfig.off(),
+                            gate=QualityGateConfig(enabled=False), frame_path="host")
+    restorer = Waiting(128)
+    fr = FaceRestorer(restorer, Here(), sets, config=config)
+    with torch.inference_mode():
+        out = fr.process(degraded.copy())
+    assert threads and threads[0] is not threading.main_thread()
+    face_out = fr.last_faces[0]
+    expected = ReferenceDetail(config.reference_detail).add(seen["face"], seen["detail"])  # identity restorer
+    # pasted back into the frame: compare the face's inner part through the crop's own alignment
+    pasted = cv2.warpAffine(out, face_out.matrix, (128, 128), flags=cv2.INTER_LINEAR)
+    inner = slice(32, 96)
+    assert np.abs(pasted[inner, inner].astype(int) - expected[inner, inner]).mean() < 1.0
+    assert np.abs(expected[inner, inner].astype(int) - seen["face"][inner, inner]).mean() > 0.5  # it added something
+    started.clear()
+    restorer.fail = True
+    with pytest.raises(RuntimeError, match="restorer broke"), torch.inference_mode():
+        fr.process(degraded.copy())
+
+
 def test_fresh_restorers_share_the_prepared_references(monkeypatch):
     """A worker's next chunk (``fresh()``) does not prepare its identities' references again."""
     from streamrestore.faces.identity import ReferenceSet
