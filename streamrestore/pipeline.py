@@ -283,36 +283,39 @@ class FaceRestorer:
     # --- frame loop ----------------------------------------------------------------------
 
     def prepare(self, frame: Any) -> "DecodedFrame":
-        """Pixel access and face detection of one frame, ahead of :meth:`stream`.
+        """Pixel access, face detection and tracking of one frame, ahead of :meth:`stream`.
 
         Call it from one thread, on the frames in order (detection between key frames follows
-        the faces of the frame before), e.g. on the reader thread: the detector then works on
-        frame i+1 while frame i is restored. ``stream``/``process`` accept what it returns.
+        the faces of the frame before; the tracker takes frames in order), e.g. on the reader
+        thread: detection and tracking then work on frame i+1 while frame i is restored. Every
+        prepared frame must then go to ``stream``/``process``, in the same order, on this object
+        (the tracker has counted it). They accept what it returns.
 
         Args:
             frame: a frame as :meth:`process` takes it (one already prepared comes back as it is).
         """
-        if isinstance(frame, DecodedFrame) and frame.faces is not None:
+        if isinstance(frame, DecodedFrame) and frame.ready is not None:
             return frame
+        source = frame.frame if isinstance(frame, DecodedFrame) else frame
         pixels = frame.pixels if isinstance(frame, DecodedFrame) else _pixels(frame, self.channel_order)
+        faces = frame.faces if isinstance(frame, DecodedFrame) else None
         t0 = time.perf_counter()
-        faces = self._find_faces(pixels)
-        self.stats.add_time("detect", time.perf_counter() - t0)
-        return DecodedFrame(frame.frame if isinstance(frame, DecodedFrame) else frame, pixels, faces)
+        if faces is None:
+            faces = self._find_faces(pixels)
+            self.stats.add_time("detect", time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        index = self._next_index
+        self._next_index += 1
+        self._pending[index] = (source, pixels)
+        ready = tuple(self._tracker.push(index, faces, _thumbnail(pixels)))
+        self.stats.add_time("track", time.perf_counter() - t1)
+        return DecodedFrame(source, pixels, faces, ready)
 
     def _push(self, frame) -> Iterator:
         t0 = time.perf_counter()
-        index = self._next_index
-        self._next_index += 1
         prepared = self.prepare(frame)
-        frame, pixels, faces = prepared.frame, prepared.pixels, prepared.faces
-        t1 = time.perf_counter()
-        self._pending[index] = (frame, pixels)
-        ready = self._tracker.push(index, faces, _thumbnail(pixels))  # type: ignore[arg-type]  # prepare() set the faces
-        t2 = time.perf_counter()
-        self.stats.add_time("track", t2 - t1)
-        self.stats.busy_seconds += t2 - t0
-        for done_index, tracked in ready:
+        self.stats.busy_seconds += time.perf_counter() - t0
+        for done_index, tracked in prepared.ready:  # type: ignore[union-attr]  # prepare() tracked it
             yield self._emit(done_index, tracked)
 
     def _find_faces(self, pixels) -> list[Face]:
@@ -697,13 +700,16 @@ def _device_frame_path(restorer, resolution: int, config: PipelineConfig):
 @dataclass(frozen=True)
 class DecodedFrame:
     """A decoded frame with access to its pixels (and, from :meth:`FaceRestorer.prepare`, its
-    faces) already set up, e.g. on the reader thread, so that work overlaps the restoring of the
+    faces and their tracks) already set up, e.g. on the reader thread, so that work overlaps the restoring of the
     frame before. :class:`FaceRestorer` accepts it wherever it accepts a frame and returns
     ``frame`` (restored) for it."""
 
     frame: Any
     pixels: Any  # streamrestore.pixels.RgbPixels or Yuv420Pixels
     faces: list | None = None  # None: not detected yet
+    #: the frames the tracker finalised when this one was tracked, ``(index, tracked faces)``
+    #: oldest first (with lookahead L, frame i is finalised by frame i + L); None: not tracked yet
+    ready: tuple | None = None
 
 
 def _pixels(frame, channel_order: str):

@@ -170,6 +170,38 @@ def test_stream_yields_every_frame_in_order(media):
     assert fr.stats.frames == 12 and fr.stats.tracks == 1
 
 
+
+def test_frames_prepared_on_another_thread_restore_the_same(media):
+    """``prepare`` detects and tracks (the reader thread's share of the work); frames prepared on
+    another thread, then streamed with lookahead, come out the same as frames streamed as they
+    are, and a prepared frame given again is not tracked twice."""
+    import threading
+
+    from streamrestore.pipeline import DecodedFrame
+
+    frames = media.talking(10)
+    config = PipelineConfig(lookahead=2, temporal=TemporalConfig.off())
+    plain = FaceRestorer(IdentityRestorer(128), media.detector, config=config)
+    expected = list(plain.stream(f.copy() for f in frames))
+
+    fr = FaceRestorer(IdentityRestorer(128), media.detector, config=config)
+    pushed_on = []
+    real_push = fr._tracker.push
+    fr._tracker.push = lambda *a, **k: pushed_on.append(threading.current_thread()) or real_push(*a, **k)
+    prepared: list = []
+    reader = threading.Thread(target=lambda: prepared.extend(fr.prepare(f.copy()) for f in frames))
+    reader.start()
+    reader.join()
+    assert all(isinstance(p, DecodedFrame) and p.ready is not None for p in prepared)
+    assert fr.prepare(prepared[0]) is prepared[0]
+    assert len(pushed_on) == len(frames) and threading.main_thread() not in pushed_on
+    out = list(fr.stream(prepared))
+    assert len(pushed_on) == len(frames)  # streaming tracked nothing again
+    assert len(out) == len(expected) == len(frames)
+    for a, b in zip(out, expected):
+        assert np.array_equal(a, b)
+    assert fr.stats.frames == plain.stats.frames == len(frames) and fr.stats.tracks == plain.stats.tracks == 1
+
 CLIPS = [
     "face_recognition/short_hamilton_clip.mp4",
     "liveportrait/driving/d19.mp4",
