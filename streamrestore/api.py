@@ -134,7 +134,7 @@ def _face_restorer(restorer: RestorerSpec | None, fps: float) -> FaceRestorer:
         if not isinstance(built, FaceRestorer):
             raise ValueError(f"the restorer function must return a FaceRestorer, got {type(built).__name__}")
         return built
-    if restorer.stats.frames or restorer.fps != fps:
+    if restorer.frames_in or restorer.stats.frames or restorer.fps != fps:
         # Its tracker and temporal state belong to another stream, or its smoothing is tuned
         # for another frame rate: a fresh copy shares everything loaded and starts clean.
         return restorer.fresh(fps)

@@ -184,7 +184,8 @@ def _pipeline_run(clip: Path, dst: Path, frames: int | None, face_restorer, devi
     sync(device)
     t0 = time.perf_counter()
     with VideoReader(clip) as reader, VideoWriter(dst, reader.info, EncoderSettings(), force=True) as writer:
-        # The loop of restore_video: detection on the reader thread (its time is the "detect" row).
+        # The loop of restore_video: detection and tracking on the reader thread (the "detect" and
+        # "track" rows), the reference detail beside the restore: stage rows add up to more than the frame.
         encode = restore_frames(_limited(reader.frames(), frames, decode), writer, face_restorer)
     sync(device)
     wall = time.perf_counter() - t0

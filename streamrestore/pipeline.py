@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
@@ -282,20 +283,36 @@ class FaceRestorer:
 
     # --- frame loop ----------------------------------------------------------------------
 
-    def prepare(self, frame: Any) -> "DecodedFrame":
-        """Pixel access, face detection and tracking of one frame, ahead of :meth:`stream`.
+    @property
+    def frames_in(self) -> int:
+        """Frames given to this object's tracker so far (with lookahead, some are not out yet)."""
+        return self._next_index
+
+    def prepare(self, frame: Any, track: bool = False) -> "DecodedFrame":
+        """Pixel access and face detection of one frame (and, with ``track``, its tracking),
+        ahead of :meth:`stream`.
 
         Call it from one thread, on the frames in order (detection between key frames follows
-        the faces of the frame before; the tracker takes frames in order), e.g. on the reader
-        thread: detection and tracking then work on frame i+1 while frame i is restored. Every
-        prepared frame must then go to ``stream``/``process``, in the same order, on this object
-        (the tracker has counted it). They accept what it returns.
+        the faces of the frame before), e.g. on the reader thread: the detector then works on
+        frame i+1 while frame i is restored. ``stream``/``process`` accept what it returns.
 
         Args:
             frame: a frame as :meth:`process` takes it (one already prepared comes back as it is).
+            track: also give the frame to this object's tracker, so tracking overlaps the
+                restoring too (``run.restore_frames`` does). Such a frame counts as given to this
+                object: it must then go to this object's ``stream``/``process``, in order.
+
+        Raises:
+            ValueError: ``frame`` was tracked by another :class:`FaceRestorer`.
         """
-        if isinstance(frame, DecodedFrame) and frame.ready is not None:
-            return frame
+        if isinstance(frame, DecodedFrame):
+            if frame.ready is not None:
+                if frame.tracked_by is not self:
+                    raise ValueError("this frame was prepared with track=True by another FaceRestorer: "
+                                     "give it to that one")
+                return frame
+            if frame.faces is not None and not track:
+                return frame
         source = frame.frame if isinstance(frame, DecodedFrame) else frame
         pixels = frame.pixels if isinstance(frame, DecodedFrame) else _pixels(frame, self.channel_order)
         faces = frame.faces if isinstance(frame, DecodedFrame) else None
@@ -303,17 +320,19 @@ class FaceRestorer:
         if faces is None:
             faces = self._find_faces(pixels)
             self.stats.add_time("detect", time.perf_counter() - t0)
+        if not track:
+            return DecodedFrame(source, pixels, faces)
         t1 = time.perf_counter()
         index = self._next_index
         self._next_index += 1
         self._pending[index] = (source, pixels)
         ready = tuple(self._tracker.push(index, faces, _thumbnail(pixels)))
         self.stats.add_time("track", time.perf_counter() - t1)
-        return DecodedFrame(source, pixels, faces, ready)
+        return DecodedFrame(source, pixels, faces, ready, tracked_by=self)
 
     def _push(self, frame) -> Iterator:
         t0 = time.perf_counter()
-        prepared = self.prepare(frame)
+        prepared = self.prepare(frame, track=True)
         self.stats.busy_seconds += time.perf_counter() - t0
         for done_index, tracked in prepared.ready:  # type: ignore[union-attr]  # prepare() tracked it
             yield self._emit(done_index, tracked)
@@ -427,8 +446,11 @@ class FaceRestorer:
         try:
             with torch.inference_mode():
                 restored = self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds)
-        finally:  # never leave the worker's result behind (a failed restore raises after it)
-            added, seconds = details.result() if details is not None else (None, 0.0)
+        except BaseException:  # the worker finishes first; the restore's error is the one raised
+            if details is not None:
+                wait([details])
+            raise
+        added, seconds = details.result() if details is not None else (None, 0.0)
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
@@ -463,6 +485,8 @@ class FaceRestorer:
             return None
         if self._detail_worker is None:
             self._detail_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrestore-detail")
+            # its thread ends with this object (batch chunks, eval and bench make many of them)
+            weakref.finalize(self, self._detail_worker.shutdown, wait=False)
         stage = self._reference_detail
 
         def work() -> tuple[list[np.ndarray | None], float]:
@@ -700,9 +724,9 @@ def _device_frame_path(restorer, resolution: int, config: PipelineConfig):
 @dataclass(frozen=True)
 class DecodedFrame:
     """A decoded frame with access to its pixels (and, from :meth:`FaceRestorer.prepare`, its
-    faces and their tracks) already set up, e.g. on the reader thread, so that work overlaps the restoring of the
-    frame before. :class:`FaceRestorer` accepts it wherever it accepts a frame and returns
-    ``frame`` (restored) for it."""
+    faces and their tracks) already set up, e.g. on the reader thread, so that work overlaps
+    the restoring of the frame before. :class:`FaceRestorer` accepts it wherever it accepts a
+    frame and returns ``frame`` (restored) for it."""
 
     frame: Any
     pixels: Any  # streamrestore.pixels.RgbPixels or Yuv420Pixels
@@ -710,6 +734,8 @@ class DecodedFrame:
     #: the frames the tracker finalised when this one was tracked, ``(index, tracked faces)``
     #: oldest first (with lookahead L, frame i is finalised by frame i + L); None: not tracked yet
     ready: tuple | None = None
+    #: the FaceRestorer whose tracker took it (``prepare(track=True)``); only it may restore it
+    tracked_by: Any = field(default=None, repr=False, compare=False)
 
 
 def _pixels(frame, channel_order: str):

@@ -300,9 +300,9 @@ def restore_frames(frames: Iterable[Any], sink: FrameSink, face_restorer: FaceRe
             closing it is the caller's: a :class:`~streamrestore.video.writer.VideoWriter` is
             finished by its ``with`` block, once the whole run succeeded).
         face_restorer: restores the frames (None: they pass through, the decode+encode floor
-            ``bench`` measures). Its colour conversion and detection (:meth:`FaceRestorer.prepare
-            <streamrestore.pipeline.FaceRestorer.prepare>`) run on the reader thread: they
-            overlap the restoring of the frame before.
+            ``bench`` measures). Its colour conversion, detection and tracking
+            (:meth:`FaceRestorer.prepare <streamrestore.pipeline.FaceRestorer.prepare>` with
+            ``track=True``) run on the reader thread: they overlap the restoring of the frame before.
         on_frame: called once per frame handed to the writer (a progress display's ``update``).
         queue_size: frames each queue holds (see :func:`run_threaded`).
 
@@ -319,7 +319,7 @@ def restore_frames(frames: Iterable[Any], sink: FrameSink, face_restorer: FaceRe
     if face_restorer is None:
         run_threaded(frames, iter, write, queue_size=queue_size, on_frame=on_frame)
     else:
-        prepared = (face_restorer.prepare(f) for f in frames)
+        prepared = (face_restorer.prepare(f, track=True) for f in frames)
         run_threaded(prepared, face_restorer.stream, write, queue_size=queue_size, on_frame=on_frame)
     return spent[0]
 

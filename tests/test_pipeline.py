@@ -172,9 +172,10 @@ def test_stream_yields_every_frame_in_order(media):
 
 
 def test_frames_prepared_on_another_thread_restore_the_same(media):
-    """``prepare`` detects and tracks (the reader thread's share of the work); frames prepared on
-    another thread, then streamed with lookahead, come out the same as frames streamed as they
-    are, and a prepared frame given again is not tracked twice."""
+    """``prepare(track=True)`` detects and tracks (the reader thread's share of the work); frames
+    prepared so on another thread, then streamed with lookahead, come out the same as frames
+    streamed as they are; a prepared frame given again is not tracked twice, and one tracked by
+    another FaceRestorer is refused. Plain ``prepare`` tracks nothing."""
     import threading
 
     from streamrestore.pipeline import DecodedFrame
@@ -188,13 +189,20 @@ def test_frames_prepared_on_another_thread_restore_the_same(media):
     pushed_on = []
     real_push = fr._tracker.push
     fr._tracker.push = lambda *a, **k: pushed_on.append(threading.current_thread()) or real_push(*a, **k)
+    detected = fr.prepare(frames[0].copy())
+    assert detected.faces and detected.ready is None and pushed_on == [] and fr.frames_in == 0
     prepared: list = []
-    reader = threading.Thread(target=lambda: prepared.extend(fr.prepare(f.copy()) for f in frames))
+    reader = threading.Thread(target=lambda: prepared.extend(fr.prepare(f.copy(), track=True) for f in frames))
     reader.start()
     reader.join()
     assert all(isinstance(p, DecodedFrame) and p.ready is not None for p in prepared)
-    assert fr.prepare(prepared[0]) is prepared[0]
+    assert fr.prepare(prepared[0], track=True) is prepared[0] and fr.frames_in == len(frames)
+    from streamrestore.api import _face_restorer
+
+    assert _face_restorer(fr, fr.fps) is not fr  # a run of its own would not see these frames: a fresh copy
     assert len(pushed_on) == len(frames) and threading.main_thread() not in pushed_on
+    with pytest.raises(ValueError, match="another FaceRestorer"):
+        plain.prepare(prepared[0])
     out = list(fr.stream(prepared))
     assert len(pushed_on) == len(frames)  # streaming tracked nothing again
     assert len(out) == len(expected) == len(frames)

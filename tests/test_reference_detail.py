@@ -179,7 +179,8 @@ def test_the_pipeline_adds_it_to_faces_with_references_only_and_both_frame_paths
 def test_the_host_path_registers_the_references_while_the_restorer_runs(monkeypatch):
     """The detail needs only the input face: a worker thread computes it during the restore (the
     restorer here waits until it has started; run one after the other, it would time out), and
-    the result is the restored face plus exactly that detail. A restorer that fails still raises."""
+    the result is the restored face plus exactly that detail. A restorer that fails still raises,
+    and the worker's thread ends with the FaceRestorer."""
     import threading
 
     import torch
@@ -239,6 +240,14 @@ def test_the_host_path_registers_the_references_while_the_restorer_runs(monkeypa
     restorer.fail = True
     with pytest.raises(RuntimeError, match="restorer broke"), torch.inference_mode():
         fr.process(degraded.copy())
+    # the worker's thread ends with its FaceRestorer (batch chunks and evals make many)
+    import gc
+
+    worker = threads[0]
+    del fr
+    gc.collect()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
 
 
 def test_fresh_restorers_share_the_prepared_references(monkeypatch):

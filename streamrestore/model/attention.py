@@ -130,6 +130,7 @@ def position_bias(query_tokens: int, ref_tokens: int, sigma: float) -> torch.Ten
 #: differ by ~10 for a left-out key to reach 1e-4. Measured on lite with 4 references (the demo
 #: set's 12 faces): outputs within 0.13 of 255 levels of full attention (0.0 at a cutoff of 40),
 #: restore 50 against 63 ms per face (ONNX Runtime, one thread, tiles of 4 against 8 at 40).
+#: Training and ``--adapt`` take the same path (no attention map asked for): the same rounding.
 WINDOW_CUTOFF = 18.0
 #: queries per tile side in the windowed path. Every reference token is copied into
 #: (window / tile)^2 windows, so small tiles pay in copies what they save in keys per query; with
@@ -300,7 +301,7 @@ class SharedImageAttnProcessor:
 
     def _windows(self, tokens: int, num_refs: int, like: torch.Tensor) -> ReferenceWindows | None:
         """The windowed path's layout for a square grid of ``tokens`` (queries and reference
-        tokens alike), or None where it saves little (lite: the 8x8 grid)."""
+        tokens alike), or None where it saves little (fewer than 4x fewer keys per query)."""
         side, tile = math.isqrt(int(tokens)), self.window_tile
         if side * side != tokens or side % tile:
             return None
