@@ -13,7 +13,7 @@ import weakref
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -441,16 +441,10 @@ class FaceRestorer:
         crops = [crop_face(pixels, m, self.resolution) for m in matrices]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
-        details = self._start_detail(crops, prepared)
         restored: torch.Tensor | np.ndarray  # the restorer's tensor, then its uint8 crops
-        try:
-            with torch.inference_mode():
-                restored = self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds)
-        except BaseException:  # the worker finishes first; the restore's error is the one raised
-            if details is not None:
-                wait([details])
-            raise
-        added, seconds = details.result() if details is not None else (None, 0.0)
+        with torch.inference_mode():
+            restored, added, seconds = self._restore_beside_detail(
+                lambda: self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds), crops, prepared)
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
@@ -477,12 +471,26 @@ class FaceRestorer:
         self.stats.add_time("paste", time.perf_counter() - t2 - smoothing)
         return crops, result
 
-    def _start_detail(self, crops: list[np.ndarray], prepared: list[PreparedReferences | None]
-                      ) -> Future | None:
-        """The reference detail of each face (None where it has no references), computed by the
-        worker thread; its result is ``(details, seconds)``. None when the stage has nothing to do."""
+    def _restore_beside_detail(self, restore: Callable[[], torch.Tensor], crops: Sequence[np.ndarray],
+                               prepared: list[PreparedReferences | None]
+                               ) -> tuple[torch.Tensor, list[np.ndarray | None] | None, float]:
+        """``restore()`` run while the worker thread computes the reference detail of ``crops``
+        (uint8 input faces): ``(restored, details, worker seconds)``; ``details`` is None when the
+        stage has nothing to do, else one per face (None where it has no references)."""
         if not self._reference_detail.config.enabled or all(p is None for p in prepared):
-            return None
+            return restore(), None, 0.0
+        details = self._start_detail(crops, prepared)
+        try:
+            restored = restore()
+        except BaseException:  # the worker finishes first; the restore's error is the one raised
+            wait([details])
+            raise
+        added, seconds = details.result()
+        return restored, added, seconds
+
+    def _start_detail(self, crops: Sequence[np.ndarray], prepared: list[PreparedReferences | None]) -> Future:
+        """The reference detail of each face (None where it has no references), computed by the
+        worker thread; its result is ``(details, seconds)``."""
         if self._detail_worker is None:
             self._detail_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrestore-detail")
             # its thread ends with this object (batch chunks, eval and bench make many of them)
@@ -508,17 +516,18 @@ class FaceRestorer:
             # B small crops to the host (they wait only for the crop kernels): for last_faces and
             # the reference detail's flow, which then runs on the CPU while the device restores
             host_crops = _to_uint8(crops)
-            restored = self.restorer.restore(crops, caches, **seeds).float()
+            restored, added, seconds = self._restore_beside_detail(
+                lambda: self.restorer.restore(crops, caches, **seeds).float(), list(host_crops), prepared)
             t2 = time.perf_counter()
             self.stats.add_time("restore", t2 - t1)
-            if self._reference_detail.config.enabled and any(p is not None for p in prepared):
+            if added is not None:
                 strength = self._reference_detail.config.strength
-                added = [np.zeros_like(c, dtype=np.float32) if p is None else self._reference_detail.detail(c, p)[0]
-                         for c, p in zip(host_crops, prepared)]
-                detail = torch.from_numpy(np.stack(added)).permute(0, 3, 1, 2).to(restored.device, restored.dtype)
+                zeros = np.zeros(host_crops.shape[1:], np.float32)
+                stacked = np.stack([zeros if d is None else d for d in added])
+                detail = torch.from_numpy(stacked).permute(0, 3, 1, 2).to(restored.device, restored.dtype)
                 restored = (restored + (strength / 255.0) * detail).clamp(0.0, 1.0)
                 t3 = time.perf_counter()
-                self.stats.add_time("reference_detail", t3 - t2)
+                self.stats.add_time("reference_detail", seconds + t3 - t2)
                 t2 = t3
             gate = [self._gate.weight(tid, pixels, m, self.resolution) for tid, m in zip(ids, matrices)]
             weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)

@@ -17,8 +17,8 @@ import torch
 log = logging.getLogger(__name__)
 
 #: the exported per-frame core's own version, part of every engine's key: bumped when the graph
-#: an export produces changes for the same model (2: windowed reference attention; 3: its tighter window), so programs
-#: built by older code are exported again instead of loaded
+#: an export produces changes for the same model (2: windowed reference attention; 3: its tighter
+#: window), so programs built by older code are exported again instead of loaded
 CORE_VERSION = 3
 #: the kinds of file the engine folder holds (nothing else there is ever deleted)
 ENGINE_SUFFIXES = (".onnx", ".ep")
