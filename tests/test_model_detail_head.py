@@ -266,7 +266,7 @@ def test_video_samples_are_whole_frame_damage_cut_with_the_clean_alignment(tmp_p
         with torch.no_grad():
             plain = restorer.restore(t(degraded), [None])[0].permute(1, 2, 0).numpy() * 255
         assert np.abs(out - plain).mean() < 2 < np.abs(out.astype(np.float32) - degraded).mean()
-    with pytest.raises(ValueError, match="video_scale"):
+    with pytest.raises(ValueError, match="scale must be"):
         _config(tmp_path, video_scale=[0.5, 2.0])
     with pytest.raises(ValueError, match="video_repeat"):
         _config(tmp_path, video_repeat=0)

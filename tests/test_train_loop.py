@@ -409,3 +409,81 @@ def test_mix_holdout_and_init_weights(tiny_pack, shared, tmp_path):
         TrainConfig(extra_presets=[{"name": "clean"}])
     with pytest.raises(InputError, match="holdout"):
         Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "c", holdout_identities=["Nobody"]))
+
+
+# -- faces cut from whole degraded clips (video_weight) -----------------------------------------
+
+def _video_faces(pack, count: int = 6) -> dict[str, np.ndarray]:
+    """Stand-ins for make_video_faces: random crops of the pack's first person; face 1 claims the
+    source of one of that person's photos, so that photo may not be its reference."""
+    from streamrestore.data.pack import PackedFaces
+
+    faces = PackedFaces(pack)
+    person = faces.indices_of(faces.identities[0])
+    rng = np.random.default_rng(0)
+    r = faces.resolution
+    source = np.full(count, -1, np.int64)
+    source[1] = faces.source[person[0]]
+    return {"degraded": rng.integers(0, 255, (count, r, r, 3), dtype=np.uint8),
+            "clean": rng.integers(0, 255, (count, r, r, 3), dtype=np.uint8),
+            "landmarks": np.tile(faces.landmarks[person[0]], (count, 1, 1)),
+            "identity": np.zeros(count, np.int64), "source": source, "time_s": np.zeros(count, np.float32)}
+
+
+def test_video_faces_join_the_samples(tiny_pack):
+    from streamrestore.data.pack import PackedFaces
+    from streamrestore.data.samples import RestorationDataset
+
+    pack = PackedFaces(tiny_pack)
+    video = _video_faces(tiny_pack)
+    plain = RestorationDataset(pack, preset="moderate", seed=3)
+    without = RestorationDataset(pack, preset="moderate", seed=3, video_faces=video, video_weight=0.0)
+    for i in range(4):  # weight 0: the samples are what they were
+        assert torch.equal(plain[i]["degraded"], without[i]["degraded"])
+    data = RestorationDataset(pack, preset="moderate", seed=3, video_faces=video, video_weight=0.5, samples_per_epoch=40)
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float() / 255  # noqa: E731
+    drawn = 0
+    for i in range(40):
+        s = data[i]
+        if int(s["index"]) >= 0:  # a pack crop, degraded by the preset
+            continue
+        drawn += 1
+        j = next(j for j in range(len(video["clean"]))
+                 if torch.equal(s["target"], as_tensor(video["clean"][j][:, ::-1] if s["flipped"] else video["clean"][j])))
+        # its own degraded crop, mirrored with the face; references of the same person
+        expected = video["degraded"][j][:, ::-1] if s["flipped"] else video["degraded"][j]
+        assert torch.equal(s["degraded"], as_tensor(expected))
+        assert int(s["identity"]) == 0
+        refs = s["ref_indices"][: int(s["ref_count"])].numpy()
+        assert len(refs) and (pack.identity[refs] == 0).all()
+        if j == 1:  # a photo of the same source is no reference of it
+            assert (pack.source[refs] != video["source"][1]).all()
+    assert 8 <= drawn <= 32
+    with pytest.raises(ValueError, match="video_weight"):
+        RestorationDataset(pack, video_faces=video, video_weight=1.0)
+
+
+def test_video_faces_are_made_once_per_setting(tiny_pack, shared, tmp_path, monkeypatch):
+    import streamrestore.data.video_faces as video_faces
+
+    made = []
+
+    def fake(pack, people, settings, **options):
+        made.append(settings)
+        return _video_faces(tiny_pack)
+
+    monkeypatch.setattr(video_faces, "make_video_faces", fake)
+    config = tiny_train_config(tiny_pack, shared, tmp_path / "run", steps=2, video_weight=0.5,
+                               video_faces={"frames": 2, "draws": 1})
+    trainer = Trainer(config)
+    assert made == [video_faces.VideoFaceSettings(frames=2, draws=1)]
+    assert trainer.dataset.video_weight == 0.5
+    trainer.train(progress=False)
+    Trainer(config)  # the same settings: read back from output_dir
+    assert len(made) == 1
+    Trainer(config.replace(video_faces={"frames": 3, "draws": 1}))  # other settings: made again
+    assert len(made) == 2
+    with pytest.raises(ValueError, match="unknown settings"):
+        config.replace(video_faces={"frame": 2})
+    with pytest.raises(ValueError, match="video_weight"):
+        config.replace(video_weight=1.0)

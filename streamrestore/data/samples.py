@@ -60,11 +60,20 @@ class RestorationDataset:
         flip: mirror the target (with its degraded copy) and each reference independently
             with probability 1/2 (landmarks follow).
         max_border: leave out crops with more than this fraction of black border.
+        video_faces: faces cut from whole degraded clips
+            (:func:`streamrestore.data.video_faces.make_video_faces`: their own degraded and clean
+            crops, landmarks, pack identity, source and time); a share ``video_weight`` of the
+            samples is one of them (drawn at random) instead of a pack crop degraded by
+            ``preset``. Their references are pack crops of the same person, from the same clip
+            only when ``min_time_gap_s`` apart from the face's frame.
+        video_weight: that share, in [0, 1) (0: no video faces, and the samples are what they
+            were without them).
     """
 
     def __init__(self, faces: PackedFaces, identities: Sequence[str] | None = None, *, preset="severe",
                  min_refs: int = 1, max_refs: int = 4, seed: int = 0, samples_per_epoch: int | None = None,
-                 min_time_gap_s: float = 1.0, flip: bool = True, max_border: float = 1.0):
+                 min_time_gap_s: float = 1.0, flip: bool = True, max_border: float = 1.0,
+                 video_faces: dict[str, np.ndarray] | None = None, video_weight: float = 0.0):
         if not 1 <= min_refs <= max_refs:
             raise ValueError(f"need 1 <= min_refs <= max_refs, got {min_refs}, {max_refs}")
         if seed < 0:
@@ -92,6 +101,24 @@ class RestorationDataset:
         if len(self.targets) == 0:
             raise ValueError("no target crop has a reference of the same identity; pack more photos per person")
         self.samples_per_epoch = int(samples_per_epoch or len(self.targets))
+        if not 0.0 <= video_weight < 1.0:
+            raise ValueError(f"video_weight must be in [0, 1), got {video_weight}")
+        self.video_weight = float(video_weight) if video_faces is not None else 0.0
+        self.video_faces = video_faces
+        self._video_candidates: list[tuple[int, np.ndarray]] = []  # (video face, its reference crops)
+        if self.video_weight > 0 and video_faces is not None:
+            names = {faces.identities.index(n) for n in wanted}
+            for j, (person, source, when) in enumerate(zip(video_faces["identity"], video_faces["source"],
+                                                            video_faces["time_s"])):
+                if int(person) not in names:
+                    continue
+                members = faces.indices_of(faces.identities[int(person)])
+                members = members[usable[members]]
+                far = (faces.source[members] != source) | (np.abs(faces.time_s[members] - when) >= min_time_gap_s)
+                if far.any():
+                    self._video_candidates.append((j, members[far]))
+            if not self._video_candidates:
+                raise ValueError("no video face is of these identities with a reference crop in the pack")
 
     def _far_enough(self, target: int, ref: int, gap: float) -> bool:
         f = self.faces
@@ -115,19 +142,31 @@ class RestorationDataset:
         if not 0 <= i < len(self):
             raise IndexError(i)
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-        target = int(self.targets[i % len(self.targets)])
-        candidates = self._candidates[target]
+        # no draw without video faces, so those samples stay what they always were
+        video = self.video_weight > 0 and rng.random() < self.video_weight
+        if video:
+            j, candidates = self._video_candidates[int(rng.integers(len(self._video_candidates)))]
+            target, identity = -1, int(self.video_faces["identity"][j])  # type: ignore[index]
+        else:
+            target = int(self.targets[i % len(self.targets)])
+            candidates, identity = self._candidates[target], int(self.faces.identity[target])
         high = min(self.max_refs, len(candidates))
         count = int(rng.integers(min(self.min_refs, high), high + 1))
         chosen = rng.choice(candidates, size=count, replace=False)
-        clean = self.faces.image(target)
-        landmarks = self.faces.landmarks[target]
+        if video:
+            clean, landmarks = self.video_faces["clean"][j], self.video_faces["landmarks"][j]  # type: ignore[index]
+        else:
+            clean, landmarks = self.faces.image(target), self.faces.landmarks[target]
         flipped = bool(self.flip and rng.random() < 0.5)
         if flipped:
             clean, landmarks = _flip(clean, landmarks)
-        # a single preset draws nothing here, so its samples stay what they always were
-        preset = self.preset.choose(rng) if isinstance(self.preset, DegradationMix) else self.preset
-        degraded = degrade(clean, preset, int(rng.integers(0, 2**31 - 1)))
+        if video:
+            degraded = self.video_faces["degraded"][j]  # type: ignore[index]
+            degraded = degraded[:, ::-1] if flipped else degraded
+        else:
+            # a single preset draws nothing here, so its samples stay what they always were
+            preset = self.preset.choose(rng) if isinstance(self.preset, DegradationMix) else self.preset
+            degraded = degrade(clean, preset, int(rng.integers(0, 2**31 - 1)))
         r = self.faces.resolution
         refs = np.zeros((self.max_refs, r, r, 3), np.uint8)
         ref_landmarks = np.zeros((self.max_refs, 5, 2), np.float32)
@@ -147,7 +186,7 @@ class RestorationDataset:
             "ref_indices": torch.from_numpy(indices),
             "landmarks": torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
             "ref_landmarks": torch.from_numpy(ref_landmarks),
-            "identity": torch.tensor(int(self.faces.identity[target]), dtype=torch.int64),
+            "identity": torch.tensor(identity, dtype=torch.int64),
             "index": torch.tensor(target, dtype=torch.int64),
             "flipped": torch.tensor(flipped),
         }

@@ -33,10 +33,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamrestore.errors import InputError
 from streamrestore.model.config import RestorerConfig, tiny_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.data.video_faces import VideoFaceSettings
 
 __all__ = ["TrainConfig", "load_train_config", "build_model_config", "parse_overrides", "open_training_pack"]
 
@@ -135,6 +138,18 @@ class TrainConfig:
     #: has weight ``preset_weight``. Empty: every sample uses ``preset``.
     extra_presets: list = field(default_factory=list)
     preset_weight: float = 1.0
+    #: share of the samples that are faces cut from whole degraded clips instead of pack crops
+    #: degraded one by one (:mod:`streamrestore.data.video_faces`; 0: none). They are made once
+    #: from the pack's train-ok clips of the training people and kept in
+    #: ``output_dir/video_faces.npz``.
+    video_weight: float = 0.0
+    #: how they are made: :class:`~streamrestore.data.video_faces.VideoFaceSettings` fields
+    #: (``frames``, ``draws``, ``max_frames``, ``scale``, ``blur``, ``crf``).
+    video_faces: dict = field(default_factory=dict)
+    #: the shared media folder the pack's sources are relative to, and the insightface folder
+    #: (SCRFD) that finds the faces in the clean frames: for the video faces only.
+    shared: str = "../shared"
+    face_models: str = "../shared/models/insightface"
     min_refs: int = 1
     max_refs: int = 4
     #: fraction of identities held out for validation (by :meth:`PackedFaces.split`).
@@ -232,6 +247,10 @@ class TrainConfig:
             if not isinstance(table, dict) or "weight" not in table:
                 raise ValueError(f"each extra_presets entry needs a weight, got {table!r}")
             _preset_from_table(table)
+        if not 0.0 <= self.video_weight < 1.0:
+            raise ValueError(f"video_weight must be in [0, 1), got {self.video_weight}")
+        self.video_faces = dict(self.video_faces)
+        self.video_settings  # unknown or invalid fields fail here
         self.holdout_identities = [str(n) for n in self.holdout_identities]
         self._check_phases()
 
@@ -273,6 +292,17 @@ class TrainConfig:
         current = next((p for p in self.phases if step < p["until"]), self.phases[-1])
         changes = {k: v for k, v in current.items() if k != "until"}
         return self.replace(phases=[], **changes), int(current["until"])
+
+    @property
+    def video_settings(self) -> VideoFaceSettings:
+        """:attr:`video_faces` as :class:`~streamrestore.data.video_faces.VideoFaceSettings`."""
+        from streamrestore.data.video_faces import VideoFaceSettings  # noqa: PLC0415
+
+        known = {f.name for f in fields(VideoFaceSettings)}
+        unknown = sorted(set(self.video_faces) - known)
+        if unknown:
+            raise ValueError(f"video_faces: unknown settings {unknown}; valid ones: {sorted(known)}")
+        return VideoFaceSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.video_faces.items()})
 
     @property
     def degradation(self):

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamrestore.data.video_faces import VideoFaceSettings
 from streamrestore.errors import InputError
 from streamrestore.model.config import DetailHeadSettings
 
@@ -134,17 +135,21 @@ class DetailHeadTrainConfig:
             raise ValueError(f"reference_jitter must be >= 0, got {self.reference_jitter}")
         if not 0 <= self.reference_dropout < 1:
             raise ValueError(f"reference_dropout must be in [0, 1), got {self.reference_dropout}")
-        if self.video_frames < 0 or min(self.video_draws, self.video_repeat, self.video_max_frames) < 1:
-            raise ValueError(f"need video_frames >= 0 and video_draws, video_repeat, video_max_frames >= 1, got "
-                             f"{self.video_frames}, {self.video_draws}, {self.video_repeat}, {self.video_max_frames}")
-        for name, low_limit in (("video_scale", 1.0), ("video_blur", 0.0), ("video_crf", 0)):
-            span = getattr(self, name)
-            if len(span) != 2 or not low_limit <= span[0] <= span[1]:
-                raise ValueError(f"{name} must be [low, high] with {low_limit} <= low <= high, got {span}")
-        if self.video_crf[1] > 51:
-            raise ValueError(f"video_crf must be within 0..51, got {self.video_crf}")
+        if self.video_repeat < 1:
+            raise ValueError(f"video_repeat must be >= 1, got {self.video_repeat}")
+        try:
+            self.video_settings
+        except ValueError as exc:
+            raise ValueError(f"video_frames, video_draws, video_max_frames, video_scale, video_blur, video_crf: {exc}") \
+                from exc
         if self.references and self.video_frames:
             raise ValueError("video samples have no reference faces yet: set video_frames = 0 with references")
+
+    @property
+    def video_settings(self) -> VideoFaceSettings:
+        """The ``video_*`` settings as :class:`~streamrestore.data.video_faces.VideoFaceSettings`."""
+        return VideoFaceSettings(frames=self.video_frames, draws=self.video_draws, max_frames=self.video_max_frames,
+                                 scale=tuple(self.video_scale), blur=tuple(self.video_blur), crf=tuple(self.video_crf))
 
     @property
     def head(self) -> DetailHeadSettings:
@@ -244,85 +249,27 @@ def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarr
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def _video_sources(pack, train_ids: list[str]) -> list[tuple[str, int]]:
-    """(source name, identity index) of the pack's clips whose crops are all of training people."""
-    allowed = {pack.identities.index(name) for name in train_ids}
-    sources = []
-    for i, (name, kind) in enumerate(zip(pack.source_names, pack.source_kinds)):
-        people = set(np.unique(pack.identity[np.asarray(pack.source) == i]).tolist())
-        if kind == "video" and people and people <= allowed and len(people) == 1:
-            sources.append((name, people.pop()))
-    return sources
-
-
-def _frames_at(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
-    """The decoded RGB frames ``indices`` (0-based, decode order) of the clip ``path``."""
-    import av
-
-    frames = {}
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in indices:
-                frames[i] = frame.to_ndarray(format="rgb24")
-            if i >= max(indices):
-                break
-    return frames
-
-
 def make_video_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
-    """(degraded, base output, clean) crops of whole-frame degraded clips (``video_frames``)."""
-    import tempfile
-
-    from streamrestore.eval.video import VideoDegradation, degrade_video
-    from streamrestore.faces.align import alignment_matrix, crop_face
-    from streamrestore.faces.detect import create_detector, detect_padded
+    """(degraded, base output, clean) crops of whole-frame degraded clips (``video_frames``;
+    :mod:`streamrestore.data.video_faces`), each restored with 1-2 references of the person."""
+    from streamrestore.data.video_faces import iter_video_faces
     from streamrestore.model.registry import load_model
-    from streamrestore.pixels import RgbPixels
     from streamrestore.train.config import load_train_config, open_training_pack
 
     pack, train_ids, _ = open_training_pack(load_train_config(config.unet_config))
-    sources = _video_sources(pack, train_ids)
-    if not sources:
-        raise InputError(f"{config.unet_config}'s pack has no clip of a training person for video samples")
-    root = Path(config.shared) / "data"
     restorer = load_model(config.base_weights, device="cpu")
-    detector = create_detector("scrfd", models_dir=config.face_models)
-    side = pack.resolution
     out: dict[str, list] = {"degraded": [], "base": [], "clean": []}
-    start = time.time()
-    for draw in range(config.video_draws):
-        for k, (name, person) in enumerate(sources):
-            rng = np.random.default_rng([config.seed, 3, draw, k])
-            damage = VideoDegradation(name="sample", scale=float(rng.uniform(*config.video_scale)),
-                                      blur=float(rng.uniform(*config.video_blur)),
-                                      crf=int(rng.integers(config.video_crf[0], config.video_crf[1] + 1)))
-            clip = root / name
-            with tempfile.TemporaryDirectory(prefix="streamrestore-head-") as tmp:
-                degraded_path = Path(tmp) / "degraded.mp4"
-                count = degrade_video(clip, degraded_path, damage, max_frames=config.video_max_frames)
-                picks = set(rng.choice(count, size=min(config.video_frames, count), replace=False).tolist())
-                clean = _frames_at(clip, picks)
-                degraded = _frames_at(degraded_path, picks)
-            candidates = pack.indices_of(person)
-            for index in sorted(picks):
-                faces = detect_padded(detector, clean[index])
-                if not faces:
-                    continue
-                face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-                matrix = alignment_matrix(face.kps, side)
-                target = crop_face(RgbPixels(clean[index]), matrix, side)
-                damaged = crop_face(RgbPixels(degraded[index]), matrix, side)
-                chosen = rng.choice(candidates, size=int(rng.integers(config.min_refs, config.max_refs + 1)))
-                refs = _to_tensor(np.stack([pack.image(int(c)) for c in chosen]))
-                with torch.no_grad():
-                    restored = restorer.restore(_to_tensor(damaged[None]), [restorer.encode_references(refs)])
-                out["degraded"].append(damaged)
-                out["base"].append(_uint8(restored)[0])
-                out["clean"].append(target)
-        log(f"video samples: draw {draw + 1}/{config.video_draws}, {len(out['clean'])} crops of {len(sources)} clips, "
-            f"{time.time() - start:.0f} s")
-    if not out["clean"]:
-        raise InputError(f"no face was found in the sampled frames of {len(sources)} clips under {root}")
+    for _, person, rng, faces in iter_video_faces(pack, train_ids, config.video_settings, shared=config.shared,
+                                                  face_models=config.face_models, seed=config.seed, log=log):
+        candidates = pack.indices_of(person)
+        for face in faces:
+            chosen = rng.choice(candidates, size=int(rng.integers(config.min_refs, config.max_refs + 1)))
+            refs = _to_tensor(np.stack([pack.image(int(c)) for c in chosen]))
+            with torch.no_grad():
+                restored = restorer.restore(_to_tensor(face.degraded[None]), [restorer.encode_references(refs)])
+            out["degraded"].append(face.degraded)
+            out["base"].append(_uint8(restored)[0])
+            out["clean"].append(face.clean)
     return {k: np.stack(v) for k, v in out.items()}
 
 

@@ -277,11 +277,30 @@ class Trainer:
 
         config = self.config
         common = dict(preset=config.degradation, min_refs=config.min_refs, max_refs=config.max_refs, seed=config.seed)
+        if config.video_weight > 0:
+            common.update(video_faces=self._video_faces(), video_weight=config.video_weight)
         probe = RestorationDataset(self.pack, self.train_ids, **common)
         self.targets = len(probe.targets)
         total_batches = config.steps * self.accelerator.num_processes
         epochs = math.ceil(total_batches * config.batch_size / self.targets) + 1
         self.dataset = RestorationDataset(self.pack, self.train_ids, samples_per_epoch=epochs * self.targets, **common)
+
+    def _video_faces(self) -> dict[str, np.ndarray]:
+        """The faces cut from whole degraded clips (:attr:`TrainConfig.video_faces`), made once and
+        kept in ``output_dir/video_faces.npz`` (made again when the settings, seed or pack differ)."""
+        from streamrestore.data.video_faces import make_video_faces  # noqa: PLC0415
+
+        config, path = self.config, self.output_dir / "video_faces.npz"
+        key = f"{config.video_settings.key()} seed={config.seed} pack={Path(config.data).resolve()}"
+        if path.is_file():
+            with np.load(path) as cached:
+                if str(cached["key"]) == key:
+                    return {k: cached[k] for k in cached.files if k != "key"}
+        faces = make_video_faces(self.pack, self.train_ids, config.video_settings, shared=config.shared,
+                                 face_models=config.face_models, seed=config.seed, log=logger.info)
+        if self.accelerator.is_main_process:
+            np.savez(path, key=np.array(key), **faces)
+        return faces
 
     def _build_losses(self) -> None:
         """The identity loss and the watched attention layer of the phase."""
