@@ -464,7 +464,7 @@ def test_video_faces_join_the_samples(tiny_pack):
 
 
 def test_video_faces_are_made_once_per_setting(tiny_pack, shared, tmp_path, monkeypatch):
-    import streamrestore.data.video_faces as video_faces
+    import streamrestore.train.video_faces as video_faces
 
     made = []
 

@@ -61,7 +61,7 @@ class RestorationDataset:
             with probability 1/2 (landmarks follow).
         max_border: leave out crops with more than this fraction of black border.
         video_faces: faces cut from whole degraded clips
-            (:func:`streamrestore.data.video_faces.make_video_faces`: their own degraded and clean
+            (:func:`streamrestore.train.video_faces.make_video_faces`: their own degraded and clean
             crops, landmarks, pack identity, source and time); a share ``video_weight`` of the
             samples is one of them (drawn at random) instead of a pack crop degraded by
             ``preset``. Their references are pack crops of the same person, from the same clip

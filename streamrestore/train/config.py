@@ -39,7 +39,7 @@ from streamrestore.errors import InputError
 from streamrestore.model.config import RestorerConfig, tiny_config
 
 if TYPE_CHECKING:  # pragma: no cover
-    from streamrestore.data.video_faces import VideoFaceSettings
+    from streamrestore.train.video_faces import VideoFaceSettings
 
 __all__ = ["TrainConfig", "load_train_config", "build_model_config", "parse_overrides", "open_training_pack"]
 
@@ -139,11 +139,11 @@ class TrainConfig:
     extra_presets: list = field(default_factory=list)
     preset_weight: float = 1.0
     #: share of the samples that are faces cut from whole degraded clips instead of pack crops
-    #: degraded one by one (:mod:`streamrestore.data.video_faces`; 0: none). They are made once
+    #: degraded one by one (:mod:`streamrestore.train.video_faces`; 0: none). They are made once
     #: from the pack's train-ok clips of the training people and kept in
     #: ``output_dir/video_faces.npz``.
     video_weight: float = 0.0
-    #: how they are made: :class:`~streamrestore.data.video_faces.VideoFaceSettings` fields
+    #: how they are made: :class:`~streamrestore.train.video_faces.VideoFaceSettings` fields
     #: (``frames``, ``draws``, ``max_frames``, ``scale``, ``blur``, ``crf``).
     video_faces: dict = field(default_factory=dict)
     #: the shared media folder the pack's sources are relative to, and the insightface folder
@@ -295,8 +295,8 @@ class TrainConfig:
 
     @property
     def video_settings(self) -> VideoFaceSettings:
-        """:attr:`video_faces` as :class:`~streamrestore.data.video_faces.VideoFaceSettings`."""
-        from streamrestore.data.video_faces import VideoFaceSettings  # noqa: PLC0415
+        """:attr:`video_faces` as :class:`~streamrestore.train.video_faces.VideoFaceSettings`."""
+        from streamrestore.train.video_faces import VideoFaceSettings  # noqa: PLC0415
 
         known = {f.name for f in fields(VideoFaceSettings)}
         unknown = sorted(set(self.video_faces) - known)

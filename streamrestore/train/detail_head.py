@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamrestore.data.video_faces import VideoFaceSettings
 from streamrestore.errors import InputError
 from streamrestore.model.config import DetailHeadSettings
+from streamrestore.train.video_faces import VideoFaceSettings
 
 __all__ = ["DetailHeadTrainConfig", "load_detail_head_config", "make_triples", "make_video_triples",
            "train_detail_head", "main"]
@@ -147,7 +147,7 @@ class DetailHeadTrainConfig:
 
     @property
     def video_settings(self) -> VideoFaceSettings:
-        """The ``video_*`` settings as :class:`~streamrestore.data.video_faces.VideoFaceSettings`."""
+        """The ``video_*`` settings as :class:`~streamrestore.train.video_faces.VideoFaceSettings`."""
         return VideoFaceSettings(frames=self.video_frames, draws=self.video_draws, max_frames=self.video_max_frames,
                                  scale=tuple(self.video_scale), blur=tuple(self.video_blur), crf=tuple(self.video_crf))
 
@@ -251,10 +251,10 @@ def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarr
 
 def make_video_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
     """(degraded, base output, clean) crops of whole-frame degraded clips (``video_frames``;
-    :mod:`streamrestore.data.video_faces`), each restored with 1-2 references of the person."""
-    from streamrestore.data.video_faces import iter_video_faces
+    :mod:`streamrestore.train.video_faces`), each restored with 1-2 references of the person."""
     from streamrestore.model.registry import load_model
     from streamrestore.train.config import load_train_config, open_training_pack
+    from streamrestore.train.video_faces import iter_video_faces
 
     pack, train_ids, _ = open_training_pack(load_train_config(config.unet_config))
     restorer = load_model(config.base_weights, device="cpu")

@@ -288,7 +288,7 @@ class Trainer:
     def _video_faces(self) -> dict[str, np.ndarray]:
         """The faces cut from whole degraded clips (:attr:`TrainConfig.video_faces`), made once and
         kept in ``output_dir/video_faces.npz`` (made again when the settings, seed or pack differ)."""
-        from streamrestore.data.video_faces import make_video_faces  # noqa: PLC0415
+        from streamrestore.train.video_faces import make_video_faces  # noqa: PLC0415
 
         config, path = self.config, self.output_dir / "video_faces.npz"
         key = f"{config.video_settings.key()} seed={config.seed} pack={Path(config.data).resolve()}"
