@@ -9,7 +9,7 @@ import torch
 from streamrestore.errors import InputError
 from streamrestore.model.config import tiny_config
 from streamrestore.train.config import TrainConfig, build_model_config, load_train_config
-from streamrestore.train.loop import StepBatchSampler, Trainer, _lr_lambda, augment_copies
+from streamrestore.train.loop import StepBatchSampler, TimeBudget, Trainer, _lr_lambda, augment_copies
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 IDENTITIES = ("deepface:id01", "deepface:id02", "deepface:id03")
@@ -249,9 +249,27 @@ def test_every_shipped_training_config_loads():
     configs = [load_train_config(p) for p in paths if p.name != "shared_data.toml" and not p.name.endswith("_head.toml")]
     assert len(configs) >= 6 and heads
     for config in configs:  # the files the package does not know of are named by each config
-        assert config.identity_weights.endswith("mobilefacenet_foamliu.pt") and config.judge_models
+        assert config.identity_weights.endswith("mobilefacenet_foamliu.pt")
+        # the judges too, except where a run validates afterwards (a lent GPU does not carry them)
+        assert config.judge_models or config.val_every == 0
     for head in heads:  # a head's samples come from its base model's training config
         assert load_train_config(REPO / head.unet_config).data
+
+
+def test_init_from_the_shipped_lite_takes_its_unet():
+    """The shipped file carries a detail head; a network without one starts from its UNet."""
+    from streamrestore.model.checkpoint import read_model_file
+    from streamrestore.model.restorer import InstantRestoreNet
+    from streamrestore.train.loop import _init_from_file
+
+    config = load_train_config(REPO / "configs/experiments/lite_v9_gpu.toml")
+    net = InstantRestoreNet(config.model)
+    shipped = read_model_file(REPO / config.init_weights).weights_state_dict()
+    state = net.weights_state_dict()
+    assert any(k.startswith("detail_head.") for k in shipped) and not any(k.startswith("detail_head.") for k in state)
+    _init_from_file(net, REPO / config.init_weights)
+    for k, v in net.weights_state_dict().items():
+        assert torch.equal(v, shipped[k].to(v.dtype)), k
 
 
 def test_missing_model_files_are_named(tiny_pack, shared, tmp_path):
@@ -332,6 +350,42 @@ def test_train_command(tiny_pack, shared, tmp_path):
     assert main(["train", str(config), "--resume", "latest", "--no-progress"]) == 0
     assert (tmp_path / "run/model.safetensors").is_file()
     assert main(["train", str(tmp_path / "nope.toml")]) == 2  # a user error, one line, exit code 2
+
+
+def test_schedule_by_time_ends_at_the_lowest_rate(tiny_pack, shared, tmp_path, monkeypatch):
+    config = TrainConfig(data=str(tiny_pack), steps=100, warmup_steps=2, min_lr_ratio=0.1)
+    clock = [0.0]
+    monkeypatch.setattr("streamrestore.train.loop.time.monotonic", lambda: clock[0])
+    budget = TimeBudget(60)
+    factor = _lr_lambda(config, budget)
+    assert factor(50) == pytest.approx(_lr_lambda(config)(50))  # not started: the steps' schedule
+    budget.start()
+    assert factor(1) == pytest.approx(1.0)  # warm-up by steps
+    assert factor(10) == pytest.approx(_lr_lambda(config)(10))  # the steps are further along than the clock
+    clock[0] = 30.0  # half the time, a tenth of the steps: the clock leads
+    assert factor(10) == pytest.approx(0.1 + 0.9 * 0.5)
+    clock[0] = 90.0
+    assert factor(10) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="seconds"):
+        TimeBudget(-1)
+    monkeypatch.undo()
+
+    from streamrestore.cli import main
+
+    table = {"data": str(tiny_pack), "output_dir": str(tmp_path / "run"), "judge_models": str(shared / "models"),
+             "steps": 1000, "warmup_steps": 1, "min_lr_ratio": 0.25, "lr": 1e-3, "batch_size": 2, "val_fraction": 0.3,
+             "val_every": 0, "identity_weight": 0.0, "log_every": 1, "model": {"base": "tiny-pixel"}}
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(table))
+    # The budget counts as spent once the run starts (deterministic), and 0.001 minutes ends the run
+    # after its first step, far from the 1000 steps: the rate is already the lowest there.
+    monkeypatch.setattr(TimeBudget, "used", lambda self: 0.0 if self.started is None else 1.0)
+    assert main(["train", str(path), "--max-minutes", "0.001", "--schedule-by-time", "--no-progress",
+                 "--export", str(tmp_path / "w.safetensors")]) == 0
+    rows = list(csv.DictReader((tmp_path / "run/losses.csv").open()))
+    assert int(rows[-1]["step"]) < 1000 and float(rows[-1]["lr"]) == pytest.approx(0.25e-3, rel=1e-3)
+    assert (tmp_path / "w.safetensors").is_file()
+    assert main(["train", str(path), "--schedule-by-time"]) == 2  # needs --max-minutes
 
 
 def test_eval_only_packs_are_refused(shared, tmp_path):

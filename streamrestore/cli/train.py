@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable. A phase's own settings ([[phases]]) still win over it")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="checkpoint and stop at this step (resume later)")
     p.add_argument("--max-minutes", type=float, help="checkpoint and stop after this much wall time")
+    p.add_argument("--schedule-by-time", action="store_true",
+                   help="with --max-minutes: the learning rate decays over that time (or the steps, whichever ends "
+                        "first), so a run stopped by the clock still ends at its lowest rate (a GPU lent for minutes)")
     p.add_argument("--export", metavar="PATH",
                    help="also write the weights in the shippable format to PATH when the run stops (e.g. at --stop-at); "
                         "the last step always writes <output_dir>/model.safetensors")
@@ -52,10 +55,12 @@ def main(argv: list[str]) -> int:
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     from streamrestore.errors import InputError
     from streamrestore.train.config import load_train_config, parse_overrides
-    from streamrestore.train.loop import Trainer
+    from streamrestore.train.loop import TimeBudget, Trainer
 
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise InputError(f"--max-minutes must be positive, got {args.max_minutes}")
+    if args.schedule_by_time and args.max_minutes is None:
+        raise InputError("--schedule-by-time needs --max-minutes (the time the schedule runs over)")
     if args.threads is not None:
         if args.threads < 1:
             raise InputError(f"--threads must be >= 1, got {args.threads}")
@@ -64,7 +69,8 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     config = load_train_config(args.config, **parse_overrides(args.set), output_dir=args.output_dir, data=args.data,
                                steps=args.steps)
-    trainer = Trainer(config, resume=args.resume)
+    budget = TimeBudget(args.max_minutes * 60) if args.schedule_by_time else None
+    trainer = Trainer(config, resume=args.resume, time_budget=budget)
     log.info("model: %.2f M parameters (%.2f M trained); %d training targets of %d identities, %d held out",
              trainer.num_parameters / 1e6, trainer.num_trainable / 1e6, trainer.targets, len(trainer.train_ids),
              len(trainer.val_ids))

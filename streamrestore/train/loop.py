@@ -128,7 +128,10 @@ def augment_copies(images: torch.Tensor, landmarks: torch.Tensor, generator: tor
 
 
 def _init_from_file(net: InstantRestoreNet, path: str | Path) -> None:
-    """Copy the weights of a shipped model file into ``net`` (same network config required)."""
+    """Copy the weights of a shipped model file into ``net`` (same network config required).
+
+    A file with a detail head (the shipped ``lite``) gives its network's weights: the head is
+    trained on its own base afterwards (``streamrestore.train.detail_head``), never here."""
     from streamrestore.model.checkpoint import read_model_file  # noqa: PLC0415
 
     source = read_model_file(path)
@@ -136,8 +139,12 @@ def _init_from_file(net: InstantRestoreNet, path: str | Path) -> None:
         raise InputError(f"init_weights {path} was built with another network than this config's [model]")
     with torch.no_grad():
         state = net.weights_state_dict()
-        for k, v in source.weights_state_dict().items():
-            state[k].copy_(v.to(state[k].dtype))
+        given = source.weights_state_dict()
+        missing = sorted(set(state) - set(given))
+        if missing:
+            raise InputError(f"init_weights {path} lacks {len(missing)} of the network's weights (e.g. {missing[0]})")
+        for k, v in state.items():
+            v.copy_(given[k].to(v.dtype))
     logger.info("weights initialised from %s", path)
 
 
@@ -181,12 +188,42 @@ class TrainResult:
     validation: list[dict] = field(default_factory=list)
 
 
-def _lr_lambda(config: TrainConfig):
+class TimeBudget:
+    """How much of a wall-time budget a run has used, for a schedule that must end with it.
+
+    Args:
+        seconds: the budget; 0 counts as spent from the start.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        self.seconds = seconds
+        self.started: float | None = None
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+
+    def used(self) -> float:
+        """The share of the budget spent, in [0, 1] (0 before :meth:`start`)."""
+        if self.started is None:
+            return 0.0
+        if self.seconds <= 0:
+            return 1.0
+        return min(1.0, (time.monotonic() - self.started) / self.seconds)
+
+
+def _lr_lambda(config: TrainConfig, budget: TimeBudget | None = None):
+    """Warm-up over ``warmup_steps``, then a cosine from 1 to ``min_lr_ratio`` over the steps, or
+    over ``budget`` (whichever is further along), so a run stopped by its time budget ends at its
+    lowest rate too."""
     def factor(step: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
         span = max(1, config.steps - config.warmup_steps)
         progress = min(1.0, (step - config.warmup_steps) / span)
+        if budget is not None:
+            progress = max(progress, budget.used())
         return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
@@ -208,10 +245,14 @@ class Trainer:
             on GPU (always fp32 on CPU).
         no_ref_probability: share of faces trained without references (keeps the plain
             self-attention path the pipeline uses for unknown people working).
+        time_budget: when given, the learning rate's cosine also runs over this wall time
+            (started by :meth:`train`, which should then get the same ``max_seconds``): for a
+            machine lent for minutes, whose speed is not known before the run. The rate then
+            depends on the clock, so a resumed run does not repeat it exactly.
     """
 
     def __init__(self, config: TrainConfig, resume: str | Path | None = None, accelerator=None,
-                 no_ref_probability: float = 0.1):
+                 no_ref_probability: float = 0.1, time_budget: TimeBudget | None = None):
         from accelerate import Accelerator  # noqa: PLC0415
         from accelerate.utils import set_seed  # noqa: PLC0415
 
@@ -220,6 +261,7 @@ class Trainer:
         #: the whole run (with its phases); :attr:`config` is the phase being trained
         self.plan = config
         self.no_ref_probability = no_ref_probability
+        self.time_budget = time_budget
         if accelerator is None:
             precision = config.mixed_precision if torch.cuda.is_available() else "no"
             accelerator = Accelerator(mixed_precision=precision)
@@ -255,7 +297,7 @@ class Trainer:
         self.num_parameters = sum(p.numel() for p in net.parameters())
         self.num_trainable = sum(p.numel() for p in params)
         optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, time_budget))
         self.model, self.optimizer, self.scheduler = accelerator.prepare(self.model, optimizer, scheduler)
 
         self._build_losses()
@@ -447,6 +489,8 @@ class Trainer:
         last: dict[str, float] = {}
         result = TrainResult(step=self.step)
         started = time.monotonic()
+        if self.time_budget is not None:
+            self.time_budget.start()
         window_start, window_samples = started, 0
         bar = tqdm(total=end, initial=self.step, disable=not (progress and acc.is_main_process),
                    desc="train", dynamic_ncols=True)
@@ -469,14 +513,14 @@ class Trainer:
                 for k in _LOSS_COLUMNS:
                     window[k].append(float(parts[k].detach()))
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == stop:
+                out_of_time = max_seconds is not None and time.monotonic() - started > max_seconds
+                if self.step % cfg.log_every == 0 or self.step == stop or out_of_time:
                     last = self._log(log_path, window, window_start, window_samples)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", refs_self=f"{cfg.self_ref_probability(self.step):.2f}")
                     window = {k: [] for k in _LOSS_COLUMNS}
                     window_start, window_samples = time.monotonic(), 0
                 if cfg.val_every and self.step % cfg.val_every == 0 and self.step < final:
                     result.validation = self.validate()
-                out_of_time = max_seconds is not None and time.monotonic() - started > max_seconds
                 if self.step % cfg.checkpoint_every == 0 or self.step == stop or out_of_time:
                     result.checkpoint = self.save_checkpoint()
                 if out_of_time:

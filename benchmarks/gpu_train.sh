@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A GPU training run of lite's UNet in one command, for a machine lent for minutes (one NVIDIA GPU,
+# no network, a Python image with torch, accelerate, safetensors and OpenCV but without PyAV and
+# diffusers): configs/experiments/lite_v9_gpu.toml.
+#
+# On the development machine (where ../shared, the training pack and the package registries are),
+# fill the git-ignored folder .device-train/ (about 46 MB: PyAV as a .tar.xz, a third smaller than its
+# wheel, so repository + carry stay under a 64 MiB transfer; the wheels the image lacks; the training
+# pack; the identity loss's MobileFaceNet):
+#     bash benchmarks/gpu_train.sh --prepare
+# then, from the repository root on the GPU machine, carrying .device-train/:
+#     MINUTES=8 bash benchmarks/gpu_train.sh       # results go to $OUT (default ./out/gpu_train)
+#
+# It trains for MINUTES of wall time with the learning rate decaying over that time
+# (--schedule-by-time: the machine's speed is not known beforehand) and writes to $OUT: the UNet's
+# weights (lite_v9_unet.safetensors, fp16, loadable with --model PATH), losses.csv (samples/s per
+# logged window) and the log. Then, on the CPU: the detail head on the new base and the benchmarks
+# (the config's header). EXTRA adds `streamrestore train` options (e.g. "--set batch_size=64").
+set -euo pipefail
+CARRY=.device-train
+CONFIG=configs/experiments/lite_v9_gpu.toml
+
+if [[ "${1:-}" == "--prepare" ]]; then
+    SHARED=${STREAMRESTORE_SHARED:-../shared}
+    PACK=${PACK:-runs/trainok3_128.npz}
+    if [[ ! -f "$PACK" ]]; then
+        python -m streamrestore.data --shared "$SHARED" --resolution 128 --frames-per-video 36 --out "$PACK"
+    fi
+    rm -rf "$CARRY" && mkdir -p "$CARRY/wheels"
+    tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
+    pin() { grep -iE "^$1==" constraints.txt; }
+    pip download -q --no-deps --python-version 3.12 --implementation cp --only-binary=:all: \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+        -d "$tmp" "$(pin av)"
+    mkdir "$tmp/site" && unzip -q "$tmp"/av-*.whl -d "$tmp/site"
+    tar cf - -C "$tmp/site" . | xz -9 -T2 > "$CARRY/av.tar.xz"
+    pip download -q --no-deps -d "$CARRY/wheels" "$(pin diffusers)" "$(pin importlib_metadata)" "$(pin pytorch-msssim)"
+    cp "$PACK" "$CARRY/trainok3_128.npz"
+    cp "$SHARED/models/recog/mobilefacenet_foamliu.pt" "$CARRY/"
+    du -sh "$CARRY"
+    exit 0
+fi
+
+OUT=${OUT:-out/gpu_train}
+MINUTES=${MINUTES:-8}
+SITE=${SITE:-/tmp/streamrestore-site}
+mkdir -p "$OUT" "$SITE"
+for f in "$CARRY/av.tar.xz" "$CARRY/trainok3_128.npz" "$CARRY/mobilefacenet_foamliu.pt"; do
+    [[ -f "$f" ]] || { echo "missing $f: run 'bash benchmarks/gpu_train.sh --prepare' first and carry $CARRY" >&2; exit 2; }
+done
+tar xJf "$CARRY/av.tar.xz" -C "$SITE"
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$CARRY"/wheels/*.whl
+export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi") > "$OUT/gpu.csv"
+python3 -c "import torch, av, diffusers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__, 'diffusers', diffusers.__version__)" | tee "$OUT/versions.txt"
+# shellcheck disable=SC2086  # EXTRA is a list of options
+python3 -m streamrestore.cli train "$CONFIG" --max-minutes "$MINUTES" --schedule-by-time --no-progress \
+    --export "$OUT/lite_v9_unet.safetensors" ${EXTRA:-} 2>&1 | tee "$OUT/train.log"
+cp runs/lite_v9_gpu/losses.csv "$OUT/" || echo "no losses.csv (no step logged)"
