@@ -386,6 +386,9 @@ def test_schedule_by_time_ends_at_the_lowest_rate(tiny_pack, shared, tmp_path, m
     assert int(rows[-1]["step"]) < 1000 and float(rows[-1]["lr"]) == pytest.approx(0.25e-3, rel=1e-3)
     assert (tmp_path / "w.safetensors").is_file()
     assert main(["train", str(path), "--schedule-by-time"]) == 2  # needs --max-minutes
+    # the library: a trainer given only a budget stops when it is spent
+    trainer = Trainer(load_train_config(path, output_dir=str(tmp_path / "lib")), time_budget=TimeBudget(0))
+    assert trainer.train(progress=False).step == 1
 
 
 def test_eval_only_packs_are_refused(shared, tmp_path):

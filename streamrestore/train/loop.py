@@ -246,9 +246,9 @@ class Trainer:
         no_ref_probability: share of faces trained without references (keeps the plain
             self-attention path the pipeline uses for unknown people working).
         time_budget: when given, the learning rate's cosine also runs over this wall time
-            (started by :meth:`train`, which should then get the same ``max_seconds``): for a
-            machine lent for minutes, whose speed is not known before the run. The rate then
-            depends on the clock, so a resumed run does not repeat it exactly.
+            (started by :meth:`train`, which also stops there unless given another
+            ``max_seconds``): for a machine lent for minutes, whose speed is not known before the
+            run. The rate then depends on the clock, so a resumed run does not repeat it exactly.
     """
 
     def __init__(self, config: TrainConfig, resume: str | Path | None = None, accelerator=None,
@@ -491,6 +491,7 @@ class Trainer:
         started = time.monotonic()
         if self.time_budget is not None:
             self.time_budget.start()
+            max_seconds = self.time_budget.seconds if max_seconds is None else max_seconds
         window_start, window_samples = started, 0
         bar = tqdm(total=end, initial=self.step, disable=not (progress and acc.is_main_process),
                    desc="train", dynamic_ncols=True)
