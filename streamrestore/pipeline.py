@@ -13,7 +13,7 @@ import weakref
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -444,7 +444,7 @@ class FaceRestorer:
         restored: torch.Tensor | np.ndarray  # the restorer's tensor, then its uint8 crops
         with torch.inference_mode():
             restored, added, seconds = self._restore_beside_detail(
-                lambda: self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds), crops, prepared)
+                lambda: self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds), crops, prepared, ids)
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
@@ -472,11 +472,12 @@ class FaceRestorer:
         return crops, result
 
     def _restore_beside_detail(self, restore: Callable[[], torch.Tensor], crops: Sequence[np.ndarray],
-                               prepared: list[PreparedReferences | None]
+                               prepared: list[PreparedReferences | None], ids: Sequence[Hashable]
                                ) -> tuple[torch.Tensor, list[np.ndarray | None] | None, float]:
         """``restore()`` run while the worker thread computes the reference detail of ``crops``
-        (uint8 input faces): ``(restored, details, worker seconds)``; ``details`` is None when the
-        stage has nothing to do, else one per face (None where it has no references)."""
+        (uint8 input faces, of the tracks ``ids``): ``(restored, details, worker seconds)``;
+        ``details`` is None when the stage has nothing to do, else one per face (None where it has
+        no references). How well each face's references matched goes to its track's stats."""
         if not self._reference_detail.config.enabled or all(p is None for p in prepared):
             return restore(), None, 0.0
         details = self._start_detail(crops, prepared)
@@ -485,21 +486,25 @@ class FaceRestorer:
         except BaseException:  # the worker finishes first; the restore's error is the one raised
             wait([details])
             raise
-        added, seconds = details.result()
-        return restored, added, seconds
+        results, seconds = details.result()
+        for tid, result in zip(ids, results):
+            if result is not None:
+                self.stats.add_reference_match(tid, result[1])
+        return restored, [None if r is None else r[0] for r in results], seconds
 
     def _start_detail(self, crops: Sequence[np.ndarray], prepared: list[PreparedReferences | None]) -> Future:
-        """The reference detail of each face (None where it has no references), computed by the
-        worker thread; its result is ``(details, seconds)``."""
+        """The reference detail of each face (``(detail, match)`` as :meth:`ReferenceDetail.detail`
+        gives it, or None where it has no references), computed by the worker thread; its result
+        is ``(results, seconds)``."""
         if self._detail_worker is None:
             self._detail_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrestore-detail")
             # its thread ends with this object (batch chunks, eval and bench make many of them)
             weakref.finalize(self, self._detail_worker.shutdown, wait=False)
         stage = self._reference_detail
 
-        def work() -> tuple[list[np.ndarray | None], float]:
+        def work() -> tuple[list[tuple[np.ndarray, float] | None], float]:
             t0 = time.perf_counter()
-            out = [None if p is None else stage.detail(c, p)[0] for c, p in zip(crops, prepared)]
+            out = [None if p is None else stage.detail(c, p) for c, p in zip(crops, prepared)]
             return out, time.perf_counter() - t0
 
         return self._detail_worker.submit(work)
@@ -517,7 +522,7 @@ class FaceRestorer:
             # the reference detail's flow, which then runs on the CPU while the device restores
             host_crops = _to_uint8(crops)
             restored, added, seconds = self._restore_beside_detail(
-                lambda: self.restorer.restore(crops, caches, **seeds).float(), list(host_crops), prepared)
+                lambda: self.restorer.restore(crops, caches, **seeds).float(), list(host_crops), prepared, ids)
             t2 = time.perf_counter()
             self.stats.add_time("restore", t2 - t1)
             if added is not None:

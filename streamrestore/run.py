@@ -56,6 +56,15 @@ class TrackStats:
     faces: int = 0  # frames in which the track had a face (restored or left alone)
     left_alone: int = 0  # of those, faces not restored (--unmatched skip, beyond --max-faces)
     scores: dict = field(default_factory=dict)  # reference set -> similarity, when matched by embedding
+    match_sum: float = 0.0  # sum over its faces of the reference detail stage's match (0-1)
+    match_faces: int = 0  # faces that went through that stage
+
+    @property
+    def reference_match(self) -> float | None:
+        """How well the track's reference photos matched its face, averaged over its faces: the
+        reference detail stage's mean weight (0: they explain nothing of it, so nothing of them is
+        added; 1: everywhere). None when the stage did not run for this track."""
+        return self.match_sum / self.match_faces if self.match_faces else None
 
 
 def _n(count: int, word: str, plural: str | None = None) -> str:
@@ -64,6 +73,14 @@ def _n(count: int, word: str, plural: str | None = None) -> str:
 
 #: tracks listed one per line in the summary; the rest are counted on one line
 SUMMARY_TRACKS = 20
+
+#: a track whose reference photos match its face less than this (TrackStats.reference_match)
+#: gets a warning in the summary. Measured on the video benchmark (lite v7, 48 frames): frames of
+#: the same footage as references match 0.76-0.80, another clip of the same session 0.28, two
+#: studio photos 0.28, frames of a differently lit clip 0.06 (there the stage adds nothing)
+POOR_REFERENCE_MATCH = 0.15
+#: ... once it has this many faces (a few frames can fall on a turned head or a blink)
+POOR_MATCH_MIN_FACES = 10
 
 
 @dataclass
@@ -123,6 +140,18 @@ class RunStats:
         self.track_ids.add(track_id)
         self.identities[track_id] = identity
 
+    def add_reference_match(self, track_id, match: float) -> None:
+        """Adds one face's reference match (the reference detail stage's mean weight, 0-1) to
+        its track, which :meth:`add_face` has already counted."""
+        track = self.per_track[track_id]
+        track.match_sum += match
+        track.match_faces += 1
+
+    def poorly_matched(self) -> list:
+        """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``)."""
+        return [tid for tid, t in self.per_track.items() if t.match_faces >= POOR_MATCH_MIN_FACES
+                and t.reference_match is not None and t.reference_match < POOR_REFERENCE_MATCH]
+
     def _timing(self) -> str:
         if self.seconds > 0:
             loop = self.seconds - self.startup_seconds
@@ -144,6 +173,8 @@ class RunStats:
         text = f"  track {track_id}: {who}, {span}, {_n(track.faces, 'face')}"
         if track.left_alone:
             text += f" ({track.left_alone} left alone)"
+        if track.reference_match is not None:
+            text += f"; references match {track.reference_match:.2f}"
         if verbose and track.scores:
             ranked = sorted(track.scores.items(), key=lambda item: -item[1])
             text += "; similarity " + ", ".join(f"{name} {score:.2f}" for name, score in ranked)
@@ -178,6 +209,11 @@ class RunStats:
             text += f", skipped faces: {self.skipped_faces}"
         if self.frames and not self.frames_with_faces:
             text += "\nno faces were found: the frames passed through unchanged"
+        for tid in self.poorly_matched():
+            track = self.per_track[tid]
+            text += (f"\nwarning: track {tid} ({track.identity}): its reference photos match the face poorly "
+                     f"({track.reference_match:.2f} of 1; photos from the same footage match ~0.8), so little of "
+                     "their detail is used: photos in the video's light and pose help most")
         for p in self.problems:
             text += f"\nwarning: {p}"
         return text
