@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Protocol, TextIO, Union
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Literal, Protocol, TextIO, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.pipeline import FaceRestorer
@@ -58,13 +58,17 @@ class TrackStats:
     scores: dict = field(default_factory=dict)  # reference set -> similarity, when matched by embedding
     match_sum: float = 0.0  # sum over its faces of the reference detail stage's match (0-1)
     match_faces: int = 0  # faces that went through that stage
+    match_identity: str | None = None  # whose photos they were (a track's identity may change early on)
 
     @property
     def reference_match(self) -> float | None:
-        """How well the track's reference photos matched its face, averaged over its faces: the
-        reference detail stage's mean weight (0: they explain nothing of it, so nothing of them is
-        added; 1: everywhere). None when the stage did not run for this track."""
-        return self.match_sum / self.match_faces if self.match_faces else None
+        """How well the photos of the track's identity matched its face, averaged over its faces:
+        the reference detail stage's mean weight (0: they explain nothing of it, so nothing of
+        them is added; 1: everywhere), before the quality gate decides how much of the change a
+        face gets. None when the stage did not run for this track with its current identity."""
+        if not self.match_faces or self.match_identity != self.identity:
+            return None
+        return self.match_sum / self.match_faces
 
 
 def _n(count: int, word: str, plural: str | None = None) -> str:
@@ -140,17 +144,20 @@ class RunStats:
         self.track_ids.add(track_id)
         self.identities[track_id] = identity
 
-    def add_reference_match(self, track_id, match: float) -> None:
+    def add_reference_match(self, track_id: Hashable, match: float) -> None:
         """Adds one face's reference match (the reference detail stage's mean weight, 0-1) to
-        its track, which :meth:`add_face` has already counted."""
+        its track, which :meth:`add_face` has already counted with its identity. A track whose
+        identity changed starts its average again: another person's photos were matched."""
         track = self.per_track[track_id]
+        if track.match_identity != track.identity:
+            track.match_identity, track.match_sum, track.match_faces = track.identity, 0.0, 0
         track.match_sum += match
         track.match_faces += 1
 
     def poorly_matched(self) -> list:
         """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``)."""
-        return [tid for tid, t in self.per_track.items() if t.match_faces >= POOR_MATCH_MIN_FACES
-                and t.reference_match is not None and t.reference_match < POOR_REFERENCE_MATCH]
+        return [tid for tid, t in self.per_track.items() if t.reference_match is not None
+                and t.match_faces >= POOR_MATCH_MIN_FACES and t.reference_match < POOR_REFERENCE_MATCH]
 
     def _timing(self) -> str:
         if self.seconds > 0:
