@@ -67,6 +67,37 @@ def test_new_photos_or_settings_adapt_again(base, tmp_path):
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
 
 
+def test_blend_reuses_the_cached_fine_tune_and_interpolates_the_weights(base, tmp_path):
+    photos = _photos(10)
+    full = AdaptedRestorer(base, AdaptConfig(steps=3, cache_dir=str(tmp_path)))
+    full.encode_references(photos)
+    half = AdaptedRestorer(base, AdaptConfig(steps=3, blend=0.5, cache_dir=str(tmp_path)))
+    none = AdaptedRestorer(base, AdaptConfig(steps=3, blend=0.0, cache_dir=str(tmp_path)))
+    key = full.key(photos)
+    assert half.key(photos) == key and none.key(photos) == key  # one fine-tune serves every blend
+    half.encode_references(photos)
+    none.encode_references(photos)
+    assert half.adapt_seconds[key] == 0.0 and none.adapt_seconds[key] == 0.0
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    base_w = base.net.unet.state_dict()
+    full_w, half_w, none_w = (r._adapted[key].net.unet.state_dict() for r in (full, half, none))
+    moved = [k for k in base_w if base_w[k].is_floating_point() and not torch.equal(full_w[k], base_w[k])]
+    assert moved  # the fine-tune changed weights, and the blends sit where they should
+    for k in moved:
+        torch.testing.assert_close(half_w[k], (base_w[k] + full_w[k]) / 2)
+        torch.testing.assert_close(none_w[k], base_w[k])
+    faces = _photos(11, 2)
+    cache = none.encode_references(photos)
+    torch.testing.assert_close(_restore(none, faces, [cache, cache]),
+                               _restore(base, faces, [base.encode_references(photos)] * 2))
+
+
+@pytest.mark.parametrize("blend", [-0.1, 1.5, float("nan")])
+def test_blend_out_of_range_is_refused(blend):
+    with pytest.raises(ValueError, match="blend"):
+        AdaptConfig(blend=blend)
+
+
 def test_a_damaged_cache_file_is_rebuilt(base, tmp_path):
     config = AdaptConfig(steps=1, cache_dir=str(tmp_path))
     photos = _photos(3)
@@ -119,3 +150,16 @@ def test_cli_rejects_bad_adapt_steps(capsys):
 
     assert main(["in.mp4", "--adapt", "--adapt-steps", "0"]) == 2
     assert "--adapt-steps" in capsys.readouterr().err
+
+
+def test_cli_rejects_a_bad_adapt_blend_and_passes_a_good_one(capsys):
+    import argparse
+
+    from streamrestore.cli import main
+    from streamrestore.cli.options import adapt_from_args
+
+    assert main(["in.mp4", "--adapt", "--adapt-blend", "1.5"]) == 2
+    assert "--adapt-blend" in capsys.readouterr().err
+    args = argparse.Namespace(adapt=True, adapt_steps=None, adapt_blend=0.5)
+    assert adapt_from_args(args) == AdaptConfig(blend=0.5)
+    assert adapt_from_args(argparse.Namespace(adapt=False, adapt_steps=None, adapt_blend=0.5)) is None

@@ -27,7 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-from streamrestore.cli.options import add_reference_detail_option, reference_detail_from_args
+from streamrestore.cli.options import (
+    adapt_from_args,
+    add_adapt_options,
+    add_reference_detail_option,
+    reference_detail_from_args,
+)
 from streamrestore.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
@@ -90,10 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.15, help="hold-out fraction of --split (as in training)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split (as in training)")
     p.add_argument("--no-dlib", action="store_true", help="skip the dlib judge (slowest)")
-    p.add_argument("--adapt", action="store_true",
-                   help="fine-tune the model on each person's references before restoring with them "
-                        "(streamrestore.model.adapt; minutes per person, cached on disk)")
-    p.add_argument("--adapt-steps", type=int, default=100, metavar="N", help="steps per person with --adapt (100)")
+    add_adapt_options(p)
     add_reference_detail_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
     v = p.add_argument_group("video evaluation (--video)")
@@ -120,13 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _restorer(args: argparse.Namespace, load_restorer):
     """The restorer to evaluate; with ``--adapt`` wrapped to adapt per person (eager)."""
-    if args.adapt_steps < 1:
-        raise InputError(f"--adapt-steps must be at least 1, got {args.adapt_steps}")
-    if not args.adapt:
+    adapt = adapt_from_args(args)
+    if adapt is None:
         return load_restorer(args.model, device=args.device, backend=getattr(args, "backend", "auto"))
-    from streamrestore.model.adapt import AdaptConfig, AdaptedRestorer
+    from streamrestore.model.adapt import AdaptedRestorer
 
-    return AdaptedRestorer(load_restorer(args.model, device=args.device, backend=None), AdaptConfig(steps=args.adapt_steps))
+    return AdaptedRestorer(load_restorer(args.model, device=args.device, backend=None), adapt)
 
 
 def main(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from streamrestore.errors import OutputError, UserError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.model.adapt import AdaptConfig
     from streamrestore.pipeline import PipelineConfig
     from streamrestore.reference_detail import ReferenceDetailConfig
     from streamrestore.temporal import TemporalConfig
@@ -21,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "FAST_VAE_HELP",
+    "adapt_from_args",
+    "add_adapt_options",
     "add_encoder_options",
     "add_model_options",
     "add_reference_detail_option",
@@ -129,6 +132,31 @@ def reference_detail_from_args(args: argparse.Namespace) -> ReferenceDetailConfi
         return ReferenceDetailConfig(strength=strength)
     except ValueError as exc:
         raise UserError(f"--reference-detail: {exc}") from None
+
+
+def add_adapt_options(p: argparse.ArgumentParser) -> None:
+    """Per-identity adaptation (``streamrestore.model.adapt.AdaptConfig``): ``--adapt`` and its settings."""
+    p.add_argument("--adapt", action="store_true",
+                   help="fine-tune the model on each person's reference photos first (lite; a few minutes per "
+                        "person on a CPU, once: cached in ~/.cache/streamrestore/adapted); stronger identity")
+    p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                   help="fine-tuning steps per person with --adapt (default 100)")
+    p.add_argument("--adapt-blend", type=float, default=None, metavar="F",
+                   help="how much of the fine-tune's weight change is used with --adapt, in [0, 1] (default 1; "
+                        "a lower blend reuses the cached fine-tune; docs/video_eval.md)")
+
+
+def adapt_from_args(args: argparse.Namespace) -> AdaptConfig | None:
+    """The ``AdaptConfig`` of ``--adapt`` (None without it); raises UserError on a bad setting."""
+    from streamrestore.model.adapt import AdaptConfig
+
+    changes = {name: value for name, value in (("steps", args.adapt_steps), ("blend", args.adapt_blend))
+               if value is not None}
+    try:
+        config = AdaptConfig(**changes)
+    except ValueError as exc:
+        raise UserError(f"--adapt-{str(exc).split()[0]}: {exc}") from None
+    return config if args.adapt else None
 
 
 def temporal_from_args(args: argparse.Namespace) -> TemporalConfig:

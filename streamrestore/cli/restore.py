@@ -11,6 +11,8 @@ import sys
 
 from streamrestore._version import __version__
 from streamrestore.cli.options import (
+    adapt_from_args,
+    add_adapt_options,
     add_encoder_options,
     add_model_options,
     add_reference_detail_option,
@@ -48,25 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
-    p.add_argument("--adapt", action="store_true",
-                   help="fine-tune the model on each person's reference photos first (lite; a few minutes per "
-                        "person on a CPU, once: cached in ~/.cache/streamrestore/adapted); stronger identity")
-    p.add_argument("--adapt-steps", type=int, default=100, metavar="N",
-                   help="fine-tuning steps per person with --adapt (default 100)")
+    add_adapt_options(p)
     p.add_argument("--no-progress", action="store_true",
                    help="no progress display (by default a bar on a terminal, else a plain line every few seconds)")
     return p
-
-
-def adapt_config(args: argparse.Namespace):
-    """The per-identity adaptation asked for (``--adapt``), or None."""
-    if args.adapt_steps < 1:
-        raise UserError(f"--adapt-steps must be at least 1, got {args.adapt_steps}")
-    if not args.adapt:
-        return None
-    from streamrestore.model.adapt import AdaptConfig
-
-    return AdaptConfig(steps=args.adapt_steps)
 
 
 def main(argv: list[str]) -> int:
@@ -78,7 +65,7 @@ def main(argv: list[str]) -> int:
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
     config = pipeline_config(args)
-    adapt = adapt_config(args)
+    adapt = adapt_from_args(args)
     set_torch_threads(args.torch_threads)
     from streamrestore.api import restore_video
     from streamrestore.pipeline import FaceRestorer, check_model_options, check_references

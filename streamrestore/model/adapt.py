@@ -51,6 +51,10 @@ class AdaptConfig:
         min_photos: fewer usable photos than this and the identity is not adapted (default 2:
             with one photo every pair would show the model its own answer).
         seed: seed of the degradation and sampling draws (the same photos give the same weights).
+        blend: how much of the fine-tune's weight change is used (1.0: all of it; 0.5: the
+            weights halfway between the base and the adapted ones). Applied when the adapted
+            weights are loaded, so it is not part of the cache key: another blend reuses the
+            cached fine-tune.
         cache_dir: where adapted weights are kept (None: :func:`default_cache_dir`).
     """
 
@@ -60,6 +64,7 @@ class AdaptConfig:
     references_per_sample: int = 2
     min_photos: int = 2
     seed: int = 0
+    blend: float = 1.0
     cache_dir: str | None = None
 
     def __post_init__(self):
@@ -68,11 +73,14 @@ class AdaptConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.blend <= 1.0:
+            raise ValueError(f"blend must be in [0, 1], got {self.blend}")
 
     def key_fields(self) -> dict:
         """What the adapted weights depend on (the cache folder does not)."""
         data = asdict(self)
         data.pop("cache_dir")
+        data.pop("blend")
         return data
 
 
@@ -216,6 +224,10 @@ class AdaptedRestorer:
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
             tmp.replace(path)
         net = copy.deepcopy(self.base.net).to("cpu", torch.float32)
+        if self.config.blend < 1.0:
+            base_state = net.unet.state_dict()
+            state = {k: base_state[k] + self.config.blend * (v.to(base_state[k].dtype) - base_state[k])
+                     if base_state[k].is_floating_point() else v for k, v in state.items()}
         net.unet.load_state_dict(state)
         restorer = InstantRestorer(net, device=self.base.device, dtype=self.base.dtype, name=self.name)
         self._adapted[key] = restorer
