@@ -69,7 +69,7 @@ def test_new_photos_or_settings_adapt_again(base, tmp_path):
 
 def test_blend_reuses_the_cached_fine_tune_and_interpolates_the_weights(base, tmp_path):
     photos = _photos(10)
-    full = AdaptedRestorer(base, AdaptConfig(steps=3, cache_dir=str(tmp_path)))
+    full = AdaptedRestorer(base, AdaptConfig(steps=3, blend=1.0, cache_dir=str(tmp_path)))
     full.encode_references(photos)
     half = AdaptedRestorer(base, AdaptConfig(steps=3, blend=0.5, cache_dir=str(tmp_path)))
     none = AdaptedRestorer(base, AdaptConfig(steps=3, blend=0.0, cache_dir=str(tmp_path)))
@@ -108,11 +108,14 @@ def test_a_damaged_cache_file_is_rebuilt(base, tmp_path):
     assert restorer.adapt_seconds[key] > 0
 
 
-def test_one_photo_is_not_adapted(base, tmp_path):
+@pytest.mark.parametrize("count", [1, 2])
+def test_one_or_two_photos_are_not_adapted(base, tmp_path, caplog, count):
     restorer = AdaptedRestorer(base, AdaptConfig(steps=1, cache_dir=str(tmp_path)))
-    photos = _photos(4, 1)
-    cache = restorer.encode_references(photos)
+    photos = _photos(4, count)
+    with caplog.at_level("WARNING", logger="streamrestore.model.adapt"):
+        cache = restorer.encode_references(photos)
     assert not restorer.adapt_seconds and not list(tmp_path.iterdir())
+    assert f"{count} reference photo(s)" in caplog.text and "at least 3" in caplog.text
     faces = _photos(5, 1)
     assert torch.equal(_restore(restorer, faces, [cache]), _restore(base, faces, [base.encode_references(photos)]))
 
@@ -160,6 +163,6 @@ def test_cli_rejects_a_bad_adapt_blend_and_passes_a_good_one(capsys):
 
     assert main(["in.mp4", "--adapt", "--adapt-blend", "1.5"]) == 2
     assert "--adapt-blend" in capsys.readouterr().err
-    args = argparse.Namespace(adapt=True, adapt_steps=None, adapt_blend=0.5)
-    assert adapt_from_args(args) == AdaptConfig(blend=0.5)
+    args = argparse.Namespace(adapt=True, adapt_steps=None, adapt_blend=0.25)
+    assert adapt_from_args(args) == AdaptConfig(blend=0.25)
     assert adapt_from_args(argparse.Namespace(adapt=False, adapt_steps=None, adapt_blend=0.5)) is None

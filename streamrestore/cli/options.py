@@ -142,8 +142,8 @@ def add_adapt_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
                    help="fine-tuning steps per person with --adapt (default 100)")
     p.add_argument("--adapt-blend", type=float, default=None, metavar="F",
-                   help="how much of the fine-tune's weight change is used with --adapt, in [0, 1] (default 1; "
-                        "a lower blend reuses the cached fine-tune; docs/video_eval.md)")
+                   help="how much of the fine-tune's weight change is used with --adapt, in [0, 1] (default 0.5; "
+                        "another blend reuses the cached fine-tune; docs/video_eval.md)")
 
 
 def adapt_from_args(args: argparse.Namespace) -> AdaptConfig | None:

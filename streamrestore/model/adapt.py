@@ -48,13 +48,18 @@ class AdaptConfig:
         lr: AdamW learning rate (default 5e-5: a tenth of lite's training rate, so 100 steps
             specialise the model without forgetting how to restore).
         references_per_sample: the person's other photos shown as references per pair (2).
-        min_photos: fewer usable photos than this and the identity is not adapted (default 2:
-            with one photo every pair would show the model its own answer).
+        min_photos: fewer usable photos than this and the identity is not adapted (default 3:
+            with one photo every pair would show the model its own answer, and with two each
+            photo's only reference is the other one; Obama's two studio photos lost face PSNR
+            with every lite adapted to them: lite v7 −0.30 dB against the input at blend 1,
+            −0.13 dB against not adapting at blend 0.5; docs/video_eval.md, "Session 18").
         seed: seed of the degradation and sampling draws (the same photos give the same weights).
-        blend: how much of the fine-tune's weight change is used (1.0: all of it; 0.5: the
-            weights halfway between the base and the adapted ones). Applied when the adapted
-            weights are loaded, so it is not part of the cache key: another blend reuses the
-            cached fine-tune.
+        blend: how much of the fine-tune's weight change is used (1.0: all of it; the default
+            0.5: the weights halfway between the base and the adapted ones). Applied when the
+            adapted weights are loaded, so it is not part of the cache key: another blend reuses
+            the cached fine-tune. On the video benchmark 0.5 kept more face PSNR than 1.0 on all
+            eight clips and less flicker, for less of the identity gain on the clips whose
+            references are frames of the same person (docs/video_eval.md, "Session 18").
         cache_dir: where adapted weights are kept (None: :func:`default_cache_dir`).
     """
 
@@ -62,9 +67,9 @@ class AdaptConfig:
     batch_size: int = 4
     lr: float = 5e-5
     references_per_sample: int = 2
-    min_photos: int = 2
+    min_photos: int = 3
     seed: int = 0
-    blend: float = 1.0
+    blend: float = 0.5
     cache_dir: str | None = None
 
     def __post_init__(self):
@@ -77,10 +82,11 @@ class AdaptConfig:
             raise ValueError(f"blend must be in [0, 1], got {self.blend}")
 
     def key_fields(self) -> dict:
-        """What the adapted weights depend on (the cache folder does not)."""
+        """What the adapted weights depend on (the cache folder, the blend and the photo count
+        needed do not)."""
         data = asdict(self)
-        data.pop("cache_dir")
-        data.pop("blend")
+        for name in ("cache_dir", "blend", "min_photos"):
+            data.pop(name)
         return data
 
 
@@ -235,6 +241,9 @@ class AdaptedRestorer:
 
     def encode_references(self, faces: torch.Tensor) -> ReferenceCache:
         if faces.shape[0] < self.config.min_photos:
+            log.warning("%d reference photo(s) of this person: adaptation needs at least %d (with fewer it "
+                        "learns the photos themselves); restoring without it", faces.shape[0],
+                        self.config.min_photos)
             return self.base.encode_references(faces)
         key = self.key(faces)
         restorer = self._restorer_for(faces, key)
