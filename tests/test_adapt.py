@@ -114,8 +114,10 @@ def test_one_or_two_photos_are_not_adapted(base, tmp_path, caplog, count):
     photos = _photos(4, count)
     with caplog.at_level("WARNING", logger="streamrestore.model.adapt"):
         cache = restorer.encode_references(photos)
+        restorer.encode_references(photos)  # a second person with too few photos: no second warning
     assert not restorer.adapt_seconds and not list(tmp_path.iterdir())
     assert f"{count} reference photo(s)" in caplog.text and "at least 3" in caplog.text
+    assert caplog.text.count("reference photo(s)") == 1
     faces = _photos(5, 1)
     assert torch.equal(_restore(restorer, faces, [cache]), _restore(base, faces, [base.encode_references(photos)]))
 

@@ -188,13 +188,14 @@ class AdaptedRestorer:
         self._by_cache: dict[int, tuple[ReferenceCache, str]] = {}  # id(cache) -> (cache, key)
         #: seconds spent adapting per key (0 when loaded from the disk cache)
         self.adapt_seconds: dict[str, float] = {}
+        self._warned_too_few = False  # the too-few-photos warning is said once, not per person
 
     def key(self, faces: torch.Tensor) -> str:
         """The adapted weights' key: the photos, the base model (detail head included: the UNet
         adapts through it) and the settings."""
         digest = hashlib.sha256(reference_key(faces, self.base.fingerprint).encode())
         head = getattr(self.base, "detail_head_fingerprint", "none")
-        if head != "none":  # models without a head keep the keys they always had
+        if head != "none":  # models without a head hash no head fingerprint
             digest.update(head.encode())
         digest.update(json.dumps({**self.config.key_fields(), "mix": _MIX}, sort_keys=True).encode())
         return digest.hexdigest()[:32]
@@ -241,9 +242,11 @@ class AdaptedRestorer:
 
     def encode_references(self, faces: torch.Tensor) -> ReferenceCache:
         if faces.shape[0] < self.config.min_photos:
-            log.warning("%d reference photo(s) of this person: adaptation needs at least %d (with fewer it "
-                        "learns the photos themselves); restoring without it", faces.shape[0],
-                        self.config.min_photos)
+            if not self._warned_too_few:
+                log.warning("%d reference photo(s) of a person: adaptation needs at least %d (with fewer it "
+                            "learns the photos themselves); people with fewer photos are restored without it",
+                            faces.shape[0], self.config.min_photos)
+                self._warned_too_few = True
             return self.base.encode_references(faces)
         key = self.key(faces)
         restorer = self._restorer_for(faces, key)
