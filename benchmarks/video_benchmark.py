@@ -35,23 +35,29 @@ def shared_root(given: str | None) -> Path:
     return Path(env) if env else REPO.parent / "shared"
 
 
-def frames_of_other_clip(video: Path, count: int, folder: Path) -> Path:
-    """``count`` frames evenly spaced over ``video`` as PNGs in ``folder`` (made once)."""
+def frames_of_other_clip(video: Path, count: int, folder: Path, span: tuple[float, float] = (0.0, 1.0)) -> Path:
+    """``count`` frames evenly spaced over the ``span`` (fractions of its length) of ``video`` as PNGs in
+    ``folder`` (made once)."""
     import av
     import cv2
 
+    start, end = span
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"refs_span must be two fractions 0 <= start < end <= 1, got {list(span)}")
     done = folder / ".done"
-    if done.is_file() and done.read_text() == f"{video}:{count}":
+    stamp = f"{video}:{count}" + (f":{start}-{end}" if span != (0.0, 1.0) else "")
+    if done.is_file() and done.read_text() == stamp:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.png"):
         old.unlink()
     with av.open(str(video)) as container:
         frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
-    picks = sorted({int((k + 0.5) * len(frames) / count) for k in range(count)})
+    first, last = int(start * len(frames)), int(end * len(frames))
+    picks = sorted({first + int((k + 0.5) * (last - first) / count) for k in range(count)})
     for index in picks:
         cv2.imwrite(str(folder / f"frame_{index:05d}.png"), frames[index])
-    done.write_text(f"{video}:{count}")
+    done.write_text(stamp)
     return folder
 
 
@@ -106,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         if "refs" in clip:
             refs = shared / clip["refs"]
         else:
+            span = tuple(float(f) for f in clip.get("refs_span", (0.0, 1.0)))
             refs = frames_of_other_clip(shared / clip["refs_from"], int(clip.get("refs_frames", 4)),
-                                        out / "refs" / clip["name"])
+                                        out / "refs" / clip["name"], span)  # type: ignore[arg-type]
         for preset in presets:
             table = out / model_name / f"{clip['name']}_{preset}.json"
             if args.degraded_dir:

@@ -65,3 +65,27 @@ def test_degraded_copies_are_made_once_and_reused(tmp_path, monkeypatch):
     # without --degraded-dir every run degrades for itself, as before
     assert bench.main(["--config", str(config), "--shared", str(shared), "--out", str(tmp_path / "c")]) == 0
     assert "--degraded" not in calls[-1] and calls[-1][calls[-1].index("--degrade") + 1] == "default"
+
+
+def test_references_from_a_span_of_a_clip(tmp_path):
+    import cv2
+    import numpy as np
+    import pytest
+
+    def picture(i):  # frame i is uniformly grey level 10 * i: the kept frames say which they were
+        return np.full((64, 96, 3), 10 * i, np.uint8)
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=20, picture=picture, options={"crf": "0"})
+    bench = _benchmark_module()
+    second_half = bench.frames_of_other_clip(clip, 4, tmp_path / "half", (0.5, 1.0))
+    names = sorted(p.name for p in second_half.glob("*.png"))
+    assert names == ["frame_00011.png", "frame_00013.png", "frame_00016.png", "frame_00018.png"]
+    assert abs(float(cv2.imread(str(second_half / names[0])).mean()) - 110) < 3
+    whole = bench.frames_of_other_clip(clip, 4, tmp_path / "whole")
+    assert sorted(p.name for p in whole.glob("*.png"))[0] == "frame_00002.png"
+    # the same folder asked for another span is made again, not reused
+    again = bench.frames_of_other_clip(clip, 4, tmp_path / "half", (0.0, 0.5))
+    assert sorted(p.name for p in again.glob("*.png"))[-1] == "frame_00008.png"
+    with pytest.raises(ValueError, match="refs_span"):
+        bench.frames_of_other_clip(clip, 4, tmp_path / "bad", (0.6, 0.4))
