@@ -82,6 +82,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
     p.add_argument("--temporal-strength", type=float, default=None,
                    help="temporal fusion strength (default: TemporalConfig's; 0: off)")
+    p.add_argument("--identity-tolerance", type=float, default=None,
+                   help="the identity gate's tolerance (default: its default; 0 turns it off)")
     p.add_argument("--temporal-memory", type=int, default=None,
                    help="remembered frames per face (default: TemporalConfig's; 0: no track memory)")
     args = p.parse_args()
@@ -94,6 +96,7 @@ def main() -> int:
     from streamrestore.errors import ModelError
     from streamrestore.live import FileSource, LiveConfig, LiveSession, open_sink
     from streamrestore.pipeline import PipelineConfig
+    from streamrestore.quality import IdentityGateConfig
     from streamrestore.temporal import TemporalConfig
 
     if args.temporal_strength == 0 and not args.temporal_memory:
@@ -101,6 +104,12 @@ def main() -> int:
     else:
         temporal = TemporalConfig(**{k: v for k, v in (("strength", args.temporal_strength),
                                                        ("memory", args.temporal_memory)) if v is not None})
+    if args.identity_tolerance is None:
+        identity_gate = IdentityGateConfig()
+    elif args.identity_tolerance == 0:
+        identity_gate = IdentityGateConfig(enabled=False)
+    else:
+        identity_gate = IdentityGateConfig(tolerance=args.identity_tolerance)
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "lite-untrained":
@@ -112,7 +121,8 @@ def main() -> int:
         try:
             fr = build_face_restorer(
                 args.refs, model=args.model, device=args.device, face_models=args.face_models,
-                config=PipelineConfig(lookahead=0, detect_every=args.detect_every, temporal=temporal), channel_order="rgb",
+                config=PipelineConfig(lookahead=0, detect_every=args.detect_every, temporal=temporal,
+                                      identity_gate=identity_gate), channel_order="rgb",
                 fps=source.fps,
             )
         except ModelError as exc:

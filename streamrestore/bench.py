@@ -26,7 +26,8 @@ from streamrestore.errors import InputError, OutputError
 log = logging.getLogger(__name__)
 
 #: stage order in tables (others follow alphabetically)
-STAGE_ORDER = ("decode", "detect", "track", "identity", "align", "restore", "reference_detail", "temporal", "paste", "encode", "end to end")
+STAGE_ORDER = ("decode", "detect", "track", "identity", "align", "restore", "reference_detail", "identity_gate", "temporal",
+               "paste", "encode", "end to end")
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ def run_bench(
     torch_threads: int | None = None,
     temporal=None,
     flicker: bool = True,
+    identity_gate=None,
 ) -> BenchResult:
     """Benchmark ``model`` on ``clip`` with each backend in ``backends``.
 
@@ -250,6 +252,8 @@ def run_bench(
             Its cost is the ``temporal`` stage.
         flicker: also measure each backend's output flicker (E_warp x 1e3 with the input's flow,
             over the timed frames of the encoded output; untimed, after each run). Default True.
+        identity_gate: the identity gate's :class:`~streamrestore.quality.IdentityGateConfig`
+            (default None: its defaults). Its cost is the ``identity_gate`` stage.
     """
     from streamrestore.api import build_face_restorer
     from streamrestore.backends import BACKENDS, BackendConfig, BackendRestorer, available_backends, select_backend
@@ -284,11 +288,13 @@ def run_bench(
 
     # Face models and references load once; every backend gets its own tracker and smoother.
     from streamrestore.pipeline import PipelineConfig
+    from streamrestore.quality import IdentityGateConfig
     from streamrestore.temporal import TemporalConfig
 
     temporal = temporal if temporal is not None else TemporalConfig()
+    config = PipelineConfig(temporal=temporal, identity_gate=identity_gate or IdentityGateConfig())
     template = build_face_restorer(refs, model=restorer, detector=detector, face_models=face_models, fps=fps_in,
-                                   config=PipelineConfig(temporal=temporal), torch_threads=torch_threads)
+                                   config=config, torch_threads=torch_threads)
     rows: list[BenchRow] = []
     startup: dict = {"load_model": round(load_s, 3)}
     fps_by: dict = {}

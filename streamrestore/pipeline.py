@@ -26,7 +26,7 @@ from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
-from streamrestore.quality import QualityGate, QualityGateConfig
+from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
 from streamrestore.run import RunStats
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
@@ -82,6 +82,9 @@ class PipelineConfig:
             each face by optical flow and added where it matches (before the gate and the
             fusion); ``ReferenceDetailConfig.off()`` turns it off. See
             :class:`streamrestore.reference_detail.ReferenceDetailConfig`.
+        identity_gate: holds back the change where it makes a face less like its person's
+            references (after the quality gate, before the fusion; needs references and an
+            insightface embedder); see :class:`streamrestore.quality.IdentityGateConfig`.
     """
 
     max_faces: int | None = None
@@ -94,6 +97,7 @@ class PipelineConfig:
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     gate: QualityGateConfig = field(default_factory=QualityGateConfig)
     reference_detail: ReferenceDetailConfig = field(default_factory=ReferenceDetailConfig)
+    identity_gate: IdentityGateConfig = field(default_factory=IdentityGateConfig)
 
     def __post_init__(self) -> None:
         if self.max_faces is not None and self.max_faces < 1:
@@ -118,7 +122,9 @@ class FaceRestorer:
             their references are encoded once here and reused for every frame.
         embedder: face embedder used to match tracks to reference sets; required when more than
             one reference set is given or ``unmatched="skip"`` (with one set and ``"restore"``,
-            every face is that person and no embedding is computed).
+            every face is that person and no embedding is computed). One with ``embed_aligned``
+            (insightface) also serves the identity gate (``config.identity_gate``); without one
+            that gate is off.
         config: see :class:`PipelineConfig`.
         channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames (``av.VideoFrame`` needs none).
         tracker_config: the face tracker's settings (default None: the defaults of
@@ -193,6 +199,9 @@ class FaceRestorer:
         self._since_detection = 0
         self._smoother = TemporalSmoother(config.temporal)
         self._gate = QualityGate(config.gate)
+        self._identity_gate = IdentityGate(config.identity_gate, getattr(embedder, "embed_aligned", None))
+        for ref in self.reference_sets:
+            self._identity_gate.set_references(ref.name, ref.crops)
         # each identity's references, prepared once for the reference detail stage
         self._reference_detail = ReferenceDetail(config.reference_detail)
         self._prepared: dict[str, PreparedReferences] = dict(prepared_references or {})
@@ -203,6 +212,9 @@ class FaceRestorer:
         # one worker registers the references onto the faces while the restorer runs (host path):
         # both release the GIL, and on 2 cores the detail's ~6 ms per face then costs no frame time
         self._detail_worker: ThreadPoolExecutor | None = None
+        # the identity gate's checks of the last frame, running on that worker beside the next
+        # frame's restore; their result is waited for before that frame's faces are weighted
+        self._identity_checks: Future | None = None
         self._pending: dict[int, tuple[Any, np.ndarray]] = {}
         self._next_index = 0
         #: the faces restored in the frame returned last (crops, frame → crop matrices, track
@@ -397,7 +409,7 @@ class FaceRestorer:
             return frame  # untouched: not even a colour-space round trip
         stats.frames_with_faces += 1
         t0 = time.perf_counter()
-        matrices, caches, ids, prepared = [], [], [], []
+        matrices, caches, ids, prepared, identities = [], [], [], [], []
         for t in tracked:
             identity = self._identity(t, pixels)
             unmatched = identity is None and self._matcher is not None
@@ -413,6 +425,7 @@ class FaceRestorer:
             matrices.append(alignment_matrix(t.kps, self.resolution))
             caches.append(self.caches.get(identity) if identity is not None else None)
             ids.append(t.track_id)
+            identities.append(identity)
             prepared.append(self._prepared.get(identity) if identity is not None else None)
         if not matrices:
             self.stats.add_time("align", time.perf_counter() - t0)
@@ -422,12 +435,14 @@ class FaceRestorer:
         seeds = {"noise_seeds": ids}
         self._smoother.forget(t.track_id for t in tracked)
         self._gate.forget(t.track_id for t in tracked)
+        self._identity_gate.forget(t.track_id for t in tracked)
         self.stats.faces_restored += len(matrices)
         self.stats.frames_restored += 1
         if self._device_path is not None:
-            crops, result = self._restore_on_device(frame, pixels, np.stack(matrices), caches, ids, seeds, prepared, t0)
+            crops, result = self._restore_on_device(frame, pixels, np.stack(matrices), caches, ids, identities, seeds,
+                                                    prepared, t0)
         else:
-            crops, result = self._restore_on_host(frame, pixels, matrices, caches, ids, seeds, prepared, t0)
+            crops, result = self._restore_on_host(frame, pixels, matrices, caches, ids, identities, seeds, prepared, t0)
         self.last_faces = [
             AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
             for c, m, tid in zip(crops, matrices, ids)
@@ -436,7 +451,7 @@ class FaceRestorer:
             return np.ascontiguousarray(result[..., ::-1])
         return result
 
-    def _restore_on_host(self, frame, pixels, matrices, caches, ids, seeds, prepared, t0):
+    def _restore_on_host(self, frame, pixels, matrices, caches, ids, identities, seeds, prepared, t0):
         """Crops cut, and faces pasted, on the CPU (OpenCV; 4:2:0 frames stay in YUV)."""
         crops = [crop_face(pixels, m, self.resolution) for m in matrices]
         t1 = time.perf_counter()
@@ -458,9 +473,18 @@ class FaceRestorer:
         canvas, result = _canvas(pixels, frame)
         shape = pixels.shape[:2]
         smoothing = 0.0
-        for crop, face_out, m, tid in zip(crops, with_detail, matrices, ids):
+        checking = self._finish_identity_checks()
+        checks = []
+        for crop, face_out, m, tid, identity in zip(crops, with_detail, matrices, ids, identities):
             weight = self._gate.weight(tid, pixels, m, self.resolution)
             face_out = self._gate.blend(crop, face_out, weight)
+            if self._identity_gate.due(tid, identity):
+                checks.append((tid, identity, crop.copy(), face_out.copy()))
+                if not self._identity_gate.checked(tid):  # a new track's first check weights its first face
+                    ts = time.perf_counter()
+                    self._identity_gate.update(*checks.pop())
+                    checking += time.perf_counter() - ts
+            face_out = self._gate.blend(crop, face_out, self._identity_gate.weight(tid))
             ts = time.perf_counter()
             face_out = self._smoother.smooth(tid, crop, face_out, denoise_weight=weight)
             smoothing += time.perf_counter() - ts
@@ -468,7 +492,10 @@ class FaceRestorer:
             if plan is not None:
                 canvas.paste(plan)
         self.stats.add_time("temporal", smoothing)
-        self.stats.add_time("paste", time.perf_counter() - t2 - smoothing)
+        self._start_identity_checks(checks)
+        if self._identity_gate.active:
+            self.stats.add_time("identity_gate", checking)
+        self.stats.add_time("paste", time.perf_counter() - t2 - smoothing - checking)
         return crops, result
 
     def _restore_beside_detail(self, restore: Callable[[], torch.Tensor], crops: Sequence[np.ndarray],
@@ -492,14 +519,40 @@ class FaceRestorer:
                 self.stats.add_reference_match(tid, result[1])
         return restored, [None if r is None else r[0] for r in results], seconds
 
-    def _start_detail(self, crops: Sequence[np.ndarray], prepared: list[PreparedReferences | None]) -> Future:
-        """The reference detail of each face (``(detail, match)`` as :meth:`ReferenceDetail.detail`
-        gives it, or None where it has no references), computed by the worker thread; its result
-        is ``(results, seconds)``."""
+    def _worker(self) -> ThreadPoolExecutor:
+        """The one thread that works beside the restorer (reference detail, identity checks)."""
         if self._detail_worker is None:
             self._detail_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrestore-detail")
             # its thread ends with this object (batch chunks, eval and bench make many of them)
             weakref.finalize(self, self._detail_worker.shutdown, wait=False)
+        return self._detail_worker
+
+    def _start_identity_checks(self, checks: list[tuple[Hashable, str, np.ndarray, np.ndarray]]) -> None:
+        """Embeds the faces the identity gate checks on the worker; the next frame waits for them."""
+        if checks:
+            gate = self._identity_gate
+
+            def work() -> None:
+                for check in checks:
+                    gate.update(*check)
+
+            self._identity_checks = self._worker().submit(work)
+
+    def _finish_identity_checks(self) -> float:
+        """Waits for the last frame's identity checks (their result weights this frame's faces:
+        one frame late, the same on every run; a new track's first check is made at once, on
+        its first face); returns the seconds waited."""
+        if self._identity_checks is None:
+            return 0.0
+        t0 = time.perf_counter()
+        pending, self._identity_checks = self._identity_checks, None
+        pending.result()
+        return time.perf_counter() - t0
+
+    def _start_detail(self, crops: Sequence[np.ndarray], prepared: list[PreparedReferences | None]) -> Future:
+        """The reference detail of each face (``(detail, match)`` as :meth:`ReferenceDetail.detail`
+        gives it, or None where it has no references), computed by the worker thread; its result
+        is ``(results, seconds)``."""
         stage = self._reference_detail
 
         def work() -> tuple[list[tuple[np.ndarray, float] | None], float]:
@@ -507,9 +560,9 @@ class FaceRestorer:
             out = [None if p is None else stage.detail(c, p) for c, p in zip(crops, prepared)]
             return out, time.perf_counter() - t0
 
-        return self._detail_worker.submit(work)
+        return self._worker().submit(work)
 
-    def _restore_on_device(self, frame, pixels, matrices, caches, ids, seeds, prepared, t0):
+    def _restore_on_device(self, frame, pixels, matrices, caches, ids, identities, seeds, prepared, t0):
         """The frame goes to the restorer's device once; crops are cut and faces pasted there
         (``streamrestore.device_frames``); one copy comes back."""
         path = self._device_path
@@ -537,6 +590,21 @@ class FaceRestorer:
             gate = [self._gate.weight(tid, pixels, m, self.resolution) for tid, m in zip(ids, matrices)]
             weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
             restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
+            checking = self._finish_identity_checks()
+            checks = [(tid, identity, host_crops[i], _to_uint8(restored[i:i + 1])[0])  # to the host only when checked
+                      for i, (tid, identity) in enumerate(zip(ids, identities)) if self._identity_gate.due(tid, identity)]
+            ts = time.perf_counter()
+            for check in [c for c in checks if not self._identity_gate.checked(c[0])]:  # new tracks: now
+                self._identity_gate.update(*check)
+                checks.remove(check)
+            checking += time.perf_counter() - ts
+            self._start_identity_checks(checks)
+            kept = [self._identity_gate.weight(tid) for tid in ids]
+            if any(k < 1.0 for k in kept):
+                weights = torch.tensor(kept, device=restored.device, dtype=restored.dtype)
+                restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
+            if self._identity_gate.active:
+                self.stats.add_time("identity_gate", checking)
             t3 = time.perf_counter()
             restored = torch.stack([self._smoother.smooth_tensor(tid, c, r, denoise_weight=w)
                                     for tid, c, r, w in zip(ids, crops, restored, gate)])
@@ -544,7 +612,7 @@ class FaceRestorer:
             self.stats.add_time("temporal", t4 - t3)
             path.paste(on_device, restored, crops, matrices)
             result = path.download(on_device)
-        self.stats.add_time("paste", time.perf_counter() - t2 - (t4 - t3))
+        self.stats.add_time("paste", time.perf_counter() - t2 - (t4 - t3) - checking)
         return list(host_crops), result
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
@@ -646,8 +714,10 @@ def build_face_restorer(
             sets = load_reference_sets(specs, face_detector, embedder, restorer.resolution)
         else:
             sets = specs
-            if needs_embedder:
+            if needs_embedder or (specs and config.identity_gate.enabled):
                 embedder = create_embedder("auto", models_dir=face_models)
+    if specs and config.identity_gate.enabled and not hasattr(embedder, "embed_aligned"):
+        log.info("identity gate off: it needs an insightface recognition model (--face-models DIR)")
     return FaceRestorer(
         restorer, face_detector, sets, embedder=embedder, config=config, channel_order=channel_order, fps=fps,
         torch_threads=threads,

@@ -293,10 +293,22 @@ class SyntheticFaceEmbedder:
             aligned = cv2.warpAffine(image, alignment_matrix(face.kps, 512), (512, 512), borderValue=(128, 128, 128))
             hair = aligned[HAIR_PATCH_512].reshape(-1, 3).astype(np.float32).mean(axis=0)
             rows.append(hair - 128.0)
-        if not rows:
-            return np.zeros((0, 3), np.float32)
-        vectors = np.stack(rows)
-        return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)).astype(np.float32)
+        return _unit_rows(rows)
+
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        """The same vectors from FFHQ-aligned crops (N, R, R, 3), as the identity gate asks."""
+        rows = []
+        for crop in np.asarray(crops):
+            aligned = cv2.resize(crop, (512, 512), interpolation=cv2.INTER_LINEAR)
+            rows.append(aligned[HAIR_PATCH_512].reshape(-1, 3).astype(np.float32).mean(axis=0) - 128.0)
+        return _unit_rows(rows)
+
+
+def _unit_rows(rows: list[np.ndarray]) -> np.ndarray:
+    if not rows:
+        return np.zeros((0, 3), np.float32)
+    vectors = np.stack(rows)
+    return (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)).astype(np.float32)
 
 
 def install(monkeypatch=None) -> None:

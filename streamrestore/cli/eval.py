@@ -30,7 +30,9 @@ from pathlib import Path
 from streamrestore.cli.options import (
     adapt_from_args,
     add_adapt_options,
+    add_identity_gate_option,
     add_reference_detail_option,
+    identity_gate_from_args,
     reference_detail_from_args,
 )
 from streamrestore.errors import InputError, ModelError
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dlib", action="store_true", help="skip the dlib judge (slowest)")
     add_adapt_options(p)
     add_reference_detail_option(p)
+    add_identity_gate_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
     v = p.add_argument_group("video evaluation (--video)")
     degraded = v.add_mutually_exclusive_group()
@@ -256,11 +259,12 @@ def video_main(args: argparse.Namespace) -> int:
             log.warning("no face found in the photos of %s: identity to the references is not measured", args.refs)
     restorer = _restorer(args, load_restorer)
     reference_detail = reference_detail_from_args(args)
+    identity_gate = identity_gate_from_args(args)
 
     def make_face_restorer(method, fps):
         options = dict(refs=[args.refs] if method.refs else [], model=restorer, device=args.device,
                        detector=args.detector, face_models=face_models, fps=fps, backend=args.backend,
-                       config=PipelineConfig(reference_detail=reference_detail))
+                       config=PipelineConfig(reference_detail=reference_detail, identity_gate=identity_gate))
         options.update(method.options)
         return build_face_restorer(**options)
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from streamrestore.cli.options import (
+    add_identity_gate_option,
     add_model_options,
     add_reference_detail_option,
     add_temporal_options,
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p, fast_vae=True)
     add_temporal_options(p)
     add_reference_detail_option(p)
+    add_identity_gate_option(p)
     return p
 
 

@@ -16,6 +16,7 @@ from streamrestore.errors import OutputError, UserError
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.model.adapt import AdaptConfig
     from streamrestore.pipeline import PipelineConfig
+    from streamrestore.quality import IdentityGateConfig
     from streamrestore.reference_detail import ReferenceDetailConfig
     from streamrestore.temporal import TemporalConfig
     from streamrestore.video.writer import EncoderSettings
@@ -26,11 +27,13 @@ __all__ = [
     "add_adapt_options",
     "add_encoder_options",
     "add_model_options",
+    "add_identity_gate_option",
     "add_reference_detail_option",
     "add_temporal_options",
     "check_face_options",
     "configure_logging",
     "encoder_from_args",
+    "identity_gate_from_args",
     "log",
     "parse_time",
     "pipeline_config",
@@ -134,6 +137,29 @@ def reference_detail_from_args(args: argparse.Namespace) -> ReferenceDetailConfi
         raise UserError(f"--reference-detail: {exc}") from None
 
 
+def add_identity_gate_option(p: argparse.ArgumentParser) -> None:
+    """The identity gate's tolerance (``streamrestore.quality.IdentityGateConfig``)."""
+    p.add_argument("--identity-tolerance", type=float, default=None, metavar="F",
+                   help="how far the restorer's change may lower a face's similarity to its reference photos "
+                        "(cosine, the face embedder's) before it is held back: at F none of the change is kept; "
+                        "0 turns this identity check off (default 0.02; needs an insightface model pack)")
+
+
+def identity_gate_from_args(args: argparse.Namespace) -> IdentityGateConfig:
+    """The ``IdentityGateConfig`` of ``--identity-tolerance``; raises UserError for a negative value."""
+    from streamrestore.quality import IdentityGateConfig
+
+    tolerance = getattr(args, "identity_tolerance", None)
+    if tolerance is None:
+        return IdentityGateConfig()
+    if tolerance == 0:
+        return IdentityGateConfig(enabled=False)
+    try:
+        return IdentityGateConfig(tolerance=tolerance)
+    except ValueError as exc:
+        raise UserError(f"--identity-tolerance: {exc} (0 turns the check off)") from None
+
+
 def add_adapt_options(p: argparse.ArgumentParser) -> None:
     """Per-identity adaptation (``streamrestore.model.adapt.AdaptConfig``): ``--adapt`` and its settings."""
     p.add_argument("--adapt", action="store_true",
@@ -193,7 +219,7 @@ def pipeline_config(args: argparse.Namespace, **changes: Any) -> PipelineConfig:
     check_face_options(args)
     return PipelineConfig(max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
                           temporal=temporal_from_args(args), reference_detail=reference_detail_from_args(args),
-                          **changes)
+                          identity_gate=identity_gate_from_args(args), **changes)
 
 
 def restorer_options(args: argparse.Namespace) -> dict[str, Any]:

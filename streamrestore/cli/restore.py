@@ -14,6 +14,7 @@ from streamrestore.cli.options import (
     adapt_from_args,
     add_adapt_options,
     add_encoder_options,
+    add_identity_gate_option,
     add_model_options,
     add_reference_detail_option,
     add_temporal_options,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p, fast_vae=True)
     add_temporal_options(p)
     add_reference_detail_option(p)
+    add_identity_gate_option(p)
     add_encoder_options(p)
     p.add_argument("--start", type=parse_time, help="start time (seconds or HH:MM:SS)")
     p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS)")

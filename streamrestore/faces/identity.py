@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from streamrestore.errors import ModelError
-from streamrestore.faces.align import arcface_matrix
+from streamrestore.faces.align import ARCFACE_TEMPLATE_112, arcface_matrix, similarity_transform, template
 from streamrestore.faces.detect import (
     face_recognition_models_dir,
     find_model_pack,
@@ -108,6 +108,21 @@ class InsightfaceEmbedder:
             return np.zeros((0, self._model.output_shape[1]), dtype=np.float32)
         # get_feat expects BGR (it swaps to RGB for the network).
         crops = [np.ascontiguousarray(self.crop(image, face)[:, :, ::-1]) for face in faces]
+        return self._features(crops)
+
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        """Unit embeddings of FFHQ-aligned face crops ``(N, R, R, 3)`` uint8 RGB (the restorer's
+        crops, :func:`streamrestore.faces.align.crop_face`), warped to the model's 112-px crop."""
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[3] != 3 or crops.shape[1] != crops.shape[2]:
+            raise ValueError(f"expected (N, R, R, 3) aligned crops, got shape {crops.shape}")
+        if len(crops) == 0:
+            return np.zeros((0, self._model.output_shape[1]), dtype=np.float32)
+        matrix = similarity_transform(template(crops.shape[1]), ARCFACE_TEMPLATE_112)
+        return self._features([np.ascontiguousarray(cv2.warpAffine(c, matrix, (112, 112))[:, :, ::-1]) for c in crops])
+
+    def _features(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Unit embeddings of 112-px BGR crops (get_feat swaps them to RGB for the network)."""
         if isinstance(self._batch, int):  # exported with a fixed batch size (1 for the shared pack)
             features = np.concatenate([self._model.get_feat([c]) for c in crops])
         else:
