@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from streamrestore.errors import OutputError, UserError
 
@@ -41,6 +41,8 @@ __all__ = [
     "set_torch_threads",
     "temporal_from_args",
 ]
+
+T = TypeVar("T")
 
 log = logging.getLogger("streamrestore")  # the package's root logger: the CLI gives it its handler; modules log to children
 
@@ -129,12 +131,8 @@ def reference_detail_from_args(args: argparse.Namespace) -> ReferenceDetailConfi
     from streamrestore.reference_detail import ReferenceDetailConfig
 
     strength = getattr(args, "reference_detail", None)
-    if strength is None:
-        return ReferenceDetailConfig()
-    try:
-        return ReferenceDetailConfig(strength=strength)
-    except ValueError as exc:
-        raise UserError(f"--reference-detail: {exc}") from None
+    return _config_of_option("--reference-detail", ReferenceDetailConfig,
+                             None if strength is None else {"strength": strength})
 
 
 def add_identity_gate_option(p: argparse.ArgumentParser) -> None:
@@ -150,14 +148,17 @@ def identity_gate_from_args(args: argparse.Namespace) -> IdentityGateConfig:
     from streamrestore.quality import IdentityGateConfig
 
     tolerance = getattr(args, "identity_tolerance", None)
-    if tolerance is None:
-        return IdentityGateConfig()
-    if tolerance == 0:
-        return IdentityGateConfig(enabled=False)
+    fields = None if tolerance is None else {"enabled": False} if tolerance == 0 else {"tolerance": tolerance}
+    return _config_of_option("--identity-tolerance", IdentityGateConfig, fields)
+
+
+def _config_of_option(flag: str, config: Callable[..., T], fields: dict[str, Any] | None) -> T:
+    """``config(**fields)`` (its defaults when the option was not given: ``fields`` None); a
+    value the config refuses is a UserError naming the option."""
     try:
-        return IdentityGateConfig(tolerance=tolerance)
+        return config(**(fields or {}))
     except ValueError as exc:
-        raise UserError(f"--identity-tolerance: {exc} (0 turns the check off)") from None
+        raise UserError(f"{flag}: {exc}") from None
 
 
 def add_adapt_options(p: argparse.ArgumentParser) -> None:
