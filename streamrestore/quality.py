@@ -290,5 +290,6 @@ class IdentityGate:
         """Drops the state of the tracks not in ``live_track_ids`` (ended tracks)."""
         live = set(live_track_ids)
         for state in (self._weights, self._frames):
-            for tid in [t for t in state if t not in live]:
-                del state[tid]
+            # list(): a check still running on the pipeline's worker may add a track's weight now
+            for tid in [t for t in list(state) if t not in live]:
+                state.pop(tid, None)
