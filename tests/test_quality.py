@@ -157,6 +157,11 @@ def test_identity_gate_keeps_the_share_of_the_change_that_identity_allows():
     gate.update(1, "ann", original, _flat((205, 60, 60)))
     assert gate.weight(1) == 1.0
     assert not gate.due(2, None) and not gate.due(2, "bob") and gate.weight(2) == 1.0
+    # a face unlike the references before the change (another person's photos): identity to them says nothing
+    stranger = _flat((60, 200, 60))
+    assert float(_colour_embedding(np.stack([stranger]))[0] @ reference) < config.min_similarity
+    gate.update(3, "ann", stranger, _flat((60, 90, 200)))
+    assert gate.weight(3) == 1.0
 
 
 def test_identity_gate_checks_every_few_frames_and_smooths():
