@@ -79,11 +79,11 @@ class PipelineConfig:
             degraded it is (clean faces pass through unchanged); see
             :class:`streamrestore.quality.QualityGateConfig`.
         reference_detail: the person's fine detail from the reference photos, registered onto
-            each face by optical flow and added where it matches (before the gate and the
-            fusion); ``ReferenceDetailConfig.off()`` turns it off. See
+            each face by optical flow and added where it matches (after the gates, scaled by the
+            quality gate's weight; before the fusion); ``ReferenceDetailConfig.off()`` turns it off. See
             :class:`streamrestore.reference_detail.ReferenceDetailConfig`.
-        identity_gate: holds back the change where it makes a face less like its person's
-            references (after the quality gate, before the fusion; needs references and an
+        identity_gate: holds back the restorer's change where it makes a face less like its
+            person's references (after the quality gate, before the reference detail and the fusion; needs references and an
             insightface embedder); see :class:`streamrestore.quality.IdentityGateConfig`.
     """
 
@@ -463,28 +463,25 @@ class FaceRestorer:
         restored = _to_uint8(restored)
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
-        with_detail = list(restored)
         if added is not None:
-            with_detail = [self._reference_detail.add(r, d) for r, d in zip(restored, added)]
-            t3 = time.perf_counter()
-            # the worker's own time (it overlapped the restore) plus the adding
-            self.stats.add_time("reference_detail", seconds + t3 - t2)
-            t2 = t3
+            self.stats.add_time("reference_detail", seconds)  # the worker's own time (it overlapped the restore)
+        details = added if added is not None else [None] * len(crops)
         canvas, result = _canvas(pixels, frame)
         shape = pixels.shape[:2]
         smoothing = 0.0
         checking = self._finish_identity_checks()
         checks = []
-        for crop, face_out, m, tid, identity in zip(crops, with_detail, matrices, ids, identities):
+        for crop, face_out, detail, m, tid, identity in zip(crops, restored, details, matrices, ids, identities):
             weight = self._gate.weight(tid, pixels, m, self.resolution)
             face_out = self._gate.blend(crop, face_out, weight)
-            if self._identity_gate.due(tid, identity):
+            if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)
                 checks.append((tid, identity, crop.copy(), face_out.copy()))
                 if not self._identity_gate.checked(tid):  # a new track's first check weights its first face
                     ts = time.perf_counter()
                     self._identity_gate.update(*checks.pop())
                     checking += time.perf_counter() - ts
             face_out = self._gate.blend(crop, face_out, self._identity_gate.weight(tid))
+            face_out = self._reference_detail.add(face_out, detail, weight)
             ts = time.perf_counter()
             face_out = self._smoother.smooth(tid, crop, face_out, denoise_weight=weight)
             smoothing += time.perf_counter() - ts
@@ -578,15 +575,6 @@ class FaceRestorer:
                 lambda: self.restorer.restore(crops, caches, **seeds).float(), list(host_crops), prepared, ids)
             t2 = time.perf_counter()
             self.stats.add_time("restore", t2 - t1)
-            if added is not None:
-                strength = self._reference_detail.config.strength
-                zeros = np.zeros(host_crops.shape[1:], np.float32)
-                stacked = np.stack([zeros if d is None else d for d in added])
-                detail = torch.from_numpy(stacked).permute(0, 3, 1, 2).to(restored.device, restored.dtype)
-                restored = (restored + (strength / 255.0) * detail).clamp(0.0, 1.0)
-                t3 = time.perf_counter()
-                self.stats.add_time("reference_detail", seconds + t3 - t2)
-                t2 = t3
             gate = [self._gate.weight(tid, pixels, m, self.resolution) for tid, m in zip(ids, matrices)]
             weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
             restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
@@ -601,8 +589,15 @@ class FaceRestorer:
             self._start_identity_checks(checks)
             kept = [self._identity_gate.weight(tid) for tid in ids]
             if any(k < 1.0 for k in kept):
-                weights = torch.tensor(kept, device=restored.device, dtype=restored.dtype)
-                restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
+                held = torch.tensor(kept, device=restored.device, dtype=restored.dtype)
+                restored = crops.to(restored.dtype) + held[:, None, None, None] * (restored - crops.to(restored.dtype))
+            if added is not None:  # after the identity gate, weighted by the quality gate's (the host path's order)
+                self.stats.add_time("reference_detail", seconds)
+                strength = self._reference_detail.config.strength
+                zeros = np.zeros(host_crops.shape[1:], np.float32)
+                stacked = np.stack([zeros if d is None else d for d in added])
+                detail = torch.from_numpy(stacked).permute(0, 3, 1, 2).to(restored.device, restored.dtype)
+                restored = (restored + (strength / 255.0) * weights[:, None, None, None] * detail).clamp(0.0, 1.0)
             if self._identity_gate.active:
                 self.stats.add_time("identity_gate", checking)
             t3 = time.perf_counter()

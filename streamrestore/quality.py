@@ -237,7 +237,9 @@ class IdentityGate:
     embedded before and after the change; where the change lowers the similarity to the
     references' mean embedding by ``d``, the face keeps ``1 - d / tolerance`` of it (none from
     ``tolerance`` on). A change that keeps or raises identity passes whole. Faces without
-    references pass whole: there is nothing to compare with.
+    references pass whole: there is nothing to compare with. The change judged is the
+    restorer's own: the pipeline adds the references' registered detail
+    (:mod:`streamrestore.reference_detail`) after this gate, since it is the person's own.
 
     Args:
         config: see :class:`IdentityGateConfig`.

@@ -21,9 +21,12 @@ skin texture). This stage works at the pixel level instead:
    A reference in another light, with another expression, or of another person leaves large
    differences, and its detail is left out there;
 4. the face gets ``strength * mean over references of (w * warped detail)``, added to the
-   restorer's output, before the quality gate (a clean face passing through unchanged gets
-   none of it either) and before the temporal fusion (which steadies it with the rest of the
-   change).
+   restorer's output after the gates: scaled by the quality gate's weight (a clean face passing
+   through unchanged gets none of it either), but not by the identity gate's, which judges the
+   model's own change (the references' detail is the person's own; held back with a change that
+   lowered identity, it took d14's identity gain from −0.009 to +0.024 when kept: see
+   ``docs/video_eval.md``, "Session 20"); and before the temporal fusion (which steadies it with
+   the rest of the change).
 
 It only adds what the references hold and the face, at its coarse scale, agrees with: frames
 of another clip of the same person, in the same light, give most (measured on the video
@@ -244,11 +247,12 @@ class ReferenceDetail:
             return restored
         return self.add(restored, self.detail(face, references)[0])
 
-    def add(self, restored: np.ndarray, detail: np.ndarray | None) -> np.ndarray:
-        """``restored`` (uint8) plus ``strength`` times ``detail`` (what :meth:`detail` gave for
-        its face; None: nothing to add), uint8. The split from :meth:`detail` lets the pipeline
-        register the references while the restorer runs: the detail needs only the input face."""
-        if detail is None or not self.config.enabled:
+    def add(self, restored: np.ndarray, detail: np.ndarray | None, weight: float = 1.0) -> np.ndarray:
+        """``restored`` (uint8) plus ``weight * strength`` times ``detail`` (what :meth:`detail`
+        gave for its face; None: nothing to add), uint8. The split from :meth:`detail` lets the
+        pipeline register the references while the restorer runs: the detail needs only the input
+        face. ``weight`` is the quality gate's (0: ``restored`` comes back as it is)."""
+        if detail is None or not self.config.enabled or weight <= 0.0:
             return restored
-        out = restored.astype(np.float32) + np.float32(self.config.strength) * detail
+        out = restored.astype(np.float32) + np.float32(self.config.strength * min(weight, 1.0)) * detail
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)

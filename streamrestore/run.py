@@ -64,8 +64,8 @@ class TrackStats:
     def reference_match(self) -> float | None:
         """How well the photos of the track's identity matched its face, averaged over its faces:
         the reference detail stage's mean weight (0: they explain nothing of it, so nothing of
-        them is added; 1: everywhere), before the quality gate decides how much of the change a
-        face gets. None when the stage did not run for this track with its current identity."""
+        them is added; 1: everywhere), before the quality gate scales it with the rest of the
+        change. None when the stage did not run for this track with its current identity."""
         if not self.match_faces or self.match_identity != self.identity:
             return None
         return self.match_sum / self.match_faces

@@ -239,7 +239,8 @@ def test_the_pipeline_holds_back_a_change_that_loses_identity(rows, held_back, f
     changed = {}
     for enabled in (True, False):
         config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False),
-                                identity_gate=IdentityGateConfig(enabled=enabled), frame_path=frame_path)
+                                identity_gate=IdentityGateConfig(enabled=enabled), frame_path=frame_path,
+                                reference_detail=ReferenceDetailConfig.off())
         fr = FaceRestorer(_Recolour(128, rows), sf.SyntheticFaceDetector(), people, embedder=embedder, config=config)
         # a track's first check weights its first face; later ones run beside the next frame's restore
         changed[enabled] = [np.abs(fr.process(frame.copy()).astype(int) - unchanged).max() for _ in range(6)]
@@ -250,6 +251,31 @@ def test_the_pipeline_holds_back_a_change_that_loses_identity(rows, held_back, f
         assert max(changed[True]) <= 1
     else:
         assert changed[True] == changed[False]
+
+
+@pytest.mark.parametrize("frame_path", ["host", "device"])
+def test_the_reference_detail_is_added_after_the_identity_gate(frame_path):
+    """The gate judges the restorer's own change: a held-back change leaves the references'
+    registered detail (the person's own) on the face, as the identity restorer gets it."""
+    import synthetic_faces as sf
+
+    from streamrestore.faces.identity import ReferenceSet
+
+    frame = sf.face_frames(1, 320, 240, person="ann")[0][0]
+    crops = np.stack([sf.aligned_face("ann", 128, variant=v) for v in range(2)])
+    embedder = sf.SyntheticFaceEmbedder()
+    people = [ReferenceSet("ann", crops, embedder.embed_aligned(crops), ["a", "b"])]
+    outs = {}
+    for name, restorer, detail in (("held back", _Recolour(128, (0, 48)), ReferenceDetailConfig()),
+                                   ("unchanged", IdentityRestorer(128), ReferenceDetailConfig()),
+                                   ("no detail", IdentityRestorer(128), ReferenceDetailConfig.off())):
+        config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False),
+                                frame_path=frame_path, reference_detail=detail)
+        fr = FaceRestorer(restorer, sf.SyntheticFaceDetector(), people, embedder=embedder, config=config)
+        outs[name] = [fr.process(frame.copy()).astype(int) for _ in range(3)]
+    for held, unchanged, bare in zip(outs["held back"], outs["unchanged"], outs["no detail"]):
+        assert np.abs(unchanged - bare).max() > 5  # the detail is there
+        assert np.abs(held - unchanged).max() <= 1  # the recoloured hair is not; the detail is
 
 
 def test_identity_tolerance_option_builds_the_config():

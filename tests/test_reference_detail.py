@@ -99,6 +99,12 @@ def test_off_no_references_or_none_returns_the_restored_face_as_is():
     off = ReferenceDetail(ReferenceDetailConfig.off())
     assert not off.config.enabled and off.apply(degraded, restored, refs) is restored
     assert on.config.enabled and on.apply(degraded, restored, refs) is not restored
+    # the quality gate's weight scales it: a clean face (weight 0) gets none
+    detail = on.detail(degraded, refs)[0]
+    assert on.add(restored, detail, 0.0) is restored
+    half = on.add(restored, detail, 0.5).astype(np.float32)
+    expected = np.clip(restored + 0.5 * on.config.strength * detail, 0, 255)
+    assert np.abs(half - expected).max() <= 0.5 + 1e-3
 
 
 def test_settings_scale_with_the_crop():
