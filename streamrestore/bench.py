@@ -225,6 +225,7 @@ def run_bench(
     temporal=None,
     flicker: bool = True,
     identity_gate=None,
+    crop_resolution: int | None = None,
 ) -> BenchResult:
     """Benchmark ``model`` on ``clip`` with each backend in ``backends``.
 
@@ -254,6 +255,7 @@ def run_bench(
             over the timed frames of the encoded output; untimed, after each run). Default True.
         identity_gate: the identity gate's :class:`~streamrestore.quality.IdentityGateConfig`
             (default None: its defaults). Its cost is the ``identity_gate`` stage.
+        crop_resolution: ``PipelineConfig.crop_resolution`` (default None: the model's own).
     """
     from streamrestore.api import build_face_restorer
     from streamrestore.backends import BACKENDS, BackendConfig, BackendRestorer, available_backends, select_backend
@@ -292,7 +294,8 @@ def run_bench(
     from streamrestore.temporal import TemporalConfig
 
     temporal = temporal if temporal is not None else TemporalConfig()
-    config = PipelineConfig(temporal=temporal, identity_gate=identity_gate or IdentityGateConfig())
+    config = PipelineConfig(temporal=temporal, identity_gate=identity_gate or IdentityGateConfig(),
+                            crop_resolution=crop_resolution)
     template = build_face_restorer(refs, model=restorer, detector=detector, face_models=face_models, fps=fps_in,
                                    config=config, torch_threads=torch_threads)
     rows: list[BenchRow] = []

@@ -7,6 +7,7 @@ the run's statistics (:class:`~streamrestore.run.RunStats`) are :mod:`streamrest
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import weakref
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -25,6 +27,7 @@ from streamrestore.faces.detect import detect_padded
 from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
+from streamrestore.model.resample import at_crop_resolution
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
@@ -82,6 +85,14 @@ class PipelineConfig:
             each face by optical flow and added where it matches (after the gates, scaled by the
             quality gate's weight; before the fusion); ``ReferenceDetailConfig.off()`` turns it off. See
             :class:`streamrestore.reference_detail.ReferenceDetailConfig`.
+        crop_resolution: side of the aligned crops the pipeline cuts, registers the references
+            on, gates, fuses and pastes back; a restorer made for smaller crops (``lite``: 128)
+            sees each one shrunk to its own size, and its change, enlarged, is added to the crop
+            (:class:`streamrestore.model.resample.ResampledRestorer`). Default None: the
+            restorer's own. 256 gives the stages around ``lite`` the resolution the faces of
+            256-px video have, and more of it on larger ones: on the video benchmark face PSNR
+            +0.05 to +0.2 dB over 128 on seven of eight clips (``docs/video_eval.md``, "Session
+            20"), and more flicker on one (Andrew Ng's 1.22x the input's, against 1.14x).
         identity_gate: holds back the restorer's change where it makes a face less like its
             person's references (after the quality gate, before the reference detail and the fusion; needs references and an
             insightface embedder); see :class:`streamrestore.quality.IdentityGateConfig`.
@@ -98,6 +109,7 @@ class PipelineConfig:
     gate: QualityGateConfig = field(default_factory=QualityGateConfig)
     reference_detail: ReferenceDetailConfig = field(default_factory=ReferenceDetailConfig)
     identity_gate: IdentityGateConfig = field(default_factory=IdentityGateConfig)
+    crop_resolution: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_faces is not None and self.max_faces < 1:
@@ -110,6 +122,8 @@ class PipelineConfig:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
         if self.frame_path not in ("auto", "host", "device"):
             raise ValueError(f"frame_path must be 'auto', 'host' or 'device', got {self.frame_path!r}")
+        if self.crop_resolution is not None and not (isinstance(self.crop_resolution, int) and self.crop_resolution >= 32):
+            raise ValueError(f"crop_resolution must be None or an integer >= 32, got {self.crop_resolution!r}")
 
 
 class FaceRestorer:
@@ -161,13 +175,14 @@ class FaceRestorer:
     ) -> None:
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        restorer = at_crop_resolution(restorer, config.crop_resolution)
         self.restorer = restorer
         self.detector = detector
         self.embedder = embedder
         self.config = config
         self.channel_order = channel_order
-        self.reference_sets = list(reference_sets)
         self.resolution = int(restorer.resolution)
+        self.reference_sets = [_at_side(ref, self.resolution) for ref in reference_sets]
         self.torch_threads = resolve_torch_threads(torch_threads)
         self.stats = RunStats()
 
@@ -706,7 +721,8 @@ def build_face_restorer(
         needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
         if specs and not all(isinstance(s, ReferenceSet) for s in specs):
             embedder = create_embedder("auto", models_dir=face_models)
-            sets = load_reference_sets(specs, face_detector, embedder, restorer.resolution)
+            sets = load_reference_sets(specs, face_detector, embedder,
+                                       at_crop_resolution(restorer, config.crop_resolution).resolution)
         else:
             sets = specs
             if needs_embedder or (specs and config.identity_gate.enabled):
@@ -788,6 +804,15 @@ def check_references(refs: str | Path | Iterable[str | Path | ReferenceSet] | No
 
 
 # --- conversions ---------------------------------------------------------------------------
+
+def _at_side(ref: ReferenceSet, side: int) -> ReferenceSet:
+    """``ref`` with its crops resized to ``side`` px (loaded for another crop size)."""
+    if ref.crops.shape[1] == side:
+        return ref
+    interpolation = cv2.INTER_AREA if ref.crops.shape[1] > side else cv2.INTER_CUBIC
+    crops = np.stack([cv2.resize(c, (side, side), interpolation=interpolation) for c in ref.crops])
+    return dataclasses.replace(ref, crops=crops)
+
 
 def _device_frame_path(restorer, resolution: int, config: PipelineConfig):
     """The device frame path the config asks for, or None for the host path."""

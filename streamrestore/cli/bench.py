@@ -21,8 +21,10 @@ from streamrestore.backends import BACKENDS
 from streamrestore.bench import DTYPES
 from streamrestore.cli.options import (
     FAST_VAE_HELP,
+    add_crop_resolution_option,
     add_identity_gate_option,
     add_temporal_options,
+    crop_resolution_from_args,
     identity_gate_from_args,
     set_torch_threads,
     temporal_from_args,
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_temporal_options(p)
     add_identity_gate_option(p)
+    add_crop_resolution_option(p)
     p.add_argument("--no-flicker", dest="flicker", action="store_false",
                    help="skip the flicker measure (E_warp of the output with the input's flow, after each run)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -86,7 +89,7 @@ def main(argv: list[str]) -> int:
         warmup_frames=args.warmup_frames, detector=args.detector, face_models=args.face_models,
         dtype=DTYPES[args.dtype] if args.dtype else None, resolution=args.resolution, fast_vae=args.fast_vae,
         torch_threads=args.torch_threads, temporal=temporal, flicker=args.flicker,
-        identity_gate=identity_gate_from_args(args),
+        identity_gate=identity_gate_from_args(args), crop_resolution=crop_resolution_from_args(args),
     )
     print(result.table())
     if args.json:

@@ -30,8 +30,10 @@ from pathlib import Path
 from streamrestore.cli.options import (
     adapt_from_args,
     add_adapt_options,
+    add_crop_resolution_option,
     add_identity_gate_option,
     add_reference_detail_option,
+    crop_resolution_from_args,
     identity_gate_from_args,
     reference_detail_from_args,
 )
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_adapt_options(p)
     add_reference_detail_option(p)
     add_identity_gate_option(p)
+    add_crop_resolution_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
     v = p.add_argument_group("video evaluation (--video)")
     degraded = v.add_mutually_exclusive_group()
@@ -260,11 +263,13 @@ def video_main(args: argparse.Namespace) -> int:
     restorer = _restorer(args, load_restorer)
     reference_detail = reference_detail_from_args(args)
     identity_gate = identity_gate_from_args(args)
+    crop_resolution = crop_resolution_from_args(args)
 
     def make_face_restorer(method, fps):
         options = dict(refs=[args.refs] if method.refs else [], model=restorer, device=args.device,
                        detector=args.detector, face_models=face_models, fps=fps, backend=args.backend,
-                       config=PipelineConfig(reference_detail=reference_detail, identity_gate=identity_gate))
+                       config=PipelineConfig(reference_detail=reference_detail, identity_gate=identity_gate,
+                                             crop_resolution=crop_resolution))
         options.update(method.options)
         return build_face_restorer(**options)
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from streamrestore.cli.options import (
+    add_crop_resolution_option,
     add_identity_gate_option,
     add_model_options,
     add_reference_detail_option,
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_temporal_options(p)
     add_reference_detail_option(p)
     add_identity_gate_option(p)
+    add_crop_resolution_option(p)
     return p
 
 

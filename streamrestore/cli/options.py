@@ -27,12 +27,14 @@ __all__ = [
     "add_adapt_options",
     "add_encoder_options",
     "add_model_options",
+    "add_crop_resolution_option",
     "add_identity_gate_option",
     "add_reference_detail_option",
     "add_temporal_options",
     "check_face_options",
     "configure_logging",
     "encoder_from_args",
+    "crop_resolution_from_args",
     "identity_gate_from_args",
     "log",
     "parse_time",
@@ -143,6 +145,22 @@ def add_identity_gate_option(p: argparse.ArgumentParser) -> None:
                         "0 turns this identity check off (default 0.02; needs an insightface model pack)")
 
 
+def add_crop_resolution_option(p: argparse.ArgumentParser) -> None:
+    """The side of the pipeline's aligned crops (``PipelineConfig.crop_resolution``)."""
+    p.add_argument("--crop-resolution", type=int, default=None, metavar="N",
+                   help="side in pixels of the aligned crops the reference detail, gates, temporal fusion and "
+                        "paste-back work on; the model sees them shrunk to its own size (lite: 128) and its change "
+                        "is enlarged onto them (default: the model's own; 256 measured in docs/video_eval.md)")
+
+
+def crop_resolution_from_args(args: argparse.Namespace) -> int | None:
+    """``--crop-resolution``, checked: UserError below 32."""
+    value = getattr(args, "crop_resolution", None)
+    if value is not None and value < 32:
+        raise UserError(f"--crop-resolution must be at least 32, got {value}")
+    return value
+
+
 def identity_gate_from_args(args: argparse.Namespace) -> IdentityGateConfig:
     """The ``IdentityGateConfig`` of ``--identity-tolerance``; raises UserError for a negative value."""
     from streamrestore.quality import IdentityGateConfig
@@ -220,7 +238,8 @@ def pipeline_config(args: argparse.Namespace, **changes: Any) -> PipelineConfig:
     check_face_options(args)
     return PipelineConfig(max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
                           temporal=temporal_from_args(args), reference_detail=reference_detail_from_args(args),
-                          identity_gate=identity_gate_from_args(args), **changes)
+                          identity_gate=identity_gate_from_args(args), crop_resolution=crop_resolution_from_args(args),
+                          **changes)
 
 
 def restorer_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from streamrestore._version import __version__
 from streamrestore.cli.options import (
     adapt_from_args,
     add_adapt_options,
+    add_crop_resolution_option,
     add_encoder_options,
     add_identity_gate_option,
     add_model_options,
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_temporal_options(p)
     add_reference_detail_option(p)
     add_identity_gate_option(p)
+    add_crop_resolution_option(p)
     add_encoder_options(p)
     p.add_argument("--start", type=parse_time, help="start time (seconds or HH:MM:SS)")
     p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS)")
