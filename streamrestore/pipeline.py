@@ -716,13 +716,13 @@ def build_face_restorer(
             restorer = AdaptedRestorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae), adapt)
         else:
             restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
+        restorer = at_crop_resolution(restorer, config.crop_resolution)  # the references load at its side
         face_detector = create_detector(detector, models_dir=face_models)
         embedder = None
         needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
         if specs and not all(isinstance(s, ReferenceSet) for s in specs):
             embedder = create_embedder("auto", models_dir=face_models)
-            sets = load_reference_sets(specs, face_detector, embedder,
-                                       at_crop_resolution(restorer, config.crop_resolution).resolution)
+            sets = load_reference_sets(specs, face_detector, embedder, restorer.resolution)
         else:
             sets = specs
             if needs_embedder or (specs and config.identity_gate.enabled):

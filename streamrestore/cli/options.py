@@ -154,11 +154,11 @@ def add_crop_resolution_option(p: argparse.ArgumentParser) -> None:
 
 
 def crop_resolution_from_args(args: argparse.Namespace) -> int | None:
-    """``--crop-resolution``, checked: UserError below 32."""
+    """``--crop-resolution``, checked by ``PipelineConfig``: UserError for a value it refuses."""
+    from streamrestore.pipeline import PipelineConfig
+
     value = getattr(args, "crop_resolution", None)
-    if value is not None and value < 32:
-        raise UserError(f"--crop-resolution must be at least 32, got {value}")
-    return value
+    return _config_of_option("--crop-resolution", PipelineConfig, {"crop_resolution": value}).crop_resolution
 
 
 def identity_gate_from_args(args: argparse.Namespace) -> IdentityGateConfig:
