@@ -107,6 +107,17 @@ class TemporalConfig:
         denoise_tolerance: like ``tolerance``, for the input average (default 12 levels: only
             where the warp explains the new input to within compression noise; a moving mouth
             or eye, off by tens of levels, takes the new frame).
+        denoise_sigma: the input average carries the difference between the warped average and
+            the new input split in two by a Gaussian of this sigma (pixels of a 128-px crop,
+            scaled with the crop): the coarse part whole, the fine part only by
+            ``denoise_fine``. Compression noise, what the average is for, is mostly coarse (the
+            blocks of a small video, scaled up); the flow's small misregistrations are fine (an
+            edge a fraction of a pixel off), and on a clean, soft face that the quality gate
+            reads as damaged the average carried them into every frame (the clean d14 clip:
+            1.26x its own E_warp). Default 1.0 (``docs/temporal.md``, "Session 21").
+        denoise_fine: the share of the fine part that is carried (default 0.3; 1 carries the
+            whole difference, the behaviour until session 21; 0 only the coarse part, which
+            left a degraded talking head's compression flicker at 1.16x the input's).
         memory: how many earlier restored frames each track keeps for the track memory (module
             docstring); 0 (the default) turns it off. 4 (with ``memory_every`` 8) on the video
             benchmark (lite v7 with the reference detail; faces of ~200 px, 4x degraded): Andrew
@@ -135,6 +146,8 @@ class TemporalConfig:
     flow_side: int = 128
     denoise: float = 0.7
     denoise_tolerance: float = 12.0
+    denoise_sigma: float = 1.0
+    denoise_fine: float = 0.3
     memory: int = 0
     memory_every: int = 8
     memory_tolerance: float = 5.0
@@ -152,6 +165,10 @@ class TemporalConfig:
             raise ValueError(f"denoise must be in [0, 1), got {self.denoise}")
         if self.denoise_tolerance <= 0:
             raise ValueError(f"denoise_tolerance must be positive, got {self.denoise_tolerance}")
+        if self.denoise_sigma < 0:
+            raise ValueError(f"denoise_sigma must be >= 0, got {self.denoise_sigma}")
+        if not 0.0 <= self.denoise_fine <= 1.0:
+            raise ValueError(f"denoise_fine must be in [0, 1], got {self.denoise_fine}")
         if self.memory < 0:
             raise ValueError(f"memory must be >= 0, got {self.memory}")
         if self.memory_every < 1:
@@ -263,6 +280,34 @@ class TemporalSmoother:
         if s == r:
             return flow
         return cv2.resize(flow, (r, r), interpolation=cv2.INTER_LINEAR) * np.float32(r / s)
+
+    def _denoise_sigma(self, r: int) -> float:
+        return self.config.denoise_sigma * r / 128
+
+    def _carried(self, difference: np.ndarray) -> np.ndarray:
+        """What the input average carries of its (R, R, 3) difference (``denoise_sigma``, ``denoise_fine``)."""
+        sigma = self._denoise_sigma(difference.shape[0])
+        if sigma <= 0 or self.config.denoise_fine >= 1.0:
+            return difference
+        coarse = cv2.GaussianBlur(difference, (0, 0), sigma)
+        return coarse + np.float32(self.config.denoise_fine) * (difference - coarse)
+
+    def _carried_tensor(self, difference: "torch.Tensor") -> "torch.Tensor":
+        """:meth:`_carried` for a (3, R, R) tensor: OpenCV's Gaussian kernel for this sigma and
+        its border (reflect-101, torch's "reflect"), as a separable convolution where the tensor is."""
+        import torch
+        import torch.nn.functional as F
+
+        sigma = self._denoise_sigma(difference.shape[-1])
+        if sigma <= 0 or self.config.denoise_fine >= 1.0:
+            return difference
+        size = int(round(sigma * 8 + 1)) | 1  # OpenCV's kernel size for a float picture and ksize (0, 0)
+        kernel = torch.from_numpy(cv2.getGaussianKernel(size, sigma, cv2.CV_32F)[:, 0].copy()).to(difference)
+        c, half = difference.shape[0], size // 2
+        coarse = F.pad(difference[None], (half, half, half, half), mode="reflect")
+        coarse = F.conv2d(coarse, kernel.view(1, 1, 1, size).expand(c, 1, 1, size).contiguous(), groups=c)
+        coarse = F.conv2d(coarse, kernel.view(1, 1, size, 1).expand(c, 1, size, 1).contiguous(), groups=c)[0]
+        return coarse + self.config.denoise_fine * (difference - coarse)
 
     # --- track memory, shared by both paths ----------------------------------------------
 
@@ -432,7 +477,7 @@ class TemporalSmoother:
             if denoise > 0:
                 e = err * np.float32(1.0 / cfg.denoise_tolerance)
                 keep = np.float32(denoise) * np.exp(-e * e) * inside
-                denoised = x + keep[..., None] * (warp(prev.denoised) - x)
+                denoised = x + keep[..., None] * self._carried(warp(prev.denoised) - x)
         self._last[track_id] = _State(x, change, denoised, grey, False)
         out = denoised + change
         if cfg.memory > 0:  # the memory keeps and matches pictures in 0-255
@@ -531,7 +576,7 @@ class TemporalSmoother:
             if denoise > 0:
                 e = err * (1.0 / cfg.denoise_tolerance)
                 keep = denoise * torch.exp(-e * e) * inside
-                denoised = x + keep * (rest - x)
+                denoised = x + keep * self._carried_tensor(rest - x)
         self._last[track_id] = _State(x, change, denoised, grey, False)
         out = denoised + change
         if cfg.memory > 0:  # the memory keeps and matches pictures in 0-255

@@ -132,3 +132,23 @@ def test_report_helpers():
     grid = make_grid(tiles, tile=40, label_height=10)
     assert grid.shape == (10 + 2 * 50, 80, 3)
     assert grid[20:60, 40:80].min() == 255 and grid[20:60, 0:40].max() == 0
+
+
+def test_eval_runs_the_model_at_the_crop_resolution(shared_data, shared_models, tmp_path):
+    """``--crop-resolution`` on the photo set, as on video: lite sees the crops shrunk to its 128 px
+    and its change is enlarged onto the 256-px crop (so the output differs from lite at 128)."""
+    rows = {}
+    for crop in (None, 256):
+        table = tmp_path / f"table_{crop}.json"
+        argv = ["eval", "--data", str(shared_data / "instantrestore"), "--limit", "1", "--model", "lite",
+                "--out", str(tmp_path / f"report_{crop}"), "--json", str(table), "--models", str(shared_models),
+                "--no-dlib", "--reference-detail", "0", "--backend", "eager"]
+        if crop is not None:
+            argv += ["--crop-resolution", str(crop)]
+        assert cli_main(argv) == 0
+        facts = json.loads(table.read_text())
+        assert facts["resolution"] == (crop or 128)
+        rows[crop] = {r["method"]: r for r in facts["rows"]}
+    assert rows[256]["input"]["psnr"] == pytest.approx(rows[None]["input"]["psnr"])
+    assert rows[256]["model_norefs"]["psnr"] != pytest.approx(rows[None]["model_norefs"]["psnr"], abs=1e-3)
+    assert rows[256]["model_norefs"]["psnr"] > rows[256]["input"]["psnr"]  # lite still restores

@@ -148,6 +148,7 @@ def main(argv: list[str]) -> int:
     from streamrestore.eval.judges import load_judges, load_landmark_detector
     from streamrestore.eval.report import format_table, markdown_report, write_grid, write_json
     from streamrestore.eval.run import EvalConfig, evaluate, load_cases
+    from streamrestore.model.resample import at_crop_resolution
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
@@ -168,7 +169,8 @@ def main(argv: list[str]) -> int:
 
     started = time.perf_counter()
     cases = load_cases(data, config, models_dir=models_dir, identities=identities)
-    restorer = _restorer(args, load_restorer)
+    # as in the pipeline: crops of --crop-resolution px, the model's change enlarged onto them
+    restorer = at_crop_resolution(_restorer(args, load_restorer), crop_resolution_from_args(args))
     judges = load_judges(models_dir, with_dlib=config.with_dlib)
     landmarks = load_landmark_detector(models_dir)
     log.info("evaluating %s on %d people from %s", args.model, len(cases), data)

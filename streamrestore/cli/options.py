@@ -112,6 +112,12 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
                    help="the most weight the previous frame's motion-compensated input keeps in the average "
                         "that removes compression flicker from degraded faces, in [0, 1); 0 turns it off "
                         "(default 0.7; clean faces are never averaged)")
+    p.add_argument("--temporal-denoise-sigma", type=float, default=None, metavar="PX",
+                   help="the input average splits each frame's difference by a Gaussian of this sigma (pixels "
+                        "of a 128-px crop) and carries its fine part only by --temporal-denoise-fine, so that "
+                        "the flow's small misregistrations do not flicker on a soft face (default 1.0)")
+    p.add_argument("--temporal-denoise-fine", type=float, default=None, metavar="F",
+                   help="the share of that fine part the input average carries, in [0, 1] (default 0.3; 1: all)")
     p.add_argument("--temporal-memory", type=int, default=None, metavar="N",
                    help="how many earlier restored frames (one every 8) each face keeps and averages in where "
                         "they match it, which steadies small, heavily damaged faces over about a second; it "
@@ -214,11 +220,13 @@ def temporal_from_args(args: argparse.Namespace) -> TemporalConfig:
     values = {k: v for k, v in (("strength", getattr(args, "temporal_strength", None)),
                                 ("tolerance", getattr(args, "temporal_tolerance", None)),
                                 ("denoise", getattr(args, "temporal_denoise", None)),
+                                ("denoise_sigma", getattr(args, "temporal_denoise_sigma", None)),
+                                ("denoise_fine", getattr(args, "temporal_denoise_fine", None)),
                                 ("memory", getattr(args, "temporal_memory", None))) if v is not None}
     try:
         return TemporalConfig(**values)
     except ValueError as exc:
-        raise UserError(f"--temporal-{str(exc).split()[0]}: {exc}") from None
+        raise UserError(f"--temporal-{str(exc).split()[0].replace('_', '-')}: {exc}") from None
 
 
 def check_face_options(args: argparse.Namespace) -> None:
