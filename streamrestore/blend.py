@@ -30,11 +30,15 @@ class PasteConfig:
         max_std_ratio: bound on the contrast change colour matching may apply (default 1.25):
             a degraded input is noisier than a restored face, and matching its std fully would
             put the noise's contrast back.
-        detail_transfer: when the face is larger in the frame than the crop (a 300 px face
-            through a 128 px model), the crop cannot hold the frame's finest detail, and pasting
-            it back alone would soften the face. The frame's own detail above the crop's
-            resolution (frame minus the model's input warped back) is added to the restored face
-            (default True). Below that resolution the model's output is used as is.
+        detail_transfer: paste the model's change (restored minus its input, warped back)
+            onto the frame instead of the restored crop (default True; both frame paths). When
+            the face is larger in the frame than the crop (a 300 px face through a 128 px
+            model), the crop cannot hold the frame's finest detail, and pasting it back alone
+            would soften the face; when it is smaller, the whole crop pasted back was resampled
+            twice (frame -> crop -> frame): a clean face the gate left alone came back at
+            ~49 dB instead of unchanged, and the resampling shimmered from frame to frame.
+            False pastes the restored crop itself. (Until session 21 the change was pasted for
+            faces larger than the crop only, and the device path never pasted it.)
     """
 
     feather: float = 0.1
@@ -198,12 +202,12 @@ class PasteBack:
             gain, offset = self.color_transform(restored, original, weight)
             # One saturating per-channel affine in uint8 (cv2.transform): much cheaper than float math.
             crop = cv2.transform(crop, np.hstack([np.diag(gain), offset[:, None]]).astype(np.float32))
-        frame_pixels_per_crop_pixel = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
-        if self.config.detail_transfer and frame_pixels_per_crop_pixel > 1.05:
-            # The face is larger in the frame than the crop could hold: paste only the model's
-            # *change* (restored - its input), so the frame keeps its own detail above the crop's
-            # resolution. warp(restored) + frame - warp(input) = frame + warp(restored - input),
-            # one warp instead of two.
+        if self.config.detail_transfer:
+            # Paste only the model's *change* (restored - its input): the frame keeps its own
+            # pixels, above the crop's resolution for a face larger than the crop, and wholly
+            # where nothing changed (pasted whole, a face smaller than the crop was resampled
+            # frame -> crop -> frame, softened and shimmering). warp(restored) + frame -
+            # warp(input) = frame + warp(restored - input), one warp instead of two.
             change = cv2.subtract(crop, np.ascontiguousarray(original), dtype=cv2.CV_32F)
             return PastePlan((int(x0), int(y0), int(x1), int(y1)), inv, weight, change, additive=True)
         return PastePlan((int(x0), int(y0), int(x1), int(y1)), inv, weight, crop, additive=False)

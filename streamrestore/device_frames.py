@@ -111,13 +111,19 @@ class DeviceFramePath:
 
     def paste(self, frame: DeviceFrame, restored: torch.Tensor, crops: torch.Tensor, matrices: np.ndarray) -> None:
         """Blends ``restored`` (B, 3, R, R) in [0, 1] into the frame; ``crops`` are what the
-        restorer was given (for colour matching)."""
+        restorer was given (for colour matching, and the change that
+        ``PasteConfig.detail_transfer`` pastes, as the host path does)."""
         cfg = self.paste_config
         restored = restored.float()
         gain = offset = None
         if cfg.color_match:
             weight = paste_weights(matrices, tuple(frame.rgb.shape[:2]), self.resolution, cfg.feather, device=self.device)
             gain, offset = color_transform(restored, crops, weight, cfg.max_std_ratio)
+        if cfg.detail_transfer:
+            if gain is not None and offset is not None:
+                restored = (restored * gain[:, :, None, None] + offset[:, :, None, None]).clamp(0.0, 1.0)
+            paste_back(frame.rgb[None], restored - crops.float(), matrices, None, feather=cfg.feather, additive=True)
+            return
         paste_back(frame.rgb[None], restored, matrices, None, gain, offset, feather=cfg.feather)
 
     def download(self, frame: DeviceFrame):

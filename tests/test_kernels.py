@@ -56,6 +56,9 @@ def _kernel_outputs(path: str) -> None:
     frames, restored, mats, _, _, _ = _paste_inputs(3)
     sel = [0, 1, 2]
     out["paste_plain"] = paste_back_triton(frames[:1].clone(), restored[sel], mats[sel]).numpy()
+    frames, restored, mats, index, _, _ = _paste_inputs()
+    change = restored - crop_warp_reference(frames, mats, R, index)
+    out["paste_additive"] = paste_back_triton(frames.clone(), change, mats, index, additive=True).numpy()
     np.savez(path, **out)
 
 
@@ -225,6 +228,28 @@ def test_paste_back_kernel_without_colour_and_single_frame(interpreted):
     assert diff.max() <= 1 and (diff > 0).float().mean() <= 0.005
 
 
+def test_paste_back_kernel_adds_the_change_like_the_reference(interpreted):
+    frames, restored, mats, index, _, _ = _paste_inputs()
+    change = restored - crop_warp_reference(frames, mats, R, index)
+    ref = paste_back_reference(frames.clone(), change, mats, index, additive=True)
+    got = interpreted["paste_additive"]
+    diff = (ref.int() - got.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() <= 0.005
+    assert (ref.int() - frames.int()).abs().float().mean() > 1  # the change arrived
+
+
+def test_an_additive_paste_of_no_change_leaves_the_frames_exactly():
+    """``PasteConfig.detail_transfer`` on the device path: where the model changed nothing, every
+    pixel keeps its exact value (a whole-crop paste resamples the face twice)."""
+    frames, restored, mats, index, _, _ = _paste_inputs()
+    crops = crop_warp_reference(frames, mats, R, index)
+    assert torch.equal(paste_back_reference(frames.clone(), torch.zeros_like(crops), mats, index, additive=True),
+                       frames)
+    assert not torch.equal(paste_back_reference(frames.clone(), crops, mats, index), frames)
+    with pytest.raises(ValueError, match="additive"):
+        paste_back_reference(frames.clone(), crops, mats, index, torch.ones(len(FACES), 3), None, additive=True)
+
+
 def test_paste_back_leaves_pixels_outside_the_faces_exactly():
     frames, restored, mats, index, gain, offset = _paste_inputs()
     sel = [0]
@@ -276,12 +301,27 @@ def test_paste_back_reference_agrees_with_cpu_pasteback():
     frames, restored, mats, _, _, _ = _paste_inputs(5)
     frame = frames[0].numpy().copy()
     crop_u8 = (restored[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    PasteBack(R, PasteConfig(color_match=False)).paste(frame, crop_u8, crop_u8, mats[0])
+    PasteBack(R, PasteConfig(color_match=False, detail_transfer=False)).paste(frame, crop_u8, crop_u8, mats[0])
     ours = paste_back_reference(frames[:1].clone(), torch.from_numpy(crop_u8).permute(2, 0, 1)[None].float() / 255,
                                 mats[:1])[0].numpy()
     diff = np.abs(ours.astype(int) - frame.astype(int))
     assert diff.mean() < 1.0
     assert np.percentile(diff, 99) <= 6
+
+
+def test_additive_paste_agrees_with_cpu_pasteback():
+    """The change pasted (``detail_transfer``, the default) on both paths, an interior face."""
+    frames, restored, mats, index, _, _ = _paste_inputs(5)
+    crop = crop_warp_reference(frames[:1], mats[:1], R)[0]
+    u8 = lambda t: (t.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
+    crop_u8, restored_u8 = u8(crop), u8(restored[0])
+    frame = frames[0].numpy().copy()
+    PasteBack(R, PasteConfig(color_match=False)).paste(frame, restored_u8, crop_u8, mats[0])
+    change = torch.from_numpy(restored_u8.astype(np.float32) - crop_u8).permute(2, 0, 1)[None] / 255
+    ours = paste_back_reference(frames[:1].clone(), change, mats[:1], additive=True)[0].numpy()
+    diff = np.abs(ours.astype(int) - frame.astype(int))
+    assert (frame.astype(int) - frames[0].numpy()).__abs__().mean() > 1  # something was pasted
+    assert diff.mean() < 0.5 and diff.max() <= 3, (diff.mean(), diff.max())
 
 
 def test_paste_back_rejects_bad_arguments():

@@ -179,10 +179,17 @@ def _check(frames, restored, matrices, frame_index, gain, offset):
     return m, index, gain.float(), offset.float()
 
 
+def _check_additive(additive: bool, gain, offset) -> None:
+    if additive and (gain is not None or offset is not None):
+        raise ValueError("an additive paste takes no gain or offset: colour-match the restored crop first")
+
+
 def paste_back_reference(frames: torch.Tensor, restored: torch.Tensor, matrices, frame_index=None,
                          gain: torch.Tensor | None = None, offset: torch.Tensor | None = None, *,
-                         feather: float = 0.1) -> torch.Tensor:
-    """Blend ``restored`` (B, 3, R, R) in [0, 1] into ``frames`` (F, H, W, 3) uint8, in place.
+                         feather: float = 0.1, additive: bool = False) -> torch.Tensor:
+    """Blend ``restored`` (B, 3, R, R) in [0, 1] into ``frames`` (F, H, W, 3) uint8, in place;
+    with ``additive``, add it instead: ``restored`` is then the model's change (restored minus
+    its input, in [-1, 1]) and the frame keeps its own pixels where the change is 0.
 
     Args:
         frames: decoded RGB frames, channels last; modified in place and returned.
@@ -192,8 +199,11 @@ def paste_back_reference(frames: torch.Tensor, restored: torch.Tensor, matrices,
         gain, offset: (B, 3) colour correction ``c * gain + offset`` (in [0, 1] units) from
             :func:`color_transform`; default none.
         feather: soft border width as a fraction of R (default 0.1, as ``PasteConfig``).
+        additive: add the change ``restored`` (``PasteConfig.detail_transfer``); no ``gain``
+            or ``offset`` then (colour-match the restored crop before taking the change).
     """
     _check_feather(feather)
+    _check_additive(additive, gain, offset)
     m, index, gain, offset = _check(frames, restored, matrices, frame_index, gain, offset)
     r = restored.shape[-1]
     geos, _ = _geometry(m, frames.shape[1:3], r)
@@ -212,13 +222,16 @@ def paste_back_reference(frames: torch.Tensor, restored: torch.Tensor, matrices,
         # bicubic with edge taps clamped (= OpenCV's BORDER_REPLICATE); the weight is 0 out there anyway
         sample = F.grid_sample(restored[i : i + 1].float(), grid, mode="bicubic", padding_mode="border",
                                align_corners=False)[0]
-        color = (sample * gain[i, :, None, None] + offset[i, :, None, None]).clamp(0.0, 1.0) * 255.0
         alpha = _smoothstep(torch.minimum(u + 0.5, r - 0.5 - u) / band) * _smoothstep(
             torch.minimum(v + 0.5, r - 0.5 - v) / band)
         alpha = alpha * _edge_fade(x.float(), y.float(), geo, band)
         roi = frames[index[i], geo.y0 : geo.y1, geo.x0 : geo.x1]
         old = roi.permute(2, 0, 1).float()
-        blended = alpha * color + (1.0 - alpha) * old  # alpha == 0 gives the old value exactly
+        if additive:
+            blended = old + alpha * (sample * 255.0)  # a change of 0 gives the old value exactly
+        else:
+            color = (sample * gain[i, :, None, None] + offset[i, :, None, None]).clamp(0.0, 1.0) * 255.0
+            blended = alpha * color + (1.0 - alpha) * old  # alpha == 0 gives the old value exactly
         roi.copy_(torch.floor(blended + 0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0))
     return frames
 
@@ -233,7 +246,7 @@ def _kernel_source():
                           R, R_float, x0, y0, roi_w, n_pixels, stride_h, stride_w, stride_c,
                           m00, m01, m02, m10, m11, m12,
                           e_left, e_top, e_right, e_bottom, edge_scale, inv_band,
-                          BLOCK: tl.constexpr):
+                          BLOCK: tl.constexpr, ADDITIVE: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         valid = offs < n_pixels
         px = x0 + offs % roi_w
@@ -295,11 +308,14 @@ def _kernel_source():
         fp = frame_ptr + py.to(tl.int64) * stride_h + px.to(tl.int64) * stride_w
         for ch in tl.static_range(3):
             c = c0 if ch == 0 else (c1 if ch == 1 else c2)
-            g = tl.load(gain_ptr + face * 3 + ch)
-            o = tl.load(offset_ptr + face * 3 + ch)
-            c = tl.minimum(tl.maximum(c * g + o, 0.0), 1.0) * 255.0
             old = tl.load(fp + ch * stride_c, mask=valid, other=0).to(tl.float32)
-            out = alpha * c + (1.0 - alpha) * old
+            if ADDITIVE:  # c is the model's change
+                out = old + alpha * (c * 255.0)
+            else:
+                g = tl.load(gain_ptr + face * 3 + ch)
+                o = tl.load(offset_ptr + face * 3 + ch)
+                c = tl.minimum(tl.maximum(c * g + o, 0.0), 1.0) * 255.0
+                out = alpha * c + (1.0 - alpha) * old
             out = tl.minimum(tl.maximum(tl.floor(out + 0.5), 0.0), 255.0)
             tl.store(fp + ch * stride_c, out.to(tl.uint8), mask=valid)
 
@@ -314,7 +330,7 @@ def _compiled(interpret: bool):
 
 def paste_back_triton(frames: torch.Tensor, restored: torch.Tensor, matrices, frame_index=None,
                       gain: torch.Tensor | None = None, offset: torch.Tensor | None = None, *,
-                      feather: float = 0.1, block: int = 256) -> torch.Tensor:
+                      feather: float = 0.1, block: int = 256, additive: bool = False) -> torch.Tensor:
     """Same as :func:`paste_back_reference`, one Triton launch per face over its footprint.
 
     Runs on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
@@ -322,6 +338,7 @@ def paste_back_triton(frames: torch.Tensor, restored: torch.Tensor, matrices, fr
     if not triton_available():
         raise RuntimeError("paste_back_triton needs the 'triton' package (pip install 'streamrestore[gpu]')")
     _check_feather(feather)
+    _check_additive(additive, gain, offset)
     if block < 16 or block & (block - 1):
         raise ValueError(f"block must be a power of two >= 16, got {block}")
     m, index, gain, offset = _check(frames, restored, matrices, frame_index, gain, offset)
@@ -342,16 +359,18 @@ def paste_back_triton(frames: torch.Tensor, restored: torch.Tensor, matrices, fr
         kernel[((n + block - 1) // block,)](
             frames[index[i]], crops, gain, offset, i, r, float(r), geo.x0, geo.y0, roi_w, n, sh, sw, sc,
             float(a[0, 0]), float(a[0, 1]), float(a[0, 2]), float(a[1, 0]), float(a[1, 1]), float(a[1, 2]),
-            *(float(e) for e in geo.edges), geo.scale / band, 1.0 / band, BLOCK=block,
+            *(float(e) for e in geo.edges), geo.scale / band, 1.0 / band, BLOCK=block, ADDITIVE=bool(additive),
         )
     return frames
 
 
 def paste_back(frames: torch.Tensor, restored: torch.Tensor, matrices, frame_index=None,
                gain: torch.Tensor | None = None, offset: torch.Tensor | None = None, *,
-               feather: float = 0.1) -> torch.Tensor:
+               feather: float = 0.1, additive: bool = False) -> torch.Tensor:
     """Paste every face back: the Triton kernel for CUDA frames when Triton is installed, else
     :func:`paste_back_reference` (the CPU path). Arguments as for the reference."""
     if frames.is_cuda and triton_available():
-        return paste_back_triton(frames, restored, matrices, frame_index, gain, offset, feather=feather)
-    return paste_back_reference(frames, restored, matrices, frame_index, gain, offset, feather=feather)
+        return paste_back_triton(frames, restored, matrices, frame_index, gain, offset, feather=feather,
+                                 additive=additive)
+    return paste_back_reference(frames, restored, matrices, frame_index, gain, offset, feather=feather,
+                                additive=additive)
