@@ -218,6 +218,11 @@ def test_cli_rejects_bad_video_options(tmp_path, capsys):
     assert cli_main(["eval", "--video", str(clip), "--degrade", "nosuch"]) == 2
     assert cli_main(["eval", "--data", str(tmp_path), "--max-frames", "3"]) == 2
     assert "unknown --degrade" in capsys.readouterr().err
+    assert cli_main(["eval", "--data", str(tmp_path), "--temporal-memory", "4"]) == 2
+    assert cli_main(["eval", "--data", str(tmp_path), "--no-temporal"]) == 2
+    assert "is a --video option" in capsys.readouterr().err
+    assert cli_main(["eval", "--video", str(clip), "--temporal-denoise-fine", "2"]) == 2
+    assert "--temporal-denoise-fine" in capsys.readouterr().err
 
 
 # --- a real clip through the CLI (shared folder) --------------------------------------------
@@ -251,3 +256,23 @@ def test_cli_json_rows_on_a_real_clip(real_run):
         assert rows[name]["id_gt"] == pytest.approx(rows["input"]["id_gt"], abs=0.03)
     assert rows["clean_refs"]["psnr"] > 40 and rows["clean_refs"]["id_gt"] > 0.99
     assert real_run["degrade"] == "default" and real_run["max_frames"] == 6
+
+
+def test_cli_takes_the_temporal_options(shared, tmp_path):
+    """``--no-temporal`` reaches the pipeline: the identity restorer without references changes no
+    pixel of the degraded frames (the paste adds its change, none), so without the fusion, whose
+    input average steadies the degraded face, its row is the input's. (Not to the last digit: the
+    output frames are turned into RGB by swscale a level or so differently from the decoded ones.)"""
+    clip = shared / "data/styletalk/source_video/Obama_clip1.mp4"
+    rows = {}
+    for extra in ([], ["--no-temporal"]):
+        table = tmp_path / f"t{len(extra)}.json"
+        argv = ["eval", "--video", str(clip), "--model", "identity", "--max-frames", "8", *extra,
+                "--models", str(shared / "models"), "--json", str(table)]
+        assert cli_main(argv) == 0
+        rows[bool(extra)] = {r["method"]: r for r in json.loads(table.read_text())["rows"]}
+    off, on = rows[True], rows[False]
+    assert off["input"] == on["input"]
+    assert abs(off["model_norefs"]["psnr"] - off["input"]["psnr"]) < 0.02
+    assert abs(off["model_norefs"]["ewarp"] / off["input"]["ewarp"] - 1) < 0.01
+    assert on["model_norefs"]["ewarp"] < 0.97 * on["input"]["ewarp"]  # the input average at work

@@ -33,9 +33,11 @@ from streamrestore.cli.options import (
     add_crop_resolution_option,
     add_identity_gate_option,
     add_reference_detail_option,
+    add_temporal_options,
     crop_resolution_from_args,
     identity_gate_from_args,
     reference_detail_from_args,
+    temporal_from_args,
 )
 from streamrestore.errors import InputError, ModelError
 
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "clean frames)")
     v.add_argument("--face-models", metavar="DIR",
                    help="the pipeline's insightface model pack (default: the one in the --models folder, if any)")
+    add_temporal_options(v)  # the pipeline's temporal fusion, as `streamrestore` and `live` take it
     return p
 
 
@@ -140,9 +143,13 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.video:
         return video_main(args)
-    for name in ("degrade", "degraded", "refs", "max_frames", "save", "face_models"):
+    for name in ("degrade", "degraded", "refs", "max_frames", "save", "face_models", "temporal_strength",
+                 "temporal_tolerance", "temporal_denoise", "temporal_denoise_sigma", "temporal_denoise_fine",
+                 "temporal_memory"):
         if getattr(args, name) is not None:
             raise InputError(f"--{name.replace('_', '-')} is a --video option; use it with --video CLEAN.mp4")
+    if args.no_temporal:
+        raise InputError("--no-temporal is a --video option; use it with --video CLEAN.mp4")
     from streamrestore.api import load_restorer
     from streamrestore.data.degrade import PRESETS
     from streamrestore.eval.judges import load_judges, load_landmark_detector
@@ -239,6 +246,7 @@ def video_main(args: argparse.Namespace) -> int:
         raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
     if args.every < 1:
         raise InputError(f"--every must be at least 1, got {args.every}")
+    temporal = temporal_from_args(args)  # a bad value fails before any model is loaded
     preset = args.degrade or ("default" if args.degraded is None else None)
     if preset is not None and preset not in VIDEO_PRESETS:
         raise InputError(f"unknown --degrade {preset!r}; choose one of {', '.join(VIDEO_PRESETS)}")
@@ -271,7 +279,7 @@ def video_main(args: argparse.Namespace) -> int:
         options = dict(refs=[args.refs] if method.refs else [], model=restorer, device=args.device,
                        detector=args.detector, face_models=face_models, fps=fps, backend=args.backend,
                        config=PipelineConfig(reference_detail=reference_detail, identity_gate=identity_gate,
-                                             crop_resolution=crop_resolution))
+                                             crop_resolution=crop_resolution, temporal=temporal))
         options.update(method.options)
         return build_face_restorer(**options)
 
