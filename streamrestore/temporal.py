@@ -255,6 +255,7 @@ class TemporalSmoother:
         self._last: dict[int, _State] = {}
         self._memory: dict[int, _Memory] = {}
         self._dis: cv2.DISOpticalFlow | None = None
+        self._gaussians: dict[tuple, tuple[Any, Any]] = {}  # the input average's kernels, per size and device
 
     # --- shared by both paths -----------------------------------------------------------
 
@@ -282,12 +283,15 @@ class TemporalSmoother:
         return cv2.resize(flow, (r, r), interpolation=cv2.INTER_LINEAR) * np.float32(r / s)
 
     def _denoise_sigma(self, r: int) -> float:
+        """The sigma that splits the input average's difference for an R-px crop; 0: no split."""
+        if self.config.denoise_fine >= 1.0:
+            return 0.0
         return self.config.denoise_sigma * r / 128
 
     def _carried(self, difference: np.ndarray) -> np.ndarray:
         """What the input average carries of its (R, R, 3) difference (``denoise_sigma``, ``denoise_fine``)."""
         sigma = self._denoise_sigma(difference.shape[0])
-        if sigma <= 0 or self.config.denoise_fine >= 1.0:
+        if sigma <= 0:
             return difference
         coarse = cv2.GaussianBlur(difference, (0, 0), sigma)
         return coarse + np.float32(self.config.denoise_fine) * (difference - coarse)
@@ -299,14 +303,19 @@ class TemporalSmoother:
         import torch.nn.functional as F
 
         sigma = self._denoise_sigma(difference.shape[-1])
-        if sigma <= 0 or self.config.denoise_fine >= 1.0:
+        if sigma <= 0:
             return difference
+        c = difference.shape[0]
         size = int(round(sigma * 8 + 1)) | 1  # OpenCV's kernel size for a float picture and ksize (0, 0)
-        kernel = torch.from_numpy(cv2.getGaussianKernel(size, sigma, cv2.CV_32F)[:, 0].copy()).to(difference)
-        c, half = difference.shape[0], size // 2
+        key = (size, sigma, c, difference.device, difference.dtype)
+        if key not in self._gaussians:  # built once: no host-to-device copy per face and frame
+            kernel = torch.from_numpy(cv2.getGaussianKernel(size, sigma, cv2.CV_32F)[:, 0].copy()).to(difference)
+            self._gaussians[key] = (kernel.view(1, 1, 1, size).expand(c, 1, 1, size).contiguous(),
+                                    kernel.view(1, 1, size, 1).expand(c, 1, size, 1).contiguous())
+        across, down = self._gaussians[key]
+        half = size // 2
         coarse = F.pad(difference[None], (half, half, half, half), mode="reflect")
-        coarse = F.conv2d(coarse, kernel.view(1, 1, 1, size).expand(c, 1, 1, size).contiguous(), groups=c)
-        coarse = F.conv2d(coarse, kernel.view(1, 1, size, 1).expand(c, 1, size, 1).contiguous(), groups=c)[0]
+        coarse = F.conv2d(F.conv2d(coarse, across, groups=c), down, groups=c)[0]
         return coarse + self.config.denoise_fine * (difference - coarse)
 
     # --- track memory, shared by both paths ----------------------------------------------
