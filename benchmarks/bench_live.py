@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrestore.cli.options import add_crop_resolution_option, crop_resolution_from_args
+
 
 def shared_root() -> Path:
     env = os.environ.get("STREAMRESTORE_SHARED")
@@ -86,6 +88,7 @@ def main() -> int:
                    help="the identity gate's tolerance (default: its default; 0 turns it off)")
     p.add_argument("--temporal-memory", type=int, default=None,
                    help="remembered frames per face (default: TemporalConfig's; 0: no track memory)")
+    add_crop_resolution_option(p)
     args = p.parse_args()
 
     import torch
@@ -122,7 +125,9 @@ def main() -> int:
             fr = build_face_restorer(
                 args.refs, model=args.model, device=args.device, face_models=args.face_models,
                 config=PipelineConfig(lookahead=0, detect_every=args.detect_every, temporal=temporal,
-                                      identity_gate=identity_gate), channel_order="rgb",
+                                      identity_gate=identity_gate,
+                                      crop_resolution=crop_resolution_from_args(args)),
+                channel_order="rgb",
                 fps=source.fps,
             )
         except ModelError as exc:

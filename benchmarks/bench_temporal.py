@@ -134,7 +134,7 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
             outs.append(out)
             if judge is not None and v.last_faces:
                 px = pixels_of(out, "rgb")
-                crops = [crop_face(px, f.matrix, v.resolution) for f in v.last_faces]
+                crops = [crop_face(px, f.matrix, f.pixels.shape[0]) for f in v.last_faces]
                 embs = judge.embed_crops(np.stack([arcface_crop(c) for c in crops]))
                 for f, e in zip(v.last_faces, embs):
                     spreads[j].add_embedding(f.track_id, e)

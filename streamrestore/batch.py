@@ -501,6 +501,7 @@ def run(
     unmatched: str = "restore",
     detect_every: int = 3,
     temporal=None,
+    crop_resolution: int | str | None = "auto",
     codec: str | None = None,
     crf: int | None = None,
     preset: str | None = None,
@@ -517,7 +518,8 @@ def run(
     Ray (as when Ray is not installed). ``workers``: actors in the pool (default: the GPUs with
     ``gpus_per_worker`` on CUDA, else CPUs / ``torch_threads``). ``gpus_per_worker``: GPUs each
     actor reserves (default 1 on CUDA, 0 on CPU; fractions share a GPU). ``ray_init``: extra
-    ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``).
+    ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``). ``crop_resolution``:
+    ``PipelineConfig.crop_resolution``.
 
     Returns a :class:`BatchResult` (``exit_code`` 0 when all succeeded, else 1). Usage mistakes
     raise :class:`~streamrestore.errors.UserError` before anything runs.
@@ -539,6 +541,12 @@ def run(
         raise UserError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
     if torch_threads is not None and torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {torch_threads}")
+    from streamrestore.pipeline import PipelineConfig
+
+    try:
+        PipelineConfig(crop_resolution=crop_resolution)
+    except ValueError as exc:
+        raise UserError(f"bad crop_resolution: {exc}") from None
     encoder = {"codec": codec, "crf": crf, "preset": preset}
     try:
         EncoderSettings(**encoder)
@@ -560,7 +568,8 @@ def run(
             raise UserError(f"{src} and {other} would both be written to {dst}; rename one or batch them separately")
         outputs[src] = dst
 
-    config = {"max_faces": max_faces, "unmatched": unmatched, "detect_every": detect_every}
+    config = {"max_faces": max_faces, "unmatched": unmatched, "detect_every": detect_every,
+              "crop_resolution": crop_resolution}
     if temporal is not None:
         config["temporal"] = temporal
     options = {"model": model, "device": device, "detector": detector, "face_models": face_models,

@@ -225,7 +225,7 @@ def run_bench(
     temporal=None,
     flicker: bool = True,
     identity_gate=None,
-    crop_resolution: int | None = None,
+    crop_resolution: int | str | None = "auto",
 ) -> BenchResult:
     """Benchmark ``model`` on ``clip`` with each backend in ``backends``.
 
@@ -255,7 +255,7 @@ def run_bench(
             over the timed frames of the encoded output; untimed, after each run). Default True.
         identity_gate: the identity gate's :class:`~streamrestore.quality.IdentityGateConfig`
             (default None: its defaults). Its cost is the ``identity_gate`` stage.
-        crop_resolution: ``PipelineConfig.crop_resolution`` (default None: the model's own).
+        crop_resolution: ``PipelineConfig.crop_resolution`` (default ``"auto"``: per face by its size).
     """
     from streamrestore.api import build_face_restorer
     from streamrestore.backends import BACKENDS, BackendConfig, BackendRestorer, available_backends, select_backend

@@ -27,7 +27,7 @@ from streamrestore.faces.detect import detect_padded
 from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
-from streamrestore.model.resample import at_crop_resolution
+from streamrestore.model.resample import at_crop_resolution, auto_crop_side, crop_sides
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
@@ -88,11 +88,15 @@ class PipelineConfig:
         crop_resolution: side of the aligned crops the pipeline cuts, registers the references
             on, gates, fuses and pastes back; a restorer made for smaller crops (``lite``: 128)
             sees each one shrunk to its own size, and its change, enlarged, is added to the crop
-            (:class:`streamrestore.model.resample.ResampledRestorer`). Default None: the
-            restorer's own. 256 gives the stages around ``lite`` the resolution the faces of
-            256-px video have, and more of it on larger ones: on the video benchmark face PSNR
-            +0.05 to +0.2 dB over 128 on seven of eight clips (``docs/video_eval.md``, "Session
-            20"), and more flicker on one (Andrew Ng's 1.22x the input's, against 1.14x).
+            (:class:`streamrestore.model.resample.ResampledRestorer`). None: the restorer's own.
+            Default ``"auto"``: per face (kept per track), the restorer's side x1, x2 or x4 (up to
+            512), the largest that still holds 1.25 frame pixels per crop pixel
+            (:func:`streamrestore.model.resample.auto_crop_side`): large faces keep the detail
+            the frame and the references have above the model's resolution (video benchmark:
+            +0.09 to +0.34 dB face PSNR on three of four faces of 2.9-5.8 frame px per 128-px
+            crop pixel), and faces near the model's size stay at it (a 256-px face at 256
+            flickered more: Andrew Ng's 1.22x the input's E_warp against 1.15x; ``docs/video_eval.md``,
+            "Session 20" and "Sessions 22-23").
         identity_gate: holds back the restorer's change where it makes a face less like its
             person's references (after the quality gate, before the reference detail and the fusion; needs references and an
             insightface embedder); see :class:`streamrestore.quality.IdentityGateConfig`.
@@ -109,7 +113,7 @@ class PipelineConfig:
     gate: QualityGateConfig = field(default_factory=QualityGateConfig)
     reference_detail: ReferenceDetailConfig = field(default_factory=ReferenceDetailConfig)
     identity_gate: IdentityGateConfig = field(default_factory=IdentityGateConfig)
-    crop_resolution: int | None = None
+    crop_resolution: int | str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.max_faces is not None and self.max_faces < 1:
@@ -122,8 +126,10 @@ class PipelineConfig:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
         if self.frame_path not in ("auto", "host", "device"):
             raise ValueError(f"frame_path must be 'auto', 'host' or 'device', got {self.frame_path!r}")
-        if self.crop_resolution is not None and not (isinstance(self.crop_resolution, int) and self.crop_resolution >= 32):
-            raise ValueError(f"crop_resolution must be None or an integer >= 32, got {self.crop_resolution!r}")
+        if self.crop_resolution not in (None, "auto") and not (
+                isinstance(self.crop_resolution, int) and not isinstance(self.crop_resolution, bool)
+                and self.crop_resolution >= 32):
+            raise ValueError(f"crop_resolution must be None, 'auto' or an integer >= 32, got {self.crop_resolution!r}")
 
 
 class FaceRestorer:
@@ -150,8 +156,9 @@ class FaceRestorer:
             after each call.
         reference_caches: references already encoded by this restorer, by set name (these sets
             are not encoded again; see :meth:`fresh`).
-        prepared_references: the reference detail stage's prepared references, by set name, made
-            with the same ``config.reference_detail`` (not prepared again; see :meth:`fresh`).
+        prepared_references: the reference detail stage's prepared references, by set name and
+            crop side, made with the same ``config.reference_detail`` (not prepared again; see
+            :meth:`fresh`).
 
     Raises:
         ValueError: a bad ``channel_order``, or several reference sets (or ``unmatched="skip"``)
@@ -171,18 +178,24 @@ class FaceRestorer:
         fps: float = 30.0,
         torch_threads: int | None = None,
         reference_caches: dict[str, Any] | None = None,
-        prepared_references: dict[str, PreparedReferences] | None = None,
+        prepared_references: dict[tuple[str, int], PreparedReferences] | None = None,
     ) -> None:
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-        restorer = at_crop_resolution(restorer, config.crop_resolution)
         self.restorer = restorer
         self.detector = detector
         self.embedder = embedder
         self.config = config
         self.channel_order = channel_order
-        self.resolution = int(restorer.resolution)
-        self.reference_sets = [_at_side(ref, self.resolution) for ref in reference_sets]
+        #: the crop sides faces may be cut at, smallest first (one unless ``crop_resolution="auto"``)
+        self.crop_sides = crop_sides(int(restorer.resolution), config.crop_resolution)
+        # the restorer as each crop side runs it (ResampledRestorer above the model's own side)
+        self._restorers = {side: at_crop_resolution(restorer, side) for side in self.crop_sides}
+        #: the largest crop side
+        self.resolution = self.crop_sides[-1]
+        # as given: each stage takes them at its side (``_at_side``), from the nearest side they have
+        self.reference_sets = list(reference_sets)
+        self._track_sides: dict[Hashable, int] = {}
         self.torch_threads = resolve_torch_threads(torch_threads)
         self.stats = RunStats()
 
@@ -202,28 +215,33 @@ class FaceRestorer:
                 if ref.name in self.caches:  # encoded already (see fresh())
                     continue
                 t0 = time.perf_counter()
-                self.caches[ref.name] = restorer.encode_references(_to_tensor(ref.crops))
+                # one encoding serves every side: the model sees every crop at its own side
+                model_side = int(restorer.resolution)
+                self.caches[ref.name] = restorer.encode_references(_to_tensor(_at_side(ref, model_side).crops))
                 self.stats.add_time("references", time.perf_counter() - t0)
 
         tcfg = tracker_config if tracker_config is not None else TrackerConfig()
         self._tracker = FaceTracker(tcfg, fps=fps, lookahead=config.lookahead)
         self._fps = fps
-        self._paste = PasteBack(self.resolution, config.paste)
-        self._device_path = _device_frame_path(restorer, self.resolution, config)
+        self._pastes = {side: PasteBack(side, config.paste) for side in self.crop_sides}
+        self._device_paths = {side: _device_frame_path(restorer, side, config) for side in self.crop_sides}
+        self._device_path = self._device_paths[self.resolution]
         self._propagator = FacePropagator() if config.detect_every > 1 else None
         self._since_detection = 0
         self._smoother = TemporalSmoother(config.temporal)
         self._gate = QualityGate(config.gate)
         self._identity_gate = IdentityGate(config.identity_gate, getattr(embedder, "embed_aligned", None))
-        for ref in self.reference_sets:
-            self._identity_gate.set_references(ref.name, ref.crops)
+        for ref in self.reference_sets:  # at the model's side, where the gate was measured
+            self._identity_gate.set_references(ref.name, _at_side(ref, int(restorer.resolution)).crops)
         # each identity's references, prepared once for the reference detail stage
         self._reference_detail = ReferenceDetail(config.reference_detail)
-        self._prepared: dict[str, PreparedReferences] = dict(prepared_references or {})
+        # by (set name, crop side); prepared here for every side, off the frame path
+        self._prepared: dict[tuple[str, int], PreparedReferences] = dict(prepared_references or {})
         if config.reference_detail.enabled:
             for ref in self.reference_sets:
-                if ref.name not in self._prepared and ref.crops.shape[1] == self.resolution:
-                    self._prepared[ref.name] = self._reference_detail.prepare(ref.crops)
+                for side in self.crop_sides:
+                    if (ref.name, side) not in self._prepared:
+                        self._prepared[ref.name, side] = self._reference_detail.prepare(_at_side(ref, side).crops)
         # one worker registers the references onto the faces while the restorer runs (host path):
         # both release the GIL, and on 2 cores the detail's ~6 ms per face then costs no frame time
         self._detail_worker: ThreadPoolExecutor | None = None
@@ -424,7 +442,7 @@ class FaceRestorer:
             return frame  # untouched: not even a colour-space round trip
         stats.frames_with_faces += 1
         t0 = time.perf_counter()
-        matrices, caches, ids, prepared, identities = [], [], [], [], []
+        matrices, sides, caches, ids, prepared, identities = [], [], [], [], [], []
         for t in tracked:
             identity = self._identity(t, pixels)
             unmatched = identity is None and self._matcher is not None
@@ -437,27 +455,27 @@ class FaceRestorer:
                     track.scores = self._matcher.scores_of(t.track_id)
             if skip:
                 continue
-            matrices.append(alignment_matrix(t.kps, self.resolution))
+            side = self._crop_side(t)
+            matrices.append(alignment_matrix(t.kps, side))
+            sides.append(side)
             caches.append(self.caches.get(identity) if identity is not None else None)
             ids.append(t.track_id)
             identities.append(identity)
-            prepared.append(self._prepared.get(identity) if identity is not None else None)
+            prepared.append(self._prepared.get((identity, side)) if identity is not None else None)
         if not matrices:
             self.stats.add_time("align", time.perf_counter() - t0)
             return frame
-        # the track id seeds each face's noise: fixed noise per track makes an unchanged face
-        # restore identically frame after frame (see streamrestore.types.Restorer)
-        seeds = {"noise_seeds": ids}
         self._smoother.forget(t.track_id for t in tracked)
         self._gate.forget(t.track_id for t in tracked)
         self._identity_gate.forget(t.track_id for t in tracked)
+        live = {t.track_id for t in tracked}
+        self._track_sides = {tid: side for tid, side in self._track_sides.items() if tid in live}
         self.stats.faces_restored += len(matrices)
         self.stats.frames_restored += 1
         if self._device_path is not None:
-            crops, result = self._restore_on_device(frame, pixels, np.stack(matrices), caches, ids, identities, seeds,
-                                                    prepared, t0)
+            crops, result = self._restore_on_device(frame, pixels, matrices, sides, caches, ids, identities, prepared, t0)
         else:
-            crops, result = self._restore_on_host(frame, pixels, matrices, caches, ids, identities, seeds, prepared, t0)
+            crops, result = self._restore_on_host(frame, pixels, matrices, sides, caches, ids, identities, prepared, t0)
         self.last_faces = [
             AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
             for c, m, tid in zip(crops, matrices, ids)
@@ -466,16 +484,15 @@ class FaceRestorer:
             return np.ascontiguousarray(result[..., ::-1])
         return result
 
-    def _restore_on_host(self, frame, pixels, matrices, caches, ids, identities, seeds, prepared, t0):
+    def _restore_on_host(self, frame, pixels, matrices, sides, caches, ids, identities, prepared, t0):
         """Crops cut, and faces pasted, on the CPU (OpenCV; 4:2:0 frames stay in YUV)."""
-        crops = [crop_face(pixels, m, self.resolution) for m in matrices]
+        crops = [crop_face(pixels, m, side) for m, side in zip(matrices, sides)]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
-        restored: torch.Tensor | np.ndarray  # the restorer's tensor, then its uint8 crops
         with torch.inference_mode():
-            restored, added, seconds = self._restore_beside_detail(
-                lambda: self.restorer.restore(_to_tensor(np.stack(crops)), caches, **seeds), crops, prepared, ids)
-        restored = _to_uint8(restored)
+            outputs, added, seconds = self._restore_beside_detail(
+                lambda: self._restore_crops(crops, caches, ids), crops, prepared, ids)
+        restored = [_to_uint8(out)[0] for out in outputs]
         t2 = time.perf_counter()
         self.stats.add_time("restore", t2 - t1)
         if added is not None:
@@ -486,8 +503,9 @@ class FaceRestorer:
         smoothing = 0.0
         checking = self._finish_identity_checks()
         checks = []
-        for crop, face_out, detail, m, tid, identity in zip(crops, restored, details, matrices, ids, identities):
-            weight = self._gate.weight(tid, pixels, m, self.resolution)
+        for crop, face_out, detail, m, side, tid, identity in zip(crops, restored, details, matrices, sides, ids,
+                                                                   identities):
+            weight = self._gate.weight(tid, pixels, m, side)
             face_out = self._gate.blend(crop, face_out, weight)
             if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)
                 checks.append((tid, identity, crop.copy(), face_out.copy()))
@@ -500,7 +518,7 @@ class FaceRestorer:
             ts = time.perf_counter()
             face_out = self._smoother.smooth(tid, crop, face_out, denoise_weight=weight)
             smoothing += time.perf_counter() - ts
-            plan = self._paste.plan(shape, face_out, crop, m)
+            plan = self._pastes[side].plan(shape, face_out, crop, m)
             if plan is not None:
                 canvas.paste(plan)
         self.stats.add_time("temporal", smoothing)
@@ -510,9 +528,9 @@ class FaceRestorer:
         self.stats.add_time("paste", time.perf_counter() - t2 - smoothing - checking)
         return crops, result
 
-    def _restore_beside_detail(self, restore: Callable[[], torch.Tensor], crops: Sequence[np.ndarray],
+    def _restore_beside_detail(self, restore: Callable[[], list[torch.Tensor]], crops: Sequence[np.ndarray],
                                prepared: list[PreparedReferences | None], ids: Sequence[Hashable]
-                               ) -> tuple[torch.Tensor, list[np.ndarray | None] | None, float]:
+                               ) -> tuple[list[torch.Tensor], list[np.ndarray | None] | None, float]:
         """``restore()`` run while the worker thread computes the reference detail of ``crops``
         (uint8 input faces, of the tracks ``ids``): ``(restored, details, worker seconds)``;
         ``details`` is None when the stage has nothing to do, else one per face (None where it has
@@ -574,56 +592,111 @@ class FaceRestorer:
 
         return self._worker().submit(work)
 
-    def _restore_on_device(self, frame, pixels, matrices, caches, ids, identities, seeds, prepared, t0):
+    def _restore_on_device(self, frame, pixels, matrices, sides, caches, ids, identities, prepared, t0):
         """The frame goes to the restorer's device once; crops are cut and faces pasted there
-        (``streamrestore.device_frames``); one copy comes back."""
-        path = self._device_path
+        (``streamrestore.device_frames``), one group of faces per crop side; one copy comes back."""
+        host_crops: list[np.ndarray] = [np.empty(0, np.uint8)] * len(sides)
+        groups = [[i for i, s in enumerate(sides) if s == side] for side in sorted(set(sides))]
+        checks: list[tuple[Hashable, str, np.ndarray, np.ndarray]] = []
         with torch.inference_mode():
-            on_device = path.upload(pixels, frame)
-            crops = path.crops(on_device, matrices)
-            t1 = time.perf_counter()
-            self.stats.add_time("align", t1 - t0)
-            # B small crops to the host (they wait only for the crop kernels): for last_faces and
-            # the reference detail's flow, which then runs on the CPU while the device restores
-            host_crops = _to_uint8(crops)
-            restored, added, seconds = self._restore_beside_detail(
-                lambda: self.restorer.restore(crops, caches, **seeds).float(), list(host_crops), prepared, ids)
-            t2 = time.perf_counter()
-            self.stats.add_time("restore", t2 - t1)
-            gate = [self._gate.weight(tid, pixels, m, self.resolution) for tid, m in zip(ids, matrices)]
-            weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
-            restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
-            checking = self._finish_identity_checks()
-            checks = [(tid, identity, host_crops[i], _to_uint8(restored[i:i + 1])[0])  # to the host only when checked
-                      for i, (tid, identity) in enumerate(zip(ids, identities)) if self._identity_gate.due(tid, identity)]
-            ts = time.perf_counter()
-            for check in [c for c in checks if not self._identity_gate.checked(c[0])]:  # new tracks: now
-                self._identity_gate.update(*check)
-                checks.remove(check)
-            checking += time.perf_counter() - ts
-            self._start_identity_checks(checks)
-            kept = [self._identity_gate.weight(tid) for tid in ids]
-            if any(k < 1.0 for k in kept):
-                held = torch.tensor(kept, device=restored.device, dtype=restored.dtype)
-                restored = crops.to(restored.dtype) + held[:, None, None, None] * (restored - crops.to(restored.dtype))
-            if added is not None:  # after the identity gate, weighted by the quality gate's (the host path's order)
-                self.stats.add_time("reference_detail", seconds)
-                strength = self._reference_detail.config.strength
-                zeros = np.zeros(host_crops.shape[1:], np.float32)
-                stacked = np.stack([zeros if d is None else d for d in added])
-                detail = torch.from_numpy(stacked).permute(0, 3, 1, 2).to(restored.device, restored.dtype)
-                restored = (restored + (strength / 255.0) * weights[:, None, None, None] * detail).clamp(0.0, 1.0)
-            if self._identity_gate.active:
-                self.stats.add_time("identity_gate", checking)
-            t3 = time.perf_counter()
-            restored = torch.stack([self._smoother.smooth_tensor(tid, c, r, denoise_weight=w)
-                                    for tid, c, r, w in zip(ids, crops, restored, gate)])
-            t4 = time.perf_counter()  # the fusion's flow needs the crops on the host: this waits for the device
-            self.stats.add_time("temporal", t4 - t3)
-            path.paste(on_device, restored, crops, matrices)
-            result = path.download(on_device)
+            on_device = self._device_path.upload(pixels, frame)
+            # every group's crops are cut before any is pasted: overlapping faces of two sides
+            # must both be restored from the frame as it came
+            cut = [self._device_paths[sides[g[0]]].crops(on_device, np.stack([matrices[i] for i in g]))
+                   for g in groups]
+            for n, (group, crops) in enumerate(zip(groups, cut)):
+                pick = lambda values: [values[i] for i in group]  # noqa: E731
+                group_crops = self._restore_group_on_device(
+                    sides[group[0]], on_device, pixels, crops, np.stack(pick(matrices)), pick(caches), pick(ids),
+                    pick(identities), pick(prepared), t0, checks, first=n == 0)
+                for i, crop in zip(group, group_crops):
+                    host_crops[i] = crop
+                t0 = time.perf_counter()
+            self._start_identity_checks(checks)  # beside the next frame's restore
+            result = self._device_path.download(on_device)
+        self.stats.add_time("paste", time.perf_counter() - t0)
+        return host_crops, result
+
+    def _restore_group_on_device(self, side, on_device, pixels, crops, matrices, caches, ids, identities, prepared, t0,
+                                 checks, first):
+        """The faces of one crop side (``crops``, cut from the device frame) restored, gated, fused
+        and pasted on it; returns their uint8 input crops. Identity checks due for them are added
+        to ``checks`` (started after the last group); the first group waits for the last frame's."""
+        path = self._device_paths[side]
+        t1 = time.perf_counter()
+        self.stats.add_time("align", t1 - t0)
+        # B small crops to the host (they wait only for the crop kernels): for last_faces and
+        # the reference detail's flow, which then runs on the CPU while the device restores
+        host_crops = _to_uint8(crops)
+        outputs, added, seconds = self._restore_beside_detail(
+            lambda: self._restore_crops(crops, caches, ids), list(host_crops), prepared, ids)
+        restored = torch.cat(outputs).float()
+        t2 = time.perf_counter()
+        self.stats.add_time("restore", t2 - t1)
+        gate = [self._gate.weight(tid, pixels, m, side) for tid, m in zip(ids, matrices)]
+        weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
+        restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
+        checking = self._finish_identity_checks() if first else 0.0
+        # the crops at their own side: shrunk to the model's first (an area average), the gate let more of
+        # the change through on d14 (identity to the ground truth -0.002, spread over the input's)
+        due = [(tid, identity, host_crops[i], _to_uint8(restored[i:i + 1])[0])
+               for i, (tid, identity) in enumerate(zip(ids, identities)) if self._identity_gate.due(tid, identity)]
+        ts = time.perf_counter()
+        for check in due:
+            if self._identity_gate.checked(check[0]):
+                checks.append(check)  # to the host only when checked; on the worker
+            else:
+                self._identity_gate.update(*check)  # new tracks: now
+        checking += time.perf_counter() - ts
+        kept = [self._identity_gate.weight(tid) for tid in ids]
+        if any(k < 1.0 for k in kept):
+            held = torch.tensor(kept, device=restored.device, dtype=restored.dtype)
+            restored = crops.to(restored.dtype) + held[:, None, None, None] * (restored - crops.to(restored.dtype))
+        if added is not None:  # after the identity gate, weighted by the quality gate's (the host path's order)
+            self.stats.add_time("reference_detail", seconds)
+            strength = self._reference_detail.config.strength
+            zeros = np.zeros(host_crops.shape[1:], np.float32)
+            stacked = np.stack([zeros if d is None else d for d in added])
+            detail = torch.from_numpy(stacked).permute(0, 3, 1, 2).to(restored.device, restored.dtype)
+            restored = (restored + (strength / 255.0) * weights[:, None, None, None] * detail).clamp(0.0, 1.0)
+        if self._identity_gate.active:
+            self.stats.add_time("identity_gate", checking)
+        t3 = time.perf_counter()
+        restored = torch.stack([self._smoother.smooth_tensor(tid, c, r, denoise_weight=w)
+                                for tid, c, r, w in zip(ids, crops, restored, gate)])
+        t4 = time.perf_counter()  # the fusion's flow needs the crops on the host: this waits for the device
+        self.stats.add_time("temporal", t4 - t3)
+        path.paste(on_device, restored, crops, matrices)
         self.stats.add_time("paste", time.perf_counter() - t2 - (t4 - t3) - checking)
-        return list(host_crops), result
+        return list(host_crops)
+
+    def _crop_side(self, t: TrackedFace) -> int:
+        """The crop side for this frame's face of track ``t``: the one side, or with
+        ``crop_resolution="auto"`` the one its size asks for (kept per track, with hysteresis)."""
+        if len(self.crop_sides) == 1:
+            return self.crop_sides[0]
+        model_side = self.crop_sides[0]
+        m = alignment_matrix(t.kps, model_side)
+        frame_pixels = model_side / max(float(np.sqrt(abs(np.linalg.det(m[:, :2])))), 1e-9)
+        side = auto_crop_side(frame_pixels, self.crop_sides, self._track_sides.get(t.track_id))
+        self._track_sides[t.track_id] = side
+        return side
+
+    def _restore_crops(self, crops: torch.Tensor | Sequence[np.ndarray], caches: list, ids: list) -> list[torch.Tensor]:
+        """Each face restored by the restorer of its crop's side, one batch per side; in order."""
+        sides = [int(c.shape[-2]) if isinstance(crops, torch.Tensor) else int(c.shape[0]) for c in crops]
+        out: list[Any] = [None] * len(sides)
+        for side in sorted(set(sides)):
+            group = [i for i, s in enumerate(sides) if s == side]
+            if isinstance(crops, torch.Tensor):
+                batch = crops[group] if len(group) < len(sides) else crops
+            else:
+                batch = _to_tensor(np.stack([crops[i] for i in group]))
+            restored = self._restorers[side].restore(batch, [caches[i] for i in group],
+                                                     noise_seeds=[ids[i] for i in group])
+            for k, i in enumerate(group):
+                out[i] = restored[k:k + 1]
+        return out
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
         if self.config.max_faces is not None and len(tracked) > self.config.max_faces:
@@ -716,13 +789,15 @@ def build_face_restorer(
             restorer = AdaptedRestorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae), adapt)
         else:
             restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
-        restorer = at_crop_resolution(restorer, config.crop_resolution)  # the references load at its side
+        # the references are aligned at every crop side the faces may be cut at, and at the
+        # model's own (its K/V: as aligned in training, not shrunk from a larger crop)
+        reference_sides = sorted({int(restorer.resolution), *crop_sides(int(restorer.resolution), config.crop_resolution)})
         face_detector = create_detector(detector, models_dir=face_models)
         embedder = None
         needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
         if specs and not all(isinstance(s, ReferenceSet) for s in specs):
             embedder = create_embedder("auto", models_dir=face_models)
-            sets = load_reference_sets(specs, face_detector, embedder, restorer.resolution)
+            sets = load_reference_sets(specs, face_detector, embedder, reference_sides)
         else:
             sets = specs
             if needs_embedder or (specs and config.identity_gate.enabled):
@@ -806,11 +881,15 @@ def check_references(refs: str | Path | Iterable[str | Path | ReferenceSet] | No
 # --- conversions ---------------------------------------------------------------------------
 
 def _at_side(ref: ReferenceSet, side: int) -> ReferenceSet:
-    """``ref`` with its crops resized to ``side`` px (loaded for another crop size)."""
-    if ref.crops.shape[1] == side:
-        return ref
-    interpolation = cv2.INTER_AREA if ref.crops.shape[1] > side else cv2.INTER_CUBIC
-    crops = np.stack([cv2.resize(c, (side, side), interpolation=interpolation) for c in ref.crops])
+    """``ref`` with its crops at ``side`` px: as aligned at it when it was loaded there, else
+    resized from the nearest larger side it has (area average), or enlarged from its largest."""
+    have = {int(ref.crops.shape[1]): ref.crops, **ref.crops_at}
+    if side in have:
+        return ref if have[side] is ref.crops else dataclasses.replace(ref, crops=have[side])
+    larger = [s for s in have if s > side]
+    source = have[min(larger) if larger else max(have)]
+    interpolation = cv2.INTER_AREA if larger else cv2.INTER_CUBIC
+    crops = np.stack([cv2.resize(c, (side, side), interpolation=interpolation) for c in source])
     return dataclasses.replace(ref, crops=crops)
 
 

@@ -199,6 +199,7 @@ def test_without_ray_runs_in_process(clips, tmp_path, batch, monkeypatch):
     (("{clip}", "--chunk-seconds", "0"), "--chunk-seconds"),
     (("{clip}", "--retries", "-1"), "--retries"),
     (("{clip}", "--list", "{missing}"), "--list"),
+    (("{clip}", "--crop-resolution", "8"), "--crop-resolution"),
 ])
 def test_usage_errors_exit_2(clips, tmp_path, batch, args, words):
     args = [a.format(clip=clips / "a.mp4", missing=tmp_path / "nope.txt") for a in args]

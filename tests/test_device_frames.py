@@ -1,6 +1,7 @@
 """The device-resident frame path, run on the CPU (the kernels' PyTorch references): the same
 restored frames as the host path, samples the paste did not touch kept exactly."""
 import av
+import cv2
 import numpy as np
 import pytest
 import synthetic_faces as sf
@@ -115,3 +116,34 @@ def test_tensor_smoothing_matches_the_array_one():
     a, b, restored = outs[-1]
     assert np.abs(a.astype(int) - restored).mean() > 1  # smoothing did something
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 0.5
+
+
+class _Brighten(IdentityRestorer):
+    def restore(self, faces, caches, noise_seeds=None):
+        return (faces + 0.1).clamp(0, 1)
+
+
+def test_faces_of_two_crop_sides_in_one_frame_restore_like_the_host_path():
+    """With ``crop_resolution="auto"`` a large face (256-px crop) and a small one (128) whose
+    crop squares overlap: the device path cuts both from the frame as it came, as the host path
+    does, before it pastes either."""
+    rgb, _ = sf.scene(640, 480, [("ann", sf.face_matrix((250, 260), 120)), ("ben", sf.face_matrix((470, 150), 36))])
+    config = dict(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
+    on_device = FaceRestorer(_Brighten(128), sf.SyntheticFaceDetector(), config=PipelineConfig(frame_path="device", **config))
+    on_host = FaceRestorer(_Brighten(128), sf.SyntheticFaceDetector(), config=PipelineConfig(frame_path="host", **config))
+    out, reference = on_device.process(rgb.copy()), on_host.process(rgb.copy())
+    by_side = {f.pixels.shape[0]: f for f in on_device.last_faces}
+    assert sorted(by_side) == [128, 256]
+    host = {f.pixels.shape[0]: f for f in on_host.last_faces}
+    large, small = by_side[256], by_side[128]
+    # the small face's crop square reaches into the large one's
+    corners = np.float32([[0, 0], [127, 0], [0, 127], [127, 127]])
+    inverse = cv2.invertAffineTransform(small.matrix)
+    in_large = cv2.transform(cv2.transform(corners[None], inverse), large.matrix)[0]
+    assert ((in_large >= 0) & (in_large < 256)).all(axis=1).any()
+    for side in (128, 256):
+        diff = np.abs(by_side[side].pixels.astype(int) - host[side].pixels.astype(int)).mean()
+        assert diff < 0.5, (side, diff)  # grid_sample vs OpenCV cubic, same geometry
+    # (the frames differ where the pastes overlap: the host pastes in track order, the device by side)
+    for frame in (out, reference):  # both faces brightened, on both paths
+        assert frame.astype(int).sum() > rgb.astype(int).sum() + 1000

@@ -101,6 +101,23 @@ def test_loads_whole_photos(kit, tmp_path):
     assert [f.split("/")[-1] for f in refs.files] == [p.name for p in kit.photos[person]]
     # The crop is an aligned face: detecting in it again lands on the template.
     assert _template_error(kit.detector, refs.crops[0]) < 0.06
+    assert refs.crops_at == {}  # one side asked for
+
+
+def test_loads_several_sides_each_aligned_from_the_photo(kit, tmp_path):
+    """For a pipeline that cuts faces at several sides: ``crops`` at the largest, and each side
+    aligned from the photo itself (sharper than the largest shrunk), the same face on each."""
+    import cv2
+
+    person = kit.people[0]
+    folder = _link_folder(tmp_path, person, kit.photos[person])
+    (one,) = load_reference_sets([str(folder)], kit.detector, kit.embedder, 64)
+    (refs,) = load_reference_sets([str(folder)], kit.detector, kit.embedder, (256, 64, 128))
+    assert sorted(refs.crops_at) == [64, 128, 256] and refs.crops is refs.crops_at[256]
+    assert np.array_equal(refs.crops_at[64], one.crops)  # as if loaded at that side alone
+    shrunk = cv2.resize(refs.crops[0], (64, 64), interpolation=cv2.INTER_AREA)
+    difference = np.abs(shrunk.astype(int) - refs.crops_at[64][0].astype(int)).mean()
+    assert 0 < difference < 12  # the same aligned face, not a resized copy
 
 
 def test_loads_aligned_crops_and_caps_the_count(kit, caplog):

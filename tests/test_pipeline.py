@@ -325,7 +325,9 @@ def test_each_face_gets_its_own_identity_cache(media):
 
     restorer = Recording(128)
     sets = load_reference_sets([str(left_refs), str(right_refs)], detector, embedder, 128)
-    fr = FaceRestorer(restorer, detector, sets, embedder=embedder, config=PipelineConfig(lookahead=0))
+    # one crop side, so that both faces share a batch (with "auto" each side is its own batch)
+    fr = FaceRestorer(restorer, detector, sets, embedder=embedder,
+                      config=PipelineConfig(lookahead=0, crop_resolution=None))
     image = media.two_people()
     for i in range(6):
         shift = np.float32([[1, 0, 2 * i], [0, 1, -i]])

@@ -206,7 +206,9 @@ def test_yuv_frames_restore_like_rgb_frames(request, kind, clip, resolution, sca
     frames = _video_frames(_clip_path(request, clip), 3, step=25)
     assert len(frames) == 3
     scrfd = sf.SyntheticFaceDetector() if clip.startswith("drawn ") else request.getfixturevalue("scrfd")
-    config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
+    # the restorer's own crop side: these cases are about the paste at each ratio of face to crop
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False),
+                            crop_resolution=None)
     on_yuv = FaceRestorer(restorer, scrfd, config=config)
     on_rgb = FaceRestorer(restorer, scrfd, config=config)
     worst = 0
@@ -283,7 +285,7 @@ def test_odd_sized_frames_with_faces_cut_by_the_border(request, media, resolutio
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
     frame.pts, frame.time_base = 0, Fraction(1, 25)
     assert frame.width % 2 and frame.height % 2
-    fr = FaceRestorer(_Stripes(resolution), scrfd, config=PipelineConfig(lookahead=0, min_face=8,
+    fr = FaceRestorer(_Stripes(resolution), scrfd, config=PipelineConfig(lookahead=0, min_face=8, crop_resolution=None,
                                                                            gate=QualityGateConfig(enabled=False)))
     out = fr.process(frame)
     assert (out.width, out.height, out.format.name) == (frame.width, frame.height, "yuv420p")

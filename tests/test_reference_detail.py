@@ -336,8 +336,10 @@ def test_fresh_restorers_share_the_prepared_references(monkeypatch):
     original = ReferenceDetail.prepare
     monkeypatch.setattr(ReferenceDetail, "prepare", lambda self, crops: calls.append(1) or original(self, crops))
     fr = FaceRestorer(IdentityRestorer(128), object(), sets)
+    assert len(calls) == len(fr.crop_sides) == 3  # once per crop side "auto" may cut
     again = fr.fresh()
-    assert len(calls) == 1 and again._prepared["ann"] is fr._prepared["ann"]
+    assert len(calls) == 3
+    assert all(again._prepared["ann", side] is fr._prepared["ann", side] for side in fr.crop_sides)
 
 
 def test_cli_option_builds_the_config():

@@ -176,8 +176,10 @@ def main(argv: list[str]) -> int:
 
     started = time.perf_counter()
     cases = load_cases(data, config, models_dir=models_dir, identities=identities)
-    # as in the pipeline: crops of --crop-resolution px, the model's change enlarged onto them
-    restorer = at_crop_resolution(_restorer(args, load_restorer), crop_resolution_from_args(args))
+    # as in the pipeline: crops of --crop-resolution px, the model's change enlarged onto them;
+    # "auto" (a choice per face by its size in a frame) means the model's own side for photos
+    crop_resolution = crop_resolution_from_args(args)
+    restorer = at_crop_resolution(_restorer(args, load_restorer), None if crop_resolution == "auto" else crop_resolution)
     judges = load_judges(models_dir, with_dlib=config.with_dlib)
     landmarks = load_landmark_detector(models_dir)
     log.info("evaluating %s on %d people from %s", args.model, len(cases), data)

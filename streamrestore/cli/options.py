@@ -153,18 +153,30 @@ def add_identity_gate_option(p: argparse.ArgumentParser) -> None:
 
 def add_crop_resolution_option(p: argparse.ArgumentParser) -> None:
     """The side of the pipeline's aligned crops (``PipelineConfig.crop_resolution``)."""
-    p.add_argument("--crop-resolution", type=int, default=None, metavar="N",
+    p.add_argument("--crop-resolution", type=_crop_resolution, default=None, metavar="N|auto",
                    help="side in pixels of the aligned crops the reference detail, gates, temporal fusion and "
                         "paste-back work on; the model sees them shrunk to its own size (lite: 128) and its change "
-                        "is enlarged onto them (default: the model's own; 256 measured in docs/video_eval.md)")
+                        "is enlarged onto them. 'auto' (the default) picks the model's side x1, x2 or x4 (up to 512) per "
+                        "face, the largest that keeps 1.25 frame pixels per crop pixel (docs/video_eval.md, "
+                        "Sessions 22-23); N: one side for every face (128: the fastest)")
 
 
-def crop_resolution_from_args(args: argparse.Namespace) -> int | None:
+def _crop_resolution(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'auto', got {text!r}") from None
+
+
+def crop_resolution_from_args(args: argparse.Namespace) -> int | str | None:
     """``--crop-resolution``, checked by ``PipelineConfig``: UserError for a value it refuses."""
     from streamrestore.pipeline import PipelineConfig
 
     value = getattr(args, "crop_resolution", None)
-    return _config_of_option("--crop-resolution", PipelineConfig, {"crop_resolution": value}).crop_resolution
+    fields = None if value is None else {"crop_resolution": value}  # None: the config's default
+    return _config_of_option("--crop-resolution", PipelineConfig, fields).crop_resolution
 
 
 def identity_gate_from_args(args: argparse.Namespace) -> IdentityGateConfig:

@@ -205,7 +205,9 @@ class ReferenceSet:
 
     ``crops``: (N, R, R, 3) uint8 RGB, aligned on the FFHQ template; ``embeddings``: (N, D)
     unit rows in the same order; ``files``: where each came from; ``embedder``: the name of
-    the embedder that made ``embeddings`` (selects the default match threshold).
+    the embedder that made ``embeddings`` (selects the default match threshold); ``crops_at``:
+    the same photos aligned at other sides, by side, where they were loaded for several (empty:
+    other sides are resized from ``crops``).
     """
 
     name: str
@@ -213,6 +215,7 @@ class ReferenceSet:
     embeddings: np.ndarray
     files: list[str]
     embedder: str | None = None
+    crops_at: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

@@ -148,8 +148,8 @@ def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshol
             )
 
 
-def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedder: FaceEmbedder, resolution: int,
-                        *, max_images: int | None = None) -> list[ReferenceSet]:
+def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedder: FaceEmbedder,
+                        resolution: int | Sequence[int], *, max_images: int | None = None) -> list[ReferenceSet]:
     """Load every reference set named by ``specs``.
 
     Each photo's face is found (also in a padded copy, for crops the face fills), aligned to
@@ -160,7 +160,10 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
         specs: as for :func:`parse_reference_specs`.
         detector: finds the face in each photo (the largest is used).
         embedder: embeds each face (for matching tracks to sets, and the outlier warnings).
-        resolution: side of the aligned crops.
+        resolution: side of the aligned crops; several sides (a pipeline that cuts faces at
+            several, ``crop_resolution="auto"``): ``crops`` at the largest, and each side
+            aligned from the photo itself in ``crops_at`` (a crop shrunk from a larger one is
+            softer than what the restorer was trained on).
         max_images: keep only the first N photos (by file name) of each set; the restorer's
             attention cost grows with N (default None: all).
 
@@ -171,6 +174,7 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
     """
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be None or >= 1, got {max_images!r}")
+    sides = sorted({int(resolution)} if isinstance(resolution, (int, np.integer)) else {int(r) for r in resolution})
     threshold = getattr(embedder, "threshold", None)
     if threshold is None:
         threshold = default_threshold(embedder.name)
@@ -180,7 +184,8 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
         if max_images is not None and len(images) > max_images:
             logger.info("reference set %s: using the first %d of %d photos", name, max_images, len(images))
             images = images[:max_images]
-        crops, embeddings, files, unusable = [], [], [], []
+        crops: dict[int, list[np.ndarray]] = {side: [] for side in sides}
+        embeddings, files, unusable = [], [], []
         for file in images:
             try:
                 rgb = _read_reference(file)
@@ -197,16 +202,18 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
             face = max(faces, key=lambda f: f.size)
             if len(faces) > 1:
                 logger.warning("reference photo %s shows %d faces; using the largest", file, len(faces))
-            crops.append(warp_to_template(rgb, alignment_matrix(face.kps, resolution), resolution))
+            for side in sides:
+                crops[side].append(warp_to_template(rgb, alignment_matrix(face.kps, side), side))
             embeddings.append(embedder.embed(rgb, [face])[0])
             files.append(str(file))
-        if not crops:
+        if not files:
             raise ReferencesError(
                 f"reference set {name} ({path}) has no usable photo: {', '.join(unusable)}; "
                 "add photos where the face is clearly visible"
             )
         embedding_array = np.stack(embeddings).astype(np.float32)
         _warn_outliers(name, files, embedding_array, threshold)
-        sets.append(ReferenceSet(name=name, crops=np.stack(crops), embeddings=embedding_array, files=files,
-                                 embedder=embedder.name))
+        by_side = {side: np.stack(c) for side, c in crops.items()}
+        sets.append(ReferenceSet(name=name, crops=by_side[sides[-1]], embeddings=embedding_array, files=files,
+                                 embedder=embedder.name, crops_at=by_side if len(sides) > 1 else {}))
     return sets

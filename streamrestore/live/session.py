@@ -91,7 +91,7 @@ def warm_up(face_restorer, width: int, height: int) -> None:
     paying it here keeps it off the first live frame. The tracker and statistics are untouched.
     """
     face_restorer.detector.detect(np.zeros((height, width, 3), np.uint8))
-    r = face_restorer.resolution
+    r = face_restorer.restorer.resolution  # the model's own side (larger crops are shrunk to it)
     cache = next(iter(face_restorer.caches.values()), None)
     with torch.inference_mode():
         face_restorer.restorer.restore(torch.full((1, 3, r, r), 0.5), [cache])
