@@ -27,7 +27,7 @@ from streamrestore.faces.detect import detect_padded
 from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
-from streamrestore.model.resample import at_crop_resolution, auto_crop_side, crop_sides
+from streamrestore.model.resample import auto_crop_side, crop_sides, restore_batches
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
@@ -189,8 +189,6 @@ class FaceRestorer:
         self.channel_order = channel_order
         #: the crop sides faces may be cut at, smallest first (one unless ``crop_resolution="auto"``)
         self.crop_sides = crop_sides(int(restorer.resolution), config.crop_resolution)
-        # the restorer as each crop side runs it (ResampledRestorer above the model's own side)
-        self._restorers = {side: at_crop_resolution(restorer, side) for side in self.crop_sides}
         #: the largest crop side
         self.resolution = self.crop_sides[-1]
         # as given: each stage takes them at its side (``_at_side``), from the nearest side they have
@@ -594,8 +592,8 @@ class FaceRestorer:
 
     def _restore_on_device(self, frame, pixels, matrices, sides, caches, ids, identities, prepared, t0):
         """The frame goes to the restorer's device once; crops are cut and faces pasted there
-        (``streamrestore.device_frames``), one group of faces per crop side; one copy comes back."""
-        host_crops: list[np.ndarray] = [np.empty(0, np.uint8)] * len(sides)
+        (``streamrestore.device_frames``); all faces restored in one call, then gated, fused and
+        pasted one group per crop side; one copy comes back."""
         groups = [[i for i, s in enumerate(sides) if s == side] for side in sorted(set(sides))]
         checks: list[tuple[Hashable, str, np.ndarray, np.ndarray]] = []
         with torch.inference_mode():
@@ -604,35 +602,40 @@ class FaceRestorer:
             # must both be restored from the frame as it came
             cut = [self._device_paths[sides[g[0]]].crops(on_device, np.stack([matrices[i] for i in g]))
                    for g in groups]
-            for n, (group, crops) in enumerate(zip(groups, cut)):
+            t1 = time.perf_counter()
+            self.stats.add_time("align", t1 - t0)
+            # the small crops to the host (they wait only for the crop kernels): for last_faces and
+            # the reference detail's flow, which then runs on the CPU while the device restores
+            host_cut = [_to_uint8(c) for c in cut]
+            on_device_crops: list[Any] = [None] * len(sides)
+            host_crops: list[Any] = [None] * len(sides)
+            for group, crops, host in zip(groups, cut, host_cut):
+                for k, i in enumerate(group):
+                    on_device_crops[i], host_crops[i] = crops[k], host[k]
+            outputs, added, seconds = self._restore_beside_detail(
+                lambda: self._restore_crops(on_device_crops, caches, ids), host_crops, prepared, ids)
+            self.stats.add_time("restore", time.perf_counter() - t1)
+            if added is not None:
+                self.stats.add_time("reference_detail", seconds)
+            for n, (group, crops, host) in enumerate(zip(groups, cut, host_cut)):
                 pick = lambda values: [values[i] for i in group]  # noqa: E731
-                group_crops = self._restore_group_on_device(
-                    sides[group[0]], on_device, pixels, crops, np.stack(pick(matrices)), pick(caches), pick(ids),
-                    pick(identities), pick(prepared), t0, checks, first=n == 0)
-                for i, crop in zip(group, group_crops):
-                    host_crops[i] = crop
-                t0 = time.perf_counter()
+                self._finish_group_on_device(
+                    sides[group[0]], on_device, pixels, crops, host, torch.cat(pick(outputs)).float(),
+                    None if added is None else pick(added), np.stack(pick(matrices)), pick(ids), pick(identities),
+                    checks, first=n == 0)
+            t0 = time.perf_counter()
             self._start_identity_checks(checks)  # beside the next frame's restore
             result = self._device_path.download(on_device)
         self.stats.add_time("paste", time.perf_counter() - t0)
         return host_crops, result
 
-    def _restore_group_on_device(self, side, on_device, pixels, crops, matrices, caches, ids, identities, prepared, t0,
-                                 checks, first):
-        """The faces of one crop side (``crops``, cut from the device frame) restored, gated, fused
-        and pasted on it; returns their uint8 input crops. Identity checks due for them are added
-        to ``checks`` (started after the last group); the first group waits for the last frame's."""
+    def _finish_group_on_device(self, side, on_device, pixels, crops, host_crops, restored, added, matrices, ids,
+                                identities, checks, first):
+        """The restored faces of one crop side (``crops``, cut from the device frame; ``added``: their
+        reference detail) gated, fused and pasted on it. Identity checks due for them are added to
+        ``checks`` (started after the last group); the first group waits for the last frame's."""
         path = self._device_paths[side]
-        t1 = time.perf_counter()
-        self.stats.add_time("align", t1 - t0)
-        # B small crops to the host (they wait only for the crop kernels): for last_faces and
-        # the reference detail's flow, which then runs on the CPU while the device restores
-        host_crops = _to_uint8(crops)
-        outputs, added, seconds = self._restore_beside_detail(
-            lambda: self._restore_crops(crops, caches, ids), list(host_crops), prepared, ids)
-        restored = torch.cat(outputs).float()
         t2 = time.perf_counter()
-        self.stats.add_time("restore", t2 - t1)
         gate = [self._gate.weight(tid, pixels, m, side) for tid, m in zip(ids, matrices)]
         weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
         restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
@@ -653,7 +656,6 @@ class FaceRestorer:
             held = torch.tensor(kept, device=restored.device, dtype=restored.dtype)
             restored = crops.to(restored.dtype) + held[:, None, None, None] * (restored - crops.to(restored.dtype))
         if added is not None:  # after the identity gate, weighted by the quality gate's (the host path's order)
-            self.stats.add_time("reference_detail", seconds)
             strength = self._reference_detail.config.strength
             zeros = np.zeros(host_crops.shape[1:], np.float32)
             stacked = np.stack([zeros if d is None else d for d in added])
@@ -668,7 +670,6 @@ class FaceRestorer:
         self.stats.add_time("temporal", t4 - t3)
         path.paste(on_device, restored, crops, matrices)
         self.stats.add_time("paste", time.perf_counter() - t2 - (t4 - t3) - checking)
-        return list(host_crops)
 
     def _crop_side(self, t: TrackedFace) -> int:
         """The crop side for this frame's face of track ``t``: the one side, or with
@@ -682,20 +683,22 @@ class FaceRestorer:
         self._track_sides[t.track_id] = side
         return side
 
-    def _restore_crops(self, crops: torch.Tensor | Sequence[np.ndarray], caches: list, ids: list) -> list[torch.Tensor]:
-        """Each face restored by the restorer of its crop's side, one batch per side; in order."""
-        sides = [int(c.shape[-2]) if isinstance(crops, torch.Tensor) else int(c.shape[0]) for c in crops]
+    def _restore_crops(self, crops: Sequence[torch.Tensor | np.ndarray], caches: list, ids: list) -> list[torch.Tensor]:
+        """Each face restored, in order, ``(1, 3, S, S)`` at its crop's side: the faces of each side
+        batched, and all sides in one call of the model (``restore_batches``). ``crops``: (3, S, S)
+        tensors or (S, S, 3) uint8 arrays."""
+        sides = [int(c.shape[-1]) if isinstance(c, torch.Tensor) else int(c.shape[0]) for c in crops]
+        groups = [[i for i, s in enumerate(sides) if s == side] for side in sorted(set(sides))]
+        batches = [torch.stack([crops[i] for i in g]) if isinstance(crops[g[0]], torch.Tensor)  # type: ignore[misc]
+                   else _to_tensor(np.stack([crops[i] for i in g])) for g in groups]
+        order = [i for g in groups for i in g]
+        # the track id seeds each face's noise: fixed noise per track makes an unchanged face
+        # restore identically frame after frame (see streamrestore.types.Restorer)
+        restored = restore_batches(self.restorer, batches, [caches[i] for i in order], noise_seeds=[ids[i] for i in order])
         out: list[Any] = [None] * len(sides)
-        for side in sorted(set(sides)):
-            group = [i for i, s in enumerate(sides) if s == side]
-            if isinstance(crops, torch.Tensor):
-                batch = crops[group] if len(group) < len(sides) else crops
-            else:
-                batch = _to_tensor(np.stack([crops[i] for i in group]))
-            restored = self._restorers[side].restore(batch, [caches[i] for i in group],
-                                                     noise_seeds=[ids[i] for i in group])
+        for group, batch in zip(groups, restored):
             for k, i in enumerate(group):
-                out[i] = restored[k:k + 1]
+                out[i] = batch[k:k + 1]
         return out
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:

@@ -20,6 +20,7 @@ class _Brighten(IdentityRestorer):
     def __init__(self, resolution=128):
         super().__init__(resolution)
         self.sizes = []
+        self.batches = []
 
     def encode_references(self, faces):
         self.sizes.append(("refs", tuple(faces.shape[-2:])))
@@ -28,6 +29,7 @@ class _Brighten(IdentityRestorer):
 
     def restore(self, faces, caches, noise_seeds=None):
         self.sizes.append(("faces", tuple(faces.shape[-2:])))
+        self.batches.append(len(faces))
         return (faces + 0.1).clamp(0, 1)
 
 
@@ -44,6 +46,28 @@ def test_the_model_sees_its_own_size_and_its_change_is_enlarged_onto_the_crop():
     # a model that changes nothing gives the large crop back exactly
     same = ResampledRestorer(IdentityRestorer(128), 256).restore(faces, [None, None])
     assert torch.equal(same, faces)
+
+
+def test_batches_of_several_sides_restore_in_one_call_as_each_alone():
+    from streamrestore.model.resample import restore_batches
+
+    class Seeded(IdentityRestorer):
+        calls = 0
+
+        def restore(self, faces, caches, noise_seeds=None):
+            Seeded.calls += 1
+            noise = torch.stack([torch.rand(faces.shape[1:], generator=torch.Generator().manual_seed(s))
+                                 for s in noise_seeds])
+            return (faces + 0.2 * noise - 0.1).clamp(0, 1)
+
+    model = Seeded(128)
+    batches = [torch.rand(1, 3, 128, 128), torch.rand(2, 3, 256, 256), torch.rand(1, 3, 512, 512)]
+    together = restore_batches(model, batches, [None] * 4, noise_seeds=[1, 2, 3, 4])
+    assert Seeded.calls == 1
+    alone = [restore_batches(model, [batches[0]], [None], [1])[0], ResampledRestorer(model, 256).restore(batches[1], [None] * 2, [2, 3]),
+             ResampledRestorer(model, 512).restore(batches[2], [None], [4])]
+    for a, b in zip(together, alone):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
 
 
 def test_the_change_is_enlarged_bicubic_as_pytorch_does():
@@ -142,8 +166,9 @@ def test_auto_crop_sides_follow_the_face_size_with_hysteresis():
 
 
 def test_auto_crop_resolution_cuts_each_face_at_its_own_side():
-    """Two faces of different sizes in one frame: each is cut, restored (one batch per side),
-    gated and pasted at its own side; a model that changes nothing leaves the frame as it was."""
+    """Two faces of different sizes in one frame: each is cut, gated and pasted at its own side,
+    and both restored in one call of the model; a model that changes nothing leaves the frame as
+    it was."""
     import synthetic_faces as sf
 
     from streamrestore.faces.identity import ReferenceSet
@@ -167,7 +192,8 @@ def test_auto_crop_resolution_cuts_each_face_at_its_own_side():
         out = fr.process(frame.copy())
     sizes = sorted(f.pixels.shape[0] for f in fr.last_faces)
     assert len(sizes) == 2 and sizes[0] == 128 and sizes[1] > 128
-    assert [s for s in inner.sizes if s[0] == "faces"] == [("faces", (128, 128))] * 2  # one batch per side
+    assert [s for s in inner.sizes if s[0] == "faces"] == [("faces", (128, 128))]  # both sides in one call
+    assert inner.batches == [2]
     assert ("refs", (128, 128)) in inner.sizes  # encoded once, at the model's side
     assert out[:240, 1280:].astype(int).sum() > small.astype(int).sum()
     assert out[:, :1280].astype(int).sum() > large.astype(int).sum()

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from streamrestore.types import Restorer
 
-__all__ = ["AUTO_MAX_SIDE", "AUTO_MIN_FRAME_PIXELS", "ResampledRestorer", "at_crop_resolution", "auto_crop_side", "crop_sides"]
+__all__ = ["AUTO_MAX_SIDE", "AUTO_MIN_FRAME_PIXELS", "ResampledRestorer", "at_crop_resolution", "auto_crop_side", "crop_sides",
+           "restore_batches"]
 
 #: ``crop_resolution="auto"`` gives a face the largest crop side (the model's ×1, ×2, ×4) that still
 #: holds at least this many frame pixels per crop pixel. Measured on the video benchmark
@@ -60,23 +61,40 @@ class ResampledRestorer:
             raise AttributeError(name)
         return getattr(self.restorer, name)
 
-    def _shrink(self, faces: torch.Tensor) -> torch.Tensor:
-        side = int(self.restorer.resolution)
-        if faces.shape[-1] == side and faces.shape[-2] == side:
-            return faces
-        return F.interpolate(faces, size=(side, side), mode="area")
-
     def encode_references(self, faces: torch.Tensor) -> Any:
         """The wrapped restorer's encoding of the references, shrunk to its size."""
-        return self.restorer.encode_references(self._shrink(faces))
+        return self.restorer.encode_references(_shrink(faces, int(self.restorer.resolution)))
 
     def restore(self, faces: torch.Tensor, caches: Sequence[Any], noise_seeds: Sequence[int] | None = None
                 ) -> torch.Tensor:
         """``faces`` plus the wrapped restorer's change on their shrunk copies, enlarged."""
-        small = self._shrink(faces)
-        out = self.restorer.restore(small, caches, noise_seeds=noise_seeds)
-        change = _enlarge(out.to(faces.dtype) - small, int(faces.shape[-1]))
-        return (faces + change).clamp(0.0, 1.0)
+        return restore_batches(self.restorer, [faces], caches, noise_seeds)[0]
+
+
+def restore_batches(restorer: Restorer, batches: Sequence[torch.Tensor], caches: Sequence[Any],
+                    noise_seeds: Sequence[int] | None = None) -> list[torch.Tensor]:
+    """Batches of crops of several sides (each at least ``restorer.resolution``) restored in one
+    call of ``restorer``: each batch shrunk to its side, and its change enlarged back onto it (a
+    batch at its side comes back as the restorer returns it). ``caches`` and ``noise_seeds``: one
+    per face, the batches' faces in order."""
+    side = int(restorer.resolution)
+    smalls = [_shrink(faces, side) for faces in batches]
+    out = restorer.restore(smalls[0] if len(smalls) == 1 else torch.cat(smalls), caches, noise_seeds=noise_seeds)
+    results, start = [], 0
+    for faces, small in zip(batches, smalls):
+        restored = out[start:start + len(faces)]
+        start += len(faces)
+        if small is not faces:
+            change = _enlarge(restored.to(faces.dtype) - small, int(faces.shape[-1]))
+            restored = (faces + change).clamp(0.0, 1.0)
+        results.append(restored)
+    return results
+
+
+def _shrink(faces: torch.Tensor, side: int) -> torch.Tensor:
+    if faces.shape[-1] == side and faces.shape[-2] == side:
+        return faces
+    return F.interpolate(faces, size=(side, side), mode="area")
 
 
 def _enlarge(images: torch.Tensor, side: int) -> torch.Tensor:
