@@ -544,3 +544,47 @@ def test_video_faces_are_made_once_per_setting(tiny_pack, shared, tmp_path, monk
         config.replace(video_faces={"frame": 2})
     with pytest.raises(ValueError, match="video_weight"):
         config.replace(video_weight=1.0)
+
+
+@pytest.mark.parametrize("where", ["losses", "update"])
+def test_a_stop_signal_keeps_the_steps_done(tiny_pack, shared, tmp_path, monkeypatch, where):
+    """SIGTERM (or Ctrl-C) checkpoints the steps done; a signal during the update waits for it,
+    and the resumed run ends with the weights of an uninterrupted one."""
+    import signal
+
+    from streamrestore.stop_signals import Interrupted, stop_signals_interrupt
+
+    straight = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "a"))
+    straight.train(progress=False)
+
+    run = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "b"))  # checkpoint_every 100: none on the way
+    if where == "losses":  # during step 4's forward pass: steps 1-3 are kept
+        losses = run._losses
+
+        def stopped_losses(batch, generator):
+            if run.step == 3:
+                signal.raise_signal(signal.SIGTERM)
+            return losses(batch, generator)
+
+        monkeypatch.setattr(run, "_losses", stopped_losses)
+        kept = 3
+    else:  # inside step 4's optimiser update: it completes, and is kept
+        step = run.optimizer.step
+
+        def stopped_step(*args, **kwargs):
+            if run.step == 3:
+                signal.raise_signal(signal.SIGTERM)
+            return step(*args, **kwargs)
+
+        monkeypatch.setattr(run.optimizer, "step", stopped_step)
+        kept = 4
+    with pytest.raises(Interrupted), stop_signals_interrupt():
+        run.train(progress=False)
+    assert run.step == kept
+    assert sorted(p.name for p in (tmp_path / "b/checkpoints").glob("step_*")) == [f"step_{kept:07d}"]
+    resumed = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "b"), resume="latest")
+    assert resumed.step == kept
+    resumed.train(progress=False)
+    a, b = weights(straight), weights(resumed)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)

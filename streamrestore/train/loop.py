@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from streamrestore.errors import InputError
 from streamrestore.model.restorer import InstantRestoreNet
 from streamrestore.model.training import TrainingModel
+from streamrestore.stop_signals import stop_signals_held
 from streamrestore.train.config import TrainConfig, open_training_pack
 
 logger = logging.getLogger(__name__)
@@ -485,16 +486,46 @@ class Trainer:
         end = min(final, stop_at) if stop_at is not None else final
         self.model.train()
         log_path = self.output_dir / "losses.csv"
-        window: dict[str, list[float]] = {k: [] for k in _LOSS_COLUMNS}
-        last: dict[str, float] = {}
         result = TrainResult(step=self.step)
         started = time.monotonic()
         if self.time_budget is not None:
             self.time_budget.start()
             max_seconds = self.time_budget.seconds if max_seconds is None else max_seconds
-        window_start, window_samples = started, 0
         bar = tqdm(total=end, initial=self.step, disable=not (progress and acc.is_main_process),
                    desc="train", dynamic_ncols=True)
+        try:
+            self._train_until(end, max_seconds, started, bar, result, log_path)
+        except KeyboardInterrupt:
+            # Ctrl-C or a stop signal: keep the steps done (the update itself is never cut in two)
+            bar.close()
+            self._save_on_interrupt(result)
+            raise
+        bar.close()
+        result.step = self.step
+        if self.step >= final:
+            if result.checkpoint is None or not result.checkpoint.name.endswith(f"{self.step:07d}"):
+                result.checkpoint = self.save_checkpoint()
+            result.validation = self.validate()
+            result.exported = self.export(self.output_dir / "model.safetensors")
+        return result
+
+    def _save_on_interrupt(self, result: TrainResult) -> None:
+        """Checkpoint the steps done since the last checkpoint, so an interrupted run resumes
+        where it stopped. Only a single-process run does it: the other processes of a
+        distributed run may not have seen the signal, and the save waits for all of them."""
+        saved = result.checkpoint is not None and result.checkpoint.name.endswith(f"{self.step:07d}")
+        if saved or self.accelerator.num_processes != 1 or self.step == 0:
+            return
+        result.checkpoint = self.save_checkpoint()
+        logger.warning("interrupted at step %d; checkpoint %s; resume with --resume latest", self.step,
+                       result.checkpoint)
+
+    def _train_until(self, end: int, max_seconds: float | None, started: float, bar, result: TrainResult,
+                     log_path: Path) -> None:
+        """The steps up to ``end`` (or the time limit); fills ``result``'s losses and checkpoint."""
+        acc, final = self.accelerator, self.plan.final_step
+        window: dict[str, list[float]] = {k: [] for k in _LOSS_COLUMNS}
+        window_start, window_samples = started, 0
         out_of_time = False
         while self.step < end and not out_of_time:
             if self.phase_number != self._config_phase:
@@ -504,20 +535,22 @@ class Trainer:
             for batch in self._dataloader():
                 parts = self._losses(batch, self._generator())
                 acc.backward(parts["loss"])
-                if cfg.grad_clip is not None and acc.sync_gradients:
-                    acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
+                # a signal waits for the whole update: weights, optimiser, schedule and step agree
+                with stop_signals_held():
+                    if cfg.grad_clip is not None and acc.sync_gradients:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
                 window_samples += batch["degraded"].shape[0] * acc.num_processes
                 for k in _LOSS_COLUMNS:
                     window[k].append(float(parts[k].detach()))
                 bar.update(1)
                 out_of_time = max_seconds is not None and time.monotonic() - started > max_seconds
                 if self.step % cfg.log_every == 0 or self.step == stop or out_of_time:
-                    last = self._log(log_path, window, window_start, window_samples)
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", refs_self=f"{cfg.self_ref_probability(self.step):.2f}")
+                    result.losses = self._log(log_path, window, window_start, window_samples)
+                    bar.set_postfix(loss=f"{result.losses['loss']:.4f}", refs_self=f"{cfg.self_ref_probability(self.step):.2f}")
                     window = {k: [] for k in _LOSS_COLUMNS}
                     window_start, window_samples = time.monotonic(), 0
                 if cfg.val_every and self.step % cfg.val_every == 0 and self.step < final:
@@ -530,14 +563,6 @@ class Trainer:
                     break
             else:  # pragma: no cover - the sampler holds batches up to config.steps >= stop
                 break
-        bar.close()
-        result.step, result.losses = self.step, last
-        if self.step >= final:
-            if result.checkpoint is None or not result.checkpoint.name.endswith(f"{self.step:07d}"):
-                result.checkpoint = self.save_checkpoint()
-            result.validation = self.validate()
-            result.exported = self.export(self.output_dir / "model.safetensors")
-        return result
 
     def _log(self, path: Path, window: dict, since: float, samples: int) -> dict[str, float]:
         means = {k: float(np.mean(v)) if v else float("nan") for k, v in window.items()}
