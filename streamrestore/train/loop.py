@@ -503,18 +503,21 @@ class Trainer:
         bar.close()
         result.step = self.step
         if self.step >= final:
-            if result.checkpoint is None or not result.checkpoint.name.endswith(f"{self.step:07d}"):
+            if not self._checkpointed_now(result):
                 result.checkpoint = self.save_checkpoint()
             result.validation = self.validate()
             result.exported = self.export(self.output_dir / "model.safetensors")
         return result
 
+    def _checkpointed_now(self, result: TrainResult) -> bool:
+        """Whether ``result``'s checkpoint is of the current step."""
+        return result.checkpoint is not None and result.checkpoint.name.endswith(f"{self.step:07d}")
+
     def _save_on_interrupt(self, result: TrainResult) -> None:
         """Checkpoint the steps done since the last checkpoint, so an interrupted run resumes
         where it stopped. Only a single-process run does it: the other processes of a
         distributed run may not have seen the signal, and the save waits for all of them."""
-        saved = result.checkpoint is not None and result.checkpoint.name.endswith(f"{self.step:07d}")
-        if saved or self.accelerator.num_processes != 1 or self.step == 0:
+        if self._checkpointed_now(result) or self.accelerator.num_processes != 1 or self.step == 0:
             return
         result.checkpoint = self.save_checkpoint()
         logger.warning("interrupted at step %d; checkpoint %s; resume with --resume latest", self.step,
