@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A GPU training run of lite's UNet in one command, for a machine lent for minutes (one NVIDIA GPU,
 # no network, a Python image with torch, accelerate, safetensors and OpenCV but without PyAV and
-# diffusers): configs/experiments/lite_v9_gpu.toml.
+# diffusers): configs/experiments/lite_v9_gpu.toml, or the experiment named by CONFIG (one whose data and
+# identity_weights point into .device-train/).
 #
 # On the development machine (where ../shared, the training pack and the package registries are),
 # fill the git-ignored folder .device-train/ (about 46 MB: PyAV as a .tar.xz, a third smaller than its
@@ -13,12 +14,12 @@
 #
 # It trains for MINUTES of wall time with the learning rate decaying over that time
 # (--schedule-by-time: the machine's speed is not known beforehand) and writes to $OUT: the UNet's
-# weights (lite_v9_unet.safetensors, fp16, loadable with --model PATH), losses.csv (samples/s per
+# weights (<config name>_unet.safetensors, fp16, loadable with --model PATH), losses.csv (samples/s per
 # logged window) and the log. Then, on the CPU: the detail head on the new base and the benchmarks
 # (the config's header). EXTRA adds `streamrestore train` options (e.g. "--set batch_size=64").
 set -euo pipefail
 CARRY=.device-train
-CONFIG=configs/experiments/lite_v9_gpu.toml
+CONFIG=${CONFIG:-configs/experiments/lite_v9_gpu.toml}
 
 if [[ "${1:-}" == "--prepare" ]]; then
     SHARED=${STREAMRESTORE_SHARED:-../shared}
@@ -51,9 +52,11 @@ done
 tar xJf "$CARRY/av.tar.xz" -C "$SITE"
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$CARRY"/wheels/*.whl
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+NAME=$(basename "$CONFIG" .toml)
+RUN_DIR=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['output_dir'])" "$CONFIG")
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi") > "$OUT/gpu.csv"
 python3 -c "import torch, av, diffusers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__, 'diffusers', diffusers.__version__)" | tee "$OUT/versions.txt"
 # shellcheck disable=SC2086  # EXTRA is a list of options
 python3 -m streamrestore.cli train "$CONFIG" --max-minutes "$MINUTES" --schedule-by-time --no-progress \
-    --export "$OUT/lite_v9_unet.safetensors" ${EXTRA:-} 2>&1 | tee "$OUT/train.log"
-cp runs/lite_v9_gpu/losses.csv "$OUT/" || echo "no losses.csv (no step logged)"
+    --export "$OUT/${NAME}_unet.safetensors" ${EXTRA:-} 2>&1 | tee "$OUT/train.log"
+cp "$RUN_DIR/losses.csv" "$OUT/" || echo "no losses.csv (no step logged)"

@@ -333,7 +333,7 @@ def test_set_overrides_reach_the_config(tmp_path):
         load_train_config(tmp_path / "c.toml", **parse_overrides(["identity_wieght=0"]))
 
 
-def test_train_command(tiny_pack, shared, tmp_path):
+def test_train_command(tiny_pack, shared, tmp_path, capsys):
     from streamrestore.cli import main
 
     table = {"data": str(tiny_pack), "output_dir": str(tmp_path / "run"), "judge_models": str(shared / "models"), "steps": 4,
@@ -350,6 +350,9 @@ def test_train_command(tiny_pack, shared, tmp_path):
     assert main(["train", str(config), "--resume", "latest", "--no-progress"]) == 0
     assert (tmp_path / "run/model.safetensors").is_file()
     assert main(["train", str(tmp_path / "nope.toml")]) == 2  # a user error, one line, exit code 2
+    capsys.readouterr()
+    assert main(["train", str(config), "--set", "output_dir=a", "--output-dir", "b"]) == 2  # not a traceback
+    assert "--output-dir 'b' and --set output_dir='a' disagree" in capsys.readouterr().err
 
 
 def test_schedule_by_time_ends_at_the_lowest_rate(tiny_pack, shared, tmp_path, monkeypatch):

@@ -67,8 +67,15 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    config = load_train_config(args.config, **parse_overrides(args.set), output_dir=args.output_dir, data=args.data,
-                               steps=args.steps)
+    overrides = parse_overrides(args.set)
+    for key, value in {"output_dir": args.output_dir, "data": args.data, "steps": args.steps}.items():
+        if value is None:
+            continue
+        if key in overrides and overrides[key] != value:  # two answers to one question: say so, pick neither
+            flag = "--" + key.replace("_", "-")
+            raise InputError(f"{flag} {value!r} and --set {key}={overrides[key]!r} disagree; give one of them")
+        overrides[key] = value
+    config = load_train_config(args.config, **overrides)
     budget = TimeBudget(args.max_minutes * 60) if args.schedule_by_time else None
     trainer = Trainer(config, resume=args.resume, time_budget=budget)
     log.info("model: %.2f M parameters (%.2f M trained); %d training targets of %d identities, %d held out",
