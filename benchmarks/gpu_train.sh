@@ -17,6 +17,8 @@
 # weights (<config name>_unet.safetensors, fp16, loadable with --model PATH), losses.csv (samples/s per
 # logged window) and the log. Then, on the CPU: the detail head on the new base and the benchmarks
 # (the config's header). EXTRA adds `streamrestore train` options (e.g. "--set batch_size=64").
+# `bash benchmarks/gpu_train.sh --throughput` measures instead of training: the loader and the update
+# apart (benchmarks/train_throughput.py) at the batch sizes in BATCHES, with a profile of the update.
 set -euo pipefail
 CARRY=.device-train
 CONFIG=${CONFIG:-configs/experiments/lite_v9_gpu.toml}
@@ -56,6 +58,16 @@ NAME=$(basename "$CONFIG" .toml)
 RUN_DIR=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['output_dir'])" "$CONFIG")
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi") > "$OUT/gpu.csv"
 python3 -c "import torch, av, diffusers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__, 'diffusers', diffusers.__version__)" | tee "$OUT/versions.txt"
+if [[ "${1:-}" == "--throughput" ]]; then
+    # where a step's time goes instead of a run (benchmarks/train_throughput.py), at each batch size of BATCHES
+    for b in ${BATCHES:-32 128}; do
+        # shellcheck disable=SC2086  # EXTRA is a list of options
+        python3 benchmarks/train_throughput.py "$CONFIG" --seconds "${MODE_SECONDS:-10}" --set "batch_size=$b" \
+            --modes "${MODES:-loader,update}" --json "$OUT/throughput_b$b.json" --profile "$OUT/profile_b$b.txt" \
+            ${EXTRA:-} 2>&1 | tee -a "$OUT/throughput.log"
+    done
+    exit 0
+fi
 # shellcheck disable=SC2086  # EXTRA is a list of options
 python3 -m streamrestore.cli train "$CONFIG" --max-minutes "$MINUTES" --schedule-by-time --no-progress \
     --export "$OUT/${NAME}_unet.safetensors" ${EXTRA:-} 2>&1 | tee "$OUT/train.log"

@@ -467,7 +467,9 @@ class Trainer:
         seed = (self.config.seed * 1_000_003 + self.step * 101 + self.accelerator.process_index) % (2**63)
         return torch.Generator().manual_seed(seed)
 
-    def _dataloader(self):
+    def dataloader(self):
+        """The batches from the current step on, on the accelerator's device (the config's
+        ``num_workers`` processes make them)."""
         world = self.accelerator.num_processes
         sampler = StepBatchSampler(self.targets, self.config.batch_size, self.config.steps * world,
                                    seed=self.config.seed, start_batch=self.step * world)
@@ -535,17 +537,8 @@ class Trainer:
                 self._enter_phase()
             cfg = self.config
             stop = min(end, self.plan.phase(self.step)[1])
-            for batch in self._dataloader():
-                parts = self._losses(batch, self._generator())
-                acc.backward(parts["loss"])
-                # a signal waits for the whole update: weights, optimiser, schedule and step agree
-                with stop_signals_held():
-                    if cfg.grad_clip is not None and acc.sync_gradients:
-                        acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.step += 1
+            for batch in self.dataloader():
+                parts = self.train_step(batch)
                 window_samples += batch["degraded"].shape[0] * acc.num_processes
                 for k in _LOSS_COLUMNS:
                     window[k].append(float(parts[k].detach()))
@@ -566,6 +559,21 @@ class Trainer:
                     break
             else:  # pragma: no cover - the sampler holds batches up to config.steps >= stop
                 break
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One optimiser update on ``batch`` (one of :meth:`dataloader`'s); returns the loss parts."""
+        acc, cfg = self.accelerator, self.config
+        parts = self._losses(batch, self._generator())
+        acc.backward(parts["loss"])
+        # a signal waits for the whole update: weights, optimiser, schedule and step agree
+        with stop_signals_held():
+            if cfg.grad_clip is not None and acc.sync_gradients:
+                acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+        return parts
 
     def _log(self, path: Path, window: dict, since: float, samples: int) -> dict[str, float]:
         means = {k: float(np.mean(v)) if v else float("nan") for k, v in window.items()}
