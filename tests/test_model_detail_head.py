@@ -272,3 +272,47 @@ def test_video_samples_are_whole_frame_damage_cut_with_the_clean_alignment(tmp_p
         _config(tmp_path, video_repeat=0)
     with pytest.raises(ValueError, match="video_frames"):
         _config(tmp_path, references=True, video_frames=4)
+
+
+@pytest.mark.parametrize("where", ["draw", "update"])
+def test_a_stop_signal_keeps_the_heads_steps_done(tmp_path, monkeypatch, where):
+    """SIGTERM during a step keeps the steps done (a signal inside the update waits for it), and
+    the resumed run ends with the uninterrupted run's weights."""
+    import signal
+
+    import streamrestore.train.detail_head as module
+    from streamrestore.stop_signals import Interrupted, stop_signals_interrupt
+
+    triples = _triples()
+    straight = train_detail_head(_config(tmp_path), triples, log=lambda _: None)
+    config = _config(tmp_path, output_dir=str(tmp_path / "cut"))  # checkpoints every 20 steps: none at 7 or 8
+    if where == "draw":  # before step 8's update: steps 1-7 are kept
+        real = module._head_loss
+
+        def stopped(cfg, head, opt, identity, trip, step):
+            if step == 7:
+                signal.raise_signal(signal.SIGTERM)
+            return real(cfg, head, opt, identity, trip, step)
+
+        monkeypatch.setattr(module, "_head_loss", stopped)
+        kept = 7
+    else:  # inside step 8's optimiser update: it completes, and is kept
+        real_step, calls = torch.optim.Adam.step, []
+
+        def stopped_step(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 8:
+                signal.raise_signal(signal.SIGTERM)
+            return real_step(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.optim.Adam, "step", stopped_step)
+        kept = 8
+    lines = []
+    with pytest.raises(Interrupted), stop_signals_interrupt():
+        train_detail_head(config, triples, log=lines.append)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "cut/head.pt", weights_only=True)["step"] == kept
+    assert any(f"interrupted at step {kept}" in line for line in lines)
+    resumed = train_detail_head(config, triples, resume=True, log=lambda _: None)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)

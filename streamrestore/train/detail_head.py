@@ -304,12 +304,9 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
         opt.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
         log(f"resumed at step {step}")
-    degraded, base, clean = triples["degraded"], triples["base"], triples["clean"]
-    reference = triples.get("reference")
-    if config.references and reference is None:
+    if config.references and triples.get("reference") is None:
         raise InputError("the samples hold no reference faces; make them again with references = true")
-    n, side = len(clean), clean.shape[1]
-    p, f = config.patch, config.factor
+    side, p = triples["clean"].shape[1], config.patch
     if p > side:
         raise InputError(f"patch {p} is larger than the crops ({side} px)")
     identity = None
@@ -323,45 +320,73 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
         if not weights:
             raise InputError(f"{config.unet_config} names no identity_weights for the identity loss")
         identity = IdentityLoss(weights).eval()
+    from streamrestore.stop_signals import stop_signals_held
+
     running = None
     start = time.time()
     last = config.steps if stop_after is None else min(config.steps, step + stop_after)
-    while step < last:
-        # every step's draw depends on (seed, step) alone: a resumed run sees the same patches
-        rng = np.random.default_rng([config.seed, step])
-        idx = rng.integers(0, n, config.batch_size)
-        ys, xs = (rng.integers(0, (side - p) // f + 1, (2, config.batch_size)) * f)
-        cut = lambda a: np.stack([a[i, y:y + p, x:x + p] for i, y, x in zip(idx, ys, xs)])  # noqa: E731
-        d, b, c = cut(degraded), cut(base), cut(clean)
-        r = cut(reference) if config.references else None
-        if rng.random() < 0.5:
-            d, b, c = d[:, :, ::-1], b[:, :, ::-1], c[:, :, ::-1]
-            r = None if r is None else r[:, :, ::-1]
-        lr = config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        target, faces = _to_tensor(c), _to_tensor(d)
-        refs = None
-        if r is not None:
-            # a face without references sees itself there (as DetailHead does for None)
-            seen = torch.from_numpy(rng.random(config.batch_size) >= config.reference_dropout)
-            refs = torch.where(seen[:, None, None, None], _to_tensor(r), faces)
-        refined = head(faces, _to_tensor(b), refs)
-        loss = (refined - target).abs().mean()
-        if identity is not None:
-            loss = loss + config.identity_weight * identity(refined, target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % config.log_every == 0 or step == config.steps:
-            log(f"step {step}/{config.steps}: loss {running:.5f}, lr {lr:.2e}, {time.time() - start:.0f} s")
-        if step % config.checkpoint_every == 0 or step == last:
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save({"head": head.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
-            tmp.replace(ckpt_path)
+    saved = step
+
+    def save() -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"head": head.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
+        tmp.replace(ckpt_path)
+
+    try:
+        while step < last:
+            loss = _head_loss(config, head, opt, identity, triples, step)
+            opt.zero_grad()
+            loss.backward()
+            with stop_signals_held():  # a signal waits for the update: weights, optimiser and step agree
+                opt.step()
+                step += 1
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            if step % config.log_every == 0 or step == config.steps:
+                log(f"step {step}/{config.steps}: loss {running:.5f}, {time.time() - start:.0f} s")
+            if step % config.checkpoint_every == 0 or step == last:
+                save()
+                saved = step
+    except KeyboardInterrupt:
+        # Ctrl-C or a stop signal: keep the steps done since the last checkpoint
+        if step > saved:
+            save()
+            log(f"interrupted at step {step}; checkpoint {ckpt_path}; go on with --resume")
+        raise
     return head
+
+
+def _head_loss(config: DetailHeadTrainConfig, head, opt, identity, triples: dict[str, np.ndarray],
+               step: int) -> torch.Tensor:
+    """Step ``step``'s loss on its patches (drawn from the seed and the step alone), with the
+    step's learning rate set on ``opt``."""
+    degraded, base, clean = triples["degraded"], triples["base"], triples["clean"]
+    reference = triples.get("reference")
+    n, side = len(clean), clean.shape[1]
+    p, f = config.patch, config.factor
+    # every step's draw depends on (seed, step) alone: a resumed run sees the same patches
+    rng = np.random.default_rng([config.seed, step])
+    idx = rng.integers(0, n, config.batch_size)
+    ys, xs = (rng.integers(0, (side - p) // f + 1, (2, config.batch_size)) * f)
+    cut = lambda a: np.stack([a[i, y:y + p, x:x + p] for i, y, x in zip(idx, ys, xs)])  # noqa: E731
+    d, b, c = cut(degraded), cut(base), cut(clean)
+    r = cut(reference) if config.references else None
+    if rng.random() < 0.5:
+        d, b, c = d[:, :, ::-1], b[:, :, ::-1], c[:, :, ::-1]
+        r = None if r is None else r[:, :, ::-1]
+    lr = config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+    for group in opt.param_groups:
+        group["lr"] = lr
+    target, faces = _to_tensor(c), _to_tensor(d)
+    refs = None
+    if r is not None:
+        # a face without references sees itself there (as DetailHead does for None)
+        seen = torch.from_numpy(rng.random(config.batch_size) >= config.reference_dropout)
+        refs = torch.where(seen[:, None, None, None], _to_tensor(r), faces)
+    refined = head(faces, _to_tensor(b), refs)
+    loss = (refined - target).abs().mean()
+    if identity is not None:
+        loss = loss + config.identity_weight * identity(refined, target)
+    return loss
 
 
 def export_with_head(config: DetailHeadTrainConfig, head, path: str | Path) -> Path:
@@ -393,7 +418,19 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from streamrestore.stop_signals import stop_signals_interrupt
+
     torch.set_num_threads(args.threads)
+    try:
+        with stop_signals_interrupt():  # SIGTERM and SIGHUP stop it as Ctrl-C does: the steps done are kept
+            return _run(config, args)
+    except KeyboardInterrupt as exc:
+        name = getattr(exc, "signal_name", None)
+        print(f"interrupted{' by ' + name if name else ''}; go on with --resume", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+
+
+def _run(config: DetailHeadTrainConfig, args: argparse.Namespace) -> int:
     out_dir = Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     triples_path = out_dir / "triples.npz"
@@ -404,7 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         if config.video_frames:
             video = make_video_triples(config)
             triples = {k: np.concatenate([v] + [video[k]] * config.video_repeat) for k, v in triples.items()}
-        np.savez(triples_path, **triples)
+        tmp = triples_path.with_suffix(".tmp")  # whole or absent: --resume reads it back
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **triples)
+        tmp.replace(triples_path)
     head = train_detail_head(config, triples, resume=args.resume)
     if args.export:
         print(f"exported {export_with_head(config, head, args.export)}")
