@@ -218,10 +218,10 @@ def test_reference_detail_ignores_the_references_light():
 
 def test_jitter_scales_every_change_with_its_amount():
     """0 leaves a reference as it is (light included); more moves and relights it more."""
-    from streamrestore.train.detail_head import _jitter
+    from streamrestore.data.samples import jitter_reference
 
     image = np.random.default_rng(0).uniform(30, 220, (32, 32, 3)).astype(np.float32)
-    still = _jitter(image, np.random.default_rng(5), 0.0)
+    still = jitter_reference(image, np.random.default_rng(5), 0.0)[0]
     np.testing.assert_allclose(still, image, atol=1e-3)
-    small, large = (np.abs(_jitter(image, np.random.default_rng(5), a) - image).mean() for a in (0.25, 1.0))
+    small, large = (np.abs(jitter_reference(image, np.random.default_rng(5), a)[0] - image).mean() for a in (0.25, 1.0))
     assert 0 < small < large

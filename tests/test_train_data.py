@@ -218,3 +218,38 @@ def test_copies_of_one_photo_are_packed_once(shared_data, train_ok_folders, dete
     assert report.skipped.get("near-duplicate") == 1  # 240p and 1080p are the same photo
     pack = PackedFaces(tmp_path / "obama.npz")
     assert len(pack) == 2 and "face_recognition/knn_train/obama/obama2.jpg" in pack.source_names
+
+
+def test_reference_jitter_moves_the_landmarks_with_the_face():
+    from streamrestore.data.samples import jitter_reference
+
+    side = 64
+    points = np.array([[0.3, 0.35], [0.7, 0.35], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]], np.float32)
+    yy, xx = np.mgrid[0:side, 0:side]
+    image = np.zeros((side, side, 3), np.float32)
+    for x, y in points * side:
+        image += 200 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2.0)[..., None]
+    for seed in range(5):
+        moved, where = jitter_reference(image, np.random.default_rng(seed), 2.0, points)
+        assert not np.allclose(where, points, atol=1 / side)  # amount 2: several pixels
+        for x, y in where * side:  # each dot's brightest pixel is where its landmark went
+            y0, x0 = int(round(y)) - 4, int(round(x)) - 4
+            window = moved[y0:y0 + 9, x0:x0 + 9].sum(2)
+            dy, dx = np.unravel_index(np.argmax(window), window.shape)
+            assert abs(x0 + dx - x) <= 1.0 and abs(y0 + dy - y) <= 1.0
+    still, same = jitter_reference(image, np.random.default_rng(0), 0.0, points)
+    np.testing.assert_allclose(same, points, atol=1e-6)
+
+
+def test_reference_jitter_changes_only_the_references(two_people_pack):
+    pack = two_people_pack[2]
+    plain = RestorationDataset(pack, preset="severe", min_refs=2, max_refs=2, seed=4)
+    moved = RestorationDataset(pack, preset="severe", min_refs=2, max_refs=2, seed=4, reference_jitter=1.0)
+    a, b = plain[3], moved[3]
+    for key in ("degraded", "target", "landmarks", "ref_indices"):
+        assert torch.equal(a[key], b[key]), key  # the jitter's draws come after everything else
+    assert not torch.equal(a["references"], b["references"])
+    assert not torch.allclose(a["ref_landmarks"], b["ref_landmarks"])
+    assert (b["ref_landmarks"] - a["ref_landmarks"]).abs().max() < 0.1  # a few pixels, not another face
+    with pytest.raises(ValueError, match="reference_jitter"):
+        RestorationDataset(pack, reference_jitter=-1.0)

@@ -316,6 +316,8 @@ def test_config_files(tmp_path):
         TrainConfig(preset="foggy")
     with pytest.raises(ValueError, match="landmark_kind"):
         TrainConfig(landmark_kind="l2")
+    with pytest.raises(ValueError, match="reference_jitter"):
+        TrainConfig(reference_jitter=-0.5)
     assert TrainConfig(steps=100, self_ref_start=0.8, self_ref_until=0.5).self_ref_probability(25) == pytest.approx(0.4)
 
 

@@ -189,6 +189,11 @@ class TrainConfig:
     self_ref_scale: float = 0.08
     self_ref_shift: float = 0.05
     self_ref_color: float = 0.12
+    #: every real reference moved, turned, scaled and relit at this amount
+    #: (:func:`streamrestore.data.samples.jitter_reference`; 1: up to 3 px, 4 degrees, 4 %, ±20 %
+    #: light), landmarks following. The pack's references are mostly frames of the target's own
+    #: clip, aligned and lit as the target is; a user's photos are not. 0 leaves them as they are.
+    reference_jitter: float = 0.0
     #: save a resumable checkpoint every N steps (and at the end); keep the newest K.
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -224,6 +229,8 @@ class TrainConfig:
             raise ValueError(f"need 1 <= min_refs <= max_refs, got {self.min_refs}, {self.max_refs}")
         if not 0.0 <= self.self_ref_start <= 1.0:
             raise ValueError(f"self_ref_start must be in [0, 1], got {self.self_ref_start}")
+        if self.reference_jitter < 0:
+            raise ValueError(f"reference_jitter must be >= 0, got {self.reference_jitter}")
         if not 0.0 <= self.self_ref_until <= 1.0:
             raise ValueError(f"self_ref_until must be in [0, 1], got {self.self_ref_until}")
         if self.grad_clip is not None and self.grad_clip <= 0:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamrestore.data.samples import jitter_reference
 from streamrestore.errors import InputError
 from streamrestore.model.config import DetailHeadSettings
 from streamrestore.train.video_faces import VideoFaceSettings
@@ -182,20 +183,6 @@ def _uint8(images: torch.Tensor) -> np.ndarray:
     return (images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def _jitter(image: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
-    """A reference as another photo of the person might be: slightly moved, turned, scaled and lit."""
-    import cv2
-
-    side = image.shape[0]
-    matrix = cv2.getRotationMatrix2D((side / 2, side / 2), rng.uniform(-4, 4) * amount,
-                                     1 + rng.uniform(-0.04, 0.04) * amount)
-    matrix[:, 2] += rng.uniform(-3, 3, 2) * amount * side / 128
-    moved = cv2.warpAffine(image.astype(np.float32), matrix, (side, side), borderMode=cv2.BORDER_REFLECT)
-    # light: ±20 % overall, ±7 % per channel, ±20 levels at amount 1 (the same draws at any amount)
-    gain = (1 + rng.uniform(-0.2, 0.2) * amount) * (1 + rng.uniform(-0.07, 0.07, 3) * amount)
-    return np.clip(moved * gain + rng.uniform(-20, 20) * amount, 0, 255)
-
-
 def _mean_reference(config: DetailHeadTrainConfig, data, sample: dict, rng: np.random.Generator) -> np.ndarray:
     """The mean of ``reference_count`` references of the sample's face (uint8, R×R×3), mirrored
     with the face."""
@@ -206,7 +193,7 @@ def _mean_reference(config: DetailHeadTrainConfig, data, sample: dict, rng: np.r
     chosen = rng.choice(candidates, size=min(config.reference_count, len(candidates)), replace=False)
     images = [pack.image(int(c)).astype(np.float32) for c in chosen]
     if config.reference_jitter > 0:
-        images = [_jitter(image, rng, config.reference_jitter) for image in images]
+        images = [jitter_reference(image, rng, config.reference_jitter)[0] for image in images]
     mean = np.mean(images, axis=0)
     if bool(sample["flipped"]):
         mean = mean[:, ::-1]

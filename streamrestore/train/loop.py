@@ -319,7 +319,8 @@ class Trainer:
         from streamrestore.data.samples import RestorationDataset  # noqa: PLC0415
 
         config = self.config
-        common = dict(preset=config.degradation, min_refs=config.min_refs, max_refs=config.max_refs, seed=config.seed)
+        common = dict(preset=config.degradation, min_refs=config.min_refs, max_refs=config.max_refs, seed=config.seed,
+                      reference_jitter=config.reference_jitter)
         if config.video_weight > 0:
             common.update(video_faces=self._video_faces(), video_weight=config.video_weight)
         probe = RestorationDataset(self.pack, self.train_ids, **common)
