@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# A GPU training run of lite's UNet in one command, for a machine lent for minutes (one NVIDIA GPU,
+# GPU training runs of lite's UNet in one command, for a machine lent for minutes (one NVIDIA GPU,
 # no network, a Python image with torch, accelerate, safetensors and OpenCV but without PyAV and
-# diffusers): configs/experiments/lite_v9_gpu.toml, or the experiment named by CONFIG (one whose data and
-# identity_weights point into .device-train/).
+# diffusers): configs/experiments/lite_v9_gpu.toml, or the experiments named by CONFIG (configs whose
+# data and identity_weights point into .device-train/; several, space-separated, train side by side).
 #
 # On the development machine (where ../shared, the training pack and the package registries are),
 # fill the git-ignored folder .device-train/ (about 46 MB: PyAV as a .tar.xz, a third smaller than its
@@ -12,15 +12,23 @@
 # then, from the repository root on the GPU machine, carrying .device-train/:
 #     MINUTES=8 bash benchmarks/gpu_train.sh       # results go to $OUT (default ./out/gpu_train)
 #
-# It trains for MINUTES of wall time with the learning rate decaying over that time
-# (--schedule-by-time: the machine's speed is not known beforehand) and writes to $OUT: the UNet's
-# weights (<config name>_unet.safetensors, fp16, loadable with --model PATH), losses.csv (samples/s per
-# logged window) and the log. Then, on the CPU: the detail head on the new base and the benchmarks
-# (the config's header). EXTRA adds `streamrestore train` options (e.g. "--set batch_size=64").
+# Each run trains for MINUTES of wall time with the learning rate decaying over that time
+# (--schedule-by-time: the machine's speed is not known beforehand) and writes to $OUT, under its
+# config's name: the UNet's weights (NAME_unet.safetensors, fp16, loadable with --model PATH),
+# NAME_losses.csv (samples/s per logged window) and NAME_train.log. Then, on the CPU: the detail head
+# on the new base and the benchmarks (the config's header). EXTRA adds `streamrestore train` options
+# to every run (e.g. "--set batch_size=64").
+#
+# Why several runs side by side: one run's update is bound by its Python process, not by the GPU
+# (session 25 on an H200: 150 ms of CPU against 17-46 ms of kernels per step, docs/video_eval.md),
+# so two runs get about twice the samples of one in the same minutes. The cores' loader workers are
+# shared out between them (WORKERS each; default: the cores left after one per run, divided). Two runs
+# at most: 8 files come back from a lent machine (3 per run, gpu.csv and versions.txt).
 # `bash benchmarks/gpu_train.sh --throughput` measures instead of training: the loader and the update
-# apart (benchmarks/train_throughput.py) at the batch sizes in BATCHES, with a profile of the update.
+# apart (benchmarks/train_throughput.py) at the batch sizes in BATCHES, with a profile of the update
+# (the first config).
 set -euo pipefail
-CARRY=.device-train
+CARRY=${CARRY:-.device-train}
 CONFIG=${CONFIG:-configs/experiments/lite_v9_gpu.toml}
 
 if [[ "${1:-}" == "--prepare" ]]; then
@@ -54,21 +62,40 @@ done
 tar xJf "$CARRY/av.tar.xz" -C "$SITE"
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$CARRY"/wheels/*.whl
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-NAME=$(basename "$CONFIG" .toml)
-RUN_DIR=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['output_dir'])" "$CONFIG")
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi") > "$OUT/gpu.csv"
 python3 -c "import torch, av, diffusers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__, 'diffusers', diffusers.__version__)" | tee "$OUT/versions.txt"
 if [[ "${1:-}" == "--throughput" ]]; then
     # where a step's time goes instead of a run (benchmarks/train_throughput.py), at each batch size of BATCHES
     for b in ${BATCHES:-32 128}; do
         # shellcheck disable=SC2086  # EXTRA is a list of options
-        python3 benchmarks/train_throughput.py "$CONFIG" --seconds "${MODE_SECONDS:-10}" --set "batch_size=$b" \
+        python3 benchmarks/train_throughput.py "${CONFIG%% *}" --seconds "${MODE_SECONDS:-10}" --set "batch_size=$b" \
             --modes "${MODES:-loader,update}" --json "$OUT/throughput_b$b.json" --profile "$OUT/profile_b$b.txt" \
             ${EXTRA:-} 2>&1 | tee -a "$OUT/throughput.log"
     done
     exit 0
 fi
-# shellcheck disable=SC2086  # EXTRA is a list of options
-python3 -m streamrestore.cli train "$CONFIG" --max-minutes "$MINUTES" --schedule-by-time --no-progress \
-    --export "$OUT/${NAME}_unet.safetensors" ${EXTRA:-} 2>&1 | tee "$OUT/train.log"
-cp "$RUN_DIR/losses.csv" "$OUT/" || echo "no losses.csv (no step logged)"
+read -r -a configs <<< "$CONFIG"
+runs=${#configs[@]}
+WORKERS=${WORKERS:-$(( ($(nproc) - runs) / runs > 0 ? ($(nproc) - runs) / runs : 0 ))}
+pids=()
+for config in "${configs[@]}"; do
+    name=$(basename "$config" .toml)
+    run_dir=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['output_dir'])" "$config")
+    (
+        status=0
+        # shellcheck disable=SC2086  # EXTRA is a list of options
+        python3 -m streamrestore.cli train "$config" --max-minutes "$MINUTES" --schedule-by-time --no-progress \
+            --set "num_workers=$WORKERS" --export "$OUT/${name}_unet.safetensors" ${EXTRA:-} \
+            > "$OUT/${name}_train.log" 2>&1 || status=$?
+        cp "$run_dir/losses.csv" "$OUT/${name}_losses.csv" || echo "no losses.csv (no step logged)" >> "$OUT/${name}_train.log"
+        exit $status
+    ) &
+    pids+=($!)
+done
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+for config in "${configs[@]}"; do
+    name=$(basename "$config" .toml)
+    echo "== $name"; tail -n 5 "$OUT/${name}_train.log"
+done
+exit $failed

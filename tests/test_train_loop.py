@@ -620,3 +620,20 @@ def test_throughput_benchmark_measures_loader_update_and_both(tiny_pack, shared,
     assert not (tmp_path / "never").exists()  # the measurement's trainer wrote into a temporary folder
     with pytest.raises(SystemExit):
         module.main([str(config), "--modes", "loader,nope"])
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("**/*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_config_file_reads(path):
+    # a typo in a setting's name is an error naming it: every config in the repo must read cleanly
+    import tomllib
+
+    from streamrestore.train.detail_head import load_detail_head_config
+
+    table = tomllib.loads(path.read_text())
+    if "base_weights" in table:
+        load_detail_head_config(path)
+    elif "model" in table or "data" in table:
+        config = load_train_config(path)
+        assert config.steps > 0
+    else:
+        pytest.skip("not a training config")
