@@ -76,26 +76,38 @@ if [[ "${1:-}" == "--throughput" ]]; then
 fi
 read -r -a configs <<< "$CONFIG"
 runs=${#configs[@]}
-WORKERS=${WORKERS:-$(( ($(nproc) - runs) / runs > 0 ? ($(nproc) - runs) / runs : 0 ))}
+(( runs > 0 )) || { echo "CONFIG names no config" >&2; exit 2; }
+workers=()  # a single run keeps its config's num_workers unless WORKERS is given
+if [[ -n "${WORKERS:-}" || $runs -gt 1 ]]; then
+    workers=(--set "num_workers=${WORKERS:-$(( ($(nproc) - runs) / runs ))}")
+fi
+names=() run_dirs=()
+for config in "${configs[@]}"; do  # every config read before any run starts
+    names+=("$(basename "$config" .toml)")
+    run_dirs+=("$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['output_dir'])" "$config")")
+done
 pids=()
-for config in "${configs[@]}"; do
-    name=$(basename "$config" .toml)
-    run_dir=$(python3 -c "import sys, tomllib; print(tomllib.load(open(sys.argv[1], 'rb'))['output_dir'])" "$config")
+trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' INT TERM  # a stop reaches the runs (they checkpoint)
+for i in "${!configs[@]}"; do
+    name=${names[$i]}
     (
         status=0
         # shellcheck disable=SC2086  # EXTRA is a list of options
-        python3 -m streamrestore.cli train "$config" --max-minutes "$MINUTES" --schedule-by-time --no-progress \
-            --set "num_workers=$WORKERS" --export "$OUT/${name}_unet.safetensors" ${EXTRA:-} \
+        python3 -m streamrestore.cli train "${configs[$i]}" --max-minutes "$MINUTES" --schedule-by-time --no-progress \
+            "${workers[@]}" --export "$OUT/${name}_unet.safetensors" ${EXTRA:-} \
             > "$OUT/${name}_train.log" 2>&1 || status=$?
-        cp "$run_dir/losses.csv" "$OUT/${name}_losses.csv" || echo "no losses.csv (no step logged)" >> "$OUT/${name}_train.log"
+        cp "${run_dirs[$i]}/losses.csv" "$OUT/${name}_losses.csv" || echo "no losses.csv (no step logged)" >> "$OUT/${name}_train.log"
         exit $status
     ) &
     pids+=($!)
 done
 failed=0
-for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-for config in "${configs[@]}"; do
-    name=$(basename "$config" .toml)
+for pid in "${pids[@]}"; do
+    status=0
+    wait "$pid" || status=$?
+    (( failed == 0 )) && failed=$status  # the first failure's own exit code
+done
+for name in "${names[@]}"; do
     echo "== $name"; tail -n 5 "$OUT/${name}_train.log"
 done
 exit $failed

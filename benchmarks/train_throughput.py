@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         overrides = parse_overrides(args.set)
         overrides["output_dir"] = tmp  # the measurement writes no checkpoint anywhere that matters
+        # the update mode moves the trainer on: batches enough that a later mode never runs out
+        overrides["steps"] = 1_000_000
         trainer = Trainer(load_train_config(args.config, **overrides))
         trainer.model.train()
         base = {"config": args.config, "batch_size": trainer.config.batch_size,

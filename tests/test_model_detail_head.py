@@ -289,10 +289,10 @@ def test_a_stop_signal_keeps_the_heads_steps_done(tmp_path, monkeypatch, where):
     if where == "draw":  # before step 8's update: steps 1-7 are kept
         real = module._head_loss
 
-        def stopped(cfg, head, opt, identity, trip, step):
+        def stopped(cfg, head, identity, trip, step):
             if step == 7:
                 signal.raise_signal(signal.SIGTERM)
-            return real(cfg, head, opt, identity, trip, step)
+            return real(cfg, head, identity, trip, step)
 
         monkeypatch.setattr(module, "_head_loss", stopped)
         kept = 7

@@ -14,7 +14,7 @@ import torch
 from streamrestore.data.degrade import DegradationMix, degrade, get_preset
 from streamrestore.data.pack import PackedFaces
 
-__all__ = ["RestorationDataset"]
+__all__ = ["RestorationDataset", "jitter_reference"]
 
 #: Left/right partner of each of the 5 landmarks (for horizontal flips): eyes and mouth corners swap.
 _FLIP_ORDER = np.array([1, 0, 2, 4, 3])

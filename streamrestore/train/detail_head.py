@@ -321,7 +321,10 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
 
     try:
         while step < last:
-            loss = _head_loss(config, head, opt, identity, triples, step)
+            lr = _head_lr(config, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = _head_loss(config, head, identity, triples, step)
             opt.zero_grad()
             loss.backward()
             with stop_signals_held():  # a signal waits for the update: weights, optimiser and step agree
@@ -329,7 +332,7 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
                 step += 1
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             if step % config.log_every == 0 or step == config.steps:
-                log(f"step {step}/{config.steps}: loss {running:.5f}, {time.time() - start:.0f} s")
+                log(f"step {step}/{config.steps}: loss {running:.5f}, lr {lr:.2e}, {time.time() - start:.0f} s")
             if step % config.checkpoint_every == 0 or step == last:
                 save()
                 saved = step
@@ -342,10 +345,13 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
     return head
 
 
-def _head_loss(config: DetailHeadTrainConfig, head, opt, identity, triples: dict[str, np.ndarray],
-               step: int) -> torch.Tensor:
-    """Step ``step``'s loss on its patches (drawn from the seed and the step alone), with the
-    step's learning rate set on ``opt``."""
+def _head_lr(config: DetailHeadTrainConfig, step: int) -> float:
+    """Step ``step``'s learning rate: a cosine from ``lr`` to ``lr * min_lr_ratio``."""
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+
+
+def _head_loss(config: DetailHeadTrainConfig, head, identity, triples: dict[str, np.ndarray], step: int) -> torch.Tensor:
+    """Step ``step``'s loss on its patches (drawn from the seed and the step alone)."""
     degraded, base, clean = triples["degraded"], triples["base"], triples["clean"]
     reference = triples.get("reference")
     n, side = len(clean), clean.shape[1]
@@ -360,9 +366,6 @@ def _head_loss(config: DetailHeadTrainConfig, head, opt, identity, triples: dict
     if rng.random() < 0.5:
         d, b, c = d[:, :, ::-1], b[:, :, ::-1], c[:, :, ::-1]
         r = None if r is None else r[:, :, ::-1]
-    lr = config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
-    for group in opt.param_groups:
-        group["lr"] = lr
     target, faces = _to_tensor(c), _to_tensor(d)
     refs = None
     if r is not None:
@@ -429,9 +432,12 @@ def _run(config: DetailHeadTrainConfig, args: argparse.Namespace) -> int:
             video = make_video_triples(config)
             triples = {k: np.concatenate([v] + [video[k]] * config.video_repeat) for k, v in triples.items()}
         tmp = triples_path.with_suffix(".tmp")  # whole or absent: --resume reads it back
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **triples)
-        tmp.replace(triples_path)
+        try:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **triples)
+            tmp.replace(triples_path)
+        finally:
+            tmp.unlink(missing_ok=True)
     head = train_detail_head(config, triples, resume=args.resume)
     if args.export:
         print(f"exported {export_with_head(config, head, args.export)}")
