@@ -622,18 +622,22 @@ def test_throughput_benchmark_measures_loader_update_and_both(tiny_pack, shared,
         module.main([str(config), "--modes", "loader,nope"])
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("**/*.toml")), ids=lambda p: p.stem)
-def test_every_shipped_config_file_reads(path):
+def _training_config_files() -> list:
+    """The repo's training configs (UNet runs and detail heads), not its other TOML files."""
+    import tomllib
+
+    return [p for p in sorted((REPO / "configs").glob("**/*.toml"))
+            if {"model", "data", "base_weights"} & set(tomllib.loads(p.read_text()))]
+
+
+@pytest.mark.parametrize("path", _training_config_files(), ids=lambda p: p.stem)
+def test_every_training_config_file_reads(path):
     # a typo in a setting's name is an error naming it: every config in the repo must read cleanly
     import tomllib
 
     from streamrestore.train.detail_head import load_detail_head_config
 
-    table = tomllib.loads(path.read_text())
-    if "base_weights" in table:
-        load_detail_head_config(path)
-    elif "model" in table or "data" in table:
-        config = load_train_config(path)
-        assert config.steps > 0
+    if "base_weights" in tomllib.loads(path.read_text()):
+        assert load_detail_head_config(path).steps > 0
     else:
-        pytest.skip("not a training config")
+        assert load_train_config(path).steps > 0
