@@ -26,6 +26,7 @@ import torch
 from streamrestore.data.samples import jitter_reference
 from streamrestore.errors import InputError
 from streamrestore.model.config import DetailHeadSettings
+from streamrestore.stop_signals import stop_signals_held, stop_signals_interrupt
 from streamrestore.train.video_faces import VideoFaceSettings
 
 __all__ = ["DetailHeadTrainConfig", "load_detail_head_config", "make_triples", "make_video_triples",
@@ -307,8 +308,6 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
         if not weights:
             raise InputError(f"{config.unet_config} names no identity_weights for the identity loss")
         identity = IdentityLoss(weights).eval()
-    from streamrestore.stop_signals import stop_signals_held
-
     running = None
     start = time.time()
     last = config.steps if stop_after is None else min(config.steps, step + stop_after)
@@ -408,8 +407,6 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from streamrestore.stop_signals import stop_signals_interrupt
-
     torch.set_num_threads(args.threads)
     try:
         with stop_signals_interrupt():  # SIGTERM and SIGHUP stop it as Ctrl-C does: the steps done are kept
