@@ -253,3 +253,22 @@ def test_reference_jitter_changes_only_the_references(two_people_pack):
     assert (b["ref_landmarks"] - a["ref_landmarks"]).abs().max() < 0.1  # a few pixels, not another face
     with pytest.raises(ValueError, match="reference_jitter"):
         RestorationDataset(pack, reference_jitter=-1.0)
+
+
+def test_uint8_samples_are_the_float_samples(two_people_pack):
+    from streamrestore.data.samples import IMAGE_KEYS, images_to_float
+
+    pack = two_people_pack[2]
+    floats = RestorationDataset(pack, preset="severe", min_refs=1, max_refs=3, seed=6, reference_jitter=1.0)
+    bytes_ = floats.with_uint8_images()
+    assert not floats.uint8_images  # the view leaves the dataset as it was
+    for i in range(6):
+        a, b = floats[i], bytes_[i]
+        for key in IMAGE_KEYS:
+            assert a[key].dtype == torch.float32 and b[key].dtype == torch.uint8, key
+            assert a[key].shape == b[key].shape and b[key].is_contiguous(), key
+        converted = images_to_float(b)
+        assert converted.keys() == a.keys()
+        for key, value in a.items():
+            assert torch.equal(converted[key], value), key  # the same draws, the same values
+    assert images_to_float(a) == a  # float images pass as they are

@@ -641,3 +641,20 @@ def test_every_training_config_file_reads(path):
         assert load_detail_head_config(path).steps > 0
     else:
         assert load_train_config(path).steps > 0
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_batches_are_the_datasets_float_samples(tiny_pack, shared, tmp_path, workers):
+    """The loader moves uint8 images (a quarter of the bytes) and makes them float on the device:
+    its batches are the dataset's float samples, in the sampler's order."""
+    trainer = Trainer(tiny_train_config(tiny_pack, shared, tmp_path, num_workers=workers))
+    order = StepBatchSampler(trainer.targets, trainer.config.batch_size, trainer.config.steps, seed=trainer.config.seed)
+    for indices, batch in zip(order, trainer.dataloader()):
+        expected = [trainer.dataset[i] for i in indices]
+        for key, value in batch.items():
+            assert torch.equal(value, torch.stack([e[key] for e in expected])), key
+        assert batch["degraded"].dtype == torch.float32 and 0 <= float(batch["target"].min())
+        break
+    else:
+        pytest.fail("the loader gave no batch")
+

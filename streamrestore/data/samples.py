@@ -6,6 +6,7 @@ with seeded degradations from :mod:`streamrestore.data.degrade`.
 """
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import numpy as np
@@ -14,15 +15,30 @@ import torch
 from streamrestore.data.degrade import DegradationMix, degrade, get_preset
 from streamrestore.data.pack import PackedFaces
 
-__all__ = ["RestorationDataset", "jitter_reference"]
+__all__ = ["RestorationDataset", "jitter_reference", "IMAGE_KEYS", "images_to_float"]
+
+#: the image entries of a sample (and of a batch of them)
+IMAGE_KEYS = ("degraded", "target", "references")
 
 #: Left/right partner of each of the 5 landmarks (for horizontal flips): eyes and mouth corners swap.
 _FLIP_ORDER = np.array([1, 0, 2, 4, 3])
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    # contiguous CHW float: torch CPU conv backward crashes on channels-last strided views
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+    # (..., H, W, 3) -> contiguous (..., 3, H, W): torch CPU conv backward crashes on channels-last views
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, -3)))
+
+
+def images_to_float(batch: dict) -> dict:
+    """``batch`` (a sample or a collated batch) with its uint8 images (:data:`IMAGE_KEYS`) as
+    float in [0, 1], converted where the tensors are (on the GPU once a batch is there); other
+    entries, and images already float, are passed as they are."""
+    out = dict(batch)
+    for key in IMAGE_KEYS:
+        value = out.get(key)
+        if isinstance(value, torch.Tensor) and value.dtype == torch.uint8:
+            out[key] = value.float().div_(255.0)
+    return out
 
 
 def _flip(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +79,7 @@ class RestorationDataset:
     Sample ``i`` is deterministic given ``(seed, epoch, i)`` (:meth:`set_epoch` changes the
     draws between epochs). Each sample is a dict of tensors:
 
-    - ``degraded``, ``target``: (3, R, R) float in [0, 1];
+    - ``degraded``, ``target``: (3, R, R) float in [0, 1] (uint8 0-255 with ``uint8_images``);
     - ``references``: (max_refs, 3, R, R), zero beyond ``ref_count``; ``ref_mask``: (max_refs,)
       bool; ``ref_count``: int64; ``ref_indices``: (max_refs,) crop indices, -1 when padding;
     - ``landmarks``: (5, 2) of the target, ``ref_landmarks``: (max_refs, 5, 2), x/y in [0, 1];
@@ -98,13 +114,17 @@ class RestorationDataset:
             :func:`jitter_reference` at this amount (landmarks follow). The pack's references are
             mostly frames of the target's own clip, which a user's photos are not; 0 (the default)
             leaves them as they are.
+        uint8_images: serve the images (:data:`IMAGE_KEYS`) as uint8, to be made float where the
+            batch is used (:func:`images_to_float`, the same values): a quarter of the bytes
+            through a loader's worker queues and the copy to the GPU (0.8 MB per sample as float
+            at 128 px with two references). Default False: float in [0, 1].
     """
 
     def __init__(self, faces: PackedFaces, identities: Sequence[str] | None = None, *, preset="severe",
                  min_refs: int = 1, max_refs: int = 4, seed: int = 0, samples_per_epoch: int | None = None,
                  min_time_gap_s: float = 1.0, flip: bool = True, max_border: float = 1.0,
                  video_faces: dict[str, np.ndarray] | None = None, video_weight: float = 0.0,
-                 reference_jitter: float = 0.0):
+                 reference_jitter: float = 0.0, uint8_images: bool = False):
         if not 1 <= min_refs <= max_refs:
             raise ValueError(f"need 1 <= min_refs <= max_refs, got {min_refs}, {max_refs}")
         if seed < 0:
@@ -118,6 +138,7 @@ class RestorationDataset:
         if reference_jitter < 0:
             raise ValueError(f"reference_jitter must be >= 0, got {reference_jitter}")
         self.reference_jitter = float(reference_jitter)
+        self.uint8_images = bool(uint8_images)
         wanted = set(faces.identities if identities is None else identities)
         unknown = wanted - set(faces.identities)
         if unknown:
@@ -160,6 +181,13 @@ class RestorationDataset:
             return True
         # the same photo cannot be its own reference; frames of one clip only if far apart
         return bool(np.isfinite(f.time_s[target]) and abs(float(f.time_s[target] - f.time_s[ref])) >= gap)
+
+    def with_uint8_images(self, uint8_images: bool = True) -> "RestorationDataset":
+        """The same samples (same draws), their images served as uint8 (or float); see
+        ``uint8_images``. A shallow copy: the pack and video faces are shared, not copied."""
+        view = copy.copy(self)
+        view.uint8_images = bool(uint8_images)
+        return view
 
     def set_epoch(self, epoch: int) -> None:
         """Draw new degradations and references for this epoch (still reproducible)."""
@@ -214,10 +242,10 @@ class RestorationDataset:
             refs[k], ref_landmarks[k] = image, points
         indices = np.full(self.max_refs, -1, np.int64)
         indices[:count] = chosen
-        return {
+        sample = {
             "degraded": _to_tensor(degraded),
             "target": _to_tensor(clean),
-            "references": torch.from_numpy(np.ascontiguousarray(refs.transpose(0, 3, 1, 2))).float().div_(255.0),
+            "references": _to_tensor(refs),
             "ref_mask": torch.arange(self.max_refs) < count,
             "ref_count": torch.tensor(count, dtype=torch.int64),
             "ref_indices": torch.from_numpy(indices),
@@ -227,3 +255,4 @@ class RestorationDataset:
             "index": torch.tensor(target, dtype=torch.int64),
             "flipped": torch.tensor(flipped),
         }
+        return sample if self.uint8_images else images_to_float(sample)
