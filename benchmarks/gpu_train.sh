@@ -15,8 +15,8 @@
 # Each run trains for MINUTES of wall time with the learning rate decaying over that time
 # (--schedule-by-time: the machine's speed is not known beforehand) and writes to $OUT, under its
 # config's name: the UNet's weights (NAME_unet.safetensors, fp16, loadable with --model PATH),
-# NAME_losses.csv (samples/s per logged window) and NAME_train.log. Then, on the CPU: the detail head
-# on the new base and the benchmarks (the config's header). EXTRA adds `streamrestore train` options
+# NAME_losses.csv (samples/s per logged window) and NAME_train.log. Then, on the CPU, the detail head
+# on each new base and the benchmarks: `bash benchmarks/after_gpu.sh RETURNED_DIR`. EXTRA adds `streamrestore train` options
 # to every run (e.g. "--set batch_size=64").
 #
 # Why several runs side by side: one run's update is bound by its Python process, not by the GPU

@@ -188,6 +188,19 @@ def test_config_file_errors_name_the_setting(tmp_path):
         load_detail_head_config(tmp_path / "missing.toml")
 
 
+def test_set_replaces_settings_of_the_file(tmp_path, capsys):
+    from streamrestore.train.detail_head import main
+
+    path = tmp_path / "head.toml"
+    path.write_text('base_weights = "a"\nunet_config = "b"\noutput_dir = "c"\nsteps = 10\n')
+    config = load_detail_head_config(path, base_weights="runs/x_unet.safetensors", steps=20)
+    assert (config.base_weights, config.unet_config, config.steps) == ("runs/x_unet.safetensors", "b", 20)
+    assert main([str(path), "--set", "stpes=3"]) == 2  # a misspelt override is refused by name
+    assert "stpes" in capsys.readouterr().err
+    assert main([str(path), "--set", "steps"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
 def test_the_command_reports_a_bad_config_in_one_line(tmp_path, capsys):
     from streamrestore.train.detail_head import main
 

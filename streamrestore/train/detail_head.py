@@ -27,6 +27,7 @@ from streamrestore.data.samples import jitter_reference
 from streamrestore.errors import InputError
 from streamrestore.model.config import DetailHeadSettings
 from streamrestore.stop_signals import stop_signals_held, stop_signals_interrupt
+from streamrestore.train.config import parse_overrides
 from streamrestore.train.video_faces import VideoFaceSettings
 
 __all__ = ["DetailHeadTrainConfig", "load_detail_head_config", "make_triples", "make_video_triples",
@@ -159,8 +160,10 @@ class DetailHeadTrainConfig:
                                   references=self.references, reference_detail_sigma=self.reference_detail_sigma)
 
 
-def load_detail_head_config(path: str | Path) -> DetailHeadTrainConfig:
-    """Read a detail-head config (TOML); unknown keys are refused by name."""
+def load_detail_head_config(path: str | Path, **overrides) -> DetailHeadTrainConfig:
+    """Read a detail-head config (TOML); ``overrides`` replace its top-level keys (one recipe for
+    the bases of several runs: ``base_weights``, ``unet_config``, ``output_dir``). Unknown keys
+    are refused by name."""
     import tomllib
 
     path = Path(path)
@@ -170,6 +173,7 @@ def load_detail_head_config(path: str | Path) -> DetailHeadTrainConfig:
         table = tomllib.loads(path.read_text())
     except (ValueError, OSError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
+    table.update(overrides)
     known = {f.name for f in fields(DetailHeadTrainConfig)}
     unknown = sorted(set(table) - known)
     if unknown:
@@ -401,9 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", metavar="FILE", help="write the base model + head here when done")
     p.add_argument("--resume", action="store_true", help="go on from output_dir/head.pt")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="replace a setting of the config (a TOML value; repeatable), e.g. "
+                        "--set base_weights=runs/x_unet.safetensors")
     args = p.parse_args(argv)
     try:
-        config = load_detail_head_config(args.config)
+        config = load_detail_head_config(args.config, **parse_overrides(args.set))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
