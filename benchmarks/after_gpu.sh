@@ -11,7 +11,9 @@
 # one model at a time (~6 min each). HEAD is the head's recipe (default: lite v7's, as
 # configs/experiments/lite_v11_head.toml gives it), HEAD_EXTRA more of its settings ("--set steps=20");
 # CLIPS the benchmark's clips (default all), MAX_FRAMES its frames per clip (48); SHARED the media (../shared).
-# A stopped run goes on where it was: finished heads and benchmarks are kept.
+# A stopped run goes on where it was: finished heads and benchmarks are kept (a benchmark stopped midway runs
+# again whole). Each result's stamp (NAME.stamp, vb_MODEL.stamp) names what it was made from; results made
+# from another UNet or other settings are refused, never reused: give a dry run its own RUNS=.
 set -euo pipefail
 [[ $# -ge 1 && -d "$1" ]] || { echo "usage: bash benchmarks/after_gpu.sh RETURNED_DIR [NAME ...]" >&2; exit 2; }
 RETURNED=$1; shift
@@ -32,27 +34,42 @@ for name in "${names[@]}"; do  # every input checked before any work starts
     [[ -f "configs/experiments/$name.toml" ]] || { echo "missing configs/experiments/$name.toml (the run's config)" >&2; exit 2; }
 done
 
+# what each result was made from: a result of another UNet, head recipe or benchmark setting is never
+# taken for this one (a dry run's, or an earlier lent GPU's runs of the same config name)
+stamp_ok() {  # stamp_ok FILE TEXT: true when FILE is absent (then written) or says TEXT
+    if [[ -f "$1" ]]; then
+        [[ "$(cat "$1")" == "$2" ]] && return 0
+        echo "$RUNS holds results made otherwise than now ($1: $(cat "$1") | now: $2);" \
+             "use another RUNS=… or remove them" >&2
+        return 1
+    fi
+    printf '%s' "$2" > "$1"
+}
+
 pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' INT TERM  # heads keep their steps on a stop (--resume)
+trap 'kill -TERM ${pids[@]+"${pids[@]}"} 2>/dev/null; wait; exit 130' INT TERM  # heads keep their steps (--resume)
 for name in "${names[@]}"; do
+    stamp_ok "$RUNS/$name.stamp" "unet $(sha256sum < "$RETURNED/${name}_unet.safetensors" | cut -c1-16) head $HEAD ${HEAD_EXTRA:-}"
     [[ -f "$RUNS/$name.safetensors" ]] && continue
-    cp "$RETURNED/${name}_unet.safetensors" "$RUNS/${name}_base.safetensors"
+    cp -f "$RETURNED/${name}_unet.safetensors" "$RUNS/${name}_base.safetensors"
     resume=()
     [[ -f "$RUNS/${name}_head/head.pt" ]] && resume=(--resume)
     # shellcheck disable=SC2086  # HEAD_EXTRA is a list of options
-    python -m streamrestore.train.detail_head "$HEAD" --threads 1 "${resume[@]}" ${HEAD_EXTRA:-} \
+    python -m streamrestore.train.detail_head "$HEAD" --threads 1 ${resume[@]+"${resume[@]}"} ${HEAD_EXTRA:-} \
         --set "base_weights=\"$RUNS/${name}_base.safetensors\"" --set "unet_config=\"configs/experiments/$name.toml\"" \
         --set "output_dir=\"$RUNS/${name}_head\"" --export "$RUNS/$name.safetensors" > "$RUNS/${name}_head.log" 2>&1 &
     pids+=($!)
 done
 failed=0
-for pid in "${pids[@]}"; do wait "$pid" || failed=$?; done
+for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" || failed=$?; done
+trap - INT TERM
 (( failed == 0 )) || { echo "a head failed (exit $failed): see $RUNS/*_head.log" >&2; exit "$failed"; }
-pids=()
 
 compare=()
 for model in lite "${names[@]}"; do
     file=$model; [[ $model == lite ]] || file=$RUNS/$model.safetensors
+    weights=$file; [[ $model == lite ]] && weights=streamrestore/weights/lite.safetensors
+    stamp_ok "$RUNS/vb_$model.stamp" "frames $MAX_FRAMES clips ${CLIPS:-all} model $(sha256sum < "$weights" | cut -c1-16)"
     if [[ ! -f "$RUNS/vb_$model/$(basename "$file" .safetensors)/table.json" ]]; then
         python benchmarks/video_benchmark.py --shared "$SHARED" --max-frames "$MAX_FRAMES" --model "$file" \
             --out "$RUNS/vb_$model" --degraded-dir runs/vbdeg ${CLIPS:+--clips "$CLIPS"}

@@ -43,29 +43,49 @@ def video_rows(folder: Path) -> dict[str, dict[str, dict]]:
     return out
 
 
+def _missing(*rows_and_keys) -> bool:
+    """Whether any (row, key) has no value (eval writes NaN as null)."""
+    return any(row is None or row.get(key) is None for row, key in rows_and_keys)
+
+
 def video_lines(name: str, clips: dict[str, dict[str, dict]]) -> list[str]:
     lines = [f"### {name}: degraded video", "",
              "| clip | PSNR gain | ID gain | ID refs > norefs | spread (input's) | E_warp ratio |", "|---|---|---|---|---|---|"]
     for clip, rows in clips.items():
-        i, m, n = rows["input"], rows.get("model_refs"), rows.get("model_norefs")
-        if m is None:
+        i, m, n = rows.get("input"), rows.get("model_refs"), rows.get("model_norefs")
+        if m is None or i is None:
             continue
-        gain, idg = m["psnr"] - i["psnr"], m["id_gt"] - i["id_gt"]
-        refs = f"{_mark(m['id_gt'] > n['id_gt'])} ({m['id_gt'] - n['id_gt']:+.3f})" if n else "–"
-        ratio = m["ewarp"] / i["ewarp"] if i["ewarp"] else float("nan")
-        lines.append(f"| {clip} | {gain:+.2f} {_mark(gain >= PSNR_GAIN)} | {idg:+.3f} {_mark(idg >= ID_GAIN)} | {refs} | "
-                     f"{m['id_std']:.3f} ({i['id_std']:.3f}) {_mark(m['id_std'] <= i['id_std'])} | "
-                     f"{ratio:.2f} {_mark(ratio <= FLICKER)} |")
+        cells = [clip]
+        if _missing((m, "psnr"), (i, "psnr")):
+            cells.append("–")
+        else:
+            gain = m["psnr"] - i["psnr"]
+            cells.append(f"{gain:+.2f} {_mark(gain >= PSNR_GAIN)}")
+        if _missing((m, "id_gt"), (i, "id_gt")):
+            cells += ["–", "–"]
+        else:
+            idg = m["id_gt"] - i["id_gt"]
+            cells.append(f"{idg:+.4f} {_mark(idg >= ID_GAIN)}")
+            cells.append("–" if _missing((n, "id_gt")) else
+                         f"{_mark(m['id_gt'] > n['id_gt'])} ({m['id_gt'] - n['id_gt']:+.4f})")
+        cells.append("–" if _missing((m, "id_std"), (i, "id_std")) else
+                     f"{m['id_std']:.4f} ({i['id_std']:.4f}) {_mark(m['id_std'] <= i['id_std'])}")
+        if _missing((m, "ewarp"), (i, "ewarp")) or not i["ewarp"]:
+            cells.append("–")
+        else:
+            ratio = m["ewarp"] / i["ewarp"]
+            cells.append(f"{ratio:.3f} {_mark(ratio <= FLICKER)}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def demo_lines(name: str, path: Path) -> list[str]:
     rows = {r["method"]: r for r in json.loads(path.read_text())["rows"]}
     i, n, r, o = (rows.get(k) for k in ("input", "model_norefs", "model_refs4", "model_refs4_other"))
-    if not (i and n and r):
-        return [f"### {name}: demo set", "", f"{path}: no input / model_norefs / model_refs4 rows"]
+    if _missing(*((row, key) for row in (i, n, r) for key in ("psnr", "id_paddle"))):
+        return [f"### {name}: demo set", "", f"{path}: no PSNR / judge in its input / model_norefs / model_refs4 rows"]
     psnr, judge, share = r["psnr"] - i["psnr"], r["id_paddle"] - i["id_paddle"], r["id_paddle"] - n["id_paddle"]
-    other = f"{o['id_paddle'] - n['id_paddle']:+.4f} {_mark(o['id_paddle'] < n['id_paddle'])}" if o else "–"
+    other = "–" if _missing((o, "id_paddle")) else f"{o['id_paddle'] - n['id_paddle']:+.4f} {_mark(o['id_paddle'] < n['id_paddle'])}"
     return [f"### {name}: demo set (model_refs4)", "",
             "| PSNR | PSNR gain | judge | judge gain | over no references | other person − no references |",
             "|---|---|---|---|---|---|",

@@ -25,7 +25,9 @@ def test_marks_each_bar_met_or_missed(tmp_path, capsys):
             _row("good", "model_refs", 30.6, 0.54, 0.030, 1.1),
             # 0.4 dB, +0.02 identity, refs below norefs, spread up, flicker 1.2x: every bar missed
             _row("bad", "input", 30.0, 0.50, 0.040, 1.0), _row("bad", "model_norefs", 30.3, 0.53, 0.03, 1.0),
-            _row("bad", "model_refs", 30.4, 0.52, 0.050, 1.2)]
+            _row("bad", "model_refs", 30.4, 0.52, 0.050, 1.2),
+            # no face measured: eval writes NaN as null, and the table says so instead of failing
+            _row("empty", "input", 30.0, None, None, 1.0), _row("empty", "model_refs", 30.6, None, None, 1.0)]
     (video / "table.json").write_text(json.dumps({"model": "m", "rows": rows}))
     demo = tmp_path / "demo.json"
     demo.write_text(json.dumps({"rows": [
@@ -38,6 +40,8 @@ def test_marks_each_bar_met_or_missed(tmp_path, capsys):
     bad = next(line for line in out.splitlines() if line.startswith("| bad "))
     assert good.count("✓") == 5 and "✗" not in good
     assert bad.count("✗") == 5 and "✓" not in bad
+    empty = next(line for line in out.splitlines() if line.startswith("| empty "))
+    assert empty.count("–") == 3 and empty.count("✓") == 2  # PSNR and flicker measured, identity not
     demo_line = next(line for line in out.splitlines() if line.startswith("| 23.10 "))
     # +1.1 dB ✓, judge +0.11 ✓, over no references +0.06 ✓, other person under no references ✓
     assert demo_line.count("✓") == 4

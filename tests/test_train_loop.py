@@ -658,3 +658,27 @@ def test_loader_batches_are_the_datasets_float_samples(tiny_pack, shared, tmp_pa
     else:
         pytest.fail("the loader gave no batch")
 
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_loader_and_update_on_a_gpu(tiny_pack, shared, tmp_path):
+    """What only a GPU runs: pinned batches copied without waiting, made float there, and the fused
+    AdamW update (also after a resume from a checkpoint made without it)."""
+    config = tiny_train_config(tiny_pack, shared, tmp_path, num_workers=1, checkpoint_every=1)
+    trainer = Trainer(config)
+    assert all(group["fused"] for group in trainer.optimizer.param_groups)
+    order = StepBatchSampler(trainer.targets, trainer.config.batch_size, trainer.config.steps, seed=trainer.config.seed)
+    for indices, batch in zip(order, trainer.dataloader()):
+        assert batch["degraded"].device.type == "cuda" and batch["references"].dtype == torch.float32
+        for key in ("degraded", "target", "references"):  # within a float32 rounding of the CPU's division
+            expected = torch.stack([trainer.dataset[i][key] for i in indices])
+            torch.testing.assert_close(batch[key].cpu(), expected, rtol=0, atol=1e-7)
+        parts = trainer.train_step(batch)
+        assert torch.isfinite(parts["loss"]).item()
+        break
+    for group in trainer.optimizer.param_groups:
+        group["fused"] = None  # as a checkpoint made on the CPU or before fused AdamW says
+    trainer.save_checkpoint()
+    resumed = Trainer(config, resume="latest")
+    assert all(group["fused"] for group in resumed.optimizer.param_groups)

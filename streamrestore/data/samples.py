@@ -115,7 +115,8 @@ class RestorationDataset:
             mostly frames of the target's own clip, which a user's photos are not; 0 (the default)
             leaves them as they are.
         uint8_images: serve the images (:data:`IMAGE_KEYS`) as uint8, to be made float where the
-            batch is used (:func:`images_to_float`, the same values): a quarter of the bytes
+            batch is used (:func:`images_to_float`: the same values on the CPU, on a GPU within a
+            float32 rounding, as it divides by multiplying with the reciprocal): a quarter of the bytes
             through a loader's worker queues and the copy to the GPU (0.8 MB per sample as float
             at 128 px with two references). Default False: float in [0, 1].
     """

@@ -316,6 +316,8 @@ class Trainer:
         self.step = 0
         if resume is not None:
             self.load_checkpoint(resume)
+            for group in self.optimizer.param_groups:  # a checkpoint's groups carry the settings it was made with
+                group["fused"] = fused
         self._config_phase = self.phase_number  # the phase self.config holds
 
     def _build_dataset(self) -> None:
@@ -477,7 +479,7 @@ class Trainer:
         [0, 1] (the config's ``num_workers`` processes make them).
 
         The samples cross the workers' queues and the copy to the device as uint8 and become
-        float there. On a GPU the batches are pinned and copied without waiting: a lent GPU's
+        float there (the dataset's float values; on a GPU to within a float32 rounding). On a GPU the batches are pinned and copied without waiting: a lent GPU's
         run is bound by its one Python process (docs/video_eval.md, "Session 25"), and the
         copy of float batches (0.8 MB per sample) was a part of that process's time per step.
         """
