@@ -46,6 +46,14 @@ stamp_ok() {  # stamp_ok FILE TEXT: true when FILE is absent (then written) or s
     printf '%s' "$2" > "$1"
 }
 
+# the heads' video faces do not depend on the base: made once, before the heads start side by side, so the
+# heads of an A/B train on the very same samples (video_cache in the head's config)
+head_set=(--set "video_cache=\"$RUNS/video_faces\"")
+# shellcheck disable=SC2086  # HEAD_EXTRA is a list of options
+python -m streamrestore.train.detail_head "$HEAD" --only-video-faces "${head_set[@]}" ${HEAD_EXTRA:-} \
+    --set "unet_config=\"configs/experiments/${names[0]}.toml\"" --set "output_dir=\"$RUNS/video_faces\"" \
+    > "$RUNS/video_faces.log" 2>&1 || { echo "making the video faces failed: see $RUNS/video_faces.log" >&2; exit 1; }
+
 pids=()
 trap 'kill -TERM ${pids[@]+"${pids[@]}"} 2>/dev/null; wait; exit 130' INT TERM  # heads keep their steps (--resume)
 for name in "${names[@]}"; do
@@ -55,7 +63,7 @@ for name in "${names[@]}"; do
     resume=()
     [[ -f "$RUNS/${name}_head/head.pt" ]] && resume=(--resume)
     # shellcheck disable=SC2086  # HEAD_EXTRA is a list of options
-    python -m streamrestore.train.detail_head "$HEAD" --threads 1 ${resume[@]+"${resume[@]}"} ${HEAD_EXTRA:-} \
+    python -m streamrestore.train.detail_head "$HEAD" --threads 1 ${resume[@]+"${resume[@]}"} "${head_set[@]}" ${HEAD_EXTRA:-} \
         --set "base_weights=\"$RUNS/${name}_base.safetensors\"" --set "unet_config=\"configs/experiments/$name.toml\"" \
         --set "output_dir=\"$RUNS/${name}_head\"" --export "$RUNS/$name.safetensors" > "$RUNS/${name}_head.log" 2>&1 &
     pids+=($!)

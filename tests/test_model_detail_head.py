@@ -279,6 +279,31 @@ def test_video_samples_are_whole_frame_damage_cut_with_the_clean_alignment(tmp_p
         with torch.no_grad():
             plain = restorer.restore(t(degraded), [None])[0].permute(1, 2, 0).numpy() * 255
         assert np.abs(out - plain).mean() < 2 < np.abs(out.astype(np.float32) - degraded).mean()
+    # kept in video_cache: a second head (here of the same base) gets the very same samples without
+    # degrading a clip again; other settings are made anew
+    import streamrestore.train.video_faces as video_faces
+    from streamrestore.train.detail_head import main
+
+    cached = DetailHeadTrainConfig(**{**config.__dict__, "video_cache": str(tmp_path / "cache")})
+    first = make_video_triples(cached, log=lambda _: None)
+    assert len(list((tmp_path / "cache").glob("video_faces_*.npz"))) == 1
+
+    def no_degrading(*args, **kwargs):
+        raise AssertionError("the clips were degraded again")
+
+    monkeypatch.setattr(video_faces, "iter_video_faces", no_degrading)
+    again = make_video_triples(cached, log=lambda _: None)
+    for key in first:
+        np.testing.assert_array_equal(again[key], first[key])
+    np.testing.assert_array_equal(first["clean"], triples["clean"])  # what a run without the cache samples too
+    with pytest.raises(AssertionError, match="degraded again"):
+        make_video_triples(DetailHeadTrainConfig(**{**cached.__dict__, "seed": 4}), log=lambda _: None)
+    head_toml = tmp_path / "head.toml"
+    head_toml.write_text('base_weights = "a"\nunet_config = "b"\noutput_dir = "c"\nvideo_frames = 2\n')
+    assert main([str(head_toml), "--only-video-faces"]) == 2  # no video_cache to make them into
+    assert main([str(head_toml), "--only-video-faces", "--set", "video_frames=0",
+                 "--set", f"video_cache='{tmp_path / 'none'}'"]) == 0
+    assert not (tmp_path / "none").exists()  # nothing to make
     with pytest.raises(ValueError, match="scale must be"):
         _config(tmp_path, video_scale=[0.5, 2.0])
     with pytest.raises(ValueError, match="video_repeat"):

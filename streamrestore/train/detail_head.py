@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -78,6 +79,11 @@ class DetailHeadTrainConfig:
         video_max_frames: the first frames of a clip that are degraded and sampled from.
         video_scale, video_blur, video_crf: ranges ``[low, high]`` of the whole-frame damage
             (uniform; the crf an integer): around ``degrade_video.py``'s defaults (4, 1.2, 32).
+        video_cache: a folder where the video faces (degraded and clean crops, and the references
+            drawn for each) are kept, named by what they depend on. They do not depend on the base,
+            so the heads of several bases (the two runs of an A/B) are then trained on the very
+            same samples, and the clips are degraded once (x264 threads can make two degradations of
+            one clip differ by a level here and there). None (default): made for each run.
         shared: the shared media folder the pack's sources are relative to (``data/`` inside).
         face_models: the insightface folder (SCRFD) that finds the faces in the clean frames.
         seed: all draws.
@@ -112,6 +118,7 @@ class DetailHeadTrainConfig:
     video_scale: list = field(default_factory=lambda: [3.0, 5.0])
     video_blur: list = field(default_factory=lambda: [0.8, 1.6])
     video_crf: list = field(default_factory=lambda: [28, 36])
+    video_cache: str | None = None
     shared: str = "../shared"
     face_models: str = "../shared/models/insightface"
     seed: int = 0
@@ -241,28 +248,69 @@ def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarr
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def make_video_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
-    """(degraded, base output, clean) crops of whole-frame degraded clips (``video_frames``;
-    :mod:`streamrestore.train.video_faces`), each restored with 1-2 references of the person."""
-    from streamrestore.model.registry import load_model
+def video_face_samples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
+    """The video samples' base-independent part: ``degraded`` and ``clean`` crops of whole-frame
+    degraded clips (``video_frames``; :mod:`streamrestore.train.video_faces`) and ``refs``, the
+    pack crops drawn as each face's 1-2 references (-1 beyond their count). Read from
+    ``video_cache`` when it holds them for these settings, else made (and kept there)."""
+    import hashlib
+
     from streamrestore.train.config import load_train_config, open_training_pack
     from streamrestore.train.video_faces import iter_video_faces
 
     pack, train_ids, _ = open_training_pack(load_train_config(config.unet_config))
-    restorer = load_model(config.base_weights, device="cpu")
-    out: dict[str, list] = {"degraded": [], "base": [], "clean": []}
+    source = Path(getattr(pack, "path", config.unet_config))
+    key = (f"{config.video_settings.key()} seed={config.seed} refs={config.min_refs}-{config.max_refs} "
+           f"pack={source.resolve()}:{source.stat().st_size if source.is_file() else '-'} people={sorted(train_ids)}")
+    path = None
+    if config.video_cache:
+        path = Path(config.video_cache) / f"video_faces_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+        if path.is_file():
+            with np.load(path) as cached:
+                if str(cached["key"]) == key:
+                    log(f"video faces read from {path}")
+                    return {k: cached[k] for k in ("degraded", "clean", "refs")}
+    out: dict[str, list] = {"degraded": [], "clean": [], "refs": []}
     for _, person, rng, faces in iter_video_faces(pack, train_ids, config.video_settings, shared=config.shared,
                                                   face_models=config.face_models, seed=config.seed, log=log):
         candidates = pack.indices_of(person)
         for face in faces:
             chosen = rng.choice(candidates, size=int(rng.integers(config.min_refs, config.max_refs + 1)))
-            refs = _to_tensor(np.stack([pack.image(int(c)) for c in chosen]))
-            with torch.no_grad():
-                restored = restorer.restore(_to_tensor(face.degraded[None]), [restorer.encode_references(refs)])
+            refs = np.full(config.max_refs, -1, np.int64)
+            refs[: len(chosen)] = chosen
             out["degraded"].append(face.degraded)
-            out["base"].append(_uint8(restored)[0])
             out["clean"].append(face.clean)
-    return {k: np.stack(v) for k, v in out.items()}
+            out["refs"].append(refs)
+    samples = {k: np.stack(v) for k, v in out.items()}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # whole or absent, also with two heads making it at once
+        try:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, key=np.array(key), **samples)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log(f"video faces kept in {path}")
+    return samples
+
+
+def make_video_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
+    """(degraded, base output, clean) crops of whole-frame degraded clips (:func:`video_face_samples`),
+    each restored by the base with its references."""
+    from streamrestore.model.registry import load_model
+    from streamrestore.train.config import load_train_config, open_training_pack
+
+    samples = video_face_samples(config, log=log)
+    pack, _, _ = open_training_pack(load_train_config(config.unet_config))
+    restorer = load_model(config.base_weights, device="cpu")
+    base = []
+    for degraded, refs in zip(samples["degraded"], samples["refs"]):
+        images = _to_tensor(np.stack([pack.image(int(c)) for c in refs if c >= 0]))
+        with torch.no_grad():
+            restored = restorer.restore(_to_tensor(degraded[None]), [restorer.encode_references(images)])
+        base.append(_uint8(restored)[0])
+    return {"degraded": samples["degraded"], "base": np.stack(base), "clean": samples["clean"]}
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -405,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", metavar="FILE", help="write the base model + head here when done")
     p.add_argument("--resume", action="store_true", help="go on from output_dir/head.pt")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--only-video-faces", action="store_true",
+                   help="make the video faces into the config's video_cache and stop (heads of several bases "
+                        "started afterwards, side by side, then share them)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="replace a setting of the config (a TOML value; repeatable), e.g. "
                         "--set base_weights=runs/x_unet.safetensors")
@@ -414,6 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.only_video_faces and not config.video_cache:
+        print("error: --only-video-faces needs video_cache (in the config or --set)", file=sys.stderr)
+        return 2
+    if args.only_video_faces and not config.video_frames:
+        print("no video faces to make: video_frames is 0")
+        return 0
     torch.set_num_threads(args.threads)
     try:
         with stop_signals_interrupt():  # SIGTERM and SIGHUP stop it as Ctrl-C does: the steps done are kept
@@ -425,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: DetailHeadTrainConfig, args: argparse.Namespace) -> int:
+    if args.only_video_faces:
+        video_face_samples(config)
+        return 0
     out_dir = Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     triples_path = out_dir / "triples.npz"
