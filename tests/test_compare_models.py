@@ -1,16 +1,11 @@
 """benchmarks/compare_models.py: each model's rows against the restorer's acceptance bars."""
-import importlib.util
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from script_utils import load_script
 
 
 def _compare_module():
-    spec = importlib.util.spec_from_file_location("compare_models", REPO / "benchmarks" / "compare_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/compare_models.py")
 
 
 def _row(clip, method, psnr, id_gt, id_std, ewarp):

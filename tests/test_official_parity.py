@@ -8,7 +8,6 @@ are not stored: both sides draw them by tensor name (:mod:`streamrestore.model.r
 The official code is not needed here; ``tools/official_parity.py generate`` wrote the file
 (see docs/parity.md). Offline, CPU, a few seconds per case.
 """
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from script_utils import load_script
 
 from streamrestore.model.cache import ReferenceCache
 from streamrestore.model.config import FreeU, paper_config
@@ -24,9 +24,7 @@ from streamrestore.model.restorer import InstantRestorer
 
 TOL = 1e-4  # max abs difference, fp32
 FIXTURE = Path(__file__).parent / "fixtures" / "official_parity.npz"
-_spec = importlib.util.spec_from_file_location("official_parity", Path(__file__).parents[1] / "tools" / "official_parity.py")
-parity = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(parity)
+parity = load_script("tools/official_parity.py")
 
 VARIANTS = ("final", "adain", "lmattn", "base")
 

@@ -598,11 +598,9 @@ def test_a_stop_signal_keeps_the_steps_done(tiny_pack, shared, tmp_path, monkeyp
 def test_throughput_benchmark_measures_loader_update_and_both(tiny_pack, shared, tmp_path):
     # benchmarks/train_throughput.py: where a GPU run's time goes (the lent H200 ran ~160 samples/s
     # while its loader alone made ~1100: the update was the bound)
-    import importlib.util
+    from script_utils import load_script
 
-    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/train_throughput.py")
     table = {"data": str(tiny_pack), "output_dir": str(tmp_path / "never"), "steps": 50, "batch_size": 2,
              "val_fraction": 0.3, "val_every": 0, "identity_weight": 0.0, "model": {"base": "tiny-pixel"}}
     config = tmp_path / "tiny.json"

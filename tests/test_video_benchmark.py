@@ -1,21 +1,16 @@
 """benchmarks/video_benchmark.py: the degraded copies it keeps (--degraded-dir) are made once and reused."""
-import importlib.util
 import json
 from pathlib import Path
 
 from media_utils import make_clip
+from script_utils import load_script
 
 import streamrestore.cli
 import streamrestore.eval.video as video_eval
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _benchmark_module():
-    spec = importlib.util.spec_from_file_location("video_benchmark", REPO / "benchmarks" / "video_benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/video_benchmark.py")
 
 
 def test_degraded_copies_are_made_once_and_reused(tmp_path, monkeypatch):
