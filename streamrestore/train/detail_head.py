@@ -248,17 +248,16 @@ def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarr
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def video_face_samples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarray]:
+def video_face_samples(config: DetailHeadTrainConfig, pack, train_ids: list[str], log=print) -> dict[str, np.ndarray]:
     """The video samples' base-independent part: ``degraded`` and ``clean`` crops of whole-frame
-    degraded clips (``video_frames``; :mod:`streamrestore.train.video_faces`) and ``refs``, the
-    pack crops drawn as each face's 1-2 references (-1 beyond their count). Read from
-    ``video_cache`` when it holds them for these settings, else made (and kept there)."""
+    degraded clips (``video_frames``; :mod:`streamrestore.train.video_faces`) of the people
+    ``train_ids`` of ``pack`` (the UNet config's), and ``refs``, the pack crops drawn as each
+    face's 1-2 references (-1 beyond their count). Read from ``video_cache`` when it holds them for
+    these settings, else made (and kept there)."""
     import hashlib
 
-    from streamrestore.train.config import load_train_config, open_training_pack
     from streamrestore.train.video_faces import iter_video_faces
 
-    pack, train_ids, _ = open_training_pack(load_train_config(config.unet_config))
     source = Path(getattr(pack, "path", config.unet_config))
     key = (f"{config.video_settings.key()} seed={config.seed} refs={config.min_refs}-{config.max_refs} "
            f"pack={source.resolve()}:{source.stat().st_size if source.is_file() else '-'} people={sorted(train_ids)}")
@@ -283,14 +282,7 @@ def video_face_samples(config: DetailHeadTrainConfig, log=print) -> dict[str, np
             out["refs"].append(refs)
     samples = {k: np.stack(v) for k, v in out.items()}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # whole or absent, also with two heads making it at once
-        try:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, key=np.array(key), **samples)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _savez_whole(path, key=np.array(key), **samples)
         log(f"video faces kept in {path}")
     return samples
 
@@ -301,8 +293,8 @@ def make_video_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np
     from streamrestore.model.registry import load_model
     from streamrestore.train.config import load_train_config, open_training_pack
 
-    samples = video_face_samples(config, log=log)
-    pack, _, _ = open_training_pack(load_train_config(config.unet_config))
+    pack, train_ids, _ = open_training_pack(load_train_config(config.unet_config))
+    samples = video_face_samples(config, pack, train_ids, log=log)
     restorer = load_model(config.base_weights, device="cpu")
     base = []
     for degraded, refs in zip(samples["degraded"], samples["refs"]):
@@ -311,6 +303,19 @@ def make_video_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np
             restored = restorer.restore(_to_tensor(degraded[None]), [restorer.encode_references(images)])
         base.append(_uint8(restored)[0])
     return {"degraded": samples["degraded"], "base": np.stack(base), "clean": samples["clean"]}
+
+
+def _savez_whole(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` to ``path``, whole or not at all (through a file of this process, so two runs
+    writing the same file at once cannot mix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -483,7 +488,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(config: DetailHeadTrainConfig, args: argparse.Namespace) -> int:
     if args.only_video_faces:
-        video_face_samples(config)
+        from streamrestore.train.config import load_train_config, open_training_pack
+
+        pack, train_ids, _ = open_training_pack(load_train_config(config.unet_config))
+        video_face_samples(config, pack, train_ids)
         return 0
     out_dir = Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -495,13 +503,7 @@ def _run(config: DetailHeadTrainConfig, args: argparse.Namespace) -> int:
         if config.video_frames:
             video = make_video_triples(config)
             triples = {k: np.concatenate([v] + [video[k]] * config.video_repeat) for k, v in triples.items()}
-        tmp = triples_path.with_suffix(".tmp")  # whole or absent: --resume reads it back
-        try:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **triples)
-            tmp.replace(triples_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _savez_whole(triples_path, **triples)  # --resume reads it back
     head = train_detail_head(config, triples, resume=args.resume)
     if args.export:
         print(f"exported {export_with_head(config, head, args.export)}")

@@ -479,9 +479,10 @@ class Trainer:
         [0, 1] (the config's ``num_workers`` processes make them).
 
         The samples cross the workers' queues and the copy to the device as uint8 and become
-        float there (the dataset's float values; on a GPU to within a float32 rounding). On a GPU the batches are pinned and copied without waiting: a lent GPU's
-        run is bound by its one Python process (docs/video_eval.md, "Session 25"), and the
-        copy of float batches (0.8 MB per sample) was a part of that process's time per step.
+        float there (the dataset's float values; on a GPU within a float32 rounding). On a GPU the
+        batches are pinned and copied without waiting: a lent GPU's run is bound by its one Python
+        process (docs/video_eval.md, "Session 25"), and the copy of float batches (0.8 MB per
+        sample) was a part of that process's time per step.
         """
         from streamrestore.data.samples import images_to_float  # noqa: PLC0415
 
