@@ -26,7 +26,8 @@
 # at most: 8 files come back from a lent machine (3 per run, gpu.csv and versions.txt).
 # `bash benchmarks/gpu_train.sh --throughput` measures instead of training: the loader and the update
 # apart (benchmarks/train_throughput.py) at the batch sizes in BATCHES, with a profile of the update
-# (the first config).
+# (the first config). `--timings`: the restorer's speed, paper-scale and lite (benchmarks/bench_restorer.py),
+# for the minutes a lease has left after a run.
 set -euo pipefail
 CARRY=${CARRY:-.device-train}
 CONFIG=${CONFIG:-configs/experiments/lite_v9_gpu.toml}
@@ -72,6 +73,19 @@ if [[ "${1:-}" == "--throughput" ]]; then
             --modes "${MODES:-loader,update}" --json "$OUT/throughput_b$b.json" --profile "$OUT/profile_b$b.txt" \
             ${EXTRA:-} 2>&1 | tee -a "$OUT/throughput.log"
     done
+    exit 0
+fi
+if [[ "${1:-}" == "--timings" ]]; then
+    # the restorer's own speed on this GPU instead of a run (benchmarks/bench_restorer.py): the paper-scale
+    # network (random weights: speed does not depend on them) in fp16 and fp32, then lite. Each step is
+    # capped at STEP_SECONDS, so a lease with a few minutes left still brings back what finished.
+    cap=${STEP_SECONDS:-70}
+    timeout "$cap" python3 benchmarks/bench_restorer.py --scale paper --device cuda --dtype fp16 --batch 1,4 \
+        --iters 20 2>&1 | tee "$OUT/restorer_paper_fp16.txt" || true
+    timeout "$cap" python3 benchmarks/bench_restorer.py --scale paper --device cuda --dtype fp32 --batch 1 \
+        --iters 10 --skip-recompute 2>&1 | tee "$OUT/restorer_paper_fp32.txt" || true
+    timeout "$cap" python3 benchmarks/bench_restorer.py --model lite --device cuda --batch 1,8,32 \
+        --iters 20 --skip-recompute 2>&1 | tee "$OUT/restorer_lite.txt" || true
     exit 0
 fi
 read -r -a configs <<< "$CONFIG"
