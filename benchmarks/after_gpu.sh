@@ -4,7 +4,8 @@
 # (benchmarks/compare_models.py). All on this machine's CPU, in one command:
 #     bash benchmarks/after_gpu.sh RETURNED_DIR [NAME ...]
 # RETURNED_DIR holds NAME_unet.safetensors (what gpu_train.sh wrote to $OUT); NAME is a config under
-# configs/experiments/ (default: every NAME_unet.safetensors there). Results go to runs/after_gpu/:
+# configs/experiments/ (default: every NAME_unet.safetensors there; NAME_best, a run's weights of lowest
+# held-out loss, is of config NAME). Results go to runs/after_gpu/:
 #   NAME_base.safetensors (the UNet), NAME.safetensors (UNet + head: --model for any command),
 #   vb_NAME/ (video benchmark), demo_NAME.json (demo set), compare.md (the table), NAME_head.log.
 # Heads train side by side, one thread each (~30 min with their video samples); the benchmarks then run
@@ -29,9 +30,10 @@ if (( ${#names[@]} == 0 )); then
     done
 fi
 (( ${#names[@]} > 0 )) || { echo "no NAME_unet.safetensors in $RETURNED" >&2; exit 2; }
+config_of() { echo "configs/experiments/${1%_best}.toml"; }  # NAME_best: the best held-out weights of run NAME
 for name in "${names[@]}"; do  # every input checked before any work starts
     [[ -f "$RETURNED/${name}_unet.safetensors" ]] || { echo "missing $RETURNED/${name}_unet.safetensors" >&2; exit 2; }
-    [[ -f "configs/experiments/$name.toml" ]] || { echo "missing configs/experiments/$name.toml (the run's config)" >&2; exit 2; }
+    [[ -f "$(config_of "$name")" ]] || { echo "missing $(config_of "$name") (the run's config)" >&2; exit 2; }
 done
 
 # what each result was made from: a result of another UNet, head recipe or benchmark setting is never
@@ -51,7 +53,7 @@ stamp_ok() {  # stamp_ok FILE TEXT: true when FILE is absent (then written) or s
 head_set=(--set "video_cache=\"$RUNS/video_faces\"")
 # shellcheck disable=SC2086  # HEAD_EXTRA is a list of options
 python -m streamrestore.train.detail_head "$HEAD" --only-video-faces "${head_set[@]}" ${HEAD_EXTRA:-} \
-    --set "unet_config=\"configs/experiments/${names[0]}.toml\"" --set "output_dir=\"$RUNS/video_faces\"" \
+    --set "unet_config=\"$(config_of "${names[0]}")\"" --set "output_dir=\"$RUNS/video_faces\"" \
     > "$RUNS/video_faces.log" 2>&1 || { echo "making the video faces failed: see $RUNS/video_faces.log" >&2; exit 1; }
 
 pids=()
@@ -64,7 +66,7 @@ for name in "${names[@]}"; do
     [[ -f "$RUNS/${name}_head/head.pt" ]] && resume=(--resume)
     # shellcheck disable=SC2086  # HEAD_EXTRA is a list of options
     python -m streamrestore.train.detail_head "$HEAD" --threads 1 ${resume[@]+"${resume[@]}"} "${head_set[@]}" ${HEAD_EXTRA:-} \
-        --set "base_weights=\"$RUNS/${name}_base.safetensors\"" --set "unet_config=\"configs/experiments/$name.toml\"" \
+        --set "base_weights=\"$RUNS/${name}_base.safetensors\"" --set "unet_config=\"$(config_of "$name")\"" \
         --set "output_dir=\"$RUNS/${name}_head\"" --export "$RUNS/$name.safetensors" > "$RUNS/${name}_head.log" 2>&1 &
     pids+=($!)
 done

@@ -14,8 +14,9 @@
 #
 # Each run trains for MINUTES of wall time with the learning rate decaying over that time
 # (--schedule-by-time: the machine's speed is not known beforehand) and writes to $OUT, under its
-# config's name: the UNet's weights (NAME_unet.safetensors, fp16, loadable with --model PATH),
-# NAME_losses.csv (samples/s per logged window) and NAME_train.log. Then, on the CPU, the detail head
+# config's name: the UNet's weights (NAME_unet.safetensors, fp16, loadable with --model PATH), with
+# heldout_every set also the weights of the lowest held-out loss (NAME_best_unet.safetensors), and
+# NAME_logs.tar.gz (NAME_train.log, NAME_losses.csv with samples/s per logged window, NAME_heldout.csv). Then, on the CPU, the detail head
 # on each new base and the benchmarks: `bash benchmarks/after_gpu.sh RETURNED_DIR`. EXTRA adds `streamrestore train` options
 # to every run (e.g. "--set batch_size=64").
 #
@@ -110,7 +111,14 @@ for i in "${!configs[@]}"; do
         python3 -m streamrestore.cli train "${configs[$i]}" --max-minutes "$MINUTES" --schedule-by-time --no-progress \
             "${workers[@]}" --export "$OUT/${name}_unet.safetensors" ${EXTRA:-} \
             > "$OUT/${name}_train.log" 2>&1 || status=$?
-        cp "${run_dirs[$i]}/losses.csv" "$OUT/${name}_losses.csv" || echo "no losses.csv (no step logged)" >> "$OUT/${name}_train.log"
+        # a lease returns 8 files: per run the last weights, the best held-out weights (heldout_every)
+        # and one archive of its logs (the train log, losses.csv, heldout.csv)
+        [[ -f "${run_dirs[$i]}/best.safetensors" ]] && cp "${run_dirs[$i]}/best.safetensors" "$OUT/${name}_best_unet.safetensors"
+        logs=("$OUT/${name}_train.log")
+        for f in losses.csv heldout.csv heldout_best.json; do
+            [[ -f "${run_dirs[$i]}/$f" ]] && cp "${run_dirs[$i]}/$f" "$OUT/${name}_$f" && logs+=("$OUT/${name}_$f")
+        done
+        tar czf "$OUT/${name}_logs.tar.gz" -C "$OUT" "${logs[@]##*/}" && rm -f "${logs[@]}"
         exit $status
     ) &
     pids+=($!)
@@ -122,6 +130,6 @@ for pid in "${pids[@]}"; do
     (( failed == 0 )) && failed=$status  # the first failure's own exit code
 done
 for name in "${names[@]}"; do
-    echo "== $name"; tail -n 5 "$OUT/${name}_train.log"
+    echo "== $name"; tar xzf "$OUT/${name}_logs.tar.gz" -O "${name}_train.log" | tail -n 5 || true
 done
 exit $failed

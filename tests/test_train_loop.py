@@ -113,6 +113,38 @@ def test_resume_continues_exactly(tiny_pack, shared, tmp_path):
     assert len(list((tmp_path / "b/checkpoints").glob("step_*"))) <= 2
 
 
+def test_heldout_losses_keep_the_best_weights_and_leave_training_alone(tiny_pack, shared, tmp_path):
+    plain = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "plain", steps=4, lr=3e-3, identity_weight=0.5))
+    plain.train(progress=False)
+    trainer = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "h", steps=4, lr=3e-3, identity_weight=0.5,
+                                        heldout_every=1, heldout_samples=6, export_dtype="float32"))
+    # the same held-out samples and losses at every call, and the model back in training mode
+    first = trainer.heldout_losses()
+    assert trainer.heldout_losses() == first and trainer.accelerator.unwrap_model(trainer.model).training
+    assert sum(b["degraded"].shape[0] for b in trainer._heldout_batches()) == 6
+    trainer.train(progress=False)
+    # measuring held-out losses draws nothing from the training's random streams
+    a, b = weights(plain), weights(trainer)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    rows = list(csv.DictReader((tmp_path / "h/heldout.csv").open()))
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert float(rows[0]["loss"]) == pytest.approx(first["loss"], rel=1e-5)
+    losses = [float(r["loss"]) for r in rows]
+    assert len(set(losses)) > 1  # the weights changed, and so did their held-out loss
+    best_step = int(np.argmin(losses))
+    assert [int(r["best"]) for r in rows] == [int(v < min(losses[:i], default=np.inf)) for i, v in enumerate(losses)]
+    assert json.loads((tmp_path / "h/heldout_best.json").read_text())["step"] == best_step
+    # best.safetensors holds the weights of that step: their held-out loss is the row's
+    from streamrestore.model.checkpoint import read_model_file
+
+    best = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "check", steps=4, heldout_samples=6,
+                                     identity_weight=0.5, export_dtype="float32"))
+    net = best.accelerator.unwrap_model(best.model).net
+    net.load_state_dict(read_model_file(tmp_path / "h/best.safetensors").state_dict())
+    assert best.heldout_losses()["loss"] == pytest.approx(losses[best_step], rel=2e-3)
+
+
 def test_phases_run_in_order_and_resume_exactly(tiny_pack, shared, tmp_path):
     # phase 1: landmark loss, no identity loss; phase 2: the other way round. The run ends with
     # the last phase (step 4), before the schedule's 6 steps.

@@ -200,6 +200,14 @@ class TrainConfig:
     #: validate every N steps (0: only at the end) on at most ``val_cases`` held-out identities.
     val_every: int = 500
     val_cases: int = 8
+    #: every N steps (and before the first), the training losses on ``heldout_samples`` fixed samples
+    #: of the held-out people (their real references, none dropped or swapped for copies), a row of
+    #: ``heldout.csv``; the weights with the lowest held-out loss so far are kept as
+    #: ``best.safetensors``. 0: off. Needs no judge files, so it runs where ``val_every`` cannot
+    #: (a lent GPU without ONNX Runtime): runs of ~150k samples over ~100 training people learnt those
+    #: people and lost identity on others (docs/video_eval.md, "Session 27").
+    heldout_every: int = 0
+    heldout_samples: int = 64
     #: append a row to ``losses.csv`` every N steps (running means since the last row).
     log_every: int = 10
     #: write ``model.safetensors`` (the shippable format) at the end in this dtype.
@@ -238,6 +246,9 @@ class TrainConfig:
         if self.checkpoint_every < 1 or self.log_every < 1 or self.val_every < 0:
             raise ValueError("checkpoint_every and log_every must be >= 1 and val_every >= 0, got "
                              f"{self.checkpoint_every}, {self.log_every}, {self.val_every}")
+        if self.heldout_every < 0 or self.heldout_samples < 1:
+            raise ValueError("heldout_every must be >= 0 and heldout_samples >= 1, got "
+                             f"{self.heldout_every}, {self.heldout_samples}")
         if self.export_dtype not in ("float16", "bfloat16", "float32"):
             raise ValueError(f"export_dtype must be float16, bfloat16 or float32, got {self.export_dtype!r}")
         for name in ("pixel_weight", "ssim_weight", "identity_weight", "landmark_weight"):

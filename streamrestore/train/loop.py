@@ -22,7 +22,9 @@ Every ``log_every`` steps a row goes to ``losses.csv``; every ``checkpoint_every
 scheduler, RNG; the data order is a pure function of the step); every ``val_every`` steps the
 model is measured on held-out identities (``validation.csv``): PSNR/SSIM and the judges'
 identity similarity with 4 references, without references and with another person's references
-(the signal that references are really used).
+(the signal that references are really used). Every ``heldout_every`` steps the training losses
+on fixed samples of the held-out people go to ``heldout.csv``, and the weights with the lowest
+so far to ``best.safetensors`` (no judge files needed: this is the check a lent GPU can run).
 """
 from __future__ import annotations
 
@@ -319,6 +321,7 @@ class Trainer:
             for group in self.optimizer.param_groups:  # a checkpoint's groups carry the settings it was made with
                 group["fused"] = fused
         self._config_phase = self.phase_number  # the phase self.config holds
+        self._heldout: list[dict] | None = None  # the held-out samples, made at their first use
 
     def _build_dataset(self) -> None:
         """The training samples of the phase (degradation, references per sample)."""
@@ -437,11 +440,17 @@ class Trainer:
             drop = (torch.rand(b, generator=generator) < self.no_ref_probability).to(mask.device)
             batch["ref_mask"] = mask & ~drop[:, None]
 
-    def _losses(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def _losses(self, batch: dict, generator: torch.Generator, curriculum: bool = True,
+                model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """The loss parts of ``batch``; ``curriculum``: swap in copies and drop references first
+        (training); ``model``: another than the prepared one (the unwrapped model, which one
+        process may run alone)."""
         from streamrestore.train.losses import landmark_attention_loss, pixel_loss, ssim_loss  # noqa: PLC0415
 
         cfg = self.config
-        self._curriculum(batch, generator)
+        model = self.model if model is None else model
+        if curriculum:
+            self._curriculum(batch, generator)
         degraded, target = batch["degraded"], batch["target"]
         b = degraded.shape[0]
         if cfg.model.add_noise:
@@ -449,8 +458,8 @@ class Trainer:
         else:
             noise = torch.zeros(b, *self.ref_noise.shape[1:], device=degraded.device)
         with self.accelerator.autocast():
-            restored, probs = self.model(degraded, batch["references"], batch["ref_mask"], noise, self.ref_noise,
-                                         self.map_layer)
+            restored, probs = model(degraded, batch["references"], batch["ref_mask"], noise, self.ref_noise,
+                                    self.map_layer)
         restored = restored.float()
         zero = restored.new_zeros(())
         parts = {"pixel": zero, "ssim": zero, "identity": zero, "landmark": zero}
@@ -495,6 +504,64 @@ class Trainer:
         for batch in self.accelerator.prepare_data_loader(loader, device_placement=False):
             yield images_to_float({k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                                    for k, v in batch.items()})
+
+    # -- held-out losses --------------------------------------------------------------------
+    def _heldout_batches(self) -> list[dict]:
+        """``heldout_samples`` fixed samples of the held-out people, in batches of at most 32, on the
+        CPU as float: the phase's degradation, their real references unjittered, a seed of their own."""
+        if self._heldout is None:
+            from streamrestore.data.samples import RestorationDataset  # noqa: PLC0415
+
+            cfg = self.config
+            dataset = RestorationDataset(self.pack, self.val_ids, preset=cfg.degradation, min_refs=cfg.min_refs,
+                                         max_refs=cfg.max_refs, seed=cfg.seed + 1)
+            samples = [dataset[i] for i in range(min(cfg.heldout_samples, len(dataset)))]
+            size = min(cfg.batch_size, 32)
+            self._heldout = [torch.utils.data.default_collate(samples[i:i + size])
+                             for i in range(0, len(samples), size)]
+        return self._heldout
+
+    def heldout_losses(self) -> dict[str, float]:
+        """The loss parts of the current weights on the held-out samples (means over the samples);
+        nothing is trained, and the model is back in training mode afterwards."""
+        device, model = self.accelerator.device, self.accelerator.unwrap_model(self.model)
+        sums, count = dict.fromkeys(_LOSS_COLUMNS, 0.0), 0
+        model.eval()
+        try:
+            with torch.no_grad():
+                for batch in self._heldout_batches():
+                    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                    parts = self._losses(batch, torch.Generator().manual_seed(0), curriculum=False, model=model)
+                    n = batch["degraded"].shape[0]
+                    count += n
+                    for k in _LOSS_COLUMNS:
+                        sums[k] += float(parts[k]) * n
+        finally:
+            model.train()
+        return {k: v / count for k, v in sums.items()}
+
+    def record_heldout(self) -> dict[str, float]:
+        """The held-out losses of the current weights as a row of ``heldout.csv``; the weights are
+        exported to ``best.safetensors`` when their loss is the lowest so far (the best step and loss
+        are kept in ``heldout_best.json``, so a resumed run goes on comparing). Main process only."""
+        if not self.accelerator.is_main_process or not self.val_ids:
+            return {}
+        losses = self.heldout_losses()
+        best_path, csv_path = self.output_dir / "heldout_best.json", self.output_dir / "heldout.csv"
+        best = json.loads(best_path.read_text()) if best_path.is_file() else None
+        is_best = best is None or losses["loss"] < best["loss"]
+        new = not csv_path.is_file()
+        with csv_path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(["step", *_LOSS_COLUMNS, "best"])
+            writer.writerow([self.step, *(f"{losses[k]:.6f}" for k in _LOSS_COLUMNS), int(is_best)])
+        if is_best:
+            self.export(self.output_dir / "best.safetensors")
+            best_path.write_text(json.dumps({"step": self.step, "loss": losses["loss"]}))
+        logger.info("held out at step %d: loss %.4f, identity %.4f%s", self.step, losses["loss"], losses["identity"],
+                    " (best so far)" if is_best else "")
+        return losses
 
     # -- the loop ---------------------------------------------------------------------------
     def train(self, stop_at: int | None = None, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
@@ -551,6 +618,8 @@ class Trainer:
         window: dict[str, list[float]] = {k: [] for k in _LOSS_COLUMNS}
         window_start, window_samples = started, 0
         out_of_time = False
+        if self.config.heldout_every and self.step == 0:
+            self.record_heldout()  # where the run starts from
         while self.step < end and not out_of_time:
             if self.phase_number != self._config_phase:
                 self._enter_phase()
@@ -570,6 +639,8 @@ class Trainer:
                     window_start, window_samples = time.monotonic(), 0
                 if cfg.val_every and self.step % cfg.val_every == 0 and self.step < final:
                     result.validation = self.validate()
+                if cfg.heldout_every and (self.step % cfg.heldout_every == 0 or self.step == stop or out_of_time):
+                    self.record_heldout()
                 if self.step % cfg.checkpoint_every == 0 or self.step == stop or out_of_time:
                     result.checkpoint = self.save_checkpoint()
                 if out_of_time:
