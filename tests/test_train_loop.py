@@ -145,6 +145,18 @@ def test_heldout_losses_keep_the_best_weights_and_leave_training_alone(tiny_pack
     assert best.heldout_losses()["loss"] == pytest.approx(losses[best_step], rel=2e-3)
 
 
+def test_train_only_trains_the_named_parameters_alone(tiny_pack, shared, tmp_path):
+    trainer = Trainer(tiny_train_config(tiny_pack, shared, tmp_path, steps=2, lr=3e-3, train_only=["attn1"]))
+    before = weights(trainer)
+    trainer.train(progress=False)
+    after = weights(trainer)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("attn1" in k for k in changed), sorted(changed)
+    assert trainer.num_trainable < trainer.num_parameters
+    with pytest.raises(ValueError, match="no_such_layer"):
+        Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "bad", train_only=["no_such_layer"]))
+
+
 def test_phases_run_in_order_and_resume_exactly(tiny_pack, shared, tmp_path):
     # phase 1: landmark loss, no identity loss; phase 2: the other way round. The run ends with
     # the last phase (step 4), before the schedule's 6 steps.

@@ -53,7 +53,7 @@ _OPTIONAL_MODEL_FIELDS = ("vae", "unet_lora", "vae_lora", "freeu")
 RUN_SETTINGS = frozenset({
     "model", "init_weights", "data", "require_train_ok", "val_fraction", "val_split_seed", "holdout_identities",
     "lr", "weight_decay", "betas", "warmup_steps", "min_lr_ratio", "steps", "mixed_precision", "batch_size",
-    "seed", "output_dir", "phases",
+    "seed", "output_dir", "phases", "train_only",
 })
 
 
@@ -200,6 +200,10 @@ class TrainConfig:
     #: validate every N steps (0: only at the end) on at most ``val_cases`` held-out identities.
     val_every: int = 500
     val_cases: int = 8
+    #: train only the parameters whose names contain one of these strings (e.g. ``["attn1"]``: the
+    #: self-attention layers, where the references' keys and values join the face's); the others
+    #: stay as initialised. Empty: everything the method trains.
+    train_only: list = field(default_factory=list)
     #: every N steps (and before the first), the training losses on ``heldout_samples`` fixed samples
     #: of the held-out people (their real references, none dropped or swapped for copies), a row of
     #: ``heldout.csv``; the weights with the lowest held-out loss so far are kept as

@@ -297,6 +297,15 @@ class Trainer:
                                  "shared layers")
         self.model = TrainingModel(net, config.reference_grad)
         params = net.trainable_parameters()
+        if config.train_only:
+            names = {id(p): n for n, p in net.named_parameters()}
+            kept = [p for p in params if any(part in names[id(p)] for part in config.train_only)]
+            if not kept:
+                raise ValueError(f"train_only {config.train_only} matches none of the trained parameters' names")
+            kept_ids = {id(p) for p in kept}
+            for p in params:
+                p.requires_grad_(id(p) in kept_ids)
+            params = kept
         self.num_parameters = sum(p.numel() for p in net.parameters())
         self.num_trainable = sum(p.numel() for p in params)
         # fused on a GPU: one kernel for the whole update instead of a few per tensor (the foreach
