@@ -113,11 +113,13 @@ def test_resume_continues_exactly(tiny_pack, shared, tmp_path):
     assert len(list((tmp_path / "b/checkpoints").glob("step_*"))) <= 2
 
 
-def test_heldout_losses_keep_the_best_weights_and_leave_training_alone(tiny_pack, shared, tmp_path):
+@pytest.mark.parametrize("select", ["loss", "identity"])
+def test_heldout_losses_keep_the_best_weights_and_leave_training_alone(tiny_pack, shared, tmp_path, select):
     plain = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "plain", steps=4, lr=3e-3, identity_weight=0.5))
     plain.train(progress=False)
     trainer = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "h", steps=4, lr=3e-3, identity_weight=0.5,
-                                        heldout_every=1, heldout_samples=6, export_dtype="float32"))
+                                        heldout_every=1, heldout_samples=6, export_dtype="float32",
+                                        heldout_select=select))
     # the same held-out samples and losses at every call, and the model back in training mode
     first = trainer.heldout_losses()
     assert trainer.heldout_losses() == first and trainer.accelerator.unwrap_model(trainer.model).training
@@ -130,7 +132,7 @@ def test_heldout_losses_keep_the_best_weights_and_leave_training_alone(tiny_pack
     rows = list(csv.DictReader((tmp_path / "h/heldout.csv").open()))
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]
     assert float(rows[0]["loss"]) == pytest.approx(first["loss"], rel=1e-5)
-    losses = [float(r["loss"]) for r in rows]
+    losses = [float(r[select]) for r in rows]
     assert len(set(losses)) > 1  # the weights changed, and so did their held-out loss
     best_step = int(np.argmin(losses))
     assert [int(r["best"]) for r in rows] == [int(v < min(losses[:i], default=np.inf)) for i, v in enumerate(losses)]
@@ -142,7 +144,7 @@ def test_heldout_losses_keep_the_best_weights_and_leave_training_alone(tiny_pack
                                      identity_weight=0.5, export_dtype="float32"))
     net = best.accelerator.unwrap_model(best.model).net
     net.load_state_dict(read_model_file(tmp_path / "h/best.safetensors").state_dict())
-    assert best.heldout_losses()["loss"] == pytest.approx(losses[best_step], rel=2e-3)
+    assert best.heldout_losses()[select] == pytest.approx(losses[best_step], rel=2e-3)
 
 
 def test_train_only_trains_the_named_parameters_alone(tiny_pack, shared, tmp_path):

@@ -212,6 +212,9 @@ class TrainConfig:
     #: people and lost identity on others (docs/video_eval.md, "Session 27").
     heldout_every: int = 0
     heldout_samples: int = 64
+    #: which held-out loss picks ``best.safetensors``: ``loss`` (the weighted sum trained on) or one
+    #: part, ``pixel``, ``ssim``, ``identity`` or ``landmark``.
+    heldout_select: str = "loss"
     #: append a row to ``losses.csv`` every N steps (running means since the last row).
     log_every: int = 10
     #: write ``model.safetensors`` (the shippable format) at the end in this dtype.
@@ -253,6 +256,9 @@ class TrainConfig:
         if self.heldout_every < 0 or self.heldout_samples < 1:
             raise ValueError("heldout_every must be >= 0 and heldout_samples >= 1, got "
                              f"{self.heldout_every}, {self.heldout_samples}")
+        if self.heldout_select not in ("loss", "pixel", "ssim", "identity", "landmark"):
+            raise ValueError("heldout_select must be loss, pixel, ssim, identity or landmark, got "
+                             f"{self.heldout_select!r}")
         if self.export_dtype not in ("float16", "bfloat16", "float32"):
             raise ValueError(f"export_dtype must be float16, bfloat16 or float32, got {self.export_dtype!r}")
         for name in ("pixel_weight", "ssim_weight", "identity_weight", "landmark_weight"):

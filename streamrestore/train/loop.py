@@ -551,14 +551,16 @@ class Trainer:
 
     def record_heldout(self) -> dict[str, float]:
         """The held-out losses of the current weights as a row of ``heldout.csv``; the weights are
-        exported to ``best.safetensors`` when their loss is the lowest so far (the best step and loss
-        are kept in ``heldout_best.json``, so a resumed run goes on comparing). Main process only."""
+        exported to ``best.safetensors`` when their ``heldout_select`` loss is the lowest so far (the
+        best step and value are kept in ``heldout_best.json``, so a resumed run goes on comparing).
+        Main process only."""
         if not self.accelerator.is_main_process or not self.val_ids:
             return {}
         losses = self.heldout_losses()
         best_path, csv_path = self.output_dir / "heldout_best.json", self.output_dir / "heldout.csv"
+        key = self.config.heldout_select
         best = json.loads(best_path.read_text()) if best_path.is_file() else None
-        is_best = best is None or losses["loss"] < best["loss"]
+        is_best = best is None or best.get("select") != key or losses[key] < best["value"]
         new = not csv_path.is_file()
         with csv_path.open("a", newline="") as handle:
             writer = csv.writer(handle)
@@ -567,9 +569,9 @@ class Trainer:
             writer.writerow([self.step, *(f"{losses[k]:.6f}" for k in _LOSS_COLUMNS), int(is_best)])
         if is_best:
             self.export(self.output_dir / "best.safetensors")
-            best_path.write_text(json.dumps({"step": self.step, "loss": losses["loss"]}))
-        logger.info("held out at step %d: loss %.4f, identity %.4f%s", self.step, losses["loss"], losses["identity"],
-                    " (best so far)" if is_best else "")
+            best_path.write_text(json.dumps({"step": self.step, "select": key, "value": losses[key]}))
+        logger.info("held out at step %d: loss %.4f, identity %.4f, landmark %.4f%s", self.step, losses["loss"],
+                    losses["identity"], losses["landmark"], f" (lowest {key} so far)" if is_best else "")
         return losses
 
     # -- the loop ---------------------------------------------------------------------------
