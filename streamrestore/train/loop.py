@@ -517,7 +517,8 @@ class Trainer:
     # -- held-out losses --------------------------------------------------------------------
     def _heldout_batches(self) -> list[dict]:
         """``heldout_samples`` fixed samples of the held-out people, in batches of at most 32, on the
-        CPU as float: the phase's degradation, their real references unjittered, a seed of their own."""
+        CPU as float: the degradation of the phase that made them (the first one the run trains),
+        their real references unjittered, a seed of their own."""
         if self._heldout is None:
             from streamrestore.data.samples import RestorationDataset  # noqa: PLC0415
 
@@ -555,6 +556,9 @@ class Trainer:
         best step and value are kept in ``heldout_best.json``, so a resumed run goes on comparing).
         Main process only."""
         if not self.accelerator.is_main_process or not self.val_ids:
+            return {}
+        if not self._heldout_batches():
+            logger.warning("held-out losses skipped: the held-out people %s give no sample", self.val_ids)
             return {}
         losses = self.heldout_losses()
         best_path, csv_path = self.output_dir / "heldout_best.json", self.output_dir / "heldout.csv"
