@@ -50,6 +50,9 @@ _OPTIONAL_MODEL_FIELDS = ("vae", "unet_lora", "vae_lora", "freeu")
 #: data and who is held out, the optimiser and its schedule (a resumed optimiser keeps the
 #: state it saved), the data order (a function of the step, the batch size and the seed) and
 #: where the checkpoints go.
+#: the parts of the training loss, as ``losses.csv`` and ``heldout.csv`` name their columns
+LOSS_PARTS = ("loss", "pixel", "ssim", "identity", "landmark")
+
 RUN_SETTINGS = frozenset({
     "model", "init_weights", "data", "require_train_ok", "val_fraction", "val_split_seed", "holdout_identities",
     "lr", "weight_decay", "betas", "warmup_steps", "min_lr_ratio", "steps", "mixed_precision", "batch_size",
@@ -256,9 +259,8 @@ class TrainConfig:
         if self.heldout_every < 0 or self.heldout_samples < 1:
             raise ValueError("heldout_every must be >= 0 and heldout_samples >= 1, got "
                              f"{self.heldout_every}, {self.heldout_samples}")
-        if self.heldout_select not in ("loss", "pixel", "ssim", "identity", "landmark"):
-            raise ValueError("heldout_select must be loss, pixel, ssim, identity or landmark, got "
-                             f"{self.heldout_select!r}")
+        if self.heldout_select not in LOSS_PARTS:
+            raise ValueError(f"heldout_select must be one of {', '.join(LOSS_PARTS)}, got {self.heldout_select!r}")
         if self.export_dtype not in ("float16", "bfloat16", "float32"):
             raise ValueError(f"export_dtype must be float16, bfloat16 or float32, got {self.export_dtype!r}")
         for name in ("pixel_weight", "ssim_weight", "identity_weight", "landmark_weight"):

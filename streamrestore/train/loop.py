@@ -47,13 +47,12 @@ from streamrestore.errors import InputError
 from streamrestore.model.restorer import InstantRestoreNet
 from streamrestore.model.training import TrainingModel
 from streamrestore.stop_signals import stop_signals_held
-from streamrestore.train.config import TrainConfig, open_training_pack
+from streamrestore.train.config import LOSS_PARTS, TrainConfig, open_training_pack
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Trainer", "TrainResult", "StepBatchSampler", "augment_copies", "train"]
 
-_LOSS_COLUMNS = ("loss", "pixel", "ssim", "identity", "landmark")
 _STATE_FILE = "trainer_state.json"
 
 
@@ -535,7 +534,7 @@ class Trainer:
         """The loss parts of the current weights on the held-out samples (means over the samples);
         nothing is trained, and the model is back in training mode afterwards."""
         device, model = self.accelerator.device, self.accelerator.unwrap_model(self.model)
-        sums, count = dict.fromkeys(_LOSS_COLUMNS, 0.0), 0
+        sums, count = dict.fromkeys(LOSS_PARTS, 0.0), 0
         model.eval()
         try:
             with torch.no_grad():
@@ -544,7 +543,7 @@ class Trainer:
                     parts = self._losses(batch, torch.Generator().manual_seed(0), curriculum=False, model=model)
                     n = batch["degraded"].shape[0]
                     count += n
-                    for k in _LOSS_COLUMNS:
+                    for k in LOSS_PARTS:
                         sums[k] += float(parts[k]) * n
         finally:
             model.train()
@@ -569,8 +568,8 @@ class Trainer:
         with csv_path.open("a", newline="") as handle:
             writer = csv.writer(handle)
             if new:
-                writer.writerow(["step", *_LOSS_COLUMNS, "best"])
-            writer.writerow([self.step, *(f"{losses[k]:.6f}" for k in _LOSS_COLUMNS), int(is_best)])
+                writer.writerow(["step", *LOSS_PARTS, "best"])
+            writer.writerow([self.step, *(f"{losses[k]:.6f}" for k in LOSS_PARTS), int(is_best)])
         if is_best:
             self.export(self.output_dir / "best.safetensors")
             best_path.write_text(json.dumps({"step": self.step, "select": key, "value": losses[key]}))
@@ -630,7 +629,7 @@ class Trainer:
                      log_path: Path) -> None:
         """The steps up to ``end`` (or the time limit); fills ``result``'s losses and checkpoint."""
         acc, final = self.accelerator, self.plan.final_step
-        window: dict[str, list[float]] = {k: [] for k in _LOSS_COLUMNS}
+        window: dict[str, list[float]] = {k: [] for k in LOSS_PARTS}
         window_start, window_samples = started, 0
         out_of_time = False
         if self.config.heldout_every and self.step == 0:
@@ -643,14 +642,14 @@ class Trainer:
             for batch in self.dataloader():
                 parts = self.train_step(batch)
                 window_samples += batch["degraded"].shape[0] * acc.num_processes
-                for k in _LOSS_COLUMNS:
+                for k in LOSS_PARTS:
                     window[k].append(float(parts[k].detach()))
                 bar.update(1)
                 out_of_time = max_seconds is not None and time.monotonic() - started > max_seconds
                 if self.step % cfg.log_every == 0 or self.step == stop or out_of_time:
                     result.losses = self._log(log_path, window, window_start, window_samples)
                     bar.set_postfix(loss=f"{result.losses['loss']:.4f}", refs_self=f"{cfg.self_ref_probability(self.step):.2f}")
-                    window = {k: [] for k in _LOSS_COLUMNS}
+                    window = {k: [] for k in LOSS_PARTS}
                     window_start, window_samples = time.monotonic(), 0
                 if cfg.val_every and self.step % cfg.val_every == 0 and self.step < final:
                     result.validation = self.validate()
@@ -687,10 +686,10 @@ class Trainer:
             with path.open("a", newline="") as handle:
                 writer = csv.writer(handle)
                 if new:
-                    writer.writerow(["step", "lr", *_LOSS_COLUMNS, "self_ref_p", "samples_per_s", "time"])
+                    writer.writerow(["step", "lr", *LOSS_PARTS, "self_ref_p", "samples_per_s", "time"])
                 rate = samples / max(1e-9, time.monotonic() - since)
                 writer.writerow([self.step, f"{self.scheduler.get_last_lr()[0]:.3e}",
-                                 *(f"{means[k]:.6f}" for k in _LOSS_COLUMNS),
+                                 *(f"{means[k]:.6f}" for k in LOSS_PARTS),
                                  f"{self.config.self_ref_probability(self.step):.3f}", f"{rate:.2f}",
                                  time.strftime("%Y-%m-%dT%H:%M:%S")])
         return means
