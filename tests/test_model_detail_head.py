@@ -31,11 +31,12 @@ def _faces(b, seed=2):
 _randomise = randomise
 
 
-@pytest.fixture(scope="module", params=[HEAD, replace(HEAD, references=True, reference_detail_sigma=1.0)],
-                ids=["plain", "references"])
+@pytest.fixture(scope="module", params=[HEAD, replace(HEAD, references=True, reference_detail_sigma=1.0),
+                                        replace(HEAD, context=4)],
+                ids=["plain", "references", "context"])
 def headed(request):
     """Every test below runs with a head without and with references (their faces come from the
-    caches: tests/test_model_reference_head.py)."""
+    caches: tests/test_model_reference_head.py), and with a whole-face context."""
     return headed_restorer(request.param, "headed")
 
 
@@ -45,6 +46,27 @@ def test_a_fresh_head_changes_nothing():
     assert torch.equal(head(faces, restored), restored)
 
 
+def test_a_fresh_context_head_changes_nothing():
+    head = DetailHead(replace(HEAD, context=4))
+    faces, restored = _faces(2, 1), _faces(2, 3)
+    assert torch.equal(head(faces, restored), restored)
+
+
+def test_a_patch_with_its_faces_context_is_refined_as_inside_the_face():
+    """Training cuts patches and gives them their whole face's context: inside the patch, away from
+    its border (the convolutions' reach), the head then gives what it gives on the whole face."""
+    head = DetailHead(replace(HEAD, context=4))
+    _randomise(head, seed=5)
+    faces, restored = random_faces(2, 64, 1), random_faces(2, 64, 3)
+    with torch.no_grad():
+        whole = head(faces, restored)
+        context = head.context_of(faces, restored)
+        patch = head(faces[..., 16:48, 16:48], restored[..., 16:48, 16:48], None, context)
+        alone = head(faces[..., 16:48, 16:48], restored[..., 16:48, 16:48])
+    torch.testing.assert_close(patch[..., 8:24, 8:24], whole[..., 24:40, 24:40])
+    assert not torch.allclose(alone[..., 8:24, 8:24], whole[..., 24:40, 24:40], atol=1e-4)
+
+
 def test_settings_round_trip_and_are_checked():
     config = tiny_config("pixel", detail_head=HEAD)
     again = RestorerConfig.from_json(config.to_json())
@@ -52,6 +74,8 @@ def test_settings_round_trip_and_are_checked():
     assert RestorerConfig.from_json(tiny_config("pixel").to_json()).detail_head is None
     with pytest.raises(ValueError, match="channels"):
         DetailHeadSettings(channels=0)
+    with pytest.raises(ValueError, match="context"):
+        DetailHeadSettings(context=-1)
     with pytest.raises(ValueError, match="factor 3"):
         tiny_config("pixel", detail_head=DetailHeadSettings(factor=3))
 
@@ -156,6 +180,29 @@ def test_training_learns_and_a_resumed_run_is_the_same_run(tmp_path):
     resumed = train_detail_head(cut, triples, resume=True, log=lambda _: None)
     for (k, a), b in zip(head.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def _brightened_when_marked(n=32, side=32, seed=0):
+    """Half the faces carry a bright band along the top, and only those need a brighter face: a
+    patch away from the band cannot tell which half it is in, its whole face can."""
+    rng = np.random.default_rng(seed)
+    degraded = rng.uniform(60, 160, (n, side, side, 3)).astype(np.float32)
+    marked = np.arange(n) % 2 == 0
+    degraded[marked, :8] = 250
+    clean = degraded + 40 * marked[:, None, None, None]
+    clean[:, :8] = degraded[:, :8]
+    degraded, clean = degraded.round().astype(np.uint8), clean.clip(0, 255).round().astype(np.uint8)
+    return {"degraded": degraded, "base": degraded.copy(), "clean": clean}
+
+
+def test_the_context_learns_what_a_patch_cannot_see(tmp_path):
+    triples = _brightened_when_marked()
+    plain = train_detail_head(_config(tmp_path, steps=150, lr=1e-2, output_dir=str(tmp_path / "plain")), triples,
+                              log=lambda _: None)
+    context = train_detail_head(_config(tmp_path, steps=150, lr=1e-2, output_dir=str(tmp_path / "context"), context=4),
+                                triples, log=lambda _: None)
+    # the plain head can only brighten every face by half (its error stays ~15 levels); the context tells them apart
+    assert _l1(context, triples) < 0.5 * _l1(plain, triples)
 
 
 def test_export_is_the_base_model_plus_the_head(tmp_path):

@@ -12,6 +12,12 @@ With ``references`` set, the head also sees the mean of the identity's aligned r
 unshuffled the same way: the person's own detail, placed by the face alignment rather than found
 by attention. Trained with references that differ in light, pose and position from the face
 (and sometimes none), it learns to take from them only what fits.
+
+With ``context`` set, a small strided branch pools features over the whole face (their mean and
+spread) into a per-face scale and shift of the hidden features and a per-face gain of the change:
+how much a face needs changing depends on how damaged all of it is, which the 3x3 stack cannot see
+from its ~34 px window. The head trains on patches; their context comes from their whole faces
+(:meth:`DetailHead.context_of`), so a patch is refined as it is inside its face.
 """
 from __future__ import annotations
 
@@ -52,6 +58,15 @@ class DetailHead(nn.Module):
         self.conv_out = nn.Conv2d(ch, 3 * f * f, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # a fresh head is the identity
         nn.init.zeros_(self.conv_out.bias)
+        ctx = settings.context
+        if ctx:
+            # the degraded and the restored face, 4x4 patches then 2x down: a 128 px face gives 16x16 places
+            self.context_net = nn.Sequential(nn.Conv2d(6, ctx, 4, stride=4), nn.ReLU(),
+                                             nn.Conv2d(ctx, ctx, 3, stride=2, padding=1), nn.ReLU())
+            # pooled mean and spread -> hidden scale and shift (2 ch) and the change's gain (3 f^2)
+            self.context_out = nn.Linear(2 * ctx, 2 * ch + 3 * f * f)
+            nn.init.zeros_(self.context_out.weight)  # a fresh context leaves the head as it is
+            nn.init.zeros_(self.context_out.bias)
         sigma = settings.reference_detail_sigma
         blur = None
         if settings.references and sigma > 0:
@@ -70,13 +85,29 @@ class DetailHead(nn.Module):
         r = self.blur.shape[-1] // 2
         return reference - F.conv2d(F.pad(reference, (r, r, r, r), mode="replicate"), self.blur, groups=3)
 
+    def context_of(self, degraded: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        """The whole faces' context, (B, 2 * channels + 3 * factor^2): what :meth:`forward` takes as
+        ``context`` when it is given patches of these faces. Needs ``settings.context`` > 0."""
+        h = self.context_net(torch.cat([degraded, restored], 1)).flatten(2)
+        mean = h.mean(2)
+        spread = ((h * h).mean(2) - mean * mean).clamp_min(0).add(1e-6).sqrt()  # finite gradient at 0
+        return self.context_out(torch.cat([mean, spread], 1))
+
     def forward(self, degraded: torch.Tensor, restored: torch.Tensor,
-                reference: torch.Tensor | None = None) -> torch.Tensor:
-        f = self.settings.factor
+                reference: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
+        """``context``: :meth:`context_of` the whole faces when these are patches of them; None:
+        taken from the faces given (whole faces, as at inference). Unused without ``settings.context``."""
+        f, ch = self.settings.factor, self.settings.channels
         parts = [degraded, restored]
         if self.settings.references:
             parts.append(self.reference_detail(degraded if reference is None else reference))
         h = F.relu(self.conv_in(torch.cat([F.pixel_unshuffle(p, f) for p in parts], 1)))
+        if self.settings.context:
+            c = self.context_of(degraded, restored) if context is None else context
+            h = h * (1 + c[:, :ch, None, None]) + c[:, ch:2 * ch, None, None]
         for block in self.blocks:
             h = h + block(h)
-        return (restored + F.pixel_shuffle(self.conv_out(h), f)).clamp(0, 1)
+        change = self.conv_out(h)
+        if self.settings.context:
+            change = change * (1 + c[:, 2 * ch:, None, None])
+        return (restored + F.pixel_shuffle(change, f)).clamp(0, 1)

@@ -54,8 +54,9 @@ class DetailHeadTrainConfig:
             ``identity_weights``) next to L1; it needs whole faces, so ``patch`` must then be
             the crops' side. An L1-only head smooths compression blocks away, which raises
             PSNR and lowers identity.
-        channels, blocks, factor, references, reference_detail_sigma: the head
-            (:class:`DetailHeadSettings`).
+        channels, blocks, factor, references, reference_detail_sigma, context: the head
+            (:class:`DetailHeadSettings`); with ``context`` each patch's context is taken from its
+            whole face.
         reference_count: with ``references``: how many references of the person (never the
             face itself) each sample's mean reference face averages, as a user gives about 4.
         reference_jitter: how far each reference is moved, turned, scaled and relit, as another
@@ -108,6 +109,7 @@ class DetailHeadTrainConfig:
     factor: int = 2
     references: bool = False
     reference_detail_sigma: float = 0.0
+    context: int = 0
     reference_count: int = 4
     reference_jitter: float = 1.0
     reference_dropout: float = 0.2
@@ -164,7 +166,8 @@ class DetailHeadTrainConfig:
     @property
     def head(self) -> DetailHeadSettings:
         return DetailHeadSettings(channels=self.channels, blocks=self.blocks, factor=self.factor,
-                                  references=self.references, reference_detail_sigma=self.reference_detail_sigma)
+                                  references=self.references, reference_detail_sigma=self.reference_detail_sigma,
+                                  context=self.context)
 
 
 def load_detail_head_config(path: str | Path, **overrides) -> DetailHeadTrainConfig:
@@ -419,7 +422,8 @@ def _head_loss(config: DetailHeadTrainConfig, head, identity, triples: dict[str,
     cut = lambda a: np.stack([a[i, y:y + p, x:x + p] for i, y, x in zip(idx, ys, xs)])  # noqa: E731
     d, b, c = cut(degraded), cut(base), cut(clean)
     r = cut(reference) if config.references else None
-    if rng.random() < 0.5:
+    flipped = rng.random() < 0.5
+    if flipped:
         d, b, c = d[:, :, ::-1], b[:, :, ::-1], c[:, :, ::-1]
         r = None if r is None else r[:, :, ::-1]
     target, faces = _to_tensor(c), _to_tensor(d)
@@ -428,7 +432,13 @@ def _head_loss(config: DetailHeadTrainConfig, head, identity, triples: dict[str,
         # a face without references sees itself there (as DetailHead does for None)
         seen = torch.from_numpy(rng.random(config.batch_size) >= config.reference_dropout)
         refs = torch.where(seen[:, None, None, None], _to_tensor(r), faces)
-    refined = head(faces, _to_tensor(b), refs)
+    context = None
+    if config.context:  # from the whole faces the patches were cut from, mirrored with them
+        whole_d, whole_b = degraded[idx], base[idx]
+        if flipped:
+            whole_d, whole_b = whole_d[:, :, ::-1], whole_b[:, :, ::-1]
+        context = head.context_of(_to_tensor(whole_d), _to_tensor(whole_b))
+    refined = head(faces, _to_tensor(b), refs, context)
     loss = (refined - target).abs().mean()
     if identity is not None:
         loss = loss + config.identity_weight * identity(refined, target)
