@@ -32,11 +32,11 @@ _randomise = randomise
 
 
 @pytest.fixture(scope="module", params=[HEAD, replace(HEAD, references=True, reference_detail_sigma=1.0),
-                                        replace(HEAD, context=4)],
-                ids=["plain", "references", "context"])
+                                        replace(HEAD, context=4), replace(HEAD, members=2)],
+                ids=["plain", "references", "context", "members"])
 def headed(request):
     """Every test below runs with a head without and with references (their faces come from the
-    caches: tests/test_model_reference_head.py), and with a whole-face context."""
+    caches: tests/test_model_reference_head.py), with a whole-face context, and as two members."""
     return headed_restorer(request.param, "headed")
 
 
@@ -203,6 +203,29 @@ def test_the_context_learns_what_a_patch_cannot_see(tmp_path):
                                 triples, log=lambda _: None)
     # the plain head can only brighten every face by half (its error stays ~15 levels); the context tells them apart
     assert _l1(context, triples) < 0.5 * _l1(plain, triples)
+
+
+def test_members_are_heads_of_the_next_seeds_their_changes_averaged(tmp_path):
+    triples = _triples()
+    lines: list[str] = []
+    two = train_detail_head(_config(tmp_path, members=2, output_dir=str(tmp_path / "two")), triples, log=lines.append)
+    assert any("member 2/2 (seed 4" in line for line in lines)
+    first = train_detail_head(_config(tmp_path, output_dir=str(tmp_path / "first")), triples, log=lambda _: None)
+    second = train_detail_head(_config(tmp_path, seed=4, output_dir=str(tmp_path / "second")), triples,
+                               log=lambda _: None)
+    t = lambda a: torch.from_numpy(a[:4]).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    faces, base = t(triples["degraded"]), t(triples["base"])
+    with torch.no_grad():
+        mean_change = (first.change(faces, base) + second.change(faces, base)) / 2
+        assert not torch.allclose(first.change(faces, base), second.change(faces, base), atol=1e-3)
+        torch.testing.assert_close(two(faces, base), (base + mean_change).clamp(0, 1))
+    # resumed, the finished members are read back, not trained again
+    lines.clear()
+    again = train_detail_head(_config(tmp_path, members=2, output_dir=str(tmp_path / "two")), triples, resume=True,
+                              log=lines.append)
+    assert not any(line.startswith("step") for line in lines)
+    for (k, a), b in zip(two.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
 
 
 def test_export_is_the_base_model_plus_the_head(tmp_path):

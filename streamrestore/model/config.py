@@ -120,6 +120,12 @@ class DetailHeadSettings:
     severely damaged face, and the change that suits one overshoots or undershoots on the other
     (lite v6's head, fitted to single-crop damage, was 0.07-0.13 dB better on video scaled by 0.7;
     lite v7's, fitted to both, lost 0.13 dB on photos). 0 (lite v7's head): no context.
+
+    ``members`` > 1: that many heads of these settings, trained apart (other seeds), whose changes
+    are averaged. One head's change on a given clip depends on its training draw by about as much
+    as the bars' margins (two heads of one recipe whose samples differ by x264's threading:
+    Obama's identity gain −0.004 and −0.026, Andrew Ng's identity spread 0.045 and 0.030); their
+    mean is steadier. Each member costs the head's ~0.3 GMAC per face again.
     """
 
     channels: int = 32
@@ -128,9 +134,10 @@ class DetailHeadSettings:
     references: bool = False
     reference_detail_sigma: float = 0.0
     context: int = 0
+    members: int = 1
 
     def __post_init__(self):
-        for name in ("channels", "factor"):
+        for name in ("channels", "factor", "members"):
             if getattr(self, name) < 1:
                 raise ValueError(f"detail head {name} must be >= 1, got {getattr(self, name)}")
         if self.blocks < 0:

@@ -18,10 +18,15 @@ spread) into a per-face scale and shift of the hidden features and a per-face ga
 how much a face needs changing depends on how damaged all of it is, which the 3x3 stack cannot see
 from its ~34 px window. The head trains on patches; their context comes from their whole faces
 (:meth:`DetailHead.context_of`), so a patch is refined as it is inside its face.
+
+With ``members`` > 1 the head holds that many heads of its settings, trained apart, and adds the
+mean of their changes: one head's change varies with its training draw by about the acceptance
+bars' margins, their mean less (:class:`~streamrestore.model.config.DetailHeadSettings`).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +72,8 @@ class DetailHead(nn.Module):
             self.context_out = nn.Linear(2 * ctx, 2 * ch + 3 * f * f)
             nn.init.zeros_(self.context_out.weight)  # a fresh context leaves the head as it is
             nn.init.zeros_(self.context_out.bias)
+        # the first member is this module itself (a one-member head's weights keep their names)
+        self.others = nn.ModuleList(DetailHead(replace(settings, members=1)) for _ in range(settings.members - 1))
         sigma = settings.reference_detail_sigma
         blur = None
         if settings.references and sigma > 0:
@@ -96,7 +103,16 @@ class DetailHead(nn.Module):
     def forward(self, degraded: torch.Tensor, restored: torch.Tensor,
                 reference: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
         """``context``: :meth:`context_of` the whole faces when these are patches of them; None:
-        taken from the faces given (whole faces, as at inference). Unused without ``settings.context``."""
+        taken from the faces given (whole faces, as at inference). Unused without ``settings.context``.
+        With several members, their changes' mean (each member's context its own, from whole faces)."""
+        change = self.change(degraded, restored, reference, context)
+        if len(self.others):
+            change = (change + sum(m.change(degraded, restored, reference) for m in self.others)) / (1 + len(self.others))
+        return (restored + change).clamp(0, 1)
+
+    def change(self, degraded: torch.Tensor, restored: torch.Tensor,
+               reference: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
+        """This member's change to ``restored`` alone (before the clamp; :meth:`forward`'s arguments)."""
         f, ch = self.settings.factor, self.settings.channels
         parts = [degraded, restored]
         if self.settings.references:
@@ -110,4 +126,4 @@ class DetailHead(nn.Module):
         change = self.conv_out(h)
         if self.settings.context:
             change = change * (1 + c[:, 2 * ch:, None, None])
-        return (restored + F.pixel_shuffle(change, f)).clamp(0, 1)
+        return F.pixel_shuffle(change, f)

@@ -54,9 +54,11 @@ class DetailHeadTrainConfig:
             ``identity_weights``) next to L1; it needs whole faces, so ``patch`` must then be
             the crops' side. An L1-only head smooths compression blocks away, which raises
             PSNR and lowers identity.
-        channels, blocks, factor, references, reference_detail_sigma, context: the head
+        channels, blocks, factor, references, reference_detail_sigma, context, members: the head
             (:class:`DetailHeadSettings`); with ``context`` each patch's context is taken from its
-            whole face.
+            whole face. ``members`` heads are trained one after the other on the same samples, the
+            k-th with seed ``seed + k`` (its own weights and patches) in ``output_dir/member<k>``
+            (the first in ``output_dir``), and exported together.
         reference_count: with ``references``: how many references of the person (never the
             face itself) each sample's mean reference face averages, as a user gives about 4.
         reference_jitter: how far each reference is moved, turned, scaled and relit, as another
@@ -110,6 +112,7 @@ class DetailHeadTrainConfig:
     references: bool = False
     reference_detail_sigma: float = 0.0
     context: int = 0
+    members: int = 1
     reference_count: int = 4
     reference_jitter: float = 1.0
     reference_dropout: float = 0.2
@@ -167,7 +170,7 @@ class DetailHeadTrainConfig:
     def head(self) -> DetailHeadSettings:
         return DetailHeadSettings(channels=self.channels, blocks=self.blocks, factor=self.factor,
                                   references=self.references, reference_detail_sigma=self.reference_detail_sigma,
-                                  context=self.context)
+                                  context=self.context, members=self.members)
 
 
 def load_detail_head_config(path: str | Path, **overrides) -> DetailHeadTrainConfig:
@@ -327,16 +330,43 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray], resume: bool = False,
                       log=print, stop_after: int | None = None):
-    """Train the head on random patches of ``triples``; returns it (checkpointed on the way).
+    """Train the head (each of its ``members``) on random patches of ``triples``; returns it
+    (checkpointed on the way).
 
     Args:
         config: the run.
         triples: :func:`make_triples`' crops.
-        resume: go on from ``output_dir/head.pt`` when there is one.
+        resume: go on from each member's ``head.pt`` when there is one (a finished member is
+            read back, not trained again).
         log: where progress lines go.
-        stop_after: stop (with a checkpoint) after this many steps of this call, as an
-            interrupted run would; the schedule stays that of ``config.steps``.
+        stop_after: stop (with a checkpoint) after this many steps of each member's training, as
+            an interrupted run would; the schedule stays that of ``config.steps``.
     """
+    from dataclasses import replace
+
+    from streamrestore.model.detail_head import DetailHead
+
+    members = []
+    for k in range(config.members):
+        member = replace(config, members=1, seed=config.seed + k,
+                         output_dir=str(Path(config.output_dir) / f"member{k}") if k else config.output_dir)
+        if config.members > 1:
+            log(f"member {k + 1}/{config.members} (seed {member.seed}, {member.output_dir})")
+        members.append(_train_member(member, triples, resume, log, stop_after))
+    if config.members == 1:
+        return members[0]
+    head = DetailHead(config.head)
+    with torch.no_grad():
+        for k, member_head in enumerate(members):
+            target = head if k == 0 else head.others[k - 1]
+            for name, value in member_head.state_dict().items():
+                target.state_dict()[name].copy_(value)
+    return head
+
+
+def _train_member(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray], resume: bool, log,
+                  stop_after: int | None):
+    """One head (``config.members`` is 1) trained as :func:`train_detail_head` says."""
     from streamrestore.model.detail_head import DetailHead
 
     out_dir = Path(config.output_dir)
