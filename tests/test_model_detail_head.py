@@ -226,6 +226,25 @@ def test_members_are_heads_of_the_next_seeds_their_changes_averaged(tmp_path):
     assert not any(line.startswith("step") for line in lines)
     for (k, a), b in zip(two.state_dict().items(), again.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    # stopped inside the second member (80 steps in all: 60 + 20) and resumed: the uninterrupted run's weights
+    cut = _config(tmp_path, members=2, output_dir=str(tmp_path / "cut"))
+    train_detail_head(cut, triples, log=lambda _: None, stop_after=80)
+    assert torch.load(tmp_path / "cut" / "member1" / "head.pt", weights_only=True)["step"] == 20
+    resumed = train_detail_head(cut, triples, resume=True, log=lambda _: None)
+    for (k, a), b in zip(two.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    # one context cannot stand for every member's
+    with pytest.raises(ValueError, match="2 members"):
+        DetailHead(replace(HEAD, context=4, members=2))(faces, base, None, torch.zeros(4, 28))
+
+
+def test_a_resumed_head_must_be_of_the_same_seed_and_settings(tmp_path):
+    triples = _triples()
+    train_detail_head(_config(tmp_path, steps=20), triples, log=lambda _: None)
+    with pytest.raises(InputError, match="another run"):
+        train_detail_head(_config(tmp_path, steps=20, seed=9), triples, resume=True, log=lambda _: None)
+    with pytest.raises(InputError, match="another run"):
+        train_detail_head(_config(tmp_path, steps=20, channels=4), triples, resume=True, log=lambda _: None)
 
 
 def test_export_is_the_base_model_plus_the_head(tmp_path):
@@ -244,6 +263,12 @@ def test_export_is_the_base_model_plus_the_head(tmp_path):
         torch.testing.assert_close(net.weights_state_dict()[k], v.to(torch.float16).float(), msg=k)
     for k, v in head.state_dict().items():
         torch.testing.assert_close(net.detail_head.state_dict()[k], v.to(torch.float16).float(), msg=k)
+
+
+@pytest.mark.parametrize("setting", [{"members": 0}, {"context": -1}, {"channels": 0}])
+def test_the_heads_settings_are_checked_with_the_config(tmp_path, setting):
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        _config(tmp_path, **setting)
 
 
 def test_config_file_errors_name_the_setting(tmp_path):

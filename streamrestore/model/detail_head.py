@@ -38,14 +38,16 @@ __all__ = ["DetailHead"]
 
 
 class DetailHead(nn.Module):
-    """``forward(degraded, restored, reference=None)`` -> refined faces, all (B, 3, R, R) in [0, 1].
+    """``forward(degraded, restored, reference=None, context=None)`` -> refined faces, all (B, 3, R, R)
+    in [0, 1].
 
     ``reference``: the mean aligned reference face of each face's identity (B, 3, R, R); used only
     when ``settings.references``, and then None stands for "no references" (the degraded face
-    takes its place, as in training).
+    takes its place, as in training). ``context``: see :meth:`forward`.
 
     Args:
-        settings: width, depth, the unshuffle factor and whether references are seen.
+        settings: width, depth, the unshuffle factor, whether references are seen, the whole-face
+            context's width and the number of members (:class:`DetailHeadSettings`).
     """
 
     blur: torch.Tensor | None  # the Gaussian of reference_detail_sigma (depthwise), or None
@@ -94,17 +96,31 @@ class DetailHead(nn.Module):
 
     def context_of(self, degraded: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
         """The whole faces' context, (B, 2 * channels + 3 * factor^2): what :meth:`forward` takes as
-        ``context`` when it is given patches of these faces. Needs ``settings.context`` > 0."""
+        ``context`` when it is given patches of these faces (this member's; each member has its own).
+
+        Raises:
+            ValueError: the head has no context (``settings.context`` is 0).
+        """
+        if not self.settings.context:
+            raise ValueError("this head has no whole-face context (context = 0)")
         h = self.context_net(torch.cat([degraded, restored], 1)).flatten(2)
         mean = h.mean(2)
-        spread = ((h * h).mean(2) - mean * mean).clamp_min(0).add(1e-6).sqrt()  # finite gradient at 0
+        # two passes: E[h^2] - E[h]^2 loses the spread in float16; the epsilon keeps the gradient finite at 0
+        spread = (h - mean[..., None]).square().mean(2).add(1e-6).sqrt()
         return self.context_out(torch.cat([mean, spread], 1))
 
     def forward(self, degraded: torch.Tensor, restored: torch.Tensor,
                 reference: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
         """``context``: :meth:`context_of` the whole faces when these are patches of them; None:
         taken from the faces given (whole faces, as at inference). Unused without ``settings.context``.
-        With several members, their changes' mean (each member's context its own, from whole faces)."""
+        With several members, their changes' mean (each member's context its own, from whole faces).
+
+        Raises:
+            ValueError: a ``context`` given to a head of several members (one context cannot serve
+                them all; members train one by one, as one-member heads).
+        """
+        if context is not None and len(self.others):
+            raise ValueError(f"a context cannot be given to a head of {1 + len(self.others)} members")
         change = self.change(degraded, restored, reference, context)
         if len(self.others):
             change = (change + sum(m.change(degraded, restored, reference) for m in self.others)) / (1 + len(self.others))

@@ -152,6 +152,7 @@ class DetailHeadTrainConfig:
             raise ValueError(f"reference_dropout must be in [0, 1), got {self.reference_dropout}")
         if self.video_repeat < 1:
             raise ValueError(f"video_repeat must be >= 1, got {self.video_repeat}")
+        self.head  # the head's own settings checked now, not after minutes of making samples
         try:
             self.video_settings
         except ValueError as exc:
@@ -339,34 +340,39 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
         resume: go on from each member's ``head.pt`` when there is one (a finished member is
             read back, not trained again).
         log: where progress lines go.
-        stop_after: stop (with a checkpoint) after this many steps of each member's training, as
-            an interrupted run would; the schedule stays that of ``config.steps``.
+        stop_after: stop (with a checkpoint) after this many steps of this call in all, as an
+            interrupted run would (the members not reached yet stay untrained); the schedule stays
+            that of ``config.steps``.
     """
     from dataclasses import replace
 
     from streamrestore.model.detail_head import DetailHead
 
-    members = []
+    members, left = [], stop_after
     for k in range(config.members):
         member = replace(config, members=1, seed=config.seed + k,
                          output_dir=str(Path(config.output_dir) / f"member{k}") if k else config.output_dir)
         if config.members > 1:
             log(f"member {k + 1}/{config.members} (seed {member.seed}, {member.output_dir})")
-        members.append(_train_member(member, triples, resume, log, stop_after))
+        if left == 0:
+            break
+        member_head, done = _train_member(member, triples, resume, log, left)
+        members.append(member_head)
+        left = None if left is None else left - done
     if config.members == 1:
         return members[0]
     head = DetailHead(config.head)
-    with torch.no_grad():
-        for k, member_head in enumerate(members):
-            target = head if k == 0 else head.others[k - 1]
-            for name, value in member_head.state_dict().items():
-                target.state_dict()[name].copy_(value)
+    state = dict(head.state_dict())  # members not reached (stop_after) keep their fresh weights
+    for k, member_head in enumerate(members):
+        state.update({(f"others.{k - 1}." if k else "") + name: value for name, value in member_head.state_dict().items()})
+    head.load_state_dict(state, strict=True)
     return head
 
 
 def _train_member(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray], resume: bool, log,
                   stop_after: int | None):
-    """One head (``config.members`` is 1) trained as :func:`train_detail_head` says."""
+    """One head (``config.members`` is 1) trained as :func:`train_detail_head` says; returns it and
+    the steps this call made."""
     from streamrestore.model.detail_head import DetailHead
 
     out_dir = Path(config.output_dir)
@@ -376,8 +382,13 @@ def _train_member(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray],
     head = DetailHead(config.head)
     opt = torch.optim.Adam(head.parameters(), lr=config.lr)
     step = 0
+    # what the checkpoint must have been made with: another seed's or settings' head is never taken up
+    made_by = f"seed={config.seed} head={config.head}"
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=True)
+        if ckpt.get("made_by", made_by) != made_by:
+            raise InputError(f"{ckpt_path} was made by another run ({ckpt['made_by']}; now {made_by}): "
+                             "remove it or give this run another output_dir")
         head.load_state_dict(ckpt["head"])
         opt.load_state_dict(ckpt["optimizer"])
         step = int(ckpt["step"])
@@ -399,13 +410,13 @@ def _train_member(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray],
             raise InputError(f"{config.unet_config} names no identity_weights for the identity loss")
         identity = IdentityLoss(weights).eval()
     running = None
-    start = time.time()
+    start, first = time.time(), step
     last = config.steps if stop_after is None else min(config.steps, step + stop_after)
     saved = step
 
     def save() -> None:
         tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"head": head.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)
+        torch.save({"head": head.state_dict(), "optimizer": opt.state_dict(), "step": step, "made_by": made_by}, tmp)
         tmp.replace(ckpt_path)
 
     try:
@@ -431,7 +442,7 @@ def _train_member(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray],
             save()
             log(f"interrupted at step {step}; checkpoint {ckpt_path}; go on with --resume")
         raise
-    return head
+    return head, step - first
 
 
 def _head_lr(config: DetailHeadTrainConfig, step: int) -> float:
