@@ -350,12 +350,12 @@ def train_detail_head(config: DetailHeadTrainConfig, triples: dict[str, np.ndarr
 
     members, left = [], stop_after
     for k in range(config.members):
+        if k and left == 0:  # stopped inside an earlier member
+            break
         member = replace(config, members=1, seed=config.seed + k,
                          output_dir=str(Path(config.output_dir) / f"member{k}") if k else config.output_dir)
         if config.members > 1:
             log(f"member {k + 1}/{config.members} (seed {member.seed}, {member.output_dir})")
-        if left == 0:
-            break
         member_head, done = _train_member(member, triples, resume, log, left)
         members.append(member_head)
         left = None if left is None else left - done
