@@ -121,19 +121,32 @@ class DetailHead(nn.Module):
         """
         if context is not None and len(self.others):
             raise ValueError(f"a context cannot be given to a head of {1 + len(self.others)} members")
-        change = self.change(degraded, restored, reference, context)
+        x = self._inputs(degraded, restored, reference)  # once: every member sees the same inputs
+        change = self._change(x, degraded, restored, context)
         if len(self.others):
-            change = (change + sum(m.change(degraded, restored, reference) for m in self.others)) / (1 + len(self.others))
-        return (restored + change).clamp(0, 1)
+            change = (change + sum(m._change(x, degraded, restored) for m in self.others)) / (1 + len(self.others))
+        return (restored + F.pixel_shuffle(change, self.settings.factor)).clamp(0, 1)
 
     def change(self, degraded: torch.Tensor, restored: torch.Tensor,
                reference: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
         """This member's change to ``restored`` alone (before the clamp; :meth:`forward`'s arguments)."""
-        f, ch = self.settings.factor, self.settings.channels
+        x = self._inputs(degraded, restored, reference)
+        return F.pixel_shuffle(self._change(x, degraded, restored, context), self.settings.factor)
+
+    def _inputs(self, degraded: torch.Tensor, restored: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        """What the convolutions see: the faces (and the references' detail) pixel-unshuffled, side by side."""
+        f = self.settings.factor
         parts = [degraded, restored]
         if self.settings.references:
             parts.append(self.reference_detail(degraded if reference is None else reference))
-        h = F.relu(self.conv_in(torch.cat([F.pixel_unshuffle(p, f) for p in parts], 1)))
+        return torch.cat([F.pixel_unshuffle(p, f) for p in parts], 1)
+
+    def _change(self, x: torch.Tensor, degraded: torch.Tensor, restored: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """This member's change from :meth:`_inputs`, still unshuffled (``degraded``, ``restored``:
+        the whole faces, for the context)."""
+        ch = self.settings.channels
+        h = F.relu(self.conv_in(x))
         if self.settings.context:
             c = self.context_of(degraded, restored) if context is None else context
             h = h * (1 + c[:, :ch, None, None]) + c[:, ch:2 * ch, None, None]
@@ -142,4 +155,4 @@ class DetailHead(nn.Module):
         change = self.conv_out(h)
         if self.settings.context:
             change = change * (1 + c[:, 2 * ch:, None, None])
-        return F.pixel_shuffle(change, f)
+        return change
