@@ -271,6 +271,36 @@ def test_the_heads_settings_are_checked_with_the_config(tmp_path, setting):
         _config(tmp_path, **setting)
 
 
+@pytest.mark.parametrize("setting", [{"band_weight": -1.0}, {"band_sigmas": [4.0, 1.5]}, {"band_sigmas": [1.5]}])
+def test_the_band_loss_settings_are_checked(tmp_path, setting):
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        _config(tmp_path, **setting)
+
+
+def test_the_band_loss_blur_is_a_normalised_gaussian_of_its_sigma():
+    from streamrestore.train.detail_head import _gaussian
+
+    impulse = torch.zeros(1, 3, 41, 41)
+    impulse[:, :, 20, 20] = 1.0
+    blurred = _gaussian(impulse, 2.0)[0, 0]
+    assert float(blurred.sum()) == pytest.approx(1.0, abs=1e-5)
+    x = torch.arange(41, dtype=torch.float32) - 20
+    assert float((blurred.sum(0) * x**2).sum()) == pytest.approx(4.0, rel=0.02)  # its variance is sigma squared
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    torch.testing.assert_close(_gaussian(flat, 4.0), flat)  # edges reflected: a flat image stays flat
+    assert _gaussian(flat, 0.0) is flat
+
+
+def test_a_band_loss_head_learns_and_is_its_own_run(tmp_path):
+    triples = _triples()
+    config = _config(tmp_path, band_weight=2.0, band_sigmas=[0.0, 2.0])
+    head = train_detail_head(config, triples, log=lambda _: None)
+    assert _l1(head, triples) < 0.8 * _l1(DetailHead(config.head), triples)
+    # the same seed and head without the band loss is another run: its checkpoint is not taken up
+    with pytest.raises(InputError, match="another run"):
+        train_detail_head(_config(tmp_path), triples, resume=True, log=lambda _: None)
+
+
 def test_config_file_errors_name_the_setting(tmp_path):
     path = tmp_path / "head.toml"
     path.write_text('base_weights = "a"\nunet_config = "b"\noutput_dir = "c"\nchanels = 8\n')
