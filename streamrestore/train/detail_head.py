@@ -151,6 +151,7 @@ class DetailHeadTrainConfig:
             raise ValueError(f"need 1 <= min_refs <= max_refs, got {self.min_refs}, {self.max_refs}")
         if self.identity_weight < 0:
             raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
+        self.band_weight, self.band_sigmas = float(self.band_weight), [float(s) for s in self.band_sigmas]
         if self.band_weight < 0:
             raise ValueError(f"band_weight must be >= 0, got {self.band_weight}")
         if len(self.band_sigmas) != 2 or not 0 <= self.band_sigmas[0] < self.band_sigmas[1]:
