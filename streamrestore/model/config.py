@@ -126,7 +126,7 @@ class DetailHeadSettings:
     as the bars' margins (two heads of one recipe whose samples differ by x264's threading:
     Obama's identity gain −0.004 and −0.026, Andrew Ng's identity spread 0.045 and 0.030); their
     mean is steadier. Each member costs the head's ~0.3 GMAC per face again. 1 (default): one head
-    (lite v7); lite v8 ships 3.
+    (lite v7); lite v8 and v9 ship 3.
     """
 
     channels: int = 32
