@@ -271,7 +271,8 @@ def test_the_heads_settings_are_checked_with_the_config(tmp_path, setting):
         _config(tmp_path, **setting)
 
 
-@pytest.mark.parametrize("setting", [{"band_weight": -1.0}, {"band_sigmas": [4.0, 1.5]}, {"band_sigmas": [1.5]}])
+@pytest.mark.parametrize("setting", [{"band_weight": -1.0}, {"band_sigmas": [4.0, 1.5]}, {"band_sigmas": [1.5]},
+                                     {"band_sigmas": 2.0}])
 def test_the_band_loss_settings_are_checked(tmp_path, setting):
     with pytest.raises(ValueError, match=next(iter(setting))):
         _config(tmp_path, **setting)

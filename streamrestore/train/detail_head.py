@@ -151,7 +151,10 @@ class DetailHeadTrainConfig:
             raise ValueError(f"need 1 <= min_refs <= max_refs, got {self.min_refs}, {self.max_refs}")
         if self.identity_weight < 0:
             raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
-        self.band_weight, self.band_sigmas = float(self.band_weight), [float(s) for s in self.band_sigmas]
+        try:
+            self.band_weight, self.band_sigmas = float(self.band_weight), [float(s) for s in self.band_sigmas]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"band_weight must be a number and band_sigmas a list of two: {exc}") from exc
         if self.band_weight < 0:
             raise ValueError(f"band_weight must be >= 0, got {self.band_weight}")
         if len(self.band_sigmas) != 2 or not 0 <= self.band_sigmas[0] < self.band_sigmas[1]:
@@ -511,7 +514,8 @@ def _gaussian(images: torch.Tensor, sigma: float) -> torch.Tensor:
     if sigma == 0:
         return images
     radius = min(math.ceil(3 * sigma), min(images.shape[-2:]) - 1)
-    taps = torch.exp(-((torch.arange(2 * radius + 1, dtype=images.dtype) - radius) ** 2) / (2 * sigma**2))
+    x = torch.arange(2 * radius + 1, dtype=images.dtype, device=images.device) - radius
+    taps = torch.exp(-(x**2) / (2 * sigma**2))
     taps = taps / taps.sum()
     c = images.shape[1]
     rows = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1).expand(c, 1, 1, -1),
