@@ -271,11 +271,28 @@ def test_the_heads_settings_are_checked_with_the_config(tmp_path, setting):
         _config(tmp_path, **setting)
 
 
-@pytest.mark.parametrize("setting", [{"band_weight": -1.0}, {"band_sigmas": [4.0, 1.5]}, {"band_sigmas": [1.5]},
-                                     {"band_sigmas": 2.0}])
+@pytest.mark.parametrize("setting", [{"band_weight": -1.0}, {"band_weight": float("nan")}, {"band_weight": True},
+                                     {"band_sigmas": [4.0, 1.5]}, {"band_sigmas": [1.5]}, {"band_sigmas": 2.0},
+                                     {"band_sigmas": "15"}, {"band_sigmas": [1.5, float("inf")]}])
 def test_the_band_loss_settings_are_checked(tmp_path, setting):
-    with pytest.raises(ValueError, match=next(iter(setting))):
+    with pytest.raises(ValueError, match=f"^{next(iter(setting))}"):
         _config(tmp_path, **setting)
+    with pytest.raises(ValueError, match="^patch"):  # the coarse blur must fit in a patch
+        _config(tmp_path, band_weight=1.0, band_sigmas=[1.0, 3.0], patch=16)
+
+
+def test_the_band_term_is_in_the_loss_in_proportion_to_its_weight(tmp_path):
+    from streamrestore.train.detail_head import _head_loss
+
+    triples = _triples()
+    head = DetailHead(_config(tmp_path).head)
+    _randomise(head, seed=2)
+    with torch.no_grad():
+        loss = {w: float(_head_loss(_config(tmp_path, band_weight=w, band_sigmas=[0.5, 2.0]), head, None, triples, 7))
+                for w in (0.0, 1.0, 2.5)}
+    band = loss[1.0] - loss[0.0]
+    assert band > 1e-4  # the head's error has a band, and the loss sees it
+    assert loss[2.5] - loss[0.0] == pytest.approx(2.5 * band, rel=1e-4)
 
 
 def test_the_band_loss_blur_is_a_normalised_gaussian_of_its_sigma():
@@ -300,6 +317,11 @@ def test_a_band_loss_head_learns_and_is_its_own_run(tmp_path):
     # the same seed and head without the band loss is another run: its checkpoint is not taken up
     with pytest.raises(InputError, match="another run"):
         train_detail_head(_config(tmp_path), triples, resume=True, log=lambda _: None)
+    # the weight written as an integer (``--set band_weight=2``) is the same run
+    again = train_detail_head(_config(tmp_path, band_weight=2, band_sigmas=[0, 2]), triples, resume=True,
+                              log=lambda _: None)
+    for (k, a), b in zip(head.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
 
 
 def test_config_file_errors_name_the_setting(tmp_path):

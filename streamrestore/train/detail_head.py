@@ -60,7 +60,9 @@ class DetailHeadTrainConfig:
             identity in the 1.5-4 px band (docs/video_eval.md, session 17), where an L1 head's change
             is small and smooth; this puts more of the loss there.
         band_sigmas: ``[fine, coarse]`` Gaussian sigmas of that band, ``0 <= fine < coarse``
-            (fine 0: the band is everything above the coarse blur).
+            (fine 0: the band is everything above the coarse blur). The blurs reflect a patch's
+            edges, so within ~3 coarse sigmas of an edge the band also sees part of the error's
+            slope (lite v9 was trained so: 64 px patches, sigmas 1.5 and 4).
         channels, blocks, factor, references, reference_detail_sigma, context, members: the head
             (:class:`DetailHeadSettings`); with ``context`` each patch's context is taken from its
             whole face. ``members`` heads are trained one after the other on the same samples, the
@@ -151,14 +153,18 @@ class DetailHeadTrainConfig:
             raise ValueError(f"need 1 <= min_refs <= max_refs, got {self.min_refs}, {self.max_refs}")
         if self.identity_weight < 0:
             raise ValueError(f"identity_weight must be >= 0, got {self.identity_weight}")
-        try:
-            self.band_weight, self.band_sigmas = float(self.band_weight), [float(s) for s in self.band_sigmas]
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"band_weight must be a number and band_sigmas a list of two: {exc}") from exc
-        if self.band_weight < 0:
-            raise ValueError(f"band_weight must be >= 0, got {self.band_weight}")
-        if len(self.band_sigmas) != 2 or not 0 <= self.band_sigmas[0] < self.band_sigmas[1]:
-            raise ValueError(f"band_sigmas must be [fine, coarse] with 0 <= fine < coarse, got {self.band_sigmas}")
+        real = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+        if not real(self.band_weight) or self.band_weight < 0:
+            raise ValueError(f"band_weight must be a finite number >= 0, got {self.band_weight!r}")
+        sigmas = self.band_sigmas
+        if not (isinstance(sigmas, (list, tuple)) and len(sigmas) == 2 and all(real(v) for v in sigmas)
+                and 0 <= sigmas[0] < sigmas[1]):
+            raise ValueError(f"band_sigmas must be [fine, coarse] with 0 <= fine < coarse, got {sigmas!r}")
+        # floats, so that a checkpoint's record of them reads the same from 3 and 3.0
+        self.band_weight, self.band_sigmas = float(self.band_weight), [float(v) for v in sigmas]
+        if self.band_weight and self.patch <= 2 * math.ceil(3 * self.band_sigmas[1]):
+            raise ValueError(f"patch must be larger than the band's coarse blur (6 sigma), got patch {self.patch} "
+                             f"and band_sigmas {self.band_sigmas}")
         if not self.presets:
             raise ValueError("presets must name at least one degradation")
         if self.reference_count < 1:
