@@ -263,6 +263,15 @@ def test_export_is_the_base_model_plus_the_head(tmp_path):
         torch.testing.assert_close(net.weights_state_dict()[k], v.to(torch.float16).float(), msg=k)
     for k, v in head.state_dict().items():
         torch.testing.assert_close(net.detail_head.state_dict()[k], v.to(torch.float16).float(), msg=k)
+    # the file records the recipe that made the head (not where its files lay), and a plain save none
+    from streamrestore.model.checkpoint import read_model_recipe
+    from streamrestore.train.detail_head import head_recipe
+
+    recipe = read_model_recipe(tmp_path / "out.safetensors")
+    assert recipe == head_recipe(config) and recipe["detail_head"]["seed"] == 3
+    assert "output_dir" not in recipe["detail_head"]
+    assert head_recipe(_config(tmp_path, band_weight=1.0, band_sigmas=[0, 2])) != recipe
+    assert read_model_recipe(tmp_path / "base.safetensors") is None
 
 
 @pytest.mark.parametrize("setting", [{"members": 0}, {"context": -1}, {"channels": 0}])

@@ -264,6 +264,10 @@ def test_lite_config_fits_the_size_budget():
     head = load_detail_head_config(REPO / "configs/lite_v9_head.toml")
     assert {p["name"] for p in head.presets} >= {"video_upload", "severe_at_128", "clean"}
     assert head.video_frames > 0 and head.members == 3 and head.band_weight > 0
+    from streamrestore.model.checkpoint import read_model_recipe
+    from streamrestore.train.detail_head import head_recipe
+
+    assert read_model_recipe(LITE_WEIGHTS) == head_recipe(head)  # the shipped head was trained by this recipe
     shipped = read_model_file(LITE_WEIGHTS)
     assert shipped.config == config.model.replace(detail_head=head.head)
     assert sum(p.numel() for p in shipped.parameters()) * 2 <= 20 * 2**20

@@ -19,6 +19,7 @@ model with no other download (the ``lite`` model ships this way).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,8 +183,10 @@ def write_official_checkpoint(net, path: str | Path) -> Path:
 
 
 # -- our own format ---------------------------------------------------------------------------
-def save_restorer(net, path: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Save every weight of ``net`` plus its config as one safetensors file (atomic rename)."""
+def save_restorer(net, path: str | Path, dtype: torch.dtype | None = None, recipe: dict | None = None) -> Path:
+    """Save every weight of ``net`` plus its config as one safetensors file (atomic rename);
+    ``recipe`` (JSON-able settings of the training that made the weights) is kept beside the config,
+    so the file says what made it (:func:`read_model_recipe`)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -195,10 +198,24 @@ def save_restorer(net, path: str | Path, dtype: torch.dtype | None = None) -> Pa
             v = v.to(dtype)
         tensors[k] = v.contiguous()
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": net.config.to_json()}
+    if recipe is not None:
+        meta["recipe"] = json.dumps(recipe, sort_keys=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
+
+
+def read_model_recipe(path: str | Path) -> dict | None:
+    """The training recipe a model file records (see :func:`save_restorer`), or None (files made without one)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:
+        raise ModelError(f"cannot read model file {path} ({exc}); it is damaged or not a safetensors file") from exc
+    return json.loads(meta["recipe"]) if "recipe" in meta else None
 
 
 def read_model_file(path: str | Path):

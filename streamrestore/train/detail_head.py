@@ -530,8 +530,21 @@ def _gaussian(images: torch.Tensor, sigma: float) -> torch.Tensor:
                     groups=c)
 
 
+# where a run's files lie and how often it logs: not part of what shaped the head's weights
+_NOT_RECIPE = ("base_weights", "unet_config", "output_dir", "video_cache", "shared", "face_models", "checkpoint_every",
+               "log_every")
+
+
+def head_recipe(config: DetailHeadTrainConfig) -> dict:
+    """The settings of ``config`` that shaped the head (JSON values): what an exported model file records."""
+    import json
+
+    settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_RECIPE}
+    return {"detail_head": json.loads(json.dumps(settings))}
+
+
 def export_with_head(config: DetailHeadTrainConfig, head, path: str | Path) -> Path:
-    """The base model file with ``head`` added (float16, as lite ships)."""
+    """The base model file with ``head`` added (float16, as lite ships), recording :func:`head_recipe`."""
     from streamrestore.model.checkpoint import read_model_file, save_restorer
     from streamrestore.model.restorer import InstantRestoreNet
 
@@ -543,7 +556,7 @@ def export_with_head(config: DetailHeadTrainConfig, head, path: str | Path) -> P
             if not k.startswith("detail_head."):
                 v.copy_(base_state[k])
     net.detail_head.load_state_dict(head.state_dict())
-    return save_restorer(net, path, dtype=torch.float16)
+    return save_restorer(net, path, dtype=torch.float16, recipe=head_recipe(config))
 
 
 def main(argv: list[str] | None = None) -> int:
