@@ -14,6 +14,7 @@ with ``--resume``; the export is the base model file with the head's weights and
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -537,8 +538,6 @@ _NOT_RECIPE = ("base_weights", "unet_config", "output_dir", "video_cache", "shar
 
 def head_recipe(config: DetailHeadTrainConfig) -> dict:
     """The settings of ``config`` that shaped the head (JSON values): what an exported model file records."""
-    import json
-
     settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_RECIPE}
     return {"detail_head": json.loads(json.dumps(settings))}
 
