@@ -333,6 +333,49 @@ def test_a_band_loss_head_learns_and_is_its_own_run(tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
 
 
+def _pair(head, triples):
+    """(degraded, base) of ``triples`` as the head takes them, and the head's output on them."""
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    with torch.no_grad():
+        return head(t(triples["degraded"]), t(triples["base"]))
+
+
+def test_a_head_learns_its_teachers_output_and_the_teacher_is_part_of_the_run(tmp_path):
+    from streamrestore.train.detail_head import _teacher_head
+
+    torch.manual_seed(0)
+    save_restorer(InstantRestoreNet(tiny_config("pixel")), tmp_path / "base.safetensors")
+    triples = _triples()
+    teachers = []
+    for seed in (4, 5):  # two heads whose changes are nothing like the way to the clean faces
+        head = DetailHead(_config(tmp_path).head)
+        _randomise(head, seed=seed)
+        teachers.append(export_with_head(_config(tmp_path), head, tmp_path / f"teacher{seed}.safetensors"))
+    config = _config(tmp_path, teacher=str(teachers[0]), steps=120)
+    student = train_detail_head(config, triples, log=lambda _: None)
+    target = _pair(_teacher_head(teachers[0])[0], triples)
+    clean = torch.from_numpy(triples["clean"]).permute(0, 3, 1, 2).float() / 255
+    fresh = _pair(DetailHead(config.head), triples)
+    learnt = _pair(student, triples)
+    assert float((learnt - target).abs().mean()) < 0.5 * float((fresh - target).abs().mean())
+    # it followed the teacher, not the clean faces
+    assert float((learnt - target).abs().mean()) < 0.5 * float((learnt - clean).abs().mean())
+    # another teacher, or none, is another run: the checkpoint is not taken up
+    for other in (str(teachers[1]), ""):
+        with pytest.raises(InputError, match="another run"):
+            train_detail_head(_config(tmp_path, teacher=other, steps=120), triples, resume=True, log=lambda _: None)
+    # its file records what made the teacher, not where the teacher's file lay
+    from streamrestore.model.checkpoint import read_model_recipe
+
+    recipe = read_model_recipe(export_with_head(config, student, tmp_path / "student.safetensors"))
+    assert recipe["teacher"] == read_model_recipe(teachers[0]) and "teacher" not in recipe["detail_head"]
+    with pytest.raises(InputError, match="no detail head"):
+        train_detail_head(_config(tmp_path, teacher=str(tmp_path / "base.safetensors"),
+                                  output_dir=str(tmp_path / "none")), triples, log=lambda _: None)
+    with pytest.raises(ValueError, match="teacher and identity_weight"):
+        _config(tmp_path, teacher=str(teachers[0]), identity_weight=0.1, patch=32)
+
+
 def test_config_file_errors_name_the_setting(tmp_path):
     path = tmp_path / "head.toml"
     path.write_text('base_weights = "a"\nunet_config = "b"\noutput_dir = "c"\nchanels = 8\n')
@@ -484,10 +527,10 @@ def test_a_stop_signal_keeps_the_heads_steps_done(tmp_path, monkeypatch, where):
     if where == "draw":  # before step 8's update: steps 1-7 are kept
         real = module._head_loss
 
-        def stopped(cfg, head, identity, trip, step):
+        def stopped(cfg, head, identity, trip, step, teacher=None):
             if step == 7:
                 signal.raise_signal(signal.SIGTERM)
-            return real(cfg, head, identity, trip, step)
+            return real(cfg, head, identity, trip, step, teacher)
 
         monkeypatch.setattr(module, "_head_loss", stopped)
         kept = 7

@@ -14,6 +14,7 @@ with ``--resume``; the export is the base model file with the head's weights and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -64,6 +65,11 @@ class DetailHeadTrainConfig:
             (fine 0: the band is everything above the coarse blur). The blurs reflect a patch's
             edges, so within ~3 coarse sigmas of an edge the band also sees part of the error's
             slope (lite v9 was trained so: 64 px patches, sigmas 1.5 and 4).
+        teacher: a model file with a detail head on the same base (its ``base_weights``); the head is
+            then trained to give what that head gives on each patch, instead of the clean face
+            (distillation: one head learning a several-member head's average at one member's cost).
+            The loss is the same (L1, and the band when ``band_weight`` is set), on the difference to
+            the teacher's output. Empty (default): the clean face is the target.
         channels, blocks, factor, references, reference_detail_sigma, context, members: the head
             (:class:`DetailHeadSettings`); with ``context`` each patch's context is taken from its
             whole face. ``members`` heads are trained one after the other on the same samples, the
@@ -118,6 +124,7 @@ class DetailHeadTrainConfig:
     identity_weight: float = 0.0
     band_weight: float = 0.0
     band_sigmas: list = field(default_factory=lambda: [1.5, 4.0])
+    teacher: str = ""
     channels: int = 32
     blocks: int = 3
     factor: int = 2
@@ -166,6 +173,9 @@ class DetailHeadTrainConfig:
         if self.band_weight and self.patch <= 2 * math.ceil(3 * self.band_sigmas[1]):
             raise ValueError(f"patch must be larger than the band's coarse blur (6 sigma), got patch {self.patch} "
                              f"and band_sigmas {self.band_sigmas}")
+        if self.teacher and self.identity_weight:
+            raise ValueError("teacher and identity_weight cannot be combined: the identity loss compares with the "
+                             "clean face, a teacher's head gives the target")
         if not self.presets:
             raise ValueError("presets must name at least one degradation")
         if self.reference_count < 1:
@@ -285,7 +295,6 @@ def video_face_samples(config: DetailHeadTrainConfig, pack, train_ids: list[str]
     ``train_ids`` of ``pack`` (the UNet config's), and ``refs``, the pack crops drawn as each
     face's 1-2 references (-1 beyond their count). Read from ``video_cache`` when it holds them for
     these settings, else made (and kept there)."""
-    import hashlib
 
     from streamrestore.train.video_faces import iter_video_faces
 
@@ -410,6 +419,10 @@ def _train_member(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray],
     made_by = f"seed={config.seed} head={config.head}"
     if config.band_weight:  # the loss shapes the weights too (absent: the runs made before it)
         made_by += f" band={config.band_weight}@{list(config.band_sigmas)}"
+    teacher = None
+    if config.teacher:
+        teacher, digest = _teacher_head(config.teacher)
+        made_by += f" teacher={digest}"
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=True)
         if ckpt.get("made_by", made_by) != made_by:
@@ -450,7 +463,7 @@ def _train_member(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray],
             lr = _head_lr(config, step)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss = _head_loss(config, head, identity, triples, step)
+            loss = _head_loss(config, head, identity, triples, step, teacher)
             opt.zero_grad()
             loss.backward()
             with stop_signals_held():  # a signal waits for the update: weights, optimiser and step agree
@@ -476,8 +489,24 @@ def _head_lr(config: DetailHeadTrainConfig, step: int) -> float:
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
 
 
-def _head_loss(config: DetailHeadTrainConfig, head, identity, triples: dict[str, np.ndarray], step: int) -> torch.Tensor:
-    """Step ``step``'s loss on its patches (drawn from the seed and the step alone)."""
+def _teacher_head(path: str | Path):
+    """The detail head of the model file ``path``, frozen, in float32, and a digest of the file (what a
+    checkpoint records, so that a run with another teacher is never resumed from)."""
+    from streamrestore.model.checkpoint import read_model_file
+
+    head = read_model_file(path).detail_head
+    if head is None:
+        raise InputError(f"teacher {path} has no detail head to learn from")
+    if head.settings.context:
+        raise InputError(f"teacher {path} has a whole-face context; it cannot judge patches alone")
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return head.float().eval().requires_grad_(False), digest
+
+
+def _head_loss(config: DetailHeadTrainConfig, head, identity, triples: dict[str, np.ndarray], step: int,
+               teacher=None) -> torch.Tensor:
+    """Step ``step``'s loss on its patches (drawn from the seed and the step alone); with ``teacher`` (a
+    frozen detail head) its output on the same patches is the target instead of the clean face."""
     degraded, base, clean = triples["degraded"], triples["base"], triples["clean"]
     reference = triples.get("reference")
     n, side = len(clean), clean.shape[1]
@@ -505,7 +534,11 @@ def _head_loss(config: DetailHeadTrainConfig, head, identity, triples: dict[str,
         if flipped:
             whole_d, whole_b = whole_d[:, :, ::-1], whole_b[:, :, ::-1]
         context = head.context_of(_to_tensor(whole_d), _to_tensor(whole_b))
-    refined = head(faces, _to_tensor(b), refs, context)
+    base = _to_tensor(b)
+    if teacher is not None:
+        with torch.no_grad():
+            target = teacher(faces, base, refs)
+    refined = head(faces, base, refs, context)
     error = refined - target
     loss = error.abs().mean()
     if config.band_weight > 0:
@@ -533,13 +566,20 @@ def _gaussian(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 # where a run's files lie and how often it logs: not part of what shaped the head's weights
 _NOT_RECIPE = ("base_weights", "unet_config", "output_dir", "video_cache", "shared", "face_models", "checkpoint_every",
-               "log_every")
+               "log_every", "teacher")
 
 
 def head_recipe(config: DetailHeadTrainConfig) -> dict:
-    """The settings of ``config`` that shaped the head (JSON values): what an exported model file records."""
+    """The settings of ``config`` that shaped the head (JSON values): what an exported model file records.
+    With a ``teacher``, the recipe the teacher's file records, under ``teacher`` (its path is where a file
+    lay; what made it is what shaped this head)."""
     settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_RECIPE}
-    return {"detail_head": json.loads(json.dumps(settings))}
+    recipe = {"detail_head": json.loads(json.dumps(settings))}
+    if config.teacher:
+        from streamrestore.model.checkpoint import read_model_recipe
+
+        recipe["teacher"] = read_model_recipe(config.teacher)
+    return recipe
 
 
 def export_with_head(config: DetailHeadTrainConfig, head, path: str | Path) -> Path:
