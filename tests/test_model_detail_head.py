@@ -346,6 +346,7 @@ def test_a_head_learns_its_teachers_output_and_the_teacher_is_part_of_the_run(tm
     torch.manual_seed(0)
     save_restorer(InstantRestoreNet(tiny_config("pixel")), tmp_path / "base.safetensors")
     triples = _triples()
+    triples["base"] = np.roll(triples["degraded"], 3, axis=2)  # unlike the degraded face: inputs not interchangeable
     teachers = []
     for seed in (4, 5):  # two heads whose changes are nothing like the way to the clean faces
         head = DetailHead(_config(tmp_path).head)
@@ -353,14 +354,17 @@ def test_a_head_learns_its_teachers_output_and_the_teacher_is_part_of_the_run(tm
         teachers.append(export_with_head(_config(tmp_path), head, tmp_path / f"teacher{seed}.safetensors"))
     config = _config(tmp_path, teacher=str(teachers[0]), steps=120)
     student = train_detail_head(config, triples, log=lambda _: None)
-    target = _pair(_teacher_head(teachers[0])[0], triples)
+    target = _pair(_teacher_head(teachers[0], config)[0], triples)
     clean = torch.from_numpy(triples["clean"]).permute(0, 3, 1, 2).float() / 255
     fresh = _pair(DetailHead(config.head), triples)
     learnt = _pair(student, triples)
     assert float((learnt - target).abs().mean()) < 0.5 * float((fresh - target).abs().mean())
     # it followed the teacher, not the clean faces
     assert float((learnt - target).abs().mean()) < 0.5 * float((learnt - clean).abs().mean())
-    # another teacher, or none, is another run: the checkpoint is not taken up
+    # the same teacher resumes the finished run; another teacher, or none, is another run
+    again = train_detail_head(config, triples, resume=True, log=lambda _: None)
+    for (k, a), b in zip(student.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
     for other in (str(teachers[1]), ""):
         with pytest.raises(InputError, match="another run"):
             train_detail_head(_config(tmp_path, teacher=other, steps=120), triples, resume=True, log=lambda _: None)
@@ -368,7 +372,10 @@ def test_a_head_learns_its_teachers_output_and_the_teacher_is_part_of_the_run(tm
     from streamrestore.model.checkpoint import read_model_recipe
 
     recipe = read_model_recipe(export_with_head(config, student, tmp_path / "student.safetensors"))
-    assert recipe["teacher"] == read_model_recipe(teachers[0]) and "teacher" not in recipe["detail_head"]
+    assert recipe["teacher"]["recipe"] == read_model_recipe(teachers[0]) and "teacher" not in recipe["detail_head"]
+    assert len(recipe["teacher"]["sha256"]) == 16
+    with pytest.raises(InputError, match="teacher .*does not exist"):
+        train_detail_head(_config(tmp_path, teacher=str(tmp_path / "missing.safetensors")), triples, log=lambda _: None)
     with pytest.raises(InputError, match="no detail head"):
         train_detail_head(_config(tmp_path, teacher=str(tmp_path / "base.safetensors"),
                                   output_dir=str(tmp_path / "none")), triples, log=lambda _: None)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from streamrestore.data.samples import jitter_reference
-from streamrestore.errors import InputError
+from streamrestore.errors import InputError, UserError
 from streamrestore.model.config import DetailHeadSettings
 from streamrestore.stop_signals import stop_signals_held, stop_signals_interrupt
 from streamrestore.train.config import parse_overrides
@@ -65,7 +65,8 @@ class DetailHeadTrainConfig:
             (fine 0: the band is everything above the coarse blur). The blurs reflect a patch's
             edges, so within ~3 coarse sigmas of an edge the band also sees part of the error's
             slope (lite v9 was trained so: 64 px patches, sigmas 1.5 and 4).
-        teacher: a model file with a detail head on the same base (its ``base_weights``); the head is
+        teacher: a model file with a detail head trained on the same base (``base_weights``; not
+            checked: its head is run on this base's outputs); the head is
             then trained to give what that head gives on each patch, instead of the clean face
             (distillation: one head learning a several-member head's average at one member's cost).
             The loss is the same (L1, and the band when ``band_weight`` is set), on the difference to
@@ -421,7 +422,7 @@ def _train_member(config: DetailHeadTrainConfig, triples: dict[str, np.ndarray],
         made_by += f" band={config.band_weight}@{list(config.band_sigmas)}"
     teacher = None
     if config.teacher:
-        teacher, digest = _teacher_head(config.teacher)
+        teacher, digest = _teacher_head(config.teacher, config)
         made_by += f" teacher={digest}"
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=True)
@@ -489,16 +490,29 @@ def _head_lr(config: DetailHeadTrainConfig, step: int) -> float:
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
 
 
-def _teacher_head(path: str | Path):
+def _teacher_head(path: str | Path, config: DetailHeadTrainConfig):
     """The detail head of the model file ``path``, frozen, in float32, and a digest of the file (what a
-    checkpoint records, so that a run with another teacher is never resumed from)."""
+    checkpoint and the exported file record, so that a run with another teacher is never resumed from).
+
+    Raises:
+        InputError: no such file, no head in it, or a head that cannot be run on ``config``'s patches.
+    """
     from streamrestore.model.checkpoint import read_model_file
 
-    head = read_model_file(path).detail_head
+    if not Path(path).is_file():
+        raise InputError(f"teacher {path} does not exist (a model file with a detail head)")
+    try:
+        head = read_model_file(path).detail_head
+    except UserError as exc:
+        raise InputError(f"teacher {path}: {exc}") from exc
     if head is None:
         raise InputError(f"teacher {path} has no detail head to learn from")
     if head.settings.context:
         raise InputError(f"teacher {path} has a whole-face context; it cannot judge patches alone")
+    if head.settings.references and not config.references:
+        raise InputError(f"teacher {path} uses reference faces: set references = true so that it gets them")
+    if config.patch % (2 * head.settings.factor):
+        raise InputError(f"patch {config.patch} is not a multiple of 2 x the teacher's factor ({head.settings.factor})")
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     return head.float().eval().requires_grad_(False), digest
 
@@ -571,14 +585,15 @@ _NOT_RECIPE = ("base_weights", "unet_config", "output_dir", "video_cache", "shar
 
 def head_recipe(config: DetailHeadTrainConfig) -> dict:
     """The settings of ``config`` that shaped the head (JSON values): what an exported model file records.
-    With a ``teacher``, the recipe the teacher's file records, under ``teacher`` (its path is where a file
-    lay; what made it is what shaped this head)."""
+    With a ``teacher``, under ``teacher``: the first 16 hex digits of its file's SHA-256 and the recipe that
+    file records (its path is only where a file lay)."""
     settings = {f.name: getattr(config, f.name) for f in fields(config) if f.name not in _NOT_RECIPE}
     recipe = {"detail_head": json.loads(json.dumps(settings))}
     if config.teacher:
         from streamrestore.model.checkpoint import read_model_recipe
 
-        recipe["teacher"] = read_model_recipe(config.teacher)
+        digest = hashlib.sha256(Path(config.teacher).read_bytes()).hexdigest()[:16]
+        recipe["teacher"] = {"sha256": digest, "recipe": read_model_recipe(config.teacher)}
     return recipe
 
 
@@ -627,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_signals_interrupt():  # SIGTERM and SIGHUP stop it as Ctrl-C does: the steps done are kept
             return _run(config, args)
+    except UserError as exc:  # a bad file or setting found on the way: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         name = getattr(exc, "signal_name", None)
         print(f"interrupted{' by ' + name if name else ''}; go on with --resume", file=sys.stderr)
@@ -640,6 +658,8 @@ def _run(config: DetailHeadTrainConfig, args: argparse.Namespace) -> int:
         pack, train_ids, _ = open_training_pack(load_train_config(config.unet_config))
         video_face_samples(config, pack, train_ids)
         return 0
+    if config.teacher:  # a bad teacher is named now, not after minutes of making samples
+        _teacher_head(config.teacher, config)
     out_dir = Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     triples_path = out_dir / "triples.npz"
