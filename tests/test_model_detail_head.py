@@ -416,6 +416,14 @@ def test_the_command_reports_a_bad_config_in_one_line(tmp_path, capsys):
     assert err.startswith("error:") and "not found" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ValueError, match="min_refs"):
         _config(tmp_path, min_refs=3, max_refs=2)
+    # a teacher file that is not there is named before any sample is made, in one line
+    config = tmp_path / "head.toml"
+    config.write_text(f'base_weights = "{tmp_path / "base.safetensors"}"\nunet_config = "unused.toml"\n'
+                      f'output_dir = "{tmp_path / "run"}"\nteacher = "{tmp_path / "gone.safetensors"}"\n')
+    assert main([str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: teacher") and "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "triples.npz").exists()
 
 
 # -- video samples (whole-frame damage) --------------------------------------------------------
