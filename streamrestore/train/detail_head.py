@@ -296,7 +296,6 @@ def video_face_samples(config: DetailHeadTrainConfig, pack, train_ids: list[str]
     ``train_ids`` of ``pack`` (the UNet config's), and ``refs``, the pack crops drawn as each
     face's 1-2 references (-1 beyond their count). Read from ``video_cache`` when it holds them for
     these settings, else made (and kept there)."""
-
     from streamrestore.train.video_faces import iter_video_faces
 
     source = Path(getattr(pack, "path", config.unet_config))
@@ -513,8 +512,12 @@ def _teacher_head(path: str | Path, config: DetailHeadTrainConfig):
         raise InputError(f"teacher {path} uses reference faces: set references = true so that it gets them")
     if config.patch % (2 * head.settings.factor):
         raise InputError(f"patch {config.patch} is not a multiple of 2 x the teacher's factor ({head.settings.factor})")
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return head.float().eval().requires_grad_(False), digest
+    return head.float().eval().requires_grad_(False), _file_digest(path)
+
+
+def _file_digest(path: str | Path) -> str:
+    """The first 16 hex digits of the file's SHA-256: how a checkpoint and an exported file name a teacher."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _head_loss(config: DetailHeadTrainConfig, head, identity, triples: dict[str, np.ndarray], step: int,
@@ -592,8 +595,7 @@ def head_recipe(config: DetailHeadTrainConfig) -> dict:
     if config.teacher:
         from streamrestore.model.checkpoint import read_model_recipe
 
-        digest = hashlib.sha256(Path(config.teacher).read_bytes()).hexdigest()[:16]
-        recipe["teacher"] = {"sha256": digest, "recipe": read_model_recipe(config.teacher)}
+        recipe["teacher"] = {"sha256": _file_digest(config.teacher), "recipe": read_model_recipe(config.teacher)}
     return recipe
 
 
