@@ -31,7 +31,7 @@ from streamrestore.model.resample import auto_crop_side, crop_sides, restore_bat
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
-from streamrestore.run import RunStats
+from streamrestore.run import RunStats, poor_reference_match
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
 from streamrestore.threads import resolve_torch_threads
 from streamrestore.threads import torch_threads as _torch_threads
@@ -456,7 +456,8 @@ class FaceRestorer:
             side = self._crop_side(t)
             matrices.append(alignment_matrix(t.kps, side))
             sides.append(side)
-            caches.append(self.caches.get(identity) if identity is not None else None)
+            caches.append(self._cache_for(t.track_id, identity, pixels, matrices[-1], side)
+                          if identity is not None else None)
             ids.append(t.track_id)
             identities.append(identity)
             prepared.append(self._prepared.get((identity, side)) if identity is not None else None)
@@ -481,6 +482,26 @@ class FaceRestorer:
         if isinstance(frame, np.ndarray) and self.channel_order == "bgr":
             return np.ascontiguousarray(result[..., ::-1])
         return result
+
+    def _cache_for(self, track_id: Hashable, identity: str, pixels: Any, matrix: np.ndarray, side: int) -> Any:
+        """``identity``'s encoded references for the face of track ``track_id`` (cut by ``matrix`` at
+        ``side``). With an adapted restorer (``--adapt``), a track whose photos do not match its face
+        (the reference detail stage's match so far below ``POOR_REFERENCE_MATCH``) is restored without
+        the adaptation: a detail head adapted to frames in another light took 0.9 dB from the furious
+        clip, where the photos match 0.06 (docs/video_eval.md, "Session 31"). A track's first face is
+        matched here, before its restore (the stage's own measurement of a face runs beside it). With
+        the stage off nothing is measured: the adaptation serves every face."""
+        cache = self.caches.get(identity)
+        unadapted = getattr(self.restorer, "unadapted", None)
+        if cache is None or unadapted is None or not self._reference_detail.config.enabled:
+            return cache
+        match = self.stats.per_track[track_id].reference_match
+        if match is None:
+            prepared = self._prepared.get((identity, side))
+            if prepared is None:
+                return cache
+            match = self._reference_detail.detail(crop_face(pixels, matrix, side), prepared)[1]
+        return unadapted(cache) if poor_reference_match(match) else cache
 
     def _restore_on_host(self, frame, pixels, matrices, sides, caches, ids, identities, prepared, t0):
         """Crops cut, and faces pasted, on the CPU (OpenCV; 4:2:0 frames stay in YUV)."""

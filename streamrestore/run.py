@@ -71,6 +71,7 @@ class TrackStats:
         return self.match_sum / self.match_faces
 
 
+
 def _n(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else (plural or word + 's')}"
 
@@ -79,12 +80,19 @@ def _n(count: int, word: str, plural: str | None = None) -> str:
 SUMMARY_TRACKS = 20
 
 #: a track whose reference photos match its face less than this (TrackStats.reference_match)
-#: gets a warning in the summary. Measured on the video benchmark (lite v7, 48 frames): frames of
+#: gets a warning in the summary, and an adapted model's adaptation is not used for it
+#: (FaceRestorer; adapted to photos in another light, faces came out worse: docs/video_eval.md,
+#: "Session 31"). Measured on the video benchmark (lite v7, 48 frames): frames of
 #: the same footage as references match 0.76-0.80, another clip of the same session 0.28, two
 #: studio photos 0.28, frames of a differently lit clip 0.06 (there the stage adds nothing)
 POOR_REFERENCE_MATCH = 0.15
 #: ... once it has this many faces (a few frames can fall on a turned head or a blink)
 POOR_MATCH_MIN_FACES = 10
+
+
+def poor_reference_match(match: float) -> bool:
+    """Whether a reference match (TrackStats.reference_match, or one face's) is below ``POOR_REFERENCE_MATCH``."""
+    return match < POOR_REFERENCE_MATCH
 
 
 @dataclass
@@ -157,7 +165,7 @@ class RunStats:
     def poorly_matched(self) -> list:
         """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``)."""
         return [tid for tid, t in self.per_track.items() if t.reference_match is not None
-                and t.match_faces >= POOR_MATCH_MIN_FACES and t.reference_match < POOR_REFERENCE_MATCH]
+                and t.match_faces >= POOR_MATCH_MIN_FACES and poor_reference_match(t.reference_match)]
 
     def _timing(self) -> str:
         if self.seconds > 0:

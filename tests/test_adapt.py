@@ -165,6 +165,120 @@ def test_cli_rejects_a_bad_adapt_blend_and_passes_a_good_one(capsys):
 
     assert main(["in.mp4", "--adapt", "--adapt-blend", "1.5"]) == 2
     assert "--adapt-blend" in capsys.readouterr().err
-    args = argparse.Namespace(adapt=True, adapt_steps=None, adapt_blend=0.25)
+    args = argparse.Namespace(adapt=True, adapt_part=None, adapt_steps=None, adapt_blend=0.25)
     assert adapt_from_args(args) == AdaptConfig(blend=0.25)
-    assert adapt_from_args(argparse.Namespace(adapt=False, adapt_steps=None, adapt_blend=0.5)) is None
+    assert adapt_from_args(argparse.Namespace(adapt=False, adapt_part=None, adapt_steps=None, adapt_blend=0.5)) is None
+
+
+# --- the detail head alone (part="head") ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def with_head(base):
+    """The ``base`` network with a fresh detail head (zero output layer: it starts as the identity)."""
+    from streamrestore.model.config import DetailHeadSettings
+
+    torch.manual_seed(1)
+    net = InstantRestoreNet(base.net.config.replace(detail_head=DetailHeadSettings(channels=8, blocks=1)))
+    with torch.no_grad():
+        for name, value in base.net.weights_state_dict().items():
+            net.weights_state_dict()[name].copy_(value)
+    return InstantRestorer(net, device="cpu")
+
+
+def _uint8(faces: torch.Tensor):
+    return (faces.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype("uint8")
+
+
+def test_a_head_adapted_learns_the_photos_and_leaves_the_unet_alone(with_head):
+    import numpy as np
+
+    from streamrestore.model.adapt import _pairs, adapt_weights
+
+    net = with_head.net
+    unet_before = {k: v.clone() for k, v in net.unet.state_dict().items()}
+    head_before = {k: v.clone() for k, v in net.detail_head.state_dict().items()}
+    photos = _uint8(_photos(12, 4))
+    config = AdaptConfig(part="head", steps=40, pairs=8, lr=3e-3)
+    state = adapt_weights(net, photos, config)
+    assert set(state) == set(head_before)  # the head's weights, nothing else
+    assert all(torch.equal(v, unet_before[k]) for k, v in net.unet.state_dict().items())
+    assert all(torch.equal(v, head_before[k]) for k, v in net.detail_head.state_dict().items())  # a copy was trained
+    torch.testing.assert_close(adapt_weights(net, photos, config), state)  # the same photos, the same weights
+
+    # on the very pairs it learnt from (the same seed draws them), the adapted head is closer to the photos
+    degraded, targets, references = _pairs(photos, np.random.default_rng(config.seed), config.pairs, 2)
+    unet_only = InstantRestoreNet(net.config.replace(detail_head=None))
+    with torch.no_grad():
+        for name, value in unet_only.weights_state_dict().items():
+            value.copy_(net.weights_state_dict()[name])
+    plain = InstantRestorer(unet_only, device="cpu")
+    with torch.inference_mode():
+        restored = torch.cat([plain.restore(degraded[i:i + 1], [plain.encode_references(references[i])])
+                              for i in range(len(degraded))])
+    adapted_head = InstantRestoreNet(net.config).detail_head
+    adapted_head.load_state_dict(state)
+    with torch.no_grad():
+        before = (net.detail_head(degraded, restored) - targets).abs().mean()
+        after = (adapted_head(degraded, restored) - targets).abs().mean()
+    assert after < before - 1e-3
+
+
+def test_a_head_adaptation_is_cached_and_blended_apart_from_the_unets(with_head, tmp_path):
+    photos, faces = _photos(13, 3), _photos(14, 2)
+    head = AdaptedRestorer(with_head, AdaptConfig(part="head", steps=5, pairs=4, lr=3e-3, cache_dir=str(tmp_path)))
+    unet = AdaptedRestorer(with_head, AdaptConfig(steps=1, cache_dir=str(tmp_path)))
+    assert head.key(photos) != unet.key(photos)  # the two fine-tunes never share a cache file
+    cache = head.encode_references(photos)
+    key = head.key(photos)
+    assert head.adapt_seconds[key] > 0 and (tmp_path / f"{key}.safetensors").is_file()
+    adapted = head._adapted[key].net
+    for name, value in with_head.net.unet.state_dict().items():  # only the head differs from the base
+        assert torch.equal(adapted.unet.state_dict()[name], value)
+    assert any(not torch.equal(v, with_head.net.detail_head.state_dict()[k])
+               for k, v in adapted.detail_head.state_dict().items())
+    base_cache = with_head.encode_references(photos)
+    plain = _restore(with_head, faces, [base_cache] * 2)
+    assert (_restore(head, faces, [cache, cache]) - plain).abs().mean() > 1e-5
+    # what the pipeline passes for a face whose photos do not match: the same photos, unadapted
+    torch.testing.assert_close(_restore(head, faces, [head.unadapted(cache)] * 2), plain)
+    assert head.unadapted(base_cache) is base_cache
+    again = AdaptedRestorer(with_head, AdaptConfig(part="head", steps=5, pairs=4, lr=3e-3, blend=0.0,
+                                                   cache_dir=str(tmp_path)))
+    cache = again.encode_references(photos)
+    assert again.adapt_seconds[key] == 0.0  # the cached fine-tune, blended to nothing of it
+    torch.testing.assert_close(_restore(again, faces, [cache, cache]), plain)
+
+
+def test_a_model_without_a_head_has_no_head_to_adapt(base, tmp_path):
+    from streamrestore.model.adapt import adapt_weights
+
+    with pytest.raises(ModelError, match="no detail head"):
+        AdaptedRestorer(base, AdaptConfig(part="head", cache_dir=str(tmp_path)))
+    with pytest.raises(ModelError, match="no detail head"):
+        adapt_weights(base.net, _uint8(_photos(15)), AdaptConfig(part="head"))
+    with pytest.raises(ValueError, match="part"):
+        AdaptConfig(part="vae")
+
+
+def test_each_part_has_its_own_defaults_and_the_unets_cache_key_is_kept():
+    assert (AdaptConfig().steps, AdaptConfig().lr, AdaptConfig().blend) == (100, 5e-5, 0.5)
+    head = AdaptConfig(part="head")
+    assert (head.steps, head.lr, head.blend) == (300, 2e-4, 1.0)
+    assert AdaptConfig(part="head", steps=7, blend=0.3).steps == 7
+    # a UNet fine-tune cached before heads could be adapted keeps its key
+    assert AdaptConfig().key_fields() == {"steps": 100, "batch_size": 4, "lr": 5e-5, "references_per_sample": 2,
+                                          "seed": 0}
+    assert head.key_fields()["part"] == "head"
+
+
+def test_cli_adapt_part(capsys):
+    import argparse
+
+    from streamrestore.cli import main
+    from streamrestore.cli.options import adapt_from_args
+
+    args = argparse.Namespace(adapt=True, adapt_part="head", adapt_steps=None, adapt_blend=None)
+    assert adapt_from_args(args) == AdaptConfig(part="head")
+    with pytest.raises(SystemExit):
+        main(["in.mp4", "--adapt", "--adapt-part", "vae"])
+    assert "--adapt-part" in capsys.readouterr().err

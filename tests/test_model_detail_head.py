@@ -305,7 +305,7 @@ def test_the_band_term_is_in_the_loss_in_proportion_to_its_weight(tmp_path):
 
 
 def test_the_band_loss_blur_is_a_normalised_gaussian_of_its_sigma():
-    from streamrestore.train.detail_head import _gaussian
+    from streamrestore.model.losses import gaussian_blur as _gaussian
 
     impulse = torch.zeros(1, 3, 41, 41)
     impulse[:, :, 20, 20] = 1.0

@@ -353,3 +353,54 @@ def test_cli_option_builds_the_config():
     assert parse("--reference-detail", "0.3").strength == 0.3
     with pytest.raises(UserError, match="--reference-detail"):
         parse("--reference-detail", "-1")
+
+
+def test_an_adapted_restorer_serves_a_track_only_once_its_photos_match_its_face(monkeypatch):
+    """``FaceRestorer`` passes an adapted restorer's adapted references only for tracks whose photos
+    match their face (the reference detail stage's match, a track's first face measured before its
+    restore); others get the unadapted ones (``restorer.unadapted``); with the stage off every face
+    gets the adapted ones."""
+    import torch
+
+    import streamrestore.run as run_module
+    from streamrestore.faces.align import template
+    from streamrestore.faces.identity import ReferenceSet
+    from streamrestore.model.identity import IdentityRestorer
+    from streamrestore.pipeline import FaceRestorer, PipelineConfig
+    from streamrestore.temporal import TemporalConfig
+    from streamrestore.types import Face
+
+    photo, _, degraded = _degraded_pair(seed=9)
+    kps = template(128).astype(np.float32)
+    plain = object()
+
+    class Here:
+        def detect(self, image):
+            return [Face(box=np.array([0, 0, 128, 128], np.float32), kps=kps, score=0.9)]
+
+    class Adapted(IdentityRestorer):
+        def __init__(self):
+            super().__init__(128)
+            self.given: list[str] = []
+
+        def unadapted(self, cache):
+            return plain
+
+        def restore(self, faces, caches, noise_seeds=None):
+            self.given += ["unadapted" if c is plain else "adapted" for c in caches]
+            return super().restore(faces, [None] * len(caches), noise_seeds)
+
+    def run(ref: np.ndarray, frames: int, detail: ReferenceDetailConfig = ReferenceDetailConfig()):
+        restorer = Adapted()
+        sets = [ReferenceSet(name="ann", crops=_u8(ref)[None], embeddings=np.ones((1, 4), np.float32) / 2, files=["a"])]
+        fr = FaceRestorer(restorer, Here(), sets, config=PipelineConfig(
+            lookahead=0, detect_every=1, temporal=TemporalConfig.off(), reference_detail=detail))
+        with torch.inference_mode():
+            for _ in range(frames):
+                fr.process(degraded.copy())
+        return restorer.given
+
+    assert run(photo, 3) == ["adapted"] * 3  # the first face too
+    monkeypatch.setattr(run_module, "POOR_REFERENCE_MATCH", 0.5)  # as in the test above: another picture scores 0.30
+    assert run(_person(seed=3), 3) == ["unadapted"] * 3
+    assert run(_person(seed=3), 3, ReferenceDetailConfig.off()) == ["adapted"] * 3  # nothing measured

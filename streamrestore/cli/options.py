@@ -202,10 +202,14 @@ def add_adapt_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt", action="store_true",
                    help="fine-tune the model on each person's reference photos first (lite; a few minutes per "
                         "person on a CPU, once: cached in ~/.cache/streamrestore/adapted); stronger identity")
+    p.add_argument("--adapt-part", choices=("unet", "head"), default=None,
+                   help="what --adapt fine-tunes: the UNet (default; minutes per person) or only the detail "
+                        "head (well under a minute)")
     p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
-                   help="fine-tuning steps per person with --adapt (default 100)")
+                   help="fine-tuning steps per person with --adapt (default 100 for the UNet, 300 for the head)")
     p.add_argument("--adapt-blend", type=float, default=None, metavar="F",
-                   help="how much of the fine-tune's weight change is used with --adapt, in [0, 1] (default 0.5; "
+                   help="how much of the fine-tune's weight change is used with --adapt, in [0, 1] (default 0.5 "
+                        "for the UNet, 1 for the head; "
                         "another blend reuses the cached fine-tune; docs/video_eval.md)")
 
 
@@ -213,8 +217,8 @@ def adapt_from_args(args: argparse.Namespace) -> AdaptConfig | None:
     """The ``AdaptConfig`` of ``--adapt`` (None without it); raises UserError on a bad setting."""
     from streamrestore.model.adapt import AdaptConfig
 
-    changes = {name: value for name, value in (("steps", args.adapt_steps), ("blend", args.adapt_blend))
-               if value is not None}
+    changes = {name: value for name, value in (("part", args.adapt_part), ("steps", args.adapt_steps),
+                                              ("blend", args.adapt_blend)) if value is not None}
     try:
         config = AdaptConfig(**changes)
     except ValueError as exc:

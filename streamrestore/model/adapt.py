@@ -37,43 +37,68 @@ log = logging.getLogger(__name__)
 __all__ = ["AdaptConfig", "AdaptedRestorer", "adapt_weights", "default_cache_dir"]
 
 
+#: what ``AdaptConfig.part`` fine-tunes, and the settings it takes when they are left at None:
+#: ``(steps, batch_size, lr, blend)``
+_PART_DEFAULTS = {
+    "unet": (100, 4, 5e-5, 0.5),
+    "head": (300, 4, 2e-4, 1.0),
+}
+
+
 @dataclass(frozen=True)
 class AdaptConfig:
     """Settings of one identity's fine-tune.
 
     Args:
-        steps: optimiser steps (default 100: on the demo set the judge gain had formed by then;
-            ~2-4 min per person on 1-2 CPU cores for ``lite``).
-        batch_size: pairs per step (default 4).
-        lr: AdamW learning rate (default 5e-5: a tenth of lite's training rate, so 100 steps
-            specialise the model without forgetting how to restore).
+        part: what is fine-tuned. ``"unet"`` (default): the UNet, through the frozen detail head.
+            ``"head"``: only the detail head (a model with one), on the frozen UNet's outputs of
+            the degraded photos: the person's fine detail, learnt by the small network that draws
+            it, in well under a minute per person on a CPU (docs/video_eval.md, "Session 31").
+        steps: optimiser steps (None: the part's default; ``"unet"`` 100: on the demo set the
+            judge gain had formed by then, ~2-4 min per person on 1-2 CPU cores for ``lite``;
+            ``"head"`` 300, ~40 s on one core).
+        batch_size: pairs per step (None: 4, both parts).
+        lr: AdamW learning rate (None: ``"unet"`` 5e-5, a tenth of lite's training rate, so 100
+            steps specialise the model without forgetting how to restore; ``"head"`` 2e-4, a
+            fifth of the head's own training rate).
         references_per_sample: the person's other photos shown as references per pair (2).
         min_photos: fewer usable photos than this and the identity is not adapted (default 3:
             with one photo every pair would show the model its own answer, and with two each
             photo's only reference is the other one; Obama's two studio photos lost face PSNR
             with every lite adapted to them: lite v7 −0.30 dB against the input at blend 1,
             −0.13 dB against not adapting at blend 0.5; docs/video_eval.md, "Session 18").
+        pairs: with ``part="head"``, how many degraded photos (and the UNet's outputs for them)
+            the head learns from, made once before its steps (default 24: six draws of each of
+            four photos; the UNet runs once per pair, the head's steps are cheap).
         seed: seed of the degradation and sampling draws (the same photos give the same weights).
-        blend: how much of the fine-tune's weight change is used (1.0: all of it; the default
-            0.5: the weights halfway between the base and the adapted ones). Applied when the
-            adapted weights are loaded, so it is not part of the cache key: another blend reuses
-            the cached fine-tune. On the video benchmark 0.5 kept more face PSNR than 1.0 on all
-            eight clips and less flicker, for less of the identity gain on the clips whose
-            references are frames of the same person (docs/video_eval.md, "Session 18").
+        blend: how much of the fine-tune's weight change is used (1.0: all of it; None: the part's
+            default, ``"unet"`` 0.5: the weights halfway between the base and the adapted ones,
+            ``"head"`` 1.0). Applied when the adapted weights are loaded, so it is not part of the
+            cache key: another blend reuses the cached fine-tune. On the video benchmark 0.5 kept
+            more of the UNet's face PSNR than 1.0 on all eight clips and less flicker, for less of
+            the identity gain on the clips whose references are frames of the same person
+            (docs/video_eval.md, "Session 18").
         cache_dir: where adapted weights are kept (None: :func:`default_cache_dir`).
     """
 
-    steps: int = 100
-    batch_size: int = 4
-    lr: float = 5e-5
+    part: str = "unet"
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
     references_per_sample: int = 2
     min_photos: int = 3
+    pairs: int = 24
     seed: int = 0
-    blend: float = 0.5
+    blend: float | None = None
     cache_dir: str | None = None
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "references_per_sample", "min_photos"):
+        if self.part not in _PART_DEFAULTS:
+            raise ValueError(f"part must be one of {sorted(_PART_DEFAULTS)}, got {self.part!r}")
+        for name, default in zip(("steps", "batch_size", "lr", "blend"), _PART_DEFAULTS[self.part]):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)  # frozen: the part's default, once
+        for name in ("steps", "batch_size", "references_per_sample", "min_photos", "pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -83,10 +108,13 @@ class AdaptConfig:
 
     def key_fields(self) -> dict:
         """What the adapted weights depend on (the cache folder, the blend and the photo count
-        needed do not)."""
+        needed do not; a UNet fine-tune keeps the key it had before heads could be adapted)."""
         data = asdict(self)
         for name in ("cache_dir", "blend", "min_photos"):
             data.pop(name)
+        if self.part == "unet":
+            data.pop("part")
+            data.pop("pairs")
         return data
 
 
@@ -130,16 +158,70 @@ def _pairs(photos: np.ndarray, rng: np.random.Generator, count: int, refs_per_sa
     return tensor(degraded), tensor(targets), tensor(references)
 
 
+#: the detail head's loss when it is adapted: lite v9's head recipe (configs/lite_v9_head.toml),
+#: L1 plus three times the error's band between blurs of 1.5 and 4 px of a 128-px face
+_HEAD_BAND_WEIGHT = 3.0
+_HEAD_BAND_SIGMAS = (1.5, 4.0)
+
+
 def adapt_weights(net, photos: np.ndarray, config: AdaptConfig = AdaptConfig()) -> dict[str, torch.Tensor]:
-    """Fine-tune a copy of ``net`` (an :class:`InstantRestoreNet`) on one person's aligned photos.
+    """Fine-tune a copy of ``net``'s ``config.part`` (``net``: an :class:`InstantRestoreNet`) on one
+    person's aligned photos.
 
     Args:
         net: the restorer's network (left unchanged).
         photos: (N, R, R, 3) uint8 RGB aligned crops at the model's resolution, N >= 1.
 
     Returns:
-        The adapted UNet's state dict (float32, CPU).
+        The adapted part's state dict (float32, CPU): the UNet's, or the detail head's.
+
+    Raises:
+        ModelError: a model that cannot be adapted so (a LoRA on a latent UNet; no detail head
+            for ``part="head"``).
     """
+    if config.part == "head":
+        return _adapt_head(net, photos, config)
+    return _adapt_unet(net, photos, config)
+
+
+def _adapt_head(net, photos: np.ndarray, config: AdaptConfig) -> dict[str, torch.Tensor]:
+    """:func:`adapt_weights` of the detail head: ``config.pairs`` degraded photos go once through the
+    frozen network without its head (the person's other photos as references), then the head learns
+    the photos from them."""
+    from streamrestore.model.losses import band_loss  # noqa: PLC0415
+    from streamrestore.model.restorer import InstantRestorer  # noqa: PLC0415
+
+    if net.detail_head is None:
+        raise ModelError("this model has no detail head to adapt; adapt its UNet (part 'unet') instead")
+    unet_only = copy.deepcopy(net).to("cpu", torch.float32).eval().requires_grad_(False)
+    head = unet_only.detail_head
+    unet_only.detail_head = None
+    restorer = InstantRestorer(unet_only, device="cpu", dtype=torch.float32, name="adapt")
+    rng = np.random.default_rng(config.seed)
+    degraded, targets, references = _pairs(photos, rng, config.pairs, config.references_per_sample)
+    with torch.inference_mode():
+        restored = torch.cat([restorer.restore(degraded[i:i + 1], [restorer.encode_references(references[i])])
+                              for i in range(len(degraded))])
+    restored = restored.clone()  # out of inference mode: the head's graph takes it as an input
+    means = references.mean(1) if head.settings.references else None
+    head = head.train().requires_grad_(True)
+    optimizer = torch.optim.Adam(head.parameters(), lr=config.lr)
+    for _ in range(config.steps):
+        idx = torch.from_numpy(rng.integers(0, len(degraded), config.batch_size))
+        batch = [degraded[idx], restored[idx], targets[idx], None if means is None else means[idx]]
+        if rng.random() < 0.5:  # a mirrored face is as much the person's
+            batch = [None if x is None else x.flip(-1) for x in batch]
+        faces, base, target, mean = batch
+        error = head(faces, base, mean) - target
+        loss = error.abs().mean() + _HEAD_BAND_WEIGHT * band_loss(error, _HEAD_BAND_SIGMAS)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return {k: v.detach().clone() for k, v in head.state_dict().items()}
+
+
+def _adapt_unet(net, photos: np.ndarray, config: AdaptConfig) -> dict[str, torch.Tensor]:
+    """:func:`adapt_weights` of the UNet, trained through the frozen detail head."""
     from streamrestore.model.losses import pixel_loss, ssim_loss  # noqa: PLC0415
     from streamrestore.model.training import TrainingModel  # noqa: PLC0415
 
@@ -178,6 +260,9 @@ class AdaptedRestorer:
     def __init__(self, base, config: AdaptConfig = AdaptConfig()):
         if not hasattr(base, "net") or not hasattr(base, "fingerprint"):
             raise ModelError("per-identity adaptation needs the eager restorer (backend 'eager')")
+        if config.part == "head" and base.net.detail_head is None:
+            raise ModelError(f"model {getattr(base, 'name', '?')} has no detail head to adapt; "
+                             "adapt its UNet instead (part 'unet')")
         self.base = base
         self.config = config
         self.resolution = base.resolution
@@ -186,6 +271,7 @@ class AdaptedRestorer:
         self.cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
         self._adapted: dict[str, object] = {}  # key -> InstantRestorer with adapted weights
         self._by_cache: dict[int, tuple[ReferenceCache, str]] = {}  # id(cache) -> (cache, key)
+        self._unadapted: dict[int, ReferenceCache] = {}  # id(adapted cache) -> the base's cache of its photos
         #: seconds spent adapting per key (0 when loaded from the disk cache)
         self.adapt_seconds: dict[str, float] = {}
         self._warned_too_few = False  # the too-few-photos warning is said once, not per person
@@ -220,8 +306,8 @@ class AdaptedRestorer:
             photos = (faces.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8)
             photos = photos.permute(0, 2, 3, 1).numpy()
             t0 = time.perf_counter()
-            log.info("adapting the model to %d reference photo(s) (%d steps, once per person)",
-                     len(photos), self.config.steps)
+            log.info("adapting the model's %s to %d reference photo(s) (%d steps, once per person)",
+                     self.config.part, len(photos), self.config.steps)
             with torch.inference_mode(False), torch.enable_grad():
                 state = adapt_weights(self.base.net, photos, self.config)
             self.adapt_seconds[key] = time.perf_counter() - t0
@@ -231,11 +317,12 @@ class AdaptedRestorer:
             save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
             tmp.replace(path)
         net = copy.deepcopy(self.base.net).to("cpu", torch.float32)
+        part = net.detail_head if self.config.part == "head" else net.unet
         if self.config.blend < 1.0:
-            base_state = net.unet.state_dict()
+            base_state = part.state_dict()
             state = {k: base_state[k] + self.config.blend * (v.to(base_state[k].dtype) - base_state[k])
                      if base_state[k].is_floating_point() else v for k, v in state.items()}
-        net.unet.load_state_dict(state)
+        part.load_state_dict(state)
         restorer = InstantRestorer(net, device=self.base.device, dtype=self.base.dtype, name=self.name)
         self._adapted[key] = restorer
         return restorer
@@ -252,7 +339,14 @@ class AdaptedRestorer:
         restorer = self._restorer_for(faces, key)
         cache = restorer.encode_references(faces)
         self._by_cache[id(cache)] = (cache, key)  # the cache itself is kept: its id stays unique
+        self._unadapted[id(cache)] = self.base.encode_references(faces)
         return cache
+
+    def unadapted(self, cache: ReferenceCache) -> ReferenceCache:
+        """What restores a face of ``cache``'s identity without its adaptation: the base model's
+        encoding of the same photos (``cache`` itself when it is not an adapted identity's). The
+        pipeline passes it for faces whose photos do not match (:class:`~streamrestore.pipeline.FaceRestorer`)."""
+        return self._unadapted.get(id(cache), cache)
 
     def restore(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None],
                 noise_seeds: Sequence[int] | None = None) -> torch.Tensor:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from streamrestore.data.samples import jitter_reference
 from streamrestore.errors import InputError, UserError
 from streamrestore.model.config import DetailHeadSettings
+from streamrestore.model.losses import band_loss
 from streamrestore.stop_signals import stop_signals_held, stop_signals_interrupt
 from streamrestore.train.config import parse_overrides
 from streamrestore.train.video_faces import VideoFaceSettings
@@ -559,26 +559,10 @@ def _head_loss(config: DetailHeadTrainConfig, head, identity, triples: dict[str,
     error = refined - target
     loss = error.abs().mean()
     if config.band_weight > 0:
-        fine, coarse = config.band_sigmas
-        loss = loss + config.band_weight * (_gaussian(error, fine) - _gaussian(error, coarse)).abs().mean()
+        loss = loss + config.band_weight * band_loss(error, config.band_sigmas)
     if identity is not None:
         loss = loss + config.identity_weight * identity(refined, target)
     return loss
-
-
-def _gaussian(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``images`` (N, C, H, W) blurred by a Gaussian of ``sigma`` pixels (edges reflected); 0: as they are."""
-    if sigma == 0:
-        return images
-    radius = min(math.ceil(3 * sigma), min(images.shape[-2:]) - 1)
-    x = torch.arange(2 * radius + 1, dtype=images.dtype, device=images.device) - radius
-    taps = torch.exp(-(x**2) / (2 * sigma**2))
-    taps = taps / taps.sum()
-    c = images.shape[1]
-    rows = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1).expand(c, 1, 1, -1),
-                    groups=c)
-    return F.conv2d(F.pad(rows, (0, 0, radius, radius), mode="reflect"), taps.view(1, 1, -1, 1).expand(c, 1, -1, 1),
-                    groups=c)
 
 
 # where a run's files lie and how often it logs: not part of what shaped the head's weights
