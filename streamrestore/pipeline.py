@@ -31,7 +31,7 @@ from streamrestore.model.resample import auto_crop_side, crop_sides, restore_bat
 from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
 from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
-from streamrestore.run import RunStats, poor_reference_match
+from streamrestore.run import POOR_MATCH_MIN_FACES, RunStats, poor_reference_match
 from streamrestore.temporal import TemporalConfig, TemporalSmoother
 from streamrestore.threads import resolve_torch_threads
 from streamrestore.threads import torch_threads as _torch_threads
@@ -194,6 +194,8 @@ class FaceRestorer:
         # as given: each stage takes them at its side (``_at_side``), from the nearest side they have
         self.reference_sets = list(reference_sets)
         self._track_sides: dict[Hashable, int] = {}
+        # per track: (identity, whether an adapted restorer's adaptation serves it, decided for good); _cache_for
+        self._adaptation: dict[Hashable, tuple[str, bool, bool]] = {}
         self.torch_threads = resolve_torch_threads(torch_threads)
         self.stats = RunStats()
 
@@ -469,6 +471,7 @@ class FaceRestorer:
         self._identity_gate.forget(t.track_id for t in tracked)
         live = {t.track_id for t in tracked}
         self._track_sides = {tid: side for tid, side in self._track_sides.items() if tid in live}
+        self._adaptation = {tid: decided for tid, decided in self._adaptation.items() if tid in live}
         self.stats.faces_restored += len(matrices)
         self.stats.frames_restored += 1
         if self._device_path is not None:
@@ -486,22 +489,26 @@ class FaceRestorer:
     def _cache_for(self, track_id: Hashable, identity: str, pixels: Any, matrix: np.ndarray, side: int) -> Any:
         """``identity``'s encoded references for the face of track ``track_id`` (cut by ``matrix`` at
         ``side``). With an adapted restorer (``--adapt``), a track whose photos do not match its face
-        (the reference detail stage's match so far below ``POOR_REFERENCE_MATCH``) is restored without
-        the adaptation: a detail head adapted to frames in another light took 0.9 dB from the furious
-        clip, where the photos match 0.06 (docs/video_eval.md, "Session 31"). A track's first face is
-        matched here, before its restore (the stage's own measurement of a face runs beside it). With
-        the stage off nothing is measured: the adaptation serves every face."""
+        (the reference detail stage's match below ``POOR_REFERENCE_MATCH``) is restored without the
+        adaptation: a detail head adapted to frames in another light cost the furious clip 1.5 dB
+        against the unadapted model, where the photos match 0.06 (docs/video_eval.md, "Session 31").
+        Decided twice per track and identity, so that a face never flips between the two: on its
+        first face (matched here, before its restore; the stage's own measurement runs beside it),
+        and again on the track's average once it has ``POOR_MATCH_MIN_FACES`` faces. With the stage
+        off nothing is measured: the adaptation serves every face."""
         cache = self.caches.get(identity)
         unadapted = getattr(self.restorer, "unadapted", None)
         if cache is None or unadapted is None or not self._reference_detail.config.enabled:
             return cache
-        match = self.stats.per_track[track_id].reference_match
-        if match is None:
+        track = self.stats.per_track[track_id]
+        decided = self._adaptation.get(track_id)
+        if decided is None or decided[0] != identity:
             prepared = self._prepared.get((identity, side))
-            if prepared is None:
-                return cache
-            match = self._reference_detail.detail(crop_face(pixels, matrix, side), prepared)[1]
-        return unadapted(cache) if poor_reference_match(match) else cache
+            match = self._reference_detail.detail(crop_face(pixels, matrix, side), prepared)[1] if prepared else 1.0
+            decided = self._adaptation[track_id] = (identity, not poor_reference_match(match), False)
+        elif not decided[2] and track.match_faces >= POOR_MATCH_MIN_FACES and track.reference_match is not None:
+            decided = self._adaptation[track_id] = (identity, not poor_reference_match(track.reference_match), True)
+        return cache if decided[1] else unadapted(cache)
 
     def _restore_on_host(self, frame, pixels, matrices, sides, caches, ids, identities, prepared, t0):
         """Crops cut, and faces pasted, on the CPU (OpenCV; 4:2:0 frames stay in YUV)."""

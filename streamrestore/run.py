@@ -71,7 +71,6 @@ class TrackStats:
         return self.match_sum / self.match_faces
 
 
-
 def _n(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else (plural or word + 's')}"
 

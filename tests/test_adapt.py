@@ -34,7 +34,7 @@ def _restore(restorer, faces, caches):
 
 
 def test_adapted_once_then_loaded_from_the_cache(base, tmp_path):
-    config = AdaptConfig(steps=3, cache_dir=str(tmp_path))
+    config = AdaptConfig(part="unet", steps=3, cache_dir=str(tmp_path))
     photos, faces = _photos(1), _photos(9, 2)
     first = AdaptedRestorer(base, config)
     cache = first.encode_references(photos)
@@ -53,7 +53,7 @@ def test_adapted_once_then_loaded_from_the_cache(base, tmp_path):
 
 
 def test_new_photos_or_settings_adapt_again(base, tmp_path):
-    config = AdaptConfig(steps=2, cache_dir=str(tmp_path))
+    config = AdaptConfig(part="unet", steps=2, cache_dir=str(tmp_path))
     restorer = AdaptedRestorer(base, config)
     photos = _photos(2)
     restorer.encode_references(photos)
@@ -62,17 +62,17 @@ def test_new_photos_or_settings_adapt_again(base, tmp_path):
     assert restorer.key(changed) != restorer.key(photos)
     restorer.encode_references(changed)
     assert restorer.adapt_seconds[restorer.key(changed)] > 0
-    longer = AdaptedRestorer(base, AdaptConfig(steps=3, cache_dir=str(tmp_path)))
+    longer = AdaptedRestorer(base, AdaptConfig(part="unet", steps=3, cache_dir=str(tmp_path)))
     assert longer.key(photos) != restorer.key(photos)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
 
 
 def test_blend_reuses_the_cached_fine_tune_and_interpolates_the_weights(base, tmp_path):
     photos = _photos(10)
-    full = AdaptedRestorer(base, AdaptConfig(steps=3, blend=1.0, cache_dir=str(tmp_path)))
+    full = AdaptedRestorer(base, AdaptConfig(part="unet", steps=3, blend=1.0, cache_dir=str(tmp_path)))
     full.encode_references(photos)
-    half = AdaptedRestorer(base, AdaptConfig(steps=3, blend=0.5, cache_dir=str(tmp_path)))
-    none = AdaptedRestorer(base, AdaptConfig(steps=3, blend=0.0, cache_dir=str(tmp_path)))
+    half = AdaptedRestorer(base, AdaptConfig(part="unet", steps=3, blend=0.5, cache_dir=str(tmp_path)))
+    none = AdaptedRestorer(base, AdaptConfig(part="unet", steps=3, blend=0.0, cache_dir=str(tmp_path)))
     key = full.key(photos)
     assert half.key(photos) == key and none.key(photos) == key  # one fine-tune serves every blend
     half.encode_references(photos)
@@ -99,7 +99,7 @@ def test_blend_out_of_range_is_refused(blend):
 
 
 def test_a_damaged_cache_file_is_rebuilt(base, tmp_path):
-    config = AdaptConfig(steps=1, cache_dir=str(tmp_path))
+    config = AdaptConfig(part="unet", steps=1, cache_dir=str(tmp_path))
     photos = _photos(3)
     key = AdaptedRestorer(base, config).key(photos)
     (tmp_path / f"{key}.safetensors").write_bytes(b"not a safetensors file")
@@ -110,7 +110,7 @@ def test_a_damaged_cache_file_is_rebuilt(base, tmp_path):
 
 @pytest.mark.parametrize("count", [1, 2])
 def test_one_or_two_photos_are_not_adapted(base, tmp_path, caplog, count):
-    restorer = AdaptedRestorer(base, AdaptConfig(steps=1, cache_dir=str(tmp_path)))
+    restorer = AdaptedRestorer(base, AdaptConfig(part="unet", steps=1, cache_dir=str(tmp_path)))
     photos = _photos(4, count)
     with caplog.at_level("WARNING", logger="streamrestore.model.adapt"):
         cache = restorer.encode_references(photos)
@@ -123,7 +123,7 @@ def test_one_or_two_photos_are_not_adapted(base, tmp_path, caplog, count):
 
 
 def test_a_batch_of_two_people_restores_like_each_alone(base, tmp_path):
-    restorer = AdaptedRestorer(base, AdaptConfig(steps=2, cache_dir=str(tmp_path)))
+    restorer = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, cache_dir=str(tmp_path)))
     a, b = restorer.encode_references(_photos(6)), restorer.encode_references(_photos(7))
     faces = _photos(8, 3)
     together = _restore(restorer, faces, [a, b, None])
@@ -135,11 +135,11 @@ def test_a_batch_of_two_people_restores_like_each_alone(base, tmp_path):
 def test_models_that_cannot_be_adapted(tmp_path):
     lora = InstantRestorer(InstantRestoreNet(tiny_config("vae")), device="cpu")
     with pytest.raises(ModelError, match="lite"):
-        AdaptedRestorer(lora, AdaptConfig(steps=1, cache_dir=str(tmp_path))).encode_references(_photos(1))
+        AdaptedRestorer(lora, AdaptConfig(part="unet", steps=1, cache_dir=str(tmp_path))).encode_references(_photos(1))
     with pytest.raises(ModelError, match="eager"):
         AdaptedRestorer(object())
     with pytest.raises(ValueError, match="steps"):
-        AdaptConfig(steps=0)
+        AdaptConfig(part="unet", steps=0)
 
 
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -226,7 +226,7 @@ def test_a_head_adapted_learns_the_photos_and_leaves_the_unet_alone(with_head):
 def test_a_head_adaptation_is_cached_and_blended_apart_from_the_unets(with_head, tmp_path):
     photos, faces = _photos(13, 3), _photos(14, 2)
     head = AdaptedRestorer(with_head, AdaptConfig(part="head", steps=5, pairs=4, lr=3e-3, cache_dir=str(tmp_path)))
-    unet = AdaptedRestorer(with_head, AdaptConfig(steps=1, cache_dir=str(tmp_path)))
+    unet = AdaptedRestorer(with_head, AdaptConfig(part="unet", steps=1, cache_dir=str(tmp_path)))
     assert head.key(photos) != unet.key(photos)  # the two fine-tunes never share a cache file
     cache = head.encode_references(photos)
     key = head.key(photos)
@@ -261,12 +261,13 @@ def test_a_model_without_a_head_has_no_head_to_adapt(base, tmp_path):
 
 
 def test_each_part_has_its_own_defaults_and_the_unets_cache_key_is_kept():
-    assert (AdaptConfig().steps, AdaptConfig().lr, AdaptConfig().blend) == (100, 5e-5, 0.5)
-    head = AdaptConfig(part="head")
-    assert (head.steps, head.lr, head.blend) == (300, 2e-4, 1.0)
+    unet = AdaptConfig(part="unet")
+    assert (unet.steps, unet.lr, unet.blend) == (100, 5e-5, 0.5)
+    head = AdaptConfig()
+    assert (head.part, head.steps, head.lr, head.blend) == ("head", 300, 2e-4, 1.0)
     assert AdaptConfig(part="head", steps=7, blend=0.3).steps == 7
     # a UNet fine-tune cached before heads could be adapted keeps its key
-    assert AdaptConfig().key_fields() == {"steps": 100, "batch_size": 4, "lr": 5e-5, "references_per_sample": 2,
+    assert unet.key_fields() == {"steps": 100, "batch_size": 4, "lr": 5e-5, "references_per_sample": 2,
                                           "seed": 0}
     assert head.key_fields()["part"] == "head"
 

@@ -390,13 +390,15 @@ def test_an_adapted_restorer_serves_a_track_only_once_its_photos_match_its_face(
             self.given += ["unadapted" if c is plain else "adapted" for c in caches]
             return super().restore(faces, [None] * len(caches), noise_seeds)
 
-    def run(ref: np.ndarray, frames: int, detail: ReferenceDetailConfig = ReferenceDetailConfig()):
+    def run(ref: np.ndarray, frames: int, detail: ReferenceDetailConfig = ReferenceDetailConfig(), before=None):
         restorer = Adapted()
         sets = [ReferenceSet(name="ann", crops=_u8(ref)[None], embeddings=np.ones((1, 4), np.float32) / 2, files=["a"])]
         fr = FaceRestorer(restorer, Here(), sets, config=PipelineConfig(
             lookahead=0, detect_every=1, temporal=TemporalConfig.off(), reference_detail=detail))
         with torch.inference_mode():
-            for _ in range(frames):
+            for i in range(frames):
+                if before is not None:
+                    before(i)
                 fr.process(degraded.copy())
         return restorer.given
 
@@ -404,3 +406,13 @@ def test_an_adapted_restorer_serves_a_track_only_once_its_photos_match_its_face(
     monkeypatch.setattr(run_module, "POOR_REFERENCE_MATCH", 0.5)  # as in the test above: another picture scores 0.30
     assert run(_person(seed=3), 3) == ["unadapted"] * 3
     assert run(_person(seed=3), 3, ReferenceDetailConfig.off()) == ["adapted"] * 3  # nothing measured
+
+    # decided on the first face, then once more on the track's average at POOR_MATCH_MIN_FACES faces, and kept:
+    # a bar raised after the first face (every match now poor) is seen only then
+    n = run_module.POOR_MATCH_MIN_FACES
+
+    def raise_the_bar(i):
+        if i == 1:
+            monkeypatch.setattr(run_module, "POOR_REFERENCE_MATCH", 1.01)
+
+    assert run(photo, n + 2, before=raise_the_bar) == ["adapted"] * n + ["unadapted"] * 2

@@ -200,16 +200,17 @@ def _config_of_option(flag: str, config: Callable[..., T], fields: dict[str, Any
 def add_adapt_options(p: argparse.ArgumentParser) -> None:
     """Per-identity adaptation (``streamrestore.model.adapt.AdaptConfig``): ``--adapt`` and its settings."""
     p.add_argument("--adapt", action="store_true",
-                   help="fine-tune the model on each person's reference photos first (lite; a few minutes per "
-                        "person on a CPU, once: cached in ~/.cache/streamrestore/adapted); stronger identity")
-    p.add_argument("--adapt-part", choices=("unet", "head"), default=None,
-                   help="what --adapt fine-tunes: the UNet (default; minutes per person) or only the detail "
-                        "head (well under a minute)")
+                   help="fine-tune the model on each person's reference photos first (lite; about a minute per "
+                        "person on a CPU, once: cached in ~/.cache/streamrestore/adapted); stronger identity where "
+                        "the photos match the video")
+    p.add_argument("--adapt-part", choices=("head", "unet"), default=None,
+                   help="what --adapt fine-tunes: only the detail head (default; about a minute per person on a "
+                        "CPU) or the UNet (minutes)")
     p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
-                   help="fine-tuning steps per person with --adapt (default 100 for the UNet, 300 for the head)")
+                   help="fine-tuning steps per person with --adapt (default 300 for the head, 100 for the UNet)")
     p.add_argument("--adapt-blend", type=float, default=None, metavar="F",
-                   help="how much of the fine-tune's weight change is used with --adapt, in [0, 1] (default 0.5 "
-                        "for the UNet, 1 for the head; "
+                   help="how much of the fine-tune's weight change is used with --adapt, in [0, 1] (default 1 "
+                        "for the head, 0.5 for the UNet; "
                         "another blend reuses the cached fine-tune; docs/video_eval.md)")
 
 
