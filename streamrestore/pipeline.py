@@ -508,6 +508,7 @@ class FaceRestorer:
             decided = self._adaptation[track_id] = (identity, not poor_reference_match(match), False)
         elif not decided[2] and track.match_faces >= POOR_MATCH_MIN_FACES and track.reference_match is not None:
             decided = self._adaptation[track_id] = (identity, not poor_reference_match(track.reference_match), True)
+        track.adapted = decided[1]
         return cache if decided[1] else unadapted(cache)
 
     def _restore_on_host(self, frame, pixels, matrices, sides, caches, ids, identities, prepared, t0):

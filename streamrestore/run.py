@@ -59,6 +59,7 @@ class TrackStats:
     match_sum: float = 0.0  # sum over its faces of the reference detail stage's match (0-1)
     match_faces: int = 0  # faces that went through that stage
     match_identity: str | None = None  # whose photos they were (a track's identity may change early on)
+    adapted: bool | None = None  # with an adapted model (--adapt): whether its adaptation served the track last
 
     @property
     def reference_match(self) -> float | None:
@@ -189,6 +190,8 @@ class RunStats:
             text += f" ({track.left_alone} left alone)"
         if track.reference_match is not None:
             text += f"; references match {track.reference_match:.2f}"
+        if track.adapted is not None:
+            text += "; adapted" if track.adapted else "; not adapted (its photos match poorly)"
         if verbose and track.scores:
             ranked = sorted(track.scores.items(), key=lambda item: -item[1])
             text += "; similarity " + ", ".join(f"{name} {score:.2f}" for name, score in ranked)

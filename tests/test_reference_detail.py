@@ -400,6 +400,15 @@ def test_an_adapted_restorer_serves_a_track_only_once_its_photos_match_its_face(
                 if before is not None:
                     before(i)
                 fr.process(degraded.copy())
+        (track,) = fr.stats.per_track.values()
+        summary = fr.stats.summary()  # each track's line says whether the adaptation served it
+        if detail.enabled:
+            adapted = restorer.given[-1] == "adapted"
+            assert track.adapted == adapted
+            assert ("; adapted" in summary) == adapted
+            assert ("; not adapted (its photos match poorly)" in summary) == (not adapted)
+        else:
+            assert track.adapted is None and "adapted" not in summary
         return restorer.given
 
     assert run(photo, 3) == ["adapted"] * 3  # the first face too
