@@ -305,17 +305,17 @@ def test_the_band_term_is_in_the_loss_in_proportion_to_its_weight(tmp_path):
 
 
 def test_the_band_loss_blur_is_a_normalised_gaussian_of_its_sigma():
-    from streamrestore.model.losses import gaussian_blur as _gaussian
+    from streamrestore.model.losses import gaussian_blur
 
     impulse = torch.zeros(1, 3, 41, 41)
     impulse[:, :, 20, 20] = 1.0
-    blurred = _gaussian(impulse, 2.0)[0, 0]
+    blurred = gaussian_blur(impulse, 2.0)[0, 0]
     assert float(blurred.sum()) == pytest.approx(1.0, abs=1e-5)
     x = torch.arange(41, dtype=torch.float32) - 20
     assert float((blurred.sum(0) * x**2).sum()) == pytest.approx(4.0, rel=0.02)  # its variance is sigma squared
     flat = torch.full((2, 3, 16, 16), 0.3)
-    torch.testing.assert_close(_gaussian(flat, 4.0), flat)  # edges reflected: a flat image stays flat
-    assert _gaussian(flat, 0.0) is flat
+    torch.testing.assert_close(gaussian_blur(flat, 4.0), flat)  # edges reflected: a flat image stays flat
+    assert gaussian_blur(flat, 0.0) is flat
 
 
 def test_a_band_loss_head_learns_and_is_its_own_run(tmp_path):

@@ -3,7 +3,7 @@
 They live with the model because several trainers use them: the training loop
 (:mod:`streamrestore.train`, which adds the identity and landmark losses), the detail head's
 (:mod:`streamrestore.train.detail_head`) and the per-identity adaptation
-(:mod:`streamrestore.model.adapt`). Both take float tensors ``(B, 3, R, R)`` in
+(:mod:`streamrestore.model.adapt`). They take float tensors ``(B, 3, R, R)`` in
 [0, 1] and compute in float32 even under autocast (SSIM statistics lose too much in fp16).
 """
 from __future__ import annotations
