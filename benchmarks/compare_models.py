@@ -10,7 +10,9 @@ spread against the input's and the flicker ratio, then the demo set's rows, mark
 met (✓) or missed (✗):
 
 - degraded video, per clip: PSNR ≥ input + 0.5 dB, identity ≥ input + 0.03, identity with
-  references above without, spread not above the input's, E_warp ≤ 1.15× the input's;
+  references above without, spread not above the input's, E_warp ≤ 1.15× the input's, under the
+  clean clip's flow (``ewarp``) and under the input's own flow (``ewarp_input``, the shared
+  ``flicker.py``'s definition; "–" in tables written before eval had it);
 - demo set, ``model_refs4``: PSNR ≥ input + 1.0 dB, judge ≥ input + 0.08 and ≥ ``model_norefs``
   + 0.05, the other-person control under ``model_norefs``.
 
@@ -50,7 +52,8 @@ def _missing(*rows_and_keys) -> bool:
 
 def video_lines(name: str, clips: dict[str, dict[str, dict]]) -> list[str]:
     lines = [f"### {name}: degraded video", "",
-             "| clip | PSNR gain | ID gain | ID refs > norefs | spread (input's) | E_warp ratio |", "|---|---|---|---|---|---|"]
+             "| clip | PSNR gain | ID gain | ID refs > norefs | spread (input's) | E_warp ratio | E_warp ratio, input flow |",
+             "|---|---|---|---|---|---|---|"]
     for clip, rows in clips.items():
         i, m, n = rows.get("input"), rows.get("model_refs"), rows.get("model_norefs")
         if m is None or i is None:
@@ -70,11 +73,12 @@ def video_lines(name: str, clips: dict[str, dict[str, dict]]) -> list[str]:
                          f"{_mark(m['id_gt'] > n['id_gt'])} ({m['id_gt'] - n['id_gt']:+.4f})")
         cells.append("–" if _missing((m, "id_std"), (i, "id_std")) else
                      f"{m['id_std']:.4f} ({i['id_std']:.4f}) {_mark(m['id_std'] <= i['id_std'])}")
-        if _missing((m, "ewarp"), (i, "ewarp")) or not i["ewarp"]:
-            cells.append("–")
-        else:
-            ratio = m["ewarp"] / i["ewarp"]
-            cells.append(f"{ratio:.3f} {_mark(ratio <= FLICKER)}")
+        for key in ("ewarp", "ewarp_input"):
+            if _missing((m, key), (i, key)) or not i[key]:
+                cells.append("–")
+            else:
+                ratio = m[key] / i[key]
+                cells.append(f"{ratio:.3f} {_mark(ratio <= FLICKER)}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -25,7 +25,8 @@ from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer
 from streamrestore.types import Face
 
-ROW_KEYS = ("method", "psnr", "ssim", "id_gt", "id_refs", "id_std", "ewarp", "ewarp_face", "frames", "pairs")
+ROW_KEYS = ("method", "psnr", "ssim", "id_gt", "id_refs", "id_std", "ewarp", "ewarp_face", "ewarp_input", "frames",
+            "pairs")
 BOX = np.array([30.0, 14.0, 66.0, 50.0], np.float32)
 KPS = np.array([[40, 26], [56, 26], [48, 34], [41, 42], [55, 42]], np.float32)
 
@@ -173,8 +174,22 @@ def test_static_clip_has_no_flicker(tmp_path):
     rows = run(still, still, methods=(VideoMethod("model_norefs", refs=False),))
     assert list(rows) == ["input", "model_norefs", "clean"]
     for row in rows.values():
-        assert row["ewarp"] == 0.0 and row["ewarp_face"] == 0.0 and row["pairs"] == 5
+        assert row["ewarp"] == 0.0 and row["ewarp_face"] == 0.0 and row["ewarp_input"] == 0.0 and row["pairs"] == 5
         assert row["id_std"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_input_flow_flicker_follows_a_degraded_copy_that_holds_and_jumps(tmp_path):
+    """A compressed copy that holds the picture for two frames and then jumps to where the clean
+    clip is (what an encoder does with slow motion at a small size): under the clean clip's flow
+    each hold counts as flicker, under the copy's own flow (``ewarp_input``) it does not."""
+    clean, held = tmp_path / "clean.mp4", tmp_path / "held.mp4"
+    write_frames(clean, [pattern(96, 64, i) for i in range(9)])
+    write_frames(held, [pattern(96, 64, 3 * (i // 3)) for i in range(9)])
+    rows = run(clean, held)
+    assert rows["input"]["ewarp"] > 0.0
+    assert rows["input"]["ewarp_input"] < 0.5 * rows["input"]["ewarp"]
+    assert rows["clean"]["ewarp_input"] == rows["clean"]["ewarp"]  # the clean clip is its own input
+    assert rows["model_norefs"]["ewarp_input"] == rows["input"]["ewarp_input"]  # no face: the input itself
 
 
 def test_reference_flow_counts_a_changed_frame():

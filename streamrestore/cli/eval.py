@@ -10,7 +10,7 @@ degraded copy is taken (``--degraded``), restored by the whole pipeline with and
 references and measured against the clean clip: face-region PSNR/SSIM, paddle identity to the
 ground truth and to the references, E_warp flicker; the clean clip restored as is is measured
 too. The table goes to stdout; ``--json PATH`` writes ``{"rows": [{"method", "psnr", "ssim",
-"id_gt", "id_refs", "id_std", "ewarp", "ewarp_face", "frames", "pairs"}], ...}``. What each value
+"id_gt", "id_refs", "id_std", "ewarp", "ewarp_face", "ewarp_input", "frames", "pairs"}], ...}``. What each value
 means: :mod:`streamrestore.eval.video`.
 
 Writes ``<out>/eval.md`` (averaged and per-image tables) and ``<out>/grid.png`` (degraded |

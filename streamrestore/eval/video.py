@@ -36,7 +36,15 @@ Metrics, per frame and then averaged over frames:
   hide flicker by changing the motion; pixels failing the forward-backward check are left out;
   mean squared error of RGB in [0, 1] summed over channels, averaged over pixels then pairs,
   x 1e3. Whole frame. ``ewarp_face``: the same inside the face region only (the region of the
-  latest measured frame).
+  latest measured frame). ``ewarp_input``: the same over the whole frame with the flow of the
+  stream's own *input* instead (the degraded clip for ``input`` and the rows restoring it, the
+  clean clip for ``clean`` and the rows restoring that), the definition of the shared
+  ``flicker.py`` run as ``flicker.py INPUT OUTPUT``. The two differ where the degraded clip does
+  not move as the clean one does: a strongly compressed copy holds a slowly moving face still for
+  a few frames and then jumps (the encoder copies the blocks that moved by under a pixel of its
+  small picture). Under the clean clip's flow each such hold and jump counts as flicker of the
+  input, and of any output that follows the input, in proportion to how sharp it is; under the
+  input's own flow it does not (``docs/temporal.md``, "Session 32").
 
 Face metrics are taken on every ``every``-th frame (default 1: all); E_warp on all consecutive
 pairs. The numbers are meant to agree with the shared measurement scripts
@@ -89,7 +97,7 @@ __all__ = [
 ]
 
 #: Keys of every row, after ``method``.
-VIDEO_METRICS = ("psnr", "ssim", "id_gt", "id_refs", "id_std", "ewarp", "ewarp_face")
+VIDEO_METRICS = ("psnr", "ssim", "id_gt", "id_refs", "id_std", "ewarp", "ewarp_face", "ewarp_input")
 
 #: Growth of the detector's box to the measured face region (square, about the box centre).
 REGION_SCALE = 1.3
@@ -382,6 +390,7 @@ class _Meter:
         self.id_refs: list[float] = []
         self.ewarp: list[float] = []
         self.ewarp_face: list[float] = []
+        self.ewarp_input: list[float] = []
         self.prev: np.ndarray | None = None
 
     def row(self) -> dict:
@@ -398,6 +407,7 @@ class _Meter:
             "id_std": float(np.std(self.id_refs)) if self.id_refs else float("nan"),
             "ewarp": 1e3 * mean(self.ewarp),
             "ewarp_face": 1e3 * mean(self.ewarp_face),
+            "ewarp_input": 1e3 * mean(self.ewarp_input),
             "frames": len(self.psnr),
             "pairs": sum(1 for v in self.ewarp if math.isfinite(v)),
         }
@@ -513,6 +523,8 @@ def evaluate_video(
     meters = {name: _Meter(name) for name in names}
     judge = faces.judge
     warp = ReferenceFlow()
+    input_warp = ReferenceFlow()  # the degraded clip's own flow, for ewarp_input
+    from_clean_rows = {"clean"} | {m.name for m in from_clean}
     writers: dict[str, _LosslessWriter] = {}
     count = 0
     last_region: tuple[int, int, int, int] | None = None
@@ -541,6 +553,7 @@ def evaluate_video(
             for name, frame in zip(order[1:], frames[1:]):
                 outputs[name] = _as_rgb(frame, clean_rgb.shape)
             paired = warp.next_pair(clean_rgb)
+            input_paired = input_warp.next_pair(outputs["input"])
             gt = faces(clean_rgb) if index % every == 0 else None
             if gt is not None:
                 last_region = gt.region  # ewarp_face between measured frames uses the latest one
@@ -552,6 +565,10 @@ def evaluate_video(
                     meter.ewarp.append(warp.error(meter.prev, out))
                     if last_region is not None:
                         meter.ewarp_face.append(warp.error(meter.prev, out, last_region))
+                    if name in from_clean_rows:
+                        meter.ewarp_input.append(meter.ewarp[-1])
+                    elif input_paired:
+                        meter.ewarp_input.append(input_warp.error(meter.prev, out))
                 meter.prev = out
                 if name in writers:
                     writers[name].write(out)
@@ -578,6 +595,7 @@ VIDEO_COLUMNS = (
     ("id_std", "ID std ↓", "{:.4f}"),
     ("ewarp", "E_warp ×1e3 ↓", "{:.3f}"),
     ("ewarp_face", "E_warp face ×1e3 ↓", "{:.3f}"),
+    ("ewarp_input", "E_warp input flow ×1e3 ↓", "{:.3f}"),
     ("frames", "frames", "{}"),
 )
 
