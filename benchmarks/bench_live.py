@@ -89,6 +89,9 @@ def main() -> int:
     p.add_argument("--temporal-memory", type=int, default=None,
                    help="remembered frames per face (default: TemporalConfig's; 0: no track memory)")
     add_crop_resolution_option(p)
+    p.add_argument("--adapt", action="store_true",
+                   help="the model fine-tuned to the references first (as `streamrestore live --adapt`: eager; the "
+                        "fine-tune is made or loaded from its disk cache during start-up)")
     args = p.parse_args()
 
     import torch
@@ -98,6 +101,7 @@ def main() -> int:
     from streamrestore.api import build_face_restorer
     from streamrestore.errors import ModelError
     from streamrestore.live import FileSource, LiveConfig, LiveSession, open_sink
+    from streamrestore.model.adapt import AdaptConfig
     from streamrestore.pipeline import PipelineConfig
     from streamrestore.quality import IdentityGateConfig
     from streamrestore.temporal import TemporalConfig
@@ -129,6 +133,7 @@ def main() -> int:
                                       crop_resolution=crop_resolution_from_args(args)),
                 channel_order="rgb",
                 fps=source.fps,
+                adapt=AdaptConfig() if args.adapt else None,
             )
         except ModelError as exc:
             print(f"model {args.model!r} is not available ({exc}).\n"
@@ -147,7 +152,7 @@ def main() -> int:
     device = "cuda" if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())) else "cpu"
     where = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"model {args.model} on {where}; 640x480 @ {source.fps:.0f} fps source, one face, "
-          f"detect every {args.detect_every}, temporal strength {temporal.strength:g}, memory {temporal.memory}; start-up (models + references) {startup:.1f} s")
+          f"detect every {args.detect_every}, temporal strength {temporal.strength:g}, memory {temporal.memory}{', adapted' if args.adapt else ''}; start-up (models + references) {startup:.1f} s")
     print(stats.summary())
     per = {k: 1000 * v / max(1, fr.stats.frames) for k, v in fr.stats.stage_seconds.items() if k != "references"}
     print("per frame out: " + ", ".join(f"{k} {v:.1f} ms" for k, v in per.items()))

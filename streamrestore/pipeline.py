@@ -795,7 +795,9 @@ def build_face_restorer(
             while streamrestore works; your ``torch.get_num_threads()`` is left as it was.
         adapt: fine-tune the model on each person's reference photos before restoring (see
             :mod:`streamrestore.model.adapt`; minutes per person on a CPU, once: the result is
-            cached on disk). None (default): no adaptation. Runs the eager backend.
+            cached on disk). None (default): no adaptation. The fine-tunes run eagerly; the
+            adapted copies are served by ``backend`` where it resolves to onnxruntime, else
+            eagerly (:class:`~streamrestore.model.adapt.AdaptedRestorer`).
 
     The options are checked (device, reference folders) before anything is loaded.
 
@@ -818,7 +820,8 @@ def build_face_restorer(
         if adapt is not None:
             from streamrestore.model.adapt import AdaptedRestorer
 
-            restorer = AdaptedRestorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae), adapt)
+            restorer = AdaptedRestorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae), adapt,
+                                       backend=backend)
         else:
             restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
         # the references are aligned at every crop side the faces may be cut at, and at the

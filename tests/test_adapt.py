@@ -283,3 +283,34 @@ def test_cli_adapt_part(capsys):
     with pytest.raises(SystemExit):
         main(["in.mp4", "--adapt", "--adapt-part", "vae"])
     assert "--adapt-part" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("part", ["head", "unet"])
+def test_served_by_onnxruntime_restores_as_the_eager_networks(with_head, tmp_path, monkeypatch, part):
+    """``backend="onnxruntime"``: each adapted copy (and the base, for faces of unadapted people) is
+    exported and run by ONNX Runtime, with the eager copies' outputs; the fine-tune is the same."""
+    from streamrestore.backends import BackendRestorer
+
+    monkeypatch.setenv("STREAMRESTORE_HOME", str(tmp_path / "home"))  # the exported programs land here
+    config = AdaptConfig(part=part, steps=3, cache_dir=str(tmp_path / "adapted"))
+    eager = AdaptedRestorer(with_head, config)
+    served = AdaptedRestorer(with_head, config, backend="onnxruntime")
+    photos, faces = _photos(21, 3), _photos(22, 2)
+    eager_cache, served_cache = eager.encode_references(photos), served.encode_references(photos)
+    assert served.adapt_seconds[served.key(photos)] == 0.0  # the eager one's fine-tune, loaded
+    assert isinstance(served._adapted[served.key(photos)], BackendRestorer)
+    for caches in ([eager_cache, None], [eager.unadapted(eager_cache)] * 2):
+        served_caches = [served_cache if c is eager_cache else None if c is None else served.unadapted(served_cache)
+                         for c in caches]
+        torch.testing.assert_close(_restore(served, faces, served_caches), _restore(eager, faces, caches),
+                                   rtol=1e-4, atol=2e-5)
+    adapted = _restore(served, faces, [served_cache] * 2)
+    assert (adapted - _restore(served, faces, [served.unadapted(served_cache)] * 2)).abs().mean() > 1e-5
+
+
+def test_a_compiling_backend_serves_adapted_copies_eagerly(with_head, tmp_path, monkeypatch):
+    import streamrestore.backends as backends
+
+    monkeypatch.setattr(backends, "select_backend", lambda requested, device, model_bytes=None: "tensorrt")
+    restorer = AdaptedRestorer(with_head, AdaptConfig(steps=2, cache_dir=str(tmp_path)), backend="auto")
+    assert restorer._serving == "eager"

@@ -278,6 +278,48 @@ def test_webcam_example_with_a_file_source(monkeypatch, synthetic_faces, synthet
         assert sum(1 for _ in container.decode(video=0)) == 5
 
 
+def test_adapt_fine_tunes_before_the_first_frame_and_a_second_run_loads_it(monkeypatch, synthetic_faces, live_clip,
+                                                                          tmp_path, capsys):
+    """``live --adapt``: the person's fine-tune is made while the model loads (never while frames
+    wait), kept on disk, and a second run loads it instead of training again."""
+    from model_utils import headed_restorer
+    from synthetic_faces import write_portraits
+
+    from streamrestore.model import save_restorer
+    from streamrestore.model.config import DetailHeadSettings
+
+    model = save_restorer(headed_restorer(DetailHeadSettings(channels=8, blocks=1)).net, tmp_path / "tiny.safetensors")
+    refs = write_portraits(tmp_path / "ann", "ann", count=3)  # adaptation needs three photos
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))  # the fine-tunes
+    monkeypatch.setenv("STREAMRESTORE_HOME", str(tmp_path / "home"))  # the exported ONNX programs
+    adapted_dir = tmp_path / "cache" / "adapted"
+
+    def run(out):
+        code = main(["live", "--source", str(live_clip), "--as-fast-as-possible", "--no-window", "--max-frames", "6",
+                     "--output", str(out), "--refs", str(refs), "--model", str(model), "--adapt", "--adapt-steps", "2"])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        with av.open(str(out)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 6
+        # the fine-tune (or its loading) is said before the stream starts; the track's line says
+        # whether the adaptation served it (the drawn faces' photos decide which)
+        assert err.index("adapt") < err.index("live: ")
+        assert "; adapted" in err or "; not adapted (its photos match poorly)" in err
+        return err
+
+    first = run(tmp_path / "first.mp4")
+    assert "adapting the model's head to 3 reference photo(s)" in first
+    (kept,) = adapted_dir.glob("*.safetensors")
+    second = run(tmp_path / "second.mp4")
+    assert "adapted weights loaded from" in second and "adapting" not in second
+    assert list(adapted_dir.glob("*.safetensors")) == [kept]
+
+
+def test_adapt_settings_are_checked_before_the_source_opens(capsys):
+    assert main(["live", "--source", "rtsp://nowhere.invalid/x", "--no-window", "--adapt", "--adapt-steps", "0"]) == 2
+    assert "--adapt-steps" in capsys.readouterr().err
+
+
 class _CountingRestorer:
     """The identity restorer, counting calls and noting when restore first ran."""
 

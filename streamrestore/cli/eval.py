@@ -130,13 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _restorer(args: argparse.Namespace, load_restorer):
-    """The restorer to evaluate; with ``--adapt`` wrapped to adapt per person (eager)."""
+    """The restorer to evaluate; with ``--adapt`` wrapped to adapt per person (fine-tuned eagerly,
+    served by the backend as in the main command)."""
     adapt = adapt_from_args(args)
+    backend = getattr(args, "backend", "auto")
     if adapt is None:
-        return load_restorer(args.model, device=args.device, backend=getattr(args, "backend", "auto"))
+        return load_restorer(args.model, device=args.device, backend=backend)
     from streamrestore.model.adapt import AdaptedRestorer
 
-    return AdaptedRestorer(load_restorer(args.model, device=args.device, backend=None), adapt)
+    return AdaptedRestorer(load_restorer(args.model, device=args.device, backend=None), adapt, backend=backend)
 
 
 def main(argv: list[str]) -> int:

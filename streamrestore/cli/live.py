@@ -4,6 +4,12 @@ stream with low latency; watch it in a window and/or send it to a file or URL.
     streamrestore live --refs me/                                  # camera 0, preview window
     streamrestore live --refs me/ --source talk.mp4 --output out.mp4
     streamrestore live --refs me/ --source rtsp://cam.local/stream --no-window --output udp://127.0.0.1:5000
+    streamrestore live --refs me/ --adapt                          # the model fine-tuned to me first
+
+With ``--adapt`` each person's fine-tune (about a minute per person on a CPU) is made before the
+first frame, or loaded from the disk cache that any earlier ``--adapt`` run of the same photos,
+model and settings left (``streamrestore FILE --refs me/ --adapt`` makes it too): the stream
+itself never waits for it.
 
 Window keys: q quit, r toggle restoration, s save a snapshot PNG, space pause. SIGINT (Ctrl-C),
 SIGTERM and SIGHUP stop the run cleanly: outputs are finished (files play) and the exit code is 0.
@@ -17,6 +23,8 @@ import sys
 from pathlib import Path
 
 from streamrestore.cli.options import (
+    adapt_from_args,
+    add_adapt_options,
     add_crop_resolution_option,
     add_identity_gate_option,
     add_model_options,
@@ -65,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_detail_option(p)
     add_identity_gate_option(p)
     add_crop_resolution_option(p)
+    add_adapt_options(p)
     return p
 
 
@@ -82,6 +91,7 @@ def main(argv: list[str]) -> int:
     if args.no_window and not args.output and args.max_frames is None:
         log.warning("--no-window without --output: frames are restored but go nowhere (use for timing only)")
     config = pipeline_config(args, lookahead=0)  # live: no frame may wait
+    adapt = adapt_from_args(args)
     if not Path(args.snapshots).is_dir():
         raise UserError(f"--snapshots folder {args.snapshots} does not exist; create it first")
 
@@ -105,18 +115,24 @@ def main(argv: list[str]) -> int:
     from streamrestore.live.sinks import open_sink
     from streamrestore.live.sources import ReconnectPolicy, open_source
     from streamrestore.pipeline import FaceRestorer
-    from streamrestore.stop_signals import stop_signals_held
+    from streamrestore.stop_signals import preload_native_libraries, stop_signals_held
 
     set_torch_threads(args.torch_threads)  # the same default as every command: half the cores
     policy = ReconnectPolicy(retries=args.retries, timeout=args.timeout)
     source = open_source(args.source, realtime=args.realtime, loop=args.loop, policy=policy)
     sinks = []
     try:
-        with stop_signals_held():  # a stop signal mid-import of a native library could crash it
-            face_restorer = FaceRestorer.from_options(
-                args.refs, config=config, channel_order="rgb", fps=min(source.fps, 60.0),
-                torch_threads=args.torch_threads, **restorer_options(args),
-            )
+        options = dict(config=config, channel_order="rgb", fps=min(source.fps, 60.0),
+                       torch_threads=args.torch_threads, **restorer_options(args))
+        if adapt is None:
+            with stop_signals_held():  # a stop signal mid-import of a native library could crash it
+                face_restorer = FaceRestorer.from_options(args.refs, **options)
+        else:
+            # adapting (a minute per person, before the first frame is read) must stay
+            # interruptible: only the imports hold the stop signals back, as in the main command
+            with stop_signals_held():
+                preload_native_libraries()
+            face_restorer = FaceRestorer.from_options(args.refs, adapt=adapt, **options)
         for spec in args.output:
             sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force))
         config = LiveConfig(window=not args.no_window, max_frames=args.max_frames,
