@@ -146,6 +146,7 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path / "adapted"
     monkeypatch.delenv("STREAMRESTORE_CACHE")
+    monkeypatch.delenv("STREAMRESTORE_HOME", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "streamrestore" / "adapted"
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from streamrestore.cache_dir import cache_root
+
 log = logging.getLogger(__name__)
 
 #: the exported per-frame core's own version, part of every engine's key: bumped when the graph
@@ -28,8 +30,7 @@ def engine_dir(override: str | Path | None = None) -> Path:
     """Folder of cached engines, TensorRT and ONNX (see :class:`BackendConfig`)."""
     if override is not None:
         return Path(override)
-    home = os.environ.get("STREAMRESTORE_HOME")
-    return (Path(home) if home else Path.home() / ".cache" / "streamrestore") / "engines"
+    return cache_root() / "engines"
 
 
 def engine_path(restorer, key, folder: str | Path | None = None, backend: str = "tensorrt") -> Path:

@@ -60,7 +60,7 @@ class BackendConfig:
             static graphs with dynamo but generates no code: tests use it to check shapes,
             padding and recompiles in seconds).
         engine_dir: where built TensorRT engines and ONNX programs are kept (default
-            ``$STREAMRESTORE_HOME/engines`` or ``~/.cache/streamrestore/engines``).
+            ``engines/`` under :func:`streamrestore.cache_dir.cache_root`).
         engine_cache_mb: the most that folder may hold (default 2048 MiB; None: no limit). One
             program per model and shape (lite: ~26 MB each, a new one for every new face count
             bucket or reference count), so a machine that restores many kinds of video would

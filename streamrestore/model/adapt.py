@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from streamrestore.cache_dir import cache_root
 from streamrestore.errors import ModelError
 from streamrestore.model.cache import ReferenceCache, reference_key
 
@@ -130,13 +130,9 @@ class AdaptConfig:
 
 
 def default_cache_dir() -> Path:
-    """``$STREAMRESTORE_CACHE/adapted``, else ``$XDG_CACHE_HOME/streamrestore/adapted``, else
-    ``~/.cache/streamrestore/adapted``."""
-    root = os.environ.get("STREAMRESTORE_CACHE")
-    if root:
-        return Path(root) / "adapted"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "streamrestore" / "adapted"
+    """``adapted/`` under :func:`streamrestore.cache_dir.cache_root` (``$STREAMRESTORE_CACHE``,
+    else ``~/.cache/streamrestore``; the whole order there)."""
+    return cache_root() / "adapted"
 
 
 #: lite's training mix (streamrestore/data/degrade.py presets) without its clean share: a clean

@@ -54,9 +54,9 @@ RANDOM_PAPER = "random-paper"
 
 def prompt_cache_path() -> Path:
     """Where a computed prompt embedding is kept between runs."""
-    home = os.environ.get("STREAMRESTORE_HOME")
-    base = Path(home) if home else Path.home() / ".cache" / "streamrestore"
-    return base / "instantrestore_prompt_embeds.safetensors"
+    from streamrestore.cache_dir import cache_root  # noqa: PLC0415
+
+    return cache_root() / "instantrestore_prompt_embeds.safetensors"
 
 
 @dataclass
