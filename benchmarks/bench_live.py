@@ -90,8 +90,8 @@ def main() -> int:
                    help="remembered frames per face (default: TemporalConfig's; 0: no track memory)")
     add_crop_resolution_option(p)
     p.add_argument("--adapt", action="store_true",
-                   help="the model fine-tuned to the references first (as `streamrestore live --adapt`: eager; the "
-                        "fine-tune is made or loaded from its disk cache during start-up)")
+                   help="the model fine-tuned to the references first (as `streamrestore live --adapt`; the fine-tune is "
+                        "made or loaded from its disk cache during start-up, the adapted copy runs on ONNX Runtime)")
     args = p.parse_args()
 
     import torch

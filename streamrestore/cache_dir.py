@@ -10,7 +10,9 @@ Three kinds of file live there, each in its own place under one root:
 
 The root is ``$STREAMRESTORE_CACHE``, else ``$STREAMRESTORE_HOME`` (the name the engines and the
 prompt were first kept under, still read), else ``$XDG_CACHE_HOME/streamrestore``, else
-``~/.cache/streamrestore``. Everything there can be deleted: it is made again when needed.
+``~/.cache/streamrestore`` (``~`` in a variable is expanded). Everything there can be deleted
+and is made again when needed, at a cost: seconds for an ONNX program, minutes for a TensorRT
+engine or a fine-tune; the prompt needs SD-Turbo's text encoder again.
 """
 from __future__ import annotations
 
@@ -26,6 +28,6 @@ def cache_root() -> Path:
     for name in ("STREAMRESTORE_CACHE", "STREAMRESTORE_HOME"):
         value = os.environ.get(name)
         if value:
-            return Path(value)
+            return Path(value).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "streamrestore"
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "streamrestore"

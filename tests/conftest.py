@@ -9,6 +9,17 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_root(tmp_path_factory):
+    """What streamrestore keeps between runs (ONNX programs, fine-tunes: streamrestore.cache_dir)
+    goes to a folder of this test run, never to the user's ~/.cache or a $STREAMRESTORE_CACHE they
+    set: a program left there by other code could be loaded, and tests would fill it. A test may
+    point it elsewhere with monkeypatch."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STREAMRESTORE_CACHE", str(tmp_path_factory.mktemp("cache_root")))
+        yield
+
+
 def shared_root() -> Path:
     """The shared media folder: $STREAMRESTORE_SHARED, else ../shared next to the repo."""
     env = os.environ.get("STREAMRESTORE_SHARED")

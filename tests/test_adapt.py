@@ -136,7 +136,7 @@ def test_models_that_cannot_be_adapted(tmp_path):
     lora = InstantRestorer(InstantRestoreNet(tiny_config("vae")), device="cpu")
     with pytest.raises(ModelError, match="lite"):
         AdaptedRestorer(lora, AdaptConfig(part="unet", steps=1, cache_dir=str(tmp_path))).encode_references(_photos(1))
-    with pytest.raises(ModelError, match="eager"):
+    with pytest.raises(ModelError, match="no network to fine-tune"):
         AdaptedRestorer(object())
     with pytest.raises(ValueError, match="steps"):
         AdaptConfig(part="unet", steps=0)
@@ -292,7 +292,7 @@ def test_served_by_onnxruntime_restores_as_the_eager_networks(with_head, tmp_pat
     exported and run by ONNX Runtime, with the eager copies' outputs; the fine-tune is the same."""
     from streamrestore.backends import BackendRestorer
 
-    monkeypatch.setenv("STREAMRESTORE_HOME", str(tmp_path / "home"))  # the exported programs land here
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))  # the exported programs land here
     config = AdaptConfig(part=part, steps=3, cache_dir=str(tmp_path / "adapted"))
     eager = AdaptedRestorer(with_head, config)
     served = AdaptedRestorer(with_head, config, backend="onnxruntime")
@@ -314,4 +314,29 @@ def test_a_compiling_backend_serves_adapted_copies_eagerly(with_head, tmp_path, 
 
     monkeypatch.setattr(backends, "select_backend", lambda requested, device, model_bytes=None: "tensorrt")
     restorer = AdaptedRestorer(with_head, AdaptConfig(steps=2, cache_dir=str(tmp_path)), backend="auto")
-    assert restorer._serving == "eager"
+    photos = _photos(23, 3)
+    restorer.encode_references(photos)
+    # the eager networks themselves, for the base and the adapted copy alike
+    assert restorer._served_base is with_head
+    assert isinstance(restorer._adapted[restorer.key(photos)], InstantRestorer)
+
+
+def test_auto_falls_back_to_eager_when_the_export_fails(with_head, tmp_path, monkeypatch):
+    """As for the plain model: with ``auto`` a network ONNX cannot take still restores, eagerly."""
+    from streamrestore.backends import BackendRestorer
+
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))
+
+    def fail(self, *args, **kwargs):
+        raise ModelError("cannot export this network")
+
+    monkeypatch.setattr(BackendRestorer, "_restore_padded", fail)
+    config = AdaptConfig(steps=2, cache_dir=str(tmp_path / "adapted"))
+    served = AdaptedRestorer(with_head, config, backend="auto")
+    photos, faces = _photos(24, 3), _photos(25, 2)
+    cache = served.encode_references(photos)
+    eager = AdaptedRestorer(with_head, config)
+    torch.testing.assert_close(_restore(served, faces, [cache] * 2),
+                               _restore(eager, faces, [eager.encode_references(photos)] * 2))
+    with pytest.raises(ModelError):  # named explicitly, it is not replaced behind the user's back
+        _restore(AdaptedRestorer(with_head, config, backend="onnxruntime"), faces, [None, None])

@@ -99,7 +99,7 @@ def test_bench_compares_two_backends_in_one_run(tmp_path, media, monkeypatch):
     torch.manual_seed(0)
     tiny = InstantRestorer(InstantRestoreNet(tiny_config()), device="cpu", dtype=torch.float32, name="tiny")
     monkeypatch.setattr(bench, "_load", lambda *args: tiny)
-    monkeypatch.setenv("STREAMRESTORE_HOME", str(tmp_path / "home"))  # the ONNX program's cache
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))  # the ONNX program's cache
     out = tmp_path / "bench.json"
     code = main(["bench", str(media.clip), "--refs", str(media.refs), *media.face_args(), "--frames", "3",
                  "--warmup-frames", "1", "--no-flicker", "--backend", "eager", "--backend", "onnxruntime",
@@ -108,7 +108,7 @@ def test_bench_compares_two_backends_in_one_run(tmp_path, media, monkeypatch):
     rows = json.loads(out.read_text())["rows"]
     restore = {r["backend"]: r["ms_per_frame"] for r in rows if r["stage"] == "restore"}
     assert set(restore) == {"eager", "onnxruntime"} and min(restore.values()) > 0
-    assert list((tmp_path / "home" / "engines").glob("tiny-*.onnx"))
+    assert list((tmp_path / "cache" / "engines").glob("tiny-*.onnx"))
 
 
 def test_bench_rejects_unknown_backend_and_missing_clip(tmp_path, capsys):

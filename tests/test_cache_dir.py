@@ -41,3 +41,9 @@ def test_the_first_variable_set_decides_for_every_cache(clean_environment, tmp_p
 def test_an_engine_folder_given_explicitly_wins(clean_environment, tmp_path):
     clean_environment.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))
     assert engine_dir(tmp_path / "mine") == tmp_path / "mine"
+
+
+def test_a_home_folder_in_a_variable_is_expanded(clean_environment, tmp_path):
+    clean_environment.setenv("HOME", str(tmp_path))
+    clean_environment.setenv("STREAMRESTORE_CACHE", "~/streamrestore-cache")
+    _kept(tmp_path / "streamrestore-cache")

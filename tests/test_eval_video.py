@@ -192,6 +192,46 @@ def test_input_flow_flicker_follows_a_degraded_copy_that_holds_and_jumps(tmp_pat
     assert rows["model_norefs"]["ewarp_input"] == rows["input"]["ewarp_input"]  # no face: the input itself
 
 
+class _FlickeringRestorer(IdentityRestorer):
+    """Brightens each face by a different amount per call: an output that is not its input."""
+
+    def __init__(self):
+        super().__init__(resolution=64)
+        self.calls = 0
+
+    def restore(self, faces, caches, noise_seeds=None):
+        self.calls += 1
+        return (faces * 0.8 + 0.1 + 0.03 * (self.calls % 3)).clamp(0, 1)
+
+
+def test_input_flow_flicker_of_a_restored_row_is_its_frames_under_the_inputs_flow(tmp_path):
+    """``ewarp_input`` of a row that changes the faces: its own saved frames measured with the flow
+    of the saved input frames (as ``flicker.py INPUT OUTPUT`` does), not the input's value."""
+    from streamrestore.eval.flicker_metric import e_warp_files
+    from streamrestore.temporal import TemporalConfig
+
+    clean, held, saved = tmp_path / "clean.mp4", tmp_path / "held.mp4", tmp_path / "saved"
+    write_frames(clean, [pattern(96, 64, i) for i in range(9)])
+    write_frames(held, [pattern(96, 64, 3 * (i // 3)) for i in range(9)])
+    faces = ground_truth()
+
+    def make(method, fps):
+        from streamrestore.pipeline import PipelineConfig
+        from streamrestore.quality import QualityGateConfig
+
+        # the gate off: the sharp test pattern would count as a clean face and keep its input
+        return FaceRestorer(_FlickeringRestorer(), FixedFaceDetector(True), fps=fps,
+                            config=PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False)))
+
+    rows = {r["method"]: r for r in evaluate_video(clean, held, make_face_restorer=make, faces=faces,
+                                                    methods=(VideoMethod("model_norefs", refs=False),),
+                                                    save_dir=saved)}
+    own, measured, pairs = e_warp_files(saved / "input.mkv", saved / "model_norefs.mkv")
+    assert pairs == 8 and rows["model_norefs"]["ewarp_input"] == pytest.approx(measured, rel=1e-6)
+    assert rows["input"]["ewarp_input"] == pytest.approx(own, rel=1e-6)
+    assert measured > 1.2 * own  # the brightness steps in the face region show under the input's flow
+
+
 def test_reference_flow_counts_a_changed_frame():
     from streamrestore.eval.flicker_metric import ReferenceFlow
 

@@ -280,8 +280,8 @@ def test_webcam_example_with_a_file_source(monkeypatch, synthetic_faces, synthet
 
 def test_adapt_fine_tunes_before_the_first_frame_and_a_second_run_loads_it(monkeypatch, synthetic_faces, live_clip,
                                                                           tmp_path, capsys):
-    """``live --adapt``: the person's fine-tune is made while the model loads (never while frames
-    wait), kept on disk, and a second run loads it instead of training again."""
+    """``live --adapt``: the person's fine-tune is made before the source is opened (no stream waits
+    unread for it), kept on disk, and a second run loads it instead of training again."""
     from model_utils import headed_restorer
     from synthetic_faces import write_portraits
 
@@ -290,8 +290,7 @@ def test_adapt_fine_tunes_before_the_first_frame_and_a_second_run_loads_it(monke
 
     model = save_restorer(headed_restorer(DetailHeadSettings(channels=8, blocks=1)).net, tmp_path / "tiny.safetensors")
     refs = write_portraits(tmp_path / "ann", "ann", count=3)  # adaptation needs three photos
-    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))  # the fine-tunes
-    monkeypatch.setenv("STREAMRESTORE_HOME", str(tmp_path / "home"))  # the exported ONNX programs
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))  # the fine-tunes and ONNX programs
     adapted_dir = tmp_path / "cache" / "adapted"
 
     def run(out):
@@ -303,7 +302,8 @@ def test_adapt_fine_tunes_before_the_first_frame_and_a_second_run_loads_it(monke
             assert sum(1 for _ in container.decode(video=0)) == 6
         # the fine-tune (or its loading) is said before the stream starts; the track's line says
         # whether the adaptation served it (the drawn faces' photos decide which)
-        assert err.index("adapt") < err.index("live: ")
+        said = [err.find(line) for line in ("adapting the model's head", "adapted weights loaded from")]
+        assert 0 <= max(said) < err.index("live: ")
         assert "; adapted" in err or "; not adapted (its photos match poorly)" in err
         return err
 
@@ -318,6 +318,32 @@ def test_adapt_fine_tunes_before_the_first_frame_and_a_second_run_loads_it(monke
 def test_adapt_settings_are_checked_before_the_source_opens(capsys):
     assert main(["live", "--source", "rtsp://nowhere.invalid/x", "--no-window", "--adapt", "--adapt-steps", "0"]) == 2
     assert "--adapt-steps" in capsys.readouterr().err
+
+
+def test_warm_up_runs_each_persons_network_and_the_unadapted_one():
+    """With ``--adapt`` every person has a network (an ONNX program) of their own, and a track whose
+    photos match poorly is restored by the base with references: warm-up runs each once, so no first
+    frame pays for an export."""
+    from types import SimpleNamespace
+
+    from streamrestore.live.session import warm_up
+
+    ann, bob, plain = object(), object(), object()
+    seen = []
+
+    class Adapted:
+        resolution = 8
+
+        def unadapted(self, cache):
+            return plain  # the head's adaptation: one base encoding object serves for both people here
+
+        def restore(self, faces, caches, noise_seeds=None):
+            seen.append(caches[0])
+            return faces
+
+    detector = SimpleNamespace(detect=lambda image: [])
+    warm_up(SimpleNamespace(detector=detector, restorer=Adapted(), caches={"ann": ann, "bob": bob}), 64, 48)
+    assert seen == [ann, bob, plain]
 
 
 class _CountingRestorer:

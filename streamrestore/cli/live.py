@@ -7,9 +7,9 @@ stream with low latency; watch it in a window and/or send it to a file or URL.
     streamrestore live --refs me/ --adapt                          # the model fine-tuned to me first
 
 With ``--adapt`` each person's fine-tune (about a minute per person on a CPU) is made before the
-first frame, or loaded from the disk cache that any earlier ``--adapt`` run of the same photos,
-model and settings left (``streamrestore FILE --refs me/ --adapt`` makes it too): the stream
-itself never waits for it.
+source is opened, or loaded from the disk cache that any earlier ``--adapt`` run of the same
+photos, model and settings left (``streamrestore FILE --refs me/ --adapt`` makes it too): no
+stream is left unread while it runs (a source that cannot be opened is therefore reported after it).
 
 Window keys: q quit, r toggle restoration, s save a snapshot PNG, space pause. SIGINT (Ctrl-C),
 SIGTERM and SIGHUP stop the run cleanly: outputs are finished (files play) and the exit code is 0.
@@ -118,21 +118,26 @@ def main(argv: list[str]) -> int:
     from streamrestore.stop_signals import preload_native_libraries, stop_signals_held
 
     set_torch_threads(args.torch_threads)  # the same default as every command: half the cores
+    options = dict(config=config, channel_order="rgb", torch_threads=args.torch_threads, **restorer_options(args))
+    adapted = None
+    if adapt is not None:
+        # The fine-tunes (a minute per person) come before the source is opened: a network stream
+        # left unread that long is dropped by its server or fills its buffer with stale frames, and
+        # a camera would stay busy. Adapting must stay interruptible: only the imports hold the
+        # stop signals back, as in the main command. The stream's own rate is set once it is open.
+        with stop_signals_held():
+            preload_native_libraries()
+        adapted = FaceRestorer.from_options(args.refs, adapt=adapt, **options)
     policy = ReconnectPolicy(retries=args.retries, timeout=args.timeout)
     source = open_source(args.source, realtime=args.realtime, loop=args.loop, policy=policy)
     sinks = []
     try:
-        options = dict(config=config, channel_order="rgb", fps=min(source.fps, 60.0),
-                       torch_threads=args.torch_threads, **restorer_options(args))
-        if adapt is None:
-            with stop_signals_held():  # a stop signal mid-import of a native library could crash it
-                face_restorer = FaceRestorer.from_options(args.refs, **options)
+        fps = min(source.fps, 60.0)
+        if adapted is not None:
+            face_restorer = adapted.fresh(fps=fps)
         else:
-            # adapting (a minute per person, before the first frame is read) must stay
-            # interruptible: only the imports hold the stop signals back, as in the main command
-            with stop_signals_held():
-                preload_native_libraries()
-            face_restorer = FaceRestorer.from_options(args.refs, adapt=adapt, **options)
+            with stop_signals_held():  # a stop signal mid-import of a native library could crash it
+                face_restorer = FaceRestorer.from_options(args.refs, fps=fps, **options)
         for spec in args.output:
             sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force))
         config = LiveConfig(window=not args.no_window, max_frames=args.max_frames,

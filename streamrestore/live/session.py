@@ -91,10 +91,16 @@ def warm_up(face_restorer, width: int, height: int) -> None:
     paying it here keeps it off the first live frame. The tracker and statistics are untouched.
     """
     face_restorer.detector.detect(np.zeros((height, width, 3), np.uint8))
-    r = face_restorer.restorer.resolution  # the model's own side (larger crops are shrunk to it)
-    cache = next(iter(face_restorer.caches.values()), None)
+    restorer = face_restorer.restorer
+    r = restorer.resolution  # the model's own side (larger crops are shrunk to it)
+    caches = list(face_restorer.caches.values()) or [None]
+    unadapted = getattr(restorer, "unadapted", None)  # --adapt: each person's own network, and the base's
+    if unadapted is not None:
+        caches += [unadapted(c) for c in caches if c is not None]
+    # every identity once: an adapted person's network, or another reference count, is a program of its own
     with torch.inference_mode():
-        face_restorer.restorer.restore(torch.full((1, 3, r, r), 0.5), [cache])
+        for cache in {id(c): c for c in caches}.values():
+            restorer.restore(torch.full((1, 3, r, r), 0.5), [cache])
 
 
 class _Meter:

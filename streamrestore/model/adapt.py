@@ -269,15 +269,17 @@ class AdaptedRestorer:
         backend: what restores with the base and with each adapted copy (see
             :func:`streamrestore.backends.build_backend`); None (default): the eager networks
             themselves. Only ``onnxruntime`` of the compiled backends is used (an adapted copy
-            exports in seconds, once per person and face count; on 2 CPU cores it restores a face in
-            57 ms against eager's 81, docs/video_eval.md "Session 32"); one that resolves to
-            ``compile`` or ``tensorrt`` serves eagerly instead, as an engine build per person would
-            cost minutes.
+            exports in seconds, once per person, face count and reference count; on 2 CPU cores,
+            one torch thread, it restores a face in 54 ms against eager's 81, docs/video_eval.md
+            "Session 32"), and with ``auto`` a network it cannot export runs eagerly, as the plain
+            model does; a backend that resolves to anything else serves the eager networks
+            themselves, as an engine build per person would cost minutes.
     """
 
     def __init__(self, base, config: AdaptConfig = AdaptConfig(), backend: str | None = None):
         if not hasattr(base, "net") or not hasattr(base, "fingerprint"):
-            raise ModelError("per-identity adaptation needs the eager restorer (backend 'eager')")
+            raise ModelError(f"model {getattr(base, 'name', '?')} has no network to fine-tune: only a model "
+                             "loaded from its weights (lite, a model file) can be adapted")
         if config.part == "head" and base.net.detail_head is None:
             raise ModelError(f"model {getattr(base, 'name', '?')} has no detail head to adapt; "
                              "adapt its UNet instead (part 'unet')")
@@ -296,26 +298,31 @@ class AdaptedRestorer:
         self._serving = self._serving_backend(backend)
         self._served_base = self._serve(base)
 
-    def _serving_backend(self, backend: str | None) -> str | None:
-        """The backend the networks are served by (None: eager, unwrapped); see the class docstring."""
+    def _serving_backend(self, backend: str | None) -> tuple[str, str | None] | None:
+        """``(backend, fallback)`` the networks are served by, None: the eager networks themselves
+        (the class docstring)."""
         if backend is None:
             return None
         from streamrestore.backends import select_backend  # noqa: PLC0415
 
         model_bytes = sum(p.numel() * p.element_size() for p in self.base.net.parameters())
         chosen = select_backend(backend, self.base.device, model_bytes)
-        if chosen not in ("onnxruntime", "eager"):
-            log.info("adapted models run eagerly: building a %s engine per person would take minutes", chosen)
-            return "eager"
-        return chosen
+        if chosen != "onnxruntime":
+            if chosen != "eager":
+                log.info("adapted models run eagerly: building a %s engine per person would take minutes", chosen)
+            # not wrapped: an eager backend on CUDA would switch the base's weights to channels-last
+            # in place, and the fine-tunes are made from copies of them on the CPU
+            return None
+        return chosen, "eager" if backend == "auto" else None
 
     def _serve(self, restorer):
         """``restorer`` run by the serving backend."""
         if self._serving is None:
             return restorer
-        from streamrestore.backends import build_backend  # noqa: PLC0415
+        from streamrestore.backends import BackendConfig, BackendRestorer  # noqa: PLC0415
 
-        return build_backend(restorer, self._serving)
+        backend, fallback = self._serving
+        return BackendRestorer(restorer, backend, BackendConfig(backend=backend), fallback=fallback)
 
     def key(self, faces: torch.Tensor) -> str:
         """The adapted weights' key: the photos, the base model (detail head included: the UNet
