@@ -797,7 +797,7 @@ def build_face_restorer(
             :mod:`streamrestore.model.adapt`; minutes per person on a CPU, once: the result is
             cached on disk). None (default): no adaptation. The fine-tunes run eagerly; the
             adapted copies are served by ``backend`` where it resolves to onnxruntime, else
-            eagerly (:class:`~streamrestore.model.adapt.AdaptedRestorer`).
+            eagerly (:func:`streamrestore.backends.per_person_backend`).
 
     The options are checked (device, reference folders) before anything is loaded.
 
@@ -818,10 +818,8 @@ def build_face_restorer(
     restorer: Restorer
     with _torch_threads(threads):
         if adapt is not None:
-            from streamrestore.model.adapt import AdaptedRestorer
-
-            restorer = AdaptedRestorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae), adapt,
-                                       backend=backend)
+            restorer = _adapted_restorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae),
+                                         adapt, backend)
         else:
             restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
         # the references are aligned at every crop side the faces may be cut at, and at the
@@ -843,6 +841,15 @@ def build_face_restorer(
         restorer, face_detector, sets, embedder=embedder, config=config, channel_order=channel_order, fps=fps,
         torch_threads=threads,
     )
+
+
+def _adapted_restorer(base: Restorer, adapt: "AdaptConfig", backend: str | None):
+    """``base`` (eager) adapted per person by ``adapt``, its copies served by ``backend`` where that
+    is ONNX Runtime (None: eagerly)."""
+    from streamrestore.backends import per_person_backend
+    from streamrestore.model.adapt import AdaptedRestorer
+
+    return AdaptedRestorer(base, adapt, serve=per_person_backend(base, backend) if backend else None)
 
 
 def load_restorer(model: str | Path | Restorer = "lite", *, device: str = "auto", backend: str | None = "auto",

@@ -288,14 +288,14 @@ def test_cli_adapt_part(capsys):
 
 @pytest.mark.parametrize("part", ["head", "unet"])
 def test_served_by_onnxruntime_restores_as_the_eager_networks(with_head, tmp_path, monkeypatch, part):
-    """``backend="onnxruntime"``: each adapted copy (and the base, for faces of unadapted people) is
-    exported and run by ONNX Runtime, with the eager copies' outputs; the fine-tune is the same."""
-    from streamrestore.backends import BackendRestorer
+    """Served by ONNX Runtime: each adapted copy (and the base, for faces of unadapted people) is
+    exported and run by it, with the eager copies' outputs; the fine-tune is the same."""
+    from streamrestore.backends import BackendRestorer, per_person_backend
 
     monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))  # the exported programs land here
     config = AdaptConfig(part=part, steps=3, cache_dir=str(tmp_path / "adapted"))
     eager = AdaptedRestorer(with_head, config)
-    served = AdaptedRestorer(with_head, config, backend="onnxruntime")
+    served = AdaptedRestorer(with_head, config, serve=per_person_backend(with_head, "onnxruntime"))
     photos, faces = _photos(21, 3), _photos(22, 2)
     eager_cache, served_cache = eager.encode_references(photos), served.encode_references(photos)
     assert served.adapt_seconds[served.key(photos)] == 0.0  # the eager one's fine-tune, loaded
@@ -310,10 +310,12 @@ def test_served_by_onnxruntime_restores_as_the_eager_networks(with_head, tmp_pat
 
 
 def test_a_compiling_backend_serves_adapted_copies_eagerly(with_head, tmp_path, monkeypatch):
-    import streamrestore.backends as backends
+    import streamrestore.backends.core as core
 
-    monkeypatch.setattr(backends, "select_backend", lambda requested, device, model_bytes=None: "tensorrt")
-    restorer = AdaptedRestorer(with_head, AdaptConfig(steps=2, cache_dir=str(tmp_path)), backend="auto")
+    monkeypatch.setattr(core, "select_backend", lambda requested, device, model_bytes=None: "tensorrt")
+    serve = core.per_person_backend(with_head, "auto")
+    assert serve is None
+    restorer = AdaptedRestorer(with_head, AdaptConfig(steps=2, cache_dir=str(tmp_path)), serve=serve)
     photos = _photos(23, 3)
     restorer.encode_references(photos)
     # the eager networks themselves, for the base and the adapted copy alike
@@ -323,7 +325,7 @@ def test_a_compiling_backend_serves_adapted_copies_eagerly(with_head, tmp_path, 
 
 def test_auto_falls_back_to_eager_when_the_export_fails(with_head, tmp_path, monkeypatch):
     """As for the plain model: with ``auto`` a network ONNX cannot take still restores, eagerly."""
-    from streamrestore.backends import BackendRestorer
+    from streamrestore.backends import BackendRestorer, per_person_backend
 
     monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))
 
@@ -332,11 +334,12 @@ def test_auto_falls_back_to_eager_when_the_export_fails(with_head, tmp_path, mon
 
     monkeypatch.setattr(BackendRestorer, "_restore_padded", fail)
     config = AdaptConfig(steps=2, cache_dir=str(tmp_path / "adapted"))
-    served = AdaptedRestorer(with_head, config, backend="auto")
+    served = AdaptedRestorer(with_head, config, serve=per_person_backend(with_head, "auto"))
     photos, faces = _photos(24, 3), _photos(25, 2)
     cache = served.encode_references(photos)
     eager = AdaptedRestorer(with_head, config)
     torch.testing.assert_close(_restore(served, faces, [cache] * 2),
                                _restore(eager, faces, [eager.encode_references(photos)] * 2))
     with pytest.raises(ModelError):  # named explicitly, it is not replaced behind the user's back
-        _restore(AdaptedRestorer(with_head, config, backend="onnxruntime"), faces, [None, None])
+        _restore(AdaptedRestorer(with_head, config, serve=per_person_backend(with_head, "onnxruntime")), faces,
+                 [None, None])

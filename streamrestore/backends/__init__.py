@@ -34,7 +34,14 @@ per-frame core every compiled backend and export runs, and :class:`BackendRestor
 :mod:`~streamrestore.backends.tensorrt` (building TensorRT engines),
 :mod:`~streamrestore.backends.onnx_runtime` (exporting and running ONNX programs on the CPU).
 """
-from streamrestore.backends.core import BackendRestorer, FrameCore, bucket_for, build_backend, merge_lora
+from streamrestore.backends.core import (
+    BackendRestorer,
+    FrameCore,
+    bucket_for,
+    build_backend,
+    merge_lora,
+    per_person_backend,
+)
 from streamrestore.backends.engine_files import engine_dir
 from streamrestore.backends.selection import (
     BACKENDS,
@@ -49,5 +56,5 @@ from streamrestore.backends.selection import (
 __all__ = [
     "BACKENDS", "CPU_AUTO_NOTE", "DEFAULT_BUCKETS", "BackendConfig", "BackendRestorer", "FrameCore",
     "available_backends", "backend_availability", "bucket_for", "build_backend", "engine_dir", "merge_lora",
-    "select_backend",
+    "per_person_backend", "select_backend",
 ]

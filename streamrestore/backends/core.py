@@ -338,3 +338,27 @@ def build_backend(restorer, backend: str = "auto", config: BackendConfig | None 
     chosen = select_backend(backend, restorer.device, model_bytes)
     fallback = "eager" if backend == "auto" and chosen != "eager" else None
     return BackendRestorer(restorer, chosen, config, fallback=fallback)
+
+
+def per_person_backend(restorer, backend: str = "auto"):
+    """How copies of ``restorer`` made per person (``--adapt``'s fine-tunes) are served: a function
+    wrapping one in its backend, or None for the eager networks themselves.
+
+    Only ``onnxruntime`` of the compiled backends is used: a copy exports in seconds, once per
+    person, face count and reference count (on 2 CPU cores, one torch thread, it restores a face in
+    54 ms against eager's 81: docs/video_eval.md, "Session 32"), and with ``auto`` a copy it cannot
+    export runs eagerly, as :func:`build_backend` does for the plain model. A backend that resolves
+    to anything else gives None: a TensorRT or compiled engine per person would take minutes, and
+    an eager wrapper on CUDA would switch the shared weights to channels-last in place, which the
+    fine-tunes copy to the CPU.
+    """
+    if not hasattr(restorer, "net"):
+        return None
+    model_bytes = sum(p.numel() * p.element_size() for p in restorer.net.parameters())
+    chosen = select_backend(backend, restorer.device, model_bytes)
+    if chosen != "onnxruntime":
+        if chosen != "eager":
+            log.info("adapted models run eagerly: building a %s engine per person would take minutes", chosen)
+        return None
+    fallback = "eager" if backend == "auto" else None
+    return lambda copy: BackendRestorer(copy, chosen, BackendConfig(backend=chosen), fallback=fallback)

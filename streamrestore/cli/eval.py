@@ -136,9 +136,11 @@ def _restorer(args: argparse.Namespace, load_restorer):
     backend = getattr(args, "backend", "auto")
     if adapt is None:
         return load_restorer(args.model, device=args.device, backend=backend)
+    from streamrestore.backends import per_person_backend
     from streamrestore.model.adapt import AdaptedRestorer
 
-    return AdaptedRestorer(load_restorer(args.model, device=args.device, backend=None), adapt, backend=backend)
+    base = load_restorer(args.model, device=args.device, backend=None)
+    return AdaptedRestorer(base, adapt, serve=per_person_backend(base, backend))
 
 
 def main(argv: list[str]) -> int:

@@ -266,17 +266,12 @@ class AdaptedRestorer:
     Args:
         base: the eager restorer (it is fine-tuned in copies; ``backend`` only serves them).
         config: see :class:`AdaptConfig`.
-        backend: what restores with the base and with each adapted copy (see
-            :func:`streamrestore.backends.build_backend`); None (default): the eager networks
-            themselves. Only ``onnxruntime`` of the compiled backends is used (an adapted copy
-            exports in seconds, once per person, face count and reference count; on 2 CPU cores,
-            one torch thread, it restores a face in 54 ms against eager's 81, docs/video_eval.md
-            "Session 32"), and with ``auto`` a network it cannot export runs eagerly, as the plain
-            model does; a backend that resolves to anything else serves the eager networks
-            themselves, as an engine build per person would cost minutes.
+        serve: wraps the base and each adapted copy in what restores with it (what
+            :func:`streamrestore.backends.per_person_backend` gives: ONNX Runtime on a CPU); None
+            (default): the eager networks themselves.
     """
 
-    def __init__(self, base, config: AdaptConfig = AdaptConfig(), backend: str | None = None):
+    def __init__(self, base, config: AdaptConfig = AdaptConfig(), serve=None):
         if not hasattr(base, "net") or not hasattr(base, "fingerprint"):
             raise ModelError(f"model {getattr(base, 'name', '?')} has no network to fine-tune: only a model "
                              "loaded from its weights (lite, a model file) can be adapted")
@@ -295,34 +290,8 @@ class AdaptedRestorer:
         #: seconds spent adapting per key (0 when loaded from the disk cache)
         self.adapt_seconds: dict[str, float] = {}
         self._warned_too_few = False  # the too-few-photos warning is said once, not per person
-        self._serving = self._serving_backend(backend)
+        self._serve = serve if serve is not None else (lambda restorer: restorer)
         self._served_base = self._serve(base)
-
-    def _serving_backend(self, backend: str | None) -> tuple[str, str | None] | None:
-        """``(backend, fallback)`` the networks are served by, None: the eager networks themselves
-        (the class docstring)."""
-        if backend is None:
-            return None
-        from streamrestore.backends import select_backend  # noqa: PLC0415
-
-        model_bytes = sum(p.numel() * p.element_size() for p in self.base.net.parameters())
-        chosen = select_backend(backend, self.base.device, model_bytes)
-        if chosen != "onnxruntime":
-            if chosen != "eager":
-                log.info("adapted models run eagerly: building a %s engine per person would take minutes", chosen)
-            # not wrapped: an eager backend on CUDA would switch the base's weights to channels-last
-            # in place, and the fine-tunes are made from copies of them on the CPU
-            return None
-        return chosen, "eager" if backend == "auto" else None
-
-    def _serve(self, restorer):
-        """``restorer`` run by the serving backend."""
-        if self._serving is None:
-            return restorer
-        from streamrestore.backends import BackendConfig, BackendRestorer  # noqa: PLC0415
-
-        backend, fallback = self._serving
-        return BackendRestorer(restorer, backend, BackendConfig(backend=backend), fallback=fallback)
 
     def key(self, faces: torch.Tensor) -> str:
         """The adapted weights' key: the photos, the base model (detail head included: the UNet
