@@ -817,11 +817,7 @@ def build_face_restorer(
     threads = resolve_torch_threads(torch_threads)
     restorer: Restorer
     with _torch_threads(threads):
-        if adapt is not None:
-            restorer = _adapted_restorer(load_restorer(model, device=device, backend=None, fast_vae=fast_vae),
-                                         adapt, backend)
-        else:
-            restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae)
+        restorer = load_restorer(model, device=device, backend=backend, fast_vae=fast_vae, adapt=adapt)
         # the references are aligned at every crop side the faces may be cut at, and at the
         # model's own (its K/V: as aligned in training, not shrunk from a larger crop)
         reference_sides = sorted({int(restorer.resolution), *crop_sides(int(restorer.resolution), config.crop_resolution)})
@@ -843,17 +839,8 @@ def build_face_restorer(
     )
 
 
-def _adapted_restorer(base: Restorer, adapt: "AdaptConfig", backend: str | None):
-    """``base`` (eager) adapted per person by ``adapt``, its copies served by ``backend`` where that
-    is ONNX Runtime (None: eagerly)."""
-    from streamrestore.backends import per_person_backend
-    from streamrestore.model.adapt import AdaptedRestorer
-
-    return AdaptedRestorer(base, adapt, serve=per_person_backend(base, backend) if backend else None)
-
-
 def load_restorer(model: str | Path | Restorer = "lite", *, device: str = "auto", backend: str | None = "auto",
-                  fast_vae: str | Path | None = None) -> Restorer:
+                  fast_vae: str | Path | None = None, adapt: "AdaptConfig | None" = None) -> Restorer:
     """A restorer from a name, a path, or an object that already is one (used as given).
 
     Args:
@@ -862,7 +849,16 @@ def load_restorer(model: str | Path | Restorer = "lite", *, device: str = "auto"
         backend: as for :func:`build_face_restorer`; None: the plain eager restorer, not
             wrapped by :func:`streamrestore.backends.build_backend`.
         fast_vae: decode with TAESD (see :func:`build_face_restorer`).
+        adapt: as for :func:`build_face_restorer`: the eager model in an
+            :class:`~streamrestore.model.adapt.AdaptedRestorer`, whose per-person copies ``backend``
+            serves where :func:`streamrestore.backends.per_person_backend` says so.
     """
+    if adapt is not None:
+        from streamrestore.backends import per_person_backend
+        from streamrestore.model.adapt import AdaptedRestorer
+
+        base = load_restorer(model, device=device, backend=None, fast_vae=fast_vae)
+        return AdaptedRestorer(base, adapt, serve=per_person_backend(base, backend) if backend else None)
     if not isinstance(model, (str, Path)):
         return model
     if str(model) == "identity":

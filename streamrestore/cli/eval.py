@@ -132,15 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _restorer(args: argparse.Namespace, load_restorer):
     """The restorer to evaluate; with ``--adapt`` wrapped to adapt per person (fine-tuned eagerly,
     served by the backend as in the main command)."""
-    adapt = adapt_from_args(args)
-    backend = getattr(args, "backend", "auto")
-    if adapt is None:
-        return load_restorer(args.model, device=args.device, backend=backend)
-    from streamrestore.backends import per_person_backend
-    from streamrestore.model.adapt import AdaptedRestorer
-
-    base = load_restorer(args.model, device=args.device, backend=None)
-    return AdaptedRestorer(base, adapt, serve=per_person_backend(base, backend))
+    return load_restorer(args.model, device=args.device, backend=getattr(args, "backend", "auto"),
+                         adapt=adapt_from_args(args))
 
 
 def main(argv: list[str]) -> int:

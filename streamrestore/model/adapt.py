@@ -264,7 +264,7 @@ class AdaptedRestorer:
     with that cache go through the adapted network, faces without references through the base.
 
     Args:
-        base: the eager restorer (it is fine-tuned in copies; ``backend`` only serves them).
+        base: the eager restorer (it is fine-tuned in copies; ``serve`` only runs them).
         config: see :class:`AdaptConfig`.
         serve: wraps the base and each adapted copy in what restores with it (what
             :func:`streamrestore.backends.per_person_backend` gives: ONNX Runtime on a CPU); None
