@@ -343,3 +343,21 @@ def test_auto_falls_back_to_eager_when_the_export_fails(with_head, tmp_path, mon
     with pytest.raises(ModelError):  # named explicitly, it is not replaced behind the user's back
         _restore(AdaptedRestorer(with_head, config, serve=per_person_backend(with_head, "onnxruntime")), faces,
                  [None, None])
+
+
+@pytest.mark.parametrize("part", ["head", "unet"])
+def test_a_fine_tune_says_how_far_it_is(with_head, tmp_path, monkeypatch, caplog, part):
+    """A minute per person: progress lines (steps done, time left) while it runs, none after the
+    last step."""
+    import logging
+
+    import streamrestore.model.adapt as adapt
+
+    monkeypatch.setattr(adapt, "_PROGRESS_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO, logger="streamrestore.model.adapt"):
+        AdaptedRestorer(with_head, AdaptConfig(part=part, steps=3, cache_dir=str(tmp_path))).encode_references(
+            _photos(26, 3))
+    what = "head" if part == "head" else "UNet"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"adapting the {what}:")]
+    assert [line.split(" s left")[0].rsplit("about", 1)[0] for line in lines] == [
+        f"adapting the {what}: 1 of 3 steps, ", f"adapting the {what}: 2 of 3 steps, "]

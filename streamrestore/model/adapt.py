@@ -191,6 +191,27 @@ def adapt_weights(net, photos: np.ndarray, config: AdaptConfig = AdaptConfig()) 
     return _adapt_unet(net, photos, config)
 
 
+#: seconds between two progress lines of a fine-tune (a minute per person: a user should see it move)
+_PROGRESS_SECONDS = 10.0
+
+
+class _StepProgress:
+    """Logs how far a fine-tune is, at most every ``_PROGRESS_SECONDS``: steps done, and the time
+    left at the pace so far."""
+
+    def __init__(self, total: int, what: str):
+        self.total, self.what = total, what
+        self.start = self.last = time.perf_counter()
+
+    def step(self, done: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < _PROGRESS_SECONDS or done >= self.total:
+            return
+        self.last = now
+        left = (now - self.start) / done * (self.total - done)
+        log.info("adapting the %s: %d of %d steps, about %.0f s left", self.what, done, self.total, left)
+
+
 def _adapt_head(net, photos: np.ndarray, config: AdaptConfig) -> dict[str, torch.Tensor]:
     """:func:`adapt_weights` of the detail head: ``config.pairs`` degraded photos go once through the
     frozen network without its head (the person's other photos as references), then the head learns
@@ -213,7 +234,8 @@ def _adapt_head(net, photos: np.ndarray, config: AdaptConfig) -> dict[str, torch
     means = references.mean(1) if head.settings.references else None
     head = head.train().requires_grad_(True)
     optimizer = torch.optim.Adam(head.parameters(), lr=config.lr)
-    for _ in range(config.steps):
+    progress = _StepProgress(config.steps, "head")
+    for step in range(config.steps):
         idx = torch.from_numpy(rng.integers(0, len(degraded), config.batch_size))
         batch = [degraded[idx], restored[idx], targets[idx], None if means is None else means[idx]]
         if rng.random() < 0.5:  # a mirrored face is as much the person's
@@ -224,6 +246,7 @@ def _adapt_head(net, photos: np.ndarray, config: AdaptConfig) -> dict[str, torch
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        progress.step(step + 1)
     return {k: v.detach().clone() for k, v in head.state_dict().items()}
 
 
@@ -244,7 +267,8 @@ def _adapt_unet(net, photos: np.ndarray, config: AdaptConfig) -> dict[str, torch
     ref_noise = torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(work.config.reference_noise_seed))
     noise = torch.zeros(config.batch_size, c, s, s)  # lite adds no noise; the shape is what matters
     mask = torch.ones(config.batch_size, config.references_per_sample, dtype=torch.bool)
-    for _ in range(config.steps):
+    progress = _StepProgress(config.steps, "UNet")
+    for step in range(config.steps):
         degraded, targets, references = _pairs(photos, rng, config.batch_size, config.references_per_sample)
         restored, _ = model(degraded, references, mask, noise, ref_noise, None)
         restored = restored.float()
@@ -253,6 +277,7 @@ def _adapt_unet(net, photos: np.ndarray, config: AdaptConfig) -> dict[str, torch
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        progress.step(step + 1)
     return {k: v.detach().clone() for k, v in work.unet.state_dict().items()}
 
 
