@@ -2,7 +2,7 @@
 truth and per-track identity spread, for several fusion settings side by side.
 
     python benchmarks/bench_temporal.py INPUT[:GT] [INPUT[:GT] ...] [--refs DIR] [--frames 90]
-        [--settings off,default,0.8/10/0/0] [--json PATH]
+        [--settings off,default,0.8/30/0.7/0/0] [--json PATH]
 
 ``INPUT`` is what the restorer gets (e.g. a clip degraded with ``shared/tools/degrade_video.py``);
 ``GT``, when given, is the clean clip it was made from: face PSNR is then taken on the largest
@@ -114,7 +114,8 @@ def run_clip(spec: str, args, restorer, detector, ref_sets, judge, ref_emb) -> l
     rate = frames[0][1]
     frames = [f for f, _ in frames]
     gts = [f for f, _ in decoded(Path(gt), args.frames)] if gt else None
-    names = [f"s={c.strength:g}/t={c.tolerance:g}/d={c.denoise:g}/m={c.memory}" for c in args.settings]
+    names = [f"s={c.strength:g}/t={c.tolerance:g}/d={c.denoise:g}/m={c.memory}/f={c.frame_strength:g}"
+             for c in args.settings]
     variants = []
     for temporal in args.settings:
         config = PipelineConfig(lookahead=args.lookahead, temporal=temporal)
@@ -175,8 +176,9 @@ def main() -> int:
     p.add_argument("--face-models", default=str(shared / "models/insightface"))
     p.add_argument("--frames", type=int, default=90, help="first N frames of each clip (default 90)")
     p.add_argument("--settings", default="off,default",
-                   help="comma-separated fusion settings STRENGTH[/TOLERANCE[/DENOISE[/MEMORY]]] ('default': "
-                        "TemporalConfig's; 'off' or '0': no fusion at all; default 'off,default')")
+                   help="comma-separated fusion settings STRENGTH[/TOLERANCE[/DENOISE[/MEMORY[/FRAME]]]] (FRAME: "
+                        "frame_strength; what is left out: TemporalConfig's default; 'default': TemporalConfig's; "
+                        "'off' or '0': no fusion at all; default 'off,default')")
     p.add_argument("--lookahead", type=int, default=5, help="tracker lookahead (default 5, as files; 0: live)")
     p.add_argument("--no-identity", action="store_true", help="skip the paddle identity spread")
     p.add_argument("--threads", type=int, default=1)
@@ -190,8 +192,9 @@ def main() -> int:
         if text in ("off", "0"):
             return TemporalConfig.off()
         parts = text.split("/")
-        values: list[float | int] = [float(v) for v in parts[:3]] + [int(v) for v in parts[3:4]]
-        return TemporalConfig(**dict(zip(("strength", "tolerance", "denoise", "memory"), values)))
+        values: list[float | int] = [float(v) for v in parts[:3]] + [int(v) for v in parts[3:4]] + \
+            [float(v) for v in parts[4:5]]
+        return TemporalConfig(**dict(zip(("strength", "tolerance", "denoise", "memory", "frame_strength"), values)))
 
     args.settings = [setting(x) for x in args.settings.split(",")]
 

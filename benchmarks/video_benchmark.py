@@ -2,7 +2,7 @@
 
     python benchmarks/video_benchmark.py [--config benchmarks/video_benchmark.toml] [--shared DIR]
         [--model lite] [--max-frames N] [--degrade default,mild] [--out runs/video_benchmark] [--adapt]
-        [--degraded-dir DIR]
+        [--degraded-dir DIR] [any `streamrestore eval --video` option, e.g. --temporal-frame-strength 0]
 
 For each clip and each degradation preset: one eval run (rows input, model_norefs, model_refs,
 clean, clean_refs). References are a folder / photo of the shared set, or ``refs_frames`` frames
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "runs" / "video_benchmark"))
     p.add_argument("--adapt", action="store_true", help="per-identity adaptation (eval --adapt); results in <model>+adapt")
     p.add_argument("--degraded-dir", help="make each degraded copy once, keep it here and reuse it in later runs")
-    args = p.parse_args(argv)
+    args, passed = p.parse_known_args(argv)  # the rest goes to every `eval --video` (e.g. --temporal-frame-strength 0)
 
     from streamrestore.cli import main as cli_main
     from streamrestore.eval.video import format_video_table
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 argv += ["--max-frames", str(max_frames)]
             if args.adapt:
                 argv += ["--adapt"]
+            argv += passed
             print(f"== {clip['name']} / {preset}: streamrestore {' '.join(argv)}", file=sys.stderr, flush=True)
             code = cli_main(argv)
             if code != 0:

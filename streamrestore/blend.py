@@ -72,6 +72,19 @@ def _invert(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix.astype(np.float64))
 
 
+def crop_box(frame_shape: tuple[int, int], matrix: np.ndarray, side: int) -> tuple[int, int, int, int] | None:
+    """The frame box (x0, y0, x1, y1), end exclusive, that a (side, side) crop cut by ``matrix``
+    (frame → crop) covers, clipped to the (H, W) frame; None when it lies wholly outside."""
+    h, w = frame_shape
+    corners = np.array([[0, 0, 1], [side, 0, 1], [0, side, 1], [side, side, 1]], np.float64) @ _invert(matrix).T
+    x0, y0 = np.floor(corners.min(0)).astype(int)
+    x1, y1 = np.ceil(corners.max(0)).astype(int)
+    x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1) + 1, w), min(int(y1) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
 class PasteBack:
     """Blends restored crops into frames. Build once per run (the mask is precomputed).
 
@@ -186,17 +199,13 @@ class PasteBack:
         Returns:
             The plan, or None when the crop lies wholly outside the frame.
         """
-        h, w = frame_shape
-        r = self.resolution
-        inv = _invert(matrix)
-        corners = np.array([[0, 0, 1], [r, 0, 1], [0, r, 1], [r, r, 1]], np.float64) @ inv.T
-        x0, y0 = np.floor(corners.min(0)).astype(int)
-        x1, y1 = np.ceil(corners.max(0)).astype(int)
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1 + 1, w), min(y1 + 1, h)
-        if x1 <= x0 or y1 <= y0:
+        box = crop_box(frame_shape, matrix, self.resolution)
+        if box is None:
             return None
+        x0, y0, x1, y1 = box
+        inv = _invert(matrix)
 
-        weight = self.crop_mask((h, w), matrix)
+        weight = self.crop_mask(frame_shape, matrix)
         crop = np.ascontiguousarray(restored)
         if self.config.color_match:
             gain, offset = self.color_transform(restored, original, weight)

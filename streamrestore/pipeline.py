@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from streamrestore.blend import PasteBack, PasteConfig
+from streamrestore.blend import PasteBack, PasteConfig, crop_box
 from streamrestore.errors import ModelError
 from streamrestore.faces.align import alignment_matrix, crop_face
 from streamrestore.faces.detect import detect_padded
@@ -28,11 +28,11 @@ from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
 from streamrestore.model.resample import auto_crop_side, crop_sides, restore_batches
-from streamrestore.pixels import RgbCanvas, Yuv420Pixels, pixels_of, plane_view
+from streamrestore.pixels import RgbCanvas, Yuv420Pixels, frame_planes, pixels_of, plane_view
 from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
 from streamrestore.run import POOR_MATCH_MIN_FACES, RunStats, poor_reference_match
-from streamrestore.temporal import TemporalConfig, TemporalSmoother
+from streamrestore.temporal import FrameFusion, TemporalConfig, TemporalSmoother
 from streamrestore.threads import resolve_torch_threads
 from streamrestore.threads import torch_threads as _torch_threads
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
@@ -229,6 +229,7 @@ class FaceRestorer:
         self._propagator = FacePropagator() if config.detect_every > 1 else None
         self._since_detection = 0
         self._smoother = TemporalSmoother(config.temporal)
+        self._frame_fusion = FrameFusion(config.temporal)
         self._gate = QualityGate(config.gate)
         self._identity_gate = IdentityGate(config.identity_gate, getattr(embedder, "embed_aligned", None))
         for ref in self.reference_sets:  # at the model's side, where the gate was measured
@@ -478,6 +479,12 @@ class FaceRestorer:
             crops, result = self._restore_on_device(frame, pixels, matrices, sides, caches, ids, identities, prepared, t0)
         else:
             crops, result = self._restore_on_host(frame, pixels, matrices, sides, caches, ids, identities, prepared, t0)
+        if self._frame_fusion.active:
+            t1 = time.perf_counter()
+            self._frame_fusion.forget(live)
+            self._frame_fusion.fuse(index, pixels, frame_planes(result),
+                                    [(tid, crop_box(pixels.shape[:2], m, side)) for tid, m, side in zip(ids, matrices, sides)])
+            self.stats.add_time("temporal", time.perf_counter() - t1)
         self.last_faces = [
             AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
             for c, m, tid in zip(crops, matrices, ids)

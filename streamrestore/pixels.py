@@ -21,7 +21,7 @@ import numpy as np
 
 from streamrestore.blend import paste_rgb, paste_yuv420
 
-__all__ = ["RgbPixels", "Yuv420Pixels", "pixels_of", "plane_view", "yuv420_frame", "yuv_matrices"]
+__all__ = ["RgbPixels", "Yuv420Pixels", "frame_planes", "pixels_of", "plane_view", "yuv420_frame", "yuv_matrices"]
 
 # FFmpeg AVColorSpace values -> (Kr, Kb). Unspecified and unknown tags read as BT.601, as
 # swscale (and so the writer, for untagged files) does.
@@ -100,6 +100,10 @@ class RgbPixels:
 
     def output(self) -> "RgbCanvas":
         return RgbCanvas(self._rgb.copy())
+
+    def sampled_planes(self) -> list[tuple[np.ndarray, int]]:
+        """The frame as (plane, step) pairs: one (H, W, 3) RGB plane at full resolution."""
+        return [(self._rgb, 1)]
 
 
 class RgbCanvas:
@@ -202,6 +206,10 @@ class Yuv420Pixels:
     def output(self) -> "Yuv420Canvas":
         return Yuv420Canvas(self)
 
+    def sampled_planes(self) -> list[tuple[np.ndarray, int]]:
+        """The frame as (plane, step) pairs: Y at full resolution, U and V at every second pixel."""
+        return [(self._y, 1), (self._u, 2), (self._v, 2)]
+
 
 def yuv420_frame(like, planes) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A new frame with ``like``'s size, format, timestamps and colour tags holding ``planes``
@@ -229,6 +237,22 @@ class Yuv420Canvas:
     def paste(self, plan) -> None:
         """Carries out a :class:`streamrestore.blend.PastePlan` on the Y/U/V planes."""
         paste_yuv420(self._y, self._u, self._v, plan, self._from_rgb)
+
+
+def frame_planes(frame) -> list[tuple[np.ndarray, int]]:
+    """Writable (plane, step) views of a restored frame as the pipeline returns it (an RGB array,
+    an RGB ``av.VideoFrame`` or a 4:2:0 one): its planes and each one's subsampling step, as
+    ``sampled_planes`` gives them for the input. Writing them changes the frame."""
+    if isinstance(frame, np.ndarray):
+        return [(frame, 1)]
+    h, w = frame.height, frame.width
+    if frame.format.name in Yuv420Pixels.FORMATS:
+        ch, cw = (h + 1) // 2, (w + 1) // 2
+        return [(plane_view(frame.planes[0], h, w), 1), (plane_view(frame.planes[1], ch, cw), 2),
+                (plane_view(frame.planes[2], ch, cw), 2)]
+    if frame.format.name != "rgb24":
+        raise ValueError(f"restored frames are rgb24 or 4:2:0, got {frame.format.name}")
+    return [(plane_view(frame.planes[0], h, w * 3).reshape(h, w, 3), 1)]
 
 
 def pixels_of(frame, channel_order: str = "rgb") -> Any:

@@ -1,4 +1,5 @@
-"""Temporal fusion of restored faces, per track, in aligned-crop space; causal (no look-ahead).
+"""Temporal fusion of restored faces, per track, in aligned-crop space and then in frame space;
+causal (no look-ahead).
 
 A single-step restorer with fixed noise is deterministic, but tiny input changes (sensor noise,
 compression, a crop that moved by a fraction of a pixel) still change its output a little every
@@ -50,6 +51,16 @@ the fine detail of the face region is ~7 % below fusion off on a degraded talkin
 bicubic warp kept the detail but its overshoot, repeated, made the flicker worse (1.33-1.39x
 instead of 1.16-1.18x the input's E_warp on the same clip).
 
+**Frame space** (:class:`FrameFusion`, ``frame_strength``): after the faces are pasted, each
+face's change to the picture (output - input over its crop's box) is fused once more, carried
+along the optical flow of the input *frames*. The crop flow above follows the face as its 128-px
+crop shows it, and the crop itself moves with the landmarks' small errors; on a face several
+times larger than its crop the pasted detail then shimmers against the face by a few frame
+pixels (d13 and d14 of the video benchmark, ~600 px: 1.22x their input's flicker under the input
+frames' flow, the shared ``flicker.py``'s measure). Carried along the frames' own flow, the
+detail stays on the face as the frame shows it moving. It runs on the host on the frame the
+pipeline returns, on either frame path.
+
 :meth:`TemporalSmoother.smooth` works on uint8 crops with OpenCV (host frame path);
 :meth:`TemporalSmoother.smooth_tensor` does the same on (3, R, R) tensors with torch ops where
 the crops are (device frame path). Both measure the flow with DIS on the CPU, from the same
@@ -59,7 +70,7 @@ side: host and device agree to rounding (``tests/test_temporal.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
+from typing import TYPE_CHECKING, Any, Hashable, Iterable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -67,7 +78,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["TemporalConfig", "TemporalSmoother"]
+__all__ = ["FrameFusion", "TemporalConfig", "TemporalSmoother"]
 
 #: ITU-R BT.601 luma weights (cv2's RGB2GRAY): the grey picture the flow is measured on
 _LUMA = (0.299, 0.587, 0.114)
@@ -138,6 +149,29 @@ class TemporalConfig:
             onto it, at which the remembered one's weight has fallen to 1/e. Default 5: the same
             face where the carried map holds differs by a level or two at that scale; 8 averaged
             in more misregistered detail (Andrew Ng -0.03 dB), 3.5 kept less identity.
+        frame_strength: the most weight the frame-space fusion (:class:`FrameFusion`) gives the
+            previous frame's change to the picture, carried along the optical flow of the
+            input frames; 0 turns it off. Default 0.8: on the video benchmark and two more
+            held-out clips (lite v9, 48 frames) it took the flicker of the three soft faces over
+            #12's bar (E_warp with the input's flow, as the shared ``flicker.py`` measures it) from
+            1.22 / 1.23 / 1.31x the input's to 1.03 / 1.09 / 0.99x, and Andrew Ng's (with the
+            clean clip's flow) from 1.15x to 1.13x; face PSNR within 0.02 dB of it off on nine of
+            ten clips (d11 -0.05) (``docs/temporal.md``, "Session 33"). 0.9 gave less flicker and
+            less PSNR.
+        frame_tolerance: the input frames' warp error, in grey levels at the flow's size, at
+            which the carried change's weight has fallen to ``frame_strength / e``; the error is
+            the larger of the signed difference averaged over 5 px and a quarter of its average
+            size (:meth:`FrameFusion._flow`). Default 1: the change is carried only where the
+            flow explains the new input almost exactly; on the video benchmark 3 (of the size
+            alone) carried more where it was off by a level or two and left Andrew Ng's flicker
+            (clean clip's flow) at 1.17x, 1 at 1.13-1.14x (``docs/temporal.md``, "Session 33").
+            A moving mouth, a blink or a cut miss by tens.
+        frame_flow_side: the flow of the frame-space fusion (OpenCV DIS, ultrafast preset) is
+            measured on the face's box shrunk to at most this many pixels. Default 384: on d14's
+            512-px frames (lite v9's saved output fused afterwards) 256 left 1.05x the input's
+            flicker, 320 1.04x, 384 1.01x; the medium preset at 256 gave 1.00x for 4x the time
+            (6.6 against 1.5 ms). The whole stage costs ~2 ms per frame for a 280-px face box
+            and ~8 ms for a 600-px one (one 720p frame, 4:2:0).
     """
 
     strength: float = 0.8
@@ -151,6 +185,9 @@ class TemporalConfig:
     memory: int = 0
     memory_every: int = 8
     memory_tolerance: float = 5.0
+    frame_strength: float = 0.8
+    frame_tolerance: float = 1.0
+    frame_flow_side: int = 384
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
@@ -175,15 +212,27 @@ class TemporalConfig:
             raise ValueError(f"memory_every must be >= 1, got {self.memory_every}")
         if self.memory_tolerance <= 0:
             raise ValueError(f"memory_tolerance must be positive, got {self.memory_tolerance}")
+        if not 0.0 <= self.frame_strength < 1.0:
+            raise ValueError(f"frame_strength must be in [0, 1), got {self.frame_strength}")
+        if self.frame_tolerance <= 0:
+            raise ValueError(f"frame_tolerance must be positive, got {self.frame_tolerance}")
+        if self.frame_flow_side < 16:
+            raise ValueError(f"frame_flow_side must be >= 16, got {self.frame_flow_side}")
 
     @classmethod
     def off(cls) -> "TemporalConfig":
         """No fusion at all: every frame's restoration as it is."""
-        return cls(strength=0.0, denoise=0.0, memory=0)
+        return cls(strength=0.0, denoise=0.0, memory=0, frame_strength=0.0)
 
     @property
     def enabled(self) -> bool:
-        """Whether anything is fused at all (the change, the input, or remembered frames)."""
+        """Whether anything is fused at all (in crop space or in frame space)."""
+        return self.crop_enabled or self.frame_strength > 0.0
+
+    @property
+    def crop_enabled(self) -> bool:
+        """Whether :class:`TemporalSmoother` fuses anything (the change, the input, or remembered
+        frames, in aligned-crop space)."""
         return self.strength > 0.0 or self.denoise > 0.0 or self.memory > 0
 
 
@@ -221,8 +270,7 @@ class _Remembered:
 
 
 def _identity_map(s: int) -> np.ndarray:
-    grid = np.arange(s, dtype=np.float32)
-    return np.stack(np.meshgrid(grid, grid), axis=-1)
+    return _identity_grid((s, s))
 
 
 def _remap(image: np.ndarray, xy: np.ndarray, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
@@ -447,7 +495,7 @@ class TemporalSmoother:
             ValueError: ``original`` and ``restored`` differ in shape.
         """
         cfg = self.config
-        if not cfg.enabled:
+        if not cfg.crop_enabled:
             return restored
         if original.shape != restored.shape:
             raise ValueError(f"original {original.shape} and restored {restored.shape} differ in shape")
@@ -538,7 +586,7 @@ class TemporalSmoother:
         import torch.nn.functional as F
 
         cfg = self.config
-        if not cfg.enabled:
+        if not cfg.crop_enabled:
             return restored
         if original.shape != restored.shape:
             raise ValueError(f"original {tuple(original.shape)} and restored {tuple(restored.shape)} differ in shape")
@@ -617,3 +665,185 @@ class TemporalSmoother:
             fused = (out + (w * warped).sum(dim=0)) / (1.0 + w.sum(dim=0))
         self._remember(memory, out, soft, gate)
         return fused
+
+
+#: the smallest face box the frame-space fusion measures a flow on (smaller ones are left as they are)
+_MIN_FLOW_SIDE = 16
+
+
+class _FrameState(NamedTuple):
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the frame (x0, y0 even), end exclusive
+    changes: list[np.ndarray]  # the fused change of each plane over the box at its step, float32
+    zero: bool  # no change anywhere (a clean face the gates passed through): nothing to carry
+
+
+class FrameFusion:
+    """The frame-space fusion (the module docstring's second part): each face's change to the
+    picture, carried along the optical flow of the input *frames*. One per
+    :class:`~streamrestore.pipeline.FaceRestorer`; causal; not thread-safe.
+
+    The crop-space fusion moves the change by the flow between two aligned 128-px crops: for a
+    face larger than its crop that flow is coarser than the picture the change lands in, and
+    the crop itself moves with the landmarks' small errors, so the detail the restorer adds
+    shimmers against the face by a fraction of a crop pixel, several frame pixels (a 600-px
+    face: 1.22x its input's flicker under the input frames' flow). Here, after the faces are
+    pasted, the change ``output - input`` over each face's box (every plane at its own
+    resolution: RGB, or Y and the half-size U and V of a 4:2:0 frame) is blended with the
+    previous frame's fused change warped along the flow between the two input frames, by how
+    well that flow explains the new input (``keep = frame_strength * exp(-(e /
+    frame_tolerance)^2)``, ``e`` the input's grey warp error, see ``_flow``): the detail follows the face as the
+    frame shows it moving, and a mouth, a blink or a cut the flow misses takes the new frame.
+    Where the input is noisy (a camera's sensor noise, new every frame) the error's average
+    removes most of the noise, so the fusion keeps working at a lower weight.
+
+    Args:
+        config: its ``frame_*`` settings (see :class:`TemporalConfig`).
+    """
+
+    #: side of the box filter over the warp error, in pixels at the flow's size
+    WINDOW = 5
+    #: how much more of the warp error's mean size than of its mean the tolerance allows (see ``_flow``)
+    ABSOLUTE_SLACK = 4.0
+
+    def __init__(self, config: TemporalConfig = TemporalConfig()) -> None:
+        self.config = config
+        self._last: dict[Hashable, _FrameState] = {}
+        self._grey: tuple[int, np.ndarray] | None = None  # (frame index, its grey picture)
+        self._dis: cv2.DISOpticalFlow | None = None
+        self._grid_cache = _identity_grid((0, 0))
+
+    @property
+    def active(self) -> bool:
+        return self.config.frame_strength > 0.0
+
+    def _grid(self, shape: tuple[int, int]) -> np.ndarray:
+        """:func:`_identity_grid` of ``shape``: a view of one kept grid, grown when too small (a
+        face's box changes its size a little every frame)."""
+        h, w = shape
+        if self._grid_cache.shape[0] < h or self._grid_cache.shape[1] < w:
+            self._grid_cache = _identity_grid((max(h, self._grid_cache.shape[0]), max(w, self._grid_cache.shape[1])))
+        return self._grid_cache[:h, :w]
+
+    def forget(self, live_track_ids: Iterable[Hashable]) -> None:
+        """Drops the state of the tracks not in ``live_track_ids`` (ended tracks)."""
+        live = set(live_track_ids)
+        for tid in [t for t in self._last if t not in live]:
+            del self._last[tid]
+
+    def fuse(self, index: int, pixels: Any, planes: Sequence[tuple[np.ndarray, int]],
+             faces: Sequence[tuple[Hashable, tuple[int, int, int, int] | None]]) -> None:
+        """Fuses the faces of frame ``index`` in place.
+
+        Args:
+            index: the frame's number in its stream; the state carries over only from frame
+                ``index - 1`` (a frame without faces in between starts afresh).
+            pixels: the input frame (``RgbPixels`` or ``Yuv420Pixels``).
+            planes: the restored frame's writable (plane, step) views
+                (:func:`streamrestore.pixels.frame_planes`), of the input's layout.
+            faces: (track id, box) of each restored face: the frame box its crop covers
+                (:func:`streamrestore.blend.crop_box`; None: outside the frame, skipped).
+        """
+        h, w = pixels.shape[:2]
+        grey = pixels.gray(w, h)
+        prev = self._grey[1] if self._grey is not None and self._grey[0] == index - 1 else None
+        if prev is not None and prev.shape != grey.shape:
+            prev = None
+        before = pixels.sampled_planes()
+        if len(before) != len(planes):
+            raise ValueError(f"the restored frame has {len(planes)} planes, its input {len(before)}")
+        for track_id, box in faces:
+            if box is not None:
+                self._fuse_face(track_id, box, grey, prev, before, planes)
+        # a copy: a decoder may reuse the buffer of a 4:2:0 frame's luma once the frame is gone
+        self._grey = (index, grey.copy())
+
+    def _flow_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) the flow of a face box of this size is measured at."""
+        scale = min(1.0, self.config.frame_flow_side / max(width, height))
+        if scale >= 1.0:
+            return width, height
+        return max(8, round(width * scale)), max(8, round(height * scale))
+
+    def _flow(self, grey: np.ndarray, prev: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(flow, keep) at ``size``: from the box of this frame back to the last one's, in pixels
+        at that size, and the weight of the carried change per pixel."""
+        cfg = self.config
+        if size != grey.shape[1::-1]:
+            # bilinear down to half size (area averaging at an odd factor costs several times more)
+            shrink = cv2.INTER_AREA if 2 * size[0] < grey.shape[1] else cv2.INTER_LINEAR
+            grey = cv2.resize(grey, size, interpolation=shrink)
+            prev = cv2.resize(prev, size, interpolation=shrink)
+        grey, prev = np.ascontiguousarray(grey), np.ascontiguousarray(prev)
+        if self._dis is None:
+            # the ultrafast preset on a larger picture: as close to the measure's own flow (the
+            # medium preset on the whole frame) as the medium preset at 256 px, for a quarter of its time
+            self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)  # type: ignore[attr-defined]
+        flow = self._dis.calc(grey, prev, None)  # type: ignore[call-overload]
+        warped = _remap(prev.astype(np.float32), cv2.add(flow, self._grid(grey.shape)))
+        diff = cv2.subtract(grey, warped, dtype=cv2.CV_32F)
+        window = (self.WINDOW, self.WINDOW)
+        # the difference averaged before its size is taken: noise, which differs in sign from pixel to
+        # pixel, averages out, a feature the flow missed (one-signed over its area) stays; and the size
+        # averaged, against an ``ABSOLUTE_SLACK`` times wider tolerance: a flat hand in front of a
+        # textured face of the same mean brightness averages out too, but not in size
+        err = cv2.max(np.abs(cv2.blur(diff, window)),
+                      cv2.blur(np.abs(diff), window) * np.float32(1.0 / self.ABSOLUTE_SLACK))
+        err = cv2.multiply(err, err, scale=-1.0 / cfg.frame_tolerance ** 2)
+        return flow, cv2.exp(err) * np.float32(cfg.frame_strength)
+
+    def _fuse_face(self, track_id: Hashable, box: tuple[int, int, int, int], grey: np.ndarray,
+                   prev: np.ndarray | None, before: Sequence[tuple[np.ndarray, int]],
+                   planes: Sequence[tuple[np.ndarray, int]]) -> None:
+        x0, y0, x1, y1 = box
+        x0, y0 = x0 - x0 % 2, y0 - y0 % 2  # on the chroma grid of a 4:2:0 frame
+        boxes = [_plane_box((x0, y0, x1, y1), step, plane.shape) for plane, step in planes]
+        # OpenCV's arithmetic throughout: numpy's temporaries cost ~7 ms a frame on a 600-px face
+        changes = [cv2.subtract(out[b1:b3, b0:b2], src[b1:b3, b0:b2], dtype=cv2.CV_32F)
+                   for (out, _), (src, _), (b0, b1, b2, b3) in zip(planes, before, boxes)]
+        last = self._last.get(track_id)
+        if (last is not None and not last.zero and prev is not None and len(last.changes) == len(planes)
+                and min(x1 - x0, y1 - y0) >= _MIN_FLOW_SIDE):
+            flow, keep = self._flow(grey[y0:y1, x0:x1], prev[y0:y1, x0:x1], self._flow_size(x1 - x0, y1 - y0))
+            maps: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}  # U and V share theirs
+            for k, ((plane, step), (b0, b1, b2, b3)) in enumerate(zip(planes, boxes)):
+                key = (b0, b1, b2, b3, step)
+                if key not in maps:
+                    maps[key] = self._carry_map(flow, keep, (b0, b1, b2, b3), (last.box[0] // step, last.box[1] // step))
+                xy, kp = maps[key]
+                carried = _remap(last.changes[k], xy, cv2.BORDER_CONSTANT)
+                if carried.ndim == 3:
+                    kp = cv2.merge([kp] * carried.shape[2])
+                correction = cv2.multiply(cv2.subtract(carried, changes[k]), kp)
+                changes[k] = cv2.add(changes[k], correction)
+                roi = plane[b1:b3, b0:b2]
+                roi[...] = cv2.add(roi, correction, dtype=cv2.CV_8U)  # rounded and saturated
+        self._last[track_id] = _FrameState((x0, y0, x1, y1), changes, not any(cv2.countNonZero(c.reshape(c.shape[0], -1))
+                                                                              for c in changes))
+
+    def _carry_map(self, flow: np.ndarray, keep: np.ndarray, box: tuple[int, int, int, int],
+                   last_origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, weights) over a plane's box: where each of its pixels was in the last frame's
+        box of that plane (its top-left corner there: ``last_origin``), and the carried change's weight."""
+        b0, b1, b2, b3 = box
+        pw, ph = b2 - b0, b3 - b1
+        fh, fw = flow.shape[:2]
+        if (pw, ph) != (fw, fh):
+            flow = cv2.resize(flow, (pw, ph), interpolation=cv2.INTER_LINEAR)
+            keep = cv2.resize(keep, (pw, ph), interpolation=cv2.INTER_LINEAR)
+        # flow pixels -> plane pixels, plus each pixel's own position, moved to the last box's corner
+        xy = flow * np.array([pw / fw, ph / fh], np.float32)
+        xy += self._grid((ph, pw))
+        xy += np.array([b0 - last_origin[0], b1 - last_origin[1]], np.float32)
+        return xy, keep
+
+
+def _plane_box(box: tuple[int, int, int, int], step: int, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """A frame box on a plane sampled every ``step`` pixels (the chroma of 4:2:0: 2)."""
+    x0, y0, x1, y1 = box
+    return x0 // step, y0 // step, min(-(-x1 // step), shape[1]), min(-(-y1 // step), shape[0])
+
+
+def _identity_grid(shape: tuple[int, int]) -> np.ndarray:
+    """(H, W, 2) float32 (x, y) of every pixel."""
+    h, w = shape
+    return np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), axis=-1)

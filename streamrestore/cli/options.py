@@ -122,6 +122,12 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
                    help="how many earlier restored frames (one every 8) each face keeps and averages in where "
                         "they match it, which steadies small, heavily damaged faces over about a second; it "
                         "softens large faces (default 0: off; 4 is the measured setting, docs/temporal.md)")
+    p.add_argument("--temporal-frame-strength", type=float, default=None, metavar="F",
+                   help="the most weight the previous frame's change to the picture keeps, carried along the "
+                        "optical flow of the input frames (after the crop-space fusion above: the added detail "
+                        "follows the face as the frame shows it moving), in [0, 1); 0 turns it off (default 0.8)")
+    p.add_argument("--temporal-frame-tolerance", type=float, default=None, metavar="LEVELS",
+                   help="grey warp error of the input frames at which that weight has fallen to 1/e (default 1)")
     p.add_argument("--no-temporal", action="store_true",
                    help="no temporal fusion at all: every frame restored on its own")
 
@@ -239,7 +245,10 @@ def temporal_from_args(args: argparse.Namespace) -> TemporalConfig:
                                 ("denoise", getattr(args, "temporal_denoise", None)),
                                 ("denoise_sigma", getattr(args, "temporal_denoise_sigma", None)),
                                 ("denoise_fine", getattr(args, "temporal_denoise_fine", None)),
-                                ("memory", getattr(args, "temporal_memory", None))) if v is not None}
+                                ("memory", getattr(args, "temporal_memory", None)),
+                                ("frame_strength", getattr(args, "temporal_frame_strength", None)),
+                                ("frame_tolerance", getattr(args, "temporal_frame_tolerance", None)))
+              if v is not None}
     try:
         return TemporalConfig(**values)
     except ValueError as exc:
