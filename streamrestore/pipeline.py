@@ -75,8 +75,9 @@ class PipelineConfig:
             restorer runs on CUDA, else ``"host"``; on a CPU the OpenCV path is 30-200x faster
             than the kernels' PyTorch references).
         paste: see :class:`streamrestore.blend.PasteConfig`.
-        temporal: motion-compensated temporal fusion of each track's restored change (causal:
-            live mode gets it too); ``TemporalConfig.off()`` turns it off. See
+        temporal: motion-compensated temporal fusion of each track's restored change, in
+            aligned-crop space and then, after the paste, along the input frames' own flow
+            (causal: live mode gets it too); ``TemporalConfig.off()`` turns it off. See
             :class:`streamrestore.temporal.TemporalConfig`.
         gate: how much of the restorer's change each face gets, from an estimate of how
             degraded it is (clean faces pass through unchanged); see
