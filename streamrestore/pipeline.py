@@ -471,6 +471,7 @@ class FaceRestorer:
         self._smoother.forget(t.track_id for t in tracked)
         self._gate.forget(t.track_id for t in tracked)
         self._identity_gate.forget(t.track_id for t in tracked)
+        self._frame_fusion.forget(t.track_id for t in tracked)
         live = {t.track_id for t in tracked}
         self._track_sides = {tid: side for tid, side in self._track_sides.items() if tid in live}
         self._adaptation = {tid: decided for tid, decided in self._adaptation.items() if tid in live}
@@ -482,7 +483,6 @@ class FaceRestorer:
             crops, result = self._restore_on_host(frame, pixels, matrices, sides, caches, ids, identities, prepared, t0)
         if self._frame_fusion.active:
             t1 = time.perf_counter()
-            self._frame_fusion.forget(live)
             self._frame_fusion.fuse(index, pixels, frame_planes(result),
                                     [(tid, crop_box(pixels.shape[:2], m, side)) for tid, m, side in zip(ids, matrices, sides)])
             self.stats.add_time("temporal", time.perf_counter() - t1)
