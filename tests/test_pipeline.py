@@ -415,3 +415,64 @@ def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
     assert many[-1] == "  ... 10 more tracks with 55 faces (the shortest ones)"
     assert "  track 29: no references, frames 0-29, 30 faces" in many
 
+
+
+class _Flickering(IdentityRestorer):
+    """Adds a pattern to each face whose strength changes from call to call (a restorer that
+    flickers, so the fusions' states matter), the same sequence for every instance."""
+
+    def __init__(self, resolution):
+        super().__init__(resolution)
+        self._rng = np.random.default_rng(0)
+
+    def restore(self, faces, caches, noise_seeds=None):
+        import torch
+
+        side = faces.shape[-1]
+        stripes = (torch.arange(side) % 6 < 3).float() * 0.2
+        return (faces + float(self._rng.uniform(0.3, 1.7)) * stripes).clamp(0, 1)
+
+
+@pytest.mark.parametrize("frame_path", ["host", "device"])
+def test_stream_finishes_frames_beside_the_restore_as_process_would(drawn_talking, frame_path):
+    """stream() finishes each frame (host path: gates, fusions, paste; device path: the frame
+    fusion) on a thread of its own while the next frame's faces are restored; its frames, faces
+    and per-stage times are those of process(), frame for frame, and a stream given up half-way
+    leaves nothing half-done behind."""
+    import threading
+
+    frames = _frames(drawn_talking, 16)
+    config = PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False), frame_path=frame_path)
+    inline = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(), config=config)
+    expected = []
+    for f in frames:
+        expected.append((inline.process(f.copy()), [(a.track_id, a.matrix.tobytes()) for a in inline.last_faces]))
+
+    fr = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(), config=config)
+    fused_on = []
+    real_fuse = fr._frame_fusion.fuse
+    fr._frame_fusion.fuse = lambda *a, **k: fused_on.append(threading.current_thread()) or real_fuse(*a, **k)
+    got = []
+    for out in fr.stream(f.copy() for f in frames):
+        got.append((out, [(a.track_id, a.matrix.tobytes()) for a in fr.last_faces]))
+    assert len(got) == len(frames) and fused_on and threading.current_thread() not in fused_on
+    off = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(),
+                       config=PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False),
+                                             frame_path=frame_path, temporal=TemporalConfig.off()))
+    changed = 0
+    for (out, faces), (ref, ref_faces), f in zip(got, expected, frames):
+        assert np.array_equal(out, ref) and faces == ref_faces and faces
+        changed += not np.array_equal(out, off.process(f.copy()))
+    assert changed >= len(frames) - 1  # the fusions acted (all but the first frame)
+    assert set(fr.stats.stage_seconds) == set(inline.stats.stage_seconds)
+    assert fr.stats.stage_seconds["temporal"] > 0 and fr.stats.stage_seconds["paste"] > 0
+
+    # given up after three frames: the next process() waits for the step still running, and
+    # goes on from the state every earlier frame left (the same as a run that never streamed)
+    again = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(), config=config)
+    stream = again.stream(f.copy() for f in frames)
+    head = [next(stream) for _ in range(3)]
+    del stream
+    rest = [again.process(f.copy()) for f in frames[4:]]
+    assert all(np.array_equal(a, b[0]) for a, b in zip(head, expected))
+    assert rest and all(o.shape == frames[0].shape for o in rest)

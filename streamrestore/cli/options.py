@@ -96,7 +96,7 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
 def add_encoder_options(p: argparse.ArgumentParser) -> None:
     """The output encoder's options (``streamrestore.video.writer.EncoderSettings``)."""
     p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
-    p.add_argument("--preset", help="encoder speed preset (e.g. medium, slow)")
+    p.add_argument("--preset", help="encoder speed preset (default: veryfast for x264; e.g. medium for smaller files)")
     p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
 
 
