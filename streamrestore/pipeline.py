@@ -326,7 +326,9 @@ class FaceRestorer:
         thread). The frames and everything in them are the same as :meth:`process` gives.
 
         Args:
-            frames: frames as :meth:`process` takes them.
+            frames: frames as :meth:`process` takes them. Each is read until it comes back
+                restored (with lookahead, several frames later), so an iterator must not refill
+                one frame's buffer with the next.
         """
         pending: Future | None = None
         for finishing in self._restored(frames):
