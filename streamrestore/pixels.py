@@ -21,7 +21,15 @@ import numpy as np
 
 from streamrestore.blend import paste_rgb, paste_yuv420
 
-__all__ = ["RgbPixels", "Yuv420Pixels", "frame_planes", "pixels_of", "plane_view", "yuv420_frame", "yuv_matrices"]
+__all__ = ["RgbPixels", "Yuv420Pixels", "frame_planes", "pixels_of", "plane_view", "shrink_interpolation",
+           "yuv420_frame", "yuv_matrices"]
+
+
+def shrink_interpolation(source_width: int, width: int) -> int:
+    """OpenCV's interpolation for shrinking a picture ``source_width`` pixels wide to ``width``:
+    area averaging below half size (where bilinear skips pixels and aliases), bilinear down to
+    half size (as the detectors' own resizing does), at a fraction of area's cost for odd factors."""
+    return cv2.INTER_AREA if 2 * width < source_width else cv2.INTER_LINEAR
 
 # FFmpeg AVColorSpace values -> (Kr, Kb). Unspecified and unknown tags read as BT.601, as
 # swscale (and so the writer, for untagged files) does.
@@ -189,10 +197,7 @@ class Yuv420Pixels:
         size = (width, height)
 
         def shrink(plane):
-            # Area averaging where it matters (thumbnails); bilinear down to half size, as the
-            # detectors' own resizing does, at a fraction of area's cost for odd factors.
-            much_smaller = 2 * width < plane.shape[1]
-            return cv2.resize(plane, size, interpolation=cv2.INTER_AREA if much_smaller else cv2.INTER_LINEAR)
+            return cv2.resize(plane, size, interpolation=shrink_interpolation(plane.shape[1], width))
 
         yuv = cv2.merge([shrink(self._y), shrink(self._u), shrink(self._v)])
         return cv2.transform(yuv, self._to_rgb)

@@ -75,6 +75,8 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterable, NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from streamrestore.pixels import shrink_interpolation
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -769,8 +771,7 @@ class FrameFusion:
         at that size, and the weight of the carried change per pixel."""
         cfg = self.config
         if size != grey.shape[1::-1]:
-            # bilinear down to half size (area averaging at an odd factor costs several times more)
-            shrink = cv2.INTER_AREA if 2 * size[0] < grey.shape[1] else cv2.INTER_LINEAR
+            shrink = shrink_interpolation(grey.shape[1], size[0])
             grey = cv2.resize(grey, size, interpolation=shrink)
             prev = cv2.resize(prev, size, interpolation=shrink)
         grey, prev = np.ascontiguousarray(grey), np.ascontiguousarray(prev)
