@@ -247,8 +247,8 @@ class FaceRestorer:
         # one worker registers the references onto the faces while the restorer runs (host path):
         # both release the GIL, and on 2 cores the detail's ~6 ms per face then costs no frame time
         self._detail_worker: ThreadPoolExecutor | None = None
-        # the identity gate's checks of the last frame, running on that worker beside the next
-        # frame's restore; their result is waited for before that frame's faces are weighted
+        # the identity gate's checks of the last frame, running on that worker (beside the next
+        # frame's restore, or part of it); their result is waited for before that frame's faces are weighted
         self._identity_checks: Future | None = None
         self._pending: dict[int, tuple[Any, np.ndarray]] = {}
         self._next_index = 0
@@ -320,27 +320,37 @@ class FaceRestorer:
         """Generator form: yields every input frame, restored, in order (with lookahead).
 
         Each frame is restored in two steps: the faces restored, on the caller's thread, then
-        gated, fused and pasted (:meth:`_emit_frame`), on a thread of this object's, while the
-        next frame's faces are restored: on 2 cores the pasting and both temporal fusions
+        the frame finished (:meth:`_emit_frame`: on the host path the faces gated, fused and
+        pasted, on the device path the frame-space fusion) on a thread of this object's, while
+        the next frame's faces are restored: on 2 cores the pasting and both temporal fusions
         then cost little frame time (they took ~17 ms of a 720p frame's ~78 on the restorer's
-        thread). The frames and everything in them are the same as :meth:`process` gives.
+        thread). The frames and everything in them are the same as :meth:`process` gives, but
+        each comes out once the next one's faces are restored (one frame later, even with
+        ``lookahead=0``: a live source wants :meth:`process`). Should the stream fail, the
+        frames finished before the failure still come out first.
 
         Args:
             frames: frames as :meth:`process` takes them. Each is read until it comes back
                 restored (with lookahead, several frames later), so an iterator must not refill
                 one frame's buffer with the next.
         """
+        self._wait_finishing()  # a stream given up half-way may have left its last frame: not this one's
         pending: Future | None = None
-        for finishing in self._restored(frames):
-            # the frame before finishes first (and one a stream given up half-way left behind)
-            self._wait_finishing()
-            done = pending.result() if pending is not None else None
-            pending = self._finishing = self._finisher().submit(finishing)
-            if done is not None:
-                yield self._finished(done)
-        if pending is not None:
-            self._finishing = None
-            yield self._finished(pending.result())
+        try:
+            for finishing in self._restored(frames):
+                done = self._wait_finishing()  # the frame before finishes first
+                pending = self._finishing = self._finisher().submit(finishing)
+                if done is not None:
+                    yield self._finished(done)
+        except Exception:
+            if self._finishing is pending:  # the failure was not its: the frame before comes out first
+                done = self._wait_finishing()
+                if done is not None:
+                    yield self._finished(done)
+            raise
+        done = self._wait_finishing()
+        if done is not None:
+            yield self._finished(done)
 
     def _restored(self, frames: Iterable[Any]) -> Iterator[Callable[[], "_Finished"]]:
         """The finishing step of every frame of ``frames``, in order (the stream's end included)."""
@@ -350,8 +360,8 @@ class FaceRestorer:
             yield self._emit(index, tracked)
 
     def finish(self) -> Iterator[Any]:
-        """Yields the frames still held back for lookahead (call at the end of a stream fed
-        through :meth:`process`; :meth:`stream` flushes them itself)."""
+        """Yields the frames the tracker still holds back (none with ``lookahead=0``, the only
+        setting :meth:`process` takes; :meth:`stream` flushes its own)."""
         for index, tracked in self._tracker.flush():
             yield self._finish_here(self._emit(index, tracked))
 
@@ -362,12 +372,18 @@ class FaceRestorer:
             weakref.finalize(self, self._finish_worker.shutdown, wait=False)
         return self._finish_worker
 
-    def _wait_finishing(self) -> None:
-        """Waits for the last frame sent to the finishing thread: the per-track states the
-        finishing step keeps are touched by one frame at a time, in order."""
-        if self._finishing is not None:
-            wait([self._finishing])
-            self._finishing = None
+    def _wait_finishing(self) -> "_Finished | None":
+        """Waits for the last frame sent to the finishing thread (the per-track states the
+        finishing step keeps are touched by one frame at a time, in order) and returns it
+        finished (None: none was sent); its error is raised here. The wait counts as busy time."""
+        pending, self._finishing = self._finishing, None
+        if pending is None:
+            return None
+        t0 = time.perf_counter()
+        try:
+            return pending.result()
+        finally:
+            self.stats.busy_seconds += time.perf_counter() - t0
 
     def _finish_here(self, finishing: Callable[[], "_Finished"]) -> Any:
         """Runs a finishing step on this thread; the frame restored."""

@@ -434,45 +434,68 @@ class _Flickering(IdentityRestorer):
 
 
 @pytest.mark.parametrize("frame_path", ["host", "device"])
-def test_stream_finishes_frames_beside_the_restore_as_process_would(drawn_talking, frame_path):
-    """stream() finishes each frame (host path: gates, fusions, paste; device path: the frame
-    fusion) on a thread of its own while the next frame's faces are restored; its frames, faces
-    and per-stage times are those of process(), frame for frame, and a stream given up half-way
-    leaves nothing half-done behind."""
+def test_stream_finishes_frames_beside_the_restore_as_process_would(drawn_talking, tmp_path, frame_path):
+    """stream() finishes each frame (host path: gates, reference detail, fusions, paste; device
+    path: the frame fusion) on a thread of its own while the next frame's faces are restored
+    (the reference detail and the identity checks share the worker thread meanwhile); its
+    frames, faces and per-stage times are those of process(), frame for frame. A stream given up
+    half-way leaves nothing half-done behind, and one whose input fails hands out the frames
+    finished before the failure first."""
     import threading
 
-    frames = _frames(drawn_talking, 16)
-    config = PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False), frame_path=frame_path)
-    inline = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(), config=config)
-    expected = []
-    for f in frames:
-        expected.append((inline.process(f.copy()), [(a.track_id, a.matrix.tobytes()) for a in inline.last_faces]))
+    from streamrestore.faces.references import load_reference_sets
 
-    fr = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(), config=config)
+    frames = _frames(drawn_talking, 16)
+    detector, embedder = sf.SyntheticFaceDetector(), sf.SyntheticFaceEmbedder()
+    sets = load_reference_sets([str(sf.write_portraits(tmp_path / "ann", "ann"))], detector, embedder, 128)
+
+    def restorer(temporal=TemporalConfig()):
+        config = PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False), frame_path=frame_path,
+                                temporal=temporal)
+        return FaceRestorer(_Flickering(128), detector, sets, embedder=embedder, config=config)
+
+    def faces_of(fr):
+        return [(a.track_id, a.identity, a.matrix.tobytes()) for a in fr.last_faces]
+
+    inline = restorer()
+    expected = [(inline.process(f.copy()), faces_of(inline)) for f in frames]
+    fr = restorer()
     fused_on = []
     real_fuse = fr._frame_fusion.fuse
     fr._frame_fusion.fuse = lambda *a, **k: fused_on.append(threading.current_thread()) or real_fuse(*a, **k)
-    got = []
-    for out in fr.stream(f.copy() for f in frames):
-        got.append((out, [(a.track_id, a.matrix.tobytes()) for a in fr.last_faces]))
+    got = [(out, faces_of(fr)) for out in fr.stream(f.copy() for f in frames)]
     assert len(got) == len(frames) and fused_on and threading.current_thread() not in fused_on
-    off = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(),
-                       config=PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False),
-                                             frame_path=frame_path, temporal=TemporalConfig.off()))
+    off = restorer(TemporalConfig.off())
     changed = 0
     for (out, faces), (ref, ref_faces), f in zip(got, expected, frames):
-        assert np.array_equal(out, ref) and faces == ref_faces and faces
+        assert np.array_equal(out, ref) and faces == ref_faces and faces and faces[0][1] == "ann"
         changed += not np.array_equal(out, off.process(f.copy()))
     assert changed >= len(frames) - 1  # the fusions acted (all but the first frame)
     assert set(fr.stats.stage_seconds) == set(inline.stats.stage_seconds)
+    assert {"temporal", "paste", "reference_detail", "identity_gate"} <= set(fr.stats.stage_seconds)
     assert fr.stats.stage_seconds["temporal"] > 0 and fr.stats.stage_seconds["paste"] > 0
 
-    # given up after three frames: the next process() waits for the step still running, and
-    # goes on from the state every earlier frame left (the same as a run that never streamed)
-    again = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(), config=config)
+    # given up after three frames (the fourth's faces were restored by then): the next process()
+    # waits for the step still running and goes on from the state every earlier frame left, as
+    # a run that never streamed
+    again = restorer()
     stream = again.stream(f.copy() for f in frames)
     head = [next(stream) for _ in range(3)]
     del stream
     rest = [again.process(f.copy()) for f in frames[4:]]
+    plain = restorer()
+    for f in frames[:4]:
+        plain.process(f.copy())
     assert all(np.array_equal(a, b[0]) for a, b in zip(head, expected))
-    assert rest and all(o.shape == frames[0].shape for o in rest)
+    assert rest and all(np.array_equal(a, plain.process(f.copy())) for a, f in zip(rest, frames[4:]))
+
+    # the input fails at its sixth frame: the five before it come out, then the error
+    def failing():
+        yield from (f.copy() for f in frames[:5])
+        raise OSError("the source broke")
+
+    out = []
+    with pytest.raises(OSError, match="source broke"):
+        for frame in restorer().stream(failing()):
+            out.append(frame)
+    assert len(out) == 5 and all(np.array_equal(a, b[0]) for a, b in zip(out, expected))
