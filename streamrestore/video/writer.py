@@ -66,9 +66,9 @@ _DEFAULT_CRF = {
 # restored frame; veryfast ~15 ms (2.6x less), and at crf 16 it keeps medium-17's bitrate
 # within 0.9 dB of its luma PSNR, at 45-47 dB, far above what shows (720p talking head:
 # 45.59 dB at 2449 kbit/s against 46.42 at 2422; benchmarks/bench_video_io.py --quality).
-# End to end on 2 cores (streamrestore bench, 720p one face): 13.0-13.8 fps -> 15.3-15.5.
-# The usual choice for face tools (facefusion's default preset is veryfast too); --preset
-# medium gets the smaller files back.
+# End to end on 2 cores (streamrestore bench, 720p one face; the preset alone): 13.0-13.8 fps ->
+# 15.3-15.5. The usual choice for face tools (facefusion's default preset is veryfast too);
+# --preset medium --crf 17, the former default, gets the 0.8 dB back for that CPU.
 _DEFAULT_PRESET = {
     "libx264": "veryfast",
     "libx265": "medium",
