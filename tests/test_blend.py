@@ -27,6 +27,28 @@ def test_feather_mask_is_one_inside_zero_at_border():
     assert np.all(np.diff(m[64, :64]) >= 0)  # monotone ramp, no ring
 
 
+@pytest.mark.parametrize("resolution,corner", [(128, (15, 340)), (512, (15, 340)), (512, (625, 10))])
+def test_crop_mask_fades_where_the_crop_saw_outside_the_frame(resolution, corner):
+    """A crop partly outside the frame: its weight is the feathered mask times how much of each
+    crop pixel's bilinear footprint lies in the frame (OpenCV warping an all-ones frame with a
+    zero border), eroded and faded; the crop wholly inside gets the plain mask."""
+    r, shape = resolution, (360, 640)
+    paste = PasteBack(r)
+    inside = paste.crop_mask(shape, _similarity(r / 150, 0.1, (320, 180), r))
+    assert inside is paste._mask
+    m = _similarity(r / 150, 0.25, corner, r)  # at a corner: the crop hangs out on two sides
+    weight = paste.crop_mask(shape, m)
+    seen = cv2.warpAffine(np.ones(shape, np.float32), m, (r, r), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    k = int(paste.config.feather * r) | 1
+    eroded = cv2.erode(seen, np.ones((3, 3), np.uint8), iterations=2)
+    expected = paste._mask * cv2.GaussianBlur(eroded, (k, k), 0) * eroded
+    assert weight.dtype == np.float32 and weight.shape == (r, r)
+    assert (seen == 0).mean() > 0.2 and np.all(weight[seen == 0] == 0)
+    # OpenCV's bilinear weights come in steps of 1/32; ours are exact
+    assert np.abs(weight - expected).max() < 0.04
+
+
 @pytest.mark.parametrize("center,angle", [((320, 180), 0.2), ((20, 30), -0.3), ((630, 350), 0.0)])
 def test_identity_paste_round_trip(frame, center, angle):
     r = 256
