@@ -565,7 +565,8 @@ class FaceRestorer:
                 self._forget_ended_in_crops(live)
                 return paste_on_host(frame, identities, seconds)
 
-        boxes = [(tid, crop_box(pixels.shape[:2], m, side)) for tid, m, side in zip(ids, matrices, sides)]
+        boxes = ([(tid, crop_box(pixels.shape[:2], m, side)) for tid, m, side in zip(ids, matrices, sides)]
+                 if self._frame_fusion.active else [])
         faces = [AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
                  for c, m, tid in zip(crops, matrices, ids)]
 
