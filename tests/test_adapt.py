@@ -193,7 +193,7 @@ def _uint8(faces: torch.Tensor):
 def test_a_head_adapted_learns_the_photos_and_leaves_the_unet_alone(with_head):
     import numpy as np
 
-    from streamrestore.model.adapt import _pairs, adapt_weights
+    from streamrestore.model.adapt import _MIXES, _pairs, adapt_weights
 
     net = with_head.net
     unet_before = {k: v.clone() for k, v in net.unet.state_dict().items()}
@@ -207,7 +207,7 @@ def test_a_head_adapted_learns_the_photos_and_leaves_the_unet_alone(with_head):
     torch.testing.assert_close(adapt_weights(net, photos, config), state)  # the same photos, the same weights
 
     # on the very pairs it learnt from (the same seed draws them), the adapted head is closer to the photos
-    degraded, targets, references = _pairs(photos, np.random.default_rng(config.seed), config.pairs, 2)
+    degraded, targets, references = _pairs(photos, np.random.default_rng(config.seed), config.pairs, 2, _MIXES["head"])
     unet_only = InstantRestoreNet(net.config.replace(detail_head=None))
     with torch.no_grad():
         for name, value in unet_only.weights_state_dict().items():

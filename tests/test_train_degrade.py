@@ -135,3 +135,51 @@ def test_video_upload_is_the_players_chain(face):
     small = cv2.resize(face, (40, 40), interpolation=cv2.INTER_AREA)
     expected = h264_roundtrip(cv2.resize(h264_roundtrip(small, 32), (96, 96), interpolation=cv2.INTER_CUBIC), 16)
     assert np.array_equal(apply_degradation(face, d), expected)
+
+
+def test_a_face_scale_brings_the_frames_damage_to_the_crop():
+    """``video_upload_any_size`` draws its blur and shrink in frame pixels and scales both by one drawn
+    face size, drawn after every other value: the same draws as without it, times that size."""
+    from dataclasses import replace
+
+    from streamrestore.data.degrade import VIDEO_UPLOAD_ANY_SIZE as preset
+
+    draws = [sample_degradation(preset, seed, (128, 128)) for seed in range(200)]
+    frame = [sample_degradation(replace(preset, face_scale=None), seed, (128, 128)) for seed in range(200)]
+    for d, f in zip(draws, frame):
+        assert d.blur_sigma[0] == d.blur_sigma[1] and d.downsample == 1
+        face = d.scale / f.scale
+        assert 0.15 - 1e-9 <= face <= 1.0 + 1e-9
+        assert d.blur_sigma[0] == pytest.approx(f.blur_sigma[0] * face)
+        assert 2.5 <= f.scale <= 5.5 and 0.6 <= f.blur_sigma[0] <= 1.8
+        assert (d.h264_crf, d.final_h264_crf, d.noise_seed) == (f.h264_crf, f.final_h264_crf, f.noise_seed)
+    assert min(d.scale for d in draws) < 1 < max(d.scale for d in draws)  # large faces: the crop coded enlarged
+    with pytest.raises(ValueError, match="face_scale"):
+        DegradationPreset(face_scale=(0.2, 0.5))  # the paper's preset: integer downsampling at 512 px
+    with pytest.raises(ValueError, match="face_scale"):
+        replace(preset, face_scale=(0.0, 0.5))
+
+
+def test_a_face_larger_than_its_crop_is_coded_enlarged(face):
+    """A shrink under 1 at the crop: bicubic enlargement, H.264 at that size, area shrink back, H.264 again
+    (the frame's chain where the frame held the face at more pixels than the crop)."""
+    import cv2
+
+    from streamrestore.data.degrade import Degradation, h264_roundtrip
+
+    d = Degradation(size=face.shape[:2], scale=0.5, h264_crf=32, final_h264_crf=16)
+    large = cv2.resize(face, (192, 192), interpolation=cv2.INTER_CUBIC)
+    expected = h264_roundtrip(cv2.resize(h264_roundtrip(large, 32), (96, 96), interpolation=cv2.INTER_AREA), 16)
+    assert np.array_equal(apply_degradation(face, d), expected)
+
+
+def test_a_larger_face_gets_milder_damage_at_its_crop(face):
+    from dataclasses import replace
+
+    from streamrestore.data.degrade import VIDEO_UPLOAD_ANY_SIZE
+
+    def err(face_scale):
+        preset = replace(VIDEO_UPLOAD_ANY_SIZE, face_scale=(face_scale, face_scale))
+        return np.mean([np.abs(degrade(face, preset, s).astype(float) - face).mean() for s in range(8)])
+
+    assert err(0.15) < err(0.4) < err(1.0)

@@ -66,6 +66,11 @@ class DegradationPreset:
     final_h264_crf: tuple[int, int] | None = None
     #: one blur width for both axes (a defocused or resized frame) instead of two independent ones.
     isotropic_blur: bool = False
+    #: crop pixels per frame pixel of the face the crop shows, drawn log-uniformly from this range: the
+    #: blur widths and ``scale`` are then *frame* pixels, brought to the crop by it (None: they are crop
+    #: pixels). A face larger in the frame than its crop (below 1) has its damage shrunk with it: the
+    #: frame's shrink can come out under 1 at the crop, which is then coded enlarged, as the frame was.
+    face_scale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         _check_range("blur_sigma", self.blur_sigma, 1e-3, 100.0)
@@ -76,6 +81,9 @@ class DegradationPreset:
         _check_range("h264_crf", self.h264_crf, 0, 51)
         _check_range("scale", self.scale, 1.0, 64.0)
         _check_range("final_h264_crf", self.final_h264_crf, 0, 51)
+        _check_range("face_scale", self.face_scale, 1e-3, 64.0)
+        if self.face_scale is not None and (self.downsample is not None or self.reference_size is not None):
+            raise ValueError("face_scale goes with scale and pixel widths: set downsample and reference_size to None")
         if self.scale is not None and self.downsample is not None:
             raise ValueError("a preset shrinks by downsample or by scale, not both: set one of them to None")
         if self.blur_kernel_size < 3 or self.blur_kernel_size % 2 == 0:
@@ -141,6 +149,27 @@ VIDEO_UPLOAD = DegradationPreset(
     reference_size=None,
 )
 
+#: ``VIDEO_UPLOAD``'s chain (blur, area shrink, H.264, bicubic upscale, H.264 again) drawn in the frame's
+#: pixels around ``tools/degrade_video.py``'s defaults (blur 1.2 px, x4, crf 32) for a face of any size
+#: in the frame: crops that cover 1 to ~7 frame pixels per crop pixel (a 720p or 1080p close-up's 128-px
+#: crop covers 4-6). ``VIDEO_UPLOAD``'s crop-pixel ranges are what the same chain does to a small face
+#: (~2 frame pixels per crop pixel); on a large face it leaves compression at the crop's own scale and
+#: little blur or shrink, a damage those ranges never draw. Used by ``--adapt`` (``streamrestore.model.adapt``).
+VIDEO_UPLOAD_ANY_SIZE = DegradationPreset(
+    name="video_upload_any_size",
+    blur_sigma=(0.6, 1.8),
+    blur_kernel_size=11,
+    isotropic_blur=True,
+    downsample=None,
+    scale=(2.5, 5.5),
+    noise_sigma=None,
+    jpeg_quality=None,
+    h264_crf=(28, 36),
+    final_h264_crf=(14, 20),
+    reference_size=None,
+    face_scale=(0.15, 1.0),
+)
+
 #: The paper's severe range as it looks after shrinking a 512 px crop to 128 px (what lite trains
 #: on; ``configs/lite.toml`` spells the same table out).
 SEVERE_AT_128 = DegradationPreset(
@@ -149,7 +178,8 @@ SEVERE_AT_128 = DegradationPreset(
 )
 
 PRESETS: dict[str, DegradationPreset] = {
-    p.name: p for p in (SEVERE, MODERATE, MILD, VIDEO, CLEAN, VIDEO_SMALL, SEVERE_AT_128, VIDEO_UPLOAD)
+    p.name: p for p in (SEVERE, MODERATE, MILD, VIDEO, CLEAN, VIDEO_SMALL, SEVERE_AT_128, VIDEO_UPLOAD,
+                        VIDEO_UPLOAD_ANY_SIZE)
 }
 
 
@@ -206,7 +236,8 @@ class Degradation:
     noise_seed: int = 0
     jpeg_quality: int | None = None
     h264_crf: int | None = None
-    scale: float = 1.0  # area downscale + bicubic upscale when > 1 (``downsample`` is then 1)
+    scale: float = 1.0  # area downscale + bicubic upscale when > 1 (``downsample`` is then 1); bicubic
+    # enlargement + area shrink back when < 1 (a face larger in the frame than its crop)
     final_h264_crf: int | None = None
 
 
@@ -234,8 +265,12 @@ def sample_degradation(preset: str | DegradationPreset, seed: int, size: tuple[i
     # drawn after the fields above, so that presets without them keep their draws
     resize = float(rng.uniform(*preset.scale)) if preset.scale else 1.0
     final_crf = int(rng.integers(preset.final_h264_crf[0], preset.final_h264_crf[1] + 1)) if preset.final_h264_crf else None
+    # drawn last, so that presets without it keep their draws
+    face = float(np.exp(rng.uniform(*np.log(preset.face_scale)))) if preset.face_scale else 1.0
     if preset.isotropic_blur:
         sy = sx
+    scale *= face
+    resize *= face
     kernel = max(3, int(round(preset.blur_kernel_size * scale)) | 1)
     return Degradation(
         size=(h, w),
@@ -342,8 +377,9 @@ def apply_degradation(image: np.ndarray, d: Degradation) -> np.ndarray:
         x = cv2.filter2D(x, -1, k, borderType=cv2.BORDER_REFLECT)
     if d.downsample > 1:
         x = cv2.resize(x, (max(1, round(w / d.downsample)), max(1, round(h / d.downsample))), interpolation=cv2.INTER_LINEAR)
-    if d.scale > 1:
-        x = cv2.resize(x, (max(1, round(w / d.scale)), max(1, round(h / d.scale))), interpolation=cv2.INTER_AREA)
+    if d.scale != 1:
+        x = cv2.resize(x, (max(1, round(w / d.scale)), max(1, round(h / d.scale))),
+                       interpolation=cv2.INTER_AREA if d.scale > 1 else cv2.INTER_CUBIC)
     if d.noise_sigma > 0:
         x = x + np.random.default_rng(d.noise_seed).normal(0.0, d.noise_sigma, x.shape).astype(np.float32)
     low = np.clip(np.rint(x), 0, 255).astype(np.uint8)
@@ -353,7 +389,8 @@ def apply_degradation(image: np.ndarray, d: Degradation) -> np.ndarray:
         # without libx264, JPEG at a quality of similar damage stands in (8x8 DCT blocking)
         low = h264_roundtrip(low, d.h264_crf) if _has_libx264() else _jpeg(low, max(5, 100 - 2 * d.h264_crf))
     if low.shape[:2] != (h, w):
-        low = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC if d.scale > 1 else cv2.INTER_LINEAR)
+        back = cv2.INTER_CUBIC if d.scale > 1 else cv2.INTER_AREA if d.scale < 1 else cv2.INTER_LINEAR
+        low = cv2.resize(low, (w, h), interpolation=back)
     if d.final_h264_crf is not None:
         low = h264_roundtrip(low, d.final_h264_crf) if _has_libx264() else _jpeg(low, max(5, 100 - 2 * d.final_h264_crf))
     return np.ascontiguousarray(low)
@@ -377,6 +414,7 @@ __all__ = [
     "CLEAN",
     "VIDEO_SMALL",
     "VIDEO_UPLOAD",
+    "VIDEO_UPLOAD_ANY_SIZE",
     "SEVERE_AT_128",
     "SEVERE",
     "MODERATE",

@@ -135,16 +135,28 @@ def default_cache_dir() -> Path:
     return cache_root() / "adapted"
 
 
-#: lite's training mix (streamrestore/data/degrade.py presets) without its clean share: a clean
-#: pair teaches nothing about this person that the photo does not already show. Part of the
-#: cache key: another mix adapts again.
-_MIX = (("severe_at_128", 0.2), ("video_upload", 0.45), ("video_small", 0.2), ("mild", 0.15))
+#: the damage of each part's pairs (streamrestore/data/degrade.py presets and weights), part of the cache
+#: key: another mix adapts again. None has a clean share: a clean pair teaches nothing about this person
+#: that the photo does not already show.
+#: - "unet": lite's training mix.
+#: - "head": three quarters the upload chain at any face size (``video_upload_any_size``), a quarter lite's
+#:   mix. lite's mix damages a crop as the chain damages a small face (~2 frame pixels per crop pixel);
+#:   a large face's crop gets milder damage from the same video, which lite's mix never draws. On the
+#:   video benchmark's large faces the head so adapted gains 0.2-0.4 dB more (d13, d14) and on the
+#:   small ones about as much as before (docs/video_eval.md, "Session 36").
+_MIXES = {
+    "unet": (("severe_at_128", 0.2), ("video_upload", 0.45), ("video_small", 0.2), ("mild", 0.15)),
+    "head": (("video_upload_any_size", 0.75), ("severe_at_128", 0.05), ("video_upload", 0.1125),
+             ("video_small", 0.05), ("mild", 0.0375)),
+}
 
 
-def _pairs(photos: np.ndarray, rng: np.random.Generator, count: int, refs_per_sample: int):
+def _pairs(photos: np.ndarray, rng: np.random.Generator, count: int, refs_per_sample: int, mix):
+    """``count`` training pairs from one person's photos: a photo degraded with a preset drawn from
+    ``mix`` ((name, weight) pairs), the photo, and ``refs_per_sample`` of the person's other photos."""
     from streamrestore.data.degrade import degrade, get_preset  # noqa: PLC0415
 
-    names, weights = zip(*_MIX)
+    names, weights = zip(*mix)
     p = np.asarray(weights) / sum(weights)
     n = len(photos)
     targets, degraded, references = [], [], []
@@ -226,7 +238,7 @@ def _adapt_head(net, photos: np.ndarray, config: AdaptConfig) -> dict[str, torch
     unet_only.detail_head = None
     restorer = InstantRestorer(unet_only, device="cpu", dtype=torch.float32, name="adapt")
     rng = np.random.default_rng(config.seed)
-    degraded, targets, references = _pairs(photos, rng, config.pairs, config.references_per_sample)
+    degraded, targets, references = _pairs(photos, rng, config.pairs, config.references_per_sample, _MIXES["head"])
     with torch.inference_mode():
         restored = torch.cat([restorer.restore(degraded[i:i + 1], [restorer.encode_references(references[i])])
                               for i in range(len(degraded))])
@@ -269,7 +281,8 @@ def _adapt_unet(net, photos: np.ndarray, config: AdaptConfig) -> dict[str, torch
     mask = torch.ones(config.batch_size, config.references_per_sample, dtype=torch.bool)
     progress = _StepProgress(config.steps, "UNet")
     for step in range(config.steps):
-        degraded, targets, references = _pairs(photos, rng, config.batch_size, config.references_per_sample)
+        degraded, targets, references = _pairs(photos, rng, config.batch_size, config.references_per_sample,
+                                               _MIXES["unet"])
         restored, _ = model(degraded, references, mask, noise, ref_noise, None)
         restored = restored.float()
         loss = pixel_loss(restored, targets, "l1") + 0.5 * ssim_loss(restored, targets)
@@ -325,7 +338,7 @@ class AdaptedRestorer:
         head = getattr(self.base, "detail_head_fingerprint", "none")
         if head != "none":  # models without a head hash no head fingerprint
             digest.update(head.encode())
-        recipe: dict = {**self.config.key_fields(), "mix": _MIX}
+        recipe: dict = {**self.config.key_fields(), "mix": _MIXES[self.config.part]}
         if self.config.part == "head":  # the head's loss shapes its weights too
             recipe["head_loss"] = [_HEAD_BAND_WEIGHT, list(_HEAD_BAND_SIGMAS)]
         digest.update(json.dumps(recipe, sort_keys=True).encode())
