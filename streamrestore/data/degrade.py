@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import cv2
@@ -155,19 +155,9 @@ VIDEO_UPLOAD = DegradationPreset(
 #: crop covers 4-6). ``VIDEO_UPLOAD``'s crop-pixel ranges are what the same chain does to a small face
 #: (~2 frame pixels per crop pixel); on a large face it leaves compression at the crop's own scale and
 #: little blur or shrink, a damage those ranges never draw. Used by ``--adapt`` (``streamrestore.model.adapt``).
-VIDEO_UPLOAD_ANY_SIZE = DegradationPreset(
-    name="video_upload_any_size",
-    blur_sigma=(0.6, 1.8),
-    blur_kernel_size=11,
-    isotropic_blur=True,
-    downsample=None,
-    scale=(2.5, 5.5),
-    noise_sigma=None,
-    jpeg_quality=None,
-    h264_crf=(28, 36),
-    final_h264_crf=(14, 20),
-    reference_size=None,
-    face_scale=(0.15, 1.0),
+VIDEO_UPLOAD_ANY_SIZE = replace(
+    VIDEO_UPLOAD, name="video_upload_any_size", blur_sigma=(0.6, 1.8), blur_kernel_size=11, scale=(2.5, 5.5),
+    h264_crf=(28, 36), face_scale=(0.15, 1.0),
 )
 
 #: The paper's severe range as it looks after shrinking a 512 px crop to 128 px (what lite trains
