@@ -273,6 +273,24 @@ def test_each_part_has_its_own_defaults_and_the_unets_cache_key_is_kept():
     assert head.key_fields()["part"] == "head"
 
 
+def test_a_heads_key_follows_its_pairs_damage_and_the_unets_does_not(with_head, tmp_path, monkeypatch):
+    """A preset of the head's mix re-tuned in place adapts again: the key holds the presets' settings, not only
+    their names. The UNet's fine-tune keeps the key it always had."""
+    from dataclasses import replace
+
+    import streamrestore.data.degrade as degrade
+
+    photos = _photos(15, 3)
+    head = AdaptedRestorer(with_head, AdaptConfig(part="head", cache_dir=str(tmp_path)))
+    unet = AdaptedRestorer(with_head, AdaptConfig(part="unet", cache_dir=str(tmp_path)))
+    head_key, unet_key = head.key(photos), unet.key(photos)
+    preset = degrade.PRESETS["video_upload_any_size"]
+    monkeypatch.setitem(degrade.PRESETS, "video_upload_any_size", replace(preset, face_scale=(0.2, 1.0)))
+    assert head.key(photos) != head_key and unet.key(photos) == unet_key
+    monkeypatch.setitem(degrade.PRESETS, "video_upload_any_size", preset)
+    assert head.key(photos) == head_key
+
+
 def test_cli_adapt_part(capsys):
     import argparse
 

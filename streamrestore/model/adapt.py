@@ -339,8 +339,11 @@ class AdaptedRestorer:
         if head != "none":  # models without a head hash no head fingerprint
             digest.update(head.encode())
         recipe: dict = {**self.config.key_fields(), "mix": _MIXES[self.config.part]}
-        if self.config.part == "head":  # the head's loss shapes its weights too
+        if self.config.part == "head":  # the head's loss and its pairs' damage shape its weights too
+            from streamrestore.data.degrade import get_preset  # noqa: PLC0415
+
             recipe["head_loss"] = [_HEAD_BAND_WEIGHT, list(_HEAD_BAND_SIGMAS)]
+            recipe["presets"] = {name: dataclasses.asdict(get_preset(name)) for name, _ in _MIXES["head"]}
         digest.update(json.dumps(recipe, sort_keys=True).encode())
         return digest.hexdigest()[:32]
 
