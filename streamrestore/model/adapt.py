@@ -142,8 +142,8 @@ def default_cache_dir() -> Path:
 #: - "head": three quarters the upload chain at any face size (``video_upload_any_size``), a quarter lite's
 #:   mix. lite's mix damages a crop as the chain damages a small face (~2 frame pixels per crop pixel);
 #:   a large face's crop gets milder damage from the same video, which lite's mix never draws. On the
-#:   video benchmark's large faces the head so adapted gains 0.2-0.4 dB more (d13, d14) and on the
-#:   small ones about as much as before (docs/video_eval.md, "Session 36").
+#:   video benchmark's large faces the head so adapted gains 0.2-0.4 dB more (d13, d14, d11), on the
+#:   small ones about as much as before, and on the demo set's photos +0.1 dB (docs/video_eval.md, "Session 36").
 _MIXES = {
     "unet": (("severe_at_128", 0.2), ("video_upload", 0.45), ("video_small", 0.2), ("mild", 0.15)),
     "head": (("video_upload_any_size", 0.75), ("severe_at_128", 0.05), ("video_upload", 0.1125),
@@ -151,7 +151,8 @@ _MIXES = {
 }
 
 
-def _pairs(photos: np.ndarray, rng: np.random.Generator, count: int, refs_per_sample: int, mix):
+def _pairs(photos: np.ndarray, rng: np.random.Generator, count: int, refs_per_sample: int,
+           mix: Sequence[tuple[str, float]]):
     """``count`` training pairs from one person's photos: a photo degraded with a preset drawn from
     ``mix`` ((name, weight) pairs), the photo, and ``refs_per_sample`` of the person's other photos."""
     from streamrestore.data.degrade import degrade, get_preset  # noqa: PLC0415
