@@ -66,8 +66,9 @@ class AdaptConfig:
             +1.09 / +0.101, d11 +1.51 / +0.100 against +1.09 / +0.076) in a third of the time
             (docs/video_eval.md, "Session 31"). ``"unet"``: the UNet, through the frozen head.
         steps: optimiser steps (None: the part's default; ``"head"`` 300, 32-57 s per person on
-            a 2-core CPU; ``"unet"`` 100: on the demo set the judge gain had formed by then,
-            ~2.5-4 min per person).
+            a 2-core CPU; 600, with 96 pairs, gained 0.05 dB / 0.009 identity more on the video
+            benchmark and lost 0.18 dB on dmdnet's photos (docs/video_eval.md, "Session 37");
+            ``"unet"`` 100: on the demo set the judge gain had formed by then, ~2.5-4 min per person).
         batch_size: pairs per step (None: 4, both parts).
         lr: AdamW learning rate (None: ``"unet"`` 5e-5, a tenth of lite's training rate, so 100
             steps specialise the model without forgetting how to restore; ``"head"`` 2e-4, a
@@ -81,6 +82,10 @@ class AdaptConfig:
         pairs: with ``part="head"``, how many degraded photos (and the UNet's outputs for them)
             the head learns from, made once before its steps (default 24: each a photo drawn at
             random, with its own damage; the UNet runs once per pair, the head's steps are cheap).
+            96 were measured: +0.03 dB / +0.005 identity on the video benchmark's adapted clips and
+            +0.09 dB / +0.016 judge on dmdnet's nine unseen people, but 0.19 dB less on the demo
+            set's twelve (+0.87 over the input against +1.06); two seeds of 48 pairs differ by
+            0.14 dB / 0.009 identity on one clip (docs/video_eval.md, "Session 37").
         seed: seed of the degradation and sampling draws (the same photos give the same weights).
         blend: how much of the fine-tune's weight change is used (1.0: all of it; None: the part's
             default, ``"unet"`` 0.5: the weights halfway between the base and the adapted ones,
