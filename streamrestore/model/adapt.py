@@ -3,7 +3,7 @@
 Shared-image attention lets a restorer *look at* the references; adaptation also *teaches* it
 the person: a short fine-tune on pairs made from the reference photos themselves (each photo
 degraded -> the photo, with the person's other photos as references). By default only the detail
-head is fine-tuned (``AdaptConfig.part = "head"``: under a minute per person on a CPU, the
+head is fine-tuned (``AdaptConfig.part = "head"``: about a minute per person on a CPU, the
 person's 1.5-4 px detail, where the identity judge finds them); ``"unet"`` fine-tunes the UNet
 through the frozen head (minutes). The adapted weights are cached on disk next to the identity's
 key (photos + model + settings), so what it costs is paid once per person, not per run.
@@ -65,10 +65,11 @@ class AdaptConfig:
             UNet's fine-tune on every clip measured (Andrew +1.64 dB / +0.119 identity against
             +1.09 / +0.101, d11 +1.51 / +0.100 against +1.09 / +0.076) in a third of the time
             (docs/video_eval.md, "Session 31"). ``"unet"``: the UNet, through the frozen head.
-        steps: optimiser steps (None: the part's default; ``"head"`` 300, 32-57 s per person on
-            a 2-core CPU; 600, with 96 pairs, gained 0.05 dB / 0.009 identity more on the video
-            benchmark and lost 0.18 dB on dmdnet's photos (docs/video_eval.md, "Session 37");
-            ``"unet"`` 100: on the demo set the judge gain had formed by then, ~2.5-4 min per person).
+        steps: optimiser steps (None: the part's default; ``"head"`` 300, about 70 s per person
+            on the idle 2-core CPU (session 37: 72 s, of which 0.2 s make the pairs); 600, with
+            96 pairs, gained 0.05 dB / 0.009 identity more on the video benchmark and lost 0.18 dB
+            on dmdnet's photos (docs/video_eval.md, "Session 37"); ``"unet"`` 100: on the demo
+            set the judge gain had formed by then, ~2.5-4 min per person).
         batch_size: pairs per step (None: 4, both parts).
         lr: AdamW learning rate (None: ``"unet"`` 5e-5, a tenth of lite's training rate, so 100
             steps specialise the model without forgetting how to restore; ``"head"`` 2e-4, a
