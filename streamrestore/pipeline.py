@@ -203,10 +203,14 @@ class FaceRestorer:
         needs_matching = len(self.reference_sets) > 1 or (self.reference_sets and config.unmatched == "skip")
         if needs_matching and embedder is None:
             raise ValueError("an embedder is needed to tell reference sets apart (several sets or unmatched='skip')")
-        self._matcher = IdentityMatcher(self.reference_sets) if needs_matching else None
+        # one set and unmatched="restore": every face is restored toward it; the matcher still scores
+        # each track (a few embeddings per track) so that a face of someone else is reported, not hidden
         self._single_identity = self.reference_sets[0].name if len(self.reference_sets) == 1 and not needs_matching else None
+        scoring = needs_matching or (self._single_identity is not None and embedder is not None
+                                     and self.reference_sets[0].embedder in (None, getattr(embedder, "name", None)))
+        self._matcher = IdentityMatcher(self.reference_sets) if scoring else None
         self.stats.references = bool(self.reference_sets)
-        self.stats.matching = self._matcher is not None
+        self.stats.matching = bool(needs_matching)
         self.stats.match_threshold = self._matcher.threshold if self._matcher is not None else None
 
         # Per-identity work happens once, here, never per frame.
@@ -599,12 +603,17 @@ class FaceRestorer:
         Decided twice per track and identity, so that a face never flips between the two: on its
         first face (matched here, before its restore; the stage's own measurement runs beside it),
         and again on the track's average once it has ``POOR_MATCH_MIN_FACES`` faces. With the stage
-        off nothing is measured: the adaptation serves every face."""
+        off nothing is measured: the adaptation serves every face. An identity the restorer did not
+        adapt (too few photos: ``unadapted`` gives its cache back) is served as it is, and its tracks
+        are not reported as adapted."""
         cache = self.caches.get(identity)
         unadapted = getattr(self.restorer, "unadapted", None)
-        if cache is None or unadapted is None or not self._reference_detail.config.enabled:
+        if cache is None or unadapted is None or unadapted(cache) is cache:
             return cache
         track = self.stats.per_track[track_id]
+        if not self._reference_detail.config.enabled:
+            track.adapted = True
+            return cache
         decided = self._adaptation.get(track_id)
         if decided is None or decided[0] != identity:
             prepared = self._prepared.get((identity, side))
@@ -846,13 +855,13 @@ class FaceRestorer:
         return tracked
 
     def _identity(self, t: TrackedFace, pixels) -> str | None:
-        if self._matcher is None:
-            return self._single_identity
-        if not t.interpolated and self._matcher.needs_embedding(t.track_id):
+        if self._matcher is not None and not t.interpolated and self._matcher.needs_embedding(t.track_id):
             t0 = time.perf_counter()
             emb = self.embedder.embed(pixels.full(), [t.face])  # type: ignore[union-attr]  # matching needs one (__init__)
             self.stats.add_time("identity", time.perf_counter() - t0)
             self._matcher.observe(t.track_id, emb[0])
+        if self._single_identity is not None or self._matcher is None:
+            return self._single_identity
         return self._matcher.identity_of(t.track_id)
 
 

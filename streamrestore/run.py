@@ -162,6 +162,13 @@ class RunStats:
         track.match_sum += match
         track.match_faces += 1
 
+    def unlike_their_references(self) -> list:
+        """Track ids restored toward a reference set that their face's embedding does not match
+        (its score below ``match_threshold``): with one set and ``unmatched="restore"`` every face
+        gets that set, the score only reports it."""
+        return [tid for tid, t in self.per_track.items() if self.match_threshold is not None
+                and t.identity is not None and t.scores.get(t.identity, 1.0) < self.match_threshold]
+
     def poorly_matched(self) -> list:
         """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``)."""
         return [tid for tid, t in self.per_track.items() if t.reference_match is not None
@@ -205,9 +212,12 @@ class RunStats:
             verbose: add each track's similarity to every reference set.
         """
         ids = ", ".join(self.identities_matched) or "none"
+        # one reference set, not matched: every face gets it, which "matched" would misstate
+        who = f"identities matched: {ids}" if self.matching or not self.identities_matched else \
+            f"references: {ids} (every face)"
         text = (
             f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')} restored "
-            f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, identities matched: {ids}"
+            f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, {who}"
         )
         tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
         shown = sorted(tracks, key=lambda item: -item[1].faces)[:SUMMARY_TRACKS]
@@ -221,7 +231,7 @@ class RunStats:
                      "(the shortest ones)")
         if self.per_track and (self.references or self.skipped_faces):
             text += f"\nunmatched faces: {self.unmatched_faces}"
-            if verbose and self.match_threshold is not None:
+            if verbose and self.matching:
                 text += f" (similarity below {self.match_threshold:.2f} to every set)"
             text += f", skipped faces: {self.skipped_faces}"
         if self.frames and not self.frames_with_faces:
@@ -231,6 +241,12 @@ class RunStats:
             text += (f"\nwarning: track {tid} ({track.identity}): its reference photos match the face poorly "
                      f"({track.reference_match:.2f} of 1; photos from the same footage match ~0.8), so little of "
                      "their detail is used: photos in the video's light and pose help most")
+        for tid in self.unlike_their_references():
+            track = self.per_track[tid]
+            text += (f"\nwarning: track {tid} ({track.identity}): its face scores {track.scores[track.identity]:.2f} "
+                     f"against these photos, below the {self.match_threshold:.2f} of the same person: it may be "
+                     "someone else, restored toward another person's photos (`--unmatched skip` leaves such faces "
+                     "alone; `--refs NAME=DIR` once per person matches each face to its own)")
         for p in self.problems:
             text += f"\nwarning: {p}"
         return text

@@ -371,6 +371,31 @@ def test_each_face_gets_its_own_identity_cache(media):
     assert {f.identity for f in again.last_faces} == {left, right}
 
 
+def test_one_reference_set_serves_every_face_and_reports_the_face_that_does_not_match_it(media):
+    """With one set and unmatched="restore" every face gets that set (the user named the person), but
+    each track is still scored against it: the other person's track gets a warning, ``-v`` shows
+    the scores, and the summary does not call the set "matched"."""
+    from streamrestore.faces.references import load_reference_sets
+
+    (left_refs, _), (left, _) = media.two_sets()
+    embedder = media.embedder()
+    sets = load_reference_sets([str(left_refs)], media.detector, embedder, 128)
+    fr = FaceRestorer(IdentityRestorer(128), media.detector, sets, embedder=embedder,
+                      config=PipelineConfig(lookahead=0, crop_resolution=None))
+    for _ in range(6):
+        fr.process(media.two_people())
+    assert {f.identity for f in fr.last_faces} == {left}  # both faces restored toward the one set
+    stats = fr.stats
+    (stranger,) = stats.unlike_their_references()
+    (own,) = set(stats.per_track) - {stranger}
+    assert stats.per_track[own].scores[left] >= stats.match_threshold > stats.per_track[stranger].scores[left]
+    text = stats.summary()
+    assert f"2 tracks, references: {left} (every face)" in text and "identities matched" not in text
+    assert f"warning: track {stranger} ({left}): its face scores" in text and "may be someone else" in text
+    assert f"warning: track {own} " not in text
+    assert stats.summary(verbose=True).count(f"; similarity {left} ") == 2
+
+
 def _summary_of(stats_calls, **fields):
     from streamrestore.run import RunStats
 

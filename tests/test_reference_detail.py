@@ -359,7 +359,8 @@ def test_an_adapted_restorer_serves_a_track_only_once_its_photos_match_its_face(
     """``FaceRestorer`` passes an adapted restorer's adapted references only for tracks whose photos
     match their face (the reference detail stage's match, a track's first face measured before its
     restore); others get the unadapted ones (``restorer.unadapted``); with the stage off every face
-    gets the adapted ones."""
+    gets the adapted ones. An identity the restorer did not adapt (too few photos: ``unadapted`` gives
+    the cache back) is never reported as adapted."""
     import torch
 
     import streamrestore.run as run_module
@@ -379,19 +380,21 @@ def test_an_adapted_restorer_serves_a_track_only_once_its_photos_match_its_face(
             return [Face(box=np.array([0, 0, 128, 128], np.float32), kps=kps, score=0.9)]
 
     class Adapted(IdentityRestorer):
-        def __init__(self):
+        def __init__(self, adapts: bool):
             super().__init__(128)
+            self.adapts = adapts
             self.given: list[str] = []
 
         def unadapted(self, cache):
-            return plain
+            return plain if self.adapts else cache
 
         def restore(self, faces, caches, noise_seeds=None):
             self.given += ["unadapted" if c is plain else "adapted" for c in caches]
             return super().restore(faces, [None] * len(caches), noise_seeds)
 
-    def run(ref: np.ndarray, frames: int, detail: ReferenceDetailConfig = ReferenceDetailConfig(), before=None):
-        restorer = Adapted()
+    def run(ref: np.ndarray, frames: int, detail: ReferenceDetailConfig = ReferenceDetailConfig(), before=None,
+            adapts: bool = True):
+        restorer = Adapted(adapts)
         sets = [ReferenceSet(name="ann", crops=_u8(ref)[None], embeddings=np.ones((1, 4), np.float32) / 2, files=["a"])]
         fr = FaceRestorer(restorer, Here(), sets, config=PipelineConfig(
             lookahead=0, detect_every=1, temporal=TemporalConfig.off(), reference_detail=detail))
@@ -402,16 +405,17 @@ def test_an_adapted_restorer_serves_a_track_only_once_its_photos_match_its_face(
                 fr.process(degraded.copy())
         (track,) = fr.stats.per_track.values()
         summary = fr.stats.summary()  # each track's line says whether the adaptation served it
-        if detail.enabled:
-            adapted = restorer.given[-1] == "adapted"
-            assert track.adapted == adapted
-            assert ("; adapted" in summary) == adapted
-            assert ("; not adapted (its photos match poorly)" in summary) == (not adapted)
-        else:
+        if not adapts:
             assert track.adapted is None and "adapted" not in summary
+            return restorer.given
+        adapted = restorer.given[-1] == "adapted"
+        assert track.adapted == adapted
+        assert ("; adapted" in summary) == adapted
+        assert ("; not adapted (its photos match poorly)" in summary) == (not adapted)
         return restorer.given
 
     assert run(photo, 3) == ["adapted"] * 3  # the first face too
+    assert run(photo, 3, adapts=False) == ["adapted"] * 3  # its own cache: no adaptation to report
     monkeypatch.setattr(run_module, "POOR_REFERENCE_MATCH", 0.5)  # as in the test above: another picture scores 0.30
     assert run(_person(seed=3), 3) == ["unadapted"] * 3
     assert run(_person(seed=3), 3, ReferenceDetailConfig.off()) == ["adapted"] * 3  # nothing measured
