@@ -592,6 +592,32 @@ def test_encoder_settings_defaults_and_validation():
         EncoderSettings(crf=99)
 
 
+@pytest.mark.parametrize("codec, preset, crf, message", [
+    ("libx264", "bogus", None, "libx264 presets are ultrafast, superfast, .*placebo; got 'bogus'"),
+    ("libx265", None, 52, "libx265 takes crf 0-51, got 52"),
+    ("libvpx-vp9", "medium", None, "libvpx-vp9 takes a speed preset from -8 .* to 8 .*got 'medium'"),
+    ("libvpx-vp9", "9", None, "from -8"),
+    ("libsvtav1", "14", None, "libsvtav1 takes a speed preset from -2"),
+])
+def test_an_encoder_option_the_encoder_refuses_is_named_before_a_frame_is_restored(tmp_path, codec, preset, crf,
+                                                                                      message):
+    """x264 names its presets, the others take numbers; each encoder's range was measured (an out-of-range
+    value made FFmpeg refuse to open it, which read as "cannot write ... to a .mp4 file; try .mkv")."""
+    settings = EncoderSettings(codec=codec, preset=preset, crf=crf)
+    with pytest.raises(ValueError, match=message):
+        settings.check_for(settings.codec)
+    src = tmp_path / "src.mkv"
+    make_clip(src, frames=1)
+    dst = tmp_path / "out.mkv"
+    with VideoReader(src) as reader, pytest.raises(OutputError, match="bad encoder option: .*" + message):
+        VideoWriter(dst, reader.info, settings)
+    assert list(tmp_path.iterdir()) == [src]  # nothing left behind
+    takes = {"libx264": ["veryfast", "placebo"], "libx265": ["medium"], "libvpx-vp9": ["-8", "8"],
+             "libsvtav1": ["-2", "13"]}
+    for good in [*takes[codec], None]:  # the ends of each range pass
+        EncoderSettings(codec=codec, preset=good, crf=51).check_for(codec)
+
+
 def test_default_output_path():
     assert default_output_path("/v/clip.mov") == Path("/v/clip.restored.mov")
     assert default_output_path("talk.final.mkv") == Path("talk.final.restored.mkv")

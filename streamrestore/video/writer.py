@@ -76,6 +76,13 @@ _DEFAULT_PRESET = {
     "libsvtav1": "8",  # SVT-AV1 preset (0 slowest .. 13 fastest)
     "libaom-av1": "6",  # cpu-used
 }
+# What each encoder's speed preset and crf take (measured on this FFmpeg build: out of range, the
+# encoder refuses to open): x264/x265 a preset name, the others a number. x264 clamps crf to 51,
+# x265 refuses above it.
+_X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                 "veryslow", "placebo")
+_PRESET_RANGE = {"libvpx-vp9": (-8, 8), "libsvtav1": (-2, 13), "libaom-av1": (0, 9)}
+_CRF_MAX = {"libx264": 51, "libx265": 51}
 # These encoders refuse odd widths/heights in 4:2:0 / 4:2:2 (chroma is subsampled in pairs
 # and H.264/HEVC crop in 2-pixel steps); VP9 and AV1 code odd sizes directly.
 _NEEDS_EVEN_SUBSAMPLED = {"libx264", "libx265"}
@@ -159,8 +166,32 @@ class EncoderSettings:
             return self.codec
         return resolve_codec("vp9") if dst.suffix.lower() == ".webm" else "libx264"
 
+    def check_for(self, codec: str) -> None:
+        """Raises ValueError, naming what the encoder takes, for a ``preset`` or ``crf`` the
+        encoder ``codec`` would refuse when it is opened."""
+        if self.crf is not None and self.crf > _CRF_MAX.get(codec, 63):
+            raise ValueError(f"{codec} takes crf 0-{_CRF_MAX[codec]}, got {self.crf}")
+        if self.preset is None:
+            return
+        if codec in ("libx264", "libx265") and self.preset not in _X26X_PRESETS:
+            raise ValueError(f"{codec} presets are {', '.join(_X26X_PRESETS)}; got {self.preset!r}")
+        if codec in _PRESET_RANGE:
+            low, high = _PRESET_RANGE[codec]
+            try:
+                ok = low <= int(self.preset) <= high
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{codec} takes a speed preset from {low} (slowest) to {high} (fastest), "
+                                 f"got {self.preset!r}")
+
     def options_for(self, codec: str) -> dict[str, str]:
-        """Encoder options (FFmpeg AVOptions) for the encoder ``codec``."""
+        """Encoder options (FFmpeg AVOptions) for the encoder ``codec``.
+
+        Raises:
+            ValueError: see :meth:`check_for`.
+        """
+        self.check_for(codec)
         crf = self.crf if self.crf is not None else _DEFAULT_CRF.get(codec)
         preset = self.preset if self.preset is not None else _DEFAULT_PRESET.get(codec)
         options: dict[str, str] = {}
@@ -426,7 +457,10 @@ class VideoWriter:
                 f"cannot write {self.dst.suffix} files; use .mp4, .mkv, .mov or .webm"
             ) from None
         out = self._output
-        options = self.settings.options_for(self._codec)
+        try:
+            options = self.settings.options_for(self._codec)
+        except ValueError as exc:
+            raise OutputError(f"bad encoder option: {exc}") from None
         # add_stream's type covers audio and subtitle encoders too; self._codec is a video encoder
         # (resolve_codec refuses others)
         stream = cast(av.video.stream.VideoStream, out.add_stream(self._codec, options=options))
@@ -493,10 +527,8 @@ class VideoWriter:
             if getattr(exc, "errno", None) in _SPACE_ERRNOS:
                 raise _write_failed(self.dst, exc) from None
             what = f"{self._codec} video" + (" and the input's audio" if self._audio_map else "")
-            raise OutputError(
-                f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}); "
-                "try .mkv, which holds any codec"
-            ) from None
+            hint = "; try .mkv, which holds any codec" if self.dst.suffix.lower() != ".mkv" else ""
+            raise OutputError(f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}){hint}") from None
 
     @property
     def _muxer(self) -> av.container.OutputContainer:
