@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from streamrestore import errors as errors_module
 from streamrestore.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
@@ -308,7 +309,27 @@ class BatchWorker:
             torch.set_num_threads(torch_threads)
         config = PipelineConfig(**options.pop("config", {}))
         self.encoder = dict(encoder or {})
-        self.template = build_face_restorer(refs, config=config, torch_threads=torch_threads, **options)
+        #: a usage mistake found while loading (a model that is not there, offline downloads, no GPU on
+        #: this node): kept for :meth:`setup_error` in a Ray actor, whose raising here would only read
+        #: as "the worker died", again for every retry; raised at once in this process
+        self._setup_error: UserError | None = None
+        try:
+            self.template = build_face_restorer(refs, config=config, torch_threads=torch_threads, **options)
+        except UserError as exc:
+            if not own_process:
+                raise
+            self._setup_error = exc
+
+    def _loaded(self):
+        """The worker's FaceRestorer template; its set-up mistake raised again when it has none."""
+        if self._setup_error is not None:
+            raise self._setup_error
+        return self.template
+
+    def setup_error(self) -> tuple[str, str] | None:
+        """(class name, message) of the usage mistake that stopped this worker loading, or None."""
+        exc = self._setup_error
+        return None if exc is None else (type(exc).__name__, str(exc))
 
     def _settings(self):
         from streamrestore.video.writer import EncoderSettings
@@ -326,7 +347,7 @@ class BatchWorker:
         _die_once(die)
         info = probe(src)
         fps = float(info.frame_rate) if info.frame_rate else 30.0
-        stats = restore_video(src, dst, self.template.fresh(fps), encoder=self._settings(), force=True)
+        stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "problems": list(stats.problems),
                 "faces": stats.faces_restored, "identities": stats.identities_matched}
 
@@ -351,7 +372,7 @@ class BatchWorker:
         tmp = part.with_name(f".{part.name}.partial.mkv")
         with VideoReader(plan.src, start=start, end=end) as reader:
             info = reader.info
-            face_restorer = self.template.fresh(plan.fps)
+            face_restorer = self._loaded().fresh(plan.fps)
             pix_fmt, matrix, color_range = encoder_format(dst, info, self._settings())
             sink = _PartSink(tmp, info.width, info.height, pix_fmt, matrix, color_range,
                              keep=(plan.pts[a], plan.pts[b] if b < n else None), die=die)
@@ -813,6 +834,16 @@ class _Batch:
             return actor_cls.remote(*worker_args, own_process=True)
 
         idle = [new_actor() for _ in range(workers)]
+        # a mistake every worker makes (an unknown model, no network for its download) ends the
+        # batch with its own message, before any input is given to a worker that cannot load
+        for problem in ray.get([actor.setup_error.remote() for actor in idle]):
+            if problem is not None:
+                for actor in idle:
+                    ray.kill(actor)
+                kind, message = problem
+                error_type = getattr(errors_module, kind, UserError)
+                raise (error_type if isinstance(error_type, type) and issubclass(error_type, UserError)
+                       else UserError)(f"the workers could not start: {message}")
         running: dict = {}
         while self.queue or running:
             while idle and self.queue:

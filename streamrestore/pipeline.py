@@ -1005,12 +1005,15 @@ def check_model_options(model: str | Path | Restorer = "lite", *, device: str = 
 
     Raises:
         DeviceError: a device that is not there (``cuda`` without CUDA).
-        ModelError: a ``fast_vae`` path that does not exist.
+        ModelError: a model name it does not know, a model file or ``fast_vae`` path that does
+            not exist.
     """
     if not isinstance(model, (str, Path)):
         return
+    from streamrestore.model.registry import check_model_name
     from streamrestore.model.restorer import pick_device
 
+    check_model_name(model)
     pick_device(device)
     if fast_vae and str(model) != "identity" and not Path(fast_vae).expanduser().exists():
         raise ModelError(f"--fast-vae {fast_vae} does not exist; give the folder holding taesd_decoder.safetensors "

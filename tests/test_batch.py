@@ -207,6 +207,24 @@ def test_usage_errors_exit_2(clips, tmp_path, batch, args, words):
     assert code == 2 and words in err and "Traceback" not in err
 
 
+def test_an_unknown_model_is_a_usage_error_before_ray_starts(clips, tmp_path, faces, capsys):
+    code = main(["batch", str(clips / "a.mp4"), "-o", str(tmp_path / "out"), "--model", "nope", *_face_args(faces)])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown model 'nope'" in err and "Traceback" not in err and "worker" not in err
+
+
+def test_a_mistake_the_workers_find_ends_the_batch_once_with_its_message(local_ray, clips, tmp_path, faces):
+    """On a cluster the driver does not load the model (it may have no GPU): a model every worker
+    fails to load is one usage error, not a worker death retried for every input."""
+    from streamrestore.errors import ModelError
+
+    out = tmp_path / "out"
+    with pytest.raises(ModelError, match="the workers could not start: unknown model 'nope'"):
+        run([clips / "a.mp4", clips / "b.mkv"], out_dir=out, model="nope", ray="auto", workers=2, retries=3,
+            progress=False, **faces)
+    assert not list(out.glob("*.restored.*"))
+
+
 def test_same_output_name_twice_is_a_usage_error(clips, tmp_path, batch):
     other = tmp_path / "x"
     other.mkdir()

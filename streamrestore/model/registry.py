@@ -346,11 +346,30 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto", dt
         torch.manual_seed(0)
         return ready(InstantRestoreNet(paper_config()), RANDOM_PAPER)
     path = Path(name).expanduser()
+    check_model_name(name)
     if path.suffix == ".safetensors":
         return ready(read_model_file(path), path.stem)
     if path.suffix in (".pt", ".pth", ".ckpt"):
         return ready(load_instantrestore_net(checkpoint=path, **options), path.stem)
+    return ready(load_instantrestore_net(root=path, **options), path.name)
+
+
+def check_model_name(name: str | Path) -> None:
+    """Fails at once, reading nothing, on a ``--model`` that :func:`load_model` cannot load: a
+    name it does not know, or a model file or folder that is not there.
+
+    Raises:
+        ModelError: naming what ``--model`` takes.
+    """
+    name = str(name)
+    if name in (*MODEL_NAMES, RANDOM_PAPER, "identity"):
+        return
+    path = Path(name).expanduser()
+    if path.suffix in (".safetensors", ".pt", ".pth", ".ckpt"):
+        if not path.is_file():
+            raise ModelError(f"model file {name} does not exist")
+        return
     if path.is_dir():
-        return ready(load_instantrestore_net(root=path, **options), path.name)
+        return
     raise ModelError(f"unknown model {name!r}: use one of {', '.join(MODEL_NAMES)}, a .safetensors model file, "
                      "an InstantRestore .pt checkpoint, or a folder holding the official files")
