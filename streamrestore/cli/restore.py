@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_identity_gate_option(p)
     add_crop_resolution_option(p)
     add_encoder_options(p)
-    p.add_argument("--start", type=parse_time, help="start time (seconds or HH:MM:SS)")
-    p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS)")
+    p.add_argument("--start", type=parse_time, help="start time (seconds or HH:MM:SS, counted from the start of "
+                   "the file as players show it)")
+    p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS, on the same clock)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)

@@ -357,11 +357,19 @@ class VideoReader:
         self._first = item
 
     def _empty_window_message(self) -> str:
-        length = f"{self.info.duration:.2f} s" if self.info.duration else "unknown length"
-        return (
-            f"no video frame of {self.path} lies between start={self.start} and "
-            f"end={self.end} s (the video is {length}); choose a window inside it"
-        )
+        # the window is on the file's clock (from its first packet, audio too: as players show
+        # it); say where the video frames lie on that clock, where they may start later
+        window = (f"from {self.start or 0:.2f} s" if self.end is None
+                  else f"between {self.start or 0:.2f} s and {self.end:.2f} s")
+        first = (self.info.start_time - self._origin) if self.info.start_time is not None else None
+        if first is not None and self.info.duration:
+            where = f"its video frames lie between {first:.2f} s and {first + self.info.duration:.2f} s"
+        elif self.info.duration:
+            where = f"its video is {self.info.duration:.2f} s long"
+        else:
+            where = "its length is unknown"
+        return (f"no video frame of {self.path} lies {window} ({where}, counted from the start of the file as "
+                "players show it); choose a window inside it")
 
     def _packets(self) -> Iterator[av.Packet]:
         """The video packets, ending with the empty packet that drains the decoder."""
