@@ -39,3 +39,8 @@ def __getattr__(name: str) -> object:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'streamrestore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names with the lazy ones (tab completion, ``dir(streamrestore)``)."""
+    return sorted({*globals(), *__all__})

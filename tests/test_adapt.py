@@ -171,6 +171,27 @@ def test_cli_rejects_a_bad_adapt_blend_and_passes_a_good_one(capsys):
     assert adapt_from_args(argparse.Namespace(adapt=False, adapt_part=None, adapt_steps=None, adapt_blend=0.5)) is None
 
 
+def test_cli_warns_about_adapt_settings_that_do_nothing(caplog):
+    import argparse
+
+    from streamrestore.cli.options import adapt_from_args
+
+    def warnings(has_refs=True, **given):
+        caplog.clear()
+        fields = {"adapt": False, "adapt_part": None, "adapt_steps": None, "adapt_blend": None, **given}
+        with caplog.at_level("WARNING", logger="streamrestore"):
+            adapt_from_args(argparse.Namespace(**fields), has_refs=has_refs)
+        return [r.getMessage() for r in caplog.records]
+
+    assert warnings() == [] and warnings(adapt=True, adapt_steps=50) == []
+    assert warnings(adapt_steps=50) == ["--adapt-steps ignored: it applies only with --adapt"]
+    assert warnings(adapt_steps=50, adapt_blend=0.5) == [
+        "--adapt-steps, --adapt-blend ignored: they apply only with --adapt"]
+    assert warnings(has_refs=False, adapt=True) == [
+        "--adapt ignored: it fine-tunes the model on reference photos, and no --refs were given"]
+    assert warnings(has_refs=False) == []
+
+
 # --- the detail head alone (part="head") ---------------------------------------------------------
 
 @pytest.fixture(scope="module")

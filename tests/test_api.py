@@ -35,6 +35,7 @@ def test_lazy_names_resolve_and_are_visible_to_type_checkers():
         assert getattr(streamrestore, name) is not None
     with pytest.raises(AttributeError):
         streamrestore.no_such_name  # noqa: B018
+    assert set(streamrestore.__all__) <= set(dir(streamrestore))  # tab completion finds the lazy names
 
 
 def test_py_typed_ships_with_the_package():

@@ -83,6 +83,20 @@ def test_missing_file(run, tmp_path):
     assert not (tmp_path / "o.mp4").exists()
 
 
+def test_a_mistyped_command_is_named(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for given, command in (("evaluate", "eval"), ("bach", "batch"), ("help", None)):
+        assert main([given]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"input not found: {given} (a command? see `streamrestore {command + ' ' if command else ''}--help`)" \
+            in line
+    (tmp_path / "evaluate").write_text("a file of that name is an input")
+    assert main(["evaluate"]) == 2
+    assert "a command?" not in capsys.readouterr().err
+    assert main(["nothing_like_a_command"]) == 2
+    assert "a command?" not in capsys.readouterr().err
+
+
 def test_not_a_video(run, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")

@@ -278,6 +278,12 @@ def test_cli_rejects_bad_video_options(tmp_path, capsys):
     assert "is a --video option" in capsys.readouterr().err
     assert cli_main(["eval", "--video", str(clip), "--temporal-denoise-fine", "2"]) == 2
     assert "--temporal-denoise-fine" in capsys.readouterr().err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video\n")
+    for argv in (["--video", str(notes)], ["--video", str(clip), "--degraded", str(notes)]):
+        # said before any model is looked for (no --models here: the models are not found either)
+        assert cli_main(["eval", *argv]) == 2
+        assert f"cannot read {notes} as a video" in capsys.readouterr().err
 
 
 # --- a real clip through the CLI (shared folder) --------------------------------------------

@@ -288,7 +288,7 @@ def test_identity_tolerance_option_builds_the_config():
     assert parse() == IdentityGateConfig()
     assert parse("--identity-tolerance", "0") == IdentityGateConfig(enabled=False)
     assert parse("--identity-tolerance", "0.05").tolerance == 0.05
-    with pytest.raises(UserError, match="--identity-tolerance"):
+    with pytest.raises(UserError, match=r"--identity-tolerance must be 0 \(off\) or more, got -0.1"):
         parse("--identity-tolerance", "-0.1")
     args = eval_parser().parse_args(["--video", "clean.mp4", "--identity-tolerance", "0"])
     assert identity_gate_from_args(args) == IdentityGateConfig(enabled=False)

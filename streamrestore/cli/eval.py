@@ -237,6 +237,7 @@ def video_main(args: argparse.Namespace) -> int:
         reference_embedding,
     )
     from streamrestore.pipeline import PipelineConfig
+    from streamrestore.video.reader import probe
 
     clean = Path(args.video)
     if not clean.is_file():
@@ -251,6 +252,9 @@ def video_main(args: argparse.Namespace) -> int:
         raise InputError(f"unknown --degrade {preset!r}; choose one of {', '.join(VIDEO_PRESETS)}")
     if args.degraded is not None and not Path(args.degraded).is_file():
         raise InputError(f"degraded video {args.degraded} does not exist")
+    for video in (clean, args.degraded):  # readable as video: InputError saying why, before any model loads
+        if video is not None:
+            probe(video)
     files = _model_files(args, "paddle", "detector")
     models_dir = files.root
     face_models = args.face_models

@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
     if args.no_window and not args.output and args.max_frames is None:
         log.warning("--no-window without --output: frames are restored but go nowhere (use for timing only)")
     config = pipeline_config(args, lookahead=0)  # live: no frame may wait
-    adapt = adapt_from_args(args)
+    adapt = adapt_from_args(args, has_refs=bool(args.refs))
     if not Path(args.snapshots).is_dir():
         raise UserError(f"--snapshots folder {args.snapshots} does not exist; create it first")
 

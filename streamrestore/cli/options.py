@@ -191,6 +191,8 @@ def identity_gate_from_args(args: argparse.Namespace) -> IdentityGateConfig:
     from streamrestore.quality import IdentityGateConfig
 
     tolerance = getattr(args, "identity_tolerance", None)
+    if tolerance is not None and not tolerance >= 0:
+        raise UserError(f"--identity-tolerance must be 0 (off) or more, got {tolerance}")
     fields = None if tolerance is None else {"enabled": False} if tolerance == 0 else {"tolerance": tolerance}
     return _config_of_option("--identity-tolerance", IdentityGateConfig, fields)
 
@@ -221,8 +223,10 @@ def add_adapt_options(p: argparse.ArgumentParser) -> None:
                         "another blend reuses the cached fine-tune; docs/video_eval.md)")
 
 
-def adapt_from_args(args: argparse.Namespace) -> AdaptConfig | None:
-    """The ``AdaptConfig`` of ``--adapt`` (None without it); raises UserError on a bad setting."""
+def adapt_from_args(args: argparse.Namespace, has_refs: bool = True) -> AdaptConfig | None:
+    """The ``AdaptConfig`` of ``--adapt`` (None without it); raises UserError on a bad setting.
+    Warns about settings that do nothing: ``--adapt-*`` without ``--adapt``, and ``--adapt``
+    where no reference photos were given (``has_refs`` False)."""
     from streamrestore.model.adapt import AdaptConfig
 
     changes = {name: value for name, value in (("part", args.adapt_part), ("steps", args.adapt_steps),
@@ -231,6 +235,11 @@ def adapt_from_args(args: argparse.Namespace) -> AdaptConfig | None:
         config = AdaptConfig(**changes)
     except ValueError as exc:
         raise UserError(f"--adapt-{str(exc).split()[0]}: {exc}") from None
+    if changes and not args.adapt:
+        given = ", ".join(f"--adapt-{name}" for name in changes)
+        log.warning("%s ignored: %s only with --adapt", given, "it applies" if len(changes) == 1 else "they apply")
+    if args.adapt and not has_refs:
+        log.warning("--adapt ignored: it fine-tunes the model on reference photos, and no --refs were given")
     return config if args.adapt else None
 
 

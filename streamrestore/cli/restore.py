@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from streamrestore._version import __version__
 from streamrestore.cli.options import (
@@ -27,7 +28,7 @@ from streamrestore.cli.options import (
     restorer_options,
     set_torch_threads,
 )
-from streamrestore.errors import UserError
+from streamrestore.errors import InputError, UserError
 from streamrestore.stop_signals import preload_native_libraries, stop_signals_held
 from streamrestore.threads import TORCH_THREADS_HELP
 
@@ -61,16 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_not_a_mistyped_command(given: str) -> None:
+    """A missing input without a file extension that reads like a command name (``evaluate``,
+    ``bach``) is a mistyped command: say which one, not "input not found"."""
+    import difflib
+
+    if Path(given).suffix or Path(given).exists():
+        return
+    close = difflib.get_close_matches(given.lower(), SUBCOMMANDS, n=1, cutoff=0.6)
+    if close or given.lower() in ("help", "restore"):
+        hint = f"streamrestore {close[0]} --help" if close else "streamrestore --help"
+        raise InputError(f"input not found: {given} (a command? see `{hint}`)")
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    _check_not_a_mistyped_command(args.input)
     if args.start is not None and args.end is not None and args.end <= args.start:
         raise UserError(f"--end ({args.end}s) must be after --start ({args.start}s)")
     check_face_options(args)
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
     config = pipeline_config(args)
-    adapt = adapt_from_args(args)
+    adapt = adapt_from_args(args, has_refs=bool(args.refs))
     set_torch_threads(args.torch_threads)
     from streamrestore.api import restore_video
     from streamrestore.pipeline import FaceRestorer, check_model_options, check_references
