@@ -522,6 +522,8 @@ def run(
     unmatched: str = "restore",
     detect_every: int = 3,
     temporal=None,
+    reference_detail=None,
+    identity_gate=None,
     crop_resolution: int | str | None = "auto",
     codec: str | None = None,
     crf: int | None = None,
@@ -539,8 +541,9 @@ def run(
     Ray (as when Ray is not installed). ``workers``: actors in the pool (default: the GPUs with
     ``gpus_per_worker`` on CUDA, else CPUs / ``torch_threads``). ``gpus_per_worker``: GPUs each
     actor reserves (default 1 on CUDA, 0 on CPU; fractions share a GPU). ``ray_init``: extra
-    ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``). ``crop_resolution``:
-    ``PipelineConfig.crop_resolution``.
+    ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``). ``temporal``,
+    ``reference_detail``, ``identity_gate``, ``crop_resolution``: the ``PipelineConfig`` fields of
+    those names (None: their defaults).
 
     Returns a :class:`BatchResult` (``exit_code`` 0 when all succeeded, else 1). Usage mistakes
     raise :class:`~streamrestore.errors.UserError` before anything runs.
@@ -591,8 +594,10 @@ def run(
 
     config = {"max_faces": max_faces, "unmatched": unmatched, "detect_every": detect_every,
               "crop_resolution": crop_resolution}
-    if temporal is not None:
-        config["temporal"] = temporal
+    for name, value in (("temporal", temporal), ("reference_detail", reference_detail),
+                        ("identity_gate", identity_gate)):
+        if value is not None:
+            config[name] = value
     options = {"model": model, "device": device, "detector": detector, "face_models": face_models,
                "backend": backend, "config": config}
     worker_args = (list(map(str, refs)) if not isinstance(refs, (str, Path)) else [str(refs)], options, encoder,

@@ -225,6 +225,26 @@ def test_a_mistake_the_workers_find_ends_the_batch_once_with_its_message(local_r
     assert not list(out.glob("*.restored.*"))
 
 
+def test_the_main_commands_pipeline_options_reach_the_workers(clips, tmp_path, faces, monkeypatch):
+    """--reference-detail and --identity-tolerance as in the main command: into each worker's PipelineConfig."""
+    import streamrestore.batch as batch_module
+    from streamrestore.batch import BatchWorker
+    from streamrestore.quality import IdentityGateConfig
+    from streamrestore.reference_detail import ReferenceDetailConfig
+
+    given = {}
+    monkeypatch.setattr(batch_module, "run", lambda inputs, **kw: given.update(kw) or batch_module.BatchResult())
+    argv = ["batch", str(clips / "a.mp4"), "-o", str(tmp_path / "out"), "--model", "identity",
+            "--reference-detail", "0.3", "--identity-tolerance", "0", *_face_args(faces)]
+    assert main(argv) == 0
+    assert given["reference_detail"] == ReferenceDetailConfig(strength=0.3)
+    assert given["identity_gate"] == IdentityGateConfig(enabled=False)
+    config = {"reference_detail": given["reference_detail"], "identity_gate": given["identity_gate"]}
+    worker = BatchWorker([], options={"model": "identity", "config": config, **faces})
+    assert worker.template.config.reference_detail.strength == 0.3
+    assert not worker.template.config.identity_gate.enabled
+
+
 def test_same_output_name_twice_is_a_usage_error(clips, tmp_path, batch):
     other = tmp_path / "x"
     other.mkdir()

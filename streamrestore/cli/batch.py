@@ -18,10 +18,14 @@ from streamrestore.batch import DEFAULT_CHUNK_SECONDS
 from streamrestore.cli.options import (
     add_crop_resolution_option,
     add_encoder_options,
+    add_identity_gate_option,
     add_model_options,
+    add_reference_detail_option,
     add_temporal_options,
     check_face_options,
     crop_resolution_from_args,
+    identity_gate_from_args,
+    reference_detail_from_args,
     temporal_from_args,
 )
 
@@ -53,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads torch uses in each worker (default 1; also the CPUs Ray reserves per worker)")
     add_model_options(p)
     add_temporal_options(p)
+    add_reference_detail_option(p)
+    add_identity_gate_option(p)
     add_crop_resolution_option(p)
     add_encoder_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
@@ -71,7 +77,9 @@ def main(argv: list[str]) -> int:
         gpus_per_worker=args.gpus_per_worker, chunk_seconds=args.chunk_seconds, retries=args.retries,
         model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
         backend=args.backend, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
-        temporal=temporal, crop_resolution=crop_resolution_from_args(args), codec=args.codec, crf=args.crf, preset=args.preset, torch_threads=args.torch_threads,
+        temporal=temporal, reference_detail=reference_detail_from_args(args), identity_gate=identity_gate_from_args(args),
+        crop_resolution=crop_resolution_from_args(args), codec=args.codec, crf=args.crf, preset=args.preset,
+        torch_threads=args.torch_threads,
         progress=not args.no_progress,
     )
     print(result.summary(), file=sys.stderr)
