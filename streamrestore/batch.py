@@ -764,7 +764,12 @@ class _Batch:
             self.bar.line(f"{name} done ({frames} frames, {info['seconds']:.1f} s) -> {dst}", frames)
         else:
             self.bar.line(f"{name} joined ({len(plan.chunks)} chunks) -> {dst}")
-            shutil.rmtree(self.parts[src][0].parent, ignore_errors=True)
+            folder = self.parts[src][0].parent
+            shutil.rmtree(folder, ignore_errors=True)
+            try:  # the parts' common folder goes with its last input's parts
+                folder.parent.rmdir()
+            except OSError:
+                pass  # other inputs' parts (or a dead worker's) are still in it
 
     def failed_piece(self, piece, exc: BaseException) -> None:
         kind, src = piece[0], piece[1]

@@ -226,13 +226,24 @@ def test_as_fast_as_possible_keeps_the_files_timestamps(synthetic_faces, tmp_pat
     out = tmp_path / "out.mp4"
     code = main(["live", "--source", str(src), "--as-fast-as-possible", "--no-window", "--output", str(out),
                  *_model_args()])
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "audio is not kept" not in err  # the source has none
     source_times = read_video_timing(src)[0]
     out_times = read_video_timing(out)[0]
     assert len(out_times) == 12
     relative = [t - out_times[0] for t in out_times]
     expected = [t - source_times[0] for t in source_times]
     assert max(abs(a - b) for a, b in zip(relative, expected)) < 0.002, (relative, expected)
+
+
+def test_an_output_file_says_the_sources_audio_is_not_kept(synthetic_faces, live_clip, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    code = main(["live", "--source", str(live_clip), "--as-fast-as-possible", "--no-window", "--max-frames", "3",
+                 "--output", str(out), *_model_args()])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "the source's audio is not kept" in err and f"`streamrestore {live_clip}`" in err
 
 
 def test_no_display_exit_2_and_one_line(monkeypatch, capsys, synthetic_faces, live_clip, tmp_path):

@@ -140,6 +140,9 @@ def main(argv: list[str]) -> int:
                 face_restorer = FaceRestorer.from_options(args.refs, fps=fps, **options)
         for spec in args.output:
             sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force))
+        if args.output and Path(args.source).is_file() and _has_audio(args.source):
+            log.warning("live --output writes the restored picture only: the source's audio is not kept "
+                        "(`streamrestore %s` restores the file with its audio)", args.source)
         config = LiveConfig(window=not args.no_window, max_frames=args.max_frames,
                             snapshot_dir=Path(args.snapshots))
         log.info("live: %s (%dx%d, %.2f fps) → %s", source.name, source.width, source.height, source.fps,
@@ -159,3 +162,15 @@ def main(argv: list[str]) -> int:
             print(f"{'sent' if is_url(sink.name) else 'wrote'} {sink.frames_written} frames to {sink.name}",
                   file=sys.stderr)
     return 0
+
+
+def _has_audio(path: str) -> bool:
+    """Whether the file at ``path`` has an audio stream (False where it cannot be read as media)."""
+    from streamrestore.errors import InputError
+    from streamrestore.video.reader import open_input
+
+    try:
+        with open_input(path) as container:
+            return bool(container.streams.audio)
+    except InputError:
+        return False
