@@ -650,6 +650,7 @@ class FaceRestorer:
             for crop, face_out, detail, m, side, tid, identity in zip(crops, restored, details, matrices, sides, ids,
                                                                        identities):
                 weight = self._gate.weight(tid, pixels, m, side)
+                self.stats.faces_left_clean += weight <= 0.0
                 face_out = self._gate.blend(crop, face_out, weight)
                 if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)
                     checks.append((tid, identity, crop.copy(), face_out.copy()))
@@ -785,6 +786,7 @@ class FaceRestorer:
         path = self._device_paths[side]
         t2 = time.perf_counter()
         gate = [self._gate.weight(tid, pixels, m, side) for tid, m in zip(ids, matrices)]
+        self.stats.faces_left_clean += sum(w <= 0.0 for w in gate)
         weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
         restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
         checking = self._finish_identity_checks() if first else 0.0

@@ -103,6 +103,7 @@ class RunStats:
     frames_with_faces: int = 0
     frames_restored: int = 0  # frames in which at least one face was restored
     faces_restored: int = 0
+    faces_left_clean: int = 0  # of those, faces the quality gate found clean and left as they were
     track_ids: set = field(default_factory=set)
     identities: dict = field(default_factory=dict)  # track id -> matched set name or None
     per_track: dict = field(default_factory=dict)  # track id -> TrackStats
@@ -219,6 +220,10 @@ class RunStats:
             f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')} restored "
             f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, {who}"
         )
+        if self.faces_left_clean:
+            text += (f"\n  of these, {_n(self.faces_left_clean, 'clean face')} left as "
+                     f"{'it was' if self.faces_left_clean == 1 else 'they were'} (the quality gate: "
+                     "nothing to restore)")
         tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
         shown = sorted(tracks, key=lambda item: -item[1].faces)[:SUMMARY_TRACKS]
         shown_ids = {id(track) for _, track in shown}

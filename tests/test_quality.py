@@ -117,6 +117,8 @@ def test_a_clean_face_passes_through_and_a_degraded_one_is_restored(frame_and_de
     out = fr.process(frame.copy())
     assert fr.last_faces
     assert np.abs(out.astype(int) - frame).max() <= 1
+    assert fr.stats.faces_left_clean == fr.stats.faces_restored == 1  # and the summary says so
+    assert "of these, 1 clean face left as it was (the quality gate" in fr.stats.summary()
     # the same frame degraded as the video benchmark does it (blur, 4x smaller, back up)
     h, w = frame.shape[:2]
     small = cv2.resize(cv2.GaussianBlur(frame, (0, 0), 1.2), (w // 4, h // 4), interpolation=cv2.INTER_AREA)
@@ -126,6 +128,7 @@ def test_a_clean_face_passes_through_and_a_degraded_one_is_restored(frame_and_de
     assert fr.last_faces
     changed = np.abs(out.astype(int) - degraded)
     assert changed.max() > 20 and (changed > 5).mean() > 0.02
+    assert fr.stats.faces_left_clean == 0 and "clean face" not in fr.stats.summary()
 
 
 # --- the identity gate ------------------------------------------------------------------------
