@@ -129,7 +129,7 @@ def test_the_pipeline_cuts_larger_crops_and_resizes_loaded_references():
     assert plain.last_faces[0].pixels.shape == (256, 256, 3)
 
 
-def test_crop_resolution_option():
+def test_crop_resolution_option(caplog):
     from streamrestore.cli import build_parser
     from streamrestore.cli.options import pipeline_config
     from streamrestore.errors import UserError
@@ -138,10 +138,14 @@ def test_crop_resolution_option():
     assert parse() == "auto" == PipelineConfig().crop_resolution
     assert parse("--crop-resolution", "256") == 256
     assert parse("--crop-resolution", "auto") == "auto"
-    with pytest.raises(UserError, match="--crop-resolution"):
+    with pytest.raises(UserError, match="--crop-resolution takes 'auto' or a side of at least 32 pixels, got 8"):
         parse("--crop-resolution", "8")
     with pytest.raises(SystemExit):  # argparse: neither a number nor "auto"
         parse("--crop-resolution", "big")
+    with caplog.at_level("WARNING", logger="streamrestore"):
+        assert parse("--crop-resolution", "1024") == 1024 and not caplog.records
+        assert parse("--crop-resolution", "5000") == 5000  # allowed, but said to be costly
+    assert "--crop-resolution 5000: every stage's work" in caplog.text
 
 
 def test_auto_crop_sides_follow_the_face_size_with_hysteresis():

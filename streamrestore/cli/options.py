@@ -168,6 +168,10 @@ def add_crop_resolution_option(p: argparse.ArgumentParser) -> None:
                         "Sessions 22-23); N: one side for every face (128: the fastest)")
 
 
+#: crop sides above this get a warning: 4x auto's largest (a 512 px crop already serves a face of ~640 px)
+LARGE_CROP = 1024
+
+
 def _crop_resolution(text: str) -> int | str:
     if text == "auto":
         return text
@@ -182,6 +186,11 @@ def crop_resolution_from_args(args: argparse.Namespace) -> int | str | None:
     from streamrestore.pipeline import PipelineConfig
 
     value = getattr(args, "crop_resolution", None)
+    if isinstance(value, int) and value < 32:  # the config's own words name its None
+        raise UserError(f"--crop-resolution takes 'auto' or a side of at least 32 pixels, got {value}")
+    if isinstance(value, int) and value > LARGE_CROP:
+        log.warning("--crop-resolution %d: every stage's work on a face grows with the square of the side "
+                    "('auto' picks at most 512)", value)
     fields = None if value is None else {"crop_resolution": value}  # None: the config's default
     return _config_of_option("--crop-resolution", PipelineConfig, fields).crop_resolution
 
