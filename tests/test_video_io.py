@@ -553,6 +553,27 @@ def test_window_without_frames_is_an_input_error(tmp_path):
         VideoReader(src, start=0.21, end=0.23)  # frames at 0.20 and 0.24, none between
 
 
+@pytest.mark.parametrize("start, end", [(1.5, 2.6), (0.7, 2.0)])
+def test_a_window_of_an_mpeg_ts_keeps_every_frame_and_audio_packet_in_it(tmp_path, start, end):
+    """MPEG-TS has no index: a seek by time lands past the keyframe before the window (up to a
+    second late here), and the decoder dropped every frame before the next keyframe (18 of 33 frames
+    and their audio were written once). The reader seeks again from further back."""
+    src = tmp_path / "gop.ts"
+    make_clip(src, frames=90, fps=30, audio="aac", options={"preset": "ultrafast", "crf": "10", "g": "30"})
+    dst = tmp_path / "window.mkv"
+    reader = passthrough(src, dst, start=start, end=end)
+    origin = Fraction(reader.info.origin)
+    src_times, _ = read_video_timing(src)
+    in_window = [t for t in src_times if origin + Fraction(start) <= t < origin + Fraction(end)]
+    out_times, _ = read_video_timing(dst)
+    assert len(out_times) == len(in_window) == round((end - start) * 30) and not reader.problems
+    offset = in_window[0]
+    assert [round(t, 3) for t in out_times] == [round(t - offset, 3) for t in in_window]
+    kept = [p for p in read_audio_packets(src)[0] if offset <= p[0] < origin + Fraction(end)]
+    adts = 7  # the ts packets' ADTS header, which Matroska stores once (as the codec's extradata)
+    assert [p[2] for p in read_audio_packets(dst)[0]] == [p[2][adts:] for p in kept]  # from the first frame on
+
+
 def test_writer_with_no_frames_creates_nothing(tmp_path):
     src = _small_source(tmp_path)
     dst = tmp_path / "out.mp4"

@@ -320,6 +320,8 @@ class VideoReader:
             self._decoded = self._decode()
             # The first frame carries rotation and colour tags; keep it to yield later.
             self._first = next(self._decoded, None)  # (frame, repeated)
+            if start:
+                self._seek_back_while_late(self._origin + start)
             if self._first is None:
                 raise InputError(
                     f"no video frame in {self.path} could be decoded; the file is damaged "
@@ -342,6 +344,36 @@ class VideoReader:
         except av.error.FFmpegError as exc:
             # Unseekable input (pipes, some ts): decode from the start and skip instead.
             logger.warning("cannot seek in %s (%s); decoding from the start", self.path, exc)
+
+    def _seek_back_while_late(self, when: float) -> None:
+        """Seeks again from further back while the first frame decoded after a seek lies after
+        ``when``. A file without an index (MPEG-TS) can land a seek on a packet past a keyframe,
+        and the decoder then drops every frame up to the next keyframe: those frames of the window
+        would be lost without a word. Steps back 1, 2, 4 ... 32 s, then to the file's start; a
+        video that starts after ``when`` is found there, as it is."""
+        eps = float(_time_base(self._stream)) / 2
+
+        def late() -> bool:
+            first = self._first
+            return first is None or (first[0].time is not None and first[0].time > when + eps)
+
+        for back in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, None):
+            if not late():
+                return
+            from_start = back is None or when - back <= self._origin
+            try:
+                if from_start:  # 0 on the container's clock: its first byte (a ts seek by pts lands late)
+                    self._container.seek(0, backward=True)
+                else:
+                    self._container.seek(int((when - back) / _time_base(self._stream)), stream=self._stream,
+                                         backward=True)
+            except av.error.FFmpegError:
+                return  # cannot seek again: what the first seek gave stands
+            self._damaged_packets = 0  # counted again from here
+            self._decoded = self._decode()
+            self._first = next(self._decoded, None)
+            if from_start:
+                return
 
     def _skip_to_window(self, start: float) -> None:
         """Make ``_first`` the first frame at or after ``start``; InputError if there is none."""

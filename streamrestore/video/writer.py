@@ -507,15 +507,10 @@ class VideoWriter:
                     )
                 self._audio_map[in_stream.index] = out.add_stream_from_template(in_stream)
             if audio_streams:
-                if self.start:
-                    # Skip demuxing the part before the window (packets before it are dropped).
-                    when = int((self.info.origin + self.start) * av.time_base)
-                    try:
-                        self._audio_in.seek(when, backward=True)
-                    except av.error.FFmpegError:
-                        pass  # unseekable: demux from the start and drop packets instead
                 self._audio_packets = self._audio_in.demux(audio_streams)
                 self._audio_next = self._next_audio_packet()
+                if self.start:
+                    self._seek_audio(audio_streams, self.info.origin + self.start)
             else:
                 self._audio_in.close()
                 self._audio_in = None
@@ -539,10 +534,39 @@ class VideoWriter:
     # -- audio ----------------------------------------------------------------------------
 
     def _next_audio_packet(self):
-        for packet in self._audio_packets:
-            if packet.size == 0:  # demux's end-of-stream marker
-                continue
-            return packet
+        return self._next_audio_packet_of(self._audio_packets)  # (size 0: demux's end-of-stream marker)
+
+    def _seek_audio(self, streams, when: float) -> None:
+        """Skips demuxing the audio before the window at ``when`` (packets before it are dropped
+        by time anyway). A seek that lands after ``when`` (MPEG-TS has no index: a seek by time
+        can land a second late) would lose the window's first packets: it is tried again from
+        1, 2, 4 s further back, then from the file's start (the demuxing as it was opened)."""
+        audio_in = self._audio_in
+        for back in (0.0, 1.0, 2.0, 4.0):
+            if when - back <= 0:
+                break
+            try:
+                audio_in.seek(int((when - back) * av.time_base), backward=True)
+            except av.error.FFmpegError:
+                break  # unseekable
+            packets = audio_in.demux(streams)
+            first = self._next_audio_packet_of(packets)
+            time = self._packet_time(first) if first is not None else None
+            if time is not None and time <= when:
+                self._audio_packets, self._audio_next = packets, first
+                return
+        try:
+            audio_in.seek(0, backward=True)
+        except av.error.FFmpegError:
+            return  # the demuxing as opened stands: from the start, unseeked
+        self._audio_packets = audio_in.demux(streams)
+        self._audio_next = self._next_audio_packet()
+
+    @staticmethod
+    def _next_audio_packet_of(packets):
+        for packet in packets:
+            if packet.size:
+                return packet
         return None
 
     @staticmethod
