@@ -534,6 +534,18 @@ def test_truncated_mkv_yields_what_decodes_and_reports_the_loss(tmp_path, caplog
     assert "truncated" not in caplog.text
 
 
+def test_a_whole_mkv_whose_video_starts_after_its_audio_is_not_called_truncated(tmp_path):
+    """Matroska's per-stream DURATION tag is the stream's end time: a video from 0.7 s to 2.2 s lasts
+    1.5 s (it was read as 2.2 s long, and "input is truncated: stopped at 2.2 s of 2.9 s" said)."""
+    src = tmp_path / "late_video.mkv"
+    make_clip(src, pts=[700 + 100 * i // 3 for i in range(45)], time_base=Fraction(1, 1000), audio="aac",
+              audio_seconds=2.2)
+    with VideoReader(src) as reader:
+        frames = list(reader.frames())
+    assert len(frames) == 45 and not reader.problems
+    assert reader.info.start_time == pytest.approx(0.7) and reader.info.duration == pytest.approx(1.5, abs=0.04)
+
+
 def test_truncated_mp4_without_index_is_an_input_error(tmp_path):
     src = tmp_path / "full.mp4"
     make_clip(src, frames=25)

@@ -160,14 +160,18 @@ def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
 def _stream_duration(container, stream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    # Matroska keeps per-stream durations as a tag written by FFmpeg's muxer.
+    # Matroska keeps per-stream durations as a tag written by FFmpeg's muxer: the stream's end
+    # time (its last packet's pts + duration), so a stream that starts late is that much shorter
     tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
     if tag:
         try:
             h, m, s = tag.split(":")
-            return int(h) * 3600 + int(m) * 60 + float(s)
+            end = int(h) * 3600 + int(m) * 60 + float(s)
         except ValueError:
             pass
+        else:
+            start = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
+            return end - start if end > start else end
     if container.duration is not None:
         return container.duration / av.time_base
     return None
