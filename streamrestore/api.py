@@ -120,7 +120,7 @@ def restore_video(
             finally:
                 if bar is not None:
                     bar.close()
-    stats.problems.extend(reader.problems)
+    stats.problems.extend(reader.problems + writer.notes)
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -586,6 +586,43 @@ def test_a_window_of_an_mpeg_ts_keeps_every_frame_and_audio_packet_in_it(tmp_pat
     assert [p[2] for p in read_audio_packets(dst)[0]] == [p[2][adts:] for p in kept]  # from the first frame on
 
 
+def test_the_writer_notes_what_the_output_does_not_keep(tmp_path):
+    """Streams other than video and audio (a subtitle here), interlacing and samples over 8 bits are
+    not kept: the writer says so (the run's summary prints it) instead of dropping them silently."""
+    import dataclasses
+
+    base = tmp_path / "base.mkv"
+    make_clip(base, frames=10, audio="aac")
+    srt = tmp_path / "a.srt"
+    srt.write_text("1\n00:00:00,100 --> 00:00:00,300\nhello\n")
+    src = tmp_path / "subs.mkv"
+    with av.open(str(base)) as video, av.open(str(srt)) as text, av.open(str(src), "w") as out:
+        streams = {(0, s.index): out.add_stream_from_template(s) for s in video.streams}
+        streams[1, 0] = out.add_stream_from_template(text.streams[0])
+        for key, container in ((0, video), (1, text)):
+            for packet in container.demux():
+                if packet.size:
+                    packet.stream = streams[key, packet.stream_index]
+                    out.mux(packet)
+    dst = tmp_path / "out.mkv"
+    with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, audio_from=src) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert writer.notes == ["the input's other streams are not copied (1 subtitle): the output has its video and "
+                            "audio only"]
+    with av.open(str(dst)) as written:
+        assert [s.type for s in written.streams] == ["video", "audio"]
+    info = dataclasses.replace(reader.info, pix_fmt="yuv420p10le", interlaced=True)
+    with VideoWriter(tmp_path / "ten.mkv", info, FAST) as writer:
+        assert writer.notes == [
+            "the input has 10 bits per sample (yuv420p10le): frames with faces are restored at 8 bits, frames "
+            "without keep theirs",
+            "the input is interlaced: the output is written as progressive frames (deinterlace it first for the "
+            "best faces)"]
+        with VideoReader(base) as one:
+            writer.write(next(one.frames()))
+
+
 def test_writer_with_no_frames_creates_nothing(tmp_path):
     src = _small_source(tmp_path)
     dst = tmp_path / "out.mp4"

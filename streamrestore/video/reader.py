@@ -83,6 +83,7 @@ class VideoInfo:
     # Seconds of the container's first timestamp: start/end windows count from here, the
     # clock players show (and ffmpeg -ss uses), so "start=2" means 2 s into the file.
     origin: float = 0.0
+    interlaced: bool = False  # the first frame is flagged interlaced (two fields)
 
 
 def open_input(path: str | os.PathLike) -> av.container.InputContainer:
@@ -221,6 +222,7 @@ def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo
         start_time=start,
         sample_aspect_ratio=sar,
         origin=container.start_time / av.time_base if container.start_time else 0.0,
+        interlaced=bool(first.interlaced_frame) if first is not None else False,
     )
 
 
@@ -361,7 +363,8 @@ class VideoReader:
             first = self._first
             return first is None or (first[0].time is not None and first[0].time > when + eps)
 
-        for back in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, None):
+        backs: tuple[float | None, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, None)  # None: the file's start
+        for back in backs:
             if not late():
                 return
             from_start = back is None or when - back <= self._origin
@@ -369,6 +372,7 @@ class VideoReader:
                 if from_start:  # 0 on the container's clock: its first byte (a ts seek by pts lands late)
                     self._container.seek(0, backward=True)
                 else:
+                    assert back is not None  # (from_start otherwise)
                     self._container.seek(int((when - back) / _time_base(self._stream)), stream=self._stream,
                                          backward=True)
             except av.error.FFmpegError:

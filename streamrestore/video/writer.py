@@ -20,6 +20,7 @@ import errno
 import logging
 import os
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -213,6 +214,22 @@ class EncoderSettings:
         return options
 
 
+def _notes_on(info: VideoInfo) -> list[str]:
+    """What the output will not keep of a video described by ``info`` (see ``VideoWriter.notes``)."""
+    notes = []
+    try:
+        bits = max(c.bits for c in av.VideoFormat(info.pix_fmt).components)
+    except (ValueError, av.error.FFmpegError):
+        bits = 8
+    if bits > 8:
+        notes.append(f"the input has {bits} bits per sample ({info.pix_fmt}): frames with faces are restored "
+                     "at 8 bits, frames without keep theirs")
+    if info.interlaced:
+        notes.append("the input is interlaced: the output is written as progressive frames (deinterlace it "
+                     "first for the best faces)")
+    return notes
+
+
 def default_output_path(src: str | os.PathLike) -> Path:
     """``<stem>.restored<ext>`` beside ``src``.
 
@@ -382,6 +399,9 @@ class VideoWriter:
         self.start = start
         self.end = end
         self.frames_written = 0
+        #: what the output does not keep of the input, a sentence each (for the run's summary): streams
+        #: other than video and audio, interlacing, samples over 8 bits where frames are restored
+        self.notes: list[str] = _notes_on(info)
         self._closed = False
         self._output: av.container.OutputContainer | None = None  # None once closed or aborted
         self._audio_in: av.container.InputContainer | None = None
@@ -498,6 +518,11 @@ class VideoWriter:
         if audio_from is not None:
             self._audio_in = open_input(audio_from)
             audio_streams = list(self._audio_in.streams.audio)
+            others = Counter(stream.type for stream in self._audio_in.streams if stream.type not in ("video", "audio"))
+            if others:
+                kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(others.items()))
+                self.notes.append(f"the input's other streams are not copied ({kinds}): the output has its video "
+                                  "and audio only")
             for in_stream in audio_streams:
                 name = in_stream.codec_context.name
                 if self.dst.suffix.lower() == ".webm" and name not in _WEBM_AUDIO:
@@ -542,6 +567,8 @@ class VideoWriter:
         can land a second late) would lose the window's first packets: it is tried again from
         1, 2, 4 s further back, then from the file's start (the demuxing as it was opened)."""
         audio_in = self._audio_in
+        if audio_in is None:
+            return
         for back in (0.0, 1.0, 2.0, 4.0):
             if when - back <= 0:
                 break
