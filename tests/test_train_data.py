@@ -127,6 +127,14 @@ def test_eval_only_sets_are_refused(shared_data, train_ok_folders, detector, tmp
         pack.require_train_ok()
 
 
+def test_a_missing_pack_names_the_command_that_builds_it(tmp_path):
+    from streamrestore.errors import InputError
+
+    missing = tmp_path / "pack.npz"
+    with pytest.raises(InputError, match=f"build it with `python -m streamrestore.data --out {missing}`"):
+        PackedFaces(missing)
+
+
 def test_discover_identity_folder_layouts(tmp_path):
     image = np.zeros((8, 8, 3), np.uint8)
     import cv2

@@ -349,7 +349,8 @@ class PackedFaces:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_file():
-            raise InputError(f"packed dataset {self.path} not found; build it with pack_dataset()")
+            raise InputError(f"packed dataset {self.path} not found; build it with `python -m streamrestore.data "
+                             f"--out {self.path}` (see its --help; each config names the command that built its pack)")
         try:
             with np.load(self.path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
