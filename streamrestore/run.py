@@ -166,9 +166,11 @@ class RunStats:
     def unlike_their_references(self) -> list:
         """Track ids restored toward a reference set that their face's embedding does not match
         (its score below ``match_threshold``): with one set and ``unmatched="restore"`` every face
-        gets that set, the score only reports it."""
+        gets that set, the score only reports it. Tracks of fewer than ``POOR_MATCH_MIN_FACES``
+        faces are left out (a few frames of a turned head score low)."""
         return [tid for tid, t in self.per_track.items() if self.match_threshold is not None
-                and t.identity is not None and t.scores.get(t.identity, 1.0) < self.match_threshold]
+                and t.identity is not None and t.faces >= POOR_MATCH_MIN_FACES
+                and t.scores.get(t.identity, 1.0) < self.match_threshold]
 
     def poorly_matched(self) -> list:
         """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``)."""
@@ -246,12 +248,16 @@ class RunStats:
             text += (f"\nwarning: track {tid} ({track.identity}): its reference photos match the face poorly "
                      f"({track.reference_match:.2f} of 1; photos from the same footage match ~0.8), so little of "
                      "their detail is used: photos in the video's light and pose help most")
-        for tid in self.unlike_their_references():
-            track = self.per_track[tid]
-            text += (f"\nwarning: track {tid} ({track.identity}): its face scores {track.scores[track.identity]:.2f} "
-                     f"against these photos, below the {self.match_threshold:.2f} of the same person: it may be "
-                     "someone else, restored toward another person's photos (`--unmatched skip` leaves such faces "
-                     "alone; `--refs NAME=DIR` once per person matches each face to its own)")
+        unlike = self.unlike_their_references()
+        if unlike:
+            scores = ", ".join(f"track {tid} ({self.per_track[tid].identity}) "
+                               f"{self.per_track[tid].scores[self.per_track[tid].identity]:.2f}"
+                               for tid in unlike[:SUMMARY_TRACKS])
+            more = f" and {len(unlike) - SUMMARY_TRACKS} more" if len(unlike) > SUMMARY_TRACKS else ""
+            text += (f"\nwarning: {_n(len(unlike), 'face track')} scored below the {self.match_threshold:.2f} of the "
+                     f"same person against the photos they were restored toward ({scores}{more}): someone else, "
+                     "perhaps (`--unmatched skip` leaves such faces alone; `--refs NAME=DIR` once per person "
+                     "matches each face to its own)")
         for p in self.problems:
             text += f"\nwarning: {p}"
         return text
