@@ -250,12 +250,12 @@ class RunStats:
                      "their detail is used: photos in the video's light and pose help most")
         unlike = self.unlike_their_references()
         if unlike:
-            scores = ", ".join(f"track {tid} ({self.per_track[tid].identity}) "
-                               f"{self.per_track[tid].scores[self.per_track[tid].identity]:.2f}"
+            names = ", ".join(sorted({self.per_track[tid].identity for tid in unlike}))
+            scores = ", ".join(f"track {tid}: {self.per_track[tid].scores[self.per_track[tid].identity]:.2f}"
                                for tid in unlike[:SUMMARY_TRACKS])
-            more = f" and {len(unlike) - SUMMARY_TRACKS} more" if len(unlike) > SUMMARY_TRACKS else ""
-            text += (f"\nwarning: {_n(len(unlike), 'face track')} scored below the {self.match_threshold:.2f} of the "
-                     f"same person against the photos they were restored toward ({scores}{more}): someone else, "
+            more = f", and {len(unlike) - SUMMARY_TRACKS} more" if len(unlike) > SUMMARY_TRACKS else ""
+            text += (f"\nwarning: {_n(len(unlike), 'face track')} restored toward {names}'s photos scored below the "
+                     f"{self.match_threshold:.2f} of the same person against them ({scores}{more}): someone else, "
                      "perhaps (`--unmatched skip` leaves such faces alone; `--refs NAME=DIR` once per person "
                      "matches each face to its own)")
         for p in self.problems:
