@@ -586,9 +586,10 @@ def test_a_window_of_an_mpeg_ts_keeps_every_frame_and_audio_packet_in_it(tmp_pat
     assert [p[2] for p in read_audio_packets(dst)[0]] == [p[2][adts:] for p in kept]  # from the first frame on
 
 
-def test_the_writer_notes_what_the_output_does_not_keep(tmp_path):
-    """Streams other than video and audio (a subtitle here), interlacing and samples over 8 bits are
-    not kept: the writer says so (the run's summary prints it) instead of dropping them silently."""
+def test_subtitles_are_copied_and_what_the_output_does_not_keep_is_noted(tmp_path):
+    """Subtitles are copied where the output's container takes their codec; what is not kept (such a
+    subtitle elsewhere, data streams, interlacing, samples over 8 bits) the writer says (the run's summary
+    prints it) instead of dropping it silently."""
     import dataclasses
 
     base = tmp_path / "base.mkv"
@@ -604,14 +605,19 @@ def test_the_writer_notes_what_the_output_does_not_keep(tmp_path):
                 if packet.size:
                     packet.stream = streams[key, packet.stream_index]
                     out.mux(packet)
-    dst = tmp_path / "out.mkv"
-    with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, audio_from=src) as writer:
-        for frame in reader.frames():
-            writer.write(frame)
-    assert writer.notes == ["the input's other streams are not copied (1 subtitle): the output has its video and "
-                            "audio only"]
-    with av.open(str(dst)) as written:
-        assert [s.type for s in written.streams] == ["video", "audio"]
+    for name, kept in (("out.mkv", True), ("out.mp4", False)):  # Matroska takes SubRip as it is, MP4 does not
+        dst = tmp_path / name
+        with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, audio_from=src) as writer:
+            for frame in reader.frames():
+                writer.write(frame)
+        with av.open(str(dst)) as written:
+            assert [s.type for s in written.streams] == ["video", "audio"] + ["subtitle"] * kept
+            copied = [bytes(p) for p in written.demux(written.streams.subtitles) if p.size] if kept else []
+        if kept:
+            assert writer.notes == [] and copied == [b"hello"]
+        else:
+            assert writer.notes == ["1 subtitle stream of the input not copied: .mp4 holds only mov_text subtitles; "
+                                    ".mkv holds most"]
     info = dataclasses.replace(reader.info, pix_fmt="yuv420p10le", interlaced=True)
     with VideoWriter(tmp_path / "ten.mkv", info, FAST) as writer:
         assert writer.notes == [

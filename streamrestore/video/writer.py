@@ -90,6 +90,13 @@ _NEEDS_EVEN_SUBSAMPLED = {"libx264", "libx265"}
 # Output extensions that only take these video codecs.
 _WEBM_VIDEO = {"libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx"}
 _WEBM_AUDIO = {"opus", "vorbis"}
+# Subtitle decoders (codec_context.name) whose packets each output container takes as they are
+# (copied; others are reported, not converted)
+_SUBTITLES_KEPT = {
+    ".mkv": ("srt", "subrip", "ass", "ssa", "webvtt", "dvd_subtitle", "hdmv_pgs_subtitle", "dvb_subtitle", "text"),
+    ".mp4": ("mov_text",), ".m4v": ("mov_text",), ".mov": ("mov_text",),
+    ".webm": ("webvtt",),
+}
 # Containers that store each frame's own timestamp, so VFR timing survives. Others (AVI,
 # FLV, ASF, ...) assume a fixed rate and would move frames; outputs there are refused.
 TIMESTAMP_CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".ts", ".mts", ".m2ts", ".nut")
@@ -212,6 +219,10 @@ class EncoderSettings:
             # x265 writes its own [info]/[warning] banner straight to stderr, past FFmpeg's log level.
             options["x265-params"] = "log-level=error"
         return options
+
+
+def _n_streams(count: int, kind: str) -> str:
+    return f"{count} {kind} stream{'s' if count != 1 else ''}"
 
 
 def _notes_on(info: VideoInfo) -> list[str]:
@@ -404,7 +415,7 @@ class VideoWriter:
         self.notes: list[str] = _notes_on(info)
         self._closed = False
         self._output: av.container.OutputContainer | None = None  # None once closed or aborted
-        self._audio_in: av.container.InputContainer | None = None
+        self._copy_from: av.container.InputContainer | None = None
         self._temp: Path | None = None  # None once renamed to dst or removed
         # One frame is held back so a frame without a duration can get it from the next.
         self._pending: av.VideoFrame | None = None
@@ -512,17 +523,27 @@ class VideoWriter:
         self._range = stream.codec_context.color_range or None
         self._matrix = _SWS_MATRIX.get(info.color_space) if info.color_space else None
 
-        self._audio_map: dict[int, av.stream.Stream] = {}
-        self._audio_packets: Iterator[av.Packet]  # set below when there is audio
-        self._audio_next: av.Packet | None = None
+        # the streams copied untouched from ``audio_from`` (audio, and subtitles the container takes),
+        # by their index there, and their packets in demux order
+        self._copied: dict[int, av.stream.Stream] = {}
+        self._copied_packets: Iterator[av.Packet]  # set below when there is something to copy
+        self._copied_next: av.Packet | None = None
         if audio_from is not None:
-            self._audio_in = open_input(audio_from)
-            audio_streams = list(self._audio_in.streams.audio)
-            others = Counter(stream.type for stream in self._audio_in.streams if stream.type not in ("video", "audio"))
-            if others:
-                kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(others.items()))
-                self.notes.append(f"the input's other streams are not copied ({kinds}): the output has its video "
-                                  "and audio only")
+            self._copy_from = open_input(audio_from)
+            audio_streams = list(self._copy_from.streams.audio)
+            # subtitles are copied where the output's container takes their codec; the rest is said
+            takes = _SUBTITLES_KEPT.get(self.dst.suffix.lower(), ())
+            subtitles = [s for s in self._copy_from.streams.subtitles if s.codec_context.name in takes]
+            others = Counter(stream.type for stream in self._copy_from.streams
+                             if stream.type not in ("video", "audio") and stream not in subtitles)
+            if others.get("subtitle"):
+                holds = f"holds only {', '.join(takes)} subtitles" if takes else "holds no subtitles here"
+                other = "" if self.dst.suffix.lower() == ".mkv" else "; .mkv holds most"
+                self.notes.append(f"{_n_streams(others.pop('subtitle'), 'subtitle')} of the input not copied: "
+                                  f"{self.dst.suffix} {holds}{other}")
+            for kind, count in sorted(others.items()):
+                self.notes.append(f"{_n_streams(count, kind)} of the input not copied (only video, audio and "
+                                  "subtitles are)")
             for in_stream in audio_streams:
                 name = in_stream.codec_context.name
                 if self.dst.suffix.lower() == ".webm" and name not in _WEBM_AUDIO:
@@ -530,15 +551,18 @@ class VideoWriter:
                         f"WebM cannot hold the input's {name} audio without re-encoding it; "
                         "write .mkv (holds any audio) or .mp4"
                     )
-                self._audio_map[in_stream.index] = out.add_stream_from_template(in_stream)
-            if audio_streams:
-                self._audio_packets = self._audio_in.demux(audio_streams)
-                self._audio_next = self._next_audio_packet()
+            # remuxed untouched, in time order with the video; added in the input's order
+            copied: list[av.stream.Stream] = sorted([*audio_streams, *subtitles], key=lambda s: s.index)
+            for copied_stream in copied:
+                self._copied[copied_stream.index] = out.add_stream_from_template(copied_stream)
+            if copied:
+                self._copied_packets = self._copy_from.demux(copied)
+                self._copied_next = self._next_copied_packet()
                 if self.start:
-                    self._seek_audio(audio_streams, self.info.origin + self.start)
+                    self._seek_copied(copied, self.info.origin + self.start)
             else:
-                self._audio_in.close()
-                self._audio_in = None
+                self._copy_from.close()
+                self._copy_from = None
         try:
             # Open the encoder and write the header now, so a codec the container cannot
             # hold fails here rather than after the first frames were restored.
@@ -546,7 +570,7 @@ class VideoWriter:
         except av.error.FFmpegError as exc:
             if getattr(exc, "errno", None) in _SPACE_ERRNOS:
                 raise _write_failed(self.dst, exc) from None
-            what = f"{self._codec} video" + (" and the input's audio" if self._audio_map else "")
+            what = f"{self._codec} video" + (" and the input's audio" if self._copied else "")
             hint = "; try .mkv, which holds any codec" if self.dst.suffix.lower() != ".mkv" else ""
             raise OutputError(f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}){hint}") from None
 
@@ -558,39 +582,39 @@ class VideoWriter:
 
     # -- audio ----------------------------------------------------------------------------
 
-    def _next_audio_packet(self):
-        return self._next_audio_packet_of(self._audio_packets)  # (size 0: demux's end-of-stream marker)
+    def _next_copied_packet(self):
+        return self._next_packet_of(self._copied_packets)  # (size 0: demux's end-of-stream marker)
 
-    def _seek_audio(self, streams, when: float) -> None:
-        """Skips demuxing the audio before the window at ``when`` (packets before it are dropped
+    def _seek_copied(self, streams, when: float) -> None:
+        """Skips demuxing the copied streams before the window at ``when`` (packets before it are dropped
         by time anyway). A seek that lands after ``when`` (MPEG-TS has no index: a seek by time
         can land a second late) would lose the window's first packets: it is tried again from
         1, 2, 4 s further back, then from the file's start (the demuxing as it was opened)."""
-        audio_in = self._audio_in
-        if audio_in is None:
+        source = self._copy_from
+        if source is None:
             return
         for back in (0.0, 1.0, 2.0, 4.0):
             if when - back <= 0:
                 break
             try:
-                audio_in.seek(int((when - back) * av.time_base), backward=True)
+                source.seek(int((when - back) * av.time_base), backward=True)
             except av.error.FFmpegError:
                 break  # unseekable
-            packets = audio_in.demux(streams)
-            first = self._next_audio_packet_of(packets)
+            packets = source.demux(streams)
+            first = self._next_packet_of(packets)
             time = self._packet_time(first) if first is not None else None
             if time is not None and time <= when:
-                self._audio_packets, self._audio_next = packets, first
+                self._copied_packets, self._copied_next = packets, first
                 return
         try:
-            audio_in.seek(0, backward=True)
+            source.seek(0, backward=True)
         except av.error.FFmpegError:
             return  # the demuxing as opened stands: from the start, unseeked
-        self._audio_packets = audio_in.demux(streams)
-        self._audio_next = self._next_audio_packet()
+        self._copied_packets = source.demux(streams)
+        self._copied_next = self._next_copied_packet()
 
     @staticmethod
-    def _next_audio_packet_of(packets):
+    def _next_packet_of(packets):
         for packet in packets:
             if packet.size:
                 return packet
@@ -601,14 +625,14 @@ class VideoWriter:
         ts = packet.dts if packet.dts is not None else packet.pts
         return None if ts is None else ts * packet.time_base
 
-    def _mux_audio_until(self, until: Fraction | None) -> None:
-        """Mux source audio packets up to source time ``until`` (None: all that are left)."""
-        while self._audio_next is not None:
-            packet = self._audio_next
+    def _mux_copied_until(self, until: Fraction | None) -> None:
+        """Mux the copied streams' packets up to source time ``until`` (None: all that are left)."""
+        while self._copied_next is not None:
+            packet = self._copied_next
             t = self._packet_time(packet)
             if until is not None and t is not None and t > until:
                 return
-            self._audio_next = self._next_audio_packet()
+            self._copied_next = self._next_copied_packet()
             if t is not None:
                 start_t = packet.pts * packet.time_base if packet.pts is not None else t
                 if self.start is not None and start_t < self._offset_s:
@@ -621,7 +645,7 @@ class VideoWriter:
                         packet.pts -= shift
                     if packet.dts is not None:
                         packet.dts -= shift
-            packet.stream = self._audio_map[packet.stream_index]
+            packet.stream = self._copied[packet.stream_index]
             self._muxer.mux(packet)
 
     # -- video ----------------------------------------------------------------------------
@@ -696,7 +720,7 @@ class VideoWriter:
             t = self._packet_time(packet)
             if t is not None:
                 # Audio follows the video already in the file (source time = t + offset).
-                self._mux_audio_until(t + self._offset_s)
+                self._mux_copied_until(t + self._offset_s)
 
     # -- finishing ------------------------------------------------------------------------
 
@@ -723,12 +747,12 @@ class VideoWriter:
                         duration = max(1, round(1 / (self.info.frame_rate * self.info.time_base)))
                 self._encode(frame, duration)
             self._mux_video(self._video.encode(None))
-            self._mux_audio_until(None)
+            self._mux_copied_until(None)
             self._muxer.close()
             self._output = None
-            if self._audio_in is not None:
-                self._audio_in.close()
-                self._audio_in = None
+            if self._copy_from is not None:
+                self._copy_from.close()
+                self._copy_from = None
             os.replace(cast(Path, self._temp), self.dst)  # set until renamed or removed
             self._temp = None
         except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, folder removed, ...
@@ -743,14 +767,14 @@ class VideoWriter:
         """Stop without output: close everything, delete the temp file, leave dst untouched."""
         self._closed = True
         self._pending = None
-        for container in (self._output, self._audio_in):
+        for container in (self._output, self._copy_from):
             if container is not None:
                 try:
                     container.close()
                 except Exception:  # already failing; the temp file is removed below
                     pass
         self._output = None
-        self._audio_in = None
+        self._copy_from = None
         if self._temp is not None:
             try:
                 self._temp.unlink(missing_ok=True)
