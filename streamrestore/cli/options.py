@@ -168,7 +168,7 @@ def add_crop_resolution_option(p: argparse.ArgumentParser) -> None:
                         "Sessions 22-23); N: one side for every face (128: the fastest)")
 
 
-#: crop sides above this get a warning: 4x auto's largest (a 512 px crop already serves a face of ~640 px)
+#: crop sides above this get a warning: twice auto's largest (a 512 px crop already serves a face of ~640 px)
 LARGE_CROP = 1024
 
 
