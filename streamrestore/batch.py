@@ -627,6 +627,8 @@ class _Batch:
 
     def __init__(self, inputs, outputs, out_dir, manifest, result, bar, chunk_seconds, retries):
         self.inputs, self.outputs, self.out_dir = inputs, outputs, out_dir
+        # each input as the user named it (a link's own name, not its target's), by its resolved path
+        self.names = {str(Path(src).resolve()): Path(src).name for src in inputs}
         self.manifest, self.result, self.bar = manifest, result, bar
         self.chunk_seconds, self.retries = chunk_seconds, retries
         self.plans: dict[str, Plan] = {}
@@ -641,6 +643,10 @@ class _Batch:
     @staticmethod
     def input_key(src: str) -> str:
         return f"input:{src}"
+
+    def name_of(self, src: str) -> str:
+        """The input's file name for progress lines, as given (``src`` is its resolved path)."""
+        return self.names.get(src, Path(src).name)
 
     def chunk_key(self, src: str, i: int) -> str:
         a, b = self.plans[src].chunks[i]
@@ -738,7 +744,7 @@ class _Batch:
 
     def finished(self, piece, info: dict) -> None:
         kind, src = piece[0], piece[1]
-        name, plan = Path(src).name, self.plans[src]
+        name, plan = self.name_of(src), self.plans[src]
         if kind == "chunk":
             i = piece[2]
             self.manifest.update(self.key_of(piece), state="done", sha256=info["sha256"], frames=info["frames"],
@@ -775,7 +781,7 @@ class _Batch:
         kind, src = piece[0], piece[1]
         error = _error_text(exc)
         tries = self.attempts.get(piece, 1)
-        what = Path(src).name + (f" chunk {piece[2] + 1}" if kind == "chunk" else " (join)" if kind == "join" else "")
+        what = self.name_of(src) + (f" chunk {piece[2] + 1}" if kind == "chunk" else " (join)" if kind == "join" else "")
         if tries <= self.retries:
             self.manifest.update(self.key_of(piece), state="retrying", error=error)
             self.bar.line(f"{what} failed (attempt {tries} of {self.retries + 1}), trying again: {error}")
@@ -871,7 +877,7 @@ class _Batch:
                 # against --retries; a new actor with the same arguments takes the dead one's place.
                 ray.kill(actor, no_restart=True)
                 idle.append(new_actor())
-                self.bar.line(f"a worker died while on {Path(piece[1]).name}"
+                self.bar.line(f"a worker died while on {self.name_of(piece[1])}"
                               f"{f' chunk {piece[2] + 1}' if piece[0] == 'chunk' else ''}; started a new one")
                 self.failed_piece(piece, exc)
                 continue

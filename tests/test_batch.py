@@ -194,6 +194,16 @@ def test_without_ray_runs_in_process(clips, tmp_path, batch, monkeypatch):
     assert not any(r["key"].startswith("chunk:") for r in _records(out).values())
 
 
+def test_progress_names_an_input_as_given_not_its_links_target(clips, tmp_path, batch, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # in-process: the same progress lines, faster
+    link = tmp_path / "talk.mp4"
+    link.symlink_to(clips / "a.mp4")
+    code, err = batch(link, "-o", tmp_path / "out")
+    assert code == 0, err
+    assert "talk.mp4 done" in err and "a.mp4 done" not in err
+    assert (tmp_path / "out" / "talk.restored.mp4").is_file()
+
+
 @pytest.mark.parametrize("args, words", [
     ((), "no input"),
     (("{clip}", "--chunk-seconds", "0"), "--chunk-seconds"),
