@@ -52,7 +52,6 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from streamrestore import errors as errors_module
 from streamrestore.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
@@ -326,10 +325,9 @@ class BatchWorker:
             raise self._setup_error
         return self.template
 
-    def setup_error(self) -> tuple[str, str] | None:
-        """(class name, message) of the usage mistake that stopped this worker loading, or None."""
-        exc = self._setup_error
-        return None if exc is None else (type(exc).__name__, str(exc))
+    def setup_error(self) -> UserError | None:
+        """The usage mistake that stopped this worker loading, or None."""
+        return self._setup_error
 
     def _settings(self):
         from streamrestore.video.writer import EncoderSettings
@@ -856,10 +854,7 @@ class _Batch:
             if problem is not None:
                 for actor in idle:
                     ray.kill(actor)
-                kind, message = problem
-                error_type = getattr(errors_module, kind, UserError)
-                raise (error_type if isinstance(error_type, type) and issubclass(error_type, UserError)
-                       else UserError)(f"the workers could not start: {message}")
+                raise type(problem)(f"the workers could not start: {problem}") from None
         running: dict = {}
         while self.queue or running:
             while idle and self.queue:
