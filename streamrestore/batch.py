@@ -70,6 +70,7 @@ FAIL_ENV = "STREAMRESTORE_BATCH_FAIL_ONCE"
 #: test/ops hook, same syntax: that piece's worker process exits (``os._exit(1)``) after its first
 #: kept frame, once per output folder (a marker file in it makes "once" hold across the new actor)
 DIE_ENV = "STREAMRESTORE_BATCH_DIE_ONCE"
+ADAPTING = "adapting the model to the references' people first (about a minute per person on a CPU; once: cached)"
 INSTALL_HINT = 'ray is not installed: restoring the inputs one after another in this process; for parallel ' \
                'workers and chunks install the extra: pip install "streamrestore[batch]"'
 
@@ -297,7 +298,11 @@ class BatchWorker:
     joins chunks. Used as a Ray actor (``ray.remote(BatchWorker)``) or in-process."""
 
     def __init__(self, refs=(), options: dict | None = None, encoder: dict | None = None,
-                 torch_threads: int | None = 1, own_process: bool = False):
+                 torch_threads: int | None = 1, own_process: bool = False, adapted: dict | None = None):
+        """``options``: :func:`~streamrestore.api.build_face_restorer`'s keywords (``config`` as the
+        fields of a ``PipelineConfig``; ``adapt``: an ``AdaptConfig``). ``adapted``: fine-tunes
+        another worker made (:meth:`adaptation`), put into this worker's cache folder first so that
+        it loads them instead of adapting again."""
         import torch
 
         from streamrestore.api import build_face_restorer
@@ -313,6 +318,10 @@ class BatchWorker:
         #: as "the worker died", again for every retry; raised at once in this process
         self._setup_error: UserError | None = None
         try:
+            if adapted and options.get("adapt") is not None:
+                from streamrestore.model.adapt import store_adapted_weights
+
+                store_adapted_weights(adapted, options["adapt"])
             self.template = build_face_restorer(refs, config=config, torch_threads=torch_threads, **options)
         except UserError as exc:
             if not own_process:
@@ -328,6 +337,20 @@ class BatchWorker:
     def setup_error(self) -> UserError | None:
         """The usage mistake that stopped this worker loading, or None."""
         return self._setup_error
+
+    def adaptation(self) -> dict:
+        """What adapting to the references did here: ``weights`` (the fine-tunes by key, for
+        :func:`~streamrestore.model.adapt.store_adapted_weights` on other workers) and ``people``
+        (name -> seconds spent adapting, 0 when loaded from the cache, None when not adapted: too
+        few photos). Empty without ``adapt``."""
+        restorer = self._loaded().restorer
+        if not hasattr(restorer, "adapted_weights"):
+            return {"weights": {}, "people": {}}
+        people = {}
+        for name, cache in self.template.caches.items():
+            key = restorer.key_of(cache)
+            people[name] = None if key is None else restorer.adapt_seconds.get(key, 0.0)
+        return {"weights": restorer.adapted_weights(), "people": people}
 
     def _settings(self):
         from streamrestore.video.writer import EncoderSettings
@@ -430,6 +453,9 @@ class BatchResult:
     frames: int = 0  # frames restored in this run
     seconds: float = 0.0
     engine: str = "ray"
+    #: with ``adapt``: person -> seconds spent adapting to their photos (0: loaded from the cache;
+    #: None: not adapted, too few photos)
+    adapted: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -440,6 +466,11 @@ class BatchResult:
         lines = [f"batch: {done + len(self.failed)} input(s): {done} succeeded "
                  f"({len(self.skipped)} already done), {len(self.failed)} failed; "
                  f"{self.frames} frames restored in {self.seconds:.1f} s ({self.engine})"]
+        if self.adapted:
+            lines.append("adapted: " + ", ".join(
+                f"{name} (not adapted: too few photos)" if seconds is None
+                else f"{name} ({'from the cache' if seconds == 0 else f'{seconds:.0f} s'})"
+                for name, seconds in self.adapted.items()))
         for src, err in self.failed.items():
             lines.append(f"  failed: {src}: {err}")
         return "\n".join(lines)
@@ -523,6 +554,7 @@ def run(
     reference_detail=None,
     identity_gate=None,
     crop_resolution: int | str | None = "auto",
+    adapt=None,
     codec: str | None = None,
     crf: int | None = None,
     preset: str | None = None,
@@ -541,7 +573,10 @@ def run(
     actor reserves (default 1 on CUDA, 0 on CPU; fractions share a GPU). ``ray_init``: extra
     ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``). ``temporal``,
     ``reference_detail``, ``identity_gate``, ``crop_resolution``: the ``PipelineConfig`` fields of
-    those names (None: their defaults).
+    those names (None: their defaults). ``adapt``: an :class:`~streamrestore.model.adapt.AdaptConfig`
+    to fine-tune the model on each person's photos (as the main command's ``--adapt``): on Ray one
+    worker adapts first, and the others load its fine-tunes instead of adapting again (on their own
+    machines too); ignored without ``refs``.
 
     Returns a :class:`BatchResult` (``exit_code`` 0 when all succeeded, else 1). Usage mistakes
     raise :class:`~streamrestore.errors.UserError` before anything runs.
@@ -598,8 +633,10 @@ def run(
             config[name] = value
     options = {"model": model, "device": device, "detector": detector, "face_models": face_models,
                "backend": backend, "config": config}
-    worker_args = (list(map(str, refs)) if not isinstance(refs, (str, Path)) else [str(refs)], options, encoder,
-                   torch_threads)
+    ref_specs = list(map(str, refs)) if not isinstance(refs, (str, Path)) else [str(refs)]
+    if adapt is not None and ref_specs:
+        options["adapt"] = adapt
+    worker_args = {"refs": ref_specs, "options": options, "encoder": encoder, "torch_threads": torch_threads}
     ray_module = None
     if ray is not None:
         try:
@@ -794,9 +831,26 @@ class _Batch:
         self.bar.line(f"{what} failed after {tries} attempt(s): {error}")
 
     # engines
+    def adapted(self, adaptation: dict, shared: bool) -> None:
+        """Records what the worker that adapted first did (``BatchWorker.adaptation``), in the
+        result and a progress line."""
+        self.result.adapted = people = dict(adaptation["people"])
+        made = [name for name, seconds in people.items() if seconds]
+        loaded = [name for name, seconds in people.items() if seconds == 0]
+        if made:
+            self.bar.line(f"adapted the model to {', '.join(made)} in {sum(people[n] or 0.0 for n in made):.0f} s"
+                          f"{'; the other workers load it' if shared else ''}")
+        if loaded:
+            self.bar.line(f"the model's adaptation to {', '.join(loaded)} loaded from the cache")
+        self.bar.start = time.monotonic()  # the rate and ETA are of restoring, which the adaptation preceded
+
     def run_here(self, worker_args) -> None:
         """No Ray: one worker in this process, the inputs one after the other (no chunks)."""
-        worker = BatchWorker(*worker_args)
+        if worker_args["options"].get("adapt") is not None:
+            self.bar.line(ADAPTING)
+        worker = BatchWorker(**worker_args)
+        if worker_args["options"].get("adapt") is not None:
+            self.adapted(worker.adaptation(), shared=False)
         while self.queue:
             piece = self.queue.popleft()
             self.started(piece)
@@ -844,17 +898,38 @@ class _Batch:
         log.info("batch: %d worker(s) (%s CPU%s each), %d piece(s) of work on Ray", workers, torch_threads or 1,
                  f", {gpus_per_worker:g} GPU" if gpus_per_worker else "", pieces)
 
-        def new_actor():
-            return actor_cls.remote(*worker_args, own_process=True)
+        adapted = None  # with adapt: the first worker's fine-tunes (in Ray's object store) for the others
 
-        idle = [new_actor() for _ in range(workers)]
-        # a mistake every worker makes (an unknown model, no network for its download) ends the
-        # batch with its own message, before any input is given to a worker that cannot load
-        for problem in ray.get([actor.setup_error.remote() for actor in idle]):
-            if problem is not None:
-                for actor in idle:
-                    ray.kill(actor)
-                raise type(problem)(f"the workers could not start: {problem}") from None
+        def new_actor():
+            return actor_cls.remote(**worker_args, own_process=True, adapted=adapted)
+
+        idle: list = []
+
+        def start(count: int) -> None:
+            started = [new_actor() for _ in range(count)]
+            idle.extend(started)
+            # a mistake every worker makes (an unknown model, no network for its download) ends the
+            # batch with its own message, before any input is given to a worker that cannot load
+            for problem in ray.get([actor.setup_error.remote() for actor in started]):
+                if problem is not None:
+                    for actor in idle:
+                        ray.kill(actor)
+                    raise type(problem)(f"the workers could not start: {problem}") from None
+
+        if worker_args["options"].get("adapt") is not None:
+            # one worker adapts (minutes per person on a CPU) while the others wait for its weights,
+            # instead of every worker fine-tuning the same people at once
+            self.bar.line(ADAPTING)
+            try:
+                start(1)
+                adaptation = ray.get(idle[0].adaptation.remote())
+            except ray.exceptions.RayActorError as exc:  # died adapting (out of memory?): each adapts for itself
+                ray.kill(idle.pop(), no_restart=True)
+                self.bar.line(f"the worker adapting the model died ({_error_text(exc)}); every worker adapts for itself")
+            else:
+                adapted = ray.put(adaptation["weights"])
+                self.adapted(adaptation, shared=workers > 1)
+        start(workers - len(idle))
         running: dict = {}
         while self.queue or running:
             while idle and self.queue:

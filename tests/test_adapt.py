@@ -400,3 +400,29 @@ def test_a_fine_tune_says_how_far_it_is(with_head, tmp_path, monkeypatch, caplog
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"adapting the {what}:")]
     assert [line.split(" s left")[0].rsplit("about", 1)[0] for line in lines] == [
         f"adapting the {what}: 1 of 3 steps, ", f"adapting the {what}: 2 of 3 steps, "]
+
+
+def test_fine_tunes_made_elsewhere_are_loaded_not_made_again(base, tmp_path):
+    """A batch's first worker adapts; the others get its weights (``adapted_weights``) into their own
+    cache folders (``store_adapted_weights``) and load them: same faces, no fine-tune of their own."""
+    from streamrestore.model.adapt import store_adapted_weights
+
+    photos, faces = _photos(11), _photos(12, 2)
+    here = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, cache_dir=str(tmp_path / "here")))
+    cache = here.encode_references(photos)
+    key = here.key(photos)
+    assert here.key_of(cache) == key and here.key_of(base.encode_references(photos)) is None
+    weights = here.adapted_weights()
+    assert list(weights) == [key]
+
+    elsewhere = AdaptConfig(part="unet", steps=2, blend=0.5, cache_dir=str(tmp_path / "there"))
+    assert store_adapted_weights(weights, elsewhere) == 1
+    assert store_adapted_weights(weights, elsewhere) == 0  # already there: left as it is
+    assert sorted(p.name for p in (tmp_path / "there").iterdir()) == [f"{key}.safetensors"]  # no temporary left
+    there = AdaptedRestorer(base, elsewhere)
+    cache_there = there.encode_references(photos)
+    assert there.adapt_seconds[key] == 0.0  # loaded
+    # the cached weights are the fine-tune before its blend: the other worker's blend applies there
+    half = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, blend=0.5, cache_dir=str(tmp_path / "here")))
+    torch.testing.assert_close(_restore(there, faces, [cache_there] * 2),
+                               _restore(half, faces, [half.encode_references(photos)] * 2))

@@ -6,6 +6,7 @@ import sys
 import av
 import numpy as np
 import pytest
+import torch
 from media_utils import make_clip, read_audio_packets, read_video_timing
 
 from streamrestore.batch import DIE_ENV, FAIL_ENV, MANIFEST_NAME, PARTS_DIR, count_frames, plan_input, run
@@ -290,3 +291,54 @@ def test_rerun_after_a_failed_chunk_redoes_only_that_chunk(local_ray, clips, tmp
     records = _records(out)
     assert all(records[k]["time"] == t for k, t in done.items())  # untouched
     _same_media(clips / "long.mp4", out / "long.restored.mp4")
+
+
+def test_adapt_runs_on_one_worker_and_the_others_load_its_fine_tune(local_ray, clips, tmp_path, refs, faces, capsys):
+    """--adapt in batch: the first worker adapts while the others wait, they load its weights (the
+    summary names the person and the seconds); a rerun loads them from the cache."""
+    from streamrestore.model.adapt import AdaptConfig
+
+    # two photos, two steps: the mechanism, not a useful fine-tune (lite's head adapts on a CPU in seconds)
+    adapt = AdaptConfig(steps=2, pairs=2, min_photos=2, cache_dir=str(tmp_path / "adapted"))
+    result = run([clips / "a.mp4", clips / "b.mkv"], refs=refs, out_dir=tmp_path / "out", ray="auto", workers=2,
+                 adapt=adapt, **faces)
+    err = capsys.readouterr().err
+    assert result.exit_code == 0, result.summary()
+    assert list(result.adapted) == ["refs"] and result.adapted["refs"] > 0
+    assert "adapted the model to refs in" in err and "the other workers load it" in err
+    assert "adapted: refs (" in result.summary() and " s)" in result.summary()
+    assert len(list((tmp_path / "adapted").iterdir())) == 1  # one fine-tune, no temporary left
+    again = run([clips / "a.mp4"], refs=refs, out_dir=tmp_path / "again", ray="auto", workers=2, adapt=adapt,
+                progress=False, **faces)
+    assert again.adapted == {"refs": 0.0} and "adapted: refs (from the cache)" in again.summary()
+
+
+def test_a_worker_given_the_first_workers_fine_tune_does_not_adapt(tmp_path, refs, faces):
+    """How workers on other machines (their own cache folders) get the fine-tune: ``adapted``."""
+    from streamrestore.batch import BatchWorker
+    from streamrestore.model.adapt import AdaptConfig
+
+    def worker(folder, adapted=None):
+        adapt = AdaptConfig(steps=2, pairs=2, min_photos=2, cache_dir=str(tmp_path / folder))
+        return BatchWorker([str(refs)], options={"model": "lite", "adapt": adapt, **faces}, adapted=adapted)
+
+    first = worker("first").adaptation()
+    assert first["people"]["refs"] > 0 and len(first["weights"]) == 1
+    other = worker("other", adapted=first["weights"]).adaptation()
+    assert other["people"] == {"refs": 0.0}
+    key = next(iter(first["weights"]))
+    for name, tensor in first["weights"][key].items():
+        assert torch.equal(other["weights"][key][name], tensor), name
+    assert worker("third").adaptation()["people"]["refs"] > 0  # without them it adapts itself
+
+
+def test_batch_takes_adapt_and_warns_without_refs(clips, tmp_path, batch, monkeypatch):
+    import streamrestore.batch as batch_module
+    from streamrestore.model.adapt import AdaptConfig
+
+    given = {}
+    monkeypatch.setattr(batch_module, "run", lambda inputs, **kw: given.update(kw) or batch_module.BatchResult())
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--refs", tmp_path, "--adapt", "--adapt-steps", "7")
+    assert code == 0 and given["adapt"] == AdaptConfig(steps=7) and "ignored" not in err
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--adapt")
+    assert code == 0 and "--adapt ignored" in err

@@ -16,6 +16,8 @@ import sys
 
 from streamrestore.batch import DEFAULT_CHUNK_SECONDS
 from streamrestore.cli.options import (
+    adapt_from_args,
+    add_adapt_options,
     add_crop_resolution_option,
     add_encoder_options,
     add_identity_gate_option,
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_detail_option(p)
     add_identity_gate_option(p)
     add_crop_resolution_option(p)
+    add_adapt_options(p)
     add_encoder_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     return p
@@ -71,6 +74,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_face_options(args)
     temporal = temporal_from_args(args)
+    adapt = adapt_from_args(args, has_refs=bool(args.refs))
     inputs = expand_inputs(args.inputs, args.list)
     result = run(
         inputs, refs=args.refs, out_dir=args.output_dir, ray=args.ray, workers=args.workers,
@@ -78,7 +82,7 @@ def main(argv: list[str]) -> int:
         model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
         backend=args.backend, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
         temporal=temporal, reference_detail=reference_detail_from_args(args), identity_gate=identity_gate_from_args(args),
-        crop_resolution=crop_resolution_from_args(args), codec=args.codec, crf=args.crf, preset=args.preset,
+        crop_resolution=crop_resolution_from_args(args), adapt=adapt, codec=args.codec, crf=args.crf, preset=args.preset,
         torch_threads=args.torch_threads,
         progress=not args.no_progress,
     )

@@ -26,10 +26,11 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from streamrestore.model.cache import ReferenceCache, reference_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AdaptConfig", "AdaptedRestorer", "adapt_weights", "default_cache_dir"]
+__all__ = ["AdaptConfig", "AdaptedRestorer", "adapt_weights", "default_cache_dir", "store_adapted_weights"]
 
 
 #: what ``AdaptConfig.part`` fine-tunes, and the settings it takes when they are left at None:
@@ -123,6 +124,10 @@ class AdaptConfig:
         if not 0.0 <= self.blend <= 1.0:
             raise ValueError(f"blend must be in [0, 1], got {self.blend}")
 
+    def cache_folder(self) -> Path:
+        """Where the fine-tunes are kept: ``cache_dir``, else :func:`default_cache_dir`."""
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
     def key_fields(self) -> dict:
         """What the adapted weights depend on (the cache folder, the blend and the photo count
         needed do not; a UNet fine-tune keeps the key it had before heads could be adapted)."""
@@ -139,6 +144,35 @@ def default_cache_dir() -> Path:
     """``adapted/`` under :func:`streamrestore.cache_dir.cache_root` (``$STREAMRESTORE_CACHE``,
     else ``~/.cache/streamrestore``; the whole order there)."""
     return cache_root() / "adapted"
+
+
+def _weights_path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"{key}.safetensors"
+
+
+def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """Written under a name of this process's own, then moved into place: a reader never sees half
+    a file, and processes that share the folder (a batch's workers) never write one file together."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def store_adapted_weights(weights: Mapping[str, Mapping[str, torch.Tensor]], config: AdaptConfig = AdaptConfig()) -> int:
+    """Puts fine-tunes made elsewhere (:meth:`AdaptedRestorer.adapted_weights`, by key) into
+    ``config``'s cache folder, so that an :class:`AdaptedRestorer` here loads them instead of
+    adapting again: how a batch's first worker shares its fine-tunes with workers on other
+    machines. Weights already there are left as they are. Returns how many were written."""
+    written = 0
+    for key, state in weights.items():
+        path = _weights_path(config.cache_folder(), key)
+        if not path.is_file():
+            _save_weights(path, dict(state))
+            written += 1
+    return written
 
 
 #: the damage of each part's pairs (streamrestore/data/degrade.py presets and weights), part of the cache
@@ -328,8 +362,9 @@ class AdaptedRestorer:
         self.resolution = base.resolution
         self.name = f"{getattr(base, 'name', 'custom')}+adapt"
         self.device = getattr(base, "device", None)
-        self.cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+        self.cache_dir = config.cache_folder()
         self._adapted: dict[str, object] = {}  # key -> InstantRestorer with adapted weights
+        self._weights: dict[str, dict[str, torch.Tensor]] = {}  # key -> the fine-tune, as cached
         self._by_cache: dict[int, tuple[ReferenceCache, str]] = {}  # id(cache) -> (cache, key)
         self._unadapted: dict[int, ReferenceCache] = {}  # id(adapted cache) -> the base's cache of its photos
         #: seconds spent adapting per key (0 when loaded from the disk cache)
@@ -355,13 +390,13 @@ class AdaptedRestorer:
         return digest.hexdigest()[:32]
 
     def _restorer_for(self, faces: torch.Tensor, key: str):
-        from safetensors.torch import load_file, save_file  # noqa: PLC0415
+        from safetensors.torch import load_file  # noqa: PLC0415
 
         from streamrestore.model.restorer import InstantRestorer  # noqa: PLC0415
 
         if key in self._adapted:
             return self._adapted[key]
-        path = self.cache_dir / f"{key}.safetensors"
+        path = _weights_path(self.cache_dir, key)
         state = None
         if path.is_file():
             try:
@@ -380,10 +415,8 @@ class AdaptedRestorer:
                 state = adapt_weights(self.base.net, photos, self.config)
             self.adapt_seconds[key] = time.perf_counter() - t0
             log.info("adapted in %.0f s; kept in %s", self.adapt_seconds[key], path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-            tmp.replace(path)
+            _save_weights(path, state)
+        self._weights[key] = state
         net = copy.deepcopy(self.base.net).to("cpu", torch.float32)
         part = net.detail_head if self.config.part == "head" else net.unet
         if self.config.blend < 1.0:
@@ -394,6 +427,15 @@ class AdaptedRestorer:
         restorer = self._serve(InstantRestorer(net, device=self.base.device, dtype=self.base.dtype, name=self.name))
         self._adapted[key] = restorer
         return restorer
+
+    def adapted_weights(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The fine-tunes this restorer holds (adapted here or loaded), by key, as they are cached
+        (before ``blend``): what :func:`store_adapted_weights` puts into another cache folder."""
+        return dict(self._weights)
+
+    def key_of(self, cache: ReferenceCache) -> str | None:
+        """The key of the fine-tune that serves ``cache`` (None: the identity was not adapted)."""
+        return self._by_cache.get(id(cache), (None, None))[1]
 
     def encode_references(self, faces: torch.Tensor) -> ReferenceCache:
         if faces.shape[0] < self.config.min_photos:
@@ -420,7 +462,7 @@ class AdaptedRestorer:
 
     def restore(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None],
                 noise_seeds: Sequence[int] | None = None) -> torch.Tensor:
-        keys = [self._by_cache.get(id(c), (None, None))[1] if c is not None else None for c in caches]
+        keys = [self.key_of(c) if c is not None else None for c in caches]
         seeds = list(noise_seeds) if noise_seeds is not None else None
         if len(set(keys)) <= 1:
             restorer = self._adapted[keys[0]] if keys and keys[0] is not None else self._served_base
