@@ -586,6 +586,39 @@ def test_a_window_of_an_mpeg_ts_keeps_every_frame_and_audio_packet_in_it(tmp_pat
     assert [p[2] for p in read_audio_packets(dst)[0]] == [p[2][adts:] for p in kept]  # from the first frame on
 
 
+def test_a_seek_that_lands_late_is_tried_again_from_further_back():
+    """``seek_not_after``, which the reader (frames) and the writer (copied packets) share: a landing
+    after the window is tried again 1, 2, 4 ... s back, then from the file's start; a container that
+    cannot seek at all is read as opened."""
+    import av.error
+
+    from streamrestore.video.reader import seek_not_after
+
+    def run(landings, when=40.0, origin=0.0, refuse_from=None):
+        """``landings``: how late each try lands (seconds after where it sought)."""
+        tries = []
+
+        def seek(at):
+            if refuse_from is not None and len(tries) >= refuse_from:
+                raise av.error.FFmpegError(22, "cannot seek")
+            tries.append(at)
+
+        def first_time():
+            at = tries[-1]
+            return (origin if at is None else at + landings[len(tries) - 1])
+
+        return seek_not_after(when, origin, seek, first_time, tolerance=0.01), tries
+
+    assert run([0.0]) == (True, [40.0])  # landed at its target
+    assert run([0.005]) == (True, [40.0])  # within the tolerance
+    assert run([1.5, 1.5, 1.5]) == (True, [40.0, 39.0, 38.0])  # 1.5 s late: 2 s back is early enough
+    assert run([9.0] * 6) == (True, [40.0, 39.0, 38.0, 36.0, 32.0, 24.0])  # 16 s back lands at 33 s
+    assert run([50.0] * 8) == (True, [40.0, 39.0, 38.0, 36.0, 32.0, 24.0, 8.0, None])  # then the file's start
+    assert run([5.0] * 4, when=10.0, origin=3.0) == (True, [10.0, 9.0, 8.0, 6.0, None])  # never before the origin
+    assert run([0.0], refuse_from=0) == (False, [])  # cannot seek: read as opened, from the start
+    assert run([5.0, 5.0], refuse_from=2) == (True, [40.0, 39.0])  # the last landing stands
+
+
 def test_subtitles_are_copied_and_what_the_output_does_not_keep_is_noted(tmp_path):
     """Subtitles are copied where the output's container takes their codec; what is not kept (such a
     subtitle elsewhere, data streams, interlacing, samples over 8 bits) the writer says (the run's summary

@@ -17,7 +17,7 @@ import heapq
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -150,6 +150,45 @@ def pick_video_stream(container: av.container.InputContainer, path: str | os.Pat
         if s.disposition & av.stream.Disposition.default:
             return s
     return videos[0]
+
+
+#: how much further back than its target a seek is tried again while it lands after it (seconds);
+#: after the last, from the file's start
+SEEK_BACK_STEPS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+def seek_not_after(when: float, origin: float, seek: Callable[[float | None], None],
+                   first_time: Callable[[], float | Fraction | None], tolerance: float = 0.0) -> bool:
+    """Seeks so that what is read next starts at or before ``when`` (seconds on the container's
+    clock), for a window that must lose nothing at its start.
+
+    A file without an index (MPEG-TS) can land a seek by time a second or more after its target,
+    and a decoder then drops every frame up to the next keyframe: the window's first frames or
+    packets would be lost without a word. So the seek is tried at ``when``, then 1, 2, 4 ... 32 s
+    before it, then at the file's start (what starts after ``when`` there starts after it).
+
+    Args:
+        when: the window's start. origin: the file's first time (no seek goes before it).
+        seek: seeks the container to a time (None: its first byte); raises ``av.error.FFmpegError``
+            when it cannot.
+        first_time: starts reading (decoding or demuxing) from where the seek landed and gives
+            the first item's time (None: nothing was read).
+        tolerance: how far after ``when`` the first item may lie (half a tick for frames).
+
+    Returns:
+        False when the container cannot seek at all (the reading as opened stands: from the
+        start); True otherwise (where a later try failed, the one before it stands).
+    """
+    for number, back in enumerate((*SEEK_BACK_STEPS, None)):
+        at = None if back is None or when - back <= origin else when - back
+        try:
+            seek(at)
+        except av.error.FFmpegError:
+            return number > 0
+        first = first_time()
+        if at is None or (first is not None and first <= when + tolerance):
+            return True
+    return True
 
 
 def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
@@ -321,19 +360,16 @@ class VideoReader:
             self._stream.thread_count = threads
             origin = self._container.start_time
             self._origin = origin / av.time_base if origin else 0.0
-            if start:
-                self._seek(self._origin + start)
-            self._decoded = self._decode()
             # The first frame carries rotation and colour tags; keep it to yield later.
-            self._first = next(self._decoded, None)  # (frame, repeated)
-            if start:
-                self._seek_back_while_late(self._origin + start)
+            self._first: tuple[av.VideoFrame, bool] | None = None  # (frame, repeated)
+            if not start or not self._seek_to(self._origin + start):
+                self._start_decoding()
             if self._first is None:
                 raise InputError(
                     f"no video frame in {self.path} could be decoded; the file is damaged "
                     "or the video stream is empty"
                 )
-            self.info = _describe(self.path, self._container, self._stream, self._first[0])
+            self.info: VideoInfo = _describe(self.path, self._container, self._stream, self._first[0])
             if start:
                 # Decode up to the window now (from the keyframe before it, as frames() would),
                 # so a start past the end fails here, before the caller loads anything.
@@ -342,46 +378,34 @@ class VideoReader:
             self._container.close()
             raise
 
-    def _seek(self, when: float) -> None:
+    def _start_decoding(self) -> float | None:
+        """Decodes from where the container is; the first frame's time (None: no frame)."""
+        self._damaged_packets = 0  # counted again from here
+        self._decoded = self._decode()
+        self._first = next(self._decoded, None)
+        return None if self._first is None else self._first[0].time
+
+    def _seek_to(self, when: float) -> bool:
+        """Decodes from at or before ``when`` (:func:`seek_not_after`); False when the file cannot
+        seek (said in a warning; the caller decodes from the start and skips)."""
         stream = self._stream
-        offset = int(when / _time_base(stream))
-        try:
-            self._container.seek(offset, stream=stream, backward=True)
-        except av.error.FFmpegError as exc:
-            # Unseekable input (pipes, some ts): decode from the start and skip instead.
-            logger.warning("cannot seek in %s (%s); decoding from the start", self.path, exc)
 
-    def _seek_back_while_late(self, when: float) -> None:
-        """Seeks again from further back while the first frame decoded after a seek lies after
-        ``when``. A file without an index (MPEG-TS) can land a seek on a packet past a keyframe,
-        and the decoder then drops every frame up to the next keyframe: those frames of the window
-        would be lost without a word. Steps back 1, 2, 4 ... 32 s, then to the file's start; a
-        video that starts after ``when`` is found there, as it is."""
-        eps = float(_time_base(self._stream)) / 2
+        def seek(at: float | None) -> None:
+            if at is None:  # 0 on the container's clock: its first byte (a ts seek by pts lands late)
+                self._container.seek(0, backward=True)
+            else:
+                self._container.seek(int(at / _time_base(stream)), stream=stream, backward=True)
 
-        def late() -> bool:
-            first = self._first
-            return first is None or (first[0].time is not None and first[0].time > when + eps)
+        def first_time() -> float | None:
+            time = self._start_decoding()
+            # a frame without a time is taken where it is (it cannot be placed)
+            return when if self._first is not None and time is None else time
 
-        backs: tuple[float | None, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, None)  # None: the file's start
-        for back in backs:
-            if not late():
-                return
-            from_start = back is None or when - back <= self._origin
-            try:
-                if from_start:  # 0 on the container's clock: its first byte (a ts seek by pts lands late)
-                    self._container.seek(0, backward=True)
-                else:
-                    assert back is not None  # (from_start otherwise)
-                    self._container.seek(int((when - back) / _time_base(self._stream)), stream=self._stream,
-                                         backward=True)
-            except av.error.FFmpegError:
-                return  # cannot seek again: what the first seek gave stands
-            self._damaged_packets = 0  # counted again from here
-            self._decoded = self._decode()
-            self._first = next(self._decoded, None)
-            if from_start:
-                return
+        if seek_not_after(when, self._origin, seek, first_time, tolerance=float(_time_base(stream)) / 2):
+            return True
+        # unseekable input (pipes, some ts): decode from the start and skip instead
+        logger.warning("cannot seek in %s; decoding from the start", self.path)
+        return False
 
     def _skip_to_window(self, start: float) -> None:
         """Make ``_first`` the first frame at or after ``start``; InputError if there is none."""

@@ -31,7 +31,7 @@ import av
 import av.error
 
 from streamrestore.errors import OutputError
-from streamrestore.video.reader import VideoInfo, open_input
+from streamrestore.video.reader import VideoInfo, open_input, seek_not_after
 
 logger = logging.getLogger(__name__)
 
@@ -586,32 +586,22 @@ class VideoWriter:
         return self._next_packet_of(self._copied_packets)  # (size 0: demux's end-of-stream marker)
 
     def _seek_copied(self, streams, when: float) -> None:
-        """Skips demuxing the copied streams before the window at ``when`` (packets before it are dropped
-        by time anyway). A seek that lands after ``when`` (MPEG-TS has no index: a seek by time
-        can land a second late) would lose the window's first packets: it is tried again from
-        1, 2, 4 s further back, then from the file's start (the demuxing as it was opened)."""
+        """Skips demuxing the copied streams before the window at ``when`` (packets before it are
+        dropped by time anyway), never past its first packets (:func:`seek_not_after`); a file
+        that cannot seek is demuxed as it was opened, from the start."""
         source = self._copy_from
         if source is None:
             return
-        for back in (0.0, 1.0, 2.0, 4.0):
-            if when - back <= 0:
-                break
-            try:
-                source.seek(int((when - back) * av.time_base), backward=True)
-            except av.error.FFmpegError:
-                break  # unseekable
-            packets = source.demux(streams)
-            first = self._next_packet_of(packets)
-            time = self._packet_time(first) if first is not None else None
-            if time is not None and time <= when:
-                self._copied_packets, self._copied_next = packets, first
-                return
-        try:
-            source.seek(0, backward=True)
-        except av.error.FFmpegError:
-            return  # the demuxing as opened stands: from the start, unseeked
-        self._copied_packets = source.demux(streams)
-        self._copied_next = self._next_copied_packet()
+
+        def seek(at: float | None) -> None:
+            source.seek(0 if at is None else int(at * av.time_base), backward=True)
+
+        def first_time() -> Fraction | None:
+            self._copied_packets = source.demux(streams)
+            self._copied_next = self._next_copied_packet()
+            return None if self._copied_next is None else self._packet_time(self._copied_next)
+
+        seek_not_after(when, self.info.origin, seek, first_time)
 
     @staticmethod
     def _next_packet_of(packets):
