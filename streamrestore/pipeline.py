@@ -552,6 +552,9 @@ class FaceRestorer:
         if not matrices:
             align_seconds = time.perf_counter() - t0
             return lambda: _Finished(frame, seconds={"align": align_seconds})
+        deep = pixels if isinstance(pixels, Yuv420Pixels) and pixels.deep is not None else None
+        if deep is not None:  # a 10/12-bit frame: restored in its 8-bit copy, what changed added back at the end
+            frame = deep.frame
         live = {t.track_id for t in tracked}
         self._track_sides = {tid: side for tid, side in self._track_sides.items() if tid in live}
         self._adaptation = {tid: decided for tid, decided in self._adaptation.items() if tid in live}
@@ -581,6 +584,10 @@ class FaceRestorer:
                 t1 = time.perf_counter()
                 self._frame_fusion.fuse(index, pixels, frame_planes(result), boxes)
                 seconds["temporal"] = seconds.get("temporal", 0.0) + time.perf_counter() - t1
+            if deep is not None:
+                t1 = time.perf_counter()
+                result = deep.deepen(result)
+                seconds["paste"] = seconds.get("paste", 0.0) + time.perf_counter() - t1
             if isinstance(frame, np.ndarray) and self.channel_order == "bgr":
                 result = np.ascontiguousarray(result[..., ::-1])
             return _Finished(result, faces, seconds)

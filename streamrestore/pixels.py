@@ -20,8 +20,9 @@ import cv2
 import numpy as np
 
 from streamrestore.blend import paste_rgb, paste_yuv420
+from streamrestore.video.reader import DEEP_YUV420, frame_to_rgb
 
-__all__ = ["RgbPixels", "Yuv420Pixels", "frame_planes", "pixels_of", "plane_view", "shrink_interpolation",
+__all__ = ["DEEP_YUV420", "RgbPixels", "Yuv420Pixels", "frame_planes", "pixels_of", "plane_view", "shrink_interpolation",
            "yuv420_frame", "yuv_matrices"]
 
 
@@ -125,15 +126,23 @@ class RgbCanvas:
         paste_rgb(self.rgb, plan)
 
 
-def plane_view(plane, height: int, width: int) -> np.ndarray:
-    """A writable (height, width) view of an av frame plane (rows padded to ``line_size``)."""
-    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
+def plane_view(plane, height: int, width: int, dtype: Any = np.uint8) -> np.ndarray:
+    """A writable (height, width) view of an av frame plane (rows padded to ``line_size``), of
+    ``dtype`` samples (``np.uint16`` for the 10- and 12-bit formats)."""
+    itemsize = np.dtype(dtype).itemsize
+    return np.frombuffer(plane, dtype).reshape(-1, plane.line_size // itemsize)[:height, :width]
 
 
 class Yuv420Pixels:
     """The pixels of an 8-bit 4:2:0 ``av.VideoFrame`` (``yuv420p``/``yuvj420p``), converted to
     RGB only where read. :meth:`output` gives a new frame with the same planes, timestamps and
-    colour tags, into which restored faces are pasted in YUV."""
+    colour tags, into which restored faces are pasted in YUV.
+
+    A 10- or 12-bit 4:2:0 frame (:data:`DEEP_YUV420`) is served through an 8-bit copy of its
+    planes (:meth:`of_deep`): every stage works on the copy as on any 8-bit frame, and
+    :meth:`deepen` adds what they changed to the deep frame, so that samples nothing changed keep
+    every bit and changed ones keep the bits below the 8 (the faces' changes are 8-bit, as the
+    restorer's output is)."""
 
     FORMATS = ("yuv420p", "yuvj420p")
 
@@ -141,6 +150,8 @@ class Yuv420Pixels:
         if frame.format.name not in self.FORMATS:
             raise ValueError(f"Yuv420Pixels needs a yuv420p frame, got {frame.format.name}")
         self.frame = frame
+        #: the 10- or 12-bit frame this frame is the 8-bit copy of (:meth:`of_deep`); None for 8-bit input
+        self.deep: Any = None
         w, h = frame.width, frame.height
         self.shape = (h, w, 3)
         cw, ch = (w + 1) // 2, (h + 1) // 2
@@ -211,21 +222,60 @@ class Yuv420Pixels:
     def output(self) -> "Yuv420Canvas":
         return Yuv420Canvas(self)
 
+    @classmethod
+    def of_deep(cls, frame) -> "Yuv420Pixels":
+        """The pixels of a 10- or 12-bit 4:2:0 frame, through an 8-bit copy of its planes (each
+        sample rounded to its top 8 bits: a 10-bit video level is 4 times the 8-bit one)."""
+        shift = DEEP_YUV420[frame.format.name] - 8
+        eight = []
+        for plane, (h, w) in zip(frame.planes, _yuv420_sizes(frame)):
+            deep = plane_view(plane, h, w, np.uint16)
+            eight.append(np.minimum((deep + (1 << (shift - 1))) >> shift, 255).astype(np.uint8))
+        pixels = cls(yuv420_frame(frame, eight, format="yuv420p")[0])
+        pixels.deep = frame
+        return pixels
+
+    def deepen(self, result):
+        """``result`` (what the stages made of :attr:`frame`, or that frame itself) as a frame of
+        :attr:`deep`'s format: the deep frame plus, scaled to its depth, what changed in the 8-bit
+        copy. Frames of 8-bit input are returned as they are."""
+        if self.deep is None or result is self.deep:
+            return result
+        if result is self.frame:
+            return self.deep
+        bits = DEEP_YUV420[self.deep.format.name]
+        shift, top = bits - 8, (1 << bits) - 1
+        planes = []
+        for before, after, plane, (h, w) in zip(self.planes, frame_planes(result), self.deep.planes,
+                                               _yuv420_sizes(self.deep)):
+            change = after[0].astype(np.int16) - before  # (both 8-bit: fits; shifted by 4 bits too)
+            deep = plane_view(plane, h, w, np.uint16).astype(np.int16)
+            planes.append(np.clip(deep + (change << shift), 0, top).astype(np.uint16))
+        return yuv420_frame(self.deep, planes)[0]
+
     def sampled_planes(self) -> list[tuple[np.ndarray, int]]:
         """The frame as (plane, step) pairs: Y at full resolution, U and V at every second pixel."""
         return [(self._y, 1), (self._u, 2), (self._v, 2)]
 
 
-def yuv420_frame(like, planes) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """A new frame with ``like``'s size, format, timestamps and colour tags holding ``planes``
-    (Y, U, V arrays), and writable views of its planes."""
+def _yuv420_sizes(frame) -> list[tuple[int, int]]:
+    """(height, width) of a 4:2:0 frame's Y, U and V planes."""
+    h, w = frame.height, frame.width
+    return [(h, w), ((h + 1) // 2, (w + 1) // 2), ((h + 1) // 2, (w + 1) // 2)]
+
+
+def yuv420_frame(like, planes, format: str | None = None) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A new frame with ``like``'s size, format (or ``format``), timestamps and colour tags holding
+    ``planes`` (Y, U, V arrays, of the format's sample type), and writable views of its planes."""
     import av
 
-    frame = av.VideoFrame(like.width, like.height, like.format.name)
-    views = tuple(plane_view(plane, *data.shape) for plane, data in zip(frame.planes, planes))
+    frame = av.VideoFrame(like.width, like.height, format or like.format.name)
+    views = tuple(plane_view(plane, *data.shape, data.dtype) for plane, data in zip(frame.planes, planes))
     for view, data in zip(views, planes):
         view[...] = data
-    frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
+    frame.pts, frame.duration = like.pts, like.duration
+    if like.time_base is not None:  # (a frame made by hand may have none)
+        frame.time_base = like.time_base
     frame.colorspace, frame.color_range = like.colorspace, like.color_range
     frame.color_primaries, frame.color_trc = like.color_primaries, like.color_trc
     return frame, views
@@ -261,8 +311,8 @@ def frame_planes(frame) -> list[tuple[np.ndarray, int]]:
 
 
 def pixels_of(frame, channel_order: str = "rgb") -> Any:
-    """The pixels of a frame: ``Yuv420Pixels`` for 8-bit 4:2:0 ``av.VideoFrame`` values (no
-    conversion), ``RgbPixels`` for numpy arrays (``channel_order`` "rgb" or "bgr") and for
+    """The pixels of a frame: ``Yuv420Pixels`` for 4:2:0 ``av.VideoFrame`` values (no
+    conversion; 10- and 12-bit ones through an 8-bit copy, :meth:`Yuv420Pixels.of_deep`), ``RgbPixels`` for numpy arrays (``channel_order`` "rgb" or "bgr") and for
     video frames in any other format (converted whole with the frame's own matrix)."""
     if isinstance(frame, np.ndarray):
         if frame.ndim == 3 and frame.shape[2] == 3 and channel_order == "bgr":
@@ -273,7 +323,7 @@ def pixels_of(frame, channel_order: str = "rgb") -> Any:
     if isinstance(frame, av.VideoFrame):
         if frame.format.name in Yuv420Pixels.FORMATS:
             return Yuv420Pixels(frame)
-        from streamrestore.video.reader import frame_to_rgb
-
+        if frame.format.name in DEEP_YUV420:
+            return Yuv420Pixels.of_deep(frame)
         return RgbPixels(frame_to_rgb(frame))
     raise TypeError(f"frames must be numpy arrays or av.VideoFrame, got {type(frame).__name__}")

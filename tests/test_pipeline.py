@@ -3,6 +3,7 @@ without a model): on drawn faces (tests/synthetic_faces.py, always) and on real 
 (the shared folder)."""
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
@@ -526,3 +527,40 @@ def test_stream_finishes_frames_beside_the_restore_as_process_would(drawn_talkin
         for frame in restorer().stream(failing()):
             out.append(frame)
     assert len(out) == 5 and all(np.array_equal(a, b[0]) for a, b in zip(out, expected))
+
+
+@pytest.mark.parametrize("frame_path", ["host", "device"])
+def test_a_10_bit_frame_keeps_its_depth_and_gets_the_faces_change(drawn_talking, frame_path):
+    """A 10-bit 4:2:0 frame is restored through an 8-bit copy (``Yuv420Pixels.of_deep``) and given
+    back at 10 bits: samples nothing changed keep every bit, changed ones get 4x the 8-bit copy's
+    change on top of their own (so their two low bits are kept too), with fusions on."""
+    from streamrestore.pixels import Yuv420Pixels
+
+    rng = np.random.default_rng(3)
+    deep_frames = []
+    for i, rgb in enumerate(_frames(drawn_talking, 6)):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p10le", dst_colorspace=1,
+                                                                         dst_color_range=1)
+        deep = np.clip(frame.to_ndarray().astype(np.int32) + rng.integers(-2, 3, frame.to_ndarray().shape), 0, 1023)
+        frame = av.VideoFrame.from_ndarray(deep.astype(np.uint16), format="yuv420p10le")
+        frame.pts, frame.time_base, frame.colorspace, frame.color_range = i, Fraction(1, 25), 1, 1
+        deep_frames.append(frame)
+    eight_frames = [Yuv420Pixels.of_deep(f).frame for f in deep_frames]
+
+    def restored(frames):
+        config = PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False), frame_path=frame_path)
+        fr = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(), config=config)
+        return [fr.process(f) for f in frames]
+
+    changed = 0
+    for deep_in, deep_out, eight_in, eight_out in zip(deep_frames, restored(deep_frames), eight_frames,
+                                                      restored(eight_frames)):
+        assert deep_out.format.name == "yuv420p10le" and deep_out.pts == deep_in.pts
+        assert int(deep_out.colorspace) == 1 and int(deep_out.color_range) == 1
+        a, b = deep_in.to_ndarray().astype(int), deep_out.to_ndarray().astype(int)
+        change = eight_out.to_ndarray().astype(int) - eight_in.to_ndarray().astype(int)
+        assert np.array_equal(b, np.clip(a + 4 * change, 0, 1023))
+        assert (change == 0).mean() > 0.3 and (change != 0).any()  # (where nothing changed: the input, exactly)
+        changed += int((change != 0).sum())
+        assert (b[change != 0] % 4 != 0).mean() > 0.5  # changed samples keep their low bits
+    assert changed > 0

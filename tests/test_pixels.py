@@ -298,3 +298,36 @@ def test_odd_sized_frames_with_faces_cut_by_the_border(request, media, resolutio
     assert not np.array_equal(after[0], before[0])  # the stripes were pasted
     # the last row and column (odd edge, half a chroma block) are reached without error
     assert (luma[-1].max() > 0) or (luma[:, -1].max() > 0)
+
+
+@pytest.mark.parametrize("pix_fmt, bits", [("yuv420p10le", 10), ("yuv420p12le", 12)])
+def test_a_deep_frame_is_served_through_its_8_bit_copy_and_given_back_at_its_depth(pix_fmt, bits):
+    from streamrestore.pixels import plane_view
+
+    rng = np.random.default_rng(bits)
+    width, height = 34, 22
+    sizes = [(height, width), (height // 2, width // 2), (height // 2, width // 2)]
+    samples = [rng.integers(0, 1 << bits, size).astype(np.uint16) for size in sizes]
+    frame = av.VideoFrame(width, height, pix_fmt)
+    for plane, data in zip(frame.planes, samples):
+        plane_view(plane, *data.shape, np.uint16)[...] = data
+    frame.pts, frame.time_base, frame.colorspace, frame.color_range = 9, Fraction(1, 30), 9, 1
+    pixels = pixels_of(frame)
+    assert isinstance(pixels, Yuv420Pixels) and pixels.deep is frame and pixels.frame.format.name == "yuv420p"
+    shift = bits - 8
+    eight = [p.astype(int) for p in _planes(pixels.frame)]
+    for data, copy in zip(samples, eight):
+        assert np.array_equal(copy, np.minimum((data.astype(int) + (1 << (shift - 1))) >> shift, 255))
+    assert pixels.deepen(pixels.frame) is frame and pixels.deepen(frame) is frame  # nothing changed: the frame itself
+    canvas = pixels.output()
+    y = plane_view(canvas.frame.planes[0], height, width)
+    y[3, 5] = min(int(y[3, 5]) + 10, 255)  # one luma sample raised by up to 10 levels, another set to white
+    y[4, 6] = 255
+    out = pixels.deepen(canvas.frame)
+    assert out.format.name == pix_fmt and out.pts == 9 and int(out.colorspace) == 9
+    got = [plane_view(plane, *size, np.uint16).astype(int) for plane, size in zip(out.planes, sizes)]
+    want = [data.astype(int) for data in samples]
+    want[0][3, 5] += (int(y[3, 5]) - eight[0][3, 5]) << shift
+    want[0][4, 6] += (255 - eight[0][4, 6]) << shift
+    for g, w in zip(got, want):
+        assert np.array_equal(g, np.clip(w, 0, (1 << bits) - 1))

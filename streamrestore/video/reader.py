@@ -152,6 +152,10 @@ def pick_video_stream(container: av.container.InputContainer, path: str | os.Pat
     return videos[0]
 
 
+#: 4:2:0 formats of more than 8 bits per sample (little-endian, as decoders give them) -> bits; the
+#: pipeline keeps their depth (``streamrestore.pixels.Yuv420Pixels.of_deep``)
+DEEP_YUV420 = {"yuv420p10le": 10, "yuv420p12le": 12}
+
 #: how much further back than its target a seek is tried again while it lands after it (seconds);
 #: after the last, from the file's start
 SEEK_BACK_STEPS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
