@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from streamrestore.settings import check_kinds
+
 
 @dataclass(frozen=True)
 class PasteConfig:
@@ -47,6 +49,7 @@ class PasteConfig:
     detail_transfer: bool = True
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if not 0.0 < self.feather <= 0.5:
             raise ValueError(f"feather must be in (0, 0.5], got {self.feather}")
         if self.max_std_ratio < 1.0:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from streamrestore.blend import PasteConfig
 from streamrestore.kernels.crop_warp import crop_warp
 from streamrestore.kernels.paste_back import color_transform, paste_back, paste_weights
-from streamrestore.pixels import Yuv420Pixels, yuv420_frame, yuv_matrices
+from streamrestore.pixels import Yuv420Pixels, copy_timing, yuv420_frame, yuv_matrices
 
 __all__ = ["DeviceFrame", "DeviceFramePath", "yuv420_to_rgb", "rgb_to_yuv420"]
 
@@ -137,7 +137,7 @@ class DeviceFramePath:
             import av
 
             out = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            out.pts, out.time_base, out.duration = frame.source.pts, frame.source.time_base, frame.source.duration
+            copy_timing(frame.source, out)
             return out
         y0, u0, v0 = frame.planes
         y1, u1, v1 = rgb_to_yuv420(frame.rgb, frame.from_rgb)

@@ -21,17 +21,18 @@ import numpy as np
 import torch
 
 from streamrestore.blend import PasteBack, PasteConfig, crop_box
-from streamrestore.errors import ModelError
+from streamrestore.errors import ModelError, ReferencesError
 from streamrestore.faces.align import alignment_matrix, crop_face
 from streamrestore.faces.detect import detect_padded
 from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
 from streamrestore.model.resample import auto_crop_side, crop_sides, restore_batches
-from streamrestore.pixels import RgbCanvas, Yuv420Pixels, frame_planes, pixels_of, plane_view
+from streamrestore.pixels import RgbCanvas, Yuv420Pixels, copy_timing, frame_planes, pixels_of, plane_view
 from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
 from streamrestore.run import POOR_MATCH_MIN_FACES, RunStats, poor_reference_match
+from streamrestore.settings import check_kinds
 from streamrestore.temporal import FrameFusion, TemporalConfig, TemporalSmoother
 from streamrestore.threads import resolve_torch_threads
 from streamrestore.threads import torch_threads as _torch_threads
@@ -117,6 +118,7 @@ class PipelineConfig:
     crop_resolution: int | str | None = "auto"
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if self.max_faces is not None and self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1 or None, got {self.max_faces}")
         if self.unmatched not in ("restore", "skip"):
@@ -340,21 +342,28 @@ class FaceRestorer:
         """
         self._wait_finishing()  # a stream given up half-way may have left its last frame: not this one's
         pending: Future | None = None
+        ended = False
         try:
-            for finishing in self._restored(frames):
-                done = self._wait_finishing()  # the frame before finishes first
-                pending = self._finishing = self._finisher().submit(finishing)
-                if done is not None:
-                    yield self._finished(done)
-        except Exception:
-            if self._finishing is pending:  # the failure was not its: the frame before comes out first
-                done = self._wait_finishing()
-                if done is not None:
-                    yield self._finished(done)
-            raise
-        done = self._wait_finishing()
-        if done is not None:
-            yield self._finished(done)
+            try:
+                for finishing in self._restored(frames):
+                    done = self._wait_finishing()  # the frame before finishes first
+                    pending = self._finishing = self._finisher().submit(finishing)
+                    if done is not None:
+                        yield self._finished(done)
+            except Exception:
+                if self._finishing is pending:  # the failure was not its: the frame before comes out first
+                    done = self._wait_finishing()
+                    if done is not None:
+                        yield self._finished(done)
+                raise
+            ended = True
+            done = self._wait_finishing()
+            if done is not None:
+                yield self._finished(done)
+        finally:
+            if not ended:  # given up or failed: the frames held back for lookahead are not the next stream's
+                self._tracker.flush()
+                self._pending.clear()
 
     def _restored(self, frames: Iterable[Any]) -> Iterator[Callable[[], "_Finished"]]:
         """The finishing step of every frame of ``frames``, in order (the stream's end included)."""
@@ -877,11 +886,16 @@ class FaceRestorer:
 # --- building a FaceRestorer from options (the CLI, the api and from_options) -----------------
 
 def _as_specs(refs) -> list:
+    """``refs`` as a list: of folder specs (str) and loaded ``ReferenceSet`` objects, in order."""
+    from streamrestore.faces.identity import ReferenceSet
+
     if refs is None:
         return []
     if isinstance(refs, (str, Path)):
         return [str(refs)]
-    return list(refs)
+    if isinstance(refs, ReferenceSet):
+        return [refs]
+    return [s if isinstance(s, ReferenceSet) else str(s) for s in refs]
 
 
 def build_face_restorer(
@@ -954,7 +968,10 @@ def build_face_restorer(
         needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
         if specs and not all(isinstance(s, ReferenceSet) for s in specs):
             embedder = create_embedder("auto", models_dir=face_models)
-            sets = load_reference_sets(specs, face_detector, embedder, reference_sides)
+            # folders loaded here, sets loaded before kept as they are, in the order given
+            loaded = iter(load_reference_sets([s for s in specs if not isinstance(s, ReferenceSet)], face_detector,
+                                              embedder, reference_sides))
+            sets = [s if isinstance(s, ReferenceSet) else next(loaded) for s in specs]
         else:
             sets = specs
             if needs_embedder or (specs and config.identity_gate.enabled):
@@ -1040,11 +1057,17 @@ def check_references(refs: str | Path | Iterable[str | Path | ReferenceSet] | No
         ReferencesError: a folder that is missing or holds no photos, or a set name given twice
             (``NAME=DIR``).
     """
-    from streamrestore.faces.references import check_reference_specs
+    from streamrestore.faces.references import check_reference_specs, parse_reference_specs
 
-    specs = [s for s in _as_specs(refs) if isinstance(s, (str, Path))]
+    given = _as_specs(refs)
+    specs = [s for s in given if isinstance(s, str)]
     if specs:
         check_reference_specs(specs)
+    names = [s.name for s in given if not isinstance(s, str)] + [name for name, _ in parse_reference_specs(specs)]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ReferencesError(f"reference set name(s) {', '.join(twice)} given more than once; "
+                              "name the folders apart with NAME=DIR")
 
 
 # --- conversions ---------------------------------------------------------------------------
@@ -1134,7 +1157,7 @@ def _canvas(pixels: RgbPixels | Yuv420Pixels, frame: Any) -> tuple[RgbCanvas | Y
     result = av.VideoFrame(w, h, "rgb24")
     buffer = plane_view(result.planes[0], h, w * 3).reshape(h, w, 3)
     buffer[...] = rgb
-    result.pts, result.time_base, result.duration = frame.pts, frame.time_base, frame.duration
+    copy_timing(frame, result)
     return RgbCanvas(buffer), result
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from streamrestore.blend import paste_rgb, paste_yuv420
 from streamrestore.video.reader import DEEP_YUV420, frame_to_rgb
 
-__all__ = ["DEEP_YUV420", "RgbPixels", "Yuv420Pixels", "frame_planes", "pixels_of", "plane_view", "shrink_interpolation",
+__all__ = ["RgbPixels", "Yuv420Pixels", "copy_timing", "frame_planes", "pixels_of", "plane_view", "shrink_interpolation",
            "yuv420_frame", "yuv_matrices"]
 
 
@@ -138,7 +138,7 @@ class Yuv420Pixels:
     RGB only where read. :meth:`output` gives a new frame with the same planes, timestamps and
     colour tags, into which restored faces are pasted in YUV.
 
-    A 10- or 12-bit 4:2:0 frame (:data:`DEEP_YUV420`) is served through an 8-bit copy of its
+    A 10- or 12-bit 4:2:0 frame (:data:`streamrestore.video.reader.DEEP_YUV420`) is served through an 8-bit copy of its
     planes (:meth:`of_deep`): every stage works on the copy as on any 8-bit frame, and
     :meth:`deepen` adds what they changed to the deep frame, so that samples nothing changed keep
     every bit and changed ones keep the bits below the 8 (the faces' changes are 8-bit, as the
@@ -258,6 +258,13 @@ class Yuv420Pixels:
         return [(self._y, 1), (self._u, 2), (self._v, 2)]
 
 
+def copy_timing(source, target) -> None:
+    """Gives the ``av.VideoFrame`` ``target`` the pts, duration and time base of ``source``."""
+    target.pts, target.duration = source.pts, source.duration
+    if source.time_base is not None:  # (a frame made by hand has none, and cannot be given None)
+        target.time_base = source.time_base
+
+
 def _yuv420_sizes(frame) -> list[tuple[int, int]]:
     """(height, width) of a 4:2:0 frame's Y, U and V planes."""
     h, w = frame.height, frame.width
@@ -273,9 +280,7 @@ def yuv420_frame(like, planes, format: str | None = None) -> tuple[Any, tuple[np
     views = tuple(plane_view(plane, *data.shape, data.dtype) for plane, data in zip(frame.planes, planes))
     for view, data in zip(views, planes):
         view[...] = data
-    frame.pts, frame.duration = like.pts, like.duration
-    if like.time_base is not None:  # (a frame made by hand may have none)
-        frame.time_base = like.time_base
+    copy_timing(like, frame)
     frame.colorspace, frame.color_range = like.colorspace, like.color_range
     frame.color_primaries, frame.color_trc = like.color_primaries, like.color_trc
     return frame, views

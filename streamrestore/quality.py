@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Callable, Hashable, Iterable
 import cv2
 import numpy as np
 
+from streamrestore.settings import check_kinds
+
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.pixels import RgbPixels, Yuv420Pixels
 
@@ -61,6 +63,7 @@ class QualityGateConfig:
     smoothing: float = 0.8
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if not 0.0 < self.degraded_at < self.clean_at:
             raise ValueError(f"need 0 < degraded_at < clean_at, got degraded_at={self.degraded_at}, "
                              f"clean_at={self.clean_at}")
@@ -219,6 +222,7 @@ class IdentityGateConfig:
     min_similarity: float = 0.2
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if not self.tolerance > 0.0:
             raise ValueError(f"tolerance must be > 0, got {self.tolerance}")
         if self.every < 1:

@@ -44,6 +44,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from streamrestore.settings import check_kinds
+
 __all__ = ["ReferenceDetailConfig", "ReferenceDetail", "PreparedReferences"]
 
 #: ITU-R BT.601 luma weights (cv2's RGB2GRAY)
@@ -97,6 +99,7 @@ class ReferenceDetailConfig:
     flow_side: int = 128
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if not 0.0 <= self.strength <= 2.0:
             raise ValueError(f"strength must be in [0, 2], got {self.strength}")
         if self.tolerance <= 0:

@@ -76,6 +76,7 @@ import cv2
 import numpy as np
 
 from streamrestore.pixels import shrink_interpolation
+from streamrestore.settings import check_kinds
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -192,6 +193,7 @@ class TemporalConfig:
     frame_flow_side: int = 384
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if not 0.0 <= self.strength < 1.0:
             raise ValueError(f"strength must be in [0, 1), got {self.strength}")
         if self.tolerance <= 0:

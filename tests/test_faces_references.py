@@ -276,3 +276,19 @@ def test_hamilton_clip_tracks_match_the_right_reference(shared_data, shared_mode
     main = max((t for t in seen if 82 <= seen[t][0][0] < 211), key=lambda t: len(seen[t]))
     assert decided[main] == "lin"
     assert all(decided[t] is None for t in seen if seen[t][0][0] >= 211)
+
+
+def test_loaded_sets_and_folders_mix_in_refs(tmp_path, synthetic_faces):
+    """``refs`` takes ``ReferenceSet`` objects and folder specs together (the folders are loaded, the
+    sets kept, in the order given), a single set without a list, and refuses a name given twice."""
+    from streamrestore.api import build_face_restorer
+    from streamrestore.errors import ReferencesError
+
+    ann = build_face_restorer(str(synthetic_faces.write_portraits(tmp_path / "ann", "ann")), model="identity")
+    (ann_set,) = ann.reference_sets
+    ben_folder = synthetic_faces.write_portraits(tmp_path / "ben", "ben")
+    both = build_face_restorer([ann_set, f"ben={ben_folder}"], model="identity")
+    assert [s.name for s in both.reference_sets] == ["ann", "ben"] and both.reference_sets[0] is ann_set
+    assert build_face_restorer(ann_set, model="identity").reference_sets == [ann_set]
+    with pytest.raises(ReferencesError, match="ann given more than once"):
+        build_face_restorer([ann_set, f"ann={ben_folder}"], model="identity")

@@ -564,3 +564,47 @@ def test_a_10_bit_frame_keeps_its_depth_and_gets_the_faces_change(drawn_talking,
         changed += int((change != 0).sum())
         assert (b[change != 0] % 4 != 0).mean() > 0.5  # changed samples keep their low bits
     assert changed > 0
+
+
+def test_a_stream_given_up_or_failed_leaves_no_frame_to_the_next_stream():
+    """The frames a stream held back for lookahead go with it: the next stream() on the same object
+    gives its own frames, all of them, and nothing else."""
+    first, _ = sf.face_frames(10, 160, 120)
+    second, _ = sf.face_frames(6, 200, 150)
+
+    class Failing(IdentityRestorer):
+        calls_left: float = float("inf")  # restores before it fails
+
+        def restore(self, faces, caches, noise_seeds=None):
+            self.calls_left -= 1
+            if self.calls_left < 0:
+                raise RuntimeError("restorer failed")
+            return faces
+
+    restorer = Failing(64)
+    fr = FaceRestorer(restorer, sf.SyntheticFaceDetector(), config=PipelineConfig(lookahead=5))
+    for i, _ in enumerate(fr.stream(iter(first))):
+        if i == 1:
+            break  # given up with frames held back
+    assert [out.shape for out in fr.stream(iter(second))] == [s.shape for s in second]
+    restorer.calls_left = 4
+    with pytest.raises(RuntimeError, match="restorer failed"):
+        list(fr.stream(iter(first)))
+    restorer.calls_left = float("inf")
+    outs = list(fr.stream(iter(second)))
+    assert len(outs) == len(second) and all(out.shape == (150, 200, 3) for out in outs)
+
+
+@pytest.mark.parametrize("frame_path", ["host", "device"])
+@pytest.mark.parametrize("pix_fmt", ["rgb24", "bgr24", "yuv420p", "yuv420p10le"])
+def test_a_video_frame_made_by_hand_without_a_time_base_is_restored(pix_fmt, frame_path):
+    """``av.VideoFrame.from_ndarray`` gives no time base; the restored frame keeps its pts without one."""
+    frames, _ = sf.face_frames(2, 160, 120)
+    config = PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False), frame_path=frame_path)
+    fr = FaceRestorer(_Flickering(64), sf.SyntheticFaceDetector(), config=config)
+    for i, rgb in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+        frame.pts = i
+        assert frame.time_base is None
+        out = fr.process(frame)
+        assert out.pts == i and fr.last_faces

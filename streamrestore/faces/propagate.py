@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from streamrestore.pixels import RgbPixels
+from streamrestore.settings import check_kinds
 from streamrestore.types import Face
 
 
@@ -35,6 +36,7 @@ class PropagationConfig:
     max_error: float = 2.0
 
     def __post_init__(self):
+        check_kinds(self)
         if self.window < 5:
             raise ValueError(f"window must be >= 5, got {self.window}")
         if self.levels < 0:

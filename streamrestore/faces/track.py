@@ -21,6 +21,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from streamrestore.settings import check_kinds
 from streamrestore.types import Face, TrackedFace
 
 __all__ = ["TrackerConfig", "FaceTracker", "OneEuroFilter", "frame_signature", "signature_distance"]
@@ -60,6 +61,7 @@ class TrackerConfig:
     d_cutoff: float = 1.0
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if not self.distance_threshold > 0:
             raise ValueError(f"distance_threshold must be positive, got {self.distance_threshold!r}")
         if int(self.max_gap) != self.max_gap or self.max_gap < 1:

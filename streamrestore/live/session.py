@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from streamrestore.live.sources import LatestFrame, LiveSource
+from streamrestore.settings import check_kinds
 from streamrestore.types import LiveSink
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,6 +49,7 @@ class LiveConfig:
     warm_up: bool = True
 
     def __post_init__(self):
+        check_kinds(self)
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1 or None, got {self.max_frames}")
 

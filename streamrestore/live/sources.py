@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from streamrestore.errors import InputError
+from streamrestore.settings import check_kinds
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class ReconnectPolicy:
     timeout: float = 5.0
 
     def __post_init__(self):
+        check_kinds(self)
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if not self.backoff >= 0 or not self.max_backoff >= self.backoff:

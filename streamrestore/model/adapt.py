@@ -38,6 +38,7 @@ import torch
 from streamrestore.cache_dir import cache_root
 from streamrestore.errors import ModelError
 from streamrestore.model.cache import ReferenceCache, reference_key
+from streamrestore.settings import check_kinds
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class AdaptConfig:
         for name, default in zip(("steps", "batch_size", "lr", "blend"), _PART_DEFAULTS[self.part]):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)  # frozen: the part's default, once
+        check_kinds(self)
         for name in ("steps", "batch_size", "references_per_sample", "min_photos", "pairs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

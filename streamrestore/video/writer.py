@@ -31,6 +31,7 @@ import av
 import av.error
 
 from streamrestore.errors import OutputError
+from streamrestore.settings import check_kinds
 from streamrestore.video.reader import DEEP_YUV420, VideoInfo, open_input, seek_not_after
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ class EncoderSettings:
     threads: int = 0
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if self.codec is not None:
             self.codec = resolve_codec(self.codec)
         if self.crf is not None and not (0 <= self.crf <= 63):
