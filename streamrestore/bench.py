@@ -358,6 +358,9 @@ def _load(model, device: str, dtype, resolution, fast_vae=None):
         return IdentityRestorer(resolution or 512)
     from streamrestore.model.registry import load_model
 
+    if dtype in (torch.float16, torch.bfloat16) and (device == "cpu" or not torch.cuda.is_available()):
+        log.warning("--dtype %s on a CPU: half precision runs there tens of times slower than fp32 (it is for "
+                    "GPUs); these timings are not what the CPU can do", str(dtype).removeprefix("torch."))
     return load_model(str(model), device=device, dtype=dtype, fast_vae=fast_vae)
 
 

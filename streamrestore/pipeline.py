@@ -138,6 +138,12 @@ class PipelineConfig:
 class FaceRestorer:
     """Restores the faces in a stream of frames.
 
+    One object follows one stream (its tracker, fusions and statistics carry from frame to
+    frame): give frames from one thread, in order; for another stream at the same time use
+    :meth:`fresh` (which shares the loaded models). A frame without a face to restore comes back
+    as the object it was given (a numpy frame too: copy it before drawing on it), a frame with
+    one as a new object: 4:2:0 video frames in their own format, other video frames as ``rgb24``.
+
     Args:
         restorer: any object implementing :class:`streamrestore.types.Restorer`.
         detector: a face detector (``streamrestore.faces.detect``).
@@ -235,6 +241,8 @@ class FaceRestorer:
         self._device_path = self._device_paths[self.resolution]
         self._propagator = FacePropagator() if config.detect_every > 1 else None
         self._since_detection = 0
+        self._detected_shape: tuple[int, ...] | None = None  # of the last frame faces were found in
+        self._tracked_shape: tuple[int, ...] | None = None  # of the last frame tracked
         self._smoother = TemporalSmoother(config.temporal)
         self._frame_fusion = FrameFusion(config.temporal)
         self._gate = QualityGate(config.gate)
@@ -460,7 +468,11 @@ class FaceRestorer:
         index = self._next_index
         self._next_index += 1
         self._pending[index] = (source, pixels)
-        ready = tuple(self._tracker.push(index, faces, _thumbnail(pixels)))
+        # frames of another size (a new source on the same object) start a new shot: no track is
+        # carried to landmarks of another picture
+        resized = self._tracked_shape is not None and pixels.shape[:2] != self._tracked_shape
+        self._tracked_shape = pixels.shape[:2]
+        ready = tuple(self._tracker.push(index, faces, _thumbnail(pixels), cut=resized))
         self.stats.add_time("track", time.perf_counter() - t1)
         return DecodedFrame(source, pixels, faces, ready, tracked_by=self)
 
@@ -474,6 +486,9 @@ class FaceRestorer:
 
     def _find_faces(self, pixels) -> list[Face]:
         prop = self._propagator
+        if pixels.shape[:2] != self._detected_shape:  # faces are not carried into a picture of another size
+            self._detected_shape = pixels.shape[:2]
+            self._since_detection = 0
         if prop is not None and self._since_detection % self.config.detect_every != 0:
             expected = prop.held
             faces = prop.propagate(pixels)
@@ -920,7 +935,9 @@ def build_face_restorer(
             several people, or already loaded ``ReferenceSet`` objects. Empty: restore without
             references.
         model: ``"lite"`` (shipped), ``"instantrestore"`` (official checkpoint, needs the base
-            models locally), a checkpoint path, ``"identity"`` (changes nothing; for testing), or
+            models locally), a checkpoint path, ``"identity"`` (a restorer that changes nothing, for testing:
+            the other stages still act, the temporal denoise and the reference detail; with
+            ``TemporalConfig.off()`` and no references the frames come back bit for bit), or
             any object implementing the :class:`streamrestore.types.Restorer` protocol.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         detector: ``"auto"`` (SCRFD when an insightface pack is found, else dlib), ``"scrfd"``, ``"dlib"``.
@@ -954,6 +971,8 @@ def build_face_restorer(
     from streamrestore.faces.references import load_reference_sets
 
     specs = _as_specs(refs)
+    if detector not in ("auto", "scrfd", "dlib"):
+        raise ModelError(f"unknown detector {detector!r}: use auto, scrfd or dlib")
     check_model_options(model, device=device, fast_vae=fast_vae)
     check_references(specs)
     threads = resolve_torch_threads(torch_threads)
@@ -1124,7 +1143,8 @@ class DecodedFrame:
 
 
 def _pixels(frame, channel_order: str):
-    if isinstance(frame, np.ndarray) and (frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8):
+    if isinstance(frame, np.ndarray) and (frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8
+                                          or not frame.shape[0] or not frame.shape[1]):
         raise ValueError(f"frames must be HxWx3 uint8 arrays, got shape {frame.shape} dtype {frame.dtype}")
     return pixels_of(frame, channel_order)
 

@@ -83,7 +83,8 @@ class RgbPixels:
     """The pixels of an RGB uint8 (H, W, 3) frame; :meth:`output` writes into a copy."""
 
     def __init__(self, rgb: np.ndarray):
-        if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        if (not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8
+                or not rgb.shape[0] or not rgb.shape[1]):
             shape = getattr(rgb, "shape", None)
             raise ValueError(f"frames must be HxWx3 uint8 arrays, got shape {shape} dtype {getattr(rgb, 'dtype', None)}")
         self._rgb = rgb

@@ -119,6 +119,12 @@ def test_bench_rejects_unknown_backend_and_missing_clip(tmp_path, capsys):
         main(["bench", str(tmp_path / "missing.mp4"), "--backend", "onnx"])
     code = main(["bench", str(tmp_path / "missing.mp4"), "--frames", "0"])
     assert code == 2
+    capsys.readouterr()
+    # said before the clip is read (it is missing here): the run would end without its results
+    for argv, words in ((["--resolution", "7"], "--resolution must be at least 8, got 7"),
+                        (["--json", str(tmp_path)], "is a folder; give a file name")):
+        assert main(["bench", str(tmp_path / "missing.mp4"), "--model", "identity", *argv]) == 2
+        assert words in capsys.readouterr().err
 
 
 def test_table_lists_backends_side_by_side():

@@ -284,6 +284,13 @@ def test_cli_rejects_bad_video_options(tmp_path, capsys):
         # said before any model is looked for (no --models here: the models are not found either)
         assert cli_main(["eval", *argv]) == 2
         assert f"cannot read {notes} as a video" in capsys.readouterr().err
+    other = tmp_path / "other.mp4"
+    make_clip(other, frames=3, width=80, height=64)
+    assert cli_main(["eval", "--video", str(clip), "--degraded", str(other)]) == 2  # another clip's size
+    assert "is 80x64 and the clean clip 96x64" in capsys.readouterr().err
+    for option, value in (("--preset", "mild"), ("--limit", "2"), ("--split", "val")):  # --data's, not ignored
+        assert cli_main(["eval", "--video", str(clip), option, value]) == 2
+        assert f"{option} is a --data option" in capsys.readouterr().err
 
 
 # --- a real clip through the CLI (shared folder) --------------------------------------------

@@ -266,6 +266,10 @@ def test_output_that_is_the_source_is_refused(capsys, synthetic_faces, tmp_path)
                  *_model_args()])
     assert code == 2 and "is the input file" in _one_error_line(capsys.readouterr().err)
     assert src.read_bytes() == original and sorted(p.name for p in tmp_path.iterdir()) == ["link.mp4", "talk.mp4"]
+    out = tmp_path / "out.mp4"  # one file named twice: two writers on it
+    code = main(["live", "--source", str(src), "--no-window", "--output", str(out), "--output",
+                 str(tmp_path / "." / "out.mp4"), *_model_args()])
+    assert code == 2 and "given more than once" in _one_error_line(capsys.readouterr().err) and not out.exists()
 
 
 def test_webcam_example_with_a_file_source(monkeypatch, synthetic_faces, synthetic_refs, live_clip, tmp_path,

@@ -608,3 +608,39 @@ def test_a_video_frame_made_by_hand_without_a_time_base_is_restored(pix_fmt, fra
         assert frame.time_base is None
         out = fr.process(frame)
         assert out.pts == i and fr.last_faces
+
+
+def test_frames_of_another_size_start_a_new_shot():
+    """Frames that change size on one object (another source) end every track and are detected
+    afresh: no face of the old picture is restored at its old place in the new one."""
+    small, _ = sf.face_frames(6, 160, 120)
+    large, _ = sf.face_frames(4, 240, 180)
+    fr = FaceRestorer(IdentityRestorer(64), sf.SyntheticFaceDetector(), config=PipelineConfig(lookahead=0))
+    for frame in small:
+        fr.process(frame)
+    (before,) = fr.last_faces
+    for frame in large:
+        fr.process(frame)
+        (face,) = fr.last_faces  # the new picture's face only (the old track ended at the change)
+        assert face.track_id != before.track_id
+    assert fr._tracker.cuts == [len(small)]
+
+
+@pytest.mark.parametrize("frame", [np.zeros((0, 0, 3), np.uint8), np.zeros((4, 0, 3), np.uint8),
+                                   np.zeros((8, 8), np.uint8), np.zeros((8, 8, 3), np.float32)],
+                         ids=["empty", "no-columns", "grey", "float"])
+def test_a_frame_that_is_not_a_picture_is_a_value_error_naming_it(frame):
+    fr = FaceRestorer(IdentityRestorer(64), sf.SyntheticFaceDetector(), config=PipelineConfig(lookahead=0))
+    with pytest.raises(ValueError, match="frames must be HxWx3 uint8 arrays"):
+        fr.process(frame)
+
+
+def test_a_window_given_as_text_is_a_value_error(tmp_path):
+    from streamrestore.video.reader import VideoReader
+
+    src = tmp_path / "a.mp4"
+    make_clip(src, frames=3)
+    with pytest.raises(ValueError, match="start must be a number of seconds, got '0:01'"):
+        VideoReader(src, start="0:01")
+    with pytest.raises(ValueError, match="end must be a number of seconds"):
+        restore_video(src, tmp_path / "o.mp4", FaceRestorer(IdentityRestorer(64), sf.SyntheticFaceDetector()), end="2")

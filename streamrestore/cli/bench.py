@@ -24,6 +24,7 @@ from streamrestore.cli.options import (
     add_crop_resolution_option,
     add_identity_gate_option,
     add_temporal_options,
+    check_output_file,
     crop_resolution_from_args,
     identity_gate_from_args,
     set_torch_threads,
@@ -81,6 +82,9 @@ def main(argv: list[str]) -> int:
         raise UserError("--device cuda: no CUDA device is visible; use --device cpu or auto")
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    if args.resolution is not None and args.resolution < 8:
+        raise UserError(f"--resolution must be at least 8, got {args.resolution}")
+    check_output_file(args.json, "--json")
     temporal = temporal_from_args(args)
     set_torch_threads(args.torch_threads)
     result = run_bench(

@@ -34,6 +34,7 @@ from streamrestore.cli.options import (
     add_identity_gate_option,
     add_reference_detail_option,
     add_temporal_options,
+    check_output_file,
     crop_resolution_from_args,
     identity_gate_from_args,
     reference_detail_from_args,
@@ -91,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{_MODELS_HELP} (default $STREAMRESTORE_MODELS)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N people (sorted by name)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--preset", default="severe",
-                   help="degradation of clean sets: severe (default), moderate, mild, video. Its downsampling "
+    p.add_argument("--preset", default=None,
+                   help="degradation of clean sets (--data; a clip's is --degrade): severe (default), moderate, "
+                        "mild, video. Its downsampling "
                         "factors are not scaled with the crop: on 128-px packs severe leaves ~11 px faces; "
                         "moderate there is closer to severe on 512-px crops")
     p.add_argument("--seed", type=int, default=0, help="base of the fixed per-person degradation seeds")
@@ -138,6 +140,7 @@ def _restorer(args: argparse.Namespace, load_restorer):
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    check_output_file(args.json, "--json")  # before a long evaluation, not after it
     if args.video:
         return video_main(args)
     for name in ("degrade", "degraded", "refs", "max_frames", "save", "face_models", "temporal_strength",
@@ -156,6 +159,7 @@ def main(argv: list[str]) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
+    args.preset = args.preset or "severe"
     if args.preset not in PRESETS:
         raise InputError(f"unknown --preset {args.preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     models_dir = _model_files(args, "mobilefacenet", "paddle", "landmark_detector").root
@@ -222,6 +226,11 @@ def video_main(args: argparse.Namespace) -> int:
     import json
     import tempfile
 
+    for name, value, hint in (("preset", args.preset, "; a clip's damage is --degrade PRESET"),
+                              ("limit", args.limit, ""), ("split", None if args.split == "all" else args.split, "")):
+        if value is not None:
+            raise InputError(f"--{name} is a --data option{hint}")
+
     from streamrestore.api import build_face_restorer, load_restorer
     from streamrestore.eval.video import (
         CLEAN_METHODS,
@@ -252,9 +261,13 @@ def video_main(args: argparse.Namespace) -> int:
         raise InputError(f"unknown --degrade {preset!r}; choose one of {', '.join(VIDEO_PRESETS)}")
     if args.degraded is not None and not Path(args.degraded).is_file():
         raise InputError(f"degraded video {args.degraded} does not exist")
-    for video in (clean, args.degraded):  # readable as video: InputError saying why, before any model loads
-        if video is not None:
-            probe(video)
+    # readable as video: InputError saying why, before any model loads
+    sizes = {video: (info.width, info.height) for video in (clean, args.degraded) if video is not None
+             for info in [probe(video)]}
+    if args.degraded is not None and sizes[args.degraded] != sizes[clean]:
+        (w, h), (cw, ch) = sizes[args.degraded], sizes[clean]
+        raise InputError(f"--degraded {args.degraded} is {w}x{h} and the clean clip {cw}x{ch}: the degraded "
+                         "copy must be the clean clip's frames, at its size (damaged and scaled back up)")
     files = _model_files(args, "paddle", "detector")
     models_dir = files.root
     face_models = args.face_models

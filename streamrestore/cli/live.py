@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from streamrestore.cli.options import (
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be at least 1, got {args.max_frames}")
@@ -104,6 +106,10 @@ def main(argv: list[str]) -> int:
     # an unusable reference folder fails before the source opens and models load.
     if not args.no_window:
         check_display()
+    places = [spec if is_url(spec) else Path(spec).resolve() for spec in args.output]  # x.mp4 is ./x.mp4
+    for spec, place in zip(args.output, places):
+        if places.count(place) > 1:
+            raise UserError(f"--output {spec} given more than once; give each output once")
     for spec in args.output:
         check_output(spec, force=args.force)
         if not is_url(spec) and not is_url(args.source):
@@ -154,7 +160,9 @@ def main(argv: list[str]) -> int:
         for sink in sinks:
             sink.abort()
         source.close()
-    face_restorer.stats.seconds = stats.seconds
+    # the run's time as the main command counts it: the streaming, and before it the start-up (models, source)
+    face_restorer.stats.seconds = time.perf_counter() - started
+    face_restorer.stats.startup_seconds = max(0.0, face_restorer.stats.seconds - stats.seconds)
     print(face_restorer.stats.summary(verbose=args.verbose), file=sys.stderr)
     print(stats.summary(), file=sys.stderr)
     for sink in session.sinks:

@@ -32,6 +32,7 @@ __all__ = [
     "add_reference_detail_option",
     "add_temporal_options",
     "check_face_options",
+    "check_output_file",
     "configure_logging",
     "encoder_from_args",
     "crop_resolution_from_args",
@@ -47,6 +48,25 @@ __all__ = [
 T = TypeVar("T")
 
 log = logging.getLogger("streamrestore")  # the package's root logger: the CLI gives it its handler; modules log to children
+
+
+def check_output_file(path: str | None, option: str) -> None:
+    """Fails at once (OutputError naming ``option``) where a file cannot be written at ``path``: a
+    folder there, or a nearest existing folder above it that is not writable; a long run then does
+    not end without its results. Folders missing above it are made when it is written."""
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise OutputError(f"{option} {path} is a folder; give a file name")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: cannot write in {folder}; pick another path")
 
 
 def parse_time(text: str) -> float:

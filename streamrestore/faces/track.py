@@ -182,11 +182,13 @@ class FaceTracker:
         self._norfair = self._new_norfair()
         self._tracks.clear()
 
-    def push(self, frame_index: int, faces: list[Face], frame: np.ndarray | None = None
+    def push(self, frame_index: int, faces: list[Face], frame: np.ndarray | None = None, cut: bool = False
              ) -> list[tuple[int, list[TrackedFace]]]:
         """Add one frame's detections; returns the frames that became final, oldest first.
 
         ``frame`` (RGB uint8) is only used for scene-cut detection; pass None to skip that.
+        ``cut``: this frame starts a new shot whatever its picture says (the caller knows: the
+        frames changed size), so every track ends before it.
         With ``lookahead`` L, frame i is returned by the push of frame i + L (or by flush).
         """
         if self._last_index is not None and frame_index <= self._last_index:
@@ -195,12 +197,12 @@ class FaceTracker:
         self._last_index = frame_index
         self._push_count += 1
 
-        if frame is not None:
-            signature = frame_signature(frame)
-            if (self._signature is not None and self.config.scene_cut_threshold < 1.0
-                    and signature_distance(self._signature, signature) > self.config.scene_cut_threshold):
-                self.cuts.append(frame_index)
-                self._reset()
+        signature = frame_signature(frame) if frame is not None else None
+        if cut or (signature is not None and self._signature is not None and self.config.scene_cut_threshold < 1.0
+                   and signature_distance(self._signature, signature) > self.config.scene_cut_threshold):
+            self.cuts.append(frame_index)
+            self._reset()
+        if signature is not None:
             self._signature = signature
 
         from norfair import Detection

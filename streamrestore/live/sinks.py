@@ -216,7 +216,7 @@ def check_output(spec: str, *, force: bool = False) -> None:
     if path.is_dir():
         raise OutputError(f"output {path} is a folder; give a file name such as {path}/live.mp4")
     if path.exists() and not force:
-        raise OutputError(f"output {path} already exists; replace it with force=True (CLI: --force)")
+        raise OutputError(f"output {path} already exists; replace it with --force (library: force=True)")
     if path.suffix.lower() not in TIMESTAMP_CONTAINERS:
         raise OutputError(f"cannot write {path.suffix or 'extension-less'} files; use .mp4, .mkv, .mov, .webm or .ts")
     if not path.parent.exists():

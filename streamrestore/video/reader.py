@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -341,6 +342,9 @@ class VideoReader:
         end: float | None = None,
         threads: int = 0,
     ) -> None:
+        for name, value in (("start", start), ("end", end)):
+            if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)):
+                raise ValueError(f"{name} must be a number of seconds, got {value!r}")
         if start is not None and not (start >= 0 and math.isfinite(start)):
             raise ValueError(f"start must be a finite number of seconds >= 0, got {start!r}")
         if end is not None and not (end > 0 and math.isfinite(end)):

@@ -448,7 +448,7 @@ class VideoWriter:
         if dst.is_dir():
             raise OutputError(f"output {dst} is a folder; give a file name such as {dst}/out.mp4")
         if dst.exists() and not force:
-            raise OutputError(f"output {dst} already exists; replace it with force=True (CLI: --force)")
+            raise OutputError(f"output {dst} already exists; replace it with --force (library: force=True)")
         if dst.suffix.lower() not in TIMESTAMP_CONTAINERS:
             raise OutputError(
                 f"cannot write {dst.suffix or 'extension-less'} files keeping every frame's "
