@@ -59,6 +59,7 @@ class LiveStats:
     """What a live run did; :meth:`summary` is printed at exit."""
 
     frames_out: int = 0
+    unrestored: int = 0  # of frames_out, passed on with restoration turned off (the window's r key)
     captured: int = 0
     dropped: int = 0
     reconnects: int = 0
@@ -78,6 +79,8 @@ class LiveStats:
     def summary(self) -> str:
         text = (f"live: {self.frames_out} frames out ({self.fps:.1f} fps over {self.seconds:.1f} s), "
                 f"{self.captured} captured, {self.dropped} dropped at the input")
+        if self.unrestored:
+            text += f", {self.unrestored} of them with restoration off (r)"
         if self.reconnects:
             text += f", source reconnected {self.reconnects} time(s)"
         if self.latencies:
@@ -247,6 +250,7 @@ class LiveSession:
 
                 rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
             out = self.face_restorer.process(rgb) if self.restoring else rgb
+            self.stats.unrestored += not self.restoring
             for sink in self.sinks:
                 sink.write(out, live.timestamp)  # a file's own timestamps, else capture times
             keys = None
