@@ -676,3 +676,17 @@ def test_window_shows_both_panes_and_keys_work(xvfb, tmp_path, live_clip):
     assert "of them with restoration off (r)" in err  # the frames the run's own line does not count
     for message in ("restoration off", "paused", "resumed", "restoration on", "saved snapshot"):
         assert message in err
+
+
+def test_a_stream_that_sends_nothing_is_named_as_such():
+    """FFmpeg's "Immediate exit requested" (our open timeout) is said in the user's words."""
+    import socket
+
+    from streamrestore.errors import InputError
+    from streamrestore.live.sources import ReconnectPolicy, StreamSource
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # a free port nobody sends to
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(InputError, match=r"nothing received for 1 s; check that the sender is running"):
+        StreamSource(f"udp://127.0.0.1:{port}", policy=ReconnectPolicy(retries=0, timeout=1.0))

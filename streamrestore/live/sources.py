@@ -320,6 +320,8 @@ class StreamSource(LiveSource):
         try:
             container = av.open(self.url, options=_input_options(self.url),
                                 timeout=(self.policy.timeout, self.policy.timeout))
+        except av.error.ExitError:  # FFmpeg's words for the open our timeout cut short
+            return f"nothing received for {self.policy.timeout:g} s"
         except (av.error.FFmpegError, OSError) as exc:
             return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         if not container.streams.video:
