@@ -598,12 +598,18 @@ def run(
         raise UserError(f"--gpus-per-worker must be 0 or more, got {gpus_per_worker}")
     if torch_threads is not None and torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {torch_threads}")
+    config = {"max_faces": max_faces, "unmatched": unmatched, "detect_every": detect_every,
+              "crop_resolution": crop_resolution}
+    for name, value in (("temporal", temporal), ("reference_detail", reference_detail),
+                        ("identity_gate", identity_gate)):
+        if value is not None:
+            config[name] = value
     from streamrestore.pipeline import PipelineConfig
 
-    try:
-        PipelineConfig(crop_resolution=crop_resolution)
+    try:  # here, not in every worker, where a ValueError would only read as "the actor died"
+        PipelineConfig(**config)
     except ValueError as exc:
-        raise UserError(f"bad crop_resolution: {exc}") from None
+        raise UserError(f"bad pipeline option: {exc}") from None
     encoder = {"codec": codec, "crf": crf, "preset": preset}
     try:
         EncoderSettings(**encoder)
@@ -624,13 +630,6 @@ def run(
             other = next(s for s, d in outputs.items() if d == dst)
             raise UserError(f"{src} and {other} would both be written to {dst}; rename one or batch them separately")
         outputs[src] = dst
-
-    config = {"max_faces": max_faces, "unmatched": unmatched, "detect_every": detect_every,
-              "crop_resolution": crop_resolution}
-    for name, value in (("temporal", temporal), ("reference_detail", reference_detail),
-                        ("identity_gate", identity_gate)):
-        if value is not None:
-            config[name] = value
     options = {"model": model, "device": device, "detector": detector, "face_models": face_models,
                "backend": backend, "config": config}
     ref_specs = list(map(str, refs)) if not isinstance(refs, (str, Path)) else [str(refs)]

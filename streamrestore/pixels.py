@@ -274,11 +274,12 @@ def _yuv420_sizes(frame) -> list[tuple[int, int]]:
 
 def yuv420_frame(like, planes, format: str | None = None) -> tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A new frame with ``like``'s size, format (or ``format``), timestamps and colour tags holding
-    ``planes`` (Y, U, V arrays, of the format's sample type), and writable views of its planes."""
+    ``planes`` (Y, U, V arrays, cast to the format's samples), and writable views of its planes."""
     import av
 
     frame = av.VideoFrame(like.width, like.height, format or like.format.name)
-    views = tuple(plane_view(plane, *data.shape, data.dtype) for plane, data in zip(frame.planes, planes))
+    samples = np.uint16 if frame.format.name in DEEP_YUV420 else np.uint8  # (the planes given are cast to them)
+    views = tuple(plane_view(plane, *data.shape, samples) for plane, data in zip(frame.planes, planes))
     for view, data in zip(views, planes):
         view[...] = data
     copy_timing(like, frame)

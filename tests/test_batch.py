@@ -218,6 +218,17 @@ def test_usage_errors_exit_2(clips, tmp_path, batch, args, words):
     assert code == 2 and words in err and "Traceback" not in err
 
 
+def test_a_bad_pipeline_option_is_a_usage_error_before_any_worker(clips, tmp_path, monkeypatch):
+    """In a worker a ValueError would only read as "the actor died", again for each of them."""
+    from streamrestore.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    for options in ({"detect_every": 2.0}, {"max_faces": 0}, {"unmatched": "drop"}):
+        with pytest.raises(UserError, match="bad pipeline option: "):
+            run([clips / "a.mp4"], out_dir=tmp_path / "out", model="identity", ray="local", progress=False, **options)
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_unknown_model_is_a_usage_error_before_ray_starts(clips, tmp_path, faces, capsys):
     code = main(["batch", str(clips / "a.mp4"), "-o", str(tmp_path / "out"), "--model", "nope", *_face_args(faces)])
     err = capsys.readouterr().err

@@ -678,6 +678,12 @@ def test_window_shows_both_panes_and_keys_work(xvfb, tmp_path, live_clip):
         assert message in err
 
 
+@pytest.mark.parametrize("timeout", ["0", "inf", "nan"])
+def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(timeout, capsys):
+    assert main(["live", "--source", "rtsp://nowhere.invalid/x", "--no-window", "--timeout", timeout]) == 2
+    assert "--timeout must be a positive number of seconds" in _one_error_line(capsys.readouterr().err)
+
+
 def test_a_stream_that_sends_nothing_is_named_as_such():
     """FFmpeg's "Immediate exit requested" (our open timeout) is said in the user's words."""
     import socket

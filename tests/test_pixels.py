@@ -331,3 +331,13 @@ def test_a_deep_frame_is_served_through_its_8_bit_copy_and_given_back_at_its_dep
     want[0][4, 6] += (255 - eight[0][4, 6]) << shift
     for g, w in zip(got, want):
         assert np.array_equal(g, np.clip(w, 0, (1 << bits) - 1))
+
+
+def test_a_new_frame_takes_planes_of_any_integer_type():
+    """``yuv420_frame`` casts the planes it is given to the format's samples (numpy maths gives int64)."""
+    from streamrestore.pixels import yuv420_frame
+
+    frame = _random_yuv_frame(34, 22, seed=5)
+    planes = Yuv420Pixels(frame).planes
+    made, _ = yuv420_frame(frame, [p.astype(np.int64) for p in planes])
+    assert all(np.array_equal(a, b) for a, b in zip(_planes(made), _planes(frame)))

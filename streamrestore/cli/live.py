@@ -84,8 +84,8 @@ def main(argv: list[str]) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise UserError(f"--max-frames must be at least 1, got {args.max_frames}")
     check_face_options(args)
-    if not args.timeout > 0:
-        raise UserError(f"--timeout must be positive, got {args.timeout}")
+    if not 0 < args.timeout < float("inf"):
+        raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
     if args.retries < 0:
