@@ -28,7 +28,7 @@ from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
 from streamrestore.model.resample import auto_crop_side, crop_sides, restore_batches
-from streamrestore.pixels import RgbCanvas, Yuv420Pixels, copy_timing, frame_planes, pixels_of, plane_view
+from streamrestore.pixels import RgbCanvas, RgbPixels, Yuv420Pixels, copy_timing, frame_planes, pixels_of, plane_view
 from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
 from streamrestore.run import POOR_MATCH_MIN_FACES, RunStats, poor_reference_match
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.faces.detect import Detector
     from streamrestore.faces.identity import FaceEmbedder, ReferenceSet
     from streamrestore.model.adapt import AdaptConfig
-    from streamrestore.pixels import RgbPixels, Yuv420Canvas
+    from streamrestore.pixels import Yuv420Canvas
 
 log = logging.getLogger(__name__)
 
@@ -576,8 +576,10 @@ class FaceRestorer:
         if not matrices:
             align_seconds = time.perf_counter() - t0
             return lambda: _Finished(frame, seconds={"align": align_seconds})
-        deep = pixels if isinstance(pixels, Yuv420Pixels) and pixels.deep is not None else None
-        if deep is not None:  # a 10/12-bit frame: restored in its 8-bit copy, what changed added back at the end
+        # a 10/12-bit frame: restored in its 8-bit copy (4:2:0) or RGB conversion (other layouts), what
+        # changed added back at the end
+        deep = pixels if isinstance(pixels, (Yuv420Pixels, RgbPixels)) and pixels.deep is not None else None
+        if isinstance(deep, Yuv420Pixels):
             frame = deep.frame
         live = {t.track_id for t in tracked}
         self._track_sides = {tid: side for tid, side in self._track_sides.items() if tid in live}

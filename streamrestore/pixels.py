@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from streamrestore.blend import paste_rgb, paste_yuv420
-from streamrestore.video.reader import DEEP_YUV420, frame_to_rgb
+from streamrestore.video.reader import DEEP_PLANAR, DEEP_YUV420, frame_to_rgb
 
 __all__ = ["RgbPixels", "Yuv420Pixels", "copy_timing", "frame_planes", "pixels_of", "plane_view", "shrink_interpolation",
            "yuv420_frame", "yuv_matrices"]
@@ -80,7 +80,15 @@ def _yuv_matrices(color_space: int, color_range: int) -> tuple[np.ndarray, np.nd
 
 
 class RgbPixels:
-    """The pixels of an RGB uint8 (H, W, 3) frame; :meth:`output` writes into a copy."""
+    """The pixels of an RGB uint8 (H, W, 3) frame; :meth:`output` writes into a copy.
+
+    A 10- or 12-bit planar frame of another layout than 4:2:0 (:data:`streamrestore.video.reader.DEEP_PLANAR`:
+    4:2:2, 4:4:4, planar RGB) is served as its 8-bit RGB conversion (:meth:`of_deep`), and
+    :meth:`deepen` adds what the stages changed there, converted to the frame's format, to the
+    frame itself: samples away from the faces keep every bit."""
+
+    #: the 10- or 12-bit frame this RGB picture was converted from (:meth:`of_deep`); None otherwise
+    deep: Any = None
 
     def __init__(self, rgb: np.ndarray):
         if (not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8
@@ -110,6 +118,39 @@ class RgbPixels:
 
     def output(self) -> "RgbCanvas":
         return RgbCanvas(self._rgb.copy())
+
+    @classmethod
+    def of_deep(cls, frame) -> "RgbPixels":
+        """The pixels of a frame of a :data:`~streamrestore.video.reader.DEEP_PLANAR` format, as 8-bit RGB."""
+        pixels = cls(frame_to_rgb(frame))
+        pixels.deep = frame
+        return pixels
+
+    def deepen(self, result):
+        """``result`` (the RGB ``av.VideoFrame`` the stages made of this picture, or :attr:`deep`
+        itself) as a frame of :attr:`deep`'s format: the deep frame plus the change, each picture
+        converted to that format the same way, so that where nothing changed the change is exactly
+        0. Frames of 8-bit input are returned as they are."""
+        if self.deep is None or result is self.deep:
+            return result
+        import av
+
+        deep = self.deep
+        top = (1 << DEEP_PLANAR[deep.format.name]) - 1
+
+        def converted(frame):
+            return frame.reformat(format=deep.format.name, dst_colorspace=int(deep.colorspace) or None,
+                                  dst_color_range=int(deep.color_range) or None)
+
+        before, after = converted(av.VideoFrame.from_ndarray(self._rgb, format="rgb24")), converted(result)
+        out = av.VideoFrame(deep.width, deep.height, deep.format.name)
+        for planes in zip(deep.planes, before.planes, after.planes, out.planes):
+            was, then, now, into = (plane_view(p, p.height, p.width, np.uint16) for p in planes)
+            into[...] = np.clip(was.astype(np.int32) + now - then, 0, top)
+        copy_timing(deep, out)
+        out.colorspace, out.color_range = deep.colorspace, deep.color_range
+        out.color_primaries, out.color_trc = deep.color_primaries, deep.color_trc
+        return out
 
     def sampled_planes(self) -> list[tuple[np.ndarray, int]]:
         """The frame as (plane, step) pairs: one (H, W, 3) RGB plane at full resolution."""
@@ -332,5 +373,7 @@ def pixels_of(frame, channel_order: str = "rgb") -> Any:
             return Yuv420Pixels(frame)
         if frame.format.name in DEEP_YUV420:
             return Yuv420Pixels.of_deep(frame)
+        if frame.format.name in DEEP_PLANAR:
+            return RgbPixels.of_deep(frame)
         return RgbPixels(frame_to_rgb(frame))
     raise TypeError(f"frames must be numpy arrays or av.VideoFrame, got {type(frame).__name__}")

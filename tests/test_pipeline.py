@@ -644,3 +644,40 @@ def test_a_window_given_as_text_is_a_value_error(tmp_path):
         VideoReader(src, start="0:01")
     with pytest.raises(ValueError, match="end must be a number of seconds"):
         restore_video(src, tmp_path / "o.mp4", FaceRestorer(IdentityRestorer(64), sf.SyntheticFaceDetector()), end="2")
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv422p10le", "yuv444p12le", "gbrp10le"])
+def test_a_deep_frame_of_another_layout_keeps_every_bit_away_from_the_faces(drawn_talking, pix_fmt):
+    """4:2:2, 4:4:4 and planar RGB at 10/12 bits (ProRes, DNxHR) are restored through 8-bit RGB and
+    given back in their own format: samples away from what the stages changed are the input's."""
+    from streamrestore.pixels import plane_view
+
+    rng = np.random.default_rng(4)
+    config = PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False))
+    deep_run = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(), config=config)
+    eight_run = FaceRestorer(_Flickering(128), sf.SyntheticFaceDetector(), config=config)
+    for i, rgb in enumerate(_frames(drawn_talking, 4)):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt, dst_colorspace=1,
+                                                                         dst_color_range=1)
+        for plane in frame.planes:  # low bits an 8-bit picture cannot hold
+            view = plane_view(plane, plane.height, plane.width, np.uint16)
+            view[...] = np.clip(view.astype(int) + rng.integers(-2, 3, view.shape), 0, (1 << int(pix_fmt[-4:-2])) - 1)
+        frame.pts = i
+        out = deep_run.process(frame)
+        assert out.format.name == pix_fmt and out.pts == i and int(out.colorspace) == int(frame.colorspace)
+        rgb_in = _rgb_of(frame)
+        changed = np.abs(eight_run.process(rgb_in).astype(int) - rgb_in).max(axis=2) > 0
+        near = cv2.dilate(changed.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0  # chroma filters reach a few px
+        assert changed.any() and not near.all()
+        for before, after in zip(frame.planes, out.planes):
+            a = plane_view(before, before.height, before.width, np.uint16)
+            b = plane_view(after, after.height, after.width, np.uint16)
+            away = cv2.resize((~near).astype(np.uint8), (a.shape[1], a.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+            assert np.array_equal(a[away], b[away]) and (a[~away] != b[~away]).any()
+
+
+def _rgb_of(frame):
+    """The 8-bit RGB picture the deep path serves for ``frame``."""
+    from streamrestore.video.reader import frame_to_rgb
+
+    return frame_to_rgb(frame)

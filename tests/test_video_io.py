@@ -654,10 +654,10 @@ def test_subtitles_are_copied_and_what_the_output_does_not_keep_is_noted(tmp_pat
     writer = VideoWriter(tmp_path / "ten.mkv", dataclasses.replace(reader.info, pix_fmt="yuv420p10le"), FAST)
     assert writer.notes == []  # 4:2:0 at 10 bits keeps its depth (Yuv420Pixels.of_deep)
     writer.abort()
-    info = dataclasses.replace(reader.info, pix_fmt="yuv422p10le", interlaced=True)
+    info = dataclasses.replace(reader.info, pix_fmt="p010le", interlaced=True)
     with VideoWriter(tmp_path / "ten.mkv", info, FAST) as writer:
         assert writer.notes == [
-            "the input has 10 bits per sample (yuv422p10le): frames with faces are restored at 8 bits, frames "
+            "the input has 10 bits per sample (p010le): frames with faces are restored at 8 bits, frames "
             "without keep theirs",
             "the input is interlaced: the output is written as progressive frames (deinterlace it first for the "
             "best faces)"]

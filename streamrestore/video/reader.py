@@ -156,6 +156,9 @@ def pick_video_stream(container: av.container.InputContainer, path: str | os.Pat
 #: 4:2:0 formats of more than 8 bits per sample (little-endian, as decoders give them) -> bits; the
 #: pipeline keeps their depth (``streamrestore.pixels.Yuv420Pixels.of_deep``)
 DEEP_YUV420 = {"yuv420p10le": 10, "yuv420p12le": 12}
+#: other planar formats of 10 or 12 bits whose depth the pipeline keeps (4:2:2 and 4:4:4 YUV, such as
+#: ProRes and DNxHR decode to, and planar RGB) -> bits (``streamrestore.pixels.RgbPixels.of_deep``)
+DEEP_PLANAR = {f"{layout}p{bits}le": bits for layout in ("yuv422", "yuv444", "gbr") for bits in (10, 12)}
 
 #: how much further back than its target a seek is tried again while it lands after it (seconds);
 #: after the last, from the file's start

@@ -32,7 +32,7 @@ import av.error
 
 from streamrestore.errors import OutputError
 from streamrestore.settings import check_kinds
-from streamrestore.video.reader import DEEP_YUV420, VideoInfo, open_input, seek_not_after
+from streamrestore.video.reader import DEEP_PLANAR, DEEP_YUV420, VideoInfo, open_input, seek_not_after
 
 logger = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def _notes_on(info: VideoInfo) -> list[str]:
         bits = max(c.bits for c in av.VideoFormat(info.pix_fmt).components)
     except (ValueError, av.error.FFmpegError):
         bits = 8
-    if bits > 8 and info.pix_fmt not in DEEP_YUV420:  # (4:2:0 ones keep their depth: Yuv420Pixels.of_deep)
+    if bits > 8 and info.pix_fmt not in DEEP_YUV420 and info.pix_fmt not in DEEP_PLANAR:  # (those keep it)
         notes.append(f"the input has {bits} bits per sample ({info.pix_fmt}): frames with faces are restored "
                      "at 8 bits, frames without keep theirs")
     if info.interlaced:
