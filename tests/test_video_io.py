@@ -849,3 +849,27 @@ def test_output_file_mode_follows_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     assert stat.S_IMODE(dst.stat().st_mode) == mode
+
+
+def test_frames_whose_timestamps_do_not_increase_are_placed_after_the_frame_before(tmp_path):
+    """A broken mux (every frame at pts 0) ended in the writer's "pts 0 is not after the previous 0"
+    traceback; each such frame is now placed one frame after the one before, and the run says so."""
+    src = tmp_path / "zero.mov"
+    with av.open(str(src), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 15360)  # 1/15360 s apart: each rounds to 0 at 1/25
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(src)) as c:
+        assert {f.pts for f in c.decode(video=0)} == {0}  # the broken file this test needs
+    dst = tmp_path / "out.mov"
+    reader = passthrough(src, dst, start=None, end=None)
+    times, _ = read_video_timing(dst)
+    assert len(times) == 6 and all(b > a for a, b in zip(times, times[1:]))
+    assert [round(float(b - a), 3) for a, b in zip(times, times[1:])] == [0.04] * 5
+    assert any("5 frame(s) had no timestamp, or one not after the frame before" in p for p in reader.problems)

@@ -536,13 +536,24 @@ class VideoReader:
         reached_end = True
         pending = [self._first] if self._first is not None else []
         self._first = None
-        repeated = corrupt = 0
+        repeated = corrupt = placed = 0
+        tb = _time_base(self._stream)
+        rate = self.info.frame_rate
+        step = max(1, round(1 / (rate * tb))) if rate else 1  # one frame, in ticks, where a frame says nothing
+        previous: tuple[int, int] | None = None  # (pts, duration) of the frame before
 
         def all_frames():
             yield from pending
             yield from self._decoded
 
         for frame, is_repeat in all_frames():
+            # A frame without a timestamp, or with one not after the frame before (a broken mux:
+            # every pts 0), is placed one frame after it: the writer needs increasing timestamps,
+            # and no frame is dropped for the file's fault.
+            if frame.pts is None or (previous is not None and frame.pts <= previous[0]):
+                frame.pts = previous[0] + (previous[1] or step) if previous is not None else round(self._origin / tb)
+                placed += 1
+            previous = (frame.pts, frame.duration)
             t = frame.time
             if t is not None:
                 if first is not None and t < first:
@@ -556,6 +567,9 @@ class VideoReader:
             corrupt += frame.is_corrupt and not is_repeat
             yield frame
         self._report_damage(repeated, corrupt)
+        if placed:
+            self.problems.append(f"{placed} frame(s) had no timestamp, or one not after the frame before: each "
+                                 "was placed one frame after the frame before (the file's timestamps are broken)")
         if reached_end:
             self._check_complete()
         if self.frames_decoded == 0 and (self.start is not None or self.end is not None):
