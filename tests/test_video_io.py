@@ -872,4 +872,23 @@ def test_frames_whose_timestamps_do_not_increase_are_placed_after_the_frame_befo
     times, _ = read_video_timing(dst)
     assert len(times) == 6 and all(b > a for a, b in zip(times, times[1:]))
     assert [round(float(b - a), 3) for a, b in zip(times, times[1:])] == [0.04] * 5
-    assert any("5 frame(s) had no timestamp, or one not after the frame before" in p for p in reader.problems)
+    assert any("5 frame(s) had a timestamp not after the frame before" in p for p in reader.problems)
+
+
+def test_a_raw_stream_without_timestamps_is_written_at_its_rate(tmp_path):
+    """An H.264 elementary stream carries no timestamps (every frame's pts is None, which the writer
+    refused); its frames are placed one frame apart at the stream's rate."""
+    clip = tmp_path / "a.mp4"
+    make_clip(clip, frames=8, fps=25)
+    raw = tmp_path / "a.h264"
+    with av.open(str(clip)) as c, av.open(str(raw), "w", format="h264") as out:
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(video=0):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+    dst = tmp_path / "out.mp4"
+    reader = passthrough(raw, dst)
+    times, _ = read_video_timing(dst)
+    assert len(times) == 8 and [round(float(t), 3) for t in times] == [round(i / 25, 3) for i in range(8)]
+    assert any("8 frame(s) had no timestamp (a raw stream?)" in p and "25 fps" in p for p in reader.problems)

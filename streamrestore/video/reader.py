@@ -536,7 +536,7 @@ class VideoReader:
         reached_end = True
         pending = [self._first] if self._first is not None else []
         self._first = None
-        repeated = corrupt = placed = 0
+        repeated = corrupt = placed = unstamped = 0
         tb = _time_base(self._stream)
         rate = self.info.frame_rate
         step = max(1, round(1 / (rate * tb))) if rate else 1  # one frame, in ticks, where a frame says nothing
@@ -551,8 +551,9 @@ class VideoReader:
             # every pts 0), is placed one frame after it: the writer needs increasing timestamps,
             # and no frame is dropped for the file's fault.
             if frame.pts is None or (previous is not None and frame.pts <= previous[0]):
+                unstamped += frame.pts is None
+                placed += frame.pts is not None
                 frame.pts = previous[0] + (previous[1] or step) if previous is not None else round(self._origin / tb)
-                placed += 1
             previous = (frame.pts, frame.duration)
             t = frame.time
             if t is not None:
@@ -567,9 +568,13 @@ class VideoReader:
             corrupt += frame.is_corrupt and not is_repeat
             yield frame
         self._report_damage(repeated, corrupt)
+        if unstamped:
+            rate_text = f" at {float(rate):g} fps" if rate else ""
+            self.problems.append(f"{unstamped} frame(s) had no timestamp (a raw stream?): each was placed one frame "
+                                 f"after the frame before{rate_text}")
         if placed:
-            self.problems.append(f"{placed} frame(s) had no timestamp, or one not after the frame before: each "
-                                 "was placed one frame after the frame before (the file's timestamps are broken)")
+            self.problems.append(f"{placed} frame(s) had a timestamp not after the frame before's: each was placed "
+                                 "one frame after it (the file's timestamps are broken)")
         if reached_end:
             self._check_complete()
         if self.frames_decoded == 0 and (self.start is not None or self.end is not None):
