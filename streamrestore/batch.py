@@ -110,7 +110,7 @@ class Plan:
     """Where an input's frames are and how it is cut (see the module docstring)."""
 
     src: str
-    pts: list[int]  # every frame's pts, presentation order
+    pts: list[int]  # every frame's pts, presentation order (made up one frame apart where the file has none)
     durations: list[int]  # each frame's packet duration (0: unknown)
     time_base: Fraction
     origin: float  # seconds of the container's first timestamp (VideoReader windows count from it)
@@ -140,9 +140,13 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
         tb = Fraction(stream.time_base)
         origin = container.start_time / av.time_base if container.start_time else 0.0
         rows, keys = [], set()
+        untimed = 0  # packets without a pts (a raw stream)
         try:
             for packet in container.demux(stream):
-                if packet.size and packet.pts is not None and not packet.is_discard:
+                if packet.size and not packet.is_discard:
+                    if packet.pts is None:
+                        untimed += 1
+                        continue
                     rows.append((packet.pts, packet.duration or 0))
                     if packet.is_keyframe:
                         keys.add(packet.pts)
@@ -152,10 +156,19 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
         rate = stream.average_rate or stream.guessed_rate
     finally:
         container.close()
+    fps = float(rate) if rate else 30.0
+    if untimed or len({pts for pts, _ in rows}) < len(rows):
+        # no timestamps to cut and join by (a raw stream, a broken mux): one piece, restored by the main
+        # command's path, whose reader places such frames (streamrestore.video.reader.VideoReader.frames)
+        step = max(1, round(1 / (fps * tb)))
+        count = untimed + len(rows)
+        plan = Plan(str(src), [i * step for i in range(count)], [step] * count, tb, origin, fps)
+        plan.chunks = [(0, count)]
+        return plan
     if not rows:
         raise InputError(f"{src} has no video frames")
     rows.sort()
-    plan = Plan(str(src), [r[0] for r in rows], [r[1] for r in rows], tb, origin, float(rate) if rate else 30.0)
+    plan = Plan(str(src), [r[0] for r in rows], [r[1] for r in rows], tb, origin, fps)
     plan.chunks = _cut(plan, {i for i, p in enumerate(plan.pts) if p in keys}, chunk_seconds)
     return plan
 

@@ -353,3 +353,35 @@ def test_batch_takes_adapt_and_warns_without_refs(clips, tmp_path, batch, monkey
     assert code == 0 and given["adapt"] == AdaptConfig(steps=7) and "ignored" not in err
     code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--adapt")
     assert code == 0 and "--adapt ignored" in err
+
+
+def test_a_file_without_usable_timestamps_is_one_piece_and_keeps_every_frame(clips, tmp_path, batch, monkeypatch):
+    """A raw .h264 stream (no pts) and a broken mux (every pts 0) cannot be cut and joined by their
+    timestamps: each is one piece, restored by the main command's path, every frame kept."""
+    from fractions import Fraction
+
+    raw = tmp_path / "raw.h264"
+    with av.open(str(clips / "long.mp4")) as c, av.open(str(raw), "w", format="h264") as out:
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(video=0):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+    zero = tmp_path / "zero.mov"
+    with av.open(str(zero), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": "5"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(40):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 5 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 15360)  # each rounds to 0 at 1/25
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    for src, frames in ((raw, 60), (zero, 40)):
+        plan = plan_input(src, 0.5)
+        assert plan.chunks == [(0, frames)] and plan.frames == frames
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out_dir = tmp_path / "out"
+    code, err = batch(raw, zero, "-o", out_dir, "--chunk-seconds", "0.5")
+    assert code == 0, err
+    assert count_frames(out_dir / "raw.restored.mkv") == 60  # (a raw stream is written to Matroska)
+    assert count_frames(out_dir / "zero.restored.mov") == 40
