@@ -125,6 +125,11 @@ def test_eval_only_sets_are_refused(shared_data, train_ok_folders, detector, tmp
     assert pack.licence_classes == {EVAL_ONLY}
     with pytest.raises(EvalOnlyDataError):
         pack.require_train_ok()
+    # require_train_ok = false is for data of unknown licence (your own): eval-only data is still refused
+    from streamrestore.train.config import TrainConfig, open_training_pack
+
+    with pytest.raises(EvalOnlyDataError, match="eval-only source.*never trained on"):
+        open_training_pack(TrainConfig(data=str(tmp_path / "eval.npz"), require_train_ok=False))
 
 
 def test_a_missing_pack_names_the_command_that_builds_it(tmp_path):

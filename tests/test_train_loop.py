@@ -732,3 +732,45 @@ def test_the_loader_and_update_on_a_gpu(tiny_pack, shared, tmp_path):
     trainer.save_checkpoint()
     resumed = Trainer(config, resume="latest")
     assert all(group["fused"] for group in resumed.optimizer.param_groups)
+
+
+def test_a_run_keeps_to_its_own_folder_and_settings(tiny_pack, shared, tmp_path):
+    """A fresh run where another run's checkpoints are would interleave the two (its new checkpoint
+    pruned at once, --resume latest picking the old run); a resume with other run settings would log
+    settings it does not use (the saved optimiser keeps its own)."""
+    from streamrestore.errors import InputError
+
+    out = tmp_path / "run"
+    Trainer(tiny_train_config(tiny_pack, shared, out, checkpoint_every=2)).train(stop_at=2, progress=False)
+    with pytest.raises(InputError, match="holds the checkpoints of a run .*--resume latest"):
+        Trainer(tiny_train_config(tiny_pack, shared, out, checkpoint_every=2)).train(stop_at=2, progress=False)
+    with pytest.raises(InputError, match=r"trained with lr = 0.002, not 1e-06: lr cannot change within a run"):
+        Trainer(tiny_train_config(tiny_pack, shared, out, checkpoint_every=2, lr=1e-6), resume="latest")
+    with pytest.raises(InputError, match="batch_size cannot change"):
+        Trainer(tiny_train_config(tiny_pack, shared, out, checkpoint_every=2, batch_size=2), resume="latest")
+    assert Trainer(tiny_train_config(tiny_pack, shared, out, checkpoint_every=2), resume="latest").step == 2
+
+
+def test_a_diverging_run_stops_before_the_update_that_would_spoil_it(tiny_pack, shared, tmp_path, monkeypatch):
+    from streamrestore.errors import InputError
+
+    trainer = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "run"))
+    real = trainer._losses
+    monkeypatch.setattr(trainer, "_losses", lambda *a: {**real(*a), "loss": torch.tensor(float("nan"))})
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    with pytest.raises(InputError, match="the training loss is nan at step 1: the run diverged"):
+        trainer.train(progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in trainer.net.state_dict().items())
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"grad_clip": float("inf")}, "grad_clip must be a finite number"),
+    ({"batch_size": 2.5}, "batch_size must be a whole number"),
+    ({"min_lr_ratio": -1.0}, "min_lr_ratio must be in"),
+    ({"weight_decay": -1.0}, "weight_decay must be >= 0"),
+    ({"betas": (1.5, 0.9)}, "betas must be two numbers"),
+])
+def test_training_settings_of_the_wrong_kind_are_refused(tmp_path, changes, words):
+    with pytest.raises(ValueError, match=words):
+        TrainConfig(**changes)

@@ -31,12 +31,16 @@ package knows nothing of that folder: a config names the files it needs (``ident
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamrestore.errors import InputError
 from streamrestore.model.config import RestorerConfig, tiny_config
+from streamrestore.settings import check_kinds
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.train.video_faces import VideoFaceSettings
@@ -231,8 +235,16 @@ class TrainConfig:
     phases: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        check_kinds(self)
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if (len(self.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0
+                                            for b in self.betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0:
@@ -459,6 +471,16 @@ def open_training_pack(config: TrainConfig):
     pack = PackedFaces(config.data)
     if config.require_train_ok:
         pack.require_train_ok()
+    else:
+        # the switch is for data of your own (unknown licence); data marked eval-only is never trained on
+        from streamrestore.data.sources import EVAL_ONLY, EvalOnlyDataError  # noqa: PLC0415
+
+        eval_only = [n for n, lic in zip(pack.source_names, pack.source_licences) if lic == EVAL_ONLY]
+        if eval_only:
+            raise EvalOnlyDataError(f"{config.data} holds {len(eval_only)} eval-only source(s) (e.g. {eval_only[0]}): "
+                                    "they are never trained on, require_train_ok = false or not")
+        logger.warning("require_train_ok = false: training on %s, whose sources are %s; a model trained so "
+                       "is not one to ship", config.data, ", ".join(sorted(pack.licence_classes)))
     if pack.resolution != config.model.resolution:
         raise InputError(f"{config.data} holds {pack.resolution} px crops but the model works at "
                          f"{config.model.resolution} px; pack the data at the model's resolution")

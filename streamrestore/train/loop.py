@@ -47,7 +47,7 @@ from streamrestore.errors import InputError
 from streamrestore.model.restorer import InstantRestoreNet
 from streamrestore.model.training import TrainingModel
 from streamrestore.stop_signals import stop_signals_held
-from streamrestore.train.config import LOSS_PARTS, TrainConfig, open_training_pack
+from streamrestore.train.config import LOSS_PARTS, RUN_SETTINGS, TrainConfig, open_training_pack
 
 logger = logging.getLogger(__name__)
 
@@ -275,6 +275,9 @@ class Trainer:
 
         if resume == "latest":
             resume = self.latest_checkpoint()
+            if resume is None:
+                logger.warning("--resume latest: no checkpoint in %s; starting from step 0", self.checkpoint_dir)
+        self._fresh = resume is None  # a run from step 0: train() refuses a folder holding another run's checkpoints
         phases = [config.phase(start)[0] for start in [0] + [p["until"] for p in config.phases[:-1]]]
         for phase in phases:  # every phase's files, before any step
             _check_model_files(phase)
@@ -422,6 +425,15 @@ class Trainer:
         saved = json.loads(state_file.read_text())
         if saved["config"]["model"] != self.config.to_dict()["model"]:
             raise InputError(f"checkpoint {path} was trained with another model config; resume with the same config")
+        # the settings one run keeps (RUN_SETTINGS): a resumed optimiser, schedule and data order are the saved ones
+        now = json.loads(json.dumps(self.config.to_dict()))  # as saved (tuples read back as lists)
+        changed = sorted(k for k in RUN_SETTINGS - {"model", "output_dir"}
+                         if k in saved["config"] and saved["config"][k] != now.get(k))
+        if changed:
+            k = changed[0]
+            raise InputError(f"checkpoint {path} was trained with {k} = {saved['config'][k]!r}, not {now.get(k)!r}: "
+                             f"{', '.join(changed)} cannot change within a run; resume with the run's settings, or "
+                             "start another run in another output folder")
         self.accelerator.load_state(str(path))
         self.step = int(saved["step"])
         logger.info("resumed from %s at step %d", path, self.step)
@@ -586,6 +598,13 @@ class Trainer:
 
         acc, final = self.accelerator, self.plan.final_step
         end = min(final, stop_at) if stop_at is not None else final
+        if self._fresh and self.step == 0 and self.latest_checkpoint() is not None:
+            # a fresh run here would interleave its checkpoints and losses with the other run's
+            raise InputError(f"{self.output_dir} holds the checkpoints of a run (newest {self.latest_checkpoint()}); "
+                             "continue it with --resume latest, or give another output folder")
+        if end <= self.step:
+            logger.warning("nothing to train: the run is at step %d and would stop at %d", self.step, end)
+        self._fresh = False  # a second train() on this object continues its own run
         self.model.train()
         log_path = self.output_dir / "losses.csv"
         result = TrainResult(step=self.step)
@@ -668,6 +687,12 @@ class Trainer:
         """One optimiser update on ``batch`` (one of :meth:`dataloader`'s); returns the loss parts."""
         acc, cfg = self.accelerator, self.config
         parts = self._losses(batch, self._generator())
+        loss = float(parts["loss"].detach())  # (the loop reads it right after anyway)
+        if not math.isfinite(loss):  # before the update: the weights and the last checkpoint stay sound
+            latest = self.latest_checkpoint()
+            raise InputError(f"the training loss is {loss} at step {self.step + 1}: the run diverged (too high a "
+                             "learning rate, or a bad setting); nothing of this step was applied"
+                             + (f"; the last checkpoint is {latest}" if latest else ""))
         acc.backward(parts["loss"])
         # a signal waits for the whole update: weights, optimiser, schedule and step agree
         with stop_signals_held():
