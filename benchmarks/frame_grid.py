@@ -14,6 +14,7 @@ looking at, not for shipping: write their grids outside the repository.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import av
 import cv2
@@ -84,7 +85,9 @@ def main() -> None:
         rows.append(np.hstack(tiles))
     if not rows:
         raise SystemExit("no face was restored in the sampled frames")
-    cv2.imwrite(args.output, cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(args.output, cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR)):
+        raise SystemExit(f"could not write {args.output} (an image file name: .png or .jpg)")
     print(f"wrote {args.output}: {len(rows)} frames, input | {fr.restorer.name if hasattr(fr.restorer, 'name') else args.model}")
 
 

@@ -285,3 +285,26 @@ def test_uint8_samples_are_the_float_samples(two_people_pack):
         for key, value in a.items():
             assert torch.equal(converted[key], value), key  # the same draws, the same values
     assert images_to_float(a) == a  # float images pass as they are
+
+
+def test_the_pack_command_says_a_users_mistake_in_one_line(tmp_path, capsys):
+    """``python -m streamrestore.data``: exit 2 and one line, before any face is packed; an existing
+    pack is replaced only with --force."""
+    from streamrestore.data.__main__ import main as pack_main
+
+    shared = tmp_path / "shared"
+    (shared / "data").mkdir(parents=True)
+    existing = tmp_path / "old.npz"
+    existing.write_bytes(b"a pack")
+    for argv, words in (
+        (["--out", str(tmp_path)], "is a folder"),
+        (["--out", str(existing)], "already exists; replace it with --force"),
+        (["--out", str(tmp_path / "x.npz"), "--resolution", "16"], "--resolution must be at least 32"),
+        (["--out", str(tmp_path / "x.npz"), "--frames-per-video", "0"], "--frames-per-video must be at least 1"),
+        (["--out", str(tmp_path / "x.npz"), "--shared", str(tmp_path / "nowhere")], "has no data/ folder"),
+        (["--out", str(tmp_path / "x.npz"), "--detector", str(tmp_path / "no.onnx")], "--detector"),
+    ):
+        assert pack_main(["--shared", str(shared), *argv]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert existing.read_bytes() == b"a pack" and not (tmp_path / "x.npz").exists()

@@ -635,9 +635,11 @@ def test_a_stop_signal_keeps_the_steps_done(tiny_pack, shared, tmp_path, monkeyp
 
         monkeypatch.setattr(run.optimizer, "step", stopped_step)
         kept = 4
-    with pytest.raises(Interrupted), stop_signals_interrupt():
+    with pytest.raises(Interrupted) as stopped, stop_signals_interrupt():
         run.train(progress=False)
     assert run.step == kept
+    # what the command line says instead of "the output was not written"
+    assert stopped.value.kept == f"checkpoint {tmp_path / 'b/checkpoints' / f'step_{kept:07d}'}; go on with --resume latest"
     assert sorted(p.name for p in (tmp_path / "b/checkpoints").glob("step_*")) == [f"step_{kept:07d}"]
     resumed = Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "b"), resume="latest")
     assert resumed.step == kept

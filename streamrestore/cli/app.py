@@ -53,7 +53,9 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
     how = f" by {exc.signal_name}" if getattr(exc, "signal_name", None) else ""
-    print(f"streamrestore: interrupted{how}; the output was not written", file=sys.stderr)
+    # what the interrupted work kept, where it kept something (a training run's checkpoint)
+    kept = getattr(exc, "kept", None) or "the output was not written"
+    print(f"streamrestore: interrupted{how}; {kept}", file=sys.stderr)
     return getattr(exc, "exit_code", 130)
 
 

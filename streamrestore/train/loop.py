@@ -271,7 +271,10 @@ class Trainer:
         set_seed(config.seed)
         self.output_dir = Path(config.output_dir)
         if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file there, no permission
+                raise InputError(f"cannot use {self.output_dir} as the output folder: {exc.strerror or exc}") from None
 
         if resume == "latest":
             resume = self.latest_checkpoint()
@@ -616,10 +619,12 @@ class Trainer:
                    desc="train", dynamic_ncols=True)
         try:
             self._train_until(end, max_seconds, started, bar, result, log_path)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             # Ctrl-C or a stop signal: keep the steps done (the update itself is never cut in two)
             bar.close()
             self._save_on_interrupt(result)
+            if result.checkpoint is not None:  # said by the command line instead of "the output was not written"
+                exc.kept = f"checkpoint {result.checkpoint}; go on with --resume latest"  # type: ignore[attr-defined]
             raise
         bar.close()
         result.step = self.step
