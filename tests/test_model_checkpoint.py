@@ -154,3 +154,19 @@ def test_instantrestore_from_local_folders(source, tmp_path, monkeypatch):
     faces, refs = torch.rand(2, 3, R, R, generator=g), torch.rand(2, 3, R, R, generator=g)
     got = restorer.restore(faces, [restorer.encode_references(refs), None])
     assert torch.equal(got, want)
+
+
+def test_a_saved_model_file_is_readable_by_others_as_any_file_a_tool_writes(tmp_path):
+    """safetensors writes 0600; an exported model is meant to be shared (mode 0666 less the umask)."""
+    import os
+
+    from streamrestore.model.checkpoint import save_restorer
+    from streamrestore.model.config import tiny_config
+    from streamrestore.model.restorer import InstantRestoreNet
+
+    old = os.umask(0o022)
+    try:
+        path = save_restorer(InstantRestoreNet(tiny_config("pixel")), tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644

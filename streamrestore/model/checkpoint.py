@@ -20,6 +20,7 @@ model with no other download (the ``lite`` model ships this way).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,6 +203,9 @@ def save_restorer(net, path: str | Path, dtype: torch.dtype | None = None, recip
         meta["recipe"] = json.dumps(recipe, sort_keys=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    umask = os.umask(0)  # (read by setting it; put back at once)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600; a model file is for others too, as any file a tool writes
     tmp.replace(path)
     return path
 
