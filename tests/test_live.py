@@ -673,7 +673,7 @@ def test_window_shows_both_panes_and_keys_work(xvfb, tmp_path, live_clip):
 
     assert cv2.imread(str(shots[0])).shape == (360, 1280, 3)
     assert "frames out" in err and "p95" in err
-    assert "of them with restoration off (r)" in err  # the frames the run's own line does not count
+    assert "of the frames out had restoration off (r)" in err  # the frames the run's own line does not count
     for message in ("restoration off", "paused", "resumed", "restoration on", "saved snapshot"):
         assert message in err
 

@@ -80,7 +80,7 @@ class LiveStats:
         text = (f"live: {self.frames_out} frames out ({self.fps:.1f} fps over {self.seconds:.1f} s), "
                 f"{self.captured} captured, {self.dropped} dropped at the input")
         if self.unrestored:
-            text += f", {self.unrestored} of them with restoration off (r)"
+            text += f"; {self.unrestored} of the frames out had restoration off (r)"
         if self.reconnects:
             text += f", source reconnected {self.reconnects} time(s)"
         if self.latencies:
