@@ -776,3 +776,14 @@ def test_a_diverging_run_stops_before_the_update_that_would_spoil_it(tiny_pack, 
 def test_training_settings_of_the_wrong_kind_are_refused(tmp_path, changes, words):
     with pytest.raises(ValueError, match=words):
         TrainConfig(**changes)
+
+
+def test_without_a_terminal_training_says_its_progress_in_log_lines(tiny_pack, shared, tmp_path, monkeypatch, caplog):
+    import streamrestore.train.loop as loop
+
+    monkeypatch.setattr(loop, "PROGRESS_LINE_SECONDS", 0.0)  # (30 s apart in a real run)
+    with caplog.at_level("INFO", logger="streamrestore.train.loop"):
+        Trainer(tiny_train_config(tiny_pack, shared, tmp_path / "run", steps=3)).train(progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(":")[0] for line in lines] == ["step 1/3", "step 2/3", "step 3/3"]
+    assert all("loss" in line and "samples/s" in line for line in lines)

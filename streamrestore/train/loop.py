@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Trainer", "TrainResult", "StepBatchSampler", "augment_copies", "train"]
 
 _STATE_FILE = "trainer_state.json"
+#: seconds between progress lines where no terminal shows the progress bar
+PROGRESS_LINE_SECONDS = 30.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,6 +284,7 @@ class Trainer:
             if resume is None:
                 logger.warning("--resume latest: no checkpoint in %s; starting from step 0", self.checkpoint_dir)
         self._fresh = resume is None  # a run from step 0: train() refuses a folder holding another run's checkpoints
+        self._progress_said = -math.inf  # when the last progress line was logged (without a terminal)
         phases = [config.phase(start)[0] for start in [0] + [p["until"] for p in config.phases[:-1]]]
         for phase in phases:  # every phase's files, before any step
             _check_model_files(phase)
@@ -722,6 +726,12 @@ class Trainer:
                                  *(f"{means[k]:.6f}" for k in LOSS_PARTS),
                                  f"{self.config.self_ref_probability(self.step):.3f}", f"{rate:.2f}",
                                  time.strftime("%Y-%m-%dT%H:%M:%S")])
+            # without a terminal the progress bar shows nothing (a log file, nohup): a line every 30 s instead
+            now = time.monotonic()
+            if not sys.stderr.isatty() and now - self._progress_said >= PROGRESS_LINE_SECONDS:
+                self._progress_said = now
+                logger.info("step %d/%d: loss %.4f, %.1f samples/s", self.step, self.plan.final_step, means["loss"],
+                            rate)
         return means
 
     # -- validation and export --------------------------------------------------------------
