@@ -131,6 +131,29 @@ def make_audio_only(path: Path, seconds: float = 1.0, codec: str = "aac") -> Non
         _write_tone(out, stream, seconds)
 
 
+def make_raw_stream(src: Path, dst: Path) -> None:
+    """``dst``: the video packets of ``src`` as an H.264 elementary stream (no timestamps at all)."""
+    with av.open(str(src)) as c, av.open(str(dst), "w", format="h264") as out:
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(video=0):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+
+
+def make_zero_pts_clip(path: Path, frames: int, keyframe_every: int = 25) -> None:
+    """A broken mux: ``frames`` H.264 frames at 25 fps whose packets all sit at pts 0 (each frame's
+    time, 1/15360 s after the one before, rounds to 0 at the stream's 1/25)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": str(keyframe_every)})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 5 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 15360)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
 def read_video_timing(path: Path) -> tuple[list[Fraction], list[Fraction]]:
     """(presentation times, durations) of every video packet, in presentation order, exact."""
     with av.open(str(path)) as c:

@@ -7,7 +7,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from media_utils import make_clip, read_audio_packets, read_video_timing
+from media_utils import make_clip, make_raw_stream, make_zero_pts_clip, read_audio_packets, read_video_timing
 
 from streamrestore.batch import DIE_ENV, FAIL_ENV, MANIFEST_NAME, PARTS_DIR, count_frames, plan_input, run
 from streamrestore.cli import main
@@ -358,24 +358,9 @@ def test_batch_takes_adapt_and_warns_without_refs(clips, tmp_path, batch, monkey
 def test_a_file_without_usable_timestamps_is_one_piece_and_keeps_every_frame(clips, tmp_path, batch, monkeypatch):
     """A raw .h264 stream (no pts) and a broken mux (every pts 0) cannot be cut and joined by their
     timestamps: each is one piece, restored by the main command's path, every frame kept."""
-    from fractions import Fraction
-
-    raw = tmp_path / "raw.h264"
-    with av.open(str(clips / "long.mp4")) as c, av.open(str(raw), "w", format="h264") as out:
-        stream = out.add_stream_from_template(c.streams.video[0])
-        for packet in c.demux(video=0):
-            if packet.size:
-                packet.stream = stream
-                out.mux(packet)
-    zero = tmp_path / "zero.mov"
-    with av.open(str(zero), "w") as out:
-        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": "5"})
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(40):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 5 * i, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 15360)  # each rounds to 0 at 1/25
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+    raw, zero = tmp_path / "raw.h264", tmp_path / "zero.mov"
+    make_raw_stream(clips / "long.mp4", raw)
+    make_zero_pts_clip(zero, 40, keyframe_every=5)
     for src, frames in ((raw, 60), (zero, 40)):
         plan = plan_input(src, 0.5)
         assert plan.chunks == [(0, frames)] and plan.frames == frames

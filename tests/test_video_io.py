@@ -16,6 +16,8 @@ from media_utils import (
     decode_rgb,
     make_audio_only,
     make_clip,
+    make_raw_stream,
+    make_zero_pts_clip,
     pattern,
     read_audio_packets,
     read_video_timing,
@@ -855,16 +857,7 @@ def test_frames_whose_timestamps_do_not_increase_are_placed_after_the_frame_befo
     """A broken mux (every frame at pts 0) ended in the writer's "pts 0 is not after the previous 0"
     traceback; each such frame is now placed one frame after the one before, and the run says so."""
     src = tmp_path / "zero.mov"
-    with av.open(str(src), "w") as out:
-        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(6):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 15360)  # 1/15360 s apart: each rounds to 0 at 1/25
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    make_zero_pts_clip(src, 6)
     with av.open(str(src)) as c:
         assert {f.pts for f in c.decode(video=0)} == {0}  # the broken file this test needs
     dst = tmp_path / "out.mov"
@@ -881,12 +874,7 @@ def test_a_raw_stream_without_timestamps_is_written_at_its_rate(tmp_path):
     clip = tmp_path / "a.mp4"
     make_clip(clip, frames=8, fps=25)
     raw = tmp_path / "a.h264"
-    with av.open(str(clip)) as c, av.open(str(raw), "w", format="h264") as out:
-        stream = out.add_stream_from_template(c.streams.video[0])
-        for packet in c.demux(video=0):
-            if packet.size:
-                packet.stream = stream
-                out.mux(packet)
+    make_raw_stream(clip, raw)
     dst = tmp_path / "out.mp4"
     reader = passthrough(raw, dst)
     times, _ = read_video_timing(dst)
