@@ -138,6 +138,11 @@ def test_a_missing_pack_names_the_command_that_builds_it(tmp_path):
     missing = tmp_path / "pack.npz"
     with pytest.raises(InputError, match=f"build it with `python -m streamrestore.data --out {missing}`"):
         PackedFaces(missing)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a pack\n")
+    with pytest.raises(InputError, match=r"is not a packed face dataset \(the .npz `python -m streamrestore.data` "
+                                         r"writes\)$"):
+        PackedFaces(notes)
 
 
 def test_discover_identity_folder_layouts(tmp_path):

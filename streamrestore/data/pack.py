@@ -354,8 +354,9 @@ class PackedFaces:
         try:
             with np.load(self.path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError) as exc:
-            raise InputError(f"{self.path} is not a packed face dataset: {exc}") from exc
+        except (ValueError, OSError):  # (numpy's words, "pickled data", say nothing of what the file should be)
+            raise InputError(f"{self.path} is not a packed face dataset (the .npz `python -m streamrestore.data` "
+                             "writes)") from None
         if int(arrays.get("version", 0)) != 1:
             raise InputError(f"{self.path} is not a version-1 packed face dataset")
         self.resolution = int(arrays["resolution"])
