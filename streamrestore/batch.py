@@ -132,7 +132,7 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
     InputError when ``src`` is not a readable video."""
     import av
 
-    from streamrestore.video.reader import open_input, pick_video_stream
+    from streamrestore.video.reader import frame_ticks, open_input, pick_video_stream
 
     container = open_input(src)
     try:
@@ -160,7 +160,7 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
     if untimed or len({pts for pts, _ in rows}) < len(rows):
         # no timestamps to cut and join by (a raw stream, a broken mux): one piece, restored by the main
         # command's path, whose reader places such frames (streamrestore.video.reader.VideoReader.frames)
-        step = max(1, round(1 / (fps * tb)))
+        step = frame_ticks(fps, tb)
         count = untimed + len(rows)
         plan = Plan(str(src), [i * step for i in range(count)], [step] * count, tb, origin, fps)
         plan.chunks = [(0, count)]

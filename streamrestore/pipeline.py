@@ -352,22 +352,21 @@ class FaceRestorer:
         pending: Future | None = None
         ended = False
         try:
-            try:
-                for finishing in self._restored(frames):
-                    done = self._wait_finishing()  # the frame before finishes first
-                    pending = self._finishing = self._finisher().submit(finishing)
-                    if done is not None:
-                        yield self._finished(done)
-            except Exception:
-                if self._finishing is pending:  # the failure was not its: the frame before comes out first
-                    done = self._wait_finishing()
-                    if done is not None:
-                        yield self._finished(done)
-                raise
+            for finishing in self._restored(frames):
+                done = self._wait_finishing()  # the frame before finishes first
+                pending = self._finishing = self._finisher().submit(finishing)
+                if done is not None:
+                    yield self._finished(done)
             ended = True
             done = self._wait_finishing()
             if done is not None:
                 yield self._finished(done)
+        except Exception:
+            if self._finishing is pending:  # the failure was not its: the frame before comes out first
+                done = self._wait_finishing()
+                if done is not None:
+                    yield self._finished(done)
+            raise
         finally:
             if not ended:  # given up or failed: the frames held back for lookahead are not the next stream's
                 self._tracker.flush()

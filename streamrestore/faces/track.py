@@ -64,7 +64,7 @@ class TrackerConfig:
         check_kinds(self)
         if not self.distance_threshold > 0:
             raise ValueError(f"distance_threshold must be positive, got {self.distance_threshold!r}")
-        if int(self.max_gap) != self.max_gap or self.max_gap < 1:
+        if self.max_gap < 1:  # (a whole number: check_kinds)
             raise ValueError(f"max_gap must be an integer >= 1, got {self.max_gap!r}")
         if not self.scene_cut_threshold > 0:
             raise ValueError(f"scene_cut_threshold must be positive, got {self.scene_cut_threshold!r}")

@@ -199,6 +199,12 @@ def seek_not_after(when: float, origin: float, seek: Callable[[float | None], No
     return True
 
 
+def frame_ticks(rate: float | Fraction, time_base: Fraction) -> int:
+    """One frame at ``rate`` frames per second, in ticks of ``time_base`` (at least 1): the step
+    where a frame says nothing of its own timing."""
+    return max(1, round(1 / (rate * time_base)))
+
+
 def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
     """The time base of a demuxed stream (FFmpeg sets one on every stream it reads; PyAV's type
     allows None)."""
@@ -539,7 +545,7 @@ class VideoReader:
         repeated = corrupt = placed = unstamped = 0
         tb = _time_base(self._stream)
         rate = self.info.frame_rate
-        step = max(1, round(1 / (rate * tb))) if rate else 1  # one frame, in ticks, where a frame says nothing
+        step = frame_ticks(rate, tb) if rate else 1
         previous: tuple[int, int] | None = None  # (pts, duration) of the frame before
 
         def all_frames():

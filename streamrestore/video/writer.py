@@ -32,7 +32,7 @@ import av.error
 
 from streamrestore.errors import OutputError
 from streamrestore.settings import check_kinds
-from streamrestore.video.reader import DEEP_PLANAR, DEEP_YUV420, VideoInfo, open_input, seek_not_after
+from streamrestore.video.reader import DEEP_PLANAR, DEEP_YUV420, VideoInfo, frame_ticks, open_input, seek_not_after
 
 logger = logging.getLogger(__name__)
 
@@ -736,7 +736,7 @@ class VideoWriter:
                     if self._last_interval is not None:
                         duration = self._last_interval
                     elif self.info.frame_rate:
-                        duration = max(1, round(1 / (self.info.frame_rate * self.info.time_base)))
+                        duration = frame_ticks(self.info.frame_rate, self.info.time_base)
                 self._encode(frame, duration)
             self._mux_video(self._video.encode(None))
             self._mux_copied_until(None)
