@@ -23,7 +23,7 @@ import torch
 from streamrestore.blend import PasteBack, PasteConfig, crop_box
 from streamrestore.errors import ModelError, ReferencesError
 from streamrestore.faces.align import alignment_matrix, crop_face
-from streamrestore.faces.detect import detect_padded
+from streamrestore.faces.detect import detect_upright
 from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
@@ -459,7 +459,8 @@ class FaceRestorer:
         faces = frame.faces if isinstance(frame, DecodedFrame) else None
         t0 = time.perf_counter()
         if faces is None:
-            faces = self._find_faces(pixels)
+            # a decoded frame says how it is shown (phones store portrait video sideways)
+            faces = self._find_faces(pixels, getattr(source, "rotation", 0))
             self.stats.add_time("detect", time.perf_counter() - t0)
         if not track:
             return DecodedFrame(source, pixels, faces)
@@ -483,7 +484,7 @@ class FaceRestorer:
         for done_index, tracked in prepared.ready:  # type: ignore[union-attr]  # prepare() tracked it
             yield self._emit(done_index, tracked)
 
-    def _find_faces(self, pixels) -> list[Face]:
+    def _find_faces(self, pixels, rotation: float) -> list[Face]:
         prop = self._propagator
         if pixels.shape[:2] != self._detected_shape:  # faces are not carried into a picture of another size
             self._detected_shape = pixels.shape[:2]
@@ -494,28 +495,29 @@ class FaceRestorer:
             if len(faces) == expected:
                 self._since_detection += 1
                 return faces
-        faces = [f for f in self._detect(pixels) if f.size >= self.config.min_face]
+        faces = [f for f in self._detect(pixels, rotation) if f.size >= self.config.min_face]
         if prop is not None:
             prop.observe(pixels, faces)
         self._since_detection = 1
         return faces
 
-    def _detect(self, pixels) -> list[Face]:
-        """Detections in frame coordinates. A detector that says what size it works at
-        (``input_size``, as SCRFD does) gets the frame already shrunk to it: for video frames
-        that is one scaled conversion instead of a full-size one. A frame where nothing is found
-        is looked at again with a black border: a face that fills the frame (a 256 px talking
-        head, a close-up) is larger than the detector's anchors, and on soft or degraded video
-        it is then missed on most frames."""
+    def _detect(self, pixels, rotation: float) -> list[Face]:
+        """Detections in frame coordinates, found with the frame shown upright (``rotation``:
+        its display rotation, :func:`~streamrestore.faces.detect.detect_upright`). A detector
+        that says what size it works at (``input_size``, as SCRFD does) gets the frame already
+        shrunk to it: for video frames that is one scaled conversion instead of a full-size one.
+        A frame where nothing is found is looked at again with a black border: a face that fills
+        the frame (a 256 px talking head, a close-up) is larger than the detector's anchors, and
+        on soft or degraded video it is then missed on most frames."""
         input_size = getattr(self.detector, "input_size", None)
         h, w = pixels.shape[:2]
         scale = 1.0
         if input_size is not None:
-            size_w, size_h = input_size(h, w)
+            size_w, size_h = input_size(h, w)  # the same scale for the picture turned
             scale = min(size_w / w, size_h / h, 1.0)
         small_w, small_h = max(1, round(w * scale)), max(1, round(h * scale))
         image = pixels.full() if (small_w, small_h) == (w, h) else pixels.resized(small_w, small_h)
-        found = self.detector.detect(image) or detect_padded(self.detector, image)
+        found = detect_upright(self.detector, image, rotation)
         if image.shape[:2] == (h, w):
             return found
         to_frame = np.array([w / small_w, h / small_h], np.float32)

@@ -15,6 +15,7 @@ from streamrestore.eval.video import (
     VIDEO_PRESETS,
     FaceJudge,
     GroundTruthFaces,
+    VideoDegradation,
     VideoMethod,
     degrade_video,
     evaluate_video,
@@ -146,6 +147,35 @@ def test_degraded_same_as_clean_gives_capped_psnr_and_identity_one(moving):
         assert row["frames"] == 8 and row["pairs"] == 7
         assert row["ewarp"] == pytest.approx(rows["clean"]["ewarp"])
     assert rows["clean"]["ewarp"] > 0  # the pattern moves: the flow does not explain all of it
+
+
+def test_a_phone_clip_is_degraded_with_its_rotation_and_measured_as_shown(tmp_path):
+    """A phone's portrait clip (stored sideways, tagged 90°): its degraded copy keeps the tag, and
+    every picture is measured upright, so a detector of upright faces finds the measured face in
+    every clean frame and the restorer restores the degraded copy's faces."""
+    import synthetic_faces as sf
+
+    from streamrestore.video.reader import probe
+
+    pictures = [sf.scene(160, 224, [("ann", sf.face_matrix((80 + i, 112), 30, 90))], i)[0] for i in range(6)]
+    clean, degraded = tmp_path / "clean.mp4", tmp_path / "deg.mp4"
+    make_clip(clean, width=160, height=224, frames=6, rotation=90, picture=pictures.__getitem__,
+              options={"qp": "0", "preset": "ultrafast"})
+    degrade_video(clean, degraded, VideoDegradation(name="light", scale=1.0, blur=0.0, crf=12, final_crf=10))
+    assert probe(degraded).rotation == 90
+    faces = GroundTruthFaces(sf.UprightFaceDetector(), FaceJudge(PixelEmbedder()), padded_retry=False)
+    restored = []
+
+    def make(method, fps):
+        restorer = FaceRestorer(IdentityRestorer(resolution=64), sf.UprightFaceDetector(), fps=fps)
+        restored.append(restorer)
+        return restorer
+
+    rows = {r["method"]: r for r in evaluate_video(clean, degraded, make_face_restorer=make, faces=faces)}
+    assert faces.missed == 0
+    assert rows["clean"]["psnr"] == PSNR_CAP_DB and rows["clean"]["frames"] == 6
+    assert rows["input"]["psnr"] < PSNR_CAP_DB and rows["input"]["id_gt"] is not None
+    assert [r.stats.frames_with_faces for r in restored] == [6] * len(restored)
 
 
 def test_restorer_that_finds_no_face_gives_exactly_the_input_metrics(moving, tmp_path):

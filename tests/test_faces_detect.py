@@ -19,9 +19,11 @@ from streamrestore.faces.detect import (
     ScrfdDetector,
     create_detector,
     detect_padded,
+    detect_upright,
     find_model_pack,
 )
 from streamrestore.types import Face
+from streamrestore.video.reader import quarter_turns
 
 
 def _rgb(path):
@@ -163,6 +165,34 @@ def test_detect_padded_keeps_one_detection_per_face(request, media):
     assert len(padded) == len(plain) == 2
     for face in plain:
         assert min(np.abs(p.box - face.box).max() for p in padded) < 0.1 * (face.box[2] - face.box[0])
+
+
+def test_quarter_turns():
+    assert [quarter_turns(r) for r in (0, 90, -90, 180, -180, 270, 30, 60, -120)] == [0, 1, 3, 2, 2, 3, 0, 1, 3]
+    with pytest.raises(ValueError, match="rotation"):
+        quarter_turns(float("nan"))
+
+
+@pytest.mark.parametrize("rotation", [0, 90, -90, 180])
+def test_a_picture_stored_turned_is_searched_upright(rotation):
+    """A phone stores portrait video sideways and tags its display rotation. The face is drawn
+    turned in the stored picture (its landmarks known there), so that the picture shown as the
+    tag says is upright: found there, and given back in the stored picture's coordinates."""
+    import synthetic_faces as sf
+
+    width, height = (120, 160) if rotation in (90, -90) else (160, 120)
+    stored, (truth,) = sf.scene(width, height, [("ann", sf.face_matrix((70, 75), 34, roll_degrees=rotation))])
+    detector = sf.UprightFaceDetector()
+    shown = np.ascontiguousarray(np.rot90(stored, quarter_turns(rotation)))
+    assert len(detector.detect(shown)) == 1  # the picture as shown has an upright face
+    if rotation:
+        assert detector.detect(stored) == []  # and the stored one a turned face, missed
+    faces = detect_upright(detector, stored, rotation)
+    assert len(faces) == 1
+    assert np.abs(faces[0].kps - truth).max() < 0.6  # in stored coordinates, in the detector's order
+    x0, y0, x1, y1 = faces[0].box
+    assert x0 < truth[:, 0].min() and x1 > truth[:, 0].max() and y0 < truth[:, 1].min() and y1 > truth[:, 1].max()
+    assert x0 < x1 and y0 < y1
 
 
 def test_model_pack_resolution(shared_models, tmp_path, monkeypatch):

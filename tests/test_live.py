@@ -421,6 +421,49 @@ def test_references_encoded_once_and_model_warm_before_first_frame(synthetic_fac
     assert fr.stats.frames_with_faces == 6  # the drawn face is in every frame
 
 
+@pytest.mark.parametrize("rotation", [90, -90])
+def test_a_phone_video_plays_upright_and_its_faces_are_found(tmp_path, rotation):
+    """A phone's portrait video is stored sideways with a display rotation. The file source gives
+    its frames turned as shown, at the turned size (what the outputs are opened with), so the
+    preview and the outputs are upright and a detector of upright faces finds the face."""
+    import synthetic_faces as sf
+    from media_utils import make_clip
+
+    from streamrestore.live import FileSource, LiveConfig, LiveSession
+    from streamrestore.model.identity import IdentityRestorer
+    from streamrestore.pipeline import FaceRestorer, PipelineConfig
+    from streamrestore.video.reader import quarter_turns
+
+    width, height, frames = 160, 224, 6
+    pictures = [sf.scene(width, height, [("ann", sf.face_matrix((80 + i, 112), 26, rotation))], i)[0]
+                for i in range(frames)]
+    src = tmp_path / "phone.mp4"
+    make_clip(src, width=width, height=height, frames=frames, rotation=rotation, picture=pictures.__getitem__)
+
+    class Recorder:
+        name, frames_written = "recorder", 0
+
+        def __init__(self):
+            self.pictures = []
+
+        def write(self, rgb, timestamp):
+            self.pictures.append(rgb)
+
+        def close(self):
+            pass
+
+    source = FileSource(src, realtime=False)
+    assert (source.width, source.height) == (height, width)  # the picture as shown: landscape
+    fr = FaceRestorer(IdentityRestorer(128), sf.UprightFaceDetector(), config=PipelineConfig(lookahead=0))
+    sink = Recorder()
+    LiveSession(fr, source, [sink], config=LiveConfig(window=False, warm_up=False)).run()
+    assert len(sink.pictures) == frames and fr.stats.frames_with_faces == frames
+    for shown, drawn in zip(sink.pictures, pictures):
+        assert shown.shape == (width, height, 3)
+        upright = np.rot90(drawn, quarter_turns(rotation)).astype(float)
+        assert np.abs(shown - upright).mean() < 3  # the drawn picture turned, less the codec's loss
+
+
 # --- network output -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("media", ["synthetic", "real"])

@@ -244,6 +244,50 @@ def test_clip_keeps_frames_timestamps_audio(request, tmp_path, clip):
         assert stats.faces_restored == stats.frames == 16 and len(stats.per_track) == 1, stats.summary()
 
 
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_faces_of_a_phone_video_stored_turned_are_found_and_restored_in_place(tmp_path, rotation):
+    """A phone stores portrait video sideways with a display rotation. A detector that finds
+    only upright faces finds every face of such a clip (the frame says how it is shown) and
+    the change lands on the face, where it is in the stored picture; the output keeps the tag."""
+    from streamrestore.video.reader import probe, quarter_turns
+
+    frames, size = 8, (160, 224) if rotation in (90, -90) else (224, 160)
+    truth = []
+
+    def picture(i):  # the face drifts; drawn turned by the rotation, so that it is shown upright
+        centre = (size[0] / 2 + 2 * i, size[1] / 2 - i)
+        rgb, (kps,) = sf.scene(*size, [("ann", sf.face_matrix(centre, 26, rotation))], i)
+        truth.append(kps)
+        return rgb
+
+    src, dst = tmp_path / "phone.mp4", tmp_path / "out.mp4"
+    make_clip(src, width=size[0], height=size[1], frames=frames, rotation=rotation, picture=picture)
+    detector = sf.UprightFaceDetector()
+    with av.open(str(src)) as c:
+        first = next(c.decode(video=0))
+        assert detector.detect(first.to_ndarray(format="rgb24")) == []  # stored turned: missed as it is
+        shown = np.rot90(first.to_ndarray(format="rgb24"), quarter_turns(first.rotation))
+        assert len(detector.detect(np.ascontiguousarray(shown))) == 1
+
+    class Redden(IdentityRestorer):
+        def restore(self, faces, caches, noise_seeds=None):
+            out = faces.clone()
+            out[:, 0] = (out[:, 0] + 0.3).clamp(0, 1)
+            return out
+
+    config = PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
+    stats = restore_video(src, dst, FaceRestorer(Redden(128), detector, config=config),
+                          encoder=EncoderSettings(preset="ultrafast"))
+    assert stats.faces_restored == stats.frames == frames, stats.summary()
+    assert probe(dst).rotation == rotation
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        for index, (before, after) in enumerate(zip(a.decode(video=0), b.decode(video=0))):
+            gain = after.to_ndarray(format="rgb24").astype(float) - before.to_ndarray(format="rgb24").astype(float)
+            x, y = np.rint(truth[index][2]).astype(int)  # the nose tip, in stored coordinates
+            assert gain[y, x, 0] > 40, index  # reddened where the face is
+            assert np.abs(gain[:12, :12]).mean() < 2 and np.abs(gain[-12:, -12:]).mean() < 2  # corners: the codec's noise
+
+
 @pytest.mark.slow
 def test_hamilton_tracks_restart_at_cuts(shared_data, scrfd):
     """Hard cuts at ~1.52 s, ~3.59 s and ~7.89 s (the manifest lists the last two; the first is

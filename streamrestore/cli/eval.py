@@ -262,12 +262,17 @@ def video_main(args: argparse.Namespace) -> int:
     if args.degraded is not None and not Path(args.degraded).is_file():
         raise InputError(f"degraded video {args.degraded} does not exist")
     # readable as video: InputError saying why, before any model loads
-    sizes = {video: (info.width, info.height) for video in (clean, args.degraded) if video is not None
-             for info in [probe(video)]}
-    if args.degraded is not None and sizes[args.degraded] != sizes[clean]:
-        (w, h), (cw, ch) = sizes[args.degraded], sizes[clean]
-        raise InputError(f"--degraded {args.degraded} is {w}x{h} and the clean clip {cw}x{ch}: the degraded "
-                         "copy must be the clean clip's frames, at its size (damaged and scaled back up)")
+    infos = {video: probe(video) for video in (clean, args.degraded) if video is not None}
+    if args.degraded is not None:
+        damaged, truth = infos[args.degraded], infos[clean]
+        if (damaged.width, damaged.height) != (truth.width, truth.height):
+            raise InputError(f"--degraded {args.degraded} is {damaged.width}x{damaged.height} and the clean clip "
+                             f"{truth.width}x{truth.height}: the degraded copy must be the clean clip's frames, at "
+                             "its size (damaged and scaled back up)")
+        if damaged.rotation != truth.rotation:
+            log.warning("--degraded %s is shown turned by %d° and the clean clip by %d°: both are measured as the "
+                        "clean clip is shown, and the restorer sees the degraded copy as its own tag says",
+                        args.degraded, damaged.rotation, truth.rotation)
     files = _model_files(args, "paddle", "detector")
     models_dir = files.root
     face_models = args.face_models

@@ -76,7 +76,7 @@ from streamrestore.faces.references import list_reference_images
 from streamrestore.images import read_rgb
 from streamrestore.model_files import EvalModelFiles
 from streamrestore.types import Face
-from streamrestore.video.reader import VideoReader, frame_to_rgb, probe
+from streamrestore.video.reader import VideoReader, frame_to_rgb, probe, quarter_turns
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,8 @@ VIDEO_PRESETS: dict[str, VideoDegradation] = {
 }
 
 
-def _encode_h264(path: Path, frames: Iterable[np.ndarray], rate, size: tuple[int, int], crf: int, preset: str) -> int:
+def _encode_h264(path: Path, frames: Iterable[np.ndarray], rate, size: tuple[int, int], crf: int, preset: str,
+                 rotation: int = 0) -> int:
 
     count = 0
     with av.open(str(path), "w") as out:
@@ -161,6 +162,8 @@ def _encode_h264(path: Path, frames: Iterable[np.ndarray], rate, size: tuple[int
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": preset}
+        if rotation:
+            stream.set_display_rotation(rotation)
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
                 out.mux(packet)
@@ -181,7 +184,8 @@ def _decoded_rgb(path: Path, max_frames: int | None = None) -> Iterator[np.ndarr
 def degrade_video(src: str | Path, dst: str | Path, preset: str | VideoDegradation = "default",
                   max_frames: int | None = None) -> int:
     """Write the degraded copy of the first ``max_frames`` frames (None: all) of ``src`` to
-    ``dst`` (an .mp4); returns the frame count. Frames are streamed: memory stays flat."""
+    ``dst`` (an .mp4); returns the frame count. Frames are streamed: memory stays flat. The
+    copy keeps ``src``'s display rotation (a phone's portrait video stays upright)."""
 
     degradation = VIDEO_PRESETS[preset] if isinstance(preset, str) else preset
     src, dst = Path(src), Path(dst)
@@ -193,6 +197,7 @@ def degrade_video(src: str | Path, dst: str | Path, preset: str | VideoDegradati
         raise InputError(f"cannot read a video stream from {src}: {exc}") from None
     if not rate:
         raise InputError(f"{src} has no frame rate; cannot write its degraded copy")
+    rotation = probe(src).rotation
     small = degradation.small_size(width, height)
 
     def shrink(image: np.ndarray) -> np.ndarray:
@@ -214,7 +219,7 @@ def degrade_video(src: str | Path, dst: str | Path, preset: str | VideoDegradati
         _encode_h264(low, shrunk, rate, small, degradation.crf, degradation.x264_preset)
         shrunk = list(_decoded_rgb(low))
         count = _encode_h264(dst, enlarge(shrunk), rate, (width, height), degradation.final_crf,
-                             degradation.x264_preset)
+                             degradation.x264_preset, rotation)
     if count == 0:
         raise InputError(f"no frame of {src} could be decoded")
     return count
@@ -426,15 +431,14 @@ def _measure_face(meter: _Meter, clean: np.ndarray, out: np.ndarray, gt: GroundT
         meter.id_refs.append(float(embedding @ refs))
 
 
-def _as_rgb(frame, shape: tuple[int, ...]) -> np.ndarray:
-    """RGB uint8 of an output (``av.VideoFrame`` or array), resized with bicubic to the clean
-    frame's ``shape`` when they differ."""
-    if isinstance(frame, np.ndarray):
-        rgb = frame
-    else:
-
-        rgb = frame_to_rgb(frame)
-    if rgb.shape[:2] != tuple(shape[:2]):
+def _as_rgb(frame, turns: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """RGB uint8 of a frame (``av.VideoFrame`` or array), turned upright by ``turns`` quarter
+    turns (the clip's display rotation), resized with bicubic to the clean frame's ``shape``
+    (given) when they differ."""
+    rgb = frame if isinstance(frame, np.ndarray) else frame_to_rgb(frame)
+    if turns:
+        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+    if shape is not None and rgb.shape[:2] != tuple(shape[:2]):
         rgb = cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
     return rgb
 
@@ -505,7 +509,8 @@ def evaluate_video(
     Returns the rows (dicts with ``method`` and :data:`VIDEO_METRICS`, ``frames``, ``pairs``),
     in the order ``input``, degraded-source methods, ``clean``, clean-source methods. Streams
     are decoded, restored and measured in lockstep, one frame at a time: memory does not grow
-    with the clip.
+    with the clip. Every picture is measured as the clean clip is shown (turned by its display
+    rotation): the degraded copy holds the same frames, stored the same way.
     """
 
     if every < 1:
@@ -515,6 +520,7 @@ def evaluate_video(
     clean, degraded = Path(clean), Path(degraded)
     info = probe(clean)
     fps = float(info.frame_rate) if info.frame_rate else 30.0
+    turns = quarter_turns(info.rotation)
     from_degraded = [m for m in methods if m.source == "degraded"]
     from_clean = [m for m in methods if m.source == "clean"]
     names = ["input"] + [m.name for m in from_degraded] + ["clean"] + [m.name for m in from_clean]
@@ -548,10 +554,10 @@ def evaluate_video(
                 logger.warning("eval: %s ended after %d frames, before the others; measured %d frames",
                                ", ".join(short), index, index)
                 break
-            clean_rgb = frame_to_rgb(frames[0])
+            clean_rgb = _as_rgb(frames[0], turns)
             outputs = {"clean": clean_rgb}
             for name, frame in zip(order[1:], frames[1:]):
-                outputs[name] = _as_rgb(frame, clean_rgb.shape)
+                outputs[name] = _as_rgb(frame, turns, clean_rgb.shape)
             paired = warp.next_pair(clean_rgb)
             input_paired = input_warp.next_pair(outputs["input"])
             gt = faces(clean_rgb) if index % every == 0 else None

@@ -18,6 +18,7 @@ import numpy as np
 from streamrestore.errors import ModelError
 from streamrestore.faces.align import FFHQ_TEMPLATE_512, similarity_transform
 from streamrestore.types import Face
+from streamrestore.video.reader import quarter_turns
 
 __all__ = [
     "Detector",
@@ -25,6 +26,7 @@ __all__ = [
     "DlibDetector",
     "create_detector",
     "detect_padded",
+    "detect_upright",
     "find_model_pack",
     "DEFAULT_PACK",
 ]
@@ -388,3 +390,41 @@ def detect_padded(detector: Detector, image: np.ndarray, *, pad_fraction: float 
         if all(_iou(face.box, other.box) <= 0.5 for other in kept):
             kept.append(face)
     return kept
+
+
+def _turned_back(face: Face, turns: int, height: int, width: int) -> Face:
+    """``face`` found in ``np.rot90(image, turns)`` in the coordinates of ``image`` (``height`` x ``width``)."""
+
+    def back(points: np.ndarray) -> np.ndarray:
+        x, y = points[:, 0], points[:, 1]
+        # np.rot90(a, 1)[i, j] == a[j, W-1-i]; two turns: a[H-1-i, W-1-j]; three: a[H-1-j, i]
+        # (pixel centres, so a point keeps its place on the picture to the sub-pixel)
+        if turns == 1:
+            return np.stack([width - 1 - y, x], axis=1)
+        if turns == 2:
+            return np.stack([width - 1 - x, height - 1 - y], axis=1)
+        return np.stack([y, height - 1 - x], axis=1)
+
+    corners = back(face.box.reshape(2, 2))
+    box = np.concatenate([corners.min(axis=0), corners.max(axis=0)]).astype(np.float32)
+    return Face(box=box, kps=back(face.kps).astype(np.float32), score=face.score)
+
+
+def detect_upright(detector: Detector, image: np.ndarray, rotation: float = 0) -> list[Face]:
+    """Faces of a picture whose display rotation is ``rotation`` degrees counter-clockwise,
+    found upright and given in ``image``'s own (stored) coordinates.
+
+    Detectors are trained on upright faces: in a phone's portrait video, stored sideways, they
+    miss most faces and place the landmarks of the rest 3-10 % of the face off (upside down,
+    the eyes swap sides). The picture is turned upright for the detector (a copy of the
+    detector-sized image), with :func:`detect_padded`'s retry where nothing is found, and the
+    boxes and landmarks are turned back. Everything after detection works in stored
+    coordinates: the alignment takes the rotation out of the face crop.
+    """
+    turns = quarter_turns(rotation)
+    upright = np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+    found = detector.detect(upright) or detect_padded(detector, upright)
+    if not turns:
+        return found
+    height, width = image.shape[:2]
+    return [_turned_back(face, turns, height, width) for face in found]

@@ -212,7 +212,9 @@ class CameraSource(LiveSource):
 # --- video file as a camera -------------------------------------------------------------------
 
 class FileSource(LiveSource):
-    """A video file played at its own frame rate, standing in for a camera.
+    """A video file played at its own frame rate, standing in for a camera. Its frames come
+    as the file is shown: turned by its display rotation (a phone's portrait video is stored
+    sideways), with ``width`` and ``height`` those of the turned picture.
 
     Args:
         path: any video file the file mode reads.
@@ -222,7 +224,7 @@ class FileSource(LiveSource):
     """
 
     def __init__(self, path: str | Path, *, realtime: bool = True, loop: bool = False):
-        from streamrestore.video.reader import probe
+        from streamrestore.video.reader import probe, quarter_turns
 
         self.path = Path(path)
         self.name = str(path)
@@ -232,11 +234,13 @@ class FileSource(LiveSource):
         self.problems = []
         self.reconnects = 0
         info = probe(self.path)  # InputError for anything that is not a readable video
-        self.width, self.height = info.width, info.height
+        # frames are given as shown: a phone's portrait video, stored sideways, comes out upright
+        turned = quarter_turns(info.rotation) % 2
+        self.width, self.height = (info.height, info.width) if turned else (info.width, info.height)
         self.fps = float(info.frame_rate) if info.frame_rate else 30.0
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
-        from streamrestore.video.reader import VideoReader, frame_to_rgb
+        from streamrestore.video.reader import VideoReader, upright_rgb
 
         index = 0
         clock_start = time.monotonic()
@@ -254,7 +258,7 @@ class FileSource(LiveSource):
                     last_time = t - first_time
                     if self.realtime and _wait(stop, clock_start + offset + last_time - time.monotonic()):
                         return
-                    yield LiveFrame(index, time.monotonic(), frame, frame_to_rgb, media_time=offset + last_time)
+                    yield LiveFrame(index, time.monotonic(), frame, upright_rgb, media_time=offset + last_time)
                     index += 1
                 self.problems.extend(reader.problems)
             if not self.loop or first_time is None:
