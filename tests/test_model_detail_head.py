@@ -406,6 +406,8 @@ def test_set_replaces_settings_of_the_file(tmp_path, capsys):
     assert "stpes" in capsys.readouterr().err
     assert main([str(path), "--set", "steps"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+    assert main([str(path), "--torch-threads", "0"]) == 2  # the name the other commands use; refused in one line
+    assert capsys.readouterr().err.strip() == "error: --torch-threads must be at least 1, got 0"
 
 
 def test_the_command_reports_a_bad_config_in_one_line(tmp_path, capsys):

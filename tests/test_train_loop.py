@@ -407,6 +407,8 @@ def test_train_command(tiny_pack, shared, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", str(config), "--set", "output_dir=a", "--output-dir", "b"]) == 2  # not a traceback
     assert "--output-dir 'b' and --set output_dir='a' disagree" in capsys.readouterr().err
+    assert main(["train", str(config), "--torch-threads", "0"]) == 2  # the other commands' name for it
+    assert "--torch-threads must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_schedule_by_time_ends_at_the_lowest_rate(tiny_pack, shared, tmp_path, monkeypatch):

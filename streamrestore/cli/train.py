@@ -40,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="PATH",
                    help="also write the weights in the shippable format to PATH when the run stops (e.g. at --stop-at); "
                         "the last step always writes <output_dir>/model.safetensors")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for torch (default: torch's choice). On a machine shared with other jobs, 1 "
-                        "is often several times faster than oversubscribed cores (OpenMP threads wait on each other)")
+    p.add_argument("--torch-threads", "--threads", dest="threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice; --threads is the older name). On a machine "
+                        "shared with other jobs, 1 is often several times faster than oversubscribed cores (OpenMP "
+                        "threads wait on each other)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -63,7 +64,7 @@ def main(argv: list[str]) -> int:
         raise InputError("--schedule-by-time needs --max-minutes (the time the schedule runs over)")
     if args.threads is not None:
         if args.threads < 1:
-            raise InputError(f"--threads must be >= 1, got {args.threads}")
+            raise InputError(f"--torch-threads must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)

@@ -274,6 +274,9 @@ def make_triples(config: DetailHeadTrainConfig, log=print) -> dict[str, np.ndarr
         data = RestorationDataset(pack, train_ids, preset=mix, min_refs=config.min_refs, max_refs=config.max_refs,
                                   seed=config.seed)
         data.set_epoch(copy)
+        if copy == 0:  # a copy takes minutes on CPU: say what is under way before the first line
+            log(f"samples: restoring {config.samples_per_crop} x {len(data)} degraded training crops with "
+                f"{config.base_weights} (a line per copy)")
         for i in range(len(data)):
             s = data[i]
             refs = s["references"][: int(s["ref_count"])]
@@ -605,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", help="the head's TOML config")
     p.add_argument("--export", metavar="FILE", help="write the base model + head here when done")
     p.add_argument("--resume", action="store_true", help="go on from output_dir/head.pt")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--torch-threads", "--threads", dest="threads", type=int, default=1, metavar="N",
+                   help="torch CPU threads (default 1; --threads is the older name)")
     p.add_argument("--only-video-faces", action="store_true",
                    help="make the video faces into the config's video_cache and stop (heads of several bases "
                         "started afterwards, side by side, then share them)")
@@ -624,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_video_faces and not config.video_frames:
         print("no video faces to make: video_frames is 0")
         return 0
+    if args.threads < 1:
+        print(f"error: --torch-threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     try:
         with stop_signals_interrupt():  # SIGTERM and SIGHUP stop it as Ctrl-C does: the steps done are kept
