@@ -588,6 +588,42 @@ def test_a_window_of_an_mpeg_ts_keeps_every_frame_and_audio_packet_in_it(tmp_pat
     assert [p[2] for p in read_audio_packets(dst)[0]] == [p[2][adts:] for p in kept]  # from the first frame on
 
 
+def test_an_mpeg_ts_whose_clock_wraps_keeps_every_frame_and_the_audio_in_step(tmp_path):
+    """MPEG-TS times are 33-bit 90 kHz ticks: they wrap after 26.5 h, and a broadcast capture
+    that starts near the wrap wraps within seconds. FFmpeg's demuxer unwraps them (the times
+    before the wrap come out negative), and the run keeps every frame, every audio packet and
+    the audio's offset to the video across it."""
+    src, dst = tmp_path / "wraps.ts", tmp_path / "out.ts"
+    # 6 s starting 2.7 s before the 2**33-tick wrap (95443.7 s)
+    with av.open(str(src), "w", format="mpegts", options={"output_ts_offset": "95441"}) as out:
+        video = out.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=48000)
+        audio.layout = "mono"
+        samples = 0
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(pattern(64, 48, i), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            out.mux(video.encode(frame))
+            while samples < (i + 1) * 4800:
+                tone = np.sin(np.arange(samples, samples + 1024) / 20.0).astype(np.float32)[None]
+                chunk = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts, chunk.time_base = 48000, samples, Fraction(1, 48000)
+                samples += 1024
+                out.mux(audio.encode(chunk))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    src_times = read_video_timing(src)[0]
+    assert src_times[0] < 0 < src_times[-1]  # the wrap lies inside the file
+    reader = passthrough(src, dst)
+    dst_times = read_video_timing(dst)[0]
+    assert len(dst_times) == 60 and not reader.problems
+    assert [t - dst_times[0] for t in dst_times] == [t - src_times[0] for t in src_times]
+    src_audio, dst_audio = read_audio_packets(src)[0], read_audio_packets(dst)[0]
+    assert [p[2] for p in dst_audio] == [p[2] for p in src_audio] and len(src_audio) > 250
+    assert dst_audio[0][0] - dst_times[0] == src_audio[0][0] - src_times[0]  # in step, to the tick
+
+
 def test_a_seek_that_lands_late_is_tried_again_from_further_back():
     """``seek_not_after``, which the reader (frames) and the writer (copied packets) share: a landing
     after the window is tried again 1, 2, 4 ... s back, then from the file's start; a container that
