@@ -199,9 +199,9 @@ class RunStats:
         if track.left_alone:
             text += f" ({track.left_alone} left alone)"
         if track.reference_match is not None:
-            text += f"; references match {track.reference_match:.2f}"
+            text += f"; reference detail fit {track.reference_match:.2f}"
         if track.adapted is not None:
-            text += "; adapted" if track.adapted else "; not adapted (its photos match poorly)"
+            text += "; adapted" if track.adapted else "; not adapted (its photos fit poorly)"
         if verbose and track.scores:
             ranked = sorted(track.scores.items(), key=lambda item: -item[1])
             text += "; similarity " + ", ".join(f"{name} {score:.2f}" for name, score in ranked)
@@ -218,12 +218,16 @@ class RunStats:
         # one reference set, not matched: every face gets it, which "matched" would misstate
         who = f"identities matched: {ids}" if self.matching or not self.identities_matched else \
             f"references: {ids} (every face)"
+        # faces the quality gate found clean went through the restorer but were left as they were:
+        # the headline then does not call them restored
+        done = "" if self.faces_left_clean else " restored"
         text = (
-            f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')} restored "
+            f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')}{done} "
             f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, {who}"
         )
         if self.faces_left_clean:
-            text += (f"\n  of these, {_n(self.faces_left_clean, 'clean face')} left as "
+            text += (f"\n  of these, {self.faces_restored - self.faces_left_clean} restored and "
+                     f"{_n(self.faces_left_clean, 'clean face')} left as "
                      f"{'it was' if self.faces_left_clean == 1 else 'they were'} (the quality gate: "
                      "nothing to restore)")
         tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
@@ -245,9 +249,9 @@ class RunStats:
             text += "\nno faces were found: the frames passed through unchanged"
         for tid in self.poorly_matched():
             track = self.per_track[tid]
-            text += (f"\nwarning: track {tid} ({track.identity}): its reference photos match the face poorly "
-                     f"({track.reference_match:.2f} of 1; photos from the same footage match ~0.8), so little of "
-                     "their detail is used: photos in the video's light and pose help most")
+            text += (f"\nwarning: track {tid} ({track.identity}): its reference photos' detail fits the face "
+                     f"poorly ({track.reference_match:.2f} of 1; photos from the same footage fit ~0.8), so little "
+                     "of it is used: photos in the video's light and pose help most")
         unlike = self.unlike_their_references()
         if unlike:
             names = ", ".join(sorted({self.per_track[tid].identity for tid in unlike}))

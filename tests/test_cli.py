@@ -216,7 +216,7 @@ def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(reques
     assert len(track_lines) == 2, err
     for name in names:
         (line,) = [line for line in track_lines if f": {name}, " in line]
-        assert "frames 0-5, 6 faces; references match " in line and "; similarity " + name in line, line
+        assert "frames 0-5, 6 faces; reference detail fit " in line and "; similarity " + name in line, line
     assert "unmatched faces: 0 (similarity below" in err and "skipped faces: 0" in err
 
 

@@ -319,7 +319,7 @@ def test_adapt_fine_tunes_before_the_first_frame_and_a_second_run_loads_it(monke
         # whether the adaptation served it (the drawn faces' photos decide which)
         said = [err.find(line) for line in ("adapting the model's head", "adapted weights loaded from")]
         assert 0 <= max(said) < err.index("live: ")
-        assert "; adapted" in err or "; not adapted (its photos match poorly)" in err
+        assert "; adapted" in err or "; not adapted (its photos fit poorly)" in err
         return err
 
     first = run(tmp_path / "first.mp4")

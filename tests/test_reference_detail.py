@@ -215,8 +215,8 @@ def test_each_track_reports_how_well_its_references_match_and_a_poor_match_is_wa
 
     stats, track = run(photo, "host", 3)
     assert track.match_faces == 3 and track.reference_match > 0.9  # measured 0.99
-    assert f"references match {track.reference_match:.2f}" in stats.summary()
-    assert "match the face poorly" not in stats.summary()
+    assert f"reference detail fit {track.reference_match:.2f}" in stats.summary()
+    assert "fits the face poorly" not in stats.summary()
     _, on_device = run(photo, "device", 3)
     assert on_device.reference_match == pytest.approx(track.reference_match, abs=0.02)
     # another picture: the flow bends any texture a little towards the face (measured 0.30 here;
@@ -228,8 +228,8 @@ def test_each_track_reports_how_well_its_references_match_and_a_poor_match_is_wa
     stats, other = run(_person(seed=3), "host", run_module.POOR_MATCH_MIN_FACES)
     (tid,) = stats.per_track
     assert stats.poorly_matched() == [tid]
-    assert (f"warning: track {tid} (ann): its reference photos match the face poorly ({other.reference_match:.2f} of 1"
-            in stats.summary())
+    assert (f"warning: track {tid} (ann): its reference photos' detail fits the face poorly "
+            f"({other.reference_match:.2f} of 1" in stats.summary())
     # a track whose identity changes starts its average again (another person's photos)
     stats.per_track[tid].identity = "bob"
     assert stats.per_track[tid].reference_match is None and stats.poorly_matched() == []
@@ -240,7 +240,7 @@ def test_each_track_reports_how_well_its_references_match_and_a_poor_match_is_wa
     with torch.inference_mode():
         plain.process(degraded.copy())
     assert next(iter(plain.stats.per_track.values())).reference_match is None
-    assert "references match" not in plain.stats.summary()
+    assert "reference detail fit" not in plain.stats.summary()
     # nor with the stage turned off
     sets = [ReferenceSet(name="ann", crops=_u8(photo)[None], embeddings=np.ones((1, 4), np.float32) / 2, files=["a"])]
     off = FaceRestorer(IdentityRestorer(128), Here(), sets,
@@ -411,7 +411,7 @@ def test_an_adapted_restorer_serves_a_track_only_once_its_photos_match_its_face(
         adapted = restorer.given[-1] == "adapted"
         assert track.adapted == adapted
         assert ("; adapted" in summary) == adapted
-        assert ("; not adapted (its photos match poorly)" in summary) == (not adapted)
+        assert ("; not adapted (its photos fit poorly)" in summary) == (not adapted)
         return restorer.given
 
     assert run(photo, 3) == ["adapted"] * 3  # the first face too

@@ -340,6 +340,62 @@ def test_x265_prints_no_banner(tmp_path, capfd):
     assert len(read_video_timing(tmp_path / "out.mkv")[0]) == 4
 
 
+@pytest.mark.parametrize("ext, tag", [("mp4", "hvc1"), ("mov", "hvc1"), ("mkv", None)])
+def test_hevc_for_apple_players_is_tagged_hvc1(tmp_path, ext, tag):
+    """FFmpeg tags HEVC 'hev1', which QuickTime, iOS and Safari refuse; iPhones write 'hvc1'."""
+    src = tmp_path / "src.mp4"
+    make_clip(src, frames=4, width=64, height=64)
+    dst = tmp_path / f"out.{ext}"
+    passthrough(src, dst, settings=EncoderSettings(codec="hevc", preset="ultrafast"))
+    with av.open(str(dst)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "hevc" and len([f for f in c.decode(stream)]) == 4
+        if tag is not None:
+            assert stream.codec_context.codec_tag == tag
+
+
+def test_encoding_a_layout_few_players_play_is_said(tmp_path, caplog):
+    """ProRes-style 4:2:2 10-bit stays 4:2:2 10-bit (H.264 High 4:2:2), which editors read and
+    most browsers, phones and QuickTime do not: the run says so; plain 4:2:0 says nothing."""
+    for pix_fmt, said in (("yuv422p10le", True), ("yuv420p", False)):
+        src = tmp_path / f"{pix_fmt}.mkv"
+        make_clip(src, frames=2, width=64, height=64, pix_fmt=pix_fmt)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="streamrestore"):
+            passthrough(src, tmp_path / f"out_{pix_fmt}.mkv")
+        assert probe(tmp_path / f"out_{pix_fmt}.mkv").pix_fmt == pix_fmt
+        assert ("most browsers, phones and QuickTime do not play it" in caplog.text) == said, caplog.text
+
+
+def test_cover_art_and_other_video_streams_not_copied_are_said(tmp_path):
+    """The restored video is written with the audio; cover art (an attached picture) and a second
+    video stream are not, and the writer's notes say so instead of dropping them silently."""
+    src = tmp_path / "src.mp4"  # (Matroska keeps cover art as an attachment, not a stream)
+    with av.open(str(src), "w") as out:
+        streams = []
+        for codec, side, pix_fmt in (("libx264", 64, "yuv420p"), ("mpeg4", 32, "yuv420p"), ("mjpeg", 64, "yuvj420p")):
+            stream = out.add_stream(codec, rate=25)
+            stream.width, stream.height, stream.pix_fmt = side, side, pix_fmt
+            streams.append(stream)
+        streams[2].disposition = av.stream.Disposition.attached_pic
+        for i in range(3):
+            for stream in streams[:2] if i else streams:
+                frame = av.VideoFrame.from_ndarray(pattern(stream.width, stream.height, i), format="rgb24")
+                frame = frame.reformat(format=stream.pix_fmt)
+                frame.pts = i
+                out.mux(stream.encode(frame))
+        for stream in streams:
+            out.mux(stream.encode())
+    with VideoReader(src) as reader, VideoWriter(tmp_path / "out.mkv", reader.info, FAST, audio_from=src) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert writer.notes == ["1 cover art stream of the input not copied",
+                            "1 other video stream of the input not copied: only one video stream is restored and "
+                            "written"]
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert [s.type for s in c.streams] == ["video"] and c.streams.video[0].width == 64
+
+
 def test_mpeg4_real_clip_decodes(shared_data):
     src = shared_data / "sadtalker/WDA_KatieHill_000.mp4"
     with VideoReader(src, end=1.0) as reader:

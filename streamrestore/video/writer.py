@@ -88,6 +88,11 @@ _CRF_MAX = {"libx264": 51, "libx265": 51}
 # These encoders refuse odd widths/heights in 4:2:0 / 4:2:2 (chroma is subsampled in pairs
 # and H.264/HEVC crop in 2-pixel steps); VP9 and AV1 code odd sizes directly.
 _NEEDS_EVEN_SUBSAMPLED = {"libx264", "libx265"}
+# Containers whose HEVC Apple's players read only under the 'hvc1' tag.
+_APPLE_CONTAINERS = {".mp4", ".mov", ".m4v"}
+# The layouts each encoder's output plays in browsers, phones and QuickTime (others keep the
+# input's chroma or depth, for editors: said when written).
+_WIDELY_PLAYED = {"libx264": {"yuv420p"}, "libx265": {"yuv420p", "yuv420p10le"}}
 # Output extensions that only take these video codecs.
 _WEBM_VIDEO = {"libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx"}
 _WEBM_AUDIO = {"opus", "vorbis"}
@@ -317,7 +322,12 @@ def _output_pix_fmt(codec: str, info: VideoInfo) -> str:
             "not decode; use an even size or --codec vp9/av1 for widest playback",
             info.width, info.height, codec, high,
         )
-        pix_fmt = high
+        return high
+    if codec in _WIDELY_PLAYED and pix_fmt not in _WIDELY_PLAYED[codec]:
+        logger.warning(
+            "encoding %s as %s to keep the input's chroma and depth: editors read it, but most browsers, "
+            "phones and QuickTime do not play it", codec, pix_fmt,
+        )
     return pix_fmt
 
 
@@ -521,6 +531,9 @@ class VideoWriter:
             stream.codec_context.sample_aspect_ratio = info.sample_aspect_ratio
         if info.rotation:
             stream.set_display_rotation(info.rotation)
+        if self.dst.suffix.lower() in _APPLE_CONTAINERS and av.Codec(self._codec, "w").canonical_name == "hevc":
+            # FFmpeg tags HEVC 'hev1'; QuickTime, iOS and Safari play only 'hvc1' (what iPhones write)
+            stream.codec_context.codec_tag = "hvc1"
         self._video = stream
         self._range = stream.codec_context.color_range or None
         self._matrix = _SWS_MATRIX.get(info.color_space) if info.color_space else None
@@ -546,6 +559,14 @@ class VideoWriter:
             for kind, count in sorted(others.items()):
                 self.notes.append(f"{_n_streams(count, kind)} of the input not copied (only video, audio and "
                                   "subtitles are)")
+            # the restored video is one of the input's video streams; cover art is one marked as such
+            extra = self._copy_from.streams.video[1:]
+            covers = sum(bool(s.disposition & av.stream.Disposition.attached_pic) for s in self._copy_from.streams.video)
+            if covers:
+                self.notes.append(f"{_n_streams(covers, 'cover art')} of the input not copied")
+            if len(extra) > covers:
+                self.notes.append(f"{_n_streams(len(extra) - covers, 'other video')} of the input not copied: only "
+                                  "one video stream is restored and written")
             for in_stream in audio_streams:
                 name = in_stream.codec_context.name
                 if self.dst.suffix.lower() == ".webm" and name not in _WEBM_AUDIO:
