@@ -759,6 +759,15 @@ def test_subtitles_are_copied_and_what_the_output_does_not_keep_is_noted(tmp_pat
             writer.write(next(one.frames()))
 
 
+def test_a_container_that_cannot_hold_the_inputs_audio_names_it(tmp_path):
+    src = tmp_path / "src.mkv"
+    make_clip(src, frames=2, width=64, height=64, audio="libopus")
+    with pytest.raises(OutputError, match=r"cannot write libx264 video and the input's opus streams to a \.mov "
+                                          r"file .*; try \.mkv"):
+        VideoWriter(tmp_path / "out.mov", probe(src), FAST, audio_from=src)
+    assert not (tmp_path / "out.mov").exists()
+
+
 def test_writer_with_no_frames_creates_nothing(tmp_path):
     src = _small_source(tmp_path)
     dst = tmp_path / "out.mp4"
