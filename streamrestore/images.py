@@ -12,10 +12,17 @@ import numpy as np
 
 from streamrestore.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "is_image", "read_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "UNREAD_PHOTO_FORMATS", "is_image", "read_rgb"]
 
-#: File suffixes (lower case) read as photos; OpenCV decodes all of them.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+#: File suffixes (lower case) read as photos; OpenCV decodes all of them (AVIF since 4.11).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avif"})
+
+#: Photo formats OpenCV does not decode, by suffix: what to do with them instead.
+UNREAD_PHOTO_FORMATS = {
+    suffix: "HEIC photos (an iPhone's default) are not read; export them as JPEG (Mac: Preview, File > Export; "
+            "iPhone: Settings > Camera > Formats > Most Compatible for new ones)"
+    for suffix in (".heic", ".heif")
+}
 
 
 def is_image(path: str | Path) -> bool:

@@ -47,3 +47,36 @@ def test_references_and_training_take_the_same_files(tmp_path):
     as_refs = {p.name for p in list_reference_images(person, warn=False)}
     as_training = {s.path.name for s in discover_sources(tmp_path) if s.kind == "image"}
     assert as_refs == as_training == {f"photo{s}" for s in IMAGE_SUFFIXES}
+
+
+def test_avif_photos_are_read(tmp_path):
+    """AVIF (phones and browsers save it): OpenCV decodes it (lossy: colours close, not equal)."""
+    ok, buf = cv2.imencode(".avif", _picture()[:, :, ::-1])
+    if not ok:
+        pytest.skip("this OpenCV build writes no AVIF")
+    path = tmp_path / "photo.AVIF"
+    path.write_bytes(buf.tobytes())
+    assert is_image(path)
+    assert np.abs(read_rgb(path).astype(int) - _picture()).mean() < 12
+
+
+def test_heic_references_say_how_to_make_them_readable(tmp_path, caplog):
+    """An iPhone's photos are HEIC, which is not read: the folder's error (or the warning, beside
+    readable photos) names them and says to export JPEG, not "no images" in a folder of photos."""
+    from streamrestore.errors import ReferencesError
+    from streamrestore.faces.references import list_reference_images
+
+    person = tmp_path / "person"
+    person.mkdir()
+    for name in ("IMG_0001.HEIC", "IMG_0002.heic"):
+        (person / name).write_bytes(b"x")
+    with pytest.raises(ReferencesError, match=r"only photos that cannot be read \(IMG_0001.HEIC, IMG_0002.heic\): "
+                                              r"HEIC photos .* export them as JPEG"):
+        list_reference_images(person)
+    with pytest.raises(ReferencesError, match="IMG_0001.HEIC: HEIC photos"):
+        list_reference_images(person / "IMG_0001.HEIC")
+    ok, buf = cv2.imencode(".png", _picture())
+    (person / "photo.png").write_bytes(buf.tobytes())
+    with caplog.at_level("WARNING", logger="streamrestore"):
+        assert [p.name for p in list_reference_images(person)] == ["photo.png"]
+    assert "skipping IMG_0001.HEIC, IMG_0002.heic: HEIC photos" in caplog.text

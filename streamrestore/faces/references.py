@@ -18,7 +18,7 @@ from streamrestore.errors import InputError, ReferencesError
 from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
-from streamrestore.images import IMAGE_SUFFIXES, read_rgb
+from streamrestore.images import IMAGE_SUFFIXES, UNREAD_PHOTO_FORMATS, read_rgb
 
 __all__ = ["parse_reference_specs", "check_reference_specs", "load_reference_sets",
            "list_reference_images"]
@@ -97,19 +97,29 @@ def list_reference_images(path: Path, *, warn: bool = True) -> list[Path]:
     if not path.exists():
         raise ReferencesError(f"reference folder {path} does not exist")
     if path.is_file():
+        if path.suffix.lower() in UNREAD_PHOTO_FORMATS:
+            raise ReferencesError(f"reference {path}: {UNREAD_PHOTO_FORMATS[path.suffix.lower()]}")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise ReferencesError(
                 f"reference {path} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))}); give a folder of photos"
             )
         return [path]
-    images = []
+    images, unread = [], []
     for entry in sorted(path.iterdir()):
         if entry.name.startswith(".") or entry.is_dir():
             continue
         if entry.suffix.lower() in IMAGE_SUFFIXES:
             images.append(entry)
+        elif entry.suffix.lower() in UNREAD_PHOTO_FORMATS:
+            unread.append(entry)
         elif warn:
             logger.warning("reference folder %s: skipping %s (not an image file)", path, entry.name)
+    if unread and (warn or not images):
+        names = ", ".join(entry.name for entry in unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
+        hint = UNREAD_PHOTO_FORMATS[unread[0].suffix.lower()]
+        if not images:
+            raise ReferencesError(f"reference folder {path} has only photos that cannot be read ({names}): {hint}")
+        logger.warning("reference folder %s: skipping %s: %s", path, names, hint)
     if not images:
         raise ReferencesError(
             f"reference folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add photos of the person"
