@@ -593,8 +593,8 @@ class VideoWriter:
         except av.error.FFmpegError as exc:
             if getattr(exc, "errno", None) in _SPACE_ERRNOS:
                 raise _write_failed(self.dst, exc) from None
-            copied = sorted({stream.codec_context.name for stream in self._copied.values()})
-            what = f"{self._codec} video" + (f" and the input's {', '.join(copied)} streams" if copied else "")
+            codecs = sorted({stream.codec_context.name for stream in self._copied.values()})
+            what = f"{self._codec} video" + (f" and the input's {', '.join(codecs)} streams" if codecs else "")
             hint = "; try .mkv, which holds any codec" if self.dst.suffix.lower() != ".mkv" else ""
             raise OutputError(f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}){hint}") from None
 
