@@ -314,11 +314,14 @@ class FaceRestorer:
         """Restores one frame and returns it at once (no lookahead; for live use).
 
         Args:
-            frame: an RGB/BGR uint8 numpy array (per ``channel_order``) or an ``av.VideoFrame``
-                (or what :meth:`prepare` returned for one).
+            frame: an RGB/BGR uint8 numpy array (per ``channel_order``), taken as shown, or an
+                ``av.VideoFrame`` (or what :meth:`prepare` returned for one), whose display
+                rotation is followed: faces are searched with the picture turned upright
+                (a phone's portrait video is stored sideways).
 
         Returns:
-            The restored frame, of the same type (a VideoFrame keeps its pts and time base).
+            The restored frame, of the same type (a VideoFrame keeps its pts and time base;
+            its picture stays as stored).
 
         Raises:
             ValueError: this object was built with lookahead (use :meth:`stream`).
