@@ -464,6 +464,32 @@ def test_a_phone_video_plays_upright_and_its_faces_are_found(tmp_path, rotation)
         assert np.abs(shown - upright).mean() < 3  # the drawn picture turned, less the codec's loss
 
 
+def test_a_stream_that_says_its_rotation_plays_upright(tmp_path):
+    """A stream source learns the display rotation from its first frame, decoded at open (a path
+    opens as a URL does), and gives that frame and the rest turned as shown."""
+    from media_utils import make_clip
+
+    from streamrestore.live.sources import StreamSource
+    from streamrestore.video.reader import frame_to_rgb
+
+    src = tmp_path / "turned.mp4"
+    # 4 s, every frame a keyframe: the low-latency open drops the packets it probed (up to 2 s)
+    make_clip(src, width=96, height=64, frames=100, rotation=-90, options={"preset": "ultrafast", "crf": "10", "g": "1"})
+    stream = StreamSource(str(src))
+    try:
+        assert (stream.width, stream.height) == (64, 96)
+        got = [live for live, _ in zip(stream.frames(threading.Event()), range(3))]
+    finally:
+        stream.close()
+    with av.open(str(src)) as c:  # the stored pictures, by their time
+        stored = {f.pts: frame_to_rgb(f) for f in c.decode(video=0)}
+    assert got
+    for live in got:
+        shown, mirrored = (np.rot90(stored[live.payload.pts], turns) for turns in (3, 1))
+        assert np.array_equal(live.rgb(), shown)
+        assert not np.array_equal(live.rgb(), mirrored)
+
+
 # --- network output -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("media", ["synthetic", "real"])

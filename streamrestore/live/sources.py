@@ -8,6 +8,7 @@ them.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -291,10 +292,14 @@ class StreamSource(LiveSource):
 
     A stream that stops (sender gone, network down, server closed it) is reopened following
     ``policy``; frames before a drop and after the reconnect come out as one stream. The first
-    open follows the same policy, so the sender may start a little after the receiver.
+    open follows the same policy, so the sender may start a little after the receiver. Frames
+    come as shown, as a :class:`FileSource`'s do: the first frame, decoded at open, says the
+    stream's display rotation and so the ``width`` and ``height`` of the turned picture.
     """
 
     def __init__(self, url: str, *, policy: ReconnectPolicy = ReconnectPolicy()):
+        from streamrestore.video.reader import quarter_turns
+
         self.url = url
         self.name = url
         self.policy = policy
@@ -313,6 +318,13 @@ class StreamSource(LiveSource):
             raise InputError(f"cannot open stream {url}: {error}; check that the sender is running and the URL is right")
         cc = self._stream.codec_context
         self.width, self.height = cc.width, cc.height
+        # the frames decoded before the first one that says how the stream is shown; given first
+        self._held: list = []
+        for frame in self._decoded():
+            self._held.append(frame)
+            if quarter_turns(frame.rotation) % 2:
+                self.width, self.height = self.height, self.width
+            break
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate and 1 <= float(rate) <= 240 else 30.0
 
@@ -348,25 +360,31 @@ class StreamSource(LiveSource):
         except (av.error.FFmpegError, OSError, EOFError) as exc:
             log.debug("%s: reading stopped: %s", self.url, exc)
 
-    def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
+    def _decoded(self, stop: threading.Event | None = None) -> Iterator:
+        """The frames of the open stream's packets until it stops (or ``stop`` is set)."""
         import av
 
-        from streamrestore.video.reader import frame_to_rgb
+        for packet in self._packets():
+            if stop is not None and stop.is_set():
+                return
+            try:
+                decoded = packet.decode()
+            except (av.error.InvalidDataError, av.error.PatchWelcomeError) as exc:
+                # Lost packets (UDP) or a stream joined mid-GOP: wait for the next keyframe.
+                log.debug("%s: undecodable packet skipped: %s", self.url, exc)
+                continue
+            yield from decoded
+
+    def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
+        from streamrestore.video.reader import upright_rgb
 
         index = 0
+        held, self._held = self._held, []
         while not stop.is_set():
-            for packet in self._packets():
-                if stop.is_set():
-                    return
-                try:
-                    decoded = packet.decode()
-                except (av.error.InvalidDataError, av.error.PatchWelcomeError) as exc:
-                    # Lost packets (UDP) or a stream joined mid-GOP: wait for the next keyframe.
-                    log.debug("%s: undecodable packet skipped: %s", self.url, exc)
-                    continue
-                for frame in decoded:
-                    yield LiveFrame(index, time.monotonic(), frame, frame_to_rgb)
-                    index += 1
+            for frame in itertools.chain(held, self._decoded(stop)):
+                yield LiveFrame(index, time.monotonic(), frame, upright_rgb)
+                index += 1
+            held = []
             if stop.is_set() or not self._reopen(stop):
                 return
 
