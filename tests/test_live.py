@@ -490,6 +490,37 @@ def test_a_stream_that_says_its_rotation_plays_upright(tmp_path):
         assert not np.array_equal(live.rgb(), mirrored)
 
 
+def test_a_file_served_over_http_plays_once_whole(tmp_path):
+    """``live --source http://host/clip.mp4``: every frame comes (the low-latency open used to drop
+    the packets it probed, and with them a short clip's only keyframe: no frame, and reconnects
+    for ever), and the source ends at the file's end instead of reconnecting."""
+    import functools
+    import http.server
+
+    from media_utils import make_clip
+
+    from streamrestore.live.sources import open_source
+
+    make_clip(tmp_path / "clip.mp4", frames=12, fps=25)  # one keyframe
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *args: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+        source = open_source(url, realtime=False)
+        assert source.can_wait  # read as fast as it decodes, waiting for the consumer
+        got = list(source.frames(threading.Event()))
+        source.close()
+        assert [round(live.payload.time * 25) for live in got] == list(range(12)) and source.reconnects == 0
+        paced = open_source(url)  # at its own pace: 12 frames at 25 fps take ~0.44 s
+        started = time.monotonic()
+        assert len(list(paced.frames(threading.Event()))) == 12 and time.monotonic() - started > 0.4
+        paced.close()
+    finally:
+        server.shutdown()
+
+
 # --- network output -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("media", ["synthetic", "real"])

@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames were output")
     p.add_argument("--loop", action="store_true", help="a file source starts again at its end")
     p.add_argument("--as-fast-as-possible", dest="realtime", action="store_false",
-                   help="a file source is read as fast as it decodes instead of at its frame rate (no drops); "
-                        "an --output file keeps the source's timestamps either way")
+                   help="a file source (or a stream that says its length: a file over http) is read as fast as "
+                        "it decodes instead of at its frame rate (no drops); an --output file keeps the source's "
+                        "timestamps either way")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="a network source that delivers nothing for this long counts as dropped (default 5)")
     p.add_argument("--retries", type=int, default=5, metavar="N",

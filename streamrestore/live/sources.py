@@ -273,13 +273,16 @@ def _input_options(url: str) -> dict[str, str]:
     """FFmpeg options that trade buffering for latency, per protocol."""
     scheme = url.split("://", 1)[0].lower()
     options = {
-        # Hand each packet to the decoder at once instead of buffering for smooth playback.
-        "fflags": "nobuffer",
         "flags": "low_delay",
         # Probe less before the first frame (default 5 MB / 5 s); enough to find SPS/PPS.
         "probesize": "1000000",
         "analyzeduration": "2000000",
     }
+    if scheme not in ("http", "https"):
+        # Hand each packet to the decoder at once instead of buffering for smooth playback. The
+        # packets read while probing are then dropped: over http that may be a file whose only
+        # keyframe is among them (no frame at all), so http keeps them.
+        options["fflags"] = "nobuffer"
     if scheme == "rtsp":
         options["rtsp_transport"] = "tcp"  # UDP RTP loses packets on busy networks: grey smears
     if scheme == "udp":
@@ -295,14 +298,19 @@ class StreamSource(LiveSource):
     open follows the same policy, so the sender may start a little after the receiver. Frames
     come as shown, as a :class:`FileSource`'s do: the first frame, decoded at open, says the
     stream's display rotation and so the ``width`` and ``height`` of the turned picture.
+
+    A stream that says how long it is (a file served over http) is played as a file is: at its
+    own pace (``realtime``, else as fast as it decodes, waiting for the consumer), once, ending
+    at its end.
     """
 
-    def __init__(self, url: str, *, policy: ReconnectPolicy = ReconnectPolicy()):
+    def __init__(self, url: str, *, policy: ReconnectPolicy = ReconnectPolicy(), realtime: bool = True):
         from streamrestore.video.reader import quarter_turns
 
         self.url = url
         self.name = url
         self.policy = policy
+        self.realtime = realtime
         self.problems = []
         self.reconnects = 0
         self._container = None
@@ -318,15 +326,14 @@ class StreamSource(LiveSource):
             raise InputError(f"cannot open stream {url}: {error}; check that the sender is running and the URL is right")
         cc = self._stream.codec_context
         self.width, self.height = cc.width, cc.height
-        # the frames decoded before the first one that says how the stream is shown; given first
-        self._held: list = []
-        for frame in self._decoded():
-            self._held.append(frame)
-            if quarter_turns(frame.rotation) % 2:
-                self.width, self.height = self.height, self.width
-            break
+        # the first frame says how the stream is shown; it is given first
+        first = next(self._frames, None)
+        self._held = [] if first is None else [first]
+        if first is not None and quarter_turns(first.rotation) % 2:
+            self.width, self.height = self.height, self.width
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate and 1 <= float(rate) <= 240 else 30.0
+        self.can_wait = self._finite and not realtime
 
     def _open(self) -> str | None:
         """Opens the URL; returns None or what went wrong."""
@@ -349,42 +356,49 @@ class StreamSource(LiveSource):
         self._container = container
         self._stream = container.streams.video[0]
         self._stream.thread_type = "AUTO"
+        # a stream that says how long it is (a file served over http, a recording) ends at its end
+        self._finite = container.duration is not None
+        self._ended = False  # its packets ran out without an error
+        self._frames = self._decoded()  # one reader of the container's packets, whoever asks first
         return None
 
-    def _packets(self):
+    def _decoded(self) -> Iterator:
+        """The frames of the open stream until it stops (``_ended`` says whether at its end)."""
         import av
 
         try:
             for packet in self._container.demux(self._stream):
-                yield packet
+                try:
+                    decoded = packet.decode()
+                except (av.error.InvalidDataError, av.error.PatchWelcomeError) as exc:
+                    # Lost packets (UDP) or a stream joined mid-GOP: wait for the next keyframe.
+                    log.debug("%s: undecodable packet skipped: %s", self.url, exc)
+                    continue
+                yield from decoded
+            self._ended = True
         except (av.error.FFmpegError, OSError, EOFError) as exc:
             log.debug("%s: reading stopped: %s", self.url, exc)
-
-    def _decoded(self, stop: threading.Event | None = None) -> Iterator:
-        """The frames of the open stream's packets until it stops (or ``stop`` is set)."""
-        import av
-
-        for packet in self._packets():
-            if stop is not None and stop.is_set():
-                return
-            try:
-                decoded = packet.decode()
-            except (av.error.InvalidDataError, av.error.PatchWelcomeError) as exc:
-                # Lost packets (UDP) or a stream joined mid-GOP: wait for the next keyframe.
-                log.debug("%s: undecodable packet skipped: %s", self.url, exc)
-                continue
-            yield from decoded
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
         from streamrestore.video.reader import upright_rgb
 
         index = 0
         held, self._held = self._held, []
+        clock = None  # (monotonic time, media time) of the first frame, to pace a finite stream
         while not stop.is_set():
-            for frame in itertools.chain(held, self._decoded(stop)):
+            for frame in itertools.chain(held, self._frames):
+                if stop.is_set():
+                    return
+                if self._finite and self.realtime and frame.time is not None:
+                    clock = clock or (time.monotonic(), frame.time)
+                    if _wait(stop, clock[0] + frame.time - clock[1] - time.monotonic()):
+                        return
                 yield LiveFrame(index, time.monotonic(), frame, upright_rgb)
                 index += 1
             held = []
+            if self._ended and self._finite:
+                log.info("%s: its end reached", self.url)
+                return
             if stop.is_set() or not self._reopen(stop):
                 return
 
@@ -426,7 +440,7 @@ def open_source(spec: str | int, *, realtime: bool = True, loop: bool = False,
         if scheme not in NETWORK_SCHEMES:
             raise InputError(f"unsupported source URL scheme {scheme}://; use one of "
                              + ", ".join(f"{s}://" for s in NETWORK_SCHEMES))
-        return StreamSource(text, policy=policy)
+        return StreamSource(text, policy=policy, realtime=realtime)
     return FileSource(text, realtime=realtime, loop=loop)
 
 
