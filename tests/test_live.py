@@ -521,6 +521,51 @@ def test_a_file_served_over_http_plays_once_whole(tmp_path):
         server.shutdown()
 
 
+FLV_SENDER = """
+import sys, time
+import av, numpy as np
+# 3 s over TCP as an encoder sends them (FLV, what RTMP carries), then gone (the receiver's
+# low-latency open drops what it probes: up to 2 s)
+with av.open(f"tcp://127.0.0.1:{sys.argv[1]}?listen=1", "w", format="flv") as out:
+    video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "tune": "zerolatency", "g": "5"})
+    video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+    for i in range(75):
+        frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 3 * i, np.uint8), format="rgb24")
+        frame.pts = i
+        out.mux(video.encode(frame))
+        time.sleep(0.04)
+    out.mux(video.encode())
+"""
+
+
+def test_a_live_flv_stream_that_stops_is_reconnected_not_ended():
+    """A live FLV stream says its duration is 0: it is not a file, so when its sender stops the
+    source tries to reconnect instead of ending as at a file's end (which an http file does)."""
+    from streamrestore.live.sources import ReconnectPolicy, StreamSource
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sender = subprocess.Popen([sys.executable, "-c", FLV_SENDER, str(port)], env=_env())
+    try:
+        policy = ReconnectPolicy(retries=1, backoff=0.1, timeout=2)
+        source = None
+        for _ in range(100):  # the sender listens once Python and PyAV have started
+            try:
+                source = StreamSource(f"tcp://127.0.0.1:{port}", policy=policy)
+                break
+            except InputError:
+                time.sleep(0.1)
+        assert source is not None
+        got = list(source.frames(threading.Event()))
+        source.close()
+    finally:
+        sender.kill()
+        sender.wait()
+    assert got  # frames came, then the sender was gone: a reconnect was tried
+    assert source.problems == [f"tcp://127.0.0.1:{port} dropped and did not come back after 1 attempts"]
+
+
 # --- network output -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("media", ["synthetic", "real"])

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames were output")
     p.add_argument("--loop", action="store_true", help="a file source starts again at its end")
     p.add_argument("--as-fast-as-possible", dest="realtime", action="store_false",
-                   help="a file source (or a stream that says its length: a file over http) is read as fast as "
+                   help="a file source (or a file over http) is read as fast as "
                         "it decodes instead of at its frame rate (no drops); an --output file keeps the source's "
                         "timestamps either way")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",

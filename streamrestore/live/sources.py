@@ -299,9 +299,8 @@ class StreamSource(LiveSource):
     come as shown, as a :class:`FileSource`'s do: the first frame, decoded at open, says the
     stream's display rotation and so the ``width`` and ``height`` of the turned picture.
 
-    A stream that says how long it is (a file served over http) is played as a file is: at its
-    own pace (``realtime``, else as fast as it decodes, waiting for the consumer), once, ending
-    at its end.
+    A file served over http(s) (it says how long it is) is played as a file is: at its own pace
+    (``realtime``, else as fast as it decodes, waiting for the consumer), once, ending at its end.
     """
 
     def __init__(self, url: str, *, policy: ReconnectPolicy = ReconnectPolicy(), realtime: bool = True):
@@ -356,8 +355,9 @@ class StreamSource(LiveSource):
         self._container = container
         self._stream = container.streams.video[0]
         self._stream.thread_type = "AUTO"
-        # a stream that says how long it is (a file served over http, a recording) ends at its end
-        self._finite = container.duration is not None
+        # a file served over http says how long it is, and ends at its end; live streams say
+        # nothing or 0 (FLV), and other protocols' estimates are not to be trusted
+        self._finite = self.url.split("://", 1)[0].lower() in ("http", "https") and (container.duration or 0) > 0
         self._ended = False  # its packets ran out without an error
         self._frames = self._decoded()  # one reader of the container's packets, whoever asks first
         return None
