@@ -14,7 +14,8 @@ from streamrestore.errors import InputError
 
 __all__ = ["IMAGE_SUFFIXES", "UNREAD_PHOTO_FORMATS", "is_image", "read_rgb"]
 
-#: File suffixes (lower case) read as photos; OpenCV decodes all of them (AVIF since 4.11).
+#: File suffixes (lower case) read as photos; OpenCV decodes all of them (AVIF where it is built
+#: with it, as opencv-python 5.0 is).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avif"})
 
 #: Photo formats OpenCV does not decode, by suffix: what to do with them instead.
@@ -49,5 +50,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
+        if Path(path).suffix.lower() == ".avif":
+            raise InputError(f"cannot read image {path}: this OpenCV ({cv2.__version__}) decodes no AVIF, or the "
+                             "file is damaged; install opencv-python 5 or give the photo as JPEG/PNG")
         raise InputError(f"cannot read image {path}; is it a valid image?")
     return np.ascontiguousarray(image[:, :, ::-1])

@@ -34,6 +34,9 @@ def test_unreadable_files_raise_input_error_naming_them(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(InputError, match="empty.png"):
         read_rgb(tmp_path / "empty.png")
+    (tmp_path / "broken.avif").write_bytes(b"not an avif")  # (also what an OpenCV without AVIF says)
+    with pytest.raises(InputError, match=r"broken.avif: this OpenCV \(.*\) decodes no AVIF, or the file is damaged"):
+        read_rgb(tmp_path / "broken.avif")
 
 
 def test_references_and_training_take_the_same_files(tmp_path):

@@ -490,35 +490,113 @@ def test_a_stream_that_says_its_rotation_plays_upright(tmp_path):
         assert not np.array_equal(live.rgb(), mirrored)
 
 
-def test_a_file_served_over_http_plays_once_whole(tmp_path):
-    """``live --source http://host/clip.mp4``: every frame comes (the low-latency open used to drop
-    the packets it probed, and with them a short clip's only keyframe: no frame, and reconnects
-    for ever), and the source ends at the file's end instead of reconnecting."""
-    import functools
-    import http.server
+class _HttpFiles:
+    """Serves byte strings at ``/NAME`` on a local port; a path ending in ``?cut`` is answered with
+    two thirds of its bytes the first time (a connection that breaks off)."""
 
+    def __init__(self, files: dict[str, bytes]):
+        import http.server
+
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Serve(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                requests.append(self.path)
+                data = files[self.path.split("?")[0].lstrip("/")]
+                cut = self.path.endswith("?cut") and requests.count(self.path) == 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) * 2 // 3] if cut else data)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_a_file_served_over_http_plays_once_whole(tmp_path):
+    """``live --source http://host/clip.mp4`` plays the file as a file source would: every frame
+    (the low-latency open used to drop the packets it probed, and with them a short clip's only
+    keyframe: no frame, and reconnects for ever), timed by the file's clock (outputs keep it),
+    once, and after a dropped connection resumed where it stopped, not replayed from the start."""
     from media_utils import make_clip
 
-    from streamrestore.live.sources import open_source
+    from streamrestore.live.sources import ReconnectPolicy, open_source
 
-    make_clip(tmp_path / "clip.mp4", frames=12, fps=25)  # one keyframe
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *args: None
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    make_clip(tmp_path / "tail.mp4", frames=12, fps=25)  # one keyframe
+    # its index moved to the front (as web servers hold mp4s), so a cut answer still opens
+    with av.open(str(tmp_path / "tail.mp4")) as src, av.open(str(tmp_path / "clip.mp4"), "w",
+                                                              options={"movflags": "faststart"}) as out:
+        copy = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.size:
+                packet.stream = copy
+                out.mux(packet)
+    server = _HttpFiles({"clip.mp4": (tmp_path / "clip.mp4").read_bytes()})
+    url = server.url + "clip.mp4"
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
         source = open_source(url, realtime=False)
         assert source.can_wait  # read as fast as it decodes, waiting for the consumer
         got = list(source.frames(threading.Event()))
         source.close()
         assert [round(live.payload.time * 25) for live in got] == list(range(12)) and source.reconnects == 0
+        assert [live.timestamp for live in got] == pytest.approx([i / 25 for i in range(12)])  # the file's clock
         paced = open_source(url)  # at its own pace: 12 frames at 25 fps take ~0.44 s
         started = time.monotonic()
         assert len(list(paced.frames(threading.Event()))) == 12 and time.monotonic() - started > 0.4
         paced.close()
+        dropped = open_source(url + "?cut", realtime=False, policy=ReconnectPolicy(retries=2, backoff=0.1, timeout=2))
+        got = list(dropped.frames(threading.Event()))
+        dropped.close()
+        assert dropped.reconnects == 1 and server.requests.count("/clip.mp4?cut") == 2
+        assert [round(live.payload.time * 25) for live in got] == list(range(12))  # each frame once
     finally:
-        server.shutdown()
+        server.close()
+
+
+def test_a_live_stream_over_http_is_reconnected_at_its_end():
+    """A live FLV stream over http says its duration is 0 (a file says how long it is): when its
+    answer ends, the source reconnects as for any live stream instead of ending."""
+    from streamrestore.live.sources import ReconnectPolicy, open_source
+
+    class Sink:  # FLV written where it cannot seek back: as a live encoder sends it (duration 0)
+        data = bytearray()
+
+        def write(self, chunk):
+            self.data += bytes(chunk)
+            return len(chunk)
+
+    sink = Sink()
+    with av.open(sink, "w", format="flv") as out:
+        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "g": "5"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        for i in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+    server = _HttpFiles({"live.flv": bytes(sink.data)})
+    stop = threading.Event()
+    try:
+        source = open_source(server.url + "live.flv", policy=ReconnectPolicy(retries=1, backoff=0.1, timeout=2))
+        assert source._container.duration == 0  # what the case is about
+        for _live in source.frames(stop):
+            if source.reconnects:  # a frame of the stream opened again
+                stop.set()
+        source.close()
+    finally:
+        server.close()
+    assert stop.is_set() and source.reconnects == 1
 
 
 FLV_SENDER = """

@@ -313,3 +313,22 @@ def test_the_pack_command_says_a_users_mistake_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert existing.read_bytes() == b"a pack" and not (tmp_path / "x.npz").exists()
+
+
+def test_frames_sampled_from_a_phone_clip_are_upright(tmp_path):
+    """A clip stored sideways with a display rotation gives its frames as shown, so packing finds
+    its faces upright (as the pipeline's detector does)."""
+    import av
+    from media_utils import make_clip
+
+    from streamrestore.data.pack import sample_video_frames
+
+    for rotation, turns in ((0, 0), (90, 1), (-90, 3), (180, 2)):
+        path = tmp_path / f"r{rotation}.mp4"
+        make_clip(path, width=96, height=64, frames=10, rotation=rotation)
+        with av.open(str(path)) as c:
+            stored = {round(float(f.time), 3): f.to_ndarray(format="rgb24") for f in c.decode(video=0)}
+        sampled = list(sample_video_frames(path, 2, 0.1))
+        assert len(sampled) == 2
+        for when, rgb in sampled:
+            assert np.array_equal(rgb, np.rot90(stored[round(when, 3)], turns)), rotation

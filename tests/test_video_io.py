@@ -354,6 +354,15 @@ def test_hevc_for_apple_players_is_tagged_hvc1(tmp_path, ext, tag):
             assert stream.codec_context.codec_tag == tag
 
 
+def test_a_container_that_does_not_take_the_codec_is_one_error(tmp_path):
+    """.m4v (FFmpeg's 'ipod' muxer) takes no HEVC: an OutputError saying so, not PyAV's ValueError."""
+    src = tmp_path / "src.mp4"
+    make_clip(src, frames=2, width=64, height=64)
+    with pytest.raises(OutputError, match=r"a \.m4v file cannot hold libx265 video; write \.mkv"):
+        VideoWriter(tmp_path / "out.m4v", probe(src), EncoderSettings(codec="hevc", preset="ultrafast"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mp4"]  # nothing left behind
+
+
 def test_encoding_a_layout_few_players_play_is_said(tmp_path, caplog):
     """ProRes-style 4:2:2 10-bit stays 4:2:2 10-bit (H.264 High 4:2:2), which editors read and
     most browsers, phones and QuickTime do not: the run says so; plain 4:2:0 says nothing."""

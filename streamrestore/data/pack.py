@@ -25,6 +25,7 @@ from streamrestore.errors import InputError
 from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import create_detector, detect_padded
 from streamrestore.images import read_rgb
+from streamrestore.video.reader import turned_upright
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def sample_video_frames(path: Path, count: int, min_gap_s: float) -> Iterator[tu
             if frame.time is None:
                 continue
             if frame.time - start >= targets[k]:
-                yield float(frame.time - start), frame.to_ndarray(format="rgb24")
+                # as shown: a phone's portrait clip is stored sideways, and detectors want faces upright
+                yield float(frame.time - start), turned_upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                 k += 1
                 if k == len(targets):
                     break

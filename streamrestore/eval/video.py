@@ -76,7 +76,7 @@ from streamrestore.faces.references import list_reference_images
 from streamrestore.images import read_rgb
 from streamrestore.model_files import EvalModelFiles
 from streamrestore.types import Face
-from streamrestore.video.reader import VideoReader, frame_to_rgb, probe, quarter_turns
+from streamrestore.video.reader import VideoReader, frame_to_rgb, probe, turned_upright
 
 logger = logging.getLogger(__name__)
 
@@ -431,13 +431,10 @@ def _measure_face(meter: _Meter, clean: np.ndarray, out: np.ndarray, gt: GroundT
         meter.id_refs.append(float(embedding @ refs))
 
 
-def _as_rgb(frame, turns: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """RGB uint8 of a frame (``av.VideoFrame`` or array), turned upright by ``turns`` quarter
-    turns (the clip's display rotation), resized with bicubic to the clean frame's ``shape``
-    (given) when they differ."""
-    rgb = frame if isinstance(frame, np.ndarray) else frame_to_rgb(frame)
-    if turns:
-        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+def _as_rgb(frame, rotation: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """RGB uint8 of a frame (``av.VideoFrame`` or array) as shown with the clip's display
+    ``rotation``, resized with bicubic to the clean frame's ``shape`` (given) when they differ."""
+    rgb = turned_upright(frame if isinstance(frame, np.ndarray) else frame_to_rgb(frame), rotation)
     if shape is not None and rgb.shape[:2] != tuple(shape[:2]):
         rgb = cv2.resize(rgb, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
     return rgb
@@ -520,7 +517,6 @@ def evaluate_video(
     clean, degraded = Path(clean), Path(degraded)
     info = probe(clean)
     fps = float(info.frame_rate) if info.frame_rate else 30.0
-    turns = quarter_turns(info.rotation)
     from_degraded = [m for m in methods if m.source == "degraded"]
     from_clean = [m for m in methods if m.source == "clean"]
     names = ["input"] + [m.name for m in from_degraded] + ["clean"] + [m.name for m in from_clean]
@@ -554,10 +550,10 @@ def evaluate_video(
                 logger.warning("eval: %s ended after %d frames, before the others; measured %d frames",
                                ", ".join(short), index, index)
                 break
-            clean_rgb = _as_rgb(frames[0], turns)
+            clean_rgb = _as_rgb(frames[0], info.rotation)
             outputs = {"clean": clean_rgb}
             for name, frame in zip(order[1:], frames[1:]):
-                outputs[name] = _as_rgb(frame, turns, clean_rgb.shape)
+                outputs[name] = _as_rgb(frame, info.rotation, clean_rgb.shape)
             paired = warp.next_pair(clean_rgb)
             input_paired = input_warp.next_pair(outputs["input"])
             gt = faces(clean_rgb) if index % every == 0 else None

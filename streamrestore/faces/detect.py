@@ -18,7 +18,7 @@ import numpy as np
 from streamrestore.errors import ModelError
 from streamrestore.faces.align import FFHQ_TEMPLATE_512, similarity_transform
 from streamrestore.types import Face
-from streamrestore.video.reader import quarter_turns
+from streamrestore.video.reader import quarter_turns, turned_upright
 
 __all__ = [
     "Detector",
@@ -422,7 +422,7 @@ def detect_upright(detector: Detector, image: np.ndarray, rotation: float = 0) -
     coordinates: the alignment takes the rotation out of the face crop.
     """
     turns = quarter_turns(rotation)
-    upright = np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+    upright = turned_upright(image, rotation)
     found = detector.detect(upright) or detect_padded(detector, upright)
     if not turns:
         return found

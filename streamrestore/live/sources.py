@@ -384,16 +384,25 @@ class StreamSource(LiveSource):
 
         index = 0
         held, self._held = self._held, []
-        clock = None  # (monotonic time, media time) of the first frame, to pace a finite stream
+        # a file over http is played as a file is: timed by its own clock (outputs keep it),
+        # paced by it, and after a dropped connection (which reopens it at its start) resumed
+        # after the last frame given
+        clock = None  # (monotonic time, media time) of its first frame
+        last = None  # media time of the last frame given
         while not stop.is_set():
             for frame in itertools.chain(held, self._frames):
                 if stop.is_set():
                     return
-                if self._finite and self.realtime and frame.time is not None:
+                media_time = None
+                if self._finite and frame.time is not None:
+                    if last is not None and frame.time <= last:
+                        continue
                     clock = clock or (time.monotonic(), frame.time)
-                    if _wait(stop, clock[0] + frame.time - clock[1] - time.monotonic()):
+                    if self.realtime and _wait(stop, clock[0] + frame.time - clock[1] - time.monotonic()):
                         return
-                yield LiveFrame(index, time.monotonic(), frame, upright_rgb)
+                    last = frame.time
+                    media_time = frame.time - clock[1]
+                yield LiveFrame(index, time.monotonic(), frame, upright_rgb, media_time=media_time)
                 index += 1
             held = []
             if self._ended and self._finite:

@@ -315,12 +315,17 @@ def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     )
 
 
+def turned_upright(picture: np.ndarray, rotation: float) -> np.ndarray:
+    """``picture`` (H, W, ...) as shown with a display rotation of ``rotation`` degrees
+    counter-clockwise: turned by :func:`quarter_turns` (a contiguous copy), or itself."""
+    turns = quarter_turns(rotation)
+    return np.ascontiguousarray(np.rot90(picture, turns)) if turns else picture
+
+
 def upright_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """:func:`frame_to_rgb` turned as the frame is shown (its display rotation, by quarter
-    turns), for pictures that go on without the rotation tag: live mode's preview and outputs."""
-    turns = quarter_turns(frame.rotation)
-    rgb = frame_to_rgb(frame)
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    """:func:`frame_to_rgb` turned as the frame is shown, for pictures that go on without the
+    rotation tag: live mode's preview and outputs."""
+    return turned_upright(frame_to_rgb(frame), frame.rotation)
 
 
 def _repeat_frame(frame: av.VideoFrame, pts: int, duration: int) -> av.VideoFrame:

@@ -88,8 +88,8 @@ _CRF_MAX = {"libx264": 51, "libx265": 51}
 # These encoders refuse odd widths/heights in 4:2:0 / 4:2:2 (chroma is subsampled in pairs
 # and H.264/HEVC crop in 2-pixel steps); VP9 and AV1 code odd sizes directly.
 _NEEDS_EVEN_SUBSAMPLED = {"libx264", "libx265"}
-# Containers whose HEVC Apple's players read only under the 'hvc1' tag.
-_APPLE_CONTAINERS = {".mp4", ".mov", ".m4v"}
+# Containers whose HEVC Apple's players read only under the 'hvc1' tag (.m4v does not take HEVC).
+_APPLE_CONTAINERS = {".mp4", ".mov"}
 # The layouts each encoder's output plays in browsers, phones and QuickTime (others keep the
 # input's chroma or depth, for editors: said when written).
 _WIDELY_PLAYED = {"libx264": {"yuv420p"}, "libx265": {"yuv420p", "yuv420p10le"}}
@@ -506,7 +506,11 @@ class VideoWriter:
             raise OutputError(f"bad encoder option: {exc}") from None
         # add_stream's type covers audio and subtitle encoders too; self._codec is a video encoder
         # (resolve_codec refuses others)
-        stream = cast(av.video.stream.VideoStream, out.add_stream(self._codec, options=options))
+        try:
+            stream = cast(av.video.stream.VideoStream, out.add_stream(self._codec, options=options))
+        except ValueError:  # PyAV's words for "this container does not take that codec"
+            raise OutputError(f"a {self.dst.suffix} file cannot hold {self._codec} video; write .mkv (holds any "
+                              "codec) or choose another --codec") from None
         stream.width = info.width
         stream.height = info.height
         stream.pix_fmt = _output_pix_fmt(self._codec, info)
