@@ -741,7 +741,7 @@ def test_source_drop_is_reconnected_and_sigint_finishes_the_file(tmp_path):
     pump = threading.Thread(target=lambda: lines.extend(receiver.stderr), daemon=True)
     pump.start()
     try:
-        assert _wait_for(lines, "INFO: live:", 60), "".join(lines)
+        assert _wait_for(lines, "info: live:", 60), "".join(lines)
         time.sleep(1.5)  # red frames flow
         sender.kill()  # the stream drops...
         sender.wait()
@@ -782,7 +782,7 @@ def test_stop_signal_finishes_the_live_output_file(tmp_path, live_clip, signum):
     pump = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     pump.start()
     try:
-        assert _wait_for(lines, "INFO: live:", 120), "".join(lines)
+        assert _wait_for(lines, "info: live:", 120), "".join(lines)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(  # frames flow: the first 32 KB reached the file
                 p.name.endswith(".partial.mp4") and p.stat().st_size >= 32 * 1024 for p in tmp_path.iterdir()):

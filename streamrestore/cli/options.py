@@ -335,12 +335,20 @@ def encoder_from_args(args: argparse.Namespace) -> EncoderSettings:
         raise OutputError(f"bad encoder option: {exc}") from None
 
 
+class _LowerCaseLevel(logging.Formatter):
+    """``warning: ...``, as the run's summary writes its warnings (not ``WARNING: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}" + (
+            "\n" + self.formatException(record.exc_info) if record.exc_info else "")
+
+
 class CliHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (tests swap it)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        self.setFormatter(_LowerCaseLevel())
 
     @property
     def stream(self):

@@ -563,14 +563,15 @@ class VideoWriter:
             for kind, count in sorted(others.items()):
                 self.notes.append(f"{_n_streams(count, kind)} of the input not copied (only video, audio and "
                                   "subtitles are)")
-            # the restored video is one of the input's video streams; cover art is one marked as such
-            extra = self._copy_from.streams.video[1:]
-            covers = sum(bool(s.disposition & av.stream.Disposition.attached_pic) for s in self._copy_from.streams.video)
+            # the restored video is one of the input's video streams, never cover art (marked as such)
+            videos = self._copy_from.streams.video
+            covers = sum(bool(s.disposition & av.stream.Disposition.attached_pic) for s in videos)
+            other_videos = len(videos) - 1 - covers
             if covers:
                 self.notes.append(f"{_n_streams(covers, 'cover art')} of the input not copied")
-            if len(extra) > covers:
-                self.notes.append(f"{_n_streams(len(extra) - covers, 'other video')} of the input not copied: only "
-                                  "one video stream is restored and written")
+            if other_videos:
+                self.notes.append(f"{_n_streams(other_videos, 'other video')} of the input not copied: only one video "
+                                  "stream is restored and written")
             for in_stream in audio_streams:
                 name = in_stream.codec_context.name
                 if self.dst.suffix.lower() == ".webm" and name not in _WEBM_AUDIO:
