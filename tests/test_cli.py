@@ -175,7 +175,7 @@ def test_one_ref_without_face_is_skipped(run, clip, synthetic_refs, tmp_path):
     cv2.imwrite(str(refs / "wall.png"), np.full((200, 200, 3), 128, np.uint8))
     code, err = run(clip, "--refs", refs, "-o", tmp_path / "o.mp4")
     assert code == 0, err
-    assert any("wall.png" in line and line.startswith("WARNING") for line in err.splitlines()), err
+    assert any("wall.png" in line and line.startswith("warning: ") for line in err.splitlines()), err
     assert (tmp_path / "o.mp4").exists()
 
 
