@@ -1,6 +1,6 @@
 """streamrestore: identity-preserving face restoration for video files and live streams.
 
-Public API: :func:`restore_video`, :class:`FaceRestorer`, :func:`build_face_restorer`,
+Public API: :func:`restore_video`, :func:`restore_photo`, :class:`FaceRestorer`, :func:`build_face_restorer`,
 :func:`load_model`, :class:`PipelineConfig`, :class:`RunStats`, :class:`EncoderSettings`. Imports are lazy so
 ``streamrestore --version`` and ``import streamrestore`` stay fast (no torch until a name is
 used); the ``TYPE_CHECKING`` block shows the same names to type checkers and IDEs.
@@ -12,6 +12,7 @@ from streamrestore._version import __version__
 if TYPE_CHECKING:  # pragma: no cover - never runs: what the lazy names below are
     # "as" re-exports: the names are the package's, not unused imports
     from streamrestore.api import build_face_restorer as build_face_restorer
+    from streamrestore.api import restore_photo as restore_photo
     from streamrestore.api import restore_video as restore_video
     from streamrestore.model.registry import load_model as load_model
     from streamrestore.pipeline import FaceRestorer as FaceRestorer
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover - never runs: what the lazy names below ar
 
 _LAZY = {
     "restore_video": "streamrestore.api",
+    "restore_photo": "streamrestore.api",
     "build_face_restorer": "streamrestore.api",
     "FaceRestorer": "streamrestore.pipeline",
     "PipelineConfig": "streamrestore.pipeline",

@@ -1,6 +1,6 @@
 """Library entry points: build a :class:`FaceRestorer` from options, restore a video file.
 
-:func:`restore_video` is defined here; :func:`build_face_restorer`, :func:`load_restorer` and the
+:func:`restore_video` and :func:`restore_photo` are defined here; :func:`build_face_restorer`, :func:`load_restorer` and the
 cheap option checks belong to :mod:`streamrestore.pipeline` (next to :class:`FaceRestorer`, whose
 ``from_options`` uses them) and are re-exported. The loop it runs is :mod:`streamrestore.run`'s.
 """
@@ -30,6 +30,7 @@ __all__ = [
     "check_model_options",
     "check_references",
     "load_restorer",
+    "restore_photo",
     "restore_video",
 ]
 
@@ -121,6 +122,75 @@ def restore_video(
                 if bar is not None:
                     bar.close()
     stats.problems.extend(reader.problems + writer.notes)
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def restore_photo(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str] | None = None,
+    restorer: RestorerSpec | None = None,
+    *,
+    force: bool = False,
+) -> RunStats:
+    """Restores the faces of the photo ``src`` into ``dst``.
+
+    The photo is restored as a one-frame video (the same stages; the temporal ones have nothing
+    to carry) and written back as it was: upright (its EXIF orientation applied and reset), grey
+    if it was grey, with its transparency, colour profile and EXIF (see
+    :func:`streamrestore.images.write_photo`). A photo in which nothing changed (no face, or only
+    faces the quality gate found clean) is copied byte for byte where ``dst`` is in its format. The
+    output file appears only when complete.
+
+    Args:
+        src: the photo (any of :data:`streamrestore.images.IMAGE_SUFFIXES`).
+        dst: the output file (default None: ``<stem>.restored<ext>`` next to ``src``, PNG where
+            ``src``'s format is not written); its suffix picks the format.
+        restorer: as for :func:`restore_video` (a function gets 30.0 as the frame rate).
+        force: replace an existing ``dst`` (default False: an
+            :class:`~streamrestore.errors.OutputError`).
+
+    Returns:
+        The run's :class:`~streamrestore.run.RunStats`, its ``photo`` set (its summary speaks of faces,
+        not frames and tracks); ``problems`` names what the output does not keep (16 bits, transparency
+        in a JPEG).
+
+    Raises:
+        UserError: the photo cannot be read, or ``dst`` cannot be written (its suffix, an existing
+            file, a missing folder, ``src`` itself), raised before ``restorer`` is built.
+        ValueError: a ``restorer`` of the wrong kind.
+    """
+    import numpy as np
+
+    from streamrestore.images import (
+        check_photo_output,
+        copy_photo,
+        default_photo_output,
+        read_photo,
+        same_photo_format,
+        write_photo,
+    )
+    from streamrestore.video.writer import check_not_input
+
+    started = time.perf_counter()
+    if restorer is not None and not (isinstance(restorer, FaceRestorer) or callable(restorer)):
+        raise ValueError(f"restorer must be a FaceRestorer, a function of the frame rate or None, got "
+                         f"{type(restorer).__name__}")
+    dst = Path(dst) if dst is not None else default_photo_output(src)
+    check_not_input(src, dst)
+    photo = read_photo(src)
+    check_photo_output(dst, force)
+    face_restorer = _face_restorer(restorer, restorer.fps if isinstance(restorer, FaceRestorer) else 30.0)
+    stats = face_restorer.stats
+    stats.photo = True
+    stats.startup_seconds = time.perf_counter() - started
+    frame = photo.rgb[:, :, ::-1] if face_restorer.channel_order == "bgr" else photo.rgb
+    (restored,) = face_restorer.stream([frame])
+    if same_photo_format(src, dst) and np.array_equal(restored, frame):
+        copy_photo(src, dst, force=force)  # nothing changed: its bytes, not a second compression
+    else:
+        stats.problems.extend(write_photo(dst, restored[:, :, ::-1] if frame is not photo.rgb else restored, photo,
+                                          force=force))
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -1,18 +1,26 @@
-"""Reading photos: the one image loader and the one list of image file suffixes.
+"""Photos: the one image loader, the one list of image file suffixes, and writing a restored photo back.
 
-References, training data and evaluation sets all read photos through :func:`read_rgb`, so a
-photo that works as a reference also works as training data, and the other way round.
+References, training data, evaluation sets and the photos given to restore all read their pixels
+through :func:`read_rgb`, so a photo that works as a reference also works as training data, and
+the other way round. :func:`read_photo` adds what writing the photo back keeps (transparency, grey,
+colour profile, EXIF); :func:`write_photo` writes it.
 """
 from __future__ import annotations
 
+import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from streamrestore.errors import InputError
+from streamrestore.errors import InputError, OutputError
+from streamrestore.output_file import check_output_path, temp_beside
 
-__all__ = ["IMAGE_SUFFIXES", "UNREAD_PHOTO_FORMATS", "is_image", "read_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "PHOTO_OUTPUT_SUFFIXES", "UNREAD_PHOTO_FORMATS", "PhotoFile", "check_photo_output",
+           "copy_photo", "default_photo_output",
+           "is_image", "read_photo", "read_rgb", "same_photo_format", "write_photo"]
 
 #: File suffixes (lower case) read as photos; OpenCV decodes all of them (AVIF where it is built
 #: with it, as opencv-python 5.0 is).
@@ -26,12 +34,12 @@ UNREAD_PHOTO_FORMATS = {
 }
 
 
-def is_image(path: str | Path) -> bool:
+def is_image(path: str | os.PathLike) -> bool:
     """Whether ``path`` has one of :data:`IMAGE_SUFFIXES` (any case)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """The photo at ``path`` as (H, W, 3) uint8 RGB.
 
     IMREAD_COLOR drops alpha, converts grey and 16-bit pictures to 8-bit colour and applies the
@@ -55,3 +63,182 @@ def read_rgb(path: str | Path) -> np.ndarray:
                              "file is damaged; install opencv-python 5 or give the photo as JPEG/PNG")
         raise InputError(f"cannot read image {path}; is it a valid image?")
     return np.ascontiguousarray(image[:, :, ::-1])
+
+
+#: Output suffixes a restored photo is written as -> the Pillow format (Pillow writes them; OpenCV
+#: would drop the colour profile and EXIF)
+PHOTO_OUTPUT_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".webp": "WEBP",
+                         ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".avif": "AVIF"}
+
+#: Lossy formats' quality (0-100): 95 keeps the restored detail and the compression's own marks
+#: below what one sees, as photo tools' "high quality" settings do
+PHOTO_QUALITY = 95
+
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass
+class PhotoFile:
+    """A photo to restore, and what of the file its restored copy keeps.
+
+    Attributes:
+        rgb: (H, W, 3) uint8, upright (the EXIF orientation applied), as :func:`read_rgb` gives it.
+        alpha: (H, W) uint8 transparency, or None.
+        grey: the file holds a grey picture (written back grey).
+        bits: bits per sample in the file (8; 16 for 16-bit PNG and TIFF: written back with 8).
+        icc_profile: the colour profile (phones tag Display P3), kept so colours stay as they were.
+        exif: the EXIF block, its orientation set to upright (the pixels are turned upright).
+        xmp: the XMP block (ratings, captions, editing history); JPEG, WebP and AVIF keep it.
+        dpi: the print resolution.
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    grey: bool = False
+    bits: int = 8
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+    dpi: tuple | None = None
+
+
+def read_photo(path: str | os.PathLike) -> PhotoFile:
+    """The photo at ``path`` with its transparency, depth, colour profile and EXIF.
+
+    Raises:
+        InputError: as :func:`read_rgb`.
+    """
+    from PIL import Image, ImageOps
+
+    rgb = read_rgb(path)
+    as_stored = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    photo = PhotoFile(rgb=rgb)
+    if as_stored is not None:
+        photo.grey = as_stored.ndim == 2
+        photo.bits = 8 * as_stored.dtype.itemsize
+    try:
+        with Image.open(path) as image:
+            photo.icc_profile = image.info.get("icc_profile") or None
+            photo.xmp = image.info.get("xmp") or None
+            photo.dpi = image.info.get("dpi")
+            exif = image.getexif()
+            if _EXIF_ORIENTATION in exif:
+                exif[_EXIF_ORIENTATION] = 1
+            photo.exif = exif.tobytes() if len(exif) else None
+            if "A" in image.getbands() or "transparency" in image.info:
+                upright = ImageOps.exif_transpose(image.convert("RGBA"))
+                alpha = np.asarray(upright.getchannel("A"))
+                photo.alpha = alpha if alpha.shape == rgb.shape[:2] else None
+    except (OSError, ValueError, SyntaxError):  # a file OpenCV reads and Pillow does not: its pixels are all there is
+        pass
+    return photo
+
+
+def default_photo_output(src: str | os.PathLike) -> Path:
+    """``<stem>.restored<ext>`` beside ``src``: its own format where one is written, else PNG."""
+    src = Path(src)
+    suffix = src.suffix if src.suffix.lower() in PHOTO_OUTPUT_SUFFIXES else ".png"
+    return src.with_name(f"{src.stem}.restored{suffix}")
+
+
+def check_photo_output(path: str | Path, force: bool = False) -> str:
+    """Refuses an output no photo can be written to (see :func:`write_photo`); its Pillow format."""
+    from PIL import Image
+
+    dst = Path(path)
+    check_output_path(dst, force, "out.png")
+    fmt = PHOTO_OUTPUT_SUFFIXES.get(dst.suffix.lower())
+    if fmt is None:
+        names = ", ".join(dict.fromkeys(PHOTO_OUTPUT_SUFFIXES))
+        raise OutputError(f"cannot write a photo as {dst.suffix or 'an extension-less file'} ({dst.name}); "
+                          f"use one of {names}")
+    Image.init()
+    if fmt not in Image.SAVE:  # AVIF needs a Pillow built with libavif
+        raise OutputError(f"this Pillow ({Image.__version__}) writes no {dst.suffix} files; write .png or .jpg")
+    return fmt
+
+
+def same_photo_format(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
+    """Whether ``dst`` is written in the format ``src`` is stored in (by their suffixes)."""
+    fmt = PHOTO_OUTPUT_SUFFIXES.get(Path(src).suffix.lower())
+    return fmt is not None and fmt == PHOTO_OUTPUT_SUFFIXES.get(Path(dst).suffix.lower())
+
+
+def copy_photo(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False) -> None:
+    """Copies the photo ``src`` to ``dst`` byte for byte (a photo nothing was changed in: re-encoding
+    it would only lose quality). The file appears only when complete.
+
+    Raises:
+        OutputError: as :func:`check_photo_output`, or the copy fails.
+    """
+    dst = Path(dst)
+    check_photo_output(dst, force)
+    temp = temp_beside(dst)
+    try:
+        shutil.copyfile(src, temp)
+        os.replace(temp, dst)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OutputError(f"writing {dst} failed: {exc.strerror or exc}; nothing was written") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bool = False) -> list[str]:
+    """Writes ``rgb`` to ``path`` as the photo ``like`` was (grey, transparency, colour profile, EXIF),
+    in the format its suffix names (:data:`PHOTO_OUTPUT_SUFFIXES`; JPEG, WebP and AVIF at
+    :data:`PHOTO_QUALITY`). The file appears only when complete.
+
+    Args:
+        path: the output file.
+        rgb: (H, W, 3) uint8 RGB, ``like.rgb``'s size.
+        like: the photo it was restored from.
+        force: replace an existing ``path``.
+
+    Returns:
+        What the output does not keep of the photo, a sentence each (16 bits, transparency in a JPEG).
+
+    Raises:
+        OutputError: ``path`` has a suffix no photo is written as, is a folder, exists without
+            ``force``, lies in a missing folder, or cannot be written.
+    """
+    from PIL import Image
+
+    dst = Path(path)
+    fmt = check_photo_output(dst, force)
+    notes = []
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    if like.grey:
+        image = image.convert("L")
+    if like.alpha is not None:
+        if fmt in ("JPEG", "BMP"):
+            notes.append(f"the photo's transparency is not kept: {dst.suffix} holds none (write .png to keep it)")
+        else:
+            image.putalpha(Image.fromarray(like.alpha))
+    if like.bits > 8:
+        notes.append(f"the photo had {like.bits} bits per sample; it is written with 8")
+    options: dict = {}
+    if fmt in ("JPEG", "WEBP", "AVIF"):
+        options["quality"] = PHOTO_QUALITY
+    if fmt != "BMP":
+        if like.icc_profile:
+            options["icc_profile"] = like.icc_profile
+        if like.exif:
+            options["exif"] = like.exif
+    if like.xmp and fmt in ("JPEG", "WEBP", "AVIF"):
+        options["xmp"] = like.xmp
+    if like.dpi and fmt in ("JPEG", "PNG", "TIFF"):
+        options["dpi"] = like.dpi
+    temp = temp_beside(dst)
+    try:
+        image.save(temp, format=fmt, **options)
+        os.replace(temp, dst)
+    except (OSError, ValueError) as exc:
+        temp.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise OutputError(f"writing {dst} failed: {reason}; nothing was written") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return notes

@@ -117,6 +117,7 @@ class RunStats:
     busy_seconds: float = 0.0  # time spent inside process()/stream() handling frames
     problems: list = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
+    photo: bool = False  # the run restored one photo (restore_photo): the summary counts faces, not frames
 
     @property
     def tracks(self) -> int:
@@ -195,9 +196,9 @@ class RunStats:
             who = "no references"
         span = f"frame {track.first_frame}" if track.first_frame == track.last_frame else \
             f"frames {track.first_frame}-{track.last_frame}"
-        text = f"  track {track_id}: {who}, {span}, {_n(track.faces, 'face')}"
+        text = f"  face {track_id}: {who}" if self.photo else f"  track {track_id}: {who}, {span}, {_n(track.faces, 'face')}"
         if track.left_alone:
-            text += f" ({track.left_alone} left alone)"
+            text += " (left alone)" if self.photo else f" ({track.left_alone} left alone)"
         if track.reference_match is not None:
             text += f"; reference detail fit {track.reference_match:.2f}"
         if track.adapted is not None:
@@ -221,10 +222,14 @@ class RunStats:
         # faces the quality gate found clean went through the restorer but were left as they were:
         # the headline then does not call them restored
         done = "" if self.faces_left_clean else " restored"
-        text = (
-            f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')}{done} "
-            f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, {who}"
-        )
+        if self.photo:
+            text = f"{_n(self.faces_restored, 'face')}{done} ({self.seconds:.1f} s with {self.startup_seconds:.1f} s " \
+                   f"start-up), {who}"
+        else:
+            text = (
+                f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')}{done} "
+                f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, {who}"
+            )
         if self.faces_left_clean:
             text += (f"\n  of these, {self.faces_restored - self.faces_left_clean} restored and "
                      f"{_n(self.faces_left_clean, 'clean face')} left as "
@@ -246,7 +251,8 @@ class RunStats:
                 text += f" (similarity below {self.match_threshold:.2f} to every set)"
             text += f", skipped faces: {self.skipped_faces}"
         if self.frames and not self.frames_with_faces:
-            text += "\nno faces were found: the frames passed through unchanged"
+            text += "\nno faces were found: the " + ("photo is written unchanged" if self.photo else
+                                                      "frames passed through unchanged")
         for tid in self.poorly_matched():
             track = self.per_track[tid]
             text += (f"\nwarning: track {tid} ({track.identity}): its reference photos' detail fits the face "

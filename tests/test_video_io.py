@@ -579,7 +579,7 @@ def test_bad_inputs_raise_one_line_input_errors(tmp_path):
     _one_line_input_error(tmp_path, "folder")
     photo = tmp_path / "photo.jpg"
     cv2.imwrite(str(photo), pattern(160, 120))
-    _one_line_input_error(photo, "still image")
+    _one_line_input_error(photo, "is a photo, not a video; photos are restored by restore_photo")
     audio = tmp_path / "voice.m4a"
     make_audio_only(audio)
     _one_line_input_error(audio, "audio but no video")

@@ -1,8 +1,10 @@
-"""``streamrestore INPUT``: the main command, one video file restored into another.
+"""``streamrestore INPUT``: the main command, one video file restored into another (or one photo).
 
     streamrestore talk.mp4 --refs anna/ [-o OUT] [--start T] [--end T] [model, face, temporal and encoder options]
+    streamrestore photo.jpg --refs anna/ [-o OUT] [model and face options]
 
-Parses and checks the options, then hands the work to :func:`streamrestore.restore_video`.
+Parses and checks the options, then hands the work to :func:`streamrestore.restore_video` (a photo:
+:func:`streamrestore.restore_photo`).
 """
 from __future__ import annotations
 
@@ -39,12 +41,13 @@ SUBCOMMANDS = ("train", "eval", "live", "bench", "batch")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="streamrestore",
-        description="Restore the faces in a video using a few reference photos of the person.",
+        description="Restore the faces in a video (or a photo) using a few reference photos of the person.",
         epilog="Other commands: " + ", ".join(f"streamrestore {c} --help" for c in SUBCOMMANDS),
     )
     p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
-    p.add_argument("input", help="video file to restore")
-    p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input)")
+    p.add_argument("input", help="video file to restore, or a photo (.jpg, .png, .webp, .tif, .bmp, .avif)")
+    p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input; a "
+                   "photo is written as a photo, its format named by the extension)")
     add_model_options(p, fast_vae=True)
     add_temporal_options(p)
     add_reference_detail_option(p)
@@ -75,6 +78,26 @@ def _check_not_a_mistyped_command(given: str) -> None:
         raise InputError(f"input not found: {given} (a command? see `{hint}`)")
 
 
+#: the options that only a video takes: (attribute, option)
+_VIDEO_ONLY = (("start", "--start"), ("end", "--end"), ("crf", "--crf"), ("preset", "--preset"), ("codec", "--codec"))
+
+
+def _check_photo_options(args: argparse.Namespace) -> None:
+    """A photo given with an option only a video takes (``--start``, ``--crf``, ...): say so rather
+    than ignore it. A HEIC photo: say how to export it."""
+    from streamrestore.images import UNREAD_PHOTO_FORMATS, is_image
+
+    suffix = Path(args.input).suffix.lower()
+    if suffix in UNREAD_PHOTO_FORMATS:
+        raise InputError(f"{args.input}: {UNREAD_PHOTO_FORMATS[suffix]}")
+    if not is_image(args.input):
+        return
+    given = [option for attribute, option in _VIDEO_ONLY if getattr(args, attribute) is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to videos only; "
+                        f"{args.input} is a photo")
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
@@ -82,12 +105,14 @@ def main(argv: list[str]) -> int:
     if args.start is not None and args.end is not None and args.end <= args.start:
         raise UserError(f"--end ({args.end}s) must be after --start ({args.start}s)")
     check_face_options(args)
+    _check_photo_options(args)
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
     config = pipeline_config(args)
     adapt = adapt_from_args(args, has_refs=bool(args.refs))
     set_torch_threads(args.torch_threads)
-    from streamrestore.api import restore_video
+    from streamrestore.api import restore_photo, restore_video
+    from streamrestore.images import default_photo_output, is_image
     from streamrestore.pipeline import FaceRestorer, check_model_options, check_references
     from streamrestore.video.writer import default_output_path
 
@@ -109,9 +134,13 @@ def main(argv: list[str]) -> int:
         return FaceRestorer.from_options(args.refs, config=config, fps=fps, torch_threads=args.torch_threads,
                                          adapt=adapt, **restorer_options(args))
 
-    output = args.output or default_output_path(args.input)
-    stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
-                          force=args.force, progress=not args.no_progress)
+    if is_image(args.input):
+        output = Path(args.output) if args.output else default_photo_output(args.input)
+        stats = restore_photo(args.input, output, build, force=args.force)
+    else:
+        output = args.output or default_output_path(args.input)
+        stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
+                              force=args.force, progress=not args.no_progress)
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(f"wrote {output}", file=sys.stderr)
     return 0

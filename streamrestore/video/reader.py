@@ -134,7 +134,12 @@ def pick_video_stream(container: av.container.InputContainer, path: str | os.Pat
     """
     if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
         container.close()
-        raise InputError(f"{path} is a still image, not a video; give a video file")
+        from streamrestore.images import is_image
+
+        if is_image(path):
+            raise InputError(f"{path} is a photo, not a video; photos are restored by restore_photo (the "
+                             "streamrestore command restores either)")
+        raise InputError(f"{path} is a still image in a format not read as a photo; save it as .jpg or .png")
     videos = [
         s
         for s in container.streams.video

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import secrets
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,6 +30,7 @@ import av
 import av.error
 
 from streamrestore.errors import OutputError
+from streamrestore.output_file import check_output_path, temp_beside
 from streamrestore.settings import check_kinds
 from streamrestore.video.reader import DEEP_PLANAR, DEEP_YUV420, VideoInfo, frame_ticks, open_input, seek_not_after
 
@@ -444,7 +444,7 @@ class VideoWriter:
                 f"{self.dst.name}: WebM cannot hold {self._codec} video; "
                 "write .mp4/.mkv or choose --codec vp9/av1"
             )
-        self._temp = self._make_temp()
+        self._temp = temp_beside(self.dst)
         try:
             self._open(audio_from)
         except BaseException:
@@ -455,40 +455,12 @@ class VideoWriter:
 
     def _check_destination(self, force: bool) -> None:
         dst = self.dst
-        if dst.is_dir():
-            raise OutputError(f"output {dst} is a folder; give a file name such as {dst}/out.mp4")
-        if dst.exists() and not force:
-            raise OutputError(f"output {dst} already exists; replace it with --force (library: force=True)")
+        check_output_path(dst, force, "out.mp4")
         if dst.suffix.lower() not in TIMESTAMP_CONTAINERS:
             raise OutputError(
                 f"cannot write {dst.suffix or 'extension-less'} files keeping every frame's "
                 "timing; use .mp4, .mkv, .mov or .webm"
             )
-        folder = dst.parent
-        if not folder.exists():
-            raise OutputError(f"output folder {folder} does not exist; create it first")
-
-    def _make_temp(self) -> Path:
-        """Hidden temp file beside dst (same filesystem, so the final rename is atomic).
-
-        Created with mode 0666 less the umask, as any file a tool writes (mkstemp's 0600
-        would survive the rename and hide the result from other users and services).
-        """
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        for _ in range(100):
-            name = self.dst.parent / f".{self.dst.stem}.{secrets.token_hex(4)}.partial{self.dst.suffix}"
-            try:
-                fd = os.open(name, flags, 0o666)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise OutputError(
-                    f"cannot write to output folder {self.dst.parent} "
-                    f"({exc.strerror or exc}); choose a folder you can write to"
-                ) from None
-            os.close(fd)
-            return name
-        raise OutputError(f"cannot create a temporary file in {self.dst.parent}")  # pragma: no cover
 
     def _open(self, audio_from) -> None:
         info = self.info

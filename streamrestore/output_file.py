@@ -1,0 +1,60 @@
+"""Where a result is written: the checks on an output path, and the hidden temporary file beside it.
+
+The video writer and the photo writer both write to a temporary file in the output's folder and
+rename it onto the output once it is complete, so an output file is never half written and a
+failed run leaves nothing behind.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from streamrestore.errors import OutputError
+
+__all__ = ["check_output_path", "temp_beside"]
+
+
+def check_output_path(dst: Path, force: bool, example: str) -> None:
+    """Refuses an output that is a folder, exists (without ``force``) or lies in a missing folder.
+
+    Args:
+        dst: the output file.
+        force: whether an existing ``dst`` may be replaced.
+        example: a file name the message suggests inside a folder given as ``dst`` (``out.mp4``).
+
+    Raises:
+        OutputError: one of the above, in one line.
+    """
+    if dst.is_dir():
+        raise OutputError(f"output {dst} is a folder; give a file name such as {dst}/{example}")
+    if dst.exists() and not force:
+        raise OutputError(f"output {dst} already exists; replace it with --force (library: force=True)")
+    if not dst.parent.exists():
+        raise OutputError(f"output folder {dst.parent} does not exist; create it first")
+
+
+def temp_beside(dst: Path) -> Path:
+    """A new, empty, hidden file beside ``dst`` (same file system, so the final rename is atomic),
+    ending in ``dst``'s suffix (FFmpeg and Pillow pick the format from it).
+
+    Created with mode 0666 less the umask, as any file a tool writes (mkstemp's 0600 would survive
+    the rename and hide the result from other users and services).
+
+    Raises:
+        OutputError: the folder cannot be written to.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        name = dst.parent / f".{dst.stem}.{secrets.token_hex(4)}.partial{dst.suffix}"
+        try:
+            fd = os.open(name, flags, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write to output folder {dst.parent} ({exc.strerror or exc}); choose a folder you can write to"
+            ) from None
+        os.close(fd)
+        return name
+    raise OutputError(f"cannot create a temporary file in {dst.parent}")  # pragma: no cover

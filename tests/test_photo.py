@@ -1,0 +1,216 @@
+"""One photo restored (``restore_photo``, ``streamrestore photo.jpg``): the face changes where it is,
+and the file comes back as the photo was (upright, grey, transparency, colour profile, EXIF)."""
+import io
+
+import cv2
+import numpy as np
+import pytest
+import synthetic_faces as sf
+from PIL import Image
+
+from streamrestore.api import restore_photo
+from streamrestore.cli import main
+from streamrestore.errors import InputError, OutputError
+from streamrestore.images import default_photo_output, read_photo, write_photo
+from streamrestore.model.identity import IdentityRestorer
+from streamrestore.pipeline import FaceRestorer, PipelineConfig
+from streamrestore.quality import QualityGateConfig
+from streamrestore.temporal import TemporalConfig
+
+EXIF_ORIENTATION, EXIF_MAKE = 0x0112, 0x010F
+# a stand-in colour profile: Pillow carries the bytes as they are (a real one: Display P3 on phones)
+PROFILE = b"streamrestore-test-profile" * 8
+XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+
+
+class Redden(IdentityRestorer):
+    def restore(self, faces, caches, noise_seeds=None):
+        out = faces.clone()
+        out[:, 0] = (out[:, 0] + 0.3).clamp(0, 1)
+        return out
+
+
+def _face_restorer(detector=None):
+    config = PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
+    return FaceRestorer(Redden(128), detector or sf.SyntheticFaceDetector(), config=config)
+
+
+def _scene(width=240, height=180):
+    """A drawn face and its five landmarks (the nose tip is the third)."""
+    rgb, (kps,) = sf.scene(width, height, [("ann", sf.face_matrix((width / 2, height / 2), 40))])
+    return rgb, kps
+
+
+def _nose(kps):
+    return tuple(np.rint(kps[2]).astype(int))
+
+
+def test_a_photo_is_restored_where_its_face_is_and_nowhere_else(tmp_path):
+    rgb, kps = _scene()
+    src = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(src)
+    stats = restore_photo(src, restorer=_face_restorer())
+    out = np.asarray(Image.open(tmp_path / "photo.restored.png"))
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    gain = out.astype(int) - rgb.astype(int)
+    x, y = _nose(kps)
+    assert gain[y, x, 0] > 40  # reddened on the face
+    assert np.array_equal(out[:20, :20], rgb[:20, :20]) and np.array_equal(out[-20:, -20:], rgb[-20:, -20:])
+    assert stats.faces_restored == stats.frames == 1 and stats.problems == []
+    summary = stats.summary()
+    assert summary.startswith("1 face restored (") and "frame" not in summary and "track" not in summary
+    assert "\n  face 1: no references" in summary
+
+
+def test_a_photo_in_which_nothing_changes_is_copied_byte_for_byte(tmp_path):
+    """No face, or only clean faces: the file's own bytes (a JPEG compressed again would lose detail)."""
+    src = tmp_path / "wall.jpg"
+    Image.fromarray(sf.background(120, 90)).save(src, quality=80)
+    stats = restore_photo(src, tmp_path / "out.jpg", _face_restorer())
+    assert (tmp_path / "out.jpg").read_bytes() == src.read_bytes()
+    assert "no faces were found: the photo is written unchanged" in stats.summary()
+    restore_photo(src, tmp_path / "out.png", _face_restorer())  # another format: written as that
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(Image.open(src)))
+
+    face = _saved(tmp_path / "face.jpg", _scene()[0])
+    config = PipelineConfig(temporal=TemporalConfig.off())  # the quality gate on: the drawn face is clean
+    stats = restore_photo(face, tmp_path / "face_out.jpg", FaceRestorer(Redden(128), sf.SyntheticFaceDetector(),
+                                                                         config=config))
+    assert stats.faces_left_clean == 1
+    assert (tmp_path / "face_out.jpg").read_bytes() == face.read_bytes()
+
+
+def test_a_phone_photo_comes_back_upright_with_its_profile_and_exif(tmp_path):
+    """A phone stores a portrait photo sideways with an EXIF orientation: the face is found upright,
+    the output is stored upright (orientation 1) and keeps the colour profile and the other tags."""
+    shown, kps = _scene(180, 240)
+    stored = np.ascontiguousarray(np.rot90(shown, 1))  # orientation 6: shown after a quarter turn clockwise
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION], exif[EXIF_MAKE] = 6, "TestCam"
+    src = tmp_path / "IMG_0001.JPG"
+    Image.fromarray(stored).save(src, quality=97, exif=exif.tobytes(), icc_profile=PROFILE, xmp=XMP, dpi=(300, 300))
+    assert not sf.UprightFaceDetector().detect(stored)
+
+    stats = restore_photo(src, restorer=_face_restorer(sf.UprightFaceDetector()))
+    assert stats.faces_restored == 1
+    with Image.open(tmp_path / "IMG_0001.restored.JPG") as out:
+        assert out.format == "JPEG" and out.size == (180, 240)  # stored as shown
+        assert out.info["icc_profile"] == PROFILE and out.info["xmp"] == XMP and out.info["dpi"] == (300, 300)
+        assert out.getexif()[EXIF_ORIENTATION] == 1 and out.getexif()[EXIF_MAKE] == "TestCam"
+        picture = np.asarray(out.convert("RGB")).astype(int)
+    x, y = _nose(kps)
+    assert picture[y, x, 0] - int(shown[y, x, 0]) > 30  # reddened where the face is shown (JPEG: roughly)
+
+
+def test_transparency_and_grey_are_kept(tmp_path):
+    rgb, kps = _scene()
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    alpha[:, :30] = 0  # a cut-out edge
+    src = tmp_path / "cutout.png"
+    Image.fromarray(np.dstack([rgb, alpha])).save(src)
+    restore_photo(src, tmp_path / "out.webp", _face_restorer())
+    with Image.open(tmp_path / "out.webp") as out:
+        assert out.mode == "RGBA"
+        assert np.array_equal(np.asarray(out.getchannel("A")), alpha)
+
+    grey = tmp_path / "grey.png"
+    Image.fromarray(rgb).convert("L").save(grey)
+    stats = restore_photo(grey, tmp_path / "grey_out.png", _face_restorer(sf.UprightFaceDetector()))
+    with Image.open(tmp_path / "grey_out.png") as out:
+        assert out.mode == "L" and out.size == (240, 180)
+    assert stats.problems == []
+
+
+def test_what_the_output_cannot_keep_is_said(tmp_path):
+    rgb, _ = _scene()
+    deep = tmp_path / "deep.png"
+    cv2.imwrite(str(deep), rgb[:, :, ::-1].astype(np.uint16) * 257)
+    photo = read_photo(deep)
+    assert photo.bits == 16 and np.array_equal(photo.rgb, rgb)
+    assert write_photo(tmp_path / "deep_out.png", photo.rgb, photo) == [
+        "the photo had 16 bits per sample; it is written with 8"]
+
+    cutout = read_photo(_saved(tmp_path / "cutout.png", np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])))
+    assert cutout.alpha is not None
+    (note,) = write_photo(tmp_path / "flat.jpg", cutout.rgb, cutout)
+    assert note == "the photo's transparency is not kept: .jpg holds none (write .png to keep it)"
+
+
+def _saved(path, array):
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_bad_outputs_are_refused_before_the_restorer_is_built(tmp_path):
+    rgb, _ = _scene()
+    src = _saved(tmp_path / "photo.png", rgb)
+
+    def never(fps):
+        raise AssertionError("built")
+
+    (tmp_path / "taken.png").write_bytes(b"precious")
+    cases = {
+        tmp_path / "photo.mp4": r"cannot write a photo as \.mp4 \(photo\.mp4\); use one of \.jpg, .*\.png",
+        tmp_path / "taken.png": "already exists; replace it with --force",
+        tmp_path / "missing" / "out.png": "output folder .*missing does not exist",
+        tmp_path: "is a folder; give a file name such as .*/out.png",
+        src: "is the input file",
+    }
+    for dst, message in cases.items():
+        with pytest.raises(OutputError, match=message):
+            restore_photo(src, dst, never, force=dst == src)
+    assert (tmp_path / "taken.png").read_bytes() == b"precious"
+    with pytest.raises(InputError, match="broken.jpg"):
+        restore_photo(_bytes(tmp_path / "broken.jpg", b"not a photo"), tmp_path / "o.png", never)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.jpg", "photo.png", "taken.png"]  # no temp left
+
+
+def _bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def test_default_output_keeps_the_format_where_one_is_written(tmp_path):
+    assert default_photo_output(tmp_path / "a.jpeg") == tmp_path / "a.restored.jpeg"
+    assert default_photo_output(tmp_path / "b.PNG") == tmp_path / "b.restored.PNG"
+    assert default_photo_output(tmp_path / "c.jfif") == tmp_path / "c.restored.jfif"
+
+
+def test_the_command_restores_a_photo(synthetic_faces, synthetic_refs, tmp_path, capsys):
+    rgb, _ = _scene()
+    src = _saved(tmp_path / "photo.jpg", rgb)
+    code = main([str(src), "--refs", str(synthetic_refs), "--model", "identity", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert err.startswith("1 face (") and "\n  face 1: refs" in err  # (the identity model: left as it was)
+    assert err.rstrip().endswith(f"wrote {tmp_path / 'photo.restored.jpg'}")
+    with Image.open(tmp_path / "photo.restored.jpg") as out:
+        assert out.format == "JPEG" and out.size == (240, 180)
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--start", "1"], "--start applies to videos only"),
+    (["--crf", "20", "--codec", "libx265"], "--crf, --codec apply to videos only"),
+])
+def test_video_options_given_for_a_photo_are_named(synthetic_faces, tmp_path, capsys, options, named):
+    src = _saved(tmp_path / "photo.png", _scene()[0])
+    assert main([str(src), *options, "--model", "identity"]) == 2
+    err = capsys.readouterr().err
+    assert f"streamrestore: error: {named}; {src} is a photo" in err
+    assert not (tmp_path / "photo.restored.png").exists()
+
+
+def test_a_heic_photo_gets_export_advice(tmp_path, capsys):
+    src = _bytes(tmp_path / "IMG_0002.HEIC", b"\x00\x00\x00\x18ftypheic")
+    assert main([str(src)]) == 2
+    assert "HEIC photos (an iPhone's default) are not read; export them as JPEG" in capsys.readouterr().err
+
+
+def test_read_photo_matches_read_rgb(tmp_path):
+    """The pixels are the one loader's: a photo restored and the same photo as a reference agree."""
+    from streamrestore.images import read_rgb
+
+    buffer = io.BytesIO()
+    Image.fromarray(_scene()[0]).save(buffer, format="JPEG", quality=90)
+    src = _bytes(tmp_path / "p.jpg", buffer.getvalue())
+    assert np.array_equal(read_photo(src).rgb, read_rgb(src))
