@@ -1,4 +1,4 @@
-"""``streamrestore batch``: many videos (and long videos in chunks) on a pool of Ray workers.
+"""``streamrestore batch``: many videos (and long videos in chunks) and photos on a pool of Ray workers.
 
     streamrestore.batch.run(inputs, refs=..., out_dir=..., ray="local", workers=2, ...)
 
@@ -12,7 +12,8 @@ What happens:
   references, for every file and chunk they get; each new stream gets a fresh tracker
   (:meth:`FaceRestorer.fresh`).
 * A one-piece input is restored by :func:`streamrestore.api.restore_video` itself: the output
-  is exactly what the main command writes.
+  is exactly what the main command writes. A photo is one piece of one frame, restored by
+  :func:`streamrestore.api.restore_photo`, as the main command restores it.
 * A chunk is decoded from the keyframe before it, with :data:`OVERLAP_FRAMES` frames of
   warm-up before and after (tracking, lookahead and temporal fusion settle; those frames are
   restored and dropped). Its kept frames are converted to the encoder's pixel format exactly
@@ -79,8 +80,10 @@ INSTALL_HINT = 'ray is not installed: restoring the inputs one after another in 
 
 
 def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[Path]:
-    """The input files: each path as given, a folder's video files (by extension, sorted, not
+    """The input files: each path as given, a folder's videos and photos (by extension, sorted, not
     recursive), and the lines of ``list_file`` (blank lines and ``#`` comments skipped)."""
+    from streamrestore.images import is_image
+
     items: list[Path] = []
     if list_file is not None:
         lf = Path(list_file)
@@ -93,7 +96,8 @@ def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[
                 items.append(p if p.is_absolute() else lf.parent / p)
     for p in map(Path, paths):
         if p.is_dir():
-            items.extend(sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS))
+            items.extend(sorted(f for f in p.iterdir()
+                                if f.is_file() and (f.suffix.lower() in VIDEO_EXTENSIONS or is_image(f))))
         else:
             items.append(p)
     seen, unique = set(), []
@@ -128,11 +132,18 @@ class Plan:
 
 def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Plan:
     """Demuxes the video packets of ``src`` (no decoding) and cuts it at keyframes into chunks of
-    about ``chunk_seconds`` (a last piece shorter than half of it joins the one before).
-    InputError when ``src`` is not a readable video."""
+    about ``chunk_seconds`` (a last piece shorter than half of it joins the one before). A photo
+    is one piece of one frame. InputError when ``src`` is not a readable video or photo."""
     import av
 
+    from streamrestore.images import is_image, read_photo_header
     from streamrestore.video.reader import frame_ticks, open_input, pick_video_stream
+
+    if is_image(src):
+        read_photo_header(src)
+        plan = Plan(str(src), [0], [1], Fraction(1, 30), 0.0, 30.0)
+        plan.chunks = [(0, 1)]
+        return plan
 
     container = open_input(src)
     try:
@@ -197,8 +208,17 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def count_frames(path: str | os.PathLike) -> int:
-    """Video packets in ``path`` (demuxed, not decoded); -1 when it cannot be read."""
+    """Video packets in ``path`` (demuxed, not decoded), 1 for a photo; -1 when it cannot be read."""
     import av
+
+    from streamrestore.images import is_image, read_photo_header
+
+    if is_image(path):
+        try:
+            read_photo_header(path)
+            return 1
+        except InputError:
+            return -1
 
     try:
         with av.open(str(path)) as c:
@@ -208,9 +228,10 @@ def count_frames(path: str | os.PathLike) -> int:
 
 
 def output_path(out_dir: Path, src: Path) -> Path:
+    from streamrestore.images import default_photo_output, is_image
     from streamrestore.video.writer import default_output_path
 
-    return out_dir / default_output_path(src).name
+    return out_dir / (default_photo_output(src) if is_image(src) else default_output_path(src)).name
 
 
 class Manifest:
@@ -371,17 +392,22 @@ class BatchWorker:
         return EncoderSettings(**self.encoder)
 
     def restore_whole(self, src: str, dst: str, fail: bool = False, die: str | None = None) -> dict:
-        """``src`` into ``dst`` with :func:`restore_video` (the main command's own path)."""
-        from streamrestore.api import restore_video
+        """``src`` into ``dst`` with :func:`restore_video` (the main command's own path; a photo:
+        :func:`restore_photo`)."""
+        from streamrestore.api import restore_photo, restore_video
+        from streamrestore.images import is_image
         from streamrestore.video.reader import probe
 
         t0 = time.perf_counter()
         if fail:
             raise RuntimeError(f"injected failure ({FAIL_ENV})")
         _die_once(die)
-        info = probe(src)
-        fps = float(info.frame_rate) if info.frame_rate else 30.0
-        stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True)
+        if is_image(src):
+            stats = restore_photo(src, dst, self._loaded().fresh(), force=True)
+        else:
+            info = probe(src)
+            fps = float(info.frame_rate) if info.frame_rate else 30.0
+            stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "problems": list(stats.problems),
                 "faces": stats.faces_restored, "identities": stats.identities_matched}
 

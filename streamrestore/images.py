@@ -20,7 +20,7 @@ from streamrestore.output_file import check_output_path, temp_beside
 
 __all__ = ["IMAGE_SUFFIXES", "PHOTO_OUTPUT_SUFFIXES", "UNREAD_PHOTO_FORMATS", "PhotoFile", "check_photo_output",
            "copy_photo", "default_photo_output",
-           "is_image", "read_photo", "read_rgb", "same_photo_format", "write_photo"]
+           "is_image", "read_photo", "read_photo_header", "read_rgb", "same_photo_format", "write_photo"]
 
 #: File suffixes (lower case) read as photos; OpenCV decodes all of them (AVIF where it is built
 #: with it, as opencv-python 5.0 is).
@@ -132,6 +132,22 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
     except (OSError, ValueError, SyntaxError):  # a file OpenCV reads and Pillow does not: its pixels are all there is
         pass
     return photo
+
+
+def read_photo_header(path: str | os.PathLike) -> None:
+    """Checks that ``path`` is a photo that can be read, from its header where Pillow knows the
+    format (a batch plans thousands of photos without decoding them), else by decoding it.
+
+    Raises:
+        InputError: as :func:`read_rgb`.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path):
+            return
+    except (OSError, ValueError, SyntaxError):
+        read_rgb(path)  # a format only OpenCV reads, or an error worded as every photo's
 
 
 def default_photo_output(src: str | os.PathLike) -> Path:

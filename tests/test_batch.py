@@ -370,3 +370,33 @@ def test_a_file_without_usable_timestamps_is_one_piece_and_keeps_every_frame(cli
     assert code == 0, err
     assert count_frames(out_dir / "raw.restored.mkv") == 60  # (a raw stream is written to Matroska)
     assert count_frames(out_dir / "zero.restored.mov") == 40
+
+
+def test_a_folder_of_photos_and_videos_is_restored_and_a_rerun_skips_it(local_ray, clips, tmp_path, batch):
+    """Photos in a batch folder are restored as the main command restores them (a photo nothing
+    changed in: its own bytes); one that cannot be read fails alone; a rerun does nothing again."""
+    import shutil
+
+    import cv2
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    shutil.copy(clips / "a.mp4", folder / "a.mp4")
+    picture = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (48, 1, 3))
+    cv2.imwrite(str(folder / "p.jpg"), picture)
+    cv2.imwrite(str(folder / "q.png"), picture)
+    (folder / "broken.webp").write_bytes(b"not a photo")
+    (folder / "notes.txt").write_text("not an input")
+    out = tmp_path / "out"
+    code, err = batch(folder, "-o", out)
+    assert code == 1, err
+    assert "3 succeeded" in err and "1 failed" in err and f"failed: {(folder / 'broken.webp').resolve()}" in err
+    assert (out / "p.restored.jpg").read_bytes() == (folder / "p.jpg").read_bytes()
+    assert np.array_equal(cv2.imread(str(out / "q.restored.png")), picture)
+    _same_media(folder / "a.mp4", out / "a.restored.mp4")
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, "a.restored.mp4", "p.restored.jpg",
+                                                            "q.restored.png"])
+    assert count_frames(out / "p.restored.jpg") == 1 and count_frames(folder / "broken.webp") == -1
+
+    code, err = batch(folder, "-o", out)
+    assert code == 1 and err.count(": already done (") == 3, err

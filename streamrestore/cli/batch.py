@@ -35,10 +35,10 @@ from streamrestore.cli.options import (
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="streamrestore batch",
-        description="Restore the faces in many videos on a pool of Ray workers (this machine or a cluster); "
+        description="Restore the faces in many videos (and photos) on a pool of Ray workers (this machine or a cluster); "
                     "long videos are split into keyframe-aligned chunks restored in parallel and joined.",
     )
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, or folders of videos")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="video files or photos, or folders of them")
     p.add_argument("--list", metavar="FILE", help="a file naming one input per line (# comments)")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
                    help="folder for the outputs (<stem>.restored.<ext>) and batch-manifest.jsonl")
