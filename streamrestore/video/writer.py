@@ -304,8 +304,10 @@ def _write_failed(dst: Path, exc: BaseException) -> OutputError:
     return OutputError(f"writing {dst} failed: {reason}{hint}; nothing was written")
 
 
-def _output_pix_fmt(codec: str, info: VideoInfo) -> str:
-    """Pixel format that keeps the source's depth and, for odd sizes, every pixel exact."""
+def _output_pix_fmt(codec: str, info: VideoInfo) -> tuple[str, str | None]:
+    """Pixel format that keeps the source's depth and, for odd sizes, every pixel exact; and a
+    warning when few players play it (None: widely played). Only the writer logs the warning: a
+    batch converts each chunk's frames ahead (:func:`encoder_format`) and would say it per chunk."""
     supported = {f.name for f in (av.Codec(codec, "w").video_formats or ())}
     # yuvj* are deprecated aliases for full-range yuv; the range goes in the colour tags.
     source = info.pix_fmt.replace("yuvj", "yuv")
@@ -317,18 +319,12 @@ def _output_pix_fmt(codec: str, info: VideoInfo) -> str:
         # 4:4:4 codes odd sizes exactly; padding would shift nothing but could not be
         # cropped back off in 4:2:0 (crop steps are 2 pixels), changing the size.
         high = "yuv444p10le" if "10" in pix_fmt else "yuv444p"
-        logger.warning(
-            "%dx%d is odd-sized: encoding %s as %s (4:4:4), which some players and phones do "
-            "not decode; use an even size or --codec vp9/av1 for widest playback",
-            info.width, info.height, codec, high,
-        )
-        return high
+        return high, (f"{info.width}x{info.height} is odd-sized: encoding {codec} as {high} (4:4:4), which some "
+                      "players and phones do not decode; use an even size or --codec vp9/av1 for widest playback")
     if codec in _WIDELY_PLAYED and pix_fmt not in _WIDELY_PLAYED[codec]:
-        logger.warning(
-            "encoding %s as %s to keep the input's chroma and depth: editors read it, but most browsers, "
-            "phones and QuickTime do not play it", codec, pix_fmt,
-        )
-    return pix_fmt
+        return pix_fmt, (f"encoding {codec} as {pix_fmt} to keep the input's chroma and depth: editors read it, "
+                         "but most browsers, phones and QuickTime do not play it")
+    return pix_fmt, None
 
 
 def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSettings | None = None
@@ -347,7 +343,7 @@ def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSet
     """
     settings = settings if settings is not None else EncoderSettings()
     codec = settings.codec_for(Path(dst))
-    pix_fmt = _output_pix_fmt(codec, info)
+    pix_fmt, _ = _output_pix_fmt(codec, info)
     if info.color_range is not None:
         color_range = info.color_range or None
     else:
@@ -485,7 +481,9 @@ class VideoWriter:
                               "codec) or choose another --codec") from None
         stream.width = info.width
         stream.height = info.height
-        stream.pix_fmt = _output_pix_fmt(self._codec, info)
+        stream.pix_fmt, playback = _output_pix_fmt(self._codec, info)
+        if playback:
+            logger.warning("%s", playback)
         # Encoder and stream work in the source's time base so every pts maps 1:1.
         stream.codec_context.time_base = info.time_base
         stream.time_base = info.time_base
