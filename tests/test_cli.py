@@ -97,6 +97,17 @@ def test_a_mistyped_command_is_named(capsys, tmp_path, monkeypatch):
     assert "a command?" not in capsys.readouterr().err
 
 
+def test_a_url_or_a_folder_as_input_names_the_command_that_takes_it(capsys, tmp_path):
+    assert main(["https://example.com/talk.mp4"]) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        "streamrestore: error: https://example.com/talk.mp4 is a URL: this command restores files (download it "
+        "first); `streamrestore live --source https://example.com/talk.mp4` plays it restored")
+    assert main([str(tmp_path)]) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"streamrestore: error: input is a folder: {tmp_path}; `streamrestore batch {tmp_path} -o OUTDIR` restores "
+        "every video and photo in it")
+
+
 def test_not_a_video(run, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")

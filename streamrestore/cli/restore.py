@@ -98,10 +98,24 @@ def _check_photo_options(args: argparse.Namespace) -> None:
                         f"{args.input} is a photo")
 
 
+def _check_input_is_a_file(given: str) -> None:
+    """A URL or a folder as the input: say what takes them (``live --source URL``, ``batch DIR``),
+    not "input not found" or "input is a folder"."""
+    import re
+
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", given):
+        raise InputError(f"{given} is a URL: this command restores files (download it first); "
+                         f"`streamrestore live --source {given}` plays it restored")
+    if Path(given).is_dir():
+        raise InputError(f"input is a folder: {given}; `streamrestore batch {given} -o OUTDIR` restores every "
+                         "video and photo in it")
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     _check_not_a_mistyped_command(args.input)
+    _check_input_is_a_file(args.input)
     if args.start is not None and args.end is not None and args.end <= args.start:
         raise UserError(f"--end ({args.end}s) must be after --start ({args.start}s)")
     check_face_options(args)
