@@ -626,7 +626,7 @@ def run(
     started = time.perf_counter()
     inputs = [Path(p) for p in inputs]
     if not inputs:
-        raise UserError("no input files given (INPUT..., --list FILE or a folder of videos)")
+        raise UserError("no input files given (INPUT..., --list FILE or a folder of videos or photos)")
     if not chunk_seconds > 0:
         raise UserError(f"--chunk-seconds must be > 0, got {chunk_seconds}")
     if retries < 0:

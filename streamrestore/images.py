@@ -106,10 +106,11 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
     """The photo at ``path`` with its transparency, depth, colour profile and EXIF.
 
     Raises:
-        InputError: as :func:`read_rgb`.
+        InputError: as :func:`read_photo_header`.
     """
     from PIL import Image, ImageOps
 
+    read_photo_header(path)
     rgb = read_rgb(path)
     as_stored = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     photo = PhotoFile(rgb=rgb)
@@ -135,19 +136,24 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
 
 
 def read_photo_header(path: str | os.PathLike) -> None:
-    """Checks that ``path`` is a photo that can be read, from its header where Pillow knows the
+    """Checks that ``path`` is one photo that can be read, from its header where Pillow knows the
     format (a batch plans thousands of photos without decoding them), else by decoding it.
 
     Raises:
-        InputError: as :func:`read_rgb`.
+        InputError: as :func:`read_rgb`; or the file holds several pictures (an animated WebP or
+            PNG, a multi-page TIFF), of which a photo's restore would keep only the first.
     """
     from PIL import Image
 
     try:
-        with Image.open(path):
-            return
+        with Image.open(path) as image:
+            pictures = getattr(image, "n_frames", 1)
     except (OSError, ValueError, SyntaxError):
         read_rgb(path)  # a format only OpenCV reads, or an error worded as every photo's
+        return
+    if pictures > 1:
+        raise InputError(f"{path} holds {pictures} pictures (animated, or pages); a photo's restore would keep the "
+                         "first only: make it a video first (e.g. ffmpeg -i IN out.mp4) and restore that")
 
 
 def default_photo_output(src: str | os.PathLike) -> Path:

@@ -214,3 +214,19 @@ def test_read_photo_matches_read_rgb(tmp_path):
     Image.fromarray(_scene()[0]).save(buffer, format="JPEG", quality=90)
     src = _bytes(tmp_path / "p.jpg", buffer.getvalue())
     assert np.array_equal(read_photo(src).rgb, read_rgb(src))
+
+
+@pytest.mark.parametrize("suffix", [".webp", ".png", ".tif"])
+def test_a_file_of_several_pictures_is_refused_not_cut_to_its_first(tmp_path, suffix):
+    """An animated WebP or PNG, a multi-page TIFF: restoring the first picture alone would lose the rest."""
+    pictures = [Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)) for i in range(3)]
+    src = tmp_path / f"anim{suffix}"
+    pictures[0].save(src, save_all=True, append_images=pictures[1:])
+
+    def never(fps):
+        raise AssertionError("built")
+
+    with pytest.raises(InputError, match=rf"anim\{suffix} holds 3 pictures \(animated, or pages\); a photo's "
+                                         r"restore would keep the first only: make it a video first"):
+        restore_photo(src, tmp_path / "out.png", never)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
