@@ -14,10 +14,9 @@ and, when the last step is reached, ``model.safetensors`` (the shippable format;
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-log = logging.getLogger("streamrestore")  # the package's root logger: the CLI gives it its handler; modules log to children
+from streamrestore.cli.options import configure_logging, log
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,15 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "shared with other jobs, 1 is often several times faster than oversubscribed cores (OpenMP "
                         "threads wait on each other)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="also log debug lines")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if not log.handlers:
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
-    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    configure_logging(args.verbose)
     from streamrestore.errors import InputError
     from streamrestore.train.config import load_train_config, parse_overrides
     from streamrestore.train.loop import TimeBudget, Trainer
