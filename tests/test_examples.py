@@ -78,3 +78,14 @@ def test_restore_file_example(monkeypatch, identity_default, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     _run(monkeypatch, "restore_file.py", media.clip, media.refs, out)
     assert out.exists() and f"{media.frames} frames" in capsys.readouterr().out
+
+
+def test_restore_photos_example(monkeypatch, identity_default, tmp_path, capsys):
+    import shutil
+
+    media = identity_default
+    photos = [shutil.copy(media.photo, tmp_path / f"p{i}{media.photo.suffix}") for i in range(2)]
+    _run(monkeypatch, "restore_photos.py", media.refs, *photos)
+    for photo in photos:
+        assert cv2.imread(str(tmp_path / f"{Path(photo).stem}.restored{media.photo.suffix}")) is not None
+    assert capsys.readouterr().out.count(": 1 face(s)") == 2
