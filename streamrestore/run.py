@@ -168,9 +168,10 @@ class RunStats:
         """Track ids restored toward a reference set that their face's embedding does not match
         (its score below ``match_threshold``): with one set and ``unmatched="restore"`` every face
         gets that set, the score only reports it. Tracks of fewer than ``POOR_MATCH_MIN_FACES``
-        faces are left out (a few frames of a turned head score low)."""
+        faces are left out (a few frames of a turned head score low); a photo's faces are each judged."""
+        least = 1 if self.photo else POOR_MATCH_MIN_FACES  # a photo's one face is all there is to judge
         return [tid for tid, t in self.per_track.items() if self.match_threshold is not None
-                and t.identity is not None and t.faces >= POOR_MATCH_MIN_FACES
+                and t.identity is not None and t.faces >= least
                 and t.scores.get(t.identity, 1.0) < self.match_threshold]
 
     def poorly_matched(self) -> list:
@@ -261,10 +262,12 @@ class RunStats:
         unlike = self.unlike_their_references()
         if unlike:
             names = ", ".join(sorted({self.per_track[tid].identity for tid in unlike}))
-            scores = ", ".join(f"track {tid}: {self.per_track[tid].scores[self.per_track[tid].identity]:.2f}"
+            unit = "face" if self.photo else "track"
+            scores = ", ".join(f"{unit} {tid}: {self.per_track[tid].scores[self.per_track[tid].identity]:.2f}"
                                for tid in unlike[:SUMMARY_TRACKS])
             more = f", and {len(unlike) - SUMMARY_TRACKS} more" if len(unlike) > SUMMARY_TRACKS else ""
-            text += (f"\nwarning: {_n(len(unlike), 'face track')} restored toward {names}'s photos scored below the "
+            text += (f"\nwarning: {_n(len(unlike), 'face' if self.photo else 'face track')} restored toward {names}'s "
+                     "photos scored below the "
                      f"{self.match_threshold:.2f} of the same person against them ({scores}{more}): someone else, "
                      "perhaps (`--unmatched skip` leaves such faces alone; `--refs NAME=DIR` once per person "
                      "matches each face to its own)")

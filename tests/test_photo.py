@@ -230,3 +230,22 @@ def test_a_file_of_several_pictures_is_refused_not_cut_to_its_first(tmp_path, su
                                          r"restore would keep the first only: make it a video first"):
         restore_photo(src, tmp_path / "out.png", never)
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
+def test_a_group_photo_restored_toward_one_persons_photos_names_the_other_face(tmp_path):
+    """One reference set serves every face (``unmatched="restore"``); in a photo, whose one face is all
+    there is to judge, the face that does not match those photos is named, as a video's long track is."""
+    from streamrestore.faces.references import load_reference_sets
+
+    detector, embedder = sf.SyntheticFaceDetector(), sf.SyntheticFaceEmbedder()
+    sets = load_reference_sets([str(sf.write_portraits(tmp_path / "ann", "ann"))], detector, embedder, 128)
+    rgb, _ = sf.two_people()
+    src = _saved(tmp_path / "group.png", rgb)
+    config = PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
+    stats = restore_photo(src, tmp_path / "out.png", FaceRestorer(Redden(128), detector, sets, embedder=embedder,
+                                                                  config=config))
+    assert stats.faces_restored == 2
+    (stranger,) = stats.unlike_their_references()
+    text = stats.summary()
+    assert (f"warning: 1 face restored toward ann's photos scored below the {stats.match_threshold:.2f} of the same "
+            f"person against them (face {stranger}: ") in text, text
