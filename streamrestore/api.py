@@ -51,6 +51,7 @@ def restore_video(
     end: float | None = None,
     force: bool = False,
     progress: ProgressMode = False,
+    deinterlace: bool = True,
 ) -> RunStats:
     """Restores the faces of the video ``src`` into ``dst``.
 
@@ -79,6 +80,10 @@ def restore_video(
             terminal and otherwise a plain line every :data:`streamrestore.run.PROGRESS_INTERVAL`
             seconds (5 s; frames, percent, fps, ETA: for the logs of nohup, CI or ``> log
             2>&1``); ``"bar"`` or ``"lines"`` force one.
+        deinterlace: an interlaced input (DV, DVD, 1080i) is deinterlaced as it is read (default
+            True: FFmpeg's bwdif, one frame per frame, timestamps kept; the faces are restored on
+            whole frames and the output plays without combing); False writes the woven fields
+            as they are, as progressive frames (:class:`~streamrestore.video.reader.VideoReader`).
 
     Returns:
         The run's :class:`~streamrestore.run.RunStats`.
@@ -107,7 +112,7 @@ def restore_video(
     # its window, and the output (path, container, codec, audio; the writer opens its encoder
     # and writes the header). Models load only after.
     check_not_input(src, dst)
-    with VideoReader(src, start=start, end=end) as reader:
+    with VideoReader(src, start=start, end=end, deinterlace=deinterlace) as reader:
         info = reader.info
         fps = float(info.frame_rate) if info.frame_rate else 30.0
         with VideoWriter(dst, info, encoder, audio_from=src, start=start, end=end, force=force) as writer:

@@ -332,11 +332,13 @@ class BatchWorker:
     joins chunks. Used as a Ray actor (``ray.remote(BatchWorker)``) or in-process."""
 
     def __init__(self, refs=(), options: dict | None = None, encoder: dict | None = None,
-                 torch_threads: int | None = 1, own_process: bool = False, adapted: dict | None = None):
+                 torch_threads: int | None = 1, own_process: bool = False, adapted: dict | None = None,
+                 deinterlace: bool = True):
         """``options``: :func:`~streamrestore.api.build_face_restorer`'s keywords (``config`` as the
         fields of a ``PipelineConfig``; ``adapt``: an ``AdaptConfig``). ``adapted``: fine-tunes
         another worker made (:meth:`adaptation`), put into this worker's cache folder first so that
-        it loads them instead of adapting again."""
+        it loads them instead of adapting again. ``deinterlace``: as
+        :func:`~streamrestore.api.restore_video`'s, for whole files, chunks and joins alike."""
         import torch
 
         from streamrestore.api import build_face_restorer
@@ -347,6 +349,7 @@ class BatchWorker:
             torch.set_num_threads(torch_threads)
         config = PipelineConfig(**options.pop("config", {}))
         self.encoder = dict(encoder or {})
+        self.deinterlace = deinterlace
         #: a usage mistake found while loading (a model that is not there, offline downloads, no GPU on
         #: this node): kept for :meth:`setup_error` in a Ray actor, whose raising here would only read
         #: as "the worker died", again for every retry; raised at once in this process
@@ -407,7 +410,8 @@ class BatchWorker:
         else:
             info = probe(src)
             fps = float(info.frame_rate) if info.frame_rate else 30.0
-            stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True)
+            stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True,
+                                  deinterlace=self.deinterlace)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "problems": list(stats.problems),
                 "faces": stats.faces_restored, "identities": stats.identities_matched}
 
@@ -430,7 +434,7 @@ class BatchWorker:
         end = None if hi >= n else plan.seconds(hi)
         part = Path(part)
         tmp = part.with_name(f".{part.name}.partial.mkv")
-        with VideoReader(plan.src, start=start, end=end) as reader:
+        with VideoReader(plan.src, start=start, end=end, deinterlace=self.deinterlace) as reader:
             info = reader.info
             face_restorer = self._loaded().fresh(plan.fps)
             pix_fmt, matrix, color_range = encoder_format(dst, info, self._settings())
@@ -460,7 +464,7 @@ class BatchWorker:
         from streamrestore.video.writer import VideoWriter
 
         t0 = time.perf_counter()
-        info = probe(plan.src)
+        info = probe(plan.src, deinterlace=self.deinterlace)  # the frames the chunks were restored from
         i = 0
         with VideoWriter(dst, info, self._settings(), audio_from=plan.src, force=True) as writer:
             for part in parts:
@@ -600,6 +604,7 @@ def run(
     torch_threads: int = 1,
     progress: bool = True,
     ray_init: dict | None = None,
+    deinterlace: bool = True,
 ) -> BatchResult:
     """Restores every file of ``inputs`` (paths) into ``out_dir`` (``<stem>.restored.<ext>``).
 
@@ -615,7 +620,7 @@ def run(
     those names (None: their defaults). ``adapt``: an :class:`~streamrestore.model.adapt.AdaptConfig`
     to fine-tune the model on each person's photos (as the main command's ``--adapt``): on Ray one
     worker adapts first, and the others load its fine-tunes instead of adapting again (on their own
-    machines too); ignored without ``refs``.
+    machines too); ignored without ``refs``. ``deinterlace``: as :func:`~streamrestore.api.restore_video`'s.
 
     Returns a :class:`BatchResult` (``exit_code`` 0 when all succeeded, else 1). Usage mistakes
     raise :class:`~streamrestore.errors.UserError` before anything runs.
@@ -674,7 +679,8 @@ def run(
     ref_specs = list(map(str, refs)) if not isinstance(refs, (str, Path)) else [str(refs)]
     if adapt is not None and ref_specs:
         options["adapt"] = adapt
-    worker_args = {"refs": ref_specs, "options": options, "encoder": encoder, "torch_threads": torch_threads}
+    worker_args = {"refs": ref_specs, "options": options, "encoder": encoder, "torch_threads": torch_threads,
+                   "deinterlace": deinterlace}
     ray_module = None
     if ray is not None:
         try:

@@ -197,3 +197,33 @@ def read_rgb(path, size: int | None = None) -> np.ndarray:
     if size:
         bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def moving_bar(width: int, height: int, instant: int) -> np.ndarray:
+    """A bright upright bar on grey that moves 4 px per field instant (what an interlaced clip's
+    fields show at their own instants)."""
+    rgb = np.full((height, width, 3), 60, np.uint8)
+    x = 8 + 4 * instant
+    rgb[height // 6: height - height // 6, x: x + width // 6] = 220
+    return rgb
+
+
+def make_interlaced_clip(path: Path, *, width: int = 96, height: int = 64, frames: int = 8,
+                         options: dict[str, str] | None = None) -> None:
+    """An interlaced H.264 clip as a camcorder writes one: each frame flagged interlaced and woven
+    from two fields of :func:`moving_bar` at different instants. x264 codes PyAV's frames bottom
+    field first, so frame i's odd rows are instant 2i and its even rows instant 2i + 1."""
+    def woven(i: int) -> np.ndarray:
+        rgb = moving_bar(width, height, 2 * i + 1)
+        rgb[1::2] = moving_bar(width, height, 2 * i)[1::2]
+        return rgb
+
+    make_clip(path, width=width, height=height, frames=frames, picture=woven,
+              options={"preset": "ultrafast", "crf": "10", "flags": "+ildct+ilme", **(options or {})})
+
+
+def combing(rgb: np.ndarray) -> float:
+    """How much each row differs from the mean of its neighbours (levels): high where two fields
+    of different instants are woven, low in a progressive picture."""
+    rows = rgb.astype(float)
+    return float(np.abs(rows[1:-1] - (rows[:-2] + rows[2:]) / 2).mean())

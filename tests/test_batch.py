@@ -248,7 +248,8 @@ def test_a_mistake_the_workers_find_ends_the_batch_once_with_its_message(local_r
 
 
 def test_the_main_commands_pipeline_options_reach_the_workers(clips, tmp_path, faces, monkeypatch):
-    """--reference-detail and --identity-tolerance as in the main command: into each worker's PipelineConfig."""
+    """--reference-detail and --identity-tolerance as in the main command: into each worker's PipelineConfig;
+    --no-deinterlace into run()."""
     import streamrestore.batch as batch_module
     from streamrestore.batch import BatchWorker
     from streamrestore.quality import IdentityGateConfig
@@ -257,8 +258,9 @@ def test_the_main_commands_pipeline_options_reach_the_workers(clips, tmp_path, f
     given = {}
     monkeypatch.setattr(batch_module, "run", lambda inputs, **kw: given.update(kw) or batch_module.BatchResult())
     argv = ["batch", str(clips / "a.mp4"), "-o", str(tmp_path / "out"), "--model", "identity",
-            "--reference-detail", "0.3", "--identity-tolerance", "0", *_face_args(faces)]
+            "--reference-detail", "0.3", "--identity-tolerance", "0", "--no-deinterlace", *_face_args(faces)]
     assert main(argv) == 0
+    assert given["deinterlace"] is False
     assert given["reference_detail"] == ReferenceDetailConfig(strength=0.3)
     assert given["identity_gate"] == IdentityGateConfig(enabled=False)
     config = {"reference_detail": given["reference_detail"], "identity_gate": given["identity_gate"]}
@@ -400,3 +402,23 @@ def test_a_folder_of_photos_and_videos_is_restored_and_a_rerun_skips_it(local_ra
 
     code, err = batch(folder, "-o", out)
     assert code == 1 and err.count(": already done (") == 3, err
+
+
+def test_an_interlaced_video_in_chunks_is_deinterlaced_as_the_main_command_does(local_ray, tmp_path, batch, faces):
+    """Each chunk is read deinterlaced (its warm-up frame before gives bwdif the frame it looks back
+    at), and the join describes progressive frames: the same pictures as the main command's."""
+    from media_utils import combing, make_interlaced_clip
+
+    src = tmp_path / "camcorder.mp4"
+    make_interlaced_clip(src, frames=30, options={"g": "10", "preset": "medium", "crf": "18"})
+    out = tmp_path / "out"
+    code, err = batch(src, "-o", out, "--chunk-seconds", "0.4")
+    assert code == 0, err
+    assert "camcorder.mp4 joined (" in err  # in chunks
+    main_out = tmp_path / "main.mp4"
+    assert main([str(src), "-o", str(main_out), "--model", "identity", *_face_args(faces), "--no-progress"]) == 0
+    joined, single = _decoded(out / "camcorder.restored.mp4"), _decoded(main_out)
+    assert len(joined) == len(single) == 30
+    assert all(combing(a) < 1.5 for _, a in joined)
+    assert all(np.abs(a.astype(int) - b).mean() < 1.0 for (_, a), (_, b) in zip(joined, single))
+    assert read_video_timing(out / "camcorder.restored.mp4") == read_video_timing(src)

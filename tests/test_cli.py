@@ -108,6 +108,17 @@ def test_a_url_or_a_folder_as_input_names_the_command_that_takes_it(capsys, tmp_
         "every video and photo in it")
 
 
+def test_no_deinterlace_writes_the_woven_fields(run, tmp_path):
+    from media_utils import make_interlaced_clip
+
+    src = tmp_path / "camcorder.mp4"
+    make_interlaced_clip(src, frames=4)
+    code, err = run(src, "-o", tmp_path / "o.mp4")
+    assert code == 0 and "each frame was deinterlaced" in err, err
+    code, err = run(src, "-o", tmp_path / "woven.mp4", "--no-deinterlace")
+    assert code == 0 and "written as progressive frames with its two fields woven" in err, err
+
+
 def test_not_a_video(run, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")

@@ -727,3 +727,22 @@ def _rgb_of(frame):
     from streamrestore.video.reader import frame_to_rgb
 
     return frame_to_rgb(frame)
+
+
+def test_an_interlaced_video_is_restored_deinterlaced_unless_asked_not_to(tmp_path):
+    """restore_video deinterlaces an interlaced input by default (the faces are restored whole, the
+    output plays without combing); deinterlace=False writes the woven fields and says so."""
+    from media_utils import combing, make_interlaced_clip
+
+    src = tmp_path / "camcorder.mp4"
+    make_interlaced_clip(src, frames=6)
+    restorer = FaceRestorer(IdentityRestorer(128), sf.SyntheticFaceDetector(), config=PipelineConfig())
+    for deinterlace, most_combing, said in ((True, 1.0, "each frame was deinterlaced"),
+                                            (False, None, "written as progressive frames with its two fields woven")):
+        dst = tmp_path / f"out_{deinterlace}.mp4"
+        stats = restore_video(src, dst, restorer, encoder=EncoderSettings(preset="ultrafast"), deinterlace=deinterlace)
+        assert stats.frames == 6 and read_video_timing(dst) == read_video_timing(src)
+        assert any(said in problem for problem in stats.problems), stats.problems
+        with av.open(str(dst)) as c:
+            combs = [combing(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+        assert (max(combs) < most_combing) if most_combing else min(combs) > 8, combs

@@ -766,8 +766,9 @@ def test_subtitles_are_copied_and_what_the_output_does_not_keep_is_noted(tmp_pat
         assert writer.notes == [
             "the input has 10 bits per sample (p010le): frames with faces are restored at 8 bits, frames "
             "without keep theirs",
-            "the input is interlaced: the output is written as progressive frames (deinterlace it first for the "
-            "best faces)"]
+            "the input is interlaced: the output is written as progressive frames with its two fields woven (combed "
+            "where things move); deinterlaced (the default; library: deinterlace=True) the faces are restored on "
+            "whole frames"]
         with VideoReader(base) as one:
             writer.write(next(one.frames()))
 
@@ -994,3 +995,35 @@ def test_a_raw_stream_without_timestamps_is_written_at_its_rate(tmp_path):
     times, _ = read_video_timing(dst)
     assert len(times) == 8 and [round(float(t), 3) for t in times] == [round(i / 25, 3) for i in range(8)]
     assert any("8 frame(s) had no timestamp (a raw stream?)" in p and "25 fps" in p for p in reader.problems)
+
+
+DEINTERLACED = ("the input is interlaced: each frame was deinterlaced (bwdif: one frame at its first field's instant, "
+                "timestamps kept); --no-deinterlace (library: deinterlace=False) keeps the fields woven as they are")
+
+
+def test_an_interlaced_clip_is_deinterlaced_frame_for_frame_when_asked(tmp_path):
+    """DV, DVDs and 1080i weave two fields of different instants into each frame: asked to, the reader
+    gives each frame whole, at its first field's instant, with the file's timing; a progressive clip
+    comes as decoded."""
+    from media_utils import combing, make_interlaced_clip, moving_bar
+
+    src = tmp_path / "camcorder.mp4"
+    make_interlaced_clip(src, frames=8)
+    with VideoReader(src) as plain:
+        woven = list(plain.frames())
+        assert plain.info.interlaced and plain.problems == []
+    with VideoReader(src, deinterlace=True) as reader:
+        frames = list(reader.frames())
+        assert not reader.info.interlaced and reader.problems == [DEINTERLACED]
+    timing = [(f.pts, f.time_base, f.duration, f.pict_type) for f in woven]
+    assert [(f.pts, f.time_base, f.duration, f.pict_type) for f in frames] == timing and len(timing) == 8
+    for i, (before, after) in enumerate(zip(woven, frames)):
+        before_rgb, after_rgb = before.to_ndarray(format="rgb24"), after.to_ndarray(format="rgb24")
+        assert combing(before_rgb) > 8 and combing(after_rgb) < 1, i
+        assert np.abs(after_rgb.astype(float) - moving_bar(96, 64, 2 * i)).mean() < 1, i  # the first field's instant
+
+    progressive = tmp_path / "progressive.mp4"
+    make_clip(progressive, frames=4)
+    with VideoReader(progressive) as plain, VideoReader(progressive, deinterlace=True) as reader:
+        assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(plain.frames(), reader.frames()))
+        assert reader.problems == []

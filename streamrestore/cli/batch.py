@@ -19,6 +19,7 @@ from streamrestore.cli.options import (
     adapt_from_args,
     add_adapt_options,
     add_crop_resolution_option,
+    add_deinterlace_option,
     add_encoder_options,
     add_identity_gate_option,
     add_model_options,
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_crop_resolution_option(p)
     add_adapt_options(p)
     add_encoder_options(p)
+    add_deinterlace_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     return p
 
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> int:
         backend=args.backend, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
         temporal=temporal, reference_detail=reference_detail_from_args(args), identity_gate=identity_gate_from_args(args),
         crop_resolution=crop_resolution_from_args(args), adapt=adapt, codec=args.codec, crf=args.crf, preset=args.preset,
-        torch_threads=args.torch_threads,
+        torch_threads=args.torch_threads, deinterlace=not args.no_deinterlace,
         progress=not args.no_progress,
     )
     print(result.summary(), file=sys.stderr)

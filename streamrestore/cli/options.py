@@ -28,6 +28,7 @@ __all__ = [
     "add_encoder_options",
     "add_model_options",
     "add_crop_resolution_option",
+    "add_deinterlace_option",
     "add_identity_gate_option",
     "add_reference_detail_option",
     "add_temporal_options",
@@ -119,6 +120,14 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="encoder speed preset: x264/x265 a name (ultrafast ... veryslow; default veryfast "
                    "for x264, e.g. medium for smaller files), vp9 -8..8, svt-av1 -2..13 (a number: lower is slower)")
     p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
+
+
+def add_deinterlace_option(p: argparse.ArgumentParser) -> None:
+    """``--no-deinterlace`` (``restore_video(deinterlace=False)``)."""
+    p.add_argument("--no-deinterlace", action="store_true",
+                   help="an interlaced input (DV, DVD, 1080i) is deinterlaced as it is read by default (bwdif, one "
+                        "frame per frame, timestamps kept), so faces are restored whole and nothing combs; this "
+                        "writes its two fields woven as they are")
 
 
 def add_temporal_options(p: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from streamrestore.cli.options import (
     adapt_from_args,
     add_adapt_options,
     add_crop_resolution_option,
+    add_deinterlace_option,
     add_encoder_options,
     add_identity_gate_option,
     add_model_options,
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the file as players show it)")
     p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS, on the same clock)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_deinterlace_option(p)
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)
     p.add_argument("--no-progress", action="store_true",
@@ -79,7 +81,8 @@ def _check_not_a_mistyped_command(given: str) -> None:
 
 
 #: the options that only a video takes: (attribute, option)
-_VIDEO_ONLY = (("start", "--start"), ("end", "--end"), ("crf", "--crf"), ("preset", "--preset"), ("codec", "--codec"))
+_VIDEO_ONLY = (("start", "--start"), ("end", "--end"), ("crf", "--crf"), ("preset", "--preset"), ("codec", "--codec"),
+               ("no_deinterlace", "--no-deinterlace"))
 
 
 def _check_photo_options(args: argparse.Namespace) -> None:
@@ -92,7 +95,7 @@ def _check_photo_options(args: argparse.Namespace) -> None:
         raise InputError(f"{args.input}: {UNREAD_PHOTO_FORMATS[suffix]}")
     if not is_image(args.input):
         return
-    given = [option for attribute, option in _VIDEO_ONLY if getattr(args, attribute) is not None]
+    given = [option for attribute, option in _VIDEO_ONLY if getattr(args, attribute) not in (None, False)]
     if given:
         raise UserError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to videos only; "
                         f"{args.input} is a photo")
@@ -154,7 +157,7 @@ def main(argv: list[str]) -> int:
     else:
         output = args.output or default_output_path(args.input)
         stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
-                              force=args.force, progress=not args.no_progress)
+                              force=args.force, progress=not args.no_progress, deinterlace=not args.no_deinterlace)
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(f"wrote {output}", file=sys.stderr)
     return 0

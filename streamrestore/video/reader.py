@@ -10,15 +10,23 @@ far as it decodes and the loss is described in :attr:`VideoReader.problems`. Dam
 the middle of a file does not stop decoding: a frame the decoder cannot rebuild is replaced by
 the frame before it, at its own timestamp, so the frames and their timing stay those of the
 file's packets; how many frames were affected is one line in ``problems``.
+
+Interlaced video (two fields of different instants woven into each frame: DV camcorders, DVDs,
+broadcast 1080i) can be deinterlaced on the way out (``deinterlace=True``; what the restoring
+functions ask for): FFmpeg's bwdif turns each frame into one progressive frame at the first
+field's instant, so a moving face is one face and not two combed halves. Frames and timestamps
+stay those of the file.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import logging
 import math
 import numbers
 import os
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -294,13 +302,14 @@ def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo
     )
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Describe the video in ``path`` (decodes only its first frame).
+def probe(path: str | os.PathLike, deinterlace: bool = False) -> VideoInfo:
+    """Describe the video in ``path`` (decodes only its first frame), as a :class:`VideoReader`
+    with ``deinterlace`` gives its frames.
 
     Raises:
         InputError: as :class:`VideoReader` does.
     """
-    with VideoReader(path) as reader:
+    with VideoReader(path, deinterlace=deinterlace) as reader:
         return reader.info
 
 
@@ -349,6 +358,44 @@ def _repeat_frame(frame: av.VideoFrame, pts: int, duration: int) -> av.VideoFram
     return copy
 
 
+class _Deinterlacer:
+    """FFmpeg's bwdif, one progressive frame out per frame in (``send_frame``), each with its input
+    frame's pts, time base, duration and picture type. Only frames flagged interlaced are changed;
+    the field order is each frame's own. bwdif holds one frame back (it looks at the next one)
+    and gives it up when the input ends."""
+
+    def __init__(self, stream: av.video.stream.VideoStream):
+        self._graph = av.filter.Graph()
+        source = self._graph.add_buffer(template=stream)
+        bwdif = self._graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+        sink = self._graph.add("buffersink")
+        source.link_to(bwdif)
+        bwdif.link_to(sink)
+        self._graph.configure()
+
+    def frames(self, frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """``frames`` deinterlaced, in order, one for one."""
+        given: deque[av.VideoFrame] = deque()
+        for frame in frames:
+            given.append(frame)
+            self._graph.push(frame)
+            yield from self._pull(given)
+        self._graph.push(None)
+        yield from self._pull(given)
+
+    def _pull(self, given: deque[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        while given:
+            try:
+                out = cast(av.VideoFrame, self._graph.pull())
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return
+            frame = given.popleft()
+            # the filter counts in field time (half the time base); the frame keeps the file's
+            out.pts, out.time_base, out.duration = frame.pts, frame.time_base, frame.duration
+            out.pict_type = frame.pict_type
+            yield out
+
+
 class VideoReader:
     """Decode one video stream of a file, in presentation order.
 
@@ -361,6 +408,10 @@ class VideoReader:
             to the end. A window with no frame in it raises InputError.
         threads: decoder threads; 0 lets FFmpeg pick one per core. Frame and slice
             threading are both allowed (``thread_type = "AUTO"``).
+        deinterlace: when the first frame is flagged interlaced, give each frame deinterlaced
+            (bwdif, one frame per frame; see the module). ``info.interlaced`` then says False
+            (the frames given are progressive) and ``problems`` says it was done. Default False:
+            the frames as decoded.
 
     Use as a context manager, from one thread. ``info`` is available right after
     construction; :meth:`frames` can be iterated once.
@@ -378,6 +429,7 @@ class VideoReader:
         start: float | None = None,
         end: float | None = None,
         threads: int = 0,
+        deinterlace: bool = False,
     ) -> None:
         for name, value in (("start", start), ("end", end)):
             if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)):
@@ -415,6 +467,13 @@ class VideoReader:
                     "or the video stream is empty"
                 )
             self.info: VideoInfo = _describe(self.path, self._container, self._stream, self._first[0])
+            self._deinterlacer: _Deinterlacer | None = None
+            if deinterlace and self.info.interlaced:
+                self._deinterlacer = _Deinterlacer(self._stream)
+                self.info = dataclasses.replace(self.info, interlaced=False)
+                self.problems.append("the input is interlaced: each frame was deinterlaced (bwdif: one frame at "
+                                     "its first field's instant, timestamps kept); --no-deinterlace (library: "
+                                     "deinterlace=False) keeps the fields woven as they are")
             if start:
                 # Decode up to the window now (from the keyframe before it, as frames() would),
                 # so a start past the end fails here, before the caller loads anything.
@@ -554,7 +613,8 @@ class VideoReader:
 
     def frames(self) -> Iterator[av.VideoFrame]:
         """Decoded frames in presentation order, within [start, end). A frame lost to damaged
-        data comes as a copy of the frame before it, at its own timestamp (see the module).
+        data comes as a copy of the frame before it, at its own timestamp (see the module);
+        deinterlaced where the reader was asked to.
 
         Raises:
             RuntimeError: when iterated a second time.
@@ -563,6 +623,11 @@ class VideoReader:
         if self._iterated:
             raise RuntimeError("VideoReader.frames() can only be iterated once")
         self._iterated = True
+        frames = self._frames_in_window()
+        yield from frames if self._deinterlacer is None else self._deinterlacer.frames(frames)
+
+    def _frames_in_window(self) -> Iterator[av.VideoFrame]:
+        """:meth:`frames` as decoded."""
         # Half a tick of slack so a frame exactly at `start` or `end` is not lost to rounding.
         eps = float(_time_base(self._stream)) / 2
         first = None if self.start is None else self._origin + self.start - eps

@@ -243,8 +243,9 @@ def _notes_on(info: VideoInfo) -> list[str]:
         notes.append(f"the input has {bits} bits per sample ({info.pix_fmt}): frames with faces are restored "
                      "at 8 bits, frames without keep theirs")
     if info.interlaced:
-        notes.append("the input is interlaced: the output is written as progressive frames (deinterlace it "
-                     "first for the best faces)")
+        notes.append("the input is interlaced: the output is written as progressive frames with its two fields "
+                     "woven (combed where things move); deinterlaced (the default; library: deinterlace=True) "
+                     "the faces are restored on whole frames")
     return notes
 
 
