@@ -240,6 +240,20 @@ def test_variable_frame_rate_stays_variable(tmp_path, ext):
     assert read_audio_packets(dst) == read_audio_packets(src)
 
 
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_the_streams_own_timing_says_the_frame_rate(tmp_path, codec):
+    """H.264/HEVC carry a frame rate of their own (VUI), which players of raw and TS streams and
+    tools read: it says the clip's 25 fps, not the time base's ticks (x264 wrote 2500 here)."""
+    src, dst = tmp_path / "clip.mp4", tmp_path / "out.mkv"
+    make_clip(src, frames=6, fps=25)  # time base 1/2500
+    passthrough(src, dst, EncoderSettings(codec=codec, preset="ultrafast"))
+    with av.open(str(dst)) as c:
+        stream = c.streams.video[0]
+        frames = list(c.decode(stream))
+        assert stream.codec_context.framerate == 25 and len(frames) == 6
+    assert read_video_timing(dst)[0] == read_video_timing(src)[0]
+
+
 @pytest.mark.parametrize("codec", ["libx264", "libvpx-vp9"])
 def test_odd_size_is_kept_exactly_without_shift(tmp_path, codec):
     w, h = 641, 361

@@ -473,6 +473,11 @@ class VideoWriter:
             options = self.settings.options_for(self._codec)
         except ValueError as exc:
             raise OutputError(f"bad encoder option: {exc}") from None
+        if self._codec == "libx264" and info.frame_rate:
+            # x264 writes the stream's timing info (H.264 VUI) from the time base unless told the
+            # rate is constant: players and tools that read it saw 15360 fps (a 1/15360 time base).
+            # The pts stay the file's, a variable rate's too (x264 passes them through).
+            options["x264-params"] = "force-cfr=1"
         # add_stream's type covers audio and subtitle encoders too; self._codec is a video encoder
         # (resolve_codec refuses others)
         try:
