@@ -64,8 +64,6 @@ MANIFEST_NAME = "batch-manifest.jsonl"
 #: object store of a Ray started by ``ray="local"`` (MiB; ``ray_init={"object_store_memory": ...}`` overrides)
 LOCAL_OBJECT_STORE_MB = 200
 PARTS_DIR = ".streamrestore-parts"
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
-                    ".mpg", ".mpeg", ".nut", ".3gp"}
 #: test/ops hook: "NAME:CHUNK[,NAME:CHUNK...]" (file name, chunk index or "*"): that piece's first attempt raises
 FAIL_ENV = "STREAMRESTORE_BATCH_FAIL_ONCE"
 #: test/ops hook, same syntax: that piece's worker process exits (``os._exit(1)``) after its first
@@ -83,6 +81,7 @@ def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[
     """The input files: each path as given, a folder's videos and photos (by extension, sorted, not
     recursive), and the lines of ``list_file`` (blank lines and ``#`` comments skipped)."""
     from streamrestore.images import is_image
+    from streamrestore.video.reader import VIDEO_SUFFIXES
 
     items: list[Path] = []
     if list_file is not None:
@@ -97,7 +96,7 @@ def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[
     for p in map(Path, paths):
         if p.is_dir():
             items.extend(sorted(f for f in p.iterdir()
-                                if f.is_file() and (f.suffix.lower() in VIDEO_EXTENSIONS or is_image(f))))
+                                if f.is_file() and (f.suffix.lower() in VIDEO_SUFFIXES or is_image(f))))
         else:
             items.append(p)
     seen, unique = set(), []

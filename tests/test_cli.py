@@ -119,6 +119,17 @@ def test_no_deinterlace_writes_the_woven_fields(run, tmp_path):
     assert code == 0 and "written as progressive frames with its two fields woven" in err, err
 
 
+def test_a_video_of_the_person_serves_as_references(run, tmp_path):
+    from media_utils import make_face_clip
+
+    talk, other = tmp_path / "talk.mp4", tmp_path / "holiday.mov"
+    make_face_clip(talk, frames=6)
+    make_face_clip(other, frames=12)
+    code, err = run(talk, "--refs", other, "-o", tmp_path / "o.mp4")
+    assert code == 0, err
+    assert "references: holiday (every face)" in err and "  track 1: holiday, frames 0-5" in err
+
+
 def test_not_a_video(run, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")

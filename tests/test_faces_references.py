@@ -13,7 +13,7 @@ from streamrestore.errors import ReferencesError
 from streamrestore.faces.align import template
 from streamrestore.faces.detect import create_detector, detect_padded
 from streamrestore.faces.identity import IdentityMatcher, create_embedder
-from streamrestore.faces.references import load_reference_sets, parse_reference_specs
+from streamrestore.faces.references import check_reference_specs, load_reference_sets, parse_reference_specs
 from streamrestore.faces.track import FaceTracker, TrackerConfig
 
 R = 128  # small crops keep the tests fast; geometry is resolution independent
@@ -292,3 +292,46 @@ def test_loaded_sets_and_folders_mix_in_refs(tmp_path, synthetic_faces):
     assert build_face_restorer(ann_set, model="identity").reference_sets == [ann_set]
     with pytest.raises(ReferencesError, match="ann given more than once"):
         build_face_restorer([ann_set, f"ann={ben_folder}"], model="identity")
+
+
+def test_a_video_of_the_person_gives_frames_spread_over_it(tmp_path, caplog):
+    """Another clip of the person is what fits a face best: a video given as references (alone or in
+    a folder) gives FRAMES_PER_REFERENCE_VIDEO frames at evenly spaced instants, upright (a phone's
+    portrait clip is stored sideways), each named by its instant in the warnings."""
+    import synthetic_faces as sf
+    from media_utils import make_clip
+
+    from streamrestore.faces.references import FRAMES_PER_REFERENCE_VIDEO, list_reference_files, reference_pictures
+
+    def picture(i):  # drawn turned by the tag below, so that it is shown upright; no face in frame 6
+        rgb, _ = sf.scene(96, 128, [("ann", sf.face_matrix((48, 64 + i / 2), 30, 90))], i)
+        return sf.background(96, 128, i) if i == 6 else rgb
+
+    clip = tmp_path / "ann" / "holiday.mp4"
+    clip.parent.mkdir()
+    make_clip(clip, width=96, height=128, frames=16, fps=8, rotation=90, picture=picture)  # 2 s
+    assert list_reference_files(clip) == list_reference_files(clip.parent) == [clip]
+    pictures = list(reference_pictures(clip))
+    assert [label for label, _ in pictures] == [f"holiday.mp4 at {t} s" for t in ("0.2", "0.8", "1.2", "1.8")]
+    assert len(pictures) == FRAMES_PER_REFERENCE_VIDEO and all(rgb.shape == (96, 128, 3) for _, rgb in pictures)
+
+    detector, embedder = sf.UprightFaceDetector(), sf.SyntheticFaceEmbedder()
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        (by_file,) = load_reference_sets([str(clip)], detector, embedder, R)
+        (by_folder,) = load_reference_sets([str(clip.parent)], detector, embedder, R)
+    assert by_file.name == "holiday" and by_folder.name == "ann"
+    assert len(by_file.crops) == 3 and np.array_equal(by_file.crops, by_folder.crops)  # frame 6 (0.75 s): none
+    assert by_file.files == [f"{clip} at {t} s" for t in ("0.2", "1.2", "1.8")]
+    assert f"no face found in reference video frame {clip} at 0.8 s" in caplog.text
+
+
+def test_a_reference_video_that_cannot_be_read_is_named(tmp_path, kit):
+    folder = tmp_path / "anna"
+    folder.mkdir()
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(ReferencesError, match=r"no usable photo: broken.mp4 \(not readable\)"):
+        load_reference_sets([str(folder)], kit.detector, kit.embedder, R)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ReferencesError, match=r"notes.txt is neither a photo \(.*\) nor a video; give a folder of "
+                                              "photos, or a video of the person"):
+        check_reference_specs([str(tmp_path / "notes.txt")])

@@ -41,13 +41,13 @@ def test_unreadable_files_raise_input_error_naming_them(tmp_path):
 
 def test_references_and_training_take_the_same_files(tmp_path):
     from streamrestore.data.sources import discover_sources
-    from streamrestore.faces.references import list_reference_images
+    from streamrestore.faces.references import list_reference_files
 
     person = tmp_path / "person"
     person.mkdir()
     for suffix in sorted(IMAGE_SUFFIXES) + [".txt", ".mp3"]:
         (person / f"photo{suffix}").write_bytes(b"x")
-    as_refs = {p.name for p in list_reference_images(person, warn=False)}
+    as_refs = {p.name for p in list_reference_files(person, warn=False)}
     as_training = {s.path.name for s in discover_sources(tmp_path) if s.kind == "image"}
     assert as_refs == as_training == {f"photo{s}" for s in IMAGE_SUFFIXES}
 
@@ -67,7 +67,7 @@ def test_heic_references_say_how_to_make_them_readable(tmp_path, caplog):
     """An iPhone's photos are HEIC, which is not read: the folder's error (or the warning, beside
     readable photos) names them and says to export JPEG, not "no images" in a folder of photos."""
     from streamrestore.errors import ReferencesError
-    from streamrestore.faces.references import list_reference_images
+    from streamrestore.faces.references import list_reference_files
 
     person = tmp_path / "person"
     person.mkdir()
@@ -75,11 +75,11 @@ def test_heic_references_say_how_to_make_them_readable(tmp_path, caplog):
         (person / name).write_bytes(b"x")
     with pytest.raises(ReferencesError, match=r"only photos that cannot be read \(IMG_0001.HEIC, IMG_0002.heic\): "
                                               r"HEIC photos .* export them as JPEG"):
-        list_reference_images(person)
+        list_reference_files(person)
     with pytest.raises(ReferencesError, match="IMG_0001.HEIC: HEIC photos"):
-        list_reference_images(person / "IMG_0001.HEIC")
+        list_reference_files(person / "IMG_0001.HEIC")
     ok, buf = cv2.imencode(".png", _picture())
     (person / "photo.png").write_bytes(buf.tobytes())
     with caplog.at_level("WARNING", logger="streamrestore"):
-        assert [p.name for p in list_reference_images(person)] == ["photo.png"]
+        assert [p.name for p in list_reference_files(person)] == ["photo.png"]
     assert "skipping IMG_0001.HEIC, IMG_0002.heic: HEIC photos" in caplog.text

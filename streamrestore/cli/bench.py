@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", help="video file to run on")
     p.add_argument("--refs", action="append", default=[], metavar="DIR|NAME=DIR",
-                   help="folder of photos of the person (repeat as NAME=DIR for several people)")
+                   help="folder of photos of the person, or a video of them (repeat as NAME=DIR for several people)")
     p.add_argument("--model", default="lite", help="lite (default), instantrestore, identity, random-paper (the paper-scale "
                    "network with random weights: real speed, noise output), or a model file")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],

@@ -72,8 +72,7 @@ from streamrestore.eval.judges import OnnxEmbedder
 from streamrestore.eval.metrics import psnr, ssim_luma
 from streamrestore.faces.align import arcface_matrix
 from streamrestore.faces.detect import ScrfdDetector, detect_padded
-from streamrestore.faces.references import list_reference_images
-from streamrestore.images import read_rgb
+from streamrestore.faces.references import list_reference_files, reference_pictures
 from streamrestore.model_files import EvalModelFiles
 from streamrestore.types import Face
 from streamrestore.video.reader import VideoReader, frame_to_rgb, probe, turned_upright
@@ -375,9 +374,8 @@ def reference_embedding(images: Sequence[np.ndarray], faces: GroundTruthFaces) -
 
 
 def read_reference_photos(path: str | Path) -> list[np.ndarray]:
-    """RGB images of a reference folder (or one photo), as the pipeline lists them."""
-
-    return [read_rgb(p) for p in list_reference_images(Path(path))]
+    """RGB pictures of a reference folder (or one photo or video), as the pipeline reads them."""
+    return [rgb for file in list_reference_files(Path(path)) for _, rgb in reference_pictures(file)]
 
 
 # --------------------------------------------------------------------------------------------

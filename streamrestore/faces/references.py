@@ -1,7 +1,9 @@
 """Reference photos: from folders named on the command line to aligned crops + embeddings.
 
 A reference set is one person's photos: whole photos or aligned crops that the face fills
-(FFHQ-style, like InstantRestore's conditioning images). A photo that cannot be used (no face
+(FFHQ-style, like InstantRestore's conditioning images), or a video of them, of which
+:data:`FRAMES_PER_REFERENCE_VIDEO` frames evenly spaced over it are taken (another clip of the
+person is what fits a face best: the model card). A photo or frame that cannot be used (no face
 found, not readable) is skipped with a warning naming it; a set left without any usable photo
 raises :class:`~streamrestore.errors.ReferencesError` listing them, as do missing folders.
 Doubtful cases (several faces, a face unlike the rest) only warn.
@@ -9,6 +11,7 @@ Doubtful cases (several faces, a face unlike the rest) only warn.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
 
@@ -19,17 +22,28 @@ from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
 from streamrestore.images import IMAGE_SUFFIXES, UNREAD_PHOTO_FORMATS, read_rgb
+from streamrestore.video.reader import VIDEO_SUFFIXES
 
-__all__ = ["parse_reference_specs", "check_reference_specs", "load_reference_sets",
-           "list_reference_images"]
+__all__ = ["FRAMES_PER_REFERENCE_VIDEO", "parse_reference_specs", "check_reference_specs", "load_reference_sets",
+           "list_reference_files", "reference_pictures"]
 
 logger = logging.getLogger(__name__)
+
+#: frames a reference video gives, evenly spaced over it: as many as the video benchmark's references
+#: (4 frames of another clip of the person), with which its figures were measured
+FRAMES_PER_REFERENCE_VIDEO = 4
+
+
+def _kind(path: Path) -> str | None:
+    """"photo", "video" or None, by the file's suffix."""
+    suffix = path.suffix.lower()
+    return "photo" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
 
 
 def parse_reference_specs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]:
     """Parse ``--ref`` values: ``"DIR"`` (the set is named after the folder) or ``"NAME=DIR"``.
 
-    DIR may also be a single photo (then the name defaults to the file's stem). A ``=`` only
+    DIR may also be a single photo or video (then the name defaults to the file's stem). A ``=`` only
     separates a name when the part before it has no path separator, so paths containing
     ``=`` still work as plain DIRs.
 
@@ -54,7 +68,7 @@ def parse_reference_specs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]
             raise ReferencesError(f"reference {spec!r}: no folder given; use DIR or NAME=DIR")
         if not name:
             resolved = path.resolve()
-            name = resolved.stem if resolved.suffix.lower() in IMAGE_SUFFIXES else resolved.name
+            name = resolved.stem if _kind(resolved) else resolved.name
         if not name.strip():
             raise ReferencesError(f"reference {spec!r}: cannot take a name from it; use NAME=DIR")
         parsed.append((name, path))
@@ -76,44 +90,46 @@ def check_reference_specs(specs: Sequence[str | Path]) -> None:
 
     Raises:
         ReferencesError: a spec that cannot work: a name given twice, a folder that is missing
-            or has no image files.
+            or has no photo or video files.
     """
     for _name, path in parse_reference_specs(specs):
-        list_reference_images(path, warn=False)
+        list_reference_files(path, warn=False)
 
 
-def list_reference_images(path: Path, *, warn: bool = True) -> list[Path]:
-    """The photos of one reference folder (or the single photo ``path``), sorted by name.
+def list_reference_files(path: Path, *, warn: bool = True) -> list[Path]:
+    """The photos and videos of one reference folder (or the single photo or video ``path``),
+    sorted by name.
 
     Args:
-        path: the folder, or a single photo.
-        warn: non-image files are skipped with a warning (False: silently); hidden files are
+        path: the folder, or a single photo or video.
+        warn: other files are skipped with a warning (False: silently); hidden files are
             always skipped silently.
 
     Raises:
-        ReferencesError: ``path`` is missing, is a file that is not a photo, or a folder
-            without photos.
+        ReferencesError: ``path`` is missing, is a file that is neither a photo nor a video, or
+            a folder without either.
     """
     if not path.exists():
         raise ReferencesError(f"reference folder {path} does not exist")
     if path.is_file():
         if path.suffix.lower() in UNREAD_PHOTO_FORMATS:
             raise ReferencesError(f"reference {path}: {UNREAD_PHOTO_FORMATS[path.suffix.lower()]}")
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if _kind(path) is None:
             raise ReferencesError(
-                f"reference {path} is not an image ({', '.join(sorted(IMAGE_SUFFIXES))}); give a folder of photos"
+                f"reference {path} is neither a photo ({', '.join(sorted(IMAGE_SUFFIXES))}) nor a video; give a "
+                "folder of photos, or a video of the person"
             )
         return [path]
     images, unread = [], []
     for entry in sorted(path.iterdir()):
         if entry.name.startswith(".") or entry.is_dir():
             continue
-        if entry.suffix.lower() in IMAGE_SUFFIXES:
+        if _kind(entry):
             images.append(entry)
         elif entry.suffix.lower() in UNREAD_PHOTO_FORMATS:
             unread.append(entry)
         elif warn:
-            logger.warning("reference folder %s: skipping %s (not an image file)", path, entry.name)
+            logger.warning("reference folder %s: skipping %s (neither a photo nor a video)", path, entry.name)
     if unread and (warn or not images):
         names = ", ".join(entry.name for entry in unread[:3]) + (f" and {len(unread) - 3} more" if len(unread) > 3 else "")
         hint = UNREAD_PHOTO_FORMATS[unread[0].suffix.lower()]
@@ -122,16 +138,46 @@ def list_reference_images(path: Path, *, warn: bool = True) -> list[Path]:
         logger.warning("reference folder %s: skipping %s: %s", path, names, hint)
     if not images:
         raise ReferencesError(
-            f"reference folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); add photos of the person"
+            f"reference folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}) or videos; add photos "
+            "of the person"
         )
     return images
 
 
-def _read_reference(file: Path) -> np.ndarray:
+def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """The pictures one reference file gives, as (label for messages, (H, W, 3) uint8 RGB): a photo
+    itself; a video :data:`FRAMES_PER_REFERENCE_VIDEO` frames at evenly spaced instants, upright
+    and deinterlaced, labelled ``"clip.mp4 at 12.3 s"``.
+
+    Raises:
+        ReferencesError: the photo cannot be read, or the video cannot be read or has no length.
+    """
+    if _kind(file) == "photo":
+        try:
+            yield file.name, read_rgb(file)
+        except InputError:
+            raise ReferencesError(f"cannot read reference photo {file}; is it a valid image? remove or replace "
+                                  "it") from None
+        return
+    from streamrestore.video.reader import VideoReader, probe, upright_rgb
+
     try:
-        return read_rgb(file)
-    except InputError:
-        raise ReferencesError(f"cannot read reference photo {file}; is it a valid image? remove or replace it") from None
+        info = probe(file)
+    except InputError as exc:
+        raise ReferencesError(f"reference video {file}: {exc}") from None
+    if not info.duration:
+        raise ReferencesError(f"reference video {file}: its length is unknown, so its frames cannot be spread over "
+                              "it; give frames of it saved as photos")
+    first = (info.start_time - info.origin) if info.start_time is not None else 0.0
+    for k in range(FRAMES_PER_REFERENCE_VIDEO):
+        at = first + (k + 0.5) * info.duration / FRAMES_PER_REFERENCE_VIDEO
+        try:
+            with VideoReader(file, start=at, deinterlace=True) as reader:
+                frame = next(reader.frames(), None)
+        except InputError:
+            frame = None
+        if frame is not None:
+            yield f"{file.name} at {at:.1f} s", upright_rgb(frame)
 
 
 def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshold: float) -> None:
@@ -158,6 +204,26 @@ def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshol
             )
 
 
+def _pictures_of(name: str, path: Path, most: int | None, unusable: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """The pictures of one set's files (:func:`reference_pictures`, labelled by their paths), the first
+    ``most`` of them; a file that cannot be read is skipped with a warning and named in ``unusable``."""
+    given = 0
+    for file in list_reference_files(path):
+        try:
+            for label, rgb in reference_pictures(file):
+                if most is not None and given == most:
+                    logger.info("reference set %s: using its first %d pictures", name, most)
+                    return
+                given += 1
+                yield str(file.parent / label), rgb
+        except ReferencesError as exc:
+            if _kind(file) == "photo":
+                logger.warning("reference photo %s cannot be read as an image; skipping it", file)
+            else:
+                logger.warning("%s; skipping it", exc)
+            unusable.append(f"{file.name} (not readable)")
+
+
 def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedder: FaceEmbedder,
                         resolution: int | Sequence[int], *, max_images: int | None = None) -> list[ReferenceSet]:
     """Load every reference set named by ``specs``.
@@ -174,8 +240,8 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
             several, ``crop_resolution="auto"``): ``crops`` at the largest, and each side
             aligned from the photo itself in ``crops_at`` (a crop shrunk from a larger one is
             softer than what the restorer was trained on).
-        max_images: keep only the first N photos (by file name) of each set; the restorer's
-            attention cost grows with N (default None: all).
+        max_images: keep only the first N pictures (photos by file name, a video's frames in
+            order) of each set; the restorer's attention cost grows with N (default None: all).
 
     Raises:
         ReferencesError: a spec or folder that cannot work (see :func:`check_reference_specs`),
@@ -190,32 +256,24 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
         threshold = default_threshold(embedder.name)
     sets = []
     for name, path in parse_reference_specs(specs):
-        images = list_reference_images(path)
-        if max_images is not None and len(images) > max_images:
-            logger.info("reference set %s: using the first %d of %d photos", name, max_images, len(images))
-            images = images[:max_images]
         crops: dict[int, list[np.ndarray]] = {side: [] for side in sides}
         embeddings, files, unusable = [], [], []
-        for file in images:
-            try:
-                rgb = _read_reference(file)
-            except ReferencesError:
-                logger.warning("reference photo %s cannot be read as an image; skipping it", file)
-                unusable.append(f"{file.name} (not readable)")
-                continue
+        pictures = _pictures_of(name, path, max_images, unusable)
+        for label, rgb in pictures:
+            what = "reference photo" if _kind(Path(label)) == "photo" else "reference video frame"
             faces = detect_padded(detector, rgb)
             if not faces:
-                logger.warning("no face found in reference photo %s; skipping it (use a photo where the face "
-                               "is clearly visible)", file)
-                unusable.append(f"{file.name} (no face)")
+                logger.warning("no face found in %s %s; skipping it (use a photo where the face is clearly visible)",
+                               what, label)
+                unusable.append(f"{Path(label).name} (no face)")
                 continue
             face = max(faces, key=lambda f: f.size)
             if len(faces) > 1:
-                logger.warning("reference photo %s shows %d faces; using the largest", file, len(faces))
+                logger.warning("%s %s shows %d faces; using the largest", what, label, len(faces))
             for side in sides:
                 crops[side].append(warp_to_template(rgb, alignment_matrix(face.kps, side), side))
             embeddings.append(embedder.embed(rgb, [face])[0])
-            files.append(str(file))
+            files.append(label)
         if not files:
             raise ReferencesError(
                 f"reference set {name} ({path}) has no usable photo: {', '.join(unusable)}; "
