@@ -130,6 +130,14 @@ def test_a_video_of_the_person_serves_as_references(run, tmp_path):
     assert "references: holiday (every face)" in err and "  track 1: holiday, frames 0-5" in err
 
 
+def test_several_inputs_point_to_batch(capsys, tmp_path):
+    """`streamrestore *.jpg`: the shell gives several inputs; the command names the one that takes them."""
+    assert main(["a.jpg", "b.jpg", "--refs", "x", "c.png", "d.png"]) == 2
+    assert _one_error_line(capsys.readouterr().err) == (
+        "streamrestore: error: 4 inputs given; this command restores one: `streamrestore batch a.jpg b.jpg c.png "
+        "... -o OUTDIR` restores several")
+
+
 def test_not_a_video(run, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
     p.add_argument("input", help="video file to restore, or a photo (.jpg, .png, .webp, .tif, .bmp, .avif)")
+    p.add_argument("more_inputs", nargs="*", help=argparse.SUPPRESS)  # said to belong to `batch` (main())
     p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input; a "
                    "photo is written as a photo, its format named by the extension)")
     add_model_options(p, fast_vae=True)
@@ -115,8 +116,12 @@ def _check_input_is_a_file(given: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     configure_logging(args.verbose)
+    if args.more_inputs:  # `streamrestore *.jpg`: the shell gave several
+        given = " ".join([args.input, *args.more_inputs][:3]) + (" ..." if len(args.more_inputs) > 2 else "")
+        raise UserError(f"{len(args.more_inputs) + 1} inputs given; this command restores one: "
+                        f"`streamrestore batch {given} -o OUTDIR` restores several")
     _check_not_a_mistyped_command(args.input)
     _check_input_is_a_file(args.input)
     if args.start is not None and args.end is not None and args.end <= args.start:
