@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from streamrestore.errors import InputError, OutputError
-from streamrestore.output_file import check_output_path, temp_beside
+from streamrestore.output_file import check_output_path, write_atomically
 
 __all__ = ["IMAGE_SUFFIXES", "PHOTO_OUTPUT_SUFFIXES", "UNREAD_PHOTO_FORMATS", "PhotoFile", "check_photo_output",
            "copy_photo", "default_photo_output",
@@ -195,16 +195,7 @@ def copy_photo(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = 
     """
     dst = Path(dst)
     check_photo_output(dst, force)
-    temp = temp_beside(dst)
-    try:
-        shutil.copyfile(src, temp)
-        os.replace(temp, dst)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OutputError(f"writing {dst} failed: {exc.strerror or exc}; nothing was written") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    write_atomically(dst, lambda temp: shutil.copyfile(src, temp))
 
 
 def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bool = False) -> list[str]:
@@ -252,15 +243,5 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         options["xmp"] = like.xmp
     if like.dpi and fmt in ("JPEG", "PNG", "TIFF"):
         options["dpi"] = like.dpi
-    temp = temp_beside(dst)
-    try:
-        image.save(temp, format=fmt, **options)
-        os.replace(temp, dst)
-    except (OSError, ValueError) as exc:
-        temp.unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise OutputError(f"writing {dst} failed: {reason}; nothing was written") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    write_atomically(dst, lambda temp: image.save(temp, format=fmt, **options))
     return notes

@@ -6,13 +6,18 @@ failed run leaves nothing behind.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from streamrestore.errors import OutputError
 
-__all__ = ["check_output_path", "temp_beside"]
+__all__ = ["SPACE_ERRNOS", "check_output_path", "temp_beside", "write_atomically", "write_failed"]
+
+#: errnos of a failed write whose cause is the disk or a limit (not the codec or the container)
+SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
 
 
 def check_output_path(dst: Path, force: bool, example: str) -> None:
@@ -58,3 +63,33 @@ def temp_beside(dst: Path) -> Path:
         os.close(fd)
         return name
     raise OutputError(f"cannot create a temporary file in {dst.parent}")  # pragma: no cover
+
+
+def write_failed(dst: Path, exc: BaseException) -> OutputError:
+    """One-line OutputError for an encoder/muxer/file-system failure while writing ``dst`` (with what
+    to do when the disk or a limit is the cause)."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    hint = ""
+    if getattr(exc, "errno", None) in SPACE_ERRNOS:
+        hint = "; free some space (or raise the file-size limit) or write to another disk"
+    return OutputError(f"writing {dst} failed: {reason}{hint}; nothing was written")
+
+
+def write_atomically(dst: Path, write: Callable[[Path], object]) -> None:
+    """``write(temp)`` into :func:`temp_beside` ``dst``, then the temporary file renamed onto ``dst``:
+    ``dst`` appears only complete, and a failure (Ctrl-C too) leaves nothing behind.
+
+    Raises:
+        OutputError: ``write`` or the rename failed with an OSError or ValueError (a full disk, an
+            encoder refusing the data), in one line.
+    """
+    temp = temp_beside(dst)
+    try:
+        write(temp)
+        os.replace(temp, dst)
+    except (OSError, ValueError) as exc:
+        temp.unlink(missing_ok=True)
+        raise write_failed(dst, exc) from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

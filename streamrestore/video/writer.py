@@ -16,7 +16,6 @@ everything later by the audio's priming delay when that starts before 0).
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from collections import Counter
@@ -30,7 +29,7 @@ import av
 import av.error
 
 from streamrestore.errors import OutputError
-from streamrestore.output_file import check_output_path, temp_beside
+from streamrestore.output_file import SPACE_ERRNOS, check_output_path, temp_beside, write_failed
 from streamrestore.settings import check_kinds
 from streamrestore.video.reader import DEEP_PLANAR, DEEP_YUV420, VideoInfo, frame_ticks, open_input, seek_not_after
 
@@ -287,22 +286,9 @@ def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         )
 
 
-# What a failed write says when the disk or a limit is the cause (not the codec or container).
-_SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
-
-
 def _pts(frame: av.VideoFrame) -> int:
     """The pts of a frame :meth:`VideoWriter.write` took (it refuses frames without one)."""
     return cast(int, frame.pts)
-
-
-def _write_failed(dst: Path, exc: BaseException) -> OutputError:
-    """One-line OutputError for an encoder/muxer/file-system failure while writing ``dst``."""
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    hint = ""
-    if getattr(exc, "errno", None) in _SPACE_ERRNOS:
-        hint = "; free some space (or raise the file-size limit) or write to another disk"
-    return OutputError(f"writing {dst} failed: {reason}{hint}; nothing was written")
 
 
 def _output_pix_fmt(codec: str, info: VideoInfo) -> tuple[str, str | None]:
@@ -572,8 +558,8 @@ class VideoWriter:
             # hold fails here rather than after the first frames were restored.
             out.start_encoding()
         except av.error.FFmpegError as exc:
-            if getattr(exc, "errno", None) in _SPACE_ERRNOS:
-                raise _write_failed(self.dst, exc) from None
+            if getattr(exc, "errno", None) in SPACE_ERRNOS:
+                raise write_failed(self.dst, exc) from None
             codecs = sorted({stream.codec_context.name for stream in self._copied.values()})
             what = f"{self._codec} video" + (f" and the input's {', '.join(codecs)} streams" if codecs else "")
             hint = "; try .mkv, which holds any codec" if self.dst.suffix.lower() != ".mkv" else ""
@@ -684,7 +670,7 @@ class VideoWriter:
                 self._encode(pending, None if pending.duration else interval)
             except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, ...
                 self.abort()
-                raise _write_failed(self.dst, exc) from None
+                raise write_failed(self.dst, exc) from None
         self._pending = frame
 
     def _encode(self, frame: av.VideoFrame, duration: int | None) -> None:
@@ -752,7 +738,7 @@ class VideoWriter:
             self._temp = None
         except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, folder removed, ...
             self.abort()
-            raise _write_failed(self.dst, exc) from None
+            raise write_failed(self.dst, exc) from None
         except BaseException:
             self.abort()
             raise
