@@ -1,8 +1,8 @@
-"""Library entry points: build a :class:`FaceRestorer` from options, restore a video file.
+"""Library entry points: build a :class:`FaceRestorer` from options, restore a video file or a photo.
 
-:func:`restore_video` and :func:`restore_photo` are defined here; :func:`build_face_restorer`, :func:`load_restorer` and the
-cheap option checks belong to :mod:`streamrestore.pipeline` (next to :class:`FaceRestorer`, whose
-``from_options`` uses them) and are re-exported. The loop it runs is :mod:`streamrestore.run`'s.
+:func:`restore_video` and :func:`restore_photo` are defined here; :func:`build_face_restorer`,
+:func:`load_restorer` and the cheap option checks belong to :mod:`streamrestore.pipeline` (next to
+:class:`FaceRestorer`, whose ``from_options`` uses them) and are re-exported. The loop it runs is :mod:`streamrestore.run`'s.
 """
 from __future__ import annotations
 
@@ -189,13 +189,13 @@ def restore_photo(
     stats = face_restorer.stats
     stats.photo = True
     stats.startup_seconds = time.perf_counter() - started
-    frame = photo.rgb[:, :, ::-1] if face_restorer.channel_order == "bgr" else photo.rgb
+    bgr = face_restorer.channel_order == "bgr"  # the numpy frame it takes is in its channel order
+    frame = photo.rgb[:, :, ::-1] if bgr else photo.rgb
     (restored,) = face_restorer.stream([frame])
     if same_photo_format(src, dst) and np.array_equal(restored, frame):
         copy_photo(src, dst, force=force)  # nothing changed: its bytes, not a second compression
     else:
-        stats.problems.extend(write_photo(dst, restored[:, :, ::-1] if frame is not photo.rgb else restored, photo,
-                                          force=force))
+        stats.problems.extend(write_photo(dst, restored[:, :, ::-1] if bgr else restored, photo, force=force))
     stats.seconds = time.perf_counter() - started
     return stats
 

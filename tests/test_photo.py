@@ -62,6 +62,17 @@ def test_a_photo_is_restored_where_its_face_is_and_nowhere_else(tmp_path):
     assert "\n  face 1: no references" in summary
 
 
+def test_a_restorer_taking_bgr_frames_restores_the_photo_in_its_colours(tmp_path):
+    rgb, kps = _scene()
+    src = _saved(tmp_path / "photo.png", rgb)
+    config = PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
+    bgr = FaceRestorer(Redden(128), sf.SyntheticFaceDetector(), config=config, channel_order="bgr")
+    restore_photo(src, tmp_path / "out.png", bgr)
+    out = np.asarray(Image.open(tmp_path / "out.png")).astype(int)
+    x, y = _nose(kps)
+    assert out[y, x, 0] - rgb[y, x, 0] > 40 and abs(out[y, x, 2] - int(rgb[y, x, 2])) < 10  # red, not blue
+
+
 def test_a_photo_in_which_nothing_changes_is_copied_byte_for_byte(tmp_path):
     """No face, or only clean faces: the file's own bytes (a JPEG compressed again would lose detail)."""
     src = tmp_path / "wall.jpg"
