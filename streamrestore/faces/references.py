@@ -22,7 +22,7 @@ from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
 from streamrestore.images import IMAGE_SUFFIXES, UNREAD_PHOTO_FORMATS, read_rgb
-from streamrestore.video.reader import VIDEO_SUFFIXES
+from streamrestore.video.reader import VIDEO_SUFFIXES, VideoReader, probe, upright_rgb
 
 __all__ = ["FRAMES_PER_REFERENCE_VIDEO", "parse_reference_specs", "check_reference_specs", "load_reference_sets",
            "list_reference_files", "reference_pictures"]
@@ -159,8 +159,6 @@ def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
             raise ReferencesError(f"cannot read reference photo {file}; is it a valid image? remove or replace "
                                   "it") from None
         return
-    from streamrestore.video.reader import VideoReader, probe, upright_rgb
-
     try:
         info = probe(file)
     except InputError as exc:
