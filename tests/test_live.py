@@ -919,3 +919,27 @@ def test_a_stream_that_sends_nothing_is_named_as_such():
         port = probe.getsockname()[1]
     with pytest.raises(InputError, match=r"nothing received for 1 s; check that the sender is running"):
         StreamSource(f"udp://127.0.0.1:{port}", policy=ReconnectPolicy(retries=0, timeout=1.0))
+
+
+def test_an_interlaced_file_or_stream_plays_deinterlaced(tmp_path):
+    """An interlaced source (a DV file, broadcast 1080i over the network) is deinterlaced as the main
+    command's reader does it, every frame kept (bwdif gives the last one up when the source ends);
+    ``deinterlace=False`` keeps the woven fields."""
+    from media_utils import combing, make_interlaced_clip
+
+    from streamrestore.live.sources import open_source
+
+    src = tmp_path / "camcorder.mp4"
+    make_interlaced_clip(src, frames=8)
+    server = _HttpFiles({"camcorder.mp4": src.read_bytes()})
+    try:
+        for spec in (str(src), server.url + "camcorder.mp4"):
+            for deinterlace in (True, False):
+                source = open_source(spec, realtime=False, deinterlace=deinterlace)
+                got = [live.rgb() for live in source.frames(threading.Event())]
+                source.close()
+                assert len(got) == 8, (spec, deinterlace)
+                combs = [combing(rgb) for rgb in got]
+                assert (max(combs) < 1) if deinterlace else (min(combs) > 8), (spec, deinterlace, combs)
+    finally:
+        server.close()

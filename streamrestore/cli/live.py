@@ -27,6 +27,7 @@ from streamrestore.cli.options import (
     adapt_from_args,
     add_adapt_options,
     add_crop_resolution_option,
+    add_deinterlace_option,
     add_identity_gate_option,
     add_model_options,
     add_reference_detail_option,
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_identity_gate_option(p)
     add_crop_resolution_option(p)
     add_adapt_options(p)
+    add_deinterlace_option(p)
     return p
 
 
@@ -136,7 +138,8 @@ def main(argv: list[str]) -> int:
             preload_native_libraries()
         adapted = FaceRestorer.from_options(args.refs, adapt=adapt, **options)
     policy = ReconnectPolicy(retries=args.retries, timeout=args.timeout)
-    source = open_source(args.source, realtime=args.realtime, loop=args.loop, policy=policy)
+    source = open_source(args.source, realtime=args.realtime, loop=args.loop, policy=policy,
+                         deinterlace=not args.no_deinterlace)
     sinks = []
     try:
         fps = min(source.fps, 60.0)

@@ -222,9 +222,11 @@ class FileSource(LiveSource):
         realtime: release each frame at its timestamp (default True, like a camera: a slow
             consumer then misses frames). False releases frames as fast as they decode.
         loop: start again at the end (default False: the source ends with the file).
+        deinterlace: an interlaced file's frames are deinterlaced (default True; see
+            :class:`~streamrestore.video.reader.VideoReader`).
     """
 
-    def __init__(self, path: str | Path, *, realtime: bool = True, loop: bool = False):
+    def __init__(self, path: str | Path, *, realtime: bool = True, loop: bool = False, deinterlace: bool = True):
         from streamrestore.video.reader import probe, quarter_turns
 
         self.path = Path(path)
@@ -232,6 +234,7 @@ class FileSource(LiveSource):
         self.realtime = realtime
         self.can_wait = not realtime
         self.loop = loop
+        self.deinterlace = deinterlace
         self.problems = []
         self.reconnects = 0
         info = probe(self.path)  # InputError for anything that is not a readable video
@@ -249,7 +252,7 @@ class FileSource(LiveSource):
         while not stop.is_set():
             first_time = None
             last_time = 0.0
-            with VideoReader(self.path) as reader:
+            with VideoReader(self.path, deinterlace=self.deinterlace) as reader:
                 for frame in reader.frames():
                     if stop.is_set():
                         return
@@ -303,13 +306,15 @@ class StreamSource(LiveSource):
     (``realtime``, else as fast as it decodes, waiting for the consumer), once, ending at its end.
     """
 
-    def __init__(self, url: str, *, policy: ReconnectPolicy = ReconnectPolicy(), realtime: bool = True):
+    def __init__(self, url: str, *, policy: ReconnectPolicy = ReconnectPolicy(), realtime: bool = True,
+                 deinterlace: bool = True):
         from streamrestore.video.reader import quarter_turns
 
         self.url = url
         self.name = url
         self.policy = policy
         self.realtime = realtime
+        self.deinterlace = deinterlace
         self.problems = []
         self.reconnects = 0
         self._container = None
@@ -363,7 +368,24 @@ class StreamSource(LiveSource):
         return None
 
     def _decoded(self) -> Iterator:
-        """The frames of the open stream until it stops (``_ended`` says whether at its end)."""
+        """The frames of the open stream until it stops (``_ended`` says whether at its end);
+        an interlaced stream's deinterlaced (one frame later: bwdif looks at the next frame)."""
+        from streamrestore.video.reader import Deinterlacer
+
+        frames = self._packets_decoded()
+        first = next(frames, None)
+        if first is None:
+            return
+        if self.deinterlace and first.interlaced_frame:
+            if not self.reconnects:
+                log.info("%s is interlaced: deinterlacing it (bwdif; --no-deinterlace keeps the woven fields)", self.url)
+            yield from Deinterlacer(self._stream).frames(itertools.chain([first], frames))
+        else:
+            yield first
+            yield from frames
+
+    def _packets_decoded(self) -> Iterator:
+        """The frames decoded from the open stream's packets until it stops."""
         import av
 
         try:
@@ -437,20 +459,21 @@ class StreamSource(LiveSource):
 
 
 def open_source(spec: str | int, *, realtime: bool = True, loop: bool = False,
-                policy: ReconnectPolicy = ReconnectPolicy()) -> LiveSource:
-    """A source from what the user typed: a camera index (``"0"``), a URL, or a file path."""
+                policy: ReconnectPolicy = ReconnectPolicy(), deinterlace: bool = True) -> LiveSource:
+    """A source from what the user typed: a camera index (``"0"``), a URL, or a file path;
+    ``deinterlace``: for files and streams whose frames are interlaced (default True)."""
     text = str(spec).strip()
     if text.isdigit():
         return CameraSource(int(text), policy=policy)
     if "://" in text:
         scheme = text.split("://", 1)[0].lower()
         if scheme == "file":
-            return FileSource(text[len("file://"):], realtime=realtime, loop=loop)
+            return FileSource(text[len("file://"):], realtime=realtime, loop=loop, deinterlace=deinterlace)
         if scheme not in NETWORK_SCHEMES:
             raise InputError(f"unsupported source URL scheme {scheme}://; use one of "
                              + ", ".join(f"{s}://" for s in NETWORK_SCHEMES))
-        return StreamSource(text, policy=policy, realtime=realtime)
-    return FileSource(text, realtime=realtime, loop=loop)
+        return StreamSource(text, policy=policy, realtime=realtime, deinterlace=deinterlace)
+    return FileSource(text, realtime=realtime, loop=loop, deinterlace=deinterlace)
 
 
 # --- newest frame wins ------------------------------------------------------------------------

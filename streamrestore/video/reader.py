@@ -363,11 +363,15 @@ def _repeat_frame(frame: av.VideoFrame, pts: int, duration: int) -> av.VideoFram
     return copy
 
 
-class _Deinterlacer:
+class Deinterlacer:
     """FFmpeg's bwdif, one progressive frame out per frame in (``send_frame``), each with its input
     frame's pts, time base, duration and picture type. Only frames flagged interlaced are changed;
     the field order is each frame's own. bwdif holds one frame back (it looks at the next one)
-    and gives it up when the input ends."""
+    and gives it up when the input ends. Used by :class:`VideoReader` and the live stream source.
+
+    Args:
+        stream: the decoded stream (size, pixel format and time base of its frames).
+    """
 
     def __init__(self, stream: av.video.stream.VideoStream):
         self._graph = av.filter.Graph()
@@ -472,9 +476,9 @@ class VideoReader:
                     "or the video stream is empty"
                 )
             self.info: VideoInfo = _describe(self.path, self._container, self._stream, self._first[0])
-            self._deinterlacer: _Deinterlacer | None = None
+            self._deinterlacer: Deinterlacer | None = None
             if deinterlace and self.info.interlaced:
-                self._deinterlacer = _Deinterlacer(self._stream)
+                self._deinterlacer = Deinterlacer(self._stream)
                 self.info = dataclasses.replace(self.info, interlaced=False)
                 self.problems.append("the input is interlaced: each frame was deinterlaced (bwdif: one frame at "
                                      "its first field's instant, timestamps kept); --no-deinterlace (library: "
