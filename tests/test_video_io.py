@@ -1041,3 +1041,32 @@ def test_an_interlaced_clip_is_deinterlaced_frame_for_frame_when_asked(tmp_path)
     with VideoReader(progressive) as plain, VideoReader(progressive, deinterlace=True) as reader:
         assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(plain.frames(), reader.frames()))
         assert reader.problems == []
+
+
+def test_a_video_that_changes_size_mid_stream_is_read_at_its_first_size(tmp_path):
+    """A broadcast capture may switch size (an SD advert in an HD channel): the frames after the switch
+    are scaled to the first frame's size, said once, so the restorer and the writer see one size and
+    every frame is written (the writer took the first size and refused the rest)."""
+    import cv2
+
+    first, second = tmp_path / "hd.ts", tmp_path / "sd.ts"
+    make_clip(first, width=96, height=64, frames=5)
+    make_clip(second, width=64, height=48, frames=4, picture=lambda i: pattern(64, 48, i))
+    capture = tmp_path / "capture.ts"
+    capture.write_bytes(first.read_bytes() + second.read_bytes())
+    with VideoReader(capture) as reader:
+        frames = list(reader.frames())
+        assert [(f.width, f.height) for f in frames] == [(96, 64)] * 9
+        said = [p for p in reader.problems if "changes size" in p]
+        assert said == ["the video changes size mid-stream: 4 frame(s) from 0.20 s were scaled to 96x64, the size "
+                        "of its first frame (the output holds one size)"]
+    with av.open(str(second)) as c:
+        sd = [f.to_ndarray(format="rgb24").astype(float) for f in c.decode(video=0)]
+    for k, frame in enumerate(frames[5:]):  # each the SD picture enlarged, in order
+        shrunk = cv2.resize(frame.to_ndarray(format="rgb24"), (64, 48), interpolation=cv2.INTER_AREA)
+        errors = [np.abs(shrunk - picture).mean() for picture in sd]
+        assert int(np.argmin(errors)) == k and errors[k] < 12, errors
+    out = tmp_path / "out.mkv"
+    passthrough(capture, out)
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 9

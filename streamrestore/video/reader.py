@@ -363,6 +363,16 @@ def _repeat_frame(frame: av.VideoFrame, pts: int, duration: int) -> av.VideoFram
     return copy
 
 
+def _resized(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """``frame`` scaled to ``width`` x ``height`` in its own format, with its timing and colour tags."""
+    out = frame.reformat(width=width, height=height, interpolation="BICUBIC")
+    out.pts, out.time_base, out.duration = frame.pts, frame.time_base, frame.duration
+    out.pict_type = frame.pict_type
+    out.colorspace, out.color_range = frame.colorspace, frame.color_range
+    out.color_primaries, out.color_trc = frame.color_primaries, frame.color_trc
+    return out
+
+
 class Deinterlacer:
     """FFmpeg's bwdif, one progressive frame out per frame in (``send_frame``), each with its input
     frame's pts, time base, duration and picture type. Only frames flagged interlaced are changed;
@@ -649,6 +659,8 @@ class VideoReader:
         rate = self.info.frame_rate
         step = frame_ticks(rate, tb) if rate else 1
         previous: tuple[int, int] | None = None  # (pts, duration) of the frame before
+        size = (self.info.width, self.info.height)  # a broadcast capture may change it (an SD advert): scaled
+        resized: list[float | None] = []  # times of the frames scaled to it
 
         def all_frames():
             yield from pending
@@ -674,8 +686,15 @@ class VideoReader:
             self.frames_decoded += 1
             repeated += is_repeat
             corrupt += frame.is_corrupt and not is_repeat
+            if (frame.width, frame.height) != size:
+                resized.append(frame.time)
+                frame = _resized(frame, *size)
             yield frame
         self._report_damage(repeated, corrupt)
+        if resized:
+            when = f" from {resized[0] - self._origin:.2f} s" if resized[0] is not None else ""
+            self.problems.append(f"the video changes size mid-stream: {len(resized)} frame(s){when} were scaled to "
+                                 f"{size[0]}x{size[1]}, the size of its first frame (the output holds one size)")
         if unstamped:
             rate_text = f" at {float(rate):g} fps" if rate else ""
             self.problems.append(f"{unstamped} frame(s) had no timestamp (a raw stream?): each was placed one frame "
