@@ -491,10 +491,12 @@ def test_a_stream_that_says_its_rotation_plays_upright(tmp_path):
 
 
 class _HttpFiles:
-    """Serves byte strings at ``/NAME`` on a local port; a path ending in ``?cut`` is answered with
-    two thirds of its bytes the first time (a connection that breaks off)."""
+    """Serves byte strings at ``/NAME`` on a local port, as a plain web server does (its length said,
+    no byte ranges); a path ending in ``?cut`` is answered with two thirds of its bytes the first
+    time (a connection that breaks off). ``live`` names are sent as a live server sends a stream:
+    without a length, until the connection closes."""
 
-    def __init__(self, files: dict[str, bytes]):
+    def __init__(self, files: dict[str, bytes], live: tuple[str, ...] = ()):
         import http.server
 
         self.requests: list[str] = []
@@ -508,7 +510,8 @@ class _HttpFiles:
                 data = files[self.path.split("?")[0].lstrip("/")]
                 cut = self.path.endswith("?cut") and requests.count(self.path) == 1
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
+                if self.path.split("?")[0].lstrip("/") not in live:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data[: len(data) * 2 // 3] if cut else data)
                 self.close_connection = True
@@ -564,6 +567,26 @@ def test_a_file_served_over_http_plays_once_whole(tmp_path):
         server.close()
 
 
+def test_an_mpeg_ts_file_over_http_plays_once_though_it_names_no_duration(tmp_path):
+    """An MPEG-TS file names its duration only to a reader that can seek to its end; a plain web server
+    (no byte ranges) does not let FFmpeg, but says the file's size: it is a file, played once, not a
+    live stream reconnected and replayed for ever."""
+    from media_utils import make_clip
+
+    from streamrestore.live.sources import ReconnectPolicy, open_source
+
+    make_clip(tmp_path / "clip.ts", frames=10, fps=25)
+    server = _HttpFiles({"clip.ts": (tmp_path / "clip.ts").read_bytes()})
+    try:
+        source = open_source(server.url + "clip.ts", realtime=False, policy=ReconnectPolicy(retries=2, backoff=0.1))
+        assert not source._container.duration  # what the case is about
+        got = list(source.frames(threading.Event()))
+        source.close()
+    finally:
+        server.close()
+    assert len(got) == 10 and source.reconnects == 0 and server.requests == ["/clip.ts"]
+
+
 def test_a_live_stream_over_http_is_reconnected_at_its_end():
     """A live FLV stream over http says its duration is 0 (a file says how long it is): when its
     answer ends, the source reconnects as for any live stream instead of ending."""
@@ -585,7 +608,7 @@ def test_a_live_stream_over_http_is_reconnected_at_its_end():
             frame.pts = i
             out.mux(video.encode(frame))
         out.mux(video.encode())
-    server = _HttpFiles({"live.flv": bytes(sink.data)})
+    server = _HttpFiles({"live.flv": bytes(sink.data)}, live=("live.flv",))
     stop = threading.Event()
     try:
         source = open_source(server.url + "live.flv", policy=ReconnectPolicy(retries=1, backoff=0.1, timeout=2))

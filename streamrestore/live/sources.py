@@ -302,7 +302,7 @@ class StreamSource(LiveSource):
     come as shown, as a :class:`FileSource`'s do: the first frame, decoded at open, says the
     stream's display rotation and so the ``width`` and ``height`` of the turned picture.
 
-    A file served over http(s) (it says how long it is) is played as a file is: at its own pace
+    A file served over http(s) (it says how long it is, or its size) is played as a file is: at its own pace
     (``realtime``, else as fast as it decodes, waiting for the consumer), once, ending at its end.
     """
 
@@ -360,9 +360,11 @@ class StreamSource(LiveSource):
         self._container = container
         self._stream = container.streams.video[0]
         self._stream.thread_type = "AUTO"
-        # a file served over http says how long it is, and ends at its end; live streams say
-        # nothing or 0 (FLV), and other protocols' estimates are not to be trusted
-        self._finite = self.url.split("://", 1)[0].lower() in ("http", "https") and (container.duration or 0) > 0
+        # a file served over http says how long it is, or at least how many bytes (an MPEG-TS file
+        # names no duration unless the server lets FFmpeg read its end), and ends at its end; live
+        # streams say neither (FLV says 0), and other protocols' estimates are not to be trusted
+        self._finite = self.url.split("://", 1)[0].lower() in ("http", "https") and (
+            (container.duration or 0) > 0 or (container.size or 0) > 0)
         self._ended = False  # its packets ran out without an error
         self._frames = self._decoded()  # one reader of the container's packets, whoever asks first
         return None
