@@ -966,3 +966,28 @@ def test_an_interlaced_file_or_stream_plays_deinterlaced(tmp_path):
                 assert (max(combs) < 1) if deinterlace else (min(combs) > 8), (spec, deinterlace, combs)
     finally:
         server.close()
+
+
+def test_a_stream_that_changes_size_is_given_at_its_first_size(tmp_path):
+    """A broadcast switching to an SD advert: the outputs were opened at the first size, so the
+    frames after the switch come scaled to it."""
+    from media_utils import make_clip
+
+    from streamrestore.live.sources import open_source
+
+    make_clip(tmp_path / "hd.ts", width=96, height=64, frames=5)
+    make_clip(tmp_path / "sd.ts", width=64, height=48, frames=4)
+    capture = (tmp_path / "hd.ts").read_bytes() + (tmp_path / "sd.ts").read_bytes()
+    server = _HttpFiles({"channel.ts": capture}, live=("channel.ts",))
+    stop = threading.Event()
+    try:
+        source = open_source(server.url + "channel.ts")
+        got = []
+        for live in source.frames(stop):
+            got.append(live.rgb().shape)
+            if len(got) == 9:
+                stop.set()
+        source.close()
+    finally:
+        server.close()
+    assert (source.width, source.height) == (96, 64) and got == [(64, 96, 3)] * 9

@@ -319,6 +319,8 @@ class StreamSource(LiveSource):
         self.reconnects = 0
         self._container = None
         self._stream = None
+        self._size: tuple[int, int] | None = None  # (width, height) of the first frame, as stored
+        self._resized = 0  # frames scaled to it
         error = self._open()
         attempt = 0
         while error is not None and attempt < policy.retries:
@@ -330,9 +332,12 @@ class StreamSource(LiveSource):
             raise InputError(f"cannot open stream {url}: {error}; check that the sender is running and the URL is right")
         cc = self._stream.codec_context
         self.width, self.height = cc.width, cc.height
-        # the first frame says how the stream is shown; it is given first
+        # the first frame says how the stream is shown, and its size (the codec's may be a later
+        # picture's: probing can read past a switch); it is given first
         first = next(self._frames, None)
         self._held = [] if first is None else [first]
+        if first is not None:
+            self.width, self.height = first.width, first.height
         if first is not None and quarter_turns(first.rotation) % 2:
             self.width, self.height = self.height, self.width
         rate = self._stream.average_rate or self._stream.guessed_rate
@@ -372,19 +377,27 @@ class StreamSource(LiveSource):
     def _decoded(self) -> Iterator:
         """The frames of the open stream until it stops (``_ended`` says whether at its end);
         an interlaced stream's deinterlaced (one frame later: bwdif looks at the next frame)."""
-        from streamrestore.video.reader import Deinterlacer
+        from streamrestore.video.reader import Deinterlacer, resized
 
         frames = self._packets_decoded()
         first = next(frames, None)
         if first is None:
             return
+        if self._size is None:  # the outputs are opened at the first frame's size, kept after reconnects
+            self._size = (first.width, first.height)
+        frames = itertools.chain([first], frames)
         if self.deinterlace and first.interlaced_frame:
             if not self.reconnects:
                 log.info("%s is interlaced: deinterlacing it (bwdif; --no-deinterlace keeps the woven fields)", self.url)
-            yield from Deinterlacer(self._stream).frames(itertools.chain([first], frames))
-        else:
-            yield first
-            yield from frames
+            frames = Deinterlacer(self._stream).frames(frames)
+        for frame in frames:
+            if (frame.width, frame.height) != self._size:  # a broadcast switching to an SD advert
+                if not self._resized:
+                    log.warning("%s changes size mid-stream (%dx%d, was %dx%d): its frames are scaled to the first "
+                                "size", self.url, frame.width, frame.height, *self._size)
+                self._resized += 1
+                frame = resized(frame, *self._size)
+            yield frame
 
     def _packets_decoded(self) -> Iterator:
         """The frames decoded from the open stream's packets until it stops."""

@@ -363,8 +363,9 @@ def _repeat_frame(frame: av.VideoFrame, pts: int, duration: int) -> av.VideoFram
     return copy
 
 
-def _resized(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
-    """``frame`` scaled to ``width`` x ``height`` in its own format, with its timing and colour tags."""
+def resized(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """``frame`` scaled to ``width`` x ``height`` in its own format, with its timing and colour tags
+    (a stream that changes size mid-way is given at one size: the reader's and the live stream's)."""
     out = frame.reformat(width=width, height=height, interpolation="BICUBIC")
     out.pts, out.time_base, out.duration = frame.pts, frame.time_base, frame.duration
     out.pict_type = frame.pict_type
@@ -660,7 +661,7 @@ class VideoReader:
         step = frame_ticks(rate, tb) if rate else 1
         previous: tuple[int, int] | None = None  # (pts, duration) of the frame before
         size = (self.info.width, self.info.height)  # a broadcast capture may change it (an SD advert): scaled
-        resized: list[float | None] = []  # times of the frames scaled to it
+        scaled: list[float | None] = []  # times of the frames scaled to it
 
         def all_frames():
             yield from pending
@@ -687,13 +688,13 @@ class VideoReader:
             repeated += is_repeat
             corrupt += frame.is_corrupt and not is_repeat
             if (frame.width, frame.height) != size:
-                resized.append(frame.time)
-                frame = _resized(frame, *size)
+                scaled.append(frame.time)
+                frame = resized(frame, *size)
             yield frame
         self._report_damage(repeated, corrupt)
-        if resized:
-            when = f" from {resized[0] - self._origin:.2f} s" if resized[0] is not None else ""
-            self.problems.append(f"the video changes size mid-stream: {len(resized)} frame(s){when} were scaled to "
+        if scaled:
+            when = f" from {scaled[0] - self._origin:.2f} s" if scaled[0] is not None else ""
+            self.problems.append(f"the video changes size mid-stream: {len(scaled)} frame(s){when} were scaled to "
                                  f"{size[0]}x{size[1]}, the size of its first frame (the output holds one size)")
         if unstamped:
             rate_text = f" at {float(rate):g} fps" if rate else ""
