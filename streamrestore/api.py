@@ -116,7 +116,7 @@ def restore_video(
         info = reader.info
         fps = float(info.frame_rate) if info.frame_rate else 30.0
         with VideoWriter(dst, info, encoder, audio_from=src, start=start, end=end, force=force) as writer:
-            face_restorer = _face_restorer(restorer, fps)
+            face_restorer = _face_restorer(restorer, fps, info.pixel_aspect)
             stats = face_restorer.stats
             stats.startup_seconds = time.perf_counter() - started
             bar = make_progress(expected_frames(info, start, end), progress)
@@ -200,18 +200,23 @@ def restore_photo(
     return stats
 
 
-def _face_restorer(restorer: RestorerSpec | None, fps: float) -> FaceRestorer:
-    """The FaceRestorer a run at ``fps`` uses (see ``restorer`` of :func:`restore_video`)."""
+def _face_restorer(restorer: RestorerSpec | None, fps: float, aspect: float = 1.0) -> FaceRestorer:
+    """The FaceRestorer a run at ``fps`` of pixels of ``aspect`` uses (see ``restorer`` of
+    :func:`restore_video`)."""
     if restorer is None:
-        return FaceRestorer.from_options(fps=fps)
-    if not isinstance(restorer, FaceRestorer):
+        restorer = FaceRestorer.from_options(fps=fps)
+    elif not isinstance(restorer, FaceRestorer):
         built = restorer(fps)
         if not isinstance(built, FaceRestorer):
             raise ValueError(f"the restorer function must return a FaceRestorer, got {type(built).__name__}")
-        return built
-    if restorer.frames_in or restorer.stats.frames or restorer.fps != fps:
-        # Its tracker and temporal state belong to another stream, or its smoothing is tuned
-        # for another frame rate: a fresh copy shares everything loaded and starts clean.
-        return restorer.fresh(fps)
+        restorer = built
+    elif restorer.frames_in or restorer.stats.frames:
+        # Its tracker and temporal state belong to another stream: a fresh copy shares
+        # everything loaded and starts clean.
+        return restorer.fresh(fps, aspect)
+    if restorer.fps != fps or restorer.pixel_aspect != aspect:
+        # its smoothing is tuned for another frame rate, or it cuts faces for other pixels
+        return restorer.fresh(fps, aspect)
     return restorer
+
 

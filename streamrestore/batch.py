@@ -435,7 +435,7 @@ class BatchWorker:
         tmp = part.with_name(f".{part.name}.partial.mkv")
         with VideoReader(plan.src, start=start, end=end, deinterlace=self.deinterlace) as reader:
             info = reader.info
-            face_restorer = self._loaded().fresh(plan.fps)
+            face_restorer = self._loaded().fresh(plan.fps, info.pixel_aspect)
             pix_fmt, matrix, color_range = encoder_format(dst, info, self._settings())
             sink = _PartSink(tmp, info.width, info.height, pix_fmt, matrix, color_range,
                              keep=(plan.pts[a], plan.pts[b] if b < n else None), die=die)

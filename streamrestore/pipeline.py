@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -168,10 +169,14 @@ class FaceRestorer:
         prepared_references: the reference detail stage's prepared references, by set name and
             crop side, made with the same ``config.reference_detail`` (not prepared again; see
             :meth:`fresh`).
+        pixel_aspect: a stored pixel's width over its height as shown (a video's sample aspect
+            ratio, e.g. 32:27 for a 16:9 DVD): faces are cut out and pasted back as shown, not
+            squeezed (default 1: square pixels; :func:`~streamrestore.api.restore_video` sets it
+            from the file).
 
     Raises:
-        ValueError: a bad ``channel_order``, or several reference sets (or ``unmatched="skip"``)
-            without an ``embedder``.
+        ValueError: a bad ``channel_order`` or ``pixel_aspect``, or several reference sets (or
+            ``unmatched="skip"``) without an ``embedder``.
     """
 
     def __init__(
@@ -188,9 +193,14 @@ class FaceRestorer:
         torch_threads: int | None = None,
         reference_caches: dict[str, Any] | None = None,
         prepared_references: dict[tuple[str, int], PreparedReferences] | None = None,
+        pixel_aspect: float = 1.0,
     ) -> None:
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        if not (math.isfinite(pixel_aspect) and pixel_aspect > 0):
+            raise ValueError(f"pixel_aspect must be a positive number, got {pixel_aspect!r}")
+        #: the stream's stored pixel width over height as shown (see :meth:`fresh`)
+        self.pixel_aspect = float(pixel_aspect)
         self.restorer = restorer
         self.detector = detector
         self.embedder = embedder
@@ -292,7 +302,7 @@ class FaceRestorer:
         """The frame rate the tracker's smoothing is tuned for (see :meth:`fresh`)."""
         return self._fps
 
-    def fresh(self, fps: float | None = None) -> "FaceRestorer":
+    def fresh(self, fps: float | None = None, pixel_aspect: float | None = None) -> "FaceRestorer":
         """A new object for another stream (tracker, temporal state and stats start empty) that
         shares this one's restorer, face models, reference sets, encoded references and the
         reference detail's prepared references: what a worker restoring many files or chunks
@@ -300,12 +310,16 @@ class FaceRestorer:
 
         Args:
             fps: the new stream's rate (default None: this one's).
+            pixel_aspect: the new stream's pixel aspect (a video's sample aspect ratio; default
+                None: this one's): its faces are cut out as shown
+                (:func:`~streamrestore.faces.align.alignment_matrix`).
         """
         return FaceRestorer(
             self.restorer, self.detector, self.reference_sets, embedder=self.embedder, config=self.config,
             channel_order=self.channel_order, tracker_config=self._tracker.config,
             fps=self._fps if fps is None else fps, torch_threads=self.torch_threads, reference_caches=self.caches,
             prepared_references=self._prepared,
+            pixel_aspect=self.pixel_aspect if pixel_aspect is None else pixel_aspect,
         )
 
     # --- public entry points -------------------------------------------------------------
@@ -570,7 +584,7 @@ class FaceRestorer:
             if skip:
                 continue
             side = self._crop_side(t)
-            matrices.append(alignment_matrix(t.kps, side))
+            matrices.append(alignment_matrix(t.kps, side, self.pixel_aspect))
             sides.append(side)
             caches.append(self._cache_for(t.track_id, identity, pixels, matrices[-1], side)
                           if identity is not None else None)
@@ -864,7 +878,7 @@ class FaceRestorer:
         if len(self.crop_sides) == 1:
             return self.crop_sides[0]
         model_side = self.crop_sides[0]
-        m = alignment_matrix(t.kps, model_side)
+        m = alignment_matrix(t.kps, model_side, self.pixel_aspect)
         frame_pixels = model_side / max(float(np.sqrt(abs(np.linalg.det(m[:, :2])))), 1e-9)
         side = auto_crop_side(frame_pixels, self.crop_sides, self._track_sides.get(t.track_id))
         self._track_sides[t.track_id] = side

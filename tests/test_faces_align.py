@@ -166,3 +166,22 @@ def test_arcface_matrix_puts_landmarks_on_the_arcface_template():
     m = arcface_matrix(kps)
     np.testing.assert_allclose(kps @ m[:, :2].T + m[:, 2], ARCFACE_TEMPLATE_112, atol=1e-9)
     np.testing.assert_allclose(arcface_matrix(ARCFACE_TEMPLATE_112), [[1, 0, 0], [0, 1, 0]], atol=1e-9)
+
+
+def test_a_face_stored_in_wide_pixels_is_cut_out_as_shown():
+    """A 16:9 DVD stores its picture squeezed into 720 x 480 pixels of aspect 32:27: the crop of the
+    stored picture, told the pixel aspect, is the crop of the picture as shown (the face unsqueezed)."""
+    import synthetic_faces as sf
+
+    par = 32 / 27
+    shown, (kps,) = sf.scene(256, 160, [("ann", sf.face_matrix((128, 80), 44, 8))])
+    stored = cv2.resize(shown, (round(256 / par), 160), interpolation=cv2.INTER_AREA)
+    stored_kps = kps * np.array([stored.shape[1] / 256, 1.0])
+    expected = warp_to_template(shown, alignment_matrix(kps, 128), 128).astype(float)
+    told = warp_to_template(stored, alignment_matrix(stored_kps, 128, pixel_aspect=256 / stored.shape[1]), 128)
+    squeezed = warp_to_template(stored, alignment_matrix(stored_kps, 128), 128)
+    assert np.abs(told - expected).mean() < 3 and np.abs(squeezed - expected).mean() > 10
+    assert np.allclose(alignment_matrix(kps, 128, pixel_aspect=1.0), alignment_matrix(kps, 128))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="pixel_aspect must be a positive number"):
+            alignment_matrix(kps, 128, pixel_aspect=bad)

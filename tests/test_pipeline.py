@@ -746,3 +746,39 @@ def test_an_interlaced_video_is_restored_deinterlaced_unless_asked_not_to(tmp_pa
         with av.open(str(dst)) as c:
             combs = [combing(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
         assert (max(combs) < most_combing) if most_combing else min(combs) > 8, combs
+
+
+def test_faces_of_a_video_of_wide_pixels_are_restored_as_shown(tmp_path):
+    """A 16:9 DVD stores its picture squeezed, in pixels of aspect 32:27 (the file says so): the
+    restorer is given each face as it is shown (its skin as wide for its height as in an upright
+    crop of the picture shown), not squeezed."""
+    from streamrestore.faces.align import alignment_matrix, warp_to_template
+
+    par = Fraction(32, 27)
+    shown = [sf.scene(256, 160, [("ann", sf.face_matrix((128 + 2 * i, 80), 44))], i) for i in range(4)]
+    width = round(256 / par)  # 216
+
+    def stored(i):
+        return cv2.resize(shown[i][0], (width, 160), interpolation=cv2.INTER_AREA)
+
+    def aspect(crop):  # the drawn skin's width over its height
+        ys, xs = np.nonzero(np.abs(crop.astype(float) - sf.PEOPLE["ann"].skin).max(axis=2) < 30)
+        return (xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1)
+
+    class Recording(IdentityRestorer):
+        def restore(self, faces, caches, noise_seeds=None):
+            crops.append((faces[0].permute(1, 2, 0).numpy() * 255).round())
+            return faces
+
+    expected = aspect(warp_to_template(shown[0][0], alignment_matrix(shown[0][1][0], 128), 128))
+    config = PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False), crop_resolution=None)
+    for tagged, proportion in ((True, 1.0), (False, 27 / 32)):
+        src = tmp_path / f"dvd_{tagged}.mp4"
+        make_clip(src, width=width, height=160, frames=4, picture=stored,
+                  color={"sample_aspect_ratio": par} if tagged else None)
+        crops: list = []
+        restore_video(src, tmp_path / f"out_{tagged}.mp4", FaceRestorer(Recording(128), sf.SyntheticFaceDetector(),
+                                                                         config=config),
+                      encoder=EncoderSettings(preset="ultrafast"))
+        assert len(crops) == 4
+        assert [aspect(c) for c in crops] == pytest.approx([expected * proportion] * 4, rel=0.04), tagged

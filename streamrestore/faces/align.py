@@ -2,8 +2,9 @@
 
 The restorer works on square crops in which the eyes, nose and mouth corners sit where they
 sit in FFHQ (the layout GFPGAN and CodeFormer also use). A crop is made with a similarity
-transform (rotation, uniform scale, translation; never a reflection or shear), so pasting back
-is the exact inverse and the face keeps its proportions.
+transform of the picture as shown (rotation, uniform scale, translation; never a reflection or
+shear; for a video of non-square pixels the stored x is stretched by the pixel aspect first), so
+pasting back is the exact inverse and the face keeps its proportions.
 """
 from __future__ import annotations
 
@@ -114,21 +115,34 @@ def similarity_transform(src: ArrayLike, dst: ArrayLike) -> np.ndarray:
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def alignment_matrix(kps: ArrayLike, resolution: int) -> np.ndarray:
-    """The (2, 3) frame → crop similarity that puts a face's landmarks on the template.
+def alignment_matrix(kps: ArrayLike, resolution: int, pixel_aspect: float = 1.0) -> np.ndarray:
+    """The (2, 3) frame → crop transform that puts a face's landmarks on the template: a
+    similarity of the picture as shown.
 
     Args:
         kps: the 5 landmarks, (5, 2), in frame pixels (left eye, right eye, nose, left and
             right mouth corner).
         resolution: side of the crop.
+        pixel_aspect: a stored pixel's width over its height as shown (a video's sample aspect
+            ratio: a 16:9 DVD stores 720 x 480 pixels of 32:27). Default 1: square pixels. Other
+            values stretch the crop's x by it, so that the face is cut out as it is shown and not
+            squeezed (the transform is then an affine, no longer a similarity).
 
     Raises:
-        ValueError: ``kps`` not (5, 2) or not finite, or ``resolution`` not an integer >= 8.
+        ValueError: ``kps`` not (5, 2) or not finite, ``resolution`` not an integer >= 8, or
+            ``pixel_aspect`` not a positive number.
     """
     kps = _as_points(kps, "kps")
     if kps.shape != (5, 2):
         raise ValueError(f"kps must have shape (5, 2), got {kps.shape}")
-    return similarity_transform(kps, template(resolution))
+    if not (np.isfinite(pixel_aspect) and pixel_aspect > 0):
+        raise ValueError(f"pixel_aspect must be a positive number, got {pixel_aspect!r}")
+    if pixel_aspect == 1:
+        return similarity_transform(kps, template(resolution))
+    shown = kps * np.array([pixel_aspect, 1.0])
+    matrix = similarity_transform(shown, template(resolution))
+    matrix[:, 0] *= pixel_aspect  # stored x -> shown x, then the similarity
+    return matrix
 
 
 def arcface_matrix(kps: ArrayLike) -> np.ndarray:

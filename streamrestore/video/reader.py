@@ -99,6 +99,12 @@ class VideoInfo:
     origin: float = 0.0
     interlaced: bool = False  # the first frame is flagged interlaced (two fields)
 
+    @property
+    def pixel_aspect(self) -> float:
+        """A stored pixel's width over its height as shown (the sample aspect ratio; 1 where the
+        file says none): what :class:`~streamrestore.pipeline.FaceRestorer` cuts faces for."""
+        return float(self.sample_aspect_ratio) if self.sample_aspect_ratio else 1.0
+
 
 def open_input(path: str | os.PathLike) -> av.container.InputContainer:
     """Open ``path`` for demuxing (the reader's video and the writer's audio source are opened
