@@ -377,7 +377,7 @@ class StreamSource(LiveSource):
     def _decoded(self) -> Iterator:
         """The frames of the open stream until it stops (``_ended`` says whether at its end);
         an interlaced stream's deinterlaced (one frame later: bwdif looks at the next frame)."""
-        from streamrestore.video.reader import Deinterlacer, resized
+        from streamrestore.video.reader import Deinterlacer
 
         frames = self._packets_decoded()
         first = next(frames, None)
@@ -385,13 +385,20 @@ class StreamSource(LiveSource):
             return
         if self._size is None:  # the outputs are opened at the first frame's size, kept after reconnects
             self._size = (first.width, first.height)
-        frames = itertools.chain([first], frames)
+        frames = self._at_first_size(itertools.chain([first], frames))
         if self.deinterlace and first.interlaced_frame:
             if not self.reconnects:
                 log.info("%s is interlaced: deinterlacing it (bwdif; --no-deinterlace keeps the woven fields)", self.url)
-            frames = Deinterlacer(self._stream).frames(frames)
+            frames = Deinterlacer().frames(frames)
+        yield from frames
+
+    def _at_first_size(self, frames: Iterator) -> Iterator:
+        """``frames`` at the stream's first size, the size its outputs were opened at (a broadcast
+        switching to an SD advert)."""
+        from streamrestore.video.reader import resized
+
         for frame in frames:
-            if (frame.width, frame.height) != self._size:  # a broadcast switching to an SD advert
+            if (frame.width, frame.height) != self._size:
                 if not self._resized:
                     log.warning("%s changes size mid-stream (%dx%d, was %dx%d): its frames are scaled to the first "
                                 "size", self.url, frame.width, frame.height, *self._size)

@@ -385,34 +385,40 @@ class Deinterlacer:
     frame's pts, time base, duration and picture type. Only frames flagged interlaced are changed;
     the field order is each frame's own. bwdif holds one frame back (it looks at the next one)
     and gives it up when the input ends. Used by :class:`VideoReader` and the live stream source.
+    The filter is set up for the first frame's size and format (a stream's own may name a later
+    picture's); the frames given must keep them (the reader scales a size change before)."""
 
-    Args:
-        stream: the decoded stream (size, pixel format and time base of its frames).
-    """
+    def __init__(self) -> None:
+        self._graph: av.filter.Graph | None = None
 
-    def __init__(self, stream: av.video.stream.VideoStream):
-        self._graph = av.filter.Graph()
-        source = self._graph.add_buffer(template=stream)
-        bwdif = self._graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
-        sink = self._graph.add("buffersink")
+    def _configure(self, first: av.VideoFrame) -> av.filter.Graph:
+        graph = av.filter.Graph()
+        source = graph.add_buffer(width=first.width, height=first.height, format=first.format,
+                                  time_base=first.time_base or Fraction(1, 90000))
+        bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+        sink = graph.add("buffersink")
         source.link_to(bwdif)
         bwdif.link_to(sink)
-        self._graph.configure()
+        graph.configure()
+        return graph
 
     def frames(self, frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         """``frames`` deinterlaced, in order, one for one."""
         given: deque[av.VideoFrame] = deque()
         for frame in frames:
+            if self._graph is None:
+                self._graph = self._configure(frame)
             given.append(frame)
             self._graph.push(frame)
             yield from self._pull(given)
-        self._graph.push(None)
-        yield from self._pull(given)
+        if self._graph is not None:
+            self._graph.push(None)
+            yield from self._pull(given)
 
     def _pull(self, given: deque[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         while given:
             try:
-                out = cast(av.VideoFrame, self._graph.pull())
+                out = cast(av.VideoFrame, cast(av.filter.Graph, self._graph).pull())
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
             frame = given.popleft()
@@ -495,7 +501,7 @@ class VideoReader:
             self.info: VideoInfo = _describe(self.path, self._container, self._stream, self._first[0])
             self._deinterlacer: Deinterlacer | None = None
             if deinterlace and self.info.interlaced:
-                self._deinterlacer = Deinterlacer(self._stream)
+                self._deinterlacer = Deinterlacer()
                 self.info = dataclasses.replace(self.info, interlaced=False)
                 self.problems.append("the input is interlaced: each frame was deinterlaced (bwdif: one frame at "
                                      "its first field's instant, timestamps kept); --no-deinterlace (library: "
