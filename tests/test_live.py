@@ -991,3 +991,28 @@ def test_a_stream_that_changes_size_is_given_at_its_first_size(tmp_path):
     finally:
         server.close()
     assert (source.width, source.height) == (96, 64) and got == [(64, 96, 3)] * 9
+
+
+def test_a_source_of_wide_pixels_says_their_aspect_as_its_frames_are_given(tmp_path):
+    """A DVD's 32:27 pixels (the file says so): the live pipeline cuts its faces as shown
+    (``FaceRestorer.pixel_aspect``); a phone's clip turned upright turns its pixels too."""
+    from fractions import Fraction
+
+    from media_utils import make_clip
+
+    from streamrestore.live.sources import open_source
+
+    make_clip(tmp_path / "dvd.mp4", width=64, height=48, frames=3, color={"sample_aspect_ratio": Fraction(32, 27)})
+    make_clip(tmp_path / "turned.mp4", width=64, height=48, frames=3, rotation=90,
+              color={"sample_aspect_ratio": Fraction(32, 27)})
+    make_clip(tmp_path / "square.mp4", width=64, height=48, frames=3)
+    server = _HttpFiles({"dvd.mp4": (tmp_path / "dvd.mp4").read_bytes()})
+    try:
+        aspects = {}
+        for spec in (tmp_path / "dvd.mp4", tmp_path / "turned.mp4", tmp_path / "square.mp4", server.url + "dvd.mp4"):
+            source = open_source(str(spec), realtime=False)
+            aspects[Path(str(spec)).name] = source.pixel_aspect
+            source.close()
+    finally:
+        server.close()
+    assert aspects == pytest.approx({"dvd.mp4": 32 / 27, "turned.mp4": 27 / 32, "square.mp4": 1.0})

@@ -144,10 +144,12 @@ def main(argv: list[str]) -> int:
     try:
         fps = min(source.fps, 60.0)
         if adapted is not None:
-            face_restorer = adapted.fresh(fps=fps)
+            face_restorer = adapted.fresh(fps=fps, pixel_aspect=source.pixel_aspect)
         else:
             with stop_signals_held():  # a stop signal mid-import of a native library could crash it
                 face_restorer = FaceRestorer.from_options(args.refs, fps=fps, **options)
+            if source.pixel_aspect != 1:  # a DVD's wide pixels: faces cut out as shown
+                face_restorer = face_restorer.fresh(pixel_aspect=source.pixel_aspect)
         for spec in args.output:
             sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force))
         if args.output and Path(args.source).is_file() and _has_audio(args.source):

@@ -100,6 +100,8 @@ class LiveSource:
     #: True when the source can wait for its consumer (a file read as fast as possible): then
     #: :class:`LatestFrame` holds it back instead of dropping frames
     can_wait: bool = False
+    #: a pixel's width over its height as shown, in the frames given (a DVD's 32:27; turned with them)
+    pixel_aspect: float = 1.0
     problems: list
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:  # pragma: no cover - abstract
@@ -241,6 +243,7 @@ class FileSource(LiveSource):
         # frames are given as shown: a phone's portrait video, stored sideways, comes out upright
         turned = quarter_turns(info.rotation) % 2
         self.width, self.height = (info.height, info.width) if turned else (info.width, info.height)
+        self.pixel_aspect = 1 / info.pixel_aspect if turned else info.pixel_aspect
         self.fps = float(info.frame_rate) if info.frame_rate else 30.0
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
@@ -338,8 +341,11 @@ class StreamSource(LiveSource):
         self._held = [] if first is None else [first]
         if first is not None:
             self.width, self.height = first.width, first.height
+        sar = self._stream.sample_aspect_ratio
+        self.pixel_aspect = float(sar) if sar else 1.0
         if first is not None and quarter_turns(first.rotation) % 2:
             self.width, self.height = self.height, self.width
+            self.pixel_aspect = 1 / self.pixel_aspect
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate and 1 <= float(rate) <= 240 else 30.0
         self.can_wait = self._finite and not realtime
