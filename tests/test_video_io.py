@@ -1070,3 +1070,21 @@ def test_a_video_that_changes_size_mid_stream_is_read_at_its_first_size(tmp_path
     passthrough(capture, out)
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 9
+
+
+@pytest.mark.parametrize("name, codec, pix_fmt", [("graphics.mov", "png", "rgba"),
+                                                  ("overlay.webm", "libvpx-vp9", "yuva420p"),
+                                                  ("plain.mov", "png", "rgb24")])
+def test_transparency_the_output_cannot_keep_is_said(tmp_path, name, codec, pix_fmt):
+    """Motion graphics with an alpha channel (PNG/ProRes 4444 in MOV, VP9 with alpha in WebM, which
+    FFmpeg decodes without it): the restored video holds none, and the run says so."""
+    src = tmp_path / name
+    make_clip(src, frames=2, codec=codec, pix_fmt=pix_fmt, options={})
+    said = "the input has transparency (an alpha channel): the output is written without it"
+    with VideoReader(src) as reader, VideoWriter(tmp_path / f"out{src.suffix}", reader.info,
+                                                  EncoderSettings(preset="8" if name.endswith("webm") else "ultrafast")
+                                                  ) as writer:
+        assert reader.info.alpha == (pix_fmt != "rgb24")
+        for frame in reader.frames():
+            writer.write(frame)
+        assert any(note.startswith(said) for note in writer.notes) == (pix_fmt != "rgb24")

@@ -98,6 +98,7 @@ class VideoInfo:
     # clock players show (and ffmpeg -ss uses), so "start=2" means 2 s into the file.
     origin: float = 0.0
     interlaced: bool = False  # the first frame is flagged interlaced (two fields)
+    alpha: bool = False  # the video has transparency (an alpha plane, or VP9's alpha side stream)
 
     @property
     def pixel_aspect(self) -> float:
@@ -276,6 +277,14 @@ def quarter_turns(rotation: float) -> int:
     return round(rotation / 90) % 4
 
 
+#: pixel formats with an alpha plane, by the start of their FFmpeg names
+_ALPHA_FORMATS = ("rgba", "bgra", "argb", "abgr", "yuva", "gbrap", "ya8", "ya16")
+
+
+def _has_alpha(pix_fmt: str) -> bool:
+    return pix_fmt.startswith(_ALPHA_FORMATS)
+
+
 def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo:
     cc = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -310,6 +319,8 @@ def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo
         sample_aspect_ratio=sar,
         origin=container.start_time / av.time_base if container.start_time else 0.0,
         interlaced=bool(first.interlaced_frame) if first is not None else False,
+        alpha=_has_alpha(first.format.name if first is not None else (cc.pix_fmt or ""))
+        or stream.metadata.get("alpha_mode") == "1",  # WebM's VP9 alpha: decoded without it
     )
 
 

@@ -241,6 +241,9 @@ def _notes_on(info: VideoInfo) -> list[str]:
     if bits > 8 and info.pix_fmt not in DEEP_YUV420 and info.pix_fmt not in DEEP_PLANAR:  # (those keep it)
         notes.append(f"the input has {bits} bits per sample ({info.pix_fmt}): frames with faces are restored "
                      "at 8 bits, frames without keep theirs")
+    if info.alpha:
+        notes.append("the input has transparency (an alpha channel): the output is written without it (its "
+                     "codecs carry none); keep the original for compositing")
     if info.interlaced:
         notes.append("the input is interlaced: the output is written as progressive frames with its two fields "
                      "woven (combed where things move); deinterlaced (the default; library: deinterlace=True) "
