@@ -1088,3 +1088,48 @@ def test_transparency_the_output_cannot_keep_is_said(tmp_path, name, codec, pix_
         for frame in reader.frames():
             writer.write(frame)
         assert any(note.startswith(said) for note in writer.notes) == (pix_fmt != "rgb24")
+
+
+def _tagged_clip(path: Path) -> None:
+    """2 s at 25 fps with a title, a recording date, a place, an audio language and three chapters."""
+    from media_utils import _write_tone as write_tone
+
+    with av.open(str(path), "w") as out:
+        out.metadata.update({"title": "Holiday 2009", "creation_time": "2009-07-01T12:00:00.000000Z",
+                             "location": "+48.8577+002.2950/"})
+        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=48000)
+        audio.layout = "mono"
+        audio.metadata["language"] = "fra"
+        tb = Fraction(1, 1000)
+        out.set_chapters([{"id": k + 1, "start": a, "end": b, "time_base": tb, "metadata": {"title": title}}
+                          for k, (a, b, title) in enumerate([(0, 800, "Arrival"), (800, 1400, "Beach"),
+                                                             (1400, 2000, "Dinner")])])
+        for i in range(50):
+            frame = av.VideoFrame.from_ndarray(pattern(64, 48, i), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        write_tone(out, audio, 2.0)
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_the_inputs_tags_and_chapters_are_kept(tmp_path, ext):
+    """A phone's or camcorder's video says when and where it was recorded (photo libraries sort by it),
+    its title, its audio's language and its chapters: the restored copy says the same; a window keeps
+    the chapters it overlaps, moved with it."""
+    src = tmp_path / f"holiday.{ext}"
+    _tagged_clip(src)
+    passthrough(src, tmp_path / f"out.{ext}")
+    passthrough(src, tmp_path / f"window.{ext}", start=1.0)
+    for name, chapters in ((f"out.{ext}", [("Arrival", 0.0, 0.8), ("Beach", 0.8, 1.4), ("Dinner", 1.4, 2.0)]),
+                           (f"window.{ext}", [("Beach", 0.0, 0.4), ("Dinner", 0.4, 1.0)])):
+        with av.open(str(tmp_path / name)) as c:
+            tags = {key.lower(): value for key, value in c.metadata.items()}
+            assert tags["title"] == "Holiday 2009" and tags["creation_time"].startswith("2009-07-01T12:00:00")
+            assert c.streams.audio[0].metadata.get("language") == "fra"
+            got = c.chapters()
+        assert [ch["metadata"]["title"] for ch in got] == [title for title, _, _ in chapters], name
+        times = [float(t * ch["time_base"]) for ch in got for t in (ch["start"], ch["end"])]
+        assert times == pytest.approx([t for _, a, b in chapters for t in (a, b)], abs=0.05), (name, times)

@@ -28,10 +28,18 @@ from typing import Iterator, cast
 import av
 import av.error
 
-from streamrestore.errors import OutputError
+from streamrestore.errors import InputError, OutputError
 from streamrestore.output_file import SPACE_ERRNOS, check_output_path, temp_beside, write_failed
 from streamrestore.settings import check_kinds
-from streamrestore.video.reader import DEEP_PLANAR, DEEP_YUV420, VideoInfo, frame_ticks, open_input, seek_not_after
+from streamrestore.video.reader import (
+    DEEP_PLANAR,
+    DEEP_YUV420,
+    VideoInfo,
+    frame_ticks,
+    open_input,
+    pick_video_stream,
+    seek_not_after,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +233,17 @@ class EncoderSettings:
             # x265 writes its own [info]/[warning] banner straight to stderr, past FFmpeg's log level.
             options["x265-params"] = "log-level=error"
         return options
+
+
+#: tags the muxer or the encoder writes for itself, and Matroska's per-stream statistics: not copied
+_OWN_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "vendor_id", "rotate", "duration",
+             "number_of_frames", "number_of_bytes", "bps"}
+
+
+def _kept_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The input's tags worth keeping on the output (see :data:`_OWN_TAGS`)."""
+    return {key: value for key, value in tags.items()
+            if key.lower() not in _OWN_TAGS and not key.startswith("_STATISTICS")}
 
 
 def _n_streams(count: int, kind: str) -> str:
@@ -548,6 +567,8 @@ class VideoWriter:
             copied: list[av.stream.Stream] = sorted([*audio_streams, *subtitles], key=lambda s: s.index)
             for copied_stream in copied:
                 self._copied[copied_stream.index] = out.add_stream_from_template(copied_stream)
+                self._copied[copied_stream.index].metadata.update(_kept_tags(copied_stream.metadata))
+            self._copy_tags(stream)
             if copied:
                 self._copied_packets = self._copy_from.demux(copied)
                 self._copied_next = self._next_copied_packet()
@@ -567,6 +588,32 @@ class VideoWriter:
             what = f"{self._codec} video" + (f" and the input's {', '.join(codecs)} streams" if codecs else "")
             hint = "; try .mkv, which holds any codec" if self.dst.suffix.lower() != ".mkv" else ""
             raise OutputError(f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}){hint}") from None
+
+    def _copy_tags(self, video: av.video.stream.VideoStream) -> None:
+        """The input's tags (title, recording date, a phone's location, each stream's language) and
+        chapters, onto the output: photo and video libraries sort a restored home video by the date
+        it was recorded, not the day it was restored. Chapters outside a window are dropped, the
+        others moved with it."""
+        source, out = cast(av.container.InputContainer, self._copy_from), self._muxer
+        out.metadata.update(_kept_tags(source.metadata))
+        try:
+            video.metadata.update(_kept_tags(pick_video_stream(source, self.dst).metadata))
+        except InputError:  # pragma: no cover - the reader found one in the same file
+            pass
+        start = self.info.origin + (self.start or 0.0)
+        end = self.info.origin + self.end if self.end is not None else None
+        chapters = []
+        for chapter in source.chapters():
+            tb = chapter["time_base"] or Fraction(1, 1000)
+            first, last = chapter["start"] * tb, chapter["end"] * tb
+            if last <= start or (end is not None and first >= end):
+                continue
+            shift = round(Fraction(start) / tb) if self.start else 0  # a window's output starts at 0
+            moved = chapter.copy()
+            moved["start"], moved["end"] = max(chapter["start"] - shift, 0), chapter["end"] - shift
+            chapters.append(moved)
+        if chapters:
+            out.set_chapters(chapters)
 
     @property
     def _muxer(self) -> av.container.OutputContainer:
