@@ -175,9 +175,11 @@ class RunStats:
                 and t.scores.get(t.identity, 1.0) < self.match_threshold]
 
     def poorly_matched(self) -> list:
-        """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``)."""
+        """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``);
+        a photo's faces are each judged."""
+        least = 1 if self.photo else POOR_MATCH_MIN_FACES
         return [tid for tid, t in self.per_track.items() if t.reference_match is not None
-                and t.match_faces >= POOR_MATCH_MIN_FACES and poor_reference_match(t.reference_match)]
+                and t.match_faces >= least and poor_reference_match(t.reference_match)]
 
     def _timing(self) -> str:
         if self.seconds > 0:
@@ -256,9 +258,10 @@ class RunStats:
                                                       "frames passed through unchanged")
         for tid in self.poorly_matched():
             track = self.per_track[tid]
-            text += (f"\nwarning: track {tid} ({track.identity}): its reference photos' detail fits the face "
+            unit, footage = ("face", "photo") if self.photo else ("track", "video")
+            text += (f"\nwarning: {unit} {tid} ({track.identity}): its reference photos' detail fits the face "
                      f"poorly ({track.reference_match:.2f} of 1; photos from the same footage fit ~0.8), so little "
-                     "of it is used: photos in the video's light and pose help most")
+                     f"of it is used: photos in the {footage}'s light and pose help most")
         unlike = self.unlike_their_references()
         if unlike:
             names = ", ".join(sorted({self.per_track[tid].identity for tid in unlike}))

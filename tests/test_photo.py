@@ -261,3 +261,17 @@ def test_a_group_photo_restored_toward_one_persons_photos_names_the_other_face(t
     text = stats.summary()
     assert (f"warning: 1 face restored toward ann's photos scored below the {stats.match_threshold:.2f} of the same "
             f"person against them (face {stranger}: ") in text, text
+
+
+def test_a_photos_face_that_its_references_fit_poorly_is_named():
+    """A video's track is judged once it has 10 faces (a few frames may turn away); a photo's one face
+    is all there is."""
+    from streamrestore.run import RunStats
+
+    for photo in (True, False):
+        stats = RunStats(photo=photo)
+        stats.add_face(1, 0, "ann", restored=True)
+        stats.add_reference_match(1, 0.05)
+        said = "warning: face 1 (ann): its reference photos' detail fits the face poorly (0.05 of 1"
+        assert (said in stats.summary()) == photo
+        assert ("photos in the photo's light and pose help most" in stats.summary()) == photo
