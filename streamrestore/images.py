@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -75,6 +75,7 @@ PHOTO_OUTPUT_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".jfif": "JPEG", ".png
 PHOTO_QUALITY = 95
 
 _EXIF_ORIENTATION = 0x0112
+_PNG_XMP = "XML:com.adobe.xmp"  # the text chunk a PNG holds its XMP in
 
 
 @dataclass
@@ -88,8 +89,9 @@ class PhotoFile:
         bits: bits per sample in the file (8; 16 for 16-bit PNG and TIFF: written back with 8).
         icc_profile: the colour profile (phones tag Display P3), kept so colours stay as they were.
         exif: the EXIF block, its orientation set to upright (the pixels are turned upright).
-        xmp: the XMP block (ratings, captions, editing history); JPEG, WebP and AVIF keep it.
+        xmp: the XMP block (ratings, captions, editing history); JPEG, WebP, AVIF and PNG keep it.
         dpi: the print resolution.
+        text: a PNG's text chunks (title, author, description), kept in a PNG.
     """
 
     rgb: np.ndarray
@@ -100,6 +102,7 @@ class PhotoFile:
     exif: bytes | None = None
     xmp: bytes | None = None
     dpi: tuple | None = None
+    text: dict[str, str] = field(default_factory=dict)
 
 
 def read_photo(path: str | os.PathLike) -> PhotoFile:
@@ -122,6 +125,7 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
             photo.icc_profile = image.info.get("icc_profile") or None
             photo.xmp = image.info.get("xmp") or None
             photo.dpi = image.info.get("dpi")
+            photo.text = {key: value for key, value in getattr(image, "text", {}).items() if key != _PNG_XMP}
             exif = image.getexif()
             if _EXIF_ORIENTATION in exif:
                 exif[_EXIF_ORIENTATION] = 1
@@ -243,5 +247,14 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         options["xmp"] = like.xmp
     if like.dpi and fmt in ("JPEG", "PNG", "TIFF"):
         options["dpi"] = like.dpi
+    if fmt == "PNG" and (like.text or like.xmp):
+        from PIL import PngImagePlugin
+
+        chunks = PngImagePlugin.PngInfo()
+        for key, value in like.text.items():
+            chunks.add_itxt(key, value)
+        if like.xmp:
+            chunks.add_itxt(_PNG_XMP, like.xmp.decode("utf-8", "replace"))
+        options["pnginfo"] = chunks
     write_atomically(dst, lambda temp: image.save(temp, format=fmt, **options))
     return notes

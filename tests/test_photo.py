@@ -275,3 +275,22 @@ def test_a_photos_face_that_its_references_fit_poorly_is_named():
         said = "warning: face 1 (ann): its reference photos' detail fits the face poorly (0.05 of 1"
         assert (said in stats.summary()) == photo
         assert ("photos in the photo's light and pose help most" in stats.summary()) == photo
+
+
+def test_a_pngs_text_and_xmp_are_kept(tmp_path):
+    from PIL import PngImagePlugin
+
+    rgb, _ = _scene()
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add_text("Title", "Grandma, 1962")
+    chunks.add_itxt("XML:com.adobe.xmp", XMP.decode())
+    src = tmp_path / "scan.png"
+    Image.fromarray(rgb).save(src, pnginfo=chunks)
+    restore_photo(src, tmp_path / "out.png", _face_restorer())
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.text == {"Title": "Grandma, 1962", "XML:com.adobe.xmp": XMP.decode()}
+    jpeg = tmp_path / "phone.jpg"
+    Image.fromarray(rgb).save(jpeg, quality=95, xmp=XMP)
+    restore_photo(jpeg, tmp_path / "phone.png", _face_restorer())
+    with Image.open(tmp_path / "phone.png") as out:
+        assert out.info["xmp"] == XMP
