@@ -3,7 +3,7 @@
 References, training data, evaluation sets and the photos given to restore all read their pixels
 through :func:`read_rgb`, so a photo that works as a reference also works as training data, and
 the other way round. :func:`read_photo` adds what writing the photo back keeps (transparency, grey,
-colour profile, EXIF); :func:`write_photo` writes it.
+colour profile, EXIF, XMP, a PNG's text); :func:`write_photo` writes it.
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ class PhotoFile:
 
 
 def read_photo(path: str | os.PathLike) -> PhotoFile:
-    """The photo at ``path`` with its transparency, depth, colour profile and EXIF.
+    """The photo at ``path`` with its transparency, depth, colour profile, EXIF, XMP and PNG text.
 
     Raises:
         InputError: as :func:`read_photo_header`.
