@@ -845,7 +845,10 @@ class _Batch:
         self.result.succeeded[src] = str(dst)
         if kind == "whole":
             self.result.frames += frames
-            self.bar.line(f"{name} done ({frames} frames, {info['seconds']:.1f} s) -> {dst}", frames)
+            from streamrestore.images import is_image
+
+            what = "a photo" if is_image(src) else f"{frames} frame{'s' if frames != 1 else ''}"
+            self.bar.line(f"{name} done ({what}, {info['seconds']:.1f} s) -> {dst}", frames)
         else:
             self.bar.line(f"{name} joined ({len(plan.chunks)} chunks) -> {dst}")
             folder = self.parts[src][0].parent

@@ -393,6 +393,7 @@ def test_a_folder_of_photos_and_videos_is_restored_and_a_rerun_skips_it(local_ra
     code, err = batch(folder, "-o", out)
     assert code == 1, err
     assert "3 succeeded" in err and "1 failed" in err and f"failed: {(folder / 'broken.webp').resolve()}" in err
+    assert "p.jpg done (a photo, " in err and "a.mp4 done (8 frames, " in err
     assert (out / "p.restored.jpg").read_bytes() == (folder / "p.jpg").read_bytes()
     assert np.array_equal(cv2.imread(str(out / "q.restored.png")), picture)
     _same_media(folder / "a.mp4", out / "a.restored.mp4")
