@@ -92,6 +92,8 @@ class PhotoFile:
         xmp: the XMP block (ratings, captions, editing history); JPEG, WebP, AVIF and PNG keep it.
         dpi: the print resolution.
         text: a PNG's text chunks (title, author, description), kept in a PNG.
+        dropped_profile: the colour space of a profile that cannot describe the restored RGB
+            pixels (a print scan's CMYK), which is not kept; None when there was none.
     """
 
     rgb: np.ndarray
@@ -103,6 +105,7 @@ class PhotoFile:
     xmp: bytes | None = None
     dpi: tuple | None = None
     text: dict[str, str] = field(default_factory=dict)
+    dropped_profile: str | None = None
 
 
 def read_photo(path: str | os.PathLike) -> PhotoFile:
@@ -123,6 +126,9 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
     try:
         with Image.open(path) as image:
             photo.icc_profile = image.info.get("icc_profile") or None
+            space = photo.icc_profile[16:20] if photo.icc_profile else b"RGB "
+            if space not in (b"RGB ", b"GRAY"):  # the profile's colour space (ICC header, bytes 16-19)
+                photo.dropped_profile, photo.icc_profile = space.decode("latin-1").strip(), None
             photo.xmp = image.info.get("xmp") or None
             photo.dpi = image.info.get("dpi")
             photo.text = {key: value for key, value in getattr(image, "text", {}).items() if key != _PNG_XMP}
@@ -235,6 +241,8 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
             image.putalpha(Image.fromarray(like.alpha))
     if like.bits > 8:
         notes.append(f"the photo had {like.bits} bits per sample; it is written with 8")
+    if like.dropped_profile:
+        notes.append(f"the photo's {like.dropped_profile} colour profile is not kept: it is written as RGB")
     options: dict = {}
     if fmt in ("JPEG", "WEBP", "AVIF"):
         options["quality"] = PHOTO_QUALITY

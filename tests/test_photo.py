@@ -18,8 +18,9 @@ from streamrestore.quality import QualityGateConfig
 from streamrestore.temporal import TemporalConfig
 
 EXIF_ORIENTATION, EXIF_MAKE = 0x0112, 0x010F
-# a stand-in colour profile: Pillow carries the bytes as they are (a real one: Display P3 on phones)
-PROFILE = b"streamrestore-test-profile" * 8
+# a stand-in colour profile: Pillow carries the bytes as they are (a real one: Display P3 on phones);
+# its header says RGB (bytes 16-19), as an RGB photo's profile does
+PROFILE = bytes(16) + b"RGB " + b"streamrestore-test-profile" * 8
 XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
 
 
@@ -294,3 +295,17 @@ def test_a_pngs_text_and_xmp_are_kept(tmp_path):
     restore_photo(jpeg, tmp_path / "phone.png", _face_restorer())
     with Image.open(tmp_path / "phone.png") as out:
         assert out.info["xmp"] == XMP
+
+
+def test_a_cmyk_scans_profile_is_not_put_on_rgb_pixels(tmp_path):
+    """A print scan in CMYK carries a CMYK colour profile, which cannot describe the restored RGB
+    pixels: it is left out (a viewer would misread the colours) and the run says so."""
+    rgb, kps = _scene()
+    cmyk_profile = bytes(16) + b"CMYK" + bytes(108)  # an ICC header naming its colour space
+    src = tmp_path / "print.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(src, quality=95, icc_profile=cmyk_profile)
+    stats = restore_photo(src, tmp_path / "out.jpg", _face_restorer())
+    assert stats.faces_restored == 1
+    with Image.open(tmp_path / "out.jpg") as out:
+        assert out.mode == "RGB" and "icc_profile" not in out.info
+    assert stats.problems == ["the photo's CMYK colour profile is not kept: it is written as RGB"]
