@@ -2,7 +2,8 @@
 
 :func:`restore_video` and :func:`restore_photo` are defined here; :func:`build_face_restorer`,
 :func:`load_restorer` and the cheap option checks belong to :mod:`streamrestore.pipeline` (next to
-:class:`FaceRestorer`, whose ``from_options`` uses them) and are re-exported. The loop it runs is :mod:`streamrestore.run`'s.
+:class:`FaceRestorer`, whose ``from_options`` uses them) and are re-exported. The loop it runs is
+:mod:`streamrestore.run`'s.
 """
 from __future__ import annotations
 
@@ -104,9 +105,7 @@ def restore_video(
         encoder = EncoderSettings()
     elif not isinstance(encoder, EncoderSettings):
         raise ValueError(f"encoder must be an EncoderSettings or None, got {type(encoder).__name__}")
-    if restorer is not None and not (isinstance(restorer, FaceRestorer) or callable(restorer)):
-        raise ValueError(f"restorer must be a FaceRestorer, a function of the frame rate or None, got "
-                         f"{type(restorer).__name__}")
+    _check_restorer_argument(restorer)
     dst = Path(dst) if dst is not None else default_output_path(src)
     # Everything a user can get wrong is checked first, in well under a second: the input and
     # its window, and the output (path, container, codec, audio; the writer opens its encoder
@@ -178,9 +177,7 @@ def restore_photo(
     from streamrestore.video.writer import check_not_input
 
     started = time.perf_counter()
-    if restorer is not None and not (isinstance(restorer, FaceRestorer) or callable(restorer)):
-        raise ValueError(f"restorer must be a FaceRestorer, a function of the frame rate or None, got "
-                         f"{type(restorer).__name__}")
+    _check_restorer_argument(restorer)
     dst = Path(dst) if dst is not None else default_photo_output(src)
     check_not_input(src, dst)
     photo = read_photo(src)
@@ -198,6 +195,13 @@ def restore_photo(
         stats.problems.extend(write_photo(dst, restored[:, :, ::-1] if bgr else restored, photo, force=force))
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _check_restorer_argument(restorer: object) -> None:
+    """ValueError for a ``restorer`` argument of the wrong kind (see :func:`restore_video`)."""
+    if restorer is not None and not (isinstance(restorer, FaceRestorer) or callable(restorer)):
+        raise ValueError(f"restorer must be a FaceRestorer, a function of the frame rate or None, got "
+                         f"{type(restorer).__name__}")
 
 
 def _face_restorer(restorer: RestorerSpec | None, fps: float, aspect: float = 1.0) -> FaceRestorer:

@@ -169,17 +169,26 @@ class RunStats:
         (its score below ``match_threshold``): with one set and ``unmatched="restore"`` every face
         gets that set, the score only reports it. Tracks of fewer than ``POOR_MATCH_MIN_FACES``
         faces are left out (a few frames of a turned head score low); a photo's faces are each judged."""
-        least = 1 if self.photo else POOR_MATCH_MIN_FACES  # a photo's one face is all there is to judge
         return [tid for tid, t in self.per_track.items() if self.match_threshold is not None
-                and t.identity is not None and t.faces >= least
+                and t.identity is not None and t.faces >= self._judged_from
                 and t.scores.get(t.identity, 1.0) < self.match_threshold]
 
     def poorly_matched(self) -> list:
         """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``);
         a photo's faces are each judged."""
-        least = 1 if self.photo else POOR_MATCH_MIN_FACES
         return [tid for tid, t in self.per_track.items() if t.reference_match is not None
-                and t.match_faces >= least and poor_reference_match(t.reference_match)]
+                and t.match_faces >= self._judged_from and poor_reference_match(t.reference_match)]
+
+    @property
+    def _judged_from(self) -> int:
+        """Faces a track needs before its match to its photos is judged (a photo's one face is all
+        there is to judge)."""
+        return 1 if self.photo else POOR_MATCH_MIN_FACES
+
+    @property
+    def _unit(self) -> str:
+        """What the summary calls a track: a photo's are single faces."""
+        return "face" if self.photo else "track"
 
     def _timing(self) -> str:
         if self.seconds > 0:
@@ -199,7 +208,7 @@ class RunStats:
             who = "no references"
         span = f"frame {track.first_frame}" if track.first_frame == track.last_frame else \
             f"frames {track.first_frame}-{track.last_frame}"
-        text = f"  face {track_id}: {who}" if self.photo else f"  track {track_id}: {who}, {span}, {_n(track.faces, 'face')}"
+        text = f"  {self._unit} {track_id}: {who}" + ("" if self.photo else f", {span}, {_n(track.faces, 'face')}")
         if track.left_alone:
             text += " (left alone)" if self.photo else f" ({track.left_alone} left alone)"
         if track.reference_match is not None:
@@ -258,15 +267,14 @@ class RunStats:
                                                       "frames passed through unchanged")
         for tid in self.poorly_matched():
             track = self.per_track[tid]
-            unit, footage = ("face", "photo") if self.photo else ("track", "video")
-            text += (f"\nwarning: {unit} {tid} ({track.identity}): its reference photos' detail fits the face "
+            footage = "photo" if self.photo else "video"
+            text += (f"\nwarning: {self._unit} {tid} ({track.identity}): its reference photos' detail fits the face "
                      f"poorly ({track.reference_match:.2f} of 1; photos from the same footage fit ~0.8), so little "
                      f"of it is used: photos in the {footage}'s light and pose help most")
         unlike = self.unlike_their_references()
         if unlike:
             names = ", ".join(sorted({self.per_track[tid].identity for tid in unlike}))
-            unit = "face" if self.photo else "track"
-            scores = ", ".join(f"{unit} {tid}: {self.per_track[tid].scores[self.per_track[tid].identity]:.2f}"
+            scores = ", ".join(f"{self._unit} {tid}: {self.per_track[tid].scores[self.per_track[tid].identity]:.2f}"
                                for tid in unlike[:SUMMARY_TRACKS])
             more = f", and {len(unlike) - SUMMARY_TRACKS} more" if len(unlike) > SUMMARY_TRACKS else ""
             text += (f"\nwarning: {_n(len(unlike), 'face' if self.photo else 'face track')} restored toward {names}'s "

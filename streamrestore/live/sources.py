@@ -111,6 +111,16 @@ class LiveSource:
         pass
 
 
+def _as_shown(width: int, height: int, pixel_aspect: float, rotation: float) -> tuple[int, int, float]:
+    """A stored picture's width, height and pixel aspect as it is shown, turned by its display
+    rotation (a phone's portrait video, stored sideways): the frames the sources give."""
+    from streamrestore.video.reader import quarter_turns
+
+    if quarter_turns(rotation) % 2:
+        return height, width, 1 / pixel_aspect
+    return width, height, pixel_aspect
+
+
 def _wait(stop: threading.Event, seconds: float) -> bool:
     """Sleeps up to ``seconds``; True if ``stop`` was set meanwhile."""
     return stop.wait(seconds) if seconds > 0 else stop.is_set()
@@ -229,7 +239,7 @@ class FileSource(LiveSource):
     """
 
     def __init__(self, path: str | Path, *, realtime: bool = True, loop: bool = False, deinterlace: bool = True):
-        from streamrestore.video.reader import probe, quarter_turns
+        from streamrestore.video.reader import probe
 
         self.path = Path(path)
         self.name = str(path)
@@ -241,9 +251,8 @@ class FileSource(LiveSource):
         self.reconnects = 0
         info = probe(self.path)  # InputError for anything that is not a readable video
         # frames are given as shown: a phone's portrait video, stored sideways, comes out upright
-        turned = quarter_turns(info.rotation) % 2
-        self.width, self.height = (info.height, info.width) if turned else (info.width, info.height)
-        self.pixel_aspect = 1 / info.pixel_aspect if turned else info.pixel_aspect
+        self.width, self.height, self.pixel_aspect = _as_shown(info.width, info.height, info.pixel_aspect,
+                                                               info.rotation)
         self.fps = float(info.frame_rate) if info.frame_rate else 30.0
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
@@ -311,7 +320,6 @@ class StreamSource(LiveSource):
 
     def __init__(self, url: str, *, policy: ReconnectPolicy = ReconnectPolicy(), realtime: bool = True,
                  deinterlace: bool = True):
-        from streamrestore.video.reader import quarter_turns
 
         self.url = url
         self.name = url
@@ -339,13 +347,10 @@ class StreamSource(LiveSource):
         # picture's: probing can read past a switch); it is given first
         first = next(self._frames, None)
         self._held = [] if first is None else [first]
-        if first is not None:
-            self.width, self.height = first.width, first.height
         sar = self._stream.sample_aspect_ratio
-        self.pixel_aspect = float(sar) if sar else 1.0
-        if first is not None and quarter_turns(first.rotation) % 2:
-            self.width, self.height = self.height, self.width
-            self.pixel_aspect = 1 / self.pixel_aspect
+        if first is not None:
+            self.width, self.height, self.pixel_aspect = _as_shown(first.width, first.height,
+                                                                   float(sar) if sar else 1.0, first.rotation)
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate and 1 <= float(rate) <= 240 else 30.0
         self.can_wait = self._finite and not realtime

@@ -373,21 +373,26 @@ def _repeat_frame(frame: av.VideoFrame, pts: int, duration: int) -> av.VideoFram
         b = np.frombuffer(memoryview(dst), np.uint8).reshape(-1, dst.line_size)
         rows, width = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
         b[:rows, :width] = a[:rows, :width]
-    copy.pts, copy.time_base = pts, frame.time_base
-    copy.duration = duration or frame.duration
-    copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
-    copy.color_primaries, copy.color_trc = frame.color_primaries, frame.color_trc
+    picture_type = copy.pict_type  # a stand-in for a lost frame: the encoder chooses its type
+    _keep_timing_and_tags(copy, frame)
+    copy.pts, copy.duration, copy.pict_type = pts, duration or frame.duration, picture_type
     return copy
+
+
+def _keep_timing_and_tags(out: av.VideoFrame, frame: av.VideoFrame) -> None:
+    """``out``, a new picture made from ``frame`` (copied, scaled, deinterlaced), given ``frame``'s
+    pts, time base, duration, picture type and colour tags."""
+    out.pts, out.time_base, out.duration = frame.pts, frame.time_base, frame.duration
+    out.pict_type = frame.pict_type
+    out.colorspace, out.color_range = frame.colorspace, frame.color_range
+    out.color_primaries, out.color_trc = frame.color_primaries, frame.color_trc
 
 
 def resized(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     """``frame`` scaled to ``width`` x ``height`` in its own format, with its timing and colour tags
     (a stream that changes size mid-way is given at one size: the reader's and the live stream's)."""
     out = frame.reformat(width=width, height=height, interpolation="BICUBIC")
-    out.pts, out.time_base, out.duration = frame.pts, frame.time_base, frame.duration
-    out.pict_type = frame.pict_type
-    out.colorspace, out.color_range = frame.colorspace, frame.color_range
-    out.color_primaries, out.color_trc = frame.color_primaries, frame.color_trc
+    _keep_timing_and_tags(out, frame)
     return out
 
 
@@ -432,10 +437,8 @@ class Deinterlacer:
                 out = cast(av.VideoFrame, cast(av.filter.Graph, self._graph).pull())
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
-            frame = given.popleft()
             # the filter counts in field time (half the time base); the frame keeps the file's
-            out.pts, out.time_base, out.duration = frame.pts, frame.time_base, frame.duration
-            out.pict_type = frame.pict_type
+            _keep_timing_and_tags(out, given.popleft())
             yield out
 
 
