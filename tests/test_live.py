@@ -587,6 +587,35 @@ def test_an_mpeg_ts_file_over_http_plays_once_though_it_names_no_duration(tmp_pa
     assert len(got) == 10 and source.reconnects == 0 and server.requests == ["/clip.ts"]
 
 
+def test_a_file_over_http_whose_timestamps_go_back_keeps_every_frame(tmp_path):
+    """Two MPEG-TS segments joined into one file (each from time 0), served over http: every frame is
+    given once and in order, those after the jump placed one frame after the frame before, as the file
+    mode places them (the frames after the jump were dropped as if already given). A connection that
+    breaks off inside the second segment resumes after the last frame given."""
+    from media_utils import make_clip, pattern
+
+    from streamrestore.live.sources import ReconnectPolicy, open_source
+
+    make_clip(tmp_path / "a.ts", frames=6, fps=25)
+    make_clip(tmp_path / "b.ts", frames=6, fps=25, picture=lambda i: pattern(96, 64, 6 + i))
+    server = _HttpFiles({"joined.ts": (tmp_path / "a.ts").read_bytes() + (tmp_path / "b.ts").read_bytes()})
+    truth = [pattern(96, 64, k).astype(float) for k in range(12)]
+    try:
+        for path in ("joined.ts", "joined.ts?cut"):
+            source = open_source(server.url + path, realtime=False,
+                                 policy=ReconnectPolicy(retries=2, backoff=0.1, timeout=2))
+            got = list(source.frames(threading.Event()))
+            source.close()
+            assert source.reconnects == (path.endswith("?cut")), path
+            shown = [int(np.argmin([np.abs(live.rgb() - t).mean() for t in truth])) for live in got]
+            assert shown == list(range(12)), (path, shown)
+            assert [live.timestamp for live in got] == pytest.approx([i / 25 for i in range(12)])
+            assert source.problems == [f"6 frame(s) of {server.url + path} had no timestamp, or one not after the "
+                                       "frame before's: each was placed one frame after it"]
+    finally:
+        server.close()
+
+
 def test_a_live_stream_over_http_is_reconnected_at_its_end():
     """A live FLV stream over http says its duration is 0 (a file says how long it is): when its
     answer ends, the source reconnects as for any live stream instead of ending."""

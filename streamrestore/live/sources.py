@@ -442,29 +442,45 @@ class StreamSource(LiveSource):
         # a file over http is played as a file is: timed by its own clock (outputs keep it),
         # paced by it, and after a dropped connection (which reopens it at its start) resumed
         # after the last frame given
-        clock = None  # (monotonic time, media time) of its first frame
-        last = None  # media time of the last frame given
+        clock = None  # (monotonic time, file time) of its first frame
+        last = None  # file time of the last frame given
+        given = 0  # frames of the file given: after a reopen, as many decoded frames are skipped
+        placed = 0  # frames given a time one frame after the frame before's
         while not stop.is_set():
+            decoded = 0
             for frame in itertools.chain(held, self._frames):
                 if stop.is_set():
                     return
                 media_time = None
-                if self._finite and frame.time is not None:
-                    if last is not None and frame.time <= last:
-                        continue
-                    clock = clock or (time.monotonic(), frame.time)
-                    if self.realtime and _wait(stop, clock[0] + frame.time - clock[1] - time.monotonic()):
+                if self._finite:
+                    decoded += 1
+                    if decoded <= given:
+                        continue  # given before the connection dropped
+                    given += 1
+                    at = frame.time
+                    if at is None or (last is not None and at <= last):
+                        # no time, or one not after the frame before's (segments joined, each from 0):
+                        # placed one frame after it, as the file mode places it (the time would
+                        # otherwise hold the frames back, or the outputs would go back in time)
+                        at = 0.0 if last is None else last + float(frame.duration * frame.time_base
+                                                                     if frame.duration else 1 / self.fps)
+                        placed += 1
+                    clock = clock or (time.monotonic(), at)
+                    if self.realtime and _wait(stop, clock[0] + at - clock[1] - time.monotonic()):
                         return
-                    last = frame.time
-                    media_time = frame.time - clock[1]
+                    last = at
+                    media_time = at - clock[1]
                 yield LiveFrame(index, time.monotonic(), frame, upright_rgb, media_time=media_time)
                 index += 1
             held = []
             if self._ended and self._finite:
                 log.info("%s: its end reached", self.url)
-                return
+                break
             if stop.is_set() or not self._reopen(stop):
-                return
+                break
+        if placed:
+            self.problems.append(f"{placed} frame(s) of {self.url} had no timestamp, or one not after the frame "
+                                 "before's: each was placed one frame after it")
 
     def _reopen(self, stop: threading.Event) -> bool:
         for attempt in range(self.policy.retries):
