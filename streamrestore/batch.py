@@ -411,7 +411,7 @@ class BatchWorker:
             fps = float(info.frame_rate) if info.frame_rate else 30.0
             stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True,
                                   deinterlace=self.deinterlace)
-        return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "problems": list(stats.problems),
+        return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "warnings": stats.warnings(),
                 "faces": stats.faces_restored, "identities": stats.identities_matched}
 
     def restore_chunk(self, plan: Plan, index: int, part: str, dst: str, fail: bool = False,
@@ -420,7 +420,7 @@ class BatchWorker:
         encoder's pixel format for ``dst`` (the final output), losslessly into ``part`` (FFV1 in
         Matroska)."""
         from streamrestore.run import restore_frames
-        from streamrestore.video.reader import VideoReader
+        from streamrestore.video.reader import VideoReader, probe
         from streamrestore.video.writer import encoder_format
 
         t0 = time.perf_counter()
@@ -433,7 +433,12 @@ class BatchWorker:
         end = None if hi >= n else plan.seconds(hi)
         part = Path(part)
         tmp = part.with_name(f".{part.name}.partial.mkv")
-        with VideoReader(plan.src, start=start, end=end, deinterlace=self.deinterlace) as reader:
+        # at the whole file's size (a chunk after a size change too: the output holds one size), its
+        # problems counted in the frames it keeps (the warm-up frames are the chunks' beside)
+        whole = probe(plan.src)
+        counted = (plan.seconds(a) if a else None, plan.seconds(b) if b < n else None)
+        with VideoReader(plan.src, start=start, end=end, deinterlace=self.deinterlace,
+                         size=(whole.width, whole.height), counted=counted) as reader:
             info = reader.info
             face_restorer = self._loaded().fresh(plan.fps, info.pixel_aspect)
             pix_fmt, matrix, color_range = encoder_format(dst, info, self._settings())
@@ -451,8 +456,10 @@ class BatchWorker:
             raise RuntimeError(f"chunk {index} of {plan.src}: restored {kept} frames, expected {b - a}")
         _types_path(part).write_text(json.dumps(types))
         os.replace(tmp, part)
+        stats = face_restorer.stats
+        stats.problems.extend(reader.problems)
         return {"frames": kept, "sha256": sha256_of(part), "seconds": time.perf_counter() - t0,
-                "faces": face_restorer.stats.faces_restored, "identities": face_restorer.stats.identities_matched}
+                "faces": stats.faces_restored, "identities": stats.identities_matched, "warnings": stats.warnings()}
 
     def join(self, plan: Plan, parts: list[str], dst: str) -> dict:
         """Encodes the chunks' frames in order at the input's timestamps into ``dst`` and remuxes
@@ -479,7 +486,7 @@ class BatchWorker:
                         i += 1
             if i != plan.frames:
                 raise RuntimeError(f"joining {plan.src}: {i} frames in the chunks, the input has {plan.frames}")
-        return {"frames": i, "seconds": time.perf_counter() - t0}
+        return {"frames": i, "seconds": time.perf_counter() - t0, "warnings": list(writer.notes)}
 
 
 # --- the driver -----------------------------------------------------------------------------
@@ -498,6 +505,9 @@ class BatchResult:
     #: with ``adapt``: person -> seconds spent adapting to their photos (0: loaded from the cache;
     #: None: not adapted, too few photos)
     adapted: dict[str, float | None] = field(default_factory=dict)
+    #: input -> what its output could not keep or its user should know (the main command's
+    #: ``warning:`` lines), for inputs that have any
+    warnings: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -515,6 +525,8 @@ class BatchResult:
                 for name, seconds in self.adapted.items()))
         for src, err in self.failed.items():
             lines.append(f"  failed: {src}: {err}")
+        for src, said in self.warnings.items():
+            lines.extend(f"  warning: {src}: {text}" for text in said)
         return "\n".join(lines)
 
 
@@ -565,6 +577,18 @@ def _die_once(marker: str | None) -> None:
 def _injected(hooks: set[str], src: str, chunk) -> bool:
     name = Path(src).name
     return f"{name}:{chunk}" in hooks or f"{name}:*" in hooks
+
+
+def _chunks_warnings(chunks: list[list[str]]) -> list[str]:
+    """One input's warnings from its chunks' (in order): a warning that several chunks give (the input
+    is interlaced) once, as it is; one chunk's own prefixed with where it is ("chunk 3 of 8: ...": its
+    counts and track numbers are that chunk's)."""
+    given: dict[str, list[int]] = {}
+    for i, said in enumerate(chunks):
+        for text in said:
+            given.setdefault(text, []).append(i)
+    return [text if len(where) > 1 else f"chunk {where[0] + 1} of {len(chunks)}: {text}"
+            for text, where in given.items()]
 
 
 def _error_text(exc: BaseException) -> str:
@@ -748,6 +772,8 @@ class _Batch:
                     and count_frames(dst) == rec.get("frames")):
                 self.result.succeeded[src] = str(dst)
                 self.result.skipped.append(src)
+                if rec.get("warnings"):
+                    self.result.warnings[src] = rec["warnings"]
                 self.bar.line(f"{src_path.name}: already done ({dst})")
                 continue
             try:
@@ -826,7 +852,8 @@ class _Batch:
         if kind == "chunk":
             i = piece[2]
             self.manifest.update(self.key_of(piece), state="done", sha256=info["sha256"], frames=info["frames"],
-                                 error=None, seconds=round(info["seconds"], 3), identities=info.get("identities"))
+                                 error=None, seconds=round(info["seconds"], 3), identities=info.get("identities"),
+                                 warnings=info.get("warnings", []))
             self.result.frames += info["frames"]
             self.bar.line(f"{name} chunk {i + 1}/{len(plan.chunks)} done ({info['frames']} frames, "
                           f"{info['seconds']:.1f} s)", info["frames"])
@@ -840,17 +867,24 @@ class _Batch:
             self.failed_piece(piece, RuntimeError(f"{dst} has {frames} frames, the input {plan.frames}"))
             return
         extra = {"identities": info["identities"]} if "identities" in info else {}
+        warnings = list(info.get("warnings", []))
+        if kind == "join":
+            chunks = [self.manifest.get(self.chunk_key(src, i)).get("warnings") or [] for i in range(len(plan.chunks))]
+            warnings = _chunks_warnings(chunks) + warnings
         self.manifest.update(self.input_key(src), state="done", sha256=sha256_of(dst), frames=frames, error=None,
-                             seconds=round(info["seconds"], 3), **extra)
+                             seconds=round(info["seconds"], 3), warnings=warnings, **extra)
         self.result.succeeded[src] = str(dst)
+        if warnings:
+            self.result.warnings[src] = warnings
+        noted = f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''} (in the summary)" if warnings else ""
         if kind == "whole":
             self.result.frames += frames
             from streamrestore.images import is_image
 
             what = "a photo" if is_image(src) else f"{frames} frame{'s' if frames != 1 else ''}"
-            self.bar.line(f"{name} done ({what}, {info['seconds']:.1f} s) -> {dst}", frames)
+            self.bar.line(f"{name} done ({what}, {info['seconds']:.1f} s) -> {dst}{noted}", frames)
         else:
-            self.bar.line(f"{name} joined ({len(plan.chunks)} chunks) -> {dst}")
+            self.bar.line(f"{name} joined ({len(plan.chunks)} chunks) -> {dst}{noted}")
             folder = self.parts[src][0].parent
             shutil.rmtree(folder, ignore_errors=True)
             try:  # the parts' common folder goes with its last input's parts

@@ -265,26 +265,33 @@ class RunStats:
         if self.frames and not self.frames_with_faces:
             text += "\nno faces were found: the " + ("photo is written unchanged" if self.photo else
                                                       "frames passed through unchanged")
+        for warning in self.warnings():
+            text += f"\nwarning: {warning}"
+        return text
+
+    def warnings(self) -> list[str]:
+        """What the user should know about the output, each a sentence (the summary's ``warning:``
+        lines): faces their reference photos fit poorly or that look like someone else, and
+        :attr:`problems` (what the input or output could not keep)."""
+        said = []
         for tid in self.poorly_matched():
             track = self.per_track[tid]
             footage = "photo" if self.photo else "video"
-            text += (f"\nwarning: {self._unit} {tid} ({track.identity}): its reference photos' detail fits the face "
-                     f"poorly ({track.reference_match:.2f} of 1; photos from the same footage fit ~0.8), so little "
-                     f"of it is used: photos in the {footage}'s light and pose help most")
+            said.append(f"{self._unit} {tid} ({track.identity}): its reference photos' detail fits the face "
+                        f"poorly ({track.reference_match:.2f} of 1; photos from the same footage fit ~0.8), so little "
+                        f"of it is used: photos in the {footage}'s light and pose help most")
         unlike = self.unlike_their_references()
         if unlike:
             names = ", ".join(sorted({self.per_track[tid].identity for tid in unlike}))
             scores = ", ".join(f"{self._unit} {tid}: {self.per_track[tid].scores[self.per_track[tid].identity]:.2f}"
                                for tid in unlike[:SUMMARY_TRACKS])
             more = f", and {len(unlike) - SUMMARY_TRACKS} more" if len(unlike) > SUMMARY_TRACKS else ""
-            text += (f"\nwarning: {_n(len(unlike), 'face' if self.photo else 'face track')} restored toward {names}'s "
-                     "photos scored below the "
-                     f"{self.match_threshold:.2f} of the same person against them ({scores}{more}): someone else, "
-                     "perhaps (`--unmatched skip` leaves such faces alone; `--refs NAME=DIR` once per person "
-                     "matches each face to its own)")
-        for p in self.problems:
-            text += f"\nwarning: {p}"
-        return text
+            said.append(f"{_n(len(unlike), 'face' if self.photo else 'face track')} restored toward {names}'s "
+                        "photos scored below the "
+                        f"{self.match_threshold:.2f} of the same person against them ({scores}{more}): someone else, "
+                        "perhaps (`--unmatched skip` leaves such faces alone; `--refs NAME=DIR` once per person "
+                        "matches each face to its own)")
+        return said + list(self.problems)
 
 
 # --- the threaded loop ---------------------------------------------------------------------

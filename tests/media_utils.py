@@ -154,6 +154,25 @@ def make_zero_pts_clip(path: Path, frames: int, keyframe_every: int = 25) -> Non
         out.mux(stream.encode())
 
 
+def make_size_switch_clip(path: Path, frames: int = 30, options: dict[str, str] | None = None) -> None:
+    """An MPEG-TS capture whose H.264 video switches from 96x64 to 64x48 after ``frames`` frames (a
+    broadcast's SD advert), timestamps going on at 25 fps: the two parts' packets in one stream."""
+    hd, sd = path.with_name(path.stem + "-hd.ts"), path.with_name(path.stem + "-sd.ts")
+    make_clip(hd, width=96, height=64, frames=frames, options=options)
+    make_clip(sd, width=64, height=48, frames=frames, options=options, picture=lambda i: pattern(64, 48, i))
+    with av.open(str(hd)) as first, av.open(str(sd)) as second, av.open(str(path), "w") as out:
+        stream = out.add_stream_from_template(first.streams.video[0])
+        for part, shift in ((first, 0), (second, frames * 3600)):  # (90 kHz / 25 per frame)
+            for packet in part.demux(part.streams.video[0]):
+                if packet.size:
+                    packet.pts += shift
+                    packet.dts += shift
+                    packet.stream = stream
+                    out.mux(packet)
+    hd.unlink()
+    sd.unlink()
+
+
 def read_video_timing(path: Path) -> tuple[list[Fraction], list[Fraction]]:
     """(presentation times, durations) of every video packet, in presentation order, exact."""
     with av.open(str(path)) as c:

@@ -372,6 +372,11 @@ def test_a_file_without_usable_timestamps_is_one_piece_and_keeps_every_frame(cli
     assert code == 0, err
     assert count_frames(out_dir / "raw.restored.mkv") == 60  # (a raw stream is written to Matroska)
     assert count_frames(out_dir / "zero.restored.mov") == 40
+    said = [line for line in err.splitlines() if line.startswith("  warning: ")]  # as the main command says
+    assert f"  warning: {raw.resolve()}: 60 frame(s) had no timestamp (a raw stream?): each was placed one frame " \
+           "after the frame before at 25 fps" in said, said
+    assert any(line.startswith(f"  warning: {zero.resolve()}: ") and "had a timestamp not after" in line
+               for line in said), said
 
 
 def test_a_folder_of_photos_and_videos_is_restored_and_a_rerun_skips_it(local_ray, clips, tmp_path, batch):
@@ -416,6 +421,10 @@ def test_an_interlaced_video_in_chunks_is_deinterlaced_as_the_main_command_does(
     code, err = batch(src, "-o", out, "--chunk-seconds", "0.4")
     assert code == 0, err
     assert "camcorder.mp4 joined (" in err  # in chunks
+    said = [line for line in err.splitlines() if line.startswith("  warning: ")]
+    assert said == [f"  warning: {src.resolve()}: the input is interlaced: each frame was deinterlaced (bwdif: one "
+                    "frame at its first field's instant, timestamps kept); --no-deinterlace (library: "
+                    "deinterlace=False) keeps the fields woven as they are"]  # every chunk's: said once
     main_out = tmp_path / "main.mp4"
     assert main([str(src), "-o", str(main_out), "--model", "identity", *_face_args(faces), "--no-progress"]) == 0
     joined, single = _decoded(out / "camcorder.restored.mp4"), _decoded(main_out)
@@ -423,3 +432,38 @@ def test_an_interlaced_video_in_chunks_is_deinterlaced_as_the_main_command_does(
     assert all(combing(a) < 1.5 for _, a in joined)
     assert all(np.abs(a.astype(int) - b).mean() < 1.0 for (_, a), (_, b) in zip(joined, single))
     assert read_video_timing(out / "camcorder.restored.mp4") == read_video_timing(src)
+
+
+def test_a_video_that_changes_size_is_restored_in_chunks_as_a_whole_and_its_warnings_are_said(local_ray, tmp_path,
+                                                                                              batch, faces):
+    """A capture that switches to a smaller picture mid-way: every chunk is read at the first size (one
+    after the switch too), so the joined output is the main command's, and what the main command warns
+    of reaches the batch's summary and manifest, counted in the frames each chunk keeps (not its warm-up
+    frames): 30 frames scaled in all."""
+    import re
+
+    from media_utils import make_size_switch_clip
+
+    src = tmp_path / "capture.ts"
+    make_size_switch_clip(src, frames=30, options={"g": "10", "preset": "medium", "crf": "18"})
+    plan = plan_input(src, 0.4)
+    assert len(plan.chunks) >= 3 and plan.chunks[-1][0] >= 30 + 8  # a chunk read after the switch alone
+    out = tmp_path / "out"
+    code, err = batch(src, "-o", out, "--chunk-seconds", "0.4")
+    assert code == 0, err
+    assert "capture.ts joined (" in err and "warnings (in the summary)" in err
+    said = [line for line in err.splitlines() if line.startswith(f"  warning: {src.resolve()}: ")]
+    scaled = [re.search(r"chunk (\d+) of \d+: the video changes size mid-stream: (\d+) frame\(s\) from", line)
+              for line in said]
+    assert all(scaled) and sum(int(m.group(2)) for m in scaled) == 30, said
+    record = _records(out)[f"input:{src.resolve()}"]
+    assert record["warnings"] == [line.split(": ", 2)[2] for line in said]
+    main_out = tmp_path / "main.ts"
+    assert main([str(src), "-o", str(main_out), "--model", "identity", *_face_args(faces), "--no-progress"]) == 0
+    joined, single = _decoded(out / "capture.restored.ts"), _decoded(main_out)
+    assert len(joined) == len(single) == 60
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(joined, single))
+
+    code, err = batch(src, "-o", out, "--chunk-seconds", "0.4")  # done before: its warnings are said again
+    assert code == 0 and ": already done (" in err
+    assert [line for line in err.splitlines() if line.startswith(f"  warning: {src.resolve()}: ")] == said

@@ -458,6 +458,12 @@ class VideoReader:
             (bwdif, one frame per frame; see the module). ``info.interlaced`` then says False
             (the frames given are progressive) and ``problems`` says it was done. Default False:
             the frames as decoded.
+        size: ``(width, height)`` every frame is given at (``info`` says it); None: the first
+            frame's. A stream that changes size mid-way is scaled to it either way (the output holds
+            one size); a window that starts after the change is given at the whole file's size.
+        counted: ``(from, until)`` seconds (the clock of ``start``; None: open) of the frames that
+            :attr:`problems` counts (damaged, scaled); None: every frame given. A batch chunk reads
+            warm-up frames around the frames it keeps, which the chunks beside it count.
 
     Use as a context manager, from one thread. ``info`` is available right after
     construction; :meth:`frames` can be iterated once.
@@ -476,6 +482,8 @@ class VideoReader:
         end: float | None = None,
         threads: int = 0,
         deinterlace: bool = False,
+        size: tuple[int, int] | None = None,
+        counted: tuple[float | None, float | None] | None = None,
     ) -> None:
         for name, value in (("start", start), ("end", end)):
             if value is not None and (not isinstance(value, numbers.Real) or isinstance(value, bool)):
@@ -488,6 +496,9 @@ class VideoReader:
             raise ValueError(f"end ({end}) must be after start ({start})")
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
+        if size is not None and not (len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+            raise ValueError(f"size must be (width, height) in pixels, got {size!r}")
+        self.counted = counted
         self.path = Path(path)
         self.start = start
         self.end = end
@@ -513,6 +524,8 @@ class VideoReader:
                     "or the video stream is empty"
                 )
             self.info: VideoInfo = _describe(self.path, self._container, self._stream, self._first[0])
+            if size is not None:
+                self.info = dataclasses.replace(self.info, width=size[0], height=size[1])
             self._deinterlacer: Deinterlacer | None = None
             if deinterlace and self.info.interlaced:
                 self._deinterlacer = Deinterlacer()
@@ -678,6 +691,11 @@ class VideoReader:
         eps = float(_time_base(self._stream)) / 2
         first = None if self.start is None else self._origin + self.start - eps
         last = None if self.end is None else self._origin + self.end - eps
+        count_from, count_until = (None, None) if self.counted is None else (
+            None if when is None else self._origin + when - eps for when in self.counted)
+
+        def counted(t: float | None) -> bool:
+            return t is None or ((count_from is None or t >= count_from) and (count_until is None or t < count_until))
         reached_end = True
         pending = [self._first] if self._first is not None else []
         self._first = None
@@ -711,10 +729,12 @@ class VideoReader:
                     break
                 self._last_time = t + float((frame.duration or 0) * frame.time_base)
             self.frames_decoded += 1
-            repeated += is_repeat
-            corrupt += frame.is_corrupt and not is_repeat
+            if counted(t):
+                repeated += is_repeat
+                corrupt += frame.is_corrupt and not is_repeat
             if (frame.width, frame.height) != size:
-                scaled.append(frame.time)
+                if counted(t):
+                    scaled.append(frame.time)
                 frame = resized(frame, *size)
             yield frame
         self._report_damage(repeated, corrupt)
