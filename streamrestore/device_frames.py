@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from streamrestore.blend import PasteConfig
 from streamrestore.kernels.crop_warp import crop_warp
 from streamrestore.kernels.paste_back import color_transform, paste_back, paste_weights
-from streamrestore.pixels import Yuv420Pixels, copy_timing, yuv420_frame, yuv_matrices
+from streamrestore.pixels import Yuv420Pixels, copy_timing, frame_like, plane_view, yuv420_frame, yuv_matrices
 
 __all__ = ["DeviceFrame", "DeviceFramePath", "yuv420_to_rgb", "rgb_to_yuv420"]
 
@@ -134,9 +134,9 @@ class DeviceFramePath:
             rgb = frame.rgb.cpu().numpy()
             if isinstance(frame.source, np.ndarray):
                 return rgb
-            import av
-
-            out = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            h, w = rgb.shape[:2]
+            out = frame_like(frame.source, "rgb24")
+            plane_view(out.planes[0], h, w * 3).reshape(h, w, 3)[...] = rgb
             copy_timing(frame.source, out)
             return out
         y0, u0, v0 = frame.planes

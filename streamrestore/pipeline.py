@@ -29,7 +29,16 @@ from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
 from streamrestore.model.resample import auto_crop_side, crop_sides, restore_batches
-from streamrestore.pixels import RgbCanvas, RgbPixels, Yuv420Pixels, copy_timing, frame_planes, pixels_of, plane_view
+from streamrestore.pixels import (
+    RgbCanvas,
+    RgbPixels,
+    Yuv420Pixels,
+    copy_timing,
+    frame_like,
+    frame_planes,
+    pixels_of,
+    plane_view,
+)
 from streamrestore.quality import IdentityGate, IdentityGateConfig, QualityGate, QualityGateConfig
 from streamrestore.reference_detail import PreparedReferences, ReferenceDetail, ReferenceDetailConfig
 from streamrestore.run import POOR_MATCH_MIN_FACES, RunStats, poor_reference_match
@@ -1181,7 +1190,7 @@ def _canvas(pixels: RgbPixels | Yuv420Pixels, frame: Any) -> tuple[RgbCanvas | Y
     4:2:0 video frames are changed in YUV (a new frame; the encoder takes it as it is). Other
     video frames get a new RGB frame whose own buffer is the canvas, so nothing is copied again
     afterwards (``VideoFrame.from_ndarray`` costs ~2 ms per 720p frame); it keeps the input's
-    timestamps.
+    timestamps and side data (captions: :func:`~streamrestore.pixels.frame_like`).
     """
     canvas: RgbCanvas | Yuv420Canvas
     if isinstance(pixels, Yuv420Pixels):
@@ -1190,11 +1199,9 @@ def _canvas(pixels: RgbPixels | Yuv420Pixels, frame: Any) -> tuple[RgbCanvas | Y
     if isinstance(frame, np.ndarray):
         canvas = pixels.output()
         return canvas, canvas.rgb
-    import av
-
     rgb = pixels.full()
     h, w = rgb.shape[:2]
-    result = av.VideoFrame(w, h, "rgb24")
+    result = frame_like(frame, "rgb24")
     buffer = plane_view(result.planes[0], h, w * 3).reshape(h, w, 3)
     buffer[...] = rgb
     copy_timing(frame, result)

@@ -173,6 +173,49 @@ def make_size_switch_clip(path: Path, frames: int = 30, options: dict[str, str] 
     sd.unlink()
 
 
+def _caption_sei(pairs: list[tuple[int, int]]) -> bytes:
+    """An H.264 SEI NAL unit (Annex B) holding CEA-608 byte pairs as ATSC A/53 cc_data, as broadcast
+    encoders send captions: user data registered by ITU-T T.35 (USA, provider 0x31, "GA94")."""
+    cc = bytes([0x03, 0x40 | len(pairs), 0xFF]) + b"".join(bytes([0xFC, a, b]) for a, b in pairs) + b"\xff"
+    payload = bytes([0xB5, 0x00, 0x31]) + b"GA94" + cc
+    rbsp = bytes([4, len(payload)]) + payload + b"\x80"  # payload type 4, its size; the stop bit
+    escaped, zeros = bytearray(), 0
+    for byte in rbsp:  # emulation prevention: no 00 00 0x (x <= 3) inside a NAL unit
+        if zeros >= 2 and byte <= 3:
+            escaped.append(3)
+            zeros = 0
+        escaped.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return b"\x00\x00\x00\x01\x06" + bytes(escaped)
+
+
+def add_captions(src: Path, dst: Path) -> None:
+    """``dst`` (MPEG-TS): ``src``'s H.264 packets (an Annex B stream: an MPEG-TS file) each with a
+    closed-caption SEI before its picture, two CEA-608 bytes that differ per packet. Decoded, each
+    frame carries them as A53_CC side data (see :func:`read_captions`)."""
+    with av.open(str(src)) as c, av.open(str(dst), "w", format="mpegts") as out:
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for i, packet in enumerate(p for p in c.demux(video=0) if p.size):
+            data, at = bytes(packet), 0
+            while True:  # the first picture NAL unit (non-IDR 1, IDR 5) after its start code
+                at = data.index(b"\x00\x00\x01", at) + 3
+                if data[at] & 0x1F in (1, 5):
+                    break
+            start = at - 4 if at >= 4 and data[at - 4] == 0 else at - 3
+            captioned = av.Packet(data[:start] + _caption_sei([(0x41 + i % 26, 0x61 + i % 26)]) + data[start:])
+            captioned.pts, captioned.dts, captioned.time_base = packet.pts, packet.dts, packet.time_base
+            captioned.is_keyframe = packet.is_keyframe
+            captioned.stream = stream
+            out.mux(captioned)
+
+
+def read_captions(path: Path) -> list[bytes | None]:
+    """Each decoded frame's closed captions (its A53_CC side data), None where it has none."""
+    with av.open(str(path)) as c:
+        return [next((bytes(d) for d in f.side_data.keys() if d.type.name == "A53_CC"), None)
+                for f in c.decode(video=0)]
+
+
 def read_video_timing(path: Path) -> tuple[list[Fraction], list[Fraction]]:
     """(presentation times, durations) of every video packet, in presentation order, exact."""
     with av.open(str(path)) as c:

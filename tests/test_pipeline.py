@@ -244,6 +244,35 @@ def test_clip_keeps_frames_timestamps_audio(request, tmp_path, clip):
         assert stats.faces_restored == stats.frames == 16 and len(stats.per_track) == 1, stats.summary()
 
 
+class _Redden(IdentityRestorer):
+    """Reddens every face: each restored frame is a new picture."""
+
+    def restore(self, faces, caches, noise_seeds=None):
+        out = faces.clone()
+        out[:, 0] = (out[:, 0] + 0.3).clamp(0, 1)
+        return out
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "yuv420p10le"])
+def test_closed_captions_stay_on_frames_whose_faces_are_restored(tmp_path, pix_fmt):
+    """A broadcast's captions (CEA-608 in each picture's SEI) reach the output on every frame, restored
+    ones too: the restored frame is a new picture, made so that it carries the decoded frame's side
+    data (it had none: captions were kept only where no face was restored). 4:2:0, other formats
+    (restored in RGB) and 10-bit (restored through an 8-bit copy) alike."""
+    from media_utils import add_captions, make_face_clip, read_captions
+
+    plain, src, dst = tmp_path / "plain.ts", tmp_path / "captioned.ts", tmp_path / "out.mp4"
+    make_face_clip(plain, frames=10, pix_fmt=pix_fmt, options={"preset": "ultrafast", "crf": "10", "bf": "2"})
+    add_captions(plain, src)
+    captions = read_captions(src)
+    assert len(captions) == 10 and None not in captions and len(set(captions)) == 10
+    config = PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
+    stats = restore_video(src, dst, FaceRestorer(_Redden(128), sf.SyntheticFaceDetector(), config=config),
+                          encoder=EncoderSettings(preset="ultrafast"))
+    assert stats.faces_restored == stats.frames == 10, stats.summary()
+    assert read_captions(dst) == captions
+
+
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_faces_of_a_phone_video_stored_turned_are_found_and_restored_in_place(tmp_path, rotation):
     """A phone stores portrait video sideways with a display rotation. A detector that finds
