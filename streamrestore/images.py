@@ -7,6 +7,7 @@ colour profile, EXIF, XMP, a PNG's text); :func:`write_photo` writes it.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -86,7 +87,9 @@ class PhotoFile:
         rgb: (H, W, 3) uint8, upright (the EXIF orientation applied), as :func:`read_rgb` gives it.
         alpha: (H, W) uint8 transparency, or None.
         grey: the file holds a grey picture (written back grey).
-        bits: bits per sample in the file (8; 16 for 16-bit PNG and TIFF: written back with 8).
+        bits: bits per sample in the file (8; 16 for 16-bit PNG and TIFF).
+        deep: a 16-bit photo's samples, upright: (H, W, 3) RGB or (H, W) grey, uint16; None for 8
+            bits. A PNG or TIFF output keeps them where nothing changed and adds the change elsewhere.
         icc_profile: the colour profile (phones tag Display P3), kept so colours stay as they were.
         exif: the EXIF block, its orientation set to upright (the pixels are turned upright).
         xmp: the XMP block (ratings, captions, editing history); JPEG, WebP, AVIF and PNG keep it.
@@ -100,6 +103,7 @@ class PhotoFile:
     alpha: np.ndarray | None = None
     grey: bool = False
     bits: int = 8
+    deep: np.ndarray | None = None
     icc_profile: bytes | None = None
     exif: bytes | None = None
     xmp: bytes | None = None
@@ -123,6 +127,8 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
     if as_stored is not None:
         photo.grey = as_stored.ndim == 2
         photo.bits = 8 * as_stored.dtype.itemsize
+        if as_stored.dtype == np.uint16 and as_stored.shape[:2] == rgb.shape[:2]:
+            photo.deep = as_stored if photo.grey else np.ascontiguousarray(as_stored[:, :, 2::-1])
     try:
         with Image.open(path) as image:
             photo.icc_profile = image.info.get("icc_profile") or None
@@ -239,8 +245,12 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
             notes.append(f"the photo's transparency is not kept: {dst.suffix} holds none (write .png to keep it)")
         else:
             image.putalpha(Image.fromarray(like.alpha))
-    if like.bits > 8:
-        notes.append(f"the photo had {like.bits} bits per sample; it is written with 8")
+    deep = None
+    if like.deep is not None and like.alpha is None and (fmt == "PNG" or fmt == "TIFF" and _writes_16_bit_tiff()):
+        deep = _deepened(rgb, like)
+    elif like.bits > 8:
+        keep = "" if like.alpha is not None else " (write .png or .tif to keep 16)"
+        notes.append(f"the photo had {like.bits} bits per sample; it is written with 8{keep}")
     if like.dropped_profile:
         notes.append(f"the photo's {like.dropped_profile} colour profile is not kept: it is written as RGB")
     options: dict = {}
@@ -264,5 +274,69 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         if like.xmp:
             chunks.add_itxt(_PNG_XMP, like.xmp.decode("utf-8", "replace"))
         options["pnginfo"] = chunks
+    if deep is not None:
+        write_atomically(dst, lambda temp: _write_16_bits(temp, deep, fmt, options))
+        return notes
     write_atomically(dst, lambda temp: image.save(temp, format=fmt, **options))
     return notes
+
+
+def _writes_16_bit_tiff() -> bool:
+    """Whether tifffile is there (scikit-image, which insightface needs, brings it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tifffile") is not None
+
+
+def _deepened(rgb: np.ndarray, like: PhotoFile) -> np.ndarray:
+    """``like.deep`` plus the change from ``like.rgb`` to ``rgb``, at 16 bits (an 8-bit step is 257):
+    samples nothing changed keep every bit (a grey photo: the change of the grey picture)."""
+    assert like.deep is not None
+    if like.grey:
+        change = (cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.int32)
+                  - cv2.cvtColor(like.rgb, cv2.COLOR_RGB2GRAY).astype(np.int32))
+    else:
+        change = rgb.astype(np.int32) - like.rgb.astype(np.int32)
+    return np.clip(like.deep.astype(np.int32) + change * 257, 0, 65535).astype(np.uint16)
+
+
+def _write_16_bits(path, deep: np.ndarray, fmt: str, options: dict) -> None:
+    """Writes the 16-bit picture ``deep`` as a PNG or TIFF with what ``options`` (Pillow's save
+    options) keep. Pillow writes no 16-bit colour picture: OpenCV writes the PNG, which is given the
+    metadata chunks Pillow writes for the same options (on a 1-pixel picture); tifffile writes the
+    TIFF (colour profile, dpi and XMP; not EXIF)."""
+    from PIL import Image
+
+    if fmt == "TIFF":
+        import tifffile
+
+        dpi = options.get("dpi")
+        extratags = [(700, "B", len(options["xmp"]), options["xmp"], True)] if options.get("xmp") else []
+        tifffile.imwrite(path, deep, photometric="minisblack" if deep.ndim == 2 else "rgb", compression="zlib",
+                         iccprofile=options.get("icc_profile"), extratags=extratags,
+                         resolution=(float(dpi[0]), float(dpi[1])) if dpi else None,
+                         resolutionunit="INCH" if dpi else None)
+        return
+    ok, png = cv2.imencode(".png", deep if deep.ndim == 2 else deep[:, :, ::-1])
+    if not ok:
+        raise OSError("OpenCV could not encode the 16-bit PNG")
+    donor = io.BytesIO()
+    Image.new("L", (1, 1)).save(donor, format="PNG", **options)
+    kept = b"".join(chunk for kind, chunk in _png_chunks(donor.getvalue()) if kind not in _PNG_PICTURE_CHUNKS)
+    data = png.tobytes()
+    header_end = 8 + 25  # the signature, then IHDR (length, type, 13 bytes, CRC)
+    with open(path, "wb") as out:
+        out.write(data[:header_end] + kept + data[header_end:])
+
+
+# chunks that describe a PNG's pixels, not the photo: taken from the picture written, not the donor
+_PNG_PICTURE_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"sBIT", b"bKGD", b"hIST", b"sPLT"}
+
+
+def _png_chunks(data: bytes):
+    """(type, the whole chunk's bytes) of each chunk of a PNG file."""
+    at = 8
+    while at + 12 <= len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        yield data[at + 4:at + 8], data[at:at + 12 + length]
+        at += 12 + length

@@ -139,8 +139,9 @@ def test_what_the_output_cannot_keep_is_said(tmp_path):
     cv2.imwrite(str(deep), rgb[:, :, ::-1].astype(np.uint16) * 257)
     photo = read_photo(deep)
     assert photo.bits == 16 and np.array_equal(photo.rgb, rgb)
-    assert write_photo(tmp_path / "deep_out.png", photo.rgb, photo) == [
-        "the photo had 16 bits per sample; it is written with 8"]
+    assert write_photo(tmp_path / "deep_out.jpg", photo.rgb, photo) == [
+        "the photo had 16 bits per sample; it is written with 8 (write .png or .tif to keep 16)"]
+    assert write_photo(tmp_path / "deep_out.png", photo.rgb, photo) == []
 
     cutout = read_photo(_saved(tmp_path / "cutout.png", np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])))
     assert cutout.alpha is not None
@@ -309,3 +310,75 @@ def test_a_cmyk_scans_profile_is_not_put_on_rgb_pixels(tmp_path):
     with Image.open(tmp_path / "out.jpg") as out:
         assert out.mode == "RGB" and "icc_profile" not in out.info
     assert stats.problems == ["the photo's CMYK colour profile is not kept: it is written as RGB"]
+
+
+@pytest.mark.parametrize("name", ["scan.tif", "scan.png"])
+def test_a_16_bit_scan_keeps_its_16_bits(tmp_path, name):
+    """A scanner's 48-bit TIFF (or a 16-bit PNG) comes back with 16 bits per sample: every sample away
+    from the face exactly as it was (the low bits too), the face restored (the change, 257 per 8-bit
+    step, added to the 16-bit samples), a TIFF's colour profile and dpi kept."""
+    import tifffile
+
+    rgb, kps = _scene()
+    rng = np.random.default_rng(0)
+    deep = rgb.astype(np.uint16) * 257 + rng.integers(0, 200, rgb.shape).astype(np.uint16)  # low bits in use
+    src = tmp_path / name
+    if name.endswith(".tif"):
+        tifffile.imwrite(src, deep, photometric="rgb", iccprofile=PROFILE, resolution=(600.0, 600.0),
+                         resolutionunit="INCH")
+    else:
+        src.write_bytes(cv2.imencode(".png", deep[:, :, ::-1])[1].tobytes())
+    stats = restore_photo(src, tmp_path / f"out{src.suffix}", _face_restorer())
+    assert stats.faces_restored == 1 and stats.problems == []
+    out = _read_16_bits(tmp_path / f"out{src.suffix}")[:, :, ::-1]
+    assert out.shape == deep.shape
+    assert np.array_equal(out[:20, :20], deep[:20, :20]) and np.array_equal(out[-20:, -20:], deep[-20:, -20:])
+    x, y = _nose(kps)
+    assert int(out[y, x, 0]) - int(deep[y, x, 0]) > 40 * 257
+    if name.endswith(".tif"):
+        with Image.open(tmp_path / "out.tif") as written:
+            assert written.info.get("icc_profile") == PROFILE and tuple(written.info["dpi"]) == (600, 600)
+
+
+def _read_16_bits(path):
+    picture = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    assert picture.dtype == np.uint16
+    return picture
+
+
+def test_a_16_bit_grey_photo_is_written_grey_with_16_bits(tmp_path):
+    """The change of the grey picture is added to the 16-bit grey samples."""
+    rgb, _ = _scene()
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257 + 100
+    src = tmp_path / "grey.png"
+    src.write_bytes(cv2.imencode(".png", grey)[1].tobytes())
+    photo = read_photo(src)
+    assert photo.grey and photo.bits == 16 and np.array_equal(photo.deep, grey)
+    brighter = photo.rgb.copy()
+    brighter[50:60, 50:60] = np.minimum(brighter[50:60, 50:60].astype(int) + 20, 255)
+    assert write_photo(tmp_path / "out.png", brighter, photo) == []
+    out = _read_16_bits(tmp_path / "out.png")
+    assert out.shape == grey.shape
+    changed = np.zeros(grey.shape, bool)
+    changed[50:60, 50:60] = True
+    assert np.array_equal(out[~changed], grey[~changed])
+    step = (out[changed].astype(int) - grey[changed]) / 257
+    assert np.all((step > 19) & (step < 21)) or np.all(out[changed] == 65535)
+
+
+def test_a_16_bit_pngs_profile_exif_and_text_are_kept(tmp_path):
+    """The 16-bit PNG OpenCV writes is given the metadata chunks Pillow writes for the photo's."""
+    rgb, _ = _scene()
+    photo = read_photo(_saved(tmp_path / "plain.png", rgb))
+    photo.bits, photo.deep = 16, rgb.astype(np.uint16) * 257
+    exif = Image.Exif()
+    exif[EXIF_MAKE] = "Scanner Co"
+    photo.icc_profile, photo.exif, photo.dpi, photo.text = PROFILE, exif.tobytes(), (300, 300), {"Title": "Grandma"}
+    photo.xmp = XMP
+    assert write_photo(tmp_path / "out.png", rgb, photo) == []
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.info.get("icc_profile") == PROFILE and round(out.info["dpi"][0]) == 300
+        assert out.getexif()[EXIF_MAKE] == "Scanner Co" and out.text["Title"] == "Grandma"
+        assert out.info.get("xmp") is not None or XMP.decode() in out.text.get("XML:com.adobe.xmp", "")
+    again = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    assert again.dtype == np.uint16 and np.array_equal(again[:, :, ::-1], photo.deep)
