@@ -248,6 +248,8 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
     deep = None
     if like.deep is not None and like.alpha is None and (fmt == "PNG" or fmt == "TIFF" and _writes_16_bit_tiff()):
         deep = _deepened(rgb, like)
+        if fmt == "TIFF" and like.exif:
+            notes.append("the photo's EXIF is not kept: its 16-bit TIFF is written without it (.png keeps both)")
     elif like.bits > 8:
         keep = "" if like.alpha is not None else " (write .png or .tif to keep 16)"
         notes.append(f"the photo had {like.bits} bits per sample; it is written with 8{keep}")
