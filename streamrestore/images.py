@@ -248,7 +248,7 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
     deep = None
     if like.deep is not None and like.alpha is None and (fmt == "PNG" or fmt == "TIFF" and _writes_16_bit_tiff()):
         deep = _deepened(rgb, like)
-        if fmt == "TIFF" and like.exif:
+        if fmt == "TIFF" and like.exif and _EXIF_WORTH_SAYING & _exif_tags(like.exif):
             notes.append("the photo's EXIF is not kept: its 16-bit TIFF is written without it (.png keeps both)")
     elif like.bits > 8:
         keep = "" if like.alpha is not None else " (write .png or .tif to keep 16)"
@@ -283,6 +283,19 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
     return notes
 
 
+# EXIF tags a photo's owner would miss (a TIFF's EXIF as Pillow reads it holds its structure's tags
+# too): make, model, date, artist, copyright, the Exif and GPS blocks
+_EXIF_WORTH_SAYING = {0x010F, 0x0110, 0x0132, 0x013B, 0x8298, 0x8769, 0x8825}
+
+
+def _exif_tags(exif: bytes) -> set[int]:
+    from PIL import Image
+
+    tags = Image.Exif()
+    tags.load(exif)
+    return set(tags)
+
+
 def _writes_16_bit_tiff() -> bool:
     """Whether tifffile is there (scikit-image, which insightface needs, brings it)."""
     import importlib.util
@@ -315,7 +328,7 @@ def _write_16_bits(path, deep: np.ndarray, fmt: str, options: dict) -> None:
         dpi = options.get("dpi")
         extratags = [(700, "B", len(options["xmp"]), options["xmp"], True)] if options.get("xmp") else []
         tifffile.imwrite(path, deep, photometric="minisblack" if deep.ndim == 2 else "rgb", compression="zlib",
-                         iccprofile=options.get("icc_profile"), extratags=extratags,
+                         metadata=None, iccprofile=options.get("icc_profile"), extratags=extratags,
                          resolution=(float(dpi[0]), float(dpi[1])) if dpi else None,
                          resolutionunit="INCH" if dpi else None)
         return
