@@ -377,6 +377,37 @@ def test_a_container_that_does_not_take_the_codec_is_one_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mp4"]  # nothing left behind
 
 
+def test_ten_bit_video_is_written_as_hevc_main_10_where_it_plays(tmp_path, caplog):
+    """A phone's 10-bit video (HDR, HEVC) is written as HEVC Main 10 by default, tagged for Apple's
+    players, with its depth and colour tags: H.264's 10-bit profile, the former default, plays in
+    editors only, not on the phone it came from. Asked for, H.264 is written, and said."""
+    from streamrestore.video.writer import encoder_format
+
+    hdr = {"color_primaries": 9, "color_trc": 18, "colorspace": 9}  # BT.2020, HLG (an iPhone's HDR)
+    src = tmp_path / "iphone.mov"
+    make_clip(src, frames=4, width=64, height=64, codec="libx265", pix_fmt="yuv420p10le", color=hdr,
+              options={"preset": "ultrafast", "x265-params": "log-level=error"})
+    assert encoder_format(tmp_path / "chunk.mov", probe(src))[0] == "yuv420p10le"
+    with caplog.at_level("WARNING", logger="streamrestore"):
+        passthrough(src, tmp_path / "out.mov", settings=FAST)
+    assert "do not play it" not in caplog.text
+    with av.open(str(tmp_path / "out.mov")) as c:
+        stream = c.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.codec_tag) == ("hevc", "hvc1")
+    out = probe(tmp_path / "out.mov")
+    assert out.pix_fmt == "yuv420p10le" and (out.color_primaries, out.color_trc) == (9, 18)
+    with caplog.at_level("WARNING", logger="streamrestore"):
+        passthrough(src, tmp_path / "h264.mov", settings=EncoderSettings(codec="h264", preset="ultrafast"))
+    assert "most browsers, phones and QuickTime do not play it" in caplog.text
+    with av.open(str(tmp_path / "h264.mov")) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+    eight = tmp_path / "eight.mov"
+    make_clip(eight, frames=2, width=64, height=64)
+    passthrough(eight, tmp_path / "eight_out.mov", settings=FAST)
+    with av.open(str(tmp_path / "eight_out.mov")) as c:
+        assert c.streams.video[0].codec_context.name == "h264"  # 8-bit stays H.264
+
+
 def test_encoding_a_layout_few_players_play_is_said(tmp_path, caplog):
     """ProRes-style 4:2:2 10-bit stays 4:2:2 10-bit (H.264 High 4:2:2), which editors read and
     most browsers, phones and QuickTime do not: the run says so, once (a batch's workers asking for

@@ -78,9 +78,13 @@ _DEFAULT_CRF = {
 # End to end on 2 cores (streamrestore bench, 720p one face; the preset alone): 13.0-13.8 fps ->
 # 15.3-15.5. The usual choice for face tools (facefusion's default preset is veryfast too);
 # --preset medium --crf 17, the former default, gets the 0.8 dB back for that CPU.
+# x265 (the default for 10-bit 4:2:0 video) "veryfast" too: 40 frames of 1080x1920 10-bit video
+# (latentsync demo1) on 2 cores encode at 10.7 fps, 48.4 dB luma PSNR, 1649 kbit/s, against
+# medium's 4.4 fps, 50.8 dB, 1808 kbit/s (x264 veryfast crf 16 at 10 bits: 20 fps, 45.7 dB, 1984
+# kbit/s): medium alone would be slower than the restorer at that size.
 _DEFAULT_PRESET = {
     "libx264": "veryfast",
-    "libx265": "medium",
+    "libx265": "veryfast",
     "libvpx-vp9": "2",  # cpu-used (0 slowest .. 8 fastest); 2 is libvpx's "good" default area
     "libsvtav1": "8",  # SVT-AV1 preset (0 slowest .. 13 fastest)
     "libaom-av1": "6",  # cpu-used
@@ -153,14 +157,16 @@ class EncoderSettings:
     """How the restored video is encoded.
 
     Args:
-        codec: FFmpeg encoder or alias ("h264", "hevc", "vp9", "av1"). None picks libx264,
-            or libvpx-vp9 when the output is .webm (WebM cannot hold H.264).
+        codec: FFmpeg encoder or alias ("h264", "hevc", "vp9", "av1"). None picks libx264;
+            libx265 for 10-bit 4:2:0 video (HDR and HEVC from phones: HEVC Main 10 plays where
+            they are watched, H.264's 10-bit profile in editors only); libvpx-vp9 when the output
+            is .webm (WebM cannot hold H.264).
         crf: constant-quality factor, lower is better. None uses a visually lossless value
             for faces: x264 16 (at veryfast), x265 19, vp9 20, av1 22.
-        preset: encoder speed preset. None uses x264 "veryfast" (the encoder then costs a
-            2-core machine a third of the CPU that "medium" does, for the same bitrate at crf
-            16; see the module's notes) and the encoder's balanced default elsewhere (x265
-            "medium", vp9 cpu-used 2, svt-av1 preset 8, aom cpu-used 6).
+        preset: encoder speed preset. None uses x264 and x265 "veryfast" (the encoder then costs
+            a 2-core machine a third of the CPU that "medium" does, at a bitrate and quality far
+            above what shows; see the module's notes) and the encoder's balanced default elsewhere
+            (vp9 cpu-used 2, svt-av1 preset 8, aom cpu-used 6).
         threads: encoder threads, 0 lets FFmpeg choose.
 
     Raises:
@@ -182,11 +188,18 @@ class EncoderSettings:
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
 
-    def codec_for(self, dst: Path) -> str:
-        """The encoder for an output at ``dst`` (the default depends on its extension)."""
+    def codec_for(self, dst: Path, pix_fmt: str | None = None) -> str:
+        """The encoder for an output at ``dst`` of a source in ``pix_fmt`` (the default depends on
+        both: WebM takes VP9; 10-bit 4:2:0, what phones record HDR and HEVC video as, is written as
+        HEVC Main 10, which phones, QuickTime, TVs and most browsers play, where H.264's 10-bit
+        profile plays almost nowhere but in editors; else H.264)."""
         if self.codec is not None:
             return self.codec
-        return resolve_codec("vp9") if dst.suffix.lower() == ".webm" else "libx264"
+        if dst.suffix.lower() == ".webm":
+            return resolve_codec("vp9")
+        if pix_fmt == "yuv420p10le" and "libx265" in av.codecs_available:
+            return "libx265"
+        return "libx264"
 
     def check_for(self, codec: str) -> None:
         """Raises ValueError, naming what the encoder takes, for a ``preset`` or ``crf`` the
@@ -232,6 +245,8 @@ class EncoderSettings:
         if codec == "libx265":
             # x265 writes its own [info]/[warning] banner straight to stderr, past FFmpeg's log level.
             options["x265-params"] = "log-level=error"
+            # closed captions in the frames' side data go into SEI, as libx264 does by default
+            options["a53cc"] = "1"
         return options
 
 
@@ -351,7 +366,7 @@ def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSet
         (pixel format, swscale matrix, colour range).
     """
     settings = settings if settings is not None else EncoderSettings()
-    codec = settings.codec_for(Path(dst))
+    codec = settings.codec_for(Path(dst), info.pix_fmt)
     pix_fmt, _ = _output_pix_fmt(codec, info)
     if info.color_range is not None:
         color_range = info.color_range or None
@@ -443,7 +458,7 @@ class VideoWriter:
         self._check_destination(force)
         if audio_from is not None:
             check_not_input(audio_from, self.dst)
-        self._codec = self.settings.codec_for(self.dst)
+        self._codec = self.settings.codec_for(self.dst, info.pix_fmt)
         if self.dst.suffix.lower() == ".webm" and self._codec not in _WEBM_VIDEO:
             raise OutputError(
                 f"{self.dst.name}: WebM cannot hold {self._codec} video; "
