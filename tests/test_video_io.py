@@ -408,6 +408,27 @@ def test_ten_bit_video_is_written_as_hevc_main_10_where_it_plays(tmp_path, caplo
         assert c.streams.video[0].codec_context.name == "h264"  # 8-bit stays H.264
 
 
+def test_hdr10_static_metadata_is_kept(tmp_path):
+    """An HDR10 video's mastering display and content light levels (what a TV tone-maps by) are read
+    from its first frame and written again: x265 takes them as options only, and restored frames
+    carrying them as side data would not be enough."""
+    display = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"  # P3 D65, 1000 nits
+    src = tmp_path / "hdr10.mkv"
+    make_clip(src, frames=3, width=64, height=64, codec="libx265", pix_fmt="yuv420p10le",
+              color={"color_primaries": 9, "color_trc": 16, "colorspace": 9},  # BT.2020, PQ
+              options={"preset": "ultrafast",
+                       "x265-params": f"log-level=error:hdr10=1:master-display={display}:max-cll=1000,400"})
+    info = probe(src)
+    assert (info.mastering_display, info.content_light) == (display, (1000, 400))
+    passthrough(src, tmp_path / "out.mp4", settings=FAST)
+    out = probe(tmp_path / "out.mp4")
+    assert (out.mastering_display, out.content_light) == (display, (1000, 400))
+    assert (out.color_primaries, out.color_trc, out.pix_fmt) == (9, 16, "yuv420p10le")
+    plain = tmp_path / "sdr.mp4"
+    make_clip(plain, frames=2, width=64, height=64)
+    assert (probe(plain).mastering_display, probe(plain).content_light) == (None, None)
+
+
 def test_encoding_a_layout_few_players_play_is_said(tmp_path, caplog):
     """ProRes-style 4:2:2 10-bit stays 4:2:2 10-bit (H.264 High 4:2:2), which editors read and
     most browsers, phones and QuickTime do not: the run says so, once (a batch's workers asking for

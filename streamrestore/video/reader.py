@@ -25,12 +25,13 @@ import logging
 import math
 import numbers
 import os
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import av
 import av.error
@@ -99,6 +100,10 @@ class VideoInfo:
     origin: float = 0.0
     interlaced: bool = False  # the first frame is flagged interlaced (two fields)
     alpha: bool = False  # the video has transparency (an alpha plane, or VP9's alpha side stream)
+    #: HDR10's mastering display (SMPTE ST 2086) in x265's master-display notation
+    #: ("G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)": chromaticities in 0.00002, luminances in 0.0001 cd/m²)
+    mastering_display: str | None = None
+    content_light: tuple[int, int] | None = None  # HDR10's (MaxCLL, MaxFALL) in cd/m²
 
     @property
     def pixel_aspect(self) -> float:
@@ -294,6 +299,7 @@ def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo
     if frame_count is None and duration and rate:
         frame_count = round(duration * rate)
     source = first if first is not None else cc
+    mastering_display, content_light = _hdr10_metadata(first)
     sar = stream.sample_aspect_ratio
     sar = Fraction(sar) if sar and sar != 1 else None
     start = None
@@ -321,7 +327,30 @@ def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo
         interlaced=bool(first.interlaced_frame) if first is not None else False,
         alpha=_has_alpha(first.format.name if first is not None else (cc.pix_fmt or ""))
         or stream.metadata.get("alpha_mode") == "1",  # WebM's VP9 alpha: decoded without it
+        mastering_display=mastering_display,
+        content_light=content_light,
     )
+
+
+def _hdr10_metadata(frame: av.VideoFrame | None) -> tuple[str | None, tuple[int, int] | None]:
+    """A frame's HDR10 static metadata: its mastering display, as :attr:`VideoInfo.mastering_display`
+    says, and its content light levels (FFmpeg puts the bitstream's SEI on each frame)."""
+    display = light = None
+    # (PyAV's side data container iterates its SideData objects; its stubs say str)
+    for data in cast(Iterable[Any], frame.side_data.keys() if frame is not None else ()):
+        raw = bytes(data)
+        if data.type.name == "MASTERING_DISPLAY_METADATA" and len(raw) >= 88:
+            # AVMasteringDisplayMetadata: 10 AVRationals (R, G, B primaries' x and y, white point
+            # x and y, min and max luminance), then has_primaries, has_luminance
+            values = struct.unpack_from("<20i2i", raw)
+            ratio = [values[2 * i] / values[2 * i + 1] if values[2 * i + 1] else 0.0 for i in range(10)]
+            if values[20] and values[21]:
+                xy = [round(v * 50000) for v in ratio[:8]]
+                display = (f"G({xy[2]},{xy[3]})B({xy[4]},{xy[5]})R({xy[0]},{xy[1]})WP({xy[6]},{xy[7]})"
+                           f"L({round(ratio[9] * 10000)},{round(ratio[8] * 10000)})")
+        elif data.type.name == "CONTENT_LIGHT_LEVEL" and len(raw) >= 8:
+            light = struct.unpack_from("<2I", raw)
+    return display, light
 
 
 def probe(path: str | os.PathLike, deinterlace: bool = False) -> VideoInfo:

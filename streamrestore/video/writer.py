@@ -501,6 +501,15 @@ class VideoWriter:
             # rate is constant: players and tools that read it saw 15360 fps (a 1/15360 time base).
             # The pts stay the file's, a variable rate's too (x264 passes them through).
             options["x264-params"] = "force-cfr=1"
+        if self._codec == "libx265" and (info.mastering_display or info.content_light):
+            # HDR10's static metadata, which a TV tone-maps by: x265 writes it from its own options
+            # only (FFmpeg hands it no frame's side data)
+            hdr10 = ["hdr10=1"]
+            if info.mastering_display:
+                hdr10.append(f"master-display={info.mastering_display}")
+            if info.content_light:
+                hdr10.append("max-cll={},{}".format(*info.content_light))
+            options["x265-params"] = ":".join([options.get("x265-params", ""), *hdr10]).strip(":")
         # add_stream's type covers audio and subtitle encoders too; self._codec is a video encoder
         # (resolve_codec refuses others)
         try:
