@@ -109,7 +109,8 @@ class BenchResult:
 def describe_device(device: torch.device, threads: int | None = None) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (cuda)"
-    return f"cpu ({threads or torch.get_num_threads()} threads)"
+    threads = threads or torch.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
 
 
 #: the compute dtypes benchmarks take by name

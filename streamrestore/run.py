@@ -231,6 +231,8 @@ class RunStats:
         # one reference set, not matched: every face gets it, which "matched" would misstate
         who = f"identities matched: {ids}" if self.matching or not self.identities_matched else \
             f"references: {ids} (every face)"
+        if not self.references:
+            who = "no references given"
         # faces the quality gate found clean went through the restorer but were left as they were:
         # the headline then does not call them restored
         done = "" if self.faces_left_clean else " restored"
@@ -289,8 +291,9 @@ class RunStats:
             said.append(f"{_n(len(unlike), 'face' if self.photo else 'face track')} restored toward {names}'s "
                         "photos scored below the "
                         f"{self.match_threshold:.2f} of the same person against them ({scores}{more}): someone else, "
-                        "perhaps (`--unmatched skip` leaves such faces alone; `--refs NAME=DIR` once per person "
-                        "matches each face to its own)")
+                        "perhaps, or a face too blurred or turned to be recognised (if someone else: `--unmatched "
+                        "skip` leaves such faces alone; `--refs NAME=DIR` once per person matches each face to its "
+                        "own)")
         return said + list(self.problems)
 
 
@@ -465,12 +468,15 @@ def expected_frames(info: VideoInfo, start: float | None, end: float | None) -> 
         return info.frame_count
     if not info.frame_rate:
         return None
-    last = end if end is not None else info.duration
+    # the window counts on the players' clock (from the container's start); the video may begin
+    # later on it (a phone clip's first frame at 0.84 s)
+    first = info.start_time - info.origin if info.start_time is not None else 0.0
+    last = end
+    if info.duration is not None:
+        last = first + info.duration if last is None else min(last, first + info.duration)
     if last is None:
         return None
-    if info.duration is not None:
-        last = min(last, info.duration)
-    return max(0, round((last - (start or 0.0)) * float(info.frame_rate)))
+    return max(0, round((last - max(start or 0.0, first)) * float(info.frame_rate)))
 
 
 def make_progress(total: int | None, progress: ProgressMode, interval: float | None = None) -> Progress | None:

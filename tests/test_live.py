@@ -224,8 +224,8 @@ def test_as_fast_as_possible_keeps_the_files_timestamps(synthetic_faces, tmp_pat
     src = tmp_path / "src.mp4"
     make_clip(src, width=96, height=64, frames=12, fps=5)  # 2.4 s; decoding takes far less
     out = tmp_path / "out.mp4"
-    code = main(["live", "--source", str(src), "--as-fast-as-possible", "--no-window", "--output", str(out),
-                 *_model_args()])
+    code = main(["live", "--source", str(src), "--as-fast-as-possible", "--no-window", "-o", str(out),
+                 *_model_args()])  # (-o as the main command takes it)
     err = capsys.readouterr().err
     assert code == 0, err
     assert "audio is not kept" not in err  # the source has none

@@ -248,3 +248,13 @@ def test_reference_noise_shared_or_one_per_reference():
     assert RestorerConfig.from_json(json.dumps(old)).reference_noise == "shared"
     with pytest.raises(ValueError, match="reference_noise"):
         tiny_config(reference_noise="fresh")
+
+
+def test_more_references_than_trained_with_are_used_and_the_cost_said(restorer, caplog):
+    """All photos are encoded (the cache holds every one's keys); the warning says so, what the model
+    was trained with, and that each photo costs attention time on every frame."""
+    with caplog.at_level("WARNING", logger="streamrestore"):
+        cache = restorer.encode_references(images(6, 4))
+    assert cache.keys[0].numel() == 6 * restorer.encode_references(images(1, 4)).keys[0].numel()
+    assert "6 reference photos of one person: all are used, though the model was trained with up to 4" in caplog.text
+    assert "attention time" in caplog.text

@@ -509,7 +509,7 @@ def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
 
     one = _summary_of([(7, 0, None, True)], frames=1, frames_with_faces=1, frames_restored=1, faces_restored=1)
     assert one.summary().splitlines() == [
-        "1 frame (not timed), 1 face restored in 1 frame, 1 track, identities matched: none",
+        "1 frame (not timed), 1 face restored in 1 frame, 1 track, no references given",
         "  track 7: no references, frame 0, 1 face",
     ]
     calls = [(t, f, None, True) for t in range(30) for f in range(t + 1)]  # track t has t+1 faces

@@ -65,11 +65,17 @@ def test_progress_mode_follows_the_terminal(monkeypatch):
 def test_expected_frames_of_a_window():
     from types import SimpleNamespace
 
-    info = SimpleNamespace(frame_count=250, frame_rate=25, duration=10.0)
+    info = SimpleNamespace(frame_count=250, frame_rate=25, duration=10.0, start_time=None, origin=0.0)
     assert run.expected_frames(info, None, None) == 250
     assert run.expected_frames(info, 2.0, 4.0) == 50
     assert run.expected_frames(info, 8.0, None) == 50
     assert run.expected_frames(info, None, 99.0) == 250
+    # a video whose first frame is 0.84 s into the file (the window counts on the players' clock):
+    # --end 3 holds 2.16 s of it, not 3 (the bar said 56/90 and finished at 65)
+    late = SimpleNamespace(frame_count=300, frame_rate=30, duration=10.0, start_time=1.84, origin=1.0)
+    assert run.expected_frames(late, None, 3.0) == 65
+    assert run.expected_frames(late, 2.0, None) == round((10.84 - 2.0) * 30)
+    assert run.expected_frames(late, 0.5, 1.0) == 5
 
 
 @pytest.fixture

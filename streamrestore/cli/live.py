@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="0", metavar="0|FILE|URL",
                    help="camera index (default 0), a video file played at its own frame rate, or a stream URL "
                         "(rtsp://, rtmp://, srt://, udp://, http://)")
-    p.add_argument("--output", action="append", default=[], metavar="FILE|URL",
+    p.add_argument("-o", "--output", action="append", default=[], metavar="FILE|URL",
                    help="also write the restored stream to a file (.mp4, .mkv, .ts, ...) or a URL "
                         "(udp://HOST:PORT sends MPEG-TS; srt://, rtmp://, rtsp://); repeatable")
     p.add_argument("--no-window", action="store_true", help="no preview window (for servers; use with --output)")
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
     if args.retries < 0:
         raise UserError(f"--retries must be 0 or more, got {args.retries}")
-    if args.no_window and not args.output and args.max_frames is None:
+    if args.no_window and not args.output:
         log.warning("--no-window without --output: frames are restored but go nowhere (use for timing only)")
     config = pipeline_config(args, lookahead=0)  # live: no frame may wait
     adapt = adapt_from_args(args, has_refs=bool(args.refs))

@@ -93,7 +93,7 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
     """The model and face options every restoring command shares. ``fast_vae`` adds
     ``--fast-vae``, for commands that build the restorer with :func:`restorer_options`."""
     p.add_argument("--refs", action="append", default=[], metavar="DIR|NAME=DIR",
-                   help="folder of photos of the person to restore towards, or a video of them (4 frames spread "
+                   help="folder of photos of the person to restore towards, one photo, or a video of them (4 frames spread "
                         "over it; another clip in the same light helps most); repeat as NAME=DIR for several people "
                         "(optional: without it faces are restored without references)")
     p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")

@@ -335,7 +335,9 @@ def create_detector(kind: str = "auto", *, models_dir: str | Path | None = None,
         return DlibDetector(threshold=threshold)
     pack = find_model_pack(models_dir)
     if pack is None and kind == "auto":
-        logger.info("no insightface model pack found; using the dlib face detector")
+        logger.warning("no insightface model pack found (--face-models DIR, or insightface's buffalo_l unzipped "
+                       "into ~/.insightface/models/): using dlib's face detector, which misses small, turned and "
+                       "partly hidden faces")
         return DlibDetector(threshold=threshold)
     if pack is None:
         raise ModelError(missing_pack_message())

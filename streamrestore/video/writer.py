@@ -184,7 +184,7 @@ class EncoderSettings:
         if self.codec is not None:
             self.codec = resolve_codec(self.codec)
         if self.crf is not None and not (0 <= self.crf <= 63):
-            raise ValueError(f"crf must be between 0 and 63, got {self.crf}")
+            raise ValueError(f"crf must be between 0 and 63 (libx264 and libx265 take 0-51), got {self.crf}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
 
