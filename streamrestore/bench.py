@@ -308,6 +308,9 @@ def run_bench(
     timed_frames = 0
     with tempfile.TemporaryDirectory(prefix="streamrestore-bench-") as tmp:
         out = Path(tmp) / f"out{clip.suffix or '.mp4'}"
+        # a line as each step starts: a backend's build and warm-up (compiling) and the flicker pass
+        # take tens of seconds each, and the results come only at the end
+        log.info("bench: decoding and encoding the clip as it is (the baseline)")
         plain_s, plain_n = _transcode(clip, out, frames)
         reencoded_flicker = None
         if flicker:
@@ -315,6 +318,9 @@ def run_bench(
 
             reencoded_flicker = round(e_warp_files(clip, out, max_frames=plain_n)[1], 4)
         for name in names:
+            compiling = {"compile": " (compiling: tens of seconds)", "onnxruntime": " (exporting to ONNX: tens of "
+                         "seconds)", "tensorrt": " (building the engine: minutes)"}.get(name, "")
+            log.info("bench: %s: building and warming up on %d frames%s", name, warmup_frames, compiling)
             t0 = time.perf_counter()
             runner = restorer if not hasattr(restorer, "net") else BackendRestorer(restorer, name, BackendConfig(backend=name))
             fr = _fresh(template, runner, fps_in)
@@ -326,6 +332,7 @@ def run_bench(
                 build_s += time.perf_counter() - t0
             startup[name] = {"build_and_warmup_s": round(build_s, 3), "references_s": round(references_s, 3)}
             fr = _fresh(template, runner, fps_in)
+            log.info("bench: %s: timing %s", name, f"{frames} frames" if frames else "the whole clip")
             wall, stages, n, faces = _pipeline_run(clip, out, frames, fr, run_device)
             n = max(n, 1)
             for stage, secs in stages.items():
@@ -335,6 +342,7 @@ def run_bench(
             faces_seen, timed_frames = faces / n, n
             log.info("bench: %s %.1f fps over %d frames", name, fps_by[name], n)
             if flicker:
+                log.info("bench: %s: measuring the output's flicker (optical flow over %d frames)", name, n)
                 input_flicker, flicker_by[name], _ = e_warp_files(clip, out, max_frames=n)
                 input_flicker, flicker_by[name] = round(input_flicker, 4), round(flicker_by[name], 4)
     best = max(fps_by, key=fps_by.get)

@@ -1,6 +1,7 @@
 """``streamrestore bench`` on a short clip (drawn face, and a shared one): identity model and a
 tiny network."""
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,15 @@ def test_bench_cli_identity_writes_table_and_json(tmp_path, media, capsys):
     code = main(["bench", str(media.clip), "--refs", str(media.refs), "--model", "identity", "--resolution", "128",
                  *media.face_args(), "--frames", "6", "--warmup-frames", "2", "--json", str(out)])
     assert code == 0
-    table = capsys.readouterr().out
+    said = capsys.readouterr()
+    table = said.out
     assert "ms/frame" in table and "end to end" in table and "decode+encode alone" in table
+    # each step is said as it starts (a backend's build and the flicker pass take tens of seconds)
+    steps = [line.split("bench: ", 1)[1] for line in said.err.splitlines() if "bench: " in line]
+    assert steps[:3] == ["decoding and encoding the clip as it is (the baseline)",
+                         "eager: building and warming up on 2 frames", "eager: timing 6 frames"], steps
+    assert re.fullmatch(r"eager [\d.]+ fps over 6 frames", steps[3]), steps
+    assert steps[4:] == ["eager: measuring the output's flicker (optical flow over 6 frames)"], steps
     data = json.loads(out.read_text())
     assert data["fps"] > 0 and data["backend"] == "eager" and data["device"].startswith("cpu")
     stages = {r["stage"] for r in data["rows"]}
