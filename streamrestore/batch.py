@@ -517,7 +517,7 @@ class BatchResult:
         done = len(self.succeeded)
         lines = [f"batch: {done + len(self.failed)} input(s): {done} succeeded "
                  f"({len(self.skipped)} already done), {len(self.failed)} failed; "
-                 f"{self.frames} frames restored in {self.seconds:.1f} s ({self.engine})"]
+                 f"{self.frames} frame{'s' if self.frames != 1 else ''} restored in {self.seconds:.1f} s ({self.engine})"]
         if self.adapted:
             lines.append("adapted: " + ", ".join(
                 f"{name} (not adapted: too few photos)" if seconds is None
@@ -946,7 +946,8 @@ class _Batch:
     def run_ray(self, ray, address, worker_args, workers, gpus_per_worker, device, torch_threads, ray_init) -> None:
         started_here = False
         if not ray.is_initialized():
-            kwargs = {"include_dashboard": False, "log_to_driver": True}
+            # (Ray's own INFO lines, "Started a local Ray instance", would sit among the batch's)
+            kwargs = {"include_dashboard": False, "log_to_driver": True, "logging_level": logging.WARNING}
             if address in (None, "local"):
                 # Only paths and small plans go through Ray's object store (frames go through
                 # files), so a small one suffices; Ray's default takes 30 % of the memory.

@@ -211,6 +211,8 @@ def test_progress_names_an_input_as_given_not_its_links_target(clips, tmp_path, 
     (("{clip}", "--retries", "-1"), "--retries"),
     (("{clip}", "--list", "{missing}"), "--list"),
     (("{clip}", "--crop-resolution", "8"), "--crop-resolution"),
+    (("{clip}", "--end", "3"), "batch restores whole files; a window (--start/--end) is the main command's"),
+    (("{clip}", "--force"), "batch takes no --force: it writes over its outputs as it goes"),
 ])
 def test_usage_errors_exit_2(clips, tmp_path, batch, args, words):
     args = [a.format(clip=clips / "a.mp4", missing=tmp_path / "nope.txt") for a in args]

@@ -31,6 +31,7 @@ from streamrestore.cli.options import (
     reference_detail_from_args,
     temporal_from_args,
 )
+from streamrestore.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoder_options(p)
     add_deinterlace_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    # the main command's options a batch has no use for, taken to say why instead of argparse's
+    # "unrecognized arguments"
+    for name in ("--start", "--end"):
+        p.add_argument(name, help=argparse.SUPPRESS)
+    p.add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -74,6 +80,12 @@ def main(argv: list[str]) -> int:
     from streamrestore.batch import expand_inputs, run
 
     args = build_parser().parse_args(argv)
+    if args.start is not None or args.end is not None:
+        raise UserError("batch restores whole files; a window (--start/--end) is the main command's: "
+                        "streamrestore INPUT --start S --end E")
+    if args.force:
+        raise UserError("batch takes no --force: it writes over its outputs as it goes, and a rerun skips the ones it "
+                        "finished; delete an output (or OUTDIR/batch-manifest.jsonl) to have it done again")
     check_face_options(args)
     temporal = temporal_from_args(args)
     adapt = adapt_from_args(args, has_refs=bool(args.refs))
