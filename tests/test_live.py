@@ -217,6 +217,28 @@ def test_missing_camera_is_one_error_without_opencv_noise(capfd):
     assert cv2.utils.logging.getLogLevel() == level  # the caller's OpenCV log level is back
 
 
+def test_a_live_output_file_is_encoded_as_asked(synthetic_faces, tmp_path, capsys):
+    """--codec, --crf and --preset reach a file output (the main command's options and defaults); given
+    with a stream output only they are refused at once: a stream is H.264 ultrafast, zerolatency."""
+    from media_utils import make_clip
+
+    src, out = tmp_path / "src.mp4", tmp_path / "out.mkv"
+    make_clip(src, width=96, height=64, frames=6, fps=10)
+    code = main(["live", "--source", str(src), "--as-fast-as-possible", "--no-window", "-o", str(out),
+                 "--codec", "hevc", "--crf", "30", "--preset", "ultrafast", *_model_args()])
+    assert code == 0, capsys.readouterr().err
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "hevc" and sum(1 for _ in c.decode(video=0)) == 6
+    code = main(["live", "--source", str(src), "--no-window", "-o", "udp://127.0.0.1:5999", "--preset", "slow",
+                 *_model_args()])
+    err = capsys.readouterr().err
+    assert code == 2 and "--codec and --preset apply to file outputs" in err, err
+    code = main(["live", "--source", str(src), "--no-window", "-o", str(tmp_path / "x.mp4"), "--preset", "9",
+                 *_model_args()])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad encoder option: libx264 presets are" in err and not (tmp_path / "x.mp4").exists(), err
+
+
 def test_as_fast_as_possible_keeps_the_files_timestamps(synthetic_faces, tmp_path, capsys):
     """Read faster than real time, the output still plays at the file's pace."""
     from media_utils import make_clip, read_video_timing

@@ -28,11 +28,13 @@ from streamrestore.cli.options import (
     add_adapt_options,
     add_crop_resolution_option,
     add_deinterlace_option,
+    add_encoder_options,
     add_identity_gate_option,
     add_model_options,
     add_reference_detail_option,
     add_temporal_options,
     check_face_options,
+    encoder_from_args,
     pipeline_config,
     restorer_options,
     set_torch_threads,
@@ -78,7 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_crop_resolution_option(p)
     add_adapt_options(p)
     add_deinterlace_option(p)
+    add_encoder_options(p)
     return p
+
+
+def _encoder_settings(args: argparse.Namespace):
+    """The file outputs' encoder (``--codec/--crf/--preset``, checked before anything loads); a
+    stream output takes ``--crf`` only (H.264 "ultrafast" "zerolatency": every frame leaves at once)."""
+    from streamrestore.errors import OutputError
+    from streamrestore.live.sinks import is_url
+
+    encoder = encoder_from_args(args)
+    files = [spec for spec in args.output if not is_url(spec)]
+    if (args.codec is not None or args.preset is not None) and not files:
+        raise UserError("--codec and --preset apply to file outputs; a stream is sent as H.264 (ultrafast, "
+                        "zerolatency: every frame leaves at once), its quality set by --crf")
+    for spec in files:
+        try:
+            encoder.check_for(encoder.codec_for(Path(spec)))
+        except ValueError as exc:
+            raise OutputError(f"bad encoder option: {exc}") from None
+    return encoder
 
 
 def main(argv: list[str]) -> int:
@@ -117,6 +139,7 @@ def main(argv: list[str]) -> int:
         check_output(spec, force=args.force)
         if not is_url(spec) and not is_url(args.source):
             check_not_input(args.source, spec)  # even with --force: never overwrite the source
+    encoder = _encoder_settings(args)
     check_model_options(args.model, device=args.device, fast_vae=args.fast_vae)
     check_references(args.refs)
 
@@ -151,7 +174,8 @@ def main(argv: list[str]) -> int:
             if source.pixel_aspect != 1:  # a DVD's wide pixels: faces cut out as shown
                 face_restorer = face_restorer.fresh(pixel_aspect=source.pixel_aspect)
         for spec in args.output:
-            sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force))
+            sinks.append(open_sink(spec, source.width, source.height, fps=source.fps, force=args.force,
+                                   encoder=encoder))
         if args.output and Path(args.source).is_file() and _has_audio(args.source):
             log.warning("live --output writes the restored picture only: the source's audio is not kept "
                         "(`streamrestore %s` restores the file with its audio)", args.source)

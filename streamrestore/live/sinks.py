@@ -159,12 +159,13 @@ class FileSink:
         width, height: frame size.
         fps: nominal rate written in the header; the real timing is each frame's timestamp.
         force: replace an existing file.
-        preset: x264 speed preset (default "veryfast": keeps up in real time at 720p on two
-            cores while staying far smaller than "ultrafast").
+        encoder: codec, crf and preset (default None: ``EncoderSettings()``, the main command's:
+            x264 "veryfast" keeps up in real time at 720p on two cores while staying far smaller
+            than "ultrafast"; VP9 for .webm).
     """
 
     def __init__(self, path: str | Path, width: int, height: int, *, fps: float = 30.0, force: bool = False,
-                 preset: str = "veryfast"):
+                 encoder=None):
         from streamrestore.video.reader import VideoInfo
         from streamrestore.video.writer import EncoderSettings, VideoWriter
 
@@ -175,9 +176,7 @@ class FileSink:
             frame_rate=Fraction(fps).limit_denominator(1001) if fps > 0 else None,
             time_base=TIME_BASE, frame_count=None, duration=None, codec="rawvideo", pix_fmt="yuv420p",
         )
-        codec = None if self.path.suffix.lower() == ".webm" else "libx264"
-        settings = EncoderSettings(codec=codec, preset=preset if codec == "libx264" else None)
-        self._writer = VideoWriter(self.path, info, settings, force=force)
+        self._writer = VideoWriter(self.path, info, encoder if encoder is not None else EncoderSettings(), force=force)
         self._clock = _Clock()
         self.frames_written = 0  # given to the writer (it holds the newest one back)
 
@@ -223,10 +222,14 @@ def check_output(spec: str, *, force: bool = False) -> None:
         raise OutputError(f"output folder {path.parent} does not exist; create it first")
 
 
-def open_sink(spec: str, width: int, height: int, *, fps: float = 30.0, force: bool = False) -> StreamSink | FileSink:
+def open_sink(spec: str, width: int, height: int, *, fps: float = 30.0, force: bool = False,
+              encoder=None) -> StreamSink | FileSink:
     """A :class:`StreamSink` for a URL, else a :class:`FileSink` (both are a
-    :class:`~streamrestore.types.LiveSink`)."""
+    :class:`~streamrestore.types.LiveSink`). ``encoder`` (an
+    :class:`~streamrestore.video.writer.EncoderSettings`): a file's codec, crf and preset; a
+    stream's crf only (a stream is H.264 "ultrafast" "zerolatency": every frame leaves at once)."""
     if is_url(spec):
-        return StreamSink(spec, width, height)
+        crf = encoder.crf if encoder is not None and encoder.crf is not None else None
+        return StreamSink(spec, width, height) if crf is None else StreamSink(spec, width, height, crf=crf)
     return FileSink(spec[len("file://"):] if spec.lower().startswith("file://") else spec,
-                    width, height, fps=fps, force=force)
+                    width, height, fps=fps, force=force, encoder=encoder)
