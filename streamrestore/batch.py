@@ -655,6 +655,10 @@ def run(
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise UserError("no input files given (INPUT..., --list FILE or a folder of videos or photos)")
+    missing = [p for p in inputs if not p.exists()]
+    if len(missing) == len(inputs):  # a mistyped path: said at once, nothing started or written
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise UserError(f"no such file: {', '.join(map(str, missing[:3]))}{more}")
     if not chunk_seconds > 0:
         raise UserError(f"--chunk-seconds must be > 0, got {chunk_seconds}")
     if retries < 0:

@@ -213,11 +213,13 @@ def test_progress_names_an_input_as_given_not_its_links_target(clips, tmp_path, 
     (("{clip}", "--crop-resolution", "8"), "--crop-resolution"),
     (("{clip}", "--end", "3"), "batch restores whole files; a window (--start/--end) is the main command's"),
     (("{clip}", "--force"), "batch takes no --force: it writes over its outputs as it goes"),
+    (("{missing}",), "no such file: "),
 ])
 def test_usage_errors_exit_2(clips, tmp_path, batch, args, words):
     args = [a.format(clip=clips / "a.mp4", missing=tmp_path / "nope.txt") for a in args]
     code, err = batch(*args, "-o", tmp_path / "out")
     assert code == 2 and words in err and "Traceback" not in err
+    assert not (tmp_path / "out" / MANIFEST_NAME).exists()  # nothing started
 
 
 def test_a_bad_pipeline_option_is_a_usage_error_before_any_worker(clips, tmp_path, monkeypatch):
