@@ -11,6 +11,7 @@ The same call on a CPU-only machine is the CPU benchmark.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -227,6 +228,9 @@ def run_bench(
     flicker: bool = True,
     identity_gate=None,
     crop_resolution: int | str | None = "auto",
+    detect_every: int = 3,
+    max_faces: int | None = None,
+    reference_detail=None,
 ) -> BenchResult:
     """Benchmark ``model`` on ``clip`` with each backend in ``backends``.
 
@@ -257,6 +261,10 @@ def run_bench(
         identity_gate: the identity gate's :class:`~streamrestore.quality.IdentityGateConfig`
             (default None: its defaults). Its cost is the ``identity_gate`` stage.
         crop_resolution: ``PipelineConfig.crop_resolution`` (default ``"auto"``: per face by its size).
+        detect_every, max_faces: as ``PipelineConfig``'s (defaults 3 and None: every face), which
+            change the detection and restore costs.
+        reference_detail: the reference detail stage's
+            :class:`~streamrestore.reference_detail.ReferenceDetailConfig` (default None: its defaults).
     """
     from streamrestore.api import build_face_restorer
     from streamrestore.backends import BACKENDS, BackendConfig, BackendRestorer, available_backends, select_backend
@@ -296,7 +304,9 @@ def run_bench(
 
     temporal = temporal if temporal is not None else TemporalConfig()
     config = PipelineConfig(temporal=temporal, identity_gate=identity_gate or IdentityGateConfig(),
-                            crop_resolution=crop_resolution)
+                            crop_resolution=crop_resolution, detect_every=detect_every, max_faces=max_faces)
+    if reference_detail is not None:
+        config = dataclasses.replace(config, reference_detail=reference_detail)
     template = build_face_restorer(refs, model=restorer, detector=detector, face_models=face_models, fps=fps_in,
                                    config=config, torch_threads=torch_threads)
     rows: list[BenchRow] = []

@@ -164,3 +164,25 @@ def test_random_paper_model_is_the_paper_network_with_random_weights(monkeypatch
     assert restorer.net.config.to_json() == tiny_config().to_json()
     faces = torch.rand(1, 3, restorer.resolution, restorer.resolution)
     assert torch.isfinite(restorer.restore(faces, [None])).all()
+
+
+def test_bench_takes_the_main_commands_settings_that_change_the_cost(tmp_path, media, monkeypatch):
+    """--detect-every, --max-faces and --reference-detail reach the pipeline timed (a run of the main
+    command with them costs what bench then says), checked as the main command checks them."""
+    from streamrestore import bench
+
+    seen = {}
+    real = bench._fresh
+
+    def recording(template, restorer, fps):
+        seen["config"] = template.config
+        return real(template, restorer, fps)
+
+    monkeypatch.setattr(bench, "_fresh", recording)
+    code = main(["bench", str(media.clip), "--model", "identity", "--resolution", "64", *media.face_args(),
+                 "--frames", "2", "--warmup-frames", "0", "--no-flicker", "--detect-every", "1", "--max-faces", "2",
+                 "--reference-detail", "0"])
+    assert code == 0
+    config = seen["config"]
+    assert (config.detect_every, config.max_faces, config.reference_detail.strength) == (1, 2, 0.0)
+    assert main(["bench", str(media.clip), "--detect-every", "0"]) == 2

@@ -23,10 +23,13 @@ from streamrestore.cli.options import (
     FAST_VAE_HELP,
     add_crop_resolution_option,
     add_identity_gate_option,
+    add_reference_detail_option,
     add_temporal_options,
+    check_face_options,
     check_output_file,
     crop_resolution_from_args,
     identity_gate_from_args,
+    reference_detail_from_args,
     set_torch_threads,
     temporal_from_args,
 )
@@ -59,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
     p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
+    p.add_argument("--detect-every", type=int, default=3, metavar="K",
+                   help="run the face detector on every K-th frame, optical flow in between (default 3; 1: every frame)")
+    p.add_argument("--max-faces", type=int, metavar="N", help="restore at most N faces per frame (largest first)")
     add_temporal_options(p)
+    add_reference_detail_option(p)
     add_identity_gate_option(p)
     add_crop_resolution_option(p)
     p.add_argument("--no-flicker", dest="flicker", action="store_false",
@@ -85,6 +92,7 @@ def main(argv: list[str]) -> int:
     if args.resolution is not None and args.resolution < 8:
         raise UserError(f"--resolution must be at least 8, got {args.resolution}")
     check_output_file(args.json, "--json")
+    check_face_options(args)
     temporal = temporal_from_args(args)
     set_torch_threads(args.torch_threads)
     result = run_bench(
@@ -94,6 +102,7 @@ def main(argv: list[str]) -> int:
         dtype=DTYPES[args.dtype] if args.dtype else None, resolution=args.resolution, fast_vae=args.fast_vae,
         torch_threads=args.torch_threads, temporal=temporal, flicker=args.flicker,
         identity_gate=identity_gate_from_args(args), crop_resolution=crop_resolution_from_args(args),
+        detect_every=args.detect_every, max_faces=args.max_faces, reference_detail=reference_detail_from_args(args),
     )
     print(result.table())
     if args.json:
