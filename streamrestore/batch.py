@@ -613,6 +613,7 @@ def run(
     detector: str = "auto",
     face_models: str | os.PathLike | None = None,
     backend: str = "auto",
+    fast_vae: str | os.PathLike | None = None,
     max_faces: int | None = None,
     unmatched: str = "restore",
     detect_every: int = 3,
@@ -638,7 +639,9 @@ def run(
     Ray (as when Ray is not installed). ``workers``: actors in the pool (default: the GPUs with
     ``gpus_per_worker`` on CUDA, else CPUs / ``torch_threads``). ``gpus_per_worker``: GPUs each
     actor reserves (default 1 on CUDA, 0 on CPU; fractions share a GPU). ``ray_init``: extra
-    ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``). ``temporal``,
+    ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``).
+    ``fast_vae``: decode with TAESD, as the main command's ``--fast-vae`` (the path must exist on
+    every worker's machine, as ``face_models``). ``temporal``,
     ``reference_detail``, ``identity_gate``, ``crop_resolution``: the ``PipelineConfig`` fields of
     those names (None: their defaults). ``adapt``: an :class:`~streamrestore.model.adapt.AdaptConfig`
     to fine-tune the model on each person's photos (as the main command's ``--adapt``): on Ray one
@@ -687,7 +690,7 @@ def run(
     except ValueError as exc:
         raise UserError(f"bad encoder option: {exc}") from None
     if ray in (None, "local"):  # on a cluster the driver may have no GPU; the workers check theirs
-        check_model_options(model, device=device)
+        check_model_options(model, device=device, fast_vae=fast_vae)
     check_references(refs)
     out_dir = Path(out_dir)
     try:
@@ -703,6 +706,8 @@ def run(
         outputs[src] = dst
     options = {"model": model, "device": device, "detector": detector, "face_models": face_models,
                "backend": backend, "config": config}
+    if fast_vae is not None:
+        options["fast_vae"] = str(fast_vae)
     ref_specs = list(map(str, refs)) if not isinstance(refs, (str, Path)) else [str(refs)]
     if adapt is not None and ref_specs:
         options["adapt"] = adapt

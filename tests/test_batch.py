@@ -262,9 +262,10 @@ def test_the_main_commands_pipeline_options_reach_the_workers(clips, tmp_path, f
     given = {}
     monkeypatch.setattr(batch_module, "run", lambda inputs, **kw: given.update(kw) or batch_module.BatchResult())
     argv = ["batch", str(clips / "a.mp4"), "-o", str(tmp_path / "out"), "--model", "identity",
-            "--reference-detail", "0.3", "--identity-tolerance", "0", "--no-deinterlace", *_face_args(faces)]
+            "--reference-detail", "0.3", "--identity-tolerance", "0", "--no-deinterlace", *_face_args(faces),
+            "--fast-vae", str(tmp_path / "taesd")]
     assert main(argv) == 0
-    assert given["deinterlace"] is False
+    assert given["deinterlace"] is False and given["fast_vae"] == str(tmp_path / "taesd")
     assert given["reference_detail"] == ReferenceDetailConfig(strength=0.3)
     assert given["identity_gate"] == IdentityGateConfig(enabled=False)
     config = {"reference_detail": given["reference_detail"], "identity_gate": given["identity_gate"]}
@@ -471,3 +472,12 @@ def test_a_video_that_changes_size_is_restored_in_chunks_as_a_whole_and_its_warn
     code, err = batch(src, "-o", out, "--chunk-seconds", "0.4")  # done before: its warnings are said again
     assert code == 0 and ": already done (" in err
     assert [line for line in err.splitlines() if line.startswith(f"  warning: {src.resolve()}: ")] == said
+
+
+def test_a_missing_fast_vae_is_a_usage_error_before_any_worker(clips, tmp_path, faces, capsys):
+    """--fast-vae as in the main command: a path that is not there is said before Ray starts."""
+    code = main(["batch", str(clips / "a.mp4"), "-o", str(tmp_path / "out"), *_face_args(faces),
+                 "--fast-vae", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nowhere" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / MANIFEST_NAME).exists()

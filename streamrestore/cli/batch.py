@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tries again a failed chunk or file up to K times (default 2)")
     p.add_argument("--torch-threads", type=int, default=1, metavar="N",
                    help="CPU threads torch uses in each worker (default 1; also the CPUs Ray reserves per worker)")
-    add_model_options(p)
+    add_model_options(p, fast_vae=True)
     add_temporal_options(p)
     add_reference_detail_option(p)
     add_identity_gate_option(p)
@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
         inputs, refs=args.refs, out_dir=args.output_dir, ray=args.ray, workers=args.workers,
         gpus_per_worker=args.gpus_per_worker, chunk_seconds=args.chunk_seconds, retries=args.retries,
         model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
-        backend=args.backend, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
+        backend=args.backend, fast_vae=args.fast_vae, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
         temporal=temporal, reference_detail=reference_detail_from_args(args), identity_gate=identity_gate_from_args(args),
         crop_resolution=crop_resolution_from_args(args), adapt=adapt, codec=args.codec, crf=args.crf, preset=args.preset,
         torch_threads=args.torch_threads, deinterlace=not args.no_deinterlace,

@@ -274,7 +274,8 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
             files.append(label)
         if not files:
             raise ReferencesError(
-                f"reference set {name} ({path}) has no usable photo: {', '.join(unusable)}; "
+                f"reference set {name}{'' if str(path) == name else f' ({path})'} has no usable photo: "
+                f"{', '.join(unusable)}; "
                 "add photos where the face is clearly visible"
             )
         embedding_array = np.stack(embeddings).astype(np.float32)
