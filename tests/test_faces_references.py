@@ -129,7 +129,7 @@ def test_loads_aligned_crops_and_caps_the_count(kit, caplog):
     assert all(_template_error(scrfd, crop) < 0.06 for crop in refs.crops)
 
 
-def test_missing_and_empty_folders(tmp_path, kit, caplog):
+def test_missing_and_empty_folders(tmp_path, kit, caplog, monkeypatch):
     scrfd, embedder = kit.detector, kit.embedder
     with pytest.raises(ReferencesError, match="does not exist"):
         load_reference_sets([str(tmp_path / "nobody")], scrfd, embedder, R)
@@ -143,6 +143,14 @@ def test_missing_and_empty_folders(tmp_path, kit, caplog):
         with pytest.raises(ReferencesError, match="no images"):
             load_reference_sets([str(notes)], scrfd, embedder, R)
     assert any("readme.txt" in r.getMessage() for r in caplog.records)
+    walls = tmp_path / "walls"  # photos, none with a face: the set is named once (as its folder)
+    walls.mkdir()
+    cv2.imwrite(str(walls / "wall.png"), np.full((64, 64, 3), 128, np.uint8))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ReferencesError, match=r"^reference set walls has no usable photo: wall\.png"):
+        load_reference_sets(["walls"], scrfd, embedder, R)
+    with pytest.raises(ReferencesError, match=r"^reference set ann \(.*walls\) has no usable photo"):
+        load_reference_sets([f"ann={walls}"], scrfd, embedder, R)
 
 
 def test_non_image_files_are_skipped_with_a_warning(tmp_path, kit, caplog):
