@@ -429,6 +429,55 @@ def test_hdr10_static_metadata_is_kept(tmp_path):
     assert (probe(plain).mastering_display, probe(plain).content_light) == (None, None)
 
 
+def _timecoded_clip(path, timecode, fps=25):
+    """A QuickTime clip of 10 frames whose video carries ``timecode`` (the muxer adds a tmcd track)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.metadata["timecode"] = timecode
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 9 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+def _timecode_of(path):
+    with av.open(str(path)) as c:
+        tracks = [s for s in c.streams if s.type == "data" and s.metadata.get("timecode")]
+        video = {key.lower(): value for key, value in c.streams.video[0].metadata.items()}  # (Matroska: TIMECODE)
+        return video.get("timecode"), [s.metadata["timecode"] for s in tracks]
+
+
+def test_a_cameras_timecode_is_kept_and_moved_with_a_window(tmp_path):
+    """A camera's timecode track (tmcd) is written again (it was said 'not copied' though kept); a
+    window's output starts at its first frame's timecode; a drop-frame one, not counted here, is
+    left out of a window's output and said."""
+    src = tmp_path / "camera.mov"
+    _timecoded_clip(src, "01:02:03:04")
+    assert _timecode_of(src) == ("01:02:03:04", ["01:02:03:04"])
+    with VideoReader(src) as reader, VideoWriter(tmp_path / "out.mov", reader.info, FAST, audio_from=src) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert writer.notes == [] and _timecode_of(tmp_path / "out.mov") == ("01:02:03:04", ["01:02:03:04"])
+    passthrough(src, tmp_path / "window.mov", start=0.2)  # 5 frames in at 25 fps
+    assert _timecode_of(tmp_path / "window.mov") == ("01:02:03:09", ["01:02:03:09"])
+    passthrough(src, tmp_path / "out.mkv")
+    assert _timecode_of(tmp_path / "out.mkv")[0] == "01:02:03:04"  # Matroska: the video's tag
+    passthrough(tmp_path / "out.mkv", tmp_path / "from_mkv.mov", start=0.2)  # its TIMECODE tag moved too
+    assert _timecode_of(tmp_path / "from_mkv.mov") == ("01:02:03:09", ["01:02:03:09"])
+
+    ntsc = tmp_path / "ntsc.mov"
+    _timecoded_clip(ntsc, "00:59:59;28", fps=Fraction(30000, 1001))
+    with VideoReader(ntsc, start=0.2) as reader, VideoWriter(tmp_path / "ntsc_out.mov", reader.info, FAST,
+                                                              audio_from=ntsc, start=0.2) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert writer.notes == ["the input's timecode (00:59:59;28) is not kept: a window of a drop-frame timecode is "
+                            "not counted here"]
+    assert _timecode_of(tmp_path / "ntsc_out.mov") == (None, [])
+
+
 def test_encoding_a_layout_few_players_play_is_said(tmp_path, caplog):
     """ProRes-style 4:2:2 10-bit stays 4:2:2 10-bit (H.264 High 4:2:2), which editors read and
     most browsers, phones and QuickTime do not: the run says so, once (a batch's workers asking for

@@ -255,6 +255,23 @@ _OWN_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "ve
              "number_of_frames", "number_of_bytes", "bps"}
 
 
+def _timecode_after(timecode: str, seconds: float, rate: Fraction | None) -> str | None:
+    """``timecode`` (HH:MM:SS:FF) ``seconds`` later at ``rate`` frames a second; itself for 0 s;
+    None where it cannot be counted (drop-frame "HH:MM:SS;FF", a rate not whole, a malformed one)."""
+    if not seconds:
+        return timecode
+    parts = timecode.split(":")
+    if ";" in timecode or len(parts) != 4 or not all(p.isdigit() for p in parts) or not rate:
+        return None
+    fps = round(float(rate))
+    if abs(float(rate) - fps) > 1e-3 or fps < 1:
+        return None
+    hours, minutes, secs, frames = map(int, parts)
+    total = ((hours * 60 + minutes) * 60 + secs) * fps + frames + round(seconds * fps)
+    frames, total = total % fps, total // fps
+    return f"{total // 3600 % 24:02d}:{total // 60 % 60:02d}:{total % 60:02d}:{frames:02d}"
+
+
 def _kept_tags(tags: dict[str, str]) -> dict[str, str]:
     """The input's tags worth keeping on the output (see :data:`_OWN_TAGS`)."""
     return {key: value for key, value in tags.items()
@@ -561,8 +578,12 @@ class VideoWriter:
             # subtitles are copied where the output's container takes their codec; the rest is said
             takes = _SUBTITLES_KEPT.get(self.dst.suffix.lower(), ())
             subtitles = [s for s in self._copy_from.streams.subtitles if s.codec_context.name in takes]
+            # a camera's timecode track (QuickTime tmcd) is written again from the video's "timecode"
+            # tag (_copy_tags): kept, not said lost
+            timecodes = [s for s in self._copy_from.streams if s.type == "data" and s.metadata.get("timecode")]
             others = Counter(stream.type for stream in self._copy_from.streams
-                             if stream.type not in ("video", "audio") and stream not in subtitles)
+                             if stream.type not in ("video", "audio") and stream not in subtitles
+                             and stream not in timecodes)
             if others.get("subtitle"):
                 holds = f"holds only {', '.join(takes)} subtitles" if takes else "holds no subtitles here"
                 other = "" if self.dst.suffix.lower() == ".mkv" else "; .mkv holds most"
@@ -592,7 +613,7 @@ class VideoWriter:
             for copied_stream in copied:
                 self._copied[copied_stream.index] = out.add_stream_from_template(copied_stream)
                 self._copied[copied_stream.index].metadata.update(_kept_tags(copied_stream.metadata))
-            self._copy_tags(stream)
+            self._copy_tags(stream, timecodes[0].metadata["timecode"] if timecodes else None)
             if copied:
                 self._copied_packets = self._copy_from.demux(copied)
                 self._copied_next = self._next_copied_packet()
@@ -613,17 +634,32 @@ class VideoWriter:
             hint = "; try .mkv, which holds any codec" if self.dst.suffix.lower() != ".mkv" else ""
             raise OutputError(f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}){hint}") from None
 
-    def _copy_tags(self, video: av.video.stream.VideoStream) -> None:
+    def _copy_tags(self, video: av.video.stream.VideoStream, timecode: str | None = None) -> None:
         """The input's tags (title, recording date, a phone's location, each stream's language) and
         chapters, onto the output: photo and video libraries sort a restored home video by the date
         it was recorded, not the day it was restored. Chapters outside a window are dropped, the
-        others moved with it."""
+        others moved with it. A camera's timecode (the video's tag, else ``timecode``, its timecode
+        track's) goes on the video, which MP4/MOV write as a timecode track again; a window's starts
+        at its first frame."""
         source, out = cast(av.container.InputContainer, self._copy_from), self._muxer
         out.metadata.update(_kept_tags(source.metadata))
         try:
             video.metadata.update(_kept_tags(pick_video_stream(source, self.dst).metadata))
         except InputError:  # pragma: no cover - the reader found one in the same file
             pass
+        # (Matroska stores tags upper case)
+        key = next((k for k in video.metadata if k.lower() == "timecode"), "timecode")
+        timecode = video.metadata.get(key) or timecode
+        if timecode:
+            # the timecode is the first frame's: a window's first frame is this much later
+            first = self.info.start_time - self.info.origin if self.info.start_time is not None else 0.0
+            shifted = _timecode_after(timecode, max(0.0, (self.start or 0.0) - first), self.info.frame_rate)
+            if shifted is None:
+                video.metadata.pop(key, None)
+                self.notes.append(f"the input's timecode ({timecode}) is not kept: a window of a drop-frame "
+                                  "timecode is not counted here")
+            else:
+                video.metadata[key] = shifted
         start = self.info.origin + (self.start or 0.0)
         end = self.info.origin + self.end if self.end is not None else None
         chapters = []
