@@ -652,8 +652,8 @@ class VideoWriter:
         timecode = video.metadata.get(key) or timecode
         if timecode:
             # the timecode is the first frame's: a window's first frame is this much later
-            first = self.info.start_time - self.info.origin if self.info.start_time is not None else 0.0
-            shifted = _timecode_after(timecode, max(0.0, (self.start or 0.0) - first), self.info.frame_rate)
+            video_first = self.info.start_time - self.info.origin if self.info.start_time is not None else 0.0
+            shifted = _timecode_after(timecode, max(0.0, (self.start or 0.0) - video_first), self.info.frame_rate)
             if shifted is None:
                 video.metadata.pop(key, None)
                 self.notes.append(f"the input's timecode ({timecode}) is not kept: a window of a drop-frame "
