@@ -118,9 +118,10 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
 def add_encoder_options(p: argparse.ArgumentParser) -> None:
     """The output encoder's options (``streamrestore.video.writer.EncoderSettings``)."""
     p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
-    p.add_argument("--preset", help="encoder speed preset: x264/x265 a name (ultrafast ... veryslow; default veryfast "
-                   "for x264, e.g. medium for smaller files), vp9 -8..8, svt-av1 -2..13 (a number: lower is slower)")
-    p.add_argument("--codec", help="libx264 (default; vp9 for .webm), libx265, vp9, av1")
+    p.add_argument("--preset", help="encoder speed preset: x264/x265 a name (ultrafast ... veryslow; default "
+                   "veryfast, e.g. medium for smaller files), vp9 -8..8, svt-av1 -2..13 (a number: lower is slower)")
+    p.add_argument("--codec", help="libx264 (default; libx265 for 10-bit video, as phones record HDR; vp9 for "
+                   ".webm), libx265, vp9, av1")
 
 
 def add_deinterlace_option(p: argparse.ArgumentParser) -> None:
