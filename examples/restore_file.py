@@ -1,18 +1,22 @@
 """Restore a whole video file (the library form of `streamrestore INPUT --refs DIR`).
 
-    python examples/restore_file.py input.mp4 ./actor/ [output.mp4]
+    python examples/restore_file.py input.mp4 ./actor/ [output.mp4] [--face-models DIR]
 """
-import sys
+import argparse
 
 import streamrestore
 
 
 def main():
-    src, refs = sys.argv[1], sys.argv[2]
-    dst = sys.argv[3] if len(sys.argv) > 3 else None
+    p = argparse.ArgumentParser(description="Restore the faces of a video file toward a person's photos.")
+    p.add_argument("input", help="the video")
+    p.add_argument("refs", help="folder of photos of the person")
+    p.add_argument("output", nargs="?", help="default: <input stem>.restored.<ext> beside it")
+    p.add_argument("--face-models", metavar="DIR", help="an insightface model pack (SCRFD finds far more faces than dlib)")
+    args = p.parse_args()
     # Models load and references are encoded here, once; the restorer can serve many files.
-    restorer = streamrestore.FaceRestorer.from_options(refs=refs)
-    stats = streamrestore.restore_video(src, dst, restorer, progress=True)
+    restorer = streamrestore.FaceRestorer.from_options(refs=args.refs, face_models=args.face_models)
+    stats = streamrestore.restore_video(args.input, args.output, restorer, progress=True)
     print(stats.summary())
 
 

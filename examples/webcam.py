@@ -21,12 +21,14 @@ def main():
     p.add_argument("--output", help="also write to a file or URL")
     p.add_argument("--no-window", action="store_true")
     p.add_argument("--max-frames", type=int)
+    p.add_argument("--face-models", metavar="DIR", help="an insightface model pack (SCRFD finds far more faces than dlib)")
     args = p.parse_args()
 
     source = open_source(args.source)
     # Reference photos are loaded and encoded here, once, before the first frame.
     config = streamrestore.PipelineConfig(lookahead=0)  # live: no frame may wait
-    restorer = streamrestore.FaceRestorer.from_options(args.refs, config=config, fps=source.fps)
+    restorer = streamrestore.FaceRestorer.from_options(args.refs, config=config, fps=source.fps,
+                                                       face_models=args.face_models)
     sinks = [open_sink(args.output, source.width, source.height, fps=source.fps)] if args.output else []
     session = LiveSession(restorer, source, sinks,
                           config=LiveConfig(window=not args.no_window, max_frames=args.max_frames))

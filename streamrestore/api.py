@@ -105,6 +105,7 @@ def restore_video(
         encoder = EncoderSettings()
     elif not isinstance(encoder, EncoderSettings):
         raise ValueError(f"encoder must be an EncoderSettings or None, got {type(encoder).__name__}")
+    _check_paths(src, dst)
     _check_restorer_argument(restorer)
     dst = Path(dst) if dst is not None else default_output_path(src)
     # Everything a user can get wrong is checked first, in well under a second: the input and
@@ -177,6 +178,7 @@ def restore_photo(
     from streamrestore.video.writer import check_not_input
 
     started = time.perf_counter()
+    _check_paths(src, dst)
     _check_restorer_argument(restorer)
     dst = Path(dst) if dst is not None else default_photo_output(src)
     check_not_input(src, dst)
@@ -195,6 +197,19 @@ def restore_photo(
         stats.problems.extend(write_photo(dst, restored[:, :, ::-1] if bgr else restored, photo, force=force))
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _check_paths(src: object, dst: object) -> None:
+    """ValueError naming a ``src`` or ``dst`` that is not a path (a restorer given second, where
+    ``dst`` goes, or a picture instead of its file)."""
+    for name, value in (("src", src), ("dst", dst)):
+        if value is None and name == "dst":
+            continue
+        if not isinstance(value, (str, os.PathLike)):
+            hint = " (pass the restorer as restorer=...)" if isinstance(value, FaceRestorer) or callable(value) else \
+                " (a file's path: a picture in memory is restored by FaceRestorer.process)" if hasattr(value, "shape") \
+                else ""
+            raise ValueError(f"{name} must be a file path, got {type(value).__name__}{hint}")
 
 
 def _check_restorer_argument(restorer: object) -> None:

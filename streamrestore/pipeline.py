@@ -28,6 +28,7 @@ from streamrestore.faces.detect import detect_upright
 from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
+from streamrestore.images import is_image
 from streamrestore.model.resample import auto_crop_side, crop_sides, restore_batches
 from streamrestore.pixels import (
     RgbCanvas,
@@ -206,6 +207,7 @@ class FaceRestorer:
     ) -> None:
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        _check_config(config)
         if not (math.isfinite(pixel_aspect) and pixel_aspect > 0):
             raise ValueError(f"pixel_aspect must be a positive number, got {pixel_aspect!r}")
         #: the stream's stored pixel width over height as shown (see :meth:`fresh`)
@@ -373,7 +375,13 @@ class FaceRestorer:
             frames: frames as :meth:`process` takes them. Each is read until it comes back
                 restored (with lookahead, several frames later), so an iterator must not refill
                 one frame's buffer with the next.
+
+        Raises:
+            ValueError: ``frames`` is one frame (an (H, W, 3) array or a video frame), not frames.
         """
+        if (isinstance(frames, np.ndarray) and frames.ndim == 3) or hasattr(frames, "planes"):
+            raise ValueError("stream takes frames (e.g. [frame], or a reader's frames); one frame is restored by "
+                             "process(frame)")
         self._wait_finishing()  # a stream given up half-way may have left its last frame: not this one's
         pending: Future | None = None
         ended = False
@@ -962,7 +970,8 @@ def build_face_restorer(
     Args:
         refs: a folder of photos of one person, or a list of folders / ``"NAME=DIR"`` specs for
             several people, or already loaded ``ReferenceSet`` objects. Empty: restore without
-            references.
+            references. A photo file or a video stands for a folder: each entry of a list is one
+            person, so one person's photos go in one folder, not in a list of files.
         model: ``"lite"`` (shipped), ``"instantrestore"`` (official checkpoint, needs the base
             models locally), a checkpoint path, ``"identity"`` (a restorer that changes nothing, for testing:
             the other stages still act, the temporal denoise and the reference detail; with
@@ -999,7 +1008,12 @@ def build_face_restorer(
     from streamrestore.faces.identity import ReferenceSet, create_embedder
     from streamrestore.faces.references import load_reference_sets
 
+    _check_config(config)
     specs = _as_specs(refs)
+    photos = [s for s in specs if isinstance(s, (str, Path)) and "=" not in str(s) and is_image(s)]
+    if len(photos) > 1 and len(photos) == len(specs):
+        log.warning("%d reference photos given one by one are %d people of one photo each (each entry of refs is "
+                    "a person); one person's photos go in one folder", len(photos), len(photos))
     if detector not in ("auto", "scrfd", "dlib"):
         raise ModelError(f"unknown detector {detector!r}: use auto, scrfd or dlib")
     check_model_options(model, device=device, fast_vae=fast_vae)
@@ -1065,6 +1079,14 @@ def load_restorer(model: str | Path | Restorer = "lite", *, device: str = "auto"
 
     loaded = load_model(str(model), device=device, fast_vae=fast_vae or None)
     return loaded if backend is None else build_backend(loaded, backend)
+
+
+def _check_config(config: object) -> None:
+    """ValueError for a ``config`` that is not a :class:`PipelineConfig` (a dict of its fields:
+    ``PipelineConfig(**fields)`` makes one)."""
+    if not isinstance(config, PipelineConfig):
+        hint = " (PipelineConfig(**fields) makes one of a dict)" if isinstance(config, dict) else ""
+        raise ValueError(f"config must be a PipelineConfig, got {type(config).__name__}{hint}")
 
 
 def check_model_options(model: str | Path | Restorer = "lite", *, device: str = "auto",

@@ -65,6 +65,37 @@ def test_bad_arguments_are_named_before_anything_is_read(tmp_path):
         streamrestore.restore_video(src, tmp_path / "o.mp4", "lite")
 
 
+def test_a_developers_usual_slips_are_named(tmp_path, caplog):
+    """A restorer given second (where the output path goes), a picture for a path, a dict for the
+    config, one frame given to stream(), and one person's photos given as a list of files: each said
+    in one line naming the value (they ended deep in pathlib or PIL, or as an AttributeError)."""
+    import numpy as np
+
+    from streamrestore.errors import UserError
+    from streamrestore.model.identity import IdentityRestorer
+    from streamrestore.pipeline import FaceRestorer, build_face_restorer
+
+    restorer = FaceRestorer(IdentityRestorer(64), detector=None)
+    with pytest.raises(ValueError, match=r"dst must be a file path, got FaceRestorer \(pass the restorer as restorer="):
+        streamrestore.restore_photo(tmp_path / "p.jpg", restorer)
+    with pytest.raises(ValueError, match=r"dst must be a file path, got FaceRestorer"):
+        streamrestore.restore_video(tmp_path / "v.mp4", restorer)
+    with pytest.raises(ValueError, match=r"src must be a file path, got ndarray \(a file's path: a picture in memory "
+                                         r"is restored by FaceRestorer.process\)"):
+        streamrestore.restore_photo(np.zeros((8, 8, 3), np.uint8), tmp_path / "o.png")
+    with pytest.raises(ValueError, match=r"config must be a PipelineConfig, got dict \(PipelineConfig\(\*\*fields\)"):
+        build_face_restorer(config={"lookahead": 0}, model="identity", detector="dlib")
+    with pytest.raises(ValueError, match="config must be a PipelineConfig"):
+        FaceRestorer(IdentityRestorer(64), detector=None, config={"lookahead": 0})
+    with pytest.raises(ValueError, match=r"stream takes frames \(e.g. \[frame\]"):
+        next(restorer.stream(np.zeros((8, 8, 3), np.uint8)))
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    with caplog.at_level("WARNING", logger="streamrestore"), pytest.raises(UserError):  # (empty files)
+        build_face_restorer([tmp_path / "a.jpg", tmp_path / "b.jpg"], model="identity", detector="dlib")
+    assert "2 reference photos given one by one are 2 people of one photo each" in caplog.text
+
+
 def test_readers_writers_and_live_sinks_are_the_protocols(tmp_path):
     from media_utils import make_clip
 

@@ -88,4 +88,14 @@ def test_restore_photos_example(monkeypatch, identity_default, tmp_path, capsys)
     _run(monkeypatch, "restore_photos.py", media.refs, *photos)
     for photo in photos:
         assert cv2.imread(str(tmp_path / f"{Path(photo).stem}.restored{media.photo.suffix}")) is not None
-    assert capsys.readouterr().out.count(": 1 face(s)") == 2
+    assert capsys.readouterr().out.count(": 1 face(s), ") == 2
+
+
+@pytest.mark.parametrize("script", ["restore_file.py", "process_frame.py", "filter_frames.py", "restore_photos.py",
+                                    "webcam.py"])
+def test_each_example_says_how_it_is_called(monkeypatch, capsys, script):
+    """--help prints the usage, --face-models included (it ended in an IndexError or a ValueError)."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    with pytest.raises(SystemExit) as done:
+        _run(monkeypatch, script, "--help")
+    assert done.value.code == 0 and "--face-models" in capsys.readouterr().out
