@@ -538,6 +538,7 @@ class _Progress:
         self.start = time.monotonic()
         self.interval = interval
         self._last = 0.0
+        self.photos_only = False  # every input is a photo (set by the planning)
 
     def line(self, text: str, frames: int = 0) -> None:
         self.done += frames
@@ -549,7 +550,9 @@ class _Progress:
         now = time.monotonic()
         elapsed = now - self.start
         fps = self.done / elapsed if elapsed > 0 else 0.0
-        where = f"{self.done}/{self.total} frames ({100.0 * self.done / max(1, self.total):.0f}%), {fps:.1f} fps"
+        # a batch of photos only counts photos (each is one frame of the count)
+        unit, rate = ("photos", f"{fps * 60:.1f} a minute") if self.photos_only else ("frames", f"{fps:.1f} fps")
+        where = f"{self.done}/{self.total} {unit} ({100.0 * self.done / max(1, self.total):.0f}%), {rate}"
         if fps > 0 and self.total > self.done:
             left = int((self.total - self.done) / fps)
             where += f", ETA {left // 60}:{left % 60:02d}"
@@ -770,6 +773,9 @@ class _Batch:
 
     # planning
     def plan_all(self) -> None:
+        from streamrestore.images import is_image
+
+        self.bar.photos_only = all(is_image(p) for p in self.inputs)
         for src_path in self.inputs:
             src = str(src_path.resolve())
             dst = self.outputs[src_path]

@@ -415,6 +415,21 @@ def test_a_folder_of_photos_and_videos_is_restored_and_a_rerun_skips_it(local_ra
     assert code == 1 and err.count(": already done (") == 3, err
 
 
+def test_a_batch_of_photos_counts_photos(tmp_path, batch, monkeypatch):
+    """Progress of a folder of photos counts photos, not frames."""
+    import cv2
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    folder = tmp_path / "album"
+    folder.mkdir()
+    picture = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (48, 1, 3))
+    for name in ("a.jpg", "b.png"):
+        cv2.imwrite(str(folder / name), picture)
+    code, err = batch(folder, "-o", tmp_path / "out")
+    assert code == 0, err
+    assert "batch: 2/2 photos (100%), " in err and " a minute: " in err and " frames (" not in err, err
+
+
 def test_an_interlaced_video_in_chunks_is_deinterlaced_as_the_main_command_does(local_ray, tmp_path, batch, faces):
     """Each chunk is read deinterlaced (its warm-up frame before gives bwdif the frame it looks back
     at), and the join describes progressive frames: the same pictures as the main command's."""
