@@ -968,6 +968,7 @@ def test_default_output_path():
     assert default_output_path("talk.final.mkv") == Path("talk.final.restored.mkv")
     assert default_output_path("/v/noext") == Path("/v/noext.restored.mkv")
     assert default_output_path("/v/old.avi") == Path("/v/old.restored.mkv")  # AVI: fixed rate only
+    assert default_output_path("/v/meme.GIF") == Path("/v/meme.restored.mp4")  # no sound: MP4 plays everywhere
 
 
 def test_reader_validates_window(tmp_path):

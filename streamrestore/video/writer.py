@@ -306,10 +306,13 @@ def default_output_path(src: str | os.PathLike) -> Path:
     """``<stem>.restored<ext>`` beside ``src``.
 
     The extension is the source's when that container keeps per-frame timestamps (mp4, mov,
-    mkv, webm, ts, ...); otherwise (avi, flv, no extension) ``.mkv``, which holds any codec.
+    mkv, webm, ts, ...); an animated GIF's ``.mp4`` (it has no sound or subtitles to need more,
+    and an MP4 plays wherever a GIF is shared); otherwise (avi, flv, no extension) ``.mkv``,
+    which holds any codec.
     """
     src = Path(src)
-    suffix = src.suffix if src.suffix.lower() in TIMESTAMP_CONTAINERS else ".mkv"
+    suffix = src.suffix if src.suffix.lower() in TIMESTAMP_CONTAINERS else ".mp4" if src.suffix.lower() == ".gif" \
+        else ".mkv"
     return src.with_name(f"{src.stem if src.suffix else src.name}.restored{suffix}")
 
 
