@@ -499,7 +499,8 @@ class BatchResult:
     succeeded: dict[str, str] = field(default_factory=dict)  # input -> output
     failed: dict[str, str] = field(default_factory=dict)  # input -> error
     skipped: list[str] = field(default_factory=list)  # done before (resume)
-    frames: int = 0  # frames restored in this run
+    frames: int = 0  # frames restored in this run (a photo's one frame too)
+    photos: int = 0  # of those, photos
     seconds: float = 0.0
     engine: str = "ray"
     #: with ``adapt``: person -> seconds spent adapting to their photos (0: loaded from the cache;
@@ -515,9 +516,12 @@ class BatchResult:
 
     def summary(self) -> str:
         done = len(self.succeeded)
+        videos = self.frames - self.photos
+        restored = " and ".join([f"{videos} frame{'s' if videos != 1 else ''}"] * bool(videos or not self.photos)
+                                + [f"{self.photos} photo{'s' if self.photos != 1 else ''}"] * bool(self.photos))
         lines = [f"batch: {done + len(self.failed)} input(s): {done} succeeded "
                  f"({len(self.skipped)} already done), {len(self.failed)} failed; "
-                 f"{self.frames} frame{'s' if self.frames != 1 else ''} restored in {self.seconds:.1f} s ({self.engine})"]
+                 f"{restored} restored in {self.seconds:.1f} s ({self.engine})"]
         if self.adapted:
             lines.append("adapted: " + ", ".join(
                 f"{name} (not adapted: too few photos)" if seconds is None
@@ -896,6 +900,7 @@ class _Batch:
             self.result.frames += frames
             from streamrestore.images import is_image
 
+            self.result.photos += is_image(src)
             what = "a photo" if is_image(src) else f"{frames} frame{'s' if frames != 1 else ''}"
             self.bar.line(f"{name} done ({what}, {info['seconds']:.1f} s) -> {dst}{noted}", frames)
         else:

@@ -404,6 +404,7 @@ def test_a_folder_of_photos_and_videos_is_restored_and_a_rerun_skips_it(local_ra
     assert code == 1, err
     assert "3 succeeded" in err and "1 failed" in err and f"failed: {(folder / 'broken.webp').resolve()}" in err
     assert "p.jpg done (a photo, " in err and "a.mp4 done (8 frames, " in err
+    assert "; 8 frames and 2 photos restored in " in err, err
     assert (out / "p.restored.jpg").read_bytes() == (folder / "p.jpg").read_bytes()
     assert np.array_equal(cv2.imread(str(out / "q.restored.png")), picture)
     _same_media(folder / "a.mp4", out / "a.restored.mp4")
@@ -428,6 +429,7 @@ def test_a_batch_of_photos_counts_photos(tmp_path, batch, monkeypatch):
     code, err = batch(folder, "-o", tmp_path / "out")
     assert code == 0, err
     assert "batch: 2/2 photos (100%), " in err and " a minute: " in err and " frames (" not in err, err
+    assert "; 2 photos restored in " in err, err
 
 
 def test_an_interlaced_video_in_chunks_is_deinterlaced_as_the_main_command_does(local_ray, tmp_path, batch, faces):
