@@ -1032,6 +1032,34 @@ def test_damaged_packets_mid_file_keep_every_frame_and_timestamp(tmp_path):
     assert read_audio_packets(dst) == read_audio_packets(clean)
 
 
+def test_a_file_cut_mid_gop_says_the_frames_it_starts_without(tmp_path):
+    """A clip cut without its first keyframe (an editor's or a recorder's cut mid-GOP): the pictures
+    before the first keyframe cannot be decoded and, with no frame before them to repeat, are left
+    out: said, with where the video now starts (they were left out silently). A whole clip says
+    nothing."""
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    make_clip(whole, frames=40, options={"preset": "ultrafast", "x264-params":
+                                         "open-gop=1:keyint=12:min-keyint=12:scenecut=0:bframes=3"})
+    with av.open(str(whole)) as c, av.open(str(cut), "w") as out:
+        copy = out.add_stream_from_template(c.streams.video[0])
+        packets = [p for p in c.demux(video=0) if p.size]
+        for packet in packets[5:]:  # decode order: the keyframe and four pictures after it gone
+            packet.stream = copy
+            out.mux(packet)
+    with VideoReader(whole) as reader:
+        assert len(list(reader.frames())) == 40 and reader.problems == []
+    with av.open(str(cut)) as c:  # (packets before the edit list's start are not shown: not lost)
+        shown = sum(1 for p in c.demux(video=0) if p.size and not p.is_discard)
+    with VideoReader(cut) as reader:
+        frames = list(reader.frames())
+        lost = shown - len(frames)
+        assert lost > 0
+        first = frames[0].time - reader.info.origin
+        assert reader.problems == [f"the file starts without the keyframe its first {lost} frame(s) need (cut mid-GOP?): "
+                                   "they cannot be decoded and are left out; the video starts at the first frame "
+                                   f"that decodes, {first:.2f} s in"]
+
+
 def test_damaged_packets_with_a_window(tmp_path):
     clean = tmp_path / "clean.mp4"
     make_clip(clean, frames=50, options={"preset": "ultrafast", "g": "10"})

@@ -534,6 +534,7 @@ class VideoReader:
         self.frames_decoded = 0
         self.problems: list[str] = []
         self._damaged_packets = 0
+        self._lost_leading = 0  # pictures before the first that decodes, which cannot be made up
         self._last_time: float | None = None
         self._iterated = False
         self._container = open_input(self.path)
@@ -665,11 +666,17 @@ class VideoReader:
         """
         expected: list = []  # heap of (pts, duration) of packets not yet matched by a frame
         last = None
+        first_pts = None  # the first decoded frame's
+        self._lost_leading = 0
         for frame in self._decode_packets(expected):
             pts = frame.pts
             if pts is not None:
+                first_pts = pts if first_pts is None else first_pts
                 while expected and expected[0][0] < pts:
                     lost, duration = heapq.heappop(expected)
+                    # (a file cut mid-GOP starts with pictures whose keyframe is gone, the open GOP's
+                    # leading ones too, all before the first frame that decodes: counted, said)
+                    self._lost_leading += lost < first_pts
                     if last is not None and last.pts is not None and lost > last.pts:
                         last = _repeat_frame(last, lost, duration)
                         yield last, True
@@ -740,6 +747,7 @@ class VideoReader:
             yield from pending
             yield from self._decoded
 
+        first_given: float | None = None  # the first decoded frame's time
         for frame, is_repeat in all_frames():
             # A frame without a timestamp, or with one not after the frame before (a broken mux:
             # every pts 0), is placed one frame after it: the writer needs increasing timestamps,
@@ -750,6 +758,8 @@ class VideoReader:
                 frame.pts = previous[0] + (previous[1] or step) if previous is not None else round(self._origin / tb)
             previous = (frame.pts, frame.duration)
             t = frame.time
+            if first_given is None:
+                first_given = t
             if t is not None:
                 if first is not None and t < first:
                     continue
@@ -767,6 +777,10 @@ class VideoReader:
                 frame = resized(frame, *size)
             yield frame
         self._report_damage(repeated, corrupt)
+        if self._lost_leading and self.start is None and first_given is not None:
+            self.problems.append(f"the file starts without the keyframe its first {self._lost_leading} frame(s) need "
+                                 "(cut mid-GOP?): they cannot be decoded and are left out; the video starts at the "
+                                 f"first frame that decodes, {first_given - self._origin:.2f} s in")
         if scaled:
             when = f" from {scaled[0] - self._origin:.2f} s" if scaled[0] is not None else ""
             self.problems.append(f"the video changes size mid-stream: {len(scaled)} frame(s){when} were scaled to "
