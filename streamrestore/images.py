@@ -277,7 +277,7 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
             chunks.add_itxt(_PNG_XMP, like.xmp.decode("utf-8", "replace"))
         options["pnginfo"] = chunks
     if deep is not None:
-        write_atomically(dst, lambda temp: _write_16_bits(temp, deep, fmt, options))
+        write_atomically(dst, lambda temp: _write_16_bits(temp, deep, fmt, options, like.xmp))
         return notes
     write_atomically(dst, lambda temp: image.save(temp, format=fmt, **options))
     return notes
@@ -315,18 +315,18 @@ def _deepened(rgb: np.ndarray, like: PhotoFile) -> np.ndarray:
     return np.clip(like.deep.astype(np.int32) + change * 257, 0, 65535).astype(np.uint16)
 
 
-def _write_16_bits(path, deep: np.ndarray, fmt: str, options: dict) -> None:
+def _write_16_bits(path, deep: np.ndarray, fmt: str, options: dict, xmp: bytes | None) -> None:
     """Writes the 16-bit picture ``deep`` as a PNG or TIFF with what ``options`` (Pillow's save
     options) keep. Pillow writes no 16-bit colour picture: OpenCV writes the PNG, which is given the
     metadata chunks Pillow writes for the same options (on a 1-pixel picture); tifffile writes the
-    TIFF (colour profile, dpi and XMP; not EXIF)."""
+    TIFF (colour profile, dpi and ``xmp``; not EXIF)."""
     from PIL import Image
 
     if fmt == "TIFF":
         import tifffile
 
         dpi = options.get("dpi")
-        extratags = [(700, "B", len(options["xmp"]), options["xmp"], True)] if options.get("xmp") else []
+        extratags = [(700, "B", len(xmp), xmp, True)] if xmp else []  # (TIFF's XMP tag)
         tifffile.imwrite(path, deep, photometric="minisblack" if deep.ndim == 2 else "rgb", compression="zlib",
                          metadata=None, iccprofile=options.get("icc_profile"), extratags=extratags,
                          resolution=(float(dpi[0]), float(dpi[1])) if dpi else None,

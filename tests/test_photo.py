@@ -339,6 +339,10 @@ def test_a_16_bit_scan_keeps_its_16_bits(tmp_path, name):
         with Image.open(tmp_path / "out.tif") as written:
             assert written.info.get("icc_profile") == PROFILE and tuple(written.info["dpi"]) == (600, 600)
         photo = read_photo(src)
+        photo.xmp = XMP
+        assert write_photo(tmp_path / "xmp.tif", photo.rgb, photo) == []
+        with tifffile.TiffFile(tmp_path / "xmp.tif") as written:
+            assert bytes(written.pages[0].tags[700].value) == XMP  # kept in TIFF's XMP tag
         exif = Image.Exif()
         exif[EXIF_MAKE] = "Scanner Co"
         photo.exif = exif.tobytes()
