@@ -1032,6 +1032,18 @@ def test_damaged_packets_mid_file_keep_every_frame_and_timestamp(tmp_path):
     assert read_audio_packets(dst) == read_audio_packets(clean)
 
 
+def test_an_mpeg2_ts_starting_near_zero_keeps_its_timestamps(tmp_path):
+    """An MPEG-2 broadcast capture (no B-frames: dts = pts) whose video starts 40 ms in, written as
+    H.264 with B-frames (the default encoder): its first dts lies before 0, and FFmpeg moved every
+    stream 40 ms later; the TS muxer's own delay keeps such a dts positive, so nothing is moved."""
+    src = tmp_path / "broadcast.ts"
+    make_clip(src, codec="mpeg2video", audio="mp2", pts=list(range(1, 26)), time_base=Fraction(1, 25))
+    dst = tmp_path / "out.ts"
+    passthrough(src, dst, settings=EncoderSettings())  # (veryfast: B-frames)
+    assert read_video_timing(dst)[0] == read_video_timing(src)[0]
+    assert [p[0] for p in read_audio_packets(dst)[0]] == [p[0] for p in read_audio_packets(src)[0]]
+
+
 def test_a_file_cut_mid_gop_says_the_frames_it_starts_without(tmp_path):
     """A clip cut without its first keyframe (an editor's or a recorder's cut mid-GOP): the pictures
     before the first keyframe cannot be decoded and, with no frame before them to repeat, are left

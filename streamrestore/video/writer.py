@@ -506,7 +506,11 @@ class VideoWriter:
         info = self.info
         try:
             # The temp name ends with ".partial.<ext>", so FFmpeg picks the muxer from <ext>.
-            self._output = av.open(str(self._temp), mode="w")
+            # MPEG-TS: the encoder's B-frame delay puts the first dts before a stream that starts near
+            # 0 (an MPEG-2 broadcast without B-frames); FFmpeg would shift every stream later, when
+            # the TS muxer's own delay keeps such a dts positive: timestamps are kept exactly
+            keep = {"avoid_negative_ts": "disabled"} if self.dst.suffix.lower() in (".ts", ".mts", ".m2ts") else {}
+            self._output = av.open(str(self._temp), mode="w", options=keep)
         except ValueError:
             raise OutputError(
                 f"cannot write {self.dst.suffix} files; use .mp4, .mkv, .mov or .webm"
