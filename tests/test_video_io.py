@@ -737,6 +737,14 @@ def test_truncated_mp4_without_index_is_an_input_error(tmp_path):
     make_clip(src, frames=25)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(src.read_bytes()[: src.stat().st_size - 200])  # loses the moov index
+    # what happened and what may help, for the commonest damage: a camera that died while recording
+    _one_line_input_error(cut, r"is a recording whose index \(its moov box\) is missing: it was cut off before it "
+                               r"was finished .* \(such as untrunc\) may recover it")
+    data = src.read_bytes()  # a recorder that died: its media box still sized "to the end", no index after it
+    media = data.index(b"mdat") - 4
+    cut.write_bytes(data[:media] + bytes(4) + data[media + 4:data.index(b"moov") - 4])
+    _one_line_input_error(cut, r"is a recording whose index \(its moov box\) is missing")
+    cut.write_bytes(b"\x00\x00\x00\x10ftypisom" + bytes(50))  # a broken header, not a cut: the plain words
     _one_line_input_error(cut, "damaged")
 
 

@@ -139,12 +139,45 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
     except PermissionError:
         raise InputError(f"no permission to read input: {p}") from None
     except av.error.FFmpegError as exc:
-        # e.g. InvalidDataError for text files, or an MP4 cut before its index (moov).
+        if _recording_without_index(p):
+            raise InputError(f"{p} is a recording whose index (its moov box) is missing: it was cut off before it was "
+                             "finished (a camera or phone that lost power or storage), so nothing can read its frames; "
+                             "a repair tool that rebuilds the index from a good recording of the same camera (such "
+                             "as untrunc) may recover it") from None
+        # e.g. InvalidDataError for text files
         raise InputError(
             f"cannot read {p} as a video ({exc.strerror or type(exc).__name__}); "
             "it may be damaged or not a video file"
         ) from None
     return container
+
+
+def _recording_without_index(path: Path) -> bool:
+    """Whether ``path`` is an MP4/MOV with its media (mdat) but no whole index (moov): a recording cut
+    off before it was finished. Reads the top-level boxes' headers only."""
+    seen = set()
+    try:
+        with path.open("rb") as f:
+            size_of_file = path.stat().st_size
+            at = 0
+            while at + 8 <= size_of_file:
+                f.seek(at)
+                header = f.read(16)
+                size, kind = struct.unpack(">I4s", header[:8])
+                if size == 1 and len(header) == 16:
+                    size = struct.unpack(">Q", header[8:16])[0]
+                elif size == 0:  # "to the end of the file": a recorder's media box, sized when it finishes
+                    size = size_of_file - at
+                if size < 8:
+                    break  # not boxes
+                if at + size <= size_of_file or kind == b"mdat":  # (an index cut short is no index)
+                    seen.add(kind)
+                if kind == b"moov":
+                    break
+                at += size
+    except (OSError, struct.error):
+        return False
+    return b"ftyp" in seen and b"mdat" in seen and b"moov" not in seen
 
 
 def pick_video_stream(container: av.container.InputContainer, path: str | os.PathLike) -> av.video.stream.VideoStream:
