@@ -205,11 +205,14 @@ def _check_paths(src: object, dst: object) -> None:
     for name, value in (("src", src), ("dst", dst)):
         if value is None and name == "dst":
             continue
-        if not isinstance(value, (str, os.PathLike)):
-            hint = " (pass the restorer as restorer=...)" if isinstance(value, FaceRestorer) or callable(value) else \
-                " (a file's path: a picture in memory is restored by FaceRestorer.process)" if hasattr(value, "shape") \
-                else ""
-            raise ValueError(f"{name} must be a file path, got {type(value).__name__}{hint}")
+        if isinstance(value, (str, os.PathLike)):
+            continue
+        hint = ""
+        if isinstance(value, FaceRestorer) or callable(value):
+            hint = " (pass the restorer as restorer=...)"
+        elif hasattr(value, "shape"):
+            hint = " (a file's path: a picture in memory is restored by FaceRestorer.process)"
+        raise ValueError(f"{name} must be a file path, got {type(value).__name__}{hint}")
 
 
 def _check_restorer_argument(restorer: object) -> None:
