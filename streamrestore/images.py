@@ -19,20 +19,34 @@ import numpy as np
 from streamrestore.errors import InputError, OutputError
 from streamrestore.output_file import check_output_path, write_atomically
 
-__all__ = ["IMAGE_SUFFIXES", "PHOTO_OUTPUT_SUFFIXES", "UNREAD_PHOTO_FORMATS", "PhotoFile", "check_photo_output",
+__all__ = ["HEIF_SUFFIXES", "IMAGE_SUFFIXES", "PHOTO_OUTPUT_SUFFIXES", "UNREAD_PHOTO_FORMATS", "PhotoFile", "check_photo_output",
            "copy_photo", "default_photo_output",
            "is_image", "read_photo", "read_photo_header", "read_rgb", "same_photo_format", "write_photo"]
 
-#: File suffixes (lower case) read as photos; OpenCV decodes all of them (AVIF where it is built
-#: with it, as opencv-python 5.0 is).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avif"})
+#: HEIF photos (an iPhone's HEIC, a Canon or Fujifilm camera's HIF): pillow-heif decodes and writes them
+HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
 
-#: Photo formats OpenCV does not decode, by suffix: what to do with them instead.
+#: File suffixes (lower case) read as photos: OpenCV decodes all of them (AVIF where it is built
+#: with it, as opencv-python 5.0 is) but :data:`HEIF_SUFFIXES`.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avif"}) | HEIF_SUFFIXES
+
+#: Photo formats that are not read, by suffix: what to do with them instead. A camera's raw files
+#: need a raw developer's choices (white balance, exposure) before they are a picture.
 UNREAD_PHOTO_FORMATS = {
-    suffix: "HEIC photos (an iPhone's default) are not read; export them as JPEG (Mac: Preview, File > Export; "
-            "iPhone: Settings > Camera > Formats > Most Compatible for new ones)"
-    for suffix in (".heic", ".heif")
+    suffix: "camera raw photos are not read; export them as JPEG or TIFF from your raw developer (Lightroom, "
+            "darktable, the camera's own software)"
+    for suffix in (".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw")
 }
+
+
+def _pillow():
+    """Pillow's ``Image`` with pillow-heif's HEIF reader and writer registered (Pillow keeps one
+    registry of formats per process; registering again only replaces the same entries)."""
+    from PIL import Image
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    return Image
 
 
 def is_image(path: str | os.PathLike) -> bool:
@@ -57,6 +71,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if Path(path).suffix.lower() in HEIF_SUFFIXES and data.size:
+        return _read_heif_rgb(path)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         if Path(path).suffix.lower() == ".avif":
@@ -66,10 +82,24 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
+def _read_heif_rgb(path: str | os.PathLike) -> np.ndarray:
+    """A HEIF photo as (H, W, 3) uint8 RGB, upright: libheif turns the picture as the file says (a
+    HEIF's EXIF orientation is informational and pillow-heif reads it back as 1), 10 and 12 bits
+    are rounded to 8."""
+    from PIL import ImageOps
+
+    try:
+        with _pillow().open(path) as image:
+            return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"cannot read image {path}; is it a valid HEIF photo? ({exc})") from None
+
+
 #: Output suffixes a restored photo is written as -> the Pillow format (Pillow writes them; OpenCV
 #: would drop the colour profile and EXIF)
 PHOTO_OUTPUT_SUFFIXES = {".jpg": "JPEG", ".jpeg": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".webp": "WEBP",
-                         ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".avif": "AVIF"}
+                         ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".avif": "AVIF",
+                         ".heic": "HEIF", ".heif": "HEIF", ".hif": "HEIF"}
 
 #: Lossy formats' quality (0-100): 95 keeps the restored detail and the compression's own marks
 #: below what one sees, as photo tools' "high quality" settings do
@@ -92,11 +122,13 @@ class PhotoFile:
             bits. A PNG or TIFF output keeps them where nothing changed and adds the change elsewhere.
         icc_profile: the colour profile (phones tag Display P3), kept so colours stay as they were.
         exif: the EXIF block, its orientation set to upright (the pixels are turned upright).
-        xmp: the XMP block (ratings, captions, editing history); JPEG, WebP, AVIF and PNG keep it.
+        xmp: the XMP block (ratings, captions, editing history); JPEG, WebP, AVIF, HEIC and PNG keep it.
         dpi: the print resolution.
         text: a PNG's text chunks (title, author, description), kept in a PNG.
         dropped_profile: the colour space of a profile that cannot describe the restored RGB
             pixels (a print scan's CMYK), which is not kept; None when there was none.
+        parts_not_kept: what the file holds beside its picture that the restored copy does not
+            (a HEIC's depth map or HDR gain map), a phrase each.
     """
 
     rgb: np.ndarray
@@ -110,6 +142,7 @@ class PhotoFile:
     dpi: tuple | None = None
     text: dict[str, str] = field(default_factory=dict)
     dropped_profile: str | None = None
+    parts_not_kept: list[str] = field(default_factory=list)
 
 
 def read_photo(path: str | os.PathLike) -> PhotoFile:
@@ -118,11 +151,14 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
     Raises:
         InputError: as :func:`read_photo_header`.
     """
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
+    Image = _pillow()
     read_photo_header(path)
     rgb = read_rgb(path)
-    as_stored = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    heif = Path(path).suffix.lower() in HEIF_SUFFIXES
+    as_stored = None if heif else cv2.imdecode(np.fromfile(str(path), dtype=np.uint8),
+                                                 cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     photo = PhotoFile(rgb=rgb)
     if as_stored is not None:
         photo.grey = as_stored.ndim == 2
@@ -142,6 +178,9 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
             if _EXIF_ORIENTATION in exif:
                 exif[_EXIF_ORIENTATION] = 1
             photo.exif = exif.tobytes() if len(exif) else None
+            if heif:
+                photo.bits = int(image.info.get("bit_depth") or 8)
+                photo.parts_not_kept = _heif_parts(image.info)
             if "A" in image.getbands() or "transparency" in image.info:
                 upright = ImageOps.exif_transpose(image.convert("RGBA"))
                 alpha = np.asarray(upright.getchannel("A"))
@@ -151,18 +190,27 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
     return photo
 
 
+def _heif_parts(info: dict) -> list[str]:
+    """What a HEIF file holds beside its picture that a restored copy does not (pillow-heif's
+    ``info``): a Portrait photo's depth map, an HDR photo's gain map."""
+    parts = []
+    if info.get("depth_images"):
+        parts.append("depth map (Portrait mode's background blur is no longer editable)")
+    if any("hdrgainmap" in str(kind).lower() for kind in (info.get("aux") or {})):
+        parts.append("HDR gain map (the photo shows as SDR)")
+    return parts
+
+
 def read_photo_header(path: str | os.PathLike) -> None:
     """Checks that ``path`` is one photo that can be read, from its header where Pillow knows the
     format (a batch plans thousands of photos without decoding them), else by decoding it.
 
     Raises:
         InputError: as :func:`read_rgb`; or the file holds several pictures (an animated WebP or
-            PNG, a multi-page TIFF), of which a photo's restore would keep only the first.
+            PNG, a multi-page TIFF, a HEIF burst), of which a photo's restore would keep only the first.
     """
-    from PIL import Image
-
     try:
-        with Image.open(path) as image:
+        with _pillow().open(path) as image:
             pictures = getattr(image, "n_frames", 1)
     except (OSError, ValueError, SyntaxError):
         read_rgb(path)  # a format only OpenCV reads, or an error worded as every photo's
@@ -181,8 +229,7 @@ def default_photo_output(src: str | os.PathLike) -> Path:
 
 def check_photo_output(path: str | Path, force: bool = False) -> str:
     """Refuses an output no photo can be written to (see :func:`write_photo`); its Pillow format."""
-    from PIL import Image
-
+    Image = _pillow()
     dst = Path(path)
     check_output_path(dst, force, "out.png")
     fmt = PHOTO_OUTPUT_SUFFIXES.get(dst.suffix.lower())
@@ -216,7 +263,7 @@ def copy_photo(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = 
 
 def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bool = False) -> list[str]:
     """Writes ``rgb`` to ``path`` as the photo ``like`` was (grey, transparency, colour profile, EXIF),
-    in the format its suffix names (:data:`PHOTO_OUTPUT_SUFFIXES`; JPEG, WebP and AVIF at
+    in the format its suffix names (:data:`PHOTO_OUTPUT_SUFFIXES`; JPEG, WebP, AVIF and HEIC at
     :data:`PHOTO_QUALITY`). The file appears only when complete.
 
     Args:
@@ -232,8 +279,7 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         OutputError: ``path`` has a suffix no photo is written as, is a folder, exists without
             ``force``, lies in a missing folder, or cannot be written.
     """
-    from PIL import Image
-
+    Image = _pillow()
     dst = Path(path)
     fmt = check_photo_output(dst, force)
     notes = []
@@ -251,19 +297,20 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         if fmt == "TIFF" and like.exif and _EXIF_WORTH_SAYING & _exif_tags(like.exif):
             notes.append("the photo's EXIF is not kept: its 16-bit TIFF is written without it (.png keeps both)")
     elif like.bits > 8:
-        keep = "" if like.alpha is not None else " (write .png or .tif to keep 16)"
+        keep = "" if like.alpha is not None or like.deep is None else " (write .png or .tif to keep 16)"
         notes.append(f"the photo had {like.bits} bits per sample; it is written with 8{keep}")
+    notes += [f"the photo's {part} is not kept" for part in like.parts_not_kept]
     if like.dropped_profile:
         notes.append(f"the photo's {like.dropped_profile} colour profile is not kept: it is written as RGB")
     options: dict = {}
-    if fmt in ("JPEG", "WEBP", "AVIF"):
+    if fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
         options["quality"] = PHOTO_QUALITY
     if fmt != "BMP":
         if like.icc_profile:
             options["icc_profile"] = like.icc_profile
         if like.exif:
             options["exif"] = like.exif
-    if like.xmp and fmt in ("JPEG", "WEBP", "AVIF"):
+    if like.xmp and fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
         options["xmp"] = like.xmp
     if like.dpi and fmt in ("JPEG", "PNG", "TIFF"):
         options["dpi"] = like.dpi

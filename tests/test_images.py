@@ -63,23 +63,49 @@ def test_avif_photos_are_read(tmp_path):
     assert np.abs(read_rgb(path).astype(int) - _picture()).mean() < 12
 
 
-def test_heic_references_say_how_to_make_them_readable(tmp_path, caplog):
-    """An iPhone's photos are HEIC, which is not read: the folder's error (or the warning, beside
-    readable photos) names them and says to export JPEG, not "no images" in a folder of photos."""
+def test_raw_references_say_how_to_make_them_readable(tmp_path, caplog):
+    """A camera's raw files are not read: the folder's error (or the warning, beside readable
+    photos) names them and says to export JPEG, not "no images" in a folder of photos."""
     from streamrestore.errors import ReferencesError
     from streamrestore.faces.references import list_reference_files
 
     person = tmp_path / "person"
     person.mkdir()
-    for name in ("IMG_0001.HEIC", "IMG_0002.heic"):
+    for name in ("IMG_0001.CR2", "IMG_0002.nef"):
         (person / name).write_bytes(b"x")
-    with pytest.raises(ReferencesError, match=r"only photos that cannot be read \(IMG_0001.HEIC, IMG_0002.heic\): "
-                                              r"HEIC photos .* export them as JPEG"):
+    with pytest.raises(ReferencesError, match=r"only photos that cannot be read \(IMG_0001.CR2, IMG_0002.nef\): "
+                                              r"camera raw photos .* export them as JPEG"):
         list_reference_files(person)
-    with pytest.raises(ReferencesError, match="IMG_0001.HEIC: HEIC photos"):
-        list_reference_files(person / "IMG_0001.HEIC")
+    with pytest.raises(ReferencesError, match="IMG_0001.CR2: camera raw photos"):
+        list_reference_files(person / "IMG_0001.CR2")
     ok, buf = cv2.imencode(".png", _picture())
     (person / "photo.png").write_bytes(buf.tobytes())
     with caplog.at_level("WARNING", logger="streamrestore"):
         assert [p.name for p in list_reference_files(person)] == ["photo.png"]
-    assert "skipping IMG_0001.HEIC, IMG_0002.heic: HEIC photos" in caplog.text
+    assert "skipping IMG_0001.CR2, IMG_0002.nef: camera raw photos" in caplog.text
+
+
+def test_an_iphones_heic_photos_are_references(tmp_path):
+    """HEIC, an iPhone's default photo format, is read upright as every photo is: libheif applies
+    the file's turn, so a portrait taken sideways comes out as shown."""
+    from PIL import Image
+
+    from streamrestore.faces.references import list_reference_files
+    from streamrestore.images import _pillow
+
+    shown = _picture()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, shown after a quarter turn clockwise
+    _pillow()
+    person = tmp_path / "person"
+    person.mkdir()
+    Image.fromarray(np.ascontiguousarray(np.rot90(shown, 1))).save(person / "IMG_0001.HEIC", format="HEIF",
+                                                                   quality=100, exif=exif.tobytes())
+    assert all(is_image(f"IMG_0001{suffix}") for suffix in (".HEIC", ".heif", ".HIF"))
+    (path,) = list_reference_files(person)
+    rgb = read_rgb(path)
+    assert rgb.shape == shown.shape and rgb.dtype == np.uint8
+    assert np.abs(rgb.astype(int) - shown).mean() < 6
+    (person / "IMG_0002.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # cut off after its first box
+    with pytest.raises(InputError, match="IMG_0002.heic; is it a valid HEIF photo"):
+        read_rgb(person / "IMG_0002.heic")

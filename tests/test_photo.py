@@ -214,10 +214,48 @@ def test_video_options_given_for_a_photo_are_named(synthetic_faces, tmp_path, ca
     assert not (tmp_path / "photo.restored.png").exists()
 
 
-def test_a_heic_photo_gets_export_advice(tmp_path, capsys):
-    src = _bytes(tmp_path / "IMG_0002.HEIC", b"\x00\x00\x00\x18ftypheic")
+def test_a_raw_photo_gets_export_advice(tmp_path, capsys):
+    src = _bytes(tmp_path / "IMG_0002.CR3", b"\x00\x00\x00\x18ftypcrx ")
     assert main([str(src)]) == 2
-    assert "HEIC photos (an iPhone's default) are not read; export them as JPEG" in capsys.readouterr().err
+    assert "camera raw photos are not read; export them as JPEG or TIFF" in capsys.readouterr().err
+
+
+def test_an_iphones_heic_photo_comes_back_as_heic_upright_with_its_profile_and_exif(tmp_path):
+    """An iPhone stores a portrait sideways with a turn libheif applies: the face is found upright, the
+    output is a HEIC stored upright that keeps the colour profile, EXIF and XMP."""
+    from streamrestore.images import _pillow
+
+    shown, kps = _scene(180, 240)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION], exif[EXIF_MAKE] = 6, "Apple"
+    src = tmp_path / "IMG_0001.HEIC"
+    _pillow()
+    Image.fromarray(np.ascontiguousarray(np.rot90(shown, 1))).save(src, format="HEIF", quality=95,
+                                                                   exif=exif.tobytes(), icc_profile=PROFILE, xmp=XMP)
+    stats = restore_photo(src, restorer=_face_restorer(sf.UprightFaceDetector()))
+    assert stats.faces_restored == 1 and stats.problems == []
+    with Image.open(tmp_path / "IMG_0001.restored.HEIC") as out:
+        assert out.format == "HEIF" and out.size == (180, 240)
+        assert out.info["icc_profile"] == PROFILE and out.info["xmp"] == XMP
+        assert out.getexif()[EXIF_ORIENTATION] == 1 and out.getexif()[EXIF_MAKE] == "Apple"
+        picture = np.asarray(out.convert("RGB")).astype(int)
+    x, y = _nose(kps)
+    assert picture[y, x, 0] - int(shown[y, x, 0]) > 30  # reddened where the face is shown
+    assert np.abs(picture[:20, :20] - shown[:20, :20]).mean() < 4  # the rest as it was (lossy: roughly)
+
+
+def test_what_a_heic_holds_beside_its_picture_is_said_lost(tmp_path):
+    """A Portrait photo's depth map and an HDR photo's gain map are not written again: said, not
+    lost silently (pillow-heif writes neither from a picture; its ``info`` as it reads them)."""
+    from streamrestore.images import PhotoFile, _heif_parts
+
+    info = {"depth_images": [object()], "aux": {"urn:com:apple:photo:2020:aux:hdrgainmap": [2]}}
+    photo = PhotoFile(rgb=np.zeros((8, 8, 3), np.uint8), bits=10, parts_not_kept=_heif_parts(info))
+    assert _heif_parts({"depth_images": [], "aux": {}}) == []
+    notes = write_photo(tmp_path / "out.heic", photo.rgb, photo)
+    assert notes == ["the photo had 10 bits per sample; it is written with 8",
+                     "the photo's depth map (Portrait mode's background blur is no longer editable) is not kept",
+                     "the photo's HDR gain map (the photo shows as SDR) is not kept"]
 
 
 def test_read_photo_matches_read_rgb(tmp_path):

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Other commands: " + ", ".join(f"streamrestore {c} --help" for c in SUBCOMMANDS),
     )
     p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
-    p.add_argument("input", help="video file to restore, or a photo (.jpg, .png, .webp, .tif, .bmp, .avif)")
+    p.add_argument("input", help="video file to restore, or a photo (.jpg, .heic, .png, .webp, .tif, .bmp, .avif)")
     p.add_argument("more_inputs", nargs="*", help=argparse.SUPPRESS)  # said to belong to `batch` (main())
     p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input; a "
                    "photo is written as a photo, its format named by the extension)")
@@ -88,7 +88,7 @@ _VIDEO_ONLY = (("start", "--start"), ("end", "--end"), ("crf", "--crf"), ("prese
 
 def _check_photo_options(args: argparse.Namespace) -> None:
     """A photo given with an option only a video takes (``--start``, ``--crf``, ...): say so rather
-    than ignore it. A HEIC photo: say how to export it."""
+    than ignore it. A camera raw photo: say how to export it."""
     from streamrestore.images import UNREAD_PHOTO_FORMATS, is_image
 
     suffix = Path(args.input).suffix.lower()
