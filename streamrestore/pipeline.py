@@ -28,6 +28,7 @@ from streamrestore.faces.detect import detect_upright
 from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
+from streamrestore.hdr import SdrView, sdr_view
 from streamrestore.images import is_image
 from streamrestore.model.resample import auto_crop_side, crop_sides, restore_batches
 from streamrestore.pixels import (
@@ -494,7 +495,7 @@ class FaceRestorer:
         t0 = time.perf_counter()
         if faces is None:
             # a decoded frame says how it is shown (phones store portrait video sideways)
-            faces = self._find_faces(pixels, getattr(source, "rotation", 0))
+            faces = self._find_faces(sdr_view(pixels), getattr(source, "rotation", 0))
             self.stats.add_time("detect", time.perf_counter() - t0)
         if not track:
             return DecodedFrame(source, pixels, faces)
@@ -587,9 +588,11 @@ class FaceRestorer:
             return lambda: _Finished(frame)  # untouched: not even a colour-space round trip
         stats.frames_with_faces += 1
         t0 = time.perf_counter()
+        # what reads faces sees an HDR frame in SDR, as the restorer, the recognisers and the photos know faces
+        view = sdr_view(pixels)
         matrices, sides, caches, ids, prepared, identities = [], [], [], [], [], []
         for t in tracked:
-            identity = self._identity(t, pixels)
+            identity = self._identity(t, view)
             unmatched = identity is None and self._matcher is not None
             stats.unmatched_faces += unmatched
             skip = unmatched and self.config.unmatched == "skip"
@@ -603,7 +606,7 @@ class FaceRestorer:
             side = self._crop_side(t)
             matrices.append(alignment_matrix(t.kps, side, self.pixel_aspect))
             sides.append(side)
-            caches.append(self._cache_for(t.track_id, identity, pixels, matrices[-1], side)
+            caches.append(self._cache_for(t.track_id, identity, view, matrices[-1], side)
                           if identity is not None else None)
             ids.append(t.track_id)
             identities.append(identity)
@@ -622,12 +625,12 @@ class FaceRestorer:
         self.stats.faces_restored += len(matrices)
         self.stats.frames_restored += 1
         seconds: dict[str, float] = {}
-        if self._device_path is not None:
+        if self._device_path is not None and view is pixels:  # (HDR frames: restored on the host)
             self._forget_ended_in_crops(live)
             crops, result = self._restore_on_device(frame, pixels, matrices, sides, caches, ids, identities, prepared, t0)
             paste = lambda: result  # noqa: E731
         else:
-            crops, paste_on_host = self._restore_on_host(pixels, matrices, sides, caches, ids, prepared, t0)
+            crops, paste_on_host = self._restore_on_host(pixels, view, matrices, sides, caches, ids, prepared, t0)
 
             def paste() -> Any:
                 self._forget_ended_in_crops(live)
@@ -692,11 +695,15 @@ class FaceRestorer:
         track.adapted = decided[1]
         return cache if decided[1] else unadapted(cache)
 
-    def _restore_on_host(self, pixels, matrices, sides, caches, ids, prepared, t0):
-        """Crops cut and restored on the CPU: ``(crops, paste)``; ``paste(frame, identities,
+    def _restore_on_host(self, pixels, view, matrices, sides, caches, ids, prepared, t0):
+        """Crops cut and restored on the CPU: ``(crops, paste)`` (the crops as cut from the frame); ``paste(frame, identities,
         seconds)`` gates, fuses and pastes the faces (OpenCV; 4:2:0 frames stay in YUV), adds its
-        stages' times to ``seconds`` and returns the frame restored."""
-        crops = [crop_face(pixels, m, side) for m, side in zip(matrices, sides)]
+        stages' times to ``seconds`` and returns the frame restored. ``view``: what the stages
+        see of ``pixels`` (an HDR frame's :class:`~streamrestore.hdr.SdrView`: the crops are
+        restored in SDR, and their change is coded back before the paste)."""
+        coded = [crop_face(pixels, m, side) for m, side in zip(matrices, sides)]
+        transfer = view.transfer if isinstance(view, SdrView) else None
+        crops = coded if transfer is None else [crop_face(view, m, side) for m, side in zip(matrices, sides)]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
         with torch.inference_mode():
@@ -715,9 +722,9 @@ class FaceRestorer:
             smoothing = 0.0
             checking = self._finish_identity_checks()
             checks = []
-            for crop, face_out, detail, m, side, tid, identity in zip(crops, restored, details, matrices, sides, ids,
-                                                                       identities):
-                weight = self._gate.weight(tid, pixels, m, side)
+            for crop, face_out, detail, m, side, tid, identity, coded_crop in zip(
+                    crops, restored, details, matrices, sides, ids, identities, coded):
+                weight = self._gate.weight(tid, view, m, side)
                 self.stats.faces_left_clean += weight <= 0.0
                 face_out = self._gate.blend(crop, face_out, weight)
                 if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)
@@ -731,6 +738,8 @@ class FaceRestorer:
                 ts = time.perf_counter()
                 face_out = self._smoother.smooth(tid, crop, face_out, denoise_weight=weight)
                 smoothing += time.perf_counter() - ts
+                if transfer is not None:
+                    crop, face_out = coded_crop, transfer.coded_change(coded_crop, crop, face_out)
                 plan = self._pastes[side].plan(shape, face_out, crop, m)
                 if plan is not None:
                     canvas.paste(plan)
@@ -741,7 +750,7 @@ class FaceRestorer:
             seconds["paste"] = seconds.get("paste", 0.0) + time.perf_counter() - t2 - smoothing - checking
             return result
 
-        return crops, paste
+        return coded, paste
 
     def _restore_beside_detail(self, restore: Callable[[], list[torch.Tensor]], crops: Sequence[np.ndarray],
                                prepared: list[PreparedReferences | None], ids: Sequence[Hashable]

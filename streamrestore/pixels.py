@@ -175,6 +175,35 @@ def plane_view(plane, height: int, width: int, dtype: Any = np.uint8) -> np.ndar
     return np.frombuffer(plane, dtype).reshape(-1, plane.line_size // itemsize)[:height, :width]
 
 
+def _yuv420_box_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, box: tuple[int, int, int, int]):
+    """The parts of a 4:2:0 frame's planes :func:`_yuv420_region` reads for ``box`` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    cx0, cy0 = max(x0 // 2 - 1, 0), max(y0 // 2 - 1, 0)
+    cx1, cy1 = min((x1 + 1) // 2 + 1, u.shape[1]), min((y1 + 1) // 2 + 1, u.shape[0])
+    return y[y0:y1, x0:x1], u[cy0:cy1, cx0:cx1], v[cy0:cy1, cx0:cx1]
+
+
+def _yuv420_region(y: np.ndarray, u: np.ndarray, v: np.ndarray, box: tuple[int, int, int, int], to_rgb: np.ndarray,
+                   origin: tuple[int, int] | None = None) -> np.ndarray:
+    """RGB of ``box`` of a 4:2:0 frame, chroma upsampled bilinearly. ``y, u, v``: the whole
+    planes, or (``origin``: where the box starts in the frame) the parts
+    :func:`_yuv420_box_planes` cut, ``box`` then within them; uint8 in, uint8 out; float32 in
+    (8-bit levels), float32 out."""
+    if origin is None:
+        y, u, v = _yuv420_box_planes(y, u, v, box)
+        origin = box[:2]
+    x0, y0 = origin
+    w, h = box[2] - box[0], box[3] - box[1]
+    # Chroma samples covering the box plus one on each side, so the bilinear upsampling
+    # inside the box does not depend on where the box ends.
+    cx0, cy0 = max(x0 // 2 - 1, 0), max(y0 // 2 - 1, 0)
+    chroma = cv2.merge([u, v])
+    up = cv2.resize(chroma, (2 * u.shape[1], 2 * u.shape[0]), interpolation=cv2.INTER_LINEAR)
+    ox, oy = x0 - 2 * cx0, y0 - 2 * cy0
+    up = up[oy : oy + h, ox : ox + w]
+    return cv2.transform(cv2.merge([y, up[..., 0], up[..., 1]]), to_rgb)
+
+
 class Yuv420Pixels:
     """The pixels of an 8-bit 4:2:0 ``av.VideoFrame`` (``yuv420p``/``yuvj420p``), converted to
     RGB only where read. :meth:`output` gives a new frame with the same planes, timestamps and
@@ -230,17 +259,25 @@ class Yuv420Pixels:
     def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """RGB of the box [x0, x1) x [y0, y1) (inside the frame): chroma upsampled bilinearly,
         the same values whichever box they are read through."""
-        h, w = self.shape[:2]
-        # Chroma samples covering the box plus one on each side, so the bilinear upsampling
-        # inside the box does not depend on where the box ends.
-        cx0, cy0 = max(x0 // 2 - 1, 0), max(y0 // 2 - 1, 0)
-        cx1, cy1 = min((x1 + 1) // 2 + 1, self._u.shape[1]), min((y1 + 1) // 2 + 1, self._u.shape[0])
-        chroma = cv2.merge([self._u[cy0:cy1, cx0:cx1], self._v[cy0:cy1, cx0:cx1]])
-        up = cv2.resize(chroma, (2 * (cx1 - cx0), 2 * (cy1 - cy0)), interpolation=cv2.INTER_LINEAR)
-        ox, oy = x0 - 2 * cx0, y0 - 2 * cy0
-        up = up[oy : oy + (y1 - y0), ox : ox + (x1 - x0)]
-        yuv = cv2.merge([self._y[y0:y1, x0:x1], up[..., 0], up[..., 1]])
-        return cv2.transform(yuv, self._to_rgb)
+        return _yuv420_region(self._y, self._u, self._v, (x0, y0, x1, y1), self._to_rgb)
+
+    def deep_planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The 10- or 12-bit frame's own Y, U and V planes (:attr:`deep`: uint16 views) and the 3x4
+        matrix from them to RGB in 8-bit levels: what maps a deep HDR frame's faces to SDR without
+        the 8-bit copy's steps (``streamrestore.hdr.SdrView``)."""
+        if self.deep is None:
+            raise ValueError("deep_planes needs a 10- or 12-bit frame (Yuv420Pixels.of_deep)")
+        to_rgb = self._to_rgb.copy()
+        to_rgb[:, :3] /= 1 << (DEEP_YUV420[self.deep.format.name] - 8)
+        y, u, v = (plane_view(plane, h, w, np.uint16) for plane, (h, w) in zip(self.deep.planes, _yuv420_sizes(self.deep)))
+        return y, u, v, to_rgb
+
+    def deep_region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """:meth:`region` read from the 10- or 12-bit frame itself (:meth:`deep_planes`), as float32
+        RGB in 8-bit levels with the bits below them kept."""
+        y, u, v, to_rgb = self.deep_planes()
+        box_planes = _yuv420_box_planes(y, u, v, (x0, y0, x1, y1))
+        return _yuv420_region(*(np.float32(p) for p in box_planes), (0, 0, x1 - x0, y1 - y0), to_rgb, origin=(x0, y0))
 
     def resized(self, width: int, height: int) -> np.ndarray:
         """The whole frame as RGB at ``width`` x ``height``: each plane area-shrunk, then only

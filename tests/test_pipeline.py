@@ -641,6 +641,77 @@ def test_a_10_bit_frame_keeps_its_depth_and_gets_the_faces_change(drawn_talking,
     assert changed > 0
 
 
+def _hdr_frame(rgb: np.ndarray, transfer, index: int):
+    """``rgb`` (SDR) coded as ``transfer`` says, BT.2020: a 10-bit 4:2:0 frame tagged as HDR video is."""
+    from av.video.reformatter import ColorRange, Colorspace
+
+    from streamrestore.hdr import TRC_HLG, TRC_PQ
+
+    coded = np.clip(np.rint(transfer.to_coded(rgb) * 257.0), 0, 65535).astype(np.uint16)
+    frame = av.VideoFrame.from_ndarray(coded, format="rgb48le").reformat(
+        format="yuv420p10le", dst_colorspace=Colorspace.BT2020, dst_color_range=ColorRange.MPEG)
+    frame.pts, frame.time_base, frame.colorspace, frame.color_range = index, Fraction(1, 25), 9, 1
+    frame.color_primaries, frame.color_trc = 9, TRC_PQ if transfer.curve == "pq" else TRC_HLG
+    return frame
+
+
+def _hdr_to_sdr(frame, transfer) -> np.ndarray:
+    from av.video.reformatter import ColorRange, Colorspace
+
+    rgb = frame.to_ndarray(format="rgb48le", src_colorspace=Colorspace.BT2020, src_color_range=ColorRange.MPEG)
+    return transfer.to_sdr(np.float32(rgb) / 257)
+
+
+@pytest.mark.parametrize("curve", ["pq", "hlg"])
+def test_an_hdr_frames_faces_are_restored_as_sdr_faces_and_their_change_coded_back(drawn_talking, curve):
+    """An HDR frame (PQ or HLG, 10-bit, BT.2020) is seen in SDR by what reads faces: the detector
+    finds the face, the restorer gets it as the SDR frame shows it (not its pale coded values), and
+    its change is coded back: mapped to SDR again, the output is the SDR run's output; samples
+    nothing changed keep every bit."""
+    from streamrestore.hdr import HdrTransfer
+
+    transfer = HdrTransfer(curve)
+
+    class Reddening(IdentityRestorer):
+        def __init__(self, resolution):
+            super().__init__(resolution)
+            self.seen: list[np.ndarray] = []
+
+        def restore(self, faces, caches, noise_seeds=None):
+            self.seen.append(faces.mul(255).round().byte().permute(0, 2, 3, 1).numpy().copy())
+            out = faces.clone()
+            out[:, 0] = (out[:, 0] + 0.15).clamp(0, 1)
+            return out
+
+    def run(frames):
+        config = PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False), temporal=TemporalConfig.off())
+        restorer = Reddening(128)
+        fr = FaceRestorer(restorer, sf.SyntheticFaceDetector(), config=config)
+        return [fr.process(f) for f in frames], restorer.seen
+
+    sdr = _frames(drawn_talking, 3)
+    hdr = [_hdr_frame(rgb, transfer, i) for i, rgb in enumerate(sdr)]
+    sdr_out, sdr_seen = run(sdr)
+    hdr_out, hdr_seen = run(hdr)
+    assert len(hdr_seen) == len(sdr_seen) == 3  # found in every frame
+    for seen_sdr, seen_hdr in zip(sdr_seen, hdr_seen):
+        assert np.abs(seen_hdr.astype(int) - seen_sdr).mean() < 4  # (4:2:0 subsampled anew, in other colours)
+    coded_face = transfer.to_coded(sdr_seen[0][0]) - sdr_seen[0][0]
+    assert np.abs(coded_face).mean() > 15  # (what the restorer saw before: another picture)
+    for rgb, restored_sdr, frame_in, frame_out in zip(sdr, sdr_out, hdr, hdr_out):
+        assert frame_out.format.name == "yuv420p10le" and int(frame_out.color_trc) == int(frame_in.color_trc)
+        gain = restored_sdr.astype(int) - rgb
+        face = np.abs(gain).sum(axis=2) > 6
+        assert face.mean() > 0.02
+        shown = _hdr_to_sdr(frame_out, transfer).astype(int)
+        assert np.abs(shown[face] - restored_sdr[face]).mean() < 3
+        assert (shown[face][:, 0] - rgb[face][:, 0]).mean() > 0.6 * gain[face][:, 0].mean()
+        untouched = cv2.dilate(np.uint8(np.abs(gain).sum(axis=2) > 0), np.ones((9, 9), np.uint8)) == 0
+        assert untouched.mean() > 0.2
+        luma_in, luma_out = (f.to_ndarray()[: f.height] for f in (frame_in, frame_out))
+        assert np.array_equal(luma_in[untouched], luma_out[untouched])  # away from the face: every bit
+
+
 def test_a_stream_given_up_or_failed_leaves_no_frame_to_the_next_stream():
     """The frames a stream held back for lookahead go with it: the next stream() on the same object
     gives its own frames, all of them, and nothing else."""

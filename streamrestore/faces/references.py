@@ -21,6 +21,7 @@ from streamrestore.errors import InputError, ReferencesError
 from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
+from streamrestore.hdr import to_sdr_picture
 from streamrestore.images import IMAGE_SUFFIXES, UNREAD_PHOTO_FORMATS, read_rgb
 from streamrestore.video.reader import VIDEO_SUFFIXES, VideoReader, probe, upright_rgb
 
@@ -175,7 +176,7 @@ def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
         except InputError:
             frame = None
         if frame is not None:
-            yield f"{file.name} at {at:.1f} s", upright_rgb(frame)
+            yield f"{file.name} at {at:.1f} s", to_sdr_picture(frame, upright_rgb(frame))  # (an HDR clip: as faces are seen)
 
 
 def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshold: float) -> None:
