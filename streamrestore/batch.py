@@ -983,6 +983,30 @@ class _Batch:
             if started_here:
                 ray.shutdown()
 
+    def _workers_that_fit(self, workers: int, resources: dict, cpus_each: int, gpus_each: float) -> int:
+        """``workers``, at most as many as Ray has CPUs (and GPUs) for now: an actor Ray cannot
+        place waits for resources that never come, and the batch waited with it, silently, forever
+        (``--workers 4`` or ``--torch-threads 3`` on 2 cores).
+
+        Raises:
+            UserError: not even one worker fits.
+        """
+        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        if cpus_each > cpus:
+            raise UserError(f"--torch-threads {cpus_each} gives each worker {cpus_each} CPUs; Ray has {cpus:g}: "
+                            f"give --torch-threads {max(1, int(cpus))} or less")
+        if gpus_each > gpus:
+            raise UserError(f"each worker asks for {gpus_each:g} GPU; Ray has {gpus:g}")
+        fit = int(cpus // cpus_each)
+        if gpus_each:
+            fit = min(fit, int(gpus // gpus_each))
+        if workers > fit:
+            log.warning(f"--workers {workers}: Ray has room for {fit} ({cpus:g} CPUs"
+                          f"{f', {gpus:g} GPUs' if gpus_each else ''}, {cpus_each} CPU{'s' if cpus_each > 1 else ''}"
+                          f"{f' and {gpus_each:g} GPU' if gpus_each else ''} each); {fit} work")
+            return fit
+        return workers
+
     def _ray_loop(self, ray, worker_args, workers, gpus_per_worker, device, torch_threads) -> None:
         resources = ray.cluster_resources()
         gpus = float(resources.get("GPU", 0))
@@ -993,6 +1017,7 @@ class _Batch:
                 workers = max(1, int(gpus // gpus_per_worker))
             else:
                 workers = max(1, int(resources.get("CPU", 1) // (torch_threads or 1)))
+        workers = self._workers_that_fit(workers, resources, torch_threads or 1, gpus_per_worker)
         pieces = len(self.queue)
         workers = max(1, min(workers, pieces))
         actor_cls = ray.remote(BatchWorker).options(num_cpus=torch_threads or 1, num_gpus=gpus_per_worker)

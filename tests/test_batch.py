@@ -251,6 +251,23 @@ def test_a_mistake_the_workers_find_ends_the_batch_once_with_its_message(local_r
     assert not list(out.glob("*.restored.*"))
 
 
+def test_more_workers_than_ray_has_room_for_are_cut_to_what_fits_not_waited_for(local_ray, clips, tmp_path, faces,
+                                                                                 caplog):
+    """An actor Ray cannot place waits for CPUs that never come: the batch hung, silently, for ever
+    (``--workers 4`` or ``--torch-threads 3`` on 2 cores)."""
+    from streamrestore.errors import UserError
+
+    with caplog.at_level("WARNING", logger="streamrestore"):
+        result = run([clips / "a.mp4", clips / "b.mkv", clips / "c.mp4"], out_dir=tmp_path / "out", model="identity",
+                     ray="auto", workers=4, retries=0, progress=False, **faces)
+    assert len(result.succeeded) == 3 and not result.failed
+    assert "--workers 4: Ray has room for 2 (2 CPUs, 1 CPU each); 2 work" in caplog.text
+    with pytest.raises(UserError, match=r"--torch-threads 3 gives each worker 3 CPUs; Ray has 2: give --torch-threads 2 "
+                                        r"or less"):
+        run([clips / "a.mp4"], out_dir=tmp_path / "out3", model="identity", ray="auto", torch_threads=3, progress=False,
+            **faces)
+
+
 def test_the_main_commands_pipeline_options_reach_the_workers(clips, tmp_path, faces, monkeypatch):
     """--reference-detail and --identity-tolerance as in the main command: into each worker's PipelineConfig;
     --no-deinterlace into run()."""
