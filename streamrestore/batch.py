@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from streamrestore.errors import InputError, UserError
+from streamrestore.errors import InputError, OutputError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,11 @@ INSTALL_HINT = 'ray is not installed: restoring the inputs one after another in 
 
 def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[Path]:
     """The input files: each path as given, a folder's videos and photos (by extension, sorted, not
-    recursive), and the lines of ``list_file`` (blank lines and ``#`` comments skipped)."""
-    from streamrestore.images import is_image
-    from streamrestore.video.reader import VIDEO_SUFFIXES
+    recursive), and the lines of ``list_file`` (blank lines and ``#`` comments skipped).
 
+    A folder's hidden files (macOS's ``._name`` copies among them) and this tool's own outputs
+    (``name.restored.ext``: a folder batched into itself would restore them again on a rerun) are
+    left out; its subfolders and files of other kinds are left out and said, once per folder."""
     items: list[Path] = []
     if list_file is not None:
         lf = Path(list_file)
@@ -94,11 +95,7 @@ def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[
                 p = Path(line)
                 items.append(p if p.is_absolute() else lf.parent / p)
     for p in map(Path, paths):
-        if p.is_dir():
-            items.extend(sorted(f for f in p.iterdir()
-                                if f.is_file() and (f.suffix.lower() in VIDEO_SUFFIXES or is_image(f))))
-        else:
-            items.append(p)
+        items.extend(_folder_inputs(p) if p.is_dir() else [p])
     seen, unique = set(), []
     for p in items:
         key = str(p.resolve())
@@ -183,6 +180,40 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
     return plan
 
 
+def _folder_inputs(folder: Path) -> list[Path]:
+    """The videos and photos of ``folder`` (see :func:`expand_inputs`), what else it holds said."""
+    from streamrestore.images import is_image
+    from streamrestore.video.reader import VIDEO_SUFFIXES
+
+    taken, folders, others, outputs = [], [], [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            folders.append(entry.name + "/")
+        elif ".restored" in entry.suffixes:
+            outputs.append(entry.name)
+        elif entry.suffix.lower() in VIDEO_SUFFIXES or is_image(entry):
+            taken.append(entry)
+        else:
+            others.append(entry.name)
+
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    left = []
+    if folders:
+        left.append(f"{len(folders)} subfolder{'s' if len(folders) > 1 else ''} ({listed(folders)}: batch does not "
+                    f"look inside; name {'them' if len(folders) > 1 else 'it'} as inputs too)")
+    if others:
+        left.append(f"{len(others)} file{'s' if len(others) > 1 else ''} neither a video nor a photo ({listed(others)})")
+    if outputs:
+        left.append(f"{len(outputs)} restored output{'s' if len(outputs) > 1 else ''} ({listed(outputs)})")
+    if left:
+        log.warning("batch: %s: leaving out %s", folder, "; ".join(left))
+    return taken
+
+
 def _cut(plan: Plan, keyframes: set[int], chunk_seconds: float) -> list[tuple[int, int]]:
     n = plan.frames
     end_time = plan.seconds(n - 1)
@@ -240,8 +271,11 @@ class Manifest:
     def __init__(self, path: Path):
         self.path = path
         self.records: dict[str, dict] = {}
+        self._torn = False  # the file ends in a line cut by a crash: the next record starts a new line
         if path.exists():
-            for line in path.read_text().splitlines():
+            text = path.read_text()
+            self._torn = bool(text) and not text.endswith("\n")
+            for line in text.splitlines():
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
@@ -255,9 +289,18 @@ class Manifest:
     def update(self, key: str, **fields) -> dict:
         rec = dict(self.records.get(key, {}), key=key, **fields, time=round(time.time(), 3))
         self.records[key] = rec
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(("\n" if self._torn else "") + json.dumps(rec, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise OutputError(f"cannot write the batch's record {self.path}: {exc.strerror or exc} (a full disk?); "
+                              "the outputs finished are kept, and a rerun resumes") from None
+        self._torn = False
         return rec
+
+    def output_of(self, dst: Path) -> str | None:
+        """The key of the record whose output ``dst`` is, or None."""
+        return next((key for key, rec in self.records.items() if rec.get("output") == str(dst)), None)
 
 
 def _types_path(part: Path) -> Path:
@@ -704,6 +747,12 @@ def run(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    try:  # (the record of the batch goes there first: a folder it cannot be written to ends here, not in a traceback)
+        with open(out_dir / MANIFEST_NAME, "a"):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}; choose a folder you can "
+                        "write to") from None
     outputs: dict[Path, Path] = {}
     for src in inputs:
         dst = output_path(out_dir, src)
@@ -730,12 +779,18 @@ def run(
     manifest = Manifest(out_dir / MANIFEST_NAME)
     bar = _Progress(progress)
     state = _Batch(inputs, outputs, out_dir, manifest, result, bar, chunk_seconds if ray_module else None, retries)
-    state.plan_all()
-    if state.queue:
-        if ray_module is not None:
-            state.run_ray(ray_module, ray, worker_args, workers, gpus_per_worker, device, torch_threads, ray_init)
-        else:
-            state.run_here(worker_args)
+    try:
+        state.plan_all()
+        if state.queue:
+            if ray_module is not None:
+                state.run_ray(ray_module, ray, worker_args, workers, gpus_per_worker, device, torch_threads, ray_init)
+            else:
+                state.run_here(worker_args)
+    except KeyboardInterrupt as exc:  # (Ctrl-C, a stop signal): said by the CLI with what was kept
+        done = len(result.succeeded)
+        exc.kept = (f"{done} output{'s' if done != 1 else ''} finished in {out_dir} {'are' if done != 1 else 'is'} kept "
+                    "(and finished chunks of long videos); a rerun resumes there")  # type: ignore[attr-defined]
+        raise
     result.seconds = time.perf_counter() - started
     return result
 
@@ -794,6 +849,14 @@ class _Batch:
                 if rec.get("warnings"):
                     self.result.warnings[src] = rec["warnings"]
                 self.bar.line(f"{src_path.name}: already done ({dst})")
+                continue
+            owner = self.manifest.output_of(dst) if dst.exists() else self.input_key(src)
+            if owner != self.input_key(src):  # (never replaced: a file this batch did not write, or another input's)
+                error = (f"{dst} exists and is {owner.removeprefix('input:')}'s output, from an earlier batch into "
+                         "this folder: give this input another -o" if owner else
+                         f"{dst} exists and this batch did not write it: move it away or give another -o")
+                self.result.failed[src] = error
+                self.bar.line(f"{src_path.name}: failed: {error}")
                 continue
             try:
                 plan = plan_input(src_path, self.chunk_seconds or float("inf"))

@@ -205,6 +205,83 @@ def test_progress_names_an_input_as_given_not_its_links_target(clips, tmp_path, 
     assert (tmp_path / "out" / "talk.restored.mp4").is_file()
 
 
+def test_a_folder_gives_its_videos_and_photos_and_says_what_it_leaves_out(clips, tmp_path, caplog):
+    """A folder copied from a Mac holds ``._name`` twins (every one failed, so the batch exited 1);
+    a folder batched into itself held the last run's outputs (restored again); subfolders and
+    files of other kinds were left out without a word."""
+    import shutil
+
+    from streamrestore.batch import expand_inputs
+
+    folder = tmp_path / "archive"
+    (folder / "2019").mkdir(parents=True)
+    for name in ("a.mp4", "clip.gif", "tape.dv"):
+        shutil.copy(clips / "a.mp4", folder / name)
+    (folder / "._a.mp4").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble
+    (folder / "a.restored.mp4").write_bytes(b"")
+    (folder / "notes.txt").write_text("x")
+    (folder / "IMG_0002.CR2").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="streamrestore"):
+        assert [p.name for p in expand_inputs([folder])] == ["a.mp4", "clip.gif", "tape.dv"]
+    assert (f"batch: {folder}: leaving out 1 subfolder (2019/: batch does not look inside; name it as inputs too); "
+            "2 files neither a video nor a photo (IMG_0002.CR2, notes.txt); 1 restored output (a.restored.mp4)"
+            in caplog.text)
+
+
+def test_a_file_the_batch_did_not_write_is_never_replaced(clips, tmp_path, batch, monkeypatch):
+    """An output's path taken by a file this batch did not write, or by another input's output from
+    an earlier batch into the folder (the same name in another folder, batched separately as the
+    name-collision error advises): that input fails, the file stays; the others are done."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.restored.mp4").write_bytes(b"someone's file")
+    code, err = batch(clips / "a.mp4", clips / "c.mp4", "-o", out)
+    assert code == 1 and "1 succeeded" in err
+    assert f"{out / 'a.restored.mp4'} exists and this batch did not write it: move it away or give another -o" in err
+    assert (out / "a.restored.mp4").read_bytes() == b"someone's file" and (out / "c.restored.mp4").is_file()
+
+    other = tmp_path / "sub"
+    other.mkdir()
+    (other / "c.mp4").symlink_to(clips / "a.mp4")
+    before = (out / "c.restored.mp4").read_bytes()
+    code, err = batch(other / "c.mp4", "-o", out)
+    assert code == 1 and (out / "c.restored.mp4").read_bytes() == before
+    assert f"exists and is {(clips / 'c.mp4').resolve()}'s output, from an earlier batch into this folder" in err
+    code, err = batch(clips / "c.mp4", "-o", out)  # its own output: a rerun as before
+    assert code == 0 and ": already done (" in err
+
+
+def test_the_batch_record_survives_a_torn_line_and_a_folder_it_cannot_write(clips, tmp_path, batch, monkeypatch):
+    from streamrestore.batch import Manifest
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    path = tmp_path / MANIFEST_NAME
+    path.write_text('{"key": "input:x", "state": "done"}\n{"attempts":')  # a crash cut the last line
+    Manifest(path).update("input:y", state="pending")
+    assert set(Manifest(path).records) == {"input:x", "input:y"}  # (the new record was glued to the torn one)
+
+    out = tmp_path / "out"
+    (out / MANIFEST_NAME).mkdir(parents=True)  # (a folder it cannot write its record in; root ignores modes)
+    code, err = batch(clips / "a.mp4", "-o", out)
+    assert code == 2 and f"cannot write to output folder {out}: " in err and "Traceback" not in err
+
+
+def test_an_interrupted_batch_says_what_it_kept(clips, tmp_path, batch, monkeypatch):
+    import streamrestore.batch as batch_module
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+
+    def interrupted(self, worker_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module._Batch, "run_here", interrupted)
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out")
+    assert code == 130
+    assert "interrupted; 0 outputs finished in " in err and "a rerun resumes there" in err
+    assert "the output was not written" not in err
+
+
 @pytest.mark.parametrize("args, words", [
     ((), "no input"),
     (("{clip}", "--chunk-seconds", "0"), "--chunk-seconds"),
@@ -212,7 +289,7 @@ def test_progress_names_an_input_as_given_not_its_links_target(clips, tmp_path, 
     (("{clip}", "--list", "{missing}"), "--list"),
     (("{clip}", "--crop-resolution", "8"), "--crop-resolution"),
     (("{clip}", "--end", "3"), "batch restores whole files; a window (--start/--end) is the main command's"),
-    (("{clip}", "--force"), "batch takes no --force: it writes over its outputs as it goes"),
+    (("{clip}", "--force"), "batch takes no --force: it writes over only the outputs it wrote itself"),
     (("{missing}",), "no such file: "),
 ])
 def test_usage_errors_exit_2(clips, tmp_path, batch, args, words):

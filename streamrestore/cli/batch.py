@@ -84,8 +84,8 @@ def main(argv: list[str]) -> int:
         raise UserError("batch restores whole files; a window (--start/--end) is the main command's: "
                         "streamrestore INPUT --start S --end E")
     if args.force:
-        raise UserError("batch takes no --force: it writes over its outputs as it goes, and a rerun skips the ones it "
-                        "finished; delete an output (or OUTDIR/batch-manifest.jsonl) to have it done again")
+        raise UserError("batch takes no --force: it writes over only the outputs it wrote itself, and a rerun skips "
+                        "the ones it finished; delete an output to have it done again")
     check_face_options(args)
     temporal = temporal_from_args(args)
     adapt = adapt_from_args(args, has_refs=bool(args.refs))

@@ -55,7 +55,7 @@ _ACCURATE_RGB = (
 #: File suffixes (lower case) taken as videos where files are picked by name (a batch folder, a
 #: reference folder); any file FFmpeg reads can be given by its path.
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
-                            ".mpg", ".mpeg", ".nut", ".3gp"})
+                            ".mpg", ".mpeg", ".nut", ".3gp", ".gif", ".dv", ".mxf", ".vob", ".ogv"})
 
 # Demuxers that read single pictures; a photo is not a video for this tool.
 _STILL_IMAGE_FORMATS = {"image2", "image2pipe"}
