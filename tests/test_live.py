@@ -266,6 +266,16 @@ def test_an_output_file_says_the_sources_audio_is_not_kept(synthetic_faces, live
     err = capsys.readouterr().err
     assert code == 0, err
     assert "the source's audio is not kept" in err and f"`streamrestore {live_clip}`" in err
+    _faststart_copy(live_clip, tmp_path / "served.mp4")
+    server = _HttpFiles({"clip.mp4": (tmp_path / "served.mp4").read_bytes()})  # a stream's audio: said too (it was not)
+    try:
+        code = main(["live", "--source", server.url + "clip.mp4", "--as-fast-as-possible", "--no-window",
+                     "--max-frames", "3", "--output", str(tmp_path / "from_url.mp4"), *_model_args()])
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"the audio of {server.url}clip.mp4 is not kept" in err
 
 
 def test_no_display_exit_2_and_one_line(monkeypatch, capsys, synthetic_faces, live_clip, tmp_path):
@@ -515,7 +525,7 @@ def test_a_stream_that_says_its_rotation_plays_upright(tmp_path):
 class _HttpFiles:
     """Serves byte strings at ``/NAME`` on a local port, as a plain web server does (its length said,
     no byte ranges); a path ending in ``?cut`` is answered with two thirds of its bytes the first
-    time (a connection that breaks off). ``live`` names are sent as a live server sends a stream:
+    time (a connection that breaks off), one ending in ``?cuts`` every time. ``live`` names are sent as a live server sends a stream:
     without a length, until the connection closes."""
 
     def __init__(self, files: dict[str, bytes], live: tuple[str, ...] = ()):
@@ -530,7 +540,7 @@ class _HttpFiles:
             def do_GET(self):
                 requests.append(self.path)
                 data = files[self.path.split("?")[0].lstrip("/")]
-                cut = self.path.endswith("?cut") and requests.count(self.path) == 1
+                cut = self.path.endswith("?cut") and requests.count(self.path) == 1 or self.path.endswith("?cuts")
                 self.send_response(200)
                 if self.path.split("?")[0].lstrip("/") not in live:
                     self.send_header("Content-Length", str(len(data)))
@@ -587,6 +597,73 @@ def test_a_file_served_over_http_plays_once_whole(tmp_path):
         assert [round(live.payload.time * 25) for live in got] == list(range(12))  # each frame once
     finally:
         server.close()
+
+
+def _faststart_copy(src, dst) -> None:
+    """``src`` with its index (moov) moved to the front, as web servers hold mp4s (video and audio)."""
+    with av.open(str(src)) as source, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        streams = [*source.streams.video[:1], *source.streams.audio[:1]]
+        copies = {stream.index: out.add_stream_from_template(stream) for stream in streams}
+        for packet in source.demux(streams):
+            if packet.size:
+                packet.stream = copies[packet.stream.index]
+                out.mux(packet)
+
+
+def test_a_file_over_http_that_gives_nothing_new_is_given_up_not_reconnected_for_ever(tmp_path):
+    """A connection that breaks off at the same place each time gives no new frame after a reconnect:
+    after the policy's retries in a row it is given up, saying why (each reconnect started its
+    attempts again: it reconnected for ever). An MP4 whose index is at its end cannot be read from
+    a server without byte ranges: an error at open that says how to fix the file (it opened, gave
+    no frame, and was reconnected for ever, exit 0)."""
+    from media_utils import make_clip
+
+    from streamrestore.errors import InputError
+    from streamrestore.live.sources import ReconnectPolicy, open_source
+
+    make_clip(tmp_path / "tail.mp4", frames=12, fps=25)
+    _faststart_copy(tmp_path / "tail.mp4", tmp_path / "clip.mp4")
+    noise = np.random.default_rng(0).integers(0, 256, (8, 240, 320, 3), dtype=np.uint8)
+    # ~2 MB, index at the end: FFmpeg reads to the end for it, then cannot go back for the frames
+    make_clip(tmp_path / "big.mp4", width=320, height=240, frames=8, options={"crf": "0", "preset": "ultrafast"},
+              picture=lambda i: noise[i])
+    server = _HttpFiles({"clip.mp4": (tmp_path / "clip.mp4").read_bytes(),
+                         "tail.mp4": (tmp_path / "big.mp4").read_bytes()})
+    url = server.url + "clip.mp4?cuts"
+    policy = ReconnectPolicy(retries=2, backoff=0.05, timeout=2)
+    try:
+        source = open_source(url, realtime=False, policy=policy)
+        got = list(source.frames(threading.Event()))
+        source.close()
+        assert 0 < len(got) < 12 and server.requests.count("/clip.mp4?cuts") == 4
+        assert source.problems == [f"{url} reconnected 3 times in a row without a new frame "
+                                   f"({source._read_error or 'it ended at once'}); given up: check that the sender "
+                                   "is running and the URL is right"]
+        with pytest.raises(InputError, match=r"cannot open stream .*tail.mp4: it opened, but no frame could be read "
+                                             r"from it \(.*\); a file over http needs its index \(moov\) at its start"):
+            open_source(server.url + "tail.mp4", realtime=False, policy=ReconnectPolicy(retries=1, backoff=0.05))
+    finally:
+        server.close()
+
+
+def test_a_protocol_this_ffmpeg_lacks_is_named_as_such(tmp_path):
+    """PyPI's PyAV wheels have no SRT: "Protocol not found; check that the sender is running" sent a
+    user to debug a sender that was never reached; said at once, as in and out."""
+    from streamrestore.errors import InputError, OutputError
+    from streamrestore.live.sinks import open_sink
+    from streamrestore.live.sources import ReconnectPolicy, open_source
+
+    try:
+        av.open("srt://127.0.0.1:9", timeout=0.1).close()
+    except av.error.ProtocolNotFoundError:
+        pass
+    except Exception:
+        pytest.skip("this FFmpeg has SRT")
+    with pytest.raises(InputError, match=r"cannot open stream srt://127.0.0.1:9: this FFmpeg \(PyAV .*'s\) has no "
+                                         r"srt:// support; use udp://, rtmp:// or tcp://"):
+        open_source("srt://127.0.0.1:9", policy=ReconnectPolicy(retries=3, backoff=4))  # (no retries)
+    with pytest.raises(OutputError, match=r"srt://127.0.0.1:9: this FFmpeg \(PyAV .*'s\) has no srt:// support"):
+        open_sink("srt://127.0.0.1:9", 64, 48, fps=25)
 
 
 def test_an_mpeg_ts_file_over_http_plays_once_though_it_names_no_duration(tmp_path):

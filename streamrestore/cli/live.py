@@ -179,6 +179,8 @@ def main(argv: list[str]) -> int:
         if args.output and Path(args.source).is_file() and _has_audio(args.source):
             log.warning("live --output writes the restored picture only: the source's audio is not kept "
                         "(`streamrestore %s` restores the file with its audio)", args.source)
+        elif args.output and source.has_audio:
+            log.warning("live --output writes the restored picture only: the audio of %s is not kept", args.source)
         config = LiveConfig(window=not args.no_window, max_frames=args.max_frames,
                             snapshot_dir=Path(args.snapshots))
         log.info("live: %s (%dx%d, %.2f fps) → %s", source.name, source.width, source.height, source.fps,

@@ -87,6 +87,8 @@ class StreamSink:
         try:
             self._out = av.open(target, mode="w", format=fmt, timeout=timeout)
         except (av.error.FFmpegError, OSError) as exc:
+            if isinstance(exc, av.error.ProtocolNotFoundError):
+                raise OutputError(f"cannot open output {url}: {no_protocol(url)}") from None
             raise OutputError(f"cannot open output {url}: {getattr(exc, 'strerror', None) or exc}; "
                               "check the address and that the receiving server is running") from None
         try:
@@ -103,6 +105,8 @@ class StreamSink:
             self._out.start_encoding()
         except (av.error.FFmpegError, OSError) as exc:
             self._close_quietly()
+            if isinstance(exc, av.error.ProtocolNotFoundError):
+                raise OutputError(f"cannot start streaming to {url}: {no_protocol(url)}") from None
             raise OutputError(f"cannot start streaming to {url}: {getattr(exc, 'strerror', None) or exc}") from None
         self._clock = _Clock()
         self._last_key: int | None = None
@@ -233,3 +237,12 @@ def open_sink(spec: str, width: int, height: int, *, fps: float = 30.0, force: b
         return StreamSink(spec, width, height) if crf is None else StreamSink(spec, width, height, crf=crf)
     return FileSink(spec[len("file://"):] if spec.lower().startswith("file://") else spec,
                     width, height, fps=fps, force=force, encoder=encoder)
+
+
+def no_protocol(url: str) -> str:
+    """What to say when PyAV's FFmpeg lacks ``url``'s protocol (PyPI's wheels are built without SRT)."""
+    import av
+
+    scheme = url.split("://", 1)[0].lower()
+    return (f"this FFmpeg (PyAV {av.__version__}'s) has no {scheme}:// support; use udp://, rtmp:// or tcp://, or "
+            "an FFmpeg built with it (e.g. PyAV built from source against a system FFmpeg with libsrt)")

@@ -102,6 +102,8 @@ class LiveSource:
     can_wait: bool = False
     #: a pixel's width over its height as shown, in the frames given (a DVD's 32:27; turned with them)
     pixel_aspect: float = 1.0
+    #: a network stream carries audio (live outputs carry the picture only: the CLI says so)
+    has_audio: bool = False
     problems: list
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:  # pragma: no cover - abstract
@@ -332,21 +334,22 @@ class StreamSource(LiveSource):
         self._stream = None
         self._size: tuple[int, int] | None = None  # (width, height) of the first frame, as stored
         self._resized = 0  # frames scaled to it
-        error = self._open()
+        self._read_error: str | None = None  # why reading the open stream stopped, if it did
+        # the first frame says how the stream is shown, and its size (the codec's may be a later
+        # picture's: probing can read past a switch); it is given first
+        error, first = self._open_first()
         attempt = 0
         while error is not None and attempt < policy.retries:
             log.warning("cannot open %s yet (%s); retrying in %.1f s", url, error, policy.delay(attempt))
             time.sleep(policy.delay(attempt))
-            error = self._open()
+            error, first = self._open_first()
             attempt += 1
         if error is not None:
-            raise InputError(f"cannot open stream {url}: {error}; check that the sender is running and the URL is right")
+            raise InputError(f"cannot open stream {url}: {error}; {self._advice(nothing_read=self._container is not None)}")
         cc = self._stream.codec_context
         self.width, self.height = cc.width, cc.height
-        # the first frame says how the stream is shown, and its size (the codec's may be a later
-        # picture's: probing can read past a switch); it is given first
-        first = next(self._frames, None)
-        self._held = [] if first is None else [first]
+        self.has_audio = bool(self._container.streams.audio)  # (not carried to the outputs: said)
+        self._held = [first]
         sar = self._stream.sample_aspect_ratio
         if first is not None:
             self.width, self.height, self.pixel_aspect = _as_shown(first.width, first.height,
@@ -355,16 +358,39 @@ class StreamSource(LiveSource):
         self.fps = float(rate) if rate and 1 <= float(rate) <= 240 else 30.0
         self.can_wait = self._finite and not realtime
 
+    def _open_first(self) -> tuple[str | None, Any]:
+        """Opens the URL and decodes its first frame: (None, frame) or (what went wrong, None)."""
+        error = self._open()
+        if error is not None:
+            return error, None
+        first = next(self._frames, None)
+        if first is None:
+            return f"it opened, but no frame could be read from it ({self._read_error or 'it ended'})", None
+        return None, first
+
+    def _advice(self, nothing_read: bool = False) -> str:
+        """What to check; ``nothing_read``: the stream opened but not one frame could be read."""
+        if nothing_read and self._read_error is not None and self.url.split("://", 1)[0].lower() in ("http", "https"):
+            # FFmpeg reads an MP4's index where it lies; at the end, it must seek there
+            return ("a file over http needs its index (moov) at its start (ffmpeg -i IN -c copy -movflags +faststart "
+                    "OUT.mp4), or a server that serves byte ranges")
+        return "check that the sender is running and the URL is right"
+
     def _open(self) -> str | None:
         """Opens the URL; returns None or what went wrong."""
         import av
 
         self.close()
+        self._read_error = None
         try:
             container = av.open(self.url, options=_input_options(self.url),
                                 timeout=(self.policy.timeout, self.policy.timeout))
         except av.error.ExitError:  # FFmpeg's words for the open our timeout cut short
             return f"nothing received for {self.policy.timeout:g} s"
+        except av.error.ProtocolNotFoundError:
+            from streamrestore.live.sinks import no_protocol
+
+            raise InputError(f"cannot open stream {self.url}: {no_protocol(self.url)}") from None
         except (av.error.FFmpegError, OSError) as exc:
             return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         if not container.streams.video:
@@ -433,6 +459,7 @@ class StreamSource(LiveSource):
             self._ended = True
         except (av.error.FFmpegError, OSError, EOFError) as exc:
             log.debug("%s: reading stopped: %s", self.url, exc)
+            self._read_error = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
         from streamrestore.video.reader import upright_rgb
@@ -446,8 +473,10 @@ class StreamSource(LiveSource):
         last = None  # file time of the last frame given
         given = 0  # frames of the file given: after a reopen, as many decoded frames are skipped
         placed = 0  # frames given a time one frame after the frame before's
+        barren = 0  # connections in a row that gave no new frame (each reconnect's attempts start again)
         while not stop.is_set():
             decoded = 0
+            fresh = index
             for frame in itertools.chain(held, self._frames):
                 if stop.is_set():
                     return
@@ -475,6 +504,11 @@ class StreamSource(LiveSource):
             held = []
             if self._ended and self._finite:
                 log.info("%s: its end reached", self.url)
+                break
+            barren = 0 if index > fresh else barren + 1
+            if barren > self.policy.retries:  # it opens, but nothing can be read: it will not get better
+                self.problems.append(f"{self.url} reconnected {barren} times in a row without a new frame "
+                                     f"({self._read_error or 'it ended at once'}); given up: {self._advice()}")
                 break
             if stop.is_set() or not self._reopen(stop):
                 break
