@@ -41,6 +41,7 @@ chunks), with one line saying how to install it (``pip install "streamrestore[ba
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -641,6 +642,26 @@ def _chunks_warnings(chunks: list[list[str]]) -> list[str]:
             for text, where in given.items()]
 
 
+@contextlib.contextmanager
+def _stop_signal_handlers_kept():
+    """The stop signals' handlers as they were before the block: ``ray.init`` installs its own for
+    SIGTERM, which ended the batch with a native stack dump (exit 134) instead of the clean-up and
+    exit 143 of every other command, and left the local Ray's workers restoring on."""
+    import signal
+    import threading
+
+    from streamrestore.stop_signals import STOP_SIGNALS
+
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
 def _error_text(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError wraps the worker's exception
     exc = cause if isinstance(cause, BaseException) else exc
@@ -787,6 +808,7 @@ def run(
             else:
                 state.run_here(worker_args)
     except KeyboardInterrupt as exc:  # (Ctrl-C, a stop signal): said by the CLI with what was kept
+        state.remove_stale_temps()  # (the workers are gone: a Ray started here is shut down)
         done = len(result.succeeded)
         exc.kept = (f"{done} output{'s' if done != 1 else ''} finished in {out_dir} {'are' if done != 1 else 'is'} kept "
                     "(and finished chunks of long videos); a rerun resumes there")  # type: ignore[attr-defined]
@@ -831,8 +853,23 @@ class _Batch:
         return folder / f"chunk-{i:04d}-{a}-{b}.mkv"
 
     # planning
+    def remove_stale_temps(self) -> None:
+        """Removes the temporary files of this batch's outputs and chunk parts that workers ended
+        before their clean-up left (each Ctrl-C left one more, for ever); unfinished work is
+        redone from the start, so none is ever used again."""
+        from streamrestore.output_file import stale_temps
+
+        temps = [temp for dst in self.outputs.values() for temp in stale_temps(dst)]
+        parts = self.out_dir / PARTS_DIR  # (the batch's own folder: any part's temporary file)
+        if parts.is_dir():
+            temps += list(parts.glob("*/.chunk-*.partial.mkv"))
+        for temp in set(temps):
+            temp.unlink(missing_ok=True)
+
     def plan_all(self) -> None:
         from streamrestore.images import is_image
+
+        self.remove_stale_temps()
 
         self.bar.photos_only = all(is_image(p) for p in self.inputs)
         for src_path in self.inputs:
@@ -1038,7 +1075,8 @@ class _Batch:
             else:
                 kwargs.update(address=address)
             kwargs.update(ray_init or {})
-            ray.init(**kwargs)
+            with _stop_signal_handlers_kept():
+                ray.init(**kwargs)
             started_here = True
         try:
             self._ray_loop(ray, worker_args, workers, gpus_per_worker, device, torch_threads)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 from streamrestore.errors import OutputError
 
-__all__ = ["SPACE_ERRNOS", "check_output_path", "temp_beside", "write_atomically", "write_failed"]
+__all__ = ["SPACE_ERRNOS", "check_output_path", "stale_temps", "temp_beside", "write_atomically", "write_failed"]
 
 #: errnos of a failed write whose cause is the disk or a limit (not the codec or the container)
 SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
@@ -37,6 +38,16 @@ def check_output_path(dst: Path, force: bool, example: str) -> None:
         raise OutputError(f"output {dst} already exists; replace it with --force (library: force=True)")
     if not dst.parent.exists():
         raise OutputError(f"output folder {dst.parent} does not exist; create it first")
+
+
+def stale_temps(dst: Path) -> list[Path]:
+    """The temporary files of ``dst`` (:func:`temp_beside`'s names) that a run killed before its
+    clean-up left beside it (a batch worker ended by Ray, ``kill -9``)."""
+    pattern = re.compile(rf"\.{re.escape(dst.stem)}\.[0-9a-f]{{8}}\.partial{re.escape(dst.suffix)}")
+    try:
+        return [entry for entry in dst.parent.iterdir() if pattern.fullmatch(entry.name)]
+    except OSError:
+        return []
 
 
 def temp_beside(dst: Path) -> Path:

@@ -1,7 +1,12 @@
 """``streamrestore batch`` on a real local Ray (2 CPUs): every frame, timestamp and audio packet of
 each input in its output, chunks joined, resume, retry, failed inputs, the in-process fallback."""
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -267,6 +272,21 @@ def test_the_batch_record_survives_a_torn_line_and_a_folder_it_cannot_write(clip
     assert code == 2 and f"cannot write to output folder {out}: " in err and "Traceback" not in err
 
 
+def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_path, batch, monkeypatch):
+    from streamrestore.batch import PARTS_DIR
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    (out / PARTS_DIR / "a-0123abcd").mkdir(parents=True)
+    left = [out / ".a.restored.0123abcd.partial.mp4", out / PARTS_DIR / "a-0123abcd" / ".chunk-0000-0-20.mkv.partial.mkv"]
+    kept = [out / "notes.txt", out / ".b.restored.0123abcd.partial.mp4"]  # (not this batch's: b is not an input)
+    for path in left + kept:
+        path.write_bytes(b"x")
+    code, err = batch(clips / "a.mp4", "-o", out)
+    assert code == 0, err
+    assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
+
+
 def test_an_interrupted_batch_says_what_it_kept(clips, tmp_path, batch, monkeypatch):
     import streamrestore.batch as batch_module
 
@@ -280,6 +300,28 @@ def test_an_interrupted_batch_says_what_it_kept(clips, tmp_path, batch, monkeypa
     assert code == 130
     assert "interrupted; 0 outputs finished in " in err and "a rerun resumes there" in err
     assert "the output was not written" not in err
+
+
+def test_a_stop_signal_ends_a_batch_as_ctrl_c_does(tmp_path, faces):
+    """SIGTERM (a scheduler's stop, ``timeout``): ``ray.init`` had put its own handler in, and the batch
+    ended with a native stack dump (exit 134), the local Ray's worker restoring on and its temporary
+    file left beside the output. Now as after Ctrl-C: exit 143, what was kept said, nothing left."""
+    make_clip(tmp_path / "long.mp4", width=320, height=240, frames=400, fps=25)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "streamrestore.cli", "batch", str(tmp_path / "long.mp4"), "-o", str(out),
+            "--model", "identity", "--workers", "1", "--no-progress", *_face_args(faces)]
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(out.glob(".long.restored.*.partial.mp4")):
+        time.sleep(0.1)  # (the worker opened its output: restoring)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM; 0 outputs finished in " in err and "SIGTERM received" not in err
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME]
 
 
 @pytest.mark.parametrize("args, words", [

@@ -44,6 +44,12 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
         print(f"streamrestore: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (stop_signals.Interrupted)
+        if stop is not None and stop.signum is not None and not getattr(exc, "signal_name", None):
+            # a library that caught the stop signal's Interrupted and raised its own KeyboardInterrupt
+            # (Ray's ray.wait): the signal's exit code and name, with what the work kept
+            meant = stop.interrupted() or exc
+            meant.kept = getattr(exc, "kept", None)  # type: ignore[union-attr]
+            exc = meant
         return _interrupted(exc)
     except Exception:
         if stop is None or stop.signum is None:
