@@ -173,6 +173,19 @@ def test_latency_percentiles():
     assert LiveStats().percentile(50) is None
 
 
+def test_the_live_summary_accounts_for_every_frame_captured():
+    """Out + dropped + the one taken as the run stopped = captured (30 out, 31 captured, 0 dropped read
+    as a frame lost); frames with restoration off are told apart from the run's own line's count."""
+    from streamrestore.live.session import LiveStats
+
+    text = LiveStats(frames_out=30, captured=31, dropped=0, seconds=3.0).summary()
+    assert text.startswith("live: 30 frames out (10.0 fps over 3.0 s), 31 captured, 0 dropped at the input, "
+                           "1 captured as the run stopped")
+    text = LiveStats(frames_out=121, captured=121, unrestored=91, seconds=12.0).summary()
+    assert "captured as the run stopped" not in text
+    assert "91 of the frames out had restoration off (r; the line above counts the 30 restored)" in text
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_stop_on_signal_sets_flag_instead_of_exiting(signum):
     from streamrestore.live.session import _StopOnSignal
@@ -323,6 +336,16 @@ def test_webcam_example_with_a_file_source(monkeypatch, synthetic_faces, synthet
     assert [s.name for s in fr.reference_sets] == ["refs"] and fr.detector.calls > 0
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 5
+    # the output now exists: refused before the models load (after them, with a traceback naming a
+    # --force the example did not have); --force replaces it
+    from streamrestore.errors import OutputError
+
+    with pytest.raises(OutputError, match="exists"):
+        runpy.run_path(str(REPO / "examples/webcam.py"), run_name="__main__")
+    assert len(built) == 1
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--force"])
+    runpy.run_path(str(REPO / "examples/webcam.py"), run_name="__main__")
+    assert len(built) == 2 and "5 frames out" in capsys.readouterr().out
 
 
 def test_adapt_fine_tunes_before_the_first_frame_and_a_second_run_loads_it(monkeypatch, synthetic_faces, live_clip,
@@ -1047,7 +1070,7 @@ def test_window_shows_both_panes_and_keys_work(xvfb, tmp_path, live_clip):
 
     assert cv2.imread(str(shots[0])).shape == (360, 1280, 3)
     assert "frames out" in err and "p95" in err
-    assert "of the frames out had restoration off (r)" in err  # the frames the run's own line does not count
+    assert "of the frames out had restoration off (r; the line above counts the " in err
     for message in ("restoration off", "paused", "resumed", "restoration on", "saved snapshot"):
         assert message in err
 

@@ -79,8 +79,12 @@ class LiveStats:
     def summary(self) -> str:
         text = (f"live: {self.frames_out} frames out ({self.fps:.1f} fps over {self.seconds:.1f} s), "
                 f"{self.captured} captured, {self.dropped} dropped at the input")
+        left = self.captured - self.dropped - self.frames_out
+        if left > 0:  # (taken from the source, then the run stopped before it went out)
+            text += f", {left} captured as the run stopped"
         if self.unrestored:
-            text += f"; {self.unrestored} of the frames out had restoration off (r)"
+            text += (f"; {self.unrestored} of the frames out had restoration off (r; the line above counts the "
+                     f"{self.frames_out - self.unrestored} restored)")
         if self.reconnects:
             text += f", source reconnected {self.reconnects} time(s)"
         if self.latencies:
