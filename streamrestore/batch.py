@@ -799,7 +799,13 @@ def run(
     result = BatchResult(engine="ray" if ray_module is not None else "in-process")
     manifest = Manifest(out_dir / MANIFEST_NAME)
     bar = _Progress(progress)
+    # what an output was made with, recorded with it: a rerun with other settings says it keeps the old output
+    settings = {"model": str(model), "refs": ", ".join(ref_specs) or "none", "adapt": str(options.get("adapt")),
+                "fast vae": str(fast_vae), "detector": str(detector), "face models": str(face_models),
+                "pipeline": repr(sorted(config.items())), "codec": str(codec), "crf": str(crf), "preset": str(preset),
+                "deinterlace": str(deinterlace)}
     state = _Batch(inputs, outputs, out_dir, manifest, result, bar, chunk_seconds if ray_module else None, retries)
+    state.settings = settings
     try:
         state.plan_all()
         if state.queue:
@@ -833,6 +839,7 @@ class _Batch:
         self.attempts: dict[tuple, int] = {}
         self.hooks = _fail_hooks()
         self.die_hooks = _fail_hooks(DIE_ENV)
+        self.settings: dict[str, str] = {}  # what the outputs are made with (recorded in the manifest)
 
     # keys and paths
     @staticmethod
@@ -853,6 +860,15 @@ class _Batch:
         return folder / f"chunk-{i:04d}-{a}-{b}.mkv"
 
     # planning
+    def settings_changed(self, recorded: dict | None) -> str:
+        """The settings this run names otherwise than ``recorded`` (an output's), as "name: then,
+        now now"; "" when the same, or when nothing was recorded (an older batch's output)."""
+        if not recorded:
+            return ""
+        changed = [f"{name}: {recorded.get(name)}, now {value}" for name, value in self.settings.items()
+                   if recorded.get(name, value) != value]
+        return "; ".join(changed)
+
     def remove_stale_temps(self) -> None:
         """Removes the temporary files of this batch's outputs and chunk parts that workers ended
         before their clean-up left (each Ctrl-C left one more, for ever); unfinished work is
@@ -886,6 +902,11 @@ class _Batch:
                 if rec.get("warnings"):
                     self.result.warnings[src] = rec["warnings"]
                 self.bar.line(f"{src_path.name}: already done ({dst})")
+                changed = self.settings_changed(rec.get("settings"))
+                if changed:
+                    note = (f"kept from an earlier batch made with other settings ({changed}); delete {dst.name} to "
+                            "have it made with these")
+                    self.result.warnings[src] = [*self.result.warnings.get(src, []), note]
                 continue
             owner = self.manifest.output_of(dst) if dst.exists() else self.input_key(src)
             if owner != self.input_key(src):  # (never replaced: a file this batch did not write, or another input's)
@@ -907,7 +928,7 @@ class _Batch:
             self.plans[src] = plan
             self.manifest.update(self.input_key(src), state="pending", output=str(dst), frames=plan.frames,
                                  chunks=len(plan.chunks), input_size=ident.get("size"),
-                                 input_mtime=ident.get("mtime"), error=None)
+                                 input_mtime=ident.get("mtime"), error=None, settings=self.settings)
             self.bar.total += plan.frames
             if len(plan.chunks) == 1:
                 self.queue.append(("whole", src))

@@ -287,6 +287,19 @@ def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_pat
     assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
 
 
+def test_a_rerun_with_other_settings_says_it_keeps_the_output_made_with_the_old(clips, tmp_path, batch, monkeypatch):
+    """It said "already done" as if the new settings had been used."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    assert batch(clips / "a.mp4", "-o", out)[0] == 0
+    code, err = batch(clips / "a.mp4", "-o", out, "--crf", "30")
+    assert code == 0 and ": already done (" in err
+    assert (f"warning: {(clips / 'a.mp4').resolve()}: kept from an earlier batch made with other settings (crf: None, "
+            "now 30); delete a.restored.mp4 to have it made with these") in err
+    code, err = batch(clips / "a.mp4", "-o", out)
+    assert code == 0 and "other settings" not in err
+
+
 def test_an_interrupted_batch_says_what_it_kept(clips, tmp_path, batch, monkeypatch):
     import streamrestore.batch as batch_module
 
