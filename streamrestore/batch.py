@@ -587,9 +587,12 @@ class _Progress:
         self.interval = interval
         self._last = 0.0
         self.photos_only = False  # every input is a photo (set by the planning)
+        self.earlier = 0  # frames of the count an earlier run restored (finished chunks): not in the rate
 
-    def line(self, text: str, frames: int = 0) -> None:
+    def line(self, text: str, frames: int = 0, *, earlier: bool = False) -> None:
+        """Says ``text`` with the count so far; ``frames`` done with it (``earlier``: by an earlier run)."""
         self.done += frames
+        self.earlier += frames if earlier else 0
         if not self.enabled:
             return
         if not self.total:
@@ -597,7 +600,7 @@ class _Progress:
             return
         now = time.monotonic()
         elapsed = now - self.start
-        fps = self.done / elapsed if elapsed > 0 else 0.0
+        fps = (self.done - self.earlier) / elapsed if elapsed > 0 else 0.0
         # a batch of photos only counts photos (each is one frame of the count)
         unit, rate = ("photos", f"{fps * 60:.1f} a minute") if self.photos_only else ("frames", f"{fps:.1f} fps")
         where = f"{self.done}/{self.total} {unit} ({100.0 * self.done / max(1, self.total):.0f}%), {rate}"
@@ -942,7 +945,7 @@ class _Batch:
                 if (crec.get("state") == "done" and part.exists() and _types_path(part).exists()
                         and crec.get("sha256") == sha256_of(part)
                         and count_frames(part) == b - a):
-                    self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: already done", b - a)
+                    self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: already done", b - a, earlier=True)
                     continue
                 self.manifest.update(key, state="pending", input=src, chunk=i, first=a, end=b, output=str(part),
                                      error=None)

@@ -300,6 +300,20 @@ def test_a_rerun_with_other_settings_says_it_keeps_the_output_made_with_the_old(
     assert code == 0 and "other settings" not in err
 
 
+def test_a_resumed_batchs_rate_counts_only_the_frames_it_restores(capsys):
+    """The chunks an earlier run finished were counted as restored in no time: "2049.3 fps, ETA 0:00"."""
+    from streamrestore.batch import _Progress
+
+    bar = _Progress(True)
+    bar.total = 100
+    bar.line("long.mp4 chunk 1/2: already done", 40, earlier=True)
+    bar.start -= 10  # (ten seconds later)
+    bar.line("long.mp4 chunk 2/2 done", 10)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "batch: 40/100 frames (40%), 0.0 fps: long.mp4 chunk 1/2: already done"
+    assert lines[1].startswith("batch: 50/100 frames (50%), 1.0 fps, ETA 0:5")  # 50 frames left at 1 a second
+
+
 def test_an_interrupted_batch_says_what_it_kept(clips, tmp_path, batch, monkeypatch):
     import streamrestore.batch as batch_module
 
