@@ -291,6 +291,26 @@ def test_an_output_file_says_the_sources_audio_is_not_kept(synthetic_faces, live
     assert f"the audio of {server.url}clip.mp4 is not kept" in err
 
 
+def test_a_run_whose_source_is_lost_ends_with_exit_1(synthetic_faces, tmp_path, capsys):
+    """A script sees that the stream was lost (exit 0 read as "ended as asked"); what came before is kept."""
+    from media_utils import make_clip
+
+    make_clip(tmp_path / "tail.mp4", frames=12, fps=25)
+    _faststart_copy(tmp_path / "tail.mp4", tmp_path / "clip.mp4")
+    server = _HttpFiles({"clip.mp4": (tmp_path / "clip.mp4").read_bytes()})
+    url = server.url + "clip.mp4?cuts"  # breaks off at the same place each time
+    try:
+        code = main(["live", "--source", url, "--no-window", "--as-fast-as-possible", "--retries", "1", "--timeout", "2",
+                     "-o", str(tmp_path / "out.mp4"), *_model_args()])
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"streamrestore: live ended because {url} was lost (exit 1); what came before is kept" in err
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert 0 < sum(1 for _ in container.decode(video=0)) < 12
+
+
 def test_no_display_exit_2_and_one_line(monkeypatch, capsys, synthetic_faces, live_clip, tmp_path):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -658,7 +678,7 @@ def test_a_file_over_http_that_gives_nothing_new_is_given_up_not_reconnected_for
         source = open_source(url, realtime=False, policy=policy)
         got = list(source.frames(threading.Event()))
         source.close()
-        assert 0 < len(got) < 12 and server.requests.count("/clip.mp4?cuts") == 4
+        assert 0 < len(got) < 12 and server.requests.count("/clip.mp4?cuts") == 4 and source.lost
         assert source.problems == [f"{url} reconnected 3 times in a row without a new frame "
                                    f"({source._read_error or 'it ended at once'}); given up: check that the sender "
                                    "is running and the URL is right"]
@@ -816,6 +836,7 @@ def test_a_live_flv_stream_that_stops_is_reconnected_not_ended():
         sender.wait()
     assert got  # frames came, then the sender was gone: a reconnect was tried
     assert source.problems == [f"tcp://127.0.0.1:{port} dropped and did not come back after 1 attempts"]
+    assert source.lost
 
 
 # --- network output -------------------------------------------------------------------------

@@ -12,7 +12,8 @@ photos, model and settings left (``streamrestore FILE --refs me/ --adapt`` makes
 stream is left unread while it runs (a source that cannot be opened is therefore reported after it).
 
 Window keys: q quit, r toggle restoration, s save a snapshot PNG, space pause. SIGINT (Ctrl-C),
-SIGTERM and SIGHUP stop the run cleanly: outputs are finished (files play) and the exit code is 0.
+SIGTERM and SIGHUP stop the run cleanly: outputs are finished (files play) and the exit code is 0;
+a source lost for good (not back after the retries) ends the run with exit code 1, its outputs kept.
 (Before the first frame, while models load, they stop it as they stop the main command.)
 """
 from __future__ import annotations
@@ -201,6 +202,10 @@ def main(argv: list[str]) -> int:
         if sink.frames_written:
             print(f"{'sent' if is_url(sink.name) else 'wrote'} {sink.frames_written} frames to {sink.name}",
                   file=sys.stderr)
+    if source.lost:  # (the problem itself was said above): a script sees the run did not end as asked
+        print(f"streamrestore: live ended because {source.name} was lost (exit 1); what came before is kept",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -104,6 +104,8 @@ class LiveSource:
     pixel_aspect: float = 1.0
     #: a network stream carries audio (live outputs carry the picture only: the CLI says so)
     has_audio: bool = False
+    #: the source ended because it was lost (gone, and not back after the retries), not at its end
+    lost: bool = False
     problems: list
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:  # pragma: no cover - abstract
@@ -216,6 +218,7 @@ class CameraSource(LiveSource):
                 self.reconnects += 1
                 return True
         self.problems.append(f"{self.name} was lost and could not be reopened")
+        self.lost = True
         return False
 
     def close(self) -> None:
@@ -507,6 +510,7 @@ class StreamSource(LiveSource):
                 break
             barren = 0 if index > fresh else barren + 1
             if barren > self.policy.retries:  # it opens, but nothing can be read: it will not get better
+                self.lost = True
                 self.problems.append(f"{self.url} reconnected {barren} times in a row without a new frame "
                                      f"({self._read_error or 'it ended at once'}); given up: {self._advice()}")
                 break
@@ -530,6 +534,7 @@ class StreamSource(LiveSource):
                 return True
             log.debug("%s: reopen failed: %s", self.url, error)
         self.problems.append(f"{self.url} dropped and did not come back after {self.policy.retries} attempts")
+        self.lost = True
         return False
 
     def close(self) -> None:
