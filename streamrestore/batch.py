@@ -665,6 +665,36 @@ def _stop_signal_handlers_kept():
                 signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def _without_token_enabled_notice():
+    """Leaves out Ray's WARNING that token authentication *is enabled* (its secure default, on every
+    start of a local Ray, among the batch's own lines); the one that says it is disabled stays."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled")
+
+    notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notices.addFilter(drop)
+    try:
+        yield
+    finally:
+        notices.removeFilter(drop)
+
+
+@contextlib.contextmanager
+def _plain_worker_prefixes():
+    """Ray prints the workers' lines behind a colour-coded "(BatchWorker pid=...)": into a file or a
+    pipe (a scheduler's log) the colour codes are noise (RAY_COLOR_PREFIX=0, unless set)."""
+    plain = not sys.stderr.isatty() and "RAY_COLOR_PREFIX" not in os.environ
+    if plain:
+        os.environ["RAY_COLOR_PREFIX"] = "0"
+    try:
+        yield
+    finally:
+        if plain:
+            os.environ.pop("RAY_COLOR_PREFIX", None)
+
+
 def _error_text(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError wraps the worker's exception
     exc = cause if isinstance(cause, BaseException) else exc
@@ -1099,11 +1129,12 @@ class _Batch:
             else:
                 kwargs.update(address=address)
             kwargs.update(ray_init or {})
-            with _stop_signal_handlers_kept():
+            with _stop_signal_handlers_kept(), _without_token_enabled_notice():
                 ray.init(**kwargs)
             started_here = True
         try:
-            self._ray_loop(ray, worker_args, workers, gpus_per_worker, device, torch_threads)
+            with _plain_worker_prefixes():
+                self._ray_loop(ray, worker_args, workers, gpus_per_worker, device, torch_threads)
         finally:
             if started_here:
                 ray.shutdown()

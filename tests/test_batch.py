@@ -314,6 +314,42 @@ def test_a_resumed_batchs_rate_counts_only_the_frames_it_restores(capsys):
     assert lines[1].startswith("batch: 50/100 frames (50%), 1.0 fps, ETA 0:5")  # 50 frames left at 1 a second
 
 
+def test_rays_own_lines_are_plain_and_its_secure_default_not_announced(monkeypatch):
+    """Every batch began with Ray's WARNING that token authentication is enabled (its secure default);
+    into a log file the workers' lines came behind colour codes ("\\x1b[36m(BatchWorker pid=...)")."""
+    import io
+    import logging
+
+    from streamrestore.batch import _plain_worker_prefixes, _without_token_enabled_notice
+
+    class Said(logging.Handler):
+        lines: list = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    notices = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    said = Said()
+    notices.addHandler(said)  # (Ray's loggers do not propagate to pytest's)
+    try:
+        with _without_token_enabled_notice():
+            notices.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled ...")
+            notices.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
+        notices.warning("Token authentication is enabled (after the batch: Ray's own again)")
+    finally:
+        notices.removeHandler(said)
+    assert [line[:33] for line in said.lines] == ["Token authentication is disabled ", "Token authentication is enabled ("]
+
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # (a file or a pipe: not a terminal)
+    with _plain_worker_prefixes():
+        assert os.environ["RAY_COLOR_PREFIX"] == "0"
+    assert "RAY_COLOR_PREFIX" not in os.environ
+    monkeypatch.setenv("RAY_COLOR_PREFIX", "1")  # the user's own choice stays
+    with _plain_worker_prefixes():
+        assert os.environ["RAY_COLOR_PREFIX"] == "1"
+
+
 def test_an_interrupted_batch_says_what_it_kept(clips, tmp_path, batch, monkeypatch):
     import streamrestore.batch as batch_module
 
