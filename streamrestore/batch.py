@@ -299,9 +299,13 @@ class Manifest:
         self._torn = False
         return rec
 
-    def output_of(self, dst: Path) -> str | None:
-        """The key of the record whose output ``dst`` is, or None."""
-        return next((key for key, rec in self.records.items() if rec.get("output") == str(dst)), None)
+    def output_of(self, dst: Path, key: str) -> str | None:
+        """Whose output ``dst`` is: ``key`` where its record names it, else the key of the latest
+        record that names it (a deleted output written again for another input), or None."""
+        named = [(rec.get("time", 0), k) for k, rec in self.records.items() if rec.get("output") == str(dst)]
+        if any(k == key for _, k in named):
+            return key
+        return max(named)[1] if named else None
 
 
 def _types_path(part: Path) -> Path:
@@ -695,6 +699,37 @@ def _plain_worker_prefixes():
             os.environ.pop("RAY_COLOR_PREFIX", None)
 
 
+def _workers_that_fit(workers: int, nodes: list[dict], cpus_each: int, gpus_each: float) -> int:
+    """``workers``, at most as many as Ray's nodes have room for now (``nodes``: each alive
+    node's resources): an actor Ray cannot place waits for resources that never come, and the
+    batch waited with it, silently, for ever (``--workers 4`` or ``--torch-threads 3`` on 2 cores;
+    ``--torch-threads 6`` on two 4-CPU nodes, whose 8 CPUs no one actor can have).
+
+    Raises:
+        UserError: not even one worker fits on any node.
+    """
+    def room(node: dict) -> int:
+        fit = int(float(node.get("CPU", 0)) // cpus_each)
+        return min(fit, int(float(node.get("GPU", 0)) // gpus_each)) if gpus_each else fit
+
+    cpus = sum(float(node.get("CPU", 0)) for node in nodes)
+    gpus = sum(float(node.get("GPU", 0)) for node in nodes)
+    most = max((float(node.get("CPU", 0)) for node in nodes), default=0.0)
+    if cpus_each > most:
+        where = "Ray's largest node has" if len(nodes) > 1 else "Ray has"
+        raise UserError(f"--torch-threads {cpus_each} gives each worker {cpus_each} CPUs; {where} {most:g}: "
+                        f"give --torch-threads {max(1, int(most))} or less")
+    fit = sum(room(node) for node in nodes)
+    if gpus_each and not fit:
+        raise UserError(f"each worker asks for {gpus_each:g} GPU; no node of Ray's has that ({gpus:g} in all)")
+    if workers > fit:
+        log.warning(f"--workers {workers}: Ray has room for {fit} ({cpus:g} CPUs"
+                    f"{f', {gpus:g} GPUs' if gpus_each else ''}, {cpus_each} CPU{'s' if cpus_each > 1 else ''}"
+                    f"{f' and {gpus_each:g} GPU' if gpus_each else ''} each); {fit} work")
+        return fit
+    return workers
+
+
 def _error_text(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError wraps the worker's exception
     exc = cause if isinstance(cause, BaseException) else exc
@@ -887,10 +922,13 @@ class _Batch:
         a, b = self.plans[src].chunks[i]
         return f"chunk:{src}#{i}:{a}-{b}"
 
+    def parts_folder(self, src: str) -> Path:
+        """Where the chunk parts of the input ``src`` (resolved) are kept until joined."""
+        return self.out_dir / PARTS_DIR / f"{Path(src).stem}-{hashlib.sha1(src.encode()).hexdigest()[:8]}"
+
     def part_path(self, src: str, i: int) -> Path:
-        folder = self.out_dir / PARTS_DIR / f"{Path(src).stem}-{hashlib.sha1(src.encode()).hexdigest()[:8]}"
         a, b = self.plans[src].chunks[i]
-        return folder / f"chunk-{i:04d}-{a}-{b}.mkv"
+        return self.parts_folder(src) / f"chunk-{i:04d}-{a}-{b}.mkv"
 
     # planning
     def settings_changed(self, recorded: dict | None) -> str:
@@ -909,9 +947,8 @@ class _Batch:
         from streamrestore.output_file import stale_temps
 
         temps = [temp for dst in self.outputs.values() for temp in stale_temps(dst)]
-        parts = self.out_dir / PARTS_DIR  # (the batch's own folder: any part's temporary file)
-        if parts.is_dir():
-            temps += list(parts.glob("*/.chunk-*.partial.mkv"))
+        for src_path in self.outputs:  # (each input's own parts folder: no other input's)
+            temps += list(self.parts_folder(str(src_path.resolve())).glob(".chunk-*.partial.mkv"))
         for temp in set(temps):
             temp.unlink(missing_ok=True)
 
@@ -941,7 +978,7 @@ class _Batch:
                             "have it made with these")
                     self.result.warnings[src] = [*self.result.warnings.get(src, []), note]
                 continue
-            owner = self.manifest.output_of(dst) if dst.exists() else self.input_key(src)
+            owner = self.manifest.output_of(dst, self.input_key(src)) if dst.exists() else self.input_key(src)
             if owner != self.input_key(src):  # (never replaced: a file this batch did not write, or another input's)
                 error = (f"{dst} exists and is {owner.removeprefix('input:')}'s output, from an earlier batch into "
                          "this folder: give this input another -o" if owner else
@@ -1139,30 +1176,6 @@ class _Batch:
             if started_here:
                 ray.shutdown()
 
-    def _workers_that_fit(self, workers: int, resources: dict, cpus_each: int, gpus_each: float) -> int:
-        """``workers``, at most as many as Ray has CPUs (and GPUs) for now: an actor Ray cannot
-        place waits for resources that never come, and the batch waited with it, silently, forever
-        (``--workers 4`` or ``--torch-threads 3`` on 2 cores).
-
-        Raises:
-            UserError: not even one worker fits.
-        """
-        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-        if cpus_each > cpus:
-            raise UserError(f"--torch-threads {cpus_each} gives each worker {cpus_each} CPUs; Ray has {cpus:g}: "
-                            f"give --torch-threads {max(1, int(cpus))} or less")
-        if gpus_each > gpus:
-            raise UserError(f"each worker asks for {gpus_each:g} GPU; Ray has {gpus:g}")
-        fit = int(cpus // cpus_each)
-        if gpus_each:
-            fit = min(fit, int(gpus // gpus_each))
-        if workers > fit:
-            log.warning(f"--workers {workers}: Ray has room for {fit} ({cpus:g} CPUs"
-                          f"{f', {gpus:g} GPUs' if gpus_each else ''}, {cpus_each} CPU{'s' if cpus_each > 1 else ''}"
-                          f"{f' and {gpus_each:g} GPU' if gpus_each else ''} each); {fit} work")
-            return fit
-        return workers
-
     def _ray_loop(self, ray, worker_args, workers, gpus_per_worker, device, torch_threads) -> None:
         resources = ray.cluster_resources()
         gpus = float(resources.get("GPU", 0))
@@ -1173,7 +1186,8 @@ class _Batch:
                 workers = max(1, int(gpus // gpus_per_worker))
             else:
                 workers = max(1, int(resources.get("CPU", 1) // (torch_threads or 1)))
-        workers = self._workers_that_fit(workers, resources, torch_threads or 1, gpus_per_worker)
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        workers = _workers_that_fit(workers, nodes, torch_threads or 1, gpus_per_worker)
         pieces = len(self.queue)
         workers = max(1, min(workers, pieces))
         actor_cls = ray.remote(BatchWorker).options(num_cpus=torch_threads or 1, num_gpus=gpus_per_worker)
@@ -1213,6 +1227,16 @@ class _Batch:
                 self.adapted(adaptation, shared=workers > 1)
         start(workers - len(idle))
         running: dict = {}
+        try:
+            self._drain(ray, idle, running, new_actor)
+        except BaseException:  # (Ctrl-C, a stop signal): on a cluster the actors would restore on
+            for actor in [*idle, *(actor for _, actor in running.values())]:
+                ray.kill(actor, no_restart=True)
+            raise
+
+    def _drain(self, ray, idle: list, running: dict, new_actor) -> None:
+        """Gives the queue's pieces to the ``idle`` actors until all are done (``running``: the
+        pieces given, by their result's ref)."""
         while self.queue or running:
             while idle and self.queue:
                 piece = self.queue.popleft()

@@ -160,7 +160,7 @@ class HdrTransfer:
         ``sdr_after`` (uint8): the change coded back and added, so that where nothing changed the
         coded values are kept exactly (a round trip through SDR is not exact)."""
         change = self.to_coded(sdr_after) - self.to_coded(sdr_before)
-        return cv2.convertScaleAbs(coded.astype(np.float32) + change)
+        return np.clip(np.rint(coded.astype(np.float32) + change), 0, 255).astype(np.uint8)  # (not |x|: clipped)
 
 
 def hdr_transfer(frame: Any) -> HdrTransfer | None:

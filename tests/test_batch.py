@@ -256,6 +256,16 @@ def test_a_file_the_batch_did_not_write_is_never_replaced(clips, tmp_path, batch
     code, err = batch(clips / "c.mp4", "-o", out)  # its own output: a rerun as before
     assert code == 0 and ": already done (" in err
 
+    from streamrestore.batch import Manifest
+
+    records = Manifest(tmp_path / "m.jsonl")  # an output deleted and written again for another input: the latest's
+    records.update("input:/a/x.mp4", output="/out/x.restored.mp4")
+    time.sleep(0.01)
+    records.update("input:/b/x.mp4", output="/out/x.restored.mp4")
+    assert records.output_of(Path("/out/x.restored.mp4"), "input:/c/x.mp4") == "input:/b/x.mp4"
+    assert records.output_of(Path("/out/x.restored.mp4"), "input:/a/x.mp4") == "input:/a/x.mp4"
+    assert records.output_of(Path("/out/y.restored.mp4"), "input:/a/x.mp4") is None
+
 
 def test_the_batch_record_survives_a_torn_line_and_a_folder_it_cannot_write(clips, tmp_path, batch, monkeypatch):
     from streamrestore.batch import Manifest
@@ -276,10 +286,17 @@ def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_pat
     from streamrestore.batch import PARTS_DIR
 
     monkeypatch.setitem(sys.modules, "ray", None)
+    import hashlib
+
     out = tmp_path / "out"
-    (out / PARTS_DIR / "a-0123abcd").mkdir(parents=True)
-    left = [out / ".a.restored.0123abcd.partial.mp4", out / PARTS_DIR / "a-0123abcd" / ".chunk-0000-0-20.mkv.partial.mkv"]
-    kept = [out / "notes.txt", out / ".b.restored.0123abcd.partial.mp4"]  # (not this batch's: b is not an input)
+    src = str((clips / "a.mp4").resolve())
+    parts = out / PARTS_DIR / f"a-{hashlib.sha1(src.encode()).hexdigest()[:8]}"  # (a's own parts folder)
+    (out / PARTS_DIR / "b-0123abcd").mkdir(parents=True)
+    parts.mkdir()
+    left = [out / ".a.restored.0123abcd.partial.mp4", parts / ".chunk-0000-0-20.mkv.partial.mkv"]
+    # not this batch's (b is not an input: another batch into the folder may be writing them)
+    kept = [out / "notes.txt", out / ".b.restored.0123abcd.partial.mp4",
+            out / PARTS_DIR / "b-0123abcd" / ".chunk-0000-0-20.mkv.partial.mkv"]
     for path in left + kept:
         path.write_bytes(b"x")
     code, err = batch(clips / "a.mp4", "-o", out)
@@ -448,6 +465,16 @@ def test_more_workers_than_ray_has_room_for_are_cut_to_what_fits_not_waited_for(
                                         r"or less"):
         run([clips / "a.mp4"], out_dir=tmp_path / "out3", model="identity", ray="auto", torch_threads=3, progress=False,
             **faces)
+    # a cluster: what one node has, not the sum (two 4-CPU nodes give no actor 6 CPUs)
+    from streamrestore.batch import _workers_that_fit
+
+    nodes = [{"CPU": 4.0}, {"CPU": 4.0, "GPU": 1.0}]
+    with pytest.raises(UserError, match="--torch-threads 6 gives each worker 6 CPUs; Ray's largest node has 4"):
+        _workers_that_fit(2, nodes, 6, 0.0)
+    assert _workers_that_fit(4, nodes, 3, 0.0) == 2 and _workers_that_fit(3, nodes, 2, 0.0) == 3
+    assert _workers_that_fit(2, nodes, 1, 1.0) == 1
+    with pytest.raises(UserError, match="each worker asks for 2 GPU; no node of Ray's has that"):
+        _workers_that_fit(1, nodes, 1, 2.0)
 
 
 def test_the_main_commands_pipeline_options_reach_the_workers(clips, tmp_path, faces, monkeypatch):

@@ -49,6 +49,8 @@ def test_a_change_made_in_sdr_is_coded_back_and_nothing_else_moves(curve):
     assert np.array_equal(out[16:], coded[16:])
     shown = transfer.to_sdr(out[:16]).astype(int) - before[:16]
     assert 10 <= shown.mean() <= 14
+    dark = np.full((1, 1, 3), 3, np.uint8)  # a change below black is clipped, not mirrored (|x| gave 1)
+    assert transfer.coded_change(dark, transfer.to_sdr(dark), np.zeros_like(dark)).ravel().tolist() == [0, 0, 0]
 
 
 def _frame(trc: int, primaries: int = 9, fmt: str = "yuv420p10le"):
@@ -93,3 +95,25 @@ def test_a_reference_videos_hdr_frames_are_seen_in_sdr():
     coded = np.full((48, 64, 3), 150, np.uint8)
     assert np.array_equal(to_sdr_picture(frame, coded), HdrTransfer("hlg").to_sdr(coded))
     assert to_sdr_picture(_frame(1), coded) is coded
+
+
+def test_live_mode_shows_restores_and_sends_an_hdr_source_in_sdr(tmp_path):
+    """Live outputs and the window are SDR: an HLG file played live came out with its pale coded values
+    shown as SDR, and its faces were restored in them."""
+    import threading
+
+    from media_utils import make_clip
+
+    from streamrestore.live.sources import FileSource
+    from streamrestore.video.reader import upright_rgb
+
+    make_clip(tmp_path / "hlg.mp4", frames=3, color={"color_trc": TRC_HLG, "color_primaries": 9, "colorspace": 9})
+    source = FileSource(str(tmp_path / "hlg.mp4"), realtime=False)
+    try:
+        live = next(iter(source.frames(threading.Event())))
+        coded = upright_rgb(live.payload)
+        assert np.array_equal(live.rgb(), HdrTransfer("hlg").to_sdr(coded))
+        assert np.abs(live.rgb().astype(int) - coded).mean() > 10
+    finally:
+        source.close()
+

@@ -55,6 +55,17 @@ class LiveFrame:
         return self._to_rgb(self.payload) if self._to_rgb is not None else self.payload
 
 
+def shown_rgb(frame) -> np.ndarray:
+    """A decoded frame as live mode shows, restores and sends it: RGB, upright, and an HDR frame
+    (PQ, HLG) in SDR: the window and the outputs are SDR, and the restorer knows SDR faces (in
+    their coded values an HDR picture is pale, a PQ one flat; mapped from its 8-bit conversion:
+    ~3 ms at 720p)."""
+    from streamrestore.hdr import to_sdr_picture
+    from streamrestore.video.reader import upright_rgb
+
+    return to_sdr_picture(frame, upright_rgb(frame))
+
+
 @dataclass(frozen=True)
 class ReconnectPolicy:
     """How a source that drops is reopened.
@@ -261,7 +272,7 @@ class FileSource(LiveSource):
         self.fps = float(info.frame_rate) if info.frame_rate else 30.0
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
-        from streamrestore.video.reader import VideoReader, upright_rgb
+        from streamrestore.video.reader import VideoReader
 
         index = 0
         clock_start = time.monotonic()
@@ -279,7 +290,7 @@ class FileSource(LiveSource):
                     last_time = t - first_time
                     if self.realtime and _wait(stop, clock_start + offset + last_time - time.monotonic()):
                         return
-                    yield LiveFrame(index, time.monotonic(), frame, upright_rgb, media_time=offset + last_time)
+                    yield LiveFrame(index, time.monotonic(), frame, shown_rgb, media_time=offset + last_time)
                     index += 1
                 self.problems.extend(reader.problems)
             if not self.loop or first_time is None:
@@ -348,7 +359,9 @@ class StreamSource(LiveSource):
             error, first = self._open_first()
             attempt += 1
         if error is not None:
-            raise InputError(f"cannot open stream {url}: {error}; {self._advice(nothing_read=self._container is not None)}")
+            advice = self._advice(nothing_read=self._container is not None)
+            self.close()
+            raise InputError(f"cannot open stream {url}: {error}; {advice}")
         cc = self._stream.codec_context
         self.width, self.height = cc.width, cc.height
         self.has_audio = bool(self._container.streams.audio)  # (not carried to the outputs: said)
@@ -373,7 +386,9 @@ class StreamSource(LiveSource):
 
     def _advice(self, nothing_read: bool = False) -> str:
         """What to check; ``nothing_read``: the stream opened but not one frame could be read."""
-        if nothing_read and self._read_error is not None and self.url.split("://", 1)[0].lower() in ("http", "https"):
+        path = self.url.split("?", 1)[0].lower()
+        if (nothing_read and self._read_error is not None and self.url.split("://", 1)[0].lower() in ("http", "https")
+                and path.endswith((".mp4", ".mov", ".m4v"))):
             # FFmpeg reads an MP4's index where it lies; at the end, it must seek there
             return ("a file over http needs its index (moov) at its start (ffmpeg -i IN -c copy -movflags +faststart "
                     "OUT.mp4), or a server that serves byte ranges")
@@ -465,8 +480,6 @@ class StreamSource(LiveSource):
             self._read_error = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
     def frames(self, stop: threading.Event) -> Iterator[LiveFrame]:
-        from streamrestore.video.reader import upright_rgb
-
         index = 0
         held, self._held = self._held, []
         # a file over http is played as a file is: timed by its own clock (outputs keep it),
@@ -502,7 +515,7 @@ class StreamSource(LiveSource):
                         return
                     last = at
                     media_time = at - clock[1]
-                yield LiveFrame(index, time.monotonic(), frame, upright_rgb, media_time=media_time)
+                yield LiveFrame(index, time.monotonic(), frame, shown_rgb, media_time=media_time)
                 index += 1
             held = []
             if self._ended and self._finite:
