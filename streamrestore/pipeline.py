@@ -242,6 +242,7 @@ class FaceRestorer:
         self.stats.references = bool(self.reference_sets)
         self.stats.matching = bool(needs_matching)
         self.stats.match_threshold = self._matcher.threshold if self._matcher is not None else None
+        self.stats.unlike_threshold = self._matcher.unlike_below if self._matcher is not None else None
 
         # Per-identity work happens once, here, never per frame.
         self.caches: dict[str, Any] = dict(reference_caches or {})

@@ -112,6 +112,7 @@ class RunStats:
     matching: bool = False  # tracks were matched to reference sets by embedding
     references: bool = False  # there were reference sets at all
     match_threshold: float | None = None
+    unlike_threshold: float | None = None  # a face scoring below it is said perhaps someone else (None: match_threshold)
     seconds: float = 0.0  # wall time of a whole run (restore_video, live); 0 in frame-by-frame use
     startup_seconds: float = 0.0  # model, detector and reference loading, before the first frame
     busy_seconds: float = 0.0  # time spent inside process()/stream() handling frames
@@ -166,12 +167,17 @@ class RunStats:
 
     def unlike_their_references(self) -> list:
         """Track ids restored toward a reference set that their face's embedding does not match
-        (its score below ``match_threshold``): with one set and ``unmatched="restore"`` every face
+        (its score below ``unlike_threshold``, else ``match_threshold``): with one set and ``unmatched="restore"`` every face
         gets that set, the score only reports it. Tracks of fewer than ``POOR_MATCH_MIN_FACES``
         faces are left out (a few frames of a turned head score low); a photo's faces are each judged."""
-        return [tid for tid, t in self.per_track.items() if self.match_threshold is not None
+        below = self._unlike_below
+        return [tid for tid, t in self.per_track.items() if below is not None
                 and t.identity is not None and t.faces >= self._judged_from
-                and t.scores.get(t.identity, 1.0) < self.match_threshold]
+                and t.scores.get(t.identity, 1.0) < below]
+
+    @property
+    def _unlike_below(self) -> float | None:
+        return self.unlike_threshold if self.unlike_threshold is not None else self.match_threshold
 
     def poorly_matched(self) -> list:
         """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``);
@@ -290,7 +296,7 @@ class RunStats:
             more = f", and {len(unlike) - SUMMARY_TRACKS} more" if len(unlike) > SUMMARY_TRACKS else ""
             said.append(f"{_n(len(unlike), 'face' if self.photo else 'face track')} restored toward {names}'s "
                         "photos scored below the "
-                        f"{self.match_threshold:.2f} of the same person against them ({scores}{more}): someone else, "
+                        f"{self._unlike_below:.2f} of the same person against them ({scores}{more}): someone else, "
                         "perhaps, or a face too blurred or turned to be recognised (if someone else: `--unmatched "
                         "skip` leaves such faces alone; `--refs NAME=DIR` once per person matches each face to its "
                         "own)")

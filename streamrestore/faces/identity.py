@@ -50,6 +50,12 @@ _THRESHOLDS = {
     "insightface:mobilefacenet_128d": 0.40,
     "dlib": 0.925,
 }
+# Scores under which a face restored toward a set is said to look like someone else (the run's
+# summary warns), where they differ from the thresholds above. dlib: frames of a video and restored
+# faces of the person in the photos score lower than other photos of them do (0.87-0.90 on a phone
+# user's own HLG clip and HEIC photos: warned on every run); under 0.85, near the different-people
+# mean (0.83), the face is likelier someone else's.
+_UNLIKE_BELOW = {"dlib": 0.85}
 # For insightface recognition models not measured here (e.g. buffalo_l's w600k_r50): ArcFace
 # models put different people near 0 and the same person well above 0.4.
 _GENERIC_ARCFACE_THRESHOLD = 0.3
@@ -249,15 +255,20 @@ class IdentityMatcher:
         dims = {s.embeddings.shape[1] for s in reference_sets if len(s.embeddings)}
         if len(dims) > 1:
             raise ValueError(f"reference sets have embeddings of different sizes {sorted(dims)}")
+        unlike_below = threshold
         if threshold is None:
             embedders = {s.embedder for s in reference_sets}
             if len(embedders) > 1:
                 raise ValueError(f"reference sets were embedded by different embedders {embedders}")
             embedder = next(iter(embedders), None)
             threshold = default_threshold(embedder) if embedder else _GENERIC_ARCFACE_THRESHOLD
+            unlike_below = _UNLIKE_BELOW.get(embedder or "", threshold)
         if not -1.0 <= threshold <= 1.0:
             raise ValueError(f"threshold is a cosine similarity in [-1, 1], got {threshold!r}")
         self.threshold = float(threshold)
+        #: a track restored toward a set it scores below this is reported as perhaps someone else
+        #: (``threshold`` but for embedders whose restored and video faces score lower: dlib)
+        self.unlike_below = float(unlike_below)
         self.samples_per_track = int(samples_per_track)
         self.top_k = int(top_k)
         self._sets = [(s.name, _normalise(s.embeddings)) for s in reference_sets if len(s.embeddings)]
