@@ -689,6 +689,24 @@ def test_a_file_over_http_that_gives_nothing_new_is_given_up_not_reconnected_for
         server.close()
 
 
+def test_live_outputs_are_bt709_converted_and_tagged(tmp_path):
+    """The restored picture is SDR RGB: a live file was converted with swscale's default BT.601 and left
+    untagged, and players take an untagged HD picture for BT.709: a face's red came out 14 levels off."""
+    from streamrestore.live.sinks import FileSink
+    from streamrestore.video.reader import frame_to_rgb
+
+    rgb = np.zeros((720, 1280, 3), np.uint8)
+    rgb[...] = (200, 60, 40)
+    sink = FileSink(tmp_path / "live.mp4", 1280, 720, fps=25)
+    for i in range(3):
+        sink.write(rgb, i / 25)
+    sink.close()
+    with av.open(str(tmp_path / "live.mp4")) as container:
+        frame = next(container.decode(video=0))
+    assert (int(frame.colorspace), int(frame.color_primaries), int(frame.color_trc), int(frame.color_range)) == (1, 1, 1, 1)
+    assert np.abs(frame_to_rgb(frame)[360, 640].astype(int) - (200, 60, 40)).max() <= 2
+
+
 def test_a_protocol_this_ffmpeg_lacks_is_named_as_such(tmp_path):
     """PyPI's PyAV wheels have no SRT: "Protocol not found; check that the sender is running" sent a
     user to debug a sender that was never reached; said at once, as in and out."""

@@ -30,6 +30,11 @@ def is_url(spec: str) -> bool:
     return "://" in str(spec) and not str(spec).lower().startswith("file://")
 
 
+
+#: FFmpeg's BT.709 colour space, primaries and transfer (1) and limited ("tv") range (1): what live
+#: outputs are converted with and tagged as
+BT709_TAGS = {"color_space": 1, "color_primaries": 1, "color_trc": 1, "color_range": 1}
+
 class _Clock:
     """Capture times → strictly increasing pts in :data:`TIME_BASE`."""
 
@@ -99,6 +104,9 @@ class StreamSink:
             })
             stream.width, stream.height = width, height
             stream.pix_fmt = "yuv420p"
+            context = stream.codec_context  # (SDR BT.709, converted so in write: see FileSink)
+            context.colorspace, context.color_range = BT709_TAGS["color_space"], BT709_TAGS["color_range"]
+            context.color_primaries, context.color_trc = BT709_TAGS["color_primaries"], BT709_TAGS["color_trc"]
             stream.codec_context.time_base = TIME_BASE
             stream.time_base = TIME_BASE
             self._stream = stream
@@ -117,7 +125,8 @@ class StreamSink:
 
         if self._out is None:
             raise RuntimeError("write() after close()")
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+            format="yuv420p", dst_colorspace=BT709_TAGS["color_space"], dst_color_range=BT709_TAGS["color_range"])
         frame.pts = self._clock.pts(captured)
         frame.time_base = TIME_BASE
         every = round(self.keyframe_interval / TIME_BASE)
@@ -179,6 +188,9 @@ class FileSink:
             path=str(path), width=width, height=height,
             frame_rate=Fraction(fps).limit_denominator(1001) if fps > 0 else None,
             time_base=TIME_BASE, frame_count=None, duration=None, codec="rawvideo", pix_fmt="yuv420p",
+            # the restored RGB is SDR: converted with, and tagged as, BT.709 (untagged, a player takes
+            # an HD picture for BT.709, and swscale's default BT.601 shifted its colours)
+            **BT709_TAGS,
         )
         self._writer = VideoWriter(self.path, info, encoder if encoder is not None else EncoderSettings(), force=force)
         self._clock = _Clock()
