@@ -117,9 +117,10 @@ class PhotoFile:
         rgb: (H, W, 3) uint8, upright (the EXIF orientation applied), as :func:`read_rgb` gives it.
         alpha: (H, W) uint8 transparency, or None.
         grey: the file holds a grey picture (written back grey).
-        bits: bits per sample in the file (8; 16 for 16-bit PNG and TIFF).
-        deep: a 16-bit photo's samples, upright: (H, W, 3) RGB or (H, W) grey, uint16; None for 8
-            bits. A PNG or TIFF output keeps them where nothing changed and adds the change elsewhere.
+        bits: bits per sample in the file (8; 16 for 16-bit PNG and TIFF; 10 or 12 for such HEIC).
+        deep: a deep photo's samples, upright, on the 16-bit scale: (H, W, 3) RGB or (H, W) grey,
+            uint16; None for 8 bits. A PNG, TIFF or HEIC (10 bits) output keeps them where nothing
+            changed and adds the change elsewhere.
         icc_profile: the colour profile (phones tag Display P3), kept so colours stay as they were.
         exif: the EXIF block, its orientation set to upright (the pixels are turned upright).
         xmp: the XMP block (ratings, captions, editing history); JPEG, WebP, AVIF, HEIC and PNG keep it.
@@ -181,6 +182,8 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
             if heif:
                 photo.bits = int(image.info.get("bit_depth") or 8)
                 photo.parts_not_kept = _heif_parts(image.info)
+                if photo.bits > 8 and not photo.grey:
+                    photo.deep = _heif_deep(path, rgb.shape)
             if "A" in image.getbands() or "transparency" in image.info:
                 upright = ImageOps.exif_transpose(image.convert("RGBA"))
                 alpha = np.asarray(upright.getchannel("A"))
@@ -188,6 +191,15 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
     except (OSError, ValueError, SyntaxError):  # a file OpenCV reads and Pillow does not: its pixels are all there is
         pass
     return photo
+
+
+def _heif_deep(path: str | os.PathLike, shape: tuple) -> np.ndarray | None:
+    """A 10- or 12-bit HEIF photo's samples, upright, as 16-bit RGB (pillow-heif scales them up),
+    or None where they do not match its 8-bit picture."""
+    from pillow_heif import open_heif
+
+    deep = np.asarray(open_heif(path, convert_hdr_to_8bit=False))
+    return np.ascontiguousarray(deep) if deep.dtype == np.uint16 and deep.shape == shape else None
 
 
 def _heif_parts(info: dict) -> list[str]:
@@ -292,12 +304,15 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         else:
             image.putalpha(Image.fromarray(like.alpha))
     deep = None
-    if like.deep is not None and like.alpha is None and (fmt == "PNG" or fmt == "TIFF" and _writes_16_bit_tiff()):
+    if like.deep is not None and like.alpha is None and (fmt in ("PNG", "HEIF") or fmt == "TIFF" and _writes_16_bit_tiff()):
         deep = _deepened(rgb, like)
+        if fmt == "HEIF" and like.bits > 10:
+            notes.append(f"the photo had {like.bits} bits per sample; a HEIC is written with 10 (write .png or .tif to "
+                         f"keep {like.bits})")
         if fmt == "TIFF" and like.exif and _EXIF_WORTH_SAYING & _exif_tags(like.exif):
             notes.append("the photo's EXIF is not kept: its 16-bit TIFF is written without it (.png keeps both)")
     elif like.bits > 8:
-        keep = "" if like.alpha is not None or like.deep is None else " (write .png or .tif to keep 16)"
+        keep = "" if like.alpha is not None or like.deep is None else f" (write .png or .tif to keep {like.bits})"
         notes.append(f"the photo had {like.bits} bits per sample; it is written with 8{keep}")
     notes += [f"the photo's {part} is not kept" for part in like.parts_not_kept]
     if like.dropped_profile:
@@ -363,12 +378,20 @@ def _deepened(rgb: np.ndarray, like: PhotoFile) -> np.ndarray:
 
 
 def _write_16_bits(path, deep: np.ndarray, fmt: str, options: dict, xmp: bytes | None) -> None:
-    """Writes the 16-bit picture ``deep`` as a PNG or TIFF with what ``options`` (Pillow's save
-    options) keep. Pillow writes no 16-bit colour picture: OpenCV writes the PNG, which is given the
+    """Writes the 16-bit picture ``deep`` as a PNG, TIFF or HEIC (10 bits) with what ``options``
+    (Pillow's save options) keep. Pillow writes no 16-bit colour picture: OpenCV writes the PNG, which is given the
     metadata chunks Pillow writes for the same options (on a 1-pixel picture); tifffile writes the
     TIFF (colour profile, dpi and ``xmp``; not EXIF)."""
     from PIL import Image
 
+    if fmt == "HEIF":  # (pillow-heif writes 16-bit samples as a 10-bit HEIC)
+        from pillow_heif import from_bytes
+
+        heif = from_bytes(mode="RGB;16", size=(deep.shape[1], deep.shape[0]), data=deep.tobytes())
+        if options.get("icc_profile"):
+            heif.info["icc_profile"] = options["icc_profile"]
+        heif.save(path, quality=options.get("quality", PHOTO_QUALITY), exif=options.get("exif"), xmp=xmp)
+        return
     if fmt == "TIFF":
         import tifffile
 

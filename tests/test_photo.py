@@ -244,6 +244,31 @@ def test_an_iphones_heic_photo_comes_back_as_heic_upright_with_its_profile_and_e
     assert np.abs(picture[:20, :20] - shown[:20, :20]).mean() < 4  # the rest as it was (lossy: roughly)
 
 
+def test_a_10_bit_heic_keeps_its_10_bits(tmp_path):
+    """A 10-bit HEIC photo (as some phones take them) was written back with 8 bits."""
+    import pillow_heif
+
+    rgb, kps = _scene()
+    deep = rgb.astype(np.uint16) * 257 + np.random.default_rng(0).integers(0, 200, rgb.shape).astype(np.uint16)
+    src = tmp_path / "IMG_0003.HEIC"
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=(rgb.shape[1], rgb.shape[0]), data=deep.tobytes())
+    heif.info["icc_profile"] = PROFILE
+    heif.save(src, quality=-1)
+    photo = read_photo(src)
+    assert photo.bits == 10 and photo.deep is not None and photo.deep.shape == rgb.shape
+    stats = restore_photo(src, restorer=_face_restorer())
+    assert stats.faces_restored == 1 and stats.problems == []
+    out = pillow_heif.open_heif(tmp_path / "IMG_0003.restored.HEIC", convert_hdr_to_8bit=False)
+    assert out.info["bit_depth"] == 10 and out.info["icc_profile"] == PROFILE
+    samples = np.asarray(out).astype(int)
+    x, y = _nose(kps)
+    assert samples[y, x, 0] - int(deep[y, x, 0]) > 30 * 257  # reddened where the face is
+    corner = np.abs(samples[:20, :20] - deep[:20, :20].astype(int)).mean()
+    assert corner < 257  # the rest as it was, below an 8-bit level on average (lossless: the 10-bit steps)
+    assert write_photo(tmp_path / "out.jpg", photo.rgb, photo) == [
+        "the photo had 10 bits per sample; it is written with 8 (write .png or .tif to keep 10)"]
+
+
 def test_what_a_heic_holds_beside_its_picture_is_said_lost(tmp_path):
     """A Portrait photo's depth map and an HDR photo's gain map are not written again: said, not
     lost silently (pillow-heif writes neither from a picture; its ``info`` as it reads them)."""
