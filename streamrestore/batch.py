@@ -53,6 +53,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from streamrestore.errors import InputError, OutputError, UserError
 
@@ -188,7 +189,7 @@ def _folder_inputs(folder: Path) -> list[Path]:
 
     taken, folders, others, outputs = [], [], [], []
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or entry.name == MANIFEST_NAME:  # (an earlier batch's record: its own)
             continue
         if entry.is_dir():
             folders.append(entry.name + "/")
@@ -842,6 +843,9 @@ def run(
     except OSError as exc:
         raise UserError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}; choose a folder you can "
                         "write to") from None
+    from streamrestore.output_file import temp_beside
+
+    temp_beside(out_dir / MANIFEST_NAME).unlink()  # (a record it can append to, in a folder it cannot create files in)
     outputs: dict[Path, Path] = {}
     for src in inputs:
         dst = output_path(out_dir, src)
@@ -870,10 +874,9 @@ def run(
     # what an output was made with, recorded with it: a rerun with other settings says it keeps the old output
     settings = {"model": str(model), "refs": ", ".join(ref_specs) or "none", "adapt": str(options.get("adapt")),
                 "fast vae": str(fast_vae), "detector": str(detector), "face models": str(face_models),
-                "pipeline": repr(sorted(config.items())), "codec": str(codec), "crf": str(crf), "preset": str(preset),
-                "deinterlace": str(deinterlace)}
+                "pipeline": repr(sorted(config.items())), "deinterlace": str(deinterlace)}
     state = _Batch(inputs, outputs, out_dir, manifest, result, bar, chunk_seconds if ray_module else None, retries)
-    state.settings = settings
+    state.settings, state.encoder = settings, EncoderSettings(**encoder)
     try:
         state.plan_all()
         if state.queue:
@@ -883,6 +886,7 @@ def run(
                 state.run_here(worker_args)
     except KeyboardInterrupt as exc:  # (Ctrl-C, a stop signal): said by the CLI with what was kept
         state.remove_stale_temps()  # (the workers are gone: a Ray started here is shut down)
+        state.adopt_finished()
         done = len(result.succeeded)
         exc.kept = (f"{done} output{'s' if done != 1 else ''} finished in {out_dir} {'are' if done != 1 else 'is'} kept "
                     "(and finished chunks of long videos); a rerun resumes there")  # type: ignore[attr-defined]
@@ -908,6 +912,7 @@ class _Batch:
         self.hooks = _fail_hooks()
         self.die_hooks = _fail_hooks(DIE_ENV)
         self.settings: dict[str, str] = {}  # what the outputs are made with (recorded in the manifest)
+        self.encoder: Any = None  # the encoder settings given (an EncoderSettings; defaults resolved per output)
 
     # keys and paths
     @staticmethod
@@ -931,12 +936,44 @@ class _Batch:
         return self.parts_folder(src) / f"chunk-{i:04d}-{a}-{b}.mkv"
 
     # planning
-    def settings_changed(self, recorded: dict | None) -> str:
-        """The settings this run names otherwise than ``recorded`` (an output's), as "name: then,
-        now now"; "" when the same, or when nothing was recorded (an older batch's output)."""
+    def finished_meanwhile(self, src_path: Path, rec: dict, ident: dict) -> bool:
+        """Whether a worker finished this whole input after the batch stopped without recording it
+        (a stop signal lands while workers write; Ray ends them seconds later): its record is still
+        pending or running, and its output is there, complete (written whole or not at all), with the
+        planned frame count, of the same input."""
+        dst = self.outputs[src_path]
+        return (rec.get("state") in ("pending", "running") and rec.get("chunks") == 1 and rec.get("output") == str(dst)
+                and rec.get("input_size") == ident.get("size") and rec.get("input_mtime") == ident.get("mtime")
+                and dst.exists() and count_frames(dst) == rec.get("frames"))
+
+    def adopt_finished(self) -> None:
+        """After an interrupt: records as done, and counts, the inputs a worker finished meanwhile."""
+        for src_path, dst in self.outputs.items():
+            src = str(src_path.resolve())
+            if src in self.result.succeeded or not src_path.is_file():
+                continue
+            stat = src_path.stat()
+            if self.finished_meanwhile(src_path, self.manifest.get(self.input_key(src)),
+                                       {"size": stat.st_size, "mtime": stat.st_mtime}):
+                self.manifest.update(self.input_key(src), state="done")
+                self.result.succeeded[src] = str(dst)
+
+    def settings_of(self, dst: Path) -> dict[str, str]:
+        """What the output ``dst`` is made with: :attr:`settings` and, for a video, the encoder
+        and its options with the defaults resolved (``--crf 16`` is x264's default, not a change)."""
+        from streamrestore.images import is_image
+
+        if self.encoder is None or is_image(dst):
+            return dict(self.settings)
+        codec = self.encoder.codec_for(dst)
+        return {**self.settings, "codec": codec, **{f"{codec} {k}": v for k, v in self.encoder.options_for(codec).items()}}
+
+    def settings_changed(self, recorded: dict | None, dst: Path) -> str:
+        """The settings this run makes ``dst`` with otherwise than ``recorded`` (its output's), as
+        "name: then, now now"; "" when the same, or when nothing was recorded (an older batch's)."""
         if not recorded:
             return ""
-        changed = [f"{name}: {recorded.get(name)}, now {value}" for name, value in self.settings.items()
+        changed = [f"{name}: {recorded.get(name)}, now {value}" for name, value in self.settings_of(dst).items()
                    if recorded.get(name, value) != value]
         return "; ".join(changed)
 
@@ -964,6 +1001,8 @@ class _Batch:
             rec = self.manifest.get(self.input_key(src))
             stat = src_path.stat() if src_path.is_file() else None
             ident = {"size": stat.st_size, "mtime": stat.st_mtime} if stat else {}
+            if self.finished_meanwhile(src_path, rec, ident):
+                rec = self.manifest.update(self.input_key(src), state="done")
             if (rec.get("state") == "done" and rec.get("input_size") == ident.get("size")
                     and rec.get("input_mtime") == ident.get("mtime") and dst.exists()
                     and count_frames(dst) == rec.get("frames")):
@@ -972,7 +1011,7 @@ class _Batch:
                 if rec.get("warnings"):
                     self.result.warnings[src] = rec["warnings"]
                 self.bar.line(f"{src_path.name}: already done ({dst})")
-                changed = self.settings_changed(rec.get("settings"))
+                changed = self.settings_changed(rec.get("settings"), dst)
                 if changed:
                     note = (f"kept from an earlier batch made with other settings ({changed}); delete {dst.name} to "
                             "have it made with these")
@@ -998,7 +1037,7 @@ class _Batch:
             self.plans[src] = plan
             self.manifest.update(self.input_key(src), state="pending", output=str(dst), frames=plan.frames,
                                  chunks=len(plan.chunks), input_size=ident.get("size"),
-                                 input_mtime=ident.get("mtime"), error=None, settings=self.settings)
+                                 input_mtime=ident.get("mtime"), error=None, settings=self.settings_of(dst))
             self.bar.total += plan.frames
             if len(plan.chunks) == 1:
                 self.queue.append(("whole", src))
@@ -1169,12 +1208,12 @@ class _Batch:
             with _stop_signal_handlers_kept(), _without_token_enabled_notice():
                 ray.init(**kwargs)
             started_here = True
-        try:
-            with _plain_worker_prefixes():
+        with _plain_worker_prefixes():  # (until Ray is shut down: it prints the workers' last lines then)
+            try:
                 self._ray_loop(ray, worker_args, workers, gpus_per_worker, device, torch_threads)
-        finally:
-            if started_here:
-                ray.shutdown()
+            finally:
+                if started_here:
+                    ray.shutdown()
 
     def _ray_loop(self, ray, worker_args, workers, gpus_per_worker, device, torch_threads) -> None:
         resources = ray.cluster_resources()

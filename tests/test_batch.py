@@ -225,6 +225,7 @@ def test_a_folder_gives_its_videos_and_photos_and_says_what_it_leaves_out(clips,
     (folder / "._a.mp4").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble
     (folder / "a.restored.mp4").write_bytes(b"")
     (folder / "notes.txt").write_text("x")
+    (folder / MANIFEST_NAME).write_text("")  # (batched into itself before: its record is not "another file")
     (folder / "IMG_0002.CR2").write_bytes(b"x")
     with caplog.at_level("WARNING", logger="streamrestore"):
         assert [p.name for p in expand_inputs([folder])] == ["a.mp4", "clip.gif", "tape.dv"]
@@ -311,9 +312,9 @@ def test_a_rerun_with_other_settings_says_it_keeps_the_output_made_with_the_old(
     assert batch(clips / "a.mp4", "-o", out)[0] == 0
     code, err = batch(clips / "a.mp4", "-o", out, "--crf", "30")
     assert code == 0 and ": already done (" in err
-    assert (f"warning: {(clips / 'a.mp4').resolve()}: kept from an earlier batch made with other settings (crf: None, "
-            "now 30); delete a.restored.mp4 to have it made with these") in err
-    code, err = batch(clips / "a.mp4", "-o", out)
+    assert (f"warning: {(clips / 'a.mp4').resolve()}: kept from an earlier batch made with other settings (libx264 crf: "
+            "16, now 30); delete a.restored.mp4 to have it made with these") in err
+    code, err = batch(clips / "a.mp4", "-o", out, "--crf", "16", "--preset", "veryfast")  # (x264's defaults: the same)
     assert code == 0 and "other settings" not in err
 
 
@@ -365,6 +366,33 @@ def test_rays_own_lines_are_plain_and_its_secure_default_not_announced(monkeypat
     monkeypatch.setenv("RAY_COLOR_PREFIX", "1")  # the user's own choice stays
     with _plain_worker_prefixes():
         assert os.environ["RAY_COLOR_PREFIX"] == "1"
+
+
+def test_an_output_a_worker_finished_after_the_batch_stopped_counts_as_done(clips, tmp_path, batch, monkeypatch):
+    """A stop signal lands while workers write; Ray ends them seconds later, and one finished its
+    output meanwhile, its record left "running": a rerun restored it again, and the interrupt's count
+    left it out."""
+    import streamrestore.batch as batch_module
+    from streamrestore.batch import Manifest
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    assert batch(clips / "a.mp4", "-o", out)[0] == 0
+    key = f"input:{(clips / 'a.mp4').resolve()}"
+    Manifest(out / MANIFEST_NAME).update(key, state="running")  # (as the stopped batch left it)
+    written = (out / "a.restored.mp4").stat().st_mtime_ns
+    code, err = batch(clips / "a.mp4", "-o", out)
+    assert code == 0 and ": already done (" in err and (out / "a.restored.mp4").stat().st_mtime_ns == written
+    assert Manifest(out / MANIFEST_NAME).get(key)["state"] == "done"
+
+    Manifest(out / MANIFEST_NAME).update(key, state="running")
+
+    def stopped(self):  # the planning found it running, then the batch was interrupted
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module._Batch, "plan_all", stopped)
+    code, err = batch(clips / "a.mp4", "-o", out)
+    assert code == 130 and "interrupted; 1 output finished in " in err
 
 
 def test_an_interrupted_batch_says_what_it_kept(clips, tmp_path, batch, monkeypatch):
