@@ -700,6 +700,12 @@ def _plain_worker_prefixes():
             os.environ.pop("RAY_COLOR_PREFIX", None)
 
 
+def _file_ident(path: Path) -> dict:
+    """What tells an input file changed since its record: its size and modification time ({}: gone)."""
+    stat = path.stat() if path.is_file() else None
+    return {"size": stat.st_size, "mtime": stat.st_mtime} if stat else {}
+
+
 def _workers_that_fit(workers: int, nodes: list[dict], cpus_each: int, gpus_each: float) -> int:
     """``workers``, at most as many as Ray's nodes have room for now (``nodes``: each alive
     node's resources): an actor Ray cannot place waits for resources that never come, and the
@@ -952,9 +958,7 @@ class _Batch:
             src = str(src_path.resolve())
             if src in self.result.succeeded or not src_path.is_file():
                 continue
-            stat = src_path.stat()
-            if self.finished_meanwhile(src_path, self.manifest.get(self.input_key(src)),
-                                       {"size": stat.st_size, "mtime": stat.st_mtime}):
+            if self.finished_meanwhile(src_path, self.manifest.get(self.input_key(src)), _file_ident(src_path)):
                 self.manifest.update(self.input_key(src), state="done")
                 self.result.succeeded[src] = str(dst)
 
@@ -999,8 +1003,7 @@ class _Batch:
             src = str(src_path.resolve())
             dst = self.outputs[src_path]
             rec = self.manifest.get(self.input_key(src))
-            stat = src_path.stat() if src_path.is_file() else None
-            ident = {"size": stat.st_size, "mtime": stat.st_mtime} if stat else {}
+            ident = _file_ident(src_path)
             if self.finished_meanwhile(src_path, rec, ident):
                 rec = self.manifest.update(self.input_key(src), state="done")
             if (rec.get("state") == "done" and rec.get("input_size") == ident.get("size")

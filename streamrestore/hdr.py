@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["HdrTransfer", "SdrView", "hdr_transfer", "sdr_view", "to_sdr_picture"]
+__all__ = ["HdrTransfer", "SdrView", "coded_levels", "hdr_transfer", "sdr_view", "to_sdr_picture"]
 
 #: FFmpeg's transfer characteristics (``AVColorTransferCharacteristic``) of HDR video
 TRC_PQ, TRC_HLG = 16, 18
@@ -198,9 +198,14 @@ class SdrView:
 
     def region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """The box in SDR; from a 10- or 12-bit 4:2:0 frame, read at its own depth."""
+        return self.transfer.to_sdr(self.coded_region(x0, y0, x1, y1))
+
+    def coded_region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """The box in the frame's coded values: float32 from a 10- or 12-bit 4:2:0 frame (its own
+        depth), else uint8."""
         if getattr(self.pixels, "deep", None) is not None and hasattr(self.pixels, "deep_region"):
-            return self.transfer.to_sdr(self.pixels.deep_region(x0, y0, x1, y1))
-        return self.transfer.to_sdr(self.pixels.region(x0, y0, x1, y1))
+            return self.pixels.deep_region(x0, y0, x1, y1)
+        return self.pixels.region(x0, y0, x1, y1)
 
     def resized(self, width: int, height: int) -> np.ndarray:
         if (width, height) == self.shape[1::-1]:
@@ -225,6 +230,36 @@ class SdrView:
         if hasattr(self.pixels, "planes") and hasattr(self.pixels, "to_rgb"):
             return (*self.pixels.planes, self.pixels.to_rgb, self.transfer.to_sdr)
         return None
+
+    @property
+    def coded(self) -> "_CodedFrame":
+        """The frame as :func:`~streamrestore.faces.align.crop_face` reads it for crops left in the
+        coded values (float32 at a 10- or 12-bit frame's own depth): one warp serves both the SDR
+        crop (:meth:`HdrTransfer.to_sdr`) and the coded one the change is pasted onto
+        (:func:`coded_levels`)."""
+        return _CodedFrame(self)
+
+
+class _CodedFrame:
+    """:attr:`SdrView.coded`."""
+
+    def __init__(self, view: SdrView):
+        self.shape = view.shape
+        self.region = view.coded_region
+        self._view = view
+
+    def crop_planes(self):
+        planes = self._view.crop_planes()
+        return None if planes is None else (*planes[:4], _unchanged)
+
+
+def _unchanged(crop: np.ndarray) -> np.ndarray:
+    return crop
+
+
+def coded_levels(crop: np.ndarray) -> np.ndarray:
+    """A crop of :attr:`SdrView.coded` as uint8 coded RGB (a deep frame's rounded to 8-bit levels)."""
+    return crop if crop.dtype == np.uint8 else np.clip(np.rint(crop), 0, 255).astype(np.uint8)
 
 
 def sdr_view(pixels: Any) -> Any:

@@ -7,6 +7,7 @@ colour profile, EXIF, XMP, a PNG's text); :func:`write_photo` writes it.
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -39,9 +40,10 @@ UNREAD_PHOTO_FORMATS = {
 }
 
 
+@functools.cache
 def _pillow():
     """Pillow's ``Image`` with pillow-heif's HEIF reader and writer registered (Pillow keeps one
-    registry of formats per process; registering again only replaces the same entries)."""
+    registry of formats per process: registered once)."""
     from PIL import Image
     from pillow_heif import register_heif_opener
 

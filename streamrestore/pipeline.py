@@ -28,7 +28,7 @@ from streamrestore.faces.detect import detect_upright
 from streamrestore.faces.identity import IdentityMatcher
 from streamrestore.faces.propagate import FacePropagator
 from streamrestore.faces.track import FaceTracker, TrackerConfig
-from streamrestore.hdr import SdrView, sdr_view
+from streamrestore.hdr import SdrView, coded_levels, sdr_view
 from streamrestore.images import is_image
 from streamrestore.model.resample import auto_crop_side, crop_sides, restore_batches
 from streamrestore.pixels import (
@@ -702,9 +702,12 @@ class FaceRestorer:
         stages' times to ``seconds`` and returns the frame restored. ``view``: what the stages
         see of ``pixels`` (an HDR frame's :class:`~streamrestore.hdr.SdrView`: the crops are
         restored in SDR, and their change is coded back before the paste)."""
-        coded = [crop_face(pixels, m, side) for m, side in zip(matrices, sides)]
         transfer = view.transfer if isinstance(view, SdrView) else None
-        crops = coded if transfer is None else [crop_face(view, m, side) for m, side in zip(matrices, sides)]
+        if transfer is None:
+            crops = coded = [crop_face(pixels, m, side) for m, side in zip(matrices, sides)]
+        else:  # one warp per face, at the frame's own depth: the SDR crop and the coded base from it
+            exact = [crop_face(view.coded, m, side) for m, side in zip(matrices, sides)]
+            crops, coded = [transfer.to_sdr(crop) for crop in exact], [coded_levels(crop) for crop in exact]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
         with torch.inference_mode():

@@ -175,32 +175,22 @@ def plane_view(plane, height: int, width: int, dtype: Any = np.uint8) -> np.ndar
     return np.frombuffer(plane, dtype).reshape(-1, plane.line_size // itemsize)[:height, :width]
 
 
-def _yuv420_box_planes(y: np.ndarray, u: np.ndarray, v: np.ndarray, box: tuple[int, int, int, int]):
-    """The parts of a 4:2:0 frame's planes :func:`_yuv420_region` reads for ``box`` (x0, y0, x1, y1)."""
-    x0, y0, x1, y1 = box
-    cx0, cy0 = max(x0 // 2 - 1, 0), max(y0 // 2 - 1, 0)
-    cx1, cy1 = min((x1 + 1) // 2 + 1, u.shape[1]), min((y1 + 1) // 2 + 1, u.shape[0])
-    return y[y0:y1, x0:x1], u[cy0:cy1, cx0:cx1], v[cy0:cy1, cx0:cx1]
-
-
 def _yuv420_region(y: np.ndarray, u: np.ndarray, v: np.ndarray, box: tuple[int, int, int, int], to_rgb: np.ndarray,
-                   origin: tuple[int, int] | None = None) -> np.ndarray:
-    """RGB of ``box`` of a 4:2:0 frame, chroma upsampled bilinearly. ``y, u, v``: the whole
-    planes, or (``origin``: where the box starts in the frame) the parts
-    :func:`_yuv420_box_planes` cut, ``box`` then within them; uint8 in, uint8 out; float32 in
-    (8-bit levels), float32 out."""
-    if origin is None:
-        y, u, v = _yuv420_box_planes(y, u, v, box)
-        origin = box[:2]
-    x0, y0 = origin
-    w, h = box[2] - box[0], box[3] - box[1]
+                   as_float: bool = False) -> np.ndarray:
+    """RGB of ``box`` (x0, y0, x1, y1) of a 4:2:0 frame's planes, chroma upsampled bilinearly: uint8
+    from uint8 planes; with ``as_float``, float32 in the levels ``to_rgb`` takes (a deep frame's
+    samples, the box's only cast: none of their bits rounded away)."""
+    x0, y0, x1, y1 = box
     # Chroma samples covering the box plus one on each side, so the bilinear upsampling
     # inside the box does not depend on where the box ends.
     cx0, cy0 = max(x0 // 2 - 1, 0), max(y0 // 2 - 1, 0)
-    chroma = cv2.merge([u, v])
-    up = cv2.resize(chroma, (2 * u.shape[1], 2 * u.shape[0]), interpolation=cv2.INTER_LINEAR)
+    cx1, cy1 = min((x1 + 1) // 2 + 1, u.shape[1]), min((y1 + 1) // 2 + 1, u.shape[0])
+    y, u, v = y[y0:y1, x0:x1], u[cy0:cy1, cx0:cx1], v[cy0:cy1, cx0:cx1]
+    if as_float:
+        y, u, v = np.float32(y), np.float32(u), np.float32(v)
+    up = cv2.resize(cv2.merge([u, v]), (2 * (cx1 - cx0), 2 * (cy1 - cy0)), interpolation=cv2.INTER_LINEAR)
     ox, oy = x0 - 2 * cx0, y0 - 2 * cy0
-    up = up[oy : oy + h, ox : ox + w]
+    up = up[oy : oy + (y1 - y0), ox : ox + (x1 - x0)]
     return cv2.transform(cv2.merge([y, up[..., 0], up[..., 1]]), to_rgb)
 
 
@@ -275,9 +265,8 @@ class Yuv420Pixels:
     def deep_region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """:meth:`region` read from the 10- or 12-bit frame itself (:meth:`deep_planes`), as float32
         RGB in 8-bit levels with the bits below them kept."""
-        y, u, v, to_rgb = self.deep_planes()
-        box_planes = _yuv420_box_planes(y, u, v, (x0, y0, x1, y1))
-        return _yuv420_region(*(np.float32(p) for p in box_planes), (0, 0, x1 - x0, y1 - y0), to_rgb, origin=(x0, y0))
+        *planes, to_rgb = self.deep_planes()
+        return _yuv420_region(*planes, (x0, y0, x1, y1), to_rgb, as_float=True)
 
     def resized(self, width: int, height: int) -> np.ndarray:
         """The whole frame as RGB at ``width`` x ``height``: each plane area-shrunk, then only
