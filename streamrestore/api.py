@@ -53,6 +53,7 @@ def restore_video(
     force: bool = False,
     progress: ProgressMode = False,
     deinterlace: bool = True,
+    on_frame: Callable[[], object] | None = None,
 ) -> RunStats:
     """Restores the faces of the video ``src`` into ``dst``.
 
@@ -85,6 +86,9 @@ def restore_video(
             True: FFmpeg's bwdif, one frame per frame, timestamps kept; the faces are restored on
             whole frames and the output plays without combing); False writes the woven fields
             as they are, as progressive frames (:class:`~streamrestore.video.reader.VideoReader`).
+        on_frame: called once per frame handed to the writer, on the writer's thread (default
+            None): an application's own progress display (``restore_video`` itself knows the
+            frame count as :func:`streamrestore.run.expected_frames` does).
 
     Returns:
         The run's :class:`~streamrestore.run.RunStats`.
@@ -93,7 +97,7 @@ def restore_video(
         UserError: a :class:`~streamrestore.errors.UserError` subclass for mistakes in the
             paths, the window and the output (container, codec, audio), raised before
             ``restorer`` is built.
-        ValueError: a ``progress``, ``encoder`` or ``restorer`` of the wrong kind.
+        ValueError: a ``progress``, ``on_frame``, ``encoder`` or ``restorer`` of the wrong kind.
     """
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import EncoderSettings, VideoWriter, check_not_input, default_output_path
@@ -101,6 +105,8 @@ def restore_video(
     started = time.perf_counter()
     if progress not in (False, True, "bar", "lines"):
         raise ValueError(f"progress must be True, False, 'bar' or 'lines', got {progress!r}")
+    if on_frame is not None and not callable(on_frame):
+        raise ValueError(f"on_frame must be a function of no arguments or None, got {type(on_frame).__name__}")
     if encoder is None:
         encoder = EncoderSettings()
     elif not isinstance(encoder, EncoderSettings):
@@ -120,9 +126,15 @@ def restore_video(
             stats = face_restorer.stats
             stats.startup_seconds = time.perf_counter() - started
             bar = make_progress(expected_frames(info, start, end), progress)
+            hooks = [hook for hook in (bar.update if bar else None, on_frame) if hook is not None]
+
+            def each_frame() -> None:
+                for hook in hooks:
+                    hook()
+
             try:
                 stats.add_time("encode", restore_frames(reader.frames(), writer, face_restorer,
-                                                        on_frame=bar.update if bar else None))
+                                                        on_frame=each_frame if hooks else None))
             finally:
                 if bar is not None:
                     bar.close()

@@ -53,7 +53,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from streamrestore.errors import InputError, OutputError, UserError
 
@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 #: frames restored and dropped on each side of a chunk (tracker warm-up and lookahead, temporal fusion)
 OVERLAP_FRAMES = 8
 DEFAULT_CHUNK_SECONDS = 60.0
+#: seconds between the lines that say how far the pieces under way have come: a piece (a whole
+#: file without Ray, a 60 s chunk on a CPU, a long join) takes minutes, and said nothing until done
+UNDER_WAY_LINE_SECONDS = 30.0
 MANIFEST_NAME = "batch-manifest.jsonl"
 #: object store of a Ray started by ``ray="local"`` (MiB; ``ray_init={"object_store_memory": ...}`` overrides)
 LOCAL_OBJECT_STORE_MB = 200
@@ -330,14 +333,16 @@ class _PartSink:
         keep: ``(first, end)`` pts of the frames to keep (``end`` None: to the last); the
             overlap outside is restored for warm-up only and dropped here.
         die: the :data:`DIE_ENV` test hook's marker, or None.
+        on_kept: called after each kept frame (the worker's count of the chunk's frames done).
     """
 
     def __init__(self, path: Path, width: int, height: int, pix_fmt: str, matrix: int | None,
-                 color_range: int | None, *, keep: tuple[int, int | None], die: str | None = None):
+                 color_range: int | None, *, keep: tuple[int, int | None], die: str | None = None,
+                 on_kept: Callable[[], None] | None = None):
         import av
 
         self.pix_fmt, self.matrix, self.color_range = pix_fmt, matrix, color_range
-        self.keep, self.die = keep, die
+        self.keep, self.die, self.on_kept = keep, die, on_kept
         self.kept = 0
         # Each frame's picture type (I/P/B) as decoded: libx264 follows it (an I frame becomes a
         # keyframe), so the join hands it on as the main command's writer does.
@@ -359,6 +364,8 @@ class _PartSink:
         converted.pts, converted.time_base = self.kept, Fraction(1, 25)
         self._out.mux(self._stream.encode(converted))
         self.kept += 1
+        if self.on_kept is not None:
+            self.on_kept()
         _die_once(self.die)  # (test hook: mid-task, a partial part file written)
 
     def close(self) -> None:
@@ -398,6 +405,11 @@ class BatchWorker:
         config = PipelineConfig(**options.pop("config", {}))
         self.encoder = dict(encoder or {})
         self.deinterlace = deinterlace
+        #: frames of the piece under way done so far (restored and kept; a join: encoded), read by
+        #: :meth:`progress` from another thread (a Ray actor's second one, or the writer's here)
+        self.frames_now = 0
+        #: in this process, the driver's function called after each of those frames (its lines)
+        self.report: Callable[[], None] | None = None
         #: a usage mistake found while loading (a model that is not there, offline downloads, no GPU on
         #: this node): kept for :meth:`setup_error` in a Ray actor, whose raising here would only read
         #: as "the worker died", again for every retry; raised at once in this process
@@ -422,6 +434,16 @@ class BatchWorker:
     def setup_error(self) -> UserError | None:
         """The usage mistake that stopped this worker loading, or None."""
         return self._setup_error
+
+    def progress(self) -> int:
+        """Frames of the piece under way done so far (those it keeps: a chunk's warm-up frames are
+        not counted; a join counts the frames it has encoded)."""
+        return self.frames_now
+
+    def _frame_done(self) -> None:
+        self.frames_now += 1
+        if self.report is not None:
+            self.report()
 
     def adaptation(self) -> dict:
         """What adapting to the references did here: ``weights`` (the fine-tunes by key, for
@@ -450,6 +472,7 @@ class BatchWorker:
         from streamrestore.video.reader import probe
 
         t0 = time.perf_counter()
+        self.frames_now = 0
         if fail:
             raise RuntimeError(f"injected failure ({FAIL_ENV})")
         _die_once(die)
@@ -459,7 +482,7 @@ class BatchWorker:
             info = probe(src)
             fps = float(info.frame_rate) if info.frame_rate else 30.0
             stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True,
-                                  deinterlace=self.deinterlace)
+                                  deinterlace=self.deinterlace, on_frame=self._frame_done)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "warnings": stats.warnings(),
                 "faces": stats.faces_restored, "identities": stats.identities_matched}
 
@@ -473,6 +496,7 @@ class BatchWorker:
         from streamrestore.video.writer import encoder_format
 
         t0 = time.perf_counter()
+        self.frames_now = 0
         if fail:
             raise RuntimeError(f"injected failure ({FAIL_ENV})")
         a, b = plan.chunks[index]
@@ -492,7 +516,8 @@ class BatchWorker:
             face_restorer = self._loaded().fresh(plan.fps, info.pixel_aspect)
             pix_fmt, matrix, color_range = encoder_format(dst, info, self._settings())
             sink = _PartSink(tmp, info.width, info.height, pix_fmt, matrix, color_range,
-                             keep=(plan.pts[a], plan.pts[b] if b < n else None), die=die)
+                             keep=(plan.pts[a], plan.pts[b] if b < n else None), die=die,
+                             on_kept=self._frame_done)
             try:
                 restore_frames(reader.frames(), sink, face_restorer)
             except BaseException:
@@ -519,6 +544,7 @@ class BatchWorker:
         from streamrestore.video.writer import VideoWriter
 
         t0 = time.perf_counter()
+        self.frames_now = 0
         info = probe(plan.src, deinterlace=self.deinterlace)  # the frames the chunks were restored from
         i = 0
         with VideoWriter(dst, info, self._settings(), audio_from=plan.src, force=True) as writer:
@@ -533,6 +559,7 @@ class BatchWorker:
                         frame.pict_type = types[k]
                         writer.write(frame)
                         i += 1
+                        self._frame_done()
             if i != plan.frames:
                 raise RuntimeError(f"joining {plan.src}: {i} frames in the chunks, the input has {plan.frames}")
         return {"frames": i, "seconds": time.perf_counter() - t0, "warnings": list(writer.notes)}
@@ -584,15 +611,30 @@ class BatchResult:
 
 
 class _Progress:
-    def __init__(self, enabled: bool, interval: float = 0.0):
+    def __init__(self, enabled: bool, interval: float | None = None):
         self.enabled = enabled
         self.total = 0
         self.done = 0
         self.start = time.monotonic()
-        self.interval = interval
-        self._last = 0.0
+        #: seconds without a line after which the pieces under way are said (:meth:`due`; None:
+        #: :data:`UNDER_WAY_LINE_SECONDS`)
+        self.interval = UNDER_WAY_LINE_SECONDS if interval is None else interval
+        self._last = self.start
         self.photos_only = False  # every input is a photo (set by the planning)
         self.earlier = 0  # frames of the count an earlier run restored (finished chunks): not in the rate
+        #: frames restored so far of each piece not finished yet, as its worker last said
+        #: (counted in every line, until the piece is done or failed)
+        self.under_way: dict[Any, int] = {}
+
+    def due(self) -> float | None:
+        """Seconds until the pieces under way are to be said (0: now), None when nothing is said."""
+        if not self.enabled:
+            return None
+        return max(0.0, self._last + self.interval - time.monotonic())
+
+    def passed(self) -> None:
+        """Nothing was worth a line now: the pieces under way are said again an interval on."""
+        self._last = time.monotonic()
 
     def line(self, text: str, frames: int = 0, *, earlier: bool = False) -> None:
         """Says ``text`` with the count so far; ``frames`` done with it (``earlier``: by an earlier run)."""
@@ -600,17 +642,18 @@ class _Progress:
         self.earlier += frames if earlier else 0
         if not self.enabled:
             return
+        now = self._last = time.monotonic()
         if not self.total:
             print(f"batch: {text}", file=sys.stderr, flush=True)
             return
-        now = time.monotonic()
         elapsed = now - self.start
-        fps = (self.done - self.earlier) / elapsed if elapsed > 0 else 0.0
+        done = self.done + sum(self.under_way.values())
+        fps = (done - self.earlier) / elapsed if elapsed > 0 else 0.0
         # a batch of photos only counts photos (each is one frame of the count)
         unit, rate = ("photos", f"{fps * 60:.1f} a minute") if self.photos_only else ("frames", f"{fps:.1f} fps")
-        where = f"{self.done}/{self.total} {unit} ({100.0 * self.done / max(1, self.total):.0f}%), {rate}"
-        if fps > 0 and self.total > self.done:
-            left = int((self.total - self.done) / fps)
+        where = f"{done}/{self.total} {unit} ({100.0 * done / max(1, self.total):.0f}%), {rate}"
+        if fps > 0 and self.total > done:
+            left = int((self.total - done) / fps)
             where += f", ETA {left // 60}:{left % 60:02d}"
         print(f"batch: {where}: {text}", file=sys.stderr, flush=True)
 
@@ -1099,6 +1142,7 @@ class _Batch:
         self.manifest.update(self.key_of(piece), state="running", attempts=self.attempts[piece])
 
     def finished(self, piece, info: dict) -> None:
+        self.bar.under_way.pop(piece, None)  # (counted as done below)
         kind, src = piece[0], piece[1]
         name, plan = self.name_of(src), self.plans[src]
         if kind == "chunk":
@@ -1145,7 +1189,33 @@ class _Batch:
             except OSError:
                 pass  # other inputs' parts (or a dead worker's) are still in it
 
+    def say_under_way(self, counts: list[tuple[Any, int]]) -> None:
+        """One progress line for the pieces not finished yet: ``counts`` holds each one with its
+        frames done so far (:meth:`BatchWorker.progress`). Photos are left out (a moment each)."""
+        from streamrestore.images import is_image
+
+        said = []
+        for piece, frames in counts:
+            kind, src = piece[0], piece[1]
+            plan, name = self.plans[src], self.name_of(src)
+            if kind == "join":
+                said.append(f"joining {name} ({frames}/{plan.frames} frames)")
+                continue
+            if is_image(src):
+                continue
+            self.bar.under_way[piece] = frames
+            if kind == "chunk":
+                a, b = plan.chunks[piece[2]]
+                said.append(f"{name} chunk {piece[2] + 1}/{len(plan.chunks)} ({frames}/{b - a} frames)")
+            else:
+                said.append(f"{name} ({frames}/{plan.frames} frames)")
+        if said:
+            self.bar.line(f"under way: {', '.join(said)}")
+        else:
+            self.bar.passed()
+
     def failed_piece(self, piece, exc: BaseException) -> None:
+        self.bar.under_way.pop(piece, None)
         kind, src = piece[0], piece[1]
         error = _error_text(exc)
         tries = self.attempts.get(piece, 1)
@@ -1187,6 +1257,12 @@ class _Batch:
         while self.queue:
             piece = self.queue.popleft()
             self.started(piece)
+
+            def report(piece=piece) -> None:  # (on the worker's writer thread, after each frame)
+                if self.bar.due() == 0.0:
+                    self.say_under_way([(piece, worker.progress())])
+
+            worker.report = report
             try:
                 info = self.call(worker, piece, remote=False)
             except (KeyboardInterrupt, SystemExit):
@@ -1232,7 +1308,10 @@ class _Batch:
         workers = _workers_that_fit(workers, nodes, torch_threads or 1, gpus_per_worker)
         pieces = len(self.queue)
         workers = max(1, min(workers, pieces))
-        actor_cls = ray.remote(BatchWorker).options(num_cpus=torch_threads or 1, num_gpus=gpus_per_worker)
+        # (a second thread answers progress() while the first restores: the driver asks every
+        # UNDER_WAY_LINE_SECONDS; the driver never gives an actor two pieces at once)
+        actor_cls = ray.remote(BatchWorker).options(num_cpus=torch_threads or 1, num_gpus=gpus_per_worker,
+                                                    max_concurrency=2)
         log.info("batch: %d worker(s) (%s CPU%s each), %d piece(s) of work on Ray", workers, torch_threads or 1,
                  f", {gpus_per_worker:g} GPU" if gpus_per_worker else "", pieces)
 
@@ -1285,7 +1364,10 @@ class _Batch:
                 actor = idle.pop()
                 self.started(piece)
                 running[self.call(actor, piece, remote=True)] = (piece, actor)
-            done, _ = ray.wait(list(running), num_returns=1)
+            done, _ = ray.wait(list(running), num_returns=1, timeout=self.bar.due())
+            if not done:  # a while without a finished piece: say how far those under way have come
+                self.ask_under_way(ray, running)
+                continue
             ref = done[0]
             piece, actor = running.pop(ref)
             try:
@@ -1307,3 +1389,14 @@ class _Batch:
             self.finished(piece, info)
         for actor in idle:
             ray.kill(actor)
+
+    def ask_under_way(self, ray, running: dict) -> None:
+        """Asks the actors of the ``running`` pieces how far they have come and says it (nothing
+        when one does not answer within seconds: a dead one is found by the wait for results)."""
+        asked = [(piece, actor.progress.remote()) for piece, actor in running.values()]
+        try:
+            counts = ray.get([ref for _, ref in asked], timeout=10)
+        except (ray.exceptions.RayError, TimeoutError):
+            self.bar.line("under way: the workers did not say how far they are")
+            return
+        self.say_under_way([(piece, frames) for (piece, _), frames in zip(asked, counts)])

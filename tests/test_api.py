@@ -17,11 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 def test_restore_video_has_few_parameters_all_typed():
     signature = inspect.signature(streamrestore.restore_video)
     assert list(signature.parameters) == ["src", "dst", "restorer", "encoder", "start", "end", "force", "progress",
-                                          "deinterlace"]
+                                          "deinterlace", "on_frame"]
     assert all(p.annotation is not inspect.Parameter.empty for p in signature.parameters.values())
     assert signature.return_annotation is not inspect.Signature.empty
     assert [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY] == \
-        ["encoder", "start", "end", "force", "progress", "deinterlace"]
+        ["encoder", "start", "end", "force", "progress", "deinterlace", "on_frame"]
 
 
 def test_lazy_names_resolve_and_are_visible_to_type_checkers():

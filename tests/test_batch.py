@@ -2,6 +2,7 @@
 each input in its output, chunks joined, resume, retry, failed inputs, the in-process fallback."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -752,3 +753,40 @@ def test_a_missing_fast_vae_is_a_usage_error_before_any_worker(clips, tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and "nowhere" in err and "Traceback" not in err, err
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()
+
+
+def _under_way(err: str) -> list[tuple[int, int, str]]:
+    """(frames done in all, their total, what was under way) of each "under way" progress line."""
+    lines = re.findall(r"batch: (\d+)/(\d+) frames \(\d+%\), [\d.]+ fps(?:, ETA \d+:\d\d)?: under way: (.*)", err)
+    return [(int(done), int(total), what) for done, total, what in lines]
+
+
+def test_a_long_piece_says_how_far_it_has_come_in_process(clips, tmp_path, batch, monkeypatch):
+    """Without Ray a whole video is one piece: a long one said nothing for many minutes. Now a line
+    an interval after the last says its frames so far, counted in the batch's total."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setattr("streamrestore.batch.UNDER_WAY_LINE_SECONDS", 0.0)  # (a line after every frame)
+    code, err = batch(clips / "a.mp4", clips / "long.mp4", "-o", tmp_path / "out")
+    assert code == 0, err
+    lines = _under_way(err)
+    assert [what for *_, what in lines] == ([f"a.mp4 ({k}/8 frames)" for k in range(1, 9)]
+                                            + [f"long.mp4 ({k}/60 frames)" for k in range(1, 61)])
+    assert [done for done, *_ in lines] == [*range(1, 9), *range(9, 69)]  # a's 8 frames done, then long's
+    assert all(total == 68 for _, total, _ in lines)
+
+
+def test_a_long_piece_on_ray_says_how_far_it_has_come(local_ray, clips, tmp_path, batch, monkeypatch):
+    """On Ray the driver asks the workers (a second thread of each actor answers while the first
+    restores) how far their pieces are: chunks, and the join of the chunks."""
+    monkeypatch.setattr("streamrestore.batch.UNDER_WAY_LINE_SECONDS", 0.05)
+    code, err = batch(clips / "long.mp4", "-o", tmp_path / "out", "--chunk-seconds", CHUNK_SECONDS)
+    assert code == 0, err
+    lines = _under_way(err)
+    chunks = [what for *_, what in lines if "chunk" in what]
+    assert chunks and all(re.fullmatch(r"(long\.mp4 chunk [123]/3 \((\d+)/20 frames\)(, )?)+", what) for what in chunks)
+    counts = [int(n) for what in chunks for n in re.findall(r"\((\d+)/20", what)]
+    assert max(counts) > 0 and all(n <= 20 for n in counts)
+    assert all(total == 60 and done <= 60 for done, total, _ in lines)
+    # every line counts the frames under way as last said: the count never goes back
+    every = [int(n) for n in re.findall(r"batch: (\d+)/60 frames", err)]
+    assert every == sorted(every) and every[-1] == 60

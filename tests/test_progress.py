@@ -96,6 +96,22 @@ def test_restore_video_prints_lines_to_a_log(clip, tmp_path, capsys, monkeypatch
     assert lines[-1].startswith("progress: 6/6 frames (100%), ") and "fps" in lines[-1]
 
 
+def test_an_applications_own_progress_gets_every_frame_with_the_bar(clip, tmp_path, capsys, monkeypatch):
+    """``on_frame``: a GUI's progress bar (or batch's count) is called once per frame written,
+    beside the lines of ``progress``; anything but a function is refused before work starts."""
+    from streamrestore.pipeline import FaceRestorer
+
+    monkeypatch.setattr(run, "PROGRESS_INTERVAL", 0.0)
+    restorer = FaceRestorer.from_options(model="identity", detector="dlib")
+    seen = []
+    restore_video(clip, tmp_path / "o.mp4", restorer, progress=True, on_frame=lambda: seen.append(len(seen)))
+    assert seen == list(range(6))
+    assert sum(line.startswith("progress: ") for line in capsys.readouterr().err.splitlines()) == 6
+    with pytest.raises(ValueError, match="on_frame must be a function"):
+        restore_video(clip, tmp_path / "p.mp4", restorer, on_frame=6)
+    assert not (tmp_path / "p.mp4").exists()
+
+
 def test_cli_prints_progress_lines_unless_no_progress(clip, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(run, "PROGRESS_INTERVAL", 0.0)  # every frame, instead of every 5 s
     args = [str(clip), "--model", "identity", "--detector", "dlib", "--force", "-o", str(tmp_path / "o.mp4")]
