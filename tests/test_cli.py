@@ -72,8 +72,10 @@ def clip(tmp_path):
     return path
 
 
-def test_version():
-    proc = subprocess.run([sys.executable, "-m", "streamrestore.cli", "--version"], capture_output=True, text=True)
+@pytest.mark.parametrize("module", ["streamrestore", "streamrestore.cli"])
+def test_version(module):
+    """``python -m streamrestore`` runs the program too (its script may not be on PATH)."""
+    proc = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and __version__ in proc.stdout
 
 
