@@ -1204,11 +1204,10 @@ class _Batch:
             if is_image(src):
                 continue
             self.bar.under_way[piece] = frames
-            if kind == "chunk":
-                a, b = plan.chunks[piece[2]]
-                said.append(f"{name} chunk {piece[2] + 1}/{len(plan.chunks)} ({frames}/{b - a} frames)")
-            else:
-                said.append(f"{name} ({frames}/{plan.frames} frames)")
+            a, b = plan.chunks[piece[2]] if kind == "chunk" else (0, plan.frames)
+            where = f" chunk {piece[2] + 1}/{len(plan.chunks)}" if kind == "chunk" else ""
+            # (no frame yet: the worker loads its models, or restores a chunk's warm-up frames)
+            said.append(f"{name}{where} ({f'{frames}/{b - a} frames' if frames else 'starting'})")
         if said:
             self.bar.line(f"under way: {', '.join(said)}")
         else:
