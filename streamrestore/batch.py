@@ -484,7 +484,7 @@ class BatchWorker:
             stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True,
                                   deinterlace=self.deinterlace, on_frame=self._frame_done)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "warnings": stats.warnings(),
-                "faces": stats.faces_restored, "identities": stats.identities_matched}
+                "faces": stats.faces_restored, "clean": stats.faces_left_clean, "identities": stats.identities_matched}
 
     def restore_chunk(self, plan: Plan, index: int, part: str, dst: str, fail: bool = False,
                       die: str | None = None) -> dict:
@@ -533,7 +533,8 @@ class BatchWorker:
         stats = face_restorer.stats
         stats.problems.extend(reader.problems)
         return {"frames": kept, "sha256": sha256_of(part), "seconds": time.perf_counter() - t0,
-                "faces": stats.faces_restored, "identities": stats.identities_matched, "warnings": stats.warnings()}
+                "faces": stats.faces_restored, "clean": stats.faces_left_clean, "identities": stats.identities_matched,
+                "warnings": stats.warnings()}
 
     def join(self, plan: Plan, parts: list[str], dst: str) -> dict:
         """Encodes the chunks' frames in order at the input's timestamps into ``dst`` and remuxes
@@ -656,6 +657,18 @@ class _Progress:
             left = int((self.total - done) / fps)
             where += f", ETA {left // 60}:{left % 60:02d}"
         print(f"batch: {where}: {text}", file=sys.stderr, flush=True)
+
+
+def _faces_said(info: dict) -> str:
+    """What a piece did to faces, for its progress line ("" when not known): "12 faces restored, "
+    or "no face found, ", the quality gate's clean ones said apart."""
+    faces, clean = info.get("faces"), info.get("clean") or 0
+    if faces is None:
+        return ""
+    if not faces:
+        return "no face found, "
+    restored = f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored"
+    return f"{restored} and {clean} clean left as {'it was' if clean == 1 else 'they were'}, " if clean else f"{restored}, "
 
 
 def _fail_hooks(env: str = FAIL_ENV) -> set[str]:
@@ -1149,10 +1162,10 @@ class _Batch:
             i = piece[2]
             self.manifest.update(self.key_of(piece), state="done", sha256=info["sha256"], frames=info["frames"],
                                  error=None, seconds=round(info["seconds"], 3), identities=info.get("identities"),
-                                 warnings=info.get("warnings", []))
+                                 warnings=info.get("warnings", []), faces=info.get("faces"), clean=info.get("clean"))
             self.result.frames += info["frames"]
             self.bar.line(f"{name} chunk {i + 1}/{len(plan.chunks)} done ({info['frames']} frames, "
-                          f"{info['seconds']:.1f} s)", info["frames"])
+                          f"{_faces_said(info)}{info['seconds']:.1f} s)", info["frames"])
             self.remaining[src] -= 1
             if self.remaining[src] == 0:
                 self.queue.appendleft(("join", src))
@@ -1165,8 +1178,11 @@ class _Batch:
         extra = {"identities": info["identities"]} if "identities" in info else {}
         warnings = list(info.get("warnings", []))
         if kind == "join":
-            chunks = [self.manifest.get(self.chunk_key(src, i)).get("warnings") or [] for i in range(len(plan.chunks))]
-            warnings = _chunks_warnings(chunks) + warnings
+            records = [self.manifest.get(self.chunk_key(src, i)) for i in range(len(plan.chunks))]
+            warnings = _chunks_warnings([r.get("warnings") or [] for r in records]) + warnings
+            extra.update(faces=sum(r.get("faces") or 0 for r in records), clean=sum(r.get("clean") or 0 for r in records))
+        elif "faces" in info:
+            extra.update(faces=info["faces"], clean=info.get("clean"))
         self.manifest.update(self.input_key(src), state="done", sha256=sha256_of(dst), frames=frames, error=None,
                              seconds=round(info["seconds"], 3), warnings=warnings, **extra)
         self.result.succeeded[src] = str(dst)
@@ -1179,9 +1195,9 @@ class _Batch:
 
             self.result.photos += is_image(src)
             what = "a photo" if is_image(src) else f"{frames} frame{'s' if frames != 1 else ''}"
-            self.bar.line(f"{name} done ({what}, {info['seconds']:.1f} s) -> {dst}{noted}", frames)
+            self.bar.line(f"{name} done ({what}, {_faces_said(extra)}{info['seconds']:.1f} s) -> {dst}{noted}", frames)
         else:
-            self.bar.line(f"{name} joined ({len(plan.chunks)} chunks) -> {dst}{noted}")
+            self.bar.line(f"{name} joined ({len(plan.chunks)} chunks, {_faces_said(extra).rstrip(', ')}) -> {dst}{noted}")
             folder = self.parts[src][0].parent
             shutil.rmtree(folder, ignore_errors=True)
             try:  # the parts' common folder goes with its last input's parts

@@ -299,11 +299,13 @@ def run_bench(
 
     # Face models and references load once; every backend gets its own tracker and smoother.
     from streamrestore.pipeline import PipelineConfig
-    from streamrestore.quality import IdentityGateConfig
+    from streamrestore.quality import IdentityGateConfig, QualityGateConfig
     from streamrestore.temporal import TemporalConfig
 
     temporal = temporal if temporal is not None else TemporalConfig()
+    # the model runs on every face, clean ones too: a clean clip would otherwise time no model at all
     config = PipelineConfig(temporal=temporal, identity_gate=identity_gate or IdentityGateConfig(),
+                            gate=QualityGateConfig(skip_clean_faces=False),
                             crop_resolution=crop_resolution, detect_every=detect_every, max_faces=max_faces)
     if reference_detail is not None:
         config = dataclasses.replace(config, reference_detail=reference_detail)

@@ -58,6 +58,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: with ``max_faces``, how many times larger than a face restored on the frame before another face
+#: must be to take its place
+MAX_FACES_SWITCH = 1.25
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -65,6 +69,9 @@ class PipelineConfig:
 
     Args:
         max_faces: restore at most this many faces per frame, largest first (default None: all).
+            The faces restored on the frame before keep their place unless another is
+            :data:`MAX_FACES_SWITCH` times larger: the equal tiles of a video call, each face's size
+            jittering from frame to frame, swapped places (restored, then not, then again).
         unmatched: what to do with a face whose track matches no reference set: ``"restore"``
             (restore without references, the default: still better than the input) or ``"skip"``
             (leave it untouched).
@@ -80,7 +87,8 @@ class PipelineConfig:
             detection by ~1 % of the eye distance (95th percentile < 3 %, measured on 720p and
             480p talking heads with ``benchmarks/bench_detect_every.py``), less than the
             detector's own frame-to-frame jitter, at a third of the detection cost; a face
-            entering the picture is picked up at most two frames late.
+            entering the picture is picked up at most two frames late, and on its first frame
+            after frames without faces (they are detected on every frame).
         frame_path: where crops are cut and faces pasted: ``"host"`` (OpenCV on the CPU, 4:2:0
             frames kept in YUV), ``"device"`` (on the restorer's device with the kernels of
             ``streamrestore/kernels/``: the frame is copied there once and back once, see
@@ -225,6 +233,10 @@ class FaceRestorer:
         # as given: each stage takes them at its side (``_at_side``), from the nearest side they have
         self.reference_sets = list(reference_sets)
         self._track_sides: dict[Hashable, int] = {}
+        self._selected: set[Hashable] = set()  # the tracks max_faces chose on the last frame
+        # the tracks whose every face so far the quality gate found clean (own weight 0): their gate
+        # weight is exactly 0, so the restorer's output would be thrown away (kept in restore order)
+        self._clean_so_far: dict[Hashable, bool] = {}
         # per track: (identity, whether an adapted restorer's adaptation serves it, decided for good); _cache_for
         self._adaptation: dict[Hashable, tuple[str, bool, bool]] = {}
         self.torch_threads = resolve_torch_threads(torch_threads)
@@ -240,6 +252,7 @@ class FaceRestorer:
                                      and self.reference_sets[0].embedder in (None, getattr(embedder, "name", None)))
         self._matcher = IdentityMatcher(self.reference_sets) if scoring else None
         self.stats.references = bool(self.reference_sets)
+        self.stats.reference_names = [ref.name for ref in self.reference_sets]
         self.stats.matching = bool(needs_matching)
         self.stats.match_threshold = self._matcher.threshold if self._matcher is not None else None
         self.stats.unlike_threshold = self._matcher.unlike_below if self._matcher is not None else None
@@ -525,7 +538,9 @@ class FaceRestorer:
         if pixels.shape[:2] != self._detected_shape:  # faces are not carried into a picture of another size
             self._detected_shape = pixels.shape[:2]
             self._since_detection = 0
-        if prop is not None and self._since_detection % self.config.detect_every != 0:
+        # (no face held: the detector looks at every frame, so that the faces after a slide, a title
+        # or a cut to an empty room are restored from their first frame, not up to two frames late)
+        if prop is not None and prop.held and self._since_detection % self.config.detect_every != 0:
             expected = prop.held
             faces = prop.propagate(pixels)
             if len(faces) == expected:
@@ -583,7 +598,8 @@ class FaceRestorer:
             kept = {id(t) for t in selected}
             for t in tracked:
                 if id(t) not in kept:
-                    stats.add_face(t.track_id, index, stats.identities.get(t.track_id), restored=False)
+                    stats.add_face(t.track_id, index, stats.identities.get(t.track_id), restored=False,
+                                   beyond_max_faces=True)
         tracked = selected
         if not tracked:
             return lambda: _Finished(frame)  # untouched: not even a colour-space round trip
@@ -622,6 +638,7 @@ class FaceRestorer:
             frame = deep.frame
         live = {t.track_id for t in tracked}
         self._track_sides = {tid: side for tid, side in self._track_sides.items() if tid in live}
+        self._clean_so_far = {tid: clean for tid, clean in self._clean_so_far.items() if tid in live}
         self._adaptation = {tid: decided for tid, decided in self._adaptation.items() if tid in live}
         self.stats.faces_restored += len(matrices)
         self.stats.frames_restored += 1
@@ -708,12 +725,26 @@ class FaceRestorer:
         else:  # one warp per face, at the frame's own depth: the SDR crop and the coded base from it
             exact = [crop_face(view.coded, m, side) for m, side in zip(matrices, sides)]
             crops, coded = [transfer.to_sdr(crop) for crop in exact], [coded_levels(crop) for crop in exact]
+        own = [self._gate.measure(view, m, side) for m, side in zip(matrices, sides)]
+        for tid, w in zip(ids, own):
+            self._clean_so_far[tid] = w <= 0.0 and self._clean_so_far.get(tid, True)
+        # a face whose gate weight is 0 keeps its input crop: the restorer is not run for it
+        # (a clean talking head costs no model time; the output is the same to the bit)
+        skip = self._gate.config.skip_clean_faces
+        busy = [i for i, tid in enumerate(ids) if not (skip and self._clean_so_far[tid])]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
+
+        def restore_busy() -> list[Any]:
+            outputs = self._restore_crops([crops[i] for i in busy], [caches[i] for i in busy],
+                                          [ids[i] for i in busy]) if busy else []
+            done: list[Any] = list(crops)
+            for i, out in zip(busy, outputs):
+                done[i] = _to_uint8(out)[0]
+            return done
+
         with torch.inference_mode():
-            outputs, added, detail_seconds = self._restore_beside_detail(
-                lambda: self._restore_crops(crops, caches, ids), crops, prepared, ids)
-        restored = [_to_uint8(out)[0] for out in outputs]
+            restored, added, detail_seconds = self._restore_beside_detail(restore_busy, crops, prepared, ids)
         self.stats.add_time("restore", time.perf_counter() - t1)
         if added is not None:
             self.stats.add_time("reference_detail", detail_seconds)  # the worker's own time (it overlapped the restore)
@@ -726,9 +757,9 @@ class FaceRestorer:
             smoothing = 0.0
             checking = self._finish_identity_checks()
             checks = []
-            for crop, face_out, detail, m, side, tid, identity, coded_crop in zip(
-                    crops, restored, details, matrices, sides, ids, identities, coded):
-                weight = self._gate.weight(tid, view, m, side)
+            for crop, face_out, detail, m, side, tid, identity, coded_crop, own_weight in zip(
+                    crops, restored, details, matrices, sides, ids, identities, coded, own):
+                weight = self._gate.smoothed(tid, own_weight)
                 self.stats.faces_left_clean += weight <= 0.0
                 face_out = self._gate.blend(crop, face_out, weight)
                 if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)
@@ -756,9 +787,9 @@ class FaceRestorer:
 
         return coded, paste
 
-    def _restore_beside_detail(self, restore: Callable[[], list[torch.Tensor]], crops: Sequence[np.ndarray],
+    def _restore_beside_detail(self, restore: Callable[[], list[Any]], crops: Sequence[np.ndarray],
                                prepared: list[PreparedReferences | None], ids: Sequence[Hashable]
-                               ) -> tuple[list[torch.Tensor], list[np.ndarray | None] | None, float]:
+                               ) -> tuple[list[Any], list[np.ndarray | None] | None, float]:
         """``restore()`` run while the worker thread computes the reference detail of ``crops``
         (uint8 input faces, of the tracks ``ids``): ``(restored, details, worker seconds)``;
         ``details`` is None when the stage has nothing to do, else one per face (None where it has
@@ -933,8 +964,14 @@ class FaceRestorer:
         return out
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
-        if self.config.max_faces is not None and len(tracked) > self.config.max_faces:
-            tracked = sorted(tracked, key=lambda t: -t.face.size)[: self.config.max_faces]
+        """The faces to restore (``max_faces``), largest first; those chosen on the frame before
+        count as :data:`MAX_FACES_SWITCH` times their size. Called once per frame, in order."""
+        limit = self.config.max_faces
+        if limit is not None and len(tracked) > limit:
+            before = self._selected
+            tracked = sorted(tracked, key=lambda t: -t.face.size * (MAX_FACES_SWITCH if t.track_id in before else 1.0))
+            tracked = tracked[:limit]
+        self._selected = {t.track_id for t in tracked}
         return tracked
 
     def _identity(self, t: TrackedFace, pixels) -> str | None:
@@ -1029,6 +1066,9 @@ def build_face_restorer(
                     "a person); one person's photos go in one folder", len(photos), len(photos))
     if detector not in ("auto", "scrfd", "dlib"):
         raise ModelError(f"unknown detector {detector!r}: use auto, scrfd or dlib")
+    if config.unmatched == "skip" and not specs:
+        log.warning("--unmatched skip leaves alone the faces that match none of the reference photos, and none "
+                    "were given (--refs): every face is restored")
     check_model_options(model, device=device, fast_vae=fast_vae)
     check_references(specs)
     threads = resolve_torch_threads(torch_threads)

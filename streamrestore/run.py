@@ -55,6 +55,7 @@ class TrackStats:
     last_frame: int = 0
     faces: int = 0  # frames in which the track had a face (restored or left alone)
     left_alone: int = 0  # of those, faces not restored (--unmatched skip, beyond --max-faces)
+    beyond_max_faces: int = 0  # of those, faces left alone for --max-faces (never compared with the photos)
     scores: dict = field(default_factory=dict)  # reference set -> similarity, when matched by embedding
     match_sum: float = 0.0  # sum over its faces of the reference detail stage's match (0-1)
     match_faces: int = 0  # faces that went through that stage
@@ -111,6 +112,7 @@ class RunStats:
     skipped_faces: int = 0  # faces left untouched: unmatched with unmatched="skip", or beyond max_faces
     matching: bool = False  # tracks were matched to reference sets by embedding
     references: bool = False  # there were reference sets at all
+    reference_names: list = field(default_factory=list)  # their names, as given
     match_threshold: float | None = None
     unlike_threshold: float | None = None  # a face scoring below it is said perhaps someone else (None: match_threshold)
     seconds: float = 0.0  # wall time of a whole run (restore_video, live); 0 in frame-by-frame use
@@ -134,7 +136,8 @@ class RunStats:
         """Adds ``seconds`` to the time spent in ``stage`` (``"detect"``, ``"restore"``, ...)."""
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
-    def add_face(self, track_id: int, frame: int, identity: str | None, restored: bool) -> None:
+    def add_face(self, track_id: int, frame: int, identity: str | None, restored: bool,
+                 beyond_max_faces: bool = False) -> None:
         """Counts one face of one frame.
 
         Args:
@@ -142,6 +145,7 @@ class RunStats:
             frame: the frame's index (from 0, in the order frames were given).
             identity: the reference set the track matched, or None.
             restored: whether the face was restored (False: left alone).
+            beyond_max_faces: left alone because the frame had ``max_faces`` larger faces.
         """
         track = self.per_track.get(track_id)
         if track is None:
@@ -151,6 +155,7 @@ class RunStats:
         track.faces += 1
         if not restored:
             track.left_alone += 1
+            track.beyond_max_faces += beyond_max_faces
             self.skipped_faces += 1
         self.track_ids.add(track_id)
         self.identities[track_id] = identity
@@ -174,6 +179,22 @@ class RunStats:
         return [tid for tid, t in self.per_track.items() if below is not None
                 and t.identity is not None and t.faces >= self._judged_from
                 and t.scores.get(t.identity, 1.0) < below]
+
+    def _sets_matched_by_nobody(self) -> list[str]:
+        """With faces matched to sets: a warning for each set that no face matched (its photos
+        unused, and the faces of its person restored as unmatched)."""
+        if not self.matching or self.match_threshold is None:
+            return []
+        said = []
+        for name in self.reference_names:
+            scores = [t.scores[name] for t in self.per_track.values() if name in t.scores]
+            if name in self.identities_matched or not scores:
+                continue
+            said.append(f"no face matched {name}'s photos (the closest {self._unit} scored {max(scores):.2f}, a match "
+                        f"needs {self.match_threshold:.2f}; -v lists every {self._unit}'s): their faces, if there, "
+                        "were taken as unmatched (--unmatched: restored without photos, or left alone with skip); "
+                        "photos in the footage's light and pose match best")
+        return said
 
     @property
     def _unlike_below(self) -> float | None:
@@ -208,6 +229,8 @@ class RunStats:
     def _track_line(self, track_id, track: TrackStats, verbose: bool) -> str:
         if track.identity is not None:
             who = track.identity
+        elif self.matching and track.beyond_max_faces and not track.scores:
+            who = "not compared with the photos"  # (its faces were never restored: no embedding taken)
         elif self.matching:
             who = "no match"
         else:
@@ -216,7 +239,10 @@ class RunStats:
             f"frames {track.first_frame}-{track.last_frame}"
         text = f"  {self._unit} {track_id}: {who}" + ("" if self.photo else f", {span}, {_n(track.faces, 'face')}")
         if track.left_alone:
-            text += " (left alone)" if self.photo else f" ({track.left_alone} left alone)"
+            beyond = track.beyond_max_faces
+            why = "" if not beyond else ": beyond --max-faces" if beyond == track.left_alone else \
+                f", {beyond} beyond --max-faces"
+            text += f" (left alone{why})" if self.photo else f" ({track.left_alone} left alone{why})"
         if track.reference_match is not None:
             text += f"; reference detail fit {track.reference_match:.2f}"
         if track.adapted is not None:
@@ -282,12 +308,21 @@ class RunStats:
         lines): faces their reference photos fit poorly or that look like someone else, and
         :attr:`problems` (what the input or output could not keep)."""
         said = []
-        for tid in self.poorly_matched():
-            track = self.per_track[tid]
-            footage = "photo" if self.photo else "video"
-            said.append(f"{self._unit} {tid} ({track.identity}): its reference photos' detail fits the face "
-                        f"poorly ({track.reference_match:.2f} of 1; photos from the same footage fit ~0.8), so little "
-                        f"of it is used: photos in the {footage}'s light and pose help most")
+        said += self._sets_matched_by_nobody()
+        poor = self.poorly_matched()
+        footage = "photo" if self.photo else "video"
+        advice = (f"photos from the same footage fit ~0.8), so little of it is used: photos in the {footage}'s light "
+                  "and pose help most (a face cut off by the frame's edge, or filling it, fits poorly whatever the photos)")
+        if len(poor) == 1:
+            track = self.per_track[poor[0]]
+            said.append(f"{self._unit} {poor[0]} ({track.identity}): its reference photos' detail fits the face "
+                        f"poorly ({track.reference_match:.2f} of 1; {advice}")
+        elif poor:  # (one line for them all: a grid of faces gave a line each)
+            fits = ", ".join(f"{self._unit} {tid} ({self.per_track[tid].identity}) {self.per_track[tid].reference_match:.2f}"
+                             for tid in poor[:SUMMARY_TRACKS])
+            more = f", and {len(poor) - SUMMARY_TRACKS} more" if len(poor) > SUMMARY_TRACKS else ""
+            said.append(f"{_n(len(poor), 'face' if self.photo else 'face track')}: their reference photos' detail fits "
+                        f"them poorly ({fits}{more}; of 1; {advice}")
         unlike = self.unlike_their_references()
         if unlike:
             names = ", ".join(sorted({self.per_track[tid].identity for tid in unlike}))

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -114,7 +115,7 @@ def test_batch_outputs_match_inputs_and_rerun_does_no_work(local_ray, clips, tmp
              "long.mp4": "long.restored.mp4"}
     for src, dst in names.items():
         _same_media(clips / src, out / dst)
-    assert "long.mp4 chunk 3/3 done" in err and "long.mp4 joined (3 chunks)" in err
+    assert "long.mp4 chunk 3/3 done (20 frames, no face found, " in err and "long.mp4 joined (3 chunks, no face found)" in err
     records = _records(out)
     chunks = [r for r in records.values() if r["key"].startswith("chunk:")]
     assert len(chunks) == 3 and all(r["state"] == "done" and r["sha256"] for r in chunks)
@@ -791,3 +792,30 @@ def test_a_long_piece_on_ray_says_how_far_it_has_come(local_ray, clips, tmp_path
     # every line counts the frames under way as last said: the count never goes back
     every = [int(n) for n in re.findall(r"batch: (\d+)/60 frames", err)]
     assert every == sorted(every) and every[-1] == 60
+
+
+def test_each_finished_input_says_what_it_did_to_faces(tmp_path, shared_data, shared_models, monkeypatch, capsys):
+    """A batch user could not tell an input whose faces were all left alone (clean, or none found)
+    from one restored: each finished piece says its faces, and the record keeps the counts."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    clean, soft = tmp_path / "clean.mp4", tmp_path / "soft.mp4"
+    with av.open(str(shared_data / "liveportrait/source/s18.mp4")) as c:
+        pictures = [f.to_ndarray(format="rgb24") for _, f in zip(range(4), c.decode(video=0))]
+    h, w = pictures[0].shape[:2]
+    blurred = [cv2.resize(cv2.resize(p, (w // 4, h // 4), interpolation=cv2.INTER_AREA), (w, h)) for p in pictures]
+    for path, frames in ((clean, pictures), (soft, blurred)):
+        with av.open(str(path), "w") as c:
+            stream = c.add_stream("libx264", rate=25, options={"crf": "12"})
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            for rgb in frames:
+                c.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+            c.mux(stream.encode(None))
+    out = tmp_path / "out"
+    assert main(["batch", str(clean), str(soft), "-o", str(out), "--model", "identity",
+                 "--face-models", str(shared_models / "insightface")]) == 0
+    err = capsys.readouterr().err
+    assert "clean.mp4 done (4 frames, 0 faces restored and 4 clean left as they were, " in err, err
+    assert "soft.mp4 done (4 frames, 4 faces restored, " in err, err
+    records = _records(out)
+    assert [(records[f"input:{p.resolve()}"]["faces"], records[f"input:{p.resolve()}"]["clean"]) for p in (clean, soft)] \
+        == [(4, 4), (4, 0)]

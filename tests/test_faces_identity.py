@@ -197,3 +197,36 @@ def test_a_face_is_said_to_look_like_someone_else_below_its_embedders_own_bar():
     assert stats(0.90).unlike_their_references() == [] and "someone else" not in stats(0.90).summary()
     assert stats(0.80).unlike_their_references() == [1]
     assert "scored below the 0.85 of the same person against them (face 1: 0.80)" in stats(0.80).summary()
+
+
+def test_a_reference_set_no_face_matched_is_said_with_its_closest_score():
+    """Two people's photos, and one set matched by no face (its person's face scored 0.33, under the
+    0.40 a match needs): the summary had no warning, so the user's photos went unused unnoticed."""
+    from streamrestore.run import RunStats, TrackStats
+
+    run = RunStats(matching=True, references=True, reference_names=["lin", "obama"], match_threshold=0.40)
+    run.per_track[1] = TrackStats(identity="lin", faces=40, scores={"lin": 0.61, "obama": 0.02})
+    run.per_track[2] = TrackStats(identity=None, faces=30, scores={"lin": 0.05, "obama": 0.33})
+    run.identities = {1: "lin", 2: None}
+    (said,) = [w for w in run.warnings() if "no face matched" in w]
+    assert said.startswith("no face matched obama's photos (the closest track scored 0.33, a match needs 0.40")
+    assert "lin's" not in said and f"warning: {said}" in run.summary()
+    run.identities[2] = run.per_track[2].identity = "obama"  # matched: nothing said
+    assert not [w for w in run.warnings() if "no face matched" in w]
+    one = RunStats(references=True, reference_names=["me"], match_threshold=0.40)  # one set, every face gets it
+    one.per_track[1] = TrackStats(identity="me", faces=40, scores={"me": 0.1})
+    assert not [w for w in one.warnings() if "no face matched" in w]
+
+
+def test_faces_whose_photos_fit_poorly_are_one_warning():
+    """A grid of faces restored toward one person's photos gave a warning per face track."""
+    from streamrestore.run import POOR_MATCH_MIN_FACES, RunStats
+
+    run = RunStats(references=True)
+    for tid in (3, 5, 8):
+        for frame in range(POOR_MATCH_MIN_FACES):
+            run.add_face(tid, frame, "obama", restored=True)
+            run.add_reference_match(tid, 0.05 + tid / 100)
+    (said,) = run.warnings()
+    assert said.startswith("3 face tracks: their reference photos' detail fits them poorly (track 3 (obama) 0.08, "
+                           "track 5 (obama) 0.10, track 8 (obama) 0.13; of 1; photos from the same footage fit ~0.8)")

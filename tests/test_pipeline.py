@@ -357,7 +357,8 @@ def test_interrupt_leaves_no_output(tmp_path, media):
                 raise KeyboardInterrupt
             return faces
 
-    fr = FaceRestorer(Interrupting(64), media.detector)
+    # (the gate off: a clean drawn face is not given to the restorer at all)
+    fr = FaceRestorer(Interrupting(64), media.detector, config=PipelineConfig(gate=QualityGateConfig(enabled=False)))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     src = tmp_path / "in.mp4"
@@ -882,3 +883,47 @@ def test_faces_of_a_video_of_wide_pixels_are_restored_as_shown(tmp_path):
                       encoder=EncoderSettings(preset="ultrafast"))
         assert len(crops) == 4
         assert [aspect(c) for c in crops] == pytest.approx([expected * proportion] * 4, rel=0.04), tagged
+
+
+def test_max_faces_keeps_the_faces_it_chose_while_sizes_jitter():
+    """Two faces of about one size (the tiles of a video call): with ``max_faces=1`` the one chosen
+    first stays chosen while each frame's sizes jitter by a few per cent (it was restored, then not,
+    then again); a face clearly larger takes its place. The summary says why a face was left alone."""
+    def frame(ann: float, ben: float) -> np.ndarray:
+        faces = [("ann", sf.face_matrix((90, 90), 40 * ann, 0.0)), ("ben", sf.face_matrix((270, 90), 40 * ben, 0.0))]
+        return sf.scene(360, 180, faces)[0]
+
+    config = PipelineConfig(max_faces=1, lookahead=0, detect_every=1, temporal=TemporalConfig.off())
+    fr = FaceRestorer(IdentityRestorer(64), sf.SyntheticFaceDetector(), config=config)
+    jitter = [(1.02, 1.0), (1.0, 1.04), (1.03, 1.0), (0.98, 1.03), (1.0, 1.04), (1.01, 1.0)]
+    for ann, ben in jitter:
+        fr.process(frame(ann, ben))
+    tracks = fr.stats.per_track
+    assert len(tracks) == 2
+    assert sorted(t.left_alone for t in tracks.values()) == [0, len(jitter)]  # one face restored throughout
+    for _ in range(2):
+        fr.process(frame(1.0, 1.4))  # Ben now clearly larger: he is restored instead
+    assert sorted(t.left_alone for t in tracks.values()) == [2, len(jitter)]
+    summary = fr.stats.summary()
+    assert f"({len(jitter)} left alone: beyond --max-faces)" in summary and "(2 left alone: beyond --max-faces)" in summary
+
+
+def test_a_face_after_frames_without_faces_is_restored_from_its_first_frame():
+    """With the detector on every third frame, faces after a slide (a video call's screen share, a
+    title, a cut to an empty room) were found up to two frames late: those frames went out
+    unrestored. With no face held, each frame is looked at; with faces, every third still."""
+    detector = sf.SyntheticFaceDetector()
+    fr = FaceRestorer(IdentityRestorer(64), detector,
+                      config=PipelineConfig(lookahead=0, detect_every=3, temporal=TemporalConfig.off()))
+    face = sf.scene(240, 160, [("ann", sf.face_matrix((120, 80), 40, 0.0))])[0]
+    empty = sf.background(240, 160)
+    frames = [face, face, face, empty, empty, empty, empty, face, face, face, face, face]
+    looked_at = []
+    for index, picture in enumerate(frames):
+        calls = detector.calls
+        fr.process(picture.copy())
+        if detector.calls > calls:
+            looked_at.append(index)
+    tracks = sorted(fr.stats.per_track.values(), key=lambda t: t.first_frame)
+    assert [(t.first_frame, t.last_frame) for t in tracks] == [(0, 2), (7, 11)]
+    assert looked_at == [0, 3, 4, 5, 6, 7, 10]

@@ -109,6 +109,71 @@ def frame_and_detector(request):
     return frame, create_detector("scrfd", models_dir=request.getfixturevalue("shared_models") / "insightface")
 
 
+def _degraded(frame: np.ndarray) -> np.ndarray:
+    """``frame`` degraded as the video benchmark does it (blur, 4x smaller, back up)."""
+    h, w = frame.shape[:2]
+    small = cv2.resize(cv2.GaussianBlur(frame, (0, 0), 1.2), (w // 4, h // 4), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+class _CountedStripes(_Stripes):
+    """Stripes, counting the faces it is given."""
+
+    def __init__(self, resolution: int):
+        super().__init__(resolution)
+        self.faces_seen = 0
+
+    def restore(self, faces, caches, noise_seeds=None):
+        self.faces_seen += int(faces.shape[0])
+        return super().restore(faces, caches, noise_seeds)
+
+
+def test_the_restorer_is_not_run_for_faces_the_gate_leaves_alone(frame_and_detector):
+    """A track whose every face so far was clean keeps its input crop to the bit, so the model is
+    not run for it (a clean talking head cost the whole restore time for nothing). Once a face of
+    the track needed restoring, the model runs on each of its frames: the gate's weight fades."""
+    frame, detector = frame_and_detector
+    restorer = _CountedStripes(128)
+    fr = FaceRestorer(restorer, detector, config=PipelineConfig(lookahead=0, temporal=TemporalConfig.off()))
+    outs = [fr.process(f.copy()) for f in (frame, frame, _degraded(frame), frame)]
+    assert len({t.track_id for t in fr.last_faces}) == 1 and fr.stats.faces_restored == 4
+    assert restorer.faces_seen == 2  # the degraded frame and the one after it
+    assert all(np.abs(out.astype(int) - frame).max() <= 1 for out in outs[:2])
+    assert np.abs(outs[3].astype(int) - frame).max() > 5  # (a share of the change, fading)
+    assert fr.stats.faces_left_clean == 2
+
+
+def _captioned(frame: np.ndarray, box) -> np.ndarray:
+    """White letters with a black outline over the mouth, as social clips burn captions in."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    out, scale = frame.copy(), (x1 - x0) / 180.0
+    origin = (x0 + (x1 - x0) // 8, int(y0 + 0.8 * (y1 - y0)))
+    cv2.putText(out, "SO THIS IS", origin, cv2.FONT_HERSHEY_DUPLEX, scale, (0, 0, 0), max(2, int(8 * scale)), cv2.LINE_AA)
+    cv2.putText(out, "SO THIS IS", origin, cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), max(1, int(3 * scale)),
+                cv2.LINE_AA)
+    return out
+
+
+def test_a_blurred_face_under_a_caption_is_still_restored(frame_and_detector):
+    """A caption's white letters over the mouth are sharp whatever the video: they read as a clean
+    face's detail, and a blurred face under one was left unrestored. Near-white pixels are left
+    out of the measure, which leaves a face without them as it was measured."""
+    from streamrestore.faces.align import alignment_matrix
+
+    frame, detector = frame_and_detector
+    degraded = _degraded(frame)
+    (face,) = [max(detector.detect(degraded), key=lambda f: f.size)]
+    captioned = _captioned(degraded, face.box)
+    matrix = alignment_matrix(face.kps, 128)
+    inner = [inner_face(RgbPixels(p), matrix, 128) for p in (degraded, captioned)]
+    assert (inner[1] >= 250).any()  # the letters are inside the measured box
+    assert abs(detail_ratio(inner[1]) - detail_ratio(inner[0])) < 0.02
+    gate = QualityGate()
+    assert gate.weight(1, RgbPixels(captioned), matrix, 128) == pytest.approx(gate.weight(2, RgbPixels(degraded), matrix,
+                                                                                           128), abs=0.3)
+    assert gate.weight(3, RgbPixels(captioned), matrix, 128) > 0.5
+
+
 def test_a_clean_face_passes_through_and_a_degraded_one_is_restored(frame_and_detector):
     frame, scrfd = frame_and_detector
     config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off())
@@ -121,10 +186,7 @@ def test_a_clean_face_passes_through_and_a_degraded_one_is_restored(frame_and_de
     summary = fr.stats.summary()
     assert "1 face in 1 frame, " in summary and "restored in" not in summary  # not called restored
     assert "of these, 0 restored and 1 clean face left as it was (the quality gate" in summary
-    # the same frame degraded as the video benchmark does it (blur, 4x smaller, back up)
-    h, w = frame.shape[:2]
-    small = cv2.resize(cv2.GaussianBlur(frame, (0, 0), 1.2), (w // 4, h // 4), interpolation=cv2.INTER_AREA)
-    degraded = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    degraded = _degraded(frame)
     fr = FaceRestorer(_Stripes(128), scrfd, config=config)
     out = fr.process(degraded.copy())
     assert fr.last_faces

@@ -83,7 +83,8 @@ def merge_lora(net: nn.Module) -> nn.Module:
         merged.ref_unet = None
     if getattr(merged, "ref_vae", None) is not None:
         merged.ref_vae = None
-    log.debug("merged LoRA into %d layers", count)
+    if count:  # (lite has no LoRA layers: nothing worth a line)
+        log.debug("merged the model's LoRA weights into its %d layers for the fast path", count)
     return merged
 
 
@@ -257,8 +258,8 @@ class BackendRestorer:
             engine = self._engines.get(key)
             if engine is None:
                 bucket, slots, with_refs, with_input = key
-                log.debug("building %s engine for %d faces, %d reference slots%s", self.backend, bucket, slots,
-                          "" if with_refs else ", no references")
+                log.debug("building the %s engine for batches of up to %d face%s, %d reference slots%s", self.backend,
+                          bucket, "" if bucket == 1 else "s", slots, "" if with_refs else ", no references")
                 core = FrameCore(self._net, with_refs=with_refs, with_input=with_input).eval()
                 if self.backend == "compile":
                     engine = _Engine(self._compiled(core), "compile")
