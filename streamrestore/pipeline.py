@@ -234,9 +234,6 @@ class FaceRestorer:
         self.reference_sets = list(reference_sets)
         self._track_sides: dict[Hashable, int] = {}
         self._selected: set[Hashable] = set()  # the tracks max_faces chose on the last frame
-        # the tracks whose every face so far the quality gate found clean (own weight 0): their gate
-        # weight is exactly 0, so the restorer's output would be thrown away (kept in restore order)
-        self._clean_so_far: dict[Hashable, bool] = {}
         # per track: (identity, whether an adapted restorer's adaptation serves it, decided for good); _cache_for
         self._adaptation: dict[Hashable, tuple[str, bool, bool]] = {}
         self.torch_threads = resolve_torch_threads(torch_threads)
@@ -638,7 +635,8 @@ class FaceRestorer:
             frame = deep.frame
         live = {t.track_id for t in tracked}
         self._track_sides = {tid: side for tid, side in self._track_sides.items() if tid in live}
-        self._clean_so_far = {tid: clean for tid, clean in self._clean_so_far.items() if tid in live}
+        # (the quality gate's weights are taken as the faces are restored, in frame order: so are its ended tracks dropped)
+        self._gate.forget(live)
         self._adaptation = {tid: decided for tid, decided in self._adaptation.items() if tid in live}
         self.stats.faces_restored += len(matrices)
         self.stats.frames_restored += 1
@@ -680,7 +678,6 @@ class FaceRestorer:
         """Drops the crop stages' per-track states of the tracks not in ``live`` (ended tracks);
         where these stages run with the restore (the device path), before the frame's finishing step."""
         self._smoother.forget(live)
-        self._gate.forget(live)
         self._identity_gate.forget(live)
 
     def _cache_for(self, track_id: Hashable, identity: str, pixels: Any, matrix: np.ndarray, side: int) -> Any:
@@ -725,13 +722,11 @@ class FaceRestorer:
         else:  # one warp per face, at the frame's own depth: the SDR crop and the coded base from it
             exact = [crop_face(view.coded, m, side) for m, side in zip(matrices, sides)]
             crops, coded = [transfer.to_sdr(crop) for crop in exact], [coded_levels(crop) for crop in exact]
-        own = [self._gate.measure(view, m, side) for m, side in zip(matrices, sides)]
-        for tid, w in zip(ids, own):
-            self._clean_so_far[tid] = w <= 0.0 and self._clean_so_far.get(tid, True)
+        weights = [self._gate.weight(tid, view, m, side) for tid, m, side in zip(ids, matrices, sides)]
         # a face whose gate weight is 0 keeps its input crop: the restorer is not run for it
         # (a clean talking head costs no model time; the output is the same to the bit)
         skip = self._gate.config.skip_clean_faces
-        busy = [i for i, tid in enumerate(ids) if not (skip and self._clean_so_far[tid])]
+        busy = [i for i, w in enumerate(weights) if not (skip and w <= 0.0)]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
 
@@ -757,9 +752,8 @@ class FaceRestorer:
             smoothing = 0.0
             checking = self._finish_identity_checks()
             checks = []
-            for crop, face_out, detail, m, side, tid, identity, coded_crop, own_weight in zip(
-                    crops, restored, details, matrices, sides, ids, identities, coded, own):
-                weight = self._gate.smoothed(tid, own_weight)
+            for crop, face_out, detail, m, side, tid, identity, coded_crop, weight in zip(
+                    crops, restored, details, matrices, sides, ids, identities, coded, weights):
                 self.stats.faces_left_clean += weight <= 0.0
                 face_out = self._gate.blend(crop, face_out, weight)
                 if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)

@@ -57,10 +57,12 @@ class QualityGateConfig:
             about five frames to follow a real change in quality; the measure's frame-to-frame
             noise, a std of 0.004-0.03 within a clip, is averaged over those frames instead of
             switching the model's change on and off).
-        skip_clean_faces: the restorer is not run for a face whose track's faces have all been
-            clean so far (their weight is exactly 0, so its output would be thrown away): a clean
-            talking head costs no model time, and the output is the same to the bit (default
-            True; ``streamrestore bench`` turns it off, to time the model on every face).
+        off_below: a smoothed weight under this is 0 (default 0.01: 1 % of the model's change, a
+            fraction of a level): a face that turns clean is left exactly as it is about 20 frames
+            later (0.8 ** 21 < 0.01) instead of a trace of the change ever after.
+        skip_clean_faces: the restorer is not run for a face whose weight is 0 (its output would be
+            thrown away): clean footage costs no model time, and the output is the same to the bit
+            (default True; ``streamrestore bench`` turns it off, to time the model on every face).
     """
 
     enabled: bool = True
@@ -68,6 +70,7 @@ class QualityGateConfig:
     degraded_at: float = 0.235
     measure_side: int = 160
     smoothing: float = 0.8
+    off_below: float = 0.01
     skip_clean_faces: bool = True
 
     def __post_init__(self) -> None:
@@ -79,6 +82,8 @@ class QualityGateConfig:
             raise ValueError(f"measure_side must be >= 32, got {self.measure_side}")
         if not 0.0 <= self.smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
+        if not 0.0 <= self.off_below < 1.0:
+            raise ValueError(f"off_below must be in [0, 1), got {self.off_below}")
 
 
 def inner_face(pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> np.ndarray:
@@ -190,14 +195,15 @@ class QualityGate:
 
     def smoothed(self, track_id: int, w: float) -> float:
         """The weight :meth:`weight` gives for a face whose own weight this frame is ``w``
-        (:meth:`measure`): smoothed over the track's frames, which it advances. A track whose every
-        own weight was 0 gets exactly 0."""
+        (:meth:`measure`): smoothed over the track's frames, which it advances; 0 under
+        ``off_below``."""
         cfg = self.config
         if not cfg.enabled:
             return 1.0
         prev = self._weights.get(track_id)
         if prev is not None:
             w = cfg.smoothing * prev + (1.0 - cfg.smoothing) * w
+        w = 0.0 if w < cfg.off_below else w
         self._weights[track_id] = w
         return w
 

@@ -401,8 +401,9 @@ def test_each_face_gets_its_own_identity_cache(media):
     restorer = Recording(128)
     sets = load_reference_sets([str(left_refs), str(right_refs)], detector, embedder, 128)
     # one crop side, so that both faces share a batch (with "auto" each side is its own batch)
+    # (the gate off: the drawn faces are clean, and a clean face is not given to the restorer)
     fr = FaceRestorer(restorer, detector, sets, embedder=embedder,
-                      config=PipelineConfig(lookahead=0, crop_resolution=None))
+                      config=PipelineConfig(lookahead=0, crop_resolution=None, gate=QualityGateConfig(enabled=False)))
     image = media.two_people()
     for i in range(6):
         shift = np.float32([[1, 0, 2 * i], [0, 1, -i]])
@@ -729,7 +730,9 @@ def test_a_stream_given_up_or_failed_leaves_no_frame_to_the_next_stream():
             return faces
 
     restorer = Failing(64)
-    fr = FaceRestorer(restorer, sf.SyntheticFaceDetector(), config=PipelineConfig(lookahead=5))
+    # (the gate off: the drawn faces are clean, and a clean face is not given to the restorer)
+    fr = FaceRestorer(restorer, sf.SyntheticFaceDetector(),
+                      config=PipelineConfig(lookahead=5, gate=QualityGateConfig(enabled=False)))
     for i, _ in enumerate(fr.stream(iter(first))):
         if i == 1:
             break  # given up with frames held back

@@ -76,7 +76,7 @@ def test_gate_weights_blend_and_state():
 
 
 @pytest.mark.parametrize("bad", [dict(clean_at=0.2, degraded_at=0.3), dict(degraded_at=0.0), dict(smoothing=1.0),
-                                 dict(measure_side=8)])
+                                 dict(measure_side=8), dict(off_below=1.0), dict(off_below=-0.1)])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         QualityGateConfig(**bad)
@@ -129,49 +129,28 @@ class _CountedStripes(_Stripes):
 
 
 def test_the_restorer_is_not_run_for_faces_the_gate_leaves_alone(frame_and_detector):
-    """A track whose every face so far was clean keeps its input crop to the bit, so the model is
-    not run for it (a clean talking head cost the whole restore time for nothing). Once a face of
-    the track needed restoring, the model runs on each of its frames: the gate's weight fades."""
+    """A face whose gate weight is 0 keeps its input crop to the bit, so the model is not run for it
+    (a clean talking head cost the whole restore time for nothing). After a degraded frame the
+    weight fades over the next frames, and under ``off_below`` it is 0 again: the model stops."""
     frame, detector = frame_and_detector
     restorer = _CountedStripes(128)
     fr = FaceRestorer(restorer, detector, config=PipelineConfig(lookahead=0, temporal=TemporalConfig.off()))
-    outs = [fr.process(f.copy()) for f in (frame, frame, _degraded(frame), frame)]
-    assert len({t.track_id for t in fr.last_faces}) == 1 and fr.stats.faces_restored == 4
-    assert restorer.faces_seen == 2  # the degraded frame and the one after it
-    assert all(np.abs(out.astype(int) - frame).max() <= 1 for out in outs[:2])
+    gate = QualityGateConfig()
+    fading = 0  # frames after the degraded one whose weight is still at least off_below
+    while (1.0 - gate.smoothing) * gate.smoothing ** (fading + 1) >= gate.off_below:
+        fading += 1
+    frames = [frame, frame, _degraded(frame)] + [frame] * (fading + 5)
+    outs = [fr.process(f.copy()) for f in frames]
+    assert len({t.track_id for t in fr.last_faces}) == 1 and fr.stats.faces_restored == len(frames)
+    assert restorer.faces_seen == 1 + fading  # the degraded frame and those its weight fades over
+    assert all(np.abs(out.astype(int) - frame).max() <= 1 for out in outs[:2] + outs[3 + fading:])
     assert np.abs(outs[3].astype(int) - frame).max() > 5  # (a share of the change, fading)
-    assert fr.stats.faces_left_clean == 2
-
-
-def _captioned(frame: np.ndarray, box) -> np.ndarray:
-    """White letters with a black outline over the mouth, as social clips burn captions in."""
-    x0, y0, x1, y1 = (int(v) for v in box)
-    out, scale = frame.copy(), (x1 - x0) / 180.0
-    origin = (x0 + (x1 - x0) // 8, int(y0 + 0.8 * (y1 - y0)))
-    cv2.putText(out, "SO THIS IS", origin, cv2.FONT_HERSHEY_DUPLEX, scale, (0, 0, 0), max(2, int(8 * scale)), cv2.LINE_AA)
-    cv2.putText(out, "SO THIS IS", origin, cv2.FONT_HERSHEY_DUPLEX, scale, (255, 255, 255), max(1, int(3 * scale)),
-                cv2.LINE_AA)
-    return out
-
-
-def test_a_blurred_face_under_a_caption_is_still_restored(frame_and_detector):
-    """A caption's white letters over the mouth are sharp whatever the video: they read as a clean
-    face's detail, and a blurred face under one was left unrestored. Near-white pixels are left
-    out of the measure, which leaves a face without them as it was measured."""
-    from streamrestore.faces.align import alignment_matrix
-
-    frame, detector = frame_and_detector
-    degraded = _degraded(frame)
-    (face,) = [max(detector.detect(degraded), key=lambda f: f.size)]
-    captioned = _captioned(degraded, face.box)
-    matrix = alignment_matrix(face.kps, 128)
-    inner = [inner_face(RgbPixels(p), matrix, 128) for p in (degraded, captioned)]
-    assert (inner[1] >= 250).any()  # the letters are inside the measured box
-    assert abs(detail_ratio(inner[1]) - detail_ratio(inner[0])) < 0.02
-    gate = QualityGate()
-    assert gate.weight(1, RgbPixels(captioned), matrix, 128) == pytest.approx(gate.weight(2, RgbPixels(degraded), matrix,
-                                                                                           128), abs=0.3)
-    assert gate.weight(3, RgbPixels(captioned), matrix, 128) > 0.5
+    assert fr.stats.faces_left_clean == 2 + 5
+    no_skip = _CountedStripes(128)
+    fr = FaceRestorer(no_skip, detector, config=PipelineConfig(lookahead=0, temporal=TemporalConfig.off(),
+                                                                gate=QualityGateConfig(skip_clean_faces=False)))
+    assert all(np.array_equal(fr.process(f.copy()), out) for f, out in zip(frames, outs))  # the same output
+    assert no_skip.faces_seen == len(frames)
 
 
 def test_a_clean_face_passes_through_and_a_degraded_one_is_restored(frame_and_detector):

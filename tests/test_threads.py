@@ -8,6 +8,7 @@ from media_utils import make_clip
 import streamrestore.threads as threads
 from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
+from streamrestore.quality import QualityGateConfig
 from streamrestore.types import Face
 
 
@@ -79,8 +80,9 @@ def _one_ref_set():
 def test_face_restorer_works_on_its_threads_and_restores_the_callers(monkeypatch, caller_threads, requested):
     monkeypatch.setattr(threads, "_usable_cores", lambda: 2)  # default: 1 thread
     recorder = ThreadRecorder()
-    fr = FaceRestorer(recorder, FixedFaceDetector(), [_one_ref_set()], config=PipelineConfig(lookahead=0),
-                      torch_threads=requested)
+    # (the gate off: a flat grey face has nothing to restore, and is not given to the restorer)
+    fr = FaceRestorer(recorder, FixedFaceDetector(), [_one_ref_set()], torch_threads=requested,
+                      config=PipelineConfig(lookahead=0, gate=QualityGateConfig(enabled=False)))
     assert torch.get_num_threads() == caller_threads
     frame = np.full((128, 128, 3), 100, np.uint8)
     for _ in range(3):
@@ -102,7 +104,8 @@ def test_restore_video_uses_the_cli_default(monkeypatch, caller_threads, tmp_pat
     src = tmp_path / "in.mp4"
     make_clip(src, width=128, height=128, frames=4)
     recorder = ThreadRecorder()
-    stats = restore_video(src, tmp_path / "out.mp4", FaceRestorer.from_options(model=recorder))
+    gate_off = PipelineConfig(gate=QualityGateConfig(enabled=False))  # (a flat face is not given to the restorer)
+    stats = restore_video(src, tmp_path / "out.mp4", FaceRestorer.from_options(model=recorder, config=gate_off))
     assert stats.faces_restored == 4
     assert {n for _, n in recorder.seen} == {2}
     assert torch.get_num_threads() == caller_threads
