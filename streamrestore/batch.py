@@ -53,7 +53,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from streamrestore.errors import InputError, OutputError, UserError
 
@@ -405,8 +405,9 @@ class BatchWorker:
         config = PipelineConfig(**options.pop("config", {}))
         self.encoder = dict(encoder or {})
         self.deinterlace = deinterlace
-        #: frames of the piece under way done so far (restored and kept; a join: encoded), read by
-        #: :meth:`progress` from another thread (a Ray actor's second one, or the writer's here)
+        #: the piece under way (the file it writes) and its frames done so far (restored and kept; a
+        #: join: encoded), read by :meth:`progress` from another thread (a Ray actor's second one)
+        self.piece_now: str | None = None
         self.frames_now = 0
         #: in this process, the driver's function called after each of those frames (its lines)
         self.report: Callable[[], None] | None = None
@@ -435,10 +436,14 @@ class BatchWorker:
         """The usage mistake that stopped this worker loading, or None."""
         return self._setup_error
 
-    def progress(self) -> int:
-        """Frames of the piece under way done so far (those it keeps: a chunk's warm-up frames are
-        not counted; a join counts the frames it has encoded)."""
-        return self.frames_now
+    def progress(self) -> tuple[str | None, int]:
+        """The piece under way (the file it writes: a piece given but not begun yet is still the
+        last one's) and its frames done so far (those it keeps: a chunk's warm-up frames are not
+        counted; a join counts the frames it has encoded)."""
+        return self.piece_now, self.frames_now
+
+    def _begin(self, writes: str) -> None:
+        self.piece_now, self.frames_now = str(writes), 0
 
     def _frame_done(self) -> None:
         self.frames_now += 1
@@ -472,7 +477,7 @@ class BatchWorker:
         from streamrestore.video.reader import probe
 
         t0 = time.perf_counter()
-        self.frames_now = 0
+        self._begin(dst)
         if fail:
             raise RuntimeError(f"injected failure ({FAIL_ENV})")
         _die_once(die)
@@ -484,7 +489,8 @@ class BatchWorker:
             stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True,
                                   deinterlace=self.deinterlace, on_frame=self._frame_done)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "warnings": stats.warnings(),
-                "faces": stats.faces_restored, "clean": stats.faces_left_clean, "identities": stats.identities_matched}
+                "faces": stats.faces_restored, "clean": stats.faces_left_clean, "identities": stats.identities_matched,
+                "seen": sum(track.faces for track in stats.per_track.values())}
 
     def restore_chunk(self, plan: Plan, index: int, part: str, dst: str, fail: bool = False,
                       die: str | None = None) -> dict:
@@ -496,7 +502,7 @@ class BatchWorker:
         from streamrestore.video.writer import encoder_format
 
         t0 = time.perf_counter()
-        self.frames_now = 0
+        self._begin(part)
         if fail:
             raise RuntimeError(f"injected failure ({FAIL_ENV})")
         a, b = plan.chunks[index]
@@ -533,8 +539,7 @@ class BatchWorker:
         stats = face_restorer.stats
         stats.problems.extend(reader.problems)
         return {"frames": kept, "sha256": sha256_of(part), "seconds": time.perf_counter() - t0,
-                "faces": stats.faces_restored, "clean": stats.faces_left_clean, "identities": stats.identities_matched,
-                "warnings": stats.warnings()}
+                "faces": stats.faces_restored, "identities": stats.identities_matched, "warnings": stats.warnings()}
 
     def join(self, plan: Plan, parts: list[str], dst: str) -> dict:
         """Encodes the chunks' frames in order at the input's timestamps into ``dst`` and remuxes
@@ -545,7 +550,7 @@ class BatchWorker:
         from streamrestore.video.writer import VideoWriter
 
         t0 = time.perf_counter()
-        self.frames_now = 0
+        self._begin(dst)
         info = probe(plan.src, deinterlace=self.deinterlace)  # the frames the chunks were restored from
         i = 0
         with VideoWriter(dst, info, self._settings(), audio_from=plan.src, force=True) as writer:
@@ -660,15 +665,21 @@ class _Progress:
 
 
 def _faces_said(info: dict) -> str:
-    """What a piece did to faces, for its progress line ("" when not known): "12 faces restored, "
-    or "no face found, ", the quality gate's clean ones said apart."""
-    faces, clean = info.get("faces"), info.get("clean") or 0
-    if faces is None:
+    """What a whole input's run did to faces, for its progress line ("" when not known): "12 faces
+    restored, ", the quality gate's clean ones and those left alone (``--unmatched skip``,
+    ``--max-faces``) said apart, or "no face found, ". (A chunked input's are not said: a chunk's
+    counts would take in the warm-up frames it drops.)"""
+    faces, clean, seen = info.get("faces"), info.get("clean") or 0, info.get("seen")
+    if faces is None or seen is None:
         return ""
-    if not faces:
+    if not seen:
         return "no face found, "
-    restored = f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored"
-    return f"{restored} and {clean} clean left as {'it was' if clean == 1 else 'they were'}, " if clean else f"{restored}, "
+    said = [f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored"]
+    if clean:
+        said.append(f"{clean} clean left as {'it was' if clean == 1 else 'they were'}")
+    if seen > faces:
+        said.append(f"{seen - faces} left alone")
+    return (" and ".join(said) if len(said) < 3 else f"{said[0]}, {said[1]} and {said[2]}") + ", "
 
 
 def _fail_hooks(env: str = FAIL_ENV) -> set[str]:
@@ -694,13 +705,18 @@ def _injected(hooks: set[str], src: str, chunk) -> bool:
     return f"{name}:{chunk}" in hooks or f"{name}:*" in hooks
 
 
-def _chunks_warnings(chunks: list[list[str]]) -> list[str]:
+def _chunks_warnings(chunks: list[list[str]], matched: Iterable[str] = ()) -> list[str]:
     """One input's warnings from its chunks' (in order): a warning that several chunks give (the input
     is interlaced) once, as it is; one chunk's own prefixed with where it is ("chunk 3 of 8: ...": its
-    counts and track numbers are that chunk's)."""
+    counts and track numbers are that chunk's). That no face matched a reference set is left out
+    for the sets some chunk matched (``matched``): the person is in the input, in other chunks."""
+    from streamrestore.run import NO_FACE_MATCHED
+
     given: dict[str, list[int]] = {}
     for i, said in enumerate(chunks):
         for text in said:
+            if any(text.startswith(NO_FACE_MATCHED.format(name=name)) for name in matched):
+                continue
             given.setdefault(text, []).append(i)
     return [text if len(where) > 1 else f"chunk {where[0] + 1} of {len(chunks)}: {text}"
             for text, where in given.items()]
@@ -969,6 +985,7 @@ class _Batch:
         self.plans: dict[str, Plan] = {}
         self.parts: dict[str, list[Path]] = {}
         self.remaining: dict[str, int] = {}  # chunks left per chunked input
+        self.joining: dict = {}  # frames encoded so far by each join under way, as last said
         self.queue: deque = deque()  # ("whole", src) | ("chunk", src, i) | ("join", src)
         self.attempts: dict[tuple, int] = {}
         self.hooks = _fail_hooks()
@@ -1156,16 +1173,17 @@ class _Batch:
 
     def finished(self, piece, info: dict) -> None:
         self.bar.under_way.pop(piece, None)  # (counted as done below)
+        self.joining.pop(piece, None)
         kind, src = piece[0], piece[1]
         name, plan = self.name_of(src), self.plans[src]
         if kind == "chunk":
             i = piece[2]
             self.manifest.update(self.key_of(piece), state="done", sha256=info["sha256"], frames=info["frames"],
                                  error=None, seconds=round(info["seconds"], 3), identities=info.get("identities"),
-                                 warnings=info.get("warnings", []), faces=info.get("faces"), clean=info.get("clean"))
+                                 warnings=info.get("warnings", []))
             self.result.frames += info["frames"]
             self.bar.line(f"{name} chunk {i + 1}/{len(plan.chunks)} done ({info['frames']} frames, "
-                          f"{_faces_said(info)}{info['seconds']:.1f} s)", info["frames"])
+                          f"{info['seconds']:.1f} s)", info["frames"])
             self.remaining[src] -= 1
             if self.remaining[src] == 0:
                 self.queue.appendleft(("join", src))
@@ -1179,10 +1197,10 @@ class _Batch:
         warnings = list(info.get("warnings", []))
         if kind == "join":
             records = [self.manifest.get(self.chunk_key(src, i)) for i in range(len(plan.chunks))]
-            warnings = _chunks_warnings([r.get("warnings") or [] for r in records]) + warnings
-            extra.update(faces=sum(r.get("faces") or 0 for r in records), clean=sum(r.get("clean") or 0 for r in records))
+            matched = {name for r in records for name in (r.get("identities") or [])}
+            warnings = _chunks_warnings([r.get("warnings") or [] for r in records], matched) + warnings
         elif "faces" in info:
-            extra.update(faces=info["faces"], clean=info.get("clean"))
+            extra.update(faces=info["faces"], clean=info.get("clean"), seen=info.get("seen"))
         self.manifest.update(self.input_key(src), state="done", sha256=sha256_of(dst), frames=frames, error=None,
                              seconds=round(info["seconds"], 3), warnings=warnings, **extra)
         self.result.succeeded[src] = str(dst)
@@ -1197,7 +1215,7 @@ class _Batch:
             what = "a photo" if is_image(src) else f"{frames} frame{'s' if frames != 1 else ''}"
             self.bar.line(f"{name} done ({what}, {_faces_said(extra)}{info['seconds']:.1f} s) -> {dst}{noted}", frames)
         else:
-            self.bar.line(f"{name} joined ({len(plan.chunks)} chunks, {_faces_said(extra).rstrip(', ')}) -> {dst}{noted}")
+            self.bar.line(f"{name} joined ({len(plan.chunks)} chunks) -> {dst}{noted}")
             folder = self.parts[src][0].parent
             shutil.rmtree(folder, ignore_errors=True)
             try:  # the parts' common folder goes with its last input's parts
@@ -1205,21 +1223,23 @@ class _Batch:
             except OSError:
                 pass  # other inputs' parts (or a dead worker's) are still in it
 
-    def say_under_way(self, counts: list[tuple[Any, int]]) -> None:
+    def say_under_way(self, counts: list[tuple[Any, int | None]]) -> None:
         """One progress line for the pieces not finished yet: ``counts`` holds each one with its
-        frames done so far (:meth:`BatchWorker.progress`). Photos are left out (a moment each)."""
+        frames done so far (:meth:`BatchWorker.progress`; None: not known now, its last count
+        stands). Photos are left out (a moment each)."""
         from streamrestore.images import is_image
 
         said = []
-        for piece, frames in counts:
+        for piece, answer in counts:
             kind, src = piece[0], piece[1]
             plan, name = self.plans[src], self.name_of(src)
+            if is_image(src):
+                continue
+            last = self.bar.under_way if kind != "join" else self.joining
+            frames = last[piece] = max(last.get(piece, 0), answer or 0)  # (never back)
             if kind == "join":
                 said.append(f"joining {name} ({frames}/{plan.frames} frames)")
                 continue
-            if is_image(src):
-                continue
-            self.bar.under_way[piece] = frames
             a, b = plan.chunks[piece[2]] if kind == "chunk" else (0, plan.frames)
             where = f" chunk {piece[2] + 1}/{len(plan.chunks)}" if kind == "chunk" else ""
             # (no frame yet: the worker loads its models, or restores a chunk's warm-up frames)
@@ -1231,6 +1251,7 @@ class _Batch:
 
     def failed_piece(self, piece, exc: BaseException) -> None:
         self.bar.under_way.pop(piece, None)
+        self.joining.pop(piece, None)
         kind, src = piece[0], piece[1]
         error = _error_text(exc)
         tries = self.attempts.get(piece, 1)
@@ -1275,7 +1296,7 @@ class _Batch:
 
             def report(piece=piece) -> None:  # (on the worker's writer thread, after each frame)
                 if self.bar.due() == 0.0:
-                    self.say_under_way([(piece, worker.progress())])
+                    self.say_under_way([(piece, worker.frames_now)])
 
             worker.report = report
             try:
@@ -1406,12 +1427,25 @@ class _Batch:
             ray.kill(actor)
 
     def ask_under_way(self, ray, running: dict) -> None:
-        """Asks the actors of the ``running`` pieces how far they have come and says it (nothing
-        when one does not answer within seconds: a dead one is found by the wait for results)."""
-        asked = [(piece, actor.progress.remote()) for piece, actor in running.values()]
-        try:
-            counts = ray.get([ref for _, ref in asked], timeout=10)
-        except (ray.exceptions.RayError, TimeoutError):
-            self.bar.line("under way: the workers did not say how far they are")
-            return
-        self.say_under_way([(piece, frames) for (piece, _), frames in zip(asked, counts)])
+        """Asks the actors of the ``running`` pieces how far they have come and says it. An answer
+        not back within a second (a worker still loading its models), or about another piece (the
+        one before: this one not begun yet), leaves that piece's last count; a dead worker is found
+        by the wait for results."""
+        asked = {actor.progress.remote(): piece for piece, actor in running.values()}
+        answered, _ = ray.wait(list(asked), num_returns=len(asked), timeout=1.0)
+        counts: list[tuple[Any, int | None]] = []
+        for ref, piece in asked.items():
+            frames = None
+            if ref in answered:
+                try:
+                    writes, done = ray.get(ref)
+                except ray.exceptions.RayError:
+                    writes, done = None, 0
+                frames = done if writes == self.writes(piece) else None
+            counts.append((piece, frames))
+        self.say_under_way(counts)
+
+    def writes(self, piece) -> str:
+        """The file a piece writes (what :meth:`BatchWorker.progress` names)."""
+        kind, src = piece[0], piece[1]
+        return str(self.parts[src][piece[2]]) if kind == "chunk" else str(self.outputs_by_src(src))

@@ -77,6 +77,8 @@ def _n(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else (plural or word + 's')}"
 
 
+#: the start of the warning that no face matched a reference set (``name``: the set's)
+NO_FACE_MATCHED = "no face matched {name}'s photos"
 #: tracks listed one per line in the summary; the rest are counted on one line
 SUMMARY_TRACKS = 20
 
@@ -190,9 +192,10 @@ class RunStats:
             scores = [t.scores[name] for t in self.per_track.values() if name in t.scores]
             if name in self.identities_matched or not scores:
                 continue
-            said.append(f"no face matched {name}'s photos (the closest {self._unit} scored {max(scores):.2f}, a match "
-                        f"needs {self.match_threshold:.2f}; -v lists every {self._unit}'s): their faces, if there, "
-                        "were taken as unmatched (--unmatched: restored without photos, or left alone with skip); "
+            said.append(NO_FACE_MATCHED.format(name=name)
+                        + f" (the closest {self._unit} scored {max(scores):.2f}, a match needs "
+                        f"{self.match_threshold:.2f}; -v shows each {self._unit}'s score): if {name} is in the "
+                        f"{'photo' if self.photo else 'video'}, those faces were treated as unmatched (--unmatched); "
                         "photos in the footage's light and pose match best")
         return said
 
@@ -322,7 +325,7 @@ class RunStats:
                              for tid in poor[:SUMMARY_TRACKS])
             more = f", and {len(poor) - SUMMARY_TRACKS} more" if len(poor) > SUMMARY_TRACKS else ""
             said.append(f"{_n(len(poor), 'face' if self.photo else 'face track')}: their reference photos' detail fits "
-                        f"them poorly ({fits}{more}; of 1; {advice}")
+                        f"them poorly (of 1: {fits}{more}; {advice}")
         unlike = self.unlike_their_references()
         if unlike:
             names = ", ".join(sorted({self.per_track[tid].identity for tid in unlike}))

@@ -115,7 +115,8 @@ def test_batch_outputs_match_inputs_and_rerun_does_no_work(local_ray, clips, tmp
              "long.mp4": "long.restored.mp4"}
     for src, dst in names.items():
         _same_media(clips / src, out / dst)
-    assert "long.mp4 chunk 3/3 done (20 frames, no face found, " in err and "long.mp4 joined (3 chunks, no face found)" in err
+    assert "long.mp4 chunk 3/3 done (20 frames, " in err and "long.mp4 joined (3 chunks) -> " in err
+    assert "a.mp4 done (8 frames, no face found, " in err
     records = _records(out)
     chunks = [r for r in records.values() if r["key"].startswith("chunk:")]
     assert len(chunks) == 3 and all(r["state"] == "done" and r["sha256"] for r in chunks)
@@ -819,3 +820,21 @@ def test_each_finished_input_says_what_it_did_to_faces(tmp_path, shared_data, sh
     records = _records(out)
     assert [(records[f"input:{p.resolve()}"]["faces"], records[f"input:{p.resolve()}"]["clean"]) for p in (clean, soft)] \
         == [(4, 4), (4, 0)]
+
+
+def test_what_a_chunked_input_and_its_faces_are_said_to_be():
+    """A person seen only in some chunks is in the input: the other chunks' "no face matched" is not
+    the input's warning. An input whose faces were all left alone (--unmatched skip, --max-faces)
+    was said to have none."""
+    from streamrestore.batch import _chunks_warnings, _faces_said
+    from streamrestore.run import NO_FACE_MATCHED
+
+    lin = NO_FACE_MATCHED.format(name="lin") + " (the closest track scored 0.05, ...)"
+    ann = NO_FACE_MATCHED.format(name="ann") + " (the closest track scored 0.10, ...)"
+    assert _chunks_warnings([[], [lin, ann], ["interlaced"], ["interlaced"]], {"lin"}) == \
+        [f"chunk 2 of 4: {ann}", "interlaced"]
+    assert _faces_said({"faces": 0, "clean": 0, "seen": 12}) == "0 faces restored and 12 left alone, "
+    assert _faces_said({"faces": 5, "clean": 2, "seen": 6}) == \
+        "3 faces restored, 2 clean left as they were and 1 left alone, "
+    assert _faces_said({"faces": 0, "clean": 0, "seen": 0}) == "no face found, "
+    assert _faces_said({"frames": 20}) == ""  # a chunk's: not said

@@ -228,5 +228,5 @@ def test_faces_whose_photos_fit_poorly_are_one_warning():
             run.add_face(tid, frame, "obama", restored=True)
             run.add_reference_match(tid, 0.05 + tid / 100)
     (said,) = run.warnings()
-    assert said.startswith("3 face tracks: their reference photos' detail fits them poorly (track 3 (obama) 0.08, "
-                           "track 5 (obama) 0.10, track 8 (obama) 0.13; of 1; photos from the same footage fit ~0.8)")
+    assert said.startswith("3 face tracks: their reference photos' detail fits them poorly (of 1: track 3 (obama) "
+                           "0.08, track 5 (obama) 0.10, track 8 (obama) 0.13; photos from the same footage fit ~0.8)")

@@ -73,6 +73,10 @@ def test_gate_weights_blend_and_state():
     half = gate.blend(np.zeros_like(crop), restored, 0.5)
     assert np.all(np.abs(half.astype(int) - 128) <= 1)
     assert QualityGate(QualityGateConfig(enabled=False)).weight(3, sharp, eye, 213) == 1.0
+    # under off_below a weight is 0, but what it adds up from is kept: a steady small weight still shows
+    small = QualityGate(QualityGateConfig(smoothing=0.8, off_below=0.01))
+    assert small.smoothed(4, 0.0) == 0.0
+    assert [round(small.smoothed(4, 0.03), 4) for _ in range(3)] == [0.0, 0.0108, 0.0146]
 
 
 @pytest.mark.parametrize("bad", [dict(clean_at=0.2, degraded_at=0.3), dict(degraded_at=0.0), dict(smoothing=1.0),
