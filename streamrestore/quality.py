@@ -147,8 +147,8 @@ def caption_mask(grey: np.ndarray, brightest: np.ndarray) -> np.ndarray:
     letters = cv2.dilate((white | outlined).astype(np.uint8), near) > 0
     # a box: black with its letters in it, 7x7 px or more, and 4 px around (its edges are sharp too);
     # only near letters, so that a dark beard or hair in dim light is not taken for one
-    box = cv2.erode(((brightest <= CAPTION_BLACK) | outlined).astype(np.uint8), np.ones((7, 7), np.uint8))
-    box &= cv2.dilate(outlined.astype(np.uint8), np.ones((15, 15), np.uint8))
+    solid = cv2.erode(((brightest <= CAPTION_BLACK) | outlined).astype(np.uint8), np.ones((7, 7), np.uint8))
+    box = np.minimum(solid, cv2.dilate(outlined.astype(np.uint8), np.ones((15, 15), np.uint8)))
     return letters | (cv2.dilate(box, np.ones((15, 15), np.uint8)) > 0)
 
 
