@@ -58,6 +58,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: with no face held, a frame whose grey thumbnail (:data:`CUT_THUMBNAIL` px) differs from the one the
+#: detector last looked at by at least this mean level (0-255) is looked at at once: a cut (back from
+#: a slide to a video call's grid: ~60; a face walking into a still shot: a few levels)
+CUT_LEVELS = 20.0
+CUT_THUMBNAIL = (32, 18)
 #: with ``max_faces``, how many times larger than a face restored on the frame before another face
 #: must be to take its place
 MAX_FACES_SWITCH = 1.25
@@ -88,7 +93,7 @@ class PipelineConfig:
             480p talking heads with ``benchmarks/bench_detect_every.py``), less than the
             detector's own frame-to-frame jitter, at a third of the detection cost; a face
             entering the picture is picked up at most two frames late, and on its first frame
-            after frames without faces (they are detected on every frame).
+            after a cut from frames without faces (a slide, a title: :data:`CUT_LEVELS`).
         frame_path: where crops are cut and faces pasted: ``"host"`` (OpenCV on the CPU, 4:2:0
             frames kept in YUV), ``"device"`` (on the restorer's device with the kernels of
             ``streamrestore/kernels/``: the frame is copied there once and back once, see
@@ -275,6 +280,7 @@ class FaceRestorer:
         self._propagator = FacePropagator() if config.detect_every > 1 else None
         self._since_detection = 0
         self._detected_shape: tuple[int, ...] | None = None  # of the last frame faces were found in
+        self._looked_at: np.ndarray | None = None  # CUT_THUMBNAIL of the last frame the detector looked at
         self._tracked_shape: tuple[int, ...] | None = None  # of the last frame tracked
         self._smoother = TemporalSmoother(config.temporal)
         self._frame_fusion = FrameFusion(config.temporal)
@@ -535,19 +541,31 @@ class FaceRestorer:
         if pixels.shape[:2] != self._detected_shape:  # faces are not carried into a picture of another size
             self._detected_shape = pixels.shape[:2]
             self._since_detection = 0
-        # (no face held: the detector looks at every frame, so that the faces after a slide, a title
-        # or a cut to an empty room are restored from their first frame, not up to two frames late)
-        if prop is not None and prop.held and self._since_detection % self.config.detect_every != 0:
-            expected = prop.held
-            faces = prop.propagate(pixels)
-            if len(faces) == expected:
+        if prop is not None and self._since_detection % self.config.detect_every != 0:
+            if prop.held:
+                expected = prop.held
+                faces = prop.propagate(pixels)
+                if len(faces) == expected:
+                    self._since_detection += 1
+                    return faces
+            elif not self._cut(pixels):  # (no face, and the same picture: none yet)
                 self._since_detection += 1
-                return faces
+                return []
         faces = [f for f in self._detect(pixels, rotation) if f.size >= self.config.min_face]
         if prop is not None:
             prop.observe(pixels, faces)
+            self._looked_at = pixels.gray(*CUT_THUMBNAIL).astype(np.float32)
         self._since_detection = 1
         return faces
+
+    def _cut(self, pixels) -> bool:
+        """Whether the picture changed since the detector last looked (:data:`CUT_LEVELS`): with no
+        face held, the faces after a slide, a title or another shot are then found on their first
+        frame, not up to two frames late; faceless footage keeps the ``detect_every`` cadence."""
+        if self._looked_at is None:
+            return True
+        thumbnail = pixels.gray(*CUT_THUMBNAIL).astype(np.float32)
+        return float(np.abs(thumbnail - self._looked_at).mean()) >= CUT_LEVELS
 
     def _detect(self, pixels, rotation: float) -> list[Face]:
         """Detections in frame coordinates, found with the frame shown upright (``rotation``:
