@@ -885,8 +885,21 @@ class FaceRestorer:
             for group, crops, host in zip(groups, cut, host_cut):
                 for k, i in enumerate(group):
                     on_device_crops[i], host_crops[i] = crops[k], host[k]
-            outputs, added, seconds = self._restore_beside_detail(
-                lambda: self._restore_crops(on_device_crops, caches, ids), host_crops, prepared, ids)
+            # as on the host: the gate's weights first, and a face whose weight is 0 not restored
+            gate = [self._gate.weight(tid, pixels, m, side) for tid, m, side in zip(ids, matrices, sides)]
+            skip = self._gate.config.skip_clean_faces
+            busy = [i for i, w in enumerate(gate) if not (skip and w <= 0.0)]
+
+            def restore_busy() -> list[Any]:
+                done: list[Any] = [crop[None] for crop in on_device_crops]
+                if busy:
+                    restored = self._restore_crops([on_device_crops[i] for i in busy], [caches[i] for i in busy],
+                                                   [ids[i] for i in busy])
+                    for i, out in zip(busy, restored):
+                        done[i] = out
+                return done
+
+            outputs, added, seconds = self._restore_beside_detail(restore_busy, host_crops, prepared, ids)
             self.stats.add_time("restore", time.perf_counter() - t1)
             if added is not None:
                 self.stats.add_time("reference_detail", seconds)
@@ -895,7 +908,7 @@ class FaceRestorer:
                 self._finish_group_on_device(
                     sides[group[0]], on_device, pixels, crops, host, torch.cat(pick(outputs)).float(),
                     None if added is None else pick(added), np.stack(pick(matrices)), pick(ids), pick(identities),
-                    checks, first=n == 0)
+                    pick(gate), checks, first=n == 0)
             t0 = time.perf_counter()
             self._start_identity_checks(checks)  # beside the next frame's restore
             result = self._device_path.download(on_device)
@@ -903,13 +916,13 @@ class FaceRestorer:
         return host_crops, result
 
     def _finish_group_on_device(self, side, on_device, pixels, crops, host_crops, restored, added, matrices, ids,
-                                identities, checks, first):
+                                identities, gate, checks, first):
         """The restored faces of one crop side (``crops``, cut from the device frame; ``added``: their
-        reference detail) gated, fused and pasted on it. Identity checks due for them are added to
-        ``checks`` (started after the last group); the first group waits for the last frame's."""
+        reference detail; ``gate``: their quality gate weights) gated, fused and pasted on it. Identity
+        checks due for them are added to ``checks`` (started after the last group); the first group
+        waits for the last frame's."""
         path = self._device_paths[side]
         t2 = time.perf_counter()
-        gate = [self._gate.weight(tid, pixels, m, side) for tid, m in zip(ids, matrices)]
         self.stats.faces_left_clean += sum(w <= 0.0 for w in gate)
         weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
         restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))

@@ -132,13 +132,15 @@ class _CountedStripes(_Stripes):
         return super().restore(faces, caches, noise_seeds)
 
 
-def test_the_restorer_is_not_run_for_faces_the_gate_leaves_alone(frame_and_detector):
+@pytest.mark.parametrize("frame_path", ["host", "device"])
+def test_the_restorer_is_not_run_for_faces_the_gate_leaves_alone(frame_and_detector, frame_path):
     """A face whose gate weight is 0 keeps its input crop to the bit, so the model is not run for it
     (a clean talking head cost the whole restore time for nothing). After a degraded frame the
     weight fades over the next frames, and under ``off_below`` it is 0 again: the model stops."""
     frame, detector = frame_and_detector
     restorer = _CountedStripes(128)
-    fr = FaceRestorer(restorer, detector, config=PipelineConfig(lookahead=0, temporal=TemporalConfig.off()))
+    config = PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), frame_path=frame_path)
+    fr = FaceRestorer(restorer, detector, config=config)
     gate = QualityGateConfig()
     fading = 0  # frames after the degraded one whose weight is still at least off_below
     while (1.0 - gate.smoothing) * gate.smoothing ** (fading + 1) >= gate.off_below:
@@ -151,7 +153,7 @@ def test_the_restorer_is_not_run_for_faces_the_gate_leaves_alone(frame_and_detec
     assert np.abs(outs[3].astype(int) - frame).max() > 5  # (a share of the change, fading)
     assert fr.stats.faces_left_clean == 2 + 5
     no_skip = _CountedStripes(128)
-    fr = FaceRestorer(no_skip, detector, config=PipelineConfig(lookahead=0, temporal=TemporalConfig.off(),
+    fr = FaceRestorer(no_skip, detector, config=PipelineConfig(lookahead=0, temporal=TemporalConfig.off(), frame_path=frame_path,
                                                                 gate=QualityGateConfig(skip_clean_faces=False)))
     assert all(np.array_equal(fr.process(f.copy()), out) for f, out in zip(frames, outs))  # the same output
     assert no_skip.faces_seen == len(frames)
