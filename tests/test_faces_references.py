@@ -343,3 +343,16 @@ def test_a_reference_video_that_cannot_be_read_is_named(tmp_path, kit):
     with pytest.raises(ReferencesError, match=r"notes.txt is neither a photo \(.*\) nor a video; give a folder of "
                                               "photos, or a video of the person"):
         check_reference_specs([str(tmp_path / "notes.txt")])
+
+
+def test_two_sets_of_one_person_are_said(tmp_path, kit, caplog):
+    """The same photos under two names (or two folders of one person) tied silently: each face went
+    to either by a hair. Two people's sets are not flagged."""
+    scrfd, embedder = kit.detector, kit.embedder
+    first, second = kit.people
+    folder = _link_folder(tmp_path, first, kit.photos[first][:2])
+    other = _link_folder(tmp_path, second, kit.photos[second][:2])
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        load_reference_sets([f"aoc={folder}", f"katie={folder}", f"{second}={other}"], scrfd, embedder, R)
+    said = [r.getMessage() for r in caplog.records if "look like the same person" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("reference sets aoc and katie look like the same person")

@@ -284,4 +284,18 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
         by_side = {side: np.stack(c) for side, c in crops.items()}
         sets.append(ReferenceSet(name=name, crops=by_side[sides[-1]], embeddings=embedding_array, files=files,
                                  embedder=embedder.name, crops_at=by_side if len(sides) > 1 else {}))
+    _warn_same_person(sets, threshold)
     return sets
+
+
+def _warn_same_person(sets: Sequence[ReferenceSet], threshold: float) -> None:
+    """Warn about two sets whose photos look like one person (mean similarity across them at least
+    the embedder's same-person ``threshold``): each face of that person then goes to either set,
+    by a hair (the same folder given under two names tied silently)."""
+    for i, first in enumerate(sets):
+        for second in sets[i + 1:]:
+            similarity = float((first.embeddings @ second.embeddings.T).mean())
+            if similarity >= threshold:
+                logger.warning("reference sets %s and %s look like the same person (similarity %.2f >= %.2f): their "
+                               "faces cannot be told apart; check that each set holds its own person's photos",
+                               first.name, second.name, similarity, threshold)
