@@ -554,7 +554,8 @@ class FaceRestorer:
         faces = [f for f in self._detect(pixels, rotation) if f.size >= self.config.min_face]
         if prop is not None:
             prop.observe(pixels, faces)
-            self._looked_at = pixels.gray(*CUT_THUMBNAIL).astype(np.float32)
+            if not faces:  # (only then is no face held, and :meth:`_cut` asked)
+                self._looked_at = pixels.gray(*CUT_THUMBNAIL).astype(np.float32)
         self._since_detection = 1
         return faces
 
@@ -741,20 +742,12 @@ class FaceRestorer:
             exact = [crop_face(view.coded, m, side) for m, side in zip(matrices, sides)]
             crops, coded = [transfer.to_sdr(crop) for crop in exact], [coded_levels(crop) for crop in exact]
         weights = [self._gate.weight(tid, view, m, side) for tid, m, side in zip(ids, matrices, sides)]
-        # a face whose gate weight is 0 keeps its input crop: the restorer is not run for it
-        # (a clean talking head costs no model time; the output is the same to the bit)
-        skip = self._gate.config.skip_clean_faces
-        busy = [i for i, w in enumerate(weights) if not (skip and w <= 0.0)]
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
 
-        def restore_busy() -> list[Any]:
-            outputs = self._restore_crops([crops[i] for i in busy], [caches[i] for i in busy],
-                                          [ids[i] for i in busy]) if busy else []
-            done: list[Any] = list(crops)
-            for i, out in zip(busy, outputs):
-                done[i] = _to_uint8(out)[0]
-            return done
+        def restore_busy() -> list[Any]:  # (a face the gate leaves alone keeps its crop)
+            outputs = self._restore_gated(crops, caches, ids, weights)
+            return [crop if out is None else _to_uint8(out)[0] for crop, out in zip(crops, outputs)]
 
         with torch.inference_mode():
             restored, added, detail_seconds = self._restore_beside_detail(restore_busy, crops, prepared, ids)
@@ -885,19 +878,12 @@ class FaceRestorer:
             for group, crops, host in zip(groups, cut, host_cut):
                 for k, i in enumerate(group):
                     on_device_crops[i], host_crops[i] = crops[k], host[k]
-            # as on the host: the gate's weights first, and a face whose weight is 0 not restored
+            # as on the host: the gate's weights first, and a face it leaves alone keeps its crop
             gate = [self._gate.weight(tid, pixels, m, side) for tid, m, side in zip(ids, matrices, sides)]
-            skip = self._gate.config.skip_clean_faces
-            busy = [i for i, w in enumerate(gate) if not (skip and w <= 0.0)]
 
             def restore_busy() -> list[Any]:
-                done: list[Any] = [crop[None] for crop in on_device_crops]
-                if busy:
-                    restored = self._restore_crops([on_device_crops[i] for i in busy], [caches[i] for i in busy],
-                                                   [ids[i] for i in busy])
-                    for i, out in zip(busy, restored):
-                        done[i] = out
-                return done
+                outputs = self._restore_gated(on_device_crops, caches, ids, gate)
+                return [crop[None] if out is None else out for crop, out in zip(on_device_crops, outputs)]
 
             outputs, added, seconds = self._restore_beside_detail(restore_busy, host_crops, prepared, ids)
             self.stats.add_time("restore", time.perf_counter() - t1)
@@ -969,6 +955,20 @@ class FaceRestorer:
         side = auto_crop_side(frame_pixels, self.crop_sides, self._track_sides.get(t.track_id))
         self._track_sides[t.track_id] = side
         return side
+
+    def _restore_gated(self, crops: Sequence[torch.Tensor | np.ndarray], caches: list, ids: list,
+                       weights: Sequence[float]) -> list[torch.Tensor | None]:
+        """:meth:`_restore_crops`, but None for a face whose quality gate weight is 0: its output would
+        be thrown away, so the model is not run for it (clean footage costs no model time; the output
+        is the same to the bit). ``QualityGateConfig.skip_clean_faces=False`` restores every face."""
+        skip = self._gate.config.skip_clean_faces
+        busy = [i for i, w in enumerate(weights) if not (skip and w <= 0.0)]
+        out: list[torch.Tensor | None] = [None] * len(crops)
+        if busy:
+            restored = self._restore_crops([crops[i] for i in busy], [caches[i] for i in busy], [ids[i] for i in busy])
+            for i, face in zip(busy, restored):
+                out[i] = face
+        return out
 
     def _restore_crops(self, crops: Sequence[torch.Tensor | np.ndarray], caches: list, ids: list) -> list[torch.Tensor]:
         """Each face restored, in order, ``(1, 3, S, S)`` at its crop's side: the faces of each side

@@ -187,10 +187,10 @@ class RunStats:
         unused, and the faces of its person restored as unmatched)."""
         if not self.matching or self.match_threshold is None:
             return []
-        said = []
+        said, matched = [], set(self.identities_matched)
         for name in self.reference_names:
             scores = [t.scores[name] for t in self.per_track.values() if name in t.scores]
-            if name in self.identities_matched or not scores:
+            if name in matched or not scores:
                 continue
             said.append(NO_FACE_MATCHED.format(name=name)
                         + f" (the closest {self._unit} scored {max(scores):.2f}, a match needs "
