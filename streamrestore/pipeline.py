@@ -49,6 +49,7 @@ from streamrestore.temporal import FrameFusion, TemporalConfig, TemporalSmoother
 from streamrestore.threads import resolve_torch_threads
 from streamrestore.threads import torch_threads as _torch_threads
 from streamrestore.types import AlignedFace, Face, Restorer, TrackedFace
+from streamrestore.video.reader import quarter_turns
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.faces.detect import Detector
@@ -158,6 +159,22 @@ class PipelineConfig:
                 isinstance(self.crop_resolution, int) and not isinstance(self.crop_resolution, bool)
                 and self.crop_resolution >= 32):
             raise ValueError(f"crop_resolution must be None, 'auto' or an integer >= 32, got {self.crop_resolution!r}")
+
+
+def _shown_centre(kps: np.ndarray, height: int, width: int, rotation: float) -> tuple[float, float]:
+    """The centre of a face's landmarks ``kps`` (stored coordinates of a ``height`` x ``width``
+    picture) as fractions across and down the picture as shown with a display rotation of
+    ``rotation`` degrees counter-clockwise (``np.rot90``'s turns, :func:`quarter_turns`)."""
+    x, y = kps.mean(axis=0)
+    across, down = (float(x) + 0.5) / width, (float(y) + 0.5) / height
+    turns = quarter_turns(rotation)
+    if turns == 1:  # np.rot90(a, 1)[i, j] == a[j, W-1-i]
+        return down, 1.0 - across
+    if turns == 2:
+        return 1.0 - across, 1.0 - down
+    if turns == 3:
+        return 1.0 - down, across
+    return across, down
 
 
 class FaceRestorer:
@@ -610,12 +627,14 @@ class FaceRestorer:
         stats = self.stats
         stats.frames += 1
         selected = self._select(tracked)
+        height, width = pixels.shape[:2]
+        rotation = getattr(frame, "rotation", 0)
         if len(selected) < len(tracked):  # beyond max_faces: left alone
             kept = {id(t) for t in selected}
             for t in tracked:
                 if id(t) not in kept:
                     stats.add_face(t.track_id, index, stats.identities.get(t.track_id), restored=False,
-                                   beyond_max_faces=True)
+                                   beyond_max_faces=True, centre=_shown_centre(t.kps, height, width, rotation))
         tracked = selected
         if not tracked:
             return lambda: _Finished(frame)  # untouched: not even a colour-space round trip
@@ -629,7 +648,8 @@ class FaceRestorer:
             unmatched = identity is None and self._matcher is not None
             stats.unmatched_faces += unmatched
             skip = unmatched and self.config.unmatched == "skip"
-            stats.add_face(t.track_id, index, identity, restored=not skip)
+            stats.add_face(t.track_id, index, identity, restored=not skip,
+                           centre=_shown_centre(t.kps, height, width, rotation))
             if self._matcher is not None:
                 track = stats.per_track[t.track_id]
                 if not track.scores or not self._matcher.is_decided(t.track_id):  # frozen once decided

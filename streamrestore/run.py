@@ -61,6 +61,22 @@ class TrackStats:
     match_faces: int = 0  # faces that went through that stage
     match_identity: str | None = None  # whose photos they were (a track's identity may change early on)
     adapted: bool | None = None  # with an adapted model (--adapt): whether its adaptation served the track last
+    place_sum: tuple = (0.0, 0.0)  # sum over its faces of the face's centre in the picture as shown (0-1 across, down)
+    placed_faces: int = 0  # faces whose centre was given
+
+    @property
+    def place(self) -> str | None:
+        """Where the track's faces were, on average, in the picture as shown: "at the left",
+        "at the top right", "in the middle" (thirds of the width and height); None when no face
+        of it gave its centre."""
+        if not self.placed_faces:
+            return None
+        across, down = (total / self.placed_faces for total in self.place_sum)
+        column = "left" if across < 1 / 3 else "right" if across > 2 / 3 else "centre"
+        row = "top" if down < 1 / 3 else "bottom" if down > 2 / 3 else ""
+        if not row:
+            return "in the middle" if column == "centre" else f"at the {column}"
+        return f"at the {row}" if column == "centre" else f"at the {row} {column}"
 
     @property
     def reference_match(self) -> float | None:
@@ -139,7 +155,7 @@ class RunStats:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     def add_face(self, track_id: int, frame: int, identity: str | None, restored: bool,
-                 beyond_max_faces: bool = False) -> None:
+                 beyond_max_faces: bool = False, centre: tuple[float, float] | None = None) -> None:
         """Counts one face of one frame.
 
         Args:
@@ -148,6 +164,8 @@ class RunStats:
             identity: the reference set the track matched, or None.
             restored: whether the face was restored (False: left alone).
             beyond_max_faces: left alone because the frame had ``max_faces`` larger faces.
+            centre: the face's centre in the picture as shown, as fractions of its width and height
+                (None: not known); the summary says where each track was when there are several.
         """
         track = self.per_track.get(track_id)
         if track is None:
@@ -155,6 +173,9 @@ class RunStats:
         track.identity = identity
         track.last_frame = frame
         track.faces += 1
+        if centre is not None:
+            track.place_sum = (track.place_sum[0] + centre[0], track.place_sum[1] + centre[1])
+            track.placed_faces += 1
         if not restored:
             track.left_alone += 1
             track.beyond_max_faces += beyond_max_faces
@@ -241,6 +262,8 @@ class RunStats:
         span = f"frame {track.first_frame}" if track.first_frame == track.last_frame else \
             f"frames {track.first_frame}-{track.last_frame}"
         text = f"  {self._unit} {track_id}: {who}" + ("" if self.photo else f", {span}, {_n(track.faces, 'face')}")
+        if track.place is not None and len(self.per_track) > 1:  # which face is which, where there are several
+            text += f", {track.place}"
         if track.left_alone:
             beyond = track.beyond_max_faces
             why = "" if not beyond else ": beyond --max-faces" if beyond == track.left_alone else \

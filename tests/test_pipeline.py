@@ -317,6 +317,52 @@ def test_faces_of_a_phone_video_stored_turned_are_found_and_restored_in_place(tm
             assert np.abs(gain[:12, :12]).mean() < 2 and np.abs(gain[-12:, -12:]).mean() < 2  # corners: the codec's noise
 
 
+@pytest.mark.parametrize("rotation", [0, 90, -90, 180])
+def test_the_summary_says_where_each_face_was_as_the_picture_is_shown(tmp_path, rotation):
+    """With several faces the summary says which track is which by where it was in the picture as
+    it is shown: a phone's sideways-stored clip gives the places of its upright picture."""
+    from streamrestore.video.reader import quarter_turns
+
+    size = (160, 224) if rotation in (90, -90) else (224, 160)
+    first_centre, second_centre = (40.0, 40.0), (size[0] - 40.0, size[1] - 40.0)  # opposite corners, stored
+
+    def picture(i):
+        return sf.scene(*size, [("ann", sf.face_matrix(first_centre, 26, rotation)),
+                                ("ben", sf.face_matrix(second_centre, 26, rotation))], i)[0]
+
+    def shown_place(centre):  # where a pixel at ``centre`` lands once the picture is turned as shown
+        marker = np.zeros(size[::-1], dtype=np.uint8)
+        marker[int(centre[1]), int(centre[0])] = 1
+        shown = np.rot90(marker, quarter_turns(rotation))
+        down, across = (np.argwhere(shown)[0] + 0.5) / shown.shape
+        column = "left" if across < 1 / 3 else "right" if across > 2 / 3 else "centre"
+        return f"at the {'top' if down < 1 / 3 else 'bottom'} {column}"
+
+    src = tmp_path / "two.mp4"
+    make_clip(src, width=size[0], height=size[1], frames=4, rotation=rotation, picture=picture)
+    config = PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False))
+    stats = restore_video(src, tmp_path / "out.mp4", FaceRestorer(IdentityRestorer(128), sf.UprightFaceDetector(),
+                                                                   config=config),
+                          encoder=EncoderSettings(preset="ultrafast"))
+    lines = [line for line in stats.summary().splitlines() if line.startswith("  track ")]
+    assert len(lines) == 2, stats.summary()
+    places = sorted(line.rsplit(", ", 1)[1] for line in lines)
+    assert places == sorted([shown_place(first_centre), shown_place(second_centre)])
+    assert len(set(places)) == 2
+
+
+def test_the_summary_says_nothing_of_places_for_one_face():
+    one = _summary_of([], frames=2)
+    for frame in range(2):
+        one.add_face(3, frame, None, True, centre=(0.1, 0.9))
+    assert one.summary().splitlines()[1] == "  track 3: no references, frames 0-1, 2 faces"
+    assert one.per_track[3].place == "at the bottom left"
+    one.add_face(4, 1, None, True, centre=(0.5, 0.5))
+    assert one.per_track[4].place == "in the middle"
+    assert one.summary().splitlines()[1:3] == ["  track 3: no references, frames 0-1, 2 faces, at the bottom left",
+                                               "  track 4: no references, frame 1, 1 face, in the middle"]
+
+
 @pytest.mark.slow
 def test_hamilton_tracks_restart_at_cuts(shared_data, scrfd):
     """Hard cuts at ~1.52 s, ~3.59 s and ~7.89 s (the manifest lists the last two; the first is
