@@ -489,7 +489,8 @@ class BatchWorker:
             stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True,
                                   deinterlace=self.deinterlace, on_frame=self._frame_done)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "warnings": stats.warnings(),
-                "faces": stats.faces_restored, "clean": stats.faces_left_clean, "identities": stats.identities_matched,
+                "faces": stats.faces_restored, "clean": stats.faces_left_clean, "dim": stats.faces_left_dim,
+                "identities": stats.identities_matched,
                 "seen": sum(track.faces for track in stats.per_track.values())}
 
     def restore_chunk(self, plan: Plan, index: int, part: str, dst: str, fail: bool = False,
@@ -666,20 +667,23 @@ class _Progress:
 
 def _faces_said(info: dict) -> str:
     """What a whole input's run did to faces, for its progress line ("" when not known): "12 faces
-    restored, ", the quality gate's clean ones and those left alone (``--unmatched skip``,
+    restored, ", the quality gate's clean ones (and too dim to judge) and those left alone (``--unmatched skip``,
     ``--max-faces``) said apart, or "no face found, ". (A chunked input's are not said: a chunk's
     counts would take in the warm-up frames it drops.)"""
     faces, clean, seen = info.get("faces"), info.get("clean") or 0, info.get("seen")
+    dim = info.get("dim") or 0  # (of the clean ones: too dim to judge)
     if faces is None or seen is None:
         return ""
     if not seen:
         return "no face found, "
     said = [f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored"]
-    if clean:
-        said.append(f"{clean} clean left as {'it was' if clean == 1 else 'they were'}")
+    if clean - dim:
+        said.append(f"{clean - dim} clean left as {'it was' if clean - dim == 1 else 'they were'}")
+    if dim:
+        said.append(f"{dim} too dim to judge left as {'it was' if dim == 1 else 'they were'}")
     if seen > faces:
         said.append(f"{seen - faces} left alone")
-    return (" and ".join(said) if len(said) < 3 else f"{said[0]}, {said[1]} and {said[2]}") + ", "
+    return (", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0]) + ", "
 
 
 def _fail_hooks(env: str = FAIL_ENV) -> set[str]:
@@ -1200,7 +1204,7 @@ class _Batch:
             matched = {name for r in records for name in (r.get("identities") or [])}
             warnings = _chunks_warnings([r.get("warnings") or [] for r in records], matched) + warnings
         elif "faces" in info:
-            extra.update(faces=info["faces"], clean=info.get("clean"), seen=info.get("seen"))
+            extra.update(faces=info["faces"], clean=info.get("clean"), dim=info.get("dim"), seen=info.get("seen"))
         self.manifest.update(self.input_key(src), state="done", sha256=sha256_of(dst), frames=frames, error=None,
                              seconds=round(info["seconds"], 3), warnings=warnings, **extra)
         self.result.succeeded[src] = str(dst)

@@ -786,6 +786,7 @@ class FaceRestorer:
             for crop, face_out, detail, m, side, tid, identity, coded_crop, weight in zip(
                     crops, restored, details, matrices, sides, ids, identities, coded, weights):
                 self.stats.faces_left_clean += weight <= 0.0
+                self.stats.faces_left_dim += weight <= 0.0 and self._gate.dim(tid)
                 face_out = self._gate.blend(crop, face_out, weight)
                 if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)
                     checks.append((tid, identity, crop.copy(), face_out.copy()))
@@ -930,6 +931,7 @@ class FaceRestorer:
         path = self._device_paths[side]
         t2 = time.perf_counter()
         self.stats.faces_left_clean += sum(w <= 0.0 for w in gate)
+        self.stats.faces_left_dim += sum(w <= 0.0 and self._gate.dim(tid) for w, tid in zip(gate, ids))
         weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
         restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
         checking = self._finish_identity_checks() if first else 0.0

@@ -63,6 +63,16 @@ class QualityGateConfig:
         skip_clean_faces: the restorer is not run for a face whose weight is 0 (its output would be
             thrown away): clean footage costs no model time, and the output is the same to the bit
             (default True; ``streamrestore bench`` turns it off, to time the model on every face).
+        dim_below: a face whose coarse contrast (mean |grey − blur σ3| of the measured inner face, in
+            grey levels) is under this is *dim* (:meth:`QualityGate.dim`), and one the gate leaves
+            alone is said to be too dim to judge, not clean. In a dim face the frame's rounding and
+            the codec's noise are a large share of the finest scale, so :func:`detail_ratio` reads a
+            blurred face as detailed. Default 1.5: on 16 talking-head clips (the video benchmark's
+            eight, three more, the gate's six calibration clips less one), 8-10 frames each, every face
+            in the clips' own light measured 2.4 or more (clean 3.5 or more; degraded as the benchmark
+            degrades 2.4 or more); the same clips darkened (gamma 1.6, gain 0.3) then degraded, 0.5-2.2.
+            The weight is not changed for a dim face: lite, trained on well-lit faces, did not restore
+            such faces either (``docs/video_eval.md``, "Session 45").
     """
 
     enabled: bool = True
@@ -72,6 +82,7 @@ class QualityGateConfig:
     smoothing: float = 0.8
     off_below: float = 0.01
     skip_clean_faces: bool = True
+    dim_below: float = 1.5
 
     def __post_init__(self) -> None:
         check_kinds(self)
@@ -84,6 +95,8 @@ class QualityGateConfig:
             raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing}")
         if not 0.0 <= self.off_below < 1.0:
             raise ValueError(f"off_below must be in [0, 1), got {self.off_below}")
+        if not self.dim_below >= 0.0:
+            raise ValueError(f"dim_below must be >= 0 grey levels, got {self.dim_below}")
 
 
 def inner_face(pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> np.ndarray:
@@ -166,11 +179,17 @@ def detail_ratio(face: np.ndarray, measure_side: int | None = 160) -> float:
     Raises:
         ValueError: ``face`` is not an (H, W, 3) image.
     """
+    return _detail_and_contrast(face, measure_side)[0]
+
+
+def _detail_and_contrast(face: np.ndarray, measure_side: int | None) -> tuple[float, float]:
+    """:func:`detail_ratio` and the face's contrast at the coarse scale (the ratio's denominator,
+    in grey levels: mean |grey − blur σ3|; infinite where nothing was measured)."""
     face = np.asarray(face)
     if face.ndim != 3 or face.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {face.shape}")
     if min(face.shape[:2]) < 4:
-        return 1.0  # nothing to measure: leave the face alone
+        return 1.0, float("inf")  # nothing to measure: leave the face alone
     face = np.ascontiguousarray(face)
     grey: np.ndarray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
     brightest = face.max(axis=2)
@@ -186,7 +205,8 @@ def detail_ratio(face: np.ndarray, measure_side: int | None = 160) -> float:
     if keep.mean() < 0.3:  # mostly "caption" (an overexposed or very dark face): measured whole
         keep[:] = True
     fine, coarse = float(fine_map[keep].mean()), float(coarse_map[keep].mean())
-    return fine / coarse if coarse > 1e-3 else 1.0  # a flat patch has nothing to restore
+    # a flat patch has nothing to restore
+    return (fine / coarse if coarse > 1e-3 else 1.0), coarse
 
 
 class QualityGate:
@@ -200,6 +220,7 @@ class QualityGate:
     def __init__(self, config: QualityGateConfig = QualityGateConfig()) -> None:
         self.config = config
         self._weights: dict[int, float] = {}
+        self._dim: dict[int, bool] = {}
 
     def weight(self, track_id: int, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> float:
         """This frame's weight for a face in [0, 1] (smoothed over the track's frames).
@@ -214,16 +235,27 @@ class QualityGate:
             0 for a clean face (it passes through unchanged) up to 1 for a degraded one (the
             restorer's whole change); 1 when the gate is off.
         """
-        return self.smoothed(track_id, self.measure(pixels, matrix, resolution))
+        own, contrast = self._measured(pixels, matrix, resolution)
+        self._dim[track_id] = contrast < self.config.dim_below
+        return self.smoothed(track_id, own)
+
+    def dim(self, track_id: int) -> bool:
+        """Whether the track's face, when :meth:`weight` last measured it, had less contrast than
+        ``dim_below`` (too dim for the measure to tell blurred from clean); False with the gate off."""
+        return self._dim.get(track_id, False)
 
     def measure(self, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> float:
         """This frame's own weight for a face, before the smoothing over its track's frames
         (arguments as for :meth:`weight`); 1 when the gate is off."""
+        return self._measured(pixels, matrix, resolution)[0]
+
+    def _measured(self, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> tuple[float, float]:
+        """:meth:`measure` and the face's coarse contrast (grey levels; infinite with the gate off)."""
         cfg = self.config
         if not cfg.enabled:
-            return 1.0
-        ratio = detail_ratio(inner_face(pixels, matrix, resolution), cfg.measure_side)
-        return float(np.clip((cfg.clean_at - ratio) / (cfg.clean_at - cfg.degraded_at), 0.0, 1.0))
+            return 1.0, float("inf")
+        ratio, contrast = _detail_and_contrast(inner_face(pixels, matrix, resolution), cfg.measure_side)
+        return float(np.clip((cfg.clean_at - ratio) / (cfg.clean_at - cfg.degraded_at), 0.0, 1.0)), contrast
 
     def smoothed(self, track_id: int, w: float) -> float:
         """The weight :meth:`weight` gives for a face whose own weight this frame is ``w``
@@ -262,6 +294,8 @@ class QualityGate:
         live = set(live_track_ids)
         for tid in [t for t in self._weights if t not in live]:
             del self._weights[tid]
+        for tid in [t for t in self._dim if t not in live]:
+            del self._dim[tid]
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ class RunStats:
     frames_restored: int = 0  # frames in which at least one face was restored
     faces_restored: int = 0
     faces_left_clean: int = 0  # of those, faces the quality gate found clean and left as they were
+    faces_left_dim: int = 0  # of those, faces too dim for the gate to judge (QualityGate.dim): not called clean
     track_ids: set = field(default_factory=set)
     identities: dict = field(default_factory=dict)  # track id -> matched set name or None
     per_track: dict = field(default_factory=dict)  # track id -> TrackStats
@@ -303,10 +304,15 @@ class RunStats:
                 f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, {who}"
             )
         if self.faces_left_clean:
-            text += (f"\n  of these, {self.faces_restored - self.faces_left_clean} restored and "
-                     f"{_n(self.faces_left_clean, 'clean face')} left as "
-                     f"{'it was' if self.faces_left_clean == 1 else 'they were'} (the quality gate: "
-                     "nothing to restore)")
+            clean, dim = self.faces_left_clean - self.faces_left_dim, self.faces_left_dim
+            left = []
+            if clean:
+                left.append(f"{_n(clean, 'clean face')} left as {'it was' if clean == 1 else 'they were'} "
+                            "(the quality gate: nothing to restore)")
+            if dim:  # (their measure is the noise's: "clean" would misstate a dark, blurred face)
+                left.append(f"{_n(dim, 'face')} too dim to judge left as {'it was' if dim == 1 else 'they were'} "
+                            "(too little light for the quality gate to tell a blurred face from a clean one)")
+            text += f"\n  of these, {self.faces_restored - self.faces_left_clean} restored and " + " and ".join(left)
         tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
         shown = sorted(tracks, key=lambda item: -item[1].faces)[:SUMMARY_TRACKS]
         shown_ids = {id(track) for _, track in shown}

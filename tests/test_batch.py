@@ -839,4 +839,8 @@ def test_what_a_chunked_input_and_its_faces_are_said_to_be():
     assert _faces_said({"faces": 5, "clean": 2, "seen": 6}) == \
         "3 faces restored, 2 clean left as they were and 1 left alone, "
     assert _faces_said({"faces": 0, "clean": 0, "seen": 0}) == "no face found, "
+    assert _faces_said({"faces": 9, "clean": 5, "dim": 3, "seen": 10}) == \
+        "4 faces restored, 2 clean left as they were, 3 too dim to judge left as they were and 1 left alone, "
+    assert _faces_said({"faces": 3, "clean": 3, "dim": 3, "seen": 3}) == \
+        "0 faces restored and 3 too dim to judge left as they were, "
     assert _faces_said({"frames": 20}) == ""  # a chunk's: not said
