@@ -135,12 +135,30 @@ def restore_video(
             try:
                 stats.add_time("encode", restore_frames(reader.frames(), writer, face_restorer,
                                                         on_frame=each_frame if hooks else None))
+            except KeyboardInterrupt as exc:  # (Ctrl-C, a stop signal): what was lost, said by the command line
+                exc.kept = _work_lost(stats.frames, expected_frames(info, start, end),  # type: ignore[attr-defined]
+                                      time.perf_counter() - started)
+                raise
             finally:
                 if bar is not None:
                     bar.close()
     stats.problems.extend(reader.problems + writer.notes)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+#: seconds of restoring after which a stopped run's message points to ``streamrestore batch``
+LOST_WORK_HINT_SECONDS = 60.0
+
+
+def _work_lost(done: int, total: int | None, seconds: float) -> str:
+    """What a stopped :func:`restore_video` says it lost: its output is written only when complete."""
+    of = f" of {total}" if total else ""
+    text = f"the output was not written ({done}{of} frames had been restored)"
+    if seconds >= LOST_WORK_HINT_SECONDS:
+        text += ("; streamrestore batch restores a long video in chunks, keeps the finished ones through a stop and "
+                 "resumes with them")
+    return text
 
 
 def restore_photo(

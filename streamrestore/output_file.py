@@ -15,7 +15,8 @@ from pathlib import Path
 
 from streamrestore.errors import OutputError
 
-__all__ = ["SPACE_ERRNOS", "check_output_path", "stale_temps", "temp_beside", "write_atomically", "write_failed"]
+__all__ = ["SPACE_ERRNOS", "STALE_TEMP_SECONDS", "check_output_path", "remove_stale_temps", "stale_temps", "temp_beside",
+           "write_atomically", "write_failed"]
 
 #: errnos of a failed write whose cause is the disk or a limit (not the codec or the container)
 SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
@@ -48,6 +49,28 @@ def stale_temps(dst: Path) -> list[Path]:
         return [entry for entry in dst.parent.iterdir() if pattern.fullmatch(entry.name)]
     except OSError:
         return []
+
+
+#: a temporary file of an output that nothing wrote to for this long is a killed run's, not a running one's
+#: (a writer adds to its file every few seconds; another run writing the same output is left alone)
+STALE_TEMP_SECONDS = 300.0
+
+
+def remove_stale_temps(dst: Path, idle_seconds: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Removes the temporary files of ``dst`` (:func:`stale_temps`) not written to for ``idle_seconds``:
+    a run killed before its clean-up (``kill -9``, the OOM killer, a power cut) left a hidden file as
+    large as the output it had written so far, which nothing else removes. Returns those removed."""
+    import time
+
+    removed = []
+    for temp in stale_temps(dst):
+        try:
+            if time.time() - temp.stat().st_mtime >= idle_seconds:
+                temp.unlink()
+                removed.append(temp)
+        except OSError:
+            continue  # (gone meanwhile, or not ours to remove)
+    return removed
 
 
 def temp_beside(dst: Path) -> Path:
@@ -98,6 +121,7 @@ def write_atomically(dst: Path, write: Callable[[Path], object]) -> None:
     try:
         write(temp)
         os.replace(temp, dst)
+        remove_stale_temps(dst)
     except (OSError, ValueError) as exc:
         temp.unlink(missing_ok=True)
         raise write_failed(dst, exc) from None

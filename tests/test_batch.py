@@ -143,12 +143,19 @@ def test_batch_outputs_match_inputs_and_rerun_does_no_work(local_ray, clips, tmp
     assert len((out / MANIFEST_NAME).read_text().splitlines()) == lines
 
 
-def test_failed_chunk_is_retried(local_ray, clips, tmp_path, monkeypatch, faces):
+def test_failed_chunk_is_retried(local_ray, clips, tmp_path, monkeypatch, faces, caplog):
+    import shutil
+
     monkeypatch.setenv(FAIL_ENV, "long.mp4:1")  # the second chunk's first attempt raises
+    # (and a disk too small for the chunk parts: said before the work starts, which still goes on)
+    monkeypatch.setattr("streamrestore.batch.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
     out = tmp_path / "out"
     result = run([clips / "long.mp4", clips / "a.mp4"], out_dir=out, model="identity", **faces,
                  chunk_seconds=0.8, retries=1, workers=2)
     assert result.exit_code == 0 and not result.failed
+    (said,) = [r.getMessage() for r in caplog.records if "chunk parts" in r.getMessage()]
+    assert said.startswith("the long videos' chunk parts (lossless, each video's kept until it is joined) may need up "
+                           "to ") and f" MB in {out / PARTS_DIR}, and its disk has 0 MB free" in said
     _same_media(clips / "long.mp4", out / "long.restored.mp4")
     _same_media(clips / "a.mp4", out / "a.restored.mp4")
     chunk = next(r for r in _records(out).values() if r["key"].startswith("chunk:") and r["chunk"] == 1)
@@ -284,6 +291,23 @@ def test_the_batch_record_survives_a_torn_line_and_a_folder_it_cannot_write(clip
     (out / MANIFEST_NAME).mkdir(parents=True)  # (a folder it cannot write its record in; root ignores modes)
     code, err = batch(clips / "a.mp4", "-o", out)
     assert code == 2 and f"cannot write to output folder {out}: " in err and "Traceback" not in err
+
+
+def test_a_full_disk_names_what_fills_it(tmp_path):
+    """The batch's record is the first write to fail on a full disk, but the long videos' chunk parts
+    are what fill it: the error says how much they take, and where."""
+    from streamrestore.batch import Manifest, parts_bytes
+    from streamrestore.errors import OutputError
+
+    (tmp_path / PARTS_DIR / "clip-1234").mkdir(parents=True)
+    (tmp_path / PARTS_DIR / "clip-1234" / "chunk-0000.mkv").write_bytes(bytes(3_000_000))
+    manifest = Manifest(tmp_path / MANIFEST_NAME)
+    (tmp_path / MANIFEST_NAME).mkdir()  # (cannot be written: as on a full disk)
+    with pytest.raises(OutputError, match=rf"chunk parts in {re.escape(str(tmp_path / PARTS_DIR))} take 3 MB\); "):
+        manifest.update("input:x", state="pending")
+    # a part's size: a fifth of the raw 4:2:0 picture a frame, twice that at 10 bits
+    assert parts_bytes(1920, 1080, "yuv420p", 100) == int(0.2 * 1920 * 1080 * 1.5 * 100)
+    assert parts_bytes(1920, 1080, "yuv420p10le", 100) == 2 * parts_bytes(1920, 1080, "yuv420p", 100)
 
 
 def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_path, batch, monkeypatch):

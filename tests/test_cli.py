@@ -507,6 +507,22 @@ def test_stop_signal_mid_run_cleans_up_like_ctrl_c(long_face_clip, tmp_path, sig
     assert f"interrupted by {signal.Signals(signum).name}" in err
     assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]  # no hidden .partial file
     assert out.read_bytes() == b"previous result"  # the existing output is untouched
+    from streamrestore.batch import count_frames
+
+    # what was lost is said: the frames restored by then (the output is written only when complete)
+    done, total = map(int, re.search(r"the output was not written \((\d+) of (\d+) frames had been restored\)",
+                                     err).groups())
+    assert 0 < done < total == count_frames(long_face_clip)
+
+
+def test_a_stopped_long_run_points_to_batch_which_keeps_finished_chunks():
+    from streamrestore.api import LOST_WORK_HINT_SECONDS, _work_lost
+
+    assert _work_lost(120, 900, 5.0) == "the output was not written (120 of 900 frames had been restored)"
+    assert _work_lost(0, None, 1.0) == "the output was not written (0 frames had been restored)"
+    assert _work_lost(5000, 90000, LOST_WORK_HINT_SECONDS).endswith(
+        "frames had been restored); streamrestore batch restores a long video in chunks, keeps the finished ones "
+        "through a stop and resumes with them")
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])

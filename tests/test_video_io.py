@@ -6,6 +6,7 @@ import os
 import queue
 import stat
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -476,6 +477,14 @@ def test_a_cameras_timecode_is_kept_and_moved_with_a_window(tmp_path):
     assert writer.notes == ["the input's timecode (00:59:59;28) is not kept: a window of a drop-frame timecode is "
                             "not counted here"]
     assert _timecode_of(tmp_path / "ntsc_out.mov") == (None, [])
+    # non-drop at 29.97 counts 30 numbers a second, one a frame: 6 frames in (0.2 s) is 6 numbers on
+    nondrop = tmp_path / "nondrop.mov"
+    _timecoded_clip(nondrop, "01:02:03:27", fps=Fraction(30000, 1001))
+    with VideoReader(nondrop, start=0.2) as reader, VideoWriter(tmp_path / "nondrop_out.mov", reader.info, FAST,
+                                                                 audio_from=nondrop, start=0.2) as writer:
+        frames = [writer.write(frame) for frame in reader.frames()]
+    assert frames and writer.notes == []
+    assert _timecode_of(tmp_path / "nondrop_out.mov") == ("01:02:04:03", ["01:02:04:03"])
 
 
 def test_encoding_a_layout_few_players_play_is_said(tmp_path, caplog):
@@ -905,6 +914,86 @@ def test_a_container_that_cannot_hold_the_inputs_audio_names_it(tmp_path):
     assert not (tmp_path / "out.mov").exists()
 
 
+def test_an_audio_codec_the_container_cannot_take_is_a_clear_error(tmp_path):
+    """mu-law audio (a .mov's) cannot go into .mp4 as it is: a one-line error naming it and what to
+    write instead (was a traceback from PyAV's ValueError), and nothing written."""
+    src = tmp_path / "src.mov"
+    make_clip(src, frames=2, width=64, height=64, audio="pcm_mulaw")
+    with pytest.raises(OutputError, match=r"a \.mp4 file cannot hold the input's pcm_mulaw audio without "
+                                          r"re-encoding it; write \.mkv"):
+        VideoWriter(tmp_path / "out.mp4", probe(src), FAST, audio_from=src)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mov"]
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_which_tracks_a_player_picks_is_kept(tmp_path, suffix):
+    """A film with two audio languages, the second the default, and forced subtitles: the output keeps
+    which track is the default and which subtitles are forced (a player picked the other language)."""
+    base = tmp_path / "base.mkv"
+    make_clip(base, frames=10, audio="aac")
+    srt = tmp_path / "a.srt"
+    srt.write_text("1\n00:00:00,100 --> 00:00:00,300\nhello\n")
+    src = tmp_path / f"two{suffix}"
+    default, forced = av.stream.Disposition.default, av.stream.Disposition.forced
+    with av.open(str(base)) as video, av.open(str(srt)) as text, av.open(str(src), "w") as out:
+        streams = {(0, s.index): out.add_stream_from_template(s) for s in video.streams}
+        streams[2, 0] = out.add_stream_from_template(video.streams.audio[0])  # a second language
+        if suffix == ".mkv":  # (SubRip: Matroska's)
+            streams[1, 0] = out.add_stream_from_template(text.streams[0])
+            streams[1, 0].disposition = forced
+        streams[0, video.streams.video[0].index].disposition = default
+        streams[0, video.streams.audio[0].index].disposition = av.stream.Disposition(0)
+        streams[2, 0].disposition = default
+        for packet in video.demux(video.streams.audio[0]):
+            if packet.size:
+                packet.stream = streams[2, 0]
+                out.mux(packet)
+        video.seek(0)
+        for key, container in ((0, video), (1, text)):
+            for packet in container.demux():
+                if packet.size and (key, packet.stream_index) in streams:
+                    packet.stream = streams[key, packet.stream_index]
+                    out.mux(packet)
+
+    def marks(path):
+        with av.open(str(path)) as c:
+            return [(s.type, bool(s.disposition & default), bool(s.disposition & forced)) for s in c.streams]
+
+    expected = [("video", True, False), ("audio", False, False), ("audio", True, False)]
+    expected += [("subtitle", False, True)] * (suffix == ".mkv")
+    assert marks(src) == expected
+    dst = tmp_path / f"out{suffix}"
+    with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, audio_from=src) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert marks(dst) == expected
+
+
+def test_a_killed_runs_hidden_file_is_removed_by_the_next_run_that_writes_the_output(tmp_path, caplog):
+    """``kill -9`` (or the OOM killer) ends a run before its clean-up: its hidden temporary file, as large
+    as what it had written, was left for ever. The next run that writes the same output removes such
+    files once nothing has written to them for a while; a fresh one may be another running writer's."""
+    import logging
+
+    from streamrestore.output_file import STALE_TEMP_SECONDS
+
+    src = _small_source(tmp_path)
+    dst = tmp_path / "out.mp4"
+    killed, running, other = (tmp_path / ".out.0badf00d.partial.mp4", tmp_path / ".out.12345678.partial.mp4",
+                              tmp_path / ".other.0badf00d.partial.mp4")
+    for path in (killed, running, other):
+        path.write_bytes(b"x" * 1000)
+    long_ago = time.time() - STALE_TEMP_SECONDS - 60
+    for path in (killed, other):
+        os.utime(path, (long_ago, long_ago))
+    with caplog.at_level(logging.INFO, logger="streamrestore"):
+        with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST) as writer:
+            for frame in reader.frames():
+                writer.write(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name, running.name, other.name])
+    assert f"removed {killed.name}, the unfinished output of an earlier run that was killed" in caplog.text
+
+
 def test_writer_with_no_frames_creates_nothing(tmp_path):
     src = _small_source(tmp_path)
     dst = tmp_path / "out.mp4"
@@ -1283,3 +1372,50 @@ def test_the_inputs_tags_and_chapters_are_kept(tmp_path, ext):
         assert [ch["metadata"]["title"] for ch in got] == [title for title, _, _ in chapters], name
         times = [float(t * ch["time_base"]) for ch in got for t in (ch["start"], ch["end"])]
         assert times == pytest.approx([t for _, a, b in chapters for t in (a, b)], abs=0.05), (name, times)
+
+
+@pytest.mark.parametrize("ext", ["mov", "mp4"])
+def test_an_iphones_place_make_model_and_local_time_are_kept(tmp_path, ext):
+    """An iPhone writes where, on what and at what local time a video was recorded as QuickTime
+    metadata keys (com.apple.quicktime.*); MP4/MOV dropped them unless written as such keys."""
+    base = tmp_path / "base.mov"
+    make_clip(base, frames=10, audio="aac")
+    keys = {"com.apple.quicktime.location.ISO6709": "+48.8584+002.2945+035.000/",
+            "com.apple.quicktime.make": "Apple", "com.apple.quicktime.model": "iPhone 12",
+            "com.apple.quicktime.creationdate": "2019-05-04T12:11:12+0200"}
+    src = tmp_path / f"IMG_0001.{ext}"
+    with av.open(str(base)) as c, av.open(str(src), "w", options={"movflags": "use_metadata_tags"}) as out:
+        out.metadata.update({**keys, "title": "Paris"})
+        streams = {s.index: out.add_stream_from_template(s) for s in c.streams}
+        for packet in c.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream_index]
+                out.mux(packet)
+    with av.open(str(src)) as c:
+        assert {k: c.metadata.get(k) for k in keys} == keys
+    dst = tmp_path / f"out.{ext}"
+    passthrough(src, dst)
+    with av.open(str(dst)) as c:
+        assert {k: c.metadata.get(k) for k in keys} == keys and c.metadata.get("title") == "Paris"
+
+
+def test_chapters_are_said_lost_only_where_the_output_cannot_hold_them(tmp_path):
+    """An MP4's chapters are a text track FFmpeg reads as a data stream: it was said "not copied"
+    though the chapters were written again. MPEG-TS holds neither chapters nor a file's tags: both
+    were dropped without a word."""
+    src = tmp_path / "holiday.mp4"
+    _tagged_clip(src)
+    with av.open(str(src)) as c:
+        assert [s.type for s in c.streams].count("data") == 1 and len(c.chapters()) == 3
+
+    def notes(name):
+        with VideoReader(src) as reader, VideoWriter(tmp_path / name, reader.info, FAST, audio_from=src) as writer:
+            for frame in reader.frames():
+                writer.write(frame)
+        return writer.notes
+
+    assert notes("out.mp4") == [] and notes("out.mkv") == []
+    assert notes("out.ts") == [
+        "the input's chapters are not kept: .ts files hold none (.mkv, .mp4 and .mov do)",
+        "the input's tags (creation_time, location, location-eng, title) are not kept: .ts files hold none (.mkv, .mp4 "
+        "and .mov do)"]

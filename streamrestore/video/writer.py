@@ -29,7 +29,7 @@ import av
 import av.error
 
 from streamrestore.errors import InputError, OutputError
-from streamrestore.output_file import SPACE_ERRNOS, check_output_path, temp_beside, write_failed
+from streamrestore.output_file import SPACE_ERRNOS, check_output_path, remove_stale_temps, temp_beside, write_failed
 from streamrestore.settings import check_kinds
 from streamrestore.video.reader import (
     DEEP_PLANAR,
@@ -257,17 +257,19 @@ _OWN_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "ve
 
 def _timecode_after(timecode: str, seconds: float, rate: Fraction | None) -> str | None:
     """``timecode`` (HH:MM:SS:FF) ``seconds`` later at ``rate`` frames a second; itself for 0 s;
-    None where it cannot be counted (drop-frame "HH:MM:SS;FF", a rate not whole, a malformed one)."""
+    None where it cannot be counted (drop-frame "HH:MM:SS;FF", a rate neither whole nor NTSC's, a
+    malformed one). A non-drop timecode at an NTSC rate (30000/1001...) counts its frames at the
+    whole rate above (30), one number a frame, as cameras do."""
     if not seconds:
         return timecode
     parts = timecode.split(":")
     if ";" in timecode or len(parts) != 4 or not all(p.isdigit() for p in parts) or not rate:
         return None
     fps = round(float(rate))
-    if abs(float(rate) - fps) > 1e-3 or fps < 1:
+    if fps < 1 or not (abs(float(rate) - fps) <= 1e-3 or abs(fps / float(rate) - 1.001) <= 1e-4):
         return None
     hours, minutes, secs, frames = map(int, parts)
-    total = ((hours * 60 + minutes) * 60 + secs) * fps + frames + round(seconds * fps)
+    total = ((hours * 60 + minutes) * 60 + secs) * fps + frames + round(seconds * float(rate))
     frames, total = total % fps, total // fps
     return f"{total // 3600 % 24:02d}:{total // 60 % 60:02d}:{total % 60:02d}:{frames:02d}"
 
@@ -276,6 +278,26 @@ def _kept_tags(tags: dict[str, str]) -> dict[str, str]:
     """The input's tags worth keeping on the output (see :data:`_OWN_TAGS`)."""
     return {key: value for key, value in tags.items()
             if key.lower() not in _OWN_TAGS and not key.startswith("_STATISTICS")}
+
+
+#: containers that hold no chapters, nor a file's tags (MPEG-TS)
+_NO_CHAPTERS = {".ts", ".mts", ".m2ts"}
+
+
+def _is_chapter_track(stream: av.stream.Stream) -> bool:
+    """Whether ``stream`` is an MP4/MOV chapter track (a text track FFmpeg reads as a data stream with
+    no codec; FFmpeg names its handler "SubtitleHandler", Apple's tools "Chapter...")."""
+    handler = stream.metadata.get("handler_name", "")
+    return stream.type == "data" and (handler == "SubtitleHandler" or handler.lower().startswith("chapter"))
+
+
+def _has_apple_keys(path: str | os.PathLike) -> bool:
+    """Whether the file at ``path`` holds QuickTime metadata keys (``com.apple.quicktime.*``: an iPhone's)."""
+    try:
+        with av.open(str(path)) as container:
+            return any(key.startswith("com.apple.") for key in container.metadata)
+    except (OSError, av.error.FFmpegError):
+        return False  # (the copy itself says what is wrong with the file)
 
 
 def _n_streams(count: int, kind: str) -> str:
@@ -510,6 +532,10 @@ class VideoWriter:
             # 0 (an MPEG-2 broadcast without B-frames); FFmpeg would shift every stream later, when
             # the TS muxer's own delay keeps such a dts positive: timestamps are kept exactly
             keep = {"avoid_negative_ts": "disabled"} if self.dst.suffix.lower() in (".ts", ".mts", ".m2ts") else {}
+            if audio_from is not None and self.dst.suffix.lower() in _APPLE_CONTAINERS and _has_apple_keys(audio_from):
+                # an iPhone's place, make, model and local recording time are QuickTime metadata keys
+                # ("com.apple.quicktime.*"), which MP4/MOV keep only written as such
+                keep["movflags"] = "use_metadata_tags"
             self._output = av.open(str(self._temp), mode="w", options=keep)
         except ValueError:
             raise OutputError(
@@ -588,9 +614,21 @@ class VideoWriter:
             # a camera's timecode track (QuickTime tmcd) is written again from the video's "timecode"
             # tag (_copy_tags): kept, not said lost
             timecodes = [s for s in self._copy_from.streams if s.type == "data" and s.metadata.get("timecode")]
+            # an MP4/MOV's chapters are a text track (read as a data stream): written again with the
+            # chapters (_copy_tags) where the output holds chapters, else said lost
+            has_chapters = bool(self._copy_from.chapters())
+            holds_chapters = self.dst.suffix.lower() not in _NO_CHAPTERS
+            chapter_tracks = [s for s in self._copy_from.streams if has_chapters and _is_chapter_track(s)]
+            if has_chapters and not holds_chapters:
+                self.notes.append(f"the input's chapters are not kept: {self.dst.suffix} files hold none (.mkv, .mp4 "
+                                  "and .mov do)")
+            tags = sorted(_kept_tags(self._copy_from.metadata))
+            if tags and not holds_chapters:  # (MPEG-TS holds neither chapters nor a file's tags)
+                self.notes.append(f"the input's tags ({', '.join(tags)}) are not kept: {self.dst.suffix} files hold "
+                                  "none (.mkv, .mp4 and .mov do)")
             others = Counter(stream.type for stream in self._copy_from.streams
                              if stream.type not in ("video", "audio") and stream not in subtitles
-                             and stream not in timecodes)
+                             and stream not in timecodes and stream not in chapter_tracks)
             if others.get("subtitle"):
                 holds = f"holds only {', '.join(takes)} subtitles" if takes else "holds no subtitles here"
                 other = "" if self.dst.suffix.lower() == ".mkv" else "; .mkv holds most"
@@ -618,8 +656,19 @@ class VideoWriter:
             # remuxed untouched, in time order with the video; added in the input's order
             copied: list[av.stream.Stream] = sorted([*audio_streams, *subtitles], key=lambda s: s.index)
             for copied_stream in copied:
-                self._copied[copied_stream.index] = out.add_stream_from_template(copied_stream)
-                self._copied[copied_stream.index].metadata.update(_kept_tags(copied_stream.metadata))
+                try:
+                    kept = out.add_stream_from_template(copied_stream)
+                except ValueError:  # PyAV's words for "this container does not take that codec"
+                    raise OutputError(
+                        f"a {self.dst.suffix} file cannot hold the input's {copied_stream.codec_context.name} "
+                        f"{copied_stream.type} without re-encoding it; write .mkv (holds any audio)") from None
+                kept.metadata.update(_kept_tags(copied_stream.metadata))
+                # which track a player picks (default) or shows unasked (forced subtitles)
+                kept.disposition = copied_stream.disposition
+                self._copied[copied_stream.index] = kept
+            shown = [s for s in videos if not s.disposition & av.stream.Disposition.attached_pic]
+            if shown:
+                stream.disposition = shown[0].disposition
             self._copy_tags(stream, timecodes[0].metadata["timecode"] if timecodes else None)
             if copied:
                 self._copied_packets = self._copy_from.demux(copied)
@@ -663,8 +712,10 @@ class VideoWriter:
             shifted = _timecode_after(timecode, max(0.0, (self.start or 0.0) - video_first), self.info.frame_rate)
             if shifted is None:
                 video.metadata.pop(key, None)
-                self.notes.append(f"the input's timecode ({timecode}) is not kept: a window of a drop-frame "
-                                  "timecode is not counted here")
+                why = "a drop-frame timecode" if ";" in timecode else \
+                    f"a timecode at {float(self.info.frame_rate or 0):g} frames a second"
+                self.notes.append(f"the input's timecode ({timecode}) is not kept: a window of {why} is not counted "
+                                  "here")
             else:
                 video.metadata[key] = shifted
         start = self.info.origin + (self.start or 0.0)
@@ -853,6 +904,8 @@ class VideoWriter:
                 self._copy_from = None
             os.replace(cast(Path, self._temp), self.dst)  # set until renamed or removed
             self._temp = None
+            for left in remove_stale_temps(self.dst):
+                logger.info("removed %s, the unfinished output of an earlier run that was killed", left.name)
         except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, folder removed, ...
             self.abort()
             raise write_failed(self.dst, exc) from None
