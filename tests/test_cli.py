@@ -140,6 +140,23 @@ def test_several_inputs_point_to_batch(capsys, tmp_path):
         "... -o OUTDIR` restores several")
 
 
+def test_an_input_named_like_an_option_is_given_after_a_double_dash(synthetic_faces, tmp_path, capsys):
+    """``streamrestore -o out.mp4 -- -take1.mp4``: after "--" a name is the input, as with any tool
+    (argparse's intermixed parsing refused it, naming an argument the user never saw)."""
+    src = tmp_path / "-take1.mp4"
+    make_clip(src, width=96, height=64, frames=3)
+    code = main(["--model", "identity", "--no-progress", "-o", str(tmp_path / "out.mp4"), "--", str(src)])
+    assert code == 0, capsys.readouterr().err
+    from streamrestore.batch import count_frames
+
+    assert count_frames(tmp_path / "out.mp4") == 3
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "streamrestore: error: the following arguments are required: input"
+
+
 def test_not_a_video(run, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("hello")

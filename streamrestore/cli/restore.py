@@ -39,8 +39,16 @@ from streamrestore.threads import TORCH_THREADS_HELP
 SUBCOMMANDS = ("train", "eval", "live", "bench", "batch")
 
 
+class _Parser(argparse.ArgumentParser):
+    """The main command's parser: its hidden ``more_inputs`` (several files given) is not named in a
+    usage error ("the following arguments are required: input, more_inputs")."""
+
+    def error(self, message: str):  # type: ignore[override]
+        super().error(message.replace(", more_inputs", ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="streamrestore",
         description="Restore the faces in a video (or a photo) using a few reference photos of the person.",
         epilog="Other commands: " + ", ".join(f"streamrestore {c} --help" for c in SUBCOMMANDS),
@@ -116,7 +124,10 @@ def _check_input_is_a_file(given: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_intermixed_args(argv)
+    parser = build_parser()
+    # (options and the input in any order; after "--" everything is an input, "-name.mp4" too, which
+    # argparse's intermixed parsing refuses)
+    args = parser.parse_args(argv) if "--" in argv else parser.parse_intermixed_args(argv)
     configure_logging(args.verbose)
     if args.more_inputs:  # `streamrestore *.jpg`: the shell gave several
         given = " ".join([args.input, *args.more_inputs][:3]) + (" ..." if len(args.more_inputs) > 2 else "")
