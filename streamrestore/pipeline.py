@@ -787,6 +787,7 @@ class FaceRestorer:
                     crops, restored, details, matrices, sides, ids, identities, coded, weights):
                 self.stats.faces_left_clean += weight <= 0.0
                 self.stats.faces_left_dim += weight <= 0.0 and self._gate.dim(tid)
+                self.stats.add_gate_weight(tid, weight)
                 face_out = self._gate.blend(crop, face_out, weight)
                 if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)
                     checks.append((tid, identity, crop.copy(), face_out.copy()))
@@ -932,6 +933,8 @@ class FaceRestorer:
         t2 = time.perf_counter()
         self.stats.faces_left_clean += sum(w <= 0.0 for w in gate)
         self.stats.faces_left_dim += sum(w <= 0.0 and self._gate.dim(tid) for w, tid in zip(gate, ids))
+        for w, tid in zip(gate, ids):
+            self.stats.add_gate_weight(tid, w)
         weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
         restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
         checking = self._finish_identity_checks() if first else 0.0

@@ -61,6 +61,8 @@ class TrackStats:
     match_faces: int = 0  # faces that went through that stage
     match_identity: str | None = None  # whose photos they were (a track's identity may change early on)
     adapted: bool | None = None  # with an adapted model (--adapt): whether its adaptation served the track last
+    gate_sum: float = 0.0  # sum over its restored faces of the quality gate's weight (the share of the change kept)
+    gated_faces: int = 0  # faces the gate weighed
     place_sum: tuple = (0.0, 0.0)  # sum over its faces of the face's centre in the picture as shown (0-1 across, down)
     placed_faces: int = 0  # faces whose centre was given
 
@@ -184,6 +186,14 @@ class RunStats:
         self.track_ids.add(track_id)
         self.identities[track_id] = identity
 
+    def add_gate_weight(self, track_id: Hashable, weight: float) -> None:
+        """Counts the quality gate's weight for one face of track ``track_id`` given to the restorer (0:
+        left as it was; 1: the model's whole change); ``-v``'s track lines give its mean."""
+        track = self.per_track.get(track_id)
+        if track is not None:
+            track.gate_sum += weight
+            track.gated_faces += 1
+
     def add_reference_match(self, track_id: Hashable, match: float) -> None:
         """Adds one face's reference match (the reference detail stage's mean weight, 0-1) to
         its track, which :meth:`add_face` has already counted with its identity. A track whose
@@ -274,6 +284,8 @@ class RunStats:
             text += f"; reference detail fit {track.reference_match:.2f}"
         if track.adapted is not None:
             text += "; adapted" if track.adapted else "; not adapted (its photos fit poorly)"
+        if verbose and track.gated_faces:  # "restored" may be a small share of the model's change
+            text += f"; {track.gate_sum / track.gated_faces:.2f} of the model's change kept (the quality gate's mean)"
         if verbose and track.scores:
             ranked = sorted(track.scores.items(), key=lambda item: -item[1])
             text += "; similarity " + ", ".join(f"{name} {score:.2f}" for name, score in ranked)

@@ -216,6 +216,11 @@ def test_a_clean_face_passes_through_and_a_degraded_one_is_restored(frame_and_de
     changed = np.abs(out.astype(int) - degraded)
     assert changed.max() > 20 and (changed > 5).mean() > 0.02
     assert fr.stats.faces_left_clean == 0 and "clean face" not in fr.stats.summary()
+    # -v says how much of the model's change the faces kept ("restored" may be a small share of it)
+    assert "; 1.00 of the model's change kept (the quality gate's mean)" in fr.stats.summary(verbose=True)
+    fr.process(frame.copy())  # the clean face: its own weight 0, smoothed with the degraded one's
+    assert f"; {(1 + 0.8) / 2:.2f} of the model's change kept" in fr.stats.summary(verbose=True)
+    assert "of the model's change" not in fr.stats.summary()
 
 
 def _through_h264(picture: np.ndarray, crf: int = 32) -> np.ndarray:
