@@ -276,7 +276,10 @@ def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(reques
     assert len(track_lines) == 2, err
     for name in names:
         (line,) = [line for line in track_lines if f": {name}, " in line]
-        assert "frames 0-5, 6 faces; reference detail fit " in line and "; similarity " + name in line, line
+        assert "frames 0-5, 6 faces, at the " in line and "; reference detail fit " in line, line
+        assert "; similarity " + name in line, line
+    # the two people side by side: each line says where its face was
+    assert len({re.search(r", (at the [a-z ]+|in the middle);", line).group(1) for line in track_lines}) == 2
     assert "unmatched faces: 0 (similarity below" in err and "skipped faces: 0" in err
 
 
