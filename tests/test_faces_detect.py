@@ -167,6 +167,35 @@ def test_detect_padded_keeps_one_detection_per_face(request, media):
         assert min(np.abs(p.box - face.box).max() for p in padded) < 0.1 * (face.box[2] - face.box[0])
 
 
+def test_a_detector_that_searches_every_pixel_retries_on_a_padded_picture_shrunk_back():
+    """dlib's cost grows with the picture's pixels: the padded retry (on every detection of video with
+    no face) searched a picture 2x wider and higher, six times a plain search on 720p. A detector that
+    says it searches every pixel gets the padded picture shrunk back to the frame's longer side, and
+    the plain search is not repeated; a face that fills the frame is still found, where it is."""
+    import synthetic_faces as sf
+
+    class NeedsContext(sf.SyntheticFaceDetector):  # misses a face that fills its picture, as HOG does
+        searches_every_pixel = True
+
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def detect(self, image):
+            self.shapes.append(image.shape[:2])
+            return [f for f in super().detect(image) if (f.box[2] - f.box[0]) < 0.8 * image.shape[1]]
+
+    picture, (truth,) = sf.scene(200, 240, [("ann", sf.face_matrix((100, 120), 80))])
+    detector = NeedsContext()
+    (face,) = detect_upright(detector, picture)
+    assert detector.shapes == [(240, 200), (240, 220)]  # the plain search once, then the padded one, as long
+    assert np.abs(face.kps - truth).max() < 3  # (found at half the size: landmarks within a few pixels)
+    unshrunk = NeedsContext()
+    (whole,) = detect_padded(unshrunk, picture)
+    assert unshrunk.shapes == [(240, 200), (480, 440)]  # (what the others get: SCRFD's cost is its input size)
+    assert np.abs(face.box - whole.box).max() < 3
+
+
 def test_quarter_turns():
     assert [quarter_turns(r) for r in (0, 90, -90, 180, -180, 270, 30, 60, -120)] == [0, 1, 3, 2, 2, 3, 0, 1, 3]
     with pytest.raises(ValueError, match="rotation"):
