@@ -270,6 +270,7 @@ class FaceRestorer:
         scoring = needs_matching or (self._single_identity is not None and embedder is not None
                                      and self.reference_sets[0].embedder in (None, getattr(embedder, "name", None)))
         self._matcher = IdentityMatcher(self.reference_sets) if scoring else None
+        self._said_unlike = False  # a face restored toward someone else's photos was said mid-run
         self.stats.references = bool(self.reference_sets)
         self.stats.reference_names = [ref.name for ref in self.reference_sets]
         self.stats.matching = bool(needs_matching)
@@ -654,6 +655,10 @@ class FaceRestorer:
                 track = stats.per_track[t.track_id]
                 if not track.scores or not self._matcher.is_decided(t.track_id):  # frozen once decided
                     track.scores = self._matcher.scores_of(t.track_id)
+                if (not self._said_unlike and not stats.photo and self._matcher.is_decided(t.track_id)
+                        and stats.unlike(t.track_id)):
+                    self._said_unlike = True  # (once a run: a crowd would give a line a track)
+                    log.warning("%s", stats.unlike_now(t.track_id))
             if skip:
                 continue
             side = self._crop_side(t)

@@ -209,10 +209,22 @@ class RunStats:
         (its score below ``unlike_threshold``, else ``match_threshold``): with one set and ``unmatched="restore"`` every face
         gets that set, the score only reports it. Tracks of fewer than ``POOR_MATCH_MIN_FACES``
         faces are left out (a few frames of a turned head score low); a photo's faces are each judged."""
-        below = self._unlike_below
-        return [tid for tid, t in self.per_track.items() if below is not None
-                and t.identity is not None and t.faces >= self._judged_from
-                and t.scores.get(t.identity, 1.0) < below]
+        return [tid for tid in self.per_track if self.unlike(tid)]
+
+    def unlike(self, track_id: Hashable) -> bool:
+        """Whether track ``track_id`` is one of :meth:`unlike_their_references`."""
+        below, t = self._unlike_below, self.per_track.get(track_id)
+        return (t is not None and below is not None and t.identity is not None and t.faces >= self._judged_from
+                and t.scores.get(t.identity, 1.0) < below)
+
+    def unlike_now(self, track_id: Hashable) -> str:
+        """A line to log as soon as track ``track_id`` (its score decided) is :meth:`unlike` its
+        photos: a long run's user learns it at once, not at the end."""
+        t = self.per_track[track_id]
+        return (f"track {track_id} (from frame {t.first_frame}) scores {t.scores[t.identity]:.2f} against "
+                f"{t.identity}'s photos, below the {self._unlike_below:.2f} of the same person: its faces are being "
+                f"restored toward someone else's photos, perhaps (going on; Ctrl-C stops, and `--unmatched skip` "
+                "leaves such faces alone); the summary lists every such track")
 
     def _sets_matched_by_nobody(self) -> list[str]:
         """With faces matched to sets: a warning for each set that no face matched (its photos

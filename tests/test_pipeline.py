@@ -495,10 +495,13 @@ def test_each_face_gets_its_own_identity_cache(media):
     assert {f.identity for f in again.last_faces} == {left, right}
 
 
-def test_one_reference_set_serves_every_face_and_reports_the_face_that_does_not_match_it(media):
+def test_one_reference_set_serves_every_face_and_reports_the_face_that_does_not_match_it(media, caplog):
     """With one set and unmatched="restore" every face gets that set (the user named the person), but
     each track is still scored against it: the other person's track gets a warning, ``-v`` shows
-    the scores, and the summary does not call the set "matched"."""
+    the scores, and the summary does not call the set "matched". The warning comes as soon as that
+    track is judged too, once, not only at the end of a long run."""
+    import logging
+
     from streamrestore.faces.references import load_reference_sets
 
     (left_refs, _), (left, _) = media.two_sets()
@@ -506,11 +509,17 @@ def test_one_reference_set_serves_every_face_and_reports_the_face_that_does_not_
     sets = load_reference_sets([str(left_refs)], media.detector, embedder, 128)
     fr = FaceRestorer(IdentityRestorer(128), media.detector, sets, embedder=embedder,
                       config=PipelineConfig(lookahead=0, crop_resolution=None))
-    for _ in range(10):  # POOR_MATCH_MIN_FACES: a shorter track is not reported
-        fr.process(media.two_people())
+    said_at = []
+    with caplog.at_level(logging.WARNING, logger="streamrestore.pipeline"):
+        for frame in range(20):  # POOR_MATCH_MIN_FACES: a shorter track is not reported
+            fr.process(media.two_people())
+            said_at += [frame] * sum("restored toward someone else's photos, perhaps" in r.getMessage()
+                                     for r in caplog.records)
+            caplog.clear()
     assert {f.identity for f in fr.last_faces} == {left}  # both faces restored toward the one set
     stats = fr.stats
     (stranger,) = stats.unlike_their_references()
+    assert len(said_at) == 1 and said_at[0] < 19  # once, mid-run
     (own,) = set(stats.per_track) - {stranger}
     assert stats.per_track[own].scores[left] >= stats.match_threshold > stats.per_track[stranger].scores[left]
     text = stats.summary()
