@@ -147,13 +147,14 @@ def restore_video(
     return stats
 
 
-#: seconds of restoring after which a stopped run's message points to ``streamrestore batch``
+#: seconds after the run's start (models loading included) from which a stopped run's message points to
+#: ``streamrestore batch``
 LOST_WORK_HINT_SECONDS = 60.0
 
 
 def _work_lost(done: int, total: int | None, seconds: float) -> str:
     """What a stopped :func:`restore_video` says it lost: its output is written only when complete."""
-    of = f" of {total}" if total else ""
+    of = f" of {total}" if total and done <= total else ""  # (the total is the file's estimate)
     text = f"the output was not written ({done}{of} frames had been restored)"
     if seconds >= LOST_WORK_HINT_SECONDS:
         text += ("; streamrestore batch restores a long video in chunks, keeps the finished ones through a stop and "

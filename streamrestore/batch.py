@@ -302,10 +302,15 @@ class Manifest:
             with open(self.path, "a") as f:
                 f.write(("\n" if self._torn else "") + json.dumps(rec, sort_keys=True) + "\n")
         except OSError as exc:
-            parts = _folder_bytes(self.path.parent / PARTS_DIR)
-            held = f": the long videos' chunk parts in {self.path.parent / PARTS_DIR} take {_gb(parts)}" if parts else ""
-            raise OutputError(f"cannot write the batch's record {self.path}: {exc.strerror or exc} (a full disk?"
-                              f"{held}); the outputs finished are kept, and a rerun resumes") from None
+            from streamrestore.output_file import SPACE_ERRNOS
+
+            why = ""
+            if exc.errno in SPACE_ERRNOS:  # (the first write to fail, not what filled the disk)
+                parts = _folder_bytes(self.path.parent / PARTS_DIR)
+                why = f" (the long videos' chunk parts in {self.path.parent / PARTS_DIR} take {_gb(parts)})" if parts \
+                    else ""
+            raise OutputError(f"cannot write the batch's record {self.path}: {exc.strerror or exc}{why}; the outputs "
+                              "finished are kept, and a rerun resumes") from None
         self._torn = False
         return rec
 
@@ -527,6 +532,7 @@ class BatchWorker:
                          size=(whole.width, whole.height), counted=counted) as reader:
             info = reader.info
             face_restorer = self._loaded().fresh(plan.fps, info.pixel_aspect)
+            face_restorer.say_unlike_early = False  # (the joined input's warnings say it, in its own numbers)
             pix_fmt, matrix, color_range = encoder_format(dst, info, self._settings())
             sink = _PartSink(tmp, info.width, info.height, pix_fmt, matrix, color_range,
                              keep=(plan.pts[a], plan.pts[b] if b < n else None), die=die,
@@ -673,11 +679,13 @@ class _Progress:
 
 def _faces_said(info: dict) -> str:
     """What a whole input's run did to faces, for its progress line ("" when not known): "12 faces
-    restored, ", the quality gate's clean ones (and too dim to judge) and those left alone (``--unmatched skip``,
+    restored, ", the quality gate's clean ones (and too dark or flat to judge) and those left alone (``--unmatched skip``,
     ``--max-faces``) said apart, or "no face found, ". (A chunked input's are not said: a chunk's
     counts would take in the warm-up frames it drops.)"""
+    from streamrestore.run import and_list
+
     faces, clean, seen = info.get("faces"), info.get("clean") or 0, info.get("seen")
-    dim = info.get("dim") or 0  # (of the clean ones: too dim to judge)
+    dim = info.get("dim") or 0  # (of the clean ones: too dark or flat to judge)
     if faces is None or seen is None:
         return ""
     if not seen:
@@ -686,10 +694,10 @@ def _faces_said(info: dict) -> str:
     if clean - dim:
         said.append(f"{clean - dim} clean left as {'it was' if clean - dim == 1 else 'they were'}")
     if dim:
-        said.append(f"{dim} too dim to judge left as {'it was' if dim == 1 else 'they were'}")
+        said.append(f"{dim} too dark or flat to judge left as {'it was' if dim == 1 else 'they were'}")
     if seen > faces:
         said.append(f"{seen - faces} left alone")
-    return (", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0]) + ", "
+    return and_list(said) + ", "
 
 
 def _fail_hooks(env: str = FAIL_ENV) -> set[str]:
@@ -797,9 +805,15 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def parts_bytes(width: int, height: int, pix_fmt: str, frames: int) -> int:
-    """About how many bytes ``frames`` frames of a chunk part take (:data:`PART_BYTES_SHARE`)."""
-    sample = 2 if any(depth in pix_fmt for depth in ("p10", "p12", "p16")) else 1
-    return int(PART_BYTES_SHARE * width * height * 1.5 * sample * frames)
+    """About how many bytes ``frames`` frames of a chunk part take (:data:`PART_BYTES_SHARE` of the
+    raw picture in ``pix_fmt``; 8-bit 4:2:0 where FFmpeg does not know it)."""
+    import av
+
+    try:
+        raw = sum(plane.buffer_size for plane in av.VideoFrame(width, height, pix_fmt).planes)
+    except (ValueError, av.error.FFmpegError):
+        raw = int(width * height * 1.5)
+    return int(PART_BYTES_SHARE * raw * frames)
 
 
 def _file_ident(path: Path) -> dict:
@@ -1171,8 +1185,11 @@ class _Batch:
             if not left:
                 self.queue.appendleft(("join", src))
             if frames_left:
-                info = probe(src_path)
-                parts_needed += parts_bytes(info.width, info.height, info.pix_fmt, frames_left)
+                try:
+                    info = probe(src_path)
+                    parts_needed += parts_bytes(info.width, info.height, info.pix_fmt, frames_left)
+                except UserError:  # (its chunks will say what is wrong with it)
+                    pass
         self.say_parts_space(parts_needed)
 
     def say_parts_space(self, needed: int) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from streamrestore.errors import OutputError
 
-__all__ = ["SPACE_ERRNOS", "STALE_TEMP_SECONDS", "check_output_path", "remove_stale_temps", "stale_temps", "temp_beside",
-           "write_atomically", "write_failed"]
+__all__ = ["SPACE_ERRNOS", "STALE_TEMP_SECONDS", "check_output_path", "hold_temp", "release_temp", "remove_stale_temps",
+           "stale_temps", "temp_beside", "write_atomically", "write_failed"]
 
 #: errnos of a failed write whose cause is the disk or a limit (not the codec or the container)
 SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
@@ -51,21 +51,63 @@ def stale_temps(dst: Path) -> list[Path]:
         return []
 
 
-#: a temporary file of an output that nothing wrote to for this long is a killed run's, not a running one's
-#: (a writer adds to its file every few seconds; another run writing the same output is left alone)
-STALE_TEMP_SECONDS = 300.0
+#: a temporary file of an output younger than this is never taken for a killed run's: its writer may not
+#: have taken its lock yet (:func:`hold_temp`; where there are no locks, a writer untouched this long)
+STALE_TEMP_SECONDS = 60.0
+
+
+def hold_temp(temp: Path) -> int | None:
+    """Marks ``temp`` as being written by this process: an open descriptor holding an exclusive
+    ``flock`` on it, which the system drops when the process ends, however it ends (pass it to
+    :func:`release_temp` when done). None where there are no such locks (then only the file's age
+    tells a killed run's file from a live one's)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    try:
+        fd = os.open(temp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # (a file system without locks)
+        os.close(fd)
+        return None
+    return fd
+
+
+def release_temp(held: int | None) -> None:
+    """Ends :func:`hold_temp`'s hold (None: nothing held)."""
+    if held is not None:
+        os.close(held)
+
+
+def _held_elsewhere(temp: Path) -> bool:
+    """Whether another process holds ``temp`` (:func:`hold_temp`): a live writer's file."""
+    held = hold_temp(temp)
+    if held is None:
+        try:
+            import fcntl  # noqa: F401  (with locks, None means it could not be locked: someone holds it)
+        except ImportError:  # pragma: no cover - not POSIX: only the age tells
+            return False
+        return temp.exists()
+    release_temp(held)
+    return False
 
 
 def remove_stale_temps(dst: Path, idle_seconds: float = STALE_TEMP_SECONDS) -> list[Path]:
-    """Removes the temporary files of ``dst`` (:func:`stale_temps`) not written to for ``idle_seconds``:
-    a run killed before its clean-up (``kill -9``, the OOM killer, a power cut) left a hidden file as
-    large as the output it had written so far, which nothing else removes. Returns those removed."""
+    """Removes the temporary files of ``dst`` (:func:`stale_temps`) that no live process holds
+    (:func:`hold_temp`) and nothing wrote to for ``idle_seconds``: a run killed before its clean-up
+    (``kill -9``, the OOM killer, a power cut) left a hidden file as large as the output it had
+    written so far, which nothing else removes. Another run writing the same output keeps its own.
+    Returns those removed."""
     import time
 
     removed = []
     for temp in stale_temps(dst):
         try:
-            if time.time() - temp.stat().st_mtime >= idle_seconds:
+            if time.time() - temp.stat().st_mtime >= idle_seconds and not _held_elsewhere(temp):
                 temp.unlink()
                 removed.append(temp)
         except OSError:
@@ -118,13 +160,16 @@ def write_atomically(dst: Path, write: Callable[[Path], object]) -> None:
             encoder refusing the data), in one line.
     """
     temp = temp_beside(dst)
+    held = hold_temp(temp)
     try:
         write(temp)
         os.replace(temp, dst)
-        remove_stale_temps(dst)
     except (OSError, ValueError) as exc:
         temp.unlink(missing_ok=True)
         raise write_failed(dst, exc) from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    finally:
+        release_temp(held)
+    remove_stale_temps(dst)

@@ -271,6 +271,9 @@ class FaceRestorer:
                                      and self.reference_sets[0].embedder in (None, getattr(embedder, "name", None)))
         self._matcher = IdentityMatcher(self.reference_sets) if scoring else None
         self._said_unlike = False  # a face restored toward someone else's photos was said mid-run
+        #: say it mid-run (False: a batch chunk's worker, whose track and frame numbers are its chunk's;
+        #: the joined input's warnings say it)
+        self.say_unlike_early = True
         self.stats.references = bool(self.reference_sets)
         self.stats.reference_names = [ref.name for ref in self.reference_sets]
         self.stats.matching = bool(needs_matching)
@@ -655,8 +658,8 @@ class FaceRestorer:
                 track = stats.per_track[t.track_id]
                 if not track.scores or not self._matcher.is_decided(t.track_id):  # frozen once decided
                     track.scores = self._matcher.scores_of(t.track_id)
-                if (not self._said_unlike and not stats.photo and self._matcher.is_decided(t.track_id)
-                        and stats.unlike(t.track_id)):
+                if (self.say_unlike_early and not self._said_unlike and not stats.photo
+                        and self._matcher.is_decided(t.track_id) and stats.unlike(t.track_id)):
                     self._said_unlike = True  # (once a run: a crowd would give a line a track)
                     log.warning("%s", stats.unlike_now(t.track_id))
             if skip:
@@ -718,6 +721,18 @@ class FaceRestorer:
 
         return finish
 
+    def _gate_weights(self, ids: list, pixels: Any, matrices: list, sides: list) -> list[float]:
+        """The quality gate's weights for a frame's faces (in frame order, before their restore: the
+        host and device paths alike), counted into the run's statistics as they are taken (faces
+        left clean or too dark or flat to judge; each track's mean weight), on the thread that takes them."""
+        weights = [self._gate.weight(tid, pixels, m, side) for tid, m, side in zip(ids, matrices, sides)]
+        for tid, weight in zip(ids, weights):
+            self.stats.faces_left_clean += weight <= 0.0
+            self.stats.faces_left_dim += weight <= 0.0 and self._gate.dim(tid)
+            if self._gate.config.enabled:  # (off: every face gets the whole change, nothing to say)
+                self.stats.add_gate_weight(tid, weight)
+        return weights
+
     def _forget_ended_in_crops(self, live: set[int]) -> None:
         """Drops the crop stages' per-track states of the tracks not in ``live`` (ended tracks);
         where these stages run with the restore (the device path), before the frame's finishing step."""
@@ -766,7 +781,7 @@ class FaceRestorer:
         else:  # one warp per face, at the frame's own depth: the SDR crop and the coded base from it
             exact = [crop_face(view.coded, m, side) for m, side in zip(matrices, sides)]
             crops, coded = [transfer.to_sdr(crop) for crop in exact], [coded_levels(crop) for crop in exact]
-        weights = [self._gate.weight(tid, view, m, side) for tid, m, side in zip(ids, matrices, sides)]
+        weights = self._gate_weights(ids, view, matrices, sides)
         t1 = time.perf_counter()
         self.stats.add_time("align", t1 - t0)
 
@@ -790,9 +805,6 @@ class FaceRestorer:
             checks = []
             for crop, face_out, detail, m, side, tid, identity, coded_crop, weight in zip(
                     crops, restored, details, matrices, sides, ids, identities, coded, weights):
-                self.stats.faces_left_clean += weight <= 0.0
-                self.stats.faces_left_dim += weight <= 0.0 and self._gate.dim(tid)
-                self.stats.add_gate_weight(tid, weight)
                 face_out = self._gate.blend(crop, face_out, weight)
                 if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)
                     checks.append((tid, identity, crop.copy(), face_out.copy()))
@@ -906,7 +918,7 @@ class FaceRestorer:
                 for k, i in enumerate(group):
                     on_device_crops[i], host_crops[i] = crops[k], host[k]
             # as on the host: the gate's weights first, and a face it leaves alone keeps its crop
-            gate = [self._gate.weight(tid, pixels, m, side) for tid, m, side in zip(ids, matrices, sides)]
+            gate = self._gate_weights(ids, pixels, matrices, sides)
 
             def restore_busy() -> list[Any]:
                 outputs = self._restore_gated(on_device_crops, caches, ids, gate)
@@ -936,10 +948,6 @@ class FaceRestorer:
         waits for the last frame's."""
         path = self._device_paths[side]
         t2 = time.perf_counter()
-        self.stats.faces_left_clean += sum(w <= 0.0 for w in gate)
-        self.stats.faces_left_dim += sum(w <= 0.0 and self._gate.dim(tid) for w, tid in zip(gate, ids))
-        for w, tid in zip(gate, ids):
-            self.stats.add_gate_weight(tid, w)
         weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
         restored = crops.to(restored.dtype) + weights[:, None, None, None] * (restored - crops.to(restored.dtype))
         checking = self._finish_identity_checks() if first else 0.0

@@ -65,7 +65,7 @@ class QualityGateConfig:
             (default True; ``streamrestore bench`` turns it off, to time the model on every face).
         dim_below: a face whose coarse contrast (mean |grey − blur σ3| of the measured inner face, in
             grey levels) is under this is *dim* (:meth:`QualityGate.dim`), and one the gate leaves
-            alone is said to be too dim to judge, not clean. In a dim face the frame's rounding and
+            alone is said to be too dark or flat to judge, not clean. In a dim face the frame's rounding and
             the codec's noise are a large share of the finest scale, so :func:`detail_ratio` reads a
             blurred face as detailed. Default 1.5: on 16 talking-head clips (the video benchmark's
             eight, three more, the gate's six calibration clips less one), 8-10 frames each, every face
@@ -241,7 +241,8 @@ class QualityGate:
 
     def dim(self, track_id: int) -> bool:
         """Whether the track's face, when :meth:`weight` last measured it, had less contrast than
-        ``dim_below`` (too dim for the measure to tell blurred from clean); False with the gate off."""
+        ``dim_below`` (too dark or flat for the measure to tell blurred from clean: a washed-out face
+        too); False with the gate off."""
         return self._dim.get(track_id, False)
 
     def measure(self, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> float:

@@ -91,6 +91,11 @@ class TrackStats:
         return self.match_sum / self.match_faces
 
 
+def and_list(items: list[str]) -> str:
+    """``["a", "b", "c"]`` as "a, b and c" (one item: itself)."""
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
+
+
 def _n(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else (plural or word + 's')}"
 
@@ -125,7 +130,7 @@ class RunStats:
     frames_restored: int = 0  # frames in which at least one face was restored
     faces_restored: int = 0
     faces_left_clean: int = 0  # of those, faces the quality gate found clean and left as they were
-    faces_left_dim: int = 0  # of those, faces too dim for the gate to judge (QualityGate.dim): not called clean
+    faces_left_dim: int = 0  # of those, faces too dark or flat for the gate to judge (QualityGate.dim): not called clean
     track_ids: set = field(default_factory=set)
     identities: dict = field(default_factory=dict)  # track id -> matched set name or None
     per_track: dict = field(default_factory=dict)  # track id -> TrackStats
@@ -223,8 +228,9 @@ class RunStats:
         t = self.per_track[track_id]
         return (f"track {track_id} (from frame {t.first_frame}) scores {t.scores[t.identity]:.2f} against "
                 f"{t.identity}'s photos, below the {self._unlike_below:.2f} of the same person: its faces are being "
-                f"restored toward someone else's photos, perhaps (going on; Ctrl-C stops, and `--unmatched skip` "
-                "leaves such faces alone); the summary lists every such track")
+                f"restored toward someone else's photos, perhaps, or the face is too blurred or turned to be "
+                "recognised (going on; Ctrl-C stops, and `--unmatched skip` leaves such faces alone); the summary "
+                "lists every such track")
 
     def _sets_matched_by_nobody(self) -> list[str]:
         """With faces matched to sets: a warning for each set that no face matched (its photos
@@ -334,9 +340,10 @@ class RunStats:
                 left.append(f"{_n(clean, 'clean face')} left as {'it was' if clean == 1 else 'they were'} "
                             "(the quality gate: nothing to restore)")
             if dim:  # (their measure is the noise's: "clean" would misstate a dark, blurred face)
-                left.append(f"{_n(dim, 'face')} too dim to judge left as {'it was' if dim == 1 else 'they were'} "
-                            "(too little light for the quality gate to tell a blurred face from a clean one)")
-            text += f"\n  of these, {self.faces_restored - self.faces_left_clean} restored and " + " and ".join(left)
+                left.append(f"{_n(dim, 'face')} too dark or flat to judge left as {'it was' if dim == 1 else 'they were'} "
+                            "(in so little contrast the quality gate cannot tell a blurred face from a clean one)")
+            restored = self.faces_restored - self.faces_left_clean
+            text += "\n  of these, " + and_list([f"{restored} restored", *left])
         tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
         shown = sorted(tracks, key=lambda item: -item[1].faces)[:SUMMARY_TRACKS]
         shown_ids = {id(track) for _, track in shown}

@@ -293,18 +293,33 @@ def test_the_batch_record_survives_a_torn_line_and_a_folder_it_cannot_write(clip
     assert code == 2 and f"cannot write to output folder {out}: " in err and "Traceback" not in err
 
 
-def test_a_full_disk_names_what_fills_it(tmp_path):
+def test_a_full_disk_names_what_fills_it(tmp_path, monkeypatch):
     """The batch's record is the first write to fail on a full disk, but the long videos' chunk parts
     are what fill it: the error says how much they take, and where."""
+    import builtins
+    import errno
+
     from streamrestore.batch import Manifest, parts_bytes
     from streamrestore.errors import OutputError
 
     (tmp_path / PARTS_DIR / "clip-1234").mkdir(parents=True)
     (tmp_path / PARTS_DIR / "clip-1234" / "chunk-0000.mkv").write_bytes(bytes(3_000_000))
     manifest = Manifest(tmp_path / MANIFEST_NAME)
-    (tmp_path / MANIFEST_NAME).mkdir()  # (cannot be written: as on a full disk)
-    with pytest.raises(OutputError, match=rf"chunk parts in {re.escape(str(tmp_path / PARTS_DIR))} take 3 MB\); "):
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    with pytest.raises(OutputError) as raised:
         manifest.update("input:x", state="pending")
+    monkeypatch.undo()
+    assert str(raised.value) == (f"cannot write the batch's record {tmp_path / MANIFEST_NAME}: No space left on device "
+                                 f"(the long videos' chunk parts in {tmp_path / PARTS_DIR} take 3 MB); the outputs "
+                                 "finished are kept, and a rerun resumes")
+    (tmp_path / MANIFEST_NAME).mkdir()  # another cause (a folder in its place): no word of the parts
+    with pytest.raises(OutputError) as raised:
+        manifest.update("input:x", state="pending")
+    assert "chunk parts" not in str(raised.value)
     # a part's size: a fifth of the raw 4:2:0 picture a frame, twice that at 10 bits
     assert parts_bytes(1920, 1080, "yuv420p", 100) == int(0.2 * 1920 * 1080 * 1.5 * 100)
     assert parts_bytes(1920, 1080, "yuv420p10le", 100) == 2 * parts_bytes(1920, 1080, "yuv420p", 100)
@@ -864,7 +879,7 @@ def test_what_a_chunked_input_and_its_faces_are_said_to_be():
         "3 faces restored, 2 clean left as they were and 1 left alone, "
     assert _faces_said({"faces": 0, "clean": 0, "seen": 0}) == "no face found, "
     assert _faces_said({"faces": 9, "clean": 5, "dim": 3, "seen": 10}) == \
-        "4 faces restored, 2 clean left as they were, 3 too dim to judge left as they were and 1 left alone, "
+        "4 faces restored, 2 clean left as they were, 3 too dark or flat to judge left as they were and 1 left alone, "
     assert _faces_said({"faces": 3, "clean": 3, "dim": 3, "seen": 3}) == \
-        "0 faces restored and 3 too dim to judge left as they were, "
+        "0 faces restored and 3 too dark or flat to judge left as they were, "
     assert _faces_said({"frames": 20}) == ""  # a chunk's: not said

@@ -140,13 +140,22 @@ def test_several_inputs_point_to_batch(capsys, tmp_path):
         "... -o OUTDIR` restores several")
 
 
-def test_an_input_named_like_an_option_is_given_after_a_double_dash(synthetic_faces, tmp_path, capsys):
+def test_an_input_named_like_an_option_is_given_after_a_double_dash(synthetic_faces, tmp_path, capsys, monkeypatch):
     """``streamrestore -o out.mp4 -- -take1.mp4``: after "--" a name is the input, as with any tool
     (argparse's intermixed parsing refused it, naming an argument the user never saw)."""
     src = tmp_path / "-take1.mp4"
     make_clip(src, width=96, height=64, frames=3)
     code = main(["--model", "identity", "--no-progress", "-o", str(tmp_path / "out.mp4"), "--", str(src)])
     assert code == 0, capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # a relative name, the usual case
+    code = main(["--model", "identity", "--no-progress", "--", "-take1.mp4"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "-take1.restored.mp4").is_file()
+    # options still go anywhere before "--", and a second input after it is said as before
+    make_clip(tmp_path / "take2.mp4", width=96, height=64, frames=3)
+    assert main(["take2.mp4", "--model", "identity", "--no-progress", "-o", "o.mp4", "--"]) == 0
+    assert main(["take2.mp4", "-o", "o2.mp4", "--", "b.mp4"]) == 2
+    assert "2 inputs given" in capsys.readouterr().err
     from streamrestore.batch import count_frames
 
     assert count_frames(tmp_path / "out.mp4") == 3

@@ -194,6 +194,10 @@ def test_a_detector_that_searches_every_pixel_retries_on_a_padded_picture_shrunk
     (whole,) = detect_padded(unshrunk, picture)
     assert unshrunk.shapes == [(240, 200), (480, 440)]  # (what the others get: SCRFD's cost is its input size)
     assert np.abs(face.box - whole.box).max() < 3
+    small = NeedsContext()
+    small.min_side = 300  # (dlib doubles a picture under its min_side: shrunk under it, nothing is saved)
+    detect_upright(small, picture)
+    assert small.shapes == [(240, 200), (480, 440)]
 
 
 def test_quarter_turns():

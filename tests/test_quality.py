@@ -245,7 +245,7 @@ def _through_h264(picture: np.ndarray, crf: int = 32) -> np.ndarray:
 def test_a_dark_face_the_gate_leaves_alone_is_said_too_dim_to_judge_not_clean(shared_data, shared_models):
     """In a dim face the frame's rounding and the codec's noise make much of the finest scale, so the
     measure reads a dark, blurred face as detailed and the gate leaves it alone. The summary said
-    "clean" of such faces; it says they were too dim to judge (and says clean of clean ones)."""
+    "clean" of such faces; it says they were too dark or flat to judge (and says clean of clean ones)."""
     from streamrestore.faces.align import alignment_matrix
     from streamrestore.faces.detect import create_detector
 
@@ -284,8 +284,8 @@ def test_a_dark_face_the_gate_leaves_alone_is_said_too_dim_to_judge_not_clean(sh
     assert np.array_equal(out, dark_blurred)  # left alone
     fr.process(frame.copy())  # and a clean face in its own light
     assert (fr.stats.faces_left_clean, fr.stats.faces_left_dim) == (2, 1)
-    assert ("of these, 0 restored and 1 clean face left as it was (the quality gate: nothing to restore) and 1 face "
-            "too dim to judge left as it was (too little light") in fr.stats.summary()
+    assert ("of these, 0 restored, 1 clean face left as it was (the quality gate: nothing to restore) and 1 face "
+            "too dark or flat to judge left as it was (in so little contrast") in fr.stats.summary()
     with pytest.raises(ValueError, match="dim_below"):
         QualityGateConfig(dim_below=-1.0)
 

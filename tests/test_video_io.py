@@ -972,26 +972,39 @@ def test_which_tracks_a_player_picks_is_kept(tmp_path, suffix):
 def test_a_killed_runs_hidden_file_is_removed_by_the_next_run_that_writes_the_output(tmp_path, caplog):
     """``kill -9`` (or the OOM killer) ends a run before its clean-up: its hidden temporary file, as large
     as what it had written, was left for ever. The next run that writes the same output removes such
-    files once nothing has written to them for a while; a fresh one may be another running writer's."""
+    files; one another live process holds (its lock), or a fresh one, may be another running writer's."""
     import logging
+    import subprocess
+    import sys
 
-    from streamrestore.output_file import STALE_TEMP_SECONDS
+    from streamrestore.output_file import STALE_TEMP_SECONDS, remove_stale_temps
 
     src = _small_source(tmp_path)
     dst = tmp_path / "out.mp4"
-    killed, running, other = (tmp_path / ".out.0badf00d.partial.mp4", tmp_path / ".out.12345678.partial.mp4",
-                              tmp_path / ".other.0badf00d.partial.mp4")
-    for path in (killed, running, other):
+    killed, fresh, live = (tmp_path / f".out.{tag}.partial.mp4" for tag in ("0badf00d", "12345678", "abcdef01"))
+    other = tmp_path / ".other.0badf00d.partial.mp4"
+    for path in (killed, fresh, live, other):
         path.write_bytes(b"x" * 1000)
     long_ago = time.time() - STALE_TEMP_SECONDS - 60
-    for path in (killed, other):
+    for path in (killed, live, other):
         os.utime(path, (long_ago, long_ago))
-    with caplog.at_level(logging.INFO, logger="streamrestore"):
-        with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST) as writer:
-            for frame in reader.frames():
-                writer.write(frame)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name, running.name, other.name])
+    # another process writing the same output holds its file (a run loading its models for minutes)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                               "from streamrestore.output_file import hold_temp; "
+                               f"hold_temp(Path({str(live)!r})); print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with caplog.at_level(logging.INFO, logger="streamrestore"):
+            with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST) as writer:
+                for frame in reader.frames():
+                    writer.write(frame)
+    finally:
+        holder.communicate("")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name, fresh.name, live.name, other.name])
     assert f"removed {killed.name}, the unfinished output of an earlier run that was killed" in caplog.text
+    # once its holder is gone (killed), the next run's clean-up takes it too
+    assert remove_stale_temps(dst) == [live]
 
 
 def test_writer_with_no_frames_creates_nothing(tmp_path):
@@ -1397,6 +1410,8 @@ def test_an_iphones_place_make_model_and_local_time_are_kept(tmp_path, ext):
     passthrough(src, dst)
     with av.open(str(dst)) as c:
         assert {k: c.metadata.get(k) for k in keys} == keys and c.metadata.get("title") == "Paris"
+        # (written as keys, the standard atoms are not: the title under Apple's key too, which its players read)
+        assert c.metadata.get("com.apple.quicktime.title") == "Paris"
 
 
 def test_chapters_are_said_lost_only_where_the_output_cannot_hold_them(tmp_path):

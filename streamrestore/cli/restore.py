@@ -124,10 +124,11 @@ def _check_input_is_a_file(given: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = build_parser()
-    # (options and the input in any order; after "--" everything is an input, "-name.mp4" too, which
-    # argparse's intermixed parsing refuses)
-    args = parser.parse_args(argv) if "--" in argv else parser.parse_intermixed_args(argv)
+    if "--" in argv:  # after it everything is an input, "-take1.mp4" too, which argparse's intermixed
+        # parsing refuses: such a name is given as the same relative path that does not look like an option
+        at = argv.index("--")
+        argv = argv[:at] + [f"./{arg}" if arg.startswith("-") else arg for arg in argv[at + 1:]]
+    args = build_parser().parse_intermixed_args(argv)
     configure_logging(args.verbose)
     if args.more_inputs:  # `streamrestore *.jpg`: the shell gave several
         given = " ".join([args.input, *args.more_inputs][:3]) + (" ..." if len(args.more_inputs) > 2 else "")

@@ -379,10 +379,12 @@ def detect_padded(detector: Detector, image: np.ndarray, *, pad_fraction: float 
     it is shrunk inside a border. Boxes and landmarks are mapped back to ``image``; of two
     overlapping detections (IoU > 0.5) the higher score is kept.
 
-    ``shrink``: the padded picture is shrunk back to ``image``'s size before the search (default
+    ``shrink``: the padded picture is shrunk to ``image``'s longer side before the search (default
     False): for a detector that searches every pixel (dlib's HOG), the padded 720p frame cost six
     times a plain search (0.67 s against 0.10 s), every detection of faceless video; a face that
     fills the frame is still large once halved. Its landmarks are then found at half the resolution.
+    Not where the shrunk picture's shorter side would be under the detector's ``min_side``, if it has
+    one (dlib would double it back).
     ``also_plain``: False leaves out the search of ``image`` itself (one that found nothing already).
     """
     image = _check_image(image)
@@ -391,16 +393,19 @@ def detect_padded(detector: Detector, image: np.ndarray, *, pad_fraction: float 
     pad = int(round(max(image.shape[:2]) * pad_fraction))
     padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     scale = np.ones(2, dtype=np.float32)  # (x, y): padded picture searched -> padded picture
-    if shrink:
-        f = max(image.shape[:2]) / max(padded.shape[:2])
-        size = (max(1, round(padded.shape[1] * f)), max(1, round(padded.shape[0] * f)))
+    f = max(image.shape[:2]) / max(padded.shape[:2])
+    size = (max(1, round(padded.shape[1] * f)), max(1, round(padded.shape[0] * f)))
+    # (dlib doubles a picture whose shorter side is under its min_side before searching it: shrunk
+    # under that, the search would cost as much, on a coarser picture)
+    if shrink and min(size) >= getattr(detector, "min_side", 0):
         scale = np.array([size[0] / padded.shape[1], size[1] / padded.shape[0]], dtype=np.float32)
         padded = cv2.resize(padded, size, interpolation=cv2.INTER_AREA)
-    shift = np.array([pad, pad], dtype=np.float32)
+
+    def back(points: np.ndarray) -> np.ndarray:  # (pixel centres: an area shrink keeps them at +0.5)
+        return ((points.reshape(-1, 2) + 0.5) / scale - 0.5 - pad).reshape(points.shape).astype(np.float32)
+
     candidates = (list(detector.detect(image)) if also_plain else []) + [
-        Face(box=(face.box / np.tile(scale, 2) - np.tile(shift, 2)).astype(np.float32),
-             kps=(face.kps / scale - shift).astype(np.float32), score=face.score)
-        for face in detector.detect(padded)
+        Face(box=back(face.box), kps=back(face.kps), score=face.score) for face in detector.detect(padded)
     ]
     candidates.sort(key=lambda face: -face.score)
     kept: list[Face] = []

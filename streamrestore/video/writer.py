@@ -29,7 +29,15 @@ import av
 import av.error
 
 from streamrestore.errors import InputError, OutputError
-from streamrestore.output_file import SPACE_ERRNOS, check_output_path, remove_stale_temps, temp_beside, write_failed
+from streamrestore.output_file import (
+    SPACE_ERRNOS,
+    check_output_path,
+    hold_temp,
+    release_temp,
+    remove_stale_temps,
+    temp_beside,
+    write_failed,
+)
 from streamrestore.settings import check_kinds
 from streamrestore.video.reader import (
     DEEP_PLANAR,
@@ -280,6 +288,21 @@ def _kept_tags(tags: dict[str, str]) -> dict[str, str]:
             if key.lower() not in _OWN_TAGS and not key.startswith("_STATISTICS")}
 
 
+_D = av.stream.Disposition
+#: the track flags a copied audio or subtitle stream keeps: which one a player picks or shows unasked,
+#: and whom it is for (not what would misdescribe the copy, e.g. cover art or a dependent layer)
+_TRACK_FLAGS = (_D.default | _D.forced | _D.dub | _D.original | _D.comment | _D.hearing_impaired
+                | _D.visual_impaired | _D.captions | _D.descriptions)
+#: ... and the restored video (re-encoded as one plain stream)
+_VIDEO_FLAGS = _D.default | _D.forced | _D.original | _D.comment
+
+#: a file's standard tags and the QuickTime metadata keys Apple's players read them from: with
+#: ``movflags=use_metadata_tags`` (an iPhone's video) FFmpeg writes every tag as a key of its own name,
+#: and the standard atoms (©nam, ©xyz...) not at all
+_APPLE_KEYS = {"title": "com.apple.quicktime.title", "artist": "com.apple.quicktime.artist",
+               "comment": "com.apple.quicktime.comment", "description": "com.apple.quicktime.description",
+               "location": "com.apple.quicktime.location.ISO6709"}
+
 #: containers that hold no chapters, nor a file's tags (MPEG-TS)
 _NO_CHAPTERS = {".ts", ".mts", ".m2ts"}
 
@@ -491,6 +514,7 @@ class VideoWriter:
         self._output: av.container.OutputContainer | None = None  # None once closed or aborted
         self._copy_from: av.container.InputContainer | None = None
         self._temp: Path | None = None  # None once renamed to dst or removed
+        self._held: int | None = None  # the temp file's lock (output_file.hold_temp) while it is written
         # One frame is held back so a frame without a duration can get it from the next.
         self._pending: av.VideoFrame | None = None
         self._last_interval: int | None = None
@@ -507,6 +531,7 @@ class VideoWriter:
                 "write .mp4/.mkv or choose --codec vp9/av1"
             )
         self._temp = temp_beside(self.dst)
+        self._held = hold_temp(self._temp)  # (a live run's: never taken for a killed one's, remove_stale_temps)
         try:
             self._open(audio_from)
         except BaseException:
@@ -536,6 +561,7 @@ class VideoWriter:
                 # an iPhone's place, make, model and local recording time are QuickTime metadata keys
                 # ("com.apple.quicktime.*"), which MP4/MOV keep only written as such
                 keep["movflags"] = "use_metadata_tags"
+            self._metadata_keys = "movflags" in keep
             self._output = av.open(str(self._temp), mode="w", options=keep)
         except ValueError:
             raise OutputError(
@@ -663,12 +689,13 @@ class VideoWriter:
                         f"a {self.dst.suffix} file cannot hold the input's {copied_stream.codec_context.name} "
                         f"{copied_stream.type} without re-encoding it; write .mkv (holds any audio)") from None
                 kept.metadata.update(_kept_tags(copied_stream.metadata))
-                # which track a player picks (default) or shows unasked (forced subtitles)
-                kept.disposition = copied_stream.disposition
+                # which track a player picks (default), shows unasked (forced subtitles) or offers to whom
+                kept.disposition = copied_stream.disposition & _TRACK_FLAGS
                 self._copied[copied_stream.index] = kept
-            shown = [s for s in videos if not s.disposition & av.stream.Disposition.attached_pic]
-            if shown:
-                stream.disposition = shown[0].disposition
+            try:  # (the stream the reader restores: the default one where several are)
+                stream.disposition = pick_video_stream(self._copy_from, self.dst).disposition & _VIDEO_FLAGS
+            except InputError:  # pragma: no cover - the reader found one in the same file
+                pass
             self._copy_tags(stream, timecodes[0].metadata["timecode"] if timecodes else None)
             if copied:
                 self._copied_packets = self._copy_from.demux(copied)
@@ -699,6 +726,10 @@ class VideoWriter:
         at its first frame."""
         source, out = cast(av.container.InputContainer, self._copy_from), self._muxer
         out.metadata.update(_kept_tags(source.metadata))
+        if self._metadata_keys:  # written as QuickTime keys only: the standard ones under Apple's names too
+            for name, key in _APPLE_KEYS.items():
+                if name in out.metadata and key not in out.metadata:
+                    out.metadata[key] = out.metadata[name]
         try:
             video.metadata.update(_kept_tags(pick_video_stream(source, self.dst).metadata))
         except InputError:  # pragma: no cover - the reader found one in the same file
@@ -712,8 +743,14 @@ class VideoWriter:
             shifted = _timecode_after(timecode, max(0.0, (self.start or 0.0) - video_first), self.info.frame_rate)
             if shifted is None:
                 video.metadata.pop(key, None)
-                why = "a drop-frame timecode" if ";" in timecode else \
-                    f"a timecode at {float(self.info.frame_rate or 0):g} frames a second"
+                rate, fields = self.info.frame_rate, timecode.split(":")
+                if ";" in timecode:
+                    why = "a drop-frame timecode"
+                elif len(fields) != 4 or not all(field.isdigit() for field in fields):
+                    why = "a malformed timecode"
+                else:
+                    why = f"a timecode at {float(rate):g} frames a second" if rate else \
+                        "a timecode without a known frame rate"
                 self.notes.append(f"the input's timecode ({timecode}) is not kept: a window of {why} is not counted "
                                   "here")
             else:
@@ -904,6 +941,8 @@ class VideoWriter:
                 self._copy_from = None
             os.replace(cast(Path, self._temp), self.dst)  # set until renamed or removed
             self._temp = None
+            release_temp(self._held)
+            self._held = None
             for left in remove_stale_temps(self.dst):
                 logger.info("removed %s, the unfinished output of an earlier run that was killed", left.name)
         except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, folder removed, ...
@@ -932,6 +971,8 @@ class VideoWriter:
             except OSError as exc:
                 logger.warning("could not remove temporary file %s: %s", self._temp, exc)
             self._temp = None
+        release_temp(self._held)
+        self._held = None
 
     def __enter__(self) -> VideoWriter:
         return self
