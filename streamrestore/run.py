@@ -15,6 +15,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Literal, Protocol, TextIO, Union
 
@@ -38,6 +39,9 @@ __all__ = [
 
 #: seconds between plain progress lines (when stderr is not a terminal)
 PROGRESS_INTERVAL = 5.0
+#: seconds over which a plain progress line measures the rate: a first run's model export (seconds of
+#: no frames at the start) made the rate and ETA of the whole run's first minutes alarming (0.2 fps)
+RATE_WINDOW_SECONDS = 60.0
 
 #: ``progress=`` of :func:`streamrestore.restore_video`: False (nothing), True (a bar on a
 #: terminal, else plain lines), ``"bar"`` or ``"lines"`` (forced)
@@ -640,6 +644,8 @@ class ProgressLines:
         self._stream = stream
         self._start = clock()
         self._next = self._start + self.interval
+        # (time, frames done) at the start and at each line: the rate is the last RATE_WINDOW_SECONDS'
+        self._samples: deque[tuple[float, int]] = deque([(self._start, 0)])
 
     def update(self, n: int = 1) -> None:
         """Counts ``n`` more frames done; prints a line when ``interval`` has passed."""
@@ -651,9 +657,14 @@ class ProgressLines:
             print(self.line(now), file=stream, flush=True)
 
     def line(self, now: float) -> str:
-        """The progress line at time ``now`` (on ``clock``)."""
-        elapsed = now - self._start
-        fps = self.done / elapsed if elapsed > 0 else 0.0
+        """The progress line at time ``now`` (on ``clock``): its rate (and ETA from it) is that of
+        about the last :data:`RATE_WINDOW_SECONDS` (the whole run's before then)."""
+        while len(self._samples) > 1 and now - self._samples[1][0] >= RATE_WINDOW_SECONDS:
+            self._samples.popleft()  # (the oldest kept is the latest at least a window old)
+        then, done_then = self._samples[0]
+        self._samples.append((now, self.done))
+        elapsed = now - then
+        fps = (self.done - done_then) / elapsed if elapsed > 0 else 0.0
         if self.total is None:
             return f"progress: {self.done} frames, {fps:.1f} fps"
         percent = min(100.0, 100.0 * self.done / self.total)

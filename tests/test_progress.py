@@ -34,6 +34,27 @@ def test_lines_every_interval_with_percent_fps_and_eta():
     ]
 
 
+def test_the_rate_is_the_last_minutes_so_a_slow_start_does_not_skew_it():
+    """A first run exports its model when the first face comes (tens of seconds without a frame): the
+    whole run's rate made the first minutes' lines say 0.2 fps and an ETA of hours. The rate is that
+    of about the last RATE_WINDOW_SECONDS."""
+    from streamrestore.run import RATE_WINDOW_SECONDS
+
+    clock, out = FakeClock(), io.StringIO()
+    progress = ProgressLines(total=3000, interval=5.0, clock=clock, stream=out)
+    clock.now += 40  # the export
+    progress.update(1)
+    for _ in range(1200):  # then 10 fps for 120 s
+        clock.now += 0.1
+        progress.update()
+    last = out.getvalue().splitlines()[-1]
+    done = int(last.split()[1].split("/")[0])
+    assert RATE_WINDOW_SECONDS <= 120 - 5
+    assert last == f"progress: {done}/3000 frames ({100 * done / 3000:.0f}%), 10.0 fps, ETA {run._clock((3000 - done) / 10)}"
+    early = out.getvalue().splitlines()[1]  # at 45 s: the whole run so far (no line a window old yet)
+    assert float(early.split(", ")[1].split()[0]) < 2
+
+
 def test_unknown_total_and_long_eta():
     clock, out = FakeClock(), io.StringIO()
     progress = ProgressLines(total=None, interval=0, clock=clock, stream=out)
