@@ -246,6 +246,31 @@ def test_engine_path_is_keyed_by_model_shapes_and_dtype(restorer, tmp_path, monk
     assert backend.engine_path((1, 4, True, False)) != a
 
 
+def test_another_checkpoint_of_one_base_model_gets_its_own_engine(restorer, tmp_path):
+    """A LoRA checkpoint's reference network is its base model's: checkpoints that differ only in their
+    LoRA and conv_in (another official variant, a user's retrained one) had the same engine key, and
+    the second ran the first one's cached program. The restoring weights are in the key now."""
+    from streamrestore.backends.engine_files import engine_path
+
+    key = (1, 4, True, False)
+    same = InstantRestoreNet(tiny_config())
+    same.load_state_dict(restorer.net.state_dict())
+    twin = InstantRestorer(same, device="cpu", dtype=torch.float32, name="tiny")
+    assert engine_path(twin, key, tmp_path, "onnxruntime") == engine_path(restorer, key, tmp_path, "onnxruntime")
+    other = InstantRestoreNet(tiny_config())
+    other.load_state_dict(restorer.net.state_dict())
+    with torch.no_grad():
+        changed = 0
+        for name, p in other.named_parameters():
+            if "lora_" in name or name.startswith("unet.conv_in."):
+                p.add_(0.01)
+                changed += 1
+    assert changed
+    retrained = InstantRestorer(other, device="cpu", dtype=torch.float32, name="tiny")
+    assert retrained.fingerprint == restorer.fingerprint  # (its reference network: the same base)
+    assert engine_path(retrained, key, tmp_path, "onnxruntime") != engine_path(restorer, key, tmp_path, "onnxruntime")
+
+
 def test_engine_paths_of_onnxruntime_and_tensorrt_differ(restorer, tmp_path):
     from streamrestore.backends.engine_files import engine_path
 

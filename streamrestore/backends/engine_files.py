@@ -38,8 +38,8 @@ def engine_path(restorer, key, folder: str | Path | None = None, backend: str = 
 
     Args:
         restorer: the :class:`~streamrestore.model.restorer.InstantRestorer` compiled (its
-            ``name``, ``fingerprint``, ``detail_head_fingerprint``, ``resolution``, ``device`` and
-            ``dtype``).
+            ``name``, ``fingerprint``, ``restoring_fingerprint``, ``detail_head_fingerprint``,
+            ``resolution``, ``device`` and ``dtype``).
         key: the engine's (bucket, slots, with_refs, with_input).
         folder: the cache folder (default: :func:`engine_dir`).
         backend: ``tensorrt`` (a Torch-TensorRT program, ``.ep``) or ``onnxruntime`` (an ONNX
@@ -59,6 +59,7 @@ def engine_path(restorer, key, folder: str | Path | None = None, backend: str = 
         # the name carries "+taesd" when --fast-vae swapped the decoder (not in the fingerprint)
         "name": getattr(restorer, "name", "model"),
         "model": restorer.fingerprint, "detail_head": getattr(restorer, "detail_head_fingerprint", "none"),
+        "restoring": getattr(restorer, "restoring_fingerprint", "none"),  # (a LoRA checkpoint's own weights)
         "lora_merged": True, "resolution": restorer.resolution,
         "batch": bucket, "slots": slots, "refs": with_refs, "input": with_input, "dtype": str(restorer.dtype),
         "gpu": gpu, "torch": torch.__version__, runtime: runtime_version, "core": CORE_VERSION,

@@ -376,6 +376,7 @@ class InstantRestorer:
         self.resolution = net.config.resolution
         self.name = name
         self._fingerprint: str | None = None
+        self._restoring_fingerprint: str | None = None
         self._noise: OrderedDict = OrderedDict()
 
     # -- identity of the weights ----------------------------------------------------------
@@ -402,6 +403,26 @@ class InstantRestorer:
                 digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
+
+    @property
+    def restoring_fingerprint(self) -> str:
+        """sha256 of the restoring UNet's and VAE's weights: what a compiled engine depends on beyond
+        :attr:`fingerprint` and :attr:`detail_head_fingerprint`. A LoRA checkpoint's reference network is
+        its base model's, so :attr:`fingerprint` is the same for every checkpoint of one base: the
+        engine of another was run for it. Each tensor is read strided (at most 65536 values, with its
+        name and shape): a trained or merged change reaches all of a layer's values, and the paper-scale
+        UNet is read in well under a second. Computed once, lazily."""
+        if self._restoring_fingerprint is None:
+            digest = hashlib.sha256()
+            nets = [("unet", self.net.unet)] + ([("vae", self.net.vae)] if self.net.vae is not None else [])
+            for prefix, net in nets:
+                for k, v in sorted(net.state_dict().items()):
+                    flat = v.detach().reshape(-1)
+                    sample = flat[::max(1, flat.numel() // 65536)].to("cpu", torch.float32).contiguous()
+                    digest.update(f"{prefix}.{k}{tuple(v.shape)}".encode())
+                    digest.update(sample.numpy().tobytes())
+            self._restoring_fingerprint = digest.hexdigest()
+        return self._restoring_fingerprint
 
     @property
     def detail_head_fingerprint(self) -> str:
