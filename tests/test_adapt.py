@@ -52,6 +52,29 @@ def test_adapted_once_then_loaded_from_the_cache(base, tmp_path):
     torch.testing.assert_close(_restore(again, faces, [cache2, cache2]), adapted)
 
 
+def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, caplog):
+    """A read-only or full cache folder ended the run with a traceback after the fine-tune (a minute
+    or more at the default steps), and every rerun fine-tuned again to die again. The fine-tune serves
+    the run; the warning says it will be made again. One that is kept is readable by the cache's
+    other users, as its engines are."""
+    import logging
+    import stat
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go (as a read-only disk refuses it)")
+    photos, faces = _photos(1), _photos(9, 2)
+    restorer = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, cache_dir=str(blocker / "adapted")))
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        cache = restorer.encode_references(photos)
+    assert "but cannot keep it in" in caplog.text and "made again on every run" in caplog.text
+    adapted = _restore(restorer, faces, [cache, cache])
+    kept = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, cache_dir=str(tmp_path / "ok")))
+    cache = kept.encode_references(photos)
+    torch.testing.assert_close(_restore(kept, faces, [cache, cache]), adapted)  # the same fine-tune
+    (file,) = (tmp_path / "ok").glob("*.safetensors")
+    assert stat.S_IMODE(file.stat().st_mode) == 0o644
+
+
 def test_new_photos_or_settings_adapt_again(base, tmp_path):
     config = AdaptConfig(part="unet", steps=2, cache_dir=str(tmp_path))
     restorer = AdaptedRestorer(base, config)

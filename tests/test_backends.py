@@ -1,6 +1,7 @@
 """Backend selection and fallback, bucket/reference padding, LoRA merge, torch.export of the core."""
 import logging
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -294,6 +295,26 @@ def test_onnxruntime_backend_matches_the_restorer(restorer, caches, counts, tmp_
     # exactly the faces there are: three faces are not padded to a bucket of four
     (bucket, *_), args = backend.padded_inputs(faces, cs, seeds)
     assert bucket == len(counts) and args[0].shape[0] == len(counts)
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_run(restorer, caches, tmp_path, caplog):
+    """A read-only or full cache folder (a sandboxed HOME) ended the run with a traceback once the models
+    had loaded. The program is exported into a temporary folder instead, used, removed, and the run is
+    told why it will be exported again next time."""
+    import tempfile
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go (as a read-only disk refuses it)")
+    before = set(Path(tempfile.gettempdir()).glob("streamrestore-onnx-*"))
+    backend = build_backend(restorer, "onnxruntime", BackendConfig(backend="onnxruntime",
+                                                                   engine_dir=blocker / "engines"))
+    faces, cs = _faces(2, seed=3), [caches[2], None]
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        got = backend.restore(faces, cs, [1, 2])
+    torch.testing.assert_close(got, restorer.restore(faces, cs, [1, 2]), rtol=1e-4, atol=2e-5)
+    assert backend.backend == "onnxruntime"  # not the eager fallback
+    assert f"cannot keep the exported restorer in {blocker / 'engines'}" in caplog.text
+    assert set(Path(tempfile.gettempdir()).glob("streamrestore-onnx-*")) == before
 
 
 def test_onnxruntime_programs_are_cached_and_a_damaged_one_is_exported_again(restorer, caches, tmp_path):

@@ -13,6 +13,8 @@ shapes, versions), next to TensorRT engines: a second run only opens a session (
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -63,22 +65,53 @@ class _FlatCore(nn.Module):
 
 
 def export_onnx(core: nn.Module, args, path: Path) -> None:
-    """Writes the ONNX program of ``core`` for ``args`` (the core's inputs, fixed shapes) to ``path``."""
+    """Writes the ONNX program of ``core`` for ``args`` (the core's inputs, fixed shapes) to ``path``.
+
+    Raises:
+        OSError: ``path``'s folder cannot be written (read-only, full).
+        ModelError: the exporter failed.
+    """
     names, flat = _flat_inputs(args)
     flat_core = _FlatCore(core, len(args[2]), args[7] is not None, args[8] is not None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of this process's own: two processes exporting one shape at once (two terminals on one
+    # cache) wrote one ".tmp" together, and the second rename found it gone
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
     try:
         with warnings.catch_warnings():
             # the TorchScript exporter warns about every Python-level shape read; the shapes are fixed here
             warnings.simplefilter("ignore")
             torch.onnx.export(flat_core, tuple(flat), str(tmp),
                               input_names=names, output_names=["restored"], opset_version=17, dynamo=False)
+        tmp.replace(path)
+    except OSError:  # the folder, not the exporter (read-only, full): the caller decides
+        tmp.unlink(missing_ok=True)
+        raise
     except Exception as exc:  # an exporter that changed or went away in another torch version
         tmp.unlink(missing_ok=True)
         raise ModelError(f"cannot export the restorer to ONNX with torch {torch.__version__} "
                          f"({type(exc).__name__}: {exc}); use --backend eager") from exc
-    tmp.replace(path)
+
+
+def _export_or_not_cached(core: nn.Module, args, path: Path) -> Path:
+    """``path`` exported; where its folder cannot be written (read-only, a full disk), the program
+    exported into a temporary folder instead, used for this run only and said (a traceback ended
+    the run, after the models had loaded). Returns where the program is."""
+    try:
+        export_onnx(core, args, path)
+        return path
+    except OSError as exc:
+        import tempfile
+
+        log.warning("cannot keep the exported restorer in %s (%s): it is exported again on every run; set "
+                    "STREAMRESTORE_CACHE to a folder you can write", path.parent, exc.strerror or exc)
+        here = Path(tempfile.mkdtemp(prefix="streamrestore-onnx-")) / path.name
+        try:
+            export_onnx(core, args, here)
+        except OSError as again:
+            raise ModelError(f"cannot write the exported restorer anywhere ({again.strerror or again}); "
+                             "free some space") from again
+        return here
 
 
 def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> Callable[..., torch.Tensor]:
@@ -91,15 +124,19 @@ def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> Calla
 
     if not path.is_file():
         log.info("exporting the restorer to ONNX (%s)", path.name)
-        export_onnx(core, args, path)
+        path = _export_or_not_cached(core, args, path)
     options = onnx_session_options(threads)
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # a damaged cache file: export again
         log.warning("cannot open ONNX program %s (%s); exporting it again", path, exc)
-        export_onnx(core, args, path)
+        path = _export_or_not_cached(core, args, path)
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    if path.parent.name.startswith("streamrestore-onnx-"):  # (loaded: the temporary copy is not needed)
+        import shutil
+
+        shutil.rmtree(path.parent, ignore_errors=True)
     # the exporter drops inputs the graph does not use (lite: the noise, the AdaIN statistics)
     wanted = {i.name for i in session.get_inputs()}
 

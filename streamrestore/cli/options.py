@@ -250,8 +250,8 @@ def add_adapt_options(p: argparse.ArgumentParser) -> None:
     """Per-identity adaptation (``streamrestore.model.adapt.AdaptConfig``): ``--adapt`` and its settings."""
     p.add_argument("--adapt", action="store_true",
                    help="fine-tune the model on each person's reference photos first (lite; about a minute per "
-                        "person on a CPU, once: cached in ~/.cache/streamrestore/adapted); stronger identity where "
-                        "the photos match the video")
+                        "person on a CPU, once: cached in ~/.cache/streamrestore/adapted, or under "
+                        "$STREAMRESTORE_CACHE); stronger identity where the photos match the video")
     p.add_argument("--adapt-part", choices=("head", "unet"), default=None,
                    help="what --adapt fine-tunes: only the detail head (default; about a minute per person on a "
                         "CPU) or the UNet (minutes)")

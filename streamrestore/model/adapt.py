@@ -159,8 +159,13 @@ def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(path)
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        os.chmod(tmp, 0o644)  # (safetensors writes 0600: the cache's other files, its engines, are readable by all)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def store_adapted_weights(weights: Mapping[str, Mapping[str, torch.Tensor]], config: AdaptConfig = AdaptConfig()) -> int:
@@ -416,8 +421,13 @@ class AdaptedRestorer:
             with torch.inference_mode(False), torch.enable_grad():
                 state = adapt_weights(self.base.net, photos, self.config)
             self.adapt_seconds[key] = time.perf_counter() - t0
-            log.info("adapted in %.0f s; kept in %s", self.adapt_seconds[key], path)
-            _save_weights(path, state)
+            try:
+                _save_weights(path, state)
+                log.info("adapted in %.0f s; kept in %s", self.adapt_seconds[key], path)
+            except Exception as exc:  # read-only, full: the fine-tune serves this run (it ended it, after the work)
+                log.warning("adapted in %.0f s, but cannot keep it in %s (%s): it is made again on every run; set "
+                            "STREAMRESTORE_CACHE to a folder you can write", self.adapt_seconds[key], path.parent,
+                            getattr(exc, "strerror", None) or exc)
         self._weights[key] = state
         net = copy.deepcopy(self.base.net).to("cpu", torch.float32)
         part = net.detail_head if self.config.part == "head" else net.unet
