@@ -317,6 +317,26 @@ def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_run(resto
     assert set(Path(tempfile.gettempdir()).glob("streamrestore-onnx-*")) == before
 
 
+def test_a_long_lived_backend_keeps_a_few_onnx_sessions_open_not_one_per_face_count(restorer, caches, tmp_path):
+    """A session per face count met (55-250 MB each with lite): a notebook restoring group photos of 1 to
+    29 faces grew to 2.5 GB. The most recently used few stay open; one dropped is reopened from its
+    cached file, not exported again."""
+    from streamrestore.backends.core import ONNX_SESSIONS_KEPT
+
+    backend = build_backend(restorer, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path))
+    counts = range(1, ONNX_SESSIONS_KEPT + 3)
+    first = None
+    for n in counts:
+        got = backend.restore(_faces(n, seed=n), [caches[2]] * n, list(range(n)))
+        first = got if first is None else first
+        assert len(backend._engines) <= ONNX_SESSIONS_KEPT
+    programs = sorted(tmp_path.glob("*.onnx"))
+    assert len(programs) == len(counts)  # each exported once
+    again = backend.restore(_faces(1, seed=1), [caches[2]], [0])  # dropped: reopened from its file
+    torch.testing.assert_close(again, first)
+    assert sorted(tmp_path.glob("*.onnx")) == programs
+
+
 def test_onnxruntime_programs_are_cached_and_a_damaged_one_is_exported_again(restorer, caches, tmp_path):
     config = BackendConfig(backend="onnxruntime", engine_dir=tmp_path)
     faces, cs = _faces(1, seed=8), [caches[2]]

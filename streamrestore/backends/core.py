@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +26,12 @@ from streamrestore.errors import ModelError
 from streamrestore.model.packing import pack_caches, pack_face_means
 
 log = logging.getLogger(__name__)
+
+#: ONNX Runtime sessions a backend keeps open, the most recently used: one per face count and reference
+#: count met, each 55-250 MB (lite, measured), so a long-lived process (a notebook, live mode, a batch
+#: worker) meeting photos of 1 to 29 faces grew from 0.8 to 2.5 GB. One dropped is reopened from its
+#: cached file (~0.1-0.3 s) when needed again.
+ONNX_SESSIONS_KEPT = 4
 
 
 class FrameCore(nn.Module):
@@ -135,7 +142,7 @@ class BackendRestorer:
         # padded slots cost attention time (2 photos in 4 slots: restore 85 vs 67 ms eager).
         self.reference_slots = 1 if backend == "onnxruntime" else max(config.reference_slots, 1)
         self._lock = threading.Lock()
-        self._engines: dict[tuple[int, int, bool, bool], _Engine] = {}
+        self._engines: OrderedDict[tuple[int, int, bool, bool], _Engine] = OrderedDict()  # (least recent first)
         cuda = self.device.type == "cuda"
         channels_last = config.channels_last if config.channels_last is not None else cuda
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -256,7 +263,9 @@ class BackendRestorer:
     def _engine(self, key, args) -> _Engine:
         with self._lock:
             engine = self._engines.get(key)
-            if engine is None:
+            if engine is not None:
+                self._engines.move_to_end(key)
+            else:
                 bucket, slots, with_refs, with_input = key
                 log.debug("building the %s engine for batches of up to %d face%s, %d reference slots%s", self.backend,
                           bucket, "" if bucket == 1 else "s", slots, "" if with_refs else ", no references")
@@ -274,6 +283,9 @@ class BackendRestorer:
                     if self.config.engine_cache_mb is not None:
                         prune_engines(path.parent, self.config.engine_cache_mb * 2**20, keep=path)
                 self._engines[key] = engine
+                if self.backend == "onnxruntime":
+                    while len(self._engines) > ONNX_SESSIONS_KEPT:  # (reopened from its file when needed again)
+                        self._engines.popitem(last=False)
             return engine
 
     def _compiled(self, core: FrameCore):
