@@ -55,9 +55,11 @@ def test_adapted_once_then_loaded_from_the_cache(base, tmp_path):
 def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, caplog):
     """A read-only or full cache folder ended the run with a traceback after the fine-tune (a minute
     or more at the default steps), and every rerun fine-tuned again to die again. The fine-tune serves
-    the run; the warning says it will be made again. One that is kept is readable by the cache's
-    other users, as its engines are."""
+    the run; the warning says it will be made again. One that is kept follows the umask, as any file
+    a tool writes (safetensors writes 0600 whatever the umask). A batch's worker that cannot keep
+    another worker's fine-tune makes its own."""
     import logging
+    import os
     import stat
 
     blocker = tmp_path / "not-a-folder"
@@ -66,13 +68,22 @@ def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, ca
     restorer = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, cache_dir=str(blocker / "adapted")))
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         cache = restorer.encode_references(photos)
-    assert "but cannot keep it in" in caplog.text and "made again on every run" in caplog.text
+    assert "but cannot keep it in" in caplog.text and "made again in every run" in caplog.text
     adapted = _restore(restorer, faces, [cache, cache])
     kept = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, cache_dir=str(tmp_path / "ok")))
     cache = kept.encode_references(photos)
     torch.testing.assert_close(_restore(kept, faces, [cache, cache]), adapted)  # the same fine-tune
     (file,) = (tmp_path / "ok").glob("*.safetensors")
-    assert stat.S_IMODE(file.stat().st_mode) == 0o644
+    umask = os.umask(0o022)  # (the test's own: what a plain file of this process gets)
+    os.umask(umask)
+    assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask
+    from streamrestore.model.adapt import store_adapted_weights
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        assert store_adapted_weights(kept.adapted_weights(), AdaptConfig(part="unet", steps=2,
+                                                                         cache_dir=str(blocker / "adapted"))) == 0
+    assert "this worker makes its own" in caplog.text
 
 
 def test_new_photos_or_settings_adapt_again(base, tmp_path):

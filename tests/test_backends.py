@@ -317,23 +317,29 @@ def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_run(resto
     assert set(Path(tempfile.gettempdir()).glob("streamrestore-onnx-*")) == before
 
 
-def test_a_long_lived_backend_keeps_a_few_onnx_sessions_open_not_one_per_face_count(restorer, caches, tmp_path):
+def test_a_long_lived_backend_keeps_a_few_onnx_sessions_open_not_one_per_face_count(restorer, caches, tmp_path,
+                                                                                     monkeypatch):
     """A session per face count met (55-250 MB each with lite): a notebook restoring group photos of 1 to
-    29 faces grew to 2.5 GB. The most recently used few stay open; one dropped is reopened from its
-    cached file, not exported again."""
-    from streamrestore.backends.core import ONNX_SESSIONS_KEPT
+    29 faces grew to 2.5 GB. Beyond a few, sessions unused for a while are closed; one closed is reopened
+    from its cached file, not exported again. Sessions in use (a video whose restored face count changes
+    every few frames) are all kept: closing them would reopen one nearly every frame."""
+    import streamrestore.backends.core as core
 
     backend = build_backend(restorer, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path))
-    counts = range(1, ONNX_SESSIONS_KEPT + 3)
-    first = None
-    for n in counts:
-        got = backend.restore(_faces(n, seed=n), [caches[2]] * n, list(range(n)))
-        first = got if first is None else first
-        assert len(backend._engines) <= ONNX_SESSIONS_KEPT
+    counts = range(1, core.ONNX_SESSIONS_KEPT + 3)
+
+    def restore(n):
+        return backend.restore(_faces(n, seed=n), [caches[2]] * n, list(range(n)))
+
+    first = [restore(n) for n in counts][0]
+    assert len(backend._engines) == len(counts)  # all used just now: kept
     programs = sorted(tmp_path.glob("*.onnx"))
     assert len(programs) == len(counts)  # each exported once
-    again = backend.restore(_faces(1, seed=1), [caches[2]], [0])  # dropped: reopened from its file
-    torch.testing.assert_close(again, first)
+    monkeypatch.setattr(core, "ONNX_SESSION_IDLE_SECONDS", 0.0)  # (as if a minute had passed)
+    restore(2)
+    assert len(backend._engines) == core.ONNX_SESSIONS_KEPT
+    assert (1, 2, True, False) not in backend._engines  # the least recently used went first
+    torch.testing.assert_close(restore(1), first)  # reopened from its file
     assert sorted(tmp_path.glob("*.onnx")) == programs
 
 

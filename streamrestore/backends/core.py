@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -27,11 +28,13 @@ from streamrestore.model.packing import pack_caches, pack_face_means
 
 log = logging.getLogger(__name__)
 
-#: ONNX Runtime sessions a backend keeps open, the most recently used: one per face count and reference
-#: count met, each 55-250 MB (lite, measured), so a long-lived process (a notebook, live mode, a batch
-#: worker) meeting photos of 1 to 29 faces grew from 0.8 to 2.5 GB. One dropped is reopened from its
-#: cached file (~0.1-0.3 s) when needed again.
+#: ONNX Runtime sessions a backend keeps open beyond those used in the last minute: one per face count
+#: and reference count met, each 55-250 MB (lite, measured), so a long-lived process (a notebook, a
+#: batch worker) meeting photos of 1 to 29 faces grew from 0.8 to 2.5 GB. One closed is reopened from
+#: its cached file (~0.1-0.3 s) when needed again. (Per backend: --adapt serves each person by its own.)
 ONNX_SESSIONS_KEPT = 4
+#: ... and sessions used this recently are kept whatever their number
+ONNX_SESSION_IDLE_SECONDS = 60.0
 
 
 class FrameCore(nn.Module):
@@ -106,11 +109,15 @@ def bucket_for(batch: int, buckets: Sequence[int]) -> int:
 
 
 class _Engine:
-    """One callable per (bucket, structure): eager module, compiled module, TensorRT or ONNX Runtime program."""
+    """One callable per (bucket, structure): eager module, compiled module, TensorRT or ONNX Runtime program.
+    ``reopenable``: an ONNX Runtime session whose program is kept on disk (one closed is opened again in
+    a fraction of a second; one whose cache folder could not be written would need another export)."""
 
-    def __init__(self, fn, name: str):
+    def __init__(self, fn, name: str, reopenable: bool = False):
         self.fn = fn
         self.name = name
+        self.reopenable = reopenable
+        self.used = time.monotonic()
 
 
 class BackendRestorer:
@@ -265,6 +272,7 @@ class BackendRestorer:
             engine = self._engines.get(key)
             if engine is not None:
                 self._engines.move_to_end(key)
+                engine.used = time.monotonic()
             else:
                 bucket, slots, with_refs, with_input = key
                 log.debug("building the %s engine for batches of up to %d face%s, %d reference slots%s", self.backend,
@@ -276,17 +284,27 @@ class BackendRestorer:
                     path = self.engine_path(key)
                     if self.backend == "onnxruntime":
                         # the session's threads are fixed when it opens: the caller's torch thread count
-                        engine = _Engine(onnxruntime_engine(core, args, path, torch.get_num_threads()), "onnxruntime")
+                        run, kept = onnxruntime_engine(core, args, path, torch.get_num_threads())
+                        engine = _Engine(run, "onnxruntime", reopenable=kept)
                     else:
                         engine = _Engine(tensorrt_engine(core, args, self.dtype, path), "tensorrt")
                     mark_used(path)
                     if self.config.engine_cache_mb is not None:
                         prune_engines(path.parent, self.config.engine_cache_mb * 2**20, keep=path)
                 self._engines[key] = engine
-                if self.backend == "onnxruntime":
-                    while len(self._engines) > ONNX_SESSIONS_KEPT:  # (reopened from its file when needed again)
-                        self._engines.popitem(last=False)
+            if self.backend == "onnxruntime" and len(self._engines) > ONNX_SESSIONS_KEPT:
+                self._close_idle_sessions()  # (this one was just used: never among them)
             return engine
+
+    def _close_idle_sessions(self) -> None:
+        """Closes the sessions beyond :data:`ONNX_SESSIONS_KEPT` (least recently used first) that no
+        call used for :data:`ONNX_SESSION_IDLE_SECONDS` and whose programs are on disk: a video whose
+        restored face count changes from frame to frame uses all of its sessions every few frames."""
+        now = time.monotonic()
+        idle = [key for key, engine in self._engines.items()
+                if engine.reopenable and now - engine.used >= ONNX_SESSION_IDLE_SECONDS]
+        for key in idle[:max(0, len(self._engines) - ONNX_SESSIONS_KEPT)]:
+            del self._engines[key]
 
     def _compiled(self, core: FrameCore):
         cuda = self.device.type == "cuda"

@@ -12,6 +12,7 @@ shapes, versions), next to TensorRT engines: a second run only opens a session (
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -85,58 +86,83 @@ def export_onnx(core: nn.Module, args, path: Path) -> None:
                               input_names=names, output_names=["restored"], opset_version=17, dynamo=False)
         tmp.replace(path)
     except OSError:  # the folder, not the exporter (read-only, full): the caller decides
-        tmp.unlink(missing_ok=True)
         raise
     except Exception as exc:  # an exporter that changed or went away in another torch version
-        tmp.unlink(missing_ok=True)
         raise ModelError(f"cannot export the restorer to ONNX with torch {torch.__version__} "
                          f"({type(exc).__name__}: {exc}); use --backend eager") from exc
+    finally:  # (Ctrl-C too: a name of its own is never written over by a later export)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
-def _export_or_not_cached(core: nn.Module, args, path: Path) -> Path:
+#: cache folders already said to be unwritable (said once a process, not once a shape)
+_UNWRITABLE_SAID: set[Path] = set()
+
+
+def _export_or_not_cached(core: nn.Module, args, path: Path) -> tuple[Path, Path | None]:
     """``path`` exported; where its folder cannot be written (read-only, a full disk), the program
     exported into a temporary folder instead, used for this run only and said (a traceback ended
-    the run, after the models had loaded). Returns where the program is."""
+    the run, after the models had loaded). Returns where the program is, and the temporary folder
+    (None: none), which the caller removes.
+
+    Raises:
+        ModelError: it could be written nowhere (the backend then falls back to eager), or the
+            exporter failed.
+    """
+    import shutil
+    import tempfile
+
     try:
         export_onnx(core, args, path)
-        return path
+        return path, None
     except OSError as exc:
-        import tempfile
+        if path.parent not in _UNWRITABLE_SAID:
+            _UNWRITABLE_SAID.add(path.parent)
+            log.warning("cannot keep the exported restorer in %s (%s): it is exported again in every run; set "
+                        "STREAMRESTORE_CACHE (library: engine_dir) to a folder you can write", path.parent,
+                        exc.strerror or exc)
+    folder = None
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="streamrestore-onnx-"))
+        export_onnx(core, args, folder / path.name)
+        return folder / path.name, folder
+    except OSError as again:
+        raise ModelError(f"cannot write the exported restorer in {path.parent} nor in the temporary folder "
+                         f"({again.strerror or again}; TMPDIR moves it)") from again
+    finally:
+        if folder is not None and not (folder / path.name).is_file():  # (failed: nothing to keep)
+            shutil.rmtree(folder, ignore_errors=True)
 
-        log.warning("cannot keep the exported restorer in %s (%s): it is exported again on every run; set "
-                    "STREAMRESTORE_CACHE to a folder you can write", path.parent, exc.strerror or exc)
-        here = Path(tempfile.mkdtemp(prefix="streamrestore-onnx-")) / path.name
-        try:
-            export_onnx(core, args, here)
-        except OSError as again:
-            raise ModelError(f"cannot write the exported restorer anywhere ({again.strerror or again}); "
-                             "free some space") from again
-        return here
 
-
-def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> Callable[..., torch.Tensor]:
+def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> tuple[Callable[..., torch.Tensor], bool]:
     """A callable taking the core's inputs and returning its output, run by onnxruntime on the
     CPU with ``threads`` intra-op threads; the program is loaded from ``path`` when there, else
-    exported there first."""
+    exported there first. Also returns whether the program is kept at ``path`` (False: its folder
+    could not be written, and a session closed would need another export)."""
+    import shutil
+
     import onnxruntime
 
     from streamrestore.faces.detect import onnx_session_options
 
-    if not path.is_file():
-        log.info("exporting the restorer to ONNX (%s)", path.name)
-        path = _export_or_not_cached(core, args, path)
     options = onnx_session_options(threads)
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    temporary = None
     try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # a damaged cache file: export again
-        log.warning("cannot open ONNX program %s (%s); exporting it again", path, exc)
-        path = _export_or_not_cached(core, args, path)
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    if path.parent.name.startswith("streamrestore-onnx-"):  # (loaded: the temporary copy is not needed)
-        import shutil
-
-        shutil.rmtree(path.parent, ignore_errors=True)
+        if not path.is_file():
+            log.info("exporting the restorer to ONNX (%s)", path.name)
+            path, temporary = _export_or_not_cached(core, args, path)
+        try:
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            if temporary is not None:  # (just exported: not a damaged cache file)
+                raise ModelError(f"onnxruntime cannot open the exported restorer ({exc})") from exc
+            log.warning("cannot open ONNX program %s (%s); exporting it again", path, exc)  # a damaged cache file
+            path, temporary = _export_or_not_cached(core, args, path)
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    finally:  # (loaded, or failed: the temporary copy is not needed)
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
     # the exporter drops inputs the graph does not use (lite: the noise, the AdaIN statistics)
     wanted = {i.name for i in session.get_inputs()}
 
@@ -145,4 +171,4 @@ def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> Calla
         feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(names, flat) if name in wanted}
         return torch.from_numpy(session.run(None, feed)[0])
 
-    return run
+    return run, temporary is None

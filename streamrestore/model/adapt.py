@@ -21,6 +21,7 @@ faces through that identity's weights.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -152,6 +153,18 @@ def _weights_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"{key}.safetensors"
 
 
+def _umask() -> int:
+    """This process's umask, read where it can be without changing it (Linux); 0o077 (owner only,
+    safetensors' own 0600) where it cannot."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o077
+
+
 def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Written under a name of this process's own, then moved into place: a reader never sees half
     a file, and processes that share the folder (a batch's workers) never write one file together."""
@@ -161,10 +174,12 @@ def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        os.chmod(tmp, 0o644)  # (safetensors writes 0600: the cache's other files, its engines, are readable by all)
+        # (safetensors writes 0600 whatever the umask: the cache's other files follow it, as any file a tool writes)
+        os.chmod(tmp, 0o666 & ~_umask())
         tmp.replace(path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (a read-only folder refuses even a missing file's unlink)
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -177,7 +192,13 @@ def store_adapted_weights(weights: Mapping[str, Mapping[str, torch.Tensor]], con
     for key, state in weights.items():
         path = _weights_path(config.cache_folder(), key)
         if not path.is_file():
-            _save_weights(path, dict(state))
+            try:
+                _save_weights(path, dict(state))
+            except Exception as exc:  # read-only, full: this worker adapts for itself (a crash ended it)
+                log.warning("cannot keep a fine-tune in %s (%s): this worker makes its own; set STREAMRESTORE_CACHE "
+                            "(library: cache_dir) to a folder you can write", path.parent,
+                            getattr(exc, "strerror", None) or exc)
+                continue
             written += 1
     return written
 
@@ -425,8 +446,9 @@ class AdaptedRestorer:
                 _save_weights(path, state)
                 log.info("adapted in %.0f s; kept in %s", self.adapt_seconds[key], path)
             except Exception as exc:  # read-only, full: the fine-tune serves this run (it ended it, after the work)
-                log.warning("adapted in %.0f s, but cannot keep it in %s (%s): it is made again on every run; set "
-                            "STREAMRESTORE_CACHE to a folder you can write", self.adapt_seconds[key], path.parent,
+                log.warning("adapted in %.0f s, but cannot keep it in %s (%s): it is made again in every run; set "
+                            "STREAMRESTORE_CACHE (library: cache_dir) to a folder you can write",
+                            self.adapt_seconds[key], path.parent,
                             getattr(exc, "strerror", None) or exc)
         self._weights[key] = state
         net = copy.deepcopy(self.base.net).to("cpu", torch.float32)

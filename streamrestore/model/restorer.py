@@ -418,7 +418,7 @@ class InstantRestorer:
             for prefix, net in nets:
                 for k, v in sorted(net.state_dict().items()):
                     flat = v.detach().reshape(-1)
-                    sample = flat[::max(1, flat.numel() // 65536)].to("cpu", torch.float32).contiguous()
+                    sample = flat[::max(1, -(-flat.numel() // 65536))].to("cpu", torch.float32).contiguous()
                     digest.update(f"{prefix}.{k}{tuple(v.shape)}".encode())
                     digest.update(sample.numpy().tobytes())
             self._restoring_fingerprint = digest.hexdigest()
