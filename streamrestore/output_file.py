@@ -15,6 +15,11 @@ from pathlib import Path
 
 from streamrestore.errors import OutputError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX (Windows): no file locks
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["SPACE_ERRNOS", "STALE_TEMP_SECONDS", "check_output_path", "hold_temp", "release_temp", "remove_stale_temps",
            "stale_temps", "temp_beside", "write_atomically", "write_failed"]
 
@@ -59,11 +64,9 @@ STALE_TEMP_SECONDS = 60.0
 def hold_temp(temp: Path) -> int | None:
     """Marks ``temp`` as being written by this process: an open descriptor holding an exclusive
     ``flock`` on it, which the system drops when the process ends, however it ends (pass it to
-    :func:`release_temp` when done). None where there are no such locks (then only the file's age
-    tells a killed run's file from a live one's)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+    :func:`release_temp` when done). None where it cannot be locked: no such locks here, or another
+    process holds it."""
+    if fcntl is None:  # pragma: no cover - not POSIX: only the file's age tells a killed run's file
         return None
     try:
         fd = os.open(temp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -71,7 +74,7 @@ def hold_temp(temp: Path) -> int | None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # (a file system without locks)
+    except OSError:  # (held by another process, or a file system without locks)
         os.close(fd)
         return None
     return fd
@@ -84,16 +87,13 @@ def release_temp(held: int | None) -> None:
 
 
 def _held_elsewhere(temp: Path) -> bool:
-    """Whether another process holds ``temp`` (:func:`hold_temp`): a live writer's file."""
+    """Whether another process may be writing ``temp`` (:func:`hold_temp`): it cannot be locked (kept,
+    where locks do not work at all, to be safe)."""
+    if fcntl is None:  # pragma: no cover - not POSIX
+        return False
     held = hold_temp(temp)
-    if held is None:
-        try:
-            import fcntl  # noqa: F401  (with locks, None means it could not be locked: someone holds it)
-        except ImportError:  # pragma: no cover - not POSIX: only the age tells
-            return False
-        return temp.exists()
     release_temp(held)
-    return False
+    return held is None
 
 
 def remove_stale_temps(dst: Path, idle_seconds: float = STALE_TEMP_SECONDS) -> list[Path]:

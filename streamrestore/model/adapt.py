@@ -153,29 +153,17 @@ def _weights_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"{key}.safetensors"
 
 
-def _umask() -> int:
-    """This process's umask, read where it can be without changing it (Linux); 0o077 (owner only,
-    safetensors' own 0600) where it cannot."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o077
-
-
 def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     """Written under a name of this process's own, then moved into place: a reader never sees half
     a file, and processes that share the folder (a batch's workers) never write one file together."""
-    from safetensors.torch import save_file  # noqa: PLC0415
+    from safetensors.torch import save  # noqa: PLC0415
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        # (safetensors writes 0600 whatever the umask: the cache's other files follow it, as any file a tool writes)
-        os.chmod(tmp, 0o666 & ~_umask())
+        # written here, not by safetensors' save_file, whose file is 0600 whatever the umask: this one
+        # follows it, as the cache's other files and any file a tool writes
+        tmp.write_bytes(save({k: v.contiguous() for k, v in state.items()}))
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(OSError):  # (a read-only folder refuses even a missing file's unlink)

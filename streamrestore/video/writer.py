@@ -303,8 +303,8 @@ _APPLE_KEYS = {"title": "com.apple.quicktime.title", "artist": "com.apple.quickt
                "comment": "com.apple.quicktime.comment", "description": "com.apple.quicktime.description",
                "location": "com.apple.quicktime.location.ISO6709"}
 
-#: containers that hold no chapters, nor a file's tags (MPEG-TS)
-_NO_CHAPTERS = {".ts", ".mts", ".m2ts"}
+#: MPEG-TS: holds no chapters, nor a file's tags
+_MPEG_TS = {".ts", ".mts", ".m2ts"}
 
 
 def _is_chapter_track(stream: av.stream.Stream) -> bool:
@@ -312,15 +312,6 @@ def _is_chapter_track(stream: av.stream.Stream) -> bool:
     no codec; FFmpeg names its handler "SubtitleHandler", Apple's tools "Chapter...")."""
     handler = stream.metadata.get("handler_name", "")
     return stream.type == "data" and (handler == "SubtitleHandler" or handler.lower().startswith("chapter"))
-
-
-def _has_apple_keys(path: str | os.PathLike) -> bool:
-    """Whether the file at ``path`` holds QuickTime metadata keys (``com.apple.quicktime.*``: an iPhone's)."""
-    try:
-        with av.open(str(path)) as container:
-            return any(key.startswith("com.apple.") for key in container.metadata)
-    except (OSError, av.error.FFmpegError):
-        return False  # (the copy itself says what is wrong with the file)
 
 
 def _n_streams(count: int, kind: str) -> str:
@@ -556,11 +547,14 @@ class VideoWriter:
             # MPEG-TS: the encoder's B-frame delay puts the first dts before a stream that starts near
             # 0 (an MPEG-2 broadcast without B-frames); FFmpeg would shift every stream later, when
             # the TS muxer's own delay keeps such a dts positive: timestamps are kept exactly
-            keep = {"avoid_negative_ts": "disabled"} if self.dst.suffix.lower() in (".ts", ".mts", ".m2ts") else {}
-            if audio_from is not None and self.dst.suffix.lower() in _APPLE_CONTAINERS and _has_apple_keys(audio_from):
+            keep = {"avoid_negative_ts": "disabled"} if self.dst.suffix.lower() in _MPEG_TS else {}
+            if audio_from is not None:  # (first: its tags say how the output's are written)
+                self._copy_from = open_input(audio_from)
                 # an iPhone's place, make, model and local recording time are QuickTime metadata keys
                 # ("com.apple.quicktime.*"), which MP4/MOV keep only written as such
-                keep["movflags"] = "use_metadata_tags"
+                if self.dst.suffix.lower() in _APPLE_CONTAINERS and any(
+                        key.startswith("com.apple.") for key in self._copy_from.metadata):
+                    keep["movflags"] = "use_metadata_tags"
             self._metadata_keys = "movflags" in keep
             self._output = av.open(str(self._temp), mode="w", options=keep)
         except ValueError:
@@ -631,8 +625,7 @@ class VideoWriter:
         self._copied: dict[int, av.stream.Stream] = {}
         self._copied_packets: Iterator[av.Packet]  # set below when there is something to copy
         self._copied_next: av.Packet | None = None
-        if audio_from is not None:
-            self._copy_from = open_input(audio_from)
+        if self._copy_from is not None:
             audio_streams = list(self._copy_from.streams.audio)
             # subtitles are copied where the output's container takes their codec; the rest is said
             takes = _SUBTITLES_KEPT.get(self.dst.suffix.lower(), ())
@@ -643,7 +636,7 @@ class VideoWriter:
             # an MP4/MOV's chapters are a text track (read as a data stream): written again with the
             # chapters (_copy_tags) where the output holds chapters, else said lost
             has_chapters = bool(self._copy_from.chapters())
-            holds_chapters = self.dst.suffix.lower() not in _NO_CHAPTERS
+            holds_chapters = self.dst.suffix.lower() not in _MPEG_TS
             chapter_tracks = [s for s in self._copy_from.streams if has_chapters and _is_chapter_track(s)]
             if has_chapters and not holds_chapters:
                 self.notes.append(f"the input's chapters are not kept: {self.dst.suffix} files hold none (.mkv, .mp4 "
