@@ -13,21 +13,141 @@ prompt were first kept under, still read), else ``$XDG_CACHE_HOME/streamrestore`
 ``~/.cache/streamrestore`` (``~`` in a variable is expanded). Everything there can be deleted
 and is made again when needed, at a cost: seconds for an ONNX program, minutes for a TensorRT
 engine or a fine-tune; the prompt needs SD-Turbo's text encoder again.
+
+:func:`cache_parts` says what each place holds and :func:`clear_cache` deletes them
+(``streamrestore cache``). This module owns the places' names; it imports no torch, so the
+command stays fast.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["cache_root"]
+__all__ = ["CACHE_PLACES", "CachePart", "CachePlace", "cache_parts", "cache_place", "cache_root", "cache_root_source",
+           "clear_cache", "place_path"]
+
+#: the variables that place the root, first set wins (the module docstring)
+ROOT_VARIABLES = ("STREAMRESTORE_CACHE", "STREAMRESTORE_HOME")
+
+
+@dataclass(frozen=True)
+class CachePlace:
+    """One place under the root: a folder (or one file) holding one kind of cached work."""
+
+    name: str  #: what ``streamrestore cache --clear`` calls it
+    relative: str  #: its folder or file under the root
+    suffixes: tuple[str, ...]  #: the kinds of file it holds; any other file there is neither counted nor deleted
+    about: str  #: what its files are, and what deleting them costs
+
+
+#: the cache's places (the module docstring)
+CACHE_PLACES = (
+    CachePlace("engines", "engines", (".onnx", ".ep"),
+               "exported ONNX programs and TensorRT engines (made again in seconds, or minutes for TensorRT)"),
+    CachePlace("adapted", "adapted", (".safetensors",),
+               "--adapt's fine-tunes, one per person and settings (made again in about a minute each)"),
+    CachePlace("prompt", "instantrestore_prompt_embeds.safetensors", (".safetensors",),
+               "the official model's prompt embedding (made again with SD-Turbo's text encoder)"),
+)
 
 
 def cache_root() -> Path:
     """The folder streamrestore's caches live under (the module docstring); read from the
     environment at each call, so a change takes effect at once."""
-    for name in ("STREAMRESTORE_CACHE", "STREAMRESTORE_HOME"):
+    for name in ROOT_VARIABLES:
         value = os.environ.get(name)
         if value:
             return Path(value).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "streamrestore"
+
+
+def cache_root_source() -> str:
+    """What placed :func:`cache_root`: the variable set (``"$STREAMRESTORE_CACHE"``), or
+    ``"the default"`` when none is."""
+    for name in (*ROOT_VARIABLES, "XDG_CACHE_HOME"):
+        if os.environ.get(name):
+            return f"${name}"
+    return "the default"
+
+
+def cache_place(name: str) -> CachePlace:
+    """The place called ``name`` (one of :data:`CACHE_PLACES`).
+
+    Raises:
+        ValueError: no place has that name.
+    """
+    for place in CACHE_PLACES:
+        if place.name == name:
+            return place
+    raise ValueError(f"no cache place named {name!r}: one of {', '.join(p.name for p in CACHE_PLACES)}")
+
+
+def place_path(name: str, root: Path | None = None) -> Path:
+    """The folder (or file) of the place ``name`` under ``root`` (default :func:`cache_root`)."""
+    return (cache_root() if root is None else root) / cache_place(name).relative
+
+
+@dataclass(frozen=True)
+class CachePart:
+    """What one place in the cache holds now."""
+
+    name: str  #: ``engines``, ``adapted`` or ``prompt``
+    path: Path  #: its folder, or its one file
+    about: str  #: what its files are, and what deleting them costs
+    files: int  #: how many of its files there are
+    size: int  #: their bytes together
+
+
+def _part_files(path: Path, suffixes: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """The files of one place with their sizes: the file itself, or the folder's files of its
+    kinds (nothing below a sub-folder). One deleted meanwhile by another process is skipped."""
+    candidates = [path] if path.suffix in suffixes and not path.is_dir() else (
+        sorted(path.iterdir()) if path.is_dir() else [])
+    found = []
+    for p in candidates:
+        if p.suffix not in suffixes:
+            continue
+        try:
+            if p.is_file():
+                found.append((p, p.stat().st_size))
+        except OSError:
+            continue
+    return found
+
+
+def cache_parts(root: Path | None = None) -> list[CachePart]:
+    """Each place of the cache under ``root`` (default :func:`cache_root`) with its file count
+    and size, in :data:`CACHE_PLACES`' order; a place not made yet has no files."""
+    parts = []
+    for place in CACHE_PLACES:
+        path = place_path(place.name, root)
+        files = _part_files(path, place.suffixes)
+        parts.append(CachePart(place.name, path, place.about, len(files), sum(size for _, size in files)))
+    return parts
+
+
+def clear_cache(names: Iterable[str], root: Path | None = None) -> tuple[int, int]:
+    """Deletes the files of the places ``names`` (:data:`CACHE_PLACES`' names) under ``root``
+    (default :func:`cache_root`); returns (files, bytes) deleted.
+
+    Safe beside a running streamrestore: a process that has a program or fine-tune open keeps
+    using it (POSIX keeps an open file until it is closed), and the next run makes it again.
+    A file that cannot be deleted (a read-only folder) raises :class:`OSError` naming it.
+
+    Raises:
+        ValueError: a name that is no place of the cache.
+    """
+    places = [cache_place(name) for name in names]  # every name checked before anything is deleted
+    deleted = freed = 0
+    for place in places:
+        for file, size in _part_files(place_path(place.name, root), place.suffixes):
+            try:
+                file.unlink()
+            except FileNotFoundError:  # another process deleted it first
+                continue
+            deleted += 1
+            freed += size
+    return deleted, freed

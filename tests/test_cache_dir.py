@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from streamrestore.backends.engine_files import engine_dir
-from streamrestore.cache_dir import cache_root
+from streamrestore.cache_dir import CACHE_PLACES, cache_parts, cache_root, clear_cache
+from streamrestore.cli import main
 from streamrestore.model.adapt import default_cache_dir
 from streamrestore.model.registry import prompt_cache_path
 
@@ -47,3 +48,79 @@ def test_a_home_folder_in_a_variable_is_expanded(clean_environment, tmp_path):
     clean_environment.setenv("HOME", str(tmp_path))
     clean_environment.setenv("STREAMRESTORE_CACHE", "~/streamrestore-cache")
     _kept(tmp_path / "streamrestore-cache")
+
+
+def _fill(root: Path) -> dict[str, Path]:
+    """A cache with a file in each place, and files of other kinds that are not the cache's."""
+    (root / "engines").mkdir(parents=True)
+    (root / "adapted").mkdir()
+    files = {
+        "onnx": root / "engines" / "lite-1.onnx", "ep": root / "engines" / "lite-2.ep",
+        "adapted": root / "adapted" / "person.safetensors", "prompt": root / "instantrestore_prompt_embeds.safetensors",
+        "foreign": root / "engines" / "notes.txt", "partial": root / "adapted" / "person.safetensors.123.tmp",
+    }
+    for i, path in enumerate(files.values()):
+        path.write_bytes(b"x" * (1000 * (i + 1)))
+    return files
+
+
+def test_each_place_counts_only_its_own_kinds_of_file(tmp_path):
+    _fill(tmp_path)
+    parts = {part.name: part for part in cache_parts(tmp_path)}
+    assert [name for name in parts] == [place.name for place in CACHE_PLACES]
+    assert (parts["engines"].files, parts["engines"].size) == (2, 3000)  # the .txt is not the cache's
+    assert (parts["adapted"].files, parts["adapted"].size) == (1, 3000)  # a fine-tune being written is not counted
+    assert (parts["prompt"].files, parts["prompt"].size) == (1, 4000)
+    assert all(part.files == 0 and part.size == 0 for part in cache_parts(tmp_path / "never-made"))
+
+
+def test_clearing_a_place_deletes_only_its_files(tmp_path):
+    files = _fill(tmp_path)
+    assert clear_cache(["engines"], tmp_path) == (2, 3000)
+    assert not files["onnx"].exists() and not files["ep"].exists()
+    assert files["foreign"].exists() and files["adapted"].exists() and files["prompt"].exists()
+    assert clear_cache(["engines"], tmp_path) == (0, 0)
+
+
+def test_an_unknown_place_deletes_nothing(tmp_path):
+    files = _fill(tmp_path)
+    with pytest.raises(ValueError, match="'engine'.*engines, adapted, prompt"):
+        clear_cache(["adapted", "engine"], tmp_path)
+    assert all(path.exists() for path in files.values())
+
+
+def test_the_cache_command_shows_the_places_and_clears_them(clean_environment, tmp_path, capsys):
+    clean_environment.setenv("STREAMRESTORE_CACHE", str(tmp_path))
+    clean_environment.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    files = _fill(tmp_path)
+    assert main(["cache"]) == 0
+    shown = capsys.readouterr().out
+    assert f"cache: {tmp_path} (placed by $STREAMRESTORE_CACHE)" in shown
+    assert "engines  2 file(s), 3.0 kB" in shown and "prompt   1 file(s), 4.0 kB" in shown
+    assert "total    10.0 kB" in shown and "compile cache" not in shown  # torch's is shown only where it is
+
+    (tmp_path / "inductor").mkdir()
+    (tmp_path / "inductor" / "kernel.so").write_bytes(b"x" * 2500)
+    assert main(["cache", "--clear", "adapted", "--clear", "prompt"]) == 0
+    assert capsys.readouterr().out == f"deleted 2 file(s), 7.0 kB, from {tmp_path} (adapted, prompt)\n"
+    assert files["onnx"].exists() and not files["adapted"].exists() and not files["prompt"].exists()
+    assert main(["cache"]) == 0
+    assert f"not cleared here: {tmp_path / 'inductor'}, 2.5 kB" in capsys.readouterr().out
+
+    assert main(["cache", "--clear", "all"]) == 0
+    assert "deleted 2 file(s), 3.0 kB" in capsys.readouterr().out
+    assert files["foreign"].exists() and files["partial"].exists() and (tmp_path / "inductor" / "kernel.so").exists()
+
+
+def test_a_cache_that_cannot_be_cleared_is_one_line_naming_the_file(clean_environment, tmp_path, capsys, monkeypatch):
+    clean_environment.setenv("STREAMRESTORE_CACHE", str(tmp_path))
+    files = _fill(tmp_path)
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    assert main(["cache", "--clear", "engines"]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("streamrestore: error: cannot delete ") and "Permission denied" in said
+    assert said.count("\n") == 1 and files["onnx"].name in said

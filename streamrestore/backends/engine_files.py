@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from streamrestore.cache_dir import cache_root
+from streamrestore.cache_dir import cache_place, place_path
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,14 @@ log = logging.getLogger(__name__)
 #: window), so programs built by older code are exported again instead of loaded
 CORE_VERSION = 3
 #: the kinds of file the engine folder holds (nothing else there is ever deleted)
-ENGINE_SUFFIXES = (".onnx", ".ep")
+ENGINE_SUFFIXES = cache_place("engines").suffixes
 
 
 def engine_dir(override: str | Path | None = None) -> Path:
     """Folder of cached engines, TensorRT and ONNX (see :class:`BackendConfig`)."""
     if override is not None:
         return Path(override)
-    return cache_root() / "engines"
+    return place_path("engines")
 
 
 def engine_path(restorer, key, folder: str | Path | None = None, backend: str = "tensorrt") -> Path:

@@ -4,7 +4,7 @@
   (command dispatch, logging, exit codes for user errors and stop signals);
 * :mod:`streamrestore.cli.options`: the option groups and helpers the commands share;
 * :mod:`streamrestore.cli.restore`: ``streamrestore INPUT`` (the main command);
-* ``batch``, ``bench``, ``eval``, ``live``, ``train``: ``streamrestore <name> ...``.
+* ``batch``, ``bench``, ``cache``, ``eval``, ``live``, ``train``: ``streamrestore <name> ...``.
 
 Each command module exposes ``build_parser()`` and ``main(argv: list[str]) -> int``; user
 mistakes raise :class:`streamrestore.errors.UserError` subclasses, which ``main`` turns into

@@ -36,7 +36,7 @@ from streamrestore.stop_signals import preload_native_libraries, stop_signals_he
 from streamrestore.threads import TORCH_THREADS_HELP
 
 #: the other commands, ``streamrestore <name> ...``: each is ``streamrestore.cli.<name>.main(argv) -> int``
-SUBCOMMANDS = ("train", "eval", "live", "bench", "batch")
+SUBCOMMANDS = ("train", "eval", "live", "bench", "batch", "cache")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from streamrestore.cache_dir import cache_root
+from streamrestore.cache_dir import place_path
 from streamrestore.errors import ModelError
 from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.settings import check_kinds
@@ -146,7 +146,7 @@ class AdaptConfig:
 def default_cache_dir() -> Path:
     """``adapted/`` under :func:`streamrestore.cache_dir.cache_root` (``$STREAMRESTORE_CACHE``,
     else ``~/.cache/streamrestore``; the whole order there)."""
-    return cache_root() / "adapted"
+    return place_path("adapted")
 
 
 def _weights_path(cache_dir: Path, key: str) -> Path:

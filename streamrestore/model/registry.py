@@ -54,9 +54,9 @@ RANDOM_PAPER = "random-paper"
 
 def prompt_cache_path() -> Path:
     """Where a computed prompt embedding is kept between runs."""
-    from streamrestore.cache_dir import cache_root  # noqa: PLC0415
+    from streamrestore.cache_dir import place_path  # noqa: PLC0415
 
-    return cache_root() / "instantrestore_prompt_embeds.safetensors"
+    return place_path("prompt")
 
 
 @dataclass
