@@ -272,7 +272,7 @@ def copy_photo(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = 
     """
     dst = Path(dst)
     check_photo_output(dst, force)
-    write_atomically(dst, lambda temp: shutil.copyfile(src, temp))
+    write_atomically(dst, lambda temp: shutil.copyfile(src, temp), replace=force)
 
 
 def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bool = False) -> list[str]:
@@ -341,9 +341,9 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
             chunks.add_itxt(_PNG_XMP, like.xmp.decode("utf-8", "replace"))
         options["pnginfo"] = chunks
     if deep is not None:
-        write_atomically(dst, lambda temp: _write_16_bits(temp, deep, fmt, options, like.xmp))
+        write_atomically(dst, lambda temp: _write_16_bits(temp, deep, fmt, options, like.xmp), replace=force)
         return notes
-    write_atomically(dst, lambda temp: image.save(temp, format=fmt, **options))
+    write_atomically(dst, lambda temp: image.save(temp, format=fmt, **options), replace=force)
     return notes
 
 

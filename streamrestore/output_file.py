@@ -20,15 +20,22 @@ try:
 except ImportError:  # pragma: no cover - not POSIX (Windows): no file locks
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SPACE_ERRNOS", "STALE_TEMP_SECONDS", "check_output_path", "hold_temp", "release_temp", "remove_stale_temps",
-           "stale_temps", "temp_beside", "write_atomically", "write_failed"]
+__all__ = ["SPACE_ERRNOS", "STALE_TEMP_SECONDS", "check_output_path", "hold_temp", "move_into_place", "output_target",
+           "release_temp", "remove_stale_temps", "stale_temps", "temp_beside", "write_atomically", "write_failed"]
 
 #: errnos of a failed write whose cause is the disk or a limit (not the codec or the container)
 SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
 
 
+#: errnos of a hard link refused by the file system itself (FAT, exFAT, some network shares), where
+#: :func:`move_into_place` falls back to a check before the rename
+_NO_LINKS = {getattr(errno, name) for name in ("EPERM", "ENOTSUP", "EOPNOTSUPP", "EXDEV", "EMLINK", "ENOSYS", "EACCES")
+             if hasattr(errno, name)}
+
+
 def check_output_path(dst: Path, force: bool, example: str) -> None:
-    """Refuses an output that is a folder, exists (without ``force``) or lies in a missing folder.
+    """Refuses an output that is a folder, standard output (``-``), a device or pipe, exists
+    (without ``force``) or lies in a missing folder.
 
     Args:
         dst: the output file.
@@ -38,8 +45,14 @@ def check_output_path(dst: Path, force: bool, example: str) -> None:
     Raises:
         OutputError: one of the above, in one line.
     """
+    if str(dst) == "-":
+        raise OutputError("writing to standard output (-o -) is not supported: an MP4 or MOV is finished by going back "
+                          f"to its start, so streamrestore writes files; give a file name such as {example}")
     if dst.is_dir():
         raise OutputError(f"output {dst} is a folder; give a file name such as {dst}/{example}")
+    if dst.exists() and not dst.is_file():  # (exists() and is_file() follow a link: its target is judged)
+        raise OutputError(f"output {dst} is not a regular file (a device, pipe or socket): streamrestore writes files "
+                          "(it goes back to finish them); give a file name, and delete it afterwards if it was a trial")
     if dst.exists() and not force:
         raise OutputError(f"output {dst} already exists; replace it with --force (library: force=True)")
     if not dst.parent.exists():
@@ -141,6 +154,55 @@ def temp_beside(dst: Path) -> Path:
     raise OutputError(f"cannot create a temporary file in {dst.parent}")  # pragma: no cover
 
 
+def output_target(dst: Path) -> Path:
+    """The file a run writes for the output ``dst``: ``dst``, or where a symbolic link there points
+    (written through, as ``cp`` and FFmpeg do: a rename onto the link would replace the link itself
+    and leave its target as it was)."""
+    return dst.resolve() if dst.is_symlink() else dst
+
+
+def _kept_beside(dst: Path) -> Path:
+    """A new visible name beside ``dst`` for a result that must not replace it: ``<stem>.<hex><suffix>``."""
+    while True:
+        name = dst.with_name(f"{dst.stem}.{secrets.token_hex(3)}{dst.suffix}")
+        if not name.exists():
+            return name
+
+
+def move_into_place(temp: Path, dst: Path, replace: bool) -> None:
+    """Renames the finished ``temp`` (:func:`temp_beside`) onto ``dst``.
+
+    With ``replace`` False an output that appeared while this run was writing (another run given
+    the same output, a ``make -j``) is kept: the move is a hard link, which refuses an existing name
+    atomically, where the file system has hard links (else a check just before the rename). This
+    run's result is then kept under a new visible name beside it, never lost.
+
+    Raises:
+        OutputError: ``dst`` appeared meanwhile (naming where this run's result is).
+        OSError: the rename failed (a full disk, the folder removed).
+    """
+    if replace:
+        os.replace(temp, dst)
+        return
+    try:
+        os.link(temp, dst)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if not (dst.exists() or dst.is_symlink()):
+            os.replace(temp, dst)
+            return
+    else:
+        temp.unlink()
+        return
+    kept = _kept_beside(dst)
+    os.replace(temp, kept)
+    raise OutputError(f"output {dst} appeared while this run was writing it (another run writing the same file?): "
+                      f"it was left as it is, and this run's result is {kept}")
+
+
 def write_failed(dst: Path, exc: BaseException) -> OutputError:
     """One-line OutputError for an encoder/muxer/file-system failure while writing ``dst`` (with what
     to do when the disk or a limit is the cause)."""
@@ -151,19 +213,25 @@ def write_failed(dst: Path, exc: BaseException) -> OutputError:
     return OutputError(f"writing {dst} failed: {reason}{hint}; nothing was written")
 
 
-def write_atomically(dst: Path, write: Callable[[Path], object]) -> None:
-    """``write(temp)`` into :func:`temp_beside` ``dst``, then the temporary file renamed onto ``dst``:
-    ``dst`` appears only complete, and a failure (Ctrl-C too) leaves nothing behind.
+def write_atomically(dst: Path, write: Callable[[Path], object], replace: bool = True) -> None:
+    """``write(temp)`` into :func:`temp_beside` ``dst``, then the temporary file moved onto ``dst``
+    (:func:`move_into_place`; ``replace`` False: an output another run wrote meanwhile is kept):
+    ``dst`` appears only complete, and a failure (Ctrl-C too) leaves nothing behind. A symbolic
+    link at ``dst`` is written through (:func:`output_target`).
 
     Raises:
         OutputError: ``write`` or the rename failed with an OSError or ValueError (a full disk, an
-            encoder refusing the data), in one line.
+            encoder refusing the data), in one line; or ``dst`` appeared meanwhile.
     """
+    dst = output_target(dst)
     temp = temp_beside(dst)
     held = hold_temp(temp)
     try:
         write(temp)
-        os.replace(temp, dst)
+        move_into_place(temp, dst, replace)
+    except OutputError:
+        temp.unlink(missing_ok=True)
+        raise
     except (OSError, ValueError) as exc:
         temp.unlink(missing_ok=True)
         raise write_failed(dst, exc) from None

@@ -310,6 +310,52 @@ def test_existing_output_needs_force(run, clip, tmp_path):
     assert code == 0 and out.read_bytes() != b"precious"
 
 
+def test_a_folder_as_the_output_gets_the_default_name_inside(run, clip, tmp_path):
+    """``-o outdir`` was refused ("is a folder; give a file name"); ``cp`` and ``mv`` write into it. A
+    missing folder written with its slash was "cannot write extension-less files"."""
+    (tmp_path / "outdir").mkdir()
+    code, err = run(clip, "-o", tmp_path / "outdir")
+    assert code == 0, err
+    assert (tmp_path / "outdir" / "clip.restored.mp4").is_file()
+    assert f"wrote {tmp_path / 'outdir' / 'clip.restored.mp4'}" in err
+    code, err = run(clip, "-o", f"{tmp_path / 'missing'}/")
+    assert code == 2 and f"output folder {tmp_path / 'missing'}/ does not exist; create it first" in _one_error_line(err)
+
+
+def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_path, monkeypatch):
+    """``streamrestore ... 2>&1 | head -1``: the summary printed after the output was written raised
+    BrokenPipeError, and a finished run exited 1. What is said after the reader left is dropped."""
+    class LeftReader:
+        said = 0
+
+        def write(self, text):
+            self.said += 1
+            if self.said > 1:  # the first line reached the reader; then it left
+                raise BrokenPipeError(32, "Broken pipe")
+            return len(text)
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    monkeypatch.setattr(sys, "stderr", LeftReader())
+    code, _ = run(clip, "-o", tmp_path / "o.mp4")
+    assert code == 0 and (tmp_path / "o.mp4").is_file()
+
+
+def test_a_closed_pipe_on_the_programs_output_exits_with_the_works_code(tmp_path):
+    """The same with a real pipe whose reader is gone before the program writes (``| head -0``)."""
+    env = dict(os.environ, STREAMRESTORE_CACHE=str(tmp_path))
+    child = subprocess.Popen([sys.executable, "-m", "streamrestore", "cache"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env)
+    child.stdout.close()  # long before the child's first line (its start-up takes a second)
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
 def test_bad_options(run, clip, tmp_path):
     code, err = run(clip, "--start", "5", "--end", "2", "-o", tmp_path / "o.mp4")
     assert code == 2 and "--end" in _one_error_line(err)

@@ -571,6 +571,84 @@ def test_force_replaces_existing_output(tmp_path):
     assert len(read_video_timing(dst)[0]) == 6
 
 
+def _write_while_another_run_writes(src: Path, dst: Path, force: bool) -> None:
+    """Writes ``src`` to ``dst`` while "another run" (this test) finishes ``dst`` first."""
+    with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, force=force) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+        dst.write_bytes(b"the other run's")
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_an_output_another_run_wrote_meanwhile_is_kept_and_so_is_this_runs(tmp_path, monkeypatch, hard_links):
+    """Two runs given the same output (a `make -j`): the later one silently replaced the earlier's
+    file, both exiting 0. Without --force the output found at the end is kept, and this run's result
+    is kept beside it under a visible name the error gives; where the file system has no hard links
+    (FAT), a check just before the rename does the same."""
+    if not hard_links:
+        def refuse(*_args, **_kwargs):
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", refuse)
+    src = _small_source(tmp_path)
+    dst = tmp_path / "out.mp4"
+    with pytest.raises(OutputError, match="appeared while this run was writing it") as error:
+        _write_while_another_run_writes(src, dst, force=False)
+    assert dst.read_bytes() == b"the other run's"
+    kept = [p for p in tmp_path.iterdir() if p not in (src, dst)]
+    assert len(kept) == 1 and kept[0].name.startswith("out.") and kept[0].suffix == ".mp4"
+    assert str(kept[0]) in str(error.value) and "\n" not in str(error.value)
+    assert len(read_video_timing(kept[0])[0]) == 6
+
+    _write_while_another_run_writes(src, dst, force=True)  # --force: this run's result replaces it
+    assert len(read_video_timing(dst)[0]) == 6
+
+
+def test_a_photo_another_run_wrote_meanwhile_is_kept_and_so_is_this_runs(tmp_path):
+    from streamrestore.output_file import write_atomically
+
+    dst = tmp_path / "out.png"
+
+    def write(temp):
+        temp.write_bytes(b"mine")
+        dst.write_bytes(b"theirs")  # another run finished first
+
+    with pytest.raises(OutputError, match="appeared while this run was writing it"):
+        write_atomically(dst, write, replace=False)
+    assert dst.read_bytes() == b"theirs"
+    assert sorted(p.read_bytes() for p in tmp_path.iterdir()) == [b"mine", b"theirs"]
+    write_atomically(dst, write, replace=True)
+    assert dst.read_bytes() == b"mine"
+
+
+def test_a_link_as_the_output_is_written_through(tmp_path):
+    """``-o link.mp4 --force`` replaced the link with a file and left its target as it was; cp and
+    FFmpeg write through a link."""
+    src = _small_source(tmp_path)
+    (tmp_path / "store").mkdir()
+    target = tmp_path / "store" / "target.mp4"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.mp4"
+    link.symlink_to(target)
+    with VideoReader(src) as reader, VideoWriter(link, reader.info, FAST, force=True) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert link.is_symlink() and len(read_video_timing(target)[0]) == 6
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["target.mp4"]
+
+
+@pytest.mark.parametrize("output, said", [
+    ("-", "writing to standard output \\(-o -\\) is not supported"),
+    (os.devnull, "is not a regular file \\(a device, pipe or socket\\)"),
+])
+def test_standard_output_or_a_device_as_the_output_is_said_so(tmp_path, output, said):
+    """``-o -`` was "cannot write extension-less files", ``-o /dev/null`` "already exists" and, with
+    --force, the extension-less message again."""
+    for force in (False, True):
+        with pytest.raises(OutputError, match=said):
+            VideoWriter(output, probe(_small_source(tmp_path)), FAST, force=force)
+
+
 @pytest.mark.parametrize("interrupt", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_interrupted_run_leaves_nothing(tmp_path, interrupt):
     src = _small_source(tmp_path)
@@ -711,6 +789,14 @@ def test_bad_inputs_raise_one_line_input_errors(tmp_path):
     audio = tmp_path / "voice.m4a"
     make_audio_only(audio)
     _one_line_input_error(audio, "audio but no video")
+
+
+def test_standard_input_or_a_pipe_as_the_input_is_said_so(tmp_path):
+    """``cat clip.mkv | streamrestore /dev/stdin`` said "input is empty (0 bytes)" and ``-`` "not found"."""
+    _one_line_input_error("-", "reading the video from standard input \\(-\\) is not supported: .*save it to a file")
+    fifo = tmp_path / "recording.mkv"
+    os.mkfifo(fifo)
+    _one_line_input_error(fifo, "is a pipe or a device, not a file: .*save it to a file first")
 
 
 def test_truncated_mkv_yields_what_decodes_and_reports_the_loss(tmp_path, caplog):

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 some inputs failed (`batch`), 2 bad input or usage (one
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from streamrestore.cli.options import configure_logging, log
@@ -24,13 +25,55 @@ def main(argv: list[str] | None = None) -> int:
     # (tests, scripts) leaves the "streamrestore" logger and torch as it found them.
     torch = sys.modules.get("torch")  # only a caller that already loaded torch has threads to keep
     saved = (list(log.handlers), log.level, log.propagate, torch.get_num_threads() if torch else None)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
     try:
         with stop_signals_interrupt() as stop:
             return _main(argv, stop)
     finally:
+        sys.stdout, sys.stderr = streams
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
         if saved[3] is not None:
             torch.set_num_threads(saved[3])
+
+
+class _ReaderMayLeave:
+    """A standard stream whose reader may go before the program ends (``2>&1 | head -1``, a closed
+    log viewer): what is said after that is dropped and the work goes on, so the exit code is the
+    work's, not 1 from a ``BrokenPipeError`` raised by the last line of a finished run. The stream's
+    descriptor then points at the null device, so the interpreter's own flush at exit cannot fail
+    either (Python's advice for a broken pipe)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def _left(self) -> None:
+        self._gone = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, AttributeError, ValueError):  # (not a real descriptor: a test's captured stream)
+            pass
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._left()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._left()
+
+    def __getattr__(self, name: str):  # isatty, fileno, encoding, ...: the stream's own
+        return getattr(self._stream, name)
 
 
 def _main(argv: list[str], stop: StopState | None = None) -> int:

@@ -9,6 +9,7 @@ Parses and checks the options, then hands the work to :func:`streamrestore.resto
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from streamrestore.cli.options import (
     restorer_options,
     set_torch_threads,
 )
-from streamrestore.errors import InputError, UserError
+from streamrestore.errors import InputError, OutputError, UserError
 from streamrestore.stop_signals import preload_native_libraries, stop_signals_held
 from streamrestore.threads import TORCH_THREADS_HELP
 
@@ -56,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
     p.add_argument("input", help="video file to restore, or a photo (.jpg, .heic, .png, .webp, .tif, .bmp, .avif)")
     p.add_argument("more_inputs", nargs="*", help=argparse.SUPPRESS)  # said to belong to `batch` (main())
-    p.add_argument("-o", "--output", help="output file (default: <input stem>.restored.<ext> next to the input; a "
-                   "photo is written as a photo, its format named by the extension)")
+    p.add_argument("-o", "--output", help="output file, or a folder to write <input stem>.restored.<ext> into "
+                   "(default: that name next to the input; a photo is written as a photo, its format named by the "
+                   "extension)")
     add_model_options(p, fast_vae=True)
     add_temporal_options(p)
     add_reference_detail_option(p)
@@ -123,6 +125,19 @@ def _check_input_is_a_file(given: str) -> None:
                          "video and photo in it")
 
 
+def _output_path(given: str | None, default: Path) -> Path:
+    """The output file: ``-o`` as given, ``default`` (the input's name with ``.restored``) where it is
+    not, and that name inside ``-o`` where ``-o`` is a folder (as ``cp`` and ``mv`` do). A name
+    ending in a slash is a folder even before it exists (said, rather than "extension-less")."""
+    if given is None:
+        return default
+    if Path(given).is_dir():
+        return Path(given) / default.name
+    if given.endswith(("/", os.sep)):
+        raise OutputError(f"output folder {given} does not exist; create it first")
+    return Path(given)
+
+
 def main(argv: list[str]) -> int:
     if "--" in argv:  # after it everything is an input, "-take1.mp4" too, which argparse's intermixed
         # parsing refuses: such a name is given as the same relative path that does not look like an option
@@ -168,11 +183,11 @@ def main(argv: list[str]) -> int:
         return FaceRestorer.from_options(args.refs, config=config, fps=fps, torch_threads=args.torch_threads,
                                          adapt=adapt, **restorer_options(args))
 
+    default = default_photo_output(args.input) if is_image(args.input) else default_output_path(args.input)
+    output = _output_path(args.output, default)
     if is_image(args.input):
-        output = Path(args.output) if args.output else default_photo_output(args.input)
         stats = restore_photo(args.input, output, build, force=args.force)
     else:
-        output = args.output or default_output_path(args.input)
         stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
                               force=args.force, progress=not args.no_progress, deinterlace=not args.no_deinterlace)
     print(stats.summary(verbose=args.verbose), file=sys.stderr)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from streamrestore.errors import OutputError
+from streamrestore.output_file import check_output_path
 
 log = logging.getLogger(__name__)
 
@@ -228,14 +229,9 @@ def check_output(spec: str, *, force: bool = False) -> None:
             raise OutputError(f"cannot stream to {scheme}:// URLs; use udp://, srt://, tcp://, rtmp:// or rtsp://")
         return
     path = Path(spec)
-    if path.is_dir():
-        raise OutputError(f"output {path} is a folder; give a file name such as {path}/live.mp4")
-    if path.exists() and not force:
-        raise OutputError(f"output {path} already exists; replace it with --force (library: force=True)")
+    check_output_path(path, force, "live.mp4")
     if path.suffix.lower() not in TIMESTAMP_CONTAINERS:
         raise OutputError(f"cannot write {path.suffix or 'extension-less'} files; use .mp4, .mkv, .mov, .webm or .ts")
-    if not path.parent.exists():
-        raise OutputError(f"output folder {path.parent} does not exist; create it first")
 
 
 def open_sink(spec: str, width: int, height: int, *, fps: float = 30.0, force: bool = False,

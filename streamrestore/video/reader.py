@@ -120,14 +120,21 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
         path: the media file.
 
     Raises:
-        InputError: saying what is wrong with it (missing, a folder, empty, unreadable, not
-            media FFmpeg can read).
+        InputError: saying what is wrong with it (missing, a folder, standard input or a pipe,
+            empty, unreadable, not media FFmpeg can read).
     """
     p = Path(path)
+    # a video is read more than once (its frames, then the audio and subtitles the writer copies), which a
+    # pipe allows only once
+    once = "streamrestore reads a video more than once, which a pipe allows only once; save it to a file first"
+    if str(path) == "-":
+        raise InputError(f"reading the video from standard input (-) is not supported: {once}")
     if not p.exists():
         raise InputError(f"input not found: {p}")
     if p.is_dir():
         raise InputError(f"input is a folder, not a video file: {p}")
+    if not p.is_file():
+        raise InputError(f"input {p} is a pipe or a device, not a file: {once}")
     try:
         size = p.stat().st_size
     except OSError as exc:

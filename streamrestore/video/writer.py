@@ -33,6 +33,8 @@ from streamrestore.output_file import (
     SPACE_ERRNOS,
     check_output_path,
     hold_temp,
+    move_into_place,
+    output_target,
     release_temp,
     remove_stale_temps,
     temp_beside,
@@ -513,6 +515,8 @@ class VideoWriter:
         self._offset_s: Fraction = Fraction(0)
         self._durations: dict[int, int] = {}  # output pts -> duration, until its packet is muxed
         self._check_destination(force)
+        self._target = output_target(self.dst)  # (a link at dst is written through)
+        self._replace = force  # whether an output another run wrote meanwhile may be replaced at the end
         if audio_from is not None:
             check_not_input(audio_from, self.dst)
         self._codec = self.settings.codec_for(self.dst, info.pix_fmt)
@@ -521,7 +525,7 @@ class VideoWriter:
                 f"{self.dst.name}: WebM cannot hold {self._codec} video; "
                 "write .mp4/.mkv or choose --codec vp9/av1"
             )
-        self._temp = temp_beside(self.dst)
+        self._temp = temp_beside(self._target)
         self._held = hold_temp(self._temp)  # (a live run's: never taken for a killed one's, remove_stale_temps)
         try:
             self._open(audio_from)
@@ -932,11 +936,11 @@ class VideoWriter:
             if self._copy_from is not None:
                 self._copy_from.close()
                 self._copy_from = None
-            os.replace(cast(Path, self._temp), self.dst)  # set until renamed or removed
+            move_into_place(cast(Path, self._temp), self._target, self._replace)  # (_temp: set until moved or removed)
             self._temp = None
             release_temp(self._held)
             self._held = None
-            for left in remove_stale_temps(self.dst):
+            for left in remove_stale_temps(self._target):
                 logger.info("removed %s, the unfinished output of an earlier run that was killed", left.name)
         except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, folder removed, ...
             self.abort()
