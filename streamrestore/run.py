@@ -313,6 +313,41 @@ class RunStats:
             text += "; similarity " + ", ".join(f"{name} {score:.2f}" for name, score in ranked)
         return text
 
+    def as_dict(self) -> dict:
+        """The run as plain data, for a program to read (``streamrestore INPUT --json``): what
+        :meth:`summary` says, as numbers.
+
+        Keys: ``frames``, ``frames_with_faces``, ``frames_restored``; ``faces`` (faces seen),
+        ``faces_restored`` (restored and changed), ``faces_left_clean`` (left as they were: the
+        quality gate found nothing to restore), ``faces_left_dim`` (left as they were: too dark or
+        flat to judge), ``faces_unmatched`` and ``faces_skipped`` (left alone: ``--unmatched skip``,
+        beyond ``--max-faces``); ``seconds`` and ``startup_seconds`` (0 when not timed);
+        ``references`` (the sets' names); ``tracks``, one per track in order of appearance:
+        ``id``, ``identity`` (the set it matched, or None), ``first_frame``, ``last_frame``,
+        ``faces``, ``left_alone``, ``place`` (where in the picture, or None), ``similarity`` (to
+        each reference set, when matched by embedding), ``reference_match`` (0-1, or None) and
+        ``gate_weight`` (the quality gate's mean share of the change kept, or None); ``warnings``,
+        the summary's warning sentences.
+        """
+        tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
+        return {
+            "frames": self.frames, "frames_with_faces": self.frames_with_faces, "frames_restored": self.frames_restored,
+            "faces": sum(track.faces for track in self.per_track.values()),
+            "faces_restored": self.faces_restored - self.faces_left_clean,
+            "faces_left_clean": self.faces_left_clean - self.faces_left_dim, "faces_left_dim": self.faces_left_dim,
+            "faces_unmatched": self.unmatched_faces, "faces_skipped": self.skipped_faces,
+            "seconds": round(self.seconds, 3), "startup_seconds": round(self.startup_seconds, 3),
+            "references": list(self.reference_names),
+            "tracks": [{
+                "id": track_id, "identity": track.identity, "first_frame": track.first_frame,
+                "last_frame": track.last_frame, "faces": track.faces, "left_alone": track.left_alone,
+                "place": track.place, "similarity": {name: round(float(v), 4) for name, v in track.scores.items()},
+                "reference_match": None if track.reference_match is None else round(track.reference_match, 4),
+                "gate_weight": round(track.gate_sum / track.gated_faces, 4) if track.gated_faces else None,
+            } for track_id, track in tracks],
+            "warnings": self.warnings(),
+        }
+
     def summary(self, verbose: bool = False) -> str:
         """The run in a few lines: totals, then one line per track (whom it matched, its frame
         span and face count), then unmatched and skipped faces.

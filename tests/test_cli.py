@@ -1,4 +1,5 @@
 """The command line on bad input: one clear line, exit code 2, nothing written; Ctrl-C → 130."""
+import json
 import os
 import re
 import shutil
@@ -278,9 +279,17 @@ def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(reques
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         out.mux(stream.encode())
     refs = [arg for name, folder in names.items() for arg in ("--refs", f"{name}={folder}")]
-    code, err = run(src, *refs, "-o", tmp_path / "o.mp4", "-v")
+    code, err = run(src, *refs, "-o", tmp_path / "o.mp4", "-v", "--json", tmp_path / "run.json")
     assert code == 0, err
     assert f"2 tracks, identities matched: {', '.join(sorted(names))}" in err
+    # the same figures for a program to read (--json)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert (record["output"], record["frames"], record["faces"], record["references"]) == (
+        str(tmp_path / "o.mp4"), 6, 12, list(names))
+    assert record["faces_restored"] + record["faces_left_clean"] + record["faces_left_dim"] == 12
+    assert sorted(track["identity"] for track in record["tracks"]) == sorted(names)
+    assert all(track["faces"] == 6 and set(track["similarity"]) == set(names) for track in record["tracks"])
+    assert len({track["place"] for track in record["tracks"]}) == 2
     track_lines = [line for line in err.splitlines() if line.startswith("  track ")]
     assert len(track_lines) == 2, err
     for name in names:
@@ -320,6 +329,19 @@ def test_a_folder_as_the_output_gets_the_default_name_inside(run, clip, tmp_path
     assert f"wrote {tmp_path / 'outdir' / 'clip.restored.mp4'}" in err
     code, err = run(clip, "-o", f"{tmp_path / 'missing'}/")
     assert code == 2 and f"output folder {tmp_path / 'missing'}/ does not exist; create it first" in _one_error_line(err)
+
+
+def test_json_to_standard_output_is_the_programs_only_output(run, clip, tmp_path, capsys):
+    """``--json -``: the run's figures on standard output, alone (messages stay on standard error),
+    so ``streamrestore IN --json - | jq`` works; a --json path that cannot be written fails first."""
+    code = main([str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "identity", "--no-progress", "--json", "-"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["frames"] == 6 and record["tracks"] == [] and record["input"] == str(clip)
+    assert "wrote " in err
+    code, err = run(clip, "-o", tmp_path / "p.mp4", "--json", tmp_path)
+    assert code == 2 and "--json" in _one_error_line(err) and not (tmp_path / "p.mp4").exists()
 
 
 def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from streamrestore.cli.options import (
     add_reference_detail_option,
     add_temporal_options,
     check_face_options,
+    check_output_file,
     configure_logging,
     encoder_from_args,
     parse_time,
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_deinterlace_option(p)
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)
+    p.add_argument("--json", metavar="PATH|-", help="also write the run's figures as JSON (frames, faces restored and "
+                   "left alone, each track, warnings; RunStats.as_dict) to PATH, or to standard output with -: the "
+                   "program's only output there (messages go to standard error)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress display (by default a bar on a terminal, else a plain line every few seconds)")
     return p
@@ -157,6 +161,8 @@ def main(argv: list[str]) -> int:
     _check_photo_options(args)
     if args.torch_threads is not None and args.torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    if args.json != "-":
+        check_output_file(args.json, "--json")
     config = pipeline_config(args)
     adapt = adapt_from_args(args, has_refs=bool(args.refs))
     set_torch_threads(args.torch_threads)
@@ -192,4 +198,21 @@ def main(argv: list[str]) -> int:
                               force=args.force, progress=not args.no_progress, deinterlace=not args.no_deinterlace)
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(f"wrote {output}", file=sys.stderr)
+    if args.json:
+        _write_json(args.json, {"input": str(args.input), "output": str(output), **stats.as_dict()})
     return 0
+
+
+def _write_json(path: str, record: dict) -> None:
+    import json
+
+    text = json.dumps(record, indent=2) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    target = Path(path).expanduser()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    except OSError as exc:
+        raise OutputError(f"the output was written, but not --json {path} ({exc.strerror or exc})") from None
