@@ -11,6 +11,7 @@ path uses it: :func:`streamrestore.restore_video`, ``streamrestore bench``
 """
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -638,11 +639,24 @@ def make_progress(total: int | None, progress: ProgressMode, interval: float | N
         raise ValueError(f"progress must be True, False, 'bar' or 'lines', got {progress!r}")
     if not progress:
         return None
-    if progress == "bar" or (progress is True and sys.stderr.isatty()):
+    if progress == "bar" or (progress is True and _terminal_draws_a_bar()):
         from tqdm import tqdm
 
         return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1)
     return ProgressLines(total, PROGRESS_INTERVAL if interval is None else interval)
+
+
+def _terminal_draws_a_bar() -> bool:
+    """Whether standard error is a terminal a redrawn bar works on: not one that says it cannot
+    move the cursor (``TERM=dumb``: Emacs' shell, some IDE consoles, where each redraw became a new
+    line of block characters) and not one that reports no width (a pty nobody sized, where the bar
+    drew nothing at all)."""
+    if not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return True  # (a terminal whose size cannot be asked: tqdm's own default width)
 
 
 def _clock(seconds: float) -> str:

@@ -367,6 +367,15 @@ def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_
     assert code == 0 and (tmp_path / "o.mp4").is_file()
 
 
+def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(tmp_path):
+    """A Latin-1 name (``caf\\xe9.mp4``) was printed as "caf\\udce9.mp4", a path no file has: a script
+    that took the name from a message found nothing there."""
+    child = subprocess.run([sys.executable, "-m", "streamrestore", b"caf\xe9.mp4"], cwd=tmp_path,
+                           env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, timeout=120)
+    assert child.returncode == 2
+    assert child.stderr == b"streamrestore: error: input not found: caf\xe9.mp4\n"
+
+
 def test_a_closed_pipe_on_the_programs_output_exits_with_the_works_code(tmp_path):
     """The same with a real pipe whose reader is gone before the program writes (``| head -0``)."""
     env = dict(os.environ, STREAMRESTORE_CACHE=str(tmp_path))

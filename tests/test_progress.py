@@ -83,6 +83,24 @@ def test_progress_mode_follows_the_terminal(monkeypatch):
     assert isinstance(run.make_progress(10, "lines", 1.0), ProgressLines)
 
 
+def test_a_terminal_that_cannot_redraw_gets_plain_lines(monkeypatch):
+    """TERM=dumb (Emacs' shell) turned each redraw of the bar into a new line; a pty of no width
+    showed no bar at all. Both get the plain lines."""
+    import os
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(sys.stderr, "fileno", lambda: 2, raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((100, 30)))
+    assert not isinstance(run.make_progress(10, True, 1.0), ProgressLines)  # the bar
+    monkeypatch.setenv("TERM", "dumb")
+    assert isinstance(run.make_progress(10, True, 1.0), ProgressLines)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((0, 0)))
+    assert isinstance(run.make_progress(10, True, 1.0), ProgressLines)
+
+
 def test_expected_frames_of_a_window():
     from types import SimpleNamespace
 

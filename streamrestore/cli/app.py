@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         with stop_signals_interrupt() as stop:
             return _main(argv, stop)
     finally:
+        for wrapped in (sys.stdout, sys.stderr):
+            if isinstance(wrapped, _ReaderMayLeave):
+                wrapped.restore()
         sys.stdout, sys.stderr = streams
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
         if saved[3] is not None:
@@ -47,6 +50,21 @@ class _ReaderMayLeave:
     def __init__(self, stream) -> None:
         self._stream = stream
         self._gone = False
+        # A file name that is not UTF-8 (a Latin-1 "caf\xe9.mp4") reaches Python as lone surrogates,
+        # which stderr wrote as "caf\udce9": a name no file has. Written back as the bytes they stand
+        # for, a message names the file as ls does and a script can use the path it prints.
+        self._errors = None
+        if (getattr(stream, "encoding", "") or "").lower().replace("-", "") == "utf8" and hasattr(stream, "reconfigure"):
+            self._errors = stream.errors
+            stream.reconfigure(errors="surrogateescape")
+
+    def restore(self) -> None:
+        """The stream as it was (its error handler)."""
+        if self._errors is not None:
+            try:
+                self._stream.reconfigure(errors=self._errors)
+            except (ValueError, OSError):  # (closed)
+                pass
 
     def _left(self) -> None:
         self._gone = True
