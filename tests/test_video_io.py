@@ -847,11 +847,13 @@ def test_window_without_frames_is_an_input_error(tmp_path):
     src = tmp_path / "short.mp4"
     make_clip(src, frames=10, fps=25)  # 0.4 s
     # A start past the end fails when the reader opens (before a caller loads any model).
-    with pytest.raises(InputError, match=r"no video frame .* lies from 5.00 s \(its video frames lie between 0.00 s "
+    with pytest.raises(InputError, match=r"no video frame .* lies from 5 s \(its video frames lie between 0.00 s "
                                          r"and 0.40 s, counted from the start of the file"):
         VideoReader(src, start=5.0)
     with pytest.raises(InputError, match="lies between 0.21 s and 0.23 s"):
         VideoReader(src, start=0.21, end=0.23)  # frames at 0.20 and 0.24, none between
+    with pytest.raises(InputError, match="lies between 0.2101 s and 0.2105 s"):  # (both were "0.21 s")
+        VideoReader(src, start=0.2101, end=0.2105)
 
 
 @pytest.mark.parametrize("start, end", [(1.5, 2.6), (0.7, 2.0)])

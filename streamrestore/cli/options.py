@@ -121,7 +121,8 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="encoder speed preset: x264/x265 a name (ultrafast ... veryslow; default "
                    "veryfast, e.g. medium for smaller files), vp9 -8..8, svt-av1 -2..13 (a number: lower is slower)")
     p.add_argument("--codec", help="libx264 (default; libx265 for 10-bit video, as phones record HDR; vp9 for "
-                   ".webm), libx265, vp9, av1")
+                   ".webm), libx265, vp9, av1, or another video encoder of this FFmpeg by its name (prores_ks "
+                   "into .mov, ffv1 into .mkv)")
 
 
 def add_deinterlace_option(p: argparse.ArgumentParser) -> None:

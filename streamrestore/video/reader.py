@@ -656,8 +656,11 @@ class VideoReader:
     def _empty_window_message(self) -> str:
         # the window is on the file's clock (from its first packet, audio too: as players show
         # it); say where the video frames lie on that clock, where they may start later
-        window = (f"from {self.start or 0:.2f} s" if self.end is None
-                  else f"between {self.start or 0:.2f} s and {self.end:.2f} s")
+        def given(seconds: float) -> str:  # as precise as given: 0.501 and 0.5011 were both "0.50"
+            return f"{seconds:.6f}".rstrip("0").rstrip(".")
+
+        window = (f"from {given(self.start or 0)} s" if self.end is None
+                  else f"between {given(self.start or 0)} s and {given(self.end)} s")
         first = (self.info.start_time - self._origin) if self.info.start_time is not None else None
         if first is not None and self.info.duration:
             where = f"its video frames lie between {first:.2f} s and {first + self.info.duration:.2f} s"
