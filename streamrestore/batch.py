@@ -723,21 +723,50 @@ def _injected(hooks: set[str], src: str, chunk) -> bool:
     return f"{name}:{chunk}" in hooks or f"{name}:*" in hooks
 
 
+#: chunks a warning of one kind is said for, each with its own figures; the rest are counted on one line
+#: (a long video's chunks each warned of its own poorly matched track: dozens of lines)
+CHUNK_WARNINGS_SAID = 3
+
+
 def _chunks_warnings(chunks: list[list[str]], matched: Iterable[str] = ()) -> list[str]:
     """One input's warnings from its chunks' (in order): a warning that several chunks give (the input
     is interlaced) once, as it is; one chunk's own prefixed with where it is ("chunk 3 of 8: ...": its
-    counts and track numbers are that chunk's). That no face matched a reference set is left out
-    for the sets some chunk matched (``matched``): the person is in the input, in other chunks."""
+    counts and track numbers are that chunk's), for at most :data:`CHUNK_WARNINGS_SAID` chunks of one
+    kind (the same words, other figures), the rest counted. That no face matched a reference set is
+    the input's when no chunk matched it: said once, with the best score of any chunk; it is left
+    out for the sets some chunk matched (``matched``): the person is in the input, in other chunks."""
+    import re
+
     from streamrestore.run import NO_FACE_MATCHED
 
     given: dict[str, list[int]] = {}
+    unmatched: dict[str, tuple[float, str]] = {}  # set name -> (best score, its warning)
     for i, said in enumerate(chunks):
         for text in said:
-            if any(text.startswith(NO_FACE_MATCHED.format(name=name)) for name in matched):
+            name = next((n for n in re.findall(r"^no face matched (.+?)'s photos", text)), None)
+            if name is not None and text.startswith(NO_FACE_MATCHED.format(name=name)):
+                if name not in matched:
+                    score = re.search(r"scored (-?[0-9.]+)", text)
+                    best = float(score.group(1)) if score else float("-inf")
+                    if name not in unmatched or best > unmatched[name][0]:
+                        unmatched[name] = (best, text)
                 continue
             given.setdefault(text, []).append(i)
-    return [text if len(where) > 1 else f"chunk {where[0] + 1} of {len(chunks)}: {text}"
-            for text, where in given.items()]
+    out = [text for _, text in unmatched.values()]
+    kinds: dict[str, list[str]] = {}  # a warning's words without its figures -> its chunks' lines
+    for text, where in given.items():
+        if len(where) > 1:
+            out.append(text)
+        else:
+            kinds.setdefault(re.sub(r"-?\d+(?:\.\d+)?", "#", text), []).append(
+                f"chunk {where[0] + 1} of {len(chunks)}: {text}")
+    for lines in kinds.values():
+        out += lines[:CHUNK_WARNINGS_SAID]
+        if len(lines) > CHUNK_WARNINGS_SAID:
+            rest = len(lines) - CHUNK_WARNINGS_SAID
+            out.append(f"... and the same of {rest} more chunk{'s' if rest > 1 else ''} of {len(chunks)} "
+                       "(each of its own tracks)")
+    return out
 
 
 @contextlib.contextmanager

@@ -874,8 +874,16 @@ def test_what_a_chunked_input_and_its_faces_are_said_to_be():
 
     lin = NO_FACE_MATCHED.format(name="lin") + " (the closest track scored 0.05, ...)"
     ann = NO_FACE_MATCHED.format(name="ann") + " (the closest track scored 0.10, ...)"
-    assert _chunks_warnings([[], [lin, ann], ["interlaced"], ["interlaced"]], {"lin"}) == \
-        [f"chunk 2 of 4: {ann}", "interlaced"]
+    assert _chunks_warnings([[], [lin, ann], ["interlaced"], ["interlaced"]], {"lin"}) == [ann, "interlaced"]
+    # a set no chunk matched is the input's warning, once, with the best score of any chunk (each chunk said it
+    # with its own score, prefixed, but one, whose score happened to repeat, without)
+    ann_later = NO_FACE_MATCHED.format(name="ann") + " (the closest track scored 0.21, ...)"
+    assert _chunks_warnings([[ann], [ann_later], [ann]]) == [ann_later]
+    # a chunk's own warning (its track numbers) is said for three chunks, the rest counted
+    poor = [[f"track {i}: its reference photos' detail fits the face poorly (0.0{i} of 1; ...)"] for i in range(1, 7)]
+    said = _chunks_warnings(poor)
+    assert said[:3] == [f"chunk {i} of 6: {poor[i - 1][0]}" for i in (1, 2, 3)]
+    assert said[3:] == ["... and the same of 3 more chunks of 6 (each of its own tracks)"]
     assert _faces_said({"faces": 0, "clean": 0, "seen": 12}) == "0 faces restored and 12 left alone, "
     assert _faces_said({"faces": 5, "clean": 2, "seen": 6}) == \
         "3 faces restored, 2 clean left as they were and 1 left alone, "
