@@ -72,7 +72,8 @@ def restore_video(
             CLI passes one), or None (default: ``FaceRestorer.from_options()``, the lite model
             without references). A FaceRestorer that has already restored frames, or was built
             for another frame rate, is left as it is: the run uses its :meth:`~FaceRestorer.fresh`
-            copy (same models and encoded references, new tracker and stats).
+            copy (same models and encoded references, new tracker and stats), as it does for one
+            another run is using at the same time (a service's two requests on one object).
         encoder: how the output is encoded (default None: ``EncoderSettings()``, visually
             lossless for faces; see :class:`~streamrestore.video.writer.EncoderSettings`).
         start: restore only the input from this second on (default None: from the beginning).
@@ -86,9 +87,11 @@ def restore_video(
             True: FFmpeg's bwdif, one frame per frame, timestamps kept; the faces are restored on
             whole frames and the output plays without combing); False writes the woven fields
             as they are, as progressive frames (:class:`~streamrestore.video.reader.VideoReader`).
-        on_frame: called once per frame handed to the writer, on the writer's thread (default
+        on_frame: called once per frame handed to the writer, on the calling thread (default
             None): an application's own progress display (``restore_video`` itself knows the
-            frame count as :func:`streamrestore.run.expected_frames` does).
+            frame count as :func:`streamrestore.run.expected_frames` does), and its way to
+            cancel a run: an exception raised there ends it at once, the output not written
+            and no temporary file left (a service raises when a job's cancel flag is set).
 
     Returns:
         The run's :class:`~streamrestore.run.RunStats`.
@@ -125,14 +128,15 @@ def restore_video(
             face_restorer = _face_restorer(restorer, fps, info.pixel_aspect)
             stats = face_restorer.stats
             stats.startup_seconds = time.perf_counter() - started
-            bar = make_progress(expected_frames(info, start, end), progress)
-            hooks = [hook for hook in (bar.update if bar else None, on_frame) if hook is not None]
-
-            def each_frame() -> None:
-                for hook in hooks:
-                    hook()
-
+            bar = None
             try:
+                bar = make_progress(expected_frames(info, start, end), progress)
+                hooks = [hook for hook in (bar.update if bar else None, on_frame) if hook is not None]
+
+                def each_frame() -> None:
+                    for hook in hooks:
+                        hook()
+
                 stats.add_time("encode", restore_frames(reader.frames(), writer, face_restorer,
                                                         on_frame=each_frame if hooks else None))
             except KeyboardInterrupt as exc:  # (Ctrl-C, a stop signal): what was lost, said by the command line
@@ -140,6 +144,7 @@ def restore_video(
                                       time.perf_counter() - started)
                 raise
             finally:
+                face_restorer._release()
                 if bar is not None:
                     bar.close()
     stats.problems.extend(reader.problems + writer.notes)
@@ -221,7 +226,10 @@ def restore_photo(
     stats.startup_seconds = time.perf_counter() - started
     bgr = face_restorer.channel_order == "bgr"  # the numpy frame it takes is in its channel order
     frame = photo.rgb[:, :, ::-1] if bgr else photo.rgb
-    (restored,) = face_restorer.stream([frame])
+    try:
+        (restored,) = face_restorer.stream([frame])
+    finally:
+        face_restorer._release()
     if same_photo_format(src, dst) and np.array_equal(restored, frame):
         copy_photo(src, dst, force=force)  # nothing changed: its bytes, not a second compression
     else:
@@ -255,7 +263,7 @@ def _check_restorer_argument(restorer: object) -> None:
 
 def _face_restorer(restorer: RestorerSpec | None, fps: float, aspect: float = 1.0) -> FaceRestorer:
     """The FaceRestorer a run at ``fps`` of pixels of ``aspect`` uses (see ``restorer`` of
-    :func:`restore_video`)."""
+    :func:`restore_video`), held for the run (``FaceRestorer._claim``: release it when done)."""
     if restorer is None:
         restorer = FaceRestorer.from_options(fps=fps)
     elif not isinstance(restorer, FaceRestorer):
@@ -263,13 +271,14 @@ def _face_restorer(restorer: RestorerSpec | None, fps: float, aspect: float = 1.
         if not isinstance(built, FaceRestorer):
             raise ValueError(f"the restorer function must return a FaceRestorer, got {type(built).__name__}")
         restorer = built
-    elif restorer.frames_in or restorer.stats.frames:
-        # Its tracker and temporal state belong to another stream: a fresh copy shares
-        # everything loaded and starts clean.
-        return restorer.fresh(fps, aspect)
-    if restorer.fps != fps or restorer.pixel_aspect != aspect:
-        # its smoothing is tuned for another frame rate, or it cuts faces for other pixels
-        return restorer.fresh(fps, aspect)
+    restorer._check_process()
+    # Its tracker and temporal state belong to another stream (it restored frames before, or another
+    # run holds it now: a service's two requests at once), its smoothing is tuned for another frame
+    # rate, or it cuts faces for other pixels: a fresh copy shares everything loaded and starts clean.
+    if (restorer.frames_in or restorer.stats.frames or restorer.fps != fps or restorer.pixel_aspect != aspect
+            or not restorer._claim()):
+        restorer = restorer.fresh(fps, aspect)
+        restorer._claim()
     return restorer
 
 

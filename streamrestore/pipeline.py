@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import threading
 import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -182,7 +184,10 @@ class FaceRestorer:
 
     One object follows one stream (its tracker, fusions and statistics carry from frame to
     frame): give frames from one thread, in order; for another stream at the same time use
-    :meth:`fresh` (which shares the loaded models). A frame without a face to restore comes back
+    :meth:`fresh` (which shares the loaded models; :func:`~streamrestore.api.restore_video` does
+    so itself for an object another run is using). It serves the process that built it: the
+    models' native thread pools do not survive a ``fork`` (a ``multiprocessing`` pool's default
+    on Linux), so a worker process builds its own (the ``spawn`` start method with an initializer). A frame without a face to restore comes back
     as the object it was given (a numpy frame too: copy it before drawing on it), a frame with
     one as a new object: 4:2:0 video frames in their own format, other video frames as ``rgb24``.
 
@@ -332,6 +337,29 @@ class FaceRestorer:
         #: the faces restored in the frame returned last (crops, frame → crop matrices, track
         #: ids, identities): for previews, overlays and tests
         self.last_faces: list[AlignedFace] = []
+        # a whole run (restore_video, restore_photo) holds it while it lasts (_claim): a second run at the
+        # same time, from another thread, gets a fresh() copy instead of sharing this one's tracker
+        self._run_claim = threading.Lock()
+        # the process whose models these are: ONNX Runtime's and torch's thread pools do not survive a fork,
+        # where the first detection then hung for ever (_check_process)
+        self._built_in = os.getpid()
+
+    def _claim(self) -> bool:
+        """Takes this object for a whole run; False when another run holds it (see :meth:`_release`)."""
+        return self._run_claim.acquire(blocking=False)
+
+    def _release(self) -> None:
+        """Ends :meth:`_claim`'s hold."""
+        self._run_claim.release()
+
+    def _check_process(self) -> None:
+        """RuntimeError where this object is used in a process forked from the one that built it."""
+        if os.getpid() != self._built_in:
+            raise RuntimeError(
+                f"this FaceRestorer was built in process {self._built_in} and is used in process {os.getpid()}, "
+                "forked from it (multiprocessing's default on Linux): the models' native thread pools (ONNX Runtime, "
+                "torch) do not survive a fork and the work would hang; build the FaceRestorer in each worker process "
+                "(e.g. ProcessPoolExecutor(mp_context=multiprocessing.get_context('spawn'), initializer=...))")
 
     @classmethod
     def from_options(cls, refs: str | Path | Iterable[str | Path | ReferenceSet] | None = (),
@@ -364,13 +392,16 @@ class FaceRestorer:
                 None: this one's): its faces are cut out as shown
                 (:func:`~streamrestore.faces.align.alignment_matrix`).
         """
-        return FaceRestorer(
+        self._check_process()  # (a copy shares the models)
+        copy = FaceRestorer(
             self.restorer, self.detector, self.reference_sets, embedder=self.embedder, config=self.config,
             channel_order=self.channel_order, tracker_config=self._tracker.config,
             fps=self._fps if fps is None else fps, torch_threads=self.torch_threads, reference_caches=self.caches,
             prepared_references=self._prepared,
             pixel_aspect=self.pixel_aspect if pixel_aspect is None else pixel_aspect,
         )
+        copy._built_in = self._built_in
+        return copy
 
     # --- public entry points -------------------------------------------------------------
 
@@ -389,9 +420,11 @@ class FaceRestorer:
 
         Raises:
             ValueError: this object was built with lookahead (use :meth:`stream`).
+            RuntimeError: used in a process forked from the one that built it (see the class).
         """
         if self.config.lookahead != 0:
             raise ValueError("process() returns each frame at once and needs lookahead=0; use stream() for files")
+        self._check_process()
         out = [self._finish_here(finishing) for finishing in self._push(frame)]
         if len(out) != 1:  # pragma: no cover - lookahead 0 always returns the frame pushed
             raise RuntimeError(f"tracker returned {len(out)} frames for one input")
@@ -417,10 +450,12 @@ class FaceRestorer:
 
         Raises:
             ValueError: ``frames`` is one frame (an (H, W, 3) array or a video frame), not frames.
+            RuntimeError: used in a process forked from the one that built it (see the class).
         """
         if (isinstance(frames, np.ndarray) and frames.ndim == 3) or hasattr(frames, "planes"):
             raise ValueError("stream takes frames (e.g. [frame], or a reader's frames); one frame is restored by "
                              "process(frame)")
+        self._check_process()
         self._wait_finishing()  # a stream given up half-way may have left its last frame: not this one's
         pending: Future | None = None
         ended = False

@@ -989,3 +989,79 @@ def test_a_face_after_frames_without_faces_is_restored_from_its_first_frame():
     assert [(t.first_frame, t.last_frame) for t in tracks] == [(0, 2), (7, 11)]
     # 3: the cadence (and a cut); 4-6: the same slide; 7: the cut back; 12: a cut to the room, then its cadence
     assert looked_at == [0, 3, 6, 7, 10, 12, 15]
+
+
+def test_two_runs_at_once_on_one_new_restorer_each_get_their_own_stream(drawn_talking, tmp_path):
+    """A service gave one new FaceRestorer to two requests at once: both failed from deep inside
+    (KeyError, "frame pts 0 is not after the previous"), one request's frames in the other's writer.
+    A run that finds the object held by another run gets a fresh() copy of it."""
+    import threading
+
+    class HeldDetector(sf.SyntheticFaceDetector):
+        """Holds the first run inside its first detection, before it has given the tracker a frame."""
+
+        def __init__(self):
+            super().__init__()
+            self.entered, self.go, self.first = threading.Event(), threading.Event(), True
+
+        def detect(self, image):
+            if self.first:
+                self.first = False
+                self.entered.set()
+                self.go.wait(60)
+            return super().detect(image)
+
+    config = PipelineConfig(crop_resolution=None, gate=QualityGateConfig(enabled=False))
+    shared = FaceRestorer(_Redden(128), HeldDetector(), config=config, fps=25.0)  # (the clip's: not a copy for its rate)
+    results: dict = {}
+
+    def first_run():
+        try:
+            results["first"] = restore_video(drawn_talking, tmp_path / "first.mp4", shared, end=1.0)
+        except BaseException as exc:  # (said in the assertion below)
+            results["first"] = exc
+
+    worker = threading.Thread(target=first_run)
+    worker.start()
+    assert shared.detector.entered.wait(60)
+    try:
+        second = restore_video(drawn_talking, tmp_path / "second.mp4", shared, end=1.0)
+    finally:
+        shared.detector.go.set()
+        worker.join(120)
+    first = results["first"]
+    assert not isinstance(first, BaseException), first
+    assert first is shared.stats and second is not shared.stats
+    assert first.frames == second.frames == 25 and first.faces_restored == second.faces_restored == 25
+    for name in ("first", "second"):
+        assert len(read_video_timing(tmp_path / f"{name}.mp4")[0]) == 25
+    # once its run is over, the object serves the next run (a fresh copy: it has restored frames)
+    assert restore_video(drawn_talking, tmp_path / "third.mp4", shared, end=0.2).frames == 5
+
+
+def test_a_restorer_used_in_a_forked_process_says_so_instead_of_hanging(tmp_path):
+    """A fork-based process pool given a restorer built in the parent hung for ever in its first
+    detection (ONNX Runtime's threads do not survive a fork); a copy made there (fresh) shares them."""
+    import os
+
+    fr = FaceRestorer(IdentityRestorer(64), sf.SyntheticFaceDetector(), config=PipelineConfig(lookahead=0))
+    said = tmp_path / "said.txt"
+    pid = os.fork()
+    if pid == 0:  # the child: only the pid check runs, no model work
+        try:
+            text = []
+            for use in (lambda: fr.process(np.zeros((64, 64, 3), np.uint8)), lambda: fr.fresh(),
+                        lambda: next(iter(fr.stream([np.zeros((64, 64, 3), np.uint8)])))):
+                try:
+                    use()
+                    text.append("ran")
+                except RuntimeError as exc:
+                    text.append(str(exc))
+            said.write_text("\n".join(text))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    lines = said.read_text().splitlines()
+    assert len(lines) == 3 and all("forked from it" in line and "build the FaceRestorer in each worker" in line
+                                   for line in lines), lines
+    assert fr.process(np.zeros((64, 64, 3), np.uint8)).shape == (64, 64, 3)  # the parent's own still works

@@ -151,6 +151,33 @@ def test_an_applications_own_progress_gets_every_frame_with_the_bar(clip, tmp_pa
     assert not (tmp_path / "p.mp4").exists()
 
 
+def test_an_application_cancels_a_run_by_raising_from_on_frame(clip, tmp_path):
+    """A service's cancel: what ``on_frame`` raises ends the run on the calling thread, with no output
+    and no temporary file, and the same restorer serves the next run."""
+    import threading
+
+    from streamrestore.pipeline import FaceRestorer
+
+    class Cancelled(Exception):
+        pass
+
+    restorer = FaceRestorer.from_options(model="identity", detector="dlib")
+    threads = set()
+
+    def cancel_after_two():
+        threads.add(threading.current_thread())
+        if cancel_after_two.calls == 2:
+            raise Cancelled
+        cancel_after_two.calls += 1
+
+    cancel_after_two.calls = 0
+    with pytest.raises(Cancelled):
+        restore_video(clip, tmp_path / "o.mp4", restorer, on_frame=cancel_after_two)
+    assert threads == {threading.current_thread()}
+    assert [path.name for path in tmp_path.iterdir()] == [clip.name]  # (the input)
+    assert restore_video(clip, tmp_path / "o.mp4", restorer).frames == 6
+
+
 def test_cli_prints_progress_lines_unless_no_progress(clip, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(run, "PROGRESS_INTERVAL", 0.0)  # every frame, instead of every 5 s
     args = [str(clip), "--model", "identity", "--detector", "dlib", "--force", "-o", str(tmp_path / "o.mp4")]
