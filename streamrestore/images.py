@@ -21,8 +21,7 @@ from streamrestore.errors import InputError, OutputError
 from streamrestore.output_file import check_output_path, write_atomically
 
 __all__ = ["HEIF_SUFFIXES", "IMAGE_SUFFIXES", "PHOTO_OUTPUT_SUFFIXES", "UNREAD_PHOTO_FORMATS", "PhotoFile", "check_photo_output",
-           "copy_photo", "default_photo_output",
-           "is_image", "read_photo", "read_photo_header", "read_rgb", "same_photo_format", "write_photo"]
+           "check_photo_size", "copy_photo", "default_photo_output", "is_image", "read_photo", "read_photo_header", "read_rgb", "same_photo_format", "write_photo"]
 
 #: HEIF photos (an iPhone's HEIC, a Canon or Fujifilm camera's HIF): pillow-heif decodes and writes them
 HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
@@ -67,8 +66,10 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         path: the photo file.
 
     Raises:
-        InputError: the file is missing, empty or not a picture OpenCV can decode.
+        InputError: the file is missing, empty, not a picture OpenCV can decode, or holds more
+            pixels than Pillow reads (:func:`check_photo_size`).
     """
+    check_photo_size(path)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
@@ -82,6 +83,26 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
                              "file is damaged; install opencv-python 5 or give the photo as JPEG/PNG")
         raise InputError(f"cannot read image {path}; is it a valid image?")
     return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def check_photo_size(path: str | os.PathLike) -> None:
+    """Refuses, from its header, a photo of more pixels than Pillow reads (2 x its
+    ``MAX_IMAGE_PIXELS``, 179 million by default): a small file can hold a huge flat picture (a
+    "decompression bomb": a 1.2 MB PNG of 20000 x 20000 took 6.4 GB and 28 s to decode as a
+    reference photo). A file Pillow cannot read is left to the decoder.
+
+    Raises:
+        InputError: naming the file and what to do.
+    """
+    Image = _pillow()
+    try:
+        with Image.open(path):
+            return
+    except Image.DecompressionBombError:
+        raise InputError(f"{path} holds more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} million pixels, more "
+                         "than is read (a guard against files that decode to gigabytes); scale it down first") from None
+    except Exception:  # (not a format Pillow reads, missing, damaged: the decoder says it as it does)
+        return
 
 
 def _read_heif_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -220,9 +241,10 @@ def read_photo_header(path: str | os.PathLike) -> None:
     format (a batch plans thousands of photos without decoding them), else by decoding it.
 
     Raises:
-        InputError: as :func:`read_rgb`; or the file holds several pictures (an animated WebP or
+        InputError: as :func:`read_rgb` (a photo of too many pixels too); or the file holds several pictures (an animated WebP or
             PNG, a multi-page TIFF, a HEIF burst), of which a photo's restore would keep only the first.
     """
+    check_photo_size(path)
     try:
         with _pillow().open(path) as image:
             pictures = getattr(image, "n_frames", 1)

@@ -181,6 +181,26 @@ def test_photo_without_face_is_skipped_with_a_warning_naming_it(tmp_path, kit, c
     assert any("broken.jpg" in m for m in messages), messages
 
 
+def test_a_photo_of_too_many_pixels_is_skipped_from_its_header(tmp_path, kit, caplog, monkeypatch):
+    """A "decompression bomb" among the photos (a 1.2 MB PNG of 20000 x 20000) was decoded whole: 6.4 GB
+    and 28 s for a reference that had no face. Pillow's limit is lowered here so that a small file
+    stands for it."""
+    from PIL import Image
+
+    photo = kit.photos[kit.people[0]][0]
+    folder = _link_folder(tmp_path, "anna", [photo])
+    height, width = cv2.imread(str(photo)).shape[:2]
+    cv2.imwrite(str(folder / "flat.png"), np.full((2 * height, 2 * width, 3), 128, np.uint8))  # 4x its pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", height * width)  # refused above twice that
+    decoded = []
+    monkeypatch.setattr(cv2, "imdecode", lambda data, flags, _real=cv2.imdecode: decoded.append(1) or _real(data, flags))
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        (refs,) = load_reference_sets([str(folder)], kit.detector, kit.embedder, R)
+    assert [Path(f).name for f in refs.files] == [photo.name] and len(decoded) == 1  # the bomb never decoded
+    (said,) = [r.getMessage() for r in caplog.records if "flat.png" in r.getMessage()]
+    assert "million pixels, more than is read" in said and said.endswith("scale it down first; skipping it")
+
+
 def test_set_without_any_usable_photo_stops(tmp_path, kit):
     scrfd, embedder = kit.detector, kit.embedder
     folder = tmp_path / "anna"

@@ -178,6 +178,23 @@ def test_bad_outputs_are_refused_before_the_restorer_is_built(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.jpg", "photo.png", "taken.png"]  # no temp left
 
 
+def test_a_photo_of_more_pixels_than_pillow_reads_is_an_input_error(tmp_path, monkeypatch):
+    """A 20000 x 20000 PNG (1.2 MB) raised Pillow's DecompressionBombError, not a UserError: a service
+    that answers a UserError with "bad request" answered a server error. (Pillow's limit lowered so
+    that a small file stands for it.)"""
+    from PIL import Image
+
+    rgb, _ = _scene()
+    src = _saved(tmp_path / "photo.png", rgb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", rgb.shape[0] * rgb.shape[1] // 4)
+
+    def never(fps):
+        raise AssertionError("built")
+
+    with pytest.raises(InputError, match=r"photo\.png holds more than 0 million pixels, .*scale it down first"):
+        restore_photo(src, tmp_path / "o.png", never)
+
+
 def _bytes(path, data):
     path.write_bytes(data)
     return path

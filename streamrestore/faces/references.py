@@ -22,7 +22,7 @@ from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
 from streamrestore.hdr import to_sdr_picture
-from streamrestore.images import IMAGE_SUFFIXES, UNREAD_PHOTO_FORMATS, read_rgb
+from streamrestore.images import IMAGE_SUFFIXES, UNREAD_PHOTO_FORMATS, check_photo_size, read_rgb
 from streamrestore.video.reader import VIDEO_SUFFIXES, VideoReader, probe, upright_rgb
 
 __all__ = ["FRAMES_PER_REFERENCE_VIDEO", "parse_reference_specs", "check_reference_specs", "load_reference_sets",
@@ -155,6 +155,10 @@ def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
     """
     if _kind(file) == "photo":
         try:
+            check_photo_size(file)
+        except InputError as exc:  # (it names the file)
+            raise ReferencesError(f"reference photo {exc}") from None
+        try:
             yield file.name, read_rgb(file)
         except InputError:
             raise ReferencesError(f"cannot read reference photo {file}; is it a valid image? remove or replace "
@@ -216,7 +220,7 @@ def _pictures_of(name: str, path: Path, most: int | None, unusable: list[str]) -
                 given += 1
                 yield str(file.parent / label), rgb
         except ReferencesError as exc:
-            if _kind(file) == "photo":
+            if _kind(file) == "photo" and not str(exc).startswith("reference photo "):
                 logger.warning("reference photo %s cannot be read as an image; skipping it", file)
             else:
                 logger.warning("%s; skipping it", exc)
