@@ -116,6 +116,7 @@ def restore_video(
         raise ValueError(f"encoder must be an EncoderSettings or None, got {type(encoder).__name__}")
     _check_paths(src, dst)
     _check_restorer_argument(restorer)
+    _check_window(start, end)
     dst = Path(dst) if dst is not None else default_output_path(src)
     # Everything a user can get wrong is checked first, in well under a second: the input and
     # its window, and the output (path, container, codec, audio; the writer opens its encoder
@@ -252,6 +253,22 @@ def _check_paths(src: object, dst: object) -> None:
         elif hasattr(value, "shape"):
             hint = " (a file's path: a picture in memory is restored by FaceRestorer.process)"
         raise ValueError(f"{name} must be a file path, got {type(value).__name__}{hint}")
+
+
+def _check_window(start: object, end: object) -> None:
+    """InputError for a window no video has (a negative start, an end not after the start): a
+    user's mistake, as a start past the video's end is; ValueError for what is not a number."""
+    import numbers
+
+    from streamrestore.errors import InputError
+
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ValueError(f"{name} must be a number of seconds or None, got {value!r}")
+    if start is not None and start < 0:  # type: ignore[operator]
+        raise InputError(f"the window's start must be 0 s or later, got {start} s")
+    if start is not None and end is not None and end <= start:  # type: ignore[operator]
+        raise InputError(f"the window's end ({end} s) must be after its start ({start} s)")
 
 
 def _check_restorer_argument(restorer: object) -> None:

@@ -63,6 +63,20 @@ def test_bad_arguments_are_named_before_anything_is_read(tmp_path):
         streamrestore.restore_video(src, tmp_path / "o.mp4", encoder={"crf": 18})
     with pytest.raises(ValueError, match="restorer"):
         streamrestore.restore_video(src, tmp_path / "o.mp4", "lite")
+    with pytest.raises(ValueError, match="start must be a number of seconds or None, got '5'"):
+        streamrestore.restore_video(src, tmp_path / "o.mp4", start="5")
+
+
+def test_a_window_no_video_has_is_a_user_error_before_anything_is_read(tmp_path):
+    """A negative start and an end before the start raised a plain ValueError from the reader, where
+    the docstring (and a start past the video's end) gives a UserError."""
+    from streamrestore.errors import InputError
+
+    src = tmp_path / "missing.mp4"  # (not read: the window is checked first)
+    with pytest.raises(InputError, match=r"the window's start must be 0 s or later, got -1 s"):
+        streamrestore.restore_video(src, tmp_path / "o.mp4", start=-1)
+    with pytest.raises(InputError, match=r"the window's end \(2.0 s\) must be after its start \(5 s\)"):
+        streamrestore.restore_video(src, tmp_path / "o.mp4", start=5, end=2.0)
 
 
 def test_a_developers_usual_slips_are_named(tmp_path, caplog):

@@ -378,6 +378,22 @@ def test_a_container_that_does_not_take_the_codec_is_one_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mp4"]  # nothing left behind
 
 
+@pytest.mark.skipif("h264_nvenc" not in av.codecs_available, reason="this FFmpeg has no NVENC encoder")
+def test_a_hardware_encoder_that_cannot_open_says_so_not_to_try_mkv(tmp_path):
+    """--codec h264_nvenc without its GPU said "try .mkv, which holds any codec", and .mkv failed the same."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: NVENC may open")
+    src = tmp_path / "src.mp4"
+    make_clip(src, frames=2, width=64, height=64)
+    for suffix in (".mp4", ".mkv"):
+        with pytest.raises(OutputError, match="h264_nvenc is a hardware encoder, which needs its device and driver") \
+                as error:
+            VideoWriter(tmp_path / f"out{suffix}", probe(src), EncoderSettings(codec="h264_nvenc"))
+        assert ".mkv" not in str(error.value).split(";")[-1]
+
+
 def test_ten_bit_video_is_written_as_hevc_main_10_where_it_plays(tmp_path, caplog):
     """A phone's 10-bit video (HDR, HEVC) is written as HEVC Main 10 by default, tagged for Apple's
     players, with its depth and colour tags: H.264's 10-bit profile, the former default, plays in

@@ -454,6 +454,11 @@ def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, co
     )
 
 
+#: the name endings of FFmpeg's encoders that run on a GPU or other device (h264_nvenc, hevc_qsv, ...):
+#: one that fails to open says so, not that another container might hold it
+_HARDWARE_ENCODERS = ("nvenc", "qsv", "vaapi", "videotoolbox", "amf", "v4l2m2m", "mediacodec", "vulkan", "mf")
+
+
 class VideoWriter:
     """Encode frames to ``dst``, remuxing the audio of ``audio_from`` untouched.
 
@@ -712,6 +717,8 @@ class VideoWriter:
             codecs = sorted({stream.codec_context.name for stream in self._copied.values()})
             what = f"{self._codec} video" + (f" and the input's {', '.join(codecs)} streams" if codecs else "")
             hint = "; try .mkv, which holds any codec" if self.dst.suffix.lower() != ".mkv" else ""
+            if self._codec.rsplit("_", 1)[-1] in _HARDWARE_ENCODERS:  # (the container is not what failed)
+                hint = f"; {self._codec} is a hardware encoder, which needs its device and driver on this machine"
             raise OutputError(f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}){hint}") from None
 
     def _copy_tags(self, video: av.video.stream.VideoStream, timecode: str | None = None) -> None:
