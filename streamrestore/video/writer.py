@@ -388,8 +388,8 @@ def _pts(frame: av.VideoFrame) -> int:
 
 def _output_pix_fmt(codec: str, info: VideoInfo) -> tuple[str, str | None]:
     """Pixel format that keeps the source's depth and, for odd sizes, every pixel exact; and a
-    warning when few players play it (None: widely played). Only the writer logs the warning: a
-    batch converts each chunk's frames ahead (:func:`encoder_format`) and would say it per chunk."""
+    warning when few players play it (None: widely played). Only the writer says the warning (in its
+    notes): a batch converts each chunk's frames ahead (:func:`encoder_format`) and would say it per chunk."""
     supported = {f.name for f in (av.Codec(codec, "w").video_formats or ())}
     # yuvj* are deprecated aliases for full-range yuv; the range goes in the colour tags.
     source = info.pix_fmt.replace("yuvj", "yuv")
@@ -599,8 +599,8 @@ class VideoWriter:
         stream.width = info.width
         stream.height = info.height
         stream.pix_fmt, playback = _output_pix_fmt(self._codec, info)
-        if playback:
-            logger.warning("%s", playback)
+        if playback:  # (a note, not a log line: a run's stats carry it to a library's caller too)
+            self.notes.append(playback)
         # Encoder and stream work in the source's time base so every pts maps 1:1.
         stream.codec_context.time_base = info.time_base
         stream.time_base = info.time_base
