@@ -144,6 +144,7 @@ class RunStats:
     matching: bool = False  # tracks were matched to reference sets by embedding
     references: bool = False  # there were reference sets at all
     reference_names: list = field(default_factory=list)  # their names, as given
+    references_skipped: dict = field(default_factory=dict)  # set name -> its photos not used, each with why
     match_threshold: float | None = None
     unlike_threshold: float | None = None  # a face scoring below it is said perhaps someone else (None: match_threshold)
     seconds: float = 0.0  # wall time of a whole run (restore_video, live); 0 in frame-by-frame use
@@ -323,7 +324,8 @@ class RunStats:
         quality gate found nothing to restore), ``faces_left_dim`` (left as they were: too dark or
         flat to judge), ``faces_unmatched`` and ``faces_skipped`` (left alone: ``--unmatched skip``,
         beyond ``--max-faces``); ``seconds`` and ``startup_seconds`` (0 when not timed);
-        ``references`` (the sets' names); ``tracks``, one per track in order of appearance:
+        ``references`` (the sets' names), ``references_skipped`` (each set's photos not used, with
+        why: ``"wall.png (no face)"``; said as warnings when the photos were loaded); ``tracks``, one per track in order of appearance:
         ``id``, ``identity`` (the set it matched, or None), ``first_frame``, ``last_frame``,
         ``faces``, ``left_alone``, ``place`` (where in the picture, or None), ``similarity`` (to
         each reference set, when matched by embedding), ``reference_match`` (0-1, or None) and
@@ -339,6 +341,7 @@ class RunStats:
             "faces_unmatched": self.unmatched_faces, "faces_skipped": self.skipped_faces,
             "seconds": round(self.seconds, 3), "startup_seconds": round(self.startup_seconds, 3),
             "references": list(self.reference_names),
+            "references_skipped": {name: list(files) for name, files in self.references_skipped.items()},
             "tracks": [{
                 "id": track_id, "identity": track.identity, "first_frame": track.first_frame,
                 "last_frame": track.last_frame, "faces": track.faces, "left_alone": track.left_alone,

@@ -179,6 +179,14 @@ def test_photo_without_face_is_skipped_with_a_warning_naming_it(tmp_path, kit, c
     messages = [r.getMessage() for r in caplog.records]
     assert any("wall.png" in m and "no face" in m for m in messages), messages
     assert any("broken.jpg" in m for m in messages), messages
+    # and as data, for a program (a service answering "2 of your photos were not used")
+    assert sorted(refs.skipped) == ["broken.jpg (not readable)", "wall.png (no face)"]
+    from streamrestore.model.identity import IdentityRestorer
+    from streamrestore.pipeline import FaceRestorer
+
+    stats = FaceRestorer(IdentityRestorer(R), scrfd, [refs]).stats
+    assert {name: sorted(files) for name, files in stats.as_dict()["references_skipped"].items()} == \
+        {"anna": ["broken.jpg (not readable)", "wall.png (no face)"]}
 
 
 def test_a_photo_of_too_many_pixels_is_skipped_from_its_header(tmp_path, kit, caplog, monkeypatch):

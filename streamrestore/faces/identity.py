@@ -213,7 +213,8 @@ class ReferenceSet:
     unit rows in the same order; ``files``: where each came from; ``embedder``: the name of
     the embedder that made ``embeddings`` (selects the default match threshold); ``crops_at``:
     the same photos aligned at other sides, by side, where they were loaded for several (empty:
-    other sides are resized from ``crops``).
+    other sides are resized from ``crops``); ``skipped``: the files of the folder not used, each
+    with why (``"wall.png (no face)"``, ``"scan.tif (not readable)"``).
     """
 
     name: str
@@ -222,6 +223,7 @@ class ReferenceSet:
     files: list[str]
     embedder: str | None = None
     crops_at: dict[int, np.ndarray] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass

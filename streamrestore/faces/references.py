@@ -287,7 +287,7 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
         _warn_outliers(name, files, embedding_array, threshold)
         by_side = {side: np.stack(c) for side, c in crops.items()}
         sets.append(ReferenceSet(name=name, crops=by_side[sides[-1]], embeddings=embedding_array, files=files,
-                                 embedder=embedder.name, crops_at=by_side if len(sides) > 1 else {}))
+                                 embedder=embedder.name, crops_at=by_side if len(sides) > 1 else {}, skipped=unusable))
     _warn_same_person(sets, threshold)
     return sets
 
