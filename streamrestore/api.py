@@ -265,8 +265,12 @@ def _check_window(start: object, end: object) -> None:
     for name, value in (("start", start), ("end", end)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise ValueError(f"{name} must be a number of seconds or None, got {value!r}")
-    if start is not None and start < 0:  # type: ignore[operator]
-        raise InputError(f"the window's start must be 0 s or later, got {start} s")
+    import math
+
+    if start is not None and not (start >= 0 and math.isfinite(start)):  # type: ignore[operator,arg-type]
+        raise InputError(f"the window's start must be a time of 0 s or later, got {start} s")
+    if end is not None and not (end > 0 and math.isfinite(end)):  # type: ignore[operator,arg-type]
+        raise InputError(f"the window's end must be a time after 0 s, got {end} s")
     if start is not None and end is not None and end <= start:  # type: ignore[operator]
         raise InputError(f"the window's end ({end} s) must be after its start ({start} s)")
 

@@ -753,17 +753,21 @@ def _chunks_warnings(chunks: list[list[str]], matched: Iterable[str] = ()) -> li
                 continue
             given.setdefault(text, []).append(i)
     out = [text for _, text in unmatched.values()]
-    kinds: dict[str, list[str]] = {}  # a warning's words without its figures -> its chunks' lines
+    # a warning's words without its figures (scores, track and face numbers; a set's name, digits and
+    # all, stays) -> the chunks that gave it, each with its lines
+    kinds: dict[str, dict[int, list[str]]] = {}
     for text, where in given.items():
         if len(where) > 1:
             out.append(text)
         else:
-            kinds.setdefault(re.sub(r"-?\d+(?:\.\d+)?", "#", text), []).append(
+            kind = re.sub(r"-?\d+\.\d+|\b(track|face)s? \d+", "#", text)
+            kinds.setdefault(kind, {}).setdefault(where[0], []).append(
                 f"chunk {where[0] + 1} of {len(chunks)}: {text}")
-    for lines in kinds.values():
-        out += lines[:CHUNK_WARNINGS_SAID]
-        if len(lines) > CHUNK_WARNINGS_SAID:
-            rest = len(lines) - CHUNK_WARNINGS_SAID
+    for by_chunk in kinds.values():
+        said = sorted(by_chunk)[:CHUNK_WARNINGS_SAID]
+        out += [line for i in said for line in by_chunk[i]]
+        rest = len(by_chunk) - len(said)
+        if rest:
             out.append(f"... and the same of {rest} more chunk{'s' if rest > 1 else ''} of {len(chunks)} "
                        "(each of its own tracks)")
     return out

@@ -105,7 +105,7 @@ def _part_files(path: Path, suffixes: tuple[str, ...]) -> list[tuple[Path, int]]
     """The files of one place with their sizes: the file itself, or the folder's files of its
     kinds (nothing below a sub-folder). One deleted meanwhile by another process is skipped."""
     candidates = [path] if path.suffix in suffixes and not path.is_dir() else (
-        sorted(path.iterdir()) if path.is_dir() else [])
+        sorted(path.iterdir()) if path.is_dir() else [])  # (a folder that cannot be read: its OSError)
     found = []
     for p in candidates:
         if p.suffix not in suffixes:
@@ -120,7 +120,11 @@ def _part_files(path: Path, suffixes: tuple[str, ...]) -> list[tuple[Path, int]]
 
 def cache_parts(root: Path | None = None) -> list[CachePart]:
     """Each place of the cache under ``root`` (default :func:`cache_root`) with its file count
-    and size, in :data:`CACHE_PLACES`' order; a place not made yet has no files."""
+    and size, in :data:`CACHE_PLACES`' order; a place not made yet has no files.
+
+    Raises:
+        OSError: a place's folder cannot be read.
+    """
     parts = []
     for place in CACHE_PLACES:
         path = place_path(place.name, root)

@@ -16,6 +16,10 @@ class InputError(UserError):
     """The input media is missing, unreadable or not a video."""
 
 
+class PhotoTooLargeError(InputError):
+    """A photo holds more pixels than is read (:func:`streamrestore.images.check_photo_size`)."""
+
+
 class ReferencesError(UserError):
     """A reference photo or folder cannot be used."""
 

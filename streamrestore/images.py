@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamrestore.errors import InputError, OutputError
+from streamrestore.errors import InputError, OutputError, PhotoTooLargeError
 from streamrestore.output_file import check_output_path, write_atomically
 
 __all__ = ["HEIF_SUFFIXES", "IMAGE_SUFFIXES", "PHOTO_OUTPUT_SUFFIXES", "UNREAD_PHOTO_FORMATS", "PhotoFile", "check_photo_output",
@@ -92,14 +92,14 @@ def check_photo_size(path: str | os.PathLike) -> None:
     reference photo). A file Pillow cannot read is left to the decoder.
 
     Raises:
-        InputError: naming the file and what to do.
+        PhotoTooLargeError: an :class:`~streamrestore.errors.InputError` naming the file and what to do.
     """
     Image = _pillow()
     try:
         with Image.open(path):
             return
     except Image.DecompressionBombError:
-        raise InputError(f"{path} holds more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} million pixels, more "
+        raise PhotoTooLargeError(f"{path} holds more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} million pixels, more "
                          "than is read (a guard against files that decode to gigabytes); scale it down first") from None
     except Exception:  # (not a format Pillow reads, missing, damaged: the decoder says it as it does)
         return

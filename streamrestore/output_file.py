@@ -27,12 +27,6 @@ __all__ = ["SPACE_ERRNOS", "STALE_TEMP_SECONDS", "check_output_path", "hold_temp
 SPACE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO") if hasattr(errno, name)}
 
 
-#: errnos of a hard link refused by the file system itself (FAT, exFAT, some network shares), where
-#: :func:`move_into_place` falls back to a check before the rename
-_NO_LINKS = {getattr(errno, name) for name in ("EPERM", "ENOTSUP", "EOPNOTSUPP", "EXDEV", "EMLINK", "ENOSYS", "EACCES")
-             if hasattr(errno, name)}
-
-
 def check_output_path(dst: Path, force: bool, example: str) -> None:
     """Refuses an output that is a folder, standard output (``-``), a device or pipe, exists
     (without ``force``) or lies in a missing folder.
@@ -157,8 +151,22 @@ def temp_beside(dst: Path) -> Path:
 def output_target(dst: Path) -> Path:
     """The file a run writes for the output ``dst``: ``dst``, or where a symbolic link there points
     (written through, as ``cp`` and FFmpeg do: a rename onto the link would replace the link itself
-    and leave its target as it was)."""
-    return dst.resolve() if dst.is_symlink() else dst
+    and leave its target as it was).
+
+    Raises:
+        OutputError: a link that leads nowhere (a loop), or to a file of another kind (its
+            extension: the format is chosen by the output's).
+    """
+    if not dst.is_symlink():
+        return dst
+    try:
+        target = dst.resolve(strict=False)
+    except (RuntimeError, OSError) as exc:  # (a loop: RuntimeError before Python 3.13, OSError after)
+        raise OutputError(f"output {dst} is a symbolic link that leads nowhere ({exc}); give a file name") from None
+    if target.suffix.lower() != dst.suffix.lower():
+        raise OutputError(f"output {dst} links to {target}, a file of another kind ({target.suffix or 'no extension'}); "
+                          "name the file itself")
+    return target
 
 
 def _kept_beside(dst: Path) -> Path:
@@ -187,20 +195,36 @@ def move_into_place(temp: Path, dst: Path, replace: bool) -> None:
     try:
         os.link(temp, dst)
     except FileExistsError:
-        pass
-    except OSError as exc:
-        if exc.errno not in _NO_LINKS:
-            raise
+        if _same_file(temp, dst):  # (a network file system's retried link: it is this run's)
+            _drop_name(temp)
+            return
+    except OSError:  # no hard links here (FAT, exFAT, some shares; each says it with its own errno)
         if not (dst.exists() or dst.is_symlink()):
             os.replace(temp, dst)
             return
     else:
-        temp.unlink()
+        _drop_name(temp)
         return
     kept = _kept_beside(dst)
     os.replace(temp, kept)
     raise OutputError(f"output {dst} appeared while this run was writing it (another run writing the same file?): "
                       f"it was left as it is, and this run's result is {kept}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _drop_name(temp: Path) -> None:
+    """Removes the temporary name of a result already linked into place: one that cannot be removed
+    is left (the next run's clean-up takes it), never taken for a failed write."""
+    try:
+        temp.unlink()
+    except OSError:
+        pass
 
 
 def write_failed(dst: Path, exc: BaseException) -> OutputError:

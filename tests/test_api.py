@@ -73,8 +73,11 @@ def test_a_window_no_video_has_is_a_user_error_before_anything_is_read(tmp_path)
     from streamrestore.errors import InputError
 
     src = tmp_path / "missing.mp4"  # (not read: the window is checked first)
-    with pytest.raises(InputError, match=r"the window's start must be 0 s or later, got -1 s"):
+    with pytest.raises(InputError, match=r"the window's start must be a time of 0 s or later, got -1 s"):
         streamrestore.restore_video(src, tmp_path / "o.mp4", start=-1)
+    for window in ({"start": float("nan")}, {"end": 0}, {"end": -3}, {"end": float("inf")}):
+        with pytest.raises(InputError, match=r"the window's (start|end) must be a time"):
+            streamrestore.restore_video(src, tmp_path / "o.mp4", **window)
     with pytest.raises(InputError, match=r"the window's end \(2.0 s\) must be after its start \(5 s\)"):
         streamrestore.restore_video(src, tmp_path / "o.mp4", start=5, end=2.0)
 

@@ -124,3 +124,16 @@ def test_a_cache_that_cannot_be_cleared_is_one_line_naming_the_file(clean_enviro
     said = capsys.readouterr().err
     assert said.startswith("streamrestore: error: cannot delete ") and "Permission denied" in said
     assert said.count("\n") == 1 and files["onnx"].name in said
+
+
+def test_a_cache_folder_that_cannot_be_read_is_one_line(clean_environment, tmp_path, capsys, monkeypatch):
+    clean_environment.setenv("STREAMRESTORE_CACHE", str(tmp_path))
+    _fill(tmp_path)
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    assert main(["cache"]) == 2
+    said = capsys.readouterr().err
+    assert said == f"streamrestore: error: cannot read {tmp_path / 'engines'}: Permission denied\n"

@@ -342,6 +342,13 @@ def test_json_to_standard_output_is_the_programs_only_output(run, clip, tmp_path
     assert "wrote " in err
     code, err = run(clip, "-o", tmp_path / "p.mp4", "--json", tmp_path)
     assert code == 2 and "--json" in _one_error_line(err) and not (tmp_path / "p.mp4").exists()
+    # the input, the output or an existing file as --json: refused before any work (a slip replaced the video)
+    before = clip.read_bytes()
+    for given, said in ((clip, "is the input file"), (tmp_path / "q.mp4", "is the output file"),
+                        (tmp_path / "o.mp4", "already exists; replace it with --force")):
+        code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", given)
+        assert code == 2 and said in _one_error_line(err), err
+    assert clip.read_bytes() == before and not (tmp_path / "q.mp4").exists()
 
 
 def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_path, monkeypatch):
@@ -376,9 +383,31 @@ def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(tmp_path):
     assert child.stderr == b"streamrestore: error: input not found: caf\xe9.mp4\n"
 
 
+def test_closed_standard_streams_and_odd_surrogates_do_not_fail_a_run(tmp_path, monkeypatch):
+    """Descriptors closed at start-up (``>&- 2>&-``: sys.stderr is None) made the summary's print an
+    AttributeError; a surrogate that stands for no byte (a Windows name) must still print, escaped."""
+    import io
+
+    from streamrestore.cli.app import _ReaderMayLeave
+
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path))
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(["cache"]) == 0
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+    wrapped = _ReaderMayLeave(stream)
+    wrapped.write("caf\udce9 and \ud800\n")
+    wrapped.write("caf\udce9\n")
+    wrapped.flush()
+    wrapped.restore()
+    assert raw.getvalue() == b"caf\\udce9 and \\ud800\ncaf\xe9\n" and stream.errors == "strict"
+
+
 def test_a_closed_pipe_on_the_programs_output_exits_with_the_works_code(tmp_path):
     """The same with a real pipe whose reader is gone before the program writes (``| head -0``)."""
-    env = dict(os.environ, STREAMRESTORE_CACHE=str(tmp_path))
+    env = dict(os.environ, STREAMRESTORE_CACHE=str(tmp_path), PYTHONPATH=str(REPO))
+    env.pop("PYTHONUNBUFFERED", None)  # (a pipe's output is then block-buffered: flushed at the end, into no reader)
     child = subprocess.Popen([sys.executable, "-m", "streamrestore", "cache"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env)
     child.stdout.close()  # long before the child's first line (its start-up takes a second)

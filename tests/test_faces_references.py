@@ -205,6 +205,7 @@ def test_a_photo_of_too_many_pixels_is_skipped_from_its_header(tmp_path, kit, ca
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         (refs,) = load_reference_sets([str(folder)], kit.detector, kit.embedder, R)
     assert [Path(f).name for f in refs.files] == [photo.name] and len(decoded) == 1  # the bomb never decoded
+    assert refs.skipped == ["flat.png (too large)"]
     (said,) = [r.getMessage() for r in caplog.records if "flat.png" in r.getMessage()]
     assert "million pixels, more than is read" in said and said.endswith("scale it down first; skipping it")
 

@@ -710,6 +710,20 @@ def test_live_outputs_are_bt709_converted_and_tagged(tmp_path):
     assert np.abs(frame_to_rgb(frame)[360, 640].astype(int) - (200, 60, 40)).max() <= 2
 
 
+def test_a_live_file_few_players_play_is_said_when_it_opens(tmp_path, caplog):
+    """An odd-sized live picture is written 4:4:4; the writer's note of it (once a log line) was
+    dropped by the live sink when it became a note."""
+    import logging
+
+    from streamrestore.live.sinks import FileSink
+
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        FileSink(tmp_path / "odd.mp4", 321, 241, fps=25).abort()
+        FileSink(tmp_path / "even.mp4", 320, 240, fps=25).abort()
+    said = [r.getMessage() for r in caplog.records if "4:4:4" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'odd.mp4'}: 321x241 is odd-sized"), said
+
+
 def test_a_protocol_this_ffmpeg_lacks_is_named_as_such(tmp_path):
     """PyPI's PyAV wheels have no SRT: "Protocol not found; check that the sender is running" sent a
     user to debug a sender that was never reached; said at once, as in and out."""

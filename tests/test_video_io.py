@@ -602,15 +602,16 @@ def _write_while_another_run_writes(src: Path, dst: Path, force: bool) -> None:
         dst.write_bytes(b"the other run's")
 
 
-@pytest.mark.parametrize("hard_links", [True, False])
-def test_an_output_another_run_wrote_meanwhile_is_kept_and_so_is_this_runs(tmp_path, monkeypatch, hard_links):
+@pytest.mark.parametrize("refused", [None, 1, 22])
+def test_an_output_another_run_wrote_meanwhile_is_kept_and_so_is_this_runs(tmp_path, monkeypatch, refused):
     """Two runs given the same output (a `make -j`): the later one silently replaced the earlier's
     file, both exiting 0. Without --force the output found at the end is kept, and this run's result
     is kept beside it under a visible name the error gives; where the file system has no hard links
-    (FAT), a check just before the rename does the same."""
-    if not hard_links:
+    (FAT says EPERM here, EINVAL on Windows: any refusal), a check just before the rename does the
+    same (an unexpected errno deleted the finished result)."""
+    if refused is not None:
         def refuse(*_args, **_kwargs):
-            raise PermissionError(1, "Operation not permitted")
+            raise OSError(refused, os.strerror(refused))
 
         monkeypatch.setattr(os, "link", refuse)
     src = _small_source(tmp_path)
@@ -642,6 +643,37 @@ def test_a_photo_another_run_wrote_meanwhile_is_kept_and_so_is_this_runs(tmp_pat
     assert sorted(p.read_bytes() for p in tmp_path.iterdir()) == [b"mine", b"theirs"]
     write_atomically(dst, write, replace=True)
     assert dst.read_bytes() == b"mine"
+
+
+def test_a_retried_link_that_already_made_the_output_is_this_runs_result(tmp_path, monkeypatch):
+    """A network file system whose reply to a hard link was lost retries it and says "exists": the file
+    there is this run's own, not another run's."""
+    from streamrestore.output_file import write_atomically
+
+    real_link = os.link
+
+    def link_then_say_it_exists(src, dst, *args, **kwargs):
+        real_link(src, dst)
+        raise FileExistsError(17, "File exists")
+
+    monkeypatch.setattr(os, "link", link_then_say_it_exists)
+    dst = tmp_path / "out.png"
+    write_atomically(dst, lambda temp: temp.write_bytes(b"mine"), replace=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"] and dst.read_bytes() == b"mine"
+
+
+def test_a_link_loop_or_a_link_to_another_kind_of_file_is_said(tmp_path):
+    src = _small_source(tmp_path)
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    with pytest.raises(OutputError, match="is a symbolic link that leads nowhere"):
+        VideoWriter(loop, probe(src), FAST, force=True)
+    (tmp_path / "blob").write_bytes(b"old")
+    other = tmp_path / "other.mp4"
+    other.symlink_to(tmp_path / "blob")
+    with pytest.raises(OutputError, match="links to .*blob, a file of another kind \\(no extension\\)"):
+        VideoWriter(other, probe(src), FAST, force=True)
+    assert (tmp_path / "blob").read_bytes() == b"old"
 
 
 def test_a_link_as_the_output_is_written_through(tmp_path):

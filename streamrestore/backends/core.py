@@ -149,6 +149,11 @@ class BackendRestorer:
         # padded slots cost attention time (2 photos in 4 slots: restore 85 vs 67 ms eager).
         self.reference_slots = 1 if backend == "onnxruntime" else max(config.reference_slots, 1)
         self._lock = threading.Lock()
+        # a compiled program on a GPU replays a CUDA graph into memory its next replay overwrites: two
+        # streams restoring at once (a service's fresh() copies share this object) take turns, from the
+        # call to the copy of its output; on the CPU, and with ONNX Runtime, each call has its own memory
+        self._replay_lock = threading.Lock() if backend in ("compile", "tensorrt") and self.device.type == "cuda" \
+            else None
         self._engines: OrderedDict[tuple[int, int, bool, bool], _Engine] = OrderedDict()  # (least recent first)
         cuda = self.device.type == "cuda"
         channels_last = config.channels_last if config.channels_last is not None else cuda
@@ -262,9 +267,12 @@ class BackendRestorer:
         b = faces.shape[0]
         key, args = self.padded_inputs(faces, caches, seeds)
         engine = self._engine(key, args)
-        out = engine.fn(*args)
-        # CUDA-graph outputs live in memory the next replay overwrites: copy what we keep.
-        return out[:b].to(torch.float32, copy=True)
+        if self._replay_lock is None:
+            return engine.fn(*args)[:b].to(torch.float32, copy=True)
+        with self._replay_lock:
+            out = engine.fn(*args)
+            # CUDA-graph outputs live in memory the next replay overwrites: copy what we keep.
+            return out[:b].to(torch.float32, copy=True)
 
     # -- engines --------------------------------------------------------------------------------
     def _engine(self, key, args) -> _Engine:

@@ -26,13 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     torch = sys.modules.get("torch")  # only a caller that already loaded torch has threads to keep
     saved = (list(log.handlers), log.level, log.propagate, torch.get_num_threads() if torch else None)
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
+    # (None: a descriptor closed at start-up, `>&-`: print() then says nothing, as it should)
+    sys.stdout, sys.stderr = (stream if stream is None else _ReaderMayLeave(stream) for stream in streams)
     try:
         with stop_signals_interrupt() as stop:
             return _main(argv, stop)
     finally:
         for wrapped in (sys.stdout, sys.stderr):
             if isinstance(wrapped, _ReaderMayLeave):
+                wrapped.flush()  # (a pipe's block buffer: its reader may be gone, found here, not at exit)
                 wrapped.restore()
         sys.stdout, sys.stderr = streams
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
@@ -77,6 +79,11 @@ class _ReaderMayLeave:
 
     def write(self, text: str) -> int:
         if not self._gone:
+            if self._errors is not None:
+                try:
+                    text.encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError:  # a surrogate that stands for no byte: written as before, escaped
+                    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
             try:
                 return self._stream.write(text)
             except BrokenPipeError:

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from streamrestore.cache_dir import CACHE_PLACES, cache_parts, cache_root, cache_root_source, clear_cache
-from streamrestore.errors import OutputError
+from streamrestore.errors import OutputError, UserError
 
 _ALL = "all"
 
@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streamrestore cache",
         description="Show what streamrestore keeps between runs (exported programs, --adapt's fine-tunes, the "
                     "official model's prompt), where and how big; --clear deletes it. Anything there is made "
-                    "again when needed. The folder is $STREAMRESTORE_CACHE, else $XDG_CACHE_HOME/streamrestore, "
-                    "else ~/.cache/streamrestore.",
+                    "again when needed. The folder is $STREAMRESTORE_CACHE, else $STREAMRESTORE_HOME (the older "
+                    "name), else $XDG_CACHE_HOME/streamrestore, else ~/.cache/streamrestore.",
     )
     p.add_argument("--clear", action="append", choices=[*names, _ALL], metavar="|".join([*names, _ALL]),
                    help="delete this place's files (repeat for several; all: every place). Safe beside a "
@@ -80,7 +80,10 @@ def main(argv: list[str]) -> int:
             raise OutputError(f"cannot delete {exc.filename or root}: {exc.strerror or exc}") from exc
         print(f"deleted {files} file(s), {size_text(size)}, from {root} ({', '.join(names)})")
         return 0
-    parts = cache_parts(root)
+    try:
+        parts = cache_parts(root)
+    except OSError as exc:  # (a folder of it this user cannot read)
+        raise UserError(f"cannot read {exc.filename or root}: {exc.strerror or exc}") from None
     print(f"cache: {root} (placed by {cache_root_source()})")
     width = max(len(part.name) for part in parts)
     for part in parts:

@@ -191,6 +191,7 @@ def main(argv: list[str]) -> int:
 
     default = default_photo_output(args.input) if is_image(args.input) else default_output_path(args.input)
     output = _output_path(args.output, default)
+    _check_json_path(args.json, Path(args.input), output, args.force)
     if is_image(args.input):
         stats = restore_photo(args.input, output, build, force=args.force)
     else:
@@ -203,8 +204,23 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _check_json_path(given: str | None, src: Path, output: Path, force: bool) -> None:
+    """Refuses a ``--json`` file that is the input or the output (a slip of tab completion would
+    replace the video with its figures), or that exists, without ``--force``."""
+    if given is None or given == "-":
+        return
+    path = Path(given).expanduser().resolve()
+    for other, what in ((src, "the input"), (output, "the output")):
+        if path == other.expanduser().resolve():
+            raise OutputError(f"--json {given} is {what} file; give the figures a file of their own")
+    if path.exists() and not force:
+        raise OutputError(f"--json {given} already exists; replace it with --force")
+
+
 def _write_json(path: str, record: dict) -> None:
     import json
+
+    from streamrestore.output_file import write_atomically
 
     text = json.dumps(record, indent=2) + "\n"
     if path == "-":
@@ -213,6 +229,6 @@ def _write_json(path: str, record: dict) -> None:
     target = Path(path).expanduser()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
     except OSError as exc:
         raise OutputError(f"the output was written, but not --json {path} ({exc.strerror or exc})") from None
+    write_atomically(target, lambda temp: temp.write_text(text))

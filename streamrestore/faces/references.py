@@ -17,12 +17,12 @@ from typing import Sequence
 
 import numpy as np
 
-from streamrestore.errors import InputError, ReferencesError
+from streamrestore.errors import InputError, PhotoTooLargeError, ReferencesError
 from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
 from streamrestore.hdr import to_sdr_picture
-from streamrestore.images import IMAGE_SUFFIXES, UNREAD_PHOTO_FORMATS, check_photo_size, read_rgb
+from streamrestore.images import IMAGE_SUFFIXES, UNREAD_PHOTO_FORMATS, read_rgb
 from streamrestore.video.reader import VIDEO_SUFFIXES, VideoReader, probe, upright_rgb
 
 __all__ = ["FRAMES_PER_REFERENCE_VIDEO", "parse_reference_specs", "check_reference_specs", "load_reference_sets",
@@ -145,6 +145,16 @@ def list_reference_files(path: Path, *, warn: bool = True) -> list[Path]:
     return images
 
 
+class _SkippedPhoto(ReferencesError):
+    """A reference photo that cannot be used: the error, and in a word why (``ReferenceSet.skipped``)."""
+
+    def __init__(self, message: str, why: str, said: str | None = None) -> None:
+        super().__init__(message)
+        self.why = why
+        #: what is said of it where it is skipped (a folder's other photos serve)
+        self.said = said or message
+
+
 def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
     """The pictures one reference file gives, as (label for messages, (H, W, 3) uint8 RGB): a photo
     itself; a video :data:`FRAMES_PER_REFERENCE_VIDEO` frames at evenly spaced instants, upright
@@ -155,14 +165,12 @@ def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
     """
     if _kind(file) == "photo":
         try:
-            check_photo_size(file)
-        except InputError as exc:  # (it names the file)
-            raise ReferencesError(f"reference photo {exc}") from None
-        try:
             yield file.name, read_rgb(file)
+        except PhotoTooLargeError as exc:  # (it names the file)
+            raise _SkippedPhoto(f"reference photo {exc}", "too large") from None
         except InputError:
-            raise ReferencesError(f"cannot read reference photo {file}; is it a valid image? remove or replace "
-                                  "it") from None
+            raise _SkippedPhoto(f"cannot read reference photo {file}; is it a valid image? remove or replace it",
+                                "not readable", said=f"reference photo {file} cannot be read as an image") from None
         return
     try:
         info = probe(file)
@@ -219,11 +227,11 @@ def _pictures_of(name: str, path: Path, most: int | None, unusable: list[str]) -
                     return
                 given += 1
                 yield str(file.parent / label), rgb
+        except _SkippedPhoto as exc:
+            logger.warning("%s; skipping it", exc.said)
+            unusable.append(f"{file.name} ({exc.why})")
         except ReferencesError as exc:
-            if _kind(file) == "photo" and not str(exc).startswith("reference photo "):
-                logger.warning("reference photo %s cannot be read as an image; skipping it", file)
-            else:
-                logger.warning("%s; skipping it", exc)
+            logger.warning("%s; skipping it", exc)
             unusable.append(f"{file.name} (not readable)")
 
 

@@ -194,6 +194,8 @@ class FileSink:
             **BT709_TAGS,
         )
         self._writer = VideoWriter(self.path, info, encoder if encoder is not None else EncoderSettings(), force=force)
+        for note in self._writer.notes:  # (how the file will play: an odd-sized picture as 4:4:4), said at once
+            log.warning("%s: %s", self.name, note)
         self._clock = _Clock()
         self.frames_written = 0  # given to the writer (it holds the newest one back)
 
