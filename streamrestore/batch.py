@@ -753,14 +753,14 @@ def _chunks_warnings(chunks: list[list[str]], matched: Iterable[str] = ()) -> li
                 continue
             given.setdefault(text, []).append(i)
     out = [text for _, text in unmatched.values()]
-    # a warning's words without its figures (scores, track and face numbers; a set's name, digits and
-    # all, stays) -> the chunks that gave it, each with its lines
+    # a warning's words without its figures (scores, counts, track numbers: numbers that stand alone; a
+    # set's name, digits and all, stays) -> the chunks that gave it, each with its lines
     kinds: dict[str, dict[int, list[str]]] = {}
     for text, where in given.items():
         if len(where) > 1:
             out.append(text)
         else:
-            kind = re.sub(r"-?\d+\.\d+|\b(track|face)s? \d+", "#", text)
+            kind = re.sub(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])", "#", text)
             kinds.setdefault(kind, {}).setdefault(where[0], []).append(
                 f"chunk {where[0] + 1} of {len(chunks)}: {text}")
     for by_chunk in kinds.values():
@@ -769,7 +769,7 @@ def _chunks_warnings(chunks: list[list[str]], matched: Iterable[str] = ()) -> li
         rest = len(by_chunk) - len(said)
         if rest:
             out.append(f"... and the same of {rest} more chunk{'s' if rest > 1 else ''} of {len(chunks)} "
-                       "(each of its own tracks)")
+                       "(each with its own figures)")
     return out
 
 

@@ -159,14 +159,31 @@ def output_target(dst: Path) -> Path:
     """
     if not dst.is_symlink():
         return dst
-    try:
-        target = dst.resolve(strict=False)
-    except (RuntimeError, OSError) as exc:  # (a loop: RuntimeError before Python 3.13, OSError after)
-        raise OutputError(f"output {dst} is a symbolic link that leads nowhere ({exc}); give a file name") from None
-    if target.suffix.lower() != dst.suffix.lower():
+    if _link_loop(dst):
+        raise OutputError(f"output {dst} is a symbolic link that leads nowhere (a loop); give a file name")
+    target = dst.resolve(strict=False)
+    if _format_suffix(target) != _format_suffix(dst):
         raise OutputError(f"output {dst} links to {target}, a file of another kind ({target.suffix or 'no extension'}); "
                           "name the file itself")
     return target
+
+
+def _link_loop(path: Path) -> bool:
+    """Whether following ``path`` goes round in a loop (``resolve`` says so only before Python 3.13)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+#: suffixes that name one format under two spellings (a link from out.jpg to a .jpeg file is no other kind)
+_SAME_FORMAT = {".jpeg": ".jpg", ".jfif": ".jpg", ".tiff": ".tif", ".heif": ".heic", ".hif": ".heic"}
+
+
+def _format_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return _SAME_FORMAT.get(suffix, suffix)
 
 
 def _kept_beside(dst: Path) -> Path:

@@ -883,14 +883,18 @@ def test_what_a_chunked_input_and_its_faces_are_said_to_be():
     poor = [[f"track {i}: its reference photos' detail fits the face poorly (0.0{i} of 1; ...)"] for i in range(1, 7)]
     said = _chunks_warnings(poor)
     assert said[:3] == [f"chunk {i} of 6: {poor[i - 1][0]}" for i in (1, 2, 3)]
-    assert said[3:] == ["... and the same of 3 more chunks of 6 (each of its own tracks)"]
+    assert said[3:] == ["... and the same of 3 more chunks of 6 (each with its own figures)"]
     # chunks are counted, not lines; sets whose names differ by a digit are not one kind
     two = [[f"track {i}: actor1's photos fit poorly (0.0{i})", f"track {i + 1}: actor1's photos fit poorly (0.1{i})"]
            for i in range(1, 5)]
     said = _chunks_warnings(two + [["track 3: actor2's photos fit poorly (0.05)"]])
-    assert said[-2:] == ["... and the same of 1 more chunk of 5 (each of its own tracks)",
+    assert said[-2:] == ["... and the same of 1 more chunk of 5 (each with its own figures)",
                          "chunk 5 of 5: track 3: actor2's photos fit poorly (0.05)"]
     assert len(said) == 3 * 2 + 2
+    # a count that differs from chunk to chunk is a figure too (each chunk's damaged packets)
+    damaged = [[f"damaged data in the file: {n} packet(s) could not be decoded"] for n in (3, 12, 7, 1, 9)]
+    said = _chunks_warnings(damaged)
+    assert len(said) == 4 and said[-1] == "... and the same of 2 more chunks of 5 (each with its own figures)"
     assert _faces_said({"faces": 0, "clean": 0, "seen": 12}) == "0 faces restored and 12 left alone, "
     assert _faces_said({"faces": 5, "clean": 2, "seen": 6}) == \
         "3 faces restored, 2 clean left as they were and 1 left alone, "

@@ -349,6 +349,14 @@ def test_json_to_standard_output_is_the_programs_only_output(run, clip, tmp_path
         code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", given)
         assert code == 2 and said in _one_error_line(err), err
     assert clip.read_bytes() == before and not (tmp_path / "q.mp4").exists()
+    fifo = tmp_path / "figures.json"
+    os.mkfifo(fifo)  # (with --force it became a regular file, its reader never served)
+    code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", fifo, "--force")
+    assert code == 2 and "is not a regular file" in _one_error_line(err)
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", loop)
+    assert code == 2 and "--json" in _one_error_line(err)
 
 
 def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_path, monkeypatch):
@@ -394,6 +402,11 @@ def test_closed_standard_streams_and_odd_surrogates_do_not_fail_a_run(tmp_path, 
     monkeypatch.setattr(sys, "stdout", None)
     monkeypatch.setattr(sys, "stderr", None)
     assert main(["cache"]) == 0
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, width=96, height=64, frames=6)
+    # a video run asks stderr whether it is a terminal (the progress bar) and prints its summary
+    assert main([str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "identity", "--detector", "dlib"]) == 0
+    assert sys.stderr is None and (tmp_path / "o.mp4").is_file()
     raw = io.BytesIO()
     stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
     wrapped = _ReaderMayLeave(stream)
@@ -402,6 +415,26 @@ def test_closed_standard_streams_and_odd_surrogates_do_not_fail_a_run(tmp_path, 
     wrapped.flush()
     wrapped.restore()
     assert raw.getvalue() == b"caf\\udce9 and \\ud800\ncaf\xe9\n" and stream.errors == "strict"
+
+
+def test_a_full_disk_under_standard_output_does_not_skip_the_clean_up(tmp_path, monkeypatch):
+    """A flush error other than a gone reader (``> /dev/full``) escaped the clean-up: the caller of
+    main() was left with wrapped streams."""
+    class Full:
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            raise OSError(28, "No space left on device")
+
+        def isatty(self):
+            return False
+
+    full = Full()
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path))
+    monkeypatch.setattr(sys, "stdout", full)
+    assert main(["cache"]) == 0
+    assert sys.stdout is full
 
 
 def test_a_closed_pipe_on_the_programs_output_exits_with_the_works_code(tmp_path):

@@ -674,6 +674,12 @@ def test_a_link_loop_or_a_link_to_another_kind_of_file_is_said(tmp_path):
     with pytest.raises(OutputError, match="links to .*blob, a file of another kind \\(no extension\\)"):
         VideoWriter(other, probe(src), FAST, force=True)
     assert (tmp_path / "blob").read_bytes() == b"old"
+    # one format under two spellings is no other kind (a photo's out.jpg linked to a .jpeg file)
+    from streamrestore.output_file import output_target
+
+    (tmp_path / "photo.jpeg").write_bytes(b"old")
+    (tmp_path / "out.jpg").symlink_to(tmp_path / "photo.jpeg")
+    assert output_target(tmp_path / "out.jpg") == tmp_path / "photo.jpeg"
 
 
 def test_a_link_as_the_output_is_written_through(tmp_path):

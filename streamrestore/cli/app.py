@@ -26,17 +26,25 @@ def main(argv: list[str] | None = None) -> int:
     torch = sys.modules.get("torch")  # only a caller that already loaded torch has threads to keep
     saved = (list(log.handlers), log.level, log.propagate, torch.get_num_threads() if torch else None)
     streams = sys.stdout, sys.stderr
-    # (None: a descriptor closed at start-up, `>&-`: print() then says nothing, as it should)
-    sys.stdout, sys.stderr = (stream if stream is None else _ReaderMayLeave(stream) for stream in streams)
+    # None: a descriptor closed at start-up (`2>&-`, a daemon): what is said goes nowhere, as print()'s
+    # own does, where the progress bar and the summary asked it whether it was a terminal
+    closed = [open(os.devnull, "w") if stream is None else None for stream in streams]  # noqa: SIM115
+    sys.stdout, sys.stderr = (_ReaderMayLeave(stream or null) for stream, null in zip(streams, closed))
     try:
         with stop_signals_interrupt() as stop:
             return _main(argv, stop)
     finally:
         for wrapped in (sys.stdout, sys.stderr):
             if isinstance(wrapped, _ReaderMayLeave):
-                wrapped.flush()  # (a pipe's block buffer: its reader may be gone, found here, not at exit)
+                try:
+                    wrapped.flush()  # (a pipe's block buffer: its reader may be gone, found here, not at exit)
+                except (OSError, ValueError):  # (a full disk, a closed stream: the clean-up goes on)
+                    pass
                 wrapped.restore()
         sys.stdout, sys.stderr = streams
+        for null in closed:
+            if null is not None:
+                null.close()
         log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
         if saved[3] is not None:
             torch.set_num_threads(saved[3])
@@ -145,7 +153,11 @@ def entry() -> None:
 
     code = main()
     if code in (128 + 1, 128 + 15):
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:  # (closed at start-up)
+                    stream.flush()
+            except (OSError, ValueError):  # (its reader gone)
+                pass
         os._exit(code)
     sys.exit(code)

@@ -209,10 +209,17 @@ def _check_json_path(given: str | None, src: Path, output: Path, force: bool) ->
     replace the video with its figures), or that exists, without ``--force``."""
     if given is None or given == "-":
         return
-    path = Path(given).expanduser().resolve()
-    for other, what in ((src, "the input"), (output, "the output")):
-        if path == other.expanduser().resolve():
+    try:
+        path = Path(given).expanduser().resolve()
+        others = [(other.expanduser().resolve(), what) for other, what in ((src, "the input"), (output, "the output"))]
+    except (RuntimeError, OSError) as exc:  # (a link loop, before Python 3.13)
+        raise OutputError(f"--json {given}: {exc}; give a file name") from None
+    for other, what in others:
+        if path == other:
             raise OutputError(f"--json {given} is {what} file; give the figures a file of their own")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"--json {given} is not a regular file (a device, pipe or socket); give a file name, "
+                          "or - for standard output")
     if path.exists() and not force:
         raise OutputError(f"--json {given} already exists; replace it with --force")
 
@@ -220,15 +227,21 @@ def _check_json_path(given: str | None, src: Path, output: Path, force: bool) ->
 def _write_json(path: str, record: dict) -> None:
     import json
 
-    from streamrestore.output_file import write_atomically
+    from streamrestore.output_file import temp_beside
 
     text = json.dumps(record, indent=2) + "\n"
     if path == "-":
         sys.stdout.write(text)
         return
     target = Path(path).expanduser()
-    try:
+    temp = None
+    try:  # complete or not at all: a temporary file beside it, renamed
         target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"the output was written, but not --json {path} ({exc.strerror or exc})") from None
-    write_atomically(target, lambda temp: temp.write_text(text))
+        temp = temp_beside(target)
+        temp.write_text(text)
+        os.replace(temp, target)
+    except (OSError, OutputError) as exc:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        raise OutputError(f"the output was written, but not --json {path} ({getattr(exc, 'strerror', None) or exc})"
+                          ) from None
