@@ -920,6 +920,7 @@ def run(
     codec: str | None = None,
     crf: int | None = None,
     preset: str | None = None,
+    pix_fmt: str | None = None,
     torch_threads: int = 1,
     progress: bool = True,
     ray_init: dict | None = None,
@@ -942,6 +943,7 @@ def run(
     to fine-tune the model on each person's photos (as the main command's ``--adapt``): on Ray one
     worker adapts first, and the others load its fine-tunes instead of adapting again (on their own
     machines too); ignored without ``refs``. ``deinterlace``: as :func:`~streamrestore.api.restore_video`'s.
+    ``codec``, ``crf``, ``preset``, ``pix_fmt``: the outputs' :class:`~streamrestore.video.writer.EncoderSettings`.
 
     Returns a :class:`BatchResult` (``exit_code`` 0 when all succeeded, else 1). Usage mistakes
     raise :class:`~streamrestore.errors.UserError` before anything runs.
@@ -979,7 +981,7 @@ def run(
         PipelineConfig(**config)
     except ValueError as exc:
         raise UserError(f"bad pipeline option: {exc}") from None
-    encoder = {"codec": codec, "crf": crf, "preset": preset}
+    encoder = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt}
     try:
         EncoderSettings(**encoder)
     except ValueError as exc:
@@ -1120,7 +1122,8 @@ class _Batch:
         if self.encoder is None or is_image(dst):
             return dict(self.settings)
         codec = self.encoder.codec_for(dst)
-        return {**self.settings, "codec": codec, **{f"{codec} {k}": v for k, v in self.encoder.options_for(codec).items()}}
+        return {**self.settings, "codec": codec, "pix_fmt": self.encoder.pix_fmt or "the input's",
+                **{f"{codec} {k}": v for k, v in self.encoder.options_for(codec).items()}}
 
     def settings_changed(self, recorded: dict | None, dst: Path) -> str:
         """The settings this run makes ``dst`` with otherwise than ``recorded`` (its output's), as

@@ -360,6 +360,14 @@ def test_a_rerun_with_other_settings_says_it_keeps_the_output_made_with_the_old(
             "16, now 30); delete a.restored.mp4 to have it made with these") in err
     code, err = batch(clips / "a.mp4", "-o", out, "--crf", "16", "--preset", "veryfast")  # (x264's defaults: the same)
     assert code == 0 and "other settings" not in err
+    # a pixel format asked for is a setting too, and the batch writes it
+    code, err = batch(clips / "a.mp4", "-o", out, "--pix-fmt", "yuv444p")
+    assert code == 0 and "(pix_fmt: the input's, now yuv444p)" in err, err
+    (out / "a.restored.mp4").unlink()
+    assert batch(clips / "a.mp4", "-o", out, "--pix-fmt", "yuv444p")[0] == 0
+    from streamrestore.video.reader import probe
+
+    assert probe(out / "a.restored.mp4").pix_fmt == "yuv444p"
 
 
 def test_a_resumed_batchs_rate_counts_only_the_frames_it_restores(capsys):

@@ -245,7 +245,7 @@ def test_a_live_output_file_is_encoded_as_asked(synthetic_faces, tmp_path, capsy
     code = main(["live", "--source", str(src), "--no-window", "-o", "udp://127.0.0.1:5999", "--preset", "slow",
                  *_model_args()])
     err = capsys.readouterr().err
-    assert code == 2 and "--codec and --preset apply to file outputs" in err, err
+    assert code == 2 and "--codec, --preset and --pix-fmt apply to file outputs" in err, err
     code = main(["live", "--source", str(src), "--no-window", "-o", str(tmp_path / "x.mp4"), "--preset", "9",
                  *_model_args()])
     err = capsys.readouterr().err

@@ -221,6 +221,7 @@ def test_the_command_restores_a_photo(synthetic_faces, synthetic_refs, tmp_path,
 @pytest.mark.parametrize("options, named", [
     (["--start", "1"], "--start applies to videos only"),
     (["--crf", "20", "--codec", "libx265"], "--crf, --codec apply to videos only"),
+    (["--pix-fmt", "yuv420p"], "--pix-fmt applies to videos only"),
     (["--no-deinterlace"], "--no-deinterlace applies to videos only"),
 ])
 def test_video_options_given_for_a_photo_are_named(synthetic_faces, tmp_path, capsys, options, named):

@@ -527,6 +527,30 @@ def test_encoding_a_layout_few_players_play_is_said(tmp_path, caplog):
         assert sum("most browsers, phones and QuickTime do not play it" in note for note in notes) == said, notes
 
 
+def test_a_pixel_format_asked_for_is_written_with_no_warning(tmp_path):
+    """A 4:2:2 10-bit master was written 4:2:2 10-bit, with a warning that most browsers do not play it,
+    and nothing could ask for 4:2:0; EncoderSettings(pix_fmt=...) (--pix-fmt) does, for a batch's
+    chunks too (encoder_format), and says what does not fit."""
+    from streamrestore.video.writer import encoder_format
+
+    src = tmp_path / "master.mkv"
+    make_clip(src, frames=2, width=64, height=64, pix_fmt="yuv422p10le")
+    playable = EncoderSettings(preset="ultrafast", pix_fmt="yuv420p")
+    assert encoder_format(tmp_path / "chunk.mkv", probe(src), playable)[0] == "yuv420p"
+    assert notes_of_passthrough(src, tmp_path / "web.mp4", playable) == []
+    assert probe(tmp_path / "web.mp4").pix_fmt == "yuv420p"
+    with pytest.raises(ValueError, match="pix_fmt 'yuv42p' is no pixel format FFmpeg knows"):
+        EncoderSettings(pix_fmt="yuv42p")
+    with pytest.raises(OutputError, match="libx264 cannot write rgb48le video; it writes .*yuv420p"):
+        VideoWriter(tmp_path / "x.mp4", probe(src), EncoderSettings(pix_fmt="rgb48le"))
+    odd = tmp_path / "odd.mkv"
+    make_clip(odd, frames=2, width=65, height=64, pix_fmt="yuv444p")
+    with pytest.raises(OutputError, match="a 65x64 picture cannot be written as yuv420p, whose chroma is halved"):
+        VideoWriter(tmp_path / "y.mp4", probe(odd), playable)
+    assert notes_of_passthrough(odd, tmp_path / "odd444.mkv", EncoderSettings(preset="ultrafast", pix_fmt="yuv444p")) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["master.mkv", "odd.mkv", "odd444.mkv", "web.mp4"]
+
+
 def test_cover_art_and_other_video_streams_not_copied_are_said(tmp_path):
     """The restored video is written with the audio; cover art (an attached picture) and a second
     video stream are not, and the writer's notes say so instead of dropping them silently."""

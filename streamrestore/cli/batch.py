@@ -97,6 +97,7 @@ def main(argv: list[str]) -> int:
         backend=args.backend, fast_vae=args.fast_vae, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
         temporal=temporal, reference_detail=reference_detail_from_args(args), identity_gate=identity_gate_from_args(args),
         crop_resolution=crop_resolution_from_args(args), adapt=adapt, codec=args.codec, crf=args.crf, preset=args.preset,
+        pix_fmt=args.pix_fmt,
         torch_threads=args.torch_threads, deinterlace=not args.no_deinterlace,
         progress=not args.no_progress,
     )

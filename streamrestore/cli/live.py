@@ -93,8 +93,8 @@ def _encoder_settings(args: argparse.Namespace):
 
     encoder = encoder_from_args(args)
     files = [spec for spec in args.output if not is_url(spec)]
-    if (args.codec is not None or args.preset is not None) and not files:
-        raise UserError("--codec and --preset apply to file outputs; a stream is sent as H.264 (ultrafast, "
+    if (args.codec is not None or args.preset is not None or args.pix_fmt is not None) and not files:
+        raise UserError("--codec, --preset and --pix-fmt apply to file outputs; a stream is sent as H.264 (ultrafast, "
                         "zerolatency: every frame leaves at once), its quality set by --crf")
     for spec in files:
         try:

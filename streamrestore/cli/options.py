@@ -123,6 +123,9 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", help="libx264 (default; libx265 for 10-bit video, as phones record HDR; vp9 for "
                    ".webm), libx265, vp9, av1, or another video encoder of this FFmpeg by its name (prores_ks "
                    "into .mov, ffv1 into .mkv)")
+    p.add_argument("--pix-fmt", metavar="FORMAT", help="the output's pixel format (default: the input's chroma and "
+                   "depth where the encoder takes them, so a 4:2:2 10-bit master stays so; yuv420p plays in every "
+                   "browser and phone)")
 
 
 def add_deinterlace_option(p: argparse.ArgumentParser) -> None:
@@ -337,12 +340,12 @@ def restorer_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def encoder_from_args(args: argparse.Namespace) -> EncoderSettings:
-    """The :class:`~streamrestore.video.writer.EncoderSettings` of ``--codec/--crf/--preset``;
+    """The :class:`~streamrestore.video.writer.EncoderSettings` of ``--codec/--crf/--preset/--pix-fmt``;
     OutputError for a value the encoder cannot take."""
     from streamrestore.video.writer import EncoderSettings
 
     try:
-        return EncoderSettings(codec=args.codec, crf=args.crf, preset=args.preset)
+        return EncoderSettings(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
     except ValueError as exc:
         raise OutputError(f"bad encoder option: {exc}") from None
 

@@ -97,7 +97,7 @@ def _check_not_a_mistyped_command(given: str) -> None:
 
 #: the options that only a video takes: (attribute, option)
 _VIDEO_ONLY = (("start", "--start"), ("end", "--end"), ("crf", "--crf"), ("preset", "--preset"), ("codec", "--codec"),
-               ("no_deinterlace", "--no-deinterlace"))
+               ("pix_fmt", "--pix-fmt"), ("no_deinterlace", "--no-deinterlace"))
 
 
 def _check_photo_options(args: argparse.Namespace) -> None:

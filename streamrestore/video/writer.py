@@ -178,16 +178,20 @@ class EncoderSettings:
             above what shows; see the module's notes) and the encoder's balanced default elsewhere
             (vp9 cpu-used 2, svt-av1 preset 8, aom cpu-used 6).
         threads: encoder threads, 0 lets FFmpeg choose.
+        pix_fmt: the output's pixel format (default None: the input's chroma and depth where the
+            encoder takes them, so a 4:2:2 10-bit master stays so, and editors read it while most
+            browsers and phones do not play it; ``"yuv420p"`` plays everywhere).
 
     Raises:
-        ValueError: an encoder this FFmpeg build lacks, a ``crf`` outside 0-63, or negative
-            ``threads``.
+        ValueError: an encoder this FFmpeg build lacks, a ``crf`` outside 0-63, negative
+            ``threads`` or a ``pix_fmt`` FFmpeg does not know.
     """
 
     codec: str | None = None
     crf: int | None = None
     preset: str | None = None
     threads: int = 0
+    pix_fmt: str | None = None
 
     def __post_init__(self) -> None:
         check_kinds(self)
@@ -197,6 +201,12 @@ class EncoderSettings:
             raise ValueError(f"crf must be between 0 and 63 (libx264 and libx265 take 0-51), got {self.crf}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.pix_fmt is not None:
+            try:
+                av.VideoFormat(self.pix_fmt)
+            except (ValueError, av.error.FFmpegError):
+                raise ValueError(f"pix_fmt {self.pix_fmt!r} is no pixel format FFmpeg knows (yuv420p plays "
+                                 "everywhere)") from None
 
     def codec_for(self, dst: Path, pix_fmt: str | None = None) -> str:
         """The encoder for an output at ``dst`` of a source in ``pix_fmt`` (the default depends on
@@ -386,11 +396,26 @@ def _pts(frame: av.VideoFrame) -> int:
     return cast(int, frame.pts)
 
 
-def _output_pix_fmt(codec: str, info: VideoInfo) -> tuple[str, str | None]:
+def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> tuple[str, str | None]:
     """Pixel format that keeps the source's depth and, for odd sizes, every pixel exact; and a
     warning when few players play it (None: widely played). Only the writer says the warning (in its
-    notes): a batch converts each chunk's frames ahead (:func:`encoder_format`) and would say it per chunk."""
+    notes): a batch converts each chunk's frames ahead (:func:`encoder_format`) and would say it per chunk.
+    ``wanted`` (``EncoderSettings.pix_fmt``) is taken as asked, with no warning.
+
+    Raises:
+        OutputError: ``wanted`` is not one ``codec`` writes, or halves the chroma of an odd-sized picture.
+    """
     supported = {f.name for f in (av.Codec(codec, "w").video_formats or ())}
+    if wanted is not None:
+        if supported and wanted not in supported:
+            raise OutputError(f"{codec} cannot write {wanted} video; it writes {', '.join(sorted(supported))}")
+        luma, *chroma = av.VideoFormat(wanted, 4, 4).components
+        halved_across = any(c.width < luma.width for c in chroma)
+        halved_down = any(c.height < luma.height for c in chroma)
+        if (halved_across and info.width % 2) or (halved_down and info.height % 2):
+            raise OutputError(f"a {info.width}x{info.height} picture cannot be written as {wanted}, whose chroma is "
+                              "halved (an even size is needed); write yuv444p, or leave the format out")
+        return wanted, None
     # yuvj* are deprecated aliases for full-range yuv; the range goes in the colour tags.
     source = info.pix_fmt.replace("yuvj", "yuv")
     pix_fmt = source if source in supported and source.startswith("yuv") else "yuv420p"
@@ -405,7 +430,8 @@ def _output_pix_fmt(codec: str, info: VideoInfo) -> tuple[str, str | None]:
                       "players and phones do not decode; use an even size or --codec vp9/av1 for widest playback")
     if codec in _WIDELY_PLAYED and pix_fmt not in _WIDELY_PLAYED[codec]:
         return pix_fmt, (f"encoding {codec} as {pix_fmt} to keep the input's chroma and depth: editors read it, "
-                         "but most browsers, phones and QuickTime do not play it")
+                         "but most browsers, phones and QuickTime do not play it (--pix-fmt yuv420p plays everywhere; "
+                         "library: EncoderSettings(pix_fmt=...))")
     return pix_fmt, None
 
 
@@ -425,7 +451,7 @@ def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSet
     """
     settings = settings if settings is not None else EncoderSettings()
     codec = settings.codec_for(Path(dst), info.pix_fmt)
-    pix_fmt, _ = _output_pix_fmt(codec, info)
+    pix_fmt, _ = _output_pix_fmt(codec, info, settings.pix_fmt)
     if info.color_range is not None:
         color_range = info.color_range or None
     else:
@@ -598,7 +624,7 @@ class VideoWriter:
                               "codec) or choose another --codec") from None
         stream.width = info.width
         stream.height = info.height
-        stream.pix_fmt, playback = _output_pix_fmt(self._codec, info)
+        stream.pix_fmt, playback = _output_pix_fmt(self._codec, info, self.settings.pix_fmt)
         if playback:  # (a note, not a log line: a run's stats carry it to a library's caller too)
             self.notes.append(playback)
         # Encoder and stream work in the source's time base so every pts maps 1:1.
