@@ -982,8 +982,10 @@ def run(
     except ValueError as exc:
         raise UserError(f"bad pipeline option: {exc}") from None
     encoder = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt}
-    try:
-        EncoderSettings(**encoder)
+    try:  # a format, crf or preset the codec asked for refuses would fail every input in the workers
+        settings = EncoderSettings(**encoder)
+        if settings.codec is not None:  # (else each output's own default codec: .webm's is VP9)
+            settings.check_for(settings.codec)
     except ValueError as exc:
         raise UserError(f"bad encoder option: {exc}") from None
     if ray in (None, "local"):  # on a cluster the driver may have no GPU; the workers check theirs

@@ -322,8 +322,9 @@ class RunStats:
         Keys: ``frames``, ``frames_with_faces``, ``frames_restored``; ``faces`` (faces seen),
         ``faces_restored`` (restored and changed), ``faces_left_clean`` (left as they were: the
         quality gate found nothing to restore), ``faces_left_dim`` (left as they were: too dark or
-        flat to judge), ``faces_unmatched`` and ``faces_skipped`` (left alone: ``--unmatched skip``,
-        beyond ``--max-faces``); ``seconds`` and ``startup_seconds`` (0 when not timed);
+        flat to judge), ``faces_unmatched`` (matching no reference set: restored, or left alone with
+        ``--unmatched skip``), ``faces_skipped`` (left alone: ``--unmatched skip``, beyond
+        ``--max-faces``); ``seconds`` and ``startup_seconds`` (0 when not timed);
         ``references`` (the sets' names), ``references_skipped`` (each set's photos not used, with
         why: ``"wall.png (no face)"``; said as warnings when the photos were loaded); ``tracks``, one per track in order of appearance:
         ``id``, ``identity`` (the set it matched, or None), ``first_frame``, ``last_frame``,

@@ -130,7 +130,9 @@ def test_bench_rejects_unknown_backend_and_missing_clip(tmp_path, capsys):
     capsys.readouterr()
     # said before the clip is read (it is missing here): the run would end without its results
     for argv, words in ((["--resolution", "7"], "--resolution must be at least 8, got 7"),
-                        (["--json", str(tmp_path)], "is a folder; give a file name")):
+                        (["--json", str(tmp_path)], "is a folder; give a file name"),
+                        # (it wrote a file named "-", where the main command's --json - is standard output)
+                        (["--json", "-"], "--json -: this command prints its table on standard output")):
         assert main(["bench", str(tmp_path / "missing.mp4"), "--model", "identity", *argv]) == 2
         assert words in capsys.readouterr().err
 

@@ -246,6 +246,10 @@ def test_a_live_output_file_is_encoded_as_asked(synthetic_faces, tmp_path, capsy
                  *_model_args()])
     err = capsys.readouterr().err
     assert code == 2 and "--codec, --preset and --pix-fmt apply to file outputs" in err, err
+    code = main(["live", "--source", str(src), "--no-window", "-o", str(tmp_path / "y.mp4"), "--pix-fmt", "yuv420p12le",
+                 *_model_args()])  # (said before the models load, not when the first frame is written)
+    err = capsys.readouterr().err
+    assert code == 2 and "bad encoder option: libx264 cannot write yuv420p12le video" in err, err
     code = main(["live", "--source", str(src), "--no-window", "-o", str(tmp_path / "x.mp4"), "--preset", "9",
                  *_model_args()])
     err = capsys.readouterr().err

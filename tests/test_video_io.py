@@ -551,6 +551,19 @@ def test_a_pixel_format_asked_for_is_written_with_no_warning(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["master.mkv", "odd.mkv", "odd444.mkv", "web.mp4"]
 
 
+def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
+    """A 12-bit master through H.264 (which writes 10 bits at most) became 8-bit 4:2:0 without a word."""
+    src = tmp_path / "master12.mkv"
+    make_clip(src, frames=2, width=64, height=64, codec="libx265", pix_fmt="yuv420p12le",
+              options={"preset": "ultrafast", "x265-params": "log-level=error"})
+    notes = notes_of_passthrough(src, tmp_path / "h264.mkv", EncoderSettings(codec="libx264", preset="ultrafast"))
+    assert any("libx264 cannot write the input's yuv420p12le (12 bits per sample): written as yuv420p (8 bits); "
+               "--codec libx265 keeps up to 12" in note for note in notes), notes
+    notes = notes_of_passthrough(src, tmp_path / "h265.mkv", EncoderSettings(codec="libx265", preset="ultrafast"))
+    assert not any("cannot write the input's" in note for note in notes) and probe(tmp_path / "h265.mkv").pix_fmt \
+        == "yuv420p12le"
+
+
 def test_cover_art_and_other_video_streams_not_copied_are_said(tmp_path):
     """The restored video is written with the audio; cover art (an attached picture) and a second
     video stream are not, and the writer's notes say so instead of dropping them silently."""

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(rtsp://, rtmp://, srt://, udp://, http://)")
     p.add_argument("-o", "--output", action="append", default=[], metavar="FILE|URL",
                    help="also write the restored stream to a file (.mp4, .mkv, .ts, ...) or a URL "
-                        "(udp://HOST:PORT sends MPEG-TS; srt://, rtmp://, rtsp://); repeatable")
+                        "(udp://HOST:PORT sends MPEG-TS; srt://, tcp://, rtp://, rtmp://, rtmps://, rtsp://); repeatable")
     p.add_argument("--no-window", action="store_true", help="no preview window (for servers; use with --output)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames were output")
     p.add_argument("--loop", action="store_true", help="a file source starts again at its end")

@@ -60,6 +60,8 @@ def check_output_file(path: str | None, option: str) -> None:
 
     if path is None:
         return
+    if path == "-":  # (the main command's --json - is standard output; here the table is)
+        raise OutputError(f"{option} -: this command prints its table on standard output; give {option} a file name")
     target = Path(path).expanduser()
     if target.is_dir():
         raise OutputError(f"{option} {path} is a folder; give a file name")
@@ -112,12 +114,14 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
     p.add_argument("--detect-every", type=int, default=3, metavar="K",
                    help="run the face detector on every K-th frame, optical flow in between (default 3; 1: every frame)")
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="more messages; the run summary adds each track's similarity to every reference set")
+                   help="more messages; the run summary adds each track's similarity to every reference set and "
+                        "the share of the model's change the quality gate kept")
 
 
 def add_encoder_options(p: argparse.ArgumentParser) -> None:
     """The output encoder's options (``streamrestore.video.writer.EncoderSettings``)."""
-    p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces)")
+    p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces; "
+                   "live's streams: 23)")
     p.add_argument("--preset", help="encoder speed preset: x264/x265 a name (ultrafast ... veryslow; default "
                    "veryfast, e.g. medium for smaller files), vp9 -8..8, svt-av1 -2..13 (a number: lower is slower)")
     p.add_argument("--codec", help="libx264 (default; libx265 for 10-bit video, as phones record HDR; vp9 for "
@@ -125,7 +129,7 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
                    "into .mov, ffv1 into .mkv)")
     p.add_argument("--pix-fmt", metavar="FORMAT", help="the output's pixel format (default: the input's chroma and "
                    "depth where the encoder takes them, so a 4:2:2 10-bit master stays so; yuv420p plays in every "
-                   "browser and phone)")
+                   "browser and phone, and an odd-sized picture needs yuv444p; files only)")
 
 
 def add_deinterlace_option(p: argparse.ArgumentParser) -> None:
@@ -254,8 +258,8 @@ def add_adapt_options(p: argparse.ArgumentParser) -> None:
     """Per-identity adaptation (``streamrestore.model.adapt.AdaptConfig``): ``--adapt`` and its settings."""
     p.add_argument("--adapt", action="store_true",
                    help="fine-tune the model on each person's reference photos first (lite; about a minute per "
-                        "person on a CPU, once: cached in ~/.cache/streamrestore/adapted, or under "
-                        "$STREAMRESTORE_CACHE); stronger identity where the photos match the video")
+                        "person on a CPU, once: cached in the cache folder's adapted/, which `streamrestore cache` "
+                        "shows); stronger identity where the photos match the video")
     p.add_argument("--adapt-part", choices=("head", "unet"), default=None,
                    help="what --adapt fine-tunes: only the detail head (default; about a minute per person on a "
                         "CPU) or the UNet (minutes)")

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=parse_time, help="start time (seconds or HH:MM:SS, counted from the start of "
                    "the file as players show it)")
     p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS, on the same clock)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file (and --json file)")
     add_deinterlace_option(p)
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)

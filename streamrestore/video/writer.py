@@ -217,15 +217,19 @@ class EncoderSettings:
             return self.codec
         if dst.suffix.lower() == ".webm":
             return resolve_codec("vp9")
+        pix_fmt = self.pix_fmt or pix_fmt  # (one asked for decides: 8-bit 4:2:0 asked of a 10-bit input is H.264)
         if pix_fmt == "yuv420p10le" and "libx265" in av.codecs_available:
             return "libx265"
         return "libx264"
 
     def check_for(self, codec: str) -> None:
-        """Raises ValueError, naming what the encoder takes, for a ``preset`` or ``crf`` the
-        encoder ``codec`` would refuse when it is opened."""
+        """Raises ValueError, naming what the encoder takes, for a ``preset``, ``crf`` or
+        ``pix_fmt`` the encoder ``codec`` would refuse when it is opened."""
         if self.crf is not None and self.crf > _CRF_MAX.get(codec, 63):
             raise ValueError(f"{codec} takes crf 0-{_CRF_MAX[codec]}, got {self.crf}")
+        writes = {f.name for f in (av.Codec(codec, "w").video_formats or ())}
+        if self.pix_fmt is not None and writes and self.pix_fmt not in writes:
+            raise ValueError(f"{codec} cannot write {self.pix_fmt} video; it writes {', '.join(sorted(writes))}")
         if self.preset is None:
             return
         if codec in ("libx264", "libx265") and self.preset not in _X26X_PRESETS:
@@ -333,10 +337,7 @@ def _n_streams(count: int, kind: str) -> str:
 def _notes_on(info: VideoInfo) -> list[str]:
     """What the output will not keep of a video described by ``info`` (see ``VideoWriter.notes``)."""
     notes = []
-    try:
-        bits = max(c.bits for c in av.VideoFormat(info.pix_fmt).components)
-    except (ValueError, av.error.FFmpegError):
-        bits = 8
+    bits = _bits(info.pix_fmt)
     if bits > 8 and info.pix_fmt not in DEEP_YUV420 and info.pix_fmt not in DEEP_PLANAR:  # (those keep it)
         notes.append(f"the input has {bits} bits per sample ({info.pix_fmt}): frames with faces are restored "
                      "at 8 bits, frames without keep theirs")
@@ -421,6 +422,9 @@ def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> t
     pix_fmt = source if source in supported and source.startswith("yuv") else "yuv420p"
     if pix_fmt not in supported and supported:
         pix_fmt = sorted(supported)[0]
+    # a depth the encoder cannot write (12 bits, or 10-bit RGB, in H.264) was dropped to 8 without a word
+    depth = (f"{codec} cannot write the input's {source} ({_bits(source)} bits per sample): written as {pix_fmt} "
+             f"({_bits(pix_fmt)} bits); --codec libx265 keeps up to 12") if _bits(pix_fmt) < _bits(source) else None
     odd = info.width % 2 or info.height % 2
     if odd and codec in _NEEDS_EVEN_SUBSAMPLED and not pix_fmt.startswith("yuv444"):
         # 4:4:4 codes odd sizes exactly; padding would shift nothing but could not be
@@ -432,7 +436,15 @@ def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> t
         return pix_fmt, (f"encoding {codec} as {pix_fmt} to keep the input's chroma and depth: editors read it, "
                          "but most browsers, phones and QuickTime do not play it (--pix-fmt yuv420p plays everywhere; "
                          "library: EncoderSettings(pix_fmt=...))")
-    return pix_fmt, None
+    return pix_fmt, depth
+
+
+def _bits(pix_fmt: str) -> int:
+    """The most bits per sample of the pixel format ``pix_fmt`` (8 where FFmpeg does not know it)."""
+    try:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components)
+    except (ValueError, av.error.FFmpegError):
+        return 8
 
 
 def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSettings | None = None
