@@ -552,13 +552,22 @@ def test_a_pixel_format_asked_for_is_written_with_no_warning(tmp_path):
 
 
 def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
-    """A 12-bit master through H.264 (which writes 10 bits at most) became 8-bit 4:2:0 without a word."""
+    """A 12-bit master through H.264 (which writes 10 bits at most) became 8-bit 4:2:0 without a word: now
+    the deepest H.264 writes, said."""
     src = tmp_path / "master12.mkv"
     make_clip(src, frames=2, width=64, height=64, codec="libx265", pix_fmt="yuv420p12le",
               options={"preset": "ultrafast", "x265-params": "log-level=error"})
     notes = notes_of_passthrough(src, tmp_path / "h264.mkv", EncoderSettings(codec="libx264", preset="ultrafast"))
-    assert any("libx264 cannot write the input's yuv420p12le (12 bits per sample): written as yuv420p (8 bits); "
+    assert any("libx264 cannot write the input's yuv420p12le (12 bits per sample): written as yuv420p10le (10 bits); "
                "--codec libx265 keeps up to 12" in note for note in notes), notes
+    assert probe(tmp_path / "h264.mkv").pix_fmt == "yuv420p10le"  # (the most H.264 keeps: it was 8 bits)
+    # a semi-planar 10-bit source (a hardware decoder's p010) keeps its 10 bits too (it was written at 8)
+    import dataclasses
+
+    from streamrestore.video.writer import encoder_format
+
+    p010 = dataclasses.replace(probe(src), pix_fmt="p010le")
+    assert encoder_format(tmp_path / "x.mp4", p010, EncoderSettings(codec="libx264"))[0] == "yuv420p10le"
     notes = notes_of_passthrough(src, tmp_path / "h265.mkv", EncoderSettings(codec="libx265", preset="ultrafast"))
     assert not any("cannot write the input's" in note for note in notes) and probe(tmp_path / "h265.mkv").pix_fmt \
         == "yuv420p12le"

@@ -218,7 +218,7 @@ class EncoderSettings:
         if dst.suffix.lower() == ".webm":
             return resolve_codec("vp9")
         pix_fmt = self.pix_fmt or pix_fmt  # (one asked for decides: 8-bit 4:2:0 asked of a 10-bit input is H.264)
-        if pix_fmt == "yuv420p10le" and "libx265" in av.codecs_available:
+        if pix_fmt in ("yuv420p10le", "p010le") and "libx265" in av.codecs_available:
             return "libx265"
         return "libx264"
 
@@ -420,6 +420,8 @@ def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> t
     # yuvj* are deprecated aliases for full-range yuv; the range goes in the colour tags.
     source = info.pix_fmt.replace("yuvj", "yuv")
     pix_fmt = source if source in supported and source.startswith("yuv") else "yuv420p"
+    if pix_fmt != source and _bits(source) > 8:  # a deep source keeps what depth the encoder writes
+        pix_fmt = _nearest_yuv(source, supported)
     if pix_fmt not in supported and supported:
         pix_fmt = sorted(supported)[0]
     # a depth the encoder cannot write (12 bits, or 10-bit RGB, in H.264) was dropped to 8 without a word
@@ -433,10 +435,29 @@ def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> t
         return high, (f"{info.width}x{info.height} is odd-sized: encoding {codec} as {high} (4:4:4), which some "
                       "players and phones do not decode; use an even size or --codec vp9/av1 for widest playback")
     if codec in _WIDELY_PLAYED and pix_fmt not in _WIDELY_PLAYED[codec]:
-        return pix_fmt, (f"encoding {codec} as {pix_fmt} to keep the input's chroma and depth: editors read it, "
-                         "but most browsers, phones and QuickTime do not play it (--pix-fmt yuv420p plays everywhere; "
-                         "library: EncoderSettings(pix_fmt=...))")
+        played = (f"encoding {codec} as {pix_fmt} to keep the input's chroma and depth: editors read it, but most "
+                  "browsers, phones and QuickTime do not play it (--pix-fmt yuv420p plays everywhere; library: "
+                  "EncoderSettings(pix_fmt=...))")
+        return pix_fmt, played if depth is None else f"{depth}; {played}"
     return pix_fmt, depth
+
+
+def _nearest_yuv(source: str, supported: set[str]) -> str:
+    """The planar YUV format of ``supported`` nearest ``source``: its chroma layout (planar RGB as
+    4:4:4) at its depth, else the deepest below it (p010le is yuv420p10le; 12 bits through H.264
+    are 10); yuv420p where none has its layout."""
+    def layout(name: str) -> tuple[int, int]:
+        try:
+            luma, *chroma = av.VideoFormat(name, 4, 4).components
+        except (ValueError, av.error.FFmpegError):
+            return (2, 2)
+        if not chroma:
+            return (1, 1)
+        return (luma.width // max(chroma[0].width, 1), luma.height // max(chroma[0].height, 1))
+
+    plain = [name for name in supported if name.startswith("yuv") and not name.startswith(("yuvj", "yuva"))]
+    same = [name for name in plain if layout(name) == layout(source) and _bits(name) <= _bits(source)]
+    return max(same, key=_bits) if same else "yuv420p"
 
 
 def _bits(pix_fmt: str) -> int:
