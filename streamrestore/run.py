@@ -382,7 +382,7 @@ class RunStats:
             left = []
             if clean:
                 left.append(f"{_n(clean, 'clean face')} left as {'it was' if clean == 1 else 'they were'} "
-                            "(the quality gate: nothing to restore)")
+                            "(the quality gate: nothing to restore; --no-quality-gate restores them anyway)")
             if dim:  # (their measure is the noise's: "clean" would misstate a dark, blurred face)
                 left.append(f"{_n(dim, 'face')} too dark or flat to judge left as {'it was' if dim == 1 else 'they were'} "
                             "(in so little contrast the quality gate cannot tell a blurred face from a clean one)")

@@ -218,6 +218,26 @@ def test_the_command_restores_a_photo(synthetic_faces, synthetic_refs, tmp_path,
         assert out.format == "JPEG" and out.size == (240, 180)
 
 
+def test_no_quality_gate_restores_the_faces_the_gate_finds_clean(synthetic_faces, tmp_path, capsys):
+    """A GFPGAN user's old photos: every face was "clean, left as it was" and nothing could ask for them
+    to be restored anyway."""
+    import json
+
+    rgb, _ = _scene()
+    src = _saved(tmp_path / "photo.png", rgb)
+    counts = {}
+    for name, extra in (("default", []), ("forced", ["--no-quality-gate"])):
+        out = tmp_path / f"{name}.json"
+        code = main([str(src), "-o", str(tmp_path / f"{name}.png"), "--model", "identity", "--json", str(out), *extra])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        record = json.loads(out.read_text())
+        counts[name] = (record["faces_restored"], record["faces_left_clean"])
+        if name == "default":
+            assert "--no-quality-gate restores them anyway" in err
+    assert counts == {"default": (0, 1), "forced": (1, 0)}
+
+
 @pytest.mark.parametrize("options, named", [
     (["--start", "1"], "--start applies to videos only"),
     (["--crf", "20", "--codec", "libx265"], "--crf, --codec apply to videos only"),

@@ -287,7 +287,7 @@ def test_a_dark_face_the_gate_leaves_alone_is_said_too_dim_to_judge_not_clean(sh
     streamed = FaceRestorer(_Stripes(128), Fixed(), config=config)  # (frames finished on another thread)
     assert len(list(streamed.stream([dark_blurred.copy(), frame.copy(), dark_blurred.copy()]))) == 3
     assert (streamed.stats.faces_left_clean, streamed.stats.faces_left_dim) == (3, 2)
-    assert ("of these, 0 restored, 1 clean face left as it was (the quality gate: nothing to restore) and 1 face "
+    assert ("of these, 0 restored, 1 clean face left as it was (the quality gate: nothing to restore; --no-quality-gate restores them anyway) and 1 face "
             "too dark or flat to judge left as it was (in so little contrast") in fr.stats.summary()
     with pytest.raises(ValueError, match="dim_below"):
         QualityGateConfig(dim_below=-1.0)

@@ -197,6 +197,21 @@ def add_identity_gate_option(p: argparse.ArgumentParser) -> None:
                         "0 turns this identity check off (default 0.02; needs an insightface model pack)")
 
 
+def add_quality_gate_option(p: argparse.ArgumentParser) -> None:
+    """``--no-quality-gate`` (``streamrestore.quality.QualityGateConfig(enabled=False)``)."""
+    p.add_argument("--no-quality-gate", action="store_true",
+                   help="restore every face, also those the quality gate finds clean (by default a face that "
+                        "looks sharp at its size in the frame is left as it was: a clean face must not get worse; "
+                        "small faces in old photos often measure so)")
+
+
+def quality_gate_from_args(args: argparse.Namespace):
+    """The ``QualityGateConfig`` of ``--no-quality-gate`` (its defaults without it)."""
+    from streamrestore.quality import QualityGateConfig
+
+    return QualityGateConfig(enabled=False) if getattr(args, "no_quality_gate", False) else QualityGateConfig()
+
+
 def add_crop_resolution_option(p: argparse.ArgumentParser) -> None:
     """The side of the pipeline's aligned crops (``PipelineConfig.crop_resolution``)."""
     p.add_argument("--crop-resolution", type=_crop_resolution, default=None, metavar="N|auto",
@@ -331,7 +346,7 @@ def pipeline_config(args: argparse.Namespace, **changes: Any) -> PipelineConfig:
     return PipelineConfig(max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
                           temporal=temporal_from_args(args), reference_detail=reference_detail_from_args(args),
                           identity_gate=identity_gate_from_args(args), crop_resolution=crop_resolution_from_args(args),
-                          **changes)
+                          gate=quality_gate_from_args(args), **changes)
 
 
 def restorer_options(args: argparse.Namespace) -> dict[str, Any]:
