@@ -744,6 +744,14 @@ def test_a_link_as_the_output_is_written_through(tmp_path):
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["target.mp4"]
 
 
+def test_a_picture_as_a_videos_output_says_how_to_look_at_one_frame(tmp_path):
+    """``streamrestore clip.mp4 --start 3 --end 3.04 -o frame.png`` (a preview, as other tools give) said
+    "cannot write .png files keeping every frame's timing"."""
+    with pytest.raises(OutputError, match=r"a video is written as a video, not as a \.png picture; to look at one "
+                                          r"frame restored, restore a short window"):
+        VideoWriter(tmp_path / "frame.png", probe(_small_source(tmp_path)), FAST)
+
+
 @pytest.mark.parametrize("output, said", [
     ("-", "writing to standard output \\(-o -\\) is not supported"),
     (os.devnull, "is not a regular file \\(a device, pipe or socket\\)"),

@@ -602,6 +602,14 @@ class VideoWriter:
     def _check_destination(self, force: bool) -> None:
         dst = self.dst
         check_output_path(dst, force, "out.mp4")
+        from streamrestore.images import PHOTO_OUTPUT_SUFFIXES  # noqa: PLC0415
+
+        if dst.suffix.lower() in PHOTO_OUTPUT_SUFFIXES:  # (a look at one restored frame, as other tools give)
+            raise OutputError(
+                f"a video is written as a video, not as a {dst.suffix} picture; to look at one frame restored, "
+                "restore a short window (--start 3 --end 3.5 -o preview.mp4), or save the frame as a photo first "
+                "(ffmpeg -ss 3 -i IN -frames:v 1 frame.png) and restore that"
+            )
         if dst.suffix.lower() not in TIMESTAMP_CONTAINERS:
             raise OutputError(
                 f"cannot write {dst.suffix or 'extension-less'} files keeping every frame's "
