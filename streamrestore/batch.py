@@ -916,6 +916,7 @@ def run(
     reference_detail=None,
     identity_gate=None,
     quality_gate=None,
+    match_threshold: float | None = None,
     crop_resolution: int | str | None = "auto",
     adapt=None,
     codec: str | None = None,
@@ -940,7 +941,7 @@ def run(
     ``fast_vae``: decode with TAESD, as the main command's ``--fast-vae`` (the path must exist on
     every worker's machine, as ``face_models``). ``temporal``,
     ``reference_detail``, ``identity_gate``, ``crop_resolution``: the ``PipelineConfig`` fields of
-    those names (None: their defaults); ``quality_gate``: its ``gate``. ``adapt``: an :class:`~streamrestore.model.adapt.AdaptConfig`
+    those names (None: their defaults); ``quality_gate``: its ``gate``; ``match_threshold``: its own. ``adapt``: an :class:`~streamrestore.model.adapt.AdaptConfig`
     to fine-tune the model on each person's photos (as the main command's ``--adapt``): on Ray one
     worker adapts first, and the others load its fine-tunes instead of adapting again (on their own
     machines too); ignored without ``refs``. ``deinterlace``: as :func:`~streamrestore.api.restore_video`'s.
@@ -971,7 +972,7 @@ def run(
     if torch_threads is not None and torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {torch_threads}")
     config = {"max_faces": max_faces, "unmatched": unmatched, "detect_every": detect_every,
-              "crop_resolution": crop_resolution}
+              "crop_resolution": crop_resolution, "match_threshold": match_threshold}
     for name, value in (("temporal", temporal), ("reference_detail", reference_detail),
                         ("identity_gate", identity_gate), ("gate", quality_gate)):
         if value is not None:

@@ -130,6 +130,10 @@ class PipelineConfig:
         identity_gate: holds back the restorer's change where it makes a face less like its
             person's references (after the quality gate, before the reference detail and the fusion; needs references and an
             insightface embedder); see :class:`streamrestore.quality.IdentityGateConfig`.
+        match_threshold: the similarity (cosine, in [-1, 1]) a track needs to a person's photos to be
+            that person (default None: the value measured for the embedder, 0.40 for insightface's;
+            :class:`~streamrestore.faces.identity.IdentityMatcher`). Lower it when photos from other
+            light or years score a little under it against the person's own face.
     """
 
     max_faces: int | None = None
@@ -144,9 +148,12 @@ class PipelineConfig:
     reference_detail: ReferenceDetailConfig = field(default_factory=ReferenceDetailConfig)
     identity_gate: IdentityGateConfig = field(default_factory=IdentityGateConfig)
     crop_resolution: int | str | None = "auto"
+    match_threshold: float | None = None
 
     def __post_init__(self) -> None:
         check_kinds(self)
+        if self.match_threshold is not None and not -1.0 <= self.match_threshold <= 1.0:
+            raise ValueError(f"match_threshold is a cosine similarity in [-1, 1], got {self.match_threshold!r}")
         if self.max_faces is not None and self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1 or None, got {self.max_faces}")
         if self.unmatched not in ("restore", "skip"):
@@ -274,7 +281,7 @@ class FaceRestorer:
         self._single_identity = self.reference_sets[0].name if len(self.reference_sets) == 1 and not needs_matching else None
         scoring = needs_matching or (self._single_identity is not None and embedder is not None
                                      and self.reference_sets[0].embedder in (None, getattr(embedder, "name", None)))
-        self._matcher = IdentityMatcher(self.reference_sets) if scoring else None
+        self._matcher = IdentityMatcher(self.reference_sets, threshold=config.match_threshold) if scoring else None
         self._said_unlike = False  # a face restored toward someone else's photos was said mid-run
         #: say it mid-run (False: a batch chunk's worker, whose track and frame numbers are its chunk's;
         #: the joined input's warnings say it)

@@ -250,7 +250,7 @@ class RunStats:
                 continue
             said.append(NO_FACE_MATCHED.format(name=name)
                         + f" (the closest {self._unit} scored {max(scores):.2f}, a match needs "
-                        f"{self.match_threshold:.2f}; -v shows each {self._unit}'s score): if {name} is in the "
+                        f"{self.match_threshold:.2f}, --match-threshold; -v shows each {self._unit}'s score): if {name} is in the "
                         f"{'photo' if self.photo else 'video'}, those faces were treated as unmatched (--unmatched); "
                         "photos in the footage's light and pose match best")
         return said

@@ -1065,3 +1065,23 @@ def test_a_restorer_used_in_a_forked_process_says_so_instead_of_hanging(tmp_path
     assert len(lines) == 3 and all("forked from it" in line and "build the FaceRestorer in each worker" in line
                                    for line in lines), lines
     assert fr.process(np.zeros((64, 64, 3), np.uint8)).shape == (64, 64, 3)  # the parent's own still works
+
+
+def test_the_match_threshold_is_the_users_to_set(tmp_path, capsys):
+    """facefusion's reference face distance has a setting; ours was fixed at the embedder's 0.40 (Lin's
+    photo scored 0.35 against his own face in the Hamilton clip, and nothing could let it match)."""
+    from streamrestore.faces.references import load_reference_sets
+
+    folders = (sf.write_portraits(tmp_path / "ann", "ann"), sf.write_portraits(tmp_path / "ben", "ben"))
+    embedder = sf.SyntheticFaceEmbedder()
+    sets = load_reference_sets([str(f) for f in folders], sf.SyntheticFaceDetector(), embedder, 128)
+    default = FaceRestorer(IdentityRestorer(128), sf.SyntheticFaceDetector(), sets, embedder=embedder)
+    lowered = FaceRestorer(IdentityRestorer(128), sf.SyntheticFaceDetector(), sets, embedder=embedder,
+                           config=PipelineConfig(match_threshold=0.2))
+    assert lowered.stats.match_threshold == 0.2 != default.stats.match_threshold
+    with pytest.raises(ValueError, match="match_threshold is a cosine similarity in \\[-1, 1\\], got 1.5"):
+        PipelineConfig(match_threshold=1.5)
+    from streamrestore.cli import main
+
+    assert main([str(tmp_path / "x.mp4"), "--match-threshold", "2"]) == 2
+    assert "--match-threshold is a cosine similarity in [-1, 1], got 2.0" in capsys.readouterr().err

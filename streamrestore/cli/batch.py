@@ -22,6 +22,7 @@ from streamrestore.cli.options import (
     add_deinterlace_option,
     add_encoder_options,
     add_identity_gate_option,
+    add_match_threshold_option,
     add_model_options,
     add_quality_gate_option,
     add_reference_detail_option,
@@ -29,6 +30,7 @@ from streamrestore.cli.options import (
     check_face_options,
     crop_resolution_from_args,
     identity_gate_from_args,
+    match_threshold_from_args,
     quality_gate_from_args,
     reference_detail_from_args,
     temporal_from_args,
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_detail_option(p)
     add_identity_gate_option(p)
     add_quality_gate_option(p)
+    add_match_threshold_option(p)
     add_crop_resolution_option(p)
     add_adapt_options(p)
     add_encoder_options(p)
@@ -99,7 +102,7 @@ def main(argv: list[str]) -> int:
         model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
         backend=args.backend, fast_vae=args.fast_vae, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
         temporal=temporal, reference_detail=reference_detail_from_args(args), identity_gate=identity_gate_from_args(args),
-        quality_gate=quality_gate_from_args(args),
+        quality_gate=quality_gate_from_args(args), match_threshold=match_threshold_from_args(args),
         crop_resolution=crop_resolution_from_args(args), adapt=adapt, codec=args.codec, crf=args.crf, preset=args.preset,
         pix_fmt=args.pix_fmt,
         torch_threads=args.torch_threads, deinterlace=not args.no_deinterlace,

@@ -31,6 +31,7 @@ from streamrestore.cli.options import (
     add_deinterlace_option,
     add_encoder_options,
     add_identity_gate_option,
+    add_match_threshold_option,
     add_model_options,
     add_quality_gate_option,
     add_reference_detail_option,
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_detail_option(p)
     add_identity_gate_option(p)
     add_quality_gate_option(p)
+    add_match_threshold_option(p)
     add_crop_resolution_option(p)
     add_adapt_options(p)
     add_deinterlace_option(p)

@@ -205,6 +205,22 @@ def add_quality_gate_option(p: argparse.ArgumentParser) -> None:
                         "small faces in old photos often measure so)")
 
 
+def add_match_threshold_option(p: argparse.ArgumentParser) -> None:
+    """``--match-threshold`` (``PipelineConfig.match_threshold``)."""
+    p.add_argument("--match-threshold", type=float, default=None, metavar="F",
+                   help="similarity a face needs to a person's photos to be that person (cosine; default: the "
+                        "embedder's measured value, 0.40 for insightface's; the summary says what each track scored "
+                        "with -v); lower it when the photos' light or age keeps the person's own face just under it")
+
+
+def match_threshold_from_args(args: argparse.Namespace) -> float | None:
+    """``--match-threshold`` checked (UserError outside [-1, 1]); None when not given."""
+    value = getattr(args, "match_threshold", None)
+    if value is not None and not -1.0 <= value <= 1.0:
+        raise UserError(f"--match-threshold is a cosine similarity in [-1, 1], got {value}")
+    return value
+
+
 def quality_gate_from_args(args: argparse.Namespace):
     """The ``QualityGateConfig`` of ``--no-quality-gate`` (its defaults without it)."""
     from streamrestore.quality import QualityGateConfig
@@ -346,7 +362,8 @@ def pipeline_config(args: argparse.Namespace, **changes: Any) -> PipelineConfig:
     return PipelineConfig(max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
                           temporal=temporal_from_args(args), reference_detail=reference_detail_from_args(args),
                           identity_gate=identity_gate_from_args(args), crop_resolution=crop_resolution_from_args(args),
-                          gate=quality_gate_from_args(args), **changes)
+                          gate=quality_gate_from_args(args), match_threshold=match_threshold_from_args(args),
+                          **changes)
 
 
 def restorer_options(args: argparse.Namespace) -> dict[str, Any]:
