@@ -21,10 +21,9 @@ from streamrestore.cli.options import (
     add_crop_resolution_option,
     add_deinterlace_option,
     add_encoder_options,
+    add_face_choice_options,
     add_identity_gate_option,
-    add_match_threshold_option,
     add_model_options,
-    add_quality_gate_option,
     add_reference_detail_option,
     add_temporal_options,
     check_face_options,
@@ -67,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_temporal_options(p)
     add_reference_detail_option(p)
     add_identity_gate_option(p)
-    add_quality_gate_option(p)
-    add_match_threshold_option(p)
+    add_face_choice_options(p)
     add_crop_resolution_option(p)
     add_adapt_options(p)
     add_encoder_options(p)

@@ -197,20 +197,22 @@ def add_identity_gate_option(p: argparse.ArgumentParser) -> None:
                         "0 turns this identity check off (default 0.02; needs an insightface model pack)")
 
 
-def add_quality_gate_option(p: argparse.ArgumentParser) -> None:
-    """``--no-quality-gate`` (``streamrestore.quality.QualityGateConfig(enabled=False)``)."""
-    p.add_argument("--no-quality-gate", action="store_true",
-                   help="restore every face, also those the quality gate finds clean (by default a face that "
-                        "looks sharp at its size in the frame is left as it was: a clean face must not get worse; "
-                        "small faces in old photos often measure so)")
+#: what the face-choice options do (add_face_choice_options)
+_FACE_CHOICE_HELP = {
+    "--no-quality-gate": "restore every face, also those the quality gate finds clean (by default a face that looks "
+                         "sharp at its size in the frame is left as it was: a clean face must not get worse; small "
+                         "faces in old photos often measure so)",
+    "--match-threshold": "similarity a face needs to a person's photos to be that person (cosine; default: the "
+                         "embedder's measured value, 0.40 for insightface's; the summary says what each track scored "
+                         "with -v); lower it when the photos' light or age keeps the person's own face just under it",
+}
 
 
-def add_match_threshold_option(p: argparse.ArgumentParser) -> None:
-    """``--match-threshold`` (``PipelineConfig.match_threshold``)."""
-    p.add_argument("--match-threshold", type=float, default=None, metavar="F",
-                   help="similarity a face needs to a person's photos to be that person (cosine; default: the "
-                        "embedder's measured value, 0.40 for insightface's; the summary says what each track scored "
-                        "with -v); lower it when the photos' light or age keeps the person's own face just under it")
+def add_face_choice_options(p: argparse.ArgumentParser) -> None:
+    """Which faces are restored and toward whom: ``--no-quality-gate``
+    (``QualityGateConfig(enabled=False)``) and ``--match-threshold`` (``PipelineConfig.match_threshold``)."""
+    p.add_argument("--no-quality-gate", action="store_true", help=_FACE_CHOICE_HELP["--no-quality-gate"])
+    p.add_argument("--match-threshold", type=float, metavar="F", help=_FACE_CHOICE_HELP["--match-threshold"])
 
 
 def match_threshold_from_args(args: argparse.Namespace) -> float | None:
