@@ -951,7 +951,7 @@ def run(
     raise :class:`~streamrestore.errors.UserError` before anything runs.
     """
     from streamrestore.api import check_model_options, check_references
-    from streamrestore.video.writer import EncoderSettings
+    from streamrestore.video.writer import EncoderSettings, default_output_path
 
     started = time.perf_counter()
     inputs = [Path(p) for p in inputs]
@@ -972,9 +972,10 @@ def run(
     if torch_threads is not None and torch_threads < 1:
         raise UserError(f"--torch-threads must be at least 1, got {torch_threads}")
     config = {"max_faces": max_faces, "unmatched": unmatched, "detect_every": detect_every,
-              "crop_resolution": crop_resolution, "match_threshold": match_threshold}
+              "crop_resolution": crop_resolution}
+    # (given only: a batch folder made before these options records no such field, and reads as unchanged)
     for name, value in (("temporal", temporal), ("reference_detail", reference_detail),
-                        ("identity_gate", identity_gate), ("gate", quality_gate)):
+                        ("identity_gate", identity_gate), ("gate", quality_gate), ("match_threshold", match_threshold)):
         if value is not None:
             config[name] = value
     from streamrestore.pipeline import PipelineConfig
@@ -984,10 +985,12 @@ def run(
     except ValueError as exc:
         raise UserError(f"bad pipeline option: {exc}") from None
     encoder = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt}
-    try:  # a format, crf or preset the codec asked for refuses would fail every input in the workers
+    try:  # a format, crf or preset an output's codec refuses would fail that input in the workers
         settings = EncoderSettings(**encoder)
-        if settings.codec is not None:  # (else each output's own default codec: .webm's is VP9)
-            settings.check_for(settings.codec)
+        from streamrestore.images import is_image  # noqa: PLC0415
+
+        for suffix in sorted({p.suffix.lower() for p in inputs if p.is_file() and not is_image(p)} or {".mp4"}):
+            settings.check_for(settings.codec_for(default_output_path(Path(f"in{suffix}"))))
     except ValueError as exc:
         raise UserError(f"bad encoder option: {exc}") from None
     if ray in (None, "local"):  # on a cluster the driver may have no GPU; the workers check theirs

@@ -360,6 +360,11 @@ def test_a_rerun_with_other_settings_says_it_keeps_the_output_made_with_the_old(
             "16, now 30); delete a.restored.mp4 to have it made with these") in err
     code, err = batch(clips / "a.mp4", "-o", out, "--crf", "16", "--preset", "veryfast")  # (x264's defaults: the same)
     assert code == 0 and "other settings" not in err
+    # a format (or crf) the outputs' codec refuses is said before anything runs (it was a traceback in planning)
+    code, err = batch(clips / "a.mp4", "-o", out, "--pix-fmt", "yuv420p12le")
+    assert code == 2 and "bad encoder option: libx264 cannot write yuv420p12le video" in err, err
+    code, err = batch(clips / "a.mp4", "-o", out, "--crf", "55")
+    assert code == 2 and "bad encoder option: libx264 takes crf 0-51, got 55" in err, err
     # a pixel format asked for is a setting too, and the batch writes it
     code, err = batch(clips / "a.mp4", "-o", out, "--pix-fmt", "yuv444p")
     assert code == 0 and "(pix_fmt: the input's, now yuv444p)" in err, err

@@ -449,6 +449,12 @@ def test_hdr10_static_metadata_is_kept(tmp_path):
     plain = tmp_path / "sdr.mp4"
     make_clip(plain, frames=2, width=64, height=64)
     assert (probe(plain).mastering_display, probe(plain).content_light) == (None, None)
+    # another encoder asked for (--pix-fmt yuv420p picks H.264) writes none of it: said, not dropped silently
+    playable = EncoderSettings(preset="ultrafast", pix_fmt="yuv420p")
+    notes = notes_of_passthrough(src, tmp_path / "web.mp4", playable)
+    assert any("the input's HDR10 metadata (mastering display, light levels) is written by libx265 only: the libx264 "
+               "output keeps the colour tags without it" in note for note in notes), notes
+    assert not any("HDR10" in note for note in notes_of_passthrough(src, tmp_path / "again.mp4"))
 
 
 def _timecoded_clip(path, timecode, fps=25):
@@ -568,6 +574,9 @@ def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
 
     p010 = dataclasses.replace(probe(src), pix_fmt="p010le")
     assert encoder_format(tmp_path / "x.mp4", p010, EncoderSettings(codec="libx264"))[0] == "yuv420p10le"
+    # deep grey (a film scan) has no chroma to keep: 4:2:0 at its depth, not 4:4:4 few players play
+    grey = dataclasses.replace(probe(src), pix_fmt="gray10le")
+    assert encoder_format(tmp_path / "x.mp4", grey, EncoderSettings(codec="libx264"))[0] == "yuv420p10le"
     notes = notes_of_passthrough(src, tmp_path / "h265.mkv", EncoderSettings(codec="libx265", preset="ultrafast"))
     assert not any("cannot write the input's" in note for note in notes) and probe(tmp_path / "h265.mkv").pix_fmt \
         == "yuv420p12le"

@@ -202,9 +202,10 @@ _FACE_CHOICE_HELP = {
     "--no-quality-gate": "restore every face, also those the quality gate finds clean (by default a face that looks "
                          "sharp at its size in the frame is left as it was: a clean face must not get worse; small "
                          "faces in old photos often measure so)",
-    "--match-threshold": "similarity a face needs to a person's photos to be that person (cosine; default: the "
-                         "embedder's measured value, 0.40 for insightface's; the summary says what each track scored "
-                         "with -v); lower it when the photos' light or age keeps the person's own face just under it",
+    "--match-threshold": "similarity a face needs to a person's photos to be that person, with several --refs sets "
+                         "or --unmatched skip (cosine; default: the face embedder's measured value, which the "
+                         "no-match warning names and -v shows each track's score against); lower it a little when "
+                         "the photos' light or age keeps the person's own face just under it",
 }
 
 
@@ -224,10 +225,10 @@ def match_threshold_from_args(args: argparse.Namespace) -> float | None:
 
 
 def quality_gate_from_args(args: argparse.Namespace):
-    """The ``QualityGateConfig`` of ``--no-quality-gate`` (its defaults without it)."""
+    """The ``QualityGateConfig`` of ``--no-quality-gate``; None without it (the default gate)."""
     from streamrestore.quality import QualityGateConfig
 
-    return QualityGateConfig(enabled=False) if getattr(args, "no_quality_gate", False) else QualityGateConfig()
+    return QualityGateConfig(enabled=False) if getattr(args, "no_quality_gate", False) else None
 
 
 def add_crop_resolution_option(p: argparse.ArgumentParser) -> None:
@@ -359,13 +360,14 @@ def pipeline_config(args: argparse.Namespace, **changes: Any) -> PipelineConfig:
     """The :class:`~streamrestore.pipeline.PipelineConfig` of the face options and the
     ``--temporal-*`` options; ``changes`` sets more fields (``lookahead=0`` for live sources)."""
     from streamrestore.pipeline import PipelineConfig
+    from streamrestore.quality import QualityGateConfig
 
     check_face_options(args)
     return PipelineConfig(max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
                           temporal=temporal_from_args(args), reference_detail=reference_detail_from_args(args),
                           identity_gate=identity_gate_from_args(args), crop_resolution=crop_resolution_from_args(args),
-                          gate=quality_gate_from_args(args), match_threshold=match_threshold_from_args(args),
-                          **changes)
+                          gate=quality_gate_from_args(args) or QualityGateConfig(),
+                          match_threshold=match_threshold_from_args(args), **changes)
 
 
 def restorer_options(args: argparse.Namespace) -> dict[str, Any]:

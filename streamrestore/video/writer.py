@@ -425,8 +425,9 @@ def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> t
     if pix_fmt not in supported and supported:
         pix_fmt = sorted(supported)[0]
     # a depth the encoder cannot write (12 bits, or 10-bit RGB, in H.264) was dropped to 8 without a word
+    deeper = "; --codec libx265 keeps up to 12" if codec != "libx265" and _bits(source) <= 12 else ""
     depth = (f"{codec} cannot write the input's {source} ({_bits(source)} bits per sample): written as {pix_fmt} "
-             f"({_bits(pix_fmt)} bits); --codec libx265 keeps up to 12") if _bits(pix_fmt) < _bits(source) else None
+             f"({_bits(pix_fmt)} bits){deeper}") if _bits(pix_fmt) < _bits(source) else None
     odd = info.width % 2 or info.height % 2
     if odd and codec in _NEEDS_EVEN_SUBSAMPLED and not pix_fmt.startswith("yuv444"):
         # 4:4:4 codes odd sizes exactly; padding would shift nothing but could not be
@@ -451,13 +452,17 @@ def _nearest_yuv(source: str, supported: set[str]) -> str:
             luma, *chroma = av.VideoFormat(name, 4, 4).components
         except (ValueError, av.error.FFmpegError):
             return (2, 2)
-        if not chroma:
-            return (1, 1)
+        if not chroma:  # grey: 4:2:0 loses nothing of it and plays widely
+            return (2, 2)
         return (luma.width // max(chroma[0].width, 1), luma.height // max(chroma[0].height, 1))
 
-    plain = [name for name in supported if name.startswith("yuv") and not name.startswith(("yuvj", "yuva"))]
-    same = [name for name in plain if layout(name) == layout(source) and _bits(name) <= _bits(source)]
-    return max(same, key=_bits) if same else "yuv420p"
+    plain = [name for name in supported if name.startswith("yuv") and not name.startswith(("yuvj", "yuva"))
+             and _bits(name) <= _bits(source)]
+    for wanted in (layout(source), (2, 2)):  # its layout, else 4:2:0, at the most depth the encoder writes
+        same = [name for name in plain if layout(name) == wanted]
+        if same:
+            return max(same, key=_bits)
+    return "yuv420p"
 
 
 def _bits(pix_fmt: str) -> int:
@@ -656,6 +661,10 @@ class VideoWriter:
             if info.content_light:
                 hdr10.append("max-cll={},{}".format(*info.content_light))
             options["x265-params"] = ":".join([options.get("x265-params", ""), *hdr10]).strip(":")
+        elif info.mastering_display or info.content_light:  # (another encoder, asked for: its loss said)
+            self.notes.append(f"the input's HDR10 metadata (mastering display, light levels) is written by libx265 "
+                              f"only: the {self._codec} output keeps the colour tags without it, and a TV tone-maps "
+                              "it by guess")
         # add_stream's type covers audio and subtitle encoders too; self._codec is a video encoder
         # (resolve_codec refuses others)
         try:
