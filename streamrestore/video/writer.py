@@ -523,6 +523,37 @@ def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, co
 _HARDWARE_ENCODERS = ("nvenc", "qsv", "vaapi", "videotoolbox", "amf", "v4l2m2m", "mediacodec", "vulkan", "mf")
 
 
+# FFmpeg's muxers take a decode time at most this many frames before the presentation time.
+_MAX_REORDER_FRAMES = 16
+
+
+def repaired_dts(pts: int | None, dts: int | None, last_dts: int | None, duration: int) -> int | None:
+    """The decode time to mux an encoded video packet with: its own, or ``pts`` where that
+    cannot be right.
+
+    libx265 (in the FFmpeg 8 build PyAV 18 ships) gives a stream of one or two frames a garbage decode time in
+    about one run of four (measured: -139677624546368, or above the pts): the muxer then
+    refuses the packet (Matroska "pts < dts", MP4 "not yet implemented") and the output is
+    lost. A decode time is taken as garbage when it is after the presentation time, before
+    the last packet's, or (the first packet) more frames before its presentation time than
+    any reordering needs. Without reordering pts is the right decode time; a valid stream
+    passes unchanged.
+
+    Args:
+        pts, dts: the packet's times (None: not set; returned as they are).
+        last_dts: the decode time of the stream's previous packet, None for the first.
+        duration: the packet's duration in the same ticks (0: unknown, the first packet's
+            window is then not checked).
+    """
+    if pts is None or dts is None:
+        return dts
+    garbage = dts > pts or (last_dts is not None and dts < last_dts) or (
+        last_dts is None and duration > 0 and pts - dts > _MAX_REORDER_FRAMES * duration)
+    if garbage and (last_dts is None or last_dts < pts):
+        return pts
+    return dts
+
+
 class VideoWriter:
     """Encode frames to ``dst``, remuxing the audio of ``audio_from`` untouched.
 
@@ -583,6 +614,7 @@ class VideoWriter:
         self._offset: int | None = None  # video pts subtracted when `start` shifts times
         self._offset_s: Fraction = Fraction(0)
         self._durations: dict[int, int] = {}  # output pts -> duration, until its packet is muxed
+        self._last_dts: int | None = None  # of the last video packet muxed (see repaired_dts)
         self._check_destination(force)
         self._target = output_target(self.dst)  # (a link at dst is written through)
         self._replace = force  # whether an output another run wrote meanwhile may be replaced at the end
@@ -982,6 +1014,13 @@ class VideoWriter:
             duration = self._durations.pop(packet.pts, None)
             if duration:
                 packet.duration = duration
+            dts = repaired_dts(packet.pts, packet.dts, self._last_dts, packet.duration or 0)
+            if dts != packet.dts:
+                logger.debug("%s gave pts %s a dts of %s; written with dts %s", self._codec, packet.pts,
+                             packet.dts, dts)
+                packet.dts = dts
+            if packet.dts is not None:
+                self._last_dts = packet.dts
             self._muxer.mux(packet)
             t = self._packet_time(packet)
             if t is not None:
