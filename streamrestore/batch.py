@@ -125,6 +125,7 @@ class Plan:
     origin: float  # seconds of the container's first timestamp (VideoReader windows count from it)
     fps: float
     chunks: list[tuple[int, int]] = field(default_factory=list)  # [first, end) frame indices
+    pix_fmt: str | None = None  # the stream's pixel format (it picks the default encoder: settings_of)
 
     @property
     def frames(self) -> int:
@@ -170,6 +171,7 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
             if not rows:
                 raise InputError(f"cannot read {src} as a video ({exc}); it may be damaged or not a video") from None
         rate = stream.average_rate or stream.guessed_rate
+        pix_fmt = stream.codec_context.pix_fmt
     finally:
         container.close()
     fps = float(rate) if rate else 30.0
@@ -178,13 +180,13 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
         # command's path, whose reader places such frames (streamrestore.video.reader.VideoReader.frames)
         step = frame_ticks(fps, tb)
         count = untimed + len(rows)
-        plan = Plan(str(src), [i * step for i in range(count)], [step] * count, tb, origin, fps)
+        plan = Plan(str(src), [i * step for i in range(count)], [step] * count, tb, origin, fps, pix_fmt=pix_fmt)
         plan.chunks = [(0, count)]
         return plan
     if not rows:
         raise InputError(f"{src} has no video frames")
     rows.sort()
-    plan = Plan(str(src), [r[0] for r in rows], [r[1] for r in rows], tb, origin, fps)
+    plan = Plan(str(src), [r[0] for r in rows], [r[1] for r in rows], tb, origin, fps, pix_fmt=pix_fmt)
     plan.chunks = _cut(plan, {i for i, p in enumerate(plan.pts) if p in keys}, chunk_seconds)
     return plan
 
@@ -1121,23 +1123,25 @@ class _Batch:
                 self.manifest.update(self.input_key(src), state="done")
                 self.result.succeeded[src] = str(dst)
 
-    def settings_of(self, dst: Path) -> dict[str, str]:
-        """What the output ``dst`` is made with: :attr:`settings` and, for a video, the encoder
-        and its options with the defaults resolved (``--crf 16`` is x264's default, not a change)."""
+    def settings_of(self, dst: Path, pix_fmt: str | None = None) -> dict[str, str]:
+        """What the output ``dst`` of an input in ``pix_fmt`` (its stream's; None: unknown, an
+        older manifest's) is made with: :attr:`settings` and, for a video, the encoder and its
+        options with the defaults resolved (``--crf 16`` is x264's default, not a change)."""
         from streamrestore.images import is_image
 
         if self.encoder is None or is_image(dst):
             return dict(self.settings)
-        codec = self.encoder.codec_for(dst)
+        codec = self.encoder.codec_for(dst, pix_fmt)
         return {**self.settings, "codec": codec, "pix_fmt": self.encoder.pix_fmt or "the input's",
                 **{f"{codec} {k}": v for k, v in self.encoder.options_for(codec).items()}}
 
-    def settings_changed(self, recorded: dict | None, dst: Path) -> str:
-        """The settings this run makes ``dst`` with otherwise than ``recorded`` (its output's), as
-        "name: then, now now"; "" when the same, or when nothing was recorded (an older batch's)."""
+    def settings_changed(self, recorded: dict | None, dst: Path, pix_fmt: str | None = None) -> str:
+        """The settings this run makes ``dst`` (of an input in ``pix_fmt``) with otherwise than
+        ``recorded`` (its output's), as "name: then, now now"; "" when the same, or when nothing
+        was recorded (an older batch's)."""
         if not recorded:
             return ""
-        changed = [f"{name}: {recorded.get(name)}, now {value}" for name, value in self.settings_of(dst).items()
+        changed = [f"{name}: {recorded.get(name)}, now {value}" for name, value in self.settings_of(dst, pix_fmt).items()
                    if recorded.get(name, value) != value]
         return "; ".join(changed)
 
@@ -1176,7 +1180,7 @@ class _Batch:
                 if rec.get("warnings"):
                     self.result.warnings[src] = rec["warnings"]
                 self.bar.line(f"{src_path.name}: already done ({dst})")
-                changed = self.settings_changed(rec.get("settings"), dst)
+                changed = self.settings_changed(rec.get("settings"), dst, rec.get("input_pix_fmt"))
                 if changed:
                     note = (f"kept from an earlier batch made with other settings ({changed}); delete {dst.name} to "
                             "have it made with these")
@@ -1202,7 +1206,8 @@ class _Batch:
             self.plans[src] = plan
             self.manifest.update(self.input_key(src), state="pending", output=str(dst), frames=plan.frames,
                                  chunks=len(plan.chunks), input_size=ident.get("size"),
-                                 input_mtime=ident.get("mtime"), error=None, settings=self.settings_of(dst))
+                                 input_mtime=ident.get("mtime"), error=None, input_pix_fmt=plan.pix_fmt,
+                                 settings=self.settings_of(dst, plan.pix_fmt))
             self.bar.total += plan.frames
             if len(plan.chunks) == 1:
                 self.queue.append(("whole", src))

@@ -327,6 +327,24 @@ def test_a_full_disk_names_what_fills_it(tmp_path, monkeypatch):
     assert parts_bytes(1920, 1080, "yuv420p10le", 100) == 2 * parts_bytes(1920, 1080, "yuv420p", 100)
 
 
+def test_a_ten_bit_inputs_record_names_the_encoder_that_writes_it(tmp_path, batch, monkeypatch):
+    """A 10-bit 4:2:0 input is written by libx265; the manifest recorded libx264 and its options
+    (the default encoder was asked for without the input's format)."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    src = tmp_path / "ten.mkv"
+    make_clip(src, frames=3, width=64, height=64, codec="libx265", pix_fmt="yuv420p10le")
+    out = tmp_path / "out"
+    assert batch(src, "-o", out)[0] == 0
+    rec = _records(out)[f"input:{src.resolve()}"]
+    assert rec["input_pix_fmt"] == "yuv420p10le"
+    assert rec["settings"]["codec"] == "libx265" and "libx265 crf" in rec["settings"], rec["settings"]
+    with av.open(str(out / "ten.restored.mkv")) as written:
+        assert written.streams.video[0].codec_context.name == "hevc"
+    code, err = batch(src, "-o", out, "--crf", "30")
+    assert code == 0 and f"(libx265 crf: {rec['settings']['libx265 crf']}, now 30)" in err, err
+    assert "other settings" not in batch(src, "-o", out)[1]
+
+
 def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_path, batch, monkeypatch):
     from streamrestore.batch import PARTS_DIR
 
