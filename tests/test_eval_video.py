@@ -318,9 +318,19 @@ def test_cli_rejects_bad_video_options(tmp_path, capsys):
     make_clip(other, frames=3, width=80, height=64)
     assert cli_main(["eval", "--video", str(clip), "--degraded", str(other)]) == 2  # another clip's size
     assert "is 80x64 and the clean clip 96x64" in capsys.readouterr().err
-    for option, value in (("--preset", "mild"), ("--limit", "2"), ("--split", "val")):  # --data's, not ignored
+    for option, value in (("--preset", "mild"), ("--limit", "2"), ("--split", "val"), ("--seed", "3"),
+                          ("--out", "x"), ("--split-seed", "1"), ("--val-fraction", "0.3")):  # --data's, not ignored
         assert cli_main(["eval", "--video", str(clip), option, value]) == 2
         assert f"{option} is a --data option" in capsys.readouterr().err
+    assert cli_main(["eval", "--video", str(clip), "--no-dlib", "--seed", "3"]) == 2
+    assert "--seed, --no-dlib are --data options" in capsys.readouterr().err
+    # --video's, which --data ignored silently; --backend and the model's options serve both
+    for argv in (["--every", "2"], ["--detector", "dlib"], ["--temporal-frame-strength", "0.5"],
+                 ["--temporal-frame-tolerance", "3"], ["--refs", str(tmp_path)]):
+        assert cli_main(["eval", "--data", str(tmp_path), *argv]) == 2
+        assert f"{argv[0]} is a --video option; it needs --video CLEAN.mp4" in capsys.readouterr().err
+    assert cli_main(["eval", "--data", str(tmp_path), "--every", "2", "--no-temporal"]) == 2
+    assert "--every, --no-temporal are --video options; they need --video CLEAN.mp4" in capsys.readouterr().err
 
 
 # --- a real clip through the CLI (shared folder) --------------------------------------------

@@ -87,11 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a clean clip: the ground truth of a video evaluation (see the video options below)")
     p.add_argument("--model", default="lite", help="lite (default), identity, instantrestore, or a model file")
     p.add_argument("--json", metavar="PATH", help="also write the averaged table as JSON")
-    p.add_argument("--out", metavar="DIR", help="folder for eval.md and grid.png (default ./eval_<data>_<model>)")
     p.add_argument("--models", metavar="DIR",
                    help=f"{_MODELS_HELP} (default $STREAMRESTORE_MODELS)")
-    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N people (sorted by name)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt", "onnxruntime"])
+    add_adapt_options(p)
+    add_reference_detail_option(p)
+    add_identity_gate_option(p)
+    add_crop_resolution_option(p)
+    p.add_argument("-v", "--verbose", action="store_true")
+    _add_data_options(p.add_argument_group("test-case evaluation (--data)"))
+    _add_video_options(p.add_argument_group("video evaluation (--video)"))
+    return p
+
+
+def _add_data_options(p) -> None:
+    p.add_argument("--out", metavar="DIR", help="folder for eval.md and grid.png (default ./eval_<data>_<model>)")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N people (sorted by name)")
     p.add_argument("--preset", default=None,
                    help="degradation of clean sets (--data; a clip's is --degrade): severe (default), moderate, "
                         "mild, video. Its downsampling "
@@ -103,12 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.15, help="hold-out fraction of --split (as in training)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split (as in training)")
     p.add_argument("--no-dlib", action="store_true", help="skip the dlib judge (slowest)")
-    add_adapt_options(p)
-    add_reference_detail_option(p)
-    add_identity_gate_option(p)
-    add_crop_resolution_option(p)
-    p.add_argument("-v", "--verbose", action="store_true")
-    v = p.add_argument_group("video evaluation (--video)")
+
+
+def _add_video_options(v) -> None:
     degraded = v.add_mutually_exclusive_group()
     degraded.add_argument("--degrade", metavar="PRESET",
                           help="degrade the clean clip with this preset: default (blur 1.2, x4 down, crf 32, "
@@ -121,35 +130,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face metrics on every K-th frame (default 1; E_warp always uses every frame pair)")
     v.add_argument("--save", metavar="DIR",
                    help="keep the degraded copy and every measured stream (lossless <row>.mkv) in DIR")
-    v.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt", "onnxruntime"])
     v.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
                    help="the pipeline's face detector (the measured faces always come from SCRFD-2.5G on the "
                         "clean frames)")
     v.add_argument("--face-models", metavar="DIR",
                    help="the pipeline's insightface model pack (default: the one in the --models folder, if any)")
     add_temporal_options(v)  # the pipeline's temporal fusion, as `streamrestore` and `live` take it
-    return p
+
+
+def _given(args: argparse.Namespace, add_options) -> list[str]:
+    """The options that ``add_options`` puts on a parser which ``args`` holds at other than
+    their defaults, as typed (``--max-frames``): the other mode's, which it would ignore."""
+    scratch = argparse.ArgumentParser(add_help=False)
+    add_options(scratch)
+    return [f"--{name.replace('_', '-')}" for name, default in vars(scratch.parse_args([])).items()
+            if getattr(args, name) != default]
+
+
+def _refuse_other_modes(args: argparse.Namespace) -> None:
+    """InputError naming the options of the mode not asked for (they would be ignored)."""
+    if args.video:
+        given, mode, hint = _given(args, _add_data_options), "--data", ""
+        if "--preset" in given:
+            hint = "; a clip's damage is --degrade PRESET"
+    else:
+        given, mode = _given(args, _add_video_options), "--video"
+        hint = f"; {'it needs' if len(given) == 1 else 'they need'} --video CLEAN.mp4"
+    if given:
+        verb = f"is a {mode} option" if len(given) == 1 else f"are {mode} options"
+        raise InputError(f"{', '.join(given)} {verb}{hint}")
 
 
 def _restorer(args: argparse.Namespace, load_restorer):
     """The restorer to evaluate; with ``--adapt`` wrapped to adapt per person (fine-tuned eagerly,
     served by the backend as in the main command)."""
-    return load_restorer(args.model, device=args.device, backend=getattr(args, "backend", "auto"),
+    return load_restorer(args.model, device=args.device, backend=args.backend,
                          adapt=adapt_from_args(args))
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_output_file(args.json, "--json")  # before a long evaluation, not after it
+    _refuse_other_modes(args)
     if args.video:
         return video_main(args)
-    for name in ("degrade", "degraded", "refs", "max_frames", "save", "face_models", "temporal_strength",
-                 "temporal_tolerance", "temporal_denoise", "temporal_denoise_sigma", "temporal_denoise_fine",
-                 "temporal_memory"):
-        if getattr(args, name) is not None:
-            raise InputError(f"--{name.replace('_', '-')} is a --video option; use it with --video CLEAN.mp4")
-    if args.no_temporal:
-        raise InputError("--no-temporal is a --video option; use it with --video CLEAN.mp4")
     from streamrestore.api import load_restorer
     from streamrestore.data.degrade import PRESETS
     from streamrestore.eval.judges import load_judges, load_landmark_detector
@@ -225,11 +249,6 @@ def video_main(args: argparse.Namespace) -> int:
     """``eval --video``: degrade (or take the degraded copy), restore every way, measure, report."""
     import json
     import tempfile
-
-    for name, value, hint in (("preset", args.preset, "; a clip's damage is --degrade PRESET"),
-                              ("limit", args.limit, ""), ("split", None if args.split == "all" else args.split, "")):
-        if value is not None:
-            raise InputError(f"--{name} is a --data option{hint}")
 
     from streamrestore.api import build_face_restorer, load_restorer
     from streamrestore.eval.video import (
