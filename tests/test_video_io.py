@@ -580,6 +580,17 @@ def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
     notes = notes_of_passthrough(src, tmp_path / "h265.mkv", EncoderSettings(codec="libx265", preset="ultrafast"))
     assert not any("cannot write the input's" in note for note in notes) and probe(tmp_path / "h265.mkv").pix_fmt \
         == "yuv420p12le"
+    # an odd-sized deep picture goes to 4:4:4 at the depth kept (it was 8 bits from 12, without a word)
+    from streamrestore.video.writer import _output_pix_fmt
+
+    odd12 = dataclasses.replace(probe(src), width=65, pix_fmt="yuv420p12le")
+    written, note = _output_pix_fmt("libx265", odd12)
+    assert written == "yuv444p12le" and note.startswith("65x64 is odd-sized: encoding libx265 as yuv444p12le"), note
+    written, note = _output_pix_fmt("libx264", odd12)
+    assert written == "yuv444p10le" and note.startswith(
+        "libx264 cannot write the input's yuv420p12le (12 bits per sample): written as yuv444p10le (10 bits); "
+        "--codec libx265 keeps up to 12; 65x64 is odd-sized"), note
+    assert _output_pix_fmt("libx264", dataclasses.replace(odd12, pix_fmt="yuv420p"))[0] == "yuv444p"
 
 
 def test_cover_art_and_other_video_streams_not_copied_are_said(tmp_path):

@@ -424,23 +424,35 @@ def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> t
         pix_fmt = _nearest_yuv(source, supported)
     if pix_fmt not in supported and supported:
         pix_fmt = sorted(supported)[0]
-    # a depth the encoder cannot write (12 bits, or 10-bit RGB, in H.264) was dropped to 8 without a word
-    deeper = "; --codec libx265 keeps up to 12" if codec != "libx265" and _bits(source) <= 12 else ""
-    depth = (f"{codec} cannot write the input's {source} ({_bits(source)} bits per sample): written as {pix_fmt} "
-             f"({_bits(pix_fmt)} bits){deeper}") if _bits(pix_fmt) < _bits(source) else None
     odd = info.width % 2 or info.height % 2
     if odd and codec in _NEEDS_EVEN_SUBSAMPLED and not pix_fmt.startswith("yuv444"):
         # 4:4:4 codes odd sizes exactly; padding would shift nothing but could not be
-        # cropped back off in 4:2:0 (crop steps are 2 pixels), changing the size.
-        high = "yuv444p10le" if "10" in pix_fmt else "yuv444p"
-        return high, (f"{info.width}x{info.height} is odd-sized: encoding {codec} as {high} (4:4:4), which some "
-                      "players and phones do not decode; use an even size or --codec vp9/av1 for widest playback")
+        # cropped back off in 4:2:0 (crop steps are 2 pixels), changing the size. At the
+        # depth chosen above (a 12-bit source through HEVC stays 12).
+        full = [name for name in supported if name.startswith("yuv444p") and _bits(name) <= _bits(pix_fmt)]
+        high = max(full, key=_bits) if full else "yuv444p"
+        odd_note = (f"{info.width}x{info.height} is odd-sized: encoding {codec} as {high} (4:4:4), which some "
+                    "players and phones do not decode; use an even size or --codec vp9/av1 for widest playback")
+        depth = _depth_note(codec, source, high)
+        return high, odd_note if depth is None else f"{depth}; {odd_note}"
+    depth = _depth_note(codec, source, pix_fmt)
     if codec in _WIDELY_PLAYED and pix_fmt not in _WIDELY_PLAYED[codec]:
         played = (f"encoding {codec} as {pix_fmt} to keep the input's chroma and depth: editors read it, but most "
                   "browsers, phones and QuickTime do not play it (--pix-fmt yuv420p plays everywhere; library: "
                   "EncoderSettings(pix_fmt=...))")
         return pix_fmt, played if depth is None else f"{depth}; {played}"
     return pix_fmt, depth
+
+
+def _depth_note(codec: str, source: str, written: str) -> str | None:
+    """The note for a source written with fewer bits per sample than it has (None: as many).
+    A depth the encoder cannot write (12 bits, or 10-bit RGB, in H.264) was dropped to 8
+    without a word."""
+    if _bits(written) >= _bits(source):
+        return None
+    deeper = "; --codec libx265 keeps up to 12" if codec != "libx265" and _bits(source) <= 12 else ""
+    return (f"{codec} cannot write the input's {source} ({_bits(source)} bits per sample): written as {written} "
+            f"({_bits(written)} bits){deeper}")
 
 
 def _nearest_yuv(source: str, supported: set[str]) -> str:
