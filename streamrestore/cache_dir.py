@@ -101,18 +101,31 @@ class CachePart:
     size: int  #: their bytes together
 
 
-def _part_files(path: Path, suffixes: tuple[str, ...]) -> list[tuple[Path, int]]:
-    """The files of one place with their sizes: the file itself, or the folder's files of its
-    kinds (nothing below a sub-folder). One deleted meanwhile by another process is skipped."""
+#: a temporary file of a place's kind not written to for this long is a killed run's leftover
+#: (the cache's writers write theirs in seconds, then rename it); a younger one may be being written
+LEFTOVER_AGE_S = 3600.0
+
+
+def _is_temp_of(name: str, suffixes: tuple[str, ...]) -> bool:
+    """Whether ``name`` is a temporary file the cache's writers make for one of ``suffixes``
+    (``x.onnx.4242.a1b2c3.tmp``, ``x.ep.tmp``, ``x.safetensors.4242.tmp``) before renaming it."""
+    return name.endswith(".tmp") and any(f"{suffix}." in name for suffix in suffixes)
+
+
+def _part_files(path: Path, suffixes: tuple[str, ...]) -> list[tuple[Path, int, float]]:
+    """The files of one place with their sizes and modification times: the file itself, or the
+    folder's files of its kinds (nothing below a sub-folder), and the temporary files of those
+    kinds that runs left. One deleted meanwhile by another process is skipped."""
     candidates = [path] if path.suffix in suffixes and not path.is_dir() else (
         sorted(path.iterdir()) if path.is_dir() else [])  # (a folder that cannot be read: its OSError)
     found = []
     for p in candidates:
-        if p.suffix not in suffixes:
+        if p.suffix not in suffixes and not _is_temp_of(p.name, suffixes):
             continue
         try:
             if p.is_file():
-                found.append((p, p.stat().st_size))
+                st = p.stat()
+                found.append((p, st.st_size, st.st_mtime))
         except OSError:
             continue
     return found
@@ -129,7 +142,7 @@ def cache_parts(root: Path | None = None) -> list[CachePart]:
     for place in CACHE_PLACES:
         path = place_path(place.name, root)
         files = _part_files(path, place.suffixes)
-        parts.append(CachePart(place.name, path, place.about, len(files), sum(size for _, size in files)))
+        parts.append(CachePart(place.name, path, place.about, len(files), sum(size for _, size, _ in files)))
     return parts
 
 
@@ -138,16 +151,23 @@ def clear_cache(names: Iterable[str], root: Path | None = None) -> tuple[int, in
     (default :func:`cache_root`); returns (files, bytes) deleted.
 
     Safe beside a running streamrestore: a process that has a program or fine-tune open keeps
-    using it (POSIX keeps an open file until it is closed), and the next run makes it again.
+    using it (POSIX keeps an open file until it is closed), and the next run makes it again. A
+    temporary file is deleted only when :data:`LEFTOVER_AGE_S` old (one younger may be being
+    written).
     A file that cannot be deleted (a read-only folder) raises :class:`OSError` naming it.
 
     Raises:
         ValueError: a name that is no place of the cache.
     """
+    import time
+
     places = [cache_place(name) for name in names]  # every name checked before anything is deleted
     deleted = freed = 0
+    now = time.time()
     for place in places:
-        for file, size in _part_files(place_path(place.name, root), place.suffixes):
+        for file, size, mtime in _part_files(place_path(place.name, root), place.suffixes):
+            if file.suffix == ".tmp" and now - mtime < LEFTOVER_AGE_S:
+                continue
             try:
                 file.unlink()
             except FileNotFoundError:  # another process deleted it first

@@ -1,4 +1,5 @@
 """One cache root for everything streamrestore keeps between runs (``streamrestore.cache_dir``)."""
+import os
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,8 @@ def test_each_place_counts_only_its_own_kinds_of_file(tmp_path):
     parts = {part.name: part for part in cache_parts(tmp_path)}
     assert [name for name in parts] == [place.name for place in CACHE_PLACES]
     assert (parts["engines"].files, parts["engines"].size) == (2, 3000)  # the .txt is not the cache's
-    assert (parts["adapted"].files, parts["adapted"].size) == (1, 3000)  # a fine-tune being written is not counted
+    # a fine-tune being written (or a killed run's) takes room too
+    assert (parts["adapted"].files, parts["adapted"].size) == (2, 9000)
     assert (parts["prompt"].files, parts["prompt"].size) == (1, 4000)
     assert all(part.files == 0 and part.size == 0 for part in cache_parts(tmp_path / "never-made"))
 
@@ -80,6 +82,26 @@ def test_clearing_a_place_deletes_only_its_files(tmp_path):
     assert not files["onnx"].exists() and not files["ep"].exists()
     assert files["foreign"].exists() and files["adapted"].exists() and files["prompt"].exists()
     assert clear_cache(["engines"], tmp_path) == (0, 0)
+
+
+def test_a_temporary_file_a_killed_run_left_is_cleared_and_one_being_written_kept(tmp_path):
+    """A run killed while exporting or fine-tuning left its temporary file in the cache for ever:
+    neither counted nor cleared."""
+    import time
+
+    from streamrestore.cache_dir import LEFTOVER_AGE_S
+
+    files = _fill(tmp_path)
+    old = [tmp_path / "engines" / "unet.onnx.4242.a1b2c3.tmp", tmp_path / "engines" / "unet.ep.tmp"]
+    young = tmp_path / "engines" / "vae.onnx.4243.d4e5f6.tmp"
+    for path in (*old, young):
+        path.write_bytes(b"x" * 100)
+    for path in old:
+        os.utime(path, (time.time() - LEFTOVER_AGE_S - 60,) * 2)
+    assert {p.name: p.files for p in cache_parts(tmp_path)}["engines"] == 5
+    assert clear_cache(["engines", "adapted"], tmp_path) == (2 + 2 + 1, 1000 + 2000 + 200 + 3000)
+    assert young.exists() and files["partial"].exists() and files["foreign"].exists()
+    assert not any(path.exists() for path in old)
 
 
 def test_an_unknown_place_deletes_nothing(tmp_path):
@@ -97,7 +119,7 @@ def test_the_cache_command_shows_the_places_and_clears_them(clean_environment, t
     shown = capsys.readouterr().out
     assert f"cache: {tmp_path} (placed by $STREAMRESTORE_CACHE)" in shown
     assert "engines  2 file(s), 3.0 kB" in shown and "prompt   1 file(s), 4.0 kB" in shown
-    assert "total    10.0 kB" in shown and "compile cache" not in shown  # torch's is shown only where it is
+    assert "total    16.0 kB" in shown and "compile cache" not in shown  # torch's is shown only where it is
 
     (tmp_path / "inductor").mkdir()
     (tmp_path / "inductor" / "kernel.so").write_bytes(b"x" * 2500)
