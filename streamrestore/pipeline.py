@@ -288,8 +288,7 @@ class FaceRestorer:
         self.say_unlike_early = True
         self.stats.references = bool(self.reference_sets)
         self.stats.reference_names = [ref.name for ref in self.reference_sets]
-        self.stats.references_skipped = {ref.name: list(getattr(ref, "skipped", ())) for ref in self.reference_sets
-                                         if getattr(ref, "skipped", ())}
+        self.stats.references_skipped = {ref.name: list(ref.skipped) for ref in self.reference_sets if ref.skipped}
         self.stats.matching = bool(needs_matching)
         self.stats.match_threshold = self._matcher.threshold if self._matcher is not None else None
         self.stats.unlike_threshold = self._matcher.unlike_below if self._matcher is not None else None
