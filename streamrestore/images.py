@@ -99,10 +99,14 @@ def check_photo_size(path: str | os.PathLike) -> None:
         with Image.open(path):
             return
     except Image.DecompressionBombError:
-        raise PhotoTooLargeError(f"{path} holds more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} million pixels, more "
-                         "than is read (a guard against files that decode to gigabytes); scale it down first") from None
+        raise _too_large(path) from None
     except Exception:  # (not a format Pillow reads, missing, damaged: the decoder says it as it does)
         return
+
+
+def _too_large(path: str | os.PathLike) -> PhotoTooLargeError:
+    return PhotoTooLargeError(f"{path} holds more than {2 * (_pillow().MAX_IMAGE_PIXELS or 0) / 1e6:.0f} million pixels, "
+                              "more than is read (a guard against files that decode to gigabytes); scale it down first")
 
 
 def _read_heif_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -244,10 +248,12 @@ def read_photo_header(path: str | os.PathLike) -> None:
         InputError: as :func:`read_rgb` (a photo of too many pixels too); or the file holds several pictures (an animated WebP or
             PNG, a multi-page TIFF, a HEIF burst), of which a photo's restore would keep only the first.
     """
-    check_photo_size(path)
+    Image = _pillow()
     try:
-        with _pillow().open(path) as image:
+        with Image.open(path) as image:  # (its header: check_photo_size's check too)
             pictures = getattr(image, "n_frames", 1)
+    except Image.DecompressionBombError:
+        raise _too_large(path) from None
     except (OSError, ValueError, SyntaxError):
         read_rgb(path)  # a format only OpenCV reads, or an error worded as every photo's
         return
