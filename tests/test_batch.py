@@ -345,6 +345,28 @@ def test_a_ten_bit_inputs_record_names_the_encoder_that_writes_it(tmp_path, batc
     assert "other settings" not in batch(src, "-o", out)[1]
 
 
+def test_the_face_choice_and_format_options_reach_the_workers(clips, tmp_path, batch, monkeypatch):
+    """--match-threshold, --no-quality-gate and --pix-fmt reach each worker's pipeline and encoder."""
+    from streamrestore.batch import BatchWorker
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    configs = []
+    init = BatchWorker.__init__
+
+    def spy(self, *args, **kwargs):
+        configs.append(dict(kwargs["options"]["config"]))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchWorker, "__init__", spy)
+    out = tmp_path / "out"
+    code, err = batch(clips / "a.mp4", "-o", out, "--match-threshold", "0.55", "--no-quality-gate", "--pix-fmt",
+                      "yuv444p")
+    assert code == 0, err
+    assert configs and all(c["match_threshold"] == 0.55 and not c["gate"].enabled for c in configs), configs
+    with av.open(str(out / "a.restored.mp4")) as written:
+        assert written.streams.video[0].codec_context.pix_fmt == "yuv444p"
+
+
 def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_path, batch, monkeypatch):
     from streamrestore.batch import PARTS_DIR
 

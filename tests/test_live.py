@@ -256,6 +256,31 @@ def test_a_live_output_file_is_encoded_as_asked(synthetic_faces, tmp_path, capsy
     assert code == 2 and "bad encoder option: libx264 presets are" in err and not (tmp_path / "x.mp4").exists(), err
 
 
+def test_the_face_choice_and_format_options_reach_live(synthetic_faces, tmp_path, capsys, monkeypatch):
+    """--match-threshold, --no-quality-gate and --pix-fmt are the main command's; live takes them
+    into its pipeline and its file."""
+    from media_utils import make_clip
+
+    from streamrestore.pipeline import FaceRestorer
+
+    built = []
+    from_options = FaceRestorer.from_options.__func__
+
+    def spy(cls, *args, **kwargs):
+        built.append(kwargs.get("config"))
+        return from_options(cls, *args, **kwargs)
+
+    monkeypatch.setattr(FaceRestorer, "from_options", classmethod(spy))
+    src, out = tmp_path / "src.mp4", tmp_path / "out.mkv"
+    make_clip(src, width=96, height=64, frames=3, fps=10)
+    code = main(["live", "--source", str(src), "--as-fast-as-possible", "--no-window", "-o", str(out),
+                 "--match-threshold", "0.55", "--no-quality-gate", "--pix-fmt", "yuv444p", *_model_args()])
+    assert code == 0, capsys.readouterr().err
+    assert built and all(c.match_threshold == 0.55 and not c.gate.enabled for c in built), built
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv444p"
+
+
 def test_as_fast_as_possible_keeps_the_files_timestamps(synthetic_faces, tmp_path, capsys):
     """Read faster than real time, the output still plays at the file's pace."""
     from media_utils import make_clip, read_video_timing
