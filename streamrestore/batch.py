@@ -499,7 +499,10 @@ class BatchWorker:
         else:
             info = probe(src)
             fps = float(info.frame_rate) if info.frame_rate else 30.0
-            stats = restore_video(src, dst, self._loaded().fresh(fps), encoder=self._settings(), force=True,
+            face_restorer = self._loaded().fresh(fps)
+            # (a worker's line would not name the input: its done line counts the warning, the summary says it)
+            face_restorer.say_unlike_early = False
+            stats = restore_video(src, dst, face_restorer, encoder=self._settings(), force=True,
                                   deinterlace=self.deinterlace, on_frame=self._frame_done)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "warnings": stats.warnings(),
                 "faces": stats.faces_restored, "clean": stats.faces_left_clean, "dim": stats.faces_left_dim,

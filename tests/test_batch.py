@@ -367,6 +367,24 @@ def test_the_face_choice_and_format_options_reach_the_workers(clips, tmp_path, b
         assert written.streams.video[0].codec_context.pix_fmt == "yuv444p"
 
 
+def test_a_whole_files_worker_leaves_the_unlike_warning_to_the_summary(clips, tmp_path, batch, monkeypatch):
+    """A worker's mid-run "track 1 scores 0.12 against ..." line named no input; the input's done
+    line counts the warning and the summary says it with the input's name."""
+    import streamrestore.api
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    said_early = []
+    restore_video = streamrestore.api.restore_video
+
+    def spy(src, dst, face_restorer, **kwargs):
+        said_early.append(face_restorer.say_unlike_early)
+        return restore_video(src, dst, face_restorer, **kwargs)
+
+    monkeypatch.setattr(streamrestore.api, "restore_video", spy)
+    assert batch(clips / "a.mp4", "-o", tmp_path / "out")[0] == 0
+    assert said_early == [False]
+
+
 def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_path, batch, monkeypatch):
     from streamrestore.batch import PARTS_DIR
 
