@@ -557,6 +557,25 @@ def test_a_pixel_format_asked_for_is_written_with_no_warning(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["master.mkv", "odd.mkv", "odd444.mkv", "web.mp4"]
 
 
+@pytest.mark.parametrize("codec", ["prores_ks", "libx264"])
+def test_a_full_range_source_keeps_its_levels_in_every_encoder(tmp_path, codec):
+    """ProRes (and MPEG-2) write limited range only: a full-range source (MJPEG, a phone's
+    yuvj420p) went in with its levels as they were and came back tagged limited, its blacks
+    crushed (median 18 -> 1 in an archivist's clip). Its levels are now converted."""
+    src = tmp_path / "src.mov"
+    make_clip(src, frames=2, width=64, height=64, codec="mjpeg", pix_fmt="yuvj420p")
+    dst = tmp_path / f"out.{codec}.mov"
+    notes_of_passthrough(src, dst, EncoderSettings(codec=codec, preset="ultrafast" if codec == "libx264" else None))
+
+    def shown(path):
+        with av.open(str(path)) as c:
+            return next(c.decode(video=0)).to_ndarray(format="rgb24").astype(float)
+
+    before, after = shown(src), shown(dst)  # (as limited range the dark and bright tenths moved by 9-15 levels)
+    levels = [np.percentile(before, q) - np.percentile(after, q) for q in (10, 90)]
+    assert np.median(np.abs(after - before)) < 4 and all(abs(moved) < 4 for moved in levels), levels
+
+
 def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
     """A 12-bit master through H.264 (which writes 10 bits at most) became 8-bit 4:2:0 without a word: now
     the deepest H.264 writes, said."""
@@ -1129,20 +1148,42 @@ def test_subtitles_are_copied_and_what_the_output_does_not_keep_is_noted(tmp_pat
 
 
 def test_a_garbage_decode_time_from_the_encoder_is_replaced_and_a_valid_one_kept():
-    # Values libx265 gave one- and two-frame streams here (ms ticks, 40 ms frames).
-    assert repaired_dts(0, -139677624546368, None, 40) == 0
-    assert repaired_dts(0, 9187201950435737472, None, 40) == 0  # after its pts
-    assert repaired_dts(40, -139677624546328, 0, 40) == 40  # before the last packet's
+    # Values libx265 gave one- and two-frame streams here (ms ticks, 40 ms frames; earliest as the
+    # writer gives it: first - (last - first) of the frames given, less one frame).
+    assert repaired_dts(0, -139677624546368, None, -40) == 0
+    assert repaired_dts(0, -4611756388245323776, None, -80) == 0
+    assert repaired_dts(0, 9187201950435737472, None, -40) == 0  # after its pts
+    assert repaired_dts(40, -139677624546328, 0, None) == 40  # before the last packet's
     # A reordered stream (x265's B-frames: the first decode time two frames early) is kept.
     stream = [(0, -80), (160, -40), (80, 0), (40, 40), (120, 80)]
     last = None
     for pts, dts in stream:
-        assert repaired_dts(pts, dts, last, 40) == dts
+        assert repaired_dts(pts, dts, last, 0 - 160 - 40) == dts
         last = dts
-    assert repaired_dts(0, -16 * 40, None, 40) == -640  # as far back as a muxer allows
-    assert repaired_dts(0, -17 * 40, None, 0) == -680  # duration unknown: not checked
-    assert repaired_dts(None, 5, None, 40) == 5 and repaired_dts(7, None, None, 40) is None
-    assert repaired_dts(40, 50, 60, 40) == 50  # no decode time fits: left for the muxer to refuse
+    assert repaired_dts(0, -10**12, None, None) == -10**12  # earliest unknown: not checked
+    assert repaired_dts(None, 5, None, 0) == 5 and repaired_dts(7, None, None, 0) is None
+    assert repaired_dts(40, 50, 60, None) == 50  # no decode time fits: left for the muxer to refuse
+
+
+def test_a_variable_rate_stream_with_b_frames_keeps_its_decode_times(tmp_path):
+    """x264's first decode time lies as far before the first frame as the frames it holds back
+    span: with a 1-tick first frame (a live capture's nudge) that is many "frames"; a first-packet
+    bound by the frame's own duration took it for garbage and the muxer then refused the stream."""
+    import dataclasses
+
+    src = tmp_path / "src.mkv"
+    make_clip(src, frames=2, width=64, height=64)
+    pts = [0, 1] + [34 + 33 * i for i in range(10)]
+    info = dataclasses.replace(probe(src), time_base=Fraction(1, 1000), frame_rate=None)
+    for ext in ("mkv", "mp4"):
+        dst = tmp_path / f"vfr.{ext}"
+        with VideoWriter(dst, info, EncoderSettings(preset="veryfast")) as writer:
+            for i, t in enumerate(pts):
+                frame = av.VideoFrame.from_ndarray(pattern(64, 64, i), format="rgb24").reformat(format="yuv420p")
+                frame.pts, frame.time_base = t, Fraction(1, 1000)
+                writer.write(frame)
+        with av.open(str(dst)) as written:
+            assert [round(f.time * 1000) for f in written.decode(video=0)] == pts
 
 
 @pytest.mark.parametrize("frames", [1, 2])

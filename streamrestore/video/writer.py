@@ -502,12 +502,26 @@ def encoder_format(dst: str | os.PathLike, info: VideoInfo, settings: EncoderSet
     settings = settings if settings is not None else EncoderSettings()
     codec = settings.codec_for(Path(dst), info.pix_fmt)
     pix_fmt, _ = _output_pix_fmt(codec, info, settings.pix_fmt)
+    matrix = _SWS_MATRIX.get(info.color_space) if info.color_space else None
+    return pix_fmt, matrix, _output_range(codec, info)
+
+
+#: encoders that write every stream as limited range (measured on this FFmpeg: a full-range
+#: source's stream came back tagged limited, its levels unchanged, so its blacks were crushed)
+_LIMITED_RANGE_ENCODERS = frozenset({"prores_ks", "prores_aw", "mpeg2video"})
+
+
+def _output_range(codec: str, info: VideoInfo) -> int | None:
+    """The colour range the output is written in (FFmpeg's numbers: 1 limited, 2 full; None
+    unspecified): the source's, limited where ``codec`` writes only that (the levels are
+    converted into it)."""
     if info.color_range is not None:
         color_range = info.color_range or None
     else:
         color_range = 2 if "yuvj" in info.pix_fmt else None
-    matrix = _SWS_MATRIX.get(info.color_space) if info.color_space else None
-    return pix_fmt, matrix, color_range
+    if color_range == 2 and codec in _LIMITED_RANGE_ENCODERS:
+        return 1
+    return color_range
 
 
 def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, color_range: int | None
@@ -520,7 +534,7 @@ def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, co
         matrix: as :func:`encoder_format` returns them.
         color_range: as :func:`encoder_format` returns them.
     """
-    if frame.format.name == pix_fmt:
+    if frame.format.name == pix_fmt and (color_range is None or int(frame.color_range) in (0, color_range)):
         return frame
     return frame.reformat(
         format=pix_fmt,
@@ -535,32 +549,29 @@ def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, co
 _HARDWARE_ENCODERS = ("nvenc", "qsv", "vaapi", "videotoolbox", "amf", "v4l2m2m", "mediacodec", "vulkan", "mf")
 
 
-# FFmpeg's muxers take a decode time at most this many frames before the presentation time.
-_MAX_REORDER_FRAMES = 16
-
-
-def repaired_dts(pts: int | None, dts: int | None, last_dts: int | None, duration: int) -> int | None:
+def repaired_dts(pts: int | None, dts: int | None, last_dts: int | None, earliest: int | None) -> int | None:
     """The decode time to mux an encoded video packet with: its own, or ``pts`` where that
     cannot be right.
 
-    libx265 (in the FFmpeg 8 build PyAV 18 ships) gives a stream of one or two frames a garbage decode time in
-    about one run of four (measured: -139677624546368, or above the pts): the muxer then
-    refuses the packet (Matroska "pts < dts", MP4 "not yet implemented") and the output is
-    lost. A decode time is taken as garbage when it is after the presentation time, before
-    the last packet's, or (the first packet) more frames before its presentation time than
-    any reordering needs. Without reordering pts is the right decode time; a valid stream
-    passes unchanged.
+    libx265 (in the FFmpeg 8 build PyAV 18 ships) gives a stream of one or two frames a garbage
+    decode time in about one run of four (measured: -139677624546368, or above the pts): the
+    muxer then refuses the packet (Matroska "pts < dts", MP4 "not yet implemented") and the
+    output is lost. A decode time is taken as garbage when it is after the presentation time,
+    before the last packet's, or (the first packet) before ``earliest``. Without reordering pts
+    is the right decode time; a valid stream passes unchanged.
 
     Args:
         pts, dts: the packet's times (None: not set; returned as they are).
         last_dts: the decode time of the stream's previous packet, None for the first.
-        duration: the packet's duration in the same ticks (0: unknown, the first packet's
-            window is then not checked).
+        earliest: the earliest decode time a first packet can validly have (None: not
+            checked). An encoder that reorders starts its decode times as far before the first
+            frame's time as frames it holds back span, so the writer gives ``first - (last -
+            first)`` of the frames given to the encoder so far, less one frame.
     """
     if pts is None or dts is None:
         return dts
     garbage = dts > pts or (last_dts is not None and dts < last_dts) or (
-        last_dts is None and duration > 0 and pts - dts > _MAX_REORDER_FRAMES * duration)
+        last_dts is None and earliest is not None and dts < earliest)
     if garbage and (last_dts is None or last_dts < pts):
         return pts
     return dts
@@ -627,6 +638,7 @@ class VideoWriter:
         self._offset_s: Fraction = Fraction(0)
         self._durations: dict[int, int] = {}  # output pts -> duration, until its packet is muxed
         self._last_dts: int | None = None  # of the last video packet muxed (see repaired_dts)
+        self._given: tuple[int, int] | None = None  # the first and last pts given to the encoder
         self._check_destination(force)
         self._target = output_target(self.dst)  # (a link at dst is written through)
         self._replace = force  # whether an output another run wrote meanwhile may be replaced at the end
@@ -728,10 +740,9 @@ class VideoWriter:
             stream.codec_context.framerate = info.frame_rate
         stream.thread_type = "AUTO"
         stream.thread_count = self.settings.threads
-        if info.color_range is not None:
-            stream.codec_context.color_range = info.color_range
-        elif "yuvj" in info.pix_fmt:
-            stream.codec_context.color_range = 2
+        color_range = _output_range(self._codec, info)
+        if color_range is not None:
+            stream.codec_context.color_range = color_range
         if info.color_space is not None:
             stream.codec_context.colorspace = info.color_space
         if info.color_primaries is not None:
@@ -1013,6 +1024,8 @@ class VideoWriter:
         # Encoders guess packet durations from the frame rate (wrong for VFR and for the
         # last frame, which sets the file's duration); give each packet its frame's.
         self._durations[converted.pts] = converted.duration
+        lo, hi = self._given or (converted.pts, converted.pts)
+        self._given = (min(lo, converted.pts), max(hi, converted.pts))
         try:
             packets = self._video.encode(converted)
         finally:
@@ -1026,7 +1039,11 @@ class VideoWriter:
             duration = self._durations.pop(packet.pts, None)
             if duration:
                 packet.duration = duration
-            dts = repaired_dts(packet.pts, packet.dts, self._last_dts, packet.duration or 0)
+            earliest = None
+            if self._given is not None:
+                first, last = self._given
+                earliest = first - (last - first) - (packet.duration or 0)
+            dts = repaired_dts(packet.pts, packet.dts, self._last_dts, earliest)
             if dts != packet.dts:
                 logger.debug("%s gave pts %s a dts of %s; written with dts %s", self._codec, packet.pts,
                              packet.dts, dts)
