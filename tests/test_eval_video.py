@@ -12,6 +12,8 @@ from media_utils import make_clip, pattern
 from streamrestore.cli import main as cli_main
 from streamrestore.eval.metrics import PSNR_CAP_DB
 from streamrestore.eval.video import (
+    DEFAULT_METHODS,
+    MARGIN_FRAMES,
     VIDEO_PRESETS,
     FaceJudge,
     GroundTruthFaces,
@@ -23,7 +25,8 @@ from streamrestore.eval.video import (
     format_video_table,
 )
 from streamrestore.model.identity import IdentityRestorer
-from streamrestore.pipeline import FaceRestorer
+from streamrestore.pipeline import FaceRestorer, PipelineConfig
+from streamrestore.quality import QualityGateConfig
 from streamrestore.types import Face
 
 ROW_KEYS = ("method", "psnr", "ssim", "id_gt", "id_refs", "id_std", "ewarp", "ewarp_face", "ewarp_input", "frames",
@@ -97,6 +100,26 @@ def moving(tmp_path):
 # --- degradation --------------------------------------------------------------------------
 
 
+def test_the_frames_measured_are_degraded_as_in_the_whole_clips_copy(tmp_path):
+    """x264's look-ahead sees where a stream ends: the first 10 frames of a 10-frame encode came
+    out 8 levels (mean) from the same frames of the whole clip's copy here, with 60 frames past
+    them 0-1.3 (threaded x264 is not byte-repeatable)."""
+    src = tmp_path / "src.mp4"
+    make_clip(src, width=96, height=64, frames=80, fps=25)
+
+    def first_ten(path):
+        with av.open(str(path)) as c:
+            return np.stack([f.to_ndarray(format="rgb24") for _, f in zip(range(10), c.decode(video=0))]).astype(int)
+
+    degrade_video(src, tmp_path / "whole.mp4", "default")
+    assert degrade_video(src, tmp_path / "short.mp4", "default", max_frames=10) == 10
+    assert degrade_video(src, tmp_path / "margin.mp4", "default", max_frames=10, margin_frames=60) == 70
+    whole = first_ten(tmp_path / "whole.mp4")
+    short, margin = (np.abs(first_ten(tmp_path / name) - whole).mean() for name in ("short.mp4", "margin.mp4"))
+    assert margin < short / 3, (margin, short)
+    assert MARGIN_FRAMES >= 150  # (identical frames on Obama_clip1 from 150 on)
+
+
 def test_default_preset_is_the_shared_tools_default():
     d = VIDEO_PRESETS["default"]
     assert (d.scale, d.blur, d.crf, d.final_crf, d.x264_preset) == (4.0, 1.2, 32, 16, "medium")
@@ -149,7 +172,7 @@ def test_degraded_same_as_clean_gives_capped_psnr_and_identity_one(moving):
     assert rows["clean"]["ewarp"] > 0  # the pattern moves: the flow does not explain all of it
 
 
-def test_a_phone_clip_is_degraded_with_its_rotation_and_measured_as_shown(tmp_path):
+def test_a_phone_clip_is_degraded_with_its_rotation_and_measured_as_shown(tmp_path, caplog):
     """A phone's portrait clip (stored sideways, tagged 90°): its degraded copy keeps the tag, and
     every picture is measured upright, so a detector of upright faces finds the measured face in
     every clean frame and the restorer restores the degraded copy's faces."""
@@ -176,6 +199,18 @@ def test_a_phone_clip_is_degraded_with_its_rotation_and_measured_as_shown(tmp_pa
     assert rows["clean"]["psnr"] == PSNR_CAP_DB and rows["clean"]["frames"] == 6
     assert rows["input"]["psnr"] < PSNR_CAP_DB and rows["input"]["id_gt"] is not None
     assert [r.stats.frames_with_faces for r in restored] == [6] * len(restored)
+    # each restored row says how many of its faces the model changed: the gate left these (the identity
+    # model changes nothing), which the log says; without the gate every face is the model's
+    assert rows["input"]["faces_seen"] is None and rows["clean"]["faces_changed"] is None
+    assert all((rows[m.name]["faces_changed"], rows[m.name]["faces_seen"]) == (0, 6) for m in DEFAULT_METHODS)
+    assert "model_refs changed none of its 6 faces: the quality gate left them" in caplog.text
+
+    def ungated(method, fps):
+        return FaceRestorer(IdentityRestorer(resolution=64), sf.UprightFaceDetector(), fps=fps,
+                            config=PipelineConfig(gate=QualityGateConfig(enabled=False)))
+
+    rows = {r["method"]: r for r in evaluate_video(clean, degraded, make_face_restorer=ungated, faces=faces)}
+    assert all(rows[m.name]["faces_changed"] == 6 for m in DEFAULT_METHODS)
 
 
 def test_restorer_that_finds_no_face_gives_exactly_the_input_metrics(moving, tmp_path):
@@ -246,9 +281,6 @@ def test_input_flow_flicker_of_a_restored_row_is_its_frames_under_the_inputs_flo
     faces = ground_truth()
 
     def make(method, fps):
-        from streamrestore.pipeline import PipelineConfig
-        from streamrestore.quality import QualityGateConfig
-
         # the gate off: the sharp test pattern would count as a clean face and keep its input
         return FaceRestorer(_FlickeringRestorer(), FixedFaceDetector(True), fps=fps,
                             config=PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False)))
@@ -326,7 +358,7 @@ def test_cli_rejects_bad_video_options(tmp_path, capsys):
     assert "--seed, --no-dlib are --data options" in capsys.readouterr().err
     # --video's, which --data ignored silently; --backend and the model's options serve both
     for argv in (["--every", "2"], ["--detector", "dlib"], ["--temporal-frame-strength", "0.5"],
-                 ["--temporal-frame-tolerance", "3"], ["--refs", str(tmp_path)]):
+                 ["--temporal-frame-tolerance", "3"], ["--refs", str(tmp_path)], ["--no-quality-gate"]):
         assert cli_main(["eval", "--data", str(tmp_path), *argv]) == 2
         assert f"{argv[0]} is a --video option; it needs --video CLEAN.mp4" in capsys.readouterr().err
     assert cli_main(["eval", "--data", str(tmp_path), "--every", "2", "--no-temporal"]) == 2

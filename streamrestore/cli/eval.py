@@ -10,7 +10,9 @@ degraded copy is taken (``--degraded``), restored by the whole pipeline with and
 references and measured against the clean clip: face-region PSNR/SSIM, paddle identity to the
 ground truth and to the references, E_warp flicker; the clean clip restored as is is measured
 too. The table goes to stdout; ``--json PATH`` writes ``{"rows": [{"method", "psnr", "ssim",
-"id_gt", "id_refs", "id_std", "ewarp", "ewarp_face", "ewarp_input", "frames", "pairs"}], ...}``. What each value
+"id_gt", "id_refs", "id_std", "ewarp", "ewarp_face", "ewarp_input", "frames", "pairs", "faces_changed",
+"faces_seen"}], ...}`` (the last two: of a restored row's faces, those the model changed, the rest
+left by the quality gate; ``--no-quality-gate`` has the model change them all). What each value
 means: :mod:`streamrestore.eval.video`.
 
 Writes ``<out>/eval.md`` (averaged and per-image tables) and ``<out>/grid.png`` (degraded |
@@ -32,11 +34,13 @@ from streamrestore.cli.options import (
     add_adapt_options,
     add_crop_resolution_option,
     add_identity_gate_option,
+    add_quality_gate_option,
     add_reference_detail_option,
     add_temporal_options,
     check_output_file,
     crop_resolution_from_args,
     identity_gate_from_args,
+    quality_gate_from_args,
     reference_detail_from_args,
     temporal_from_args,
 )
@@ -136,6 +140,7 @@ def _add_video_options(v) -> None:
     v.add_argument("--face-models", metavar="DIR",
                    help="the pipeline's insightface model pack (default: the one in the --models folder, if any)")
     add_temporal_options(v)  # the pipeline's temporal fusion, as `streamrestore` and `live` take it
+    add_quality_gate_option(v)
 
 
 def _given(args: argparse.Namespace, add_options) -> list[str]:
@@ -254,6 +259,7 @@ def video_main(args: argparse.Namespace) -> int:
     from streamrestore.eval.video import (
         CLEAN_METHODS,
         DEFAULT_METHODS,
+        MARGIN_FRAMES,
         VIDEO_PRESETS,
         FaceJudge,
         GroundTruthFaces,
@@ -265,6 +271,7 @@ def video_main(args: argparse.Namespace) -> int:
         reference_embedding,
     )
     from streamrestore.pipeline import PipelineConfig
+    from streamrestore.quality import QualityGateConfig
     from streamrestore.video.reader import probe
 
     clean = Path(args.video)
@@ -314,12 +321,13 @@ def video_main(args: argparse.Namespace) -> int:
     reference_detail = reference_detail_from_args(args)
     identity_gate = identity_gate_from_args(args)
     crop_resolution = crop_resolution_from_args(args)
+    gate = quality_gate_from_args(args) or QualityGateConfig()
 
     def make_face_restorer(method, fps):
         options = dict(refs=[args.refs] if method.refs else [], model=restorer, device=args.device,
                        detector=args.detector, face_models=face_models, fps=fps, backend=args.backend,
                        config=PipelineConfig(reference_detail=reference_detail, identity_gate=identity_gate,
-                                             crop_resolution=crop_resolution, temporal=temporal))
+                                             crop_resolution=crop_resolution, temporal=temporal, gate=gate))
         options.update(method.options)
         return build_face_restorer(**options)
 
@@ -329,7 +337,8 @@ def video_main(args: argparse.Namespace) -> int:
             degraded = Path(args.degraded)
         else:
             degraded = (save or Path(tmp)) / "degraded.mp4"
-            count = degrade_video(clean, degraded, preset, max_frames=args.max_frames)
+            # (frames past those measured: they come out as in the whole clip's degraded copy)
+            count = degrade_video(clean, degraded, preset, max_frames=args.max_frames, margin_frames=MARGIN_FRAMES)
             log.info("degraded %d frames of %s with preset %s", count, clean, preset)
         rows = evaluate_video(clean, degraded, make_face_restorer=make_face_restorer, faces=faces,
                               ref_embedding=ref_embedding, methods=methods, max_frames=args.max_frames,

@@ -212,8 +212,13 @@ _FACE_CHOICE_HELP = {
 def add_face_choice_options(p: argparse.ArgumentParser) -> None:
     """Which faces are restored and toward whom: ``--no-quality-gate``
     (``QualityGateConfig(enabled=False)``) and ``--match-threshold`` (``PipelineConfig.match_threshold``)."""
-    p.add_argument("--no-quality-gate", action="store_true", help=_FACE_CHOICE_HELP["--no-quality-gate"])
+    add_quality_gate_option(p)
     p.add_argument("--match-threshold", type=float, metavar="F", help=_FACE_CHOICE_HELP["--match-threshold"])
+
+
+def add_quality_gate_option(p) -> None:
+    """``--no-quality-gate`` alone (``eval --video``, which matches no faces to sets)."""
+    p.add_argument("--no-quality-gate", action="store_true", help=_FACE_CHOICE_HELP["--no-quality-gate"])
 
 
 def match_threshold_from_args(args: argparse.Namespace) -> float | None:
