@@ -396,6 +396,13 @@ def test_cli_json_rows_on_a_real_clip(real_run):
         assert rows[name]["id_gt"] == pytest.approx(rows["input"]["id_gt"], abs=0.03)
     assert rows["clean_refs"]["psnr"] > 40 and rows["clean_refs"]["id_gt"] > 0.99
     assert real_run["degrade"] == "default" and real_run["max_frames"] == 6
+    # what a reader needs to make the table again
+    from streamrestore import __version__
+
+    assert real_run["version"] == __version__ and real_run["model_sha256"] is None  # (identity: no file)
+    assert real_run["degradation"]["crf"] == 32 and real_run["degraded_past"] == 250
+    assert real_run["pipeline"]["temporal"]["strength"] == 0.8 and real_run["pipeline"]["gate"]["enabled"] is True
+    assert real_run["backend"] == "auto" and real_run["adapt"] is None
 
 
 def test_cli_takes_the_temporal_options(shared, tmp_path):
@@ -416,3 +423,17 @@ def test_cli_takes_the_temporal_options(shared, tmp_path):
     assert abs(off["model_norefs"]["psnr"] - off["input"]["psnr"]) < 0.02
     assert abs(off["model_norefs"]["ewarp"] / off["input"]["ewarp"] - 1) < 0.01
     assert on["model_norefs"]["ewarp"] < 0.97 * on["input"]["ewarp"]  # the input average at work
+
+
+def test_the_json_names_the_model_file_and_its_hash(tmp_path):
+    import hashlib
+
+    from streamrestore.cli.eval import _model_provenance
+    from streamrestore.model.registry import LITE_WEIGHTS
+
+    lite = _model_provenance("lite")
+    assert lite == {"model_file": str(LITE_WEIGHTS), "model_sha256": hashlib.sha256(LITE_WEIGHTS.read_bytes()).hexdigest()}
+    own = tmp_path / "mine.safetensors"
+    own.write_bytes(b"weights")
+    assert _model_provenance(str(own))["model_sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert _model_provenance("instantrestore") == {"model_file": None, "model_sha256": None}

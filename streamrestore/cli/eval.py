@@ -250,11 +250,30 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _model_provenance(model: str) -> dict:
+    """The model file evaluated and its sha256 (``lite``: the shipped file); None for a model
+    that is no one file (``instantrestore``'s folder, ``identity``)."""
+    import hashlib
+
+    from streamrestore.model.registry import LITE_WEIGHTS
+
+    path = LITE_WEIGHTS if str(model) == "lite" else Path(str(model)).expanduser()
+    if not path.is_file():
+        return {"model_file": None, "model_sha256": None}
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"model_file": str(path), "model_sha256": digest.hexdigest()}
+
+
 def video_main(args: argparse.Namespace) -> int:
     """``eval --video``: degrade (or take the degraded copy), restore every way, measure, report."""
+    import dataclasses
     import json
     import tempfile
 
+    from streamrestore import __version__
     from streamrestore.api import build_face_restorer, load_restorer
     from streamrestore.eval.video import (
         CLEAN_METHODS,
@@ -321,13 +340,14 @@ def video_main(args: argparse.Namespace) -> int:
     reference_detail = reference_detail_from_args(args)
     identity_gate = identity_gate_from_args(args)
     crop_resolution = crop_resolution_from_args(args)
-    gate = quality_gate_from_args(args) or QualityGateConfig()
+    config = PipelineConfig(reference_detail=reference_detail, identity_gate=identity_gate,
+                            crop_resolution=crop_resolution, temporal=temporal,
+                            gate=quality_gate_from_args(args) or QualityGateConfig())
 
     def make_face_restorer(method, fps):
         options = dict(refs=[args.refs] if method.refs else [], model=restorer, device=args.device,
                        detector=args.detector, face_models=face_models, fps=fps, backend=args.backend,
-                       config=PipelineConfig(reference_detail=reference_detail, identity_gate=identity_gate,
-                                             crop_resolution=crop_resolution, temporal=temporal, gate=gate))
+                       config=config)
         options.update(method.options)
         return build_face_restorer(**options)
 
@@ -354,6 +374,12 @@ def video_main(args: argparse.Namespace) -> int:
             "degrade": preset, "refs": args.refs, "model": str(args.model), "max_frames": args.max_frames,
             "every": args.every, "face_models": face_models, "detector": args.detector,
             "gt_missed": faces.missed, "gt_padded": faces.padded, "seconds": round(seconds, 1),
+            # what a reader needs to make the table again
+            "version": __version__, **_model_provenance(args.model), "device": args.device, "backend": args.backend,
+            "adapt": None if adapt_from_args(args) is None else dataclasses.asdict(adapt_from_args(args)),
+            "degradation": None if preset is None else dataclasses.asdict(VIDEO_PRESETS[preset]),
+            "degraded_past": None if args.degraded is not None or args.max_frames is None else MARGIN_FRAMES,
+            "pipeline": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
         }
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
