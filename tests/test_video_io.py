@@ -479,8 +479,7 @@ def _timecode_of(path):
 
 def test_a_cameras_timecode_is_kept_and_moved_with_a_window(tmp_path):
     """A camera's timecode track (tmcd) is written again (it was said 'not copied' though kept); a
-    window's output starts at its first frame's timecode; a drop-frame one, not counted here, is
-    left out of a window's output and said."""
+    window's output starts at its first frame's timecode, drop-frame ones too."""
     src = tmp_path / "camera.mov"
     _timecoded_clip(src, "01:02:03:04")
     assert _timecode_of(src) == ("01:02:03:04", ["01:02:03:04"])
@@ -501,9 +500,29 @@ def test_a_cameras_timecode_is_kept_and_moved_with_a_window(tmp_path):
                                                               audio_from=ntsc, start=0.2) as writer:
         for frame in reader.frames():
             writer.write(frame)
-    assert writer.notes == ["the input's timecode (00:59:59;28) is not kept: a window of a drop-frame timecode is "
-                            "not counted here"]
-    assert _timecode_of(tmp_path / "ntsc_out.mov") == (None, [])
+    # drop-frame (SMPTE 12M): 6 frames on from ;28 crosses the hour, a tenth minute, whose numbers are all used
+    assert writer.notes == [] and _timecode_of(tmp_path / "ntsc_out.mov") == ("01:00:00;04", ["01:00:00;04"])
+    from streamrestore.video.writer import _timecode_after
+
+    ntsc_rate = Fraction(30000, 1001)
+    assert _timecode_after("00:00:59;29", 1 / float(ntsc_rate), ntsc_rate) == "00:01:00;02"  # ;00 and ;01 skipped
+    assert _timecode_after("00:00:00;00", 17982 / float(ntsc_rate), ntsc_rate) == "00:10:00;00"  # ten minutes
+    assert _timecode_after("00:00:59;59", 1 / 59.94, Fraction(60000, 1001)) == "00:01:00;04"
+    assert _timecode_after("00:00:00;00", 1.0, Fraction(25)) is None  # no drop-frame at 25
+    # FFmpeg keeps a Matroska file's timecode on the file (`-timecode` there): moved with the window too (it
+    # was kept as it was, 25 frames early for a window 1 s in)
+    tagged = tmp_path / "tagged.mkv"
+    make_clip(tagged, frames=30, width=64, height=48, fps=25)
+    with av.open(str(tagged)) as c, av.open(str(tmp_path / "file_tc.mkv"), "w") as out:
+        out.metadata["timecode"] = "00:59:50:00"
+        copy = out.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(c.streams.video[0]):
+            if packet.size:
+                packet.stream = copy
+                out.mux(packet)
+    passthrough(tmp_path / "file_tc.mkv", tmp_path / "file_tc_window.mkv", start=1.0)
+    with av.open(str(tmp_path / "file_tc_window.mkv")) as c:
+        assert {k.lower(): v for k, v in c.metadata.items()}.get("timecode") == "00:59:51:00", c.metadata
     # non-drop at 29.97 counts 30 numbers a second, one a frame: 6 frames in (0.2 s) is 6 numbers on
     nondrop = tmp_path / "nondrop.mov"
     _timecoded_clip(nondrop, "01:02:03:27", fps=Fraction(30000, 1001))

@@ -280,22 +280,35 @@ _OWN_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "ve
 
 
 def _timecode_after(timecode: str, seconds: float, rate: Fraction | None) -> str | None:
-    """``timecode`` (HH:MM:SS:FF) ``seconds`` later at ``rate`` frames a second; itself for 0 s;
-    None where it cannot be counted (drop-frame "HH:MM:SS;FF", a rate neither whole nor NTSC's, a
-    malformed one). A non-drop timecode at an NTSC rate (30000/1001...) counts its frames at the
-    whole rate above (30), one number a frame, as cameras do."""
+    """``timecode`` (HH:MM:SS:FF, or drop-frame HH:MM:SS;FF) ``seconds`` later at ``rate``
+    frames a second; itself for 0 s; None where it cannot be counted (a rate neither whole nor
+    NTSC's, drop-frame at a rate other than 29.97 or 59.94, a malformed one). A non-drop timecode
+    at an NTSC rate (30000/1001...) counts its frames at the whole rate above (30), one number a
+    frame, as cameras do; drop-frame skips the first 2 (at 59.94: 4) numbers of each minute but
+    every tenth (SMPTE 12M), so it keeps to the clock."""
     if not seconds:
         return timecode
-    parts = timecode.split(":")
-    if ";" in timecode or len(parts) != 4 or not all(p.isdigit() for p in parts) or not rate:
+    drop_frame = ";" in timecode
+    parts = timecode.replace(";", ":").split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts) or not rate:
         return None
     fps = round(float(rate))
-    if fps < 1 or not (abs(float(rate) - fps) <= 1e-3 or abs(fps / float(rate) - 1.001) <= 1e-4):
+    ntsc = abs(fps / float(rate) - 1.001) <= 1e-4
+    if fps < 1 or not (abs(float(rate) - fps) <= 1e-3 or ntsc):
+        return None
+    drop = fps // 15 if drop_frame else 0  # (numbers skipped a minute: 2 at 29.97, 4 at 59.94)
+    if drop_frame and not (ntsc and fps in (30, 60)):
         return None
     hours, minutes, secs, frames = map(int, parts)
-    total = ((hours * 60 + minutes) * 60 + secs) * fps + frames + round(seconds * float(rate))
-    frames, total = total % fps, total // fps
-    return f"{total // 3600 % 24:02d}:{total // 60 % 60:02d}:{total % 60:02d}:{frames:02d}"
+    counted = ((hours * 60 + minutes) * 60 + secs) * fps + frames  # the numbers, skipped ones too
+    minutes_in = hours * 60 + minutes
+    frame = counted - drop * (minutes_in - minutes_in // 10) + round(seconds * float(rate))
+    if drop:  # back to numbers: add those skipped before this frame
+        per_ten, per_minute = 600 * fps - 9 * drop, 60 * fps - drop
+        tens, rest = divmod(frame, per_ten)
+        frame += 9 * drop * tens + (drop * ((rest - drop) // per_minute) if rest > drop else 0)
+    frames, total = frame % fps, frame // fps
+    return f"{total // 3600 % 24:02d}:{total // 60 % 60:02d}:{total % 60:02d}{';' if drop_frame else ':'}{frames:02d}"
 
 
 def _kept_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -869,27 +882,37 @@ class VideoWriter:
             video.metadata.update(_kept_tags(pick_video_stream(source, self.dst).metadata))
         except InputError:  # pragma: no cover - the reader found one in the same file
             pass
-        # (Matroska stores tags upper case)
-        key = next((k for k in video.metadata if k.lower() == "timecode"), "timecode")
-        timecode = video.metadata.get(key) or timecode
+        # (Matroska stores tags upper case; FFmpeg puts a Matroska file's timecode on the file, an
+        # MP4's or MOV's on the video and its timecode track)
+        video_key = next((k for k in video.metadata if k.lower() == "timecode"), None)
+        file_keys = [k for k in out.metadata if k.lower() == "timecode"]
+        timecode = (video.metadata[video_key] if video_key else None) or timecode or (
+            out.metadata[file_keys[0]] if file_keys else None)
         if timecode:
             # the timecode is the first frame's: a window's first frame is this much later
             video_first = self.info.start_time - self.info.origin if self.info.start_time is not None else 0.0
             shifted = _timecode_after(timecode, max(0.0, (self.start or 0.0) - video_first), self.info.frame_rate)
             if shifted is None:
-                video.metadata.pop(key, None)
-                rate, fields = self.info.frame_rate, timecode.split(":")
-                if ";" in timecode:
-                    why = "a drop-frame timecode"
-                elif len(fields) != 4 or not all(field.isdigit() for field in fields):
+                if video_key:
+                    video.metadata.pop(video_key, None)
+                for key in file_keys:
+                    out.metadata.pop(key, None)
+                rate, fields = self.info.frame_rate, timecode.replace(";", ":").split(":")
+                if len(fields) != 4 or not all(field.isdigit() for field in fields):
                     why = "a malformed timecode"
+                elif not rate:
+                    why = "a timecode without a known frame rate"
+                elif ";" in timecode:
+                    why = f"a drop-frame timecode at {float(rate):g} frames a second (counted at 29.97 and 59.94)"
                 else:
-                    why = f"a timecode at {float(rate):g} frames a second" if rate else \
-                        "a timecode without a known frame rate"
+                    why = f"a timecode at {float(rate):g} frames a second"
                 self.notes.append(f"the input's timecode ({timecode}) is not kept: a window of {why} is not counted "
                                   "here")
             else:
-                video.metadata[key] = shifted
+                if video_key or not file_keys:  # (a timecode track's goes on the video, which writes it again)
+                    video.metadata[video_key or "timecode"] = shifted
+                for key in file_keys:
+                    out.metadata[key] = shifted
         start = self.info.origin + (self.start or 0.0)
         end = self.info.origin + self.end if self.end is not None else None
         chapters = []
