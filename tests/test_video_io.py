@@ -595,6 +595,34 @@ def test_a_full_range_source_keeps_its_levels_in_every_encoder(tmp_path, codec):
     assert np.median(np.abs(after - before)) < 4 and all(abs(moved) < 4 for moved in levels), levels
 
 
+def test_editing_intermediates_are_written_as_asked_and_their_replacement_said(tmp_path):
+    """An editor's round trip: DNxHR could not be written at all (its encoder opens only with a
+    profile; the error blamed the audio and the container), MJPEG only with --pix-fmt yuvj422p, a
+    ProRes 422 Standard master came back as HQ, and a ProRes input written as H.264 by default was
+    not said."""
+    src = tmp_path / "standard.mov"
+    make_clip(src, frames=2, width=64, height=64, codec="prores_ks", pix_fmt="yuv422p10le",
+              options={"profile": "standard"})
+    assert probe(src).profile == "Standard"
+    notes = notes_of_passthrough(src, tmp_path / "default.mov")
+    assert ("the input is ProRes, an editing intermediate: written as libx264, a delivery codec (the default); "
+            "--codec prores_ks writes it as one again") in notes, notes
+    assert notes_of_passthrough(src, tmp_path / "kept.mov", EncoderSettings(codec="prores_ks")) == []
+    assert probe(tmp_path / "kept.mov").profile == "Standard"  # (prores_ks wrote HQ)
+    eight = tmp_path / "eight.mp4"
+    make_clip(eight, frames=2, width=256, height=144)  # (DNxHR's least)
+    for codec, pix_fmt, profile in (("dnxhd", "yuv422p", "DNXHR HQ"), ("mjpeg", "yuvj420p", None)):
+        out = tmp_path / f"{codec}.mov"
+        notes_of_passthrough(eight, out, EncoderSettings(codec=codec))
+        info = probe(out)
+        assert (info.pix_fmt, info.frame_count) == (pix_fmt, 2), info
+        assert profile is None or info.profile == profile
+    with pytest.raises(OutputError, match=r"a \.mkv file cannot hold qtrle video; choose another --codec"):
+        VideoWriter(tmp_path / "x.mkv", probe(eight), EncoderSettings(codec="qtrle"))
+    with pytest.raises(OutputError, match="the dnxhd encoder would not open for 64x64 yuv422p10le video .*; choose another"):
+        VideoWriter(tmp_path / "small.mov", probe(src), EncoderSettings(codec="dnxhd"))
+
+
 def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
     """A 12-bit master through H.264 (which writes 10 bits at most) became 8-bit 4:2:0 without a word: now
     the deepest H.264 writes, said."""

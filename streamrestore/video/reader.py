@@ -104,6 +104,7 @@ class VideoInfo:
     #: ("G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)": chromaticities in 0.00002, luminances in 0.0001 cd/m²)
     mastering_display: str | None = None
     content_light: tuple[int, int] | None = None  # HDR10's (MaxCLL, MaxFALL) in cd/m²
+    profile: str | None = None  # the codec's profile as FFmpeg names it ("HQ" for ProRes 422 HQ), where known
 
     @property
     def pixel_aspect(self) -> float:
@@ -369,6 +370,7 @@ def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo
         or stream.metadata.get("alpha_mode") == "1",  # WebM's VP9 alpha: decoded without it
         mastering_display=mastering_display,
         content_light=content_light,
+        profile=cc.profile or None,
     )
 
 

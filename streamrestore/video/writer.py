@@ -436,7 +436,7 @@ def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> t
     if pix_fmt != source and _bits(source) > 8:  # a deep source keeps what depth the encoder writes
         pix_fmt = _nearest_yuv(source, supported)
     if pix_fmt not in supported and supported:
-        pix_fmt = sorted(supported)[0]
+        pix_fmt = _fallback_format(source, supported)
     odd = info.width % 2 or info.height % 2
     if odd and codec in _NEEDS_EVEN_SUBSAMPLED and not pix_fmt.startswith("yuv444"):
         # 4:4:4 codes odd sizes exactly; padding would shift nothing but could not be
@@ -468,26 +468,78 @@ def _depth_note(codec: str, source: str, written: str) -> str | None:
             f"({_bits(written)} bits){deeper}")
 
 
+def _layout(name: str) -> tuple[int, int]:
+    """How many luma samples across and down share a chroma sample in the format ``name``
+    ((2, 2) for 4:2:0, (2, 1) for 4:2:2, (1, 1) for 4:4:4 and planar RGB)."""
+    try:
+        luma, *chroma = av.VideoFormat(name, 4, 4).components
+    except (ValueError, av.error.FFmpegError):
+        return (2, 2)
+    if not chroma:  # grey: 4:2:0 loses nothing of it and plays widely
+        return (2, 2)
+    return (luma.width // max(chroma[0].width, 1), luma.height // max(chroma[0].height, 1))
+
+
 def _nearest_yuv(source: str, supported: set[str]) -> str:
     """The planar YUV format of ``supported`` nearest ``source``: its chroma layout (planar RGB as
     4:4:4) at its depth, else the deepest below it (p010le is yuv420p10le; 12 bits through H.264
     are 10); yuv420p where none has its layout."""
-    def layout(name: str) -> tuple[int, int]:
-        try:
-            luma, *chroma = av.VideoFormat(name, 4, 4).components
-        except (ValueError, av.error.FFmpegError):
-            return (2, 2)
-        if not chroma:  # grey: 4:2:0 loses nothing of it and plays widely
-            return (2, 2)
-        return (luma.width // max(chroma[0].width, 1), luma.height // max(chroma[0].height, 1))
-
     plain = [name for name in supported if name.startswith("yuv") and not name.startswith(("yuvj", "yuva"))
              and _bits(name) <= _bits(source)]
-    for wanted in (layout(source), (2, 2)):  # its layout, else 4:2:0, at the most depth the encoder writes
-        same = [name for name in plain if layout(name) == wanted]
+    for wanted in (_layout(source), (2, 2)):  # its layout, else 4:2:0, at the most depth the encoder writes
+        same = [name for name in plain if _layout(name) == wanted]
         if same:
             return max(same, key=_bits)
     return "yuv420p"
+
+
+def _fallback_format(source: str, supported: set[str]) -> str:
+    """The format of an encoder that writes neither ``source`` nor 4:2:0 (an editing
+    intermediate: ProRes, DNxHR): planar YUV at no fewer bits than the source where it can, the
+    chroma least subsampled beyond 4:2:0 (4:2:2 before 4:4:4), the fewest bits; its first format
+    where it writes no planar YUV."""
+    plain = [name for name in supported if name.startswith("yuv") and not name.startswith(("yuvj", "yuva"))]
+    if not plain:
+        return sorted(supported)[0]
+    return min(plain, key=lambda name: (_bits(name) < _bits(source), -_layout(name)[0] * _layout(name)[1],
+                                        _bits(name), name))
+
+
+#: decoders of editing intermediates (intra-only, high rate, or lossless) -> what to ask for to keep one
+_INTERMEDIATES = {"prores": ("ProRes", "prores_ks"), "dnxhd": ("DNxHD/DNxHR", "dnxhd"),
+                  "ffv1": ("FFV1 (lossless)", "ffv1"), "cfhd": ("CineForm", "ffv1"), "v210": ("v210", "ffv1")}
+
+
+def _intermediate_replaced(info: VideoInfo, codec: str, asked: str | None) -> str | None:
+    """A note when an editing intermediate's video is written by a delivery codec nobody asked
+    for (the default H.264 or HEVC): an editor dropping the output back into a timeline gets
+    another kind of file than the one they gave, and a lossy generation of the whole picture."""
+    kind = _INTERMEDIATES.get(info.codec)
+    if kind is None or asked is not None or av.Codec(codec, "w").intra_only:
+        return None
+    name, keeps = kind
+    return (f"the input is {name}, an editing intermediate: written as {codec}, a delivery codec (the default); "
+            f"--codec {keeps} writes {'it as one again' if keeps != 'ffv1' else 'a lossless intermediate'}")
+
+
+#: FFmpeg's names of ProRes profiles (the decoder's) -> the encoders' ``profile`` option
+_PRORES_PROFILES = {"proxy": "proxy", "lt": "lt", "standard": "standard", "hq": "hq", "4444": "4444",
+                    "xq": "4444xq", "4444xq": "4444xq"}
+
+
+def _profile_options(codec: str, pix_fmt: str, info: VideoInfo) -> dict[str, str]:
+    """The encoder's ``profile`` where it needs one or the input names one to keep: DNxHD's
+    encoder opens only with a profile (DNxHR's, which takes any size: HQ at 8 bits, HQX at 10,
+    444 for 4:4:4); a ProRes input written as ProRes keeps its profile (422 Standard stayed
+    neither: prores_ks wrote HQ, prores_aw Standard from HQ)."""
+    if codec == "dnxhd":
+        return {"profile": "dnxhr_444" if _layout(pix_fmt) == (1, 1) else "dnxhr_hqx" if _bits(pix_fmt) > 8
+                else "dnxhr_hq"}
+    if codec in ("prores_ks", "prores_aw") and info.codec == "prores" and info.profile:
+        profile = _PRORES_PROFILES.get(info.profile.lower().replace(" ", ""))
+        if profile is not None:
+            return {"profile": profile}
+    return {}
 
 
 def _bits(pix_fmt: str) -> int:
@@ -534,6 +586,8 @@ def _output_range(codec: str, info: VideoInfo) -> int | None:
         color_range = 2 if "yuvj" in info.pix_fmt else None
     if color_range == 2 and codec in _LIMITED_RANGE_ENCODERS:
         return 1
+    if codec == "mjpeg":  # (JPEG is full range: the encoder refuses limited-range input)
+        return 2
     return color_range
 
 
@@ -716,6 +770,11 @@ class VideoWriter:
             options = self.settings.options_for(self._codec)
         except ValueError as exc:
             raise OutputError(f"bad encoder option: {exc}") from None
+        pix_fmt, playback = _output_pix_fmt(self._codec, info, self.settings.pix_fmt)
+        options.update(_profile_options(self._codec, pix_fmt, info))
+        replaced = _intermediate_replaced(info, self._codec, self.settings.codec)
+        if replaced:
+            self.notes.append(replaced)
         if self._codec == "libx264" and info.frame_rate:
             # x264 writes the stream's timing info (H.264 VUI) from the time base unless told the
             # rate is constant: players and tools that read it saw 15360 fps (a 1/15360 time base).
@@ -739,11 +798,12 @@ class VideoWriter:
         try:
             stream = cast(av.video.stream.VideoStream, out.add_stream(self._codec, options=options))
         except ValueError:  # PyAV's words for "this container does not take that codec"
-            raise OutputError(f"a {self.dst.suffix} file cannot hold {self._codec} video; write .mkv (holds any "
-                              "codec) or choose another --codec") from None
+            where = "write .mkv (holds most codecs) or " if self.dst.suffix.lower() != ".mkv" else ""
+            raise OutputError(f"a {self.dst.suffix} file cannot hold {self._codec} video; {where}choose another "
+                              "--codec") from None
         stream.width = info.width
         stream.height = info.height
-        stream.pix_fmt, playback = _output_pix_fmt(self._codec, info, self.settings.pix_fmt)
+        stream.pix_fmt = pix_fmt
         if playback:  # (a note, not a log line: a run's stats carry it to a library's caller too)
             self.notes.append(playback)
         # Encoder and stream work in the source's time base so every pts maps 1:1.
@@ -851,6 +911,17 @@ class VideoWriter:
             else:
                 self._copy_from.close()
                 self._copy_from = None
+        try:  # the encoder first: what it refuses is not the container's doing
+            self._video.codec_context.open()
+        except av.error.FFmpegError as exc:
+            if self._codec.rsplit("_", 1)[-1] in _HARDWARE_ENCODERS:
+                hint = f"{self._codec} is a hardware encoder, which needs its device and driver on this machine"
+            else:
+                hint = "choose another --codec or --pix-fmt"
+            logged = getattr(exc, "log", None)  # (level, name, message): FFmpeg's own reason, where logged
+            said = str(logged[-1]).strip() if logged else ""
+            raise OutputError(f"the {self._codec} encoder would not open for {info.width}x{info.height} "
+                              f"{self._video.pix_fmt} video ({said or exc.strerror or exc}); {hint}") from None
         try:
             # Open the encoder and write the header now, so a codec the container cannot
             # hold fails here rather than after the first frames were restored.
