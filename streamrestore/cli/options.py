@@ -125,8 +125,9 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="encoder speed preset: x264/x265 a name (ultrafast ... veryslow; default "
                    "veryfast, e.g. medium for smaller files), vp9 -8..8, svt-av1 -2..13 (a number: lower is slower)")
     p.add_argument("--codec", help="libx264 (default; libx265 for 10-bit video, as phones record HDR; vp9 for "
-                   ".webm), libx265, vp9, av1, or another video encoder of this FFmpeg by its name (prores_ks "
-                   "into .mov, ffv1 into .mkv)")
+                   ".webm), libx265, vp9, av1, or another video encoder of this FFmpeg by its name; for an editing "
+                   "intermediate prores (prores_ks: a ProRes input keeps its profile) or dnxhr (DNxHR HQ, HQX at "
+                   "10 bits) into .mov, ffv1 into .mkv")
     p.add_argument("--pix-fmt", metavar="FORMAT", help="the output's pixel format (default: the input's chroma and "
                    "depth where the encoder takes them, so a 4:2:2 10-bit master stays so; yuv420p plays in every "
                    "browser and phone, and an odd-sized picture needs yuv444p; files only)")

@@ -63,6 +63,7 @@ _CODEC_ALIASES = {
     "x265": "libx265",
     "vp9": "libvpx-vp9",
     "av1": ("libsvtav1", "libaom-av1"),  # first one this FFmpeg build has
+    "prores": "prores_ks", "dnxhr": "dnxhd",  # (editors' names: ProRes keeps its profile, DNxHR its depth)
 }
 
 # Default CRF per encoder: "visually lossless" on faces, i.e. skin texture, eyelashes and
@@ -158,7 +159,8 @@ def resolve_codec(codec: str) -> str:
             return name
     raise ValueError(
         f"video encoder {codec!r} is not available in this FFmpeg build "
-        f"(tried {', '.join(candidates)}); use libx264, libx265, libvpx-vp9 or libsvtav1"
+        f"(tried {', '.join(candidates)}); use libx264, libx265, libvpx-vp9 or libsvtav1 to deliver, or prores_ks, "
+        "dnxhd or ffv1 for an editing intermediate"
     )
 
 
