@@ -506,6 +506,7 @@ class BatchWorker:
                                   deinterlace=self.deinterlace, on_frame=self._frame_done)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "warnings": stats.warnings(),
                 "faces": stats.faces_restored, "clean": stats.faces_left_clean, "dim": stats.faces_left_dim,
+                "grainy": stats.faces_left_grainy,
                 "identities": stats.identities_matched,
                 "seen": sum(track.faces for track in stats.per_track.values())}
 
@@ -691,15 +692,18 @@ def _faces_said(info: dict) -> str:
 
     faces, clean, seen = info.get("faces"), info.get("clean") or 0, info.get("seen")
     dim = info.get("dim") or 0  # (of the clean ones: too dark or flat to judge)
+    grainy = info.get("grainy") or 0  # (of the clean ones, not dim: too grainy to judge)
     if faces is None or seen is None:
         return ""
     if not seen:
         return "no face found, "
     said = [f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored"]
-    if clean - dim:
-        said.append(f"{clean - dim} clean left as {'it was' if clean - dim == 1 else 'they were'}")
+    if clean - dim - grainy:
+        said.append(f"{clean - dim - grainy} clean left as {'it was' if clean - dim - grainy == 1 else 'they were'}")
     if dim:
         said.append(f"{dim} too dark or flat to judge left as {'it was' if dim == 1 else 'they were'}")
+    if grainy:
+        said.append(f"{grainy} too grainy to judge left as {'it was' if grainy == 1 else 'they were'}")
     if seen > faces:
         said.append(f"{seen - faces} left alone")
     return and_list(said) + ", "
@@ -1320,7 +1324,8 @@ class _Batch:
             matched = {name for r in records for name in (r.get("identities") or [])}
             warnings = _chunks_warnings([r.get("warnings") or [] for r in records], matched) + warnings
         elif "faces" in info:
-            extra.update(faces=info["faces"], clean=info.get("clean"), dim=info.get("dim"), seen=info.get("seen"))
+            extra.update(faces=info["faces"], clean=info.get("clean"), dim=info.get("dim"), grainy=info.get("grainy"),
+                         seen=info.get("seen"))
         self.manifest.update(self.input_key(src), state="done", sha256=sha256_of(dst), frames=frames, error=None,
                              seconds=round(info["seconds"], 3), warnings=warnings, **extra)
         self.result.succeeded[src] = str(dst)

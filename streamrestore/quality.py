@@ -73,6 +73,17 @@ class QualityGateConfig:
             degrades 2.4 or more); the same clips darkened (gamma 1.6, gain 0.3) then degraded, 0.5-2.2.
             The weight is not changed for a dim face: lite, trained on well-lit faces, did not restore
             such faces either (``docs/video_eval.md``, "Session 45").
+        grainy_above: a face whose noise (:func:`noise_level` of the measured inner face, grey
+            levels) is over this is *grainy* (:meth:`QualityGate.grainy`), and one the gate leaves
+            alone is said to be too grainy to judge, not clean: film grain and tape noise live at the
+            finest scale, so :func:`detail_ratio` reads a blurred, grainy face as a sharp one.
+            Default 1.0: on 16 talking-head clips (as for ``dim_below``), 8-10 frames each, every
+            face measured 0.19-0.88 clean and 0.15-0.49 degraded; with grain of std 3 / 5 / 8 levels
+            added at the frame's resolution 0.91-3.2 / 1.44-5.2 / 2.26-8.2. The weight is not changed:
+            on Obama's clip (24 frames, no references) lite with the gate off gained +0.61 and +0.50
+            dB on the degraded copy with grain 4 and 8, but lost 0.41 dB and 0.019 identity on the
+            clean clip with grain 4, and no measure tried told the two apart (``docs/video_eval.md``,
+            "Session 47").
     """
 
     enabled: bool = True
@@ -83,6 +94,7 @@ class QualityGateConfig:
     off_below: float = 0.01
     skip_clean_faces: bool = True
     dim_below: float = 1.5
+    grainy_above: float = 1.0
 
     def __post_init__(self) -> None:
         check_kinds(self)
@@ -97,6 +109,8 @@ class QualityGateConfig:
             raise ValueError(f"off_below must be in [0, 1), got {self.off_below}")
         if not self.dim_below >= 0.0:
             raise ValueError(f"dim_below must be >= 0 grey levels, got {self.dim_below}")
+        if not self.grainy_above >= 0.0:
+            raise ValueError(f"grainy_above must be >= 0 grey levels, got {self.grainy_above}")
 
 
 def inner_face(pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> np.ndarray:
@@ -182,14 +196,35 @@ def detail_ratio(face: np.ndarray, measure_side: int | None = 160) -> float:
     return _detail_and_contrast(face, measure_side)[0]
 
 
+#: Immerkær's mask: the difference of two Laplacians, blind to a plane and most of a face's
+#: gradients, so what it passes is mostly noise
+_NOISE_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def noise_level(grey: np.ndarray) -> float:
+    """The std (grey levels) of the white noise in ``grey`` (float, 2-D): the median absolute
+    response to :data:`_NOISE_MASK` (whose gain on white noise is 6), scaled as a Gaussian's
+    median absolute value is (0.6745 std). The median keeps a face's edges, a minority of its
+    pixels, out of it: clean faces measure 0.2-0.9 (see ``QualityGateConfig.grainy_above``)."""
+    if min(grey.shape) < 3:
+        return 0.0
+    response = cv2.filter2D(grey, -1, _NOISE_MASK)[1:-1, 1:-1]
+    return float(np.median(np.abs(response))) / 0.6745 / 6.0
+
+
 def _detail_and_contrast(face: np.ndarray, measure_side: int | None) -> tuple[float, float]:
     """:func:`detail_ratio` and the face's contrast at the coarse scale (the ratio's denominator,
     in grey levels: mean |grey − blur σ3|; infinite where nothing was measured)."""
+    return _measures(face, measure_side)[:2]
+
+
+def _measures(face: np.ndarray, measure_side: int | None) -> tuple[float, float, float]:
+    """:func:`_detail_and_contrast` and the face's :func:`noise_level` (0 where nothing was measured)."""
     face = np.asarray(face)
     if face.ndim != 3 or face.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {face.shape}")
     if min(face.shape[:2]) < 4:
-        return 1.0, float("inf")  # nothing to measure: leave the face alone
+        return 1.0, float("inf"), 0.0  # nothing to measure: leave the face alone
     face = np.ascontiguousarray(face)
     grey: np.ndarray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
     brightest = face.max(axis=2)
@@ -206,7 +241,7 @@ def _detail_and_contrast(face: np.ndarray, measure_side: int | None) -> tuple[fl
         keep[:] = True
     fine, coarse = float(fine_map[keep].mean()), float(coarse_map[keep].mean())
     # a flat patch has nothing to restore
-    return (fine / coarse if coarse > 1e-3 else 1.0), coarse
+    return (fine / coarse if coarse > 1e-3 else 1.0), coarse, noise_level(grey)
 
 
 class QualityGate:
@@ -221,6 +256,7 @@ class QualityGate:
         self.config = config
         self._weights: dict[int, float] = {}
         self._dim: dict[int, bool] = {}
+        self._grainy: dict[int, bool] = {}
 
     def weight(self, track_id: int, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> float:
         """This frame's weight for a face in [0, 1] (smoothed over the track's frames).
@@ -235,8 +271,9 @@ class QualityGate:
             0 for a clean face (it passes through unchanged) up to 1 for a degraded one (the
             restorer's whole change); 1 when the gate is off.
         """
-        own, contrast = self._measured(pixels, matrix, resolution)
+        own, contrast, noise = self._measured(pixels, matrix, resolution)
         self._dim[track_id] = contrast < self.config.dim_below
+        self._grainy[track_id] = noise > self.config.grainy_above
         return self.smoothed(track_id, own)
 
     def dim(self, track_id: int) -> bool:
@@ -245,18 +282,26 @@ class QualityGate:
         too); False with the gate off."""
         return self._dim.get(track_id, False)
 
+    def grainy(self, track_id: int) -> bool:
+        """Whether the track's face, when :meth:`weight` last measured it, held more noise than
+        ``grainy_above`` (film grain, tape noise: the measure reads it as detail); False with the
+        gate off."""
+        return self._grainy.get(track_id, False)
+
     def measure(self, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> float:
         """This frame's own weight for a face, before the smoothing over its track's frames
         (arguments as for :meth:`weight`); 1 when the gate is off."""
         return self._measured(pixels, matrix, resolution)[0]
 
-    def _measured(self, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> tuple[float, float]:
-        """:meth:`measure` and the face's coarse contrast (grey levels; infinite with the gate off)."""
+    def _measured(self, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int
+                  ) -> tuple[float, float, float]:
+        """:meth:`measure`, the face's coarse contrast (grey levels; infinite with the gate off) and
+        its noise (:func:`noise_level`; 0 with the gate off)."""
         cfg = self.config
         if not cfg.enabled:
-            return 1.0, float("inf")
-        ratio, contrast = _detail_and_contrast(inner_face(pixels, matrix, resolution), cfg.measure_side)
-        return float(np.clip((cfg.clean_at - ratio) / (cfg.clean_at - cfg.degraded_at), 0.0, 1.0)), contrast
+            return 1.0, float("inf"), 0.0
+        ratio, contrast, noise = _measures(inner_face(pixels, matrix, resolution), cfg.measure_side)
+        return float(np.clip((cfg.clean_at - ratio) / (cfg.clean_at - cfg.degraded_at), 0.0, 1.0)), contrast, noise
 
     def smoothed(self, track_id: int, w: float) -> float:
         """The weight :meth:`weight` gives for a face whose own weight this frame is ``w``
@@ -297,6 +342,8 @@ class QualityGate:
             del self._weights[tid]
         for tid in [t for t in self._dim if t not in live]:
             del self._dim[tid]
+        for tid in [t for t in self._grainy if t not in live]:
+            del self._grainy[tid]
 
 
 @dataclass(frozen=True)

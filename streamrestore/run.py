@@ -136,6 +136,7 @@ class RunStats:
     faces_restored: int = 0
     faces_left_clean: int = 0  # of those, faces the quality gate found clean and left as they were
     faces_left_dim: int = 0  # of those, faces too dark or flat for the gate to judge (QualityGate.dim): not called clean
+    faces_left_grainy: int = 0  # of those, not dim, faces too grainy to judge (QualityGate.grainy): not called clean
     track_ids: set = field(default_factory=set)
     identities: dict = field(default_factory=dict)  # track id -> matched set name or None
     per_track: dict = field(default_factory=dict)  # track id -> TrackStats
@@ -322,7 +323,7 @@ class RunStats:
         Keys: ``frames``, ``frames_with_faces``, ``frames_restored``; ``faces`` (faces seen),
         ``faces_restored`` (restored and changed), ``faces_left_clean`` (left as they were: the
         quality gate found nothing to restore), ``faces_left_dim`` (left as they were: too dark or
-        flat to judge), ``faces_unmatched`` (matching no reference set: restored, or left alone with
+        flat to judge), ``faces_left_grainy`` (left as they were: too grainy to judge), ``faces_unmatched`` (matching no reference set: restored, or left alone with
         ``--unmatched skip``), ``faces_skipped`` (left alone: ``--unmatched skip``, beyond
         ``--max-faces``); ``seconds`` and ``startup_seconds`` (0 when not timed);
         ``references`` (the sets' names), ``references_skipped`` (each set's photos not used, with
@@ -338,7 +339,8 @@ class RunStats:
             "frames": self.frames, "frames_with_faces": self.frames_with_faces, "frames_restored": self.frames_restored,
             "faces": sum(track.faces for track in self.per_track.values()),
             "faces_restored": self.faces_restored - self.faces_left_clean,
-            "faces_left_clean": self.faces_left_clean - self.faces_left_dim, "faces_left_dim": self.faces_left_dim,
+            "faces_left_clean": self.faces_left_clean - self.faces_left_dim - self.faces_left_grainy,
+            "faces_left_dim": self.faces_left_dim, "faces_left_grainy": self.faces_left_grainy,
             "faces_unmatched": self.unmatched_faces, "faces_skipped": self.skipped_faces,
             "seconds": round(self.seconds, 3), "startup_seconds": round(self.startup_seconds, 3),
             "references": list(self.reference_names),
@@ -378,7 +380,8 @@ class RunStats:
                 f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, {who}"
             )
         if self.faces_left_clean:
-            clean, dim = self.faces_left_clean - self.faces_left_dim, self.faces_left_dim
+            dim, grainy = self.faces_left_dim, self.faces_left_grainy
+            clean = self.faces_left_clean - dim - grainy
             left = []
             if clean:
                 left.append(f"{_n(clean, 'clean face')} left as {'it was' if clean == 1 else 'they were'} "
@@ -386,6 +389,10 @@ class RunStats:
             if dim:  # (their measure is the noise's: "clean" would misstate a dark, blurred face)
                 left.append(f"{_n(dim, 'face')} too dark or flat to judge left as {'it was' if dim == 1 else 'they were'} "
                             "(in so little contrast the quality gate cannot tell a blurred face from a clean one)")
+            if grainy:  # (grain reads as detail: "clean" would misstate a blurred, grainy face)
+                left.append(f"{_n(grainy, 'face')} too grainy to judge left as {'it was' if grainy == 1 else 'they were'} "
+                            "(film grain or tape noise reads as detail to the quality gate; --no-quality-gate restores "
+                            "them, their grain with their blur)")
             restored = self.faces_restored - self.faces_left_clean
             text += "\n  of these, " + and_list([f"{restored} restored", *left])
         tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))

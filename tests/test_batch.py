@@ -974,4 +974,7 @@ def test_what_a_chunked_input_and_its_faces_are_said_to_be():
         "4 faces restored, 2 clean left as they were, 3 too dark or flat to judge left as they were and 1 left alone, "
     assert _faces_said({"faces": 3, "clean": 3, "dim": 3, "seen": 3}) == \
         "0 faces restored and 3 too dark or flat to judge left as they were, "
+    assert _faces_said({"faces": 9, "clean": 6, "dim": 1, "grainy": 4, "seen": 9}) == \
+        "3 faces restored, 1 clean left as it was, 1 too dark or flat to judge left as it was and 4 too grainy to " \
+        "judge left as they were, "
     assert _faces_said({"frames": 20}) == ""  # a chunk's: not said

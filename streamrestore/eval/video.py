@@ -596,8 +596,8 @@ def evaluate_video(
         meters[method.name].faces = (changed, stats.faces_restored)
         if stats.faces_restored and not changed:
             logger.warning("eval: %s changed none of its %d faces: the quality gate left them as they were (clean, "
-                           "or too dark or flat to judge), so the row is the %s's; --no-quality-gate measures the "
-                           "model on them", method.name, stats.faces_restored,
+                           "too dark or flat, or too grainy to judge), so the row is the %s's; --no-quality-gate "
+                           "measures the model on them", method.name, stats.faces_restored,
                            "input" if method.source == "degraded" else "clean clip")
     if faces.missed:
         logger.warning("eval: no face found in %d measured clean frame(s); they are left out of the face metrics",
