@@ -374,7 +374,7 @@ def real_run(shared, tmp_path_factory):
     clip = shared / "data/styletalk/source_video/Obama_clip1.mp4"
     refs = shared / "data/face_recognition/knn_train/obama"
     argv = ["eval", "--video", str(clip), "--refs", str(refs), "--model", "identity", "--max-frames", "6",
-            "--models", str(shared / "models"), "--json", str(out / "t.json")]
+            "--models", str(shared / "models"), "--json", str(out / "t.json"), "--torch-threads", "1"]
     assert cli_main(argv) == 0
     return json.loads((out / "t.json").read_text())
 
@@ -402,7 +402,7 @@ def test_cli_json_rows_on_a_real_clip(real_run):
     assert real_run["version"] == __version__ and real_run["model_sha256"] is None  # (identity: no file)
     assert real_run["degradation"]["crf"] == 32 and real_run["degraded_past"] == 250
     assert real_run["pipeline"]["temporal"]["strength"] == 0.8 and real_run["pipeline"]["gate"]["enabled"] is True
-    assert real_run["backend"] == "auto" and real_run["adapt"] is None
+    assert real_run["backend"] == "auto" and real_run["adapt"] is None and real_run["torch_threads"] == 1
 
 
 def test_cli_takes_the_temporal_options(shared, tmp_path):

@@ -42,9 +42,11 @@ from streamrestore.cli.options import (
     identity_gate_from_args,
     quality_gate_from_args,
     reference_detail_from_args,
+    set_torch_threads,
     temporal_from_args,
 )
 from streamrestore.errors import InputError, ModelError
+from streamrestore.threads import TORCH_THREADS_HELP
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{_MODELS_HELP} (default $STREAMRESTORE_MODELS)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt", "onnxruntime"])
+    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)
     add_reference_detail_option(p)
     add_identity_gate_option(p)
@@ -177,6 +180,9 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_output_file(args.json, "--json")  # before a long evaluation, not after it
     _refuse_other_modes(args)
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise InputError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    set_torch_threads(args.torch_threads)
     if args.video:
         return video_main(args)
     from streamrestore.api import load_restorer
@@ -272,6 +278,8 @@ def video_main(args: argparse.Namespace) -> int:
     import dataclasses
     import json
     import tempfile
+
+    import torch
 
     from streamrestore import __version__
     from streamrestore.api import build_face_restorer, load_restorer
@@ -376,6 +384,7 @@ def video_main(args: argparse.Namespace) -> int:
             "gt_missed": faces.missed, "gt_padded": faces.padded, "seconds": round(seconds, 1),
             # what a reader needs to make the table again
             "version": __version__, **_model_provenance(args.model), "device": args.device, "backend": args.backend,
+            "torch_threads": torch.get_num_threads(),
             "adapt": None if adapt_from_args(args) is None else dataclasses.asdict(adapt_from_args(args)),
             "degradation": None if preset is None else dataclasses.asdict(VIDEO_PRESETS[preset]),
             "degraded_past": None if args.degraded is not None or args.max_frames is None else MARGIN_FRAMES,
