@@ -242,10 +242,8 @@ def _through_h264(picture: np.ndarray, crf: int = 32) -> np.ndarray:
         return next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
 
 
-def test_a_dark_face_the_gate_leaves_alone_is_said_too_dim_to_judge_not_clean(shared_data, shared_models):
-    """In a dim face the frame's rounding and the codec's noise make much of the finest scale, so the
-    measure reads a dark, blurred face as detailed and the gate leaves it alone. The summary said
-    "clean" of such faces; it says they were too dark or flat to judge (and says clean of clean ones)."""
+def _s18_face(shared_data, shared_models):
+    """The first frame of the shared s18 clip, its face (SCRFD) and the face's 128 px alignment."""
     from streamrestore.faces.align import alignment_matrix
     from streamrestore.faces.detect import create_detector
 
@@ -253,7 +251,14 @@ def test_a_dark_face_the_gate_leaves_alone_is_said_too_dim_to_judge_not_clean(sh
         frame = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
     detector = create_detector("scrfd", models_dir=shared_models / "insightface")
     (face,) = [max(detector.detect(frame), key=lambda f: f.size)]
-    matrix = alignment_matrix(face.kps, 128)
+    return frame, face, alignment_matrix(face.kps, 128)
+
+
+def test_a_dark_face_the_gate_leaves_alone_is_said_too_dim_to_judge_not_clean(shared_data, shared_models):
+    """In a dim face the frame's rounding and the codec's noise make much of the finest scale, so the
+    measure reads a dark, blurred face as detailed and the gate leaves it alone. The summary said
+    "clean" of such faces; it says they were too dark or flat to judge (and says clean of clean ones)."""
+    frame, face, matrix = _s18_face(shared_data, shared_models)
     h, w = frame.shape[:2]
 
     def degraded(picture):  # as the video benchmark degrades, its H.264 included
@@ -297,15 +302,9 @@ def test_a_grainy_face_the_gate_leaves_alone_is_said_too_grainy_to_judge_not_cle
     """Film grain and tape noise live at the finest scale: the measure read a blurred face under
     grain as a sharp one and the summary called it clean (an archivist's VHS interview: 0 of 90
     faces restored, "clean"). It says they were too grainy to judge, and how to restore them."""
-    from streamrestore.faces.align import alignment_matrix
-    from streamrestore.faces.detect import create_detector
     from streamrestore.quality import noise_level
 
-    with av.open(str(shared_data / "liveportrait/source/s18.mp4")) as c:
-        frame = next(iter(c.decode(video=0))).to_ndarray(format="rgb24")
-    detector = create_detector("scrfd", models_dir=shared_models / "insightface")
-    (face,) = [max(detector.detect(frame), key=lambda f: f.size)]
-    matrix = alignment_matrix(face.kps, 128)
+    frame, face, matrix = _s18_face(shared_data, shared_models)
     h, w = frame.shape[:2]
     small = cv2.resize(cv2.GaussianBlur(frame, (0, 0), 1.2), (w // 4, h // 4), interpolation=cv2.INTER_AREA)
     blurred = cv2.resize(_through_h264(small), (w, h), interpolation=cv2.INTER_CUBIC)
