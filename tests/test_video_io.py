@@ -576,13 +576,14 @@ def test_a_pixel_format_asked_for_is_written_with_no_warning(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["master.mkv", "odd.mkv", "odd444.mkv", "web.mp4"]
 
 
-@pytest.mark.parametrize("codec", ["prores_ks", "libx264"])
-def test_a_full_range_source_keeps_its_levels_in_every_encoder(tmp_path, codec):
+@pytest.mark.parametrize("source, codec", [("mjpeg", "prores_ks"), ("mjpeg", "libx264"), ("libx264", "mjpeg")])
+def test_a_sources_levels_are_kept_in_every_encoder(tmp_path, source, codec):
     """ProRes (and MPEG-2) write limited range only: a full-range source (MJPEG, a phone's
     yuvj420p) went in with its levels as they were and came back tagged limited, its blacks
-    crushed (median 18 -> 1 in an archivist's clip). Its levels are now converted."""
+    crushed (median 18 -> 1 in an archivist's clip). Its levels are now converted, as an
+    untagged (limited) source's are into MJPEG, which is full range."""
     src = tmp_path / "src.mov"
-    make_clip(src, frames=2, width=64, height=64, codec="mjpeg", pix_fmt="yuvj420p")
+    make_clip(src, frames=2, width=64, height=64, codec=source, pix_fmt="yuvj420p" if source == "mjpeg" else "yuv420p")
     dst = tmp_path / f"out.{codec}.mov"
     notes_of_passthrough(src, dst, EncoderSettings(codec=codec, preset="ultrafast" if codec == "libx264" else None))
 
@@ -606,9 +607,16 @@ def test_editing_intermediates_are_written_as_asked_and_their_replacement_said(t
     assert probe(src).profile == "Standard"
     notes = notes_of_passthrough(src, tmp_path / "default.mov")
     assert ("the input is ProRes, an editing intermediate: written as libx264, a delivery codec (the default); "
-            "--codec prores_ks writes it as one again") in notes, notes
+            "--codec prores_ks -o NAME.mov writes it as one again") in notes, notes
     assert notes_of_passthrough(src, tmp_path / "kept.mov", EncoderSettings(codec="prores_ks")) == []
     assert probe(tmp_path / "kept.mov").profile == "Standard"  # (prores_ks wrote HQ)
+    notes_of_passthrough(src, tmp_path / "aw.mov", EncoderSettings(codec="prores_aw"))  # (takes no profile name)
+    # a profile is kept only where the chroma asked for is its own: 4444 written as 4:2:2 is not 4444
+    full = tmp_path / "4444.mov"
+    make_clip(full, frames=2, width=64, height=64, codec="prores_ks", pix_fmt="yuv444p10le", options={"profile": "4444"})
+    notes_of_passthrough(full, tmp_path / "422.mov", EncoderSettings(codec="prores_ks", pix_fmt="yuv422p10le"))
+    assert probe(full).profile == "4444" and probe(tmp_path / "422.mov").profile != "4444"
+    assert probe(tmp_path / "422.mov").pix_fmt == "yuv422p10le"
     eight = tmp_path / "eight.mp4"
     make_clip(eight, frames=2, width=256, height=144)  # (DNxHR's least)
     for codec, pix_fmt, profile in (("dnxhd", "yuv422p", "DNXHR HQ"), ("mjpeg", "yuvj420p", None)):

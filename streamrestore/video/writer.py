@@ -497,19 +497,21 @@ def _nearest_yuv(source: str, supported: set[str]) -> str:
 
 def _fallback_format(source: str, supported: set[str]) -> str:
     """The format of an encoder that writes neither ``source`` nor 4:2:0 (an editing
-    intermediate: ProRes, DNxHR): planar YUV at no fewer bits than the source where it can, the
-    chroma least subsampled beyond 4:2:0 (4:2:2 before 4:4:4), the fewest bits; its first format
-    where it writes no planar YUV."""
+    intermediate: ProRes, DNxHR): planar YUV at no fewer bits than the source where it can, in
+    the source's chroma layout where it can, else the nearest to 4:2:0 (4:2:2 before 4:4:4), at
+    the fewest bits; its first format where it writes no planar YUV."""
     plain = [name for name in supported if name.startswith("yuv") and not name.startswith(("yuvj", "yuva"))]
     if not plain:
         return sorted(supported)[0]
-    return min(plain, key=lambda name: (_bits(name) < _bits(source), -_layout(name)[0] * _layout(name)[1],
-                                        _bits(name), name))
+    return min(plain, key=lambda name: (_bits(name) < _bits(source), _layout(name) != _layout(source),
+                                        -_layout(name)[0] * _layout(name)[1], _bits(name), name))
 
 
 #: decoders of editing intermediates (intra-only, high rate, or lossless) -> what to ask for to keep one
 _INTERMEDIATES = {"prores": ("ProRes", "prores_ks"), "dnxhd": ("DNxHD/DNxHR", "dnxhd"),
                   "ffv1": ("FFV1 (lossless)", "ffv1"), "cfhd": ("CineForm", "ffv1"), "v210": ("v210", "ffv1")}
+#: the containers each suggested encoder is written into
+_INTERMEDIATE_CONTAINERS = {"prores_ks": ".mov", "dnxhd": ".mov", "ffv1": ".mkv"}
 
 
 def _intermediate_replaced(info: VideoInfo, codec: str, asked: str | None) -> str | None:
@@ -520,8 +522,9 @@ def _intermediate_replaced(info: VideoInfo, codec: str, asked: str | None) -> st
     if kind is None or asked is not None or av.Codec(codec, "w").intra_only:
         return None
     name, keeps = kind
+    into = _INTERMEDIATE_CONTAINERS[keeps]
     return (f"the input is {name}, an editing intermediate: written as {codec}, a delivery codec (the default); "
-            f"--codec {keeps} writes {'it as one again' if keeps != 'ffv1' else 'a lossless intermediate'}")
+            f"--codec {keeps} -o NAME{into} writes {'it as one again' if keeps != 'ffv1' else 'a lossless intermediate'}")
 
 
 #: FFmpeg's names of ProRes profiles (the decoder's) -> the encoders' ``profile`` option
@@ -532,14 +535,16 @@ _PRORES_PROFILES = {"proxy": "proxy", "lt": "lt", "standard": "standard", "hq": 
 def _profile_options(codec: str, pix_fmt: str, info: VideoInfo) -> dict[str, str]:
     """The encoder's ``profile`` where it needs one or the input names one to keep: DNxHD's
     encoder opens only with a profile (DNxHR's, which takes any size: HQ at 8 bits, HQX at 10,
-    444 for 4:4:4); a ProRes input written as ProRes keeps its profile (422 Standard stayed
-    neither: prores_ks wrote HQ, prores_aw Standard from HQ)."""
+    444 for 4:4:4); a ProRes input written by prores_ks keeps its profile where the output's
+    chroma is the profile's (422 Standard came back as HQ). prores_aw (FFmpeg's "prores") takes
+    profiles by number only, and is left to choose."""
     if codec == "dnxhd":
         return {"profile": "dnxhr_444" if _layout(pix_fmt) == (1, 1) else "dnxhr_hqx" if _bits(pix_fmt) > 8
                 else "dnxhr_hq"}
-    if codec in ("prores_ks", "prores_aw") and info.codec == "prores" and info.profile:
+    if codec == "prores_ks" and info.codec == "prores" and info.profile:
         profile = _PRORES_PROFILES.get(info.profile.lower().replace(" ", ""))
-        if profile is not None:
+        # (only where the chroma asked for is the profile's: 4444 and XQ are 4:4:4, the others 4:2:2)
+        if profile is not None and (_layout(pix_fmt) == (1, 1)) == profile.startswith("4444"):
             return {"profile": profile}
     return {}
 
@@ -603,7 +608,9 @@ def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, co
         matrix: as :func:`encoder_format` returns them.
         color_range: as :func:`encoder_format` returns them.
     """
-    if frame.format.name == pix_fmt and (color_range is None or int(frame.color_range) in (0, color_range)):
+    # (a frame without a range tag is limited, or full in a yuvj format: what swscale takes it for)
+    has = int(frame.color_range) or (2 if frame.format.name.startswith("yuvj") else 1)
+    if frame.format.name == pix_fmt and (color_range is None or has == color_range):
         return frame
     return frame.reformat(
         format=pix_fmt,
