@@ -80,9 +80,9 @@ class QualityGateConfig:
             Default 1.0: on 16 talking-head clips (as for ``dim_below``), 8-10 frames each, every
             face measured 0.19-0.88 clean and 0.15-0.49 degraded; with grain of std 3 / 5 / 8 levels
             added at the frame's resolution 0.91-3.2 / 1.44-5.2 / 2.26-8.2. The weight is not changed:
-            on Obama's clip (24 frames, no references) lite with the gate off gained +0.61 and +0.50
-            dB on the degraded copy with grain 4 and 8, but lost 0.41 dB and 0.019 identity on the
-            clean clip with grain 4, and no measure tried told the two apart (``docs/video_eval.md``,
+            on four benchmark clips (24 frames, no references) lite with the gate off gained 0.14-0.83
+            dB on the degraded copies with grain of std 4, but lost 0.37-1.26 dB on the clean clips
+            with the same grain, and no measure tried told the two apart (``docs/video_eval.md``,
             "Session 47").
     """
 
