@@ -358,7 +358,8 @@ def test_cli_rejects_bad_video_options(tmp_path, capsys):
     assert "--seed, --no-dlib are --data options" in capsys.readouterr().err
     # --video's, which --data ignored silently; --backend and the model's options serve both
     for argv in (["--every", "2"], ["--detector", "dlib"], ["--temporal-frame-strength", "0.5"],
-                 ["--temporal-frame-tolerance", "3"], ["--refs", str(tmp_path)], ["--no-quality-gate"]):
+                 ["--temporal-frame-tolerance", "3"], ["--refs", str(tmp_path)], ["--no-quality-gate"],
+                 ["--identity-tolerance", "0.1"]):
         assert cli_main(["eval", "--data", str(tmp_path), *argv]) == 2
         assert f"{argv[0]} is a --video option; it needs --video CLEAN.mp4" in capsys.readouterr().err
     assert cli_main(["eval", "--data", str(tmp_path), "--every", "2", "--no-temporal"]) == 2

@@ -100,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)
     add_reference_detail_option(p)
-    add_identity_gate_option(p)
     add_crop_resolution_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
     _add_data_options(p.add_argument_group("test-case evaluation (--data)"))
@@ -144,6 +143,7 @@ def _add_video_options(v) -> None:
                    help="the pipeline's insightface model pack (default: the one in the --models folder, if any)")
     add_temporal_options(v)  # the pipeline's temporal fusion, as `streamrestore` and `live` take it
     add_quality_gate_option(v)
+    add_identity_gate_option(v)  # (the pipeline's: --data restores the aligned crops directly)
 
 
 def _given(args: argparse.Namespace, add_options) -> list[str]:
