@@ -119,7 +119,7 @@ def test_no_deinterlace_writes_the_woven_fields(run, tmp_path):
     code, err = run(src, "-o", tmp_path / "o.mp4")
     assert code == 0 and "each frame was deinterlaced" in err, err
     code, err = run(src, "-o", tmp_path / "woven.mp4", "--no-deinterlace")
-    assert code == 0 and "written as progressive frames with its two fields woven" in err, err
+    assert code == 0 and "the output keeps its two fields woven in each frame, coded and tagged interlaced" in err, err
 
 
 def test_a_video_of_the_person_serves_as_references(run, tmp_path):

@@ -897,7 +897,7 @@ def test_an_interlaced_video_is_restored_deinterlaced_unless_asked_not_to(tmp_pa
     make_interlaced_clip(src, frames=6)
     restorer = FaceRestorer(IdentityRestorer(128), sf.SyntheticFaceDetector(), config=PipelineConfig())
     for deinterlace, most_combing, said in ((True, 1.0, "each frame was deinterlaced"),
-                                            (False, None, "written as progressive frames with its two fields woven")):
+                                            (False, None, "keeps its two fields woven in each frame")):
         dst = tmp_path / f"out_{deinterlace}.mp4"
         stats = restore_video(src, dst, restorer, encoder=EncoderSettings(preset="ultrafast"), deinterlace=deinterlace)
         assert stats.frames == 6 and read_video_timing(dst) == read_video_timing(src)
@@ -905,6 +905,12 @@ def test_an_interlaced_video_is_restored_deinterlaced_unless_asked_not_to(tmp_pa
         with av.open(str(dst)) as c:
             combs = [combing(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
         assert (max(combs) < most_combing) if most_combing else min(combs) > 8, combs
+        # tagged as it is: progressive once deinterlaced (ProRes said "unknown"), else interlaced and coded as
+        # fields (it was tagged progressive, and a player showed the combing)
+        with av.open(str(dst)) as c:
+            order, first = c.streams.video[0].codec_context.field_order, next(c.decode(video=0))
+        assert (order, first.interlaced_frame) == ((1, False) if deinterlace else (order, True)), order
+        assert deinterlace or order in (2, 3, 4, 5)
 
 
 def test_faces_of_a_video_of_wide_pixels_are_restored_as_shown(tmp_path):

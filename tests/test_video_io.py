@@ -1195,9 +1195,9 @@ def test_subtitles_are_copied_and_what_the_output_does_not_keep_is_noted(tmp_pat
         assert writer.notes == [
             "the input has 10 bits per sample (p010le): frames with faces are restored at 8 bits, frames "
             "without keep theirs",
-            "the input is interlaced: the output is written as progressive frames with its two fields woven (combed "
-            "where things move); deinterlaced (the default; library: deinterlace=True) the faces are restored on "
-            "whole frames"]
+            "the input is interlaced: the output keeps its two fields woven in each frame, coded and tagged interlaced "
+            "by libx264 (other encoders tag it only; shown as progressive, it is combed where things move); "
+            "deinterlaced (the default; library: deinterlace=True) the faces are restored on whole frames"]
         with VideoReader(base) as one:
             writer.write(next(one.frames()))
 

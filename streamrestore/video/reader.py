@@ -105,6 +105,9 @@ class VideoInfo:
     mastering_display: str | None = None
     content_light: tuple[int, int] | None = None  # HDR10's (MaxCLL, MaxFALL) in cd/m²
     profile: str | None = None  # the codec's profile as FFmpeg names it ("HQ" for ProRes 422 HQ), where known
+    #: an interlaced input's field order (FFmpeg's AVFieldOrder: 2 and 5 show the top field first, 3 and 4
+    #: the bottom; 0 unknown), 1 (progressive) once it is deinterlaced; 0 for a progressive input
+    field_order: int = 0
 
     @property
     def pixel_aspect(self) -> float:
@@ -366,6 +369,7 @@ def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo
         sample_aspect_ratio=sar,
         origin=container.start_time / av.time_base if container.start_time else 0.0,
         interlaced=bool(first.interlaced_frame) if first is not None else False,
+        field_order=int(cc.field_order or 0) if first is not None and first.interlaced_frame else 0,
         alpha=_has_alpha(first.format.name if first is not None else (cc.pix_fmt or ""))
         or stream.metadata.get("alpha_mode") == "1",  # WebM's VP9 alpha: decoded without it
         mastering_display=mastering_display,
@@ -601,7 +605,7 @@ class VideoReader:
             self._deinterlacer: Deinterlacer | None = None
             if deinterlace and self.info.interlaced:
                 self._deinterlacer = Deinterlacer()
-                self.info = dataclasses.replace(self.info, interlaced=False)
+                self.info = dataclasses.replace(self.info, interlaced=False, field_order=1)
                 self.problems.append("the input is interlaced: each frame was deinterlaced (bwdif: one frame at "
                                      "its first field's instant, timestamps kept); --no-deinterlace (library: "
                                      "deinterlace=False) keeps the fields woven as they are")

@@ -360,9 +360,10 @@ def _notes_on(info: VideoInfo) -> list[str]:
         notes.append("the input has transparency (an alpha channel): the output is written without it (its "
                      "codecs carry none); keep the original for compositing")
     if info.interlaced:
-        notes.append("the input is interlaced: the output is written as progressive frames with its two fields "
-                     "woven (combed where things move); deinterlaced (the default; library: deinterlace=True) "
-                     "the faces are restored on whole frames")
+        notes.append("the input is interlaced: the output keeps its two fields woven in each frame, coded and "
+                     "tagged interlaced by libx264 (other encoders tag it only; shown as progressive, it is combed "
+                     "where things move); deinterlaced (the default; library: deinterlace=True) the faces are "
+                     "restored on whole frames")
     return notes
 
 
@@ -789,6 +790,9 @@ class VideoWriter:
             # rate is constant: players and tools that read it saw 15360 fps (a 1/15360 time base).
             # The pts stay the file's, a variable rate's too (x264 passes them through).
             options["x264-params"] = "force-cfr=1"
+        if self._codec == "libx264" and info.interlaced:  # woven fields (--no-deinterlace): coded as fields
+            order = "bff=1" if info.field_order in (3, 4) else "tff=1"
+            options["x264-params"] = ":".join(filter(None, [options.get("x264-params"), order]))
         if self._codec == "libx265" and (info.mastering_display or info.content_light):
             # HDR10's static metadata, which a TV tone-maps by: x265 writes it from its own options
             # only (FFmpeg hands it no frame's side data)
@@ -833,6 +837,8 @@ class VideoWriter:
             stream.codec_context.color_trc = info.color_trc
         if info.sample_aspect_ratio is not None:
             stream.codec_context.sample_aspect_ratio = info.sample_aspect_ratio
+        if info.field_order:  # (an interlaced input's, or progressive once deinterlaced: ProRes said "unknown")
+            stream.codec_context.field_order = info.field_order
         if info.rotation:
             stream.set_display_rotation(info.rotation)
         if self.dst.suffix.lower() in _APPLE_CONTAINERS and av.Codec(self._codec, "w").canonical_name == "hevc":
