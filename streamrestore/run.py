@@ -391,8 +391,9 @@ class RunStats:
                             "(in so little contrast the quality gate cannot tell a blurred face from a clean one)")
             if grainy:  # (grain reads as detail: "clean" would misstate a blurred, grainy face)
                 left.append(f"{_n(grainy, 'face')} too grainy to judge left as {'it was' if grainy == 1 else 'they were'} "
-                            "(film grain or tape noise reads as detail to the quality gate; --no-quality-gate restores "
-                            "them, their grain with their blur)")
+                            "(film grain or tape noise reads as detail to the quality gate, so blurred faces may be "
+                            "among them; --no-quality-gate restores them, their grain with their blur, and makes sharp "
+                            "ones worse)")
             restored = self.faces_restored - self.faces_left_clean
             text += "\n  of these, " + and_list([f"{restored} restored", *left])
         tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))

@@ -511,18 +511,24 @@ def test_a_cameras_timecode_is_kept_and_moved_with_a_window(tmp_path):
     assert _timecode_after("00:00:00;00", 1.0, Fraction(25)) is None  # no drop-frame at 25
     # FFmpeg keeps a Matroska file's timecode on the file (`-timecode` there): moved with the window too (it
     # was kept as it was, 25 frames early for a window 1 s in)
-    tagged = tmp_path / "tagged.mkv"
-    make_clip(tagged, frames=30, width=64, height=48, fps=25)
-    with av.open(str(tagged)) as c, av.open(str(tmp_path / "file_tc.mkv"), "w") as out:
+    with av.open(str(tmp_path / "file_tc.mkv"), "w") as out:
         out.metadata["timecode"] = "00:59:50:00"
-        copy = out.add_stream_from_template(c.streams.video[0])
-        for packet in c.demux(c.streams.video[0]):
-            if packet.size:
-                packet.stream = copy
-                out.mux(packet)
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(pattern(64, 48, i), format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    assert probe(tmp_path / "file_tc.mkv").frame_rate == 25
     passthrough(tmp_path / "file_tc.mkv", tmp_path / "file_tc_window.mkv", start=1.0)
     with av.open(str(tmp_path / "file_tc_window.mkv")) as c:
         assert {k.lower(): v for k, v in c.metadata.items()}.get("timecode") == "00:59:51:00", c.metadata
+    # a start between frames: the window's first frame is the next one (frame 25 at 1.0 s), not the nearest
+    passthrough(tmp_path / "file_tc.mkv", tmp_path / "between.mkv", start=0.97)
+    with av.open(str(tmp_path / "between.mkv")) as c:
+        assert {k.lower(): v for k, v in c.metadata.items()}.get("timecode") == "00:59:51:00", c.metadata
+        assert next(c.decode(video=0)).pts == 0
     # non-drop at 29.97 counts 30 numbers a second, one a frame: 6 frames in (0.2 s) is 6 numbers on
     nondrop = tmp_path / "nondrop.mov"
     _timecoded_clip(nondrop, "01:02:03:27", fps=Fraction(30000, 1001))

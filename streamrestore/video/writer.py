@@ -17,6 +17,7 @@ everything later by the audio's priming delay when that starts before 0).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -977,7 +978,11 @@ class VideoWriter:
         if timecode:
             # the timecode is the first frame's: a window's first frame is this much later
             video_first = self.info.start_time - self.info.origin if self.info.start_time is not None else 0.0
-            shifted = _timecode_after(timecode, max(0.0, (self.start or 0.0) - video_first), self.info.frame_rate)
+            later = max(0.0, (self.start or 0.0) - video_first)
+            if later and self.info.frame_rate:  # (the window's first frame is the first at or after its start)
+                fps = float(self.info.frame_rate)
+                later = math.ceil(later * fps - 1e-6) / fps
+            shifted = _timecode_after(timecode, later, self.info.frame_rate)
             if shifted is None:
                 if video_key:
                     video.metadata.pop(video_key, None)
