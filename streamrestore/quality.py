@@ -79,9 +79,9 @@ class QualityGateConfig:
             finest scale, so :func:`detail_ratio` reads a blurred, grainy face as a sharp one.
             Default 1.5: on 16 talking-head clips (as for ``dim_below``), 8-10 frames each, every
             face measured 0.19-0.88 clean and 0.15-0.49 degraded; with grain of std 3 / 5 / 8 levels
-            added at the frame's resolution 0.91-3.2 / 1.44-5.2 / 2.26-8.2. Stage footage in DNxHR SQ
-            measured up to 2.5 (median 2.0) and its faces are not known blurred: above 1.0 (first
-            tried) a third to two thirds of such clips' faces were said grainy. The weight is not changed:
+            added at the frame's resolution 0.91-3.2 / 1.44-5.2 / 2.26-8.2. Stage footage (three
+            encodes of one clip, 11 faces each) measured 0.14-2.5: over 1.0 (first tried) 5, 6 and 6
+            faces, over 1.5 5, 6 and none (its full-range H.264 copy). The weight is not changed:
             on four benchmark clips (24 frames, no references) lite with the gate off gained 0.14-0.83
             dB on the degraded copies with grain of std 4, but lost 0.37-1.26 dB on the clean clips
             with the same grain, and no measure tried told the two apart (``docs/video_eval.md``,
