@@ -633,8 +633,23 @@ def test_editing_intermediates_are_written_as_asked_and_their_replacement_said(t
         assert profile is None or info.profile == profile
     with pytest.raises(OutputError, match=r"a \.mkv file cannot hold qtrle video; choose another --codec"):
         VideoWriter(tmp_path / "x.mkv", probe(eight), EncoderSettings(codec="qtrle"))
+    with pytest.raises(OutputError, match=r"a \.mkv file cannot hold dnxhd video; write \.mov or choose another"):
+        VideoWriter(tmp_path / "x.mkv", probe(eight), EncoderSettings(codec="dnxhd"))
     with pytest.raises(OutputError, match="the dnxhd encoder would not open for 64x64 yuv422p10le video .*; choose another"):
         VideoWriter(tmp_path / "small.mov", probe(src), EncoderSettings(codec="dnxhd"))
+
+
+def test_grey_stays_grey_in_a_full_range_output():
+    """swscale's fast rounding into full-range YUV put grey's chroma at 127: a black-and-white film
+    restored (its frames are RGB after the restore) came back with a faint green cast."""
+    from streamrestore.video.writer import to_encoder_format
+
+    grey = np.repeat(np.tile(np.arange(0, 256, 4, dtype=np.uint8), (32, 1))[..., None], 3, axis=2)
+    frame = av.VideoFrame.from_ndarray(grey, format="rgb24")
+    full = to_encoder_format(frame, "yuv420p", None, 2)
+    assert np.unique(np.asarray(full.planes[1]).reshape(16, -1)[:, :32]).tolist() == [128]
+    limited = to_encoder_format(frame, "yuv420p", None, None)  # (as it was: limited-range outputs unchanged)
+    assert np.array_equal(limited.to_ndarray(), frame.reformat(format="yuv420p").to_ndarray())
 
 
 def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):

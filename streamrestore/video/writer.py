@@ -28,6 +28,7 @@ from typing import Iterator, cast
 
 import av
 import av.error
+from av.video.reformatter import Interpolation
 
 from streamrestore.errors import InputError, OutputError
 from streamrestore.output_file import (
@@ -614,11 +615,15 @@ def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, co
     has = int(frame.color_range) or (2 if frame.format.name.startswith("yuvj") else 1)
     if frame.format.name == pix_fmt and (color_range is None or has == color_range):
         return frame
+    # swscale's fast rounding into full-range YUV puts grey's chroma at 127 where it is 128 (a green cast
+    # over a black-and-white film); exact rounding there only, so limited-range outputs stay as they were
+    exact = Interpolation.BILINEAR | Interpolation.ACCURATE_RND if color_range == 2 else None
     return frame.reformat(
         format=pix_fmt,
         dst_colorspace=matrix,
         src_color_range=int(frame.color_range) or None,
         dst_color_range=color_range,
+        interpolation=exact,
     )
 
 
@@ -812,7 +817,9 @@ class VideoWriter:
         try:
             stream = cast(av.video.stream.VideoStream, out.add_stream(self._codec, options=options))
         except ValueError:  # PyAV's words for "this container does not take that codec"
-            where = "write .mkv (holds most codecs) or " if self.dst.suffix.lower() != ".mkv" else ""
+            home = _INTERMEDIATE_CONTAINERS.get(self._codec, ".mkv")  # (DNxHD and ProRes: .mov)
+            where = f"write {home}{' (holds most codecs)' if home == '.mkv' else ''} or " \
+                if self.dst.suffix.lower() != home else ""
             raise OutputError(f"a {self.dst.suffix} file cannot hold {self._codec} video; {where}choose another "
                               "--codec") from None
         stream.width = info.width
