@@ -195,7 +195,7 @@ def detail_ratio(face: np.ndarray, measure_side: int | None = 160) -> float:
     Raises:
         ValueError: ``face`` is not an (H, W, 3) image.
     """
-    return _detail_and_contrast(face, measure_side)[0]
+    return _measures(face, measure_side)[0]
 
 
 #: Immerkær's mask: the difference of two Laplacians, blind to a plane and most of a face's
@@ -214,19 +214,15 @@ def noise_level(grey: np.ndarray) -> float:
     return float(np.median(np.abs(response))) / 0.6745 / 6.0
 
 
-def _detail_and_contrast(face: np.ndarray, measure_side: int | None) -> tuple[float, float]:
-    """:func:`detail_ratio` and the face's contrast at the coarse scale (the ratio's denominator,
-    in grey levels: mean |grey − blur σ3|; infinite where nothing was measured)."""
-    return _measures(face, measure_side)[:2]
-
-
-def _measures(face: np.ndarray, measure_side: int | None) -> tuple[float, float, float]:
-    """:func:`_detail_and_contrast` and the face's :func:`noise_level` (0 where nothing was measured)."""
+def _measures(face: np.ndarray, measure_side: int | None) -> tuple[float, float, np.ndarray | None]:
+    """:func:`detail_ratio`, the face's contrast at the coarse scale (the ratio's denominator, in
+    grey levels: mean |grey − blur σ3|; infinite where nothing was measured) and the grey face
+    they were measured on (None where nothing was)."""
     face = np.asarray(face)
     if face.ndim != 3 or face.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {face.shape}")
     if min(face.shape[:2]) < 4:
-        return 1.0, float("inf"), 0.0  # nothing to measure: leave the face alone
+        return 1.0, float("inf"), None  # nothing to measure: leave the face alone
     face = np.ascontiguousarray(face)
     grey: np.ndarray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY).astype(np.float32)
     brightest = face.max(axis=2)
@@ -243,7 +239,7 @@ def _measures(face: np.ndarray, measure_side: int | None) -> tuple[float, float,
         keep[:] = True
     fine, coarse = float(fine_map[keep].mean()), float(coarse_map[keep].mean())
     # a flat patch has nothing to restore
-    return (fine / coarse if coarse > 1e-3 else 1.0), coarse, noise_level(grey)
+    return (fine / coarse if coarse > 1e-3 else 1.0), coarse, grey
 
 
 class QualityGate:
@@ -285,9 +281,9 @@ class QualityGate:
         return self._dim.get(track_id, False)
 
     def grainy(self, track_id: int) -> bool:
-        """Whether the track's face, when :meth:`weight` last measured it, held more noise than
-        ``grainy_above`` (film grain, tape noise: the measure reads it as detail); False with the
-        gate off."""
+        """Whether the track's face, when :meth:`weight` last measured it as clean, held more noise
+        than ``grainy_above`` (film grain, tape noise: the measure reads it as detail); False for a
+        face it measured as degraded, and with the gate off."""
         return self._grainy.get(track_id, False)
 
     def measure(self, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> float:
@@ -298,12 +294,14 @@ class QualityGate:
     def _measured(self, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int
                   ) -> tuple[float, float, float]:
         """:meth:`measure`, the face's coarse contrast (grey levels; infinite with the gate off) and
-        its noise (:func:`noise_level`; 0 with the gate off)."""
+        its noise (:func:`noise_level`), measured only where the face reads as clean (its own
+        weight 0: what "grainy" qualifies; 0 otherwise and with the gate off)."""
         cfg = self.config
         if not cfg.enabled:
             return 1.0, float("inf"), 0.0
-        ratio, contrast, noise = _measures(inner_face(pixels, matrix, resolution), cfg.measure_side)
-        return float(np.clip((cfg.clean_at - ratio) / (cfg.clean_at - cfg.degraded_at), 0.0, 1.0)), contrast, noise
+        ratio, contrast, grey = _measures(inner_face(pixels, matrix, resolution), cfg.measure_side)
+        own = float(np.clip((cfg.clean_at - ratio) / (cfg.clean_at - cfg.degraded_at), 0.0, 1.0))
+        return own, contrast, noise_level(grey) if own <= 0.0 and grey is not None else 0.0
 
     def smoothed(self, track_id: int, w: float) -> float:
         """The weight :meth:`weight` gives for a face whose own weight this frame is ``w``

@@ -824,3 +824,11 @@ def test_stop_signals_are_held_while_loading_and_delivered_after():
                 reached_end_of_block = True
             time.sleep(5)  # delivered as the block ends
     assert reached_end_of_block and caught.value.exit_code == 143
+
+
+@pytest.mark.parametrize("command", [[], ["live", "--no-window", "--source"], ["bench"], ["eval", "--video"]])
+def test_every_command_refuses_torch_threads_under_one_at_once(tmp_path, capsys, command):
+    src = tmp_path / "x.mp4"
+    src.write_bytes(b"")  # (not read: the option is checked first)
+    assert main([*command, str(src), "--torch-threads", "0"]) == 2
+    assert "--torch-threads must be at least 1, got 0" in capsys.readouterr().err

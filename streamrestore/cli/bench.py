@@ -27,6 +27,7 @@ from streamrestore.cli.options import (
     add_temporal_options,
     check_face_options,
     check_output_file,
+    check_torch_threads,
     crop_resolution_from_args,
     identity_gate_from_args,
     reference_detail_from_args,
@@ -87,8 +88,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--warmup-frames must be 0 or more, got {args.warmup_frames}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible; use --device cpu or auto")
-    if args.torch_threads is not None and args.torch_threads < 1:
-        raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    check_torch_threads(args)
     if args.resolution is not None and args.resolution < 8:
         raise UserError(f"--resolution must be at least 8, got {args.resolution}")
     check_output_file(args.json, "--json")

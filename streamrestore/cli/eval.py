@@ -38,6 +38,7 @@ from streamrestore.cli.options import (
     add_reference_detail_option,
     add_temporal_options,
     check_output_file,
+    check_torch_threads,
     crop_resolution_from_args,
     identity_gate_from_args,
     quality_gate_from_args,
@@ -180,8 +181,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_output_file(args.json, "--json")  # before a long evaluation, not after it
     _refuse_other_modes(args)
-    if args.torch_threads is not None and args.torch_threads < 1:
-        raise InputError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    check_torch_threads(args)
     set_torch_threads(args.torch_threads)
     if args.video:
         return video_main(args)

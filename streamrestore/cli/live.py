@@ -36,6 +36,7 @@ from streamrestore.cli.options import (
     add_reference_detail_option,
     add_temporal_options,
     check_face_options,
+    check_torch_threads,
     encoder_from_args,
     pipeline_config,
     restorer_options,
@@ -114,8 +115,7 @@ def main(argv: list[str]) -> int:
     check_face_options(args)
     if not 0 < args.timeout < float("inf"):
         raise UserError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if args.torch_threads is not None and args.torch_threads < 1:
-        raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    check_torch_threads(args)
     if args.retries < 0:
         raise UserError(f"--retries must be 0 or more, got {args.retries}")
     if args.no_window and not args.output:

@@ -428,6 +428,12 @@ def configure_logging(verbose: bool) -> None:
     log.propagate = False
 
 
+def check_torch_threads(args: argparse.Namespace) -> None:
+    """UserError for a ``--torch-threads`` under 1, said before anything loads."""
+    if args.torch_threads is not None and args.torch_threads < 1:
+        raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+
+
 def set_torch_threads(requested: int | None) -> None:
     """The CLI owns its process, so it sizes torch's thread pool for all of it (the library
     only around its own work); the default is :func:`streamrestore.threads.default_torch_threads`."""

@@ -27,6 +27,7 @@ from streamrestore.cli.options import (
     add_temporal_options,
     check_face_options,
     check_output_file,
+    check_torch_threads,
     configure_logging,
     encoder_from_args,
     parse_time,
@@ -161,8 +162,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--end ({args.end}s) must be after --start ({args.start}s)")
     check_face_options(args)
     _check_photo_options(args)
-    if args.torch_threads is not None and args.torch_threads < 1:
-        raise UserError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+    check_torch_threads(args)
     if args.json != "-":
         check_output_file(args.json, "--json")
     config = pipeline_config(args)

@@ -941,10 +941,8 @@ class VideoWriter:
                 hint = f"{self._codec} is a hardware encoder, which needs its device and driver on this machine"
             else:
                 hint = "choose another --codec or --pix-fmt"
-            logged = getattr(exc, "log", None)  # (level, name, message): FFmpeg's own reason, where logged
-            said = str(logged[-1]).strip() if logged else ""
             raise OutputError(f"the {self._codec} encoder would not open for {info.width}x{info.height} "
-                              f"{self._video.pix_fmt} video ({said or exc.strerror or exc}); {hint}") from None
+                              f"{self._video.pix_fmt} video ({exc.strerror or exc}); {hint}") from None
         try:
             # Open the encoder and write the header now, so a codec the container cannot
             # hold fails here rather than after the first frames were restored.
