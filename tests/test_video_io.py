@@ -1529,6 +1529,40 @@ def test_an_mpeg2_ts_starting_near_zero_keeps_its_timestamps(tmp_path):
     assert [p[0] for p in read_audio_packets(dst)[0]] == [p[0] for p in read_audio_packets(src)[0]]
 
 
+@pytest.mark.parametrize("src_name, dst_name", [("in.mp4", "out.mp4"), ("in.mkv", "out.mkv"), ("in.mkv", "out.mp4"),
+                                                    ("in.ts", "out.ts")])
+def test_mpeg2_output_keeps_the_timing_of_sources_with_fine_time_bases(tmp_path, src_name, dst_name):
+    """MPEG-1/2 encoders count time in frames: given the source's time base (1/2500 of an MP4,
+    1/1000 of Matroska, 1/90000 of MPEG-TS) they would not open ("does not support 2500/1 fps").
+    They are given frame numbers and their packets put back on the source's pts."""
+    src = tmp_path / src_name
+    make_clip(src, frames=10, audio="aac" if src.suffix != ".ts" else "mp2")
+    dst = tmp_path / dst_name
+    passthrough(src, dst, settings=EncoderSettings(codec="mpeg2video"))
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.name == "mpeg2video"
+    (times, durations), (source_times, source_durations) = read_video_timing(dst), read_video_timing(src)
+    assert times == source_times
+    assert durations == (source_durations if src.suffix != ".ts" else [Fraction(1, 25)] * 10)  # (TS gives none)
+    assert [p[0] for p in read_audio_packets(dst)[0]] == [p[0] for p in read_audio_packets(src)[0]]
+
+
+def test_mpeg2_output_of_a_variable_rate_says_what_it_cannot_hold(tmp_path):
+    """Two frames 10 ms apart in a 25 fps stream fall on one MPEG-2 frame: said, with where."""
+    src = tmp_path / "vfr.mkv"
+    make_clip(src, pts=[0, 40, 80, 90, 120], time_base=Fraction(1, 1000))
+    with pytest.raises(OutputError, match=r"frame at 0\.090 s falls on the same one .* choose another --codec"):
+        passthrough(src, tmp_path / "out.mkv", settings=EncoderSettings(codec="mpeg2video"))
+    assert not (tmp_path / "out.mkv").exists()
+
+
+def test_mpeg2_output_at_a_rate_its_standard_lacks_names_the_rate(tmp_path):
+    src = tmp_path / "seven.mkv"
+    make_clip(src, frames=4, fps=7)
+    with pytest.raises(OutputError, match=r"holds only the frame rates of its standard \(this video: 7 fps\)"):
+        passthrough(src, tmp_path / "out.mkv", settings=EncoderSettings(codec="mpeg2video"))
+
+
 def test_a_file_cut_mid_gop_says_the_frames_it_starts_without(tmp_path):
     """A clip cut without its first keyframe (an editor's or a recorder's cut mid-GOP): the pictures
     before the first keyframe cannot be decoded and, with no frame before them to repeat, are left

@@ -629,6 +629,10 @@ def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, co
 
 #: the name endings of FFmpeg's encoders that run on a GPU or other device (h264_nvenc, hevc_qsv, ...):
 #: one that fails to open says so, not that another container might hold it
+# encoders that count time in frames: their time base must be one frame of a rate their standard
+# has (MPEG-1/2: 23.976 to 60 fps, and fractions of those); the output's pts stay the source's
+_FRAME_CLOCK_ENCODERS = frozenset({"mpeg1video", "mpeg2video"})
+
 _HARDWARE_ENCODERS = ("nvenc", "qsv", "vaapi", "videotoolbox", "amf", "v4l2m2m", "mediacodec", "vulkan", "mf")
 
 
@@ -722,6 +726,10 @@ class VideoWriter:
         self._durations: dict[int, int] = {}  # output pts -> duration, until its packet is muxed
         self._last_dts: int | None = None  # of the last video packet muxed (see repaired_dts)
         self._given: tuple[int, int] | None = None  # the first and last pts given to the encoder
+        # an encoder that counts in frames (_FRAME_CLOCK_ENCODERS): its time base, and which output pts
+        # each frame it was given had, until its packet is muxed
+        self._frame_clock: Fraction | None = None
+        self._clock_pts: dict[int, int] = {}
         self._check_destination(force)
         self._target = output_target(self.dst)  # (a link at dst is written through)
         self._replace = force  # whether an output another run wrote meanwhile may be replaced at the end
@@ -827,9 +835,16 @@ class VideoWriter:
         stream.pix_fmt = pix_fmt
         if playback:  # (a note, not a log line: a run's stats carry it to a library's caller too)
             self.notes.append(playback)
-        # Encoder and stream work in the source's time base so every pts maps 1:1.
+        # Encoder and stream work in the source's time base so every pts maps 1:1; an encoder that
+        # counts in frames is given frame numbers, its packets put back on the source's pts (_mux_video)
         stream.codec_context.time_base = info.time_base
         stream.time_base = info.time_base
+        if self._codec in _FRAME_CLOCK_ENCODERS:
+            if not info.frame_rate:
+                raise OutputError(f"{self._codec} counts time in frames, and this video's frame rate is unknown; "
+                                  "choose another --codec")
+            self._frame_clock = 1 / Fraction(info.frame_rate)
+            stream.codec_context.time_base = self._frame_clock
         if info.frame_rate:
             stream.codec_context.framerate = info.frame_rate
         stream.thread_type = "AUTO"
@@ -941,6 +956,9 @@ class VideoWriter:
                 hint = f"{self._codec} is a hardware encoder, which needs its device and driver on this machine"
             else:
                 hint = "choose another --codec or --pix-fmt"
+            if self._frame_clock is not None:  # (what MPEG-1/2 refuse most often: a rate they have no code for)
+                hint = f"{self._codec} holds only the frame rates of its standard (this video: " \
+                       f"{float(info.frame_rate or 0):.6g} fps); {hint}"
             raise OutputError(f"the {self._codec} encoder would not open for {info.width}x{info.height} "
                               f"{self._video.pix_fmt} video ({exc.strerror or exc}); {hint}") from None
         try:
@@ -1145,6 +1163,8 @@ class VideoWriter:
         self._durations[converted.pts] = converted.duration
         lo, hi = self._given or (converted.pts, converted.pts)
         self._given = (min(lo, converted.pts), max(hi, converted.pts))
+        if self._frame_clock is not None:
+            self._to_frame_clock(converted)
         try:
             packets = self._video.encode(converted)
         finally:
@@ -1153,8 +1173,36 @@ class VideoWriter:
         self._mux_video(packets)
         self.frames_written += 1
 
+    def _to_frame_clock(self, frame: av.VideoFrame) -> None:
+        """Number ``frame`` (output pts, the source's time base) in frames, for an encoder that counts so."""
+        clock = cast(Fraction, self._frame_clock)
+        pts = _pts(frame)
+        number = round(pts * self.info.time_base / clock)
+        if self._clock_pts and number <= max(self._clock_pts):
+            at = (pts + cast(int, self._offset)) * self.info.time_base
+            raise OutputError(f"{self._codec} holds one frame every {float(clock):.4g} s; the input's frame at "
+                              f"{float(at):.3f} s falls on the same one as the frame before it (a variable frame "
+                              "rate): choose another --codec")
+        self._clock_pts[number] = pts
+        frame.duration = max(1, round(frame.duration * self.info.time_base / clock)) if frame.duration else 0
+        frame.pts = number
+        frame.time_base = clock
+
+    def _from_frame_clock(self, packet: av.Packet) -> None:
+        """Put a packet of an encoder that counts in frames back on the output's pts."""
+        clock = cast(Fraction, self._frame_clock)
+        ticks = clock / self.info.time_base
+        if packet.pts is not None:
+            packet.pts = self._clock_pts.pop(packet.pts, round(packet.pts * ticks))
+        if packet.dts is not None:
+            packet.dts = round(packet.dts * ticks)
+        packet.duration = round((packet.duration or 0) * ticks)
+        packet.time_base = self.info.time_base
+
     def _mux_video(self, packets) -> None:
         for packet in packets:
+            if self._frame_clock is not None:
+                self._from_frame_clock(packet)
             duration = self._durations.pop(packet.pts, None)
             if duration:
                 packet.duration = duration
