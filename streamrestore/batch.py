@@ -143,7 +143,7 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
     import av
 
     from streamrestore.images import is_image, read_photo_header
-    from streamrestore.video.reader import frame_ticks, open_input, pick_video_stream
+    from streamrestore.video.reader import frame_ticks, open_input, pick_video_stream, stream_frame_rate
 
     if is_image(src):
         read_photo_header(src)
@@ -170,7 +170,7 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
         except av.error.FFmpegError as exc:
             if not rows:
                 raise InputError(f"cannot read {src} as a video ({exc}); it may be damaged or not a video") from None
-        rate = stream.average_rate or stream.guessed_rate
+        rate = stream_frame_rate(stream)
         pix_fmt = stream.codec_context.pix_fmt
     finally:
         container.close()

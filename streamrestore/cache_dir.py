@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["CACHE_PLACES", "CachePart", "CachePlace", "cache_parts", "cache_place", "cache_root", "cache_root_source",
            "clear_cache", "place_path"]
@@ -106,9 +107,19 @@ class CachePart:
 LEFTOVER_AGE_S = 3600.0
 
 
+def cache_temp_name(path: Path) -> Path:
+    """The name a cache file ``path`` is written under before it is renamed into place: this process's
+    own and no other's (two processes building one file at once each write their own, and the second
+    rename finds it whole), ending ``.tmp`` so that :func:`clear_cache` knows it."""
+    import secrets
+
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+
+
 def _is_temp_of(name: str, suffixes: tuple[str, ...]) -> bool:
     """Whether ``name`` is a temporary file the cache's writers make for one of ``suffixes``
-    (``x.onnx.4242.a1b2c3.tmp``, ``x.ep.tmp``, ``x.safetensors.4242.tmp``) before renaming it."""
+    (:func:`cache_temp_name`: ``x.onnx.4242.a1b2c3.tmp``; ``x.ep.tmp`` and ``x.safetensors.4242.tmp`` from
+    older versions) before renaming it."""
     return name.endswith(".tmp") and any(f"{suffix}." in name for suffix in suffixes)
 
 
@@ -146,9 +157,17 @@ def cache_parts(root: Path | None = None) -> list[CachePart]:
     return parts
 
 
-def clear_cache(names: Iterable[str], root: Path | None = None) -> tuple[int, int]:
+class Cleared(NamedTuple):
+    """What :func:`clear_cache` did."""
+
+    files: int  #: how many files it deleted
+    size: int  #: their bytes together
+    kept: int  #: temporary files it left, younger than :data:`LEFTOVER_AGE_S` (perhaps being written)
+
+
+def clear_cache(names: Iterable[str], root: Path | None = None) -> Cleared:
     """Deletes the files of the places ``names`` (:data:`CACHE_PLACES`' names) under ``root``
-    (default :func:`cache_root`); returns (files, bytes) deleted.
+    (default :func:`cache_root`).
 
     Safe beside a running streamrestore: a process that has a program or fine-tune open keeps
     using it (POSIX keeps an open file until it is closed), and the next run makes it again. A
@@ -162,11 +181,12 @@ def clear_cache(names: Iterable[str], root: Path | None = None) -> tuple[int, in
     import time
 
     places = [cache_place(name) for name in names]  # every name checked before anything is deleted
-    deleted = freed = 0
+    deleted = freed = kept = 0
     now = time.time()
     for place in places:
         for file, size, mtime in _part_files(place_path(place.name, root), place.suffixes):
             if file.suffix == ".tmp" and now - mtime < LEFTOVER_AGE_S:
+                kept += 1
                 continue
             try:
                 file.unlink()
@@ -174,4 +194,4 @@ def clear_cache(names: Iterable[str], root: Path | None = None) -> tuple[int, in
                 continue
             deleted += 1
             freed += size
-    return deleted, freed
+    return Cleared(deleted, freed, kept)

@@ -374,6 +374,37 @@ def test_tensorrt_backend_matches_eager_on_gpu(tmp_path):
     assert any(tmp_path.iterdir()), "the engine was not cached"
 
 
+def test_a_tensorrt_engine_that_cannot_be_saved_leaves_no_half_file(tmp_path, monkeypatch, caplog):
+    """The engine is saved under a name of this process's own (two processes building one engine wrote
+    one ``.ep.tmp`` together) and a save that fails midway leaves nothing behind (it had left its half
+    file). Torch-TensorRT itself is not installed here: a stand-in saves half a file and fails."""
+    import sys
+    import types
+
+    from streamrestore.backends.tensorrt import tensorrt_engine
+
+    written = []
+
+    def save(program, name, inputs):
+        written.append(Path(name))
+        Path(name).write_bytes(b"half an engine")
+        raise OSError(28, "No space left on device")
+
+    stand_in = types.ModuleType("torch_tensorrt")
+    stand_in.save = save  # type: ignore[attr-defined]
+    stand_in.dynamo = types.SimpleNamespace(compile=lambda exported, inputs, **options: "program")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", stand_in)
+    monkeypatch.setattr(torch.export, "export", lambda core, args, kwargs: "exported")
+    path = tmp_path / "unet.ep"
+    t = torch.zeros(1)
+    with caplog.at_level(logging.WARNING):
+        assert tensorrt_engine(None, (t, t, [t], [t], [t], [t], t, None, None), torch.float16, path) == "program"
+    (tmp,) = written
+    assert tmp.parent == tmp_path and tmp.name.startswith(f"unet.ep.{os.getpid()}.") and tmp.suffix == ".tmp"
+    assert list(tmp_path.iterdir()) == []
+    assert "could not cache the TensorRT engine" in caplog.text
+
+
 @pytest.mark.parametrize("second", ["none", "two"])
 def test_onnxruntime_runs_the_shipped_model_as_eager_does(tmp_path, second):
     """lite itself (position prior on reference keys, 128 px, 4 references) through the ONNX export:

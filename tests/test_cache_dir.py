@@ -78,10 +78,10 @@ def test_each_place_counts_only_its_own_kinds_of_file(tmp_path):
 
 def test_clearing_a_place_deletes_only_its_files(tmp_path):
     files = _fill(tmp_path)
-    assert clear_cache(["engines"], tmp_path) == (2, 3000)
+    assert clear_cache(["engines"], tmp_path) == (2, 3000, 0)
     assert not files["onnx"].exists() and not files["ep"].exists()
     assert files["foreign"].exists() and files["adapted"].exists() and files["prompt"].exists()
-    assert clear_cache(["engines"], tmp_path) == (0, 0)
+    assert clear_cache(["engines"], tmp_path) == (0, 0, 0)
 
 
 def test_a_temporary_file_a_killed_run_left_is_cleared_and_one_being_written_kept(tmp_path):
@@ -99,7 +99,7 @@ def test_a_temporary_file_a_killed_run_left_is_cleared_and_one_being_written_kep
     for path in old:
         os.utime(path, (time.time() - LEFTOVER_AGE_S - 60,) * 2)
     assert {p.name: p.files for p in cache_parts(tmp_path)}["engines"] == 5
-    assert clear_cache(["engines", "adapted"], tmp_path) == (2 + 2 + 1, 1000 + 2000 + 200 + 3000)
+    assert clear_cache(["engines", "adapted"], tmp_path) == (2 + 2 + 1, 1000 + 2000 + 200 + 3000, 2)  # young, partial
     assert young.exists() and files["partial"].exists() and files["foreign"].exists()
     assert not any(path.exists() for path in old)
 
@@ -124,7 +124,9 @@ def test_the_cache_command_shows_the_places_and_clears_them(clean_environment, t
     (tmp_path / "inductor").mkdir()
     (tmp_path / "inductor" / "kernel.so").write_bytes(b"x" * 2500)
     assert main(["cache", "--clear", "adapted", "--clear", "prompt"]) == 0
-    assert capsys.readouterr().out == f"deleted 2 file(s), 7.0 kB, from {tmp_path} (adapted, prompt)\n"
+    assert capsys.readouterr().out == (f"deleted 2 file(s), 7.0 kB, from {tmp_path} (adapted, prompt); kept 1 "
+                                       "temporary file(s) under an hour old, which a running streamrestore may be "
+                                       "writing\n")
     assert files["onnx"].exists() and not files["adapted"].exists() and not files["prompt"].exists()
     assert main(["cache"]) == 0
     assert f"not cleared here: {tmp_path / 'inductor'}, 2.5 kB" in capsys.readouterr().out
@@ -159,3 +161,14 @@ def test_a_cache_folder_that_cannot_be_read_is_one_line(clean_environment, tmp_p
     assert main(["cache"]) == 2
     said = capsys.readouterr().err
     assert said == f"streamrestore: error: cannot read {tmp_path / 'engines'}: Permission denied\n"
+
+
+def test_a_cache_files_temporary_name_is_this_processs_own_and_counted_as_the_caches(tmp_path):
+    from streamrestore.cache_dir import cache_temp_name
+
+    path = tmp_path / "engines" / "unet.ep"
+    names = {cache_temp_name(path) for _ in range(20)}
+    assert len(names) == 20 and all(name.parent == path.parent for name in names)
+    path.parent.mkdir()
+    next(iter(names)).write_bytes(b"x" * 10)
+    assert {p.name: p.files for p in cache_parts(tmp_path)}["engines"] == 1

@@ -1,10 +1,12 @@
 """``streamrestore eval --video``: degradation, the measuring machinery on synthetic clips whose
 answers are known, and one short real clip through the CLI (skipped without the shared folder)."""
 import json
+import logging
 import math
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 import pytest
 from media_utils import make_clip, pattern
@@ -292,6 +294,24 @@ def test_input_flow_flicker_of_a_restored_row_is_its_frames_under_the_inputs_flo
     assert pairs == 8 and rows["model_norefs"]["ewarp_input"] == pytest.approx(measured, rel=1e-6)
     assert rows["input"]["ewarp_input"] == pytest.approx(own, rel=1e-6)
     assert measured > 1.2 * own  # the brightness steps in the face region show under the input's flow
+
+
+@pytest.mark.parametrize("step", [0, 1, -2])
+def test_a_degraded_copy_out_of_step_is_warned_of(tmp_path, caplog, step):
+    """A degraded copy one frame off (cut without its first frame, or a frame too many) paired every frame
+    with another moment and said nothing: its figures looked like a bad restorer's."""
+    clean, copy = tmp_path / "clean.mp4", tmp_path / "copy.mp4"
+    write_frames(clean, [pattern(96, 64, i) for i in range(2, 22)])
+    # blurred, as a degraded copy is: the check must not need equal pictures
+    write_frames(copy, [cv2.GaussianBlur(pattern(96, 64, i + step), (0, 0), 1.5) for i in range(2, 22)])
+    with caplog.at_level(logging.WARNING):
+        run(clean, copy, methods=())
+    said = [r.getMessage() for r in caplog.records if "out of step" in r.getMessage()]
+    if step == 0:
+        assert said == []
+    else:
+        where = "its first frame is the clean clip's frame 1" if step == 1 else "the clean clip's first frame is its frame 2"
+        assert len(said) == 1 and f"copy.mp4 looks {abs(step)} frame(s) out of step with clean.mp4 ({where}" in said[0]
 
 
 def test_reference_flow_counts_a_changed_frame():

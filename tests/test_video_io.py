@@ -128,6 +128,29 @@ def test_passthrough_keeps_frames_timestamps_audio_and_duration(request, tmp_pat
     assert not list(tmp_path.glob(".*"))  # no temp file left beside the output
 
 
+def test_a_bogus_average_rate_is_passed_over(tmp_path):
+    """A Matroska file remuxed with PyAV's add_stream_from_template says its frames last one tick of the
+    codec's time base: an average rate of 2500 fps for a 25 fps clip (FFmpeg's own probe says so too).
+    Such a rate is passed over for the next one FFmpeg gives; the output is written at 25 fps."""
+    src, remuxed = tmp_path / "in.mp4", tmp_path / "remuxed.mkv"
+    make_clip(src, frames=25)
+    with av.open(str(src)) as c, av.open(str(remuxed), "w") as out:
+        copy = out.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = copy
+                out.mux(packet)
+    with av.open(str(remuxed)) as c:
+        assert c.streams.video[0].average_rate == 2500  # (the file's doing; else this test tests nothing)
+    info = probe(remuxed)
+    assert info.frame_rate == 25
+    assert info.frame_count == 25
+    dst = tmp_path / "out.mkv"
+    passthrough(remuxed, dst)
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].average_rate == 25
+
+
 def test_probe_describes_hamilton_clip(shared_data):
     info = probe(shared_data / "face_recognition/short_hamilton_clip.mp4")
     assert (info.width, info.height) == (640, 360)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import secrets
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamrestore.cache_dir import cache_temp_name
 from streamrestore.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -75,9 +74,7 @@ def export_onnx(core: nn.Module, args, path: Path) -> None:
     names, flat = _flat_inputs(args)
     flat_core = _FlatCore(core, len(args[2]), args[7] is not None, args[8] is not None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a name of this process's own: two processes exporting one shape at once (two terminals on one
-    # cache) wrote one ".tmp" together, and the second rename found it gone
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    tmp = cache_temp_name(path)  # (two terminals on one cache exporting one shape: each its own)
     try:
         with warnings.catch_warnings():
             # the TorchScript exporter warns about every Python-level shape read; the shapes are fixed here

@@ -6,11 +6,14 @@ and shapes loads it instead of building it (minutes). A stale or damaged file is
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from streamrestore.cache_dir import cache_temp_name
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +44,14 @@ def tensorrt_engine(core: nn.Module, args, dtype: torch.dtype, path: Path):
         options.pop("attn_bias_is_causal")
         options.pop("use_explicit_typing")
         program = torch_tensorrt.dynamo.compile(exported, inputs=inputs, **options)
+    tmp = cache_temp_name(path)  # (two processes building one engine: each writes its own)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         torch_tensorrt.save(program, str(tmp), inputs=inputs)
         tmp.replace(path)
     except Exception as exc:
         log.warning("could not cache the TensorRT engine at %s: %s", path, exc)
+    finally:  # (a failed save's half file, or Ctrl-C's)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return program

@@ -75,10 +75,12 @@ def main(argv: list[str]) -> int:
     if args.clear:
         names = [place.name for place in CACHE_PLACES] if _ALL in args.clear else list(dict.fromkeys(args.clear))
         try:
-            files, size = clear_cache(names, root)
+            cleared = clear_cache(names, root)
         except OSError as exc:
             raise OutputError(f"cannot delete {exc.filename or root}: {exc.strerror or exc}") from exc
-        print(f"deleted {files} file(s), {size_text(size)}, from {root} ({', '.join(names)})")
+        kept = (f"; kept {cleared.kept} temporary file(s) under an hour old, which a running streamrestore may be "
+                "writing" if cleared.kept else "")
+        print(f"deleted {cleared.files} file(s), {size_text(cleared.size)}, from {root} ({', '.join(names)}){kept}")
         return 0
     try:
         parts = cache_parts(root)

@@ -370,7 +370,9 @@ class StreamSource(LiveSource):
         if first is not None:
             self.width, self.height, self.pixel_aspect = _as_shown(first.width, first.height,
                                                                    float(sar) if sar else 1.0, first.rotation)
-        rate = self._stream.average_rate or self._stream.guessed_rate
+        from streamrestore.video.reader import stream_frame_rate
+
+        rate = stream_frame_rate(self._stream)
         self.fps = float(rate) if rate and 1 <= float(rate) <= 240 else 30.0
         self.can_wait = self._finite and not realtime
 

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from streamrestore.cache_dir import place_path
+from streamrestore.cache_dir import cache_temp_name, place_path
 from streamrestore.errors import ModelError
 from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.settings import check_kinds
@@ -159,7 +158,7 @@ def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save  # noqa: PLC0415
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = cache_temp_name(path)
     try:
         # written here, not by safetensors' save_file, whose file is 0600 whatever the umask: this one
         # follows it, as the cache's other files and any file a tool writes

@@ -91,12 +91,12 @@ def _frames_at(path: Path, indices: set[int]) -> tuple[dict[int, np.ndarray], fl
     """The decoded RGB frames ``indices`` (0-based, decode order) of ``path``, and its frame rate."""
     import av
 
-    from streamrestore.video.reader import turned_upright
+    from streamrestore.video.reader import stream_frame_rate, turned_upright
 
     frames = {}
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
+        rate = float(stream_frame_rate(stream) or 25)
         for i, frame in enumerate(container.decode(stream)):
             if i in indices:  # as shown (a phone's portrait clip is stored sideways)
                 frames[i] = turned_upright(frame.to_ndarray(format="rgb24"), frame.rotation)

@@ -279,6 +279,21 @@ def frame_ticks(rate: float | Fraction, time_base: Fraction) -> int:
     return max(1, round(1 / (rate * time_base)))
 
 
+#: a stream's frame rate above this is taken for a mistake (a Matroska file's frame duration written from its
+#: time base: 1000 or 2500 fps); no camera stores video to be played back faster (960 fps slow motion is
+#: stored at 30)
+MAX_PLAUSIBLE_FPS = 500
+
+
+def stream_frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The frame rate a stream is played at: its average rate, else the rate FFmpeg guesses, else the
+    base rate, skipping any above :data:`MAX_PLAUSIBLE_FPS`; None where none is given."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and 0 < rate <= MAX_PLAUSIBLE_FPS:
+            return Fraction(rate)
+    return None
+
+
 def _time_base(stream: av.video.stream.VideoStream) -> Fraction:
     """The time base of a demuxed stream (FFmpeg sets one on every stream it reads; PyAV's type
     allows None)."""
@@ -336,8 +351,7 @@ def _has_alpha(pix_fmt: str) -> bool:
 
 def _describe(path, container, stream, first: av.VideoFrame | None) -> VideoInfo:
     cc = stream.codec_context
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    rate = Fraction(rate) if rate else None
+    rate = stream_frame_rate(stream)
     duration = _stream_duration(container, stream)
     frame_count = stream.frames or None
     if frame_count is None and duration and rate:
