@@ -314,6 +314,18 @@ def test_a_degraded_copy_out_of_step_is_warned_of(tmp_path, caplog, step):
         assert len(said) == 1 and f"copy.mp4 looks {abs(step)} frame(s) out of step with clean.mp4 ({where}" in said[0]
 
 
+def test_frames_without_a_face_are_counted_per_clip(moving, caplog):
+    """One GroundTruthFaces over two clips (a library loop): the second clip's warning counted the first's
+    frames too."""
+    faces = GroundTruthFaces(FixedFaceDetector(False), FaceJudge(PixelEmbedder()), padded_retry=False)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            evaluate_video(moving, moving, make_face_restorer=restorer_factory(FixedFaceDetector(False)), faces=faces,
+                           methods=())
+    said = [r.getMessage() for r in caplog.records if "no face found" in r.getMessage()]
+    assert len(said) == 2 and all("no face found in 8 measured clean frame(s)" in line for line in said)
+
+
 def test_reference_flow_counts_a_changed_frame():
     from streamrestore.eval.flicker_metric import ReferenceFlow
 

@@ -16,6 +16,7 @@ everything later by the audio's priming delay when that starts before 0).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -28,6 +29,7 @@ from typing import Iterator, cast
 
 import av
 import av.error
+import av.logging
 from av.video.reformatter import Interpolation
 
 from streamrestore.errors import InputError, OutputError
@@ -664,6 +666,34 @@ def repaired_dts(pts: int | None, dts: int | None, last_dts: int | None, earlies
     return dts
 
 
+@contextlib.contextmanager
+def _ffmpeg_errors() -> Iterator[list[str]]:
+    """FFmpeg's own error lines while the block runs (why an encoder or a muxer refused: 'MPEG-1/2 does
+    not support 7/1 fps' where the exception says 'Invalid argument'), in the list given, filled on
+    leaving. PyAV passes FFmpeg's log on only while a level is set: set for the block alone."""
+    said: list[str] = []
+    before = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    capture = av.logging.Capture()
+    try:
+        with capture:
+            yield said
+    finally:
+        av.logging.set_level(before)
+        said.extend(message.strip() for level, _, message in capture.logs if level <= av.logging.ERROR)
+
+
+def _reason(exc: av.error.FFmpegError, said: list[str]) -> str:
+    """Why FFmpeg refused, in its own words: its first error line (the last ones are its plumbing's, e.g.
+    'ff_frame_thread_encoder_init failed'), without a list it announces ('Valid DNxHD profiles:')."""
+    if not said:
+        return str(exc.strerror or exc)
+    first = said[0]
+    if first.endswith(":") and ". " in first:
+        first = first.rsplit(". ", 1)[0]
+    return first.rstrip(".:")
+
+
 class VideoWriter:
     """Encode frames to ``dst``, remuxing the audio of ``audio_from`` untouched.
 
@@ -950,7 +980,8 @@ class VideoWriter:
                 self._copy_from.close()
                 self._copy_from = None
         try:  # the encoder first: what it refuses is not the container's doing
-            self._video.codec_context.open()
+            with _ffmpeg_errors() as said:
+                self._video.codec_context.open()
         except av.error.FFmpegError as exc:
             if self._codec.rsplit("_", 1)[-1] in _HARDWARE_ENCODERS:
                 hint = f"{self._codec} is a hardware encoder, which needs its device and driver on this machine"
@@ -960,11 +991,12 @@ class VideoWriter:
                 hint = f"{self._codec} holds only the frame rates of its standard (this video: " \
                        f"{float(info.frame_rate or 0):.6g} fps); {hint}"
             raise OutputError(f"the {self._codec} encoder would not open for {info.width}x{info.height} "
-                              f"{self._video.pix_fmt} video ({exc.strerror or exc}); {hint}") from None
+                              f"{self._video.pix_fmt} video ({_reason(exc, said)}); {hint}") from None
         try:
             # Open the encoder and write the header now, so a codec the container cannot
             # hold fails here rather than after the first frames were restored.
-            out.start_encoding()
+            with _ffmpeg_errors() as said:
+                out.start_encoding()
         except av.error.FFmpegError as exc:
             if getattr(exc, "errno", None) in SPACE_ERRNOS:
                 raise write_failed(self.dst, exc) from None
@@ -973,7 +1005,7 @@ class VideoWriter:
             hint = "; try .mkv, which holds any codec" if self.dst.suffix.lower() != ".mkv" else ""
             if self._codec.rsplit("_", 1)[-1] in _HARDWARE_ENCODERS:  # (the container is not what failed)
                 hint = f"; {self._codec} is a hardware encoder, which needs its device and driver on this machine"
-            raise OutputError(f"cannot write {what} to a {self.dst.suffix} file ({exc.strerror or exc}){hint}") from None
+            raise OutputError(f"cannot write {what} to a {self.dst.suffix} file ({_reason(exc, said)}){hint}") from None
 
     def _copy_tags(self, video: av.video.stream.VideoStream, timecode: str | None = None) -> None:
         """The input's tags (title, recording date, a phone's location, each stream's language) and
