@@ -677,6 +677,23 @@ def test_grey_stays_grey_in_a_full_range_output():
     assert np.array_equal(limited.to_ndarray(), frame.reformat(format="yuv420p").to_ndarray())
 
 
+def test_a_grey_archive_stays_grey_in_ffv1_and_plays_as_4_2_0_in_h264(tmp_path):
+    """A black-and-white master in FFV1 (grey) came back from --codec ffv1 as 4:2:0 with neutral chroma:
+    twice the planes for nothing. H.264's grey profile plays almost nowhere: there it stays 4:2:0."""
+    src = tmp_path / "bw.mkv"
+    make_clip(src, frames=3, width=64, height=48, codec="ffv1", pix_fmt="gray")
+    passthrough(src, tmp_path / "bw_ffv1.mkv", settings=EncoderSettings(codec="ffv1"))
+    assert probe(tmp_path / "bw_ffv1.mkv").pix_fmt == "gray"
+    with av.open(str(src)) as a, av.open(str(tmp_path / "bw_ffv1.mkv")) as b:
+        assert all(np.array_equal(x.to_ndarray(), y.to_ndarray()) for x, y in zip(a.decode(video=0), b.decode(video=0)))
+    from streamrestore.video.writer import encoder_format, to_encoder_format
+
+    grey = np.repeat(np.tile(np.arange(256, dtype=np.uint8), (2, 1))[..., None], 3, axis=2)
+    written = to_encoder_format(av.VideoFrame.from_ndarray(grey, format="rgb24"), "gray", None, 2)
+    assert np.array_equal(written.to_ndarray()[0], np.arange(256))  # (a restored frame, RGB: its levels kept)
+    assert encoder_format(tmp_path / "x.mkv", probe(src), EncoderSettings(codec="libx264"))[0] == "yuv420p"
+
+
 def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
     """A 12-bit master through H.264 (which writes 10 bits at most) became 8-bit 4:2:0 without a word: now
     the deepest H.264 writes, said."""

@@ -114,6 +114,7 @@ _CRF_MAX = {"libx264": 51, "libx265": 51}
 # These encoders refuse odd widths/heights in 4:2:0 / 4:2:2 (chroma is subsampled in pairs
 # and H.264/HEVC crop in 2-pixel steps); VP9 and AV1 code odd sizes directly.
 _NEEDS_EVEN_SUBSAMPLED = {"libx264", "libx265"}
+_GREY_KEPT = {"ffv1"}  # encoders that write a grey source as grey (_output_pix_fmt)
 # Containers whose HEVC Apple's players read only under the 'hvc1' tag (.m4v does not take HEVC).
 _APPLE_CONTAINERS = {".mp4", ".mov"}
 # The layouts each encoder's output plays in browsers, phones and QuickTime (others keep the
@@ -439,7 +440,10 @@ def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> t
         return wanted, None
     # yuvj* are deprecated aliases for full-range yuv; the range goes in the colour tags.
     source = info.pix_fmt.replace("yuvj", "yuv")
-    pix_fmt = source if source in supported and source.startswith("yuv") else "yuv420p"
+    # (a black-and-white archive stays grey in FFV1, its lossless home; a delivery codec's grey profile
+    # plays almost nowhere: 4:2:0 at neutral chroma)
+    keeps = ("yuv", "gray") if codec in _GREY_KEPT else ("yuv",)
+    pix_fmt = source if source in supported and source.startswith(keeps) else "yuv420p"
     if pix_fmt != source and _bits(source) > 8:  # a deep source keeps what depth the encoder writes
         pix_fmt = _nearest_yuv(source, supported)
     if pix_fmt not in supported and supported:
