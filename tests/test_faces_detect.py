@@ -290,3 +290,23 @@ def test_scrfd_input_follows_the_frame_aspect(shared_models):
     assert det.input_size(480, 480) == (640, 640)
     assert det.input_size(1080, 1920) == (640, 384)
     assert all(v % 32 == 0 for v in det.input_size(361, 641))
+
+
+def test_a_face_package_that_cannot_be_imported_is_named_with_its_pip_name(monkeypatch, tmp_path):
+    """dlib-bin or insightface missing from a trimmed environment gave a ModuleNotFoundError traceback."""
+    import sys
+
+    from streamrestore.faces.identity import DlibEmbedder, InsightfaceEmbedder
+
+    monkeypatch.setitem(sys.modules, "dlib", None)  # (as if it were not installed)
+    monkeypatch.setitem(sys.modules, "insightface.model_zoo", None)
+    for make in (DlibDetector, DlibEmbedder):
+        with pytest.raises(ModelError, match=r"dlib's face models need the dlib-bin package, .*: pip install dlib-bin "
+                                             r"\(or give --face-models with an insightface pack\)"):
+            make()
+    model = tmp_path / "det.onnx"
+    model.write_bytes(b"x")
+    for make in (ScrfdDetector, InsightfaceEmbedder):
+        with pytest.raises(ModelError, match=r"insightface's face models \(--face-models\) need the insightface "
+                                             r"package, .*: pip install insightface \(or leave out --face-models"):
+            make(model)

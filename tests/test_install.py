@@ -138,3 +138,33 @@ def test_gitignore_keeps_a_virtualenv_out():
     """`python -m venv .venv` in the checkout, as the README's install invites, adds no files to git."""
     lines = (REPO / ".gitignore").read_text().splitlines()
     assert ".venv/" in lines
+
+
+def test_the_source_distribution_holds_what_its_tests_and_readme_use(tmp_path):
+    """The sdist had the tests' test_*.py files only: conftest.py, their helpers and fixtures, constraints.txt (the
+    README's install command), configs and examples were missing, and no licence text was anywhere."""
+    import subprocess
+    import sys
+    import tarfile
+
+    setuptools = pytest.importorskip("setuptools")
+    if Version(setuptools.__version__) < Version("77"):
+        pytest.skip(f"setuptools {setuptools.__version__} cannot build this project (77 or later)")
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True)
+    if tracked.returncode:
+        pytest.skip("not a git checkout")
+    source = tmp_path / "source"
+    for name in tracked.stdout.splitlines():  # (a clean tree: what a release is built from)
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes((REPO / name).read_bytes())
+    subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; build_meta.build_sdist({str(tmp_path)!r})"],
+                   cwd=source, check=True, capture_output=True)
+    (sdist,) = tmp_path.glob("streamrestore-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    wanted = {"LICENSE", "constraints.txt", "README.md", "tests/conftest.py", "tests/media_utils.py",
+              "tests/synthetic_faces.py", "tests/fixtures/official_parity.npz", "configs/lite.toml",
+              "examples/restore_file.py", "streamrestore/weights/lite.safetensors"}
+    assert wanted <= names, sorted(wanted - names)
+    assert not any(name.startswith(("runs/", ".git/")) or "__pycache__" in name for name in names)

@@ -130,6 +130,8 @@ def test_instantrestore_offline_lists_every_missing_file(tmp_path, monkeypatch):
                  "sd-vae-ft-mse/config.json", "prompt_embeds.safetensors", "text_encoder/config.json"):
         assert name in msg, name
     assert str(tmp_path) in msg  # says where to put the files
+    # the download command huggingface_hub installs (it has had no huggingface-cli since the pinned versions)
+    assert "(or: hf download hwdz15508/InstantRestore final_model_ckpt.pt)" in msg
 
 
 def test_instantrestore_from_local_folders(source, tmp_path, monkeypatch):

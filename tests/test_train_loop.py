@@ -411,6 +411,18 @@ def test_train_command(tiny_pack, shared, tmp_path, capsys):
     assert "--torch-threads must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_train_without_its_extra_names_the_extra(tmp_path, monkeypatch, capsys):
+    """A plain install has no accelerate: the data and the model loaded, then a traceback at the first step."""
+    import sys
+
+    from streamrestore.cli import main
+
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # (as if it were not installed)
+    (tmp_path / "c.toml").write_text("steps = 5\n")
+    assert main(["train", str(tmp_path / "c.toml")]) == 2
+    assert 'needs the accelerate package: pip install "streamrestore[train]"' in capsys.readouterr().err
+
+
 def test_schedule_by_time_ends_at_the_lowest_rate(tiny_pack, shared, tmp_path, monkeypatch):
     config = TrainConfig(data=str(tiny_pack), steps=100, warmup_steps=2, min_lr_ratio=0.1)
     clock = [0.0]

@@ -51,8 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    import importlib.util
+
     from streamrestore.errors import InputError
     from streamrestore.train.config import load_train_config, parse_overrides
+
+    if importlib.util.find_spec("accelerate") is None:  # (said before the data and the model load)
+        raise InputError('streamrestore train needs the accelerate package: pip install "streamrestore[train]"')
     from streamrestore.train.loop import TimeBudget, Trainer
 
     if args.max_minutes is not None and args.max_minutes <= 0:

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Iterable, Sequence
 
-import tomllib
-
+from streamrestore import toml_text
 from streamrestore.errors import InputError
 from streamrestore.images import IMAGE_SUFFIXES
 
@@ -98,8 +97,8 @@ def read_train_ok_folders(path: str | Path) -> frozenset[str]:
         raise InputError(f"licence list {path} not found; pass the TOML file with train_ok_folders "
                          "(configs/shared_data.toml in the repository)")
     try:
-        folders = tomllib.loads(path.read_text(encoding="utf-8")).get("train_ok_folders")
-    except tomllib.TOMLDecodeError as exc:
+        folders = toml_text.loads(path.read_text(encoding="utf-8")).get("train_ok_folders")
+    except toml_text.TOMLDecodeError as exc:
         raise InputError(f"{path} is not valid TOML: {exc}") from None
     if not isinstance(folders, list) or not all(isinstance(f, str) and f for f in folders):
         raise InputError(f"{path} must set train_ok_folders to a list of folder names, got {folders!r}")

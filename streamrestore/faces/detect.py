@@ -6,10 +6,12 @@ mouth corner (left/right as seen in the image), sorted by score, best first.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import math
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol, Sequence, runtime_checkable
 
 import cv2
@@ -156,8 +158,7 @@ class ScrfdDetector:
         self.model_file = Path(model_file)
         if not self.model_file.is_file():
             raise ModelError(f"SCRFD model {self.model_file} not found; check --face-models")
-        from insightface.model_zoo import get_model
-
+        get_model = insightface_model_zoo().get_model
         providers = list(providers) if providers is not None else onnx_providers()
         try:
             self._model = get_model(str(self.model_file), providers=providers, sess_options=onnx_session_options())
@@ -202,6 +203,26 @@ class ScrfdDetector:
         ]
         faces.sort(key=lambda face: -face.score)
         return faces
+
+
+def face_package(module: str, package: str, what: str, instead: str) -> ModuleType:
+    """``module`` imported, or a :class:`ModelError` saying ``what`` needs the pip ``package`` (a plain
+    install has it; an environment trimmed by hand, or a package whose own import fails, may not), and
+    what to use ``instead``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelError(f"{what} need the {package} package, which cannot be imported ({exc}): pip install "
+                         f"{package} ({instead})") from None
+
+
+def insightface_model_zoo() -> ModuleType:
+    return face_package("insightface.model_zoo", "insightface", "insightface's face models (--face-models)",
+                        "or leave out --face-models: dlib's models then serve")
+
+
+def dlib_module() -> ModuleType:
+    return face_package("dlib", "dlib-bin", "dlib's face models", "or give --face-models with an insightface pack")
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,7 +272,7 @@ class DlibDetector:
 
     def __init__(self, *, landmarks: str = "68", upsample: int | None = None, min_side: int = 600,
                  threshold: float = 0.5, models_dir: str | Path | None = None):
-        import dlib
+        dlib = dlib_module()
 
         if landmarks not in ("5", "68"):
             raise ValueError(f"landmarks must be '5' or '68', got {landmarks!r}")

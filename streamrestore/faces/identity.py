@@ -18,8 +18,10 @@ import numpy as np
 from streamrestore.errors import ModelError
 from streamrestore.faces.align import ARCFACE_TEMPLATE_112, arcface_matrix, similarity_transform, template
 from streamrestore.faces.detect import (
+    dlib_module,
     face_recognition_models_dir,
     find_model_pack,
+    insightface_model_zoo,
     onnx_providers,
     onnx_session_options,
 )
@@ -89,8 +91,7 @@ class InsightfaceEmbedder:
     """An insightface recognition model (ArcFace-style 112x112 crops, RGB input)."""
 
     def __init__(self, model_file: str | Path, *, providers: Sequence[str] | None = None):
-        from insightface.model_zoo import get_model
-
+        get_model = insightface_model_zoo().get_model
         self.model_file = Path(model_file)
         try:
             self._model = get_model(str(self.model_file),
@@ -143,7 +144,7 @@ class DlibEmbedder:
     name = "dlib"
 
     def __init__(self, *, models_dir: str | Path | None = None):
-        import dlib
+        dlib = dlib_module()
 
         folder = Path(models_dir) if models_dir is not None else face_recognition_models_dir()
         predictor = folder / "shape_predictor_5_face_landmarks.dat"

@@ -71,7 +71,8 @@ class _Need:
 
     def hint(self) -> str:
         where = " or ".join(str(p) for p in self.local[:1])
-        get = f"huggingface-cli download {self.repo} {self.filename}" if self.repo else ""
+        # (huggingface_hub's command since 0.34; the versions constraints.txt pins have no huggingface-cli)
+        get = f"hf download {self.repo} {self.filename}" if self.repo else ""
         return f"  - {self.label}: put it at {where}" + (f" (or: {get})" if get else "")
 
 

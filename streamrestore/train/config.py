@@ -394,9 +394,9 @@ def _read_table(path: Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     text = path.read_text(encoding="utf-8")
     if suffix == ".toml":
-        import tomllib  # noqa: PLC0415
+        from streamrestore import toml_text  # noqa: PLC0415
 
-        return tomllib.loads(text)
+        return toml_text.loads(text)
     if suffix == ".json":
         return json.loads(text)
     if suffix in (".yaml", ".yml"):
@@ -413,7 +413,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
     Values are TOML literals; a bare word that is not one (``runs/x``) is taken as a string.
     """
-    import tomllib  # noqa: PLC0415
+    from streamrestore import toml_text  # noqa: PLC0415
 
     out: dict[str, Any] = {}
     for item in items:
@@ -422,8 +422,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise InputError(f"--set {item!r}: expected KEY=VALUE")
         try:
-            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
+            out[key] = toml_text.loads(f"v = {value.strip()}")["v"]
+        except toml_text.TOMLDecodeError:
             out[key] = value.strip()
     return out
 

@@ -213,13 +213,13 @@ def load_detail_head_config(path: str | Path, **overrides) -> DetailHeadTrainCon
     """Read a detail-head config (TOML); ``overrides`` replace its top-level keys (one recipe for
     the bases of several runs: ``base_weights``, ``unet_config``, ``output_dir``). Unknown keys
     are refused by name."""
-    import tomllib
+    from streamrestore import toml_text
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"detail head config {path} not found")
     try:
-        table = tomllib.loads(path.read_text())
+        table = toml_text.loads(path.read_text())
     except (ValueError, OSError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
     table.update(overrides)
