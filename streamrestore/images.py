@@ -343,6 +343,8 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
             notes.append("the photo's EXIF is not kept: its 16-bit TIFF is written without it (.png keeps both)")
     elif like.bits > 8:
         keep = "" if like.alpha is not None or like.deep is None else f" (write .png or .tif to keep {like.bits})"
+        if keep and fmt == "TIFF":  # (a .tif already: what it lacks is tifffile, which a plain install has)
+            keep = f" (write .png to keep {like.bits}, or pip install tifffile)"
         notes.append(f"the photo had {like.bits} bits per sample; it is written with 8{keep}")
     notes += [f"the photo's {part} is not kept" for part in like.parts_not_kept]
     if like.dropped_profile:

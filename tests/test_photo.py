@@ -451,6 +451,20 @@ def test_a_16_bit_scan_keeps_its_16_bits(tmp_path, name):
             "the photo's EXIF is not kept: its 16-bit TIFF is written without it (.png keeps both)"]
 
 
+def test_a_16_bit_tiff_without_tifffile_names_what_keeps_its_bits(tmp_path, monkeypatch):
+    """Without tifffile a 16-bit TIFF was written with 8 bits, and the note said "write .png or .tif to keep 16"
+    of a .tif."""
+    from streamrestore import images
+
+    rgb, _ = _scene()
+    src = tmp_path / "scan.png"
+    src.write_bytes(cv2.imencode(".png", rgb.astype(np.uint16)[:, :, ::-1] * 257)[1].tobytes())
+    monkeypatch.setattr(images, "_writes_16_bit_tiff", lambda: False)
+    photo = read_photo(src)
+    assert write_photo(tmp_path / "out.tif", photo.rgb, photo) == [
+        "the photo had 16 bits per sample; it is written with 8 (write .png to keep 16, or pip install tifffile)"]
+
+
 def _read_16_bits(path):
     picture = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     assert picture.dtype == np.uint16
