@@ -545,10 +545,12 @@ class BatchWorker:
                              on_kept=self._frame_done)
             try:
                 restore_frames(reader.frames(), sink, face_restorer)
-            except BaseException:
-                sink.abort()
+                sink.close()
+            except BaseException:  # (a full disk: the half part goes, not to fill the disk through the retries)
+                with contextlib.suppress(OSError):
+                    sink.abort()
+                tmp.unlink(missing_ok=True)
                 raise
-            sink.close()
         kept, types = sink.kept, sink.types
         if kept != b - a:
             tmp.unlink(missing_ok=True)
@@ -1016,56 +1018,67 @@ def run(
     except OSError as exc:
         raise UserError(f"cannot write to output folder {out_dir}: {exc.strerror or exc}; choose a folder you can "
                         "write to") from None
-    from streamrestore.output_file import temp_beside
+    from streamrestore.output_file import hold_record, release_temp, temp_beside
 
     temp_beside(out_dir / MANIFEST_NAME).unlink()  # (a record it can append to, in a folder it cannot create files in)
-    outputs: dict[Path, Path] = {}
-    for src in inputs:
-        dst = output_path(out_dir, src)
-        if dst in outputs.values():
-            other = next(s for s, d in outputs.items() if d == dst)
-            raise UserError(f"{src} and {other} would both be written to {dst}; rename one or batch them separately")
-        outputs[src] = dst
-    options = {"model": model, "device": device, "detector": detector, "face_models": face_models,
-               "backend": backend, "config": config}
-    if fast_vae is not None:
-        options["fast_vae"] = str(fast_vae)
-    ref_specs = list(map(str, refs)) if not isinstance(refs, (str, Path)) else [str(refs)]
-    if adapt is not None and ref_specs:
-        options["adapt"] = adapt
-    worker_args = {"refs": ref_specs, "options": options, "encoder": encoder, "torch_threads": torch_threads,
-                   "deinterlace": deinterlace}
-    ray_module = None
-    if ray is not None:
-        try:
-            import ray as ray_module  # noqa: F811
-        except ImportError:
-            log.warning(INSTALL_HINT)
-    result = BatchResult(engine="ray" if ray_module is not None else "in-process")
-    manifest = Manifest(out_dir / MANIFEST_NAME)
-    bar = _Progress(progress)
-    # what an output was made with, recorded with it: a rerun with other settings says it keeps the old output
-    settings = {"model": str(model), "refs": ", ".join(ref_specs) or "none", "adapt": str(options.get("adapt")),
-                "fast vae": str(fast_vae), "detector": str(detector), "face models": str(face_models),
-                "pipeline": repr(sorted(config.items())), "deinterlace": str(deinterlace)}
-    state = _Batch(inputs, outputs, out_dir, manifest, result, bar, chunk_seconds if ray_module else None, retries)
-    state.settings, state.encoder = settings, EncoderSettings(**encoder)
+    try:  # (two runs into one folder did all the work twice, each writing over the other: one at a time)
+        held = hold_record(out_dir / MANIFEST_NAME)
+    except BlockingIOError:
+        raise OutputError(f"another streamrestore batch is writing to {out_dir}; wait for it to finish (a rerun then "
+                          "finds its outputs done), or write to another folder") from None
     try:
-        state.plan_all()
-        if state.queue:
-            if ray_module is not None:
-                state.run_ray(ray_module, ray, worker_args, workers, gpus_per_worker, device, torch_threads, ray_init)
-            else:
-                state.run_here(worker_args)
-    except KeyboardInterrupt as exc:  # (Ctrl-C, a stop signal): said by the CLI with what was kept
-        state.remove_stale_temps()  # (the workers are gone: a Ray started here is shut down)
-        state.adopt_finished()
-        done = len(result.succeeded)
-        exc.kept = (f"{done} output{'s' if done != 1 else ''} finished in {out_dir} {'are' if done != 1 else 'is'} kept "
-                    "(and finished chunks of long videos); a rerun resumes there")  # type: ignore[attr-defined]
-        raise
-    result.seconds = time.perf_counter() - started
-    return result
+        outputs: dict[Path, Path] = {}
+        for src in inputs:
+            dst = output_path(out_dir, src)
+            if dst in outputs.values():
+                other = next(s for s, d in outputs.items() if d == dst)
+                raise UserError(f"{src} and {other} would both be written to {dst}; rename one or batch them separately")
+            outputs[src] = dst
+        options = {"model": model, "device": device, "detector": detector, "face_models": face_models,
+                   "backend": backend, "config": config}
+        if fast_vae is not None:
+            options["fast_vae"] = str(fast_vae)
+        ref_specs = list(map(str, refs)) if not isinstance(refs, (str, Path)) else [str(refs)]
+        if adapt is not None and ref_specs:
+            options["adapt"] = adapt
+        worker_args = {"refs": ref_specs, "options": options, "encoder": encoder, "torch_threads": torch_threads,
+                       "deinterlace": deinterlace}
+        ray_module = None
+        if ray is not None:
+            try:
+                import ray as ray_module  # noqa: F811
+            except ImportError:
+                log.warning(INSTALL_HINT)
+        result = BatchResult(engine="ray" if ray_module is not None else "in-process")
+        manifest = Manifest(out_dir / MANIFEST_NAME)
+        bar = _Progress(progress)
+        # what an output was made with, recorded with it: a rerun with other settings says it keeps the old output
+        settings = {"model": str(model), "refs": ", ".join(ref_specs) or "none", "adapt": str(options.get("adapt")),
+                    "fast vae": str(fast_vae), "detector": str(detector), "face models": str(face_models),
+                    "pipeline": repr(sorted(config.items())), "deinterlace": str(deinterlace)}
+        state = _Batch(inputs, outputs, out_dir, manifest, result, bar, chunk_seconds if ray_module else None, retries)
+        state.settings, state.encoder = settings, EncoderSettings(**encoder)
+        try:
+            state.plan_all()
+            if state.queue:
+                if ray_module is not None:
+                    state.run_ray(ray_module, ray, worker_args, workers, gpus_per_worker, device, torch_threads, ray_init)
+                else:
+                    state.run_here(worker_args)
+        except KeyboardInterrupt as exc:  # (Ctrl-C, a stop signal): said by the CLI with what was kept
+            state.remove_stale_temps()  # (the workers are gone: a Ray started here is shut down)
+            state.adopt_finished()
+            done = len(result.succeeded)
+            exc.kept = (f"{done} output{'s' if done != 1 else ''} finished in {out_dir} {'are' if done != 1 else 'is'} kept "
+                        "(and finished chunks of long videos); a rerun resumes there")  # type: ignore[attr-defined]
+            raise
+        except Exception:  # (a run ended by an error, a full disk's: its half-written files go, not to keep it full)
+            state.remove_stale_temps()
+            raise
+        result.seconds = time.perf_counter() - started
+        return result
+    finally:
+        release_temp(held)
 
 
 class _Batch:
@@ -1440,13 +1453,22 @@ class _Batch:
             kwargs = {"include_dashboard": False, "log_to_driver": True, "logging_level": logging.WARNING}
             if address in (None, "local"):
                 # Only paths and small plans go through Ray's object store (frames go through
-                # files), so a small one suffices; Ray's default takes 30 % of the memory.
-                kwargs.update(address="local", object_store_memory=LOCAL_OBJECT_STORE_MB * 2**20)
+                # files), so a small one suffices; Ray's default takes 30 % of the memory. Its CPUs are
+                # those this process may use (Ray counts the machine's: 2 workers on a taskset's 1 core)
+                from streamrestore.threads import usable_cores  # noqa: PLC0415
+
+                kwargs.update(address="local", num_cpus=usable_cores(),
+                              object_store_memory=LOCAL_OBJECT_STORE_MB * 2**20)
             else:
                 kwargs.update(address=address)
             kwargs.update(ray_init or {})
-            with _stop_signal_handlers_kept(), _without_token_enabled_notice():
-                ray.init(**kwargs)
+            try:
+                with _stop_signal_handlers_kept(), _without_token_enabled_notice():
+                    ray.init(**kwargs)
+            except OSError as exc:  # (Ray keeps a token and its logs under the home folder)
+                where = exc.filename or "its files"
+                raise OutputError(f"Ray could not start: cannot write {where} ({exc.strerror or exc}); Ray keeps "
+                                  "files in the home folder: set HOME to a writable one") from None
             started_here = True
         with _plain_worker_prefixes():  # (until Ray is shut down: it prints the workers' last lines then)
             try:

@@ -10,7 +10,9 @@ Three kinds of file live there, each in its own place under one root:
 
 The root is ``$STREAMRESTORE_CACHE``, else ``$STREAMRESTORE_HOME`` (the name the engines and the
 prompt were first kept under, still read), else ``$XDG_CACHE_HOME/streamrestore``, else
-``~/.cache/streamrestore`` (``~`` in a variable is expanded). Everything there can be deleted
+``~/.cache/streamrestore`` (``~`` in a variable is expanded), else, where the user has no home folder
+(a container's arbitrary user id with no ``$HOME``, ``env -i``), ``streamrestore-cache-<uid>`` in the
+system's temporary folder. Everything there can be deleted
 and is made again when needed, at a cost: seconds for an ONNX program, minutes for a TensorRT
 engine or a fine-tune; the prompt needs SD-Turbo's text encoder again.
 
@@ -62,7 +64,25 @@ def cache_root() -> Path:
         if value:
             return Path(value).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "streamrestore"
+    if xdg:
+        return Path(xdg).expanduser() / "streamrestore"
+    home = _home()
+    return home / ".cache" / "streamrestore" if home is not None else _temporary_root()
+
+
+def _home() -> Path | None:
+    """The user's home folder; None where there is none (no ``$HOME`` and no passwd entry)."""
+    try:
+        return Path.home()
+    except RuntimeError:  # ("Could not determine home directory")
+        return None
+
+
+def _temporary_root() -> Path:
+    import tempfile
+
+    user = os.getuid() if hasattr(os, "getuid") else os.getpid()
+    return Path(tempfile.gettempdir()) / f"streamrestore-cache-{user}"
 
 
 def cache_root_source() -> str:
@@ -71,6 +91,8 @@ def cache_root_source() -> str:
     for name in (*ROOT_VARIABLES, "XDG_CACHE_HOME"):
         if os.environ.get(name):
             return f"${name}"
+    if _home() is None:
+        return "no home folder: a temporary one, emptied with it; set $STREAMRESTORE_CACHE to keep it"
     return "the default"
 
 

@@ -87,6 +87,28 @@ def hold_temp(temp: Path) -> int | None:
     return fd
 
 
+def hold_record(record: Path) -> int | None:
+    """An exclusive ``flock`` on ``record`` (a batch's manifest) for as long as this run writes beside it
+    (:func:`release_temp` ends it; the system, when the process ends however it ends). None where the
+    file system has no such locks.
+
+    Raises:
+        BlockingIOError: another process (or another run in this one) holds it.
+    """
+    if fcntl is None:  # pragma: no cover - not POSIX
+        return None
+    fd = os.open(record, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:  # (a file system without locks: nothing to hold)
+        os.close(fd)
+        return None
+    return fd
+
+
 def release_temp(held: int | None) -> None:
     """Ends :func:`hold_temp`'s hold (None: nothing held)."""
     if held is not None:

@@ -23,7 +23,8 @@ TORCH_THREADS_HELP = ("CPU threads for the restorer (default: half the cores, at
                       "1 is often fastest)")
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may use (its CPU affinity: a container's or taskset's), else the machine's."""
     try:
         return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
     except (AttributeError, OSError):
@@ -32,7 +33,7 @@ def _usable_cores() -> int:
 
 def default_torch_threads() -> int:
     """Half the cores this process may use, at least 1 (see the module docstring)."""
-    return max(1, _usable_cores() // 2)
+    return max(1, usable_cores() // 2)
 
 
 def resolve_torch_threads(requested: int | None) -> int:

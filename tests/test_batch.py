@@ -212,6 +212,31 @@ def test_without_ray_runs_in_process(clips, tmp_path, batch, monkeypatch):
     assert not any(r["key"].startswith("chunk:") for r in _records(out).values())
 
 
+def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_path, batch, monkeypatch):
+    """Ray keeps a token and its logs under the home folder: with HOME unwritable (a container's user) ray.init's
+    PermissionError ended the batch in a 40-line traceback. A local Ray is given the cores this process may use."""
+    import types
+
+    asked = {}
+
+    def init(**kwargs):
+        asked.update(kwargs)
+        raise PermissionError(13, "Permission denied", "/nonexistent")
+
+    fake = types.ModuleType("ray")
+    fake.is_initialized = lambda: False  # type: ignore[attr-defined]
+    fake.init = init  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    from streamrestore import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)  # (taskset -c 0)
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out")
+    assert code == 2 and "Traceback" not in err
+    assert ("Ray could not start: cannot write /nonexistent (Permission denied); Ray keeps files in the home folder: "
+            "set HOME to a writable one") in err
+    assert asked["num_cpus"] == 1
+
+
 def test_progress_names_an_input_as_given_not_its_links_target(clips, tmp_path, batch, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # in-process: the same progress lines, faster
     link = tmp_path / "talk.mp4"
@@ -641,6 +666,65 @@ def test_the_main_commands_pipeline_options_reach_the_workers(clips, tmp_path, f
     worker = BatchWorker([], options={"model": "identity", "config": config, **faces})
     assert worker.template.config.reference_detail.strength == 0.3
     assert not worker.template.config.identity_gate.enabled
+
+
+def test_a_chunk_the_disk_cannot_hold_leaves_no_half_part(clips, tmp_path, monkeypatch, faces):
+    """A chunk that failed on a full disk at its part's close left its 2 MB half part for every attempt: the
+    disk stayed full for the retries and for the next job on the host."""
+    from streamrestore.batch import BatchWorker, _PartSink, plan_input
+
+    def full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_PartSink, "close", full)
+    plan = plan_input(clips / "long.mp4", chunk_seconds=0.8)
+    worker = BatchWorker([], options={"model": "identity", **faces})
+    part = tmp_path / "parts" / ".chunk-0000.mkv"
+    part.parent.mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        worker.restore_chunk(plan, 0, str(part), str(tmp_path / "out.mp4"))
+    assert list(part.parent.iterdir()) == []
+
+
+def test_a_batch_ended_by_an_error_leaves_no_half_output(clips, tmp_path, monkeypatch, faces):
+    """A batch ended by an error (its record could not be written on a full disk) left the half output a worker
+    was writing: the disk stayed full until a rerun."""
+    from streamrestore import batch as batch_module
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    half = out / ".a.restored.0123abcd.partial.mp4"
+
+    def full(self, worker_args):
+        half.write_bytes(b"x" * 1000)  # (as a writer ended mid-file leaves it)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch_module._Batch, "run_here", full)
+    with pytest.raises(OSError, match="No space left"):
+        run([clips / "a.mp4"], out_dir=out, model="identity", **faces, progress=False)
+    assert not half.exists()
+
+
+def test_a_second_batch_into_a_folder_being_written_is_refused(clips, tmp_path, faces, batch, monkeypatch):
+    """Two batches into one folder at once (a cron job that overran) both did all the work, each writing over the
+    other's outputs. The second is refused while the first runs; once it has ended, a run goes ahead."""
+    from streamrestore.output_file import hold_record, release_temp
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST_NAME).touch()
+    first = hold_record(out / MANIFEST_NAME)  # (a run under way)
+    try:
+        code, err = batch(clips / "a.mp4", "-o", out)
+        assert code == 2 and f"another streamrestore batch is writing to {out}; wait for it" in err
+        assert not (out / "a.restored.mp4").exists()
+    finally:
+        release_temp(first)
+    code, err = batch(clips / "a.mp4", "-o", out)
+    assert code == 0, err
+    code, err = batch(clips / "a.mp4", "-o", out)  # (a run ended releases the folder: a rerun finds its work done)
+    assert code == 0 and "already done" in err
 
 
 def test_same_output_name_twice_is_a_usage_error(clips, tmp_path, batch):

@@ -172,3 +172,18 @@ def test_a_cache_files_temporary_name_is_this_processs_own_and_counted_as_the_ca
     path.parent.mkdir()
     next(iter(names)).write_bytes(b"x" * 10)
     assert {p.name: p.files for p in cache_parts(tmp_path)}["engines"] == 1
+
+
+def test_a_user_without_a_home_folder_gets_a_temporary_cache(clean_environment, tmp_path, capsys):
+    """An arbitrary container user id with no $HOME and no passwd entry (OpenShift, env -i): Path.home() raised
+    mid-run and the run ended in a traceback, as did `streamrestore cache`."""
+    import tempfile
+
+    clean_environment.delenv("HOME", raising=False)
+    clean_environment.setattr(Path, "home", classmethod(lambda cls: (_ for _ in ()).throw(
+        RuntimeError("Could not determine home directory."))))
+    clean_environment.setattr(tempfile, "tempdir", str(tmp_path))
+    _kept(tmp_path / f"streamrestore-cache-{os.getuid()}")
+    assert main(["cache"]) == 0
+    assert "(placed by no home folder: a temporary one, emptied with it; set $STREAMRESTORE_CACHE to keep it)" in \
+        capsys.readouterr().out

@@ -51,7 +51,7 @@ def caller_threads():
 
 @pytest.mark.parametrize("cores,expected", [(1, 1), (2, 1), (3, 1), (8, 4), (16, 8)])
 def test_default_is_half_the_cores(monkeypatch, cores, expected):
-    monkeypatch.setattr(threads, "_usable_cores", lambda: cores)
+    monkeypatch.setattr(threads, "usable_cores", lambda: cores)
     assert threads.default_torch_threads() == expected
     assert threads.resolve_torch_threads(None) == expected
     assert threads.resolve_torch_threads(5) == 5
@@ -78,7 +78,7 @@ def _one_ref_set():
 
 @pytest.mark.parametrize("requested", [None, 2])
 def test_face_restorer_works_on_its_threads_and_restores_the_callers(monkeypatch, caller_threads, requested):
-    monkeypatch.setattr(threads, "_usable_cores", lambda: 2)  # default: 1 thread
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)  # default: 1 thread
     recorder = ThreadRecorder()
     # (the gate off: a flat grey face has nothing to restore, and is not given to the restorer)
     fr = FaceRestorer(recorder, FixedFaceDetector(), [_one_ref_set()], torch_threads=requested,
@@ -99,7 +99,7 @@ def test_restore_video_uses_the_cli_default(monkeypatch, caller_threads, tmp_pat
     from streamrestore.api import restore_video
     from streamrestore.cli.options import set_torch_threads
 
-    monkeypatch.setattr(threads, "_usable_cores", lambda: 4)  # default: 2 threads
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)  # default: 2 threads
     monkeypatch.setattr(detect, "create_detector", lambda *a, **k: FixedFaceDetector())
     src = tmp_path / "in.mp4"
     make_clip(src, width=128, height=128, frames=4)
