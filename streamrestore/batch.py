@@ -103,8 +103,13 @@ def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[
             if line and not line.startswith("#"):
                 p = Path(line)
                 items.append(p if p.is_absolute() else lf.parent / p)
-    for p in map(Path, paths):
+    given = list(map(Path, paths))
+    for p in given:
         items.extend(_folder_inputs(p) if p.is_dir() else [p])
+    if not items and (given or list_file is not None):  # (said as what was given, not "no input files given")
+        said = [f"folder {p} holds no videos or photos" for p in given] + \
+            ([f"--list {list_file} names no files"] if list_file is not None else [])
+        raise UserError("; ".join(said))
     seen, unique = set(), []
     for p in items:
         key = str(p.resolve())

@@ -271,6 +271,16 @@ def test_a_folder_gives_its_videos_and_photos_and_says_what_it_leaves_out(clips,
             in caplog.text)
 
 
+def test_an_empty_folder_or_list_is_named(tmp_path, batch):
+    """`batch emptyfolder` said "no input files given (INPUT..., --list FILE or a folder of videos or photos)" of a
+    folder given."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "list.txt").write_text("# nothing yet\n")
+    code, err = batch(tmp_path / "empty", "--list", tmp_path / "list.txt", "-o", tmp_path / "out")
+    assert code == 2
+    assert f"folder {tmp_path / 'empty'} holds no videos or photos; --list {tmp_path / 'list.txt'} names no files" in err
+
+
 def test_a_file_the_batch_did_not_write_is_never_replaced(clips, tmp_path, batch, monkeypatch):
     """An output's path taken by a file this batch did not write, or by another input's output from
     an earlier batch into the folder (the same name in another folder, batched separately as the

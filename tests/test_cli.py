@@ -832,3 +832,26 @@ def test_every_command_refuses_torch_threads_under_one_at_once(tmp_path, capsys,
     src.write_bytes(b"")  # (not read: the option is checked first)
     assert main([*command, str(src), "--torch-threads", "0"]) == 2
     assert "--torch-threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_memory_running_out_is_one_line_and_other_errors_stay_tracebacks(monkeypatch, capsys):
+    """Under an address-space limit (ulimit -v, a container's) torch and onnxruntime raise from deep inside: a
+    traceback whose last line varied from run to run."""
+    from streamrestore.cli import app
+
+    def allocator(argv):
+        try:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 36864 bytes. Error code 12 (Cannot allocate memory)")
+        except RuntimeError as exc:
+            raise ValueError("while restoring frame 12") from exc
+
+    monkeypatch.setattr(app, "restore_main", allocator)
+    assert app.main(["in.mp4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("streamrestore: error: out of memory ([enforce fail at alloc_cpu.cpp:127] data. "
+                          "DefaultCPUAllocator: can't allocate memory: you tried to allocate 36864 bytes. Error code 12 "
+                          "(Cannot allocate memory)); free memory, raise the process's limit") and "Traceback" not in err
+    monkeypatch.setattr(app, "restore_main", lambda argv: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        app.main(["in.mp4"])

@@ -127,10 +127,32 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
             meant.kept = getattr(exc, "kept", None)  # type: ignore[union-attr]
             exc = meant
         return _interrupted(exc)
-    except Exception:
-        if stop is None or stop.signum is None:
-            raise
-        return _interrupted(stop.interrupted())  # the stop signal surfaced as another error
+    except Exception as exc:
+        if stop is not None and stop.signum is not None:
+            return _interrupted(stop.interrupted())  # the stop signal surfaced as another error
+        memory = _out_of_memory(exc)
+        if memory is not None:  # (a traceback from deep in torch or onnxruntime, its last line varying)
+            said = str(memory).strip().splitlines()
+            print(f"streamrestore: error: out of memory ({said[-1] if said else type(memory).__name__}); free memory, "
+                  "raise the process's limit (ulimit -v, a container's), or give it less to hold at once: "
+                  "--torch-threads 1, --crop-resolution 128", file=sys.stderr)
+            return 1
+        raise
+
+
+#: how torch, onnxruntime and the loader say memory ran out (a MemoryError aside)
+_OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "failed to allocate memory", "failed to map segment",
+                  "cannot allocate memory", "std::bad_alloc")
+
+
+def _out_of_memory(exc: BaseException | None) -> BaseException | None:
+    """The error of ``exc``'s chain (it, or what it was raised from) that says memory ran out (an address-space
+    limit, ulimit -v or a container's, or the machine's); None where none does."""
+    while exc is not None:
+        if isinstance(exc, MemoryError) or any(words in str(exc).lower() for words in _OUT_OF_MEMORY):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
