@@ -657,6 +657,10 @@ class _Progress:
         #: frames restored so far of each piece not finished yet, as its worker last said
         #: (counted in every line, until the piece is done or failed)
         self.under_way: dict[Any, int] = {}
+        #: whether lines carry the count: from the end of the planning, when the total is known (an input
+        #: already done said "0/90" of one input's frames, then "/114")
+        self.counting = False
+        self._shown = 0  # the count said last: never said smaller (a piece tried again starts at 0)
 
     def due(self) -> float | None:
         """Seconds until the pieces under way are to be said (0: now), None when nothing is said."""
@@ -675,11 +679,11 @@ class _Progress:
         if not self.enabled:
             return
         now = self._last = time.monotonic()
-        if not self.total:
+        if not self.total or not self.counting:
             print(f"batch: {text}", file=sys.stderr, flush=True)
             return
         elapsed = now - self.start
-        done = self.done + sum(self.under_way.values())
+        done = self._shown = min(self.total, max(self._shown, self.done + sum(self.under_way.values())))
         fps = (done - self.earlier) / elapsed if elapsed > 0 else 0.0
         # a batch of photos only counts photos (each is one frame of the count)
         unit, rate = ("photos", f"{fps * 60:.1f} a minute") if self.photos_only else ("frames", f"{fps:.1f} fps")
@@ -1264,6 +1268,7 @@ class _Batch:
                 except UserError:  # (its chunks will say what is wrong with it)
                     pass
         self.say_parts_space(parts_needed)
+        self.bar.counting = True  # (the total is known: lines say the count from here on)
 
     def say_parts_space(self, needed: int) -> None:
         """A warning before the work starts when the chunk parts (lossless, each video's kept until it is

@@ -473,13 +473,31 @@ def test_a_resumed_batchs_rate_counts_only_the_frames_it_restores(capsys):
     from streamrestore.batch import _Progress
 
     bar = _Progress(True)
-    bar.total = 100
+    bar.total = 60  # (the planning: another input's 40 frames are not counted yet)
     bar.line("long.mp4 chunk 1/2: already done", 40, earlier=True)
+    bar.total, bar.counting = 100, True  # (the planning done)
     bar.start -= 10  # (ten seconds later)
     bar.line("long.mp4 chunk 2/2 done", 10)
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == "batch: 40/100 frames (40%), 0.0 fps: long.mp4 chunk 1/2: already done"
+    # (planning's lines carry no count: it said "40/60", then "/100")
+    assert lines[0] == "batch: long.mp4 chunk 1/2: already done"
     assert lines[1].startswith("batch: 50/100 frames (50%), 1.0 fps, ETA 0:5")  # 50 frames left at 1 a second
+
+
+def test_the_count_said_never_goes_back(capsys):
+    """A piece that failed and is tried again starts at 0: its frames left the count ("44/180", "29/180", "0/180")."""
+    from streamrestore.batch import _Progress
+
+    bar = _Progress(True)
+    bar.total, bar.counting = 180, True
+    bar.under_way["a"] = 44
+    bar.line("under way: a")
+    bar.under_way["a"] = 0  # (tried again)
+    bar.line("a failed (attempt 1 of 3), trying again")
+    bar.under_way["a"] = 50
+    bar.line("under way: a")
+    counts = [line.split(" frames")[0] for line in capsys.readouterr().err.splitlines()]
+    assert counts == ["batch: 44/180", "batch: 44/180", "batch: 50/180"]
 
 
 def test_rays_own_lines_are_plain_and_its_secure_default_not_announced(monkeypatch):
