@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -1015,6 +1016,8 @@ def run(
         raise UserError(f"bad encoder option: {exc}") from None
     if ray in (None, "local"):  # on a cluster the driver may have no GPU; the workers check theirs
         check_model_options(model, device=device, fast_vae=fast_vae)
+    elif importlib.util.find_spec("ray") is None:  # (a cluster asked for by name: not run here alone, one by one)
+        raise UserError(f'--ray {ray}: joining a Ray cluster needs Ray on this machine: pip install "streamrestore[batch]"')
     check_references(refs)
     out_dir = Path(out_dir)
     try:

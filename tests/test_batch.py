@@ -237,6 +237,15 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
     assert asked["num_cpus"] == 1
 
 
+def test_a_cluster_asked_for_without_ray_is_refused(clips, tmp_path, batch, monkeypatch):
+    """`--ray HEAD:6379` without Ray installed ran every input here, one after another, after a warning."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--ray", "10.0.0.5:6379")
+    assert code == 2 and ('--ray 10.0.0.5:6379: joining a Ray cluster needs Ray on this machine: pip install '
+                          '"streamrestore[batch]"') in err
+    assert not (tmp_path / "out" / "a.restored.mp4").exists()
+
+
 def test_progress_names_an_input_as_given_not_its_links_target(clips, tmp_path, batch, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # in-process: the same progress lines, faster
     link = tmp_path / "talk.mp4"
