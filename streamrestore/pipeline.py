@@ -775,7 +775,8 @@ class FaceRestorer:
             self.stats.faces_left_grainy += weight <= 0.0 and self._gate.grainy(tid) and not self._gate.dim(tid)
             if self._gate.config.enabled:  # (off: every face gets the whole change, nothing to say)
                 self.stats.add_gate_weight(tid, weight)
-        return weights
+        strength = self._gate.config.strength  # (after the counts: a face given half the change is not "clean")
+        return weights if strength == 1.0 else [weight * strength for weight in weights]
 
     def _forget_ended_in_crops(self, live: set[int]) -> None:
         """Drops the crop stages' per-track states of the tracks not in ``live`` (ended tracks);

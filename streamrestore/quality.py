@@ -86,6 +86,10 @@ class QualityGateConfig:
             dB on the degraded copies with grain of std 4, but lost 0.37-1.26 dB on the clean clips
             with the same grain, and no measure tried told the two apart (``docs/video_eval.md``,
             "Session 47").
+        strength: how much of the restorer's change a face gets at most, in [0, 1]: the gate's weight
+            (1 with the gate off) times this. Default 1 (all of it); 0.5 halves every face's change
+            toward its input (a user's fidelity control, as other restorers' weight options are); 0
+            leaves every face as it is, and the restorer is not run for it.
     """
 
     enabled: bool = True
@@ -97,6 +101,7 @@ class QualityGateConfig:
     skip_clean_faces: bool = True
     dim_below: float = 1.5
     grainy_above: float = 1.5
+    strength: float = 1.0
 
     def __post_init__(self) -> None:
         check_kinds(self)
@@ -113,6 +118,8 @@ class QualityGateConfig:
             raise ValueError(f"dim_below must be >= 0 grey levels, got {self.dim_below}")
         if not self.grainy_above >= 0.0:
             raise ValueError(f"grainy_above must be >= 0 grey levels, got {self.grainy_above}")
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {self.strength}")
 
 
 def inner_face(pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> np.ndarray:

@@ -855,3 +855,20 @@ def test_memory_running_out_is_one_line_and_other_errors_stay_tracebacks(monkeyp
     monkeypatch.setattr(app, "restore_main", lambda argv: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         app.main(["in.mp4"])
+
+
+def test_strength_is_an_option_of_every_restoring_command_and_checked():
+    import argparse
+
+    from streamrestore.cli import batch, live, restore
+    from streamrestore.cli import eval as eval_cli
+    from streamrestore.cli.options import quality_gate_from_args
+    from streamrestore.errors import UserError
+
+    for command, argv in ((restore, ["in.mp4"]), (live, []), (batch, ["in.mp4", "-o", "out"]),
+                          (eval_cli, ["--video", "clean.mp4"])):
+        args = command.build_parser().parse_args([*argv, "--strength", "0.5"])
+        assert quality_gate_from_args(args).strength == 0.5, command.__name__
+    assert quality_gate_from_args(argparse.Namespace(no_quality_gate=False, strength=None)) is None
+    with pytest.raises(UserError, match=r"--strength: strength must be in \[0, 1\], got 1.5"):
+        quality_gate_from_args(argparse.Namespace(no_quality_gate=True, strength=1.5))

@@ -1104,3 +1104,25 @@ def test_a_face_models_folder_without_a_pack_is_said_before_the_model_loads(tmp_
     monkeypatch.setattr(pipeline, "load_restorer", never)
     with pytest.raises(ModelError, match=r"--face-models .*nope: no insightface detector \(det_\*\.onnx\) found there"):
         pipeline.build_face_restorer(model="lite", face_models=tmp_path / "nope")
+
+
+def test_strength_scales_every_faces_change_and_zero_leaves_them_as_they_are():
+    """A fidelity control (CodeFormer's -w, GFPGAN's weight): how much of the restorer's change a face gets.
+    There was none; a user wanting more of the original look could only turn restoration off."""
+    from streamrestore.reference_detail import ReferenceDetailConfig
+
+    frame = sf.face_frames(frames=1, width=320, height=240)[0][0]
+    changes = {}
+    for strength in (1.0, 0.5, 0.0):
+        config = PipelineConfig(temporal=TemporalConfig.off(), reference_detail=ReferenceDetailConfig.off(),
+                                gate=QualityGateConfig(enabled=False, strength=strength), lookahead=0)
+        restorer = FaceRestorer(_Redden(128), sf.SyntheticFaceDetector(), config=config)
+        changes[strength] = restorer.process(frame).astype(np.int32) - frame.astype(np.int32)
+        assert restorer.stats.faces_restored == 1 and restorer.stats.faces_left_clean == 0
+    red = changes[1.0][..., 0]
+    assert red.max() > 60  # (the face reddened by 0.3 of the range)
+    face = (red > 20) & (frame[..., 0].astype(np.int32) + red < 255)  # (not where the whole change hit white)
+    assert np.abs(changes[0.5][..., 0][face] - 0.5 * red[face]).max() <= 1
+    assert not changes[0.0].any()
+    with pytest.raises(ValueError, match="strength must be in"):
+        QualityGateConfig(strength=1.5)

@@ -218,8 +218,13 @@ def add_face_choice_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_quality_gate_option(p) -> None:
-    """``--no-quality-gate`` alone (``eval --video``, which matches no faces to sets)."""
+    """``--no-quality-gate`` and ``--strength`` (``QualityGateConfig``; alone in ``eval --video``, which matches
+    no faces to sets)."""
     p.add_argument("--no-quality-gate", action="store_true", help=_FACE_CHOICE_HELP["--no-quality-gate"])
+    p.add_argument("--strength", type=float, default=None, metavar="F",
+                   help="how much of the restorer's change each face gets, in [0, 1] (default 1: all of it; 0.5 "
+                        "keeps the face halfway between its input and the restored face, for more of the original "
+                        "look; 0 leaves faces as they are)")
 
 
 def match_threshold_from_args(args: argparse.Namespace) -> float | None:
@@ -231,10 +236,16 @@ def match_threshold_from_args(args: argparse.Namespace) -> float | None:
 
 
 def quality_gate_from_args(args: argparse.Namespace):
-    """The ``QualityGateConfig`` of ``--no-quality-gate``; None without it (the default gate)."""
+    """The ``QualityGateConfig`` of ``--no-quality-gate`` and ``--strength``; None without either (the default
+    gate). UserError for a strength outside [0, 1]."""
     from streamrestore.quality import QualityGateConfig
 
-    return QualityGateConfig(enabled=False) if getattr(args, "no_quality_gate", False) else None
+    fields: dict[str, Any] = {}
+    if getattr(args, "no_quality_gate", False):
+        fields["enabled"] = False
+    if getattr(args, "strength", None) is not None:
+        fields["strength"] = args.strength
+    return _config_of_option("--strength", QualityGateConfig, fields) if fields else None
 
 
 def add_crop_resolution_option(p: argparse.ArgumentParser) -> None:
