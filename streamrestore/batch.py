@@ -1059,7 +1059,9 @@ def run(
         if ray is not None:
             try:
                 import ray as ray_module  # noqa: F811
-            except ImportError:
+            except ImportError as exc:
+                if ray != "local":  # (a cluster asked for by name: not run here alone, one by one)
+                    raise UserError(f"--ray {ray}: Ray cannot be imported ({exc})") from None
                 log.warning(INSTALL_HINT)
         result = BatchResult(engine="ray" if ray_module is not None else "in-process")
         manifest = Manifest(out_dir / MANIFEST_NAME)
@@ -1085,7 +1087,8 @@ def run(
                         "(and finished chunks of long videos); a rerun resumes there")  # type: ignore[attr-defined]
             raise
         except Exception:  # (a run ended by an error, a full disk's: its half-written files go, not to keep it full)
-            state.remove_stale_temps()
+            with contextlib.suppress(OSError):  # (the error that ended the run is the one said)
+                state.remove_stale_temps()
             raise
         result.seconds = time.perf_counter() - started
         return result
@@ -1478,6 +1481,10 @@ class _Batch:
             try:
                 with _stop_signal_handlers_kept(), _without_token_enabled_notice():
                     ray.init(**kwargs)
+            except (ConnectionError, TimeoutError) as exc:  # (OSErrors too: no cluster there, or none in time)
+                where = "a running Ray cluster" if address == "auto" else f"the Ray cluster at {address}"
+                raise OutputError(f"cannot reach {where} ({exc}); start it (ray start --head), check the "
+                                  "address, or leave out --ray to start Ray here") from None
             except OSError as exc:  # (Ray keeps a token and its logs under the home folder)
                 where = exc.filename or "its files"
                 raise OutputError(f"Ray could not start: cannot write {where} ({exc.strerror or exc}); Ray keeps "

@@ -26,7 +26,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 __all__ = ["CACHE_PLACES", "CachePart", "CachePlace", "cache_parts", "cache_place", "cache_root", "cache_root_source",
            "clear_cache", "place_path"]
@@ -79,10 +78,21 @@ def _home() -> Path | None:
 
 
 def _temporary_root() -> Path:
+    """``streamrestore-cache-<uid>`` in the temporary folder, made for this user alone (0700); where it is not
+    (another user, or a link, got there first: its programs and fine-tunes would be loaded), a fresh folder."""
+    import stat
     import tempfile
 
-    user = os.getuid() if hasattr(os, "getuid") else os.getpid()
-    return Path(tempfile.gettempdir()) / f"streamrestore-cache-{user}"
+    user = os.getuid() if hasattr(os, "getuid") else None
+    root = Path(tempfile.gettempdir()) / f"streamrestore-cache-{user if user is not None else 'user'}"
+    try:
+        root.mkdir(mode=0o700, exist_ok=True)
+        held = root.lstat()
+        if stat.S_ISDIR(held.st_mode) and not held.st_mode & 0o077 and (user is None or held.st_uid == user):
+            return root
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix="streamrestore-cache-"))
 
 
 def cache_root_source() -> str:
@@ -179,12 +189,26 @@ def cache_parts(root: Path | None = None) -> list[CachePart]:
     return parts
 
 
-class Cleared(NamedTuple):
-    """What :func:`clear_cache` did."""
+class Cleared(tuple):
+    """What :func:`clear_cache` did: the pair (files, bytes) deleted, as it has always returned, and ``kept``,
+    the temporary files it left (younger than :data:`LEFTOVER_AGE_S`: perhaps being written)."""
 
-    files: int  #: how many files it deleted
-    size: int  #: their bytes together
-    kept: int  #: temporary files it left, younger than :data:`LEFTOVER_AGE_S` (perhaps being written)
+    kept: int
+
+    def __new__(cls, files: int, size: int, kept: int = 0) -> Cleared:
+        cleared = super().__new__(cls, (files, size))
+        cleared.kept = kept
+        return cleared
+
+    @property
+    def files(self) -> int:
+        """How many files it deleted."""
+        return self[0]
+
+    @property
+    def size(self) -> int:
+        """Their bytes together."""
+        return self[1]
 
 
 def clear_cache(names: Iterable[str], root: Path | None = None) -> Cleared:

@@ -97,7 +97,10 @@ def hold_record(record: Path) -> int | None:
     """
     if fcntl is None:  # pragma: no cover - not POSIX
         return None
-    fd = os.open(record, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:  # (as the batch writes it: appending; a record this user may only write to is locked too)
+        fd = os.open(record, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -236,6 +236,18 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
             "set HOME to a writable one") in err
     assert asked["num_cpus"] == 1
 
+    # a cluster that is not there (Ray's ConnectionError is an OSError too): not said to be the home folder
+    import importlib.machinery
+
+    def unreachable(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance")
+
+    fake.init = unreachable  # type: ignore[attr-defined]
+    fake.__spec__ = importlib.machinery.ModuleSpec("ray", None)
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--ray", "auto")
+    assert code == 2 and ("cannot reach a running Ray cluster (Could not find any running Ray instance); start it "
+                          "(ray start --head)") in err
+
 
 def test_a_cluster_asked_for_without_ray_is_refused(clips, tmp_path, batch, monkeypatch):
     """`--ray HEAD:6379` without Ray installed ran every input here, one after another, after a warning."""

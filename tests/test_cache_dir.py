@@ -78,10 +78,11 @@ def test_each_place_counts_only_its_own_kinds_of_file(tmp_path):
 
 def test_clearing_a_place_deletes_only_its_files(tmp_path):
     files = _fill(tmp_path)
-    assert clear_cache(["engines"], tmp_path) == (2, 3000, 0)
+    assert clear_cache(["engines"], tmp_path) == (2, 3000)  # (the pair it has always returned)
     assert not files["onnx"].exists() and not files["ep"].exists()
     assert files["foreign"].exists() and files["adapted"].exists() and files["prompt"].exists()
-    assert clear_cache(["engines"], tmp_path) == (0, 0, 0)
+    files, size = cleared = clear_cache(["engines"], tmp_path)
+    assert (files, size, cleared.files, cleared.size, cleared.kept) == (0, 0, 0, 0, 0)
 
 
 def test_a_temporary_file_a_killed_run_left_is_cleared_and_one_being_written_kept(tmp_path):
@@ -99,7 +100,8 @@ def test_a_temporary_file_a_killed_run_left_is_cleared_and_one_being_written_kep
     for path in old:
         os.utime(path, (time.time() - LEFTOVER_AGE_S - 60,) * 2)
     assert {p.name: p.files for p in cache_parts(tmp_path)}["engines"] == 5
-    assert clear_cache(["engines", "adapted"], tmp_path) == (2 + 2 + 1, 1000 + 2000 + 200 + 3000, 2)  # young, partial
+    cleared = clear_cache(["engines", "adapted"], tmp_path)
+    assert cleared == (2 + 2 + 1, 1000 + 2000 + 200 + 3000) and cleared.kept == 2  # (young, partial)
     assert young.exists() and files["partial"].exists() and files["foreign"].exists()
     assert not any(path.exists() for path in old)
 
@@ -184,6 +186,22 @@ def test_a_user_without_a_home_folder_gets_a_temporary_cache(clean_environment, 
         RuntimeError("Could not determine home directory."))))
     clean_environment.setattr(tempfile, "tempdir", str(tmp_path))
     _kept(tmp_path / f"streamrestore-cache-{os.getuid()}")
+    assert (tmp_path / f"streamrestore-cache-{os.getuid()}").stat().st_mode & 0o777 == 0o700  # (this user's alone)
     assert main(["cache"]) == 0
     assert "(placed by no home folder: a temporary one, emptied with it; set $STREAMRESTORE_CACHE to keep it)" in \
         capsys.readouterr().out
+
+
+def test_a_temporary_cache_someone_else_made_is_not_used(clean_environment, tmp_path):
+    """The temporary cache's name is known: a folder (or a link) another user put there first would have had its
+    programs and fine-tunes loaded. A fresh folder of this user's is used instead."""
+    import tempfile
+
+    clean_environment.setattr(Path, "home", classmethod(lambda cls: (_ for _ in ()).throw(RuntimeError("no home"))))
+    clean_environment.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = tmp_path / "elsewhere"
+    planted.mkdir(mode=0o777)
+    (tmp_path / f"streamrestore-cache-{os.getuid()}").symlink_to(planted)
+    root = cache_root()
+    assert root.parent == tmp_path and root.name.startswith("streamrestore-cache-") and not root.is_symlink()
+    assert root.resolve() != planted.resolve() and root.stat().st_mode & 0o777 == 0o700

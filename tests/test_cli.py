@@ -856,6 +856,15 @@ def test_memory_running_out_is_one_line_and_other_errors_stay_tracebacks(monkeyp
     with pytest.raises(ZeroDivisionError):
         app.main(["in.mp4"])
 
+    def gpu(argv):  # (torch.cuda.OutOfMemoryError's words): the advice is the GPU's, not ulimit's
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(app, "restore_main", gpu)
+    assert app.main(["in.mp4"]) == 1
+    err = capsys.readouterr().err
+    assert "error: GPU out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); free the GPU" in err
+    assert "ulimit" not in err
+
 
 def test_strength_is_an_option_of_every_restoring_command_and_checked():
     import argparse

@@ -158,6 +158,42 @@ def test_instantrestore_from_local_folders(source, tmp_path, monkeypatch):
     assert torch.equal(got, want)
 
 
+def test_a_computed_prompt_is_kept_whole_under_its_cache_name(source, tmp_path, monkeypatch):
+    """The prompt computed from SD-Turbo's text encoder was written in place in the cache: a second first run at
+    once could read half a file. It is written under a temporary name of this process's and moved into place."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+    from safetensors.torch import save_file as real_save
+
+    net, _ = source
+    root, cfg = tmp_path / "ir", tiny_config()
+    unet = UNet2DConditionModel.from_config(cfg.unet)
+    unet.load_state_dict(net.ref_unet.state_dict())
+    unet.save_pretrained(root / "sd-turbo" / "unet")
+    vae = AutoencoderKL.from_config(cfg.vae)
+    vae.load_state_dict(net.ref_vae.state_dict())
+    vae.save_pretrained(root / "sd-vae-ft-mse")
+    write_official_checkpoint(net, root / "final_model_ckpt.pt")
+    for name in ("text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/vocab.json",
+                 "tokenizer/merges.txt", "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json"):
+        (root / "sd-turbo" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "sd-turbo" / name).write_text("{}")  # (the encoder itself is stood in for below)
+    kept = tmp_path / "cache" / "prompt.safetensors"
+    monkeypatch.setattr(registry, "prompt_cache_path", lambda: kept)
+    written = []
+
+    def save_file(tensors, name):
+        written.append(name)
+        real_save(tensors, name)
+
+    monkeypatch.setattr("safetensors.torch.save_file", save_file)
+    monkeypatch.setattr(registry, "compute_prompt_embedding", lambda te, tok: net.prompt_embeds.detach().clone())
+    load_model("instantrestore", device="cpu", root=root, download=False, config=tiny_config())
+    assert written and written[0] != str(kept) and written[0].endswith(".tmp")
+    assert list(kept.parent.iterdir()) == [kept]
+    assert torch.equal(load_file(str(kept))["prompt_embeds"], net.prompt_embeds.detach())
+
+
 def test_a_saved_model_file_is_readable_by_others_as_any_file_a_tool_writes(tmp_path):
     """safetensors writes 0600; an exported model is meant to be shared (mode 0666 less the umask)."""
     import os

@@ -149,6 +149,10 @@ def test_a_bogus_average_rate_is_passed_over(tmp_path):
     passthrough(remuxed, dst)
     with av.open(str(dst)) as c:
         assert c.streams.video[0].average_rate == 25
+    # a high-speed camera's file, 1000 fps by every reading, keeps its rate
+    fast = tmp_path / "fast.mkv"
+    make_clip(fast, frames=20, fps=1000, time_base=Fraction(1, 1000))
+    assert probe(fast).frame_rate == 1000 and probe(fast).frame_count == 20
 
 
 def test_probe_describes_hamilton_clip(shared_data):
@@ -1589,22 +1593,50 @@ def test_mpeg2_output_keeps_the_timing_of_sources_with_fine_time_bases(tmp_path,
     assert [p[0] for p in read_audio_packets(dst)[0]] == [p[0] for p in read_audio_packets(src)[0]]
 
 
-def test_mpeg2_output_of_a_variable_rate_says_what_it_cannot_hold(tmp_path):
-    """Two frames 10 ms apart in a 25 fps stream fall on one MPEG-2 frame: said, with where."""
+@pytest.mark.parametrize("pts, time_base", [
+    ([0, 40, 80, 90, 120, 160], Fraction(1, 1000)),  # (two frames 10 ms apart in a 25 fps stream)
+    ([round(i * 3600 + (900 if i % 3 == 1 else 0)) for i in range(12)], Fraction(1, 90000)),  # (a live clock's jitter)
+])
+def test_mpeg2_output_of_a_variable_rate_keeps_every_frame_and_its_time(tmp_path, pts, time_base):
+    """Frames that fall on one MPEG-2 frame number (a variable rate, a live capture's jittered clock) take the
+    next: every frame is written at its own time. It had stopped the run there (or, before that, the encoder
+    would not open at all)."""
     src = tmp_path / "vfr.mkv"
-    make_clip(src, pts=[0, 40, 80, 90, 120], time_base=Fraction(1, 1000))
-    with pytest.raises(OutputError, match=r"frame at 0\.090 s falls on the same one .* choose another --codec"):
-        passthrough(src, tmp_path / "out.mkv", settings=EncoderSettings(codec="mpeg2video"))
-    assert not (tmp_path / "out.mkv").exists()
+    make_clip(src, pts=pts, time_base=time_base)
+    passthrough(src, tmp_path / "out.mkv", settings=EncoderSettings(codec="mpeg2video"))
+    assert read_video_timing(tmp_path / "out.mkv")[0] == read_video_timing(src)[0]
+
+
+def test_mpeg2_output_of_an_inexact_average_rate_takes_the_standard_rate_near_it(tmp_path):
+    """A 29.97 fps MOV's average rate, counted from its duration, is 34560000/1153153: MPEG-2 refused it,
+    saying the video was 29.97 fps. The standard rate within 0.5 % is taken."""
+    import dataclasses
+
+    src = tmp_path / "ntsc.mov"
+    make_clip(src, frames=6, pts=[i * 1001 for i in range(6)], time_base=Fraction(1, 30000))
+    info = dataclasses.replace(probe(src), frame_rate=Fraction(34560000, 1153153))
+    with VideoReader(src) as reader, VideoWriter(tmp_path / "out.mov", info, EncoderSettings(codec="mpeg2video"),
+                                                 audio_from=src) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert read_video_timing(tmp_path / "out.mov")[0] == read_video_timing(src)[0]
 
 
 def test_mpeg2_output_at_a_rate_its_standard_lacks_names_the_rate(tmp_path):
+    """Said in FFmpeg's words every time (PyAV drops a log line equal to the last one in the process: a second
+    run said 'Invalid argument'), and another encoder's refusal after it in its own (it was given this one's)."""
     src = tmp_path / "seven.mkv"
     make_clip(src, frames=4, fps=7)
-    with pytest.raises(OutputError, match=r"\(MPEG-1/2 does not support 7/1 fps\); mpeg2video holds only the frame "
-                                          r"rates of its standard \(this video: 7 fps\)"):
-        passthrough(src, tmp_path / "out.mkv", settings=EncoderSettings(codec="mpeg2video"))
-    assert av.logging.get_level() is None  # (set for the encoder's opening alone: PyAV logs nothing otherwise)
+    for _ in range(2):
+        with pytest.raises(OutputError, match=r"\(MPEG-1/2 does not support 7/1 fps\); mpeg2video holds only the "
+                                              r"frame rates of its standard \(this video: 7 fps\)"):
+            passthrough(src, tmp_path / "out.mkv", settings=EncoderSettings(codec="mpeg2video"))
+    small = tmp_path / "small.mov"
+    make_clip(small, frames=2, width=64, height=64)
+    with pytest.raises(OutputError, match=r"would not open for 64x64 yuv422p video \(Input dimensions too small"):
+        VideoWriter(tmp_path / "x.mov", probe(small), EncoderSettings(codec="dnxhd"))
+    # (set for the encoder's second opening alone: PyAV logs nothing otherwise)
+    assert av.logging.get_level() is None and av.logging.get_skip_repeated()
 
 
 def test_a_file_cut_mid_gop_says_the_frames_it_starts_without(tmp_path):

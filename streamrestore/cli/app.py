@@ -133,9 +133,13 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
         memory = _out_of_memory(exc)
         if memory is not None:  # (a traceback from deep in torch or onnxruntime, its last line varying)
             said = str(memory).strip().splitlines()
-            print(f"streamrestore: error: out of memory ({said[-1] if said else type(memory).__name__}); free memory, "
-                  "raise the process's limit (ulimit -v, a container's), or give it less to hold at once: "
-                  "--torch-threads 1, --crop-resolution 128", file=sys.stderr)
+            gpu = "cuda" in str(memory).lower() or type(memory).__name__ == "OutOfMemoryError"
+            less = "--set batch_size=N smaller" if argv and argv[0] == "train" else "--crop-resolution 128"
+            hint = (f"free the GPU (other processes on it), use --device cpu, or give it less at once: {less}" if gpu
+                    else f"free memory, raise the process's limit (ulimit -v, a container's), or give it less to "
+                         f"hold at once: --torch-threads 1, {less}")
+            print(f"streamrestore: error: {'GPU ' if gpu else ''}out of memory "
+                  f"({said[-1] if said else type(memory).__name__}); {hint}", file=sys.stderr)
             return 1
         raise
 

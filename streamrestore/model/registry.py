@@ -17,6 +17,7 @@ Local root layout::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+from streamrestore.cache_dir import cache_temp_name
 from streamrestore.errors import ModelError
 from streamrestore.model.checkpoint import apply_official_checkpoint, read_model_file, read_official_checkpoint
 from streamrestore.model.config import PROMPT, RestorerConfig, paper_config
@@ -279,13 +281,19 @@ def load_instantrestore_net(
         te_dir = found["te_config"].parent
         tok_dir = found["tok_vocab"].parent
         embeds = compute_prompt_embedding(te_dir, tok_dir)
+        kept = prompt_cache_path()
+        temp = cache_temp_name(kept)  # (two first runs at once: neither reads the other's half file)
         try:  # keep it so later runs skip the text encoder
             from safetensors.torch import save_file
 
-            prompt_cache_path().parent.mkdir(parents=True, exist_ok=True)
-            save_file({"prompt_embeds": embeds.contiguous()}, str(prompt_cache_path()))
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"prompt_embeds": embeds.contiguous()}, str(temp))
+            temp.replace(kept)
         except OSError as exc:
-            log.warning("could not store the prompt embedding at %s: %s", prompt_cache_path(), exc)
+            log.warning("could not store the prompt embedding at %s: %s", kept, exc)
+        finally:
+            with contextlib.suppress(OSError):
+                temp.unlink(missing_ok=True)
     if embeds.ndim != 3 or embeds.shape[0] != 1:
         raise ModelError(f"prompt embedding {prompt_need.found} has shape {tuple(embeds.shape)}, expected (1, tokens, width)")
     try:

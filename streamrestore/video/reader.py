@@ -279,19 +279,20 @@ def frame_ticks(rate: float | Fraction, time_base: Fraction) -> int:
     return max(1, round(1 / (rate * time_base)))
 
 
-#: a stream's frame rate above this is taken for a mistake (a Matroska file's frame duration written from its
-#: time base: 1000 or 2500 fps); no camera stores video to be played back faster (960 fps slow motion is
-#: stored at 30)
+#: a stream's frame rate above this is passed over where FFmpeg gives another under it (a Matroska file's frame
+#: duration written from its codec's time base: 2500 fps beside a guessed 25); one that every reading gives
+#: (a high-speed camera's 1000 fps file) is kept
 MAX_PLAUSIBLE_FPS = 500
 
 
 def stream_frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
-    """The frame rate a stream is played at: its average rate, else the rate FFmpeg guesses, else the
-    base rate, skipping any above :data:`MAX_PLAUSIBLE_FPS`; None where none is given."""
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate and 0 < rate <= MAX_PLAUSIBLE_FPS:
-            return Fraction(rate)
-    return None
+    """The frame rate a stream is played at: its average rate, else the rate FFmpeg guesses, else the base
+    rate; the first of those under :data:`MAX_PLAUSIBLE_FPS` where one is; None where none is given."""
+    rates = [Fraction(rate) for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate)
+             if rate and rate > 0]
+    plausible = [rate for rate in rates if rate <= MAX_PLAUSIBLE_FPS]
+    chosen = plausible or rates
+    return chosen[0] if chosen else None
 
 
 def _time_base(stream: av.video.stream.VideoStream) -> Fraction:

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import os
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
@@ -633,12 +634,12 @@ def to_encoder_format(frame: av.VideoFrame, pix_fmt: str, matrix: int | None, co
     )
 
 
-#: the name endings of FFmpeg's encoders that run on a GPU or other device (h264_nvenc, hevc_qsv, ...):
-#: one that fails to open says so, not that another container might hold it
-# encoders that count time in frames: their time base must be one frame of a rate their standard
-# has (MPEG-1/2: 23.976 to 60 fps, and fractions of those); the output's pts stay the source's
+#: encoders that count time in frames: their time base must be one frame of a rate their standard
+#: has (MPEG-1/2: 23.976 to 60 fps, and fractions of those); the output's pts stay the source's
 _FRAME_CLOCK_ENCODERS = frozenset({"mpeg1video", "mpeg2video"})
 
+#: the name endings of FFmpeg's encoders that run on a GPU or other device (h264_nvenc, hevc_qsv, ...):
+#: one that fails to open says so, not that another container might hold it
 _HARDWARE_ENCODERS = ("nvenc", "qsv", "vaapi", "videotoolbox", "amf", "v4l2m2m", "mediacodec", "vulkan", "mf")
 
 
@@ -670,21 +671,44 @@ def repaired_dts(pts: int | None, dts: int | None, last_dts: int | None, earlies
     return dts
 
 
+#: the frame rates MPEG-1/2 code directly (their table; MPEG-2's extension reaches fractions of these)
+_MPEG_RATES = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(50),
+               Fraction(60000, 1001), Fraction(60))
+
+
+def _standard_rate(rate: Fraction) -> Fraction:
+    """The MPEG rate within 0.5 % of ``rate`` (an average counted from a file's duration: 34560000/1153153 for
+    29.97, which MPEG-2 refused), else ``rate`` itself, as ffmpeg's own command picks."""
+    nearest = min(_MPEG_RATES, key=lambda standard: abs(standard - rate))
+    return nearest if abs(nearest - rate) <= rate / 200 else rate
+
+
+#: PyAV's log settings are the process's: one block at a time changes them (_ffmpeg_errors)
+_LOG_SETTINGS = threading.Lock()
+
+
 @contextlib.contextmanager
-def _ffmpeg_errors() -> Iterator[list[str]]:
-    """FFmpeg's own error lines while the block runs (why an encoder or a muxer refused: 'MPEG-1/2 does
-    not support 7/1 fps' where the exception says 'Invalid argument'), in the list given, filled on
-    leaving. PyAV passes FFmpeg's log on only while a level is set: set for the block alone."""
+def _ffmpeg_errors(names: set[str]) -> Iterator[list[str]]:
+    """FFmpeg's own error lines of the contexts ``names`` (an encoder's or a muxer's name) while the block runs,
+    on this thread (why an encoder or a muxer refused: 'MPEG-1/2 does not support 7/1 fps' where the exception
+    says 'Invalid argument'), in the list given, filled on leaving. PyAV passes FFmpeg's log on only while a
+    level is set, and drops a line equal to the last one it passed in the process: both set for the block
+    alone (a second run's same refusal was said 'Invalid argument', and another encoder's last line was taken
+    for the next refusal)."""
     said: list[str] = []
-    before = av.logging.get_level()
-    av.logging.set_level(av.logging.ERROR)
-    capture = av.logging.Capture()
-    try:
-        with capture:
-            yield said
-    finally:
-        av.logging.set_level(before)
-        said.extend(message.strip() for level, _, message in capture.logs if level <= av.logging.ERROR)
+    with _LOG_SETTINGS:
+        level, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+        av.logging.set_level(av.logging.ERROR)
+        av.logging.set_skip_repeated(False)
+        capture = av.logging.Capture()
+        try:
+            with capture:
+                yield said
+        finally:
+            av.logging.set_level(level)
+            av.logging.set_skip_repeated(skip)
+            said.extend(" ".join(message.split()) for at, name, message in capture.logs
+                        if at <= av.logging.ERROR and name in names)
 
 
 def _reason(exc: av.error.FFmpegError, said: list[str]) -> str:
@@ -764,6 +788,7 @@ class VideoWriter:
         # each frame it was given had, until its packet is muxed
         self._frame_clock: Fraction | None = None
         self._clock_pts: dict[int, int] = {}
+        self._last_number: int | None = None  # the frame number given last
         self._check_destination(force)
         self._target = output_target(self.dst)  # (a link at dst is written through)
         self._replace = force  # whether an output another run wrote meanwhile may be replaced at the end
@@ -877,7 +902,7 @@ class VideoWriter:
             if not info.frame_rate:
                 raise OutputError(f"{self._codec} counts time in frames, and this video's frame rate is unknown; "
                                   "choose another --codec")
-            self._frame_clock = 1 / Fraction(info.frame_rate)
+            self._frame_clock = 1 / _standard_rate(Fraction(info.frame_rate))
             stream.codec_context.time_base = self._frame_clock
         if info.frame_rate:
             stream.codec_context.framerate = info.frame_rate
@@ -983,23 +1008,11 @@ class VideoWriter:
             else:
                 self._copy_from.close()
                 self._copy_from = None
-        try:  # the encoder first: what it refuses is not the container's doing
-            with _ffmpeg_errors() as said:
-                self._video.codec_context.open()
-        except av.error.FFmpegError as exc:
-            if self._codec.rsplit("_", 1)[-1] in _HARDWARE_ENCODERS:
-                hint = f"{self._codec} is a hardware encoder, which needs its device and driver on this machine"
-            else:
-                hint = "choose another --codec or --pix-fmt"
-            if self._frame_clock is not None:  # (what MPEG-1/2 refuse most often: a rate they have no code for)
-                hint = f"{self._codec} holds only the frame rates of its standard (this video: " \
-                       f"{float(info.frame_rate or 0):.6g} fps); {hint}"
-            raise OutputError(f"the {self._codec} encoder would not open for {info.width}x{info.height} "
-                              f"{self._video.pix_fmt} video ({_reason(exc, said)}); {hint}") from None
+        self._open_encoder()  # the encoder first: what it refuses is not the container's doing
         try:
             # Open the encoder and write the header now, so a codec the container cannot
             # hold fails here rather than after the first frames were restored.
-            with _ffmpeg_errors() as said:
+            with _ffmpeg_errors({out.format.name, *out.format.name.split(",")}) as said:
                 out.start_encoding()
         except av.error.FFmpegError as exc:
             if getattr(exc, "errno", None) in SPACE_ERRNOS:
@@ -1010,6 +1023,38 @@ class VideoWriter:
             if self._codec.rsplit("_", 1)[-1] in _HARDWARE_ENCODERS:  # (the container is not what failed)
                 hint = f"; {self._codec} is a hardware encoder, which needs its device and driver on this machine"
             raise OutputError(f"cannot write {what} to a {self.dst.suffix} file ({_reason(exc, said)}){hint}") from None
+
+    def _open_encoder(self) -> None:
+        """Opens the video encoder; OutputError saying why where it refuses. One that refuses is asked again,
+        on one thread, with FFmpeg's log taken (_ffmpeg_errors) for its words. Not on the first try: while the
+        log is on, an encoder's own threads that log wait for the thread opening them (PyAV #751); a hardware
+        encoder is not asked again."""
+        context, info = self._video.codec_context, self.info
+        said: list[str] = []
+        hardware = self._codec.rsplit("_", 1)[-1] in _HARDWARE_ENCODERS
+        try:
+            context.open()
+            return
+        except av.error.FFmpegError as exc:
+            refused = exc
+        if not hardware:
+            context.thread_count = 1
+            try:
+                with _ffmpeg_errors({self._codec, context.codec.name}) as said:
+                    context.open()
+                logger.debug("%s opened on one thread (with more: %s)", self._codec, refused)
+                return
+            except av.error.FFmpegError:
+                pass
+        if hardware:
+            hint = f"{self._codec} is a hardware encoder, which needs its device and driver on this machine"
+        else:
+            hint = "choose another --codec or --pix-fmt"
+        if self._frame_clock is not None:  # (what MPEG-1/2 refuse most often: a rate they have no code for)
+            hint = f"{self._codec} holds only the frame rates of its standard (this video: " \
+                   f"{float(info.frame_rate or 0):.6g} fps); {hint}"
+        raise OutputError(f"the {self._codec} encoder would not open for {info.width}x{info.height} "
+                          f"{self._video.pix_fmt} video ({_reason(refused, said)}); {hint}")
 
     def _copy_tags(self, video: av.video.stream.VideoStream, timecode: str | None = None) -> None:
         """The input's tags (title, recording date, a phone's location, each stream's language) and
@@ -1213,12 +1258,12 @@ class VideoWriter:
         """Number ``frame`` (output pts, the source's time base) in frames, for an encoder that counts so."""
         clock = cast(Fraction, self._frame_clock)
         pts = _pts(frame)
+        # a frame that falls on its predecessor's number (a variable rate, a live capture's jittered clock) takes
+        # the next: the encoder needs them rising, and the file keeps every frame's own pts (_from_frame_clock)
         number = round(pts * self.info.time_base / clock)
-        if self._clock_pts and number <= max(self._clock_pts):
-            at = (pts + cast(int, self._offset)) * self.info.time_base
-            raise OutputError(f"{self._codec} holds one frame every {float(clock):.4g} s; the input's frame at "
-                              f"{float(at):.3f} s falls on the same one as the frame before it (a variable frame "
-                              "rate): choose another --codec")
+        if self._last_number is not None:
+            number = max(number, self._last_number + 1)
+        self._last_number = number
         self._clock_pts[number] = pts
         frame.duration = max(1, round(frame.duration * self.info.time_base / clock)) if frame.duration else 0
         frame.pts = number
