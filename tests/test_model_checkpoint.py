@@ -1,4 +1,6 @@
 """Official checkpoint format, our safetensors format, and the model registry (tiny models)."""
+from pathlib import Path
+
 import pytest
 import torch
 from model_utils import randomise_lora
@@ -134,12 +136,10 @@ def test_instantrestore_offline_lists_every_missing_file(tmp_path, monkeypatch):
     assert "(or: hf download hwdz15508/InstantRestore final_model_ckpt.pt)" in msg
 
 
-def test_instantrestore_from_local_folders(source, tmp_path, monkeypatch):
-    """The official route end to end with tiny files in the documented local layout."""
+def _official_layout(net, root: Path) -> None:
+    """``net``'s UNet, VAE and checkpoint in the documented local layout under ``root`` (no prompt)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    net, want = source
-    root = tmp_path / "ir"
     cfg = tiny_config()
     unet = UNet2DConditionModel.from_config(cfg.unet)
     unet.load_state_dict(net.ref_unet.state_dict())
@@ -148,6 +148,13 @@ def test_instantrestore_from_local_folders(source, tmp_path, monkeypatch):
     vae.load_state_dict(net.ref_vae.state_dict())
     vae.save_pretrained(root / "sd-vae-ft-mse")
     write_official_checkpoint(net, root / "final_model_ckpt.pt")
+
+
+def test_instantrestore_from_local_folders(source, tmp_path, monkeypatch):
+    """The official route end to end with tiny files in the documented local layout."""
+    net, want = source
+    root = tmp_path / "ir"
+    _official_layout(net, root)
     save_file({"prompt_embeds": net.prompt_embeds.detach().clone()}, str(root / "prompt_embeds.safetensors"))
 
     restorer = load_model("instantrestore", device="cpu", root=root, download=False,
@@ -161,19 +168,12 @@ def test_instantrestore_from_local_folders(source, tmp_path, monkeypatch):
 def test_a_computed_prompt_is_kept_whole_under_its_cache_name(source, tmp_path, monkeypatch):
     """The prompt computed from SD-Turbo's text encoder was written in place in the cache: a second first run at
     once could read half a file. It is written under a temporary name of this process's and moved into place."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import load_file
     from safetensors.torch import save_file as real_save
 
     net, _ = source
-    root, cfg = tmp_path / "ir", tiny_config()
-    unet = UNet2DConditionModel.from_config(cfg.unet)
-    unet.load_state_dict(net.ref_unet.state_dict())
-    unet.save_pretrained(root / "sd-turbo" / "unet")
-    vae = AutoencoderKL.from_config(cfg.vae)
-    vae.load_state_dict(net.ref_vae.state_dict())
-    vae.save_pretrained(root / "sd-vae-ft-mse")
-    write_official_checkpoint(net, root / "final_model_ckpt.pt")
+    root = tmp_path / "ir"
+    _official_layout(net, root)
     for name in ("text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/vocab.json",
                  "tokenizer/merges.txt", "tokenizer/tokenizer_config.json", "tokenizer/special_tokens_map.json"):
         (root / "sd-turbo" / name).parent.mkdir(parents=True, exist_ok=True)
