@@ -663,6 +663,12 @@ class _Progress:
         self.counting = False
         self._shown = 0  # the count said last: never said smaller (a piece tried again starts at 0)
 
+    def drop(self, frames: int) -> None:
+        """``frames`` of the total will not be restored (a piece failed for good): the total and the count said
+        so far no longer hold them."""
+        self.total = max(0, self.total - frames)
+        self._shown = 0
+
     def due(self) -> float | None:
         """Seconds until the pieces under way are to be said (0: now), None when nothing is said."""
         if not self.enabled:
@@ -1416,10 +1422,16 @@ class _Batch:
             self.queue.append(piece)
             return
         self.manifest.update(self.key_of(piece), state="failed", error=error)
+        plan = self.plans.get(src)
+        lost = [piece] if kind != "join" else []  # (a join's frames were restored: they stay counted)
         if kind == "chunk":
             self.manifest.update(self.input_key(src), state="failed", error=f"chunk {piece[2]}: {error}")
             # the input's other chunks are of no use now
+            lost += [p for p in self.queue if p[1] == src and p[0] == "chunk"]
             self.queue = deque(p for p in self.queue if p[1] != src)
+        if plan is not None:  # (frames that will not be restored: out of the count's total)
+            self.bar.drop(sum(plan.frames if p[0] == "whole" else plan.chunks[p[2]][1] - plan.chunks[p[2]][0]
+                              for p in lost))
         self.result.failed[src] = error if kind != "chunk" else f"chunk {piece[2]}: {error}"
         self.bar.line(f"{what} failed after {tries} attempt(s): {error}")
 
