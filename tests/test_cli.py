@@ -881,3 +881,16 @@ def test_strength_is_an_option_of_every_restoring_command_and_checked():
     assert quality_gate_from_args(argparse.Namespace(no_quality_gate=False, strength=None)) is None
     with pytest.raises(UserError, match=r"--strength: strength must be in \[0, 1\], got 1.5"):
         quality_gate_from_args(argparse.Namespace(no_quality_gate=True, strength=1.5))
+
+
+def test_a_stop_signal_after_the_work_is_done_does_not_change_its_exit_code():
+    """`live` said it wrote its file, and a SIGTERM while the interpreter shut down (~2 s) made the exit 143."""
+    script = ("import os, signal, sys, threading, time\n"
+              "from streamrestore.cli import app\n"
+              "app.main = lambda argv=None: 0\n"
+              # a thread the interpreter joins at exit (as the live session's are): the signal lands meanwhile
+              "threading.Thread(target=lambda: (time.sleep(1), os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.5))).start()\n"
+              "app.entry()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr

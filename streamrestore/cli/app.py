@@ -174,10 +174,19 @@ def entry() -> None:
     at once (``os._exit``): a signal that lands while a native library is being imported (torch,
     onnxruntime) can leave it half set up, and the interpreter's own shutdown then crashed with
     SIGSEGV now and then instead of exiting with the signal's code.
+
+    Once the work is done and its code known, a SIGTERM or SIGHUP no longer changes it: one that came
+    while the interpreter shut down (its threads joined, ~2 s after `live`) ended the process as killed
+    (143) after it had said it wrote the file. Ctrl-C still ends a shut-down that hangs.
     """
     import os
+    import signal
+
+    from streamrestore.stop_signals import STOP_SIGNALS
 
     code = main()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     if code in (128 + 1, 128 + 15):
         for stream in (sys.stdout, sys.stderr):
             try:
