@@ -70,7 +70,10 @@ def cache_root() -> Path:
 
 
 def _home() -> Path | None:
-    """The user's home folder; None where there is none (no ``$HOME`` and no passwd entry)."""
+    """The user's home folder; None where there is none (no ``$HOME`` and no passwd entry, or ``$HOME`` set
+    empty, as ``env HOME=`` leaves it: read as the root folder)."""
+    if os.environ.get("HOME", None) == "":
+        return None
     try:
         return Path.home()
     except RuntimeError:  # ("Could not determine home directory")

@@ -343,6 +343,23 @@ def test_a_long_lived_backend_keeps_a_few_onnx_sessions_open_not_one_per_face_co
     assert sorted(tmp_path.glob("*.onnx")) == programs
 
 
+def test_memory_running_out_in_onnxruntime_is_said_as_memory(restorer, caches, tmp_path, monkeypatch):
+    """Under a memory limit onnxruntime's std::bad_alloc read as a damaged program ("exporting it again"), and the
+    export's MemoryError as the backend being unavailable: memory is raised as memory (the command says it)."""
+    import onnxruntime
+
+    config = BackendConfig(backend="onnxruntime", engine_dir=tmp_path)
+    faces, cs = _faces(1, seed=8), [caches[2]]
+    BackendRestorer(restorer, "onnxruntime", config).restore(faces, cs, [1])  # (the program exported and kept)
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("std::bad_alloc")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", no_memory)
+    with pytest.raises(MemoryError, match="bad_alloc"):
+        BackendRestorer(restorer, "onnxruntime", config).restore(faces, cs, [1])
+
+
 def test_onnxruntime_programs_are_cached_and_a_damaged_one_is_exported_again(restorer, caches, tmp_path):
     config = BackendConfig(backend="onnxruntime", engine_dir=tmp_path)
     faces, cs = _faces(1, seed=8), [caches[2]]

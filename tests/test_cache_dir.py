@@ -190,6 +190,12 @@ def test_a_user_without_a_home_folder_gets_a_temporary_cache(clean_environment, 
     assert main(["cache"]) == 0
     assert "(placed by no home folder: a temporary one, emptied with it; set $STREAMRESTORE_CACHE to keep it)" in \
         capsys.readouterr().out
+    clean_environment.undo()  # (Path.home back) and HOME set empty, as `env HOME=` leaves it: it was read as "/"
+    clean_environment.setattr(tempfile, "tempdir", str(tmp_path))
+    for name in VARIABLES:
+        clean_environment.delenv(name, raising=False)
+    clean_environment.setenv("HOME", "")
+    _kept(tmp_path / f"streamrestore-cache-{os.getuid()}")
 
 
 def test_a_temporary_cache_someone_else_made_is_not_used(clean_environment, tmp_path):

@@ -82,7 +82,7 @@ def export_onnx(core: nn.Module, args, path: Path) -> None:
             torch.onnx.export(flat_core, tuple(flat), str(tmp),
                               input_names=names, output_names=["restored"], opset_version=17, dynamo=False)
         tmp.replace(path)
-    except OSError:  # the folder, not the exporter (read-only, full): the caller decides
+    except (OSError, MemoryError):  # the folder (read-only, full) or the memory, not the exporter: the caller decides
         raise
     except Exception as exc:  # an exporter that changed or went away in another torch version
         raise ModelError(f"cannot export the restorer to ONNX with torch {torch.__version__} "
@@ -152,6 +152,8 @@ def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> tuple
         try:
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
+            if isinstance(exc, MemoryError) or "bad_alloc" in str(exc):  # (memory, not the file: said as such)
+                raise MemoryError(f"onnxruntime could not open {path.name} ({exc})") from exc
             if temporary is not None:  # (just exported: not a damaged cache file)
                 raise ModelError(f"onnxruntime cannot open the exported restorer ({exc})") from exc
             log.warning("cannot open ONNX program %s (%s); exporting it again", path, exc)  # a damaged cache file
