@@ -1180,9 +1180,9 @@ def build_face_restorer(
     check_model_options(model, device=device, fast_vae=fast_vae)
     check_references(specs)
     if face_models is not None:  # (a folder without a pack: said now, not after the model has loaded)
-        from streamrestore.faces.detect import find_model_pack
+        from streamrestore.faces import detect as face_detect
 
-        find_model_pack(face_models)
+        face_detect.check_face_models(face_models)
     threads = resolve_torch_threads(torch_threads)
     restorer: Restorer
     with _torch_threads(threads):

@@ -338,9 +338,14 @@ def install(monkeypatch=None) -> None:
     def make_embedder(*_args, **_kwargs):
         return SyntheticFaceEmbedder()
 
+    def any_folder(*_args, **_kwargs):  # (the model folder asked for is not looked at)
+        return None
+
     if monkeypatch is not None:
         monkeypatch.setattr(detect, "create_detector", make_detector)
+        monkeypatch.setattr(detect, "check_face_models", any_folder)
         monkeypatch.setattr(identity, "create_embedder", make_embedder)
     else:
         detect.create_detector = make_detector
+        detect.check_face_models = any_folder
         identity.create_embedder = make_embedder

@@ -102,6 +102,12 @@ def find_model_pack(models_dir: str | Path | None = None) -> Path | None:
     return _first_pack(_INSIGHTFACE_HOME.expanduser() / "models")
 
 
+def check_face_models(models_dir: str | Path) -> None:
+    """:class:`ModelError` at once where ``models_dir`` (``--face-models``) holds no insightface pack: what
+    :func:`create_detector` and the embedder would say later, after the model had loaded."""
+    find_model_pack(models_dir)
+
+
 def _first_pack(models_root: Path) -> Path | None:
     if not models_root.is_dir():
         return None
