@@ -1235,7 +1235,7 @@ class VideoWriter:
         pix_fmt = cast(str, self._video.pix_fmt)  # set in _open
         converted = to_encoder_format(frame, pix_fmt, self._matrix, self._range)
         owned = converted is not frame
-        original = (frame.pts, frame.duration)
+        original = (frame.pts, frame.duration, frame.time_base)
         converted.pts = _pts(frame) - cast(int, self._offset)  # write() sets the offset first
         converted.time_base = self.info.time_base
         converted.duration = duration if duration is not None else frame.duration
@@ -1249,8 +1249,8 @@ class VideoWriter:
         try:
             packets = self._video.encode(converted)
         finally:
-            if not owned:  # the caller's frame: leave it as it came
-                frame.pts, frame.duration = original
+            if not owned:  # the caller's frame: leave it as it came (an encoder counting frames renumbers it)
+                frame.pts, frame.duration, frame.time_base = original
         self._mux_video(packets)
         self.frames_written += 1
 
