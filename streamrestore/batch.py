@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -1022,8 +1021,6 @@ def run(
         raise UserError(f"bad encoder option: {exc}") from None
     if ray in (None, "local"):  # on a cluster the driver may have no GPU; the workers check theirs
         check_model_options(model, device=device, fast_vae=fast_vae)
-    elif importlib.util.find_spec("ray") is None:  # (a cluster asked for by name: not run here alone, one by one)
-        raise UserError(f'--ray {ray}: joining a Ray cluster needs Ray on this machine: pip install "streamrestore[batch]"')
     check_references(refs)
     out_dir = Path(out_dir)
     try:
@@ -1067,7 +1064,8 @@ def run(
                 import ray as ray_module  # noqa: F811
             except ImportError as exc:
                 if ray != "local":  # (a cluster asked for by name: not run here alone, one by one)
-                    raise UserError(f"--ray {ray}: Ray cannot be imported ({exc})") from None
+                    raise UserError(f'--ray {ray}: joining a Ray cluster needs Ray on this machine: pip install '
+                                    f'"streamrestore[batch]" ({exc})') from None
                 log.warning(INSTALL_HINT)
         result = BatchResult(engine="ray" if ray_module is not None else "in-process")
         manifest = Manifest(out_dir / MANIFEST_NAME)

@@ -73,18 +73,10 @@ def hold_temp(temp: Path) -> int | None:
     ``flock`` on it, which the system drops when the process ends, however it ends (pass it to
     :func:`release_temp` when done). None where it cannot be locked: no such locks here, or another
     process holds it."""
-    if fcntl is None:  # pragma: no cover - not POSIX: only the file's age tells a killed run's file
-        return None
     try:
-        fd = os.open(temp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
+        return _exclusive_lock(temp, os.O_RDONLY)
+    except BlockingIOError:  # (held by another process)
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # (held by another process, or a file system without locks)
-        os.close(fd)
-        return None
-    return fd
 
 
 def hold_record(record: Path) -> int | None:
@@ -95,10 +87,21 @@ def hold_record(record: Path) -> int | None:
     Raises:
         BlockingIOError: another process (or another run in this one) holds it.
     """
+    # (opened as the batch writes it, appending: a record this user may only write to is locked too)
+    return _exclusive_lock(record, os.O_WRONLY | os.O_APPEND)
+
+
+def _exclusive_lock(path: Path, mode: int) -> int | None:
+    """A descriptor of ``path`` (opened with ``mode``) holding an exclusive ``flock``; None where it cannot be
+    opened or the file system has no such locks (not POSIX: only a file's age tells a killed run's).
+
+    Raises:
+        BlockingIOError: another holder has it.
+    """
     if fcntl is None:  # pragma: no cover - not POSIX
         return None
-    try:  # (as the batch writes it: appending; a record this user may only write to is locked too)
-        fd = os.open(record, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, mode | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
     try:
