@@ -511,7 +511,7 @@ class BatchWorker:
                                   deinterlace=self.deinterlace, on_frame=self._frame_done)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "warnings": stats.warnings(),
                 "faces": stats.faces_restored, "clean": stats.faces_left_clean, "dim": stats.faces_left_dim,
-                "grainy": stats.faces_left_grainy,
+                "grainy": stats.faces_left_grainy, "strength": stats.strength,
                 "identities": stats.identities_matched,
                 "seen": sum(track.faces for track in stats.per_track.values())}
 
@@ -714,7 +714,12 @@ def _faces_said(info: dict) -> str:
         return ""
     if not seen:
         return "no face found, "
-    said = [f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored"]
+    strength = info.get("strength", 1.0)
+    if strength == 0.0:  # (none changed, whatever the quality gate found)
+        return f"{faces} face{'s' if faces != 1 else ''} left as {'it was' if faces == 1 else 'they were'} " \
+               f"(--strength 0){f' and {seen - faces} left alone' if seen > faces else ''}, "
+    weaker = f" at strength {strength:g}" if strength < 1.0 else ""
+    said = [f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored{weaker}"]
     if clean - dim - grainy:
         said.append(f"{clean - dim - grainy} clean left as {'it was' if clean - dim - grainy == 1 else 'they were'}")
     if dim:

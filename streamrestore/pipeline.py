@@ -319,6 +319,7 @@ class FaceRestorer:
         self._smoother = TemporalSmoother(config.temporal)
         self._frame_fusion = FrameFusion(config.temporal)
         self._gate = QualityGate(config.gate)
+        self.stats.strength = config.gate.strength
         self._identity_gate = IdentityGate(config.identity_gate, getattr(embedder, "embed_aligned", None))
         for ref in self.reference_sets:  # at the model's side, where the gate was measured
             self._identity_gate.set_references(ref.name, _at_side(ref, int(restorer.resolution)).crops)

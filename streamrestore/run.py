@@ -154,6 +154,7 @@ class RunStats:
     problems: list = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
     photo: bool = False  # the run restored one photo (restore_photo): the summary counts faces, not frames
+    strength: float = 1.0  # the share of the restorer's change every face got at most (QualityGateConfig.strength)
 
     @property
     def tracks(self) -> int:
@@ -321,7 +322,8 @@ class RunStats:
         :meth:`summary` says, as numbers.
 
         Keys: ``frames``, ``frames_with_faces``, ``frames_restored``; ``faces`` (faces seen),
-        ``faces_restored`` (restored and changed), ``faces_left_clean`` (left as they were: the
+        ``faces_restored`` (restored and changed; 0 at ``strength`` 0), ``strength`` (the share of the
+        restorer's change a face got at most, ``--strength``), ``faces_left_clean`` (left as they were: the
         quality gate found nothing to restore), ``faces_left_dim`` (left as they were: too dark or
         flat to judge), ``faces_left_grainy`` (left as they were: too grainy to judge), ``faces_unmatched`` (matching no reference set: restored, or left alone with
         ``--unmatched skip``), ``faces_skipped`` (left alone: ``--unmatched skip``, beyond
@@ -338,7 +340,8 @@ class RunStats:
         return {
             "frames": self.frames, "frames_with_faces": self.frames_with_faces, "frames_restored": self.frames_restored,
             "faces": sum(track.faces for track in self.per_track.values()),
-            "faces_restored": self.faces_restored - self.faces_left_clean,
+            "faces_restored": self.faces_restored - self.faces_left_clean if self.strength > 0.0 else 0,
+            "strength": self.strength,
             "faces_left_clean": self.faces_left_clean - self.faces_left_dim - self.faces_left_grainy,
             "faces_left_dim": self.faces_left_dim, "faces_left_grainy": self.faces_left_grainy,
             "faces_unmatched": self.unmatched_faces, "faces_skipped": self.skipped_faces,
@@ -370,16 +373,20 @@ class RunStats:
             who = "no references given"
         # faces the quality gate found clean went through the restorer but were left as they were:
         # the headline then does not call them restored
-        done = "" if self.faces_left_clean else " restored"
+        weaker = f" at strength {self.strength:g}" if self.strength < 1.0 else ""
+        done = "" if self.faces_left_clean else " restored" + weaker
+        kept = ""
+        if self.strength == 0.0:  # every face left as it was, whatever the gate found: no breakdown to give
+            done, kept = "", f" left as {'it was' if self.faces_restored == 1 else 'they were'} (--strength 0)"
         if self.photo:
-            text = f"{_n(self.faces_restored, 'face')}{done} ({self.seconds:.1f} s with {self.startup_seconds:.1f} s " \
-                   f"start-up), {who}"
+            text = f"{_n(self.faces_restored, 'face')}{done}{kept} ({self.seconds:.1f} s with " \
+                   f"{self.startup_seconds:.1f} s start-up), {who}"
         else:
             text = (
                 f"{_n(self.frames, 'frame')} ({self._timing()}), {_n(self.faces_restored, 'face')}{done} "
-                f"in {_n(self.frames_restored, 'frame')}, {_n(self.tracks, 'track')}, {who}"
+                f"in {_n(self.frames_restored, 'frame')}{kept}, {_n(self.tracks, 'track')}, {who}"
             )
-        if self.faces_left_clean:
+        if self.faces_left_clean and self.strength > 0.0:
             dim, grainy = self.faces_left_dim, self.faces_left_grainy
             clean = self.faces_left_clean - dim - grainy
             left = []
@@ -395,7 +402,7 @@ class RunStats:
                             "among them; --no-quality-gate restores them, their grain with their blur, and makes sharp "
                             "ones worse)")
             restored = self.faces_restored - self.faces_left_clean
-            text += "\n  of these, " + and_list([f"{restored} restored", *left])
+            text += "\n  of these, " + and_list([f"{restored} restored{weaker}", *left])
         tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
         shown = sorted(tracks, key=lambda item: -item[1].faces)[:SUMMARY_TRACKS]
         shown_ids = {id(track) for _, track in shown}

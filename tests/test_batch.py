@@ -1115,3 +1115,8 @@ def test_what_a_chunked_input_and_its_faces_are_said_to_be():
         "3 faces restored, 1 clean left as it was, 1 too dark or flat to judge left as it was and 4 too grainy to " \
         "judge left as they were, "
     assert _faces_said({"frames": 20}) == ""  # a chunk's: not said
+    # --strength: 0 changes no face ("5 faces restored" of faces left as they were), under 1 is said
+    assert _faces_said({"faces": 5, "clean": 2, "seen": 6, "strength": 0.0}) == \
+        "5 faces left as they were (--strength 0) and 1 left alone, "
+    assert _faces_said({"faces": 5, "clean": 2, "seen": 5, "strength": 0.4}) == \
+        "3 faces restored at strength 0.4 and 2 clean left as they were, "

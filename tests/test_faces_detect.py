@@ -310,3 +310,19 @@ def test_a_face_package_that_cannot_be_imported_is_named_with_its_pip_name(monke
         with pytest.raises(ModelError, match=r"insightface's face models \(--face-models\) need the insightface "
                                              r"package, .*: pip install insightface \(or leave out --face-models"):
             make(model)
+
+
+def test_a_package_that_a_face_package_needs_is_named_not_the_face_package(monkeypatch):
+    """insightface installed without onnxruntime said "pip install insightface", which changes nothing."""
+    from streamrestore.faces import detect
+
+    def without(missing):
+        def import_module(name):
+            raise ModuleNotFoundError(f"No module named '{missing}'", name=missing)
+        return import_module
+
+    for missing, wanted in (("onnxruntime", "onnxruntime"), ("cv2", "opencv-python")):
+        monkeypatch.setattr(detect.importlib, "import_module", without(missing))
+        with pytest.raises(ModelError, match=rf"need the insightface package, which needs {wanted} \(No module "
+                                             rf"named '{missing}'\): pip install {wanted} \(or leave out"):
+            detect.insightface_model_zoo()

@@ -1112,13 +1112,20 @@ def test_strength_scales_every_faces_change_and_zero_leaves_them_as_they_are():
     from streamrestore.reference_detail import ReferenceDetailConfig
 
     frame = sf.face_frames(frames=1, width=320, height=240)[0][0]
-    changes = {}
+    changes, summaries = {}, {}
     for strength in (1.0, 0.5, 0.0):
         config = PipelineConfig(temporal=TemporalConfig.off(), reference_detail=ReferenceDetailConfig.off(),
                                 gate=QualityGateConfig(enabled=False, strength=strength), lookahead=0)
         restorer = FaceRestorer(_Redden(128), sf.SyntheticFaceDetector(), config=config)
         changes[strength] = restorer.process(frame).astype(np.int32) - frame.astype(np.int32)
         assert restorer.stats.faces_restored == 1 and restorer.stats.faces_left_clean == 0
+        summaries[strength] = restorer.stats.summary().splitlines()[0]
+        assert restorer.stats.as_dict()["strength"] == strength
+        assert restorer.stats.as_dict()["faces_restored"] == (strength > 0)
+    # the summary said "1 face restored" of a face left as it was at --strength 0
+    assert summaries[1.0].endswith("1 face restored in 1 frame, 1 track, no references given")
+    assert summaries[0.5].endswith("1 face restored at strength 0.5 in 1 frame, 1 track, no references given")
+    assert summaries[0.0].endswith("1 face in 1 frame left as it was (--strength 0), 1 track, no references given")
     red = changes[1.0][..., 0]
     assert red.max() > 60  # (the face reddened by 0.3 of the range)
     face = (red > 20) & (frame[..., 0].astype(np.int32) + red < 255)  # (not where the whole change hit white)

@@ -134,14 +134,43 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
         if memory is not None:  # (a traceback from deep in torch or onnxruntime, its last line varying)
             said = str(memory).strip().splitlines()
             gpu = "cuda" in str(memory).lower() or type(memory).__name__ == "OutOfMemoryError"
-            less = "--set batch_size=N smaller" if argv and argv[0] == "train" else "--crop-resolution 128"
-            hint = (f"free the GPU (other processes on it), use --device cpu, or give it less at once: {less}" if gpu
-                    else f"free memory, raise the process's limit (ulimit -v, a container's), or give it less to "
-                         f"hold at once: --torch-threads 1, {less}")
             print(f"streamrestore: error: {'GPU ' if gpu else ''}out of memory "
-                  f"({said[-1] if said else type(memory).__name__}); {hint}", file=sys.stderr)
+                  f"({said[-1] if said else type(memory).__name__}); {_memory_advice(argv, gpu)}", file=sys.stderr)
             return 1
         raise
+
+
+def _option_value(argv: list[str], option: str) -> float | None:
+    """The number given to ``option`` (``--x N`` or ``--x=N``; the last one counts), None where none is."""
+    value = None
+    for arg, after in zip(argv, [*argv[1:], ""]):
+        text = after if arg == option else arg.partition("=")[2] if arg.startswith(option + "=") else None
+        if text is not None:
+            try:
+                value = float(text)
+            except ValueError:
+                pass
+    return value
+
+
+def _memory_advice(argv: list[str], gpu: bool) -> str:
+    """What to try after memory ran out, leaving out the options the command already gave (advice to add
+    `--torch-threads 1` to a command that has it reads as if the tool had not looked)."""
+    if argv and argv[0] == "train":
+        batch_sizes = [arg.partition("=")[2] for arg in argv if arg.startswith("batch_size=")]  # (--set KEY=VALUE)
+        less = [] if batch_sizes and batch_sizes[-1] == "1" else ["--set batch_size=N smaller"]
+    else:
+        crop = _option_value(argv, "--crop-resolution")
+        less = [] if crop is not None and crop <= 128 else ["--crop-resolution 128"]
+    if gpu:
+        ways = ["free the GPU (other processes on it)", "use --device cpu"]
+    else:
+        ways = ["free memory", "raise the process's limit (ulimit -v, a container's)"]
+        threads = _option_value(argv, "--torch-threads")
+        less = ([] if threads is not None and threads <= 1 else ["--torch-threads 1"]) + less
+    if less:
+        ways.append(f"give it less to hold at once: {', '.join(less)}")
+    return ", ".join(ways[:-1]) + f" or {ways[-1]}" if len(ways) > 1 else ways[0]
 
 
 #: how torch, onnxruntime and the loader say memory ran out (a MemoryError aside)

@@ -218,8 +218,19 @@ def face_package(module: str, package: str, what: str, instead: str) -> ModuleTy
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        # a package it imports in turn may be what is missing (insightface without onnxruntime): that one's name
+        missing = (getattr(exc, "name", None) or "").split(".")[0]
+        if isinstance(exc, ModuleNotFoundError) and missing and missing != module.split(".")[0]:
+            wanted = _PIP_NAMES.get(missing, missing)
+            raise ModelError(f"{what} need the {package} package, which needs {wanted} ({exc}): pip install "
+                             f"{wanted} ({instead})") from None
         raise ModelError(f"{what} need the {package} package, which cannot be imported ({exc}): pip install "
                          f"{package} ({instead})") from None
+
+
+#: pip's names of modules whose import name differs (what the face packages import)
+_PIP_NAMES = {"cv2": "opencv-python", "skimage": "scikit-image", "sklearn": "scikit-learn", "PIL": "pillow",
+              "google": "protobuf"}
 
 
 def insightface_model_zoo() -> ModuleType:
