@@ -689,13 +689,16 @@ class _Progress:
             print(f"batch: {text}", file=sys.stderr, flush=True)
             return
         elapsed = now - self.start
-        done = self._shown = min(self.total, max(self._shown, self.done + sum(self.under_way.values())))
-        fps = (done - self.earlier) / elapsed if elapsed > 0 else 0.0
+        actual = min(self.total, self.done + sum(self.under_way.values()))
+        done = self._shown = max(self._shown, actual)
+        # the rate and the time left from the frames actually done (the count held while a piece is redone
+        # would say both too high)
+        fps = (actual - self.earlier) / elapsed if elapsed > 0 else 0.0
         # a batch of photos only counts photos (each is one frame of the count)
         unit, rate = ("photos", f"{fps * 60:.1f} a minute") if self.photos_only else ("frames", f"{fps:.1f} fps")
         where = f"{done}/{self.total} {unit} ({100.0 * done / max(1, self.total):.0f}%), {rate}"
         if fps > 0 and self.total > done:
-            left = int((self.total - done) / fps)
+            left = int((self.total - actual) / fps)
             where += f", ETA {left // 60}:{left % 60:02d}"
         print(f"batch: {where}: {text}", file=sys.stderr, flush=True)
 

@@ -520,9 +520,19 @@ def test_the_count_said_never_goes_back(capsys):
     del bar.under_way["a"]  # (failed for good: its 60 frames will not be restored)
     bar.drop(60)
     bar.line("a failed after 3 attempt(s)")
-    counts = [line.split(" frames")[0] for line in capsys.readouterr().err.splitlines()]
+    lines = capsys.readouterr().err.splitlines()
+    counts = [line.split(" frames")[0] for line in lines]
     # (held while redone; a piece given up leaves the total and the count, which would else stand above the work)
     assert counts == ["batch: 44/180", "batch: 44/180", "batch: 50/180", "batch: 0/120"]
+    # the rate and the time left are the frames actually done's, not the held count's
+    bar = _Progress(True)
+    bar.total, bar.counting, bar.start = 100, True, bar.start - 10.0  # (10 s in)
+    bar.under_way["a"] = 40
+    bar.line("under way: a")
+    bar.under_way["a"] = 10  # (tried again: 10 frames done of it now)
+    bar.line("under way: a")
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.startswith("batch: 40/100 frames (40%), 1.0 fps, ETA 1:30"), said
 
 
 def test_rays_own_lines_are_plain_and_its_secure_default_not_announced(monkeypatch):
