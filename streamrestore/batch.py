@@ -258,6 +258,7 @@ def count_frames(path: str | os.PathLike) -> int:
     import av
 
     from streamrestore.images import is_image, read_photo_header
+    from streamrestore.video.reader import open_local_media
 
     if is_image(path):
         try:
@@ -267,7 +268,7 @@ def count_frames(path: str | os.PathLike) -> int:
             return -1
 
     try:
-        with av.open(str(path)) as c:
+        with open_local_media(path) as c:
             return sum(1 for p in c.demux(c.streams.video[0]) if p.size)
     except (av.error.FFmpegError, IndexError, OSError):
         return -1
@@ -570,9 +571,8 @@ class BatchWorker:
     def join(self, plan: Plan, parts: list[str], dst: str) -> dict:
         """Encodes the chunks' frames in order at the input's timestamps into ``dst`` and remuxes
         the input's audio once (one :class:`VideoWriter`)."""
-        import av
 
-        from streamrestore.video.reader import probe
+        from streamrestore.video.reader import open_local_media, probe
         from streamrestore.video.writer import VideoWriter
 
         t0 = time.perf_counter()
@@ -582,7 +582,7 @@ class BatchWorker:
         with VideoWriter(dst, info, self._settings(), audio_from=plan.src, force=True) as writer:
             for part in parts:
                 types = json.loads(_types_path(Path(part)).read_text())
-                with av.open(str(part)) as c:
+                with open_local_media(part) as c:
                     for k, frame in enumerate(c.decode(video=0)):
                         if i >= plan.frames:
                             raise RuntimeError(f"{part}: more frames than the input has")

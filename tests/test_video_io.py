@@ -1926,3 +1926,32 @@ def test_chapters_are_said_lost_only_where_the_output_cannot_hold_them(tmp_path)
         "the input's chapters are not kept: .ts files hold none (.mkv, .mp4 and .mov do)",
         "the input's tags (creation_time, location, location-eng, title) are not kept: .ts files hold none (.mkv, .mp4 "
         "and .mov do)"]
+
+
+def test_a_playlist_or_list_of_other_files_is_refused_and_a_name_like_an_address_is_a_file(tmp_path, monkeypatch):
+    """FFmpeg picks a demuxer by a file's content: a 43-byte concat list called upload.mp4, or an HLS playlist,
+    made the tool read and restore other files; a file named ``concat:a|b`` or ``http:host:port`` in the current
+    folder was taken for an address (the concat protocol read other files, http made a request)."""
+    from streamrestore.batch import count_frames
+    from streamrestore.eval.flicker_metric import _decoded
+
+    other = tmp_path / "private_other.mp4"
+    make_clip(other, frames=5)
+    upload = tmp_path / "upload.mp4"
+    upload.write_text("ffconcat version 1.0\nfile private_other.mp4\n")
+    _one_line_input_error(upload, r"upload.mp4 is an FFmpeg concat list, not a video: streamrestore reads only the "
+                                  r"file it is given")
+    playlist = tmp_path / "pl.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1.0,\nfile://{other}\n#EXT-X-ENDLIST\n")
+    _one_line_input_error(playlist, r"pl.m3u8 is an HLS playlist, not a video")
+    assert count_frames(upload) == count_frames(playlist) == -1 and count_frames(other) == 5
+    with pytest.raises(av.error.ArgumentError):
+        next(_decoded(upload, None))
+    monkeypatch.chdir(tmp_path)  # (the name must begin the path FFmpeg is given to read as an address)
+    named = tmp_path / f"concat:{other.name}|{other.name}"
+    named.write_text("not a video\n")  # (taken for the concat protocol, the other video was read, twice)
+    with pytest.raises(InputError, match=r"cannot read concat:private_other.mp4\|private_other.mp4 as a video"):
+        VideoReader(named.name)
+    named.write_bytes(other.read_bytes())
+    with VideoReader(named.name) as reader:  # a video of that name is read as itself
+        assert len(list(reader.frames())) == 5

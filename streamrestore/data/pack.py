@@ -25,7 +25,7 @@ from streamrestore.errors import InputError
 from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import create_detector, detect_padded
 from streamrestore.images import read_rgb
-from streamrestore.video.reader import turned_upright
+from streamrestore.video.reader import open_local_media, turned_upright
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,9 @@ def sample_video_frames(path: Path, count: int, min_gap_s: float) -> Iterator[tu
     Frames far apart in time differ in pose and expression, which is what makes them useful as
     references of each other.
     """
-    import av  # noqa: PLC0415
 
     try:
-        container = av.open(str(path))
+        container = open_local_media(path)
     except Exception as exc:  # PyAV raises many types for unreadable files
         raise InputError(f"cannot open video {path}: {exc}") from exc
     with container:

@@ -200,9 +200,9 @@ def e_warp(reference: Iterable[np.ndarray], candidate: Iterable[np.ndarray] | No
 
 
 def _decoded(path: str | Path, max_frames: int | None) -> Iterator[np.ndarray]:
-    import av
+    from streamrestore.video.reader import open_local_media
 
-    with av.open(str(path)) as container:
+    with open_local_media(path) as container:
         for i, frame in enumerate(container.decode(video=0)):
             if max_frames is not None and i >= max_frames:
                 return

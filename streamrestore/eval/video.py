@@ -75,7 +75,14 @@ from streamrestore.faces.detect import ScrfdDetector, detect_padded
 from streamrestore.faces.references import list_reference_files, reference_pictures
 from streamrestore.model_files import EvalModelFiles
 from streamrestore.types import Face
-from streamrestore.video.reader import VideoReader, frame_to_rgb, probe, stream_frame_rate, turned_upright
+from streamrestore.video.reader import (
+    VideoReader,
+    frame_to_rgb,
+    open_local_media,
+    probe,
+    stream_frame_rate,
+    turned_upright,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +182,7 @@ def _encode_h264(path: Path, frames: Iterable[np.ndarray], rate, size: tuple[int
 def _decoded_rgb(path: Path, max_frames: int | None = None) -> Iterator[np.ndarray]:
     """RGB frames as PyAV's default conversion gives them (what the shared tools read)."""
 
-    with av.open(str(path)) as container:
+    with open_local_media(path) as container:
         for frame in itertools.islice(container.decode(video=0), max_frames):
             yield frame.to_ndarray(format="rgb24")
 
@@ -197,7 +204,7 @@ def degrade_video(src: str | Path, dst: str | Path, preset: str | VideoDegradati
     degradation = VIDEO_PRESETS[preset] if isinstance(preset, str) else preset
     src, dst = Path(src), Path(dst)
     try:
-        with av.open(str(src)) as container:
+        with open_local_media(src) as container:
             stream = container.streams.video[0]
             rate, width, height = stream_frame_rate(stream), stream.codec_context.width, stream.codec_context.height
     except (av.error.FFmpegError, IndexError) as exc:

@@ -89,12 +89,11 @@ def video_sources(pack, people: Sequence[str]) -> list[tuple[int, str, int]]:
 
 def _frames_at(path: Path, indices: set[int]) -> tuple[dict[int, np.ndarray], float]:
     """The decoded RGB frames ``indices`` (0-based, decode order) of ``path``, and its frame rate."""
-    import av
 
-    from streamrestore.video.reader import stream_frame_rate, turned_upright
+    from streamrestore.video.reader import open_local_media, stream_frame_rate, turned_upright
 
     frames = {}
-    with av.open(str(path)) as container:
+    with open_local_media(path) as container:
         stream = container.streams.video[0]
         rate = float(stream_frame_rate(stream) or 25)
         for i, frame in enumerate(container.decode(stream)):

@@ -116,6 +116,42 @@ class VideoInfo:
         return float(self.sample_aspect_ratio) if self.sample_aspect_ratio else 1.0
 
 
+#: FFmpeg's demuxers that read other files or addresses that the file names (a playlist, a concat list, a
+#: DASH manifest, an IMF package, an SDP or RTSP session description). FFmpeg picks a demuxer by a file's
+#: content, whatever its name: a 43-byte text file called upload.mp4 made the tool read and restore
+#: another video of its folder. A local file is read as itself only.
+LIST_FORMATS = frozenset({"hls", "concat", "dash", "imf", "sdp", "rtsp", "rtp"})
+
+
+def local_media_options() -> dict[str, str]:
+    """FFmpeg's options that open a local file as that file only: through the file protocol (a name in the
+    current folder that reads as an address, ``http:host`` or ``concat:a|b``, is not fetched) and with any
+    demuxer but :data:`LIST_FORMATS`."""
+    return {"protocol_whitelist": "file",
+            "format_whitelist": ",".join(sorted(name for name in av.formats_available if name not in LIST_FORMATS))}
+
+
+def open_local_media(path: str | os.PathLike) -> av.container.InputContainer:
+    """``av.open`` of a local media file for reading, as that file only (:func:`local_media_options`; its
+    absolute path, so a name such as ``tcp:host:port`` is a file name). Raises what ``av.open`` raises; a
+    list of other files is refused with ``av.error.ArgumentError``. :func:`open_input` says why in words."""
+    return av.open(os.path.abspath(path), mode="r", options=local_media_options())
+
+
+def _what_list(path: Path) -> str:
+    """What kind of list of other files ``path`` is, by its first bytes ("" where it is none that we know)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return ""
+    kinds = ((b"#EXTM3U", "an HLS playlist"), (b"ffconcat", "an FFmpeg concat list"), (b"v=0", "an SDP session"))
+    for start, kind in kinds:
+        if head.startswith(start):
+            return kind
+    return "a DASH manifest" if b"<MPD" in head else ""
+
+
 def open_input(path: str | os.PathLike) -> av.container.InputContainer:
     """Open ``path`` for demuxing (the reader's video and the writer's audio source are opened
     this way).
@@ -146,9 +182,13 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
     if size == 0:
         raise InputError(f"input is empty (0 bytes): {p}")
     try:
-        container = av.open(str(p), mode="r")
+        container = open_local_media(p)
     except PermissionError:
         raise InputError(f"no permission to read input: {p}") from None
+    except av.error.ArgumentError:  # (a demuxer not on the whitelist: a list of other files)
+        kind = _what_list(p) or "a list of other files or addresses (a playlist)"
+        raise InputError(f"{p} is {kind}, not a video: streamrestore reads only the file it is given, not "
+                         "the files a list names; give the video file itself") from None
     except av.error.FFmpegError as exc:
         if _recording_without_index(p):
             raise InputError(f"{p} is a recording whose index (its moov box) is missing: it was cut off before it was "
