@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from streamrestore.errors import InputError, OutputError
+from streamrestore.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -387,10 +387,6 @@ def _load(model, device: str, dtype, resolution, fast_vae=None):
 
 def write_bench_json(result: BenchResult, path: str | Path) -> Path:
     """Write ``result`` as JSON (top level ``fps``, ``device``, ``backend``, ``rows``, and the rest)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path} ({exc.strerror or exc}); pick another --json path") from None
-    return path
+    from streamrestore.output_file import write_text_file
+
+    return write_text_file(Path(path), json.dumps(result.to_json(), indent=2) + "\n")

@@ -49,6 +49,10 @@ def check_output_path(dst: Path, force: bool, example: str) -> None:
                           "(it goes back to finish them); give a file name, and delete it afterwards if it was a trial")
     if dst.exists() and not force:
         raise OutputError(f"output {dst} already exists; replace it with --force (library: force=True)")
+    if dst.is_symlink() and not dst.exists() and not force and not _link_loop(dst):
+        # (one planted in a shared folder at the name a run derives would make it write where the link points)
+        raise OutputError(f"output {dst} is a symbolic link to {os.readlink(dst)}, which does not exist: the output "
+                          "would be written there; name another file, or write through the link with --force")
     if not dst.parent.exists():
         raise OutputError(f"output folder {dst.parent} does not exist; create it first")
 
@@ -310,3 +314,18 @@ def write_atomically(dst: Path, write: Callable[[Path], object], replace: bool =
     finally:
         release_temp(held)
     remove_stale_temps(dst)
+
+
+def write_text_file(dst: Path, text: str) -> Path:
+    """``text`` written to ``dst`` (UTF-8) complete or not at all (:func:`write_atomically`), the folders
+    above it made; returns ``dst``. A results file: an existing one is replaced.
+
+    Raises:
+        OutputError: it could not be written, in one line.
+    """
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {dst}: cannot make its folder ({exc.strerror or exc})") from None
+    write_atomically(dst, lambda temp: temp.write_text(text, encoding="utf-8"))
+    return dst

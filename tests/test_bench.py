@@ -137,6 +137,32 @@ def test_bench_rejects_unknown_backend_and_missing_clip(tmp_path, capsys):
         assert words in capsys.readouterr().err
 
 
+def test_a_json_file_that_is_an_input_or_a_video_is_refused_before_any_work(tmp_path, capsys):
+    """``eval --video ev.mp4 --json ev.mp4`` replaced the video with its figures (the main command refused)."""
+    clip, other = tmp_path / "clip.mp4", tmp_path / "other.mov"
+    for video in (clip, other):
+        video.write_bytes(b"not read: the --json path is checked first")
+    table = tmp_path / "table.json"
+    table.write_text("{}")
+    for command in (["bench", str(clip)], ["eval", "--video", str(clip)]):
+        assert main([*command, "--json", str(clip)]) == 2
+        assert f"--json {clip} is this command's input {clip}; give the figures a file of their own" in \
+            capsys.readouterr().err
+        assert main([*command, "--json", str(other)]) == 2
+        assert "is a video, which the figures would replace" in capsys.readouterr().err
+        assert clip.read_bytes() == other.read_bytes() == b"not read: the --json path is checked first"
+    link = tmp_path / "link.json"
+    link.symlink_to(clip)
+    assert main(["eval", "--video", str(other), "--json", str(link)]) == 2  # (through a link too)
+    assert "is a video, which the figures would replace" in capsys.readouterr().err
+    # a figures file of an earlier run is replaced, complete or not at all
+    from streamrestore.eval.report import write_json
+
+    write_json(table, [{"method": "input", "psnr": 30.0}])
+    assert '"psnr": 30.0' in table.read_text() and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["clip.mp4", "link.json", "other.mov", "table.json"]
+
+
 def test_table_lists_backends_side_by_side():
     rows = [BenchRow("restore", "eager", 40.0), BenchRow("restore", "compile", 10.0),
             BenchRow("end to end", "eager", 50.0), BenchRow("end to end", "compile", 20.0),

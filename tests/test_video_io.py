@@ -906,6 +906,24 @@ def test_a_link_as_the_output_is_written_through(tmp_path):
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["target.mp4"]
 
 
+def test_a_link_to_nothing_at_the_output_name_needs_force(tmp_path):
+    """One planted in a shared folder at the name a run derives (clip.restored.mp4) made the run create its
+    output where the link pointed, saying "wrote clip.restored.mp4"."""
+    src = _small_source(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    planted = tmp_path / "elsewhere" / "planted.mp4"
+    link = tmp_path / "out.mp4"
+    link.symlink_to(planted)
+    with pytest.raises(OutputError, match=r"out.mp4 is a symbolic link to .*planted.mp4, which does not exist: the "
+                                          r"output would be written there; .* with --force"):
+        VideoWriter(link, probe(src), FAST)
+    assert not planted.exists()
+    with VideoReader(src) as reader, VideoWriter(link, reader.info, FAST, force=True) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    assert len(read_video_timing(planted)[0]) == 6
+
+
 def test_a_picture_as_a_videos_output_says_how_to_look_at_one_frame(tmp_path):
     """``streamrestore clip.mp4 --start 3 --end 3.04 -o frame.png`` (a preview, as other tools give) said
     "cannot write .png files keeping every frame's timing"."""

@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
     check_torch_threads(args)
     if args.resolution is not None and args.resolution < 8:
         raise UserError(f"--resolution must be at least 8, got {args.resolution}")
-    check_output_file(args.json, "--json")
+    check_output_file(args.json, "--json", [args.input])
     check_face_options(args)
     temporal = temporal_from_args(args)
     set_torch_threads(args.torch_threads)

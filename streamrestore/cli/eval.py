@@ -179,7 +179,7 @@ def _restorer(args: argparse.Namespace, load_restorer):
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    check_output_file(args.json, "--json")  # before a long evaluation, not after it
+    check_output_file(args.json, "--json", [args.video, getattr(args, "degraded", None)])  # before a long evaluation
     _refuse_other_modes(args)
     check_torch_threads(args)
     set_torch_threads(args.torch_threads)
@@ -390,8 +390,9 @@ def video_main(args: argparse.Namespace) -> int:
             "degraded_past": None if args.degraded is not None or args.max_frames is None else MARGIN_FRAMES,
             "pipeline": json.loads(json.dumps(dataclasses.asdict(config), default=str)),
         }
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"rows": json_ready(rows), **facts}, indent=2, allow_nan=False) + "\n")
+        from streamrestore.output_file import write_text_file
+
+        path = write_text_file(Path(args.json), json.dumps({"rows": json_ready(rows), **facts}, indent=2,
+                                                           allow_nan=False) + "\n")
         print(f"wrote {path}", file=sys.stderr)
     return 0

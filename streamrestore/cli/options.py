@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from streamrestore.errors import OutputError, UserError
@@ -51,12 +53,20 @@ T = TypeVar("T")
 log = logging.getLogger("streamrestore")  # the package's root logger: the CLI gives it its handler; modules log to children
 
 
-def check_output_file(path: str | None, option: str) -> None:
+def check_output_file(path: str | None, option: str, inputs: Sequence[str | os.PathLike | None] = (),
+                      judge_existing: bool = True) -> None:
     """Fails at once (OutputError naming ``option``) where a file cannot be written at ``path``: a
     folder there, or a nearest existing folder above it that is not writable; a long run then does
-    not end without its results. Folders missing above it are made when it is written."""
-    import os
+    not end without its results. Folders missing above it are made when it is written.
+
+    An existing file there is replaced (a run's figures written again), unless it is one of the command's
+    ``inputs``, or a video or photo: a slip of tab completion (``--json clip.mp4``) replaced the video with
+    its figures. ``judge_existing`` False leaves an existing file to the caller (the main command asks for
+    ``--force``)."""
     from pathlib import Path
+
+    from streamrestore.images import is_image
+    from streamrestore.video.reader import VIDEO_SUFFIXES
 
     if path is None:
         return
@@ -65,11 +75,25 @@ def check_output_file(path: str | None, option: str) -> None:
     target = Path(path).expanduser()
     if target.is_dir():
         raise OutputError(f"{option} {path} is a folder; give a file name")
+    for given in inputs if judge_existing else ():
+        if given is not None and target.exists() and _same_file(target, Path(given).expanduser()):
+            raise OutputError(f"{option} {path} is this command's input {given}; give the figures a file of their own")
+    real = target.resolve() if target.exists() else target  # (a link is written through: its target is judged)
+    if judge_existing and target.exists() and (real.suffix.lower() in VIDEO_SUFFIXES or is_image(real)):
+        raise OutputError(f"{option} {path} is a {'photo' if is_image(real) else 'video'}, which the figures would "
+                          "replace; give them a file of their own (such as figures.json)")
     folder = target.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {path}: cannot write in {folder}; pick another path")
+
+
+def _same_file(a: os.PathLike, b: os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def parse_time(text: str) -> float:

@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
     _check_photo_options(args)
     check_torch_threads(args)
     if args.json != "-":
-        check_output_file(args.json, "--json")
+        check_output_file(args.json, "--json", judge_existing=False)  # (_check_json_path judges an existing one)
     config = pipeline_config(args)
     adapt = adapt_from_args(args, has_refs=bool(args.refs))
     set_torch_threads(args.torch_threads)
@@ -229,21 +229,13 @@ def _check_json_path(given: str | None, src: Path, output: Path, force: bool) ->
 def _write_json(path: str, record: dict) -> None:
     import json
 
-    from streamrestore.output_file import temp_beside
+    from streamrestore.output_file import write_text_file
 
     text = json.dumps(record, indent=2) + "\n"
     if path == "-":
         sys.stdout.write(text)
         return
-    target = Path(path).expanduser()
-    temp = None
-    try:  # complete or not at all: a temporary file beside it, renamed
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_beside(target)
-        temp.write_text(text)
-        os.replace(temp, target)
-    except (OSError, OutputError) as exc:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
-        raise OutputError(f"the output was written, but not --json {path} ({getattr(exc, 'strerror', None) or exc})"
-                          ) from None
+    try:
+        write_text_file(Path(path).expanduser(), text)
+    except OutputError as exc:
+        raise OutputError(f"the output was written, but not --json {path} ({exc})") from None

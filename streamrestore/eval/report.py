@@ -79,13 +79,9 @@ def json_rows(rows: Sequence[Mapping]) -> list[dict]:
 
 def write_json(path: str | Path, rows: Sequence[Mapping], **extra) -> Path:
     """Write ``{"rows": [...], **extra}`` (NaN -> null) to ``path``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"rows": json_rows(rows), **extra}, indent=2, allow_nan=False) + "\n")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from exc
-    return path
+    from streamrestore.output_file import write_text_file
+
+    return write_text_file(Path(path), json.dumps({"rows": json_rows(rows), **extra}, indent=2, allow_nan=False) + "\n")
 
 
 def make_grid(images: Mapping[str, Mapping[str, np.ndarray]], tile: int = 192, label_height: int = 22) -> np.ndarray:
