@@ -13,6 +13,53 @@ import numpy as np
 
 from streamrestore.settings import check_kinds
 
+#: a face whose crop's colour difference (Cb and Cr) varies by at most this many levels (their std, on a 0-255
+#: scale) is monochrome: black-and-white film or a toned print (0 to ~1e-5 measured there; colour faces of
+#: the shared clips 1.9 and up). Its restored face keeps the input's colour and takes only the change of
+#: brightness: the restorer, which saw colour faces only, tinted lips and eyes by up to 11 levels.
+MONOCHROME_CHROMA_STD = 1.0
+
+# BT.601 luma weights (the split into brightness and colour difference; any weights summing to 1 keep a
+# grey pixel grey)
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _chroma_std(rgb) -> tuple[float, float]:
+    """The std of ``rgb``'s colour differences (B - Y, R - Y, scaled as Cb and Cr), over every other pixel."""
+    sub = rgb[::2, ::2].astype(np.float32)
+    y = sub @ np.array(_LUMA, np.float32)
+    return float((sub[..., 2] - y).std() * 0.564), float((sub[..., 0] - y).std() * 0.713)
+
+
+def is_monochrome(crop: np.ndarray) -> bool:
+    """Whether the (R, R, 3) RGB ``crop`` is a black-and-white (or evenly toned) picture (:data:`MONOCHROME_CHROMA_STD`)."""
+    return max(_chroma_std(crop)) <= MONOCHROME_CHROMA_STD
+
+
+def brightness_change_only(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    """``original`` plus the change of brightness from ``original`` to ``restored`` (uint8 RGB crops): a
+    monochrome face (:func:`is_monochrome`) keeps its colour, grey stays grey."""
+    luma = np.array(_LUMA, np.float32)
+    change = restored.astype(np.float32) @ luma - original.astype(np.float32) @ luma
+    return np.clip(original.astype(np.float32) + change[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+def brightness_change_only_tensor(original, restored):
+    """:func:`brightness_change_only` of (N, 3, R, R) tensors in [0, 1], for the faces whose ``original`` is
+    monochrome (the others as they are)."""
+    import torch
+
+    luma = torch.tensor(_LUMA, device=restored.device, dtype=restored.dtype)[None, :, None, None]
+    original = original.to(restored.dtype)
+    y = (original * luma).sum(1, keepdim=True)
+    cb, cr = (original[:, 2:3] - y) * 0.564 * 255.0, (original[:, 0:1] - y) * 0.713 * 255.0
+    step = (slice(None), slice(None), slice(None, None, 2), slice(None, None, 2))
+    mono = torch.maximum(cb[step].flatten(1).std(1), cr[step].flatten(1).std(1)) <= MONOCHROME_CHROMA_STD
+    if not bool(mono.any()):
+        return restored
+    kept = (original + ((restored * luma).sum(1, keepdim=True) - y)).clamp(0.0, 1.0)
+    return torch.where(mono[:, None, None, None], kept, restored)
+
 
 @dataclass(frozen=True)
 class PasteConfig:

@@ -23,7 +23,14 @@ import cv2
 import numpy as np
 import torch
 
-from streamrestore.blend import PasteBack, PasteConfig, crop_box
+from streamrestore.blend import (
+    PasteBack,
+    PasteConfig,
+    brightness_change_only,
+    brightness_change_only_tensor,
+    crop_box,
+    is_monochrome,
+)
 from streamrestore.errors import ModelError, ReferencesError
 from streamrestore.faces.align import alignment_matrix, crop_face
 from streamrestore.faces.detect import detect_upright
@@ -863,6 +870,8 @@ class FaceRestorer:
                 ts = time.perf_counter()
                 face_out = self._smoother.smooth(tid, crop, face_out, denoise_weight=weight)
                 smoothing += time.perf_counter() - ts
+                if is_monochrome(crop):  # (black-and-white film: the restorer would tint it)
+                    face_out = brightness_change_only(crop, face_out)
                 if transfer is not None:
                     crop, face_out = coded_crop, transfer.coded_change(coded_crop, crop, face_out)
                 plan = self._pastes[side].plan(shape, face_out, crop, m)
@@ -1025,6 +1034,7 @@ class FaceRestorer:
                                 for tid, c, r, w in zip(ids, crops, restored, gate)])
         t4 = time.perf_counter()  # the fusion's flow needs the crops on the host: this waits for the device
         self.stats.add_time("temporal", t4 - t3)
+        restored = brightness_change_only_tensor(crops, restored)  # (black-and-white film stays grey)
         path.paste(on_device, restored, crops, matrices)
         self.stats.add_time("paste", time.perf_counter() - t2 - (t4 - t3) - checking)
 

@@ -1133,3 +1133,42 @@ def test_strength_scales_every_faces_change_and_zero_leaves_them_as_they_are():
     assert not changes[0.0].any()
     with pytest.raises(ValueError, match="strength must be in"):
         QualityGateConfig(strength=1.5)
+
+
+class _TintAndBrighten(IdentityRestorer):
+    """Tints every face pink and brightens it: what the restorer did to black-and-white film, plus a change
+    of brightness that must come through."""
+
+    def restore(self, faces, caches, noise_seeds=None):
+        out = faces.clone() + 0.06
+        out[:, 0] += 0.08
+        out[:, 2] += 0.04
+        return out.clamp(0, 1)
+
+
+@pytest.mark.parametrize("frame_path", ["host", "device"])
+def test_black_and_white_film_stays_grey_and_colour_faces_take_the_restorers_colour(frame_path):
+    """Black-and-white film came out with pink lips and blue eyes (chroma up to 11 levels off grey): the
+    restorer has seen colour faces only. A monochrome face now takes only the change of brightness."""
+    from streamrestore.reference_detail import ReferenceDetailConfig
+
+    colour = sf.face_frames(frames=1, width=320, height=240)[0][0]
+    grey = np.repeat(cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    config = PipelineConfig(temporal=TemporalConfig.off(), reference_detail=ReferenceDetailConfig.off(),
+                            gate=QualityGateConfig(enabled=False), lookahead=0, frame_path=frame_path)
+
+    class SameFaces(sf.SyntheticFaceDetector):  # (the drawn faces are found by their colours: the colour frame's)
+        def detect(self, image):
+            return super().detect(colour)
+
+    def restored(frame):
+        return FaceRestorer(_TintAndBrighten(128), SameFaces(), config=config).process(frame.copy())
+
+    out = restored(grey).astype(np.int32)
+    assert (out != grey).any(axis=2).sum() > 2000  # (the face was restored)
+    assert np.abs(out[..., 0] - out[..., 1]).max() <= 1 and np.abs(out[..., 2] - out[..., 1]).max() <= 1
+    face = (out[..., 1] - grey[..., 1]) > 5
+    assert face.sum() > 2000  # brighter: the brightness change came through
+    out = restored(colour).astype(np.int32)  # a colour face keeps the restorer's colour
+    tinted = out[..., 0] - colour[..., 0].astype(np.int32) - (out[..., 1] - colour[..., 1].astype(np.int32))
+    assert (tinted > 5).sum() > 2000
