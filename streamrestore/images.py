@@ -94,6 +94,7 @@ def check_photo_size(path: str | os.PathLike) -> None:
     Raises:
         PhotoTooLargeError: an :class:`~streamrestore.errors.InputError` naming the file and what to do.
     """
+    _check_not_a_pipe(path)
     Image = _pillow()
     try:
         with Image.open(path):
@@ -102,6 +103,19 @@ def check_photo_size(path: str | os.PathLike) -> None:
         raise _too_large(path) from None
     except Exception:  # (not a format Pillow reads, missing, damaged: the decoder says it as it does)
         return
+
+
+def _check_not_a_pipe(path: str | os.PathLike) -> None:
+    """Refuses a pipe, socket or device (followed through a link): reading one as a photo waited forever for
+    a writer (a FIFO named f.jpg in a batch's or a reference folder hung the run, saying nothing)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # (missing, a loop: the decoder says it as it does)
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{path} is a pipe or a device, not a photo file")
 
 
 def _too_large(path: str | os.PathLike) -> PhotoTooLargeError:
@@ -248,6 +262,7 @@ def read_photo_header(path: str | os.PathLike) -> None:
         InputError: as :func:`read_rgb` (a photo of too many pixels too); or the file holds several pictures (an animated WebP or
             PNG, a multi-page TIFF, a HEIF burst), of which a photo's restore would keep only the first.
     """
+    _check_not_a_pipe(path)
     Image = _pillow()
     try:
         with Image.open(path) as image:  # (its header: check_photo_size's check too)

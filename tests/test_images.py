@@ -109,3 +109,36 @@ def test_an_iphones_heic_photos_are_references(tmp_path):
     (person / "IMG_0002.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")  # cut off after its first box
     with pytest.raises(InputError, match="IMG_0002.heic; is it a valid HEIF photo"):
         read_rgb(person / "IMG_0002.heic")
+
+
+def test_a_pipe_named_as_a_photo_is_refused_not_waited_on(tmp_path):
+    """A FIFO named f.jpg (as the input, in a batch's folder or among reference photos) hung the run for
+    ever, saying nothing: opening it waits for a writer."""
+    import os
+    import threading
+
+    from streamrestore.batch import count_frames
+    from streamrestore.images import read_photo, read_photo_header
+
+    fifo = tmp_path / "f.jpg"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.png"
+    link.symlink_to(fifo)
+    said = []
+
+    def read_all():
+        for read in (read_photo_header, read_rgb, read_photo):
+            for path in (fifo, link):
+                with pytest.raises(InputError, match=r"is a pipe or a device, not a photo file"):
+                    read(path)
+                said.append(path)
+        said.append(count_frames(fifo))
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    reader.join(20)
+    if reader.is_alive():  # (free the waiting open before failing)
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("a read waited on the pipe")
+    assert said[-1] == -1 and len(said) == 7
