@@ -420,7 +420,9 @@ class RunStats:
             text += f", skipped faces: {self.skipped_faces}"
         if self.frames and not self.frames_with_faces:
             text += "\nno faces were found: the " + ("photo is written unchanged" if self.photo else
-                                                      "frames passed through unchanged")
+                                                      # (encoded again: "unchanged" read as a copy of the file)
+                                                      "frames were not changed, but the video was encoded again "
+                                                      "(not copied)")
         for warning in self.warnings():
             text += f"\nwarning: {warning}"
         return text

@@ -569,6 +569,10 @@ def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
         "1 frame (not timed), 1 face restored in 1 frame, 1 track, no references given",
         "  track 7: no references, frame 0, 1 face",
     ]
+    # a video with no face is encoded again: "passed through unchanged" read as a copy of the file
+    none = _summary_of([], frames=5)
+    assert none.summary().splitlines()[-1] == ("no faces were found: the frames were not changed, but the video was "
+                                               "encoded again (not copied)")
     calls = [(t, f, None, True) for t in range(30) for f in range(t + 1)]  # track t has t+1 faces
     many = _summary_of(calls, frames=30, frames_with_faces=30).summary().splitlines()
     assert sum(line.startswith("  track ") for line in many) == SUMMARY_TRACKS == 20
