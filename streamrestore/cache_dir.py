@@ -98,6 +98,45 @@ def _temporary_root() -> Path:
     return Path(tempfile.mkdtemp(prefix="streamrestore-cache-"))
 
 
+def untrusted_reason(path: Path) -> str | None:
+    """Why the cached file ``path`` must not be loaded, None where it may (or does not exist, or the system
+    has no owners): another user owns it, or others can change it, or its folder lets others replace it (no
+    sticky bit). A cache root from the environment may be a shared folder (``XDG_CACHE_HOME=/shared``):
+    a program another user planted there would be run on every face (git's ``safe.directory``, ssh's checks
+    of its keys' modes)."""
+    import stat
+
+    if not hasattr(os, "getuid"):  # pragma: no cover - not POSIX
+        return None
+    me = os.getuid()
+    try:
+        held, folder = path.stat(), path.parent.stat()
+    except OSError:
+        return None
+    if held.st_uid not in (me, 0):
+        return f"another user (uid {held.st_uid}) owns it"
+    if held.st_mode & 0o022:
+        return f"others can change it (mode {stat.S_IMODE(held.st_mode):o})"
+    if folder.st_mode & 0o022 and not folder.st_mode & stat.S_ISVTX and folder.st_uid != me:
+        return f"others can replace it (its folder {path.parent} is writable by them)"
+    return None
+
+
+def trusted_cached_file(path: Path, what: str) -> bool:
+    """Whether ``path`` holds a cached ``what`` to load: it is a file and :func:`untrusted_reason` finds none;
+    where it finds one, a warning says so and the file counts as missing (made again)."""
+    if not path.is_file():
+        return False
+    reason = untrusted_reason(path)
+    if reason is None:
+        return True
+    import logging
+
+    logging.getLogger(__name__).warning("not loading the cached %s %s: %s; making it again (a cache folder is "
+                                        "best its user's own: $STREAMRESTORE_CACHE)", what, path, reason)
+    return False
+
+
 def cache_root_source() -> str:
     """What placed :func:`cache_root`: the variable set (``"$STREAMRESTORE_CACHE"``), or
     ``"the default"`` when none is."""

@@ -211,3 +211,36 @@ def test_a_temporary_cache_someone_else_made_is_not_used(clean_environment, tmp_
     root = cache_root()
     assert root.parent == tmp_path and root.name.startswith("streamrestore-cache-") and not root.is_symlink()
     assert root.resolve() != planted.resolve() and root.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_cached_file_others_can_change_or_own_is_not_loaded(tmp_path, caplog):
+    """With the cache root from the environment on a shared folder (XDG_CACHE_HOME=/shared), an ONNX program
+    that another user owned and anyone could write was loaded, saying nothing."""
+    import logging
+    import os
+
+    from streamrestore.cache_dir import trusted_cached_file, untrusted_reason
+
+    engines = tmp_path / "engines"
+    engines.mkdir(mode=0o755)
+    os.chmod(engines, 0o755)  # (whatever the umask)
+    program = engines / "lite-0.onnx"
+    program.write_bytes(b"x")
+    os.chmod(program, 0o644)
+    assert untrusted_reason(program) is None and trusted_cached_file(program, "ONNX program")
+    assert not trusted_cached_file(engines / "missing.onnx", "ONNX program")
+    os.chmod(program, 0o666)
+    with caplog.at_level(logging.WARNING):
+        assert not trusted_cached_file(program, "ONNX program")
+    assert f"not loading the cached ONNX program {program}: others can change it (mode 666); making it again" in \
+        caplog.text
+    os.chmod(program, 0o644)
+    if os.getuid() == 0:  # (only root can give a file away)
+        os.chown(program, 65534, 65534)
+        assert untrusted_reason(program) == "another user (uid 65534) owns it"
+        os.chown(program, 0, 0)
+        os.chown(engines, 65534, 65534)
+        os.chmod(engines, 0o777)  # another user's folder anyone can write in: the file can be replaced
+        assert "its folder" in untrusted_reason(program)
+        os.chmod(engines, 0o1777)  # (the sticky bit: only a file's owner may replace it, as in /tmp)
+        assert untrusted_reason(program) is None

@@ -140,13 +140,14 @@ def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> tuple
 
     import onnxruntime
 
+    from streamrestore.cache_dir import trusted_cached_file
     from streamrestore.faces.detect import onnx_session_options
 
     options = onnx_session_options(threads)
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     temporary = None
     try:
-        if not path.is_file():
+        if not trusted_cached_file(path, "ONNX program"):
             log.info("exporting the restorer to ONNX (%s)", path.name)
             path, temporary = _export_or_not_cached(core, args, path)
         try:

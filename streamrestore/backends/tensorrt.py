@@ -23,7 +23,9 @@ def tensorrt_engine(core: nn.Module, args, dtype: torch.dtype, path: Path):
     when a good engine is there, else exported, built in ``dtype`` and saved there."""
     import torch_tensorrt
 
-    if path.is_file():
+    from streamrestore.cache_dir import trusted_cached_file
+
+    if trusted_cached_file(path, "TensorRT engine"):
         try:
             program = torch_tensorrt.load(str(path)).module()
             log.info("TensorRT engine loaded from %s", path)

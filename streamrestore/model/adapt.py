@@ -35,7 +35,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from streamrestore.cache_dir import cache_temp_name, place_path
+from streamrestore.cache_dir import cache_temp_name, place_path, trusted_cached_file
 from streamrestore.errors import ModelError
 from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.settings import check_kinds
@@ -413,7 +413,7 @@ class AdaptedRestorer:
             return self._adapted[key]
         path = _weights_path(self.cache_dir, key)
         state = None
-        if path.is_file():
+        if trusted_cached_file(path, "fine-tune"):
             try:
                 state = load_file(str(path))
                 self.adapt_seconds[key] = 0.0
