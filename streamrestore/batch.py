@@ -86,6 +86,23 @@ INSTALL_HINT = 'ray is not installed: restoring the inputs one after another in 
 # --- inputs and plans -------------------------------------------------------------------------
 
 
+def _list_lines(list_file: Path) -> list[str]:
+    """The lines of a ``--list`` file: UTF-8 (a byte-order mark, as Windows' Notepad writes, dropped) or UTF-16
+    with its mark. UserError for any other text: a Latin-1 list gave a traceback, and a mark was read as part
+    of the first name ("input not found: \ufeffa.mp4")."""
+    try:
+        data = list_file.read_bytes()
+    except OSError as exc:
+        raise UserError(f"--list {list_file}: cannot read it ({exc.strerror or exc})") from None
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return data.decode(encoding).splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"--list {list_file} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save "
+                        "it as UTF-8") from None
+
+
 def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[Path]:
     """The input files: each path as given, a folder's videos and photos (by extension, sorted, not
     recursive), and the lines of ``list_file`` (blank lines and ``#`` comments skipped).
@@ -98,7 +115,7 @@ def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[
         lf = Path(list_file)
         if not lf.is_file():
             raise UserError(f"--list {lf}: no such file")
-        for line in lf.read_text().splitlines():
+        for line in _list_lines(lf):
             line = line.strip()
             if line and not line.startswith("#"):
                 p = Path(line)

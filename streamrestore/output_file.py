@@ -42,6 +42,12 @@ def check_output_path(dst: Path, force: bool, example: str) -> None:
     if str(dst) == "-":
         raise OutputError("writing to standard output (-o -) is not supported: an MP4 or MOV is finished by going back "
                           f"to its start, so streamrestore writes files; give a file name such as {example}")
+    try:
+        os.stat(dst)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # (a traceback from the checks below)
+            raise OutputError(f"output name {dst.name} is too long for the file system ({len(os.fsencode(dst.name))} "
+                              f"bytes); give a shorter one with -o") from None
     if dst.is_dir():
         raise OutputError(f"output {dst} is a folder; give a file name such as {dst}/{example}")
     if dst.exists() and not dst.is_file():  # (exists() and is_file() follow a link: its target is judged)
@@ -60,7 +66,7 @@ def check_output_path(dst: Path, force: bool, example: str) -> None:
 def stale_temps(dst: Path) -> list[Path]:
     """The temporary files of ``dst`` (:func:`temp_beside`'s names) that a run killed before its
     clean-up left beside it (a batch worker ended by Ray, ``kill -9``)."""
-    pattern = re.compile(rf"\.{re.escape(dst.stem)}\.[0-9a-f]{{8}}\.partial{re.escape(dst.suffix)}")
+    pattern = re.compile(rf"\.{re.escape(_temp_stem(dst))}\.[0-9a-f]{{8}}\.partial{re.escape(dst.suffix)}")
     try:
         return [entry for entry in dst.parent.iterdir() if pattern.fullmatch(entry.name)]
     except OSError:
@@ -154,6 +160,15 @@ def remove_stale_temps(dst: Path, idle_seconds: float = STALE_TEMP_SECONDS) -> l
     return removed
 
 
+def _temp_stem(dst: Path) -> str:
+    """The part of ``dst``'s name its temporary files carry: its stem, cut to leave room for the 19 characters
+    they add (a 240-byte name's temporary file was too long, said as "cannot write to output folder")."""
+    stem = dst.stem
+    while len(os.fsencode(stem)) > 200:
+        stem = stem[:-1]
+    return stem
+
+
 def temp_beside(dst: Path) -> Path:
     """A new, empty, hidden file beside ``dst`` (same file system, so the final rename is atomic),
     ending in ``dst``'s suffix (FFmpeg and Pillow pick the format from it).
@@ -166,7 +181,7 @@ def temp_beside(dst: Path) -> Path:
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        name = dst.parent / f".{dst.stem}.{secrets.token_hex(4)}.partial{dst.suffix}"
+        name = dst.parent / f".{_temp_stem(dst)}.{secrets.token_hex(4)}.partial{dst.suffix}"
         try:
             fd = os.open(name, flags, 0o666)
         except FileExistsError:

@@ -302,6 +302,22 @@ def test_an_empty_folder_or_list_is_named(tmp_path, batch):
     assert f"folder {tmp_path / 'empty'} holds no videos or photos; --list {tmp_path / 'list.txt'} names no files" in err
 
 
+def test_a_list_made_on_windows_is_read_and_one_in_another_encoding_is_said(tmp_path):
+    """A list saved by Notepad (a byte-order mark, CRLF) failed on its first name ("input not found: \ufeffa.mp4");
+    a Latin-1 one gave a UnicodeDecodeError traceback."""
+    from streamrestore.batch import expand_inputs
+    from streamrestore.errors import UserError
+
+    listed = tmp_path / "list.txt"
+    listed.write_bytes(b"\xef\xbb\xbfa.mp4\r\nb.mp4\r\n")
+    assert [p.name for p in expand_inputs(list_file=listed)] == ["a.mp4", "b.mp4"]
+    listed.write_bytes("caf\u00e9.mp4\r\nb.mp4\r\n".encode("utf-16"))
+    assert [p.name for p in expand_inputs(list_file=listed)] == ["caf\u00e9.mp4", "b.mp4"]
+    listed.write_bytes(b"a.mp4\ncaf\xe9.mp4\n")
+    with pytest.raises(UserError, match=r"list.txt is not UTF-8 text \(byte 0xe9 on line 2\); save it as UTF-8"):
+        expand_inputs(list_file=listed)
+
+
 def test_a_file_the_batch_did_not_write_is_never_replaced(clips, tmp_path, batch, monkeypatch):
     """An output's path taken by a file this batch did not write, or by another input's output from
     an earlier batch into the folder (the same name in another folder, batched separately as the

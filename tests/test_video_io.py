@@ -1973,3 +1973,18 @@ def test_a_playlist_or_list_of_other_files_is_refused_and_a_name_like_an_address
     named.write_bytes(other.read_bytes())
     with VideoReader(named.name) as reader:  # a video of that name is read as itself
         assert len(list(reader.frames())) == 5
+
+
+def test_a_long_output_name_is_written_or_said_too_long(tmp_path):
+    """A 240-byte input's output (253 bytes) failed as "cannot write to output folder ." (its temporary file's
+    name was too long); a 251-byte one's gave a traceback."""
+    from streamrestore.output_file import check_output_path, stale_temps, temp_beside
+
+    long = tmp_path / ("a" * 240 + ".restored.mp4")
+    check_output_path(long, force=False, example="out.mp4")
+    temp = temp_beside(long)
+    assert temp.exists() and len(temp.name) <= 255 and stale_temps(long) == [temp]
+    too_long = tmp_path / ("b" * 251 + ".restored.mp4")
+    with pytest.raises(OutputError, match=r"output name b+\.restored\.mp4 is too long for the file system \(264 "
+                                          r"bytes\); give a shorter one with -o"):
+        check_output_path(too_long, force=False, example="out.mp4")
