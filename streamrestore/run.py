@@ -663,8 +663,25 @@ def make_progress(total: int | None, progress: ProgressMode, interval: float | N
     if progress == "bar" or (progress is True and _terminal_draws_a_bar()):
         from tqdm import tqdm
 
-        return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1)
+        # under NARROW_COLUMNS the bar had no width left and its rate was cut ("21.15f"): the figures alone
+        compact = _terminal_columns() < NARROW_COLUMNS
+        return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1,
+                    bar_format=(COMPACT_BAR if total else COMPACT_COUNT) if compact else None)
     return ProgressLines(total, PROGRESS_INTERVAL if interval is None else interval)
+
+
+#: a terminal narrower than this gets the progress's figures without the bar (:data:`COMPACT_BAR`)
+NARROW_COLUMNS = 60
+COMPACT_BAR = "{percentage:3.0f}% {n_fmt}/{total_fmt} ETA {remaining}"
+COMPACT_COUNT = "{n_fmt} frames, {rate_fmt}"
+
+
+def _terminal_columns() -> int:
+    """Standard error's width in columns (a large number where it cannot be asked: tqdm's own default then)."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 10_000
 
 
 def _terminal_draws_a_bar() -> bool:

@@ -2,6 +2,7 @@
 seconds with frames, percent, fps and ETA; `--no-progress` silences it.
 Time is a fake clock here: nothing waits."""
 import io
+import re
 
 import pytest
 from media_utils import make_clip
@@ -186,3 +187,22 @@ def test_cli_prints_progress_lines_unless_no_progress(clip, tmp_path, capsys, mo
     assert sum(line.startswith("progress: ") for line in err.splitlines()) == 6, err
     assert main(args + ["--no-progress"]) == 0
     assert "progress:" not in capsys.readouterr().err
+
+
+def test_a_narrow_terminal_gets_the_figures_without_the_bar(monkeypatch, capsys):
+    """At 40 columns the bar had no width left and the rate was cut off: "6%| | 1206/21579 [00:57<16:03, 21.15f"."""
+    from streamrestore import run
+
+    monkeypatch.setattr(run, "_terminal_columns", lambda: 40)
+    for total, said in ((200, r"\b5% 10/200 ETA \d\d:\d\d"), (None, r"\b10 frames, ")):
+        bar = run.make_progress(total, "bar")
+        bar.update(10)
+        bar.refresh()
+        bar.close()
+        err = capsys.readouterr().err
+        assert re.search(said, err) and "|" not in err, err
+    monkeypatch.setattr(run, "_terminal_columns", lambda: 120)
+    bar = run.make_progress(200, "bar")
+    bar.update(10)
+    bar.close()
+    assert "|" in capsys.readouterr().err  # (wide enough: the bar)

@@ -1988,3 +1988,20 @@ def test_a_long_output_name_is_written_or_said_too_long(tmp_path):
     with pytest.raises(OutputError, match=r"output name b+\.restored\.mp4 is too long for the file system \(264 "
                                           r"bytes\); give a shorter one with -o"):
         check_output_path(too_long, force=False, example="out.mp4")
+
+
+def test_a_file_cut_off_in_its_header_is_said_cut_off_not_a_disk_error(tmp_path):
+    """FFmpeg's "Input/output error" for a Matroska file cut off in its header sent an archivist to check the disk."""
+    src = tmp_path / "full.mkv"
+    make_clip(src, frames=10, audio="aac")
+    cut = tmp_path / "cut.mkv"
+    for size in (120, 400, 1000):
+        cut.write_bytes(src.read_bytes()[:size])
+        try:
+            probe(cut)
+        except InputError as exc:
+            if "ends before its header could be read (cut off, or a copy or download that did not finish)" in str(exc):
+                break
+            assert "Input/output error" not in str(exc)
+    else:
+        pytest.fail("no cut gave FFmpeg's input/output error")

@@ -20,6 +20,7 @@ stay those of the file.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import heapq
 import logging
 import math
@@ -195,6 +196,9 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
                              "finished (a camera or phone that lost power or storage), so nothing can read its frames; "
                              "a repair tool that rebuilds the index from a good recording of the same camera (such "
                              "as untrunc) may recover it") from None
+        if getattr(exc, "errno", None) == errno.EIO:  # (FFmpeg's words, "Input/output error", read as a failing disk)
+            raise InputError(f"cannot read {p} as a video: it ends before its header could be read (cut off, or a "
+                             "copy or download that did not finish)") from None
         # e.g. InvalidDataError for text files
         raise InputError(
             f"cannot read {p} as a video ({exc.strerror or type(exc).__name__}); "
