@@ -271,16 +271,18 @@ def moving_bar(width: int, height: int, instant: int) -> np.ndarray:
 
 
 def make_interlaced_clip(path: Path, *, width: int = 96, height: int = 64, frames: int = 8,
-                         options: dict[str, str] | None = None) -> None:
+                         options: dict[str, str] | None = None, first: int = 0) -> None:
     """An interlaced H.264 clip as a camcorder writes one: each frame flagged interlaced and woven
     from two fields of :func:`moving_bar` at different instants. x264 codes PyAV's frames bottom
-    field first, so frame i's odd rows are instant 2i and its even rows instant 2i + 1."""
+    field first, so frame i's odd rows are instant 2i and its even rows instant 2i + 1. ``first``: the
+    number of frame 0 (its instants and its time at 25 fps), for a clip that goes on another."""
     def woven(i: int) -> np.ndarray:
-        rgb = moving_bar(width, height, 2 * i + 1)
-        rgb[1::2] = moving_bar(width, height, 2 * i)[1::2]
+        rgb = moving_bar(width, height, 2 * (i + first) + 1)
+        rgb[1::2] = moving_bar(width, height, 2 * (i + first))[1::2]
         return rgb
 
-    make_clip(path, width=width, height=height, frames=frames, picture=woven,
+    make_clip(path, width=width, height=height, picture=woven, pts=[(first + i) * 100 for i in range(frames)],
+              time_base=Fraction(1, 2500),
               options={"preset": "ultrafast", "crf": "10", "flags": "+ildct+ilme", **(options or {})})
 
 

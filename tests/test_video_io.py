@@ -2005,3 +2005,29 @@ def test_a_file_cut_off_in_its_header_is_said_cut_off_not_a_disk_error(tmp_path)
             assert "Input/output error" not in str(exc)
     else:
         pytest.fail("no cut gave FFmpeg's input/output error")
+
+
+def test_a_video_that_turns_interlaced_after_a_progressive_start_is_deinterlaced_from_there(tmp_path):
+    """A broadcast capture that opens on a progressive ident kept its combing, tagged progressive, with no
+    word: only the first frame was looked at."""
+    from media_utils import combing, make_interlaced_clip, moving_bar
+
+    progressive, interlaced = tmp_path / "p.ts", tmp_path / "i.ts"
+    make_clip(progressive, frames=6, picture=lambda i: moving_bar(96, 64, 2 * i))
+    make_interlaced_clip(interlaced, frames=8, first=6)
+    mixed = tmp_path / "mixed.ts"
+    mixed.write_bytes(progressive.read_bytes() + interlaced.read_bytes())
+    with VideoReader(mixed) as woven:
+        flags = [frame.interlaced_frame for frame in woven.frames()]
+    assert flags == [False] * 6 + [True] * 8 and not woven.info.interlaced  # (the case: the first frame progressive)
+    with VideoReader(mixed, deinterlace=True) as reader:
+        frames = list(reader.frames())
+    after = [combing(f.to_ndarray(format="rgb24")) for f in frames[6:]]
+    with VideoReader(mixed) as kept:
+        as_decoded = [f.to_ndarray(format="rgb24") for f in kept.frames()]
+    before = [combing(rgb) for rgb in as_decoded[6:]]
+    assert len(frames) == 14 and sum(after) < 0.2 * sum(before), (after, before)  # (the bar leaves the picture)
+    assert all(np.array_equal(f.to_ndarray(format="rgb24"), rgb) for f, rgb in zip(frames[:6], as_decoded))
+    assert [f.pts for f in frames] == [f.pts for f in VideoReader(mixed).frames()]
+    assert any("the input turns interlaced at 0.24 s (frame 6 of the window): from there each frame was deinterlaced"
+               in problem for problem in reader.problems), reader.problems

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import heapq
+import itertools
 import logging
 import math
 import numbers
@@ -662,6 +663,9 @@ class VideoReader:
             if size is not None:
                 self.info = dataclasses.replace(self.info, width=size[0], height=size[1])
             self._deinterlacer: Deinterlacer | None = None
+            # a progressive start (a broadcast capture's ident) may turn interlaced later: the fields are
+            # then looked for in every frame (frames())
+            self._deinterlace_later: bool = deinterlace and not self.info.interlaced
             if deinterlace and self.info.interlaced:
                 self._deinterlacer = Deinterlacer()
                 self.info = dataclasses.replace(self.info, interlaced=False, field_order=1)
@@ -827,7 +831,24 @@ class VideoReader:
             raise RuntimeError("VideoReader.frames() can only be iterated once")
         self._iterated = True
         frames = self._frames_in_window()
+        if self._deinterlace_later:
+            frames = self._deinterlaced_from_first_flagged(frames)
         yield from frames if self._deinterlacer is None else self._deinterlacer.frames(frames)
+
+    def _deinterlaced_from_first_flagged(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+        """``frames``, deinterlaced from the first one flagged interlaced on: a capture that opened progressive
+        and turned interlaced kept its combing, tagged progressive (the first frame alone was looked at)."""
+        for index, frame in enumerate(frames):
+            if frame.interlaced_frame:
+                at = f"{float(frame.pts * frame.time_base):.2f} s" if frame.pts is not None and frame.time_base \
+                    else f"frame {index}"
+                self.problems.append(f"the input turns interlaced at {at} (frame {index} of the window): from there "
+                                     "each frame was deinterlaced (bwdif: one frame at its first field's instant, "
+                                     "timestamps kept); --no-deinterlace (library: deinterlace=False) keeps the "
+                                     "fields woven as they are")
+                yield from Deinterlacer().frames(itertools.chain([frame], frames))
+                return
+            yield frame
 
     def _frames_in_window(self) -> Iterator[av.VideoFrame]:
         """:meth:`frames` as decoded."""
