@@ -2031,3 +2031,37 @@ def test_a_video_that_turns_interlaced_after_a_progressive_start_is_deinterlaced
     assert [f.pts for f in frames] == [f.pts for f in VideoReader(mixed).frames()]
     assert any("the input turns interlaced at 0.24 s (frame 6 of the window): from there each frame was deinterlaced"
                in problem for problem in reader.problems), reader.problems
+
+
+def test_a_matroska_files_attached_fonts_are_kept_in_matroska_and_named_elsewhere(tmp_path):
+    """The font an MKV's ASS subtitles are styled with (an attached file) was dropped while the subtitles were
+    copied, said only as "1 attachment stream of the input not copied"."""
+    import numpy as np
+
+    src = tmp_path / "film.mkv"
+    font = bytes(range(256)) * 40
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        out.add_attachment("Film Sans.ttf", "application/x-truetype-font", font)
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+
+    def copy_to(dst):
+        with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, audio_from=src) as writer:
+            for frame in reader.frames():
+                writer.write(frame)
+        return writer.notes
+
+    assert not any("attached" in note for note in copy_to(tmp_path / "out.mkv"))
+    with av.open(str(tmp_path / "out.mkv")) as kept:
+        attached = [s for s in kept.streams if s.type == "attachment"]
+        assert [(s.name, s.mimetype, bytes(s.data)) for s in attached] == \
+            [("Film Sans.ttf", "application/x-truetype-font", font)]
+    assert "1 attached file stream of the input not copied (Film Sans.ttf): .mp4 files hold none (.mkv does)" in \
+        copy_to(tmp_path / "out.mp4")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator, cast
+from typing import Any, Iterator, cast
 
 import av
 import av.error
@@ -124,6 +124,8 @@ _WIDELY_PLAYED = {"libx264": {"yuv420p"}, "libx265": {"yuv420p", "yuv420p10le"}}
 # Output extensions that only take these video codecs.
 _WEBM_VIDEO = {"libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx"}
 _WEBM_AUDIO = {"opus", "vorbis"}
+#: outputs that hold attached files (Matroska's; WebM's subset does not)
+_ATTACHMENTS_KEPT = {".mkv", ".mka", ".mks"}
 # Subtitle decoders (codec_context.name) whose packets each output container takes as they are
 # (copied; others are reported, not converted)
 _SUBTITLES_KEPT = {
@@ -955,8 +957,21 @@ class VideoWriter:
             if tags and not holds_chapters:  # (MPEG-TS holds neither chapters nor a file's tags)
                 self.notes.append(f"the input's tags ({', '.join(tags)}) are not kept: {self.dst.suffix} files hold "
                                   "none (.mkv, .mp4 and .mov do)")
+            # Matroska's attached files (the fonts its ASS subtitles are styled with) are written into the
+            # output's header where it is Matroska too; elsewhere they are named, with what they served
+            attachments: list[Any] = [s for s in self._copy_from.streams if s.type == "attachment"]  # (AttachmentStream)
+            if attachments and self.dst.suffix.lower() in _ATTACHMENTS_KEPT:
+                for attached in attachments:
+                    self._output.add_attachment(attached.name or "attachment", attached.mimetype or
+                                                "application/octet-stream", bytes(attached.data))
+            elif attachments:
+                names = ", ".join(s.name or "unnamed" for s in attachments)
+                styled = any(s.codec_context.name in ("ass", "ssa") for s in subtitles)
+                self.notes.append(f"{_n_streams(len(attachments), 'attached file')} of the input not copied ({names}): "
+                                  f"{self.dst.suffix} files hold none (.mkv does)"
+                                  + ("; the styled subtitles kept may show in another font" if styled else ""))
             others = Counter(stream.type for stream in self._copy_from.streams
-                             if stream.type not in ("video", "audio") and stream not in subtitles
+                             if stream.type not in ("video", "audio", "attachment") and stream not in subtitles
                              and stream not in timecodes and stream not in chapter_tracks)
             if others.get("subtitle"):
                 holds = f"holds only {', '.join(takes)} subtitles" if takes else "holds no subtitles here"
