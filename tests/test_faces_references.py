@@ -385,3 +385,31 @@ def test_two_sets_of_one_person_are_said(tmp_path, kit, caplog):
         load_reference_sets([f"aoc={folder}", f"katie={folder}", f"{second}={other}"], scrfd, embedder, R)
     said = [r.getMessage() for r in caplog.records if "look like the same person" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("reference sets aoc and katie look like the same person")
+
+
+def test_a_folder_of_hundreds_of_photos_is_read_in_part_and_a_few_alike_are_encoded(tmp_path, synthetic_faces,
+                                                                                      caplog):
+    """300 reference photos: 93 s of start-up in silence, then 0.4 fps (every photo in every frame's attention)."""
+    import shutil
+
+    from streamrestore.api import build_face_restorer
+    from streamrestore.faces.references import READ_AT_MOST
+    from streamrestore.pipeline import ENCODED_AT_MOST, typical_references
+
+    one = synthetic_faces.write_portraits(tmp_path / "one", "ann", count=2)
+    many = tmp_path / "many"
+    many.mkdir()
+    photos = sorted(one.iterdir())
+    for i in range(30):
+        shutil.copy(photos[i % 2], many / f"ann_{i:03d}{photos[i % 2].suffix}")
+
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        restorer = build_face_restorer(str(many), model="identity")
+    (refs,) = restorer.reference_sets
+    names = [Path(f).name for f in refs.files]
+    assert len(names) == READ_AT_MOST == 24 and names[0] == "ann_000.png" and names[-1] == "ann_028.png"
+    assert f"reference set many holds 30 photos or videos: {READ_AT_MOST} of them, spread over it by name" in caplog.text
+    assert f"reference set many: the {ENCODED_AT_MOST} photos of its 24 most alike to the rest are used" in caplog.text
+    # the photos nearest the set's mean, in their order: an odd one out is left out first
+    rows = np.array([[1, 0], [0.9, 0.436], [0, 1], [0.95, 0.312], [0.98, -0.199]], np.float32)
+    assert typical_references(rows, 3).tolist() == [0, 1, 3] and typical_references(rows, 9).tolist() == [0, 1, 2, 3, 4]
