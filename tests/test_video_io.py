@@ -2065,3 +2065,32 @@ def test_a_matroska_files_attached_fonts_are_kept_in_matroska_and_named_elsewher
             [("Film Sans.ttf", "application/x-truetype-font", font)]
     assert "1 attached file stream of the input not copied (Film Sans.ttf): .mp4 files hold none (.mkv does)" in \
         copy_to(tmp_path / "out.mp4")
+
+
+def test_a_subtitle_line_on_screen_at_the_windows_start_or_end_is_kept_clipped(tmp_path):
+    """--start 0.8 --end 2.0 dropped the lines on screen at 0.8 s (dialogue lost at a reel's cut) and let a line
+    run 0.4 s past the end of the video."""
+    base = tmp_path / "base.mkv"
+    make_clip(base, frames=75, audio="aac")  # 3 s at 25 fps
+    srt = tmp_path / "a.srt"
+    srt.write_text("1\n00:00:00,200 --> 00:00:01,200\non at the start\n\n"
+                   "2\n00:00:01,500 --> 00:00:02,800\non at the end\n\n"
+                   "3\n00:00:02,500 --> 00:00:02,900\nafter the end\n")
+    src = tmp_path / "subs.mkv"
+    with av.open(str(base)) as video, av.open(str(srt)) as text, av.open(str(src), "w") as out:
+        streams = {(0, s.index): out.add_stream_from_template(s) for s in video.streams}
+        streams[1, 0] = out.add_stream_from_template(text.streams[0])
+        for key, container in ((0, video), (1, text)):
+            for packet in container.demux():
+                if packet.size:
+                    packet.stream = streams[key, packet.stream_index]
+                    out.mux(packet)
+    dst = tmp_path / "window.mkv"
+    with VideoReader(src, start=0.8, end=2.0) as reader, \
+            VideoWriter(dst, reader.info, FAST, audio_from=src, start=0.8, end=2.0) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    with av.open(str(dst)) as written:
+        lines = [(bytes(p), round(float(p.pts * p.time_base), 3), round(float(p.duration * p.time_base), 3))
+                 for p in written.demux(written.streams.subtitles) if p.size]
+    assert lines == [(b"on at the start", 0.0, 0.4), (b"on at the end", 0.7, 0.5)], lines

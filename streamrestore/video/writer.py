@@ -124,6 +124,9 @@ _WIDELY_PLAYED = {"libx264": {"yuv420p"}, "libx265": {"yuv420p", "yuv420p10le"}}
 # Output extensions that only take these video codecs.
 _WEBM_VIDEO = {"libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx"}
 _WEBM_AUDIO = {"opus", "vorbis"}
+#: seconds before a window's start (--start) that copied subtitles are read from: a line on screen at the
+#: start began up to this long before it
+SUBTITLE_LOOKBACK_S = 10.0
 #: outputs that hold attached files (Matroska's; WebM's subset does not)
 _ATTACHMENTS_KEPT = {".mkv", ".mka", ".mks"}
 # Subtitle decoders (codec_context.name) whose packets each output container takes as they are
@@ -1019,7 +1022,9 @@ class VideoWriter:
                 self._copied_packets = self._copy_from.demux(copied)
                 self._copied_next = self._next_copied_packet()
                 if self.start:
-                    self._seek_copied(copied, self.info.origin + self.start)
+                    # a subtitle line on screen at the window's start began before it (it is kept, clipped)
+                    back = SUBTITLE_LOOKBACK_S if any(s.type == "subtitle" for s in copied) else 0.0
+                    self._seek_copied(copied, self.info.origin + max(0.0, self.start - back))
             else:
                 self._copy_from.close()
                 self._copy_from = None
@@ -1146,6 +1151,30 @@ class VideoWriter:
 
     # -- audio ----------------------------------------------------------------------------
 
+    def _clip_subtitle(self, packet: av.Packet, start_t: Fraction) -> bool:
+        """A text subtitle line (``packet``, shown from ``start_t`` for its duration) that overlaps the window
+        (``start``/``end``) clipped to it: one on screen at the window's start begins there, one running past
+        its end ends there (they were dropped, and left to run 0.4 s past a 1 s output). Returns whether
+        the line is written; one that lies outside the window, or has no duration, is left to the rules of
+        every packet (its start inside the window)."""
+        if not packet.duration or packet.pts is None:
+            return True
+        tb = packet.time_base
+        ends = start_t + packet.duration * tb
+        window_start = self._offset_s if self.start is not None else None
+        window_end = self.info.origin + self.end if self.end is not None else None
+        if window_start is not None and start_t < window_start:
+            if ends <= window_start:
+                return False
+            begin = math.ceil(window_start / tb)
+            packet.duration -= begin - packet.pts
+            if packet.dts is not None:
+                packet.dts += begin - packet.pts
+            packet.pts = begin
+        if window_end is not None and ends > window_end > packet.pts * tb:
+            packet.duration = max(1, math.floor(window_end / tb) - packet.pts)
+        return True
+
     def _next_copied_packet(self):
         return self._next_packet_of(self._copied_packets)  # (size 0: demux's end-of-stream marker)
 
@@ -1189,6 +1218,9 @@ class VideoWriter:
             self._copied_next = self._next_copied_packet()
             if t is not None:
                 start_t = packet.pts * packet.time_base if packet.pts is not None else t
+                if packet.stream.type == "subtitle" and not self._clip_subtitle(packet, start_t):
+                    continue
+                start_t = packet.pts * packet.time_base if packet.pts is not None else t  # (clipped: moved)
                 if self.start is not None and start_t < self._offset_s:
                     continue
                 if self.end is not None and start_t >= self.info.origin + self.end:
