@@ -157,6 +157,14 @@ def test_an_input_named_like_an_option_is_given_after_a_double_dash(synthetic_fa
     assert main(["take2.mp4", "--model", "identity", "--no-progress", "-o", "o.mp4", "--"]) == 0
     assert main(["take2.mp4", "-o", "o2.mp4", "--", "b.mp4"]) == 2
     assert "2 inputs given" in capsys.readouterr().err
+    # the hints: the name alone, said required; an option after "--", offered as the file "./--refs"
+    with pytest.raises(SystemExit):
+        main(["-take1.mp4", "--model", "identity"])
+    assert ("required: input (-take1.mp4 is read as an option: give it as ./-take1.mp4, or after the options and --"
+            in capsys.readouterr().err)
+    assert main(["--", "-take1.mp4", "--refs", "refs"]) == 2
+    assert "--refs comes after --, where everything is an input file; put the options before --" in \
+        capsys.readouterr().err
     from streamrestore.batch import count_frames
 
     assert count_frames(tmp_path / "out.mp4") == 3

@@ -77,7 +77,11 @@ def _link_folder(tmp_path, name, files):
     return folder
 
 
-def test_parse_reference_specs():
+def test_parse_reference_specs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x=y").mkdir()  # a folder named so is that folder (it was read as set x in folder y)
+    assert parse_reference_specs(["x=y"]) == [("x=y", Path("x=y"))]
+    assert parse_reference_specs(["x=z"]) == [("x", Path("z"))]
     assert parse_reference_specs(["refs/anna", "ben=/data/b"]) == [("anna", Path("refs/anna")), ("ben", Path("/data/b"))]
     (name, path), = parse_reference_specs(["photos/a=b"])  # '=' inside a path is not a name
     assert name == "a=b" and str(path) == "photos/a=b"

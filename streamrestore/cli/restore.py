@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from streamrestore._version import __version__
@@ -47,7 +48,14 @@ class _Parser(argparse.ArgumentParser):
     """The main command's parser: its hidden ``more_inputs`` (several files given) is not named in a
     usage error ("the following arguments are required: input, more_inputs")."""
 
+    given: Sequence[str] = ()  # the arguments being parsed (main sets them), for the error's hint
+
     def error(self, message: str):  # type: ignore[override]
+        # a file whose name starts with "-" is read as an option ("the following arguments are required: input")
+        dashed = [arg for arg in self.given if arg.startswith("-") and arg != "-" and os.path.isfile(arg)]
+        if dashed:
+            message += (f" ({dashed[0]} is read as an option: give it as ./{dashed[0]}, or after the options and "
+                        f"--, as in streamrestore --refs DIR -- {dashed[0]})")
         super().error(message.replace(", more_inputs", ""))
 
 
@@ -149,8 +157,14 @@ def main(argv: list[str]) -> int:
     if "--" in argv:  # after it everything is an input, "-take1.mp4" too, which argparse's intermixed
         # parsing refuses: such a name is given as the same relative path that does not look like an option
         at = argv.index("--")
+        options = [arg for arg in argv[at + 1:] if arg.startswith("-") and not os.path.lexists(arg)]
+        if options:  # (said as "2 inputs given: `streamrestore batch ./-dash.mp4 ./--refs ...`")
+            raise UserError(f"{options[0]} comes after --, where everything is an input file; put the options "
+                            "before --")
         argv = argv[:at] + [f"./{arg}" if arg.startswith("-") else arg for arg in argv[at + 1:]]
-    args = build_parser().parse_intermixed_args(argv)
+    parser = build_parser()
+    parser.given = argv  # type: ignore[attr-defined]
+    args = parser.parse_intermixed_args(argv)
     configure_logging(args.verbose)
     if args.more_inputs:  # `streamrestore *.jpg`: the shell gave several
         given = " ".join([args.input, *args.more_inputs][:3]) + (" ..." if len(args.more_inputs) > 2 else "")

@@ -61,7 +61,8 @@ def parse_reference_specs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]
     for spec in specs:
         spec = str(spec)
         name, separator, rest = spec.partition("=")
-        if separator and name and "/" not in name and "\\" not in name:
+        # (a folder or file named so, "x=y", is that path: a name would take "x" and look for "y")
+        if separator and name and "/" not in name and "\\" not in name and not Path(spec).expanduser().exists():
             path = Path(rest).expanduser()
         else:
             name, path = "", Path(spec).expanduser()
