@@ -974,6 +974,7 @@ def run(
     crf: int | None = None,
     preset: str | None = None,
     pix_fmt: str | None = None,
+    tune: str | None = None,
     torch_threads: int = 1,
     progress: bool = True,
     ray_init: dict | None = None,
@@ -996,7 +997,7 @@ def run(
     to fine-tune the model on each person's photos (as the main command's ``--adapt``): on Ray one
     worker adapts first, and the others load its fine-tunes instead of adapting again (on their own
     machines too); ignored without ``refs``. ``deinterlace``: as :func:`~streamrestore.api.restore_video`'s.
-    ``codec``, ``crf``, ``preset``, ``pix_fmt``: the outputs' :class:`~streamrestore.video.writer.EncoderSettings`.
+    ``codec``, ``crf``, ``preset``, ``pix_fmt``, ``tune``: the outputs' :class:`~streamrestore.video.writer.EncoderSettings`.
 
     Returns a :class:`BatchResult` (``exit_code`` 0 when all succeeded, else 1). Usage mistakes
     raise :class:`~streamrestore.errors.UserError` before anything runs.
@@ -1035,7 +1036,7 @@ def run(
         PipelineConfig(**config)
     except ValueError as exc:
         raise UserError(f"bad pipeline option: {exc}") from None
-    encoder = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt}
+    encoder = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt, "tune": tune}
     try:  # a format, crf or preset an output's codec refuses would fail that input in the workers
         settings = EncoderSettings(**encoder)
         from streamrestore.images import is_image  # noqa: PLC0415

@@ -152,6 +152,8 @@ def add_encoder_options(p: argparse.ArgumentParser) -> None:
                    ".webm), libx265, vp9, av1, or another video encoder of this FFmpeg by its name; for an editing "
                    "intermediate prores (prores_ks: a ProRes input keeps its profile) or dnxhr (DNxHR HQ, HQX at "
                    "10 bits) into .mov, ffv1 into .mkv")
+    p.add_argument("--tune", metavar="TUNING", help="x264/x265 tuning: grain keeps film grain and tape noise "
+                   "(the default encode smooths it by about a tenth, over the whole picture), animation, film, ...")
     p.add_argument("--pix-fmt", metavar="FORMAT", help="the output's pixel format (default: the input's chroma and "
                    "depth where the encoder takes them, so a 4:2:2 10-bit master stays so; yuv420p plays in every "
                    "browser and phone, and an odd-sized picture needs yuv444p; files only)")
@@ -426,7 +428,8 @@ def encoder_from_args(args: argparse.Namespace) -> EncoderSettings:
     from streamrestore.video.writer import EncoderSettings
 
     try:
-        return EncoderSettings(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
+        return EncoderSettings(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                               tune=getattr(args, "tune", None))
     except ValueError as exc:
         raise OutputError(f"bad encoder option: {exc}") from None
 
