@@ -2124,3 +2124,26 @@ def test_tune_grain_keeps_film_grain_the_default_encode_smooths(tmp_path):
         EncoderSettings(tune="grainy").options_for("libx264")
     with pytest.raises(ValueError, match="libvpx-vp9 takes no tuning"):
         EncoderSettings(tune="grain").options_for("libvpx-vp9")
+
+
+def test_a_tracks_title_names_it_in_an_mp4(tmp_path):
+    """MKV to MP4: the tracks' titles ("日本語 Opus") were not their names there (MP4 players name a track by
+    its handler name: "SoundHandler")."""
+    base = tmp_path / "base.mkv"
+    make_clip(base, frames=5, audio="aac")
+    src = tmp_path / "titled.mkv"
+    with av.open(str(base)) as given, av.open(str(src), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in given.streams}
+        streams[1].metadata["title"] = "日本語 commentary"
+        for packet in given.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream_index]
+                out.mux(packet)
+    dst = tmp_path / "out.mp4"
+    with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, audio_from=src) as writer:
+        for frame in reader.frames():
+            writer.write(frame)
+    with av.open(str(dst)) as written:
+        assert written.streams.audio[0].metadata.get("handler_name") == "日本語 commentary"
+        assert "handler_name" not in written.streams.video[0].metadata or \
+            written.streams.video[0].metadata["handler_name"] != "日本語 commentary"

@@ -127,6 +127,8 @@ _WEBM_AUDIO = {"opus", "vorbis"}
 #: seconds before a window's start (--start) that copied subtitles are read from: a line on screen at the
 #: start began up to this long before it
 SUBTITLE_LOOKBACK_S = 10.0
+#: outputs whose tracks are named by their handler name (a stream's title is not written there)
+_TRACK_NAMED_BY_HANDLER = {".mp4", ".m4v", ".mov", ".m4a", ".3gp"}
 #: outputs that hold attached files (Matroska's; WebM's subset does not)
 _ATTACHMENTS_KEPT = {".mkv", ".mka", ".mks"}
 # Subtitle decoders (codec_context.name) whose packets each output container takes as they are
@@ -1022,7 +1024,7 @@ class VideoWriter:
                     raise OutputError(
                         f"a {self.dst.suffix} file cannot hold the input's {copied_stream.codec_context.name} "
                         f"{copied_stream.type} without re-encoding it; write .mkv (holds any audio)") from None
-                kept.metadata.update(_kept_tags(copied_stream.metadata))
+                kept.metadata.update(self._track_tags(copied_stream.metadata))
                 # which track a player picks (default), shows unasked (forced subtitles) or offers to whom
                 kept.disposition = copied_stream.disposition & _TRACK_FLAGS
                 self._copied[copied_stream.index] = kept
@@ -1089,6 +1091,16 @@ class VideoWriter:
         raise OutputError(f"the {self._codec} encoder would not open for {info.width}x{info.height} "
                           f"{self._video.pix_fmt} video ({_reason(refused, said)}); {hint}")
 
+    def _track_tags(self, tags: dict[str, str]) -> dict[str, str]:
+        """A stream's tags to keep (:func:`_kept_tags`); its title also as its handler name in an MP4 or MOV,
+        which names its tracks so ("日本語 Opus" from a Matroska file came out as "SoundHandler")."""
+        kept = _kept_tags(tags)
+        title = next((value for key, value in kept.items() if key.lower() == "title"), None)
+        if title and self.dst.suffix.lower() in _TRACK_NAMED_BY_HANDLER and \
+                not any(key.lower() == "handler_name" for key in kept):
+            kept["handler_name"] = title
+        return kept
+
     def _copy_tags(self, video: av.video.stream.VideoStream, timecode: str | None = None) -> None:
         """The input's tags (title, recording date, a phone's location, each stream's language) and
         chapters, onto the output: photo and video libraries sort a restored home video by the date
@@ -1103,7 +1115,7 @@ class VideoWriter:
                 if name in out.metadata and key not in out.metadata:
                     out.metadata[key] = out.metadata[name]
         try:
-            video.metadata.update(_kept_tags(pick_video_stream(source, self.dst).metadata))
+            video.metadata.update(self._track_tags(pick_video_stream(source, self.dst).metadata))
         except InputError:  # pragma: no cover - the reader found one in the same file
             pass
         # (Matroska stores tags upper case; FFmpeg puts a Matroska file's timecode on the file, an
