@@ -100,10 +100,10 @@ def _temporary_root() -> Path:
 
 def untrusted_reason(path: Path) -> str | None:
     """Why the cached file ``path`` must not be loaded, None where it may (or does not exist, or the system
-    has no owners): another user owns it, or others can change it, or its folder lets others replace it (no
-    sticky bit). A cache root from the environment may be a shared folder (``XDG_CACHE_HOME=/shared``):
-    a program another user planted there would be run on every face (git's ``safe.directory``, ssh's checks
-    of its keys' modes)."""
+    has no owners): another user owns it; or, in a folder that is not this user's, anyone can change it or
+    replace it (the folder writable by all without the sticky bit). A cache root from the environment may be
+    a shared folder (``XDG_CACHE_HOME=/shared``): a program another user planted there would be run on every
+    face (git's ``safe.directory``, ssh's checks of its keys' modes)."""
     import stat
 
     if not hasattr(os, "getuid"):  # pragma: no cover - not POSIX
@@ -115,10 +115,14 @@ def untrusted_reason(path: Path) -> str | None:
         return None
     if held.st_uid not in (me, 0):
         return f"another user (uid {held.st_uid}) owns it"
-    if held.st_mode & 0o022:
-        return f"others can change it (mode {stat.S_IMODE(held.st_mode):o})"
-    if folder.st_mode & 0o022 and not folder.st_mode & stat.S_ISVTX and folder.st_uid != me:
-        return f"others can replace it (its folder {path.parent} is writable by them)"
+    # (group-writable is left alone: a umask of 002 with a group of one's own writes every file so; and a
+    # folder of this user's own is trusted however its file system shows modes: WSL's /mnt, exFAT and SMB
+    # show everything 0777, which a rebuilt file would show again, run after run)
+    if folder.st_uid != me:
+        if held.st_mode & 0o002:
+            return f"anyone can change it (mode {stat.S_IMODE(held.st_mode):o}) in a folder of another user's"
+        if folder.st_mode & 0o002 and not folder.st_mode & stat.S_ISVTX:
+            return f"anyone can replace it (its folder {path.parent} is another user's, writable by all)"
     return None
 
 

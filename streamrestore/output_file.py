@@ -46,8 +46,12 @@ def check_output_path(dst: Path, force: bool, example: str) -> None:
         os.stat(dst)
     except OSError as exc:
         if exc.errno == errno.ENAMETOOLONG:  # (a traceback from the checks below)
-            raise OutputError(f"output name {dst.name} is too long for the file system ({len(os.fsencode(dst.name))} "
-                              f"bytes); give a shorter one with -o") from None
+            name = len(os.fsencode(dst.name))
+            if name <= 255:  # (the whole path is: PATH_MAX)
+                raise OutputError(f"output path {dst} is too long for the file system; give a shorter one with -o"
+                                  ) from None
+            raise OutputError(f"output name {dst.name} is too long for the file system ({name} bytes); give a "
+                              "shorter one with -o") from None
     if dst.is_dir():
         raise OutputError(f"output {dst} is a folder; give a file name such as {dst}/{example}")
     if dst.exists() and not dst.is_file():  # (exists() and is_file() follow a link: its target is judged)
@@ -340,7 +344,11 @@ def write_text_file(dst: Path, text: str) -> Path:
     """
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists() and not dst.is_file():  # (a device or pipe: /dev/stdout; nothing to replace)
+            with open(dst, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            return dst
     except OSError as exc:
-        raise OutputError(f"cannot write {dst}: cannot make its folder ({exc.strerror or exc})") from None
+        raise OutputError(f"cannot write {dst} ({exc.strerror or exc})") from None
     write_atomically(dst, lambda temp: temp.write_text(text, encoding="utf-8"))
     return dst

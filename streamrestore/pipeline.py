@@ -1417,12 +1417,13 @@ ENCODED_AT_MOST = 8
 
 
 def typical_references(embeddings: np.ndarray, most: int) -> np.ndarray:
-    """The indices (in order) of the ``most`` rows of ``embeddings`` (unit rows, one per photo) nearest their
+    """The indices (in order) of the ``most`` rows of ``embeddings`` (one per photo) nearest their
     mean: the photos most alike to the rest, so an odd one out (another person, a poor photo) is left out
     first. All of them where there are no more than ``most``."""
     if len(embeddings) <= most:
         return np.arange(len(embeddings))
-    alike = embeddings @ embeddings.mean(axis=0)
+    rows = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)  # (dlib's: not unit)
+    alike = rows @ rows.mean(axis=0)
     return np.sort(np.argsort(-alike, kind="stable")[:most])
 
 

@@ -215,32 +215,35 @@ def test_a_temporary_cache_someone_else_made_is_not_used(clean_environment, tmp_
 
 def test_a_cached_file_others_can_change_or_own_is_not_loaded(tmp_path, caplog):
     """With the cache root from the environment on a shared folder (XDG_CACHE_HOME=/shared), an ONNX program
-    that another user owned and anyone could write was loaded, saying nothing."""
+    that another user owned and anyone could write was loaded, saying nothing. A cache of one's own is trusted
+    whatever its modes show (umask 002 writes files group-writable; exFAT and WSL's /mnt show 0777)."""
     import logging
     import os
 
     from streamrestore.cache_dir import trusted_cached_file, untrusted_reason
 
     engines = tmp_path / "engines"
-    engines.mkdir(mode=0o755)
-    os.chmod(engines, 0o755)  # (whatever the umask)
+    engines.mkdir()
     program = engines / "lite-0.onnx"
     program.write_bytes(b"x")
-    os.chmod(program, 0o644)
-    assert untrusted_reason(program) is None and trusted_cached_file(program, "ONNX program")
     assert not trusted_cached_file(engines / "missing.onnx", "ONNX program")
-    os.chmod(program, 0o666)
+    for mode in (0o644, 0o664, 0o666, 0o777):  # (this user's folder)
+        os.chmod(program, mode)
+        assert untrusted_reason(program) is None and trusted_cached_file(program, "ONNX program")
+    if os.getuid() != 0:
+        pytest.skip("only root can give a file away")
+    os.chown(program, 65534, 65534)
     with caplog.at_level(logging.WARNING):
         assert not trusted_cached_file(program, "ONNX program")
-    assert f"not loading the cached ONNX program {program}: others can change it (mode 666); making it again" in \
+    assert f"not loading the cached ONNX program {program}: another user (uid 65534) owns it; making it again" in \
         caplog.text
-    os.chmod(program, 0o644)
-    if os.getuid() == 0:  # (only root can give a file away)
-        os.chown(program, 65534, 65534)
-        assert untrusted_reason(program) == "another user (uid 65534) owns it"
-        os.chown(program, 0, 0)
-        os.chown(engines, 65534, 65534)
-        os.chmod(engines, 0o777)  # another user's folder anyone can write in: the file can be replaced
-        assert "its folder" in untrusted_reason(program)
-        os.chmod(engines, 0o1777)  # (the sticky bit: only a file's owner may replace it, as in /tmp)
-        assert untrusted_reason(program) is None
+    os.chown(program, 0, 0)
+    os.chown(engines, 65534, 65534)  # another user's folder
+    os.chmod(program, 0o666)
+    assert untrusted_reason(program).startswith("anyone can change it (mode 666)")
+    os.chmod(program, 0o664)
+    assert untrusted_reason(program) is None  # (group-writable: not anyone)
+    os.chmod(engines, 0o777)  # writable by all: the file can be replaced
+    assert "anyone can replace it" in untrusted_reason(program)
+    os.chmod(engines, 0o1777)  # (the sticky bit: only a file's owner may replace it, as in /tmp)
+    assert untrusted_reason(program) is None

@@ -407,12 +407,16 @@ def test_a_folder_of_hundreds_of_photos_is_read_in_part_and_a_few_alike_are_enco
     for i in range(30):
         shutil.copy(photos[i % 2], many / f"ann_{i:03d}{photos[i % 2].suffix}")
 
+    for blank in ("ann_000.png", "ann_005.png"):  # (among those read first: others are read in their place)
+        cv2.imwrite(str(many / blank), np.full((96, 96, 3), 128, np.uint8))
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         restorer = build_face_restorer(str(many), model="identity")
     (refs,) = restorer.reference_sets
     names = [Path(f).name for f in refs.files]
-    assert len(names) == READ_AT_MOST == 24 and names[0] == "ann_000.png" and names[-1] == "ann_028.png"
-    assert f"reference set many holds 30 photos or videos: {READ_AT_MOST} of them, spread over it by name" in caplog.text
+    assert len(names) == READ_AT_MOST == 24 and "ann_000.png" not in names and "ann_005.png" not in names
+    assert names[0] == "ann_001.png" and names[-2:] == ["ann_004.png", "ann_009.png"], names
+    assert f"reference set many holds more photos or video frames than are read: the first {READ_AT_MOST} with a " \
+        "face, spread over it by name, are used" in caplog.text
     assert f"reference set many: the {ENCODED_AT_MOST} photos of its 24 most alike to the rest are used" in caplog.text
     # the photos nearest the set's mean, in their order: an odd one out is left out first
     rows = np.array([[1, 0], [0.9, 0.436], [0, 1], [0.95, 0.312], [0.98, -0.199]], np.float32)

@@ -1176,3 +1176,31 @@ def test_black_and_white_film_stays_grey_and_colour_faces_take_the_restorers_col
     out = restored(colour).astype(np.int32)  # a colour face keeps the restorer's colour
     tinted = out[..., 0] - colour[..., 0].astype(np.int32) - (out[..., 1] - colour[..., 1].astype(np.int32))
     assert (tinted > 5).sum() > 2000
+
+
+def test_the_host_and_device_judge_a_face_monochrome_alike():
+    """The device path's version (tensors in [0, 1]) takes the same faces for monochrome as the host's (uint8
+    crops), and gives them the same brightness change; a faintly coloured face keeps the restorer's colour."""
+    import torch
+
+    from streamrestore.blend import (
+        MONOCHROME_CHROMA_STD,
+        brightness_change_only,
+        brightness_change_only_tensor,
+        is_monochrome,
+    )
+
+    rng = np.random.default_rng(0)
+    luma = rng.integers(40, 200, (128, 128, 1)).astype(np.float32)
+    grey = np.repeat(luma, 3, axis=2).astype(np.uint8)
+    faint = np.clip(grey + rng.normal(0, 3 * MONOCHROME_CHROMA_STD, (128, 128, 3)), 0, 255).astype(np.uint8)
+    restored = np.clip(grey.astype(np.int32) + [30, 10, 20], 0, 255).astype(np.uint8)
+    assert is_monochrome(grey) and not is_monochrome(faint)
+
+    def tensor(a):
+        return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255.0
+
+    for crop in (grey, faint):
+        on_device = brightness_change_only_tensor(tensor(crop), tensor(restored))[0].permute(1, 2, 0).numpy() * 255
+        on_host = brightness_change_only(crop, restored) if is_monochrome(crop) else restored
+        assert np.abs(on_device - on_host.astype(np.float32)).max() <= 1.0

@@ -216,7 +216,8 @@ def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshol
             )
 
 
-#: the most files of one reference set that are read (each costs a face detection; the restorer uses few)
+#: the most pictures with a face of one reference set that are used (each costs a face detection; the restorer
+#: takes few)
 READ_AT_MOST = 24
 
 
@@ -225,12 +226,12 @@ def _pictures_of(name: str, path: Path, most: int | None, unusable: list[str]) -
     ``most`` of them; a file that cannot be read is skipped with a warning and named in ``unusable``."""
     given = 0
     files = list_reference_files(path)
-    if most is None and len(files) > READ_AT_MOST:  # (300 photos: 93 s of start-up in silence, then 0.4 fps)
+    if most is None and len(files) > READ_AT_MOST:
+        # spread over the folder first, the rest after: the caller stops at READ_AT_MOST faces found
         step = len(files) / READ_AT_MOST
-        files = [files[int(i * step)] for i in range(READ_AT_MOST)]
-        logger.warning("reference set %s holds %d photos or videos: %d of them, spread over it by name, are read "
-                       "(a few in the video's light and pose serve best)", name, len(list_reference_files(path)),
-                       READ_AT_MOST)
+        spread = [files[int(i * step)] for i in range(READ_AT_MOST)]
+        chosen = set(spread)
+        files = spread + [file for file in files if file not in chosen]
     for file in files:
         try:
             for label, rgb in reference_pictures(file):
@@ -283,6 +284,11 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
         embeddings, files, unusable = [], [], []
         pictures = _pictures_of(name, path, max_images, unusable)
         for label, rgb in pictures:
+            if max_images is None and len(files) == READ_AT_MOST:  # (300 photos: 93 s of silent start-up)
+                logger.warning("reference set %s holds more photos or video frames than are read: the first %d with "
+                               "a face, spread over it by name, are used (a few in the video's light and pose serve "
+                               "best)", name, READ_AT_MOST)
+                break
             what = "reference photo" if _kind(Path(label)) == "photo" else "reference video frame"
             faces = detect_padded(detector, rgb)
             if not faces:

@@ -187,10 +187,13 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
         container = open_local_media(p)
     except PermissionError:
         raise InputError(f"no permission to read input: {p}") from None
-    except av.error.ArgumentError:  # (a demuxer not on the whitelist: a list of other files)
-        kind = _what_list(p) or "a list of other files or addresses (a playlist)"
-        raise InputError(f"{p} is {kind}, not a video: streamrestore reads only the file it is given, not "
-                         "the files a list names; give the video file itself") from None
+    except av.error.ArgumentError:  # (a demuxer not on the whitelist, a list of other files, among others)
+        kind = _what_list(p)
+        if kind:
+            raise InputError(f"{p} is {kind}, not a video: streamrestore reads only the file it is given, not "
+                             "the files a list names; give the video file itself") from None
+        raise InputError(f"cannot read {p} as a video (Invalid argument); it may be damaged, not a video file, or "
+                         "a list of other files (a playlist), which streamrestore does not follow") from None
     except av.error.FFmpegError as exc:
         if _recording_without_index(p):
             raise InputError(f"{p} is a recording whose index (its moov box) is missing: it was cut off before it was "
@@ -198,8 +201,8 @@ def open_input(path: str | os.PathLike) -> av.container.InputContainer:
                              "a repair tool that rebuilds the index from a good recording of the same camera (such "
                              "as untrunc) may recover it") from None
         if getattr(exc, "errno", None) == errno.EIO:  # (FFmpeg's words, "Input/output error", read as a failing disk)
-            raise InputError(f"cannot read {p} as a video: it ends before its header could be read (cut off, or a "
-                             "copy or download that did not finish)") from None
+            raise InputError(f"cannot read {p} as a video: it ends before its header could be read (cut off: a copy "
+                             "or download that did not finish?), or its disk or share could not be read") from None
         # e.g. InvalidDataError for text files
         raise InputError(
             f"cannot read {p} as a video ({exc.strerror or type(exc).__name__}); "
@@ -840,12 +843,13 @@ class VideoReader:
         and turned interlaced kept its combing, tagged progressive (the first frame alone was looked at)."""
         for index, frame in enumerate(frames):
             if frame.interlaced_frame:
-                at = f"{float(frame.pts * frame.time_base):.2f} s" if frame.pts is not None and frame.time_base \
-                    else f"frame {index}"
+                # (on the clock players show: from the file's first timestamp)
+                at = f"{float(frame.pts * frame.time_base) - self.info.origin:.2f} s" \
+                    if frame.pts is not None and frame.time_base else f"frame {index}"
                 self.problems.append(f"the input turns interlaced at {at} (frame {index} of the window): from there "
-                                     "each frame was deinterlaced (bwdif: one frame at its first field's instant, "
-                                     "timestamps kept); --no-deinterlace (library: deinterlace=False) keeps the "
-                                     "fields woven as they are")
+                                     "each frame flagged interlaced was deinterlaced (bwdif: one frame at its first "
+                                     "field's instant, timestamps kept); --no-deinterlace (library: "
+                                     "deinterlace=False) keeps the fields woven as they are")
                 yield from Deinterlacer().frames(itertools.chain([frame], frames))
                 return
             yield frame

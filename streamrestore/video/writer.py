@@ -124,6 +124,9 @@ _WIDELY_PLAYED = {"libx264": {"yuv420p"}, "libx265": {"yuv420p", "yuv420p10le"}}
 # Output extensions that only take these video codecs.
 _WEBM_VIDEO = {"libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx"}
 _WEBM_AUDIO = {"opus", "vorbis"}
+#: subtitle decoders whose lines are timed by their packets alone (a bitmap subtitle carries its own display
+#: time inside: not clipped)
+_TEXT_SUBTITLES = {"srt", "subrip", "ass", "ssa", "webvtt", "mov_text", "text"}
 #: seconds before a window's start (--start) that copied subtitles are read from: a line on screen at the
 #: start began up to this long before it
 SUBTITLE_LOOKBACK_S = 10.0
@@ -985,7 +988,8 @@ class VideoWriter:
             elif attachments:
                 names = ", ".join(s.name or "unnamed" for s in attachments)
                 styled = any(s.codec_context.name in ("ass", "ssa") for s in subtitles)
-                self.notes.append(f"{_n_streams(len(attachments), 'attached file')} of the input not copied ({names}): "
+                files = f"{len(attachments)} attached file{'s' if len(attachments) > 1 else ''}"
+                self.notes.append(f"{files} of the input not copied ({names}): "
                                   f"{self.dst.suffix} files hold none (.mkv does)"
                                   + ("; the styled subtitles kept may show in another font" if styled else ""))
             others = Counter(stream.type for stream in self._copy_from.streams
@@ -1243,7 +1247,8 @@ class VideoWriter:
             self._copied_next = self._next_copied_packet()
             if t is not None:
                 start_t = packet.pts * packet.time_base if packet.pts is not None else t
-                if packet.stream.type == "subtitle" and not self._clip_subtitle(packet, start_t):
+                if packet.stream.type == "subtitle" and packet.stream.codec_context.name in _TEXT_SUBTITLES \
+                        and not self._clip_subtitle(packet, start_t):
                     continue
                 start_t = packet.pts * packet.time_base if packet.pts is not None else t  # (clipped: moved)
                 if self.start is not None and start_t < self._offset_s:
