@@ -776,6 +776,19 @@ def test_mpeg4_real_clip_decodes(shared_data):
 # -- output safety --------------------------------------------------------------------------
 
 
+def _with_subtitles(video_file: Path, srt: Path, dst: Path) -> Path:
+    """``video_file``'s streams and the subtitles of ``srt`` remuxed into ``dst`` (Matroska)."""
+    with av.open(str(video_file)) as video, av.open(str(srt)) as text, av.open(str(dst), "w") as out:
+        streams = {(0, s.index): out.add_stream_from_template(s) for s in video.streams}
+        streams[1, 0] = out.add_stream_from_template(text.streams[0])
+        for key, container in ((0, video), (1, text)):
+            for packet in container.demux():
+                if packet.size:
+                    packet.stream = streams[key, packet.stream_index]
+                    out.mux(packet)
+    return dst
+
+
 def _small_source(tmp_path) -> Path:
     src = tmp_path / "src.mp4"
     make_clip(src, frames=6, audio="aac")
@@ -1251,15 +1264,7 @@ def test_subtitles_are_copied_and_what_the_output_does_not_keep_is_noted(tmp_pat
     make_clip(base, frames=10, audio="aac")
     srt = tmp_path / "a.srt"
     srt.write_text("1\n00:00:00,100 --> 00:00:00,300\nhello\n")
-    src = tmp_path / "subs.mkv"
-    with av.open(str(base)) as video, av.open(str(srt)) as text, av.open(str(src), "w") as out:
-        streams = {(0, s.index): out.add_stream_from_template(s) for s in video.streams}
-        streams[1, 0] = out.add_stream_from_template(text.streams[0])
-        for key, container in ((0, video), (1, text)):
-            for packet in container.demux():
-                if packet.size:
-                    packet.stream = streams[key, packet.stream_index]
-                    out.mux(packet)
+    src = _with_subtitles(base, srt, tmp_path / "subs.mkv")
     for name, kept in (("out.mkv", True), ("out.mp4", False)):  # Matroska takes SubRip as it is, MP4 does not
         dst = tmp_path / name
         with VideoReader(src) as reader, VideoWriter(dst, reader.info, FAST, audio_from=src) as writer:
@@ -2076,15 +2081,7 @@ def test_a_subtitle_line_on_screen_at_the_windows_start_or_end_is_kept_clipped(t
     srt.write_text("1\n00:00:00,200 --> 00:00:01,200\non at the start\n\n"
                    "2\n00:00:01,500 --> 00:00:02,800\non at the end\n\n"
                    "3\n00:00:02,500 --> 00:00:02,900\nafter the end\n")
-    src = tmp_path / "subs.mkv"
-    with av.open(str(base)) as video, av.open(str(srt)) as text, av.open(str(src), "w") as out:
-        streams = {(0, s.index): out.add_stream_from_template(s) for s in video.streams}
-        streams[1, 0] = out.add_stream_from_template(text.streams[0])
-        for key, container in ((0, video), (1, text)):
-            for packet in container.demux():
-                if packet.size:
-                    packet.stream = streams[key, packet.stream_index]
-                    out.mux(packet)
+    src = _with_subtitles(base, srt, tmp_path / "subs.mkv")
     dst = tmp_path / "window.mkv"
     with VideoReader(src, start=0.8, end=2.0) as reader, \
             VideoWriter(dst, reader.info, FAST, audio_from=src, start=0.8, end=2.0) as writer:
