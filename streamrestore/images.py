@@ -55,7 +55,7 @@ def is_image(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, most_pixels: int | None = None) -> np.ndarray:
     """The photo at ``path`` as (H, W, 3) uint8 RGB.
 
     IMREAD_COLOR drops alpha, converts grey and 16-bit pictures to 8-bit colour and applies the
@@ -65,24 +65,50 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     Args:
         path: the photo file.
 
+    ``most_pixels``: a photo of more pixels is decoded smaller, by 2, 4 or 8 a side (a JPEG: in its decoder,
+    at a fraction of the memory), or refused (others decode whole first): what a reference photo needs.
+
     Raises:
         InputError: the file is missing, empty, not a picture OpenCV can decode, or holds more
-            pixels than Pillow reads (:func:`check_photo_size`).
+            pixels than Pillow reads (:func:`check_photo_size`); PhotoTooLargeError beyond ``most_pixels``,
+            where it cannot be decoded smaller.
     """
     check_photo_size(path)
+    reduced = _reduced_decode(path, most_pixels) if most_pixels is not None else None
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if Path(path).suffix.lower() in HEIF_SUFFIXES and data.size:
         return _read_heif_rgb(path)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(data, reduced or cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         if Path(path).suffix.lower() == ".avif":
             raise InputError(f"cannot read image {path}: this OpenCV ({cv2.__version__}) decodes no AVIF, or the "
                              "file is damaged; install opencv-python 5 or give the photo as JPEG/PNG")
         raise InputError(f"cannot read image {path}; is it a valid image?")
     return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def _reduced_decode(path: str | os.PathLike, most_pixels: int) -> int | None:
+    """OpenCV's flag that decodes ``path`` at no more than ``most_pixels`` (None: it has no more). Raises
+    PhotoTooLargeError for a photo over it that only decodes whole (not a JPEG): a 0.5 MB PNG of 13000 x 13000
+    took 4.5 GB as a reference photo."""
+    Image = _pillow()
+    try:
+        with Image.open(path) as image:
+            width, height, kind = image.width, image.height, image.format
+    except Exception:  # (a format Pillow does not read: the decoder's own rules)
+        return None
+    if width * height <= most_pixels:
+        return None
+    for factor, flag in ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                         (8, cv2.IMREAD_REDUCED_COLOR_8)):
+        if kind == "JPEG" and width * height <= most_pixels * factor * factor:
+            return flag
+    raise PhotoTooLargeError(f"{path} holds {width * height / 1e6:.0f} million pixels, more than is read of a "
+                             f"reference photo ({most_pixels / 1e6:.0f} million, or a JPEG of up to "
+                             f"{64 * most_pixels / 1e6:.0f} million); scale it down first")
 
 
 def check_photo_size(path: str | os.PathLike) -> None:

@@ -142,3 +142,26 @@ def test_a_pipe_named_as_a_photo_is_refused_not_waited_on(tmp_path):
             pass
         pytest.fail("a read waited on the pipe")
     assert said[-1] == -1 and len(said) == 7
+
+
+def test_a_reference_photo_of_too_many_pixels_is_read_smaller_or_refused(tmp_path, monkeypatch):
+    """A 0.5 MB PNG of 13000 x 13000 passed the size guard and took 4.5 GB and 49 s as a reference photo."""
+    from streamrestore.errors import PhotoTooLargeError
+    from streamrestore.faces import references
+
+    picture = np.zeros((300, 400, 3), np.uint8)
+    picture[:, :200] = (200, 60, 30)
+    jpeg, png = tmp_path / "big.jpg", tmp_path / "big.png"
+    cv2.imwrite(str(jpeg), picture)
+    cv2.imwrite(str(png), picture)
+    assert read_rgb(jpeg).shape == (300, 400, 3) and read_rgb(jpeg, most_pixels=120_000).shape == (300, 400, 3)
+    assert read_rgb(jpeg, most_pixels=40_000).shape == (150, 200, 3)  # (decoded at half its side)
+    assert read_rgb(jpeg, most_pixels=2_000).shape == (38, 50, 3)  # (an eighth)
+    with pytest.raises(PhotoTooLargeError, match=r"big.png holds 0 million pixels, more than is read of a reference"):
+        read_rgb(png, most_pixels=40_000)
+    with pytest.raises(PhotoTooLargeError):
+        read_rgb(jpeg, most_pixels=1_000)  # (more than an eighth of a side would take)
+    monkeypatch.setattr(references, "REFERENCE_PHOTO_PIXELS", 40_000)
+    assert next(references.reference_pictures(jpeg))[1].shape == (150, 200, 3)
+    with pytest.raises(references.ReferencesError, match="too large|more than is read"):
+        next(references.reference_pictures(png))

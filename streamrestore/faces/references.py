@@ -156,6 +156,11 @@ class _SkippedPhoto(ReferencesError):
         self.said = said or message
 
 
+#: the most pixels a reference photo is read at (a face's crop needs 512 px; a 100-megapixel camera's JPEG is
+#: decoded at a quarter of its side, a larger PNG refused)
+REFERENCE_PHOTO_PIXELS = 40_000_000
+
+
 def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
     """The pictures one reference file gives, as (label for messages, (H, W, 3) uint8 RGB): a photo
     itself; a video :data:`FRAMES_PER_REFERENCE_VIDEO` frames at evenly spaced instants, upright
@@ -166,7 +171,7 @@ def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
     """
     if _kind(file) == "photo":
         try:
-            yield file.name, read_rgb(file)
+            yield file.name, read_rgb(file, most_pixels=REFERENCE_PHOTO_PIXELS)
         except PhotoTooLargeError as exc:  # (it names the file)
             raise _SkippedPhoto(f"reference photo {exc}", "too large") from None
         except InputError:
