@@ -52,7 +52,7 @@ def restore_video(
     end: float | None = None,
     force: bool = False,
     progress: ProgressMode = False,
-    deinterlace: bool = True,
+    deinterlace: bool | str = True,
     on_frame: Callable[[], object] | None = None,
 ) -> RunStats:
     """Restores the faces of the video ``src`` into ``dst``.
@@ -86,7 +86,9 @@ def restore_video(
         deinterlace: an interlaced input (DV, DVD, 1080i) is deinterlaced as it is read (default
             True: FFmpeg's bwdif, one frame per frame, timestamps kept; the faces are restored on
             whole frames and the output plays without combing); False writes the woven fields
-            as they are, as progressive frames (:class:`~streamrestore.video.reader.VideoReader`).
+            as they are, as progressive frames (:class:`~streamrestore.video.reader.VideoReader`);
+            ``"fields"`` makes a frame of each field (50i gives 50p: the motion kept whole, twice the
+            frames to restore).
         on_frame: called once per frame handed to the writer, on the calling thread (default
             None): an application's own progress display (``restore_video`` itself knows the
             frame count as :func:`streamrestore.run.expected_frames` does), and its way to

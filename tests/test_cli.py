@@ -120,6 +120,13 @@ def test_no_deinterlace_writes_the_woven_fields(run, tmp_path):
     assert code == 0 and "each frame was deinterlaced" in err, err
     code, err = run(src, "-o", tmp_path / "woven.mp4", "--no-deinterlace")
     assert code == 0 and "the output keeps its two fields woven in each frame, coded and tagged interlaced" in err, err
+    code, err = run(src, "-o", tmp_path / "fields.mp4", "--field-rate")  # (50i gave 25p: half its instants lost)
+    assert code == 0 and "each field was made a frame" in err, err
+    from streamrestore.video.reader import probe
+
+    assert probe(tmp_path / "fields.mp4").frame_rate == 50
+    code, err = run(src, "-o", tmp_path / "both.mp4", "--field-rate", "--no-deinterlace")
+    assert code == 2 and "--field-rate and --no-deinterlace: choose one" in err
 
 
 def test_a_video_of_the_person_serves_as_references(run, tmp_path):

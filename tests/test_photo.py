@@ -243,6 +243,7 @@ def test_no_quality_gate_restores_the_faces_the_gate_finds_clean(synthetic_faces
     (["--crf", "20", "--codec", "libx265"], "--crf, --codec apply to videos only"),
     (["--pix-fmt", "yuv420p"], "--pix-fmt applies to videos only"),
     (["--no-deinterlace"], "--no-deinterlace applies to videos only"),
+    (["--field-rate"], "--field-rate applies to videos only"),
 ])
 def test_video_options_given_for_a_photo_are_named(synthetic_faces, tmp_path, capsys, options, named):
     src = _saved(tmp_path / "photo.png", _scene()[0])

@@ -28,6 +28,7 @@ __all__ = [
     "adapt_from_args",
     "add_adapt_options",
     "add_encoder_options",
+    "add_field_rate_option",
     "add_model_options",
     "add_crop_resolution_option",
     "add_deinterlace_option",
@@ -36,6 +37,7 @@ __all__ = [
     "add_temporal_options",
     "check_face_options",
     "check_output_file",
+    "deinterlace_from_args",
     "configure_logging",
     "encoder_from_args",
     "crop_resolution_from_args",
@@ -165,6 +167,23 @@ def add_deinterlace_option(p: argparse.ArgumentParser) -> None:
                    help="an interlaced input (DV, DVD, 1080i) is deinterlaced as it is read by default (bwdif, one "
                         "frame per frame, timestamps kept), so faces are restored whole and nothing combs; this "
                         "writes its two fields woven as they are")
+
+
+def add_field_rate_option(p: argparse.ArgumentParser) -> None:
+    """``--field-rate`` (``restore_video(deinterlace="fields")``)."""
+    p.add_argument("--field-rate", action="store_true",
+                   help="an interlaced input becomes one frame per field (50i gives 50p, 60i 60p): its motion is "
+                        "kept whole, where the default gives one frame per frame (half the fields' instants), at "
+                        "twice the frames to restore")
+
+
+def deinterlace_from_args(args: argparse.Namespace) -> bool | str:
+    """``restore_video``'s ``deinterlace`` of ``--no-deinterlace`` and ``--field-rate``; UserError for both."""
+    if getattr(args, "field_rate", False):
+        if args.no_deinterlace:
+            raise UserError("--field-rate and --no-deinterlace: choose one (fields made frames, or kept woven)")
+        return "fields"
+    return not args.no_deinterlace
 
 
 def add_temporal_options(p: argparse.ArgumentParser) -> None:

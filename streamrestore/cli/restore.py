@@ -22,6 +22,7 @@ from streamrestore.cli.options import (
     add_deinterlace_option,
     add_encoder_options,
     add_face_choice_options,
+    add_field_rate_option,
     add_identity_gate_option,
     add_model_options,
     add_reference_detail_option,
@@ -30,6 +31,7 @@ from streamrestore.cli.options import (
     check_output_file,
     check_torch_threads,
     configure_logging,
+    deinterlace_from_args,
     encoder_from_args,
     parse_time,
     pipeline_config,
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=parse_time, help="end time (seconds or HH:MM:SS, on the same clock)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file (and --json file)")
     add_deinterlace_option(p)
+    add_field_rate_option(p)
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)
     p.add_argument("--json", metavar="PATH|-", help="also write the run's figures as JSON (frames, faces restored and "
@@ -108,7 +111,7 @@ def _check_not_a_mistyped_command(given: str) -> None:
 
 #: the options that only a video takes: (attribute, option)
 _VIDEO_ONLY = (("start", "--start"), ("end", "--end"), ("crf", "--crf"), ("preset", "--preset"), ("codec", "--codec"),
-               ("pix_fmt", "--pix-fmt"), ("no_deinterlace", "--no-deinterlace"))
+               ("pix_fmt", "--pix-fmt"), ("no_deinterlace", "--no-deinterlace"), ("field_rate", "--field-rate"))
 
 
 def _check_photo_options(args: argparse.Namespace) -> None:
@@ -176,6 +179,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--end ({args.end}s) must be after --start ({args.start}s)")
     check_face_options(args)
     _check_photo_options(args)
+    deinterlace = deinterlace_from_args(args)
     check_torch_threads(args)
     if args.json != "-":
         check_output_file(args.json, "--json", judge_existing=False)  # (_check_json_path judges an existing one)
@@ -212,7 +216,7 @@ def main(argv: list[str]) -> int:
         stats = restore_photo(args.input, output, build, force=args.force)
     else:
         stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
-                              force=args.force, progress=not args.no_progress, deinterlace=not args.no_deinterlace)
+                              force=args.force, progress=not args.no_progress, deinterlace=deinterlace)
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(f"wrote {output}", file=sys.stderr)
     if args.json:

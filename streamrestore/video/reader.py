@@ -462,7 +462,7 @@ def _hdr10_metadata(frame: av.VideoFrame | None) -> tuple[str | None, tuple[int,
     return display, light
 
 
-def probe(path: str | os.PathLike, deinterlace: bool = False) -> VideoInfo:
+def probe(path: str | os.PathLike, deinterlace: bool | str = False) -> VideoInfo:
     """Describe the video in ``path`` (decodes only its first frame), as a :class:`VideoReader`
     with ``deinterlace`` gives its frames.
 
@@ -542,14 +542,18 @@ class Deinterlacer:
     The filter is set up for the first frame's size and format (a stream's own may name a later
     picture's); the frames given must keep them (the reader scales a size change before)."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_field: bool = False) -> None:
+        #: one frame per field (``send_field``: 50i gives 50p), timed in half the input's time base (the
+        #: filter's own; a frame flagged progressive gives one frame)
+        self.per_field = per_field
         self._graph: av.filter.Graph | None = None
 
     def _configure(self, first: av.VideoFrame) -> av.filter.Graph:
         graph = av.filter.Graph()
         source = graph.add_buffer(width=first.width, height=first.height, format=first.format,
                                   time_base=first.time_base or Fraction(1, 90000))
-        bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+        mode = "send_field" if self.per_field else "send_frame"
+        bwdif = graph.add("bwdif", f"mode={mode}:parity=auto:deint=interlaced")
         sink = graph.add("buffersink")
         source.link_to(bwdif)
         bwdif.link_to(sink)
@@ -557,7 +561,7 @@ class Deinterlacer:
         return graph
 
     def frames(self, frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-        """``frames`` deinterlaced, in order, one for one."""
+        """``frames`` deinterlaced, in order, one for one (:attr:`per_field`: two for one)."""
         given: deque[av.VideoFrame] = deque()
         for frame in frames:
             if self._graph is None:
@@ -575,6 +579,16 @@ class Deinterlacer:
                 out = cast(av.VideoFrame, cast(av.filter.Graph, self._graph).pull())
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
+            if self.per_field:  # (its own timing, in field time: the tags of the frame it came from)
+                while len(given) > 1 and given[1].pts is not None and out.pts is not None and \
+                        out.pts >= 2 * given[1].pts:
+                    given.popleft()
+                timing = (out.pts, out.time_base, out.duration)
+                _keep_timing_and_tags(out, given[0])
+                out.pts, out.time_base, out.duration = timing
+                out.pict_type = av.video.frame.PictureType.NONE
+                yield out
+                continue
             # the filter counts in field time (half the time base); the frame keeps the file's
             _keep_timing_and_tags(out, given.popleft())
             yield out
@@ -592,7 +606,9 @@ class VideoReader:
             to the end. A window with no frame in it raises InputError.
         threads: decoder threads; 0 lets FFmpeg pick one per core. Frame and slice
             threading are both allowed (``thread_type = "AUTO"``).
-        deinterlace: when the first frame is flagged interlaced, give each frame deinterlaced
+        deinterlace: ``"fields"``: when the first frame is flagged interlaced, give a frame per field (50i
+            gives 50p; ``info``'s rate, count and time base say so: half the input's). True: when the first
+            frame is flagged interlaced, give each frame deinterlaced
             (bwdif, one frame per frame; see the module). ``info.interlaced`` then says False
             (the frames given are progressive) and ``problems`` says it was done. Default False:
             the frames as decoded.
@@ -619,7 +635,7 @@ class VideoReader:
         start: float | None = None,
         end: float | None = None,
         threads: int = 0,
-        deinterlace: bool = False,
+        deinterlace: bool | str = False,
         size: tuple[int, int] | None = None,
         counted: tuple[float | None, float | None] | None = None,
     ) -> None:
@@ -668,13 +684,25 @@ class VideoReader:
             self._deinterlacer: Deinterlacer | None = None
             # a progressive start (a broadcast capture's ident) may turn interlaced later: the fields are
             # then looked for in every frame (frames())
-            self._deinterlace_later: bool = deinterlace and not self.info.interlaced
-            if deinterlace and self.info.interlaced:
+            if deinterlace not in (True, False, "fields"):
+                raise ValueError(f"deinterlace must be True, False or 'fields', got {deinterlace!r}")
+            self._deinterlace_later: bool = bool(deinterlace) and not self.info.interlaced
+            if deinterlace == "fields" and self.info.interlaced:
+                self._deinterlacer = Deinterlacer(per_field=True)
+                info = self.info
+                self.info = dataclasses.replace(
+                    info, interlaced=False, field_order=1, time_base=info.time_base / 2,
+                    frame_rate=info.frame_rate * 2 if info.frame_rate else None,
+                    frame_count=info.frame_count * 2 if info.frame_count else None)
+                self.problems.append("the input is interlaced: each field was made a frame (bwdif: twice the frames "
+                                     "of the input, each at its field's instant, the motion kept whole)")
+            elif deinterlace and self.info.interlaced:
                 self._deinterlacer = Deinterlacer()
                 self.info = dataclasses.replace(self.info, interlaced=False, field_order=1)
                 self.problems.append("the input is interlaced: each frame was deinterlaced (bwdif: one frame at "
                                      "its first field's instant, timestamps kept); --no-deinterlace (library: "
-                                     "deinterlace=False) keeps the fields woven as they are")
+                                     "deinterlace=False) keeps the fields woven as they are; --field-rate (library: "
+                                     "deinterlace=\"fields\") makes a frame of each field")
             if start:
                 # Decode up to the window now (from the keyframe before it, as frames() would),
                 # so a start past the end fails here, before the caller loads anything.
