@@ -701,8 +701,7 @@ class VideoReader:
                 self.info = dataclasses.replace(self.info, interlaced=False, field_order=1)
                 self.problems.append("the input is interlaced: each frame was deinterlaced (bwdif: one frame at "
                                      "its first field's instant, timestamps kept); --no-deinterlace (library: "
-                                     "deinterlace=False) keeps the fields woven as they are; --field-rate (library: "
-                                     "deinterlace=\"fields\") makes a frame of each field")
+                                     "deinterlace=False) keeps the fields woven as they are")
             if start:
                 # Decode up to the window now (from the keyframe before it, as frames() would),
                 # so a start past the end fails here, before the caller loads anything.
