@@ -996,7 +996,8 @@ def run(
     those names (None: their defaults); ``quality_gate``: its ``gate``; ``match_threshold``: its own. ``adapt``: an :class:`~streamrestore.model.adapt.AdaptConfig`
     to fine-tune the model on each person's photos (as the main command's ``--adapt``): on Ray one
     worker adapts first, and the others load its fine-tunes instead of adapting again (on their own
-    machines too); ignored without ``refs``. ``deinterlace``: as :func:`~streamrestore.api.restore_video`'s.
+    machines too); ignored without ``refs``. ``deinterlace``: as :func:`~streamrestore.api.restore_video`'s, True or
+    False (not ``"fields"``).
     ``codec``, ``crf``, ``preset``, ``pix_fmt``, ``tune``: the outputs' :class:`~streamrestore.video.writer.EncoderSettings`.
 
     Returns a :class:`BatchResult` (``exit_code`` 0 when all succeeded, else 1). Usage mistakes
@@ -1036,6 +1037,9 @@ def run(
         PipelineConfig(**config)
     except ValueError as exc:
         raise UserError(f"bad pipeline option: {exc}") from None
+    if deinterlace not in (True, False):  # (restore_video's "fields": chunks count the input's frames from packets)
+        raise UserError(f"deinterlace={deinterlace!r}: a batch deinterlaces one frame per frame (True) or not (False); "
+                        "a frame per field is the main command's --field-rate")
     encoder = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt, "tune": tune}
     try:  # a format, crf or preset an output's codec refuses would fail that input in the workers
         settings = EncoderSettings(**encoder)

@@ -263,7 +263,7 @@ def move_into_place(temp: Path, dst: Path, replace: bool) -> None:
     try:
         os.link(temp, dst)
     except FileExistsError:
-        if _same_file(temp, dst):  # (a network file system's retried link: it is this run's)
+        if same_file(temp, dst):  # (a network file system's retried link: it is this run's)
             _drop_name(temp)
             return
     except OSError:  # no hard links here (FAT, exFAT, some shares; each says it with its own errno)
@@ -279,10 +279,12 @@ def move_into_place(temp: Path, dst: Path, replace: bool) -> None:
                       f"it was left as it is, and this run's result is {kept}")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` are one file on disk, however spelled (relative path, ``..``,
+    symlink, hard link: same device and inode). False when either does not exist."""
     try:
         return os.path.samefile(a, b)
-    except OSError:
+    except (OSError, ValueError):
         return False
 
 

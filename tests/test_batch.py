@@ -676,6 +676,10 @@ def test_a_bad_pipeline_option_is_a_usage_error_before_any_worker(clips, tmp_pat
     for options in ({"detect_every": 2.0}, {"max_faces": 0}, {"unmatched": "drop"}):
         with pytest.raises(UserError, match="bad pipeline option: "):
             run([clips / "a.mp4"], out_dir=tmp_path / "out", model="identity", ray="local", progress=False, **options)
+    # restore_video's deinterlace="fields" doubles the frames, which a batch's chunks (counted from packets) do not
+    with pytest.raises(UserError, match="a frame per field is the main command's --field-rate"):
+        run([clips / "a.mp4"], out_dir=tmp_path / "out", model="identity", ray="local", progress=False,
+            deinterlace="fields")
     assert not (tmp_path / "out").exists()
 
 

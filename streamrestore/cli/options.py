@@ -68,6 +68,7 @@ def check_output_file(path: str | None, option: str, inputs: Sequence[str | os.P
     from pathlib import Path
 
     from streamrestore.images import is_image
+    from streamrestore.output_file import same_file
     from streamrestore.video.reader import VIDEO_SUFFIXES
 
     if path is None:
@@ -78,7 +79,7 @@ def check_output_file(path: str | None, option: str, inputs: Sequence[str | os.P
     if target.is_dir():
         raise OutputError(f"{option} {path} is a folder; give a file name")
     for given in inputs if judge_existing else ():
-        if given is not None and target.exists() and _same_file(target, Path(given).expanduser()):
+        if given is not None and target.exists() and same_file(target, Path(given).expanduser()):
             raise OutputError(f"{option} {path} is this command's input {given}; give the figures a file of their own")
     real = target.resolve() if target.exists() else target  # (a link is written through: its target is judged)
     if judge_existing and target.exists() and (real.suffix.lower() in VIDEO_SUFFIXES or is_image(real)):
@@ -89,13 +90,6 @@ def check_output_file(path: str | None, option: str, inputs: Sequence[str | os.P
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {path}: cannot write in {folder}; pick another path")
-
-
-def _same_file(a: os.PathLike, b: os.PathLike) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def parse_time(text: str) -> float:

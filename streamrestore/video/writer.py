@@ -42,6 +42,7 @@ from streamrestore.output_file import (
     output_target,
     release_temp,
     remove_stale_temps,
+    same_file,
     temp_beside,
     write_failed,
 )
@@ -410,15 +411,6 @@ def default_output_path(src: str | os.PathLike) -> Path:
     return src.with_name(f"{src.stem if src.suffix else src.name}.restored{suffix}")
 
 
-def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True when ``a`` and ``b`` are one file on disk, however spelled (relative path, ``..``,
-    symlink, hard link: same device and inode). False when either does not exist."""
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):
-        return False
-
-
 def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Refuses an output that is the input itself: replacing it would destroy the original
     video, so this is refused even with ``force``.
@@ -430,7 +422,7 @@ def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     Raises:
         OutputError: ``dst`` is ``src`` (however spelled: relative, symlink, hard link).
     """
-    if _same_file(src, dst):
+    if same_file(src, dst):
         raise OutputError(
             f"output {dst} is the input file {src}; writing it would destroy the original, "
             "so choose another output name"
@@ -1180,8 +1172,8 @@ class VideoWriter:
 
     # -- audio ----------------------------------------------------------------------------
 
-    def _clip_subtitle(self, packet: av.Packet, start_t: Fraction) -> bool:
-        """A text subtitle line (``packet``, shown from ``start_t`` for its duration) that overlaps the window
+    def _clip_subtitle(self, packet: av.Packet) -> bool:
+        """A text subtitle line (``packet``, shown from its pts for its duration) that overlaps the window
         (``start``/``end``) clipped to it: one on screen at the window's start begins there, one running past
         its end ends there (they were dropped, and left to run 0.4 s past a 1 s output). Returns whether
         the line is written; one that lies outside the window, or has no duration, is left to the rules of
@@ -1189,6 +1181,7 @@ class VideoWriter:
         if not packet.duration or packet.pts is None:
             return True
         tb = packet.time_base
+        start_t = packet.pts * tb
         ends = start_t + packet.duration * tb
         window_start = self._offset_s if self.start is not None else None
         window_end = self.info.origin + self.end if self.end is not None else None
@@ -1246,11 +1239,10 @@ class VideoWriter:
                 return
             self._copied_next = self._next_copied_packet()
             if t is not None:
-                start_t = packet.pts * packet.time_base if packet.pts is not None else t
                 if packet.stream.type == "subtitle" and packet.stream.codec_context.name in _TEXT_SUBTITLES \
-                        and not self._clip_subtitle(packet, start_t):
+                        and not self._clip_subtitle(packet):
                     continue
-                start_t = packet.pts * packet.time_base if packet.pts is not None else t  # (clipped: moved)
+                start_t = packet.pts * packet.time_base if packet.pts is not None else t
                 if self.start is not None and start_t < self._offset_s:
                     continue
                 if self.end is not None and start_t >= self.info.origin + self.end:
