@@ -55,7 +55,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from streamrestore.errors import InputError, OutputError, UserError
+from streamrestore.errors import InputError, OutputError, UserError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -653,9 +653,9 @@ class BatchResult:
                 else f"{name} ({'from the cache' if seconds == 0 else f'{seconds:.0f} s'})"
                 for name, seconds in self.adapted.items()))
         for src, err in self.failed.items():
-            lines.append(f"  failed: {src}: {err}")
+            lines.append(one_line(f"  failed: {src}: {err}"))
         for src, said in self.warnings.items():
-            lines.extend(f"  warning: {src}: {text}" for text in said)
+            lines.extend(one_line(f"  warning: {src}: {text}") for text in said)
         return "\n".join(lines)
 
 
@@ -703,7 +703,7 @@ class _Progress:
             return
         now = self._last = time.monotonic()
         if not self.total or not self.counting:
-            print(f"batch: {text}", file=sys.stderr, flush=True)
+            print(one_line(f"batch: {text}"), file=sys.stderr, flush=True)
             return
         elapsed = now - self.start
         actual = min(self.total, self.done + sum(self.under_way.values()))
@@ -717,7 +717,7 @@ class _Progress:
         if fps > 0 and self.total > done:
             left = int((self.total - actual) / fps)
             where += f", ETA {left // 60}:{left % 60:02d}"
-        print(f"batch: {where}: {text}", file=sys.stderr, flush=True)
+        print(one_line(f"batch: {where}: {text}"), file=sys.stderr, flush=True)
 
 
 def _faces_said(info: dict) -> str:

@@ -4,12 +4,30 @@ Anything derived from :class:`UserError` is a mistake the user can fix (bad path
 unreadable media); the CLI prints its message on one line and exits with code 2. Every other
 exception is a bug and keeps its traceback.
 """
+import unicodedata
+
+#: characters that end a line or drive a terminal: control characters (a newline, ESC), and the line
+#: and paragraph separators a terminal may break at
+_NOT_SHOWN = ("Cc", "Zl", "Zp")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters written as escapes (``\\n``, ``\\x1b``), for a line that names
+    files or people: a newline in a file name cannot start a line that reads as the tool's own ("error: ...",
+    "wrote ..."), nor an escape sequence in one recolour or clear the terminal. Printable text, non-English
+    names included, is kept as it is."""
+    if text.isprintable():  # (the common case: nothing to look at)
+        return text
+    return "".join(char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in _NOT_SHOWN
+                   else char for char in text)
 
 
 class UserError(Exception):
     """A problem with the user's input or options; the message says what to do."""
 
     exit_code = 2
+    #: the message is a list of lines (the files a model lacks), not one line: the CLI keeps its line breaks
+    several_lines = False
 
 
 class InputError(UserError):

@@ -20,6 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Literal, Protocol, TextIO, Union
 
+from streamrestore.errors import one_line
+
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.pipeline import FaceRestorer
     from streamrestore.types import FrameSink
@@ -289,7 +291,7 @@ class RunStats:
 
     def _track_line(self, track_id, track: TrackStats, verbose: bool) -> str:
         if track.identity is not None:
-            who = track.identity
+            who = one_line(track.identity)
         elif self.matching and track.beyond_max_faces and not track.scores:
             who = "not compared with the photos"  # (its faces were never restored: no embedding taken)
         elif self.matching:
@@ -424,7 +426,7 @@ class RunStats:
                                                       "frames were not changed, but the video was encoded again "
                                                       "(not copied)")
         for warning in self.warnings():
-            text += f"\nwarning: {warning}"
+            text += f"\nwarning: {one_line(warning)}"
         return text
 
     def warnings(self) -> list[str]:

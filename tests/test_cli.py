@@ -406,6 +406,33 @@ def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(tmp_path):
     assert child.stderr == b"streamrestore: error: input not found: caf\xe9.mp4\n"
 
 
+def test_a_file_name_cannot_start_a_line_or_drive_the_terminal(tmp_path, capsys):
+    """A newline in a file name printed raw made a line of the name's own ("error: ..." after a good run),
+    and an escape sequence in one reached the terminal (``\\x1b[2J`` clears it): both are written as
+    escapes; printable names, non-English ones included, are kept."""
+    from streamrestore.errors import one_line
+
+    assert one_line("caf\u00e9 \u0645\u0631\u062c\u0639 \u2713.mp4") == "caf\u00e9 \u0645\u0631\u062c\u0639 \u2713.mp4"
+    assert one_line("a\nb\rc\td\x1b[2Je\u2028f") == "a\\nb\\rc\\td\\x1b[2Je\\u2028f"
+    name = "x\nstreamrestore: error: fake\x1b[2J.mp4"
+    clip = tmp_path / name
+    make_clip(clip, width=96, height=64, frames=4)
+    assert main([str(tmp_path / ("gone" + name))]) == 2
+    assert main([str(clip), "-o", str(tmp_path / ("o" + name)), "--model", "identity", "--detector", "dlib",
+                 "--no-progress"]) == 0
+    said = capsys.readouterr().err
+    lines = said.splitlines()
+    assert "\x1b" not in said and [line for line in lines if line.startswith("streamrestore: error:")] == [
+        f"streamrestore: error: input not found: {tmp_path}/gonex\\nstreamrestore: error: fake\\x1b[2J.mp4"]
+    assert lines[-1] == f"wrote {tmp_path}/ox\\nstreamrestore: error: fake\\x1b[2J.mp4"
+    import logging
+
+    from streamrestore.cli.options import CliHandler
+    record = logging.LogRecord("streamrestore", logging.WARNING, __file__, 1, "skipped %s", (name,), None)
+    assert CliHandler().format(record) == "warning: skipped x\\nstreamrestore: error: fake\\x1b[2J.mp4"
+    assert (tmp_path / ("o" + name)).is_file()
+
+
 def test_closed_standard_streams_and_odd_surrogates_do_not_fail_a_run(tmp_path, monkeypatch):
     """Descriptors closed at start-up (``>&- 2>&-``: sys.stderr is None) made the summary's print an
     AttributeError; a surrogate that stands for no byte (a Windows name) must still print, escaped."""

@@ -134,6 +134,20 @@ def test_instantrestore_offline_lists_every_missing_file(tmp_path, monkeypatch):
     assert str(tmp_path) in msg  # says where to put the files
     # the download command huggingface_hub installs (it has had no huggingface-cli since the pinned versions)
     assert "(or: hf download hwdz15508/InstantRestore final_model_ckpt.pt)" in msg
+    # the CLI prints this list of files a line each (other messages are one line, a name's newline escaped)
+    import contextlib
+    import io
+
+    from streamrestore.cli import app
+
+    def fails(argv):
+        raise info.value
+
+    monkeypatch.setattr(app, "restore_main", fails)
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        assert app._main(["x.mp4"]) == 2
+    assert said.getvalue() == f"streamrestore: error: {msg}\n" and msg.count("\n") >= 6
 
 
 def _official_layout(net, root: Path) -> None:

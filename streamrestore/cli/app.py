@@ -13,7 +13,7 @@ import sys
 from streamrestore.cli.options import configure_logging, log
 from streamrestore.cli.restore import SUBCOMMANDS
 from streamrestore.cli.restore import main as restore_main
-from streamrestore.errors import UserError
+from streamrestore.errors import UserError, one_line
 from streamrestore.stop_signals import StopState, stop_signals_interrupt
 
 
@@ -117,7 +117,9 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
             return module.main(argv[1:])
         return restore_main(argv)
     except UserError as exc:
-        print(f"streamrestore: error: {exc}", file=sys.stderr)
+        text = str(exc)
+        shown = "\n".join(map(one_line, text.split("\n"))) if exc.several_lines else one_line(text)
+        print(f"streamrestore: error: {shown}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (stop_signals.Interrupted)
         if stop is not None and stop.signum is not None and not getattr(exc, "signal_name", None):
@@ -192,7 +194,7 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     how = f" by {exc.signal_name}" if getattr(exc, "signal_name", None) else ""
     # what the interrupted work kept, where it kept something (a training run's checkpoint)
     kept = getattr(exc, "kept", None) or "the output was not written"
-    print(f"streamrestore: interrupted{how}; {kept}", file=sys.stderr)
+    print(one_line(f"streamrestore: interrupted{how}; {kept}"), file=sys.stderr)
     return getattr(exc, "exit_code", 130)
 
 

@@ -34,6 +34,7 @@ from streamrestore.cli.options import (
     set_torch_threads,
     temporal_from_args,
 )
+from streamrestore.errors import one_line
 from streamrestore.threads import TORCH_THREADS_HELP
 
 
@@ -107,5 +108,5 @@ def main(argv: list[str]) -> int:
     print(result.table())
     if args.json:
         path = write_bench_json(result, args.json)
-        print(f"wrote {path}", file=sys.stderr)
+        print(one_line(f"wrote {path}"), file=sys.stderr)
     return 0

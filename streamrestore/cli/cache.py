@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from streamrestore.cache_dir import CACHE_PLACES, cache_parts, cache_root, cache_root_source, clear_cache
-from streamrestore.errors import OutputError, UserError
+from streamrestore.errors import OutputError, UserError, one_line
 
 _ALL = "all"
 
@@ -80,13 +80,14 @@ def main(argv: list[str]) -> int:
             raise OutputError(f"cannot delete {exc.filename or root}: {exc.strerror or exc}") from exc
         kept = (f"; kept {cleared.kept} temporary file(s) under an hour old, which a running streamrestore may be "
                 "writing" if cleared.kept else "")
-        print(f"deleted {cleared.files} file(s), {size_text(cleared.size)}, from {root} ({', '.join(names)}){kept}")
+        print(one_line(f"deleted {cleared.files} file(s), {size_text(cleared.size)}, from {root} ({', '.join(names)})"
+                       f"{kept}"))
         return 0
     try:
         parts = cache_parts(root)
     except OSError as exc:  # (a folder of it this user cannot read)
         raise UserError(f"cannot read {exc.filename or root}: {exc.strerror or exc}") from None
-    print(f"cache: {root} (placed by {cache_root_source()})")
+    print(one_line(f"cache: {root} (placed by {cache_root_source()})"))
     width = max(len(part.name) for part in parts)
     for part in parts:
         held = f"{part.files} file(s), {size_text(part.size)}" if part.files else "empty"

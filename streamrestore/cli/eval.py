@@ -46,7 +46,7 @@ from streamrestore.cli.options import (
     set_torch_threads,
     temporal_from_args,
 )
-from streamrestore.errors import InputError, ModelError
+from streamrestore.errors import InputError, ModelError, one_line
 from streamrestore.threads import TORCH_THREADS_HELP
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,8 @@ def main(argv: list[str]) -> int:
         write_json(args.json, result.rows, model=str(args.model), data=str(data), people=len(cases),
                    resolution=restorer.resolution, notes=result.notes)
     print(format_table(result.rows, extra=("n", "lmd_missed")))
-    print(f"wrote {out / 'eval.md'}" + (f", {out / grid_name}" if grid_name else "")
-          + (f", {args.json}" if args.json else ""), file=sys.stderr)
+    print(one_line(f"wrote {out / 'eval.md'}" + (f", {out / grid_name}" if grid_name else "")
+                   + (f", {args.json}" if args.json else "")), file=sys.stderr)
     return 0
 
 
@@ -394,5 +394,5 @@ def video_main(args: argparse.Namespace) -> int:
 
         path = write_text_file(Path(args.json), json.dumps({"rows": json_ready(rows), **facts}, indent=2,
                                                            allow_nan=False) + "\n")
-        print(f"wrote {path}", file=sys.stderr)
+        print(one_line(f"wrote {path}"), file=sys.stderr)
     return 0

@@ -42,7 +42,7 @@ from streamrestore.cli.options import (
     restorer_options,
     set_torch_threads,
 )
-from streamrestore.errors import UserError
+from streamrestore.errors import UserError, one_line
 from streamrestore.threads import TORCH_THREADS_HELP
 
 log = logging.getLogger(__name__)
@@ -202,10 +202,10 @@ def main(argv: list[str]) -> int:
     print(stats.summary(), file=sys.stderr)
     for sink in session.sinks:
         if sink.frames_written:
-            print(f"{'sent' if is_url(sink.name) else 'wrote'} {sink.frames_written} frames to {sink.name}",
+            print(one_line(f"{'sent' if is_url(sink.name) else 'wrote'} {sink.frames_written} frames to {sink.name}"),
                   file=sys.stderr)
     if source.lost:  # (the problem itself was said above): a script sees the run did not end as asked
-        print(f"streamrestore: live ended because {source.name} was lost (exit 1); what came before is kept",
+        print(one_line(f"streamrestore: live ended because {source.name} was lost (exit 1); what came before is kept"),
               file=sys.stderr)
         return 1
     return 0

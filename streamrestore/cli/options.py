@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from streamrestore.errors import OutputError, UserError
+from streamrestore.errors import OutputError, UserError, one_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.model.adapt import AdaptConfig
@@ -451,7 +451,8 @@ class _LowerCaseLevel(logging.Formatter):
     """``warning: ...``, as the run's summary writes its warnings (not ``WARNING: ...``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}" + (
+        # (one line: a file name in the message cannot start a line of its own; a traceback keeps its lines)
+        return f"{record.levelname.lower()}: {one_line(record.getMessage())}" + (
             "\n" + self.formatException(record.exc_info) if record.exc_info else "")
 
 

@@ -38,7 +38,7 @@ from streamrestore.cli.options import (
     restorer_options,
     set_torch_threads,
 )
-from streamrestore.errors import InputError, OutputError, UserError
+from streamrestore.errors import InputError, OutputError, UserError, one_line
 from streamrestore.stop_signals import preload_native_libraries, stop_signals_held
 from streamrestore.threads import TORCH_THREADS_HELP
 
@@ -218,7 +218,7 @@ def main(argv: list[str]) -> int:
         stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
                               force=args.force, progress=not args.no_progress, deinterlace=deinterlace)
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
-    print(f"wrote {output}", file=sys.stderr)
+    print(one_line(f"wrote {output}"), file=sys.stderr)
     if args.json:
         _write_json(args.json, {"input": str(args.input), "output": str(output), **stats.as_dict()})
     return 0

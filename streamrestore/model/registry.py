@@ -260,9 +260,11 @@ def load_instantrestore_net(
             lines.append(f"  - the prompt embedding: put prompt_embeds.safetensors at {prompt_need.local[0]}, "
                          "or provide sd-turbo's text encoder and tokenizer:")
             lines += ["    " + n.hint().strip() for n in missing_text]
-        raise ModelError("the InstantRestore model files are missing" + ("" if download else " (offline)")
-                         + "; put them in a folder with this layout and pass it (root=<folder>, or the folder as"
-                         " the model name), or into the Hugging Face cache:\n" + "\n".join(lines))
+        error = ModelError("the InstantRestore model files are missing" + ("" if download else " (offline)")
+                           + "; put them in a folder with this layout and pass it (root=<folder>, or the folder as"
+                           " the model name), or into the Hugging Face cache:\n" + "\n".join(lines))
+        error.several_lines = True
+        raise error
     # every file was found (else the error above)
     found = {key: need.found for key, need in (needs | text_needs).items() if need.found is not None}
 
