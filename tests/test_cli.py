@@ -372,6 +372,16 @@ def test_json_to_standard_output_is_the_programs_only_output(run, clip, tmp_path
     loop.symlink_to(loop)
     code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", loop)
     assert code == 2 and "--json" in _one_error_line(err)
+    # -o's rules: a link to nothing needs --force (a planted one wrote the figures where it pointed), a missing
+    # folder is refused (a typo made a folder tree)
+    planted = tmp_path / "planted.json"
+    planted.symlink_to(tmp_path / "elsewhere.json")
+    code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", planted)
+    assert code == 2 and "is a symbolic link to" in _one_error_line(err) and not (tmp_path / "q.mp4").exists()
+    code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", tmp_path / "typo" / "run.json")
+    assert code == 2 and "--json folder" in _one_error_line(err) and not (tmp_path / "typo").exists()
+    code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", planted, "--force")
+    assert code == 0 and json.loads((tmp_path / "elsewhere.json").read_text())["frames"] == 6
 
 
 def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_path, monkeypatch):

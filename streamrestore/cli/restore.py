@@ -226,7 +226,8 @@ def main(argv: list[str]) -> int:
 
 def _check_json_path(given: str | None, src: Path, output: Path, force: bool) -> None:
     """Refuses a ``--json`` file that is the input or the output (a slip of tab completion would
-    replace the video with its figures), or that exists, without ``--force``."""
+    replace the video with its figures), that exists or is a link to nothing without ``--force``, or whose
+    folder does not exist: the rules of ``-o``."""
     if given is None or given == "-":
         return
     try:
@@ -242,6 +243,12 @@ def _check_json_path(given: str | None, src: Path, output: Path, force: bool) ->
                           "or - for standard output")
     if path.exists() and not force:
         raise OutputError(f"--json {given} already exists; replace it with --force")
+    named = Path(given).expanduser()
+    if named.is_symlink() and not path.exists() and not force:  # (a link planted at a name the user reuses)
+        raise OutputError(f"--json {given} is a symbolic link to {os.readlink(named)}, which does not exist: the "
+                          "figures would be written there; name another file, or write through the link with --force")
+    if not path.parent.is_dir():  # (a typo made a folder tree, where -o's refuses)
+        raise OutputError(f"--json folder {named.parent} does not exist; create it first")
 
 
 def _write_json(path: str, record: dict) -> None:
