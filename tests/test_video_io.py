@@ -2040,7 +2040,8 @@ def test_a_video_that_turns_interlaced_after_a_progressive_start_is_deinterlaced
 
 def test_a_matroska_files_attached_fonts_are_kept_in_matroska_and_named_elsewhere(tmp_path):
     """The font an MKV's ASS subtitles are styled with (an attached file) was dropped while the subtitles were
-    copied, said only as "1 attachment stream of the input not copied"."""
+    copied, said only as "1 attachment stream of the input not copied". Its title goes with it (it was dropped).
+    """
     import numpy as np
 
     src = tmp_path / "film.mkv"
@@ -2048,7 +2049,7 @@ def test_a_matroska_files_attached_fonts_are_kept_in_matroska_and_named_elsewher
     with av.open(str(src), "w") as out:
         video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
-        out.add_attachment("Film Sans.ttf", "application/x-truetype-font", font)
+        out.add_attachment("Film Sans.ttf", "application/x-truetype-font", font).metadata["title"] = "Film Sans"
         for i in range(5):
             frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
             frame.pts = i
@@ -2068,6 +2069,7 @@ def test_a_matroska_files_attached_fonts_are_kept_in_matroska_and_named_elsewher
         attached = [s for s in kept.streams if s.type == "attachment"]
         assert [(s.name, s.mimetype, bytes(s.data)) for s in attached] == \
             [("Film Sans.ttf", "application/x-truetype-font", font)]
+        assert attached[0].metadata.get("title") == "Film Sans"
     assert "1 attached file of the input not copied (Film Sans.ttf): .mp4 files hold none (.mkv does)" in \
         copy_to(tmp_path / "out.mp4")
 

@@ -975,8 +975,11 @@ class VideoWriter:
             attachments: list[Any] = [s for s in self._copy_from.streams if s.type == "attachment"]  # (AttachmentStream)
             if attachments and self.dst.suffix.lower() in _ATTACHMENTS_KEPT:
                 for attached in attachments:
-                    self._output.add_attachment(attached.name or "attachment", attached.mimetype or
-                                                "application/octet-stream", bytes(attached.data))
+                    copy = self._output.add_attachment(attached.name or "attachment", attached.mimetype or
+                                                       "application/octet-stream", bytes(attached.data))
+                    for key, value in attached.metadata.items():  # (its title, its description: a font's name)
+                        if key.lower() not in ("filename", "mimetype"):
+                            copy.metadata[key] = value
             elif attachments:
                 names = ", ".join(s.name or "unnamed" for s in attachments)
                 styled = any(s.codec_context.name in ("ass", "ssa") for s in subtitles)
