@@ -1051,7 +1051,7 @@ def run(
         raise UserError(f"bad encoder option: {exc}") from None
     if ray in (None, "local"):  # on a cluster the driver may have no GPU; the workers check theirs
         check_model_options(model, device=device, fast_vae=fast_vae)
-    check_references(refs)
+    check_references(refs, unmatched=unmatched)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -1190,11 +1190,8 @@ def build_face_restorer(
                     "a person); one person's photos go in one folder", len(photos), len(photos))
     if detector not in ("auto", "scrfd", "dlib"):
         raise ModelError(f"unknown detector {detector!r}: use auto, scrfd or dlib")
-    if config.unmatched == "skip" and not specs:
-        log.warning("--unmatched skip leaves alone the faces that match none of the reference photos, and none "
-                    "were given (--refs): every face is restored")
     check_model_options(model, device=device, fast_vae=fast_vae)
-    check_references(specs)
+    check_references(specs, unmatched=config.unmatched)
     if face_models is not None:  # (a folder without a pack: said now, not after the model has loaded)
         from streamrestore.faces import detect as face_detect
 
@@ -1297,20 +1294,27 @@ def check_model_options(model: str | Path | Restorer = "lite", *, device: str = 
                          "or the file itself")
 
 
-def check_references(refs: str | Path | Iterable[str | Path | ReferenceSet] | None) -> None:
+def check_references(refs: str | Path | Iterable[str | Path | ReferenceSet] | None,
+                     unmatched: str = "restore") -> None:
     """Fails at once on reference specs that cannot work. Reads no photo (see
     :func:`streamrestore.faces.references.check_reference_specs`).
 
     Args:
         refs: as for :func:`build_face_restorer` (loaded sets are not checked).
+        unmatched: :attr:`PipelineConfig.unmatched`: ``"skip"`` needs references to match faces to.
 
     Raises:
-        ReferencesError: a folder that is missing or holds no photos, or a set name given twice
-            (``NAME=DIR``).
+        ReferencesError: a folder that is missing or holds no photos, a set name given twice
+            (``NAME=DIR``), or ``unmatched="skip"`` without references (it would restore every face, where
+            only those of the people given were asked for: the faces of people who did not consent, say).
     """
     from streamrestore.faces.references import check_reference_specs, parse_reference_specs
 
     given = _as_specs(refs)
+    if unmatched == "skip" and not given:
+        raise ReferencesError("--unmatched skip restores only the faces that match the reference photos, and none "
+                              "were given: name the people's photos with --refs NAME=DIR (library: refs=), or leave "
+                              "out --unmatched skip to restore every face")
     specs = [s for s in given if isinstance(s, str)]
     if specs:
         check_reference_specs(specs)

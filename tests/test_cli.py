@@ -316,6 +316,23 @@ def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(reques
     assert "unmatched faces: 0 (similarity below" in err and "skipped faces: 0" in err
 
 
+def test_unmatched_skip_without_references_is_refused(run, clip, tmp_path):
+    """``--unmatched skip`` asks that only the faces of the people given be restored; without ``--refs`` it
+    restored every face (everyone's: those who did not consent too) with a warning and exit 0."""
+    from streamrestore import batch
+    from streamrestore.errors import ReferencesError, UserError
+    from streamrestore.pipeline import FaceRestorer, PipelineConfig
+
+    code, err = run(clip, "-o", tmp_path / "o.mp4", "--unmatched", "skip")
+    assert code == 2 and "--unmatched skip restores only the faces that match" in _one_error_line(err)
+    assert not (tmp_path / "o.mp4").exists()
+    with pytest.raises(ReferencesError, match="none were given"):
+        FaceRestorer.from_options(None, config=PipelineConfig(unmatched="skip"), model="identity")
+    with pytest.raises(UserError, match="none were given"):
+        batch.run([clip], out_dir=tmp_path / "out", unmatched="skip", model="identity")
+    assert not (tmp_path / "out").exists()
+
+
 def test_unwritable_output_folder(run, clip, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")

@@ -144,7 +144,7 @@ def main(argv: list[str]) -> int:
             check_not_input(args.source, spec)  # even with --force: never overwrite the source
     encoder = _encoder_settings(args)
     check_model_options(args.model, device=args.device, fast_vae=args.fast_vae)
-    check_references(args.refs)
+    check_references(args.refs, unmatched=args.unmatched)
 
     from streamrestore.live.session import LiveConfig, LiveSession
     from streamrestore.live.sinks import open_sink

@@ -195,7 +195,7 @@ def main(argv: list[str]) -> int:
     # window and the output in restore_video), so a mistake costs no model loading.
     encoder = encoder_from_args(args)
     check_model_options(args.model, device=args.device, fast_vae=args.fast_vae)
-    check_references(args.refs)
+    check_references(args.refs, unmatched=args.unmatched)
 
     def build(fps: float) -> FaceRestorer:
         # A stop signal in the middle of a native library's import could crash the interpreter:
