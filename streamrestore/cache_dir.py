@@ -4,7 +4,9 @@ Three kinds of file live there, each in its own place under one root:
 
 * ``engines/``: exported ONNX programs and built TensorRT engines
   (:mod:`streamrestore.backends.engine_files`);
-* ``adapted/``: per-person fine-tuned weights of ``--adapt`` (:mod:`streamrestore.model.adapt`);
+* ``adapted/``: per-person fine-tuned weights of ``--adapt`` (:mod:`streamrestore.model.adapt`), and the
+  programs exported from them, which lie in ``engines/`` (their names hold :data:`ADAPTED_NAME`) but hold
+  the person's fine-tune: they are counted and cleared with ``adapted``, not ``engines``;
 * ``instantrestore_prompt_embeds.safetensors``: the official model's fixed prompt, embedded once
   (:mod:`streamrestore.model.registry`).
 
@@ -27,8 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CACHE_PLACES", "CachePart", "CachePlace", "cache_parts", "cache_place", "cache_root", "cache_root_source",
-           "clear_cache", "place_path"]
+__all__ = ["ADAPTED_NAME", "CACHE_PLACES", "CachePart", "CachePlace", "cache_parts", "cache_place", "cache_root",
+           "cache_root_source", "clear_cache", "keep_private_if_personal", "place_path"]
 
 #: the variables that place the root, first set wins (the module docstring)
 ROOT_VARIABLES = ("STREAMRESTORE_CACHE", "STREAMRESTORE_HOME")
@@ -42,6 +44,23 @@ class CachePlace:
     relative: str  #: its folder or file under the root
     suffixes: tuple[str, ...]  #: the kinds of file it holds; any other file there is neither counted nor deleted
     about: str  #: what its files are, and what deleting them costs
+    #: files of another place's folder that are this place's: (that place's name, a part of their names)
+    borrowed: tuple[str, str] | None = None
+
+
+#: what a model adapted to a person adds to its name (``lite+adapt``), so to the names of the programs
+#: exported from it (``engines/lite+adapt-<digest>.onnx``)
+ADAPTED_NAME = "+adapt"
+
+
+def keep_private_if_personal(path: Path, personal: bool | None = None) -> None:
+    """Makes the cache file ``path`` (before it is renamed into place) readable by its owner only, whatever
+    the umask, where it is made from a person's photos: a fine-tune (``personal``), or a program exported from
+    one (its name holds :data:`ADAPTED_NAME`). On a shared machine such a file says whose face was worked on,
+    and when; the cache's other files (programs of shipped models) follow the umask, as any file a tool writes.
+    """
+    if personal or (personal is None and ADAPTED_NAME + "-" in path.name):
+        os.chmod(path, 0o600)
 
 
 #: the cache's places (the module docstring)
@@ -49,7 +68,8 @@ CACHE_PLACES = (
     CachePlace("engines", "engines", (".onnx", ".ep"),
                "exported ONNX programs and TensorRT engines (made again in seconds, or minutes for TensorRT)"),
     CachePlace("adapted", "adapted", (".safetensors",),
-               "--adapt's fine-tunes, one per person and settings (made again in about a minute each)"),
+               "--adapt's fine-tunes, one per person and settings, and the programs exported from them (made again "
+               "in about a minute each)", borrowed=("engines", ADAPTED_NAME + "-")),
     CachePlace("prompt", "instantrestore_prompt_embeds.safetensors", (".safetensors",),
                "the official model's prompt embedding (made again with SD-Turbo's text encoder)"),
 )
@@ -220,6 +240,20 @@ def _part_files(path: Path, suffixes: tuple[str, ...]) -> list[tuple[Path, int, 
     return found
 
 
+def _place_files(place: CachePlace, root: Path | None) -> list[tuple[Path, int, float]]:
+    """:func:`_part_files` of ``place``: those of its own folder less those another place borrows from it,
+    and those it borrows."""
+    files = _part_files(place_path(place.name, root), place.suffixes)
+    for other in CACHE_PLACES:
+        if other.borrowed is not None and other.borrowed[0] == place.name:
+            files = [entry for entry in files if other.borrowed[1] not in entry[0].name]
+    if place.borrowed is not None:
+        lender = cache_place(place.borrowed[0])
+        files += [entry for entry in _part_files(place_path(lender.name, root), lender.suffixes)
+                  if place.borrowed[1] in entry[0].name]
+    return files
+
+
 def cache_parts(root: Path | None = None) -> list[CachePart]:
     """Each place of the cache under ``root`` (default :func:`cache_root`) with its file count
     and size, in :data:`CACHE_PLACES`' order; a place not made yet has no files.
@@ -230,7 +264,7 @@ def cache_parts(root: Path | None = None) -> list[CachePart]:
     parts = []
     for place in CACHE_PLACES:
         path = place_path(place.name, root)
-        files = _part_files(path, place.suffixes)
+        files = _place_files(place, root)
         parts.append(CachePart(place.name, path, place.about, len(files), sum(size for _, size, _ in files)))
     return parts
 
@@ -276,7 +310,7 @@ def clear_cache(names: Iterable[str], root: Path | None = None) -> Cleared:
     deleted = freed = kept = 0
     now = time.time()
     for place in places:
-        for file, size, mtime in _part_files(place_path(place.name, root), place.suffixes):
+        for file, size, mtime in _place_files(place, root):
             if file.suffix == ".tmp" and now - mtime < LEFTOVER_AGE_S:
                 kept += 1
                 continue

@@ -55,8 +55,9 @@ def test_adapted_once_then_loaded_from_the_cache(base, tmp_path):
 def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, caplog):
     """A read-only or full cache folder ended the run with a traceback after the fine-tune (a minute
     or more at the default steps), and every rerun fine-tuned again to die again. The fine-tune serves
-    the run; the warning says it will be made again. One that is kept follows the umask, as any file
-    a tool writes (safetensors writes 0600 whatever the umask). A batch's worker that cannot keep
+    the run; the warning says it will be made again. One that is kept is its owner's only, whatever the
+    umask (0600 in a folder made 0700): made from a person's photos, it says on a shared machine whose face
+    was worked on (it followed the umask: 0644 under the usual 022). A batch's worker that cannot keep
     another worker's fine-tune makes its own."""
     import logging
     import os
@@ -71,12 +72,14 @@ def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, ca
     assert "but cannot keep it in" in caplog.text and "made again in every run" in caplog.text
     adapted = _restore(restorer, faces, [cache, cache])
     kept = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, cache_dir=str(tmp_path / "ok")))
-    cache = kept.encode_references(photos)
+    umask = os.umask(0o022)  # (the usual one, whatever the test runner's)
+    try:
+        cache = kept.encode_references(photos)
+    finally:
+        os.umask(umask)
     torch.testing.assert_close(_restore(kept, faces, [cache, cache]), adapted)  # the same fine-tune
     (file,) = (tmp_path / "ok").glob("*.safetensors")
-    umask = os.umask(0o022)  # (the test's own: what a plain file of this process gets)
-    os.umask(umask)
-    assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(file.stat().st_mode) == 0o600 and stat.S_IMODE(file.parent.stat().st_mode) == 0o700
     from streamrestore.model.adapt import store_adapted_weights
 
     caplog.clear()
@@ -380,6 +383,17 @@ def test_served_by_onnxruntime_restores_as_the_eager_networks(with_head, tmp_pat
                                    rtol=1e-4, atol=2e-5)
     adapted = _restore(served, faces, [served_cache] * 2)
     assert (adapted - _restore(served, faces, [served.unadapted(served_cache)] * 2)).abs().mean() > 1e-5
+    # a program of the person's fine-tune is its owner's only (it holds the fine-tune), the base's as the umask says
+    import os
+    import stat
+
+    umask = os.umask(0)  # (read by setting it)
+    os.umask(umask)
+    programs = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "cache").rglob("*.onnx")}
+    personal = {name: mode for name, mode in programs.items() if "+adapt-" in name}
+    assert personal and set(personal.values()) == {0o600}
+    assert len(programs) > len(personal) and {mode for name, mode in programs.items() if name not in personal} == \
+        {0o666 & ~umask}
 
 
 def test_a_compiling_backend_serves_adapted_copies_eagerly(with_head, tmp_path, monkeypatch):

@@ -85,6 +85,24 @@ def test_clearing_a_place_deletes_only_its_files(tmp_path):
     assert (files, size, cleared.files, cleared.size, cleared.kept) == (0, 0, 0, 0, 0)
 
 
+def test_the_programs_of_a_persons_fine_tune_are_cleared_with_it(tmp_path):
+    """A program exported from an --adapt fine-tune (``engines/lite+adapt-<digest>.onnx``) holds the person's
+    fine-tuned weights: ``--clear adapted`` left it, and only ``--clear engines`` (which a user deleting a
+    person's data has no reason to run) deleted it."""
+    files = _fill(tmp_path)
+    program = tmp_path / "engines" / "lite+adapt-90ecad73.onnx"
+    being_written = tmp_path / "engines" / "lite+adapt-90ecad73.onnx.4242.a1b2c3.tmp"
+    program.write_bytes(b"x" * 500)
+    being_written.write_bytes(b"x" * 50)
+    parts = {part.name: part for part in cache_parts(tmp_path)}
+    assert (parts["engines"].files, parts["engines"].size) == (2, 3000)  # counted once, with the person's data
+    assert (parts["adapted"].files, parts["adapted"].size) == (4, 9550)
+    assert clear_cache(["engines"], tmp_path) == (2, 3000) and program.exists()
+    cleared = clear_cache(["adapted"], tmp_path)
+    assert cleared == (2, 3500) and cleared.kept == 2  # (the fine-tune's and the program's being written)
+    assert not program.exists() and not files["adapted"].exists() and being_written.exists()
+
+
 def test_a_temporary_file_a_killed_run_left_is_cleared_and_one_being_written_kept(tmp_path):
     """A run killed while exporting or fine-tuning left its temporary file in the cache for ever:
     neither counted nor cleared."""

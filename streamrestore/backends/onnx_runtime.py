@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamrestore.cache_dir import cache_temp_name
+from streamrestore.cache_dir import cache_temp_name, keep_private_if_personal
 from streamrestore.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def export_onnx(core: nn.Module, args, path: Path) -> None:
             warnings.simplefilter("ignore")
             torch.onnx.export(flat_core, tuple(flat), str(tmp),
                               input_names=names, output_names=["restored"], opset_version=17, dynamo=False)
+        keep_private_if_personal(tmp)
         tmp.replace(path)
     except (OSError, MemoryError):  # the folder (read-only, full) or the memory, not the exporter: the caller decides
         raise

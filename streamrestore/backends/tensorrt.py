@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from streamrestore.cache_dir import cache_temp_name
+from streamrestore.cache_dir import cache_temp_name, keep_private_if_personal
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def tensorrt_engine(core: nn.Module, args, dtype: torch.dtype, path: Path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch_tensorrt.save(program, str(tmp), inputs=inputs)
+        keep_private_if_personal(tmp)
         tmp.replace(path)
     except Exception as exc:
         log.warning("could not cache the TensorRT engine at %s: %s", path, exc)

@@ -35,7 +35,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from streamrestore.cache_dir import cache_temp_name, place_path, trusted_cached_file
+from streamrestore.cache_dir import (
+    ADAPTED_NAME,
+    cache_temp_name,
+    keep_private_if_personal,
+    place_path,
+    trusted_cached_file,
+)
 from streamrestore.errors import ModelError
 from streamrestore.model.cache import ReferenceCache, reference_key
 from streamrestore.settings import check_kinds
@@ -157,12 +163,13 @@ def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     a file, and processes that share the folder (a batch's workers) never write one file together."""
     from safetensors.torch import save  # noqa: PLC0415
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():  # (made private: its files' names and times say whose faces were worked on)
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
     tmp = cache_temp_name(path)
     try:
-        # written here, not by safetensors' save_file, whose file is 0600 whatever the umask: this one
-        # follows it, as the cache's other files and any file a tool writes
         tmp.write_bytes(save({k: v.contiguous() for k, v in state.items()}))
+        keep_private_if_personal(tmp, personal=True)  # (a person's fine-tune, whatever the umask)
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(OSError):  # (a read-only folder refuses even a missing file's unlink)
@@ -375,7 +382,7 @@ class AdaptedRestorer:
         self.base = base
         self.config = config
         self.resolution = base.resolution
-        self.name = f"{getattr(base, 'name', 'custom')}+adapt"
+        self.name = getattr(base, "name", "custom") + ADAPTED_NAME  # (its programs' names say so: cache_dir)
         self.device = getattr(base, "device", None)
         self.cache_dir = config.cache_folder()
         self._adapted: dict[str, object] = {}  # key -> InstantRestorer with adapted weights
