@@ -176,6 +176,7 @@ def restore_photo(
     restorer: RestorerSpec | None = None,
     *,
     force: bool = False,
+    strip_metadata: bool = False,
 ) -> RunStats:
     """Restores the faces of the photo ``src`` into ``dst``.
 
@@ -193,6 +194,9 @@ def restore_photo(
         restorer: as for :func:`restore_video` (a function gets 30.0 as the frame rate).
         force: replace an existing ``dst`` (default False: an
             :class:`~streamrestore.errors.OutputError`).
+        strip_metadata: leave out the photo's EXIF (a GPS position, the camera, its owner, the date),
+            XMP and PNG text (default False: kept); its colour profile stays (colours, not people). See
+            :class:`~streamrestore.video.writer.EncoderSettings`' ``strip_metadata`` for videos.
 
     Returns:
         The run's :class:`~streamrestore.run.RunStats`, its ``photo`` set (its summary speaks of faces,
@@ -222,6 +226,8 @@ def restore_photo(
     dst = Path(dst) if dst is not None else default_photo_output(src)
     check_not_input(src, dst)
     photo = read_photo(src)
+    if strip_metadata:
+        photo.exif, photo.xmp, photo.text = None, None, {}
     check_photo_output(dst, force)
     face_restorer = _face_restorer(restorer, restorer.fps if isinstance(restorer, FaceRestorer) else 30.0)
     stats = face_restorer.stats
@@ -233,7 +239,7 @@ def restore_photo(
         (restored,) = face_restorer.stream([frame])
     finally:
         face_restorer._release()
-    if same_photo_format(src, dst) and np.array_equal(restored, frame):
+    if same_photo_format(src, dst) and np.array_equal(restored, frame) and not strip_metadata:
         copy_photo(src, dst, force=force)  # nothing changed: its bytes, not a second compression
     else:
         stats.problems.extend(write_photo(dst, restored[:, :, ::-1] if bgr else restored, photo, force=force))

@@ -518,7 +518,8 @@ class BatchWorker:
             raise RuntimeError(f"injected failure ({FAIL_ENV})")
         _die_once(die)
         if is_image(src):
-            stats = restore_photo(src, dst, self._loaded().fresh(), force=True)
+            stats = restore_photo(src, dst, self._loaded().fresh(), force=True,
+                                  strip_metadata=bool(self.encoder.get("strip_metadata")))
         else:
             info = probe(src)
             fps = float(info.frame_rate) if info.frame_rate else 30.0
@@ -975,6 +976,7 @@ def run(
     preset: str | None = None,
     pix_fmt: str | None = None,
     tune: str | None = None,
+    strip_metadata: bool = False,
     torch_threads: int = 1,
     progress: bool = True,
     ray_init: dict | None = None,
@@ -998,7 +1000,8 @@ def run(
     worker adapts first, and the others load its fine-tunes instead of adapting again (on their own
     machines too); ignored without ``refs``. ``deinterlace``: as :func:`~streamrestore.api.restore_video`'s, True or
     False (not ``"fields"``).
-    ``codec``, ``crf``, ``preset``, ``pix_fmt``, ``tune``: the outputs' :class:`~streamrestore.video.writer.EncoderSettings`.
+    ``codec``, ``crf``, ``preset``, ``pix_fmt``, ``tune``, ``strip_metadata``: the outputs'
+    :class:`~streamrestore.video.writer.EncoderSettings` (``strip_metadata`` a photo's too).
 
     Returns a :class:`BatchResult` (``exit_code`` 0 when all succeeded, else 1). Usage mistakes
     raise :class:`~streamrestore.errors.UserError` before anything runs.
@@ -1041,6 +1044,8 @@ def run(
         raise UserError(f"deinterlace={deinterlace!r}: a batch deinterlaces one frame per frame (True) or not (False); "
                         "a frame per field is the main command's --field-rate")
     encoder = {"codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt, "tune": tune}
+    if strip_metadata:  # (given only: a batch folder made before the option records no such field)
+        encoder["strip_metadata"] = True
     try:  # a format, crf or preset an output's codec refuses would fail that input in the workers
         settings = EncoderSettings(**encoder)
         from streamrestore.images import is_image  # noqa: PLC0415

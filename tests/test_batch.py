@@ -212,6 +212,33 @@ def test_without_ray_runs_in_process(clips, tmp_path, batch, monkeypatch):
     assert not any(r["key"].startswith("chunk:") for r in _records(out).values())
 
 
+def test_strip_metadata_reaches_every_output_of_a_batch(tmp_path, batch, monkeypatch):
+    """``batch --strip-metadata``: a video's tags and a photo's EXIF are left out, as the main command's."""
+    from PIL import Image
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # in-process: the same workers' code, faster
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(folder / "base.mp4", frames=4)
+    with av.open(str(folder / "base.mp4")) as c, av.open(str(folder / "v.mp4"), "w") as out:
+        out.metadata.update({"title": "Interview with J.", "location": "+48.8584+002.2945/"})
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(c.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+    (folder / "base.mp4").unlink()
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"  # Make
+    Image.new("RGB", (64, 48), (90, 60, 40)).save(folder / "p.jpg", exif=exif.tobytes())
+    code, err = batch(folder, "-o", tmp_path / "out", "--strip-metadata")
+    assert code == 0, err
+    with av.open(str(tmp_path / "out" / "v.restored.mp4")) as c:
+        assert "Interview" not in str(c.metadata) and "location" not in c.metadata
+    with Image.open(tmp_path / "out" / "p.restored.jpg") as photo:
+        assert not photo.getexif()
+
+
 def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_path, batch, monkeypatch):
     """Ray keeps a token and its logs under the home folder: with HOME unwritable (a container's user) ray.init's
     PermissionError ended the batch in a 40-line traceback. A local Ray is given the cores this process may use."""

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import synthetic_faces as sf
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from streamrestore.api import restore_photo
 from streamrestore.cli import main
@@ -112,6 +112,39 @@ def test_a_phone_photo_comes_back_upright_with_its_profile_and_exif(tmp_path):
         picture = np.asarray(out.convert("RGB")).astype(int)
     x, y = _nose(kps)
     assert picture[y, x, 0] - int(shown[y, x, 0]) > 30  # reddened where the face is shown (JPEG: roughly)
+
+
+def test_strip_metadata_leaves_out_a_photos_gps_camera_and_owner(tmp_path):
+    """A photo of someone who must not be found kept its EXIF GPS block, camera and owner, its XMP and a
+    PNG's text: ``strip_metadata`` leaves them out (the colour profile stays), also where no face changed,
+    which was a byte copy."""
+    from streamrestore.cli import main
+
+    shown, _ = _scene(180, 240)
+    exif = Image.Exif()
+    exif[EXIF_MAKE] = "TestCam"
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 30.0), 3: "E", 4: (2.0, 17.0, 40.0)}  # GPSInfo
+    src = tmp_path / "source.jpg"
+    Image.fromarray(shown).save(src, quality=97, exif=exif.tobytes(), icc_profile=PROFILE, xmp=XMP)
+    with Image.open(src) as photo:
+        assert photo.getexif().get_ifd(0x8825)
+    nobody = sf.SyntheticFaceDetector(min_eye_distance=1e4)  # (finds no face: nothing changes)
+    for faces, name in ((_face_restorer(sf.UprightFaceDetector()), "restored.jpg"), (_face_restorer(nobody), "same.jpg")):
+        stats = restore_photo(src, tmp_path / name, faces, strip_metadata=True)
+        assert stats.faces_restored == (name == "restored.jpg")
+        with Image.open(tmp_path / name) as out:
+            assert not out.getexif() and "xmp" not in out.info and out.info["icc_profile"] == PROFILE, name
+    png = tmp_path / "source.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Location", "Rue X 12")
+    Image.fromarray(shown).save(png, pnginfo=info, exif=exif.tobytes())
+    assert main([str(png), "-o", str(tmp_path / "out.png"), "--model", "identity", "--detector", "dlib",
+                 "--strip-metadata"]) == 0
+    with Image.open(tmp_path / "out.png") as out:
+        assert not out.getexif() and "Location" not in out.info
+    assert main([str(png), "-o", str(tmp_path / "kept.png"), "--model", "identity", "--detector", "dlib"]) == 0
+    with Image.open(tmp_path / "kept.png") as out:
+        assert out.info["Location"] == "Rue X 12" and out.getexif()[EXIF_MAKE] == "TestCam"
 
 
 def test_transparency_and_grey_are_kept(tmp_path):

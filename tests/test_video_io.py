@@ -1929,6 +1929,46 @@ def test_an_iphones_place_make_model_and_local_time_are_kept(tmp_path, ext):
         assert c.metadata.get("com.apple.quicktime.title") == "Paris"
 
 
+@pytest.mark.parametrize("ext", ["mov", "mkv"])
+def test_strip_metadata_leaves_out_where_when_and_on_what_a_video_was_filmed(tmp_path, ext):
+    """Footage of people who must not be found carried the place, time, camera, title and comments of the
+    input: ``strip_metadata`` leaves out every tag of the file, the tracks' but their language, and the chapters
+    and timecode; the pictures and sound are the same as without it."""
+    from dataclasses import replace
+
+    base = tmp_path / f"base.{ext}"
+    _tagged_clip(base)
+    src = tmp_path / f"IMG_0002.{ext}"
+    tags = {"com.apple.quicktime.location.ISO6709": "+48.8584+002.2945+035.000/",
+            "com.apple.quicktime.model": "iPhone 15 Pro", "title": "Interview with J.", "comment": "source",
+            "creation_time": "2026-03-01T10:00:00.000000Z", "timecode": "10:11:12:13"}
+    with av.open(str(base)) as c, av.open(str(src), "w", options={"movflags": "use_metadata_tags"} if ext == "mov"
+                                          else {}) as out:
+        out.metadata.update(tags)
+        streams = {s.index: out.add_stream_from_template(s) for s in c.streams if s.type in ("video", "audio")}
+        streams[1].metadata.update({"language": "fra", "title": "Interview J. mic"})
+        out.set_chapters(c.chapters())
+        for packet in c.demux():
+            if packet.size and packet.stream_index in streams:
+                packet.stream = streams[packet.stream_index]
+                out.mux(packet)
+    with av.open(str(src)) as c:
+        assert "iPhone" in str(c.metadata) and len(c.chapters()) == 3
+    passthrough(src, tmp_path / f"kept.{ext}")
+    passthrough(src, tmp_path / f"stripped.{ext}", replace(FAST, strip_metadata=True))
+    with av.open(str(tmp_path / f"kept.{ext}")) as kept, av.open(str(tmp_path / f"stripped.{ext}")) as stripped:
+        assert "iPhone" in str(kept.metadata) and "Interview" in str(kept.metadata)
+        assert {key.lower() for key in stripped.metadata} <= {"encoder", "major_brand", "minor_version", "compatible_brands"}
+        assert stripped.chapters() == [] and len(kept.chapters()) == 3
+        for stream in stripped.streams:
+            assert {key.lower() for key in stream.metadata} - {"language", "handler_name", "vendor_id", "encoder", "duration"} == set()
+            assert "Interview" not in str(stream.metadata) and "10:11" not in str(stream.metadata)
+        assert stripped.streams.audio[0].metadata.get("language") == "fra"
+        assert [s.type for s in stripped.streams] == ["video", "audio"]
+        assert [bytes(p) for p in stripped.demux(stripped.streams.audio[0])] == \
+            [bytes(p) for p in kept.demux(kept.streams.audio[0])]
+
+
 def test_chapters_are_said_lost_only_where_the_output_cannot_hold_them(tmp_path):
     """An MP4's chapters are a text track FFmpeg reads as a data stream: it was said "not copied"
     though the chapters were written again. MPEG-TS holds neither chapters nor a file's tags: both

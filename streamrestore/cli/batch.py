@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
         temporal=temporal, reference_detail=reference_detail_from_args(args), identity_gate=identity_gate_from_args(args),
         quality_gate=quality_gate_from_args(args), match_threshold=match_threshold_from_args(args),
         crop_resolution=crop_resolution_from_args(args), adapt=adapt, codec=args.codec, crf=args.crf, preset=args.preset,
-        pix_fmt=args.pix_fmt, tune=args.tune,
+        pix_fmt=args.pix_fmt, tune=args.tune, strip_metadata=args.strip_metadata,
         torch_threads=args.torch_threads, deinterlace=not args.no_deinterlace,
         progress=not args.no_progress,
     )

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_crop_resolution_option(p)
     add_adapt_options(p)
     add_deinterlace_option(p)
-    add_encoder_options(p)
+    add_encoder_options(p, metadata=False)
     return p
 
 

@@ -138,8 +138,15 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
                         "the share of the model's change the quality gate kept")
 
 
-def add_encoder_options(p: argparse.ArgumentParser) -> None:
-    """The output encoder's options (``streamrestore.video.writer.EncoderSettings``)."""
+def add_encoder_options(p: argparse.ArgumentParser, metadata: bool = True) -> None:
+    """The output encoder's options (``streamrestore.video.writer.EncoderSettings``); ``metadata``: with
+    ``--strip-metadata`` (not live's, whose outputs carry no tags of a source)."""
+    if metadata:
+        p.add_argument("--strip-metadata", action="store_true",
+                       help="leave out the input's tags: a video's title, comments, recording date, location, "
+                       "camera and author, its timecode, chapters and track names (each track's language stays); a "
+                       "photo's EXIF (GPS, camera, owner, date), XMP and text. For footage of people who must not "
+                       "be found; by default they are kept")
     p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces; "
                    "live's streams: 23)")
     p.add_argument("--preset", help="encoder speed preset: x264/x265 a name (ultrafast ... veryslow; default "
@@ -442,7 +449,7 @@ def encoder_from_args(args: argparse.Namespace) -> EncoderSettings:
 
     try:
         return EncoderSettings(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-                               tune=getattr(args, "tune", None))
+                               tune=getattr(args, "tune", None), strip_metadata=getattr(args, "strip_metadata", False))
     except ValueError as exc:
         raise OutputError(f"bad encoder option: {exc}") from None
 

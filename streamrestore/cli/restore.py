@@ -213,7 +213,7 @@ def main(argv: list[str]) -> int:
     output = _output_path(args.output, default)
     _check_json_path(args.json, Path(args.input), output, args.force)
     if is_image(args.input):
-        stats = restore_photo(args.input, output, build, force=args.force)
+        stats = restore_photo(args.input, output, build, force=args.force, strip_metadata=args.strip_metadata)
     else:
         stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
                               force=args.force, progress=not args.no_progress, deinterlace=deinterlace)

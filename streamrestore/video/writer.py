@@ -202,6 +202,11 @@ class EncoderSettings:
             browsers and phones do not play it; ``"yuv420p"`` plays everywhere).
         tune: x264's or x265's tuning (default None: none); ``"grain"`` keeps film grain and tape noise
             where the default smoothed it by about a tenth over the whole picture, at a larger file.
+        strip_metadata: leave out the input's tags (default False: kept, so a library sorts the restored
+            video by the day it was recorded): the file's (title, comment, recording date, a phone's
+            location, make and model, author), each track's but its language, the timecode and the
+            chapters. For footage of people who must not be found: where and when it was filmed, and on
+            what, go with the file otherwise. The pictures, sound, subtitles and attached fonts are kept.
 
     Raises:
         ValueError: an encoder this FFmpeg build lacks, a ``crf`` outside 0-63, negative
@@ -214,6 +219,7 @@ class EncoderSettings:
     threads: int = 0
     pix_fmt: str | None = None
     tune: str | None = None
+    strip_metadata: bool = False
 
     def __post_init__(self) -> None:
         check_kinds(self)
@@ -854,7 +860,7 @@ class VideoWriter:
                 self._copy_from = open_input(audio_from)
                 # an iPhone's place, make, model and local recording time are QuickTime metadata keys
                 # ("com.apple.quicktime.*"), which MP4/MOV keep only written as such
-                if self.dst.suffix.lower() in _APPLE_CONTAINERS and any(
+                if self.dst.suffix.lower() in _APPLE_CONTAINERS and not self.settings.strip_metadata and any(
                         key.startswith("com.apple.") for key in self._copy_from.metadata):
                     keep["movflags"] = "use_metadata_tags"
             self._metadata_keys = "movflags" in keep
@@ -960,13 +966,13 @@ class VideoWriter:
             timecodes = [s for s in self._copy_from.streams if s.type == "data" and s.metadata.get("timecode")]
             # an MP4/MOV's chapters are a text track (read as a data stream): written again with the
             # chapters (_copy_tags) where the output holds chapters, else said lost
-            has_chapters = bool(self._copy_from.chapters())
+            has_chapters = bool(self._copy_from.chapters()) and not self.settings.strip_metadata
             holds_chapters = self.dst.suffix.lower() not in _MPEG_TS
             chapter_tracks = [s for s in self._copy_from.streams if has_chapters and _is_chapter_track(s)]
             if has_chapters and not holds_chapters:
                 self.notes.append(f"the input's chapters are not kept: {self.dst.suffix} files hold none (.mkv, .mp4 "
                                   "and .mov do)")
-            tags = sorted(_kept_tags(self._copy_from.metadata))
+            tags = sorted(_kept_tags(self._copy_from.metadata)) if not self.settings.strip_metadata else []
             if tags and not holds_chapters:  # (MPEG-TS holds neither chapters nor a file's tags)
                 self.notes.append(f"the input's tags ({', '.join(tags)}) are not kept: {self.dst.suffix} files hold "
                                   "none (.mkv, .mp4 and .mov do)")
@@ -1031,7 +1037,11 @@ class VideoWriter:
                 stream.disposition = pick_video_stream(self._copy_from, self.dst).disposition & _VIDEO_FLAGS
             except InputError:  # pragma: no cover - the reader found one in the same file
                 pass
-            self._copy_tags(stream, timecodes[0].metadata["timecode"] if timecodes else None)
+            if self.settings.strip_metadata:
+                with contextlib.suppress(InputError):  # (the reader found one in the same file)
+                    stream.metadata.update(self._track_tags(pick_video_stream(self._copy_from, self.dst).metadata))
+            else:
+                self._copy_tags(stream, timecodes[0].metadata["timecode"] if timecodes else None)
             if copied:
                 self._copied_packets = self._copy_from.demux(copied)
                 self._copied_next = self._next_copied_packet()
@@ -1092,7 +1102,10 @@ class VideoWriter:
 
     def _track_tags(self, tags: dict[str, str]) -> dict[str, str]:
         """A stream's tags to keep (:func:`_kept_tags`); its title also as its handler name in an MP4 or MOV,
-        which names its tracks so ("日本語 Opus" from a Matroska file came out as "SoundHandler")."""
+        which names its tracks so ("日本語 Opus" from a Matroska file came out as "SoundHandler"). Its
+        language only where the settings strip the input's tags (a player picks a track by it)."""
+        if self.settings.strip_metadata:
+            return {key: value for key, value in tags.items() if key.lower() == "language"}
         kept = _kept_tags(tags)
         title = next((value for key, value in kept.items() if key.lower() == "title"), None)
         if title and self.dst.suffix.lower() in _TRACK_NAMED_BY_HANDLER and \
