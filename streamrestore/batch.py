@@ -660,6 +660,22 @@ class BatchResult:
         return "\n".join(lines)
 
 
+def _parts_kept(out_dir: Path) -> str:
+    """What of the long videos' finished chunks a stopped batch keeps, and where (", and 3 finished chunks
+    of long videos: 41 MB of lossless video in OUT/.streamrestore-parts, which a rerun joins, or delete it"),
+    "" where none: the most faithful copy of the footage there is, which the output folder's listing hides."""
+    parts = out_dir / PARTS_DIR
+    try:
+        chunks = [path for path in parts.rglob("chunk-*") if path.suffix != ".json" and path.is_file()]
+        size = sum(path.stat().st_size for path in chunks)
+    except OSError:
+        return ""
+    if not chunks:
+        return ""
+    return (f", and {len(chunks)} finished chunk{'s' if len(chunks) != 1 else ''} of long videos: "
+            f"{size / 1e6:.1f} MB of lossless video in {parts}, which a rerun joins (or delete that folder)")
+
+
 class _Progress:
     def __init__(self, enabled: bool, interval: float | None = None):
         self.enabled = enabled
@@ -1122,8 +1138,8 @@ def run(
             state.remove_stale_temps()  # (the workers are gone: a Ray started here is shut down)
             state.adopt_finished()
             done = len(result.succeeded)
-            exc.kept = (f"{done} output{'s' if done != 1 else ''} finished in {out_dir} {'are' if done != 1 else 'is'} kept "
-                        "(and finished chunks of long videos); a rerun resumes there")  # type: ignore[attr-defined]
+            exc.kept = (f"{done} output{'s' if done != 1 else ''} finished in {out_dir} {'are' if done != 1 else 'is'} kept"
+                        f"{_parts_kept(out_dir)}; a rerun resumes there")  # type: ignore[attr-defined]
             raise
         except Exception:  # (a run ended by an error, a full disk's: its half-written files go, not to keep it full)
             with contextlib.suppress(OSError):  # (the error that ended the run is the one said)

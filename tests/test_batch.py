@@ -654,6 +654,15 @@ def test_an_interrupted_batch_says_what_it_kept(clips, tmp_path, batch, monkeypa
     assert code == 130
     assert "interrupted; 0 outputs finished in " in err and "a rerun resumes there" in err
     assert "the output was not written" not in err
+    # finished chunks of a long video are named with where they are (a hidden folder of lossless video)
+    parts = tmp_path / "out" / ".streamrestore-parts" / "long-1234abcd"
+    parts.mkdir(parents=True)
+    (parts / "chunk-0000-0-250.mkv").write_bytes(b"x" * 2_500_000)
+    (parts / "chunk-0000-0-250.types.json").write_text("[]")
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out")
+    assert code == 130 and (f"kept, and 1 finished chunk of long videos: 2.5 MB of lossless video in "
+                            f"{tmp_path / 'out' / '.streamrestore-parts'}, which a rerun joins (or delete that "
+                            "folder); a rerun resumes there") in err
 
 
 def test_a_stop_signal_ends_a_batch_as_ctrl_c_does(tmp_path, faces):
