@@ -343,7 +343,7 @@ def test_a_long_lived_backend_keeps_a_few_onnx_sessions_open_not_one_per_face_co
     assert sorted(tmp_path.glob("*.onnx")) == programs
 
 
-def test_memory_running_out_in_onnxruntime_is_said_as_memory(restorer, caches, tmp_path, monkeypatch):
+def test_memory_running_out_in_onnxruntime_is_said_as_memory(restorer, caches, tmp_path, monkeypatch, caplog):
     """Under a memory limit onnxruntime's std::bad_alloc read as a damaged program ("exporting it again"), and the
     export's MemoryError as the backend being unavailable: memory is raised as memory (the command says it)."""
     import onnxruntime
@@ -358,6 +358,14 @@ def test_memory_running_out_in_onnxruntime_is_said_as_memory(restorer, caches, t
     monkeypatch.setattr(onnxruntime, "InferenceSession", no_memory)
     with pytest.raises(MemoryError, match="bad_alloc"):
         BackendRestorer(restorer, "onnxruntime", config).restore(faces, cs, [1])
+    # chosen by auto (not asked for), it runs eagerly from then on, which needs less memory (a 1-2 GB machine:
+    # the session failed where eager ran), and says so
+    chosen = BackendRestorer(restorer, "onnxruntime", config, fallback="eager")
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        out = chosen.restore(faces, cs, [1])
+    torch.testing.assert_close(out, restorer.restore(faces, cs, [1]), rtol=1e-4, atol=2e-5)
+    assert chosen.backend == "eager" and chosen.net is restorer.net
+    assert any("onnxruntime ran out of memory" in r.getMessage() for r in caplog.records)
 
 
 def test_onnxruntime_programs_are_cached_and_a_damaged_one_is_exported_again(restorer, caches, tmp_path):

@@ -193,13 +193,19 @@ class BackendRestorer:
         try:
             outs = [self._restore_padded(faces[i : i + chunk], list(caches[i : i + chunk]), seeds[i : i + chunk])
                     for i in range(0, b, chunk)]
-        except ModelError as exc:
+        except (ModelError, MemoryError) as exc:
             if self.fallback is None:
                 raise
-            log.warning("%s backend unavailable for this model (%s); running %s from now on",
-                        self.backend, exc, self.fallback)
+            if isinstance(exc, MemoryError):  # (eager holds less: no program, no session's own copy of the weights)
+                log.warning("%s ran out of memory (%s); running %s from now on, which needs less", self.backend,
+                            exc, self.fallback)
+            else:
+                log.warning("%s backend unavailable for this model (%s); running %s from now on",
+                            self.backend, exc, self.fallback)
             self.backend, self.fallback = self.fallback, None
             self.name = f"{getattr(self.restorer, 'name', 'restorer')}[{self.backend}]"
+            self._engines.clear()  # (the sessions and the merged copy are not used again: their memory goes)
+            self._net = self.restorer.net
             return self._restore_eager(faces, caches, noise_seeds)
         return torch.cat(outs).to(device=faces.device, dtype=torch.float32)
 

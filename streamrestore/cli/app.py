@@ -142,34 +142,43 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
         raise
 
 
-def _option_value(argv: list[str], option: str) -> float | None:
-    """The number given to ``option`` (``--x N`` or ``--x=N``; the last one counts), None where none is."""
+def _option_text(argv: list[str], option: str) -> str | None:
+    """What was given to ``option`` (``--x V`` or ``--x=V``; the last one counts), None where nothing is."""
     value = None
     for arg, after in zip(argv, [*argv[1:], ""]):
         text = after if arg == option else arg.partition("=")[2] if arg.startswith(option + "=") else None
         if text is not None:
-            try:
-                value = float(text)
-            except ValueError:
-                pass
+            value = text
     return value
+
+
+def _option_value(argv: list[str], option: str) -> float | None:
+    """The number given to ``option`` (:func:`_option_text`), None where none is."""
+    text = _option_text(argv, option)
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _memory_advice(argv: list[str], gpu: bool) -> str:
     """What to try after memory ran out, leaving out the options the command already gave (advice to add
     `--torch-threads 1` to a command that has it reads as if the tool had not looked)."""
+    threads = _option_value(argv, "--torch-threads")
+    fewer_threads = [] if gpu or (threads is not None and threads <= 1) else ["--torch-threads 1"]
     if argv and argv[0] == "train":
         batch_sizes = [arg.partition("=")[2] for arg in argv if arg.startswith("batch_size=")]  # (--set KEY=VALUE)
-        less = [] if batch_sizes and batch_sizes[-1] == "1" else ["--set batch_size=N smaller"]
-    else:
+        less = fewer_threads + ([] if batch_sizes and batch_sizes[-1] == "1" else ["--set batch_size=N smaller"])
+    elif gpu:
         crop = _option_value(argv, "--crop-resolution")
         less = [] if crop is not None and crop <= 128 else ["--crop-resolution 128"]
+    else:  # (on a CPU the restorer's weights and ONNX sessions hold the most: smaller crops left the peak as it was;
+        # eager held 0.2-0.9 GB less, and ran under limits where the default was killed)
+        less = ([] if _option_text(argv, "--backend") == "eager" else ["--backend eager"]) + fewer_threads
     if gpu:
         ways = ["free the GPU (other processes on it)", "use --device cpu"]
     else:
         ways = ["free memory", "raise the process's limit (ulimit -v, a container's)"]
-        threads = _option_value(argv, "--torch-threads")
-        less = ([] if threads is not None and threads <= 1 else ["--torch-threads 1"]) + less
     if less:
         ways.append(f"give it less to hold at once: {', '.join(less)}")
     return ", ".join(ways[:-1]) + f" or {ways[-1]}" if len(ways) > 1 else ways[0]
