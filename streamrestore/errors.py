@@ -22,6 +22,21 @@ def one_line(text: str) -> str:
                    else char for char in text)
 
 
+#: how torch, onnxruntime and the loader say memory ran out (a MemoryError aside)
+_OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "failed to allocate memory", "failed to map segment",
+                  "cannot allocate memory", "std::bad_alloc")
+
+
+def out_of_memory(exc: BaseException | None) -> BaseException | None:
+    """The error of ``exc``'s chain (it, or what it was raised from) that says memory ran out (an address-space
+    limit, ulimit -v or a container's, or the machine's); None where none does."""
+    while exc is not None:
+        if isinstance(exc, MemoryError) or any(words in str(exc).lower() for words in _OUT_OF_MEMORY):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class UserError(Exception):
     """A problem with the user's input or options; the message says what to do."""
 

@@ -326,3 +326,54 @@ def test_a_package_that_a_face_package_needs_is_named_not_the_face_package(monke
         with pytest.raises(ModelError, match=rf"need the insightface package, which needs {wanted} \(No module "
                                              rf"named '{missing}'\): pip install {wanted} \(or leave out"):
             detect.insightface_model_zoo()
+
+    # insightface raises its own ImportError from onnxruntime's (it still said "pip install insightface")
+    def insightface_without_onnxruntime(name):
+        try:
+            raise ModuleNotFoundError("No module named 'onnxruntime'", name="onnxruntime")
+        except ModuleNotFoundError as exc:
+            raise ImportError("InsightFace requires ONNX Runtime for inference, but the 'onnxruntime' module could "
+                              "not be imported.") from exc
+
+    monkeypatch.setattr(detect.importlib, "import_module", insightface_without_onnxruntime)
+    with pytest.raises(ModelError, match=r"which needs onnxruntime .*: pip install onnxruntime \(or leave out"):
+        detect.insightface_model_zoo()
+
+    # under a memory limit a library's code may not be mapped: memory, not a package to install (exit 2, "pip
+    # install insightface", which changes nothing)
+    def not_mapped(name):
+        raise ImportError("The installed ONNX Runtime package could not be imported. Original error: "
+                          "onnxruntime_pybind11_state.so: failed to map segment from shared object")
+
+    monkeypatch.setattr(detect.importlib, "import_module", not_mapped)
+    with pytest.raises(MemoryError, match="insightface could not be loaded .*failed to map segment"):
+        detect.insightface_model_zoo()
+
+
+def test_onnxruntime_is_loaded_without_its_telemetry(tmp_path):
+    """ONNX Runtime (the CPU backend, SCRFD, the face embedder) recorded a usage event per process (a device id,
+    the system, the Python path) under ~/.cache/Microsoft: it is loaded with ``ORT_DISABLE_TELEMETRY=1`` unless
+    the user set that variable (``=0``, the control here, records it)."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    model = tmp_path / "linear.onnx"
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(model), dynamo=False)
+    script = ("import sys, time\n"
+              "from streamrestore.faces.detect import onnxruntime_module\n"
+              f"onnxruntime_module().InferenceSession({str(model)!r}, providers=['CPUExecutionProvider'])\n"
+              "time.sleep(8)\n")  # (its events are written by a thread of its own, seconds later)
+
+    def events_recorded(home, **env) -> bool:
+        home.mkdir()
+        environment = {key: value for key, value in os.environ.items() if key != "ORT_DISABLE_TELEMETRY"}
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=120, cwd=tmp_path,
+                       env={**environment, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), **env})
+        return any((home / ".cache" / "Microsoft").rglob("*.db"))
+
+    if not events_recorded(tmp_path / "control", ORT_DISABLE_TELEMETRY="0"):
+        pytest.skip("this onnxruntime build records no telemetry")
+    assert not events_recorded(tmp_path / "default")

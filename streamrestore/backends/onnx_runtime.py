@@ -139,10 +139,10 @@ def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> tuple
     could not be written, and a session closed would need another export)."""
     import shutil
 
-    import onnxruntime
-
     from streamrestore.cache_dir import trusted_cached_file
-    from streamrestore.faces.detect import onnx_session_options
+    from streamrestore.faces.detect import onnx_session_options, onnxruntime_module
+
+    onnxruntime = onnxruntime_module()
 
     options = onnx_session_options(threads)
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -13,7 +13,7 @@ import sys
 from streamrestore.cli.options import configure_logging, log
 from streamrestore.cli.restore import SUBCOMMANDS
 from streamrestore.cli.restore import main as restore_main
-from streamrestore.errors import UserError, one_line
+from streamrestore.errors import UserError, one_line, out_of_memory
 from streamrestore.stop_signals import StopState, stop_signals_interrupt
 
 
@@ -132,7 +132,7 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
     except Exception as exc:
         if stop is not None and stop.signum is not None:
             return _interrupted(stop.interrupted())  # the stop signal surfaced as another error
-        memory = _out_of_memory(exc)
+        memory = out_of_memory(exc)
         if memory is not None:  # (a traceback from deep in torch or onnxruntime, its last line varying)
             said = str(memory).strip().splitlines()
             gpu = "cuda" in str(memory).lower() or type(memory).__name__ == "OutOfMemoryError"
@@ -182,21 +182,6 @@ def _memory_advice(argv: list[str], gpu: bool) -> str:
     if less:
         ways.append(f"give it less to hold at once: {', '.join(less)}")
     return ", ".join(ways[:-1]) + f" or {ways[-1]}" if len(ways) > 1 else ways[0]
-
-
-#: how torch, onnxruntime and the loader say memory ran out (a MemoryError aside)
-_OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "failed to allocate memory", "failed to map segment",
-                  "cannot allocate memory", "std::bad_alloc")
-
-
-def _out_of_memory(exc: BaseException | None) -> BaseException | None:
-    """The error of ``exc``'s chain (it, or what it was raised from) that says memory ran out (an address-space
-    limit, ulimit -v or a container's, or the machine's); None where none does."""
-    while exc is not None:
-        if isinstance(exc, MemoryError) or any(words in str(exc).lower() for words in _OUT_OF_MEMORY):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:

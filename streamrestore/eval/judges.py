@@ -103,7 +103,9 @@ class OnnxEmbedder:
     def __init__(self, path: str | Path, channel_order: str = "rgb", name: str | None = None):
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-        import onnxruntime as ort  # noqa: PLC0415  (heavy import only when a judge is built)
+        from streamrestore.faces.detect import onnxruntime_module  # noqa: PLC0415  (heavy: when a judge is built)
+
+        ort = onnxruntime_module()
 
         self.path = _require_file(path, "face-embedding model")
         self.channel_order = channel_order

@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import logging
 import math
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Protocol, Sequence, runtime_checkable
@@ -17,7 +18,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import cv2
 import numpy as np
 
-from streamrestore.errors import ModelError
+from streamrestore.errors import ModelError, out_of_memory
 from streamrestore.faces.align import FFHQ_TEMPLATE_512, similarity_transform
 from streamrestore.types import Face
 from streamrestore.video.reader import quarter_turns, turned_upright
@@ -116,9 +117,19 @@ def _first_pack(models_root: Path) -> Path | None:
     return packs[0] if packs else None
 
 
+def onnxruntime_module() -> ModuleType:
+    """onnxruntime, imported without its telemetry: a release built with it records a usage event per process
+    (a device id, the system, the Python path) under ``~/.cache/Microsoft``, which ``ORT_DISABLE_TELEMETRY=1``
+    turns off, as insightface's import does (set only where the user has not set it: ``=0`` keeps it on)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def onnx_providers() -> list[str]:
     """CUDA when onnxruntime has it, else CPU (the CPU provider is always last as a fallback)."""
-    import onnxruntime
+    onnxruntime = onnxruntime_module()
 
     available = onnxruntime.get_available_providers()
     return [p for p in ("CUDAExecutionProvider",) if p in available] + ["CPUExecutionProvider"]
@@ -132,7 +143,7 @@ def onnx_session_options(threads: int = 1):
     time, and the spinning threads starve the encoder. One thread without spinning is the
     better citizen in a pipeline that already runs decode, encode and restore in parallel.
     """
-    import onnxruntime
+    onnxruntime = onnxruntime_module()
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
@@ -218,9 +229,13 @@ def face_package(module: str, package: str, what: str, instead: str) -> ModuleTy
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        if out_of_memory(exc) is not None:  # (a library's code not mapped under a memory limit: no package missing)
+            raise MemoryError(f"{package} could not be loaded ({exc})") from exc
         # a package it imports in turn may be what is missing (insightface without onnxruntime): that one's name
-        missing = (getattr(exc, "name", None) or "").split(".")[0]
-        if isinstance(exc, ModuleNotFoundError) and missing and missing != module.split(".")[0]:
+        # (insightface raises its own ImportError from onnxruntime's ModuleNotFoundError)
+        absent = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
+        missing = (getattr(absent, "name", None) or "").split(".")[0]
+        if isinstance(absent, ModuleNotFoundError) and missing and missing != module.split(".")[0]:
             wanted = _PIP_NAMES.get(missing, missing)
             raise ModelError(f"{what} need the {package} package, which needs {wanted} ({exc}): pip install "
                              f"{wanted} ({instead})") from None

@@ -170,7 +170,9 @@ class DlibEmbedder:
 def _recognition_file(pack: Path) -> Path | None:
     """The recognition model of an insightface pack: the first non-detector ONNX model whose
     input is a 112x112 image (landmark and gender/age models have other input sizes)."""
-    import onnxruntime
+    from streamrestore.faces.detect import onnxruntime_module
+
+    onnxruntime = onnxruntime_module()
 
     for path in sorted(pack.glob("*.onnx")):
         if path.name.startswith("det_"):
