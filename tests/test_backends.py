@@ -61,6 +61,25 @@ def test_auto_on_cpu_is_onnxruntime_else_eager_with_one_log_line(monkeypatch, ca
     assert lines == ["backend: eager on cpu (onnxruntime: onnxruntime is not installed)"]
 
 
+def test_an_onnxruntime_installed_but_not_importable_is_not_chosen(monkeypatch, caplog):
+    """A wheel built for another CPU or C library (found, but its import fails) was chosen by auto, and the run
+    ended in a traceback from its import; auto runs eagerly, saying why, and asked for it is refused in a line."""
+    from streamrestore.errors import ModelError
+    from streamrestore.faces import detect
+
+    def broken():
+        raise ImportError("libstdc++.so.6: version `GLIBCXX_3.4.32' not found")
+
+    monkeypatch.setattr(detect, "onnxruntime_module", broken)  # (find_spec finds it: it is installed)
+    with caplog.at_level(logging.INFO, logger="streamrestore"):
+        assert select_backend("auto", "cpu") == "eager"
+    (line,) = [r.getMessage() for r in caplog.records if r.name.startswith("streamrestore")]
+    assert line.startswith("backend: eager on cpu (onnxruntime: onnxruntime cannot be imported (") and \
+        "pip install --force-reinstall onnxruntime" in line
+    with pytest.raises(ModelError, match="backend 'onnxruntime' cannot run on cpu: onnxruntime cannot be imported"):
+        select_backend("onnxruntime", "cpu")
+
+
 def test_auto_on_cpu_runs_a_model_too_large_for_one_onnx_file_eagerly(caplog):
     with caplog.at_level(logging.INFO, logger="streamrestore"):
         assert select_backend("auto", "cpu", model_bytes=3 << 30) == "eager"

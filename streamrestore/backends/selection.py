@@ -104,8 +104,16 @@ def backend_availability(device: torch.device | str) -> dict[str, str | None]:
     out: dict[str, str | None] = {"eager": None}
     if importlib.util.find_spec("onnxruntime") is None:
         out["onnxruntime"] = "onnxruntime is not installed (pip install onnxruntime)"
-    else:
-        out["onnxruntime"] = None if device.type == "cpu" else "the onnxruntime backend runs on the CPU only"
+    elif device.type != "cpu":
+        out["onnxruntime"] = "the onnxruntime backend runs on the CPU only"
+    else:  # installed is not importable: a wheel for another CPU or C library, or one damaged
+        from streamrestore.faces.detect import onnxruntime_module  # noqa: PLC0415
+
+        try:
+            onnxruntime_module()
+            out["onnxruntime"] = None
+        except ImportError as exc:
+            out["onnxruntime"] = f"onnxruntime cannot be imported ({exc}; pip install --force-reinstall onnxruntime)"
     if device.type == "cuda":
         if importlib.util.find_spec("triton") is None:
             out["compile"] = "torch.compile on CUDA needs the 'triton' package"
