@@ -15,7 +15,7 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
-__all__ = ["TORCH_THREADS_HELP", "default_torch_threads", "resolve_torch_threads", "torch_threads"]
+__all__ = ["TORCH_THREADS_HELP", "cpu_quota_cores", "default_torch_threads", "resolve_torch_threads", "torch_threads"]
 
 #: ``--torch-threads`` help, the same for every command that restores
 TORCH_THREADS_HELP = ("CPU threads for the restorer (default: half the cores, at least 1; decoding, detection and "
@@ -24,11 +24,61 @@ TORCH_THREADS_HELP = ("CPU threads for the restorer (default: half the cores, at
 
 
 def usable_cores() -> int:
-    """The cores this process may use (its CPU affinity: a container's or taskset's), else the machine's."""
+    """The cores this process may use: its CPU affinity (a container's cpuset, taskset), else the machine's,
+    and no more than its CPU quota allows (:func:`cpu_quota_cores`: ``docker --cpus 1``, a Kubernetes limit,
+    which leave every core visible)."""
     try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = cpu_quota_cores()
+    return max(1, min(cores, quota)) if quota is not None else cores
+
+
+def cpu_quota_cores(root: str = "/") -> int | None:
+    """The cores' worth of CPU time this process's control group may use a period (its quota over its period,
+    rounded up: ``docker --cpus 1.5`` gives 2), None where none is set. Read from cgroup v2's ``cpu.max``, else
+    v1's ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, of the process's own group (``/proc/self/cgroup``) and
+    of the root group (a container's own, with a cgroup namespace). ``root``: where ``/proc`` and ``/sys`` are
+    (tests)."""
+    import math
+
+    base = os.path.join(root, "sys", "fs", "cgroup")
+    try:
+        with open(os.path.join(root, "proc", "self", "cgroup"), encoding="utf-8") as lines:
+            groups = dict(line.rstrip("\n").split(":", 2)[1:] for line in lines if line.count(":") >= 2)
+    except (OSError, ValueError):
+        groups = {}
+    v1 = next((path for controllers, path in groups.items() if "cpu" in controllers.split(",")), None)
+    candidates = []
+    for group in dict.fromkeys([groups.get(""), "/"]):  # (v2: the line "0::/path")
+        if group is not None:
+            candidates.append(("v2", os.path.join(base, group.lstrip("/"), "cpu.max")))
+    for folder in ("cpu", "cpu,cpuacct"):
+        for group in dict.fromkeys([v1, "/"]):
+            if group is not None:
+                candidates.append(("v1", os.path.join(base, folder, group.lstrip("/"))))
+    for kind, path in candidates:
+        try:
+            if kind == "v2":
+                with open(path, encoding="utf-8") as limit:
+                    quota, period = limit.read().split()[:2]
+            else:
+                with open(os.path.join(path, "cpu.cfs_quota_us"), encoding="utf-8") as limit:
+                    quota = limit.read().strip()
+                with open(os.path.join(path, "cpu.cfs_period_us"), encoding="utf-8") as limit:
+                    period = limit.read().strip()
+        except (OSError, ValueError):
+            continue
+        if quota in ("max", "-1"):
+            continue  # (no quota here; a more general group may have one)
+        try:
+            cores = math.ceil(int(quota) / int(period))
+        except (ValueError, ZeroDivisionError):
+            continue
+        if cores >= 1:
+            return cores
+    return None
 
 
 def default_torch_threads() -> int:

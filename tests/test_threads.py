@@ -49,6 +49,39 @@ def caller_threads():
     torch.set_num_threads(before)
 
 
+def _cgroups(root, own: dict[str, str], files: dict[str, str]):
+    """A /proc/self/cgroup of ``own`` (controllers -> group) and cgroup files under ``root``/sys/fs/cgroup."""
+    (root / "proc" / "self").mkdir(parents=True)
+    (root / "proc" / "self" / "cgroup").write_text("".join(f"{i}:{c}:{g}\n" for i, (c, g) in enumerate(own.items())))
+    for path, text in files.items():
+        (root / "sys" / "fs" / "cgroup" / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / "sys" / "fs" / "cgroup" / path).write_text(text)
+    return str(root)
+
+
+def test_a_cpu_quota_limits_the_cores_counted(tmp_path, monkeypatch):
+    """``docker --cpus 1`` or a Kubernetes CPU limit leaves every core of the host visible: half of a 32-core
+    host's cores were 16 torch threads on one core's worth of time, contending (the module's docstring)."""
+    v2 = _cgroups(tmp_path / "v2", {"": "/"}, {"cpu.max": "150000 100000\n"})
+    assert threads.cpu_quota_cores(v2) == 2
+    own = _cgroups(tmp_path / "own", {"": "/kubepods/pod1"}, {"kubepods/pod1/cpu.max": "100000 100000\n",
+                                                                "cpu.max": "max 100000\n"})
+    assert threads.cpu_quota_cores(own) == 1
+    v1 = _cgroups(tmp_path / "v1", {"cpu,cpuacct": "/docker/abc", "memory": "/docker/abc"},
+                  {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/docker/abc/cpu.cfs_period_us":
+                   "100000\n"})
+    assert threads.cpu_quota_cores(v1) == 1
+    unlimited = _cgroups(tmp_path / "none", {"cpu": "/", "": "/"}, {"cpu.max": "max 100000\n",
+                                                                     "cpu/cpu.cfs_quota_us": "-1\n",
+                                                                     "cpu/cpu.cfs_period_us": "100000\n"})
+    assert threads.cpu_quota_cores(unlimited) is None and threads.cpu_quota_cores(str(tmp_path / "nothing")) is None
+    monkeypatch.setattr(threads, "cpu_quota_cores", lambda: 1)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert threads.usable_cores() == 1 and threads.default_torch_threads() == 1
+    monkeypatch.setattr(threads, "cpu_quota_cores", lambda: None)
+    assert threads.usable_cores() == 32
+
+
 @pytest.mark.parametrize("cores,expected", [(1, 1), (2, 1), (3, 1), (8, 4), (16, 8)])
 def test_default_is_half_the_cores(monkeypatch, cores, expected):
     monkeypatch.setattr(threads, "usable_cores", lambda: cores)
