@@ -239,6 +239,15 @@ def test_strip_metadata_reaches_every_output_of_a_batch(tmp_path, batch, monkeyp
         assert not photo.getexif()
 
 
+def test_ray_none_runs_in_process_with_ray_installed(clips, tmp_path, batch):
+    """On a small machine Ray's own processes took ~0.9 GB beside the one worker: ``--ray none`` runs the inputs in
+    this process, which happened only where Ray was not installed."""
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--ray", "none")
+    assert code == 0, err
+    assert "(in-process)" in err and "not installed" not in err  # (chosen, not fallen back to)
+    _same_media(clips / "a.mp4", tmp_path / "out" / "a.restored.mp4")
+
+
 def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_path, batch, monkeypatch):
     """Ray keeps a token and its logs under the home folder: with HOME unwritable (a container's user) ray.init's
     PermissionError ended the batch in a 40-line traceback. A local Ray is given the cores this process may use."""
