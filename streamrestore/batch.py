@@ -1145,6 +1145,8 @@ def run(
             with contextlib.suppress(OSError):  # (the error that ended the run is the one said)
                 state.remove_stale_temps()
             raise
+        with contextlib.suppress(OSError):  # (a worker killed mid-piece, for memory say, left its half-written file:
+            state.remove_stale_temps()      # every piece is done or failed now, so none is written any more)
         result.seconds = time.perf_counter() - started
         return result
     finally:

@@ -515,6 +515,25 @@ def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_pat
     assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
 
 
+def test_the_temporary_files_of_a_worker_killed_during_the_batch_go_with_its_end(clips, tmp_path, batch, monkeypatch):
+    """A worker killed mid-file (the OOM killer, on a small machine) left its half-written output hidden in the
+    output folder after the batch had ended, one per attempt, until a rerun."""
+    import streamrestore.batch as batch_module
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    restore_whole = batch_module.BatchWorker.restore_whole
+
+    def killed_once_before(self, src, dst, *args, **kwargs):  # (what a killed attempt at it left)
+        Path(dst).with_name(f".{Path(dst).stem}.0badf00d.partial{Path(dst).suffix}").write_bytes(b"\0" * 48)
+        return restore_whole(self, src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(batch_module.BatchWorker, "restore_whole", killed_once_before)
+    out = tmp_path / "out"
+    code, err = batch(clips / "a.mp4", "-o", out)
+    assert code == 0, err
+    assert (out / "a.restored.mp4").is_file() and not list(out.glob(".*partial*"))
+
+
 def test_a_rerun_with_other_settings_says_it_keeps_the_output_made_with_the_old(clips, tmp_path, batch, monkeypatch):
     """It said "already done" as if the new settings had been used."""
     monkeypatch.setitem(sys.modules, "ray", None)
