@@ -336,6 +336,29 @@ def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_run(resto
     assert set(Path(tempfile.gettempdir()).glob("streamrestore-onnx-*")) == before
 
 
+def test_a_program_is_not_kept_on_a_nearly_full_disk(restorer, caches, tmp_path, caplog, monkeypatch):
+    """On a small disk (a VM's, an SD card's) the program the run kept in the cache took the room the output then
+    needed, and every rerun failed the same way: where its disk would keep less than
+    KEEP_PROGRAMS_FREE_BYTES free, the program serves the run from a temporary folder and is not kept, said."""
+    import tempfile
+
+    from streamrestore.backends import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "KEEP_PROGRAMS_FREE_BYTES", onnx_runtime._free_bytes(tmp_path) + 1)
+    before = set(Path(tempfile.gettempdir()).glob("streamrestore-onnx-*"))
+    backend = build_backend(restorer, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path / "e"))
+    faces, cs = _faces(1, seed=4), [caches[1]]
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        got = backend.restore(faces, cs, [1])
+    torch.testing.assert_close(got, restorer.restore(faces, cs, [1]), rtol=1e-4, atol=2e-5)
+    assert backend.backend == "onnxruntime" and "MB free: the exported restorer is not kept in" in caplog.text
+    assert not list(tmp_path.rglob("*.onnx")) and set(Path(tempfile.gettempdir()).glob("streamrestore-onnx-*")) == before
+    monkeypatch.setattr(onnx_runtime, "KEEP_PROGRAMS_FREE_BYTES", 0)  # room enough: kept
+    build_backend(restorer, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path / "e")).restore(
+        faces, cs, [1])
+    assert len(list((tmp_path / "e").rglob("*.onnx"))) == 1
+
+
 def test_a_long_lived_backend_keeps_a_few_onnx_sessions_open_not_one_per_face_count(restorer, caches, tmp_path,
                                                                                      monkeypatch):
     """A session per face count met (55-250 MB each with lite): a notebook restoring group photos of 1 to

@@ -93,8 +93,25 @@ def export_onnx(core: nn.Module, args, path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-#: cache folders already said to be unwritable (said once a process, not once a shape)
+#: cache folders already said to be unwritable or on a nearly full disk (said once a process, not once a shape)
 _UNWRITABLE_SAID: set[Path] = set()
+
+#: a program is kept in the cache only where its disk keeps this much free after it: on a nearly full disk
+#: (a small VM's, an SD card's) the programs (~27 MB each shape for lite) took the room the output then needed
+KEEP_PROGRAMS_FREE_BYTES = 512 << 20
+
+
+def _free_bytes(folder: Path) -> int | None:
+    """The free bytes of the disk ``folder`` is on (of its nearest existing folder above); None where unknown."""
+    import shutil
+
+    for place in (folder, *folder.parents):
+        if place.exists():
+            try:
+                return shutil.disk_usage(place).free
+            except OSError:
+                return None
+    return None
 
 
 def _export_or_not_cached(core: nn.Module, args, path: Path) -> tuple[Path, Path | None]:
@@ -110,15 +127,23 @@ def _export_or_not_cached(core: nn.Module, args, path: Path) -> tuple[Path, Path
     import shutil
     import tempfile
 
-    try:
-        export_onnx(core, args, path)
-        return path, None
-    except OSError as exc:
+    free = _free_bytes(path.parent)
+    if free is not None and free < KEEP_PROGRAMS_FREE_BYTES:
         if path.parent not in _UNWRITABLE_SAID:
             _UNWRITABLE_SAID.add(path.parent)
-            log.warning("cannot keep the exported restorer in %s (%s): it is exported again in every run; set "
-                        "STREAMRESTORE_CACHE (library: engine_dir) to a folder you can write", path.parent,
-                        exc.strerror or exc)
+            log.warning("the cache's disk has %.0f MB free: the exported restorer is not kept in %s, so that the "
+                        "output has room (it is exported again in every run); free some space, or set "
+                        "STREAMRESTORE_CACHE to a folder on another disk", free / 1e6, path.parent)
+    else:
+        try:
+            export_onnx(core, args, path)
+            return path, None
+        except OSError as exc:
+            if path.parent not in _UNWRITABLE_SAID:
+                _UNWRITABLE_SAID.add(path.parent)
+                log.warning("cannot keep the exported restorer in %s (%s): it is exported again in every run; set "
+                            "STREAMRESTORE_CACHE (library: engine_dir) to a folder you can write", path.parent,
+                            exc.strerror or exc)
     folder = None
     try:
         folder = Path(tempfile.mkdtemp(prefix="streamrestore-onnx-"))
