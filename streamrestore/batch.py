@@ -1003,8 +1003,8 @@ def run(
     ``ray``: ``"local"`` starts Ray on this machine (all its CPUs and GPUs, a
     :data:`LOCAL_OBJECT_STORE_MB` object store, unless ``ray_init`` says otherwise; an already
     initialised Ray is used as it is), ``"auto"`` or an address
-    (``HOST:6379``, ``ray://...``) joins a running cluster, None runs in this process without
-    Ray (as when Ray is not installed). ``workers``: actors in the pool (default: the GPUs with
+    (``HOST:6379``, ``ray://...``) joins a running cluster, None (or ``"none"``) runs in this process
+    without Ray (as when Ray is not installed). ``workers``: actors in the pool (default: the GPUs with
     ``gpus_per_worker`` on CUDA, else CPUs / ``torch_threads``). ``gpus_per_worker``: GPUs each
     actor reserves (default 1 on CUDA, 0 on CPU; fractions share a GPU). ``ray_init``: extra
     ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``).
@@ -1026,6 +1026,7 @@ def run(
     from streamrestore.video.writer import EncoderSettings, default_output_path
 
     started = time.perf_counter()
+    ray = None if ray == "none" else ray  # (the CLI's word for it)
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise UserError("no input files given (INPUT..., --list FILE or a folder of videos or photos)")
@@ -1124,7 +1125,8 @@ def run(
         # what an output was made with, recorded with it: a rerun with other settings says it keeps the old output
         settings = {"model": str(model), "refs": ", ".join(ref_specs) or "none", "adapt": str(options.get("adapt")),
                     "fast vae": str(fast_vae), "detector": str(detector), "face models": str(face_models),
-                    "pipeline": repr(sorted(config.items())), "deinterlace": str(deinterlace)}
+                    "pipeline": repr(sorted(config.items())), "deinterlace": str(deinterlace),
+                    "metadata": "stripped" if strip_metadata else "kept"}
         state = _Batch(inputs, outputs, out_dir, manifest, result, bar, chunk_seconds if ray_module else None, retries)
         state.settings, state.encoder = settings, EncoderSettings(**encoder)
         try:
@@ -1264,9 +1266,13 @@ class _Batch:
             ident = _file_ident(src_path)
             if self.finished_meanwhile(src_path, rec, ident):
                 rec = self.manifest.update(self.input_key(src), state="done")
+            # (an output that kept the input's tags is made again where this run strips them: a privacy leak, not a
+            # quality difference to keep and mention; an older record has no such field: kept)
+            stripping = self.settings.get("metadata") == "stripped"
+            tags_left_in = stripping and (rec.get("settings") or {}).get("metadata") != "stripped"
             if (rec.get("state") == "done" and rec.get("input_size") == ident.get("size")
                     and rec.get("input_mtime") == ident.get("mtime") and dst.exists()
-                    and count_frames(dst) == rec.get("frames")):
+                    and count_frames(dst) == rec.get("frames") and not tags_left_in):
                 self.result.succeeded[src] = str(dst)
                 self.result.skipped.append(src)
                 if rec.get("warnings"):
@@ -1597,7 +1603,9 @@ class _Batch:
                 if problem is not None:
                     for actor in idle:
                         ray.kill(actor)
-                    raise type(problem)(f"the workers could not start: {problem}") from None
+                    said = type(problem)(f"the workers could not start: {problem}")
+                    said.several_lines = getattr(problem, "several_lines", False)  # (a list of missing files)
+                    raise said from None
 
         if worker_args["options"].get("adapt") is not None:
             # one worker adapts (minutes per person on a CPU) while the others wait for its weights,
