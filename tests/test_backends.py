@@ -409,6 +409,46 @@ def test_memory_running_out_in_onnxruntime_is_said_as_memory(restorer, caches, t
     assert chosen.backend == "eager" and chosen.net is restorer.net
     assert any("onnxruntime ran out of memory" in r.getMessage() for r in caplog.records)
 
+    # running out in a run (a frame of more faces), not in the opening: its arena's error is its own Fail, not a
+    # MemoryError, and it ended the run; two threads of a service running out together both go on eagerly
+    import threading
+
+    real = onnxruntime.InferenceSession
+    both = threading.Barrier(2, timeout=60)
+
+    class RunsOut:
+        def __init__(self, *args, **kwargs):
+            self._session = real(*args, **kwargs)
+
+        def get_inputs(self):
+            return self._session.get_inputs()
+
+        def run(self, *args, **kwargs):
+            both.wait()
+            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : BFCArena::AllocateRawInternal Failed to allocate "
+                               "memory for requested buffer of size 2097152")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", RunsOut)
+    shared = BackendRestorer(restorer, "onnxruntime", config, fallback="eager")
+    results: dict = {}
+
+    def restore(name):
+        try:
+            results[name] = shared.restore(faces, cs, [1])
+        except Exception as exc:  # noqa: BLE001  (the test reports it)
+            results[name] = exc
+
+    threads = [threading.Thread(target=restore, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    want = restorer.restore(faces, cs, [1])
+    for name in "ab":
+        assert isinstance(results[name], torch.Tensor), results[name]
+        torch.testing.assert_close(results[name], want, rtol=1e-4, atol=2e-5)
+    assert shared.backend == "eager"
+
 
 def test_onnxruntime_programs_are_cached_and_a_damaged_one_is_exported_again(restorer, caches, tmp_path):
     config = BackendConfig(backend="onnxruntime", engine_dir=tmp_path)

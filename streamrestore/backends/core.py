@@ -194,18 +194,20 @@ class BackendRestorer:
             outs = [self._restore_padded(faces[i : i + chunk], list(caches[i : i + chunk]), seeds[i : i + chunk])
                     for i in range(0, b, chunk)]
         except (ModelError, MemoryError) as exc:
-            if self.fallback is None:
-                raise
-            if isinstance(exc, MemoryError):  # (eager holds less: no program, no session's own copy of the weights)
-                log.warning("%s ran out of memory (%s); running %s from now on, which needs less", self.backend,
-                            exc, self.fallback)
-            else:
-                log.warning("%s backend unavailable for this model (%s); running %s from now on",
-                            self.backend, exc, self.fallback)
-            self.backend, self.fallback = self.fallback, None
-            self.name = f"{getattr(self.restorer, 'name', 'restorer')}[{self.backend}]"
-            self._engines.clear()  # (the sessions and the merged copy are not used again: their memory goes)
-            self._net = self.restorer.net
+            with self._lock:  # (copies of a service share this object: one switches, the others follow it)
+                if self.backend != "eager":
+                    if self.fallback is None:
+                        raise
+                    if isinstance(exc, MemoryError):  # (eager holds less: no program, no session's copy of the weights)
+                        log.warning("%s ran out of memory (%s); running %s from now on, which needs less",
+                                    self.backend, exc, self.fallback)
+                    else:
+                        log.warning("%s backend unavailable for this model (%s); running %s from now on",
+                                    self.backend, exc, self.fallback)
+                    self.backend, self.fallback = self.fallback, None
+                    self.name = f"{getattr(self.restorer, 'name', 'restorer')}[{self.backend}]"
+                    self._engines.clear()  # (the sessions and the merged copy are not used again: their memory goes)
+                    self._net = self.restorer.net
             return self._restore_eager(faces, caches, noise_seeds)
         return torch.cat(outs).to(device=faces.device, dtype=torch.float32)
 
@@ -283,6 +285,8 @@ class BackendRestorer:
     # -- engines --------------------------------------------------------------------------------
     def _engine(self, key, args) -> _Engine:
         with self._lock:
+            if self.backend == "eager":  # (another thread fell back meanwhile: this call follows it, see restore)
+                raise ModelError("the backend fell back to eager")
             engine = self._engines.get(key)
             if engine is not None:
                 self._engines.move_to_end(key)

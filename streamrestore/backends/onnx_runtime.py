@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from streamrestore.cache_dir import cache_temp_name, keep_private_if_personal
-from streamrestore.errors import ModelError
+from streamrestore.errors import ModelError, out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,11 @@ def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> tuple
     def run(*core_args) -> torch.Tensor:
         names, flat = _flat_inputs(core_args)
         feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in zip(names, flat) if name in wanted}
-        return torch.from_numpy(session.run(None, feed)[0])
+        try:
+            return torch.from_numpy(session.run(None, feed)[0])
+        except Exception as exc:  # (its arena's failed allocation comes as its own Fail, not a MemoryError)
+            if out_of_memory(exc) is not None:
+                raise MemoryError(f"onnxruntime ran out of memory running {path.name} ({exc})") from exc
+            raise
 
     return run, temporary is None
