@@ -118,6 +118,11 @@ def preload_native_libraries() -> None:
 
     for name in NATIVE_LIBRARIES:
         try:
-            importlib.import_module(name)
+            if name == "onnxruntime":  # (as everywhere: without its telemetry, which is read at its import)
+                from streamrestore.faces.detect import onnxruntime_module
+
+                onnxruntime_module()
+            else:
+                importlib.import_module(name)
         except ImportError:
             pass

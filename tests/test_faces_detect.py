@@ -7,6 +7,8 @@ liveportrait/ + dlib/ photos):
     68-point predictor: 4.3 % (held out 6.0 %)   -> the default
     5-point predictor + FFHQ layout for nose tip and mouth: 7.7 % (held out 9.4 %)
 """
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -353,27 +355,42 @@ def test_a_package_that_a_face_package_needs_is_named_not_the_face_package(monke
 def test_onnxruntime_is_loaded_without_its_telemetry(tmp_path):
     """ONNX Runtime (the CPU backend, SCRFD, the face embedder) recorded a usage event per process (a device id,
     the system, the Python path) under ~/.cache/Microsoft: it is loaded with ``ORT_DISABLE_TELEMETRY=1`` unless
-    the user set that variable (``=0``, the control here, records it)."""
+    the user set that variable (``=0``, the control here, records it), also where the CLI loads the native
+    libraries up front (``--adapt``), which imported it before the variable was set."""
     import os
     import subprocess
     import sys
+    import time
 
     import torch
 
     model = tmp_path / "linear.onnx"
     torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(model), dynamo=False)
-    script = ("import sys, time\n"
+    # (its events are written by a thread of its own, seconds later: the control waits for its file, up to a
+    # minute on a busy machine; the others live 5 s longer)
+    script = ("import pathlib, sys, time\n"
               "from streamrestore.faces.detect import onnxruntime_module\n"
+              "from streamrestore.stop_signals import preload_native_libraries\n"
+              "if sys.argv[1] == 'preload': preload_native_libraries()\n"
               f"onnxruntime_module().InferenceSession({str(model)!r}, providers=['CPUExecutionProvider'])\n"
-              "time.sleep(8)\n")  # (its events are written by a thread of its own, seconds later)
-
-    def events_recorded(home, **env) -> bool:
+              "until = time.monotonic() + 60\n"
+              "while time.monotonic() < until and not (sys.argv[1] == 'control' and any(\n"
+              "        (pathlib.Path(sys.argv[2]) / '.cache' / 'Microsoft').rglob('*.db'))):\n"
+              "    time.sleep(0.5)\n")
+    environment = {key: value for key, value in os.environ.items() if key != "ORT_DISABLE_TELEMETRY"}
+    environment["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # (this checkout, not another install)
+    runs = {}
+    for name, env in (("control", {"ORT_DISABLE_TELEMETRY": "0"}), ("default", {}), ("preload", {})):
+        home = tmp_path / name
         home.mkdir()
-        environment = {key: value for key, value in os.environ.items() if key != "ORT_DISABLE_TELEMETRY"}
-        subprocess.run([sys.executable, "-c", script], check=True, timeout=120, cwd=tmp_path,
-                       env={**environment, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), **env})
-        return any((home / ".cache" / "Microsoft").rglob("*.db"))
-
-    if not events_recorded(tmp_path / "control", ORT_DISABLE_TELEMETRY="0"):
+        runs[name] = subprocess.Popen([sys.executable, "-c", script, name, str(home)], cwd=tmp_path, env={
+            **environment, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), **env})
+    assert runs["control"].wait(timeout=180) == 0
+    time.sleep(5)
+    for name in ("default", "preload"):
+        runs[name].terminate()
+        runs[name].wait(timeout=60)
+    recorded = {name: any((tmp_path / name / ".cache" / "Microsoft").rglob("*.db")) for name in runs}
+    if not recorded["control"]:
         pytest.skip("this onnxruntime build records no telemetry")
-    assert not events_recorded(tmp_path / "default")
+    assert recorded == {"control": True, "default": False, "preload": False}
