@@ -966,9 +966,11 @@ class VideoWriter:
             timecodes = [s for s in self._copy_from.streams if s.type == "data" and s.metadata.get("timecode")]
             # an MP4/MOV's chapters are a text track (read as a data stream): written again with the
             # chapters (_copy_tags) where the output holds chapters, else said lost
-            has_chapters = bool(self._copy_from.chapters()) and not self.settings.strip_metadata
+            input_chapters = bool(self._copy_from.chapters())
+            has_chapters = input_chapters and not self.settings.strip_metadata  # (kept, or said lost)
             holds_chapters = self.dst.suffix.lower() not in _MPEG_TS
-            chapter_tracks = [s for s in self._copy_from.streams if has_chapters and _is_chapter_track(s)]
+            # (their track is never said "not copied": chapters are written again, or said lost, or stripped)
+            chapter_tracks = [s for s in self._copy_from.streams if input_chapters and _is_chapter_track(s)]
             if has_chapters and not holds_chapters:
                 self.notes.append(f"the input's chapters are not kept: {self.dst.suffix} files hold none (.mkv, .mp4 "
                                   "and .mov do)")
