@@ -31,7 +31,10 @@ def out_of_memory(exc: BaseException | None) -> BaseException | None:
     """The error of ``exc``'s chain (it, or what it was raised from) that says memory ran out (an address-space
     limit, ulimit -v or a container's, or the machine's); None where none does."""
     while exc is not None:
-        if isinstance(exc, MemoryError) or any(words in str(exc).lower() for words in _OUT_OF_MEMORY):
+        said = str(exc).lower()
+        # ("failed to map segment ...: Operation not permitted" is a library on a noexec mount, not memory)
+        if isinstance(exc, MemoryError) or (any(words in said for words in _OUT_OF_MEMORY)
+                                            and "operation not permitted" not in said):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None

@@ -609,3 +609,18 @@ def test_programs_of_an_older_core_are_not_loaded(restorer, tmp_path, monkeypatc
     now = engine_files.engine_path(restorer, key, tmp_path, "onnxruntime")
     monkeypatch.setattr(engine_files, "CORE_VERSION", engine_files.CORE_VERSION - 1)
     assert engine_files.engine_path(restorer, key, tmp_path, "onnxruntime") != now
+
+
+def test_eager_asked_for_loads_no_onnxruntime():
+    """``--backend eager`` is the advice where memory is short: choosing it imported onnxruntime (~64 MB) only to
+    see whether another backend could run."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom streamrestore.backends.selection import select_backend\n"
+              "assert select_backend('eager', 'cpu') == 'eager'\nprint('onnxruntime' in sys.modules)\n")
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "False"

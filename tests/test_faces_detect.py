@@ -351,6 +351,14 @@ def test_a_package_that_a_face_package_needs_is_named_not_the_face_package(monke
     with pytest.raises(MemoryError, match="insightface could not be loaded .*failed to map segment"):
         detect.insightface_model_zoo()
 
+    def on_a_noexec_mount(name):  # (the same words, with a reason that is not memory)
+        raise ImportError("onnxruntime_pybind11_state.so: failed to map segment from shared object: Operation not "
+                          "permitted")
+
+    monkeypatch.setattr(detect.importlib, "import_module", on_a_noexec_mount)
+    with pytest.raises(ModelError, match="cannot be imported .*Operation not permitted"):
+        detect.insightface_model_zoo()
+
 
 def test_onnxruntime_is_loaded_without_its_telemetry(tmp_path):
     """ONNX Runtime (the CPU backend, SCRFD, the face embedder) recorded a usage event per process (a device id,

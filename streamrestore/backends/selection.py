@@ -151,6 +151,8 @@ def select_backend(requested: str, device: torch.device | str, model_bytes: int 
     if requested not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {requested!r}")
     device = torch.device(device)
+    if requested == "eager":  # (asked for: nothing to look at; onnxruntime's trial import alone holds ~64 MB)
+        return requested
     avail = backend_availability(device)
     if requested != "auto":
         reason = avail.get(requested)
