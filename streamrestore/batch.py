@@ -654,10 +654,10 @@ class BatchResult:
                 else f"{name} ({'from the cache' if seconds == 0 else f'{seconds:.0f} s'})"
                 for name, seconds in self.adapted.items()))
         for src, err in self.failed.items():
-            lines.append(one_line(f"  failed: {src}: {err}"))
+            lines.append(f"  failed: {src}: {err}")
         for src, said in self.warnings.items():
-            lines.extend(one_line(f"  warning: {src}: {text}") for text in said)
-        return "\n".join(lines)
+            lines.extend(f"  warning: {src}: {text}" for text in said)
+        return "\n".join(map(one_line, lines))  # (names of files and people: a line each, see errors.one_line)
 
 
 def _parts_kept(out_dir: Path) -> str:

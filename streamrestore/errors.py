@@ -9,6 +9,9 @@ import unicodedata
 #: characters that end a line or drive a terminal: control characters (a newline, ESC), and the line
 #: and paragraph separators a terminal may break at
 _NOT_SHOWN = ("Cc", "Zl", "Zp")
+#: the bidirectional embeddings, overrides and isolates, which reorder what follows them on the line (a name
+#: ending U+202E shows "wrote x.mp4" backwards); the marks that only set a direction (U+200E/F) stay
+_REORDERING = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def one_line(text: str) -> str:
@@ -16,10 +19,10 @@ def one_line(text: str) -> str:
     files or people: a newline in a file name cannot start a line that reads as the tool's own ("error: ...",
     "wrote ..."), nor an escape sequence in one recolour or clear the terminal. Printable text, non-English
     names included, is kept as it is."""
-    if text.isprintable():  # (the common case: nothing to look at)
+    if text.isprintable():  # (the common case: nothing to look at; the reordering marks are not printable)
         return text
-    return "".join(char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in _NOT_SHOWN
-                   else char for char in text)
+    return "".join(char.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(char) in _NOT_SHOWN or char in _REORDERING else char for char in text)
 
 
 #: how torch, onnxruntime and the loader say memory ran out (a MemoryError aside)

@@ -318,7 +318,7 @@ class RunStats:
             text += f"; {track.gate_sum / track.gated_faces:.2f} of the model's change kept (the quality gate's mean)"
         if verbose and track.scores:
             ranked = sorted(track.scores.items(), key=lambda item: -item[1])
-            text += "; similarity " + ", ".join(f"{name} {score:.2f}" for name, score in ranked)
+            text += "; similarity " + ", ".join(f"{one_line(name)} {score:.2f}" for name, score in ranked)
         return text
 
     def as_dict(self) -> dict:
@@ -369,7 +369,7 @@ class RunStats:
         Args:
             verbose: add each track's similarity to every reference set.
         """
-        ids = ", ".join(self.identities_matched) or "none"
+        ids = ", ".join(map(one_line, self.identities_matched)) or "none"
         # one reference set, not matched: every face gets it, which "matched" would misstate
         who = f"identities matched: {ids}" if self.matching or not self.identities_matched else \
             f"references: {ids} (every face)"
@@ -429,7 +429,9 @@ class RunStats:
                                                       "(not copied)")
         for warning in self.warnings():
             text += f"\nwarning: {one_line(warning)}"
-        return text
+        # (each line as one_line writes it: an escape sequence in a name, a warning's file, cannot drive the
+        # terminal; the names above are escaped where they are put in, so that none starts a line of its own)
+        return "\n".join(map(one_line, text.split("\n")))
 
     def warnings(self) -> list[str]:
         """What the user should know about the output, each a sentence (the summary's ``warning:``

@@ -441,6 +441,8 @@ def test_a_file_name_cannot_start_a_line_or_drive_the_terminal(tmp_path, capsys)
 
     assert one_line("caf\u00e9 \u0645\u0631\u062c\u0639 \u2713.mp4") == "caf\u00e9 \u0645\u0631\u062c\u0639 \u2713.mp4"
     assert one_line("a\nb\rc\td\x1b[2Je\u2028f") == "a\\nb\\rc\\td\\x1b[2Je\\u2028f"
+    # (U+202E shows what follows backwards; U+200F, a mark of direction in Hebrew or Arabic text, stays)
+    assert one_line("x\u202e4pm.exe \u05e2\u200f") == "x\\u202e4pm.exe \u05e2\u200f"
     name = "x\nstreamrestore: error: fake\x1b[2J.mp4"
     clip = tmp_path / name
     make_clip(clip, width=96, height=64, frames=4)

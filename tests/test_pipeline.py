@@ -561,6 +561,16 @@ def test_summary_counts_unmatched_and_skipped_faces_per_track():
     assert verbose[1] == "  track 1: anna, frames 3-9, 7 faces; similarity anna 0.61, ben 0.12"
     assert verbose[2].endswith("; similarity ben 0.31, anna 0.20")
     assert verbose[3] == "unmatched faces: 2 (similarity below 0.40 to every set), skipped faces: 2"
+    # a set's name (a folder's, NAME=DIR) with a newline or an escape sequence cannot start a line or drive the
+    # terminal, wherever the summary names it
+    odd = "an\nna\x1b[2J"
+    stats = _summary_of([(1, f, odd, True) for f in range(3)], frames=3, frames_with_faces=3, frames_restored=3,
+                        faces_restored=3, matching=True, references=True, match_threshold=0.4, seconds=1.0)
+    stats.per_track[1].scores = {odd: 0.61}
+    for verbose, named in ((False, 2), (True, 3)):  # (the line of sets, the track's; and its similarity)
+        text = stats.summary(verbose=verbose)
+        assert "\x1b" not in text and len(text.splitlines()) == 3, text
+        assert text.count("an\\nna\\x1b[2J") == named, text
 
 
 def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
