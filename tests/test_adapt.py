@@ -72,6 +72,8 @@ def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, ca
     assert "but cannot keep it in" in caplog.text and "made again in every run" in caplog.text
     adapted = _restore(restorer, faces, [cache, cache])
     kept = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, cache_dir=str(tmp_path / "ok")))
+    (tmp_path / "ok").mkdir(mode=0o755)  # (as an older version made it)
+    os.chmod(tmp_path / "ok", 0o755)
     umask = os.umask(0o022)  # (the usual one, whatever the test runner's)
     try:
         cache = kept.encode_references(photos)

@@ -344,16 +344,16 @@ def test_a_program_is_not_kept_on_a_nearly_full_disk(restorer, caches, tmp_path,
 
     from streamrestore.backends import onnx_runtime
 
-    monkeypatch.setattr(onnx_runtime, "KEEP_PROGRAMS_FREE_BYTES", onnx_runtime._free_bytes(tmp_path) + 1)
+    monkeypatch.setattr(onnx_runtime, "_free_bytes", lambda folder: 100 << 20)  # (a disk with 100 MB free)
     before = set(Path(tempfile.gettempdir()).glob("streamrestore-onnx-*"))
     backend = build_backend(restorer, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path / "e"))
     faces, cs = _faces(1, seed=4), [caches[1]]
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         got = backend.restore(faces, cs, [1])
     torch.testing.assert_close(got, restorer.restore(faces, cs, [1]), rtol=1e-4, atol=2e-5)
-    assert backend.backend == "onnxruntime" and "MB free: the exported restorer is not kept in" in caplog.text
+    assert backend.backend == "onnxruntime" and "has 105 MB free: the exported restorer is not kept in" in caplog.text
     assert not list(tmp_path.rglob("*.onnx")) and set(Path(tempfile.gettempdir()).glob("streamrestore-onnx-*")) == before
-    monkeypatch.setattr(onnx_runtime, "KEEP_PROGRAMS_FREE_BYTES", 0)  # room enough: kept
+    monkeypatch.setattr(onnx_runtime, "_free_bytes", lambda folder: 600 << 20)  # room enough: kept
     build_backend(restorer, "onnxruntime", BackendConfig(backend="onnxruntime", engine_dir=tmp_path / "e")).restore(
         faces, cs, [1])
     assert len(list((tmp_path / "e").rglob("*.onnx"))) == 1

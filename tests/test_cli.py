@@ -399,6 +399,11 @@ def test_json_to_standard_output_is_the_programs_only_output(run, clip, tmp_path
     assert code == 2 and "--json folder" in _one_error_line(err) and not (tmp_path / "typo").exists()
     code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", planted, "--force")
     assert code == 0 and json.loads((tmp_path / "elsewhere.json").read_text())["frames"] == 6
+    (tmp_path / "q.mp4").unlink()
+    into_nothing = tmp_path / "into-nothing.json"
+    into_nothing.symlink_to(tmp_path / "gone" / "x.json")  # (its own folder exists: the one it points into not)
+    code, err = run(clip, "-o", tmp_path / "q.mp4", "--json", into_nothing, "--force")
+    assert code == 2 and f"--json folder {tmp_path / 'gone'} does not exist" in _one_error_line(err)
 
 
 def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_path, monkeypatch):

@@ -248,7 +248,8 @@ def _check_json_path(given: str | None, src: Path, output: Path, force: bool) ->
         raise OutputError(f"--json {given} is a symbolic link to {os.readlink(named)}, which does not exist: the "
                           "figures would be written there; name another file, or write through the link with --force")
     if not path.parent.is_dir():  # (a typo made a folder tree, where -o's refuses)
-        raise OutputError(f"--json folder {named.parent} does not exist; create it first")
+        folder = path.parent if named.is_symlink() else named.parent  # (a link's: the folder it points into)
+        raise OutputError(f"--json folder {folder} does not exist; create it first")
 
 
 def _write_json(path: str, record: dict) -> None:

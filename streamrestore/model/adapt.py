@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -163,9 +164,12 @@ def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     a file, and processes that share the folder (a batch's workers) never write one file together."""
     from safetensors.torch import save  # noqa: PLC0415
 
-    if not path.parent.is_dir():  # (made private: its files' names and times say whose faces were worked on)
-        path.parent.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
+    # (private: its files' names and times say whose faces were worked on; one an older version made 0755 too)
+    path.parent.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError):  # (another user's: the file then is not ours to keep there anyway)
+        if path.parent.stat().st_uid == os.getuid():
+            os.chmod(path.parent, 0o700)
     tmp = cache_temp_name(path)
     try:
         tmp.write_bytes(save({k: v.contiguous() for k, v in state.items()}))
