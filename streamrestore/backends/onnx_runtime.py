@@ -96,7 +96,7 @@ def export_onnx(core: nn.Module, args, path: Path) -> None:
 #: cache folders already said to be unwritable or on a nearly full disk (said once a process, not once a shape)
 _UNWRITABLE_SAID: set[Path] = set()
 
-#: a program is kept in the cache only where its disk keeps this much free after it: on a nearly full disk
+#: a program is kept in the cache only where its disk has this much free before it is written: on a nearly full disk
 #: (a small VM's, an SD card's) the programs (~27 MB each shape for lite) took the room the output then needed
 KEEP_PROGRAMS_FREE_BYTES = 512 << 20
 

@@ -206,7 +206,8 @@ class EncoderSettings:
             video by the day it was recorded): the file's (title, comment, recording date, a phone's
             location, make and model, author), each track's but its language, the timecode and the
             chapters. For footage of people who must not be found: where and when it was filmed, and on
-            what, go with the file otherwise. The pictures, sound, subtitles and attached fonts are kept.
+            what, go with the file otherwise. The pictures, sound, subtitles and a Matroska file's attached
+            files (fonts, a cover) are kept.
 
     Raises:
         ValueError: an encoder this FFmpeg build lacks, a ``crf`` outside 0-63, negative
