@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from streamrestore.cli.options import (
+    BACKEND_NAMES,
     adapt_from_args,
     add_adapt_options,
     add_crop_resolution_option,
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", metavar="DIR",
                    help=f"{_MODELS_HELP} (default $STREAMRESTORE_MODELS)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt", "onnxruntime"])
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
     p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)
     add_reference_detail_option(p)

@@ -121,7 +121,7 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
     p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
-    p.add_argument("--backend", default="auto", choices=["auto", "eager", "compile", "tensorrt", "onnxruntime"],
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
                    help="how the restorer runs; auto picks the fastest available and says which")
     if fast_vae:
         p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
@@ -136,6 +136,11 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
     p.add_argument("-v", "--verbose", action="store_true",
                    help="more messages; the run summary adds each track's similarity to every reference set and "
                         "the share of the model's change the quality gate kept")
+
+
+#: ``--backend``'s values: :data:`streamrestore.backends.selection.BACKENDS`, named here without loading torch
+#: (every command's ``--help`` and mistakes stay fast; a test keeps the two the same)
+BACKEND_NAMES = ("auto", "eager", "compile", "tensorrt", "onnxruntime")
 
 
 def add_encoder_options(p: argparse.ArgumentParser, metadata: bool = True) -> None:
