@@ -203,6 +203,31 @@ class CachePart:
 #: a temporary file of a place's kind not written to for this long is a killed run's leftover
 #: (the cache's writers write theirs in seconds, then rename it); a younger one may be being written
 LEFTOVER_AGE_S = 3600.0
+#: ... or unchanged this long where the process its name says wrote it is no longer running on this machine
+#: (an OOM kill mid-export left 17-27 MB for an hour; a writer on another machine sharing the cache is still
+#: writing it within this time, the writers write theirs in seconds)
+WRITER_GONE_AGE_S = 120.0
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the temporary file ``name`` (:func:`cache_temp_name`: ``x.onnx.<pid>.<hex>.tmp``) was written by a
+    process that is no longer running here; False where its name carries no process id (an older version's)."""
+    parts = name.split(".")
+    if len(parts) < 4 or not parts[-3].isdigit():
+        return False
+    try:
+        os.kill(int(parts[-3]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError, ValueError):  # (another user's process: running)
+        return False
+    return False
+
+
+def is_leftover(name: str, age: float) -> bool:
+    """Whether a temporary cache file ``name`` unchanged for ``age`` seconds is a killed run's leftover, not one
+    being written (:data:`LEFTOVER_AGE_S`, :data:`WRITER_GONE_AGE_S`)."""
+    return age >= LEFTOVER_AGE_S or (age >= WRITER_GONE_AGE_S and _writer_gone(name))
 
 
 def cache_temp_name(path: Path) -> Path:
@@ -271,7 +296,7 @@ def cache_parts(root: Path | None = None) -> list[CachePart]:
 
 class Cleared(tuple):
     """What :func:`clear_cache` did: the pair (files, bytes) deleted, as it has always returned, and ``kept``,
-    the temporary files it left (younger than :data:`LEFTOVER_AGE_S`: perhaps being written)."""
+    the temporary files it left (perhaps being written: not :func:`is_leftover`)."""
 
     kept: int
 
@@ -311,7 +336,7 @@ def clear_cache(names: Iterable[str], root: Path | None = None) -> Cleared:
     now = time.time()
     for place in places:
         for file, size, mtime in _place_files(place, root):
-            if file.suffix == ".tmp" and now - mtime < LEFTOVER_AGE_S:
+            if file.suffix == ".tmp" and not is_leftover(file.name, now - mtime):
                 kept += 1
                 continue
             try:

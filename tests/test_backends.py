@@ -359,6 +359,31 @@ def test_a_program_is_not_kept_on_a_nearly_full_disk(restorer, caches, tmp_path,
     assert len(list((tmp_path / "e").rglob("*.onnx"))) == 1
 
 
+def test_exporting_a_program_again_removes_what_a_killed_export_of_it_left(restorer, caches, tmp_path):
+    """A run killed mid-export left its temporary file; the next export of the same program left it beside its
+    own, for an hour."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from streamrestore.cache_dir import WRITER_GONE_AGE_S
+
+    config = BackendConfig(backend="onnxruntime", engine_dir=tmp_path)
+    faces, cs = _faces(1, seed=5), [caches[1]]
+    BackendRestorer(restorer, "onnxruntime", config).restore(faces, cs, [1])
+    (program,) = tmp_path.rglob("*.onnx")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    left, young = program.with_name(f"{program.name}.{gone}.a1b2c3.tmp"), program.with_name(f"{program.name}.{gone}.d4.tmp")
+    for path, age in ((left, WRITER_GONE_AGE_S + 10), (young, 5)):
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (time.time() - age,) * 2)
+    program.unlink()
+    BackendRestorer(restorer, "onnxruntime", config).restore(faces, cs, [1])
+    assert program.is_file() and not left.exists() and young.exists()
+
+
 def test_a_long_lived_backend_keeps_a_few_onnx_sessions_open_not_one_per_face_count(restorer, caches, tmp_path,
                                                                                      monkeypatch):
     """A session per face count met (55-250 MB each with lite): a notebook restoring group photos of 1 to

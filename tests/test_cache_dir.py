@@ -124,6 +124,30 @@ def test_a_temporary_file_a_killed_run_left_is_cleared_and_one_being_written_kep
     assert not any(path.exists() for path in old)
 
 
+def test_a_temporary_file_whose_writer_is_gone_is_a_leftover_after_two_minutes(tmp_path):
+    """An OOM kill mid-export left 17-27 MB that --clear kept for an hour as "perhaps being written", and the next
+    export of the same program left it beside its own: the writer's process id is in the name."""
+    import subprocess
+    import sys
+    import time
+
+    from streamrestore.cache_dir import WRITER_GONE_AGE_S, is_leftover
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    dead, alive, older = (engines / f"lite-1.onnx.{gone}.a1b2c3.tmp", engines / f"lite-1.onnx.{os.getpid()}.d4e5f6.tmp",
+                          engines / "lite-1.onnx.tmp")
+    for path in (dead, alive, older):
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (time.time() - WRITER_GONE_AGE_S - 10,) * 2)
+    assert is_leftover(dead.name, WRITER_GONE_AGE_S + 10) and not is_leftover(dead.name, 30)
+    assert not is_leftover(alive.name, WRITER_GONE_AGE_S + 10) and not is_leftover(older.name, WRITER_GONE_AGE_S + 10)
+    cleared = clear_cache(["engines"], tmp_path)
+    assert cleared == (1, 100) and cleared.kept == 2 and not dead.exists() and alive.exists() and older.exists()
+
+
 def test_an_unknown_place_deletes_nothing(tmp_path):
     files = _fill(tmp_path)
     with pytest.raises(ValueError, match="'engine'.*engines, adapted, prompt"):

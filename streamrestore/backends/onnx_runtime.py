@@ -13,7 +13,9 @@ shapes, versions), next to TensorRT engines: a second run only opens a session (
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamrestore.cache_dir import cache_temp_name, keep_private_if_personal
+from streamrestore.cache_dir import cache_temp_name, is_leftover, keep_private_if_personal
 from streamrestore.errors import ModelError, out_of_memory
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,11 @@ def export_onnx(core: nn.Module, args, path: Path) -> None:
     names, flat = _flat_inputs(args)
     flat_core = _FlatCore(core, len(args[2]), args[7] is not None, args[8] is not None)
     path.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for left in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):  # (an earlier export of it killed midway)
+        with contextlib.suppress(OSError):
+            if is_leftover(left.name, now - left.stat().st_mtime):
+                left.unlink()
     tmp = cache_temp_name(path)  # (two terminals on one cache exporting one shape: each its own)
     try:
         with warnings.catch_warnings():
