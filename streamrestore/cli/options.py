@@ -118,7 +118,9 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
                    help="folder of photos of the person to restore towards, one photo, or a video of them (4 frames spread "
                         "over it; another clip in the same light helps most); repeat as NAME=DIR for several people "
                         "(optional: without it faces are restored without references)")
-    p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity, or a checkpoint path")
+    p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity (returns each "
+                   "face as it was: with --reference-detail 0 --no-temporal --crf 0 the output's pictures are the "
+                   "input's, a control run), or a checkpoint path")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,

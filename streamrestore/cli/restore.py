@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="streamrestore",
         description="Restore the faces in a video (or a photo) using a few reference photos of the person.",
-        epilog="Other commands: " + ", ".join(f"streamrestore {c} --help" for c in SUBCOMMANDS),
+        epilog="A restored face's detail is synthesized (by a network, and from the reference photos): it is not "
+               "recovered from the footage, and not evidence of what the person looked like. Other commands: "
+               + ", ".join(f"streamrestore {c} --help" for c in SUBCOMMANDS),
     )
     p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
     p.add_argument("input", help="video file to restore, or a photo (.jpg, .heic, .png, .webp, .tif, .bmp, .avif)")

@@ -383,5 +383,5 @@ def check_model_name(name: str | Path) -> None:
     if path.is_dir():
         return
     raise ModelError(f"unknown model {name!r}: use one of {', '.join(MODEL_NAMES)}, a .safetensors model file, "
-                     "an InstantRestore .pt checkpoint, a folder holding the official files, or identity (changes "
-                     "nothing; for testing)")
+                     "an InstantRestore .pt checkpoint, a folder holding the official files, or identity (returns "
+                     "each face as it was; for testing)")
