@@ -104,6 +104,12 @@ def test_new_photos_or_settings_adapt_again(base, tmp_path):
     longer = AdaptedRestorer(base, AdaptConfig(part="unet", steps=3, cache_dir=str(tmp_path)))
     assert longer.key(photos) != restorer.key(photos)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
+    # another thread count sums the fine-tune otherwise: its own (one key gave two commands' bytes by which run
+    # had filled the cache)
+    from streamrestore.threads import torch_threads
+
+    with torch_threads(2):
+        assert restorer.key(photos) != restorer.key(changed) and restorer.key(photos) not in restorer.adapt_seconds
 
 
 def test_blend_reuses_the_cached_fine_tune_and_interpolates_the_weights(base, tmp_path):

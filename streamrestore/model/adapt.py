@@ -96,7 +96,7 @@ class AdaptConfig:
             +0.09 dB / +0.016 judge on dmdnet's nine unseen people, but 0.19 dB less on the demo
             set's twelve (+0.87 over the input against +1.06); two seeds of 48 pairs differ by
             0.14 dB / 0.009 identity on one clip (docs/video_eval.md, "Session 37").
-        seed: seed of the degradation and sampling draws (the same photos give the same weights).
+        seed: seed of the degradation and sampling draws (the same photos give the same weights at one torch thread count: :meth:`AdaptedRestorer.key` holds it).
         blend: how much of the fine-tune's weight change is used (1.0: all of it; None: the part's
             default, ``"unet"`` 0.5: the weights halfway between the base and the adapted ones,
             ``"head"`` 1.0). Applied when the adapted weights are loaded, so it is not part of the
@@ -401,12 +401,14 @@ class AdaptedRestorer:
 
     def key(self, faces: torch.Tensor) -> str:
         """The adapted weights' key: the photos, the base model (detail head included: the UNet
-        adapts through it) and the settings."""
+        adapts through it), the settings, and torch's thread count now (the fine-tune's sums come out
+        otherwise in another count: 1 and 2 threads gave outputs up to 37 levels apart under one key, so
+        a run's bytes depended on which run had filled the cache)."""
         digest = hashlib.sha256(reference_key(faces, self.base.fingerprint).encode())
         head = getattr(self.base, "detail_head_fingerprint", "none")
         if head != "none":  # models without a head hash no head fingerprint
             digest.update(head.encode())
-        recipe: dict = {**self.config.key_fields(), "mix": _MIXES[self.config.part]}
+        recipe: dict = {**self.config.key_fields(), "mix": _MIXES[self.config.part], "threads": torch.get_num_threads()}
         if self.config.part == "head":  # the head's loss and its pairs' damage shape its weights too
             from streamrestore.data.degrade import get_preset  # noqa: PLC0415
 
