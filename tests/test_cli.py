@@ -491,6 +491,18 @@ def test_closed_standard_streams_and_odd_surrogates_do_not_fail_a_run(tmp_path, 
     wrapped.flush()
     wrapped.restore()
     assert raw.getvalue() == b"caf\\udce9 and \\ud800\ncaf\xe9\n" and stream.errors == "strict"
+    # a stream of another encoding (PYTHONIOENCODING=ascii; Windows' cp1252 into a file) writes what it cannot hold
+    # as escapes: eval's table arrows, a name's accents, live's help ended eval, bench, cache in a traceback
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="cp1252", errors="strict")
+    wrapped = _ReaderMayLeave(stream)
+    wrapped.write("PSNR \u2191 caf\u00e9 \u65e5\n")
+    wrapped.flush()
+    wrapped.restore()
+    assert raw.getvalue() == b"PSNR \\u2191 caf\xe9 \\u65e5\n" and stream.errors == "strict"
+    child = subprocess.run([sys.executable, "-m", "streamrestore", "live", "--help"], capture_output=True, timeout=120,
+                           env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONIOENCODING="ascii"))
+    assert child.returncode == 0 and b"\\u2192" in child.stdout, child.stderr
 
 
 def test_a_full_disk_under_standard_output_does_not_skip_the_clean_up(tmp_path, monkeypatch):

@@ -63,10 +63,13 @@ class _ReaderMayLeave:
         # A file name that is not UTF-8 (a Latin-1 "caf\xe9.mp4") reaches Python as lone surrogates,
         # which stderr wrote as "caf\udce9": a name no file has. Written back as the bytes they stand
         # for, a message names the file as ls does and a script can use the path it prints.
+        # A stream of another encoding (PYTHONIOENCODING=ascii, Windows' cp1252 into a file) writes what it cannot
+        # hold as escapes: a table's arrows, a name's accents made eval, bench and cache end in a traceback.
         self._errors = None
-        if (getattr(stream, "encoding", "") or "").lower().replace("-", "") == "utf8" and hasattr(stream, "reconfigure"):
+        self._utf8 = (getattr(stream, "encoding", "") or "").lower().replace("-", "") == "utf8"
+        if hasattr(stream, "reconfigure") and (self._utf8 or getattr(stream, "errors", None) == "strict"):
             self._errors = stream.errors
-            stream.reconfigure(errors="surrogateescape")
+            stream.reconfigure(errors="surrogateescape" if self._utf8 else "backslashreplace")
 
     def restore(self) -> None:
         """The stream as it was (its error handler)."""
@@ -87,7 +90,7 @@ class _ReaderMayLeave:
 
     def write(self, text: str) -> int:
         if not self._gone:
-            if self._errors is not None:
+            if self._errors is not None and self._utf8:
                 try:
                     text.encode("utf-8", "surrogateescape")
                 except UnicodeEncodeError:  # a surrogate that stands for no byte: written as before, escaped

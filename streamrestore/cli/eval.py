@@ -376,8 +376,8 @@ def video_main(args: argparse.Namespace) -> int:
     if faces.padded:
         log.info("%d clean frame(s) had their face found only in the padded frame (face fills the frame)",
                  faces.padded)
-    print(format_video_table(rows))
-    if args.json:
+    path = None
+    if args.json:  # (first: the figures are kept whatever becomes of the printing)
         facts = {
             "video": str(clean), "degraded": None if args.degraded is None else str(args.degraded),
             "degrade": preset, "refs": args.refs, "model": str(args.model), "max_frames": args.max_frames,
@@ -395,5 +395,7 @@ def video_main(args: argparse.Namespace) -> int:
 
         path = write_text_file(Path(args.json), json.dumps({"rows": json_ready(rows), **facts}, indent=2,
                                                            allow_nan=False) + "\n")
+    print(format_video_table(rows))
+    if path is not None:
         print(one_line(f"wrote {path}"), file=sys.stderr)
     return 0
