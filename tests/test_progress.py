@@ -206,3 +206,32 @@ def test_a_narrow_terminal_gets_the_figures_without_the_bar(monkeypatch, capsys)
     bar.update(10)
     bar.close()
     assert "|" in capsys.readouterr().err  # (wide enough: the bar)
+
+
+def test_a_warning_during_a_bar_has_a_line_of_its_own(monkeypatch):
+    """A warning mid-run was glued to the end of the bar's line ("5% 5/99 ETA 00:05warning: track 1 ..."), and so
+    read by a screen reader: the bar is cleared first and drawn again below it."""
+    import io
+    import logging
+    import os
+    import sys
+
+    from streamrestore.cli.options import CliHandler
+
+    terminal = io.StringIO()
+    terminal.isatty = lambda: True  # type: ignore[method-assign]
+    terminal.fileno = lambda: 2  # type: ignore[method-assign]
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((100, 30)))
+    bar = run.make_progress(99, True, 1.0)
+    assert not isinstance(bar, ProgressLines)
+    bar.update(5)
+    bar.refresh()
+    record = logging.LogRecord("streamrestore", logging.WARNING, __file__, 1, "track 1 scores 0.20", None, None)
+    CliHandler().emit(record)
+    bar.close()
+    said = terminal.getvalue()
+    before = said[:said.index("warning: track 1")]
+    assert before.rstrip(" ").endswith(("\r", "\n", "\x1b[A", "\x1b[K")), repr(said[-300:])
+    assert "ETA" not in before.rsplit("\r", 1)[-1] and "5/99" in said.split("warning: track 1")[1]

@@ -471,11 +471,21 @@ class _LowerCaseLevel(logging.Formatter):
 
 
 class CliHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time (tests swap it)."""
+    """Writes to whatever sys.stderr is at the time (tests swap it), on a line of its own: a progress bar on
+    the terminal is cleared first and drawn again below it (a warning mid-run was glued to the bar's line,
+    "5/99 ETA 00:05warning: ...", and read so by a screen reader)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setFormatter(_LowerCaseLevel())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # (logging's own rule: a message that cannot be written does not end the run)
+            self.handleError(record)
 
     @property
     def stream(self):
