@@ -333,6 +333,22 @@ def test_unmatched_skip_without_references_is_refused(run, clip, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_mistake_in_the_options_is_said_first_and_a_decimal_comma_named(capsys):
+    """The usage block (20-50 lines at 40 columns) came before the one line that mattered, which a screen reader
+    reaches last; a German user's ``--strength 0,5`` got no hint."""
+    for argv, said in ((["clip.mp4", "--strength", "0,5"],
+                        "streamrestore: error: argument --strength: invalid float value: '0,5' (decimals take a "
+                        "point: 0.5)"),
+                       (["batch", "x", "-o", "y", "--workers", "two"],
+                        "streamrestore batch: error: argument --workers: invalid int value: 'two'"),
+                       (["cache", "--clear"], "streamrestore cache: error: argument --clear: expected one argument")):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert lines[0] == said and lines[1:] == [f"(the options: {said.partition(': error')[0]} --help)"], lines
+
+
 def test_unwritable_output_folder(run, clip, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")

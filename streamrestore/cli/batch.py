@@ -16,6 +16,7 @@ import sys
 
 from streamrestore.batch import DEFAULT_CHUNK_SECONDS
 from streamrestore.cli.options import (
+    CommandParser,
     adapt_from_args,
     add_adapt_options,
     add_crop_resolution_option,
@@ -38,7 +39,7 @@ from streamrestore.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="streamrestore batch",
         description="Restore the faces in many videos (and photos) on a pool of Ray workers (this machine or a cluster); "
                     "long videos are split into keyframe-aligned chunks restored in parallel and joined.",

@@ -18,6 +18,7 @@ import sys
 from streamrestore.cli.options import (
     BACKEND_NAMES,
     FAST_VAE_HELP,
+    CommandParser,
     add_crop_resolution_option,
     add_identity_gate_option,
     add_reference_detail_option,
@@ -39,7 +40,7 @@ DTYPE_NAMES = ("bf16", "fp16", "fp32")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="streamrestore bench",
         description="Time every stage of the pipeline and the end-to-end frame rate on a clip, "
                     "for each execution backend of the restorer.",

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from streamrestore.cache_dir import CACHE_PLACES, cache_parts, cache_root, cache_root_source, clear_cache
+from streamrestore.cli.options import CommandParser
 from streamrestore.errors import OutputError, UserError, one_line
 
 _ALL = "all"
@@ -24,7 +25,7 @@ _ALL = "all"
 
 def build_parser() -> argparse.ArgumentParser:
     names = [place.name for place in CACHE_PLACES]
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="streamrestore cache",
         description="Show what streamrestore keeps between runs (exported programs, --adapt's fine-tunes, the "
                     "official model's prompt), where and how big; --clear deletes it. Anything there is made "

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from streamrestore.cli.options import (
     BACKEND_NAMES,
+    CommandParser,
     adapt_from_args,
     add_adapt_options,
     add_crop_resolution_option,
@@ -80,7 +81,7 @@ def _model_files(args: argparse.Namespace, *needed: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="streamrestore eval",
         description="Evaluate a face restorer on aligned test cases (--data): PSNR, SSIM, identity similarity "
                     "(MobileFaceNet, paddle MobileFaceNet = the judge, dlib) and landmark distance; or on a "

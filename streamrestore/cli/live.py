@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from streamrestore.cli.options import (
+    CommandParser,
     adapt_from_args,
     add_adapt_options,
     add_crop_resolution_option,
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="streamrestore live",
         description="Restore faces in a live source with low latency: preview window (original | restored) "
                     "and/or output to a file or network URL.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -138,6 +139,18 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
     p.add_argument("-v", "--verbose", action="store_true",
                    help="more messages; the run summary adds each track's similarity to every reference set and "
                         "the share of the model's change the quality gate kept")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser whose mistakes are said in one line first, the way to the options after it: the
+    usage block (20-50 lines at 40 columns) came first, and a screen reader read all of it before the error.
+    A number written with a decimal comma (``--strength 0,5``) is told to take a point."""
+
+    def error(self, message: str):  # type: ignore[override]
+        comma = re.search(r"invalid (?:float|int) value: '(-?\d+),(\d+)'", message)
+        if comma:
+            message += f" (decimals take a point: {comma.group(1)}.{comma.group(2)})"
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n(the options: {self.prog} --help)\n")
 
 
 #: ``--backend``'s values: :data:`streamrestore.backends.selection.BACKENDS`, named here without loading torch

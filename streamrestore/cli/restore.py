@@ -16,6 +16,7 @@ from pathlib import Path
 
 from streamrestore._version import __version__
 from streamrestore.cli.options import (
+    CommandParser,
     adapt_from_args,
     add_adapt_options,
     add_crop_resolution_option,
@@ -46,7 +47,7 @@ from streamrestore.threads import TORCH_THREADS_HELP
 SUBCOMMANDS = ("train", "eval", "live", "bench", "batch", "cache")
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(CommandParser):
     """The main command's parser: its hidden ``more_inputs`` (several files given) is not named in a
     usage error ("the following arguments are required: input, more_inputs")."""
 

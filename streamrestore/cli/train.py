@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamrestore.cli.options import configure_logging, log
+from streamrestore.cli.options import CommandParser, configure_logging, log
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamrestore train",
+    p = CommandParser(prog="streamrestore train",
                                 description="Train an InstantRestore-style restorer (accelerate: CPU, GPU, many GPUs).")
     p.add_argument("config", help="training config (.toml, .yaml or .json); see configs/lite.toml")
     p.add_argument("--resume", metavar="CKPT",
