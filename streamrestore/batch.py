@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from streamrestore.errors import InputError, OutputError, UserError, one_line
+from streamrestore.output_file import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -260,14 +261,6 @@ def _cut(plan: Plan, keyframes: set[int], chunk_seconds: float) -> list[tuple[in
 
 
 # --- files ----------------------------------------------------------------------------------
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def count_frames(path: str | os.PathLike) -> int:

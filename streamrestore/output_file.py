@@ -7,6 +7,7 @@ failed run leaves nothing behind.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import secrets
@@ -20,7 +21,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX (Windows): no file locks
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SPACE_ERRNOS", "STALE_TEMP_SECONDS", "check_output_path", "hold_temp", "move_into_place", "output_target",
+__all__ = ["SPACE_ERRNOS", "STALE_TEMP_SECONDS", "check_output_path", "hold_temp", "move_into_place", "output_target", "sha256_of",
            "release_temp", "remove_stale_temps", "stale_temps", "temp_beside", "write_atomically", "write_failed"]
 
 #: errnos of a failed write whose cause is the disk or a limit (not the codec or the container)
@@ -354,3 +355,12 @@ def write_text_file(dst: Path, text: str) -> Path:
         raise OutputError(f"cannot write {dst} ({exc.strerror or exc})") from None
     write_atomically(dst, lambda temp: temp.write_text(text, encoding="utf-8"))
     return dst
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 of the file at ``path``, in hex (read a megabyte at a time)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -305,6 +305,18 @@ def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(reques
     assert sorted(track["identity"] for track in record["tracks"]) == sorted(names)
     assert all(track["faces"] == 6 and set(track["similarity"]) == set(names) for track in record["tracks"])
     assert len({track["place"] for track in record["tracks"]}) == 2
+    # how it was made, for a record that must show it: the tool, the model, every setting, the reference files
+    # and the input and output, with their sha256, and when (it said none of these)
+    from streamrestore import __version__
+    from streamrestore.output_file import sha256_of
+
+    assert record["version"] == __version__ and record["model"] == "identity" and record["model_sha256"] is None
+    assert record["input_sha256"] == sha256_of(src) and record["output_sha256"] == sha256_of(tmp_path / "o.mp4")
+    assert record["settings"]["pipeline"]["detect_every"] == 3 and record["settings"]["encoder"]["crf"] is None
+    assert record["settings"]["adapt"] is None and record["started"] <= record["finished"]
+    assert [(r["name"], r["path"], r["files"]) for r in record["reference_files"]] == [
+        (name, str(Path(folder).resolve()), {p.name: sha256_of(p) for p in sorted(Path(folder).iterdir())})
+        for name, folder in names.items()]
     track_lines = [line for line in err.splitlines() if line.startswith("  track ")]
     assert len(track_lines) == 2, err
     for name in names:

@@ -43,6 +43,7 @@ from streamrestore.cli.options import (
     check_torch_threads,
     crop_resolution_from_args,
     identity_gate_from_args,
+    model_provenance,
     quality_gate_from_args,
     reference_detail_from_args,
     set_torch_threads,
@@ -258,23 +259,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _model_provenance(model: str) -> dict:
-    """The model file evaluated and its sha256 (``lite``: the shipped file); None for a model
-    that is no one file (``instantrestore``'s folder, ``identity``)."""
-    import hashlib
-
-    from streamrestore.model.registry import LITE_WEIGHTS
-
-    path = LITE_WEIGHTS if str(model) == "lite" else Path(str(model)).expanduser()
-    if not path.is_file():
-        return {"model_file": None, "model_sha256": None}
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"model_file": str(path), "model_sha256": digest.hexdigest()}
-
-
 def video_main(args: argparse.Namespace) -> int:
     """``eval --video``: degrade (or take the degraded copy), restore every way, measure, report."""
     import dataclasses
@@ -385,7 +369,7 @@ def video_main(args: argparse.Namespace) -> int:
             "every": args.every, "face_models": face_models, "detector": args.detector,
             "gt_missed": faces.missed, "gt_padded": faces.padded, "seconds": round(seconds, 1),
             # what a reader needs to make the table again
-            "version": __version__, **_model_provenance(args.model), "device": args.device, "backend": args.backend,
+            "version": __version__, **model_provenance(args.model), "device": args.device, "backend": args.backend,
             "torch_threads": torch.get_num_threads(),
             "adapt": None if adapt_from_args(args) is None else dataclasses.asdict(adapt_from_args(args)),
             "degradation": None if preset is None else dataclasses.asdict(VIDEO_PRESETS[preset]),

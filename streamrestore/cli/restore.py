@@ -215,6 +215,7 @@ def main(argv: list[str]) -> int:
     default = default_photo_output(args.input) if is_image(args.input) else default_output_path(args.input)
     output = _output_path(args.output, default)
     _check_json_path(args.json, Path(args.input), output, args.force)
+    started = _utc_now()
     if is_image(args.input):
         stats = restore_photo(args.input, output, build, force=args.force, strip_metadata=args.strip_metadata)
     else:
@@ -223,8 +224,50 @@ def main(argv: list[str]) -> int:
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(one_line(f"wrote {output}"), file=sys.stderr)
     if args.json:
-        _write_json(args.json, {"input": str(args.input), "output": str(output), **stats.as_dict()})
+        made_with = _made_with(args, config=config, encoder=encoder, adapt=adapt, deinterlace=deinterlace,
+                               output=output, started=started)
+        _write_json(args.json, {"input": str(args.input), "output": str(output), **stats.as_dict(), **made_with})
     return 0
+
+
+def _utc_now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _made_with(args: argparse.Namespace, *, config, encoder, adapt, deinterlace, output: Path, started: str) -> dict:
+    """How the output was made, for a record that must show it (a newsroom's, an analyst's): the tool and model
+    (its file's sha256), where it ran, every setting with its defaults, the reference files and the input and
+    output with their sha256, and when."""
+    import dataclasses
+    import json
+
+    import torch
+
+    from streamrestore import __version__
+    from streamrestore.cli.options import model_provenance
+    from streamrestore.faces.references import parse_reference_specs
+    from streamrestore.output_file import sha256_of
+
+    def plain(value) -> object:  # (a dataclass of settings, as JSON takes it)
+        return json.loads(json.dumps(dataclasses.asdict(value), default=str)) if value is not None else None
+
+    references = []
+    for name, path in parse_reference_specs(args.refs or []):
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        references.append({"name": name or path.stem, "path": str(path.resolve()),
+                           "files": {file.name: sha256_of(file) for file in files if not file.name.startswith(".")}})
+    return {
+        "version": __version__, "model": str(args.model), **model_provenance(args.model),
+        "device": args.device, "backend": args.backend, "torch_threads": torch.get_num_threads(),
+        "settings": {"pipeline": plain(config), "encoder": plain(encoder), "adapt": plain(adapt),
+                     "start": args.start, "end": args.end, "deinterlace": deinterlace,
+                     "detector": args.detector, "face_models": args.face_models, "fast_vae": args.fast_vae},
+        "reference_files": references,
+        "input_sha256": sha256_of(args.input), "output_sha256": sha256_of(output),
+        "started": started, "finished": _utc_now(),
+    }
 
 
 def _check_json_path(given: str | None, src: Path, output: Path, force: bool) -> None:
