@@ -461,12 +461,12 @@ def test_cli_takes_the_temporal_options(shared, tmp_path):
 def test_the_json_names_the_model_file_and_its_hash(tmp_path):
     import hashlib
 
-    from streamrestore.cli.eval import _model_provenance
+    from streamrestore.cli.options import model_provenance
     from streamrestore.model.registry import LITE_WEIGHTS
 
-    lite = _model_provenance("lite")
+    lite = model_provenance("lite")
     assert lite == {"model_file": str(LITE_WEIGHTS), "model_sha256": hashlib.sha256(LITE_WEIGHTS.read_bytes()).hexdigest()}
     own = tmp_path / "mine.safetensors"
     own.write_bytes(b"weights")
-    assert _model_provenance(str(own))["model_sha256"] == hashlib.sha256(b"weights").hexdigest()
-    assert _model_provenance("instantrestore") == {"model_file": None, "model_sha256": None}
+    assert model_provenance(str(own))["model_sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert model_provenance("instantrestore") == {"model_file": None, "model_sha256": None}
