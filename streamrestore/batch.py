@@ -653,6 +653,11 @@ class BatchResult:
         return "\n".join(map(one_line, lines))  # (names of files and people: a line each, see errors.one_line)
 
 
+def _digest_of(record: object) -> str:
+    """A short digest of a JSON-able record (which reference photos a batch used), for its settings."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _parts_kept(out_dir: Path) -> str:
     """What of the long videos' finished chunks a stopped batch keeps, and where (", and 3 finished chunks
     of long videos: 41 MB of lossless video in OUT/.streamrestore-parts, which a rerun joins, or delete it"),
@@ -1116,10 +1121,13 @@ def run(
         manifest = Manifest(out_dir / MANIFEST_NAME)
         bar = _Progress(progress)
         # what an output was made with, recorded with it: a rerun with other settings says it keeps the old output
+        from streamrestore.faces.references import reference_files_record  # noqa: PLC0415
         settings = {"model": str(model), "refs": ", ".join(ref_specs) or "none", "adapt": str(options.get("adapt")),
                     "fast vae": str(fast_vae), "detector": str(detector), "face models": str(face_models),
                     "pipeline": repr(sorted(config.items())), "deinterlace": str(deinterlace),
-                    "metadata": "stripped" if strip_metadata else "kept"}
+                    "metadata": "stripped" if strip_metadata else "kept",
+                    # (the photos themselves: other photos in the same folder made the same "refs")
+                    "reference files": _digest_of(reference_files_record(ref_specs)) if ref_specs else "none"}
         state = _Batch(inputs, outputs, out_dir, manifest, result, bar, chunk_seconds if ray_module else None, retries)
         state.settings, state.encoder = settings, EncoderSettings(**encoder)
         try:

@@ -542,6 +542,23 @@ def test_the_temporary_files_of_a_worker_killed_during_the_batch_go_with_its_end
     assert (out / "a.restored.mp4").is_file() and not list(out.glob(".*partial*"))
 
 
+def test_a_rerun_with_other_photos_in_the_reference_folder_says_so(clips, tmp_path, batch, monkeypatch, refs):
+    """The batch recorded the references by their folder's name only: other photos put in the same folder (another
+    person's) made a rerun take the old output for "already done", unsaid."""
+    from PIL import Image
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "out"
+    assert batch(clips / "a.mp4", "-o", out, "--refs", refs)[0] == 0
+    code, err = batch(clips / "a.mp4", "-o", out, "--refs", refs)
+    assert code == 0 and ": already done (" in err and "other settings" not in err
+    photo = sorted(refs.iterdir())[0]
+    with Image.open(photo) as picture:  # (the same face, other bytes: a photo edited or replaced)
+        picture.convert("RGB").save(photo, format="JPEG", quality=60)
+    code, err = batch(clips / "a.mp4", "-o", out, "--refs", refs)
+    assert code == 0 and "kept from an earlier batch made with other settings (reference files: " in err, err
+
+
 def test_a_rerun_with_other_settings_says_it_keeps_the_output_made_with_the_old(clips, tmp_path, batch, monkeypatch):
     """It said "already done" as if the new settings had been used."""
     monkeypatch.setitem(sys.modules, "ray", None)

@@ -247,24 +247,19 @@ def _made_with(args: argparse.Namespace, *, config, encoder, adapt, deinterlace,
 
     from streamrestore import __version__
     from streamrestore.cli.options import model_provenance
-    from streamrestore.faces.references import parse_reference_specs
+    from streamrestore.faces.references import reference_files_record
     from streamrestore.output_file import sha256_of
 
     def plain(value) -> object:  # (a dataclass of settings, as JSON takes it)
         return json.loads(json.dumps(dataclasses.asdict(value), default=str)) if value is not None else None
 
-    references = []
-    for name, path in parse_reference_specs(args.refs or []):
-        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-        references.append({"name": name or path.stem, "path": str(path.resolve()),
-                           "files": {file.name: sha256_of(file) for file in files if not file.name.startswith(".")}})
     return {
         "version": __version__, "model": str(args.model), **model_provenance(args.model),
         "device": args.device, "backend": args.backend, "torch_threads": torch.get_num_threads(),
         "settings": {"pipeline": plain(config), "encoder": plain(encoder), "adapt": plain(adapt),
                      "start": args.start, "end": args.end, "deinterlace": deinterlace,
                      "detector": args.detector, "face_models": args.face_models, "fast_vae": args.fast_vae},
-        "reference_files": references,
+        "reference_files": reference_files_record(args.refs or []),
         "input_sha256": sha256_of(args.input), "output_sha256": sha256_of(output),
         "started": started, "finished": _utc_now(),
     }

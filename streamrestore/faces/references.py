@@ -26,7 +26,7 @@ from streamrestore.images import IMAGE_SUFFIXES, UNREAD_PHOTO_FORMATS, read_rgb
 from streamrestore.video.reader import VIDEO_SUFFIXES, VideoReader, probe, upright_rgb
 
 __all__ = ["FRAMES_PER_REFERENCE_VIDEO", "parse_reference_specs", "check_reference_specs", "load_reference_sets",
-           "list_reference_files", "reference_pictures"]
+           "list_reference_files", "reference_files_record", "reference_pictures"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,21 @@ def check_reference_specs(specs: Sequence[str | Path]) -> None:
     """
     for _name, path in parse_reference_specs(specs):
         list_reference_files(path, warn=False)
+
+
+def reference_files_record(specs: Sequence[str | Path]) -> list[dict]:
+    """What a record of a run says of its references: each set's ``name``, its folder's (or file's) absolute
+    ``path`` and the sha256 of each of its photos and videos (``files``, by name): which pictures steered the
+    faces, so that a run with other photos in the same folder reads as other settings.
+
+    Raises:
+        ReferencesError: as :func:`parse_reference_specs` and :func:`list_reference_files`.
+    """
+    from streamrestore.output_file import sha256_of
+
+    return [{"name": name or path.stem, "path": str(path.resolve()),
+             "files": {file.name: sha256_of(file) for file in list_reference_files(path, warn=False)}}
+            for name, path in parse_reference_specs(specs)]
 
 
 def list_reference_files(path: Path, *, warn: bool = True) -> list[Path]:
