@@ -179,7 +179,7 @@ def test_an_input_named_like_an_option_is_given_after_a_double_dash(synthetic_fa
     with pytest.raises(SystemExit) as exited:
         main([])
     assert exited.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == "streamrestore: error: the following arguments are required: input"
+    assert capsys.readouterr().err.splitlines()[0] == "streamrestore: error: the following arguments are required: input"
 
 
 def test_not_a_video(run, tmp_path):

@@ -567,6 +567,14 @@ def test_summary_counts_unmatched_and_skipped_faces_per_track():
     stats = _summary_of([(1, f, odd, True) for f in range(3)], frames=3, frames_with_faces=3, frames_restored=3,
                         faces_restored=3, matching=True, references=True, match_threshold=0.4, seconds=1.0)
     stats.per_track[1].scores = {odd: 0.61}
+    # every face left as it was by the quality gate: said plainly ("0 restored" mid-line read as done)
+    from streamrestore.run import RunStats
+
+    gated = RunStats(frames=5, frames_with_faces=5, frames_restored=5, faces_restored=5, faces_left_clean=5)
+    assert gated.summary().splitlines()[-1] == ("no face was changed: the frames are as they were, but the video "
+                                                "was encoded again (not copied)")
+    assert "no face was changed" not in RunStats(frames=5, frames_with_faces=5, frames_restored=5, faces_restored=5,
+                                                 faces_left_clean=4).summary()
     for verbose, named in ((False, 2), (True, 3)):  # (the line of sets, the track's; and its similarity)
         text = stats.summary(verbose=verbose)
         assert "\x1b" not in text and len(text.splitlines()) == 3, text
