@@ -427,11 +427,12 @@ class RunStats:
                                                       # (encoded again: "unchanged" read as a copy of the file)
                                                       "frames were not changed, but the video was encoded again "
                                                       "(not copied)")
-        elif self.frames and self.faces_restored and self.faces_restored == self.faces_left_clean:
+        elif self.frames and self.faces_restored and (self.faces_restored == self.faces_left_clean
+                                                       or self.strength == 0.0):
             # (said plainly: "0 restored" mid-line, then tracks "restored toward" someone's photos, read as done)
-            text += "\nno face was changed: the " + ("photo is written unchanged" if self.photo else
-                                                      "frames are as they were, but the video was encoded again "
-                                                      "(not copied)")
+            text += "\nno face was changed: " + ("the picture is as it was" if self.photo else
+                                                  "the frames are as they were, but the video was encoded again "
+                                                  "(not copied)")
         for warning in self.warnings():
             text += f"\nwarning: {one_line(warning)}"
         # (each line as one_line writes it: an escape sequence in a name, a warning's file, cannot drive the

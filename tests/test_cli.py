@@ -314,6 +314,8 @@ def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(reques
     assert record["input_sha256"] == sha256_of(src) and record["output_sha256"] == sha256_of(tmp_path / "o.mp4")
     assert record["settings"]["pipeline"]["detect_every"] == 3 and record["settings"]["encoder"]["crf"] is None
     assert record["settings"]["adapt"] is None and record["started"] <= record["finished"]
+    encoded = record["settings"]["encoded_with"]  # (as resolved for this input: the defaults named)
+    assert encoded["codec"] == "libx264" and encoded["crf"] == "16" and encoded["preset"] == "veryfast", encoded
     assert [(r["name"], r["path"], r["files"]) for r in record["reference_files"]] == [
         (name, str(Path(folder).resolve()), {p.name: sha256_of(p) for p in sorted(Path(folder).iterdir())})
         for name, folder in names.items()]
@@ -353,6 +355,9 @@ def test_a_mistake_in_the_options_is_said_first_and_a_decimal_comma_named(capsys
                         "point: 0.5)"),
                        (["batch", "x", "-o", "y", "--workers", "two"],
                         "streamrestore batch: error: argument --workers: invalid int value: 'two'"),
+                       (["batch", "x", "-o", "y", "--workers", "1,000"],
+                        "streamrestore batch: error: argument --workers: invalid int value: '1,000' (a whole number, "
+                        "written without separators)"),
                        (["cache", "--clear"], "streamrestore cache: error: argument --clear: expected one argument")):
         with pytest.raises(SystemExit) as stopped:
             main(argv)

@@ -421,3 +421,19 @@ def test_a_folder_of_hundreds_of_photos_is_read_in_part_and_a_few_alike_are_enco
     # the photos nearest the set's mean, in their order: an odd one out is left out first
     rows = np.array([[1, 0], [0.9, 0.436], [0, 1], [0.95, 0.312], [0.98, -0.199]], np.float32)
     assert typical_references(rows, 3).tolist() == [0, 1, 3] and typical_references(rows, 9).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_the_record_of_the_reference_files_names_one_that_cannot_be_read(tmp_path):
+    """A reference photo the run skipped (unreadable) ended the --json record, after the output was written, in a
+    traceback: it is recorded as unreadable."""
+    from streamrestore.faces.references import reference_files_record
+    from streamrestore.output_file import sha256_of
+
+    folder = tmp_path / "ann"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"\xff\xd8 not much of a photo")
+    (folder / "b.jpg").symlink_to(tmp_path / "gone.jpg")
+    (record,) = reference_files_record([f"Ann={folder}"])
+    assert record["name"] == "Ann" and record["path"] == str(folder.resolve())
+    assert record["files"]["a.jpg"] == sha256_of(folder / "a.jpg") and record["files"]["b.jpg"].startswith("unreadable (")
+

@@ -120,8 +120,8 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
                         "over it; another clip in the same light helps most); repeat as NAME=DIR for several people "
                         "(optional: without it faces are restored without references)")
     p.add_argument("--model", default="lite", help="lite (shipped, default), instantrestore, identity (returns each "
-                   "face as it was: with --reference-detail 0 --no-temporal --crf 0 the output's pictures are the "
-                   "input's, a control run), or a checkpoint path")
+                   "face as it was: with --reference-detail 0 --no-temporal --crf 0 an 8-bit H.264 output's pictures "
+                   "are the input's, a control run), or a checkpoint path")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where the restorer runs: auto (default) uses CUDA when a GPU is visible, else the CPU")
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
@@ -161,9 +161,10 @@ class CommandParser(argparse.ArgumentParser):
     A number written with a decimal comma (``--strength 0,5``) is told to take a point."""
 
     def error(self, message: str):  # type: ignore[override]
-        comma = re.search(r"invalid (?:float|int) value: '(-?\d+),(\d+)'", message)
+        comma = re.search(r"invalid (float|int) value: '(-?\d+),(\d+)'", message)
         if comma:
-            message += f" (decimals take a point: {comma.group(1)}.{comma.group(2)})"
+            message += (f" (decimals take a point: {comma.group(2)}.{comma.group(3)})" if comma.group(1) == "float"
+                        else " (a whole number, written without separators)")
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n(the options: {self.prog} --help)\n")
 
 

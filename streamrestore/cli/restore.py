@@ -224,9 +224,13 @@ def main(argv: list[str]) -> int:
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(one_line(f"wrote {output}"), file=sys.stderr)
     if args.json:
-        made_with = _made_with(args, config=config, encoder=encoder, adapt=adapt, deinterlace=deinterlace,
-                               output=output, started=started)
-        _write_json(args.json, {"input": str(args.input), "output": str(output), **stats.as_dict(), **made_with})
+        try:  # (the input and output are hashed: seconds a gigabyte)
+            made_with = _made_with(args, config=config, encoder=encoder, adapt=adapt, deinterlace=deinterlace,
+                                   output=output, started=started)
+            _write_json(args.json, {"input": str(args.input), "output": str(output), **stats.as_dict(), **made_with})
+        except KeyboardInterrupt as exc:  # (the output is there: "not written" would be untrue)
+            exc.kept = f"{output} was written; its --json record was not"  # type: ignore[attr-defined]
+            raise
     return 0
 
 
@@ -248,15 +252,22 @@ def _made_with(args: argparse.Namespace, *, config, encoder, adapt, deinterlace,
     from streamrestore import __version__
     from streamrestore.cli.options import model_provenance
     from streamrestore.faces.references import reference_files_record
+    from streamrestore.images import is_image
     from streamrestore.output_file import sha256_of
+    from streamrestore.video.reader import probe
 
     def plain(value) -> object:  # (a dataclass of settings, as JSON takes it)
         return json.loads(json.dumps(dataclasses.asdict(value), default=str)) if value is not None else None
 
+    encoded = None
+    if not is_image(args.input):  # (the encoder and its options as they were resolved for this input)
+        codec = encoder.codec_for(output, probe(args.input).pix_fmt)
+        encoded = {"codec": codec, **encoder.options_for(codec)}
+
     return {
         "version": __version__, "model": str(args.model), **model_provenance(args.model),
         "device": args.device, "backend": args.backend, "torch_threads": torch.get_num_threads(),
-        "settings": {"pipeline": plain(config), "encoder": plain(encoder), "adapt": plain(adapt),
+        "settings": {"pipeline": plain(config), "encoder": plain(encoder), "encoded_with": encoded, "adapt": plain(adapt),
                      "start": args.start, "end": args.end, "deinterlace": deinterlace,
                      "detector": args.detector, "face_models": args.face_models, "fast_vae": args.fast_vae},
         "reference_files": reference_files_record(args.refs or []),

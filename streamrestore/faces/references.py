@@ -108,8 +108,14 @@ def reference_files_record(specs: Sequence[str | Path]) -> list[dict]:
     """
     from streamrestore.output_file import sha256_of
 
+    def digest(file: Path) -> str:
+        try:
+            return sha256_of(file)
+        except OSError as exc:  # (skipped by the run, with a warning: recorded as what it was)
+            return f"unreadable ({exc.strerror or exc})"
+
     return [{"name": name or path.stem, "path": str(path.resolve()),
-             "files": {file.name: sha256_of(file) for file in list_reference_files(path, warn=False)}}
+             "files": {file.name: digest(file) for file in list_reference_files(path, warn=False)}}
             for name, path in parse_reference_specs(specs)]
 
 

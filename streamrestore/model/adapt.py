@@ -167,9 +167,9 @@ def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     # (private: its files' names and times say whose faces were worked on; one an older version made 0755 too)
     path.parent.parent.mkdir(parents=True, exist_ok=True)
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    with contextlib.suppress(OSError):  # (another user's: the file then is not ours to keep there anyway)
-        if path.parent.stat().st_uid == os.getuid():
-            os.chmod(path.parent, 0o700)
+    with contextlib.suppress(OSError, AttributeError):  # (another user's; os.getuid: POSIX only)
+        if path.parent == default_cache_dir() and path.parent.stat().st_uid == os.getuid():
+            os.chmod(path.parent, 0o700)  # (the cache's own folder; one the caller named is left as it is)
     tmp = cache_temp_name(path)
     try:
         tmp.write_bytes(save({k: v.contiguous() for k, v in state.items()}))
