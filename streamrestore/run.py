@@ -293,7 +293,7 @@ class RunStats:
         if track.identity is not None:
             who = one_line(track.identity)
             if self.unlike(track_id):  # (one set serves every face: its name alone read as if this were that person)
-                who += f" (restored toward these photos, though unlike them: {track.scores[track.identity]:.2f})"
+                who += f" (unlike these photos: {track.scores[track.identity]:.2f})"
         elif self.matching and track.beyond_max_faces and not track.scores:
             who = "not compared with the photos"  # (its faces were never restored: no embedding taken)
         elif self.matching:

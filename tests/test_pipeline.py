@@ -528,7 +528,7 @@ def test_one_reference_set_serves_every_face_and_reports_the_face_that_does_not_
     assert (f"warning: 1 face track restored toward {left}'s photos scored below the {stats.match_threshold:.2f} "
             f"of the same person against them (track {stranger}: {score:.2f}): someone else") in text
     assert f"(track {own}: " not in text and f", track {own}: " not in text
-    assert f"track {stranger}: {left} (restored toward these photos, though unlike them: {score:.2f})" in text
+    assert f"track {stranger}: {left} (unlike these photos: {score:.2f})" in text
     assert f"track {own}: {left}, frames" in text
     assert stats.summary(verbose=True).count(f"; similarity {left} ") == 2
 
