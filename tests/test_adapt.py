@@ -52,7 +52,7 @@ def test_adapted_once_then_loaded_from_the_cache(base, tmp_path):
     torch.testing.assert_close(_restore(again, faces, [cache2, cache2]), adapted)
 
 
-def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, caplog):
+def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, caplog, monkeypatch):
     """A read-only or full cache folder ended the run with a traceback after the fine-tune (a minute
     or more at the default steps), and every rerun fine-tuned again to die again. The fine-tune serves
     the run; the warning says it will be made again. One that is kept is its owner's only, whatever the
@@ -72,8 +72,6 @@ def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, ca
     assert "but cannot keep it in" in caplog.text and "made again in every run" in caplog.text
     adapted = _restore(restorer, faces, [cache, cache])
     kept = AdaptedRestorer(base, AdaptConfig(part="unet", steps=2, cache_dir=str(tmp_path / "ok")))
-    (tmp_path / "ok").mkdir(mode=0o755)  # (as an older version made it)
-    os.chmod(tmp_path / "ok", 0o755)
     umask = os.umask(0o022)  # (the usual one, whatever the test runner's)
     try:
         cache = kept.encode_references(photos)
@@ -82,6 +80,12 @@ def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, ca
     torch.testing.assert_close(_restore(kept, faces, [cache, cache]), adapted)  # the same fine-tune
     (file,) = (tmp_path / "ok").glob("*.safetensors")
     assert stat.S_IMODE(file.stat().st_mode) == 0o600 and stat.S_IMODE(file.parent.stat().st_mode) == 0o700
+    # the cache's own adapted/, made 0755 by an older version, is made 0700 (a folder the caller names is theirs)
+    monkeypatch.setenv("STREAMRESTORE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "adapted").mkdir(parents=True)
+    os.chmod(tmp_path / "cache" / "adapted", 0o755)
+    AdaptedRestorer(base, AdaptConfig(part="unet", steps=2)).encode_references(photos)
+    assert stat.S_IMODE((tmp_path / "cache" / "adapted").stat().st_mode) == 0o700
     from streamrestore.model.adapt import store_adapted_weights
 
     caplog.clear()
