@@ -435,9 +435,7 @@ class RunStats:
                                                   "(not copied)")
         for warning in self.warnings():
             text += f"\nwarning: {one_line(warning)}"
-        # (each line as one_line writes it: an escape sequence in a name, a warning's file, cannot drive the
-        # terminal; the names above are escaped where they are put in, so that none starts a line of its own)
-        return "\n".join(map(one_line, text.split("\n")))
+        return text
 
     def warnings(self) -> list[str]:
         """What the user should know about the output, each a sentence (the summary's ``warning:``

@@ -186,7 +186,7 @@ def onnxruntime_engine(core: nn.Module, args, path: Path, threads: int) -> tuple
         try:
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            if isinstance(exc, MemoryError) or "bad_alloc" in str(exc):  # (memory, not the file: said as such)
+            if out_of_memory(exc) is not None:  # (memory, not the file: said as such)
                 raise MemoryError(f"onnxruntime could not open {path.name} ({exc})") from exc
             if temporary is not None:  # (just exported: not a damaged cache file)
                 raise ModelError(f"onnxruntime cannot open the exported restorer ({exc})") from exc

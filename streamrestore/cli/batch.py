@@ -98,8 +98,7 @@ def main(argv: list[str]) -> int:
     adapt = adapt_from_args(args, has_refs=bool(args.refs))
     inputs = expand_inputs(args.inputs, args.list)
     result = run(
-        inputs, refs=args.refs, out_dir=args.output_dir, ray=None if args.ray == "none" else args.ray,
-        workers=args.workers,
+        inputs, refs=args.refs, out_dir=args.output_dir, ray=args.ray, workers=args.workers,
         gpus_per_worker=args.gpus_per_worker, chunk_seconds=args.chunk_seconds, retries=args.retries,
         model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
         backend=args.backend, fast_vae=args.fast_vae, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,

@@ -1040,11 +1040,7 @@ class VideoWriter:
                 stream.disposition = pick_video_stream(self._copy_from, self.dst).disposition & _VIDEO_FLAGS
             except InputError:  # pragma: no cover - the reader found one in the same file
                 pass
-            if self.settings.strip_metadata:
-                with contextlib.suppress(InputError):  # (the reader found one in the same file)
-                    stream.metadata.update(self._track_tags(pick_video_stream(self._copy_from, self.dst).metadata))
-            else:
-                self._copy_tags(stream, timecodes[0].metadata["timecode"] if timecodes else None)
+            self._copy_tags(stream, timecodes[0].metadata["timecode"] if timecodes else None)
             if copied:
                 self._copied_packets = self._copy_from.demux(copied)
                 self._copied_next = self._next_copied_packet()
@@ -1122,8 +1118,12 @@ class VideoWriter:
         it was recorded, not the day it was restored. Chapters outside a window are dropped, the
         others moved with it. A camera's timecode (the video's tag, else ``timecode``, its timecode
         track's) goes on the video, which MP4/MOV write as a timecode track again; a window's starts
-        at its first frame."""
+        at its first frame. With ``strip_metadata`` only the video's language (:meth:`_track_tags`)."""
         source, out = cast(av.container.InputContainer, self._copy_from), self._muxer
+        if self.settings.strip_metadata:
+            with contextlib.suppress(InputError):  # (the reader found one in the same file)
+                video.metadata.update(self._track_tags(pick_video_stream(source, self.dst).metadata))
+            return
         out.metadata.update(_kept_tags(source.metadata))
         if self._metadata_keys:  # written as QuickTime keys only: the standard ones under Apple's names too
             for name, key in _APPLE_KEYS.items():
