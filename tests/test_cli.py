@@ -349,10 +349,21 @@ def test_unmatched_skip_without_references_is_refused(run, clip, tmp_path):
 
 def test_a_mistake_in_the_options_is_said_first_and_a_decimal_comma_named(capsys):
     """The usage block (20-50 lines at 40 columns) came before the one line that mattered, which a screen reader
-    reaches last; a German user's ``--strength 0,5`` got no hint."""
+    reaches last; a German user's ``--strength 0,5`` got no hint, and ``--start 1_5`` was read as 15 s."""
     for argv, said in ((["clip.mp4", "--strength", "0,5"],
-                        "streamrestore: error: argument --strength: invalid float value: '0,5' (decimals take a "
-                        "point: 0.5)"),
+                        "streamrestore: error: argument --strength: not a number: '0,5' (decimals take a point: 0.5)"),
+                       (["clip.mp4", "--strength", "1_5"],  # Python's float read 15
+                        "streamrestore: error: argument --strength: not a number: '1_5' (digits, with a point for "
+                        "decimals)"),
+                       (["clip.mp4", "--start", "1_5"],
+                        "streamrestore: error: argument --start: not a time: '1_5' (use seconds or HH:MM:SS)"),
+                       (["clip.mp4", "--end", "1:30,5"],
+                        "streamrestore: error: argument --end: not a time: '1:30,5' (use seconds or HH:MM:SS)"),
+                       (["clip.mp4", "--start", "1,5"],
+                        "streamrestore: error: argument --start: not a time: '1,5' (decimals take a point: 1.5)"),
+                       (["batch", "x", "-o", "y", "--chunk-seconds", "nan"],
+                        "streamrestore batch: error: argument --chunk-seconds: not a number: 'nan' (digits, with a "
+                        "point for decimals)"),
                        (["batch", "x", "-o", "y", "--workers", "two"],
                         "streamrestore batch: error: argument --workers: invalid int value: 'two'"),
                        (["batch", "x", "-o", "y", "--workers", "1,000"],

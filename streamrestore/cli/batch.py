@@ -29,6 +29,7 @@ from streamrestore.cli.options import (
     add_temporal_options,
     check_face_options,
     crop_resolution_from_args,
+    decimal,
     identity_gate_from_args,
     match_threshold_from_args,
     quality_gate_from_args,
@@ -55,10 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "~0.9 GB more on a small machine)")
     p.add_argument("--workers", type=int, metavar="N",
                    help="worker actors (default: one per GPU on CUDA, else CPUs / --torch-threads)")
-    p.add_argument("--gpus-per-worker", type=float, metavar="F",
+    p.add_argument("--gpus-per-worker", type=decimal, metavar="F",
                    help="GPUs each worker reserves (default 1 when the cluster has GPUs and --device is not cpu, "
                         "else 0; 0.5 puts two workers on a GPU)")
-    p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS, metavar="S",
+    p.add_argument("--chunk-seconds", type=decimal, default=DEFAULT_CHUNK_SECONDS, metavar="S",
                    help=f"split videos longer than this into keyframe-aligned chunks of about S seconds "
                         f"(default {DEFAULT_CHUNK_SECONDS:g})")
     p.add_argument("--retries", type=int, default=2, metavar="K",

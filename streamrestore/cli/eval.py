@@ -42,6 +42,7 @@ from streamrestore.cli.options import (
     check_output_file,
     check_torch_threads,
     crop_resolution_from_args,
+    decimal,
     identity_gate_from_args,
     model_provenance,
     quality_gate_from_args,
@@ -122,7 +123,7 @@ def _add_data_options(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="base of the fixed per-person degradation seeds")
     p.add_argument("--split", default="all", choices=["all", "train", "val"],
                    help="for a packed .npz: evaluate its held-out (val) or training identities")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="hold-out fraction of --split (as in training)")
+    p.add_argument("--val-fraction", type=decimal, default=0.15, help="hold-out fraction of --split (as in training)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of --split (as in training)")
     p.add_argument("--no-dlib", action="store_true", help="skip the dlib judge (slowest)")
 

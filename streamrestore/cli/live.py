@@ -38,6 +38,7 @@ from streamrestore.cli.options import (
     add_temporal_options,
     check_face_options,
     check_torch_threads,
+    decimal,
     encoder_from_args,
     pipeline_config,
     restorer_options,
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a file source (or a file over http) is read as fast as "
                         "it decodes instead of at its frame rate (no drops); an --output file keeps the source's "
                         "timestamps either way")
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=decimal, default=5.0, metavar="SECONDS",
                    help="a network source that delivers nothing for this long counts as dropped (default 5)")
     p.add_argument("--retries", type=int, default=5, metavar="N",
                    help="reconnect attempts (with backoff 0.5, 1, 2, 4 s ...) before giving up (default 5)")

@@ -42,6 +42,7 @@ __all__ = [
     "configure_logging",
     "encoder_from_args",
     "crop_resolution_from_args",
+    "decimal",
     "identity_gate_from_args",
     "log",
     "parse_time",
@@ -93,17 +94,31 @@ def check_output_file(path: str | None, option: str, inputs: Sequence[str | os.P
         raise OutputError(f"{option} {path}: cannot write in {folder}; pick another path")
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _not_a_number(text: str, what: str, use: str) -> argparse.ArgumentTypeError:
+    comma = re.fullmatch(r"(-?\d+),(\d+)", text.strip())
+    hint = f"decimals take a point: {comma.group(1)}.{comma.group(2)}" if comma else use
+    return argparse.ArgumentTypeError(f"not {what}: {text!r} ({hint})")
+
+
+def decimal(text: str) -> float:
+    """A number as a person writes it (``0.5``, ``2``, ``1e-3``): an argparse ``type`` for the options that
+    take one. Python's ``float`` also read ``1_5`` as 15, and ``nan``/``inf``, none of which anyone means."""
+    if not _DECIMAL.fullmatch(text.strip()):
+        raise _not_a_number(text, "a number", "digits, with a point for decimals")
+    return float(text)
+
+
 def parse_time(text: str) -> float:
     """Seconds from ``SS``, ``SS.s``, ``MM:SS`` or ``HH:MM:SS`` (an argparse ``type``)."""
-    try:
-        parts = [float(p) for p in text.split(":")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or HH:MM:SS)") from None
-    if len(parts) > 3 or any(p < 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use seconds or HH:MM:SS)")
+    parts = text.strip().split(":")
+    if len(parts) > 3 or not all(re.fullmatch(r"\d+\.?\d*|\.\d+", p) for p in parts):
+        raise _not_a_number(text, "a time", "use seconds or HH:MM:SS")
     seconds = 0.0
     for p in parts:
-        seconds = seconds * 60 + p
+        seconds = seconds * 60 + float(p)
     return seconds
 
 
@@ -224,31 +239,31 @@ def deinterlace_from_args(args: argparse.Namespace) -> bool | str:
 
 def add_temporal_options(p: argparse.ArgumentParser) -> None:
     """The temporal fusion's settings (``streamrestore.temporal.TemporalConfig``)."""
-    p.add_argument("--temporal-strength", type=float, default=None, metavar="F",
+    p.add_argument("--temporal-strength", type=decimal, default=None, metavar="F",
                    help="temporal fusion: the most weight the previous frame's motion-compensated restoration "
                         "keeps, in [0, 1); 0 turns that part off (default 0.8; docs/temporal.md)")
-    p.add_argument("--temporal-tolerance", type=float, default=None, metavar="LEVELS",
+    p.add_argument("--temporal-tolerance", type=decimal, default=None, metavar="LEVELS",
                    help="warp error (0-255 levels) at which the previous frame's weight has fallen to 1/e; "
                         "lower follows fast motion sooner (default 30)")
-    p.add_argument("--temporal-denoise", type=float, default=None, metavar="F",
+    p.add_argument("--temporal-denoise", type=decimal, default=None, metavar="F",
                    help="the most weight the previous frame's motion-compensated input keeps in the average "
                         "that removes compression flicker from degraded faces, in [0, 1); 0 turns it off "
                         "(default 0.7; clean faces are never averaged)")
-    p.add_argument("--temporal-denoise-sigma", type=float, default=None, metavar="PX",
+    p.add_argument("--temporal-denoise-sigma", type=decimal, default=None, metavar="PX",
                    help="the input average splits each frame's difference by a Gaussian of this sigma (pixels "
                         "of a 128-px crop) and carries its fine part only by --temporal-denoise-fine, so that "
                         "the flow's small misregistrations do not flicker on a soft face (default 1.0)")
-    p.add_argument("--temporal-denoise-fine", type=float, default=None, metavar="F",
+    p.add_argument("--temporal-denoise-fine", type=decimal, default=None, metavar="F",
                    help="the share of that fine part the input average carries, in [0, 1] (default 0.3; 1: all)")
     p.add_argument("--temporal-memory", type=int, default=None, metavar="N",
                    help="how many earlier restored frames (one every 8) each face keeps and averages in where "
                         "they match it, which steadies small, heavily damaged faces over about a second; it "
                         "softens large faces (default 0: off; 4 is the measured setting, docs/temporal.md)")
-    p.add_argument("--temporal-frame-strength", type=float, default=None, metavar="F",
+    p.add_argument("--temporal-frame-strength", type=decimal, default=None, metavar="F",
                    help="the most weight the previous frame's change to the picture keeps, carried along the "
                         "optical flow of the input frames (after the crop-space fusion above: the added detail "
                         "follows the face as the frame shows it moving), in [0, 1); 0 turns it off (default 0.8)")
-    p.add_argument("--temporal-frame-tolerance", type=float, default=None, metavar="LEVELS",
+    p.add_argument("--temporal-frame-tolerance", type=decimal, default=None, metavar="LEVELS",
                    help="grey warp error of the input frames at which that weight has fallen to 1/e (default 1)")
     p.add_argument("--no-temporal", action="store_true",
                    help="no temporal fusion at all: every frame restored on its own")
@@ -256,7 +271,7 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
 
 def add_reference_detail_option(p: argparse.ArgumentParser) -> None:
     """The reference detail stage's strength (``streamrestore.reference_detail.ReferenceDetailConfig``)."""
-    p.add_argument("--reference-detail", type=float, default=None, metavar="F",
+    p.add_argument("--reference-detail", type=decimal, default=None, metavar="F",
                    help="how much of the reference photos' fine detail, registered onto each face by optical "
                         "flow, is added where it matches the face, in [0, 2]; 0 turns it off (default 0.4; "
                         "docs/video_eval.md)")
@@ -273,7 +288,7 @@ def reference_detail_from_args(args: argparse.Namespace) -> ReferenceDetailConfi
 
 def add_identity_gate_option(p: argparse.ArgumentParser) -> None:
     """The identity gate's tolerance (``streamrestore.quality.IdentityGateConfig``)."""
-    p.add_argument("--identity-tolerance", type=float, default=None, metavar="F",
+    p.add_argument("--identity-tolerance", type=decimal, default=None, metavar="F",
                    help="how far the restorer's change may lower a face's similarity to its reference photos "
                         "(cosine, the face embedder's) before it is held back: at F none of the change is kept; "
                         "0 turns this identity check off (default 0.02; needs an insightface model pack)")
@@ -295,14 +310,14 @@ def add_face_choice_options(p: argparse.ArgumentParser) -> None:
     """Which faces are restored and toward whom: ``--no-quality-gate``
     (``QualityGateConfig(enabled=False)``) and ``--match-threshold`` (``PipelineConfig.match_threshold``)."""
     add_quality_gate_option(p)
-    p.add_argument("--match-threshold", type=float, metavar="F", help=_FACE_CHOICE_HELP["--match-threshold"])
+    p.add_argument("--match-threshold", type=decimal, metavar="F", help=_FACE_CHOICE_HELP["--match-threshold"])
 
 
 def add_quality_gate_option(p) -> None:
     """``--no-quality-gate`` and ``--strength`` (``QualityGateConfig``; alone in ``eval --video``, which matches
     no faces to sets)."""
     p.add_argument("--no-quality-gate", action="store_true", help=_FACE_CHOICE_HELP["--no-quality-gate"])
-    p.add_argument("--strength", type=float, default=None, metavar="F",
+    p.add_argument("--strength", type=decimal, default=None, metavar="F",
                    help="how much of the restorer's change each face gets, in [0, 1] (default 1: all of it; 0.5 "
                         "keeps the face halfway between its input and the restored face, for more of the original "
                         "look; 0 leaves faces as they are)")
@@ -397,7 +412,7 @@ def add_adapt_options(p: argparse.ArgumentParser) -> None:
                         "CPU) or the UNet (minutes)")
     p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
                    help="fine-tuning steps per person with --adapt (default 300 for the head, 100 for the UNet)")
-    p.add_argument("--adapt-blend", type=float, default=None, metavar="F",
+    p.add_argument("--adapt-blend", type=decimal, default=None, metavar="F",
                    help="how much of the fine-tune's weight change is used with --adapt, in [0, 1] (default 1 "
                         "for the head, 0.5 for the UNet; "
                         "another blend reuses the cached fine-tune; docs/video_eval.md)")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamrestore.cli.options import CommandParser, configure_logging, log
+from streamrestore.cli.options import CommandParser, configure_logging, decimal, log
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a top-level setting of the config (VALUE in TOML syntax: 0.2, true, \"text\"); "
                         "repeatable. A phase's own settings ([[phases]]) still win over it")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="checkpoint and stop at this step (resume later)")
-    p.add_argument("--max-minutes", type=float, help="checkpoint and stop after this much wall time")
+    p.add_argument("--max-minutes", type=decimal, help="checkpoint and stop after this much wall time")
     p.add_argument("--schedule-by-time", action="store_true",
                    help="with --max-minutes: the learning rate decays over that time (or the steps, whichever ends "
                         "first), so a run stopped by the clock still ends at its lowest rate (a GPU lent for minutes)")
