@@ -1308,7 +1308,7 @@ def check_references(refs: str | Path | Iterable[str | Path | ReferenceSet] | No
             (``NAME=DIR``), or ``unmatched="skip"`` without references (it would restore every face, where
             only those of the people given were asked for: the faces of people who did not consent, say).
     """
-    from streamrestore.faces.references import check_reference_specs, parse_reference_specs
+    from streamrestore.faces.references import check_reference_specs, parse_reference_specs, refuse_repeated_names
 
     given = _as_specs(refs)
     if unmatched == "skip" and not given:
@@ -1318,11 +1318,8 @@ def check_references(refs: str | Path | Iterable[str | Path | ReferenceSet] | No
     specs = [s for s in given if isinstance(s, str)]
     if specs:
         check_reference_specs(specs)
-    names = [s.name for s in given if not isinstance(s, str)] + [name for name, _ in parse_reference_specs(specs)]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise ReferencesError(f"reference set name(s) {', '.join(twice)} given more than once; "
-                              "name the folders apart with NAME=DIR")
+    refuse_repeated_names([s.name for s in given if not isinstance(s, str)]
+                          + [name for name, _ in parse_reference_specs(specs)])
 
 
 # --- conversions ---------------------------------------------------------------------------

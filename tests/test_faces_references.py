@@ -93,6 +93,12 @@ def test_parse_reference_specs(tmp_path, monkeypatch):
         parse_reference_specs(["x/anna", "y/anna"])
     with pytest.raises(ReferencesError, match="NAME=DIR"):
         parse_reference_specs(["anna="])
+    # names that read the same are one: macOS's folder names are decomposed, a typed name is not; a trailing space
+    # or another case is not seen on the screen (the summary showed "José" twice, two people)
+    for first, second in (("Jose\u0301", "Jos\u00e9"), ("anna ", "anna"), ("Anna", "anna")):
+        with pytest.raises(ReferencesError, match=f"{first!r} and {second!r} given more than once"):
+            parse_reference_specs([f"x/{first}", f"{second}=y"])
+    assert [n for n, _ in parse_reference_specs(["x/Jose", "x/José"])] == ["Jose", "José"]  # not alike: two people
 
 
 def test_loads_whole_photos(kit, tmp_path):

@@ -11,13 +11,14 @@ Doubtful cases (several faces, a face unlike the rest) only warn.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from streamrestore.errors import InputError, PhotoTooLargeError, ReferencesError
+from streamrestore.errors import InputError, PhotoTooLargeError, ReferencesError, one_line
 from streamrestore.faces.align import alignment_matrix, warp_to_template
 from streamrestore.faces.detect import Detector, detect_padded
 from streamrestore.faces.identity import FaceEmbedder, ReferenceSet, default_threshold
@@ -74,13 +75,22 @@ def parse_reference_specs(specs: Sequence[str | Path]) -> list[tuple[str, Path]]
         if not name.strip():
             raise ReferencesError(f"reference {spec!r}: cannot take a name from it; use NAME=DIR")
         parsed.append((name, path))
-    names = [name for name, _ in parsed]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ReferencesError(
-            f"reference set name(s) {', '.join(duplicates)} given more than once; name them apart with NAME=DIR"
-        )
+    refuse_repeated_names([name for name, _ in parsed])
     return parsed
+
+
+def refuse_repeated_names(names: Sequence[str]) -> None:
+    """Raises ReferencesError where two reference sets would go by one name, or by names that read the same: a
+    folder's "José" from macOS is decomposed where the one typed is not, and "Anna " and "anna" are two people to
+    the program and one on the screen."""
+    seen: dict[str, list[str]] = {}
+    for name in names:
+        seen.setdefault(unicodedata.normalize("NFC", name).strip().casefold(), []).append(name)
+    alike = [given for given in seen.values() if len(given) > 1]
+    if alike:
+        said = "; ".join(" and ".join(repr(n) for n in given) if len(set(given)) > 1 else given[0] for given in alike)
+        raise ReferencesError(f"reference set name(s) {one_line(said)} given more than once (names that read the same "
+                              "are one); name them apart with NAME=DIR")
 
 
 def check_reference_specs(specs: Sequence[str | Path]) -> None:
