@@ -63,6 +63,18 @@ def keep_private_if_personal(path: Path, personal: bool | None = None) -> None:
         os.chmod(path, 0o600)
 
 
+def make_cache_folders(folder: Path) -> None:
+    """Makes ``folder`` and the folders missing above it (``~/.cache`` on a fresh account) readable by their
+    owner only, as the XDG base-directory spec asks of a cache: ``mkdir -p`` made them 0755, and the names of
+    the files under them say whose faces were worked on. A folder already there keeps its mode."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir(mode=0o700, exist_ok=True)  # (exist_ok: two processes making it at once)
+
+
 #: the cache's places (the module docstring)
 CACHE_PLACES = (
     CachePlace("engines", "engines", (".onnx", ".ep"),

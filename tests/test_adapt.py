@@ -86,6 +86,20 @@ def test_a_fine_tune_that_cannot_be_kept_still_serves_the_run(base, tmp_path, ca
     os.chmod(tmp_path / "cache" / "adapted", 0o755)
     AdaptedRestorer(base, AdaptConfig(part="unet", steps=2)).encode_references(photos)
     assert stat.S_IMODE((tmp_path / "cache" / "adapted").stat().st_mode) == 0o700
+    # on a fresh account ~/.cache is made too, 0700 as XDG asks (mkdir -p made it and the cache 0755)
+    from streamrestore.cache_dir import ROOT_VARIABLES
+
+    for name in (*ROOT_VARIABLES, "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    umask = os.umask(0o022)
+    try:
+        AdaptedRestorer(base, AdaptConfig(part="unet", steps=2)).encode_references(photos)
+    finally:
+        os.umask(umask)
+    for made in (".cache", ".cache/streamrestore", ".cache/streamrestore/adapted"):
+        assert stat.S_IMODE((tmp_path / "home" / made).stat().st_mode) == 0o700, made
     from streamrestore.model.adapt import store_adapted_weights
 
     caplog.clear()

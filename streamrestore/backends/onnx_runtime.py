@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamrestore.cache_dir import cache_temp_name, is_leftover, keep_private_if_personal
+from streamrestore.cache_dir import cache_temp_name, is_leftover, keep_private_if_personal, make_cache_folders
 from streamrestore.errors import ModelError, out_of_memory
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def export_onnx(core: nn.Module, args, path: Path) -> None:
     """
     names, flat = _flat_inputs(args)
     flat_core = _FlatCore(core, len(args[2]), args[7] is not None, args[8] is not None)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folders(path.parent)
     now = time.time()
     for left in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):  # (an earlier export of it killed midway)
         with contextlib.suppress(OSError):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from streamrestore.cache_dir import cache_temp_name, keep_private_if_personal
+from streamrestore.cache_dir import cache_temp_name, keep_private_if_personal, make_cache_folders
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def tensorrt_engine(core: nn.Module, args, dtype: torch.dtype, path: Path):
         program = torch_tensorrt.dynamo.compile(exported, inputs=inputs, **options)
     tmp = cache_temp_name(path)  # (two processes building one engine: each writes its own)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_cache_folders(path.parent)
         torch_tensorrt.save(program, str(tmp), inputs=inputs)
         keep_private_if_personal(tmp)
         tmp.replace(path)

@@ -40,6 +40,7 @@ from streamrestore.cache_dir import (
     ADAPTED_NAME,
     cache_temp_name,
     keep_private_if_personal,
+    make_cache_folders,
     place_path,
     trusted_cached_file,
 )
@@ -165,8 +166,7 @@ def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save  # noqa: PLC0415
 
     # (private: its files' names and times say whose faces were worked on; one an older version made 0755 too)
-    path.parent.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(mode=0o700, exist_ok=True)
+    make_cache_folders(path.parent)
     with contextlib.suppress(OSError, AttributeError):  # (another user's; os.getuid: POSIX only)
         if path.parent == default_cache_dir() and path.parent.stat().st_uid == os.getuid():
             os.chmod(path.parent, 0o700)  # (the cache's own folder; one the caller named is left as it is)
