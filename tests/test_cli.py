@@ -377,6 +377,22 @@ def test_a_mistake_in_the_options_is_said_first_and_a_decimal_comma_named(capsys
         assert lines[0] == said and lines[1:] == [f"(the options: {said.partition(': error')[0]} --help)"], lines
 
 
+def test_progress_lines_on_a_terminal(synthetic_faces, clip, tmp_path, capsys, monkeypatch):
+    """``--progress lines`` gives the plain lines on a terminal too: a screen reader read a redrawn bar ten
+    times a second (only ``TERM=dumb`` gave the lines, and the library's ``progress="lines"`` had no option)."""
+    import streamrestore.run as run_module
+
+    monkeypatch.setattr(run_module, "_terminal_draws_a_bar", lambda: True)  # (standard error a terminal)
+    monkeypatch.setattr(run_module, "PROGRESS_INTERVAL", 0.0)
+    said = {}
+    for mode in ("lines", "auto", "none"):
+        assert main([str(clip), "-o", str(tmp_path / f"{mode}.mp4"), "--model", "identity", "--progress", mode]) == 0
+        said[mode] = capsys.readouterr().err
+    assert "progress: 1/6 frames" in said["lines"] and "frame/s" not in said["lines"]
+    assert "frame/s" in said["auto"] and "progress: " not in said["auto"]  # (tqdm's bar)
+    assert "progress: " not in said["none"] and "frame/s" not in said["none"]
+
+
 def test_unwritable_output_folder(run, clip, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamrestore._version import __version__
 from streamrestore.cli.options import (
@@ -42,6 +43,9 @@ from streamrestore.cli.options import (
 from streamrestore.errors import InputError, OutputError, UserError, one_line
 from streamrestore.stop_signals import preload_native_libraries, stop_signals_held
 from streamrestore.threads import TORCH_THREADS_HELP
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamrestore.run import ProgressMode
 
 #: the other commands, ``streamrestore <name> ...``: each is ``streamrestore.cli.<name>.main(argv) -> int``
 SUBCOMMANDS = ("train", "eval", "live", "bench", "batch", "cache")
@@ -94,8 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH|-", help="also write the run's figures as JSON (frames, faces restored and "
                    "left alone, each track, warnings; RunStats.as_dict) to PATH, or to standard output with -: the "
                    "program's only output there (messages go to standard error)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress display (by default a bar on a terminal, else a plain line every few seconds)")
+    p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
+                   help="auto (default): a bar on a terminal that redraws one, else a plain line every few seconds; "
+                   "lines: the plain lines on a terminal too (a screen reader reads each once, where a bar is "
+                   "redrawn ten times a second); bar; none")
+    p.add_argument("--no-progress", action="store_true", help="the same as --progress none")
     return p
 
 
@@ -159,6 +166,13 @@ def _output_path(given: str | None, default: Path) -> Path:
     return Path(given)
 
 
+def _progress_mode(args: argparse.Namespace) -> ProgressMode:
+    """The library's ``progress`` for ``--progress`` (and ``--no-progress``)."""
+    if args.no_progress or args.progress == "none":
+        return False
+    return True if args.progress == "auto" else args.progress
+
+
 def main(argv: list[str]) -> int:
     if "--" in argv:  # after it everything is an input, "-take1.mp4" too, which argparse's intermixed
         # parsing refuses: such a name is given as the same relative path that does not look like an option
@@ -220,7 +234,7 @@ def main(argv: list[str]) -> int:
         stats = restore_photo(args.input, output, build, force=args.force, strip_metadata=args.strip_metadata)
     else:
         stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
-                              force=args.force, progress=not args.no_progress, deinterlace=deinterlace)
+                              force=args.force, progress=_progress_mode(args), deinterlace=deinterlace)
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(one_line(f"wrote {output}"), file=sys.stderr)
     if args.json:
