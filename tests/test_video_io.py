@@ -1572,6 +1572,8 @@ def test_damaged_packets_mid_file_keep_every_frame_and_timestamp(tmp_path):
     assert reader.frames_decoded == 60
     assert len(reader.problems) == 1  # one warning, with the count
     assert reader.problems[0].startswith("damaged data in the file: 2 frame(s) affected")
+    # where: the lost frames' times from the file's start, to look at (frames 25 and 37 at 25 fps)
+    assert reader.problems[0].endswith(") at 1.00 s, 1.48 s; timestamps are kept"), reader.problems
     # The lost frames repeat the frame before them (pixels), at their own time.
     by_pts = {f.pts: i for i, f in enumerate(frames)}
     for lost in (pts[25], pts[37]):
@@ -1697,6 +1699,15 @@ def test_a_file_cut_mid_gop_says_the_frames_it_starts_without(tmp_path):
                                    f"that decodes, {first:.2f} s in"]
 
 
+def test_places_of_damage_are_said_as_spans():
+    from streamrestore.video.reader import PLACES_SAID, _places
+
+    assert _places([], Fraction(25)) == ""
+    assert _places([1.0, 1.04, 1.08, 2.0], Fraction(25)) == " at 1.00-1.08 s, 2.00 s"
+    assert _places([float(t) for t in range(PLACES_SAID + 2)], Fraction(25)) == \
+        " at 0.00 s, 1.00 s, 2.00 s, 3.00 s and 2 more places"
+
+
 def test_damaged_packets_with_a_window(tmp_path):
     clean = tmp_path / "clean.mp4"
     make_clip(clean, frames=50, options={"preset": "ultrafast", "g": "10"})
@@ -1706,7 +1717,7 @@ def test_damaged_packets_with_a_window(tmp_path):
         got = [f.pts for f in reader.frames()]
     assert got == pts[15:40]
     assert reader.problems == ["damaged data in the file: 1 frame(s) affected "
-                               "(1 could not be decoded and repeat the frame before); timestamps are kept"]
+                               "(1 could not be decoded and repeat the frame before) at 0.96 s; timestamps are kept"]
 
 
 @pytest.mark.parametrize("spelling", ["same", "relative", "dotdot", "symlink", "hardlink"])

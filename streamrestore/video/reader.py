@@ -29,7 +29,7 @@ import numbers
 import os
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -833,8 +833,10 @@ class VideoReader:
                 last = _repeat_frame(last, lost, duration)
                 yield last, True
 
-    def _report_damage(self, repeated: int, corrupt: int) -> None:
-        """One line in ``problems`` for all the damaged data met in the window read."""
+    def _report_damage(self, repeated: int, corrupt: int, times: Sequence[float] = ()) -> None:
+        """One line in ``problems`` for all the damaged data met in the window read; ``times``: the affected
+        frames' times from the file's start, said as the places to look at (an editor or an archivist checks
+        those frames: "2 frames" alone sent them through the whole film)."""
         if repeated or corrupt:
             parts = []
             if repeated:
@@ -843,7 +845,7 @@ class VideoReader:
                 parts.append(f"{corrupt} decoded with errors and pass through as they are")
             self.problems.append(
                 f"damaged data in the file: {repeated + corrupt} frame(s) affected "
-                f"({'; '.join(parts)}); timestamps are kept"
+                f"({'; '.join(parts)}){_places(times, self.info.frame_rate)}; timestamps are kept"
             )
         elif self._damaged_packets:
             self.problems.append(f"damaged data in the file: {self._damaged_packets} packet(s) could not be decoded")
@@ -896,6 +898,7 @@ class VideoReader:
         pending = [self._first] if self._first is not None else []
         self._first = None
         repeated = corrupt = placed = unstamped = 0
+        damaged_at: list[float] = []  # the affected frames' times, from the file's start
         tb = _time_base(self._stream)
         rate = self.info.frame_rate
         step = frame_ticks(rate, tb) if rate else 1
@@ -931,12 +934,14 @@ class VideoReader:
             if counted(t):
                 repeated += is_repeat
                 corrupt += frame.is_corrupt and not is_repeat
+                if t is not None and (is_repeat or frame.is_corrupt):
+                    damaged_at.append(t - self._origin)
             if (frame.width, frame.height) != size:
                 if counted(t):
                     scaled.append(frame.time)
                 frame = resized(frame, *size)
             yield frame
-        self._report_damage(repeated, corrupt)
+        self._report_damage(repeated, corrupt, damaged_at)
         if self._lost_leading and self.start is None and first_given is not None:
             self.problems.append(f"the file starts without the keyframe its first {self._lost_leading} frame(s) need "
                                  "(cut mid-GOP?): they cannot be decoded and are left out; the video starts at the "
@@ -986,3 +991,25 @@ class VideoReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: how many places a damage warning names (the rest counted)
+PLACES_SAID = 4
+
+
+def _places(times: Sequence[float], rate: Fraction | None) -> str:
+    """" at 1.00 s, 3.20-3.36 s and 2 more places": ``times`` (seconds, ascending) with frames next to each other
+    (within 1.5 frames) said as one span; "" without any."""
+    if not times:
+        return ""
+    gap = 1.5 / float(rate) if rate else 0.0
+    spans = [[times[0], times[0]]]
+    for t in times[1:]:
+        if t - spans[-1][1] <= gap:
+            spans[-1][1] = t
+        else:
+            spans.append([t, t])
+    said = [f"{a:.2f} s" if round(a, 2) == round(b, 2) else f"{a:.2f}-{b:.2f} s" for a, b in spans[:PLACES_SAID]]
+    more = len(spans) - len(said)
+    return " at " + ", ".join(said) + (f" and {more} more place{'s' if more > 1 else ''}" if more else "")
+
