@@ -68,10 +68,12 @@ def check_output_path(dst: Path, force: bool, example: str) -> None:
         raise OutputError(f"output folder {dst.parent} does not exist; create it first")
 
 
-def stale_temps(dst: Path) -> list[Path]:
+def stale_temps(dst: Path, every_output: bool = False) -> list[Path]:
     """The temporary files of ``dst`` (:func:`temp_beside`'s names) that a run killed before its
-    clean-up left beside it (a batch worker ended by Ray, ``kill -9``)."""
-    pattern = re.compile(rf"\.{re.escape(_temp_stem(dst))}\.[0-9a-f]{{8}}\.partial{re.escape(dst.suffix)}")
+    clean-up left beside it (a batch worker ended by Ray, ``kill -9``); ``every_output``: those of any
+    output in ``dst``'s folder (a run killed on one file, then another file restored there)."""
+    stem, suffix = (r"[^/]+", r"\.[^./]+") if every_output else (re.escape(_temp_stem(dst)), re.escape(dst.suffix))
+    pattern = re.compile(rf"\.{stem}\.[0-9a-f]{{8}}\.partial{suffix}")
     try:
         return [entry for entry in dst.parent.iterdir() if pattern.fullmatch(entry.name)]
     except OSError:
@@ -146,16 +148,17 @@ def _held_elsewhere(temp: Path) -> bool:
     return held is None
 
 
-def remove_stale_temps(dst: Path, idle_seconds: float = STALE_TEMP_SECONDS) -> list[Path]:
-    """Removes the temporary files of ``dst`` (:func:`stale_temps`) that no live process holds
-    (:func:`hold_temp`) and nothing wrote to for ``idle_seconds``: a run killed before its clean-up
-    (``kill -9``, the OOM killer, a power cut) left a hidden file as large as the output it had
-    written so far, which nothing else removes. Another run writing the same output keeps its own.
-    Returns those removed."""
+def remove_stale_temps(dst: Path, idle_seconds: float = STALE_TEMP_SECONDS, every_output: bool = False) -> list[Path]:
+    """Removes the temporary files of ``dst`` (:func:`stale_temps`; ``every_output``: of any output in its
+    folder) that no live process holds (:func:`hold_temp`) and nothing wrote to for ``idle_seconds``: a run
+    killed before its clean-up (``kill -9``, the OOM killer, a power cut) left a hidden file as large as the
+    output it had written so far, which nothing else removes (and only a run to that same output did, where a
+    killed user goes on with smaller settings under another name). Another run writing one keeps its own; where
+    the file system has no locks, none is taken for a killed run's. Returns those removed."""
     import time
 
     removed = []
-    for temp in stale_temps(dst):
+    for temp in stale_temps(dst, every_output):
         try:
             if time.time() - temp.stat().st_mtime >= idle_seconds and not _held_elsewhere(temp):
                 temp.unlink()

@@ -1413,9 +1413,9 @@ def test_which_tracks_a_player_picks_is_kept(tmp_path, suffix):
     assert marks(dst) == expected
 
 
-def test_a_killed_runs_hidden_file_is_removed_by_the_next_run_that_writes_the_output(tmp_path, caplog):
+def test_a_killed_runs_hidden_file_is_removed_by_the_next_run_that_writes_in_its_folder(tmp_path, caplog):
     """``kill -9`` (or the OOM killer) ends a run before its clean-up: its hidden temporary file, as large
-    as what it had written, was left for ever. The next run that writes the same output removes such
+    as what it had written, was left for ever. The next run that writes an output in that folder removes such
     files; one another live process holds (its lock), or a fresh one, may be another running writer's."""
     import logging
     import subprocess
@@ -1426,11 +1426,12 @@ def test_a_killed_runs_hidden_file_is_removed_by_the_next_run_that_writes_the_ou
     src = _small_source(tmp_path)
     dst = tmp_path / "out.mp4"
     killed, fresh, live = (tmp_path / f".out.{tag}.partial.mp4" for tag in ("0badf00d", "12345678", "abcdef01"))
-    other = tmp_path / ".other.0badf00d.partial.mp4"
-    for path in (killed, fresh, live, other):
+    other = tmp_path / ".other.0badf00d.partial.mkv"
+    mine = tmp_path / ".notes.txt.partial.mp4"
+    for path in (killed, fresh, live, other, mine):
         path.write_bytes(b"x" * 1000)
     long_ago = time.time() - STALE_TEMP_SECONDS - 60
-    for path in (killed, live, other):
+    for path in (killed, live, other, mine):
         os.utime(path, (long_ago, long_ago))
     # another process writing the same output holds its file (a run loading its models for minutes)
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
@@ -1445,8 +1446,11 @@ def test_a_killed_runs_hidden_file_is_removed_by_the_next_run_that_writes_the_ou
                     writer.write(frame)
     finally:
         holder.communicate("")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name, fresh.name, live.name, other.name])
-    assert f"removed {killed.name}, the unfinished output of an earlier run that was killed" in caplog.text
+    # another output's, killed too, goes as well (an OOM-killed run, then one with smaller settings under another
+    # name, left it hidden for ever); a file of another pattern is not ours
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name, fresh.name, live.name, mine.name])
+    for gone in (killed, other):
+        assert f"removed {gone.name}, the unfinished output of an earlier run that was killed" in caplog.text
     # once its holder is gone (killed), the next run's clean-up takes it too
     assert remove_stale_temps(dst) == [live]
 

@@ -1427,7 +1427,7 @@ class VideoWriter:
             self._temp = None
             release_temp(self._held)
             self._held = None
-            for left in remove_stale_temps(self._target):
+            for left in remove_stale_temps(self._target, every_output=True):
                 logger.info("removed %s, the unfinished output of an earlier run that was killed", left.name)
         except (OSError, av.error.FFmpegError) as exc:  # disk full, file-size limit, folder removed, ...
             self.abort()
