@@ -70,6 +70,8 @@ MANIFEST_NAME = "batch-manifest.jsonl"
 #: object store of a Ray started by ``ray="local"`` (MiB; ``ray_init={"object_store_memory": ...}`` overrides)
 LOCAL_OBJECT_STORE_MB = 200
 PARTS_DIR = ".streamrestore-parts"
+#: what :meth:`_Batch.settings_changed` says of a record holding no settings (a batch of an older version's)
+UNRECORDED_SETTINGS = "settings not recorded, by an older streamrestore"
 #: a chunk part's size per frame as a share of its raw 4:2:0 picture: lossless FFV1 measured 0.14 on a
 #: 640x360 talking head and 0.17 on 1080p street footage (noisier footage keeps more); 10-40 times the
 #: input's own size, kept until the video is joined
@@ -1122,7 +1124,12 @@ def run(
         bar = _Progress(progress)
         # what an output was made with, recorded with it: a rerun with other settings says it keeps the old output
         from streamrestore.faces.references import reference_files_record  # noqa: PLC0415
+        from streamrestore.model.registry import model_provenance  # noqa: PLC0415
+
+        model_sha256 = model_provenance(str(model))["model_sha256"]
         settings = {"model": str(model), "refs": ", ".join(ref_specs) or "none", "adapt": str(options.get("adapt")),
+                    # (the file's bytes: "lite" names another model after an upgrade, a path another checkpoint)
+                    "model file": model_sha256[:16] if model_sha256 else "none",
                     "fast vae": str(fast_vae), "detector": str(detector), "face models": str(face_models),
                     "pipeline": repr(sorted(config.items())), "deinterlace": str(deinterlace),
                     "metadata": "stripped" if strip_metadata else "kept",
@@ -1230,13 +1237,23 @@ class _Batch:
         return {**self.settings, "codec": codec, "pix_fmt": self.encoder.pix_fmt or "the input's",
                 **{f"{codec} {k}": v for k, v in self.encoder.options_for(codec).items()}}
 
-    def settings_changed(self, recorded: dict | None, dst: Path, pix_fmt: str | None = None) -> str:
-        """The settings this run makes ``dst`` (of an input in ``pix_fmt``) with otherwise than
-        ``recorded`` (its output's), as "name: then, now now"; "" when the same, or when nothing
-        was recorded (an older batch's)."""
+    def chunk_settings(self, dst: Path, pix_fmt: str | None) -> dict[str, str]:
+        """What a chunk part of ``dst`` is made with: :meth:`settings_of` but the encoder's options (a part is
+        lossless, encoded at the join; its codec and pixel format say the part's pixel format)."""
+        made = self.settings_of(dst, pix_fmt)
+        codec = made.get("codec")
+        return {name: value for name, value in made.items() if codec is None or not name.startswith(f"{codec} ")}
+
+    def settings_changed(self, recorded: dict | None, dst: Path, pix_fmt: str | None = None,
+                         now: dict[str, str] | None = None) -> str:
+        """The settings this run makes ``dst`` (of an input in ``pix_fmt``; ``now``: these settings, default
+        :meth:`settings_of`) with otherwise than ``recorded`` (its output's or part's), as "name: then, now now";
+        "" when the same. A setting an older record does not hold is not counted; a record with none at all (a
+        batch of a version that kept none) is said as such."""
         if not recorded:
-            return ""
-        changed = [f"{name}: {recorded.get(name)}, now {value}" for name, value in self.settings_of(dst, pix_fmt).items()
+            return UNRECORDED_SETTINGS
+        now = self.settings_of(dst, pix_fmt) if now is None else now
+        changed = [f"{name}: {recorded.get(name)}, now {value}" for name, value in now.items()
                    if recorded.get(name, value) != value]
         return "; ".join(changed)
 
@@ -1260,6 +1277,7 @@ class _Batch:
 
         self.bar.photos_only = all(is_image(p) for p in self.inputs)
         parts_needed = 0  # (bytes)
+        unrecorded: list[str] = []  # outputs kept whose records hold no settings (an older version's)
         for src_path in self.inputs:
             src = str(src_path.resolve())
             dst = self.outputs[src_path]
@@ -1280,7 +1298,9 @@ class _Batch:
                     self.result.warnings[src] = rec["warnings"]
                 self.bar.line(f"{src_path.name}: already done ({dst})")
                 changed = self.settings_changed(rec.get("settings"), dst, rec.get("input_pix_fmt"))
-                if changed:
+                if changed == UNRECORDED_SETTINGS:
+                    unrecorded.append(dst.name)
+                elif changed:
                     note = (f"kept from an earlier batch made with other settings ({changed}); delete {dst.name} to "
                             "have it made with these")
                     self.result.warnings[src] = [*self.result.warnings.get(src, []), note]
@@ -1315,16 +1335,25 @@ class _Batch:
             self.parts[src][0].parent.mkdir(parents=True, exist_ok=True)
             left = 0
             frames_left = 0
+            made_with = self.chunk_settings(dst, plan.pix_fmt)
             for i, (a, b) in enumerate(plan.chunks):
                 key = self.chunk_key(src, i)
                 crec, part = self.manifest.get(key), self.parts[src][i]
                 if (crec.get("state") == "done" and part.exists() and _types_path(part).exists()
                         and crec.get("sha256") == sha256_of(part)
                         and count_frames(part) == b - a):
-                    self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: already done", b - a, earlier=True)
-                    continue
+                    # (one output is never made of two models' or settings' pictures: a part made otherwise is
+                    # made again, said, where a finished output is kept and said)
+                    changed = self.settings_changed(crec.get("settings"), dst, plan.pix_fmt, now=made_with)
+                    if not changed:
+                        self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: already done", b - a,
+                                      earlier=True)
+                        continue
+                    why = "an older streamrestore made it, which did not record its settings" if \
+                        changed == UNRECORDED_SETTINGS else f"it was made with other settings ({changed})"
+                    self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: made again: {why}")
                 self.manifest.update(key, state="pending", input=src, chunk=i, first=a, end=b, output=str(part),
-                                     error=None)
+                                     error=None, settings=made_with)
                 self.queue.append(("chunk", src, i))
                 left += 1
                 frames_left += b - a
@@ -1337,6 +1366,12 @@ class _Batch:
                     parts_needed += parts_bytes(info.width, info.height, info.pix_fmt, frames_left)
                 except UserError:  # (its chunks will say what is wrong with it)
                     pass
+        if unrecorded:  # (once a batch, not a line an output: an upgrade meets a whole folder of them)
+            count = f"{len(unrecorded)} output{'s' if len(unrecorded) > 1 else ''}"
+            log.warning(f"{count} kept as already done ({', '.join(unrecorded[:3])}"
+                        f"{', ...' if len(unrecorded) > 3 else ''}) {'was' if len(unrecorded) == 1 else 'were'} made by "
+                        "an older streamrestore that did not record its settings (model, references, options): "
+                        "delete an output to have it made with these")
         self.say_parts_space(parts_needed)
         self.bar.counting = True  # (the total is known: lines say the count from here on)
 

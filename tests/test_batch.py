@@ -583,6 +583,15 @@ def test_a_rerun_with_other_settings_says_it_keeps_the_output_made_with_the_old(
     from streamrestore.video.reader import probe
 
     assert probe(out / "a.restored.mp4").pix_fmt == "yuv444p"
+    # an output of a version that recorded no settings: kept, and said once (it was kept unsaid whatever changed)
+    (key, record), = [(k, r) for k, r in _records(out).items() if k.startswith("input:")]
+    assert record["settings"]["model file"] == "none"  # (identity: no file; lite's is its sha256's start)
+    with open(out / MANIFEST_NAME, "a") as manifest:
+        manifest.write(json.dumps({k: v for k, v in record.items() if k != "settings"}) + "\n")
+    code, err = batch(clips / "a.mp4", "-o", out, "--pix-fmt", "yuv444p", "--crf", "30")
+    assert code == 0 and ": already done (" in err and "other settings" not in err
+    assert ("warning: 1 output kept as already done (a.restored.mp4) was made by an older streamrestore that did not "
+            "record its settings (model, references, options): delete an output to have it made with these") in err
 
 
 def test_a_resumed_batchs_rate_counts_only_the_frames_it_restores(capsys):
@@ -934,6 +943,40 @@ def test_rerun_after_a_failed_chunk_redoes_only_that_chunk(local_ray, clips, tmp
     records = _records(out)
     assert all(records[k]["time"] == t for k, t in done.items())  # untouched
     _same_media(clips / "long.mp4", out / "long.restored.mp4")
+
+
+def test_a_resumed_batch_makes_again_the_chunks_made_otherwise(local_ray, clips, tmp_path, monkeypatch, faces, capsys):
+    """A stopped batch resumed with another model (or by a newer version, after an upgrade) joined the chunks
+    made before with the new ones: one output of two models' pictures, unsaid. A part made with other settings,
+    or whose record holds none (an older version's), is made again, said; one made with these is kept."""
+    out = tmp_path / "out"
+    options = dict(out_dir=out, model="identity", **faces, chunk_seconds=0.8, retries=0, workers=2)
+    monkeypatch.setenv(FAIL_ENV, "long.mp4:2")
+    assert run([clips / "long.mp4"], progress=False, **options).exit_code == 1  # chunks 0 and 1 kept
+    monkeypatch.delenv(FAIL_ENV)
+    records = _records(out)
+    old = {k: r for k, r in records.items() if k.startswith("chunk:") and r["state"] == "done"}
+    assert len(old) == 2 and all(r["settings"]["model"] == "identity" for r in old.values())
+    first, second = sorted(old)
+    with open(out / MANIFEST_NAME, "a") as manifest:  # (as a version that recorded none wrote it)
+        manifest.write(json.dumps({k: v for k, v in records[first].items() if k != "settings"}) + "\n")
+    capsys.readouterr()
+    again = run([clips / "long.mp4"], progress=True, **options)
+    err = capsys.readouterr().err
+    assert again.exit_code == 0 and again.frames == 40, err  # chunk 0 and the failed one
+    assert "long.mp4 chunk 1/3: made again: an older streamrestore made it, which did not record its settings" in err
+    assert "long.mp4 chunk 2/3: already done" in err
+    _same_media(clips / "long.mp4", out / "long.restored.mp4")
+    # another model on resume: the parts made with the first are made again
+    monkeypatch.setenv(FAIL_ENV, "long.mp4:2")
+    assert run([clips / "long.mp4"], progress=False, **{**options, "out_dir": tmp_path / "o2"}).exit_code == 1
+    monkeypatch.delenv(FAIL_ENV)
+    capsys.readouterr()
+    again = run([clips / "long.mp4"], progress=True, **{**options, "out_dir": tmp_path / "o2", "model": "lite"})
+    err = capsys.readouterr().err
+    assert again.exit_code == 0 and again.frames == 60, err
+    assert "long.mp4 chunk 2/3: made again: it was made with other settings (model: identity, now lite; model file: " \
+           "none, now " in err
 
 
 def test_adapt_runs_on_one_worker_and_the_others_load_its_fine_tune(local_ray, clips, tmp_path, refs, faces, capsys):

@@ -461,8 +461,7 @@ def test_cli_takes_the_temporal_options(shared, tmp_path):
 def test_the_json_names_the_model_file_and_its_hash(tmp_path):
     import hashlib
 
-    from streamrestore.cli.options import model_provenance
-    from streamrestore.model.registry import LITE_WEIGHTS
+    from streamrestore.model.registry import LITE_WEIGHTS, model_provenance
 
     lite = model_provenance("lite")
     assert lite == {"model_file": str(LITE_WEIGHTS), "model_sha256": hashlib.sha256(LITE_WEIGHTS.read_bytes()).hexdigest()}

@@ -44,7 +44,6 @@ from streamrestore.cli.options import (
     crop_resolution_from_args,
     decimal,
     identity_gate_from_args,
-    model_provenance,
     quality_gate_from_args,
     reference_detail_from_args,
     set_torch_threads,
@@ -364,6 +363,8 @@ def video_main(args: argparse.Namespace) -> int:
                  faces.padded)
     path = None
     if args.json:  # (first: the figures are kept whatever becomes of the printing)
+        from streamrestore.model.registry import model_provenance
+
         facts = {
             "video": str(clean), "degraded": None if args.degraded is None else str(args.degraded),
             "degrade": preset, "refs": args.refs, "model": str(args.model), "max_frames": args.max_frames,

@@ -156,20 +156,6 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
                         "the share of the model's change the quality gate kept")
 
 
-def model_provenance(model: str) -> dict:
-    """The model file a run used and its sha256 (``lite``: the shipped file); None for a model that is no
-    one file (``instantrestore``'s folder, ``identity``). For a record of how an output was made."""
-    from pathlib import Path
-
-    from streamrestore.model.registry import LITE_WEIGHTS
-    from streamrestore.output_file import sha256_of
-
-    path = LITE_WEIGHTS if str(model) == "lite" else Path(str(model)).expanduser()
-    if not path.is_file():
-        return {"model_file": None, "model_sha256": None}
-    return {"model_file": str(path), "model_sha256": sha256_of(path)}
-
-
 class CommandParser(argparse.ArgumentParser):
     """A command's parser whose mistakes are said in one line first, the way to the options after it: the
     usage block (20-50 lines at 40 columns) came first, and a screen reader read all of it before the error.

@@ -264,9 +264,9 @@ def _made_with(args: argparse.Namespace, *, config, encoder, adapt, deinterlace,
     import torch
 
     from streamrestore import __version__
-    from streamrestore.cli.options import model_provenance
     from streamrestore.faces.references import reference_files_record
     from streamrestore.images import is_image
+    from streamrestore.model.registry import model_provenance
     from streamrestore.output_file import sha256_of
     from streamrestore.video.reader import probe
 

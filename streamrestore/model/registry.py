@@ -365,6 +365,17 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "auto", dt
     return ready(load_instantrestore_net(root=path, **options), path.name)
 
 
+def model_provenance(model: str) -> dict:
+    """The model file a run used and its sha256 (``lite``: the shipped file); None for a model that is no
+    one file (``instantrestore``'s folder, ``identity``). For a record of how an output was made."""
+    from streamrestore.output_file import sha256_of
+
+    path = LITE_WEIGHTS if str(model) == "lite" else Path(str(model)).expanduser()
+    if not path.is_file():
+        return {"model_file": None, "model_sha256": None}
+    return {"model_file": str(path), "model_sha256": sha256_of(path)}
+
+
 def check_model_name(name: str | Path) -> None:
     """Fails at once, reading nothing, on a ``--model`` that :func:`load_model` cannot load: a
     name it does not know, or a model file or folder that is not there.
