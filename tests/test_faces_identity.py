@@ -230,3 +230,19 @@ def test_faces_whose_photos_fit_poorly_are_one_warning():
     (said,) = run.warnings()
     assert said.startswith("3 face tracks: their reference photos' detail fits them poorly (of 1: track 3 (obama) "
                            "0.08, track 5 (obama) 0.10, track 8 (obama) 0.13; photos from the same footage fit ~0.8)")
+
+
+def test_a_reference_set_pickled_by_an_older_version_loads_with_the_fields_added_since():
+    """Sets pickle (README: a service keeps them); one pickled before ``skipped`` and ``crops_at`` were added
+    ended a later version's run with "'ReferenceSet' object has no attribute 'skipped'"."""
+    import pickle
+
+    made = ReferenceSet("anna", np.zeros((1, 8, 8, 3), np.uint8), np.ones((1, 4), np.float32), ["a.jpg"], "paddle",
+                        skipped=["wall.png (no face)"])
+    again = pickle.loads(pickle.dumps(made))
+    assert again.skipped == ["wall.png (no face)"] and again.files == ["a.jpg"] and again.embedder == "paddle"
+    for added in ("skipped", "crops_at"):  # (what an older version's pickle holds: the fields of its day)
+        del made.__dict__[added]
+    older = pickle.loads(pickle.dumps(made))
+    assert older.skipped == [] and older.crops_at == {} and older.name == "anna"
+    assert np.array_equal(older.crops, made.crops)

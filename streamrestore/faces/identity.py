@@ -8,7 +8,7 @@ then restores that track with that set's reference photos.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Hashable, Protocol, Sequence, runtime_checkable
 
@@ -227,6 +227,17 @@ class ReferenceSet:
     embedder: str | None = None
     crops_at: dict[int, np.ndarray] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling: a set pickled by an older version lacks the fields added since, which take their
+        defaults (a service that kept its sets on disk across an upgrade met an AttributeError mid-run)."""
+        for known in fields(self):
+            if known.name not in state:
+                if known.default is not MISSING:
+                    state[known.name] = known.default
+                elif known.default_factory is not MISSING:
+                    state[known.name] = known.default_factory()
+        self.__dict__.update(state)
 
 
 @dataclass
