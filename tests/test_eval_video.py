@@ -105,7 +105,7 @@ def moving(tmp_path):
 def test_the_frames_measured_are_degraded_as_in_the_whole_clips_copy(tmp_path):
     """x264's look-ahead sees where a stream ends: the first 10 frames of a 10-frame encode came
     out 8 levels (mean) from the same frames of the whole clip's copy here, with 60 frames past
-    them 0-1.3 (threaded x264 is not byte-repeatable)."""
+    them 0-1.3."""
     src = tmp_path / "src.mp4"
     make_clip(src, width=96, height=64, frames=80, fps=25)
 
@@ -143,16 +143,13 @@ def test_degrade_video_keeps_frames_size_and_rate(tmp_path):
     with av.open(str(src)) as c:
         first = next(c.decode(video=0)).to_ndarray(format="rgb24")
     assert np.abs(frames[0].astype(int) - first).mean() > 2  # really degraded
-    # Repeatable in content, not byte for byte: threaded libx264 (kept to match the shared tool)
-    # sometimes codes the same frames differently; measured on this clip: up to 1.7 levels mean
-    # difference on a late P frame, the first frame identical.
-    again = tmp_path / "again.mp4"
-    degrade_video(src, again, "default", max_frames=7)
-    with av.open(str(again)) as c:
-        repeat = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert len(repeat) == 7
-    assert np.abs(repeat[0].astype(int) - frames[0]).mean() < 0.5
-    assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(repeat, frames)) < 4.0
+    # Repeatable to the byte: libx264 threaded, or with its assembly, coded the same frames otherwise from run to
+    # run (up to 1.7 levels mean on a late P frame here; a 720p clip gave 8 copies in 8 runs, ~40 dB apart), and
+    # each student of a class got another table (_encode_h264's plain_code)
+    for run in range(3):
+        again = tmp_path / f"again{run}.mp4"
+        degrade_video(src, again, "default", max_frames=7)
+        assert again.read_bytes() == dst.read_bytes(), run
 
 
 # --- the measuring machinery ---------------------------------------------------------------

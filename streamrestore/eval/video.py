@@ -123,10 +123,10 @@ class VideoDegradation:
     ``final_crf``: what a low-bitrate, low-resolution upload looks like after a player's
     upscale. Same frame count, size and frame rate as the input; no audio.
 
-    libx264 runs with its default threads, as the shared ``tools/degrade_video.py`` does, so
-    ``default`` gives that tool's bytes. Threaded x264 is not always deterministic: measured on a
-    96x64 clip, 5 of 20 identical encodes gave other bytes (frames ~1 level apart); one thread
-    is, but then the frames differ from the tool's by ~1 level on average.
+    libx264 runs on one thread without its assembly (:func:`_encode_h264`'s ``plain_code``): the same
+    clip gives the same bytes in every run, where the shared ``tools/degrade_video.py``'s threaded
+    x264 does not (measured: 8 copies of a 720p clip in 8 runs); the frames differ from that tool's by
+    ~1 level on average.
     """
 
     name: str = "default"
@@ -160,14 +160,19 @@ VIDEO_PRESETS: dict[str, VideoDegradation] = {
 
 
 def _encode_h264(path: Path, frames: Iterable[np.ndarray], rate, size: tuple[int, int], crf: int, preset: str,
-                 rotation: int = 0) -> int:
+                 rotation: int = 0, plain_code: bool = False) -> int:
+    """``frames`` (RGB) coded with libx264 into ``path``; ``plain_code``: on one thread and without its assembly,
+    which together coded the same frames otherwise from run to run here (at 320x180, crf 32, 25 runs each: 3-4
+    files with either alone, 1 with both; at 720p 1 run of 6 differed), so that a class measuring one clip got as
+    many tables as students. It takes several times as long, still a small part of a restore's."""
 
     count = 0
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=rate)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream.options = {"crf": str(crf), "preset": preset,
+                          **({"x264-params": "asm=0", "threads": "1"} if plain_code else {})}
         if rotation:
             stream.set_display_rotation(rotation)
         for image in frames:
@@ -230,10 +235,10 @@ def degrade_video(src: str | Path, dst: str | Path, preset: str | VideoDegradati
         # Encoding while the source is still being decoded gave other bytes than the shared
         # tools/degrade_video.py (same frames in, x264 output differed); this order matches it.
         shrunk = [shrink(image) for image in _decoded_rgb(src, None if max_frames is None else max_frames + margin_frames)]
-        _encode_h264(low, shrunk, rate, small, degradation.crf, degradation.x264_preset)
+        _encode_h264(low, shrunk, rate, small, degradation.crf, degradation.x264_preset, plain_code=True)
         shrunk = list(_decoded_rgb(low))
         count = _encode_h264(dst, enlarge(shrunk), rate, (width, height), degradation.final_crf,
-                             degradation.x264_preset, rotation)
+                             degradation.x264_preset, rotation, plain_code=True)
     if count == 0:
         raise InputError(f"no frame of {src} could be decoded")
     return count
