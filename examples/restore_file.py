@@ -1,10 +1,15 @@
 """Restore a whole video file (the library form of `streamrestore INPUT --refs DIR`).
 
-    python examples/restore_file.py input.mp4 ./actor/ [output.mp4] [--face-models DIR]
+    python examples/restore_file.py input.mp4 ./actor/ [output.mp4] [--face-models DIR] [--force]
+
+The library's mistakes are exceptions of ``streamrestore.errors.UserError`` (an output already there, a
+folder without photos, ...), each with a message written for the person at the keyboard: said in one line here.
 """
 import argparse
+import sys
 
 import streamrestore
+from streamrestore.errors import UserError
 
 
 def main():
@@ -13,10 +18,14 @@ def main():
     p.add_argument("refs", help="folder of photos of the person")
     p.add_argument("output", nargs="?", help="default: <input stem>.restored.<ext> beside it")
     p.add_argument("--face-models", metavar="DIR", help="an insightface model pack (SCRFD finds far more faces than dlib)")
+    p.add_argument("--force", action="store_true", help="replace the output if it exists (a second run of the example)")
     args = p.parse_args()
-    # Models load and references are encoded here, once; the restorer can serve many files.
-    restorer = streamrestore.FaceRestorer.from_options(refs=args.refs, face_models=args.face_models)
-    stats = streamrestore.restore_video(args.input, args.output, restorer, progress=True)
+    try:
+        # Models load and references are encoded here, once; the restorer can serve many files.
+        restorer = streamrestore.FaceRestorer.from_options(refs=args.refs, face_models=args.face_models)
+        stats = streamrestore.restore_video(args.input, args.output, restorer, progress=True, force=args.force)
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
     print(stats.summary())
 
 

@@ -355,8 +355,9 @@ class FaceRestorer:
         # stream()'s finishing thread and the step last sent to it (see stream())
         self._finish_worker: ThreadPoolExecutor | None = None
         self._finishing: Future | None = None
-        #: the faces restored in the frame returned last (crops, frame → crop matrices, track
-        #: ids, identities): for previews, overlays and tests
+        #: the faces of the frame returned last that went to the restorer (:class:`AlignedFace`: each as cut
+        #: from the input and as pasted back, its frame → crop matrix, track id, identity and the share of the
+        #: change the quality gate kept): for previews, overlays, tests and looking at the stages
         self.last_faces: list[AlignedFace] = []
         # a whole run (restore_video, restore_photo) holds it while it lasts (_claim): a second run at the
         # same time, from another thread, gets a fresh() copy instead of sharing this one's tracker
@@ -746,19 +747,21 @@ class FaceRestorer:
         seconds: dict[str, float] = {}
         if self._device_path is not None and view is pixels:  # (HDR frames: restored on the host)
             self._forget_ended_in_crops(live)
-            crops, result = self._restore_on_device(frame, pixels, matrices, sides, caches, ids, identities, prepared, t0)
+            crops, weights, result = self._restore_on_device(frame, pixels, matrices, sides, caches, ids, identities,
+                                                             prepared, t0)
             paste = lambda: result  # noqa: E731
         else:
-            crops, paste_on_host = self._restore_on_host(pixels, view, matrices, sides, caches, ids, prepared, t0)
+            crops, weights, paste_on_host = self._restore_on_host(pixels, view, matrices, sides, caches, ids, prepared,
+                                                                  t0)
 
             def paste() -> Any:
                 self._forget_ended_in_crops(live)
-                return paste_on_host(frame, identities, seconds)
+                return paste_on_host(frame, identities, seconds, faces)
 
         boxes = ([(tid, crop_box(pixels.shape[:2], m, side)) for tid, m, side in zip(ids, matrices, sides)]
                  if self._frame_fusion.active else [])
-        faces = [AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid])
-                 for c, m, tid in zip(crops, matrices, ids)]
+        faces = [AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid], change_kept=w)
+                 for c, m, tid, w in zip(crops, matrices, ids, weights)]
 
         def finish() -> _Finished:
             result = paste()
@@ -828,9 +831,10 @@ class FaceRestorer:
         return cache if decided[1] else unadapted(cache)
 
     def _restore_on_host(self, pixels, view, matrices, sides, caches, ids, prepared, t0):
-        """Crops cut and restored on the CPU: ``(crops, paste)`` (the crops as cut from the frame); ``paste(frame, identities,
-        seconds)`` gates, fuses and pastes the faces (OpenCV; 4:2:0 frames stay in YUV), adds its
-        stages' times to ``seconds`` and returns the frame restored. ``view``: what the stages
+        """Crops cut and restored on the CPU: ``(crops, weights, paste)`` (the crops as cut from the frame, the quality
+        gate's weights); ``paste(frame, identities, seconds, faces)`` gates, fuses and pastes the faces (OpenCV; 4:2:0
+        frames stay in YUV), adds its stages' times to ``seconds``, gives each of ``faces`` (the frame's
+        :class:`AlignedFace`, in the same order) the face it pasted, and returns the frame restored. ``view``: what the stages
         see of ``pixels`` (an HDR frame's :class:`~streamrestore.hdr.SdrView`: the crops are
         restored in SDR, and their change is coded back before the paste)."""
         transfer = view.transfer if isinstance(view, SdrView) else None
@@ -854,15 +858,15 @@ class FaceRestorer:
             self.stats.add_time("reference_detail", detail_seconds)  # the worker's own time (it overlapped the restore)
         details = added if added is not None else [None] * len(crops)
 
-        def paste(frame: Any, identities: list[str | None], seconds: dict[str, float]) -> Any:
+        def paste(frame: Any, identities: list[str | None], seconds: dict[str, float], faces: list[AlignedFace]) -> Any:
             t2 = time.perf_counter()
             canvas, result = _canvas(pixels, frame)
             shape = pixels.shape[:2]
             smoothing = 0.0
             checking = self._finish_identity_checks()
             checks = []
-            for crop, face_out, detail, m, side, tid, identity, coded_crop, weight in zip(
-                    crops, restored, details, matrices, sides, ids, identities, coded, weights):
+            for crop, face_out, detail, m, side, tid, identity, coded_crop, weight, face in zip(
+                    crops, restored, details, matrices, sides, ids, identities, coded, weights, faces):
                 face_out = self._gate.blend(crop, face_out, weight)
                 if self._identity_gate.due(tid, identity):  # the model's own change (the module docstring)
                     checks.append((tid, identity, crop.copy(), face_out.copy()))
@@ -877,6 +881,7 @@ class FaceRestorer:
                 smoothing += time.perf_counter() - ts
                 if is_monochrome(crop):  # (black-and-white film: the restorer would tint it)
                     face_out = brightness_change_only(crop, face_out)
+                face.restored = face_out
                 if transfer is not None:
                     crop, face_out = coded_crop, transfer.coded_change(coded_crop, crop, face_out)
                 plan = self._pastes[side].plan(shape, face_out, crop, m)
@@ -889,7 +894,7 @@ class FaceRestorer:
             seconds["paste"] = seconds.get("paste", 0.0) + time.perf_counter() - t2 - smoothing - checking
             return result
 
-        return coded, paste
+        return coded, weights, paste
 
     def _restore_beside_detail(self, restore: Callable[[], list[Any]], crops: Sequence[np.ndarray],
                                prepared: list[PreparedReferences | None], ids: Sequence[Hashable]
@@ -998,7 +1003,7 @@ class FaceRestorer:
             self._start_identity_checks(checks)  # beside the next frame's restore
             result = self._device_path.download(on_device)
         self.stats.add_time("paste", time.perf_counter() - t0)
-        return host_crops, result
+        return host_crops, gate, result
 
     def _finish_group_on_device(self, side, on_device, pixels, crops, host_crops, restored, added, matrices, ids,
                                 identities, gate, checks, first):

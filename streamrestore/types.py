@@ -48,12 +48,22 @@ class TrackedFace:
 
 @dataclass
 class AlignedFace:
-    """A face cut out of a frame and warped onto the FFHQ template at the restorer's size."""
+    """A face of a frame, warped onto the FFHQ template at the crop's size (the restorer's, or
+    ``crop_resolution``'s): what the pipeline gave the restorer and, on the CPU, what it pasted back.
+    ``FaceRestorer.last_faces`` holds those of the frame returned last: for previews, overlays, tests
+    and for looking at each stage (a teacher's "before and after" of the faces, not of whole frames)."""
 
-    pixels: np.ndarray  # (R, R, 3) uint8 RGB
+    pixels: np.ndarray  # (R, R, 3) uint8 RGB: the face as cut from the input frame (the restorer's input)
     matrix: np.ndarray  # (2, 3) frame -> crop affine; its inverse pastes back
     track_id: int
     identity: str | None  # name of the matched reference set, None if unmatched
+    #: the face as pasted back, on the same template (R, R, 3) uint8 RGB: the restorer's output after the
+    #: quality and identity gates, the reference detail and the temporal smoothing; None where the faces were
+    #: restored and pasted on a GPU (not brought back one by one) or not yet pasted
+    restored: np.ndarray | None = None
+    #: the share of the restorer's change the quality gate let through (0: the face left as it was, a clean one;
+    #: times ``--strength``); the identity gate may hold back more of it
+    change_kept: float | None = None
 
 
 @runtime_checkable

@@ -61,7 +61,8 @@ def test_process_frame_example(monkeypatch, identity_default, tmp_path, capsys):
     out = tmp_path / "out.jpg"
     _run(monkeypatch, "process_frame.py", media.photo, media.refs, out)
     assert cv2.imread(str(out)) is not None
-    assert f"as {media.name}" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert f"({media.name}): restored (" in said or f"({media.name}): left as it was (clean)" in said, said
 
 
 def test_filter_frames_example(monkeypatch, identity_default, tmp_path, capsys):
@@ -78,6 +79,11 @@ def test_restore_file_example(monkeypatch, identity_default, tmp_path, capsys):
     out = tmp_path / "out.mp4"
     _run(monkeypatch, "restore_file.py", media.clip, media.refs, out)
     assert out.exists() and f"{media.frames} frames" in capsys.readouterr().out
+    # run again (a class's second try): one line naming --force, not a traceback; with it, done again
+    with pytest.raises(SystemExit, match=f"error: output {out} already exists; replace it with --force"):
+        _run(monkeypatch, "restore_file.py", media.clip, media.refs, out)
+    _run(monkeypatch, "restore_file.py", media.clip, media.refs, out, "--force")
+    assert f"{media.frames} frames" in capsys.readouterr().out
 
 
 def test_restore_photos_example(monkeypatch, identity_default, tmp_path, capsys):

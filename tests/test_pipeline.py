@@ -149,6 +149,20 @@ def test_process_keeps_type_and_channel_order(media):
     assert isinstance(out, np.ndarray) and out.shape == bgr.shape and out.dtype == np.uint8
     face = fr.last_faces[0]
     assert face.track_id >= 0 and face.identity is None
+    # last_faces holds the face as cut (the restorer's input) and, since it was said "the faces restored" and
+    # held only the input, the face as pasted back (RGB, on the same template) and the gate's share
+    assert face.change_kept == 1.0 and face.restored is not None and face.restored.shape == face.pixels.shape
+    redder = face.restored.astype(int) - face.pixels.astype(int)
+    assert redder[..., 0].mean() > 50 and np.abs(redder[..., 1:]).mean() < 2
+    warped = cv2.warpAffine(np.ascontiguousarray(bgr[..., ::-1]), face.matrix, face.pixels.shape[1::-1],
+                            flags=cv2.INTER_CUBIC)
+    assert np.abs(warped.astype(int) - face.pixels)[32:96, 32:96].mean() < 3  # (the input's face)
+    # a clean face the quality gate leaves: it says so, and the face pasted is the one cut
+    gated = FaceRestorer(Redden(128), media.detector, config=PipelineConfig(lookahead=0, temporal=TemporalConfig.off()),
+                         channel_order="bgr")
+    gated.process(bgr.copy())
+    (left,) = gated.last_faces
+    assert left.change_kept == 0.0 and np.array_equal(left.restored, left.pixels)
     # in BGR order red is the LAST channel: only it went up (by ~0.3 * 255 inside the face)
     gain = (out.astype(float) - bgr.astype(float)).reshape(-1, 3)
     changed = np.abs(gain).max(axis=1) > 2
