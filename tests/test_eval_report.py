@@ -17,7 +17,8 @@ def eval_run(shared_data, shared_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     argv = ["eval", "--data", str(shared_data / "instantrestore"), "--limit", "2", "--model", "identity",
             "--out", str(out / "report"), "--json", str(out / "table.json"), "--models", str(shared_models),
-            "--reference-detail", "0"]  # the model alone
+            "--reference-detail", "0",  # the model alone
+            "--preset", "mild"]  # (which this layout, with its own degraded photos, does not take: said, not named)
     assert cli_main(argv) == 0
     return out
 
@@ -37,7 +38,13 @@ def test_eval_writes_table_grid_and_json(eval_run):
         assert rows[method]["psnr"] == pytest.approx(rows["input"]["psnr"])
         assert rows[method]["id_paddle"] == pytest.approx(rows["input"]["id_paddle"])
     assert rows["bicubic"]["psnr"] != pytest.approx(rows["input"]["psnr"], abs=1e-6)
+    # how the table was made, as eval --video's record says it (a class could not tell which settings gave one)
+    from streamrestore import __version__
+
+    assert table["version"] == __version__ and table["model_sha256"] is None  # (identity: no file)
+    assert table["degradation"] is None and table["limit"] == 2 and table["reference_detail"]["strength"] == 0
     report = (eval_run / "report" / "eval.md").read_text()
+    assert "none: the set's own degraded.png" in report and "preset mild" not in report
     for method in METHODS:
         assert f"| {method} |" in report
     assert "00001 / model_refs4" in report  # per-image table

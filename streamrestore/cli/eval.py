@@ -197,6 +197,7 @@ def main(argv: list[str]) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
+    preset_given = args.preset is not None
     args.preset = args.preset or "severe"
     if args.preset not in PRESETS:
         raise InputError(f"unknown --preset {args.preset!r}; choose one of {', '.join(sorted(PRESETS))}")
@@ -213,6 +214,14 @@ def main(argv: list[str]) -> int:
     config = EvalConfig(preset=args.preset, seed=args.seed, limit=args.limit, with_dlib=not args.no_dlib,
                         reference_detail=reference_detail_from_args(args))
 
+    from streamrestore.eval.run import is_test_layout
+
+    # (the InstantRestore layout brings its degraded photos: a preset asked for changed nothing, and the report
+    # named it as used)
+    own_degraded = data.is_dir() and is_test_layout(data)
+    if own_degraded and preset_given:
+        log.warning("--preset %s does not apply to %s: its cases bring their own degraded.png, used as they are "
+                    "(presets degrade identity folders and packs)", args.preset, data)
     started = time.perf_counter()
     cases = load_cases(data, config, models_dir=models_dir, identities=identities)
     # as in the pipeline: crops of --crop-resolution px, the model's change enlarged onto them;
@@ -241,7 +250,8 @@ def main(argv: list[str]) -> int:
         "model": f"{args.model} (resolution {restorer.resolution}: crops resized to it, outputs resized back "
                  f"to the ground truth's size with bicubic)",
         "bicubic": f"area downscale x{config.bicubic_factor}, bicubic upscale back (classical baseline)",
-        "clean-set degradation": f"preset {config.preset}, seed {config.seed} + crc32(person)",
+        "clean-set degradation": "none: the set's own degraded.png" if own_degraded else
+                                 f"preset {config.preset}, seed {config.seed} + crc32(person)",
         "references": f"first 1 / first {config.many_refs} of each person's references (sorted by name); "
                       "model_refs4_other: the next person's",
         "judges": "id_* = cosine similarity to the ground truth; paddle MobileFaceNet is the judge",
@@ -251,8 +261,20 @@ def main(argv: list[str]) -> int:
                              facts=facts, notes=result.notes, grid=grid_name)
     (out / "eval.md").write_text(report, encoding="utf-8")
     if args.json:
+        import dataclasses
+
+        import torch
+
+        from streamrestore import __version__
+        from streamrestore.model.registry import model_provenance
+
+        # (what a reader needs to make the table again, as eval --video's record holds)
         write_json(args.json, result.rows, model=str(args.model), data=str(data), people=len(cases),
-                   resolution=restorer.resolution, notes=result.notes)
+                   resolution=restorer.resolution, notes=result.notes, version=__version__,
+                   **model_provenance(args.model), degradation=None if own_degraded else
+                   {"preset": config.preset, "seed": config.seed}, limit=args.limit, split=args.split,
+                   crop_resolution=crop_resolution, reference_detail=dataclasses.asdict(config.reference_detail),
+                   device=args.device, backend=args.backend, torch_threads=torch.get_num_threads())
     print(format_table(result.rows, extra=("n", "lmd_missed")))
     print(one_line(f"wrote {out / 'eval.md'}" + (f", {out / grid_name}" if grid_name else "")
                    + (f", {args.json}" if args.json else "")), file=sys.stderr)
