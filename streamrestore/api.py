@@ -131,6 +131,7 @@ def restore_video(
             face_restorer = _face_restorer(restorer, fps, info.pixel_aspect)
             stats = face_restorer.stats
             stats.startup_seconds = time.perf_counter() - started
+            stats.encoded = True
             bar = None
             try:
                 bar = make_progress(expected_frames(info, start, end), progress)

@@ -156,6 +156,7 @@ class RunStats:
     problems: list = field(default_factory=list)
     stage_seconds: dict = field(default_factory=dict)
     photo: bool = False  # the run restored one photo (restore_photo): the summary counts faces, not frames
+    encoded: bool = False  # the frames were encoded into a video file (restore_video); not frame by frame (process)
     strength: float = 1.0  # the share of the restorer's change every face got at most (QualityGateConfig.strength)
 
     @property
@@ -422,17 +423,16 @@ class RunStats:
             if verbose and self.matching:
                 text += f" (similarity below {self.match_threshold:.2f} to every set)"
             text += f", skipped faces: {self.skipped_faces}"
+        # (encoded again: "unchanged" read as a copy of the file; frame by frame nothing is encoded)
+        encoded = ", but the video was encoded again (not copied)" if self.encoded else ""
         if self.frames and not self.frames_with_faces:
             text += "\nno faces were found: the " + ("photo is written unchanged" if self.photo else
-                                                      # (encoded again: "unchanged" read as a copy of the file)
-                                                      "frames were not changed, but the video was encoded again "
-                                                      "(not copied)")
+                                                      f"frames were not changed{encoded}")
         elif self.frames and self.faces_restored and (self.faces_restored == self.faces_left_clean
                                                        or self.strength == 0.0):
             # (said plainly: "0 restored" mid-line, then tracks "restored toward" someone's photos, read as done)
             text += "\nno face was changed: " + ("the picture is as it was" if self.photo else
-                                                  "the frames are as they were, but the video was encoded again "
-                                                  "(not copied)")
+                                                  f"the frames are as they were{encoded}")
         for warning in self.warnings():
             text += f"\nwarning: {one_line(warning)}"
         return text

@@ -584,9 +584,12 @@ def test_summary_counts_unmatched_and_skipped_faces_per_track():
     # every face left as it was by the quality gate: said plainly ("0 restored" mid-line read as done)
     from streamrestore.run import RunStats
 
-    gated = RunStats(frames=5, frames_with_faces=5, frames_restored=5, faces_restored=5, faces_left_clean=5)
+    gated = RunStats(frames=5, frames_with_faces=5, frames_restored=5, faces_restored=5, faces_left_clean=5,
+                     encoded=True)
     assert gated.summary().splitlines()[-1] == ("no face was changed: the frames are as they were, but the video "
                                                 "was encoded again (not copied)")
+    gated.encoded = False  # frame by frame (process): no video was encoded, and none is said
+    assert gated.summary().splitlines()[-1] == "no face was changed: the frames are as they were"
     assert "no face was changed" not in RunStats(frames=5, frames_with_faces=5, frames_restored=5, faces_restored=5,
                                                  faces_left_clean=4).summary()
     for verbose, named in ((False, 2), (True, 3)):  # (the line of sets, the track's; and its similarity)
@@ -605,6 +608,8 @@ def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
     ]
     # a video with no face is encoded again: "passed through unchanged" read as a copy of the file
     none = _summary_of([], frames=5)
+    assert none.summary().splitlines()[-1] == "no faces were found: the frames were not changed"  # (process())
+    none.encoded = True
     assert none.summary().splitlines()[-1] == ("no faces were found: the frames were not changed, but the video was "
                                                "encoded again (not copied)")
     calls = [(t, f, None, True) for t in range(30) for f in range(t + 1)]  # track t has t+1 faces
