@@ -489,9 +489,10 @@ class InstantRestorer:
         if n == 0:
             raise ValueError("encode_references needs at least one reference face")
         if n > self.config.max_references:
-            log.warning("%d reference photos of one person: all are used, though the model was trained with up to %d, "
-                        "and each one adds to every frame's attention time; %d in the video's light and pose "
-                        "are enough", n, self.config.max_references, self.config.max_references)
+            # ("all are used" after the pipeline's "the 8 of its 14 are used" read as a contradiction)
+            log.warning("the model is given %d reference photos of one person, and was trained with up to %d: each "
+                        "one adds to every frame's attention time, and %d in the video's light and pose are enough",
+                        n, self.config.max_references, self.config.max_references)
         x = faces.to(self.device, self.dtype)
         latents = self.net.encode(x, reference=True)
         kv = self.net.reference_kv(latents, self.reference_noise(n))
