@@ -148,6 +148,7 @@ def restore_video(
                                       time.perf_counter() - started)
                 raise
             finally:
+                _record_runner(stats, face_restorer)
                 face_restorer._release()
                 if bar is not None:
                     bar.close()
@@ -155,6 +156,14 @@ def restore_video(
     stats.seconds = time.perf_counter() - started
     return stats
 
+
+
+def _record_runner(stats: RunStats, face_restorer: FaceRestorer) -> None:
+    """What ran the restorer, as it was at the end (a backend that fell back to eager says eager): for a record of
+    how an output was made, where ``auto`` said nothing."""
+    device = getattr(face_restorer.restorer, "device", None)
+    stats.backend = getattr(face_restorer.restorer, "backend", None)
+    stats.device = None if device is None else getattr(device, "type", str(device))
 
 #: seconds after the run's start (models loading included) from which a stopped run's message points to
 #: ``streamrestore batch``
@@ -239,6 +248,7 @@ def restore_photo(
     try:
         (restored,) = face_restorer.stream([frame])
     finally:
+        _record_runner(stats, face_restorer)
         face_restorer._release()
     if same_photo_format(src, dst) and np.array_equal(restored, frame) and not strip_metadata:
         copy_photo(src, dst, force=force)  # nothing changed: its bytes, not a second compression

@@ -157,6 +157,8 @@ class RunStats:
     stage_seconds: dict = field(default_factory=dict)
     photo: bool = False  # the run restored one photo (restore_photo): the summary counts faces, not frames
     encoded: bool = False  # the frames were encoded into a video file (restore_video); not frame by frame (process)
+    backend: str | None = None  # how the restorer ran at the end of a whole run ("onnxruntime"; None: no network)
+    device: str | None = None  # where it ran ("cpu", "cuda"), at the end of a whole run
     strength: float = 1.0  # the share of the restorer's change every face got at most (QualityGateConfig.strength)
 
     @property

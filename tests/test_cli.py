@@ -330,6 +330,23 @@ def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(reques
     assert "unmatched faces: 0 (similarity below" in err and "skipped faces: 0" in err
 
 
+def test_the_record_names_the_backend_and_device_that_ran(run, clip, tmp_path):
+    """--json said "backend": "auto", "device": "auto" (what was asked) where the run had logged onnxruntime on
+    the CPU: a record of how an output was made names what ran, and what was asked beside it."""
+    try:
+        import onnxruntime  # noqa: F401
+        auto = "onnxruntime"
+    except ImportError:  # pragma: no cover - the dev extra has it
+        auto = "eager"
+    for asked, ran in (("auto", auto), ("eager", "eager")):
+        code, err = run(clip, "-o", tmp_path / f"{asked}.mp4", "--backend", asked, "--json", tmp_path / f"{asked}.json",
+                        model="lite")
+        assert code == 0, err
+        record = json.loads((tmp_path / f"{asked}.json").read_text())
+        assert (record["backend"], record["device"]) == (ran, "cpu"), record
+        assert record["asked"] == {"device": "auto", "backend": asked}
+
+
 def test_unmatched_skip_without_references_is_refused(run, clip, tmp_path):
     """``--unmatched skip`` asks that only the faces of the people given be restored; without ``--refs`` it
     restored every face (everyone's: those who did not consent too) with a warning and exit 0."""

@@ -45,7 +45,7 @@ from streamrestore.stop_signals import preload_native_libraries, stop_signals_he
 from streamrestore.threads import TORCH_THREADS_HELP
 
 if TYPE_CHECKING:  # pragma: no cover
-    from streamrestore.run import ProgressMode
+    from streamrestore.run import ProgressMode, RunStats
 
 #: the other commands, ``streamrestore <name> ...``: each is ``streamrestore.cli.<name>.main(argv) -> int``
 SUBCOMMANDS = ("train", "eval", "live", "bench", "batch", "cache")
@@ -239,7 +239,7 @@ def main(argv: list[str]) -> int:
     print(one_line(f"wrote {output}"), file=sys.stderr)
     if args.json:
         try:  # (the input and output are hashed: seconds a gigabyte)
-            made_with = _made_with(args, config=config, encoder=encoder, adapt=adapt, deinterlace=deinterlace,
+            made_with = _made_with(args, stats, config=config, encoder=encoder, adapt=adapt, deinterlace=deinterlace,
                                    output=output, started=started)
             _write_json(args.json, {"input": str(args.input), "output": str(output), **stats.as_dict(), **made_with})
         except KeyboardInterrupt as exc:  # (the output is there: "not written" would be untrue)
@@ -254,7 +254,8 @@ def _utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _made_with(args: argparse.Namespace, *, config, encoder, adapt, deinterlace, output: Path, started: str) -> dict:
+def _made_with(args: argparse.Namespace, stats: RunStats, *, config, encoder, adapt, deinterlace, output: Path,
+               started: str) -> dict:
     """How the output was made, for a record that must show it (a newsroom's, an analyst's): the tool and model
     (its file's sha256), where it ran, every setting with its defaults, the reference files and the input and
     output with their sha256, and when."""
@@ -280,7 +281,9 @@ def _made_with(args: argparse.Namespace, *, config, encoder, adapt, deinterlace,
 
     return {
         "version": __version__, "model": str(args.model), **model_provenance(args.model),
-        "device": args.device, "backend": args.backend, "torch_threads": torch.get_num_threads(),
+        # (what ran, where the options said "auto"; the restorer's network ran eagerly where no backend says)
+        "device": stats.device or args.device, "backend": stats.backend or ("eager" if stats.device else args.backend),
+        "asked": {"device": args.device, "backend": args.backend}, "torch_threads": torch.get_num_threads(),
         "settings": {"pipeline": plain(config), "encoder": plain(encoder), "encoded_with": encoded, "adapt": plain(adapt),
                      "start": args.start, "end": args.end, "deinterlace": deinterlace,
                      "detector": args.detector, "face_models": args.face_models, "fast_vae": args.fast_vae},

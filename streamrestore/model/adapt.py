@@ -399,6 +399,11 @@ class AdaptedRestorer:
         self._serve = serve if serve is not None else (lambda restorer: restorer)
         self._served_base = self._serve(base)
 
+    @property
+    def backend(self) -> str | None:
+        """How the base runs (:attr:`streamrestore.backends.BackendRestorer.backend`; None where it is no backend's)."""
+        return getattr(self._served_base, "backend", None)
+
     def key(self, faces: torch.Tensor) -> str:
         """The adapted weights' key: the photos, the base model (detail head included: the UNet
         adapts through it), the settings, and torch's thread count now (the fine-tune's sums come out
