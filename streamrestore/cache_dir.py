@@ -101,6 +101,35 @@ def cache_root() -> Path:
     return home / ".cache" / "streamrestore" if home is not None else _temporary_root()
 
 
+def other_cache_roots() -> list[Path]:
+    """The folders the cache lives in under other settings than now's (``$XDG_CACHE_HOME/streamrestore``,
+    ``~/.cache/streamrestore``, the temporary one), which exist: where a run with other variables, or an older
+    version, kept its files (before 2026-12-05 ``--adapt``'s fine-tunes ignored ``$STREAMRESTORE_HOME``, engines
+    ``$XDG_CACHE_HOME``). A person's fine-tune there is out of sight of ``cache --clear``; ``cache`` names them."""
+    import tempfile
+
+    now = cache_root().expanduser()
+    candidates = []
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        candidates.append(Path(xdg).expanduser() / "streamrestore")
+    home = _home()
+    if home is not None:
+        candidates.append(home / ".cache" / "streamrestore")
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    candidates.append(Path(tempfile.gettempdir()) / f"streamrestore-cache-{user}")
+    found: list[Path] = []
+    for folder in candidates:
+        try:
+            if not folder.is_dir() or (now.exists() and folder.samefile(now)):
+                continue
+            if all(not folder.samefile(other) for other in found):
+                found.append(folder)
+        except OSError:
+            continue
+    return found
+
+
 def _home() -> Path | None:
     """The user's home folder; None where there is none (no ``$HOME`` and no passwd entry, or ``$HOME`` set
     empty, as ``env HOME=`` leaves it: read as the root folder)."""

@@ -14,9 +14,15 @@ VARIABLES = ("STREAMRESTORE_CACHE", "STREAMRESTORE_HOME", "XDG_CACHE_HOME")
 
 
 @pytest.fixture
-def clean_environment(monkeypatch):
+def clean_environment(monkeypatch, tmp_path_factory):
+    """No cache variable set, and a home and temporary folder of the test's own (the cache command names the
+    other folders a cache may be in: this machine's own ~/.cache/streamrestore is not the test's)."""
+    import tempfile
+
     for name in VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tmp")))
     return monkeypatch
 
 
@@ -289,3 +295,28 @@ def test_a_cached_file_others_can_change_or_own_is_not_loaded(tmp_path, caplog):
     assert "anyone can replace it" in untrusted_reason(program)
     os.chmod(engines, 0o1777)  # (the sticky bit: only a file's owner may replace it, as in /tmp)
     assert untrusted_reason(program) is None
+
+
+def test_a_cache_an_older_version_kept_elsewhere_is_named(clean_environment, tmp_path, capsys):
+    """Before one cache root, --adapt's fine-tunes went to ~/.cache/streamrestore whatever $STREAMRESTORE_HOME
+    said: after an upgrade `cache` showed an empty place and `--clear all` deleted nothing, the person's
+    fine-tune left on disk unsaid. Other folders a cache may be in are named with what they hold."""
+    home = Path(os.environ["HOME"])
+    old = home / ".cache" / "streamrestore" / "adapted" / ("a" * 32 + ".safetensors")
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x" * 2000)
+    clean_environment.setenv("STREAMRESTORE_HOME", str(tmp_path / "now"))
+    assert main(["cache"]) == 0
+    also = (f"also: {home / '.cache' / 'streamrestore'} holds adapted 1 file(s), 2.0 kB, kept there by an older "
+            f"version or under other variables; STREAMRESTORE_CACHE={home / '.cache' / 'streamrestore'} streamrestore "
+            "cache --clear PLACE deletes them")
+    assert also in capsys.readouterr().out
+    assert main(["cache", "--clear", "adapted"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [also] and old.exists()  # (not another folder's to clear)
+    assert main(["cache", "--clear", "engines"]) == 0  # (it holds none of those: not named)
+    assert "also:" not in capsys.readouterr().out
+    clean_environment.setenv("STREAMRESTORE_CACHE", str(home / ".cache" / "streamrestore"))
+    assert main(["cache", "--clear", "all"]) == 0 and not old.exists()
+    clean_environment.delenv("STREAMRESTORE_CACHE")
+    assert main(["cache"]) == 0 and "also:" not in capsys.readouterr().out
+

@@ -16,7 +16,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from streamrestore.cache_dir import CACHE_PLACES, cache_parts, cache_root, cache_root_source, clear_cache
+from streamrestore.cache_dir import (
+    CACHE_PLACES,
+    cache_parts,
+    cache_root,
+    cache_root_source,
+    clear_cache,
+    other_cache_roots,
+)
 from streamrestore.cli.options import CommandParser
 from streamrestore.errors import OutputError, UserError, one_line
 
@@ -83,6 +90,7 @@ def main(argv: list[str]) -> int:
                 "writing" if cleared.kept else "")
         print(one_line(f"deleted {cleared.files} file(s), {size_text(cleared.size)}, from {root} ({', '.join(names)})"
                        f"{kept}"))
+        _say_other_roots(names)
         return 0
     try:
         parts = cache_parts(root)
@@ -99,5 +107,21 @@ def main(argv: list[str]) -> int:
     if compiled.is_dir():  # torch's, shared with anything else that compiles: shown, never cleared here
         print(f"torch's own compile cache (--backend compile), not cleared here: {compiled}, "
               f"{size_text(_tree_bytes(compiled))}")
+    _say_other_roots([place.name for place in CACHE_PLACES])
     print("`streamrestore cache --clear PLACE` deletes a place's files (all: every place)", file=sys.stderr)
     return 0
+
+
+def _say_other_roots(names: list[str]) -> None:
+    """A line for each other folder that holds files of the places ``names`` (:func:`other_cache_roots`): a
+    person's fine-tune kept there by an older version, or under other variables, was out of sight of ``cache``
+    and of ``--clear``."""
+    for other in other_cache_roots():
+        try:
+            held = [part for part in cache_parts(other) if part.files and part.name in names]
+        except OSError:
+            continue
+        if held:
+            what = ", ".join(f"{part.name} {part.files} file(s), {size_text(part.size)}" for part in held)
+            print(one_line(f"also: {other} holds {what}, kept there by an older version or under other variables; "
+                           f"STREAMRESTORE_CACHE={other} streamrestore cache --clear PLACE deletes them"))
