@@ -656,7 +656,8 @@ def expected_frames(info: VideoInfo, start: float | None, end: float | None) -> 
     return max(0, round((last - max(start or 0.0, first)) * float(info.frame_rate)))
 
 
-def make_progress(total: int | None, progress: ProgressMode, interval: float | None = None) -> Progress | None:
+def make_progress(total: int | None, progress: ProgressMode, interval: float | None = None,
+                  unit: str = "frame") -> Progress | None:
     """The progress display ``progress`` asks for (see :data:`ProgressMode`), or None.
 
     Args:
@@ -664,6 +665,7 @@ def make_progress(total: int | None, progress: ProgressMode, interval: float | N
         progress: False, True, ``"bar"`` or ``"lines"``.
         interval: seconds between plain lines (default :data:`PROGRESS_INTERVAL`, read at the
             time of the call).
+        unit: what is counted ("frame"; eval's people: "person"), said in the singular.
 
     Raises:
         ValueError: ``progress`` is none of those.
@@ -677,15 +679,20 @@ def make_progress(total: int | None, progress: ProgressMode, interval: float | N
 
         # under NARROW_COLUMNS the bar had no width left and its rate was cut ("21.15f"): the figures alone
         compact = _terminal_columns() < NARROW_COLUMNS
-        return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1,
-                    bar_format=(COMPACT_BAR if total else COMPACT_COUNT) if compact else None)
-    return ProgressLines(total, PROGRESS_INTERVAL if interval is None else interval)
+        return tqdm(total=total, unit=unit, dynamic_ncols=True, smoothing=0.1,
+                    bar_format=(COMPACT_BAR if total else COMPACT_COUNT.replace("frames", _plural(unit)))
+                    if compact else None)
+    return ProgressLines(total, PROGRESS_INTERVAL if interval is None else interval, unit=unit)
 
 
 #: a terminal narrower than this gets the progress's figures without the bar (:data:`COMPACT_BAR`)
 NARROW_COLUMNS = 60
 COMPACT_BAR = "{percentage:3.0f}% {n_fmt}/{total_fmt} ETA {remaining}"
 COMPACT_COUNT = "{n_fmt} frames, {rate_fmt}"
+
+
+def _plural(unit: str) -> str:
+    return {"person": "people"}.get(unit, unit + "s")
 
 
 def _terminal_columns() -> int:
@@ -727,18 +734,20 @@ class ProgressLines:
         clock: seconds, monotonic; there for tests.
         stream: where lines go (default None: ``sys.stderr`` at the time of each line); there
             for tests.
+        unit: what is counted, in the singular (default "frame"; eval counts people).
 
     Raises:
         ValueError: ``interval`` is not a number of seconds >= 0.
     """
 
     def __init__(self, total: int | None, interval: float = PROGRESS_INTERVAL, *,
-                 clock: Callable[[], float] = time.monotonic, stream: TextIO | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, stream: TextIO | None = None, unit: str = "frame") -> None:
         if not interval >= 0:
             raise ValueError(f"progress interval must be >= 0 seconds, got {interval!r}")
         self.total = total if total else None
         self.interval = float(interval)
         self.done = 0
+        self.units = _plural(unit)
         self._clock = clock
         self._stream = stream
         self._start = clock()
@@ -764,10 +773,11 @@ class ProgressLines:
         self._samples.append((now, self.done))
         elapsed = now - then
         fps = (self.done - done_then) / elapsed if elapsed > 0 else 0.0
+        rate = f"{fps:.1f} fps" if self.units == "frames" else f"{fps:.2f} {self.units}/s"
         if self.total is None:
-            return f"progress: {self.done} frames, {fps:.1f} fps"
+            return f"progress: {self.done} {self.units}, {rate}"
         percent = min(100.0, 100.0 * self.done / self.total)
-        text = f"progress: {self.done}/{self.total} frames ({percent:.0f}%), {fps:.1f} fps"
+        text = f"progress: {self.done}/{self.total} {self.units} ({percent:.0f}%), {rate}"
         if fps > 0:
             text += f", ETA {_clock(max(0, self.total - self.done) / fps)}"
         return text

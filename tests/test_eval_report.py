@@ -18,9 +18,25 @@ def eval_run(shared_data, shared_models, tmp_path_factory):
     argv = ["eval", "--data", str(shared_data / "instantrestore"), "--limit", "2", "--model", "identity",
             "--out", str(out / "report"), "--json", str(out / "table.json"), "--models", str(shared_models),
             "--reference-detail", "0",  # the model alone
-            "--preset", "mild"]  # (which this layout, with its own degraded photos, does not take: said, not named)
-    assert cli_main(argv) == 0
+            "--preset", "mild",  # (which this layout, with its own degraded photos, does not take: said, not named)
+            "--progress", "lines"]
+    import contextlib
+    import io
+
+    import streamrestore.run as run_module
+
+    said = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(said):
+        patch.setattr(run_module, "PROGRESS_INTERVAL", 0.0)
+        assert cli_main(argv) == 0
+    (out / "stderr.txt").write_text(said.getvalue())
     return out
+
+
+def test_eval_says_its_progress_and_a_preset_it_does_not_use(eval_run):
+    said = (eval_run / "stderr.txt").read_text()
+    assert "progress: 1/2 people" in said and "progress: 2/2 people (100%)" in said, said
+    assert "--preset mild does not apply to " in said
 
 
 def test_eval_writes_table_grid_and_json(eval_run):

@@ -404,9 +404,23 @@ def real_run(shared, tmp_path_factory):
     clip = shared / "data/styletalk/source_video/Obama_clip1.mp4"
     refs = shared / "data/face_recognition/knn_train/obama"
     argv = ["eval", "--video", str(clip), "--refs", str(refs), "--model", "identity", "--max-frames", "6",
-            "--models", str(shared / "models"), "--json", str(out / "t.json"), "--torch-threads", "1"]
-    assert cli_main(argv) == 0
-    return json.loads((out / "t.json").read_text())
+            "--models", str(shared / "models"), "--json", str(out / "t.json"), "--torch-threads", "1",
+            "--progress", "lines"]
+    import contextlib
+    import io
+
+    import streamrestore.run as run_module
+
+    said = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(said):
+        patch.setattr(run_module, "PROGRESS_INTERVAL", 0.0)
+        assert cli_main(argv) == 0
+    return {**json.loads((out / "t.json").read_text()), "stderr": said.getvalue()}
+
+
+def test_cli_says_its_progress(real_run):
+    """Minutes of restoring every row's frames said nothing: a class thought it hung."""
+    assert "progress: 1/6 frames" in real_run["stderr"] and "progress: 6/6 frames (100%)" in real_run["stderr"]
 
 
 def test_cli_json_rows_on_a_real_clip(real_run):
@@ -423,7 +437,8 @@ def test_cli_json_rows_on_a_real_clip(real_run):
     # the identity model changes (nearly) nothing: the pipeline's crop, paste and smoothing only
     for name in ("model_norefs", "model_refs"):
         assert rows[name]["psnr"] == pytest.approx(rows["input"]["psnr"], abs=0.2)
-        assert rows[name]["id_gt"] == pytest.approx(rows["input"]["id_gt"], abs=0.03)
+        # (the temporal denoise steadies the blocks of 6 frames: +0.031 on the copy degraded as since session 51)
+        assert rows[name]["id_gt"] == pytest.approx(rows["input"]["id_gt"], abs=0.04)
     assert rows["clean_refs"]["psnr"] > 40 and rows["clean_refs"]["id_gt"] > 0.99
     assert real_run["degrade"] == "default" and real_run["max_frames"] == 6
     # what a reader needs to make the table again

@@ -36,6 +36,7 @@ from streamrestore.cli.options import (
     add_adapt_options,
     add_crop_resolution_option,
     add_identity_gate_option,
+    add_progress_options,
     add_quality_gate_option,
     add_reference_detail_option,
     add_temporal_options,
@@ -44,6 +45,7 @@ from streamrestore.cli.options import (
     crop_resolution_from_args,
     decimal,
     identity_gate_from_args,
+    progress_from_args,
     quality_gate_from_args,
     reference_detail_from_args,
     set_torch_threads,
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_detail_option(p)
     add_crop_resolution_option(p)
     p.add_argument("-v", "--verbose", action="store_true")
+    add_progress_options(p)
     _add_data_options(p.add_argument_group("test-case evaluation (--data)"))
     _add_video_options(p.add_argument_group("video evaluation (--video)"))
     return p
@@ -232,10 +235,19 @@ def main(argv: list[str]) -> int:
     landmarks = load_landmark_detector(models_dir)
     log.info("evaluating %s on %d people from %s", args.model, len(cases), data)
 
-    def progress(done: int, total: int) -> None:
-        log.debug("eval: %d/%d people", done, total)
+    from streamrestore.run import make_progress
 
-    result = evaluate(cases, restorer, judges, landmarks, config, progress=progress)
+    bar = make_progress(len(cases), progress_from_args(args), unit="person")  # (a minute a person or more: a class saw nothing)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(1)  # (called once a person)
+
+    try:
+        result = evaluate(cases, restorer, judges, landmarks, config, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - started
 
     model_name = Path(str(args.model)).stem
@@ -376,9 +388,20 @@ def video_main(args: argparse.Namespace) -> int:
             # (frames past those measured: they come out as in the whole clip's degraded copy)
             count = degrade_video(clean, degraded, preset, max_frames=args.max_frames, margin_frames=MARGIN_FRAMES)
             log.info("degraded %d frames of %s with preset %s", count, clean, preset)
-        rows = evaluate_video(clean, degraded, make_face_restorer=make_face_restorer, faces=faces,
-                              ref_embedding=ref_embedding, methods=methods, max_frames=args.max_frames,
-                              every=args.every, save_dir=save)
+        from streamrestore.run import expected_frames, make_progress
+        from streamrestore.video.reader import probe as probe_video
+
+        measured = expected_frames(probe_video(degraded), None, None)
+        measured = min(measured, args.max_frames) if measured and args.max_frames else (measured or args.max_frames)
+        bar = make_progress(measured, progress_from_args(args))  # (each frame restored by every row's method)
+        try:
+            rows = evaluate_video(clean, degraded, make_face_restorer=make_face_restorer, faces=faces,
+                                  ref_embedding=ref_embedding, methods=methods, max_frames=args.max_frames,
+                                  every=args.every, save_dir=save, progress=None if bar is None else
+                                  lambda done: bar.update(1))
+        finally:
+            if bar is not None:
+                bar.close()
     seconds = time.perf_counter() - started
     if faces.padded:
         log.info("%d clean frame(s) had their face found only in the padded frame (face fills the frame)",

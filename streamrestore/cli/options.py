@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.pipeline import PipelineConfig
     from streamrestore.quality import IdentityGateConfig
     from streamrestore.reference_detail import ReferenceDetailConfig
+    from streamrestore.run import ProgressMode
     from streamrestore.temporal import TemporalConfig
     from streamrestore.video.writer import EncoderSettings
 
@@ -31,6 +32,7 @@ __all__ = [
     "add_encoder_options",
     "add_field_rate_option",
     "add_model_options",
+    "add_progress_options",
     "add_crop_resolution_option",
     "add_deinterlace_option",
     "add_identity_gate_option",
@@ -47,6 +49,7 @@ __all__ = [
     "log",
     "parse_time",
     "pipeline_config",
+    "progress_from_args",
     "restorer_options",
     "set_torch_threads",
     "temporal_from_args",
@@ -120,6 +123,22 @@ def parse_time(text: str) -> float:
     for p in parts:
         seconds = seconds * 60 + float(p)
     return seconds
+
+
+def add_progress_options(p: argparse.ArgumentParser) -> None:
+    """``--progress auto|bar|lines|none`` and ``--no-progress`` (:func:`progress_from_args` reads them)."""
+    p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
+                   help="auto (default): a bar on a terminal that redraws one, else a plain line every few seconds; "
+                   "lines: the plain lines on a terminal too (a screen reader reads each once, where a bar is "
+                   "redrawn ten times a second); bar; none")
+    p.add_argument("--no-progress", action="store_true", help="the same as --progress none")
+
+
+def progress_from_args(args: argparse.Namespace) -> ProgressMode:
+    """The library's ``progress`` (:data:`streamrestore.run.ProgressMode`) for :func:`add_progress_options`'s."""
+    if args.no_progress or args.progress == "none":
+        return False
+    return True if args.progress == "auto" else args.progress
 
 
 FAST_VAE_HELP = ("decode with TAESD instead of the model's VAE: the folder holding taesd_decoder.safetensors "

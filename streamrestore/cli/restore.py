@@ -27,6 +27,7 @@ from streamrestore.cli.options import (
     add_field_rate_option,
     add_identity_gate_option,
     add_model_options,
+    add_progress_options,
     add_reference_detail_option,
     add_temporal_options,
     check_face_options,
@@ -37,6 +38,7 @@ from streamrestore.cli.options import (
     encoder_from_args,
     parse_time,
     pipeline_config,
+    progress_from_args,
     restorer_options,
     set_torch_threads,
 )
@@ -45,7 +47,7 @@ from streamrestore.stop_signals import preload_native_libraries, stop_signals_he
 from streamrestore.threads import TORCH_THREADS_HELP
 
 if TYPE_CHECKING:  # pragma: no cover
-    from streamrestore.run import ProgressMode, RunStats
+    from streamrestore.run import RunStats
 
 #: the other commands, ``streamrestore <name> ...``: each is ``streamrestore.cli.<name>.main(argv) -> int``
 SUBCOMMANDS = ("train", "eval", "live", "bench", "batch", "cache")
@@ -98,11 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH|-", help="also write the run's figures as JSON (frames, faces restored and "
                    "left alone, each track, warnings; RunStats.as_dict) to PATH, or to standard output with -: the "
                    "program's only output there (messages go to standard error)")
-    p.add_argument("--progress", choices=["auto", "bar", "lines", "none"], default="auto",
-                   help="auto (default): a bar on a terminal that redraws one, else a plain line every few seconds; "
-                   "lines: the plain lines on a terminal too (a screen reader reads each once, where a bar is "
-                   "redrawn ten times a second); bar; none")
-    p.add_argument("--no-progress", action="store_true", help="the same as --progress none")
+    add_progress_options(p)
     return p
 
 
@@ -166,13 +164,6 @@ def _output_path(given: str | None, default: Path) -> Path:
     return Path(given)
 
 
-def _progress_mode(args: argparse.Namespace) -> ProgressMode:
-    """The library's ``progress`` for ``--progress`` (and ``--no-progress``)."""
-    if args.no_progress or args.progress == "none":
-        return False
-    return True if args.progress == "auto" else args.progress
-
-
 def main(argv: list[str]) -> int:
     if "--" in argv:  # after it everything is an input, "-take1.mp4" too, which argparse's intermixed
         # parsing refuses: such a name is given as the same relative path that does not look like an option
@@ -234,7 +225,7 @@ def main(argv: list[str]) -> int:
         stats = restore_photo(args.input, output, build, force=args.force, strip_metadata=args.strip_metadata)
     else:
         stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
-                              force=args.force, progress=_progress_mode(args), deinterlace=deinterlace)
+                              force=args.force, progress=progress_from_args(args), deinterlace=deinterlace)
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(one_line(f"wrote {output}"), file=sys.stderr)
     if args.json:
