@@ -625,6 +625,22 @@ def test_engine_cache_stays_under_its_limit_and_a_pruned_program_is_exported_aga
     assert len(two) == 2 and len(list(tmp_path.iterdir())) == 1
 
 
+def test_the_engine_cache_limit_is_set_by_a_variable(monkeypatch):
+    """Nothing but the library's BackendConfig reached the 2 GiB limit: a class's home folders under a quota (214 MB
+    after ten short runs) and small disks had no way to lower it."""
+    from streamrestore.backends.selection import ENGINE_CACHE_VARIABLE
+    from streamrestore.errors import UserError
+
+    monkeypatch.delenv(ENGINE_CACHE_VARIABLE, raising=False)
+    assert BackendConfig().engine_cache_mb == 2048
+    monkeypatch.setenv(ENGINE_CACHE_VARIABLE, "300")
+    assert BackendConfig().engine_cache_mb == 300 and BackendConfig(engine_cache_mb=None).engine_cache_mb is None
+    for bad in ("0", "-5", "lots", "inf", "nan"):
+        monkeypatch.setenv(ENGINE_CACHE_VARIABLE, bad)
+        with pytest.raises(UserError, match=f"STREAMRESTORE_ENGINE_CACHE_MB='{bad}': give the most"):
+            BackendConfig()
+
+
 def test_programs_of_an_older_core_are_not_loaded(restorer, tmp_path, monkeypatch):
     """The core's version is part of every engine's key: a program exported by older code (an
     older graph for the same model) is exported again, not loaded."""

@@ -8,12 +8,12 @@ import importlib.util
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from streamrestore.errors import ModelError
+from streamrestore.errors import ModelError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,29 @@ ONNX_AUTO_MAX_BYTES = 1 << 30
 #: batch bucket.
 CPU_AUTO_NOTE = ("onnxruntime when installed (2 cores, 720p, one face: 14.8/13.9 fps against eager's 10.6/11.7), "
                  "else eager; torch.compile on CPU was slower than eager (7.4 vs 11.7 fps)")
+
+
+#: the variable that sets :attr:`BackendConfig.engine_cache_mb`'s default
+ENGINE_CACHE_VARIABLE = "STREAMRESTORE_ENGINE_CACHE_MB"
+
+
+def default_engine_cache_mb() -> float:
+    """``$STREAMRESTORE_ENGINE_CACHE_MB`` (MiB), else 2048; read when a config is made.
+
+    Raises:
+        UserError: the variable is not a number > 0 (named, with its value).
+    """
+    given = os.environ.get(ENGINE_CACHE_VARIABLE, "").strip()
+    if not given:
+        return 2048.0
+    try:
+        value = float(given)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UserError(f"{ENGINE_CACHE_VARIABLE}={given!r}: give the most the exported programs may take, in MiB "
+                        "(a number > 0, such as 500)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -61,11 +84,13 @@ class BackendConfig:
             padding and recompiles in seconds).
         engine_dir: where built TensorRT engines and ONNX programs are kept (default
             ``engines/`` under :func:`streamrestore.cache_dir.cache_root`).
-        engine_cache_mb: the most that folder may hold (default 2048 MiB; None: no limit). One
-            program per model and shape (lite: ~26 MB each, a new one for every new face count
-            bucket or reference count), so a machine that restores many kinds of video would
-            otherwise fill its disk; past the limit the least recently used programs are deleted
-            after a new one is written (a deleted one is exported again when next needed).
+        engine_cache_mb: the most that folder may hold (default 2048 MiB, or
+            ``$STREAMRESTORE_ENGINE_CACHE_MB``; None: no limit). One program per model and shape (lite:
+            ~26 MB each, a new one for every new face count bucket or reference count), so a machine
+            that restores many kinds of video would otherwise fill its disk; past the limit the least
+            recently used programs are deleted after a new one is written (a deleted one is exported
+            again when next needed). The variable lowers it where no option reaches: a class's home
+            folders under a quota, a small disk.
     """
 
     backend: str = "auto"
@@ -76,7 +101,7 @@ class BackendConfig:
     compile_mode: str | None = None
     compiler: str = "inductor"
     engine_dir: str | Path | None = None
-    engine_cache_mb: float | None = 2048
+    engine_cache_mb: float | None = field(default_factory=lambda: default_engine_cache_mb())
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
