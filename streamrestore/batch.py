@@ -877,6 +877,15 @@ def _without_token_enabled_notice():
         notices.removeFilter(drop)
 
 
+def _private_ray_folder() -> Path:
+    """Where a Ray started here keeps its session (logs, sockets): ``streamrestore-ray-<uid>`` in the temporary
+    folder, this user's alone (:func:`streamrestore.cache_dir.private_temporary_folder`), where Ray's own
+    ``/tmp/ray`` is shared by every user, writable by all, and its logs name the inputs and the reference
+    photos. Short: Ray's socket paths must fit 107 bytes."""
+    from streamrestore.cache_dir import private_temporary_folder
+
+    return private_temporary_folder("streamrestore-ray")
+
 @contextlib.contextmanager
 def _plain_worker_prefixes():
     """Ray prints the workers' lines behind a colour-coded "(BatchWorker pid=...)": into a file or a
@@ -1579,7 +1588,7 @@ class _Batch:
                 from streamrestore.threads import usable_cores  # noqa: PLC0415
 
                 kwargs.update(address="local", num_cpus=usable_cores(),
-                              object_store_memory=LOCAL_OBJECT_STORE_MB * 2**20)
+                              object_store_memory=LOCAL_OBJECT_STORE_MB * 2**20, _temp_dir=str(_private_ray_folder()))
             else:
                 kwargs.update(address=address)
             kwargs.update(ray_init or {})

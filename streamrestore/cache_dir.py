@@ -142,13 +142,18 @@ def _home() -> Path | None:
 
 
 def _temporary_root() -> Path:
-    """``streamrestore-cache-<uid>`` in the temporary folder, made for this user alone (0700); where it is not
-    (another user, or a link, got there first: its programs and fine-tunes would be loaded), a fresh folder."""
+    """``streamrestore-cache-<uid>`` in the temporary folder (:func:`private_temporary_folder`)."""
+    return private_temporary_folder("streamrestore-cache")
+
+
+def private_temporary_folder(name: str) -> Path:
+    """``<name>-<uid>`` in the temporary folder, made for this user alone (0700); where it is not (another user,
+    or a link, got there first: what is kept there would be loaded, or read by them), a fresh folder."""
     import stat
     import tempfile
 
     user = os.getuid() if hasattr(os, "getuid") else None
-    root = Path(tempfile.gettempdir()) / f"streamrestore-cache-{user if user is not None else 'user'}"
+    root = Path(tempfile.gettempdir()) / f"{name}-{user if user is not None else 'user'}"
     try:
         root.mkdir(mode=0o700, exist_ok=True)
         held = root.lstat()
@@ -156,8 +161,7 @@ def _temporary_root() -> Path:
             return root
     except OSError:
         pass
-    return Path(tempfile.mkdtemp(prefix="streamrestore-cache-"))
-
+    return Path(tempfile.mkdtemp(prefix=f"{name}-"))
 
 def untrusted_reason(path: Path) -> str | None:
     """Why the cached file ``path`` must not be loaded, None where it may (or does not exist, or the system
