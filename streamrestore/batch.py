@@ -878,13 +878,14 @@ def _without_token_enabled_notice():
 
 
 def _private_ray_folder() -> Path:
-    """Where a Ray started here keeps its session (logs, sockets): ``streamrestore-ray-<uid>`` in the temporary
-    folder, this user's alone (:func:`streamrestore.cache_dir.private_temporary_folder`), where Ray's own
-    ``/tmp/ray`` is shared by every user, writable by all, and its logs name the inputs and the reference
-    photos. Short: Ray's socket paths must fit 107 bytes."""
+    """Where a Ray started here keeps its sessions (logs, sockets): ``streamrestore-ray-<uid>/sessions`` in the
+    temporary folder, under a folder this user's alone (:func:`streamrestore.cache_dir.private_temporary_folder`),
+    where Ray's own ``/tmp/ray`` is shared by every user and its logs name the inputs and the reference photos.
+    Ray makes the folder it is given writable by all (0777): the one above it keeps others out. Short: Ray's
+    socket paths must fit 107 bytes."""
     from streamrestore.cache_dir import private_temporary_folder
 
-    return private_temporary_folder("streamrestore-ray")
+    return private_temporary_folder("streamrestore-ray") / "sessions"
 
 @contextlib.contextmanager
 def _plain_worker_prefixes():

@@ -279,6 +279,12 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
     assert ("Ray could not start: cannot write /nonexistent (Permission denied); Ray keeps files in the home folder: "
             "set HOME to a writable one") in err
     assert asked["num_cpus"] == 1
+    # its sessions (logs naming the inputs and photos) under a folder of this user's alone, not the shared /tmp/ray
+    import stat
+
+    sessions = Path(asked["_temp_dir"])
+    assert sessions.name == "sessions" and sessions.parent.name == f"streamrestore-ray-{os.getuid()}"
+    assert stat.S_IMODE(sessions.parent.stat().st_mode) == 0o700 and sessions.parent.stat().st_uid == os.getuid()
 
     # a cluster that is not there (Ray's ConnectionError is an OSError too): not said to be the home folder
     import importlib.machinery
