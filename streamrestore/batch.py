@@ -877,6 +877,18 @@ def _without_token_enabled_notice():
         notices.removeFilter(drop)
 
 
+def _keep_ray_token_private() -> None:
+    """Makes Ray's token (``~/.ray/auth_token``, which it writes readable by all: 0644) and its folder this user's
+    alone: with it any user of the machine could join this user's Ray, whose services listen on every interface,
+    and run code as them."""
+    token = Path.home() / ".ray" / "auth_token"
+    with contextlib.suppress(OSError, RuntimeError, AttributeError):  # (none there; not ours; os.getuid: POSIX)
+        for path, private in ((token.parent, 0o700), (token, 0o600)):
+            held = path.stat()
+            if held.st_uid == os.getuid() and held.st_mode & 0o077:
+                os.chmod(path, private)
+
+
 def _private_ray_folder() -> Path:
     """Where a Ray started here keeps its sessions (logs, sockets): ``streamrestore-ray-<uid>/sessions`` in the
     temporary folder, under a folder this user's alone (:func:`streamrestore.cache_dir.private_temporary_folder`),
@@ -1596,6 +1608,7 @@ class _Batch:
             try:
                 with _stop_signal_handlers_kept(), _without_token_enabled_notice():
                     ray.init(**kwargs)
+                _keep_ray_token_private()
             except (ConnectionError, TimeoutError) as exc:  # (OSErrors too: no cluster there, or none in time)
                 where = "a running Ray cluster" if address == "auto" else f"the Ray cluster at {address}"
                 raise OutputError(f"cannot reach {where} ({exc}); start it (ray start --head), check the "

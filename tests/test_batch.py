@@ -267,6 +267,13 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
         asked.update(kwargs)
         raise PermissionError(13, "Permission denied", "/nonexistent")
 
+    def init_writing_its_token(**kwargs):  # (as Ray 2.60 does: readable by all)
+        token = Path.home() / ".ray" / "auth_token"
+        token.parent.mkdir(mode=0o755)
+        token.write_text("secret")
+        os.chmod(token, 0o644)
+        raise ConnectionError("stop here")
+
     fake = types.ModuleType("ray")
     fake.is_initialized = lambda: False  # type: ignore[attr-defined]
     fake.init = init  # type: ignore[attr-defined]
@@ -285,6 +292,16 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
     sessions = Path(asked["_temp_dir"])
     assert sessions.name == "sessions" and sessions.parent.name == f"streamrestore-ray-{os.getuid()}"
     assert stat.S_IMODE(sessions.parent.stat().st_mode) == 0o700 and sessions.parent.stat().st_uid == os.getuid()
+    # Ray's token, which it writes readable by all, is made this user's alone (any user could join and run code)
+    from streamrestore.batch import _keep_ray_token_private
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    with pytest.raises(ConnectionError):
+        init_writing_its_token()
+    _keep_ray_token_private()
+    token = tmp_path / "home" / ".ray" / "auth_token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and stat.S_IMODE(token.parent.stat().st_mode) == 0o700
 
     # a cluster that is not there (Ray's ConnectionError is an OSError too): not said to be the home folder
     import importlib.machinery
