@@ -410,6 +410,26 @@ def test_progress_lines_on_a_terminal(synthetic_faces, clip, tmp_path, capsys, m
     assert "progress: " not in said["none"] and "frame/s" not in said["none"]
 
 
+def test_the_default_output_is_not_written_into_a_read_only_folder(synthetic_faces, tmp_path, capsys):
+    """A class's shared data folder, marked read-only (r-x for all): as root (many containers) the default output
+    was written into it all the same, beside the data. It is refused, naming -o; -o elsewhere works."""
+    import os
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    src = shared / "talk.mp4"
+    make_clip(src, width=96, height=64, frames=3)
+    os.chmod(shared, 0o555)
+    try:
+        assert main([str(src), "--model", "identity", "--no-progress"]) == 2
+        assert (f"error: the input's folder {shared} is read-only (no one may write there), where the output would "
+                "go by default; name it with -o") in capsys.readouterr().err
+        assert sorted(p.name for p in shared.iterdir()) == ["talk.mp4"]
+        assert main([str(src), "-o", str(tmp_path / "o.mp4"), "--model", "identity", "--no-progress"]) == 0
+    finally:
+        os.chmod(shared, 0o755)
+
+
 def test_unwritable_output_folder(run, clip, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")

@@ -156,6 +156,15 @@ def _output_path(given: str | None, default: Path) -> Path:
     not, and that name inside ``-o`` where ``-o`` is a folder (as ``cp`` and ``mv`` do). A name
     ending in a slash is a folder even before it exists (said, rather than "extension-less")."""
     if given is None:
+        # (a folder marked read-only for everyone, as a class's shared data is: root, as in many containers,
+        # wrote its output there all the same, beside the data, where no one asked for it)
+        folder = default.parent if str(default.parent) else Path(".")
+        try:
+            if not folder.stat().st_mode & 0o222:
+                raise OutputError(f"the input's folder {folder} is read-only (no one may write there), where the "
+                                  "output would go by default; name it with -o")
+        except OSError:
+            pass
         return default
     if Path(given).is_dir():
         return Path(given) / default.name
