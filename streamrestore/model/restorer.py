@@ -517,8 +517,8 @@ class InstantRestorer:
             One noise seed per face.
 
         Raises:
-            ValueError: faces of the wrong shape, a count of caches or seeds that is not
-                the faces', or a cache another model made (:attr:`ReferenceCache.model`).
+            ValueError: faces of the wrong shape, or a count of caches or seeds that is not
+                the faces'.
         """
         self._check_faces(faces, "faces")
         b = faces.shape[0]
@@ -526,11 +526,6 @@ class InstantRestorer:
             raise ValueError(f"got {b} faces but {len(caches)} caches; pass one cache (or None) per face")
         if noise_seeds is not None and len(noise_seeds) != b:
             raise ValueError(f"got {b} faces but {len(noise_seeds)} noise seeds")
-        for cache in caches:  # (one saved by another model, or before an upgrade changed this one: its keys mean other things)
-            made_by = getattr(cache, "model", "")
-            if made_by and made_by != self.fingerprint:
-                raise ValueError(f"a reference cache made by another model (fingerprint {made_by[:12]}..., this one's "
-                                 f"{self.fingerprint[:12]}...): encode the references again with this restorer")
         return list(noise_seeds) if noise_seeds is not None else [self.config.noise_seed] * b
 
     def restore(self, faces: torch.Tensor, caches: Sequence[ReferenceCache | None],
