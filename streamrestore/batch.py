@@ -70,8 +70,6 @@ MANIFEST_NAME = "batch-manifest.jsonl"
 #: object store of a Ray started by ``ray="local"`` (MiB; ``ray_init={"object_store_memory": ...}`` overrides)
 LOCAL_OBJECT_STORE_MB = 200
 PARTS_DIR = ".streamrestore-parts"
-#: what :meth:`_Batch.settings_changed` says of a record holding no settings (a batch of an older version's)
-UNRECORDED_SETTINGS = "settings not recorded, by an older streamrestore"
 #: a chunk part's size per frame as a share of its raw 4:2:0 picture: lossless FFV1 measured 0.14 on a
 #: 640x360 talking head and 0.17 on 1080p street footage (noisier footage keeps more); 10-40 times the
 #: input's own size, kept until the video is joined
@@ -1260,20 +1258,27 @@ class _Batch:
                 **{f"{codec} {k}": v for k, v in self.encoder.options_for(codec).items()}}
 
     def chunk_settings(self, dst: Path, pix_fmt: str | None) -> dict[str, str]:
-        """What a chunk part of ``dst`` is made with: :meth:`settings_of` but the encoder's options (a part is
-        lossless, encoded at the join; its codec and pixel format say the part's pixel format)."""
+        """What a chunk part of ``dst`` depends on: the model file, the reference files, the pipeline and the other
+        restoring settings, and the part's pixel format (the codec and ``--pix-fmt`` choose it). Not what only the
+        join uses (the encoder's options, ``--strip-metadata``), nor paths as typed (``--refs anna/`` and
+        ``./anna`` are one folder; the files' digests say what they hold): a part made with these is joined as it
+        is, where a resume with another spelling made hours of parts again."""
         made = self.settings_of(dst, pix_fmt)
         codec = made.get("codec")
-        return {name: value for name, value in made.items() if codec is None or not name.startswith(f"{codec} ")}
+        spelled = {"refs", "metadata"} | ({"model"} if made.get("model file", "none") != "none" else set())
+        resolved = {name: str(Path(made[name]).expanduser().resolve()) for name in ("face models", "fast vae")
+                    if made.get(name, "None") != "None"}
+        return {name: resolved.get(name, value) for name, value in made.items()
+                if name not in spelled and (codec is None or not name.startswith(f"{codec} "))}
 
     def settings_changed(self, recorded: dict | None, dst: Path, pix_fmt: str | None = None,
-                         now: dict[str, str] | None = None) -> str:
+                         now: dict[str, str] | None = None) -> str | None:
         """The settings this run makes ``dst`` (of an input in ``pix_fmt``; ``now``: these settings, default
         :meth:`settings_of`) with otherwise than ``recorded`` (its output's or part's), as "name: then, now now";
-        "" when the same. A setting an older record does not hold is not counted; a record with none at all (a
-        batch of a version that kept none) is said as such."""
+        "" when the same. A setting an older record does not hold is not counted; None for a record with none at
+        all (a batch of a version that kept none)."""
         if not recorded:
-            return UNRECORDED_SETTINGS
+            return None
         now = self.settings_of(dst, pix_fmt) if now is None else now
         changed = [f"{name}: {recorded.get(name)}, now {value}" for name, value in now.items()
                    if recorded.get(name, value) != value]
@@ -1320,7 +1325,7 @@ class _Batch:
                     self.result.warnings[src] = rec["warnings"]
                 self.bar.line(f"{src_path.name}: already done ({dst})")
                 changed = self.settings_changed(rec.get("settings"), dst, rec.get("input_pix_fmt"))
-                if changed == UNRECORDED_SETTINGS:
+                if changed is None:
                     unrecorded.append(dst.name)
                 elif changed:
                     note = (f"kept from an earlier batch made with other settings ({changed}); delete {dst.name} to "
@@ -1367,12 +1372,12 @@ class _Batch:
                     # (one output is never made of two models' or settings' pictures: a part made otherwise is
                     # made again, said, where a finished output is kept and said)
                     changed = self.settings_changed(crec.get("settings"), dst, plan.pix_fmt, now=made_with)
-                    if not changed:
+                    if changed == "":
                         self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: already done", b - a,
                                       earlier=True)
                         continue
-                    why = "an older streamrestore made it, which did not record its settings" if \
-                        changed == UNRECORDED_SETTINGS else f"it was made with other settings ({changed})"
+                    why = "an older streamrestore made it, which did not record its settings" if changed is None \
+                        else f"it was made with other settings ({changed})"
                     self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: made again: {why}")
                 self.manifest.update(key, state="pending", input=src, chunk=i, first=a, end=b, output=str(part),
                                      error=None, settings=made_with)

@@ -998,8 +998,16 @@ def test_a_resumed_batch_makes_again_the_chunks_made_otherwise(local_ray, clips,
     again = run([clips / "long.mp4"], progress=True, **{**options, "out_dir": tmp_path / "o2", "model": "lite"})
     err = capsys.readouterr().err
     assert again.exit_code == 0 and again.frames == 60, err
-    assert "long.mp4 chunk 2/3: made again: it was made with other settings (model: identity, now lite; model file: " \
-           "none, now " in err
+    assert "long.mp4 chunk 2/3: made again: it was made with other settings (model file: none, now " in err
+    # what only the join uses (--strip-metadata, the encoder's options) keeps the parts: hours of them
+    monkeypatch.setenv(FAIL_ENV, "long.mp4:2")
+    assert run([clips / "long.mp4"], progress=False, **{**options, "out_dir": tmp_path / "o3"}).exit_code == 1
+    monkeypatch.delenv(FAIL_ENV)
+    capsys.readouterr()
+    again = run([clips / "long.mp4"], progress=True, strip_metadata=True, crf=20,
+                **{**options, "out_dir": tmp_path / "o3"})
+    err = capsys.readouterr().err
+    assert again.exit_code == 0 and again.frames == 20 and "made again" not in err, err
 
 
 def test_adapt_runs_on_one_worker_and_the_others_load_its_fine_tune(local_ray, clips, tmp_path, refs, faces, capsys):
