@@ -876,23 +876,33 @@ def _without_token_enabled_notice():
 
 
 def _keep_ray_token_private() -> None:
-    """Makes Ray's token (``~/.ray/auth_token``, which it writes readable by all: 0644) and its folder this user's
-    alone: with it any user of the machine could join this user's Ray, whose services listen on every interface,
-    and run code as them."""
-    token = Path.home() / ".ray" / "auth_token"
-    with contextlib.suppress(OSError, RuntimeError, AttributeError):  # (none there; not ours; os.getuid: POSIX)
-        for path, private in ((token.parent, 0o700), (token, 0o600)):
-            held = path.stat()
-            if held.st_uid == os.getuid() and held.st_mode & 0o077:
-                os.chmod(path, private)
+    """Makes Ray's folder (``~/.ray``, made here where missing) and its token (``auth_token``, which Ray writes
+    readable by all: 0644) this user's alone: with the token any user of the machine could join this user's
+    Ray, whose services listen on every interface, and run code as them."""
+    folder = Path.home() / ".ray"
+    with contextlib.suppress(OSError, RuntimeError, AttributeError):  # (no home; not ours; os.getuid: POSIX)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        for path, private in ((folder, 0o700), (folder / "auth_token", 0o600)):
+            if path.exists():
+                held = path.stat()
+                if held.st_uid == os.getuid() and held.st_mode & 0o077:
+                    os.chmod(path, private)
+
+#: what Ray adds to its session folder for a socket (``/session_<date>_<pid>/sockets/plasma_store``), and the
+#: most a socket's path may hold (Linux 107 bytes; macOS 103)
+RAY_SOCKET_TAIL, SOCKET_PATH_MOST = 62, 103
 
 
-def _private_ray_folder() -> Path:
+def _private_ray_folder() -> Path | None:
     """Where a Ray started here keeps its sessions (logs, sockets): ``streamrestore-ray-<uid>/sessions`` in the
     temporary folder, under a folder this user's alone (:func:`streamrestore.cache_dir.private_temporary_folder`),
     where Ray's own ``/tmp/ray`` is shared by every user and its logs name the inputs and the reference photos.
-    Ray makes the folder it is given writable by all (0777): the one above it keeps others out. Short: Ray's
-    socket paths must fit 107 bytes."""
+    Ray makes the folder it is given writable by all (0777): the one above it keeps others out. None (Ray's own
+    place) where its socket paths would not fit (a long ``$TMPDIR``, macOS's temporary folder)."""
+    import tempfile
+
+    if len(tempfile.gettempdir()) + len("/streamrestore-ray-0000000/sessions") + RAY_SOCKET_TAIL > SOCKET_PATH_MOST:
+        return None
     from streamrestore.cache_dir import private_temporary_folder
 
     return private_temporary_folder("streamrestore-ray") / "sessions"
@@ -1606,10 +1616,15 @@ class _Batch:
                 from streamrestore.threads import usable_cores  # noqa: PLC0415
 
                 kwargs.update(address="local", num_cpus=usable_cores(),
-                              object_store_memory=LOCAL_OBJECT_STORE_MB * 2**20, _temp_dir=str(_private_ray_folder()))
+                              object_store_memory=LOCAL_OBJECT_STORE_MB * 2**20)
+                sessions = None if "RAY_TMPDIR" in os.environ or "_temp_dir" in (ray_init or {}) \
+                    else _private_ray_folder()
+                if sessions is not None:
+                    kwargs["_temp_dir"] = str(sessions)
             else:
                 kwargs.update(address=address)
             kwargs.update(ray_init or {})
+            _keep_ray_token_private()  # (its folder first: the token Ray writes there is then out of others' reach)
             try:
                 with _stop_signal_handlers_kept(), _without_token_enabled_notice():
                     ray.init(**kwargs)

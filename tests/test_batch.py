@@ -267,12 +267,11 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
         asked.update(kwargs)
         raise PermissionError(13, "Permission denied", "/nonexistent")
 
-    def init_writing_its_token(**kwargs):  # (as Ray 2.60 does: readable by all)
+    def init_writing_its_token(**kwargs):  # (as Ray 2.60 does: readable by all, in a folder it makes 0755)
         token = Path.home() / ".ray" / "auth_token"
-        token.parent.mkdir(mode=0o755)
+        asked["folder_mode"] = stat.S_IMODE(token.parent.stat().st_mode)  # (made before Ray starts)
         token.write_text("secret")
         os.chmod(token, 0o644)
-        raise ConnectionError("stop here")
 
     fake = types.ModuleType("ray")
     fake.is_initialized = lambda: False  # type: ignore[attr-defined]
@@ -292,16 +291,24 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
     sessions = Path(asked["_temp_dir"])
     assert sessions.name == "sessions" and sessions.parent.name == f"streamrestore-ray-{os.getuid()}"
     assert stat.S_IMODE(sessions.parent.stat().st_mode) == 0o700 and sessions.parent.stat().st_uid == os.getuid()
-    # Ray's token, which it writes readable by all, is made this user's alone (any user could join and run code)
-    from streamrestore.batch import _keep_ray_token_private
+    # Ray's token, which it writes readable by all, is this user's alone (any user could join and run code): its
+    # folder is made 0700 before Ray starts, the token 0600 after
+    from streamrestore.batch import run as run_batch
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
-    with pytest.raises(ConnectionError):
-        init_writing_its_token()
-    _keep_ray_token_private()
+    fake.init = init_writing_its_token  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):  # (the fake has no more of Ray than init: the batch stops there)
+        run_batch([clips / "a.mp4"], out_dir=tmp_path / "out2", model="identity", progress=False)
     token = tmp_path / "home" / ".ray" / "auth_token"
-    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and stat.S_IMODE(token.parent.stat().st_mode) == 0o700
+    assert asked["folder_mode"] == 0o700 and stat.S_IMODE(token.stat().st_mode) == 0o600
+    # a long temporary folder (macOS's, a pam_tmpdir's): Ray's own place, as its socket paths would not fit
+    import tempfile
+
+    from streamrestore.batch import _private_ray_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("t" * 40)))
+    assert _private_ray_folder() is None
 
     # a cluster that is not there (Ray's ConnectionError is an OSError too): not said to be the home folder
     import importlib.machinery
