@@ -881,9 +881,10 @@ class FaceRestorer:
                 smoothing += time.perf_counter() - ts
                 if is_monochrome(crop):  # (black-and-white film: the restorer would tint it)
                     face_out = brightness_change_only(crop, face_out)
-                face.restored = face_out
                 if transfer is not None:
                     crop, face_out = coded_crop, transfer.coded_change(coded_crop, crop, face_out)
+                # (as the frame codes it, as `pixels` is; a face left as it was is its crop itself: a copy)
+                face.restored = face_out.copy() if face_out is face.pixels else face_out
                 plan = self._pastes[side].plan(shape, face_out, crop, m)
                 if plan is not None:
                     canvas.paste(plan)

@@ -163,6 +163,7 @@ def test_process_keeps_type_and_channel_order(media):
     gated.process(bgr.copy())
     (left,) = gated.last_faces
     assert left.change_kept == 0.0 and np.array_equal(left.restored, left.pixels)
+    assert left.restored is not left.pixels  # (drawing on one, a preview's box, left the other as it was)
     # in BGR order red is the LAST channel: only it went up (by ~0.3 * 255 inside the face)
     gain = (out.astype(float) - bgr.astype(float)).reshape(-1, 3)
     changed = np.abs(gain).max(axis=1) > 2
