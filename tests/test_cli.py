@@ -382,10 +382,17 @@ def test_a_mistake_in_the_options_is_said_first_and_a_decimal_comma_named(capsys
                         "streamrestore batch: error: argument --chunk-seconds: not a number: 'nan' (digits, with a "
                         "point for decimals)"),
                        (["batch", "x", "-o", "y", "--workers", "two"],
-                        "streamrestore batch: error: argument --workers: invalid int value: 'two'"),
+                        "streamrestore batch: error: argument --workers: not a whole number: 'two' (digits only, "
+                        "without separators)"),
                        (["batch", "x", "-o", "y", "--workers", "1,000"],
-                        "streamrestore batch: error: argument --workers: invalid int value: '1,000' (a whole number, "
-                        "written without separators)"),
+                        "streamrestore batch: error: argument --workers: not a whole number: '1,000' (digits only, "
+                        "without separators)"),
+                       (["batch", "x", "-o", "y", "--workers", "1_5"],  # (Python's int read 15)
+                        "streamrestore batch: error: argument --workers: not a whole number: '1_5' (digits only, "
+                        "without separators)"),
+                       (["clip.mp4", "--strength", "1e400"],  # (float: inf)
+                        "streamrestore: error: argument --strength: not a number: '1e400' (digits, with a point for "
+                        "decimals)"),
                        (["cache", "--clear"], "streamrestore cache: error: argument --clear: expected one argument")):
         with pytest.raises(SystemExit) as stopped:
             main(argv)

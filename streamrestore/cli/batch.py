@@ -35,6 +35,7 @@ from streamrestore.cli.options import (
     quality_gate_from_args,
     reference_detail_from_args,
     temporal_from_args,
+    whole,
 )
 from streamrestore.errors import UserError
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a cluster address (HOST:6379, ray://HOST:10001); none: restore the inputs one after "
                         "another in this process, as without Ray installed (whole files; Ray's own processes took "
                         "~0.9 GB more on a small machine)")
-    p.add_argument("--workers", type=int, metavar="N",
+    p.add_argument("--workers", type=whole, metavar="N",
                    help="worker actors (default: one per GPU on CUDA, else CPUs / --torch-threads)")
     p.add_argument("--gpus-per-worker", type=decimal, metavar="F",
                    help="GPUs each worker reserves (default 1 when the cluster has GPUs and --device is not cpu, "
@@ -62,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-seconds", type=decimal, default=DEFAULT_CHUNK_SECONDS, metavar="S",
                    help=f"split videos longer than this into keyframe-aligned chunks of about S seconds "
                         f"(default {DEFAULT_CHUNK_SECONDS:g})")
-    p.add_argument("--retries", type=int, default=2, metavar="K",
+    p.add_argument("--retries", type=whole, default=2, metavar="K",
                    help="tries again a failed chunk or file up to K times (default 2)")
-    p.add_argument("--torch-threads", type=int, default=1, metavar="N",
+    p.add_argument("--torch-threads", type=whole, default=1, metavar="N",
                    help="CPU threads torch uses in each worker (default 1; also the CPUs Ray reserves per worker)")
     add_model_options(p, fast_vae=True)
     add_temporal_options(p)

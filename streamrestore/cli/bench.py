@@ -31,6 +31,7 @@ from streamrestore.cli.options import (
     reference_detail_from_args,
     set_torch_threads,
     temporal_from_args,
+    whole,
 )
 from streamrestore.errors import one_line
 from streamrestore.threads import TORCH_THREADS_HELP
@@ -56,18 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only this backend; repeat to compare several in one run, one after the other "
                         "(default: every backend available on the device)")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="compute dtype (default fp16 on CUDA, fp32 on CPU)")
-    p.add_argument("--frames", type=int, metavar="N", help="time only the first N frames (default: all)")
-    p.add_argument("--warmup-frames", type=int, default=8, metavar="N",
+    p.add_argument("--frames", type=whole, metavar="N", help="time only the first N frames (default: all)")
+    p.add_argument("--warmup-frames", type=whole, default=8, metavar="N",
                    help="untimed frames per backend first, so compiling is not timed (default 8)")
     p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
                    help="auto: SCRFD when an insightface model pack is found, else dlib")
     p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack")
-    p.add_argument("--resolution", type=int, help="crop size of --model identity (default 512)")
+    p.add_argument("--resolution", type=whole, help="crop size of --model identity (default 512)")
     p.add_argument("--fast-vae", metavar="PATH", help=FAST_VAE_HELP)
-    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
-    p.add_argument("--detect-every", type=int, default=3, metavar="K",
+    p.add_argument("--torch-threads", type=whole, metavar="N", help=TORCH_THREADS_HELP)
+    p.add_argument("--detect-every", type=whole, default=3, metavar="K",
                    help="run the face detector on every K-th frame, optical flow in between (default 3; 1: every frame)")
-    p.add_argument("--max-faces", type=int, metavar="N", help="restore at most N faces per frame (largest first)")
+    p.add_argument("--max-faces", type=whole, metavar="N", help="restore at most N faces per frame (largest first)")
     add_temporal_options(p)
     add_reference_detail_option(p)
     add_identity_gate_option(p)

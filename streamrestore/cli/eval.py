@@ -50,6 +50,7 @@ from streamrestore.cli.options import (
     reference_detail_from_args,
     set_torch_threads,
     temporal_from_args,
+    whole,
 )
 from streamrestore.errors import InputError, ModelError, one_line
 from streamrestore.threads import TORCH_THREADS_HELP
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{_MODELS_HELP} (default $STREAMRESTORE_MODELS)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--backend", default="auto", choices=BACKEND_NAMES)
-    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
+    p.add_argument("--torch-threads", type=whole, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)
     add_reference_detail_option(p)
     add_crop_resolution_option(p)
@@ -116,17 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_options(p) -> None:
     p.add_argument("--out", metavar="DIR", help="folder for eval.md and grid.png (default ./eval_<data>_<model>)")
-    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N people (sorted by name)")
+    p.add_argument("--limit", type=whole, metavar="N", help="evaluate only the first N people (sorted by name)")
     p.add_argument("--preset", default=None,
                    help="degradation of clean sets (--data; a clip's is --degrade): severe (default), moderate, "
                         "mild, video. Its downsampling "
                         "factors are not scaled with the crop: on 128-px packs severe leaves ~11 px faces; "
                         "moderate there is closer to severe on 512-px crops")
-    p.add_argument("--seed", type=int, default=0, help="base of the fixed per-person degradation seeds")
+    p.add_argument("--seed", type=whole, default=0, help="base of the fixed per-person degradation seeds")
     p.add_argument("--split", default="all", choices=["all", "train", "val"],
                    help="for a packed .npz: evaluate its held-out (val) or training identities")
     p.add_argument("--val-fraction", type=decimal, default=0.15, help="hold-out fraction of --split (as in training)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of --split (as in training)")
+    p.add_argument("--split-seed", type=whole, default=0, help="seed of --split (as in training)")
     p.add_argument("--no-dlib", action="store_true", help="skip the dlib judge (slowest)")
 
 
@@ -138,8 +139,8 @@ def _add_video_options(v) -> None:
     degraded.add_argument("--degraded", metavar="FILE", help="an already degraded copy of the clean clip, frame for frame")
     v.add_argument("--refs", metavar="DIR",
                    help="reference photos of the person (without: only model_norefs is run, no identity to refs)")
-    v.add_argument("--max-frames", type=int, metavar="N", help="measure only the first N frames")
-    v.add_argument("--every", type=int, default=1, metavar="K",
+    v.add_argument("--max-frames", type=whole, metavar="N", help="measure only the first N frames")
+    v.add_argument("--every", type=whole, default=1, metavar="K",
                    help="face metrics on every K-th frame (default 1; E_warp always uses every frame pair)")
     v.add_argument("--save", metavar="DIR",
                    help="keep the degraded copy and every measured stream (lossless <row>.mkv) in DIR")

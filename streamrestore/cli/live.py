@@ -43,6 +43,7 @@ from streamrestore.cli.options import (
     pipeline_config,
     restorer_options,
     set_torch_threads,
+    whole,
 )
 from streamrestore.errors import UserError, one_line
 from streamrestore.threads import TORCH_THREADS_HELP
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write the restored stream to a file (.mp4, .mkv, .ts, ...) or a URL "
                         "(udp://HOST:PORT sends MPEG-TS; srt://, tcp://, rtp://, rtmp://, rtmps://, rtsp://); repeatable")
     p.add_argument("--no-window", action="store_true", help="no preview window (for servers; use with --output)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames were output")
+    p.add_argument("--max-frames", type=whole, metavar="N", help="stop after N frames were output")
     p.add_argument("--loop", action="store_true", help="a file source starts again at its end")
     p.add_argument("--as-fast-as-possible", dest="realtime", action="store_false",
                    help="a file source (or a file over http) is read as fast as "
@@ -73,11 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "timestamps either way")
     p.add_argument("--timeout", type=decimal, default=5.0, metavar="SECONDS",
                    help="a network source that delivers nothing for this long counts as dropped (default 5)")
-    p.add_argument("--retries", type=int, default=5, metavar="N",
+    p.add_argument("--retries", type=whole, default=5, metavar="N",
                    help="reconnect attempts (with backoff 0.5, 1, 2, 4 s ...) before giving up (default 5)")
     p.add_argument("--snapshots", default=".", metavar="DIR", help="folder for snapshots taken with s (default .)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
+    p.add_argument("--torch-threads", type=whole, metavar="N", help=TORCH_THREADS_HELP)
     add_model_options(p, fast_vae=True)
     add_temporal_options(p)
     add_reference_detail_option(p)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import sys
@@ -45,6 +46,7 @@ __all__ = [
     "encoder_from_args",
     "crop_resolution_from_args",
     "decimal",
+    "whole",
     "identity_gate_from_args",
     "log",
     "parse_time",
@@ -100,8 +102,8 @@ def check_output_file(path: str | None, option: str, inputs: Sequence[str | os.P
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def _not_a_number(text: str, what: str, use: str) -> argparse.ArgumentTypeError:
-    comma = re.fullmatch(r"(-?\d+),(\d+)", text.strip())
+def _not_a_number(text: str, what: str, use: str, decimals: bool = True) -> argparse.ArgumentTypeError:
+    comma = re.fullmatch(r"(-?\d+),(\d+)", text.strip()) if decimals else None
     hint = f"decimals take a point: {comma.group(1)}.{comma.group(2)}" if comma else use
     return argparse.ArgumentTypeError(f"not {what}: {text!r} ({hint})")
 
@@ -109,14 +111,22 @@ def _not_a_number(text: str, what: str, use: str) -> argparse.ArgumentTypeError:
 def decimal(text: str) -> float:
     """A number as a person writes it (``0.5``, ``2``, ``1e-3``): an argparse ``type`` for the options that
     take one. Python's ``float`` also read ``1_5`` as 15, and ``nan``/``inf``, none of which anyone means."""
-    if not _DECIMAL.fullmatch(text.strip()):
+    if not _DECIMAL.fullmatch(text.strip()) or not math.isfinite(float(text)):  # (1e400 is inf)
         raise _not_a_number(text, "a number", "digits, with a point for decimals")
     return float(text)
 
 
+def whole(text: str) -> int:
+    """A whole number as a person writes it (``4``, ``+2``): the argparse ``type`` of the options that count.
+    Python's ``int`` read ``1_5`` as 15."""
+    if not re.fullmatch(r"[+-]?\d+", text.strip()):
+        raise _not_a_number(text, "a whole number", "digits only, without separators", decimals=False)
+    return int(text)
+
+
 def parse_time(text: str) -> float:
     """Seconds from ``SS``, ``SS.s``, ``MM:SS`` or ``HH:MM:SS`` (an argparse ``type``)."""
-    parts = text.strip().split(":")
+    parts = text.strip().removeprefix("+").split(":")
     if len(parts) > 3 or not all(re.fullmatch(r"\d+\.?\d*|\.\d+", p) for p in parts):
         raise _not_a_number(text, "a time", "use seconds or HH:MM:SS")
     seconds = 0.0
@@ -165,10 +175,10 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
     p.add_argument("--detector", default="auto", choices=["auto", "scrfd", "dlib"],
                    help="auto: SCRFD when an insightface model pack is found, else dlib")
     p.add_argument("--face-models", metavar="DIR", help="folder with an insightface model pack (SCRFD detector + recognition)")
-    p.add_argument("--max-faces", type=int, metavar="N", help="restore at most N faces per frame (largest first)")
+    p.add_argument("--max-faces", type=whole, metavar="N", help="restore at most N faces per frame (largest first)")
     p.add_argument("--unmatched", default="restore", choices=["restore", "skip"],
                    help="faces matching no reference set: restore without references (default) or leave them")
-    p.add_argument("--detect-every", type=int, default=3, metavar="K",
+    p.add_argument("--detect-every", type=whole, default=3, metavar="K",
                    help="run the face detector on every K-th frame, optical flow in between (default 3; 1: every frame)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="more messages; the run summary adds each track's similarity to every reference set and "
@@ -178,13 +188,9 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
 class CommandParser(argparse.ArgumentParser):
     """A command's parser whose mistakes are said in one line first, the way to the options after it: the
     usage block (20-50 lines at 40 columns) came first, and a screen reader read all of it before the error.
-    A number written with a decimal comma (``--strength 0,5``) is told to take a point."""
+    (Numbers are read by :func:`decimal` and :func:`whole`, which name a decimal comma and separators.)"""
 
     def error(self, message: str):  # type: ignore[override]
-        comma = re.search(r"invalid (float|int) value: '(-?\d+),(\d+)'", message)
-        if comma:
-            message += (f" (decimals take a point: {comma.group(2)}.{comma.group(3)})" if comma.group(1) == "float"
-                        else " (a whole number, written without separators)")
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n(the options: {self.prog} --help)\n")
 
 
@@ -202,7 +208,7 @@ def add_encoder_options(p: argparse.ArgumentParser, metadata: bool = True) -> No
                        "camera and author, its timecode, chapters and track names (each track's language stays); a "
                        "photo's EXIF (GPS, camera, owner, date), XMP and text. For footage of people who must not "
                        "be found; by default they are kept")
-    p.add_argument("--crf", type=int, help="encoder quality (lower is better; default visually lossless for faces; "
+    p.add_argument("--crf", type=whole, help="encoder quality (lower is better; default visually lossless for faces; "
                    "live's streams: 23)")
     p.add_argument("--preset", help="encoder speed preset: x264/x265 a name (ultrafast ... veryslow; default "
                    "veryfast, e.g. medium for smaller files), vp9 -8..8, svt-av1 -2..13 (a number: lower is slower)")
@@ -260,7 +266,7 @@ def add_temporal_options(p: argparse.ArgumentParser) -> None:
                         "the flow's small misregistrations do not flicker on a soft face (default 1.0)")
     p.add_argument("--temporal-denoise-fine", type=decimal, default=None, metavar="F",
                    help="the share of that fine part the input average carries, in [0, 1] (default 0.3; 1: all)")
-    p.add_argument("--temporal-memory", type=int, default=None, metavar="N",
+    p.add_argument("--temporal-memory", type=whole, default=None, metavar="N",
                    help="how many earlier restored frames (one every 8) each face keeps and averages in where "
                         "they match it, which steadies small, heavily damaged faces over about a second; it "
                         "softens large faces (default 0: off; 4 is the measured setting, docs/temporal.md)")
@@ -415,7 +421,7 @@ def add_adapt_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-part", choices=("head", "unet"), default=None,
                    help="what --adapt fine-tunes: only the detail head (default; about a minute per person on a "
                         "CPU) or the UNet (minutes)")
-    p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+    p.add_argument("--adapt-steps", type=whole, default=None, metavar="N",
                    help="fine-tuning steps per person with --adapt (default 300 for the head, 100 for the UNet)")
     p.add_argument("--adapt-blend", type=decimal, default=None, metavar="F",
                    help="how much of the fine-tune's weight change is used with --adapt, in [0, 1] (default 1 "

@@ -41,6 +41,7 @@ from streamrestore.cli.options import (
     progress_from_args,
     restorer_options,
     set_torch_threads,
+    whole,
 )
 from streamrestore.errors import InputError, OutputError, UserError, one_line
 from streamrestore.stop_signals import preload_native_libraries, stop_signals_held
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing output file (and --json file)")
     add_deinterlace_option(p)
     add_field_rate_option(p)
-    p.add_argument("--torch-threads", type=int, metavar="N", help=TORCH_THREADS_HELP)
+    p.add_argument("--torch-threads", type=whole, metavar="N", help=TORCH_THREADS_HELP)
     add_adapt_options(p)
     p.add_argument("--json", metavar="PATH|-", help="also write the run's figures as JSON (frames, faces restored and "
                    "left alone, each track, warnings; RunStats.as_dict) to PATH, or to standard output with -: the "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamrestore.cli.options import CommandParser, configure_logging, decimal, log
+from streamrestore.cli.options import CommandParser, configure_logging, decimal, log, whole
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,11 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'latest' (newest checkpoint in output_dir, if any) or a checkpoint folder")
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--data", help="override the config's data pack")
-    p.add_argument("--steps", type=int, help="override the config's total steps")
+    p.add_argument("--steps", type=whole, help="override the config's total steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a top-level setting of the config (VALUE in TOML syntax: 0.2, true, \"text\"); "
                         "repeatable. A phase's own settings ([[phases]]) still win over it")
-    p.add_argument("--stop-at", type=int, metavar="STEP", help="checkpoint and stop at this step (resume later)")
+    p.add_argument("--stop-at", type=whole, metavar="STEP", help="checkpoint and stop at this step (resume later)")
     p.add_argument("--max-minutes", type=decimal, help="checkpoint and stop after this much wall time")
     p.add_argument("--schedule-by-time", action="store_true",
                    help="with --max-minutes: the learning rate decays over that time (or the steps, whichever ends "
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="PATH",
                    help="also write the weights in the shippable format to PATH when the run stops (e.g. at --stop-at); "
                         "the last step always writes <output_dir>/model.safetensors")
-    p.add_argument("--torch-threads", "--threads", dest="threads", type=int, metavar="N",
+    p.add_argument("--torch-threads", "--threads", dest="threads", type=whole, metavar="N",
                    help="CPU threads for torch (default: torch's choice; --threads is the older name). On a machine "
                         "shared with other jobs, 1 is often several times faster than oversubscribed cores (OpenMP "
                         "threads wait on each other)")
