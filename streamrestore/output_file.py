@@ -83,6 +83,8 @@ def stale_temps(dst: Path, every_output: bool = False) -> list[Path]:
 #: a temporary file of an output younger than this is never taken for a killed run's: its writer may not
 #: have taken its lock yet (:func:`hold_temp`; where there are no locks, a writer untouched this long)
 STALE_TEMP_SECONDS = 60.0
+#: ... and one of another output than the one being written, removed in passing (:func:`remove_stale_temps`)
+OTHER_OUTPUT_IDLE_SECONDS = 3600.0
 
 
 def hold_temp(temp: Path) -> int | None:
@@ -157,10 +159,13 @@ def remove_stale_temps(dst: Path, idle_seconds: float = STALE_TEMP_SECONDS, ever
     the file system has no locks, none is taken for a killed run's. Returns those removed."""
     import time
 
-    removed = []
+    removed, own = [], set(stale_temps(dst)) if every_output else set()
     for temp in stale_temps(dst, every_output):
+        # (another output's: an hour untouched, as a writer on another machine of a file system whose locks are
+        # local only is not seen holding it, and a slow restorer can write nothing for a minute)
+        idle = idle_seconds if not every_output or temp in own else max(idle_seconds, OTHER_OUTPUT_IDLE_SECONDS)
         try:
-            if time.time() - temp.stat().st_mtime >= idle_seconds and not _held_elsewhere(temp):
+            if time.time() - temp.stat().st_mtime >= idle and not _held_elsewhere(temp):
                 temp.unlink()
                 removed.append(temp)
         except OSError:

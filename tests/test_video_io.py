@@ -1421,18 +1421,21 @@ def test_a_killed_runs_hidden_file_is_removed_by_the_next_run_that_writes_in_its
     import subprocess
     import sys
 
-    from streamrestore.output_file import STALE_TEMP_SECONDS, remove_stale_temps
+    from streamrestore.output_file import OTHER_OUTPUT_IDLE_SECONDS, STALE_TEMP_SECONDS, remove_stale_temps
 
     src = _small_source(tmp_path)
     dst = tmp_path / "out.mp4"
     killed, fresh, live = (tmp_path / f".out.{tag}.partial.mp4" for tag in ("0badf00d", "12345678", "abcdef01"))
     other = tmp_path / ".other.0badf00d.partial.mkv"
+    recent_other = tmp_path / ".other2.0badf00d.partial.mkv"  # (two minutes: perhaps a writer not seen)
     mine = tmp_path / ".notes.txt.partial.mp4"
-    for path in (killed, fresh, live, other, mine):
+    for path in (killed, fresh, live, other, mine, recent_other):
         path.write_bytes(b"x" * 1000)
     long_ago = time.time() - STALE_TEMP_SECONDS - 60
-    for path in (killed, live, other, mine):
+    for path in (killed, live, other, mine, recent_other):
         os.utime(path, (long_ago, long_ago))
+    hour_ago = time.time() - OTHER_OUTPUT_IDLE_SECONDS - 60  # (another output's: an hour untouched)
+    os.utime(other, (hour_ago, hour_ago))
     # another process writing the same output holds its file (a run loading its models for minutes)
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
                                "from streamrestore.output_file import hold_temp; "
@@ -1448,7 +1451,8 @@ def test_a_killed_runs_hidden_file_is_removed_by_the_next_run_that_writes_in_its
         holder.communicate("")
     # another output's, killed too, goes as well (an OOM-killed run, then one with smaller settings under another
     # name, left it hidden for ever); a file of another pattern is not ours
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name, fresh.name, live.name, mine.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, dst.name, fresh.name, live.name, mine.name,
+                                                                 recent_other.name])
     for gone in (killed, other):
         assert f"removed {gone.name}, the unfinished output of an earlier run that was killed" in caplog.text
     # once its holder is gone (killed), the next run's clean-up takes it too
