@@ -63,17 +63,23 @@ def keep_private_if_personal(path: Path, personal: bool | None = None) -> None:
         os.chmod(path, 0o600)
 
 
-def make_cache_folders(folder: Path) -> None:
-    """Makes ``folder`` and the folders missing above it (``~/.cache`` on a fresh account) readable by their
-    owner only, as the XDG base-directory spec asks of a cache: ``mkdir -p`` made them 0755, and the names of
-    the files under them say whose faces were worked on. A folder already there keeps its mode."""
+def make_cache_folders(folder: Path, private: bool = False) -> None:
+    """Makes ``folder`` and the folders missing above it. Those of the cache (:func:`cache_root`, the folders
+    above it such as ``~/.cache`` on a fresh account, and those inside it) readable by their owner only, as the
+    XDG base-directory spec asks of a cache: ``mkdir -p`` made them 0755, and the names of the files under them
+    say whose faces were worked on. A folder a caller named elsewhere (``engine_dir=/srv/team/engines``) keeps
+    the default mode, unless ``private`` (a person's fine-tunes: ``folder`` itself 0700). A folder already
+    there keeps its mode."""
+    root = cache_root().expanduser().absolute()
     missing = []
     while not folder.exists() and folder != folder.parent:
         missing.append(folder)
         folder = folder.parent
     for made in reversed(missing):
-        made.mkdir(mode=0o700, exist_ok=True)  # (exist_ok: two processes making it at once)
-
+        here = made.expanduser().absolute()
+        of_cache = here == root or here in root.parents or root in here.parents
+        # (exist_ok: two processes making it at once)
+        made.mkdir(mode=0o700 if of_cache or (private and made == missing[0]) else 0o777, exist_ok=True)
 
 #: the cache's places (the module docstring)
 CACHE_PLACES = (
@@ -122,6 +128,8 @@ def other_cache_roots() -> list[Path]:
     for folder in candidates:
         try:
             if not folder.is_dir() or (now.exists() and folder.samefile(now)):
+                continue
+            if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():  # (another user's, in a shared /tmp)
                 continue
             if all(not folder.samefile(other) for other in found):
                 found.append(folder)

@@ -635,7 +635,9 @@ def test_the_engine_cache_limit_is_set_by_a_variable(monkeypatch):
     assert BackendConfig().engine_cache_mb == 2048
     monkeypatch.setenv(ENGINE_CACHE_VARIABLE, "300")
     assert BackendConfig().engine_cache_mb == 300 and BackendConfig(engine_cache_mb=None).engine_cache_mb is None
-    for bad in ("0", "-5", "lots", "inf", "nan"):
+    monkeypatch.setenv(ENGINE_CACHE_VARIABLE, "none")
+    assert BackendConfig().engine_cache_mb is None
+    for bad in ("0", "-5", "lots", "inf", "nan", "1_5", "1e999"):
         monkeypatch.setenv(ENGINE_CACHE_VARIABLE, bad)
         with pytest.raises(UserError, match=f"STREAMRESTORE_ENGINE_CACHE_MB='{bad}': give the most"):
             BackendConfig()

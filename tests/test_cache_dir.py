@@ -320,3 +320,23 @@ def test_a_cache_an_older_version_kept_elsewhere_is_named(clean_environment, tmp
     clean_environment.delenv("STREAMRESTORE_CACHE")
     assert main(["cache"]) == 0 and "also:" not in capsys.readouterr().out
 
+
+
+def test_the_folders_made_for_the_cache_are_private_and_a_callers_own_are_not(clean_environment, tmp_path):
+    """XDG asks a cache's folders be made 0700 (mkdir -p made them 0755); a folder a caller named elsewhere (a
+    team's engine folder) keeps the default mode, a person's fine-tunes' folder is private wherever it is."""
+    import stat
+
+    from streamrestore.cache_dir import make_cache_folders
+
+    clean_environment.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    umask = os.umask(0o022)
+    try:
+        make_cache_folders(tmp_path / "xdg" / "streamrestore" / "engines")
+        make_cache_folders(tmp_path / "team" / "engines")
+        make_cache_folders(tmp_path / "mine" / "adapted", private=True)
+    finally:
+        os.umask(umask)
+    mode = lambda *parts: stat.S_IMODE(tmp_path.joinpath(*parts).stat().st_mode)  # noqa: E731
+    assert mode("xdg") == mode("xdg", "streamrestore") == mode("xdg", "streamrestore", "engines") == 0o700
+    assert mode("team") == mode("team", "engines") == mode("mine") == 0o755 and mode("mine", "adapted") == 0o700

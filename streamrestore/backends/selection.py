@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,23 +43,21 @@ CPU_AUTO_NOTE = ("onnxruntime when installed (2 cores, 720p, one face: 14.8/13.9
 ENGINE_CACHE_VARIABLE = "STREAMRESTORE_ENGINE_CACHE_MB"
 
 
-def default_engine_cache_mb() -> float:
-    """``$STREAMRESTORE_ENGINE_CACHE_MB`` (MiB), else 2048; read when a config is made.
+def default_engine_cache_mb() -> float | None:
+    """``$STREAMRESTORE_ENGINE_CACHE_MB`` (MiB; ``none``: no limit), else 2048; read when a config is made.
 
     Raises:
-        UserError: the variable is not a number > 0 (named, with its value).
+        UserError: the variable is neither ``none`` nor a number > 0 as people write one (named, with its value).
     """
     given = os.environ.get(ENGINE_CACHE_VARIABLE, "").strip()
     if not given:
         return 2048.0
-    try:
-        value = float(given)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
+    if given.lower() == "none":
+        return None
+    if not re.fullmatch(r"\d+\.?\d*|\.\d+", given) or not 0 < float(given) < float("inf"):  # (not "1_5", "inf")
         raise UserError(f"{ENGINE_CACHE_VARIABLE}={given!r}: give the most the exported programs may take, in MiB "
-                        "(a number > 0, such as 500)")
-    return value
+                        "(a number > 0, such as 500; none: no limit)")
+    return float(given)
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ class BackendConfig:
     compile_mode: str | None = None
     compiler: str = "inductor"
     engine_dir: str | Path | None = None
-    engine_cache_mb: float | None = field(default_factory=lambda: default_engine_cache_mb())
+    engine_cache_mb: float | None = field(default_factory=default_engine_cache_mb)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -124,4 +125,5 @@ def _say_other_roots(names: list[str]) -> None:
         if held:
             what = ", ".join(f"{part.name} {part.files} file(s), {size_text(part.size)}" for part in held)
             print(one_line(f"also: {other} holds {what}, kept there by an older version or under other variables; "
-                           f"STREAMRESTORE_CACHE={other} streamrestore cache --clear PLACE deletes them"))
+                           f"STREAMRESTORE_CACHE={shlex.quote(str(other))} streamrestore cache --clear PLACE deletes "
+                           "them"))

@@ -166,7 +166,7 @@ def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save  # noqa: PLC0415
 
     # (private: its files' names and times say whose faces were worked on; one an older version made 0755 too)
-    make_cache_folders(path.parent)
+    make_cache_folders(path.parent, private=True)
     with contextlib.suppress(OSError, AttributeError):  # (another user's; os.getuid: POSIX only)
         if path.parent == default_cache_dir() and path.parent.stat().st_uid == os.getuid():
             os.chmod(path.parent, 0o700)  # (the cache's own folder; one the caller named is left as it is)
