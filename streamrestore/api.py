@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from streamrestore.pipeline import (
     FaceRestorer,
@@ -158,12 +158,17 @@ def restore_video(
 
 
 
+def runner_of(restorer: Any) -> tuple[str | None, str | None]:
+    """``(backend, device)`` that run ``restorer`` now (``("onnxruntime", "cpu")``; a backend that fell back says
+    ``eager``, a network run without one too); ``(None, None)`` for a restorer with no network (``identity``): for
+    a record of how an output was made, where ``auto`` said nothing."""
+    device = getattr(restorer, "device", None)
+    device = None if device is None else getattr(device, "type", str(device))
+    return getattr(restorer, "backend", None) or ("eager" if device else None), device
+
+
 def _record_runner(stats: RunStats, face_restorer: FaceRestorer) -> None:
-    """What ran the restorer, as it was at the end (a backend that fell back to eager says eager): for a record of
-    how an output was made, where ``auto`` said nothing."""
-    device = getattr(face_restorer.restorer, "device", None)
-    stats.backend = getattr(face_restorer.restorer, "backend", None)
-    stats.device = None if device is None else getattr(device, "type", str(device))
+    stats.backend, stats.device = runner_of(face_restorer.restorer)
 
 #: seconds after the run's start (models loading included) from which a stopped run's message points to
 #: ``streamrestore batch``

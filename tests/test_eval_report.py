@@ -171,6 +171,8 @@ def test_eval_runs_the_model_at_the_crop_resolution(shared_data, shared_models, 
         assert cli_main(argv) == 0
         facts = json.loads(table.read_text())
         assert facts["resolution"] == (crop or 128)
+        assert (facts["backend"], facts["device"]) == ("eager", "cpu")  # (what ran; "auto" asked said nothing)
+        assert facts["asked"] == {"device": "auto", "backend": "eager"} and facts["model_sha256"]
         rows[crop] = {r["method"]: r for r in facts["rows"]}
     assert rows[256]["input"]["psnr"] == pytest.approx(rows[None]["input"]["psnr"])
     assert rows[256]["model_norefs"]["psnr"] != pytest.approx(rows[None]["model_norefs"]["psnr"], abs=1e-3)

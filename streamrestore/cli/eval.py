@@ -184,6 +184,16 @@ def _restorer(args: argparse.Namespace, load_restorer):
                          adapt=adapt_from_args(args))
 
 
+def _runner(restorer, args: argparse.Namespace) -> dict:
+    """What ran the model, for the record (``onnxruntime`` on ``cpu``; the main command's ``--json`` keys), with
+    what was asked under ``asked``: "auto" said nothing of it."""
+    from streamrestore.api import runner_of
+
+    backend, device = runner_of(restorer)
+    return {"device": device or args.device, "backend": backend or args.backend,
+            "asked": {"device": args.device, "backend": args.backend}}
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_output_file(args.json, "--json", [args.video, getattr(args, "degraded", None)])  # before a long evaluation
@@ -231,7 +241,8 @@ def main(argv: list[str]) -> int:
     # as in the pipeline: crops of --crop-resolution px, the model's change enlarged onto them;
     # "auto" (a choice per face by its size in a frame) means the model's own side for photos
     crop_resolution = crop_resolution_from_args(args)
-    restorer = at_crop_resolution(_restorer(args, load_restorer), None if crop_resolution == "auto" else crop_resolution)
+    loaded = _restorer(args, load_restorer)
+    restorer = at_crop_resolution(loaded, None if crop_resolution == "auto" else crop_resolution)
     judges = load_judges(models_dir, with_dlib=config.with_dlib)
     landmarks = load_landmark_detector(models_dir)
     log.info("evaluating %s on %d people from %s", args.model, len(cases), data)
@@ -287,7 +298,7 @@ def main(argv: list[str]) -> int:
                    **model_provenance(args.model), degradation=None if own_degraded else
                    {"preset": config.preset, "seed": config.seed}, limit=args.limit, split=args.split,
                    crop_resolution=crop_resolution, reference_detail=dataclasses.asdict(config.reference_detail),
-                   device=args.device, backend=args.backend, torch_threads=torch.get_num_threads())
+                   **_runner(loaded, args), torch_threads=torch.get_num_threads())
     print(format_table(result.rows, extra=("n", "lmd_missed")))
     print(one_line(f"wrote {out / 'eval.md'}" + (f", {out / grid_name}" if grid_name else "")
                    + (f", {args.json}" if args.json else "")), file=sys.stderr)
@@ -417,7 +428,7 @@ def video_main(args: argparse.Namespace) -> int:
             "every": args.every, "face_models": face_models, "detector": args.detector,
             "gt_missed": faces.missed, "gt_padded": faces.padded, "seconds": round(seconds, 1),
             # what a reader needs to make the table again
-            "version": __version__, **model_provenance(args.model), "device": args.device, "backend": args.backend,
+            "version": __version__, **model_provenance(args.model), **_runner(restorer, args),
             "torch_threads": torch.get_num_threads(),
             "adapt": None if adapt_from_args(args) is None else dataclasses.asdict(adapt_from_args(args)),
             "degradation": None if preset is None else dataclasses.asdict(VIDEO_PRESETS[preset]),

@@ -282,8 +282,8 @@ def _made_with(args: argparse.Namespace, stats: RunStats, *, config, encoder, ad
 
     return {
         "version": __version__, "model": str(args.model), **model_provenance(args.model),
-        # (what ran, where the options said "auto"; the restorer's network ran eagerly where no backend says)
-        "device": stats.device or args.device, "backend": stats.backend or ("eager" if stats.device else args.backend),
+        # (what ran, where the options said "auto")
+        "device": stats.device or args.device, "backend": stats.backend or args.backend,
         "asked": {"device": args.device, "backend": args.backend}, "torch_threads": torch.get_num_threads(),
         "settings": {"pipeline": plain(config), "encoder": plain(encoder), "encoded_with": encoded, "adapt": plain(adapt),
                      "start": args.start, "end": args.end, "deinterlace": deinterlace,
