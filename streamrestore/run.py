@@ -747,7 +747,7 @@ class ProgressLines:
         self.total = total if total else None
         self.interval = float(interval)
         self.done = 0
-        self.units = _plural(unit)
+        self.unit, self.units = unit, _plural(unit)
         self._clock = clock
         self._stream = stream
         self._start = clock()
@@ -773,7 +773,8 @@ class ProgressLines:
         self._samples.append((now, self.done))
         elapsed = now - then
         fps = (self.done - done_then) / elapsed if elapsed > 0 else 0.0
-        rate = f"{fps:.1f} fps" if self.units == "frames" else f"{fps:.2f} {self.units}/s"
+        # (eval's people take a minute or more each: "0.01 people/s" read as nothing)
+        rate = f"{fps:.1f} fps" if self.units == "frames" else f"{1 / fps:.0f} s a {self.unit}" if fps else "-"
         if self.total is None:
             return f"progress: {self.done} {self.units}, {rate}"
         percent = min(100.0, 100.0 * self.done / self.total)

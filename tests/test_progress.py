@@ -235,3 +235,13 @@ def test_a_warning_during_a_bar_has_a_line_of_its_own(monkeypatch):
     before = said[:said.index("warning: track 1")]
     assert before.rstrip(" ").endswith(("\r", "\n", "\x1b[A", "\x1b[K")), repr(said[-300:])
     assert "ETA" not in before.rsplit("\r", 1)[-1] and "5/99" in said.split("warning: track 1")[1]
+
+
+def test_people_are_counted_in_seconds_each():
+    """eval counts people, a minute or more each: "0.01 people/s" read as nothing."""
+    out = io.StringIO()
+    t = [0.0]
+    progress = ProgressLines(total=12, interval=0, clock=lambda: t[0], stream=out, unit="person")
+    t[0] = 150.0
+    progress.update()
+    assert out.getvalue().splitlines() == ["progress: 1/12 people (8%), 150 s a person, ETA 27:30"]

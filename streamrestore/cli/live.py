@@ -201,6 +201,7 @@ def main(argv: list[str]) -> int:
     # the run's time as the main command counts it: the streaming, and before it the start-up (models, source)
     face_restorer.stats.seconds = time.perf_counter() - started
     face_restorer.stats.startup_seconds = max(0.0, face_restorer.stats.seconds - stats.seconds)
+    face_restorer.stats.encoded = bool(args.output)  # (a window only: nothing was encoded)
     print(face_restorer.stats.summary(verbose=args.verbose), file=sys.stderr)
     print(stats.summary(), file=sys.stderr)
     for sink in session.sinks:

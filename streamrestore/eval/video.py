@@ -161,10 +161,11 @@ VIDEO_PRESETS: dict[str, VideoDegradation] = {
 
 def _encode_h264(path: Path, frames: Iterable[np.ndarray], rate, size: tuple[int, int], crf: int, preset: str,
                  rotation: int = 0, plain_code: bool = False) -> int:
-    """``frames`` (RGB) coded with libx264 into ``path``; ``plain_code``: on one thread and without its assembly,
-    which together coded the same frames otherwise from run to run here (at 320x180, crf 32, 25 runs each: 3-4
-    files with either alone, 1 with both; at 720p 1 run of 6 differed), so that a class measuring one clip got as
-    many tables as students. It takes several times as long, still a small part of a restore's."""
+    """``frames`` (RGB) coded with libx264 into ``path``; ``plain_code``: on one thread and without its assembly.
+    Threaded, or with its assembly, it coded the same frames otherwise from run to run here (320x180 at crf 32, 25
+    runs each: 3-4 distinct files with either change alone, 1 with both; a whole 720p degrade with only the
+    assembly off: 2 copies in 6 runs, with both: 1 in 8), so that a class measuring one clip got as many tables
+    as students. It takes several times as long, still a small part of a restore's."""
 
     count = 0
     with av.open(str(path), "w") as out:
