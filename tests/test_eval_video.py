@@ -150,6 +150,20 @@ def test_degrade_video_keeps_frames_size_and_rate(tmp_path):
         again = tmp_path / f"again{run}.mp4"
         degrade_video(src, again, "default", max_frames=7)
         assert again.read_bytes() == dst.read_bytes(), run
+    # (a small clip is often repeatable even threaded: the settings that make it so are checked where x264 says them)
+    assert b" threads=1 lookahead_threads=1 " in dst.read_bytes()
+    import streamrestore.eval.video as video_module
+
+    asked, encode = [], video_module._encode_h264
+
+    def recording(*args, **kwargs):  # (the assembly's switch is not in x264's own summary: asked for here)
+        asked.append(kwargs.get("plain_code"))
+        return encode(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(video_module, "_encode_h264", recording)
+        degrade_video(src, tmp_path / "asked.mp4", "default", max_frames=2)
+    assert asked == [True, True]
 
 
 # --- the measuring machinery ---------------------------------------------------------------
