@@ -157,7 +157,6 @@ def restore_video(
     return stats
 
 
-
 def runner_of(restorer: Any) -> tuple[str | None, str | None]:
     """``(backend, device)`` that run ``restorer`` now (``("onnxruntime", "cpu")``; a backend that fell back says
     ``eager``, a network run without one too); ``(None, None)`` for a restorer with no network (``identity``): for
@@ -169,6 +168,7 @@ def runner_of(restorer: Any) -> tuple[str | None, str | None]:
 
 def _record_runner(stats: RunStats, face_restorer: FaceRestorer) -> None:
     stats.backend, stats.device = runner_of(face_restorer.restorer)
+
 
 #: seconds after the run's start (models loading included) from which a stopped run's message points to
 #: ``streamrestore batch``

@@ -888,6 +888,7 @@ def _keep_ray_token_private() -> None:
                 if held.st_uid == os.getuid() and held.st_mode & 0o077:
                     os.chmod(path, private)
 
+
 #: what Ray adds to its session folder for a socket (``/session_<date>_<pid>/sockets/plasma_store``), and the
 #: most a socket's path may hold (Linux 107 bytes; macOS 103)
 RAY_SOCKET_TAIL, SOCKET_PATH_MOST = 62, 103
@@ -906,6 +907,7 @@ def _private_ray_folder() -> Path | None:
     from streamrestore.cache_dir import private_temporary_folder
 
     return private_temporary_folder("streamrestore-ray") / "sessions"
+
 
 @contextlib.contextmanager
 def _plain_worker_prefixes():

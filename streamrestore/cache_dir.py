@@ -81,6 +81,7 @@ def make_cache_folders(folder: Path, private: bool = False) -> None:
         # (exist_ok: two processes making it at once)
         made.mkdir(mode=0o700 if of_cache or (private and made == missing[0]) else 0o777, exist_ok=True)
 
+
 #: the cache's places (the module docstring)
 CACHE_PLACES = (
     CachePlace("engines", "engines", (".onnx", ".ep"),
@@ -170,6 +171,7 @@ def private_temporary_folder(name: str) -> Path:
     except OSError:
         pass
     return Path(tempfile.mkdtemp(prefix=f"{name}-"))
+
 
 def untrusted_reason(path: Path) -> str | None:
     """Why the cached file ``path`` must not be loaded, None where it may (or does not exist, or the system

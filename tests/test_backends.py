@@ -581,7 +581,6 @@ def test_onnxruntime_export_failure_is_a_model_error_naming_the_way_out(restorer
     assert not list(tmp_path.iterdir())  # no half-written program left to load next time
 
 
-
 @pytest.mark.parametrize("command", ["restore", "live", "eval", "bench"])
 def test_every_command_offers_every_backend(command):
     """The commands list the backends literally (their parsers must not import torch); they stay

@@ -321,7 +321,6 @@ def test_a_cache_an_older_version_kept_elsewhere_is_named(clean_environment, tmp
     assert main(["cache"]) == 0 and "also:" not in capsys.readouterr().out
 
 
-
 def test_the_folders_made_for_the_cache_are_private_and_a_callers_own_are_not(clean_environment, tmp_path):
     """XDG asks a cache's folders be made 0700 (mkdir -p made them 0755); a folder a caller named elsewhere (a
     team's engine folder) keeps the default mode, a person's fine-tunes' folder is private wherever it is."""

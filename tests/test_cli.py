@@ -974,6 +974,8 @@ def test_damaged_input_is_restored_with_every_frame_and_one_warning(run, tmp_pat
     assert read_video_timing(out)[0] == read_video_timing(clean)[0]
     warnings = [line for line in err.splitlines() if "damaged data" in line]
     assert len(warnings) == 1 and "2 frame(s)" in warnings[0], err
+
+
 def _synopsis(readme: str, heading: str) -> str:
     section = readme.split(heading, 1)[1]
     return section.split("```", 2)[1]
@@ -1001,7 +1003,6 @@ def test_every_option_has_help():
     for parser in (build_parser(), live.build_parser(), bench.build_parser()):
         for action in parser._actions:
             assert action.help, (parser.prog, action.option_strings or action.dest)
-
 
 
 def test_stop_signals_are_held_while_loading_and_delivered_after():

@@ -186,7 +186,6 @@ def test_stream_yields_every_frame_in_order(media):
     assert fr.stats.frames == 12 and fr.stats.tracks == 1
 
 
-
 def test_frames_prepared_on_another_thread_restore_the_same(media):
     """``prepare(track=True)`` detects and tracks (the reader thread's share of the work); frames
     prepared so on another thread, then streamed with lookahead, come out the same as frames
@@ -225,6 +224,7 @@ def test_frames_prepared_on_another_thread_restore_the_same(media):
     for a, b in zip(out, expected):
         assert np.array_equal(a, b)
     assert fr.stats.frames == plain.stats.frames == len(frames) and fr.stats.tracks == plain.stats.tracks == 1
+
 
 CLIPS = [
     "face_recognition/short_hamilton_clip.mp4",
@@ -618,7 +618,6 @@ def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
     assert sum(line.startswith("  track ") for line in many) == SUMMARY_TRACKS == 20
     assert many[-1] == "  ... 10 more tracks with 55 faces (the shortest ones)"
     assert "  track 29: no references, frames 0-29, 30 faces" in many
-
 
 
 class _Flickering(IdentityRestorer):
