@@ -890,8 +890,8 @@ def _keep_ray_token_private() -> None:
 
 
 #: what Ray adds to its session folder for a socket (``/session_<date>_<pid>/sockets/plasma_store``), and the
-#: most a socket's path may hold (Linux 107 bytes; macOS 103)
-RAY_SOCKET_TAIL, SOCKET_PATH_MOST = 62, 103
+#: most a socket's path may hold (Linux 107 bytes; macOS and the BSDs 103)
+RAY_SOCKET_TAIL, SOCKET_PATH_MOST = 62, 107 if sys.platform.startswith("linux") else 103
 
 
 def _private_ray_folder() -> Path | None:
@@ -902,7 +902,10 @@ def _private_ray_folder() -> Path | None:
     place) where its socket paths would not fit (a long ``$TMPDIR``, macOS's temporary folder)."""
     import tempfile
 
-    if len(tempfile.gettempdir()) + len("/streamrestore-ray-0000000/sessions") + RAY_SOCKET_TAIL > SOCKET_PATH_MOST:
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    if len(f"{tempfile.gettempdir()}/streamrestore-ray-{user}/sessions") + RAY_SOCKET_TAIL > SOCKET_PATH_MOST:
+        log.info("batch: Ray keeps its session logs in its own folder under %s (a private one's socket paths would "
+                 "be too long)", tempfile.gettempdir())
         return None
     from streamrestore.cache_dir import private_temporary_folder
 
@@ -1195,6 +1198,19 @@ def run(
         release_temp(held)
 
 
+def part_settings(made: dict[str, str]) -> dict[str, str]:
+    """Of an output's settings (:meth:`_Batch.settings_of`, this run's or a record's), those a chunk part depends on:
+    not what only the join uses (the encoder's options, ``--strip-metadata``), nor paths as typed (``--refs anna/``
+    and ``./anna`` are one folder, whose files' digest is kept; a model named by its file's digest), the
+    face-models and fast-VAE paths resolved: a resume with another spelling made hours of parts again."""
+    codec = made.get("codec")
+    spelled = {"refs", "metadata"} | ({"model"} if made.get("model file", "none") != "none" else set())
+    resolved = {name: str(Path(made[name]).expanduser().resolve()) for name in ("face models", "fast vae")
+                if made.get(name, "None") != "None" and name in made}
+    return {name: resolved.get(name, value) for name, value in made.items()
+            if name not in spelled and (codec is None or not name.startswith(f"{codec} "))}
+
+
 class _Batch:
     """One batch run's bookkeeping: plans, queue of pieces, manifest, results."""
 
@@ -1275,13 +1291,7 @@ class _Batch:
         join uses (the encoder's options, ``--strip-metadata``), nor paths as typed (``--refs anna/`` and
         ``./anna`` are one folder; the files' digests say what they hold): a part made with these is joined as it
         is, where a resume with another spelling made hours of parts again."""
-        made = self.settings_of(dst, pix_fmt)
-        codec = made.get("codec")
-        spelled = {"refs", "metadata"} | ({"model"} if made.get("model file", "none") != "none" else set())
-        resolved = {name: str(Path(made[name]).expanduser().resolve()) for name in ("face models", "fast vae")
-                    if made.get(name, "None") != "None"}
-        return {name: resolved.get(name, value) for name, value in made.items()
-                if name not in spelled and (codec is None or not name.startswith(f"{codec} "))}
+        return part_settings(self.settings_of(dst, pix_fmt))
 
     def settings_changed(self, recorded: dict | None, dst: Path, pix_fmt: str | None = None,
                          now: dict[str, str] | None = None) -> str | None:
@@ -1383,7 +1393,9 @@ class _Batch:
                         and count_frames(part) == b - a):
                     # (one output is never made of two models' or settings' pictures: a part made otherwise is
                     # made again, said, where a finished output is kept and said)
-                    changed = self.settings_changed(crec.get("settings"), dst, plan.pix_fmt, now=made_with)
+                    made_then = crec.get("settings")  # (as this run reads it: paths resolved, the same keys left out)
+                    changed = self.settings_changed(made_then and part_settings(made_then), dst, plan.pix_fmt,
+                                                    now=made_with)
                     if changed == "":
                         self.bar.line(f"{src_path.name} chunk {i + 1}/{len(plan.chunks)}: already done", b - a,
                                       earlier=True)

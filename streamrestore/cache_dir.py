@@ -64,20 +64,23 @@ def keep_private_if_personal(path: Path, personal: bool | None = None) -> None:
 
 
 def make_cache_folders(folder: Path, private: bool = False) -> None:
-    """Makes ``folder`` and the folders missing above it. Those of the cache (:func:`cache_root`, the folders
-    above it such as ``~/.cache`` on a fresh account, and those inside it) readable by their owner only, as the
+    """Makes ``folder`` and the folders missing above it. Those of the cache (:func:`cache_root`, those inside it,
+    and where XDG's rule placed it the folders above it, ``~/.cache`` on a fresh account) readable by their owner only, as the
     XDG base-directory spec asks of a cache: ``mkdir -p`` made them 0755, and the names of the files under them
     say whose faces were worked on. A folder a caller named elsewhere (``engine_dir=/srv/team/engines``) keeps
     the default mode, unless ``private`` (a person's fine-tunes: ``folder`` itself 0700). A folder already
     there keeps its mode."""
     root = cache_root().expanduser().absolute()
+    # (the folders above the root are the cache's where XDG's rule placed it: ~/.cache; not above a root a
+    # variable named, /srv/team/cache's /srv/team)
+    above = not any(os.environ.get(name) for name in ROOT_VARIABLES)
     missing = []
     while not folder.exists() and folder != folder.parent:
         missing.append(folder)
         folder = folder.parent
     for made in reversed(missing):
         here = made.expanduser().absolute()
-        of_cache = here == root or here in root.parents or root in here.parents
+        of_cache = here == root or root in here.parents or (above and here in root.parents)
         # (exist_ok: two processes making it at once)
         made.mkdir(mode=0o700 if of_cache or (private and made == missing[0]) else 0o777, exist_ok=True)
 

@@ -774,7 +774,8 @@ class ProgressLines:
         elapsed = now - then
         fps = (self.done - done_then) / elapsed if elapsed > 0 else 0.0
         # (eval's people take a minute or more each: "0.01 people/s" read as nothing)
-        rate = f"{fps:.1f} fps" if self.units == "frames" else f"{1 / fps:.0f} s a {self.unit}" if fps else "-"
+        rate = (f"{fps:.1f} fps" if self.units == "frames" else f"{fps:.1f} {self.units}/s" if fps >= 1
+                else f"{1 / fps:.0f} s a {self.unit}" if fps else "-")
         if self.total is None:
             return f"progress: {self.done} {self.units}, {rate}"
         percent = min(100.0, 100.0 * self.done / self.total)

@@ -1320,3 +1320,23 @@ def test_what_a_chunked_input_and_its_faces_are_said_to_be():
         "5 faces left as they were (--strength 0) and 1 left alone, "
     assert _faces_said({"faces": 5, "clean": 2, "seen": 5, "strength": 0.4}) == \
         "3 faces restored at strength 0.4 and 2 clean left as they were, "
+
+
+def test_a_parts_settings_leave_out_what_only_the_join_uses_and_paths_as_typed(tmp_path, monkeypatch):
+    """A resume with --strip-metadata, another crf, or --face-models spelled otherwise (an older record's relative
+    path against this run's) made every finished part again: hours."""
+    from streamrestore.batch import part_settings
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    then = {"model": "lite", "model file": "0123abcd", "refs": "anna/", "reference files": "ffee", "metadata": "kept",
+            "face models": "models", "fast vae": "None", "pipeline": "p", "codec": "libx264", "pix_fmt": "the input's",
+            "libx264 crf": "16"}
+    now = {**then, "model": str(tmp_path / "lite.safetensors"), "refs": "./anna", "metadata": "stripped",
+           "face models": str(tmp_path / "models"), "libx264 crf": "20"}
+    assert part_settings(then) == part_settings(now) == {
+        "model file": "0123abcd", "reference files": "ffee", "face models": str(tmp_path / "models"),
+        "fast vae": "None", "pipeline": "p", "codec": "libx264", "pix_fmt": "the input's"}
+    assert part_settings({**now, "pipeline": "q"}) != part_settings(then)  # (what a part depends on still counts)
+    identity = {**then, "model": "identity", "model file": "none"}
+    assert part_settings(identity)["model"] == "identity"  # (no file: its name is what says it)

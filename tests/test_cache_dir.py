@@ -339,3 +339,12 @@ def test_the_folders_made_for_the_cache_are_private_and_a_callers_own_are_not(cl
     mode = lambda *parts: stat.S_IMODE(tmp_path.joinpath(*parts).stat().st_mode)  # noqa: E731
     assert mode("xdg") == mode("xdg", "streamrestore") == mode("xdg", "streamrestore", "engines") == 0o700
     assert mode("team") == mode("team", "engines") == mode("mine") == 0o755 and mode("mine", "adapted") == 0o700
+    # a root a variable named: it and what is in it are the cache's, the folders above it are not
+    clean_environment.setenv("STREAMRESTORE_CACHE", str(tmp_path / "srv" / "team" / "cache"))
+    umask = os.umask(0o022)
+    try:
+        make_cache_folders(tmp_path / "srv" / "team" / "cache" / "engines")
+    finally:
+        os.umask(umask)
+    assert mode("srv") == mode("srv", "team") == 0o755
+    assert mode("srv", "team", "cache") == mode("srv", "team", "cache", "engines") == 0o700

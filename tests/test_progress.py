@@ -245,3 +245,8 @@ def test_people_are_counted_in_seconds_each():
     t[0] = 150.0
     progress.update()
     assert out.getvalue().splitlines() == ["progress: 1/12 people (8%), 150 s a person, ETA 27:30"]
+    quick = ProgressLines(total=40, interval=0, clock=lambda: t[0], stream=out, unit="person")  # (a second or less)
+    t[0] += 0.5
+    quick.update(10)
+    assert out.getvalue().splitlines()[-1] == "progress: 10/40 people (25%), 20.0 people/s, ETA 0:02"
+

@@ -160,9 +160,9 @@ def _output_path(given: str | None, default: Path) -> Path:
         # (a folder marked read-only for everyone, as a class's shared data is: root, as in many containers,
         # wrote its output there all the same, beside the data, where no one asked for it)
         folder = default.parent if str(default.parent) else Path(".")
-        try:
-            if not folder.stat().st_mode & 0o222:
-                raise OutputError(f"the input's folder {folder} is read-only (no one may write there), where the "
+        try:  # (not on Windows: its Read-only attribute on Videos, Documents... says nothing of writing there)
+            if os.name != "nt" and not folder.stat().st_mode & 0o222:
+                raise OutputError(f"the input's folder {folder.absolute()} is read-only (no one may write there), where the "
                                   "output would go by default; name it with -o")
         except OSError:
             pass

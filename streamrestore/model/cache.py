@@ -32,7 +32,8 @@ class ReferenceCache:
     ``value_mean[i]``/``value_std[i]``: (N, 1, C_i), the per-reference value statistics AdaIN
     needs (stored so no frame recomputes them). ``key`` is :func:`reference_key` of the images
     that built it and ``model`` the fingerprint of the model that did; a cache only fits the
-    model whose fingerprint it carries. ``face_mean``: (3, R, R), the mean of the aligned
+    model whose fingerprint it carries (not checked by ``restore``: the fingerprint hashes the weights' bytes,
+    which differ between one model's fp32 and bf16 copies). ``face_mean``: (3, R, R), the mean of the aligned
     reference faces, for a detail head that sees references (None for models whose head does not).
     """
 
