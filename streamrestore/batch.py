@@ -900,15 +900,12 @@ def _private_ray_folder() -> Path | None:
     where Ray's own ``/tmp/ray`` is shared by every user and its logs name the inputs and the reference photos.
     Ray makes the folder it is given writable by all (0777): the one above it keeps others out. None (Ray's own
     place) where its socket paths would not fit (a long ``$TMPDIR``, macOS's temporary folder)."""
-    import tempfile
+    from streamrestore.cache_dir import private_temporary_folder, temporary_folder_path
 
-    user = os.getuid() if hasattr(os, "getuid") else "user"
-    if len(f"{tempfile.gettempdir()}/streamrestore-ray-{user}/sessions") + RAY_SOCKET_TAIL > SOCKET_PATH_MOST:
-        log.info("batch: Ray keeps its session logs in its own folder under %s (a private one's socket paths would "
-                 "be too long)", tempfile.gettempdir())
+    if len(str(temporary_folder_path("streamrestore-ray") / "sessions")) + RAY_SOCKET_TAIL > SOCKET_PATH_MOST:
+        log.info("batch: Ray keeps its session logs in its own folder (a private one's socket paths would be too "
+                 "long under %s)", temporary_folder_path("streamrestore-ray").parent)
         return None
-    from streamrestore.cache_dir import private_temporary_folder
-
     return private_temporary_folder("streamrestore-ray") / "sessions"
 
 

@@ -116,8 +116,6 @@ def other_cache_roots() -> list[Path]:
     ``~/.cache/streamrestore``, the temporary one), which exist: where a run with other variables, or an older
     version, kept its files (before 2026-12-05 ``--adapt``'s fine-tunes ignored ``$STREAMRESTORE_HOME``, engines
     ``$XDG_CACHE_HOME``). A person's fine-tune there is out of sight of ``cache --clear``; ``cache`` names them."""
-    import tempfile
-
     now = cache_root().expanduser()
     candidates = []
     xdg = os.environ.get("XDG_CACHE_HOME")
@@ -126,8 +124,7 @@ def other_cache_roots() -> list[Path]:
     home = _home()
     if home is not None:
         candidates.append(home / ".cache" / "streamrestore")
-    user = os.getuid() if hasattr(os, "getuid") else "user"
-    candidates.append(Path(tempfile.gettempdir()) / f"streamrestore-cache-{user}")
+    candidates.append(temporary_folder_path("streamrestore-cache"))
     found: list[Path] = []
     for folder in candidates:
         try:
@@ -158,6 +155,13 @@ def _temporary_root() -> Path:
     return private_temporary_folder("streamrestore-cache")
 
 
+def temporary_folder_path(name: str) -> Path:
+    """``<name>-<uid>`` in the temporary folder: where :func:`private_temporary_folder` makes it."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"{name}-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
 def private_temporary_folder(name: str) -> Path:
     """``<name>-<uid>`` in the temporary folder, made for this user alone (0700); where it is not (another user,
     or a link, got there first: what is kept there would be loaded, or read by them), a fresh folder."""
@@ -165,7 +169,7 @@ def private_temporary_folder(name: str) -> Path:
     import tempfile
 
     user = os.getuid() if hasattr(os, "getuid") else None
-    root = Path(tempfile.gettempdir()) / f"{name}-{user if user is not None else 'user'}"
+    root = temporary_folder_path(name)
     try:
         root.mkdir(mode=0o700, exist_ok=True)
         held = root.lstat()

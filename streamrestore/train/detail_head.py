@@ -520,7 +520,9 @@ def _teacher_head(path: str | Path, config: DetailHeadTrainConfig):
 
 def _file_digest(path: str | Path) -> str:
     """The first 16 hex digits of the file's SHA-256: how a checkpoint and an exported file name a teacher."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    from streamrestore.output_file import sha256_of
+
+    return sha256_of(path)[:16]
 
 
 def _head_loss(config: DetailHeadTrainConfig, head, identity, triples: dict[str, np.ndarray], step: int,

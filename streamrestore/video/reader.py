@@ -1012,4 +1012,3 @@ def _places(times: Sequence[float], rate: Fraction | None) -> str:
     said = [f"{a:.2f} s" if round(a, 2) == round(b, 2) else f"{a:.2f}-{b:.2f} s" for a, b in spans[:PLACES_SAID]]
     more = len(spans) - len(said)
     return " at " + ", ".join(said) + (f" and {more} more place{'s' if more > 1 else ''}" if more else "")
-
