@@ -26,10 +26,9 @@ import torch
 from streamrestore.blend import (
     PasteBack,
     PasteConfig,
-    brightness_change_only,
-    brightness_change_only_tensor,
     crop_box,
-    is_monochrome,
+    keep_monochrome_tone,
+    keep_monochrome_tone_tensor,
 )
 from streamrestore.errors import ModelError, ReferencesError
 from streamrestore.faces.align import alignment_matrix, crop_face
@@ -879,8 +878,8 @@ class FaceRestorer:
                 ts = time.perf_counter()
                 face_out = self._smoother.smooth(tid, crop, face_out, denoise_weight=weight)
                 smoothing += time.perf_counter() - ts
-                if is_monochrome(crop):  # (black-and-white film: the restorer would tint it)
-                    face_out = brightness_change_only(crop, face_out)
+                # (black-and-white film, a toned print: the restorer would tint it)
+                face_out = keep_monochrome_tone(crop, face_out)
                 if transfer is not None:
                     crop, face_out = coded_crop, transfer.coded_change(coded_crop, crop, face_out)
                 # (as the frame codes it, as `pixels` is; a face left as it was is its crop itself: a copy)
@@ -1045,7 +1044,7 @@ class FaceRestorer:
                                 for tid, c, r, w in zip(ids, crops, restored, gate)])
         t4 = time.perf_counter()  # the fusion's flow needs the crops on the host: this waits for the device
         self.stats.add_time("temporal", t4 - t3)
-        restored = brightness_change_only_tensor(crops, restored)  # (black-and-white film stays grey)
+        restored = keep_monochrome_tone_tensor(crops, restored)  # (black-and-white film stays grey)
         path.paste(on_device, restored, crops, matrices)
         self.stats.add_time("paste", time.perf_counter() - t2 - (t4 - t3) - checking)
 

@@ -1192,7 +1192,8 @@ class _TintAndBrighten(IdentityRestorer):
 @pytest.mark.parametrize("frame_path", ["host", "device"])
 def test_black_and_white_film_stays_grey_and_colour_faces_take_the_restorers_colour(frame_path):
     """Black-and-white film came out with pink lips and blue eyes (chroma up to 11 levels off grey): the
-    restorer has seen colour faces only. A monochrome face now takes only the change of brightness."""
+    restorer has seen colour faces only. A monochrome face now takes only the change of brightness, and a
+    toned print scanned in colour keeps its tone (it was taken for a colour face and tinted)."""
     from streamrestore.reference_detail import ReferenceDetailConfig
 
     colour = sf.face_frames(frames=1, width=320, height=240)[0][0]
@@ -1212,34 +1213,62 @@ def test_black_and_white_film_stays_grey_and_colour_faces_take_the_restorers_col
     assert np.abs(out[..., 0] - out[..., 1]).max() <= 1 and np.abs(out[..., 2] - out[..., 1]).max() <= 1
     face = (out[..., 1] - grey[..., 1]) > 5
     assert face.sum() > 2000  # brighter: the brightness change came through
+    toned = _sepia_print_scanned_in_colour(grey)  # a sepia print scanned in colour keeps its tone (family F1)
+    out = restored(toned)
+    assert (out != toned).any(axis=2).sum() > 2000
+    # (its own noise lies ~1.5 levels off the tone; the restorer alone put it ~20 levels off)
+    assert _off_tone(toned, out, face) < _off_tone(toned, toned, face) + 0.5
     out = restored(colour).astype(np.int32)  # a colour face keeps the restorer's colour
     tinted = out[..., 0] - colour[..., 0].astype(np.int32) - (out[..., 1] - colour[..., 1].astype(np.int32))
     assert (tinted > 5).sum() > 2000
 
 
+def _sepia_print_scanned_in_colour(grey: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``grey`` as a sepia-toned print (the tint grows with density, warm in the mid-tones) scanned in a
+    flatbed's colour mode: ~1.2 levels of noise per channel and a slight cast (family F1)."""
+    level = grey[..., :1].astype(np.float64) / 255.0
+    toned = 255.0 * np.concatenate([level ** 0.9, level, level ** 1.25], axis=2)
+    noise = np.random.default_rng(seed).normal(0.0, 1.2, grey.shape)
+    return np.clip(toned + noise + [3, 1, -3], 0, 255).round().astype(np.uint8)
+
+
+def _off_tone(reference: np.ndarray, picture: np.ndarray, mask: np.ndarray) -> float:
+    """How far ``picture``'s red and blue lie from ``reference``'s tone (a cubic of green fitted on
+    ``reference`` under ``mask``): the mean absolute distance, in levels."""
+    ref = reference[mask].astype(np.float64)
+    pic = picture[mask].astype(np.float64)
+    off = []
+    for channel in (0, 2):
+        curve = np.polyfit(ref[:, 1], ref[:, channel], 3)
+        off.append(np.abs(pic[:, channel] - np.polyval(curve, pic[:, 1])).mean())
+    return max(off)
+
+
 def test_the_host_and_device_judge_a_face_monochrome_alike():
     """The device path's version (tensors in [0, 1]) takes the same faces for monochrome as the host's (uint8
-    crops), and gives them the same brightness change; a faintly coloured face keeps the restorer's colour."""
+    crops), and gives them the same change; a coloured face (its colour not a function of its brightness)
+    keeps the restorer's colour."""
     import torch
 
-    from streamrestore.blend import (
-        MONOCHROME_CHROMA_STD,
-        brightness_change_only,
-        brightness_change_only_tensor,
-        is_monochrome,
-    )
+    from streamrestore.blend import is_monochrome, keep_monochrome_tone, keep_monochrome_tone_tensor
 
     rng = np.random.default_rng(0)
     luma = rng.integers(40, 200, (128, 128, 1)).astype(np.float32)
     grey = np.repeat(luma, 3, axis=2).astype(np.uint8)
-    faint = np.clip(grey + rng.normal(0, 3 * MONOCHROME_CHROMA_STD, (128, 128, 3)), 0, 255).astype(np.uint8)
+    toned = _sepia_print_scanned_in_colour(grey)
+    coloured = grey.copy()
+    coloured[40:90, 30:100] = np.clip(coloured[40:90, 30:100].astype(np.int32) + [12, -6, 4], 0, 255)  # lips, say
     restored = np.clip(grey.astype(np.int32) + [30, 10, 20], 0, 255).astype(np.uint8)
-    assert is_monochrome(grey) and not is_monochrome(faint)
+    assert is_monochrome(grey) and is_monochrome(toned) and not is_monochrome(coloured)
 
     def tensor(a):
         return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255.0
 
-    for crop in (grey, faint):
-        on_device = brightness_change_only_tensor(tensor(crop), tensor(restored))[0].permute(1, 2, 0).numpy() * 255
-        on_host = brightness_change_only(crop, restored) if is_monochrome(crop) else restored
+    for crop in (grey, toned, coloured):
+        on_device = keep_monochrome_tone_tensor(tensor(crop), tensor(restored))[0].permute(1, 2, 0).numpy() * 255
+        on_host = keep_monochrome_tone(crop, restored)
         assert np.abs(on_device - on_host.astype(np.float32)).max() <= 1.0
+    assert (keep_monochrome_tone(coloured, restored) == restored).all()
+    everywhere = np.ones(grey.shape[:2], bool)
+    assert _off_tone(toned, keep_monochrome_tone(toned, restored), everywhere) < 1.5
+    assert _off_tone(toned, restored, everywhere) > 5  # (what the restorer alone gave)
