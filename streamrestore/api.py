@@ -153,6 +153,7 @@ def restore_video(
                 if bar is not None:
                     bar.close()
     stats.problems.extend(reader.problems + writer.notes)
+    stats.deinterlaced = reader.deinterlaced
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -195,6 +195,8 @@ class PhotoFile:
         text: a PNG's text chunks (title, author, description), kept in a PNG.
         dropped_profile: the colour space of a profile that cannot describe the restored RGB
             pixels (a print scan's CMYK), which is not kept; None when there was none.
+        unprofiled_colours: the picture's colour model where it is not RGB or grey and no profile says how
+            to read it (a print scan's CMYK): it is read and written as RGB; None otherwise.
         parts_not_kept: what the file holds beside its picture that the restored copy does not
             (a HEIC's depth map or HDR gain map), a phrase each.
     """
@@ -210,6 +212,7 @@ class PhotoFile:
     dpi: tuple | None = None
     text: dict[str, str] = field(default_factory=dict)
     dropped_profile: str | None = None
+    unprofiled_colours: str | None = None
     parts_not_kept: list[str] = field(default_factory=list)
 
 
@@ -239,6 +242,8 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
             space = photo.icc_profile[16:20] if photo.icc_profile else b"RGB "
             if space not in (b"RGB ", b"GRAY"):  # the profile's colour space (ICC header, bytes 16-19)
                 photo.dropped_profile, photo.icc_profile = space.decode("latin-1").strip(), None
+            elif image.mode == "CMYK":  # (inks without a profile: converted to RGB by the decoder, unsaid)
+                photo.unprofiled_colours = "CMYK"
             photo.xmp = image.info.get("xmp") or None
             photo.dpi = image.info.get("dpi")
             photo.text = {key: value for key, value in getattr(image, "text", {}).items() if key != _PNG_XMP}
@@ -388,6 +393,9 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
             keep = f" (write .png to keep {like.bits}, or pip install tifffile)"
         notes.append(f"the photo had {like.bits} bits per sample; it is written with 8{keep}")
     notes += [f"the photo's {part} is not kept" for part in like.parts_not_kept]
+    if like.unprofiled_colours:
+        notes.append(f"the photo's colours are {like.unprofiled_colours} (a print's inks), with no colour profile to "
+                     "read them by: it is written as RGB")
     if like.dropped_profile:
         notes.append(f"the photo's {like.dropped_profile} colour profile is not kept: it is written as RGB")
     options: dict = {}

@@ -548,6 +548,9 @@ class FaceRestorer:
         (two threads adding to one stage's time could lose one)."""
         for stage, seconds in done.seconds.items():
             self.stats.add_time(stage, seconds)
+        for face in done.faces:
+            if face.identity_kept is not None:
+                self.stats.add_identity_gate_weight(face.track_id, face.identity_kept)
         self.last_faces = done.faces
         return done.frame
 
@@ -746,12 +749,13 @@ class FaceRestorer:
         seconds: dict[str, float] = {}
         if self._device_path is not None and view is pixels:  # (HDR frames: restored on the host)
             self._forget_ended_in_crops(live)
-            crops, weights, result = self._restore_on_device(frame, pixels, matrices, sides, caches, ids, identities,
-                                                             prepared, t0)
+            crops, weights, identity_kept, result = self._restore_on_device(
+                frame, pixels, matrices, sides, caches, ids, identities, prepared, t0)
             paste = lambda: result  # noqa: E731
         else:
             crops, weights, paste_on_host = self._restore_on_host(pixels, view, matrices, sides, caches, ids, prepared,
                                                                   t0)
+            identity_kept = [None] * len(ids)  # (the paste sets each face's)
 
             def paste() -> Any:
                 self._forget_ended_in_crops(live)
@@ -759,8 +763,9 @@ class FaceRestorer:
 
         boxes = ([(tid, crop_box(pixels.shape[:2], m, side)) for tid, m, side in zip(ids, matrices, sides)]
                  if self._frame_fusion.active else [])
-        faces = [AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid], change_kept=w)
-                 for c, m, tid, w in zip(crops, matrices, ids, weights)]
+        faces = [AlignedFace(pixels=c, matrix=m, track_id=tid, identity=self.stats.identities[tid], change_kept=w,
+                             identity_kept=k)
+                 for c, m, tid, w, k in zip(crops, matrices, ids, weights, identity_kept)]
 
         def finish() -> _Finished:
             result = paste()
@@ -873,7 +878,10 @@ class FaceRestorer:
                         ts = time.perf_counter()
                         self._identity_gate.update(*checks.pop())
                         checking += time.perf_counter() - ts
-                face_out = self._gate.blend(crop, face_out, self._identity_gate.weight(tid))
+                kept = self._identity_gate.weight(tid)
+                face_out = self._gate.blend(crop, face_out, kept)
+                if self._identity_gate.judges(identity):
+                    face.identity_kept = kept
                 face_out = self._reference_detail.add(face_out, detail, weight)
                 ts = time.perf_counter()
                 face_out = self._smoother.smooth(tid, crop, face_out, denoise_weight=weight)
@@ -993,24 +1001,28 @@ class FaceRestorer:
             self.stats.add_time("restore", time.perf_counter() - t1)
             if added is not None:
                 self.stats.add_time("reference_detail", seconds)
+            identity_kept: list[float | None] = [None] * len(sides)
             for n, (group, crops, host) in enumerate(zip(groups, cut, host_cut)):
                 pick = lambda values: [values[i] for i in group]  # noqa: E731
-                self._finish_group_on_device(
+                kept = self._finish_group_on_device(
                     sides[group[0]], on_device, pixels, crops, host, torch.cat(pick(outputs)).float(),
                     None if added is None else pick(added), np.stack(pick(matrices)), pick(ids), pick(identities),
                     pick(gate), checks, first=n == 0)
+                for i, k in zip(group, kept):
+                    identity_kept[i] = k
             t0 = time.perf_counter()
             self._start_identity_checks(checks)  # beside the next frame's restore
             result = self._device_path.download(on_device)
         self.stats.add_time("paste", time.perf_counter() - t0)
-        return host_crops, gate, result
+        return host_crops, gate, identity_kept, result
 
     def _finish_group_on_device(self, side, on_device, pixels, crops, host_crops, restored, added, matrices, ids,
                                 identities, gate, checks, first):
         """The restored faces of one crop side (``crops``, cut from the device frame; ``added``: their
         reference detail; ``gate``: their quality gate weights) gated, fused and pasted on it. Identity
         checks due for them are added to ``checks`` (started after the last group); the first group
-        waits for the last frame's."""
+        waits for the last frame's. Returns the share of each face's change the identity gate kept (None
+        where it did not judge the face)."""
         path = self._device_paths[side]
         t2 = time.perf_counter()
         weights = torch.tensor(gate, device=restored.device, dtype=restored.dtype)
@@ -1047,6 +1059,7 @@ class FaceRestorer:
         restored = keep_monochrome_tone_tensor(crops, restored)  # (black-and-white film stays grey)
         path.paste(on_device, restored, crops, matrices)
         self.stats.add_time("paste", time.perf_counter() - t2 - (t4 - t3) - checking)
+        return [k if self._identity_gate.judges(identity) else None for k, identity in zip(kept, identities)]
 
     def _crop_side(self, t: TrackedFace) -> int:
         """The crop side for this frame's face of track ``t``: the one side, or with

@@ -434,9 +434,13 @@ class IdentityGate:
         mean = np.asarray(self._embed(np.asarray(crops)), np.float64).mean(axis=0)
         self._references[name] = mean / max(float(np.linalg.norm(mean)), 1e-12)
 
+    def judges(self, identity: str | None) -> bool:
+        """Whether faces restored toward ``identity``'s photos are judged (else they keep the whole change)."""
+        return self._embed is not None and identity in self._references
+
     def due(self, track_id: Hashable, identity: str | None) -> bool:
         """Whether this frame's face of the track is to be checked (:meth:`update`)."""
-        if self._embed is None or identity not in self._references:
+        if not self.judges(identity):
             return False
         return self._frames.get(track_id, 0) % self.config.every == 0
 

@@ -70,17 +70,33 @@ class TrackStats:
     adapted: bool | None = None  # with an adapted model (--adapt): whether its adaptation served the track last
     gate_sum: float = 0.0  # sum over its restored faces of the quality gate's weight (the share of the change kept)
     gated_faces: int = 0  # faces the gate weighed
+    identity_gate_sum: float = 0.0  # sum over its faces the identity gate judged of the share of the change it kept
+    identity_gated_faces: int = 0  # faces the identity gate judged
     place_sum: tuple = (0.0, 0.0)  # sum over its faces of the face's centre in the picture as shown (0-1 across, down)
     placed_faces: int = 0  # faces whose centre was given
+
+    @property
+    def identity_gate_weight(self) -> float | None:
+        """The identity gate's mean share of the model's change kept for the track's faces (None: it judged none)."""
+        return self.identity_gate_sum / self.identity_gated_faces if self.identity_gated_faces else None
+
+    @property
+    def centre(self) -> tuple[float, float] | None:
+        """The track's faces' mean centre in the picture as shown (fractions of its width and height, from
+        the top left); None when no face of it gave its centre."""
+        if not self.placed_faces:
+            return None
+        across, down = (total / self.placed_faces for total in self.place_sum)
+        return across, down
 
     @property
     def place(self) -> str | None:
         """Where the track's faces were, on average, in the picture as shown: "at the left",
         "at the top right", "in the middle" (thirds of the width and height); None when no face
         of it gave its centre."""
-        if not self.placed_faces:
+        if self.centre is None:
             return None
-        across, down = (total / self.placed_faces for total in self.place_sum)
+        across, down = self.centre
         column = "left" if across < 1 / 3 else "right" if across > 2 / 3 else "centre"
         row = "top" if down < 1 / 3 else "bottom" if down > 2 / 3 else ""
         if not row:
@@ -111,6 +127,10 @@ def _n(count: int, word: str, plural: str | None = None) -> str:
 NO_FACE_MATCHED = "no face matched {name}'s photos"
 #: tracks listed one per line in the summary; the rest are counted on one line
 SUMMARY_TRACKS = 20
+#: a track whose faces kept less than this share of the model's change through the identity gate, on
+#: average, has it said on its summary line without -v (most of the change was held back: "restored" and
+#: "adapted" alone read as if the faces had changed)
+IDENTITY_GATE_SAID_BELOW = 0.5
 
 #: a track whose reference photos match its face less than this (TrackStats.reference_match)
 #: gets a warning in the summary, and an adapted model's adaptation is not used for it
@@ -126,6 +146,14 @@ POOR_MATCH_MIN_FACES = 10
 def poor_reference_match(match: float) -> bool:
     """Whether a reference match (TrackStats.reference_match, or one face's) is below ``POOR_REFERENCE_MATCH``."""
     return match < POOR_REFERENCE_MATCH
+
+
+def _in_order_of_appearance(item: tuple) -> tuple:
+    """Sort key of a ``(track id, TrackStats)`` pair: first frame, then the id, numbers by value (a
+    photo's faces all appear in frame 0: 1, 2, ... 10, not 1, 10, 11, ... 2)."""
+    track_id, track = item
+    number = isinstance(track_id, int) and not isinstance(track_id, bool)
+    return track.first_frame, 0 if number else 1, track_id if number else 0, str(track_id)
 
 
 @dataclass
@@ -157,6 +185,7 @@ class RunStats:
     stage_seconds: dict = field(default_factory=dict)
     photo: bool = False  # the run restored one photo (restore_photo): the summary counts faces, not frames
     encoded: bool = False  # the frames were encoded into a video file (restore_video); not frame by frame (process)
+    deinterlaced: bool = False  # the frames were deinterlaced on the way in (restore_video)
     backend: str | None = None  # how the restorer ran at the end of a whole run ("onnxruntime"; None: no network)
     device: str | None = None  # where it ran ("cpu", "cuda"), at the end of a whole run
     strength: float = 1.0  # the share of the restorer's change every face got at most (QualityGateConfig.strength)
@@ -211,6 +240,14 @@ class RunStats:
         if track is not None:
             track.gate_sum += weight
             track.gated_faces += 1
+
+    def add_identity_gate_weight(self, track_id: Hashable, weight: float) -> None:
+        """Counts the identity gate's share of the change kept for one face of track ``track_id`` (1: all
+        of it; 0: none, the change made the face less like its photos); ``-v``'s track lines give its mean."""
+        track = self.per_track.get(track_id)
+        if track is not None:
+            track.identity_gate_sum += weight
+            track.identity_gated_faces += 1
 
     def add_reference_match(self, track_id: Hashable, match: float) -> None:
         """Adds one face's reference match (the reference detail stage's mean weight, 0-1) to
@@ -319,6 +356,11 @@ class RunStats:
             text += "; adapted" if track.adapted else "; not adapted (its photos fit poorly)"
         if verbose and track.gated_faces:  # "restored" may be a small share of the model's change
             text += f"; {track.gate_sum / track.gated_faces:.2f} of the model's change kept (the quality gate's mean)"
+        held = track.identity_gate_weight
+        if held is not None and (verbose or held < IDENTITY_GATE_SAID_BELOW):  # (a face restored in name only)
+            text += f"; the identity gate kept {held:.2f} of the model's change"
+            if held < IDENTITY_GATE_SAID_BELOW:
+                text += " (it made the face less like its photos; --identity-tolerance 0 keeps all of it)"
         if verbose and track.scores:
             ranked = sorted(track.scores.items(), key=lambda item: -item[1])
             text += "; similarity " + ", ".join(f"{one_line(name)} {score:.2f}" for name, score in ranked)
@@ -340,10 +382,13 @@ class RunStats:
         ``id``, ``identity`` (the set it matched, or None), ``first_frame``, ``last_frame``,
         ``faces``, ``left_alone``, ``place`` (where in the picture, or None), ``similarity`` (to
         each reference set, when matched by embedding), ``reference_match`` (0-1, or None) and
-        ``gate_weight`` (the quality gate's mean share of the change kept, or None); ``warnings``,
+        ``gate_weight`` (the quality gate's mean share of the change kept, or None), ``identity_gate_weight``
+        (the identity gate's mean share of that kept, or None where it judged no face of the track) and
+        ``centre`` (the faces' mean centre in the picture as shown, [across, down] as fractions from the top
+        left, or None); ``warnings``,
         the summary's warning sentences.
         """
-        tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
+        tracks = sorted(self.per_track.items(), key=_in_order_of_appearance)
         return {
             "frames": self.frames, "frames_with_faces": self.frames_with_faces, "frames_restored": self.frames_restored,
             "faces": sum(track.faces for track in self.per_track.values()),
@@ -361,6 +406,9 @@ class RunStats:
                 "place": track.place, "similarity": {name: round(float(v), 4) for name, v in track.scores.items()},
                 "reference_match": None if track.reference_match is None else round(track.reference_match, 4),
                 "gate_weight": round(track.gate_sum / track.gated_faces, 4) if track.gated_faces else None,
+                "identity_gate_weight": (None if track.identity_gate_weight is None
+                                         else round(track.identity_gate_weight, 4)),
+                "centre": None if track.centre is None else [round(v, 4) for v in track.centre],
             } for track_id, track in tracks],
             "warnings": self.warnings(),
         }
@@ -410,7 +458,7 @@ class RunStats:
                             "ones worse)")
             restored = self.faces_restored - self.faces_left_clean
             text += "\n  of these, " + and_list([f"{restored} restored{weaker}", *left])
-        tracks = sorted(self.per_track.items(), key=lambda item: (item[1].first_frame, str(item[0])))
+        tracks = sorted(self.per_track.items(), key=_in_order_of_appearance)
         shown = sorted(tracks, key=lambda item: -item[1].faces)[:SUMMARY_TRACKS]
         shown_ids = {id(track) for _, track in shown}
         for track_id, track in tracks:
@@ -418,8 +466,11 @@ class RunStats:
                 text += "\n" + self._track_line(track_id, track, verbose)
         if len(tracks) > len(shown):
             rest = [track for _, track in tracks if id(track) not in shown_ids]
-            text += (f"\n  ... {_n(len(rest), 'more track')} with {_n(sum(t.faces for t in rest), 'face')} "
-                     "(the shortest ones)")
+            if self.photo:  # (a photo's faces are one each: none is "shorter")
+                text += f"\n  ... {_n(len(rest), 'more face')} (--json lists every face, with its centre)"
+            else:
+                text += (f"\n  ... {_n(len(rest), 'more track')} with {_n(sum(t.faces for t in rest), 'face')} "
+                         "(the shortest ones; --json lists every track)")
         if self.per_track and (self.references or self.skipped_faces):
             text += f"\nunmatched faces: {self.unmatched_faces}"
             if verbose and self.matching:
@@ -428,13 +479,16 @@ class RunStats:
         # (encoded again: "unchanged" read as a copy of the file; frame by frame nothing is encoded)
         encoded = ", but the video was encoded again (not copied)" if self.encoded else ""
         if self.frames and not self.frames_with_faces:
+            unchanged = "deinterlaced, not otherwise changed" if self.deinterlaced else "not changed"
             text += "\nno faces were found: the " + ("photo is written unchanged" if self.photo else
-                                                      f"frames were not changed{encoded}")
+                                                      f"frames were {unchanged}{encoded}")
         elif self.frames and self.faces_restored and (self.faces_restored == self.faces_left_clean
                                                        or self.strength == 0.0):
             # (said plainly: "0 restored" mid-line, then tracks "restored toward" someone's photos, read as done)
-            text += "\nno face was changed: " + ("the picture is as it was" if self.photo else
-                                                  f"the frames are as they were{encoded}")
+            # (deinterlaced: "as they were" misstated frames whose fields were made one)
+            frames = "the faces are as they were, the frames deinterlaced" if self.deinterlaced else \
+                "the frames are as they were"
+            text += "\nno face was changed: " + ("the picture is as it was" if self.photo else f"{frames}{encoded}")
         for warning in self.warnings():
             text += f"\nwarning: {one_line(warning)}"
         return text

@@ -64,6 +64,9 @@ class AlignedFace:
     #: the share of the restorer's change the quality gate let through (0: the face left as it was, a clean one;
     #: times ``--strength``); the identity gate may hold back more of it
     change_kept: float | None = None
+    #: the share of that the identity gate kept (1: all of it; 0: none, the change made the face less like its
+    #: person's photos); None where the gate did not judge the face (no references, or the gate off)
+    identity_kept: float | None = None
 
 
 @runtime_checkable

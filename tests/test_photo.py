@@ -445,6 +445,13 @@ def test_a_cmyk_scans_profile_is_not_put_on_rgb_pixels(tmp_path):
     with Image.open(tmp_path / "out.jpg") as out:
         assert out.mode == "RGB" and "icc_profile" not in out.info
     assert stats.problems == ["the photo's CMYK colour profile is not kept: it is written as RGB"]
+    # with no profile (as Pillow writes one): the colours were made RGB without a word (family F5)
+    Image.fromarray(rgb).convert("CMYK").save(src, quality=95)
+    stats = restore_photo(src, tmp_path / "bare.jpg", _face_restorer())
+    with Image.open(tmp_path / "bare.jpg") as out:
+        assert out.mode == "RGB"
+    assert stats.problems == ["the photo's colours are CMYK (a print's inks), with no colour profile to read them "
+                              "by: it is written as RGB"]
 
 
 @pytest.mark.parametrize("name", ["scan.tif", "scan.png"])

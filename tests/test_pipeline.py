@@ -591,6 +591,12 @@ def test_summary_counts_unmatched_and_skipped_faces_per_track():
                                                 "was encoded again (not copied)")
     gated.encoded = False  # frame by frame (process): no video was encoded, and none is said
     assert gated.summary().splitlines()[-1] == "no face was changed: the frames are as they were"
+    gated.encoded = gated.deinterlaced = True  # (the fields made one: not "as they were")
+    assert gated.summary().splitlines()[-1] == ("no face was changed: the faces are as they were, the frames "
+                                                "deinterlaced, but the video was encoded again (not copied)")
+    faceless = RunStats(frames=5, encoded=True, deinterlaced=True)
+    assert faceless.summary().splitlines()[-1] == ("no faces were found: the frames were deinterlaced, not otherwise "
+                                                   "changed, but the video was encoded again (not copied)")
     assert "no face was changed" not in RunStats(frames=5, frames_with_faces=5, frames_restored=5, faces_restored=5,
                                                  faces_left_clean=4).summary()
     for verbose, named in ((False, 2), (True, 3)):  # (the line of sets, the track's; and its similarity)
@@ -616,8 +622,24 @@ def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
     calls = [(t, f, None, True) for t in range(30) for f in range(t + 1)]  # track t has t+1 faces
     many = _summary_of(calls, frames=30, frames_with_faces=30).summary().splitlines()
     assert sum(line.startswith("  track ") for line in many) == SUMMARY_TRACKS == 20
-    assert many[-1] == "  ... 10 more tracks with 55 faces (the shortest ones)"
+    assert many[-1] == "  ... 10 more tracks with 55 faces (the shortest ones; --json lists every track)"
     assert "  track 29: no references, frames 0-29, 30 faces" in many
+
+
+def test_a_photos_faces_are_listed_in_numeric_order_with_their_centres():
+    """A group photo's 29 faces were listed 1, 10, 11, ... 19, 2, 20 (sorted as text), faces 3-9 hidden as
+    "the shortest ones" (family F6); --json gave no way to find a face in the picture."""
+    from streamrestore.run import RunStats
+
+    stats = RunStats(photo=True, frames=1, frames_with_faces=1, frames_restored=1, faces_restored=29)
+    for track_id in range(1, 30):
+        stats.add_face(track_id, 0, None, True, centre=(track_id / 30, 0.5))
+    lines = stats.summary().splitlines()
+    assert [line.split(":")[0] for line in lines[1:21]] == [f"  face {n}" for n in range(1, 21)]
+    assert lines[21] == "  ... 9 more faces (--json lists every face, with its centre)"
+    tracks = stats.as_dict()["tracks"]
+    assert [t["id"] for t in tracks] == list(range(1, 30))
+    assert tracks[2]["centre"] == [0.1, 0.5]
 
 
 class _Flickering(IdentityRestorer):

@@ -456,6 +456,18 @@ def test_the_pipeline_holds_back_a_change_that_loses_identity(rows, held_back, f
         changed[enabled] = [np.abs(fr.process(frame.copy()).astype(int) - unchanged).max() for _ in range(6)]
         assert fr.last_faces
         assert ("identity_gate" in fr.stats.stage_seconds) == enabled
+        # what the gate kept is said per face, per track and in the summary (family F7: "restored" and
+        # "1.00 of the model's change kept" read as if the faces had changed)
+        kept, track = fr.last_faces[0].identity_kept, fr.stats.as_dict()["tracks"][0]
+        line = fr.stats.summary().splitlines()[1]
+        if not enabled:
+            assert kept is None and track["identity_gate_weight"] is None and "identity gate" not in line
+        elif held_back:
+            assert kept == 0.0 and track["identity_gate_weight"] < 0.5
+            assert "the identity gate kept 0.00 of the model's change (it made the face less like" in line, line
+        else:
+            assert kept == 1.0 and track["identity_gate_weight"] == 1.0 and "identity gate" not in line
+            assert "the identity gate kept 1.00 of the model's change" in fr.stats.summary(verbose=True)
     assert min(changed[False]) > 50  # the restorer's change, applied whole without the gate
     if held_back:
         assert max(changed[True]) <= 1

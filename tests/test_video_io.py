@@ -733,6 +733,12 @@ def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
         "libx264 cannot write the input's yuv420p12le (12 bits per sample): written as yuv444p10le (10 bits); "
         "--codec libx265 keeps up to 12; 65x64 is odd-sized"), note
     assert _output_pix_fmt("libx264", dataclasses.replace(odd12, pix_fmt="yuv420p"))[0] == "yuv444p"
+    # DV's 4:1:1 made 4:2:0 loses half its rows of colour: said (it went without a word; family F10)
+    dv = dataclasses.replace(probe(src), pix_fmt="yuv411p")
+    assert _output_pix_fmt("libx264", dv) == ("yuv420p", (
+        "the input's colour (yuv411p) is written as yuv420p by libx264, with fewer colour samples down the picture "
+        "(--pix-fmt yuv422p keeps them all)"))
+    assert _output_pix_fmt("libx264", dataclasses.replace(dv, pix_fmt="yuv420p"))[1] is None
 
 
 def test_cover_art_and_other_video_streams_not_copied_are_said(tmp_path):
@@ -1827,6 +1833,44 @@ def test_an_interlaced_clip_is_deinterlaced_frame_for_frame_when_asked(tmp_path)
     with VideoReader(progressive) as plain, VideoReader(progressive, deinterlace=True) as reader:
         assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(plain.frames(), reader.frames()))
         assert reader.problems == []
+
+
+def test_fields_woven_into_frames_the_file_does_not_flag_are_found_and_deinterlaced(tmp_path):
+    """A capture card's MJPEG (or a re-encode that lost the flag) weaves two fields into each frame without
+    saying so: the faces stayed combed, and the output was tagged progressive (family F9). FFmpeg's idet finds
+    the weave in the first frames; every frame is then deinterlaced in that field order. A progressive clip
+    of the same motion is left as decoded."""
+    from media_utils import combing, make_interlaced_clip, moving_bar
+
+    from streamrestore.video.reader import woven_field_order
+
+    flagged, unflagged = tmp_path / "flagged.mp4", tmp_path / "capture.mp4"
+    make_interlaced_clip(flagged, frames=12, width=192, height=128)
+    # the same woven pictures, coded progressive (no interlace flags)
+    with av.open(str(flagged)) as container:
+        woven = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    make_clip(unflagged, width=192, height=128, picture=lambda i: woven[i], frames=12,
+              options={"preset": "ultrafast", "crf": "10"})
+    with VideoReader(unflagged) as plain:
+        as_decoded = list(plain.frames())
+        assert not any(f.interlaced_frame for f in as_decoded) and not plain.deinterlaced
+    assert woven_field_order(as_decoded) in ("tff", "bff")
+    with VideoReader(unflagged, deinterlace=True) as reader:
+        frames = list(reader.frames())
+        assert reader.deinterlaced
+        assert any("woven from two fields though the file does not flag them interlaced" in p for p in reader.problems)
+    assert [f.pts for f in frames] == [f.pts for f in as_decoded]
+    before = [combing(f.to_ndarray(format="rgb24")) for f in as_decoded]
+    after = [combing(f.to_ndarray(format="rgb24")) for f in frames]
+    assert min(before) > 4 and max(after) < 0.1 * min(before), (before, after)
+
+    progressive = tmp_path / "progressive.mp4"
+    make_clip(progressive, width=192, height=128, frames=12, picture=lambda i: moving_bar(192, 128, 2 * i))
+    with VideoReader(progressive) as plain, VideoReader(progressive, deinterlace=True) as reader:
+        given = list(plain.frames())
+        assert woven_field_order(given) is None
+        assert all(np.array_equal(a.to_ndarray(), b.to_ndarray()) for a, b in zip(given, reader.frames()))
+        assert reader.problems == [] and not reader.deinterlaced
 
 
 def test_a_video_that_changes_size_mid_stream_is_read_at_its_first_size(tmp_path):

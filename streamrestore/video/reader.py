@@ -28,7 +28,7 @@ import math
 import numbers
 import os
 import struct
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -534,18 +534,68 @@ def resized(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     return out
 
 
+#: frames looked at for fields woven into frames the file does not flag interlaced (:func:`woven_field_order`)
+WOVEN_LOOK_FRAMES = 16
+#: ... in videos at most this tall (SD and 1080i: no interlaced format is taller; a taller progressive video's
+#: first frames are not held back for it)
+WOVEN_MAX_HEIGHT = 1088
+
+
+def woven_field_order(frames: Sequence[av.VideoFrame]) -> str | None:
+    """``"tff"`` or ``"bff"`` where FFmpeg's idet finds most of ``frames`` woven from two fields of different
+    instants (a capture card's MJPEG, a re-encode that lost the flag), else None.
+
+    Each frame's own verdict (idet's "single") is counted: woven needs at least half the frames and three
+    times as many as progressive ones. On the first 16 frames of 120 progressive shared clips at most 5
+    came out woven (beside 5 progressive); a PAL MJPEG capture 13 of 16, top field first (family F9). A still
+    interlaced picture shows no combing and reads as progressive (and needs no deinterlacing). None also
+    where the filter cannot be set up for the frames' format."""
+    if not frames:
+        return None
+    verdicts: Counter[str] = Counter()
+    try:
+        graph = av.filter.Graph()
+        first = frames[0]
+        source = graph.add_buffer(width=first.width, height=first.height, format=first.format,
+                                  time_base=first.time_base or Fraction(1, 90000))
+        idet = graph.add("idet")
+        sink = graph.add("buffersink")
+        source.link_to(idet)
+        idet.link_to(sink)
+        graph.configure()
+        for frame in [*frames, None]:
+            graph.push(frame)
+            while True:
+                try:
+                    out = cast(av.VideoFrame, graph.pull())
+                except (av.error.BlockingIOError, av.error.EOFError):
+                    break
+                verdicts[out.metadata.get("lavfi.idet.single.current_frame", "")] += 1
+    except (av.error.FFmpegError, ValueError):
+        return None
+    woven = verdicts["tff"] + verdicts["bff"]
+    if woven < max(4, len(frames) / 2) or woven < 3 * verdicts["progressive"]:
+        return None
+    return "tff" if verdicts["tff"] >= verdicts["bff"] else "bff"
+
+
 class Deinterlacer:
     """FFmpeg's bwdif, one progressive frame out per frame in (``send_frame``), each with its input
     frame's pts, time base, duration and picture type. Only frames flagged interlaced are changed;
-    the field order is each frame's own. bwdif holds one frame back (it looks at the next one)
+    the field order is each frame's own. ``field_order`` (``"tff"``, ``"bff"``) takes every frame for
+    interlaced in that order instead (fields woven into frames the file does not flag:
+    :func:`woven_field_order`). bwdif holds one frame back (it looks at the next one)
     and gives it up when the input ends. Used by :class:`VideoReader` and the live stream source.
     The filter is set up for the first frame's size and format (a stream's own may name a later
     picture's); the frames given must keep them (the reader scales a size change before)."""
 
-    def __init__(self, per_field: bool = False) -> None:
+    def __init__(self, per_field: bool = False, field_order: str | None = None) -> None:
+        if field_order not in (None, "tff", "bff"):
+            raise ValueError(f"field_order must be None, 'tff' or 'bff', got {field_order!r}")
         #: one frame per field (``send_field``: 50i gives 50p), timed in half the input's time base (the
         #: filter's own; a frame flagged progressive gives one frame)
         self.per_field = per_field
+        self.field_order = field_order
         self._graph: av.filter.Graph | None = None
 
     def _configure(self, first: av.VideoFrame) -> av.filter.Graph:
@@ -555,7 +605,12 @@ class Deinterlacer:
         mode = "send_field" if self.per_field else "send_frame"
         bwdif = graph.add("bwdif", f"mode={mode}:parity=auto:deint=interlaced")
         sink = graph.add("buffersink")
-        source.link_to(bwdif)
+        if self.field_order is not None:  # (flags every frame interlaced, in that order)
+            setfield = graph.add("setfield", self.field_order)
+            source.link_to(setfield)
+            setfield.link_to(bwdif)
+        else:
+            source.link_to(bwdif)
         bwdif.link_to(sink)
         graph.configure()
         return graph
@@ -682,6 +737,9 @@ class VideoReader:
             if size is not None:
                 self.info = dataclasses.replace(self.info, width=size[0], height=size[1])
             self._deinterlacer: Deinterlacer | None = None
+            #: whether frames given were deinterlaced (flagged interlaced, or woven: :meth:`frames`); final once
+            #: :meth:`frames` is exhausted
+            self.deinterlaced: bool = False
             # a progressive start (a broadcast capture's ident) may turn interlaced later: the fields are
             # then looked for in every frame (frames())
             if deinterlace not in (True, False, "fields"):
@@ -689,6 +747,7 @@ class VideoReader:
             self._deinterlace_later: bool = bool(deinterlace) and not self.info.interlaced
             if deinterlace == "fields" and self.info.interlaced:
                 self._deinterlacer = Deinterlacer(per_field=True)
+                self.deinterlaced = True
                 info = self.info
                 self.info = dataclasses.replace(
                     info, interlaced=False, field_order=1, time_base=info.time_base / 2,
@@ -698,6 +757,7 @@ class VideoReader:
                                      "of the input, each at its field's instant, the motion kept whole)")
             elif deinterlace and self.info.interlaced:
                 self._deinterlacer = Deinterlacer()
+                self.deinterlaced = True
                 self.info = dataclasses.replace(self.info, interlaced=False, field_order=1)
                 self.problems.append("the input is interlaced: each frame was deinterlaced (bwdif: one frame at "
                                      "its first field's instant, timestamps kept); --no-deinterlace (library: "
@@ -869,8 +929,25 @@ class VideoReader:
 
     def _deinterlaced_from_first_flagged(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         """``frames``, deinterlaced from the first one flagged interlaced on: a capture that opened progressive
-        and turned interlaced kept its combing, tagged progressive (the first frame alone was looked at)."""
-        for index, frame in enumerate(frames):
+        and turned interlaced kept its combing, tagged progressive (the first frame alone was looked at).
+        Where none of the first frames is flagged but most are woven from two fields
+        (:func:`woven_field_order`), every frame is deinterlaced in that field order."""
+        looked: list[av.VideoFrame] = []
+        if self.info.height <= WOVEN_MAX_HEIGHT:
+            looked = list(itertools.islice(frames, WOVEN_LOOK_FRAMES))
+            order = None if any(f.interlaced_frame for f in looked) else woven_field_order(looked)
+            if order is not None:
+                first = "top" if order == "tff" else "bottom"
+                self.problems.append(f"the input's frames are woven from two fields though the file does not flag "
+                                     f"them interlaced (FFmpeg's idet, on its first frames; {first} field first): "
+                                     "each frame was deinterlaced (bwdif: one frame at its first field's instant, "
+                                     "timestamps kept); --no-deinterlace (library: deinterlace=False) keeps the "
+                                     "fields woven as they are")
+                self.deinterlaced = True
+                yield from Deinterlacer(field_order=order).frames(itertools.chain(looked, frames))
+                return
+        given = itertools.chain(looked, frames)
+        for index, frame in enumerate(given):
             if frame.interlaced_frame:
                 # (on the clock players show: from the file's first timestamp)
                 at = f"{float(frame.pts * frame.time_base) - self.info.origin:.2f} s" \
@@ -879,7 +956,8 @@ class VideoReader:
                                      "each frame flagged interlaced was deinterlaced (bwdif: one frame at its first "
                                      "field's instant, timestamps kept); --no-deinterlace (library: "
                                      "deinterlace=False) keeps the fields woven as they are")
-                yield from Deinterlacer().frames(itertools.chain([frame], frames))
+                self.deinterlaced = True
+                yield from Deinterlacer().frames(itertools.chain([frame], given))
                 return
             yield frame
 

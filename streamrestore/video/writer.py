@@ -483,12 +483,32 @@ def _output_pix_fmt(codec: str, info: VideoInfo, wanted: str | None = None) -> t
         depth = _depth_note(codec, source, high)
         return high, odd_note if depth is None else f"{depth}; {odd_note}"
     depth = _depth_note(codec, source, pix_fmt)
+    fewer = _chroma_note(codec, source, pix_fmt)
+    if fewer is not None:
+        depth = fewer if depth is None else f"{depth}; {fewer}"
     if codec in _WIDELY_PLAYED and pix_fmt not in _WIDELY_PLAYED[codec]:
         played = (f"encoding {codec} as {pix_fmt} to keep the input's chroma and depth: editors read it, but most "
                   "browsers, phones and QuickTime do not play it (--pix-fmt yuv420p plays everywhere; library: "
                   "EncoderSettings(pix_fmt=...))")
         return pix_fmt, played if depth is None else f"{depth}; {played}"
     return pix_fmt, depth
+
+
+def _chroma_note(codec: str, source: str, written: str) -> str | None:
+    """The note for a YUV source whose colour samples ``written`` holds fewer of, across or down (DV's 4:1:1
+    made 4:2:0 has half the rows of colour: said, where it went without a word; None: none fewer)."""
+    if not source.startswith("yuv") or source == written:
+        return None
+    try:
+        had = av.VideoFormat(source, 16, 16).components[1]
+        has = av.VideoFormat(written, 16, 16).components[1]
+    except (ValueError, IndexError):
+        return None
+    if has.width >= had.width and has.height >= had.height:
+        return None
+    full = "yuv444p" if had.width == 16 else "yuv422p"
+    return (f"the input's colour ({source}) is written as {written} by {codec}, with fewer colour samples "
+            f"{'down' if has.height < had.height else 'across'} the picture (--pix-fmt {full} keeps them all)")
 
 
 def _depth_note(codec: str, source: str, written: str) -> str | None:
