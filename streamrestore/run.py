@@ -354,13 +354,16 @@ class RunStats:
             text += f"; reference detail fit {track.reference_match:.2f}"
         if track.adapted is not None:
             text += "; adapted" if track.adapted else "; not adapted (its photos fit poorly)"
+        held = track.identity_gate_weight
         if verbose and track.gated_faces:  # "restored" may be a small share of the model's change
             text += f"; {track.gate_sum / track.gated_faces:.2f} of the model's change kept (the quality gate's mean)"
-        held = track.identity_gate_weight
-        if held is not None and (verbose or held < IDENTITY_GATE_SAID_BELOW):  # (a face restored in name only)
-            text += f"; the identity gate kept {held:.2f} of the model's change"
-            if held < IDENTITY_GATE_SAID_BELOW:
-                text += " (it made the face less like its photos; --identity-tolerance 0 keeps all of it)"
+            if held is not None and held >= IDENTITY_GATE_SAID_BELOW:
+                text += f", {held:.2f} of that by the identity gate"
+        elif verbose and held is not None and held >= IDENTITY_GATE_SAID_BELOW:  # (the quality gate off)
+            text += f"; {held:.2f} of the model's change kept by the identity gate"
+        if held is not None and held < IDENTITY_GATE_SAID_BELOW:  # (a face "restored" and "adapted" in name only)
+            text += (f"; the identity gate held back {1.0 - held:.2f} of the change (it made the face less like its "
+                     "photos; --identity-tolerance 0 keeps it)")
         if verbose and track.scores:
             ranked = sorted(track.scores.items(), key=lambda item: -item[1])
             text += "; similarity " + ", ".join(f"{one_line(name)} {score:.2f}" for name, score in ranked)

@@ -626,6 +626,27 @@ def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
     assert "  track 29: no references, frames 0-29, 30 faces" in many
 
 
+def test_a_tracks_line_says_what_the_identity_gate_kept_of_the_quality_gates_share():
+    """-v gives the identity gate's share after the quality gate's; without -v it is said only where it held
+    back most of the change (family F7: "restored", "adapted" and "1.00 of the model's change kept" while
+    none of it was)."""
+    from streamrestore.run import RunStats
+
+    stats = RunStats(frames=2, frames_with_faces=2, frames_restored=2, faces_restored=4, references=True)
+    for track_id, identity_kept in ((1, 0.9), (2, 0.1)):
+        for frame in range(2):
+            stats.add_face(track_id, frame, "ann", True)
+            stats.add_gate_weight(track_id, 0.5)
+            stats.add_identity_gate_weight(track_id, identity_kept)
+    brief, verbose = stats.summary().splitlines(), stats.summary(verbose=True).splitlines()
+    assert "identity gate" not in brief[1] and verbose[1].endswith(
+        "; 0.50 of the model's change kept (the quality gate's mean), 0.90 of that by the identity gate")
+    said = ("; the identity gate held back 0.90 of the change (it made the face less like its photos; "
+            "--identity-tolerance 0 keeps it)")
+    assert brief[2].endswith(said) and verbose[2].endswith("(the quality gate's mean)" + said)
+    assert [t["identity_gate_weight"] for t in stats.as_dict()["tracks"]] == [0.9, 0.1]
+
+
 def test_a_photos_faces_are_listed_in_numeric_order_with_their_centres():
     """A group photo's 29 faces were listed 1, 10, 11, ... 19, 2, 20 (sorted as text), faces 3-9 hidden as
     "the shortest ones" (family F6); --json gave no way to find a face in the picture."""

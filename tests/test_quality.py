@@ -464,10 +464,10 @@ def test_the_pipeline_holds_back_a_change_that_loses_identity(rows, held_back, f
             assert kept is None and track["identity_gate_weight"] is None and "identity gate" not in line
         elif held_back:
             assert kept == 0.0 and track["identity_gate_weight"] < 0.5
-            assert "the identity gate kept 0.00 of the model's change (it made the face less like" in line, line
+            assert "; the identity gate held back 1.00 of the change (it made the face less like its photos" in line, line
         else:
             assert kept == 1.0 and track["identity_gate_weight"] == 1.0 and "identity gate" not in line
-            assert "the identity gate kept 1.00 of the model's change" in fr.stats.summary(verbose=True)
+            assert "; 1.00 of the model's change kept by the identity gate" in fr.stats.summary(verbose=True)
     assert min(changed[False]) > 50  # the restorer's change, applied whole without the gate
     if held_back:
         assert max(changed[True]) <= 1
