@@ -4,6 +4,7 @@ Anything derived from :class:`UserError` is a mistake the user can fix (bad path
 unreadable media); the CLI prints its message on one line and exits with code 2. Every other
 exception is a bug and keeps its traceback.
 """
+import errno
 import unicodedata
 
 #: characters that end a line or drive a terminal: control characters (a newline, ESC), and the line
@@ -38,6 +39,10 @@ def out_of_memory(exc: BaseException | None) -> BaseException | None:
         # ("failed to map segment ...: Operation not permitted" is a library on a noexec mount, not memory)
         if isinstance(exc, MemoryError) or (any(words in said for words in _OUT_OF_MEMORY)
                                             and "operation not permitted" not in said):
+            return exc
+        # a thread that could not start: its stack did not fit (FFmpeg's scaler said EAGAIN under ulimit -v
+        # 2.5 GB, a 50-line traceback read as a busy file: support F1); nothing of ours lets EAGAIN out otherwise
+        if (isinstance(exc, OSError) and exc.errno == errno.EAGAIN) or "can't start new thread" in said:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None

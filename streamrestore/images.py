@@ -79,9 +79,11 @@ def read_rgb(path: str | os.PathLike, most_pixels: int | None = None) -> np.ndar
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    if Path(path).suffix.lower() in HEIF_SUFFIXES and data.size:
+    if not data.size:  # ("is it a valid image?" of a file cut to nothing: as a video's, said plainly)
+        raise InputError(f"image is empty (0 bytes): {path}")
+    if Path(path).suffix.lower() in HEIF_SUFFIXES:
         return _read_heif_rgb(path)
-    image = cv2.imdecode(data, reduced or cv2.IMREAD_COLOR) if data.size else None
+    image = cv2.imdecode(data, reduced or cv2.IMREAD_COLOR)
     if image is None:
         if Path(path).suffix.lower() == ".avif":
             raise InputError(f"cannot read image {path}: this OpenCV ({cv2.__version__}) decodes no AVIF, or the "

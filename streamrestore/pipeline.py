@@ -1099,11 +1099,25 @@ class FaceRestorer:
         # the track id seeds each face's noise: fixed noise per track makes an unchanged face
         # restore identically frame after frame (see streamrestore.types.Restorer)
         restored = restore_batches(self.restorer, batches, [caches[i] for i in order], noise_seeds=[ids[i] for i in order])
+        restored = [self._finite(given, batch) for given, batch in zip(batches, restored)]
         out: list[Any] = [None] * len(sides)
         for group, batch in zip(groups, restored):
             for k, i in enumerate(group):
                 out[i] = batch[k:k + 1]
         return out
+
+    def _finite(self, given: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        """``restored``, its faces holding a NaN or an infinity replaced by their ``given`` input (left as they
+        were): a damaged model file or cached program gave NaN, cast to uint8 as noise with a raw numpy warning
+        (support F6). Counted on the CPU (``RunStats.faces_invalid``); on a GPU only replaced (a count would wait
+        for the device every frame)."""
+        bad = ~torch.isfinite(restored).flatten(1).all(1)
+        if restored.device.type == "cpu":
+            count = int(bad.sum())
+            if not count:
+                return restored
+            self.stats.faces_invalid += count
+        return torch.where(bad[:, None, None, None], given.to(restored.device, restored.dtype), restored)
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
         """The faces to restore (``max_faces``), largest first; those chosen on the frame before

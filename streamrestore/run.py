@@ -186,6 +186,7 @@ class RunStats:
     photo: bool = False  # the run restored one photo (restore_photo): the summary counts faces, not frames
     encoded: bool = False  # the frames were encoded into a video file (restore_video); not frame by frame (process)
     deinterlaced: bool = False  # the frames were deinterlaced on the way in (restore_video)
+    faces_invalid: int = 0  # faces the restorer gave NaN or infinity for, left as they were (counted on the CPU)
     backend: str | None = None  # how the restorer ran at the end of a whole run ("onnxruntime"; None: no network)
     device: str | None = None  # where it ran ("cpu", "cuda"), at the end of a whole run
     strength: float = 1.0  # the share of the restorer's change every face got at most (QualityGateConfig.strength)
@@ -291,6 +292,14 @@ class RunStats:
         for name in self.reference_names:
             scores = [t.scores[name] for t in self.per_track.values() if name in t.scores]
             if name in matched or not scores:
+                continue
+            best = max((t for t in self.per_track.values() if name in t.scores), key=lambda t: t.scores[name])
+            if best.scores[name] >= self.match_threshold and best.identity is not None:
+                # (over the threshold, it lost to another set: "scored 0.81, a match needs 0.40" read as a fault)
+                said.append(NO_FACE_MATCHED.format(name=name)
+                            + f": the closest {self._unit} scored {best.scores[name]:.2f} against them, and higher "
+                            f"against {best.identity}'s, which it matched (-v shows each {self._unit}'s scores); if "
+                            "these are one person's photos, give them as one set")
                 continue
             said.append(NO_FACE_MATCHED.format(name=name)
                         + f" (the closest {self._unit} scored {max(scores):.2f}, a match needs "
@@ -528,6 +537,10 @@ class RunStats:
                         "perhaps, or a face too blurred or turned to be recognised (if someone else: `--unmatched "
                         "skip` leaves such faces alone; `--refs NAME=DIR` once per person matches each face to its "
                         "own)")
+        if self.faces_invalid:
+            said.append(f"the restorer gave invalid values (NaN or infinity) for {_n(self.faces_invalid, 'face')}, "
+                        "left as they were: its model file may be damaged (compare its sha256, in --json, with the "
+                        "model card's), or a cached program of it (`streamrestore cache --clear engines`)")
         return said + list(self.problems)
 
 

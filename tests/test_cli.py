@@ -1070,6 +1070,56 @@ def test_memory_running_out_is_one_line_and_other_errors_stay_tracebacks(monkeyp
                                                      "--torch-threads 1")
 
 
+def test_a_thread_that_cannot_start_is_said_as_memory_running_out(monkeypatch, capsys):
+    """Under ulimit -v 2.5 GB FFmpeg's scaler could not start its threads and PyAV raised EAGAIN: a 50-line
+    traceback ending "Resource temporarily unavailable", read as a busy file (support F1)."""
+    import av
+
+    from streamrestore.cli import app
+
+    def scaler(argv):
+        raise av.error.BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(app, "restore_main", scaler)
+    assert app.main(["in.mp4"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("streamrestore: error: out of memory (") and "Resource temporarily unavailable" in err
+    assert "Traceback" not in err and "ulimit -v" in err
+
+    def threads(argv):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(app, "restore_main", threads)
+    assert app.main(["in.mp4"]) == 1
+    assert "out of memory (can't start new thread)" in capsys.readouterr().err
+
+
+def test_openblas_gets_one_thread_only_under_an_address_space_limit(tmp_path):
+    """scipy's OpenBLAS spun forever at import under ulimit -v 1.8 GB, deaf to Ctrl-C and SIGTERM (support F2):
+    the console script gives it one thread there, unless the user chose a count; without a limit, nothing."""
+    import subprocess
+
+    resource = pytest.importorskip("resource")
+    script = ("import os, resource, sys\n"
+              "if sys.argv[1] == 'limit':\n"
+              "    resource.setrlimit(resource.RLIMIT_AS, (64 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))\n"
+              "from streamrestore.cli.app import one_blas_thread_under_an_address_limit\n"
+              "one_blas_thread_under_an_address_limit()\n"
+              "print(os.environ.get('OPENBLAS_NUM_THREADS'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    if resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY:
+        pytest.skip("this process already runs under an address-space limit")
+
+    def run(case, **extra):
+        return subprocess.run([sys.executable, "-c", script, case], env={**env, **extra}, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert run("limit") == "1"
+    assert run("none") == "None"
+    assert run("limit", OPENBLAS_NUM_THREADS="3") == "3"
+
+
 def test_strength_is_an_option_of_every_restoring_command_and_checked():
     import argparse
 

@@ -240,6 +240,8 @@ def test_model_pack_resolution(shared_models, tmp_path, monkeypatch):
     assert isinstance(detector, ScrfdDetector) and detector.model_file.name == "det_2.5g.onnx"
     with pytest.raises(ModelError, match="--face-models"):
         find_model_pack(tmp_path)
+    with pytest.raises(ModelError, match="no such file or folder"):  # (it said "no detector found there")
+        find_model_pack(tmp_path / "typo")
     with pytest.raises(ValueError, match="kind"):
         create_detector("yolo")
 

@@ -110,6 +110,23 @@ def test_embedder_factory_fallbacks(tmp_path, monkeypatch):
         default_threshold("unknown")
 
 
+def test_a_damaged_recognition_model_is_named_not_taken_for_a_missing_one(shared_models, tmp_path):
+    """A pack whose recognition model was cut short said "no insightface recognition model found" and went on
+    with dlib's descriptors and the identity gate off (support F5): the file is named, with why."""
+    source = shared_models / "insightface" / "models" / "mini_sc"
+    pack = tmp_path / "models" / "mini_sc"
+    pack.mkdir(parents=True)
+    for path in source.glob("det_*.onnx"):
+        (pack / path.name).symlink_to(path)
+    recognition = next(p for p in source.glob("*.onnx") if not p.name.startswith("det_"))
+    (pack / recognition.name).write_bytes(recognition.read_bytes()[:300_000])
+    with pytest.raises(ModelError, match="cannot load the face models' recognition model: .*"
+                       + recognition.name + r".*the file may be damaged"):
+        create_embedder("auto", models_dir=tmp_path)
+    (pack / recognition.name).unlink()  # missing altogether: dlib, as before
+    assert isinstance(create_embedder("auto", models_dir=tmp_path), DlibEmbedder)
+
+
 def _orthonormal(count, dim=16, seed=0):
     q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(dim, dim)))
     return q[:, :count].T.astype(np.float32)

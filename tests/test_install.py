@@ -168,3 +168,16 @@ def test_the_source_distribution_holds_what_its_tests_and_readme_use(tmp_path):
               "examples/restore_file.py", "streamrestore/weights/lite.safetensors"}
     assert wanted <= names, sorted(wanted - names)
     assert not any(name.startswith(("runs/", ".git/")) or "__pycache__" in name for name in names)
+
+
+def test_the_model_card_gives_the_shipped_files_sha256():
+    """A user's --json records the model file's sha256; the card is what it is compared with (support F6: it was
+    published nowhere)."""
+    import hashlib
+    import re
+
+    weights = Path(__file__).resolve().parents[1] / "streamrestore" / "weights"
+    card = (weights / "MODEL_CARD.md").read_text(encoding="utf-8")
+    given = re.search(r"`lite\.safetensors`, sha256 `([0-9a-f]{64})`", card)
+    assert given is not None
+    assert given.group(1) == hashlib.sha256((weights / "lite.safetensors").read_bytes()).hexdigest()

@@ -63,6 +63,14 @@ def test_a_photo_is_restored_where_its_face_is_and_nowhere_else(tmp_path):
     assert "\n  face 1: no references" in summary
 
 
+def test_an_empty_photo_is_said_to_be_empty(tmp_path):
+    """A 0-byte photo asked "is it a valid image?", where a 0-byte video says it is empty (support F8)."""
+    empty = tmp_path / "scan.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"image is empty \(0 bytes\): .*scan.jpg"):
+        restore_photo(empty, tmp_path / "out.jpg", _face_restorer())
+
+
 def test_a_restorer_taking_bgr_frames_restores_the_photo_in_its_colours(tmp_path):
     rgb, kps = _scene()
     src = _saved(tmp_path / "photo.png", rgb)

@@ -647,6 +647,48 @@ def test_a_tracks_line_says_what_the_identity_gate_kept_of_the_quality_gates_sha
     assert [t["identity_gate_weight"] for t in stats.as_dict()["tracks"]] == [0.9, 0.1]
 
 
+def test_a_set_that_lost_to_another_is_not_said_to_score_below_the_threshold():
+    """Two sets of the same photos: "no face matched b's photos (the closest track scored 0.81, a match needs
+    0.40 ...)" read as if 0.81 were too low (support F8): it lost to a's."""
+    from streamrestore.run import RunStats
+
+    stats = RunStats(frames=1, frames_with_faces=1, frames_restored=1, faces_restored=1, matching=True,
+                     references=True, reference_names=["a", "b"], match_threshold=0.4)
+    stats.add_face(1, 0, "a", True)
+    stats.per_track[1].scores = {"a": 0.82, "b": 0.81}
+    said = [w for w in stats.warnings() if w.startswith("no face matched b's photos")]
+    assert said == ["no face matched b's photos: the closest track scored 0.81 against them, and higher against a's, "
+                    "which it matched (-v shows each track's scores); if these are one person's photos, give them as "
+                    "one set"]
+    stats.per_track[1].scores = {"a": 0.82, "b": 0.21}  # (below the threshold: as before)
+    assert any(w.startswith("no face matched b's photos (the closest track scored 0.21, a match needs 0.40")
+               for w in stats.warnings())
+
+
+class _Broken(IdentityRestorer):
+    """Gives NaN for every face (a damaged model file or cached program)."""
+
+    def restore(self, faces, caches, noise_seeds=None):
+        import torch
+
+        return torch.full_like(faces, float("nan"))
+
+
+def test_faces_the_restorer_gives_nan_for_are_left_as_they_were_and_said(recwarn):
+    """NaN was cast to uint8 (noise in the face) with a raw numpy RuntimeWarning naming an internal line
+    (support F6)."""
+    frame = sf.face_frames(frames=1, width=320, height=240)[0][0]
+    config = PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False), lookahead=0)
+    fr = FaceRestorer(_Broken(128), sf.SyntheticFaceDetector(), config=config)
+    out = fr.process(frame.copy())
+    unchanged = FaceRestorer(IdentityRestorer(128), sf.SyntheticFaceDetector(), config=config).process(frame.copy())
+    assert np.array_equal(out, unchanged)
+    assert fr.stats.faces_invalid == 1
+    assert any("the restorer gave invalid values (NaN or infinity) for 1 face, left as they were" in w
+               for w in fr.stats.warnings())
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_a_photos_faces_are_listed_in_numeric_order_with_their_centres():
     """A group photo's 29 faces were listed 1, 10, 11, ... 19, 2, 20 (sorted as text), faces 3-9 hidden as
     "the shortest ones" (family F6); --json gave no way to find a face in the picture."""

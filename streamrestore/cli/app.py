@@ -195,6 +195,21 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     return getattr(exc, "exit_code", 130)
 
 
+def one_blas_thread_under_an_address_limit() -> None:
+    """Sets ``OPENBLAS_NUM_THREADS=1`` where the process has an address-space limit (``ulimit -v``) and the
+    user set no count. Under ``ulimit -v 1800000`` scipy's OpenBLAS (loaded with the face models' packages)
+    retried its threads' buffers forever as it was imported: 14 minutes at 100 % CPU, no word, deaf to Ctrl-C
+    and SIGTERM. With one thread it starts, and the run ends with the out-of-memory line (support F2). Left
+    alone without a limit: the count is the user's, and numpy's own work keeps its threads."""
+    try:
+        import resource
+    except ImportError:  # (Windows: no such limit)
+        return
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def entry() -> None:
     """The console script: runs :func:`main` and exits with its code.
 
@@ -212,6 +227,7 @@ def entry() -> None:
 
     from streamrestore.stop_signals import STOP_SIGNALS
 
+    one_blas_thread_under_an_address_limit()
     code = main()
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)

@@ -96,6 +96,8 @@ def find_model_pack(models_dir: str | Path | None = None) -> Path | None:
             pack = _first_pack(path / "models") or _first_pack(path)
             if pack is not None:
                 return pack
+        elif not path.exists():  # (a typo: "found there" read as if the folder were there)
+            raise ModelError(f"--face-models {path}: no such file or folder")
         raise ModelError(
             f"--face-models {path}: no insightface detector (det_*.onnx) found there; give a pack folder, "
             "an insightface root with models/<pack>/, or use --detector dlib"

@@ -169,21 +169,31 @@ class DlibEmbedder:
 
 def _recognition_file(pack: Path) -> Path | None:
     """The recognition model of an insightface pack: the first non-detector ONNX model whose
-    input is a 112x112 image (landmark and gender/age models have other input sizes)."""
+    input is a 112x112 image (landmark and gender/age models have other input sizes).
+
+    Raises:
+        ModelError: none is, and a model of the pack cannot be read: a damaged recognition model was taken
+            for a missing one, and the run went on with dlib's descriptors and the identity gate off (support F5).
+    """
     from streamrestore.faces.detect import onnxruntime_module
 
     onnxruntime = onnxruntime_module()
 
+    unreadable: list[str] = []
     for path in sorted(pack.glob("*.onnx")):
         if path.name.startswith("det_"):
             continue
         try:
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception:  # not a model we can read; look at the next one
+        except Exception as error:  # not a model we can read; look at the next one
+            unreadable.append(f"{path} ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})")
             continue
         shape = session.get_inputs()[0].shape
         if len(shape) == 4 and shape[2] == 112 and shape[3] == 112:
             return path
+    if unreadable:
+        raise ModelError(f"cannot load the face models' recognition model: {'; '.join(unreadable)}; the file may be "
+                         "damaged: copy the model pack again (--face-models DIR)")
     return None
 
 
