@@ -169,6 +169,21 @@ def runner_of(restorer: Any) -> tuple[str | None, str | None]:
 
 def _record_runner(stats: RunStats, face_restorer: FaceRestorer) -> None:
     stats.backend, stats.device = runner_of(face_restorer.restorer)
+    stats.face_models = faces_ran(face_restorer)
+
+
+def faces_ran(face_restorer: FaceRestorer) -> dict:
+    """Which detector and embedder a restorer's faces went through, their model files (None: not one file) and
+    whether the identity gate judged faces: what --json records as run (``face_models`` is the folder as typed;
+    two packs gave two outputs under the same settings: support F4)."""
+    def file_of(part: object) -> str | None:
+        path = getattr(part, "model_file", None)
+        return str(Path(path).resolve()) if path is not None else None
+
+    detector, embedder = face_restorer.detector, face_restorer.embedder
+    return {"detector": getattr(detector, "name", type(detector).__name__), "detector_file": file_of(detector),
+            "embedder": None if embedder is None else getattr(embedder, "name", type(embedder).__name__),
+            "embedder_file": file_of(embedder), "identity_gate": face_restorer.identity_gate_active}
 
 
 #: seconds after the run's start (models loading included) from which a stopped run's message points to

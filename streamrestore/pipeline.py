@@ -554,6 +554,11 @@ class FaceRestorer:
         self.last_faces = done.faces
         return done.frame
 
+    @property
+    def identity_gate_active(self) -> bool:
+        """Whether the identity gate judges faces (enabled, an embedder that can, reference photos)."""
+        return self._identity_gate.active
+
     # --- frame loop ----------------------------------------------------------------------
 
     @property

@@ -187,6 +187,7 @@ class RunStats:
     encoded: bool = False  # the frames were encoded into a video file (restore_video); not frame by frame (process)
     deinterlaced: bool = False  # the frames were deinterlaced on the way in (restore_video)
     faces_invalid: int = 0  # faces the restorer gave NaN or infinity for, left as they were (counted on the CPU)
+    face_models: dict = field(default_factory=dict)  # the detector, embedder and gate as run (api.faces_ran)
     backend: str | None = None  # how the restorer ran at the end of a whole run ("onnxruntime"; None: no network)
     device: str | None = None  # where it ran ("cpu", "cuda"), at the end of a whole run
     strength: float = 1.0  # the share of the restorer's change every face got at most (QualityGateConfig.strength)

@@ -80,6 +80,39 @@ def test_version(module):
     assert proc.returncode == 0 and __version__ in proc.stdout
 
 
+def test_version_names_a_checkouts_commit():
+    """--version said "0.1.0" for every one of 821 commits (support F3): a checkout adds its git commit."""
+    from streamrestore.environment import git_commit, version_text
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists() or shutil.which("git") is None:
+        assert version_text() == __version__
+        return
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert git_commit() in (head, f"{head}, modified")
+    assert version_text() == f"{__version__} (git {git_commit()})"
+
+
+def test_doctor_prints_what_a_bug_report_needs(capsys, shared_models):
+    """One "attach this" report (support F3): the build, the libraries, the cache, the model files with their
+    sha256, as text and as JSON."""
+    from streamrestore.output_file import sha256_of
+
+    pack = shared_models / "insightface"
+    assert main(["doctor", "--face-models", str(pack), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["streamrestore"].startswith(__version__) and record["libraries"]["av"]
+    assert record["model"]["lite"]["model_sha256"] == sha256_of(record["model"]["lite"]["model_file"])
+    files = record["face_models"]["files"]
+    assert any(name.startswith("det_") for name in files)
+    assert all(digest == sha256_of(Path(record["face_models"]["pack"]) / name) for name, digest in files.items())
+    assert main(["doctor", "--face-models", str(pack / "nothere")]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith(f"streamrestore {__version__}") and "face models: --face-models" in out.out
+    assert "no such file or folder" in out.out and "attach this" in out.err
+
+
 def test_missing_file(run, tmp_path):
     code, err = run(tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4")
     assert code == 2 and "nope.mp4" in _one_error_line(err)
@@ -319,6 +352,15 @@ def test_summary_names_each_tracks_identity_and_verbose_adds_similarities(reques
     assert [(r["name"], r["path"], r["files"]) for r in record["reference_files"]] == [
         (name, str(Path(folder).resolve()), {p.name: sha256_of(p) for p in sorted(Path(folder).iterdir())})
         for name, folder in names.items()]
+    # what ran for the faces, the command and the environment (support F4, F3: the folder as typed alone)
+    ran = record["faces_ran"]
+    assert set(ran) == {"detector", "detector_file", "detector_sha256", "embedder", "embedder_file",
+                        "embedder_sha256", "identity_gate"} and isinstance(ran["identity_gate"], bool)
+    assert ran["detector"] and ran["embedder"]
+    assert record["command"][0] == "streamrestore" and "--json" in record["command"]
+    environment = record["environment"]
+    assert environment["streamrestore"].startswith(__version__) and environment["libraries"]["torch"]
+    assert environment["ffmpeg"]["encoders"]["libx264"] is True
     track_lines = [line for line in err.splitlines() if line.startswith("  track ")]
     assert len(track_lines) == 2, err
     for name in names:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamrestore._version import __version__
 from streamrestore.cli.options import (
     CommandParser,
     adapt_from_args,
@@ -51,7 +50,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.run import RunStats
 
 #: the other commands, ``streamrestore <name> ...``: each is ``streamrestore.cli.<name>.main(argv) -> int``
-SUBCOMMANDS = ("train", "eval", "live", "bench", "batch", "cache")
+SUBCOMMANDS = ("train", "eval", "live", "bench", "batch", "cache", "doctor")
+
+
+class _Version(argparse.Action):
+    """``--version``: the release number, and from a checkout its git commit (the number alone was the same for
+    every commit: support F3), found only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from streamrestore.environment import version_text
+
+        print(f"streamrestore {version_text()}")
+        parser.exit()
 
 
 class _Parser(CommandParser):
@@ -77,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                "recovered from the footage, and not evidence of what the person looked like. Other commands: "
                + ", ".join(f"streamrestore {c} --help" for c in SUBCOMMANDS),
     )
-    p.add_argument("--version", action="version", version=f"streamrestore {__version__}")
+    p.add_argument("--version", action=_Version, help="show the version (and a checkout's git commit) and exit")
     p.add_argument("input", help="video file to restore, or a photo (.jpg, .heic, .png, .webp, .tif, .bmp, .avif)")
     p.add_argument("more_inputs", nargs="*", help=argparse.SUPPRESS)  # said to belong to `batch` (main())
     p.add_argument("-o", "--output", help="output file, or a folder to write <input stem>.restored.<ext> into "
@@ -241,7 +254,7 @@ def main(argv: list[str]) -> int:
     if args.json:
         try:  # (the input and output are hashed: seconds a gigabyte)
             made_with = _made_with(args, stats, config=config, encoder=encoder, adapt=adapt, deinterlace=deinterlace,
-                                   output=output, started=started)
+                                   output=output, started=started, argv=argv)
             _write_json(args.json, {"input": str(args.input), "output": str(output), **stats.as_dict(), **made_with})
         except KeyboardInterrupt as exc:  # (the output is there: "not written" would be untrue)
             exc.kept = f"{output} was written; its --json record was not"  # type: ignore[attr-defined]
@@ -256,7 +269,7 @@ def _utc_now() -> str:
 
 
 def _made_with(args: argparse.Namespace, stats: RunStats, *, config, encoder, adapt, deinterlace, output: Path,
-               started: str) -> dict:
+               started: str, argv: list[str]) -> dict:
     """How the output was made, for a record that must show it (a newsroom's, an analyst's): the tool and model
     (its file's sha256), where it ran, every setting with its defaults, the reference files and the input and
     output with their sha256, and when."""
@@ -266,6 +279,7 @@ def _made_with(args: argparse.Namespace, stats: RunStats, *, config, encoder, ad
     import torch
 
     from streamrestore import __version__
+    from streamrestore.environment import environment_record
     from streamrestore.faces.references import reference_files_record
     from streamrestore.images import is_image
     from streamrestore.model.registry import model_provenance
@@ -289,6 +303,11 @@ def _made_with(args: argparse.Namespace, stats: RunStats, *, config, encoder, ad
                      "start": args.start, "end": args.end, "deinterlace": deinterlace,
                      "detector": args.detector, "face_models": args.face_models, "fast_vae": args.fast_vae},
         "reference_files": reference_files_record(args.refs or []),
+        # (what ran for the faces, each file with its sha256: a settings block alone named only the folder)
+        "faces_ran": {**stats.face_models, **{f"{part}_sha256": sha256_of(stats.face_models[f"{part}_file"])
+                                             if stats.face_models.get(f"{part}_file") else None
+                                             for part in ("detector", "embedder")}},
+        "command": ["streamrestore", *argv], "environment": environment_record(),
         "input_sha256": sha256_of(args.input), "output_sha256": sha256_of(output),
         "started": started, "finished": _utc_now(),
     }
