@@ -1104,12 +1104,18 @@ class FaceRestorer:
         # the track id seeds each face's noise: fixed noise per track makes an unchanged face
         # restore identically frame after frame (see streamrestore.types.Restorer)
         restored = restore_batches(self.restorer, batches, [caches[i] for i in order], noise_seeds=[ids[i] for i in order])
+        if not self._restorer_checked:  # (once: a GPU would wait for it)
+            for given, batch in zip(batches, restored):
+                check_restorer_output(self.restorer, given, batch)
+            self._restorer_checked = True
         restored = [self._finite(given, batch) for given, batch in zip(batches, restored)]
         out: list[Any] = [None] * len(sides)
         for group, batch in zip(groups, restored):
             for k, i in enumerate(group):
                 out[i] = batch[k:k + 1]
         return out
+
+    _restorer_checked = False  # (check_restorer_output has seen the restorer's first batch)
 
     def _finite(self, given: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
         """``restored``, its faces holding a NaN or an infinity replaced by their ``given`` input (left as they
@@ -1166,7 +1172,7 @@ def build_face_restorer(
     *,
     model: str | Path | Restorer = "lite",
     device: str = "auto",
-    detector: str = "auto",
+    detector: "str | Detector" = "auto",
     face_models: str | Path | None = None,
     config: PipelineConfig = PipelineConfig(),
     channel_order: str = "rgb",
@@ -1189,7 +1195,9 @@ def build_face_restorer(
             ``TemporalConfig.off()`` and no references the frames come back bit for bit), or
             any object implementing the :class:`streamrestore.types.Restorer` protocol.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        detector: ``"auto"`` (SCRFD when an insightface pack is found, else dlib), ``"scrfd"``, ``"dlib"``.
+        detector: ``"auto"`` (SCRFD when an insightface pack is found, else dlib), ``"scrfd"``, ``"dlib"``, or
+            any object implementing the :class:`streamrestore.faces.detect.Detector` protocol (used as given;
+            reference photos are found with it too).
         face_models: folder holding an insightface model pack (SCRFD + recognition).
         config: see :class:`PipelineConfig`.
         channel_order: ``"rgb"`` or ``"bgr"`` for numpy frames given to ``process``/``stream``.
@@ -1225,8 +1233,11 @@ def build_face_restorer(
     if len(photos) > 1 and len(photos) == len(specs):
         log.warning("%d reference photos given one by one are %d people of one photo each (each entry of refs is "
                     "a person); one person's photos go in one folder", len(photos), len(photos))
-    if detector not in ("auto", "scrfd", "dlib"):
+    if isinstance(detector, str) and detector not in ("auto", "scrfd", "dlib"):
         raise ModelError(f"unknown detector {detector!r}: use auto, scrfd or dlib")
+    if not isinstance(detector, str) and not callable(getattr(detector, "detect", None)):
+        raise ValueError(f"detector must be auto, scrfd, dlib or a Detector (streamrestore.faces.detect.Detector); "
+                         f"{type(detector).__name__} has no detect(image)")
     check_model_options(model, device=device, fast_vae=fast_vae)
     check_references(specs, unmatched=config.unmatched)
     if face_models is not None:  # (a folder without a pack: said now, not after the model has loaded)
@@ -1240,7 +1251,7 @@ def build_face_restorer(
         # the references are aligned at every crop side the faces may be cut at, and at the
         # model's own (its K/V: as aligned in training, not shrunk from a larger crop)
         reference_sides = sorted({int(restorer.resolution), *crop_sides(int(restorer.resolution), config.crop_resolution)})
-        face_detector = create_detector(detector, models_dir=face_models)
+        face_detector = create_detector(detector, models_dir=face_models) if isinstance(detector, str) else detector
         embedder = None
         needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
         if specs and not all(isinstance(s, ReferenceSet) for s in specs):
@@ -1282,6 +1293,10 @@ def load_restorer(model: str | Path | Restorer = "lite", *, device: str = "auto"
         base = load_restorer(model, device=device, backend=None, fast_vae=fast_vae)
         return AdaptedRestorer(base, adapt, serve=per_person_backend(base, backend) if backend else None)
     if not isinstance(model, (str, Path)):
+        if not isinstance(model, Restorer):  # (a missing attribute failed deep in the pipeline: support F11)
+            missing = [name for name in ("resolution", "encode_references", "restore") if not hasattr(model, name)]
+            raise ValueError(f"model must be a name, a path or a Restorer (streamrestore.types.Restorer); "
+                             f"{type(model).__name__} has no {', '.join(missing)}")
         return model
     if str(model) == "identity":
         from streamrestore.model.identity import IdentityRestorer
@@ -1472,6 +1487,30 @@ def _to_tensor(crops: np.ndarray) -> torch.Tensor:
     planar = np.asarray(crops).transpose(0, 3, 1, 2).astype(np.float32, order="C")
     planar *= np.float32(1.0 / 255.0)
     return torch.from_numpy(planar)
+
+
+def check_restorer_output(restorer: Any, given: torch.Tensor, restored: Any) -> None:
+    """Refuses a restorer's batch that is not what :class:`~streamrestore.types.Restorer` promises: a float
+    tensor of its input's shape, in [0, 1] (within 0.5: a sharpening overshoot is clamped later). A new
+    restorer that gave 0-255 floats or uint8 blew the faces out with exit 0, hidden by the quality gate in a
+    first test; one of the wrong size failed deep inside OpenCV (support F11). NaN is left to
+    :meth:`FaceRestorer._finite` (a damaged file, not a wrong restorer).
+
+    Raises:
+        ValueError: naming the restorer's class and what was wrong.
+    """
+    name = type(restorer).__name__
+    if not isinstance(restored, torch.Tensor):
+        raise ValueError(f"{name}.restore returned {type(restored).__name__}, not a torch.Tensor")
+    if not restored.is_floating_point():
+        raise ValueError(f"{name}.restore returned {restored.dtype} faces; they must be float, in [0, 1]")
+    if tuple(restored.shape) != tuple(given.shape):
+        raise ValueError(f"{name}.restore returned shape {tuple(restored.shape)} for faces of shape "
+                         f"{tuple(given.shape)}; it must return one face per face given, at their size")
+    finite = restored[torch.isfinite(restored)]
+    if finite.numel() and (float(finite.min()) < -0.5 or float(finite.max()) > 1.5):
+        raise ValueError(f"{name}.restore returned values from {float(finite.min()):.3g} to {float(finite.max()):.3g}; "
+                         "faces are in [0, 1] (not 0-255)")
 
 
 def _to_uint8(faces: torch.Tensor) -> np.ndarray:

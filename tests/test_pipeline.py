@@ -674,6 +674,67 @@ class _Broken(IdentityRestorer):
         return torch.full_like(faces, float("nan"))
 
 
+class _Scaled(IdentityRestorer):
+    """A new restorer's slips (support F11): 0-255 floats, uint8, the wrong size."""
+
+    def __init__(self, resolution, slip):
+        super().__init__(resolution)
+        self.slip = slip
+
+    def restore(self, faces, caches, noise_seeds=None):
+        import torch
+
+        if self.slip == "0-255":
+            return faces * 255.0
+        if self.slip == "uint8":
+            return (faces * 255).to(torch.uint8)
+        return faces[:, :, :64, :64]
+
+
+@pytest.mark.parametrize("slip,said", [("0-255", r"_Scaled.restore returned values from 0 to 2\d\d; faces are in \[0, 1\]"),
+                                       ("uint8", r"_Scaled.restore returned torch.uint8 faces; they must be float"),
+                                       ("size", r"_Scaled.restore returned shape \(1, 3, 64, 64\) for faces of shape "
+                                                r"\(1, 3, 128, 128\)")])
+def test_a_restorer_that_breaks_its_contract_is_named_on_its_first_faces(slip, said):
+    """Faces blown out with exit 0 (hidden by the quality gate in a first smoke test), or an error deep inside
+    OpenCV: the seam says which restorer and what (support F11)."""
+    frame = sf.face_frames(frames=1, width=320, height=240)[0][0]
+    config = PipelineConfig(temporal=TemporalConfig.off(), gate=QualityGateConfig(enabled=False), lookahead=0)
+    fr = FaceRestorer(_Scaled(128, slip), sf.SyntheticFaceDetector(), config=config)
+    with pytest.raises(ValueError, match=said):
+        fr.process(frame.copy())
+
+
+def test_a_detector_object_goes_through_the_front_door_as_a_restorer_does():
+    """detector= took only a name: a contributor's detector meant copying build_face_restorer's internals
+    (support F10). An object with detect(image) is used as given; one without is refused by name."""
+    from streamrestore.pipeline import build_face_restorer
+
+    mine = sf.SyntheticFaceDetector()
+    fr = build_face_restorer(model=IdentityRestorer(128), detector=mine,
+                             config=PipelineConfig(temporal=TemporalConfig.off(), lookahead=0))
+    assert fr.detector is mine
+    frame = sf.face_frames(frames=1, width=320, height=240)[0][0]
+    fr.process(frame.copy())
+    assert fr.stats.faces_restored == 1
+    with pytest.raises(ValueError, match="object has no detect"):
+        build_face_restorer(model=IdentityRestorer(128), detector=object())
+
+
+def test_an_object_that_is_no_restorer_is_refused_where_it_is_taken():
+    """A restorer missing `resolution` failed with an AttributeError deep in the pipeline (support F11)."""
+    from streamrestore.pipeline import load_restorer
+
+    class Half:
+        def restore(self, faces, caches, noise_seeds=None):
+            return faces
+
+    with pytest.raises(ValueError, match="Half has no resolution, encode_references"):
+        load_restorer(Half())
+    restorer = IdentityRestorer(128)
+    assert load_restorer(restorer) is restorer
+
+
 def test_faces_the_restorer_gives_nan_for_are_left_as_they_were_and_said(recwarn):
     """NaN was cast to uint8 (noise in the face) with a raw numpy RuntimeWarning naming an internal line
     (support F6)."""
@@ -1230,8 +1291,11 @@ def test_a_face_models_folder_without_a_pack_is_said_before_the_model_loads(tmp_
         raise AssertionError("the model was loaded first")
 
     monkeypatch.setattr(pipeline, "load_restorer", never)
-    with pytest.raises(ModelError, match=r"--face-models .*nope: no insightface detector \(det_\*\.onnx\) found there"):
+    with pytest.raises(ModelError, match=r"--face-models .*nope: no such file or folder"):
         pipeline.build_face_restorer(model="lite", face_models=tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match=r"--face-models .*empty: no insightface detector \(det_\*\.onnx\) found there"):
+        pipeline.build_face_restorer(model="lite", face_models=tmp_path / "empty")
 
 
 def test_strength_scales_every_faces_change_and_zero_leaves_them_as_they_are():
