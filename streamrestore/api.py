@@ -170,6 +170,7 @@ def runner_of(restorer: Any) -> tuple[str | None, str | None]:
 def _record_runner(stats: RunStats, face_restorer: FaceRestorer) -> None:
     stats.backend, stats.device = runner_of(face_restorer.restorer)
     stats.face_models = faces_ran(face_restorer)
+    face_restorer.settle_device_counts()
 
 
 def faces_ran(face_restorer: FaceRestorer) -> dict:

@@ -13,17 +13,22 @@ import numpy as np
 
 from streamrestore.settings import check_kinds
 
-#: a face whose colour differences (Cb and Cr, 0-255 scale) follow its brightness to within this many levels
-#: (the std of what a cubic of the luma leaves of them) is monochrome: black-and-white film, a print toned
-#: sepia or selenium (its tint grows with density), either scanned in colour. Measured on 128 px aligned
-#: crops (/tmp/mono, session 52): 0 for grey; 0.35 for a sepia tone curve; up to 1.6 with JPEG's halved
-#: colour and scanner noise of sd 2 per channel; 2.0 with noise of sd 3. Colour faces (319 crops of the
-#: shared clips and photos, and the same degraded: blur, 1/4 size, JPEG 30): 2.5 and up, but for nearly black
-#: faces of one dark stage clip (1.06, 1.41, 1.77), which then keep their own colour too. A monochrome face
-#: keeps its tone (:func:`keep_monochrome_tone`): the restorer, which saw colour faces only, tinted lips and
-#: eyes by up to 11 levels on grey film and up to 22 on a toned print (archive F2, family F1). Judged per face
-#: and frame: a face near the bound would flip between the two, so the bound lies below colour faces.
+#: a face is monochrome (black-and-white film, a print toned sepia or selenium, either scanned in colour) where
+#: its colour differences (Cb and Cr, 0-255 scale) spread by at most MONOCHROME_GREY_SPREAD levels (grey with a
+#: scanner's noise and cast), or where a cubic of its brightness leaves at most MONOCHROME_TONE_RESIDUAL of
+#: them (a toned print: its tint grows with density) in a face bright enough (mean luma MONOCHROME_MIN_LUMA)
+#: and of enough brightness levels (MONOCHROME_MIN_LEVELS 8-level bins each holding 1 % of it: a cubic fits
+#: any colours of a face of a few flat tones). Measured on 128 px aligned crops (/tmp/mono, session 52):
+#: grey, sepia, sepia + JPEG, grey or sepia with scanner noise of sd 1.2-3 per channel: 72-80 of 80 each
+#: (the rest darker than the luma bound); colour faces of the shared clips and photos: 4 of 319 (grey ones),
+#: 21 of 319 at half their saturation, none of 93 faces of a dim stage clip (warm skin at mean luma ~26 that a
+#: cubic alone took for sepia: review 52). A monochrome face keeps its tone (:func:`keep_monochrome_tone`): the
+#: restorer, which saw colour faces only, tinted lips and eyes by up to 11 levels on grey film and up to 22 on a
+#: toned print (archive F2, family F1). Judged per face and frame.
 MONOCHROME_TONE_RESIDUAL = 2.2
+MONOCHROME_GREY_SPREAD = 1.5
+MONOCHROME_MIN_LUMA = 40.0
+MONOCHROME_MIN_LEVELS = 6
 
 # BT.601 luma weights (the split into brightness and colour difference; any weights summing to 1 keep a
 # grey pixel grey) and the colour differences' scales (Cb = 0.564 (B - Y), Cr = 0.713 (R - Y))
@@ -78,6 +83,17 @@ class MonochromeTone:
         return cb_after - cb_before, cr_after - cr_before
 
 
+def _is_monochrome(spread, residual, mean_luma, levels):
+    """The rule of :data:`MONOCHROME_TONE_RESIDUAL` on a face's measures (floats, or tensors of one per face)."""
+    toned = (residual <= MONOCHROME_TONE_RESIDUAL) & (mean_luma >= MONOCHROME_MIN_LUMA) & (levels >= MONOCHROME_MIN_LEVELS)
+    return (spread <= MONOCHROME_GREY_SPREAD) | toned
+
+
+def _levels_held(bins, samples):
+    """How many 8-level brightness bins hold at least 1 % of ``samples`` samples (``bins``: their counts)."""
+    return (bins >= 0.01 * samples).sum(-1)
+
+
 def monochrome_tone(crop: np.ndarray) -> MonochromeTone | None:
     """The tone of the (R, R, 3) RGB ``crop`` if it is a black-and-white or toned picture, else None
     (:data:`MONOCHROME_TONE_RESIDUAL`; sampled on ~64 x 64)."""
@@ -89,7 +105,9 @@ def monochrome_tone(crop: np.ndarray) -> MonochromeTone | None:
     normal = terms.T @ terms
     normal += _TONE_RIDGE * np.trace(normal) * np.eye(len(normal))
     coefficients = np.linalg.solve(normal, terms.T @ colour)
-    if (colour - terms @ coefficients).std(0).max() > MONOCHROME_TONE_RESIDUAL:
+    residual = float((colour - terms @ coefficients).std(0).max())
+    bins = np.bincount(np.clip(luma // 8, 0, 31).astype(np.int64), minlength=32)
+    if not _is_monochrome(float(colour.std(0).max()), residual, float(luma.mean()), int(_levels_held(bins, len(luma)))):
         return None
     return MonochromeTone(coefficients.astype(np.float32), float(luma.min()), float(luma.max()))
 
@@ -138,9 +156,13 @@ def keep_monochrome_tone_tensor(original, restored):
     normal = terms.transpose(1, 2) @ terms
     ridge = _TONE_RIDGE * normal.diagonal(dim1=1, dim2=2).sum(-1)
     normal = normal + ridge[:, None, None] * torch.eye(normal.shape[-1], device=sub.device)
-    coefficients = torch.linalg.solve(normal, terms.transpose(1, 2) @ colour)  # (N, terms, 2)
+    # (solve_ex: solve would wait for the device to check the matrix; the ridge keeps it invertible)
+    coefficients = torch.linalg.solve_ex(normal, terms.transpose(1, 2) @ colour)[0]  # (N, terms, 2)
     residual = (colour - terms @ coefficients).std(1, correction=0).amax(1)
-    mono = residual <= MONOCHROME_TONE_RESIDUAL
+    spread = colour.std(1, correction=0).amax(1)
+    bins = torch.zeros(luma.shape[0], 32, device=sub.device).scatter_add_(
+        1, (luma // 8).clamp(0, 31).long(), torch.ones_like(luma))
+    mono = _is_monochrome(spread, residual, luma.mean(1), _levels_held(bins, luma.shape[1]))
     low, high = luma.amin(1), luma.amax(1)
 
     def curve(full_luma):  # (N, R, R) -> Cb, Cr (N, R, R)

@@ -32,6 +32,13 @@ LIBRARIES = {
 }
 
 
+#: the variables recorded with their values: what changes a run (threads, caches, the GPU seen). Named one by
+#: one: a prefix took RAY_AUTH_TOKEN (Ray's cluster token) into a record users attach to reports (review 52)
+RECORDED_VARIABLES = ("STREAMRESTORE_CACHE", "STREAMRESTORE_HOME", "STREAMRESTORE_ENGINE_CACHE_MB",
+                      "STREAMRESTORE_MODELS", "XDG_CACHE_HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                      "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_CACHE_DIR", "RAY_TMPDIR")
+
+
 def _package_folder() -> Path:
     return Path(__file__).resolve().parent
 
@@ -44,9 +51,11 @@ def git_commit() -> str | None:
         return None
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()
-        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+                                text=True, timeout=2, check=True).stdout.strip()
+        # (--no-optional-locks: status would refresh the index, under a lock the user's own git may want)
+        changed = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain",
+                                  "--untracked-files=no"], capture_output=True, text=True, timeout=2,
+                                 check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}, modified" if changed else commit or None
@@ -111,8 +120,5 @@ def environment_record() -> dict[str, object]:
         "libraries": library_versions(),
         "ffmpeg": _ffmpeg(),
         "torch": _torch_device(),
-        # the variables that change what runs (threads, caches, the GPU seen); their values, not the rest
-        "variables": {name: value for name, value in sorted(os.environ.items())
-                      if name.startswith(("STREAMRESTORE_", "OMP_", "OPENBLAS_", "MKL_", "CUDA_VISIBLE",
-                                          "XDG_CACHE_HOME", "RAY_"))},
+        "variables": {name: os.environ[name] for name in RECORDED_VARIABLES if name in os.environ},
     }

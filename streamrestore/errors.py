@@ -40,12 +40,19 @@ def out_of_memory(exc: BaseException | None) -> BaseException | None:
         if isinstance(exc, MemoryError) or (any(words in said for words in _OUT_OF_MEMORY)
                                             and "operation not permitted" not in said):
             return exc
-        # a thread that could not start: its stack did not fit (FFmpeg's scaler said EAGAIN under ulimit -v
-        # 2.5 GB, a 50-line traceback read as a busy file: support F1); nothing of ours lets EAGAIN out otherwise
-        if (isinstance(exc, OSError) and exc.errno == errno.EAGAIN) or "can't start new thread" in said:
+        if thread_not_started(exc):
             return exc
-        exc = exc.__cause__ or exc.__context__
+        # (a context the raiser suppressed, `raise ... from None`, is not what went wrong)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None
+
+
+def thread_not_started(exc: BaseException) -> bool:
+    """Whether ``exc`` says a thread could not start: its stack did not fit an address-space limit (FFmpeg's
+    scaler said EAGAIN under ulimit -v 2.5 GB, a 50-line traceback read as a busy file: support F1), or the
+    process's thread limit was reached (ulimit -u, a container's pids limit). Nothing of ours lets EAGAIN out
+    otherwise."""
+    return (isinstance(exc, OSError) and exc.errno == errno.EAGAIN) or "can't start new thread" in str(exc).lower()
 
 
 class UserError(Exception):

@@ -1116,19 +1116,30 @@ class FaceRestorer:
         return out
 
     _restorer_checked = False  # (check_restorer_output has seen the restorer's first batch)
+    _invalid_on_device: "torch.Tensor | None" = None  # faces with invalid values counted on a GPU, not yet in stats
 
     def _finite(self, given: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
         """``restored``, its faces holding a NaN or an infinity replaced by their ``given`` input (left as they
         were): a damaged model file or cached program gave NaN, cast to uint8 as noise with a raw numpy warning
-        (support F6). Counted on the CPU (``RunStats.faces_invalid``); on a GPU only replaced (a count would wait
-        for the device every frame)."""
+        (support F6). Counted in ``RunStats.faces_invalid``: at once on the CPU; on a GPU on the device, brought
+        back once, when a whole run ends (:meth:`settle_device_counts`; a count per frame would wait for it)."""
         bad = ~torch.isfinite(restored).flatten(1).all(1)
         if restored.device.type == "cpu":
             count = int(bad.sum())
             if not count:
                 return restored
             self.stats.faces_invalid += count
+        else:
+            counted = bad.sum()
+            self._invalid_on_device = counted if self._invalid_on_device is None else self._invalid_on_device + counted
         return torch.where(bad[:, None, None, None], given.to(restored.device, restored.dtype), restored)
+
+    def settle_device_counts(self) -> None:
+        """Adds what was counted on the device (faces the restorer gave invalid values for) to :attr:`stats`:
+        one wait for the device, at the end of a whole run."""
+        if self._invalid_on_device is not None:
+            self.stats.faces_invalid += int(self._invalid_on_device)
+            self._invalid_on_device = None
 
     def _select(self, tracked: list[TrackedFace]) -> list[TrackedFace]:
         """The faces to restore (``max_faces``), largest first; those chosen on the frame before

@@ -1418,6 +1418,16 @@ def test_the_host_and_device_judge_a_face_monochrome_alike():
         on_host = keep_monochrome_tone(crop, restored)
         assert np.abs(on_device - on_host.astype(np.float32)).max() <= 1.0
     assert (keep_monochrome_tone(coloured, restored) == restored).all()
+    # a dim warm face (a stage's audience: its tint grows with its light, as a sepia print's) and a face of two
+    # flat colours (a cubic fits any colours of a few tones) are colour faces (review 52)
+    level = np.linspace(5.0, 50.0, 128)[None, :, None].repeat(128, axis=0)
+    dim_warm = np.clip(np.concatenate([level * 1.4, level, level * 0.7], axis=2), 0, 255).round().astype(np.uint8)
+    two_flat = np.zeros((128, 128, 3), np.uint8)
+    two_flat[:, :64], two_flat[:, 64:] = (200, 60, 60), (40, 90, 200)
+    for face in (dim_warm, two_flat):
+        assert not is_monochrome(face)
+        on_device = keep_monochrome_tone_tensor(tensor(face), tensor(restored))[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(on_device - restored.astype(np.float32)).max() <= 0.5
     everywhere = np.ones(grey.shape[:2], bool)
     assert _off_tone(toned, keep_monochrome_tone(toned, restored), everywhere) < 1.5
     assert _off_tone(toned, restored, everywhere) > 5  # (what the restorer alone gave)

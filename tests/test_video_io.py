@@ -723,7 +723,7 @@ def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
     assert not any("cannot write the input's" in note for note in notes) and probe(tmp_path / "h265.mkv").pix_fmt \
         == "yuv420p12le"
     # an odd-sized deep picture goes to 4:4:4 at the depth kept (it was 8 bits from 12, without a word)
-    from streamrestore.video.writer import _output_pix_fmt
+    from streamrestore.video.writer import _chroma_note, _output_pix_fmt
 
     odd12 = dataclasses.replace(probe(src), width=65, pix_fmt="yuv420p12le")
     written, note = _output_pix_fmt("libx265", odd12)
@@ -739,6 +739,8 @@ def test_a_depth_the_encoder_cannot_write_is_said(tmp_path):
         "the input's colour (yuv411p) is written as yuv420p by libx264, with fewer colour samples down the picture "
         "(--pix-fmt yuv422p keeps them all)"))
     assert _output_pix_fmt("libx264", dataclasses.replace(dv, pix_fmt="yuv420p"))[1] is None
+    assert "fewer colour samples across and down the picture (--pix-fmt yuv444p" in _chroma_note("libx264", "yuv444p",
+                                                                                                   "yuv420p")
 
 
 def test_cover_art_and_other_video_streams_not_copied_are_said(tmp_path):
@@ -1854,7 +1856,7 @@ def test_fields_woven_into_frames_the_file_does_not_flag_are_found_and_deinterla
     with VideoReader(unflagged) as plain:
         as_decoded = list(plain.frames())
         assert not any(f.interlaced_frame for f in as_decoded) and not plain.deinterlaced
-    assert woven_field_order(as_decoded) in ("tff", "bff")
+    assert woven_field_order(as_decoded) == "bff"  # (x264 codes PyAV's woven frames bottom field first)
     with VideoReader(unflagged, deinterlace=True) as reader:
         frames = list(reader.frames())
         assert reader.deinterlaced
@@ -1863,6 +1865,16 @@ def test_fields_woven_into_frames_the_file_does_not_flag_are_found_and_deinterla
     before = [combing(f.to_ndarray(format="rgb24")) for f in as_decoded]
     after = [combing(f.to_ndarray(format="rgb24")) for f in frames]
     assert min(before) > 4 and max(after) < 0.1 * min(before), (before, after)
+
+    # a window (--start, a batch chunk) that opens on a still shot decides as the whole file does (review 52)
+    still = tmp_path / "then_still.mp4"
+    make_clip(still, width=192, height=128, frames=24, options={"preset": "ultrafast", "crf": "10"},
+              picture=lambda i: woven[i] if i < 12 else moving_bar(192, 128, 0))
+    with VideoReader(still) as plain:
+        times = [float(f.pts * f.time_base) for f in plain.frames()]
+    with VideoReader(still, deinterlace=True, start=times[14]) as window:
+        list(window.frames())
+        assert window.deinterlaced and any("on the file's first frames" in p for p in window.problems)
 
     progressive = tmp_path / "progressive.mp4"
     make_clip(progressive, width=192, height=128, frames=12, picture=lambda i: moving_bar(192, 128, 2 * i))

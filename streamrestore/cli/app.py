@@ -13,7 +13,7 @@ import sys
 from streamrestore.cli.options import configure_logging, log
 from streamrestore.cli.restore import SUBCOMMANDS
 from streamrestore.cli.restore import main as restore_main
-from streamrestore.errors import UserError, one_line, out_of_memory
+from streamrestore.errors import UserError, one_line, out_of_memory, thread_not_started
 from streamrestore.stop_signals import StopState, stop_signals_interrupt
 
 
@@ -136,6 +136,12 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
         if stop is not None and stop.signum is not None:
             return _interrupted(stop.interrupted())  # the stop signal surfaced as another error
         memory = out_of_memory(exc)
+        if memory is not None and thread_not_started(memory):
+            said = str(memory).strip().splitlines()
+            print(f"streamrestore: error: could not start a thread ({said[-1] if said else type(memory).__name__}): "
+                  "memory or the process's thread limit ran out; free memory, or raise the limit (ulimit -v, "
+                  "ulimit -u, a container's memory or pids limit)", file=sys.stderr)
+            return 1
         if memory is not None:  # (a traceback from deep in torch or onnxruntime, its last line varying)
             said = str(memory).strip().splitlines()
             gpu = "cuda" in str(memory).lower() or type(memory).__name__ == "OutOfMemoryError"
@@ -195,9 +201,14 @@ def _interrupted(exc: KeyboardInterrupt) -> int:
     return getattr(exc, "exit_code", 130)
 
 
+#: the address-space limit under which OpenBLAS gets one thread: it hung at 1.8 GB, ran at 2.5 GB; a scheduler's
+#: limit of a job's tens of GB leaves numpy its threads (review 52)
+OPENBLAS_ONE_THREAD_BELOW = 8 << 30
+
+
 def one_blas_thread_under_an_address_limit() -> None:
-    """Sets ``OPENBLAS_NUM_THREADS=1`` where the process has an address-space limit (``ulimit -v``) and the
-    user set no count. Under ``ulimit -v 1800000`` scipy's OpenBLAS (loaded with the face models' packages)
+    """Sets ``OPENBLAS_NUM_THREADS=1`` where the process has an address-space limit (``ulimit -v``) under
+    :data:`OPENBLAS_ONE_THREAD_BELOW` and the user set no count. Under ``ulimit -v 1800000`` scipy's OpenBLAS (loaded with the face models' packages)
     retried its threads' buffers forever as it was imported: 14 minutes at 100 % CPU, no word, deaf to Ctrl-C
     and SIGTERM. With one thread it starts, and the run ends with the out-of-memory line (support F2). Left
     alone without a limit: the count is the user's, and numpy's own work keeps its threads."""
@@ -206,7 +217,7 @@ def one_blas_thread_under_an_address_limit() -> None:
     except ImportError:  # (Windows: no such limit)
         return
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY:
+    if soft != resource.RLIM_INFINITY and soft < OPENBLAS_ONE_THREAD_BELOW:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 

@@ -579,6 +579,19 @@ def woven_field_order(frames: Sequence[av.VideoFrame]) -> str | None:
     return "tff" if verdicts["tff"] >= verdicts["bff"] else "bff"
 
 
+def _woven_order_of_file(path: Path) -> str | None:
+    """:func:`woven_field_order` of the first frames of the file at ``path`` (None where one is flagged
+    interlaced, or they cannot be read): what a window of it decides by, as the whole file does (review 52:
+    chunks of one capture starting on a still shot kept their combing beside deinterlaced ones)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = pick_video_stream(container, path)
+            frames = list(itertools.islice(container.decode(stream), WOVEN_LOOK_FRAMES))
+    except (av.error.FFmpegError, InputError, OSError):
+        return None
+    return None if any(f.interlaced_frame for f in frames) else woven_field_order(frames)
+
+
 class Deinterlacer:
     """FFmpeg's bwdif, one progressive frame out per frame in (``send_frame``), each with its input
     frame's pts, time base, duration and picture type. Only frames flagged interlaced are changed;
@@ -745,6 +758,7 @@ class VideoReader:
             if deinterlace not in (True, False, "fields"):
                 raise ValueError(f"deinterlace must be True, False or 'fields', got {deinterlace!r}")
             self._deinterlace_later: bool = bool(deinterlace) and not self.info.interlaced
+            self._field_rate: bool = deinterlace == "fields"
             if deinterlace == "fields" and self.info.interlaced:
                 self._deinterlacer = Deinterlacer(per_field=True)
                 self.deinterlaced = True
@@ -934,15 +948,21 @@ class VideoReader:
         (:func:`woven_field_order`), every frame is deinterlaced in that field order."""
         looked: list[av.VideoFrame] = []
         if self.info.height <= WOVEN_MAX_HEIGHT:
-            looked = list(itertools.islice(frames, WOVEN_LOOK_FRAMES))
-            order = None if any(f.interlaced_frame for f in looked) else woven_field_order(looked)
+            if self.start:  # a window or a batch chunk: the file's own first frames, so every part of it agrees
+                order = _woven_order_of_file(self.path)
+            else:
+                looked = list(itertools.islice(frames, WOVEN_LOOK_FRAMES))
+                order = None if any(f.interlaced_frame for f in looked) else woven_field_order(looked)
             if order is not None:
                 first = "top" if order == "tff" else "bottom"
+                # (--field-rate sets the output's rate as the file opens: a weave found after gives a frame each)
+                rate = "; --field-rate needs the file's own flags: one frame per frame here" \
+                    if self._field_rate else ""
                 self.problems.append(f"the input's frames are woven from two fields though the file does not flag "
-                                     f"them interlaced (FFmpeg's idet, on its first frames; {first} field first): "
-                                     "each frame was deinterlaced (bwdif: one frame at its first field's instant, "
-                                     "timestamps kept); --no-deinterlace (library: deinterlace=False) keeps the "
-                                     "fields woven as they are")
+                                     f"them interlaced (FFmpeg's idet, on the file's first frames; {first} field "
+                                     "first): each frame was deinterlaced (bwdif: one frame at its first field's "
+                                     "instant, timestamps kept); --no-deinterlace (library: deinterlace=False) keeps "
+                                     f"the fields woven as they are{rate}")
                 self.deinterlaced = True
                 yield from Deinterlacer(field_order=order).frames(itertools.chain(looked, frames))
                 return

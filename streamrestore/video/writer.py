@@ -507,8 +507,9 @@ def _chroma_note(codec: str, source: str, written: str) -> str | None:
     if has.width >= had.width and has.height >= had.height:
         return None
     full = "yuv444p" if had.width == 16 else "yuv422p"
+    fewer = [way for way, less in (("across", has.width < had.width), ("down", has.height < had.height)) if less]
     return (f"the input's colour ({source}) is written as {written} by {codec}, with fewer colour samples "
-            f"{'down' if has.height < had.height else 'across'} the picture (--pix-fmt {full} keeps them all)")
+            f"{' and '.join(fewer)} the picture (--pix-fmt {full} keeps them all)")
 
 
 def _depth_note(codec: str, source: str, written: str) -> str | None:
