@@ -1866,6 +1866,9 @@ def test_fields_woven_into_frames_the_file_does_not_flag_are_found_and_deinterla
     after = [combing(f.to_ndarray(format="rgb24")) for f in frames]
     assert min(before) > 4 and max(after) < 0.1 * min(before), (before, after)
 
+    with VideoReader(unflagged, deinterlace="fields") as fields:  # (a frame each: said, review 52)
+        assert len(list(fields.frames())) == 12
+        assert any("--field-rate needs the file's own flags" in p for p in fields.problems)
     # a window (--start, a batch chunk) that opens on a still shot decides as the whole file does (review 52)
     still = tmp_path / "then_still.mp4"
     make_clip(still, width=192, height=128, frames=24, options={"preset": "ultrafast", "crf": "10"},
