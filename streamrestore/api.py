@@ -170,7 +170,10 @@ def runner_of(restorer: Any) -> tuple[str | None, str | None]:
 def _record_runner(stats: RunStats, face_restorer: FaceRestorer) -> None:
     stats.backend, stats.device = runner_of(face_restorer.restorer)
     stats.face_models = faces_ran(face_restorer)
-    face_restorer.settle_device_counts()
+    try:  # (in a finally: a device that failed would raise again here and hide why the run stopped)
+        face_restorer.settle_device_counts()
+    except RuntimeError:
+        log.debug("the faces with invalid values counted on the device could not be read back")
 
 
 def faces_ran(face_restorer: FaceRestorer) -> dict:

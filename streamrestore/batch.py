@@ -574,6 +574,7 @@ class BatchWorker:
             raise RuntimeError(f"chunk {index} of {plan.src}: restored {kept} frames, expected {b - a}")
         _types_path(part).write_text(json.dumps(types))
         os.replace(tmp, part)
+        face_restorer.settle_device_counts()  # (faces with invalid values counted on a GPU)
         stats = face_restorer.stats
         stats.problems.extend(reader.problems)
         return {"frames": kept, "sha256": sha256_of(part), "seconds": time.perf_counter() - t0,

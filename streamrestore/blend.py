@@ -24,11 +24,16 @@ from streamrestore.settings import check_kinds
 #: 21 of 319 at half their saturation, none of 93 faces of a dim stage clip (warm skin at mean luma ~26 that a
 #: cubic alone took for sepia: review 52). A monochrome face keeps its tone (:func:`keep_monochrome_tone`): the
 #: restorer, which saw colour faces only, tinted lips and eyes by up to 11 levels on grey film and up to 22 on a
-#: toned print (archive F2, family F1). Judged per face and frame.
+#: toned print (archive F2, family F1). Judged per face and frame, each bound a ramp (:data:`_RAMPS`).
 MONOCHROME_TONE_RESIDUAL = 2.2
 MONOCHROME_GREY_SPREAD = 1.5
 MONOCHROME_MIN_LUMA = 40.0
 MONOCHROME_MIN_LEVELS = 6
+#: half-widths of the ramps the bounds above are: a face's monochrome weight goes from 1 to 0 across each, and
+#: its tone is kept by that share, so a face whose measures drift across a bound frame by frame (a film's
+#: exposure flicker, a face at mean luma 39-41) changes its colour by a little each frame, not all at once
+#: (review 52: a face at the luma bound flipped colour, mono, colour, ...)
+_RAMPS = {"spread": 0.2, "residual": 0.2, "luma": 5.0, "levels": 1.0}
 
 # BT.601 luma weights (the split into brightness and colour difference; any weights summing to 1 keep a
 # grey pixel grey) and the colour differences' scales (Cb = 0.564 (B - Y), Cr = 0.713 (R - Y))
@@ -70,11 +75,12 @@ class MonochromeTone:
     """A monochrome face's tone: its colour differences as cubics of its brightness (:func:`monochrome_tone`).
 
     ``coefficients``: (terms, 2), Cb's and Cr's; ``low``, ``high``: the brightness range it was fitted on (the
-    curves are not used outside it)."""
+    curves are not used outside it); ``weight``: how monochrome the face is, in (0, 1]."""
 
     coefficients: np.ndarray
     low: float
     high: float
+    weight: float = 1.0  # how monochrome the face is (:func:`_monochrome_weight`): the share of its tone kept
 
     def shift(self, before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """How the tone moves Cb and Cr where the brightness goes from ``before`` to ``after`` (same shapes)."""
@@ -83,15 +89,31 @@ class MonochromeTone:
         return cb_after - cb_before, cr_after - cr_before
 
 
-def _is_monochrome(spread, residual, mean_luma, levels):
-    """The rule of :data:`MONOCHROME_TONE_RESIDUAL` on a face's measures (floats, or tensors of one per face)."""
-    toned = (residual <= MONOCHROME_TONE_RESIDUAL) & (mean_luma >= MONOCHROME_MIN_LUMA) & (levels >= MONOCHROME_MIN_LEVELS)
-    return (spread <= MONOCHROME_GREY_SPREAD) | toned
+def _monochrome_weight(spread, residual, mean_luma, levels, lib):
+    """How monochrome a face is by the rule of :data:`MONOCHROME_TONE_RESIDUAL`, 0 to 1 (its bounds ramps of
+    :data:`_RAMPS`), from its measures (floats, or tensors of one per face; ``lib``: numpy or torch)."""
+    def below(value, bound, half):  # 1 under the ramp, 0 over it
+        return lib.clip((bound + half - value) / (2 * half), 0.0, 1.0)
+
+    toned = (below(residual, MONOCHROME_TONE_RESIDUAL, _RAMPS["residual"])
+             * (1.0 - below(mean_luma, MONOCHROME_MIN_LUMA, _RAMPS["luma"]))
+             * (1.0 - below(levels, MONOCHROME_MIN_LEVELS, _RAMPS["levels"])))
+    return lib.maximum(below(spread, MONOCHROME_GREY_SPREAD, _RAMPS["spread"]), toned)
 
 
-def _levels_held(bins, samples):
-    """How many 8-level brightness bins hold at least 1 % of ``samples`` samples (``bins``: their counts)."""
-    return (bins >= 0.01 * samples).sum(-1)
+def _levels_held(luma, lib):
+    """How many 8-level brightness bins hold at least 1 % of the samples ``luma`` (last axis). The bins are
+    taken a thousandth of a level up: the host's float64 and the device's float32 luma of a grey level 8 lie
+    on either side of the edge (review 52)."""
+    index = (luma + 1e-3) // 8
+    held = [((index == k).sum(-1) >= 0.01 * luma.shape[-1]) for k in range(32)]
+    return lib.stack(held, -1).sum(-1)
+
+
+def _luma_of(rgb):
+    """The BT.601 luma of ``rgb`` (last axis R, G, B; numpy or torch), as a sum of Python-float products: a
+    weights tensor made on a GPU was a copy from the host that waited for it."""
+    return rgb[..., 0] * _LUMA[0] + rgb[..., 1] * _LUMA[1] + rgb[..., 2] * _LUMA[2]
 
 
 def monochrome_tone(crop: np.ndarray) -> MonochromeTone | None:
@@ -99,22 +121,25 @@ def monochrome_tone(crop: np.ndarray) -> MonochromeTone | None:
     (:data:`MONOCHROME_TONE_RESIDUAL`; sampled on ~64 x 64)."""
     step = _sample_step(crop.shape[0])
     sub = crop[::step, ::step].reshape(-1, 3).astype(np.float64)
-    luma = sub @ np.array(_LUMA)
+    luma = _luma_of(sub)
     colour = np.stack([(sub[:, 2] - luma) * _CB, (sub[:, 0] - luma) * _CR], -1)
     terms = _powers(luma, np)
     normal = terms.T @ terms
     normal += _TONE_RIDGE * np.trace(normal) * np.eye(len(normal))
     coefficients = np.linalg.solve(normal, terms.T @ colour)
     residual = float((colour - terms @ coefficients).std(0).max())
-    bins = np.bincount(np.clip(luma // 8, 0, 31).astype(np.int64), minlength=32)
-    if not _is_monochrome(float(colour.std(0).max()), residual, float(luma.mean()), int(_levels_held(bins, len(luma)))):
+    weight = float(_monochrome_weight(float(colour.std(0).max()), residual, float(luma.mean()),
+                                      float(_levels_held(luma, np)), np))
+    if weight <= 0.0:
         return None
-    return MonochromeTone(coefficients.astype(np.float32), float(luma.min()), float(luma.max()))
+    return MonochromeTone(coefficients.astype(np.float32), float(luma.min()), float(luma.max()), weight)
 
 
 def is_monochrome(crop: np.ndarray) -> bool:
-    """Whether the (R, R, 3) RGB ``crop`` is a black-and-white or toned picture (:func:`monochrome_tone`)."""
-    return monochrome_tone(crop) is not None
+    """Whether the (R, R, 3) RGB ``crop`` is a black-and-white or toned picture: its weight
+    (:func:`monochrome_tone`) at least one half."""
+    tone = monochrome_tone(crop)
+    return tone is not None and tone.weight >= 0.5
 
 
 def _tone_kept(original, brightness_change, cb_shift, cr_shift, lib):
@@ -129,28 +154,30 @@ def _tone_kept(original, brightness_change, cb_shift, cr_shift, lib):
 def keep_monochrome_tone(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
     """``restored`` (uint8 RGB crop) where ``original`` is colour; where it is monochrome
     (:func:`monochrome_tone`), ``original`` plus the restorer's change of brightness, its colour moved along
-    its own tone with it: grey stays grey, a sepia print stays on its sepia."""
+    its own tone with it: grey stays grey, a sepia print stays on its sepia (near a bound of the rule, that
+    share of it)."""
     tone = monochrome_tone(original)
     if tone is None:
         return restored
-    luma = np.array(_LUMA, np.float32)
-    before = original.astype(np.float32) @ luma
-    after = restored.astype(np.float32) @ luma
+    before = _luma_of(original.astype(np.float32))
+    after = _luma_of(restored.astype(np.float32))
     kept = _tone_kept(original.astype(np.float32), after - before, *tone.shift(before, after), np)
+    if tone.weight < 1.0:  # (near a bound: that share of the tone kept)
+        kept = restored + tone.weight * (kept - restored)
     return np.clip(kept + 0.5, 0, 255).astype(np.uint8)
 
 
 def keep_monochrome_tone_tensor(original, restored):
     """:func:`keep_monochrome_tone` of (N, 3, R, R) tensors in [0, 1], on their device: the faces whose
     ``original`` is monochrome (judged on the same samples, in float32) keep their tone, the others are
-    ``restored``. Nothing waits for the device (no test of the outcome on the host)."""
+    ``restored``. Nothing is asked of the device on the host (no test of the outcome, no weights copied to it)."""
     import torch
 
     original = original.to(restored.dtype)
     every = _sample_step(original.shape[-1])
-    sub = (original[:, :, ::every, ::every] * 255.0).float().flatten(2).transpose(1, 2)  # (N, M, 3)
-    luma_weights = torch.tensor(_LUMA, device=sub.device)
-    luma = sub @ luma_weights
+    # (rounded: the crops were uint8, and a level such as 8 came back as 7.9999995)
+    sub = (original[:, :, ::every, ::every].float() * 255.0).round().flatten(2).transpose(1, 2)  # (N, M, 3)
+    luma = _luma_of(sub)
     colour = torch.stack([(sub[..., 2] - luma) * _CB, (sub[..., 0] - luma) * _CR], -1)
     terms = _powers(luma, torch)  # (N, M, terms)
     normal = terms.transpose(1, 2) @ terms
@@ -160,9 +187,7 @@ def keep_monochrome_tone_tensor(original, restored):
     coefficients = torch.linalg.solve_ex(normal, terms.transpose(1, 2) @ colour)[0]  # (N, terms, 2)
     residual = (colour - terms @ coefficients).std(1, correction=0).amax(1)
     spread = colour.std(1, correction=0).amax(1)
-    bins = torch.zeros(luma.shape[0], 32, device=sub.device).scatter_add_(
-        1, (luma // 8).clamp(0, 31).long(), torch.ones_like(luma))
-    mono = _is_monochrome(spread, residual, luma.mean(1), _levels_held(bins, luma.shape[1]))
+    weight = _monochrome_weight(spread, residual, luma.mean(1), _levels_held(luma, torch).float(), torch)
     low, high = luma.amin(1), luma.amax(1)
 
     def curve(full_luma):  # (N, R, R) -> Cb, Cr (N, R, R)
@@ -170,12 +195,13 @@ def keep_monochrome_tone_tensor(original, restored):
         return _tone_curve(clipped, coefficients[:, None, None])
 
     pixels = original.float().permute(0, 2, 3, 1) * 255.0
-    before = pixels @ luma_weights
-    after = (restored.float().permute(0, 2, 3, 1) * 255.0) @ luma_weights
+    given = restored.float().permute(0, 2, 3, 1) * 255.0
+    before, after = _luma_of(pixels), _luma_of(given)
     (cb_after, cr_after), (cb_before, cr_before) = curve(after), curve(before)
     kept = _tone_kept(pixels, after - before, cb_after - cb_before, cr_after - cr_before, torch)
+    kept = given + weight[:, None, None, None] * (kept - given)  # (near a bound: that share of the tone)
     kept = (kept / 255.0).clamp(0.0, 1.0).permute(0, 3, 1, 2).to(restored.dtype)
-    return torch.where(mono[:, None, None, None], kept, restored)
+    return torch.where(weight[:, None, None, None] > 0, kept, restored)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ LIBRARIES = {
 #: one: a prefix took RAY_AUTH_TOKEN (Ray's cluster token) into a record users attach to reports (review 52)
 RECORDED_VARIABLES = ("STREAMRESTORE_CACHE", "STREAMRESTORE_HOME", "STREAMRESTORE_ENGINE_CACHE_MB",
                       "STREAMRESTORE_MODELS", "XDG_CACHE_HOME", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                      "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_CACHE_DIR", "RAY_TMPDIR")
+                      "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_CACHE_DIR", "RAY_TMPDIR",
+                      "STREAMRESTORE_SHARED", "HF_HUB_OFFLINE", "TRITON_INTERPRET")
 
 
 def _package_folder() -> Path:
@@ -52,10 +53,11 @@ def git_commit() -> str | None:
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, timeout=2, check=True).stdout.strip()
-        # (--no-optional-locks: status would refresh the index, under a lock the user's own git may want)
-        changed = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain",
-                                  "--untracked-files=no"], capture_output=True, text=True, timeout=2,
-                                 check=True).stdout.strip()
+        # (GIT_OPTIONAL_LOCKS=0: status would refresh the index, under a lock the user's own git may want; the
+        # variable, not --no-optional-locks, which git before 2.15 refuses)
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=2, check=True,
+                                 env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}, modified" if changed else commit or None

@@ -1426,8 +1426,37 @@ def test_the_host_and_device_judge_a_face_monochrome_alike():
     two_flat[:, :64], two_flat[:, 64:] = (200, 60, 60), (40, 90, 200)
     for face in (dim_warm, two_flat):
         assert not is_monochrome(face)
-        on_device = keep_monochrome_tone_tensor(tensor(face), tensor(restored))[0].permute(1, 2, 0).numpy() * 255
-        assert np.abs(on_device - restored.astype(np.float32)).max() <= 0.5
+    # one batch of every kind: each face judged and toned as on the host
+    faces = [grey, toned, coloured, dim_warm, two_flat]
+    batch = keep_monochrome_tone_tensor(torch.cat([tensor(f) for f in faces]), torch.cat([tensor(restored)] * 5))
+    for face, on_device in zip(faces, batch.permute(0, 2, 3, 1).numpy() * 255):
+        assert np.abs(on_device - keep_monochrome_tone(face, restored).astype(np.float32)).max() <= 1.0
     everywhere = np.ones(grey.shape[:2], bool)
     assert _off_tone(toned, keep_monochrome_tone(toned, restored), everywhere) < 1.5
     assert _off_tone(toned, restored, everywhere) > 5  # (what the restorer alone gave)
+
+
+def test_a_face_at_a_bound_of_the_monochrome_rule_changes_its_colour_a_little_at_a_time():
+    """A sepia face whose exposure flickers across the rule's luma bound flipped between its tone and the
+    restorer's colour from frame to frame (review 52): the bounds are ramps, and its tone is kept by that share."""
+    from streamrestore.blend import MONOCHROME_MIN_LUMA, keep_monochrome_tone, monochrome_tone
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.3, 1.7, (128, 128, 1))
+
+    def sepia_at(mean_luma):
+        level = np.clip(base * mean_luma, 0, 255)
+        return np.clip(np.concatenate([level * 1.25, level * 0.95, level * 0.6], axis=2), 0, 255).round().astype(np.uint8)
+
+    restored = lambda face: np.clip(face.astype(np.int32) + [12, 4, 8], 0, 255).astype(np.uint8)  # noqa: E731
+    weights, outputs = [], []
+    for mean in np.arange(MONOCHROME_MIN_LUMA - 8, MONOCHROME_MIN_LUMA + 9, 2.0):
+        face = sepia_at(mean)
+        tone = monochrome_tone(face)
+        weights.append(0.0 if tone is None else tone.weight)
+        outputs.append(keep_monochrome_tone(face, restored(face)).astype(np.float32) - face)
+    assert weights[0] == 0.0 and weights[-1] == 1.0 and all(b >= a for a, b in zip(weights, weights[1:]))
+    assert any(0.0 < w < 1.0 for w in weights)
+    steps = [np.abs(b - a).mean() for a, b in zip(outputs, outputs[1:])]
+    jump = np.abs(outputs[-1] - outputs[0]).mean()
+    assert max(steps) < 0.6 * jump, (steps, jump)  # (no single step makes the whole change)

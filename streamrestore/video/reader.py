@@ -584,7 +584,7 @@ def _woven_order_of_file(path: Path) -> str | None:
     interlaced, or they cannot be read): what a window of it decides by, as the whole file does (review 52:
     chunks of one capture starting on a still shot kept their combing beside deinterlaced ones)."""
     try:
-        with av.open(str(path)) as container:
+        with open_local_media(path) as container:  # (a local file only, as the reader opens it)
             stream = pick_video_stream(container, path)
             frames = list(itertools.islice(container.decode(stream), WOVEN_LOOK_FRAMES))
     except (av.error.FFmpegError, InputError, OSError):
