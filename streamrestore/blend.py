@@ -105,9 +105,12 @@ def _levels_held(luma, lib):
     """How many 8-level brightness bins hold at least 1 % of the samples ``luma`` (last axis). The bins are
     taken a thousandth of a level up: the host's float64 and the device's float32 luma of a grey level 8 lie
     on either side of the edge (review 52)."""
-    index = (luma + 1e-3) // 8
-    held = [((index == k).sum(-1) >= 0.01 * luma.shape[-1]) for k in range(32)]
-    return lib.stack(held, -1).sum(-1)
+    index = lib.clip((luma + 1e-3) // 8, 0, 31)
+    if lib is np:  # (one face's samples)
+        counts = np.bincount(index.astype(np.int64), minlength=32)
+    else:  # (a batch's, one row each: one kernel, not one per bin)
+        counts = lib.zeros(luma.shape[0], 32, device=luma.device).scatter_add_(1, index.long(), lib.ones_like(luma))
+    return (counts >= 0.01 * luma.shape[-1]).sum(-1)
 
 
 def _luma_of(rgb):
@@ -123,13 +126,20 @@ def monochrome_tone(crop: np.ndarray) -> MonochromeTone | None:
     sub = crop[::step, ::step].reshape(-1, 3).astype(np.float64)
     luma = _luma_of(sub)
     colour = np.stack([(sub[:, 2] - luma) * _CB, (sub[:, 0] - luma) * _CR], -1)
+    spread, mean_luma = float(colour.std(0).max()), float(luma.mean())
+    # (per face and frame, and most faces are colour: what gives them weight 0 is looked at first, the fit
+    # and the tone count only where they can change it; the weight is the same)
+    coloured = spread >= MONOCHROME_GREY_SPREAD + _RAMPS["spread"]
+    if coloured and mean_luma <= MONOCHROME_MIN_LUMA - _RAMPS["luma"]:
+        return None
     terms = _powers(luma, np)
     normal = terms.T @ terms
     normal += _TONE_RIDGE * np.trace(normal) * np.eye(len(normal))
     coefficients = np.linalg.solve(normal, terms.T @ colour)
     residual = float((colour - terms @ coefficients).std(0).max())
-    weight = float(_monochrome_weight(float(colour.std(0).max()), residual, float(luma.mean()),
-                                      float(_levels_held(luma, np)), np))
+    if coloured and residual >= MONOCHROME_TONE_RESIDUAL + _RAMPS["residual"]:
+        return None
+    weight = float(_monochrome_weight(spread, residual, mean_luma, float(_levels_held(luma, np)), np))
     if weight <= 0.0:
         return None
     return MonochromeTone(coefficients.astype(np.float32), float(luma.min()), float(luma.max()), weight)
