@@ -372,6 +372,54 @@ def test_a_video_of_the_person_gives_frames_spread_over_it(tmp_path, caplog):
     assert f"no face found in reference video frame {clip} at 0.8 s" in caplog.text
 
 
+def test_a_damaged_reference_video_gives_whole_frames_each_once_and_says_so(tmp_path, caplog, kit):
+    """A stretch of damaged data gave the frame before it, repeated at each lost instant: the pick there took
+    it, and the next pick took it again, labelled with instants it was not from, unsaid. A pick in damaged
+    data now takes the first whole frame after it (a frame beside a damaged one counts as damaged: bwdif
+    builds each from its neighbours) and says so; a video whose every frame is damaged is named."""
+    from media_utils import make_clip
+    from test_video_io import _damage_packets
+
+    from streamrestore.faces.references import reference_pictures
+
+    def picture(i):  # each frame its own grey, so that a picture tells which frame it is
+        return np.full((64, 96, 3), 6 * i, np.uint8)
+
+    clean, bad = tmp_path / "clean.mp4", tmp_path / "bad.mp4"
+    make_clip(clean, frames=40, fps=8, picture=picture, options={"preset": "ultrafast", "crf": "0", "g": "10"})
+    _damage_packets(clean, bad, range(14, 20))  # frames 14-19 (1.75-2.375 s); keyframes at 0, 10, 20, 30
+    assert [label for label, _ in reference_pictures(clean)] == [f"clean.mp4 at {t} s" for t in ("0.6", "1.9",
+                                                                                                    "3.1", "4.4")]
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        pictures = list(reference_pictures(bad))
+    # the pick at 1.875 s (frame 15, lost) takes frame 21: frame 20 is beside the last lost one
+    assert [label for label, _ in pictures] == [f"bad.mp4 at {t} s" for t in ("0.6", "2.6", "3.1", "4.4")]
+    assert [round(float(rgb.mean()) / 6) for _, rgb in pictures] == [5, 21, 25, 35]
+    assert f"reference video {bad}: damaged data at 1.9 s; its frame at 2.6 s is used instead" in caplog.text
+
+    ruined = tmp_path / "ruined" / "all.mp4"
+    ruined.parent.mkdir()
+    _damage_packets(clean, ruined, range(1, 40))  # (frame 0 alone whole: no pick finds one)
+    with pytest.raises(ReferencesError, match=r"no usable photo: all.mp4 \(no frame decodes\)"):
+        load_reference_sets([str(ruined.parent)], kit.detector, kit.embedder, R)
+
+
+def test_a_reference_video_of_fewer_frames_than_picks_gives_each_frame_once(tmp_path):
+    """One photo exported as a one-frame video had no frame at or after the first pick's instant: the set
+    stopped with "no usable photo: ; add photos". Such a clip now gives its frames from the first, each once."""
+    from media_utils import make_clip
+
+    from streamrestore.faces.references import reference_pictures
+
+    for frames, expected in ((1, ["0.0"]), (3, ["0.0", "0.1"])):
+        clip = tmp_path / f"short{frames}.mp4"
+        make_clip(clip, frames=frames, fps=25, picture=lambda i: np.full((64, 96, 3), 60 * i, np.uint8),
+                  options={"preset": "ultrafast", "crf": "0"})
+        pictures = list(reference_pictures(clip))
+        assert [label for label, _ in pictures] == [f"{clip.name} at {t} s" for t in expected]
+        assert len({round(float(rgb.mean())) for _, rgb in pictures}) == len(pictures)
+
+
 def test_a_reference_video_that_cannot_be_read_is_named(tmp_path, kit):
     folder = tmp_path / "anna"
     folder.mkdir()

@@ -726,6 +726,9 @@ class VideoReader:
         self.end = end
         self.frames_decoded = 0
         self.problems: list[str] = []
+        #: the times (seconds from the file's start) of the frames given so far that damaged data spoiled: lost
+        #: and given as a repeat of the frame before, or decoded with errors (within ``counted``)
+        self.damaged_times: list[float] = []
         self._damaged_packets = 0
         self._lost_leading = 0  # pictures before the first that decodes, which cannot be made up
         self._last_time: float | None = None
@@ -996,7 +999,7 @@ class VideoReader:
         pending = [self._first] if self._first is not None else []
         self._first = None
         repeated = corrupt = placed = unstamped = 0
-        damaged_at: list[float] = []  # the affected frames' times, from the file's start
+        damaged_at = self.damaged_times  # the affected frames' times, from the file's start
         tb = _time_base(self._stream)
         rate = self.info.frame_rate
         step = frame_ticks(rate, tb) if rate else 1
