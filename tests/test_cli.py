@@ -562,6 +562,40 @@ def test_json_to_standard_output_is_the_programs_only_output(run, clip, tmp_path
     assert code == 2 and f"--json folder {tmp_path / 'gone'} does not exist" in _one_error_line(err)
 
 
+def test_a_failed_run_still_writes_its_json_record_which_a_rerun_replaces(run, clip, tmp_path, monkeypatch, capsys):
+    """A scheduler's monitor reads --json: a run that failed wrote nothing (or the monitor read the last run's).
+    Now a run that fails once its options are accepted writes the error and the exit code it ends with, to a
+    file or to standard output; its rerun replaces that record without --force (a record of figures still
+    needs it)."""
+    import streamrestore.api
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    record_path = tmp_path / "run.json"
+    code, err = run(broken, "-o", tmp_path / "o.mp4", "--json", record_path)
+    record = json.loads(record_path.read_text())
+    assert code == 2 and record["failed"] is True and record["exit_code"] == 2
+    assert record["error"] in _one_error_line(err) and "cannot read" in record["error"]
+    assert record["input"] == str(broken) and record["command"][0] == "streamrestore" and record["finished"]
+    assert not (tmp_path / "o.mp4").exists()
+
+    code, err = run(clip, "-o", tmp_path / "o.mp4", "--json", record_path)  # the rerun: no --force needed
+    assert code == 0, err
+    assert "failed" not in json.loads(record_path.read_text()) and json.loads(record_path.read_text())["frames"] == 6
+    code, err = run(clip, "-o", tmp_path / "o2.mp4", "--json", record_path)  # a record of figures: kept
+    assert code == 2 and "already exists; replace it with --force" in _one_error_line(err)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("could not allocate 3 GB")
+
+    monkeypatch.setattr(streamrestore.api, "restore_video", out_of_memory)
+    code = main([str(clip), "-o", str(tmp_path / "o3.mp4"), "--model", "identity", "--no-progress", "--json", "-"])
+    out, err = capsys.readouterr()
+    record = json.loads(out)
+    assert code == 1 and "out of memory" in err
+    assert record["exit_code"] == 1 and record["error"] == "out of memory: MemoryError: could not allocate 3 GB"
+
+
 def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_path, monkeypatch):
     """``streamrestore ... 2>&1 | head -1``: the summary printed after the output was written raised
     BrokenPipeError, and a finished run exited 1. What is said after the reader left is dropped."""

@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_adapt_options(p)
     p.add_argument("--json", metavar="PATH|-", help="also write the run's figures as JSON (frames, faces restored and "
                    "left alone, each track, warnings; RunStats.as_dict) to PATH, or to standard output with -: the "
-                   "program's only output there (messages go to standard error)")
+                   "program's only output there (messages go to standard error). A run that fails once its options "
+                   "are accepted writes {\"failed\": true, \"error\", \"exit_code\", ...} there, which its rerun "
+                   "replaces without --force")
     add_progress_options(p)
     return p
 
@@ -244,11 +246,17 @@ def main(argv: list[str]) -> int:
     output = _output_path(args.output, default)
     _check_json_path(args.json, Path(args.input), output, args.force)
     started = _utc_now()
-    if is_image(args.input):
-        stats = restore_photo(args.input, output, build, force=args.force, strip_metadata=args.strip_metadata)
-    else:
-        stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
-                              force=args.force, progress=progress_from_args(args), deinterlace=deinterlace)
+    try:
+        if is_image(args.input):
+            stats = restore_photo(args.input, output, build, force=args.force, strip_metadata=args.strip_metadata)
+        else:
+            stats = restore_video(args.input, output, build, encoder=encoder, start=args.start, end=args.end,
+                                  force=args.force, progress=progress_from_args(args), deinterlace=deinterlace)
+    except (Exception, KeyboardInterrupt) as exc:
+        if args.json:  # (a scheduler's monitor reads the record: a failed run left none, or a stale one)
+            _write_failure_json(args.json, exc, {"input": str(args.input), "output": str(output)},
+                                argv=argv, started=started)
+        raise
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
     print(one_line(f"wrote {output}"), file=sys.stderr)
     if args.json:
@@ -330,7 +338,7 @@ def _check_json_path(given: str | None, src: Path, output: Path, force: bool) ->
     if path.exists() and not path.is_file():
         raise OutputError(f"--json {given} is not a regular file (a device, pipe or socket); give a file name, "
                           "or - for standard output")
-    if path.exists() and not force:
+    if path.exists() and not force and not _records_a_failure(path):  # (a failed run's record: its rerun replaces it)
         raise OutputError(f"--json {given} already exists; replace it with --force")
     named = Path(given).expanduser()
     if named.is_symlink() and not path.exists() and not force:  # (a link planted at a name the user reuses)
@@ -339,6 +347,42 @@ def _check_json_path(given: str | None, src: Path, output: Path, force: bool) ->
     if not path.parent.is_dir():  # (a typo made a folder tree, where -o's refuses)
         folder = path.parent if named.is_symlink() else named.parent  # (a link's: the folder it points into)
         raise OutputError(f"--json folder {folder} does not exist; create it first")
+
+
+def _write_failure_json(path: str, exc: BaseException, record: dict, *, argv: list[str], started: str) -> None:
+    """The ``--json`` record of a run that failed: what it was given, the error as the command says it, and the
+    exit code it ends with (:func:`streamrestore.cli.app._main`'s). ``"failed": true`` marks it; a later run
+    replaces such a record without ``--force`` (it holds no output's figures)."""
+    from streamrestore import __version__
+    from streamrestore.errors import out_of_memory
+
+    if isinstance(exc, KeyboardInterrupt):
+        how = getattr(exc, "signal_name", None)
+        error, code = f"interrupted{f' by {how}' if how else ''}", getattr(exc, "exit_code", 130)
+    elif isinstance(exc, UserError):
+        error, code = str(exc), exc.exit_code
+    else:  # (out of memory, or an unexpected error: the command ends with 1)
+        error, code = f"{'out of memory: ' if out_of_memory(exc) else ''}{type(exc).__name__}: {exc}".strip(), 1
+    failure = {**record, "failed": True, "error": error, "exit_code": code, "version": __version__,
+               "command": ["streamrestore", *argv], "started": started, "finished": _utc_now()}
+    try:
+        _write_json(path, failure)
+    except (OutputError, OSError) as write_error:  # (the run's own error is what the command says)
+        print(one_line(f"streamrestore: warning: the failed run's --json record was not written ({write_error})"),
+              file=sys.stderr)
+
+
+def _records_a_failure(path: Path) -> bool:
+    """Whether the file at ``path`` is a failed run's ``--json`` record (:func:`_write_failure_json`)."""
+    import json
+
+    try:
+        if path.stat().st_size > 1 << 20:
+            return False
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("failed") is True
 
 
 def _write_json(path: str, record: dict) -> None:
