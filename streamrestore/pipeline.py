@@ -722,7 +722,10 @@ class FaceRestorer:
                 track = stats.per_track[t.track_id]
                 if not track.scores or not self._matcher.is_decided(t.track_id):  # frozen once decided
                     track.scores = self._matcher.scores_of(t.track_id)
-                if (self.say_unlike_early and not self._said_unlike and not stats.photo
+                # (not of a track the quality gate has left as it was so far: this frame's face, counted as
+                # changed until the gate weighs it, aside; nothing of the photos reached it)
+                changed_before = track.faces_changed > 1 or track.left_by_gate == 0
+                if (self.say_unlike_early and not self._said_unlike and not stats.photo and changed_before
                         and self._matcher.is_decided(t.track_id) and stats.unlike(t.track_id)):
                     self._said_unlike = True  # (once a run: a crowd would give a line a track)
                     log.warning("%s", stats.unlike_now(t.track_id))
@@ -801,6 +804,7 @@ class FaceRestorer:
             if self._gate.config.enabled:  # (off: every face gets the whole change, nothing to say)
                 self.stats.add_gate_weight(tid, weight)
         strength = self._gate.config.strength  # (after the counts: a face given half the change is not "clean")
+        self.stats.add_changes(ids, [weight * strength > 0.0 for weight in weights])
         return weights if strength == 1.0 else [weight * strength for weight in weights]
 
     def _forget_ended_in_crops(self, live: set[int]) -> None:

@@ -62,6 +62,7 @@ class TrackStats:
     last_frame: int = 0
     faces: int = 0  # frames in which the track had a face (restored or left alone)
     left_alone: int = 0  # of those, faces not restored (--unmatched skip, beyond --max-faces)
+    left_by_gate: int = 0  # of the rest, faces the quality gate (or --strength 0) left as they were
     beyond_max_faces: int = 0  # of those, faces left alone for --max-faces (never compared with the photos)
     scores: dict = field(default_factory=dict)  # reference set -> similarity, when matched by embedding
     match_sum: float = 0.0  # sum over its faces of the reference detail stage's match (0-1)
@@ -74,6 +75,17 @@ class TrackStats:
     identity_gated_faces: int = 0  # faces the identity gate judged
     place_sum: tuple = (0.0, 0.0)  # sum over its faces of the face's centre in the picture as shown (0-1 across, down)
     placed_faces: int = 0  # faces whose centre was given
+
+    @property
+    def faces_changed(self) -> int:
+        """Faces of the track the restorer changed: given to it, and not left as they were by the quality gate."""
+        return self.faces - self.left_alone - self.left_by_gate
+
+    @property
+    def untouched(self) -> bool:
+        """Whether the quality gate (or ``--strength 0``) left every face of the track it was given as it was:
+        nothing of its photos reached the picture, so what is said of them (a poor fit, someone else's) is moot."""
+        return self.left_by_gate > 0 and self.faces_changed <= 0
 
     @property
     def identity_gate_weight(self) -> float | None:
@@ -162,7 +174,8 @@ class RunStats:
 
     frames: int = 0
     frames_with_faces: int = 0
-    frames_restored: int = 0  # frames in which at least one face was restored
+    frames_restored: int = 0  # frames in which at least one face was given to the restorer
+    frames_unchanged: int = 0  # of those, frames whose every face the quality gate (or --strength 0) left as it was
     faces_restored: int = 0
     faces_left_clean: int = 0  # of those, faces the quality gate found clean and left as they were
     faces_left_dim: int = 0  # of those, faces too dark or flat for the gate to judge (QualityGate.dim): not called clean
@@ -235,6 +248,15 @@ class RunStats:
         self.track_ids.add(track_id)
         self.identities[track_id] = identity
 
+    def add_changes(self, track_ids: list, changed: list[bool]) -> None:
+        """Counts one frame's faces given to the restorer (``track_ids``, in order) as ``changed`` by it or left as
+        they were by the quality gate (or ``--strength 0``)."""
+        for track_id, change in zip(track_ids, changed):
+            track = self.per_track.get(track_id)
+            if track is not None and not change:
+                track.left_by_gate += 1
+        self.frames_unchanged += bool(track_ids) and not any(changed)
+
     def add_gate_weight(self, track_id: Hashable, weight: float) -> None:
         """Counts the quality gate's weight for one face of track ``track_id`` given to the restorer (0:
         left as it was; 1: the model's whole change); ``-v``'s track lines give its mean."""
@@ -266,7 +288,7 @@ class RunStats:
         (its score below ``unlike_threshold``, else ``match_threshold``): with one set and ``unmatched="restore"`` every face
         gets that set, the score only reports it. Tracks of fewer than ``POOR_MATCH_MIN_FACES``
         faces are left out (a few frames of a turned head score low); a photo's faces are each judged."""
-        return [tid for tid in self.per_track if self.unlike(tid)]
+        return [tid for tid in self.per_track if self.unlike(tid) and not self.per_track[tid].untouched]
 
     def unlike(self, track_id: Hashable) -> bool:
         """Whether track ``track_id`` is one of :meth:`unlike_their_references`."""
@@ -316,7 +338,7 @@ class RunStats:
     def poorly_matched(self) -> list:
         """Track ids whose reference photos match their face poorly (see ``POOR_REFERENCE_MATCH``);
         a photo's faces are each judged."""
-        return [tid for tid, t in self.per_track.items() if t.reference_match is not None
+        return [tid for tid, t in self.per_track.items() if t.reference_match is not None and not t.untouched
                 and t.match_faces >= self._judged_from and poor_reference_match(t.reference_match)]
 
     @property
@@ -360,7 +382,9 @@ class RunStats:
             why = "" if not beyond else ": beyond --max-faces" if beyond == track.left_alone else \
                 f", {beyond} beyond --max-faces"
             text += f" (left alone{why})" if self.photo else f" ({track.left_alone} left alone{why})"
-        if track.reference_match is not None:
+        if track.untouched:  # (its photos' fit and the model's share would read as work done)
+            text += f"; left as {'it was' if self.photo else 'they were'} by the quality gate"
+        elif track.reference_match is not None:
             text += f"; reference detail fit {track.reference_match:.2f}"
         if track.adapted is not None:
             text += "; adapted" if track.adapted else "; not adapted (its photos fit poorly)"
@@ -383,7 +407,8 @@ class RunStats:
         """The run as plain data, for a program to read (``streamrestore INPUT --json``): what
         :meth:`summary` says, as numbers.
 
-        Keys: ``frames``, ``frames_with_faces``, ``frames_restored``; ``faces`` (faces seen),
+        Keys: ``frames``, ``frames_with_faces``, ``frames_restored`` (frames in which some face was changed);
+        ``faces`` (faces seen),
         ``faces_restored`` (restored and changed; 0 at ``strength`` 0), ``strength`` (the share of the
         restorer's change a face got at most, ``--strength``), ``faces_left_clean`` (left as they were: the
         quality gate found nothing to restore), ``faces_left_dim`` (left as they were: too dark or
@@ -393,7 +418,8 @@ class RunStats:
         ``references`` (the sets' names), ``references_skipped`` (each set's photos not used, with
         why: ``"wall.png (no face)"``; said as warnings when the photos were loaded); ``tracks``, one per track in order of appearance:
         ``id``, ``identity`` (the set it matched, or None), ``first_frame``, ``last_frame``,
-        ``faces``, ``left_alone``, ``place`` (where in the picture, or None), ``similarity`` (to
+        ``faces``, ``left_alone``, ``faces_changed`` (faces the restorer changed: not left alone, nor left as
+        they were by the quality gate), ``place`` (where in the picture, or None), ``similarity`` (to
         each reference set, when matched by embedding), ``reference_match`` (0-1, or None) and
         ``gate_weight`` (the quality gate's mean share of the change kept, or None), ``identity_gate_weight``
         (the identity gate's mean share of that kept, or None where it judged no face of the track) and
@@ -403,7 +429,7 @@ class RunStats:
         """
         tracks = sorted(self.per_track.items(), key=_in_order_of_appearance)
         return {
-            "frames": self.frames, "frames_with_faces": self.frames_with_faces, "frames_restored": self.frames_restored,
+            "frames": self.frames, "frames_with_faces": self.frames_with_faces, "frames_restored": self.frames_restored - self.frames_unchanged,
             "faces": sum(track.faces for track in self.per_track.values()),
             "faces_restored": self.faces_restored - self.faces_left_clean if self.strength > 0.0 else 0,
             "strength": self.strength,
@@ -416,6 +442,7 @@ class RunStats:
             "tracks": [{
                 "id": track_id, "identity": track.identity, "first_frame": track.first_frame,
                 "last_frame": track.last_frame, "faces": track.faces, "left_alone": track.left_alone,
+                "faces_changed": track.faces_changed,
                 "place": track.place, "similarity": {name: round(float(v), 4) for name, v in track.scores.items()},
                 "reference_match": None if track.reference_match is None else round(track.reference_match, 4),
                 "gate_weight": round(track.gate_sum / track.gated_faces, 4) if track.gated_faces else None,

@@ -522,8 +522,26 @@ def test_one_reference_set_serves_every_face_and_reports_the_face_that_does_not_
     (left_refs, _), (left, _) = media.two_sets()
     embedder = media.embedder()
     sets = load_reference_sets([str(left_refs)], media.detector, embedder, 128)
-    fr = FaceRestorer(IdentityRestorer(128), media.detector, sets, embedder=embedder,
-                      config=PipelineConfig(lookahead=0, crop_resolution=None))
+    def restorer(gate: bool) -> FaceRestorer:
+        return FaceRestorer(IdentityRestorer(128), media.detector, sets, embedder=embedder,
+                            config=PipelineConfig(lookahead=0, crop_resolution=None,
+                                                  gate=QualityGateConfig(enabled=gate)))
+
+    # the drawn faces are sharp: the quality gate leaves them as they were, so nothing of the photos reaches
+    # them, and "restored toward someone else's photos" (early, at the end) would be untrue (unusual U1)
+    fr = restorer(gate=True)
+    with caplog.at_level(logging.WARNING, logger="streamrestore.pipeline"):
+        for frame in range(20):
+            fr.process(media.two_people())
+    assert fr.stats.faces_left_clean == 40 and fr.stats.unlike_their_references() == []
+    assert "someone else" not in caplog.text and "someone else" not in fr.stats.summary()
+    (odd,) = [tid for tid in fr.stats.per_track if fr.stats.unlike(tid)]  # (still scored, and said on its line)
+    assert "(unlike these photos: " in [line for line in fr.stats.summary().splitlines() if f"track {odd}:" in line][0]
+    record = fr.stats.as_dict()
+    assert record["frames_restored"] == 0 and {t["faces_changed"] for t in record["tracks"]} == {0}
+    caplog.clear()
+
+    fr = restorer(gate=False)  # every face changed
     said_at = []
     with caplog.at_level(logging.WARNING, logger="streamrestore.pipeline"):
         for frame in range(20):  # POOR_MATCH_MIN_FACES: a shorter track is not reported
