@@ -800,6 +800,7 @@ class FaceRestorer:
         for tid, weight in zip(ids, weights):
             self.stats.faces_left_clean += weight <= 0.0
             self.stats.faces_left_dim += weight <= 0.0 and self._gate.dim(tid)
+            self.stats.faces_left_tinted += weight <= 0.0 and self._gate.dim(tid) and self._gate.tinted(tid)
             self.stats.faces_left_grainy += weight <= 0.0 and self._gate.grainy(tid) and not self._gate.dim(tid)
             if self._gate.config.enabled:  # (off: every face gets the whole change, nothing to say)
                 self.stats.add_gate_weight(tid, weight)

@@ -221,6 +221,26 @@ def noise_level(grey: np.ndarray) -> float:
     return float(np.median(np.abs(response))) / 0.6745 / 6.0
 
 
+#: a face is lit by one strong colour where its mean green or blue is at least this many times its red: skin in
+#: white or warm light is reddest (of 98 faces of the shared photos, green or blue reached 0.99 of red: a grey
+#: print); a blue stage light's face (RGB 9, 42, 170) 19
+ONE_COLOUR_OVER_RED = 1.5
+#: ... or where its green is under this share of its red: a deep red light (~0.15); skin's is 0.38 and more
+#: (a dark-skinned face in warm light, the lowest of those 98)
+ONE_COLOUR_GREEN_UNDER = 0.25
+#: ... and its brightest channel's mean is at least this (levels): a dark face is "too dark", not tinted
+ONE_COLOUR_MIN_LEVEL = 80.0
+
+
+def under_one_colour(face: np.ndarray) -> bool:
+    """Whether the (H, W, 3) RGB ``face`` was lit by one strong colour (:data:`ONE_COLOUR_OVER_RED`,
+    :data:`ONE_COLOUR_GREEN_UNDER`, :data:`ONE_COLOUR_MIN_LEVEL`)."""
+    red, green, blue = (float(v) for v in np.asarray(face, dtype=np.float32).reshape(-1, 3).mean(axis=0))
+    if max(red, green, blue) < ONE_COLOUR_MIN_LEVEL:
+        return False
+    return max(green, blue) >= ONE_COLOUR_OVER_RED * red or green < ONE_COLOUR_GREEN_UNDER * red
+
+
 def _measures(face: np.ndarray, measure_side: int | None) -> tuple[float, float, np.ndarray | None]:
     """:func:`detail_ratio`, the face's contrast at the coarse scale (the ratio's denominator, in
     grey levels: mean |grey − blur σ3|; infinite where nothing was measured) and the grey face
@@ -261,6 +281,7 @@ class QualityGate:
         self.config = config
         self._weights: dict[int, float] = {}
         self._dim: dict[int, bool] = {}
+        self._tinted: dict[int, bool] = {}
         self._grainy: dict[int, bool] = {}
 
     def weight(self, track_id: int, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int) -> float:
@@ -276,8 +297,9 @@ class QualityGate:
             0 for a clean face (it passes through unchanged) up to 1 for a degraded one (the
             restorer's whole change); 1 when the gate is off.
         """
-        own, contrast, noise = self._measured(pixels, matrix, resolution)
+        own, contrast, noise, tinted = self._measured(pixels, matrix, resolution)
         self._dim[track_id] = contrast < self.config.dim_below
+        self._tinted[track_id] = tinted
         self._grainy[track_id] = noise > self.config.grainy_above
         return self.smoothed(track_id, own)
 
@@ -286,6 +308,12 @@ class QualityGate:
         ``dim_below`` (too dark or flat for the measure to tell blurred from clean: a washed-out face
         too); False with the gate off."""
         return self._dim.get(track_id, False)
+
+    def tinted(self, track_id: int) -> bool:
+        """Whether the track's face, when :meth:`weight` last measured it :meth:`dim`, was lit by one strong
+        colour (a stage's blue or red light: :func:`under_one_colour`): its brightness, which the measure reads,
+        holds little of the picture, so "too dark" would misstate a bright face; False with the gate off."""
+        return self._tinted.get(track_id, False)
 
     def grainy(self, track_id: int) -> bool:
         """Whether the track's face, when :meth:`weight` last measured it as clean, held more noise
@@ -299,16 +327,19 @@ class QualityGate:
         return self._measured(pixels, matrix, resolution)[0]
 
     def _measured(self, pixels: RgbPixels | Yuv420Pixels, matrix: np.ndarray, resolution: int
-                  ) -> tuple[float, float, float]:
-        """:meth:`measure`, the face's coarse contrast (grey levels; infinite with the gate off) and
-        its noise (:func:`noise_level`), measured only where the face reads as clean (its own
-        weight 0: what "grainy" qualifies; 0 otherwise and with the gate off)."""
+                  ) -> tuple[float, float, float, bool]:
+        """:meth:`measure`, the face's coarse contrast (grey levels; infinite with the gate off), its
+        noise (:func:`noise_level`), measured only where the face reads as clean (its own
+        weight 0: what "grainy" qualifies; 0 otherwise and with the gate off), and, where its contrast is
+        under ``dim_below``, whether it was lit by one strong colour (:func:`under_one_colour`)."""
         cfg = self.config
         if not cfg.enabled:
-            return 1.0, float("inf"), 0.0
-        ratio, contrast, grey = _measures(inner_face(pixels, matrix, resolution), cfg.measure_side)
+            return 1.0, float("inf"), 0.0, False
+        face = inner_face(pixels, matrix, resolution)
+        ratio, contrast, grey = _measures(face, cfg.measure_side)
         own = float(np.clip((cfg.clean_at - ratio) / (cfg.clean_at - cfg.degraded_at), 0.0, 1.0))
-        return own, contrast, noise_level(grey) if own <= 0.0 and grey is not None else 0.0
+        tinted = contrast < cfg.dim_below and under_one_colour(face)
+        return own, contrast, noise_level(grey) if own <= 0.0 and grey is not None else 0.0, tinted
 
     def smoothed(self, track_id: int, w: float) -> float:
         """The weight :meth:`weight` gives for a face whose own weight this frame is ``w``
@@ -347,10 +378,9 @@ class QualityGate:
         live = set(live_track_ids)
         for tid in [t for t in self._weights if t not in live]:
             del self._weights[tid]
-        for tid in [t for t in self._dim if t not in live]:
-            del self._dim[tid]
-        for tid in [t for t in self._grainy if t not in live]:
-            del self._grainy[tid]
+        for state in (self._dim, self._tinted, self._grainy):
+            for tid in [t for t in state if t not in live]:
+                del state[tid]
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,7 @@ class RunStats:
     faces_restored: int = 0
     faces_left_clean: int = 0  # of those, faces the quality gate found clean and left as they were
     faces_left_dim: int = 0  # of those, faces too dark or flat for the gate to judge (QualityGate.dim): not called clean
+    faces_left_tinted: int = 0  # of the dim ones, faces lit by one strong colour (QualityGate.tinted): not called dark
     faces_left_grainy: int = 0  # of those, not dim, faces too grainy to judge (QualityGate.grainy): not called clean
     track_ids: set = field(default_factory=set)
     identities: dict = field(default_factory=dict)  # track id -> matched set name or None
@@ -412,7 +413,7 @@ class RunStats:
         ``faces_restored`` (restored and changed; 0 at ``strength`` 0), ``strength`` (the share of the
         restorer's change a face got at most, ``--strength``), ``faces_left_clean`` (left as they were: the
         quality gate found nothing to restore), ``faces_left_dim`` (left as they were: too dark or
-        flat to judge), ``faces_left_grainy`` (left as they were: too grainy to judge), ``faces_unmatched`` (matching no reference set: restored, or left alone with
+        flat to judge), ``faces_left_tinted`` (of those, faces lit by one strong colour), ``faces_left_grainy`` (left as they were: too grainy to judge), ``faces_unmatched`` (matching no reference set: restored, or left alone with
         ``--unmatched skip``), ``faces_skipped`` (left alone: ``--unmatched skip``, beyond
         ``--max-faces``); ``seconds`` and ``startup_seconds`` (0 when not timed);
         ``references`` (the sets' names), ``references_skipped`` (each set's photos not used, with
@@ -434,7 +435,8 @@ class RunStats:
             "faces_restored": self.faces_restored - self.faces_left_clean if self.strength > 0.0 else 0,
             "strength": self.strength,
             "faces_left_clean": self.faces_left_clean - self.faces_left_dim - self.faces_left_grainy,
-            "faces_left_dim": self.faces_left_dim, "faces_left_grainy": self.faces_left_grainy,
+            "faces_left_dim": self.faces_left_dim, "faces_left_tinted": self.faces_left_tinted,
+            "faces_left_grainy": self.faces_left_grainy,
             "faces_unmatched": self.unmatched_faces, "faces_skipped": self.skipped_faces,
             "seconds": round(self.seconds, 3), "startup_seconds": round(self.startup_seconds, 3),
             "references": list(self.reference_names),
@@ -488,9 +490,16 @@ class RunStats:
             if clean:
                 left.append(f"{_n(clean, 'clean face')} left as {'it was' if clean == 1 else 'they were'} "
                             "(the quality gate: nothing to restore; --no-quality-gate restores them anyway)")
-            if dim:  # (their measure is the noise's: "clean" would misstate a dark, blurred face)
-                left.append(f"{_n(dim, 'face')} too dark or flat to judge left as {'it was' if dim == 1 else 'they were'} "
+            tinted = self.faces_left_tinted
+            if dim - tinted:  # (their measure is the noise's: "clean" would misstate a dark, blurred face)
+                left.append(f"{_n(dim - tinted, 'face')} too dark or flat to judge left as "
+                            f"{'it was' if dim - tinted == 1 else 'they were'} "
                             "(in so little contrast the quality gate cannot tell a blurred face from a clean one)")
+            if tinted:  # (a bright face under a blue stage light: "too dark" misstated it)
+                left.append(f"{_n(tinted, 'face')} under one strong colour of light left as "
+                            f"{'it was' if tinted == 1 else 'they were'} (their brightness holds too little contrast "
+                            "for the quality gate to judge, and the model, trained in white light, would change their "
+                            "colour; --no-quality-gate restores them anyway)")
             if grainy:  # (grain reads as detail: "clean" would misstate a blurred, grainy face)
                 left.append(f"{_n(grainy, 'face')} too grainy to judge left as {'it was' if grainy == 1 else 'they were'} "
                             "(film grain or tape noise reads as detail to the quality gate, so blurred faces may be "

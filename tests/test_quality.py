@@ -298,6 +298,50 @@ def test_a_dark_face_the_gate_leaves_alone_is_said_too_dim_to_judge_not_clean(sh
         QualityGateConfig(dim_below=-1.0)
 
 
+def test_a_face_under_one_strong_colour_of_light_is_said_so_not_too_dark(shared_data, shared_models):
+    """The gate reads brightness, and a blue stage light leaves a bright face little of it (RGB 9, 42, 170:
+    luma 47): such a face was left alone as "too dark or flat to judge" (unusual U2). It is still left alone
+    (the model, trained in white light, paled its eyes and teeth), and the summary says why."""
+    from streamrestore.quality import under_one_colour
+
+    frame, face, matrix = _s18_face(shared_data, shared_models)
+    blue = np.clip(frame * np.array([0.05, 0.25, 1.2]), 0, 255).astype(np.uint8)
+    red = np.clip(frame * np.array([1.2, 0.2, 0.15]), 0, 255).astype(np.uint8)
+    dark = np.clip(np.rint(255 * (frame / 255.0) ** 1.6 * 0.3), 0, 255).astype(np.uint8)
+    crop = {name: inner_face(RgbPixels(picture), matrix, 128)
+            for name, picture in (("white", frame), ("blue", blue), ("red", red), ("dark", dark))}
+    assert [under_one_colour(crop[name]) for name in ("white", "blue", "red", "dark")] == [False, True, True, False]
+    # a dark-skinned face in warm light (the shared photos' lowest green for its red) and a bluish grey print
+    assert not under_one_colour(np.full((8, 8, 3), (105, 40, 30), np.uint8))
+    assert not under_one_colour(np.full((8, 8, 3), (120, 125, 140), np.uint8))
+
+    h, w = frame.shape[:2]
+
+    def degraded(picture):  # as the video benchmark degrades, its H.264 included
+        small = cv2.resize(cv2.GaussianBlur(picture, (0, 0), 1.2), (w // 4, h // 4), interpolation=cv2.INTER_AREA)
+        return cv2.resize(_through_h264(small), (w, h), interpolation=cv2.INTER_CUBIC)
+
+    gate = QualityGate()
+    for track, (picture, tinted) in enumerate([(degraded(blue), True), (degraded(dark), False),
+                                               (degraded(frame), False)]):
+        assert gate.weight(track, RgbPixels(picture), matrix, 128) == 0.0 or not tinted
+        assert gate.tinted(track) is tinted and (gate.dim(track) or not tinted), track
+
+    fixed = [face]
+
+    class Fixed:
+        def detect(self, image):
+            return list(fixed)
+
+    fr = FaceRestorer(_Stripes(128), Fixed(), config=PipelineConfig(lookahead=0, temporal=TemporalConfig.off()))
+    picture = degraded(blue)
+    assert np.array_equal(fr.process(picture.copy()), picture)  # left alone
+    assert (fr.stats.faces_left_dim, fr.stats.faces_left_tinted) == (1, 1)
+    text = fr.stats.summary()
+    assert "1 face under one strong colour of light left as it was" in text and "too dark" not in text
+    assert fr.stats.as_dict()["faces_left_tinted"] == 1
+
+
 def test_a_grainy_face_the_gate_leaves_alone_is_said_too_grainy_to_judge_not_clean(shared_data, shared_models):
     """Film grain and tape noise live at the finest scale: the measure read a blurred face under
     grain as a sharp one and the summary called it clean (an archivist's VHS interview: 0 of 90
