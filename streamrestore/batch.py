@@ -523,7 +523,7 @@ class BatchWorker:
                                   deinterlace=self.deinterlace, on_frame=self._frame_done)
         return {"frames": stats.frames, "seconds": time.perf_counter() - t0, "warnings": stats.warnings(),
                 "faces": stats.faces_restored, "clean": stats.faces_left_clean, "dim": stats.faces_left_dim,
-                "grainy": stats.faces_left_grainy, "strength": stats.strength,
+                "tinted": stats.faces_left_tinted, "grainy": stats.faces_left_grainy, "strength": stats.strength,
                 "identities": stats.identities_matched,
                 "seen": sum(track.faces for track in stats.per_track.values())}
 
@@ -629,6 +629,10 @@ class BatchResult:
     #: input -> what its output could not keep or its user should know (the main command's
     #: ``warning:`` lines), for inputs that have any
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    #: input -> why no face of it was changed ("no face found", "2 clean left as they were"), for the inputs
+    #: run whole this time whose faces all stayed as they were: "3 succeeded; 120 frames and 1 photo restored"
+    #: hid that nothing was (unusual U3)
+    unchanged: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -649,6 +653,10 @@ class BatchResult:
                 for name, seconds in self.adapted.items()))
         for src, err in self.failed.items():
             lines.append(f"  failed: {src}: {err}")
+        if self.unchanged:
+            lines.append(f"  no face was changed in {len(self.unchanged)} of them (written as they were, videos "
+                         "encoded again):")
+            lines.extend(f"    {src}: {why}" for src, why in self.unchanged.items())
         for src, said in self.warnings.items():
             lines.extend(f"  warning: {src}: {text}" for text in said)
         return "\n".join(map(one_line, lines))  # (names of files and people: a line each, see errors.one_line)
@@ -745,6 +753,7 @@ def _faces_said(info: dict) -> str:
 
     faces, clean, seen = info.get("faces"), info.get("clean") or 0, info.get("seen")
     dim = info.get("dim") or 0  # (of the clean ones: too dark or flat to judge)
+    tinted = info.get("tinted") or 0  # (of the dim ones: under one strong colour of light)
     grainy = info.get("grainy") or 0  # (of the clean ones, not dim: too grainy to judge)
     if faces is None or seen is None:
         return ""
@@ -758,13 +767,26 @@ def _faces_said(info: dict) -> str:
     said = [f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored{weaker}"]
     if clean - dim - grainy:
         said.append(f"{clean - dim - grainy} clean left as {'it was' if clean - dim - grainy == 1 else 'they were'}")
-    if dim:
-        said.append(f"{dim} too dark or flat to judge left as {'it was' if dim == 1 else 'they were'}")
+    if dim - tinted:
+        said.append(f"{dim - tinted} too dark or flat to judge left as {'it was' if dim - tinted == 1 else 'they were'}")
+    if tinted:
+        said.append(f"{tinted} under one strong colour of light left as {'it was' if tinted == 1 else 'they were'}")
     if grainy:
         said.append(f"{grainy} too grainy to judge left as {'it was' if grainy == 1 else 'they were'}")
     if seen > faces:
         said.append(f"{seen - faces} left alone")
     return and_list(said) + ", "
+
+
+def _unchanged_because(info: dict) -> str:
+    """Why no face of a whole input's run was changed, as :func:`_faces_said` says it ("no face found"); ""
+    where some face was, or the counts are not known."""
+    faces, clean, seen = info.get("faces"), info.get("clean") or 0, info.get("seen")
+    if faces is None or seen is None:
+        return ""
+    if seen and faces - clean > 0 and info.get("strength", 1.0) != 0.0:
+        return ""
+    return _faces_said(info).removesuffix(", ")
 
 
 def _fail_hooks(env: str = FAIL_ENV) -> set[str]:
@@ -1501,8 +1523,11 @@ class _Batch:
             matched = {name for r in records for name in (r.get("identities") or [])}
             warnings = _chunks_warnings([r.get("warnings") or [] for r in records], matched) + warnings
         elif "faces" in info:
-            extra.update(faces=info["faces"], clean=info.get("clean"), dim=info.get("dim"), grainy=info.get("grainy"),
-                         seen=info.get("seen"))
+            extra.update(faces=info["faces"], clean=info.get("clean"), dim=info.get("dim"), tinted=info.get("tinted"),
+                         grainy=info.get("grainy"), seen=info.get("seen"), strength=info.get("strength", 1.0))
+            unchanged = _unchanged_because(extra)
+            if unchanged:
+                self.result.unchanged[src] = unchanged
         self.manifest.update(self.input_key(src), state="done", sha256=sha256_of(dst), frames=frames, error=None,
                              seconds=round(info["seconds"], 3), warnings=warnings, **extra)
         self.result.succeeded[src] = str(dst)

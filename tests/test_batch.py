@@ -531,6 +531,29 @@ def test_a_whole_files_worker_leaves_the_unlike_warning_to_the_summary(clips, tm
     assert said_early == [False]
 
 
+def test_the_summary_names_the_inputs_whose_faces_all_stayed_as_they_were(clips, tmp_path, batch, monkeypatch):
+    """"3 succeeded; 120 frames and 1 photo restored" where no face was found in one, the gate left every face
+    of another (too dark) and a photo's face was clean: the main command says "no faces were found" and "no
+    face was changed"; the batch's summary now names such inputs, each with why (unusual U3)."""
+    from streamrestore.batch import BatchResult, _unchanged_because
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, err = batch(clips / "a.mp4", clips / "b.mkv", "-o", tmp_path / "out")
+    assert code == 0, err
+    assert "no face was changed in 2 of them (written as they were, videos encoded again):" in err
+    assert f"    {clips / 'a.mp4'}: no face found" in err and f"    {clips / 'b.mkv'}: no face found" in err
+
+    dark = {"faces": 60, "clean": 60, "dim": 60, "tinted": 0, "grainy": 0, "seen": 60, "strength": 1.0}
+    assert _unchanged_because(dark) == "0 faces restored and 60 too dark or flat to judge left as they were"
+    assert _unchanged_because({**dark, "tinted": 60}) == \
+        "0 faces restored and 60 under one strong colour of light left as they were"
+    assert _unchanged_because({**dark, "clean": 59, "dim": 59}) == ""  # one face changed
+    assert _unchanged_because({**dark, "clean": 0, "dim": 0, "strength": 0.0}).startswith("60 faces left as they were")
+    assert _unchanged_because({}) == ""  # (a chunked input's counts are not known)
+    result = BatchResult(succeeded={"x.mp4": "o/x.mp4", "y.mp4": "o/y.mp4"}, unchanged={"y.mp4": "no face found"})
+    assert "no face was changed in 1 of them" in result.summary() and "x.mp4" not in result.summary()
+
+
 def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_path, batch, monkeypatch):
     from streamrestore.batch import PARTS_DIR
 
