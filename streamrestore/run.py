@@ -303,8 +303,8 @@ class RunStats:
         t = self.per_track[track_id]
         return (f"track {track_id} (from frame {t.first_frame}) scores {t.scores[t.identity]:.2f} against "
                 f"{t.identity}'s photos, below the {self._unlike_below:.2f} of the same person: its faces are being "
-                f"restored toward someone else's photos, perhaps, or the face is too blurred or turned to be "
-                "recognised (going on; Ctrl-C stops, and `--unmatched skip` leaves such faces alone); the summary "
+                "restored toward someone else's photos, perhaps, or the face is too blurred, turned, covered (a mask, "
+                "sunglasses, a hand) or coloured by the light to be recognised (going on; Ctrl-C stops, and `--unmatched skip` leaves such faces alone); the summary "
                 "lists every such track")
 
     def _sets_matched_by_nobody(self) -> list[str]:
@@ -531,6 +531,9 @@ class RunStats:
             unchanged = "deinterlaced, not otherwise changed" if self.deinterlaced else "not changed"
             text += "\nno faces were found: the " + ("photo is written unchanged" if self.photo else
                                                       f"frames were {unchanged}{encoded}")
+            # (a bare "no faces were found" left the user to guess at tiny, upside-down or cropped faces)
+            text += ("\n  (the detector misses a face under ~30 px across in the picture scaled to 640 px, one "
+                     "upside down, or one cut to less than eyes and mouth)")
         elif self.frames and self.faces_restored and (self.faces_restored == self.faces_left_clean
                                                        or self.strength == 0.0):
             # (said plainly: "0 restored" mid-line, then tracks "restored toward" someone's photos, read as done)
@@ -571,9 +574,9 @@ class RunStats:
             said.append(f"{_n(len(unlike), 'face' if self.photo else 'face track')} restored toward {names}'s "
                         "photos scored below the "
                         f"{self._unlike_below:.2f} of the same person against them ({scores}{more}): someone else, "
-                        "perhaps, or a face too blurred or turned to be recognised (if someone else: `--unmatched "
-                        "skip` leaves such faces alone; `--refs NAME=DIR` once per person matches each face to its "
-                        "own)")
+                        "perhaps, or a face too blurred, turned, covered (a mask, sunglasses, a hand) or coloured by "
+                        "the light to be recognised (if someone else: `--unmatched skip` leaves such faces alone; "
+                        "`--refs NAME=DIR` once per person matches each face to its own)")
         if self.faces_invalid:
             said.append(f"the restorer gave invalid values (NaN or infinity) for {_n(self.faces_invalid, 'face')}, "
                         "left as they were: its model file may be damaged (compare its sha256, in --json, with the "

@@ -613,7 +613,7 @@ def test_summary_counts_unmatched_and_skipped_faces_per_track():
     assert gated.summary().splitlines()[-1] == ("no face was changed: the faces are as they were, the frames "
                                                 "deinterlaced, but the video was encoded again (not copied)")
     faceless = RunStats(frames=5, encoded=True, deinterlaced=True)
-    assert faceless.summary().splitlines()[-1] == ("no faces were found: the frames were deinterlaced, not otherwise "
+    assert faceless.summary().splitlines()[-2] == ("no faces were found: the frames were deinterlaced, not otherwise "
                                                    "changed, but the video was encoded again (not copied)")
     assert "no face was changed" not in RunStats(frames=5, frames_with_faces=5, frames_restored=5, faces_restored=5,
                                                  faces_left_clean=4).summary()
@@ -633,9 +633,10 @@ def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
     ]
     # a video with no face is encoded again: "passed through unchanged" read as a copy of the file
     none = _summary_of([], frames=5)
-    assert none.summary().splitlines()[-1] == "no faces were found: the frames were not changed"  # (process())
+    assert none.summary().splitlines()[-2] == "no faces were found: the frames were not changed"  # (process())
+    assert "the detector misses a face under ~30 px across" in none.summary().splitlines()[-1]  # (why, perhaps)
     none.encoded = True
-    assert none.summary().splitlines()[-1] == ("no faces were found: the frames were not changed, but the video was "
+    assert none.summary().splitlines()[-2] == ("no faces were found: the frames were not changed, but the video was "
                                                "encoded again (not copied)")
     calls = [(t, f, None, True) for t in range(30) for f in range(t + 1)]  # track t has t+1 faces
     many = _summary_of(calls, frames=30, frames_with_faces=30).summary().splitlines()
