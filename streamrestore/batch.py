@@ -902,8 +902,8 @@ def _keep_ray_token_private() -> None:
     """Makes Ray's folder (``~/.ray``, made here where missing) and its token (``auth_token``, which Ray writes
     readable by all: 0644) this user's alone: with the token any user of the machine could join this user's
     Ray, whose services listen on every interface, and run code as them."""
-    folder = Path.home() / ".ray"
     with contextlib.suppress(OSError, RuntimeError, AttributeError):  # (no home; not ours; os.getuid: POSIX)
+        folder = Path.home() / ".ray"  # (RuntimeError: no HOME, and a user id without a passwd entry)
         folder.mkdir(mode=0o700, exist_ok=True)
         for path, private in ((folder, 0o700), (folder / "auth_token", 0o600)):
             if path.exists():
@@ -1673,7 +1673,17 @@ class _Batch:
             except OSError as exc:  # (Ray keeps a token and its logs under the home folder)
                 where = exc.filename or "its files"
                 raise OutputError(f"Ray could not start: cannot write {where} ({exc.strerror or exc}); Ray keeps "
-                                  "files in the home folder: set HOME to a writable one") from None
+                                  "files in the home folder: set HOME to a writable one, or run without Ray "
+                                  "(--ray none: one input after another)") from None
+            except RuntimeError as exc:
+                if "home directory" not in str(exc):
+                    raise
+                # (a container's arbitrary user id with no HOME: Ray's token lives under ~/.ray; the main
+                # command and --ray none keep their cache in the temporary folder then)
+                raise OutputError(f"Ray could not start: this user has no home folder (HOME is unset, and user id "
+                                  f"{os.getuid()} has no entry in the passwd file), where Ray keeps its token; set "
+                                  "HOME to a writable folder, or run without Ray (--ray none: one input after "
+                                  "another)") from None
             started_here = True
         with _plain_worker_prefixes():  # (until Ray is shut down: it prints the workers' last lines then)
             try:

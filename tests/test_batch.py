@@ -310,6 +310,22 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("t" * 40)))
     assert _private_ray_folder() is None
 
+    # no home at all (a container's user id without a passwd entry, HOME unset): our own look at ~/.ray raised
+    # RuntimeError outside its guard, then Ray's did (farm F3): one line, naming --ray none
+    def no_home(cls=None):
+        raise RuntimeError("Could not determine home directory.")
+
+    def init_without_a_home(**kwargs):
+        return Path.home()
+
+    monkeypatch.setattr(Path, "home", classmethod(no_home))
+    fake.init = init_without_a_home  # type: ignore[attr-defined]
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out")
+    assert code == 2 and "Traceback" not in err, err
+    assert "Ray could not start: this user has no home folder (HOME is unset" in err and "--ray none" in err
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+
     # a cluster that is not there (Ray's ConnectionError is an OSError too): not said to be the home folder
     import importlib.machinery
 
