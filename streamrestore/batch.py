@@ -1009,6 +1009,28 @@ def _workers_that_fit(workers: int, nodes: list[dict], cpus_each: int, gpus_each
     return workers
 
 
+#: seconds a batch waits for a worker to start where none is at work or ready (a Ray that cannot place one: its
+#: CPUs or GPUs held by other work, its node lost) before it ends, saying so; loading a model takes seconds
+#: (the official one's download minutes)
+WORKER_PLACE_SECONDS = 600.0
+
+
+class WorkersLostError(UserError):
+    """No worker of a Ray batch is left to do its work (each died while loading, or none could be placed)."""
+
+    exit_code = 1
+
+
+def _free_resources_text(ray) -> str:
+    """What Ray has free now, for a line about workers waiting to start ("0 of 2 CPUs free")."""
+    try:
+        free, total = ray.available_resources(), ray.cluster_resources()
+    except Exception:  # (a lost head: the wait says the rest)
+        return "Ray's free resources unknown"
+    said = [f"{free.get(kind, 0):g} of {total[kind]:g} {kind}s free" for kind in ("CPU", "GPU") if total.get(kind)]
+    return ", ".join(said) or "no CPUs in the cluster"
+
+
 def _error_text(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError wraps the worker's exception
     exc = cause if isinstance(cause, BaseException) else exc
@@ -1719,29 +1741,29 @@ class _Batch:
             return actor_cls.remote(**worker_args, own_process=True, adapted=adapted)
 
         idle: list = []
+        # actors not ready yet, by the ref of their start-up's outcome: a piece goes only to an actor that has
+        # loaded (one Ray cannot place, its node lost or its CPUs held by other work, took a piece and held it
+        # for ever while a loaded worker stood idle: farm F1)
+        starting: dict = {}
 
         def start(count: int) -> None:
-            started = [new_actor() for _ in range(count)]
-            idle.extend(started)
-            # a mistake every worker makes (an unknown model, no network for its download) ends the
-            # batch with its own message, before any input is given to a worker that cannot load
-            for problem in ray.get([actor.setup_error.remote() for actor in started]):
-                if problem is not None:
-                    for actor in idle:
-                        ray.kill(actor)
-                    said = type(problem)(f"the workers could not start: {problem}")
-                    said.several_lines = getattr(problem, "several_lines", False)  # (a list of missing files)
-                    raise said from None
+            for _ in range(count):
+                actor = new_actor()
+                starting[actor.setup_error.remote()] = actor
 
         if worker_args["options"].get("adapt") is not None:
             # one worker adapts (minutes per person on a CPU) while the others wait for its weights,
             # instead of every worker fine-tuning the same people at once
             self.bar.line(ADAPTING)
+            start(1)
             try:
-                start(1)
-                adaptation = ray.get(idle[0].adaptation.remote())
+                ((ref, actor),) = starting.items()
+                self._started(ray, ref, actor, idle, starting, [])
+                adaptation = ray.get(actor.adaptation.remote())
             except ray.exceptions.RayActorError as exc:  # died adapting (out of memory?): each adapts for itself
-                ray.kill(idle.pop(), no_restart=True)
+                ray.kill(actor, no_restart=True)
+                idle.clear()
+                starting.clear()
                 self.bar.line(f"the worker adapting the model died ({_error_text(exc)}); every worker adapts for itself")
             else:
                 adapted = ray.put(adaptation["weights"])
@@ -1749,34 +1771,81 @@ class _Batch:
         start(workers - len(idle))
         running: dict = {}
         try:
-            self._drain(ray, idle, running, new_actor)
+            self._drain(ray, idle, running, new_actor, starting)
         except BaseException:  # (Ctrl-C, a stop signal): on a cluster the actors would restore on
-            for actor in [*idle, *(actor for _, actor in running.values())]:
+            for actor in [*idle, *starting.values(), *(actor for _, actor in running.values())]:
                 ray.kill(actor, no_restart=True)
             raise
 
-    def _drain(self, ray, idle: list, running: dict, new_actor) -> None:
+    def _started(self, ray, ref, actor, idle: list, starting: dict, running_actors: list) -> None:
+        """Takes the start-up outcome ``ref`` of ``actor`` (one of ``starting``): ready, it joins ``idle``. A
+        mistake every worker makes (an unknown model, no network for its download) ends the batch with its own
+        message (the actors ended), before any input is given to a worker that cannot load.
+
+        Raises:
+            ray.exceptions.RayActorError: the actor died while loading (out of memory, a lost node).
+        """
+        starting.pop(ref, None)
+        problem = ray.get(ref)
+        if problem is not None:
+            for other in [actor, *idle, *starting.values(), *running_actors]:
+                ray.kill(other)
+            said = type(problem)(f"the workers could not start: {problem}")
+            said.several_lines = getattr(problem, "several_lines", False)  # (a list of missing files)
+            raise said from None
+        idle.append(actor)
+
+    def _drain(self, ray, idle: list, running: dict, new_actor, starting: dict) -> None:
         """Gives the queue's pieces to the ``idle`` actors until all are done (``running``: the
-        pieces given, by their result's ref)."""
+        pieces given, by their result's ref; ``starting``: actors loading, by their start-up's ref)."""
+        lost_loading: list[str] = []  # why each worker that died while loading did
+        waiting_since: float | None = None  # since when no actor has been ready or at work
         while self.queue or running:
             while idle and self.queue:
                 piece = self.queue.popleft()
                 actor = idle.pop()
                 self.started(piece)
                 running[self.call(actor, piece, remote=True)] = (piece, actor)
-            done, _ = ray.wait(list(running), num_returns=1, timeout=self.bar.due())
+            if not running and not idle and not starting:  # (every worker died while loading)
+                raise WorkersLostError(f"every worker died while loading the models ({'; '.join(lost_loading)}): "
+                                       "out of memory, perhaps (fewer --workers, or --ray none), or their node was "
+                                       "lost; a rerun resumes")
+            waiting_since = None if running else waiting_since or time.monotonic()
+            due = self.bar.due()
+            timeout = due if running else min(due if due is not None else WORKER_PLACE_SECONDS,
+                                              max(0.0, waiting_since + WORKER_PLACE_SECONDS - time.monotonic()))
+            done, _ = ray.wait([*running, *starting], num_returns=1, timeout=timeout)
+            if not done and not running:
+                if time.monotonic() - waiting_since >= WORKER_PLACE_SECONDS:
+                    raise WorkersLostError(f"no worker could start in {WORKER_PLACE_SECONDS / 60:.0f} min: "
+                                           f"{_free_resources_text(ray)} (other work holds the rest, or a node was "
+                                           "lost); a rerun resumes")
+                self.bar.line(f"waiting for {len(starting)} worker(s) to start: {_free_resources_text(ray)}")
+                continue
             if not done:  # a while without a finished piece: say how far those under way have come
                 self.ask_under_way(ray, running)
                 continue
             ref = done[0]
+            if ref in starting:
+                actor = starting[ref]
+                try:
+                    self._started(ray, ref, actor, idle, starting, [a for _, a in running.values()])
+                except ray.exceptions.RayActorError as exc:  # died loading: not replaced (the same would again)
+                    ray.kill(actor, no_restart=True)
+                    lost_loading.append(_error_text(exc))
+                    self.bar.line(f"a worker died while loading the models ({_error_text(exc)}); going on with "
+                                  f"{len(idle) + len(running) + len(starting)}")
+                continue
             piece, actor = running.pop(ref)
             try:
                 info = ray.get(ref)
             except ray.exceptions.RayActorError as exc:  # the worker died (crash, OOM, node lost)
                 # (ActorDiedError and ActorUnavailableError are subclasses.) The attempt counts
-                # against --retries; a new actor with the same arguments takes the dead one's place.
+                # against --retries; a new actor with the same arguments takes the dead one's place, once it
+                # has started
                 ray.kill(actor, no_restart=True)
-                idle.append(new_actor())
+                replacement = new_actor()
+                starting[replacement.setup_error.remote()] = replacement
                 self.bar.line(f"a worker died while on {self.name_of(piece[1])}"
                               f"{f' chunk {piece[2] + 1}' if piece[0] == 'chunk' else ''}; started a new one")
                 self.failed_piece(piece, exc)
@@ -1787,7 +1856,7 @@ class _Batch:
                 continue
             idle.append(actor)
             self.finished(piece, info)
-        for actor in idle:
+        for actor in [*idle, *starting.values()]:
             ray.kill(actor)
 
     def ask_under_way(self, ray, running: dict) -> None:

@@ -1379,3 +1379,100 @@ def test_a_parts_settings_leave_out_what_only_the_join_uses_and_paths_as_typed(t
     assert part_settings({**now, "pipeline": "q"}) != part_settings(then)  # (what a part depends on still counts)
     identity = {**then, "model": "identity", "model file": "none"}
     assert part_settings(identity)["model"] == "identity"  # (no file: its name is what says it)
+
+
+class _FakeRay:
+    """Just enough of Ray for ``_Batch._drain``: refs are made ready by the test (``ready``), actors by name."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+        class RayActorError(RayError):
+            pass
+
+    def __init__(self):
+        self.ready: dict = {}  # ref -> value, or an exception to raise
+        self.killed: list = []
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        done = [ref for ref in refs if ref in self.ready][:num_returns]
+        return done, [ref for ref in refs if ref not in done]
+
+    def get(self, ref):
+        value = self.ready[ref]
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def kill(self, actor, no_restart=False):
+        self.killed.append(actor)
+
+    def available_resources(self):
+        return {"CPU": 0.0}
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+
+def _draining_batch(fake, pieces):
+    """A ``_Batch`` holding ``pieces`` to give out; what it gives, finishes and fails is recorded."""
+    import collections
+
+    from streamrestore.batch import _Batch, _Progress
+
+    batch = _Batch.__new__(_Batch)
+    batch.queue = collections.deque(pieces)
+    batch.bar = _Progress(False)
+    batch.given, batch.done, batch.failed = [], [], []
+
+    def call(actor, piece, remote):
+        ref = ("result", actor, piece)
+        batch.given.append((actor, piece))
+        fake.ready[ref] = {"piece": piece}  # (finished at once)
+        return ref
+
+    batch.started = lambda piece: None
+    batch.call = call
+    batch.finished = lambda piece, info: batch.done.append(piece)
+    batch.failed_piece = lambda piece, exc: batch.failed.append(piece)
+    batch.name_of = lambda src: src
+    return batch
+
+
+def test_a_worker_ray_cannot_place_is_given_no_piece_and_the_ready_ones_finish(monkeypatch):
+    """A lost node's worker was replaced by one Ray could not place (no CPU free), and the next piece was given
+    to it: the batch waited for ever while a loaded worker stood idle (farm F1). A piece now goes only to a
+    worker that has started; one that never does is ended with the batch."""
+    fake = _FakeRay()
+    batch = _draining_batch(fake, [("whole", "a.mp4"), ("whole", "b.mp4"), ("whole", "c.mp4")])
+    # ("unplaced" is never ready: Ray cannot place it)
+    batch._drain(fake, ["ready"], {}, lambda: None, {("setup", "unplaced"): "unplaced"})
+    assert [actor for actor, _ in batch.given] == ["ready"] * 3 and len(batch.done) == 3
+    assert "unplaced" in fake.killed
+
+
+def test_workers_that_die_while_loading_leave_the_rest_or_end_the_batch_in_one_line(monkeypatch):
+    """A worker that died while loading (out of memory, a lost node) ended the batch in a traceback (farm F2):
+    the others go on; where none is left, one line, exit 1. Where no worker starts in WORKER_PLACE_SECONDS
+    with none at work, the batch ends saying what Ray has free."""
+    import streamrestore.batch as batch_module
+    from streamrestore.batch import WorkersLostError
+
+    fake = _FakeRay()
+    batch = _draining_batch(fake, [("whole", "a.mp4"), ("whole", "b.mp4")])
+    fake.ready[("setup", "w1")] = fake.exceptions.RayActorError("The actor died: out of memory")
+    fake.ready[("setup", "w2")] = None  # (started)
+    batch._drain(fake, [], {}, lambda: None, {("setup", "w1"): "w1", ("setup", "w2"): "w2"})
+    assert [actor for actor, _ in batch.given] == ["w2", "w2"] and "w1" in fake.killed
+
+    batch = _draining_batch(fake, [("whole", "a.mp4")])
+    with pytest.raises(WorkersLostError, match=r"every worker died while loading the models \(RayActorError: "
+                                               r"The actor died: out of memory\)") as raised:
+        batch._drain(fake, [], {}, lambda: None, {("setup", "w1"): "w1"})
+    assert raised.value.exit_code == 1 and batch.given == []
+
+    monkeypatch.setattr(batch_module, "WORKER_PLACE_SECONDS", 0.0)
+    batch = _draining_batch(fake, [("whole", "a.mp4")])
+    with pytest.raises(WorkersLostError, match=r"no worker could start in 0 min: 0 of 2 CPUs free"):
+        batch._drain(fake, [], {}, lambda: None, {("setup", "never"): "never"})
