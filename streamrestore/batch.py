@@ -1690,8 +1690,13 @@ class _Batch:
                 _keep_ray_token_private()
             except (ConnectionError, TimeoutError) as exc:  # (OSErrors too: no cluster there, or none in time)
                 where = "a running Ray cluster" if address == "auto" else f"the Ray cluster at {address}"
+                # (a cluster `ray start` made with token authentication, Ray's default, refuses a client
+                # without RAY_AUTH_MODE=token: its log said InvalidAuthToken, the error only "cannot connect")
+                token = "" if os.environ.get("RAY_AUTH_MODE") or address in (None, "local") else \
+                    ("; if it was started with token authentication (`ray start` says \"Token authentication is "
+                     "enabled\"), set RAY_AUTH_MODE=token, with its head's ~/.ray/auth_token here too")
                 raise OutputError(f"cannot reach {where} ({exc}); start it (ray start --head), check the "
-                                  "address, or leave out --ray to start Ray here") from None
+                                  f"address, or leave out --ray to start Ray here{token}") from None
             except OSError as exc:  # (Ray keeps a token and its logs under the home folder)
                 where = exc.filename or "its files"
                 raise OutputError(f"Ray could not start: cannot write {where} ({exc.strerror or exc}); Ray keeps "

@@ -334,9 +334,26 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
 
     fake.init = unreachable  # type: ignore[attr-defined]
     fake.__spec__ = importlib.machinery.ModuleSpec("ray", None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--ray", "auto")
     assert code == 2 and ("cannot reach a running Ray cluster (Could not find any running Ray instance); start it "
                           "(ray start --head)") in err
+    # a cluster made with token authentication refuses a client without RAY_AUTH_MODE=token: said (farm F4)
+    assert "set RAY_AUTH_MODE=token, with its head's ~/.ray/auth_token here too" in err
+    # under `ray job submit` (RAY_ADDRESS set) the batch joins that cluster, not a private Ray (farm F9)
+    asked.clear()
+
+    def unreachable_asked(**kwargs):
+        asked.update(kwargs)
+        raise ConnectionError("Could not find any running Ray instance")
+
+    fake.init = unreachable_asked  # type: ignore[attr-defined]
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "-v")
+    assert code == 2 and asked["address"] == "auto" and "joining the Ray cluster of RAY_ADDRESS=10.0.0.5:6379" in err
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--ray", "local")
+    assert asked["address"] == "local"
 
 
 def test_a_cluster_asked_for_without_ray_is_refused(clips, tmp_path, batch, monkeypatch):

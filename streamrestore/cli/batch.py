@@ -12,6 +12,8 @@ other in this process. See :mod:`streamrestore.batch`.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from streamrestore.batch import DEFAULT_CHUNK_SECONDS
@@ -39,6 +41,8 @@ from streamrestore.cli.options import (
 )
 from streamrestore.errors import UserError
 
+log = logging.getLogger("streamrestore.batch")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(
@@ -50,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", metavar="FILE", help="a file naming one input per line (# comments)")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
                    help="folder for the outputs (<stem>.restored.<ext>) and batch-manifest.jsonl")
-    p.add_argument("--ray", default="local", metavar="local|auto|ADDRESS|none",
-                   help="local (default): start Ray on this machine; auto: join the running cluster; "
+    p.add_argument("--ray", metavar="local|auto|ADDRESS|none",
+                   help="local (default; where RAY_ADDRESS is set, as under `ray job submit`, that cluster): start "
+                        "Ray on this machine; auto: join the running cluster (RAY_ADDRESS, else this machine's); "
                         "or a cluster address (HOST:6379, ray://HOST:10001); none: restore the inputs one after "
                         "another in this process, as without Ray installed (whole files; Ray's own processes took "
                         "~0.9 GB more on a small machine)")
@@ -99,8 +104,14 @@ def main(argv: list[str]) -> int:
     temporal = temporal_from_args(args)
     adapt = adapt_from_args(args, has_refs=bool(args.refs))
     inputs = expand_inputs(args.inputs, args.list)
+    ray = args.ray
+    if ray is None:  # (`ray job submit -- streamrestore batch ...` sets RAY_ADDRESS: a private Ray ignored its cluster)
+        ray = "auto" if os.environ.get("RAY_ADDRESS") else "local"
+        if ray == "auto":
+            log.info("batch: joining the Ray cluster of RAY_ADDRESS=%s (--ray local starts Ray here instead)",
+                     os.environ["RAY_ADDRESS"])
     result = run(
-        inputs, refs=args.refs, out_dir=args.output_dir, ray=args.ray, workers=args.workers,
+        inputs, refs=args.refs, out_dir=args.output_dir, ray=ray, workers=args.workers,
         gpus_per_worker=args.gpus_per_worker, chunk_seconds=args.chunk_seconds, retries=args.retries,
         model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
         backend=args.backend, fast_vae=args.fast_vae, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
