@@ -42,6 +42,7 @@ chunks), with one line saying how to install it (``pip install "streamrestore[ba
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -1031,6 +1032,21 @@ def _free_resources_text(ray) -> str:
     return ", ".join(said) or "no CPUs in the cluster"
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: a Ray task's error, a cause) says the disk or the user's quota is full."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(current) or "Disk quota exceeded" in str(current):
+            return True
+        cause = getattr(current, "cause", None)  # (ray.exceptions.RayTaskError)
+        current = cause if isinstance(cause, BaseException) else current.__cause__ or current.__context__
+    return False
+
+
 def _error_text(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError wraps the worker's exception
     exc = cause if isinstance(cause, BaseException) else exc
@@ -1605,7 +1621,7 @@ class _Batch:
         error = _error_text(exc)
         tries = self.attempts.get(piece, 1)
         what = self.name_of(src) + (f" chunk {piece[2] + 1}" if kind == "chunk" else " (join)" if kind == "join" else "")
-        if tries <= self.retries:
+        if tries <= self.retries and not _disk_full(exc):  # (a full disk stays full: each try wrote it full again)
             self.manifest.update(self.key_of(piece), state="retrying", error=error)
             self.bar.line(f"{what} failed (attempt {tries} of {self.retries + 1}), trying again: {error}")
             self.queue.append(piece)

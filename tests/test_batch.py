@@ -506,6 +506,34 @@ def test_a_full_disk_names_what_fills_it(tmp_path, monkeypatch):
     assert parts_bytes(1920, 1080, "yuv420p10le", 100) == 2 * parts_bytes(1920, 1080, "yuv420p", 100)
 
 
+def test_a_full_disk_is_not_tried_again(clips, tmp_path, batch, monkeypatch):
+    """A piece that failed for a full disk was tried --retries times more, each filling the disk again (farm
+    F11): it fails at once, named; another error is still tried again."""
+    import errno
+
+    import streamrestore.api
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    calls = []
+
+    def full(src, dst, face_restorer, **kwargs):
+        calls.append(src)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(streamrestore.api, "restore_video", full)
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--retries", "2")
+    assert code == 1 and len(calls) == 1 and "failed after 1 attempt(s): OSError: [Errno 28] No space left" in err
+
+    def flaky(src, dst, face_restorer, **kwargs):
+        calls.append(src)
+        raise RuntimeError("decoder hiccup")
+
+    calls.clear()
+    monkeypatch.setattr(streamrestore.api, "restore_video", flaky)
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out2", "--retries", "2")
+    assert code == 1 and len(calls) == 3
+
+
 def test_a_ten_bit_inputs_record_names_the_encoder_that_writes_it(tmp_path, batch, monkeypatch):
     """A 10-bit 4:2:0 input is written by libx265; the manifest recorded libx264 and its options
     (the default encoder was asked for without the input's format)."""
