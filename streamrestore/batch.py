@@ -56,7 +56,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from streamrestore.errors import InputError, OutputError, UserError, one_line
+from streamrestore.errors import InputError, OutputError, TemporaryError, UserError, one_line
 from streamrestore.output_file import sha256_of
 
 log = logging.getLogger(__name__)
@@ -1184,7 +1184,7 @@ def run(
     try:  # (two runs into one folder did all the work twice, each writing over the other: one at a time)
         held = hold_record(out_dir / MANIFEST_NAME)
     except BlockingIOError:
-        raise OutputError(f"another streamrestore batch is writing to {out_dir}; wait for it to finish (a rerun then "
+        raise TemporaryError(f"another streamrestore batch is writing to {out_dir}; wait for it to finish (a rerun then "
                           "finds its outputs done), or write to another folder") from None
     try:
         outputs: dict[Path, Path] = {}
@@ -1711,7 +1711,7 @@ class _Batch:
                 token = "" if os.environ.get("RAY_AUTH_MODE") or address in (None, "local") else \
                     ("; if it was started with token authentication (`ray start` says \"Token authentication is "
                      "enabled\"), set RAY_AUTH_MODE=token, with its head's ~/.ray/auth_token here too")
-                raise OutputError(f"cannot reach {where} ({exc}); start it (ray start --head), check the "
+                raise TemporaryError(f"cannot reach {where} ({exc}); start it (ray start --head), check the "
                                   f"address, or leave out --ray to start Ray here{token}") from None
             except OSError as exc:  # (Ray keeps a token and its logs under the home folder)
                 where = exc.filename or "its files"

@@ -83,5 +83,13 @@ class ModelError(UserError):
     """A model or checkpoint cannot be found or does not fit."""
 
 
+class TemporaryError(UserError):
+    """What another process or machine holds now (another batch writing the same folder, a Ray cluster not
+    reachable): the command may work when run again later. Exit code 75 (``EX_TEMPFAIL``), which a scheduler
+    can retry, where 2 (a usage mistake) would fail the job for good."""
+
+    exit_code = 75
+
+
 class DeviceError(UserError):
     """The requested device (e.g. ``cuda``) is not available on this machine."""

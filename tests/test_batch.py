@@ -337,7 +337,7 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--ray", "auto")
-    assert code == 2 and ("cannot reach a running Ray cluster (Could not find any running Ray instance); start it "
+    assert code == 75 and ("cannot reach a running Ray cluster (Could not find any running Ray instance); start it "
                           "(ray start --head)") in err
     # a cluster made with token authentication refuses a client without RAY_AUTH_MODE=token: said (farm F4)
     assert "set RAY_AUTH_MODE=token, with its head's ~/.ray/auth_token here too" in err
@@ -351,7 +351,7 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
     fake.init = unreachable_asked  # type: ignore[attr-defined]
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "-v")
-    assert code == 2 and asked["address"] == "auto" and "joining the Ray cluster of RAY_ADDRESS=10.0.0.5:6379" in err
+    assert code == 75 and asked["address"] == "auto" and "joining the Ray cluster of RAY_ADDRESS=10.0.0.5:6379" in err
     code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--ray", "local")
     assert asked["address"] == "local"
 
@@ -1012,7 +1012,7 @@ def test_a_second_batch_into_a_folder_being_written_is_refused(clips, tmp_path, 
     first = hold_record(out / MANIFEST_NAME)  # (a run under way)
     try:
         code, err = batch(clips / "a.mp4", "-o", out)
-        assert code == 2 and f"another streamrestore batch is writing to {out}; wait for it" in err
+        assert code == 75 and f"another streamrestore batch is writing to {out}; wait for it" in err
         assert not (out / "a.restored.mp4").exists()
     finally:
         release_temp(first)
