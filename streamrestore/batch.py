@@ -973,6 +973,20 @@ def parts_bytes(width: int, height: int, pix_fmt: str, frames: int) -> int:
     return int(PART_BYTES_SHARE * raw * frames)
 
 
+def _why_done_again(rec: dict, ident: dict, dst: Path, tags_left_in: bool) -> str:
+    """Why an input an earlier batch finished (its record ``rec``) is restored again ("" where it is not): it
+    changed since (``ident``, :func:`_file_ident`), its output is gone or short, or it keeps tags this run strips."""
+    if rec.get("input_size") != ident.get("size") or rec.get("input_mtime") != ident.get("mtime"):
+        return "the input changed since (its size or modification time: a copy or touch counts)"
+    if not dst.exists():
+        return f"its output {dst.name} is gone"
+    if count_frames(dst) != rec.get("frames"):
+        return f"its output {dst.name} does not hold the input's {rec.get('frames')} frames"
+    if tags_left_in:
+        return f"its output {dst.name} keeps the input's metadata, which this run strips"
+    return ""
+
+
 def _file_ident(path: Path) -> dict:
     """What tells an input file changed since its record: its size and modification time ({}: gone)."""
     stat = path.stat() if path.is_file() else None
@@ -1396,9 +1410,10 @@ class _Batch:
             # quality difference to keep and mention; an older record has no such field: kept)
             stripping = self.settings.get("metadata") == "stripped"
             tags_left_in = stripping and (rec.get("settings") or {}).get("metadata") != "stripped"
-            if (rec.get("state") == "done" and rec.get("input_size") == ident.get("size")
-                    and rec.get("input_mtime") == ident.get("mtime") and dst.exists()
-                    and count_frames(dst) == rec.get("frames") and not tags_left_in):
+            redo = _why_done_again(rec, ident, dst, tags_left_in) if rec.get("state") == "done" else None
+            if redo:  # (a farm's copy or touch of the inputs redid them, unsaid)
+                self.bar.line(f"{src_path.name}: done by an earlier batch, restored again: {redo}")
+            elif rec.get("state") == "done":
                 self.result.succeeded[src] = str(dst)
                 self.result.skipped.append(src)
                 if rec.get("warnings"):

@@ -615,6 +615,28 @@ def test_the_summary_names_the_inputs_whose_faces_all_stayed_as_they_were(clips,
     assert "no face was changed in 1 of them" in result.summary() and "x.mp4" not in result.summary()
 
 
+def test_a_rerun_says_why_it_restores_a_finished_input_again(clips, tmp_path, batch, monkeypatch):
+    """A farm's copy or touch of the inputs had a rerun restore them again, unsaid (farm F12): each such input
+    says why."""
+    import shutil
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    src = tmp_path / "a.mp4"
+    shutil.copy(clips / "a.mp4", src)
+    out = tmp_path / "out"
+    assert batch(src, "-o", out)[0] == 0
+    code, err = batch(src, "-o", out)
+    assert code == 0 and "a.mp4: already done" in err and "restored again" not in err
+    stat = src.stat()
+    os.utime(src, (stat.st_atime, stat.st_mtime + 60))  # (touched)
+    code, err = batch(src, "-o", out)
+    assert code == 0 and ("a.mp4: done by an earlier batch, restored again: the input changed since (its size or "
+                          "modification time") in err
+    (out / "a.restored.mp4").unlink()
+    code, err = batch(src, "-o", out)
+    assert code == 0 and "restored again: its output a.restored.mp4 is gone" in err
+
+
 def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_path, batch, monkeypatch):
     from streamrestore.batch import PARTS_DIR
 
