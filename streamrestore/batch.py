@@ -41,6 +41,7 @@ chunks), with one line saying how to install it (``pip install "streamrestore[ba
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import hashlib
@@ -442,29 +443,44 @@ class BatchWorker:
         #: in this process, the driver's function called after each of those frames (its lines)
         self.report: Callable[[], None] | None = None
         #: a usage mistake found while loading (a model that is not there, offline downloads, no GPU on
-        #: this node): kept for :meth:`setup_error` in a Ray actor, whose raising here would only read
+        #: this node): kept for :meth:`load` in a Ray actor, whose raising here would only read
         #: as "the worker died", again for every retry; raised at once in this process
         self._setup_error: UserError | None = None
-        try:
+        self.template = None
+
+        def load() -> None:
             if adapted and options.get("adapt") is not None:
                 from streamrestore.model.adapt import store_adapted_weights
 
                 store_adapted_weights(adapted, options["adapt"])
             self.template = build_face_restorer(refs, config=config, torch_threads=torch_threads, **options)
-        except UserError as exc:
-            if not own_process:
-                raise
-            self._setup_error = exc
+
+        # (an actor loads in load(), after Ray has placed it: placed() then answers at once, so the driver tells
+        # a worker Ray cannot place from one loading a model for minutes, or adapting it)
+        self._load: Callable[[], None] | None = load
+        if not own_process:
+            self._load = None
+            load()
+
+    def placed(self) -> bool:
+        """True, as soon as the actor runs (Ray has placed it; its models may be loading)."""
+        return True
+
+    def load(self) -> UserError | None:
+        """Loads the models (once); the usage mistake that stopped it, or None."""
+        if self._load is not None:
+            load, self._load = self._load, None
+            try:
+                load()
+            except UserError as exc:
+                self._setup_error = exc
+        return self._setup_error
 
     def _loaded(self):
         """The worker's FaceRestorer template; its set-up mistake raised again when it has none."""
         if self._setup_error is not None:
             raise self._setup_error
         return self.template
-
-    def setup_error(self) -> UserError | None:
-        """The usage mistake that stopped this worker loading, or None."""
-        return self._setup_error
 
     def progress(self) -> tuple[str | None, int]:
         """The piece under way (the file it writes: a piece given but not begun yet is still the
@@ -1024,16 +1040,101 @@ def _workers_that_fit(workers: int, nodes: list[dict], cpus_each: int, gpus_each
     return workers
 
 
-#: seconds a batch waits for a worker to start where none is at work or ready (a Ray that cannot place one: its
-#: CPUs or GPUs held by other work, its node lost) before it ends, saying so; loading a model takes seconds
-#: (the official one's download minutes)
+#: seconds a batch waits for Ray to place a worker where none is at work, loaded or loading (its CPUs or GPUs
+#: held by other work, its node lost) before it ends, saying so (exit 75: a rerun may find room); a worker Ray
+#: has placed may load as long as it needs (a download, --adapt)
 WORKER_PLACE_SECONDS = 600.0
 
 
 class WorkersLostError(UserError):
-    """No worker of a Ray batch is left to do its work (each died while loading, or none could be placed)."""
+    """No worker of a Ray batch is left to do its work: each died or failed while loading."""
 
     exit_code = 1
+
+
+class _WorkerPool:
+    """The Ray actors of a batch that are not at work, and where each stands: placing (Ray has not placed it
+    yet), loading (placed or not, its models not loaded yet), idle (loaded, waiting for a piece)."""
+
+    def __init__(self, ray, make: Callable[[], Any]) -> None:
+        self.ray, self.make = ray, make
+        self.idle: list = []
+        self.loading: dict = {}  # the ref of its load() -> actor
+        self.placing: dict = {}  # the ref of its placed() -> actor, until Ray has placed it
+        self.lost: list[str] = []  # why each worker that died or failed while loading did
+        self.any_loaded = False
+
+    def start(self, count: int) -> None:
+        """Starts ``count`` new actors."""
+        for _ in range(count):
+            actor = self.make()
+            self.placing[actor.placed.remote()] = actor
+            self.loading[actor.load.remote()] = actor
+
+    def refs(self) -> list:
+        """What to wait for: each actor's placing and loading."""
+        return [*self.loading, *self.placing]
+
+    @property
+    def none_placed(self) -> bool:
+        """Whether no actor that is loading has been placed (Ray holds them all back)."""
+        placing = {id(actor) for actor in self.placing.values()}
+        return bool(self.loading) and all(id(actor) in placing for actor in self.loading.values())
+
+    def news(self, ref) -> str:
+        """Takes the outcome ``ref`` (one of :meth:`refs`): an actor placed, or loaded (then idle). What to say
+        where it died or failed while loading ("" otherwise); it is ended, not replaced (the same would again).
+        A mistake the first to load makes (an unknown model, no network for its download), every worker makes:
+        it ends the batch with its own message, before any input is given to a worker that cannot load.
+
+        Raises:
+            UserError: that first mistake (the actors ended).
+        """
+        if ref in self.placing:
+            del self.placing[ref]
+            return ""
+        actor = self.loading.pop(ref)
+        self.placing = {key: other for key, other in self.placing.items() if other is not actor}
+        try:
+            problem = self.ray.get(ref)
+        except self.ray.exceptions.RayActorError as exc:  # (out of memory, a lost node)
+            self.ray.kill(actor, no_restart=True)
+            self.lost.append(_error_text(exc))
+            return f"a worker died while loading the models ({_error_text(exc)})"
+        if problem is not None and not self.any_loaded:
+            self.end([actor])
+            said = type(problem)(f"the workers could not start: {problem}")
+            said.several_lines = getattr(problem, "several_lines", False)  # (a list of missing files)
+            raise said from None
+        if problem is not None:  # (one node's: another worker loaded)
+            self.ray.kill(actor, no_restart=True)
+            self.lost.append(one_line(str(problem)))
+            return f"a worker could not start ({one_line(str(problem))})"
+        self.any_loaded = True
+        self.idle.append(actor)
+        return ""
+
+    def waiting_text(self) -> str:
+        """A line while no piece is under way: the actors loading, and those Ray has not placed."""
+        placing = len(self.placing)
+        loaded = len(self.loading) - placing
+        said = [f"{loaded} worker(s) loading the models"] if loaded else []
+        if placing:
+            said.append(f"{placing} worker(s) waiting for Ray to place them ({_free_resources_text(self.ray)})")
+        return "; ".join(said) or "waiting for the workers"
+
+    def lost_text(self) -> str:
+        """The reasons of :attr:`lost`, each once with its count."""
+        counted = collections.Counter(self.lost)
+        return "; ".join(f"{count}x {why}" if count > 1 else why for why, count in counted.items()) or "none said"
+
+    def end(self, others: Iterable = ()) -> None:
+        """Ends every actor of the pool (and ``others``: those at work), and forgets them."""
+        for actor in [*self.idle, *self.loading.values(), *others]:
+            self.ray.kill(actor, no_restart=True)
+        self.idle.clear()
+        self.loading.clear()
+        self.placing.clear()
 
 
 def _free_resources_text(ray) -> str:
@@ -1778,101 +1879,69 @@ class _Batch:
         def new_actor():
             return actor_cls.remote(**worker_args, own_process=True, adapted=adapted)
 
-        idle: list = []
-        # actors not ready yet, by the ref of their start-up's outcome: a piece goes only to an actor that has
-        # loaded (one Ray cannot place, its node lost or its CPUs held by other work, took a piece and held it
-        # for ever while a loaded worker stood idle: farm F1)
-        starting: dict = {}
-
-        def start(count: int) -> None:
-            for _ in range(count):
-                actor = new_actor()
-                starting[actor.setup_error.remote()] = actor
-
-        if worker_args["options"].get("adapt") is not None:
-            # one worker adapts (minutes per person on a CPU) while the others wait for its weights,
-            # instead of every worker fine-tuning the same people at once
-            self.bar.line(ADAPTING)
-            start(1)
-            try:
-                ((ref, actor),) = starting.items()
-                self._started(ray, ref, actor, idle, starting, [])
-                adaptation = ray.get(actor.adaptation.remote())
-            except ray.exceptions.RayActorError as exc:  # died adapting (out of memory?): each adapts for itself
-                ray.kill(actor, no_restart=True)
-                idle.clear()
-                starting.clear()
-                self.bar.line(f"the worker adapting the model died ({_error_text(exc)}); every worker adapts for itself")
-            else:
-                adapted = ray.put(adaptation["weights"])
-                self.adapted(adaptation, shared=workers > 1)
-        start(workers - len(idle))
+        pool = _WorkerPool(ray, new_actor)
         running: dict = {}
         try:
-            self._drain(ray, idle, running, new_actor, starting)
+            if worker_args["options"].get("adapt") is not None:
+                # one worker adapts (minutes per person on a CPU) while the others wait for its weights,
+                # instead of every worker fine-tuning the same people at once
+                self.bar.line(ADAPTING)
+                pool.start(1)
+                try:
+                    self._drain(ray, pool, running, until_loaded=True)
+                    adaptation = ray.get(pool.idle[0].adaptation.remote())
+                except (ray.exceptions.RayActorError, WorkersLostError) as exc:  # (out of memory?): each for itself
+                    pool.end()
+                    pool.lost.clear()
+                    self.bar.line(f"the worker adapting the model died ({_error_text(exc)}); every worker adapts "
+                                  "for itself")
+                else:
+                    adapted = ray.put(adaptation["weights"])
+                    self.adapted(adaptation, shared=workers > 1)
+            pool.start(workers - len(pool.idle))
+            self._drain(ray, pool, running)
         except BaseException:  # (Ctrl-C, a stop signal): on a cluster the actors would restore on
-            for actor in [*idle, *starting.values(), *(actor for _, actor in running.values())]:
-                ray.kill(actor, no_restart=True)
+            pool.end(actor for _, actor in running.values())
             raise
 
-    def _started(self, ray, ref, actor, idle: list, starting: dict, running_actors: list) -> None:
-        """Takes the start-up outcome ``ref`` of ``actor`` (one of ``starting``): ready, it joins ``idle``. A
-        mistake every worker makes (an unknown model, no network for its download) ends the batch with its own
-        message (the actors ended), before any input is given to a worker that cannot load.
-
-        Raises:
-            ray.exceptions.RayActorError: the actor died while loading (out of memory, a lost node).
-        """
-        starting.pop(ref, None)
-        problem = ray.get(ref)
-        if problem is not None:
-            for other in [actor, *idle, *starting.values(), *running_actors]:
-                ray.kill(other)
-            said = type(problem)(f"the workers could not start: {problem}")
-            said.several_lines = getattr(problem, "several_lines", False)  # (a list of missing files)
-            raise said from None
-        idle.append(actor)
-
-    def _drain(self, ray, idle: list, running: dict, new_actor, starting: dict) -> None:
-        """Gives the queue's pieces to the ``idle`` actors until all are done (``running``: the
-        pieces given, by their result's ref; ``starting``: actors loading, by their start-up's ref)."""
-        lost_loading: list[str] = []  # why each worker that died while loading did
-        waiting_since: float | None = None  # since when no actor has been ready or at work
-        while self.queue or running:
-            while idle and self.queue:
+    def _drain(self, ray, pool: _WorkerPool, running: dict, until_loaded: bool = False) -> None:
+        """Gives the queue's pieces to the ``pool``'s loaded actors until all are done (``running``: the
+        pieces given, by their result's ref); ``until_loaded``: gives none, returns once an actor has loaded.
+        A piece goes only to an actor that has loaded: one Ray cannot place (its node lost, its CPUs held by
+        other work) took a piece and held it for ever while a loaded worker stood idle (farm F1)."""
+        waiting_since: float | None = None  # since when no actor has been at work, ready or placed
+        while not pool.idle if until_loaded else self.queue or running:
+            while not until_loaded and pool.idle and self.queue:
                 piece = self.queue.popleft()
-                actor = idle.pop()
+                actor = pool.idle.pop()
                 self.started(piece)
                 running[self.call(actor, piece, remote=True)] = (piece, actor)
-            if not running and not idle and not starting:  # (every worker died while loading)
-                raise WorkersLostError(f"every worker died while loading the models ({'; '.join(lost_loading)}): "
-                                       "out of memory, perhaps (fewer --workers, or --ray none), or their node was "
-                                       "lost; a rerun resumes")
-            waiting_since = None if running else waiting_since or time.monotonic()
-            due = self.bar.due()
-            timeout = due if running else min(due if due is not None else WORKER_PLACE_SECONDS,
-                                              max(0.0, waiting_since + WORKER_PLACE_SECONDS - time.monotonic()))
-            done, _ = ray.wait([*running, *starting], num_returns=1, timeout=timeout)
-            if not done and not running:
-                if time.monotonic() - waiting_since >= WORKER_PLACE_SECONDS:
-                    raise WorkersLostError(f"no worker could start in {WORKER_PLACE_SECONDS / 60:.0f} min: "
-                                           f"{_free_resources_text(ray)} (other work holds the rest, or a node was "
-                                           "lost); a rerun resumes")
-                self.bar.line(f"waiting for {len(starting)} worker(s) to start: {_free_resources_text(ray)}")
-                continue
-            if not done:  # a while without a finished piece: say how far those under way have come
-                self.ask_under_way(ray, running)
+            if not running and not pool.idle and not pool.loading:
+                raise WorkersLostError(f"no worker is left: each died or failed while loading the models "
+                                       f"({pool.lost_text()}): out of memory, perhaps (fewer --workers, or --ray "
+                                       "none), or their node was lost; a rerun resumes")
+            stalled = not running and not pool.idle and pool.none_placed
+            waiting_since = (waiting_since or time.monotonic()) if stalled else None
+            timeout = self.bar.due()
+            if waiting_since is not None:
+                left = max(0.0, waiting_since + WORKER_PLACE_SECONDS - time.monotonic())
+                timeout = left if timeout is None else min(timeout, left)
+            done, _ = ray.wait([*running, *pool.refs()], num_returns=1, timeout=timeout)
+            if not done:
+                if waiting_since is not None and time.monotonic() - waiting_since >= WORKER_PLACE_SECONDS:
+                    raise TemporaryError(f"Ray placed no worker in {WORKER_PLACE_SECONDS / 60:.0f} min: "
+                                         f"{_free_resources_text(ray)} (other work holds the rest, or a node was "
+                                         "lost); a rerun resumes")
+                if running:  # a while without a finished piece: say how far those under way have come
+                    self.ask_under_way(ray, running)
+                else:
+                    self.bar.line(pool.waiting_text())
                 continue
             ref = done[0]
-            if ref in starting:
-                actor = starting[ref]
-                try:
-                    self._started(ray, ref, actor, idle, starting, [a for _, a in running.values()])
-                except ray.exceptions.RayActorError as exc:  # died loading: not replaced (the same would again)
-                    ray.kill(actor, no_restart=True)
-                    lost_loading.append(_error_text(exc))
-                    self.bar.line(f"a worker died while loading the models ({_error_text(exc)}); going on with "
-                                  f"{len(idle) + len(running) + len(starting)}")
+            if ref not in running:
+                said = pool.news(ref)
+                if said and (pool.idle or pool.loading or running):  # (none left: the error above says it)
+                    self.bar.line(f"{said}; going on with {len(pool.idle) + len(pool.loading) + len(running)}")
                 continue
             piece, actor = running.pop(ref)
             try:
@@ -1880,22 +1949,21 @@ class _Batch:
             except ray.exceptions.RayActorError as exc:  # the worker died (crash, OOM, node lost)
                 # (ActorDiedError and ActorUnavailableError are subclasses.) The attempt counts
                 # against --retries; a new actor with the same arguments takes the dead one's place, once it
-                # has started
+                # has loaded
                 ray.kill(actor, no_restart=True)
-                replacement = new_actor()
-                starting[replacement.setup_error.remote()] = replacement
+                pool.start(1)
                 self.bar.line(f"a worker died while on {self.name_of(piece[1])}"
                               f"{f' chunk {piece[2] + 1}' if piece[0] == 'chunk' else ''}; started a new one")
                 self.failed_piece(piece, exc)
                 continue
             except ray.exceptions.RayError as exc:
-                idle.append(actor)
+                pool.idle.append(actor)
                 self.failed_piece(piece, exc)
                 continue
-            idle.append(actor)
+            pool.idle.append(actor)
             self.finished(piece, info)
-        for actor in [*idle, *starting.values()]:
-            ray.kill(actor)
+        if not until_loaded:
+            pool.end()
 
     def ask_under_way(self, ray, running: dict) -> None:
         """Asks the actors of the ``running`` pieces how far they have come and says it. An answer

@@ -1449,7 +1449,8 @@ def test_a_parts_settings_leave_out_what_only_the_join_uses_and_paths_as_typed(t
 
 
 class _FakeRay:
-    """Just enough of Ray for ``_Batch._drain``: refs are made ready by the test (``ready``), actors by name."""
+    """Just enough of Ray for ``_Batch._drain``: refs are made ready by the test (``ready``; ``later``: ready
+    after that many waits), actors are names."""
 
     class exceptions:
         class RayError(Exception):
@@ -1460,15 +1461,23 @@ class _FakeRay:
 
     def __init__(self):
         self.ready: dict = {}  # ref -> value, or an exception to raise
+        self.later: dict = {}  # ref -> [waits left, value]
         self.killed: list = []
+        self.waits = 0
 
     def wait(self, refs, num_returns=1, timeout=None):
+        self.waits += 1
+        assert self.waits < 100, "the drain waits in a loop"
+        for ref in [r for r in refs if r in self.later]:
+            self.later[ref][0] -= 1
+            if self.later[ref][0] <= 0:
+                self.ready[ref] = self.later.pop(ref)[1]
         done = [ref for ref in refs if ref in self.ready][:num_returns]
         return done, [ref for ref in refs if ref not in done]
 
     def get(self, ref):
         value = self.ready[ref]
-        if isinstance(value, BaseException):
+        if isinstance(value, self.exceptions.RayError):  # (a worker's set-up mistake is returned, not raised)
             raise value
         return value
 
@@ -1483,7 +1492,7 @@ class _FakeRay:
 
 
 def _draining_batch(fake, pieces):
-    """A ``_Batch`` holding ``pieces`` to give out; what it gives, finishes and fails is recorded."""
+    """A ``_Batch`` holding ``pieces`` to give out; what it gives, finishes and fails is recorded, and its lines."""
     import collections
 
     from streamrestore.batch import _Batch, _Progress
@@ -1491,7 +1500,8 @@ def _draining_batch(fake, pieces):
     batch = _Batch.__new__(_Batch)
     batch.queue = collections.deque(pieces)
     batch.bar = _Progress(False)
-    batch.given, batch.done, batch.failed = [], [], []
+    batch.given, batch.done, batch.failed, batch.said = [], [], [], []
+    batch.bar.line = lambda text, frames=0, **kwargs: batch.said.append(text)  # type: ignore[method-assign]
 
     def call(actor, piece, remote):
         ref = ("result", actor, piece)
@@ -1507,42 +1517,98 @@ def _draining_batch(fake, pieces):
     return batch
 
 
-def test_a_worker_ray_cannot_place_is_given_no_piece_and_the_ready_ones_finish(monkeypatch):
+def _pool(fake, *, idle=(), placed=(), unplaced=(), loaded=False):
+    """A worker pool of named actors: ``idle`` loaded, ``placed`` loading, ``unplaced`` not placed by Ray yet."""
+    from streamrestore.batch import _WorkerPool
+
+    made = iter(f"new{i}" for i in range(10))
+    pool = _WorkerPool(fake, lambda: next(made))
+    pool.idle.extend(idle)
+    for actor in [*placed, *unplaced]:
+        pool.loading[("load", actor)] = actor
+    for actor in unplaced:
+        pool.placing[("placed", actor)] = actor
+    pool.any_loaded = loaded or bool(idle)
+    return pool
+
+
+PIECES = [("whole", "a.mp4"), ("whole", "b.mp4"), ("whole", "c.mp4")]
+
+
+def test_a_worker_ray_cannot_place_is_given_no_piece_and_the_ready_ones_finish():
     """A lost node's worker was replaced by one Ray could not place (no CPU free), and the next piece was given
     to it: the batch waited for ever while a loaded worker stood idle (farm F1). A piece now goes only to a
-    worker that has started; one that never does is ended with the batch."""
+    worker that has loaded; one that never does is ended with the batch."""
     fake = _FakeRay()
-    batch = _draining_batch(fake, [("whole", "a.mp4"), ("whole", "b.mp4"), ("whole", "c.mp4")])
-    # ("unplaced" is never ready: Ray cannot place it)
-    batch._drain(fake, ["ready"], {}, lambda: None, {("setup", "unplaced"): "unplaced"})
+    batch = _draining_batch(fake, PIECES)
+    batch._drain(fake, _pool(fake, idle=["ready"], unplaced=["unplaced"]), {})
     assert [actor for actor, _ in batch.given] == ["ready"] * 3 and len(batch.done) == 3
-    assert "unplaced" in fake.killed
+    assert "unplaced" in fake.killed and "ready" in fake.killed
 
 
-def test_workers_that_die_while_loading_leave_the_rest_or_end_the_batch_in_one_line(monkeypatch):
-    """A worker that died while loading (out of memory, a lost node) ended the batch in a traceback (farm F2):
-    the others go on; where none is left, one line, exit 1. Where no worker starts in WORKER_PLACE_SECONDS
-    with none at work, the batch ends saying what Ray has free."""
+def test_a_worker_placed_and_loading_for_long_is_waited_for_and_one_never_placed_ends_the_batch(monkeypatch):
+    """The wait for Ray to place a worker has a limit (WORKER_PLACE_SECONDS); a worker placed and loading (a
+    download, --adapt) has none (review 53: a 10-minute load ended the batch as "could not start")."""
     import streamrestore.batch as batch_module
-    from streamrestore.batch import WorkersLostError
-
-    fake = _FakeRay()
-    batch = _draining_batch(fake, [("whole", "a.mp4"), ("whole", "b.mp4")])
-    fake.ready[("setup", "w1")] = fake.exceptions.RayActorError("The actor died: out of memory")
-    fake.ready[("setup", "w2")] = None  # (started)
-    batch._drain(fake, [], {}, lambda: None, {("setup", "w1"): "w1", ("setup", "w2"): "w2"})
-    assert [actor for actor, _ in batch.given] == ["w2", "w2"] and "w1" in fake.killed
-
-    batch = _draining_batch(fake, [("whole", "a.mp4")])
-    with pytest.raises(WorkersLostError, match=r"every worker died while loading the models \(RayActorError: "
-                                               r"The actor died: out of memory\)") as raised:
-        batch._drain(fake, [], {}, lambda: None, {("setup", "w1"): "w1"})
-    assert raised.value.exit_code == 1 and batch.given == []
+    from streamrestore.errors import TemporaryError
 
     monkeypatch.setattr(batch_module, "WORKER_PLACE_SECONDS", 0.0)
-    batch = _draining_batch(fake, [("whole", "a.mp4")])
-    with pytest.raises(WorkersLostError, match=r"no worker could start in 0 min: 0 of 2 CPUs free"):
-        batch._drain(fake, [], {}, lambda: None, {("setup", "never"): "never"})
+    fake = _FakeRay()
+    fake.later[("load", "slow")] = [5, None]  # (placed; loaded after five waits)
+    batch = _draining_batch(fake, PIECES[:1])
+    batch._drain(fake, _pool(fake, placed=["slow"]), {})
+    assert batch.given == [("slow", PIECES[0])] and "1 worker(s) loading the models" in batch.said
+
+    batch = _draining_batch(fake, PIECES[:1])
+    with pytest.raises(TemporaryError, match=r"Ray placed no worker in 0 min: 0 of 2 CPUs free") as raised:
+        batch._drain(fake, _pool(fake, unplaced=["never"]), {})
+    assert raised.value.exit_code == 75 and batch.given == []
+
+
+def test_workers_that_die_or_fail_while_loading_leave_the_rest_or_end_the_batch_in_one_line():
+    """A worker that died while loading (out of memory, a lost node) ended the batch in a traceback (farm F2):
+    the others go on; where none is left, one line, exit 1. A set-up mistake of the first worker to load ends
+    the batch (every worker makes it); one worker's, once another has loaded, ends that worker alone, not the
+    ones at work (review 53)."""
+    from streamrestore.batch import WorkersLostError
+    from streamrestore.errors import ModelError
+
+    fake = _FakeRay()
+    fake.ready[("load", "w1")] = fake.exceptions.RayActorError("The actor died: out of memory")
+    fake.ready[("load", "w2")] = None  # (loaded)
+    batch = _draining_batch(fake, PIECES[:2])
+    batch._drain(fake, _pool(fake, placed=["w1", "w2"]), {})
+    assert [actor for actor, _ in batch.given] == ["w2", "w2"] and "w1" in fake.killed
+    assert "a worker died while loading the models (RayActorError: The actor died: out of memory); going on with " \
+        "1" in batch.said
+
+    fake.ready[("load", "w3")] = fake.exceptions.RayActorError("The actor died: out of memory")
+    batch = _draining_batch(fake, PIECES[:1])
+    with pytest.raises(WorkersLostError, match=r"no worker is left: each died or failed while loading the models "
+                                               r"\(2x RayActorError: The actor died: out of memory\)") as raised:
+        batch._drain(fake, _pool(fake, placed=["w1", "w3"]), {})
+    assert raised.value.exit_code == 1 and batch.given == []
+    assert not any("going on with 0" in line for line in batch.said)
+
+    fake.ready[("load", "bad")] = ModelError("model 'x' download failed")
+    batch = _draining_batch(fake, PIECES[:2])
+    batch._drain(fake, _pool(fake, idle=["good"], placed=["bad"]), {})
+    assert {actor for actor, _ in batch.given} == {"good"} and len(batch.done) == 2
+    batch = _draining_batch(fake, PIECES[:1])
+    with pytest.raises(ModelError, match="the workers could not start: model 'x' download failed"):
+        batch._drain(fake, _pool(fake, placed=["bad"]), {})
+    assert batch.given == []
+
+
+def test_the_adapting_worker_is_waited_for_until_it_has_loaded_and_given_no_piece():
+    """--adapt: the first worker's loading is waited for (placement limit and all), and no piece is given."""
+    fake = _FakeRay()
+    fake.later[("placed", "first")] = [2, True]
+    fake.later[("load", "first")] = [3, None]
+    batch = _draining_batch(fake, PIECES)
+    pool = _pool(fake, unplaced=["first"])
+    batch._drain(fake, pool, {}, until_loaded=True)
+    assert pool.idle == ["first"] and batch.given == [] and not pool.placing and not pool.loading
 
 
 def test_the_rate_and_eta_count_from_the_first_piece_not_the_start_up():
