@@ -671,8 +671,8 @@ class BatchResult:
         for src, err in self.failed.items():
             lines.append(f"  failed: {src}: {err}")
         if self.unchanged:
-            lines.append(f"  no face was changed in {len(self.unchanged)} of them (written as they were, videos "
-                         "encoded again):")
+            lines.append(f"  no face was changed in {len(self.unchanged)} of the inputs done (their faces as they "
+                         "were; videos encoded again):")
             lines.extend(f"    {src}: {why}" for src, why in self.unchanged.items())
         for src, said in self.warnings.items():
             lines.extend(f"  warning: {src}: {text}" for text in said)
@@ -992,6 +992,10 @@ def parts_bytes(width: int, height: int, pix_fmt: str, frames: int) -> int:
 def _why_done_again(rec: dict, ident: dict, dst: Path, tags_left_in: bool) -> str:
     """Why an input an earlier batch finished (its record ``rec``) is restored again ("" where it is not): it
     changed since (``ident``, :func:`_file_ident`), its output is gone or short, or it keeps tags this run strips."""
+    if not ident:
+        return "the input is gone"
+    if "input_size" not in rec:
+        return "its record, of an older version, does not say what the input was"
     if rec.get("input_size") != ident.get("size") or rec.get("input_mtime") != ident.get("mtime"):
         return "the input changed since (its size or modification time: a copy or touch counts)"
     if not dst.exists():
@@ -1823,14 +1827,17 @@ class _Batch:
                     ray.init(**kwargs)
                 _keep_ray_token_private()
             except (ConnectionError, TimeoutError) as exc:  # (OSErrors too: no cluster there, or none in time)
-                where = "a running Ray cluster" if address == "auto" else f"the Ray cluster at {address}"
+                named = os.environ.get("RAY_ADDRESS") if address == "auto" else None
+                where = f"the Ray cluster of RAY_ADDRESS={named}" if named else \
+                    "a running Ray cluster" if address == "auto" else f"the Ray cluster at {address}"
+                here = "give --ray local (or unset RAY_ADDRESS)" if named else "leave out --ray"
                 # (a cluster `ray start` made with token authentication, Ray's default, refuses a client
                 # without RAY_AUTH_MODE=token: its log said InvalidAuthToken, the error only "cannot connect")
                 token = "" if os.environ.get("RAY_AUTH_MODE") or address in (None, "local") else \
                     ("; if it was started with token authentication (`ray start` says \"Token authentication is "
                      "enabled\"), set RAY_AUTH_MODE=token, with its head's ~/.ray/auth_token here too")
                 raise TemporaryError(f"cannot reach {where} ({exc}); start it (ray start --head), check the "
-                                  f"address, or leave out --ray to start Ray here{token}") from None
+                                     f"address, or {here} to start Ray here{token}") from None
             except OSError as exc:  # (Ray keeps a token and its logs under the home folder)
                 where = exc.filename or "its files"
                 raise OutputError(f"Ray could not start: cannot write {where} ({exc.strerror or exc}); Ray keeps "

@@ -174,7 +174,8 @@ class RunStats:
 
     frames: int = 0
     frames_with_faces: int = 0
-    frames_restored: int = 0  # frames in which at least one face was given to the restorer
+    frames_restored: int = 0  # frames in which at least one face was given to the restorer (--json's
+    # frames_restored: of those, the frames where some face was changed, less frames_unchanged)
     frames_unchanged: int = 0  # of those, frames whose every face the quality gate (or --strength 0) left as it was
     faces_restored: int = 0
     faces_left_clean: int = 0  # of those, faces the quality gate found clean and left as they were
@@ -384,7 +385,8 @@ class RunStats:
                 f", {beyond} beyond --max-faces"
             text += f" (left alone{why})" if self.photo else f" ({track.left_alone} left alone{why})"
         if track.untouched:  # (its photos' fit and the model's share would read as work done)
-            text += f"; left as {'it was' if self.photo else 'they were'} by the quality gate"
+            how = " (--strength 0)" if self.strength == 0.0 else " by the quality gate"
+            text += f"; left as {'it was' if self.photo else 'they were'}{how}"
         elif track.reference_match is not None:
             text += f"; reference detail fit {track.reference_match:.2f}"
         if track.adapted is not None:
@@ -532,8 +534,12 @@ class RunStats:
             text += "\nno faces were found: the " + ("photo is written unchanged" if self.photo else
                                                       f"frames were {unchanged}{encoded}")
             # (a bare "no faces were found" left the user to guess at tiny, upside-down or cropped faces)
-            text += ("\n  (the detector misses a face under ~30 px across in the picture scaled to 640 px, one "
-                     "upside down, or one cut to less than eyes and mouth)")
+            if "dlib" in str(self.face_models.get("detector", "")):
+                text += ("\n  (dlib's detector misses a face under ~80 px across, one turned or partly hidden, "
+                         "upside down, or cut by the frame; --face-models DIR gives SCRFD, which finds smaller ones)")
+            else:
+                text += ("\n  (the detector misses a face under ~30 px across in the picture scaled to 640 px, one "
+                         "upside down, or one cut to less than eyes and mouth)")
         elif self.frames and self.faces_restored and (self.faces_restored == self.faces_left_clean
                                                        or self.strength == 0.0):
             # (said plainly: "0 restored" mid-line, then tracks "restored toward" someone's photos, read as done)

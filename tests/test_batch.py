@@ -328,6 +328,9 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
 
     # a cluster that is not there (Ray's ConnectionError is an OSError too): not said to be the home folder
     import importlib.machinery
+    import importlib.util
+
+    spec = importlib.util.find_spec
 
     def unreachable(**kwargs):
         raise ConnectionError("Could not find any running Ray instance")
@@ -352,8 +355,14 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "-v")
     assert code == 75 and asked["address"] == "auto" and "joining the Ray cluster of RAY_ADDRESS=10.0.0.5:6379" in err
+    assert "give --ray local (or unset RAY_ADDRESS) to start Ray here" in err  # (not "leave out --ray": it was)
     code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--ray", "local")
     assert asked["address"] == "local"
+    # without Ray installed, a shell's RAY_ADDRESS does not turn a plain batch into a refused cluster join
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "ray" else spec(name, *args))
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out3")
+    assert code == 0 and "(in-process)" in err, err
 
 
 def test_a_cluster_asked_for_without_ray_is_refused(clips, tmp_path, batch, monkeypatch):
@@ -601,7 +610,7 @@ def test_the_summary_names_the_inputs_whose_faces_all_stayed_as_they_were(clips,
     monkeypatch.setitem(sys.modules, "ray", None)
     code, err = batch(clips / "a.mp4", clips / "b.mkv", "-o", tmp_path / "out")
     assert code == 0, err
-    assert "no face was changed in 2 of them (written as they were, videos encoded again):" in err
+    assert "no face was changed in 2 of the inputs done (their faces as they were; videos encoded again):" in err
     assert f"    {clips / 'a.mp4'}: no face found" in err and f"    {clips / 'b.mkv'}: no face found" in err
 
     dark = {"faces": 60, "clean": 60, "dim": 60, "tinted": 0, "grainy": 0, "seen": 60, "strength": 1.0}
@@ -612,7 +621,7 @@ def test_the_summary_names_the_inputs_whose_faces_all_stayed_as_they_were(clips,
     assert _unchanged_because({**dark, "clean": 0, "dim": 0, "strength": 0.0}).startswith("60 faces left as they were")
     assert _unchanged_because({}) == ""  # (a chunked input's counts are not known)
     result = BatchResult(succeeded={"x.mp4": "o/x.mp4", "y.mp4": "o/y.mp4"}, unchanged={"y.mp4": "no face found"})
-    assert "no face was changed in 1 of them" in result.summary() and "x.mp4" not in result.summary()
+    assert "no face was changed in 1 of the inputs done" in result.summary() and "x.mp4" not in result.summary()
 
 
 def test_a_rerun_says_why_it_restores_a_finished_input_again(clips, tmp_path, batch, monkeypatch):
@@ -635,6 +644,11 @@ def test_a_rerun_says_why_it_restores_a_finished_input_again(clips, tmp_path, ba
     (out / "a.restored.mp4").unlink()
     code, err = batch(src, "-o", out)
     assert code == 0 and "restored again: its output a.restored.mp4 is gone" in err
+    from streamrestore.batch import _why_done_again
+
+    assert _why_done_again({"state": "done"}, {}, out / "a.restored.mp4", False) == "the input is gone"
+    assert "of an older version" in _why_done_again({"state": "done"}, {"size": 1, "mtime": 2.0},
+                                                    out / "a.restored.mp4", False)
 
 
 def test_a_rerun_removes_the_temporary_files_a_killed_worker_left(clips, tmp_path, batch, monkeypatch):

@@ -635,6 +635,20 @@ def test_summary_is_singular_for_one_and_lists_at_most_twenty_tracks():
     none = _summary_of([], frames=5)
     assert none.summary().splitlines()[-2] == "no faces were found: the frames were not changed"  # (process())
     assert "the detector misses a face under ~30 px across" in none.summary().splitlines()[-1]  # (why, perhaps)
+    none.face_models = {"detector": "dlib"}  # (its own limits, and where to find smaller faces)
+    assert "dlib's detector misses a face under ~80 px" in none.summary() and "--face-models DIR" in none.summary()
+    none.face_models = {}
+    # a track left as it was by --strength 0, not by the quality gate (review 53)
+    from streamrestore.run import RunStats
+
+    still = RunStats(frames=2, frames_with_faces=2, frames_restored=2, faces_restored=2, strength=0.0)
+    still.add_face(1, 0, None, True)
+    still.add_face(1, 1, None, True)
+    still.add_changes([1], [False])
+    still.add_changes([1], [False])
+    assert "track 1: no references, frames 0-1, 2 faces; left as they were (--strength 0)" in still.summary()
+    still.strength = 1.0
+    assert "; left as they were by the quality gate" in still.summary()
     none.encoded = True
     assert none.summary().splitlines()[-2] == ("no faces were found: the frames were not changed, but the video was "
                                                "encoded again (not copied)")

@@ -1,8 +1,10 @@
 """The ``streamrestore`` program: picks the command, sets up logging and torch's threads for the
 process, turns user mistakes and stop signals into exit codes.
 
-Exit codes: 0 success, 1 some inputs failed (`batch`), 2 bad input or usage (one line, no traceback), 130 interrupted (Ctrl-C),
-143 / 129 stopped by SIGTERM / SIGHUP (cleaned up as after Ctrl-C).
+Exit codes: 0 success, 1 some inputs failed (`batch`), out of memory or an unexpected error, 2 bad input or usage
+(one line, no traceback), 75 what may work when run again (:class:`~streamrestore.errors.TemporaryError`: another
+batch writing the folder, a Ray cluster not reachable), 130 interrupted (Ctrl-C), 143 / 129 stopped by SIGTERM /
+SIGHUP (cleaned up as after Ctrl-C).
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@
 
 Writes ``OUTDIR/<stem>.restored.<ext>`` per input and ``OUTDIR/batch-manifest.jsonl`` (state of
 every input and chunk; a rerun skips what is done). Exit code 0: all succeeded; 1: some failed
-(named in the summary); 2: usage errors. Without Ray installed the inputs run one after the
+(named in the summary), or no worker was left; 2: usage errors; 75: another batch writes OUTDIR, or Ray
+cannot reach its cluster or place a worker (a rerun may work). Without Ray installed the inputs run one after the
 other in this process. See :mod:`streamrestore.batch`.
 """
 from __future__ import annotations
@@ -106,8 +107,12 @@ def main(argv: list[str]) -> int:
     inputs = expand_inputs(args.inputs, args.list)
     ray = args.ray
     if ray is None:  # (`ray job submit -- streamrestore batch ...` sets RAY_ADDRESS: a private Ray ignored its cluster)
-        ray = "auto" if os.environ.get("RAY_ADDRESS") else "local"
-        if ray == "auto":
+        import importlib.util
+
+        # (without Ray installed: in this process, as before; a shell's stale RAY_ADDRESS refused the batch)
+        joins = bool(os.environ.get("RAY_ADDRESS")) and importlib.util.find_spec("ray") is not None
+        ray = "auto" if joins else "local"
+        if joins:
             log.info("batch: joining the Ray cluster of RAY_ADDRESS=%s (--ray local starts Ray here instead)",
                      os.environ["RAY_ADDRESS"])
     result = run(
