@@ -541,6 +541,18 @@ def test_a_full_disk_is_not_tried_again(clips, tmp_path, batch, monkeypatch):
     monkeypatch.setattr(streamrestore.api, "restore_video", flaky)
     code, err = batch(clips / "a.mp4", "-o", tmp_path / "out2", "--retries", "2")
     assert code == 1 and len(calls) == 3
+    # as it comes: the writer's message, a quota, wrapped by Ray's task error (its cause)
+    from streamrestore.batch import _disk_full
+    from streamrestore.errors import OutputError
+
+    class RayTaskError(Exception):
+        def __init__(self, cause):
+            super().__init__("ray::BatchWorker.restore_chunk() failed")
+            self.cause = cause
+
+    writer = OutputError("writing out.mp4 failed: No space left on device; free space and run again")
+    assert _disk_full(writer) and _disk_full(RayTaskError(OSError(errno.EDQUOT, "Disk quota exceeded")))
+    assert _disk_full(RayTaskError(writer)) and not _disk_full(RayTaskError(RuntimeError("decoder hiccup")))
 
 
 def test_a_ten_bit_inputs_record_names_the_encoder_that_writes_it(tmp_path, batch, monkeypatch):

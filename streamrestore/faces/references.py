@@ -217,33 +217,45 @@ def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
         raise ReferencesError(f"reference video {file}: its length is unknown, so its frames cannot be spread over "
                               "it; give frames of it saved as photos")
     first = (info.start_time - info.origin) if info.start_time is not None else 0.0
+    if info.frame_count is not None and info.frame_count <= FRAMES_PER_REFERENCE_VIDEO:
+        # (a clip of no more frames than picks: each whole frame once, in order; one frame exported as a video
+        # had none at or after the first pick's instant, and stopped the run with "no usable photo: ;")
+        with VideoReader(file, deinterlace=True) as reader:
+            for frame in reader.frames():
+                when = frame.time - info.origin if frame.time is not None else first
+                if not _damaged_near(reader, frame):
+                    yield f"{file.name} at {when:.2f} s", to_sdr_picture(frame, upright_rgb(frame))
+        return
     spacing = info.duration / FRAMES_PER_REFERENCE_VIDEO
-    # (a clip of fewer frames than picks: from its first frame, each frame once; one frame exported as a video
-    # had none at or after the first pick's instant)
-    picks = [None] + [first + (k + 0.5) * spacing for k in range(1, FRAMES_PER_REFERENCE_VIDEO)] \
-        if info.frame_count is not None and info.frame_count <= FRAMES_PER_REFERENCE_VIDEO \
-        else [first + (k + 0.5) * spacing for k in range(FRAMES_PER_REFERENCE_VIDEO)]
     used: set[float] = set()
-    for at in picks:
+    for k in range(FRAMES_PER_REFERENCE_VIDEO):
+        at = first + (k + 0.5) * spacing
         try:
             with VideoReader(file, start=at, deinterlace=True) as reader:
-                frame, spoiled = _first_undamaged_frame(reader, until=(at or first) + spacing / 2)
+                frame, spoiled = _first_undamaged_frame(reader, until=at + spacing / 2)
         except InputError:
             frame, spoiled = None, 0
         if frame is None:
             if spoiled:
                 logger.warning("reference video %s: damaged data from %.1f s to %.1f s (every frame there lost or "
-                               "decoded with errors); no frame of it is used from there", file, at or first,
-                               (at or first) + spacing / 2)
+                               "decoded with errors); no frame of it is used from there", file, at, at + spacing / 2)
             continue
-        when = frame.time - info.origin if frame.time is not None else (at or first)
-        if when in used:
+        when = frame.time - info.origin if frame.time is not None else at
+        if when in used:  # (the whole frame after a damaged stretch, found from two picks)
             continue
         used.add(when)
         if spoiled:  # (a damaged stretch gave the frame before it, repeated, at each lost instant: unsaid, twice used)
             logger.warning("reference video %s: damaged data at %.1f s; its frame at %.1f s is used instead",
-                           file, at or first, when)
+                           file, at, when)
         yield f"{file.name} at {when:.1f} s", to_sdr_picture(frame, upright_rgb(frame))  # (an HDR clip: as faces are seen)
+
+
+def _damaged_near(reader: VideoReader, frame) -> bool:
+    """Whether damaged data spoiled ``frame`` (one ``reader`` gave) or a frame beside it: deinterlacing (bwdif)
+    builds each frame from its neighbours."""
+    near = 1.5 * float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.1
+    at = frame.time - reader.info.origin if frame.time is not None else None
+    return at is not None and any(abs(t - at) <= near for t in reader.damaged_times)
 
 
 def _first_undamaged_frame(reader: VideoReader, until: float) -> tuple[object | None, int]:
@@ -252,12 +264,10 @@ def _first_undamaged_frame(reader: VideoReader, until: float) -> tuple[object | 
     damaged one counts as damaged: deinterlacing (bwdif) builds each frame from its neighbours."""
     spoiled = 0
     for frame in reader.frames():
-        near = 1.5 * float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.1
-        at = frame.time - reader.info.origin if frame.time is not None else None
-        if at is None or not any(abs(t - at) <= near for t in reader.damaged_times):
+        if not _damaged_near(reader, frame):
             return frame, spoiled
         spoiled += 1
-        if at > until:
+        if frame.time is not None and frame.time - reader.info.origin > until:
             break
     return None, spoiled
 
@@ -311,9 +321,9 @@ def _pictures_of(name: str, path: Path, most: int | None, unusable: list[str]) -
                     return
                 given += 1
                 yield str(file.parent / label), rgb
-            if given == before:  # (a video whose every frame is damaged)
-                logger.warning("reference video %s: no frame of it could be decoded; skipping it", file)
-                unusable.append(f"{file.name} (no frame decodes)")
+            if given == before:  # (a video damaged at every instant read)
+                logger.warning("reference video %s: no whole frame at the instants read; skipping it", file)
+                unusable.append(f"{file.name} (damaged where read)")
         except _SkippedPhoto as exc:
             logger.warning("%s; skipping it", exc.said)
             unusable.append(f"{file.name} ({exc.why})")
