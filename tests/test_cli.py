@@ -598,6 +598,19 @@ def test_a_failed_run_still_writes_its_json_record_which_a_rerun_replaces(run, c
     record = json.loads(out)
     assert code == 1 and "out of memory" in err
     assert record["exit_code"] == 1 and record["error"] == "out of memory: MemoryError: could not allocate 3 GB"
+    # a stop signal that surfaced as another error: the record says what the command ends with (review 53)
+    import signal
+
+    from streamrestore.cli.restore import main as restore_main
+    from streamrestore.stop_signals import StopState
+
+    stop = StopState()
+    stop.signum = signal.SIGTERM
+    with pytest.raises(MemoryError):
+        restore_main([str(clip), "-o", str(tmp_path / "o4.mp4"), "--model", "identity", "--no-progress", "--json",
+                      str(tmp_path / "stopped.json")], stop=stop)
+    record = json.loads((tmp_path / "stopped.json").read_text())
+    assert (record["exit_code"], record["error"]) == (143, "interrupted by SIGTERM")
 
 
 def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_path, monkeypatch):

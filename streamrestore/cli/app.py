@@ -120,7 +120,7 @@ def _main(argv: list[str], stop: StopState | None = None) -> int:
             configure_logging("-v" in argv or "--verbose" in argv)
             module = importlib.import_module(f"streamrestore.cli.{argv[0]}")
             return module.main(argv[1:])
-        return restore_main(argv)
+        return restore_main(argv, stop=stop)
     except UserError as exc:
         text = str(exc)
         shown = "\n".join(map(one_line, text.split("\n"))) if exc.several_lines else one_line(text)

@@ -48,6 +48,7 @@ from streamrestore.threads import TORCH_THREADS_HELP
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrestore.run import RunStats
+    from streamrestore.stop_signals import StopState
 
 #: the other commands, ``streamrestore <name> ...``: each is ``streamrestore.cli.<name>.main(argv) -> int``
 SUBCOMMANDS = ("train", "eval", "live", "bench", "batch", "cache", "doctor")
@@ -189,7 +190,7 @@ def _output_path(given: str | None, default: Path) -> Path:
     return Path(given)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], stop: StopState | None = None) -> int:
     if "--" in argv:  # after it everything is an input, "-take1.mp4" too, which argparse's intermixed
         # parsing refuses: such a name is given as the same relative path that does not look like an option
         at = argv.index("--")
@@ -254,7 +255,9 @@ def main(argv: list[str]) -> int:
                                   force=args.force, progress=progress_from_args(args), deinterlace=deinterlace)
     except (Exception, KeyboardInterrupt) as exc:
         if args.json:  # (a scheduler's monitor reads the record: a failed run left none, or a stale one)
-            _write_failure_json(args.json, exc, {"input": str(args.input), "output": str(output)},
+            # (a stop signal ends the command with its own code and words, whatever it surfaced as: app._main)
+            said = stop.interrupted() if stop is not None and stop.signum is not None else exc
+            _write_failure_json(args.json, said or exc, {"input": str(args.input), "output": str(output)},
                                 argv=argv, started=started)
         raise
     print(stats.summary(verbose=args.verbose), file=sys.stderr)
