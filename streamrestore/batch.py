@@ -477,7 +477,9 @@ class BatchWorker:
         return self._setup_error
 
     def _loaded(self):
-        """The worker's FaceRestorer template; its set-up mistake raised again when it has none."""
+        """The worker's FaceRestorer template (loaded first where it is not yet); its set-up mistake raised again
+        when it has none."""
+        self.load()
         if self._setup_error is not None:
             raise self._setup_error
         return self.template
@@ -1066,6 +1068,7 @@ class _WorkerPool:
         self.loading: dict = {}  # the ref of its load() -> actor
         self.placing: dict = {}  # the ref of its placed() -> actor, until Ray has placed it
         self.lost: list[str] = []  # why each worker that died or failed while loading did
+        self.died = False  # whether one of them died (its process gone: out of memory, a lost node)
         self.any_loaded = False
 
     def start(self, count: int) -> None:
@@ -1101,10 +1104,12 @@ class _WorkerPool:
         self.placing = {key: other for key, other in self.placing.items() if other is not actor}
         try:
             problem = self.ray.get(ref)
-        except self.ray.exceptions.RayActorError as exc:  # (out of memory, a lost node)
+        except self.ray.exceptions.RayError as exc:  # (died: out of memory, a lost node; or raised: a GPU's memory)
             self.ray.kill(actor, no_restart=True)
             self.lost.append(_error_text(exc))
-            return f"a worker died while loading the models ({_error_text(exc)})"
+            died = isinstance(exc, self.ray.exceptions.RayActorError)
+            self.died = self.died or died
+            return f"a worker {'died' if died else 'failed'} while loading the models ({_error_text(exc)})"
         if problem is not None and not self.any_loaded:
             self.end([actor])
             said = type(problem)(f"the workers could not start: {problem}")
@@ -1898,9 +1903,10 @@ class _Batch:
                     self._drain(ray, pool, running, until_loaded=True)
                     adaptation = ray.get(pool.idle[0].adaptation.remote())
                 except (ray.exceptions.RayActorError, WorkersLostError) as exc:  # (out of memory?): each for itself
+                    why = pool.lost_text() if isinstance(exc, WorkersLostError) else _error_text(exc)
                     pool.end()
                     pool.lost.clear()
-                    self.bar.line(f"the worker adapting the model died ({_error_text(exc)}); every worker adapts "
+                    self.bar.line(f"the worker adapting the model died or failed ({why}); every worker adapts "
                                   "for itself")
                 else:
                     adapted = ray.put(adaptation["weights"])
@@ -1924,9 +1930,10 @@ class _Batch:
                 self.started(piece)
                 running[self.call(actor, piece, remote=True)] = (piece, actor)
             if not running and not pool.idle and not pool.loading:
+                advice = ": out of memory, perhaps (fewer --workers, or --ray none), or their node was lost" \
+                    if pool.died else ""
                 raise WorkersLostError(f"no worker is left: each died or failed while loading the models "
-                                       f"({pool.lost_text()}): out of memory, perhaps (fewer --workers, or --ray "
-                                       "none), or their node was lost; a rerun resumes")
+                                       f"({pool.lost_text()}){advice}; a rerun resumes")
             stalled = not running and not pool.idle and pool.none_placed
             waiting_since = (waiting_since or time.monotonic()) if stalled else None
             timeout = self.bar.due()

@@ -1616,6 +1616,18 @@ def test_workers_that_die_or_fail_while_loading_leave_the_rest_or_end_the_batch_
     assert raised.value.exit_code == 1 and batch.given == []
     assert not any("going on with 0" in line for line in batch.said)
 
+    # a worker whose load raised (a GPU out of memory: Ray's task error, not its actor's death): ended, the rest
+    # go on; where none is left, no "out of memory, perhaps" of set-up failures (review 53b)
+    fake.ready[("load", "raised")] = fake.exceptions.RayError("RuntimeError: CUDA out of memory")
+    batch = _draining_batch(fake, PIECES[:1])
+    batch._drain(fake, _pool(fake, placed=["raised", "w2"]), {})
+    assert batch.given == [("w2", PIECES[0])] and "raised" in fake.killed
+    assert any(line.startswith("a worker failed while loading the models (RayError: RuntimeError") for line in batch.said)
+    batch = _draining_batch(fake, PIECES[:1])
+    with pytest.raises(WorkersLostError) as raised:
+        batch._drain(fake, _pool(fake, placed=["raised"]), {})
+    assert "out of memory, perhaps" not in str(raised.value)
+
     fake.ready[("load", "bad")] = ModelError("model 'x' download failed")
     batch = _draining_batch(fake, PIECES[:2])
     batch._drain(fake, _pool(fake, idle=["good"], placed=["bad"]), {})

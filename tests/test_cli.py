@@ -602,6 +602,7 @@ def test_a_failed_run_still_writes_its_json_record_which_a_rerun_replaces(run, c
     import signal
 
     from streamrestore.cli.restore import main as restore_main
+    from streamrestore.errors import InputError, UserError
     from streamrestore.stop_signals import StopState
 
     stop = StopState()
@@ -611,6 +612,14 @@ def test_a_failed_run_still_writes_its_json_record_which_a_rerun_replaces(run, c
                       str(tmp_path / "stopped.json")], stop=stop)
     record = json.loads((tmp_path / "stopped.json").read_text())
     assert (record["exit_code"], record["error"]) == (143, "interrupted by SIGTERM")
+    def unreadable(*args, **kwargs):
+        raise InputError("cannot read it")
+
+    monkeypatch.setattr(streamrestore.api, "restore_video", unreadable)
+    with pytest.raises(UserError):  # (a UserError ends the command with its own code, signal or not: so the record)
+        restore_main([str(clip), "-o", str(tmp_path / "o5.mp4"), "--model", "identity", "--no-progress", "--json",
+                      str(tmp_path / "stopped2.json")], stop=stop)
+    assert json.loads((tmp_path / "stopped2.json").read_text())["exit_code"] == 2
 
 
 def test_a_reader_that_leaves_early_does_not_fail_a_finished_run(run, clip, tmp_path, monkeypatch):

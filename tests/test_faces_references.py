@@ -404,7 +404,7 @@ def test_a_damaged_reference_video_gives_whole_frames_each_once_and_says_so(tmp_
         load_reference_sets([str(ruined.parent)], kit.detector, kit.embedder, R)
 
 
-def test_a_reference_video_of_fewer_frames_than_picks_gives_each_frame_once(tmp_path):
+def test_a_reference_video_of_fewer_frames_than_picks_gives_each_frame_once(tmp_path, monkeypatch):
     """One photo exported as a one-frame video had no frame at or after the first pick's instant: the set
     stopped with "no usable photo: ; add photos". Such a clip now gives its frames from the first, each once."""
     from media_utils import make_clip
@@ -418,6 +418,16 @@ def test_a_reference_video_of_fewer_frames_than_picks_gives_each_frame_once(tmp_
         pictures = list(reference_pictures(clip))
         assert [label for label, _ in pictures] == [f"{clip.name} at {0.04 * i:.2f} s" for i in range(frames)]
         assert [round(float(rgb.mean()) / 60) for _, rgb in pictures] == list(range(frames))  # (each, in order)
+    # one that cannot be read after all is that file's problem (skipped, said), not the run's (review 53b)
+    import streamrestore.faces.references as references
+    from streamrestore.errors import InputError
+
+    def unreadable(*args, **kwargs):
+        raise InputError("cannot decode it")
+
+    monkeypatch.setattr(references, "VideoReader", unreadable)
+    with pytest.raises(ReferencesError, match=r"reference video .*short1.mp4: cannot decode it"):
+        list(reference_pictures(tmp_path / "short1.mp4"))
 
 
 def test_a_reference_video_that_cannot_be_read_is_named(tmp_path, kit):

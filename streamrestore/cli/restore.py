@@ -255,8 +255,10 @@ def main(argv: list[str], stop: StopState | None = None) -> int:
                                   force=args.force, progress=progress_from_args(args), deinterlace=deinterlace)
     except (Exception, KeyboardInterrupt) as exc:
         if args.json:  # (a scheduler's monitor reads the record: a failed run left none, or a stale one)
-            # (a stop signal ends the command with its own code and words, whatever it surfaced as: app._main)
-            said = stop.interrupted() if stop is not None and stop.signum is not None else exc
+            # (a stop signal ends the command with its own code and words, whatever but a UserError it surfaced as:
+            # app._main's order)
+            said = stop.interrupted() if stop is not None and stop.signum is not None \
+                and not isinstance(exc, UserError) else exc
             _write_failure_json(args.json, said or exc, {"input": str(args.input), "output": str(output)},
                                 argv=argv, started=started)
         raise

@@ -10,6 +10,7 @@ Doubtful cases (several faces, a face unlike the rest) only warn.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import unicodedata
 from collections.abc import Iterator
@@ -220,11 +221,22 @@ def reference_pictures(file: Path) -> Iterator[tuple[str, np.ndarray]]:
     if info.frame_count is not None and info.frame_count <= FRAMES_PER_REFERENCE_VIDEO:
         # (a clip of no more frames than picks: each whole frame once, in order; one frame exported as a video
         # had none at or after the first pick's instant, and stopped the run with "no usable photo: ;")
-        with VideoReader(file, deinterlace=True) as reader:
-            for frame in reader.frames():
-                when = frame.time - info.origin if frame.time is not None else first
-                if not _damaged_near(reader, frame):
+        given = spoiled = 0
+        try:
+            with VideoReader(file, deinterlace=True) as reader:
+                for frame in itertools.islice(reader.frames(), 2 * FRAMES_PER_REFERENCE_VIDEO):  # (a count too low)
+                    if _damaged_near(reader, frame):
+                        spoiled += 1
+                        continue
+                    when = frame.time - info.origin if frame.time is not None else first
                     yield f"{file.name} at {when:.2f} s", to_sdr_picture(frame, upright_rgb(frame))
+                    given += 1
+                    if given == FRAMES_PER_REFERENCE_VIDEO:
+                        break
+        except InputError as exc:
+            raise ReferencesError(f"reference video {file}: {exc}") from None
+        if spoiled:
+            logger.warning("reference video %s: %d of its frames spoiled by damaged data; left out", file, spoiled)
         return
     spacing = info.duration / FRAMES_PER_REFERENCE_VIDEO
     used: set[float] = set()
