@@ -1144,7 +1144,7 @@ def test_memory_running_out_is_one_line_and_other_errors_stay_tracebacks(monkeyp
     traceback whose last line varied from run to run."""
     from streamrestore.cli import app
 
-    def allocator(argv):
+    def allocator(argv, stop=None):
         try:
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: "
                                "you tried to allocate 36864 bytes. Error code 12 (Cannot allocate memory)")
@@ -1157,11 +1157,11 @@ def test_memory_running_out_is_one_line_and_other_errors_stay_tracebacks(monkeyp
     assert err.startswith("streamrestore: error: out of memory ([enforce fail at alloc_cpu.cpp:127] data. "
                           "DefaultCPUAllocator: can't allocate memory: you tried to allocate 36864 bytes. Error code 12 "
                           "(Cannot allocate memory)); free memory, raise the process's limit") and "Traceback" not in err
-    monkeypatch.setattr(app, "restore_main", lambda argv: 1 / 0)
+    monkeypatch.setattr(app, "restore_main", lambda argv, stop=None: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         app.main(["in.mp4"])
 
-    def gpu(argv):  # (torch.cuda.OutOfMemoryError's words): the advice is the GPU's, not ulimit's
+    def gpu(argv, stop=None):  # (torch.cuda.OutOfMemoryError's words): the advice is the GPU's, not ulimit's
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(app, "restore_main", gpu)
@@ -1189,7 +1189,7 @@ def test_a_thread_that_cannot_start_is_said_as_memory_running_out(monkeypatch, c
 
     from streamrestore.cli import app
 
-    def scaler(argv):
+    def scaler(argv, stop=None):
         raise av.error.BlockingIOError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(app, "restore_main", scaler)
@@ -1198,7 +1198,7 @@ def test_a_thread_that_cannot_start_is_said_as_memory_running_out(monkeypatch, c
     assert err.startswith("streamrestore: error: could not start a thread (") and "Resource temporarily" in err
     assert "Traceback" not in err and "ulimit -v, ulimit -u" in err  # (memory, or the thread limit: review 52)
 
-    def handled(argv):  # an error raised with its context suppressed is not that context's
+    def handled(argv, stop=None):  # an error raised with its context suppressed is not that context's
         try:
             raise av.error.BlockingIOError(11, "Resource temporarily unavailable")
         except av.error.BlockingIOError:
@@ -1208,7 +1208,7 @@ def test_a_thread_that_cannot_start_is_said_as_memory_running_out(monkeypatch, c
     with pytest.raises(ZeroDivisionError):
         app.main(["in.mp4"])
 
-    def threads(argv):
+    def threads(argv, stop=None):
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(app, "restore_main", threads)

@@ -140,7 +140,7 @@ def test_instantrestore_offline_lists_every_missing_file(tmp_path, monkeypatch):
 
     from streamrestore.cli import app
 
-    def fails(argv):
+    def fails(argv, stop=None):
         raise info.value
 
     monkeypatch.setattr(app, "restore_main", fails)
