@@ -305,8 +305,8 @@ class RunStats:
         return (f"track {track_id} (from frame {t.first_frame}) scores {t.scores[t.identity]:.2f} against "
                 f"{t.identity}'s photos, below the {self._unlike_below:.2f} of the same person: its faces are being "
                 "restored toward someone else's photos, perhaps, or the face is too blurred, turned, covered (a mask, "
-                "sunglasses, a hand) or coloured by the light to be recognised (going on; Ctrl-C stops, and `--unmatched skip` leaves such faces alone); the summary "
-                "lists every such track")
+                "sunglasses, a hand) or coloured by the light to be recognised (going on; Ctrl-C stops, and "
+                "`--unmatched skip` leaves such faces alone); the summary lists every such track")
 
     def _sets_matched_by_nobody(self) -> list[str]:
         """With faces matched to sets: a warning for each set that no face matched (its photos
@@ -415,7 +415,8 @@ class RunStats:
         ``faces_restored`` (restored and changed; 0 at ``strength`` 0), ``strength`` (the share of the
         restorer's change a face got at most, ``--strength``), ``faces_left_clean`` (left as they were: the
         quality gate found nothing to restore), ``faces_left_dim`` (left as they were: too dark or
-        flat to judge), ``faces_left_tinted`` (of those, faces lit by one strong colour), ``faces_left_grainy`` (left as they were: too grainy to judge), ``faces_unmatched`` (matching no reference set: restored, or left alone with
+        flat to judge), ``faces_left_tinted`` (of those, faces lit by one strong colour), ``faces_left_grainy``
+        (left as they were: too grainy to judge), ``faces_unmatched`` (matching no reference set: restored, or left alone with
         ``--unmatched skip``), ``faces_skipped`` (left alone: ``--unmatched skip``, beyond
         ``--max-faces``); ``seconds`` and ``startup_seconds`` (0 when not timed);
         ``references`` (the sets' names), ``references_skipped`` (each set's photos not used, with
@@ -432,7 +433,8 @@ class RunStats:
         """
         tracks = sorted(self.per_track.items(), key=_in_order_of_appearance)
         return {
-            "frames": self.frames, "frames_with_faces": self.frames_with_faces, "frames_restored": self.frames_restored - self.frames_unchanged,
+            "frames": self.frames, "frames_with_faces": self.frames_with_faces,
+            "frames_restored": self.frames_restored - self.frames_unchanged,
             "faces": sum(track.faces for track in self.per_track.values()),
             "faces_restored": self.faces_restored - self.faces_left_clean if self.strength > 0.0 else 0,
             "strength": self.strength,
