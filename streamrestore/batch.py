@@ -768,7 +768,7 @@ def _faces_said(info: dict) -> str:
     restored, ", the quality gate's clean ones (and too dark or flat to judge) and those left alone (``--unmatched skip``,
     ``--max-faces``) said apart, or "no face found, ". (A chunked input's are not said: a chunk's
     counts would take in the warm-up frames it drops.)"""
-    from streamrestore.run import and_list
+    from streamrestore.run import and_list, gate_left_as_they_were
 
     faces, clean, seen = info.get("faces"), info.get("clean") or 0, info.get("seen")
     dim = info.get("dim") or 0  # (of the clean ones: too dark or flat to judge)
@@ -783,15 +783,8 @@ def _faces_said(info: dict) -> str:
         return f"{faces} face{'s' if faces != 1 else ''} left as {'it was' if faces == 1 else 'they were'} " \
                f"(--strength 0){f' and {seen - faces} left alone' if seen > faces else ''}, "
     weaker = f" at strength {strength:g}" if strength < 1.0 else ""
-    said = [f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored{weaker}"]
-    if clean - dim - grainy:
-        said.append(f"{clean - dim - grainy} clean left as {'it was' if clean - dim - grainy == 1 else 'they were'}")
-    if dim - tinted:
-        said.append(f"{dim - tinted} too dark or flat to judge left as {'it was' if dim - tinted == 1 else 'they were'}")
-    if tinted:
-        said.append(f"{tinted} under one strong colour of light left as {'it was' if tinted == 1 else 'they were'}")
-    if grainy:
-        said.append(f"{grainy} too grainy to judge left as {'it was' if grainy == 1 else 'they were'}")
+    said = [f"{faces - clean} face{'s' if faces - clean != 1 else ''} restored{weaker}",
+            *gate_left_as_they_were(clean, dim, tinted, grainy)]
     if seen > faces:
         said.append(f"{seen - faces} left alone")
     return and_list(said) + ", "

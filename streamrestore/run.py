@@ -155,6 +155,37 @@ POOR_REFERENCE_MATCH = 0.15
 POOR_MATCH_MIN_FACES = 10
 
 
+#: why the quality gate left faces as they were, each as said (the summary adds why it matters)
+_GATE_LEFT = (
+    ("clean", "(the quality gate: nothing to restore; --no-quality-gate restores them anyway)"),
+    # (their measure is the noise's: "clean" would misstate a dark, blurred face)
+    ("too dark or flat to judge", "(in so little contrast the quality gate cannot tell a blurred face from a clean one)"),
+    # (a bright face under a blue stage light: "too dark" misstated it)
+    ("under one strong colour of light", "(their brightness holds too little contrast for the quality gate to judge, "
+     "and the model, trained in white light, would change their colour; --no-quality-gate restores them anyway)"),
+    # (grain reads as detail: "clean" would misstate a blurred, grainy face)
+    ("too grainy to judge", "(film grain or tape noise reads as detail to the quality gate, so blurred faces may be "
+     "among them; --no-quality-gate restores them, their grain with their blur, and makes sharp ones worse)"),
+)
+
+
+def gate_left_as_they_were(clean: int, dim: int, tinted: int, grainy: int, explained: bool = False) -> list[str]:
+    """The faces the quality gate left as they were, by why ("2 clean left as they were", "1 too dark or flat to
+    judge left as it was"), from the counts of :class:`RunStats` (``clean``: all it left; ``dim`` and ``grainy`` of
+    those, ``tinted`` of the dim ones); ``explained``: as the summary says them ("2 clean faces left as they were
+    (the quality gate: ...)")."""
+    said = []
+    for count, (what, why) in zip((clean - dim - grainy, dim - tinted, tinted, grainy), _GATE_LEFT):
+        if not count:
+            continue
+        if explained:
+            faces = _n(count, "clean face") if what == "clean" else f"{_n(count, 'face')} {what}"
+        else:
+            faces = f"{count} {what}"
+        said.append(f"{faces} left as {'it was' if count == 1 else 'they were'}" + (f" {why}" if explained else ""))
+    return said
+
+
 def poor_reference_match(match: float) -> bool:
     """Whether a reference match (TrackStats.reference_match, or one face's) is below ``POOR_REFERENCE_MATCH``."""
     return match < POOR_REFERENCE_MATCH
@@ -488,27 +519,8 @@ class RunStats:
                 f"in {_n(self.frames_restored, 'frame')}{kept}, {_n(self.tracks, 'track')}, {who}"
             )
         if self.faces_left_clean and self.strength > 0.0:
-            dim, grainy = self.faces_left_dim, self.faces_left_grainy
-            clean = self.faces_left_clean - dim - grainy
-            left = []
-            if clean:
-                left.append(f"{_n(clean, 'clean face')} left as {'it was' if clean == 1 else 'they were'} "
-                            "(the quality gate: nothing to restore; --no-quality-gate restores them anyway)")
-            tinted = self.faces_left_tinted
-            if dim - tinted:  # (their measure is the noise's: "clean" would misstate a dark, blurred face)
-                left.append(f"{_n(dim - tinted, 'face')} too dark or flat to judge left as "
-                            f"{'it was' if dim - tinted == 1 else 'they were'} "
-                            "(in so little contrast the quality gate cannot tell a blurred face from a clean one)")
-            if tinted:  # (a bright face under a blue stage light: "too dark" misstated it)
-                left.append(f"{_n(tinted, 'face')} under one strong colour of light left as "
-                            f"{'it was' if tinted == 1 else 'they were'} (their brightness holds too little contrast "
-                            "for the quality gate to judge, and the model, trained in white light, would change their "
-                            "colour; --no-quality-gate restores them anyway)")
-            if grainy:  # (grain reads as detail: "clean" would misstate a blurred, grainy face)
-                left.append(f"{_n(grainy, 'face')} too grainy to judge left as {'it was' if grainy == 1 else 'they were'} "
-                            "(film grain or tape noise reads as detail to the quality gate, so blurred faces may be "
-                            "among them; --no-quality-gate restores them, their grain with their blur, and makes sharp "
-                            "ones worse)")
+            left = gate_left_as_they_were(self.faces_left_clean, self.faces_left_dim, self.faces_left_tinted,
+                                          self.faces_left_grainy, explained=True)
             restored = self.faces_restored - self.faces_left_clean
             text += "\n  of these, " + and_list([f"{restored} restored{weaker}", *left])
         tracks = sorted(self.per_track.items(), key=_in_order_of_appearance)
