@@ -1149,6 +1149,12 @@ def _free_resources_text(ray) -> str:
     return ", ".join(said) or "no CPUs in the cluster"
 
 
+def _users_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or wraps: a Ray task's error) a UserError: the same input and options give it again."""
+    cause = getattr(exc, "cause", None)  # (ray.exceptions.RayTaskError)
+    return isinstance(exc, UserError) or isinstance(cause, UserError)
+
+
 def _disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps: a Ray task's error, a cause) says the disk or the user's quota is full."""
     seen: set[int] = set()
@@ -1741,7 +1747,9 @@ class _Batch:
         error = _error_text(exc)
         tries = self.attempts.get(piece, 1)
         what = self.name_of(src) + (f" chunk {piece[2] + 1}" if kind == "chunk" else " (join)" if kind == "join" else "")
-        if tries <= self.retries and not _disk_full(exc):  # (a full disk stays full: each try wrote it full again)
+        # (a full disk stays full, each try filling it again; the user's mistake or the input's fault, a UserError,
+        # comes again: a DVR's audio the container cannot hold was tried three times)
+        if tries <= self.retries and not _disk_full(exc) and not _users_error(exc):
             self.manifest.update(self.key_of(piece), state="retrying", error=error)
             self.bar.line(f"{what} failed (attempt {tries} of {self.retries + 1}), trying again: {error}")
             self.queue.append(piece)

@@ -318,13 +318,12 @@ def test_ray_that_cannot_start_for_an_unwritable_home_is_one_line(clips, tmp_pat
     def init_without_a_home(**kwargs):
         return Path.home()
 
-    monkeypatch.setattr(Path, "home", classmethod(no_home))
     fake.init = init_without_a_home  # type: ignore[attr-defined]
-    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out")
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "home", classmethod(no_home))
+        code, err = batch(clips / "a.mp4", "-o", tmp_path / "out")
     assert code == 2 and "Traceback" not in err, err
     assert "Ray could not start: this user has no home folder (HOME is unset" in err and "--ray none" in err
-    monkeypatch.undo()
-    monkeypatch.setitem(sys.modules, "ray", fake)
 
     # a cluster that is not there (Ray's ConnectionError is an OSError too): not said to be the home folder
     import importlib.machinery
@@ -517,10 +516,11 @@ def test_a_full_disk_names_what_fills_it(tmp_path, monkeypatch):
 
 def test_a_full_disk_is_not_tried_again(clips, tmp_path, batch, monkeypatch):
     """A piece that failed for a full disk was tried --retries times more, each filling the disk again (farm
-    F11): it fails at once, named; another error is still tried again."""
+    F11): it fails at once, named, as does a UserError (cctv 9); another error is still tried again."""
     import errno
 
     import streamrestore.api
+    from streamrestore.errors import OutputError
 
     monkeypatch.setitem(sys.modules, "ray", None)
     calls = []
@@ -541,9 +541,17 @@ def test_a_full_disk_is_not_tried_again(clips, tmp_path, batch, monkeypatch):
     monkeypatch.setattr(streamrestore.api, "restore_video", flaky)
     code, err = batch(clips / "a.mp4", "-o", tmp_path / "out2", "--retries", "2")
     assert code == 1 and len(calls) == 3
+
+    def users_mistake(src, dst, face_restorer, **kwargs):  # (comes again: a DVR's audio the output cannot hold)
+        calls.append(src)
+        raise OutputError("a .mkv file cannot hold the input's pcm_mulaw audio without re-encoding it")
+
+    calls.clear()
+    monkeypatch.setattr(streamrestore.api, "restore_video", users_mistake)
+    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out3", "--retries", "2")
+    assert code == 1 and len(calls) == 1
     # as it comes: the writer's message, a quota, wrapped by Ray's task error (its cause)
     from streamrestore.batch import _disk_full
-    from streamrestore.errors import OutputError
 
     class RayTaskError(Exception):
         def __init__(self, cause):

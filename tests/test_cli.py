@@ -601,9 +601,14 @@ def test_a_failed_run_still_writes_its_json_record_which_a_rerun_replaces(run, c
     # a stop signal that surfaced as another error: the record says what the command ends with (review 53)
     import signal
 
+    from streamrestore.cli.options import log
     from streamrestore.cli.restore import main as restore_main
     from streamrestore.errors import InputError, UserError
     from streamrestore.stop_signals import StopState
+
+    # (the command's own main configures the package's logger, which app.main puts back: so here)
+    for name in ("handlers", "level", "propagate"):
+        monkeypatch.setattr(log, name, list(log.handlers) if name == "handlers" else getattr(log, name))
 
     stop = StopState()
     stop.signum = signal.SIGTERM

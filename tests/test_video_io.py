@@ -1372,9 +1372,34 @@ def test_an_audio_codec_the_container_cannot_take_is_a_clear_error(tmp_path):
     src = tmp_path / "src.mov"
     make_clip(src, frames=2, width=64, height=64, audio="pcm_mulaw")
     with pytest.raises(OutputError, match=r"a \.mp4 file cannot hold the input's pcm_mulaw audio without "
-                                          r"re-encoding it; write \.mkv"):
+                                          r"re-encoding it; write \.mov, which holds it"):
         VideoWriter(tmp_path / "out.mp4", probe(src), FAST, audio_from=src)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.mov"]
+    # (it said "write .mkv (holds any audio)", which is refused too: Matroska takes no G.711, cctv 1)
+    with pytest.raises(OutputError, match=r"a \.mkv file cannot hold the input's pcm_mulaw audio without "
+                                          r"re-encoding it; write \.mov, which holds it"):
+        VideoWriter(tmp_path / "out.mkv", probe(src), FAST, audio_from=src)
+
+
+def test_a_dvr_export_with_g711_audio_is_written_as_mov_by_default(tmp_path):
+    """A DVR's AVI with G.711 audio (pcm_mulaw, pcm_alaw) was refused by default: its default .mkv takes no G.711
+    (cctv 1). The default output is then .mov, which holds it; other AVIs stay .mkv."""
+    from streamrestore.video.writer import containers_holding, default_output_path
+
+    dvr = tmp_path / "cam02.avi"
+    make_clip(dvr, codec="mjpeg", pix_fmt="yuvj420p", audio="pcm_mulaw", frames=4)
+    assert default_output_path(dvr) == tmp_path / "cam02.restored.mov"
+    plain = tmp_path / "plain.avi"
+    make_clip(plain, codec="mjpeg", pix_fmt="yuvj420p", audio="aac", frames=4)
+    assert default_output_path(plain) == tmp_path / "plain.restored.mkv"
+    with av.open(str(dvr)) as container:
+        assert containers_holding(list(container.streams.audio)) == [".mov"]
+    with VideoWriter(default_output_path(dvr), probe(dvr), FAST, audio_from=dvr) as writer, \
+            VideoReader(dvr) as reader:
+        for frame in reader.frames():
+            writer.write(frame)
+    with av.open(str(tmp_path / "cam02.restored.mov")) as out:
+        assert [s.codec_context.name for s in out.streams.audio] == ["pcm_mulaw"]
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".mp4"])

@@ -53,6 +53,7 @@ from streamrestore.video.reader import (
     VideoInfo,
     frame_ticks,
     open_input,
+    open_local_media,
     pick_video_stream,
     seek_not_after,
 )
@@ -404,18 +405,57 @@ def _notes_on(info: VideoInfo) -> list[str]:
     return notes
 
 
+#: the containers tried, in order, for audio that the one an output would be (``.mkv``) cannot hold as it is: a
+#: DVR's AVI with G.711 (pcm_alaw, pcm_mulaw), which Matroska and MP4 refuse and MOV takes
+_AUDIO_CONTAINERS = {".mkv": "matroska", ".mov": "mov", ".mp4": "mp4"}
+
+
+def containers_holding(streams: list) -> list[str]:
+    """The suffixes of :data:`_AUDIO_CONTAINERS` whose container takes every one of ``streams`` (an input's audio
+    and subtitle streams) as it is, remuxed."""
+    import io
+
+    holding = []
+    for suffix, name in _AUDIO_CONTAINERS.items():
+        out = av.open(io.BytesIO(), "w", format=name)
+        try:
+            for stream in streams:
+                out.add_stream_from_template(stream)
+            holding.append(suffix)
+        except ValueError:  # (PyAV's words for "this container does not take that codec")
+            pass
+        finally:
+            with contextlib.suppress(av.error.FFmpegError, ValueError):
+                out.close()
+    return holding
+
+
 def default_output_path(src: str | os.PathLike) -> Path:
     """``<stem>.restored<ext>`` beside ``src``.
 
     The extension is the source's when that container keeps per-frame timestamps (mp4, mov,
     mkv, webm, ts, ...); an animated GIF's ``.mp4`` (it has no sound or subtitles to need more,
     and an MP4 plays wherever a GIF is shared); otherwise (avi, flv, no extension) ``.mkv``,
-    which holds any codec.
+    which holds almost any codec; where it does not hold the input's audio as it is (a DVR's G.711), ``.mov``.
     """
     src = Path(src)
     suffix = src.suffix if src.suffix.lower() in TIMESTAMP_CONTAINERS else ".mp4" if src.suffix.lower() == ".gif" \
         else ".mkv"
+    if suffix.lower() == ".mkv":
+        suffix = _container_for_the_audio_of(src, suffix)
     return src.with_name(f"{src.stem if src.suffix else src.name}.restored{suffix}")
+
+
+def _container_for_the_audio_of(src: Path, suffix: str) -> str:
+    """``suffix``, or the first container of :data:`_AUDIO_CONTAINERS` that holds ``src``'s audio and subtitles as
+    they are where ``suffix``'s does not (``suffix`` where none does, or ``src`` cannot be read: said later)."""
+    try:
+        with open_local_media(src) as container:
+            streams = [*container.streams.audio, *container.streams.subtitles]
+            holding = containers_holding(streams) if streams else []
+    except (av.error.FFmpegError, OSError, ValueError):
+        return suffix
+    return suffix if not streams or suffix.lower() in holding or not holding else holding[0]
 
 
 def check_not_input(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -1050,9 +1090,12 @@ class VideoWriter:
                 try:
                     kept = out.add_stream_from_template(copied_stream)
                 except ValueError:  # PyAV's words for "this container does not take that codec"
+                    holding = [suffix for suffix in containers_holding([copied_stream]) if suffix != self.dst.suffix]
+                    write = f"write {' or '.join(holding)}, which holds it" if holding else \
+                        "convert it first (ffmpeg -i IN -c:v copy -c:a aac OUT.mkv)"
                     raise OutputError(
                         f"a {self.dst.suffix} file cannot hold the input's {copied_stream.codec_context.name} "
-                        f"{copied_stream.type} without re-encoding it; write .mkv (holds any audio)") from None
+                        f"{copied_stream.type} without re-encoding it; {write}") from None
                 kept.metadata.update(self._track_tags(copied_stream.metadata))
                 # which track a player picks (default), shows unasked (forced subtitles) or offers to whom
                 kept.disposition = copied_stream.disposition & _TRACK_FLAGS
