@@ -2319,3 +2319,31 @@ def test_field_rate_makes_a_frame_of_each_field(tmp_path):
         assert len(list(written.frames())) == 16 and written.info.frame_rate == 50
     with pytest.raises(ValueError, match="deinterlace must be True, False or 'fields'"):
         VideoReader(src, deinterlace="field")
+
+
+def test_a_cameras_raw_streams_are_read_windowed_and_listed(tmp_path):
+    """A DVR's raw .h264 with --start failed ("no video frame could be decoded; the file is damaged": the seeks
+    left the demuxer at its end, cctv 3); an IP camera's MJPEG dump (JPEGs one after another) was "a still
+    image" (cctv 4); a batch's folder left both out (cctv 9)."""
+    import cv2
+
+    from streamrestore.batch import expand_inputs
+
+    raw = tmp_path / "ch1.h264"
+    make_clip(raw, frames=30, fps=25)
+    with VideoReader(raw) as reader:
+        whole = len(list(reader.frames()))
+    with VideoReader(raw, start=0.4) as reader:
+        windowed = list(reader.frames())
+    assert whole == 30 and 0 < len(windowed) < 30
+
+    dump = tmp_path / "cam.mjpeg"
+    pictures = [cv2.imencode(".jpg", np.full((48, 64, 3), 40 * i, np.uint8))[1].tobytes() for i in range(3)]
+    dump.write_bytes(b"".join(pictures))
+    with VideoReader(dump) as reader:
+        assert len(list(reader.frames())) == 3
+    single = tmp_path / "one.mjpeg"
+    single.write_bytes(pictures[0])
+    with pytest.raises(InputError, match="is a still image"):
+        VideoReader(single)
+    assert {p.name for p in expand_inputs([tmp_path], None)} >= {"ch1.h264", "cam.mjpeg"}

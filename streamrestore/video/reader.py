@@ -57,7 +57,9 @@ _ACCURATE_RGB = (
 #: File suffixes (lower case) taken as videos where files are picked by name (a batch folder, a
 #: reference folder); any file FFmpeg reads can be given by its path.
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".flv", ".wmv",
-                            ".mpg", ".mpeg", ".nut", ".3gp", ".gif", ".dv", ".mxf", ".vob", ".ogv"})
+                            ".mpg", ".mpeg", ".nut", ".3gp", ".gif", ".dv", ".mxf", ".vob", ".ogv",
+                            # (a camera's raw streams: a DVR's or an IP camera's exports)
+                            ".h264", ".264", ".h265", ".265", ".hevc", ".mjpeg", ".mjpg"})
 
 # Demuxers that read single pictures; a photo is not a video for this tool.
 _STILL_IMAGE_FORMATS = {"image2", "image2pipe"}
@@ -239,6 +241,15 @@ def _recording_without_index(path: Path) -> bool:
     return b"ftyp" in seen and b"mdat" in seen and b"moov" not in seen
 
 
+def _several_pictures(path: str | os.PathLike) -> bool:
+    """Whether the picture stream ``path`` (a ``*_pipe`` format: JPEGs one after another) holds more than one."""
+    try:
+        with open_local_media(path) as container:
+            return sum(1 for packet, _ in zip(container.demux(video=0), range(3)) if packet.size) > 1
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False
+
+
 def pick_video_stream(container: av.container.InputContainer, path: str | os.PathLike) -> av.video.stream.VideoStream:
     """The main video stream, ignoring cover art: the one marked default, else the first.
 
@@ -249,7 +260,8 @@ def pick_video_stream(container: av.container.InputContainer, path: str | os.Pat
     Raises:
         InputError: there is no video stream, or the file is a photo (the container is closed).
     """
-    if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+    if container.format.name in _STILL_IMAGE_FORMATS or container.format.name.endswith("_pipe") \
+            and not _several_pictures(container.name):  # (an IP camera's MJPEG dump, JPEGs one after another)
         container.close()
         from streamrestore.images import is_image
 
@@ -743,6 +755,12 @@ class VideoReader:
             # The first frame carries rotation and colour tags; keep it to yield later.
             self._first: tuple[av.VideoFrame, bool] | None = None  # (frame, repeated)
             if not start or not self._seek_to(self._origin + start):
+                if start:  # (the seeks left the demuxer anywhere: a raw .h264 stream at its end, "no frame decodes")
+                    self._container.close()
+                    self._container = open_input(self.path)
+                    self._stream = pick_video_stream(self._container, self.path)
+                    self._stream.thread_type = "AUTO"
+                    self._stream.thread_count = threads
                 self._start_decoding()
             if self._first is None:
                 raise InputError(
