@@ -2330,9 +2330,10 @@ def test_a_cameras_raw_streams_are_read_windowed_and_listed(tmp_path):
     from streamrestore.batch import expand_inputs
 
     raw = tmp_path / "ch1.h264"
-    make_clip(raw, frames=30, fps=25)
+    make_clip(raw, frames=30, fps=30, time_base=Fraction(1, 30))  # (x264 writes its timing into the stream)
     with VideoReader(raw) as reader:
         whole = len(list(reader.frames()))
+    assert reader.info.frame_rate == 30  # (the stream's own: FFmpeg's raw demuxer says 25, cctv 7)
     with VideoReader(raw, start=0.4) as reader:
         windowed = list(reader.frames())
     assert whole == 30 and 0 < len(windowed) < 30

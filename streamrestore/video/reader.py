@@ -345,11 +345,20 @@ def frame_ticks(rate: float | Fraction, time_base: Fraction) -> int:
 MAX_PLAUSIBLE_FPS = 500
 
 
+#: FFmpeg's demuxers of raw elementary streams (a camera's .h264 or .hevc export): their average rate is FFmpeg's
+#: default 25, the stream's own (its VUI timing: a DVR's 30) is the decoder's (cctv 7)
+_RAW_STREAM_FORMATS = frozenset({"h264", "hevc", "mjpeg", "jpeg_pipe", "mpegvideo", "m4v"})
+
+
 def stream_frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
     """The frame rate a stream is played at: its average rate, else the rate FFmpeg guesses, else the base
-    rate; the first of those under :data:`MAX_PLAUSIBLE_FPS` where one is; None where none is given."""
-    rates = [Fraction(rate) for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate)
-             if rate and rate > 0]
+    rate (a raw stream's own rate first, :data:`_RAW_STREAM_FORMATS`); the first of those under
+    :data:`MAX_PLAUSIBLE_FPS` where one is; None where none is given."""
+    given: list[Fraction | None] = [stream.average_rate, stream.guessed_rate, stream.base_rate]
+    container = getattr(stream, "container", None)
+    if container is not None and container.format.name in _RAW_STREAM_FORMATS:  # (no container: no rate of its own)
+        given.insert(0, stream.codec_context.framerate)
+    rates = [Fraction(rate) for rate in given if rate and rate > 0]
     plausible = [rate for rate in rates if rate <= MAX_PLAUSIBLE_FPS]
     chosen = plausible or rates
     return chosen[0] if chosen else None
