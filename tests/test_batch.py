@@ -523,33 +523,25 @@ def test_a_full_disk_is_not_tried_again(clips, tmp_path, batch, monkeypatch):
     from streamrestore.errors import OutputError
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    calls = []
 
-    def full(src, dst, face_restorer, **kwargs):
-        calls.append(src)
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def tries(error: Exception, out: str) -> tuple[int, str]:
+        """How many times a piece failing with ``error`` was tried, and what the batch said."""
+        calls = []
 
-    monkeypatch.setattr(streamrestore.api, "restore_video", full)
-    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out", "--retries", "2")
-    assert code == 1 and len(calls) == 1 and "failed after 1 attempt(s): OSError: [Errno 28] No space left" in err
+        def failing(src, dst, face_restorer, **kwargs):
+            calls.append(src)
+            raise error
 
-    def flaky(src, dst, face_restorer, **kwargs):
-        calls.append(src)
-        raise RuntimeError("decoder hiccup")
+        monkeypatch.setattr(streamrestore.api, "restore_video", failing)
+        code, err = batch(clips / "a.mp4", "-o", tmp_path / out, "--retries", "2")
+        assert code == 1
+        return len(calls), err
 
-    calls.clear()
-    monkeypatch.setattr(streamrestore.api, "restore_video", flaky)
-    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out2", "--retries", "2")
-    assert code == 1 and len(calls) == 3
-
-    def users_mistake(src, dst, face_restorer, **kwargs):  # (comes again: a DVR's audio the output cannot hold)
-        calls.append(src)
-        raise OutputError("a .mkv file cannot hold the input's pcm_mulaw audio without re-encoding it")
-
-    calls.clear()
-    monkeypatch.setattr(streamrestore.api, "restore_video", users_mistake)
-    code, err = batch(clips / "a.mp4", "-o", tmp_path / "out3", "--retries", "2")
-    assert code == 1 and len(calls) == 1
+    count, err = tries(OSError(errno.ENOSPC, "No space left on device"), "out")
+    assert count == 1 and "failed after 1 attempt(s): OSError: [Errno 28] No space left" in err
+    assert tries(RuntimeError("decoder hiccup"), "out2")[0] == 3
+    # (comes again: a DVR's audio the output cannot hold)
+    assert tries(OutputError("a .mkv file cannot hold the input's pcm_mulaw audio without re-encoding it"), "out3")[0] == 1
     # as it comes: the writer's message, a quota, wrapped by Ray's task error (its cause)
     from streamrestore.batch import _disk_full
 
