@@ -1149,25 +1149,30 @@ def _free_resources_text(ray) -> str:
     return ", ".join(said) or "no CPUs in the cluster"
 
 
-def _users_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is (or wraps: a Ray task's error) a UserError: the same input and options give it again."""
-    cause = getattr(exc, "cause", None)  # (ray.exceptions.RayTaskError)
-    return isinstance(exc, UserError) or isinstance(cause, UserError)
-
-
-def _disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps: a Ray task's error, a cause) says the disk or the user's quota is full."""
+def _in_chain(exc: BaseException, found: Callable[[BaseException], bool]) -> bool:
+    """Whether ``found`` holds for ``exc`` or for what it wraps: a Ray task's error (its ``cause``), a cause or a
+    context its raiser did not suppress (as :func:`streamrestore.errors.out_of_memory` follows them)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(current) or "Disk quota exceeded" in str(current):
+        if found(current):
             return True
         cause = getattr(current, "cause", None)  # (ray.exceptions.RayTaskError)
-        current = cause if isinstance(cause, BaseException) else current.__cause__ or current.__context__
+        current = cause if isinstance(cause, BaseException) else \
+            current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return False
+
+
+def _users_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or wraps) a UserError: the same input and options give it again."""
+    return _in_chain(exc, lambda error: isinstance(error, UserError))
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the disk or the user's quota is full."""
+    return _in_chain(exc, lambda error: (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
+                     or "No space left on device" in str(error) or "Disk quota exceeded" in str(error))
 
 
 def _error_text(exc: BaseException) -> str:
@@ -1307,8 +1312,8 @@ def run(
     try:  # (two runs into one folder did all the work twice, each writing over the other: one at a time)
         held = hold_record(out_dir / MANIFEST_NAME)
     except BlockingIOError:
-        raise TemporaryError(f"another streamrestore batch is writing to {out_dir}; wait for it to finish (a rerun then "
-                          "finds its outputs done), or write to another folder") from None
+        raise TemporaryError(f"another streamrestore batch is writing to {out_dir}; wait for it to finish (a rerun "
+                             "then finds its outputs done), or write to another folder") from None
     try:
         outputs: dict[Path, Path] = {}
         for src in inputs:
