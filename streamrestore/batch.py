@@ -1201,6 +1201,7 @@ def run(
     max_faces: int | None = None,
     unmatched: str = "restore",
     detect_every: int = 3,
+    detect_size: int | None = None,
     temporal=None,
     reference_detail=None,
     identity_gate=None,
@@ -1231,7 +1232,7 @@ def run(
     ``ray.init`` arguments (e.g. ``num_cpus``, ``object_store_memory``).
     ``fast_vae``: decode with TAESD, as the main command's ``--fast-vae`` (the path must exist on
     every worker's machine, as ``face_models``). ``temporal``,
-    ``reference_detail``, ``identity_gate``, ``crop_resolution``: the ``PipelineConfig`` fields of
+    ``reference_detail``, ``identity_gate``, ``crop_resolution``, ``detect_size``: the ``PipelineConfig`` fields of
     those names (None: their defaults); ``quality_gate``: its ``gate``; ``match_threshold``: its own. ``adapt``: an :class:`~streamrestore.model.adapt.AdaptConfig`
     to fine-tune the model on each person's photos (as the main command's ``--adapt``): on Ray one
     worker adapts first, and the others load its fine-tunes instead of adapting again (on their own
@@ -1269,7 +1270,8 @@ def run(
               "crop_resolution": crop_resolution}
     # (given only: a batch folder made before these options records no such field, and reads as unchanged)
     for name, value in (("temporal", temporal), ("reference_detail", reference_detail),
-                        ("identity_gate", identity_gate), ("gate", quality_gate), ("match_threshold", match_threshold)):
+                        ("identity_gate", identity_gate), ("gate", quality_gate), ("match_threshold", match_threshold),
+                        ("detect_size", detect_size)):
         if value is not None:
             config[name] = value
     from streamrestore.pipeline import PipelineConfig

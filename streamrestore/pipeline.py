@@ -103,6 +103,12 @@ class PipelineConfig:
             detector's own frame-to-frame jitter, at a third of the detection cost; a face
             entering the picture is picked up at most two frames late, and on its first frame
             after a cut from frames without faces (a slide, a title: :data:`CUT_LEVELS`).
+        detect_size: the longer side, in pixels, of the picture a detector that works at a size of its own
+            (SCRFD) looks at; frames are shrunk (or enlarged) to it. Default 640, what insightface's packs were
+            tuned at; a face under ~20 px there is missed in some frames (a 45-px face of a 1080p overview
+            camera is 15 px at 640: found in half the frames, all of them at 960), and the run says so
+            (:data:`~streamrestore.faces.detect.SMALL_AT_INPUT`). 1280 finds faces half the size at about four times the detection
+            time. A multiple of 32, 160 to 4096; dlib's detector searches the whole frame and ignores it.
         frame_path: where crops are cut and faces pasted: ``"host"`` (OpenCV on the CPU, 4:2:0
             frames kept in YUV), ``"device"`` (on the restorer's device with the kernels of
             ``streamrestore/kernels/``: the frame is copied there once and back once, see
@@ -147,6 +153,7 @@ class PipelineConfig:
     lookahead: int = 5
     min_face: int = 16
     detect_every: int = 3
+    detect_size: int = 640
     frame_path: str = "auto"
     paste: PasteConfig = field(default_factory=PasteConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
@@ -168,6 +175,8 @@ class PipelineConfig:
             raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
+        if not (160 <= self.detect_size <= 4096 and self.detect_size % 32 == 0):
+            raise ValueError(f"detect_size must be a multiple of 32 from 160 to 4096, got {self.detect_size!r}")
         if self.frame_path not in ("auto", "host", "device"):
             raise ValueError(f"frame_path must be 'auto', 'host' or 'device', got {self.frame_path!r}")
         if self.crop_resolution not in (None, "auto") and not (
@@ -670,6 +679,9 @@ class FaceRestorer:
         small_w, small_h = max(1, round(w * scale)), max(1, round(h * scale))
         image = pixels.full() if (small_w, small_h) == (w, h) else pixels.resized(small_w, small_h)
         found = detect_upright(self.detector, image, rotation)
+        if input_size is not None:  # (faces too small for it there are missed in some frames: the run says so)
+            self.stats.add_detections([f.size for f in found], (w, h), (small_w, small_h),
+                                      self.config.min_face * small_w / w)
         if image.shape[:2] == (h, w):
             return found
         to_frame = np.array([w / small_w, h / small_h], np.float32)
@@ -697,12 +709,14 @@ class FaceRestorer:
         selected = self._select(tracked)
         height, width = pixels.shape[:2]
         rotation = getattr(frame, "rotation", 0)
+        shown_at = getattr(frame, "time", None)  # (a decoded frame's, on the input's clock; a numpy frame has none)
         if len(selected) < len(tracked):  # beyond max_faces: left alone
             kept = {id(t) for t in selected}
             for t in tracked:
                 if id(t) not in kept:
                     stats.add_face(t.track_id, index, stats.identities.get(t.track_id), restored=False,
-                                   beyond_max_faces=True, centre=_shown_centre(t.kps, height, width, rotation))
+                                   beyond_max_faces=True, centre=_shown_centre(t.kps, height, width, rotation),
+                                   time=shown_at)
         tracked = selected
         if not tracked:
             return lambda: _Finished(frame)  # untouched: not even a colour-space round trip
@@ -717,7 +731,7 @@ class FaceRestorer:
             stats.unmatched_faces += unmatched
             skip = unmatched and self.config.unmatched == "skip"
             stats.add_face(t.track_id, index, identity, restored=not skip,
-                           centre=_shown_centre(t.kps, height, width, rotation))
+                           centre=_shown_centre(t.kps, height, width, rotation), time=shown_at)
             if self._matcher is not None:
                 track = stats.per_track[t.track_id]
                 if not track.scores or not self._matcher.is_decided(t.track_id):  # frozen once decided
@@ -1267,7 +1281,11 @@ def build_face_restorer(
         # the references are aligned at every crop side the faces may be cut at, and at the
         # model's own (its K/V: as aligned in training, not shrunk from a larger crop)
         reference_sides = sorted({int(restorer.resolution), *crop_sides(int(restorer.resolution), config.crop_resolution)})
-        face_detector = create_detector(detector, models_dir=face_models) if isinstance(detector, str) else detector
+        face_detector = (create_detector(detector, models_dir=face_models, det_size=config.detect_size)
+                         if isinstance(detector, str) else detector)
+        if config.detect_size != PipelineConfig.detect_size and not hasattr(face_detector, "input_size"):
+            log.warning("--detect-size %d is not used: %s's face detector searches the whole frame at its own size",
+                        config.detect_size, getattr(face_detector, "name", type(face_detector).__name__))
         embedder = None
         needs_embedder = len(specs) > 1 or (specs and config.unmatched == "skip")
         if specs and not all(isinstance(s, ReferenceSet) for s in specs):

@@ -60,6 +60,8 @@ class TrackStats:
     identity: str | None = None  # the reference set it matched (its last decision), or None
     first_frame: int = 0  # frame indices, counted from 0 in the order frames were given
     last_frame: int = 0
+    first_time: float | None = None  # those frames' times on the input's clock (s; None: not known, numpy frames)
+    last_time: float | None = None
     faces: int = 0  # frames in which the track had a face (restored or left alone)
     left_alone: int = 0  # of those, faces not restored (--unmatched skip, beyond --max-faces)
     left_by_gate: int = 0  # of the rest, faces the quality gate (or --strength 0) left as they were
@@ -237,6 +239,9 @@ class RunStats:
     backend: str | None = None  # how the restorer ran at the end of a whole run ("onnxruntime"; None: no network)
     device: str | None = None  # where it ran ("cpu", "cuda"), at the end of a whole run
     strength: float = 1.0  # the share of the restorer's change every face got at most (QualityGateConfig.strength)
+    faces_detected: int = 0  # faces a detector working at a size of its own (SCRFD) found, on the frames it looked at
+    faces_detected_small: int = 0  # of those, faces under SMALL_AT_INPUT px in the picture it looked at
+    detected_at: tuple | None = None  # ((frame width, height), (width, height) the detector looked at), its last
 
     @property
     def tracks(self) -> int:
@@ -253,7 +258,8 @@ class RunStats:
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     def add_face(self, track_id: int, frame: int, identity: str | None, restored: bool,
-                 beyond_max_faces: bool = False, centre: tuple[float, float] | None = None) -> None:
+                 beyond_max_faces: bool = False, centre: tuple[float, float] | None = None,
+                 time: float | None = None) -> None:
         """Counts one face of one frame.
 
         Args:
@@ -264,12 +270,15 @@ class RunStats:
             beyond_max_faces: left alone because the frame had ``max_faces`` larger faces.
             centre: the face's centre in the picture as shown, as fractions of its width and height
                 (None: not known); the summary says where each track was when there are several.
+            time: the frame's time on the input's clock, in seconds (None: not known); ``--json`` gives each
+                track's first and last (with ``--start`` its frames are counted from the window's start).
         """
         track = self.per_track.get(track_id)
         if track is None:
-            track = self.per_track[track_id] = TrackStats(first_frame=frame)
+            track = self.per_track[track_id] = TrackStats(first_frame=frame, first_time=time)
         track.identity = identity
         track.last_frame = frame
+        track.last_time = time
         track.faces += 1
         if centre is not None:
             track.place_sum = (track.place_sum[0] + centre[0], track.place_sum[1] + centre[1])
@@ -280,6 +289,55 @@ class RunStats:
             self.skipped_faces += 1
         self.track_ids.add(track_id)
         self.identities[track_id] = identity
+
+    def add_detections(self, sizes: list[float], frame: tuple[int, int], looked_at: tuple[int, int],
+                       smallest: float) -> None:
+        """Counts the faces a detector found on one frame, their ``sizes`` (:attr:`Face.size`) in the picture of
+        ``looked_at`` (width, height) it was given for the ``frame`` (width, height); a face under ``smallest``
+        there is left out (smaller than ``min_face`` in the frame: not restored, not counted)."""
+        from streamrestore.faces.detect import SMALL_AT_INPUT
+
+        kept = [size for size in sizes if size >= smallest]
+        self.faces_detected += len(kept)
+        self.faces_detected_small += sum(size < SMALL_AT_INPUT for size in kept)
+        self.detected_at = (tuple(frame), tuple(looked_at))
+
+    def _larger_detect_size(self) -> int | None:
+        """A ``--detect-size`` that shows the detector the picture larger (twice the side it looked at, at most the
+        picture's own, in 32s); None where it looked at the whole picture (or nothing is known of it)."""
+        if self.detected_at is None:
+            return None
+        (width, height), (seen_w, seen_h) = self.detected_at
+        if seen_w >= width:  # (looked at full size or larger already: a larger input adds no pixels of the face)
+            return None
+        return min(2 * max(seen_w, seen_h), -(-max(width, height) // 32) * 32)
+
+    def _looked_at_size(self) -> str:
+        """The side of the picture the detector looked at, with the option that makes it larger where one would."""
+        if self.detected_at is None:
+            return "640 px"
+        larger = self._larger_detect_size()
+        side = f"{max(self.detected_at[1])} px"
+        return side if larger is None else f"{side} (--detect-size {larger} looks at it larger)"
+
+    def _small_faces(self) -> str | None:
+        """The warning that many faces were too small for the detector to find them in every frame (a quarter
+        of those it found, at least 3), where a larger ``--detect-size`` would show them larger; None if not."""
+        from streamrestore.faces.detect import SMALL_AT_INPUT
+
+        small, found = self.faces_detected_small, self.faces_detected
+        if self.detected_at is None or small < 3 or small * 4 < found:
+            return None
+        larger = self._larger_detect_size()
+        if larger is None:
+            return None
+        count = f"all {found} faces" if small == found else f"{small} of the {found} faces"
+        (width, height), (seen_w, seen_h) = self.detected_at
+        what = "the photo" if self.photo else f"{width}x{height} frames"
+        return (f"{count} found were under {SMALL_AT_INPUT:.0f} px wide where the face "
+                f"detector looked for them ({what} {'is' if self.photo else 'are'} looked at {seen_w}x{seen_h}): "
+                f"faces that small are missed{'' if self.photo else ' in some frames (a track starts late or breaks)'}"
+                f"; --detect-size {larger} looks at {'it' if self.photo else 'them'} larger (slower)")
 
     def add_changes(self, track_ids: list, changed: list[bool]) -> None:
         """Counts one frame's faces given to the restorer (``track_ids``, in order) as ``changed`` by it or left as
@@ -452,7 +510,9 @@ class RunStats:
         ``--max-faces``); ``seconds`` and ``startup_seconds`` (0 when not timed);
         ``references`` (the sets' names), ``references_skipped`` (each set's photos not used, with
         why: ``"wall.png (no face)"``; said as warnings when the photos were loaded); ``tracks``, one per track in order of appearance:
-        ``id``, ``identity`` (the set it matched, or None), ``first_frame``, ``last_frame``,
+        ``id``, ``identity`` (the set it matched, or None), ``first_frame``, ``last_frame`` (counted from the
+        first frame restored: with ``--start``, the window's), ``first_time``, ``last_time`` (those frames' times
+        on the input's clock, in seconds, or None where not known),
         ``faces``, ``left_alone``, ``faces_changed`` (faces the restorer changed: not left alone, nor left as
         they were by the quality gate), ``place`` (where in the picture, or None), ``similarity`` (to
         each reference set, when matched by embedding), ``reference_match`` (0-1, or None) and
@@ -478,7 +538,10 @@ class RunStats:
             "references_skipped": {name: list(files) for name, files in self.references_skipped.items()},
             "tracks": [{
                 "id": track_id, "identity": track.identity, "first_frame": track.first_frame,
-                "last_frame": track.last_frame, "faces": track.faces, "left_alone": track.left_alone,
+                "last_frame": track.last_frame,
+                "first_time": None if track.first_time is None else round(track.first_time, 6),
+                "last_time": None if track.last_time is None else round(track.last_time, 6),
+                "faces": track.faces, "left_alone": track.left_alone,
                 "faces_changed": track.faces_changed,
                 "place": track.place, "similarity": {name: round(float(v), 4) for name, v in track.scores.items()},
                 "reference_match": None if track.reference_match is None else round(track.reference_match, 4),
@@ -552,8 +615,8 @@ class RunStats:
                 text += ("\n  (dlib's detector misses a face under ~80 px across, one turned or partly hidden, "
                          "upside down, or cut by the frame; --face-models DIR gives SCRFD, which finds smaller ones)")
             else:
-                text += ("\n  (the detector misses a face under ~30 px across in the picture scaled to 640 px, one "
-                         "upside down, or one cut to less than eyes and mouth)")
+                text += (f"\n  (the detector misses a face under ~30 px across in the picture scaled to "
+                         f"{self._looked_at_size()}, one upside down, or one cut to less than eyes and mouth)")
         elif self.frames and self.faces_restored and (self.faces_restored == self.faces_left_clean
                                                        or self.strength == 0.0):
             # (said plainly: "0 restored" mid-line, then tracks "restored toward" someone's photos, read as done)
@@ -597,6 +660,9 @@ class RunStats:
                         "perhaps, or a face too blurred, turned, covered (a mask, sunglasses, a hand) or coloured by "
                         "the light to be recognised (if someone else: `--unmatched skip` leaves such faces alone; "
                         "`--refs NAME=DIR` once per person matches each face to its own)")
+        small = self._small_faces()
+        if small:
+            said.append(small)
         if self.faces_invalid:
             said.append(f"the restorer gave invalid values (NaN or infinity) for {_n(self.faces_invalid, 'face')}, "
                         "left as they were: its model file may be damaged (compare its sha256, in --json, with the "

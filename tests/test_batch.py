@@ -933,7 +933,7 @@ def test_a_bad_pipeline_option_is_a_usage_error_before_any_worker(clips, tmp_pat
     from streamrestore.errors import UserError
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    for options in ({"detect_every": 2.0}, {"max_faces": 0}, {"unmatched": "drop"}):
+    for options in ({"detect_every": 2.0}, {"max_faces": 0}, {"unmatched": "drop"}, {"detect_size": 1000}):
         with pytest.raises(UserError, match="bad pipeline option: "):
             run([clips / "a.mp4"], out_dir=tmp_path / "out", model="identity", ray="local", progress=False, **options)
     # restore_video's deinterlace="fields" doubles the frames, which a batch's chunks (counted from packets) do not

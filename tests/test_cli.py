@@ -886,7 +886,8 @@ def _refs_folder(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["output_exists", "refs_missing", "refs_empty", "refs_name_twice", "webm_with_aac",
-                                  "codec_container", "unknown_extension", "start_past_end", "device_cuda"])
+                                  "codec_container", "unknown_extension", "start_past_end", "device_cuda",
+                                  "detect_size"])
 def test_cheap_checks_fail_before_any_model_loads(run, tmp_path, no_model_loading, no_cuda, case):
     src = tmp_path / "clip.mp4"
     make_clip(src, frames=6, audio="aac")  # 0.24 s, H.264 + AAC
@@ -902,6 +903,8 @@ def test_cheap_checks_fail_before_any_model_loads(run, tmp_path, no_model_loadin
         "unknown_extension": (["-o", tmp_path / "out.xyz"], ".xyz"),
         "start_past_end": (["--start", "10", "-o", out], "lies from 10 s"),
         "device_cuda": (["--device", "cuda", "-o", out], "CUDA"),
+        "detect_size": (["--detect-size", "1000", "-o", out],
+                        "--detect-size must be a multiple of 32 from 160 to 4096 (640, 960, 1280, ...), got 1000"),
     }[case]
     if case == "output_exists":
         out.write_bytes(b"keep")

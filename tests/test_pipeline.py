@@ -1,6 +1,7 @@
 """The frame loop end to end, with the identity restorer (proves geometry, timing and audio
 without a model): on drawn faces (tests/synthetic_faces.py, always) and on real media with SCRFD
 (the shared folder)."""
+import logging
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -1493,3 +1494,116 @@ def test_a_face_at_a_bound_of_the_monochrome_rule_changes_its_colour_a_little_at
     steps = [np.abs(b - a).mean() for a, b in zip(outputs, outputs[1:])]
     jump = np.abs(outputs[-1] - outputs[0]).mean()
     assert max(steps) < 0.6 * jump, (steps, jump)  # (no single step makes the whole change)
+
+
+def test_tracks_say_their_times_on_the_inputs_clock(synthetic_faces, face_clip, tmp_path):
+    """--json gives each track's first and last frame's time on the input's clock: with --start its frames
+    are counted from the window's start, and an investigator had no way back to the recording's time."""
+    fr = FaceRestorer.from_options(model="identity")
+    stats = restore_video(face_clip.path, tmp_path / "o.mp4", fr, start=0.2, encoder=EncoderSettings(preset="ultrafast"))
+    with av.open(str(face_clip.path)) as container:
+        times = [frame.time for frame in container.decode(video=0)]
+    kept = [t for t in times if t >= 0.2 - 1e-6]
+    (track,) = stats.as_dict()["tracks"]
+    assert (track["first_frame"], track["last_frame"]) == (0, len(kept) - 1)
+    assert track["first_time"] == pytest.approx(kept[0], abs=1e-6) and track["first_time"] >= 0.2 - 1e-6
+    assert track["last_time"] == pytest.approx(times[-1], abs=1e-6)
+    # numpy frames have no time: said as unknown, not as 0
+    fr = FaceRestorer.from_options(model="identity", config=PipelineConfig(lookahead=0))
+    for frame in _frames(face_clip.path, 2):
+        fr.process(frame)
+    (track,) = fr.stats.as_dict()["tracks"]
+    assert track["first_time"] is None and track["last_time"] is None
+
+
+def _small_face_frame(portrait_bgr: np.ndarray, face_px: int, size=(1920, 1080)) -> np.ndarray:
+    """``portrait_bgr`` shrunk so that its face is about ``face_px`` wide, in the middle of a grey frame of ``size``
+    (an overview camera's wide shot)."""
+    small = cv2.resize(portrait_bgr, None, fx=face_px / 130.0, fy=face_px / 130.0, interpolation=cv2.INTER_AREA)
+    frame = np.full((size[1], size[0], 3), 110, np.uint8)
+    y, x = (size[1] - small.shape[0]) // 2, (size[0] - small.shape[1]) // 2
+    frame[y:y + small.shape[0], x:x + small.shape[1]] = small
+    return np.ascontiguousarray(frame[:, :, ::-1])
+
+
+def test_small_faces_at_the_detectors_size_are_said_and_detect_size_finds_them(shared_models, shared_data):
+    """A 1080p overview camera's faces (~40 px) are ~13 px where SCRFD looks at 640: found in some frames
+    only, silently (a track "frames 54-89" read as if the person had come then). The run now says so and
+    names --detect-size, which finds them."""
+    portrait = cv2.imread(str(shared_data / "face_recognition" / "obama_small.jpg"))
+    frames = [_small_face_frame(np.roll(portrait, shift, axis=1), 46) for shift in (0, 2, 4)]
+    found = {}
+    for size in (640, 1280):
+        config = PipelineConfig(detect_size=size, detect_every=1, lookahead=0, temporal=TemporalConfig.off())
+        fr = FaceRestorer.from_options(model="identity", face_models=shared_models / "insightface", config=config)
+        assert fr.detector.det_size == size
+        for frame in frames:
+            fr.process(frame)
+        found[size] = fr.stats
+    at_640, at_1280 = found[640], found[1280]
+    assert (at_640.faces_detected, at_640.faces_detected_small) == (3, 3), at_640.summary()
+    (said,) = [w for w in at_640.warnings() if "--detect-size" in w]
+    assert said.startswith("all 3 faces found were under 20 px wide where the face detector looked for them "
+                           "(1920x1080 frames are looked at 640x360)") and "--detect-size 1280" in said
+    assert (at_1280.faces_detected, at_1280.faces_detected_small) == (3, 0), at_1280.summary()
+    assert not [w for w in at_1280.warnings() if "--detect-size" in w]
+
+
+def test_small_faces_warning_needs_a_quarter_and_a_shrunk_frame():
+    from streamrestore.run import RunStats
+
+    stats = RunStats(frames=8)
+    for _ in range(4):
+        stats.add_detections([14.0, 60.0, 61.0], (1920, 1080), (640, 360), smallest=5.0)
+    (said,) = [w for w in stats.warnings() if "--detect-size" in w]
+    assert said.startswith("4 of the 12 faces found were under 20 px wide where the face detector looked for them "
+                           "(1920x1080 frames are looked at 640x360): faces that small are missed in some frames")
+    assert said.endswith("; --detect-size 1280 looks at them larger (slower)")
+    assert stats.as_dict()["warnings"] == stats.warnings()
+    few = RunStats(frames=8)  # under a quarter of the faces found
+    few.add_detections([14.0, 60.0, 61.0, 62.0, 63.0], (1920, 1080), (640, 360), smallest=5.0)
+    few.add_detections([14.0, 60.0, 61.0, 62.0, 63.0], (1920, 1080), (640, 360), smallest=5.0)
+    assert not [w for w in few.warnings() if "--detect-size" in w]
+    full = RunStats(frames=8)  # looked at full size already: a larger input shows the face no larger
+    full.add_detections([14.0, 15.0, 16.0], (640, 360), (640, 360), smallest=5.0)
+    assert not [w for w in full.warnings() if "--detect-size" in w]
+    tiny = RunStats(frames=8)  # faces under min_face in the frame are not restored: not counted
+    tiny.add_detections([3.0, 4.0, 4.5], (1920, 1080), (640, 360), smallest=5.3)
+    assert tiny.faces_detected == 0 and not tiny.warnings()
+    # where none was found, the hint names the size looked at, and the option where a larger one would help
+    nothing = RunStats(frames=8, encoded=True)
+    nothing.add_detections([], (1920, 1080), (640, 360), smallest=5.3)
+    assert ("\n  (the detector misses a face under ~30 px across in the picture scaled to 640 px (--detect-size "
+            "1280 looks at it larger), one upside down") in nothing.summary()
+    nothing.add_detections([], (480, 270), (640, 360), smallest=5.3)
+    assert "scaled to 640 px, one upside down" in nothing.summary()
+    photo = RunStats(frames=1, photo=True)
+    photo.add_detections([12.0] * 5, (6000, 4000), (640, 427), smallest=1.7)
+    (said,) = photo.warnings()
+    assert said == ("all 5 faces found were under 20 px wide where the face detector looked for them (the photo is "
+                    "looked at 640x427): faces that small are missed; --detect-size 1280 looks at it larger (slower)")
+
+
+def test_detect_size_is_checked():
+    with pytest.raises(ValueError, match="detect_size must be a multiple of 32 from 160 to 4096, got 1000"):
+        PipelineConfig(detect_size=1000)
+    with pytest.raises(ValueError, match="got 128"):
+        PipelineConfig(detect_size=128)
+    from streamrestore.cli import build_parser
+    from streamrestore.cli.options import pipeline_config
+
+    # --detect-size: SCRFD's input; its default is PipelineConfig's
+    assert pipeline_config(build_parser().parse_args(["in.mp4"])).detect_size == PipelineConfig().detect_size == 640
+    assert pipeline_config(build_parser().parse_args(["in.mp4", "--detect-size", "1280"])).detect_size == 1280
+
+
+def test_detect_size_with_dlib_is_said_unused(caplog):
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        fr = FaceRestorer.from_options(model="identity", detector="dlib", config=PipelineConfig(detect_size=1280))
+    assert fr.detector.name == "dlib"
+    assert ("--detect-size 1280 is not used: dlib's face detector searches the whole frame at its own size"
+            in caplog.text)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        FaceRestorer.from_options(model="identity", detector="dlib")
+    assert "--detect-size" not in caplog.text

@@ -120,6 +120,7 @@ def main(argv: list[str]) -> int:
         gpus_per_worker=args.gpus_per_worker, chunk_seconds=args.chunk_seconds, retries=args.retries,
         model=args.model, device=args.device, detector=args.detector, face_models=args.face_models,
         backend=args.backend, fast_vae=args.fast_vae, max_faces=args.max_faces, unmatched=args.unmatched, detect_every=args.detect_every,
+        detect_size=args.detect_size,
         temporal=temporal, reference_detail=reference_detail_from_args(args), identity_gate=identity_gate_from_args(args),
         quality_gate=quality_gate_from_args(args), match_threshold=match_threshold_from_args(args),
         crop_resolution=crop_resolution_from_args(args), adapt=adapt, codec=args.codec, crf=args.crf, preset=args.preset,
