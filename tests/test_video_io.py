@@ -2348,3 +2348,35 @@ def test_a_cameras_raw_streams_are_read_windowed_and_listed(tmp_path):
     with pytest.raises(InputError, match="is a still image"):
         VideoReader(single)
     assert {p.name for p in expand_inputs([tmp_path], None)} >= {"ch1.h264", "cam.mjpeg"}
+
+
+@pytest.mark.parametrize("dst_name", ["out.mp4", "out.mov"])
+def test_a_video_starting_between_milliseconds_keeps_its_first_pts_in_mp4(tmp_path, dst_name):
+    """A dashcam's fragmented MP4 starting at 1024/15360 s came out 10 ticks early, every frame: MP4's edit
+    list that delays the video counts in the movie's time scale, 1000 by default (66 ms for 66.67). The
+    movie's scale now holds the stream's every tick (:func:`streamrestore.video.writer.movie_timescale`)."""
+    src = tmp_path / "cam.mp4"
+    # (a fragmented MP4 has no edit list: the B-frames' delay puts its first frame at 1024/15360 s)
+    with av.open(str(src), "w", options={"movflags": "frag_keyframe+empty_moov"}) as out:
+        stream = out.add_stream("libx264", rate=30, options={"preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(10):
+            picture = np.random.default_rng(i).integers(0, 255, (48, 64, 3), np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    assert read_video_timing(src)[0][0] == Fraction(1024, 15360)
+    dst = tmp_path / dst_name
+    passthrough(src, dst, settings=EncoderSettings())  # (veryfast: B-frames, an edit list of their own too)
+    assert read_video_timing(dst)[0] == read_video_timing(src)[0]
+
+
+def test_movie_timescale():
+    from streamrestore.video.writer import movie_timescale
+
+    assert movie_timescale(Fraction(1, 15360)) == 384000  # (every tick, and every millisecond)
+    assert movie_timescale(Fraction(1, 12800)) == 64000
+    assert movie_timescale(Fraction(1, 25)) == movie_timescale(Fraction(1, 1000)) == movie_timescale(None) == 1000
+    assert movie_timescale(Fraction(1001, 30000)) == 30000
+    assert movie_timescale(Fraction(1, 2**31 - 1)) == 2**31 - 1  # (the muxer's largest)

@@ -374,6 +374,22 @@ _APPLE_KEYS = {"title": "com.apple.quicktime.title", "artist": "com.apple.quickt
 
 #: MPEG-TS: holds no chapters, nor a file's tags
 _MPEG_TS = {".ts", ".mts", ".m2ts"}
+#: containers whose edit lists (where the video starts after 0: a dashcam's fragmented MP4, a cut) count in the
+#: movie's time scale (:func:`movie_timescale`)
+_MOVIE_TIMESCALE_CONTAINERS = {".mp4", ".m4v", ".mov"}
+
+
+def movie_timescale(time_base: Fraction | None) -> int:
+    """The MP4/MOV movie time scale that holds every pts of a video stream of ``time_base`` exactly and
+    every millisecond (FFmpeg's default, 1000, for the audio's edits): their least common multiple. At
+    1000 a stream starting at 1024/15360 s (a fragmented MP4 from a dashcam) started 10 ticks early: the
+    edit list that delays it is written in the movie's scale."""
+    if not time_base:
+        return 1000
+    for scale in (math.lcm(1000, time_base.denominator), time_base.denominator):
+        if scale <= 2**31 - 1:  # (the muxer's limit)
+            return scale
+    return 1000
 
 
 def _is_chapter_track(stream: av.stream.Stream) -> bool:
@@ -918,6 +934,8 @@ class VideoWriter:
             # 0 (an MPEG-2 broadcast without B-frames); FFmpeg would shift every stream later, when
             # the TS muxer's own delay keeps such a dts positive: timestamps are kept exactly
             keep = {"avoid_negative_ts": "disabled"} if self.dst.suffix.lower() in _MPEG_TS else {}
+            if self.dst.suffix.lower() in _MOVIE_TIMESCALE_CONTAINERS:
+                keep["movie_timescale"] = str(movie_timescale(info.time_base))
             if audio_from is not None:  # (first: its tags say how the output's are written)
                 self._copy_from = open_input(audio_from)
                 # an iPhone's place, make, model and local recording time are QuickTime metadata keys
