@@ -104,6 +104,7 @@ def restore_video(
             ``restorer`` is built.
         ValueError: a ``progress``, ``on_frame``, ``encoder`` or ``restorer`` of the wrong kind.
     """
+    from streamrestore.provenance import restored_comment
     from streamrestore.video.reader import VideoReader
     from streamrestore.video.writer import EncoderSettings, VideoWriter, check_not_input, default_output_path
 
@@ -127,7 +128,8 @@ def restore_video(
     with VideoReader(src, start=start, end=end, deinterlace=deinterlace) as reader:
         info = reader.info
         fps = float(info.frame_rate) if info.frame_rate else 30.0
-        with VideoWriter(dst, info, encoder, audio_from=src, start=start, end=end, force=force) as writer:
+        with VideoWriter(dst, info, encoder, audio_from=src, start=start, end=end, force=force,
+                         comment=restored_comment()) as writer:
             face_restorer = _face_restorer(restorer, fps, info.pixel_aspect)
             stats = face_restorer.stats
             stats.startup_seconds = time.perf_counter() - started

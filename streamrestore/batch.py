@@ -603,6 +603,7 @@ class BatchWorker:
         """Encodes the chunks' frames in order at the input's timestamps into ``dst`` and remuxes
         the input's audio once (one :class:`VideoWriter`)."""
 
+        from streamrestore.provenance import restored_comment
         from streamrestore.video.reader import open_local_media, probe
         from streamrestore.video.writer import VideoWriter
 
@@ -610,7 +611,8 @@ class BatchWorker:
         self._begin(dst)
         info = probe(plan.src, deinterlace=self.deinterlace)  # the frames the chunks were restored from
         i = 0
-        with VideoWriter(dst, info, self._settings(), audio_from=plan.src, force=True) as writer:
+        with VideoWriter(dst, info, self._settings(), audio_from=plan.src, force=True,
+                         comment=restored_comment()) as writer:
             for part in parts:
                 types = json.loads(_types_path(Path(part)).read_text())
                 with open_local_media(part) as c:

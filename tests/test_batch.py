@@ -1292,6 +1292,8 @@ def test_an_interlaced_video_in_chunks_is_deinterlaced_as_the_main_command_does(
     assert all(combing(a) < 1.5 for _, a in joined)
     assert all(np.abs(a.astype(int) - b).mean() < 1.0 for (_, a), (_, b) in zip(joined, single))
     assert read_video_timing(out / "camcorder.restored.mp4") == read_video_timing(src)
+    with av.open(str(out / "camcorder.restored.mp4")) as joined_file:  # (the join says what made its faces)
+        assert joined_file.metadata.get("comment", "").startswith("faces restored by streamrestore ")
 
 
 def test_a_video_that_changes_size_is_restored_in_chunks_as_a_whole_and_its_warnings_are_said(local_ray, tmp_path,

@@ -725,6 +725,7 @@ def test_live_outputs_are_bt709_converted_and_tagged(tmp_path):
     """The restored picture is SDR RGB: a live file was converted with swscale's default BT.601 and left
     untagged, and players take an untagged HD picture for BT.709: a face's red came out 14 levels off."""
     from streamrestore.live.sinks import FileSink
+    from streamrestore.provenance import restored_comment
     from streamrestore.video.reader import frame_to_rgb
 
     rgb = np.zeros((720, 1280, 3), np.uint8)
@@ -735,6 +736,7 @@ def test_live_outputs_are_bt709_converted_and_tagged(tmp_path):
     sink.close()
     with av.open(str(tmp_path / "live.mp4")) as container:
         frame = next(container.decode(video=0))
+        assert container.metadata.get("comment") == restored_comment()  # (its faces' detail made by a network)
     assert (int(frame.colorspace), int(frame.color_primaries), int(frame.color_trc), int(frame.color_range)) == (1, 1, 1, 1)
     assert np.abs(frame_to_rgb(frame)[360, 640].astype(int) - (200, 60, 40)).max() <= 2
 

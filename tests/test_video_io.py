@@ -2380,3 +2380,49 @@ def test_movie_timescale():
     assert movie_timescale(Fraction(1, 25)) == movie_timescale(Fraction(1, 1000)) == movie_timescale(None) == 1000
     assert movie_timescale(Fraction(1001, 30000)) == 30000
     assert movie_timescale(Fraction(1, 2**31 - 1)) == 2**31 - 1  # (the muxer's largest)
+
+
+@pytest.mark.parametrize("ext", ["mp4", "mov", "mkv", "webm"])
+def test_a_restored_video_says_so_in_its_comment_ahead_of_the_inputs(tmp_path, ext, synthetic_faces):
+    """A restored shop camera's export kept its title, date and comment ("DVR export, evidence #1234"), and
+    nothing in it said its faces were made by a network: passed on, it read as the camera's own. Its comment
+    now says so, the input's after it; a file restored again carries one mark; without tags to keep
+    (``strip_metadata``) the mark alone."""
+    from dataclasses import replace
+
+    from streamrestore.api import restore_video
+    from streamrestore.pipeline import FaceRestorer
+    from streamrestore.provenance import ORIGINAL_COMMENT, restored_comment
+
+    src = tmp_path / f"cam.{ext}"
+    codec = "libvpx-vp9" if ext == "webm" else "libx264"
+    make_clip(src, frames=3, codec=codec, options={} if ext == "webm" else {"preset": "ultrafast"})
+    tagged = tmp_path / f"tagged.{ext}"
+    with av.open(str(src)) as c, av.open(str(tagged), "w") as out:
+        out.metadata.update({"title": "CAM02 SHOP", "comment": "DVR export, evidence #1234"})
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(c.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)
+
+    def comment(path: Path) -> str | None:
+        with av.open(str(path)) as c:
+            return next((value for key, value in c.metadata.items() if key.lower() == "comment"), None)
+
+    assert comment(tagged) == "DVR export, evidence #1234"
+    mark = restored_comment()
+    assert mark.startswith("faces restored by streamrestore ") and "generated, not recorded" in mark
+    encoder = replace(FAST, codec="vp9", preset="8") if ext == "webm" else FAST
+    once, twice, stripped = (tmp_path / f"{name}.{ext}" for name in ("once", "twice", "stripped"))
+    restore_video(tagged, once, FaceRestorer.from_options(model="identity"), encoder=encoder)
+    assert comment(once) == f"{mark}{ORIGINAL_COMMENT}DVR export, evidence #1234"
+    with av.open(str(once)) as c:
+        assert any(value == "CAM02 SHOP" for value in c.metadata.values())  # (the input's other tags kept)
+    restore_video(once, twice, FaceRestorer.from_options(model="identity"), encoder=encoder)
+    assert comment(twice) == comment(once)
+    restore_video(tagged, stripped, FaceRestorer.from_options(model="identity"),
+                  encoder=replace(encoder, strip_metadata=True))
+    assert comment(stripped) == mark
+    passthrough(tagged, tmp_path / f"plain.{ext}", settings=encoder)  # (the writer alone: the input's, as it was)
+    assert comment(tmp_path / f"plain.{ext}") == "DVR export, evidence #1234"

@@ -180,6 +180,7 @@ class FileSink:
 
     def __init__(self, path: str | Path, width: int, height: int, *, fps: float = 30.0, force: bool = False,
                  encoder=None):
+        from streamrestore.provenance import restored_comment
         from streamrestore.video.reader import VideoInfo
         from streamrestore.video.writer import EncoderSettings, VideoWriter
 
@@ -193,7 +194,8 @@ class FileSink:
             # an HD picture for BT.709, and swscale's default BT.601 shifted its colours)
             **BT709_TAGS,
         )
-        self._writer = VideoWriter(self.path, info, encoder if encoder is not None else EncoderSettings(), force=force)
+        self._writer = VideoWriter(self.path, info, encoder if encoder is not None else EncoderSettings(), force=force,
+                                   comment=restored_comment())
         for note in self._writer.notes:  # (how the file will play: an odd-sized picture as 4:4:4), said at once
             log.warning("%s: %s", self.name, note)
         self._clock = _Clock()

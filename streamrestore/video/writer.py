@@ -834,6 +834,9 @@ class VideoWriter:
             see the module docstring for how times are shifted.
         end: the end of that window.
         force: replace an existing ``dst``.
+        comment: written as the file's ``comment`` tag (MP4, MOV, Matroska, WebM; MPEG-TS holds none), ahead
+            of the input's comment (:func:`streamrestore.provenance.comment_with`); None (default): the input's
+            is kept as it is. What restores faces gives :func:`streamrestore.provenance.restored_comment`.
 
     ``write`` takes frames with ``pts`` and ``time_base`` set (decoded frames, or new frames
     with those copied from the decoded ones; ``duration`` too where known), in presentation
@@ -858,6 +861,7 @@ class VideoWriter:
         start: float | None = None,
         end: float | None = None,
         force: bool = False,
+        comment: str | None = None,
     ) -> None:
         if start is not None and end is not None and end <= start:
             raise ValueError(f"end ({end}) must be after start ({start})")
@@ -866,6 +870,7 @@ class VideoWriter:
         self.settings = settings if settings is not None else EncoderSettings()
         self.start = start
         self.end = end
+        self.comment = comment
         self.frames_written = 0
         #: what the output does not keep of the input, a sentence each (for the run's summary): streams
         #: other than video and audio, interlacing, samples over 8 bits where frames are restored
@@ -1133,6 +1138,7 @@ class VideoWriter:
             else:
                 self._copy_from.close()
                 self._copy_from = None
+        self._write_comment()
         self._open_encoder()  # the encoder first: what it refuses is not the container's doing
         try:
             # Open the encoder and write the header now, so a codec the container cannot
@@ -1193,6 +1199,23 @@ class VideoWriter:
                 not any(key.lower() == "handler_name" for key in kept):
             kept["handler_name"] = title
         return kept
+
+    def _write_comment(self) -> None:
+        """:attr:`comment` as the file's comment, ahead of the input's (kept as copied: :meth:`_copy_tags`)."""
+        if self.comment is None:
+            return
+        from streamrestore.provenance import comment_with
+
+        tags = self._muxer.metadata
+        # (Matroska's is COMMENT; an iPhone's MOV also has it as a QuickTime key)
+        keys = [key for key in tags if key.lower() in ("comment", _APPLE_KEYS["comment"])]
+        original = next((tags[key] for key in keys if key.lower() == "comment"), None) or \
+            next((tags[key] for key in keys), None)
+        for key in keys:
+            del tags[key]
+        tags["comment"] = comment_with(self.comment, original)
+        if self._metadata_keys:  # (written as QuickTime keys only: under Apple's name too)
+            tags[_APPLE_KEYS["comment"]] = tags["comment"]
 
     def _copy_tags(self, video: av.video.stream.VideoStream, timecode: str | None = None) -> None:
         """The input's tags (title, recording date, a phone's location, each stream's language) and
