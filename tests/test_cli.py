@@ -449,7 +449,16 @@ def test_a_mistake_in_the_options_is_said_first_and_a_decimal_comma_named(capsys
                        (["clip.mp4", "--strength", "1e400"],  # (float: inf)
                         "streamrestore: error: argument --strength: not a number: '1e400' (digits, with a point for "
                         "decimals)"),
-                       (["cache", "--clear"], "streamrestore cache: error: argument --clear: expected one argument")):
+                       (["cache", "--clear"], "streamrestore cache: error: argument --clear: expected one argument"),
+                       # a typo names the option meant; an unknown option alone is the mistake, not a missing input
+                       (["clip.mp4", "--detect-sise", "1280"],
+                        "streamrestore: error: unrecognized arguments: --detect-sise 1280 (--detect-sise: did you "
+                        "mean --detect-size?)"),
+                       (["batch", "x", "-o", "y", "--unmached", "skip"],
+                        "streamrestore batch: error: unrecognized arguments: --unmached skip (--unmached: did you "
+                        "mean --unmatched?)"),
+                       (["--bogus"], "streamrestore: error: unrecognized arguments: --bogus"),
+                       ([], "streamrestore: error: the following arguments are required: input")):
         with pytest.raises(SystemExit) as stopped:
             main(argv)
         assert stopped.value.code == 2

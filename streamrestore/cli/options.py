@@ -194,7 +194,26 @@ class CommandParser(argparse.ArgumentParser):
     (Numbers are read by :func:`decimal` and :func:`whole`, which name a decimal comma and separators.)"""
 
     def error(self, message: str):  # type: ignore[override]
+        unrecognized = "unrecognized arguments: "
+        if message.startswith(unrecognized):  # (a typo: --detect-sise) the option meant, where one is close
+            message += self.options_meant(message[len(unrecognized):].split())
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n(the options: {self.prog} --help)\n")
+
+    def unknown_options(self, args: Sequence[str]) -> list[str]:
+        """The long options of ``args`` this parser does not know (nor takes as an abbreviation of one)."""
+        known = [option for option in self._option_string_actions if option.startswith("--")]
+        names = [arg.split("=", 1)[0] for arg in args if arg.startswith("--") and arg != "--"]
+        return [name for name in names if not any(option.startswith(name) for option in known)]
+
+    def options_meant(self, args: Sequence[str]) -> str:
+        """`` (--detect-sise: did you mean --detect-size?)`` for the options of ``args`` close to one this
+        parser knows; empty where none is."""
+        import difflib
+
+        known = [option for option in self._option_string_actions if option.startswith("--")]
+        meant = [f"{name}: did you mean {close[0]}?" for name in self.unknown_options(args)
+                 for close in [difflib.get_close_matches(name, known, n=1, cutoff=0.75)] if close]
+        return f" ({'; '.join(meant)})" if meant else ""
 
 
 #: ``--backend``'s values: :data:`streamrestore.backends.selection.BACKENDS`, named here without loading torch

@@ -77,6 +77,10 @@ class _Parser(CommandParser):
     def error(self, message: str):  # type: ignore[override]
         # a file whose name starts with "-" is read as an option ("the following arguments are required: input")
         dashed = [arg for arg in self.given if arg.startswith("-") and arg != "-" and os.path.isfile(arg)]
+        unknown = self.unknown_options([arg for arg in self.given if arg not in dashed])
+        if message.startswith("the following arguments are required") and unknown:
+            # (`streamrestore --bogus`: the mistake is the option, not a missing input)
+            message = f"unrecognized arguments: {' '.join(unknown)}"
         if dashed:
             message += (f" ({dashed[0]} is read as an option: give it as ./{dashed[0]}, or after the options and "
                         f"--, as in streamrestore --refs DIR -- {dashed[0]})")
