@@ -1830,6 +1830,26 @@ def test_a_raw_stream_without_timestamps_is_written_at_its_rate(tmp_path):
     assert any("8 frame(s) had no timestamp (a raw stream?)" in p and "25 fps" in p for p in reader.problems)
 
 
+def test_a_raw_stream_cut_mid_gop_says_the_pictures_it_lost(tmp_path):
+    """A DVR's raw .h264 cut before a keyframe lost its first pictures unsaid (46 of 69 decoded), where the same
+    cut in MPEG-TS said so: a raw stream's packets have no timestamps to tell, but their count does."""
+    clip = tmp_path / "a.mp4"
+    make_clip(clip, frames=30, fps=25, options={"preset": "ultrafast", "g": "10"})
+    whole = tmp_path / "whole.h264"
+    make_raw_stream(clip, whole)
+    with av.open(str(whole)) as c:
+        starts = [packet.pos for packet in c.demux(video=0) if packet.size]
+    cut = tmp_path / "cut.h264"  # (from the 4th picture: the 4th to 10th need the keyframe before)
+    cut.write_bytes(whole.read_bytes()[starts[3]:])
+    for path, frames, said in ((whole, 30, None), (cut, 20, "7 picture(s) of the stream could not be decoded")):
+        with VideoReader(path) as reader:
+            assert len(list(reader.frames())) == frames
+        lost = [p for p in reader.problems if "could not be decoded" in p]
+        assert lost == ([] if said is None else [f"{said} and are left out: a raw stream cut before a keyframe "
+                                                 "(mid-GOP?) loses the pictures up to it, damaged data the pictures "
+                                                 "that need it"])
+
+
 DEINTERLACED = ("the input is interlaced: each frame was deinterlaced (bwdif: one frame at its first field's instant, "
                 "timestamps kept); --no-deinterlace (library: deinterlace=False) keeps the fields woven as they are")
 

@@ -752,6 +752,9 @@ class VideoReader:
         self.damaged_times: list[float] = []
         self._damaged_packets = 0
         self._lost_leading = 0  # pictures before the first that decodes, which cannot be made up
+        # a raw stream's packets and frames have no timestamps: what never decoded is their difference
+        self._untimed_packets = self._untimed_frames = 0
+        self._interlaced_seen = False  # (a field-coded picture may come in two packets: then not compared)
         self._last_time: float | None = None
         self._iterated = False
         self._container = open_input(self.path)
@@ -817,6 +820,7 @@ class VideoReader:
     def _start_decoding(self) -> float | None:
         """Decodes from where the container is; the first frame's time (None: no frame)."""
         self._damaged_packets = 0  # counted again from here
+        self._untimed_packets = self._untimed_frames = 0
         self._decoded = self._decode()
         self._first = next(self._decoded, None)
         return None if self._first is None else self._first[0].time
@@ -886,6 +890,8 @@ class VideoReader:
             for packet in self._packets():
                 if packet.size and packet.pts is not None and not packet.is_discard:
                     heapq.heappush(expected, (packet.pts, packet.duration or 0))
+                elif packet.size and not packet.is_discard:
+                    self._untimed_packets += 1
                 if packet.is_corrupt:
                     self._damaged_packets += 1
                 try:
@@ -916,6 +922,8 @@ class VideoReader:
         self._lost_leading = 0
         for frame in self._decode_packets(expected):
             pts = frame.pts
+            self._untimed_frames += pts is None
+            self._interlaced_seen |= bool(frame.interlaced_frame)
             if pts is not None:
                 first_pts = pts if first_pts is None else first_pts
                 while expected and expected[0][0] < pts:
@@ -1085,6 +1093,12 @@ class VideoReader:
         if placed:
             self.problems.append(f"{placed} frame(s) had a timestamp not after the frame before's: each was placed "
                                  "one frame after it (the file's timestamps are broken)")
+        lost = self._untimed_packets - self._untimed_frames
+        if reached_end and lost > 0 and self.start is None and self.end is None and not self._interlaced_seen:
+            # (the TS or MP4 cut the same way says so above, from its packets' timestamps)
+            self.problems.append(f"{lost} picture(s) of the stream could not be decoded and are left out: a raw "
+                                 "stream cut before a keyframe (mid-GOP?) loses the pictures up to it, damaged "
+                                 "data the pictures that need it")
         if reached_end:
             self._check_complete()
         if self.frames_decoded == 0 and (self.start is not None or self.end is not None):
