@@ -255,6 +255,7 @@ def restore_photo(
         same_photo_format,
         write_photo,
     )
+    from streamrestore.provenance import restored_comment
     from streamrestore.video.writer import check_not_input
 
     started = time.perf_counter()
@@ -264,7 +265,7 @@ def restore_photo(
     check_not_input(src, dst)
     photo = read_photo(src)
     if strip_metadata:
-        photo.exif, photo.xmp, photo.text = None, None, {}
+        photo.exif, photo.xmp, photo.text, photo.comment, photo.iptc = None, None, {}, None, []
     check_photo_output(dst, force)
     face_restorer = _face_restorer(restorer, restorer.fps if isinstance(restorer, FaceRestorer) else 30.0)
     stats = face_restorer.stats
@@ -277,10 +278,12 @@ def restore_photo(
     finally:
         _record_runner(stats, face_restorer)
         face_restorer._release()
-    if same_photo_format(src, dst) and np.array_equal(restored, frame) and not strip_metadata:
+    unchanged = np.array_equal(restored, frame)
+    if same_photo_format(src, dst) and unchanged and not strip_metadata:
         copy_photo(src, dst, force=force)  # nothing changed: its bytes, not a second compression
-    else:
-        stats.problems.extend(write_photo(dst, restored[:, :, ::-1] if bgr else restored, photo, force=force))
+    else:  # (a changed face says so in the file: streamrestore.provenance)
+        stats.problems.extend(write_photo(dst, restored[:, :, ::-1] if bgr else restored, photo, force=force,
+                                          software=None if unchanged else restored_comment()))
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -176,6 +176,15 @@ PHOTO_QUALITY = 95
 
 _EXIF_ORIENTATION = 0x0112
 _PNG_XMP = "XML:com.adobe.xmp"  # the text chunk a PNG holds its XMP in
+_EXIF_SOFTWARE = 0x0131  # the program that made the file (a restored photo's: streamrestore.provenance)
+#: a TIFF's IFD0 tags that describe the photo, not how its pixels are stored: what its EXIF keeps (Pillow reads the
+#: whole IFD0 as EXIF; given back, a CMYK or palette TIFF's PhotometricInterpretation was written over RGB samples, and
+#: the output opened nowhere). Description, make, model, page, software, date, artist, host, copyright, the Exif, GPS
+#: and interoperability blocks, IPTC, Photoshop's resources, ratings, Windows' XP* tags, PrintIM.
+_TIFF_METADATA_TAGS = {0x010D, 0x010E, 0x010F, 0x0110, 0x011D, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298, 0x8769, 0x8825,
+                       0xA005, 0x83BB, 0x8649, 0x4746, 0x4749, 0x9C9B, 0x9C9C, 0x9C9D, 0x9C9E, 0x9C9F, 0xC4A5}
+#: a TIFF's compressions a restored copy keeps (the others, a fax's bilevel ones, hold no colour: written without)
+_TIFF_COMPRESSIONS_KEPT = {"tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits", "jpeg"}
 
 
 @dataclass
@@ -195,6 +204,11 @@ class PhotoFile:
         xmp: the XMP block (ratings, captions, editing history); JPEG, WebP, AVIF, HEIC and PNG keep it.
         dpi: the print resolution.
         text: a PNG's text chunks (title, author, description), kept in a PNG.
+        comment: a JPEG's comment (COM), kept in a JPEG.
+        iptc: a JPEG's IPTC blocks (APP13: credit, copyright, caption, as agencies read them), kept in a JPEG.
+        subsampling: a JPEG's chroma subsampling (Pillow's 0: 4:4:4, 1: 4:2:2, 2: 4:2:0), kept in a JPEG.
+        lossless: a lossless WebP (written lossless again).
+        compression: a TIFF's compression (Pillow's name), kept in a TIFF where it holds colour.
         dropped_profile: the colour space of a profile that cannot describe the restored RGB
             pixels (a print scan's CMYK), which is not kept; None when there was none.
         unprofiled_colours: the picture's colour model where it is not RGB or grey and no profile says how
@@ -213,6 +227,11 @@ class PhotoFile:
     xmp: bytes | None = None
     dpi: tuple | None = None
     text: dict[str, str] = field(default_factory=dict)
+    comment: bytes | None = None
+    iptc: list[bytes] = field(default_factory=list)
+    subsampling: int | None = None
+    lossless: bool = False
+    compression: str | None = None
     dropped_profile: str | None = None
     unprofiled_colours: str | None = None
     parts_not_kept: list[str] = field(default_factory=list)
@@ -250,9 +269,23 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
             photo.dpi = image.info.get("dpi")
             photo.text = {key: value for key, value in getattr(image, "text", {}).items() if key != _PNG_XMP}
             exif = image.getexif()
+            if image.format == "TIFF":
+                for tag in [tag for tag in exif if tag not in _TIFF_METADATA_TAGS]:
+                    del exif[tag]
+                if 0x011A not in getattr(image, "tag_v2", {}):  # (no XResolution: Pillow says 1 dpi, which is not so)
+                    photo.dpi = None
+                photo.compression = image.info.get("compression")
             if _EXIF_ORIENTATION in exif:
                 exif[_EXIF_ORIENTATION] = 1
             photo.exif = exif.tobytes() if len(exif) else None
+            if image.format == "JPEG":
+                from PIL import JpegImagePlugin
+
+                sampling = JpegImagePlugin.get_sampling(image)
+                photo.subsampling = sampling if sampling >= 0 else None
+                photo.comment = image.info.get("comment") or None
+                photo.iptc = [data for marker, data in getattr(image, "applist", []) if marker == "APP13"]
+            photo.lossless = image.format == "WEBP" and _webp_lossless(path)
             if heif:
                 photo.bits = int(image.info.get("bit_depth") or 8)
                 photo.parts_not_kept = _heif_parts(image.info)
@@ -262,9 +295,29 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
                 upright = ImageOps.exif_transpose(image.convert("RGBA"))
                 alpha = np.asarray(upright.getchannel("A"))
                 photo.alpha = alpha if alpha.shape == rgb.shape[:2] else None
+                if image.format == "TIFF" and image.mode == "RGBA" and photo.alpha is not None:
+                    # (OpenCV's TIFF reader multiplies the colour by the alpha: a feathered edge came out darkened,
+                    # the colour under a transparent pixel black; Pillow gives the samples as stored)
+                    photo.rgb = np.ascontiguousarray(np.asarray(upright.convert("RGB")))
     except (OSError, ValueError, SyntaxError):  # a file OpenCV reads and Pillow does not: its pixels are all there is
         pass
     return photo
+
+
+def _webp_lossless(path: str | os.PathLike) -> bool:
+    """Whether the WebP at ``path`` is coded lossless (its picture a ``VP8L`` chunk, not ``VP8 ``)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(1 << 20)  # (the chunks before the picture: a profile, EXIF, XMP, alpha)
+    except OSError:
+        return False
+    at = 12  # (RIFF, its size, WEBP)
+    while at + 8 <= len(data):
+        kind, size = data[at:at + 4], int.from_bytes(data[at + 4:at + 8], "little")
+        if kind in (b"VP8L", b"VP8 "):
+            return kind == b"VP8L"
+        at += 8 + size + (size & 1)
+    return False
 
 
 def _heif_deep(path: str | os.PathLike, shape: tuple) -> np.ndarray | None:
@@ -351,16 +404,21 @@ def copy_photo(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = 
     write_atomically(dst, lambda temp: shutil.copyfile(src, temp), replace=force)
 
 
-def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bool = False) -> list[str]:
-    """Writes ``rgb`` to ``path`` as the photo ``like`` was (grey, transparency, colour profile, EXIF),
-    in the format its suffix names (:data:`PHOTO_OUTPUT_SUFFIXES`; JPEG, WebP, AVIF and HEIC at
-    :data:`PHOTO_QUALITY`). The file appears only when complete.
+def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bool = False,
+                software: str | None = None) -> list[str]:
+    """Writes ``rgb`` to ``path`` as the photo ``like`` was (grey, transparency, colour profile, EXIF, and
+    a JPEG's comment, IPTC and chroma subsampling, a WebP's losslessness, a TIFF's compression), in the format
+    its suffix names (:data:`PHOTO_OUTPUT_SUFFIXES`; JPEG, WebP, AVIF and HEIC at :data:`PHOTO_QUALITY`).
+    The file appears only when complete, and once it opens again.
 
     Args:
         path: the output file.
         rgb: (H, W, 3) uint8 RGB, ``like.rgb``'s size.
         like: the photo it was restored from.
         force: replace an existing ``path``.
+        software: written as the EXIF ``Software`` tag (the program that made the file; every format but BMP),
+            in place of the photo's; None (default): the photo's kept. What restores faces gives
+            :func:`streamrestore.provenance.restored_comment`.
 
     Returns:
         What the output does not keep of the photo, a sentence each (16 bits, transparency in a JPEG).
@@ -403,11 +461,20 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
     options: dict = {}
     if fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
         options["quality"] = PHOTO_QUALITY
+    if fmt == "JPEG" and like.subsampling is not None:  # (a 4:4:4 master came back 4:2:0: the colour's edges halved)
+        options["subsampling"] = like.subsampling
+    if fmt == "JPEG" and like.comment:
+        options["comment"] = like.comment
+    if fmt == "WEBP" and like.lossless:  # (the colour under transparent pixels too)
+        options.update(lossless=True, exact=True)
+    if fmt == "TIFF" and like.compression in _TIFF_COMPRESSIONS_KEPT:
+        options["compression"] = like.compression
     if fmt != "BMP":
         if like.icc_profile:
             options["icc_profile"] = like.icc_profile
-        if like.exif:
-            options["exif"] = like.exif
+        exif = _with_software(like.exif, software)
+        if exif:
+            options["exif"] = exif
     if like.xmp and fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
         options["xmp"] = like.xmp
     if like.dpi and fmt in ("JPEG", "PNG", "TIFF"):
@@ -421,11 +488,54 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         if like.xmp:
             chunks.add_itxt(_PNG_XMP, like.xmp.decode("utf-8", "replace"))
         options["pnginfo"] = chunks
-    if deep is not None:
-        write_atomically(dst, lambda temp: _write_16_bits(temp, deep, fmt, options, like.xmp), replace=force)
-        return notes
-    write_atomically(dst, lambda temp: image.save(temp, format=fmt, **options), replace=force)
+    iptc = like.iptc if fmt == "JPEG" else []
+
+    def write(temp: Path) -> None:
+        if deep is not None:
+            _write_16_bits(temp, deep, fmt, options, like.xmp, software)
+        else:
+            image.save(temp, format=fmt, **options)
+        if iptc:
+            temp.write_bytes(_with_app13(temp.read_bytes(), iptc))
+        _check_opens(temp, dst)
+
+    write_atomically(dst, write, replace=force)
     return notes
+
+
+def _with_software(exif: bytes | None, software: str | None) -> bytes | None:
+    """``exif`` with its ``Software`` tag ``software`` (None: as it is; no EXIF: one of that tag alone)."""
+    if software is None:
+        return exif
+    from PIL import Image
+
+    tags = Image.Exif()
+    if exif:
+        tags.load(exif)
+    tags[_EXIF_SOFTWARE] = software
+    return tags.tobytes()
+
+
+def _with_app13(jpeg: bytes, blocks: list[bytes]) -> bytes:
+    """The JPEG file ``jpeg`` with the APP13 segments of ``blocks`` (IPTC: Pillow writes none) after its
+    application segments (JFIF, EXIF, XMP, the profile), before the picture's tables."""
+    at = 2  # (after SOI)
+    while at + 4 <= len(jpeg) and jpeg[at] == 0xFF and (0xE0 <= jpeg[at + 1] <= 0xEF or jpeg[at + 1] == 0xFE):
+        at += 2 + int.from_bytes(jpeg[at + 2:at + 4], "big")  # (an APPn or COM segment)
+    segments = b"".join(b"\xff\xed" + (len(block) + 2).to_bytes(2, "big") + block for block in blocks
+                        if len(block) + 2 <= 0xFFFF)
+    return jpeg[:at] + segments + jpeg[at:]
+
+
+def _check_opens(temp: Path, dst: Path) -> None:
+    """OSError (said as the output not written) where the photo written to ``temp`` does not open again: a
+    format's writer given what it cannot describe wrote a file nothing reads (a TIFF's old colour model over RGB
+    samples), and the run said it was written."""
+    try:
+        with _pillow().open(temp):
+            pass
+    except Exception as exc:  # (Pillow raises many types for a file it cannot read)
+        raise OSError(f"the {dst.suffix} file written does not open again ({exc}); write .png instead") from None
 
 
 # EXIF tags a photo's owner would miss (a TIFF's EXIF as Pillow reads it holds its structure's tags
@@ -460,11 +570,12 @@ def _deepened(rgb: np.ndarray, like: PhotoFile) -> np.ndarray:
     return np.clip(like.deep.astype(np.int32) + change * 257, 0, 65535).astype(np.uint16)
 
 
-def _write_16_bits(path, deep: np.ndarray, fmt: str, options: dict, xmp: bytes | None) -> None:
+def _write_16_bits(path, deep: np.ndarray, fmt: str, options: dict, xmp: bytes | None,
+                   software: str | None = None) -> None:
     """Writes the 16-bit picture ``deep`` as a PNG, TIFF or HEIC (10 bits) with what ``options``
     (Pillow's save options) keep. Pillow writes no 16-bit colour picture: OpenCV writes the PNG, which is given the
     metadata chunks Pillow writes for the same options (on a 1-pixel picture); tifffile writes the
-    TIFF (colour profile, dpi and ``xmp``; not EXIF)."""
+    TIFF (colour profile, dpi, ``xmp`` and ``software``; not EXIF)."""
     from PIL import Image
 
     if fmt == "HEIF":  # (pillow-heif writes 16-bit samples as a 10-bit HEIC)
@@ -481,7 +592,7 @@ def _write_16_bits(path, deep: np.ndarray, fmt: str, options: dict, xmp: bytes |
         dpi = options.get("dpi")
         extratags = [(700, "B", len(xmp), xmp, True)] if xmp else []  # (TIFF's XMP tag)
         tifffile.imwrite(path, deep, photometric="minisblack" if deep.ndim == 2 else "rgb", compression="zlib",
-                         metadata=None, iccprofile=options.get("icc_profile"), extratags=extratags,
+                         metadata=None, iccprofile=options.get("icc_profile"), extratags=extratags, software=software,
                          resolution=(float(dpi[0]), float(dpi[1])) if dpi else None,
                          resolutionunit="INCH" if dpi else None)
         return

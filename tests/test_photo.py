@@ -14,10 +14,11 @@ from streamrestore.errors import InputError, OutputError
 from streamrestore.images import default_photo_output, read_photo, write_photo
 from streamrestore.model.identity import IdentityRestorer
 from streamrestore.pipeline import FaceRestorer, PipelineConfig
+from streamrestore.provenance import restored_comment
 from streamrestore.quality import QualityGateConfig
 from streamrestore.temporal import TemporalConfig
 
-EXIF_ORIENTATION, EXIF_MAKE = 0x0112, 0x010F
+EXIF_ORIENTATION, EXIF_MAKE, EXIF_SOFTWARE = 0x0112, 0x010F, 0x0131
 # a stand-in colour profile: Pillow carries the bytes as they are (a real one: Display P3 on phones);
 # its header says RGB (bytes 16-19), as an RGB photo's profile does
 PROFILE = bytes(16) + b"RGB " + b"streamrestore-test-profile" * 8
@@ -140,8 +141,9 @@ def test_strip_metadata_leaves_out_a_photos_gps_camera_and_owner(tmp_path):
     for faces, name in ((_face_restorer(sf.UprightFaceDetector()), "restored.jpg"), (_face_restorer(nobody), "same.jpg")):
         stats = restore_photo(src, tmp_path / name, faces, strip_metadata=True)
         assert stats.faces_restored == (name == "restored.jpg")
-        with Image.open(tmp_path / name) as out:
-            assert not out.getexif() and "xmp" not in out.info and out.info["icc_profile"] == PROFILE, name
+        with Image.open(tmp_path / name) as out:  # (a changed face's mark alone: streamrestore.provenance)
+            assert dict(out.getexif()) == ({EXIF_SOFTWARE: restored_comment()} if stats.faces_restored else {}), name
+            assert "xmp" not in out.info and out.info["icc_profile"] == PROFILE, name
     png = tmp_path / "source.png"
     info = PngImagePlugin.PngInfo()
     info.add_text("Location", "Rue X 12")
@@ -556,3 +558,104 @@ def test_a_16_bit_pngs_profile_exif_and_text_are_kept(tmp_path):
         assert out.info.get("xmp") is not None or XMP.decode() in out.text.get("XML:com.adobe.xmp", "")
     again = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     assert again.dtype == np.uint16 and np.array_equal(again[:, :, ::-1], photo.deep)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "P", "RGB"])
+def test_a_tiffs_structure_is_not_given_back_as_its_exif(tmp_path, mode):
+    """Pillow reads a TIFF's whole first directory as its EXIF: given back, a CMYK or palette TIFF's colour model
+    was written over the restored RGB samples, and the output opened nowhere (the run said it was written). Its
+    owner's tags are kept; a TIFF without a resolution came back at 1 dpi; its compression is kept."""
+    rgb, _ = _scene()
+    src = tmp_path / f"scan_{mode}.tif"
+    exif = Image.Exif()
+    exif[0x013B], exif[0x8298] = "Jane Photographer", "(c) 2026 Jane"  # Artist, Copyright
+    picture = Image.fromarray(rgb).convert(mode) if mode != "P" else Image.fromarray(rgb).quantize(64)
+    picture.save(src, exif=exif.tobytes(), compression="tiff_lzw")
+    assert "dpi" not in Image.open(src).info or 282 not in Image.open(src).tag_v2
+    stats = restore_photo(src, tmp_path / "out.tif", _face_restorer())
+    assert stats.faces_restored == 1
+    with Image.open(tmp_path / "out.tif") as out:
+        out.load()
+        assert out.mode == "RGB" and out.info["compression"] == "tiff_lzw"
+        tags = out.getexif()
+        assert (tags[0x013B], tags[0x8298], tags[EXIF_SOFTWARE]) == ("Jane Photographer", "(c) 2026 Jane",
+                                                                     restored_comment())
+        assert 282 not in out.tag_v2 and 296 not in out.tag_v2  # (no resolution given: none made up)
+    dpi = tmp_path / "dpi.tif"
+    Image.fromarray(rgb).save(dpi, dpi=(300, 300))
+    restore_photo(dpi, tmp_path / "dpi_out.tif", _face_restorer())
+    with Image.open(tmp_path / "dpi_out.tif") as out:
+        assert out.info["dpi"] == (300, 300)
+
+
+def test_a_photo_written_that_does_not_open_again_is_an_output_error(tmp_path):
+    """The guard behind the TIFF above: a file a format's writer made unreadable is not said written."""
+    rgb, _ = _scene()
+    src = tmp_path / "a.png"
+    Image.fromarray(rgb).save(src)
+    photo = read_photo(src)
+    broken = Image.Exif()
+    broken[262] = 5  # PhotometricInterpretation: separated (CMYK), over RGB samples
+    photo.exif = broken.tobytes()
+    with pytest.raises(OutputError, match=r"does not open again .*; write \.png instead"):
+        write_photo(tmp_path / "out.tif", rgb, photo)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # (nothing left behind)
+
+
+def test_a_tiffs_feathered_edges_keep_their_colour(tmp_path):
+    """OpenCV's TIFF reader multiplies the colour by the alpha: a cut-out's feathered edge came back darkened
+    (98 at alpha 65 as 25), the colour under transparent pixels black, far from any face."""
+    rgb, _ = _scene()
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    alpha[:, :36] = np.linspace(0, 255, 36).astype(np.uint8)  # (left of the face's change: columns 39-199)
+    src = tmp_path / "cutout.tif"
+    Image.fromarray(np.dstack([rgb, alpha])).save(src)
+    photo = read_photo(src)
+    assert np.array_equal(photo.rgb, rgb) and np.array_equal(photo.alpha, alpha)
+    restore_photo(src, tmp_path / "out.tif", _face_restorer())
+    out = np.asarray(Image.open(tmp_path / "out.tif"))
+    assert np.array_equal(out[:, :36], np.dstack([rgb, alpha])[:, :36])
+
+
+def test_a_jpegs_iptc_comment_and_subsampling_are_kept(tmp_path):
+    """A photographer's JPEG lost its IPTC block (credit, copyright: where agencies read them) and its comment
+    without a word, and a 4:4:4 master came back 4:2:0; ``strip_metadata`` leaves the first two out."""
+    from PIL import IptcImagePlugin, JpegImagePlugin
+
+    rgb, _ = _scene()
+    iptc = b"8BIM\x04\x04\x00\x00\x00\x00\x00\x13\x1c\x02\x74\x00\x0d(c) 2026 Jane\x00"
+    src = tmp_path / "master.jpg"
+    Image.fromarray(rgb).save(src, quality=95, subsampling=0, comment=b"Shot for client X")
+    data = src.read_bytes()  # (Pillow writes no APP13: put one after the JFIF segment)
+    at = 4 + int.from_bytes(data[4:6], "big")
+    src.write_bytes(data[:at] + b"\xff\xed" + (len(b"Photoshop 3.0\x00" + iptc) + 2).to_bytes(2, "big")
+                    + b"Photoshop 3.0\x00" + iptc + data[at:])
+    with Image.open(src) as original:
+        credit = IptcImagePlugin.getiptcinfo(original)
+    assert credit == {(2, 116): b"(c) 2026 Jane"}
+    for strip, name in ((False, "kept.jpg"), (True, "stripped.jpg")):
+        stats = restore_photo(src, tmp_path / name, _face_restorer(), strip_metadata=strip)
+        assert stats.faces_restored == 1
+        with Image.open(tmp_path / name) as out:
+            assert JpegImagePlugin.get_sampling(out) == 0
+            assert IptcImagePlugin.getiptcinfo(out) == (None if strip else credit)
+            assert out.info.get("comment") == (None if strip else b"Shot for client X")
+            assert out.getexif()[EXIF_SOFTWARE] == restored_comment()
+
+
+def test_a_lossless_webp_is_written_lossless(tmp_path):
+    """A lossless WebP came back lossy (and the colour under its transparent pixels lost)."""
+    rgb, _ = _scene()
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    alpha[:, :20] = 0
+    src = tmp_path / "art.webp"
+    Image.fromarray(np.dstack([rgb, alpha])).save(src, lossless=True, exact=True)
+    photo = read_photo(src)
+    assert photo.lossless
+    restore_photo(src, tmp_path / "out.webp", _face_restorer())
+    out = np.asarray(Image.open(tmp_path / "out.webp"))
+    assert np.array_equal(out[:, :36], np.dstack([rgb, alpha])[:, :36])  # (left of the face: every sample as it was)
+    assert b"VP8L" in (tmp_path / "out.webp").read_bytes()[:200]
+    lossy = tmp_path / "lossy.webp"
+    Image.fromarray(rgb).save(lossy, quality=80)
+    assert not read_photo(lossy).lossless
