@@ -71,6 +71,10 @@ log = logging.getLogger(__name__)
 #: detector last looked at by at least this mean level (0-255) is looked at at once: a cut (back from
 #: a slide to a video call's grid: ~60; a face walking into a still shot: a few levels)
 CUT_LEVELS = 20.0
+#: a decided track's face is checked against its first faces every this many faces (IdentityMatcher.another_person):
+#: another person under the same track is found within 2 checks (8 frames, a third of a second at 25 fps), at one
+#: recognition (a few ms) every 4 frames a face
+RECHECK_EVERY = 4
 CUT_THUMBNAIL = (32, 18)
 #: with ``max_faces``, how many times larger than a face restored on the frame before another face
 #: must be to take its place
@@ -298,6 +302,7 @@ class FaceRestorer:
                                      and self.reference_sets[0].embedder in (None, getattr(embedder, "name", None)))
         self._matcher = IdentityMatcher(self.reference_sets, threshold=config.match_threshold) if scoring else None
         self._said_unlike = False  # a face restored toward someone else's photos was said mid-run
+        self._renamed: dict[Hashable, int] = {}  # tracker's id -> the id its faces go on now (_people_of)
         #: say it mid-run (False: a batch chunk's worker, whose track and frame numbers are its chunk's;
         #: the joined input's warnings say it)
         self.say_unlike_early = True
@@ -706,6 +711,7 @@ class FaceRestorer:
         frame, pixels = self._pending.pop(index)
         stats = self.stats
         stats.frames += 1
+        tracked = self._people_of(tracked, pixels, index)
         selected = self._select(tracked)
         height, width = pixels.shape[:2]
         rotation = getattr(frame, "rotation", 0)
@@ -1170,6 +1176,34 @@ class FaceRestorer:
             tracked = tracked[:limit]
         self._selected = {t.track_id for t in tracked}
         return tracked
+
+    def _people_of(self, tracked: list[TrackedFace], pixels: Any, index: int) -> list[TrackedFace]:
+        """``tracked`` with each face on the track of the person it shows. The tracker follows a place in the
+        picture: a dissolve between two people's close-ups kept one track, and the second person was restored
+        toward the first one's photos (left changed under ``--unmatched skip``). So a decided track's face is
+        checked every :data:`RECHECK_EVERY` faces against its first ones
+        (:meth:`~streamrestore.faces.identity.IdentityMatcher.another_person`); one found someone else's goes,
+        with the rest of its track, on a new track, matched to the photos afresh."""
+        if self._matcher is None:
+            return tracked
+        view = None
+        people = []
+        for t in tracked:
+            tid = self._renamed.get(t.track_id, t.track_id)
+            track = self.stats.per_track.get(tid)
+            if (not t.interpolated and track is not None and track.faces % RECHECK_EVERY == 0
+                    and self._matcher.is_decided(tid)):
+                view = sdr_view(pixels) if view is None else view
+                t0 = time.perf_counter()
+                embedding = self.embedder.embed(view.full(), [t.face])[0]  # type: ignore[union-attr]  # (__init__)
+                self.stats.add_time("identity", time.perf_counter() - t0)
+                if self._matcher.another_person(tid, embedding):
+                    self._renamed[t.track_id] = new = self._tracker.new_track_id()
+                    log.info("track %s shows someone else from frame %d (a dissolve, a face passing in front): "
+                             "followed as track %d", tid, index, new)
+                    tid = new
+            people.append(t if tid == t.track_id else dataclasses.replace(t, track_id=tid))
+        return people
 
     def _identity(self, t: TrackedFace, pixels) -> str | None:
         if self._matcher is not None and not t.interpolated and self._matcher.needs_embedding(t.track_id):

@@ -263,3 +263,18 @@ def test_a_reference_set_pickled_by_an_older_version_loads_with_the_fields_added
     older = pickle.loads(pickle.dumps(made))
     assert older.skipped == [] and older.crops_at == {} and older.name == "anna"
     assert np.array_equal(older.crops, made.crops)
+
+
+def test_a_decided_track_is_found_another_persons_after_two_unlike_faces_in_a_row():
+    from streamrestore.faces.identity import ANOTHER_PERSON_CHECKS, IdentityMatcher, ReferenceSet
+
+    ann, ben = np.eye(3, dtype=np.float32)[0], np.eye(3, dtype=np.float32)[1]
+    matcher = IdentityMatcher([ReferenceSet("ann", np.zeros((1, 8, 8, 3), np.uint8), ann[None], [], "x")],
+                              threshold=0.4, samples_per_track=2)
+    assert not matcher.another_person(1, ben)  # (not decided: nothing to compare with)
+    matcher.observe(1, ann)
+    matcher.observe(1, ann)
+    assert matcher.identity_of(1) == "ann" and matcher.is_decided(1)
+    assert ANOTHER_PERSON_CHECKS == 2
+    # one face unlike (turned, blurred) is not another person; two in a row are
+    assert [matcher.another_person(1, face) for face in (ben, ann, ben, ben)] == [False, False, False, True]

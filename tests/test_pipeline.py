@@ -1607,3 +1607,31 @@ def test_detect_size_with_dlib_is_said_unused(caplog):
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
         FaceRestorer.from_options(model="identity", detector="dlib")
     assert "--detect-size" not in caplog.text
+
+
+def test_a_track_whose_person_changes_under_it_goes_on_a_new_track(tmp_path):
+    """The tracker follows a place: a dissolve between two people's close-ups kept one track, and the second
+    person was restored toward the first one's photos; with only the first one's photos and ``--unmatched
+    skip`` the bystander's face was changed in 30 of 33 frames. A decided track's face is checked every few
+    faces against its first ones; another person's goes on a new track, matched to the photos afresh."""
+    from streamrestore.faces.references import load_reference_sets
+    from streamrestore.pipeline import RECHECK_EVERY
+
+    detector, embedder = sf.SyntheticFaceDetector(), sf.SyntheticFaceEmbedder()
+    sets = load_reference_sets([str(sf.write_portraits(tmp_path / "ann", "ann"))], detector, embedder, 128)
+    config = PipelineConfig(lookahead=0, crop_resolution=None, unmatched="skip", temporal=TemporalConfig.off(),
+                            gate=QualityGateConfig(enabled=False))
+    fr = FaceRestorer(_Redden(128), detector, sets, embedder=embedder, config=config)
+    place = sf.face_matrix((160, 120), 30)  # (small in the picture: the dissolve is no scene cut to the tracker)
+    ann, ben = (sf.scene(320, 240, [(person, place)])[0].astype(np.float32) for person in ("ann", "ben"))
+    mix = [0.0] * 16 + [(k + 1) / 17 for k in range(16)] + [1.0] * 16  # ann, a dissolve of 16 frames, ben
+    frames = [np.rint((1 - w) * ann + w * ben).astype(np.uint8) for w in mix]
+    outputs = [fr.process(frame) for frame in frames]
+    changed = [not np.array_equal(out, frame) for out, frame in zip(outputs, frames)]
+    assert all(changed[:16])  # ann's: restored toward her photos
+    # ben's: left as they were once the check found him someone else (within two checks of the dissolve's end)
+    first_left = changed.index(False, 16)
+    assert first_left <= 32 + 2 * RECHECK_EVERY and not any(changed[first_left:]), changed
+    tracks = fr.stats.as_dict()["tracks"]
+    assert [t["identity"] for t in tracks] == ["ann", None] and tracks[1]["first_frame"] == first_left
+    assert tracks[1]["last_frame"] == 47 and tracks[1]["id"] > tracks[0]["id"]

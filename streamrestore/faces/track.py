@@ -13,6 +13,7 @@ restoration needs on top:
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -159,7 +160,7 @@ class FaceTracker:
         self.fps = float(fps)
         self._norfair = self._new_norfair()
         self._tracks: dict[int, _Track] = {}  # norfair id -> track
-        self._next_id = 1
+        self._ids = itertools.count(1)  # (next() of it is atomic: new_track_id is called from the restoring thread)
         self._pending: deque[tuple[int, dict[int, TrackedFace]]] = deque()
         self._last_index: int | None = None
         self._push_count = 0
@@ -215,8 +216,7 @@ class FaceTracker:
                 continue
             track = self._tracks.get(obj.id)
             if track is None:
-                track = self._tracks[obj.id] = _Track(self._next_id, self.config)
-                self._next_id += 1
+                track = self._tracks[obj.id] = _Track(next(self._ids), self.config)
             if any(obj.last_detection is detection for detection in detections):
                 self._fill_gap(track, obj.last_detection.data, frame_index)
                 current[track.track_id] = self._observe(track, obj.last_detection.data, frame_index, dt)
@@ -234,6 +234,11 @@ class FaceTracker:
         while len(self._pending) > self.lookahead:
             ready.append(self._emit(self._pending.popleft()))
         return ready
+
+    def new_track_id(self) -> int:
+        """An id no track had or will have: for a face the caller finds is another person's than its track's (the
+        tracker follows a place in the picture; :meth:`IdentityMatcher.another_person`)."""
+        return next(self._ids)
 
     def flush(self) -> list[tuple[int, list[TrackedFace]]]:
         """Return every frame still waiting for lookahead (call at the end of the stream)."""
