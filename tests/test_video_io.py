@@ -2446,3 +2446,33 @@ def test_a_restored_video_says_so_in_its_comment_ahead_of_the_inputs(tmp_path, e
     assert comment(stripped) == mark
     passthrough(tagged, tmp_path / f"plain.{ext}", settings=encoder)  # (the writer alone: the input's, as it was)
     assert comment(tmp_path / f"plain.{ext}") == "DVR export, evidence #1234"
+
+
+@pytest.mark.parametrize("ext", ["mov", "mkv"])
+def test_a_mov_tracks_names_are_kept(tmp_path, ext):
+    """A camera's MOV names its lav mics' tracks ("lav1", "lav2"), read as each track's ``name``, which no
+    muxer writes under that key: the names were dropped. They are written as the tracks' titles."""
+    from media_utils import _write_tone as write_tone
+
+    src = tmp_path / "interview.mov"
+    with av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        mics = [out.add_stream("aac", rate=48000) for _ in range(2)]
+        for number, mic in enumerate(mics, 1):
+            mic.layout = "mono"
+            mic.metadata["title"] = f"lav{number}"  # (MOV writes a title as the track's name)
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(pattern(64, 48, i), format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        for mic in mics:
+            write_tone(out, mic, 0.4)
+    with av.open(str(src)) as c:
+        assert [s.metadata.get("name") for s in c.streams.audio] == ["lav1", "lav2"]
+    dst = tmp_path / f"out.{ext}"
+    passthrough(src, dst)
+    with av.open(str(dst)) as c:
+        named = [{key.lower(): value for key, value in s.metadata.items()} for s in c.streams.audio]
+    assert [track.get("name", track.get("title")) for track in named] == ["lav1", "lav2"]

@@ -1188,13 +1188,18 @@ class VideoWriter:
                           f"{self._video.pix_fmt} video ({_reason(refused, said)}); {hint}")
 
     def _track_tags(self, tags: dict[str, str]) -> dict[str, str]:
-        """A stream's tags to keep (:func:`_kept_tags`); its title also as its handler name in an MP4 or MOV,
-        which names its tracks so ("日本語 Opus" from a Matroska file came out as "SoundHandler"). Its
-        language only where the settings strip the input's tags (a player picks a track by it)."""
+        """A stream's tags to keep (:func:`_kept_tags`); its title (or a MOV track's name: a lav mic's "lav1",
+        which no muxer writes under that key) also as its handler name in an MP4 or MOV, which names its tracks
+        so ("日本語 Opus" from a Matroska file came out as "SoundHandler"). Its language only where the settings
+        strip the input's tags (a player picks a track by it)."""
         if self.settings.strip_metadata:
             return {key: value for key, value in tags.items() if key.lower() == "language"}
         kept = _kept_tags(tags)
         title = next((value for key, value in kept.items() if key.lower() == "title"), None)
+        name = next((value for key, value in kept.items() if key.lower() == "name"), None)
+        if name and not title:  # (a MOV track's name, "lav1": written as a title, which MOV reads back as its name)
+            kept = {key: value for key, value in kept.items() if key.lower() != "name"}
+            kept["title"] = title = name
         if title and self.dst.suffix.lower() in _TRACK_NAMED_BY_HANDLER and \
                 not any(key.lower() == "handler_name" for key in kept):
             kept["handler_name"] = title
