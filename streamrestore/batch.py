@@ -106,13 +106,15 @@ def _list_lines(list_file: Path) -> list[str]:
                         "it as UTF-8") from None
 
 
-def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[Path]:
-    """The input files: each path as given, a folder's videos and photos (by extension, sorted, not
-    recursive), and the lines of ``list_file`` (blank lines and ``#`` comments skipped).
+def expand_inputs(paths=(), list_file: str | os.PathLike | None = None, recursive: bool = False) -> list[Path]:
+    """The input files: each path as given, a folder's videos and photos (by extension, sorted; with
+    ``recursive`` its subfolders' too, a camera card's ``DCIM/100CANON``), and the lines of ``list_file``
+    (blank lines and ``#`` comments skipped).
 
-    A folder's hidden files (macOS's ``._name`` copies among them) and this tool's own outputs
-    (``name.restored.ext``: a folder batched into itself would restore them again on a rerun) are
-    left out; its subfolders and files of other kinds are left out and said, once per folder."""
+    A folder's hidden files and folders (macOS's ``._name`` copies among them) and this tool's own outputs
+    (``name.restored.ext``: a folder batched into itself would restore them again on a rerun; with
+    ``recursive``, a folder holding a batch's manifest) are left out; its subfolders (not ``recursive``) and
+    files of other kinds are left out and said, once per folder."""
     items: list[Path] = []
     if list_file is not None:
         lf = Path(list_file)
@@ -125,7 +127,11 @@ def expand_inputs(paths=(), list_file: str | os.PathLike | None = None) -> list[
                 items.append(p if p.is_absolute() else lf.parent / p)
     given = list(map(Path, paths))
     for p in given:
-        items.extend(_folder_inputs(p) if p.is_dir() else [p])
+        if not p.is_dir():
+            items.append(p)
+            continue
+        for folder in _folders_under(p) if recursive else [p]:
+            items.extend(_folder_inputs(folder, say_subfolders=not recursive))
     if not items and (given or list_file is not None):  # (said as what was given, not "no input files given")
         said = [f"folder {p} holds no videos or photos" for p in given] + \
             ([f"--list {list_file} names no files"] if list_file is not None else [])
@@ -216,8 +222,36 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
     return plan
 
 
-def _folder_inputs(folder: Path) -> list[Path]:
-    """The videos and photos of ``folder`` (see :func:`expand_inputs`), what else it holds said."""
+def _folders_under(root: Path) -> list[Path]:
+    """``root`` and the folders under it, sorted, but hidden ones and a batch's output folder (it holds a
+    manifest: its outputs are this tool's) with what they hold."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")
+                               and not (Path(folder) / name / MANIFEST_NAME).exists())
+        found.append(Path(folder))
+    return found
+
+
+def output_subfolders(paths, inputs: list[Path]) -> dict[Path, Path]:
+    """For a recursive batch, each input's folder under the folder given it was found in (its place in
+    OUTDIR; with several folders given, under the folder's own name: two cards' ``C0001.MP4``), by input."""
+    roots = [Path(p) for p in paths if Path(p).is_dir()]
+    where = {}
+    for src in inputs:
+        for root in roots:
+            try:
+                below = src.parent.relative_to(root)
+            except ValueError:
+                continue
+            where[src] = Path(root.resolve().name) / below if len(roots) > 1 else below
+            break
+    return where
+
+
+def _folder_inputs(folder: Path, say_subfolders: bool = True) -> list[Path]:
+    """The videos and photos of ``folder`` (see :func:`expand_inputs`), what else it holds said (its
+    subfolders where ``say_subfolders``)."""
     from streamrestore.images import is_image
     from streamrestore.video.reader import VIDEO_SUFFIXES
 
@@ -238,9 +272,9 @@ def _folder_inputs(folder: Path) -> list[Path]:
         return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
     left = []
-    if folders:
+    if folders and say_subfolders:
         left.append(f"{len(folders)} subfolder{'s' if len(folders) > 1 else ''} ({listed(folders)}: batch does not "
-                    f"look inside; name {'them' if len(folders) > 1 else 'it'} as inputs too)")
+                    f"look inside; name {'them' if len(folders) > 1 else 'it'} as inputs too, or give --recursive)")
     if others:
         left.append(f"{len(others)} file{'s' if len(others) > 1 else ''} neither a video nor a photo ({listed(others)})")
     if outputs:
@@ -286,11 +320,14 @@ def count_frames(path: str | os.PathLike) -> int:
         return -1
 
 
-def output_path(out_dir: Path, src: Path) -> Path:
+def output_path(out_dir: Path, src: Path, subfolder: Path | None = None) -> Path:
+    """Where ``src``'s output goes: ``out_dir`` (in ``subfolder`` of it: a recursive batch's), named as the
+    main command names it."""
     from streamrestore.images import default_photo_output, is_image
     from streamrestore.video.writer import default_output_path
 
-    return out_dir / (default_photo_output(src) if is_image(src) else default_output_path(src)).name
+    folder = out_dir / subfolder if subfolder is not None else out_dir
+    return folder / (default_photo_output(src) if is_image(src) else default_output_path(src)).name
 
 
 class Manifest:
@@ -1221,8 +1258,10 @@ def run(
     progress: bool = True,
     ray_init: dict | None = None,
     deinterlace: bool = True,
+    subfolders: dict | None = None,
 ) -> BatchResult:
-    """Restores every file of ``inputs`` (paths) into ``out_dir`` (``<stem>.restored.<ext>``).
+    """Restores every file of ``inputs`` (paths) into ``out_dir`` (``<stem>.restored.<ext>``; an input of
+    ``subfolders`` into that folder of ``out_dir``, made where missing: :func:`output_subfolders`).
 
     ``ray``: ``"local"`` starts Ray on this machine (all its CPUs and GPUs, a
     :data:`LOCAL_OBJECT_STORE_MB` object store, unless ``ray_init`` says otherwise; an already
@@ -1300,10 +1339,20 @@ def run(
         check_model_options(model, device=device, fast_vae=fast_vae)
     check_references(refs, unmatched=unmatched)
     out_dir = Path(out_dir)
+    outputs: dict[Path, Path] = {}  # (before the output folder and its record are made: a clash leaves nothing)
+    for src in inputs:
+        dst = output_path(out_dir, src, (subfolders or {}).get(src))
+        if dst in outputs.values():
+            other = next(s for s, d in outputs.items() if d == dst)
+            more = "" if subfolders else ", or give their folders with --recursive (subfolders kept under OUTDIR)"
+            raise UserError(f"{src} and {other} would both be written to {dst}; rename one or batch them "
+                            f"separately{more}")
+        outputs[src] = dst
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        for folder in sorted({dst.parent for dst in outputs.values()} | {out_dir}):
+            folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot create output folder {exc.filename or out_dir}: {exc.strerror or exc}") from None
     try:  # (the record of the batch goes there first: a folder it cannot be written to ends here, not in a traceback)
         with open(out_dir / MANIFEST_NAME, "a"):
             pass
@@ -1319,13 +1368,6 @@ def run(
         raise TemporaryError(f"another streamrestore batch is writing to {out_dir}; wait for it to finish (a rerun "
                              "then finds its outputs done), or write to another folder") from None
     try:
-        outputs: dict[Path, Path] = {}
-        for src in inputs:
-            dst = output_path(out_dir, src)
-            if dst in outputs.values():
-                other = next(s for s, d in outputs.items() if d == dst)
-                raise UserError(f"{src} and {other} would both be written to {dst}; rename one or batch them separately")
-            outputs[src] = dst
         options = {"model": model, "device": device, "detector": detector, "face_models": face_models,
                    "backend": backend, "config": config}
         if fast_vae is not None:

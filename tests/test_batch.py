@@ -402,9 +402,44 @@ def test_a_folder_gives_its_videos_and_photos_and_says_what_it_leaves_out(clips,
     (folder / "IMG_0002.CR2").write_bytes(b"x")
     with caplog.at_level("WARNING", logger="streamrestore"):
         assert [p.name for p in expand_inputs([folder])] == ["a.mp4", "clip.gif", "tape.dv"]
-    assert (f"batch: {folder}: leaving out 1 subfolder (2019/: batch does not look inside; name it as inputs too); "
+    assert (f"batch: {folder}: leaving out 1 subfolder (2019/: batch does not look inside; name it as inputs too, or "
+            "give --recursive); "
             "2 files neither a video nor a photo (IMG_0002.CR2, notes.txt); 1 restored output (a.restored.mp4)"
             in caplog.text)
+
+
+def test_camera_cards_are_batched_recursively_into_the_same_subfolders(clips, tmp_path, batch):
+    """A card's clips lie 2-3 folders deep (DCIM/100CANON, PRIVATE/M4ROOT/CLIP), and two cameras both name
+    theirs C0001.MP4: batch did not look into subfolders, and refused the same names from two folders
+    (leaving an empty manifest behind). ``--recursive`` keeps each input's subfolder under OUTDIR, under each
+    card's name where there are several; hidden folders and a batch's own output folder are left out."""
+    import shutil
+
+    cards = {"card_a": ["DCIM/100CANON/C0001.mp4", "DCIM/101CANON/C0001.mp4"], "card_b": ["PRIVATE/CLIP/C0001.mp4"]}
+    for card, names in cards.items():
+        for name in names:
+            (tmp_path / card / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(clips / "a.mp4", tmp_path / card / name)
+    (tmp_path / "card_a" / ".Trashes").mkdir()
+    shutil.copy(clips / "a.mp4", tmp_path / "card_a" / ".Trashes" / "x.mp4")
+    (tmp_path / "card_a" / "old_out").mkdir()
+    (tmp_path / "card_a" / "old_out" / MANIFEST_NAME).write_text("")
+    shutil.copy(clips / "a.mp4", tmp_path / "card_a" / "old_out" / "y.mp4")
+    flat = tmp_path / "flat"
+    code, err = batch(tmp_path / "card_a" / "DCIM" / "100CANON", tmp_path / "card_b" / "PRIVATE" / "CLIP", "-o", flat,
+                      "--ray", "none")
+    assert code == 2 and "would both be written to" in err and "or give their folders with --recursive" in err
+    assert not flat.exists()  # (refused before the output folder and its record were made)
+    out = tmp_path / "out"
+    code, err = batch(tmp_path / "card_a", tmp_path / "card_b", "-o", out, "--ray", "none", "--recursive")
+    assert code == 0, err
+    made = sorted(str(p.relative_to(out)) for p in out.rglob("*.mp4"))
+    assert made == ["card_a/DCIM/100CANON/C0001.restored.mp4", "card_a/DCIM/101CANON/C0001.restored.mp4",
+                    "card_b/PRIVATE/CLIP/C0001.restored.mp4"]
+    one = tmp_path / "one"  # one folder given: its subfolders straight under OUTDIR
+    code, err = batch(tmp_path / "card_b", "-o", one, "--ray", "none", "--recursive")
+    assert code == 0, err
+    assert [str(p.relative_to(one)) for p in one.rglob("*.mp4")] == ["PRIVATE/CLIP/C0001.restored.mp4"]
 
 
 def test_an_empty_folder_or_list_is_named(tmp_path, batch):

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="video files or photos, or folders of them")
     p.add_argument("--list", metavar="FILE", help="a file naming one input per line (# comments)")
+    p.add_argument("--recursive", action="store_true",
+                   help="take the folders' subfolders too (a camera card's DCIM/100CANON), their outputs in the "
+                        "same subfolders of OUTDIR (with several folders given, under each one's name)")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR",
                    help="folder for the outputs (<stem>.restored.<ext>) and batch-manifest.jsonl")
     p.add_argument("--ray", metavar="local|auto|ADDRESS|none",
@@ -92,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from streamrestore.batch import expand_inputs, run
+    from streamrestore.batch import expand_inputs, output_subfolders, run
 
     args = build_parser().parse_args(argv)
     if args.start is not None or args.end is not None:
@@ -104,7 +107,7 @@ def main(argv: list[str]) -> int:
     check_face_options(args)
     temporal = temporal_from_args(args)
     adapt = adapt_from_args(args, has_refs=bool(args.refs))
-    inputs = expand_inputs(args.inputs, args.list)
+    inputs = expand_inputs(args.inputs, args.list, recursive=args.recursive)
     ray = args.ray
     if ray is None:  # (`ray job submit -- streamrestore batch ...` sets RAY_ADDRESS: a private Ray ignored its cluster)
         import importlib.util
@@ -126,7 +129,7 @@ def main(argv: list[str]) -> int:
         crop_resolution=crop_resolution_from_args(args), adapt=adapt, codec=args.codec, crf=args.crf, preset=args.preset,
         pix_fmt=args.pix_fmt, tune=args.tune, strip_metadata=args.strip_metadata,
         torch_threads=args.torch_threads, deinterlace=not args.no_deinterlace,
-        progress=not args.no_progress,
+        progress=not args.no_progress, subfolders=output_subfolders(args.inputs, inputs) if args.recursive else None,
     )
     print(result.summary(), file=sys.stderr)
     return result.exit_code
