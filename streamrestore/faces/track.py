@@ -124,6 +124,11 @@ def signature_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
 
 
+#: pictures after a cut within which the picture coming back to the one before the cut makes it a flash (1-2
+#: frames of a camera flash or a strobe at 25-60 fps), not a cut: the tracks before go on
+FLASH_FRAMES = 2
+
+
 class _Track:
     """What the tracker keeps about one person between frames."""
 
@@ -167,6 +172,12 @@ class FaceTracker:
         self._signature: np.ndarray | None = None
         #: frame indices at which a scene cut was detected (for logs and tests)
         self.cuts: list[int] = []
+        #: frame indices of flashes: pictures as unlike the one before as a cut's, whose next ones (within
+        #: FLASH_FRAMES) are like the one before again (a guest's camera flash, a strobe): no cut
+        self.flashes: list[int] = []
+        # since a cut, for FLASH_FRAMES pushes: (the tracks before it, and the picture's signature before it)
+        self._before_cut: tuple | None = None
+        self._since_cut = 0
 
     def _new_norfair(self):
         from norfair import Tracker
@@ -199,9 +210,20 @@ class FaceTracker:
         self._push_count += 1
 
         signature = frame_signature(frame) if frame is not None else None
+        if self._before_cut is not None and signature is not None and not cut and signature_distance(
+                self._before_cut[2], signature) <= self.config.scene_cut_threshold:
+            self._undo_cut()  # (the picture is back as it was before the "cut": a flash)
+        elif self._before_cut is not None:
+            self._since_cut += 1
+            if self._since_cut > FLASH_FRAMES:
+                self._before_cut = None
         if cut or (signature is not None and self._signature is not None and self.config.scene_cut_threshold < 1.0
                    and signature_distance(self._signature, signature) > self.config.scene_cut_threshold):
             self.cuts.append(frame_index)
+            # (kept a few frames: a flash's picture is as unlike the one before as a cut's; the ones after it are not)
+            self._before_cut = None if cut or self._signature is None else (
+                self._norfair, dict(self._tracks), self._signature)
+            self._since_cut = 1
             self._reset()
         if signature is not None:
             self._signature = signature
@@ -234,6 +256,18 @@ class FaceTracker:
         while len(self._pending) > self.lookahead:
             ready.append(self._emit(self._pending.popleft()))
         return ready
+
+    def _undo_cut(self) -> None:
+        """The tracks before the last cut back, the faces of the frames since on tracks of their own taken off
+        those frames (with lookahead, the tracks before fill them in as they fill any gap: ``_fill_gap``)."""
+        assert self._before_cut is not None
+        made_since = {track.track_id for track in self._tracks.values()}
+        self._norfair, self._tracks, self._signature = self._before_cut  # (the next picture is compared with it)
+        self._before_cut = None
+        for _, faces in self._pending:
+            for track_id in made_since & faces.keys():
+                del faces[track_id]
+        self.flashes.append(self.cuts.pop())
 
     def new_track_id(self) -> int:
         """An id no track had or will have: for a face the caller finds is another person's than its track's (the
