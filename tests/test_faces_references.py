@@ -246,20 +246,26 @@ def test_several_faces_use_the_largest(tmp_path, kit, caplog):
     assert embedded @ embedder.embed(rgb, [smallest])[0] < 0.4
 
 
-def test_stranger_in_a_set_is_named(tmp_path, kit, caplog):
+def test_stranger_in_a_set_is_named_and_left_out_where_the_others_agree(tmp_path, kit, caplog):
+    """A set's one stranger (a group photo among the bride's) was said "remove it if it shows someone else" and
+    given to the model all the same: where two photos or more agree, it is left out (said, and recorded as
+    skipped); two photos unlike each other are both kept, said (which one is the person cannot be told)."""
     scrfd, embedder = kit.detector, kit.embedder
     first, second = kit.people
     stranger = kit.photos[second][0]
     folder = _link_folder(tmp_path, first, [*kit.photos[first][:2], stranger])
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
-        load_reference_sets([str(folder)], scrfd, embedder, R)
+        (loaded,) = load_reference_sets([str(folder)], scrfd, embedder, R)
     flagged = [r.getMessage() for r in caplog.records if "does not look like" in r.getMessage()]
-    assert len(flagged) == 1 and stranger.name in flagged[0]
+    assert len(flagged) == 1 and stranger.name in flagged[0] and "left out" in flagged[0]
+    assert stranger.name not in [Path(f).name for f in loaded.files] and len(loaded.files) == 2
+    assert len(loaded.crops) == len(loaded.embeddings) == 2
+    assert loaded.skipped == [f"{stranger.name} (unlike the other photos)"]
     pair = _link_folder(tmp_path, "pair", [kit.photos[first][0], stranger])
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="streamrestore"):
-        load_reference_sets([str(pair)], scrfd, embedder, R)
-    assert any("same person" in r.getMessage() for r in caplog.records)
+        (both,) = load_reference_sets([str(pair)], scrfd, embedder, R)
+    assert any("same person" in r.getMessage() for r in caplog.records) and len(both.files) == 2
 
 
 def test_tracks_of_two_people_get_their_own_reference_sets(tmp_path, kit):

@@ -284,10 +284,13 @@ def _first_undamaged_frame(reader: VideoReader, until: float) -> tuple[object | 
     return None, spoiled
 
 
-def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshold: float) -> None:
-    """Warn about photos whose face does not look like the rest of the set."""
+def _outliers(name: str, files: list[str], embeddings: np.ndarray, threshold: float) -> list[int]:
+    """The photos of a set to leave out: each one whose face does not look like the rest's where at least two
+    others do (said; a set's one stranger was given to the model beside the person, said "remove it if it shows
+    someone else" and used all the same). Two photos unlike each other, or a set none of whose photos agree,
+    are kept and said: which one is the person cannot be told."""
     if len(files) < 2:
-        return
+        return []
     similarities = embeddings @ embeddings.T
     if len(files) == 2:
         if similarities[0, 1] < threshold:
@@ -295,17 +298,20 @@ def _warn_outliers(name: str, files: list[str], embeddings: np.ndarray, threshol
                 "reference set %s: %s and %s do not look like the same person (similarity %.2f < %.2f)",
                 name, files[0], files[1], similarities[0, 1], threshold,
             )
-        return
+        return []
     # Compare everyone with the medoid (the photo most like all others), so that one stranger
     # cannot drag the set's centre towards himself.
     medoid = int(np.argmax(similarities.sum(axis=1)))
-    for index, file in enumerate(files):
-        if index != medoid and similarities[index, medoid] < threshold:
-            logger.warning(
-                "reference set %s: %s does not look like the other photos (similarity %.2f < %.2f); "
-                "remove it if it shows someone else",
-                name, file, similarities[index, medoid], threshold,
-            )
+    unlike = [index for index in range(len(files)) if index != medoid and similarities[index, medoid] < threshold]
+    agreeing = len(files) - len(unlike)  # (the medoid and those like it)
+    for index in unlike:
+        logger.warning(
+            "reference set %s: %s does not look like the other photos (similarity %.2f < %.2f); %s",
+            name, files[index], similarities[index, medoid], threshold,
+            "left out (someone else, or this person too unlike the other photos to help)" if agreeing >= 2 else
+            "remove it if it shows someone else",
+        )
+    return unlike if agreeing >= 2 else []
 
 
 #: the most pictures with a face of one reference set that are used (each costs a face detection; the restorer
@@ -406,7 +412,12 @@ def load_reference_sets(specs: Sequence[str | Path], detector: Detector, embedde
                 "add photos where the face is clearly visible"
             )
         embedding_array = np.stack(embeddings).astype(np.float32)
-        _warn_outliers(name, files, embedding_array, threshold)
+        left_out = _outliers(name, files, embedding_array, threshold)
+        if left_out:
+            kept = [index for index in range(len(files)) if index not in left_out]
+            unusable += [f"{Path(files[index]).name} (unlike the other photos)" for index in left_out]
+            embedding_array, files = embedding_array[kept], [files[index] for index in kept]
+            crops = {side: [at_side[index] for index in kept] for side, at_side in crops.items()}
         by_side = {side: np.stack(c) for side, c in crops.items()}
         sets.append(ReferenceSet(name=name, crops=by_side[sides[-1]], embeddings=embedding_array, files=files,
                                  embedder=embedder.name, crops_at=by_side if len(sides) > 1 else {}, skipped=unusable))
