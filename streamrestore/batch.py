@@ -715,9 +715,42 @@ class BatchResult:
             lines.append(f"  no face was changed in {len(self.unchanged)} of the inputs done (their faces as they "
                          "were; videos encoded again):")
             lines.extend(f"    {src}: {why}" for src, why in self.unchanged.items())
+        unmatched: dict[str, list[str]] = {}  # set -> the inputs no face of which matched it, with the first's words
         for src, said in self.warnings.items():
-            lines.extend(f"  warning: {src}: {text}" for text in said)
+            for text in said:
+                name = _set_matched_by_no_face(text)
+                if name is None:
+                    lines.append(f"  warning: {src}: {text}")
+                else:
+                    unmatched.setdefault(name, [text]).append(src)
+        # (a wedding card's 200 clips, most without the bride: a 300-character line each; said once a person)
+        inputs = len(self.succeeded)  # (those already done among them)
+        for name, (text, *where) in unmatched.items():
+            if len(where) == 1:
+                lines.append(f"  warning: {where[0]}: {text}")
+            elif len(where) >= inputs:
+                lines.append(f"  warning: {where[0]} and the {len(where) - 1} other inputs: {text}")
+            else:
+                shown = ", ".join(where[:SUMMARY_INPUTS]) + (f" and {len(where) - SUMMARY_INPUTS} more"
+                                                            if len(where) > SUMMARY_INPUTS else "")
+                lines.append(f"  no face matched {name}'s photos in {len(where)} of the {inputs} inputs ({shown}): "
+                             f"not in them, or not recognised there (each input's record in {MANIFEST_NAME} gives "
+                             "its scores)")
         return "\n".join(map(one_line, lines))  # (names of files and people: a line each, see errors.one_line)
+
+
+#: inputs a batch's summary names in a line about many
+SUMMARY_INPUTS = 3
+
+
+def _set_matched_by_no_face(warning: str) -> str | None:
+    """The reference set a run's warning says no face matched (``run.NO_FACE_MATCHED``), else None."""
+    import re
+
+    from streamrestore.run import NO_FACE_MATCHED
+
+    name = next(iter(re.findall(r"^no face matched (.+?)'s photos", warning)), None)
+    return name if name is not None and warning.startswith(NO_FACE_MATCHED.format(name=name)) else None
 
 
 def _digest_of(record: object) -> str:
@@ -877,14 +910,13 @@ def _chunks_warnings(chunks: list[list[str]], matched: Iterable[str] = ()) -> li
     out for the sets some chunk matched (``matched``): the person is in the input, in other chunks."""
     import re
 
-    from streamrestore.run import NO_FACE_MATCHED
 
     given: dict[str, list[int]] = {}
     unmatched: dict[str, tuple[float, str]] = {}  # set name -> (best score, its warning)
     for i, said in enumerate(chunks):
         for text in said:
-            name = next((n for n in re.findall(r"^no face matched (.+?)'s photos", text)), None)
-            if name is not None and text.startswith(NO_FACE_MATCHED.format(name=name)):
+            name = _set_matched_by_no_face(text)
+            if name is not None:
                 if name not in matched:
                     score = re.search(r"scored (-?[0-9.]+)", text)
                     best = float(score.group(1)) if score else float("-inf")

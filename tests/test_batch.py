@@ -1703,3 +1703,29 @@ def test_the_rate_and_eta_count_from_the_first_piece_not_the_start_up():
     assert time.monotonic() - first < 5.0
     batch.started(("whole", "b.mp4"))
     assert batch.bar.start == first  # (from the first piece only)
+
+
+def test_a_person_missing_from_many_inputs_is_said_once():
+    """A wedding card of clips with the bride's and the groom's photos: each clip without one of them gave a
+    300-character "no face matched" warning of its own (8 lines for 3 clips). One line a person now: the
+    inputs not showing them, named; every input's words where none did; the one input's as it was."""
+    from streamrestore.batch import BatchResult
+    from streamrestore.run import NO_FACE_MATCHED
+
+    def unmatched(name: str) -> str:
+        return NO_FACE_MATCHED.format(name=name) + " (the closest track scored 0.12, a match needs 0.40)"
+
+    inputs = [f"clip{i}.mp4" for i in range(6)]
+    result = BatchResult(succeeded={src: f"out/{src}" for src in inputs})
+    for src in inputs[:5]:
+        result.warnings[src] = [unmatched("bride"), unmatched("speaker")]
+    result.warnings["clip5.mp4"] = [unmatched("speaker"), "the input's chapters are not kept"]
+    result.warnings["clip0.mp4"].append(unmatched("groom"))
+    lines = result.summary().splitlines()[1:]
+    assert lines == [
+        "  warning: clip5.mp4: the input's chapters are not kept",
+        "  no face matched bride's photos in 5 of the 6 inputs (clip0.mp4, clip1.mp4, clip2.mp4 and 2 more): not in "
+        "them, or not recognised there (each input's record in batch-manifest.jsonl gives its scores)",
+        f"  warning: clip0.mp4 and the 5 other inputs: {unmatched('speaker')}",
+        f"  warning: clip0.mp4: {unmatched('groom')}",
+    ]
