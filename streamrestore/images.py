@@ -352,12 +352,15 @@ def read_photo_header(path: str | os.PathLike) -> None:
     Image = _pillow()
     try:
         with Image.open(path) as image:  # (its header: check_photo_size's check too)
-            pictures = getattr(image, "n_frames", 1)
+            pictures, kind = getattr(image, "n_frames", 1), image.format
     except Image.DecompressionBombError:
         raise _too_large(path) from None
     except (OSError, ValueError, SyntaxError):
         read_rgb(path)  # a format only OpenCV reads, or an error worded as every photo's
         return
+    if pictures > 1 and kind == "TIFF":  # (a scanner's front and back of a print: pages, not a film)
+        raise InputError(f"{path} holds {pictures} pages; a photo's restore would keep the first only: save each page "
+                         "as a photo first (e.g. ImageMagick: magick IN page-%d.png) and restore those")
     if pictures > 1:
         raise InputError(f"{path} holds {pictures} pictures (animated, or pages); a photo's restore would keep the "
                          "first only: make it a video first (e.g. ffmpeg -i IN out.mp4) and restore that")
