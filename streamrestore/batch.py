@@ -715,21 +715,25 @@ class BatchResult:
             lines.append(f"  no face was changed in {len(self.unchanged)} of the inputs done (their faces as they "
                          "were; videos encoded again):")
             lines.extend(f"    {src}: {why}" for src, why in self.unchanged.items())
-        unmatched: dict[str, list[str]] = {}  # set -> the inputs no face of which matched it, with the first's words
+        # set -> the inputs no face of which matched it, and the words of the one whose closest face scored highest
+        unmatched: dict[str, tuple[list[str], str, str]] = {}
         for src, said in self.warnings.items():
             for text in said:
                 name = _set_matched_by_no_face(text)
                 if name is None:
                     lines.append(f"  warning: {src}: {text}")
-                else:
-                    unmatched.setdefault(name, [text]).append(src)
+                    continue
+                where, best, closest = unmatched.get(name, ([], text, src))
+                if _closest_score(text) > _closest_score(best):
+                    best, closest = text, src
+                unmatched[name] = ([*where, src], best, closest)
         # (a wedding card's 200 clips, most without the bride: a 300-character line each; said once a person)
         inputs = len(self.succeeded)  # (those already done among them)
-        for name, (text, *where) in unmatched.items():
+        for name, (where, text, closest) in unmatched.items():
             if len(where) == 1:
                 lines.append(f"  warning: {where[0]}: {text}")
             elif len(where) >= inputs:
-                lines.append(f"  warning: {where[0]} and the {len(where) - 1} other inputs: {text}")
+                lines.append(f"  warning: none of the {len(where)} inputs (the closest face in {closest}): {text}")
             else:
                 shown = ", ".join(where[:SUMMARY_INPUTS]) + (f" and {len(where) - SUMMARY_INPUTS} more"
                                                             if len(where) > SUMMARY_INPUTS else "")
@@ -741,6 +745,14 @@ class BatchResult:
 
 #: inputs a batch's summary names in a line about many
 SUMMARY_INPUTS = 3
+
+
+def _closest_score(warning: str) -> float:
+    """The closest face's score a "no face matched" warning gives (-inf where it gives none)."""
+    import re
+
+    score = re.search(r"scored (-?[0-9.]+)", warning)
+    return float(score.group(1)) if score else float("-inf")
 
 
 def _set_matched_by_no_face(warning: str) -> str | None:
@@ -918,8 +930,7 @@ def _chunks_warnings(chunks: list[list[str]], matched: Iterable[str] = ()) -> li
             name = _set_matched_by_no_face(text)
             if name is not None:
                 if name not in matched:
-                    score = re.search(r"scored (-?[0-9.]+)", text)
-                    best = float(score.group(1)) if score else float("-inf")
+                    best = _closest_score(text)
                     if name not in unmatched or best > unmatched[name][0]:
                         unmatched[name] = (best, text)
                 continue

@@ -284,7 +284,8 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
                 sampling = JpegImagePlugin.get_sampling(image)
                 photo.subsampling = sampling if sampling >= 0 else None
                 photo.comment = image.info.get("comment") or None
-                photo.iptc = [data for marker, data in getattr(image, "applist", []) if marker == "APP13"]
+                photo.iptc = [block for marker, data in getattr(image, "applist", []) if marker == "APP13"
+                              for block in [_iptc_only(data)] if block]
             photo.lossless = image.format == "WEBP" and _webp_lossless(path)
             if heif:
                 photo.bits = int(image.info.get("bit_depth") or 8)
@@ -302,6 +303,26 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
     except (OSError, ValueError, SyntaxError):  # a file OpenCV reads and Pillow does not: its pixels are all there is
         pass
     return photo
+
+
+def _iptc_only(app13: bytes) -> bytes | None:
+    """A JPEG's APP13 block (Photoshop's resources) with its IPTC resource (0x0404) alone: the others may hold a
+    thumbnail of the picture as it was (0x040C), the unrestored face kept in the restored file. None where it holds
+    no IPTC; as it is where it cannot be read as Photoshop's."""
+    header = b"Photoshop 3.0\x00"
+    if not app13.startswith(header):
+        return app13
+    kept, at = [], len(header)
+    while at + 12 <= len(app13) and app13[at:at + 4] == b"8BIM":
+        name = 1 + app13[at + 6]
+        name += name & 1  # (a Pascal string, padded to an even length)
+        size_at = at + 6 + name
+        size = int.from_bytes(app13[size_at:size_at + 4], "big")
+        end = size_at + 4 + size + (size & 1)
+        if int.from_bytes(app13[at + 4:at + 6], "big") == 0x0404:
+            kept.append(app13[at:end])
+        at = end
+    return header + b"".join(kept) if kept else None
 
 
 def _webp_lossless(path: str | os.PathLike) -> bool:
@@ -472,6 +493,8 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         options.update(lossless=True, exact=True)
     if fmt == "TIFF" and like.compression in _TIFF_COMPRESSIONS_KEPT:
         options["compression"] = like.compression
+        if like.compression == "jpeg":  # (libtiff's own default is 75)
+            options["quality"] = PHOTO_QUALITY
     if fmt != "BMP":
         if like.icc_profile:
             options["icc_profile"] = like.icc_profile
@@ -496,6 +519,15 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
     def write(temp: Path) -> None:
         if deep is not None:
             _write_16_bits(temp, deep, fmt, options, like.xmp, software)
+        elif "compression" in options and fmt == "TIFF":
+            try:
+                image.save(temp, format=fmt, **options)
+            except (RuntimeError, OSError):  # (libtiff, which compresses, refuses an Exif or GPS block's pointer)
+                compression = options.pop("compression")
+                options.pop("quality", None)
+                image.save(temp, format=fmt, **options)
+                notes.append(f"the photo's {compression} compression is not kept: its EXIF blocks and a compressed "
+                             "TIFF cannot both be written here (written uncompressed; .png is lossless and smaller)")
         else:
             image.save(temp, format=fmt, **options)
         if iptc:

@@ -108,7 +108,7 @@ class PipelineConfig:
             entering the picture is picked up at most two frames late, and on its first frame
             after a cut from frames without faces (a slide, a title: :data:`CUT_LEVELS`).
         detect_size: the longer side, in pixels, of the picture a detector that works at a size of its own
-            (SCRFD) looks at; frames are shrunk (or enlarged) to it. Default 640, what insightface's packs were
+            (SCRFD) looks at; frames are shrunk (or enlarged) so that their longer side is it. Default 640, what insightface's packs were
             tuned at; a face under ~20 px there is missed in some frames (a 45-px face of a 1080p overview
             camera is 15 px at 640: found in half the frames, all of them at 960), and the run says so
             (:data:`~streamrestore.faces.detect.SMALL_AT_INPUT`). 1280 finds faces half the size at about four times the detection
@@ -179,8 +179,11 @@ class PipelineConfig:
             raise ValueError(f"lookahead must be >= 0, got {self.lookahead}")
         if self.detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {self.detect_every}")
-        if not (160 <= self.detect_size <= 4096 and self.detect_size % 32 == 0):
-            raise ValueError(f"detect_size must be a multiple of 32 from 160 to 4096, got {self.detect_size!r}")
+        from streamrestore.faces.detect import DETECT_SIZE_LEAST, DETECT_SIZE_MOST
+
+        if not (DETECT_SIZE_LEAST <= self.detect_size <= DETECT_SIZE_MOST and self.detect_size % 32 == 0):
+            raise ValueError(f"detect_size must be a multiple of 32 from {DETECT_SIZE_LEAST} to {DETECT_SIZE_MOST}, "
+                             f"got {self.detect_size!r}")
         if self.frame_path not in ("auto", "host", "device"):
             raise ValueError(f"frame_path must be 'auto', 'host' or 'device', got {self.frame_path!r}")
         if self.crop_resolution not in (None, "auto") and not (
@@ -677,16 +680,17 @@ class FaceRestorer:
         on soft or degraded video it is then missed on most frames."""
         input_size = getattr(self.detector, "input_size", None)
         h, w = pixels.shape[:2]
-        scale = 1.0
+        scale = seen = 1.0
         if input_size is not None:
             size_w, size_h = input_size(h, w)  # the same scale for the picture turned
-            scale = min(size_w / w, size_h / h, 1.0)
+            seen = min(size_w / w, size_h / h)  # (the detector enlarges a smaller frame itself)
+            scale = min(seen, 1.0)
         small_w, small_h = max(1, round(w * scale)), max(1, round(h * scale))
         image = pixels.full() if (small_w, small_h) == (w, h) else pixels.resized(small_w, small_h)
         found = detect_upright(self.detector, image, rotation)
         if input_size is not None:  # (faces too small for it there are missed in some frames: the run says so)
-            self.stats.add_detections([f.size for f in found], (w, h), (small_w, small_h),
-                                      self.config.min_face * small_w / w)
+            self.stats.add_detections([f.size * seen / scale for f in found], (w, h),
+                                      (max(1, round(w * seen)), max(1, round(h * seen))), self.config.min_face * seen)
         if image.shape[:2] == (h, w):
             return found
         to_frame = np.array([w / small_w, h / small_h], np.float32)
@@ -1184,7 +1188,7 @@ class FaceRestorer:
         checked every :data:`RECHECK_EVERY` faces against its first ones
         (:meth:`~streamrestore.faces.identity.IdentityMatcher.another_person`); one found someone else's goes,
         with the rest of its track, on a new track, matched to the photos afresh."""
-        if self._matcher is None:
+        if self._matcher is None or not self._matcher.checks_another_person:
             return tracked
         view = None
         people = []

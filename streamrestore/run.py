@@ -308,9 +308,11 @@ class RunStats:
         if self.detected_at is None:
             return None
         (width, height), (seen_w, seen_h) = self.detected_at
-        if seen_w >= width:  # (looked at full size or larger already: a larger input adds no pixels of the face)
+        from streamrestore.faces.detect import DETECT_SIZE_MOST
+
+        if seen_w >= width or max(seen_w, seen_h) >= DETECT_SIZE_MOST:  # (already full size, or as large as taken)
             return None
-        return min(2 * max(seen_w, seen_h), -(-max(width, height) // 32) * 32)
+        return min(2 * max(seen_w, seen_h), -(-max(width, height) // 32) * 32, DETECT_SIZE_MOST)
 
     def _looked_at_size(self) -> str:
         """The side of the picture the detector looked at, with the option that makes it larger where one would."""

@@ -1712,13 +1712,13 @@ def test_a_person_missing_from_many_inputs_is_said_once():
     from streamrestore.batch import BatchResult
     from streamrestore.run import NO_FACE_MATCHED
 
-    def unmatched(name: str) -> str:
-        return NO_FACE_MATCHED.format(name=name) + " (the closest track scored 0.12, a match needs 0.40)"
+    def unmatched(name: str, score: float = 0.12) -> str:
+        return NO_FACE_MATCHED.format(name=name) + f" (the closest track scored {score:.2f}, a match needs 0.40)"
 
     inputs = [f"clip{i}.mp4" for i in range(6)]
     result = BatchResult(succeeded={src: f"out/{src}" for src in inputs})
     for src in inputs[:5]:
-        result.warnings[src] = [unmatched("bride"), unmatched("speaker")]
+        result.warnings[src] = [unmatched("bride"), unmatched("speaker", 0.31 if src == "clip3.mp4" else 0.12)]
     result.warnings["clip5.mp4"] = [unmatched("speaker"), "the input's chapters are not kept"]
     result.warnings["clip0.mp4"].append(unmatched("groom"))
     lines = result.summary().splitlines()[1:]
@@ -1726,6 +1726,6 @@ def test_a_person_missing_from_many_inputs_is_said_once():
         "  warning: clip5.mp4: the input's chapters are not kept",
         "  no face matched bride's photos in 5 of the 6 inputs (clip0.mp4, clip1.mp4, clip2.mp4 and 2 more): not in "
         "them, or not recognised there (each input's record in batch-manifest.jsonl gives its scores)",
-        f"  warning: clip0.mp4 and the 5 other inputs: {unmatched('speaker')}",
+        f"  warning: none of the 6 inputs (the closest face in clip3.mp4): {unmatched('speaker', 0.31)}",
         f"  warning: clip0.mp4: {unmatched('groom')}",
     ]

@@ -278,3 +278,8 @@ def test_a_decided_track_is_found_another_persons_after_two_unlike_faces_in_a_ro
     assert ANOTHER_PERSON_CHECKS == 2
     # one face unlike (turned, blurred) is not another person; two in a row are
     assert [matcher.another_person(1, face) for face in (ben, ann, ben, ben)] == [False, False, False, True]
+    # dlib's descriptors score different people ~0.83: the level was measured for ArcFace-like embedders only
+    dlib = IdentityMatcher([ReferenceSet("ann", np.zeros((1, 8, 8, 3), np.uint8), ann[None], [], "dlib")],
+                           samples_per_track=1)
+    dlib.observe(1, ann)
+    assert not dlib.checks_another_person and not any(dlib.another_person(1, ben) for _ in range(3))

@@ -507,3 +507,19 @@ def test_the_record_of_the_reference_files_names_one_that_cannot_be_read(tmp_pat
     assert record["name"] == "Ann" and record["path"] == str(folder.resolve())
     assert record["files"]["a.jpg"] == sha256_of(folder / "a.jpg") and record["files"]["b.jpg"].startswith("unreadable (")
 
+
+
+def test_a_sets_outliers_are_left_out_only_where_most_of_it_agrees(caplog):
+    """Two burst shots alike beside three other photos were taken for the person and the three left out."""
+    from streamrestore.faces.references import _outliers
+
+    def unit(*rows):
+        vectors = np.asarray(rows, np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    pair_and_three = unit([1, 0, 0, 0], [1, 0, 0, 0], [0.3, 1, 0, 0], [0.3, 0, 1, 0], [0.3, 0, 0, 1])
+    with caplog.at_level(logging.WARNING, logger="streamrestore"):
+        assert _outliers("s", list("abcde"), pair_and_three, 0.4) == []
+    assert caplog.text.count("remove it if it shows someone else") == 3
+    three_and_one = unit([1, 0, 0], [1, 0.1, 0], [1, 0, 0.1], [0, 1, 0])
+    assert _outliers("s", list("abcd"), three_and_one, 0.4) == [3]

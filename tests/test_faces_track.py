@@ -137,28 +137,39 @@ def test_scene_cut_ends_all_tracks():
     assert len(before) == len(after) == 1 and before != after
 
 
-@pytest.mark.parametrize("lookahead", [0, 3])
+@pytest.mark.parametrize("lookahead", [0, 1, 3])
 @pytest.mark.parametrize("flash", [1, 2])
 def test_a_flash_is_no_scene_cut(lookahead, flash):
     """A guest's camera flash (a picture or two as unlike the one before as a cut's) ended every track: one
     person became 7 tracks over 3 flashes, each matched again and its smoothing begun again. A picture that
-    is back as it was within FLASH_FRAMES keeps the tracks; with lookahead, the flash's faces are theirs (filled
-    in as a gap), live they are a track of their own for the flash. A picture that stays changed is a cut."""
+    is back as it was within FLASH_FRAMES keeps the tracks (a flash of two pictures unlike each other too);
+    where the lookahead holds the flash's frames, their faces are the track's (filled in as a gap), else (live,
+    or a shorter lookahead) a track of their own for the flash, never none. A picture that stays changed is a cut."""
     from streamrestore.faces.track import FLASH_FRAMES
 
     assert flash <= FLASH_FRAMES
     dark = np.full((90, 160, 3), (30, 20, 10), np.uint8)
-    bright = np.full((90, 160, 3), (20, 200, 240), np.uint8)
-    frames = [dark] * 5 + [bright] * flash + [dark] * 5 + [bright] * 5
+    bright = [np.full((90, 160, 3), (20, 200, 240), np.uint8), np.full((90, 160, 3), (240, 240, 30), np.uint8)]
+    frames = [dark] * 5 + bright[:flash] + [dark] * 5 + [bright[0]] * 5
     tracker = FaceTracker(TrackerConfig(), fps=30, lookahead=lookahead)
     out = _run(tracker, [[_face(50 + i, 50)] for i in range(len(frames))], frames)
     assert tracker.flashes == [5] and tracker.cuts == [10 + flash]
     ids = {index: {f.track_id for f in faces} for index, faces in out}
-    assert all(len(faces) == 1 for faces in ids.values())  # (never the flash's face twice)
-    before_cut = set().union(*(ids[i] for i in range(10 + flash) if lookahead or not 5 <= i < 5 + flash))
+    assert all(len(faces) == 1 for faces in ids.values())  # (never the flash's face twice, never none)
+    held = lookahead >= flash  # (the flash's frames were still held when it was known a flash)
+    before_cut = set().union(*(ids[i] for i in range(10 + flash) if held or not 5 <= i < 5 + flash))
     assert len(before_cut) == 1 and not before_cut & set().union(*(ids[i] for i in range(10 + flash, len(frames))))
-    if not lookahead:  # (live: the flash's frames were given before it was known one)
-        assert not set().union(*(ids[i] for i in range(5, 5 + flash))) & before_cut
+    assert held or not set().union(*(ids[i] for i in range(5, 5 + flash))) & before_cut
+
+
+def test_a_flash_longer_than_the_tracks_may_miss_is_a_cut():
+    """The tracks before a flash did not see its frames: a flash longer than ``max_gap`` is a cut, as a miss
+    that long would end them."""
+    dark = np.full((90, 160, 3), (30, 20, 10), np.uint8)
+    bright = np.full((90, 160, 3), (20, 200, 240), np.uint8)
+    tracker = FaceTracker(TrackerConfig(max_gap=1), fps=30, lookahead=3)
+    _run(tracker, [[_face(50, 50)]] * 10, [dark] * 5 + [bright] * 2 + [dark] * 3)
+    assert tracker.flashes == [] and tracker.cuts[0] == 5
 
 
 # ------------------------------------------------------------------------------------------

@@ -626,12 +626,13 @@ def test_a_jpegs_iptc_comment_and_subsampling_are_kept(tmp_path):
 
     rgb, _ = _scene()
     iptc = b"8BIM\x04\x04\x00\x00\x00\x00\x00\x13\x1c\x02\x74\x00\x0d(c) 2026 Jane\x00"
+    thumbnail = b"8BIM\x04\x0c\x00\x00\x00\x00\x00\x04FACE"  # (Photoshop's thumbnail: the face as it was)
+    block = b"Photoshop 3.0\x00" + thumbnail + iptc
     src = tmp_path / "master.jpg"
     Image.fromarray(rgb).save(src, quality=95, subsampling=0, comment=b"Shot for client X")
     data = src.read_bytes()  # (Pillow writes no APP13: put one after the JFIF segment)
     at = 4 + int.from_bytes(data[4:6], "big")
-    src.write_bytes(data[:at] + b"\xff\xed" + (len(b"Photoshop 3.0\x00" + iptc) + 2).to_bytes(2, "big")
-                    + b"Photoshop 3.0\x00" + iptc + data[at:])
+    src.write_bytes(data[:at] + b"\xff\xed" + (len(block) + 2).to_bytes(2, "big") + block + data[at:])
     with Image.open(src) as original:
         credit = IptcImagePlugin.getiptcinfo(original)
     assert credit == {(2, 116): b"(c) 2026 Jane"}
@@ -641,6 +642,7 @@ def test_a_jpegs_iptc_comment_and_subsampling_are_kept(tmp_path):
         with Image.open(tmp_path / name) as out:
             assert JpegImagePlugin.get_sampling(out) == 0
             assert IptcImagePlugin.getiptcinfo(out) == (None if strip else credit)
+            assert b"FACE" not in (tmp_path / name).read_bytes()  # (only the IPTC of Photoshop's resources)
             assert out.info.get("comment") == (None if strip else b"Shot for client X")
             assert out.getexif()[EXIF_SOFTWARE] == restored_comment()
 
@@ -661,3 +663,51 @@ def test_a_lossless_webp_is_written_lossless(tmp_path):
     lossy = tmp_path / "lossy.webp"
     Image.fromarray(rgb).save(lossy, quality=80)
     assert not read_photo(lossy).lossless
+
+
+def _packbits_tiff_with_exif_ifd(path, rgb) -> None:
+    """A PackBits TIFF with an Exif block (DateTimeOriginal), as cameras and Lightroom write: Pillow writes no
+    compressed TIFF with one, so an uncompressed one is written and its strip packed by hand."""
+    import struct
+
+    exif = Image.Exif()
+    exif[EXIF_MAKE] = "Canon"
+    exif.get_ifd(0x8769)[0x9003] = "2024:01:02 03:04:05"
+    Image.fromarray(rgb).save(path, exif=exif.tobytes())
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    entries = {struct.unpack_from("<H", data, ifd + 2 + 12 * i)[0]: ifd + 2 + 12 * i
+               for i in range(struct.unpack_from("<H", data, ifd)[0])}
+    assert struct.unpack_from("<I", data, entries[273] + 4)[0] == 1  # (one strip)
+    start, count = (struct.unpack_from("<I", data, entries[tag] + 8)[0] for tag in (273, 279))
+    raw = bytes(data[start:start + count])
+    packed = b"".join(bytes([len(raw[i:i + 128]) - 1]) + raw[i:i + 128] for i in range(0, len(raw), 128))
+    struct.pack_into("<I", data, entries[273] + 8, len(data))
+    struct.pack_into("<I", data, entries[279] + 8, len(packed))
+    struct.pack_into("<H", data, entries[259] + 8, 32773)  # Compression: PackBits
+    path.write_bytes(bytes(data) + packed)
+
+
+def test_a_compressed_tiff_with_an_exif_block_is_written_keeping_the_exif(tmp_path):
+    """Keeping a TIFF's compression made Pillow write it through libtiff, which refuses an Exif block's pointer: a
+    camera's compressed TIFF failed with a RuntimeError. Its EXIF is kept, uncompressed, and said; a
+    JPEG-compressed TIFF is written at quality 95 (libtiff's own default is 75)."""
+    rgb, _ = _scene()
+    src = tmp_path / "cam.tif"
+    _packbits_tiff_with_exif_ifd(src, rgb)
+    with Image.open(src) as image:
+        assert image.info["compression"] == "packbits" and image.getexif().get_ifd(0x8769)
+    stats = restore_photo(src, tmp_path / "out.tif", _face_restorer())
+    assert stats.faces_restored == 1
+    assert any("packbits compression is not kept" in p for p in stats.problems), stats.problems
+    with Image.open(tmp_path / "out.tif") as out:
+        assert out.getexif().get_ifd(0x8769)[0x9003] == "2024:01:02 03:04:05"
+        assert out.getexif()[EXIF_MAKE] == "Canon"
+    jpeg_tiff = tmp_path / "scan.tif"
+    Image.fromarray(rgb).save(jpeg_tiff, compression="jpeg", quality=95)
+    restore_photo(jpeg_tiff, tmp_path / "scan_out.tif", _face_restorer())
+    with Image.open(tmp_path / "scan_out.tif") as out:
+        assert out.info["compression"] == "jpeg"
+    at_75 = tmp_path / "at_75.tif"
+    Image.open(tmp_path / "scan_out.tif").save(at_75, compression="jpeg", quality=75)
+    assert (tmp_path / "scan_out.tif").stat().st_size > 1.3 * at_75.stat().st_size

@@ -1547,6 +1547,11 @@ def test_small_faces_at_the_detectors_size_are_said_and_detect_size_finds_them(s
                            "(1920x1080 frames are looked at 640x360)") and "--detect-size 1280" in said
     assert (at_1280.faces_detected, at_1280.faces_detected_small) == (3, 0), at_1280.summary()
     assert not [w for w in at_1280.warnings() if "--detect-size" in w]
+    # a frame smaller than the size is enlarged by SCRFD itself: its faces are counted at that size
+    small = FaceRestorer.from_options(model="identity", face_models=shared_models / "insightface",
+                                      config=PipelineConfig(lookahead=0, temporal=TemporalConfig.off()))
+    small.process(cv2.resize(frames[0], (480, 270), interpolation=cv2.INTER_AREA))
+    assert small.stats.detected_at == ((480, 270), (640, 360))
 
 
 def test_small_faces_warning_needs_a_quarter_and_a_shrunk_frame():
@@ -1577,6 +1582,11 @@ def test_small_faces_warning_needs_a_quarter_and_a_shrunk_frame():
             "1280 looks at it larger), one upside down") in nothing.summary()
     nothing.add_detections([], (480, 270), (640, 360), smallest=5.3)
     assert "scaled to 640 px, one upside down" in nothing.summary()
+    huge = RunStats(frames=8)  # (8K looked at 2560: the largest size taken, not twice it)
+    huge.add_detections([14.0] * 4, (7680, 4320), (2560, 1440), smallest=5.3)
+    assert [w for w in huge.warnings() if "--detect-size 4096 looks at them larger" in w]
+    huge.add_detections([14.0] * 4, (7680, 4320), (4096, 2304), smallest=5.3)
+    assert not [w for w in huge.warnings() if "--detect-size" in w]
     photo = RunStats(frames=1, photo=True)
     photo.add_detections([12.0] * 5, (6000, 4000), (640, 427), smallest=1.7)
     (said,) = photo.warnings()

@@ -181,8 +181,9 @@ def add_model_options(p: argparse.ArgumentParser, fast_vae: bool = False) -> Non
     p.add_argument("--detect-every", type=whole, default=3, metavar="K",
                    help="run the face detector on every K-th frame, optical flow in between (default 3; 1: every frame)")
     p.add_argument("--detect-size", type=whole, metavar="N",
-                   help="SCRFD looks for faces in the frame shrunk to N px wide (default 640; a multiple of 32): 1280 "
-                        "finds faces half as small (a wide shot, a 1080p overview camera) at ~4x the detection time")
+                   help="SCRFD looks for faces in the frame scaled to N px on its longer side (default 640; a multiple "
+                        "of 32): 1280 finds faces half as small (a wide shot, a 1080p overview camera) at ~4x the "
+                        "detection time")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="more messages; the run summary adds each track's similarity to every reference set and "
                         "the share of the model's change the quality gate kept")
@@ -501,8 +502,12 @@ def check_face_options(args: argparse.Namespace) -> None:
     if args.detect_every < 1:
         raise UserError(f"--detect-every must be at least 1, got {args.detect_every}")
     size = getattr(args, "detect_size", None)
-    if size is not None and not (160 <= size <= 4096 and size % 32 == 0):
-        raise UserError(f"--detect-size must be a multiple of 32 from 160 to 4096 (640, 960, 1280, ...), got {size}")
+    if size is not None:
+        from streamrestore.faces.detect import DETECT_SIZE_LEAST, DETECT_SIZE_MOST
+
+        if not (DETECT_SIZE_LEAST <= size <= DETECT_SIZE_MOST and size % 32 == 0):
+            raise UserError(f"--detect-size must be a multiple of 32 from {DETECT_SIZE_LEAST} to {DETECT_SIZE_MOST} "
+                            f"(640, 960, 1280, ...), got {size}")
 
 
 def pipeline_config(args: argparse.Namespace, **changes: Any) -> PipelineConfig:

@@ -162,6 +162,8 @@ def onnx_session_options(threads: int = 1):
 #: faces narrower than this (:attr:`Face.size`, px) in the picture SCRFD looks at are found in some frames only (a
 #: 45-px face of 1080p frames looked at 640 wide, 15 px there: found in 15 of 30 frames; at 960, 22 px: in all)
 SMALL_AT_INPUT = 20.0
+#: the sides SCRFD's picture may be given (``PipelineConfig.detect_size``, ``--detect-size``): a multiple of 32
+DETECT_SIZE_LEAST, DETECT_SIZE_MOST = 160, 4096
 
 
 class ScrfdDetector:

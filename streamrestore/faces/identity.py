@@ -268,6 +268,8 @@ class _TrackSamples:
 ANOTHER_PERSON_BELOW = 0.25
 #: checks in a row under it before the track is taken for another person's (one face blurred or turned is not)
 ANOTHER_PERSON_CHECKS = 2
+#: embedders for which no such level was measured: no check (dlib's descriptors score different people ~0.83)
+_NO_ANOTHER_PERSON_CHECK = {"dlib"}
 
 
 class IdentityMatcher:
@@ -309,6 +311,8 @@ class IdentityMatcher:
         self.unlike_below = float(unlike_below)
         self.samples_per_track = int(samples_per_track)
         self.top_k = int(top_k)
+        #: whether a decided track's later faces are checked for another person's (another_person)
+        self.checks_another_person = not any(s.embedder in _NO_ANOTHER_PERSON_CHECK for s in reference_sets)
         self._sets = [(s.name, _normalise(s.embeddings)) for s in reference_sets if len(s.embeddings)]
         self._tracks: dict[Hashable, _TrackSamples] = {}
 
@@ -340,9 +344,10 @@ class IdentityMatcher:
         before it, someone else's than the faces it was decided on: :data:`ANOTHER_PERSON_CHECKS` in a row under
         :data:`ANOTHER_PERSON_BELOW` against their mean. The tracker follows a place in the picture, and a
         dissolve between two people's close-ups kept one track: the second person was restored toward the
-        first's photos, and left changed under ``--unmatched skip``. False for a track not decided."""
+        first's photos, and left changed under ``--unmatched skip``. False for a track not decided, and for an
+        embedder for which the level was not measured (dlib: :attr:`checks_another_person`)."""
         samples = self._tracks.get(track_id)
-        if samples is None or samples.mean is None:
+        if samples is None or samples.mean is None or not self.checks_another_person:
             return False
         vector = _normalise(np.asarray(embedding, dtype=np.float32).reshape(-1))
         unlike = float(vector @ samples.mean) < ANOTHER_PERSON_BELOW

@@ -285,8 +285,8 @@ def _first_undamaged_frame(reader: VideoReader, until: float) -> tuple[object | 
 
 
 def _outliers(name: str, files: list[str], embeddings: np.ndarray, threshold: float) -> list[int]:
-    """The photos of a set to leave out: each one whose face does not look like the rest's where at least two
-    others do (said; a set's one stranger was given to the model beside the person, said "remove it if it shows
+    """The photos of a set to leave out: each one whose face does not look like the rest's where most of the set,
+    two photos at least, does (said; a set's one stranger was given to the model beside the person, said "remove it if it shows
     someone else" and used all the same). Two photos unlike each other, or a set none of whose photos agree,
     are kept and said: which one is the person cannot be told."""
     if len(files) < 2:
@@ -303,15 +303,17 @@ def _outliers(name: str, files: list[str], embeddings: np.ndarray, threshold: fl
     # cannot drag the set's centre towards himself.
     medoid = int(np.argmax(similarities.sum(axis=1)))
     unlike = [index for index in range(len(files)) if index != medoid and similarities[index, medoid] < threshold]
-    agreeing = len(files) - len(unlike)  # (the medoid and those like it)
+    # (the medoid and those like it, most of the set: two burst shots alike are not the person beside three others)
+    agreeing = len(files) - len(unlike)
+    leave_out = agreeing >= 2 and agreeing > len(unlike)
     for index in unlike:
         logger.warning(
             "reference set %s: %s does not look like the other photos (similarity %.2f < %.2f); %s",
             name, files[index], similarities[index, medoid], threshold,
-            "left out (someone else, or this person too unlike the other photos to help)" if agreeing >= 2 else
+            "left out (someone else, or this person too unlike the other photos to help)" if leave_out else
             "remove it if it shows someone else",
         )
-    return unlike if agreeing >= 2 else []
+    return unlike if leave_out else []
 
 
 #: the most pictures with a face of one reference set that are used (each costs a face detection; the restorer

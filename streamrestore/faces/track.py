@@ -215,15 +215,18 @@ class FaceTracker:
             self._undo_cut()  # (the picture is back as it was before the "cut": a flash)
         elif self._before_cut is not None:
             self._since_cut += 1
-            if self._since_cut > FLASH_FRAMES:
+            if self._since_cut > min(FLASH_FRAMES, self.config.max_gap):  # (a longer miss would end the tracks)
                 self._before_cut = None
         if cut or (signature is not None and self._signature is not None and self.config.scene_cut_threshold < 1.0
                    and signature_distance(self._signature, signature) > self.config.scene_cut_threshold):
             self.cuts.append(frame_index)
-            # (kept a few frames: a flash's picture is as unlike the one before as a cut's; the ones after it are not)
-            self._before_cut = None if cut or self._signature is None else (
-                self._norfair, dict(self._tracks), self._signature)
-            self._since_cut = 1
+            # (kept a few frames: a flash's picture is as unlike the one before as a cut's; the ones after it are
+            # not. The first kept, for a flash of two pictures unlike each other too)
+            if cut or self._signature is None:
+                self._before_cut = None
+            elif self._before_cut is None:
+                self._before_cut = (self._norfair, dict(self._tracks), self._signature, len(self.cuts) - 1)
+                self._since_cut = 1
             self._reset()
         if signature is not None:
             self._signature = signature
@@ -258,16 +261,18 @@ class FaceTracker:
         return ready
 
     def _undo_cut(self) -> None:
-        """The tracks before the last cut back, the faces of the frames since on tracks of their own taken off
-        those frames (with lookahead, the tracks before fill them in as they fill any gap: ``_fill_gap``)."""
+        """The tracks before the flash's "cuts" back. The frames since, where all are still pending (lookahead),
+        lose their faces on tracks of their own, which the tracks before fill in as they fill any gap
+        (``_fill_gap``); frames given out already (live) keep theirs, and so do all where some were (a face
+        taken off a frame the gap filling cannot reach was lost)."""
         assert self._before_cut is not None
-        made_since = {track.track_id for track in self._tracks.values()}
-        self._norfair, self._tracks, self._signature = self._before_cut  # (the next picture is compared with it)
+        self._norfair, self._tracks, self._signature, first_cut = self._before_cut  # (the next picture: against it)
         self._before_cut = None
-        for _, faces in self._pending:
-            for track_id in made_since & faces.keys():
-                del faces[track_id]
-        self.flashes.append(self.cuts.pop())
+        if 0 < self._since_cut <= len(self._pending):
+            for _, faces in list(self._pending)[-self._since_cut:]:
+                faces.clear()
+        self.flashes.append(self.cuts[first_cut])
+        del self.cuts[first_cut:]
 
     def new_track_id(self) -> int:
         """An id no track had or will have: for a face the caller finds is another person's than its track's (the
