@@ -225,11 +225,20 @@ def plan_input(src: str | os.PathLike, chunk_seconds: float = DEFAULT_CHUNK_SECO
 def _folders_under(root: Path) -> list[Path]:
     """``root`` and the folders under it, sorted, but hidden ones and a batch's output folder (it holds a
     manifest: its outputs are this tool's) with what they hold."""
-    found = []
-    for folder, subfolders, files in os.walk(root):
+    found, linked, unread = [], [], []
+    for folder, subfolders, files in os.walk(root, onerror=lambda exc: unread.append(exc.filename)):
+        linked += [str(Path(folder, name).relative_to(root)) for name in subfolders
+                   if (Path(folder) / name).is_symlink() and not name.startswith(".")]
         subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")
+                               and not (Path(folder) / name).is_symlink()
                                and not (Path(folder) / name / MANIFEST_NAME).exists())
         found.append(Path(folder))
+    if linked:  # (os.walk follows none: a link back up would never end)
+        log.warning("batch: %s: leaving out %d linked folder(s) (%s): links are not followed; name them as inputs "
+                    "too", root, len(linked), ", ".join(sorted(linked)[:3]) + (" ..." if len(linked) > 3 else ""))
+    if unread:
+        log.warning("batch: %s: cannot read %d folder(s) (%s): left out", root, len(unread),
+                    ", ".join(map(str, unread[:3])) + (" ..." if len(unread) > 3 else ""))
     return found
 
 

@@ -422,6 +422,7 @@ def test_camera_cards_are_batched_recursively_into_the_same_subfolders(clips, tm
             shutil.copy(clips / "a.mp4", tmp_path / card / name)
     (tmp_path / "card_a" / ".Trashes").mkdir()
     shutil.copy(clips / "a.mp4", tmp_path / "card_a" / ".Trashes" / "x.mp4")
+    (tmp_path / "card_a" / "linked").symlink_to(tmp_path / "card_b", target_is_directory=True)
     (tmp_path / "card_a" / "old_out").mkdir()
     (tmp_path / "card_a" / "old_out" / MANIFEST_NAME).write_text("")
     shutil.copy(clips / "a.mp4", tmp_path / "card_a" / "old_out" / "y.mp4")
@@ -433,6 +434,7 @@ def test_camera_cards_are_batched_recursively_into_the_same_subfolders(clips, tm
     out = tmp_path / "out"
     code, err = batch(tmp_path / "card_a", tmp_path / "card_b", "-o", out, "--ray", "none", "--recursive")
     assert code == 0, err
+    assert "leaving out 1 linked folder(s) (linked): links are not followed; name them as inputs too" in err
     made = sorted(str(p.relative_to(out)) for p in out.rglob("*.mp4"))
     assert made == ["card_a/DCIM/100CANON/C0001.restored.mp4", "card_a/DCIM/101CANON/C0001.restored.mp4",
                     "card_b/PRIVATE/CLIP/C0001.restored.mp4"]

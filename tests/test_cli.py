@@ -458,6 +458,9 @@ def test_a_mistake_in_the_options_is_said_first_and_a_decimal_comma_named(capsys
                         "streamrestore batch: error: unrecognized arguments: --unmached skip (--unmached: did you "
                         "mean --unmatched?)"),
                        (["--bogus"], "streamrestore: error: unrecognized arguments: --bogus"),
+                       (["card", "--recursive"], "streamrestore: error: unrecognized arguments: --recursive (--recursive "
+                        "is streamrestore batch's, which restores many files: streamrestore batch INPUT... -o OUTDIR "
+                        "--recursive)"),
                        ([], "streamrestore: error: the following arguments are required: input")):
         with pytest.raises(SystemExit) as stopped:
             main(argv)

@@ -45,7 +45,7 @@ from streamrestore.errors import UserError
 log = logging.getLogger("streamrestore.batch")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CommandParser:
     p = CommandParser(
         prog="streamrestore batch",
         description="Restore the faces in many videos (and photos) on a pool of Ray workers (this machine or a cluster); "

@@ -200,9 +200,13 @@ class CommandParser(argparse.ArgumentParser):
             message += self.options_meant(message[len(unrecognized):].split())
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n(the options: {self.prog} --help)\n")
 
+    def long_options(self) -> list[str]:
+        """The long options this parser takes."""
+        return [option for option in self._option_string_actions if option.startswith("--")]
+
     def unknown_options(self, args: Sequence[str]) -> list[str]:
         """The long options of ``args`` this parser does not know (nor takes as an abbreviation of one)."""
-        known = [option for option in self._option_string_actions if option.startswith("--")]
+        known = self.long_options()
         names = [arg.split("=", 1)[0] for arg in args if arg.startswith("--") and arg != "--"]
         return [name for name in names if not any(option.startswith(name) for option in known)]
 
@@ -211,9 +215,8 @@ class CommandParser(argparse.ArgumentParser):
         parser knows; empty where none is."""
         import difflib
 
-        known = [option for option in self._option_string_actions if option.startswith("--")]
         meant = [f"{name}: did you mean {close[0]}?" for name in self.unknown_options(args)
-                 for close in [difflib.get_close_matches(name, known, n=1, cutoff=0.75)] if close]
+                 for close in [difflib.get_close_matches(name, self.long_options(), n=1, cutoff=0.75)] if close]
         return f" ({'; '.join(meant)})" if meant else ""
 
 

@@ -81,6 +81,14 @@ class _Parser(CommandParser):
         if message.startswith("the following arguments are required") and unknown:
             # (`streamrestore --bogus`: the mistake is the option, not a missing input)
             message = f"unrecognized arguments: {' '.join(unknown)}"
+        if message.startswith("unrecognized arguments") and unknown:
+            from streamrestore.cli.batch import build_parser as batch_parser
+
+            batch_only = [name for name in unknown if name in batch_parser().long_options()]
+            if batch_only:  # (`streamrestore card/ --recursive`: what batch does)
+                message += (f" ({' and '.join(batch_only)} {'is' if len(batch_only) == 1 else 'are'} streamrestore "
+                            f"batch's, which restores many files: streamrestore batch INPUT... -o OUTDIR "
+                            f"{' '.join(batch_only)})")
         if dashed:
             message += (f" ({dashed[0]} is read as an option: give it as ./{dashed[0]}, or after the options and "
                         f"--, as in streamrestore --refs DIR -- {dashed[0]})")
