@@ -71,14 +71,14 @@ log = logging.getLogger(__name__)
 #: detector last looked at by at least this mean level (0-255) is looked at at once: a cut (back from
 #: a slide to a video call's grid: ~60; a face walking into a still shot: a few levels)
 CUT_LEVELS = 20.0
-#: a decided track's face is checked against its first faces every this many faces (IdentityMatcher.another_person):
-#: another person under the same track is found within 2 checks (8 frames, a third of a second at 25 fps), at one
-#: recognition (a few ms) every 4 frames a face
-RECHECK_EVERY = 4
 CUT_THUMBNAIL = (32, 18)
 #: with ``max_faces``, how many times larger than a face restored on the frame before another face
 #: must be to take its place
 MAX_FACES_SWITCH = 1.25
+#: a decided track's face is checked against its first faces every this many faces (IdentityMatcher.another_person):
+#: another person under the same track is found within 2 checks (8 frames, a third of a second at 25 fps), at one
+#: recognition (a few ms) every 4 frames a face
+RECHECK_EVERY = 4
 
 
 @dataclass(frozen=True)
@@ -108,11 +108,12 @@ class PipelineConfig:
             entering the picture is picked up at most two frames late, and on its first frame
             after a cut from frames without faces (a slide, a title: :data:`CUT_LEVELS`).
         detect_size: the longer side, in pixels, of the picture a detector that works at a size of its own
-            (SCRFD) looks at; frames are shrunk (or enlarged) so that their longer side is it. Default 640, what insightface's packs were
-            tuned at; a face under ~20 px there is missed in some frames (a 45-px face of a 1080p overview
-            camera is 15 px at 640: found in half the frames, all of them at 960), and the run says so
-            (:data:`~streamrestore.faces.detect.SMALL_AT_INPUT`). 1280 finds faces half the size at about four times the detection
-            time. A multiple of 32, 160 to 4096; dlib's detector searches the whole frame and ignores it.
+            (SCRFD) looks at; frames are shrunk (or enlarged) so that their longer side is it. Default 640,
+            what insightface's packs were tuned at; a face under ~20 px there is missed in some frames (a
+            45-px face of a 1080p overview camera is 15 px at 640: found in half the frames, all of them at
+            960), and the run says so (:data:`~streamrestore.faces.detect.SMALL_AT_INPUT`). 1280 finds faces
+            half the size at about four times the detection time. A multiple of 32, 160 to 4096; dlib's
+            detector searches the whole frame and ignores it.
         frame_path: where crops are cut and faces pasted: ``"host"`` (OpenCV on the CPU, 4:2:0
             frames kept in YUV), ``"device"`` (on the restorer's device with the kernels of
             ``streamrestore/kernels/``: the frame is copied there once and back once, see
