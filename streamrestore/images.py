@@ -319,8 +319,8 @@ def _iptc_only(app13: bytes) -> bytes | None:
         size_at = at + 6 + name
         size = int.from_bytes(app13[size_at:size_at + 4], "big")
         end = size_at + 4 + size + (size & 1)
-        if int.from_bytes(app13[at + 4:at + 6], "big") == 0x0404:
-            kept.append(app13[at:end])
+        if int.from_bytes(app13[at + 4:at + 6], "big") == 0x0404 and size_at + 4 + size <= len(app13):
+            kept.append(app13[at:end])  # (not one cut short: its size would claim bytes that are not there)
         at = end
     return header + b"".join(kept) if kept else None
 
@@ -492,9 +492,13 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
     if fmt == "WEBP" and like.lossless:  # (the colour under transparent pixels too)
         options.update(lossless=True, exact=True)
     if fmt == "TIFF" and like.compression in _TIFF_COMPRESSIONS_KEPT:
-        options["compression"] = like.compression
-        if like.compression == "jpeg":  # (libtiff's own default is 75)
-            options["quality"] = PHOTO_QUALITY
+        if like.exif and {0x8769, 0x8825} & _exif_tags(like.exif):  # (libtiff, which compresses, refuses their pointers)
+            notes.append(f"the photo's {like.compression} compression is not kept: its EXIF blocks and a compressed "
+                         "TIFF cannot both be written here (written uncompressed; .png is lossless and smaller)")
+        else:
+            options["compression"] = like.compression
+            if like.compression == "jpeg":  # (libtiff's own default is 75)
+                options["quality"] = PHOTO_QUALITY
     if fmt != "BMP":
         if like.icc_profile:
             options["icc_profile"] = like.icc_profile
@@ -519,15 +523,6 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
     def write(temp: Path) -> None:
         if deep is not None:
             _write_16_bits(temp, deep, fmt, options, like.xmp, software)
-        elif "compression" in options and fmt == "TIFF":
-            try:
-                image.save(temp, format=fmt, **options)
-            except (RuntimeError, OSError):  # (libtiff, which compresses, refuses an Exif or GPS block's pointer)
-                compression = options.pop("compression")
-                options.pop("quality", None)
-                image.save(temp, format=fmt, **options)
-                notes.append(f"the photo's {compression} compression is not kept: its EXIF blocks and a compressed "
-                             "TIFF cannot both be written here (written uncompressed; .png is lossless and smaller)")
         else:
             image.save(temp, format=fmt, **options)
         if iptc:

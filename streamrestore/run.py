@@ -786,24 +786,30 @@ def run_threaded(source: Iterable[Any], process: Callable[[Iterable[Any]], Itera
 #: The 4K 10-bit clip's peak: 4.93 GB before, 4.19 GB with (4.87 GB collecting the young generations only).
 SWEEP_EVERY_BYTES = 64 << 20
 _frozen_lock = threading.Lock()
-_frozen_runs = [0]  # runs of restore_frames under way in this process (the heap is frozen while any is)
+# runs of restore_frames under way in this process (the heap is frozen while any is), and whether the first froze it
+_frozen_runs: list = [0, False]
 
 
 @contextlib.contextmanager
 def _heap_frozen():
     """Python's objects as they are when a run begins left out of its garbage collections until the last run
     under way ends (``gc.freeze``: the model's and the libraries' objects, long-lived), so that the collections
-    :func:`restore_frames` asks for look at the run's own objects only."""
+    :func:`restore_frames` asks for look at the run's own objects only. The run's garbage is collected as it
+    ends (else the next run froze it: frames piled up run after run in a batch worker). A heap the application
+    froze itself (before forking workers) is left as it is, not unfrozen."""
     with _frozen_lock:
         if not _frozen_runs[0]:
-            gc.freeze()
+            _frozen_runs[1] = gc.get_freeze_count() == 0
+            if _frozen_runs[1]:
+                gc.freeze()
         _frozen_runs[0] += 1
     try:
         yield
     finally:
+        gc.collect()  # (the frames written since the last sweep, those an error left in the queues)
         with _frozen_lock:
             _frozen_runs[0] -= 1
-            if not _frozen_runs[0]:
+            if not _frozen_runs[0] and _frozen_runs[1]:
                 gc.unfreeze()
 
 

@@ -304,3 +304,36 @@ def test_one_euro_reduces_jitter_more_at_higher_frame_rates():
         return float(np.std([f(p, dt, 100.0) for p in noise][50:]))
 
     assert residual_std(1 / 60) < residual_std(1 / 15) < 2.0
+
+
+def test_a_flash_keeps_every_face_it_holds_and_follows_a_cut():
+    """A flash's faces were all taken off its frames for the tracks before to fill in: a face new at the flash,
+    or found again too late for its gap to be filled, came out unrestored. A flash just after a cut was two
+    more cuts. A miss before the flash and the flash together are a gap like any other (max_gap)."""
+    dark = np.full((90, 160, 3), (30, 20, 10), np.uint8)
+    bright = np.full((90, 160, 3), (20, 200, 240), np.uint8)
+    other = np.full((90, 160, 3), (200, 40, 200), np.uint8)
+    face = [_face(50, 50)]
+
+    def ids_of(tracker, per_frame, frames):
+        out = dict(_run(tracker, per_frame, frames))
+        return [sorted(f.track_id for f in out[i]) for i in range(len(frames))]
+
+    frames = [dark] * 5 + [bright] * 2 + [dark] * 5
+    # a face first seen in the flash: kept on its own track
+    ids = ids_of(FaceTracker(TrackerConfig(), fps=30, lookahead=3), [[]] * 5 + [face] * 7, frames)
+    assert all(ids[i] for i in range(5, 12)), ids
+    # found again only after 3 more frames (lookahead 3 cannot fill 5 frames): the flash's faces stay
+    per_frame = [face] * 5 + [face] * 2 + [[]] * 3 + [face] * 2
+    tracker = FaceTracker(TrackerConfig(), fps=30, lookahead=3)
+    ids = ids_of(tracker, per_frame, frames)
+    assert tracker.flashes == [5] and ids[5] and ids[6], ids
+    # a flash just after a cut: the cut stays one, the flash a flash
+    tracker = FaceTracker(TrackerConfig(), fps=30, lookahead=3)
+    ids = ids_of(tracker, [face] * 10, [dark] * 5 + [other] + [bright] + [other] * 3)
+    assert tracker.cuts == [5] and tracker.flashes == [6]
+    assert len({i for frame in ids[5:] for i in frame}) == 1 and ids[4] != ids[5]
+    # missed for 2 frames before a 2-frame flash, max_gap 2: a 4-frame gap, not bridged
+    tracker = FaceTracker(TrackerConfig(max_gap=2), fps=30, lookahead=5)
+    ids = ids_of(tracker, [face] * 3 + [[]] * 4 + [face] * 5, [dark] * 5 + [bright] * 2 + [dark] * 5)
+    assert tracker.flashes == [5] and ids[0] != ids[7], ids

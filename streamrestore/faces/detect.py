@@ -422,7 +422,8 @@ def missing_pack_message() -> str:
     )
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
     width = min(a[2], b[2]) - max(a[0], b[0])
     height = min(a[3], b[3]) - max(a[1], b[1])
     if width <= 0 or height <= 0:
@@ -472,7 +473,7 @@ def detect_padded(detector: Detector, image: np.ndarray, *, pad_fraction: float 
     candidates.sort(key=lambda face: -face.score)
     kept: list[Face] = []
     for face in candidates:
-        if all(_iou(face.box, other.box) <= 0.5 for other in kept):
+        if all(box_iou(face.box, other.box) <= 0.5 for other in kept):
             kept.append(face)
     return kept
 

@@ -22,6 +22,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from streamrestore.faces.detect import box_iou
 from streamrestore.settings import check_kinds
 from streamrestore.types import Face, TrackedFace
 
@@ -175,9 +176,11 @@ class FaceTracker:
         #: frame indices of flashes: pictures as unlike the one before as a cut's, whose next ones (within
         #: FLASH_FRAMES) are like the one before again (a guest's camera flash, a strobe): no cut
         self.flashes: list[int] = []
-        # since a cut, for FLASH_FRAMES pushes: (the tracks before it, and the picture's signature before it)
-        self._before_cut: tuple | None = None
-        self._since_cut = 0
+        # each cut of the last FLASH_FRAMES pushes, newest last: [the tracker and tracks before it, the picture's
+        # signature before it, its place in ``cuts``, the frames since it, its own counted]
+        self._before_cuts: list[list] = []
+        # the frames a flash's undo left faces of tracks of their own in: frame index -> those tracks' ids
+        self._flash_faces: dict[int, set[int]] = {}
 
     def _new_norfair(self):
         from norfair import Tracker
@@ -210,23 +213,23 @@ class FaceTracker:
         self._push_count += 1
 
         signature = frame_signature(frame) if frame is not None else None
-        if self._before_cut is not None and signature is not None and not cut and signature_distance(
-                self._before_cut[2], signature) <= self.config.scene_cut_threshold:
-            self._undo_cut()  # (the picture is back as it was before the "cut": a flash)
-        elif self._before_cut is not None:
-            self._since_cut += 1
-            if self._since_cut > min(FLASH_FRAMES, self.config.max_gap):  # (a longer miss would end the tracks)
-                self._before_cut = None
+        if cut:  # (the caller knows: no flash)
+            self._before_cuts.clear()
+        back_to = next((before for before in reversed(self._before_cuts) if signature is not None and
+                        signature_distance(before[1], signature) <= self.config.scene_cut_threshold), None)
+        if back_to is not None:
+            self._undo_cut(back_to)  # (the picture is back as it was before a "cut": a flash)
+        for before in self._before_cuts:
+            before[3] += 1
+        # (a flash longer than the tracks may miss a face would have ended them)
+        self._before_cuts = [b for b in self._before_cuts if b[3] <= min(FLASH_FRAMES, self.config.max_gap)]
         if cut or (signature is not None and self._signature is not None and self.config.scene_cut_threshold < 1.0
                    and signature_distance(self._signature, signature) > self.config.scene_cut_threshold):
             self.cuts.append(frame_index)
             # (kept a few frames: a flash's picture is as unlike the one before as a cut's; the ones after it are
-            # not. The first kept, for a flash of two pictures unlike each other too)
-            if cut or self._signature is None:
-                self._before_cut = None
-            elif self._before_cut is None:
-                self._before_cut = (self._norfair, dict(self._tracks), self._signature, len(self.cuts) - 1)
-                self._since_cut = 1
+            # not. One a cut: a flash of two pictures unlike each other, a flash just after a cut)
+            if not cut and self._signature is not None:
+                self._before_cuts.append([(self._norfair, dict(self._tracks)), self._signature, len(self.cuts) - 1, 1])
             self._reset()
         if signature is not None:
             self._signature = signature
@@ -254,25 +257,42 @@ class FaceTracker:
         for norfair_id in [key for key in self._tracks if key not in alive]:
             del self._tracks[norfair_id]
 
+        if self._flash_faces:
+            self._settle_flash()
         self._pending.append((frame_index, current))
         ready = []
         while len(self._pending) > self.lookahead:
             ready.append(self._emit(self._pending.popleft()))
         return ready
 
-    def _undo_cut(self) -> None:
-        """The tracks before the flash's "cuts" back. The frames since, where all are still pending (lookahead),
-        lose their faces on tracks of their own, which the tracks before fill in as they fill any gap
-        (``_fill_gap``); frames given out already (live) keep theirs, and so do all where some were (a face
-        taken off a frame the gap filling cannot reach was lost)."""
-        assert self._before_cut is not None
-        self._norfair, self._tracks, self._signature, first_cut = self._before_cut  # (the next picture: against it)
-        self._before_cut = None
-        if 0 < self._since_cut <= len(self._pending):
-            for _, faces in list(self._pending)[-self._since_cut:]:
-                faces.clear()
+    def _undo_cut(self, before: list) -> None:
+        """The tracks ``before`` a flash's "cuts" back, aged by the flash's frames (which they did not see: a
+        track that misses more than ``max_gap`` frames in all ends). The faces of the flash's frames on tracks
+        of their own stay, until a track from before fills the same face in as it fills any gap
+        (``_fill_gap``, with lookahead: :meth:`_settle_flash`); live, they were given out already."""
+        (self._norfair, self._tracks), self._signature, first_cut, flash = before  # (the next picture: against it)
+        self._before_cuts.clear()
+        for _ in range(flash):
+            self._norfair.update([])
+        held = list(self._pending)[-flash:] if flash else []
+        self._flash_faces = {index: set(faces) for index, faces in held}
         self.flashes.append(self.cuts[first_cut])
         del self.cuts[first_cut:]
+
+    def _settle_flash(self) -> None:
+        """In each held frame of a flash, a face on a track of its own that a track from before the flash now also
+        fills in (the same face twice) is taken off; the others stay (a face new at the flash, one found again too
+        late for its gap to be filled)."""
+        held = {index for index, _ in self._pending}
+        self._flash_faces = {index: ids for index, ids in self._flash_faces.items() if index in held}
+        for index, faces in self._pending:
+            made = self._flash_faces.get(index)
+            if not made:
+                continue
+            filled = [face for track_id, face in faces.items() if track_id not in made]
+            for track_id in made & faces.keys():
+                if any(box_iou(faces[track_id].face.box, other.face.box) > 0.3 for other in filled):
+                    del faces[track_id]
 
     def new_track_id(self) -> int:
         """An id no track had or will have: for a face the caller finds is another person's than its track's (the
