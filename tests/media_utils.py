@@ -291,3 +291,14 @@ def combing(rgb: np.ndarray) -> float:
     of different instants are woven, low in a progressive picture."""
     rows = rgb.astype(float)
     return float(np.abs(rows[1:-1] - (rows[:-2] + rows[2:]) / 2).mean())
+
+
+def remux_with_tags(src: Path, dst: Path, tags: dict[str, str]) -> None:
+    """``dst``: the video packets of ``src`` as they are, in a file with the file tags ``tags``."""
+    with av.open(str(src)) as c, av.open(str(dst), "w") as out:
+        out.metadata.update(tags)
+        stream = out.add_stream_from_template(c.streams.video[0])
+        for packet in c.demux(c.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                out.mux(packet)

@@ -14,7 +14,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from media_utils import make_clip, make_raw_stream, make_zero_pts_clip, read_audio_packets, read_video_timing
+from media_utils import (
+    make_clip,
+    make_raw_stream,
+    make_zero_pts_clip,
+    read_audio_packets,
+    read_video_timing,
+    remux_with_tags,
+)
 
 from streamrestore.batch import DIE_ENV, FAIL_ENV, MANIFEST_NAME, PARTS_DIR, count_frames, plan_input, run
 from streamrestore.cli import main
@@ -220,13 +227,8 @@ def test_strip_metadata_reaches_every_output_of_a_batch(tmp_path, batch, monkeyp
     folder = tmp_path / "in"
     folder.mkdir()
     make_clip(folder / "base.mp4", frames=4)
-    with av.open(str(folder / "base.mp4")) as c, av.open(str(folder / "v.mp4"), "w") as out:
-        out.metadata.update({"title": "Interview with J.", "location": "+48.8584+002.2945/"})
-        stream = out.add_stream_from_template(c.streams.video[0])
-        for packet in c.demux(c.streams.video[0]):
-            if packet.size:
-                packet.stream = stream
-                out.mux(packet)
+    remux_with_tags(folder / "base.mp4", folder / "v.mp4", {"title": "Interview with J.",
+                                                            "location": "+48.8584+002.2945/"})
     (folder / "base.mp4").unlink()
     exif = Image.Exif()
     exif[0x010F] = "TestCam"  # Make

@@ -2410,6 +2410,8 @@ def test_a_restored_video_says_so_in_its_comment_ahead_of_the_inputs(tmp_path, e
     (``strip_metadata``) the mark alone."""
     from dataclasses import replace
 
+    from media_utils import remux_with_tags
+
     from streamrestore.api import restore_video
     from streamrestore.pipeline import FaceRestorer
     from streamrestore.provenance import ORIGINAL_COMMENT, restored_comment
@@ -2418,13 +2420,7 @@ def test_a_restored_video_says_so_in_its_comment_ahead_of_the_inputs(tmp_path, e
     codec = "libvpx-vp9" if ext == "webm" else "libx264"
     make_clip(src, frames=3, codec=codec, options={} if ext == "webm" else {"preset": "ultrafast"})
     tagged = tmp_path / f"tagged.{ext}"
-    with av.open(str(src)) as c, av.open(str(tagged), "w") as out:
-        out.metadata.update({"title": "CAM02 SHOP", "comment": "DVR export, evidence #1234"})
-        stream = out.add_stream_from_template(c.streams.video[0])
-        for packet in c.demux(c.streams.video[0]):
-            if packet.size:
-                packet.stream = stream
-                out.mux(packet)
+    remux_with_tags(src, tagged, {"title": "CAM02 SHOP", "comment": "DVR export, evidence #1234"})
 
     def comment(path: Path) -> str | None:
         with av.open(str(path)) as c:
