@@ -265,7 +265,7 @@ def restore_photo(
     check_not_input(src, dst)
     photo = read_photo(src)
     if strip_metadata:
-        photo.exif, photo.xmp, photo.text, photo.comment, photo.iptc = None, None, {}, None, []
+        photo.exif, photo.xmp, photo.text, photo.comment, photo.iptc = None, None, {}, None, None
     check_photo_output(dst, force)
     face_restorer = _face_restorer(restorer, restorer.fps if isinstance(restorer, FaceRestorer) else 30.0)
     stats = face_restorer.stats

@@ -177,6 +177,7 @@ PHOTO_QUALITY = 95
 _EXIF_ORIENTATION = 0x0112
 _PNG_XMP = "XML:com.adobe.xmp"  # the text chunk a PNG holds its XMP in
 _EXIF_SOFTWARE = 0x0131  # the program that made the file (a restored photo's: streamrestore.provenance)
+_IPTC_RESOURCE = 0x0404  # the Photoshop resource (APP13) a JPEG's IPTC data is in
 #: a TIFF's IFD0 tags that describe the photo, not how its pixels are stored: what its EXIF keeps (Pillow reads the
 #: whole IFD0 as EXIF; given back, a CMYK or palette TIFF's PhotometricInterpretation was written over RGB samples, and
 #: the output opened nowhere). Description, make, model, page, software, date, artist, host, copyright, the Exif, GPS
@@ -205,7 +206,8 @@ class PhotoFile:
         dpi: the print resolution.
         text: a PNG's text chunks (title, author, description), kept in a PNG.
         comment: a JPEG's comment (COM), kept in a JPEG.
-        iptc: a JPEG's IPTC blocks (APP13: credit, copyright, caption, as agencies read them), kept in a JPEG.
+        iptc: a JPEG's IPTC data (credit, copyright, caption, as agencies read them: the IPTC resource of its
+            Photoshop block, APP13), kept in a JPEG.
         subsampling: a JPEG's chroma subsampling (Pillow's 0: 4:4:4, 1: 4:2:2, 2: 4:2:0), kept in a JPEG.
         lossless: a lossless WebP (written lossless again).
         compression: a TIFF's compression (Pillow's name), kept in a TIFF where it holds colour.
@@ -228,7 +230,7 @@ class PhotoFile:
     dpi: tuple | None = None
     text: dict[str, str] = field(default_factory=dict)
     comment: bytes | None = None
-    iptc: list[bytes] = field(default_factory=list)
+    iptc: bytes | None = None
     subsampling: int | None = None
     lossless: bool = False
     compression: str | None = None
@@ -284,8 +286,9 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
                 sampling = JpegImagePlugin.get_sampling(image)
                 photo.subsampling = sampling if sampling >= 0 else None
                 photo.comment = image.info.get("comment") or None
-                photo.iptc = [block for marker, data in getattr(image, "applist", []) if marker == "APP13"
-                              for block in [_iptc_only(data)] if block]
+                # (the IPTC resource alone: the block's others may hold a thumbnail of the picture as it was, the
+                # unrestored face kept in the restored file)
+                photo.iptc = (image.info.get("photoshop") or {}).get(_IPTC_RESOURCE) or None
             photo.lossless = image.format == "WEBP" and _webp_lossless(path)
             if heif:
                 photo.bits = int(image.info.get("bit_depth") or 8)
@@ -303,26 +306,6 @@ def read_photo(path: str | os.PathLike) -> PhotoFile:
     except (OSError, ValueError, SyntaxError):  # a file OpenCV reads and Pillow does not: its pixels are all there is
         pass
     return photo
-
-
-def _iptc_only(app13: bytes) -> bytes | None:
-    """A JPEG's APP13 block (Photoshop's resources) with its IPTC resource (0x0404) alone: the others may hold a
-    thumbnail of the picture as it was (0x040C), the unrestored face kept in the restored file. None where it holds
-    no IPTC; as it is where it cannot be read as Photoshop's."""
-    header = b"Photoshop 3.0\x00"
-    if not app13.startswith(header):
-        return app13
-    kept, at = [], len(header)
-    while at + 12 <= len(app13) and app13[at:at + 4] == b"8BIM":
-        name = 1 + app13[at + 6]
-        name += name & 1  # (a Pascal string, padded to an even length)
-        size_at = at + 6 + name
-        size = int.from_bytes(app13[size_at:size_at + 4], "big")
-        end = size_at + 4 + size + (size & 1)
-        if int.from_bytes(app13[at + 4:at + 6], "big") == 0x0404 and size_at + 4 + size <= len(app13):
-            kept.append(app13[at:end])  # (not one cut short: its size would claim bytes that are not there)
-        at = end
-    return header + b"".join(kept) if kept else None
 
 
 def _webp_lossless(path: str | os.PathLike) -> bool:
@@ -518,7 +501,7 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         if like.xmp:
             chunks.add_itxt(_PNG_XMP, like.xmp.decode("utf-8", "replace"))
         options["pnginfo"] = chunks
-    iptc = like.iptc if fmt == "JPEG" else []
+    iptc = like.iptc if fmt == "JPEG" else None
 
     def write(temp: Path) -> None:
         if deep is not None:
@@ -526,7 +509,7 @@ def write_photo(path: str | Path, rgb: np.ndarray, like: PhotoFile, *, force: bo
         else:
             image.save(temp, format=fmt, **options)
         if iptc:
-            temp.write_bytes(_with_app13(temp.read_bytes(), iptc))
+            temp.write_bytes(_with_iptc(temp.read_bytes(), iptc))
         _check_opens(temp, dst)
 
     write_atomically(dst, write, replace=force)
@@ -546,15 +529,17 @@ def _with_software(exif: bytes | None, software: str | None) -> bytes | None:
     return tags.tobytes()
 
 
-def _with_app13(jpeg: bytes, blocks: list[bytes]) -> bytes:
-    """The JPEG file ``jpeg`` with the APP13 segments of ``blocks`` (IPTC: Pillow writes none) after its
-    application segments (JFIF, EXIF, XMP, the profile), before the picture's tables."""
+def _with_iptc(jpeg: bytes, iptc: bytes) -> bytes:
+    """The JPEG file ``jpeg`` with ``iptc`` as the IPTC resource of a Photoshop APP13 segment (Pillow writes none),
+    after its application segments (JFIF, EXIF, XMP, the profile), before the picture's tables."""
+    resource = b"8BIM" + _IPTC_RESOURCE.to_bytes(2, "big") + b"\x00\x00" + len(iptc).to_bytes(4, "big") + iptc
+    block = b"Photoshop 3.0\x00" + resource + b"\x00" * (len(iptc) & 1)
+    if len(block) + 2 > 0xFFFF:  # (more than one segment holds)
+        return jpeg
     at = 2  # (after SOI)
     while at + 4 <= len(jpeg) and jpeg[at] == 0xFF and (0xE0 <= jpeg[at + 1] <= 0xEF or jpeg[at + 1] == 0xFE):
         at += 2 + int.from_bytes(jpeg[at + 2:at + 4], "big")  # (an APPn or COM segment)
-    segments = b"".join(b"\xff\xed" + (len(block) + 2).to_bytes(2, "big") + block for block in blocks
-                        if len(block) + 2 <= 0xFFFF)
-    return jpeg[:at] + segments + jpeg[at:]
+    return jpeg[:at] + b"\xff\xed" + (len(block) + 2).to_bytes(2, "big") + block + jpeg[at:]
 
 
 def _check_opens(temp: Path, dst: Path) -> None:
